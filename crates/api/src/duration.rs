@@ -1,0 +1,230 @@
+//! `google.protobuf.Duration` as Istio users write it.
+//!
+//! Protobuf-JSON only defines the seconds form (`"5s"`, `"0.100s"`), but Istio
+//! decodes its YAML with Go's `time.ParseDuration`, so `"100ms"`, `"1m"`,
+//! `"1h30m"` are all in real-world configs (e.g. `baseEjectionTime: 3m` in the
+//! Istio docs). We accept the Go grammar, which is a superset of the protobuf
+//! form, and always write the canonical protobuf form back out.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// A non-negative duration. Negative durations are rejected at parse time:
+/// no Istio field gives them a meaning, and Istio's validation rejects them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Duration(pub std::time::Duration);
+
+impl Duration {
+    pub const ZERO: Duration = Duration(std::time::Duration::ZERO);
+
+    pub fn from_secs(s: u64) -> Self {
+        Duration(std::time::Duration::from_secs(s))
+    }
+
+    pub fn from_millis(ms: u64) -> Self {
+        Duration(std::time::Duration::from_millis(ms))
+    }
+
+    pub fn as_std(&self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl From<std::time::Duration> for Duration {
+    fn from(d: std::time::Duration) -> Self {
+        Duration(d)
+    }
+}
+
+impl From<Duration> for std::time::Duration {
+    fn from(d: Duration) -> Self {
+        d.0
+    }
+}
+
+impl std::ops::Deref for Duration {
+    type Target = std::time::Duration;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// Why a duration string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration")]
+    Empty,
+    #[error("negative duration `{0}` is not allowed")]
+    Negative(String),
+    #[error("invalid duration `{0}`: expected a number followed by a unit (ns, us, ms, s, m, h), e.g. \"5s\" or \"100ms\"")]
+    Syntax(String),
+    #[error("duration `{0}` is too large")]
+    Overflow(String),
+}
+
+impl FromStr for Duration {
+    type Err = DurationError;
+
+    /// Go's `time.ParseDuration` grammar: `[-+]?(<decimal><unit>)+`, or a bare `0`.
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let s = input.trim();
+        if s.is_empty() {
+            return Err(DurationError::Empty);
+        }
+        let syntax = || DurationError::Syntax(input.to_string());
+        let overflow = || DurationError::Overflow(input.to_string());
+        let (negative, mut rest) = match s.as_bytes()[0] {
+            b'-' => (true, &s[1..]),
+            b'+' => (false, &s[1..]),
+            _ => (false, s),
+        };
+        if rest == "0" {
+            return Ok(Duration::ZERO);
+        }
+        if rest.is_empty() {
+            return Err(syntax());
+        }
+        // Accumulate in nanoseconds with u128 so `1.5h` etc. are exact and
+        // overflow is detected rather than wrapped.
+        let mut total: u128 = 0;
+        while !rest.is_empty() {
+            let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let int_part = &rest[..int_len];
+            rest = &rest[int_len..];
+            let mut frac_part = "";
+            if let Some(r) = rest.strip_prefix('.') {
+                let frac_len = r.bytes().take_while(u8::is_ascii_digit).count();
+                frac_part = &r[..frac_len];
+                rest = &r[frac_len..];
+            }
+            if int_part.is_empty() && frac_part.is_empty() {
+                return Err(syntax());
+            }
+            let unit_len = rest
+                .char_indices()
+                .find(|(_, c)| c.is_ascii_digit() || *c == '.')
+                .map_or(rest.len(), |(i, _)| i);
+            let unit = &rest[..unit_len];
+            rest = &rest[unit_len..];
+            let nanos_per_unit: u128 = match unit {
+                "ns" => 1,
+                "us" | "µs" | "μs" => 1_000,
+                "ms" => 1_000_000,
+                "s" => 1_000_000_000,
+                "m" => 60 * 1_000_000_000,
+                "h" => 3_600 * 1_000_000_000,
+                _ => return Err(syntax()),
+            };
+            let int_val: u128 = if int_part.is_empty() {
+                0
+            } else {
+                int_part.parse().map_err(|_| overflow())?
+            };
+            let mut part = int_val.checked_mul(nanos_per_unit).ok_or_else(overflow)?;
+            // Fractions beyond nanosecond precision are truncated, as Go does.
+            let mut scale = nanos_per_unit;
+            for d in frac_part.bytes().take(30) {
+                scale /= 10;
+                if scale == 0 {
+                    break;
+                }
+                part += u128::from(d - b'0') * scale;
+            }
+            total = total.checked_add(part).ok_or_else(overflow)?;
+        }
+        if negative && total != 0 {
+            return Err(DurationError::Negative(input.to_string()));
+        }
+        let secs = u64::try_from(total / 1_000_000_000).map_err(|_| overflow())?;
+        // The remainder is < 1e9 so it always fits.
+        let nanos = u32::try_from(total % 1_000_000_000).map_err(|_| overflow())?;
+        Ok(Duration(std::time::Duration::new(secs, nanos)))
+    }
+}
+
+impl fmt::Display for Duration {
+    /// Canonical protobuf-JSON form: seconds with 0, 3, 6 or 9 fractional digits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.as_secs();
+        let nanos = self.0.subsec_nanos();
+        if nanos == 0 {
+            write!(f, "{secs}s")
+        } else if nanos % 1_000_000 == 0 {
+            write!(f, "{secs}.{:03}s", nanos / 1_000_000)
+        } else if nanos % 1_000 == 0 {
+            write!(f, "{secs}.{:06}s", nanos / 1_000)
+        } else {
+            write!(f, "{secs}.{nanos:09}s")
+        }
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string such as \"5s\", \"0.5s\" or \"100ms\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_and_protobuf_forms() {
+        let ok = [
+            ("5s", 5_000_000_000u128),
+            ("0.5s", 500_000_000),
+            ("100ms", 100_000_000),
+            ("1m", 60_000_000_000),
+            ("1h", 3_600_000_000_000),
+            ("1.5s", 1_500_000_000),
+            ("1h30m", 5_400_000_000_000),
+            ("0", 0),
+            ("0s", 0),
+            ("250us", 250_000),
+            ("10ns", 10),
+            (".5s", 500_000_000),
+            ("0.100s", 100_000_000),
+        ];
+        for (s, nanos) in ok {
+            let d: Duration = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(d.0.as_nanos(), nanos, "{s}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_forms() {
+        for s in ["", "5", "s", "5x", "1.s.", "-1s", "abc", "5 s", "1e3s", "."] {
+            assert!(s.parse::<Duration>().is_err(), "{s:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn displays_canonically() {
+        let cases = [("5s", "5s"), ("100ms", "0.100s"), ("1.5s", "1.500s"), ("3m", "180s"), ("1us", "0.000001s"), ("7ns", "0.000000007s")];
+        for (input, want) in cases {
+            let d: Duration = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(d.to_string(), want);
+            assert_eq!(want.parse::<Duration>().ok(), Some(d));
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The resources Trellis reads: Istio kinds wrapped in [`Object`], the
+//! Kubernetes kinds a mesh needs, and a placeholder for everything else.
+
+mod kind;
+mod object;
+mod parse;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::{Serialize, Serializer};
+
+pub use kind::{Kind, UnknownKind};
+pub use object::Object;
+pub use parse::{ParseError, parse, parse_value};
+
+use crate::{networking, security, telemetry};
+
+/// One parsed document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resource {
+    VirtualService(Object<networking::VirtualService>),
+    DestinationRule(Object<networking::DestinationRule>),
+    Gateway(Object<networking::Gateway>),
+    ServiceEntry(Object<networking::ServiceEntry>),
+    Sidecar(Object<networking::Sidecar>),
+    WorkloadEntry(Object<networking::WorkloadEntry>),
+    WorkloadGroup(Object<networking::WorkloadGroup>),
+    PeerAuthentication(Object<security::PeerAuthentication>),
+    RequestAuthentication(Object<security::RequestAuthentication>),
+    AuthorizationPolicy(Object<security::AuthorizationPolicy>),
+    Telemetry(Object<telemetry::Telemetry>),
+    Namespace(Namespace),
+    ServiceAccount(ServiceAccount),
+    Service(Service),
+    Deployment(Deployment),
+    Pod(Pod),
+    EndpointSlice(EndpointSlice),
+    /// Recognised but not supported by Trellis (IstioOperator, EnvoyFilter, ServiceMonitor, ...): kept so tools can report them for what they are.
+    Unsupported {
+        api_version: String,
+        kind: String,
+        name: String,
+        namespace: Option<String>,
+        reason: String,
+    },
+}
+
+/// Applies `$body` to the metadata-bearing part of every variant: `$istio`
+/// is bound to `&Object<_>` for Istio kinds, `$k8s` to the k8s-openapi
+/// object for Kubernetes kinds. Keeps the accessors below from listing
+/// seventeen arms each.
+macro_rules! each {
+    ($self:expr, $istio:ident => $ibody:expr, $k8s:ident => $kbody:expr, $u:pat => $ubody:expr) => {
+        match $self {
+            Resource::VirtualService($istio) => $ibody,
+            Resource::DestinationRule($istio) => $ibody,
+            Resource::Gateway($istio) => $ibody,
+            Resource::ServiceEntry($istio) => $ibody,
+            Resource::Sidecar($istio) => $ibody,
+            Resource::WorkloadEntry($istio) => $ibody,
+            Resource::WorkloadGroup($istio) => $ibody,
+            Resource::PeerAuthentication($istio) => $ibody,
+            Resource::RequestAuthentication($istio) => $ibody,
+            Resource::AuthorizationPolicy($istio) => $ibody,
+            Resource::Telemetry($istio) => $ibody,
+            Resource::Namespace($k8s) => $kbody,
+            Resource::ServiceAccount($k8s) => $kbody,
+            Resource::Service($k8s) => $kbody,
+            Resource::Deployment($k8s) => $kbody,
+            Resource::Pod($k8s) => $kbody,
+            Resource::EndpointSlice($k8s) => $kbody,
+            $u => $ubody,
+        }
+    };
+}
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::VirtualService(_) => Kind::VirtualService,
+            Resource::DestinationRule(_) => Kind::DestinationRule,
+            Resource::Gateway(_) => Kind::Gateway,
+            Resource::ServiceEntry(_) => Kind::ServiceEntry,
+            Resource::Sidecar(_) => Kind::Sidecar,
+            Resource::WorkloadEntry(_) => Kind::WorkloadEntry,
+            Resource::WorkloadGroup(_) => Kind::WorkloadGroup,
+            Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Resource::RequestAuthentication(_) => Kind::RequestAuthentication,
+            Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Resource::Telemetry(_) => Kind::Telemetry,
+            Resource::Namespace(_) => Kind::Namespace,
+            Resource::ServiceAccount(_) => Kind::ServiceAccount,
+            Resource::Service(_) => Kind::Service,
+            Resource::Deployment(_) => Kind::Deployment,
+            Resource::Pod(_) => Kind::Pod,
+            Resource::EndpointSlice(_) => Kind::EndpointSlice,
+            Resource::Unsupported { .. } => Kind::Unsupported,
+        }
+    }
+
+    /// The `kind:` as written; for unsupported resources, their own kind
+    /// (e.g. `EnvoyFilter`), not "Unsupported".
+    pub fn kind_name(&self) -> &str {
+        match self {
+            Resource::Unsupported { kind, .. } => kind,
+            other => other.kind().as_str(),
+        }
+    }
+
+    /// The `apiVersion:` as written (k8s kinds always carry their only version).
+    pub fn api_version(&self) -> &str {
+        each!(self,
+            o => &o.api_version,
+            _k => self.kind().default_api_version(),
+            Resource::Unsupported { api_version, .. } => api_version)
+    }
+
+    pub fn name(&self) -> &str {
+        each!(self,
+            o => &o.metadata.name,
+            k => k.metadata.name.as_deref().unwrap_or_default(),
+            Resource::Unsupported { name, .. } => name)
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        each!(self,
+            o => o.metadata.namespace.as_deref(),
+            k => k.metadata.namespace.as_deref(),
+            Resource::Unsupported { namespace, .. } => namespace.as_deref())
+    }
+
+    /// Sets the namespace (used to default it to the source's namespace).
+    /// Namespaces themselves are cluster-scoped and are left alone.
+    pub fn set_namespace(&mut self, ns: &str) {
+        if matches!(self, Resource::Namespace(_)) {
+            return;
+        }
+        let ns = Some(ns.to_string());
+        each!(self,
+            o => o.metadata.namespace = ns,
+            k => k.metadata.namespace = ns,
+            Resource::Unsupported { namespace, .. } => *namespace = ns)
+    }
+
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        each!(self,
+            o => &o.metadata.labels,
+            k => k.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
+            Resource::Unsupported { .. } => &NO_LABELS)
+    }
+
+    pub fn annotations(&self) -> &BTreeMap<String, String> {
+        each!(self,
+            o => &o.metadata.annotations,
+            k => k.metadata.annotations.as_ref().unwrap_or(&NO_LABELS),
+            Resource::Unsupported { .. } => &NO_LABELS)
+    }
+
+    /// `Kind/namespace/name` (namespace omitted when unset), for messages.
+    pub fn display_name(&self) -> String {
+        match self.namespace() {
+            Some(ns) => format!("{}/{}/{}", self.kind_name(), ns, self.name()),
+            None => format!("{}/{}", self.kind_name(), self.name()),
+        }
+    }
+
+    /// The resource as YAML, in the form `parse` reads back to an equal value.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).unwrap_or_else(|e| format!("# cannot render as YAML: {e}\n"))
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Serialize for Resource {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Resource::VirtualService(o) => o.serialize(s),
+            Resource::DestinationRule(o) => o.serialize(s),
+            Resource::Gateway(o) => o.serialize(s),
+            Resource::ServiceEntry(o) => o.serialize(s),
+            Resource::Sidecar(o) => o.serialize(s),
+            Resource::WorkloadEntry(o) => o.serialize(s),
+            Resource::WorkloadGroup(o) => o.serialize(s),
+            Resource::PeerAuthentication(o) => o.serialize(s),
+            Resource::RequestAuthentication(o) => o.serialize(s),
+            Resource::AuthorizationPolicy(o) => o.serialize(s),
+            Resource::Telemetry(o) => o.serialize(s),
+            Resource::Namespace(o) => o.serialize(s),
+            Resource::ServiceAccount(o) => o.serialize(s),
+            Resource::Service(o) => o.serialize(s),
+            Resource::Deployment(o) => o.serialize(s),
+            Resource::Pod(o) => o.serialize(s),
+            Resource::EndpointSlice(o) => o.serialize(s),
+            // Only the envelope is kept for unsupported kinds; the body was
+            // never modelled.
+            Resource::Unsupported { api_version, kind, name, namespace, .. } => {
+                #[derive(Serialize)]
+                #[serde(rename_all = "camelCase")]
+                struct Envelope<'a> {
+                    api_version: &'a str,
+                    kind: &'a str,
+                    metadata: Meta<'a>,
+                }
+                #[derive(Serialize)]
+                struct Meta<'a> {
+                    #[serde(skip_serializing_if = "str::is_empty")]
+                    name: &'a str,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    namespace: Option<&'a str>,
+                }
+                Envelope {
+                    api_version,
+                    kind,
+                    metadata: Meta { name, namespace: namespace.as_deref() },
+                }
+                .serialize(s)
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The control plane's state: the store, the current mesh, and the connected
+//! proxies with what each was sent and has acknowledged.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use model::{Mesh, MeshConfig};
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+use wire::pb::Node;
+use wire::server::ProxySnapshot;
+
+use crate::store::Store;
+
+pub struct ControlPlane {
+    store: Mutex<Store>,
+    mesh_config: MeshConfig,
+    mesh: Mutex<Arc<Mesh>>,
+    proxies: Mutex<BTreeMap<String, Proxy>>,
+    dirty: Notify,
+}
+
+struct Proxy {
+    node: Node,
+    config: watch::Sender<Arc<ProxySnapshot>>,
+    status: ProxyStatus,
+}
+
+/// What `trellis proxy-status` shows for one proxy.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProxyStatus {
+    pub id: String,
+    pub pod: String,
+    pub namespace: String,
+    pub kind: String,
+    pub connected: bool,
+    pub connected_at: u64,
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TypeStatus {
+    pub sent: String,
+    pub acked: String,
+    pub last_push: u64,
+    /// The reason of the last NACK, while the proxy has not ACKed since.
+    pub nack: Option<String>,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind, still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ControlPlane {
+    pub fn new(store: Store, mesh_config: MeshConfig) -> Self {
+        let mesh = Arc::new(Mesh::build(store.resources(), mesh_config.clone()));
+        Self {
+            store: Mutex::new(store),
+            mesh_config,
+            mesh: Mutex::new(mesh),
+            proxies: Mutex::new(BTreeMap::new()),
+            dirty: Notify::new(),
+        }
+    }
+
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    /// Schedules a rebuild and push; many calls within the debounce window make one push.
+    pub fn changed(&self) {
+        self.dirty.notify_one();
+    }
+
+    pub fn mesh(&self) -> Arc<Mesh> {
+        lock(&self.mesh).clone()
+    }
+
+    pub fn proxy_status(&self) -> Vec<ProxyStatus> {
+        lock(&self.proxies).values().map(|p| p.status.clone()).collect()
+    }
+
+    pub fn node(&self, id: &str) -> Option<Node> {
+        lock(&self.proxies).get(id).map(|p| p.node.clone())
+    }
+
+    /// Rebuilds the mesh from the store and sends each proxy its config if it changed.
+    pub fn push(&self) {
+        let mesh = Arc::new(Mesh::build(self.store().resources(), self.mesh_config.clone()));
+        *lock(&self.mesh) = mesh.clone();
+        let proxies = lock(&self.proxies);
+        for p in proxies.values() {
+            let snapshot = model::compile(&mesh, &p.node).into_snapshot();
+            p.config.send_if_modified(|old| {
+                if **old == snapshot {
+                    return false;
+                }
+                *old = Arc::new(snapshot);
+                true
+            });
+        }
+    }
+
+    fn with_type(&self, node: &Node, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
+        if let Some(p) = lock(&self.proxies).get_mut(&node.id) {
+            f(p.status.types.entry(wire::types::short_name(type_url).to_string()).or_default());
+        }
+    }
+}
+
+impl wire::server::ConfigProvider for ControlPlane {
+    fn connect(&self, node: &Node) -> Result<watch::Receiver<Arc<ProxySnapshot>>, tonic::Status> {
+        let snapshot = Arc::new(model::compile(&self.mesh(), node).into_snapshot());
+        let (tx, rx) = watch::channel(snapshot);
+        let status = ProxyStatus {
+            id: node.id.clone(),
+            pod: node.pod_name.clone(),
+            namespace: node.namespace.clone(),
+            kind: node.kind().as_str_name().to_lowercase().replace("proxy_kind_", ""),
+            connected: true,
+            connected_at: now(),
+            types: BTreeMap::new(),
+        };
+        tracing::info!(proxy = %node.id, "proxy connected");
+        lock(&self.proxies).insert(node.id.clone(), Proxy { node: node.clone(), config: tx, status });
+        Ok(rx)
+    }
+
+    fn ack(&self, node: &Node, type_url: &str, version: &str) {
+        self.with_type(node, type_url, |t| {
+            t.acked = version.to_string();
+            t.nack = None;
+        });
+    }
+
+    fn nack(&self, node: &Node, type_url: &str, version: &str, reason: &str) {
+        tracing::warn!(proxy = %node.id, type_url, kept_version = version, reason, "proxy rejected config");
+        self.with_type(node, type_url, |t| t.nack = Some(reason.to_string()));
+    }
+
+    fn sent(&self, node: &Node, type_url: &str, version: &str) {
+        self.with_type(node, type_url, |t| {
+            t.sent = version.to_string();
+            t.last_push = now();
+        });
+    }
+
+    fn disconnect(&self, node: &Node) {
+        let mut proxies = lock(&self.proxies);
+        // A proxy that already reconnected has a new entry whose channel is watched.
+        if let Some(p) = proxies.get_mut(&node.id).filter(|p| p.config.receiver_count() == 0) {
+            tracing::info!(proxy = %node.id, "proxy disconnected");
+            p.status.connected = false;
+        }
+    }
+}
+
+/// Waits for changes and pushes, collecting changes for `debounce` first.
+pub async fn push_loop(cp: Arc<ControlPlane>, debounce: Duration) {
+    loop {
+        cp.dirty.notified().await;
+        tokio::time::sleep(debounce).await;
+        let cp2 = cp.clone();
+        // Compiling for every proxy is CPU work; keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || cp2.push()).await;
+    }
+}

@@ -1,0 +1,21 @@
+//! The mesh as the control plane sees it, and the compiler that turns it into
+//! each proxy's configuration.
+//!
+//! Everything here is pure: [`Mesh::build`] reads resources, [`compile`]
+//! produces the proxy API for one proxy. No I/O, deterministic output, so the
+//! same input always yields the same versions and nothing is pushed twice.
+#![forbid(unsafe_code)]
+
+pub mod compile;
+pub mod host;
+pub mod mesh;
+pub mod mesh_config;
+pub mod protocol;
+pub mod registry;
+mod gateway;
+mod routes;
+
+pub use compile::{ProxyConfig, compile};
+pub use mesh::Mesh;
+pub use mesh_config::MeshConfig;
+pub use registry::{Registry, Service, ServicePort, Workload};

@@ -1,0 +1,73 @@
+//! The whole mesh at one moment: the registry and the Istio config, read from
+//! resources once and shared by every proxy's compilation.
+
+use api::networking::{DestinationRule, Gateway, VirtualService};
+use api::{Object, Resource};
+
+use crate::host;
+use crate::mesh_config::MeshConfig;
+use crate::registry::Registry;
+
+#[derive(Clone, Debug, Default)]
+pub struct Mesh {
+    pub config: MeshConfig,
+    pub registry: Registry,
+    pub virtual_services: Vec<Object<VirtualService>>,
+    pub destination_rules: Vec<Object<DestinationRule>>,
+    pub gateways: Vec<Object<Gateway>>,
+}
+
+impl Mesh {
+    /// Reads every resource the compiler understands; other kinds are left to
+    /// the parts of the control plane that use them.
+    pub fn build<'a>(resources: impl IntoIterator<Item = &'a Resource>, config: MeshConfig) -> Mesh {
+        let mut mesh = Mesh { config, ..Default::default() };
+        for r in resources {
+            match r {
+                Resource::Service(s) => mesh.registry.add_k8s_service(s, &mesh.config),
+                Resource::Pod(p) => mesh.registry.add_pod(p),
+                Resource::VirtualService(vs) => mesh.virtual_services.push(vs.clone()),
+                Resource::DestinationRule(dr) => mesh.destination_rules.push(dr.clone()),
+                Resource::Gateway(gw) => mesh.gateways.push(gw.clone()),
+                _ => {}
+            }
+        }
+        // Istio resolves conflicts by creation time; files carry none, so the
+        // order is namespace/name, which is at least stable.
+        mesh.virtual_services.sort_by(|a, b| key(&a.metadata).cmp(&key(&b.metadata)));
+        mesh.destination_rules.sort_by(|a, b| key(&a.metadata).cmp(&key(&b.metadata)));
+        mesh.gateways.sort_by(|a, b| key(&a.metadata).cmp(&key(&b.metadata)));
+        mesh
+    }
+
+    pub fn fqdn(&self, host: &str, namespace: &str) -> String {
+        host::fqdn(host, namespace, &self.config.domain_suffix)
+    }
+
+    /// The DestinationRule that applies to `hostname` for a client in
+    /// `client_ns`: one in the client's namespace first, then the service's,
+    /// then the root namespace — Istio's lookup order. The most specific host wins.
+    pub fn destination_rule(&self, hostname: &str, client_ns: &str) -> Option<&Object<DestinationRule>> {
+        let service_ns = self.registry.service(hostname).map(|s| s.namespace.as_str());
+        let search = [Some(client_ns), service_ns, Some(self.config.root_namespace.as_str())];
+        for ns in search.into_iter().flatten() {
+            let best = self
+                .destination_rules
+                .iter()
+                .filter(|dr| dr.metadata.namespace.as_deref().unwrap_or("default") == ns)
+                .filter(|dr| {
+                    let pattern = self.fqdn(&dr.spec.host, ns);
+                    host::matches(&pattern, hostname)
+                })
+                .max_by_key(|dr| host::specificity(&self.fqdn(&dr.spec.host, ns)));
+            if best.is_some() {
+                return best;
+            }
+        }
+        None
+    }
+}
+
+fn key(m: &api::meta::ObjectMeta) -> (String, String) {
+    (m.namespace.clone().unwrap_or_default(), m.name.clone())
+}

@@ -1,0 +1,177 @@
+//! The service registry: services with their ports and protocols, and the
+//! workloads (pods) that back them, as Kubernetes would resolve them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, Service as K8sService};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use wire::pb::Protocol;
+
+use crate::host;
+use crate::mesh_config::MeshConfig;
+use crate::protocol;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub namespace: String,
+    /// `<name>.<namespace>.svc.<domain>`
+    pub hostname: String,
+    pub ports: Vec<ServicePort>,
+    pub selector: BTreeMap<String, String>,
+    pub cluster_ip: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServicePort {
+    pub name: Option<String>,
+    pub port: u32,
+    pub target_port: TargetPort,
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TargetPort {
+    Number(u32),
+    Name(String),
+}
+
+/// A running instance of a workload: one pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub ip: String,
+    pub service_account: String,
+    pub ports: Vec<ContainerPort>,
+    /// Injected pods carry Istio's `sidecar.istio.io/status` annotation.
+    pub has_sidecar: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerPort {
+    pub name: Option<String>,
+    pub port: u32,
+}
+
+impl Workload {
+    pub fn spiffe_id(&self, trust_domain: &str) -> String {
+        format!("spiffe://{trust_domain}/ns/{}/sa/{}", self.namespace, self.service_account)
+    }
+
+    /// The workload name as Istio's telemetry reports it: the `app` label, or the pod name.
+    pub fn workload_name(&self) -> &str {
+        self.labels.get("app").map(String::as_str).unwrap_or(&self.name)
+    }
+}
+
+impl Service {
+    pub fn port(&self, number: u32) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.port == number)
+    }
+
+    pub fn selects(&self, w: &Workload) -> bool {
+        w.namespace == self.namespace
+            && !self.selector.is_empty()
+            && self.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Registry {
+    /// By hostname, sorted so compiled output is deterministic.
+    pub services: BTreeMap<String, Service>,
+    pub workloads: Vec<Workload>,
+}
+
+impl Registry {
+    pub fn add_k8s_service(&mut self, svc: &K8sService, mesh: &MeshConfig) {
+        let Some(name) = svc.metadata.name.clone() else { return };
+        let namespace = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let spec = svc.spec.clone().unwrap_or_default();
+        let ports = spec
+            .ports
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| ServicePort {
+                protocol: protocol::from_port(p.name.as_deref(), p.app_protocol.as_deref()),
+                name: p.name,
+                port: p.port as u32,
+                target_port: match p.target_port {
+                    Some(IntOrString::Int(n)) => TargetPort::Number(n as u32),
+                    Some(IntOrString::String(s)) => TargetPort::Name(s),
+                    None => TargetPort::Number(p.port as u32),
+                },
+            })
+            .collect();
+        let hostname = host::fqdn(&name, &namespace, &mesh.domain_suffix);
+        let service = Service {
+            name,
+            namespace,
+            hostname: hostname.clone(),
+            ports,
+            selector: spec.selector.unwrap_or_default(),
+            cluster_ip: spec.cluster_ip.filter(|ip| ip != "None"),
+        };
+        self.services.insert(hostname, service);
+    }
+
+    pub fn add_pod(&mut self, pod: &Pod) {
+        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else { return };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let meta = &pod.metadata;
+        let ports = spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .map(|p| ContainerPort { name: p.name.clone(), port: p.container_port as u32 })
+            .collect();
+        self.workloads.push(Workload {
+            name: meta.name.clone().unwrap_or_default(),
+            namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+            labels: meta.labels.clone().unwrap_or_default(),
+            ip,
+            service_account: spec.service_account_name.unwrap_or_else(|| "default".into()),
+            ports,
+            has_sidecar: meta
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key("sidecar.istio.io/status")),
+        });
+    }
+
+    pub fn service(&self, hostname: &str) -> Option<&Service> {
+        self.services.get(hostname)
+    }
+
+    /// The workload a proxy speaks for.
+    pub fn workload(&self, name: &str, namespace: &str) -> Option<&Workload> {
+        self.workloads.iter().find(|w| w.name == name && w.namespace == namespace)
+    }
+
+    /// Endpoints of `svc`'s `port` restricted to pods carrying `subset` labels,
+    /// with the container port the service's targetPort resolves to on each pod.
+    pub fn endpoints<'a>(
+        &'a self,
+        svc: &'a Service,
+        port: &'a ServicePort,
+        subset: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = (&'a Workload, u32)> + 'a {
+        self.workloads
+            .iter()
+            .filter(move |w| svc.selects(w) && subset.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+            .filter_map(move |w| {
+                let target = match &port.target_port {
+                    TargetPort::Number(n) => *n,
+                    TargetPort::Name(name) => w.ports.iter().find(|p| p.name.as_deref() == Some(name))?.port,
+                };
+                Some((w, target))
+            })
+    }
+
+    /// The services whose selector picks this workload.
+    pub fn services_of<'a>(&'a self, w: &'a Workload) -> impl Iterator<Item = &'a Service> + 'a {
+        self.services.values().filter(move |s| s.selects(w))
+    }
+}

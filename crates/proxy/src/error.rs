@@ -1,0 +1,35 @@
+//! Errors that stop the proxy from starting. Everything that goes wrong later
+//! (a bad config, a failed upstream) is handled where it happens: a NACK, a
+//! local reply, a log line — never a crash of the whole proxy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no config source: set either xds_address or static_config")]
+    NoConfigSource,
+    #[error("both xds_address and static_config are set: choose one config source")]
+    TwoConfigSources,
+    #[error("static config {path}: cannot read it: {source}")]
+    StaticRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("static config {path}: {reason}")]
+    StaticConfig { path: PathBuf, reason: String },
+    #[error("admin address {0}: the admin server only listens on a loopback address")]
+    AdminNotLoopback(SocketAddr),
+    #[error("admin server: cannot listen on {addr}: {source}")]
+    AdminBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the {what} runtime: {source}")]
+    Runtime {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the {0} thread stopped unexpectedly")]
+    ThreadDied(&'static str),
+}

@@ -1,0 +1,195 @@
+//! Body types of the data plane. Plain enums instead of boxed trait objects:
+//! a request costs no allocation for its body type, and every variant stays
+//! `Unpin`, so no pin projection is needed.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The largest request body kept in memory so that a retry or a mirror can
+/// replay it. Larger bodies stream through once and are not retried.
+pub const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// A downstream body that counts the bytes it delivers (for the access log).
+#[derive(Debug)]
+pub struct Counted {
+    inner: Incoming,
+    received: Arc<AtomicU64>,
+}
+
+impl Counted {
+    pub fn new(inner: Incoming, received: Arc<AtomicU64>) -> Self {
+        Counted { inner, received }
+    }
+
+    fn poll_counted(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.received.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+/// What is sent upstream.
+#[derive(Debug)]
+pub enum ReqBody {
+    Empty,
+    /// A buffered body (replayable: `Bytes` clones are cheap).
+    Full(Option<Bytes>),
+    /// The downstream body, streamed.
+    Stream(Counted),
+    /// Frames already read while trying to buffer, then the rest of the stream.
+    Prefixed { prefix: VecDeque<Bytes>, rest: Counted },
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut *self {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ReqBody::Stream(s) => s.poll_counted(cx).map_err(Into::into),
+            ReqBody::Prefixed { prefix, rest } => match prefix.pop_front() {
+                Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                None => rest.poll_counted(cx).map_err(Into::into),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Empty => true,
+            ReqBody::Full(d) => d.is_none(),
+            ReqBody::Stream(s) => s.inner.is_end_stream(),
+            ReqBody::Prefixed { prefix, rest } => prefix.is_empty() && rest.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            ReqBody::Stream(s) => s.inner.size_hint(),
+            ReqBody::Prefixed { prefix, rest } => {
+                let buffered: u64 = prefix.iter().map(|b| b.len() as u64).sum();
+                let r = rest.inner.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(r.lower() + buffered);
+                if let Some(u) = r.upper() {
+                    hint.set_upper(u + buffered);
+                }
+                hint
+            }
+        }
+    }
+}
+
+impl ReqBody {
+    pub fn bytes(b: Bytes) -> Self {
+        if b.is_empty() { ReqBody::Empty } else { ReqBody::Full(Some(b)) }
+    }
+}
+
+/// A request body made ready to be sent more than once, if it is small.
+pub enum Replay {
+    /// The whole body (possibly empty): every attempt gets a copy.
+    Whole(Bytes),
+    /// Too large or unbounded: it can be sent exactly once.
+    Once(ReqBody),
+}
+
+/// Reads up to `limit` bytes of `body` into memory.
+pub async fn buffer_for_replay(mut body: Counted, limit: usize) -> Result<Replay, hyper::Error> {
+    if body.inner.is_end_stream() {
+        return Ok(Replay::Whole(Bytes::new()));
+    }
+    // A declared length over the limit: don't read at all, stream it once.
+    if body.inner.size_hint().lower() > limit as u64 {
+        return Ok(Replay::Once(ReqBody::Stream(body)));
+    }
+    let mut chunks: VecDeque<Bytes> = VecDeque::new();
+    let mut len = 0usize;
+    loop {
+        let frame = std::future::poll_fn(|cx| body.poll_counted(cx)).await;
+        match frame {
+            None => break,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(frame)) => {
+                // Request trailers are rare (gRPC sends none) and dropped here.
+                if let Ok(data) = frame.into_data() {
+                    len += data.len();
+                    chunks.push_back(data);
+                    if len > limit {
+                        return Ok(Replay::Once(ReqBody::Prefixed { prefix: chunks, rest: body }));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Replay::Whole(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop_front().unwrap_or_default(),
+        _ => {
+            let mut buf = BytesMut::with_capacity(len);
+            chunks.iter().for_each(|c| buf.extend_from_slice(c));
+            buf.freeze()
+        }
+    }))
+}
+
+/// What is sent downstream.
+#[derive(Debug)]
+pub enum RespBody {
+    Empty,
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+impl RespBody {
+    pub fn text(s: impl Into<Bytes>) -> Self {
+        let b = s.into();
+        if b.is_empty() { RespBody::Empty } else { RespBody::Full(Some(b)) }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut *self {
+            RespBody::Empty => Poll::Ready(None),
+            RespBody::Full(d) => Poll::Ready(d.take().map(|d| Ok(Frame::data(d)))),
+            RespBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Empty => true,
+            RespBody::Full(d) => d.is_none(),
+            RespBody::Upstream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Empty => SizeHint::with_exact(0),
+            RespBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            RespBody::Upstream(b) => b.size_hint(),
+        }
+    }
+}

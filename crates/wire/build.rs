@@ -1,0 +1,15 @@
+// protox compiles the .proto files in Rust, so building needs no `protoc` binary.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/proxy.proto"];
+    let fds = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        // Ordered maps make encoding deterministic, so equal configs get equal versions.
+        .btree_map(".")
+        .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .type_attribute(".", "#[serde(rename_all = \"snake_case\")]")
+        .compile_fds(fds)?;
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! The proxy's half of the discovery stream: connect, subscribe to every
+//! type, hand each response to the proxy, (N)ACK it, and reconnect with
+//! backoff when the control plane goes away. The proxy keeps whatever it last
+//! applied while disconnected (static stability).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::pb::aggregated_discovery_client::AggregatedDiscoveryClient;
+use crate::pb::{DiscoveryRequest, DiscoveryResponse, Node, Resource, Status};
+
+/// Applies the resources of one type. Returning `Err` NACKs the response and
+/// the proxy must keep its previous resources of that type.
+pub trait ConfigHandler: Send + Sync + 'static {
+    fn apply(&self, type_url: &str, version: &str, resources: Vec<Resource>) -> Result<(), String>;
+}
+
+/// Runs the discovery stream until the process ends.
+pub async fn run<H: ConfigHandler>(endpoint: String, node: Node, handler: H) {
+    let mut applied: HashMap<String, String> = HashMap::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match session(&endpoint, &node, &handler, &mut applied, &mut backoff).await {
+            Ok(()) => tracing::warn!(%endpoint, "control plane closed the discovery stream"),
+            Err(err) => tracing::warn!(%endpoint, error = %err, "discovery stream failed"),
+        }
+        let jitter = Duration::from_millis(rand_millis(backoff.as_millis() as u64 / 4 + 1));
+        tokio::time::sleep(backoff + jitter).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn session<H: ConfigHandler>(
+    endpoint: &str,
+    node: &Node,
+    handler: &H,
+    applied: &mut HashMap<String, String>,
+    backoff: &mut Duration,
+) -> Result<(), tonic::Status> {
+    let mut client = AggregatedDiscoveryClient::connect(endpoint.to_string())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let (tx, rx) = mpsc::channel(16);
+    for (i, type_url) in crate::types::ALL.iter().enumerate() {
+        let req = DiscoveryRequest {
+            node: (i == 0).then(|| node.clone()),
+            type_url: type_url.to_string(),
+            version_info: applied.get(*type_url).cloned().unwrap_or_default(),
+            ..Default::default()
+        };
+        // The channel holds 16 and this sends 4: it cannot be full.
+        let _ = tx.try_send(req);
+    }
+    let mut responses = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    tracing::info!(%endpoint, "connected to the control plane");
+    *backoff = Duration::from_millis(100);
+    while let Some(response) = responses.next().await {
+        let response = response?;
+        let reply = apply(handler, applied, response);
+        if tx.send(reply).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn apply<H: ConfigHandler>(
+    handler: &H,
+    applied: &mut HashMap<String, String>,
+    response: DiscoveryResponse,
+) -> DiscoveryRequest {
+    let DiscoveryResponse { type_url, version_info, nonce, resources } = response;
+    let result = handler.apply(&type_url, &version_info, resources);
+    let mut reply = DiscoveryRequest { type_url: type_url.clone(), response_nonce: nonce, ..Default::default() };
+    match result {
+        Ok(()) => {
+            tracing::debug!(type_url, version = %version_info, "applied");
+            applied.insert(type_url, version_info.clone());
+            reply.version_info = version_info;
+        }
+        Err(message) => {
+            tracing::warn!(type_url, version = %version_info, reason = %message, "rejected config (NACK)");
+            reply.version_info = applied.get(&type_url).cloned().unwrap_or_default();
+            reply.error_detail = Some(Status { code: 3, message });
+        }
+    }
+    reply
+}
+
+fn rand_millis(max: u64) -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    u64::from(nanos) % max.max(1)
+}

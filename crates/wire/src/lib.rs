@@ -1,0 +1,37 @@
+//! The proxy API shared by `trellisd` and `trellis-proxy`: the protobuf types
+//! (see `proto/proxy.proto`) and both halves of the discovery stream.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod server;
+
+/// Generated protobuf types of the proxy API.
+pub mod pb {
+    #![allow(clippy::all)]
+    tonic::include_proto!("trellis.proxy.v1");
+}
+
+/// Type URLs of the resources on the discovery stream, in the order a proxy
+/// subscribes to them: clusters and endpoints before the listeners and routes
+/// that refer to them, so that no route points at a cluster the proxy lacks.
+pub mod types {
+    pub const CLUSTER: &str = "trellis.proxy.v1.Cluster";
+    pub const ENDPOINTS: &str = "trellis.proxy.v1.ClusterEndpoints";
+    pub const LISTENER: &str = "trellis.proxy.v1.Listener";
+    pub const ROUTE_CONFIG: &str = "trellis.proxy.v1.RouteConfig";
+    pub const ALL: [&str; 4] = [CLUSTER, ENDPOINTS, LISTENER, ROUTE_CONFIG];
+
+    /// The short name operators use (`trellis proxy-config <pod> clusters`).
+    pub fn short_name(type_url: &str) -> &'static str {
+        match type_url {
+            CLUSTER => "clusters",
+            ENDPOINTS => "endpoints",
+            LISTENER => "listeners",
+            ROUTE_CONFIG => "routes",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Default port of the discovery stream (Istio's plaintext xDS port).
+pub const DEFAULT_XDS_PORT: u16 = 15010;

@@ -1,0 +1,189 @@
+//! The control plane's half of the discovery stream.
+//!
+//! The control plane hands each connected proxy a `watch` channel of its
+//! compiled config; this module turns changes of that channel into versioned
+//! responses per type and reports ACKs and NACKs back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::pb::aggregated_discovery_server::{AggregatedDiscovery, AggregatedDiscoveryServer};
+use crate::pb::{DiscoveryRequest, DiscoveryResponse, Node, Resource};
+
+/// All resources of one type for one proxy, with a version that changes
+/// whenever their content does.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TypeSnapshot {
+    pub version: String,
+    pub resources: Vec<Resource>,
+}
+
+/// Everything one proxy should have, by type URL.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProxySnapshot {
+    pub types: BTreeMap<String, TypeSnapshot>,
+}
+
+/// What the control plane provides to the discovery service.
+pub trait ConfigProvider: Send + Sync + 'static {
+    /// A proxy connected; authenticate it and return the channel of its config.
+    fn connect(&self, node: &Node) -> Result<watch::Receiver<Arc<ProxySnapshot>>, Status>;
+    /// The proxy applied `version` of `type_url`.
+    fn ack(&self, node: &Node, type_url: &str, version: &str);
+    /// The proxy rejected a response of `type_url`; it keeps `version` (its last good one).
+    fn nack(&self, node: &Node, type_url: &str, version: &str, reason: &str);
+    /// A response was sent.
+    fn sent(&self, node: &Node, type_url: &str, version: &str);
+    /// The stream ended.
+    fn disconnect(&self, node: &Node);
+}
+
+pub struct DiscoveryService<P> {
+    provider: Arc<P>,
+}
+
+impl<P: ConfigProvider> DiscoveryService<P> {
+    pub fn new(provider: Arc<P>) -> AggregatedDiscoveryServer<Self> {
+        AggregatedDiscoveryServer::new(Self { provider })
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
+    type StreamStream = ResponseStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = match inbound.next().await {
+            Some(Ok(req)) => req,
+            Some(Err(status)) => return Err(status),
+            None => return Err(Status::invalid_argument("stream closed before the first request")),
+        };
+        let node = first
+            .node
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
+        if node.id.is_empty() {
+            return Err(Status::invalid_argument("node.id is empty"));
+        }
+        let config = self.provider.connect(&node)?;
+        let (tx, rx) = mpsc::channel(16);
+        let provider = self.provider.clone();
+        tokio::spawn(async move {
+            let mut session = Session { node, provider, config, tx, subscribed: HashMap::new(), nonce: 0 };
+            session.run(first, inbound).await;
+            // Drop the config channel first: the provider tells a stale stream
+            // from a reconnected one by whether anybody still watches it.
+            let Session { node, provider, config, .. } = session;
+            drop(config);
+            provider.disconnect(&node);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// What was last sent for one subscribed type.
+#[derive(Default)]
+struct Sent {
+    version: Option<String>,
+    nonce: String,
+}
+
+struct Session<P> {
+    node: Node,
+    provider: Arc<P>,
+    config: watch::Receiver<Arc<ProxySnapshot>>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    subscribed: HashMap<String, Sent>,
+    nonce: u64,
+}
+
+impl<P: ConfigProvider> Session<P> {
+    async fn run(&mut self, first: DiscoveryRequest, mut inbound: Streaming<DiscoveryRequest>) {
+        if self.handle(first).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                req = inbound.next() => match req {
+                    Some(Ok(req)) => if self.handle(req).await.is_err() { return },
+                    Some(Err(status)) => {
+                        tracing::debug!(proxy = %self.node.id, %status, "discovery stream error");
+                        return;
+                    }
+                    None => return,
+                },
+                changed = self.config.changed() => {
+                    if changed.is_err() {
+                        // The control plane dropped this proxy (e.g. it shut down).
+                        return;
+                    }
+                    if self.push_changed().await.is_err() { return }
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, req: DiscoveryRequest) -> Result<(), ()> {
+        let type_url = req.type_url.clone();
+        if req.response_nonce.is_empty() {
+            // A (re)subscription: a proxy that reconnects says which version it
+            // has, so an unchanged config is not sent again.
+            let sent = Sent { version: Some(req.version_info.clone()).filter(|v| !v.is_empty()), nonce: String::new() };
+            self.subscribed.insert(type_url.clone(), sent);
+            return self.push_type(&type_url).await;
+        }
+        let Some(sent) = self.subscribed.get(&type_url) else { return Ok(()) };
+        if sent.nonce != req.response_nonce {
+            // An answer to a response that has since been superseded.
+            return Ok(());
+        }
+        match &req.error_detail {
+            Some(err) => self.provider.nack(&self.node, &type_url, &req.version_info, &err.message),
+            None => self.provider.ack(&self.node, &type_url, &req.version_info),
+        }
+        Ok(())
+    }
+
+    async fn push_changed(&mut self) -> Result<(), ()> {
+        let types: Vec<String> = self.subscribed.keys().cloned().collect();
+        for t in crate::types::ALL.iter().filter(|t| types.iter().any(|s| s == *t)) {
+            self.push_type(t).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `type_url` if the proxy's current version of it differs from the snapshot's.
+    async fn push_type(&mut self, type_url: &str) -> Result<(), ()> {
+        let snapshot = self.config.borrow_and_update().clone();
+        let Some(current) = snapshot.types.get(type_url) else { return Ok(()) };
+        let Some(sent) = self.subscribed.get_mut(type_url) else { return Ok(()) };
+        if sent.version.as_deref() == Some(current.version.as_str()) {
+            return Ok(());
+        }
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        sent.version = Some(current.version.clone());
+        sent.nonce = nonce.clone();
+        let response = DiscoveryResponse {
+            type_url: type_url.to_string(),
+            version_info: current.version.clone(),
+            nonce,
+            resources: current.resources.clone(),
+        };
+        self.provider.sent(&self.node, type_url, &current.version);
+        self.tx.send(Ok(response)).await.map_err(|_| ())
+    }
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh machine, builds
+# the binaries the end-to-end tests start, and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+# The end-to-end tests start the real binaries (trellis, trellisd,
+# trellis-proxy, trellis-sample) from target/debug.
+cargo build --workspace --bins
+cargo nextest run --workspace --no-fail-fast "$@"
