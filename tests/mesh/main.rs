@@ -1,1 +1,6 @@
+//! End to end: `trellis up` runs real processes — trellisd, a trellis-proxy
+//! per pod, the Bookinfo workloads and an ingress gateway — and the tests
+//! drive them as a user would.
 
+mod bookinfo;
+mod up;

@@ -1,1 +1,152 @@
+//! Support for the end-to-end tests: run the real binaries, find them, and
+//! talk to a running mesh.
 
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::fcntl::{Flock, FlockArg};
+use serde_json::Value;
+
+/// The directory holding the workspace's binaries (target/debug), found from the test binary's path.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("target dir").to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.is_file(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", p.display());
+    p
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// A loopback block (127.N.0.0/16) no other test process is using: each test
+/// holds an exclusive lock on a file for its block, released when it exits.
+pub fn reserve_block() -> Result<(u8, Flock<File>)> {
+    let dir = std::env::temp_dir().join("trellis-e2e-blocks");
+    std::fs::create_dir_all(&dir)?;
+    for block in 20..=250u8 {
+        let file = File::create(dir.join(format!("{block}.lock")))?;
+        if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            return Ok((block, lock));
+        }
+    }
+    bail!("no free loopback block")
+}
+
+/// A running `trellis up`, stopped (SIGTERM, then waited for) on drop.
+pub struct Mesh {
+    child: Child,
+    pub block: u8,
+    pub api: String,
+    pub gateway: String,
+    pub state: tempfile::TempDir,
+    _lock: Flock<File>,
+}
+
+impl Mesh {
+    pub fn up(dir: &Path) -> Result<Mesh> {
+        let (block, lock) = reserve_block()?;
+        let state = tempfile::tempdir()?;
+        let mut child = Command::new(bin("trellis"))
+            .args(["up", &dir.display().to_string(), "--block", &block.to_string(), "--state-dir"])
+            .arg(state.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut gateway = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("trellis up: {line}");
+            if let Some(rest) = line.trim().strip_prefix("ingress gateway") {
+                gateway = Some(rest.trim().trim_end_matches('/').to_string());
+            }
+            if line.contains("Press Ctrl-C") {
+                break;
+            }
+        }
+        let Some(gateway) = gateway else {
+            let status = child.wait()?;
+            bail!("trellis up ended ({status}) without printing the gateway");
+        };
+        let api = format!("http://127.{block}.0.1:15014");
+        Ok(Mesh { child, block, api, gateway, state, _lock: lock })
+    }
+
+    /// Runs the `trellis` CLI against this mesh.
+    pub fn trellis(&self, args: &[&str]) -> Output {
+        Command::new(bin("trellis"))
+            .args(args)
+            .args(["--control-plane", &self.api])
+            .output()
+            .expect("run trellis")
+    }
+
+    pub fn pods(&self) -> Result<Vec<Value>> {
+        let out = self.trellis(&["get", "pods", "-A", "-o", "json"]);
+        if !out.status.success() {
+            bail!("trellis get pods: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let list: Value = serde_json::from_slice(&out.stdout)?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.state.path().join("logs")
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client that never uses a proxy from the environment.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().expect("client")
+}
+
+/// Retries `f` until it returns Ok or `within` passes; the last error is returned.
+pub async fn eventually<T, F, Fut>(within: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e.context(format!("still failing after {within:?}"))),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The sum of a Prometheus counter's samples whose labels include all of `labels`.
+pub fn counter_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

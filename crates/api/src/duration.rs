@@ -59,7 +59,9 @@ pub enum DurationError {
     Empty,
     #[error("negative duration `{0}` is not allowed")]
     Negative(String),
-    #[error("invalid duration `{0}`: expected a number followed by a unit (ns, us, ms, s, m, h), e.g. \"5s\" or \"100ms\"")]
+    #[error(
+        "invalid duration `{0}`: expected a number followed by a unit (ns, us, ms, s, m, h), e.g. \"5s\" or \"100ms\""
+    )]
     Syntax(String),
     #[error("duration `{0}` is too large")]
     Overflow(String),
@@ -152,9 +154,9 @@ impl fmt::Display for Duration {
         let nanos = self.0.subsec_nanos();
         if nanos == 0 {
             write!(f, "{secs}s")
-        } else if nanos % 1_000_000 == 0 {
+        } else if nanos.is_multiple_of(1_000_000) {
             write!(f, "{secs}.{:03}s", nanos / 1_000_000)
-        } else if nanos % 1_000 == 0 {
+        } else if nanos.is_multiple_of(1_000) {
             write!(f, "{secs}.{:06}s", nanos / 1_000)
         } else {
             write!(f, "{secs}.{nanos:09}s")
@@ -220,7 +222,14 @@ mod tests {
 
     #[test]
     fn displays_canonically() {
-        let cases = [("5s", "5s"), ("100ms", "0.100s"), ("1.5s", "1.500s"), ("3m", "180s"), ("1us", "0.000001s"), ("7ns", "0.000000007s")];
+        let cases = [
+            ("5s", "5s"),
+            ("100ms", "0.100s"),
+            ("1.5s", "1.500s"),
+            ("3m", "180s"),
+            ("1us", "0.000001s"),
+            ("7ns", "0.000000007s"),
+        ];
         for (input, want) in cases {
             let d: Duration = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
             assert_eq!(d.to_string(), want);

@@ -52,7 +52,11 @@ pub struct Tracing {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<ProviderRef>,
     /// 0.0..=100.0; unset inherits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::opt_float",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub random_sampling_percentage: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_span_reporting: Option<bool>,
@@ -61,6 +65,11 @@ pub struct Tracing {
     pub custom_tags: BTreeMap<String, CustomTag>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_istio_tags: Option<bool>,
+    /// Sample on the `x-request-id` hash so all hops agree without propagation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_request_id_for_trace_sampling: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_context_propagation: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -80,6 +89,10 @@ pub struct CustomTag {
     pub environment: Option<Environment>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<RequestHeader>,
+    /// Newer tag source whose shape Trellis does not interpret yet; kept
+    /// verbatim so the resource still parses and round-trips.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub formatter: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -1,1 +1,172 @@
+//! `trellis-proxy`'s library: the data plane that replaces Envoy sidecars
+//! and gateways. It knows only the compiled proxy API of crate `wire`.
+//!
+//! Threads: the data plane runs on its own multi-threaded runtime
+//! (`Config::workers` threads); the discovery client and the admin server
+//! run on a single-threaded runtime in a thread of their own, so that
+//! neither starves the other (as ztunnel and linkerd2-proxy do).
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+mod error;
+pub mod http;
+pub mod lb;
+pub mod listeners;
+pub mod snapshot;
+mod tcp;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+use wire::pb;
+
+pub use error::Error;
+
+use config::{ConfigStore, XdsHandler};
+use listeners::Status;
+use telemetry::Telemetry;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Who this proxy is: pod name, namespace, pod IP, labels, service account, kind.
+    pub node: pb::Node,
+    /// The control plane ("http://127.10.0.1:15010"); `None` with `static_config`.
+    pub xds_address: Option<String>,
+    /// A JSON file `{"resources": [...]}` to run with no control plane.
+    pub static_config: Option<PathBuf>,
+    /// Where the local application listens; inbound traffic goes to `app_ip:app_port`.
+    pub app_ip: IpAddr,
+    /// The explicit HTTP proxy for the application's outbound calls; `None` for gateways.
+    pub outbound_addr: Option<SocketAddr>,
+    /// The admin server; must be a loopback address.
+    pub admin_addr: SocketAddr,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub drain_timeout: Duration,
+    /// Data-plane worker threads (1 suits a sidecar; gateways want more).
+    pub workers: usize,
+    /// Write the JSON access log to stdout.
+    pub access_log: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: pb::Node::default(),
+            xds_address: None,
+            static_config: None,
+            app_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            outbound_addr: None,
+            admin_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 15000),
+            drain_timeout: Duration::from_secs(5),
+            workers: 1,
+            access_log: true,
+        }
+    }
+}
+
+/// Runs the proxy until `shutdown` resolves (or `POST /quitquitquit`), then
+/// drains: stops accepting, lets in-flight requests finish for up to
+/// `drain_timeout`, and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    match (&config.xds_address, &config.static_config) {
+        (None, None) => return Err(Error::NoConfigSource),
+        (Some(_), Some(_)) => return Err(Error::TwoConfigSources),
+        _ => {}
+    }
+    if !config.admin_addr.ip().is_loopback() {
+        return Err(Error::AdminNotLoopback(config.admin_addr));
+    }
+    let store = Arc::new(ConfigStore::new(&config.node));
+    if let Some(path) = &config.static_config {
+        config::static_file::load(path, &store)?;
+    }
+    let telemetry = Arc::new(Telemetry::new(&config.node, config.access_log));
+    let status = Arc::new(Status::default());
+    let admin_listener = bind_admin(config.admin_addr)?;
+    let (quit_tx, mut quit_rx) = watch::channel(false);
+
+    let data_plane = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers.max(1))
+        .thread_name("trellis-worker")
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Runtime { what: "data plane", source })?;
+
+    let (stop_control, control_stopped) = oneshot::channel::<()>();
+    let (control_started_tx, control_started) = oneshot::channel::<Result<(), std::io::Error>>();
+    let admin = Arc::new(admin::Admin { store: store.clone(), telemetry: telemetry.clone(), status: status.clone(), quit: quit_tx });
+    let xds = config.xds_address.clone().map(|addr| (addr, config.node.clone(), XdsHandler(store.clone())));
+    std::thread::Builder::new()
+        .name("trellis-control".into())
+        .spawn(move || control_thread(admin_listener, admin, xds, control_started_tx, control_stopped))
+        .map_err(|source| Error::Runtime { what: "control", source })?;
+    match control_started.await {
+        Ok(Ok(())) => {}
+        Ok(Err(source)) => return Err(Error::Runtime { what: "control", source }),
+        Err(_) => return Err(Error::ThreadDied("control")),
+    }
+
+    let shared = Arc::new(http::Shared {
+        store,
+        telemetry,
+        app_ip: config.app_ip,
+        direct_pool: Arc::new(lb::pool::Pool::new(lb::pool::DEFAULT_CONNECT_TIMEOUT)),
+    });
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let serving = data_plane.spawn(listeners::run(shared, config.outbound_addr, status.clone(), drain_rx, config.drain_timeout));
+
+    tokio::select! {
+        () = shutdown => tracing::info!("shutdown requested"),
+        () = listeners::until_true(&mut quit_rx) => {}
+    }
+    status.draining.store(true, Ordering::Release);
+    drain_tx.send_replace(true);
+    if serving.await.is_err() {
+        tracing::warn!("the data plane stopped abnormally while draining");
+    }
+    let _ = stop_control.send(());
+    // Whatever is left (upgraded tunnels, mirrors) ends with the runtime.
+    data_plane.shutdown_background();
+    Ok(())
+}
+
+fn bind_admin(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| Error::AdminBind { addr, source })?;
+    listener.set_nonblocking(true).map_err(|source| Error::AdminBind { addr, source })?;
+    Ok(listener)
+}
+
+/// The admin server and the discovery client, on a runtime of their own.
+fn control_thread(
+    admin_listener: std::net::TcpListener,
+    admin: Arc<admin::Admin>,
+    xds: Option<(String, pb::Node, XdsHandler)>,
+    started: oneshot::Sender<Result<(), std::io::Error>>,
+    stop: oneshot::Receiver<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    let _ = started.send(Ok(()));
+    runtime.block_on(async move {
+        if let Some((endpoint, node, handler)) = xds {
+            tokio::spawn(wire::client::run(endpoint, node, handler));
+        }
+        tokio::select! {
+            () = admin::serve(admin_listener, admin) => {}
+            _ = stop => {}
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_millis(100));
+}

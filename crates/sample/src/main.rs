@@ -50,7 +50,8 @@ impl Role {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "trellis-sample", version, about)]
+// No `version` here: `--version` is the service version, not ours.
+#[command(name = "trellis-sample", about)]
 struct Args {
     /// Which service to be.
     #[arg(value_enum)]
@@ -92,6 +93,8 @@ fn hostname() -> Option<String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Launchers capture stderr into files; colour codes only help a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -160,4 +163,40 @@ async fn run<H: Handler>(server: Server, handler: H) {
     server
         .serve(Arc::new(handler), server::shutdown_signal())
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn cli_parses_roles_ports_and_version() {
+        let args = Args::try_parse_from([
+            "trellis-sample",
+            "echo",
+            "--port",
+            "8080",
+            "--port",
+            "9090",
+            "--version",
+            "v2",
+            "--service",
+            "httpbin",
+        ])
+        .expect("valid");
+        assert_eq!(args.role, Role::Echo);
+        assert_eq!(args.ports, [8080, 9090]);
+        assert_eq!(args.version, "v2");
+        assert_eq!(args.service.as_deref(), Some("httpbin"));
+
+        let args = Args::try_parse_from(["trellis-sample", "reviews"]).expect("valid");
+        assert_eq!(args.ports, [9080]);
+        assert!(Args::try_parse_from(["trellis-sample", "nope"]).is_err());
+    }
 }

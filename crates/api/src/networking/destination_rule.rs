@@ -95,7 +95,11 @@ pub struct ProxyProtocol {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBudget {
     /// Percentage of active requests that may be retries (default 20).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::opt_float",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub percent: Option<f64>,
     /// Retries always allowed regardless of the percentage (default 3).
     #[serde(
@@ -154,10 +158,18 @@ pub struct WarmupConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<Duration>,
     /// Starting share of traffic, percent (default 10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::opt_float",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub minimum_percent: Option<f64>,
     /// Curve of the ramp (default 1.0 = linear).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::de::opt_float",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub aggression: Option<f64>,
 }
 

@@ -96,6 +96,9 @@ pub struct ServerTlsSettings {
     pub credential_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credential_names: Vec<String>,
+    /// Secret holding the CA used to verify client certificates (MUTUAL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_credential_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls_certificates: Vec<TlsCertificate>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

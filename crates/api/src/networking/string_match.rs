@@ -59,7 +59,9 @@ impl<'de> Deserialize<'de> for StringMatch {
         impl<'de> Visitor<'de> for V {
             type Value = StringMatch;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string match such as {exact: \"v\"}, {prefix: \"/a\"} or {regex: \".*\"}")
+                f.write_str(
+                    "a string match such as {exact: \"v\"}, {prefix: \"/a\"} or {regex: \".*\"}",
+                )
             }
             // `myheader:` with no value: same as `{}`.
             fn visit_unit<E: de::Error>(self) -> Result<StringMatch, E> {

@@ -424,7 +424,7 @@ pub struct PortSelector {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Percent {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::de::float")]
     pub value: f64,
 }
 

@@ -117,7 +117,10 @@ impl Kind {
             "telemetry.istio.io" => &["v1", "v1alpha1"],
             _ => return vec![self.default_api_version().to_string()],
         };
-        versions.iter().map(|v| format!("{}/{v}", self.api_group())).collect()
+        versions
+            .iter()
+            .map(|v| format!("{}/{v}", self.api_group()))
+            .collect()
     }
 
     /// Looks a kind up by its exact `kind:` value and API group, as found in

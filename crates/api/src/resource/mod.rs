@@ -19,6 +19,10 @@ pub use parse::{ParseError, parse, parse_value};
 use crate::{networking, security, telemetry};
 
 /// One parsed document.
+// Variants hold the k8s-openapi types unboxed so callers can match and
+// destructure them directly; resources are few and long-lived, so the size
+// spread between variants costs nothing that matters.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
     VirtualService(Object<networking::VirtualService>),
@@ -201,7 +205,13 @@ impl Serialize for Resource {
             Resource::EndpointSlice(o) => o.serialize(s),
             // Only the envelope is kept for unsupported kinds; the body was
             // never modelled.
-            Resource::Unsupported { api_version, kind, name, namespace, .. } => {
+            Resource::Unsupported {
+                api_version,
+                kind,
+                name,
+                namespace,
+                ..
+            } => {
                 #[derive(Serialize)]
                 #[serde(rename_all = "camelCase")]
                 struct Envelope<'a> {
@@ -219,7 +229,10 @@ impl Serialize for Resource {
                 Envelope {
                     api_version,
                     kind,
-                    metadata: Meta { name, namespace: namespace.as_deref() },
+                    metadata: Meta {
+                        name,
+                        namespace: namespace.as_deref(),
+                    },
                 }
                 .serialize(s)
             }

@@ -24,7 +24,12 @@ pub struct Object<S> {
 }
 
 impl<S> Object<S> {
-    pub fn new(api_version: impl Into<String>, kind: impl Into<String>, metadata: ObjectMeta, spec: S) -> Self {
+    pub fn new(
+        api_version: impl Into<String>,
+        kind: impl Into<String>,
+        metadata: ObjectMeta,
+        spec: S,
+    ) -> Self {
         Object {
             api_version: api_version.into(),
             kind: kind.into(),

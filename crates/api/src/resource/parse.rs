@@ -1,6 +1,11 @@
 //! Parsing text (multi-document YAML, or JSON) into [`Resource`]s, with
 //! errors that name the file, the document, the resource and the field.
 
+// `ParseError` is deliberately a flat struct with public fields (callers
+// match on them); it is built once per failed file, so its size on the
+// error path does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::fmt;
 
 use serde::de::DeserializeOwned;
@@ -147,7 +152,12 @@ struct Context<'a> {
 
 impl<'a> Context<'a> {
     fn new(source: &'a str, document: usize, prefix: &str, value: &Value) -> Self {
-        let str_at = |ptr: &str| value.pointer(ptr).and_then(Value::as_str).map(str::to_string);
+        let str_at = |ptr: &str| {
+            value
+                .pointer(ptr)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         Context {
             source,
             document,
@@ -187,7 +197,10 @@ fn collect(
         return Ok(()); // empty document (`---` followed by nothing, or comments only)
     }
     let ctx = Context::new(source, document, prefix, &value);
-    let is_list = ctx.kind.as_deref().is_some_and(|k| k == "List" || k.ends_with("List"))
+    let is_list = ctx
+        .kind
+        .as_deref()
+        .is_some_and(|k| k == "List" || k.ends_with("List"))
         && value.get("items").is_some();
     if !is_list {
         out.push(resource(&ctx, value)?);
@@ -221,7 +234,9 @@ fn resource(ctx: &Context<'_>, value: Value) -> Result<Resource, ParseError> {
     };
     let api_version = match map.get("apiVersion") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::String(_)) | None => return Err(ctx.error("apiVersion", "missing field `apiVersion`")),
+        Some(Value::String(_)) | None => {
+            return Err(ctx.error("apiVersion", "missing field `apiVersion`"));
+        }
         Some(other) => {
             return Err(ctx.error(
                 "apiVersion",
@@ -233,7 +248,10 @@ fn resource(ctx: &Context<'_>, value: Value) -> Result<Resource, ParseError> {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::String(_)) | None => return Err(ctx.error("kind", "missing field `kind`")),
         Some(other) => {
-            return Err(ctx.error("kind", format!("expected a string, found {}", describe(other))));
+            return Err(ctx.error(
+                "kind",
+                format!("expected a string, found {}", describe(other)),
+            ));
         }
     };
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
@@ -262,14 +280,16 @@ fn resource(ctx: &Context<'_>, value: Value) -> Result<Resource, ParseError> {
         Kind::RequestAuthentication => {
             Resource::RequestAuthentication(typed::<Object<_>>(ctx, &value)?)
         }
-        Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(typed::<Object<_>>(ctx, &value)?),
+        Kind::AuthorizationPolicy => {
+            Resource::AuthorizationPolicy(typed::<Object<_>>(ctx, &value)?)
+        }
         Kind::Telemetry => Resource::Telemetry(typed::<Object<_>>(ctx, &value)?),
-        Kind::Namespace => Resource::Namespace(typed(ctx, &value)?),
-        Kind::ServiceAccount => Resource::ServiceAccount(typed(ctx, &value)?),
-        Kind::Service => Resource::Service(typed(ctx, &value)?),
-        Kind::Deployment => Resource::Deployment(typed(ctx, &value)?),
-        Kind::Pod => Resource::Pod(typed(ctx, &value)?),
-        Kind::EndpointSlice => Resource::EndpointSlice(typed(ctx, &value)?),
+        Kind::Namespace => Resource::Namespace(strict_k8s(ctx, &value)?),
+        Kind::ServiceAccount => Resource::ServiceAccount(strict_k8s(ctx, &value)?),
+        Kind::Service => Resource::Service(strict_k8s(ctx, &value)?),
+        Kind::Deployment => Resource::Deployment(strict_k8s(ctx, &value)?),
+        Kind::Pod => Resource::Pod(strict_k8s(ctx, &value)?),
+        Kind::EndpointSlice => Resource::EndpointSlice(strict_k8s(ctx, &value)?),
         Kind::Unsupported => return Ok(unsupported(ctx, map, &api_version, kind)),
     })
 }
@@ -285,13 +305,67 @@ fn typed<T: DeserializeOwned>(ctx: &Context<'_>, value: &Value) -> Result<T, Par
     })
 }
 
+/// Decodes a k8s-openapi type and rejects fields it does not know.
+///
+/// k8s-openapi (like the API server by default) silently drops unknown
+/// fields, so a typo such as `containerz:` would vanish and the Deployment
+/// would run without containers. Every field k8s-openapi keeps is written
+/// back by its serializer, so any non-null input key missing from the
+/// re-serialised value was dropped: that is the unknown field (the same
+/// check as `kubectl apply --validate=strict`).
+fn strict_k8s<T: DeserializeOwned + serde::Serialize>(
+    ctx: &Context<'_>,
+    value: &Value,
+) -> Result<T, ParseError> {
+    let typed: T = typed(ctx, value)?;
+    let round = serde_json::to_value(&typed).map_err(|e| ctx.error("", e.to_string()))?;
+    if let Some(path) = dropped_field(value, &round, String::new()) {
+        let field = path
+            .rsplit(['.', ']'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        return Err(ctx.error(&path, format!("unknown field `{field}`")));
+    }
+    Ok(typed)
+}
+
+/// The path of the first key present (and non-null) in `input` but absent
+/// from `output`, descending through objects and same-length arrays.
+fn dropped_field(input: &Value, output: &Value, path: String) -> Option<String> {
+    match (input, output) {
+        (Value::Object(i), Value::Object(o)) => i.iter().find_map(|(k, iv)| {
+            let child = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            match o.get(k) {
+                None if !iv.is_null() => Some(child),
+                None => None,
+                Some(ov) => dropped_field(iv, ov, child),
+            }
+        }),
+        (Value::Array(i), Value::Array(o)) if i.len() == o.len() => i
+            .iter()
+            .zip(o)
+            .enumerate()
+            .find_map(|(n, (iv, ov))| dropped_field(iv, ov, format!("{path}[{n}]"))),
+        _ => None,
+    }
+}
+
 /// Rewrites `unknown field `x`, expected one of `a`, `b`` into
 /// `unknown field `x`, did you mean `a`?` when one candidate is close, and
 /// makes sure the path names the offending field itself.
 fn explain(path: &str, message: &str) -> (String, String) {
     for (what, is_field) in [("unknown field `", true), ("unknown variant `", false)] {
-        let Some(rest) = message.strip_prefix(what) else { continue };
-        let Some((bad, tail)) = rest.split_once('`') else { continue };
+        let Some(rest) = message.strip_prefix(what) else {
+            continue;
+        };
+        let Some((bad, tail)) = rest.split_once('`') else {
+            continue;
+        };
         let candidates = backticked(tail);
         // serde_path_to_error reports an unknown field at the enclosing
         // struct's path; users look for the field itself.
@@ -304,7 +378,10 @@ fn explain(path: &str, message: &str) -> (String, String) {
         let message = match suggest(bad, &candidates) {
             Some(best) => format!("unknown {noun} `{bad}`, did you mean `{best}`?"),
             None if candidates.is_empty() => format!("unknown {noun} `{bad}`"),
-            None => format!("unknown {noun} `{bad}`, expected one of {}", quote_list(&candidates)),
+            None => format!(
+                "unknown {noun} `{bad}`, expected one of {}",
+                quote_list(&candidates)
+            ),
         };
         return (path, message);
     }
@@ -324,7 +401,11 @@ fn join_path(path: &str, field: &str) -> String {
 }
 
 fn quote_list(items: &[&str]) -> String {
-    items.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|c| format!("`{c}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The `...` names in serde's "expected one of `a`, `b`" tail.

@@ -1,1 +1,112 @@
-fn main() {}
+//! `trellis-proxy`: the sidecar and gateway proxy.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use wire::pb::{Node, ProxyKind};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Sidecar,
+    Gateway,
+}
+
+#[derive(Parser)]
+#[command(version, about = "Trellis proxy: the mesh's sidecar and gateway")]
+struct Args {
+    #[arg(long, value_enum, default_value = "sidecar")]
+    kind: Kind,
+    #[arg(long, env = "POD_NAME")]
+    pod_name: String,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// The pod's address: inbound and gateway listeners bind here.
+    #[arg(long, env = "INSTANCE_IP")]
+    pod_ip: IpAddr,
+    /// Where the application listens; inbound traffic is forwarded here.
+    #[arg(long, default_value = "127.0.0.1")]
+    app_ip: IpAddr,
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
+    service_account: String,
+    /// Pod labels, `key=value`, repeated.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// The control plane's discovery address.
+    #[arg(long, conflicts_with = "static_config")]
+    xds: Option<String>,
+    /// Run without a control plane from a JSON file of proxy API resources.
+    #[arg(long)]
+    static_config: Option<PathBuf>,
+    /// The admin server (keep it on a loopback address).
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: SocketAddr,
+    /// The explicit HTTP proxy the application's outbound calls go through.
+    #[arg(long)]
+    outbound: Option<SocketAddr>,
+    /// Data-plane worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Do not write the JSON access log to stdout.
+    #[arg(long)]
+    no_access_log: bool,
+    /// How long in-flight requests may finish after a stop signal.
+    #[arg(long, default_value_t = 5)]
+    drain_seconds: u64,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+// This thread only waits for the stop signal: the proxy runs its data plane
+// and its control work (xDS, admin) on runtimes of its own.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    cli::logging::init("info");
+    let args = Args::parse();
+    anyhow::ensure!(args.xds.is_some() || args.static_config.is_some(), "give --xds or --static-config");
+    anyhow::ensure!(args.admin.ip().is_loopback(), "the admin port must be on a loopback address, not {}", args.admin);
+    let node = Node {
+        id: format!("{}.{}", args.pod_name, args.namespace),
+        pod_name: args.pod_name,
+        namespace: args.namespace,
+        pod_ip: args.pod_ip.to_string(),
+        labels: args.labels.into_iter().collect(),
+        service_account: args.service_account,
+        kind: match args.kind {
+            Kind::Sidecar => ProxyKind::Sidecar,
+            Kind::Gateway => ProxyKind::Gateway,
+        } as i32,
+        bootstrap_token: String::new(),
+    };
+    let config = proxy::Config {
+        node,
+        xds_address: args.xds,
+        static_config: args.static_config,
+        app_ip: args.app_ip,
+        outbound_addr: args.outbound,
+        admin_addr: args.admin,
+        drain_timeout: Duration::from_secs(args.drain_seconds),
+        workers: args.workers,
+        access_log: !args.no_access_log,
+    };
+    proxy::run(config, shutdown()).await?;
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,1 +1,65 @@
-fn main() {}
+//! `trellisd`: the control plane.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about = "Trellis control plane: config store, service registry and push to proxies")]
+struct Args {
+    /// Directory where applied configuration is stored.
+    #[arg(long, env = "TRELLIS_CONFIG_DIR")]
+    config_dir: PathBuf,
+    /// Discovery (gRPC) listener.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    xds_addr: SocketAddr,
+    /// HTTP API and debug listener.
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    http_addr: SocketAddr,
+    /// MeshConfig YAML (Istio's names: rootNamespace, trustDomain, ...).
+    #[arg(long)]
+    mesh_config: Option<PathBuf>,
+    /// How long to collect changes before pushing.
+    #[arg(long, default_value_t = 100)]
+    debounce_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    cli::logging::init("info");
+    let args = Args::parse();
+    let mesh_config = match &args.mesh_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => model::MeshConfig::default(),
+    };
+    let options = control::Options {
+        config_dir: args.config_dir,
+        xds_addr: args.xds_addr,
+        http_addr: args.http_addr,
+        mesh_config,
+        debounce: Duration::from_millis(args.debounce_ms),
+    };
+    control::run(options, shutdown()).await?;
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
+}

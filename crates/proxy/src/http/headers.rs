@@ -17,12 +17,11 @@ pub struct HeaderOps {
 impl HeaderOps {
     pub fn compile(ops: Option<&pb::HeaderOps>) -> Result<Self, String> {
         let Some(ops) = ops else { return Ok(HeaderOps::default()) };
-        let pairs = |map: &std::collections::HashMap<String, String>| -> Result<Vec<_>, String> {
+        let pairs = |map: &std::collections::BTreeMap<String, String>| -> Result<Vec<_>, String> {
             let mut v = map
                 .iter()
                 .map(|(k, v)| Ok((name(k)?, HeaderValue::from_str(v).map_err(|_| format!("header {k:?}: value {v:?} is not a valid header value"))?)))
                 .collect::<Result<Vec<_>, String>>()?;
-            // Sorted, so that the same config always behaves the same.
             v.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
             Ok(v)
         };

@@ -148,7 +148,7 @@ impl Cluster {
             return self.healthy.first();
         }
         let mut rng = rand::rng();
-        let mut choose = |rng: &mut rand::rngs::ThreadRng| match self.balancer {
+        let choose = |rng: &mut rand::rngs::ThreadRng| match self.balancer {
             Balancer::RoundRobin => self.cursor.fetch_add(1, Ordering::Relaxed) % n,
             Balancer::Random | Balancer::Passthrough => rng.random_range(0..n),
             Balancer::LeastRequest => {

@@ -155,7 +155,6 @@ impl RouteMatch {
             }
         };
         let headers = sorted(&m.headers)
-            .into_iter()
             .filter_map(|(k, v)| match StrMatch::compile(v, false) {
                 Ok(Some(sm)) => Some(HeaderKey::parse(k).map(|hk| (hk, sm))),
                 Ok(None) => None,
@@ -163,7 +162,6 @@ impl RouteMatch {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let query_params = sorted(&m.query_params)
-            .into_iter()
             .filter_map(|(k, v)| match StrMatch::compile(v, false) {
                 Ok(Some(sm)) => Some(Ok((k.as_str().into(), sm))),
                 Ok(None) => None,
@@ -171,7 +169,6 @@ impl RouteMatch {
             })
             .collect::<Result<Vec<_>, String>>()?;
         let without = sorted(&m.without_headers)
-            .into_iter()
             .map(|(k, v)| {
                 let sm = StrMatch::compile(v, false)
                     .map_err(|e| format!("without_headers {k:?}: {e}"))?
@@ -239,11 +236,9 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Map entries in a stable order, so that the same config compiles the same way.
-fn sorted<V>(map: &std::collections::HashMap<String, V>) -> Vec<(&String, &V)> {
-    let mut v: Vec<_> = map.iter().collect();
-    v.sort_by(|a, b| a.0.cmp(b.0));
-    v
+/// Map entries in a stable order (the API's maps are ordered already).
+fn sorted<V>(map: &std::collections::BTreeMap<String, V>) -> impl Iterator<Item = (&String, &V)> {
+    map.iter()
 }
 
 #[cfg(test)]

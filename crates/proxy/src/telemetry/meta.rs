@@ -2,7 +2,7 @@
 //! the destination are. Values are shared `Arc<str>` so that labelling a
 //! request copies pointers, not strings.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wire::pb;
@@ -28,7 +28,7 @@ impl PeerMeta {
     /// Istio takes the workload name from the pod's owner; the control plane
     /// passes it as the `service.istio.io/workload-name` label when it knows
     /// it, else the pod name is the best name there is.
-    pub fn from_labels(labels: &HashMap<String, String>, pod: &str, namespace: &str, principal: &str) -> Self {
+    pub fn from_labels(labels: &BTreeMap<String, String>, pod: &str, namespace: &str, principal: &str) -> Self {
         let first = |keys: &[&str]| -> Arc<str> {
             keys.iter()
                 .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))

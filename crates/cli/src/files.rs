@@ -1,0 +1,54 @@
+//! Reading YAML files and directories the way `kubectl -f` does.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// The YAML and JSON files at `path`: the file itself, or those directly in
+/// the directory, sorted (like `kubectl -f DIR`, subdirectories are not read).
+pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        anyhow::ensure!(path.exists(), "{}: no such file or directory", path.display());
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
+        let p = entry?.path();
+        let hidden = p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if !hidden && p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Parses and validates every file; returns all resources, or every problem
+/// found, each naming the file, the document and the field.
+pub fn load_valid(path: &Path) -> Result<Vec<api::Resource>, Vec<String>> {
+    let files = manifest_files(path).map_err(|e| vec![format!("{e:#}")])?;
+    let mut resources = Vec::new();
+    let mut problems = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        match api::parse(&name, &text) {
+            Ok(rs) => {
+                for (i, r) in rs.iter().enumerate() {
+                    for e in api::validate(r) {
+                        problems.push(format!("{name}: document {} ({} {}): {}: {}", i + 1, r.kind_name(), r.name(), e.path, e.message));
+                    }
+                }
+                resources.extend(rs);
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if problems.is_empty() { Ok(resources) } else { Err(problems) }
+}

@@ -1,0 +1,9 @@
+//! The command-line tools' shared parts: talking to the control plane,
+//! printing resources, and `trellis up`, the one-machine mesh.
+#![deny(unsafe_code)]
+
+pub mod client;
+pub mod commands;
+pub mod files;
+pub mod logging;
+pub mod up;

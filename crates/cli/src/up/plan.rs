@@ -1,0 +1,333 @@
+//! What `trellis up` will run: from the manifests, the pods with their
+//! addresses, sidecars and programs — the scheduler and injector of a
+//! one-machine cluster.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use api::Resource;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Namespace, Service};
+use serde_json::json;
+
+pub const INGRESS_NAMESPACE: &str = "istio-system";
+pub const INGRESS_NAME: &str = "istio-ingressgateway";
+
+/// The loopback addresses of one mesh: `127.<block>.0.1` for the control
+/// plane, `127.<block>.(1+2k).n` for pod IPs and `127.<block>.(2+2k).n` for the
+/// address each pod's application binds, which only its sidecar forwards to.
+#[derive(Clone, Copy, Debug)]
+pub struct Addresses {
+    pub block: u8,
+}
+
+impl Addresses {
+    pub fn control_plane(&self) -> Ipv4Addr {
+        Ipv4Addr::new(127, self.block, 0, 1)
+    }
+
+    fn pod(&self, index: usize) -> (Ipv4Addr, Ipv4Addr) {
+        let (row, col) = ((index / 250) as u8, (index % 250) as u8 + 1);
+        (Ipv4Addr::new(127, self.block, 1 + 2 * row, col), Ipv4Addr::new(127, self.block, 2 + 2 * row, col))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PodPlan {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    pub pod_ip: Ipv4Addr,
+    pub app_ip: Ipv4Addr,
+    pub gateway: bool,
+    pub sidecar: bool,
+    pub containers: Vec<ContainerPlan>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ContainerPlan {
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl PodPlan {
+    pub fn id(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
+
+    /// The Pod object the control plane learns endpoints from, as the kubelet would report it.
+    pub fn to_resource(&self, containers: &[Container]) -> Result<Resource> {
+        let mut annotations = serde_json::Map::new();
+        if self.sidecar {
+            annotations.insert("sidecar.istio.io/status".into(), json!("{\"containers\":[\"istio-proxy\"]}"));
+        }
+        if self.sidecar || self.gateway {
+            // Where the proxy's admin port is, for people and tests (Envoy's 15000).
+            annotations.insert("proxy.trellis.io/admin".into(), json!(format!("{}:{}", self.app_ip, super::ADMIN_PORT)));
+        }
+        let containers: Vec<_> = containers
+            .iter()
+            .map(|c| json!({"name": c.name, "image": c.image, "ports": c.ports}))
+            .collect();
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": self.name, "namespace": self.namespace, "labels": self.labels, "annotations": annotations},
+            "spec": {"serviceAccountName": self.service_account, "containers": containers},
+            "status": {"phase": "Running", "podIP": self.pod_ip.to_string(), "podIPs": [{"ip": self.pod_ip.to_string()}]}
+        });
+        let text = serde_json::to_string(&pod)?;
+        Ok(api::parse("<trellis up>", &text)?.remove(0))
+    }
+}
+
+pub struct Plan {
+    /// The user's resources plus what `up` adds (istio-system, the ingress gateway's Service, the Pods).
+    pub resources: Vec<Resource>,
+    pub pods: Vec<PodPlan>,
+}
+
+/// Finds a program: next to the running `trellis` binary first, then on PATH.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let beside = std::env::current_exe().ok()?.parent()?.join(name);
+    if beside.is_file() {
+        return Some(beside);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// What a container's image runs on one machine: its `command` if it names a
+/// program, else Istio's Bookinfo images map to the matching `trellis-sample`
+/// role, and an image named like a program runs that program.
+fn program_for(c: &Container) -> Result<(PathBuf, Vec<String>)> {
+    let args = c.args.clone().unwrap_or_default();
+    if let Some(cmd) = c.command.as_ref().and_then(|c| c.first()) {
+        let path = if cmd.contains('/') { Some(PathBuf::from(cmd)) } else { find_program(cmd) };
+        let Some(path) = path else { bail!("container {}: program {cmd:?} not found next to trellis or on PATH", c.name) };
+        let mut all: Vec<String> = c.command.iter().flatten().skip(1).cloned().collect();
+        all.extend(args);
+        return Ok((path, all));
+    }
+    let image = c.image.clone().unwrap_or_default();
+    let base = image.rsplit('/').next().unwrap_or_default();
+    let base = base.split([':', '@']).next().unwrap_or_default();
+    if let Some(rest) = base.strip_prefix("examples-bookinfo-") {
+        // e.g. examples-bookinfo-reviews-v2 → trellis-sample reviews --version v2
+        let (role, version) = rest.rsplit_once("-v").map_or((rest, "1"), |(r, v)| (r, v));
+        let Some(sample) = find_program("trellis-sample") else { bail!("trellis-sample not found next to trellis or on PATH") };
+        let mut all = vec![role.to_string(), "--version".into(), format!("v{version}"), "--service".into(), role.to_string()];
+        all.extend(args);
+        return Ok((sample, all));
+    }
+    match find_program(base) {
+        Some(p) => Ok((p, args)),
+        None => bail!("container {}: cannot run image {image:?} on this machine: give the container a `command` naming a program", c.name),
+    }
+}
+
+/// A Kubernetes-looking pod name: `<deployment>-<template hash>-<suffix>`, stable across runs.
+fn pod_name(deployment: &str, index: usize) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in deployment.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    let mut word = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                h = h.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ALPHABET[(h >> 33) as usize % ALPHABET.len()] as char
+            })
+            .collect()
+    };
+    let template = word(9);
+    for _ in 0..index {
+        word(5);
+    }
+    format!("{deployment}-{template}-{}", word(5))
+}
+
+fn resolve_env(c: &Container, pod: &PodPlan) -> Vec<(String, String)> {
+    c.env
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let value = match (&e.value, &e.value_from) {
+                (Some(v), _) => v.clone(),
+                (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+                    Some("metadata.name") => pod.name.clone(),
+                    Some("metadata.namespace") => pod.namespace.clone(),
+                    Some("status.podIP") => pod.pod_ip.to_string(),
+                    Some("spec.serviceAccountName") => pod.service_account.clone(),
+                    _ => return None,
+                },
+                (None, None) => String::new(),
+            };
+            Some((e.name.clone(), value))
+        })
+        .collect()
+}
+
+/// Istio injects a sidecar unless the pod or its namespace opts out.
+fn wants_sidecar(d: &Deployment, namespaces: &BTreeMap<String, Namespace>, ns: &str) -> bool {
+    let template = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
+    let pod_opt_out = template
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get("sidecar.istio.io/inject"))
+        .or_else(|| template.and_then(|m| m.labels.as_ref()).and_then(|l| l.get("sidecar.istio.io/inject")))
+        .is_some_and(|v| v == "false");
+    let ns_opt_out = namespaces
+        .get(ns)
+        .and_then(|n| n.metadata.labels.as_ref())
+        .and_then(|l| l.get("istio-injection"))
+        .is_some_and(|v| v == "disabled");
+    !pod_opt_out && !ns_opt_out
+}
+
+pub fn plan(mut resources: Vec<Resource>, addrs: Addresses) -> Result<Plan> {
+    let namespaces: BTreeMap<String, Namespace> = resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Namespace(n) => Some((r.name().to_string(), n.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut pods = Vec::new();
+    let mut pod_resources = Vec::new();
+    for r in &resources {
+        let Resource::Deployment(d) = r else { continue };
+        let ns = r.namespace().unwrap_or("default").to_string();
+        let spec = d.spec.clone().unwrap_or_default();
+        let template_meta = spec.template.metadata.clone().unwrap_or_default();
+        let pod_spec = spec.template.spec.clone().unwrap_or_default();
+        let sidecar = wants_sidecar(d, &namespaces, &ns);
+        for i in 0..spec.replicas.unwrap_or(1).max(0) as usize {
+            let (pod_ip, app_ip) = addrs.pod(pods.len());
+            let mut pod = PodPlan {
+                name: pod_name(r.name(), i),
+                namespace: ns.clone(),
+                labels: template_meta.labels.clone().unwrap_or_default(),
+                service_account: pod_spec.service_account_name.clone().unwrap_or_else(|| "default".into()),
+                pod_ip,
+                app_ip,
+                gateway: false,
+                sidecar,
+                containers: Vec::new(),
+            };
+            for c in &pod_spec.containers {
+                let (program, args) = program_for(c).map_err(|e| anyhow::anyhow!("Deployment {ns}/{}: {e}", r.name()))?;
+                let env = resolve_env(c, &pod);
+                pod.containers.push(ContainerPlan { name: c.name.clone(), program, args, env });
+            }
+            pod_resources.push(pod.to_resource(&pod_spec.containers)?);
+            pods.push(pod);
+        }
+    }
+    add_ingress_gateway(&mut resources, &mut pods, &mut pod_resources, addrs)?;
+    resources.extend(pod_resources);
+    Ok(Plan { resources, pods })
+}
+
+/// Istio installs an ingress gateway in istio-system labelled `istio: ingressgateway`,
+/// whose Service maps port 80 to 8080 and 443 to 8443; so does `up`.
+fn add_ingress_gateway(resources: &mut Vec<Resource>, pods: &mut Vec<PodPlan>, pod_resources: &mut Vec<Resource>, addrs: Addresses) -> Result<()> {
+    let has = |kind: api::Kind, ns: Option<&str>, name: &str| {
+        resources.iter().any(|r| r.kind() == kind && r.name() == name && (ns.is_none() || r.namespace() == ns))
+    };
+    let mut generated = Vec::new();
+    if !has(api::Kind::Namespace, None, INGRESS_NAMESPACE) {
+        generated.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INGRESS_NAMESPACE}}));
+    }
+    if !has(api::Kind::Service, Some(INGRESS_NAMESPACE), INGRESS_NAME) {
+        generated.push(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": INGRESS_NAME, "namespace": INGRESS_NAMESPACE, "labels": {"app": INGRESS_NAME, "istio": "ingressgateway"}},
+            "spec": {"selector": {"app": INGRESS_NAME, "istio": "ingressgateway"}, "ports": [
+                {"name": "status-port", "port": 15021, "targetPort": 15021},
+                {"name": "http2", "port": 80, "targetPort": 8080},
+                {"name": "https", "port": 443, "targetPort": 8443}
+            ]}
+        }));
+    }
+    for g in generated {
+        resources.extend(api::parse("<trellis up>", &g.to_string())?);
+    }
+    let (pod_ip, app_ip) = addrs.pod(pods.len());
+    let labels: BTreeMap<String, String> =
+        [("app", INGRESS_NAME), ("istio", "ingressgateway")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let pod = PodPlan {
+        name: pod_name(INGRESS_NAME, 0),
+        namespace: INGRESS_NAMESPACE.into(),
+        labels,
+        service_account: format!("{INGRESS_NAME}-service-account"),
+        pod_ip,
+        app_ip,
+        gateway: true,
+        sidecar: false,
+        containers: Vec::new(),
+    };
+    let ports: Vec<k8s_openapi::api::core::v1::ContainerPort> = [8080, 8443, 15021]
+        .into_iter()
+        .map(|p| k8s_openapi::api::core::v1::ContainerPort { container_port: p, ..Default::default() })
+        .collect();
+    let container = Container { name: "istio-proxy".into(), image: Some("trellis-proxy".into()), ports: Some(ports), ..Default::default() };
+    pod_resources.push(pod.to_resource(&[container])?);
+    pods.push(pod);
+    Ok(())
+}
+
+/// The ingress gateway's HTTP address: its pod IP and the target port of Service port 80.
+pub fn gateway_http_addr(pods: &[PodPlan], resources: &[Resource]) -> Option<std::net::SocketAddr> {
+    let gw = pods.iter().find(|p| p.gateway)?;
+    let port = resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Service(s) if r.name() == INGRESS_NAME && r.namespace() == Some(INGRESS_NAMESPACE) => Some(s.clone()),
+            _ => None,
+        })
+        .flat_map(|s: Service| s.spec.and_then(|s| s.ports).unwrap_or_default())
+        .find(|p| p.port == 80)
+        .and_then(|p| match p.target_port {
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => Some(n as u16),
+            _ => None,
+        })
+        .unwrap_or(80);
+    Some(std::net::SocketAddr::new(gw.pod_ip.into(), port))
+}
+
+pub fn state_dir(addrs: Addresses) -> PathBuf {
+    std::env::temp_dir().join(format!("trellis-127.{}", addrs.block))
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_names_are_stable_and_distinct() {
+        assert_eq!(pod_name("reviews-v1", 0), pod_name("reviews-v1", 0));
+        assert_ne!(pod_name("reviews-v1", 0), pod_name("reviews-v1", 1));
+        assert!(pod_name("reviews-v1", 0).starts_with("reviews-v1-"));
+        assert_eq!(pod_name("reviews-v1", 0).len(), "reviews-v1".len() + 1 + 9 + 1 + 5);
+    }
+
+    #[test]
+    fn addresses_do_not_collide() {
+        let a = Addresses { block: 10 };
+        let (p0, a0) = a.pod(0);
+        let (p250, a250) = a.pod(250);
+        assert_eq!(p0, Ipv4Addr::new(127, 10, 1, 1));
+        assert_eq!(a0, Ipv4Addr::new(127, 10, 2, 1));
+        assert_eq!(p250, Ipv4Addr::new(127, 10, 3, 1));
+        assert_eq!(a250, Ipv4Addr::new(127, 10, 4, 1));
+    }
+}

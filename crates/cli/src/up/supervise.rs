@@ -1,0 +1,136 @@
+//! Keeps child processes running: restarts a child that exits, with
+//! exponential backoff, and stops all of them cleanly.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::pdeathsig;
+
+/// One process to keep running.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// How logs and messages name it: `default/reviews-v1-7f9c…/reviews`.
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// stdout and stderr are appended here.
+    pub log: PathBuf,
+}
+
+/// A group of supervised processes, stopped together.
+pub struct Supervisor {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A child that ran this long before exiting starts over at the shortest backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(10);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+impl Supervisor {
+    pub fn new() -> Self {
+        Supervisor { stop: watch::channel(false).0, tasks: Vec::new() }
+    }
+
+    pub fn spawn(&mut self, spec: Spec) {
+        let stop = self.stop.subscribe();
+        self.tasks.push(tokio::spawn(keep_running(spec, stop)));
+    }
+
+    /// Asks every child to stop (SIGTERM, then SIGKILL after a grace period) and waits.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn command(spec: &Spec) -> std::io::Result<Command> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log)?;
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    pdeathsig::terminate_with_parent(&mut cmd);
+    Ok(cmd)
+}
+
+async fn keep_running(spec: Spec, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_secs(1);
+    let mut restarts = 0u32;
+    loop {
+        let started = Instant::now();
+        let outcome = match command(&spec).and_then(|mut c| c.spawn()) {
+            Ok(mut child) => {
+                tokio::select! {
+                    status = child.wait() => Ok(status),
+                    _ = stopped(&mut stop) => {
+                        terminate(&spec.name, &mut child).await;
+                        return;
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if *stop.borrow() {
+            return;
+        }
+        if started.elapsed() > HEALTHY_RUN {
+            backoff = Duration::from_secs(1);
+        }
+        restarts += 1;
+        match outcome {
+            Ok(status) => tracing::warn!(
+                process = %spec.name, status = %describe(status), restart = restarts, backoff_s = backoff.as_secs(),
+                log = %spec.log.display(), "process exited; restarting"
+            ),
+            Err(e) => tracing::error!(process = %spec.name, program = %spec.program.display(), error = %e, "cannot start; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stopped(&mut stop) => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // Map at once: the guard `wait_for` returns must not live across an await.
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(s) => s.to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn terminate(name: &str, child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+        tracing::warn!(process = %name, "did not stop after SIGTERM; killing");
+        let _ = child.kill().await;
+    }
+}

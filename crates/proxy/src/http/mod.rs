@@ -1,0 +1,188 @@
+//! HTTP request handling, per listener direction:
+//! - inbound: to the local application, unchanged but for forwarding headers;
+//! - outbound (the explicit proxy): route by the port's route config and the
+//!   authority, or pass through to the authority (Istio's ALLOW_ANY);
+//! - gateway: route by the listener's route config and the authority.
+
+pub mod body;
+mod connect;
+pub mod fault;
+pub mod forward;
+pub mod headers;
+mod mirror;
+pub mod retry;
+pub mod rewrite;
+mod route;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::config::ConfigStore;
+use crate::lb::UpstreamProtocol;
+use crate::lb::pool::Pool;
+use crate::snapshot::{Direction, ListenerSpec};
+use crate::telemetry::meta::ServiceMeta;
+use crate::telemetry::{Flags, LoggedBody, Record, Reporter, Telemetry};
+use body::{Counted, ReqBody, RespBody};
+use forward::{Dest, Head, Policy, SendBody};
+use headers::{X_FORWARDED_PROTO, ensure_request_id, strip_hop_by_hop};
+
+/// State shared by every listener.
+pub struct Shared {
+    pub store: Arc<ConfigStore>,
+    pub telemetry: Arc<Telemetry>,
+    pub app_ip: IpAddr,
+    /// For the local application and passthrough destinations.
+    pub direct_pool: Arc<Pool>,
+}
+
+/// A listener as its connections see it; swapped when its config changes.
+pub struct ListenerRt {
+    pub spec: ListenerSpec,
+    /// Where inbound traffic goes: app_ip:app_port.
+    pub app: Authority,
+}
+
+/// One downstream connection.
+pub struct Conn {
+    pub shared: Arc<Shared>,
+    pub listener: Arc<ArcSwap<ListenerRt>>,
+    pub peer: SocketAddr,
+}
+
+/// Envoy's port for a request without one.
+const DEFAULT_PORT: u16 = 80;
+
+pub async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<LoggedBody>, Infallible> {
+    let listener = conn.listener.load_full();
+    let authority = authority_of(&req);
+    let request_id = ensure_request_id(req.headers_mut());
+    let reporter = match listener.spec.direction {
+        Direction::Inbound => Reporter::Destination,
+        Direction::Outbound | Direction::Gateway => Reporter::Source,
+    };
+    let mut record = Box::new(Record::start(&conn.shared.telemetry, reporter, &req, &authority, request_id, conn.peer));
+    let response = match listener.spec.direction {
+        Direction::Inbound => inbound(req, &listener, &conn.shared, &mut record).await,
+        Direction::Outbound if req.method() == Method::CONNECT => connect::tunnel(req, &authority, &mut record).await,
+        Direction::Outbound | Direction::Gateway => routed(req, authority, &listener.spec, &conn.shared, &mut record).await,
+    };
+    record.status = response.status().as_u16();
+    Ok(response.map(|b| LoggedBody::new(b, record)))
+}
+
+/// The authority the client asked for, lowercase: the absolute URI's (an
+/// explicit-proxy request, or HTTP/2's `:authority`), else the Host header.
+fn authority_of<B>(req: &Request<B>) -> String {
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
+    };
+    raw.to_ascii_lowercase()
+}
+
+/// A reply the proxy makes itself, with a text body (as Envoy's local replies).
+pub fn local_reply(status: StatusCode, text: &'static str) -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::text(text));
+    *resp.status_mut() = status;
+    if !text.is_empty() {
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    resp
+}
+
+/// Headers every proxied request gets: no hop-by-hop headers, a Host
+/// header (HTTP/2 clients send `:authority` only), `x-forwarded-proto`.
+fn prepare_headers(headers: &mut http::HeaderMap, authority: &str) {
+    strip_hop_by_hop(headers);
+    if !headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(authority)
+    {
+        headers.insert(header::HOST, v);
+    }
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+}
+
+fn split(req: Request<Incoming>, record: &Record) -> (http::request::Parts, Counted) {
+    let (parts, body) = req.into_parts();
+    (parts, Counted::new(body, record.received.clone()))
+}
+
+fn path_of(parts: &http::request::Parts) -> PathAndQuery {
+    parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
+}
+
+async fn inbound(req: Request<Incoming>, listener: &ListenerRt, shared: &Shared, record: &mut Record) -> Response<RespBody> {
+    let (mut parts, body) = split(req, record);
+    let authority = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+    prepare_headers(&mut parts.headers, &authority);
+    record.upstream_cluster = Some(listener.spec.name.clone());
+    let protocol = if listener.spec.app_http2 { UpstreamProtocol::Http2 } else { UpstreamProtocol::Downstream };
+    let head = Head { method: parts.method.clone(), path: path_of(&parts), headers: parts.headers, downstream: parts.version };
+    let dest = Dest::Fixed { authority: listener.app.clone(), pool: &shared.direct_pool, protocol };
+    forward::send(dest, head, SendBody::Once(ReqBody::Stream(body)), Policy::default(), record).await
+}
+
+/// Outbound and gateway requests: find the virtual host, then the route.
+async fn routed(req: Request<Incoming>, authority: String, spec: &ListenerSpec, shared: &Shared, record: &mut Record) -> Response<RespBody> {
+    if authority.is_empty() {
+        return local_reply(StatusCode::BAD_REQUEST, "missing host");
+    }
+    let port = match authority.rsplit_once(':') {
+        Some((_, p)) if !p.contains(']') => match p.parse::<u16>() {
+            Ok(p) => p,
+            Err(_) => return local_reply(StatusCode::BAD_REQUEST, "invalid port in host"),
+        },
+        _ => DEFAULT_PORT,
+    };
+    let Some(snapshot) = shared.store.current() else {
+        // Listeners open only after the first config, so this is brief if ever.
+        return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no config yet");
+    };
+    let table = match spec.direction {
+        Direction::Gateway => snapshot.routes.get(&*spec.route_config),
+        _ => snapshot.routes_by_port.get(&port),
+    };
+    let virtual_host = table.and_then(|t| t.virtual_host(&authority));
+    match (virtual_host, spec.direction) {
+        (Some(vh), _) => {
+            let match_port = if spec.direction == Direction::Gateway { spec.bind.port() } else { port };
+            route::serve(route::Ctx { vh, authority: &authority, port: match_port }, req, record).await
+        }
+        // Istio's default outbound policy, ALLOW_ANY: an unknown destination
+        // is reached directly.
+        (None, Direction::Outbound) => passthrough(req, &authority, port, shared, record).await,
+        (None, _) => {
+            record.flags.set(Flags::NR);
+            local_reply(StatusCode::NOT_FOUND, "")
+        }
+    }
+}
+
+async fn passthrough(req: Request<Incoming>, authority: &str, port: u16, shared: &Shared, record: &mut Record) -> Response<RespBody> {
+    let host = crate::snapshot::domains::strip_port(authority);
+    let Ok(target) = format!("{host}:{port}").parse::<Authority>() else {
+        return local_reply(StatusCode::BAD_REQUEST, "invalid host");
+    };
+    record.upstream_cluster = Some(PASSTHROUGH.with(Arc::clone));
+    record.service = Some(Arc::new(ServiceMeta::from_host(host)));
+    let (mut parts, body) = split(req, record);
+    prepare_headers(&mut parts.headers, authority);
+    let head = Head { method: parts.method.clone(), path: path_of(&parts), headers: parts.headers, downstream: parts.version };
+    let dest = Dest::Fixed { authority: target, pool: &shared.direct_pool, protocol: UpstreamProtocol::Http1 };
+    forward::send(dest, head, SendBody::Once(ReqBody::Stream(body)), Policy::default(), record).await
+}
+
+thread_local! {
+    /// Istio's name for the passthrough destination, shared per thread.
+    static PASSTHROUGH: Arc<str> = Arc::from("PassthroughCluster");
+}

@@ -1,0 +1,230 @@
+//! The listeners the proxy has bound, reconciled with each new config: new
+//! ones are bound, removed ones closed, kept ones untouched (their
+//! connections live on; a changed spec applies to new requests). Nothing is
+//! bound before the first complete config.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::uri::Authority;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::http::{Conn, ListenerRt, Shared};
+use crate::snapshot::{Direction, ListenerSpec, Serve, Snapshot};
+use crate::tcp;
+
+/// What the admin server reports about the data plane.
+#[derive(Default)]
+pub struct Status {
+    /// The first config is applied and every listener is bound.
+    pub ready: AtomicBool,
+    pub draining: AtomicBool,
+    listeners: Mutex<Vec<ListenerStatus>>,
+}
+
+impl Status {
+    pub fn listeners(&self) -> Vec<ListenerStatus> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ListenerStatus {
+    pub name: String,
+    pub address: SocketAddr,
+    pub direction: Direction,
+    pub serve: Serve,
+    /// Why the listener is not bound (it is retried every second).
+    pub error: Option<String>,
+}
+
+/// The name of the explicit HTTP proxy listener for the application's outbound calls.
+pub const OUTBOUND_PROXY: &str = "outbound_proxy";
+
+/// Held by every HTTP connection: tells it to drain, and (through the
+/// channel's sender count) tells the drain when all connections are gone.
+#[derive(Clone)]
+struct Drain {
+    signal: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+}
+
+struct Bound {
+    rt: Arc<ArcSwap<ListenerRt>>,
+    /// Dropping it stops the accept loop.
+    _stop: oneshot::Sender<()>,
+}
+
+/// Runs until `drain` turns true, then stops accepting and gives open
+/// connections up to `drain_timeout` to finish their requests.
+pub async fn run(shared: Arc<Shared>, outbound: Option<SocketAddr>, status: Arc<Status>, mut drain: watch::Receiver<bool>, drain_timeout: Duration) {
+    let mut changes = shared.store.subscribe();
+    let (alive_tx, mut all_closed) = mpsc::channel::<()>(1);
+    let conn_drain = Drain { signal: drain.clone(), _alive: alive_tx };
+    let mut bound: HashMap<SocketAddr, Bound> = HashMap::new();
+    let mut current: Option<Arc<Snapshot>> = changes.borrow_and_update().clone();
+    loop {
+        let all_bound = match &current {
+            Some(snapshot) => reconcile(snapshot, outbound, &shared, &conn_drain, &mut bound, &status).await,
+            None => true,
+        };
+        status.ready.store(current.is_some() && all_bound, Ordering::Release);
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                current = changes.borrow_and_update().clone();
+            }
+            // A listener that failed to bind (port taken) is tried again.
+            _ = tokio::time::sleep(Duration::from_secs(1)), if !all_bound => {}
+            () = until_true(&mut drain) => break,
+        }
+    }
+    let open = bound.len();
+    bound.clear();
+    drop(conn_drain);
+    tracing::info!(listeners = open, timeout = ?drain_timeout, "draining: no longer accepting connections");
+    // recv() yields None once every connection has dropped its sender.
+    match tokio::time::timeout(drain_timeout, all_closed.recv()).await {
+        Ok(_) => tracing::info!("drained: all connections closed"),
+        Err(_) => tracing::warn!("drain timeout reached; closing the remaining connections"),
+    }
+}
+
+async fn reconcile(
+    snapshot: &Snapshot,
+    outbound: Option<SocketAddr>,
+    shared: &Arc<Shared>,
+    drain: &Drain,
+    bound: &mut HashMap<SocketAddr, Bound>,
+    status: &Status,
+) -> bool {
+    let mut desired = snapshot.listeners.clone();
+    if let Some(addr) = outbound {
+        desired.push(ListenerSpec {
+            name: OUTBOUND_PROXY.into(),
+            bind: addr,
+            direction: Direction::Outbound,
+            serve: Serve::Http,
+            app_http2: false,
+            app_port: 0,
+            route_config: "".into(),
+        });
+    }
+    bound.retain(|addr, _| {
+        let keep = desired.iter().any(|d| d.bind == *addr);
+        if !keep {
+            tracing::info!(address = %addr, "listener removed; closing it");
+        }
+        keep
+    });
+    let mut statuses = Vec::with_capacity(desired.len());
+    let mut all_bound = true;
+    for spec in desired {
+        let mut st = ListenerStatus { name: spec.name.to_string(), address: spec.bind, direction: spec.direction, serve: spec.serve, error: None };
+        let app = SocketAddr::new(shared.app_ip, spec.app_port);
+        let Ok(app) = app.to_string().parse::<Authority>() else { continue };
+        let rt = ListenerRt { spec, app };
+        if let Some(b) = bound.get(&rt.spec.bind) {
+            if b.rt.load().spec != rt.spec {
+                b.rt.store(Arc::new(rt));
+            }
+        } else {
+            match TcpListener::bind(rt.spec.bind).await {
+                Ok(listener) => {
+                    tracing::info!(name = %rt.spec.name, address = %rt.spec.bind, direction = ?rt.spec.direction, "listening");
+                    let (stop_tx, stop_rx) = oneshot::channel();
+                    let rt = Arc::new(ArcSwap::from_pointee(rt));
+                    tokio::spawn(accept_loop(listener, rt.clone(), shared.clone(), drain.clone(), stop_rx));
+                    bound.insert(st.address, Bound { rt, _stop: stop_tx });
+                }
+                Err(e) => {
+                    tracing::warn!(name = %rt.spec.name, address = %rt.spec.bind, error = %e, "cannot bind listener; retrying");
+                    st.error = Some(e.to_string());
+                    all_bound = false;
+                }
+            }
+        }
+        statuses.push(st);
+    }
+    *status.listeners.lock().unwrap_or_else(|e| e.into_inner()) = statuses;
+    all_bound
+}
+
+async fn accept_loop(listener: TcpListener, rt: Arc<ArcSwap<ListenerRt>>, shared: Arc<Shared>, drain: Drain, mut stop: oneshot::Receiver<()>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Timers bound how long a client may take to send its headers and let
+    // HTTP/2 keep-alive work.
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually out of file descriptors: pause instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let listener_now = rt.load();
+        let app = SocketAddr::new(shared.app_ip, listener_now.spec.app_port);
+        match listener_now.spec.serve {
+            Serve::Http => serve_http(stream, peer, &rt, &shared, &builder, drain.clone()),
+            Serve::Tcp => {
+                tokio::spawn(tcp::forward(stream, app));
+            }
+            Serve::Sniff => {
+                let (rt, shared, builder, drain) = (rt.clone(), shared.clone(), builder.clone(), drain.clone());
+                tokio::spawn(async move {
+                    if tcp::looks_like_http(&stream).await {
+                        serve_http(stream, peer, &rt, &shared, &builder, drain);
+                    } else {
+                        tcp::forward(stream, app).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn serve_http(stream: TcpStream, peer: SocketAddr, rt: &Arc<ArcSwap<ListenerRt>>, shared: &Arc<Shared>, builder: &auto::Builder<TokioExecutor>, drain: Drain) {
+    let conn = Arc::new(Conn { shared: shared.clone(), listener: rt.clone(), peer });
+    let service = service_fn(move |req| crate::http::handle(req, conn.clone()));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+    tokio::spawn(async move {
+        let Drain { mut signal, _alive } = drain;
+        let mut connection = std::pin::pin!(connection);
+        let result = tokio::select! {
+            r = connection.as_mut() => r,
+            () = until_true(&mut signal) => {
+                // HTTP/1: close once the current response is sent; HTTP/2: GOAWAY.
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    });
+}
+
+/// Resolves once the flag is (or was) set. Also when its sender is gone:
+/// nobody can clear it any more, so the proxy is going away.
+pub async fn until_true(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
+}

@@ -1,0 +1,187 @@
+//! The compiled, immutable view of the whole proxy config. A new `Snapshot`
+//! is built whenever a config type changes and swapped in atomically;
+//! requests hold the one they started with.
+
+pub mod domains;
+pub mod matcher;
+pub mod routes;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use wire::pb;
+use wire::pb::resource::Kind;
+
+use crate::lb::Cluster;
+use crate::lb::pool::Pools;
+use routes::RouteTable;
+
+/// The accepted resources of one type, as received (for the config dump).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct TypeState {
+    pub version: String,
+    pub resources: Vec<pb::Resource>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+    Gateway,
+}
+
+/// How a listener treats its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Serve {
+    Http,
+    /// Raw bytes to the application (TCP, and TLS the application terminates).
+    Tcp,
+    /// Look at the first bytes: HTTP if they look like HTTP, else TCP.
+    Sniff,
+}
+
+/// A listener the proxy should have bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub name: Arc<str>,
+    pub bind: SocketAddr,
+    pub direction: Direction,
+    pub serve: Serve,
+    /// Speak HTTP/2 to the application (inbound HTTP2/gRPC ports).
+    pub app_http2: bool,
+    pub app_port: u16,
+    pub route_config: Arc<str>,
+}
+
+pub struct Snapshot {
+    /// Accepted resources by type URL.
+    pub types: BTreeMap<&'static str, Arc<TypeState>>,
+    pub listeners: Vec<ListenerSpec>,
+    pub routes: HashMap<String, Arc<RouteTable>>,
+    /// Outbound route configs are named by port ("9080"); indexed by number
+    /// so that a request needs no formatting to find its own.
+    pub routes_by_port: HashMap<u16, Arc<RouteTable>>,
+    pub clusters: HashMap<String, Arc<Cluster>>,
+}
+
+impl Snapshot {
+    /// Whether every type has been received at least once.
+    pub fn complete(&self) -> bool {
+        wire::types::ALL.iter().all(|t| self.types.contains_key(t))
+    }
+}
+
+/// Builds a snapshot from accepted resources. `prev` lends the run-time
+/// state that must survive an update (pools, load counters).
+pub fn compile(
+    types: BTreeMap<&'static str, Arc<TypeState>>,
+    pod_ip: Option<IpAddr>,
+    prev: Option<&Snapshot>,
+    pools: &Pools,
+) -> Result<Snapshot, String> {
+    let empty = Arc::new(TypeState::default());
+    let of = |t: &str| types.get(t).unwrap_or(&empty).clone();
+
+    // Endpoints by cluster. Endpoints of a cluster the proxy does not have are
+    // ignored, as Envoy ignores EDS for unknown clusters.
+    let endpoint_state = of(wire::types::ENDPOINTS);
+    let mut endpoints: HashMap<&str, &pb::ClusterEndpoints> = HashMap::new();
+    for r in &endpoint_state.resources {
+        let Some(Kind::Endpoints(e)) = &r.kind else { return Err(wrong_kind("endpoints", r)) };
+        if endpoints.insert(e.cluster.as_str(), e).is_some() {
+            return Err(format!("endpoints: cluster {:?} is listed twice", e.cluster));
+        }
+    }
+
+    let mut clusters = HashMap::new();
+    for r in &of(wire::types::CLUSTER).resources {
+        let Some(Kind::Cluster(c)) = &r.kind else { return Err(wrong_kind("clusters", r)) };
+        if c.name.is_empty() {
+            return Err("clusters: a cluster has no name".into());
+        }
+        let previous = prev.and_then(|p| p.clusters.get(&c.name)).map(Arc::as_ref);
+        let built = Cluster::build(c, endpoints.get(c.name.as_str()).copied(), previous, pools)
+            .map_err(|e| format!("cluster {:?}: {e}", c.name))?;
+        if clusters.insert(c.name.clone(), Arc::new(built)).is_some() {
+            return Err(format!("clusters: {:?} is listed twice", c.name));
+        }
+    }
+
+    let mut routes = HashMap::new();
+    let mut routes_by_port = HashMap::new();
+    for r in &of(wire::types::ROUTE_CONFIG).resources {
+        let Some(Kind::RouteConfig(rc)) = &r.kind else { return Err(wrong_kind("routes", r)) };
+        let table = Arc::new(RouteTable::compile(rc, &clusters).map_err(|e| format!("route config {:?}: {e}", rc.name))?);
+        if let Ok(port) = rc.name.parse::<u16>() {
+            routes_by_port.insert(port, table.clone());
+        }
+        if routes.insert(rc.name.clone(), table).is_some() {
+            return Err(format!("routes: {:?} is listed twice", rc.name));
+        }
+    }
+
+    let mut listeners = Vec::new();
+    let mut bound = HashSet::new();
+    for r in &of(wire::types::LISTENER).resources {
+        let Some(Kind::Listener(l)) = &r.kind else { return Err(wrong_kind("listeners", r)) };
+        let Some(spec) = listener(l, pod_ip).map_err(|e| format!("listener {:?}: {e}", l.name))? else { continue };
+        if !bound.insert(spec.bind) {
+            return Err(format!("listener {:?}: another listener already binds {}", l.name, spec.bind));
+        }
+        listeners.push(spec);
+    }
+
+    Ok(Snapshot { types, listeners, routes, routes_by_port, clusters })
+}
+
+fn wrong_kind(what: &str, r: &pb::Resource) -> String {
+    format!("{what}: resource {:?} is of another type", r.name)
+}
+
+/// `None` for listeners this proxy deliberately does not bind (see below).
+fn listener(l: &pb::Listener, pod_ip: Option<IpAddr>) -> Result<Option<ListenerSpec>, String> {
+    let port = u16::try_from(l.port).ok().filter(|p| *p != 0).ok_or_else(|| format!("port {} is invalid", l.port))?;
+    let ip = if l.address.is_empty() {
+        pod_ip.ok_or("no address, and the node has no pod_ip to bind")?
+    } else {
+        l.address.parse::<IpAddr>().map_err(|_| format!("address {:?} is not an IP address", l.address))?
+    };
+    let direction = match pb::Direction::try_from(l.direction) {
+        Ok(pb::Direction::Inbound) => Direction::Inbound,
+        Ok(pb::Direction::Outbound) => Direction::Outbound,
+        Ok(pb::Direction::Gateway) => Direction::Gateway,
+        Err(_) => return Err(format!("unknown direction {}", l.direction)),
+    };
+    let protocol = pb::Protocol::try_from(l.protocol).map_err(|_| format!("unknown protocol {}", l.protocol))?;
+    let serve = match (direction, protocol) {
+        // Outbound traffic reaches this proxy through its explicit HTTP proxy
+        // listener; per-port outbound listeners need traffic capture.
+        (Direction::Outbound, _) => {
+            tracing::debug!(listener = %l.name, "outbound listeners need traffic capture; served by the explicit proxy instead");
+            return Ok(None);
+        }
+        (Direction::Inbound, pb::Protocol::Tcp | pb::Protocol::Tls | pb::Protocol::Https) => Serve::Tcp,
+        (Direction::Inbound, pb::Protocol::Unspecified) => Serve::Sniff,
+        (_, pb::Protocol::Http | pb::Protocol::Http2 | pb::Protocol::Grpc | pb::Protocol::Unspecified) => Serve::Http,
+        (Direction::Gateway, _) => {
+            tracing::warn!(listener = %l.name, ?protocol, "gateway TLS and TCP servers are not supported yet; listener skipped");
+            return Ok(None);
+        }
+    };
+    let app_port = match l.app_port {
+        0 => port,
+        p => u16::try_from(p).map_err(|_| format!("app_port {p} is out of range"))?,
+    };
+    Ok(Some(ListenerSpec {
+        name: l.name.as_str().into(),
+        bind: SocketAddr::new(ip, port),
+        direction,
+        serve,
+        app_http2: matches!(protocol, pb::Protocol::Http2 | pb::Protocol::Grpc),
+        app_port,
+        route_config: l.route_config.as_str().into(),
+    }))
+}

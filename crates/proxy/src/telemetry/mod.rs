@@ -1,0 +1,339 @@
+//! What the proxy tells about each request: Istio's standard metrics and a
+//! JSON access log line. A request's `Record` travels with its response body
+//! and is written when the body ends, so that sizes and durations are whole.
+
+pub mod access_log;
+pub mod meta;
+pub mod metrics;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{Method, Version};
+use http_body::{Body, Frame, SizeHint};
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+
+use crate::http::body::{BoxError, RespBody};
+use access_log::AccessLog;
+use meta::{PeerMeta, ServiceMeta};
+use metrics::{Labels, Metrics};
+
+/// Envoy's response flags, printed with Envoy's short names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Flags(u16);
+
+impl Flags {
+    /// No healthy upstream.
+    pub const UH: u16 = 1;
+    /// Upstream request timeout.
+    pub const UT: u16 = 1 << 1;
+    /// Upstream connection failure.
+    pub const UF: u16 = 1 << 2;
+    /// Upstream connection termination (reset after connecting).
+    pub const UC: u16 = 1 << 3;
+    /// Upstream overflow (circuit breaking).
+    pub const UO: u16 = 1 << 4;
+    /// No route.
+    pub const NR: u16 = 1 << 5;
+    /// Delay injected.
+    pub const DI: u16 = 1 << 6;
+    /// Fault (abort) injected.
+    pub const FI: u16 = 1 << 7;
+    /// Downstream disconnected before the response was complete.
+    pub const DC: u16 = 1 << 8;
+    /// Upstream retry limit exceeded.
+    pub const URX: u16 = 1 << 9;
+    /// No cluster: the route names a cluster the proxy does not have.
+    pub const NC: u16 = 1 << 10;
+
+    const NAMES: [(u16, &'static str); 11] = [
+        (Self::UH, "UH"),
+        (Self::UT, "UT"),
+        (Self::UF, "UF"),
+        (Self::UC, "UC"),
+        (Self::UO, "UO"),
+        (Self::NR, "NR"),
+        (Self::DI, "DI"),
+        (Self::FI, "FI"),
+        (Self::DC, "DC"),
+        (Self::URX, "URX"),
+        (Self::NC, "NC"),
+    ];
+
+    pub fn set(&mut self, flag: u16) {
+        self.0 |= flag;
+    }
+
+    pub fn has(&self, flag: u16) -> bool {
+        self.0 & flag != 0
+    }
+}
+
+impl fmt::Display for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("-");
+        }
+        let mut first = true;
+        for (bit, name) in Self::NAMES {
+            if self.0 & bit != 0 {
+                if !first {
+                    f.write_str(",")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EncodeLabelValue for Flags {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        use std::fmt::Write;
+        write!(encoder, "{self}")
+    }
+}
+
+/// Which side of the request this proxy is, in Istio's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reporter {
+    /// Outbound sidecar traffic and gateways.
+    Source,
+    /// Inbound sidecar traffic.
+    Destination,
+}
+
+pub struct Telemetry {
+    pub metrics: Metrics,
+    access_log: Option<AccessLog>,
+    /// This proxy's own workload.
+    pub local: Arc<PeerMeta>,
+    unknown_peer: Arc<PeerMeta>,
+    unknown_service: Arc<ServiceMeta>,
+}
+
+impl Telemetry {
+    pub fn new(node: &wire::pb::Node, access_log: bool) -> Self {
+        Telemetry {
+            metrics: Metrics::default(),
+            access_log: if access_log { AccessLog::stdout() } else { None },
+            local: Arc::new(PeerMeta::from_node(node)),
+            unknown_peer: Arc::new(PeerMeta::unknown()),
+            unknown_service: Arc::new(ServiceMeta::from_host("")),
+        }
+    }
+}
+
+/// Everything known about one request, filled in as it is handled.
+pub struct Record {
+    telemetry: Arc<Telemetry>,
+    reporter: Reporter,
+    start: Instant,
+    start_time: SystemTime,
+    method: Method,
+    version: Version,
+    grpc: bool,
+    /// Kept only when there is an access log to write it to.
+    path: Option<String>,
+    authority: String,
+    user_agent: Option<HeaderValue>,
+    request_id: HeaderValue,
+    peer: SocketAddr,
+    pub received: Arc<AtomicU64>,
+    pub status: u16,
+    pub flags: Flags,
+    pub upstream_host: Option<Arc<str>>,
+    pub upstream_cluster: Option<Arc<str>>,
+    pub upstream_time: Option<Duration>,
+    pub route_name: Option<Arc<str>>,
+    pub destination: Option<Arc<PeerMeta>>,
+    pub service: Option<Arc<ServiceMeta>>,
+    /// Keeps the request counted as active on its endpoint until it ends.
+    pub active: Option<crate::lb::ActiveGuard>,
+}
+
+impl Record {
+    pub fn start<B>(telemetry: &Arc<Telemetry>, reporter: Reporter, req: &http::Request<B>, authority: &str, request_id: HeaderValue, peer: SocketAddr) -> Self {
+        let with_log = telemetry.access_log.is_some();
+        Record {
+            telemetry: telemetry.clone(),
+            reporter,
+            start: Instant::now(),
+            start_time: SystemTime::now(),
+            method: req.method().clone(),
+            version: req.version(),
+            grpc: req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
+            path: with_log.then(|| req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string()),
+            authority: if with_log { authority.to_string() } else { String::new() },
+            user_agent: if with_log { req.headers().get(http::header::USER_AGENT).cloned() } else { None },
+            request_id,
+            peer,
+            received: Arc::default(),
+            status: 0,
+            flags: Flags::default(),
+            upstream_host: None,
+            upstream_cluster: None,
+            upstream_time: None,
+            route_name: None,
+            destination: None,
+            service: None,
+            active: None,
+        }
+    }
+
+    fn finish(&self, bytes_sent: u64) {
+        let duration = self.start.elapsed();
+        let t = &self.telemetry;
+        let protocol = match self.version {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        let (source, destination) = match self.reporter {
+            Reporter::Source => (&t.local, self.destination.as_ref().unwrap_or(&t.unknown_peer)),
+            Reporter::Destination => (&t.unknown_peer, &t.local),
+        };
+        let service = self.service.as_ref().unwrap_or(&t.unknown_service);
+        let labels = Labels {
+            reporter: match self.reporter {
+                Reporter::Source => "source",
+                Reporter::Destination => "destination",
+            },
+            source_workload: source.workload.clone(),
+            source_workload_namespace: source.namespace.clone(),
+            source_principal: source.principal.clone(),
+            source_app: source.app.clone(),
+            source_version: source.version.clone(),
+            destination_workload: destination.workload.clone(),
+            destination_workload_namespace: destination.namespace.clone(),
+            destination_principal: destination.principal.clone(),
+            destination_app: destination.app.clone(),
+            destination_version: destination.version.clone(),
+            destination_service: service.host.clone(),
+            destination_service_name: service.name.clone(),
+            destination_service_namespace: service.namespace.clone(),
+            request_protocol: if self.grpc { "grpc" } else { "http" },
+            response_code: self.status,
+            response_flags: self.flags,
+            connection_security_policy: "none",
+        };
+        t.metrics.record(&labels, duration.as_secs_f64() * 1000.0);
+        if let Some(log) = &t.access_log {
+            let flags = self.flags.to_string();
+            log.write(&access_log::Line {
+                start_time: &access_log::format_time(self.start_time),
+                method: self.method.as_str(),
+                path: self.path.as_deref().unwrap_or("-"),
+                protocol,
+                response_code: self.status,
+                response_flags: &flags,
+                bytes_received: self.received.load(Ordering::Relaxed),
+                bytes_sent,
+                duration: duration.as_millis() as u64,
+                upstream_service_time: self.upstream_time.map(|d| d.as_millis() as u64),
+                upstream_host: self.upstream_host.as_deref(),
+                upstream_cluster: self.upstream_cluster.as_deref(),
+                request_id: self.request_id.to_str().unwrap_or("-"),
+                authority: &self.authority,
+                user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+                downstream_remote_address: &self.peer.to_string(),
+                route_name: self.route_name.as_deref(),
+            });
+        }
+    }
+}
+
+/// The response body, which writes the request's record when it ends or is
+/// dropped (then, unfinished, flagged DC: the client went away).
+pub struct LoggedBody {
+    inner: RespBody,
+    record: Option<Box<Record>>,
+    sent: u64,
+    /// HEAD requests and 204/304 responses have no body to wait for.
+    bodiless: bool,
+}
+
+impl LoggedBody {
+    pub fn new(inner: RespBody, record: Box<Record>) -> Self {
+        let bodiless = record.method == Method::HEAD || matches!(record.status, 204 | 304);
+        LoggedBody { inner, record: Some(record), sent: 0, bodiless }
+    }
+
+    fn finish(&mut self, disconnected: bool) {
+        if let Some(mut record) = self.record.take() {
+            if disconnected {
+                record.flags.set(Flags::DC);
+            }
+            record.finish(self.sent);
+        }
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.sent += d.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finish(false);
+                }
+            }
+            Poll::Ready(None) => self.finish(false),
+            // The upstream broke off mid-body: Envoy flags that as an upstream reset.
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(r) = self.record.as_mut() {
+                    r.flags.set(Flags::UC);
+                }
+                self.finish(false);
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        let unfinished = !self.bodiless && !self.inner.is_end_stream();
+        self.finish(unfinished);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_print_like_envoy() {
+        let mut f = Flags::default();
+        assert_eq!(f.to_string(), "-");
+        f.set(Flags::URX);
+        f.set(Flags::UF);
+        assert_eq!(f.to_string(), "UF,URX");
+    }
+}
