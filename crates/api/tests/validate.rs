@@ -508,6 +508,16 @@ fn destination_rule() {
             )),
         ),
         (
+            "maglev huge",
+            dr(
+                "  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 9223372036854775783}}}\n",
+            ),
+            Some((
+                "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize",
+                "at most 5000011",
+            )),
+        ),
+        (
             "simple and hash",
             dr(
                 "  trafficPolicy:\n    loadBalancer: {simple: RANDOM, consistentHash: {useSourceIp: true}}\n",

@@ -224,12 +224,18 @@ fn consistent_hash(errs: &mut Errors, p: &str, ch: &ConsistentHashLb) {
     }
     if let Some(m) = &ch.maglev
         && let Some(size) = m.table_size
-        && !is_prime(size)
     {
-        errs.add(
-            at(&at(p, "maglev"), "tableSize"),
-            format!("tableSize {size} must be a prime number"),
-        );
+        // Envoy's limit; checking it first also bounds the primality test.
+        const MAX_TABLE_SIZE: u64 = 5_000_011;
+        let tp = at(&at(p, "maglev"), "tableSize");
+        if size > MAX_TABLE_SIZE {
+            errs.add(
+                tp,
+                format!("tableSize {size} must be at most {MAX_TABLE_SIZE}"),
+            );
+        } else if !is_prime(size) {
+            errs.add(tp, format!("tableSize {size} must be a prime number"));
+        }
     }
 }
 

@@ -69,6 +69,9 @@ fn command(spec: &Spec) -> std::io::Result<Command> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
+        // Its own process group: a Ctrl-C in the terminal reaches only
+        // `trellis up`, which then stops the children in order.
+        .process_group(0)
         .kill_on_drop(true);
     pdeathsig::terminate_with_parent(&mut cmd);
     Ok(cmd)
