@@ -74,7 +74,10 @@ impl Default for Config {
 /// Runs the proxy until `shutdown` resolves (or `POST /quitquitquit`), then
 /// drains: stops accepting, lets in-flight requests finish for up to
 /// `drain_timeout`, and returns.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     match (&config.xds_address, &config.static_config) {
         (None, None) => return Err(Error::NoConfigSource),
         (Some(_), Some(_)) => return Err(Error::TwoConfigSources),
@@ -92,24 +95,53 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let admin_listener = bind_admin(config.admin_addr)?;
     let (quit_tx, mut quit_rx) = watch::channel(false);
 
-    let data_plane = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.workers.max(1))
-        .thread_name("trellis-worker")
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Runtime { what: "data plane", source })?;
+    let data_plane = RuntimeGuard(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.workers.max(1))
+            .thread_name("trellis-worker")
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Runtime {
+                what: "data plane",
+                source,
+            })?,
+    ));
 
     let (stop_control, control_stopped) = oneshot::channel::<()>();
     let (control_started_tx, control_started) = oneshot::channel::<Result<(), std::io::Error>>();
-    let admin = Arc::new(admin::Admin { store: store.clone(), telemetry: telemetry.clone(), status: status.clone(), quit: quit_tx });
-    let xds = config.xds_address.clone().map(|addr| (addr, config.node.clone(), XdsHandler(store.clone())));
+    let admin = Arc::new(admin::Admin {
+        store: store.clone(),
+        telemetry: telemetry.clone(),
+        status: status.clone(),
+        quit: quit_tx,
+    });
+    let xds = config
+        .xds_address
+        .clone()
+        .map(|addr| (addr, config.node.clone(), XdsHandler(store.clone())));
     std::thread::Builder::new()
         .name("trellis-control".into())
-        .spawn(move || control_thread(admin_listener, admin, xds, control_started_tx, control_stopped))
-        .map_err(|source| Error::Runtime { what: "control", source })?;
+        .spawn(move || {
+            control_thread(
+                admin_listener,
+                admin,
+                xds,
+                control_started_tx,
+                control_stopped,
+            )
+        })
+        .map_err(|source| Error::Runtime {
+            what: "control",
+            source,
+        })?;
     match control_started.await {
         Ok(Ok(())) => {}
-        Ok(Err(source)) => return Err(Error::Runtime { what: "control", source }),
+        Ok(Err(source)) => {
+            return Err(Error::Runtime {
+                what: "control",
+                source,
+            });
+        }
         Err(_) => return Err(Error::ThreadDied("control")),
     }
 
@@ -120,7 +152,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         direct_pool: Arc::new(lb::pool::Pool::new(lb::pool::DEFAULT_CONNECT_TIMEOUT)),
     });
     let (drain_tx, drain_rx) = watch::channel(false);
-    let serving = data_plane.spawn(listeners::run(shared, config.outbound_addr, status.clone(), drain_rx, config.drain_timeout));
+    let serving = data_plane.spawn(listeners::run(
+        shared,
+        config.outbound_addr,
+        status.clone(),
+        drain_rx,
+        config.drain_timeout,
+    ));
 
     tokio::select! {
         () = shutdown => tracing::info!("shutdown requested"),
@@ -133,13 +171,43 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     let _ = stop_control.send(());
     // Whatever is left (upgraded tunnels, mirrors) ends with the runtime.
-    data_plane.shutdown_background();
+    drop(data_plane);
     Ok(())
 }
 
+/// Owns the data-plane runtime. Dropping a runtime blocks, which tokio
+/// forbids inside async code (and `run` is async, and may be cancelled):
+/// this shuts it down in the background instead.
+struct RuntimeGuard(Option<tokio::runtime::Runtime>);
+
+impl RuntimeGuard {
+    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.0 {
+            Some(rt) => rt.spawn(future),
+            // Unreachable: only `drop` empties it.
+            None => tokio::spawn(future),
+        }
+    }
+}
+
+impl Drop for RuntimeGuard {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 fn bind_admin(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| Error::AdminBind { addr, source })?;
-    listener.set_nonblocking(true).map_err(|source| Error::AdminBind { addr, source })?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| Error::AdminBind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| Error::AdminBind { addr, source })?;
     Ok(listener)
 }
 
@@ -151,7 +219,10 @@ fn control_thread(
     started: oneshot::Sender<Result<(), std::io::Error>>,
     stop: oneshot::Receiver<()>,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             let _ = started.send(Err(e));

@@ -33,7 +33,10 @@ pub struct Status {
 
 impl Status {
     pub fn listeners(&self) -> Vec<ListenerStatus> {
-        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -66,18 +69,39 @@ struct Bound {
 
 /// Runs until `drain` turns true, then stops accepting and gives open
 /// connections up to `drain_timeout` to finish their requests.
-pub async fn run(shared: Arc<Shared>, outbound: Option<SocketAddr>, status: Arc<Status>, mut drain: watch::Receiver<bool>, drain_timeout: Duration) {
+pub async fn run(
+    shared: Arc<Shared>,
+    outbound: Option<SocketAddr>,
+    status: Arc<Status>,
+    mut drain: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) {
     let mut changes = shared.store.subscribe();
     let (alive_tx, mut all_closed) = mpsc::channel::<()>(1);
-    let conn_drain = Drain { signal: drain.clone(), _alive: alive_tx };
+    let conn_drain = Drain {
+        signal: drain.clone(),
+        _alive: alive_tx,
+    };
     let mut bound: HashMap<SocketAddr, Bound> = HashMap::new();
     let mut current: Option<Arc<Snapshot>> = changes.borrow_and_update().clone();
     loop {
         let all_bound = match &current {
-            Some(snapshot) => reconcile(snapshot, outbound, &shared, &conn_drain, &mut bound, &status).await,
+            Some(snapshot) => {
+                reconcile(
+                    snapshot,
+                    outbound,
+                    &shared,
+                    &conn_drain,
+                    &mut bound,
+                    &status,
+                )
+                .await
+            }
             None => true,
         };
-        status.ready.store(current.is_some() && all_bound, Ordering::Release);
+        status
+            .ready
+            .store(current.is_some() && all_bound, Ordering::Release);
         tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() {
@@ -131,9 +155,17 @@ async fn reconcile(
     let mut statuses = Vec::with_capacity(desired.len());
     let mut all_bound = true;
     for spec in desired {
-        let mut st = ListenerStatus { name: spec.name.to_string(), address: spec.bind, direction: spec.direction, serve: spec.serve, error: None };
+        let mut st = ListenerStatus {
+            name: spec.name.to_string(),
+            address: spec.bind,
+            direction: spec.direction,
+            serve: spec.serve,
+            error: None,
+        };
         let app = SocketAddr::new(shared.app_ip, spec.app_port);
-        let Ok(app) = app.to_string().parse::<Authority>() else { continue };
+        let Ok(app) = app.to_string().parse::<Authority>() else {
+            continue;
+        };
         let rt = ListenerRt { spec, app };
         if let Some(b) = bound.get(&rt.spec.bind) {
             if b.rt.load().spec != rt.spec {
@@ -145,7 +177,13 @@ async fn reconcile(
                     tracing::info!(name = %rt.spec.name, address = %rt.spec.bind, direction = ?rt.spec.direction, "listening");
                     let (stop_tx, stop_rx) = oneshot::channel();
                     let rt = Arc::new(ArcSwap::from_pointee(rt));
-                    tokio::spawn(accept_loop(listener, rt.clone(), shared.clone(), drain.clone(), stop_rx));
+                    tokio::spawn(accept_loop(
+                        listener,
+                        rt.clone(),
+                        shared.clone(),
+                        drain.clone(),
+                        stop_rx,
+                    ));
                     bound.insert(st.address, Bound { rt, _stop: stop_tx });
                 }
                 Err(e) => {
@@ -161,7 +199,13 @@ async fn reconcile(
     all_bound
 }
 
-async fn accept_loop(listener: TcpListener, rt: Arc<ArcSwap<ListenerRt>>, shared: Arc<Shared>, drain: Drain, mut stop: oneshot::Receiver<()>) {
+async fn accept_loop(
+    listener: TcpListener,
+    rt: Arc<ArcSwap<ListenerRt>>,
+    shared: Arc<Shared>,
+    drain: Drain,
+    mut stop: oneshot::Receiver<()>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Timers bound how long a client may take to send its headers and let
     // HTTP/2 keep-alive work.
@@ -189,7 +233,8 @@ async fn accept_loop(listener: TcpListener, rt: Arc<ArcSwap<ListenerRt>>, shared
                 tokio::spawn(tcp::forward(stream, app));
             }
             Serve::Sniff => {
-                let (rt, shared, builder, drain) = (rt.clone(), shared.clone(), builder.clone(), drain.clone());
+                let (rt, shared, builder, drain) =
+                    (rt.clone(), shared.clone(), builder.clone(), drain.clone());
                 tokio::spawn(async move {
                     if tcp::looks_like_http(&stream).await {
                         serve_http(stream, peer, &rt, &shared, &builder, drain);
@@ -202,10 +247,23 @@ async fn accept_loop(listener: TcpListener, rt: Arc<ArcSwap<ListenerRt>>, shared
     }
 }
 
-fn serve_http(stream: TcpStream, peer: SocketAddr, rt: &Arc<ArcSwap<ListenerRt>>, shared: &Arc<Shared>, builder: &auto::Builder<TokioExecutor>, drain: Drain) {
-    let conn = Arc::new(Conn { shared: shared.clone(), listener: rt.clone(), peer });
+fn serve_http(
+    stream: TcpStream,
+    peer: SocketAddr,
+    rt: &Arc<ArcSwap<ListenerRt>>,
+    shared: &Arc<Shared>,
+    builder: &auto::Builder<TokioExecutor>,
+    drain: Drain,
+) {
+    let conn = Arc::new(Conn {
+        shared: shared.clone(),
+        listener: rt.clone(),
+        peer,
+    });
     let service = service_fn(move |req| crate::http::handle(req, conn.clone()));
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .into_owned();
     tokio::spawn(async move {
         let Drain { mut signal, _alive } = drain;
         let mut connection = std::pin::pin!(connection);

@@ -24,7 +24,16 @@ pub async fn forward(mut downstream: TcpStream, app: SocketAddr) {
 
 /// What an HTTP/1 request or the HTTP/2 preface starts with.
 const HTTP_STARTS: [&[u8]; 10] = [
-    b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ", b"PRI * HTTP/2",
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+    b"PRI * HTTP/2",
 ];
 
 /// Whether the connection's first bytes look like HTTP. Peeks only: the
@@ -55,7 +64,11 @@ fn classify(data: &[u8]) -> Option<bool> {
     if HTTP_STARTS.iter().any(|m| data.starts_with(m)) {
         return Some(true);
     }
-    if HTTP_STARTS.iter().any(|m| m.starts_with(data)) { None } else { Some(false) }
+    if HTTP_STARTS.iter().any(|m| m.starts_with(data)) {
+        None
+    } else {
+        Some(false)
+    }
 }
 
 #[cfg(test)]

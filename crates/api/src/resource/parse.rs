@@ -423,6 +423,11 @@ fn suggest<'a>(bad: &str, candidates: &[&'a str]) -> Option<&'a str> {
             .flat_map(char::to_lowercase)
             .collect()
     };
+    // Names are short; a huge key is garbage, not a typo (and would make
+    // the quadratic distance below expensive).
+    if bad.len() > 64 {
+        return None;
+    }
     let bad_n = norm(bad);
     let mut best: Option<(usize, &str)> = None;
     for &c in candidates {

@@ -49,7 +49,9 @@ pub async fn serve(listener: std::net::TcpListener, admin: Arc<Admin>) {
         let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(req, admin.clone()));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -57,7 +59,10 @@ pub async fn serve(listener: std::net::TcpListener, admin: Arc<Admin>) {
 type Reply = Response<Full<Bytes>>;
 
 async fn handle(req: Request<Incoming>, admin: Arc<Admin>) -> Result<Reply, Infallible> {
-    let json = req.uri().query().is_some_and(|q| q.split('&').any(|p| p == "format=json"));
+    let json = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "format=json"));
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/ready" | "/healthz/ready") => ready(&admin),
         (&Method::GET, "/config_dump") => config_dump(&admin),
@@ -84,25 +89,40 @@ async fn handle(req: Request<Incoming>, admin: Arc<Admin>) -> Result<Reply, Infa
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Reply {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     resp
 }
 
 fn to_json<T: Serialize>(value: &T) -> Reply {
     match serde_json::to_string_pretty(value) {
         Ok(s) => reply(StatusCode::OK, "application/json", s),
-        Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("cannot encode: {e}\n")),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("cannot encode: {e}\n"),
+        ),
     }
 }
 
 /// Envoy's answers: LIVE once serving, else why not.
 fn ready(admin: &Admin) -> Reply {
     if admin.status.draining.load(Ordering::Acquire) {
-        reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "DRAINING\n".into())
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "DRAINING\n".into(),
+        )
     } else if admin.status.ready.load(Ordering::Acquire) {
         reply(StatusCode::OK, "text/plain", "LIVE\n".into())
     } else {
-        reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "PRE_INITIALIZING\n".into())
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "PRE_INITIALIZING\n".into(),
+        )
     }
 }
 
@@ -113,7 +133,12 @@ fn config_dump(admin: &Admin) -> Reply {
         configs: BTreeMap<&'static str, &'a TypeState>,
     }
     let accepted = admin.store.accepted();
-    to_json(&Dump { configs: accepted.iter().map(|(t, s)| (wire::types::short_name(t), &**s)).collect() })
+    to_json(&Dump {
+        configs: accepted
+            .iter()
+            .map(|(t, s)| (wire::types::short_name(t), &**s))
+            .collect(),
+    })
 }
 
 fn clusters(admin: &Admin, json: bool) -> Reply {
@@ -133,7 +158,11 @@ fn clusters(admin: &Admin, json: bool) -> Reply {
         endpoints: Vec<EndpointDump<'a>>,
     }
     let Some(snapshot) = admin.store.current() else {
-        return if json { to_json(&Vec::<()>::new()) } else { reply(StatusCode::OK, "text/plain", String::new()) };
+        return if json {
+            to_json(&Vec::<()>::new())
+        } else {
+            reply(StatusCode::OK, "text/plain", String::new())
+        };
     };
     let mut list: Vec<_> = snapshot.clusters.values().collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -163,7 +192,11 @@ fn clusters(admin: &Admin, json: bool) -> Reply {
     let mut out = String::new();
     for c in &dump {
         for e in &c.endpoints {
-            let health = if e.healthy { "healthy" } else { "/failed_eds_health" };
+            let health = if e.healthy {
+                "healthy"
+            } else {
+                "/failed_eds_health"
+            };
             let _ = writeln!(out, "{}::{}::health_flags::{health}", c.name, e.address);
             let _ = writeln!(out, "{}::{}::rq_active::{}", c.name, e.address, e.rq_active);
             let _ = writeln!(out, "{}::{}::rq_total::{}", c.name, e.address, e.rq_total);

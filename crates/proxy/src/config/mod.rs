@@ -51,7 +51,11 @@ impl ConfigStore {
 
     /// Every accepted type, complete or not (for the config dump).
     pub fn accepted(&self) -> BTreeMap<&'static str, Arc<TypeState>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).accepted.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .accepted
+            .clone()
     }
 
     /// Notified with each new complete snapshot.
@@ -60,15 +64,36 @@ impl ConfigStore {
     }
 
     /// Accepts `resources` as the full set of `type_url`, or explains why not.
-    pub fn apply(&self, type_url: &str, version: &str, resources: Vec<pb::Resource>) -> Result<(), String> {
+    pub fn apply(
+        &self,
+        type_url: &str,
+        version: &str,
+        resources: Vec<pb::Resource>,
+    ) -> Result<(), String> {
         let Some(type_key) = wire::types::ALL.iter().copied().find(|t| *t == type_url) else {
             return Err(format!("unknown resource type {type_url:?}"));
         };
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut types = state.accepted.clone();
-        types.insert(type_key, Arc::new(TypeState { version: version.to_string(), resources }));
-        let snapshot = snapshot::compile(types.clone(), self.pod_ip, state.latest.as_deref(), &self.pools)
-            .map_err(|e| format!("{} version {version:?}: {e}", wire::types::short_name(type_key)))?;
+        types.insert(
+            type_key,
+            Arc::new(TypeState {
+                version: version.to_string(),
+                resources,
+            }),
+        );
+        let snapshot = snapshot::compile(
+            types.clone(),
+            self.pod_ip,
+            state.latest.as_deref(),
+            &self.pools,
+        )
+        .map_err(|e| {
+            format!(
+                "{} version {version:?}: {e}",
+                wire::types::short_name(type_key)
+            )
+        })?;
         let snapshot = Arc::new(snapshot);
         state.accepted = types;
         state.latest = Some(snapshot.clone());
@@ -84,7 +109,12 @@ impl ConfigStore {
 pub struct XdsHandler(pub Arc<ConfigStore>);
 
 impl wire::client::ConfigHandler for XdsHandler {
-    fn apply(&self, type_url: &str, version: &str, resources: Vec<pb::Resource>) -> Result<(), String> {
+    fn apply(
+        &self,
+        type_url: &str,
+        version: &str,
+        resources: Vec<pb::Resource>,
+    ) -> Result<(), String> {
         self.0.apply(type_url, version, resources)
     }
 }
@@ -95,7 +125,14 @@ mod tests {
     use pb::resource::Kind;
 
     fn cluster(name: &str) -> pb::Resource {
-        pb::Resource { name: name.into(), kind: Some(Kind::Cluster(pb::Cluster { name: name.into(), ..Default::default() })), ..Default::default() }
+        pb::Resource {
+            name: name.into(),
+            kind: Some(Kind::Cluster(pb::Cluster {
+                name: name.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
     }
 
     fn route(regex: &str) -> pb::Resource {
@@ -108,11 +145,17 @@ mod tests {
                     domains: vec!["*".into()],
                     routes: vec![pb::Route {
                         matches: vec![pb::RouteMatch {
-                            path: Some(pb::StringMatch { kind: Some(pb::string_match::Kind::Regex(regex.into())) }),
+                            path: Some(pb::StringMatch {
+                                kind: Some(pb::string_match::Kind::Regex(regex.into())),
+                            }),
                             ..Default::default()
                         }],
                         action: Some(pb::route::Action::Forward(pb::RouteAction {
-                            clusters: vec![pb::WeightedCluster { cluster: "c".into(), weight: 100, ..Default::default() }],
+                            clusters: vec![pb::WeightedCluster {
+                                cluster: "c".into(),
+                                weight: 100,
+                                ..Default::default()
+                            }],
                             ..Default::default()
                         })),
                         ..Default::default()
@@ -125,14 +168,30 @@ mod tests {
 
     #[test]
     fn publishes_only_when_complete_and_nacks_keep_the_old_config() {
-        let store = ConfigStore::new(&pb::Node { pod_ip: "127.0.0.1".into(), ..Default::default() });
-        store.apply(wire::types::CLUSTER, "1", vec![cluster("c")]).expect("clusters");
-        store.apply(wire::types::ENDPOINTS, "1", vec![]).expect("endpoints");
-        store.apply(wire::types::LISTENER, "1", vec![]).expect("listeners");
-        assert!(store.current().is_none(), "incomplete config must not be served");
-        store.apply(wire::types::ROUTE_CONFIG, "1", vec![route("/a.*")]).expect("routes");
+        let store = ConfigStore::new(&pb::Node {
+            pod_ip: "127.0.0.1".into(),
+            ..Default::default()
+        });
+        store
+            .apply(wire::types::CLUSTER, "1", vec![cluster("c")])
+            .expect("clusters");
+        store
+            .apply(wire::types::ENDPOINTS, "1", vec![])
+            .expect("endpoints");
+        store
+            .apply(wire::types::LISTENER, "1", vec![])
+            .expect("listeners");
+        assert!(
+            store.current().is_none(),
+            "incomplete config must not be served"
+        );
+        store
+            .apply(wire::types::ROUTE_CONFIG, "1", vec![route("/a.*")])
+            .expect("routes");
         let first = store.current().expect("complete");
-        let err = store.apply(wire::types::ROUTE_CONFIG, "2", vec![route("(")]).expect_err("bad regex");
+        let err = store
+            .apply(wire::types::ROUTE_CONFIG, "2", vec![route("(")])
+            .expect_err("bad regex");
         assert!(err.contains("routes version \"2\""), "{err}");
         let still = store.current().expect("still there");
         assert!(Arc::ptr_eq(&first, &still));
@@ -142,7 +201,11 @@ mod tests {
     #[test]
     fn rejects_wrong_kind_and_unknown_type() {
         let store = ConfigStore::new(&pb::Node::default());
-        assert!(store.apply(wire::types::LISTENER, "1", vec![cluster("c")]).is_err());
+        assert!(
+            store
+                .apply(wire::types::LISTENER, "1", vec![cluster("c")])
+                .is_err()
+        );
         assert!(store.apply("nope", "1", vec![]).is_err());
     }
 
@@ -150,11 +213,17 @@ mod tests {
     fn run_time_state_survives_updates() {
         let store = ConfigStore::new(&pb::Node::default());
         for t in wire::types::ALL {
-            let r = if t == wire::types::CLUSTER { vec![cluster("c")] } else { vec![] };
+            let r = if t == wire::types::CLUSTER {
+                vec![cluster("c")]
+            } else {
+                vec![]
+            };
             store.apply(t, "1", r).expect("valid");
         }
         let a = store.current().expect("complete");
-        store.apply(wire::types::CLUSTER, "2", vec![cluster("c")]).expect("valid");
+        store
+            .apply(wire::types::CLUSTER, "2", vec![cluster("c")])
+            .expect("valid");
         let b = store.current().expect("complete");
         assert!(Arc::ptr_eq(&a.clusters["c"].pool, &b.clusters["c"].pool));
     }

@@ -17,10 +17,17 @@ struct StaticFile {
 }
 
 pub fn load(path: &Path, store: &ConfigStore) -> Result<(), Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::StaticRead { path: path.into(), source })?;
-    let bad = |reason: String| Error::StaticConfig { path: path.into(), reason };
+    let text = std::fs::read_to_string(path).map_err(|source| Error::StaticRead {
+        path: path.into(),
+        source,
+    })?;
+    let bad = |reason: String| Error::StaticConfig {
+        path: path.into(),
+        reason,
+    };
     let mut de = serde_json::Deserializer::from_str(&text);
-    let file: StaticFile = serde_path_to_error::deserialize(&mut de).map_err(|e| bad(format!("at {}: {}", e.path(), e.inner())))?;
+    let file: StaticFile = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| bad(format!("at {}: {}", e.path(), e.inner())))?;
     let mut by_type: [Vec<pb::Resource>; 4] = Default::default();
     for (i, r) in file.resources.into_iter().enumerate() {
         let slot = match &r.kind {

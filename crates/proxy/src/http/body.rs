@@ -30,12 +30,16 @@ impl Counted {
         Counted { inner, received }
     }
 
-    fn poll_counted(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_counted(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            self.received.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.received
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         polled
     }
@@ -50,14 +54,20 @@ pub enum ReqBody {
     /// The downstream body, streamed.
     Stream(Counted),
     /// Frames already read while trying to buffer, then the rest of the stream.
-    Prefixed { prefix: VecDeque<Bytes>, rest: Counted },
+    Prefixed {
+        prefix: VecDeque<Bytes>,
+        rest: Counted,
+    },
 }
 
 impl Body for ReqBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut *self {
             ReqBody::Empty => Poll::Ready(None),
             ReqBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
@@ -99,7 +109,11 @@ impl Body for ReqBody {
 
 impl ReqBody {
     pub fn bytes(b: Bytes) -> Self {
-        if b.is_empty() { ReqBody::Empty } else { ReqBody::Full(Some(b)) }
+        if b.is_empty() {
+            ReqBody::Empty
+        } else {
+            ReqBody::Full(Some(b))
+        }
     }
 }
 
@@ -133,7 +147,10 @@ pub async fn buffer_for_replay(mut body: Counted, limit: usize) -> Result<Replay
                     len += data.len();
                     chunks.push_back(data);
                     if len > limit {
-                        return Ok(Replay::Once(ReqBody::Prefixed { prefix: chunks, rest: body }));
+                        return Ok(Replay::Once(ReqBody::Prefixed {
+                            prefix: chunks,
+                            rest: body,
+                        }));
                     }
                 }
             }
@@ -161,7 +178,11 @@ pub enum RespBody {
 impl RespBody {
     pub fn text(s: impl Into<Bytes>) -> Self {
         let b = s.into();
-        if b.is_empty() { RespBody::Empty } else { RespBody::Full(Some(b)) }
+        if b.is_empty() {
+            RespBody::Empty
+        } else {
+            RespBody::Full(Some(b))
+        }
     }
 }
 
@@ -169,7 +190,10 @@ impl Body for RespBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut *self {
             RespBody::Empty => Poll::Ready(None),
             RespBody::Full(d) => Poll::Ready(d.take().map(|d| Ok(Frame::data(d)))),

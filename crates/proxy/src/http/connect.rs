@@ -16,17 +16,25 @@ use crate::telemetry::{Flags, Record};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn tunnel(req: Request<Incoming>, authority: &str, record: &mut Record) -> Response<RespBody> {
-    record.upstream_cluster = Some("PassthroughCluster".into());
+pub async fn tunnel(
+    req: Request<Incoming>,
+    authority: &str,
+    record: &mut Record,
+) -> Response<RespBody> {
+    record.upstream_cluster = Some(super::passthrough_cluster());
     record.upstream_host = Some(authority.into());
     if crate::snapshot::domains::strip_port(authority).len() == authority.len() {
         return local_reply(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     }
-    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority)).await {
+    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority)).await
+    {
         Ok(Ok(s)) => s,
         _ => {
             record.flags.set(Flags::UF);
-            return local_reply(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
+            return local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+            );
         }
     };
     let _ = upstream.set_nodelay(true);

@@ -33,20 +33,31 @@ impl Fault {
             }
         };
         let delay = if f.delay_ms > 0 && f.delay_percent > 0.0 {
-            Some((fraction(f.delay_percent, "delay")?, Duration::from_millis(f.delay_ms)))
+            Some((
+                fraction(f.delay_percent, "delay")?,
+                Duration::from_millis(f.delay_ms),
+            ))
         } else {
             None
         };
         let abort = if f.abort_percent <= 0.0 {
             None
         } else if !f.abort_grpc_status.is_empty() {
-            Some((fraction(f.abort_percent, "abort")?, Abort::Grpc(grpc_code(&f.abort_grpc_status)?)))
+            Some((
+                fraction(f.abort_percent, "abort")?,
+                Abort::Grpc(grpc_code(&f.abort_grpc_status)?),
+            ))
         } else {
             let status = u16::try_from(f.abort_http_status)
                 .ok()
                 .filter(|s| (200..=599).contains(s))
                 .and_then(|s| StatusCode::from_u16(s).ok())
-                .ok_or_else(|| format!("fault abort status {} is not within 200..=599", f.abort_http_status))?;
+                .ok_or_else(|| {
+                    format!(
+                        "fault abort status {} is not within 200..=599",
+                        f.abort_http_status
+                    )
+                })?;
             Some((fraction(f.abort_percent, "abort")?, Abort::Http(status)))
         };
         Ok((delay.is_some() || abort.is_some()).then_some(Fault { delay, abort }))
@@ -54,12 +65,18 @@ impl Fault {
 
     /// The delay to inject into this request, if it is drawn.
     pub fn delay(&self) -> Option<Duration> {
-        self.delay.as_ref().filter(|(p, _)| drawn(*p)).map(|(_, d)| *d)
+        self.delay
+            .as_ref()
+            .filter(|(p, _)| drawn(*p))
+            .map(|(_, d)| *d)
     }
 
     /// The abort to inject into this request, if it is drawn.
     pub fn abort(&self) -> Option<&Abort> {
-        self.abort.as_ref().filter(|(p, _)| drawn(*p)).map(|(_, a)| a)
+        self.abort
+            .as_ref()
+            .filter(|(p, _)| drawn(*p))
+            .map(|(_, a)| a)
     }
 }
 
@@ -70,12 +87,30 @@ fn drawn(fraction: f64) -> bool {
 /// A gRPC status given by name ("UNAVAILABLE") or by number ("14").
 fn grpc_code(s: &str) -> Result<u8, String> {
     const NAMES: [&str; 17] = [
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-        "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
     ];
     if let Ok(n) = s.parse::<u8>() {
-        return if usize::from(n) < NAMES.len() { Ok(n) } else { Err(format!("gRPC status {n} does not exist")) };
+        return if usize::from(n) < NAMES.len() {
+            Ok(n)
+        } else {
+            Err(format!("gRPC status {n} does not exist"))
+        };
     }
     NAMES
         .iter()
@@ -90,26 +125,60 @@ mod tests {
 
     #[test]
     fn always_and_never() {
-        let f = Fault::compile(Some(&pb::Fault { abort_percent: 100.0, abort_http_status: 503, delay_percent: 0.0, delay_ms: 5, ..Default::default() }))
-            .expect("valid")
-            .expect("some");
+        let f = Fault::compile(Some(&pb::Fault {
+            abort_percent: 100.0,
+            abort_http_status: 503,
+            delay_percent: 0.0,
+            delay_ms: 5,
+            ..Default::default()
+        }))
+        .expect("valid")
+        .expect("some");
         assert!(matches!(f.abort(), Some(Abort::Http(s)) if s.as_u16() == 503));
         assert!(f.delay().is_none());
     }
 
     #[test]
     fn fraction_is_about_right() {
-        let f = Fault::compile(Some(&pb::Fault { delay_percent: 30.0, delay_ms: 1, ..Default::default() })).expect("valid").expect("some");
+        let f = Fault::compile(Some(&pb::Fault {
+            delay_percent: 30.0,
+            delay_ms: 1,
+            ..Default::default()
+        }))
+        .expect("valid")
+        .expect("some");
         let n = (0..10_000).filter(|_| f.delay().is_some()).count();
         assert!((2_500..3_500).contains(&n), "{n}");
     }
 
     #[test]
     fn validation() {
-        assert!(Fault::compile(Some(&pb::Fault { abort_percent: 50.0, abort_http_status: 99, ..Default::default() })).is_err());
-        assert!(Fault::compile(Some(&pb::Fault { delay_percent: 150.0, delay_ms: 1, ..Default::default() })).is_err());
-        let g = Fault::compile(Some(&pb::Fault { abort_percent: 100.0, abort_grpc_status: "unavailable".into(), ..Default::default() }));
+        assert!(
+            Fault::compile(Some(&pb::Fault {
+                abort_percent: 50.0,
+                abort_http_status: 99,
+                ..Default::default()
+            }))
+            .is_err()
+        );
+        assert!(
+            Fault::compile(Some(&pb::Fault {
+                delay_percent: 150.0,
+                delay_ms: 1,
+                ..Default::default()
+            }))
+            .is_err()
+        );
+        let g = Fault::compile(Some(&pb::Fault {
+            abort_percent: 100.0,
+            abort_grpc_status: "unavailable".into(),
+            ..Default::default()
+        }));
         assert!(matches!(g, Ok(Some(f)) if matches!(f.abort(), Some(Abort::Grpc(14)))));
-        assert!(Fault::compile(Some(&pb::Fault::default())).expect("valid").is_none());
+        assert!(
+            Fault::compile(Some(&pb::Fault::default()))
+                .expect("valid")
+                .is_none()
+        );
     }
 }

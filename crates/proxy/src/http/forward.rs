@@ -35,7 +35,11 @@ pub enum Dest<'a> {
         original: Option<&'a Authority>,
     },
     /// One fixed address: the local application, or a passthrough destination.
-    Fixed { authority: Authority, pool: &'a Pool, protocol: UpstreamProtocol },
+    Fixed {
+        authority: Authority,
+        pool: &'a Pool,
+        protocol: UpstreamProtocol,
+    },
 }
 
 /// A request body, once or replayable.
@@ -52,7 +56,13 @@ pub struct Policy<'a> {
 
 /// Sends the request and returns the response to give the client: the
 /// upstream's, or a local reply that says what went wrong.
-pub async fn send(dest: Dest<'_>, head: Head, body: SendBody, policy: Policy<'_>, record: &mut Record) -> Response<RespBody> {
+pub async fn send(
+    dest: Dest<'_>,
+    head: Head,
+    body: SendBody,
+    policy: Policy<'_>,
+    record: &mut Record,
+) -> Response<RespBody> {
     let started = Instant::now();
     let tries = tries(&dest, head, body, &policy, record);
     let response = match policy.timeout {
@@ -69,7 +79,13 @@ pub async fn send(dest: Dest<'_>, head: Head, body: SendBody, policy: Policy<'_>
     response
 }
 
-async fn tries(dest: &Dest<'_>, head: Head, body: SendBody, policy: &Policy<'_>, record: &mut Record) -> Response<RespBody> {
+async fn tries(
+    dest: &Dest<'_>,
+    head: Head,
+    body: SendBody,
+    policy: &Policy<'_>,
+    record: &mut Record,
+) -> Response<RespBody> {
     let (replay, mut once) = match body {
         SendBody::Replay(b) => (Some(b), None),
         SendBody::Once(b) => (None, Some(b)),
@@ -103,7 +119,11 @@ async fn tries(dest: &Dest<'_>, head: Head, body: SendBody, policy: &Policy<'_>,
                 };
                 (authority, endpoint, &*cluster.pool, cluster.protocol)
             }
-            Dest::Fixed { authority, pool, protocol } => (authority.clone(), None, *pool, *protocol),
+            Dest::Fixed {
+                authority,
+                pool,
+                protocol,
+            } => (authority.clone(), None, *pool, *protocol),
         };
         record.upstream_host = Some(match &endpoint {
             Some(e) => e.key.clone(),
@@ -114,7 +134,13 @@ async fn tries(dest: &Dest<'_>, head: Head, body: SendBody, policy: &Policy<'_>,
         }
         let guard = endpoint.as_ref().map(|e| e.start());
         // The head is copied while another try may follow and moved on the last.
-        let Some(h) = (if last { head.take() } else { head.as_ref().map(clone_head) }) else { break };
+        let Some(h) = (if last {
+            head.take()
+        } else {
+            head.as_ref().map(clone_head)
+        }) else {
+            break;
+        };
         let body = match (&replay, once.take()) {
             (Some(b), _) => ReqBody::bytes(b.clone()),
             (None, Some(b)) => b,
@@ -138,7 +164,8 @@ async fn tries(dest: &Dest<'_>, head: Head, body: SendBody, policy: &Policy<'_>,
         };
         match outcome {
             Ok(resp) => {
-                let retriable = retry.is_some_and(|r| r.retries_response(resp.status(), resp.headers()));
+                let retriable =
+                    retry.is_some_and(|r| r.retries_response(resp.status(), resp.headers()));
                 if retriable && !last {
                     previous = endpoint;
                     continue;
@@ -184,15 +211,29 @@ fn classify(err: hyper_util::client::legacy::Error) -> Failure {
 }
 
 fn clone_head(h: &Head) -> Head {
-    Head { method: h.method.clone(), path: h.path.clone(), headers: h.headers.clone(), downstream: h.downstream }
+    Head {
+        method: h.method.clone(),
+        path: h.path.clone(),
+        headers: h.headers.clone(),
+        downstream: h.downstream,
+    }
 }
 
 fn build(h: Head, authority: Authority, body: ReqBody, http2: bool) -> Option<Request<ReqBody>> {
-    let uri = Uri::builder().scheme(Scheme::HTTP).authority(authority).path_and_query(h.path).build().ok()?;
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(h.path)
+        .build()
+        .ok()?;
     let mut req = Request::new(body);
     *req.method_mut() = h.method;
     *req.uri_mut() = uri;
-    *req.version_mut() = if http2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    *req.version_mut() = if http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
     *req.headers_mut() = h.headers;
     Some(req)
 }
@@ -226,7 +267,11 @@ fn failure_reply(failure: Failure, record: &mut Record) -> Response<RespBody> {
             StatusCode::SERVICE_UNAVAILABLE,
             "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
         ),
-        Failure::PerTryTimeout => (Flags::UT, StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+        Failure::PerTryTimeout => (
+            Flags::UT,
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream request timeout",
+        ),
     };
     record.flags.set(flag);
     local_reply(status, body)

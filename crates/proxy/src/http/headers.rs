@@ -16,17 +16,30 @@ pub struct HeaderOps {
 
 impl HeaderOps {
     pub fn compile(ops: Option<&pb::HeaderOps>) -> Result<Self, String> {
-        let Some(ops) = ops else { return Ok(HeaderOps::default()) };
+        let Some(ops) = ops else {
+            return Ok(HeaderOps::default());
+        };
         let pairs = |map: &std::collections::BTreeMap<String, String>| -> Result<Vec<_>, String> {
             let mut v = map
                 .iter()
-                .map(|(k, v)| Ok((name(k)?, HeaderValue::from_str(v).map_err(|_| format!("header {k:?}: value {v:?} is not a valid header value"))?)))
+                .map(|(k, v)| {
+                    Ok((
+                        name(k)?,
+                        HeaderValue::from_str(v).map_err(|_| {
+                            format!("header {k:?}: value {v:?} is not a valid header value")
+                        })?,
+                    ))
+                })
                 .collect::<Result<Vec<_>, String>>()?;
             v.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
             Ok(v)
         };
         Ok(HeaderOps {
-            remove: ops.remove.iter().map(|k| name(k)).collect::<Result<_, _>>()?,
+            remove: ops
+                .remove
+                .iter()
+                .map(|k| name(k))
+                .collect::<Result<_, _>>()?,
             set: pairs(&ops.set)?,
             add: pairs(&ops.add)?,
         })
@@ -50,7 +63,8 @@ impl HeaderOps {
 }
 
 fn name(k: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).map_err(|_| format!("{k:?} is not a valid header name"))
+    HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+        .map_err(|_| format!("{k:?} is not a valid header name"))
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
@@ -137,7 +151,10 @@ mod tests {
 
     #[test]
     fn bad_header_is_rejected() {
-        let err = HeaderOps::compile(Some(&pb::HeaderOps { set: [("bad name".to_string(), "v".to_string())].into(), ..Default::default() }));
+        let err = HeaderOps::compile(Some(&pb::HeaderOps {
+            set: [("bad name".to_string(), "v".to_string())].into(),
+            ..Default::default()
+        }));
         assert!(err.is_err());
     }
 

@@ -19,34 +19,61 @@ use crate::snapshot::routes::Mirror;
 const DEFAULT_MIRROR_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub fn spawn(mirror: &Mirror, head: &Head, body: Bytes, timeout: Option<Duration>) {
-    let Some(cluster) = mirror.cluster.clone() else { return };
+    let Some(cluster) = mirror.cluster.clone() else {
+        return;
+    };
     let mut headers = head.headers.clone();
-    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(shadow_host)
+    if let Some(host) = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(shadow_host)
         && let Ok(v) = HeaderValue::from_str(&host)
     {
         headers.insert(header::HOST, v);
     }
     let (method, path, downstream) = (head.method.clone(), head.path.clone(), head.downstream);
     tokio::spawn(async move {
-        let Some(endpoint) = cluster.pick(None).cloned() else { return };
+        let Some(endpoint) = cluster.pick(None).cloned() else {
+            return;
+        };
         let _active = endpoint.start();
         let http2 = match cluster.protocol {
             UpstreamProtocol::Http2 => true,
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::Downstream => downstream == Version::HTTP_2,
         };
-        let Ok(uri) = Uri::builder().scheme(Scheme::HTTP).authority(endpoint.authority.clone()).path_and_query(path).build() else {
+        let Ok(uri) = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(endpoint.authority.clone())
+            .path_and_query(path)
+            .build()
+        else {
             return;
         };
         let mut req = Request::new(ReqBody::bytes(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
-        *req.version_mut() = if http2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        *req.version_mut() = if http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
         *req.headers_mut() = headers;
-        let client = if http2 { &cluster.pool.http2 } else { &cluster.pool.http1 };
-        match tokio::time::timeout(timeout.unwrap_or(DEFAULT_MIRROR_TIMEOUT), client.request(req)).await {
+        let client = if http2 {
+            &cluster.pool.http2
+        } else {
+            &cluster.pool.http1
+        };
+        match tokio::time::timeout(
+            timeout.unwrap_or(DEFAULT_MIRROR_TIMEOUT),
+            client.request(req),
+        )
+        .await
+        {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::debug!(cluster = %cluster.name, error = %e, "mirrored request failed"),
+            Ok(Err(e)) => {
+                tracing::debug!(cluster = %cluster.name, error = %e, "mirrored request failed")
+            }
             Err(_) => tracing::debug!(cluster = %cluster.name, "mirrored request timed out"),
         }
     });

@@ -60,7 +60,10 @@ pub struct Conn {
 /// Envoy's port for a request without one.
 const DEFAULT_PORT: u16 = 80;
 
-pub async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<LoggedBody>, Infallible> {
+pub async fn handle(
+    mut req: Request<Incoming>,
+    conn: Arc<Conn>,
+) -> Result<Response<LoggedBody>, Infallible> {
     let listener = conn.listener.load_full();
     let authority = authority_of(&req);
     let request_id = ensure_request_id(req.headers_mut());
@@ -68,11 +71,22 @@ pub async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Result<Respo
         Direction::Inbound => Reporter::Destination,
         Direction::Outbound | Direction::Gateway => Reporter::Source,
     };
-    let mut record = Box::new(Record::start(&conn.shared.telemetry, reporter, &req, &authority, request_id, conn.peer));
+    let mut record = Box::new(Record::start(
+        &conn.shared.telemetry,
+        reporter,
+        &req,
+        &authority,
+        request_id,
+        conn.peer,
+    ));
     let response = match listener.spec.direction {
-        Direction::Inbound => inbound(req, &listener, &conn.shared, &mut record).await,
-        Direction::Outbound if req.method() == Method::CONNECT => connect::tunnel(req, &authority, &mut record).await,
-        Direction::Outbound | Direction::Gateway => routed(req, authority, &listener.spec, &conn.shared, &mut record).await,
+        Direction::Inbound => inbound(req, &authority, &listener, &conn.shared, &mut record).await,
+        Direction::Outbound if req.method() == Method::CONNECT => {
+            connect::tunnel(req, &authority, &mut record).await
+        }
+        Direction::Outbound | Direction::Gateway => {
+            routed(req, authority, &listener.spec, &conn.shared, &mut record).await
+        }
     };
     record.status = response.status().as_u16();
     Ok(response.map(|b| LoggedBody::new(b, record)))
@@ -83,7 +97,11 @@ pub async fn handle(mut req: Request<Incoming>, conn: Arc<Conn>) -> Result<Respo
 fn authority_of<B>(req: &Request<B>) -> String {
     let raw = match req.uri().authority() {
         Some(a) => a.as_str(),
-        None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(""),
     };
     raw.to_ascii_lowercase()
 }
@@ -93,7 +111,8 @@ pub fn local_reply(status: StatusCode, text: &'static str) -> Response<RespBody>
     let mut resp = Response::new(RespBody::text(text));
     *resp.status_mut() = status;
     if !text.is_empty() {
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
     resp
 }
@@ -118,22 +137,57 @@ fn split(req: Request<Incoming>, record: &Record) -> (http::request::Parts, Coun
 }
 
 fn path_of(parts: &http::request::Parts) -> PathAndQuery {
-    parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
+    parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
-async fn inbound(req: Request<Incoming>, listener: &ListenerRt, shared: &Shared, record: &mut Record) -> Response<RespBody> {
+async fn inbound(
+    req: Request<Incoming>,
+    authority: &str,
+    listener: &ListenerRt,
+    shared: &Shared,
+    record: &mut Record,
+) -> Response<RespBody> {
     let (mut parts, body) = split(req, record);
-    let authority = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
-    prepare_headers(&mut parts.headers, &authority);
+    prepare_headers(&mut parts.headers, authority);
     record.upstream_cluster = Some(listener.spec.name.clone());
-    let protocol = if listener.spec.app_http2 { UpstreamProtocol::Http2 } else { UpstreamProtocol::Downstream };
-    let head = Head { method: parts.method.clone(), path: path_of(&parts), headers: parts.headers, downstream: parts.version };
-    let dest = Dest::Fixed { authority: listener.app.clone(), pool: &shared.direct_pool, protocol };
-    forward::send(dest, head, SendBody::Once(ReqBody::Stream(body)), Policy::default(), record).await
+    let protocol = if listener.spec.app_http2 {
+        UpstreamProtocol::Http2
+    } else {
+        UpstreamProtocol::Downstream
+    };
+    let head = Head {
+        method: parts.method.clone(),
+        path: path_of(&parts),
+        headers: parts.headers,
+        downstream: parts.version,
+    };
+    let dest = Dest::Fixed {
+        authority: listener.app.clone(),
+        pool: &shared.direct_pool,
+        protocol,
+    };
+    forward::send(
+        dest,
+        head,
+        SendBody::Once(ReqBody::Stream(body)),
+        Policy::default(),
+        record,
+    )
+    .await
 }
 
 /// Outbound and gateway requests: find the virtual host, then the route.
-async fn routed(req: Request<Incoming>, authority: String, spec: &ListenerSpec, shared: &Shared, record: &mut Record) -> Response<RespBody> {
+async fn routed(
+    req: Request<Incoming>,
+    authority: String,
+    spec: &ListenerSpec,
+    shared: &Shared,
+    record: &mut Record,
+) -> Response<RespBody> {
     if authority.is_empty() {
         return local_reply(StatusCode::BAD_REQUEST, "missing host");
     }
@@ -155,8 +209,21 @@ async fn routed(req: Request<Incoming>, authority: String, spec: &ListenerSpec, 
     let virtual_host = table.and_then(|t| t.virtual_host(&authority));
     match (virtual_host, spec.direction) {
         (Some(vh), _) => {
-            let match_port = if spec.direction == Direction::Gateway { spec.bind.port() } else { port };
-            route::serve(route::Ctx { vh, authority: &authority, port: match_port }, req, record).await
+            let match_port = if spec.direction == Direction::Gateway {
+                spec.bind.port()
+            } else {
+                port
+            };
+            route::serve(
+                route::Ctx {
+                    vh,
+                    authority: &authority,
+                    port: match_port,
+                },
+                req,
+                record,
+            )
+            .await
         }
         // Istio's default outbound policy, ALLOW_ANY: an unknown destination
         // is reached directly.
@@ -168,21 +235,47 @@ async fn routed(req: Request<Incoming>, authority: String, spec: &ListenerSpec, 
     }
 }
 
-async fn passthrough(req: Request<Incoming>, authority: &str, port: u16, shared: &Shared, record: &mut Record) -> Response<RespBody> {
+async fn passthrough(
+    req: Request<Incoming>,
+    authority: &str,
+    port: u16,
+    shared: &Shared,
+    record: &mut Record,
+) -> Response<RespBody> {
     let host = crate::snapshot::domains::strip_port(authority);
     let Ok(target) = format!("{host}:{port}").parse::<Authority>() else {
         return local_reply(StatusCode::BAD_REQUEST, "invalid host");
     };
-    record.upstream_cluster = Some(PASSTHROUGH.with(Arc::clone));
+    record.upstream_cluster = Some(passthrough_cluster());
     record.service = Some(Arc::new(ServiceMeta::from_host(host)));
     let (mut parts, body) = split(req, record);
     prepare_headers(&mut parts.headers, authority);
-    let head = Head { method: parts.method.clone(), path: path_of(&parts), headers: parts.headers, downstream: parts.version };
-    let dest = Dest::Fixed { authority: target, pool: &shared.direct_pool, protocol: UpstreamProtocol::Http1 };
-    forward::send(dest, head, SendBody::Once(ReqBody::Stream(body)), Policy::default(), record).await
+    let head = Head {
+        method: parts.method.clone(),
+        path: path_of(&parts),
+        headers: parts.headers,
+        downstream: parts.version,
+    };
+    let dest = Dest::Fixed {
+        authority: target,
+        pool: &shared.direct_pool,
+        protocol: UpstreamProtocol::Http1,
+    };
+    forward::send(
+        dest,
+        head,
+        SendBody::Once(ReqBody::Stream(body)),
+        Policy::default(),
+        record,
+    )
+    .await
 }
 
-thread_local! {
-    /// Istio's name for the passthrough destination, shared per thread.
-    static PASSTHROUGH: Arc<str> = Arc::from("PassthroughCluster");
+/// Istio's name for the destination of traffic it does not route.
+fn passthrough_cluster() -> Arc<str> {
+    thread_local! {
+        // One shared name per thread: logging it costs no allocation.
+        static PASSTHROUGH: Arc<str> = Arc::from("PassthroughCluster");
+    }
+    PASSTHROUGH.with(Arc::clone)
 }

@@ -58,7 +58,13 @@ impl RetryPolicy {
         for code in &p.retriable_status_codes {
             status_codes.push(status_code(*code)?);
         }
-        for token in p.retry_on.iter().flat_map(|t| t.split(',')).map(str::trim).filter(|t| !t.is_empty()) {
+        for token in p
+            .retry_on
+            .iter()
+            .flat_map(|t| t.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
             on |= match token {
                 "5xx" => FIVE_XX,
                 "gateway-error" => GATEWAY_ERROR,
@@ -88,7 +94,8 @@ impl RetryPolicy {
                 },
             };
         }
-        let per_try_timeout = (p.per_try_timeout_ms > 0).then(|| Duration::from_millis(p.per_try_timeout_ms));
+        let per_try_timeout =
+            (p.per_try_timeout_ms > 0).then(|| Duration::from_millis(p.per_try_timeout_ms));
         if p.attempts == 0 && per_try_timeout.is_none() {
             return Ok(None);
         }
@@ -125,11 +132,18 @@ impl RetryPolicy {
 
     /// gRPC errors arrive as a `grpc-status` header on a trailers-only response.
     fn retries_grpc(&self, headers: &HeaderMap) -> bool {
-        let grpc = GRPC_CANCELLED | GRPC_DEADLINE_EXCEEDED | GRPC_RESOURCE_EXHAUSTED | GRPC_INTERNAL | GRPC_UNAVAILABLE;
+        let grpc = GRPC_CANCELLED
+            | GRPC_DEADLINE_EXCEEDED
+            | GRPC_RESOURCE_EXHAUSTED
+            | GRPC_INTERNAL
+            | GRPC_UNAVAILABLE;
         if self.on & grpc == 0 {
             return false;
         }
-        let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u8>().ok());
+        let code = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u8>().ok());
         let bit = match code {
             Some(1) => GRPC_CANCELLED,
             Some(4) => GRPC_DEADLINE_EXCEEDED,
@@ -178,18 +192,30 @@ mod tests {
         let h = HeaderMap::new();
         let s = |c: u16| StatusCode::from_u16(c).expect("status");
         let p = policy(&["5xx"], &[]);
-        assert!(p.retries_response(s(500), &h) && p.retries_response(s(503), &h) && !p.retries_response(s(404), &h));
+        assert!(
+            p.retries_response(s(500), &h)
+                && p.retries_response(s(503), &h)
+                && !p.retries_response(s(404), &h)
+        );
         assert!(p.retries_failure(Failure::Connect) && p.retries_failure(Failure::Reset));
         let p = policy(&["gateway-error"], &[]);
         assert!(p.retries_response(s(502), &h) && !p.retries_response(s(500), &h));
         let p = policy(&["connect-failure"], &[]);
-        assert!(p.retries_failure(Failure::Connect) && !p.retries_failure(Failure::Reset) && !p.retries_response(s(503), &h));
+        assert!(
+            p.retries_failure(Failure::Connect)
+                && !p.retries_failure(Failure::Reset)
+                && !p.retries_response(s(503), &h)
+        );
         let p = policy(&["retriable-4xx"], &[]);
         assert!(p.retries_response(s(409), &h) && !p.retries_response(s(400), &h));
         let p = policy(&["retriable-status-codes"], &[418]);
         assert!(p.retries_response(s(418), &h));
         let p = policy(&["connect-failure,refused-stream,503"], &[]);
-        assert!(p.retries_response(s(503), &h) && p.retries_failure(Failure::Refused) && !p.retries_response(s(500), &h));
+        assert!(
+            p.retries_response(s(503), &h)
+                && p.retries_failure(Failure::Refused)
+                && !p.retries_response(s(500), &h)
+        );
         let p = policy(&["unavailable"], &[]);
         let mut g = HeaderMap::new();
         g.insert("grpc-status", "14".parse().expect("value"));
@@ -207,7 +233,18 @@ mod tests {
 
     #[test]
     fn no_attempts_no_policy() {
-        assert!(RetryPolicy::compile(Some(&pb::RetryPolicy::default())).expect("valid").is_none());
-        assert!(RetryPolicy::compile(Some(&pb::RetryPolicy { retriable_status_codes: vec![700], attempts: 1, ..Default::default() })).is_err());
+        assert!(
+            RetryPolicy::compile(Some(&pb::RetryPolicy::default()))
+                .expect("valid")
+                .is_none()
+        );
+        assert!(
+            RetryPolicy::compile(Some(&pb::RetryPolicy {
+                retriable_status_codes: vec![700],
+                attempts: 1,
+                ..Default::default()
+            }))
+            .is_err()
+        );
     }
 }

@@ -33,11 +33,16 @@ impl RegexRewrite {
                 c => out.push(c),
             }
         }
-        Ok(RegexRewrite { pattern, substitution: out })
+        Ok(RegexRewrite {
+            pattern,
+            substitution: out,
+        })
     }
 
     pub fn apply(&self, path: &str) -> String {
-        self.pattern.replace_all(path, self.substitution.as_str()).into_owned()
+        self.pattern
+            .replace_all(path, self.substitution.as_str())
+            .into_owned()
     }
 }
 
@@ -78,7 +83,13 @@ pub struct RedirectSpec {
 impl RedirectSpec {
     /// The `Location` of the redirect. As in Envoy, a new path keeps the
     /// request's query unless the new path carries its own.
-    pub fn location(&self, scheme: &str, authority: &str, path: &str, query: Option<&str>) -> String {
+    pub fn location(
+        &self,
+        scheme: &str,
+        authority: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> String {
         let scheme = self.scheme.as_deref().unwrap_or(scheme);
         let authority = self.authority.as_deref().unwrap_or(authority);
         let host = crate::snapshot::domains::strip_port(authority);
@@ -120,15 +131,31 @@ mod tests {
 
     #[test]
     fn regex_rewrite_translates_captures() {
-        let r = RegexRewrite::compile("^/service/([^/]+)(/.*)$", "\\2/instance/\\1$").expect("valid");
+        let r =
+            RegexRewrite::compile("^/service/([^/]+)(/.*)$", "\\2/instance/\\1$").expect("valid");
         assert_eq!(r.apply("/service/foo/v1/api"), "/v1/api/instance/foo$");
     }
 
     #[test]
     fn redirect_location() {
-        let r = RedirectSpec { scheme: Some("https".into()), authority: None, port: Some(8443), path: None, code: http::StatusCode::MOVED_PERMANENTLY };
-        assert_eq!(r.location("http", "a.com:80", "/x", Some("q=1")), "https://a.com:8443/x?q=1");
-        let r = RedirectSpec { scheme: None, authority: Some("b.com".into()), port: None, path: Some("/new".into()), code: http::StatusCode::FOUND };
+        let r = RedirectSpec {
+            scheme: Some("https".into()),
+            authority: None,
+            port: Some(8443),
+            path: None,
+            code: http::StatusCode::MOVED_PERMANENTLY,
+        };
+        assert_eq!(
+            r.location("http", "a.com:80", "/x", Some("q=1")),
+            "https://a.com:8443/x?q=1"
+        );
+        let r = RedirectSpec {
+            scheme: None,
+            authority: Some("b.com".into()),
+            port: None,
+            path: Some("/new".into()),
+            code: http::StatusCode::FOUND,
+        };
         assert_eq!(r.location("http", "a.com", "/x", None), "http://b.com/new");
     }
 }

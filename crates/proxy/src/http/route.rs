@@ -24,8 +24,16 @@ pub struct Ctx<'a> {
     pub port: u16,
 }
 
-pub async fn serve(ctx: Ctx<'_>, req: Request<Incoming>, record: &mut Record) -> Response<RespBody> {
-    let scheme = if req.uri().scheme() == Some(&Scheme::HTTPS) { "https" } else { "http" };
+pub async fn serve(
+    ctx: Ctx<'_>,
+    req: Request<Incoming>,
+    record: &mut Record,
+) -> Response<RespBody> {
+    let scheme = if req.uri().scheme() == Some(&Scheme::HTTPS) {
+        "https"
+    } else {
+        "http"
+    };
     let view = RequestView {
         method: req.method().as_str(),
         path: req.uri().path(),
@@ -62,7 +70,8 @@ pub async fn serve(ctx: Ctx<'_>, req: Request<Incoming>, record: &mut Record) ->
             let mut resp = Response::new(RespBody::text(body.clone()));
             *resp.status_mut() = *status;
             if !body.is_empty() {
-                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             }
             resp
         }
@@ -91,15 +100,28 @@ fn abort_reply(abort: &Abort) -> Response<RespBody> {
         Abort::Grpc(code) => {
             let mut resp = Response::new(RespBody::Empty);
             let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
             h.insert("grpc-status", HeaderValue::from(u16::from(*code)));
-            h.insert("grpc-message", HeaderValue::from_static("fault filter abort"));
+            h.insert(
+                "grpc-message",
+                HeaderValue::from_static("fault filter abort"),
+            );
             resp
         }
     }
 }
 
-async fn forward(f: &Forward, route: &Route, matched: Option<&PathMatch>, ctx: &Ctx<'_>, req: Request<Incoming>, record: &mut Record) -> Response<RespBody> {
+async fn forward(
+    f: &Forward,
+    route: &Route,
+    matched: Option<&PathMatch>,
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+    record: &mut Record,
+) -> Response<RespBody> {
     let target = f.pick();
     record.upstream_cluster = Some(target.name.clone());
     let Some(cluster) = &target.cluster else {
@@ -135,7 +157,12 @@ async fn forward(f: &Forward, route: &Route, matched: Option<&PathMatch>, ctx: &
     } else {
         SendBody::Once(ReqBody::Stream(body))
     };
-    let head = Head { method: parts.method, path, headers: parts.headers, downstream: parts.version };
+    let head = Head {
+        method: parts.method,
+        path,
+        headers: parts.headers,
+        downstream: parts.version,
+    };
 
     if let SendBody::Replay(bytes) = &body {
         for m in f.mirrors.iter().filter(|m| m.drawn()) {
@@ -144,9 +171,24 @@ async fn forward(f: &Forward, route: &Route, matched: Option<&PathMatch>, ctx: &
     }
 
     // A passthrough cluster sends where the client asked to go.
-    let original = (cluster.balancer == Balancer::Passthrough).then(|| original_authority(ctx.authority)).flatten();
-    let dest = Dest::Cluster { cluster, original: original.as_ref() };
-    let mut resp = forward::send(dest, head, body, Policy { timeout: f.timeout, retry: f.retry.as_ref() }, record).await;
+    let original = (cluster.balancer == Balancer::Passthrough)
+        .then(|| original_authority(ctx.authority))
+        .flatten();
+    let dest = Dest::Cluster {
+        cluster,
+        original: original.as_ref(),
+    };
+    let mut resp = forward::send(
+        dest,
+        head,
+        body,
+        Policy {
+            timeout: f.timeout,
+            retry: f.retry.as_ref(),
+        },
+        record,
+    )
+    .await;
     route.response_headers.apply(resp.headers_mut());
     target.response_headers.apply(resp.headers_mut());
     resp
@@ -161,8 +203,16 @@ fn original_authority(authority: &str) -> Option<Authority> {
     }
 }
 
-fn rewritten_path(f: &Forward, matched: Option<&PathMatch>, uri: &http::Uri) -> Option<PathAndQuery> {
-    let original = || uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+fn rewritten_path(
+    f: &Forward,
+    matched: Option<&PathMatch>,
+    uri: &http::Uri,
+) -> Option<PathAndQuery> {
+    let original = || {
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))
+    };
     let path = if let Some(r) = &f.regex_rewrite {
         r.apply(uri.path())
     } else if let Some(p) = &f.prefix_rewrite {

@@ -115,10 +115,19 @@ impl Cluster {
             .map(|p| p.endpoints.iter().map(|e| (&*e.key, &e.load)).collect())
             .unwrap_or_default();
         let mut eps = Vec::new();
-        for (i, ep) in endpoints.map(|e| e.endpoints.as_slice()).unwrap_or_default().iter().enumerate() {
+        for (i, ep) in endpoints
+            .map(|e| e.endpoints.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             let key = endpoint_key(ep).map_err(|e| format!("endpoints[{i}]: {e}"))?;
-            let authority: Authority = key.parse().map_err(|_| format!("endpoints[{i}]: {key:?} is not host:port"))?;
-            let load = previous.get(key.as_str()).map_or_else(Default::default, |l| Arc::clone(l));
+            let authority: Authority = key
+                .parse()
+                .map_err(|_| format!("endpoints[{i}]: {key:?} is not host:port"))?;
+            let load = previous
+                .get(key.as_str())
+                .map_or_else(Default::default, |l| Arc::clone(l));
             eps.push(Arc::new(Endpoint {
                 key: key.into(),
                 authority,
@@ -176,7 +185,10 @@ fn endpoint_key(ep: &pb::Endpoint) -> Result<String, String> {
     if ep.address.is_empty() {
         return Err("address is empty".into());
     }
-    let port = u16::try_from(ep.port).ok().filter(|p| *p != 0).ok_or_else(|| format!("port {} is invalid", ep.port))?;
+    let port = u16::try_from(ep.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("port {} is invalid", ep.port))?;
     Ok(match ep.address.parse::<IpAddr>() {
         Ok(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
         // An IPv4 address, or a DNS name resolved when connecting (DNS-typed ServiceEntries).
@@ -189,11 +201,21 @@ mod tests {
     use super::*;
 
     fn cluster(lb: pb::LoadBalancer, n: usize, healthy: bool) -> Cluster {
-        let spec = pb::Cluster { name: "c".into(), service: "s.ns.svc.cluster.local".into(), lb: lb as i32, ..Default::default() };
+        let spec = pb::Cluster {
+            name: "c".into(),
+            service: "s.ns.svc.cluster.local".into(),
+            lb: lb as i32,
+            ..Default::default()
+        };
         let eps = pb::ClusterEndpoints {
             cluster: "c".into(),
             endpoints: (0..n)
-                .map(|i| pb::Endpoint { address: format!("127.0.0.{}", i + 1), port: 80, healthy, ..Default::default() })
+                .map(|i| pb::Endpoint {
+                    address: format!("127.0.0.{}", i + 1),
+                    port: 80,
+                    healthy,
+                    ..Default::default()
+                })
                 .collect(),
         };
         Cluster::build(&spec, Some(&eps), None, &Pools::default()).expect("valid")
@@ -202,7 +224,9 @@ mod tests {
     #[test]
     fn round_robin_cycles() {
         let c = cluster(pb::LoadBalancer::RoundRobin, 3, true);
-        let picks: Vec<_> = (0..6).map(|_| c.pick(None).map(|e| e.key.to_string())).collect();
+        let picks: Vec<_> = (0..6)
+            .map(|_| c.pick(None).map(|e| e.key.to_string()))
+            .collect();
         assert_eq!(picks[0], picks[3]);
         assert_ne!(picks[0], picks[1]);
         assert_ne!(picks[1], picks[2]);
@@ -214,13 +238,20 @@ mod tests {
         // Keep endpoint 0 busy: with two endpoints P2C always compares both.
         let _busy: Vec<_> = (0..5).map(|_| c.endpoints[0].start()).collect();
         for _ in 0..50 {
-            assert_eq!(c.pick(None).map(|e| e.key.clone()), Some(c.endpoints[1].key.clone()));
+            assert_eq!(
+                c.pick(None).map(|e| e.key.clone()),
+                Some(c.endpoints[1].key.clone())
+            );
         }
     }
 
     #[test]
     fn only_healthy_endpoints() {
-        assert!(cluster(pb::LoadBalancer::Random, 3, false).pick(None).is_none());
+        assert!(
+            cluster(pb::LoadBalancer::Random, 3, false)
+                .pick(None)
+                .is_none()
+        );
     }
 
     #[test]
@@ -228,7 +259,10 @@ mod tests {
         let c = cluster(pb::LoadBalancer::Random, 2, true);
         let first = c.endpoints[0].clone();
         for _ in 0..50 {
-            assert_ne!(c.pick(Some(&first)).map(|e| e.key.clone()), Some(first.key.clone()));
+            assert_ne!(
+                c.pick(Some(&first)).map(|e| e.key.clone()),
+                Some(first.key.clone())
+            );
         }
     }
 
@@ -236,10 +270,18 @@ mod tests {
     fn load_survives_a_rebuild() {
         let c = cluster(pb::LoadBalancer::LeastRequest, 2, true);
         let _g = c.endpoints[0].start();
-        let spec = pb::Cluster { name: "c".into(), ..Default::default() };
+        let spec = pb::Cluster {
+            name: "c".into(),
+            ..Default::default()
+        };
         let eps = pb::ClusterEndpoints {
             cluster: "c".into(),
-            endpoints: vec![pb::Endpoint { address: "127.0.0.1".into(), port: 80, healthy: true, ..Default::default() }],
+            endpoints: vec![pb::Endpoint {
+                address: "127.0.0.1".into(),
+                port: 80,
+                healthy: true,
+                ..Default::default()
+            }],
         };
         let c2 = Cluster::build(&spec, Some(&eps), Some(&c), &Pools::default()).expect("valid");
         assert_eq!(c2.endpoints[0].load.active.load(Ordering::Relaxed), 1);
@@ -247,10 +289,18 @@ mod tests {
 
     #[test]
     fn ipv6_and_bad_endpoints() {
-        let spec = pb::Cluster { name: "c".into(), ..Default::default() };
+        let spec = pb::Cluster {
+            name: "c".into(),
+            ..Default::default()
+        };
         let mut eps = pb::ClusterEndpoints {
             cluster: "c".into(),
-            endpoints: vec![pb::Endpoint { address: "::1".into(), port: 80, healthy: true, ..Default::default() }],
+            endpoints: vec![pb::Endpoint {
+                address: "::1".into(),
+                port: 80,
+                healthy: true,
+                ..Default::default()
+            }],
         };
         let c = Cluster::build(&spec, Some(&eps), None, &Pools::default()).expect("valid");
         assert_eq!(&*c.endpoints[0].key, "[::1]:80");

@@ -38,7 +38,10 @@ impl Pool {
                 .http2_only(http2);
             b.build(connector.clone())
         };
-        Pool { http1: builder(false), http2: builder(true) }
+        Pool {
+            http1: builder(false),
+            http2: builder(true),
+        }
     }
 }
 
@@ -54,6 +57,8 @@ impl Pools {
     pub fn get(&self, connect_timeout: Duration) -> Arc<Pool> {
         // A poisoned lock only means another config update panicked; the map is still usable.
         let mut map = self.by_timeout.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(connect_timeout).or_insert_with(|| Arc::new(Pool::new(connect_timeout))).clone()
+        map.entry(connect_timeout)
+            .or_insert_with(|| Arc::new(Pool::new(connect_timeout)))
+            .clone()
     }
 }

@@ -28,7 +28,9 @@ impl DomainIndex {
                 return Err("empty domain".into());
             }
             if let Some(prev) = seen.insert(d.clone(), vh) {
-                return Err(format!("domain {d:?} is listed by virtual hosts {prev} and {vh}"));
+                return Err(format!(
+                    "domain {d:?} is listed by virtual hosts {prev} and {vh}"
+                ));
             }
             if d == "*" {
                 idx.any = Some(vh);
@@ -37,21 +39,27 @@ impl DomainIndex {
             } else if let Some(prefix) = d.strip_suffix('*') {
                 idx.prefixes.push((prefix.into(), vh));
             } else if d.contains('*') {
-                return Err(format!("domain {d:?}: a wildcard may only be the first or last character"));
+                return Err(format!(
+                    "domain {d:?}: a wildcard may only be the first or last character"
+                ));
             } else {
                 idx.exact.insert(d.into(), vh);
             }
         }
         // Longest wildcard first: the most specific one wins.
-        idx.suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        idx.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        idx.suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        idx.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         Ok(idx)
     }
 
     /// The virtual host for `authority` (lowercase, with or without port).
     pub fn find(&self, authority: &str) -> Option<usize> {
         let bare = strip_port(authority);
-        let forms: &[&str] = if bare.len() == authority.len() { &[authority] } else { &[authority, bare] };
+        let forms: &[&str] = if bare.len() == authority.len() {
+            &[authority]
+        } else {
+            &[authority, bare]
+        };
         for f in forms {
             if let Some(&vh) = self.exact.get(*f) {
                 return Some(vh);
@@ -59,12 +67,20 @@ impl DomainIndex {
         }
         for f in forms {
             // A wildcard stands for at least one character, as in Envoy.
-            if let Some((_, vh)) = self.suffixes.iter().find(|(s, _)| f.len() > s.len() && f.ends_with(&**s)) {
+            if let Some((_, vh)) = self
+                .suffixes
+                .iter()
+                .find(|(s, _)| f.len() > s.len() && f.ends_with(&**s))
+            {
                 return Some(*vh);
             }
         }
         for f in forms {
-            if let Some((_, vh)) = self.prefixes.iter().find(|(p, _)| f.len() > p.len() && f.starts_with(&**p)) {
+            if let Some((_, vh)) = self
+                .prefixes
+                .iter()
+                .find(|(p, _)| f.len() > p.len() && f.starts_with(&**p))
+            {
                 return Some(*vh);
             }
         }
@@ -75,7 +91,10 @@ impl DomainIndex {
 /// "host:port" → "host"; "[::1]:80" → "[::1]"; "host" → "host".
 pub fn strip_port(authority: &str) -> &str {
     match authority.rfind(':') {
-        Some(i) if !authority[i..].contains(']') && authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+        Some(i)
+            if !authority[i..].contains(']')
+                && authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
             &authority[..i]
         }
         _ => authority,

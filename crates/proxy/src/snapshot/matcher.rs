@@ -208,9 +208,18 @@ impl RouteMatch {
         };
         path_ok
             && self.port.is_none_or(|p| p == req.port)
-            && self.method.as_ref().is_none_or(|m| m.matches(req.method, false))
-            && self.authority.as_ref().is_none_or(|m| m.matches(req.authority, false))
-            && self.scheme.as_ref().is_none_or(|m| m.matches(req.scheme, false))
+            && self
+                .method
+                .as_ref()
+                .is_none_or(|m| m.matches(req.method, false))
+            && self
+                .authority
+                .as_ref()
+                .is_none_or(|m| m.matches(req.authority, false))
+            && self
+                .scheme
+                .as_ref()
+                .is_none_or(|m| m.matches(req.scheme, false))
             && self
                 .headers
                 .iter()
@@ -283,15 +292,31 @@ mod tests {
                 ..Default::default()
             })
             .expect("compiles");
-            assert_eq!(m.matches(&view(path, None, &h)), *want, "{kind:?} ic={ic} on {path}");
+            assert_eq!(
+                m.matches(&view(path, None, &h)),
+                *want,
+                "{kind:?} ic={ic} on {path}"
+            );
         }
     }
 
     #[test]
     fn headers_query_and_without() {
         let m = RouteMatch::compile(&pb::RouteMatch {
-            headers: [("end-user".to_string(), pb::StringMatch { kind: Some(Kind::Exact("jason".into())) })].into(),
-            query_params: [("v".to_string(), pb::StringMatch { kind: Some(Kind::Regex("[12]".into())) })].into(),
+            headers: [(
+                "end-user".to_string(),
+                pb::StringMatch {
+                    kind: Some(Kind::Exact("jason".into())),
+                },
+            )]
+            .into(),
+            query_params: [(
+                "v".to_string(),
+                pb::StringMatch {
+                    kind: Some(Kind::Regex("[12]".into())),
+                },
+            )]
+            .into(),
             without_headers_present: vec!["x-skip".into()],
             ..Default::default()
         })
@@ -308,7 +333,13 @@ mod tests {
     #[test]
     fn pseudo_headers_and_port() {
         let m = RouteMatch::compile(&pb::RouteMatch {
-            headers: [(":method".to_string(), pb::StringMatch { kind: Some(Kind::Exact("GET".into())) })].into(),
+            headers: [(
+                ":method".to_string(),
+                pb::StringMatch {
+                    kind: Some(Kind::Exact("GET".into())),
+                },
+            )]
+            .into(),
             port: 9080,
             ..Default::default()
         })
@@ -319,8 +350,11 @@ mod tests {
 
     #[test]
     fn bad_regex_is_rejected() {
-        let err = RouteMatch::compile(&pb::RouteMatch { path: sm(Kind::Regex("(".into())), ..Default::default() })
-            .expect_err("must fail");
+        let err = RouteMatch::compile(&pb::RouteMatch {
+            path: sm(Kind::Regex("(".into())),
+            ..Default::default()
+        })
+        .expect_err("must fail");
         assert!(err.contains("does not compile"), "{err}");
     }
 }

@@ -90,15 +90,22 @@ pub fn compile(
     let endpoint_state = of(wire::types::ENDPOINTS);
     let mut endpoints: HashMap<&str, &pb::ClusterEndpoints> = HashMap::new();
     for r in &endpoint_state.resources {
-        let Some(Kind::Endpoints(e)) = &r.kind else { return Err(wrong_kind("endpoints", r)) };
+        let Some(Kind::Endpoints(e)) = &r.kind else {
+            return Err(wrong_kind("endpoints", r));
+        };
         if endpoints.insert(e.cluster.as_str(), e).is_some() {
-            return Err(format!("endpoints: cluster {:?} is listed twice", e.cluster));
+            return Err(format!(
+                "endpoints: cluster {:?} is listed twice",
+                e.cluster
+            ));
         }
     }
 
     let mut clusters = HashMap::new();
     for r in &of(wire::types::CLUSTER).resources {
-        let Some(Kind::Cluster(c)) = &r.kind else { return Err(wrong_kind("clusters", r)) };
+        let Some(Kind::Cluster(c)) = &r.kind else {
+            return Err(wrong_kind("clusters", r));
+        };
         if c.name.is_empty() {
             return Err("clusters: a cluster has no name".into());
         }
@@ -113,8 +120,13 @@ pub fn compile(
     let mut routes = HashMap::new();
     let mut routes_by_port = HashMap::new();
     for r in &of(wire::types::ROUTE_CONFIG).resources {
-        let Some(Kind::RouteConfig(rc)) = &r.kind else { return Err(wrong_kind("routes", r)) };
-        let table = Arc::new(RouteTable::compile(rc, &clusters).map_err(|e| format!("route config {:?}: {e}", rc.name))?);
+        let Some(Kind::RouteConfig(rc)) = &r.kind else {
+            return Err(wrong_kind("routes", r));
+        };
+        let table = Arc::new(
+            RouteTable::compile(rc, &clusters)
+                .map_err(|e| format!("route config {:?}: {e}", rc.name))?,
+        );
         if let Ok(port) = rc.name.parse::<u16>() {
             routes_by_port.insert(port, table.clone());
         }
@@ -126,15 +138,29 @@ pub fn compile(
     let mut listeners = Vec::new();
     let mut bound = HashSet::new();
     for r in &of(wire::types::LISTENER).resources {
-        let Some(Kind::Listener(l)) = &r.kind else { return Err(wrong_kind("listeners", r)) };
-        let Some(spec) = listener(l, pod_ip).map_err(|e| format!("listener {:?}: {e}", l.name))? else { continue };
+        let Some(Kind::Listener(l)) = &r.kind else {
+            return Err(wrong_kind("listeners", r));
+        };
+        let Some(spec) = listener(l, pod_ip).map_err(|e| format!("listener {:?}: {e}", l.name))?
+        else {
+            continue;
+        };
         if !bound.insert(spec.bind) {
-            return Err(format!("listener {:?}: another listener already binds {}", l.name, spec.bind));
+            return Err(format!(
+                "listener {:?}: another listener already binds {}",
+                l.name, spec.bind
+            ));
         }
         listeners.push(spec);
     }
 
-    Ok(Snapshot { types, listeners, routes, routes_by_port, clusters })
+    Ok(Snapshot {
+        types,
+        listeners,
+        routes,
+        routes_by_port,
+        clusters,
+    })
 }
 
 fn wrong_kind(what: &str, r: &pb::Resource) -> String {
@@ -143,11 +169,16 @@ fn wrong_kind(what: &str, r: &pb::Resource) -> String {
 
 /// `None` for listeners this proxy deliberately does not bind (see below).
 fn listener(l: &pb::Listener, pod_ip: Option<IpAddr>) -> Result<Option<ListenerSpec>, String> {
-    let port = u16::try_from(l.port).ok().filter(|p| *p != 0).ok_or_else(|| format!("port {} is invalid", l.port))?;
+    let port = u16::try_from(l.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("port {} is invalid", l.port))?;
     let ip = if l.address.is_empty() {
         pod_ip.ok_or("no address, and the node has no pod_ip to bind")?
     } else {
-        l.address.parse::<IpAddr>().map_err(|_| format!("address {:?} is not an IP address", l.address))?
+        l.address
+            .parse::<IpAddr>()
+            .map_err(|_| format!("address {:?} is not an IP address", l.address))?
     };
     let direction = match pb::Direction::try_from(l.direction) {
         Ok(pb::Direction::Inbound) => Direction::Inbound,
@@ -155,7 +186,8 @@ fn listener(l: &pb::Listener, pod_ip: Option<IpAddr>) -> Result<Option<ListenerS
         Ok(pb::Direction::Gateway) => Direction::Gateway,
         Err(_) => return Err(format!("unknown direction {}", l.direction)),
     };
-    let protocol = pb::Protocol::try_from(l.protocol).map_err(|_| format!("unknown protocol {}", l.protocol))?;
+    let protocol = pb::Protocol::try_from(l.protocol)
+        .map_err(|_| format!("unknown protocol {}", l.protocol))?;
     let serve = match (direction, protocol) {
         // Outbound traffic reaches this proxy through its explicit HTTP proxy
         // listener; per-port outbound listeners need traffic capture.
@@ -163,9 +195,17 @@ fn listener(l: &pb::Listener, pod_ip: Option<IpAddr>) -> Result<Option<ListenerS
             tracing::debug!(listener = %l.name, "outbound listeners need traffic capture; served by the explicit proxy instead");
             return Ok(None);
         }
-        (Direction::Inbound, pb::Protocol::Tcp | pb::Protocol::Tls | pb::Protocol::Https) => Serve::Tcp,
+        (Direction::Inbound, pb::Protocol::Tcp | pb::Protocol::Tls | pb::Protocol::Https) => {
+            Serve::Tcp
+        }
         (Direction::Inbound, pb::Protocol::Unspecified) => Serve::Sniff,
-        (_, pb::Protocol::Http | pb::Protocol::Http2 | pb::Protocol::Grpc | pb::Protocol::Unspecified) => Serve::Http,
+        (
+            _,
+            pb::Protocol::Http
+            | pb::Protocol::Http2
+            | pb::Protocol::Grpc
+            | pb::Protocol::Unspecified,
+        ) => Serve::Http,
         (Direction::Gateway, _) => {
             tracing::warn!(listener = %l.name, ?protocol, "gateway TLS and TCP servers are not supported yet; listener skipped");
             return Ok(None);

@@ -26,7 +26,10 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    pub fn compile(rc: &pb::RouteConfig, clusters: &HashMap<String, Arc<Cluster>>) -> Result<Self, String> {
+    pub fn compile(
+        rc: &pb::RouteConfig,
+        clusters: &HashMap<String, Arc<Cluster>>,
+    ) -> Result<Self, String> {
         let mut virtual_hosts = Vec::with_capacity(rc.virtual_hosts.len());
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
             let at = format!("virtual_hosts[{i}] ({})", vh.name);
@@ -34,20 +37,35 @@ impl RouteTable {
                 .routes
                 .iter()
                 .enumerate()
-                .map(|(j, r)| Route::compile(r, clusters).map_err(|e| format!("{at}.routes[{j}] ({}): {e}", r.name)))
+                .map(|(j, r)| {
+                    Route::compile(r, clusters)
+                        .map_err(|e| format!("{at}.routes[{j}] ({}): {e}", r.name))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
-            virtual_hosts.push(VirtualHost { name: vh.name.as_str().into(), routes });
+            virtual_hosts.push(VirtualHost {
+                name: vh.name.as_str().into(),
+                routes,
+            });
         }
         let domains = DomainIndex::build(
-            rc.virtual_hosts.iter().enumerate().flat_map(|(i, vh)| vh.domains.iter().map(move |d| (i, d.as_str()))),
+            rc.virtual_hosts
+                .iter()
+                .enumerate()
+                .flat_map(|(i, vh)| vh.domains.iter().map(move |d| (i, d.as_str()))),
         )
         .map_err(|e| format!("virtual_hosts: {e}"))?;
-        Ok(RouteTable { name: rc.name.as_str().into(), virtual_hosts, domains })
+        Ok(RouteTable {
+            name: rc.name.as_str().into(),
+            virtual_hosts,
+            domains,
+        })
     }
 
     /// The virtual host for a lowercase authority.
     pub fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
-        self.domains.find(authority).and_then(|i| self.virtual_hosts.get(i))
+        self.domains
+            .find(authority)
+            .and_then(|i| self.virtual_hosts.get(i))
     }
 }
 
@@ -63,7 +81,10 @@ impl VirtualHost {
             if r.matches.is_empty() {
                 return Some((r, None));
             }
-            r.matches.iter().find(|m| m.matches(req)).map(|m| (r, m.path.as_ref()))
+            r.matches
+                .iter()
+                .find(|m| m.matches(req))
+                .map(|m| (r, m.path.as_ref()))
         })
     }
 }
@@ -100,7 +121,9 @@ impl Route {
                     .ok()
                     .filter(|s| (100..=599).contains(s))
                     .and_then(|s| StatusCode::from_u16(s).ok())
-                    .ok_or_else(|| format!("direct_response.status {} is not an HTTP status", d.status))?,
+                    .ok_or_else(|| {
+                        format!("direct_response.status {} is not an HTTP status", d.status)
+                    })?,
                 body: Bytes::copy_from_slice(&d.body),
             },
         };
@@ -108,8 +131,10 @@ impl Route {
             name: r.name.as_str().into(),
             matches,
             action,
-            request_headers: HeaderOps::compile(r.request_headers.as_ref()).map_err(|e| format!("request_headers: {e}"))?,
-            response_headers: HeaderOps::compile(r.response_headers.as_ref()).map_err(|e| format!("response_headers: {e}"))?,
+            request_headers: HeaderOps::compile(r.request_headers.as_ref())
+                .map_err(|e| format!("request_headers: {e}"))?,
+            response_headers: HeaderOps::compile(r.response_headers.as_ref())
+                .map_err(|e| format!("response_headers: {e}"))?,
             fault: Fault::compile(r.fault.as_ref())?,
         })
     }
@@ -118,8 +143,14 @@ impl Route {
 fn redirect(r: &pb::Redirect) -> Result<RedirectSpec, String> {
     let code = match r.code {
         0 => StatusCode::MOVED_PERMANENTLY,
-        c @ (301 | 302 | 303 | 307 | 308) => StatusCode::from_u16(c as u16).map_err(|e| e.to_string())?,
-        c => return Err(format!("redirect.code {c} is not one of 301, 302, 303, 307, 308")),
+        c @ (301 | 302 | 303 | 307 | 308) => {
+            StatusCode::from_u16(c as u16).map_err(|e| e.to_string())?
+        }
+        c => {
+            return Err(format!(
+                "redirect.code {c} is not one of 301, 302, 303, 307, 308"
+            ));
+        }
     };
     let port = match r.port {
         0 => None,
@@ -129,7 +160,13 @@ fn redirect(r: &pb::Redirect) -> Result<RedirectSpec, String> {
     if !r.path.is_empty() && !r.path.starts_with('/') {
         return Err(format!("redirect.path {:?} must start with '/'", r.path));
     }
-    Ok(RedirectSpec { scheme: nonempty(&r.scheme), authority: nonempty(&r.authority), port, path: nonempty(&r.path), code })
+    Ok(RedirectSpec {
+        scheme: nonempty(&r.scheme),
+        authority: nonempty(&r.authority),
+        port,
+        path: nonempty(&r.path),
+        code,
+    })
 }
 
 /// A cluster a route sends to. The cluster is resolved when the config is
@@ -167,7 +204,10 @@ pub struct Forward {
 }
 
 impl Forward {
-    fn compile(f: &pb::RouteAction, clusters: &HashMap<String, Arc<Cluster>>) -> Result<Self, String> {
+    fn compile(
+        f: &pb::RouteAction,
+        clusters: &HashMap<String, Arc<Cluster>>,
+    ) -> Result<Self, String> {
         if f.clusters.is_empty() {
             return Err("forward has no clusters".into());
         }
@@ -181,8 +221,10 @@ impl Forward {
                 cluster: clusters.get(&wc.cluster).cloned(),
                 // A single destination takes all traffic, whatever its weight says (as in Istio).
                 weight: if f.clusters.len() == 1 { 1 } else { wc.weight },
-                request_headers: HeaderOps::compile(wc.request_headers.as_ref()).map_err(|e| format!("forward.clusters[{i}].request_headers: {e}"))?,
-                response_headers: HeaderOps::compile(wc.response_headers.as_ref()).map_err(|e| format!("forward.clusters[{i}].response_headers: {e}"))?,
+                request_headers: HeaderOps::compile(wc.request_headers.as_ref())
+                    .map_err(|e| format!("forward.clusters[{i}].request_headers: {e}"))?,
+                response_headers: HeaderOps::compile(wc.response_headers.as_ref())
+                    .map_err(|e| format!("forward.clusters[{i}].response_headers: {e}"))?,
             });
         }
         let total_weight: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
@@ -195,17 +237,26 @@ impl Forward {
             .enumerate()
             .map(|(i, m)| {
                 if !(0.0..=100.0).contains(&m.percent) {
-                    return Err(format!("forward.mirrors[{i}].percent {} is not within 0..=100", m.percent));
+                    return Err(format!(
+                        "forward.mirrors[{i}].percent {} is not within 0..=100",
+                        m.percent
+                    ));
                 }
-                Ok(Mirror { name: m.cluster.as_str().into(), cluster: clusters.get(&m.cluster).cloned(), fraction: m.percent / 100.0 })
+                Ok(Mirror {
+                    name: m.cluster.as_str().into(),
+                    cluster: clusters.get(&m.cluster).cloned(),
+                    fraction: m.percent / 100.0,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Forward {
             targets,
             total_weight,
             timeout: (f.timeout_ms > 0).then(|| Duration::from_millis(f.timeout_ms)),
-            retry: RetryPolicy::compile(f.retry.as_ref()).map_err(|e| format!("forward.retry: {e}"))?,
-            prefix_rewrite: (!f.prefix_rewrite.is_empty()).then(|| f.prefix_rewrite.as_str().into()),
+            retry: RetryPolicy::compile(f.retry.as_ref())
+                .map_err(|e| format!("forward.retry: {e}"))?,
+            prefix_rewrite: (!f.prefix_rewrite.is_empty())
+                .then(|| f.prefix_rewrite.as_str().into()),
             regex_rewrite: f
                 .regex_rewrite
                 .as_ref()
@@ -215,7 +266,12 @@ impl Forward {
             authority_rewrite: (!f.authority_rewrite.is_empty())
                 .then(|| HeaderValue::from_str(&f.authority_rewrite))
                 .transpose()
-                .map_err(|_| format!("forward.authority_rewrite {:?} is not a valid authority", f.authority_rewrite))?,
+                .map_err(|_| {
+                    format!(
+                        "forward.authority_rewrite {:?} is not a valid authority",
+                        f.authority_rewrite
+                    )
+                })?,
             mirrors,
         })
     }
@@ -243,13 +299,23 @@ mod tests {
     use super::*;
 
     fn wc(name: &str, weight: u32) -> pb::WeightedCluster {
-        pb::WeightedCluster { cluster: name.into(), weight, ..Default::default() }
+        pb::WeightedCluster {
+            cluster: name.into(),
+            weight,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn weighted_choice_follows_weights() {
-        let f = Forward::compile(&pb::RouteAction { clusters: vec![wc("a", 80), wc("b", 20), wc("c", 0)], ..Default::default() }, &HashMap::new())
-            .expect("valid");
+        let f = Forward::compile(
+            &pb::RouteAction {
+                clusters: vec![wc("a", 80), wc("b", 20), wc("c", 0)],
+                ..Default::default()
+            },
+            &HashMap::new(),
+        )
+        .expect("valid");
         let n = 20_000;
         let a = (0..n).filter(|_| &*f.pick().name == "a").count();
         let c = (0..n).filter(|_| &*f.pick().name == "c").count();
@@ -259,9 +325,15 @@ mod tests {
 
     #[test]
     fn weight_validation() {
-        let zero = pb::RouteAction { clusters: vec![wc("a", 0), wc("b", 0)], ..Default::default() };
+        let zero = pb::RouteAction {
+            clusters: vec![wc("a", 0), wc("b", 0)],
+            ..Default::default()
+        };
         assert!(Forward::compile(&zero, &HashMap::new()).is_err());
-        let single = pb::RouteAction { clusters: vec![wc("a", 0)], ..Default::default() };
+        let single = pb::RouteAction {
+            clusters: vec![wc("a", 0)],
+            ..Default::default()
+        };
         assert!(Forward::compile(&single, &HashMap::new()).is_ok());
     }
 
@@ -270,10 +342,15 @@ mod tests {
         let route = |name: &str, prefix: &str| pb::Route {
             name: name.into(),
             matches: vec![pb::RouteMatch {
-                path: Some(pb::StringMatch { kind: Some(pb::string_match::Kind::Prefix(prefix.into())) }),
+                path: Some(pb::StringMatch {
+                    kind: Some(pb::string_match::Kind::Prefix(prefix.into())),
+                }),
                 ..Default::default()
             }],
-            action: Some(pb::route::Action::DirectResponse(pb::DirectResponse { status: 200, body: vec![] })),
+            action: Some(pb::route::Action::DirectResponse(pb::DirectResponse {
+                status: 200,
+                body: vec![],
+            })),
             ..Default::default()
         };
         let rc = pb::RouteConfig {
@@ -287,8 +364,22 @@ mod tests {
         let t = RouteTable::compile(&rc, &HashMap::new()).expect("valid");
         let vh = t.virtual_host("x").expect("catch-all");
         let h = http::HeaderMap::new();
-        let view = |path| RequestView { method: "GET", path, query: None, authority: "x", scheme: "http", port: 80, headers: &h };
-        assert_eq!(vh.select(&view("/api/x")).map(|(r, _)| r.name.to_string()), Some("api".into()));
-        assert_eq!(vh.select(&view("/other")).map(|(r, _)| r.name.to_string()), Some("all".into()));
+        let view = |path| RequestView {
+            method: "GET",
+            path,
+            query: None,
+            authority: "x",
+            scheme: "http",
+            port: 80,
+            headers: &h,
+        };
+        assert_eq!(
+            vh.select(&view("/api/x")).map(|(r, _)| r.name.to_string()),
+            Some("api".into())
+        );
+        assert_eq!(
+            vh.select(&view("/other")).map(|(r, _)| r.name.to_string()),
+            Some("all".into())
+        );
     }
 }

@@ -42,20 +42,25 @@ impl AccessLog {
     /// in which case the proxy runs without an access log.
     pub fn stdout() -> Option<Self> {
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(16 * 1024);
-        let started = std::thread::Builder::new().name("trellis-access-log".into()).spawn(move || {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            while let Ok(line) = rx.recv() {
-                let _ = out.write_all(&line);
-                // Flush when caught up: batches under load, prompt when idle.
-                while let Ok(line) = rx.try_recv() {
+        let started = std::thread::Builder::new()
+            .name("trellis-access-log".into())
+            .spawn(move || {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                while let Ok(line) = rx.recv() {
                     let _ = out.write_all(&line);
+                    // Flush when caught up: batches under load, prompt when idle.
+                    while let Ok(line) = rx.try_recv() {
+                        let _ = out.write_all(&line);
+                    }
+                    let _ = out.flush();
                 }
-                let _ = out.flush();
-            }
-        });
+            });
         match started {
-            Ok(_) => Some(AccessLog { tx, dropped: AtomicU64::new(0) }),
+            Ok(_) => Some(AccessLog {
+                tx,
+                dropped: AtomicU64::new(0),
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the access log writer; access log disabled");
                 None

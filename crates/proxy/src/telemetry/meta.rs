@@ -22,19 +22,36 @@ pub struct PeerMeta {
 impl PeerMeta {
     pub fn unknown() -> Self {
         let u: Arc<str> = UNKNOWN.into();
-        PeerMeta { workload: u.clone(), namespace: u.clone(), principal: u.clone(), app: u.clone(), version: u }
+        PeerMeta {
+            workload: u.clone(),
+            namespace: u.clone(),
+            principal: u.clone(),
+            app: u.clone(),
+            version: u,
+        }
     }
 
     /// Istio takes the workload name from the pod's owner; the control plane
     /// passes it as the `service.istio.io/workload-name` label when it knows
     /// it, else the pod name is the best name there is.
-    pub fn from_labels(labels: &BTreeMap<String, String>, pod: &str, namespace: &str, principal: &str) -> Self {
+    pub fn from_labels(
+        labels: &BTreeMap<String, String>,
+        pod: &str,
+        namespace: &str,
+        principal: &str,
+    ) -> Self {
         let first = |keys: &[&str]| -> Arc<str> {
             keys.iter()
                 .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
                 .map_or_else(|| UNKNOWN.into(), |v| v.as_str().into())
         };
-        let or_unknown = |s: &str| -> Arc<str> { if s.is_empty() { UNKNOWN.into() } else { s.into() } };
+        let or_unknown = |s: &str| -> Arc<str> {
+            if s.is_empty() {
+                UNKNOWN.into()
+            } else {
+                s.into()
+            }
+        };
         let workload = labels
             .get("service.istio.io/workload-name")
             .map(String::as_str)
@@ -44,8 +61,16 @@ impl PeerMeta {
             workload: or_unknown(workload),
             namespace: or_unknown(namespace),
             principal: or_unknown(principal),
-            app: first(&["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"]),
-            version: first(&["service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"]),
+            app: first(&[
+                "service.istio.io/canonical-name",
+                "app.kubernetes.io/name",
+                "app",
+            ]),
+            version: first(&[
+                "service.istio.io/canonical-revision",
+                "app.kubernetes.io/version",
+                "version",
+            ]),
         }
     }
 
@@ -54,7 +79,10 @@ impl PeerMeta {
             String::new()
         } else {
             // The trust domain is the control plane's to choose; Istio's default is assumed.
-            format!("spiffe://cluster.local/ns/{}/sa/{}", node.namespace, node.service_account)
+            format!(
+                "spiffe://cluster.local/ns/{}/sa/{}",
+                node.namespace, node.service_account
+            )
         };
         PeerMeta::from_labels(&node.labels, &node.pod_name, &node.namespace, &principal)
     }
@@ -89,12 +117,24 @@ impl ServiceMeta {
     pub fn from_host(host: &str) -> Self {
         if host.is_empty() {
             let u: Arc<str> = UNKNOWN.into();
-            return ServiceMeta { host: u.clone(), name: u.clone(), namespace: u };
+            return ServiceMeta {
+                host: u.clone(),
+                name: u.clone(),
+                namespace: u,
+            };
         }
         let mut parts = host.split('.');
         let name = parts.next().unwrap_or(host);
-        let namespace = if host.contains(".svc.") { parts.next().unwrap_or(UNKNOWN) } else { UNKNOWN };
-        ServiceMeta { host: host.into(), name: name.into(), namespace: namespace.into() }
+        let namespace = if host.contains(".svc.") {
+            parts.next().unwrap_or(UNKNOWN)
+        } else {
+            UNKNOWN
+        };
+        ServiceMeta {
+            host: host.into(),
+            name: name.into(),
+            namespace: namespace.into(),
+        }
     }
 }
 
@@ -106,7 +146,11 @@ mod tests {
     fn endpoint_metadata() {
         let ep = pb::Endpoint {
             pod: "reviews-v2-abc.default".into(),
-            labels: [("app".to_string(), "reviews".to_string()), ("version".to_string(), "v2".to_string())].into(),
+            labels: [
+                ("app".to_string(), "reviews".to_string()),
+                ("version".to_string(), "v2".to_string()),
+            ]
+            .into(),
             ..Default::default()
         };
         let m = PeerMeta::from_endpoint(&ep, "x");

@@ -12,8 +12,8 @@ use super::Flags;
 
 /// Istio's default buckets for `istio_request_duration_milliseconds`.
 const DURATION_BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
-    300000.0, 1800000.0, 3600000.0, 7200000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 1800000.0, 3600000.0, 7200000.0,
 ];
 
 /// Istio's standard labels. Strings are shared `Arc<str>`: building a label
@@ -52,10 +52,24 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<Labels, Counter>::default();
-        let duration = Family::<Labels, Histogram, HistogramCtor>::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
-        registry.register("istio_requests", "Requests handled by the proxy", requests.clone());
-        registry.register("istio_request_duration_milliseconds", "Request duration", duration.clone());
-        Metrics { registry, requests, duration }
+        let duration = Family::<Labels, Histogram, HistogramCtor>::new_with_constructor(|| {
+            Histogram::new(DURATION_BUCKETS)
+        });
+        registry.register(
+            "istio_requests",
+            "Requests handled by the proxy",
+            requests.clone(),
+        );
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "Request duration",
+            duration.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+        }
     }
 }
 

@@ -124,7 +124,11 @@ impl Telemetry {
     pub fn new(node: &wire::pb::Node, access_log: bool) -> Self {
         Telemetry {
             metrics: Metrics::default(),
-            access_log: if access_log { AccessLog::stdout() } else { None },
+            access_log: if access_log {
+                AccessLog::stdout()
+            } else {
+                None
+            },
             local: Arc::new(PeerMeta::from_node(node)),
             unknown_peer: Arc::new(PeerMeta::unknown()),
             unknown_service: Arc::new(ServiceMeta::from_host("")),
@@ -161,7 +165,14 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn start<B>(telemetry: &Arc<Telemetry>, reporter: Reporter, req: &http::Request<B>, authority: &str, request_id: HeaderValue, peer: SocketAddr) -> Self {
+    pub fn start<B>(
+        telemetry: &Arc<Telemetry>,
+        reporter: Reporter,
+        req: &http::Request<B>,
+        authority: &str,
+        request_id: HeaderValue,
+        peer: SocketAddr,
+    ) -> Self {
         let with_log = telemetry.access_log.is_some();
         Record {
             telemetry: telemetry.clone(),
@@ -174,9 +185,22 @@ impl Record {
                 .headers()
                 .get(http::header::CONTENT_TYPE)
                 .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
-            path: with_log.then(|| req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string()),
-            authority: if with_log { authority.to_string() } else { String::new() },
-            user_agent: if with_log { req.headers().get(http::header::USER_AGENT).cloned() } else { None },
+            path: with_log.then(|| {
+                req.uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string()
+            }),
+            authority: if with_log {
+                authority.to_string()
+            } else {
+                String::new()
+            },
+            user_agent: if with_log {
+                req.headers().get(http::header::USER_AGENT).cloned()
+            } else {
+                None
+            },
             request_id,
             peer,
             received: Arc::default(),
@@ -201,7 +225,10 @@ impl Record {
             _ => "HTTP/1.1",
         };
         let (source, destination) = match self.reporter {
-            Reporter::Source => (&t.local, self.destination.as_ref().unwrap_or(&t.unknown_peer)),
+            Reporter::Source => (
+                &t.local,
+                self.destination.as_ref().unwrap_or(&t.unknown_peer),
+            ),
             Reporter::Destination => (&t.unknown_peer, &t.local),
         };
         let service = self.service.as_ref().unwrap_or(&t.unknown_service);
@@ -267,7 +294,12 @@ pub struct LoggedBody {
 impl LoggedBody {
     pub fn new(inner: RespBody, record: Box<Record>) -> Self {
         let bodiless = record.method == Method::HEAD || matches!(record.status, 204 | 304);
-        LoggedBody { inner, record: Some(record), sent: 0, bodiless }
+        LoggedBody {
+            inner,
+            record: Some(record),
+            sent: 0,
+            bodiless,
+        }
     }
 
     fn finish(&mut self, disconnected: bool) {
@@ -284,7 +316,10 @@ impl Body for LoggedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
