@@ -169,13 +169,11 @@ impl Cluster {
             }
         };
         let mut i = choose(&mut rng);
-        if let Some(avoid) = avoid {
-            for _ in 0..5 {
-                if !std::ptr::eq(&*self.healthy[i], avoid) {
-                    break;
-                }
-                i = choose(&mut rng);
-            }
+        // A retry goes to another endpoint (Envoy's previous-hosts predicate,
+        // on by default in Istio): step past the one that failed, which is
+        // deterministic where re-drawing would only make it likely.
+        if avoid.is_some_and(|a| std::ptr::eq(&*self.healthy[i], a)) {
+            i = (i + 1) % n;
         }
         self.healthy.get(i)
     }
