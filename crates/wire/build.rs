@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
         .type_attribute(".", "#[serde(rename_all = \"snake_case\")]")
+        // Hand-written static config files may leave out any field.
+        .message_attribute(".", "#[serde(default)]")
         .compile_fds(fds)?;
     for f in files {
         println!("cargo:rerun-if-changed={f}");

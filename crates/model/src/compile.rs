@@ -96,6 +96,7 @@ fn endpoint(mesh: &Mesh, w: &Workload, port: u32) -> pb::Endpoint {
         weight: 1,
         healthy: true,
         has_sidecar: w.has_sidecar,
+        workload: w.workload.clone(),
     }
 }
 
@@ -154,17 +155,18 @@ fn mesh_virtual_service<'a>(mesh: &'a Mesh, hostname: &str) -> Option<&'a api::O
 /// An inbound listener per port the workload serves: its container ports and
 /// the target ports of the services that select it.
 fn inbound_listeners(mesh: &Mesh, w: &Workload) -> Vec<pb::Listener> {
-    let mut ports: BTreeMap<u32, pb::Protocol> = w.ports.iter().map(|p| (p.port, pb::Protocol::Unspecified)).collect();
+    let mut ports: BTreeMap<u32, (pb::Protocol, String)> =
+        w.ports.iter().map(|p| (p.port, (pb::Protocol::Unspecified, String::new()))).collect();
     for svc in mesh.registry.services_of(w) {
         for sp in &svc.ports {
             for (_, target) in mesh.registry.endpoints(svc, sp, &BTreeMap::new()).filter(|(e, _)| e.name == w.name) {
-                ports.insert(target, sp.protocol);
+                ports.insert(target, (sp.protocol, svc.hostname.clone()));
             }
         }
     }
     ports
         .into_iter()
-        .map(|(port, protocol)| pb::Listener {
+        .map(|(port, (protocol, service))| pb::Listener {
             name: format!("inbound|{port}"),
             address: w.ip.clone(),
             port,
@@ -172,6 +174,7 @@ fn inbound_listeners(mesh: &Mesh, w: &Workload) -> Vec<pb::Listener> {
             protocol: protocol as i32,
             app_port: port,
             route_config: String::new(),
+            service,
         })
         .collect()
 }

@@ -40,6 +40,8 @@ pub enum TargetPort {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Workload {
     pub name: String,
+    /// The owning workload (Deployment) name, Istio's `destination_workload`.
+    pub workload: String,
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub ip: String,
@@ -60,10 +62,6 @@ impl Workload {
         format!("spiffe://{trust_domain}/ns/{}/sa/{}", self.namespace, self.service_account)
     }
 
-    /// The workload name as Istio's telemetry reports it: the `app` label, or the pod name.
-    pub fn workload_name(&self) -> &str {
-        self.labels.get("app").map(String::as_str).unwrap_or(&self.name)
-    }
 }
 
 impl Service {
@@ -127,8 +125,10 @@ impl Registry {
             .flat_map(|c| c.ports.iter().flatten())
             .map(|p| ContainerPort { name: p.name.clone(), port: p.container_port as u32 })
             .collect();
+        let name = meta.name.clone().unwrap_or_default();
         self.workloads.push(Workload {
-            name: meta.name.clone().unwrap_or_default(),
+            workload: owner_workload(pod).unwrap_or_else(|| name.clone()),
+            name,
             namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
             labels: meta.labels.clone().unwrap_or_default(),
             ip,
@@ -175,3 +175,20 @@ impl Registry {
         self.services.values().filter(move |s| s.selects(w))
     }
 }
+
+/// The Deployment that owns a pod: named by `trellis up`'s annotation, or
+/// derived from the owning ReplicaSet (`reviews-v1-7f9c8d` → `reviews-v1`) as Istio does.
+fn owner_workload(pod: &Pod) -> Option<String> {
+    let meta = &pod.metadata;
+    if let Some(w) = meta.annotations.as_ref().and_then(|a| a.get(WORKLOAD_ANNOTATION)) {
+        return Some(w.clone());
+    }
+    let owner = meta.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true))?;
+    match owner.kind.as_str() {
+        "ReplicaSet" => owner.name.rsplit_once('-').map(|(d, _)| d.to_string()),
+        _ => Some(owner.name.clone()),
+    }
+}
+
+/// The annotation `trellis up` puts on the pods it plans, naming their Deployment.
+pub const WORKLOAD_ANNOTATION: &str = "trellis.io/workload";

@@ -30,6 +30,9 @@ struct Args {
     app_ip: IpAddr,
     #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
     service_account: String,
+    /// The workload (Deployment) this pod belongs to; the pod name if not given.
+    #[arg(long)]
+    workload_name: Option<String>,
     /// Pod labels, `key=value`, repeated.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
@@ -69,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.xds.is_some() || args.static_config.is_some(), "give --xds or --static-config");
     anyhow::ensure!(args.admin.ip().is_loopback(), "the admin port must be on a loopback address, not {}", args.admin);
     let node = Node {
+        workload_name: args.workload_name.unwrap_or_else(|| args.pod_name.clone()),
         id: format!("{}.{}", args.pod_name, args.namespace),
         pod_name: args.pod_name,
         namespace: args.namespace,

@@ -119,6 +119,8 @@ fn start_pod(sup: &mut Supervisor, pod: &PodPlan, proxy: &Path, xds_url: &str, l
             pod.app_ip.to_string(),
             "--service-account".into(),
             pod.service_account.clone(),
+            "--workload-name".into(),
+            pod.workload.clone(),
             "--xds".into(),
             xds_url.to_string(),
             "--admin".into(),

@@ -37,6 +37,8 @@ impl Addresses {
 #[derive(Clone, Debug)]
 pub struct PodPlan {
     pub name: String,
+    /// The Deployment it belongs to.
+    pub workload: String,
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
@@ -63,6 +65,7 @@ impl PodPlan {
     /// The Pod object the control plane learns endpoints from, as the kubelet would report it.
     pub fn to_resource(&self, containers: &[Container]) -> Result<Resource> {
         let mut annotations = serde_json::Map::new();
+        annotations.insert(model::registry::WORKLOAD_ANNOTATION.into(), json!(self.workload));
         if self.sidecar {
             annotations.insert("sidecar.istio.io/status".into(), json!("{\"containers\":[\"istio-proxy\"]}"));
         }
@@ -213,6 +216,7 @@ pub fn plan(mut resources: Vec<Resource>, addrs: Addresses) -> Result<Plan> {
             let (pod_ip, app_ip) = addrs.pod(pods.len());
             let mut pod = PodPlan {
                 name: pod_name(r.name(), i),
+                workload: r.name().to_string(),
                 namespace: ns.clone(),
                 labels: template_meta.labels.clone().unwrap_or_default(),
                 service_account: pod_spec.service_account_name.clone().unwrap_or_else(|| "default".into()),
@@ -265,6 +269,7 @@ fn add_ingress_gateway(resources: &mut Vec<Resource>, pods: &mut Vec<PodPlan>, p
         [("app", INGRESS_NAME), ("istio", "ingressgateway")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let pod = PodPlan {
         name: pod_name(INGRESS_NAME, 0),
+        workload: INGRESS_NAME.into(),
         namespace: INGRESS_NAMESPACE.into(),
         labels,
         service_account: format!("{INGRESS_NAME}-service-account"),
