@@ -94,11 +94,12 @@ impl ControlPlane {
     pub fn push(&self) {
         let mesh = Arc::new(Mesh::build(self.store().resources(), self.mesh_config.clone()));
         *lock(&self.mesh) = mesh.clone();
+        let compiler = model::Compiler::new(&mesh);
         let proxies = lock(&self.proxies);
         for p in proxies.values() {
-            let snapshot = model::compile(&mesh, &p.node).into_snapshot();
+            let snapshot = compiler.snapshot(&p.node);
             p.config.send_if_modified(|old| {
-                if **old == snapshot {
+                if old.same_versions(&snapshot) {
                     return false;
                 }
                 *old = Arc::new(snapshot);
@@ -116,7 +117,8 @@ impl ControlPlane {
 
 impl wire::server::ConfigProvider for ControlPlane {
     fn connect(&self, node: &Node) -> Result<watch::Receiver<Arc<ProxySnapshot>>, tonic::Status> {
-        let snapshot = Arc::new(model::compile(&self.mesh(), node).into_snapshot());
+        let mesh = self.mesh();
+        let snapshot = Arc::new(model::Compiler::new(&mesh).snapshot(node));
         let (tx, rx) = watch::channel(snapshot);
         let status = ProxyStatus {
             id: node.id.clone(),

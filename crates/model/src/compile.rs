@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use api::networking::{SimpleLb, TrafficPolicy};
 use prost::Message;
@@ -15,6 +16,7 @@ use crate::mesh::Mesh;
 use crate::protocol;
 use crate::registry::{Service, Workload};
 use crate::routes;
+use crate::scope::Scope;
 
 /// Everything one proxy needs, by type.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -26,23 +28,87 @@ pub struct ProxyConfig {
 }
 
 pub fn compile(mesh: &Mesh, node: &pb::Node) -> ProxyConfig {
+    let scope = Scope::for_node(mesh, node);
     let mut config = ProxyConfig::default();
-    outbound_clusters(mesh, &node.namespace, &mut config);
+    outbound_clusters(mesh, &scope, &mut config);
+    per_proxy(mesh, node, &scope, &mut config);
+    config
+}
+
+/// What depends on the proxy itself rather than on its scope: gateway
+/// listeners and routes, a sidecar's inbound listeners.
+fn per_proxy(mesh: &Mesh, node: &pb::Node, scope: &Scope, config: &mut ProxyConfig) {
     if node.kind() == ProxyKind::Gateway {
-        gateway::compile(mesh, node, &mut config);
+        gateway::compile(mesh, node, config);
     } else {
-        config.routes = outbound_routes(mesh, &node.namespace);
+        config.routes = outbound_routes(mesh, scope);
         if let Some(w) = mesh.registry.workload(&node.pod_name, &node.namespace) {
             config.listeners = inbound_listeners(mesh, w);
         }
     }
-    config
+}
+
+/// Compiles many proxies against one mesh, sharing what proxies with the same
+/// scope have in common: with a thousand sidecars in a namespace, their
+/// clusters and endpoints are built and versioned once, not a thousand times.
+pub struct Compiler<'m> {
+    mesh: &'m Mesh,
+    shared: std::sync::Mutex<std::collections::HashMap<String, SharedTypes>>,
+}
+
+#[derive(Clone)]
+struct SharedTypes {
+    clusters: Arc<TypeSnapshot>,
+    endpoints: Arc<TypeSnapshot>,
+    routes: Option<Arc<TypeSnapshot>>,
+}
+
+impl<'m> Compiler<'m> {
+    pub fn new(mesh: &'m Mesh) -> Self {
+        Compiler { mesh, shared: Default::default() }
+    }
+
+    pub fn snapshot(&self, node: &pb::Node) -> ProxySnapshot {
+        let scope = Scope::for_node(self.mesh, node);
+        let gateway = node.kind() == ProxyKind::Gateway;
+        let cached = self.shared.lock().unwrap_or_else(|e| e.into_inner()).get(&scope.key).cloned();
+        let shared = cached.unwrap_or_else(|| {
+            let mut config = ProxyConfig::default();
+            outbound_clusters(self.mesh, &scope, &mut config);
+            let routes = (!gateway).then(|| Arc::new(type_snapshot(route_resources(outbound_routes(self.mesh, &scope)))));
+            let shared = SharedTypes {
+                clusters: Arc::new(type_snapshot(cluster_resources(config.clusters))),
+                endpoints: Arc::new(type_snapshot(endpoint_resources(config.endpoints))),
+                routes,
+            };
+            // Gateways compute routes per proxy, so they share only clusters and endpoints.
+            if !gateway {
+                self.shared.lock().unwrap_or_else(|e| e.into_inner()).insert(scope.key.clone(), shared.clone());
+            }
+            shared
+        });
+        let mut own = ProxyConfig::default();
+        let mut types = BTreeMap::new();
+        if gateway {
+            gateway::compile(self.mesh, node, &mut own);
+            types.insert(wire::types::ROUTE_CONFIG.to_string(), Arc::new(type_snapshot(route_resources(own.routes))));
+        } else if let Some(w) = self.mesh.registry.workload(&node.pod_name, &node.namespace) {
+            own.listeners = inbound_listeners(self.mesh, w);
+        }
+        types.insert(wire::types::CLUSTER.to_string(), shared.clusters);
+        types.insert(wire::types::ENDPOINTS.to_string(), shared.endpoints);
+        if let Some(routes) = shared.routes {
+            types.insert(wire::types::ROUTE_CONFIG.to_string(), routes);
+        }
+        types.insert(wire::types::LISTENER.to_string(), Arc::new(type_snapshot(listener_resources(own.listeners))));
+        ProxySnapshot { types }
+    }
 }
 
 /// A cluster per service port, and one per DestinationRule subset.
-fn outbound_clusters(mesh: &Mesh, client_ns: &str, config: &mut ProxyConfig) {
-    for svc in mesh.registry.services.values() {
-        let dr = mesh.destination_rule(&svc.hostname, client_ns);
+fn outbound_clusters(mesh: &Mesh, scope: &Scope, config: &mut ProxyConfig) {
+    for svc in visible_services(mesh, scope) {
+        let dr = mesh.destination_rule(&svc.hostname, &scope.namespace);
         let top_policy = dr.and_then(|d| d.spec.traffic_policy.as_ref());
         for port in &svc.ports {
             let mut subsets = vec![("", BTreeMap::new(), top_policy)];
@@ -100,12 +166,19 @@ fn endpoint(mesh: &Mesh, w: &Workload, port: u32) -> pb::Endpoint {
     }
 }
 
+fn visible_services<'a>(mesh: &'a Mesh, scope: &'a Scope) -> impl Iterator<Item = &'a Service> + 'a {
+    mesh.registry
+        .services
+        .values()
+        .filter(|svc| scope.exported(&svc.namespace, &svc.export_to) && scope.admits(&svc.namespace, &svc.hostname))
+}
+
 /// One route config per port number, with a virtual host per service on it.
-fn outbound_routes(mesh: &Mesh, client_ns: &str) -> Vec<pb::RouteConfig> {
+fn outbound_routes(mesh: &Mesh, scope: &Scope) -> Vec<pb::RouteConfig> {
     let mut by_port: BTreeMap<u32, Vec<pb::VirtualHost>> = BTreeMap::new();
-    for svc in mesh.registry.services.values() {
+    for svc in visible_services(mesh, scope) {
         for port in svc.ports.iter().filter(|p| protocol::is_http(p.protocol)) {
-            by_port.entry(port.port).or_default().push(virtual_host(mesh, svc, port.port, client_ns));
+            by_port.entry(port.port).or_default().push(virtual_host(mesh, svc, port.port, scope));
         }
     }
     by_port
@@ -114,8 +187,9 @@ fn outbound_routes(mesh: &Mesh, client_ns: &str) -> Vec<pb::RouteConfig> {
         .collect()
 }
 
-fn virtual_host(mesh: &Mesh, svc: &Service, port: u32, client_ns: &str) -> pb::VirtualHost {
-    let routes = match mesh_virtual_service(mesh, &svc.hostname) {
+fn virtual_host(mesh: &Mesh, svc: &Service, port: u32, scope: &Scope) -> pb::VirtualHost {
+    let client_ns = scope.namespace.as_str();
+    let routes = match mesh_virtual_service(mesh, &svc.hostname, scope) {
         Some(vs) if !vs.spec.http.is_empty() => routes::http_routes(mesh, vs, port, "mesh"),
         _ => vec![routes::default_route(&svc.hostname, port)],
     };
@@ -129,10 +203,15 @@ fn virtual_host(mesh: &Mesh, svc: &Service, port: u32, client_ns: &str) -> pb::V
 
 /// The VirtualService bound to sidecars ("mesh") whose hosts cover `hostname`
 /// most specifically.
-fn mesh_virtual_service<'a>(mesh: &'a Mesh, hostname: &str) -> Option<&'a api::Object<api::networking::VirtualService>> {
+fn mesh_virtual_service<'a>(
+    mesh: &'a Mesh,
+    hostname: &str,
+    scope: &Scope,
+) -> Option<&'a api::Object<api::networking::VirtualService>> {
     mesh.virtual_services
         .iter()
         .filter(|vs| vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh"))
+        .filter(|vs| scope.exported(vs.metadata.namespace.as_deref().unwrap_or("default"), &vs.spec.export_to))
         .filter_map(|vs| {
             let ns = vs.metadata.namespace.as_deref().unwrap_or("default");
             vs.spec
@@ -183,22 +262,10 @@ impl ProxyConfig {
     /// Versions each type by its content, so an unchanged type is never re-sent.
     pub fn into_snapshot(self) -> ProxySnapshot {
         let mut types = BTreeMap::new();
-        let mut add = |type_url: &str, resources: Vec<(String, Kind)>| {
-            let resources: Vec<pb::Resource> = resources
-                .into_iter()
-                .map(|(name, kind)| {
-                    let mut r = pb::Resource { name, version: String::new(), kind: Some(kind) };
-                    r.version = digest(&r.encode_to_vec());
-                    r
-                })
-                .collect();
-            let version = digest(resources.iter().map(|r| r.version.as_str()).collect::<Vec<_>>().join(",").as_bytes());
-            types.insert(type_url.to_string(), TypeSnapshot { version, resources });
-        };
-        add(wire::types::CLUSTER, self.clusters.into_iter().map(|c| (c.name.clone(), Kind::Cluster(c))).collect());
-        add(wire::types::ENDPOINTS, self.endpoints.into_iter().map(|e| (e.cluster.clone(), Kind::Endpoints(e))).collect());
-        add(wire::types::LISTENER, self.listeners.into_iter().map(|l| (l.name.clone(), Kind::Listener(l))).collect());
-        add(wire::types::ROUTE_CONFIG, self.routes.into_iter().map(|r| (r.name.clone(), Kind::RouteConfig(r))).collect());
+        types.insert(wire::types::CLUSTER.to_string(), Arc::new(type_snapshot(cluster_resources(self.clusters))));
+        types.insert(wire::types::ENDPOINTS.to_string(), Arc::new(type_snapshot(endpoint_resources(self.endpoints))));
+        types.insert(wire::types::LISTENER.to_string(), Arc::new(type_snapshot(listener_resources(self.listeners))));
+        types.insert(wire::types::ROUTE_CONFIG.to_string(), Arc::new(type_snapshot(route_resources(self.routes))));
         ProxySnapshot { types }
     }
 
@@ -219,6 +286,39 @@ impl ProxyConfig {
             .map(|c| c.cluster.clone())
             .collect()
     }
+}
+
+fn cluster_resources(v: Vec<pb::Cluster>) -> Vec<(String, Kind)> {
+    v.into_iter().map(|c| (c.name.clone(), Kind::Cluster(c))).collect()
+}
+
+fn endpoint_resources(v: Vec<pb::ClusterEndpoints>) -> Vec<(String, Kind)> {
+    v.into_iter().map(|e| (e.cluster.clone(), Kind::Endpoints(e))).collect()
+}
+
+fn listener_resources(v: Vec<pb::Listener>) -> Vec<(String, Kind)> {
+    v.into_iter().map(|l| (l.name.clone(), Kind::Listener(l))).collect()
+}
+
+fn route_resources(v: Vec<pb::RouteConfig>) -> Vec<(String, Kind)> {
+    v.into_iter().map(|r| (r.name.clone(), Kind::RouteConfig(r))).collect()
+}
+
+/// Versions every resource by its encoding, and the set by its members' versions.
+fn type_snapshot(resources: Vec<(String, Kind)>) -> TypeSnapshot {
+    let resources: Vec<pb::Resource> = resources
+        .into_iter()
+        .map(|(name, kind)| {
+            let mut r = pb::Resource { name, version: String::new(), kind: Some(kind) };
+            r.version = digest(&r.encode_to_vec());
+            r
+        })
+        .collect();
+    let mut h = std::hash::DefaultHasher::new();
+    for r in &resources {
+        r.version.hash(&mut h);
+    }
+    TypeSnapshot { version: format!("{:016x}", h.finish()), resources }
 }
 
 fn digest(bytes: &[u8]) -> String {

@@ -12,10 +12,11 @@ pub mod mesh;
 pub mod mesh_config;
 pub mod protocol;
 pub mod registry;
+pub mod scope;
 mod gateway;
 mod routes;
 
-pub use compile::{ProxyConfig, compile};
+pub use compile::{Compiler, ProxyConfig, compile};
 pub use mesh::Mesh;
 pub use mesh_config::MeshConfig;
 pub use registry::{Registry, Service, ServicePort, Workload};

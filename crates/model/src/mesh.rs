@@ -1,7 +1,7 @@
 //! The whole mesh at one moment: the registry and the Istio config, read from
 //! resources once and shared by every proxy's compilation.
 
-use api::networking::{DestinationRule, Gateway, VirtualService};
+use api::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
 use api::{Object, Resource};
 
 use crate::host;
@@ -15,6 +15,7 @@ pub struct Mesh {
     pub virtual_services: Vec<Object<VirtualService>>,
     pub destination_rules: Vec<Object<DestinationRule>>,
     pub gateways: Vec<Object<Gateway>>,
+    pub sidecars: Vec<Object<Sidecar>>,
 }
 
 impl Mesh {
@@ -29,6 +30,7 @@ impl Mesh {
                 Resource::VirtualService(vs) => mesh.virtual_services.push(vs.clone()),
                 Resource::DestinationRule(dr) => mesh.destination_rules.push(dr.clone()),
                 Resource::Gateway(gw) => mesh.gateways.push(gw.clone()),
+                Resource::Sidecar(sc) => mesh.sidecars.push(sc.clone()),
                 _ => {}
             }
         }
@@ -37,6 +39,7 @@ impl Mesh {
         mesh.virtual_services.sort_by(|a, b| key(&a.metadata).cmp(&key(&b.metadata)));
         mesh.destination_rules.sort_by(|a, b| key(&a.metadata).cmp(&key(&b.metadata)));
         mesh.gateways.sort_by(|a, b| key(&a.metadata).cmp(&key(&b.metadata)));
+        mesh.sidecars.sort_by(|a, b| key(&a.metadata).cmp(&key(&b.metadata)));
         mesh
     }
 
@@ -55,6 +58,7 @@ impl Mesh {
                 .destination_rules
                 .iter()
                 .filter(|dr| dr.metadata.namespace.as_deref().unwrap_or("default") == ns)
+                .filter(|dr| exported_to(&dr.spec.export_to, ns, client_ns))
                 .filter(|dr| {
                     let pattern = self.fqdn(&dr.spec.host, ns);
                     host::matches(&pattern, hostname)
@@ -66,6 +70,11 @@ impl Mesh {
         }
         None
     }
+}
+
+/// Istio's `exportTo`: empty or `*` is everywhere, `.` is the resource's own namespace.
+pub fn exported_to(export_to: &[String], resource_ns: &str, client_ns: &str) -> bool {
+    export_to.is_empty() || export_to.iter().any(|e| e == "*" || e == client_ns || (e == "." && resource_ns == client_ns))
 }
 
 fn key(m: &api::meta::ObjectMeta) -> (String, String) {

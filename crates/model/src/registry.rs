@@ -20,6 +20,8 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     pub selector: BTreeMap<String, String>,
     pub cluster_ip: Option<String>,
+    /// From the `networking.istio.io/exportTo` annotation; empty = everywhere.
+    pub export_to: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -111,6 +113,13 @@ impl Registry {
             ports,
             selector: spec.selector.unwrap_or_default(),
             cluster_ip: spec.cluster_ip.filter(|ip| ip != "None"),
+            export_to: svc
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("networking.istio.io/exportTo"))
+                .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default(),
         };
         self.services.insert(hostname, service);
     }

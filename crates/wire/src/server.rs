@@ -25,10 +25,19 @@ pub struct TypeSnapshot {
     pub resources: Vec<Resource>,
 }
 
-/// Everything one proxy should have, by type URL.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Everything one proxy should have, by type URL. Types are shared between
+/// proxies that see the same config, hence the `Arc`s.
+#[derive(Clone, Debug, Default)]
 pub struct ProxySnapshot {
-    pub types: BTreeMap<String, TypeSnapshot>,
+    pub types: BTreeMap<String, Arc<TypeSnapshot>>,
+}
+
+impl ProxySnapshot {
+    /// Versions identify content, so equal versions mean nothing to send.
+    pub fn same_versions(&self, other: &ProxySnapshot) -> bool {
+        self.types.len() == other.types.len()
+            && self.types.iter().zip(&other.types).all(|((ta, a), (tb, b))| ta == tb && a.version == b.version)
+    }
 }
 
 /// What the control plane provides to the discovery service.

@@ -1,0 +1,148 @@
+//! The compiler against small meshes written in YAML, as users write them.
+
+use model::{Compiler, Mesh, MeshConfig, compile};
+use wire::pb::{self, ProxyKind};
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: default}
+spec:
+  selector: {app: ratings}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: secret
+  namespace: other
+  annotations: {networking.istio.io/exportTo: "."}
+spec:
+  selector: {app: secret}
+  ports: [{name: http-api, port: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-v1-abc, namespace: default, labels: {app: reviews, version: v1}, annotations: {sidecar.istio.io/status: "{}"}}
+spec:
+  serviceAccountName: bookinfo-reviews
+  containers: [{name: reviews, ports: [{containerPort: 9080}]}]
+status: {podIP: 127.1.1.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-v2-abc, namespace: default, labels: {app: reviews, version: v2}}
+spec:
+  containers: [{name: reviews, ports: [{containerPort: 9080}]}]
+status: {podIP: 127.1.1.2}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 80}
+    - {destination: {host: reviews, subset: v2}, weight: 20}
+"#;
+
+fn mesh(extra: &str) -> Mesh {
+    let mut resources = api::parse("mesh.yaml", MESH).expect("fixture parses");
+    if !extra.is_empty() {
+        resources.extend(api::parse("extra.yaml", extra).expect("extra parses"));
+    }
+    Mesh::build(&resources, MeshConfig::default())
+}
+
+fn sidecar(ns: &str, pod: &str) -> pb::Node {
+    pb::Node { id: format!("{pod}.{ns}"), pod_name: pod.into(), namespace: ns.into(), kind: ProxyKind::Sidecar as i32, ..Default::default() }
+}
+
+fn cluster_names(c: &model::ProxyConfig) -> Vec<&str> {
+    c.clusters.iter().map(|c| c.name.as_str()).collect()
+}
+
+#[test]
+fn subsets_become_clusters_with_their_endpoints() {
+    let config = compile(&mesh(""), &sidecar("default", "reviews-v1-abc"));
+    let names = cluster_names(&config);
+    assert!(names.contains(&"outbound|9080||reviews.default.svc.cluster.local"));
+    assert!(names.contains(&"outbound|9080|v1|reviews.default.svc.cluster.local"));
+    let v2 = config.endpoints.iter().find(|e| e.cluster == "outbound|9080|v2|reviews.default.svc.cluster.local").expect("v2");
+    assert_eq!(v2.endpoints.len(), 1);
+    assert_eq!(v2.endpoints[0].address, "127.1.1.2");
+    assert!(!v2.endpoints[0].has_sidecar);
+    let v1 = config.endpoints.iter().find(|e| e.cluster == "outbound|9080|v1|reviews.default.svc.cluster.local").expect("v1");
+    assert_eq!(v1.endpoints[0].identity, "spiffe://cluster.local/ns/default/sa/bookinfo-reviews");
+    assert!(config.dangling_clusters().is_empty(), "{:?}", config.dangling_clusters());
+}
+
+#[test]
+fn virtual_service_routes_in_order_with_weights() {
+    let config = compile(&mesh(""), &sidecar("default", "x"));
+    let rc = config.routes.iter().find(|r| r.name == "9080").expect("route config 9080");
+    let vh = rc.virtual_hosts.iter().find(|v| v.name == "reviews.default.svc.cluster.local:9080").expect("vhost");
+    assert!(vh.domains.contains(&"reviews".to_string()) && vh.domains.contains(&"reviews:9080".to_string()));
+    assert_eq!(vh.routes.len(), 2);
+    assert_eq!(vh.routes[0].matches[0].headers["end-user"].kind, Some(pb::string_match::Kind::Exact("jason".into())));
+    let Some(pb::route::Action::Forward(split)) = &vh.routes[1].action else { panic!("forward") };
+    let weights: Vec<u32> = split.clusters.iter().map(|c| c.weight).collect();
+    assert_eq!(weights, vec![80, 20]);
+    // Istio's default retry policy applies when the route sets none.
+    assert_eq!(split.retry.as_ref().map(|r| r.attempts), Some(2));
+}
+
+#[test]
+fn export_to_dot_hides_a_service_from_other_namespaces() {
+    let m = mesh("");
+    let from_default = compile(&m, &sidecar("default", "x"));
+    assert!(!cluster_names(&from_default).iter().any(|c| c.contains("secret.other")));
+    let from_other = compile(&m, &sidecar("other", "x"));
+    assert!(cluster_names(&from_other).iter().any(|c| c.contains("secret.other")));
+}
+
+#[test]
+fn sidecar_egress_hosts_limit_what_a_proxy_receives() {
+    let m = mesh(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\nspec:\n  egress:\n  - hosts: [\"./ratings.default.svc.cluster.local\", \"istio-system/*\"]\n",
+    );
+    let config = compile(&m, &sidecar("default", "x"));
+    let names = cluster_names(&config);
+    assert!(names.iter().any(|c| c.ends_with("|ratings.default.svc.cluster.local")), "{names:?}");
+    assert!(!names.iter().any(|c| c.ends_with("|reviews.default.svc.cluster.local")), "{names:?}");
+}
+
+#[test]
+fn the_compiler_shares_scope_config_and_matches_compile() {
+    let m = mesh("");
+    let compiler = Compiler::new(&m);
+    let a = compiler.snapshot(&sidecar("default", "reviews-v1-abc"));
+    let b = compiler.snapshot(&sidecar("default", "other"));
+    let direct = compile(&m, &sidecar("default", "reviews-v1-abc")).into_snapshot();
+    assert!(a.same_versions(&direct), "cached and direct compilation agree");
+    let clusters = wire::types::CLUSTER;
+    assert!(std::sync::Arc::ptr_eq(&a.types[clusters], &b.types[clusters]), "one copy for the namespace");
+    assert_ne!(a.types[wire::types::LISTENER].version, b.types[wire::types::LISTENER].version, "listeners are per pod");
+    // The same input always gives the same versions: nothing is pushed twice.
+    let again = Compiler::new(&m).snapshot(&sidecar("default", "reviews-v1-abc"));
+    assert!(a.same_versions(&again));
+}
