@@ -3,4 +3,5 @@
 //! drive them as a user would.
 
 mod bookinfo;
+mod control_plane;
 mod up;

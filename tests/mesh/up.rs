@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
-use e2e::{Mesh, bin, eventually, http, repo_root, reserve_block};
+use e2e::{Mesh, bin, eventually, http, pids_with_arg, repo_root, reserve_block};
 
 #[test]
 fn malformed_manifest_stops_up_before_anything_starts() -> Result<()> {
@@ -29,18 +29,6 @@ fn malformed_manifest_stops_up_before_anything_starts() -> Result<()> {
     assert!(stderr.contains("nothing was started"), "{stderr}");
     assert!(!dir.path().join("state/logs").exists(), "no process was started");
     Ok(())
-}
-
-fn pids_with_arg(needle: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        if cmdline.split(|b| *b == 0).any(|a| a == needle.as_bytes()) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -151,6 +151,11 @@ impl<P: ConfigProvider> Session<P> {
             // A (re)subscription: a proxy that reconnects says which version it
             // has, so an unchanged config is not sent again.
             let sent = Sent { version: Some(req.version_info.clone()).filter(|v| !v.is_empty()), nonce: String::new() };
+            if let Some(v) = &sent.version {
+                // What it already has counts as sent and acknowledged.
+                self.provider.sent(&self.node, &type_url, v);
+                self.provider.ack(&self.node, &type_url, v);
+            }
             self.subscribed.insert(type_url.clone(), sent);
             return self.push_type(&type_url).await;
         }
