@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::client::{Client, encode};
@@ -189,8 +189,12 @@ pub async fn proxy_config(client: &Client, a: &str, b: &str, output: Output) -> 
     if !(CONFIG_TYPES.contains(&kind) || kind == "all") {
         bail!("unknown config type {kind:?}: one of clusters, endpoints, listeners, routes, all");
     }
-    let id = if pod.contains('.') { pod.to_string() } else { format!("{pod}.default") };
-    let dump = client.get(&format!("/debug/config_dump?proxy={}", encode(&id))).await?;
+    let (name, ns) = pod.split_once('.').unwrap_or((pod, "default"));
+    let dump = match proxy_admin(client, name, ns).await? {
+        Some(admin) => from_proxy(&admin).await?,
+        // A proxy whose admin port is unknown: what the control plane would push to it.
+        None => client.get(&format!("/debug/config_dump?proxy={}", encode(&format!("{name}.{ns}")))).await?,
+    };
     let selected = if kind == "all" { dump } else { dump[kind].clone() };
     match output {
         Output::Yaml => print!("{}", serde_yaml_ng::to_string(&selected)?),
@@ -198,6 +202,36 @@ pub async fn proxy_config(client: &Client, a: &str, b: &str, output: Output) -> 
         Output::Table | Output::Wide => print_config_table(kind, &selected),
     }
     Ok(())
+}
+
+/// The admin address `trellis up` records on each pod it gives a proxy.
+async fn proxy_admin(client: &Client, name: &str, ns: &str) -> Result<Option<String>> {
+    let pods = client.get(&format!("/v1/resources?kind=Pod&name={}&namespace={}", encode(name), encode(ns))).await?;
+    let Some(pod) = pods.as_array().and_then(|p| p.first()) else { bail!("pod {name}.{ns} not found") };
+    Ok(pod.pointer("/metadata/annotations/proxy.trellis.io~1admin").and_then(Value::as_str).map(String::from))
+}
+
+/// What the proxy itself has applied, from its admin port, by type.
+async fn from_proxy(admin: &str) -> Result<Value> {
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let dump: Value = http
+        .get(format!("http://{admin}/config_dump"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the proxy's admin port at {admin}"))?
+        .json()
+        .await?;
+    let mut out = serde_json::Map::new();
+    for t in CONFIG_TYPES {
+        let resources = dump.pointer(&format!("/configs/{t}/resources")).and_then(Value::as_array).cloned().unwrap_or_default();
+        // Each resource is `{name, version, kind: {<type>: {...}}}`: keep the inner message.
+        let inner: Vec<Value> = resources
+            .into_iter()
+            .filter_map(|r| r.get("kind").and_then(Value::as_object).and_then(|k| k.values().next().cloned()))
+            .collect();
+        out.insert(t.to_string(), Value::Array(inner));
+    }
+    Ok(Value::Object(out))
 }
 
 fn print_config_table(kind: &str, v: &Value) {
