@@ -2,6 +2,7 @@
 //! per pod, the Bookinfo workloads and an ingress gateway — and the tests
 //! drive them as a user would.
 
+mod bench_smoke;
 mod bookinfo;
 mod control_plane;
 mod up;
