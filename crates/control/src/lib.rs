@@ -64,10 +64,17 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()> + Send + '
         axum::serve(http, api).with_graceful_shutdown(stopped(stop_rx.clone())).into_future(),
     );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds);
+    let cp_for_stop = cp.clone();
+    let grpc_stopped = async move {
+        stopped(stop_rx).await;
+        // Discovery streams never end on their own; closing every proxy's
+        // config channel ends them, so the server can finish.
+        cp_for_stop.disconnect_all();
+    };
     tonic::transport::Server::builder()
         .add_service(wire::server::DiscoveryService::new(cp.clone()))
-        .serve_with_incoming_shutdown(incoming, stopped(stop_rx))
+        .serve_with_incoming_shutdown(incoming, grpc_stopped)
         .await?;
-    let _ = http_task.await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), http_task).await;
     Ok(())
 }

@@ -86,6 +86,11 @@ impl ControlPlane {
         lock(&self.proxies).values().map(|p| p.status.clone()).collect()
     }
 
+    /// Ends every proxy's discovery stream (on shutdown).
+    pub fn disconnect_all(&self) {
+        lock(&self.proxies).clear();
+    }
+
     pub fn node(&self, id: &str) -> Option<Node> {
         lock(&self.proxies).get(id).map(|p| p.node.clone())
     }
