@@ -4,5 +4,6 @@
 
 mod bench_smoke;
 mod bookinfo;
+mod browser;
 mod control_plane;
 mod up;
