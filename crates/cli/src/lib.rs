@@ -2,6 +2,7 @@
 //! printing resources, and `trellis up`, the one-machine mesh.
 #![deny(unsafe_code)]
 
+pub mod analyze;
 pub mod client;
 pub mod commands;
 pub mod files;

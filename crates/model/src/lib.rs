@@ -6,6 +6,7 @@
 //! same input always yields the same versions and nothing is pushed twice.
 #![forbid(unsafe_code)]
 
+pub mod analyze;
 pub mod compile;
 pub mod host;
 pub mod mesh;

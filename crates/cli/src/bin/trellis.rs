@@ -50,6 +50,8 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Find cross-resource mistakes in files, as `istioctl analyze` does (exit 79 when found).
+    Analyze(cli::analyze::AnalyzeArgs),
     /// Check files against Istio's schemas and rules, without a running mesh.
     Validate {
         #[arg(short = 'f', long = "filename")]
@@ -100,6 +102,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let namespace = (!all_namespaces).then_some(namespace.as_str());
             commands::get(&client, &kind, name.as_deref(), namespace, output).await
         }
+        Command::Analyze(a) => match cli::analyze::run(&a)? {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
         Command::Validate { file } => commands::validate(&file),
         Command::ProxyStatus { output } => commands::proxy_status(&client, output).await,
         Command::ProxyConfig { a, b, output } => commands::proxy_config(&client, &a, &b, output).await,

@@ -1,0 +1,221 @@
+//! `trellis analyze` as a user runs it: the real binary, files on disk,
+//! istioctl's exit codes (0 clean, 79 issues, 1 unreadable input) and its
+//! log, JSON and YAML output shapes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}]
+"#;
+
+fn route_to(subset: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews}}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{{destination: {{host: reviews, subset: {subset}}}}}]
+"#
+    )
+}
+
+/// A fresh directory holding `files` (name, content).
+fn fixture(test: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("cli-analyze")
+        .join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create fixture dir");
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("write fixture");
+    }
+    dir
+}
+
+fn trellis(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run trellis")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn clean_input_exits_zero_with_istioctls_summary() {
+    let dir = fixture(
+        "clean",
+        &[
+            ("mesh.yaml", "trustDomain: example.org\n"),
+            ("app.yaml", SERVICE),
+            ("vs.yaml", &route_to("v1")),
+        ],
+    );
+    let out = trellis(&["analyze", &dir.display().to_string()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr)
+            .contains("\u{2714} No validation issues found when analyzing namespace: default."),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn issues_exit_79_with_log_lines() {
+    let dir = fixture(
+        "issues",
+        &[("app.yaml", SERVICE), ("vs.yaml", &route_to("v4"))],
+    );
+    let vs = dir.join("vs.yaml").display().to_string();
+    let out = trellis(&[
+        "analyze",
+        "-f",
+        &dir.join("app.yaml").display().to_string(),
+        "-f",
+        &vs,
+    ]);
+    assert_eq!(out.status.code(), Some(79), "stderr: {}", text(&out.stderr));
+    let expected = format!(
+        r#"Error [IST0101] (VirtualService reviews.default {vs}) Referenced host+subset in destinationrule not found: "reviews+v4""#
+    );
+    assert!(
+        text(&out.stdout).lines().any(|l| l == expected),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr)
+            .contains("Error: Analyzers found issues when analyzing namespace: default.")
+    );
+
+    // An unknown level is a usage error (clap's exit code), not a finding.
+    let out = trellis(&[
+        "analyze",
+        &dir.display().to_string(),
+        "--failure-threshold",
+        "none-such",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+fn thresholds_filter_output_and_failure() {
+    // A port name without a protocol prefix is Info (IST0118).
+    let service = SERVICE.replace("name: http, port", "name: web, port");
+    let dir = fixture("thresholds", &[("app.yaml", &service)]);
+    let path = dir.display().to_string();
+
+    let out = trellis(&["analyze", &path]);
+    assert_eq!(out.status.code(), Some(0), "Info does not fail by default");
+    assert!(
+        text(&out.stdout).starts_with("Info [IST0118] (Service reviews.default "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = trellis(&["analyze", &path, "--failure-threshold", "Info"]);
+    assert_eq!(out.status.code(), Some(79));
+
+    let out = trellis(&["analyze", &path, "--output-threshold", "warning"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
+}
+
+#[test]
+fn json_and_yaml_are_shaped_like_istioctls() {
+    let dir = fixture(
+        "json",
+        &[("app.yaml", SERVICE), ("vs.yaml", &route_to("v4"))],
+    );
+    let path = dir.display().to_string();
+
+    let out = trellis(&["analyze", &path, "-o", "json"]);
+    assert_eq!(out.status.code(), Some(79), "stderr: {}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let items = json.as_array().expect("a list of messages");
+    assert_eq!(items.len(), 1, "{json:#}");
+    let m = &items[0];
+    let mut keys: Vec<&str> = m
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "code",
+            "documentationUrl",
+            "level",
+            "message",
+            "origin",
+            "reference"
+        ]
+    );
+    assert_eq!(m["code"], "IST0101");
+    assert_eq!(m["level"], "Error");
+    assert_eq!(m["origin"], "VirtualService reviews.default");
+    assert_eq!(
+        m["message"],
+        r#"Referenced host+subset in destinationrule not found: "reviews+v4""#
+    );
+    assert_eq!(m["reference"], dir.join("vs.yaml").display().to_string());
+    assert_eq!(
+        m["documentationUrl"],
+        "https://istio.io/latest/docs/reference/config/analysis/ist0101/"
+    );
+
+    let out = trellis(&["analyze", &path, "-o", "yaml"]);
+    assert_eq!(out.status.code(), Some(79));
+    let yaml: serde_json::Value = serde_yaml_ng::from_slice(&out.stdout).expect("stdout is YAML");
+    assert_eq!(yaml, json);
+
+    // Nothing to report is an empty list, and exit 0.
+    let clean = fixture("json-clean", &[("app.yaml", SERVICE)]);
+    let out = trellis(&["analyze", &clean.display().to_string(), "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).ok(),
+        Some(serde_json::json!([]))
+    );
+}
+
+#[test]
+fn invalid_files_fail_like_validate() {
+    let broken = route_to("v1").replace("subset: v1", "subet: v1");
+    let dir = fixture("invalid", &[("app.yaml", SERVICE), ("vs.yaml", &broken)]);
+    let out = trellis(&["analyze", &dir.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("vs.yaml") && stderr.contains("did you mean `subset`?"),
+        "{stderr}"
+    );
+    assert!(text(&out.stdout).is_empty());
+}

@@ -1,0 +1,282 @@
+//! The catalogue of analyzer messages: code, name, level and text.
+//!
+//! Codes `IST0xxx` are istioctl's own (`pkg/config/analysis/msg/messages.yaml`),
+//! with istioctl's name, level and message template, so that runbooks and CI
+//! filters written for `istioctl analyze` work unchanged. Codes `TRL0xxx`
+//! are Trellis's own, for checks istioctl has no code for; they are listed
+//! here and nowhere else, so the numbering cannot collide.
+//!
+//! Each text function mirrors the Go template it replaces: `%q` becomes
+//! `{:?}` (a double-quoted, escaped string), `%v` of a list becomes `[a b]`.
+
+use super::Level;
+
+/// One kind of message. A code always has the same name and level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageType {
+    pub code: &'static str,
+    pub name: &'static str,
+    pub level: Level,
+}
+
+const fn ty(code: &'static str, name: &'static str, level: Level) -> MessageType {
+    MessageType { code, name, level }
+}
+
+pub const REFERENCED_RESOURCE_NOT_FOUND: MessageType =
+    ty("IST0101", "ReferencedResourceNotFound", Level::Error);
+pub const NAMESPACE_NOT_INJECTED: MessageType = ty("IST0102", "NamespaceNotInjected", Level::Info);
+pub const POD_MISSING_PROXY: MessageType = ty("IST0103", "PodMissingProxy", Level::Warning);
+pub const CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS: MessageType = ty(
+    "IST0109",
+    "ConflictingMeshGatewayVirtualServiceHosts",
+    Level::Error,
+);
+pub const CONFLICTING_SIDECAR_WORKLOAD_SELECTORS: MessageType = ty(
+    "IST0110",
+    "ConflictingSidecarWorkloadSelectors",
+    Level::Error,
+);
+pub const MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS: MessageType = ty(
+    "IST0111",
+    "MultipleSidecarsWithoutWorkloadSelectors",
+    Level::Error,
+);
+pub const VIRTUAL_SERVICE_DESTINATION_PORT_SELECTOR_REQUIRED: MessageType = ty(
+    "IST0112",
+    "VirtualServiceDestinationPortSelectorRequired",
+    Level::Error,
+);
+pub const MTLS_POLICY_CONFLICT: MessageType = ty("IST0113", "MTLSPolicyConflict", Level::Error);
+pub const PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION: MessageType =
+    ty("IST0118", "PortNameIsNotUnderNamingConvention", Level::Info);
+pub const NO_MATCHING_WORKLOADS_FOUND: MessageType =
+    ty("IST0127", "NoMatchingWorkloadsFound", Level::Warning);
+pub const VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY: MessageType = ty(
+    "IST0132",
+    "VirtualServiceHostNotFoundInGateway",
+    Level::Warning,
+);
+pub const CONFLICTING_GATEWAYS: MessageType = ty("IST0145", "ConflictingGateways", Level::Error);
+pub const EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME: MessageType = ty(
+    "IST0150",
+    "ExternalNameServiceTypeInvalidPortName",
+    Level::Warning,
+);
+pub const GATEWAY_PORT_NOT_DEFINED_ON_SERVICE: MessageType =
+    ty("IST0162", "GatewayPortNotDefinedOnService", Level::Warning);
+pub const DESTINATION_RULE_SUBSET_NOT_SELECT_PODS: MessageType = ty(
+    "IST0173",
+    "DestinationRuleSubsetNotSelectPods",
+    Level::Error,
+);
+pub const UNKNOWN_DESTINATION_RULE_HOST: MessageType =
+    ty("IST0174", "UnknownDestinationRuleHost", Level::Warning);
+
+pub const UNSUPPORTED_RESOURCE: MessageType = ty("TRL0001", "UnsupportedResource", Level::Warning);
+pub const CONFLICTING_DESTINATION_RULES: MessageType =
+    ty("TRL0002", "ConflictingDestinationRules", Level::Error);
+pub const CONFLICTING_GATEWAY_VIRTUAL_SERVICE_HOSTS: MessageType = ty(
+    "TRL0003",
+    "ConflictingGatewayVirtualServiceHosts",
+    Level::Warning,
+);
+pub const IGNORED_RESOURCE: MessageType = ty("TRL0004", "IgnoredResource", Level::Info);
+
+/// Every message the analyzers can produce, in code order.
+pub const ALL: &[MessageType] = &[
+    REFERENCED_RESOURCE_NOT_FOUND,
+    NAMESPACE_NOT_INJECTED,
+    POD_MISSING_PROXY,
+    CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS,
+    CONFLICTING_SIDECAR_WORKLOAD_SELECTORS,
+    MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS,
+    VIRTUAL_SERVICE_DESTINATION_PORT_SELECTOR_REQUIRED,
+    MTLS_POLICY_CONFLICT,
+    PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION,
+    NO_MATCHING_WORKLOADS_FOUND,
+    VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY,
+    CONFLICTING_GATEWAYS,
+    EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME,
+    GATEWAY_PORT_NOT_DEFINED_ON_SERVICE,
+    DESTINATION_RULE_SUBSET_NOT_SELECT_PODS,
+    UNKNOWN_DESTINATION_RULE_HOST,
+    UNSUPPORTED_RESOURCE,
+    CONFLICTING_DESTINATION_RULES,
+    CONFLICTING_GATEWAY_VIRTUAL_SERVICE_HOSTS,
+    IGNORED_RESOURCE,
+];
+
+/// Where a code is explained: istio.io's page for istioctl's codes, the
+/// Trellis analyzer reference for Trellis's own.
+pub fn documentation_url(code: &str) -> String {
+    let lower = code.to_ascii_lowercase();
+    if code.starts_with("IST") {
+        format!("https://istio.io/latest/docs/reference/config/analysis/{lower}/")
+    } else {
+        format!("docs/reference/analysis.md#{lower}")
+    }
+}
+
+/// Go's `%v` of a `[]string` or `[]int`: `[a b c]`.
+pub fn go_list<T: std::fmt::Display>(items: &[T]) -> String {
+    let parts: Vec<String> = items.iter().map(ToString::to_string).collect();
+    format!("[{}]", parts.join(" "))
+}
+
+pub fn referenced_resource_not_found(reftype: &str, refval: &str) -> String {
+    format!("Referenced {reftype} not found: {refval:?}")
+}
+
+pub fn namespace_not_injected(namespace: &str) -> String {
+    format!(
+        "The namespace is not enabled for Istio injection. Run 'kubectl label namespace {namespace} \
+         istio-injection=enabled' to enable it, or 'kubectl label namespace {namespace} \
+         istio-injection=disabled' to explicitly mark it as not needing injection."
+    )
+}
+
+pub fn pod_missing_proxy(pod: &str) -> String {
+    format!(
+        "The pod {pod} is missing the Istio proxy. This can often be resolved by restarting or \
+         redeploying the workload."
+    )
+}
+
+pub fn conflicting_mesh_gateway_virtual_service_hosts(
+    virtual_services: &str,
+    host: &str,
+) -> String {
+    format!(
+        "The VirtualServices {virtual_services} associated with mesh gateway define the same host \
+         {host} which can lead to undefined behavior. This can be fixed by merging the conflicting \
+         VirtualServices into a single resource."
+    )
+}
+
+pub fn conflicting_sidecar_workload_selectors(
+    sidecars: &[String],
+    namespace: &str,
+    pod: &str,
+) -> String {
+    format!(
+        "The Sidecars {} in namespace {namespace:?} select the same workload pod {pod:?}, which can \
+         lead to undefined behavior.",
+        go_list(sidecars)
+    )
+}
+
+pub fn multiple_sidecars_without_workload_selectors(
+    sidecars: &[String],
+    namespace: &str,
+) -> String {
+    format!(
+        "The Sidecars {} in namespace {namespace:?} have no workload selector, which can lead to \
+         undefined behavior.",
+        go_list(sidecars)
+    )
+}
+
+pub fn virtual_service_destination_port_selector_required(host: &str, ports: &[u32]) -> String {
+    format!(
+        "This VirtualService routes to a service {host:?} that exposes multiple ports {}. \
+         Specifying a port in the destination is required to disambiguate.",
+        go_list(ports)
+    )
+}
+
+pub fn mtls_policy_conflict(
+    host: &str,
+    destination_rule: &str,
+    destination_rule_mtls: bool,
+    policy: &str,
+    policy_mode: &str,
+) -> String {
+    format!(
+        "A DestinationRule and Policy are in conflict with regards to mTLS for host {host}. The \
+         DestinationRule {destination_rule:?} specifies that mTLS must be {destination_rule_mtls} \
+         but the Policy object {policy:?} specifies {policy_mode}."
+    )
+}
+
+pub fn port_name_is_not_under_naming_convention(
+    name: &str,
+    port: i32,
+    target_port: &str,
+) -> String {
+    format!(
+        "Port name {name} (port: {port}, targetPort: {target_port}) doesn't follow the naming \
+         convention of Istio port."
+    )
+}
+
+pub fn no_matching_workloads_found(labels: &str) -> String {
+    format!("No matching workloads for this resource with the following labels: {labels}")
+}
+
+pub fn virtual_service_host_not_found_in_gateway(
+    hosts: &[String],
+    vs: &str,
+    gateway: &str,
+) -> String {
+    format!(
+        "one or more host {} defined in VirtualService {vs} not found in Gateway {gateway}.",
+        go_list(hosts)
+    )
+}
+
+pub fn conflicting_gateways(gateways: &str, selector: &str, port: u32, hosts: &str) -> String {
+    format!(
+        "Conflict with gateways {gateways} (workload selector {selector}, port {port}, hosts {hosts})."
+    )
+}
+
+pub fn external_name_service_type_invalid_port_name() -> String {
+    "Port name for ExternalName service is invalid. Proxy may prevent tcp named ports and \
+     unmatched traffic for ports serving TCP protocol from being forwarded correctly"
+        .to_string()
+}
+
+pub fn gateway_port_not_defined_on_service(port: u32, selector: &str) -> String {
+    format!(
+        "The gateway is listening on a target port (port {port}) that is not defined in the \
+         Service associated with its workload instances (Pod selector {selector}). If you need to \
+         access the gateway port through the gateway Service, it will not be available."
+    )
+}
+
+pub fn destination_rule_subset_not_select_pods(subset: &str) -> String {
+    format!(
+        "The Subset {subset} defined in the DestinationRule does not select any pods. Which may \
+         lead to 503 UH (NoHealthyUpstream)."
+    )
+}
+
+pub fn unknown_destination_rule_host(host: &str) -> String {
+    format!(
+        "The host {host} defined in the DestinationRule does not match any services in the mesh."
+    )
+}
+
+pub fn conflicting_destination_rules(destination_rules: &str, host: &str) -> String {
+    format!(
+        "The DestinationRules {destination_rules} define the same host {host} without a workload \
+         selector, which can lead to undefined behavior: only one of them is used, so the \
+         subsets and traffic policy of the others are ignored. This can be fixed by merging the \
+         conflicting DestinationRules into a single resource."
+    )
+}
+
+pub fn conflicting_gateway_virtual_service_hosts(
+    virtual_services: &str,
+    gateway: &str,
+    host: &str,
+    catch_all: &str,
+) -> String {
+    format!(
+        "The VirtualServices {virtual_services} bound to gateway {gateway} define the same host \
+         {host}, and {catch_all} has a route that matches every request. Their routes are merged \
+         in an unspecified order, so routes placed after that one are never used. This can be \
+         fixed by merging the conflicting VirtualServices into a single resource."
+    )
+}

@@ -1,0 +1,91 @@
+//! Resources Trellis reads but does not act on, reported for what they are
+//! rather than silently dropped.
+//!
+//! TRL0001 (Warning) is for kinds that would change the mesh's behaviour
+//! under Istio (EnvoyFilter, WasmPlugin, the Gateway API, ...): the user
+//! expects an effect they will not get, so the message says what to use
+//! instead. TRL0004 (Info) is for kinds that configure something else
+//! (istioctl's installer, Prometheus) or that nobody knows. Plain
+//! Kubernetes kinds the mesh does not need (ConfigMap, Secret, ...) are
+//! normal in a manifest directory and get no message.
+
+use api::Resource;
+
+use super::messages::{self as m, MessageType};
+use super::{Message, context::Context, origin};
+
+pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
+    for r in ctx.resources {
+        let Resource::Unsupported {
+            api_version,
+            kind,
+            reason,
+            ..
+        } = r
+        else {
+            continue;
+        };
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let Some((ty, advice)) = classify(group, kind) else {
+            continue;
+        };
+        let text = match advice {
+            Some(a) => format!("{kind} is not supported by Trellis and is ignored: {reason}. {a}"),
+            None => format!("{kind} is ignored by Trellis: {reason}."),
+        };
+        out.push(Message::new(ty, origin(r), text));
+    }
+}
+
+/// The message type for a kind and, for unsupported ones, what to use instead.
+fn classify(group: &str, kind: &str) -> Option<(MessageType, Option<&'static str>)> {
+    Some(match (group, kind) {
+        ("networking.istio.io", "EnvoyFilter") => {
+            (m::UNSUPPORTED_RESOURCE, Some(ENVOY_FILTER_ADVICE))
+        }
+        ("extensions.istio.io", _) => (
+            m::UNSUPPORTED_RESOURCE,
+            Some(
+                "Use instead: AuthorizationPolicy with action CUSTOM for external authorization, Telemetry for metrics and access logs, VirtualService headers for request and response header changes.",
+            ),
+        ),
+        ("networking.istio.io", "ProxyConfig") => (
+            m::UNSUPPORTED_RESOURCE,
+            Some(
+                "Use instead: meshConfig.defaultConfig in mesh.yaml (or the `istio` ConfigMap) for proxy settings.",
+            ),
+        ),
+        ("gateway.networking.k8s.io" | "gateway.networking.x-k8s.io", _) => (
+            m::UNSUPPORTED_RESOURCE,
+            Some("Use instead: a networking.istio.io Gateway with VirtualServices bound to it."),
+        ),
+        ("install.istio.io", _) | ("monitoring.coreos.com", _) => (m::IGNORED_RESOURCE, None),
+        (g, _) if g.ends_with(".istio.io") => (m::UNSUPPORTED_RESOURCE, None),
+        // Core and well-known Kubernetes groups: ordinary manifest content.
+        (
+            ""
+            | "apps"
+            | "batch"
+            | "autoscaling"
+            | "policy"
+            | "networking.k8s.io"
+            | "rbac.authorization.k8s.io"
+            | "apiextensions.k8s.io"
+            | "admissionregistration.k8s.io"
+            | "storage.k8s.io"
+            | "scheduling.k8s.io"
+            | "coordination.k8s.io"
+            | "discovery.k8s.io",
+            _,
+        ) => return None,
+        _ => (m::IGNORED_RESOURCE, None),
+    })
+}
+
+/// EnvoyFilters are written for one of a few purposes; each has a Trellis
+/// resource (or, for rate limiting, no equivalent yet).
+const ENVOY_FILTER_ADVICE: &str = "Use instead: Telemetry for access logs, metrics and tracing; \
+AuthorizationPolicy with action CUSTOM for external authorization; VirtualService features \
+(headers, retries, timeouts, fault injection, mirroring, corsPolicy) for request handling; \
+DestinationRule connectionPool and outlierDetection for circuit breaking. Rate limiting has no \
+Trellis equivalent yet.";
