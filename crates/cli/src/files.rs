@@ -4,6 +4,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+/// The mesh-wide settings file of a `trellis up` directory.
+pub const MESH_CONFIG_FILE: &str = "mesh.yaml";
+
+/// Reads MeshConfig (Istio's names and defaults) from `path`.
+pub fn mesh_config(path: &Path) -> Result<model::MeshConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_yaml_ng::from_str(&text).with_context(|| format!("{}: not a MeshConfig", path.display()))
+}
+
 /// The YAML and JSON files at `path`: the file itself, or those directly in
 /// the directory, sorted (like `kubectl -f DIR`, subdirectories are not read).
 pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>> {
@@ -15,7 +24,9 @@ pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>> {
     for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
         let p = entry?.path();
         let hidden = p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if !hidden && p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
+        // mesh.yaml holds MeshConfig, not resources (DESIGN.md §6).
+        let mesh_config = p.file_name().is_some_and(|n| n == MESH_CONFIG_FILE);
+        if !hidden && !mesh_config && p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
             out.push(p);
         }
     }

@@ -31,7 +31,7 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
                     continue;
                 }
                 for h in &vs.spec.hosts {
-                    if !server.hosts.iter().any(|sh| server_host_admits(sh, h, vs_ns)) {
+                    if !server.hosts.iter().any(|sh| server_host_admits(sh, h, vs_ns, gw_ns)) {
                         continue;
                     }
                     let vh = vhosts.entry(h.clone()).or_insert_with(|| pb::VirtualHost {
@@ -78,10 +78,10 @@ fn listen_port(mesh: &Mesh, node: &pb::Node, port: u32) -> u32 {
         .unwrap_or(port)
 }
 
-/// A server host is `host` or `<ns>/host` (`*` and `.` for namespaces).
-fn server_host_admits(server_host: &str, vs_host: &str, vs_ns: &str) -> bool {
+/// A server host is `host` or `<ns>/host`: `*` is any namespace, `.` the Gateway's own.
+fn server_host_admits(server_host: &str, vs_host: &str, vs_ns: &str, gw_ns: &str) -> bool {
     let (ns, h) = server_host.split_once('/').unwrap_or(("*", server_host));
-    let ns_ok = ns == "*" || ns == vs_ns || ns == ".";
+    let ns_ok = ns == "*" || ns == vs_ns || (ns == "." && vs_ns == gw_ns);
     ns_ok && (host::matches(h, vs_host) || host::matches(vs_host, h))
 }
 

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Fields Trellis does not use yet are accepted and ignored, so an existing
+/// Istio mesh config file can be used as it is.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct MeshConfig {

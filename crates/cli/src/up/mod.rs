@@ -37,6 +37,11 @@ pub async fn run(opts: UpOptions) -> Result<()> {
             bail!("{} problem(s) in {}; nothing was started", problems.len(), opts.dir.display());
         }
     };
+    let mesh_config_file = opts.dir.join(files::MESH_CONFIG_FILE);
+    if mesh_config_file.is_file() {
+        // Checked now, so a bad file stops `up` before anything starts.
+        files::mesh_config(&mesh_config_file)?;
+    }
     let addrs = Addresses { block: opts.block };
     let plan = plan::plan(resources, addrs)?;
     let state = opts.state_dir.clone().unwrap_or_else(|| plan::state_dir(addrs));
@@ -51,17 +56,21 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     let xds_url = format!("http://{cp_ip}:{XDS_PORT}");
 
     let mut control = Supervisor::new();
+    let mut args = vec![
+        "--config-dir".into(),
+        state.join("config").display().to_string(),
+        "--xds-addr".into(),
+        format!("{cp_ip}:{XDS_PORT}"),
+        "--http-addr".into(),
+        format!("{cp_ip}:{HTTP_API_PORT}"),
+    ];
+    if mesh_config_file.is_file() {
+        args.extend(["--mesh-config".into(), mesh_config_file.display().to_string()]);
+    }
     control.spawn(Spec {
         name: "trellisd".into(),
         program: trellisd,
-        args: vec![
-            "--config-dir".into(),
-            state.join("config").display().to_string(),
-            "--xds-addr".into(),
-            format!("{cp_ip}:{XDS_PORT}"),
-            "--http-addr".into(),
-            format!("{cp_ip}:{HTTP_API_PORT}"),
-        ],
+        args,
         env: Vec::new(),
         log: logs.join("trellisd.log"),
     });
