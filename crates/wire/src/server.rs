@@ -4,12 +4,12 @@
 //! compiled config; this module turns changes of that channel into versioned
 //! responses per type and reports ACKs and NACKs back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -56,11 +56,21 @@ pub trait ConfigProvider: Send + Sync + 'static {
 
 pub struct DiscoveryService<P> {
     provider: Arc<P>,
+    pushes: Arc<Semaphore>,
 }
+
+/// How many proxies may have unacknowledged config in flight at once (Istio's
+/// PILOT_PUSH_THROTTLE does the same): a full push to a thousand proxies then
+/// holds a bounded amount of memory instead of every proxy's config at once.
+pub const DEFAULT_CONCURRENT_PUSHES: usize = 32;
 
 impl<P: ConfigProvider> DiscoveryService<P> {
     pub fn new(provider: Arc<P>) -> AggregatedDiscoveryServer<Self> {
-        AggregatedDiscoveryServer::new(Self { provider })
+        Self::with_push_limit(provider, DEFAULT_CONCURRENT_PUSHES)
+    }
+
+    pub fn with_push_limit(provider: Arc<P>, concurrent_pushes: usize) -> AggregatedDiscoveryServer<Self> {
+        AggregatedDiscoveryServer::new(Self { provider, pushes: Arc::new(Semaphore::new(concurrent_pushes.max(1))) })
     }
 }
 
@@ -90,8 +100,19 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
         let config = self.provider.connect(&node)?;
         let (tx, rx) = mpsc::channel(16);
         let provider = self.provider.clone();
+        let pushes = self.pushes.clone();
         tokio::spawn(async move {
-            let mut session = Session { node, provider, config, tx, subscribed: HashMap::new(), nonce: 0 };
+            let mut session = Session {
+                node,
+                provider,
+                config,
+                tx,
+                subscribed: HashMap::new(),
+                nonce: 0,
+                pushes,
+                permit: None,
+                awaiting: HashSet::new(),
+            };
             session.run(first, inbound).await;
             // Drop the config channel first: the provider tells a stale stream
             // from a reconnected one by whether anybody still watches it.
@@ -117,6 +138,12 @@ struct Session<P> {
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     subscribed: HashMap<String, Sent>,
     nonce: u64,
+    pushes: Arc<Semaphore>,
+    /// Held from the first unacknowledged response until the proxy has
+    /// answered all of them. A session holds at most one, and keeps reading
+    /// its stream while it does, so sessions cannot deadlock on permits.
+    permit: Option<OwnedSemaphorePermit>,
+    awaiting: HashSet<String>,
 }
 
 impl<P: ConfigProvider> Session<P> {
@@ -159,6 +186,10 @@ impl<P: ConfigProvider> Session<P> {
             self.subscribed.insert(type_url.clone(), sent);
             return self.push_type(&type_url).await;
         }
+        self.awaiting.remove(&req.response_nonce);
+        if self.awaiting.is_empty() {
+            self.permit = None;
+        }
         let Some(sent) = self.subscribed.get(&type_url) else { return Ok(()) };
         if sent.nonce != req.response_nonce {
             // An answer to a response that has since been superseded.
@@ -187,6 +218,10 @@ impl<P: ConfigProvider> Session<P> {
         if sent.version.as_deref() == Some(current.version.as_str()) {
             return Ok(());
         }
+        if self.permit.is_none() {
+            self.permit = Some(self.pushes.clone().acquire_owned().await.map_err(|_| ())?);
+        }
+        let Some(sent) = self.subscribed.get_mut(type_url) else { return Ok(()) };
         self.nonce += 1;
         let nonce = self.nonce.to_string();
         sent.version = Some(current.version.clone());
@@ -197,6 +232,7 @@ impl<P: ConfigProvider> Session<P> {
             nonce,
             resources: current.resources.clone(),
         };
+        self.awaiting.insert(response.nonce.clone());
         self.provider.sent(&self.node, type_url, &current.version);
         self.tx.send(Ok(response)).await.map_err(|_| ())
     }
