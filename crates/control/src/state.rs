@@ -16,7 +16,9 @@ use crate::store::Store;
 pub struct ControlPlane {
     store: Mutex<Store>,
     mesh_config: MeshConfig,
-    mesh: Mutex<Arc<Mesh>>,
+    /// The current mesh with its compiler, whose cache every proxy connecting
+    /// before the next change shares.
+    compiler: Mutex<Arc<model::Compiler>>,
     proxies: Mutex<BTreeMap<String, Proxy>>,
     dirty: Notify,
 }
@@ -63,7 +65,7 @@ impl ControlPlane {
         Self {
             store: Mutex::new(store),
             mesh_config,
-            mesh: Mutex::new(mesh),
+            compiler: Mutex::new(Arc::new(model::Compiler::new(mesh))),
             proxies: Mutex::new(BTreeMap::new()),
             dirty: Notify::new(),
         }
@@ -79,7 +81,7 @@ impl ControlPlane {
     }
 
     pub fn mesh(&self) -> Arc<Mesh> {
-        lock(&self.mesh).clone()
+        lock(&self.compiler).mesh().clone()
     }
 
     pub fn proxy_status(&self) -> Vec<ProxyStatus> {
@@ -98,8 +100,8 @@ impl ControlPlane {
     /// Rebuilds the mesh from the store and sends each proxy its config if it changed.
     pub fn push(&self) {
         let mesh = Arc::new(Mesh::build(self.store().resources(), self.mesh_config.clone()));
-        *lock(&self.mesh) = mesh.clone();
-        let compiler = model::Compiler::new(&mesh);
+        let compiler = Arc::new(model::Compiler::new(mesh));
+        *lock(&self.compiler) = compiler.clone();
         let proxies = lock(&self.proxies);
         for p in proxies.values() {
             let snapshot = compiler.snapshot(&p.node);
@@ -122,8 +124,8 @@ impl ControlPlane {
 
 impl wire::server::ConfigProvider for ControlPlane {
     fn connect(&self, node: &Node) -> Result<watch::Receiver<Arc<ProxySnapshot>>, tonic::Status> {
-        let mesh = self.mesh();
-        let snapshot = Arc::new(model::Compiler::new(&mesh).snapshot(node));
+        let compiler = lock(&self.compiler).clone();
+        let snapshot = Arc::new(compiler.snapshot(node));
         let (tx, rx) = watch::channel(snapshot);
         let status = ProxyStatus {
             id: node.id.clone(),

@@ -4,12 +4,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use api::networking::{SimpleLb, TrafficPolicy};
 use prost::Message;
 use wire::pb::{self, ProxyKind};
 use wire::pb::resource::Kind;
 use wire::server::{ProxySnapshot, TypeSnapshot};
 
+use crate::cluster_policy;
 use crate::gateway;
 use crate::host;
 use crate::mesh::Mesh;
@@ -51,8 +51,8 @@ fn per_proxy(mesh: &Mesh, node: &pb::Node, scope: &Scope, config: &mut ProxyConf
 /// Compiles many proxies against one mesh, sharing what proxies with the same
 /// scope have in common: with a thousand sidecars in a namespace, their
 /// clusters and endpoints are built and versioned once, not a thousand times.
-pub struct Compiler<'m> {
-    mesh: &'m Mesh,
+pub struct Compiler {
+    mesh: Arc<Mesh>,
     shared: std::sync::Mutex<std::collections::HashMap<String, SharedTypes>>,
 }
 
@@ -63,19 +63,23 @@ struct SharedTypes {
     routes: Option<Arc<TypeSnapshot>>,
 }
 
-impl<'m> Compiler<'m> {
-    pub fn new(mesh: &'m Mesh) -> Self {
+impl Compiler {
+    pub fn new(mesh: Arc<Mesh>) -> Self {
         Compiler { mesh, shared: Default::default() }
     }
 
+    pub fn mesh(&self) -> &Arc<Mesh> {
+        &self.mesh
+    }
+
     pub fn snapshot(&self, node: &pb::Node) -> ProxySnapshot {
-        let scope = Scope::for_node(self.mesh, node);
+        let scope = Scope::for_node(&self.mesh, node);
         let gateway = node.kind() == ProxyKind::Gateway;
         let cached = self.shared.lock().unwrap_or_else(|e| e.into_inner()).get(&scope.key).cloned();
         let shared = cached.unwrap_or_else(|| {
             let mut config = ProxyConfig::default();
-            outbound_clusters(self.mesh, &scope, &mut config);
-            let routes = (!gateway).then(|| Arc::new(type_snapshot(route_resources(outbound_routes(self.mesh, &scope)))));
+            outbound_clusters(&self.mesh, &scope, &mut config);
+            let routes = (!gateway).then(|| Arc::new(type_snapshot(route_resources(outbound_routes(&self.mesh, &scope)))));
             let shared = SharedTypes {
                 clusters: Arc::new(type_snapshot(cluster_resources(config.clusters))),
                 endpoints: Arc::new(type_snapshot(endpoint_resources(config.endpoints))),
@@ -90,10 +94,10 @@ impl<'m> Compiler<'m> {
         let mut own = ProxyConfig::default();
         let mut types = BTreeMap::new();
         if gateway {
-            gateway::compile(self.mesh, node, &mut own);
+            gateway::compile(&self.mesh, node, &mut own);
             types.insert(wire::types::ROUTE_CONFIG.to_string(), Arc::new(type_snapshot(route_resources(own.routes))));
         } else if let Some(w) = self.mesh.registry.workload(&node.pod_name, &node.namespace) {
-            own.listeners = inbound_listeners(self.mesh, w);
+            own.listeners = inbound_listeners(&self.mesh, w);
         }
         types.insert(wire::types::CLUSTER.to_string(), shared.clusters);
         types.insert(wire::types::ENDPOINTS.to_string(), shared.endpoints);
@@ -111,9 +115,10 @@ fn outbound_clusters(mesh: &Mesh, scope: &Scope, config: &mut ProxyConfig) {
         let dr = mesh.destination_rule(&svc.hostname, &scope.namespace);
         let top_policy = dr.and_then(|d| d.spec.traffic_policy.as_ref());
         for port in &svc.ports {
-            let mut subsets = vec![("", BTreeMap::new(), top_policy)];
+            // Each subset's own policy; cluster_policy merges it over the top level.
+            let mut subsets = vec![("", BTreeMap::new(), None)];
             for s in dr.map(|d| d.spec.subsets.as_slice()).unwrap_or_default() {
-                subsets.push((s.name.as_str(), s.labels.clone(), s.traffic_policy.as_ref().or(top_policy)));
+                subsets.push((s.name.as_str(), s.labels.clone(), s.traffic_policy.as_ref()));
             }
             for (subset, labels, policy) in subsets {
                 let name = routes::cluster_name(port.port, subset, &svc.hostname);
@@ -122,9 +127,8 @@ fn outbound_clusters(mesh: &Mesh, scope: &Scope, config: &mut ProxyConfig) {
                     service: svc.hostname.clone(),
                     port: port.port,
                     subset: subset.to_string(),
-                    lb: load_balancer(policy) as i32,
-                    connect_timeout_ms: connect_timeout(policy).unwrap_or(mesh.config.connect_timeout_ms),
                     protocol: port.protocol as i32,
+                    ..cluster_policy::cluster_fields(top_policy, policy, port.port, &mesh.config)
                 });
                 let endpoints = mesh
                     .registry
@@ -135,20 +139,6 @@ fn outbound_clusters(mesh: &Mesh, scope: &Scope, config: &mut ProxyConfig) {
             }
         }
     }
-}
-
-fn load_balancer(policy: Option<&TrafficPolicy>) -> pb::LoadBalancer {
-    match policy.and_then(|p| p.load_balancer.as_ref()).and_then(|lb| lb.simple) {
-        Some(SimpleLb::RoundRobin) => pb::LoadBalancer::RoundRobin,
-        Some(SimpleLb::Random) => pb::LoadBalancer::Random,
-        Some(SimpleLb::Passthrough) => pb::LoadBalancer::Passthrough,
-        _ => pb::LoadBalancer::LeastRequest,
-    }
-}
-
-fn connect_timeout(policy: Option<&TrafficPolicy>) -> Option<u64> {
-    let tcp = policy?.connection_pool.as_ref()?.tcp.as_ref()?;
-    Some(tcp.connect_timeout?.as_std().as_millis() as u64)
 }
 
 fn endpoint(mesh: &Mesh, w: &Workload, port: u32) -> pb::Endpoint {
@@ -254,6 +244,7 @@ fn inbound_listeners(mesh: &Mesh, w: &Workload) -> Vec<pb::Listener> {
             app_port: port,
             route_config: String::new(),
             service,
+            ..Default::default()
         })
         .collect()
 }

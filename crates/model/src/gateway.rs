@@ -55,7 +55,7 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
             protocol: pb::Protocol::Http as i32,
             app_port: 0,
             route_config: route_config.clone(),
-            service: String::new(),
+            ..Default::default()
         });
         config.routes.push(pb::RouteConfig { name: route_config, virtual_hosts: vhosts.into_values().collect() });
     }

@@ -134,7 +134,8 @@ fn sidecar_egress_hosts_limit_what_a_proxy_receives() {
 #[test]
 fn the_compiler_shares_scope_config_and_matches_compile() {
     let m = mesh("");
-    let compiler = Compiler::new(&m);
+    let m = std::sync::Arc::new(m);
+    let compiler = Compiler::new(m.clone());
     let a = compiler.snapshot(&sidecar("default", "reviews-v1-abc"));
     let b = compiler.snapshot(&sidecar("default", "other"));
     let direct = compile(&m, &sidecar("default", "reviews-v1-abc")).into_snapshot();
@@ -143,6 +144,6 @@ fn the_compiler_shares_scope_config_and_matches_compile() {
     assert!(std::sync::Arc::ptr_eq(&a.types[clusters], &b.types[clusters]), "one copy for the namespace");
     assert_ne!(a.types[wire::types::LISTENER].version, b.types[wire::types::LISTENER].version, "listeners are per pod");
     // The same input always gives the same versions: nothing is pushed twice.
-    let again = Compiler::new(&m).snapshot(&sidecar("default", "reviews-v1-abc"));
+    let again = Compiler::new(m.clone()).snapshot(&sidecar("default", "reviews-v1-abc"));
     assert!(a.same_versions(&again));
 }
