@@ -45,6 +45,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Parses and validates every document first; stores nothing unless all are valid.
+#[allow(clippy::result_large_err)] // the error is the HTTP answer itself
 fn parse_valid(source: &str, body: &str) -> Result<Vec<api::Resource>, Response> {
     let resources = api::parse(source, body).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
     let mut problems = Vec::new();

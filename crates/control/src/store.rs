@@ -47,7 +47,7 @@ pub enum StoreError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
-    Parse(#[from] api::ParseError),
+    Parse(#[from] Box<api::ParseError>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -71,7 +71,7 @@ impl Store {
         let mut resources = BTreeMap::new();
         for path in yaml_files(dir)? {
             let text = fs::read_to_string(&path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
-            for r in api::parse(&path.display().to_string(), &text)? {
+            for r in api::parse(&path.display().to_string(), &text).map_err(Box::new)? {
                 resources.insert(Key::of(&r), r);
             }
         }

@@ -36,10 +36,10 @@ impl Mesh {
         }
         // Istio resolves conflicts by creation time; files carry none, so the
         // order is namespace/name, which is at least stable.
-        mesh.virtual_services.sort_by(|a, b| key(&a.metadata).cmp(&key(&b.metadata)));
-        mesh.destination_rules.sort_by(|a, b| key(&a.metadata).cmp(&key(&b.metadata)));
-        mesh.gateways.sort_by(|a, b| key(&a.metadata).cmp(&key(&b.metadata)));
-        mesh.sidecars.sort_by(|a, b| key(&a.metadata).cmp(&key(&b.metadata)));
+        mesh.virtual_services.sort_by_key(|o| key(&o.metadata));
+        mesh.destination_rules.sort_by_key(|o| key(&o.metadata));
+        mesh.gateways.sort_by_key(|o| key(&o.metadata));
+        mesh.sidecars.sort_by_key(|o| key(&o.metadata));
         mesh
     }
 
