@@ -6,4 +6,5 @@ mod bench_smoke;
 mod bookinfo;
 mod browser;
 mod control_plane;
+mod mtls;
 mod up;

@@ -185,9 +185,12 @@ pub const CONFIG_TYPES: [&str; 4] = ["clusters", "endpoints", "listeners", "rout
 
 /// `trellis proxy-config <type> <pod[.namespace]>` (istioctl's order) or `<pod> <type>`.
 pub async fn proxy_config(client: &Client, a: &str, b: &str, output: Output) -> Result<()> {
+    if let Some(pod) = SECRETS.iter().find_map(|s| if a == *s { Some(b) } else if b == *s { Some(a) } else { None }) {
+        return proxy_secrets(client, pod, output).await;
+    }
     let (kind, pod) = if CONFIG_TYPES.contains(&a) || a == "all" { (a, b) } else { (b, a) };
     if !(CONFIG_TYPES.contains(&kind) || kind == "all") {
-        bail!("unknown config type {kind:?}: one of clusters, endpoints, listeners, routes, all");
+        bail!("unknown config type {kind:?}: one of clusters, endpoints, listeners, routes, secrets, all");
     }
     let (name, ns) = pod.split_once('.').unwrap_or((pod, "default"));
     let dump = match proxy_admin(client, name, ns).await? {
@@ -200,6 +203,48 @@ pub async fn proxy_config(client: &Client, a: &str, b: &str, output: Output) -> 
         Output::Yaml => print!("{}", serde_yaml_ng::to_string(&selected)?),
         Output::Json => println!("{}", serde_json::to_string_pretty(&selected)?),
         Output::Table | Output::Wide => print_config_table(kind, &selected),
+    }
+    Ok(())
+}
+
+/// istioctl's `proxy-config secret`, and the plural the other types use.
+const SECRETS: [&str; 2] = ["secrets", "secret"];
+
+/// `trellis proxy-config secrets <pod>`: the proxy's workload certificate and
+/// mesh roots, from its admin port (`/certs`). Keys never leave the proxy.
+async fn proxy_secrets(client: &Client, pod: &str, output: Output) -> Result<()> {
+    let (name, ns) = pod.split_once('.').unwrap_or((pod, "default"));
+    let Some(admin) = proxy_admin(client, name, ns).await? else {
+        bail!("pod {name}.{ns} has no proxy admin address: its secrets are only known to its proxy");
+    };
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let dump: Value = http
+        .get(format!("http://{admin}/certs"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the proxy's admin port at {admin}"))?
+        .json()
+        .await?;
+    match output {
+        Output::Yaml => print!("{}", serde_yaml_ng::to_string(&dump)?),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&dump)?),
+        Output::Table | Output::Wide => {
+            let Some(cert) = dump.get("workload").filter(|c| !c.is_null()) else {
+                println!("{name}.{ns} has no workload certificate (no mesh mTLS)");
+                return Ok(());
+            };
+            println!("{:<10} {:<60} {:<34} {:<22} {:<22}", "RESOURCE", "SPIFFE ID", "SERIAL NUMBER", "NOT BEFORE", "NOT AFTER");
+            println!(
+                "{:<10} {:<60} {:<34} {:<22} {:<22}",
+                "default",
+                str_at(cert, "/spiffe_id"),
+                str_at(cert, "/serial"),
+                str_at(cert, "/not_before"),
+                str_at(cert, "/not_after")
+            );
+            let roots = str_at(&dump, "/roots_pem").matches("BEGIN CERTIFICATE").count();
+            println!("{:<10} {roots} trusted root certificate(s)", "ROOTCA");
+        }
     }
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! operator's debug views.
 #![forbid(unsafe_code)]
 
+pub mod bootstrap_token;
+pub mod ca_service;
 pub mod http_api;
 pub mod state;
 pub mod store;
@@ -25,6 +27,12 @@ pub struct Options {
     pub mesh_config: model::MeshConfig,
     /// How long changes are collected before one push.
     pub debounce: Duration,
+    /// The CA's directory: Istio's plug-in `cacerts` files if `root-cert.pem`
+    /// is there, else a self-signed root kept there. `None`: no CA is served.
+    pub ca_dir: Option<PathBuf>,
+    /// The secret workloads' bootstrap tokens are derived from (see
+    /// [`bootstrap_token`]). `None`: certificate requests are refused.
+    pub token_secret: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,12 +43,18 @@ pub enum Error {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("discovery server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    #[error("certificate authority: {0}")]
+    Ca(#[from] identity::CaError),
+    #[error("bootstrap token secret: {0}")]
+    TokenSecret(#[from] bootstrap_token::TokenSecretError),
 }
 
 /// Runs the control plane until `shutdown` completes.
 pub async fn run(options: Options, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
     let store = store::Store::open(&options.config_dir)?;
+    let trust_domain = options.mesh_config.trust_domain.clone();
     let cp = Arc::new(ControlPlane::new(store, options.mesh_config));
+    let ca = certificate_service(options.ca_dir.as_deref(), options.token_secret.as_deref(), &trust_domain, &cp)?;
     let http = tokio::net::TcpListener::bind(options.http_addr)
         .await
         .map_err(|source| Error::Bind { addr: options.http_addr, source })?;
@@ -73,8 +87,51 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()> + Send + '
     };
     tonic::transport::Server::builder()
         .add_service(wire::server::DiscoveryService::new(cp.clone()))
+        .add_optional_service(ca)
         .serve_with_incoming_shutdown(incoming, grpc_stopped)
         .await?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), http_task).await;
     Ok(())
+}
+
+/// The CA and how it authenticates callers, if the control plane has a CA.
+fn certificate_service(
+    ca_dir: Option<&std::path::Path>,
+    token_secret: Option<&std::path::Path>,
+    trust_domain: &str,
+    cp: &Arc<ControlPlane>,
+) -> Result<Option<wire::pb::certificate_service_server::CertificateServiceServer<ca_service::CaService>>, Error> {
+    let Some(dir) = ca_dir else {
+        tracing::info!("no --ca-dir: the control plane issues no workload certificates");
+        return Ok(None);
+    };
+    let ca = if dir.join(identity::ROOT_CERT_FILE).is_file() {
+        identity::Ca::from_cacerts(dir)?
+    } else {
+        identity::Ca::self_signed(trust_domain, dir)?
+    };
+    let auth: Arc<dyn ca_service::Authenticator> = match token_secret {
+        Some(path) => {
+            let secret = bootstrap_token::TokenSecret::load(path)?;
+            let cp = Arc::downgrade(cp);
+            Arc::new(ca_service::BootstrapTokens::new(secret, move || {
+                // The service accounts of the workloads in the registry now:
+                // a token is good only while its workload is part of the mesh.
+                let Some(cp) = cp.upgrade() else { return Default::default() };
+                let mesh = cp.mesh();
+                let accounts = mesh
+                    .registry
+                    .workloads
+                    .iter()
+                    .map(|w| (w.namespace.clone(), w.service_account.clone()))
+                    .collect();
+                (mesh.config.trust_domain.clone(), accounts)
+            }))
+        }
+        None => {
+            tracing::warn!("no --token-secret: every certificate request will be refused");
+            Arc::new(ca_service::NoAuthenticator)
+        }
+    };
+    Ok(Some(ca_service::CaService::new(Arc::new(ca), auth)))
 }

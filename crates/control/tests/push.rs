@@ -49,6 +49,8 @@ async fn pushes_changes_and_reports_acks_and_nacks() {
         http_addr: ([127, 0, 0, 1], http).into(),
         mesh_config: model::MeshConfig::default(),
         debounce: Duration::from_millis(50),
+        ca_dir: None,
+        token_secret: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(control::run(options, async {

@@ -95,6 +95,12 @@ impl CertChain {
         self.certs.iter().map(|c| der_to_pem(c)).collect()
     }
 
+    /// Each certificate as a PEM block of its own, leaf first (the shape of
+    /// Istio's `IstioCertificateResponse.cert_chain`).
+    pub fn pem_blocks(&self) -> Vec<String> {
+        self.certs.iter().map(|c| der_to_pem(c)).collect()
+    }
+
     /// The leaf (end-entity) certificate.
     pub fn leaf(&self) -> &CertificateDer<'static> {
         // Constructors refuse an empty chain.

@@ -13,6 +13,7 @@ use crate::cluster_policy;
 use crate::gateway;
 use crate::host;
 use crate::mesh::Mesh;
+use crate::mtls;
 use crate::protocol;
 use crate::registry::{Service, Workload};
 use crate::routes;
@@ -128,6 +129,7 @@ fn outbound_clusters(mesh: &Mesh, scope: &Scope, config: &mut ProxyConfig) {
                     port: port.port,
                     subset: subset.to_string(),
                     protocol: port.protocol as i32,
+                    tls: mtls::upstream_tls(mesh, top_policy, policy, port.port),
                     ..cluster_policy::cluster_fields(top_policy, policy, port.port, &mesh.config)
                 });
                 let endpoints = mesh
@@ -242,8 +244,8 @@ fn inbound_listeners(mesh: &Mesh, w: &Workload) -> Vec<pb::Listener> {
             direction: pb::Direction::Inbound as i32,
             protocol: protocol as i32,
             app_port: port,
-            route_config: String::new(),
             service,
+            mtls_mode: mtls::inbound_mode(mesh, w, port) as i32,
             ..Default::default()
         })
         .collect()

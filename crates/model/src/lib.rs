@@ -14,7 +14,10 @@ pub mod mesh_config;
 pub mod protocol;
 pub mod registry;
 pub mod scope;
+mod cluster_policy;
+mod cors;
 mod gateway;
+mod mtls;
 mod routes;
 
 pub use compile::{Compiler, ProxyConfig, compile};

@@ -2,6 +2,7 @@
 //! resources once and shared by every proxy's compilation.
 
 use api::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
+use api::security::PeerAuthentication;
 use api::{Object, Resource};
 
 use crate::host;
@@ -16,6 +17,7 @@ pub struct Mesh {
     pub destination_rules: Vec<Object<DestinationRule>>,
     pub gateways: Vec<Object<Gateway>>,
     pub sidecars: Vec<Object<Sidecar>>,
+    pub peer_authentications: Vec<Object<PeerAuthentication>>,
 }
 
 impl Mesh {
@@ -31,15 +33,18 @@ impl Mesh {
                 Resource::DestinationRule(dr) => mesh.destination_rules.push(dr.clone()),
                 Resource::Gateway(gw) => mesh.gateways.push(gw.clone()),
                 Resource::Sidecar(sc) => mesh.sidecars.push(sc.clone()),
+                Resource::PeerAuthentication(pa) => mesh.peer_authentications.push(pa.clone()),
                 _ => {}
             }
         }
+        mesh.registry.index();
         // Istio resolves conflicts by creation time; files carry none, so the
         // order is namespace/name, which is at least stable.
         mesh.virtual_services.sort_by_key(|o| key(&o.metadata));
         mesh.destination_rules.sort_by_key(|o| key(&o.metadata));
         mesh.gateways.sort_by_key(|o| key(&o.metadata));
         mesh.sidecars.sort_by_key(|o| key(&o.metadata));
+        mesh.peer_authentications.sort_by_key(|o| key(&o.metadata));
         mesh
     }
 

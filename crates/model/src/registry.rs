@@ -83,6 +83,10 @@ pub struct Registry {
     /// By hostname, sorted so compiled output is deterministic.
     pub services: BTreeMap<String, Service>,
     pub workloads: Vec<Workload>,
+    /// Which workloads each service selects (indexes into `workloads`), built
+    /// once by [`Registry::index`]: compiling endpoints for every service
+    /// must not scan every workload for each of them.
+    selected: std::collections::HashMap<String, Vec<usize>>,
 }
 
 impl Registry {
@@ -150,6 +154,26 @@ impl Registry {
         });
     }
 
+    /// Builds the service → workloads index; call after the last add.
+    pub fn index(&mut self) {
+        let mut by_ns: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
+        for (i, w) in self.workloads.iter().enumerate() {
+            by_ns.entry(w.namespace.as_str()).or_default().push(i);
+        }
+        let selected = self
+            .services
+            .values()
+            .map(|svc| {
+                let picked = by_ns
+                    .get(svc.namespace.as_str())
+                    .map(|ws| ws.iter().copied().filter(|&i| svc.selects(&self.workloads[i])).collect())
+                    .unwrap_or_default();
+                (svc.hostname.clone(), picked)
+            })
+            .collect();
+        self.selected = selected;
+    }
+
     pub fn service(&self, hostname: &str) -> Option<&Service> {
         self.services.get(hostname)
     }
@@ -167,8 +191,11 @@ impl Registry {
         port: &'a ServicePort,
         subset: &'a BTreeMap<String, String>,
     ) -> impl Iterator<Item = (&'a Workload, u32)> + 'a {
-        self.workloads
-            .iter()
+        self.selected
+            .get(&svc.hostname)
+            .into_iter()
+            .flatten()
+            .map(move |&i| &self.workloads[i])
             .filter(move |w| svc.selects(w) && subset.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
             .filter_map(move |w| {
                 let target = match &port.target_port {

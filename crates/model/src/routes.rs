@@ -74,6 +74,7 @@ pub fn http_routes(mesh: &Mesh, vs: &Object<VirtualService>, port: u32, gateway:
                 abort_grpc_status: f.abort.as_ref().and_then(|a| a.grpc_status.clone()).unwrap_or_default(),
             }),
             origin: origin.clone(),
+            cors: crate::cors::policy(route.cors_policy.as_ref()),
         });
     }
     out

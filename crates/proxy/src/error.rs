@@ -32,4 +32,6 @@ pub enum Error {
     },
     #[error("the {0} thread stopped unexpectedly")]
     ThreadDied(&'static str),
+    #[error("workload identity: {0}")]
+    Identity(#[from] crate::tls::workload::IdentityError),
 }

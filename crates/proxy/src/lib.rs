@@ -16,6 +16,7 @@ pub mod listeners;
 pub mod snapshot;
 mod tcp;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -53,6 +54,9 @@ pub struct Config {
     pub workers: usize,
     /// Write the JSON access log to stdout.
     pub access_log: bool,
+    /// Where to get the workload certificate for mesh mTLS; `None`: no mesh
+    /// TLS (inbound plaintext only, outbound auto mTLS falls back to plaintext).
+    pub identity: Option<tls::workload::WorkloadIdentity>,
 }
 
 impl Default for Config {
@@ -67,6 +71,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(5),
             workers: 1,
             access_log: true,
+            identity: None,
         }
     }
 }
@@ -87,7 +92,14 @@ pub async fn run(
         return Err(Error::AdminNotLoopback(config.admin_addr));
     }
     let store = Arc::new(ConfigStore::new(&config.node));
-    if let Some(path) = &config.static_config {
+    let identity = config
+        .identity
+        .as_ref()
+        .map(|id| tls::workload::start(id, &config.node.namespace, &config.node.service_account))
+        .transpose()?;
+    if identity.is_none()
+        && let Some(path) = &config.static_config
+    {
         config::static_file::load(path, &store)?;
     }
     let telemetry = Arc::new(Telemetry::new(&config.node, config.access_log));
@@ -108,34 +120,23 @@ pub async fn run(
     ));
 
     let (stop_control, control_stopped) = oneshot::channel::<()>();
-    let (control_started_tx, control_started) = oneshot::channel::<Result<(), std::io::Error>>();
+    let (control_started_tx, control_started) =
+        oneshot::channel::<Result<tokio::runtime::Handle, std::io::Error>>();
     let admin = Arc::new(admin::Admin {
         store: store.clone(),
         telemetry: telemetry.clone(),
         status: status.clone(),
         quit: quit_tx,
     });
-    let xds = config
-        .xds_address
-        .clone()
-        .map(|addr| (addr, config.node.clone(), XdsHandler(store.clone())));
     std::thread::Builder::new()
         .name("trellis-control".into())
-        .spawn(move || {
-            control_thread(
-                admin_listener,
-                admin,
-                xds,
-                control_started_tx,
-                control_stopped,
-            )
-        })
+        .spawn(move || control_thread(admin_listener, admin, control_started_tx, control_stopped))
         .map_err(|source| Error::Runtime {
             what: "control",
             source,
         })?;
-    match control_started.await {
-        Ok(Ok(())) => {}
+    let control = match control_started.await {
+        Ok(Ok(handle)) => handle,
         Ok(Err(source)) => {
             return Err(Error::Runtime {
                 what: "control",
@@ -143,6 +144,32 @@ pub async fn run(
             });
         }
         Err(_) => return Err(Error::ThreadDied("control")),
+    };
+
+    // The workload certificate comes before any config and any listener:
+    // clusters are built with mTLS, and nothing is served without identity.
+    let mut shutdown = std::pin::pin!(shutdown);
+    if let Some((renewal, ready)) = identity {
+        control.spawn(renewal);
+        let ready = control.spawn(ready);
+        let mesh_tls = tokio::select! {
+            r = ready => r.map_err(|_| Error::ThreadDied("control"))??,
+            () = shutdown.as_mut() => {
+                let _ = stop_control.send(());
+                return Ok(());
+            }
+        };
+        store.set_mesh_tls(mesh_tls);
+        if let Some(path) = &config.static_config {
+            config::static_file::load(path, &store)?;
+        }
+    }
+    if let Some(addr) = config.xds_address.clone() {
+        control.spawn(wire::client::run(
+            addr,
+            config.node.clone(),
+            XdsHandler(store.clone()),
+        ));
     }
 
     let shared = Arc::new(http::Shared {
@@ -211,12 +238,12 @@ fn bind_admin(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
     Ok(listener)
 }
 
-/// The admin server and the discovery client, on a runtime of their own.
+/// The admin server, and (spawned through the handle it sends back) the
+/// discovery client and certificate renewal, on a runtime of their own.
 fn control_thread(
     admin_listener: std::net::TcpListener,
     admin: Arc<admin::Admin>,
-    xds: Option<(String, pb::Node, XdsHandler)>,
-    started: oneshot::Sender<Result<(), std::io::Error>>,
+    started: oneshot::Sender<Result<tokio::runtime::Handle, std::io::Error>>,
     stop: oneshot::Receiver<()>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -229,11 +256,8 @@ fn control_thread(
             return;
         }
     };
-    let _ = started.send(Ok(()));
+    let _ = started.send(Ok(runtime.handle().clone()));
     runtime.block_on(async move {
-        if let Some((endpoint, node, handler)) = xds {
-            tokio::spawn(wire::client::run(endpoint, node, handler));
-        }
         tokio::select! {
             () = admin::serve(admin_listener, admin) => {}
             _ = stop => {}

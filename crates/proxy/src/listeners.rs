@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::http::{Conn, ListenerRt, Shared};
 use crate::snapshot::{Direction, ListenerSpec, Serve, Snapshot};
 use crate::tcp;
+use crate::tls::PeerIdentity;
+use crate::tls::inbound::{self, Accepted, MtlsMode};
 
 /// What the admin server reports about the data plane.
 #[derive(Default)]
@@ -143,6 +145,7 @@ async fn reconcile(
             app_http2: false,
             app_port: 0,
             route_config: "".into(),
+            mtls: MtlsMode::Disable,
         });
     }
     bound.retain(|addr, _| {
@@ -225,29 +228,40 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let listener_now = rt.load();
-        let app = SocketAddr::new(shared.app_ip, listener_now.spec.app_port);
-        match listener_now.spec.serve {
-            Serve::Http => serve_http(stream, peer, &rt, &shared, &builder, drain.clone()),
-            Serve::Tcp => {
-                tokio::spawn(tcp::forward(stream, app));
-            }
-            Serve::Sniff => {
-                let (rt, shared, builder, drain) =
-                    (rt.clone(), shared.clone(), builder.clone(), drain.clone());
-                tokio::spawn(async move {
-                    if tcp::looks_like_http(&stream).await {
-                        serve_http(stream, peer, &rt, &shared, &builder, drain);
-                    } else {
-                        tcp::forward(stream, app).await;
-                    }
-                });
-            }
+        if rt.load().spec.direction != Direction::Inbound {
+            serve_plain(stream, peer, &rt, &shared, &builder, drain.clone());
+            continue;
         }
+        // Inbound: PeerAuthentication decides first (mesh TLS, plaintext, or refused).
+        let (rt, shared, builder, drain) =
+            (rt.clone(), shared.clone(), builder.clone(), drain.clone());
+        tokio::spawn(async move {
+            let spec = rt.load_full();
+            let mesh = shared.store.mesh_tls().map(Arc::as_ref);
+            match inbound::accept(stream, peer, &spec.spec, mesh).await {
+                Some(Accepted::Plain(stream)) => {
+                    serve_plain(stream, peer, &rt, &shared, &builder, drain);
+                }
+                Some(Accepted::Mtls {
+                    stream,
+                    peer: identity,
+                    http,
+                }) => {
+                    let app = SocketAddr::new(shared.app_ip, spec.spec.app_port);
+                    // Mesh clients name HTTP by ALPN; without it, the bytes go through.
+                    match (spec.spec.serve, http) {
+                        (Serve::Tcp, _) | (Serve::Sniff, false) => tcp::forward(stream, app).await,
+                        _ => serve_http(stream, peer, identity, &rt, &shared, &builder, drain),
+                    }
+                }
+                None => {}
+            }
+        });
     }
 }
 
-fn serve_http(
+/// A plaintext connection, by the listener's protocol.
+fn serve_plain(
     stream: TcpStream,
     peer: SocketAddr,
     rt: &Arc<ArcSwap<ListenerRt>>,
@@ -255,12 +269,52 @@ fn serve_http(
     builder: &auto::Builder<TokioExecutor>,
     drain: Drain,
 ) {
+    let listener_now = rt.load();
+    let app = SocketAddr::new(shared.app_ip, listener_now.spec.app_port);
+    match listener_now.spec.serve {
+        Serve::Http => serve_http(stream, peer, None, rt, shared, builder, drain),
+        Serve::Tcp => {
+            tokio::spawn(tcp::forward(stream, app));
+        }
+        Serve::Sniff => {
+            let (rt, shared, builder) = (rt.clone(), shared.clone(), builder.clone());
+            tokio::spawn(async move {
+                if tcp::looks_like_http(&stream).await {
+                    serve_http(stream, peer, None, &rt, &shared, &builder, drain);
+                } else {
+                    tcp::forward(stream, app).await;
+                }
+            });
+        }
+    }
+}
+
+/// `identity`: the verified mesh peer of an mTLS connection.
+fn serve_http<S>(
+    stream: S,
+    peer: SocketAddr,
+    identity: Option<Arc<PeerIdentity>>,
+    rt: &Arc<ArcSwap<ListenerRt>>,
+    shared: &Arc<Shared>,
+    builder: &auto::Builder<TokioExecutor>,
+    drain: Drain,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let conn = Arc::new(Conn {
         shared: shared.clone(),
         listener: rt.clone(),
         peer,
     });
-    let service = service_fn(move |req| crate::http::handle(req, conn.clone()));
+    let inbound = rt.load().spec.direction == Direction::Inbound;
+    let own = shared.store.mesh_tls().map(|m| m.id().clone());
+    let mesh_peer = identity.map(inbound::MeshPeer::new);
+    let service = service_fn(move |mut req| {
+        if inbound {
+            inbound::decorate(&mut req, mesh_peer.as_ref(), own.as_ref());
+        }
+        crate::http::handle(req, conn.clone())
+    });
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .into_owned();

@@ -12,7 +12,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// server-first protocol (e.g. MySQL), which is plain TCP.
 const DETECTION_TIMEOUT: Duration = Duration::from_millis(200);
 
-pub async fn forward(mut downstream: TcpStream, app: SocketAddr) {
+pub async fn forward<S>(mut downstream: S, app: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(app)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return tracing::debug!(%app, error = %e, "cannot connect to the application"),

@@ -2,6 +2,7 @@
 //! (see `proto/proxy.proto`) and both halves of the discovery stream.
 #![forbid(unsafe_code)]
 
+pub mod certs;
 pub mod client;
 pub mod server;
 

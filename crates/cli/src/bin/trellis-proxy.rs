@@ -57,7 +57,21 @@ struct Args {
     /// How long in-flight requests may finish after a stop signal.
     #[arg(long, default_value_t = 5)]
     drain_seconds: u64,
+    /// The certificate service; the discovery address (--xds) if not given.
+    #[arg(long)]
+    ca_address: Option<String>,
+    /// The mesh's trust domain: this proxy's identity is
+    /// spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// Lifetime of the workload certificate to ask for (seconds); the CA's default if not given.
+    #[arg(long)]
+    cert_ttl_seconds: Option<u64>,
 }
+
+/// The bootstrap token proving this workload's identity to the CA. Read from
+/// the environment only: a command-line flag would show it to every `ps`.
+const BOOTSTRAP_TOKEN_ENV: &str = "TRELLIS_BOOTSTRAP_TOKEN";
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
@@ -85,7 +99,28 @@ async fn main() -> anyhow::Result<()> {
         } as i32,
         bootstrap_token: String::new(),
     };
+    // The environment of a process is readable only by its user (and root),
+    // unlike its command line.
+    let token = std::env::var(BOOTSTRAP_TOKEN_ENV).unwrap_or_default();
+    let ca_address = args.ca_address.clone().or_else(|| args.xds.clone());
+    let identity = match (token.is_empty(), ca_address) {
+        (false, Some(ca_address)) => Some(proxy::tls::workload::WorkloadIdentity {
+            ca_address,
+            token: wire::certs::BearerToken::new(token),
+            trust_domain: args.trust_domain.clone(),
+            cert_ttl: args.cert_ttl_seconds.map(Duration::from_secs),
+        }),
+        (true, _) => {
+            tracing::warn!("{BOOTSTRAP_TOKEN_ENV} is not set: no workload certificate, so no mesh mTLS");
+            None
+        }
+        (false, None) => {
+            tracing::warn!("no --ca-address or --xds: no workload certificate, so no mesh mTLS");
+            None
+        }
+    };
     let config = proxy::Config {
+        identity,
         node,
         xds_address: args.xds,
         static_config: args.static_config,

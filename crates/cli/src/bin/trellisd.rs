@@ -24,6 +24,14 @@ struct Args {
     /// How long to collect changes before pushing.
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
+    /// The CA: Istio's plug-in files (ca-cert.pem, ca-key.pem, root-cert.pem,
+    /// cert-chain.pem) if root-cert.pem is there, else a self-signed root kept
+    /// there. Without it no workload certificates are issued.
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    /// The file (mode 0600) the workloads' bootstrap tokens are derived from.
+    #[arg(long)]
+    token_secret: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -43,6 +51,8 @@ async fn main() -> anyhow::Result<()> {
         http_addr: args.http_addr,
         mesh_config,
         debounce: Duration::from_millis(args.debounce_ms),
+        ca_dir: args.ca_dir,
+        token_secret: args.token_secret,
     };
     control::run(options, shutdown()).await?;
     Ok(())

@@ -3,6 +3,7 @@
 //! every pod, the pods' programs and an ingress gateway, keeps them all
 //! running, and stops them on Ctrl-C.
 
+pub mod bootstrap;
 mod pdeathsig;
 pub mod plan;
 pub mod supervise;
@@ -38,16 +39,19 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         }
     };
     let mesh_config_file = opts.dir.join(files::MESH_CONFIG_FILE);
-    if mesh_config_file.is_file() {
+    let mesh_config = if mesh_config_file.is_file() {
         // Checked now, so a bad file stops `up` before anything starts.
-        files::mesh_config(&mesh_config_file)?;
-    }
+        files::mesh_config(&mesh_config_file)?
+    } else {
+        model::MeshConfig::default()
+    };
     let addrs = Addresses { block: opts.block };
     let plan = plan::plan(resources, addrs)?;
     let state = opts.state_dir.clone().unwrap_or_else(|| plan::state_dir(addrs));
     let logs = state.join("logs");
     seed_store(&state.join("config"), &plan.resources)?;
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let identity = bootstrap::prepare(&opts.dir, &state, &mesh_config.trust_domain)?;
 
     let trellisd = plan::find_program("trellisd").context("trellisd not found next to trellis or on PATH")?;
     let proxy = plan::find_program("trellis-proxy").context("trellis-proxy not found next to trellis or on PATH")?;
@@ -67,6 +71,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     if mesh_config_file.is_file() {
         args.extend(["--mesh-config".into(), mesh_config_file.display().to_string()]);
     }
+    args.extend(identity.trellisd_args());
     control.spawn(Spec {
         name: "trellisd".into(),
         program: trellisd,
@@ -81,7 +86,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
 
     let mut workloads = Supervisor::new();
     for pod in &plan.pods {
-        start_pod(&mut workloads, pod, &proxy, &xds_url, &logs);
+        start_pod(&mut workloads, pod, &proxy, &xds_url, &identity, &logs);
     }
     let gateway = plan::gateway_http_addr(&plan.pods, &plan.resources);
     let gateway_pod = plan.pods.iter().find(|p| p.gateway);
@@ -113,7 +118,7 @@ fn seed_store(dir: &Path, resources: &[api::Resource]) -> Result<()> {
     Ok(())
 }
 
-fn start_pod(sup: &mut Supervisor, pod: &PodPlan, proxy: &Path, xds_url: &str, logs: &Path) {
+fn start_pod(sup: &mut Supervisor, pod: &PodPlan, proxy: &Path, xds_url: &str, identity: &bootstrap::MeshIdentity, logs: &Path) {
     if pod.sidecar || pod.gateway {
         let mut args = vec![
             "--kind".to_string(),
@@ -141,11 +146,13 @@ fn start_pod(sup: &mut Supervisor, pod: &PodPlan, proxy: &Path, xds_url: &str, l
         for (k, v) in &pod.labels {
             args.extend(["--label".into(), format!("{k}={v}")]);
         }
+        args.extend(["--trust-domain".into(), identity.trust_domain.clone()]);
         sup.spawn(Spec {
             name: format!("{}/{}/istio-proxy", pod.namespace, pod.name),
             program: proxy.to_path_buf(),
             args,
-            env: Vec::new(),
+            // In the environment, not the command line, which `ps` shows everyone.
+            env: vec![identity.proxy_env(&pod.namespace, &pod.service_account)],
             log: logs.join(format!("{}.{}.istio-proxy.log", pod.namespace, pod.name)),
         });
     }

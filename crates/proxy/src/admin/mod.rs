@@ -73,6 +73,7 @@ async fn handle(req: Request<Incoming>, admin: Arc<Admin>) -> Result<Reply, Infa
         ),
         (&Method::GET, "/clusters") => clusters(&admin, json),
         (&Method::GET, "/listeners") => to_json(&admin.status.listeners()),
+        (&Method::GET, "/certs") => to_json(&crate::tls::SecretsDump::of(admin.store.mesh_tls().map(Arc::as_ref))),
         (&Method::POST, "/quitquitquit") => {
             tracing::info!("shutdown requested through the admin server");
             admin.quit.send_replace(true);
@@ -81,7 +82,7 @@ async fn handle(req: Request<Incoming>, admin: Arc<Admin>) -> Result<Reply, Infa
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "GET /ready /config_dump /stats/prometheus /clusters[?format=json] /listeners; POST /quitquitquit\n".into(),
+            "GET /ready /config_dump /stats/prometheus /clusters[?format=json] /listeners /certs; POST /quitquitquit\n".into(),
         ),
     })
 }
@@ -148,6 +149,12 @@ fn clusters(admin: &Admin, json: bool) -> Reply {
         healthy: bool,
         rq_active: u64,
         rq_total: u64,
+        /// Connections open (or opening) to it.
+        cx_active: u32,
+        /// Ejected by outlier detection now.
+        ejected: bool,
+        /// Times ejected since the proxy started.
+        ejections: u64,
         workload: &'a str,
         version: &'a str,
     }
@@ -155,6 +162,11 @@ fn clusters(admin: &Admin, json: bool) -> Reply {
     struct ClusterDump<'a> {
         name: &'a str,
         service: &'a str,
+        /// Envoy's circuit breaker thresholds (4294967295: none).
+        max_connections: u32,
+        max_pending_requests: u32,
+        max_requests: u32,
+        max_retries: u32,
         endpoints: Vec<EndpointDump<'a>>,
     }
     let Some(snapshot) = admin.store.current() else {
@@ -171,6 +183,10 @@ fn clusters(admin: &Admin, json: bool) -> Reply {
         .map(|c| ClusterDump {
             name: &c.name,
             service: &c.service.host,
+            max_connections: c.breakers.limits.connections,
+            max_pending_requests: c.breakers.limits.pending,
+            max_requests: c.breakers.limits.requests,
+            max_retries: c.breakers.limits.retries,
             endpoints: c
                 .endpoints
                 .iter()
@@ -179,6 +195,9 @@ fn clusters(admin: &Admin, json: bool) -> Reply {
                     healthy: e.healthy,
                     rq_active: e.load.active.load(Ordering::Relaxed),
                     rq_total: e.load.total.load(Ordering::Relaxed),
+                    cx_active: e.pool.open_connections(),
+                    ejected: c.is_ejected(e),
+                    ejections: e.outlier.ejections(),
                     workload: &e.meta.workload,
                     version: &e.meta.version,
                 })
@@ -191,15 +210,30 @@ fn clusters(admin: &Admin, json: bool) -> Reply {
     // Envoy's text format: cluster::address::stat::value.
     let mut out = String::new();
     for c in &dump {
+        for (what, v) in [
+            ("max_connections", c.max_connections),
+            ("max_pending_requests", c.max_pending_requests),
+            ("max_requests", c.max_requests),
+            ("max_retries", c.max_retries),
+        ] {
+            let _ = writeln!(out, "{}::default_priority::{what}::{v}", c.name);
+        }
         for e in &c.endpoints {
-            let health = if e.healthy {
-                "healthy"
-            } else {
-                "/failed_eds_health"
+            let health = match (e.healthy, e.ejected) {
+                (true, false) => "healthy",
+                (true, true) => "/failed_outlier_check",
+                (false, false) => "/failed_eds_health",
+                (false, true) => "/failed_eds_health/failed_outlier_check",
             };
             let _ = writeln!(out, "{}::{}::health_flags::{health}", c.name, e.address);
             let _ = writeln!(out, "{}::{}::rq_active::{}", c.name, e.address, e.rq_active);
             let _ = writeln!(out, "{}::{}::rq_total::{}", c.name, e.address, e.rq_total);
+            let _ = writeln!(out, "{}::{}::cx_active::{}", c.name, e.address, e.cx_active);
+            let _ = writeln!(
+                out,
+                "{}::{}::outlier_ejections::{}",
+                c.name, e.address, e.ejections
+            );
         }
     }
     reply(StatusCode::OK, "text/plain", out)

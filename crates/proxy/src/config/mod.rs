@@ -6,18 +6,24 @@ pub mod static_file;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 use wire::pb;
 
+use crate::lb::BuildEnv;
+use crate::lb::locality::Local;
 use crate::lb::pool::Pools;
 use crate::snapshot::{self, Snapshot, TypeState};
 
 pub struct ConfigStore {
     pod_ip: Option<IpAddr>,
+    /// This proxy's locality and labels, for locality-aware balancing.
+    local: Local,
     pools: Pools,
+    /// This proxy's mesh identity, once it has a certificate (set before any config).
+    mesh_tls: OnceLock<Arc<crate::tls::MeshTls>>,
     /// Serializes updates; never touched by requests.
     state: Mutex<State>,
     /// What requests read, lock-free. Empty until every type has arrived.
@@ -37,11 +43,24 @@ impl ConfigStore {
     pub fn new(node: &pb::Node) -> Self {
         ConfigStore {
             pod_ip: node.pod_ip.parse().ok(),
+            local: Local::from_node(node),
             pools: Pools::default(),
+            mesh_tls: OnceLock::new(),
             state: Mutex::default(),
             current: ArcSwapOption::empty(),
             changes: watch::Sender::new(None),
         }
+    }
+
+    /// Gives the store the proxy's mesh identity; configs applied from then
+    /// on use it for mTLS to endpoints. Set once, before the first config.
+    pub fn set_mesh_tls(&self, tls: Arc<crate::tls::MeshTls>) {
+        let _ = self.mesh_tls.set(tls);
+    }
+
+    /// This proxy's mesh identity, if it has one.
+    pub fn mesh_tls(&self) -> Option<&Arc<crate::tls::MeshTls>> {
+        self.mesh_tls.get()
     }
 
     /// The config in force, once complete.
@@ -86,7 +105,11 @@ impl ConfigStore {
             types.clone(),
             self.pod_ip,
             state.latest.as_deref(),
-            &self.pools,
+            &BuildEnv {
+                pools: &self.pools,
+                local: &self.local,
+                mesh_tls: self.mesh_tls.get(),
+            },
         )
         .map_err(|e| {
             format!(
@@ -225,6 +248,9 @@ mod tests {
             .apply(wire::types::CLUSTER, "2", vec![cluster("c")])
             .expect("valid");
         let b = store.current().expect("complete");
-        assert!(Arc::ptr_eq(&a.clusters["c"].pool, &b.clusters["c"].pool));
+        assert!(Arc::ptr_eq(
+            &a.clusters["c"].breakers.usage,
+            &b.clusters["c"].breakers.usage
+        ));
     }
 }

@@ -12,6 +12,8 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::lb::upstream::Lease;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The largest request body kept in memory so that a retry or a mirror can
@@ -172,7 +174,42 @@ pub async fn buffer_for_replay(mut body: Counted, limit: usize) -> Result<Replay
 pub enum RespBody {
     Empty,
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
+}
+
+/// An upstream response body, holding the request's lease on its connection
+/// until it has been read: then an HTTP/1 connection can serve another
+/// request, while one abandoned mid-body is closed.
+pub struct UpstreamBody {
+    body: Incoming,
+    lease: Option<Lease>,
+    ended: bool,
+}
+
+impl UpstreamBody {
+    pub fn new(body: Incoming, lease: Option<Lease>) -> Self {
+        UpstreamBody {
+            body,
+            lease,
+            ended: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.finish(self.ended || self.body.is_end_stream());
+        }
+    }
 }
 
 impl RespBody {
@@ -197,7 +234,15 @@ impl Body for RespBody {
         match &mut *self {
             RespBody::Empty => Poll::Ready(None),
             RespBody::Full(d) => Poll::Ready(d.take().map(|d| Ok(Frame::data(d)))),
-            RespBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RespBody::Upstream(u) => {
+                let polled = Pin::new(&mut u.body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => u.ended = true,
+                    Poll::Ready(Some(Ok(_))) if u.body.is_end_stream() => u.ended = true,
+                    _ => {}
+                }
+                polled.map_err(Into::into)
+            }
         }
     }
 
@@ -205,7 +250,7 @@ impl Body for RespBody {
         match self {
             RespBody::Empty => true,
             RespBody::Full(d) => d.is_none(),
-            RespBody::Upstream(b) => b.is_end_stream(),
+            RespBody::Upstream(u) => u.body.is_end_stream(),
         }
     }
 
@@ -213,7 +258,7 @@ impl Body for RespBody {
         match self {
             RespBody::Empty => SizeHint::with_exact(0),
             RespBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
-            RespBody::Upstream(b) => b.size_hint(),
+            RespBody::Upstream(u) => u.body.size_hint(),
         }
     }
 }

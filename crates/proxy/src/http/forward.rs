@@ -1,6 +1,7 @@
 //! Sending a request upstream: endpoint choice, tries, retries with
-//! backoff, per-try and overall timeouts, and the local replies Envoy gives
-//! when no upstream answers.
+//! backoff (bounded by the cluster's retry budget), per-try and overall
+//! timeouts, outlier reporting, and the local replies Envoy gives when no
+//! upstream answers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,14 +9,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 
-use super::body::{ReqBody, RespBody};
+use super::body::{ReqBody, RespBody, UpstreamBody};
 use super::headers::strip_hop_by_hop;
 use super::local_reply;
 use super::retry::{Failure, RetryPolicy};
+use crate::lb::breaker::{Permit, Resource};
+use crate::lb::outlier::Outcome;
 use crate::lb::pool::Pool;
-use crate::lb::{Balancer, Cluster, Endpoint, UpstreamProtocol};
+use crate::lb::upstream::{Lease, SendError};
+use crate::lb::{Cluster, Endpoint, UpstreamProtocol};
 use crate::telemetry::{Flags, Record};
 
 /// The request line and headers, ready to go upstream.
@@ -33,6 +36,8 @@ pub enum Dest<'a> {
         cluster: &'a Cluster,
         /// Where a passthrough cluster sends (the authority the client asked for).
         original: Option<&'a Authority>,
+        /// The request's hash, for consistent hashing.
+        hash: Option<u64>,
     },
     /// One fixed address: the local application, or a passthrough destination.
     Fixed {
@@ -54,6 +59,10 @@ pub struct Policy<'a> {
     pub retry: Option<&'a RetryPolicy>,
 }
 
+/// Envoy's reply when a circuit breaker refuses a request.
+pub const OVERFLOW: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+
 /// Sends the request and returns the response to give the client: the
 /// upstream's, or a local reply that says what went wrong.
 pub async fn send(
@@ -64,16 +73,26 @@ pub async fn send(
     record: &mut Record,
 ) -> Response<RespBody> {
     let started = Instant::now();
-    let tries = tries(&dest, head, body, &policy, record);
+    // The endpoint of the try in flight, for outlier detection when the
+    // route's timeout cuts it short.
+    let mut in_flight: Option<Arc<Endpoint>> = None;
     let response = match policy.timeout {
-        Some(t) => match tokio::time::timeout(t, tries).await {
-            Ok(r) => r,
-            Err(_) => {
-                record.flags.set(Flags::UT);
-                local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+        Some(t) => {
+            let r =
+                tokio::time::timeout(t, tries(&dest, head, body, &policy, record, &mut in_flight))
+                    .await;
+            match r {
+                Ok(r) => r,
+                Err(_) => {
+                    if let (Dest::Cluster { cluster, .. }, Some(e)) = (&dest, &in_flight) {
+                        cluster.report(e, Outcome::Timeout);
+                    }
+                    record.flags.set(Flags::UT);
+                    local_reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+                }
             }
-        },
-        None => tries.await,
+        }
+        None => tries(&dest, head, body, &policy, record, &mut in_flight).await,
     };
     record.upstream_time = Some(started.elapsed());
     response
@@ -85,6 +104,7 @@ async fn tries(
     body: SendBody,
     policy: &Policy<'_>,
     record: &mut Record,
+    in_flight: &mut Option<Arc<Endpoint>>,
 ) -> Response<RespBody> {
     let (replay, mut once) = match body {
         SendBody::Replay(b) => (Some(b), None),
@@ -96,6 +116,8 @@ async fn tries(
     let per_try = policy.retry.and_then(|r| r.per_try_timeout);
     let mut head = Some(head);
     let mut previous: Option<Arc<Endpoint>> = None;
+    // Held while a retry is in flight: Envoy's max_retries counts those.
+    let mut retrying: Option<Permit> = None;
     for n in 1..=max_tries {
         if n > 1
             && let Some(r) = retry
@@ -103,27 +125,24 @@ async fn tries(
             tokio::time::sleep(r.backoff(n - 1)).await;
         }
         let last = n == max_tries;
-        let (authority, endpoint, pool, protocol) = match dest {
-            Dest::Cluster { cluster, original } => {
-                let endpoint = match cluster.balancer {
-                    Balancer::Passthrough => None,
-                    _ => match cluster.pick(previous.as_deref()) {
-                        Some(e) => Some(e.clone()),
-                        None => return no_healthy_upstream(record),
-                    },
-                };
-                let authority = match (&endpoint, original) {
-                    (Some(e), _) => e.authority.clone(),
-                    (None, Some(a)) => (*a).clone(),
-                    (None, None) => return no_healthy_upstream(record),
-                };
-                (authority, endpoint, &*cluster.pool, cluster.protocol)
-            }
+        let (authority, endpoint, protocol) = match dest {
+            Dest::Cluster {
+                cluster,
+                original,
+                hash,
+            } => match (&cluster.direct, original) {
+                (Some(_), Some(a)) => ((*a).clone(), None, cluster.protocol),
+                (Some(_), None) => return no_healthy_upstream(record),
+                (None, _) => match cluster.pick(*hash, previous.as_deref()) {
+                    Some(e) => (e.authority.clone(), Some(e), cluster.protocol),
+                    None => return no_healthy_upstream(record),
+                },
+            },
             Dest::Fixed {
                 authority,
-                pool,
                 protocol,
-            } => (authority.clone(), None, *pool, *protocol),
+                ..
+            } => (authority.clone(), None, *protocol),
         };
         record.upstream_host = Some(match &endpoint {
             Some(e) => e.key.clone(),
@@ -132,6 +151,7 @@ async fn tries(
         if let Some(e) = &endpoint {
             record.destination = Some(e.meta.clone());
         }
+        in_flight.clone_from(&endpoint);
         let guard = endpoint.as_ref().map(|e| e.start());
         // The head is copied while another try may follow and moved on the last.
         let Some(h) = (if last {
@@ -151,38 +171,55 @@ async fn tries(
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::Downstream => h.downstream == Version::HTTP_2,
         };
-        let Some(req) = build(h, authority, body, http2) else {
-            return local_reply(StatusCode::BAD_REQUEST, "invalid request path");
-        };
-        let client = if http2 { &pool.http2 } else { &pool.http1 };
+        let attempt = attempt(dest, endpoint.as_ref(), h, authority, body, http2);
         let outcome = match per_try {
-            Some(t) => match tokio::time::timeout(t, client.request(req)).await {
-                Ok(r) => r.map_err(classify),
-                Err(_) => Err(Failure::PerTryTimeout),
-            },
-            None => client.request(req).await.map_err(classify),
+            Some(t) => tokio::time::timeout(t, attempt)
+                .await
+                .unwrap_or(Err(SendError::Failure(Failure::PerTryTimeout))),
+            None => attempt.await,
         };
+        // The retry (if this was one) has its answer.
+        drop(retrying.take());
+        if let (Dest::Cluster { cluster, .. }, Some(e)) = (dest, &endpoint) {
+            match &outcome {
+                Ok((resp, _)) => cluster.report(e, Outcome::Status(resp.status().as_u16())),
+                Err(SendError::Failure(f)) => cluster.report(e, outcome_of(*f)),
+                // Refused before it left: says nothing about the endpoint.
+                Err(SendError::Overflow) => {}
+            }
+        }
         match outcome {
-            Ok(resp) => {
+            Ok((resp, lease)) => {
                 let retriable =
                     retry.is_some_and(|r| r.retries_response(resp.status(), resp.headers()));
                 if retriable && !last {
-                    previous = endpoint;
-                    continue;
-                }
-                if retriable && n > 1 {
+                    match retry_budget(dest) {
+                        Ok(permit) => {
+                            retrying = permit;
+                            previous = endpoint;
+                            continue;
+                        }
+                        Err(()) => record.flags.set(Flags::UO),
+                    }
+                } else if retriable && n > 1 {
                     record.flags.set(Flags::URX);
                 }
                 record.active = guard;
-                return upstream_response(resp);
+                return upstream_response(resp, lease);
             }
-            Err(failure) => {
+            Err(SendError::Overflow) => return overflow(record),
+            Err(SendError::Failure(failure)) => {
                 let retriable = retry.is_some_and(|r| r.retries_failure(failure));
                 if retriable && !last {
-                    previous = endpoint;
-                    continue;
-                }
-                if retriable && n > 1 {
+                    match retry_budget(dest) {
+                        Ok(permit) => {
+                            retrying = permit;
+                            previous = endpoint;
+                            continue;
+                        }
+                        Err(()) => record.flags.set(Flags::UO),
+                    }
+                } else if retriable && n > 1 {
                     record.flags.set(Flags::URX);
                 }
                 return failure_reply(failure, record);
@@ -190,6 +227,82 @@ async fn tries(
         }
     }
     no_healthy_upstream(record)
+}
+
+/// One try: through the endpoint's pool (with its circuit breakers), or a
+/// plain client for destinations that are not a cluster's endpoints.
+async fn attempt(
+    dest: &Dest<'_>,
+    endpoint: Option<&Arc<Endpoint>>,
+    h: Head,
+    authority: Authority,
+    body: ReqBody,
+    http2: bool,
+) -> Result<(Response<hyper::body::Incoming>, Option<Lease>), SendError> {
+    match (dest, endpoint) {
+        (_, Some(e)) => {
+            // hyper's connection API sends the URI as it is: origin-form for
+            // HTTP/1, absolute (for :scheme and :authority) for HTTP/2.
+            let Some(req) = build(h, authority, body, http2, !http2) else {
+                return Err(SendError::Failure(Failure::Reset));
+            };
+            e.pool
+                .send(req, http2)
+                .await
+                .map(|(resp, lease)| (resp, Some(lease)))
+        }
+        (Dest::Cluster { cluster, .. }, None) => {
+            let Some(pool) = &cluster.direct else {
+                return Err(SendError::Failure(Failure::Connect));
+            };
+            let Some(_active) = cluster.breakers.try_acquire(Resource::Requests) else {
+                return Err(SendError::Overflow);
+            };
+            direct(pool, h, authority, body, http2).await
+        }
+        (Dest::Fixed { pool, .. }, None) => direct(pool, h, authority, body, http2).await,
+    }
+}
+
+async fn direct(
+    pool: &Pool,
+    h: Head,
+    authority: Authority,
+    body: ReqBody,
+    http2: bool,
+) -> Result<(Response<hyper::body::Incoming>, Option<Lease>), SendError> {
+    let Some(req) = build(h, authority, body, http2, false) else {
+        return Err(SendError::Failure(Failure::Reset));
+    };
+    let client = if http2 { &pool.http2 } else { &pool.http1 };
+    client
+        .request(req)
+        .await
+        .map(|resp| (resp, None))
+        .map_err(|e| SendError::Failure(classify(e)))
+}
+
+/// Room for one more retry in flight; `Err` when the cluster's max_retries
+/// is reached (Envoy then returns what it has, flagged UO).
+fn retry_budget(dest: &Dest<'_>) -> Result<Option<Permit>, ()> {
+    match dest {
+        Dest::Cluster { cluster, .. } => cluster
+            .breakers
+            .try_acquire(Resource::Retries)
+            .map(Some)
+            .ok_or(()),
+        Dest::Fixed { .. } => Ok(None),
+    }
+}
+
+/// How outlier detection counts a try that got no response (Envoy maps
+/// connection failures and resets to 503, timeouts to 504).
+fn outcome_of(f: Failure) -> Outcome {
+    match f {
+        Failure::Connect => Outcome::ConnectFailure,
+        Failure::PerTryTimeout => Outcome::Timeout,
+        Failure::Refused | Failure::Reset => Outcome::Reset,
+    }
 }
 
 fn classify(err: hyper_util::client::legacy::Error) -> Failure {
@@ -219,13 +332,23 @@ fn clone_head(h: &Head) -> Head {
     }
 }
 
-fn build(h: Head, authority: Authority, body: ReqBody, http2: bool) -> Option<Request<ReqBody>> {
-    let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority)
-        .path_and_query(h.path)
-        .build()
-        .ok()?;
+pub(super) fn build(
+    h: Head,
+    authority: Authority,
+    body: ReqBody,
+    http2: bool,
+    origin_form: bool,
+) -> Option<Request<ReqBody>> {
+    let uri = if origin_form {
+        Uri::from(h.path)
+    } else {
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority)
+            .path_and_query(h.path)
+            .build()
+            .ok()?
+    };
     let mut req = Request::new(body);
     *req.method_mut() = h.method;
     *req.uri_mut() = uri;
@@ -238,15 +361,24 @@ fn build(h: Head, authority: Authority, body: ReqBody, http2: bool) -> Option<Re
     Some(req)
 }
 
-fn upstream_response(resp: Response<Incoming>) -> Response<RespBody> {
+fn upstream_response(
+    resp: Response<hyper::body::Incoming>,
+    lease: Option<Lease>,
+) -> Response<RespBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, RespBody::Upstream(body))
+    Response::from_parts(parts, RespBody::Upstream(UpstreamBody::new(body, lease)))
 }
 
 fn no_healthy_upstream(record: &mut Record) -> Response<RespBody> {
     record.flags.set(Flags::UH);
     local_reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
+}
+
+/// A circuit breaker refused the request (Envoy: 503, UO).
+fn overflow(record: &mut Record) -> Response<RespBody> {
+    record.flags.set(Flags::UO);
+    local_reply(StatusCode::SERVICE_UNAVAILABLE, OVERFLOW)
 }
 
 /// Envoy's local replies for an upstream that gave no response.

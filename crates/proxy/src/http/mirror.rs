@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Version;
 use http::header::{self, HeaderValue};
-use http::uri::Scheme;
-use http::{Request, Uri, Version};
+use http_body_util::BodyExt;
 
 use super::body::ReqBody;
-use super::forward::Head;
+use super::forward::{Head, build};
 use crate::lb::UpstreamProtocol;
 use crate::snapshot::routes::Mirror;
 
@@ -31,49 +31,42 @@ pub fn spawn(mirror: &Mirror, head: &Head, body: Bytes, timeout: Option<Duration
     {
         headers.insert(header::HOST, v);
     }
-    let (method, path, downstream) = (head.method.clone(), head.path.clone(), head.downstream);
+    let copy = Head {
+        method: head.method.clone(),
+        path: head.path.clone(),
+        headers,
+        downstream: head.downstream,
+    };
     tokio::spawn(async move {
-        let Some(endpoint) = cluster.pick(None).cloned() else {
+        let Some(endpoint) = cluster.pick(None, None) else {
             return;
         };
         let _active = endpoint.start();
         let http2 = match cluster.protocol {
             UpstreamProtocol::Http2 => true,
             UpstreamProtocol::Http1 => false,
-            UpstreamProtocol::Downstream => downstream == Version::HTTP_2,
+            UpstreamProtocol::Downstream => copy.downstream == Version::HTTP_2,
         };
-        let Ok(uri) = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(endpoint.authority.clone())
-            .path_and_query(path)
-            .build()
-        else {
+        let Some(req) = build(
+            copy,
+            endpoint.authority.clone(),
+            ReqBody::bytes(body),
+            http2,
+            !http2,
+        ) else {
             return;
         };
-        let mut req = Request::new(ReqBody::bytes(body));
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        *req.version_mut() = if http2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
+        // Through the mirror cluster's own pool and circuit breakers, as Envoy's shadows go.
+        let exchange = async {
+            let (resp, lease) = endpoint.pool.send(req, http2).await.ok()?;
+            // Read to the end, so that the connection can serve again.
+            let complete = resp.into_body().collect().await.is_ok();
+            lease.finish(complete);
+            Some(())
         };
-        *req.headers_mut() = headers;
-        let client = if http2 {
-            &cluster.pool.http2
-        } else {
-            &cluster.pool.http1
-        };
-        match tokio::time::timeout(
-            timeout.unwrap_or(DEFAULT_MIRROR_TIMEOUT),
-            client.request(req),
-        )
-        .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(cluster = %cluster.name, error = %e, "mirrored request failed")
-            }
+        match tokio::time::timeout(timeout.unwrap_or(DEFAULT_MIRROR_TIMEOUT), exchange).await {
+            Ok(Some(())) => {}
+            Ok(None) => tracing::debug!(cluster = %cluster.name, "mirrored request failed"),
             Err(_) => tracing::debug!(cluster = %cluster.name, "mirrored request timed out"),
         }
     });

@@ -6,6 +6,7 @@
 
 pub mod body;
 mod connect;
+pub mod cors;
 pub mod fault;
 pub mod forward;
 pub mod headers;
@@ -85,7 +86,7 @@ pub async fn handle(
             connect::tunnel(req, &authority, &mut record).await
         }
         Direction::Outbound | Direction::Gateway => {
-            routed(req, authority, &listener.spec, &conn.shared, &mut record).await
+            routed(req, authority, &listener.spec, &conn, &mut record).await
         }
     };
     record.status = response.status().as_u16();
@@ -94,16 +95,48 @@ pub async fn handle(
 
 /// The authority the client asked for, lowercase: the absolute URI's (an
 /// explicit-proxy request, or HTTP/2's `:authority`), else the Host header.
-fn authority_of<B>(req: &Request<B>) -> String {
-    let raw = match req.uri().authority() {
-        Some(a) => a.as_str(),
+fn authority_of<B>(req: &Request<B>) -> Host {
+    let raw: &[u8] = match req.uri().authority() {
+        Some(a) => a.as_str().as_bytes(),
         None => req
             .headers()
             .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(""),
+            .map_or(&[][..], |h| h.as_bytes()),
     };
-    raw.to_ascii_lowercase()
+    if raw
+        .iter()
+        .any(|b| b.is_ascii_uppercase() || !b.is_ascii_graphic())
+    {
+        return Host::Owned(String::from_utf8_lossy(raw).to_ascii_lowercase());
+    }
+    // Sharing the request's own bytes: no copy for the usual lowercase host.
+    match req.uri().authority() {
+        Some(a) => Host::Uri(a.clone()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .map_or(Host::Owned(String::new()), |h| Host::Header(h.clone())),
+    }
+}
+
+/// A lowercase authority, shared with the request where possible.
+enum Host {
+    Uri(Authority),
+    Header(HeaderValue),
+    Owned(String),
+}
+
+impl std::ops::Deref for Host {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Host::Uri(a) => a.as_str(),
+            // Checked to be visible ASCII when made.
+            Host::Header(h) => h.to_str().unwrap_or(""),
+            Host::Owned(s) => s,
+        }
+    }
 }
 
 /// A reply the proxy makes itself, with a text body (as Envoy's local replies).
@@ -183,11 +216,12 @@ async fn inbound(
 /// Outbound and gateway requests: find the virtual host, then the route.
 async fn routed(
     req: Request<Incoming>,
-    authority: String,
+    authority: Host,
     spec: &ListenerSpec,
-    shared: &Shared,
+    conn: &Conn,
     record: &mut Record,
 ) -> Response<RespBody> {
+    let shared = &*conn.shared;
     if authority.is_empty() {
         return local_reply(StatusCode::BAD_REQUEST, "missing host");
     }
@@ -219,6 +253,7 @@ async fn routed(
                     vh,
                     authority: &authority,
                     port: match_port,
+                    peer: conn.peer,
                 },
                 req,
                 record,

@@ -1,12 +1,15 @@
 //! Serving a request by its route: faults, then the route's action
 //! (forward, redirect or direct response) and its header operations.
 
+use std::net::SocketAddr;
+
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::body::{REPLAY_LIMIT, Replay, ReqBody, RespBody, buffer_for_replay};
+use super::cors::Verdict;
 use super::fault::Abort;
 use super::forward::{self, Dest, Head, Policy, SendBody};
 use super::rewrite::{prefix_rewrite, with_query};
@@ -22,6 +25,8 @@ pub struct Ctx<'a> {
     pub authority: &'a str,
     /// The port route matches compare with.
     pub port: u16,
+    /// The downstream address (consistent hashing by source IP).
+    pub peer: SocketAddr,
 }
 
 pub async fn serve(
@@ -50,7 +55,31 @@ pub async fn serve(
     if !route.name.is_empty() {
         record.route_name = Some(route.name.clone());
     }
+    // The CORS filter runs before faults and the router, as in Istio's chain.
+    let cors = match &route.cors {
+        None => None,
+        Some(c) => match c.check(req.method(), req.headers()) {
+            Verdict::Pass => None,
+            Verdict::Reply(resp) => return *resp,
+            Verdict::Decorate(origin) => Some((c, origin)),
+        },
+    };
+    let mut resp = act(route, matched, &ctx, scheme, req, record).await;
+    if let Some((c, origin)) = cors {
+        c.decorate(origin, resp.headers_mut());
+    }
+    resp
+}
 
+/// Faults, then the route's action.
+async fn act(
+    route: &Route,
+    matched: Option<&PathMatch>,
+    ctx: &Ctx<'_>,
+    scheme: &str,
+    req: Request<Incoming>,
+    record: &mut Record,
+) -> Response<RespBody> {
     if let Some(fault) = &route.fault {
         if let Some(delay) = fault.delay() {
             record.flags.set(Flags::DI);
@@ -65,7 +94,7 @@ pub async fn serve(
     }
 
     let mut resp = match &route.action {
-        Action::Forward(f) => return forward(f, route, matched, &ctx, req, record).await,
+        Action::Forward(f) => return forward(f, route, matched, ctx, req, record).await,
         Action::Direct { status, body } => {
             let mut resp = Response::new(RespBody::text(body.clone()));
             *resp.status_mut() = *status;
@@ -130,6 +159,11 @@ async fn forward(
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "");
     };
     record.service = Some(cluster.service.clone());
+    // Hashed on the request as the client sent it.
+    let request_hash = cluster
+        .hash_key()
+        .map(|k| k.of(req.headers(), req.uri().query(), ctx.peer))
+        .unwrap_or_default();
 
     let (mut parts, body) = split(req, record);
     prepare_headers(&mut parts.headers, ctx.authority);
@@ -177,6 +211,7 @@ async fn forward(
     let dest = Dest::Cluster {
         cluster,
         original: original.as_ref(),
+        hash: request_hash.hash,
     };
     let mut resp = forward::send(
         dest,
@@ -191,6 +226,9 @@ async fn forward(
     .await;
     route.response_headers.apply(resp.headers_mut());
     target.response_headers.apply(resp.headers_mut());
+    if let Some(cookie) = request_hash.set_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     resp
 }
 

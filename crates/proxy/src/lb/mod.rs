@@ -1,22 +1,41 @@
-//! Clusters at run time: their endpoints, load balancing and load counters.
-//! A `Cluster` is immutable and rebuilt with each config; what must survive a
-//! config update (pools, per-endpoint load, the round-robin cursor) is carried
-//! over from the previous one.
+//! Clusters at run time: their endpoints, load balancing, circuit breakers,
+//! connection pools and outlier detection.
+//!
+//! A `Cluster` is immutable and rebuilt with each config; what must survive
+//! a config update (connections, per-endpoint load and outlier records, the
+//! circuit breakers' usage, the round-robin cursor) is carried over from the
+//! previous build by endpoint address.
+//!
+//! Which endpoints a request may go to is worked out once and cached (the
+//! `Eligible` set: healthy, not ejected, tiered by locality, with the hash
+//! table when hashing), and only recomputed when an ejection starts or ends,
+//! so that picking costs no allocation.
 
+pub mod breaker;
+pub mod hash;
+pub mod locality;
+pub mod outlier;
 pub mod pool;
+pub mod upstream;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::uri::Authority;
 use rand::Rng;
+use tokio::time::Instant;
 use wire::pb;
 
 use crate::telemetry::meta::{PeerMeta, ServiceMeta};
+use breaker::{Breakers, Limits};
+use locality::{Local, Locality, Placement};
+use outlier::Outcome;
 use pool::{Pool, Pools};
+use upstream::{ConnSettings, EndpointPool};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Balancer {
@@ -63,14 +82,18 @@ impl Drop for ActiveGuard {
     }
 }
 
-#[derive(Debug)]
 pub struct Endpoint {
     /// "address:port", as operators and the access log know it.
     pub key: Arc<str>,
     pub authority: Authority,
     pub healthy: bool,
+    pub weight: u32,
+    pub locality: Locality,
     pub load: Arc<Load>,
+    pub outlier: Arc<outlier::HostState>,
+    pub pool: Arc<EndpointPool>,
     pub meta: Arc<PeerMeta>,
+    placement: Placement,
 }
 
 impl Endpoint {
@@ -81,15 +104,58 @@ impl Endpoint {
     }
 }
 
+/// What building a cluster needs besides its own config.
+pub struct BuildEnv<'a> {
+    /// Clients for passthrough clusters, which have no endpoints of their own.
+    pub pools: &'a Pools,
+    pub local: &'a Local,
+    /// This proxy's mesh identity, for mTLS to endpoints; `None` without one.
+    pub mesh_tls: Option<&'a Arc<crate::tls::MeshTls>>,
+}
+
+struct Outlier {
+    config: outlier::Config,
+    detector: Arc<outlier::Detector>,
+}
+
+struct Hashing {
+    key: hash::Key,
+    algorithm: pb::HashAlgorithm,
+    table_size: u64,
+}
+
 pub struct Cluster {
     pub name: Arc<str>,
     pub service: Arc<ServiceMeta>,
     pub balancer: Balancer,
     pub protocol: UpstreamProtocol,
-    pub pool: Arc<Pool>,
     pub endpoints: Vec<Arc<Endpoint>>,
-    healthy: Vec<Arc<Endpoint>>,
+    pub breakers: Breakers,
+    /// Passthrough clusters only: where requests go has no endpoint pool.
+    pub direct: Option<Arc<Pool>>,
+    hashing: Option<Hashing>,
+    outlier: Option<Outlier>,
+    eligible: ArcSwap<Eligible>,
     cursor: Arc<AtomicUsize>,
+}
+
+/// The endpoints a request may go to now, by tier.
+struct Eligible {
+    tiers: Vec<Tier>,
+    /// Cumulative percentages of traffic per tier.
+    upto: Vec<u32>,
+    /// The outlier generation this reflects.
+    generation: u64,
+    /// When the first ejection in force ends (then this is stale).
+    valid_until: Option<Instant>,
+}
+
+struct Tier {
+    hosts: Vec<Arc<Endpoint>>,
+    /// Locality weights (distribute): (cumulative weight, end) per locality,
+    /// `hosts` being grouped by locality. Empty: one group.
+    groups: Vec<(u64, usize)>,
+    table: Option<hash::Table>,
 }
 
 impl Cluster {
@@ -97,7 +163,7 @@ impl Cluster {
         spec: &pb::Cluster,
         endpoints: Option<&pb::ClusterEndpoints>,
         prev: Option<&Cluster>,
-        pools: &Pools,
+        env: &BuildEnv<'_>,
     ) -> Result<Self, String> {
         let service = Arc::new(ServiceMeta::from_host(&spec.service));
         let balancer = match pb::LoadBalancer::try_from(spec.lb) {
@@ -111,71 +177,339 @@ impl Cluster {
             0 => pool::DEFAULT_CONNECT_TIMEOUT,
             ms => Duration::from_millis(ms),
         };
-        let previous: HashMap<&str, &Arc<Load>> = prev
-            .map(|p| p.endpoints.iter().map(|e| (&*e.key, &e.load)).collect())
+        let cp = spec.connection_pool.as_ref();
+        let settings = ConnSettings {
+            connect_timeout,
+            idle_timeout: match cp.and_then(|p| p.idle_timeout_ms) {
+                None => Some(upstream::DEFAULT_IDLE_TIMEOUT),
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+            },
+            max_requests_per_connection: cp.map_or(0, |p| p.max_requests_per_connection),
+            max_duration: cp
+                .map(|p| p.max_connection_duration_ms)
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis),
+        };
+        let breakers = Breakers::new(
+            Limits::from_pb(cp),
+            prev.map_or_else(Default::default, |p| p.breakers.usage.clone()),
+        );
+        let hashing = match &spec.consistent_hash {
+            None => None,
+            Some(ch) => match hash::Key::compile(ch)? {
+                None => None,
+                Some(key) => {
+                    let algorithm = pb::HashAlgorithm::try_from(ch.algorithm).unwrap_or_default();
+                    Some(Hashing {
+                        key,
+                        algorithm,
+                        table_size: hash::table_size(algorithm, ch.table_size)?,
+                    })
+                }
+            },
+        };
+        let outlier =
+            outlier::Config::from_pb(spec.outlier_detection.as_ref()).map(|config| Outlier {
+                config,
+                detector: prev.and_then(|p| p.outlier.as_ref()).map_or_else(
+                    || Arc::new(outlier::Detector::new(Instant::now())),
+                    |o| o.detector.clone(),
+                ),
+            });
+
+        let tls = crate::tls::outbound::ClusterTls::new(spec, env.mesh_tls)?;
+        let previous: HashMap<&str, &Arc<Endpoint>> = prev
+            .map(|p| p.endpoints.iter().map(|e| (&*e.key, e)).collect())
             .unwrap_or_default();
-        let mut eps = Vec::new();
-        for (i, ep) in endpoints
+        let raw = endpoints
             .map(|e| e.endpoints.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
+            .unwrap_or_default();
+        let placements = placements(spec, raw, env.local);
+        let mut eps = Vec::with_capacity(raw.len());
+        for (i, (ep, placement)) in raw.iter().zip(placements).enumerate() {
             let key = endpoint_key(ep).map_err(|e| format!("endpoints[{i}]: {e}"))?;
             let authority: Authority = key
                 .parse()
                 .map_err(|_| format!("endpoints[{i}]: {key:?} is not host:port"))?;
-            let load = previous
-                .get(key.as_str())
-                .map_or_else(Default::default, |l| Arc::clone(l));
+            let (load, outlier_state, pool) = match previous.get(key.as_str()) {
+                Some(p) => {
+                    p.pool.configure(settings, breakers.clone());
+                    (p.load.clone(), p.outlier.clone(), p.pool.clone())
+                }
+                None => (
+                    Arc::default(),
+                    Arc::default(),
+                    EndpointPool::new(authority.clone(), settings, breakers.clone()),
+                ),
+            };
+            pool.set_tls(tls.for_endpoint(spec, ep));
             eps.push(Arc::new(Endpoint {
                 key: key.into(),
                 authority,
                 healthy: ep.healthy,
+                weight: ep.weight.max(1),
+                locality: Locality::parse(&ep.locality),
                 load,
+                outlier: outlier_state,
+                pool,
                 meta: Arc::new(PeerMeta::from_endpoint(ep, &service.namespace)),
+                placement,
             }));
         }
-        Ok(Cluster {
+        let cluster = Cluster {
             name: spec.name.as_str().into(),
             service,
             balancer,
             protocol: UpstreamProtocol::from_pb(spec.protocol),
-            pool: pools.get(connect_timeout),
-            healthy: eps.iter().filter(|e| e.healthy).cloned().collect(),
             endpoints: eps,
+            breakers,
+            direct: (balancer == Balancer::Passthrough).then(|| env.pools.get(connect_timeout)),
+            hashing,
+            outlier,
+            eligible: ArcSwap::from_pointee(Eligible::empty()),
             cursor: prev.map_or_else(Default::default, |p| p.cursor.clone()),
-        })
+        };
+        cluster
+            .eligible
+            .store(Arc::new(cluster.compute_eligible(Instant::now())));
+        Ok(cluster)
     }
 
-    /// Picks a healthy endpoint, avoiding `avoid` (the host a retry just
-    /// failed on, like Istio's default `previous_hosts` retry predicate) when
-    /// there is another choice. `None`: no healthy endpoint.
-    pub fn pick(&self, avoid: Option<&Endpoint>) -> Option<&Arc<Endpoint>> {
-        let n = self.healthy.len();
-        if n <= 1 {
-            return self.healthy.first();
-        }
+    /// Picks an endpoint for a request with `hash` (consistent hashing; `None`
+    /// draws at random), avoiding `avoid` (the endpoint a retry just failed
+    /// on, like Istio's default `previous_hosts` predicate) when there is
+    /// another choice. `None`: no endpoint is available.
+    pub fn pick(&self, hash: Option<u64>, avoid: Option<&Endpoint>) -> Option<Arc<Endpoint>> {
+        let eligible = self.eligible_now();
         let mut rng = rand::rng();
-        let choose = |rng: &mut rand::rngs::ThreadRng| match self.balancer {
+        let draw = match hash {
+            // Envoy chooses the tier by the hash too, so a key sticks to it.
+            Some(h) => (h % 100) as u32,
+            None => rng.random_range(0..100),
+        };
+        let tier = eligible.tier(draw)?;
+        if let Some(table) = &tier.table {
+            let avoid = avoid
+                .and_then(|a| tier.hosts.iter().position(|e| std::ptr::eq(&**e, a)))
+                .and_then(|i| u32::try_from(i).ok());
+            let h = hash.unwrap_or_else(|| rng.random());
+            return tier.hosts.get(table.lookup(h, avoid) as usize).cloned();
+        }
+        let hosts = tier.group(&mut rng);
+        let n = hosts.len();
+        if n <= 1 {
+            return hosts.first().cloned();
+        }
+        let mut i = match self.balancer {
             Balancer::RoundRobin => self.cursor.fetch_add(1, Ordering::Relaxed) % n,
             Balancer::Random | Balancer::Passthrough => rng.random_range(0..n),
             Balancer::LeastRequest => {
                 // Power of two choices: two distinct random endpoints, the less loaded wins.
                 let a = rng.random_range(0..n);
                 let b = (a + rng.random_range(1..n)) % n;
-                let load = |i: usize| self.healthy[i].load.active.load(Ordering::Relaxed);
+                let load = |i: usize| hosts[i].load.active.load(Ordering::Relaxed);
                 if load(b) < load(a) { b } else { a }
             }
         };
-        let mut i = choose(&mut rng);
-        // A retry goes to another endpoint (Envoy's previous-hosts predicate,
-        // on by default in Istio): step past the one that failed, which is
-        // deterministic where re-drawing would only make it likely.
-        if avoid.is_some_and(|a| std::ptr::eq(&*self.healthy[i], a)) {
+        // Step past the endpoint that failed: deterministic where re-drawing
+        // would only make it likely.
+        if avoid.is_some_and(|a| std::ptr::eq(&*hosts[i], a)) {
             i = (i + 1) % n;
         }
-        self.healthy.get(i)
+        hosts.get(i).cloned()
+    }
+
+    /// The hash of a request, if this cluster balances by one.
+    pub fn hash_key(&self) -> Option<&hash::Key> {
+        self.hashing.as_ref().map(|h| &h.key)
+    }
+
+    /// Records what became of a request to `endpoint`, for outlier detection.
+    pub fn report(&self, endpoint: &Endpoint, outcome: Outcome) {
+        let Some(o) = &self.outlier else { return };
+        let ejected = o.detector.report(
+            &o.config,
+            &endpoint.outlier,
+            self.endpoints.iter().map(|e| &*e.outlier),
+            outcome,
+            Instant::now(),
+        );
+        if ejected {
+            tracing::info!(cluster = %self.name, endpoint = %endpoint.key, "outlier detection: endpoint ejected");
+        }
+    }
+
+    /// Whether `endpoint` is ejected now (for operators).
+    pub fn is_ejected(&self, endpoint: &Endpoint) -> bool {
+        self.outlier.is_some() && endpoint.outlier.ejected_until(Instant::now()).is_some()
+    }
+
+    fn eligible_now(&self) -> Arc<Eligible> {
+        let current = self.eligible.load_full();
+        let Some(o) = &self.outlier else {
+            return current;
+        };
+        let stale = current.generation != o.detector.generation()
+            || current.valid_until.is_some_and(|t| Instant::now() >= t);
+        if !stale {
+            return current;
+        }
+        // Several requests may recompute at once; they compute the same thing.
+        let fresh = Arc::new(self.compute_eligible(Instant::now()));
+        self.eligible.store(fresh.clone());
+        fresh
+    }
+
+    fn compute_eligible(&self, now: Instant) -> Eligible {
+        let generation = self.outlier.as_ref().map_or(0, |o| o.detector.generation());
+        let mut valid_until: Option<Instant> = None;
+        let mut available: Vec<bool> = self
+            .endpoints
+            .iter()
+            .map(|e| {
+                let ejected = match &self.outlier {
+                    Some(_) => e.outlier.ejected_until(now),
+                    None => None,
+                };
+                if let Some(u) = ejected {
+                    valid_until = Some(valid_until.map_or(u, |v| v.min(u)));
+                }
+                e.healthy && ejected.is_none()
+            })
+            .collect();
+        // Envoy's panic threshold (Istio's minHealthPercent): with too few
+        // endpoints available, use them all rather than overload the rest.
+        if let Some(o) = &self.outlier {
+            let n = available.iter().filter(|a| **a).count();
+            let min = o.config.min_health_percent as usize;
+            if min > 0 && n * 100 < min * self.endpoints.len() {
+                available.iter_mut().for_each(|a| *a = true);
+            }
+        }
+        let mut by_priority: BTreeMap<u32, (Vec<Arc<Endpoint>>, usize)> = BTreeMap::new();
+        for (e, ok) in self.endpoints.iter().zip(&available) {
+            let entry = by_priority.entry(e.placement.priority).or_default();
+            entry.1 += 1;
+            if *ok {
+                entry.0.push(e.clone());
+            }
+        }
+        let counts: Vec<(usize, usize)> = by_priority
+            .values()
+            .map(|(hosts, total)| (hosts.len(), *total))
+            .collect();
+        let loads = locality::tier_loads(&counts);
+        let mut sum = 0;
+        let upto = loads
+            .iter()
+            .map(|l| {
+                sum += l;
+                sum
+            })
+            .collect();
+        let tiers = by_priority
+            .into_values()
+            .map(|(hosts, _)| self.tier(hosts))
+            .collect();
+        Eligible {
+            tiers,
+            upto,
+            generation,
+            valid_until,
+        }
+    }
+
+    fn tier(&self, mut hosts: Vec<Arc<Endpoint>>) -> Tier {
+        let table = self.hashing.as_ref().and_then(|h| {
+            let names: Vec<(&str, u32)> = hosts.iter().map(|e| (&*e.key, e.weight)).collect();
+            hash::Table::build(h.algorithm, h.table_size, &names)
+        });
+        let mut groups = Vec::new();
+        // Locality weights; consistent hashing ignores them, as Envoy's does.
+        if table.is_none() && hosts.iter().any(|e| e.placement.weight.is_some()) {
+            let all_by_locality =
+                self.endpoints
+                    .iter()
+                    .fold(BTreeMap::<&Locality, usize>::new(), |mut m, e| {
+                        *m.entry(&e.locality).or_default() += 1;
+                        m
+                    });
+            hosts.sort_by(|a, b| a.locality.cmp(&b.locality));
+            let mut cumulative = 0u64;
+            let mut start = 0;
+            while start < hosts.len() {
+                let loc = hosts[start].locality.clone();
+                let end = start + hosts[start..].partition_point(|e| e.locality == loc);
+                let weight: u64 = hosts[start..end]
+                    .iter()
+                    .map(|e| u64::from(e.placement.weight.unwrap_or(0)))
+                    .sum();
+                // A locality with fewer endpoints available weighs less (Envoy's
+                // availability × over-provisioning).
+                let total = all_by_locality.get(&loc).copied().unwrap_or(end - start);
+                cumulative += weight * locality::health(end - start, total) / 100;
+                groups.push((cumulative, end));
+                start = end;
+            }
+        }
+        Tier {
+            hosts,
+            groups,
+            table,
+        }
+    }
+}
+
+impl Eligible {
+    fn empty() -> Self {
+        Eligible {
+            tiers: Vec::new(),
+            upto: Vec::new(),
+            generation: 0,
+            valid_until: None,
+        }
+    }
+
+    /// The tier that takes traffic percentile `draw` (0..100).
+    fn tier(&self, draw: u32) -> Option<&Tier> {
+        let i = self.upto.iter().position(|u| draw < *u)?;
+        self.tiers.get(i).filter(|t| !t.hosts.is_empty())
+    }
+}
+
+impl Tier {
+    /// The endpoints to balance over: all, or one locality drawn by weight.
+    fn group(&self, rng: &mut impl Rng) -> &[Arc<Endpoint>] {
+        let Some(&(total, _)) = self.groups.last() else {
+            return &self.hosts;
+        };
+        if total == 0 {
+            return &[];
+        }
+        let draw = rng.random_range(0..total);
+        let i = self.groups.partition_point(|(c, _)| *c <= draw);
+        let start = if i == 0 { 0 } else { self.groups[i - 1].1 };
+        let end = self.groups.get(i).map_or(self.hosts.len(), |g| g.1);
+        &self.hosts[start..end]
+    }
+}
+
+/// Where each endpoint stands for locality load balancing.
+fn placements(spec: &pb::Cluster, raw: &[pb::Endpoint], local: &Local) -> Vec<Placement> {
+    let flat = Placement {
+        priority: 0,
+        weight: None,
+    };
+    match locality::Policy::from_pb(spec.locality_lb.as_ref()) {
+        None => vec![flat; raw.len()],
+        Some(policy) => {
+            let eps: Vec<(Locality, &BTreeMap<String, String>)> = raw
+                .iter()
+                .map(|e| (Locality::parse(&e.locality), &e.labels))
+                .collect();
+            policy.place(local, &eps)
+        }
     }
 }
 
@@ -195,114 +529,4 @@ fn endpoint_key(ep: &pb::Endpoint) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cluster(lb: pb::LoadBalancer, n: usize, healthy: bool) -> Cluster {
-        let spec = pb::Cluster {
-            name: "c".into(),
-            service: "s.ns.svc.cluster.local".into(),
-            lb: lb as i32,
-            ..Default::default()
-        };
-        let eps = pb::ClusterEndpoints {
-            cluster: "c".into(),
-            endpoints: (0..n)
-                .map(|i| pb::Endpoint {
-                    address: format!("127.0.0.{}", i + 1),
-                    port: 80,
-                    healthy,
-                    ..Default::default()
-                })
-                .collect(),
-        };
-        Cluster::build(&spec, Some(&eps), None, &Pools::default()).expect("valid")
-    }
-
-    #[test]
-    fn round_robin_cycles() {
-        let c = cluster(pb::LoadBalancer::RoundRobin, 3, true);
-        let picks: Vec<_> = (0..6)
-            .map(|_| c.pick(None).map(|e| e.key.to_string()))
-            .collect();
-        assert_eq!(picks[0], picks[3]);
-        assert_ne!(picks[0], picks[1]);
-        assert_ne!(picks[1], picks[2]);
-    }
-
-    #[test]
-    fn least_request_prefers_idle() {
-        let c = cluster(pb::LoadBalancer::LeastRequest, 2, true);
-        // Keep endpoint 0 busy: with two endpoints P2C always compares both.
-        let _busy: Vec<_> = (0..5).map(|_| c.endpoints[0].start()).collect();
-        for _ in 0..50 {
-            assert_eq!(
-                c.pick(None).map(|e| e.key.clone()),
-                Some(c.endpoints[1].key.clone())
-            );
-        }
-    }
-
-    #[test]
-    fn only_healthy_endpoints() {
-        assert!(
-            cluster(pb::LoadBalancer::Random, 3, false)
-                .pick(None)
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn retries_avoid_the_previous_host() {
-        let c = cluster(pb::LoadBalancer::Random, 2, true);
-        let first = c.endpoints[0].clone();
-        for _ in 0..50 {
-            assert_ne!(
-                c.pick(Some(&first)).map(|e| e.key.clone()),
-                Some(first.key.clone())
-            );
-        }
-    }
-
-    #[test]
-    fn load_survives_a_rebuild() {
-        let c = cluster(pb::LoadBalancer::LeastRequest, 2, true);
-        let _g = c.endpoints[0].start();
-        let spec = pb::Cluster {
-            name: "c".into(),
-            ..Default::default()
-        };
-        let eps = pb::ClusterEndpoints {
-            cluster: "c".into(),
-            endpoints: vec![pb::Endpoint {
-                address: "127.0.0.1".into(),
-                port: 80,
-                healthy: true,
-                ..Default::default()
-            }],
-        };
-        let c2 = Cluster::build(&spec, Some(&eps), Some(&c), &Pools::default()).expect("valid");
-        assert_eq!(c2.endpoints[0].load.active.load(Ordering::Relaxed), 1);
-    }
-
-    #[test]
-    fn ipv6_and_bad_endpoints() {
-        let spec = pb::Cluster {
-            name: "c".into(),
-            ..Default::default()
-        };
-        let mut eps = pb::ClusterEndpoints {
-            cluster: "c".into(),
-            endpoints: vec![pb::Endpoint {
-                address: "::1".into(),
-                port: 80,
-                healthy: true,
-                ..Default::default()
-            }],
-        };
-        let c = Cluster::build(&spec, Some(&eps), None, &Pools::default()).expect("valid");
-        assert_eq!(&*c.endpoints[0].key, "[::1]:80");
-        eps.endpoints[0].port = 0;
-        assert!(Cluster::build(&spec, Some(&eps), None, &Pools::default()).is_err());
-    }
-}
+mod tests;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use wire::pb;
 use wire::pb::resource::Kind;
 
-use crate::lb::Cluster;
-use crate::lb::pool::Pools;
+use crate::lb::{BuildEnv, Cluster};
+use crate::tls::inbound::MtlsMode;
 use routes::RouteTable;
 
 /// The accepted resources of one type, as received (for the config dump).
@@ -54,6 +54,9 @@ pub struct ListenerSpec {
     pub app_http2: bool,
     pub app_port: u16,
     pub route_config: Arc<str>,
+    /// Inbound: PeerAuthentication's mode for the port. Other listeners
+    /// face clients outside the mesh: DISABLE.
+    pub mtls: MtlsMode,
 }
 
 pub struct Snapshot {
@@ -75,12 +78,13 @@ impl Snapshot {
 }
 
 /// Builds a snapshot from accepted resources. `prev` lends the run-time
-/// state that must survive an update (pools, load counters).
+/// state that must survive an update (connections, load counters, outlier
+/// records).
 pub fn compile(
     types: BTreeMap<&'static str, Arc<TypeState>>,
     pod_ip: Option<IpAddr>,
     prev: Option<&Snapshot>,
-    pools: &Pools,
+    env: &BuildEnv<'_>,
 ) -> Result<Snapshot, String> {
     let empty = Arc::new(TypeState::default());
     let of = |t: &str| types.get(t).unwrap_or(&empty).clone();
@@ -110,7 +114,7 @@ pub fn compile(
             return Err("clusters: a cluster has no name".into());
         }
         let previous = prev.and_then(|p| p.clusters.get(&c.name)).map(Arc::as_ref);
-        let built = Cluster::build(c, endpoints.get(c.name.as_str()).copied(), previous, pools)
+        let built = Cluster::build(c, endpoints.get(c.name.as_str()).copied(), previous, env)
             .map_err(|e| format!("cluster {:?}: {e}", c.name))?;
         if clusters.insert(c.name.clone(), Arc::new(built)).is_some() {
             return Err(format!("clusters: {:?} is listed twice", c.name));
@@ -223,5 +227,9 @@ fn listener(l: &pb::Listener, pod_ip: Option<IpAddr>) -> Result<Option<ListenerS
         app_http2: matches!(protocol, pb::Protocol::Http2 | pb::Protocol::Grpc),
         app_port,
         route_config: l.route_config.as_str().into(),
+        mtls: match direction {
+            Direction::Inbound => MtlsMode::from_pb(l.mtls_mode)?,
+            _ => MtlsMode::Disable,
+        },
     }))
 }

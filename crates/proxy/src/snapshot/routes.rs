@@ -13,6 +13,7 @@ use wire::pb;
 
 use super::domains::DomainIndex;
 use super::matcher::{PathMatch, RequestView, RouteMatch};
+use crate::http::cors::Cors;
 use crate::http::fault::Fault;
 use crate::http::headers::HeaderOps;
 use crate::http::retry::RetryPolicy;
@@ -96,6 +97,7 @@ pub struct Route {
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     pub fault: Option<Fault>,
+    pub cors: Option<Cors>,
 }
 
 pub enum Action {
@@ -136,6 +138,7 @@ impl Route {
             response_headers: HeaderOps::compile(r.response_headers.as_ref())
                 .map_err(|e| format!("response_headers: {e}"))?,
             fault: Fault::compile(r.fault.as_ref())?,
+            cors: Cors::compile(r.cors.as_ref())?,
         })
     }
 }

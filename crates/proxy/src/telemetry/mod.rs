@@ -159,6 +159,8 @@ pub struct Record {
     pub upstream_time: Option<Duration>,
     pub route_name: Option<Arc<str>>,
     pub destination: Option<Arc<PeerMeta>>,
+    /// Inbound over mesh mTLS: the verified peer (from its certificate).
+    pub source: Option<Arc<PeerMeta>>,
     pub service: Option<Arc<ServiceMeta>>,
     /// Keeps the request counted as active on its endpoint until it ends.
     pub active: Option<crate::lb::ActiveGuard>,
@@ -211,6 +213,10 @@ impl Record {
             upstream_time: None,
             route_name: None,
             destination: None,
+            source: req
+                .extensions()
+                .get::<crate::tls::inbound::MeshPeer>()
+                .map(|p| p.meta.clone()),
             service: None,
             active: None,
         }
@@ -229,7 +235,7 @@ impl Record {
                 &t.local,
                 self.destination.as_ref().unwrap_or(&t.unknown_peer),
             ),
-            Reporter::Destination => (&t.unknown_peer, &t.local),
+            Reporter::Destination => (self.source.as_ref().unwrap_or(&t.unknown_peer), &t.local),
         };
         let service = self.service.as_ref().unwrap_or(&t.unknown_service);
         let labels = Labels {
@@ -253,7 +259,12 @@ impl Record {
             request_protocol: if self.grpc { "grpc" } else { "http" },
             response_code: self.status,
             response_flags: self.flags,
-            connection_security_policy: "none",
+            // As Istio: only the server side knows how the connection was secured.
+            connection_security_policy: match (self.reporter, &self.source) {
+                (Reporter::Destination, Some(_)) => "mutual_tls",
+                (Reporter::Destination, None) => "none",
+                (Reporter::Source, _) => "unknown",
+            },
         };
         t.metrics.record(&labels, duration.as_secs_f64() * 1000.0);
         if let Some(log) = &t.access_log {

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The data-plane benchmark in one command: direct vs trellis-proxy vs Envoy,
+# side by side, on loopback. Builds the release binaries, installs Envoy and
+# oha if missing (bench/setup.sh), runs every scenario (bench-data-plane),
+# writes bench/out/data-plane.{md,json} and the results into
+# docs/benchmarks.md.
+#
+#   bench/run.sh                 the full run (about 8 minutes after the build)
+#   bench/run.sh --quick         a smoke run: half a second per scenario, docs untouched
+#   bench/run.sh --bin-dir DIR   use the binaries in DIR (e.g. target/debug), no build
+#   bench/run.sh --rounds 5 ...  other flags go to bench-data-plane (see its --help)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+bin_dir=""
+args=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --quick) quick=1; args+=("$1") ;;
+    --bin-dir) bin_dir="$2"; shift ;;
+    *) args+=("$1") ;;
+  esac
+  shift
+done
+
+if [[ -z "$bin_dir" ]]; then
+  echo "run: building release binaries (trellis-proxy, bench-data-plane)" >&2
+  cargo build --release --quiet -p cli --bin trellis-proxy -p bench --bin bench-data-plane
+  bin_dir=target/release
+fi
+
+tools="$(bench/setup.sh)"
+envoy="$(sed -n 's/^ENVOY=//p' <<<"$tools")"
+oha="$(sed -n 's/^OHA=//p' <<<"$tools")"
+
+doc=()
+if [[ $quick == 0 ]]; then
+  doc=(--doc docs/benchmarks.md)
+fi
+exec "$bin_dir/bench-data-plane" \
+  --proxy "$bin_dir/trellis-proxy" --envoy "$envoy" --oha "$oha" \
+  "${doc[@]}" "${args[@]}"

@@ -1,0 +1,231 @@
+//! The routing decision allocates nothing per request: virtual host lookup,
+//! route matching (regexes included, once warm) and endpoint choice, with
+//! round robin, least request, consistent hashing and outlier detection.
+//!
+//! A counting allocator wraps the system one for this test binary; it counts
+//! per thread, so tests running beside this one do not disturb it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::HashMap;
+
+use http::HeaderMap;
+use proxy::lb::locality::Local;
+use proxy::lb::pool::Pools;
+use proxy::lb::{BuildEnv, Cluster};
+use proxy::snapshot::matcher::RequestView;
+use proxy::snapshot::routes::RouteTable;
+use wire::pb::{self, string_match::Kind};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counter is a const-initialized thread-local without a destructor, so
+// touching it neither allocates nor re-enters the allocator.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: the caller upholds `alloc`'s contract, passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: as for `alloc` and `dealloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_in(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+fn sm(kind: Kind) -> Option<pb::StringMatch> {
+    Some(pb::StringMatch { kind: Some(kind) })
+}
+
+fn table() -> RouteTable {
+    let routes: Vec<pb::Route> = vec![
+        pb::RouteMatch {
+            path: sm(Kind::Regex("/re/[a-z]+/[0-9]+".into())),
+            ..Default::default()
+        },
+        pb::RouteMatch {
+            headers: [(
+                "end-user".to_string(),
+                pb::StringMatch {
+                    kind: Some(Kind::Exact("jason".into())),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        },
+        pb::RouteMatch {
+            query_params: [(
+                "v".to_string(),
+                pb::StringMatch {
+                    kind: Some(Kind::Prefix("2".into())),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        },
+        pb::RouteMatch::default(),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, m)| pb::Route {
+        name: format!("r{i}"),
+        matches: vec![m],
+        action: Some(pb::route::Action::DirectResponse(pb::DirectResponse {
+            status: 200,
+            body: Vec::new(),
+        })),
+        ..Default::default()
+    })
+    .collect();
+    let virtual_hosts = (0..50)
+        .map(|i| pb::VirtualHost {
+            name: format!("svc-{i}"),
+            domains: vec![
+                format!("svc-{i}"),
+                format!("svc-{i}:9080"),
+                format!("*.svc-{i}.example"),
+            ],
+            routes: if i == 7 { routes.clone() } else { Vec::new() },
+        })
+        .collect();
+    RouteTable::compile(
+        &pb::RouteConfig {
+            name: "9080".into(),
+            virtual_hosts,
+        },
+        &HashMap::new(),
+    )
+    .expect("valid")
+}
+
+fn cluster(spec: pb::Cluster) -> Cluster {
+    let eps = pb::ClusterEndpoints {
+        cluster: spec.name.clone(),
+        endpoints: (1..=4)
+            .map(|i| pb::Endpoint {
+                address: format!("127.0.0.{i}"),
+                port: 80,
+                healthy: true,
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let pools = Pools::default();
+    let local = Local::default();
+    Cluster::build(
+        &spec,
+        Some(&eps),
+        None,
+        &BuildEnv {
+            pools: &pools,
+            local: &local,
+            mesh_tls: None,
+        },
+    )
+    .expect("valid")
+}
+
+#[test]
+fn route_matching_allocates_nothing() {
+    let t = table();
+    let mut h = HeaderMap::new();
+    h.insert("end-user", "jason".parse().expect("value"));
+    let cases = [
+        ("svc-7:9080", "/re/abc/42", None, "r0"),
+        ("svc-7", "/x", None, "r1"),
+        ("a.svc-7.example", "/x", Some("v=21"), "r1"),
+    ];
+    let empty = HeaderMap::new();
+    let run = || {
+        for (authority, path, query, _) in cases {
+            for headers in [&h, &empty] {
+                let vh = t.virtual_host(authority).expect("virtual host");
+                let view = RequestView {
+                    method: "GET",
+                    path,
+                    query,
+                    authority,
+                    scheme: "http",
+                    port: 9080,
+                    headers,
+                };
+                assert!(vh.select(&view).is_some());
+            }
+        }
+    };
+    run(); // Warm the regex caches.
+    assert_eq!(allocations_in(|| (0..100).for_each(|_| run())), 0);
+    // And it matched what it should.
+    let vh = t.virtual_host("svc-7").expect("virtual host");
+    for (authority, path, query, want) in cases {
+        let view = RequestView {
+            method: "GET",
+            path,
+            query,
+            authority,
+            scheme: "http",
+            port: 9080,
+            headers: &h,
+        };
+        let got = vh.select(&view).map(|(r, _)| r.name.to_string());
+        assert_eq!(got.as_deref(), Some(want), "{path}");
+    }
+}
+
+#[test]
+fn endpoint_choice_allocates_nothing() {
+    let specs = [
+        pb::Cluster {
+            name: "rr".into(),
+            lb: pb::LoadBalancer::RoundRobin as i32,
+            ..Default::default()
+        },
+        pb::Cluster {
+            name: "least".into(),
+            outlier_detection: Some(pb::OutlierDetection::default()),
+            ..Default::default()
+        },
+        pb::Cluster {
+            name: "hash".into(),
+            consistent_hash: Some(pb::ConsistentHash {
+                key: Some(pb::consistent_hash::Key::Header("x-user".into())),
+                algorithm: pb::HashAlgorithm::Maglev as i32,
+                table_size: 0,
+            }),
+            ..Default::default()
+        },
+    ];
+    for spec in specs {
+        let name = spec.name.clone();
+        let c = cluster(spec);
+        let first = c.pick(Some(7), None).expect("endpoint");
+        let n = allocations_in(|| {
+            for i in 0..1000u64 {
+                let e = c.pick(Some(i), Some(&first)).expect("endpoint");
+                drop(e.start());
+            }
+        });
+        assert_eq!(n, 0, "{name}");
+    }
+}

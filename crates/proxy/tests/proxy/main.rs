@@ -1,0 +1,11 @@
+//! The proxy end to end: a real `proxy::run` with static config (or a real
+//! discovery server), tiny hyper upstreams, real sockets. Every test gets
+//! loopback addresses of its own (127.0.0.0/8 is all loopback on Linux), so
+//! tests running in parallel never share a port.
+
+mod allocations;
+mod control;
+mod cors_policy;
+mod routing;
+mod support;
+mod traffic_policy;
