@@ -224,17 +224,13 @@ fn hostile_inputs_are_rejected_quickly() {
         "null".into(),
         "- null".into(),
     ];
+    // No time is asserted (the machines are shared and noisy); a hang is
+    // caught by the test runner's timeout (.config/nextest.toml).
     for input in &inputs {
-        let start = std::time::Instant::now();
         let result = std::panic::catch_unwind(|| exercise(input));
         assert!(
             result.is_ok(),
             "panic on {:?}",
-            &input[..input.len().min(80)]
-        );
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(5),
-            "slow on {:?}",
             &input[..input.len().min(80)]
         );
     }
