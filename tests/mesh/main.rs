@@ -7,4 +7,5 @@ mod bookinfo;
 mod browser;
 mod control_plane;
 mod mtls;
+mod traffic;
 mod up;
