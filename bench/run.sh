@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The data-plane benchmark in one command: direct vs trellis-proxy vs Envoy,
-# side by side, on loopback. Builds the release binaries, installs Envoy and
+# side by side, on loopback, with mTLS between the sidecars (certificates
+# made by the benchmark). Builds the release binaries, installs Envoy and
 # oha if missing (bench/setup.sh), runs every scenario (bench-data-plane),
 # writes bench/out/data-plane.{md,json} and the results into
 # docs/benchmarks.md.
 #
-#   bench/run.sh                 the full run (about 8 minutes after the build)
+#   bench/run.sh                 the full run (about 11 minutes after the build)
+#   bench/run.sh --plaintext     the same without mTLS between the sidecars (both pairs)
 #   bench/run.sh --quick         a smoke run: half a second per scenario, docs untouched
 #   bench/run.sh --bin-dir DIR   use the binaries in DIR (e.g. target/debug), no build
 #   bench/run.sh --rounds 5 ...  other flags go to bench-data-plane (see its --help)

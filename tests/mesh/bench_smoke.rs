@@ -23,7 +23,8 @@ fn control_plane_benchmark_runs() {
 }
 
 /// `bench/run.sh --quick` with the debug binaries: direct, Trellis and Envoy
-/// each run every scenario for half a second, and every figure comes out.
+/// each run every scenario for half a second (with mTLS between the sidecars,
+/// gRPC and new connections included), and every figure comes out.
 /// Needs Envoy and oha, which `bench/setup.sh` installs (run.sh calls it).
 #[test]
 fn data_plane_benchmark_runs() {
@@ -47,8 +48,13 @@ fn data_plane_benchmark_runs() {
     assert!(table.contains("| Figure | Direct | Trellis | Envoy | Trellis ÷ Envoy |"), "{table}");
     let text = std::fs::read_to_string(dir.path().join("data-plane.json")).expect("data-plane.json");
     let results: serde_json::Value = serde_json::from_str(&text).expect("valid json");
+    // mTLS between the sidecars is the default: both pairs ran with it.
+    assert_eq!(results["settings"]["mtls"], true, "{}", results["settings"]);
     let figures = results["figures"].as_array().expect("figures");
-    assert!(figures.len() >= 15, "{figures:?}");
+    assert!(figures.len() >= 23, "{figures:?}");
+    for key in ["added_p99_ms", "grpc_req_per_core_s", "grpc_p99_ms", "conn_per_core_s", "mesh_rss_load_mib"] {
+        assert!(figures.iter().any(|f| f["key"] == key), "no {key} figure in {figures:?}");
+    }
     for f in figures {
         let key = f["key"].as_str().expect("key");
         for side in ["trellis", "envoy"] {

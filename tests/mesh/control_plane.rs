@@ -86,3 +86,122 @@ async fn invalid_apply_is_refused_and_changes_nothing() -> Result<()> {
     assert_eq!(names, vec!["bookinfo"], "only the demo's own VirtualService");
     Ok(())
 }
+
+/// An echo server outside the mesh, on loopback; stopped on drop.
+struct External(std::process::Child);
+
+impl Drop for External {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const EXTERNAL_MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: client}
+spec:
+  selector: {app: client}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: client}
+spec:
+  selector: {matchLabels: {app: client}}
+  template:
+    metadata: {labels: {app: client}}
+    spec:
+      containers:
+      - {name: client, image: trellis-sample, args: [echo, --service, client, --port, "8080"], ports: [{containerPort: 8080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external-static}
+spec:
+  hosts: [echo.external.test]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1, ports: {http: PORT}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external-dns}
+spec:
+  hosts: [dns.external.test]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: PORT}]
+  endpoints: [{address: localhost}]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_entries_route_to_an_external_server_with_virtual_service_rules() -> Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let external = External(
+        std::process::Command::new(e2e::bin("trellis-sample"))
+            .args(["echo", "--service", "external", "--port", &port.to_string()])
+            .env("TRELLIS_BIND_ADDR", "127.0.0.1")
+            .stdout(std::process::Stdio::null())
+            .spawn()?,
+    );
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("mesh.yaml"), "{}\n")?;
+    std::fs::write(dir.path().join("mesh-external.yaml"), EXTERNAL_MESH.replace("PORT", &port.to_string()))?;
+    let mesh = Mesh::up(dir.path())?;
+    let ip = mesh
+        .pods()?
+        .iter()
+        .find(|p| p["metadata"]["labels"]["app"] == "client")
+        .and_then(|p| p["status"]["podIP"].as_str().map(str::to_string))
+        .expect("client pod");
+    let client = http();
+    // Asks the meshed client to GET `url` through its sidecar: (status, body) as it saw them.
+    let call = |url: String| {
+        let client = client.clone();
+        let ip = ip.clone();
+        async move {
+            let body: serde_json::Value =
+                client.get(format!("http://{ip}:8080/")).query(&[("call", url.as_str())]).send().await?.json().await?;
+            let upstream = &body["upstream"];
+            ensure!(upstream["error"].is_null(), "the call failed: {upstream}");
+            Ok((upstream["status"].as_u64().unwrap_or(0), upstream["body"].clone()))
+        }
+    };
+    // Neither name resolves on this machine: only the ServiceEntries make them reachable.
+    for host in ["echo.external.test", "dns.external.test"] {
+        eventually(Duration::from_secs(30), || async {
+            let (status, body) = call(format!("http://{host}/")).await?;
+            ensure!(status == 200 && body["service"] == "external", "{host}: {status} {body}");
+            Ok(())
+        })
+        .await?;
+    }
+
+    let vs = dir.path().join("vs.yaml");
+    std::fs::write(
+        &vs,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: external}\nspec:\n  hosts: [echo.external.test]\n  http:\n  - timeout: 1s\n    route: [{destination: {host: echo.external.test}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: external-dns}\nspec:\n  hosts: [dns.external.test]\n  http:\n  - fault: {abort: {httpStatus: 418, percentage: {value: 100}}}\n    route: [{destination: {host: dns.external.test}}]\n",
+    )?;
+    let out = mesh.trellis(&["apply", "-f", &vs.display().to_string()]);
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually(Duration::from_secs(20), || async {
+        let (status, _) = call("http://echo.external.test/?delay_ms=3000".into()).await?;
+        ensure!(status == 504, "timeout not in force: {status}");
+        Ok(())
+    })
+    .await?;
+    eventually(Duration::from_secs(20), || async {
+        let (status, _) = call("http://dns.external.test/".into()).await?;
+        ensure!(status == 418, "fault not in force: {status}");
+        Ok(())
+    })
+    .await?;
+    // Without the delay the route's timeout does not fire.
+    let (status, _) = call("http://echo.external.test/".into()).await?;
+    assert_eq!(status, 200);
+    drop(external);
+    Ok(())
+}

@@ -97,22 +97,37 @@ impl ControlPlane {
         lock(&self.proxies).get(id).map(|p| p.node.clone())
     }
 
-    /// Rebuilds the mesh from the store and sends each proxy its config if it changed.
-    pub fn push(&self) {
+    /// Rebuilds the mesh from the store and sends each proxy its config if it
+    /// changed. Only the proxies the change may affect are recompiled (see
+    /// [`model::incremental`]); returns how many proxies were sent a new snapshot.
+    pub fn push(&self) -> usize {
         let mesh = Arc::new(Mesh::build(self.store().resources(), self.mesh_config.clone()));
-        let compiler = Arc::new(model::Compiler::new(mesh));
+        let previous = lock(&self.compiler).clone();
+        let (compiler, affected) = previous.update(mesh);
+        let compiler = Arc::new(compiler);
         *lock(&self.compiler) = compiler.clone();
+        if affected.is_nothing() {
+            return 0;
+        }
         let proxies = lock(&self.proxies);
-        for p in proxies.values() {
+        let mut pushed = 0;
+        // Disconnected proxies get their config when they reconnect.
+        for p in proxies.values().filter(|p| p.config.receiver_count() > 0) {
+            if !affected.proxy(&compiler, &p.node) {
+                continue;
+            }
             let snapshot = compiler.snapshot(&p.node);
-            p.config.send_if_modified(|old| {
+            let sent = p.config.send_if_modified(|old| {
                 if old.same_versions(&snapshot) {
                     return false;
                 }
                 *old = Arc::new(snapshot);
                 true
             });
+            pushed += usize::from(sent);
         }
+        tracing::debug!(pushed, proxies = proxies.len(), "pushed");
+        pushed
     }
 
     fn with_type(&self, node: &Node, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {

@@ -242,9 +242,31 @@ fn log_rejection<T>(role: &str, cert: &CertificateDer<'_>, result: &Result<T, ru
         let peer = spiffe_id_of(cert)
             .map(|id| id.to_string())
             .unwrap_or_else(|_| "<no SPIFFE id>".into());
-        let reason = explain(error);
-        tracing::warn!(%peer, peer_role = role, %reason, "mTLS peer certificate rejected");
+        let mut reason = explain(error);
+        let issuer = issuer_of(cert);
+        let untrusted = matches!(
+            error,
+            rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer | CertificateError::BadSignature
+            )
+        );
+        // A self-signed leaf claiming a mesh identity is the classic forgery: say so.
+        if untrusted && issuer.as_ref().is_some_and(|(_, self_signed)| *self_signed) {
+            reason.push_str("; it is self-signed, so anyone could have made it");
+        }
+        let issuer = issuer.map_or_else(|| "<unreadable>".into(), |(dn, _)| dn);
+        tracing::warn!(%peer, peer_role = role, %issuer, %reason, "mTLS peer certificate rejected");
     }
+}
+
+/// The issuer's distinguished name, and whether it is the subject's (self-signed).
+fn issuer_of(cert: &CertificateDer<'_>) -> Option<(String, bool)> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, parsed) = X509Certificate::from_der(cert).ok()?;
+    let issuer = parsed.issuer();
+    let dn = issuer.to_string();
+    let dn = if dn.is_empty() { "<empty>".into() } else { dn };
+    Some((dn, issuer.as_raw() == parsed.subject().as_raw()))
 }
 
 fn rfc3339(unix_secs: u64) -> String {

@@ -23,8 +23,43 @@ pub struct KeyAndCsr {
 impl KeyAndCsr {
     /// Generates the key and the CSR.
     pub fn generate(id: &SpiffeId) -> Result<Self, CertError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| CertError::Generate(e.to_string()))?;
+        Self::with_key(id, key)
+    }
+
+    /// An existing ECDSA P-256 key, PEM: PKCS#8 (`PRIVATE KEY`) or SEC1
+    /// (`EC PRIVATE KEY`, as Istio's and OpenSSL's tools write it). For a
+    /// certificate issued outside the mesh's CA (files); `CertManager::install`
+    /// still checks that the certificate carries this key.
+    pub fn from_private_key_pem(id: &SpiffeId, key_pem: &str) -> Result<Self, CertError> {
+        let bad = |reason: String| CertError::Pem {
+            what: "private key".into(),
+            reason,
+        };
+        let blocks = pem::parse_many(key_pem).map_err(|e| bad(e.to_string()))?;
+        let pkcs8 = match blocks
+            .iter()
+            .find(|b| b.tag().ends_with("PRIVATE KEY"))
+            .map(|b| (b.tag(), b.contents()))
+        {
+            Some(("PRIVATE KEY", der)) => der.to_vec(),
+            Some(("EC PRIVATE KEY", der)) => sec1_p256_to_pkcs8(der),
+            Some((tag, _)) => {
+                return Err(bad(format!("a {tag:?} block; the mesh uses ECDSA P-256 keys")));
+            }
+            None => return Err(bad("no PRIVATE KEY block".into())),
+        };
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(
+            &PrivatePkcs8KeyDer::from(pkcs8),
+            &PKCS_ECDSA_P256_SHA256,
+        )
+        .map_err(|e| bad(format!("not an ECDSA P-256 key: {e}")))?;
+        Self::with_key(id, key)
+    }
+
+    fn with_key(id: &SpiffeId, key: KeyPair) -> Result<Self, CertError> {
         let gen_err = |e: rcgen::Error| CertError::Generate(e.to_string());
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
         let mut params = CertificateParams::default();
         // Istio workload certificates have an empty subject; the identity is the SAN.
         params.distinguished_name = DistinguishedName::new();
@@ -80,6 +115,34 @@ impl KeyAndCsr {
     }
 }
 
+/// Wraps a SEC1 `ECPrivateKey` (RFC 5915) of a P-256 key in a PKCS#8
+/// `PrivateKeyInfo` (RFC 5958), the only form ring reads. A key of another
+/// curve still fails when ring parses the result.
+fn sec1_p256_to_pkcs8(sec1: &[u8]) -> Vec<u8> {
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        let n = content.len();
+        if n < 0x80 {
+            v.push(n as u8);
+        } else if n <= 0xff {
+            v.extend([0x81, n as u8]);
+        } else {
+            v.extend([0x82, (n >> 8) as u8, n as u8]);
+        }
+        v.extend_from_slice(content);
+        v
+    }
+    // SEQUENCE { OID id-ecPublicKey, OID prime256v1 }
+    const ALGORITHM: &[u8] = &[
+        0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
+        0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+    ];
+    let mut info = vec![0x02, 0x01, 0x00];
+    info.extend_from_slice(ALGORITHM);
+    info.extend(tlv(0x04, sec1));
+    tlv(0x30, &info)
+}
+
 impl fmt::Debug for KeyAndCsr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyAndCsr")
@@ -109,6 +172,25 @@ mod tests {
         );
         assert!(!debug.contains("PRIVATE KEY"));
         assert!(debug.contains("spiffe://cluster.local/ns/default/sa/sleep"));
+    }
+
+    #[test]
+    fn reads_pkcs8_and_sec1_keys_and_only_p256() {
+        let id = SpiffeId::new("cluster.local", "default", "bench").expect("valid id");
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let pkcs8 = key.serialize_der();
+        // ring writes PKCS#8 as: SEQUENCE header (3), version (3), algorithm (21),
+        // OCTET STRING header (2), then the SEC1 ECPrivateKey.
+        let sec1 = &pkcs8[29..];
+        assert_eq!(sec1_p256_to_pkcs8(sec1), pkcs8);
+        let sec1_pem = pem::encode(&pem::Pem::new("EC PRIVATE KEY", sec1.to_vec()));
+        for text in [key.serialize_pem(), sec1_pem] {
+            let k = KeyAndCsr::from_private_key_pem(&id, &text).expect("reads");
+            assert_eq!(k.key.public_key_raw(), key.public_key_raw());
+        }
+        let rsa = pem::encode(&pem::Pem::new("RSA PRIVATE KEY", vec![0x30, 0x00]));
+        let err = KeyAndCsr::from_private_key_pem(&id, &rsa).expect_err("not P-256");
+        assert!(err.to_string().contains("RSA PRIVATE KEY"), "{err}");
     }
 
     #[test]

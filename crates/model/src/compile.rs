@@ -53,15 +53,16 @@ fn per_proxy(mesh: &Mesh, node: &pb::Node, scope: &Scope, config: &mut ProxyConf
 /// scope have in common: with a thousand sidecars in a namespace, their
 /// clusters and endpoints are built and versioned once, not a thousand times.
 pub struct Compiler {
-    mesh: Arc<Mesh>,
-    shared: std::sync::Mutex<std::collections::HashMap<String, SharedTypes>>,
+    pub(crate) mesh: Arc<Mesh>,
+    pub(crate) shared: std::sync::Mutex<std::collections::HashMap<String, SharedTypes>>,
 }
 
 #[derive(Clone)]
-struct SharedTypes {
-    clusters: Arc<TypeSnapshot>,
-    endpoints: Arc<TypeSnapshot>,
-    routes: Option<Arc<TypeSnapshot>>,
+pub(crate) struct SharedTypes {
+    pub(crate) scope: Scope,
+    pub(crate) clusters: Arc<TypeSnapshot>,
+    pub(crate) endpoints: Arc<TypeSnapshot>,
+    pub(crate) routes: Option<Arc<TypeSnapshot>>,
 }
 
 impl Compiler {
@@ -82,6 +83,7 @@ impl Compiler {
             outbound_clusters(&self.mesh, &scope, &mut config);
             let routes = (!gateway).then(|| Arc::new(type_snapshot(route_resources(outbound_routes(&self.mesh, &scope)))));
             let shared = SharedTypes {
+                scope: scope.clone(),
                 clusters: Arc::new(type_snapshot(cluster_resources(config.clusters))),
                 endpoints: Arc::new(type_snapshot(endpoint_resources(config.endpoints))),
                 routes,
@@ -113,32 +115,42 @@ impl Compiler {
 /// A cluster per service port, and one per DestinationRule subset.
 fn outbound_clusters(mesh: &Mesh, scope: &Scope, config: &mut ProxyConfig) {
     for svc in visible_services(mesh, scope) {
-        let dr = mesh.destination_rule(&svc.hostname, &scope.namespace);
-        let top_policy = dr.and_then(|d| d.spec.traffic_policy.as_ref());
-        for port in &svc.ports {
-            // Each subset's own policy; cluster_policy merges it over the top level.
-            let mut subsets = vec![("", BTreeMap::new(), None)];
-            for s in dr.map(|d| d.spec.subsets.as_slice()).unwrap_or_default() {
-                subsets.push((s.name.as_str(), s.labels.clone(), s.traffic_policy.as_ref()));
+        service_clusters(mesh, scope, svc, config);
+    }
+}
+
+/// The clusters of one service, with their endpoints.
+pub(crate) fn service_clusters(mesh: &Mesh, scope: &Scope, svc: &Service, config: &mut ProxyConfig) {
+    let dr = mesh.destination_rule(&svc.hostname, &scope.namespace);
+    let top_policy = dr.and_then(|d| d.spec.traffic_policy.as_ref());
+    for port in &svc.ports {
+        // Each subset's own policy; cluster_policy merges it over the top level.
+        let mut subsets = vec![("", BTreeMap::new(), None)];
+        for s in dr.map(|d| d.spec.subsets.as_slice()).unwrap_or_default() {
+            subsets.push((s.name.as_str(), s.labels.clone(), s.traffic_policy.as_ref()));
+        }
+        for (subset, labels, policy) in subsets {
+            let name = routes::cluster_name(port.port, subset, &svc.hostname);
+            let mut fields = cluster_policy::cluster_fields(top_policy, policy, port.port, &mesh.config);
+            if svc.resolution == crate::registry::Resolution::Passthrough {
+                // ServiceEntry resolution NONE: Envoy's ORIGINAL_DST, whatever the DestinationRule says.
+                fields.lb = pb::LoadBalancer::Passthrough as i32;
             }
-            for (subset, labels, policy) in subsets {
-                let name = routes::cluster_name(port.port, subset, &svc.hostname);
-                config.clusters.push(pb::Cluster {
-                    name: name.clone(),
-                    service: svc.hostname.clone(),
-                    port: port.port,
-                    subset: subset.to_string(),
-                    protocol: port.protocol as i32,
-                    tls: mtls::upstream_tls(mesh, top_policy, policy, port.port),
-                    ..cluster_policy::cluster_fields(top_policy, policy, port.port, &mesh.config)
-                });
-                let endpoints = mesh
-                    .registry
-                    .endpoints(svc, port, &labels)
-                    .map(|(w, target)| endpoint(mesh, w, target))
-                    .collect();
-                config.endpoints.push(pb::ClusterEndpoints { cluster: name, endpoints });
-            }
+            config.clusters.push(pb::Cluster {
+                name: name.clone(),
+                service: svc.hostname.clone(),
+                port: port.port,
+                subset: subset.to_string(),
+                protocol: port.protocol as i32,
+                tls: mtls::upstream_tls(mesh, top_policy, policy, port.port),
+                ..fields
+            });
+            let endpoints = mesh
+                .registry
+                .endpoints(svc, port, &labels)
+                .map(|(w, target)| endpoint(mesh, w, target))
+                .collect();
+            config.endpoints.push(pb::ClusterEndpoints { cluster: name, endpoints });
         }
     }
 }
@@ -150,8 +162,8 @@ fn endpoint(mesh: &Mesh, w: &Workload, port: u32) -> pb::Endpoint {
         labels: w.labels.clone(),
         pod: format!("{}.{}", w.name, w.namespace),
         identity: w.spiffe_id(&mesh.config.trust_domain),
-        locality: String::new(),
-        weight: 1,
+        locality: w.locality.clone(),
+        weight: w.weight.max(1),
         healthy: true,
         has_sidecar: w.has_sidecar,
         workload: w.workload.clone(),
@@ -159,10 +171,11 @@ fn endpoint(mesh: &Mesh, w: &Workload, port: u32) -> pb::Endpoint {
 }
 
 fn visible_services<'a>(mesh: &'a Mesh, scope: &'a Scope) -> impl Iterator<Item = &'a Service> + 'a {
-    mesh.registry
-        .services
-        .values()
-        .filter(|svc| scope.exported(&svc.namespace, &svc.export_to) && scope.admits(&svc.namespace, &svc.hostname))
+    mesh.registry.services.values().filter(|svc| visible(scope, svc))
+}
+
+pub(crate) fn visible(scope: &Scope, svc: &Service) -> bool {
+    scope.exported(&svc.namespace, &svc.export_to) && scope.admits(&svc.namespace, &svc.hostname)
 }
 
 /// One route config per port number, with a virtual host per service on it.
@@ -186,7 +199,7 @@ fn virtual_host(mesh: &Mesh, svc: &Service, port: u32, scope: &Scope) -> pb::Vir
         _ => vec![routes::default_route(&svc.hostname, port)],
     };
     let mut domains = host::domains(&svc.hostname, &svc.name, &svc.namespace, client_ns, port);
-    if let Some(ip) = &svc.cluster_ip {
+    for ip in svc.cluster_ip.iter().chain(&svc.addresses) {
         domains.push(ip.clone());
         domains.push(format!("{ip}:{port}"));
     }
@@ -237,16 +250,21 @@ fn inbound_listeners(mesh: &Mesh, w: &Workload) -> Vec<pb::Listener> {
     }
     ports
         .into_iter()
-        .map(|(port, (protocol, service))| pb::Listener {
-            name: format!("inbound|{port}"),
-            address: w.ip.clone(),
-            port,
-            direction: pb::Direction::Inbound as i32,
-            protocol: protocol as i32,
-            app_port: port,
-            service,
-            mtls_mode: mtls::inbound_mode(mesh, w, port) as i32,
-            ..Default::default()
+        .map(|(port, (protocol, service))| {
+            let (authz_http, authz_tcp) = crate::authz::inbound(mesh, w, protocol);
+            pb::Listener {
+                name: format!("inbound|{port}"),
+                address: w.ip.clone(),
+                port,
+                direction: pb::Direction::Inbound as i32,
+                protocol: protocol as i32,
+                app_port: port,
+                service,
+                mtls_mode: mtls::inbound_mode(mesh, w, port) as i32,
+                authz_http,
+                authz_tcp,
+                ..Default::default()
+            }
         })
         .collect()
 }
@@ -285,7 +303,7 @@ fn cluster_resources(v: Vec<pb::Cluster>) -> Vec<(String, Kind)> {
     v.into_iter().map(|c| (c.name.clone(), Kind::Cluster(c))).collect()
 }
 
-fn endpoint_resources(v: Vec<pb::ClusterEndpoints>) -> Vec<(String, Kind)> {
+pub(crate) fn endpoint_resources(v: Vec<pb::ClusterEndpoints>) -> Vec<(String, Kind)> {
     v.into_iter().map(|e| (e.cluster.clone(), Kind::Endpoints(e))).collect()
 }
 
@@ -298,7 +316,7 @@ fn route_resources(v: Vec<pb::RouteConfig>) -> Vec<(String, Kind)> {
 }
 
 /// Versions every resource by its encoding, and the set by its members' versions.
-fn type_snapshot(resources: Vec<(String, Kind)>) -> TypeSnapshot {
+pub(crate) fn type_snapshot(resources: Vec<(String, Kind)>) -> TypeSnapshot {
     let resources: Vec<pb::Resource> = resources
         .into_iter()
         .map(|(name, kind)| {
@@ -307,6 +325,11 @@ fn type_snapshot(resources: Vec<(String, Kind)>) -> TypeSnapshot {
             r
         })
         .collect();
+    set_version(resources)
+}
+
+/// Versions a set of versioned resources by its members' versions.
+pub(crate) fn set_version(resources: Vec<pb::Resource>) -> TypeSnapshot {
     let mut h = std::hash::DefaultHasher::new();
     for r in &resources {
         r.version.hash(&mut h);

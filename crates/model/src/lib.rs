@@ -7,13 +7,16 @@
 #![forbid(unsafe_code)]
 
 pub mod analyze;
+pub mod authz;
 pub mod compile;
 pub mod host;
+pub mod incremental;
 pub mod mesh;
 pub mod mesh_config;
 pub mod protocol;
 pub mod registry;
 pub mod scope;
+pub mod service_entry;
 mod cluster_policy;
 mod cors;
 mod gateway;

@@ -2,7 +2,7 @@
 //! resources once and shared by every proxy's compilation.
 
 use api::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
-use api::security::PeerAuthentication;
+use api::security::{AuthorizationPolicy, PeerAuthentication};
 use api::{Object, Resource};
 
 use crate::host;
@@ -18,6 +18,7 @@ pub struct Mesh {
     pub gateways: Vec<Object<Gateway>>,
     pub sidecars: Vec<Object<Sidecar>>,
     pub peer_authentications: Vec<Object<PeerAuthentication>>,
+    pub authorization_policies: Vec<Object<AuthorizationPolicy>>,
 }
 
 impl Mesh {
@@ -25,8 +26,11 @@ impl Mesh {
     /// the parts of the control plane that use them.
     pub fn build<'a>(resources: impl IntoIterator<Item = &'a Resource>, config: MeshConfig) -> Mesh {
         let mut mesh = Mesh { config, ..Default::default() };
+        let mut service_entries = Vec::new();
         for r in resources {
             match r {
+                Resource::WorkloadEntry(we) => mesh.registry.add_workload_entry(we),
+                Resource::ServiceEntry(se) => service_entries.push(se),
                 Resource::Service(s) => mesh.registry.add_k8s_service(s, &mesh.config),
                 Resource::Pod(p) => mesh.registry.add_pod(p),
                 Resource::VirtualService(vs) => mesh.virtual_services.push(vs.clone()),
@@ -34,8 +38,15 @@ impl Mesh {
                 Resource::Gateway(gw) => mesh.gateways.push(gw.clone()),
                 Resource::Sidecar(sc) => mesh.sidecars.push(sc.clone()),
                 Resource::PeerAuthentication(pa) => mesh.peer_authentications.push(pa.clone()),
+                Resource::AuthorizationPolicy(ap) => mesh.authorization_policies.push(ap.clone()),
                 _ => {}
             }
+        }
+        // After every Service and workload: Kubernetes Services keep their
+        // hosts, and a ServiceEntry's selector sees every workload.
+        service_entries.sort_by_key(|o| key(&o.metadata));
+        for se in service_entries {
+            mesh.registry.add_service_entry(se);
         }
         mesh.registry.index();
         // Istio resolves conflicts by creation time; files carry none, so the
@@ -45,6 +56,7 @@ impl Mesh {
         mesh.gateways.sort_by_key(|o| key(&o.metadata));
         mesh.sidecars.sort_by_key(|o| key(&o.metadata));
         mesh.peer_authentications.sort_by_key(|o| key(&o.metadata));
+        mesh.authorization_policies.sort_by_key(|o| key(&o.metadata));
         mesh
     }
 

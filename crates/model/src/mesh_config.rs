@@ -1,5 +1,7 @@
 //! Mesh-wide settings, in Istio's MeshConfig names and with Istio's defaults.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Fields Trellis does not use yet are accepted and ignored, so an existing
@@ -17,6 +19,17 @@ pub struct MeshConfig {
     pub enable_auto_mtls: bool,
     /// ALLOW_ANY (Istio's default) or REGISTRY_ONLY.
     pub outbound_traffic_policy: OutboundTrafficPolicy,
+    /// Every proxy's settings unless its pod's `proxy.istio.io/config` says otherwise.
+    pub default_config: ProxyConfig,
+}
+
+/// Istio's ProxyConfig, the part Trellis uses.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProxyConfig {
+    /// Environment of the proxy process (Istio: of istio-proxy), e.g.
+    /// `SECRET_TTL` for the workload certificate's lifetime.
+    pub proxy_metadata: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
@@ -34,6 +47,7 @@ impl Default for MeshConfig {
             connect_timeout_ms: 10_000,
             enable_auto_mtls: true,
             outbound_traffic_policy: OutboundTrafficPolicy { mode: "ALLOW_ANY".into() },
+            default_config: ProxyConfig::default(),
         }
     }
 }

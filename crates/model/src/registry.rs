@@ -1,5 +1,7 @@
 //! The service registry: services with their ports and protocols, and the
-//! workloads (pods) that back them, as Kubernetes would resolve them.
+//! workloads that back them — Kubernetes Services and pods as Kubernetes
+//! would resolve them, ServiceEntries and WorkloadEntries as Istio does
+//! (see [`crate::service_entry`]).
 
 use std::collections::BTreeMap;
 
@@ -20,8 +22,28 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     pub selector: BTreeMap<String, String>,
     pub cluster_ip: Option<String>,
-    /// From the `networking.istio.io/exportTo` annotation; empty = everywhere.
+    /// From the `networking.istio.io/exportTo` annotation, or a
+    /// ServiceEntry's `exportTo`; empty = everywhere.
     pub export_to: Vec<String>,
+    /// A ServiceEntry's `addresses` (VIPs): more names its virtual hosts answer to.
+    pub addresses: Vec<String>,
+    /// A ServiceEntry with `location: MESH_EXTERNAL` (the default for them).
+    pub mesh_external: bool,
+    pub resolution: Resolution,
+}
+
+/// How a proxy finds where to send a service's traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Resolution {
+    /// Endpoints with IP addresses, balanced by the proxy (Kubernetes
+    /// Services, ServiceEntry `STATIC`).
+    #[default]
+    ClientSide,
+    /// Endpoint addresses may be host names the proxy resolves when it
+    /// connects (ServiceEntry `DNS`, `DNS_ROUND_ROBIN`).
+    Dns,
+    /// No endpoints: traffic goes where the client sent it (ServiceEntry `NONE`).
+    Passthrough,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -38,19 +60,40 @@ pub enum TargetPort {
     Name(String),
 }
 
-/// A running instance of a workload: one pod.
+/// A running instance of a workload: one pod, one WorkloadEntry, or one
+/// endpoint written inline in a ServiceEntry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Workload {
+    pub kind: WorkloadKind,
     pub name: String,
     /// The owning workload (Deployment) name, Istio's `destination_workload`.
     pub workload: String,
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
+    /// An IP address; for entries of DNS-resolved ServiceEntries also a host
+    /// name, which the proxy resolves when it connects.
     pub ip: String,
+    /// Empty for entries without one: they have no mesh identity.
     pub service_account: String,
+    /// Pods: container ports. Entries: their `ports` map, service port name → port.
     pub ports: Vec<ContainerPort>,
-    /// Injected pods carry Istio's `sidecar.istio.io/status` annotation.
+    /// Injected pods carry Istio's `sidecar.istio.io/status` annotation;
+    /// entries say so with `security.istio.io/tlsMode` or a service account.
     pub has_sidecar: bool,
+    /// `region/zone/subzone`; empty when unknown.
+    pub locality: String,
+    /// Load balancing weight; 0 means the default (1).
+    pub weight: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadKind {
+    Pod,
+    /// A WorkloadEntry resource: selected by labels like a pod.
+    WorkloadEntry,
+    /// An endpoint of one ServiceEntry (its `endpoints`, or its host for `DNS`
+    /// without endpoints): never selected by labels.
+    Inline,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -60,10 +103,29 @@ pub struct ContainerPort {
 }
 
 impl Workload {
+    /// The SPIFFE id, or empty when the workload has no service account.
     pub fn spiffe_id(&self, trust_domain: &str) -> String {
+        if self.service_account.is_empty() {
+            return String::new();
+        }
         format!("spiffe://{trust_domain}/ns/{}/sa/{}", self.namespace, self.service_account)
     }
 
+    /// The port this workload receives `port` of a service on: a pod's
+    /// container port the targetPort names; an entry's port mapped to the
+    /// service port's name, else the targetPort (Istio's order).
+    pub fn target_port(&self, port: &ServicePort) -> Option<u32> {
+        let named = |name: &str| self.ports.iter().find(|p| p.name.as_deref() == Some(name)).map(|p| p.port);
+        if self.kind != WorkloadKind::Pod
+            && let Some(p) = port.name.as_deref().and_then(named)
+        {
+            return Some(p);
+        }
+        match &port.target_port {
+            TargetPort::Number(n) => Some(*n),
+            TargetPort::Name(name) => named(name),
+        }
+    }
 }
 
 impl Service {
@@ -71,8 +133,11 @@ impl Service {
         self.ports.iter().find(|p| p.port == number)
     }
 
+    /// Whether this service's selector picks `w`: pods and WorkloadEntries
+    /// in its namespace (Istio: a Kubernetes Service selects WorkloadEntries too).
     pub fn selects(&self, w: &Workload) -> bool {
-        w.namespace == self.namespace
+        w.kind != WorkloadKind::Inline
+            && w.namespace == self.namespace
             && !self.selector.is_empty()
             && self.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
     }
@@ -87,6 +152,8 @@ pub struct Registry {
     /// once by [`Registry::index`]: compiling endpoints for every service
     /// must not scan every workload for each of them.
     selected: std::collections::HashMap<String, Vec<usize>>,
+    /// A ServiceEntry's own endpoints, by hostname (indexes into `workloads`).
+    pub(crate) inline: std::collections::HashMap<String, Vec<usize>>,
 }
 
 impl Registry {
@@ -124,6 +191,9 @@ impl Registry {
                 .and_then(|a| a.get("networking.istio.io/exportTo"))
                 .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
                 .unwrap_or_default(),
+            addresses: Vec::new(),
+            mesh_external: false,
+            resolution: Resolution::ClientSide,
         };
         self.services.insert(hostname, service);
     }
@@ -140,6 +210,7 @@ impl Registry {
             .collect();
         let name = meta.name.clone().unwrap_or_default();
         self.workloads.push(Workload {
+            kind: WorkloadKind::Pod,
             workload: owner_workload(pod).unwrap_or_else(|| name.clone()),
             name,
             namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
@@ -151,6 +222,8 @@ impl Registry {
                 .annotations
                 .as_ref()
                 .is_some_and(|a| a.contains_key("sidecar.istio.io/status")),
+            locality: String::new(),
+            weight: 0,
         });
     }
 
@@ -164,10 +237,11 @@ impl Registry {
             .services
             .values()
             .map(|svc| {
-                let picked = by_ns
+                let mut picked: Vec<usize> = by_ns
                     .get(svc.namespace.as_str())
                     .map(|ws| ws.iter().copied().filter(|&i| svc.selects(&self.workloads[i])).collect())
                     .unwrap_or_default();
+                picked.extend(self.inline.get(&svc.hostname).into_iter().flatten());
                 (svc.hostname.clone(), picked)
             })
             .collect();
@@ -180,7 +254,15 @@ impl Registry {
 
     /// The workload a proxy speaks for.
     pub fn workload(&self, name: &str, namespace: &str) -> Option<&Workload> {
-        self.workloads.iter().find(|w| w.name == name && w.namespace == namespace)
+        self.workloads
+            .iter()
+            .find(|w| w.kind != WorkloadKind::Inline && w.name == name && w.namespace == namespace)
+    }
+
+    /// Every workload behind `hostname`, whatever its ports: what an endpoint
+    /// change of that service is compared by.
+    pub fn backends<'a>(&'a self, hostname: &str) -> impl Iterator<Item = &'a Workload> + 'a {
+        self.selected.get(hostname).into_iter().flatten().map(move |&i| &self.workloads[i])
     }
 
     /// Endpoints of `svc`'s `port` restricted to pods carrying `subset` labels,
@@ -196,14 +278,8 @@ impl Registry {
             .into_iter()
             .flatten()
             .map(move |&i| &self.workloads[i])
-            .filter(move |w| svc.selects(w) && subset.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
-            .filter_map(move |w| {
-                let target = match &port.target_port {
-                    TargetPort::Number(n) => *n,
-                    TargetPort::Name(name) => w.ports.iter().find(|p| p.name.as_deref() == Some(name))?.port,
-                };
-                Some((w, target))
-            })
+            .filter(move |w| subset.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+            .filter_map(move |w| Some((w, w.target_port(port)?)))
     }
 
     /// The services whose selector picks this workload.

@@ -34,4 +34,8 @@ pub enum Error {
     ThreadDied(&'static str),
     #[error("workload identity: {0}")]
     Identity(#[from] crate::tls::workload::IdentityError),
+    #[error("workload certificate files: {0}")]
+    StaticCerts(#[from] crate::tls::static_files::StaticCertError),
+    #[error("both a CA (identity) and certificate files (static_certs) are set: choose one")]
+    TwoIdentitySources,
 }

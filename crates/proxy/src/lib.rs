@@ -13,6 +13,7 @@ mod error;
 pub mod http;
 pub mod lb;
 pub mod listeners;
+pub mod policy;
 pub mod snapshot;
 mod tcp;
 pub mod telemetry;
@@ -57,6 +58,9 @@ pub struct Config {
     /// Where to get the workload certificate for mesh mTLS; `None`: no mesh
     /// TLS (inbound plaintext only, outbound auto mTLS falls back to plaintext).
     pub identity: Option<tls::workload::WorkloadIdentity>,
+    /// The workload certificate, key and mesh roots from files instead of a
+    /// CA (exclusive with `identity`).
+    pub static_certs: Option<tls::static_files::CertFiles>,
 }
 
 impl Default for Config {
@@ -72,6 +76,7 @@ impl Default for Config {
             workers: 1,
             access_log: true,
             identity: None,
+            static_certs: None,
         }
     }
 }
@@ -91,7 +96,19 @@ pub async fn run(
     if !config.admin_addr.ip().is_loopback() {
         return Err(Error::AdminNotLoopback(config.admin_addr));
     }
+    if config.identity.is_some() && config.static_certs.is_some() {
+        return Err(Error::TwoIdentitySources);
+    }
     let store = Arc::new(ConfigStore::new(&config.node));
+    // Before the static config: its clusters are built with mesh TLS.
+    if let Some(files) = &config.static_certs {
+        let mesh_tls = tls::static_files::load(
+            files,
+            &config.node.namespace,
+            &config.node.service_account,
+        )?;
+        store.set_mesh_tls(mesh_tls);
+    }
     let identity = config
         .identity
         .as_ref()

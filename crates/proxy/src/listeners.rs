@@ -169,9 +169,11 @@ async fn reconcile(
         let Ok(app) = app.to_string().parse::<Authority>() else {
             continue;
         };
-        let rt = ListenerRt { spec, app };
+        let authz = snapshot.authz.get(&spec.bind).cloned().unwrap_or_default();
+        let rt = ListenerRt { spec, app, authz };
         if let Some(b) = bound.get(&rt.spec.bind) {
-            if b.rt.load().spec != rt.spec {
+            let old = b.rt.load();
+            if old.spec != rt.spec || old.authz != rt.authz {
                 b.rt.store(Arc::new(rt));
             }
         } else {
@@ -248,10 +250,16 @@ async fn accept_loop(
                     http,
                 }) => {
                     let app = SocketAddr::new(shared.app_ip, spec.spec.app_port);
+                    let sni: Option<Arc<str>> = stream.get_ref().1.server_name().map(Arc::from);
                     // Mesh clients name HTTP by ALPN; without it, the bytes go through.
                     match (spec.spec.serve, http) {
-                        (Serve::Tcp, _) | (Serve::Sniff, false) => tcp::forward(stream, app).await,
-                        _ => serve_http(stream, peer, identity, &rt, &shared, &builder, drain),
+                        (Serve::Tcp, _) | (Serve::Sniff, false) => {
+                            let principal = identity.as_ref().map(|i| i.id().to_string());
+                            if tcp_allowed(&spec, peer, principal.as_deref(), sni.as_deref()) {
+                                tcp::forward(stream, app).await;
+                            }
+                        }
+                        _ => serve_http(stream, peer, identity, sni, &rt, &shared, &builder, drain),
                     }
                 }
                 None => {}
@@ -272,16 +280,18 @@ fn serve_plain(
     let listener_now = rt.load();
     let app = SocketAddr::new(shared.app_ip, listener_now.spec.app_port);
     match listener_now.spec.serve {
-        Serve::Http => serve_http(stream, peer, None, rt, shared, builder, drain),
+        Serve::Http => serve_http(stream, peer, None, None, rt, shared, builder, drain),
         Serve::Tcp => {
-            tokio::spawn(tcp::forward(stream, app));
+            if tcp_allowed(&listener_now, peer, None, None) {
+                tokio::spawn(tcp::forward(stream, app));
+            }
         }
         Serve::Sniff => {
             let (rt, shared, builder) = (rt.clone(), shared.clone(), builder.clone());
             tokio::spawn(async move {
                 if tcp::looks_like_http(&stream).await {
-                    serve_http(stream, peer, None, &rt, &shared, &builder, drain);
-                } else {
+                    serve_http(stream, peer, None, None, &rt, &shared, &builder, drain);
+                } else if tcp_allowed(&rt.load(), peer, None, None) {
                     tcp::forward(stream, app).await;
                 }
             });
@@ -289,11 +299,36 @@ fn serve_plain(
     }
 }
 
-/// `identity`: the verified mesh peer of an mTLS connection.
+/// The port's AuthorizationPolicies on a TCP connection; a denied one is
+/// dropped (closed) by the caller right away.
+fn tcp_allowed(
+    rt: &ListenerRt,
+    peer: SocketAddr,
+    principal: Option<&str>,
+    sni: Option<&str>,
+) -> bool {
+    let engine = &rt.authz.tcp;
+    if engine.is_empty() {
+        return true;
+    }
+    let attrs = crate::policy::authz::Attrs::tcp(peer, rt.spec.bind, principal, sni);
+    match engine.decide(&attrs) {
+        crate::policy::authz::Decision::Allow => true,
+        crate::policy::authz::Decision::Deny(details) => {
+            tracing::info!(listener = %rt.spec.name, %peer, principal = principal.unwrap_or("-"), %details, "connection denied by authorization policy; closed");
+            false
+        }
+    }
+}
+
+/// `identity`: the verified mesh peer of an mTLS connection; `sni`: the
+/// server name it asked for.
+#[allow(clippy::too_many_arguments)]
 fn serve_http<S>(
     stream: S,
     peer: SocketAddr,
     identity: Option<Arc<PeerIdentity>>,
+    sni: Option<Arc<str>>,
     rt: &Arc<ArcSwap<ListenerRt>>,
     shared: &Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
@@ -305,6 +340,7 @@ fn serve_http<S>(
         shared: shared.clone(),
         listener: rt.clone(),
         peer,
+        sni,
     });
     let inbound = rt.load().spec.direction == Direction::Inbound;
     let own = shared.store.mesh_tls().map(|m| m.id().clone());

@@ -17,6 +17,27 @@ use crate::pb::{DiscoveryRequest, DiscoveryResponse, Node, Resource, Status};
 /// the proxy must keep its previous resources of that type.
 pub trait ConfigHandler: Send + Sync + 'static {
     fn apply(&self, type_url: &str, version: &str, resources: Vec<Resource>) -> Result<(), String>;
+
+    /// Whether [`ConfigHandler::apply_partial`] is implemented; if so the
+    /// control plane sends only what changed.
+    fn accepts_partial(&self) -> bool {
+        false
+    }
+
+    /// Applies a change to the resources of one type: `changed` replace the
+    /// ones of the same name or are added, `removed` are dropped, the rest
+    /// stay. `version` is the version of the whole resulting set. `Err` NACKs
+    /// and the handler must keep its previous resources of that type.
+    fn apply_partial(
+        &self,
+        type_url: &str,
+        version: &str,
+        changed: Vec<Resource>,
+        removed: Vec<String>,
+    ) -> Result<(), String> {
+        let _ = (type_url, version, changed, removed);
+        Err("partial updates are not supported".into())
+    }
 }
 
 /// Runs the discovery stream until the process ends.
@@ -50,6 +71,7 @@ async fn session<H: ConfigHandler>(
             node: (i == 0).then(|| node.clone()),
             type_url: type_url.to_string(),
             version_info: applied.get(*type_url).cloned().unwrap_or_default(),
+            accepts_partial: handler.accepts_partial(),
             ..Default::default()
         };
         // The channel holds 16 and this sends 4: it cannot be full.
@@ -73,8 +95,12 @@ fn apply<H: ConfigHandler>(
     applied: &mut HashMap<String, String>,
     response: DiscoveryResponse,
 ) -> DiscoveryRequest {
-    let DiscoveryResponse { type_url, version_info, nonce, resources } = response;
-    let result = handler.apply(&type_url, &version_info, resources);
+    let DiscoveryResponse { type_url, version_info, nonce, resources, partial, removed } = response;
+    let result = if partial {
+        handler.apply_partial(&type_url, &version_info, resources, removed)
+    } else {
+        handler.apply(&type_url, &version_info, resources)
+    };
     let mut reply = DiscoveryRequest { type_url: type_url.clone(), response_nonce: nonce, ..Default::default() };
     match result {
         Ok(()) => {

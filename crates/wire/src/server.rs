@@ -2,7 +2,9 @@
 //!
 //! The control plane hands each connected proxy a `watch` channel of its
 //! compiled config; this module turns changes of that channel into versioned
-//! responses per type and reports ACKs and NACKs back.
+//! responses per type and reports ACKs and NACKs back. To a proxy that
+//! accepts them, a response carries only the resources whose content hash
+//! changed since the set it was last sent, and the names of those removed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
@@ -108,6 +110,7 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
                 config,
                 tx,
                 subscribed: HashMap::new(),
+                accepts_partial: first.accepts_partial,
                 nonce: 0,
                 pushes,
                 permit: None,
@@ -129,6 +132,13 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
 struct Sent {
     version: Option<String>,
     nonce: String,
+    /// The set the proxy holds if it applied everything sent: what the next
+    /// partial response is computed against. `None` when unknown (nothing
+    /// sent yet, or a NACK): the next response is the full set. Shared with
+    /// the snapshot it came from, so it costs no copy.
+    base: Option<Arc<TypeSnapshot>>,
+    /// Whether the last response was partial.
+    partial: bool,
 }
 
 struct Session<P> {
@@ -137,6 +147,7 @@ struct Session<P> {
     config: watch::Receiver<Arc<ProxySnapshot>>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     subscribed: HashMap<String, Sent>,
+    accepts_partial: bool,
     nonce: u64,
     pushes: Arc<Semaphore>,
     /// Held from the first unacknowledged response until the proxy has
@@ -177,8 +188,14 @@ impl<P: ConfigProvider> Session<P> {
         if req.response_nonce.is_empty() {
             // A (re)subscription: a proxy that reconnects says which version it
             // has, so an unchanged config is not sent again.
-            let sent = Sent { version: Some(req.version_info.clone()).filter(|v| !v.is_empty()), nonce: String::new() };
+            let mut sent = Sent {
+                version: Some(req.version_info.clone()).filter(|v| !v.is_empty()),
+                ..Default::default()
+            };
             if let Some(v) = &sent.version {
+                // Versions name content: a proxy at the current version holds the current set.
+                let current = self.config.borrow().types.get(&type_url).cloned();
+                sent.base = current.filter(|c| &c.version == v);
                 // What it already has counts as sent and acknowledged.
                 self.provider.sent(&self.node, &type_url, v);
                 self.provider.ack(&self.node, &type_url, v);
@@ -190,13 +207,25 @@ impl<P: ConfigProvider> Session<P> {
         if self.awaiting.is_empty() {
             self.permit = None;
         }
-        let Some(sent) = self.subscribed.get(&type_url) else { return Ok(()) };
+        let Some(sent) = self.subscribed.get_mut(&type_url) else { return Ok(()) };
         if sent.nonce != req.response_nonce {
-            // An answer to a response that has since been superseded.
+            // An answer to a response that has since been superseded. If it
+            // was a NACK, the proxy lacks what that response carried, and
+            // partial responses sent after it assumed otherwise: resend the
+            // whole set.
+            if req.error_detail.is_some() && sent.partial {
+                sent.base = None;
+                sent.version = None;
+                return self.push_type(&type_url).await;
+            }
             return Ok(());
         }
         match &req.error_detail {
-            Some(err) => self.provider.nack(&self.node, &type_url, &req.version_info, &err.message),
+            Some(err) => {
+                // The proxy kept its previous set, which may not be `base`.
+                sent.base = None;
+                self.provider.nack(&self.node, &type_url, &req.version_info, &err.message)
+            }
             None => self.provider.ack(&self.node, &type_url, &req.version_info),
         }
         Ok(())
@@ -226,14 +255,40 @@ impl<P: ConfigProvider> Session<P> {
         let nonce = self.nonce.to_string();
         sent.version = Some(current.version.clone());
         sent.nonce = nonce.clone();
+        let base = sent.base.replace(current.clone()).filter(|_| self.accepts_partial);
+        let (resources, removed, partial) = match base {
+            Some(base) => {
+                let (changed, removed) = diff(&base, current);
+                (changed, removed, true)
+            }
+            None => (current.resources.clone(), Vec::new(), false),
+        };
+        sent.partial = partial;
         let response = DiscoveryResponse {
             type_url: type_url.to_string(),
             version_info: current.version.clone(),
             nonce,
-            resources: current.resources.clone(),
+            resources,
+            partial,
+            removed,
         };
         self.awaiting.insert(response.nonce.clone());
         self.provider.sent(&self.node, type_url, &current.version);
         self.tx.send(Ok(response)).await.map_err(|_| ())
     }
+}
+
+/// What turns `old` into `new`: the resources of `new` whose version differs
+/// from (or is missing in) `old`, and the names in `old` that `new` lacks.
+fn diff(old: &TypeSnapshot, new: &TypeSnapshot) -> (Vec<Resource>, Vec<String>) {
+    let before: HashMap<&str, &str> = old.resources.iter().map(|r| (r.name.as_str(), r.version.as_str())).collect();
+    let changed = new
+        .resources
+        .iter()
+        .filter(|r| before.get(r.name.as_str()) != Some(&r.version.as_str()))
+        .cloned()
+        .collect();
+    let now: HashSet<&str> = new.resources.iter().map(|r| r.name.as_str()).collect();
+    let removed = old.resources.iter().filter(|r| !now.contains(r.name.as_str())).map(|r| r.name.clone()).collect();
+    (changed, removed)
 }

@@ -64,9 +64,22 @@ struct Args {
     /// spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
-    /// Lifetime of the workload certificate to ask for (seconds); the CA's default if not given.
+    /// Lifetime of the workload certificate to ask for (seconds); if not given,
+    /// Istio's SECRET_TTL environment variable (a duration, e.g. "1h"), else the CA's default.
     #[arg(long)]
     cert_ttl_seconds: Option<u64>,
+    /// Mesh mTLS without a CA: the workload certificate chain, PEM, leaf
+    /// first (Istio's cert-chain.pem). Its URI SAN must be this proxy's
+    /// SPIFFE id (--trust-domain, --namespace, --service-account). Read once
+    /// at start; needs --key and --roots; replaces the CA (no token needed).
+    #[arg(long, requires_all = ["key", "roots"], conflicts_with_all = ["ca_address", "cert_ttl_seconds"])]
+    cert_chain: Option<PathBuf>,
+    /// The private key of --cert-chain's leaf, PEM, ECDSA P-256 (key.pem).
+    #[arg(long, requires = "cert_chain")]
+    key: Option<PathBuf>,
+    /// The mesh roots peers must chain to, PEM (root-cert.pem).
+    #[arg(long, requires = "cert_chain")]
+    roots: Option<PathBuf>,
 }
 
 /// The bootstrap token proving this workload's identity to the CA. Read from
@@ -103,12 +116,28 @@ async fn main() -> anyhow::Result<()> {
     // unlike its command line.
     let token = std::env::var(BOOTSTRAP_TOKEN_ENV).unwrap_or_default();
     let ca_address = args.ca_address.clone().or_else(|| args.xds.clone());
+    let static_certs = match (args.cert_chain, args.key, args.roots) {
+        (Some(cert_chain), Some(key), Some(roots)) => Some(proxy::tls::static_files::CertFiles {
+            cert_chain,
+            key,
+            roots,
+            trust_domain: args.trust_domain.clone(),
+        }),
+        _ => None,
+    };
     let identity = match (token.is_empty(), ca_address) {
+        _ if static_certs.is_some() => None,
         (false, Some(ca_address)) => Some(proxy::tls::workload::WorkloadIdentity {
             ca_address,
             token: wire::certs::BearerToken::new(token),
             trust_domain: args.trust_domain.clone(),
-            cert_ttl: args.cert_ttl_seconds.map(Duration::from_secs),
+            cert_ttl: match args.cert_ttl_seconds {
+                Some(s) => Some(Duration::from_secs(s)),
+                None => match std::env::var(cli::up::plan::SECRET_TTL) {
+                    Ok(v) => Some(cli::up::plan::secret_ttl(&v).map_err(|e| anyhow::anyhow!("{}: {e}", cli::up::plan::SECRET_TTL))?),
+                    Err(_) => None,
+                },
+            },
         }),
         (true, _) => {
             tracing::warn!("{BOOTSTRAP_TOKEN_ENV} is not set: no workload certificate, so no mesh mTLS");
@@ -121,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = proxy::Config {
         identity,
+        static_certs,
         node,
         xds_address: args.xds,
         static_config: args.static_config,

@@ -46,7 +46,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         model::MeshConfig::default()
     };
     let addrs = Addresses { block: opts.block };
-    let plan = plan::plan(resources, addrs)?;
+    let plan = plan::plan(resources, addrs, &mesh_config)?;
     let state = opts.state_dir.clone().unwrap_or_else(|| plan::state_dir(addrs));
     let logs = state.join("logs");
     seed_store(&state.join("config"), &plan.resources)?;
@@ -152,7 +152,9 @@ fn start_pod(sup: &mut Supervisor, pod: &PodPlan, proxy: &Path, xds_url: &str, i
             program: proxy.to_path_buf(),
             args,
             // In the environment, not the command line, which `ps` shows everyone.
-            env: vec![identity.proxy_env(&pod.namespace, &pod.service_account)],
+            // proxyMetadata (e.g. SECRET_TTL) is the proxy's environment, as in Istio.
+            // The token last, so that proxyMetadata cannot replace it.
+            env: pod.proxy_env.iter().cloned().chain([identity.proxy_env(&pod.namespace, &pod.service_account)]).collect(),
             log: logs.join(format!("{}.{}.istio-proxy.log", pod.namespace, pod.name)),
         });
     }

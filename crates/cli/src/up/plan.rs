@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use api::Resource;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Namespace, Service};
@@ -14,6 +15,13 @@ use serde_json::json;
 
 pub const INGRESS_NAMESPACE: &str = "istio-system";
 pub const INGRESS_NAME: &str = "istio-ingressgateway";
+/// Istio's per-pod override of MeshConfig's `defaultConfig` (a ProxyConfig, YAML or JSON).
+pub const PROXY_CONFIG_ANNOTATION: &str = "proxy.istio.io/config";
+/// Istio's proxy environment variable for the lifetime of the workload
+/// certificate it requests (a Go duration, default 24h); the proxy renews at half-life.
+pub const SECRET_TTL: &str = "SECRET_TTL";
+/// The CA grants whole seconds (`validity_seconds`); less would read as "default".
+const MIN_SECRET_TTL: Duration = Duration::from_secs(1);
 
 /// The loopback addresses of one mesh: `127.<block>.0.1` for the control
 /// plane, `127.<block>.(1+2k).n` for pod IPs and `127.<block>.(2+2k).n` for the
@@ -46,6 +54,9 @@ pub struct PodPlan {
     pub app_ip: Ipv4Addr,
     pub gateway: bool,
     pub sidecar: bool,
+    /// The proxy's `proxyMetadata`: MeshConfig's `defaultConfig`, then the pod's
+    /// `proxy.istio.io/config`, key by key (Istio's merge); the proxy's environment.
+    pub proxy_env: Vec<(String, String)>,
     pub containers: Vec<ContainerPlan>,
 }
 
@@ -195,7 +206,53 @@ fn wants_sidecar(d: &Deployment, namespaces: &BTreeMap<String, Namespace>, ns: &
     !pod_opt_out && !ns_opt_out
 }
 
-pub fn plan(mut resources: Vec<Resource>, addrs: Addresses) -> Result<Plan> {
+/// The value of `SECRET_TTL` as Istio's agent reads it (Go's `time.ParseDuration`),
+/// within what the CA grants: at least 1s, at most its maximum (90 days, Istio's
+/// `max-workload-cert-ttl`). Istio's agent falls back to 24h on a value it cannot
+/// parse; here it is an error, so a typo cannot silently give day-long certificates.
+pub fn secret_ttl(value: &str) -> Result<Duration, String> {
+    let ttl = value.parse::<api::Duration>().map_err(|e| e.to_string())?.as_std();
+    if ttl < MIN_SECRET_TTL {
+        return Err(format!("{value:?} is shorter than the shortest certificate lifetime, {MIN_SECRET_TTL:?}"));
+    }
+    if ttl > identity::MAX_WORKLOAD_TTL {
+        return Err(format!(
+            "{value:?} is longer than the CA's max workload certificate lifetime, {}h",
+            identity::MAX_WORKLOAD_TTL.as_secs() / 3600
+        ));
+    }
+    Ok(ttl)
+}
+
+/// The pod's proxyMetadata: the mesh's, overridden key by key by the
+/// template's `proxy.istio.io/config` annotation; a bad `SECRET_TTL` is an error naming where it came from.
+fn proxy_metadata(mesh: &model::MeshConfig, d: Option<(&Deployment, &str, &str)>) -> Result<Vec<(String, String)>> {
+    let mut metadata = mesh.default_config.proxy_metadata.clone();
+    let mut from_pod = false;
+    let annotation = d.and_then(|(d, ns, name)| {
+        let value = d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get(PROXY_CONFIG_ANNOTATION)?;
+        Some((value, ns, name))
+    });
+    if let Some((text, ns, name)) = annotation {
+        let pod: model::mesh_config::ProxyConfig = serde_yaml_ng::from_str(text)
+            .with_context(|| format!("Deployment {ns}/{name}: annotation {PROXY_CONFIG_ANNOTATION}: not a ProxyConfig"))?;
+        from_pod = pod.proxy_metadata.contains_key(SECRET_TTL);
+        metadata.extend(pod.proxy_metadata);
+    }
+    if let Some(value) = metadata.get(SECRET_TTL)
+        && let Err(e) = secret_ttl(value)
+    {
+        match annotation {
+            Some((_, ns, name)) if from_pod => {
+                bail!("Deployment {ns}/{name}: annotation {PROXY_CONFIG_ANNOTATION}: proxyMetadata.{SECRET_TTL}: {e}")
+            }
+            _ => bail!("mesh.yaml: defaultConfig.proxyMetadata.{SECRET_TTL}: {e}"),
+        }
+    }
+    Ok(metadata.into_iter().collect())
+}
+
+pub fn plan(mut resources: Vec<Resource>, addrs: Addresses, mesh: &model::MeshConfig) -> Result<Plan> {
     let namespaces: BTreeMap<String, Namespace> = resources
         .iter()
         .filter_map(|r| match r {
@@ -212,6 +269,7 @@ pub fn plan(mut resources: Vec<Resource>, addrs: Addresses) -> Result<Plan> {
         let template_meta = spec.template.metadata.clone().unwrap_or_default();
         let pod_spec = spec.template.spec.clone().unwrap_or_default();
         let sidecar = wants_sidecar(d, &namespaces, &ns);
+        let proxy_env = proxy_metadata(mesh, Some((d, &ns, r.name())))?;
         for i in 0..spec.replicas.unwrap_or(1).max(0) as usize {
             let (pod_ip, app_ip) = addrs.pod(pods.len());
             let mut pod = PodPlan {
@@ -224,6 +282,7 @@ pub fn plan(mut resources: Vec<Resource>, addrs: Addresses) -> Result<Plan> {
                 app_ip,
                 gateway: false,
                 sidecar,
+                proxy_env: proxy_env.clone(),
                 containers: Vec::new(),
             };
             for c in &pod_spec.containers {
@@ -235,14 +294,20 @@ pub fn plan(mut resources: Vec<Resource>, addrs: Addresses) -> Result<Plan> {
             pods.push(pod);
         }
     }
-    add_ingress_gateway(&mut resources, &mut pods, &mut pod_resources, addrs)?;
+    add_ingress_gateway(&mut resources, &mut pods, &mut pod_resources, addrs, proxy_metadata(mesh, None)?)?;
     resources.extend(pod_resources);
     Ok(Plan { resources, pods })
 }
 
 /// Istio installs an ingress gateway in istio-system labelled `istio: ingressgateway`,
 /// whose Service maps port 80 to 8080 and 443 to 8443; so does `up`.
-fn add_ingress_gateway(resources: &mut Vec<Resource>, pods: &mut Vec<PodPlan>, pod_resources: &mut Vec<Resource>, addrs: Addresses) -> Result<()> {
+fn add_ingress_gateway(
+    resources: &mut Vec<Resource>,
+    pods: &mut Vec<PodPlan>,
+    pod_resources: &mut Vec<Resource>,
+    addrs: Addresses,
+    proxy_env: Vec<(String, String)>,
+) -> Result<()> {
     let has = |kind: api::Kind, ns: Option<&str>, name: &str| {
         resources.iter().any(|r| r.kind() == kind && r.name() == name && (ns.is_none() || r.namespace() == ns))
     };
@@ -277,6 +342,7 @@ fn add_ingress_gateway(resources: &mut Vec<Resource>, pods: &mut Vec<PodPlan>, p
         app_ip,
         gateway: true,
         sidecar: false,
+        proxy_env,
         containers: Vec::new(),
     };
     let ports: Vec<k8s_openapi::api::core::v1::ContainerPort> = [8080, 8443, 15021]
@@ -323,6 +389,58 @@ mod tests {
         assert_ne!(pod_name("reviews-v1", 0), pod_name("reviews-v1", 1));
         assert!(pod_name("reviews-v1", 0).starts_with("reviews-v1-"));
         assert_eq!(pod_name("reviews-v1", 0).len(), "reviews-v1".len() + 1 + 9 + 1 + 5);
+    }
+
+    fn deployment(annotation: Option<&str>) -> Deployment {
+        let annotations = annotation.map_or(String::new(), |a| format!(", annotations: {{proxy.istio.io/config: {a:?}}}"));
+        let yaml = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}{annotations}}}\n    spec: {{containers: [{{name: web, image: web}}]}}\n"
+        );
+        match api::parse("web.yaml", &yaml).expect("parses").remove(0) {
+            Resource::Deployment(d) => d,
+            other => panic!("not a Deployment: {other:?}"),
+        }
+    }
+
+    fn mesh(metadata: &[(&str, &str)]) -> model::MeshConfig {
+        let mut m = model::MeshConfig::default();
+        m.default_config.proxy_metadata = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        m
+    }
+
+    #[test]
+    fn proxy_metadata_is_the_meshs_overridden_key_by_key_by_the_pods() {
+        let m = mesh(&[("SECRET_TTL", "4s"), ("OTHER", "mesh")]);
+        let d = deployment(Some("proxyMetadata: {SECRET_TTL: 90s}"));
+        let env = proxy_metadata(&m, Some((&d, "default", "web"))).expect("valid");
+        assert_eq!(env, vec![("OTHER".into(), "mesh".into()), ("SECRET_TTL".into(), "90s".into())]);
+        let plain = deployment(None);
+        let env = proxy_metadata(&m, Some((&plain, "default", "web"))).expect("valid");
+        assert_eq!(env, vec![("OTHER".into(), "mesh".into()), ("SECRET_TTL".into(), "4s".into())]);
+        assert!(proxy_metadata(&model::MeshConfig::default(), None).expect("valid").is_empty());
+    }
+
+    #[test]
+    fn a_bad_secret_ttl_names_where_it_was_set() {
+        let d = deployment(Some("proxyMetadata: {SECRET_TTL: 4 seconds}"));
+        let err = proxy_metadata(&mesh(&[]), Some((&d, "prod", "web"))).expect_err("bad").to_string();
+        assert!(err.starts_with("Deployment prod/web: annotation proxy.istio.io/config: proxyMetadata.SECRET_TTL:"), "{err}");
+        let err = proxy_metadata(&mesh(&[("SECRET_TTL", "500ms")]), None).expect_err("too short").to_string();
+        assert!(err.contains("mesh.yaml: defaultConfig.proxyMetadata.SECRET_TTL") && err.contains("shortest"), "{err}");
+        let d = deployment(Some("proxyMetadata: [not, a, map]"));
+        let err = format!("{:#}", proxy_metadata(&mesh(&[]), Some((&d, "prod", "web"))).expect_err("not a ProxyConfig"));
+        assert!(err.contains("Deployment prod/web: annotation proxy.istio.io/config: not a ProxyConfig"), "{err}");
+    }
+
+    #[test]
+    fn secret_ttl_reads_go_durations_within_the_cas_limits() {
+        assert_eq!(secret_ttl("4s"), Ok(Duration::from_secs(4)));
+        assert_eq!(secret_ttl("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(secret_ttl("2160h"), Ok(identity::MAX_WORKLOAD_TTL));
+        assert!(secret_ttl("2160h1s").expect_err("too long").contains("max"));
+        assert!(secret_ttl("0").is_err());
+        assert!(secret_ttl("-4s").is_err());
+        assert!(secret_ttl("4").expect_err("no unit").contains("unit"));
     }
 
     #[test]

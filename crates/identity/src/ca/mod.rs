@@ -325,7 +325,7 @@ impl Ca {
         }
     }
 
-    /// Longest lifetime granted; longer requests are cut to it (default 90 days).
+    /// Longest lifetime granted; longer requests are refused (default 90 days).
     pub fn with_max_ttl(self, ttl: Duration) -> Ca {
         Ca {
             max_ttl: ttl,
@@ -346,7 +346,11 @@ impl Ca {
     /// Signs `csr_pem` for `authenticated`, the identity the caller proved (bootstrap
     /// token, service-account token). Refused unless the CSR's SANs are exactly one
     /// URI equal to `authenticated`. `ttl`: `None` or zero means the default; longer
-    /// than the maximum is cut to it. Returns leaf + intermediates (no root).
+    /// than the maximum is refused ([`CaError::Ttl`]), as Istio's CA does, so that a
+    /// proxy never silently runs with a lifetime other than the one it was given.
+    /// Any other length is granted, down to one second (renewal at half-life then
+    /// runs twice a second; `CertManager` never renews more often than every 100 ms).
+    /// Returns leaf + intermediates (no root).
     pub fn sign(
         &self,
         csr_pem: &str,
@@ -393,10 +397,13 @@ impl Ca {
                 requested,
             });
         }
-        let wanted = ttl.filter(|t| !t.is_zero()).unwrap_or(self.default_ttl);
-        let ttl = wanted.min(self.max_ttl);
-        if ttl < wanted {
-            tracing::debug!(id = %authenticated, ?wanted, granted = ?ttl, "certificate lifetime capped");
+        let ttl = ttl.filter(|t| !t.is_zero()).unwrap_or(self.default_ttl);
+        if ttl > self.max_ttl {
+            return Err(CaError::Ttl(format!(
+                "requested TTL {}s is greater than the max allowed TTL {}s",
+                ttl.as_secs(),
+                self.max_ttl.as_secs()
+            )));
         }
         let now = OffsetDateTime::from(now);
         let not_after = add(now, ttl)?.min(self.issuer_not_after);

@@ -194,18 +194,39 @@ fn issued_certificates_have_the_workload_profile() {
     let ttl = (na - before).whole_seconds();
     assert!((24 * 3600 - 10..=24 * 3600).contains(&ttl), "ttl {ttl}s");
 
-    // Serials differ; TTLs are capped at 90 days; a short TTL is honoured.
+    // Serials differ; 90 days is granted, longer refused (as Istio's CA);
+    // a lifetime of seconds is honoured exactly.
     assert_ne!(
         chain.info().expect("info").serial,
         sign(None).info().expect("info").serial
     );
-    let long = sign(Some(Duration::from_secs(365 * 24 * 3600)))
-        .info()
-        .expect("info");
-    let days = (long.not_after - before).whole_days();
-    assert!((89..=90).contains(&days), "capped to 90 days, got {days}");
-    let short = sign(Some(Duration::from_secs(2))).info().expect("info");
-    assert!((short.not_after - before).whole_seconds() <= 2);
+    let max = sign(Some(identity::MAX_WORKLOAD_TTL)).info().expect("info");
+    let days = (max.not_after - before).whole_days();
+    assert!((89..=90).contains(&days), "90 days granted, got {days}");
+    let key = KeyAndCsr::generate(&sleep).expect("key");
+    let err =
+        t.ca.sign(
+            key.csr_pem(),
+            &sleep,
+            Some(identity::MAX_WORKLOAD_TTL + Duration::from_secs(1)),
+        )
+        .expect_err("longer than the maximum");
+    assert!(
+        matches!(err, CaError::Ttl(_))
+            && err
+                .to_string()
+                .contains("requested TTL 7776001s is greater than the max allowed TTL 7776000s"),
+        "{err}"
+    );
+    for secs in [1, 4] {
+        let short = sign(Some(Duration::from_secs(secs))).info().expect("info");
+        // notBefore and notAfter come from one clock reading: the lifetime is exact.
+        assert_eq!(
+            (short.not_after - short.not_before).whole_seconds(),
+            (identity::CLOCK_SKEW_ALLOWANCE.as_secs() + secs) as i64,
+            "{short:?}"
+        );
+    }
 }
 
 #[test]

@@ -231,6 +231,12 @@ async fn root_rotation_updates_trust_without_rebuilding_configs() {
     roots.update(&both).expect("update");
     let (seen, _) = exchange(server_cfg.clone(), new_client.clone()).await.ok();
     assert_eq!(seen.expect("client cert").id(), &sleep);
+    // The same server, during the overlap, still takes clients of the old root:
+    // a proxy trusting {old, new} accepts peers signed by either.
+    let old_client = client(workload(&old.ca, &sleep), &roots, [httpbin.clone()]);
+    let (seen, by_client) = exchange(server_cfg.clone(), old_client).await.ok();
+    assert_eq!(seen.expect("client cert").id(), &sleep);
+    assert_eq!(by_client.id(), &httpbin);
     // ... and the Ca can serve both roots to workloads meanwhile.
     let serving_both = Arc::try_unwrap(new.ca)
         .expect("sole owner")

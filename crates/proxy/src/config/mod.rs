@@ -93,6 +93,39 @@ impl ConfigStore {
             return Err(format!("unknown resource type {type_url:?}"));
         };
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.install(&mut state, type_key, version, resources)
+    }
+
+    /// Accepts a change to the resources of `type_url` (see
+    /// [`wire::client::ConfigHandler::apply_partial`]), or explains why not.
+    pub fn apply_partial(
+        &self,
+        type_url: &str,
+        version: &str,
+        changed: Vec<pb::Resource>,
+        removed: Vec<String>,
+    ) -> Result<(), String> {
+        let Some(type_key) = wire::types::ALL.iter().copied().find(|t| *t == type_url) else {
+            return Err(format!("unknown resource type {type_url:?}"));
+        };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(old) = state.accepted.get(type_key) else {
+            return Err(format!(
+                "{} version {version:?}: a partial update before any full one",
+                wire::types::short_name(type_key)
+            ));
+        };
+        let resources = merge(&old.resources, changed, &removed);
+        self.install(&mut state, type_key, version, resources)
+    }
+
+    fn install(
+        &self,
+        state: &mut State,
+        type_key: &'static str,
+        version: &str,
+        resources: Vec<pb::Resource>,
+    ) -> Result<(), String> {
         let mut types = state.accepted.clone();
         types.insert(
             type_key,
@@ -128,6 +161,21 @@ impl ConfigStore {
     }
 }
 
+/// `old` with `changed` put in place of the resources of the same name (or
+/// added at the end) and `removed` dropped.
+fn merge(old: &[pb::Resource], changed: Vec<pb::Resource>, removed: &[String]) -> Vec<pb::Resource> {
+    let mut changed: BTreeMap<String, pb::Resource> =
+        changed.into_iter().map(|r| (r.name.clone(), r)).collect();
+    let removed: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
+    let mut out: Vec<pb::Resource> = old
+        .iter()
+        .filter(|r| !removed.contains(r.name.as_str()))
+        .map(|r| changed.remove(&r.name).unwrap_or_else(|| r.clone()))
+        .collect();
+    out.extend(changed.into_values());
+    out
+}
+
 /// The discovery client's view of the store.
 pub struct XdsHandler(pub Arc<ConfigStore>);
 
@@ -139,6 +187,20 @@ impl wire::client::ConfigHandler for XdsHandler {
         resources: Vec<pb::Resource>,
     ) -> Result<(), String> {
         self.0.apply(type_url, version, resources)
+    }
+
+    fn accepts_partial(&self) -> bool {
+        true
+    }
+
+    fn apply_partial(
+        &self,
+        type_url: &str,
+        version: &str,
+        changed: Vec<pb::Resource>,
+        removed: Vec<String>,
+    ) -> Result<(), String> {
+        self.0.apply_partial(type_url, version, changed, removed)
     }
 }
 
@@ -219,6 +281,47 @@ mod tests {
         let still = store.current().expect("still there");
         assert!(Arc::ptr_eq(&first, &still));
         assert_eq!(still.types[wire::types::ROUTE_CONFIG].version, "1");
+    }
+
+    #[test]
+    fn partial_updates_merge_into_the_accepted_set() {
+        let store = ConfigStore::new(&pb::Node::default());
+        assert!(
+            store
+                .apply_partial(wire::types::CLUSTER, "0", vec![cluster("a")], vec![])
+                .is_err(),
+            "nothing to merge into yet"
+        );
+        for t in wire::types::ALL {
+            let r = if t == wire::types::CLUSTER {
+                vec![cluster("a"), cluster("b")]
+            } else {
+                vec![]
+            };
+            store.apply(t, "1", r).expect("valid");
+        }
+        store
+            .apply_partial(
+                wire::types::CLUSTER,
+                "2",
+                vec![cluster("c")],
+                vec!["a".into()],
+            )
+            .expect("valid");
+        let now = store.current().expect("complete");
+        let names: Vec<&str> = now.types[wire::types::CLUSTER]
+            .resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["b", "c"]);
+        assert_eq!(now.types[wire::types::CLUSTER].version, "2");
+        // A partial update that does not compile changes nothing.
+        let err = store
+            .apply_partial(wire::types::LISTENER, "2", vec![cluster("x")], vec![])
+            .expect_err("wrong kind");
+        assert!(err.contains("listeners"), "{err}");
+        assert!(Arc::ptr_eq(&now, &store.current().expect("still")));
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct ListenerRt {
     pub spec: ListenerSpec,
     /// Where inbound traffic goes: app_ip:app_port.
     pub app: Authority,
+    /// Inbound: the port's AuthorizationPolicies.
+    pub authz: Arc<crate::policy::authz::ListenerAuthz>,
 }
 
 /// One downstream connection.
@@ -56,6 +58,8 @@ pub struct Conn {
     pub shared: Arc<Shared>,
     pub listener: Arc<ArcSwap<ListenerRt>>,
     pub peer: SocketAddr,
+    /// The server name a mesh mTLS client asked for (`connection.sni`).
+    pub sni: Option<Arc<str>>,
 }
 
 /// Envoy's port for a request without one.
@@ -81,7 +85,16 @@ pub async fn handle(
         conn.peer,
     ));
     let response = match listener.spec.direction {
-        Direction::Inbound => inbound(req, &authority, &listener, &conn.shared, &mut record).await,
+        Direction::Inbound => match authorize(&req, &authority, &listener, &conn) {
+            crate::policy::authz::Decision::Allow => {
+                inbound(req, &authority, &listener, &conn.shared, &mut record).await
+            }
+            crate::policy::authz::Decision::Deny(details) => {
+                tracing::debug!(peer = %conn.peer, %details, "request denied by authorization policy");
+                record.response_code_details = Some(details);
+                local_reply(StatusCode::FORBIDDEN, "RBAC: access denied")
+            }
+        },
         Direction::Outbound if req.method() == Method::CONNECT => {
             connect::tunnel(req, &authority, &mut record).await
         }
@@ -91,6 +104,38 @@ pub async fn handle(
     };
     record.status = response.status().as_u16();
     Ok(response.map(|b| LoggedBody::new(b, record)))
+}
+
+/// The port's AuthorizationPolicies on one inbound request.
+fn authorize<B>(
+    req: &Request<B>,
+    authority: &str,
+    listener: &ListenerRt,
+    conn: &Conn,
+) -> crate::policy::authz::Decision {
+    use crate::policy::authz::{self, Attrs, HttpAttrs};
+    let engine = &listener.authz.http;
+    if engine.is_empty() {
+        return authz::Decision::Allow;
+    }
+    let path = authz::normalize_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
+    let principal = req
+        .extensions()
+        .get::<crate::tls::inbound::MeshPeer>()
+        .map(|p| &*p.meta.principal);
+    engine.decide(&Attrs {
+        source: conn.peer.ip(),
+        remote: authz::remote_ip(req.headers(), conn.peer.ip()),
+        destination: listener.spec.bind,
+        principal,
+        sni: conn.sni.as_deref(),
+        http: Some(HttpAttrs {
+            method: req.method().as_str(),
+            path: &path,
+            host: authority,
+            headers: req.headers(),
+        }),
+    })
 }
 
 /// The authority the client asked for, lowercase: the absolute URI's (an

@@ -14,6 +14,7 @@ use wire::pb;
 use wire::pb::resource::Kind;
 
 use crate::lb::{BuildEnv, Cluster};
+use crate::policy::authz::ListenerAuthz;
 use crate::tls::inbound::MtlsMode;
 use routes::RouteTable;
 
@@ -68,6 +69,8 @@ pub struct Snapshot {
     /// so that a request needs no formatting to find its own.
     pub routes_by_port: HashMap<u16, Arc<RouteTable>>,
     pub clusters: HashMap<String, Arc<Cluster>>,
+    /// Inbound listeners' authorization policies, by bind address.
+    pub authz: HashMap<SocketAddr, Arc<ListenerAuthz>>,
 }
 
 impl Snapshot {
@@ -140,6 +143,7 @@ pub fn compile(
     }
 
     let mut listeners = Vec::new();
+    let mut authz = HashMap::new();
     let mut bound = HashSet::new();
     for r in &of(wire::types::LISTENER).resources {
         let Some(Kind::Listener(l)) = &r.kind else {
@@ -155,6 +159,10 @@ pub fn compile(
                 l.name, spec.bind
             ));
         }
+        if spec.direction == Direction::Inbound {
+            let compiled = ListenerAuthz::compile(l).map_err(|e| format!("listener {:?}: {e}", l.name))?;
+            authz.insert(spec.bind, Arc::new(compiled));
+        }
         listeners.push(spec);
     }
 
@@ -164,6 +172,7 @@ pub fn compile(
         routes,
         routes_by_port,
         clusters,
+        authz,
     })
 }
 

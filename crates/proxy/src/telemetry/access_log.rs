@@ -30,6 +30,7 @@ pub struct Line<'a> {
     pub user_agent: Option<&'a str>,
     pub downstream_remote_address: &'a str,
     pub route_name: Option<&'a str>,
+    pub response_code_details: Option<&'a str>,
 }
 
 pub struct AccessLog {

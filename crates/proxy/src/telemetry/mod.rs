@@ -158,6 +158,9 @@ pub struct Record {
     pub upstream_cluster: Option<Arc<str>>,
     pub upstream_time: Option<Duration>,
     pub route_name: Option<Arc<str>>,
+    /// Why the proxy answered itself, as Envoy's `%RESPONSE_CODE_DETAILS%`
+    /// (set where the reason matters to operators, e.g. authorization denials).
+    pub response_code_details: Option<Arc<str>>,
     pub destination: Option<Arc<PeerMeta>>,
     /// Inbound over mesh mTLS: the verified peer (from its certificate).
     pub source: Option<Arc<PeerMeta>>,
@@ -212,6 +215,7 @@ impl Record {
             upstream_cluster: None,
             upstream_time: None,
             route_name: None,
+            response_code_details: None,
             destination: None,
             source: req
                 .extensions()
@@ -287,6 +291,7 @@ impl Record {
                 user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
                 downstream_remote_address: &self.peer.to_string(),
                 route_name: self.route_name.as_deref(),
+                response_code_details: self.response_code_details.as_deref(),
             });
         }
     }

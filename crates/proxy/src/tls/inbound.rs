@@ -156,11 +156,13 @@ async fn handshake(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let reason = identity::handshake_failure_reason(&e);
-            tracing::warn!(listener = %spec.name, %peer, reason, "inbound mTLS handshake failed; connection closed");
+            // The verifier's own line names the peer's certificate; this one
+            // names the connection, so an operator can tell who was refused and why.
+            tracing::warn!(listener = %spec.name, %peer, mode = ?spec.mtls, reason, "inbound mTLS handshake refused; connection closed");
             return None;
         }
         Err(_) => {
-            tracing::warn!(listener = %spec.name, %peer, "inbound mTLS handshake timed out; connection closed");
+            tracing::warn!(listener = %spec.name, %peer, mode = ?spec.mtls, "inbound mTLS handshake timed out; connection closed");
             return None;
         }
     };

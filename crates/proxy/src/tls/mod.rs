@@ -5,7 +5,8 @@
 //! - [`inbound`]: what an inbound port accepts (PeerAuthentication's mode),
 //!   terminating mesh TLS and exposing the peer's identity to the request path;
 //! - [`outbound`]: how connections to an upstream endpoint are secured (auto
-//!   mTLS with secure naming, DestinationRule `tls`).
+//!   mTLS with secure naming, DestinationRule `tls`);
+//! - [`static_files`]: the workload certificate from files instead (no CA).
 //!
 //! [`MeshTls`] is this proxy's identity at run time: the certificate manager
 //! (whose current certificate every new handshake presents) and the mesh
@@ -13,6 +14,7 @@
 
 pub mod inbound;
 pub mod outbound;
+pub mod static_files;
 pub mod workload;
 
 use std::collections::HashMap;

@@ -4,8 +4,10 @@
 //! tests running in parallel never share a port.
 
 mod allocations;
+mod authz;
 mod control;
 mod cors_policy;
 mod routing;
+mod static_certs;
 mod support;
 mod traffic_policy;

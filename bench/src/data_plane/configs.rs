@@ -1,0 +1,332 @@
+//! The generated configs: trellis-proxy's static config (the proxy API as
+//! JSON) and Envoy's static bootstrap, for the same topology and the same
+//! work, with or without mTLS between the sidecars.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde_json::{Value, json};
+use wire::pb::{self, resource::Kind};
+
+use crate::certs::{self, Workload};
+
+pub const ECHO: &str = "echo";
+pub const PORT: u16 = 8080;
+pub const OUTBOUND_PORT: u16 = 15001;
+pub const ADMIN_PORT: u16 = 15000;
+
+fn fqdn(svc: &str) -> String {
+    format!("{svc}.default.svc.cluster.local")
+}
+
+fn cluster_name(svc: &str) -> String {
+    format!("outbound|{PORT}||{}", fqdn(svc))
+}
+
+/// Every name a client may use for a service, as Istio lists them.
+fn domains(svc: &str, vip: &str) -> Vec<String> {
+    let names = [
+        fqdn(svc),
+        svc.to_string(),
+        format!("{svc}.default.svc"),
+        format!("{svc}.default"),
+        vip.to_string(),
+    ];
+    names
+        .iter()
+        .flat_map(|n| [n.clone(), format!("{n}:{PORT}")])
+        .collect()
+}
+
+/// A service of the large mesh: name, VIP, three endpoints (never contacted).
+pub struct Service {
+    name: String,
+    vip: String,
+    endpoints: Vec<(String, u16)>,
+}
+
+pub fn services(echo_endpoint: SocketAddr, extra: usize) -> Vec<Service> {
+    let mut v = vec![Service {
+        name: ECHO.into(),
+        vip: "10.96.0.1".into(),
+        endpoints: vec![(echo_endpoint.ip().to_string(), echo_endpoint.port())],
+    }];
+    for i in 0..extra {
+        v.push(Service {
+            name: format!("svc-{i}"),
+            vip: format!("10.97.{}.{}", i / 250, i % 250 + 1),
+            endpoints: (1..=3)
+                .map(|j| (format!("10.{}.{}.{}", 100 + j, i / 250, i % 250 + 1), PORT))
+                .collect(),
+        });
+    }
+    v
+}
+
+fn resource(name: &str, kind: Kind) -> pb::Resource {
+    pb::Resource {
+        name: name.into(),
+        version: "1".into(),
+        kind: Some(kind),
+    }
+}
+
+/// trellis-proxy's static config: the outbound side (every sidecar carries
+/// it, as in Istio) and, server side, the inbound listener to the app.
+pub fn trellis_config(services: &[Service], inbound: bool, mtls: bool) -> Value {
+    let mut resources = Vec::new();
+    let mut vhosts = Vec::new();
+    for s in services {
+        let name = cluster_name(&s.name);
+        resources.push(resource(
+            &name,
+            Kind::Cluster(pb::Cluster {
+                name: name.clone(),
+                service: fqdn(&s.name),
+                port: u32::from(PORT),
+                connect_timeout_ms: 1000,
+                // Said outright either way (unset would be auto mTLS): ISTIO_MUTUAL
+                // checks the server's SPIFFE id against the endpoint's `identity`.
+                tls: Some(pb::UpstreamTls {
+                    mode: if mtls {
+                        pb::UpstreamTlsMode::IstioMutual
+                    } else {
+                        pb::UpstreamTlsMode::Disable
+                    } as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        ));
+        resources.push(resource(
+            &name,
+            Kind::Endpoints(pb::ClusterEndpoints {
+                cluster: name.clone(),
+                endpoints: s
+                    .endpoints
+                    .iter()
+                    .map(|(ip, port)| pb::Endpoint {
+                        address: ip.clone(),
+                        port: u32::from(*port),
+                        labels: [("app".to_string(), s.name.clone())].into(),
+                        pod: format!("{}.default", s.name),
+                        healthy: true,
+                        has_sidecar: true,
+                        identity: certs::spiffe_id(&s.name),
+                        workload: s.name.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
+        ));
+        vhosts.push(pb::VirtualHost {
+            name: format!("{}:{PORT}", fqdn(&s.name)),
+            domains: domains(&s.name, &s.vip),
+            routes: vec![pb::Route {
+                name: "default".into(),
+                action: Some(pb::route::Action::Forward(pb::RouteAction {
+                    clusters: vec![pb::WeightedCluster {
+                        cluster: name,
+                        weight: 100,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+        });
+    }
+    resources.push(resource(
+        &PORT.to_string(),
+        Kind::RouteConfig(pb::RouteConfig {
+            name: PORT.to_string(),
+            virtual_hosts: vhosts,
+        }),
+    ));
+    if inbound {
+        resources.push(resource(
+            &format!("inbound|{PORT}"),
+            Kind::Listener(pb::Listener {
+                name: format!("inbound|{PORT}"),
+                port: u32::from(PORT),
+                direction: pb::Direction::Inbound as i32,
+                protocol: pb::Protocol::Http as i32,
+                app_port: u32::from(PORT),
+                service: fqdn(ECHO),
+                mtls_mode: if mtls {
+                    pb::MtlsMode::Strict
+                } else {
+                    pb::MtlsMode::Disable
+                } as i32,
+                ..Default::default()
+            }),
+        ));
+    }
+    json!({ "resources": resources })
+}
+
+fn socket(ip: IpAddr, port: u16) -> Value {
+    json!({ "socket_address": { "address": ip.to_string(), "port_value": port } })
+}
+
+/// Istio's TLS parameters for mesh traffic: TLS 1.2 to 1.3 (Envoy's client
+/// default stops at 1.2; rustls, and so Trellis, speaks 1.3).
+fn envoy_tls_params() -> Value {
+    json!({ "tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3" })
+}
+
+/// The certificate and the roots come from static secrets named as Istio's SDS
+/// names them, shared by every cluster (as SDS shares them), not loaded per cluster.
+fn envoy_common_tls(san: Value) -> Value {
+    json!({
+        "tls_params": envoy_tls_params(),
+        "tls_certificate_sds_secret_configs": [{ "name": "default" }],
+        "combined_validation_context": {
+            "default_validation_context": { "match_typed_subject_alt_names": [{ "san_type": "URI", "matcher": san }] },
+            "validation_context_sds_secret_config": { "name": "ROOTCA" }
+        }
+    })
+}
+
+/// `tls`: the SPIFFE id the server must present (ISTIO_MUTUAL with secure naming).
+fn envoy_cluster(name: &str, endpoints: &[(String, u16)], tls: Option<&str>) -> Value {
+    let lb_endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(ip, port)| {
+            json!({ "endpoint": { "address": { "socket_address": { "address": ip, "port_value": port } } } })
+        })
+        .collect();
+    let max = u32::MAX;
+    let mut cluster = json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "LEAST_REQUEST",
+        // As Istio sets them: no circuit breaking by default.
+        "circuit_breakers": { "thresholds": [{
+            "max_connections": max, "max_pending_requests": max,
+            "max_requests": max, "max_retries": max
+        }]},
+        "load_assignment": { "cluster_name": name, "endpoints": [{ "lb_endpoints": lb_endpoints }] },
+        // The upstream speaks what the client spoke, as trellis-proxy's default.
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "use_downstream_protocol_config": {
+                    "http_protocol_options": {},
+                    "http2_protocol_options": {}
+                }
+            }
+        }
+    });
+    if let Some(server_id) = tls {
+        cluster["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": envoy_common_tls(json!({ "exact": server_id })),
+                "sni": format!("outbound_.{PORT}_._.{}", name.rsplit("||").next().unwrap_or(name))
+            }
+        });
+    }
+    cluster
+}
+
+/// `mtls`: the inbound side of STRICT: a client certificate from the mesh is
+/// required, and its identity goes to the app as `x-forwarded-client-cert`
+/// (what Trellis's inbound does too).
+fn envoy_http_listener(name: &str, ip: IpAddr, port: u16, route: Value, mtls: bool) -> Value {
+    let mut hcm = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": name,
+        "codec_type": "AUTO",
+        "route_config": route,
+        "http_filters": [{
+            "name": "envoy.filters.http.router",
+            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+        }]
+    });
+    let mut chain = json!({});
+    if mtls {
+        hcm["forward_client_cert_details"] = json!("SANITIZE_SET");
+        hcm["set_current_client_cert_details"] = json!({ "uri": true });
+        chain["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": true,
+                "common_tls_context": envoy_common_tls(
+                    json!({ "prefix": format!("spiffe://{}/", certs::TRUST_DOMAIN) })
+                )
+            }
+        });
+    }
+    chain["filters"] =
+        json!([{ "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm }]);
+    json!({ "name": name, "address": socket(ip, port), "filter_chains": [chain] })
+}
+
+/// Envoy's static bootstrap for the same topology and work as trellis-proxy's;
+/// `tls`: this side's workload certificate, for mTLS between the sidecars.
+pub fn envoy_config(
+    services: &[Service],
+    ip: IpAddr,
+    inbound_app: Option<SocketAddr>,
+    tls: Option<&Workload>,
+) -> Value {
+    let mut clusters = Vec::new();
+    let mut vhosts = Vec::new();
+    for s in services {
+        let name = cluster_name(&s.name);
+        let server_id = certs::spiffe_id(&s.name);
+        clusters.push(envoy_cluster(
+            &name,
+            &s.endpoints,
+            tls.map(|_| server_id.as_str()),
+        ));
+        vhosts.push(json!({
+            "name": format!("{}:{PORT}", fqdn(&s.name)),
+            "domains": domains(&s.name, &s.vip),
+            "routes": [{ "name": "default", "match": { "prefix": "/" }, "route": { "cluster": name } }]
+        }));
+    }
+    let mut listeners = vec![envoy_http_listener(
+        "outbound_proxy",
+        ip,
+        OUTBOUND_PORT,
+        json!({ "name": PORT.to_string(), "virtual_hosts": vhosts }),
+        false,
+    )];
+    if let Some(app) = inbound_app {
+        let name = format!("inbound|{PORT}||");
+        clusters.push(envoy_cluster(
+            &name,
+            &[(app.ip().to_string(), app.port())],
+            None,
+        ));
+        listeners.push(envoy_http_listener(
+            &format!("inbound|{PORT}"),
+            ip,
+            PORT,
+            json!({ "name": "inbound", "virtual_hosts": [{
+                "name": "inbound|http|8080", "domains": ["*"],
+                "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": name } }]
+            }]}),
+            tls.is_some(),
+        ));
+    }
+    let mut static_resources = json!({ "listeners": listeners, "clusters": clusters });
+    if let Some(w) = tls {
+        static_resources["secrets"] = json!([
+            { "name": "default", "tls_certificate": {
+                "certificate_chain": { "filename": w.cert_chain },
+                "private_key": { "filename": w.key }
+            }},
+            { "name": "ROOTCA", "validation_context": { "trusted_ca": { "filename": w.roots } } }
+        ]);
+    }
+    json!({
+        "node": { "id": format!("{ip}"), "cluster": "bench" },
+        "admin": { "address": socket(ip, ADMIN_PORT) },
+        "static_resources": static_resources
+    })
+}

@@ -1,0 +1,177 @@
+//! Pushing only what changed, to only the proxies it affects, over a real
+//! discovery stream: an endpoint change of a service reaches the proxies
+//! whose scope sees it as the changed endpoint resources alone, and no other
+//! proxy is sent anything.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wire::pb::{Node, ProxyKind, Resource};
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: a}
+spec:
+  selector: {app: s}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: t, namespace: b}
+spec:
+  selector: {app: t}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: a}
+spec:
+  egress: [{hosts: ["./*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: b}
+spec:
+  egress: [{hosts: ["./*"]}]
+"#;
+
+fn pod(name: &str, ns: &str, app: &str, ip: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {app}}}}}\nspec:\n  containers: [{{name: c, image: app, ports: [{{containerPort: 8080}}]}}]\nstatus: {{podIP: {ip}}}\n")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+}
+
+/// One response as the proxy saw it.
+#[derive(Clone, Debug)]
+struct Got {
+    type_url: String,
+    partial: bool,
+    names: Vec<String>,
+    removed: Vec<String>,
+}
+
+/// A proxy that takes partial updates and remembers every response.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Got>>>);
+
+impl Recorder {
+    fn endpoints(&self) -> Vec<Got> {
+        self.0.lock().expect("lock").iter().filter(|g| g.type_url == wire::types::ENDPOINTS).cloned().collect()
+    }
+}
+
+impl wire::client::ConfigHandler for Recorder {
+    fn apply(&self, type_url: &str, _version: &str, resources: Vec<Resource>) -> Result<(), String> {
+        let names = resources.into_iter().map(|r| r.name).collect();
+        self.0.lock().map_err(|e| e.to_string())?.push(Got { type_url: type_url.into(), partial: false, names, removed: vec![] });
+        Ok(())
+    }
+
+    fn accepts_partial(&self) -> bool {
+        true
+    }
+
+    fn apply_partial(&self, type_url: &str, _version: &str, changed: Vec<Resource>, removed: Vec<String>) -> Result<(), String> {
+        let names = changed.into_iter().map(|r| r.name).collect();
+        self.0.lock().map_err(|e| e.to_string())?.push(Got { type_url: type_url.into(), partial: true, names, removed });
+        Ok(())
+    }
+}
+
+async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_change_reaches_only_the_proxies_that_see_the_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = control::store::Store::open(dir.path()).expect("store");
+    let initial = format!("{MESH}---\n{}---\n{}", pod("s-1", "a", "s", "10.0.0.1"), pod("t-1", "b", "t", "10.0.1.1"));
+    for r in api::parse("mesh.yaml", &initial).expect("parse") {
+        store.apply(r).expect("apply");
+    }
+    drop(store);
+    let (xds, http) = (free_port(), free_port());
+    let options = control::Options {
+        config_dir: dir.path().to_path_buf(),
+        xds_addr: ([127, 0, 0, 1], xds).into(),
+        http_addr: ([127, 0, 0, 1], http).into(),
+        mesh_config: model::MeshConfig::default(),
+        debounce: Duration::from_millis(20),
+        ca_dir: None,
+        token_secret: None,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(control::run(options, async {
+        let _ = stopped.await;
+    }));
+    let sidecar = |pod: &str, ns: &str| Node {
+        id: format!("{pod}.{ns}"),
+        pod_name: pod.into(),
+        namespace: ns.into(),
+        kind: ProxyKind::Sidecar as i32,
+        ..Default::default()
+    };
+    let (in_a, in_b) = (Recorder::default(), Recorder::default());
+    for (node, rec) in [(sidecar("s-1", "a"), &in_a), (sidecar("t-1", "b"), &in_b)] {
+        tokio::spawn(wire::client::run(format!("http://127.0.0.1:{xds}"), node, rec.clone()));
+    }
+    for rec in [&in_a, &in_b] {
+        wait_for("all four types", || {
+            let got = rec.0.lock().expect("lock");
+            wire::types::ALL.iter().all(|t| got.iter().any(|g| g.type_url == *t))
+        })
+        .await;
+    }
+    let first = in_a.endpoints();
+    assert_eq!(first.len(), 1);
+    assert!(!first[0].partial, "the first response is the whole set");
+
+    let api = format!("http://127.0.0.1:{http}");
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("client");
+    let apply = |body: String| {
+        let client = client.clone();
+        let api = api.clone();
+        async move {
+            let resp = client.post(format!("{api}/v1/apply")).body(body).send().await.expect("apply");
+            assert!(resp.status().is_success(), "{}", resp.text().await.unwrap_or_default());
+        }
+    };
+    // A second endpoint for s, in namespace a.
+    apply(pod("s-2", "a", "s", "10.0.0.2")).await;
+    wait_for("a's endpoint update", || in_a.endpoints().len() == 2).await;
+    let update = &in_a.endpoints()[1];
+    assert!(update.partial, "{update:?}");
+    assert_eq!(update.names, vec!["outbound|8080||s.a.svc.cluster.local"], "only the changed resource");
+    assert!(update.removed.is_empty());
+
+    // Then one for t, which only b sees. Changes are pushed in order, so once b
+    // has this one, it would already have had one for s if it had been sent any.
+    apply(pod("t-2", "b", "t", "10.0.1.2")).await;
+    wait_for("b's endpoint update", || in_b.endpoints().len() >= 2).await;
+    let b = in_b.endpoints();
+    assert_eq!(b.len(), 2, "b got nothing for s: {b:?}");
+    assert_eq!(b[1].names, vec!["outbound|8080||t.b.svc.cluster.local"]);
+    // And a nothing for t: after a further change to s, a has had exactly one more.
+    apply(pod("s-3", "a", "s", "10.0.0.3")).await;
+    wait_for("a's second update", || in_a.endpoints().len() >= 3).await;
+    assert_eq!(in_a.endpoints().len(), 3, "a got nothing for t: {:?}", in_a.endpoints());
+    // Neither proxy was sent clusters, routes or listeners again.
+    for rec in [&in_a, &in_b] {
+        let got = rec.0.lock().expect("lock");
+        for t in [wire::types::CLUSTER, wire::types::ROUTE_CONFIG, wire::types::LISTENER] {
+            assert_eq!(got.iter().filter(|g| g.type_url == t).count(), 1, "{t}");
+        }
+    }
+
+    let _ = stop.send(());
+    let stopped = tokio::time::timeout(Duration::from_secs(10), server).await;
+    assert!(stopped.is_ok(), "the control plane stops");
+}

@@ -1,0 +1,409 @@
+//! AuthorizationPolicy → the compiled policies of one inbound port, as
+//! Istio's authz builder makes Envoy's RBAC filters for a sidecar.
+//!
+//! Which policies apply to a workload (Istio's `ListAuthorizationPolicies`
+//! with its workload policy matcher):
+//! - those in the root namespace (mesh-wide) and in the workload's namespace;
+//! - `selector.matchLabels` narrows them to the workloads carrying those
+//!   labels, root-namespace policies included (they then select in every
+//!   namespace); no selector, or an empty one, selects every workload;
+//! - `targetRef(s)`: a sidecar is targeted only as the deployment of a
+//!   Gateway (kind `Gateway` naming the workload's
+//!   `gateway.networking.k8s.io/gateway-name` label, in the policy's
+//!   namespace). `Service`, `ServiceEntry` and `GatewayClass` references
+//!   attach policies to waypoints, never to sidecars, so such a policy does
+//!   not apply here at all.
+//!
+//! How each rule is reduced (Istio's authz `model.Generate`): every value
+//! that cannot be used on this port — an HTTP-only attribute on a TCP port
+//! (hosts, methods, paths, requestPrincipals, `request.headers[..]`,
+//! `request.auth.*`), a malformed address or port — drops the whole rule
+//! from an ALLOW policy (it never matches: "less likely to allow"), and is
+//! left out of a DENY, AUDIT or CUSTOM rule, which then matches more ("more
+//! likely to deny"). A rule with a condition key Istio does not know is
+//! dropped whatever the action. A policy without rules never matches: as
+//! ALLOW it still makes the port deny everything, as DENY it does nothing.
+//!
+//! CUSTOM: Trellis has no external authorizer, so the requests a CUSTOM
+//! policy would send to one are denied — which is what Istio does when the
+//! extension provider is missing or invalid (its rules become DENY rules).
+
+use api::Object;
+use api::security::{Action, AuthorizationPolicy, Condition, PolicyTargetReference, Rule};
+use wire::pb;
+
+use crate::mesh::Mesh;
+use crate::registry::Workload;
+
+/// Istio's annotation for policies that are evaluated and logged, never enforced.
+const DRY_RUN: &str = "istio.io/dry-run";
+/// The label Gateway API deployments carry, naming their Gateway.
+const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+
+/// The policies for HTTP requests and for TCP connections on a port of `w`
+/// serving `protocol` (a port of unknown protocol is sniffed, so it gets
+/// both). They are the same for every port of the workload: `ports` and
+/// `destination.port` are matched by the proxy.
+pub fn inbound(
+    mesh: &Mesh,
+    w: &Workload,
+    protocol: pb::Protocol,
+) -> (Vec<pb::AuthzPolicy>, Vec<pb::AuthzPolicy>) {
+    use pb::Protocol::*;
+    let (http, tcp) = match protocol {
+        Http | Http2 | Grpc => (true, false),
+        Tcp | Tls | Https => (false, true),
+        Unspecified => (true, true),
+    };
+    let policies: Vec<_> = applicable(mesh, w).collect();
+    let compile_all = |for_tcp: bool| {
+        policies
+            .iter()
+            .map(|p| compile_policy(p, for_tcp))
+            .collect()
+    };
+    (
+        if http { compile_all(false) } else { Vec::new() },
+        if tcp { compile_all(true) } else { Vec::new() },
+    )
+}
+
+/// The policies that apply to `w`: the root namespace's first (Istio
+/// evaluates root-namespace DENY policies before the others), then the
+/// workload's namespace's, each in namespace/name order.
+pub fn applicable<'a>(
+    mesh: &'a Mesh,
+    w: &'a Workload,
+) -> impl Iterator<Item = &'a Object<AuthorizationPolicy>> + 'a {
+    let root = mesh.config.root_namespace.as_str();
+    let in_ns = move |ns: &'a str| {
+        mesh.authorization_policies
+            .iter()
+            .filter(move |p| p.metadata.namespace.as_deref().unwrap_or("default") == ns)
+    };
+    let own = (w.namespace != root)
+        .then(|| in_ns(&w.namespace))
+        .into_iter()
+        .flatten();
+    in_ns(root).chain(own).filter(move |p| attaches(p, w))
+}
+
+fn attaches(p: &Object<AuthorizationPolicy>, w: &Workload) -> bool {
+    let refs: Vec<&PolicyTargetReference> = p
+        .spec
+        .target_ref
+        .iter()
+        .chain(&p.spec.target_refs)
+        .collect();
+    if refs.is_empty() {
+        return p.spec.selector.as_ref().is_none_or(|s| {
+            s.match_labels
+                .iter()
+                .all(|(k, v)| w.labels.get(k) == Some(v))
+        });
+    }
+    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+    refs.iter().any(|r| {
+        r.kind == "Gateway"
+            && (r.group.is_empty() || r.group == "gateway.networking.k8s.io")
+            && (r.namespace.is_empty() || r.namespace == ns)
+            && w.namespace == ns
+            && w.labels.get(GATEWAY_NAME_LABEL) == Some(&r.name)
+    })
+}
+
+/// One policy for HTTP (`for_tcp` false) or TCP.
+pub fn compile_policy(p: &Object<AuthorizationPolicy>, for_tcp: bool) -> pb::AuthzPolicy {
+    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+    let action = p.spec.action.unwrap_or(Action::Allow);
+    let rules = p
+        .spec
+        .rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let compiled = compile_rule(r, i as u32, ns, action, for_tcp);
+            if compiled.is_none() {
+                tracing::debug!(policy = %p.metadata.name, namespace = ns, rule = i, tcp = for_tcp, "authorization rule skipped on this port");
+            }
+            compiled
+        })
+        .collect();
+    pb::AuthzPolicy {
+        name: format!("ns[{ns}]-policy[{}]", p.metadata.name),
+        action: match action {
+            Action::Allow => pb::AuthzAction::Allow,
+            Action::Deny => pb::AuthzAction::Deny,
+            Action::Audit => pb::AuthzAction::Audit,
+            Action::Custom => pb::AuthzAction::Custom,
+        } as i32,
+        rules,
+        dry_run: p
+            .metadata
+            .annotations
+            .get(DRY_RUN)
+            .is_some_and(|v| parse_bool(v)),
+    }
+}
+
+/// Go's `strconv.ParseBool`, which Istio uses for the dry-run annotation
+/// (anything else is false).
+fn parse_bool(v: &str) -> bool {
+    matches!(v, "1" | "t" | "T" | "TRUE" | "true" | "True")
+}
+
+/// `None`: the rule is dropped (it can never match on this port).
+fn compile_rule(
+    r: &Rule,
+    index: u32,
+    policy_ns: &str,
+    action: Action,
+    for_tcp: bool,
+) -> Option<pb::AuthzRule> {
+    let b = Builder {
+        lenient: action != Action::Allow,
+        for_tcp,
+        policy_ns,
+    };
+    let mut when = Vec::new();
+    for c in &r.when {
+        if let Some(m) = b.condition(c)? {
+            when.push(m);
+        }
+    }
+    let mut from = Vec::new();
+    for f in &r.from {
+        let s = &f.source;
+        let mut all = Vec::new();
+        // Istio's order: principals, requestPrincipals, namespaces, remote IPs, IPs (service accounts with them).
+        b.push(
+            &mut all,
+            Field::Principal,
+            "",
+            &s.principals,
+            &s.not_principals,
+        )?;
+        b.push(
+            &mut all,
+            Field::RequestPrincipal,
+            "",
+            &s.request_principals,
+            &s.not_request_principals,
+        )?;
+        b.push(
+            &mut all,
+            Field::Namespace,
+            "",
+            &s.namespaces,
+            &s.not_namespaces,
+        )?;
+        b.push(
+            &mut all,
+            Field::ServiceAccount,
+            "",
+            &s.service_accounts,
+            &s.not_service_accounts,
+        )?;
+        b.push(
+            &mut all,
+            Field::RemoteIp,
+            "",
+            &s.remote_ip_blocks,
+            &s.not_remote_ip_blocks,
+        )?;
+        b.push(
+            &mut all,
+            Field::SourceIp,
+            "",
+            &s.ip_blocks,
+            &s.not_ip_blocks,
+        )?;
+        from.push(pb::AuthzClause { all });
+    }
+    let mut to = Vec::new();
+    for t in &r.to {
+        let o = &t.operation;
+        let mut all = Vec::new();
+        b.push(&mut all, Field::Host, "", &o.hosts, &o.not_hosts)?;
+        b.push(&mut all, Field::Method, "", &o.methods, &o.not_methods)?;
+        b.push(&mut all, Field::Path, "", &o.paths, &o.not_paths)?;
+        b.push(&mut all, Field::Port, "", &o.ports, &o.not_ports)?;
+        to.push(pb::AuthzClause { all });
+    }
+    Some(pb::AuthzRule {
+        index,
+        from,
+        to,
+        when,
+    })
+}
+
+/// An attribute as the policy names it, before it is reduced to a proxy field.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Field {
+    Principal,
+    RequestPrincipal,
+    Namespace,
+    ServiceAccount,
+    SourceIp,
+    RemoteIp,
+    DestinationIp,
+    Port,
+    Sni,
+    Host,
+    Method,
+    Path,
+    Header,
+    /// request.auth.* claims, audiences, presenter; Envoy metadata.
+    Jwt,
+    EnvoyMetadata,
+}
+
+impl Field {
+    fn http_only(self) -> bool {
+        matches!(
+            self,
+            Field::RequestPrincipal
+                | Field::Host
+                | Field::Method
+                | Field::Path
+                | Field::Header
+                | Field::Jwt
+        )
+    }
+
+    fn to_pb(self) -> pb::AuthzField {
+        use pb::AuthzField as F;
+        match self {
+            Field::Principal => F::Principal,
+            Field::Namespace => F::Namespace,
+            Field::ServiceAccount => F::ServiceAccount,
+            Field::SourceIp => F::SourceIp,
+            Field::RemoteIp => F::RemoteIp,
+            Field::DestinationIp => F::DestinationIp,
+            Field::Port => F::DestinationPort,
+            Field::Sni => F::Sni,
+            Field::Host => F::Host,
+            Field::Method => F::Method,
+            Field::Path => F::Path,
+            Field::Header => F::RequestHeader,
+            // No JWT authentication and no Envoy metadata in this proxy: the
+            // attribute is always absent, as for a request without a token.
+            Field::RequestPrincipal | Field::Jwt | Field::EnvoyMetadata => F::Absent,
+        }
+    }
+}
+
+struct Builder<'a> {
+    /// DENY, AUDIT, CUSTOM: an unusable value is left out instead of dropping the rule.
+    lenient: bool,
+    for_tcp: bool,
+    policy_ns: &'a str,
+}
+
+impl Builder<'_> {
+    /// A `when` condition: `None` drops the rule, `Some(None)` adds nothing.
+    fn condition(&self, c: &Condition) -> Option<Option<pb::AuthzMatch>> {
+        let key = c.key.as_str();
+        let (field, header) = if let Some(rest) = key.strip_prefix("request.headers") {
+            match rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+                Some(h) if !h.is_empty() && !h.contains(['[', ']']) => {
+                    (Field::Header, h.to_ascii_lowercase())
+                }
+                // Istio: an error in the generator, handled per action.
+                _ => return self.lenient.then_some(None),
+            }
+        } else {
+            let f = match key {
+                "source.ip" => Field::SourceIp,
+                "remote.ip" => Field::RemoteIp,
+                "source.namespace" => Field::Namespace,
+                "source.principal" => Field::Principal,
+                "source.serviceAccount" => Field::ServiceAccount,
+                "request.auth.principal" => Field::RequestPrincipal,
+                "request.auth.audiences" | "request.auth.presenter" => Field::Jwt,
+                k if k.starts_with("request.auth.claims") => Field::Jwt,
+                "destination.ip" => Field::DestinationIp,
+                "destination.port" => Field::Port,
+                "connection.sni" => Field::Sni,
+                k if k.starts_with("experimental.envoy.filters.") => Field::EnvoyMetadata,
+                // Istio skips a rule with an attribute it does not know, whatever the action.
+                _ => return None,
+            };
+            (f, String::new())
+        };
+        let mut out = Vec::new();
+        self.push(&mut out, field, &header, &c.values, &c.not_values)?;
+        Some(out.pop())
+    }
+
+    /// Adds the matcher for one attribute to `all`; `None` drops the rule.
+    fn push(
+        &self,
+        all: &mut Vec<pb::AuthzMatch>,
+        field: Field,
+        header: &str,
+        values: &[String],
+        not_values: &[String],
+    ) -> Option<()> {
+        if values.is_empty() && not_values.is_empty() {
+            return Some(());
+        }
+        let values = self.usable(field, values)?;
+        let not_values = self.usable(field, not_values)?;
+        if values.is_empty() && not_values.is_empty() {
+            return Some(());
+        }
+        all.push(pb::AuthzMatch {
+            field: field.to_pb() as i32,
+            header: header.to_string(),
+            values,
+            not_values,
+        });
+        Some(())
+    }
+
+    fn usable(&self, field: Field, values: &[String]) -> Option<Vec<String>> {
+        let mut out = Vec::with_capacity(values.len());
+        for v in values {
+            match self.value(field, v) {
+                Some(v) => out.push(v),
+                None if self.lenient => {}
+                None => return None,
+            }
+        }
+        Some(out)
+    }
+
+    /// The value as the proxy takes it, or `None` where Istio's generator fails.
+    fn value(&self, field: Field, v: &str) -> Option<String> {
+        if self.for_tcp && field.http_only() {
+            return None;
+        }
+        match field {
+            Field::SourceIp | Field::RemoteIp | Field::DestinationIp => {
+                cidr(v).then(|| v.to_string())
+            }
+            Field::Port => v.parse::<u16>().ok().map(|p| p.to_string()),
+            // `<name>` alone is a service account of the policy's namespace.
+            Field::ServiceAccount => Some(if v.contains('/') {
+                v.to_string()
+            } else {
+                format!("{}/{v}", self.policy_ns)
+            }),
+            _ => Some(v.to_string()),
+        }
+    }
+}
+
+/// An address or CIDR, as Istio's `AddrStrToCidrRange` accepts them.
+pub fn cidr(v: &str) -> bool {
+    match v.split_once('/') {
+        None => v.parse::<std::net::IpAddr>().is_ok(),
+        Some((ip, len)) => match (ip.parse::<std::net::IpAddr>(), len.parse::<u8>()) {
+            (Ok(std::net::IpAddr::V4(_)), Ok(l)) => l <= 32,
+            (Ok(std::net::IpAddr::V6(_)), Ok(l)) => l <= 128,
+            _ => false,
+        },
+    }
+}

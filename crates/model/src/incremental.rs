@@ -1,0 +1,160 @@
+//! Carrying a compiler's work over to the next version of the mesh.
+//!
+//! Most changes in a running mesh are endpoint changes: a pod starts, stops
+//! or is relabelled. They change no cluster and no route, only the endpoints
+//! of the services selecting the pod, and the inbound listeners of the pod
+//! itself. [`Compiler::update`] recognises such a change, patches only those
+//! endpoint resources in the scopes that see the services, and says which
+//! proxies are affected; every other proxy keeps its snapshot and is neither
+//! recompiled nor sent anything. Any other change recompiles everything.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use wire::pb::{self, ProxyKind};
+
+use crate::compile::{self, Compiler, ProxyConfig, SharedTypes};
+use crate::mesh::Mesh;
+use crate::registry::Workload;
+use crate::scope::Scope;
+
+/// Which proxies a mesh change may have changed the config of.
+#[derive(Debug)]
+pub enum Affected {
+    All,
+    Endpoints {
+        /// Services whose endpoints changed.
+        hosts: HashSet<String>,
+        /// Scopes (see [`Scope::key`]) whose endpoints were patched.
+        scopes: HashSet<String>,
+        /// Scopes carried over from the previous compiler, changed or not.
+        known: HashSet<String>,
+        /// Workloads (namespace, name) added, removed or changed: their own
+        /// proxies' listeners may differ.
+        workloads: HashSet<(String, String)>,
+    },
+}
+
+impl Affected {
+    /// Whether `node`'s config may differ under `compiler` (the updated one).
+    pub fn proxy(&self, compiler: &Compiler, node: &pb::Node) -> bool {
+        let Affected::Endpoints { hosts, scopes, known, workloads } = self else { return true };
+        if workloads.contains(&(node.namespace.clone(), node.pod_name.clone())) {
+            return true;
+        }
+        if hosts.is_empty() {
+            return false;
+        }
+        // Gateways' config is not cached by scope; they are few.
+        if node.kind() == ProxyKind::Gateway {
+            return true;
+        }
+        let key = Scope::for_node(compiler.mesh(), node).key;
+        scopes.contains(&key) || !known.contains(&key)
+    }
+
+    pub fn is_nothing(&self) -> bool {
+        matches!(self, Affected::Endpoints { hosts, workloads, .. } if hosts.is_empty() && workloads.is_empty())
+    }
+}
+
+impl Compiler {
+    /// A compiler for `mesh`, the next version of this one's. When only
+    /// workloads changed, the scopes' clusters and routes are carried over and
+    /// only the endpoints of services whose backends changed are rebuilt.
+    pub fn update(&self, mesh: Arc<Mesh>) -> (Compiler, Affected) {
+        let old = self.mesh();
+        if !same_but_workloads(old, &mesh) {
+            return (Compiler::new(mesh), Affected::All);
+        }
+        let hosts: HashSet<String> = mesh
+            .registry
+            .services
+            .keys()
+            .filter(|h| !old.registry.backends(h).eq(mesh.registry.backends(h)))
+            .cloned()
+            .collect();
+        let workloads = changed_workloads(&old.registry.workloads, &mesh.registry.workloads);
+        let cached = self.shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let known: HashSet<String> = cached.keys().cloned().collect();
+        let mut scopes = HashSet::new();
+        let mut carried = HashMap::with_capacity(cached.len());
+        for (key, types) in cached {
+            let seen: Vec<&crate::registry::Service> = hosts
+                .iter()
+                .filter_map(|h| mesh.registry.service(h))
+                .filter(|svc| compile::visible(&types.scope, svc))
+                .collect();
+            if seen.is_empty() {
+                carried.insert(key, types);
+                continue;
+            }
+            let endpoints = Arc::new(patch_endpoints(&mesh, &types, &seen));
+            scopes.insert(key.clone());
+            carried.insert(key, SharedTypes { endpoints, ..types });
+        }
+        let compiler = Compiler { mesh, shared: std::sync::Mutex::new(carried) };
+        (compiler, Affected::Endpoints { hosts, scopes, known, workloads })
+    }
+}
+
+/// The scope's endpoints with those of `services` rebuilt from `mesh`. The
+/// clusters did not change, so neither do the names nor their order.
+fn patch_endpoints(mesh: &Mesh, types: &SharedTypes, services: &[&crate::registry::Service]) -> wire::server::TypeSnapshot {
+    let mut config = ProxyConfig::default();
+    for svc in services {
+        compile::service_clusters(mesh, &types.scope, svc, &mut config);
+    }
+    let mut fresh: HashMap<String, pb::Resource> = compile::type_snapshot(compile::endpoint_resources(config.endpoints))
+        .resources
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    let resources = types
+        .endpoints
+        .resources
+        .iter()
+        .map(|r| fresh.remove(&r.name).unwrap_or_else(|| r.clone()))
+        .collect();
+    compile::set_version(resources)
+}
+
+/// Whether the meshes differ in nothing but their workloads. Every field is
+/// named, so a field added to [`Mesh`] must be decided on here.
+fn same_but_workloads(a: &Mesh, b: &Mesh) -> bool {
+    let Mesh {
+        config,
+        registry,
+        virtual_services,
+        destination_rules,
+        gateways,
+        sidecars,
+        peer_authentications,
+        authorization_policies,
+    } = a;
+    *config == b.config
+        && registry.services == b.registry.services
+        && *virtual_services == b.virtual_services
+        && *destination_rules == b.destination_rules
+        && *gateways == b.gateways
+        && *sidecars == b.sidecars
+        && *peer_authentications == b.peer_authentications
+        && *authorization_policies == b.authorization_policies
+}
+
+fn by_name(ws: &[Workload]) -> HashMap<(String, String), Vec<&Workload>> {
+    let mut m: HashMap<(String, String), Vec<&Workload>> = HashMap::new();
+    for w in ws {
+        m.entry((w.namespace.clone(), w.name.clone())).or_default().push(w);
+    }
+    m
+}
+
+fn changed_workloads(old: &[Workload], new: &[Workload]) -> HashSet<(String, String)> {
+    let (a, b) = (by_name(old), by_name(new));
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,277 @@
+//! AuthorizationPolicy end to end, with Istio's own YAML from its
+//! authorization tasks: applied to a running mesh with `trellis apply -f`,
+//! enforced by the callee's sidecar on real mTLS connections, and removed
+//! with `trellis delete -f`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use e2e::{Mesh, eventually, http};
+use serde_json::Value;
+
+fn echo(name: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {name}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 8080}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      serviceAccountName: {name}
+      containers:
+      - name: echo
+        image: trellis-sample
+        command: [trellis-sample]
+        args: [echo, --service, {name}, --port, \"8080\"]
+        ports: [{{containerPort: 8080}}]
+"
+    )
+}
+
+/// Istio's "allow-nothing" (Authorization on HTTP traffic).
+const ALLOW_NOTHING: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: allow-nothing
+  namespace: default
+spec:
+  {}
+";
+
+/// As Istio's `get-ratings`: only echo-a's service account may GET echo-c.
+const ALLOW_A: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: get-echo-c
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: echo-c
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: [\"cluster.local/ns/default/sa/echo-a\"]
+    to:
+    - operation:
+        methods: [\"GET\"]
+";
+
+/// As Istio's explicit-deny task (`deny-method-get`), on POST and on /admin paths.
+const DENY_ADMIN_AND_POST: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-admin-and-post
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: echo-c
+  action: DENY
+  rules:
+  - to:
+    - operation:
+        paths: [\"/admin*\"]
+  - to:
+    - operation:
+        methods: [\"POST\"]
+";
+
+struct Pod {
+    name: String,
+    pod_ip: String,
+    app_ip: String,
+}
+
+fn pod(mesh: &Mesh, app: &str) -> Result<Pod> {
+    let pods = mesh.pods()?;
+    let p = pods
+        .iter()
+        .find(|p| p["metadata"]["labels"]["app"] == app)
+        .with_context(|| format!("no pod of {app}"))?;
+    let admin = p["metadata"]["annotations"]["proxy.trellis.io/admin"]
+        .as_str()
+        .context("the pod has a sidecar")?;
+    Ok(Pod {
+        name: p["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        pod_ip: p["status"]["podIP"].as_str().context("pod ip")?.to_string(),
+        app_ip: admin
+            .rsplit_once(':')
+            .map(|(ip, _)| ip.to_string())
+            .context("admin address")?,
+    })
+}
+
+/// `from`'s application GETs `target` through its own sidecar (mTLS to the
+/// callee's sidecar): the status and body the callee's side answered.
+async fn call(from: &Pod, target: &str) -> Result<(u16, Value)> {
+    let url = format!("http://{}:8080/?call={}", from.app_ip, target);
+    let reply: Value = http().get(url).send().await?.json().await?;
+    let upstream = &reply["upstream"];
+    let status = upstream["status"]
+        .as_u64()
+        .with_context(|| format!("no upstream status: {reply}"))?;
+    Ok((status as u16, upstream["body"].clone()))
+}
+
+/// A plaintext request straight to the callee's sidecar (PERMISSIVE).
+async fn plain(to: &Pod, method: &str, path: &str) -> Result<(u16, String)> {
+    let method = reqwest::Method::from_bytes(method.as_bytes())?;
+    let resp = http()
+        .request(method, format!("http://{}:8080{path}", to.pod_ip))
+        .send()
+        .await?;
+    Ok((resp.status().as_u16(), resp.text().await?))
+}
+
+fn kubectl(mesh: &Mesh, verb: &str, dir: &Path, name: &str, text: &str) -> Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    let out = mesh.trellis(&[verb, "-f", &path.display().to_string()]);
+    ensure!(
+        out.status.success(),
+        "{verb} {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Waits until `f` gives `want`.
+async fn until<F, Fut>(what: &str, want: u16, f: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(u16, Value)>>,
+{
+    eventually(Duration::from_secs(20), || async {
+        let (status, body) = f().await?;
+        if status != want {
+            bail!("{what}: {status} (want {want}): {body}");
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_policies_applied_and_removed_live() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    for name in ["echo-a", "echo-b", "echo-c"] {
+        std::fs::write(dir.path().join(format!("{name}.yaml")), echo(name))?;
+    }
+    let mesh = Mesh::up(dir.path())?;
+    let (a, b, c) = (
+        pod(&mesh, "echo-a")?,
+        pod(&mesh, "echo-b")?,
+        pod(&mesh, "echo-c")?,
+    );
+    let policies = tempfile::tempdir()?;
+    let c_url = "http://echo-c:8080/";
+
+    // No policy: everything gets through.
+    until("a → c, no policy", 200, || call(&a, c_url)).await?;
+
+    // allow-nothing: every request in the namespace is refused, as Envoy refuses it.
+    kubectl(
+        &mesh,
+        "apply",
+        policies.path(),
+        "allow-nothing.yaml",
+        ALLOW_NOTHING,
+    )?;
+    until("a → c under allow-nothing", 403, || call(&a, c_url)).await?;
+    let (_, body) = call(&b, c_url).await?;
+    assert_eq!(
+        body,
+        Value::String("RBAC: access denied".into()),
+        "Envoy's body"
+    );
+    assert_eq!(
+        plain(&c, "GET", "/").await?,
+        (403, "RBAC: access denied".to_string())
+    );
+    let log = std::fs::read_to_string(
+        mesh.logs()
+            .join(format!("default.{}.istio-proxy.log", c.name)),
+    )
+    .unwrap_or_default();
+    assert!(
+        log.contains("\"response_code_details\":\"rbac_access_denied_matched_policy[none]\""),
+        "the access log says why: {log:.3000}"
+    );
+    kubectl(
+        &mesh,
+        "delete",
+        policies.path(),
+        "allow-nothing.yaml",
+        ALLOW_NOTHING,
+    )?;
+    until("a → c after delete", 200, || call(&a, c_url)).await?;
+
+    // ALLOW from one principal: echo-a gets in over mTLS, echo-b and plaintext do not.
+    kubectl(&mesh, "apply", policies.path(), "allow-a.yaml", ALLOW_A)?;
+    until("b → c under get-echo-c", 403, || call(&b, c_url)).await?;
+    let (status, body) = call(&a, c_url).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["peer_identity"], "spiffe://cluster.local/ns/default/sa/echo-a",
+        "{body}"
+    );
+    assert_eq!(
+        plain(&c, "GET", "/").await?.0,
+        403,
+        "a plaintext caller has no principal"
+    );
+    until("a → b: the policy selects echo-c only", 200, || {
+        call(&a, "http://echo-b:8080/")
+    })
+    .await?;
+    kubectl(&mesh, "delete", policies.path(), "allow-a.yaml", ALLOW_A)?;
+    until("b → c after delete", 200, || call(&b, c_url)).await?;
+
+    // DENY on paths and methods.
+    kubectl(
+        &mesh,
+        "apply",
+        policies.path(),
+        "deny.yaml",
+        DENY_ADMIN_AND_POST,
+    )?;
+    until("a → c /admin", 403, || {
+        call(&a, "http://echo-c:8080/admin/users")
+    })
+    .await?;
+    assert_eq!(call(&a, "http://echo-c:8080/public").await?.0, 200);
+    assert_eq!(plain(&c, "POST", "/public").await?.0, 403, "DENY on POST");
+    assert_eq!(plain(&c, "GET", "/public").await?.0, 200);
+    kubectl(
+        &mesh,
+        "delete",
+        policies.path(),
+        "deny.yaml",
+        DENY_ADMIN_AND_POST,
+    )?;
+    until("a → c /admin after delete", 200, || {
+        call(&a, "http://echo-c:8080/admin/users")
+    })
+    .await?;
+    Ok(())
+}
