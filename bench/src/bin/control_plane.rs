@@ -36,23 +36,48 @@ struct Args {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Simulated proxies ask for the whole set of a type on every change
+    /// (state of the world) instead of only the changed resources.
+    #[arg(long)]
+    full_sets: bool,
 }
 
 /// What one simulated proxy has received: per type, how many versions and when the last arrived.
 #[derive(Default)]
 struct Received {
     types: HashMap<String, (usize, Instant)>,
+    /// Resources received in endpoint updates after the first (changed or removed).
+    endpoint_resources: usize,
 }
 
-struct Recorder(Arc<Mutex<Received>>);
+/// A simulated proxy: takes partial updates, as trellis-proxy does, unless
+/// told to ask for the whole set every time.
+struct Recorder(Arc<Mutex<Received>>, bool);
 
-impl wire::client::ConfigHandler for Recorder {
-    fn apply(&self, type_url: &str, _version: &str, _resources: Vec<Resource>) -> Result<(), String> {
+impl Recorder {
+    fn record(&self, type_url: &str, resources: usize) -> Result<(), String> {
         let mut r = self.0.lock().map_err(|_| "poisoned".to_string())?;
         let entry = r.types.entry(type_url.to_string()).or_insert((0, Instant::now()));
         entry.0 += 1;
         entry.1 = Instant::now();
+        if type_url == wire::types::ENDPOINTS && entry.0 > 1 {
+            r.endpoint_resources += resources;
+        }
         Ok(())
+    }
+}
+
+impl wire::client::ConfigHandler for Recorder {
+    fn apply(&self, type_url: &str, _version: &str, resources: Vec<Resource>) -> Result<(), String> {
+        self.record(type_url, resources.len())
+    }
+
+    fn accepts_partial(&self) -> bool {
+        self.1
+    }
+
+    fn apply_partial(&self, type_url: &str, _: &str, changed: Vec<Resource>, removed: Vec<String>) -> Result<(), String> {
+        self.record(type_url, changed.len() + removed.len())
     }
 }
 
@@ -170,7 +195,7 @@ async fn main() -> Result<()> {
             ..Default::default()
         };
         let received = Arc::new(Mutex::new(Received::default()));
-        tokio::spawn(wire::client::run(endpoint.clone(), node, Recorder(received.clone())));
+        tokio::spawn(wire::client::run(endpoint.clone(), node, Recorder(received.clone(), !a.full_sets)));
         proxies.push(received);
     }
     let counts = |t: &str| -> Vec<(usize, Instant)> {
@@ -221,6 +246,8 @@ async fn main() -> Result<()> {
         }
     }
     latencies.sort_by(|x, y| x.total_cmp(y));
+    let resources_per_update = proxies.iter().map(|p| p.lock().map(|r| r.endpoint_resources).unwrap_or(0)).sum::<usize>() as f64
+        / (a.proxies * a.changes).max(1) as f64;
     let rss_peak = rss_kib(pid, "VmHWM:");
     let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = cpu.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
@@ -231,7 +258,7 @@ async fn main() -> Result<()> {
         "startup_ms": startup.as_millis(), "full_push_ms": full_push.as_millis(),
         "endpoint_change_p50_ms": percentile(&latencies, 0.5), "endpoint_change_p99_ms": percentile(&latencies, 0.99),
         "rss_idle_mib": rss_idle as f64 / 1024.0, "rss_connected_mib": rss_connected as f64 / 1024.0, "rss_peak_mib": rss_peak as f64 / 1024.0,
-        "cpu_seconds": ticks as f64 / 100.0,
+        "cpu_seconds": ticks as f64 / 100.0, "endpoint_resources_per_update": resources_per_update,
     });
     println!("| figure | value |\n|---|---|");
     println!("| services / endpoints / proxies | {} / {} / {} |", a.services, a.services * a.endpoints_per_service, a.proxies);
@@ -240,6 +267,7 @@ async fn main() -> Result<()> {
     println!("| one endpoint change to all proxies, p50 / p99 | {:.0} ms / {:.0} ms |", percentile(&latencies, 0.5), percentile(&latencies, 0.99));
     println!("| trellisd RSS idle / connected / peak | {:.0} / {:.0} / {:.0} MiB |", rss_idle as f64 / 1024.0, rss_connected as f64 / 1024.0, rss_peak as f64 / 1024.0);
     println!("| trellisd CPU for the whole run | {:.1} s |", ticks as f64 / 100.0);
+    println!("| endpoint resources sent per proxy per change | {resources_per_update:.1} |");
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
     }

@@ -37,11 +37,16 @@ spec:
 "#;
 
 fn pod(name: &str, ns: &str, app: &str, ip: &str) -> String {
-    format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {app}}}}}\nspec:\n  containers: [{{name: c, image: app, ports: [{{containerPort: 8080}}]}}]\nstatus: {{podIP: {ip}}}\n")
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {app}}}}}\nspec:\n  containers: [{{name: c, image: app, ports: [{{containerPort: 8080}}]}}]\nstatus: {{podIP: {ip}}}\n"
+    )
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
 }
 
 /// One response as the proxy saw it.
@@ -59,14 +64,30 @@ struct Recorder(Arc<Mutex<Vec<Got>>>);
 
 impl Recorder {
     fn endpoints(&self) -> Vec<Got> {
-        self.0.lock().expect("lock").iter().filter(|g| g.type_url == wire::types::ENDPOINTS).cloned().collect()
+        self.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|g| g.type_url == wire::types::ENDPOINTS)
+            .cloned()
+            .collect()
     }
 }
 
 impl wire::client::ConfigHandler for Recorder {
-    fn apply(&self, type_url: &str, _version: &str, resources: Vec<Resource>) -> Result<(), String> {
+    fn apply(
+        &self,
+        type_url: &str,
+        _version: &str,
+        resources: Vec<Resource>,
+    ) -> Result<(), String> {
         let names = resources.into_iter().map(|r| r.name).collect();
-        self.0.lock().map_err(|e| e.to_string())?.push(Got { type_url: type_url.into(), partial: false, names, removed: vec![] });
+        self.0.lock().map_err(|e| e.to_string())?.push(Got {
+            type_url: type_url.into(),
+            partial: false,
+            names,
+            removed: vec![],
+        });
         Ok(())
     }
 
@@ -74,9 +95,20 @@ impl wire::client::ConfigHandler for Recorder {
         true
     }
 
-    fn apply_partial(&self, type_url: &str, _version: &str, changed: Vec<Resource>, removed: Vec<String>) -> Result<(), String> {
+    fn apply_partial(
+        &self,
+        type_url: &str,
+        _version: &str,
+        changed: Vec<Resource>,
+        removed: Vec<String>,
+    ) -> Result<(), String> {
         let names = changed.into_iter().map(|r| r.name).collect();
-        self.0.lock().map_err(|e| e.to_string())?.push(Got { type_url: type_url.into(), partial: true, names, removed });
+        self.0.lock().map_err(|e| e.to_string())?.push(Got {
+            type_url: type_url.into(),
+            partial: true,
+            names,
+            removed,
+        });
         Ok(())
     }
 }
@@ -93,7 +125,11 @@ async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
 async fn an_endpoint_change_reaches_only_the_proxies_that_see_the_service() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = control::store::Store::open(dir.path()).expect("store");
-    let initial = format!("{MESH}---\n{}---\n{}", pod("s-1", "a", "s", "10.0.0.1"), pod("t-1", "b", "t", "10.0.1.1"));
+    let initial = format!(
+        "{MESH}---\n{}---\n{}",
+        pod("s-1", "a", "s", "10.0.0.1"),
+        pod("t-1", "b", "t", "10.0.1.1")
+    );
     for r in api::parse("mesh.yaml", &initial).expect("parse") {
         store.apply(r).expect("apply");
     }
@@ -121,12 +157,18 @@ async fn an_endpoint_change_reaches_only_the_proxies_that_see_the_service() {
     };
     let (in_a, in_b) = (Recorder::default(), Recorder::default());
     for (node, rec) in [(sidecar("s-1", "a"), &in_a), (sidecar("t-1", "b"), &in_b)] {
-        tokio::spawn(wire::client::run(format!("http://127.0.0.1:{xds}"), node, rec.clone()));
+        tokio::spawn(wire::client::run(
+            format!("http://127.0.0.1:{xds}"),
+            node,
+            rec.clone(),
+        ));
     }
     for rec in [&in_a, &in_b] {
         wait_for("all four types", || {
             let got = rec.0.lock().expect("lock");
-            wire::types::ALL.iter().all(|t| got.iter().any(|g| g.type_url == *t))
+            wire::types::ALL
+                .iter()
+                .all(|t| got.iter().any(|g| g.type_url == *t))
         })
         .await;
     }
@@ -135,13 +177,26 @@ async fn an_endpoint_change_reaches_only_the_proxies_that_see_the_service() {
     assert!(!first[0].partial, "the first response is the whole set");
 
     let api = format!("http://127.0.0.1:{http}");
-    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("client");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
     let apply = |body: String| {
         let client = client.clone();
         let api = api.clone();
         async move {
-            let resp = client.post(format!("{api}/v1/apply")).body(body).send().await.expect("apply");
-            assert!(resp.status().is_success(), "{}", resp.text().await.unwrap_or_default());
+            let resp = client
+                .post(format!("{api}/v1/apply"))
+                .body(body)
+                .send()
+                .await
+                .expect("apply");
+            assert!(
+                resp.status().is_success(),
+                "{}",
+                resp.text().await.unwrap_or_default()
+            );
         }
     };
     // A second endpoint for s, in namespace a.
@@ -149,7 +204,11 @@ async fn an_endpoint_change_reaches_only_the_proxies_that_see_the_service() {
     wait_for("a's endpoint update", || in_a.endpoints().len() == 2).await;
     let update = &in_a.endpoints()[1];
     assert!(update.partial, "{update:?}");
-    assert_eq!(update.names, vec!["outbound|8080||s.a.svc.cluster.local"], "only the changed resource");
+    assert_eq!(
+        update.names,
+        vec!["outbound|8080||s.a.svc.cluster.local"],
+        "only the changed resource"
+    );
     assert!(update.removed.is_empty());
 
     // Then one for t, which only b sees. Changes are pushed in order, so once b
@@ -162,11 +221,20 @@ async fn an_endpoint_change_reaches_only_the_proxies_that_see_the_service() {
     // And a nothing for t: after a further change to s, a has had exactly one more.
     apply(pod("s-3", "a", "s", "10.0.0.3")).await;
     wait_for("a's second update", || in_a.endpoints().len() >= 3).await;
-    assert_eq!(in_a.endpoints().len(), 3, "a got nothing for t: {:?}", in_a.endpoints());
+    assert_eq!(
+        in_a.endpoints().len(),
+        3,
+        "a got nothing for t: {:?}",
+        in_a.endpoints()
+    );
     // Neither proxy was sent clusters, routes or listeners again.
     for rec in [&in_a, &in_b] {
         let got = rec.0.lock().expect("lock");
-        for t in [wire::types::CLUSTER, wire::types::ROUTE_CONFIG, wire::types::LISTENER] {
+        for t in [
+            wire::types::CLUSTER,
+            wire::types::ROUTE_CONFIG,
+            wire::types::LISTENER,
+        ] {
             assert_eq!(got.iter().filter(|g| g.type_url == t).count(), 1, "{t}");
         }
     }
@@ -174,4 +242,65 @@ async fn an_endpoint_change_reaches_only_the_proxies_that_see_the_service() {
     let _ = stop.send(());
     let stopped = tokio::time::timeout(Duration::from_secs(10), server).await;
     assert!(stopped.is_ok(), "the control plane stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_set_is_sent_in_pieces_and_applied_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = control::store::Store::open(dir.path()).expect("store");
+    // Well over one message's worth of clusters and endpoints.
+    let mut yaml = String::new();
+    for i in 0..400 {
+        yaml.push_str(&format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: a}}\nspec:\n  selector: {{app: s{i}}}\n  ports: [{{name: http, port: 8080}}]\n---\n{}", pod(&format!("s{i}-1"), "a", &format!("s{i}"), &format!("10.0.{}.{}", i / 200, i % 200 + 1))));
+    }
+    for r in api::parse("mesh.yaml", &yaml).expect("parse") {
+        store.apply(r).expect("apply");
+    }
+    drop(store);
+    let xds = free_port();
+    let options = control::Options {
+        config_dir: dir.path().to_path_buf(),
+        xds_addr: ([127, 0, 0, 1], xds).into(),
+        http_addr: ([127, 0, 0, 1], free_port()).into(),
+        mesh_config: model::MeshConfig::default(),
+        debounce: Duration::from_millis(20),
+        ca_dir: None,
+        token_secret: None,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(control::run(options, async {
+        let _ = stopped.await;
+    }));
+    let node = Node {
+        id: "s0-1.a".into(),
+        pod_name: "s0-1".into(),
+        namespace: "a".into(),
+        kind: ProxyKind::Sidecar as i32,
+        ..Default::default()
+    };
+    let rec = Recorder::default();
+    tokio::spawn(wire::client::run(
+        format!("http://127.0.0.1:{xds}"),
+        node,
+        rec.clone(),
+    ));
+    wait_for("all four types", || {
+        let got = rec.0.lock().expect("lock");
+        wire::types::ALL
+            .iter()
+            .all(|t| got.iter().any(|g| g.type_url == *t))
+    })
+    .await;
+    let got = rec.0.lock().expect("lock").clone();
+    let clusters: Vec<&Got> = got
+        .iter()
+        .filter(|g| g.type_url == wire::types::CLUSTER)
+        .collect();
+    assert_eq!(clusters.len(), 1, "one application of the whole set");
+    assert!(!clusters[0].partial);
+    assert_eq!(clusters[0].names.len(), 400);
+    let endpoints = rec.endpoints();
+    assert_eq!((endpoints.len(), endpoints[0].names.len()), (1, 400));
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 }

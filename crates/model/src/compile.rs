@@ -54,7 +54,7 @@ fn per_proxy(mesh: &Mesh, node: &pb::Node, scope: &Scope, config: &mut ProxyConf
 /// clusters and endpoints are built and versioned once, not a thousand times.
 pub struct Compiler {
     pub(crate) mesh: Arc<Mesh>,
-    pub(crate) shared: std::sync::Mutex<std::collections::HashMap<String, SharedTypes>>,
+    pub(crate) shared: std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::OnceLock<SharedTypes>>>>,
 }
 
 #[derive(Clone)]
@@ -77,23 +77,27 @@ impl Compiler {
     pub fn snapshot(&self, node: &pb::Node) -> ProxySnapshot {
         let scope = Scope::for_node(&self.mesh, node);
         let gateway = node.kind() == ProxyKind::Gateway;
-        let cached = self.shared.lock().unwrap_or_else(|e| e.into_inner()).get(&scope.key).cloned();
-        let shared = cached.unwrap_or_else(|| {
+        let compute = || {
             let mut config = ProxyConfig::default();
             outbound_clusters(&self.mesh, &scope, &mut config);
             let routes = (!gateway).then(|| Arc::new(type_snapshot(route_resources(outbound_routes(&self.mesh, &scope)))));
-            let shared = SharedTypes {
+            SharedTypes {
                 scope: scope.clone(),
                 clusters: Arc::new(type_snapshot(cluster_resources(config.clusters))),
                 endpoints: Arc::new(type_snapshot(endpoint_resources(config.endpoints))),
                 routes,
-            };
-            // Gateways compute routes per proxy, so they share only clusters and endpoints.
-            if !gateway {
-                self.shared.lock().unwrap_or_else(|e| e.into_inner()).insert(scope.key.clone(), shared.clone());
             }
-            shared
-        });
+        };
+        let shared = if gateway {
+            // Gateways compute routes per proxy, so they share only clusters and endpoints.
+            let cached = self.shared.lock().unwrap_or_else(|e| e.into_inner()).get(&scope.key).and_then(|c| c.get().cloned());
+            cached.unwrap_or_else(compute)
+        } else {
+            // One computation per scope, however many of its proxies connect at
+            // once: the others wait for it instead of each building a copy.
+            let cell = self.shared.lock().unwrap_or_else(|e| e.into_inner()).entry(scope.key.clone()).or_default().clone();
+            cell.get_or_init(compute).clone()
+        };
         let mut own = ProxyConfig::default();
         let mut types = BTreeMap::new();
         if gateway {

@@ -1,19 +1,16 @@
 //! Host names as Istio reads them: short names are relative to the namespace
 //! of the resource that wrote them, and `*.example.com` wildcards match by suffix.
 
-/// Expands a host written in `namespace` to a fully qualified name:
-/// `reviews` → `reviews.default.svc.cluster.local`, `reviews.default` →
-/// `reviews.default.svc.cluster.local`. Names with more dots, and wildcards, stay.
+/// Expands a host written in `namespace` to a fully qualified name as Istio
+/// does (`ResolveShortnameToFQDN`): only a name without a dot is short,
+/// `reviews` → `reviews.default.svc.cluster.local`. Anything with a dot
+/// (`reviews.prod`, `api.example`, a ServiceEntry's host), an IP address and
+/// `*` are taken as written.
 pub fn fqdn(host: &str, namespace: &str, domain_suffix: &str) -> String {
-    if host.contains('*') {
+    if host.contains('.') || host.contains(':') || host == "*" {
         return host.to_string();
     }
-    match host.matches('.').count() {
-        0 => format!("{host}.{namespace}.svc.{domain_suffix}"),
-        1 => format!("{host}.svc.{domain_suffix}"),
-        2 if host.ends_with(".svc") => format!("{host}.{domain_suffix}"),
-        _ => host.to_string(),
-    }
+    format!("{host}.{namespace}.svc.{domain_suffix}")
 }
 
 /// Whether a pattern (`*`, `*.suffix` or an exact name) covers `host`.
@@ -59,8 +56,11 @@ mod tests {
     fn fqdn_expansion() {
         let s = "cluster.local";
         assert_eq!(fqdn("reviews", "default", s), "reviews.default.svc.cluster.local");
-        assert_eq!(fqdn("reviews.prod", "default", s), "reviews.prod.svc.cluster.local");
-        assert_eq!(fqdn("reviews.prod.svc", "default", s), "reviews.prod.svc.cluster.local");
+        // Istio takes a name with a dot as written: it is not a short name.
+        assert_eq!(fqdn("reviews.prod", "default", s), "reviews.prod");
+        assert_eq!(fqdn("api.example", "default", s), "api.example");
+        assert_eq!(fqdn("10.0.0.1", "default", s), "10.0.0.1");
+        assert_eq!(fqdn("*", "default", s), "*");
         assert_eq!(fqdn("reviews.prod.svc.cluster.local", "x", s), "reviews.prod.svc.cluster.local");
         assert_eq!(fqdn("api.example.com", "x", s), "api.example.com");
         assert_eq!(fqdn("*.example.com", "x", s), "*.example.com");

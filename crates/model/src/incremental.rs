@@ -38,7 +38,15 @@ pub enum Affected {
 impl Affected {
     /// Whether `node`'s config may differ under `compiler` (the updated one).
     pub fn proxy(&self, compiler: &Compiler, node: &pb::Node) -> bool {
-        let Affected::Endpoints { hosts, scopes, known, workloads } = self else { return true };
+        let Affected::Endpoints {
+            hosts,
+            scopes,
+            known,
+            workloads,
+        } = self
+        else {
+            return true;
+        };
         if workloads.contains(&(node.namespace.clone(), node.pod_name.clone())) {
             return true;
         }
@@ -75,8 +83,14 @@ impl Compiler {
             .cloned()
             .collect();
         let workloads = changed_workloads(&old.registry.workloads, &mesh.registry.workloads);
-        let cached = self.shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let known: HashSet<String> = cached.keys().cloned().collect();
+        let cached: Vec<(String, SharedTypes)> = self
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(k, cell)| Some((k.clone(), cell.get()?.clone())))
+            .collect();
+        let known: HashSet<String> = cached.iter().map(|(k, _)| k.clone()).collect();
         let mut scopes = HashSet::new();
         let mut carried = HashMap::with_capacity(cached.len());
         for (key, types) in cached {
@@ -86,30 +100,52 @@ impl Compiler {
                 .filter(|svc| compile::visible(&types.scope, svc))
                 .collect();
             if seen.is_empty() {
-                carried.insert(key, types);
+                carried.insert(key, Arc::new(std::sync::OnceLock::from(types)));
                 continue;
             }
             let endpoints = Arc::new(patch_endpoints(&mesh, &types, &seen));
             scopes.insert(key.clone());
-            carried.insert(key, SharedTypes { endpoints, ..types });
+            carried.insert(
+                key,
+                Arc::new(std::sync::OnceLock::from(SharedTypes {
+                    endpoints,
+                    ..types
+                })),
+            );
         }
-        let compiler = Compiler { mesh, shared: std::sync::Mutex::new(carried) };
-        (compiler, Affected::Endpoints { hosts, scopes, known, workloads })
+        let compiler = Compiler {
+            mesh,
+            shared: std::sync::Mutex::new(carried),
+        };
+        (
+            compiler,
+            Affected::Endpoints {
+                hosts,
+                scopes,
+                known,
+                workloads,
+            },
+        )
     }
 }
 
 /// The scope's endpoints with those of `services` rebuilt from `mesh`. The
 /// clusters did not change, so neither do the names nor their order.
-fn patch_endpoints(mesh: &Mesh, types: &SharedTypes, services: &[&crate::registry::Service]) -> wire::server::TypeSnapshot {
+fn patch_endpoints(
+    mesh: &Mesh,
+    types: &SharedTypes,
+    services: &[&crate::registry::Service],
+) -> wire::server::TypeSnapshot {
     let mut config = ProxyConfig::default();
     for svc in services {
         compile::service_clusters(mesh, &types.scope, svc, &mut config);
     }
-    let mut fresh: HashMap<String, pb::Resource> = compile::type_snapshot(compile::endpoint_resources(config.endpoints))
-        .resources
-        .into_iter()
-        .map(|r| (r.name.clone(), r))
-        .collect();
+    let mut fresh: HashMap<String, pb::Resource> =
+        compile::type_snapshot(compile::endpoint_resources(config.endpoints))
+            .resources
+            .into_iter()
+            .map(|r| (r.name.clone(), r))
+            .collect();
     let resources = types
         .endpoints
         .resources
@@ -145,7 +181,9 @@ fn same_but_workloads(a: &Mesh, b: &Mesh) -> bool {
 fn by_name(ws: &[Workload]) -> HashMap<(String, String), Vec<&Workload>> {
     let mut m: HashMap<(String, String), Vec<&Workload>> = HashMap::new();
     for w in ws {
-        m.entry((w.namespace.clone(), w.name.clone())).or_default().push(w);
+        m.entry((w.namespace.clone(), w.name.clone()))
+            .or_default()
+            .push(w);
     }
     m
 }

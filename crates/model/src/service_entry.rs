@@ -23,7 +23,9 @@ use api::networking::{Location, Resolution as SeResolution, ServiceEntry, Worklo
 use wire::pb::Protocol;
 
 use crate::protocol;
-use crate::registry::{ContainerPort, Registry, Resolution, Service, ServicePort, TargetPort, Workload, WorkloadKind};
+use crate::registry::{
+    ContainerPort, Registry, Resolution, Service, ServicePort, TargetPort, Workload, WorkloadKind,
+};
 
 const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 const LOCALITY_LABEL: &str = "istio-locality";
@@ -31,8 +33,17 @@ const LOCALITY_LABEL: &str = "istio-locality";
 impl Registry {
     /// Adds a WorkloadEntry as a workload that services in its namespace may select.
     pub fn add_workload_entry(&mut self, we: &Object<WorkloadEntry>) {
-        let namespace = we.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-        if let Some(w) = entry_workload(&we.spec, WorkloadKind::WorkloadEntry, &we.metadata.name, &namespace) {
+        let namespace = we
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        if let Some(w) = entry_workload(
+            &we.spec,
+            WorkloadKind::WorkloadEntry,
+            &we.metadata.name,
+            &namespace,
+        ) {
             self.workloads.push(w);
         }
     }
@@ -40,7 +51,11 @@ impl Registry {
     /// Adds one service per host of `se`; call after every Service, pod and
     /// WorkloadEntry has been added, and before [`Registry::index`].
     pub fn add_service_entry(&mut self, se: &Object<ServiceEntry>) {
-        let namespace = se.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let namespace = se
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let spec = &se.spec;
         let resolution = match spec.resolution.unwrap_or(SeResolution::None) {
             SeResolution::Static => Resolution::ClientSide,
@@ -55,8 +70,14 @@ impl Registry {
             .map(|p| ServicePort {
                 name: Some(p.name.clone()).filter(|n| !n.is_empty()),
                 port: p.number,
-                target_port: TargetPort::Number(p.target_port.filter(|t| *t != 0).unwrap_or(p.number)),
-                protocol: p.protocol.as_deref().and_then(protocol::parse).unwrap_or(Protocol::Unspecified),
+                target_port: TargetPort::Number(
+                    p.target_port.filter(|t| *t != 0).unwrap_or(p.number),
+                ),
+                protocol: p
+                    .protocol
+                    .as_deref()
+                    .and_then(protocol::parse)
+                    .unwrap_or(Protocol::Unspecified),
             })
             .collect();
         // Written endpoints are shared by every host of the entry.
@@ -77,7 +98,10 @@ impl Registry {
                 continue;
             }
             let mut own = inline.clone();
-            if resolution == Resolution::Dns && spec.endpoints.is_empty() && spec.workload_selector.is_none() {
+            if resolution == Resolution::Dns
+                && spec.endpoints.is_empty()
+                && spec.workload_selector.is_none()
+            {
                 // DNS without endpoints: the host itself is the endpoint.
                 own.push(self.workloads.len());
                 self.workloads.push(Workload {
@@ -102,13 +126,23 @@ impl Registry {
                 namespace: namespace.clone(),
                 hostname: host.clone(),
                 ports: ports.clone(),
-                selector: spec.workload_selector.as_ref().map(|s| s.labels.clone()).unwrap_or_default(),
+                selector: spec
+                    .workload_selector
+                    .as_ref()
+                    .map(|s| s.labels.clone())
+                    .unwrap_or_default(),
                 cluster_ip: None,
                 export_to: spec.export_to.clone(),
                 // CIDRs select by destination IP, which only capture knows;
                 // as route names, only single addresses mean anything.
-                addresses: spec.addresses.iter().filter(|a| !a.contains('/')).cloned().collect(),
-                mesh_external: spec.location.unwrap_or(Location::MeshExternal) == Location::MeshExternal,
+                addresses: spec
+                    .addresses
+                    .iter()
+                    .filter(|a| !a.contains('/'))
+                    .cloned()
+                    .collect(),
+                mesh_external: spec.location.unwrap_or(Location::MeshExternal)
+                    == Location::MeshExternal,
                 resolution,
             };
             self.services.insert(host.clone(), service);
@@ -119,7 +153,12 @@ impl Registry {
 /// A WorkloadEntry (or an inline endpoint) as a workload. `None` for what a
 /// proxy cannot connect to: Unix sockets, and addresses behind a network
 /// gateway (no address), which Trellis does not route through yet.
-fn entry_workload(we: &WorkloadEntry, kind: WorkloadKind, name: &str, namespace: &str) -> Option<Workload> {
+fn entry_workload(
+    we: &WorkloadEntry,
+    kind: WorkloadKind,
+    name: &str,
+    namespace: &str,
+) -> Option<Workload> {
     if we.address.is_empty() || we.address.starts_with("unix://") {
         return None;
     }
@@ -142,7 +181,14 @@ fn entry_workload(we: &WorkloadEntry, kind: WorkloadKind, name: &str, namespace:
         labels: we.labels.clone(),
         ip: we.address.clone(),
         service_account,
-        ports: we.ports.iter().map(|(n, p)| ContainerPort { name: Some(n.clone()), port: *p }).collect(),
+        ports: we
+            .ports
+            .iter()
+            .map(|(n, p)| ContainerPort {
+                name: Some(n.clone()),
+                port: *p,
+            })
+            .collect(),
         has_sidecar,
         locality,
         weight: we.weight.unwrap_or(0),

@@ -10,19 +10,39 @@ fn mesh(yaml: &str) -> Mesh {
 }
 
 fn sidecar(ns: &str, pod: &str) -> pb::Node {
-    pb::Node { id: format!("{pod}.{ns}"), pod_name: pod.into(), namespace: ns.into(), kind: ProxyKind::Sidecar as i32, ..Default::default() }
+    pb::Node {
+        id: format!("{pod}.{ns}"),
+        pod_name: pod.into(),
+        namespace: ns.into(),
+        kind: ProxyKind::Sidecar as i32,
+        ..Default::default()
+    }
 }
 
 fn cluster<'a>(c: &'a ProxyConfig, name: &str) -> &'a pb::Cluster {
-    c.clusters.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no cluster {name}: {:?}", c.clusters.iter().map(|c| &c.name).collect::<Vec<_>>()))
+    c.clusters
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "no cluster {name}: {:?}",
+                c.clusters.iter().map(|c| &c.name).collect::<Vec<_>>()
+            )
+        })
 }
 
 fn endpoints<'a>(c: &'a ProxyConfig, name: &str) -> Vec<&'a pb::Endpoint> {
-    c.endpoints.iter().find(|e| e.cluster == name).map(|e| e.endpoints.iter().collect()).unwrap_or_default()
+    c.endpoints
+        .iter()
+        .find(|e| e.cluster == name)
+        .map(|e| e.endpoints.iter().collect())
+        .unwrap_or_default()
 }
 
 fn addresses(eps: &[&pb::Endpoint]) -> Vec<String> {
-    eps.iter().map(|e| format!("{}:{}", e.address, e.port)).collect()
+    eps.iter()
+        .map(|e| format!("{}:{}", e.address, e.port))
+        .collect()
 }
 
 const EXTERNAL: &str = r#"
@@ -49,23 +69,53 @@ fn static_entry_is_a_service_per_host_with_its_endpoints() {
     for host in ["api.example.com", "api2.example.com"] {
         let http = format!("outbound|80||{host}");
         assert_eq!(cluster(&c, &http).protocol, pb::Protocol::Http as i32);
-        assert_eq!(cluster(&c, &format!("outbound|443||{host}")).protocol, pb::Protocol::Tls as i32);
+        assert_eq!(
+            cluster(&c, &format!("outbound|443||{host}")).protocol,
+            pb::Protocol::Tls as i32
+        );
         let eps = endpoints(&c, &http);
         // The endpoint's own port for the port name wins over targetPort.
         assert_eq!(addresses(&eps), vec!["10.0.0.1:8080", "10.0.0.2:9090"]);
-        assert!(eps.iter().all(|e| !e.has_sidecar && e.identity.is_empty()), "external endpoints have no mesh identity");
+        assert!(
+            eps.iter().all(|e| !e.has_sidecar && e.identity.is_empty()),
+            "external endpoints have no mesh identity"
+        );
         assert_eq!((eps[1].locality.as_str(), eps[1].weight), ("us/east/a", 3));
         assert_eq!(eps[0].weight, 1);
         // No targetPort: the port number.
-        assert_eq!(addresses(&endpoints(&c, &format!("outbound|443||{host}"))), vec!["10.0.0.1:443", "10.0.0.2:443"]);
+        assert_eq!(
+            addresses(&endpoints(&c, &format!("outbound|443||{host}"))),
+            vec!["10.0.0.1:443", "10.0.0.2:443"]
+        );
     }
-    let rc = c.routes.iter().find(|r| r.name == "80").expect("routes on 80");
-    let vh = rc.virtual_hosts.iter().find(|v| v.name == "api.example.com:80").expect("vhost");
-    for d in ["api.example.com", "api.example.com:80", "240.0.0.1", "240.0.0.1:80"] {
-        assert!(vh.domains.contains(&d.to_string()), "{d} in {:?}", vh.domains);
+    let rc = c
+        .routes
+        .iter()
+        .find(|r| r.name == "80")
+        .expect("routes on 80");
+    let vh = rc
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == "api.example.com:80")
+        .expect("vhost");
+    for d in [
+        "api.example.com",
+        "api.example.com:80",
+        "240.0.0.1",
+        "240.0.0.1:80",
+    ] {
+        assert!(
+            vh.domains.contains(&d.to_string()),
+            "{d} in {:?}",
+            vh.domains
+        );
     }
     // Hosts are taken as written, never expanded like short names.
-    assert!(!vh.domains.iter().any(|d| d.contains("svc.cluster.local")), "{:?}", vh.domains);
+    assert!(
+        !vh.domains.iter().any(|d| d.contains("svc.cluster.local")),
+        "{:?}",
+        vh.domains
+    );
 }
 
 #[test]
@@ -99,10 +149,19 @@ spec:
 "#,
     );
     let c = compile(&m, &sidecar("default", "x"));
-    assert_eq!(addresses(&endpoints(&c, "outbound|5432||db.example.com")), vec!["db.example.com:6432"]);
+    assert_eq!(
+        addresses(&endpoints(&c, "outbound|5432||db.example.com")),
+        vec!["db.example.com:6432"]
+    );
     // A host name endpoint: the proxy resolves it when it connects.
-    assert_eq!(addresses(&endpoints(&c, "outbound|80||echo.local.test")), vec!["localhost:18080"]);
-    assert_eq!(cluster(&c, "outbound|80||any.example.com").lb, pb::LoadBalancer::Passthrough as i32);
+    assert_eq!(
+        addresses(&endpoints(&c, "outbound|80||echo.local.test")),
+        vec!["localhost:18080"]
+    );
+    assert_eq!(
+        cluster(&c, "outbound|80||any.example.com").lb,
+        pb::LoadBalancer::Passthrough as i32
+    );
     assert!(endpoints(&c, "outbound|80||any.example.com").is_empty());
 }
 
@@ -167,14 +226,20 @@ fn workload_selector_picks_pods_and_workload_entries_of_its_namespace() {
     // entry in another namespace is not selected.
     let mut got = addresses(&all);
     got.sort();
-    assert_eq!(got, vec!["10.1.0.1:8081", "10.1.0.2:8000", "127.1.2.3:8000"]);
+    assert_eq!(
+        got,
+        vec!["10.1.0.1:8081", "10.1.0.2:8000", "127.1.2.3:8000"]
+    );
     let vm1 = all.iter().find(|e| e.address == "10.1.0.1").expect("vm-1");
     assert!(vm1.has_sidecar, "a service account means a mesh workload");
     assert_eq!(vm1.identity, "spiffe://cluster.local/ns/vms/sa/legacy-sa");
     assert_eq!(vm1.locality, "eu/west/b");
     assert_eq!(vm1.workload, "vm-1");
     let vm2 = all.iter().find(|e| e.address == "10.1.0.2").expect("vm-2");
-    assert!(!vm2.has_sidecar, "tlsMode label overrides the service account");
+    assert!(
+        !vm2.has_sidecar,
+        "tlsMode label overrides the service account"
+    );
     let v1 = addresses(&endpoints(&c, "outbound|80|v1|legacy.vms.internal"));
     assert_eq!(v1.len(), 2, "subsets select entries by label too: {v1:?}");
 }
@@ -256,16 +321,41 @@ spec:
 "#,
     );
     let from_default = compile(&m, &sidecar("default", "x"));
-    let names: Vec<&str> = from_default.clusters.iter().map(|c| c.name.as_str()).collect();
-    assert!(!names.iter().any(|n| n.contains("private.example.com")), "{names:?}");
+    let names: Vec<&str> = from_default
+        .clusters
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("private.example.com")),
+        "{names:?}"
+    );
     let from_team = compile(&m, &sidecar("team", "x"));
-    assert!(from_team.clusters.iter().any(|c| c.name == "outbound|80||private.example.com"));
+    assert!(
+        from_team
+            .clusters
+            .iter()
+            .any(|c| c.name == "outbound|80||private.example.com")
+    );
 
-    let rc = from_default.routes.iter().find(|r| r.name == "80").expect("routes on 80");
-    let vh = rc.virtual_hosts.iter().find(|v| v.name == "public.example.com:80").expect("vhost");
-    assert_eq!(vh.routes[0].fault.as_ref().map(|f| f.abort_http_status), Some(418));
+    let rc = from_default
+        .routes
+        .iter()
+        .find(|r| r.name == "80")
+        .expect("routes on 80");
+    let vh = rc
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == "public.example.com:80")
+        .expect("vhost");
+    assert_eq!(
+        vh.routes[0].fault.as_ref().map(|f| f.abort_http_status),
+        Some(418)
+    );
     let route = &vh.routes[1];
-    let Some(pb::route::Action::Forward(fwd)) = &route.action else { panic!("forward") };
+    let Some(pb::route::Action::Forward(fwd)) = &route.action else {
+        panic!("forward")
+    };
     assert_eq!(fwd.timeout_ms, 2000);
     assert_eq!(fwd.clusters[0].cluster, "outbound|80||public.example.com");
     assert!(from_default.dangling_clusters().is_empty());

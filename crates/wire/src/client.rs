@@ -80,8 +80,10 @@ async fn session<H: ConfigHandler>(
     let mut responses = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     tracing::info!(%endpoint, "connected to the control plane");
     *backoff = Duration::from_millis(100);
+    // Responses of one version sent in pieces (`more`), gathered until the last.
+    let mut pieces: HashMap<String, DiscoveryResponse> = HashMap::new();
     while let Some(response) = responses.next().await {
-        let response = response?;
+        let Some(response) = gather(&mut pieces, response?) else { continue };
         let reply = apply(handler, applied, response);
         if tx.send(reply).await.is_err() {
             break;
@@ -90,12 +92,33 @@ async fn session<H: ConfigHandler>(
     Ok(())
 }
 
+/// `response` if it is whole; else `None` until its last piece, then the pieces as one.
+fn gather(pieces: &mut HashMap<String, DiscoveryResponse>, response: DiscoveryResponse) -> Option<DiscoveryResponse> {
+    let more = response.more;
+    let whole = match pieces.remove(&response.type_url) {
+        // The first piece says whether the whole is partial; the rest add to it.
+        Some(mut first) => {
+            first.resources.extend(response.resources);
+            first.removed.extend(response.removed);
+            first.version_info = response.version_info;
+            first.nonce = response.nonce;
+            first
+        }
+        None => response,
+    };
+    if more {
+        pieces.insert(whole.type_url.clone(), whole);
+        return None;
+    }
+    Some(DiscoveryResponse { more: false, ..whole })
+}
+
 fn apply<H: ConfigHandler>(
     handler: &H,
     applied: &mut HashMap<String, String>,
     response: DiscoveryResponse,
 ) -> DiscoveryRequest {
-    let DiscoveryResponse { type_url, version_info, nonce, resources, partial, removed } = response;
+    let DiscoveryResponse { type_url, version_info, nonce, resources, partial, removed, more: _ } = response;
     let result = if partial {
         handler.apply_partial(&type_url, &version_info, resources, removed)
     } else {
@@ -121,4 +144,36 @@ fn rand_millis(max: u64) -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     u64::from(nanos) % max.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(nonce: &str, names: &[&str], partial: bool, more: bool) -> DiscoveryResponse {
+        DiscoveryResponse {
+            type_url: crate::types::CLUSTER.into(),
+            version_info: "v2".into(),
+            nonce: nonce.into(),
+            resources: names.iter().map(|n| Resource { name: n.to_string(), ..Default::default() }).collect(),
+            partial,
+            removed: if nonce == "1" { vec!["gone".into()] } else { vec![] },
+            more,
+        }
+    }
+
+    #[test]
+    fn pieces_are_applied_as_one_response_answering_the_last() {
+        let mut pieces = HashMap::new();
+        assert!(gather(&mut pieces, piece("1", &["a"], false, true)).is_none());
+        assert!(gather(&mut pieces, piece("2", &["b"], true, true)).is_none());
+        let whole = gather(&mut pieces, piece("3", &["c"], true, false)).expect("whole");
+        assert!(!whole.partial && !whole.more, "the first piece says it is a full set");
+        assert_eq!(whole.nonce, "3");
+        assert_eq!(whole.resources.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["a", "b", "c"]);
+        assert_eq!(whole.removed, vec!["gone".to_string()]);
+        assert!(pieces.is_empty());
+        let single = gather(&mut pieces, piece("4", &["d"], true, false)).expect("whole");
+        assert!(single.partial);
+    }
 }

@@ -20,7 +20,9 @@ use crate::pb::aggregated_discovery_server::{AggregatedDiscovery, AggregatedDisc
 use crate::pb::{DiscoveryRequest, DiscoveryResponse, Node, Resource};
 
 /// All resources of one type for one proxy, with a version that changes
-/// whenever their content does.
+/// whenever their content does. Each resource's own version must change with
+/// its content too (or be empty): partial responses send only the resources
+/// whose version changed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TypeSnapshot {
     pub version: String,
@@ -100,7 +102,10 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
             return Err(Status::invalid_argument("node.id is empty"));
         }
         let config = self.provider.connect(&node)?;
-        let (tx, rx) = mpsc::channel(16);
+        // Room for little more than the response being written: a session
+        // builds each response when the stream can take it, so a thousand
+        // sessions do not each hold a queue of built responses.
+        let (tx, rx) = mpsc::channel(2);
         let provider = self.provider.clone();
         let pushes = self.pushes.clone();
         tokio::spawn(async move {
@@ -250,45 +255,117 @@ impl<P: ConfigProvider> Session<P> {
         if self.permit.is_none() {
             self.permit = Some(self.pushes.clone().acquire_owned().await.map_err(|_| ())?);
         }
+        let accepts_partial = self.accepts_partial;
         let Some(sent) = self.subscribed.get_mut(type_url) else { return Ok(()) };
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
-        sent.version = Some(current.version.clone());
-        sent.nonce = nonce.clone();
-        let base = sent.base.replace(current.clone()).filter(|_| self.accepts_partial);
-        let (resources, removed, partial) = match base {
+        let base = sent.base.replace(current.clone()).filter(|_| accepts_partial);
+        let (selected, removed, partial) = match &base {
             Some(base) => {
-                let (changed, removed) = diff(&base, current);
+                let (changed, removed) = diff(base, current);
                 (changed, removed, true)
             }
-            None => (current.resources.clone(), Vec::new(), false),
+            None => (current.resources.iter().collect(), Vec::new(), false),
         };
+        // Proxies that take partial responses get a large set in pieces: a
+        // stream keeps an encoding buffer as large as its largest message, so
+        // a thousand streams each sent one whole set would keep a thousand
+        // sets' worth of memory.
+        let chunks = if accepts_partial { split(&selected, MAX_MESSAGE_BYTES) } else { vec![&selected[..]] };
+        let first = self.nonce + 1;
+        self.nonce += chunks.len() as u64;
+        // Only the last piece is answered.
+        let last = self.nonce.to_string();
+        sent.version = Some(current.version.clone());
+        sent.nonce = last.clone();
         sent.partial = partial;
-        let response = DiscoveryResponse {
-            type_url: type_url.to_string(),
-            version_info: current.version.clone(),
-            nonce,
-            resources,
-            partial,
-            removed,
-        };
-        self.awaiting.insert(response.nonce.clone());
+        self.awaiting.insert(last);
         self.provider.sent(&self.node, type_url, &current.version);
-        self.tx.send(Ok(response)).await.map_err(|_| ())
+        let mut removed = Some(removed);
+        for (i, part) in chunks.iter().enumerate() {
+            let response = DiscoveryResponse {
+                type_url: type_url.to_string(),
+                version_info: current.version.clone(),
+                nonce: (first + i as u64).to_string(),
+                resources: part.iter().map(|r| (*r).clone()).collect(),
+                partial: partial || i > 0,
+                removed: removed.take().unwrap_or_default(),
+                more: i + 1 < chunks.len(),
+            };
+            self.tx.send(Ok(response)).await.map_err(|_| ())?;
+        }
+        Ok(())
     }
+}
+
+/// The largest response (by its resources' encoded size) sent to a proxy that
+/// takes partial responses, unless one resource alone is larger.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// `resources` in consecutive runs of at most `max` encoded bytes (at least one run).
+fn split<'a>(resources: &'a [&'a Resource], max: usize) -> Vec<&'a [&'a Resource]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, r) in resources.iter().enumerate() {
+        let len = prost::Message::encoded_len(*r);
+        if i > start && size + len > max {
+            out.push(&resources[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += len;
+    }
+    out.push(&resources[start..]);
+    out
 }
 
 /// What turns `old` into `new`: the resources of `new` whose version differs
 /// from (or is missing in) `old`, and the names in `old` that `new` lacks.
-fn diff(old: &TypeSnapshot, new: &TypeSnapshot) -> (Vec<Resource>, Vec<String>) {
+/// Resource versions must name their content, as [`TypeSnapshot`]'s do.
+fn diff<'a>(old: &TypeSnapshot, new: &'a TypeSnapshot) -> (Vec<&'a Resource>, Vec<String>) {
     let before: HashMap<&str, &str> = old.resources.iter().map(|r| (r.name.as_str(), r.version.as_str())).collect();
     let changed = new
         .resources
         .iter()
-        .filter(|r| before.get(r.name.as_str()) != Some(&r.version.as_str()))
-        .cloned()
+        // A resource without a version cannot be known unchanged.
+        .filter(|r| r.version.is_empty() || before.get(r.name.as_str()) != Some(&r.version.as_str()))
         .collect();
     let now: HashSet<&str> = new.resources.iter().map(|r| r.name.as_str()).collect();
     let removed = old.resources.iter().filter(|r| !now.contains(r.name.as_str())).map(|r| r.name.clone()).collect();
     (changed, removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::resource::Kind;
+
+    fn resource(name: &str, version: &str, size: usize) -> Resource {
+        let cluster = crate::pb::Cluster { name: name.into(), service: "x".repeat(size), ..Default::default() };
+        Resource { name: name.into(), version: version.into(), kind: Some(Kind::Cluster(cluster)) }
+    }
+
+    #[test]
+    fn diff_names_changed_added_and_removed() {
+        let old = TypeSnapshot { version: "1".into(), resources: vec![resource("a", "1", 1), resource("b", "1", 1), resource("c", "1", 1)] };
+        let new = TypeSnapshot { version: "2".into(), resources: vec![resource("a", "1", 1), resource("b", "2", 1), resource("d", "1", 1)] };
+        let (changed, removed) = diff(&old, &new);
+        let names: Vec<&str> = changed.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, vec!["b", "d"]);
+        assert_eq!(removed, vec!["c".to_string()]);
+    }
+
+    #[test]
+    fn split_bounds_each_piece_and_keeps_everything_in_order() {
+        let rs: Vec<Resource> = (0..10).map(|i| resource(&format!("r{i}"), "1", 300)).collect();
+        let refs: Vec<&Resource> = rs.iter().collect();
+        let pieces = split(&refs, 1000);
+        assert!(pieces.len() > 1);
+        for p in &pieces {
+            let size: usize = p.iter().map(|r| prost::Message::encoded_len(*r)).sum();
+            assert!(size <= 1000 && !p.is_empty(), "{size}");
+        }
+        let flat: Vec<&str> = pieces.iter().flat_map(|p| p.iter().map(|r| r.name.as_str())).collect();
+        assert_eq!(flat, rs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>());
+        // One resource larger than the bound is a piece of its own; nothing is a piece of none.
+        assert_eq!(split(&refs[..1], 10).len(), 1);
+        assert_eq!(split(&[], 10), vec![&[] as &[&Resource]]);
+    }
 }

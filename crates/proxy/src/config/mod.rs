@@ -163,7 +163,11 @@ impl ConfigStore {
 
 /// `old` with `changed` put in place of the resources of the same name (or
 /// added at the end) and `removed` dropped.
-fn merge(old: &[pb::Resource], changed: Vec<pb::Resource>, removed: &[String]) -> Vec<pb::Resource> {
+fn merge(
+    old: &[pb::Resource],
+    changed: Vec<pb::Resource>,
+    removed: &[String],
+) -> Vec<pb::Resource> {
     let mut changed: BTreeMap<String, pb::Resource> =
         changed.into_iter().map(|r| (r.name.clone(), r)).collect();
     let removed: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
