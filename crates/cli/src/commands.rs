@@ -84,10 +84,10 @@ pub async fn get(client: &Client, kind: &str, name: Option<&str>, namespace: Opt
         Value::Array(items) => items,
         _ => Vec::new(),
     };
-    if let Some(n) = name {
-        if items.is_empty() {
-            bail!("{k} {n:?} not found");
-        }
+    if let Some(n) = name
+        && items.is_empty()
+    {
+        bail!("{k} {n:?} not found");
     }
     let list = json!({ "apiVersion": "v1", "kind": "List", "items": items });
     match output {
@@ -289,7 +289,7 @@ fn print_config_table(kind: &str, v: &Value) {
             }
         }
         "endpoints" => {
-            println!("{:<24} {:<10} {}", "ENDPOINT", "STATUS", "CLUSTER");
+            println!("{:<24} {:<10} CLUSTER", "ENDPOINT", "STATUS");
             for c in items {
                 for e in c["endpoints"].as_array().into_iter().flatten() {
                     let status = if e["healthy"].as_bool().unwrap_or(false) { "HEALTHY" } else { "UNHEALTHY" };

@@ -36,6 +36,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+impl Default for Supervisor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Supervisor {
     pub fn new() -> Self {
         Supervisor { stop: watch::channel(false).0, tasks: Vec::new() }
