@@ -11,36 +11,7 @@ use e2e::{Mesh, eventually, http};
 use serde_json::Value;
 
 fn echo(name: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: {name}}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{name: http, port: 8080}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}}}
-spec:
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-      serviceAccountName: {name}
-      containers:
-      - name: echo
-        image: trellis-sample
-        command: [trellis-sample]
-        args: [echo, --service, {name}, --port, \"8080\"]
-        ports: [{{containerPort: 8080}}]
-"
-    )
+    e2e::echo_workload(name, "")
 }
 
 /// Istio's "allow-nothing" (Authorization on HTTP traffic).

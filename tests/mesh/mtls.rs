@@ -26,42 +26,7 @@ fn echo(name: &str, sidecar: bool) -> String {
     } else {
         "\n      annotations: {sidecar.istio.io/inject: \"false\"}"
     };
-    echo_with(name, annotations)
-}
-
-/// An echo workload whose pod template carries `annotations` (YAML lines
-/// following the template's `labels`, indented for it).
-fn echo_with(name: &str, annotations: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: {name}}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{name: http, port: 8080}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}}}
-spec:
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}{annotations}
-    spec:
-      serviceAccountName: {name}
-      containers:
-      - name: echo
-        image: trellis-sample
-        command: [trellis-sample]
-        args: [echo, --service, {name}, --port, \"8080\"]
-        ports: [{{containerPort: 8080}}]
-"
-    )
+    e2e::echo_workload(name, annotations)
 }
 
 fn peer_authentication(namespace: &str, mode: &str) -> String {
@@ -419,7 +384,7 @@ spec:
                 "defaultConfig:\n  proxyMetadata: {SECRET_TTL: 4s}\n".into(),
             ),
             ("a.yaml", echo("echo-a", true)),
-            ("b.yaml", echo_with("echo-b", annotated)),
+            ("b.yaml", e2e::echo_workload("echo-b", annotated)),
             ("dr.yaml", one_request_per_connection.into()),
             ("strict.yaml", peer_authentication("default", "STRICT")),
         ],

@@ -163,3 +163,40 @@ pub fn pids_with_arg(needle: &str) -> Vec<i32> {
     }
     out
 }
+
+/// The YAML of an echo workload `name` (ServiceAccount, Service on port
+/// 8080 named `http`, Deployment of `trellis-sample echo`) whose pod
+/// template carries `annotations` (YAML lines
+/// following the template's `labels`, indented for it).
+pub fn echo_workload(name: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {name}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 8080}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}{annotations}
+    spec:
+      serviceAccountName: {name}
+      containers:
+      - name: echo
+        image: trellis-sample
+        command: [trellis-sample]
+        args: [echo, --service, {name}, --port, \"8080\"]
+        ports: [{{containerPort: 8080}}]
+"
+    )
+}
