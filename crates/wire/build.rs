@@ -9,6 +9,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .type_attribute(".", "#[serde(rename_all = \"snake_case\")]")
         // Hand-written static config files may leave out any field.
         .message_attribute(".", "#[serde(default)]")
+        // Config dumps (proxy admin, control plane debug) never show a key.
+        .field_attribute(
+            ".trellis.proxy.v1.GatewayTls.private_key",
+            "#[serde(serialize_with = \"crate::redacted\")]",
+        )
+        // Nor do logs: its Debug is written by hand in lib.rs.
+        .skip_debug([".trellis.proxy.v1.GatewayTls"])
         .compile_fds(fds)?;
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -7,6 +7,7 @@ mod bench_smoke;
 mod bookinfo;
 mod browser;
 mod control_plane;
+mod gateway_tls;
 mod mtls;
 mod traffic;
 mod up;

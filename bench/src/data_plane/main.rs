@@ -103,6 +103,10 @@ struct Args {
     /// fixed-rate and memory runs are never pinned.
     #[arg(long)]
     no_pin: bool,
+    /// Run only these scenarios (comma-separated), e.g. `--only h2,memory`
+    /// to check a change quickly; the other figures show as "—". Not with --doc.
+    #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "doc")]
+    only: Vec<Scenario>,
     /// Internal: serve as the upstream on this address.
     #[arg(long, hide = true)]
     serve_upstream: Option<SocketAddr>,
@@ -267,6 +271,22 @@ impl Target {
 
 type Metrics = BTreeMap<String, f64>;
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// HTTP/1.1 at a fixed rate: latency, CPU and RSS under load.
+    Latency,
+    /// HTTP/1.1 closed loop.
+    H1,
+    /// HTTP/2 closed loop.
+    H2,
+    /// gRPC unary closed loop.
+    Grpc,
+    /// New TCP+mTLS connections.
+    Connect,
+    /// Idle RSS, and RSS with the large-mesh config (idle and at the fixed rate).
+    Memory,
+}
+
 struct Settings {
     rounds: usize,
     latency_secs: f64,
@@ -410,6 +430,10 @@ impl Bench {
             name: name.into(),
             child: child.with_context(|| format!("starting {name}: {cmd:?}"))?,
         })
+    }
+
+    fn wants(&self, s: Scenario) -> bool {
+        self.a.only.is_empty() || self.a.only.contains(&s)
     }
 
     fn log(&self, name: &str) -> PathBuf {
@@ -618,7 +642,7 @@ impl Bench {
         let mut m = Metrics::new();
         let pair = self.start_pair(t, 0)?;
         let watch: Vec<u32> = pair.iter().map(Proc::pid).collect();
-        if !pair.is_empty() {
+        if !pair.is_empty() && self.wants(Scenario::Memory) {
             std::thread::sleep(self.s.settle);
             let rss: Vec<f64> = watch.iter().map(|p| mem_mib(*p, "VmRSS:")).collect();
             m.insert("rss_idle_server_mib".into(), rss[0]);
@@ -627,24 +651,26 @@ impl Bench {
         }
         self.oha(t, Load::Warmup, &watch)?;
 
-        let f = self.oha(
-            t,
-            Load::Fixed {
-                rate: self.a.rate,
-                secs: self.s.latency_secs,
-            },
-            &watch,
-        )?;
-        m.insert("lat_p50_ms".into(), f.p50_ms);
-        m.insert("lat_p90_ms".into(), f.p90_ms);
-        m.insert("lat_p99_ms".into(), f.p99_ms);
-        m.insert("fixed_rps".into(), f.rps);
-        if !pair.is_empty() {
-            m.insert(
-                "cpu_s_per_1k".into(),
-                f.cpu_s.max(0.01) / f.requests * 1000.0,
-            );
-            m.insert("rss_load_mib".into(), f.rss_max_mib);
+        if self.wants(Scenario::Latency) {
+            let f = self.oha(
+                t,
+                Load::Fixed {
+                    rate: self.a.rate,
+                    secs: self.s.latency_secs,
+                },
+                &watch,
+            )?;
+            m.insert("lat_p50_ms".into(), f.p50_ms);
+            m.insert("lat_p90_ms".into(), f.p90_ms);
+            m.insert("lat_p99_ms".into(), f.p99_ms);
+            m.insert("fixed_rps".into(), f.rps);
+            if !pair.is_empty() {
+                m.insert(
+                    "cpu_s_per_1k".into(),
+                    f.cpu_s.max(0.01) / f.requests * 1000.0,
+                );
+                m.insert("rss_load_mib".into(), f.rss_max_mib);
+            }
         }
         // Throughput per proxy core: the proxies on one CPU, client and upstream on the others.
         if let (Some(proxy_cpus), Some(client_cpus)) = (&self.proxy_cpus, &self.client_cpus) {
@@ -654,6 +680,9 @@ impl Bench {
             }
         }
         for (key, h2) in [("h1", false), ("h2", true)] {
+            if !self.wants(if h2 { Scenario::H2 } else { Scenario::H1 }) {
+                continue;
+            }
             let r = self.oha(
                 t,
                 Load::Closed {
@@ -672,55 +701,59 @@ impl Bench {
             }
         }
         // gRPC unary, closed loop, still pinned: 4 connections × 8 calls in flight.
-        let grpc = clients::Job {
-            kind: clients::JobKind::Grpc,
-            addr: self.entry(t),
-            authority: format!("{}:{PORT}", configs::ECHO),
-            secs: self.s.grpc_secs,
-            concurrency: 8,
-            connections: 4,
-            request_bytes: 128,
-            tls: None,
-        };
-        let (r, cpu_s) = self.client_job(t, &grpc, &watch)?;
-        m.insert("grpc_rps".into(), r.requests as f64 / r.elapsed_s);
-        m.insert("grpc_p50_ms".into(), r.p50_ms);
-        m.insert("grpc_p99_ms".into(), r.p99_ms);
-        if !pair.is_empty() {
-            m.insert(
-                "grpc_req_per_core_s".into(),
-                r.requests as f64 / (cpu_s.max(0.01) / 2.0),
-            );
+        if self.wants(Scenario::Grpc) {
+            let grpc = clients::Job {
+                kind: clients::JobKind::Grpc,
+                addr: self.entry(t),
+                authority: format!("{}:{PORT}", configs::ECHO),
+                secs: self.s.grpc_secs,
+                concurrency: 8,
+                connections: 4,
+                request_bytes: 128,
+                tls: None,
+            };
+            let (r, cpu_s) = self.client_job(t, &grpc, &watch)?;
+            m.insert("grpc_rps".into(), r.requests as f64 / r.elapsed_s);
+            m.insert("grpc_p50_ms".into(), r.p50_ms);
+            m.insert("grpc_p99_ms".into(), r.p99_ms);
+            if !pair.is_empty() {
+                m.insert(
+                    "grpc_req_per_core_s".into(),
+                    r.requests as f64 / (cpu_s.max(0.01) / 2.0),
+                );
+            }
         }
         // New connections: straight to the server side's inbound port (a
         // client-side proxy would pool its upstream connections), a full
         // mTLS handshake each; only the server-side proxy works, so only its
         // CPU counts.
-        let connect = clients::Job {
-            kind: clients::JobKind::Connect,
-            addr: self.inbound(t),
-            authority: format!("{}:{PORT}", configs::ECHO),
-            secs: self.s.conn_secs,
-            concurrency: 8,
-            connections: 1,
-            request_bytes: 0,
-            tls: match (t, self.workload(false)) {
-                (Target::Direct, _) | (_, None) => None,
-                (_, Some(w)) => Some(clients::ClientTls {
-                    cert_chain: w.cert_chain.clone(),
-                    key: w.key.clone(),
-                    roots: w.roots.clone(),
-                    server_id: certs::spiffe_id(configs::ECHO),
-                }),
-            },
-        };
-        let (r, cpu_s) = self.client_job(t, &connect, &watch[..watch.len().min(1)])?;
-        m.insert("conn_rps".into(), r.requests as f64 / r.elapsed_s);
-        if !pair.is_empty() {
-            m.insert(
-                "conn_per_core_s".into(),
-                r.requests as f64 / cpu_s.max(0.01),
-            );
+        if self.wants(Scenario::Connect) {
+            let connect = clients::Job {
+                kind: clients::JobKind::Connect,
+                addr: self.inbound(t),
+                authority: format!("{}:{PORT}", configs::ECHO),
+                secs: self.s.conn_secs,
+                concurrency: 8,
+                connections: 1,
+                request_bytes: 0,
+                tls: match (t, self.workload(false)) {
+                    (Target::Direct, _) | (_, None) => None,
+                    (_, Some(w)) => Some(clients::ClientTls {
+                        cert_chain: w.cert_chain.clone(),
+                        key: w.key.clone(),
+                        roots: w.roots.clone(),
+                        server_id: certs::spiffe_id(configs::ECHO),
+                    }),
+                },
+            };
+            let (r, cpu_s) = self.client_job(t, &connect, &watch[..watch.len().min(1)])?;
+            m.insert("conn_rps".into(), r.requests as f64 / r.elapsed_s);
+            if !pair.is_empty() {
+                m.insert(
+                    "conn_per_core_s".into(),
+                    r.requests as f64 / cpu_s.max(0.01),
+                );
+            }
         }
         pin_all_threads(upstream, &self.all_cpus);
         if !pair.is_empty() {
@@ -732,7 +765,7 @@ impl Bench {
         }
         drop(pair);
 
-        if t != Target::Direct && self.s.services > 0 {
+        if t != Target::Direct && self.s.services > 0 && self.wants(Scenario::Memory) {
             let t0 = Instant::now();
             let pair = self.start_pair(t, self.s.services)?;
             m.insert("mesh_ready_s".into(), t0.elapsed().as_secs_f64());

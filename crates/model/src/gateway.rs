@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use api::networking::Gateway;
+use api::networking::{Gateway, Server, ServerTlsMode};
 use api::Object;
+use k8s_openapi::api::core::v1::Secret;
 use wire::pb;
 
 use crate::compile::ProxyConfig;
@@ -13,18 +14,54 @@ use crate::mesh::Mesh;
 use crate::routes;
 
 pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
-    // listen port → (route config, virtual hosts by domain key)
-    let mut listeners: BTreeMap<u32, BTreeMap<String, pb::VirtualHost>> = BTreeMap::new();
+    // listen port → its route configs, in order
+    let mut listeners: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    // route config → virtual hosts by domain key
+    let mut route_configs: BTreeMap<String, BTreeMap<String, pb::VirtualHost>> = BTreeMap::new();
+    let mut tls: BTreeMap<u32, Vec<pb::GatewayTls>> = BTreeMap::new();
+    // listen port → whether every plaintext server on it asked for httpsRedirect
+    let mut redirect: BTreeMap<u32, bool> = BTreeMap::new();
     for gw in mesh.gateways.iter().filter(|g| selects(g, node)) {
         let gw_ns = gw.metadata.namespace.as_deref().unwrap_or("default");
         let gw_ref = format!("{gw_ns}/{}", gw.metadata.name);
         for server in &gw.spec.servers {
             let protocol = server.port.protocol.to_ascii_uppercase();
-            if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC") {
-                continue;
-            }
             let listen = listen_port(mesh, node, server.port.number);
-            let vhosts = listeners.entry(listen).or_default();
+            let route_config = match protocol.as_str() {
+                "HTTP" | "HTTP2" | "GRPC" => {
+                    let wants = server.tls.as_ref().is_some_and(|t| t.https_redirect);
+                    let all = redirect.entry(listen).or_insert(wants);
+                    if *all != wants {
+                        // The redirect is per port here, not per host as in Istio.
+                        tracing::warn!(gateway = %gw_ref, port = server.port.number, "servers on one port disagree on httpsRedirect; none is redirected");
+                    }
+                    *all &= wants;
+                    format!("http.{listen}")
+                }
+                "HTTPS" => match server_tls(mesh, node, server) {
+                    Ok(mut t) => {
+                        // Istio's name: each HTTPS server routes only its own hosts.
+                        t.route_config = format!(
+                            "https.{}.{}.{}.{gw_ns}",
+                            server.port.number, server.port.name, gw.metadata.name
+                        );
+                        let name = t.route_config.clone();
+                        tls.entry(listen).or_default().push(t);
+                        name
+                    }
+                    Err(why) => {
+                        // As Istio does: this server is left out, the others still serve.
+                        tracing::warn!(gateway = %gw_ref, port = server.port.number, "HTTPS server skipped: {why}");
+                        continue;
+                    }
+                },
+                _ => continue,
+            };
+            let names = listeners.entry(listen).or_default();
+            if !names.contains(&route_config) {
+                names.push(route_config.clone());
+            }
+            let vhosts = route_configs.entry(route_config).or_default();
             for vs in &mesh.virtual_services {
                 let vs_ns = vs.metadata.namespace.as_deref().unwrap_or("default");
                 if !vs.spec.gateways.iter().any(|g| routes::gateway_ref(g, vs_ns) == gw_ref) {
@@ -45,19 +82,31 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
             }
         }
     }
-    for (port, vhosts) in listeners {
-        let route_config = format!("http.{port}");
+    for (port, names) in listeners {
+        // A TLS connection routes by its server's own config; this one is
+        // what a plaintext port (or a proxy without per-server routing) uses.
+        let route_config = names.first().cloned().unwrap_or_else(|| format!("http.{port}"));
+        let gateway_tls = tls.remove(&port).unwrap_or_default();
+        if !gateway_tls.is_empty() && redirect.contains_key(&port) {
+            tracing::warn!(port, "plaintext and HTTPS gateway servers share a port; it serves HTTPS only");
+        }
+        let protocol = if gateway_tls.is_empty() { pb::Protocol::Http } else { pb::Protocol::Https };
         config.listeners.push(pb::Listener {
             name: format!("gateway|{port}"),
             address: node.pod_ip.clone(),
             port,
             direction: pb::Direction::Gateway as i32,
-            protocol: pb::Protocol::Http as i32,
+            protocol: protocol as i32,
             app_port: 0,
             route_config: route_config.clone(),
+            https_redirect: gateway_tls.is_empty() && redirect.get(&port).copied().unwrap_or(false),
+            gateway_tls,
             ..Default::default()
         });
-        config.routes.push(pb::RouteConfig { name: route_config, virtual_hosts: vhosts.into_values().collect() });
+        for name in names {
+            let vhosts = route_configs.remove(&name).unwrap_or_default();
+            config.routes.push(pb::RouteConfig { name, virtual_hosts: vhosts.into_values().collect() });
+        }
     }
 }
 
@@ -87,4 +136,250 @@ fn server_host_admits(server_host: &str, vs_host: &str, vs_ns: &str, gw_ns: &str
 
 fn gateway_domains(h: &str, port: u32) -> Vec<String> {
     if h == "*" { vec!["*".into()] } else { vec![h.to_string(), format!("{h}:{port}")] }
+}
+
+/// Why an HTTPS server cannot be served; it is skipped, as Istio skips it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TlsError {
+    #[error("tls.mode {0} is not supported on an HTTPS server (SIMPLE and MUTUAL are)")]
+    Mode(String),
+    #[error("no tls settings: an HTTPS server needs tls.mode and tls.credentialName")]
+    NoTls,
+    #[error("tls.credentialName is not set (certificate files on the gateway are not supported)")]
+    NoCredential,
+    #[error("Secret {namespace}/{name} (tls.credentialName) not found")]
+    SecretNotFound { namespace: String, name: String },
+    #[error("Secret {namespace}/{name} has no {what} (keys tls.crt/tls.key, or cert/key)")]
+    SecretIncomplete { namespace: String, name: String, what: &'static str },
+    #[error("Secret {namespace}/{name}: {what} is not PEM")]
+    NotPem { namespace: String, name: String, what: &'static str },
+    #[error("MUTUAL needs a CA: none in Secret {namespace}/{name} (ca.crt or cacert) nor in Secret {namespace}/{name}-cacert")]
+    NoClientCa { namespace: String, name: String },
+}
+
+/// The certificate, key and (MUTUAL) client CA of an HTTPS server, from the
+/// Secret its `credentialName` names in the gateway workload's namespace.
+pub fn server_tls(mesh: &Mesh, node: &pb::Node, server: &Server) -> Result<pb::GatewayTls, TlsError> {
+    let settings = server.tls.as_ref().ok_or(TlsError::NoTls)?;
+    let mutual = match settings.mode {
+        Some(ServerTlsMode::Simple) => false,
+        Some(ServerTlsMode::Mutual) => true,
+        Some(other) => return Err(TlsError::Mode(format!("{other:?}").to_ascii_uppercase())),
+        None => return Err(TlsError::Mode("PASSTHROUGH (the default)".into())),
+    };
+    let name = settings
+        .credential_name
+        .as_deref()
+        .or(settings.credential_names.first().map(String::as_str))
+        .filter(|n| !n.is_empty())
+        .ok_or(TlsError::NoCredential)?;
+    let namespace = if node.namespace.is_empty() { "default" } else { node.namespace.as_str() };
+    let lookup = |n: &str| mesh.secrets.get(&(namespace.to_string(), n.to_string()));
+    let missing = |what| TlsError::SecretIncomplete { namespace: namespace.into(), name: name.into(), what };
+    let secret = lookup(name).ok_or_else(|| TlsError::SecretNotFound { namespace: namespace.into(), name: name.into() })?;
+    let cert_chain = secret_value(secret, &["tls.crt", "cert"]).ok_or_else(|| missing("certificate"))?;
+    let private_key = secret_value(secret, &["tls.key", "key"]).ok_or_else(|| missing("private key"))?;
+    // Only the shape is checked here (the proxy parses them): an obvious
+    // mistake skips this server rather than making the gateway refuse the
+    // whole listener update.
+    let not_pem = |what| TlsError::NotPem { namespace: namespace.into(), name: name.into(), what };
+    if !cert_chain.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(not_pem("the certificate"));
+    }
+    if !private_key.contains("PRIVATE KEY-----") {
+        return Err(not_pem("the private key"));
+    }
+    let client_ca = if mutual {
+        let own = secret_value(secret, &["ca.crt", "cacert"]);
+        let separate = settings
+            .ca_cert_credential_name
+            .clone()
+            .unwrap_or_else(|| format!("{name}-cacert"));
+        own.or_else(|| lookup(&separate).and_then(|s| secret_value(s, &["ca.crt", "cacert"])))
+            .ok_or_else(|| TlsError::NoClientCa { namespace: namespace.into(), name: name.into() })?
+    } else {
+        String::new()
+    };
+    let sni = server
+        .hosts
+        .iter()
+        .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_string())
+        .collect();
+    Ok(pb::GatewayTls { sni, cert_chain, private_key, client_ca, route_config: String::new() })
+}
+
+/// The first of `keys` the Secret holds, non-empty; `stringData` wins over
+/// `data` as the API server merges it.
+fn secret_value(secret: &Secret, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|k| {
+        let from_string = secret.string_data.as_ref().and_then(|d| d.get(*k)).cloned();
+        let from_data = || {
+            let bytes = secret.data.as_ref()?.get(*k)?;
+            String::from_utf8(bytes.0.clone()).ok()
+        };
+        from_string.or_else(from_data).filter(|v| !v.trim().is_empty())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh_config::MeshConfig;
+
+    const BASE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: bookinfo-credential}
+    hosts: [bookinfo.example.com]
+  - port: {number: 443, name: https-mtls, protocol: HTTPS}
+    tls: {mode: MUTUAL, credentialName: mtls-credential}
+    hosts: ["istio-system/*.mtls.example.com"]
+  - port: {number: 80, name: http, protocol: HTTP}
+    tls: {httpsRedirect: true}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: istio-system}
+spec:
+  hosts: [bookinfo.example.com, "*.mtls.example.com"]
+  gateways: [gw]
+  http: [{route: [{destination: {host: echo.default.svc.cluster.local}}]}]
+"#;
+
+    const BOOKINFO_SECRET: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: bookinfo-credential, namespace: istio-system}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: "-----BEGIN CERTIFICATE-----\nCERT\n-----END CERTIFICATE-----\n"
+  tls.key: "-----BEGIN PRIVATE KEY-----\nKEY\n-----END PRIVATE KEY-----\n"
+"#;
+
+    fn config(extra: &str) -> ProxyConfig {
+        let mut resources = api::parse("base.yaml", BASE).expect("base parses");
+        resources.extend(api::parse("extra.yaml", extra).expect("extra parses"));
+        let mesh = Mesh::build(&resources, MeshConfig::default());
+        let node = pb::Node {
+            id: "gw-0.istio-system".into(),
+            pod_name: "gw-0".into(),
+            namespace: "istio-system".into(),
+            kind: pb::ProxyKind::Gateway as i32,
+            labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
+            ..Default::default()
+        };
+        let mut config = ProxyConfig::default();
+        compile(&mesh, &node, &mut config);
+        config
+    }
+
+    fn listener(config: &ProxyConfig, port: u32) -> &pb::Listener {
+        config.listeners.iter().find(|l| l.port == port).expect("listener on the port")
+    }
+
+    #[test]
+    fn simple_server_carries_the_secret_and_hosts_as_sni() {
+        let config = config(BOOKINFO_SECRET);
+        let l = listener(&config, 443);
+        assert_eq!(l.protocol, pb::Protocol::Https as i32);
+        // The MUTUAL server's Secret is missing: it alone is skipped.
+        assert_eq!(l.gateway_tls.len(), 1);
+        let tls = &l.gateway_tls[0];
+        assert_eq!(tls.sni, ["bookinfo.example.com"]);
+        assert!(tls.cert_chain.contains("\nCERT\n") && tls.private_key.contains("\nKEY\n"));
+        assert_eq!(tls.client_ca, "");
+        assert_eq!(tls.route_config, "https.443.https.gw.istio-system");
+        assert_eq!(l.route_config, tls.route_config);
+        let routes = config.routes.iter().find(|r| r.name == tls.route_config).expect("route config");
+        let hosts: Vec<_> = routes.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(hosts, ["bookinfo.example.com:443"]);
+        let plain = listener(&config, 80);
+        assert!(plain.https_redirect && plain.gateway_tls.is_empty());
+        assert_eq!(plain.protocol, pb::Protocol::Http as i32);
+    }
+
+    #[test]
+    fn mutual_takes_the_ca_from_the_secret_or_its_cacert_twin() {
+        let generic = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: mtls-credential, namespace: istio-system}
+data:
+  cert: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCkMyCg==
+  key: LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCg==
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: mtls-credential-cacert, namespace: istio-system}
+stringData: {cacert: CA2}
+"#;
+        let config = config(generic);
+        let l = listener(&config, 443);
+        assert_eq!(l.gateway_tls.len(), 1, "bookinfo's Secret is missing");
+        let tls = &l.gateway_tls[0];
+        assert_eq!(tls.sni, ["*.mtls.example.com"], "the namespace part of the host is no SNI");
+        assert_eq!((tls.cert_chain.as_str(), tls.client_ca.as_str()), ("-----BEGIN CERTIFICATE-----\nC2\n", "CA2"));
+        let routes = config.routes.iter().find(|r| r.name == tls.route_config).expect("route config");
+        let hosts: Vec<_> = routes.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(hosts, ["*.mtls.example.com:443"], "only this server's hosts");
+    }
+
+    #[test]
+    fn missing_pieces_are_named() {
+        let mut resources = api::parse("base.yaml", BASE).expect("base parses");
+        resources.extend(
+            api::parse(
+                "x.yaml",
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: mtls-credential, namespace: istio-system}\nstringData: {tls.crt: '-----BEGIN CERTIFICATE-----', tls.key: '-----BEGIN PRIVATE KEY-----'}\n",
+            )
+            .expect("parses"),
+        );
+        let mesh = Mesh::build(&resources, MeshConfig::default());
+        let node = pb::Node { namespace: "istio-system".into(), ..Default::default() };
+        let servers = &mesh.gateways[0].spec.servers;
+        let err = server_tls(&mesh, &node, &servers[0]).expect_err("no secret");
+        assert_eq!(err.to_string(), "Secret istio-system/bookinfo-credential (tls.credentialName) not found");
+        let err = server_tls(&mesh, &node, &servers[1]).expect_err("no CA");
+        assert!(err.to_string().contains("MUTUAL needs a CA"), "{err}");
+        resources.extend(
+            api::parse(
+                "y.yaml",
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: bookinfo-credential, namespace: istio-system}\nstringData: {tls.crt: C, tls.key: K}\n",
+            )
+            .expect("parses"),
+        );
+        let mesh = Mesh::build(&resources, MeshConfig::default());
+        let err = server_tls(&mesh, &node, &servers[0]).expect_err("not PEM");
+        assert_eq!(err.to_string(), "Secret istio-system/bookinfo-credential: the certificate is not PEM");
+        // Secrets are looked up in the gateway workload's namespace only.
+        let elsewhere = pb::Node { namespace: "default".into(), ..Default::default() };
+        assert!(matches!(server_tls(&mesh, &elsewhere, &servers[1]), Err(TlsError::SecretNotFound { .. })));
+    }
+
+    #[test]
+    fn no_usable_server_means_no_https_listener() {
+        let config = config("");
+        assert!(config.listeners.iter().all(|l| l.port != 443));
+        assert!(listener(&config, 80).https_redirect);
+    }
+}
+
+/// Secrets reach the compiler through the control plane's store, which
+/// keeps them as YAML.
+#[cfg(test)]
+mod roundtrip {
+    #[test]
+    fn secret_string_data_survives_the_store() {
+        let yaml = "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: istio-system}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n    -----BEGIN CERTIFICATE-----\n    AAAA\n    -----END CERTIFICATE-----\n  tls.key: |\n    -----BEGIN PRIVATE KEY-----\n    BBBB\n    -----END PRIVATE KEY-----\n";
+        let r = api::parse("a.yaml", yaml).expect("parse");
+        let again = r[0].to_yaml();
+        let back = api::parse("b.yaml", &again).expect("reparse");
+        assert_eq!(r, back);
+    }
 }

@@ -167,6 +167,7 @@ fn same_but_workloads(a: &Mesh, b: &Mesh) -> bool {
         sidecars,
         peer_authentications,
         authorization_policies,
+        secrets,
     } = a;
     *config == b.config
         && registry.services == b.registry.services
@@ -176,6 +177,7 @@ fn same_but_workloads(a: &Mesh, b: &Mesh) -> bool {
         && *sidecars == b.sidecars
         && *peer_authentications == b.peer_authentications
         && *authorization_policies == b.authorization_policies
+        && *secrets == b.secrets
 }
 
 fn by_name(ws: &[Workload]) -> HashMap<(String, String), Vec<&Workload>> {

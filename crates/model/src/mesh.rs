@@ -19,6 +19,8 @@ pub struct Mesh {
     pub sidecars: Vec<Object<Sidecar>>,
     pub peer_authentications: Vec<Object<PeerAuthentication>>,
     pub authorization_policies: Vec<Object<AuthorizationPolicy>>,
+    /// Secrets by (namespace, name): gateway servers' `credentialName`.
+    pub secrets: std::collections::BTreeMap<(String, String), k8s_openapi::api::core::v1::Secret>,
 }
 
 impl Mesh {
@@ -39,6 +41,10 @@ impl Mesh {
                 Resource::Sidecar(sc) => mesh.sidecars.push(sc.clone()),
                 Resource::PeerAuthentication(pa) => mesh.peer_authentications.push(pa.clone()),
                 Resource::AuthorizationPolicy(ap) => mesh.authorization_policies.push(ap.clone()),
+                Resource::Secret(s) => {
+                    let ns = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                    mesh.secrets.insert((ns, r.name().to_string()), s.clone());
+                }
                 _ => {}
             }
         }

@@ -84,6 +84,25 @@ spec:
     )
 }
 
+/// An HTTPS server on the default ingress gateway: its Secret belongs in
+/// the gateway's namespace (istio-system), not the Gateway's.
+fn https_gateway(secret: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: secure}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: https, protocol: HTTPS}}
+    tls: {{mode: SIMPLE, credentialName: bookinfo-credential}}
+    hosts: [bookinfo.example.com]
+---
+{secret}"#
+    )
+}
+
 fn gateway_vs(name: &str, host: &str, gateway: &str, prefix: &str) -> String {
     format!(
         r#"
@@ -462,6 +481,15 @@ fn cases() -> Vec<Case> {
             clean: gateway("gw-a", "istio: ingressgateway, app: istio-ingressgateway", 80, "shop.example.com")
                 + "---"
                 + &gateway("gw-b", "app: istio-ingressgateway, istio: ingressgateway", 80, "bookinfo.example.com"),
+        },
+        Case {
+            code: "IST0101",
+            resource: "Gateway secure.default",
+            text: r#"Referenced credentialName not found: "bookinfo-credential""#,
+            triggers: https_gateway(""),
+            clean: https_gateway(
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: bookinfo-credential, namespace: istio-system}\ntype: kubernetes.io/tls\nstringData: {tls.crt: C, tls.key: K}\n",
+            ),
         },
         Case {
             code: "IST0150",

@@ -146,6 +146,8 @@ async fn reconcile(
             app_port: 0,
             route_config: "".into(),
             mtls: MtlsMode::Disable,
+            gateway_tls: None,
+            https_redirect: false,
         });
     }
     bound.retain(|addr, _| {
@@ -230,10 +232,42 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        if rt.load().spec.direction != Direction::Inbound {
+        let now = rt.load();
+        if let Some(tls) = now.spec.gateway_tls.clone() {
+            let (rt, shared, builder, drain) =
+                (rt.clone(), shared.clone(), builder.clone(), drain.clone());
+            tokio::spawn(async move {
+                let Some(tls) = tls.accept(stream, peer).await else {
+                    return;
+                };
+                // The connection routes by its server's config, kept for its
+                // lifetime; route changes under that name still apply.
+                let now = rt.load();
+                let conn_rt = if tls.route_config.is_empty() {
+                    rt.clone()
+                } else {
+                    let mut spec = now.spec.clone();
+                    spec.route_config = tls.route_config.clone();
+                    Arc::new(ArcSwap::from_pointee(ListenerRt {
+                        spec,
+                        app: now.app.clone(),
+                        authz: now.authz.clone(),
+                    }))
+                };
+                drop(now);
+                serve_http(tls.stream, peer, None, tls.sni, &conn_rt, &shared, &builder, drain);
+            });
+            continue;
+        }
+        if now.spec.https_redirect {
+            serve_redirect(stream, peer, &builder, drain.clone());
+            continue;
+        }
+        if now.spec.direction != Direction::Inbound {
             serve_plain(stream, peer, &rt, &shared, &builder, drain.clone());
             continue;
         }
+        drop(now);
         // Inbound: PeerAuthentication decides first (mesh TLS, plaintext, or refused).
         let (rt, shared, builder, drain) =
             (rt.clone(), shared.clone(), builder.clone(), drain.clone());
@@ -343,11 +377,20 @@ fn serve_http<S>(
         sni,
     });
     let inbound = rt.load().spec.direction == Direction::Inbound;
+    // The gateway terminated the client's TLS: the scheme it used is https,
+    // whatever the client claims (Envoy at the edge overwrites it too).
+    let tls_gateway = rt.load().spec.gateway_tls.is_some();
     let own = shared.store.mesh_tls().map(|m| m.id().clone());
     let mesh_peer = identity.map(inbound::MeshPeer::new);
     let service = service_fn(move |mut req| {
         if inbound {
             inbound::decorate(&mut req, mesh_peer.as_ref(), own.as_ref());
+        }
+        if tls_gateway {
+            req.headers_mut().insert(
+                crate::http::headers::X_FORWARDED_PROTO,
+                http::HeaderValue::from_static("https"),
+            );
         }
         crate::http::handle(req, conn.clone())
     });
@@ -361,6 +404,53 @@ fn serve_http<S>(
             r = connection.as_mut() => r,
             () = until_true(&mut signal) => {
                 // HTTP/1: close once the current response is sent; HTTP/2: GOAWAY.
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    });
+}
+
+/// Istio's `httpsRedirect`: every request on the port gets a 301 to the
+/// same host and path with https (the default port, as Envoy's require_tls).
+fn serve_redirect(
+    stream: TcpStream,
+    peer: SocketAddr,
+    builder: &auto::Builder<TokioExecutor>,
+    drain: Drain,
+) {
+    let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.host().to_string())
+            .or_else(|| {
+                let h = req.headers().get(http::header::HOST)?.to_str().ok()?;
+                Some(h.parse::<Authority>().ok()?.host().to_string())
+            });
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+        match host.and_then(|h| http::HeaderValue::try_from(format!("https://{h}{path}")).ok()) {
+            Some(location) => {
+                *resp.status_mut() = http::StatusCode::MOVED_PERMANENTLY;
+                resp.headers_mut().insert(http::header::LOCATION, location);
+            }
+            None => *resp.status_mut() = http::StatusCode::BAD_REQUEST,
+        }
+        Ok::<_, std::convert::Infallible>(resp)
+    });
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    tokio::spawn(async move {
+        let Drain { mut signal, _alive } = drain;
+        let mut connection = std::pin::pin!(connection);
+        let result = tokio::select! {
+            r = connection.as_mut() => r,
+            () = until_true(&mut signal) => {
                 connection.as_mut().graceful_shutdown();
                 connection.await
             }

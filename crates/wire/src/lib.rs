@@ -12,6 +12,23 @@ pub mod pb {
     tonic::include_proto!("trellis.proxy.v1");
 }
 
+/// Serializes a secret field (a private key) as a marker, never its value;
+/// an empty field stays empty so that a dump still shows whether it was set.
+fn redacted<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if value.is_empty() { "" } else { "[redacted]" })
+}
+
+impl std::fmt::Debug for pb::GatewayTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayTls")
+            .field("sni", &self.sni)
+            .field("cert_chain_len", &self.cert_chain.len())
+            .field("private_key", &if self.private_key.is_empty() { "" } else { "[redacted]" })
+            .field("client_ca_len", &self.client_ca.len())
+            .finish()
+    }
+}
+
 /// Type URLs of the resources on the discovery stream, in the order a proxy
 /// subscribes to them: clusters and endpoints before the listeners and routes
 /// that refer to them, so that no route points at a cluster the proxy lacks.

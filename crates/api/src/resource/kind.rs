@@ -74,6 +74,7 @@ kinds! {
     Telemetry => "Telemetry", "telemetries", "telemetry.istio.io/v1", [];
     Namespace => "Namespace", "namespaces", "v1", ["ns"];
     ServiceAccount => "ServiceAccount", "serviceaccounts", "v1", ["sa"];
+    Secret => "Secret", "secrets", "v1", [];
     Service => "Service", "services", "v1", ["svc"];
     Deployment => "Deployment", "deployments", "apps/v1", ["deploy"];
     Pod => "Pod", "pods", "v1", ["po"];

@@ -8,7 +8,7 @@ mod parse;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::{Serialize, Serializer};
 
@@ -38,6 +38,8 @@ pub enum Resource {
     Telemetry(Object<telemetry::Telemetry>),
     Namespace(Namespace),
     ServiceAccount(ServiceAccount),
+    /// Gateway certificates (`credentialName`): kubernetes.io/tls or generic.
+    Secret(Secret),
     Service(Service),
     Deployment(Deployment),
     Pod(Pod),
@@ -55,7 +57,7 @@ pub enum Resource {
 /// Applies `$body` to the metadata-bearing part of every variant: `$istio`
 /// is bound to `&Object<_>` for Istio kinds, `$k8s` to the k8s-openapi
 /// object for Kubernetes kinds. Keeps the accessors below from listing
-/// seventeen arms each.
+/// eighteen arms each.
 macro_rules! each {
     ($self:expr, $istio:ident => $ibody:expr, $k8s:ident => $kbody:expr, $u:pat => $ubody:expr) => {
         match $self {
@@ -72,6 +74,7 @@ macro_rules! each {
             Resource::Telemetry($istio) => $ibody,
             Resource::Namespace($k8s) => $kbody,
             Resource::ServiceAccount($k8s) => $kbody,
+            Resource::Secret($k8s) => $kbody,
             Resource::Service($k8s) => $kbody,
             Resource::Deployment($k8s) => $kbody,
             Resource::Pod($k8s) => $kbody,
@@ -99,6 +102,7 @@ impl Resource {
             Resource::Telemetry(_) => Kind::Telemetry,
             Resource::Namespace(_) => Kind::Namespace,
             Resource::ServiceAccount(_) => Kind::ServiceAccount,
+            Resource::Secret(_) => Kind::Secret,
             Resource::Service(_) => Kind::Service,
             Resource::Deployment(_) => Kind::Deployment,
             Resource::Pod(_) => Kind::Pod,
@@ -199,6 +203,7 @@ impl Serialize for Resource {
             Resource::Telemetry(o) => o.serialize(s),
             Resource::Namespace(o) => o.serialize(s),
             Resource::ServiceAccount(o) => o.serialize(s),
+            Resource::Secret(o) => o.serialize(s),
             Resource::Service(o) => o.serialize(s),
             Resource::Deployment(o) => o.serialize(s),
             Resource::Pod(o) => o.serialize(s),

@@ -286,6 +286,7 @@ fn resource(ctx: &Context<'_>, value: Value) -> Result<Resource, ParseError> {
         Kind::Telemetry => Resource::Telemetry(typed::<Object<_>>(ctx, &value)?),
         Kind::Namespace => Resource::Namespace(strict_k8s(ctx, &value)?),
         Kind::ServiceAccount => Resource::ServiceAccount(strict_k8s(ctx, &value)?),
+        Kind::Secret => Resource::Secret(strict_k8s(ctx, &value)?),
         Kind::Service => Resource::Service(strict_k8s(ctx, &value)?),
         Kind::Deployment => Resource::Deployment(strict_k8s(ctx, &value)?),
         Kind::Pod => Resource::Pod(strict_k8s(ctx, &value)?),

@@ -84,6 +84,7 @@ pub fn validate(r: &Resource) -> Vec<FieldError> {
         }
         Resource::Namespace(ns) => kubernetes::metadata(e, &ns.metadata, kubernetes::label_name),
         Resource::ServiceAccount(sa) => kubernetes::metadata(e, &sa.metadata, common::name),
+        Resource::Secret(s) => kubernetes::metadata(e, &s.metadata, common::name),
         Resource::Service(svc) => {
             kubernetes::metadata(e, &svc.metadata, kubernetes::service_name);
             kubernetes::service(e, svc);

@@ -53,6 +53,21 @@ fn selected_workloads(ctx: &Context<'_>, gw: &Object<Gateway>, out: &mut Vec<Mes
         })
         .flat_map(|svc| svc.ports.iter().map(|p| p.port))
         .collect();
+    // Istio's SecretAnalyzer: a credentialName is read in the gateway
+    // workload's namespace; without the Secret that server is not served.
+    let namespaces: BTreeSet<&str> = selected.iter().map(|w| w.namespace.as_str()).collect();
+    for server in &gw.spec.servers {
+        let Some(name) = server.tls.as_ref().and_then(|t| t.credential_name.as_deref()).filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        if namespaces.iter().any(|ns| !ctx.mesh.secrets.contains_key(&(ns.to_string(), name.to_string()))) {
+            out.push(Message::new(
+                m::REFERENCED_RESOURCE_NOT_FOUND,
+                object_origin(gw),
+                m::referenced_resource_not_found("credentialName", name),
+            ));
+        }
+    }
     let mut reported = BTreeSet::new();
     for server in &gw.spec.servers {
         let port = server.port.number;

@@ -18,11 +18,90 @@ use crate::policy::authz::ListenerAuthz;
 use crate::tls::inbound::MtlsMode;
 use routes::RouteTable;
 
-/// The accepted resources of one type, as received (for the config dump).
-#[derive(Debug, Default, serde::Serialize)]
+/// The accepted resources of one type, kept protobuf-encoded. Requests use
+/// the compiled snapshot; the resources themselves are read only by the next
+/// compile, partial updates and the config dump. Decoded, a 1,000-service
+/// config is hundreds of thousands of small allocations (several MiB for
+/// the life of the proxy); encoded it is one buffer per resource.
+#[derive(Debug, Default)]
 pub struct TypeState {
     pub version: String,
-    pub resources: Vec<pb::Resource>,
+    resources: Vec<Encoded>,
+}
+
+#[derive(Debug)]
+struct Encoded {
+    name: Box<str>,
+    bytes: Box<[u8]>,
+}
+
+impl Encoded {
+    fn new(r: &pb::Resource) -> Self {
+        Encoded {
+            name: r.name.as_str().into(),
+            bytes: prost::Message::encode_to_vec(r).into_boxed_slice(),
+        }
+    }
+}
+
+impl TypeState {
+    pub fn new(version: &str, resources: &[pb::Resource]) -> Self {
+        TypeState {
+            version: version.to_string(),
+            resources: resources.iter().map(Encoded::new).collect(),
+        }
+    }
+
+    /// The resources, decoded, in the order they were accepted.
+    pub fn resources(&self) -> Result<Vec<pb::Resource>, String> {
+        self.resources
+            .iter()
+            .map(|e| {
+                <pb::Resource as prost::Message>::decode(&e.bytes[..])
+                    .map_err(|err| format!("stored resource {:?} does not decode: {err}", e.name))
+            })
+            .collect()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.resources.iter().map(|e| &*e.name)
+    }
+
+    /// These resources with `changed` put in place of the resources of the
+    /// same name (or added at the end) and `removed` dropped.
+    pub fn merge(&self, version: &str, changed: &[pb::Resource], removed: &[String]) -> Self {
+        let mut changed: BTreeMap<&str, &pb::Resource> =
+            changed.iter().map(|r| (r.name.as_str(), r)).collect();
+        let removed: HashSet<&str> = removed.iter().map(String::as_str).collect();
+        let mut resources: Vec<Encoded> = self
+            .resources
+            .iter()
+            .filter(|e| !removed.contains(&*e.name))
+            .map(|e| match changed.remove(&*e.name) {
+                Some(r) => Encoded::new(r),
+                None => Encoded {
+                    name: e.name.clone(),
+                    bytes: e.bytes.clone(),
+                },
+            })
+            .collect();
+        resources.extend(changed.into_values().map(Encoded::new));
+        TypeState {
+            version: version.to_string(),
+            resources,
+        }
+    }
+}
+
+impl serde::Serialize for TypeState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeStruct};
+        let resources = self.resources().map_err(S::Error::custom)?;
+        let mut st = s.serialize_struct("TypeState", 2)?;
+        st.serialize_field("version", &self.version)?;
+        st.serialize_field("resources", &resources)?;
+        st.end()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -58,6 +137,10 @@ pub struct ListenerSpec {
     /// Inbound: PeerAuthentication's mode for the port. Other listeners
     /// face clients outside the mesh: DISABLE.
     pub mtls: MtlsMode,
+    /// Gateway HTTPS port: TLS is terminated with these certificates.
+    pub gateway_tls: Option<Arc<crate::tls::gateway::GatewayTls>>,
+    /// Gateway plaintext port whose servers asked for `httpsRedirect`.
+    pub https_redirect: bool,
 }
 
 pub struct Snapshot {
@@ -89,14 +172,15 @@ pub fn compile(
     prev: Option<&Snapshot>,
     env: &BuildEnv<'_>,
 ) -> Result<Snapshot, String> {
-    let empty = Arc::new(TypeState::default());
-    let of = |t: &str| types.get(t).unwrap_or(&empty).clone();
+    let of = |t: &str| -> Result<Vec<pb::Resource>, String> {
+        types.get(t).map_or(Ok(Vec::new()), |s| s.resources())
+    };
 
     // Endpoints by cluster. Endpoints of a cluster the proxy does not have are
     // ignored, as Envoy ignores EDS for unknown clusters.
-    let endpoint_state = of(wire::types::ENDPOINTS);
+    let endpoint_state = of(wire::types::ENDPOINTS)?;
     let mut endpoints: HashMap<&str, &pb::ClusterEndpoints> = HashMap::new();
-    for r in &endpoint_state.resources {
+    for r in &endpoint_state {
         let Some(Kind::Endpoints(e)) = &r.kind else {
             return Err(wrong_kind("endpoints", r));
         };
@@ -109,7 +193,7 @@ pub fn compile(
     }
 
     let mut clusters = HashMap::new();
-    for r in &of(wire::types::CLUSTER).resources {
+    for r in &of(wire::types::CLUSTER)? {
         let Some(Kind::Cluster(c)) = &r.kind else {
             return Err(wrong_kind("clusters", r));
         };
@@ -126,7 +210,7 @@ pub fn compile(
 
     let mut routes = HashMap::new();
     let mut routes_by_port = HashMap::new();
-    for r in &of(wire::types::ROUTE_CONFIG).resources {
+    for r in &of(wire::types::ROUTE_CONFIG)? {
         let Some(Kind::RouteConfig(rc)) = &r.kind else {
             return Err(wrong_kind("routes", r));
         };
@@ -145,7 +229,7 @@ pub fn compile(
     let mut listeners = Vec::new();
     let mut authz = HashMap::new();
     let mut bound = HashSet::new();
-    for r in &of(wire::types::LISTENER).resources {
+    for r in &of(wire::types::LISTENER)? {
         let Some(Kind::Listener(l)) = &r.kind else {
             return Err(wrong_kind("listeners", r));
         };
@@ -219,6 +303,7 @@ fn listener(l: &pb::Listener, pod_ip: Option<IpAddr>) -> Result<Option<ListenerS
             | pb::Protocol::Grpc
             | pb::Protocol::Unspecified,
         ) => Serve::Http,
+        (Direction::Gateway, pb::Protocol::Https) if !l.gateway_tls.is_empty() => Serve::Http,
         (Direction::Gateway, _) => {
             tracing::warn!(listener = %l.name, ?protocol, "gateway TLS and TCP servers are not supported yet; listener skipped");
             return Ok(None);
@@ -240,5 +325,10 @@ fn listener(l: &pb::Listener, pod_ip: Option<IpAddr>) -> Result<Option<ListenerS
             Direction::Inbound => MtlsMode::from_pb(l.mtls_mode)?,
             _ => MtlsMode::Disable,
         },
+        gateway_tls: match (direction, l.gateway_tls.is_empty()) {
+            (Direction::Gateway, false) => Some(Arc::new(crate::tls::gateway::GatewayTls::new(&l.gateway_tls)?)),
+            _ => None,
+        },
+        https_redirect: direction == Direction::Gateway && l.https_redirect,
     }))
 }

@@ -232,6 +232,8 @@ mod tests {
             app_port: 8080,
             route_config: "".into(),
             mtls: mode,
+            gateway_tls: None,
+            https_redirect: false,
         };
         let client = tokio::spawn(async move {
             let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");

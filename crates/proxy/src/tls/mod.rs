@@ -12,6 +12,7 @@
 //! (whose current certificate every new handshake presents) and the mesh
 //! roots (read per handshake), so rotation needs no rebuild of anything here.
 
+pub mod gateway;
 pub mod inbound;
 pub mod outbound;
 pub mod static_files;
