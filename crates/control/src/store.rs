@@ -142,6 +142,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let io = |source| StoreError::Io { path: path.to_path_buf(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io)?;
+    // NamedTempFile creates the file 0600, and the rename keeps that: stored
+    // Secrets hold private keys.
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
@@ -182,5 +184,18 @@ mod tests {
         assert_eq!(files.len(), 1);
         let all: Vec<_> = fs::read_dir(files[0].parent().unwrap()).unwrap().collect();
         assert_eq!(all.len(), 1, "only the resource file remains");
+    }
+
+    /// Secrets (gateway keys) are stored like everything else, so every
+    /// stored file is readable by its owner only.
+    #[test]
+    fn stored_files_are_private_to_the_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.apply(api::parse("t.yaml", VS).unwrap().remove(0)).unwrap();
+        let file = &yaml_files(dir.path()).unwrap()[0];
+        let mode = fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
     }
 }
