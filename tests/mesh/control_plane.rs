@@ -205,3 +205,62 @@ async fn service_entries_route_to_an_external_server_with_virtual_service_rules(
     drop(external);
     Ok(())
 }
+
+/// A proxy receives config only as the workload its bootstrap token proves
+/// it is, as istiod authorizes an xDS stream against the caller's identity:
+/// no token, or another workload's token, is refused with PermissionDenied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_streams_need_the_workloads_own_token() -> Result<()> {
+    use wire::pb::aggregated_discovery_client::AggregatedDiscoveryClient;
+    use wire::pb::{DiscoveryRequest, Node};
+
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("a.yaml"), e2e::echo_workload("echo-a", ""))?;
+    std::fs::write(dir.path().join("b.yaml"), e2e::echo_workload("echo-b", ""))?;
+    let mesh = Mesh::up(dir.path())?;
+    let secret = control::bootstrap_token::TokenSecret::load(&mesh.state.path().join("token-secret"))?;
+    let xds = format!("http://127.{}.0.1:15010", mesh.block);
+
+    // The first response of a stream for `node` sending `token`, or the refusal.
+    let first_response = |service_account: &str, token: Option<String>| {
+        let node = Node {
+            id: format!("{service_account}-test.default"),
+            pod_name: format!("{service_account}-test"),
+            namespace: "default".into(),
+            service_account: service_account.into(),
+            ..Default::default()
+        };
+        let xds = xds.clone();
+        async move {
+            let mut client = AggregatedDiscoveryClient::connect(xds).await?;
+            let subscribe = DiscoveryRequest {
+                node: Some(node),
+                type_url: wire::types::ALL[0].to_string(),
+                ..Default::default()
+            };
+            // The stream stays open after the request, as a proxy's does.
+            let requests = tokio_stream::StreamExt::chain(tokio_stream::iter([subscribe]), tokio_stream::pending());
+            let mut request = tonic::Request::new(requests);
+            if let Some(token) = token {
+                request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+            }
+            let outcome = match client.stream(request).await {
+                Ok(response) => response.into_inner().message().await.map(|m| m.is_some()),
+                Err(status) => Err(status),
+            };
+            anyhow::Ok(outcome)
+        }
+    };
+
+    let own = first_response("echo-a", Some(secret.token("default", "echo-a"))).await?;
+    assert!(matches!(own, Ok(true)), "echo-a with its own token gets its config: {own:?}");
+    let none = first_response("echo-a", None).await?;
+    assert_eq!(none.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied), "no token");
+    let stolen = first_response("echo-a", Some(secret.token("default", "echo-b"))).await?;
+    let status = stolen.expect_err("echo-b's token claiming to be echo-a");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert!(status.message().contains("echo-b"), "the refusal says whose token it was: {}", status.message());
+    let forged = first_response("echo-a", Some("00".repeat(32))).await?;
+    assert_eq!(forged.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied), "a made-up token");
+    Ok(())
+}

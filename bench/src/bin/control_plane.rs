@@ -195,7 +195,7 @@ async fn main() -> Result<()> {
             ..Default::default()
         };
         let received = Arc::new(Mutex::new(Received::default()));
-        tokio::spawn(wire::client::run(endpoint.clone(), node, Recorder(received.clone(), !a.full_sets)));
+        tokio::spawn(wire::client::run(endpoint.clone(), node, None, Recorder(received.clone(), !a.full_sets)));
         proxies.push(received);
     }
     let counts = |t: &str| -> Vec<(usize, Instant)> {

@@ -54,7 +54,11 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()> + Send + '
     let store = store::Store::open(&options.config_dir)?;
     let trust_domain = options.mesh_config.trust_domain.clone();
     let cp = Arc::new(ControlPlane::new(store, options.mesh_config));
-    let ca = certificate_service(options.ca_dir.as_deref(), options.token_secret.as_deref(), &trust_domain, &cp)?;
+    let credentials = workload_credentials(options.token_secret.as_deref(), &cp)?;
+    if let Some(auth) = &credentials {
+        cp.require_credentials(auth.clone());
+    }
+    let ca = certificate_service(options.ca_dir.as_deref(), credentials, &trust_domain)?;
     let http = tokio::net::TcpListener::bind(options.http_addr)
         .await
         .map_err(|source| Error::Bind { addr: options.http_addr, source })?;
@@ -94,12 +98,35 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()> + Send + '
     Ok(())
 }
 
-/// The CA and how it authenticates callers, if the control plane has a CA.
+/// How workloads prove who they are: bootstrap tokens derived from the
+/// secret at `token_secret`, valid for the service accounts of the
+/// workloads in the registry now (a token is good only while its workload
+/// is part of the mesh). `None` without a secret.
+fn workload_credentials(
+    token_secret: Option<&std::path::Path>,
+    cp: &Arc<ControlPlane>,
+) -> Result<Option<Arc<dyn ca_service::Authenticator>>, Error> {
+    let Some(path) = token_secret else { return Ok(None) };
+    let secret = bootstrap_token::TokenSecret::load(path)?;
+    let cp = Arc::downgrade(cp);
+    Ok(Some(Arc::new(ca_service::BootstrapTokens::new(secret, move || {
+        let Some(cp) = cp.upgrade() else { return Default::default() };
+        let mesh = cp.mesh();
+        let accounts = mesh
+            .registry
+            .workloads
+            .iter()
+            .map(|w| (w.namespace.clone(), w.service_account.clone()))
+            .collect();
+        (mesh.config.trust_domain.clone(), accounts)
+    }))))
+}
+
+/// The CA, if the control plane has one, and how it authenticates callers.
 fn certificate_service(
     ca_dir: Option<&std::path::Path>,
-    token_secret: Option<&std::path::Path>,
+    credentials: Option<Arc<dyn ca_service::Authenticator>>,
     trust_domain: &str,
-    cp: &Arc<ControlPlane>,
 ) -> Result<Option<wire::pb::certificate_service_server::CertificateServiceServer<ca_service::CaService>>, Error> {
     let Some(dir) = ca_dir else {
         tracing::info!("no --ca-dir: the control plane issues no workload certificates");
@@ -110,28 +137,9 @@ fn certificate_service(
     } else {
         identity::Ca::self_signed(trust_domain, dir)?
     };
-    let auth: Arc<dyn ca_service::Authenticator> = match token_secret {
-        Some(path) => {
-            let secret = bootstrap_token::TokenSecret::load(path)?;
-            let cp = Arc::downgrade(cp);
-            Arc::new(ca_service::BootstrapTokens::new(secret, move || {
-                // The service accounts of the workloads in the registry now:
-                // a token is good only while its workload is part of the mesh.
-                let Some(cp) = cp.upgrade() else { return Default::default() };
-                let mesh = cp.mesh();
-                let accounts = mesh
-                    .registry
-                    .workloads
-                    .iter()
-                    .map(|w| (w.namespace.clone(), w.service_account.clone()))
-                    .collect();
-                (mesh.config.trust_domain.clone(), accounts)
-            }))
-        }
-        None => {
-            tracing::warn!("no --token-secret: every certificate request will be refused");
-            Arc::new(ca_service::NoAuthenticator)
-        }
-    };
+    let auth = credentials.unwrap_or_else(|| {
+        tracing::warn!("no --token-secret: every certificate request will be refused");
+        Arc::new(ca_service::NoAuthenticator)
+    });
     Ok(Some(ca_service::CaService::new(Arc::new(ca), auth)))
 }

@@ -2,15 +2,17 @@
 //! proxies with what each was sent and has acknowledged.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use model::{Mesh, MeshConfig};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
+use wire::certs::BearerToken;
 use wire::pb::Node;
 use wire::server::ProxySnapshot;
 
+use crate::ca_service::Authenticator;
 use crate::store::Store;
 
 pub struct ControlPlane {
@@ -21,6 +23,10 @@ pub struct ControlPlane {
     compiler: Mutex<Arc<model::Compiler>>,
     proxies: Mutex<BTreeMap<String, Proxy>>,
     dirty: Notify,
+    /// Set when workloads have credentials (`--token-secret`): then a proxy
+    /// receives config only for the workload its token proves it is, as
+    /// istiod authorizes a proxy's xDS stream against its identity.
+    authenticator: OnceLock<Arc<dyn Authenticator>>,
 }
 
 struct Proxy {
@@ -68,7 +74,31 @@ impl ControlPlane {
             compiler: Mutex::new(Arc::new(model::Compiler::new(mesh))),
             proxies: Mutex::new(BTreeMap::new()),
             dirty: Notify::new(),
+            authenticator: OnceLock::new(),
         }
+    }
+
+    /// From now on a proxy must prove, with its bootstrap token, that it is
+    /// the workload its node names (namespace and service account).
+    pub fn require_credentials(&self, authenticator: Arc<dyn Authenticator>) {
+        let _ = self.authenticator.set(authenticator);
+    }
+
+    fn authorize(&self, node: &Node, token: Option<&BearerToken>) -> Result<(), tonic::Status> {
+        let Some(auth) = self.authenticator.get() else { return Ok(()) };
+        let refuse = |reason: String| {
+            tracing::warn!(proxy = %node.id, %reason, "discovery stream refused");
+            tonic::Status::permission_denied(format!("proxy {}: {reason}", node.id))
+        };
+        let token = token.ok_or_else(|| refuse("no `authorization: Bearer <token>` metadata".into()))?;
+        let id = auth.authenticate(token).map_err(refuse)?;
+        if id.namespace() != node.namespace || id.service_account() != node.service_account {
+            return Err(refuse(format!(
+                "the token is {}'s, but the node claims namespace {:?}, service account {:?}",
+                id, node.namespace, node.service_account
+            )));
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> MutexGuard<'_, Store> {
@@ -138,7 +168,12 @@ impl ControlPlane {
 }
 
 impl wire::server::ConfigProvider for ControlPlane {
-    fn connect(&self, node: &Node) -> Result<watch::Receiver<Arc<ProxySnapshot>>, tonic::Status> {
+    fn connect(
+        &self,
+        node: &Node,
+        token: Option<&BearerToken>,
+    ) -> Result<watch::Receiver<Arc<ProxySnapshot>>, tonic::Status> {
+        self.authorize(node, token)?;
         let compiler = lock(&self.compiler).clone();
         let snapshot = Arc::new(compiler.snapshot(node));
         let (tx, rx) = watch::channel(snapshot);

@@ -160,6 +160,7 @@ async fn an_endpoint_change_reaches_only_the_proxies_that_see_the_service() {
         tokio::spawn(wire::client::run(
             format!("http://127.0.0.1:{xds}"),
             node,
+            None,
             rec.clone(),
         ));
     }
@@ -282,6 +283,7 @@ async fn a_large_set_is_sent_in_pieces_and_applied_whole() {
     tokio::spawn(wire::client::run(
         format!("http://127.0.0.1:{xds}"),
         node,
+        None,
         rec.clone(),
     ));
     wait_for("all four types", || {

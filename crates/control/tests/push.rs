@@ -58,7 +58,7 @@ async fn pushes_changes_and_reports_acks_and_nacks() {
     }));
     let node = Node { id: "p.default".into(), pod_name: "p".into(), namespace: "default".into(), kind: ProxyKind::Sidecar as i32, ..Default::default() };
     let picky = Picky::default();
-    tokio::spawn(wire::client::run(format!("http://127.0.0.1:{xds}"), node, picky.clone()));
+    tokio::spawn(wire::client::run(format!("http://127.0.0.1:{xds}"), node, None, picky.clone()));
     let got = |t: &str| picky.0.lock().map(|v| v.iter().filter(|(u, _)| u == t).count()).unwrap_or(0);
     wait_for("all four types", || wire::types::ALL.iter().all(|t| got(t) > 0)).await;
 

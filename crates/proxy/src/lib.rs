@@ -185,6 +185,7 @@ pub async fn run(
         control.spawn(wire::client::run(
             addr,
             config.node.clone(),
+            config.identity.as_ref().map(|i| i.token.clone()),
             XdsHandler(store.clone()),
         ));
     }

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::certs::BearerToken;
 use crate::pb::aggregated_discovery_client::AggregatedDiscoveryClient;
 use crate::pb::{DiscoveryRequest, DiscoveryResponse, Node, Resource, Status};
 
@@ -40,12 +41,13 @@ pub trait ConfigHandler: Send + Sync + 'static {
     }
 }
 
-/// Runs the discovery stream until the process ends.
-pub async fn run<H: ConfigHandler>(endpoint: String, node: Node, handler: H) {
+/// Runs the discovery stream until the process ends. `token` proves to the
+/// control plane that this proxy is the workload `node` names.
+pub async fn run<H: ConfigHandler>(endpoint: String, node: Node, token: Option<BearerToken>, handler: H) {
     let mut applied: HashMap<String, String> = HashMap::new();
     let mut backoff = Duration::from_millis(100);
     loop {
-        match session(&endpoint, &node, &handler, &mut applied, &mut backoff).await {
+        match session(&endpoint, &node, token.as_ref(), &handler, &mut applied, &mut backoff).await {
             Ok(()) => tracing::warn!(%endpoint, "control plane closed the discovery stream"),
             Err(err) => tracing::warn!(%endpoint, error = %err, "discovery stream failed"),
         }
@@ -58,6 +60,7 @@ pub async fn run<H: ConfigHandler>(endpoint: String, node: Node, handler: H) {
 async fn session<H: ConfigHandler>(
     endpoint: &str,
     node: &Node,
+    token: Option<&BearerToken>,
     handler: &H,
     applied: &mut HashMap<String, String>,
     backoff: &mut Duration,
@@ -77,7 +80,14 @@ async fn session<H: ConfigHandler>(
         // The channel holds 16 and this sends 4: it cannot be full.
         let _ = tx.try_send(req);
     }
-    let mut responses = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = token {
+        let value = format!("Bearer {}", token.expose())
+            .parse()
+            .map_err(|_| tonic::Status::invalid_argument("the bootstrap token is not printable ASCII"))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut responses = client.stream(request).await?.into_inner();
     tracing::info!(%endpoint, "connected to the control plane");
     *backoff = Duration::from_millis(100);
     // Responses of one version sent in pieces (`more`), gathered until the last.

@@ -16,6 +16,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::certs::BearerToken;
 use crate::pb::aggregated_discovery_server::{AggregatedDiscovery, AggregatedDiscoveryServer};
 use crate::pb::{DiscoveryRequest, DiscoveryResponse, Node, Resource};
 
@@ -46,8 +47,13 @@ impl ProxySnapshot {
 
 /// What the control plane provides to the discovery service.
 pub trait ConfigProvider: Send + Sync + 'static {
-    /// A proxy connected; authenticate it and return the channel of its config.
-    fn connect(&self, node: &Node) -> Result<watch::Receiver<Arc<ProxySnapshot>>, Status>;
+    /// A proxy connected; authenticate it and return the channel of its
+    /// config. `token`: the stream's `authorization: Bearer` credential, if any.
+    fn connect(
+        &self,
+        node: &Node,
+        token: Option<&BearerToken>,
+    ) -> Result<watch::Receiver<Arc<ProxySnapshot>>, Status>;
     /// The proxy applied `version` of `type_url`.
     fn ack(&self, node: &Node, type_url: &str, version: &str);
     /// The proxy rejected a response of `type_url`; it keeps `version` (its last good one).
@@ -88,6 +94,7 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let token = BearerToken::from_metadata(request.metadata());
         let mut inbound = request.into_inner();
         let first = match inbound.next().await {
             Some(Ok(req)) => req,
@@ -101,7 +108,7 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
         if node.id.is_empty() {
             return Err(Status::invalid_argument("node.id is empty"));
         }
-        let config = self.provider.connect(&node)?;
+        let config = self.provider.connect(&node, token.as_ref())?;
         // Room for little more than the response being written: a session
         // builds each response when the stream can take it, so a thousand
         // sessions do not each hold a queue of built responses.

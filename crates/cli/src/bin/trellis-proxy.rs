@@ -110,7 +110,6 @@ async fn main() -> anyhow::Result<()> {
             Kind::Sidecar => ProxyKind::Sidecar,
             Kind::Gateway => ProxyKind::Gateway,
         } as i32,
-        bootstrap_token: String::new(),
     };
     // The environment of a process is readable only by its user (and root),
     // unlike its command line.

@@ -236,7 +236,11 @@ struct Cp {
 }
 
 impl ConfigProvider for Cp {
-    fn connect(&self, _: &pb::Node) -> Result<watch::Receiver<Arc<ProxySnapshot>>, tonic::Status> {
+    fn connect(
+        &self,
+        _: &pb::Node,
+        _: Option<&wire::certs::BearerToken>,
+    ) -> Result<watch::Receiver<Arc<ProxySnapshot>>, tonic::Status> {
         Ok(self.tx.subscribe())
     }
     fn ack(&self, _: &pb::Node, _: &str, _: &str) {}

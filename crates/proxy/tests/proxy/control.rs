@@ -86,6 +86,7 @@ impl ConfigProvider for TestControlPlane {
     fn connect(
         &self,
         _node: &pb::Node,
+        _token: Option<&wire::certs::BearerToken>,
     ) -> Result<watch::Receiver<Arc<ProxySnapshot>>, tonic::Status> {
         Ok(self.tx.subscribe())
     }
