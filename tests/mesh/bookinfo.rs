@@ -17,8 +17,14 @@ async fn product_page(client: &reqwest::Client, gateway: &str) -> Result<String>
     let resp = client.get(format!("{gateway}/productpage")).send().await?;
     ensure!(resp.status() == 200, "status {}", resp.status());
     let body = resp.text().await?;
-    ensure!(body.contains("The Comedy of Errors") && body.contains("Book Details"), "not the product page: {body:.300}");
-    ensure!(!body.contains("Error fetching"), "an upstream failed: {body}");
+    ensure!(
+        body.contains("The Comedy of Errors") && body.contains("Book Details"),
+        "not the product page: {body:.300}"
+    );
+    ensure!(
+        !body.contains("Error fetching"),
+        "an upstream failed: {body}"
+    );
     Ok(body)
 }
 
@@ -28,7 +34,10 @@ async fn bookinfo_through_sidecars_and_live_routing() -> Result<()> {
     let mesh = Mesh::up(&root.join("examples/bookinfo"))?;
     let client = http();
 
-    let first = eventually(Duration::from_secs(30), || product_page(&client, &mesh.gateway)).await?;
+    let first = eventually(Duration::from_secs(30), || {
+        product_page(&client, &mesh.gateway)
+    })
+    .await?;
     assert!(first.contains("William Shakespeare"));
 
     // Without routing rules reviews rotates across v1, v2 and v3.
@@ -46,10 +55,24 @@ async fn bookinfo_through_sidecars_and_live_routing() -> Result<()> {
     let pods = mesh.pods()?;
     for app in ["productpage", "details", "reviews", "ratings"] {
         let mut total = 0.0;
-        for pod in pods.iter().filter(|p| p["metadata"]["labels"]["app"] == app) {
-            let admin = pod["metadata"]["annotations"]["proxy.trellis.io/admin"].as_str().unwrap_or_default();
-            let stats = client.get(format!("http://{admin}/stats/prometheus")).send().await?.text().await?;
-            total += counter_sum(&stats, "istio_requests_total", &[("reporter", "destination")]);
+        for pod in pods
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == app)
+        {
+            let admin = pod["metadata"]["annotations"]["proxy.trellis.io/admin"]
+                .as_str()
+                .unwrap_or_default();
+            let stats = client
+                .get(format!("http://{admin}/stats/prometheus"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            total += counter_sum(
+                &stats,
+                "istio_requests_total",
+                &[("reporter", "destination")],
+            );
         }
         assert!(total > 0.0, "no request reached {app} through a sidecar");
     }
@@ -58,7 +81,11 @@ async fn bookinfo_through_sidecars_and_live_routing() -> Result<()> {
     for file in ["destination-rule-all.yaml", "virtual-service-all-v1.yaml"] {
         let path = root.join("examples/bookinfo/networking").join(file);
         let out = mesh.trellis(&["apply", "-f", &path.display().to_string()]);
-        assert!(out.status.success(), "apply {file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apply {file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     eventually(Duration::from_secs(15), || async {
         for _ in 0..5 {
@@ -71,11 +98,20 @@ async fn bookinfo_through_sidecars_and_live_routing() -> Result<()> {
     })
     .await?;
     // The operator's view: the productpage sidecar's own config has the subset clusters and routes.
-    let productpage = pods.iter().find(|p| p["metadata"]["labels"]["app"] == "productpage").expect("productpage pod");
-    let pod = format!("{}.default", productpage["metadata"]["name"].as_str().unwrap_or_default());
+    let productpage = pods
+        .iter()
+        .find(|p| p["metadata"]["labels"]["app"] == "productpage")
+        .expect("productpage pod");
+    let pod = format!(
+        "{}.default",
+        productpage["metadata"]["name"].as_str().unwrap_or_default()
+    );
     let out = mesh.trellis(&["proxy-config", "clusters", &pod]);
     let clusters = String::from_utf8_lossy(&out.stdout);
-    assert!(clusters.contains("outbound|9080|v1|reviews.default.svc.cluster.local"), "{clusters}");
+    assert!(
+        clusters.contains("outbound|9080|v1|reviews.default.svc.cluster.local"),
+        "{clusters}"
+    );
     let out = mesh.trellis(&["proxy-config", "routes", &pod, "-o", "json"]);
     let routes: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let reviews = routes
@@ -85,22 +121,43 @@ async fn bookinfo_through_sidecars_and_live_routing() -> Result<()> {
         .flat_map(|rc| rc["virtual_hosts"].as_array().cloned().unwrap_or_default())
         .find(|vh| vh["name"] == "reviews.default.svc.cluster.local:9080")
         .expect("a reviews virtual host");
-    assert_eq!(reviews["routes"][0]["origin"], "VirtualService/default/reviews");
+    assert_eq!(
+        reviews["routes"][0]["origin"],
+        "VirtualService/default/reviews"
+    );
     for _ in 0..20 {
         let page = product_page(&client, &mesh.gateway).await?;
         assert_eq!(reviews_version(&page).as_deref(), Some("v1"));
-        assert!(!page.contains("<span class=\"glyphicon glyphicon-star"), "v1 shows no stars");
+        assert!(
+            !page.contains("<span class=\"glyphicon glyphicon-star"),
+            "v1 shows no stars"
+        );
     }
 
     // jason sees v2 (black stars); others keep v1.
     let path = root.join("examples/bookinfo/networking/virtual-service-reviews-test-v2.yaml");
     let out = mesh.trellis(&["apply", "-f", &path.display().to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eventually(Duration::from_secs(15), || async {
-        let resp = client.get(format!("{}/productpage", mesh.gateway)).header("cookie", "user=jason").send().await?;
+        let resp = client
+            .get(format!("{}/productpage", mesh.gateway))
+            .header("cookie", "user=jason")
+            .send()
+            .await?;
         let page = resp.text().await?;
-        ensure!(reviews_version(&page).as_deref() == Some("v2"), "jason got {:?}", reviews_version(&page));
-        ensure!(page.contains("<font color=\"black\">"), "v2 has black stars");
+        ensure!(
+            reviews_version(&page).as_deref() == Some("v2"),
+            "jason got {:?}",
+            reviews_version(&page)
+        );
+        ensure!(
+            page.contains("<font color=\"black\">"),
+            "v2 has black stars"
+        );
         Ok(())
     })
     .await?;

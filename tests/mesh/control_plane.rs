@@ -12,21 +12,39 @@ async fn traffic_survives_a_control_plane_crash_and_config_resyncs() -> Result<(
     let mesh = Mesh::up(&root.join("examples/bookinfo"))?;
     let client = http();
     let page = || async {
-        let body = client.get(format!("{}/productpage", mesh.gateway)).send().await?.text().await?;
-        ensure!(body.contains("Book Details") && !body.contains("Error fetching"), "page not whole");
+        let body = client
+            .get(format!("{}/productpage", mesh.gateway))
+            .send()
+            .await?
+            .text()
+            .await?;
+        ensure!(
+            body.contains("Book Details") && !body.contains("Error fetching"),
+            "page not whole"
+        );
         Ok(body)
     };
     eventually(Duration::from_secs(30), page).await?;
 
     let status = mesh.trellis(&["proxy-status"]);
     let table = String::from_utf8_lossy(&status.stdout);
-    assert_eq!(table.matches("SYNCED").count(), 7 * 4, "every proxy synced every type:\n{table}");
+    assert_eq!(
+        table.matches("SYNCED").count(),
+        7 * 4,
+        "every proxy synced every type:\n{table}"
+    );
 
     // Kill trellisd: no proxy loses its config, so the page keeps working.
     let xds = format!("127.{}.0.1:15010", mesh.block);
-    let pids = pids_with_arg(&xds).into_iter().filter(|p| is_trellisd(*p)).collect::<Vec<_>>();
+    let pids = pids_with_arg(&xds)
+        .into_iter()
+        .filter(|p| is_trellisd(*p))
+        .collect::<Vec<_>>();
     assert_eq!(pids.len(), 1, "one trellisd serves {xds}");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[0]), nix::sys::signal::Signal::SIGKILL)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
     for _ in 0..20 {
         page().await?;
     }
@@ -37,7 +55,11 @@ async fn traffic_survives_a_control_plane_crash_and_config_resyncs() -> Result<(
         for file in all_v1 {
             let path = root.join("examples/bookinfo/networking").join(file);
             let out = mesh.trellis(&["apply", "-f", &path.display().to_string()]);
-            ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            ensure!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     })
@@ -53,7 +75,10 @@ async fn traffic_survives_a_control_plane_crash_and_config_resyncs() -> Result<(
     eventually(Duration::from_secs(10), || async {
         let out = mesh.trellis(&["proxy-status"]);
         let table = String::from_utf8_lossy(&out.stdout).to_string();
-        ensure!(table.matches("SYNCED").count() == 7 * 4, "not all synced again:\n{table}");
+        ensure!(
+            table.matches("SYNCED").count() == 7 * 4,
+            "not all synced again:\n{table}"
+        );
         Ok(())
     })
     .await?;
@@ -76,14 +101,29 @@ async fn invalid_apply_is_refused_and_changes_nothing() -> Result<()> {
     let out = mesh.trellis(&["apply", "-f", &bad.display().to_string()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("bad.yaml") && stderr.contains("subet") && stderr.contains("subset"), "{stderr}");
+    assert!(
+        stderr.contains("bad.yaml") && stderr.contains("subet") && stderr.contains("subset"),
+        "{stderr}"
+    );
     // The valid document in the same file was not stored either.
     let out = mesh.trellis(&["get", "destinationrules", "good"]);
-    assert!(!out.status.success(), "nothing from the refused file was stored");
+    assert!(
+        !out.status.success(),
+        "nothing from the refused file was stored"
+    );
     let out = mesh.trellis(&["get", "virtualservices", "-A", "-o", "json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let names: Vec<&str> = list["items"].as_array().into_iter().flatten().filter_map(|i| i["metadata"]["name"].as_str()).collect();
-    assert_eq!(names, vec!["bookinfo"], "only the demo's own VirtualService");
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["bookinfo"],
+        "only the demo's own VirtualService"
+    );
     Ok(())
 }
 
@@ -139,7 +179,9 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_entries_route_to_an_external_server_with_virtual_service_rules() -> Result<()> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let external = External(
         std::process::Command::new(e2e::bin("trellis-sample"))
             .args(["echo", "--service", "external", "--port", &port.to_string()])
@@ -149,7 +191,10 @@ async fn service_entries_route_to_an_external_server_with_virtual_service_rules(
     );
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("mesh.yaml"), "{}\n")?;
-    std::fs::write(dir.path().join("mesh-external.yaml"), EXTERNAL_MESH.replace("PORT", &port.to_string()))?;
+    std::fs::write(
+        dir.path().join("mesh-external.yaml"),
+        EXTERNAL_MESH.replace("PORT", &port.to_string()),
+    )?;
     let mesh = Mesh::up(dir.path())?;
     let ip = mesh
         .pods()?
@@ -163,18 +208,29 @@ async fn service_entries_route_to_an_external_server_with_virtual_service_rules(
         let client = client.clone();
         let ip = ip.clone();
         async move {
-            let body: serde_json::Value =
-                client.get(format!("http://{ip}:8080/")).query(&[("call", url.as_str())]).send().await?.json().await?;
+            let body: serde_json::Value = client
+                .get(format!("http://{ip}:8080/"))
+                .query(&[("call", url.as_str())])
+                .send()
+                .await?
+                .json()
+                .await?;
             let upstream = &body["upstream"];
             ensure!(upstream["error"].is_null(), "the call failed: {upstream}");
-            Ok((upstream["status"].as_u64().unwrap_or(0), upstream["body"].clone()))
+            Ok((
+                upstream["status"].as_u64().unwrap_or(0),
+                upstream["body"].clone(),
+            ))
         }
     };
     // Neither name resolves on this machine: only the ServiceEntries make them reachable.
     for host in ["echo.external.test", "dns.external.test"] {
         eventually(Duration::from_secs(30), || async {
             let (status, body) = call(format!("http://{host}/")).await?;
-            ensure!(status == 200 && body["service"] == "external", "{host}: {status} {body}");
+            ensure!(
+                status == 200 && body["service"] == "external",
+                "{host}: {status} {body}"
+            );
             Ok(())
         })
         .await?;
@@ -186,7 +242,11 @@ async fn service_entries_route_to_an_external_server_with_virtual_service_rules(
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: external}\nspec:\n  hosts: [echo.external.test]\n  http:\n  - timeout: 1s\n    route: [{destination: {host: echo.external.test}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: external-dns}\nspec:\n  hosts: [dns.external.test]\n  http:\n  - fault: {abort: {httpStatus: 418, percentage: {value: 100}}}\n    route: [{destination: {host: dns.external.test}}]\n",
     )?;
     let out = mesh.trellis(&["apply", "-f", &vs.display().to_string()]);
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eventually(Duration::from_secs(20), || async {
         let (status, _) = call("http://echo.external.test/?delay_ms=3000".into()).await?;
         ensure!(status == 504, "timeout not in force: {status}");
@@ -218,7 +278,8 @@ async fn discovery_streams_need_the_workloads_own_token() -> Result<()> {
     std::fs::write(dir.path().join("a.yaml"), e2e::echo_workload("echo-a", ""))?;
     std::fs::write(dir.path().join("b.yaml"), e2e::echo_workload("echo-b", ""))?;
     let mesh = Mesh::up(dir.path())?;
-    let secret = control::bootstrap_token::TokenSecret::load(&mesh.state.path().join("token-secret"))?;
+    let secret =
+        control::bootstrap_token::TokenSecret::load(&mesh.state.path().join("token-secret"))?;
     let xds = format!("http://127.{}.0.1:15010", mesh.block);
 
     // The first response of a stream for `node` sending `token`, or the refusal.
@@ -239,10 +300,15 @@ async fn discovery_streams_need_the_workloads_own_token() -> Result<()> {
                 ..Default::default()
             };
             // The stream stays open after the request, as a proxy's does.
-            let requests = tokio_stream::StreamExt::chain(tokio_stream::iter([subscribe]), tokio_stream::pending());
+            let requests = tokio_stream::StreamExt::chain(
+                tokio_stream::iter([subscribe]),
+                tokio_stream::pending(),
+            );
             let mut request = tonic::Request::new(requests);
             if let Some(token) = token {
-                request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
+                request
+                    .metadata_mut()
+                    .insert("authorization", format!("Bearer {token}").parse()?);
             }
             let outcome = match client.stream(request).await {
                 Ok(response) => response.into_inner().message().await.map(|m| m.is_some()),
@@ -253,14 +319,29 @@ async fn discovery_streams_need_the_workloads_own_token() -> Result<()> {
     };
 
     let own = first_response("echo-a", Some(secret.token("default", "echo-a"))).await?;
-    assert!(matches!(own, Ok(true)), "echo-a with its own token gets its config: {own:?}");
+    assert!(
+        matches!(own, Ok(true)),
+        "echo-a with its own token gets its config: {own:?}"
+    );
     let none = first_response("echo-a", None).await?;
-    assert_eq!(none.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied), "no token");
+    assert_eq!(
+        none.err().map(|s| s.code()),
+        Some(tonic::Code::PermissionDenied),
+        "no token"
+    );
     let stolen = first_response("echo-a", Some(secret.token("default", "echo-b"))).await?;
     let status = stolen.expect_err("echo-b's token claiming to be echo-a");
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
-    assert!(status.message().contains("echo-b"), "the refusal says whose token it was: {}", status.message());
+    assert!(
+        status.message().contains("echo-b"),
+        "the refusal says whose token it was: {}",
+        status.message()
+    );
     let forged = first_response("echo-a", Some("00".repeat(32))).await?;
-    assert_eq!(forged.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied), "a made-up token");
+    assert_eq!(
+        forged.err().map(|s| s.code()),
+        Some(tonic::Code::PermissionDenied),
+        "a made-up token"
+    );
     Ok(())
 }

@@ -62,7 +62,10 @@ impl Bench {
     async fn start() -> Result<Bench> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("mesh.yaml"), "{}\n")?;
-        std::fs::write(dir.path().join("echo.yaml"), format!("{MESH}{}{}", deployment("v1"), deployment("v2")))?;
+        std::fs::write(
+            dir.path().join("echo.yaml"),
+            format!("{MESH}{}{}", deployment("v1"), deployment("v2")),
+        )?;
         let mesh = Mesh::up(dir.path())?;
         let pods = mesh.pods()?;
         let ip = pods
@@ -71,7 +74,12 @@ impl Bench {
             .and_then(|p| p["status"]["podIP"].as_str())
             .expect("client pod")
             .to_string();
-        let bench = Bench { mesh, client: http(), client_pod: format!("{ip}:8080"), dir };
+        let bench = Bench {
+            mesh,
+            client: http(),
+            client_pod: format!("{ip}:8080"),
+            dir,
+        };
         eventually(Duration::from_secs(30), || async {
             let (status, _) = bench.call("/", &[]).await?;
             ensure!(status == 200, "status {status}");
@@ -84,8 +92,14 @@ impl Bench {
     fn apply(&self, name: &str, yaml: &str) -> Result<()> {
         let path = self.dir.path().join(format!("applied-{name}.yaml"));
         std::fs::write(&path, yaml)?;
-        let out = self.mesh.trellis(&["apply", "-f", &path.display().to_string()]);
-        ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = self
+            .mesh
+            .trellis(&["apply", "-f", &path.display().to_string()]);
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(())
     }
 
@@ -93,14 +107,20 @@ impl Bench {
     /// returns the upstream status and body as the client saw them.
     async fn call(&self, path: &str, headers: &[(&str, &str)]) -> Result<(u64, Value)> {
         let target = format!("http://echo:8080{path}");
-        let mut req = self.client.get(format!("http://{}/", self.client_pod)).query(&[("call", target.as_str())]);
+        let mut req = self
+            .client
+            .get(format!("http://{}/", self.client_pod))
+            .query(&[("call", target.as_str())]);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let body: Value = req.send().await?.json().await?;
         let upstream = &body["upstream"];
         ensure!(upstream["error"].is_null(), "the call failed: {upstream}");
-        Ok((upstream["status"].as_u64().unwrap_or(0), upstream["body"].clone()))
+        Ok((
+            upstream["status"].as_u64().unwrap_or(0),
+            upstream["body"].clone(),
+        ))
     }
 
     async fn versions(&self, n: usize, headers: &[(&str, &str)]) -> Result<(usize, usize)> {
@@ -118,7 +138,9 @@ impl Bench {
 }
 
 fn vs(http: &str) -> String {
-    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: echo}}\nspec:\n  hosts: [echo]\n  http:\n{http}")
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: echo}}\nspec:\n  hosts: [echo]\n  http:\n{http}"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +159,11 @@ async fn canary_split_and_header_routing() -> Result<()> {
     // 2,000 requests: 20% ± 3% reach v2 (the tolerance is over 3 standard deviations).
     let (v1, v2) = b.versions(2000, &[]).await?;
     let share = v2 as f64 / (v1 + v2) as f64;
-    assert!((share - 0.20).abs() < 0.03, "v2 got {:.1}% ({v1}/{v2})", share * 100.0);
+    assert!(
+        (share - 0.20).abs() < 0.03,
+        "v2 got {:.1}% ({v1}/{v2})",
+        share * 100.0
+    );
     let (v1, v2) = b.versions(50, &[("end-user", "jason")]).await?;
     assert_eq!((v1, v2), (0, 50), "jason always reaches v2");
     Ok(())
@@ -164,10 +190,16 @@ async fn faults_timeouts_and_retries() -> Result<()> {
             aborted += 1;
         }
     }
-    assert!((140..=260).contains(&aborted), "{aborted} of 400 aborted, about half expected");
+    assert!(
+        (140..=260).contains(&aborted),
+        "{aborted} of 400 aborted, about half expected"
+    );
 
     // A 3 s delay from the upstream with a 1 s route timeout: 504.
-    b.apply("timeout", &vs("  - timeout: 1s\n    route: [{destination: {host: echo}}]\n"))?;
+    b.apply(
+        "timeout",
+        &vs("  - timeout: 1s\n    route: [{destination: {host: echo}}]\n"),
+    )?;
     eventually(Duration::from_secs(15), || async {
         let (status, _) = b.call("/?delay_ms=3000", &[]).await?;
         ensure!(status == 504, "status {status}");
@@ -176,7 +208,10 @@ async fn faults_timeouts_and_retries() -> Result<()> {
     .await?;
 
     // A flaky upstream (each endpoint fails its first request) succeeds with retries…
-    b.apply("retries", &vs("  - retries: {attempts: 3, retryOn: 5xx}\n    route: [{destination: {host: echo}}]\n"))?;
+    b.apply(
+        "retries",
+        &vs("  - retries: {attempts: 3, retryOn: 5xx}\n    route: [{destination: {host: echo}}]\n"),
+    )?;
     eventually(Duration::from_secs(15), || async {
         let key = format!("k{}", rand_key());
         let (status, _) = b.call(&format!("/?fail_first=1&key={key}"), &[]).await?;
@@ -185,7 +220,10 @@ async fn faults_timeouts_and_retries() -> Result<()> {
     })
     .await?;
     // …and fails without them.
-    b.apply("no-retries", &vs("  - retries: {attempts: 0}\n    route: [{destination: {host: echo}}]\n"))?;
+    b.apply(
+        "no-retries",
+        &vs("  - retries: {attempts: 0}\n    route: [{destination: {host: echo}}]\n"),
+    )?;
     eventually(Duration::from_secs(15), || async {
         let key = format!("k{}", rand_key());
         let (status, _) = b.call(&format!("/?fail_first=1&key={key}"), &[]).await?;
@@ -197,7 +235,10 @@ async fn faults_timeouts_and_retries() -> Result<()> {
 }
 
 fn rand_key() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,7 +281,11 @@ async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> 
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     })
     .await;
     out.extend(done.into_iter().flatten());

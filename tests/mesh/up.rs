@@ -10,7 +10,8 @@ use e2e::{Mesh, bin, eventually, http, pids_with_arg, repo_root, reserve_block};
 #[test]
 fn malformed_manifest_stops_up_before_anything_starts() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let good = std::fs::read_to_string(repo_root().join("examples/bookinfo/bookinfo-gateway.yaml"))?;
+    let good =
+        std::fs::read_to_string(repo_root().join("examples/bookinfo/bookinfo-gateway.yaml"))?;
     std::fs::write(dir.path().join("a-good.yaml"), good)?;
     std::fs::write(
         dir.path().join("b-bad.yaml"),
@@ -18,16 +19,28 @@ fn malformed_manifest_stops_up_before_anything_starts() -> Result<()> {
     )?;
     let (block, _lock) = reserve_block()?;
     let out = Command::new(bin("trellis"))
-        .args(["up", &dir.path().display().to_string(), "--block", &block.to_string(), "--state-dir"])
+        .args([
+            "up",
+            &dir.path().display().to_string(),
+            "--block",
+            &block.to_string(),
+            "--state-dir",
+        ])
         .arg(dir.path().join("state"))
         .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("b-bad.yaml"), "names the file: {stderr}");
-    assert!(stderr.contains("document 2"), "names the document: {stderr}");
+    assert!(
+        stderr.contains("document 2"),
+        "names the document: {stderr}"
+    );
     assert!(stderr.contains("weight"), "names the field: {stderr}");
     assert!(stderr.contains("nothing was started"), "{stderr}");
-    assert!(!dir.path().join("state/logs").exists(), "no process was started");
+    assert!(
+        !dir.path().join("state/logs").exists(),
+        "no process was started"
+    );
     Ok(())
 }
 
@@ -35,33 +48,82 @@ fn malformed_manifest_stops_up_before_anything_starts() -> Result<()> {
 async fn pods_are_listed_and_a_crashed_sidecar_is_restarted() -> Result<()> {
     let mesh = Mesh::up(&repo_root().join("examples/bookinfo"))?;
     let pods = mesh.pods()?;
-    let names: Vec<&str> = pods.iter().filter_map(|p| p["metadata"]["name"].as_str()).collect();
-    assert_eq!(pods.len(), 7, "6 Bookinfo pods and the ingress gateway: {names:?}");
-    for prefix in ["productpage-v1-", "details-v1-", "ratings-v1-", "reviews-v1-", "reviews-v2-", "reviews-v3-", "istio-ingressgateway-"] {
-        assert!(names.iter().any(|n| n.starts_with(prefix)), "{prefix} in {names:?}");
+    let names: Vec<&str> = pods
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        pods.len(),
+        7,
+        "6 Bookinfo pods and the ingress gateway: {names:?}"
+    );
+    for prefix in [
+        "productpage-v1-",
+        "details-v1-",
+        "ratings-v1-",
+        "reviews-v1-",
+        "reviews-v2-",
+        "reviews-v3-",
+        "istio-ingressgateway-",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(prefix)),
+            "{prefix} in {names:?}"
+        );
     }
     let table = mesh.trellis(&["get", "pods"]);
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(table.contains("productpage-v1-") && table.contains("2/2") && table.contains("Running"), "{table}");
+    assert!(
+        table.contains("productpage-v1-") && table.contains("2/2") && table.contains("Running"),
+        "{table}"
+    );
 
     // Kill the details sidecar: the page degrades, then recovers once it is restarted.
-    let details = pods.iter().find(|p| p["metadata"]["labels"]["app"] == "details").expect("details pod");
-    let ip = details["status"]["podIP"].as_str().expect("pod ip").to_string();
+    let details = pods
+        .iter()
+        .find(|p| p["metadata"]["labels"]["app"] == "details")
+        .expect("details pod");
+    let ip = details["status"]["podIP"]
+        .as_str()
+        .expect("pod ip")
+        .to_string();
     let client = http();
     eventually(Duration::from_secs(30), || async {
-        let page = client.get(format!("{}/productpage", mesh.gateway)).send().await?.text().await?;
-        anyhow::ensure!(page.contains("Book Details") && !page.contains("Error fetching product details"), "not ready");
+        let page = client
+            .get(format!("{}/productpage", mesh.gateway))
+            .send()
+            .await?
+            .text()
+            .await?;
+        anyhow::ensure!(
+            page.contains("Book Details") && !page.contains("Error fetching product details"),
+            "not ready"
+        );
         Ok(())
     })
     .await?;
     let pids = pids_with_arg(&ip);
-    assert!(!pids.is_empty(), "the details sidecar runs with --pod-ip {ip}");
+    assert!(
+        !pids.is_empty(),
+        "the details sidecar runs with --pod-ip {ip}"
+    );
     for pid in pids {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
     }
     eventually(Duration::from_secs(30), || async {
-        let page = client.get(format!("{}/productpage", mesh.gateway)).send().await?.text().await?;
-        anyhow::ensure!(!page.contains("Error fetching product details"), "details not back yet");
+        let page = client
+            .get(format!("{}/productpage", mesh.gateway))
+            .send()
+            .await?
+            .text()
+            .await?;
+        anyhow::ensure!(
+            !page.contains("Error fetching product details"),
+            "details not back yet"
+        );
         Ok(())
     })
     .await?;

@@ -20,12 +20,19 @@ pub fn bin_dir() -> PathBuf {
 
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.is_file(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
     p
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// A loopback block (127.N.0.0/16) no other test process is using: each test
@@ -57,7 +64,13 @@ impl Mesh {
         let (block, lock) = reserve_block()?;
         let state = tempfile::tempdir()?;
         let mut child = Command::new(bin("trellis"))
-            .args(["up", &dir.display().to_string(), "--block", &block.to_string(), "--state-dir"])
+            .args([
+                "up",
+                &dir.display().to_string(),
+                "--block",
+                &block.to_string(),
+                "--state-dir",
+            ])
             .arg(state.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -79,7 +92,14 @@ impl Mesh {
             bail!("trellis up ended ({status}) without printing the gateway");
         };
         let api = format!("http://127.{block}.0.1:15014");
-        Ok(Mesh { child, block, api, gateway, state, _lock: lock })
+        Ok(Mesh {
+            child,
+            block,
+            api,
+            gateway,
+            state,
+            _lock: lock,
+        })
     }
 
     /// Runs the `trellis` CLI against this mesh.
@@ -123,7 +143,11 @@ impl Drop for Mesh {
 
 /// An HTTP client that never uses a proxy from the environment.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().expect("client")
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
 }
 
 /// Retries `f` until it returns Ok or `within` passes; the last error is returned.
@@ -136,7 +160,9 @@ where
     loop {
         match f().await {
             Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => return Err(e.context(format!("still failing after {within:?}"))),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e.context(format!("still failing after {within:?}")));
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
@@ -146,7 +172,11 @@ where
 pub fn counter_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -155,8 +185,12 @@ pub fn counter_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 pub fn pids_with_arg(needle: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
         if cmdline.split(|b| *b == 0).any(|a| a == needle.as_bytes()) {
             out.push(pid);
         }

@@ -57,7 +57,10 @@ struct Recorder(Arc<Mutex<Received>>, bool);
 impl Recorder {
     fn record(&self, type_url: &str, resources: usize) -> Result<(), String> {
         let mut r = self.0.lock().map_err(|_| "poisoned".to_string())?;
-        let entry = r.types.entry(type_url.to_string()).or_insert((0, Instant::now()));
+        let entry = r
+            .types
+            .entry(type_url.to_string())
+            .or_insert((0, Instant::now()));
         entry.0 += 1;
         entry.1 = Instant::now();
         if type_url == wire::types::ENDPOINTS && entry.0 > 1 {
@@ -68,7 +71,12 @@ impl Recorder {
 }
 
 impl wire::client::ConfigHandler for Recorder {
-    fn apply(&self, type_url: &str, _version: &str, resources: Vec<Resource>) -> Result<(), String> {
+    fn apply(
+        &self,
+        type_url: &str,
+        _version: &str,
+        resources: Vec<Resource>,
+    ) -> Result<(), String> {
         self.record(type_url, resources.len())
     }
 
@@ -76,13 +84,21 @@ impl wire::client::ConfigHandler for Recorder {
         self.1
     }
 
-    fn apply_partial(&self, type_url: &str, _: &str, changed: Vec<Resource>, removed: Vec<String>) -> Result<(), String> {
+    fn apply_partial(
+        &self,
+        type_url: &str,
+        _: &str,
+        changed: Vec<Resource>,
+        removed: Vec<String>,
+    ) -> Result<(), String> {
         self.record(type_url, changed.len() + removed.len())
     }
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -106,7 +122,10 @@ fn write_mesh(dir: &std::path::Path, a: &Args) -> Result<()> {
     for s in 0..a.services {
         let ns = s % a.namespaces;
         let f = &mut files[ns];
-        writeln!(f, "apiVersion: v1\nkind: Service\nmetadata: {{name: svc{s}, namespace: ns{ns}}}\nspec:\n  selector: {{app: svc{s}}}\n  ports: [{{name: http, port: 8080}}]\n---")?;
+        writeln!(
+            f,
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: svc{s}, namespace: ns{ns}}}\nspec:\n  selector: {{app: svc{s}}}\n  ports: [{{name: http, port: 8080}}]\n---"
+        )?;
         for e in 0..a.endpoints_per_service {
             writeln!(f, "{}---", pod_yaml(s, e, ns))?;
         }
@@ -146,21 +165,36 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn main() -> Result<()> {
     let a = Args::parse();
     // Each simulated proxy holds a connection, and so does trellisd for each.
-    if let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
-        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
     }
     let shm = std::path::Path::new("/dev/shm");
-    let tmp = if shm.is_dir() { tempfile::tempdir_in(shm)? } else { tempfile::tempdir()? };
+    let tmp = if shm.is_dir() {
+        tempfile::tempdir_in(shm)?
+    } else {
+        tempfile::tempdir()?
+    };
     let config = tmp.path().join("config");
     write_mesh(&config, &a)?;
     let trellisd = match &a.trellisd {
         Some(p) => p.clone(),
-        None => std::env::current_exe()?.parent().context("exe dir")?.join("trellisd"),
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join("trellisd"),
     };
     let (xds, http) = (free_port()?, free_port()?);
     let started = Instant::now();
     let child = Command::new(&trellisd)
-        .args(["--config-dir", &config.display().to_string(), "--xds-addr", &format!("127.0.0.1:{xds}")])
+        .args([
+            "--config-dir",
+            &config.display().to_string(),
+            "--xds-addr",
+            &format!("127.0.0.1:{xds}"),
+        ])
         .args(["--http-addr", &format!("127.0.0.1:{http}")])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -195,17 +229,30 @@ async fn main() -> Result<()> {
             ..Default::default()
         };
         let received = Arc::new(Mutex::new(Received::default()));
-        tokio::spawn(wire::client::run(endpoint.clone(), node, None, Recorder(received.clone(), !a.full_sets)));
+        tokio::spawn(wire::client::run(
+            endpoint.clone(),
+            node,
+            None,
+            Recorder(received.clone(), !a.full_sets),
+        ));
         proxies.push(received);
     }
     let counts = |t: &str| -> Vec<(usize, Instant)> {
         proxies
             .iter()
-            .map(|p| p.lock().map(|r| r.types.get(t).copied()).ok().flatten().unwrap_or((0, connect_start)))
+            .map(|p| {
+                p.lock()
+                    .map(|r| r.types.get(t).copied())
+                    .ok()
+                    .flatten()
+                    .unwrap_or((0, connect_start))
+            })
             .collect()
     };
     loop {
-        let done = wire::types::ALL.iter().all(|t| counts(t).iter().all(|(n, _)| *n > 0));
+        let done = wire::types::ALL
+            .iter()
+            .all(|t| counts(t).iter().all(|(n, _)| *n > 0));
         if done {
             break;
         }
@@ -229,14 +276,21 @@ async fn main() -> Result<()> {
         let before = counts(wire::types::ENDPOINTS);
         let body = pod_yaml(svc, a.endpoints_per_service + c, svc % a.namespaces);
         let t0 = Instant::now();
-        let resp = client.post(format!("{api}/v1/apply?source=bench")).body(body).send().await?;
+        let resp = client
+            .post(format!("{api}/v1/apply?source=bench"))
+            .body(body)
+            .send()
+            .await?;
         if !resp.status().is_success() {
             bail!("apply failed: {}", resp.text().await?);
         }
         loop {
             let now = counts(wire::types::ENDPOINTS);
             if now.iter().zip(&before).all(|(n, b)| n.0 > b.0) {
-                latencies.extend(now.iter().map(|(_, at)| at.duration_since(t0).as_secs_f64() * 1000.0));
+                latencies.extend(
+                    now.iter()
+                        .map(|(_, at)| at.duration_since(t0).as_secs_f64() * 1000.0),
+                );
                 break;
             }
             if t0.elapsed() > Duration::from_secs(120) {
@@ -246,12 +300,21 @@ async fn main() -> Result<()> {
         }
     }
     latencies.sort_by(|x, y| x.total_cmp(y));
-    let resources_per_update = proxies.iter().map(|p| p.lock().map(|r| r.endpoint_resources).unwrap_or(0)).sum::<usize>() as f64
+    let resources_per_update = proxies
+        .iter()
+        .map(|p| p.lock().map(|r| r.endpoint_resources).unwrap_or(0))
+        .sum::<usize>() as f64
         / (a.proxies * a.changes).max(1) as f64;
     let rss_peak = rss_kib(pid, "VmHWM:");
     let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = cpu.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let fields: Vec<&str> = cpu
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
 
     let results = serde_json::json!({
         "services": a.services, "endpoints": a.services * a.endpoints_per_service, "proxies": a.proxies,
@@ -261,12 +324,35 @@ async fn main() -> Result<()> {
         "cpu_seconds": ticks as f64 / 100.0, "endpoint_resources_per_update": resources_per_update,
     });
     println!("| figure | value |\n|---|---|");
-    println!("| services / endpoints / proxies | {} / {} / {} |", a.services, a.services * a.endpoints_per_service, a.proxies);
-    println!("| trellisd start (load + index) | {} ms |", startup.as_millis());
-    println!("| first full push to every proxy | {} ms |", full_push.as_millis());
-    println!("| one endpoint change to all proxies, p50 / p99 | {:.0} ms / {:.0} ms |", percentile(&latencies, 0.5), percentile(&latencies, 0.99));
-    println!("| trellisd RSS idle / connected / peak | {:.0} / {:.0} / {:.0} MiB |", rss_idle as f64 / 1024.0, rss_connected as f64 / 1024.0, rss_peak as f64 / 1024.0);
-    println!("| trellisd CPU for the whole run | {:.1} s |", ticks as f64 / 100.0);
+    println!(
+        "| services / endpoints / proxies | {} / {} / {} |",
+        a.services,
+        a.services * a.endpoints_per_service,
+        a.proxies
+    );
+    println!(
+        "| trellisd start (load + index) | {} ms |",
+        startup.as_millis()
+    );
+    println!(
+        "| first full push to every proxy | {} ms |",
+        full_push.as_millis()
+    );
+    println!(
+        "| one endpoint change to all proxies, p50 / p99 | {:.0} ms / {:.0} ms |",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    println!(
+        "| trellisd RSS idle / connected / peak | {:.0} / {:.0} / {:.0} MiB |",
+        rss_idle as f64 / 1024.0,
+        rss_connected as f64 / 1024.0,
+        rss_peak as f64 / 1024.0
+    );
+    println!(
+        "| trellisd CPU for the whole run | {:.1} s |",
+        ticks as f64 / 100.0
+    );
     println!("| endpoint resources sent per proxy per change | {resources_per_update:.1} |");
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;

@@ -13,29 +13,55 @@ pub struct Client {
 impl Client {
     pub fn new(base: &str) -> Client {
         // The control plane is local; a configured HTTP proxy must not be used for it.
-        let http = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
-        Client { base: base.trim_end_matches('/').to_string(), http }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Result<Value> {
-        let resp = self.http.get(format!("{}{path}", self.base)).send().await.with_context(|| self.unreachable())?;
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| self.unreachable())?;
         Self::body(resp).await
     }
 
     pub async fn post(&self, path: &str, body: String) -> Result<Value> {
-        let resp = self.http.post(format!("{}{path}", self.base)).body(body).send().await.with_context(|| self.unreachable())?;
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .body(body)
+            .send()
+            .await
+            .with_context(|| self.unreachable())?;
         Self::body(resp).await
     }
 
     fn unreachable(&self) -> String {
-        format!("cannot reach the control plane at {} (is `trellis up` running? set --control-plane)", self.base)
+        format!(
+            "cannot reach the control plane at {} (is `trellis up` running? set --control-plane)",
+            self.base
+        )
     }
 
     async fn body(resp: reqwest::Response) -> Result<Value> {
         let status = resp.status();
-        let value: Value = resp.json().await.context("reading the control plane's answer")?;
+        let value: Value = resp
+            .json()
+            .await
+            .context("reading the control plane's answer")?;
         if !status.is_success() {
-            let msg = value.get("error").and_then(Value::as_str).unwrap_or("unknown error");
+            let msg = value
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown error");
             bail!("{msg}");
         }
         Ok(value)
@@ -46,7 +72,9 @@ impl Client {
 pub fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -9,7 +9,8 @@ pub const MESH_CONFIG_FILE: &str = "mesh.yaml";
 
 /// Reads MeshConfig (Istio's names and defaults) from `path`.
 pub fn mesh_config(path: &Path) -> Result<model::MeshConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_yaml_ng::from_str(&text).with_context(|| format!("{}: not a MeshConfig", path.display()))
 }
 
@@ -17,16 +18,27 @@ pub fn mesh_config(path: &Path) -> Result<model::MeshConfig> {
 /// the directory, sorted (like `kubectl -f DIR`, subdirectories are not read).
 pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>> {
     if !path.is_dir() {
-        anyhow::ensure!(path.exists(), "{}: no such file or directory", path.display());
+        anyhow::ensure!(
+            path.exists(),
+            "{}: no such file or directory",
+            path.display()
+        );
         return Ok(vec![path.to_path_buf()]);
     }
     let mut out = Vec::new();
     for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
         let p = entry?.path();
-        let hidden = p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        let hidden = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
         // mesh.yaml holds MeshConfig, not resources (DESIGN.md §6).
         let mesh_config = p.file_name().is_some_and(|n| n == MESH_CONFIG_FILE);
-        if !hidden && !mesh_config && p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
+        if !hidden
+            && !mesh_config
+            && p.is_file()
+            && p.extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        {
             out.push(p);
         }
     }
@@ -53,7 +65,14 @@ pub fn load_valid(path: &Path) -> Result<Vec<api::Resource>, Vec<String>> {
             Ok(rs) => {
                 for (i, r) in rs.iter().enumerate() {
                     for e in api::validate(r) {
-                        problems.push(format!("{name}: document {} ({} {}): {}: {}", i + 1, r.kind_name(), r.name(), e.path, e.message));
+                        problems.push(format!(
+                            "{name}: document {} ({} {}): {}: {}",
+                            i + 1,
+                            r.kind_name(),
+                            r.name(),
+                            e.path,
+                            e.message
+                        ));
                     }
                 }
                 resources.extend(rs);
@@ -61,5 +80,9 @@ pub fn load_valid(path: &Path) -> Result<Vec<api::Resource>, Vec<String>> {
             Err(e) => problems.push(e.to_string()),
         }
     }
-    if problems.is_empty() { Ok(resources) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(resources)
+    } else {
+        Err(problems)
+    }
 }

@@ -47,18 +47,34 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// Parses and validates every document first; stores nothing unless all are valid.
 #[allow(clippy::result_large_err)] // the error is the HTTP answer itself
 fn parse_valid(source: &str, body: &str) -> Result<Vec<api::Resource>, Response> {
-    let resources = api::parse(source, body).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let resources =
+        api::parse(source, body).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
     let mut problems = Vec::new();
     for (i, r) in resources.iter().enumerate() {
         if let api::Resource::Unsupported { kind, reason, .. } = r {
-            problems.push(format!("{source}: document {}: {kind} {}: {reason}", i + 1, r.name()));
+            problems.push(format!(
+                "{source}: document {}: {kind} {}: {reason}",
+                i + 1,
+                r.name()
+            ));
             continue;
         }
         for e in api::validate(r) {
-            problems.push(format!("{source}: document {} ({} {}): {}: {}", i + 1, r.kind_name(), r.name(), e.path, e.message));
+            problems.push(format!(
+                "{source}: document {} ({} {}): {}: {}",
+                i + 1,
+                r.kind_name(),
+                r.name(),
+                e.path,
+                e.message
+            ));
         }
     }
-    if problems.is_empty() { Ok(resources) } else { Err(error(StatusCode::BAD_REQUEST, problems.join("\n"))) }
+    if problems.is_empty() {
+        Ok(resources)
+    } else {
+        Err(error(StatusCode::BAD_REQUEST, problems.join("\n")))
+    }
 }
 
 async fn apply(State(cp): State<Shared>, Query(q): Query<SourceQuery>, body: String) -> Response {
@@ -74,7 +90,12 @@ async fn apply(State(cp): State<Shared>, Query(q): Query<SourceQuery>, body: Str
             let key = Key::of(&r);
             match store.apply(r) {
                 Ok(result) => outcomes.push(Outcome { key, result }),
-                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("storing {key}: {e}")),
+                Err(e) => {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("storing {key}: {e}"),
+                    );
+                }
             }
         }
     }
@@ -97,9 +118,17 @@ async fn delete(State(cp): State<Shared>, Query(q): Query<SourceQuery>, body: St
         for r in &resources {
             let key = Key::of(r);
             match store.delete(&key) {
-                Ok(Some(_)) => outcomes.push(Outcome { key, result: Change::Deleted }),
+                Ok(Some(_)) => outcomes.push(Outcome {
+                    key,
+                    result: Change::Deleted,
+                }),
                 Ok(None) => missing.push(key.to_string()),
-                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("deleting {key}: {e}")),
+                Err(e) => {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("deleting {key}: {e}"),
+                    );
+                }
             }
         }
     }
@@ -107,7 +136,10 @@ async fn delete(State(cp): State<Shared>, Query(q): Query<SourceQuery>, body: St
         cp.changed();
     }
     if !missing.is_empty() {
-        return error(StatusCode::NOT_FOUND, format!("not found: {}", missing.join(", ")));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("not found: {}", missing.join(", ")),
+        );
     }
     Json(outcomes).into_response()
 }
@@ -121,7 +153,12 @@ struct ListQuery {
 
 async fn list(State(cp): State<Shared>, Query(q): Query<ListQuery>) -> Response {
     let kind = match q.kind.as_deref().map(api::Kind::parse) {
-        Some(None) => return error(StatusCode::BAD_REQUEST, format!("unknown kind {:?}", q.kind.unwrap_or_default())),
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown kind {:?}", q.kind.unwrap_or_default()),
+            );
+        }
         Some(Some(k)) => Some(k),
         None => None,
     };
@@ -129,7 +166,11 @@ async fn list(State(cp): State<Shared>, Query(q): Query<ListQuery>) -> Response 
     let items: Vec<Value> = store
         .resources()
         .filter(|r| kind.is_none_or(|k| r.kind() == k))
-        .filter(|r| q.namespace.as_deref().is_none_or(|ns| r.namespace().unwrap_or("default") == ns))
+        .filter(|r| {
+            q.namespace
+                .as_deref()
+                .is_none_or(|ns| r.namespace().unwrap_or("default") == ns)
+        })
         .filter(|r| q.name.as_deref().is_none_or(|n| r.name() == n))
         .map(|r| r.to_json())
         .collect();
@@ -148,7 +189,10 @@ struct DumpQuery {
 /// The config the control plane would push to a proxy now, by type.
 async fn config_dump(State(cp): State<Shared>, Query(q): Query<DumpQuery>) -> Response {
     let Some(node) = cp.node(&q.proxy) else {
-        return error(StatusCode::NOT_FOUND, format!("no proxy {:?} is or was connected", q.proxy));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no proxy {:?} is or was connected", q.proxy),
+        );
     };
     let config = model::compile(&cp.mesh(), &node);
     let mut dump = BTreeMap::new();

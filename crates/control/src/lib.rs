@@ -40,7 +40,10 @@ pub enum Error {
     #[error("config store: {0}")]
     Store(#[from] store::StoreError),
     #[error("listening on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("discovery server: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("certificate authority: {0}")]
@@ -50,7 +53,10 @@ pub enum Error {
 }
 
 /// Runs the control plane until `shutdown` completes.
-pub async fn run(options: Options, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let store = store::Store::open(&options.config_dir)?;
     let trust_domain = options.mesh_config.trust_domain.clone();
     let cp = Arc::new(ControlPlane::new(store, options.mesh_config));
@@ -61,10 +67,16 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()> + Send + '
     let ca = certificate_service(options.ca_dir.as_deref(), credentials, &trust_domain)?;
     let http = tokio::net::TcpListener::bind(options.http_addr)
         .await
-        .map_err(|source| Error::Bind { addr: options.http_addr, source })?;
+        .map_err(|source| Error::Bind {
+            addr: options.http_addr,
+            source,
+        })?;
     let xds = tokio::net::TcpListener::bind(options.xds_addr)
         .await
-        .map_err(|source| Error::Bind { addr: options.xds_addr, source })?;
+        .map_err(|source| Error::Bind {
+            addr: options.xds_addr,
+            source,
+        })?;
     tracing::info!(xds = %options.xds_addr, http = %options.http_addr, "control plane listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -79,7 +91,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()> + Send + '
     tokio::spawn(state::push_loop(cp.clone(), options.debounce));
     let api = http_api::router(cp.clone());
     let http_task = tokio::spawn(
-        axum::serve(http, api).with_graceful_shutdown(stopped(stop_rx.clone())).into_future(),
+        axum::serve(http, api)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
     );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds);
     let cp_for_stop = cp.clone();
@@ -106,20 +120,27 @@ fn workload_credentials(
     token_secret: Option<&std::path::Path>,
     cp: &Arc<ControlPlane>,
 ) -> Result<Option<Arc<dyn ca_service::Authenticator>>, Error> {
-    let Some(path) = token_secret else { return Ok(None) };
+    let Some(path) = token_secret else {
+        return Ok(None);
+    };
     let secret = bootstrap_token::TokenSecret::load(path)?;
     let cp = Arc::downgrade(cp);
-    Ok(Some(Arc::new(ca_service::BootstrapTokens::new(secret, move || {
-        let Some(cp) = cp.upgrade() else { return Default::default() };
-        let mesh = cp.mesh();
-        let accounts = mesh
-            .registry
-            .workloads
-            .iter()
-            .map(|w| (w.namespace.clone(), w.service_account.clone()))
-            .collect();
-        (mesh.config.trust_domain.clone(), accounts)
-    }))))
+    Ok(Some(Arc::new(ca_service::BootstrapTokens::new(
+        secret,
+        move || {
+            let Some(cp) = cp.upgrade() else {
+                return Default::default();
+            };
+            let mesh = cp.mesh();
+            let accounts = mesh
+                .registry
+                .workloads
+                .iter()
+                .map(|w| (w.namespace.clone(), w.service_account.clone()))
+                .collect();
+            (mesh.config.trust_domain.clone(), accounts)
+        },
+    ))))
 }
 
 /// The CA, if the control plane has one, and how it authenticates callers.
@@ -127,7 +148,10 @@ fn certificate_service(
     ca_dir: Option<&std::path::Path>,
     credentials: Option<Arc<dyn ca_service::Authenticator>>,
     trust_domain: &str,
-) -> Result<Option<wire::pb::certificate_service_server::CertificateServiceServer<ca_service::CaService>>, Error> {
+) -> Result<
+    Option<wire::pb::certificate_service_server::CertificateServiceServer<ca_service::CaService>>,
+    Error,
+> {
     let Some(dir) = ca_dir else {
         tracing::info!("no --ca-dir: the control plane issues no workload certificates");
         return Ok(None);

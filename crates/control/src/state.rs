@@ -57,7 +57,9 @@ pub struct TypeStatus {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -85,12 +87,15 @@ impl ControlPlane {
     }
 
     fn authorize(&self, node: &Node, token: Option<&BearerToken>) -> Result<(), tonic::Status> {
-        let Some(auth) = self.authenticator.get() else { return Ok(()) };
+        let Some(auth) = self.authenticator.get() else {
+            return Ok(());
+        };
         let refuse = |reason: String| {
             tracing::warn!(proxy = %node.id, %reason, "discovery stream refused");
             tonic::Status::permission_denied(format!("proxy {}: {reason}", node.id))
         };
-        let token = token.ok_or_else(|| refuse("no `authorization: Bearer <token>` metadata".into()))?;
+        let token =
+            token.ok_or_else(|| refuse("no `authorization: Bearer <token>` metadata".into()))?;
         let id = auth.authenticate(token).map_err(refuse)?;
         if id.namespace() != node.namespace || id.service_account() != node.service_account {
             return Err(refuse(format!(
@@ -115,7 +120,10 @@ impl ControlPlane {
     }
 
     pub fn proxy_status(&self) -> Vec<ProxyStatus> {
-        lock(&self.proxies).values().map(|p| p.status.clone()).collect()
+        lock(&self.proxies)
+            .values()
+            .map(|p| p.status.clone())
+            .collect()
     }
 
     /// Ends every proxy's discovery stream (on shutdown).
@@ -131,7 +139,10 @@ impl ControlPlane {
     /// changed. Only the proxies the change may affect are recompiled (see
     /// [`model::incremental`]); returns how many proxies were sent a new snapshot.
     pub fn push(&self) -> usize {
-        let mesh = Arc::new(Mesh::build(self.store().resources(), self.mesh_config.clone()));
+        let mesh = Arc::new(Mesh::build(
+            self.store().resources(),
+            self.mesh_config.clone(),
+        ));
         let previous = lock(&self.compiler).clone();
         let (compiler, affected) = previous.update(mesh);
         let compiler = Arc::new(compiler);
@@ -162,7 +173,10 @@ impl ControlPlane {
 
     fn with_type(&self, node: &Node, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
         if let Some(p) = lock(&self.proxies).get_mut(&node.id) {
-            f(p.status.types.entry(wire::types::short_name(type_url).to_string()).or_default());
+            f(p.status
+                .types
+                .entry(wire::types::short_name(type_url).to_string())
+                .or_default());
         }
     }
 }
@@ -181,13 +195,24 @@ impl wire::server::ConfigProvider for ControlPlane {
             id: node.id.clone(),
             pod: node.pod_name.clone(),
             namespace: node.namespace.clone(),
-            kind: node.kind().as_str_name().to_lowercase().replace("proxy_kind_", ""),
+            kind: node
+                .kind()
+                .as_str_name()
+                .to_lowercase()
+                .replace("proxy_kind_", ""),
             connected: true,
             connected_at: now(),
             types: BTreeMap::new(),
         };
         tracing::info!(proxy = %node.id, "proxy connected");
-        lock(&self.proxies).insert(node.id.clone(), Proxy { node: node.clone(), config: tx, status });
+        lock(&self.proxies).insert(
+            node.id.clone(),
+            Proxy {
+                node: node.clone(),
+                config: tx,
+                status,
+            },
+        );
         Ok(rx)
     }
 
@@ -213,7 +238,10 @@ impl wire::server::ConfigProvider for ControlPlane {
     fn disconnect(&self, node: &Node) {
         let mut proxies = lock(&self.proxies);
         // A proxy that already reconnected has a new entry whose channel is watched.
-        if let Some(p) = proxies.get_mut(&node.id).filter(|p| p.config.receiver_count() == 0) {
+        if let Some(p) = proxies
+            .get_mut(&node.id)
+            .filter(|p| p.config.receiver_count() == 0)
+        {
             tracing::info!(proxy = %node.id, "proxy disconnected");
             p.status.connected = false;
         }

@@ -22,7 +22,11 @@ impl Key {
     pub fn of(r: &Resource) -> Key {
         Key {
             kind: r.kind_name().to_string(),
-            namespace: if is_cluster_scoped(r.kind()) { String::new() } else { r.namespace().unwrap_or("default").to_string() },
+            namespace: if is_cluster_scoped(r.kind()) {
+                String::new()
+            } else {
+                r.namespace().unwrap_or("default").to_string()
+            },
             name: r.name().to_string(),
         }
     }
@@ -45,7 +49,10 @@ fn is_cluster_scoped(kind: Kind) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Parse(#[from] Box<api::ParseError>),
 }
@@ -67,15 +74,24 @@ pub struct Store {
 impl Store {
     /// Opens (creating it if needed) and loads every stored resource.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let mut resources = BTreeMap::new();
         for path in yaml_files(dir)? {
-            let text = fs::read_to_string(&path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+            let text = fs::read_to_string(&path).map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
             for r in api::parse(&path.display().to_string(), &text).map_err(Box::new)? {
                 resources.insert(Key::of(&r), r);
             }
         }
-        Ok(Store { dir: dir.to_path_buf(), resources })
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            resources,
+        })
     }
 
     pub fn resources(&self) -> impl Iterator<Item = &Resource> {
@@ -101,7 +117,9 @@ impl Store {
     }
 
     pub fn delete(&mut self, key: &Key) -> Result<Option<Resource>, StoreError> {
-        let Some(old) = self.resources.remove(key) else { return Ok(None) };
+        let Some(old) = self.resources.remove(key) else {
+            return Ok(None);
+        };
         let path = self.path(key);
         match fs::remove_file(&path) {
             Ok(()) => {}
@@ -115,8 +133,15 @@ impl Store {
     }
 
     fn path(&self, key: &Key) -> PathBuf {
-        let ns = if key.namespace.is_empty() { "_cluster" } else { &key.namespace };
-        self.dir.join(&key.kind).join(ns).join(format!("{}.yaml", key.name))
+        let ns = if key.namespace.is_empty() {
+            "_cluster"
+        } else {
+            &key.namespace
+        };
+        self.dir
+            .join(&key.kind)
+            .join(ns)
+            .join(format!("{}.yaml", key.name))
     }
 }
 
@@ -124,9 +149,17 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries = fs::read_dir(&d).map_err(|source| StoreError::Io { path: d.clone(), source })?;
+        let entries = fs::read_dir(&d).map_err(|source| StoreError::Io {
+            path: d.clone(),
+            source,
+        })?;
         for entry in entries {
-            let path = entry.map_err(|source| StoreError::Io { path: d.clone(), source })?.path();
+            let path = entry
+                .map_err(|source| StoreError::Io {
+                    path: d.clone(),
+                    source,
+                })?
+                .path();
             if path.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "yaml") {
@@ -139,7 +172,10 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io)?;
     // NamedTempFile creates the file 0600, and the rename keeps that: stored
@@ -172,14 +208,22 @@ mod tests {
         assert_eq!(reopened.get(&key).map(|r| r.to_json()), Some(r.to_json()));
         let mut store = reopened;
         assert!(store.delete(&key).unwrap().is_some());
-        assert!(Store::open(dir.path()).unwrap().resources().next().is_none());
+        assert!(
+            Store::open(dir.path())
+                .unwrap()
+                .resources()
+                .next()
+                .is_none()
+        );
     }
 
     #[test]
     fn no_temporary_files_are_left_behind() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
-        store.apply(api::parse("t.yaml", VS).unwrap().remove(0)).unwrap();
+        store
+            .apply(api::parse("t.yaml", VS).unwrap().remove(0))
+            .unwrap();
         let files = yaml_files(dir.path()).unwrap();
         assert_eq!(files.len(), 1);
         let all: Vec<_> = fs::read_dir(files[0].parent().unwrap()).unwrap().collect();
@@ -193,7 +237,9 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
-        store.apply(api::parse("t.yaml", VS).unwrap().remove(0)).unwrap();
+        store
+            .apply(api::parse("t.yaml", VS).unwrap().remove(0))
+            .unwrap();
         let file = &yaml_files(dir.path()).unwrap()[0];
         let mode = fs::metadata(file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", file.display());

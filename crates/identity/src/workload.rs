@@ -46,7 +46,9 @@ impl KeyAndCsr {
             Some(("PRIVATE KEY", der)) => der.to_vec(),
             Some(("EC PRIVATE KEY", der)) => sec1_p256_to_pkcs8(der),
             Some((tag, _)) => {
-                return Err(bad(format!("a {tag:?} block; the mesh uses ECDSA P-256 keys")));
+                return Err(bad(format!(
+                    "a {tag:?} block; the mesh uses ECDSA P-256 keys"
+                )));
             }
             None => return Err(bad("no PRIVATE KEY block".into())),
         };

@@ -5,8 +5,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use prost::Message;
-use wire::pb::{self, ProxyKind};
 use wire::pb::resource::Kind;
+use wire::pb::{self, ProxyKind};
 use wire::server::{ProxySnapshot, TypeSnapshot};
 
 use crate::cluster_policy;
@@ -54,7 +54,8 @@ fn per_proxy(mesh: &Mesh, node: &pb::Node, scope: &Scope, config: &mut ProxyConf
 /// clusters and endpoints are built and versioned once, not a thousand times.
 pub struct Compiler {
     pub(crate) mesh: Arc<Mesh>,
-    pub(crate) shared: std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::OnceLock<SharedTypes>>>>,
+    pub(crate) shared:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::OnceLock<SharedTypes>>>>,
 }
 
 #[derive(Clone)]
@@ -67,7 +68,10 @@ pub(crate) struct SharedTypes {
 
 impl Compiler {
     pub fn new(mesh: Arc<Mesh>) -> Self {
-        Compiler { mesh, shared: Default::default() }
+        Compiler {
+            mesh,
+            shared: Default::default(),
+        }
     }
 
     pub fn mesh(&self) -> &Arc<Mesh> {
@@ -80,7 +84,11 @@ impl Compiler {
         let compute = || {
             let mut config = ProxyConfig::default();
             outbound_clusters(&self.mesh, &scope, &mut config);
-            let routes = (!gateway).then(|| Arc::new(type_snapshot(route_resources(outbound_routes(&self.mesh, &scope)))));
+            let routes = (!gateway).then(|| {
+                Arc::new(type_snapshot(route_resources(outbound_routes(
+                    &self.mesh, &scope,
+                ))))
+            });
             SharedTypes {
                 scope: scope.clone(),
                 clusters: Arc::new(type_snapshot(cluster_resources(config.clusters))),
@@ -90,19 +98,33 @@ impl Compiler {
         };
         let shared = if gateway {
             // Gateways compute routes per proxy, so they share only clusters and endpoints.
-            let cached = self.shared.lock().unwrap_or_else(|e| e.into_inner()).get(&scope.key).and_then(|c| c.get().cloned());
+            let cached = self
+                .shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&scope.key)
+                .and_then(|c| c.get().cloned());
             cached.unwrap_or_else(compute)
         } else {
             // One computation per scope, however many of its proxies connect at
             // once: the others wait for it instead of each building a copy.
-            let cell = self.shared.lock().unwrap_or_else(|e| e.into_inner()).entry(scope.key.clone()).or_default().clone();
+            let cell = self
+                .shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(scope.key.clone())
+                .or_default()
+                .clone();
             cell.get_or_init(compute).clone()
         };
         let mut own = ProxyConfig::default();
         let mut types = BTreeMap::new();
         if gateway {
             gateway::compile(&self.mesh, node, &mut own);
-            types.insert(wire::types::ROUTE_CONFIG.to_string(), Arc::new(type_snapshot(route_resources(own.routes))));
+            types.insert(
+                wire::types::ROUTE_CONFIG.to_string(),
+                Arc::new(type_snapshot(route_resources(own.routes))),
+            );
         } else if let Some(w) = self.mesh.registry.workload(&node.pod_name, &node.namespace) {
             own.listeners = inbound_listeners(&self.mesh, w);
         }
@@ -111,7 +133,10 @@ impl Compiler {
         if let Some(routes) = shared.routes {
             types.insert(wire::types::ROUTE_CONFIG.to_string(), routes);
         }
-        types.insert(wire::types::LISTENER.to_string(), Arc::new(type_snapshot(listener_resources(own.listeners))));
+        types.insert(
+            wire::types::LISTENER.to_string(),
+            Arc::new(type_snapshot(listener_resources(own.listeners))),
+        );
         ProxySnapshot { types }
     }
 }
@@ -124,7 +149,12 @@ fn outbound_clusters(mesh: &Mesh, scope: &Scope, config: &mut ProxyConfig) {
 }
 
 /// The clusters of one service, with their endpoints.
-pub(crate) fn service_clusters(mesh: &Mesh, scope: &Scope, svc: &Service, config: &mut ProxyConfig) {
+pub(crate) fn service_clusters(
+    mesh: &Mesh,
+    scope: &Scope,
+    svc: &Service,
+    config: &mut ProxyConfig,
+) {
     let dr = mesh.destination_rule(&svc.hostname, &scope.namespace);
     let top_policy = dr.and_then(|d| d.spec.traffic_policy.as_ref());
     for port in &svc.ports {
@@ -135,7 +165,8 @@ pub(crate) fn service_clusters(mesh: &Mesh, scope: &Scope, svc: &Service, config
         }
         for (subset, labels, policy) in subsets {
             let name = routes::cluster_name(port.port, subset, &svc.hostname);
-            let mut fields = cluster_policy::cluster_fields(top_policy, policy, port.port, &mesh.config);
+            let mut fields =
+                cluster_policy::cluster_fields(top_policy, policy, port.port, &mesh.config);
             if svc.resolution == crate::registry::Resolution::Passthrough {
                 // ServiceEntry resolution NONE: Envoy's ORIGINAL_DST, whatever the DestinationRule says.
                 fields.lb = pb::LoadBalancer::Passthrough as i32;
@@ -154,7 +185,10 @@ pub(crate) fn service_clusters(mesh: &Mesh, scope: &Scope, svc: &Service, config
                 .endpoints(svc, port, &labels)
                 .map(|(w, target)| endpoint(mesh, w, target))
                 .collect();
-            config.endpoints.push(pb::ClusterEndpoints { cluster: name, endpoints });
+            config.endpoints.push(pb::ClusterEndpoints {
+                cluster: name,
+                endpoints,
+            });
         }
     }
 }
@@ -174,8 +208,14 @@ fn endpoint(mesh: &Mesh, w: &Workload, port: u32) -> pb::Endpoint {
     }
 }
 
-fn visible_services<'a>(mesh: &'a Mesh, scope: &'a Scope) -> impl Iterator<Item = &'a Service> + 'a {
-    mesh.registry.services.values().filter(|svc| visible(scope, svc))
+fn visible_services<'a>(
+    mesh: &'a Mesh,
+    scope: &'a Scope,
+) -> impl Iterator<Item = &'a Service> + 'a {
+    mesh.registry
+        .services
+        .values()
+        .filter(|svc| visible(scope, svc))
 }
 
 pub(crate) fn visible(scope: &Scope, svc: &Service) -> bool {
@@ -187,12 +227,18 @@ fn outbound_routes(mesh: &Mesh, scope: &Scope) -> Vec<pb::RouteConfig> {
     let mut by_port: BTreeMap<u32, Vec<pb::VirtualHost>> = BTreeMap::new();
     for svc in visible_services(mesh, scope) {
         for port in svc.ports.iter().filter(|p| protocol::is_http(p.protocol)) {
-            by_port.entry(port.port).or_default().push(virtual_host(mesh, svc, port.port, scope));
+            by_port
+                .entry(port.port)
+                .or_default()
+                .push(virtual_host(mesh, svc, port.port, scope));
         }
     }
     by_port
         .into_iter()
-        .map(|(port, virtual_hosts)| pb::RouteConfig { name: port.to_string(), virtual_hosts })
+        .map(|(port, virtual_hosts)| pb::RouteConfig {
+            name: port.to_string(),
+            virtual_hosts,
+        })
         .collect()
 }
 
@@ -207,7 +253,11 @@ fn virtual_host(mesh: &Mesh, svc: &Service, port: u32, scope: &Scope) -> pb::Vir
         domains.push(ip.clone());
         domains.push(format!("{ip}:{port}"));
     }
-    pb::VirtualHost { name: format!("{}:{port}", svc.hostname), domains, routes }
+    pb::VirtualHost {
+        name: format!("{}:{port}", svc.hostname),
+        domains,
+        routes,
+    }
 }
 
 /// The VirtualService bound to sidecars ("mesh") whose hosts cover `hostname`
@@ -220,7 +270,12 @@ fn mesh_virtual_service<'a>(
     mesh.virtual_services
         .iter()
         .filter(|vs| vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh"))
-        .filter(|vs| scope.exported(vs.metadata.namespace.as_deref().unwrap_or("default"), &vs.spec.export_to))
+        .filter(|vs| {
+            scope.exported(
+                vs.metadata.namespace.as_deref().unwrap_or("default"),
+                &vs.spec.export_to,
+            )
+        })
         .filter_map(|vs| {
             let ns = vs.metadata.namespace.as_deref().unwrap_or("default");
             vs.spec
@@ -243,11 +298,18 @@ fn mesh_virtual_service<'a>(
 /// An inbound listener per port the workload serves: its container ports and
 /// the target ports of the services that select it.
 fn inbound_listeners(mesh: &Mesh, w: &Workload) -> Vec<pb::Listener> {
-    let mut ports: BTreeMap<u32, (pb::Protocol, String)> =
-        w.ports.iter().map(|p| (p.port, (pb::Protocol::Unspecified, String::new()))).collect();
+    let mut ports: BTreeMap<u32, (pb::Protocol, String)> = w
+        .ports
+        .iter()
+        .map(|p| (p.port, (pb::Protocol::Unspecified, String::new())))
+        .collect();
     for svc in mesh.registry.services_of(w) {
         for sp in &svc.ports {
-            for (_, target) in mesh.registry.endpoints(svc, sp, &BTreeMap::new()).filter(|(e, _)| e.name == w.name) {
+            for (_, target) in mesh
+                .registry
+                .endpoints(svc, sp, &BTreeMap::new())
+                .filter(|(e, _)| e.name == w.name)
+            {
                 ports.insert(target, (sp.protocol, svc.hostname.clone()));
             }
         }
@@ -277,10 +339,22 @@ impl ProxyConfig {
     /// Versions each type by its content, so an unchanged type is never re-sent.
     pub fn into_snapshot(self) -> ProxySnapshot {
         let mut types = BTreeMap::new();
-        types.insert(wire::types::CLUSTER.to_string(), Arc::new(type_snapshot(cluster_resources(self.clusters))));
-        types.insert(wire::types::ENDPOINTS.to_string(), Arc::new(type_snapshot(endpoint_resources(self.endpoints))));
-        types.insert(wire::types::LISTENER.to_string(), Arc::new(type_snapshot(listener_resources(self.listeners))));
-        types.insert(wire::types::ROUTE_CONFIG.to_string(), Arc::new(type_snapshot(route_resources(self.routes))));
+        types.insert(
+            wire::types::CLUSTER.to_string(),
+            Arc::new(type_snapshot(cluster_resources(self.clusters))),
+        );
+        types.insert(
+            wire::types::ENDPOINTS.to_string(),
+            Arc::new(type_snapshot(endpoint_resources(self.endpoints))),
+        );
+        types.insert(
+            wire::types::LISTENER.to_string(),
+            Arc::new(type_snapshot(listener_resources(self.listeners))),
+        );
+        types.insert(
+            wire::types::ROUTE_CONFIG.to_string(),
+            Arc::new(type_snapshot(route_resources(self.routes))),
+        );
         ProxySnapshot { types }
     }
 
@@ -304,19 +378,27 @@ impl ProxyConfig {
 }
 
 fn cluster_resources(v: Vec<pb::Cluster>) -> Vec<(String, Kind)> {
-    v.into_iter().map(|c| (c.name.clone(), Kind::Cluster(c))).collect()
+    v.into_iter()
+        .map(|c| (c.name.clone(), Kind::Cluster(c)))
+        .collect()
 }
 
 pub(crate) fn endpoint_resources(v: Vec<pb::ClusterEndpoints>) -> Vec<(String, Kind)> {
-    v.into_iter().map(|e| (e.cluster.clone(), Kind::Endpoints(e))).collect()
+    v.into_iter()
+        .map(|e| (e.cluster.clone(), Kind::Endpoints(e)))
+        .collect()
 }
 
 fn listener_resources(v: Vec<pb::Listener>) -> Vec<(String, Kind)> {
-    v.into_iter().map(|l| (l.name.clone(), Kind::Listener(l))).collect()
+    v.into_iter()
+        .map(|l| (l.name.clone(), Kind::Listener(l)))
+        .collect()
 }
 
 fn route_resources(v: Vec<pb::RouteConfig>) -> Vec<(String, Kind)> {
-    v.into_iter().map(|r| (r.name.clone(), Kind::RouteConfig(r))).collect()
+    v.into_iter()
+        .map(|r| (r.name.clone(), Kind::RouteConfig(r)))
+        .collect()
 }
 
 /// Versions every resource by its encoding, and the set by its members' versions.
@@ -324,7 +406,11 @@ pub(crate) fn type_snapshot(resources: Vec<(String, Kind)>) -> TypeSnapshot {
     let resources: Vec<pb::Resource> = resources
         .into_iter()
         .map(|(name, kind)| {
-            let mut r = pb::Resource { name, version: String::new(), kind: Some(kind) };
+            let mut r = pb::Resource {
+                name,
+                version: String::new(),
+                kind: Some(kind),
+            };
             r.version = digest(&r.encode_to_vec());
             r
         })
@@ -338,7 +424,10 @@ pub(crate) fn set_version(resources: Vec<pb::Resource>) -> TypeSnapshot {
     for r in &resources {
         r.version.hash(&mut h);
     }
-    TypeSnapshot { version: format!("{:016x}", h.finish()), resources }
+    TypeSnapshot {
+        version: format!("{:016x}", h.finish()),
+        resources,
+    }
 }
 
 fn digest(bytes: &[u8]) -> String {

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use api::networking::{Gateway, Server, ServerTlsMode};
 use api::Object;
+use api::networking::{Gateway, Server, ServerTlsMode};
 use k8s_openapi::api::core::v1::Secret;
 use wire::pb;
 
@@ -64,11 +64,20 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
             let vhosts = route_configs.entry(route_config).or_default();
             for vs in &mesh.virtual_services {
                 let vs_ns = vs.metadata.namespace.as_deref().unwrap_or("default");
-                if !vs.spec.gateways.iter().any(|g| routes::gateway_ref(g, vs_ns) == gw_ref) {
+                if !vs
+                    .spec
+                    .gateways
+                    .iter()
+                    .any(|g| routes::gateway_ref(g, vs_ns) == gw_ref)
+                {
                     continue;
                 }
                 for h in &vs.spec.hosts {
-                    if !server.hosts.iter().any(|sh| server_host_admits(sh, h, vs_ns, gw_ns)) {
+                    if !server
+                        .hosts
+                        .iter()
+                        .any(|sh| server_host_admits(sh, h, vs_ns, gw_ns))
+                    {
                         continue;
                     }
                     let vh = vhosts.entry(h.clone()).or_insert_with(|| pb::VirtualHost {
@@ -77,7 +86,8 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
                         routes: Vec::new(),
                     });
                     // Istio merges the routes of every VirtualService for one host on a gateway.
-                    vh.routes.extend(routes::http_routes(mesh, vs, server.port.number, &gw_ref));
+                    vh.routes
+                        .extend(routes::http_routes(mesh, vs, server.port.number, &gw_ref));
                 }
             }
         }
@@ -85,12 +95,22 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
     for (port, names) in listeners {
         // A TLS connection routes by its server's own config; this one is
         // what a plaintext port (or a proxy without per-server routing) uses.
-        let route_config = names.first().cloned().unwrap_or_else(|| format!("http.{port}"));
+        let route_config = names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| format!("http.{port}"));
         let gateway_tls = tls.remove(&port).unwrap_or_default();
         if !gateway_tls.is_empty() && redirect.contains_key(&port) {
-            tracing::warn!(port, "plaintext and HTTPS gateway servers share a port; it serves HTTPS only");
+            tracing::warn!(
+                port,
+                "plaintext and HTTPS gateway servers share a port; it serves HTTPS only"
+            );
         }
-        let protocol = if gateway_tls.is_empty() { pb::Protocol::Http } else { pb::Protocol::Https };
+        let protocol = if gateway_tls.is_empty() {
+            pb::Protocol::Http
+        } else {
+            pb::Protocol::Https
+        };
         config.listeners.push(pb::Listener {
             name: format!("gateway|{port}"),
             address: node.pod_ip.clone(),
@@ -105,24 +125,37 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
         });
         for name in names {
             let vhosts = route_configs.remove(&name).unwrap_or_default();
-            config.routes.push(pb::RouteConfig { name, virtual_hosts: vhosts.into_values().collect() });
+            config.routes.push(pb::RouteConfig {
+                name,
+                virtual_hosts: vhosts.into_values().collect(),
+            });
         }
     }
 }
 
 fn selects(gw: &Object<Gateway>, node: &pb::Node) -> bool {
-    !gw.spec.selector.is_empty() && gw.spec.selector.iter().all(|(k, v)| node.labels.get(k) == Some(v))
+    !gw.spec.selector.is_empty()
+        && gw
+            .spec
+            .selector
+            .iter()
+            .all(|(k, v)| node.labels.get(k) == Some(v))
 }
 
 /// Gateway server ports are service ports; the gateway pod listens on the
 /// target port of its Service (Istio's ingress maps 80 → 8080).
 fn listen_port(mesh: &Mesh, node: &pb::Node, port: u32) -> u32 {
-    let Some(w) = mesh.registry.workload(&node.pod_name, &node.namespace) else { return port };
+    let Some(w) = mesh.registry.workload(&node.pod_name, &node.namespace) else {
+        return port;
+    };
     mesh.registry
         .services_of(w)
         .find_map(|svc| {
             let sp = svc.port(port)?;
-            mesh.registry.endpoints(svc, sp, &BTreeMap::new()).find(|(e, _)| e.name == w.name).map(|(_, t)| t)
+            mesh.registry
+                .endpoints(svc, sp, &BTreeMap::new())
+                .find(|(e, _)| e.name == w.name)
+                .map(|(_, t)| t)
         })
         .unwrap_or(port)
 }
@@ -135,7 +168,11 @@ fn server_host_admits(server_host: &str, vs_host: &str, vs_ns: &str, gw_ns: &str
 }
 
 fn gateway_domains(h: &str, port: u32) -> Vec<String> {
-    if h == "*" { vec!["*".into()] } else { vec![h.to_string(), format!("{h}:{port}")] }
+    if h == "*" {
+        vec!["*".into()]
+    } else {
+        vec![h.to_string(), format!("{h}:{port}")]
+    }
 }
 
 /// Why an HTTPS server cannot be served; it is skipped, as Istio skips it.
@@ -150,16 +187,30 @@ pub enum TlsError {
     #[error("Secret {namespace}/{name} (tls.credentialName) not found")]
     SecretNotFound { namespace: String, name: String },
     #[error("Secret {namespace}/{name} has no {what} (keys tls.crt/tls.key, or cert/key)")]
-    SecretIncomplete { namespace: String, name: String, what: &'static str },
+    SecretIncomplete {
+        namespace: String,
+        name: String,
+        what: &'static str,
+    },
     #[error("Secret {namespace}/{name}: {what} is not PEM")]
-    NotPem { namespace: String, name: String, what: &'static str },
-    #[error("MUTUAL needs a CA: none in Secret {namespace}/{name} (ca.crt or cacert) nor in Secret {namespace}/{name}-cacert")]
+    NotPem {
+        namespace: String,
+        name: String,
+        what: &'static str,
+    },
+    #[error(
+        "MUTUAL needs a CA: none in Secret {namespace}/{name} (ca.crt or cacert) nor in Secret {namespace}/{name}-cacert"
+    )]
     NoClientCa { namespace: String, name: String },
 }
 
 /// The certificate, key and (MUTUAL) client CA of an HTTPS server, from the
 /// Secret its `credentialName` names in the gateway workload's namespace.
-pub fn server_tls(mesh: &Mesh, node: &pb::Node, server: &Server) -> Result<pb::GatewayTls, TlsError> {
+pub fn server_tls(
+    mesh: &Mesh,
+    node: &pb::Node,
+    server: &Server,
+) -> Result<pb::GatewayTls, TlsError> {
     let settings = server.tls.as_ref().ok_or(TlsError::NoTls)?;
     let mutual = match settings.mode {
         Some(ServerTlsMode::Simple) => false,
@@ -173,16 +224,33 @@ pub fn server_tls(mesh: &Mesh, node: &pb::Node, server: &Server) -> Result<pb::G
         .or(settings.credential_names.first().map(String::as_str))
         .filter(|n| !n.is_empty())
         .ok_or(TlsError::NoCredential)?;
-    let namespace = if node.namespace.is_empty() { "default" } else { node.namespace.as_str() };
+    let namespace = if node.namespace.is_empty() {
+        "default"
+    } else {
+        node.namespace.as_str()
+    };
     let lookup = |n: &str| mesh.secrets.get(&(namespace.to_string(), n.to_string()));
-    let missing = |what| TlsError::SecretIncomplete { namespace: namespace.into(), name: name.into(), what };
-    let secret = lookup(name).ok_or_else(|| TlsError::SecretNotFound { namespace: namespace.into(), name: name.into() })?;
-    let cert_chain = secret_value(secret, &["tls.crt", "cert"]).ok_or_else(|| missing("certificate"))?;
-    let private_key = secret_value(secret, &["tls.key", "key"]).ok_or_else(|| missing("private key"))?;
+    let missing = |what| TlsError::SecretIncomplete {
+        namespace: namespace.into(),
+        name: name.into(),
+        what,
+    };
+    let secret = lookup(name).ok_or_else(|| TlsError::SecretNotFound {
+        namespace: namespace.into(),
+        name: name.into(),
+    })?;
+    let cert_chain =
+        secret_value(secret, &["tls.crt", "cert"]).ok_or_else(|| missing("certificate"))?;
+    let private_key =
+        secret_value(secret, &["tls.key", "key"]).ok_or_else(|| missing("private key"))?;
     // Only the shape is checked here (the proxy parses them): an obvious
     // mistake skips this server rather than making the gateway refuse the
     // whole listener update.
-    let not_pem = |what| TlsError::NotPem { namespace: namespace.into(), name: name.into(), what };
+    let not_pem = |what| TlsError::NotPem {
+        namespace: namespace.into(),
+        name: name.into(),
+        what,
+    };
     if !cert_chain.contains("-----BEGIN CERTIFICATE-----") {
         return Err(not_pem("the certificate"));
     }
@@ -196,7 +264,10 @@ pub fn server_tls(mesh: &Mesh, node: &pb::Node, server: &Server) -> Result<pb::G
             .clone()
             .unwrap_or_else(|| format!("{name}-cacert"));
         own.or_else(|| lookup(&separate).and_then(|s| secret_value(s, &["ca.crt", "cacert"])))
-            .ok_or_else(|| TlsError::NoClientCa { namespace: namespace.into(), name: name.into() })?
+            .ok_or_else(|| TlsError::NoClientCa {
+                namespace: namespace.into(),
+                name: name.into(),
+            })?
     } else {
         String::new()
     };
@@ -205,7 +276,13 @@ pub fn server_tls(mesh: &Mesh, node: &pb::Node, server: &Server) -> Result<pb::G
         .iter()
         .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_string())
         .collect();
-    Ok(pb::GatewayTls { sni, cert_chain, private_key, client_ca, route_config: String::new() })
+    Ok(pb::GatewayTls {
+        sni,
+        cert_chain,
+        private_key,
+        client_ca,
+        route_config: String::new(),
+    })
 }
 
 /// The first of `keys` the Secret holds, non-empty; `stringData` wins over
@@ -217,7 +294,9 @@ fn secret_value(secret: &Secret, keys: &[&str]) -> Option<String> {
             let bytes = secret.data.as_ref()?.get(*k)?;
             String::from_utf8(bytes.0.clone()).ok()
         };
-        from_string.or_else(from_data).filter(|v| !v.trim().is_empty())
+        from_string
+            .or_else(from_data)
+            .filter(|v| !v.trim().is_empty())
     })
 }
 
@@ -280,7 +359,11 @@ stringData:
     }
 
     fn listener(config: &ProxyConfig, port: u32) -> &pb::Listener {
-        config.listeners.iter().find(|l| l.port == port).expect("listener on the port")
+        config
+            .listeners
+            .iter()
+            .find(|l| l.port == port)
+            .expect("listener on the port")
     }
 
     #[test]
@@ -296,8 +379,16 @@ stringData:
         assert_eq!(tls.client_ca, "");
         assert_eq!(tls.route_config, "https.443.https.gw.istio-system");
         assert_eq!(l.route_config, tls.route_config);
-        let routes = config.routes.iter().find(|r| r.name == tls.route_config).expect("route config");
-        let hosts: Vec<_> = routes.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+        let routes = config
+            .routes
+            .iter()
+            .find(|r| r.name == tls.route_config)
+            .expect("route config");
+        let hosts: Vec<_> = routes
+            .virtual_hosts
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
         assert_eq!(hosts, ["bookinfo.example.com:443"]);
         let plain = listener(&config, 80);
         assert!(plain.https_redirect && plain.gateway_tls.is_empty());
@@ -323,11 +414,30 @@ stringData: {cacert: CA2}
         let l = listener(&config, 443);
         assert_eq!(l.gateway_tls.len(), 1, "bookinfo's Secret is missing");
         let tls = &l.gateway_tls[0];
-        assert_eq!(tls.sni, ["*.mtls.example.com"], "the namespace part of the host is no SNI");
-        assert_eq!((tls.cert_chain.as_str(), tls.client_ca.as_str()), ("-----BEGIN CERTIFICATE-----\nC2\n", "CA2"));
-        let routes = config.routes.iter().find(|r| r.name == tls.route_config).expect("route config");
-        let hosts: Vec<_> = routes.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
-        assert_eq!(hosts, ["*.mtls.example.com:443"], "only this server's hosts");
+        assert_eq!(
+            tls.sni,
+            ["*.mtls.example.com"],
+            "the namespace part of the host is no SNI"
+        );
+        assert_eq!(
+            (tls.cert_chain.as_str(), tls.client_ca.as_str()),
+            ("-----BEGIN CERTIFICATE-----\nC2\n", "CA2")
+        );
+        let routes = config
+            .routes
+            .iter()
+            .find(|r| r.name == tls.route_config)
+            .expect("route config");
+        let hosts: Vec<_> = routes
+            .virtual_hosts
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(
+            hosts,
+            ["*.mtls.example.com:443"],
+            "only this server's hosts"
+        );
     }
 
     #[test]
@@ -341,10 +451,16 @@ stringData: {cacert: CA2}
             .expect("parses"),
         );
         let mesh = Mesh::build(&resources, MeshConfig::default());
-        let node = pb::Node { namespace: "istio-system".into(), ..Default::default() };
+        let node = pb::Node {
+            namespace: "istio-system".into(),
+            ..Default::default()
+        };
         let servers = &mesh.gateways[0].spec.servers;
         let err = server_tls(&mesh, &node, &servers[0]).expect_err("no secret");
-        assert_eq!(err.to_string(), "Secret istio-system/bookinfo-credential (tls.credentialName) not found");
+        assert_eq!(
+            err.to_string(),
+            "Secret istio-system/bookinfo-credential (tls.credentialName) not found"
+        );
         let err = server_tls(&mesh, &node, &servers[1]).expect_err("no CA");
         assert!(err.to_string().contains("MUTUAL needs a CA"), "{err}");
         resources.extend(
@@ -356,10 +472,19 @@ stringData: {cacert: CA2}
         );
         let mesh = Mesh::build(&resources, MeshConfig::default());
         let err = server_tls(&mesh, &node, &servers[0]).expect_err("not PEM");
-        assert_eq!(err.to_string(), "Secret istio-system/bookinfo-credential: the certificate is not PEM");
+        assert_eq!(
+            err.to_string(),
+            "Secret istio-system/bookinfo-credential: the certificate is not PEM"
+        );
         // Secrets are looked up in the gateway workload's namespace only.
-        let elsewhere = pb::Node { namespace: "default".into(), ..Default::default() };
-        assert!(matches!(server_tls(&mesh, &elsewhere, &servers[1]), Err(TlsError::SecretNotFound { .. })));
+        let elsewhere = pb::Node {
+            namespace: "default".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            server_tls(&mesh, &elsewhere, &servers[1]),
+            Err(TlsError::SecretNotFound { .. })
+        ));
     }
 
     #[test]

@@ -27,13 +27,23 @@ pub fn matches(pattern: &str, host: &str) -> bool {
 /// How specific a matching pattern is, so the most specific one wins: exact
 /// names beat wildcards, longer wildcards beat shorter ones.
 pub fn specificity(pattern: &str) -> usize {
-    if pattern.contains('*') { pattern.len() } else { usize::MAX }
+    if pattern.contains('*') {
+        pattern.len()
+    } else {
+        usize::MAX
+    }
 }
 
 /// Every name a client in `client_ns` may use for a service, as Envoy virtual
 /// host domains: the FQDN, and the short forms that resolve within the same
 /// namespace, each with and without the port.
-pub fn domains(fqdn: &str, svc_name: &str, svc_ns: &str, client_ns: &str, port: u32) -> Vec<String> {
+pub fn domains(
+    fqdn: &str,
+    svc_name: &str,
+    svc_ns: &str,
+    client_ns: &str,
+    port: u32,
+) -> Vec<String> {
     let mut names = vec![fqdn.to_string()];
     let cluster_local = format!("{svc_name}.{svc_ns}.svc");
     if fqdn.starts_with(&cluster_local) {
@@ -55,13 +65,19 @@ mod tests {
     #[test]
     fn fqdn_expansion() {
         let s = "cluster.local";
-        assert_eq!(fqdn("reviews", "default", s), "reviews.default.svc.cluster.local");
+        assert_eq!(
+            fqdn("reviews", "default", s),
+            "reviews.default.svc.cluster.local"
+        );
         // Istio takes a name with a dot as written: it is not a short name.
         assert_eq!(fqdn("reviews.prod", "default", s), "reviews.prod");
         assert_eq!(fqdn("api.example", "default", s), "api.example");
         assert_eq!(fqdn("10.0.0.1", "default", s), "10.0.0.1");
         assert_eq!(fqdn("*", "default", s), "*");
-        assert_eq!(fqdn("reviews.prod.svc.cluster.local", "x", s), "reviews.prod.svc.cluster.local");
+        assert_eq!(
+            fqdn("reviews.prod.svc.cluster.local", "x", s),
+            "reviews.prod.svc.cluster.local"
+        );
         assert_eq!(fqdn("api.example.com", "x", s), "api.example.com");
         assert_eq!(fqdn("*.example.com", "x", s), "*.example.com");
     }
@@ -71,19 +87,37 @@ mod tests {
         assert!(matches("*", "a.b"));
         assert!(matches("*.example.com", "api.example.com"));
         assert!(!matches("*.example.com", "example.com"));
-        assert!(matches("reviews.default.svc.cluster.local", "reviews.default.svc.cluster.local"));
-        assert!(!matches("reviews.default.svc.cluster.local", "ratings.default.svc.cluster.local"));
+        assert!(matches(
+            "reviews.default.svc.cluster.local",
+            "reviews.default.svc.cluster.local"
+        ));
+        assert!(!matches(
+            "reviews.default.svc.cluster.local",
+            "ratings.default.svc.cluster.local"
+        ));
         assert!(specificity("a.b") > specificity("*.b"));
         assert!(specificity("*.a.b") > specificity("*.b"));
     }
 
     #[test]
     fn domains_include_short_names_only_in_the_same_namespace() {
-        let d = domains("reviews.default.svc.cluster.local", "reviews", "default", "default", 9080);
+        let d = domains(
+            "reviews.default.svc.cluster.local",
+            "reviews",
+            "default",
+            "default",
+            9080,
+        );
         assert!(d.contains(&"reviews".to_string()));
         assert!(d.contains(&"reviews:9080".to_string()));
         assert!(d.contains(&"reviews.default.svc.cluster.local:9080".to_string()));
-        let d = domains("reviews.default.svc.cluster.local", "reviews", "default", "other", 9080);
+        let d = domains(
+            "reviews.default.svc.cluster.local",
+            "reviews",
+            "default",
+            "other",
+            9080,
+        );
         assert!(!d.contains(&"reviews".to_string()));
         assert!(d.contains(&"reviews.default".to_string()));
     }

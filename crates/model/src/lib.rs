@@ -8,20 +8,20 @@
 
 pub mod analyze;
 pub mod authz;
+mod cluster_policy;
 pub mod compile;
+mod cors;
+mod gateway;
 pub mod host;
 pub mod incremental;
 pub mod mesh;
 pub mod mesh_config;
+mod mtls;
 pub mod protocol;
 pub mod registry;
+mod routes;
 pub mod scope;
 pub mod service_entry;
-mod cluster_policy;
-mod cors;
-mod gateway;
-mod mtls;
-mod routes;
 
 pub use compile::{Compiler, ProxyConfig, compile};
 pub use mesh::Mesh;

@@ -26,8 +26,14 @@ pub struct Mesh {
 impl Mesh {
     /// Reads every resource the compiler understands; other kinds are left to
     /// the parts of the control plane that use them.
-    pub fn build<'a>(resources: impl IntoIterator<Item = &'a Resource>, config: MeshConfig) -> Mesh {
-        let mut mesh = Mesh { config, ..Default::default() };
+    pub fn build<'a>(
+        resources: impl IntoIterator<Item = &'a Resource>,
+        config: MeshConfig,
+    ) -> Mesh {
+        let mut mesh = Mesh {
+            config,
+            ..Default::default()
+        };
         let mut service_entries = Vec::new();
         for r in resources {
             match r {
@@ -42,7 +48,11 @@ impl Mesh {
                 Resource::PeerAuthentication(pa) => mesh.peer_authentications.push(pa.clone()),
                 Resource::AuthorizationPolicy(ap) => mesh.authorization_policies.push(ap.clone()),
                 Resource::Secret(s) => {
-                    let ns = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                    let ns = s
+                        .metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into());
                     mesh.secrets.insert((ns, r.name().to_string()), s.clone());
                 }
                 _ => {}
@@ -62,7 +72,8 @@ impl Mesh {
         mesh.gateways.sort_by_key(|o| key(&o.metadata));
         mesh.sidecars.sort_by_key(|o| key(&o.metadata));
         mesh.peer_authentications.sort_by_key(|o| key(&o.metadata));
-        mesh.authorization_policies.sort_by_key(|o| key(&o.metadata));
+        mesh.authorization_policies
+            .sort_by_key(|o| key(&o.metadata));
         mesh
     }
 
@@ -73,9 +84,20 @@ impl Mesh {
     /// The DestinationRule that applies to `hostname` for a client in
     /// `client_ns`: one in the client's namespace first, then the service's,
     /// then the root namespace — Istio's lookup order. The most specific host wins.
-    pub fn destination_rule(&self, hostname: &str, client_ns: &str) -> Option<&Object<DestinationRule>> {
-        let service_ns = self.registry.service(hostname).map(|s| s.namespace.as_str());
-        let search = [Some(client_ns), service_ns, Some(self.config.root_namespace.as_str())];
+    pub fn destination_rule(
+        &self,
+        hostname: &str,
+        client_ns: &str,
+    ) -> Option<&Object<DestinationRule>> {
+        let service_ns = self
+            .registry
+            .service(hostname)
+            .map(|s| s.namespace.as_str());
+        let search = [
+            Some(client_ns),
+            service_ns,
+            Some(self.config.root_namespace.as_str()),
+        ];
         for ns in search.into_iter().flatten() {
             let best = self
                 .destination_rules
@@ -97,7 +119,10 @@ impl Mesh {
 
 /// Istio's `exportTo`: empty or `*` is everywhere, `.` is the resource's own namespace.
 pub fn exported_to(export_to: &[String], resource_ns: &str, client_ns: &str) -> bool {
-    export_to.is_empty() || export_to.iter().any(|e| e == "*" || e == client_ns || (e == "." && resource_ns == client_ns))
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || e == client_ns || (e == "." && resource_ns == client_ns))
 }
 
 fn key(m: &api::meta::ObjectMeta) -> (String, String) {

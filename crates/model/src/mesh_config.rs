@@ -46,7 +46,9 @@ impl Default for MeshConfig {
             domain_suffix: "cluster.local".into(),
             connect_timeout_ms: 10_000,
             enable_auto_mtls: true,
-            outbound_traffic_policy: OutboundTrafficPolicy { mode: "ALLOW_ANY".into() },
+            outbound_traffic_policy: OutboundTrafficPolicy {
+                mode: "ALLOW_ANY".into(),
+            },
             default_config: ProxyConfig::default(),
         }
     }

@@ -20,13 +20,18 @@ pub fn parse(s: &str) -> Option<Protocol> {
         "grpc" | "grpc-web" => Protocol::Grpc,
         "https" => Protocol::Https,
         "tls" => Protocol::Tls,
-        "tcp" | "mongo" | "mysql" | "redis" | "kubernetes.io/ws" | "kubernetes.io/wss" => Protocol::Tcp,
+        "tcp" | "mongo" | "mysql" | "redis" | "kubernetes.io/ws" | "kubernetes.io/wss" => {
+            Protocol::Tcp
+        }
         _ => return None,
     })
 }
 
 pub fn is_http(p: Protocol) -> bool {
-    matches!(p, Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::Unspecified)
+    matches!(
+        p,
+        Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::Unspecified
+    )
 }
 
 #[cfg(test)]

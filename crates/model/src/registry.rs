@@ -108,14 +108,22 @@ impl Workload {
         if self.service_account.is_empty() {
             return String::new();
         }
-        format!("spiffe://{trust_domain}/ns/{}/sa/{}", self.namespace, self.service_account)
+        format!(
+            "spiffe://{trust_domain}/ns/{}/sa/{}",
+            self.namespace, self.service_account
+        )
     }
 
     /// The port this workload receives `port` of a service on: a pod's
     /// container port the targetPort names; an entry's port mapped to the
     /// service port's name, else the targetPort (Istio's order).
     pub fn target_port(&self, port: &ServicePort) -> Option<u32> {
-        let named = |name: &str| self.ports.iter().find(|p| p.name.as_deref() == Some(name)).map(|p| p.port);
+        let named = |name: &str| {
+            self.ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name))
+                .map(|p| p.port)
+        };
         if self.kind != WorkloadKind::Pod
             && let Some(p) = port.name.as_deref().and_then(named)
         {
@@ -139,7 +147,10 @@ impl Service {
         w.kind != WorkloadKind::Inline
             && w.namespace == self.namespace
             && !self.selector.is_empty()
-            && self.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+            && self
+                .selector
+                .iter()
+                .all(|(k, v)| w.labels.get(k) == Some(v))
     }
 }
 
@@ -158,8 +169,14 @@ pub struct Registry {
 
 impl Registry {
     pub fn add_k8s_service(&mut self, svc: &K8sService, mesh: &MeshConfig) {
-        let Some(name) = svc.metadata.name.clone() else { return };
-        let namespace = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let Some(name) = svc.metadata.name.clone() else {
+            return;
+        };
+        let namespace = svc
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let spec = svc.spec.clone().unwrap_or_default();
         let ports = spec
             .ports
@@ -189,7 +206,12 @@ impl Registry {
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get("networking.istio.io/exportTo"))
-                .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default(),
             addresses: Vec::new(),
             mesh_external: false,
@@ -199,14 +221,19 @@ impl Registry {
     }
 
     pub fn add_pod(&mut self, pod: &Pod) {
-        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else { return };
+        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+            return;
+        };
         let spec = pod.spec.clone().unwrap_or_default();
         let meta = &pod.metadata;
         let ports = spec
             .containers
             .iter()
             .flat_map(|c| c.ports.iter().flatten())
-            .map(|p| ContainerPort { name: p.name.clone(), port: p.container_port as u32 })
+            .map(|p| ContainerPort {
+                name: p.name.clone(),
+                port: p.container_port as u32,
+            })
             .collect();
         let name = meta.name.clone().unwrap_or_default();
         self.workloads.push(Workload {
@@ -216,7 +243,9 @@ impl Registry {
             namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
             labels: meta.labels.clone().unwrap_or_default(),
             ip,
-            service_account: spec.service_account_name.unwrap_or_else(|| "default".into()),
+            service_account: spec
+                .service_account_name
+                .unwrap_or_else(|| "default".into()),
             ports,
             has_sidecar: meta
                 .annotations
@@ -229,7 +258,8 @@ impl Registry {
 
     /// Builds the service → workloads index; call after the last add.
     pub fn index(&mut self) {
-        let mut by_ns: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
+        let mut by_ns: std::collections::HashMap<&str, Vec<usize>> =
+            std::collections::HashMap::new();
         for (i, w) in self.workloads.iter().enumerate() {
             by_ns.entry(w.namespace.as_str()).or_default().push(i);
         }
@@ -239,7 +269,12 @@ impl Registry {
             .map(|svc| {
                 let mut picked: Vec<usize> = by_ns
                     .get(svc.namespace.as_str())
-                    .map(|ws| ws.iter().copied().filter(|&i| svc.selects(&self.workloads[i])).collect())
+                    .map(|ws| {
+                        ws.iter()
+                            .copied()
+                            .filter(|&i| svc.selects(&self.workloads[i]))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 picked.extend(self.inline.get(&svc.hostname).into_iter().flatten());
                 (svc.hostname.clone(), picked)
@@ -262,7 +297,11 @@ impl Registry {
     /// Every workload behind `hostname`, whatever its ports: what an endpoint
     /// change of that service is compared by.
     pub fn backends<'a>(&'a self, hostname: &str) -> impl Iterator<Item = &'a Workload> + 'a {
-        self.selected.get(hostname).into_iter().flatten().map(move |&i| &self.workloads[i])
+        self.selected
+            .get(hostname)
+            .into_iter()
+            .flatten()
+            .map(move |&i| &self.workloads[i])
     }
 
     /// Endpoints of `svc`'s `port` restricted to pods carrying `subset` labels,
@@ -292,10 +331,18 @@ impl Registry {
 /// derived from the owning ReplicaSet (`reviews-v1-7f9c8d` → `reviews-v1`) as Istio does.
 fn owner_workload(pod: &Pod) -> Option<String> {
     let meta = &pod.metadata;
-    if let Some(w) = meta.annotations.as_ref().and_then(|a| a.get(WORKLOAD_ANNOTATION)) {
+    if let Some(w) = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(WORKLOAD_ANNOTATION))
+    {
         return Some(w.clone());
     }
-    let owner = meta.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true))?;
+    let owner = meta
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))?;
     match owner.kind.as_str() {
         "ReplicaSet" => owner.name.rsplit_once('-').map(|(d, _)| d.to_string()),
         _ => Some(owner.name.clone()),

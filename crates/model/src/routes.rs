@@ -1,10 +1,11 @@
 //! VirtualService HTTP routes → proxy routes, with Istio's defaults.
 
-use api::networking::{
-    Destination, HeaderOperations, HttpMatchRequest, HttpRoute, HttpRouteDestination, VirtualService,
-};
-use api::networking::StringMatch as ApiMatch;
 use api::Object;
+use api::networking::StringMatch as ApiMatch;
+use api::networking::{
+    Destination, HeaderOperations, HttpMatchRequest, HttpRoute, HttpRouteDestination,
+    VirtualService,
+};
 use wire::pb;
 use wire::pb::route::Action;
 use wire::pb::string_match::Kind;
@@ -15,9 +16,15 @@ use crate::mesh::Mesh;
 pub fn default_retry() -> pb::RetryPolicy {
     pb::RetryPolicy {
         attempts: 2,
-        retry_on: ["connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes"]
-            .map(String::from)
-            .to_vec(),
+        retry_on: [
+            "connect-failure",
+            "refused-stream",
+            "unavailable",
+            "cancelled",
+            "retriable-status-codes",
+        ]
+        .map(String::from)
+        .to_vec(),
         retriable_status_codes: vec![503],
         backoff_base_ms: 25,
         per_try_timeout_ms: 0,
@@ -34,7 +41,11 @@ pub fn default_route(host: &str, port: u32) -> pb::Route {
     pb::Route {
         name: "default".into(),
         action: Some(Action::Forward(pb::RouteAction {
-            clusters: vec![pb::WeightedCluster { cluster: cluster_name(port, "", host), weight: 100, ..Default::default() }],
+            clusters: vec![pb::WeightedCluster {
+                cluster: cluster_name(port, "", host),
+                weight: 100,
+                ..Default::default()
+            }],
             retry: Some(default_retry()),
             ..Default::default()
         })),
@@ -44,7 +55,12 @@ pub fn default_route(host: &str, port: u32) -> pb::Route {
 
 /// Compiles the HTTP routes of `vs` as seen on `port`, for a proxy bound to
 /// `gateway` ("mesh" for sidecars, "<ns>/<name>" for gateways).
-pub fn http_routes(mesh: &Mesh, vs: &Object<VirtualService>, port: u32, gateway: &str) -> Vec<pb::Route> {
+pub fn http_routes(
+    mesh: &Mesh,
+    vs: &Object<VirtualService>,
+    port: u32,
+    gateway: &str,
+) -> Vec<pb::Route> {
     let ns = vs.metadata.namespace.as_deref().unwrap_or("default");
     let origin = format!("VirtualService/{ns}/{}", vs.metadata.name);
     let mut out = Vec::new();
@@ -53,25 +69,50 @@ pub fn http_routes(mesh: &Mesh, vs: &Object<VirtualService>, port: u32, gateway:
             .r#match
             .iter()
             .filter(|m| m.port.is_none_or(|p| p == port))
-            .filter(|m| m.gateways.is_empty() || m.gateways.iter().any(|g| gateway_ref(g, ns) == gateway))
+            .filter(|m| {
+                m.gateways.is_empty() || m.gateways.iter().any(|g| gateway_ref(g, ns) == gateway)
+            })
             .collect();
         // A route whose every match names another port or gateway does not apply here.
         if !route.r#match.is_empty() && matches.is_empty() {
             continue;
         }
-        let name = route.name.clone().unwrap_or_else(|| format!("{}.{i}", vs.metadata.name));
+        let name = route
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}.{i}", vs.metadata.name));
         out.push(pb::Route {
             name,
             matches: matches.into_iter().map(route_match).collect(),
             action: Some(action(mesh, route, ns, port)),
-            request_headers: route.headers.as_ref().and_then(|h| h.request.as_ref()).map(header_ops),
-            response_headers: route.headers.as_ref().and_then(|h| h.response.as_ref()).map(header_ops),
+            request_headers: route
+                .headers
+                .as_ref()
+                .and_then(|h| h.request.as_ref())
+                .map(header_ops),
+            response_headers: route
+                .headers
+                .as_ref()
+                .and_then(|h| h.response.as_ref())
+                .map(header_ops),
             fault: route.fault.as_ref().map(|f| pb::Fault {
-                delay_percent: f.delay.as_ref().map_or(0.0, |d| percent(d.percentage.as_ref().map(|p| p.value), d.percent)),
-                delay_ms: f.delay.as_ref().and_then(|d| d.fixed_delay).map_or(0, |d| d.as_std().as_millis() as u64),
-                abort_percent: f.abort.as_ref().map_or(0.0, |a| percent(a.percentage.as_ref().map(|p| p.value), None)),
+                delay_percent: f.delay.as_ref().map_or(0.0, |d| {
+                    percent(d.percentage.as_ref().map(|p| p.value), d.percent)
+                }),
+                delay_ms: f
+                    .delay
+                    .as_ref()
+                    .and_then(|d| d.fixed_delay)
+                    .map_or(0, |d| d.as_std().as_millis() as u64),
+                abort_percent: f.abort.as_ref().map_or(0.0, |a| {
+                    percent(a.percentage.as_ref().map(|p| p.value), None)
+                }),
                 abort_http_status: f.abort.as_ref().and_then(|a| a.http_status).unwrap_or(0) as u32,
-                abort_grpc_status: f.abort.as_ref().and_then(|a| a.grpc_status.clone()).unwrap_or_default(),
+                abort_grpc_status: f
+                    .abort
+                    .as_ref()
+                    .and_then(|a| a.grpc_status.clone())
+                    .unwrap_or_default(),
             }),
             origin: origin.clone(),
             cors: crate::cors::policy(route.cors_policy.as_ref()),
@@ -87,7 +128,11 @@ fn percent(percentage: Option<f64>, legacy: Option<i32>) -> f64 {
 
 /// `gateways` entries are `<ns>/<name>`, or a name in the VirtualService's namespace; `mesh` is reserved.
 pub fn gateway_ref(g: &str, vs_ns: &str) -> String {
-    if g == "mesh" || g.contains('/') { g.to_string() } else { format!("{vs_ns}/{g}") }
+    if g == "mesh" || g.contains('/') {
+        g.to_string()
+    } else {
+        format!("{vs_ns}/{g}")
+    }
 }
 
 fn action(mesh: &Mesh, route: &HttpRoute, ns: &str, port: u32) -> Action {
@@ -101,8 +146,15 @@ fn action(mesh: &Mesh, route: &HttpRoute, ns: &str, port: u32) -> Action {
         });
     }
     if let Some(d) = &route.direct_response {
-        let body = d.body.as_ref().and_then(|b| b.string.clone()).unwrap_or_default();
-        return Action::DirectResponse(pb::DirectResponse { status: d.status, body: body.into_bytes() });
+        let body = d
+            .body
+            .as_ref()
+            .and_then(|b| b.string.clone())
+            .unwrap_or_default();
+        return Action::DirectResponse(pb::DirectResponse {
+            status: d.status,
+            body: body.into_bytes(),
+        });
     }
     let faulted = route.fault.is_some();
     let retry = match &route.retries {
@@ -112,13 +164,19 @@ fn action(mesh: &Mesh, route: &HttpRoute, ns: &str, port: u32) -> Action {
         Some(r) if r.attempts == Some(0) => None,
         Some(r) => Some(pb::RetryPolicy {
             attempts: r.attempts.unwrap_or(2).max(0) as u32,
-            per_try_timeout_ms: r.per_try_timeout.map_or(0, |d| d.as_std().as_millis() as u64),
+            per_try_timeout_ms: r
+                .per_try_timeout
+                .map_or(0, |d| d.as_std().as_millis() as u64),
             retry_on: split_retry_on(r.retry_on.as_deref()).0,
             retriable_status_codes: split_retry_on(r.retry_on.as_deref()).1,
             backoff_base_ms: r.backoff.map_or(25, |d| d.as_std().as_millis() as u64),
         }),
     };
-    let total: i64 = route.route.iter().map(|d| i64::from(d.weight.unwrap_or(0))).sum();
+    let total: i64 = route
+        .route
+        .iter()
+        .map(|d| i64::from(d.weight.unwrap_or(0)))
+        .sum();
     let clusters = route
         .route
         .iter()
@@ -127,13 +185,22 @@ fn action(mesh: &Mesh, route: &HttpRoute, ns: &str, port: u32) -> Action {
     let rewrite = route.rewrite.as_ref();
     Action::Forward(pb::RouteAction {
         clusters,
-        timeout_ms: if faulted { 0 } else { route.timeout.map_or(0, |d| d.as_std().as_millis() as u64) },
+        timeout_ms: if faulted {
+            0
+        } else {
+            route.timeout.map_or(0, |d| d.as_std().as_millis() as u64)
+        },
         retry,
         prefix_rewrite: rewrite.and_then(|r| r.uri.clone()).unwrap_or_default(),
-        authority_rewrite: rewrite.and_then(|r| r.authority.clone()).unwrap_or_default(),
-        regex_rewrite: rewrite
-            .and_then(|r| r.uri_regex_rewrite.as_ref())
-            .map(|r| pb::RegexRewrite { pattern: r.r#match.clone(), substitution: r.rewrite.clone() }),
+        authority_rewrite: rewrite
+            .and_then(|r| r.authority.clone())
+            .unwrap_or_default(),
+        regex_rewrite: rewrite.and_then(|r| r.uri_regex_rewrite.as_ref()).map(|r| {
+            pb::RegexRewrite {
+                pattern: r.r#match.clone(),
+                substitution: r.rewrite.clone(),
+            }
+        }),
         mirrors: mirrors(mesh, route, ns, port),
     })
 }
@@ -144,7 +211,12 @@ fn mirrors(mesh: &Mesh, route: &HttpRoute, ns: &str, port: u32) -> Vec<pb::Mirro
         .iter()
         .map(|d| pb::Mirror {
             cluster: destination_cluster(mesh, d, ns, port),
-            percent: route.mirror_percentage.as_ref().map(|p| p.value).or(route.mirror_percent.map(f64::from)).unwrap_or(100.0),
+            percent: route
+                .mirror_percentage
+                .as_ref()
+                .map(|p| p.value)
+                .or(route.mirror_percent.map(f64::from))
+                .unwrap_or(100.0),
         })
         .collect();
     out.extend(route.mirrors.iter().map(|m| pb::Mirror {
@@ -158,7 +230,10 @@ fn mirrors(mesh: &Mesh, route: &HttpRoute, ns: &str, port: u32) -> Vec<pb::Mirro
 fn split_retry_on(s: Option<&str>) -> (Vec<String>, Vec<u32>) {
     let mut tokens = Vec::new();
     let mut codes = Vec::new();
-    for t in s.unwrap_or("connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes").split(',') {
+    for t in s
+        .unwrap_or("connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes")
+        .split(',')
+    {
         let t = t.trim();
         match t.parse::<u32>() {
             Ok(code) => codes.push(code),
@@ -172,7 +247,14 @@ fn split_retry_on(s: Option<&str>) -> (Vec<String>, Vec<u32>) {
     (tokens, codes)
 }
 
-fn weighted(mesh: &Mesh, d: &HttpRouteDestination, ns: &str, port: u32, n: usize, total: i64) -> pb::WeightedCluster {
+fn weighted(
+    mesh: &Mesh,
+    d: &HttpRouteDestination,
+    ns: &str,
+    port: u32,
+    n: usize,
+    total: i64,
+) -> pb::WeightedCluster {
     // One destination without a weight takes everything; weights that do not
     // add up to 100 are used as relative shares, as Istio now does.
     let weight = match d.weight {
@@ -183,8 +265,16 @@ fn weighted(mesh: &Mesh, d: &HttpRouteDestination, ns: &str, port: u32, n: usize
     pb::WeightedCluster {
         cluster: destination_cluster(mesh, &d.destination, ns, port),
         weight,
-        request_headers: d.headers.as_ref().and_then(|h| h.request.as_ref()).map(header_ops),
-        response_headers: d.headers.as_ref().and_then(|h| h.response.as_ref()).map(header_ops),
+        request_headers: d
+            .headers
+            .as_ref()
+            .and_then(|h| h.request.as_ref())
+            .map(header_ops),
+        response_headers: d
+            .headers
+            .as_ref()
+            .and_then(|h| h.response.as_ref())
+            .map(header_ops),
     }
 }
 
@@ -192,10 +282,14 @@ fn weighted(mesh: &Mesh, d: &HttpRouteDestination, ns: &str, port: u32, n: usize
 /// port equal to the listener's is used, else its only port.
 pub fn destination_cluster(mesh: &Mesh, d: &Destination, ns: &str, port: u32) -> String {
     let host = mesh.fqdn(&d.host, ns);
-    let port = d.port.as_ref().map(|p| p.number).unwrap_or_else(|| match mesh.registry.service(&host) {
-        Some(svc) if svc.port(port).is_none() && svc.ports.len() == 1 => svc.ports[0].port,
-        _ => port,
-    });
+    let port =
+        d.port
+            .as_ref()
+            .map(|p| p.number)
+            .unwrap_or_else(|| match mesh.registry.service(&host) {
+                Some(svc) if svc.port(port).is_none() && svc.ports.len() == 1 => svc.ports[0].port,
+                _ => port,
+            });
     cluster_name(port, d.subset.as_deref().unwrap_or(""), &host)
 }
 
@@ -210,13 +304,25 @@ fn header_ops(h: &HeaderOperations) -> pb::HeaderOps {
 fn route_match(m: &HttpMatchRequest) -> pb::RouteMatch {
     pb::RouteMatch {
         path: m.uri.as_ref().map(string_match),
-        headers: m.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), string_match(v))).collect(),
-        query_params: m.query_params.iter().map(|(k, v)| (k.clone(), string_match(v))).collect(),
+        headers: m
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), string_match(v)))
+            .collect(),
+        query_params: m
+            .query_params
+            .iter()
+            .map(|(k, v)| (k.clone(), string_match(v)))
+            .collect(),
         method: m.method.as_ref().map(string_match),
         authority: m.authority.as_ref().map(string_match),
         scheme: m.scheme.as_ref().map(string_match),
         port: m.port.unwrap_or(0),
-        without_headers: m.without_headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), string_match(v))).collect(),
+        without_headers: m
+            .without_headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), string_match(v)))
+            .collect(),
         without_headers_present: Vec::new(),
         ignore_case: m.ignore_uri_case.unwrap_or(false),
     }
@@ -245,7 +351,10 @@ mod tests {
 
     #[test]
     fn gateway_refs() {
-        assert_eq!(gateway_ref("bookinfo-gateway", "default"), "default/bookinfo-gateway");
+        assert_eq!(
+            gateway_ref("bookinfo-gateway", "default"),
+            "default/bookinfo-gateway"
+        );
         assert_eq!(gateway_ref("istio-system/gw", "default"), "istio-system/gw");
         assert_eq!(gateway_ref("mesh", "default"), "mesh");
     }

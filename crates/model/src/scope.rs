@@ -21,9 +21,15 @@ pub struct Scope {
 impl Scope {
     pub fn for_node(mesh: &Mesh, node: &pb::Node) -> Scope {
         let ns = node.namespace.clone();
-        let sidecar = (node.kind() == ProxyKind::Sidecar).then(|| applicable_sidecar(mesh, node)).flatten();
+        let sidecar = (node.kind() == ProxyKind::Sidecar)
+            .then(|| applicable_sidecar(mesh, node))
+            .flatten();
         let Some(sidecar) = sidecar else {
-            return Scope { key: format!("{ns}|"), namespace: ns, egress: None };
+            return Scope {
+                key: format!("{ns}|"),
+                namespace: ns,
+                egress: None,
+            };
         };
         let sidecar_ns = sidecar.metadata.namespace.as_deref().unwrap_or("default");
         let egress = sidecar
@@ -37,7 +43,11 @@ impl Scope {
                 Some((n.to_string(), host.to_string()))
             })
             .collect();
-        Scope { key: format!("{ns}|{sidecar_ns}/{}", sidecar.metadata.name), namespace: ns, egress: Some(egress) }
+        Scope {
+            key: format!("{ns}|{sidecar_ns}/{}", sidecar.metadata.name),
+            namespace: ns,
+            egress: Some(egress),
+        }
     }
 
     /// Whether a resource in `resource_ns` exported to `export_to` is visible here.
@@ -47,10 +57,14 @@ impl Scope {
 
     /// Whether the Sidecar's egress hosts admit `hostname` in `namespace`.
     pub fn admits(&self, namespace: &str, hostname: &str) -> bool {
-        let Some(egress) = &self.egress else { return true };
+        let Some(egress) = &self.egress else {
+            return true;
+        };
         egress.iter().any(|(n, h)| {
             let ns_ok = n == "*" || n == namespace;
-            let host_ok = h == "*" || crate::host::matches(h, hostname) || hostname.split('.').next() == Some(h.as_str());
+            let host_ok = h == "*"
+                || crate::host::matches(h, hostname)
+                || hostname.split('.').next() == Some(h.as_str());
             n != "~" && ns_ok && host_ok
         })
     }
@@ -59,15 +73,26 @@ impl Scope {
 /// A workload's Sidecar: one in its namespace whose selector matches it, else
 /// its namespace's Sidecar without selector, else the root namespace's.
 fn applicable_sidecar<'a>(mesh: &'a Mesh, node: &pb::Node) -> Option<&'a Object<Sidecar>> {
-    fn in_ns<'a, 'n>(mesh: &'a Mesh, ns: &'n str) -> impl Iterator<Item = &'a Object<Sidecar>> + use<'a, 'n> {
-        mesh.sidecars.iter().filter(move |s| s.metadata.namespace.as_deref().unwrap_or("default") == ns)
+    fn in_ns<'a, 'n>(
+        mesh: &'a Mesh,
+        ns: &'n str,
+    ) -> impl Iterator<Item = &'a Object<Sidecar>> + use<'a, 'n> {
+        mesh.sidecars
+            .iter()
+            .filter(move |s| s.metadata.namespace.as_deref().unwrap_or("default") == ns)
     }
     let selected = in_ns(mesh, &node.namespace).find(|s| {
         s.spec.workload_selector.as_ref().is_some_and(|sel| {
-            !sel.labels.is_empty() && sel.labels.iter().all(|(k, v)| node.labels.get(k) == Some(v))
+            !sel.labels.is_empty()
+                && sel
+                    .labels
+                    .iter()
+                    .all(|(k, v)| node.labels.get(k) == Some(v))
         })
     });
     selected
         .or_else(|| in_ns(mesh, &node.namespace).find(|s| s.spec.workload_selector.is_none()))
-        .or_else(|| in_ns(mesh, &mesh.config.root_namespace).find(|s| s.spec.workload_selector.is_none()))
+        .or_else(|| {
+            in_ns(mesh, &mesh.config.root_namespace).find(|s| s.spec.workload_selector.is_none())
+        })
 }

@@ -74,7 +74,13 @@ fn mesh(extra: &str) -> Mesh {
 }
 
 fn sidecar(ns: &str, pod: &str) -> pb::Node {
-    pb::Node { id: format!("{pod}.{ns}"), pod_name: pod.into(), namespace: ns.into(), kind: ProxyKind::Sidecar as i32, ..Default::default() }
+    pb::Node {
+        id: format!("{pod}.{ns}"),
+        pod_name: pod.into(),
+        namespace: ns.into(),
+        kind: ProxyKind::Sidecar as i32,
+        ..Default::default()
+    }
 }
 
 fn cluster_names(c: &model::ProxyConfig) -> Vec<&str> {
@@ -87,24 +93,55 @@ fn subsets_become_clusters_with_their_endpoints() {
     let names = cluster_names(&config);
     assert!(names.contains(&"outbound|9080||reviews.default.svc.cluster.local"));
     assert!(names.contains(&"outbound|9080|v1|reviews.default.svc.cluster.local"));
-    let v2 = config.endpoints.iter().find(|e| e.cluster == "outbound|9080|v2|reviews.default.svc.cluster.local").expect("v2");
+    let v2 = config
+        .endpoints
+        .iter()
+        .find(|e| e.cluster == "outbound|9080|v2|reviews.default.svc.cluster.local")
+        .expect("v2");
     assert_eq!(v2.endpoints.len(), 1);
     assert_eq!(v2.endpoints[0].address, "127.1.1.2");
     assert!(!v2.endpoints[0].has_sidecar);
-    let v1 = config.endpoints.iter().find(|e| e.cluster == "outbound|9080|v1|reviews.default.svc.cluster.local").expect("v1");
-    assert_eq!(v1.endpoints[0].identity, "spiffe://cluster.local/ns/default/sa/bookinfo-reviews");
-    assert!(config.dangling_clusters().is_empty(), "{:?}", config.dangling_clusters());
+    let v1 = config
+        .endpoints
+        .iter()
+        .find(|e| e.cluster == "outbound|9080|v1|reviews.default.svc.cluster.local")
+        .expect("v1");
+    assert_eq!(
+        v1.endpoints[0].identity,
+        "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
+    );
+    assert!(
+        config.dangling_clusters().is_empty(),
+        "{:?}",
+        config.dangling_clusters()
+    );
 }
 
 #[test]
 fn virtual_service_routes_in_order_with_weights() {
     let config = compile(&mesh(""), &sidecar("default", "x"));
-    let rc = config.routes.iter().find(|r| r.name == "9080").expect("route config 9080");
-    let vh = rc.virtual_hosts.iter().find(|v| v.name == "reviews.default.svc.cluster.local:9080").expect("vhost");
-    assert!(vh.domains.contains(&"reviews".to_string()) && vh.domains.contains(&"reviews:9080".to_string()));
+    let rc = config
+        .routes
+        .iter()
+        .find(|r| r.name == "9080")
+        .expect("route config 9080");
+    let vh = rc
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == "reviews.default.svc.cluster.local:9080")
+        .expect("vhost");
+    assert!(
+        vh.domains.contains(&"reviews".to_string())
+            && vh.domains.contains(&"reviews:9080".to_string())
+    );
     assert_eq!(vh.routes.len(), 2);
-    assert_eq!(vh.routes[0].matches[0].headers["end-user"].kind, Some(pb::string_match::Kind::Exact("jason".into())));
-    let Some(pb::route::Action::Forward(split)) = &vh.routes[1].action else { panic!("forward") };
+    assert_eq!(
+        vh.routes[0].matches[0].headers["end-user"].kind,
+        Some(pb::string_match::Kind::Exact("jason".into()))
+    );
+    let Some(pb::route::Action::Forward(split)) = &vh.routes[1].action else {
+        panic!("forward")
+    };
     let weights: Vec<u32> = split.clusters.iter().map(|c| c.weight).collect();
     assert_eq!(weights, vec![80, 20]);
     // Istio's default retry policy applies when the route sets none.
@@ -115,9 +152,17 @@ fn virtual_service_routes_in_order_with_weights() {
 fn export_to_dot_hides_a_service_from_other_namespaces() {
     let m = mesh("");
     let from_default = compile(&m, &sidecar("default", "x"));
-    assert!(!cluster_names(&from_default).iter().any(|c| c.contains("secret.other")));
+    assert!(
+        !cluster_names(&from_default)
+            .iter()
+            .any(|c| c.contains("secret.other"))
+    );
     let from_other = compile(&m, &sidecar("other", "x"));
-    assert!(cluster_names(&from_other).iter().any(|c| c.contains("secret.other")));
+    assert!(
+        cluster_names(&from_other)
+            .iter()
+            .any(|c| c.contains("secret.other"))
+    );
 }
 
 #[test]
@@ -127,8 +172,18 @@ fn sidecar_egress_hosts_limit_what_a_proxy_receives() {
     );
     let config = compile(&m, &sidecar("default", "x"));
     let names = cluster_names(&config);
-    assert!(names.iter().any(|c| c.ends_with("|ratings.default.svc.cluster.local")), "{names:?}");
-    assert!(!names.iter().any(|c| c.ends_with("|reviews.default.svc.cluster.local")), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|c| c.ends_with("|ratings.default.svc.cluster.local")),
+        "{names:?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|c| c.ends_with("|reviews.default.svc.cluster.local")),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -139,10 +194,20 @@ fn the_compiler_shares_scope_config_and_matches_compile() {
     let a = compiler.snapshot(&sidecar("default", "reviews-v1-abc"));
     let b = compiler.snapshot(&sidecar("default", "other"));
     let direct = compile(&m, &sidecar("default", "reviews-v1-abc")).into_snapshot();
-    assert!(a.same_versions(&direct), "cached and direct compilation agree");
+    assert!(
+        a.same_versions(&direct),
+        "cached and direct compilation agree"
+    );
     let clusters = wire::types::CLUSTER;
-    assert!(std::sync::Arc::ptr_eq(&a.types[clusters], &b.types[clusters]), "one copy for the namespace");
-    assert_ne!(a.types[wire::types::LISTENER].version, b.types[wire::types::LISTENER].version, "listeners are per pod");
+    assert!(
+        std::sync::Arc::ptr_eq(&a.types[clusters], &b.types[clusters]),
+        "one copy for the namespace"
+    );
+    assert_ne!(
+        a.types[wire::types::LISTENER].version,
+        b.types[wire::types::LISTENER].version,
+        "listeners are per pod"
+    );
     // The same input always gives the same versions: nothing is pushed twice.
     let again = Compiler::new(m.clone()).snapshot(&sidecar("default", "reviews-v1-abc"));
     assert!(a.same_versions(&again));

@@ -102,11 +102,8 @@ pub async fn run(
     let store = Arc::new(ConfigStore::new(&config.node));
     // Before the static config: its clusters are built with mesh TLS.
     if let Some(files) = &config.static_certs {
-        let mesh_tls = tls::static_files::load(
-            files,
-            &config.node.namespace,
-            &config.node.service_account,
-        )?;
+        let mesh_tls =
+            tls::static_files::load(files, &config.node.namespace, &config.node.service_account)?;
         store.set_mesh_tls(mesh_tls);
     }
     let identity = config

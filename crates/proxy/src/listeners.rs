@@ -255,7 +255,9 @@ async fn accept_loop(
                     }))
                 };
                 drop(now);
-                serve_http(tls.stream, peer, None, tls.sni, &conn_rt, &shared, &builder, drain);
+                serve_http(
+                    tls.stream, peer, None, tls.sni, &conn_rt, &shared, &builder, drain,
+                );
             });
             continue;
         }

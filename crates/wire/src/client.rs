@@ -43,11 +43,25 @@ pub trait ConfigHandler: Send + Sync + 'static {
 
 /// Runs the discovery stream until the process ends. `token` proves to the
 /// control plane that this proxy is the workload `node` names.
-pub async fn run<H: ConfigHandler>(endpoint: String, node: Node, token: Option<BearerToken>, handler: H) {
+pub async fn run<H: ConfigHandler>(
+    endpoint: String,
+    node: Node,
+    token: Option<BearerToken>,
+    handler: H,
+) {
     let mut applied: HashMap<String, String> = HashMap::new();
     let mut backoff = Duration::from_millis(100);
     loop {
-        match session(&endpoint, &node, token.as_ref(), &handler, &mut applied, &mut backoff).await {
+        match session(
+            &endpoint,
+            &node,
+            token.as_ref(),
+            &handler,
+            &mut applied,
+            &mut backoff,
+        )
+        .await
+        {
             Ok(()) => tracing::warn!(%endpoint, "control plane closed the discovery stream"),
             Err(err) => tracing::warn!(%endpoint, error = %err, "discovery stream failed"),
         }
@@ -82,9 +96,9 @@ async fn session<H: ConfigHandler>(
     }
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     if let Some(token) = token {
-        let value = format!("Bearer {}", token.expose())
-            .parse()
-            .map_err(|_| tonic::Status::invalid_argument("the bootstrap token is not printable ASCII"))?;
+        let value = format!("Bearer {}", token.expose()).parse().map_err(|_| {
+            tonic::Status::invalid_argument("the bootstrap token is not printable ASCII")
+        })?;
         request.metadata_mut().insert("authorization", value);
     }
     let mut responses = client.stream(request).await?.into_inner();
@@ -93,7 +107,9 @@ async fn session<H: ConfigHandler>(
     // Responses of one version sent in pieces (`more`), gathered until the last.
     let mut pieces: HashMap<String, DiscoveryResponse> = HashMap::new();
     while let Some(response) = responses.next().await {
-        let Some(response) = gather(&mut pieces, response?) else { continue };
+        let Some(response) = gather(&mut pieces, response?) else {
+            continue;
+        };
         let reply = apply(handler, applied, response);
         if tx.send(reply).await.is_err() {
             break;
@@ -103,7 +119,10 @@ async fn session<H: ConfigHandler>(
 }
 
 /// `response` if it is whole; else `None` until its last piece, then the pieces as one.
-fn gather(pieces: &mut HashMap<String, DiscoveryResponse>, response: DiscoveryResponse) -> Option<DiscoveryResponse> {
+fn gather(
+    pieces: &mut HashMap<String, DiscoveryResponse>,
+    response: DiscoveryResponse,
+) -> Option<DiscoveryResponse> {
     let more = response.more;
     let whole = match pieces.remove(&response.type_url) {
         // The first piece says whether the whole is partial; the rest add to it.
@@ -120,7 +139,10 @@ fn gather(pieces: &mut HashMap<String, DiscoveryResponse>, response: DiscoveryRe
         pieces.insert(whole.type_url.clone(), whole);
         return None;
     }
-    Some(DiscoveryResponse { more: false, ..whole })
+    Some(DiscoveryResponse {
+        more: false,
+        ..whole
+    })
 }
 
 fn apply<H: ConfigHandler>(
@@ -128,13 +150,25 @@ fn apply<H: ConfigHandler>(
     applied: &mut HashMap<String, String>,
     response: DiscoveryResponse,
 ) -> DiscoveryRequest {
-    let DiscoveryResponse { type_url, version_info, nonce, resources, partial, removed, more: _ } = response;
+    let DiscoveryResponse {
+        type_url,
+        version_info,
+        nonce,
+        resources,
+        partial,
+        removed,
+        more: _,
+    } = response;
     let result = if partial {
         handler.apply_partial(&type_url, &version_info, resources, removed)
     } else {
         handler.apply(&type_url, &version_info, resources)
     };
-    let mut reply = DiscoveryRequest { type_url: type_url.clone(), response_nonce: nonce, ..Default::default() };
+    let mut reply = DiscoveryRequest {
+        type_url: type_url.clone(),
+        response_nonce: nonce,
+        ..Default::default()
+    };
     match result {
         Ok(()) => {
             tracing::debug!(type_url, version = %version_info, "applied");
@@ -152,7 +186,10 @@ fn apply<H: ConfigHandler>(
 
 fn rand_millis(max: u64) -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     u64::from(nanos) % max.max(1)
 }
 
@@ -165,9 +202,19 @@ mod tests {
             type_url: crate::types::CLUSTER.into(),
             version_info: "v2".into(),
             nonce: nonce.into(),
-            resources: names.iter().map(|n| Resource { name: n.to_string(), ..Default::default() }).collect(),
+            resources: names
+                .iter()
+                .map(|n| Resource {
+                    name: n.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
             partial,
-            removed: if nonce == "1" { vec!["gone".into()] } else { vec![] },
+            removed: if nonce == "1" {
+                vec!["gone".into()]
+            } else {
+                vec![]
+            },
             more,
         }
     }
@@ -178,9 +225,19 @@ mod tests {
         assert!(gather(&mut pieces, piece("1", &["a"], false, true)).is_none());
         assert!(gather(&mut pieces, piece("2", &["b"], true, true)).is_none());
         let whole = gather(&mut pieces, piece("3", &["c"], true, false)).expect("whole");
-        assert!(!whole.partial && !whole.more, "the first piece says it is a full set");
+        assert!(
+            !whole.partial && !whole.more,
+            "the first piece says it is a full set"
+        );
         assert_eq!(whole.nonce, "3");
-        assert_eq!(whole.resources.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["a", "b", "c"]);
+        assert_eq!(
+            whole
+                .resources
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["a", "b", "c"]
+        );
         assert_eq!(whole.removed, vec!["gone".to_string()]);
         assert!(pieces.is_empty());
         let single = gather(&mut pieces, piece("4", &["d"], true, false)).expect("whole");

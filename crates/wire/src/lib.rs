@@ -23,7 +23,14 @@ impl std::fmt::Debug for pb::GatewayTls {
         f.debug_struct("GatewayTls")
             .field("sni", &self.sni)
             .field("cert_chain_len", &self.cert_chain.len())
-            .field("private_key", &if self.private_key.is_empty() { "" } else { "[redacted]" })
+            .field(
+                "private_key",
+                &if self.private_key.is_empty() {
+                    ""
+                } else {
+                    "[redacted]"
+                },
+            )
             .field("client_ca_len", &self.client_ca.len())
             .finish()
     }

@@ -41,7 +41,11 @@ impl ProxySnapshot {
     /// Versions identify content, so equal versions mean nothing to send.
     pub fn same_versions(&self, other: &ProxySnapshot) -> bool {
         self.types.len() == other.types.len()
-            && self.types.iter().zip(&other.types).all(|((ta, a), (tb, b))| ta == tb && a.version == b.version)
+            && self
+                .types
+                .iter()
+                .zip(&other.types)
+                .all(|((ta, a), (tb, b))| ta == tb && a.version == b.version)
     }
 }
 
@@ -79,8 +83,14 @@ impl<P: ConfigProvider> DiscoveryService<P> {
         Self::with_push_limit(provider, DEFAULT_CONCURRENT_PUSHES)
     }
 
-    pub fn with_push_limit(provider: Arc<P>, concurrent_pushes: usize) -> AggregatedDiscoveryServer<Self> {
-        AggregatedDiscoveryServer::new(Self { provider, pushes: Arc::new(Semaphore::new(concurrent_pushes.max(1))) })
+    pub fn with_push_limit(
+        provider: Arc<P>,
+        concurrent_pushes: usize,
+    ) -> AggregatedDiscoveryServer<Self> {
+        AggregatedDiscoveryServer::new(Self {
+            provider,
+            pushes: Arc::new(Semaphore::new(concurrent_pushes.max(1))),
+        })
     }
 }
 
@@ -99,7 +109,11 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
         let first = match inbound.next().await {
             Some(Ok(req)) => req,
             Some(Err(status)) => return Err(status),
-            None => return Err(Status::invalid_argument("stream closed before the first request")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "stream closed before the first request",
+                ));
+            }
         };
         let node = first
             .node
@@ -131,7 +145,12 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
             session.run(first, inbound).await;
             // Drop the config channel first: the provider tells a stale stream
             // from a reconnected one by whether anybody still watches it.
-            let Session { node, provider, config, .. } = session;
+            let Session {
+                node,
+                provider,
+                config,
+                ..
+            } = session;
             drop(config);
             provider.disconnect(&node);
         });
@@ -219,7 +238,9 @@ impl<P: ConfigProvider> Session<P> {
         if self.awaiting.is_empty() {
             self.permit = None;
         }
-        let Some(sent) = self.subscribed.get_mut(&type_url) else { return Ok(()) };
+        let Some(sent) = self.subscribed.get_mut(&type_url) else {
+            return Ok(());
+        };
         if sent.nonce != req.response_nonce {
             // An answer to a response that has since been superseded. If it
             // was a NACK, the proxy lacks what that response carried, and
@@ -236,7 +257,8 @@ impl<P: ConfigProvider> Session<P> {
             Some(err) => {
                 // The proxy kept its previous set, which may not be `base`.
                 sent.base = None;
-                self.provider.nack(&self.node, &type_url, &req.version_info, &err.message)
+                self.provider
+                    .nack(&self.node, &type_url, &req.version_info, &err.message)
             }
             None => self.provider.ack(&self.node, &type_url, &req.version_info),
         }
@@ -245,7 +267,10 @@ impl<P: ConfigProvider> Session<P> {
 
     async fn push_changed(&mut self) -> Result<(), ()> {
         let types: Vec<String> = self.subscribed.keys().cloned().collect();
-        for t in crate::types::ALL.iter().filter(|t| types.iter().any(|s| s == *t)) {
+        for t in crate::types::ALL
+            .iter()
+            .filter(|t| types.iter().any(|s| s == *t))
+        {
             self.push_type(t).await?;
         }
         Ok(())
@@ -254,8 +279,12 @@ impl<P: ConfigProvider> Session<P> {
     /// Sends `type_url` if the proxy's current version of it differs from the snapshot's.
     async fn push_type(&mut self, type_url: &str) -> Result<(), ()> {
         let snapshot = self.config.borrow_and_update().clone();
-        let Some(current) = snapshot.types.get(type_url) else { return Ok(()) };
-        let Some(sent) = self.subscribed.get_mut(type_url) else { return Ok(()) };
+        let Some(current) = snapshot.types.get(type_url) else {
+            return Ok(());
+        };
+        let Some(sent) = self.subscribed.get_mut(type_url) else {
+            return Ok(());
+        };
         if sent.version.as_deref() == Some(current.version.as_str()) {
             return Ok(());
         }
@@ -263,8 +292,13 @@ impl<P: ConfigProvider> Session<P> {
             self.permit = Some(self.pushes.clone().acquire_owned().await.map_err(|_| ())?);
         }
         let accepts_partial = self.accepts_partial;
-        let Some(sent) = self.subscribed.get_mut(type_url) else { return Ok(()) };
-        let base = sent.base.replace(current.clone()).filter(|_| accepts_partial);
+        let Some(sent) = self.subscribed.get_mut(type_url) else {
+            return Ok(());
+        };
+        let base = sent
+            .base
+            .replace(current.clone())
+            .filter(|_| accepts_partial);
         let (selected, removed, partial) = match &base {
             Some(base) => {
                 let (changed, removed) = diff(base, current);
@@ -276,7 +310,11 @@ impl<P: ConfigProvider> Session<P> {
         // stream keeps an encoding buffer as large as its largest message, so
         // a thousand streams each sent one whole set would keep a thousand
         // sets' worth of memory.
-        let chunks = if accepts_partial { split(&selected, MAX_MESSAGE_BYTES) } else { vec![&selected[..]] };
+        let chunks = if accepts_partial {
+            split(&selected, MAX_MESSAGE_BYTES)
+        } else {
+            vec![&selected[..]]
+        };
         let first = self.nonce + 1;
         self.nonce += chunks.len() as u64;
         // Only the last piece is answered.
@@ -327,15 +365,26 @@ fn split<'a>(resources: &'a [&'a Resource], max: usize) -> Vec<&'a [&'a Resource
 /// from (or is missing in) `old`, and the names in `old` that `new` lacks.
 /// Resource versions must name their content, as [`TypeSnapshot`]'s do.
 fn diff<'a>(old: &TypeSnapshot, new: &'a TypeSnapshot) -> (Vec<&'a Resource>, Vec<String>) {
-    let before: HashMap<&str, &str> = old.resources.iter().map(|r| (r.name.as_str(), r.version.as_str())).collect();
+    let before: HashMap<&str, &str> = old
+        .resources
+        .iter()
+        .map(|r| (r.name.as_str(), r.version.as_str()))
+        .collect();
     let changed = new
         .resources
         .iter()
         // A resource without a version cannot be known unchanged.
-        .filter(|r| r.version.is_empty() || before.get(r.name.as_str()) != Some(&r.version.as_str()))
+        .filter(|r| {
+            r.version.is_empty() || before.get(r.name.as_str()) != Some(&r.version.as_str())
+        })
         .collect();
     let now: HashSet<&str> = new.resources.iter().map(|r| r.name.as_str()).collect();
-    let removed = old.resources.iter().filter(|r| !now.contains(r.name.as_str())).map(|r| r.name.clone()).collect();
+    let removed = old
+        .resources
+        .iter()
+        .filter(|r| !now.contains(r.name.as_str()))
+        .map(|r| r.name.clone())
+        .collect();
     (changed, removed)
 }
 
@@ -345,14 +394,36 @@ mod tests {
     use crate::pb::resource::Kind;
 
     fn resource(name: &str, version: &str, size: usize) -> Resource {
-        let cluster = crate::pb::Cluster { name: name.into(), service: "x".repeat(size), ..Default::default() };
-        Resource { name: name.into(), version: version.into(), kind: Some(Kind::Cluster(cluster)) }
+        let cluster = crate::pb::Cluster {
+            name: name.into(),
+            service: "x".repeat(size),
+            ..Default::default()
+        };
+        Resource {
+            name: name.into(),
+            version: version.into(),
+            kind: Some(Kind::Cluster(cluster)),
+        }
     }
 
     #[test]
     fn diff_names_changed_added_and_removed() {
-        let old = TypeSnapshot { version: "1".into(), resources: vec![resource("a", "1", 1), resource("b", "1", 1), resource("c", "1", 1)] };
-        let new = TypeSnapshot { version: "2".into(), resources: vec![resource("a", "1", 1), resource("b", "2", 1), resource("d", "1", 1)] };
+        let old = TypeSnapshot {
+            version: "1".into(),
+            resources: vec![
+                resource("a", "1", 1),
+                resource("b", "1", 1),
+                resource("c", "1", 1),
+            ],
+        };
+        let new = TypeSnapshot {
+            version: "2".into(),
+            resources: vec![
+                resource("a", "1", 1),
+                resource("b", "2", 1),
+                resource("d", "1", 1),
+            ],
+        };
         let (changed, removed) = diff(&old, &new);
         let names: Vec<&str> = changed.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, vec!["b", "d"]);
@@ -361,7 +432,9 @@ mod tests {
 
     #[test]
     fn split_bounds_each_piece_and_keeps_everything_in_order() {
-        let rs: Vec<Resource> = (0..10).map(|i| resource(&format!("r{i}"), "1", 300)).collect();
+        let rs: Vec<Resource> = (0..10)
+            .map(|i| resource(&format!("r{i}"), "1", 300))
+            .collect();
         let refs: Vec<&Resource> = rs.iter().collect();
         let pieces = split(&refs, 1000);
         assert!(pieces.len() > 1);
@@ -369,7 +442,10 @@ mod tests {
             let size: usize = p.iter().map(|r| prost::Message::encoded_len(*r)).sum();
             assert!(size <= 1000 && !p.is_empty(), "{size}");
         }
-        let flat: Vec<&str> = pieces.iter().flat_map(|p| p.iter().map(|r| r.name.as_str())).collect();
+        let flat: Vec<&str> = pieces
+            .iter()
+            .flat_map(|p| p.iter().map(|r| r.name.as_str()))
+            .collect();
         assert_eq!(flat, rs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>());
         // One resource larger than the bound is a piece of its own; nothing is a piece of none.
         assert_eq!(split(&refs[..1], 10).len(), 1);

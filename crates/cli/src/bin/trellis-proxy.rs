@@ -87,7 +87,9 @@ struct Args {
 const BOOTSTRAP_TOKEN_ENV: &str = "TRELLIS_BOOTSTRAP_TOKEN";
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
 // This thread only waits for the stop signal: the proxy runs its data plane
@@ -96,8 +98,15 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 async fn main() -> anyhow::Result<()> {
     cli::logging::init("info");
     let args = Args::parse();
-    anyhow::ensure!(args.xds.is_some() || args.static_config.is_some(), "give --xds or --static-config");
-    anyhow::ensure!(args.admin.ip().is_loopback(), "the admin port must be on a loopback address, not {}", args.admin);
+    anyhow::ensure!(
+        args.xds.is_some() || args.static_config.is_some(),
+        "give --xds or --static-config"
+    );
+    anyhow::ensure!(
+        args.admin.ip().is_loopback(),
+        "the admin port must be on a loopback address, not {}",
+        args.admin
+    );
     let node = Node {
         workload_name: args.workload_name.unwrap_or_else(|| args.pod_name.clone()),
         id: format!("{}.{}", args.pod_name, args.namespace),
@@ -133,13 +142,18 @@ async fn main() -> anyhow::Result<()> {
             cert_ttl: match args.cert_ttl_seconds {
                 Some(s) => Some(Duration::from_secs(s)),
                 None => match std::env::var(cli::up::plan::SECRET_TTL) {
-                    Ok(v) => Some(cli::up::plan::secret_ttl(&v).map_err(|e| anyhow::anyhow!("{}: {e}", cli::up::plan::SECRET_TTL))?),
+                    Ok(v) => Some(
+                        cli::up::plan::secret_ttl(&v)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", cli::up::plan::SECRET_TTL))?,
+                    ),
                     Err(_) => None,
                 },
             },
         }),
         (true, _) => {
-            tracing::warn!("{BOOTSTRAP_TOKEN_ENV} is not set: no workload certificate, so no mesh mTLS");
+            tracing::warn!(
+                "{BOOTSTRAP_TOKEN_ENV} is not set: no workload certificate, so no mesh mTLS"
+            );
             None
         }
         (false, None) => {

@@ -76,7 +76,10 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     // One thread: `up` relies on its children being forked by the main thread
     // (see up::pdeathsig), and the other verbs are single requests.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -95,10 +98,27 @@ fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::new(&args.control_plane);
     match args.command {
-        Command::Up { dir, block, state_dir } => cli::up::run(cli::up::UpOptions { dir, block, state_dir }).await,
+        Command::Up {
+            dir,
+            block,
+            state_dir,
+        } => {
+            cli::up::run(cli::up::UpOptions {
+                dir,
+                block,
+                state_dir,
+            })
+            .await
+        }
         Command::Apply { file } => commands::apply(&client, &file, false).await,
         Command::Delete { file } => commands::apply(&client, &file, true).await,
-        Command::Get { kind, name, namespace, all_namespaces, output } => {
+        Command::Get {
+            kind,
+            name,
+            namespace,
+            all_namespaces,
+            output,
+        } => {
             let namespace = (!all_namespaces).then_some(namespace.as_str());
             commands::get(&client, &kind, name.as_deref(), namespace, output).await
         }
@@ -108,6 +128,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         Command::Validate { file } => commands::validate(&file),
         Command::ProxyStatus { output } => commands::proxy_status(&client, output).await,
-        Command::ProxyConfig { a, b, output } => commands::proxy_config(&client, &a, &b, output).await,
+        Command::ProxyConfig { a, b, output } => {
+            commands::proxy_config(&client, &a, &b, output).await
+        }
     }
 }

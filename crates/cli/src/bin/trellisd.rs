@@ -7,7 +7,10 @@ use std::time::Duration;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(version, about = "Trellis control plane: config store, service registry and push to proxies")]
+#[command(
+    version,
+    about = "Trellis control plane: config store, service registry and push to proxies"
+)]
 struct Args {
     /// Directory where applied configuration is stored.
     #[arg(long, env = "TRELLIS_CONFIG_DIR")]
@@ -40,8 +43,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mesh_config = match &args.mesh_config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            serde_yaml_ng::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
         None => model::MeshConfig::default(),
     };

@@ -35,7 +35,11 @@ pub async fn run(opts: UpOptions) -> Result<()> {
             for p in &problems {
                 eprintln!("error: {p}");
             }
-            bail!("{} problem(s) in {}; nothing was started", problems.len(), opts.dir.display());
+            bail!(
+                "{} problem(s) in {}; nothing was started",
+                problems.len(),
+                opts.dir.display()
+            );
         }
     };
     let mesh_config_file = opts.dir.join(files::MESH_CONFIG_FILE);
@@ -47,14 +51,19 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     };
     let addrs = Addresses { block: opts.block };
     let plan = plan::plan(resources, addrs, &mesh_config)?;
-    let state = opts.state_dir.clone().unwrap_or_else(|| plan::state_dir(addrs));
+    let state = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| plan::state_dir(addrs));
     let logs = state.join("logs");
     seed_store(&state.join("config"), &plan.resources)?;
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let identity = bootstrap::prepare(&opts.dir, &state, &mesh_config.trust_domain)?;
 
-    let trellisd = plan::find_program("trellisd").context("trellisd not found next to trellis or on PATH")?;
-    let proxy = plan::find_program("trellis-proxy").context("trellis-proxy not found next to trellis or on PATH")?;
+    let trellisd =
+        plan::find_program("trellisd").context("trellisd not found next to trellis or on PATH")?;
+    let proxy = plan::find_program("trellis-proxy")
+        .context("trellis-proxy not found next to trellis or on PATH")?;
     let cp_ip = addrs.control_plane();
     let api_url = format!("http://{cp_ip}:{HTTP_API_PORT}");
     let xds_url = format!("http://{cp_ip}:{XDS_PORT}");
@@ -69,7 +78,10 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         format!("{cp_ip}:{HTTP_API_PORT}"),
     ];
     if mesh_config_file.is_file() {
-        args.extend(["--mesh-config".into(), mesh_config_file.display().to_string()]);
+        args.extend([
+            "--mesh-config".into(),
+            mesh_config_file.display().to_string(),
+        ]);
     }
     args.extend(identity.trellisd_args());
     control.spawn(Spec {
@@ -81,7 +93,10 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     });
     if let Err(e) = wait_ready(&format!("{api_url}/healthz"), Duration::from_secs(20)).await {
         control.stop().await;
-        return Err(e.context(format!("the control plane did not start; see {}", logs.join("trellisd.log").display())));
+        return Err(e.context(format!(
+            "the control plane did not start; see {}",
+            logs.join("trellisd.log").display()
+        )));
     }
 
     let mut workloads = Supervisor::new();
@@ -112,13 +127,23 @@ fn seed_store(dir: &Path, resources: &[api::Resource]) -> Result<()> {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     let mut store = control::store::Store::open(dir)?;
-    for r in resources.iter().filter(|r| !matches!(r, api::Resource::Unsupported { .. })) {
+    for r in resources
+        .iter()
+        .filter(|r| !matches!(r, api::Resource::Unsupported { .. }))
+    {
         store.apply(r.clone())?;
     }
     Ok(())
 }
 
-fn start_pod(sup: &mut Supervisor, pod: &PodPlan, proxy: &Path, xds_url: &str, identity: &bootstrap::MeshIdentity, logs: &Path) {
+fn start_pod(
+    sup: &mut Supervisor,
+    pod: &PodPlan,
+    proxy: &Path,
+    xds_url: &str,
+    identity: &bootstrap::MeshIdentity,
+    logs: &Path,
+) {
     if pod.sidecar || pod.gateway {
         let mut args = vec![
             "--kind".to_string(),
@@ -141,7 +166,10 @@ fn start_pod(sup: &mut Supervisor, pod: &PodPlan, proxy: &Path, xds_url: &str, i
             format!("{}:{ADMIN_PORT}", pod.app_ip),
         ];
         if !pod.gateway {
-            args.extend(["--outbound".into(), format!("{}:{OUTBOUND_PORT}", pod.app_ip)]);
+            args.extend([
+                "--outbound".into(),
+                format!("{}:{OUTBOUND_PORT}", pod.app_ip),
+            ]);
         }
         for (k, v) in &pod.labels {
             args.extend(["--label".into(), format!("{k}={v}")]);
@@ -154,7 +182,12 @@ fn start_pod(sup: &mut Supervisor, pod: &PodPlan, proxy: &Path, xds_url: &str, i
             // In the environment, not the command line, which `ps` shows everyone.
             // proxyMetadata (e.g. SECRET_TTL) is the proxy's environment, as in Istio.
             // The token last, so that proxyMetadata cannot replace it.
-            env: pod.proxy_env.iter().cloned().chain([identity.proxy_env(&pod.namespace, &pod.service_account)]).collect(),
+            env: pod
+                .proxy_env
+                .iter()
+                .cloned()
+                .chain([identity.proxy_env(&pod.namespace, &pod.service_account)])
+                .collect(),
             log: logs.join(format!("{}.{}.istio-proxy.log", pod.namespace, pod.name)),
         });
     }
@@ -165,7 +198,10 @@ fn start_pod(sup: &mut Supervisor, pod: &PodPlan, proxy: &Path, xds_url: &str, i
             ("INSTANCE_IP".into(), pod.pod_ip.to_string()),
             ("SERVICE_ACCOUNT".into(), pod.service_account.clone()),
             // Applications bind this address; only their sidecar forwards to it.
-            ("TRELLIS_BIND_ADDR".into(), if pod.sidecar { pod.app_ip } else { pod.pod_ip }.to_string()),
+            (
+                "TRELLIS_BIND_ADDR".into(),
+                if pod.sidecar { pod.app_ip } else { pod.pod_ip }.to_string(),
+            ),
         ];
         if pod.sidecar {
             let outbound = format!("http://{}:{OUTBOUND_PORT}", pod.app_ip);
@@ -184,20 +220,36 @@ fn start_pod(sup: &mut Supervisor, pod: &PodPlan, proxy: &Path, xds_url: &str, i
 }
 
 async fn wait_ready(url: &str, within: Duration) -> Result<()> {
-    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build()?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()?;
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match client.get(url).send().await {
             Ok(r) if r.status().is_success() => return Ok(()),
-            _ if tokio::time::Instant::now() >= deadline => bail!("{url} not ready after {within:?}"),
+            _ if tokio::time::Instant::now() >= deadline => {
+                bail!("{url} not ready after {within:?}")
+            }
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
 }
 
-fn print_summary(pods: &[PodPlan], api_url: &str, xds_url: &str, gateway: Option<std::net::SocketAddr>, logs: &Path) {
-    let namespaces: std::collections::BTreeSet<&str> = pods.iter().map(|p| p.namespace.as_str()).collect();
-    println!("Trellis mesh is up: {} pods in {} namespaces", pods.len(), namespaces.len());
+fn print_summary(
+    pods: &[PodPlan],
+    api_url: &str,
+    xds_url: &str,
+    gateway: Option<std::net::SocketAddr>,
+    logs: &Path,
+) {
+    let namespaces: std::collections::BTreeSet<&str> =
+        pods.iter().map(|p| p.namespace.as_str()).collect();
+    println!(
+        "Trellis mesh is up: {} pods in {} namespaces",
+        pods.len(),
+        namespaces.len()
+    );
     println!("  control plane    {api_url} (API)   {xds_url} (xDS)");
     if let Some(gw) = gateway {
         println!("  ingress gateway  http://{gw}/");

@@ -11,7 +11,8 @@ pub fn terminate_with_parent(cmd: &mut Command) {
     // forks: `trellis up` runs a current-thread runtime, so that is the main thread.
     unsafe {
         cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
         });
     }
 }

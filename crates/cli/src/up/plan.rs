@@ -38,7 +38,10 @@ impl Addresses {
 
     fn pod(&self, index: usize) -> (Ipv4Addr, Ipv4Addr) {
         let (row, col) = ((index / 250) as u8, (index % 250) as u8 + 1);
-        (Ipv4Addr::new(127, self.block, 1 + 2 * row, col), Ipv4Addr::new(127, self.block, 2 + 2 * row, col))
+        (
+            Ipv4Addr::new(127, self.block, 1 + 2 * row, col),
+            Ipv4Addr::new(127, self.block, 2 + 2 * row, col),
+        )
     }
 }
 
@@ -76,13 +79,22 @@ impl PodPlan {
     /// The Pod object the control plane learns endpoints from, as the kubelet would report it.
     pub fn to_resource(&self, containers: &[Container]) -> Result<Resource> {
         let mut annotations = serde_json::Map::new();
-        annotations.insert(model::registry::WORKLOAD_ANNOTATION.into(), json!(self.workload));
+        annotations.insert(
+            model::registry::WORKLOAD_ANNOTATION.into(),
+            json!(self.workload),
+        );
         if self.sidecar {
-            annotations.insert("sidecar.istio.io/status".into(), json!("{\"containers\":[\"istio-proxy\"]}"));
+            annotations.insert(
+                "sidecar.istio.io/status".into(),
+                json!("{\"containers\":[\"istio-proxy\"]}"),
+            );
         }
         if self.sidecar || self.gateway {
             // Where the proxy's admin port is, for people and tests (Envoy's 15000).
-            annotations.insert("proxy.trellis.io/admin".into(), json!(format!("{}:{}", self.app_ip, super::ADMIN_PORT)));
+            annotations.insert(
+                "proxy.trellis.io/admin".into(),
+                json!(format!("{}:{}", self.app_ip, super::ADMIN_PORT)),
+            );
         }
         let containers: Vec<_> = containers
             .iter()
@@ -124,8 +136,17 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 fn program_for(c: &Container) -> Result<(PathBuf, Vec<String>)> {
     let args = c.args.clone().unwrap_or_default();
     if let Some(cmd) = c.command.as_ref().and_then(|c| c.first()) {
-        let path = if cmd.contains('/') { Some(PathBuf::from(cmd)) } else { find_program(cmd) };
-        let Some(path) = path else { bail!("container {}: program {cmd:?} not found next to trellis or on PATH", c.name) };
+        let path = if cmd.contains('/') {
+            Some(PathBuf::from(cmd))
+        } else {
+            find_program(cmd)
+        };
+        let Some(path) = path else {
+            bail!(
+                "container {}: program {cmd:?} not found next to trellis or on PATH",
+                c.name
+            )
+        };
         let mut all: Vec<String> = c.command.iter().flatten().skip(1).cloned().collect();
         all.extend(args);
         return Ok((path, all));
@@ -136,14 +157,25 @@ fn program_for(c: &Container) -> Result<(PathBuf, Vec<String>)> {
     if let Some(rest) = base.strip_prefix("examples-bookinfo-") {
         // e.g. examples-bookinfo-reviews-v2 → trellis-sample reviews --version v2
         let (role, version) = rest.rsplit_once("-v").map_or((rest, "1"), |(r, v)| (r, v));
-        let Some(sample) = find_program("trellis-sample") else { bail!("trellis-sample not found next to trellis or on PATH") };
-        let mut all = vec![role.to_string(), "--version".into(), format!("v{version}"), "--service".into(), role.to_string()];
+        let Some(sample) = find_program("trellis-sample") else {
+            bail!("trellis-sample not found next to trellis or on PATH")
+        };
+        let mut all = vec![
+            role.to_string(),
+            "--version".into(),
+            format!("v{version}"),
+            "--service".into(),
+            role.to_string(),
+        ];
         all.extend(args);
         return Ok((sample, all));
     }
     match find_program(base) {
         Some(p) => Ok((p, args)),
-        None => bail!("container {}: cannot run image {image:?} on this machine: give the container a `command` naming a program", c.name),
+        None => bail!(
+            "container {}: cannot run image {image:?} on this machine: give the container a `command` naming a program",
+            c.name
+        ),
     }
 }
 
@@ -157,7 +189,9 @@ fn pod_name(deployment: &str, index: usize) -> String {
     let mut word = |n: usize| -> String {
         (0..n)
             .map(|_| {
-                h = h.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                h = h
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ALPHABET[(h >> 33) as usize % ALPHABET.len()] as char
             })
             .collect()
@@ -176,13 +210,15 @@ fn resolve_env(c: &Container, pod: &PodPlan) -> Vec<(String, String)> {
         .filter_map(|e| {
             let value = match (&e.value, &e.value_from) {
                 (Some(v), _) => v.clone(),
-                (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
-                    Some("metadata.name") => pod.name.clone(),
-                    Some("metadata.namespace") => pod.namespace.clone(),
-                    Some("status.podIP") => pod.pod_ip.to_string(),
-                    Some("spec.serviceAccountName") => pod.service_account.clone(),
-                    _ => return None,
-                },
+                (None, Some(from)) => {
+                    match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+                        Some("metadata.name") => pod.name.clone(),
+                        Some("metadata.namespace") => pod.namespace.clone(),
+                        Some("status.podIP") => pod.pod_ip.to_string(),
+                        Some("spec.serviceAccountName") => pod.service_account.clone(),
+                        _ => return None,
+                    }
+                }
                 (None, None) => String::new(),
             };
             Some((e.name.clone(), value))
@@ -196,7 +232,11 @@ fn wants_sidecar(d: &Deployment, namespaces: &BTreeMap<String, Namespace>, ns: &
     let pod_opt_out = template
         .and_then(|m| m.annotations.as_ref())
         .and_then(|a| a.get("sidecar.istio.io/inject"))
-        .or_else(|| template.and_then(|m| m.labels.as_ref()).and_then(|l| l.get("sidecar.istio.io/inject")))
+        .or_else(|| {
+            template
+                .and_then(|m| m.labels.as_ref())
+                .and_then(|l| l.get("sidecar.istio.io/inject"))
+        })
         .is_some_and(|v| v == "false");
     let ns_opt_out = namespaces
         .get(ns)
@@ -211,9 +251,14 @@ fn wants_sidecar(d: &Deployment, namespaces: &BTreeMap<String, Namespace>, ns: &
 /// `max-workload-cert-ttl`). Istio's agent falls back to 24h on a value it cannot
 /// parse; here it is an error, so a typo cannot silently give day-long certificates.
 pub fn secret_ttl(value: &str) -> Result<Duration, String> {
-    let ttl = value.parse::<api::Duration>().map_err(|e| e.to_string())?.as_std();
+    let ttl = value
+        .parse::<api::Duration>()
+        .map_err(|e| e.to_string())?
+        .as_std();
     if ttl < MIN_SECRET_TTL {
-        return Err(format!("{value:?} is shorter than the shortest certificate lifetime, {MIN_SECRET_TTL:?}"));
+        return Err(format!(
+            "{value:?} is shorter than the shortest certificate lifetime, {MIN_SECRET_TTL:?}"
+        ));
     }
     if ttl > identity::MAX_WORKLOAD_TTL {
         return Err(format!(
@@ -226,11 +271,22 @@ pub fn secret_ttl(value: &str) -> Result<Duration, String> {
 
 /// The pod's proxyMetadata: the mesh's, overridden key by key by the
 /// template's `proxy.istio.io/config` annotation; a bad `SECRET_TTL` is an error naming where it came from.
-fn proxy_metadata(mesh: &model::MeshConfig, d: Option<(&Deployment, &str, &str)>) -> Result<Vec<(String, String)>> {
+fn proxy_metadata(
+    mesh: &model::MeshConfig,
+    d: Option<(&Deployment, &str, &str)>,
+) -> Result<Vec<(String, String)>> {
     let mut metadata = mesh.default_config.proxy_metadata.clone();
     let mut from_pod = false;
     let annotation = d.and_then(|(d, ns, name)| {
-        let value = d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get(PROXY_CONFIG_ANNOTATION)?;
+        let value = d
+            .spec
+            .as_ref()?
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(PROXY_CONFIG_ANNOTATION)?;
         Some((value, ns, name))
     });
     if let Some((text, ns, name)) = annotation {
@@ -244,7 +300,9 @@ fn proxy_metadata(mesh: &model::MeshConfig, d: Option<(&Deployment, &str, &str)>
     {
         match annotation {
             Some((_, ns, name)) if from_pod => {
-                bail!("Deployment {ns}/{name}: annotation {PROXY_CONFIG_ANNOTATION}: proxyMetadata.{SECRET_TTL}: {e}")
+                bail!(
+                    "Deployment {ns}/{name}: annotation {PROXY_CONFIG_ANNOTATION}: proxyMetadata.{SECRET_TTL}: {e}"
+                )
             }
             _ => bail!("mesh.yaml: defaultConfig.proxyMetadata.{SECRET_TTL}: {e}"),
         }
@@ -252,7 +310,11 @@ fn proxy_metadata(mesh: &model::MeshConfig, d: Option<(&Deployment, &str, &str)>
     Ok(metadata.into_iter().collect())
 }
 
-pub fn plan(mut resources: Vec<Resource>, addrs: Addresses, mesh: &model::MeshConfig) -> Result<Plan> {
+pub fn plan(
+    mut resources: Vec<Resource>,
+    addrs: Addresses,
+    mesh: &model::MeshConfig,
+) -> Result<Plan> {
     let namespaces: BTreeMap<String, Namespace> = resources
         .iter()
         .filter_map(|r| match r {
@@ -277,7 +339,10 @@ pub fn plan(mut resources: Vec<Resource>, addrs: Addresses, mesh: &model::MeshCo
                 workload: r.name().to_string(),
                 namespace: ns.clone(),
                 labels: template_meta.labels.clone().unwrap_or_default(),
-                service_account: pod_spec.service_account_name.clone().unwrap_or_else(|| "default".into()),
+                service_account: pod_spec
+                    .service_account_name
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
                 pod_ip,
                 app_ip,
                 gateway: false,
@@ -286,15 +351,27 @@ pub fn plan(mut resources: Vec<Resource>, addrs: Addresses, mesh: &model::MeshCo
                 containers: Vec::new(),
             };
             for c in &pod_spec.containers {
-                let (program, args) = program_for(c).map_err(|e| anyhow::anyhow!("Deployment {ns}/{}: {e}", r.name()))?;
+                let (program, args) = program_for(c)
+                    .map_err(|e| anyhow::anyhow!("Deployment {ns}/{}: {e}", r.name()))?;
                 let env = resolve_env(c, &pod);
-                pod.containers.push(ContainerPlan { name: c.name.clone(), program, args, env });
+                pod.containers.push(ContainerPlan {
+                    name: c.name.clone(),
+                    program,
+                    args,
+                    env,
+                });
             }
             pod_resources.push(pod.to_resource(&pod_spec.containers)?);
             pods.push(pod);
         }
     }
-    add_ingress_gateway(&mut resources, &mut pods, &mut pod_resources, addrs, proxy_metadata(mesh, None)?)?;
+    add_ingress_gateway(
+        &mut resources,
+        &mut pods,
+        &mut pod_resources,
+        addrs,
+        proxy_metadata(mesh, None)?,
+    )?;
     resources.extend(pod_resources);
     Ok(Plan { resources, pods })
 }
@@ -309,7 +386,9 @@ fn add_ingress_gateway(
     proxy_env: Vec<(String, String)>,
 ) -> Result<()> {
     let has = |kind: api::Kind, ns: Option<&str>, name: &str| {
-        resources.iter().any(|r| r.kind() == kind && r.name() == name && (ns.is_none() || r.namespace() == ns))
+        resources
+            .iter()
+            .any(|r| r.kind() == kind && r.name() == name && (ns.is_none() || r.namespace() == ns))
     };
     let mut generated = Vec::new();
     if !has(api::Kind::Namespace, None, INGRESS_NAMESPACE) {
@@ -330,8 +409,10 @@ fn add_ingress_gateway(
         resources.extend(api::parse("<trellis up>", &g.to_string())?);
     }
     let (pod_ip, app_ip) = addrs.pod(pods.len());
-    let labels: BTreeMap<String, String> =
-        [("app", INGRESS_NAME), ("istio", "ingressgateway")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let labels: BTreeMap<String, String> = [("app", INGRESS_NAME), ("istio", "ingressgateway")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let pod = PodPlan {
         name: pod_name(INGRESS_NAME, 0),
         workload: INGRESS_NAME.into(),
@@ -347,9 +428,17 @@ fn add_ingress_gateway(
     };
     let ports: Vec<k8s_openapi::api::core::v1::ContainerPort> = [8080, 8443, 15021]
         .into_iter()
-        .map(|p| k8s_openapi::api::core::v1::ContainerPort { container_port: p, ..Default::default() })
+        .map(|p| k8s_openapi::api::core::v1::ContainerPort {
+            container_port: p,
+            ..Default::default()
+        })
         .collect();
-    let container = Container { name: "istio-proxy".into(), image: Some("trellis-proxy".into()), ports: Some(ports), ..Default::default() };
+    let container = Container {
+        name: "istio-proxy".into(),
+        image: Some("trellis-proxy".into()),
+        ports: Some(ports),
+        ..Default::default()
+    };
     pod_resources.push(pod.to_resource(&[container])?);
     pods.push(pod);
     Ok(())
@@ -361,13 +450,19 @@ pub fn gateway_http_addr(pods: &[PodPlan], resources: &[Resource]) -> Option<std
     let port = resources
         .iter()
         .filter_map(|r| match r {
-            Resource::Service(s) if r.name() == INGRESS_NAME && r.namespace() == Some(INGRESS_NAMESPACE) => Some(s.clone()),
+            Resource::Service(s)
+                if r.name() == INGRESS_NAME && r.namespace() == Some(INGRESS_NAMESPACE) =>
+            {
+                Some(s.clone())
+            }
             _ => None,
         })
         .flat_map(|s: Service| s.spec.and_then(|s| s.ports).unwrap_or_default())
         .find(|p| p.port == 80)
         .and_then(|p| match p.target_port {
-            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => Some(n as u16),
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
+                Some(n as u16)
+            }
             _ => None,
         })
         .unwrap_or(80);
@@ -378,7 +473,6 @@ pub fn state_dir(addrs: Addresses) -> PathBuf {
     std::env::temp_dir().join(format!("trellis-127.{}", addrs.block))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,11 +482,16 @@ mod tests {
         assert_eq!(pod_name("reviews-v1", 0), pod_name("reviews-v1", 0));
         assert_ne!(pod_name("reviews-v1", 0), pod_name("reviews-v1", 1));
         assert!(pod_name("reviews-v1", 0).starts_with("reviews-v1-"));
-        assert_eq!(pod_name("reviews-v1", 0).len(), "reviews-v1".len() + 1 + 9 + 1 + 5);
+        assert_eq!(
+            pod_name("reviews-v1", 0).len(),
+            "reviews-v1".len() + 1 + 9 + 1 + 5
+        );
     }
 
     fn deployment(annotation: Option<&str>) -> Deployment {
-        let annotations = annotation.map_or(String::new(), |a| format!(", annotations: {{proxy.istio.io/config: {a:?}}}"));
+        let annotations = annotation.map_or(String::new(), |a| {
+            format!(", annotations: {{proxy.istio.io/config: {a:?}}}")
+        });
         let yaml = format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}{annotations}}}\n    spec: {{containers: [{{name: web, image: web}}]}}\n"
         );
@@ -404,7 +503,10 @@ mod tests {
 
     fn mesh(metadata: &[(&str, &str)]) -> model::MeshConfig {
         let mut m = model::MeshConfig::default();
-        m.default_config.proxy_metadata = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        m.default_config.proxy_metadata = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         m
     }
 
@@ -413,23 +515,60 @@ mod tests {
         let m = mesh(&[("SECRET_TTL", "4s"), ("OTHER", "mesh")]);
         let d = deployment(Some("proxyMetadata: {SECRET_TTL: 90s}"));
         let env = proxy_metadata(&m, Some((&d, "default", "web"))).expect("valid");
-        assert_eq!(env, vec![("OTHER".into(), "mesh".into()), ("SECRET_TTL".into(), "90s".into())]);
+        assert_eq!(
+            env,
+            vec![
+                ("OTHER".into(), "mesh".into()),
+                ("SECRET_TTL".into(), "90s".into())
+            ]
+        );
         let plain = deployment(None);
         let env = proxy_metadata(&m, Some((&plain, "default", "web"))).expect("valid");
-        assert_eq!(env, vec![("OTHER".into(), "mesh".into()), ("SECRET_TTL".into(), "4s".into())]);
-        assert!(proxy_metadata(&model::MeshConfig::default(), None).expect("valid").is_empty());
+        assert_eq!(
+            env,
+            vec![
+                ("OTHER".into(), "mesh".into()),
+                ("SECRET_TTL".into(), "4s".into())
+            ]
+        );
+        assert!(
+            proxy_metadata(&model::MeshConfig::default(), None)
+                .expect("valid")
+                .is_empty()
+        );
     }
 
     #[test]
     fn a_bad_secret_ttl_names_where_it_was_set() {
         let d = deployment(Some("proxyMetadata: {SECRET_TTL: 4 seconds}"));
-        let err = proxy_metadata(&mesh(&[]), Some((&d, "prod", "web"))).expect_err("bad").to_string();
-        assert!(err.starts_with("Deployment prod/web: annotation proxy.istio.io/config: proxyMetadata.SECRET_TTL:"), "{err}");
-        let err = proxy_metadata(&mesh(&[("SECRET_TTL", "500ms")]), None).expect_err("too short").to_string();
-        assert!(err.contains("mesh.yaml: defaultConfig.proxyMetadata.SECRET_TTL") && err.contains("shortest"), "{err}");
+        let err = proxy_metadata(&mesh(&[]), Some((&d, "prod", "web")))
+            .expect_err("bad")
+            .to_string();
+        assert!(
+            err.starts_with(
+                "Deployment prod/web: annotation proxy.istio.io/config: proxyMetadata.SECRET_TTL:"
+            ),
+            "{err}"
+        );
+        let err = proxy_metadata(&mesh(&[("SECRET_TTL", "500ms")]), None)
+            .expect_err("too short")
+            .to_string();
+        assert!(
+            err.contains("mesh.yaml: defaultConfig.proxyMetadata.SECRET_TTL")
+                && err.contains("shortest"),
+            "{err}"
+        );
         let d = deployment(Some("proxyMetadata: [not, a, map]"));
-        let err = format!("{:#}", proxy_metadata(&mesh(&[]), Some((&d, "prod", "web"))).expect_err("not a ProxyConfig"));
-        assert!(err.contains("Deployment prod/web: annotation proxy.istio.io/config: not a ProxyConfig"), "{err}");
+        let err = format!(
+            "{:#}",
+            proxy_metadata(&mesh(&[]), Some((&d, "prod", "web"))).expect_err("not a ProxyConfig")
+        );
+        assert!(
+            err.contains(
+                "Deployment prod/web: annotation proxy.istio.io/config: not a ProxyConfig"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

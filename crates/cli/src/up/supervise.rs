@@ -44,7 +44,10 @@ impl Default for Supervisor {
 
 impl Supervisor {
     pub fn new() -> Self {
-        Supervisor { stop: watch::channel(false).0, tasks: Vec::new() }
+        Supervisor {
+            stop: watch::channel(false).0,
+            tasks: Vec::new(),
+        }
     }
 
     pub fn spawn(&mut self, spec: Spec) {
@@ -62,7 +65,10 @@ impl Supervisor {
 }
 
 fn command(spec: &Spec) -> std::io::Result<Command> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log)?;
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .env_remove("HTTP_PROXY")
@@ -112,7 +118,9 @@ async fn keep_running(spec: Spec, mut stop: watch::Receiver<bool>) {
                 process = %spec.name, status = %describe(status), restart = restarts, backoff_s = backoff.as_secs(),
                 log = %spec.log.display(), "process exited; restarting"
             ),
-            Err(e) => tracing::error!(process = %spec.name, program = %spec.program.display(), error = %e, "cannot start; retrying"),
+            Err(e) => {
+                tracing::error!(process = %spec.name, program = %spec.program.display(), error = %e, "cannot start; retrying")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -138,7 +146,10 @@ async fn terminate(name: &str, child: &mut Child) {
     if let Some(pid) = child.id() {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     }
-    if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(process = %name, "did not stop after SIGTERM; killing");
         let _ = child.kill().await;
     }

@@ -57,10 +57,19 @@ fn selected_workloads(ctx: &Context<'_>, gw: &Object<Gateway>, out: &mut Vec<Mes
     // workload's namespace; without the Secret that server is not served.
     let namespaces: BTreeSet<&str> = selected.iter().map(|w| w.namespace.as_str()).collect();
     for server in &gw.spec.servers {
-        let Some(name) = server.tls.as_ref().and_then(|t| t.credential_name.as_deref()).filter(|n| !n.is_empty()) else {
+        let Some(name) = server
+            .tls
+            .as_ref()
+            .and_then(|t| t.credential_name.as_deref())
+            .filter(|n| !n.is_empty())
+        else {
             continue;
         };
-        if namespaces.iter().any(|ns| !ctx.mesh.secrets.contains_key(&(ns.to_string(), name.to_string()))) {
+        if namespaces.iter().any(|ns| {
+            !ctx.mesh
+                .secrets
+                .contains_key(&(ns.to_string(), name.to_string()))
+        }) {
             out.push(Message::new(
                 m::REFERENCED_RESOURCE_NOT_FOUND,
                 object_origin(gw),

@@ -244,7 +244,8 @@ pub fn compile(
             ));
         }
         if spec.direction == Direction::Inbound {
-            let compiled = ListenerAuthz::compile(l).map_err(|e| format!("listener {:?}: {e}", l.name))?;
+            let compiled =
+                ListenerAuthz::compile(l).map_err(|e| format!("listener {:?}: {e}", l.name))?;
             authz.insert(spec.bind, Arc::new(compiled));
         }
         listeners.push(spec);
@@ -326,7 +327,9 @@ fn listener(l: &pb::Listener, pod_ip: Option<IpAddr>) -> Result<Option<ListenerS
             _ => MtlsMode::Disable,
         },
         gateway_tls: match (direction, l.gateway_tls.is_empty()) {
-            (Direction::Gateway, false) => Some(Arc::new(crate::tls::gateway::GatewayTls::new(&l.gateway_tls)?)),
+            (Direction::Gateway, false) => Some(Arc::new(crate::tls::gateway::GatewayTls::new(
+                &l.gateway_tls,
+            )?)),
             _ => None,
         },
         https_redirect: direction == Direction::Gateway && l.https_redirect,
