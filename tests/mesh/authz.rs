@@ -246,3 +246,91 @@ async fn authorization_policies_applied_and_removed_live() -> Result<()> {
     .await?;
     Ok(())
 }
+
+const GATEWAY_MESH: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [\"*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo}
+spec:
+  hosts: [\"*\"]
+  gateways: [edge]
+  http: [{route: [{destination: {host: echo-g, port: {number: 8080}}}]}]
+";
+
+/// Istio's "Ingress Gateway" authorization task: an ALLOW policy on the
+/// ingress gateway admitting only listed client addresses (`remoteIpBlocks`).
+/// At the edge the client is the gateway's peer, so an `x-forwarded-for`
+/// naming an allowed address does not get a refused client in.
+fn ingress_allow(blocks: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: ingress-policy
+  namespace: istio-system
+spec:
+  selector:
+    matchLabels:
+      app: istio-ingressgateway
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        remoteIpBlocks: [{blocks}]
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingress_gateway_enforces_its_own_policies() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("echo.yaml"), echo("echo-g"))?;
+    std::fs::write(dir.path().join("gateway.yaml"), GATEWAY_MESH)?;
+    let mesh = Mesh::up(dir.path())?;
+    let get = |xff: Option<&'static str>| {
+        let url = format!("{}/hello", mesh.gateway);
+        async move {
+            let mut req = http().get(url);
+            if let Some(xff) = xff {
+                req = req.header("x-forwarded-for", xff);
+            }
+            let resp = req.send().await?;
+            Ok((resp.status().as_u16(), Value::String(resp.text().await?)))
+        }
+    };
+    until("through the gateway", 200, || get(None)).await?;
+
+    let edits = tempfile::tempdir()?;
+    kubectl(
+        &mesh,
+        "apply",
+        edits.path(),
+        "deny.yaml",
+        &ingress_allow("\"1.2.3.4\", \"5.6.7.0/24\""),
+    )?;
+    until("a client not in remoteIpBlocks", 403, || get(None)).await?;
+    let (status, body) = get(Some("1.2.3.4")).await?;
+    assert_eq!(
+        (status, body.as_str()),
+        (403, Some("RBAC: access denied")),
+        "x-forwarded-for is no way in at the edge"
+    );
+
+    kubectl(
+        &mesh,
+        "apply",
+        edits.path(),
+        "allow.yaml",
+        &ingress_allow("\"127.0.0.0/8\""),
+    )?;
+    until("a client in remoteIpBlocks", 200, || get(None)).await?;
+    Ok(())
+}

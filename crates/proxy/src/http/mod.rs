@@ -85,22 +85,27 @@ pub async fn handle(
         conn.peer,
     ));
     let response = match listener.spec.direction {
-        Direction::Inbound => match authorize(&req, &authority, &listener, &conn) {
-            crate::policy::authz::Decision::Allow => {
-                inbound(req, &authority, &listener, &conn.shared, &mut record).await
+        Direction::Inbound | Direction::Gateway => {
+            match authorize(&req, &authority, &listener, &conn) {
+                crate::policy::authz::Decision::Deny(details) => {
+                    tracing::debug!(peer = %conn.peer, %details, "request denied by authorization policy");
+                    record.response_code_details = Some(details);
+                    local_reply(StatusCode::FORBIDDEN, "RBAC: access denied")
+                }
+                crate::policy::authz::Decision::Allow
+                    if listener.spec.direction == Direction::Inbound =>
+                {
+                    inbound(req, &authority, &listener, &conn.shared, &mut record).await
+                }
+                crate::policy::authz::Decision::Allow => {
+                    routed(req, authority, &listener.spec, &conn, &mut record).await
+                }
             }
-            crate::policy::authz::Decision::Deny(details) => {
-                tracing::debug!(peer = %conn.peer, %details, "request denied by authorization policy");
-                record.response_code_details = Some(details);
-                local_reply(StatusCode::FORBIDDEN, "RBAC: access denied")
-            }
-        },
+        }
         Direction::Outbound if req.method() == Method::CONNECT => {
             connect::tunnel(req, &authority, &mut record).await
         }
-        Direction::Outbound | Direction::Gateway => {
-            routed(req, authority, &listener.spec, &conn, &mut record).await
-        }
+        Direction::Outbound => routed(req, authority, &listener.spec, &conn, &mut record).await,
     };
     record.status = response.status().as_u16();
     Ok(response.map(|b| LoggedBody::new(b, record)))
@@ -125,7 +130,13 @@ fn authorize<B>(
         .map(|p| &*p.meta.principal);
     engine.decide(&Attrs {
         source: conn.peer.ip(),
-        remote: authz::remote_ip(req.headers(), conn.peer.ip()),
+        // A gateway is the edge (Istio's numTrustedProxies 0): the client is
+        // its peer, and what it wrote in x-forwarded-for proves nothing.
+        remote: if listener.spec.direction == Direction::Gateway {
+            conn.peer.ip()
+        } else {
+            authz::remote_ip(req.headers(), conn.peer.ip())
+        },
         destination: listener.spec.bind,
         principal,
         sni: conn.sni.as_deref(),

@@ -243,7 +243,8 @@ pub fn compile(
                 l.name, spec.bind
             ));
         }
-        if spec.direction == Direction::Inbound {
+        // Sidecars and gateways enforce the policies of their own workload.
+        if matches!(spec.direction, Direction::Inbound | Direction::Gateway) {
             let compiled =
                 ListenerAuthz::compile(l).map_err(|e| format!("listener {:?}: {e}", l.name))?;
             authz.insert(spec.bind, Arc::new(compiled));
