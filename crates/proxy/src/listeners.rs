@@ -240,24 +240,16 @@ async fn accept_loop(
                 let Some(tls) = tls.accept(stream, peer).await else {
                     return;
                 };
-                // The connection routes by its server's config, kept for its
-                // lifetime; route changes under that name still apply.
-                let now = rt.load();
-                let conn_rt = if tls.route_config.is_empty() {
-                    rt.clone()
-                } else {
-                    let mut spec = now.spec.clone();
-                    spec.route_config = tls.route_config.clone();
-                    Arc::new(ArcSwap::from_pointee(ListenerRt {
-                        spec,
-                        app: now.app.clone(),
-                        authz: now.authz.clone(),
-                    }))
+                // The connection routes by its server's route config (by
+                // name: route changes apply) for its lifetime.
+                let route_config = (!tls.route_config.is_empty()).then_some(tls.route_config);
+                let client = Downstream {
+                    peer,
+                    identity: None,
+                    sni: tls.sni,
+                    route_config,
                 };
-                drop(now);
-                serve_http(
-                    tls.stream, peer, None, tls.sni, &conn_rt, &shared, &builder, drain,
-                );
+                serve_http(tls.stream, client, &rt, &shared, &builder, drain);
             });
             continue;
         }
@@ -295,7 +287,15 @@ async fn accept_loop(
                                 tcp::forward(stream, app).await;
                             }
                         }
-                        _ => serve_http(stream, peer, identity, sni, &rt, &shared, &builder, drain),
+                        _ => {
+                            let client = Downstream {
+                                peer,
+                                identity,
+                                sni,
+                                route_config: None,
+                            };
+                            serve_http(stream, client, &rt, &shared, &builder, drain)
+                        }
                     }
                 }
                 None => {}
@@ -316,7 +316,7 @@ fn serve_plain(
     let listener_now = rt.load();
     let app = SocketAddr::new(shared.app_ip, listener_now.spec.app_port);
     match listener_now.spec.serve {
-        Serve::Http => serve_http(stream, peer, None, None, rt, shared, builder, drain),
+        Serve::Http => serve_http(stream, Downstream::plain(peer), rt, shared, builder, drain),
         Serve::Tcp => {
             if tcp_allowed(&listener_now, peer, None, None) {
                 tokio::spawn(tcp::forward(stream, app));
@@ -326,7 +326,14 @@ fn serve_plain(
             let (rt, shared, builder) = (rt.clone(), shared.clone(), builder.clone());
             tokio::spawn(async move {
                 if tcp::looks_like_http(&stream).await {
-                    serve_http(stream, peer, None, None, &rt, &shared, &builder, drain);
+                    serve_http(
+                        stream,
+                        Downstream::plain(peer),
+                        &rt,
+                        &shared,
+                        &builder,
+                        drain,
+                    );
                 } else if tcp_allowed(&rt.load(), peer, None, None) {
                     tcp::forward(stream, app).await;
                 }
@@ -357,14 +364,31 @@ fn tcp_allowed(
     }
 }
 
-/// `identity`: the verified mesh peer of an mTLS connection; `sni`: the
-/// server name it asked for.
-#[allow(clippy::too_many_arguments)]
+/// Who is at the other end of a downstream connection.
+struct Downstream {
+    peer: SocketAddr,
+    /// The verified mesh peer of an mTLS connection.
+    identity: Option<Arc<PeerIdentity>>,
+    /// The server name the client asked for in its TLS handshake.
+    sni: Option<Arc<str>>,
+    /// A gateway TLS server's route config (see [`Conn::route_config`]).
+    route_config: Option<Arc<str>>,
+}
+
+impl Downstream {
+    fn plain(peer: SocketAddr) -> Self {
+        Downstream {
+            peer,
+            identity: None,
+            sni: None,
+            route_config: None,
+        }
+    }
+}
+
 fn serve_http<S>(
     stream: S,
-    peer: SocketAddr,
-    identity: Option<Arc<PeerIdentity>>,
-    sni: Option<Arc<str>>,
+    client: Downstream,
     rt: &Arc<ArcSwap<ListenerRt>>,
     shared: &Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
@@ -372,27 +396,25 @@ fn serve_http<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Downstream {
+        peer,
+        identity,
+        sni,
+        route_config,
+    } = client;
     let conn = Arc::new(Conn {
         shared: shared.clone(),
         listener: rt.clone(),
         peer,
         sni,
+        route_config,
     });
     let inbound = rt.load().spec.direction == Direction::Inbound;
-    // The gateway terminated the client's TLS: the scheme it used is https,
-    // whatever the client claims (Envoy at the edge overwrites it too).
-    let tls_gateway = rt.load().spec.gateway_tls.is_some();
     let own = shared.store.mesh_tls().map(|m| m.id().clone());
     let mesh_peer = identity.map(inbound::MeshPeer::new);
     let service = service_fn(move |mut req| {
         if inbound {
             inbound::decorate(&mut req, mesh_peer.as_ref(), own.as_ref());
-        }
-        if tls_gateway {
-            req.headers_mut().insert(
-                crate::http::headers::X_FORWARDED_PROTO,
-                http::HeaderValue::from_static("https"),
-            );
         }
         crate::http::handle(req, conn.clone())
     });

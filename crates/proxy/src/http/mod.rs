@@ -60,6 +60,9 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// The server name a mesh mTLS client asked for (`connection.sni`).
     pub sni: Option<Arc<str>>,
+    /// A gateway TLS server's own route config, chosen by SNI at the
+    /// handshake; `None`: the listener's.
+    pub route_config: Option<Arc<str>>,
 }
 
 /// Envoy's port for a request without one.
@@ -72,6 +75,17 @@ pub async fn handle(
     let listener = conn.listener.load_full();
     let authority = authority_of(&req);
     let request_id = ensure_request_id(req.headers_mut());
+    if listener.spec.direction == Direction::Gateway {
+        // The gateway is the edge: the scheme is the one the client used
+        // with it, whatever the client claims (as Envoy's edge overwrites it).
+        let scheme = if listener.spec.gateway_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        req.headers_mut()
+            .insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    }
     let reporter = match listener.spec.direction {
         Direction::Inbound => Reporter::Destination,
         Direction::Outbound | Direction::Gateway => Reporter::Source,
@@ -293,7 +307,10 @@ async fn routed(
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no config yet");
     };
     let table = match spec.direction {
-        Direction::Gateway => snapshot.routes.get(&*spec.route_config),
+        Direction::Gateway => {
+            let name = conn.route_config.as_deref().unwrap_or(&spec.route_config);
+            snapshot.routes.get(name)
+        }
         _ => snapshot.routes_by_port.get(&port),
     };
     let virtual_host = table.and_then(|t| t.virtual_host(&authority));
