@@ -40,32 +40,43 @@ const DRY_RUN: &str = "istio.io/dry-run";
 /// The label Gateway API deployments carry, naming their Gateway.
 const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
-/// The policies for HTTP requests and for TCP connections on a port of `w`
-/// serving `protocol` (a port of unknown protocol is sniffed, so it gets
-/// both). They are the same for every port of the workload: `ports` and
-/// `destination.port` are matched by the proxy.
-pub fn inbound(
-    mesh: &Mesh,
-    w: &Workload,
-    protocol: pb::Protocol,
-) -> (Vec<pb::AuthzPolicy>, Vec<pb::AuthzPolicy>) {
-    use pb::Protocol::*;
-    let (http, tcp) = match protocol {
-        Http | Http2 | Grpc => (true, false),
-        Tcp | Tls | Https => (false, true),
-        Unspecified => (true, true),
-    };
-    let policies: Vec<_> = applicable(mesh, w).collect();
-    let compile_all = |for_tcp: bool| {
-        policies
-            .iter()
-            .map(|p| compile_policy(p, for_tcp))
-            .collect()
-    };
-    (
-        if http { compile_all(false) } else { Vec::new() },
-        if tcp { compile_all(true) } else { Vec::new() },
-    )
+/// A workload's policies, compiled once for HTTP requests and once for TCP
+/// connections. They are the same for every port of the workload: `ports`
+/// and `destination.port` are matched by the proxy.
+pub struct WorkloadAuthz {
+    pub http: Vec<pb::AuthzPolicy>,
+    pub tcp: Vec<pb::AuthzPolicy>,
+}
+
+impl WorkloadAuthz {
+    pub fn new(mesh: &Mesh, w: &Workload) -> Self {
+        let policies: Vec<_> = applicable(mesh, w).collect();
+        let compile_all = |for_tcp: bool| {
+            policies
+                .iter()
+                .map(|p| compile_policy(p, for_tcp))
+                .collect()
+        };
+        WorkloadAuthz {
+            http: compile_all(false),
+            tcp: compile_all(true),
+        }
+    }
+
+    /// The HTTP and TCP policies of a port serving `protocol` (a port of
+    /// unknown protocol is sniffed, so it gets both).
+    pub fn for_port(&self, protocol: pb::Protocol) -> (Vec<pb::AuthzPolicy>, Vec<pb::AuthzPolicy>) {
+        use pb::Protocol::*;
+        let (http, tcp) = match protocol {
+            Http | Http2 | Grpc => (true, false),
+            Tcp | Tls | Https => (false, true),
+            Unspecified => (true, true),
+        };
+        (
+            if http { self.http.clone() } else { Vec::new() },
+            if tcp { self.tcp.clone() } else { Vec::new() },
+        )
+    }
 }
 
 /// The policies that apply to `w`: the root namespace's first (Istio

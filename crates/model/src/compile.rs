@@ -314,10 +314,11 @@ fn inbound_listeners(mesh: &Mesh, w: &Workload) -> Vec<pb::Listener> {
             }
         }
     }
+    let authz = crate::authz::WorkloadAuthz::new(mesh, w);
     ports
         .into_iter()
         .map(|(port, (protocol, service))| {
-            let (authz_http, authz_tcp) = crate::authz::inbound(mesh, w, protocol);
+            let (authz_http, authz_tcp) = authz.for_port(protocol);
             pb::Listener {
                 name: format!("inbound|{port}"),
                 address: w.ip.clone(),

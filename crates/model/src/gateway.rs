@@ -92,6 +92,14 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
             }
         }
     }
+    // The gateway's own AuthorizationPolicies (selected by its labels, as
+    // Istio's ingress gateway), the same on every port: its HTTPS servers end
+    // TLS and serve HTTP, so HTTP rules apply everywhere.
+    let authz_http = mesh
+        .registry
+        .workload(&node.pod_name, &node.namespace)
+        .map(|w| crate::authz::WorkloadAuthz::new(mesh, w).http)
+        .unwrap_or_default();
     for (port, names) in listeners {
         // A TLS connection routes by its server's own config; this one is
         // what a plaintext port (or a proxy without per-server routing) uses.
@@ -111,17 +119,9 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
         } else {
             pb::Protocol::Https
         };
-        // The gateway's own AuthorizationPolicies (selected by its labels, as
-        // Istio's ingress gateway). Its HTTPS servers end TLS and serve HTTP,
-        // so HTTP rules apply on every gateway port.
-        let authz_http = mesh
-            .registry
-            .workload(&node.pod_name, &node.namespace)
-            .map(|w| crate::authz::inbound(mesh, w, pb::Protocol::Http).0)
-            .unwrap_or_default();
         config.listeners.push(pb::Listener {
             name: format!("gateway|{port}"),
-            authz_http,
+            authz_http: authz_http.clone(),
             address: node.pod_ip.clone(),
             port,
             direction: pb::Direction::Gateway as i32,

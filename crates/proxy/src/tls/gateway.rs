@@ -177,7 +177,7 @@ fn server(e: &pb::GatewayTls) -> Result<Server, String> {
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|err| format!("certificate and key: {err}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![identity::ALPN_H2.to_vec(), identity::ALPN_HTTP11.to_vec()];
     Ok(Server {
         names: e.sni.iter().map(|n| n.to_ascii_lowercase()).collect(),
         config: Arc::new(config),
