@@ -1,7 +1,11 @@
 //! The certificate service over a real gRPC connection: a workload gets a
 //! certificate for its own identity with its bootstrap token, and for no other.
 
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::free_port;
 
 use control::bootstrap_token::TokenSecret;
 use identity::{CertChain, KeyAndCsr, SpiffeId, TrustBundle};
@@ -20,13 +24,6 @@ metadata: {name: httpbin-1, namespace: default, labels: {app: httpbin}}
 spec: {serviceAccountName: httpbin, containers: [{name: httpbin, image: httpbin}]}
 status: {podIP: 127.0.0.12}
 ";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
 
 struct ControlPlane {
     endpoint: String,

@@ -3,10 +3,13 @@
 //! whose scope sees it as the changed endpoint resources alone, and no other
 //! proxy is sent anything.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
 
-use wire::pb::{Node, ProxyKind, Resource};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{ControlPlane, config_dir, sidecar, wait_for};
+use wire::pb::Resource;
 
 const MESH: &str = r#"
 apiVersion: v1
@@ -40,13 +43,6 @@ fn pod(name: &str, ns: &str, app: &str, ip: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {app}}}}}\nspec:\n  containers: [{{name: c, image: app, ports: [{{containerPort: 8080}}]}}]\nstatus: {{podIP: {ip}}}\n"
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
 }
 
 /// One response as the proxy saw it.
@@ -113,56 +109,18 @@ impl wire::client::ConfigHandler for Recorder {
     }
 }
 
-async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_change_reaches_only_the_proxies_that_see_the_service() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = control::store::Store::open(dir.path()).expect("store");
     let initial = format!(
         "{MESH}---\n{}---\n{}",
         pod("s-1", "a", "s", "10.0.0.1"),
         pod("t-1", "b", "t", "10.0.1.1")
     );
-    for r in api::parse("mesh.yaml", &initial).expect("parse") {
-        store.apply(r).expect("apply");
-    }
-    drop(store);
-    let (xds, http) = (free_port(), free_port());
-    let options = control::Options {
-        config_dir: dir.path().to_path_buf(),
-        xds_addr: ([127, 0, 0, 1], xds).into(),
-        http_addr: ([127, 0, 0, 1], http).into(),
-        mesh_config: model::MeshConfig::default(),
-        debounce: Duration::from_millis(20),
-        ca_dir: None,
-        token_secret: None,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(control::run(options, async {
-        let _ = stopped.await;
-    }));
-    let sidecar = |pod: &str, ns: &str| Node {
-        id: format!("{pod}.{ns}"),
-        pod_name: pod.into(),
-        namespace: ns.into(),
-        kind: ProxyKind::Sidecar as i32,
-        ..Default::default()
-    };
+    let dir = config_dir(&initial);
+    let cp = ControlPlane::start(dir.path(), Duration::from_millis(20));
     let (in_a, in_b) = (Recorder::default(), Recorder::default());
-    for (node, rec) in [(sidecar("s-1", "a"), &in_a), (sidecar("t-1", "b"), &in_b)] {
-        tokio::spawn(wire::client::run(
-            format!("http://127.0.0.1:{xds}"),
-            node,
-            None,
-            rec.clone(),
-        ));
+    for (node, rec) in [(sidecar("a", "s-1"), &in_a), (sidecar("b", "t-1"), &in_b)] {
+        cp.connect(node, rec.clone());
     }
     for rec in [&in_a, &in_b] {
         wait_for("all four types", || {
@@ -177,7 +135,7 @@ async fn an_endpoint_change_reaches_only_the_proxies_that_see_the_service() {
     assert_eq!(first.len(), 1);
     assert!(!first[0].partial, "the first response is the whole set");
 
-    let api = format!("http://127.0.0.1:{http}");
+    let api = format!("http://127.0.0.1:{}", cp.http);
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
@@ -240,52 +198,20 @@ async fn an_endpoint_change_reaches_only_the_proxies_that_see_the_service() {
         }
     }
 
-    let _ = stop.send(());
-    let stopped = tokio::time::timeout(Duration::from_secs(10), server).await;
-    assert!(stopped.is_ok(), "the control plane stops");
+    assert!(cp.stop().await, "the control plane stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_set_is_sent_in_pieces_and_applied_whole() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = control::store::Store::open(dir.path()).expect("store");
     // Well over one message's worth of clusters and endpoints.
     let mut yaml = String::new();
     for i in 0..400 {
         yaml.push_str(&format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: a}}\nspec:\n  selector: {{app: s{i}}}\n  ports: [{{name: http, port: 8080}}]\n---\n{}", pod(&format!("s{i}-1"), "a", &format!("s{i}"), &format!("10.0.{}.{}", i / 200, i % 200 + 1))));
     }
-    for r in api::parse("mesh.yaml", &yaml).expect("parse") {
-        store.apply(r).expect("apply");
-    }
-    drop(store);
-    let xds = free_port();
-    let options = control::Options {
-        config_dir: dir.path().to_path_buf(),
-        xds_addr: ([127, 0, 0, 1], xds).into(),
-        http_addr: ([127, 0, 0, 1], free_port()).into(),
-        mesh_config: model::MeshConfig::default(),
-        debounce: Duration::from_millis(20),
-        ca_dir: None,
-        token_secret: None,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(control::run(options, async {
-        let _ = stopped.await;
-    }));
-    let node = Node {
-        id: "s0-1.a".into(),
-        pod_name: "s0-1".into(),
-        namespace: "a".into(),
-        kind: ProxyKind::Sidecar as i32,
-        ..Default::default()
-    };
+    let dir = config_dir(&yaml);
+    let cp = ControlPlane::start(dir.path(), Duration::from_millis(20));
     let rec = Recorder::default();
-    tokio::spawn(wire::client::run(
-        format!("http://127.0.0.1:{xds}"),
-        node,
-        None,
-        rec.clone(),
-    ));
+    cp.connect(sidecar("a", "s0-1"), rec.clone());
     wait_for("all four types", || {
         let got = rec.0.lock().expect("lock");
         wire::types::ALL
@@ -303,6 +229,5 @@ async fn a_large_set_is_sent_in_pieces_and_applied_whole() {
     assert_eq!(clusters[0].names.len(), 400);
     let endpoints = rec.endpoints();
     assert_eq!((endpoints.len(), endpoints[0].names.len()), (1, 400));
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    let _ = cp.stop().await;
 }

@@ -1,19 +1,15 @@
 //! The control plane's push over a real discovery stream: versions, ACKs,
 //! NACKs with their reason in proxy-status, and debounced changes.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wire::pb::{Node, ProxyKind, Resource};
+use common::{ControlPlane, config_dir, sidecar, wait_for};
+use wire::pb::Resource;
 
 const MESH: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\nspec:\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080}]\n";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
 
 /// Accepts everything but listeners, which it rejects; remembers what it got.
 #[derive(Clone, Default)]
@@ -37,50 +33,12 @@ impl wire::client::ConfigHandler for Picky {
     }
 }
 
-async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_changes_and_reports_acks_and_nacks() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = control::store::Store::open(dir.path()).expect("store");
-    for r in api::parse("mesh.yaml", MESH).expect("parse") {
-        store.apply(r).expect("apply");
-    }
-    drop(store);
-    let (xds, http) = (free_port(), free_port());
-    let options = control::Options {
-        config_dir: dir.path().to_path_buf(),
-        xds_addr: ([127, 0, 0, 1], xds).into(),
-        http_addr: ([127, 0, 0, 1], http).into(),
-        mesh_config: model::MeshConfig::default(),
-        debounce: Duration::from_millis(50),
-        ca_dir: None,
-        token_secret: None,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(control::run(options, async {
-        let _ = stopped.await;
-    }));
-    let node = Node {
-        id: "p.default".into(),
-        pod_name: "p".into(),
-        namespace: "default".into(),
-        kind: ProxyKind::Sidecar as i32,
-        ..Default::default()
-    };
+    let dir = config_dir(MESH);
+    let cp = ControlPlane::start(dir.path(), Duration::from_millis(50));
     let picky = Picky::default();
-    tokio::spawn(wire::client::run(
-        format!("http://127.0.0.1:{xds}"),
-        node,
-        None,
-        picky.clone(),
-    ));
+    cp.connect(sidecar("default", "p"), picky.clone());
     let got = |t: &str| {
         picky
             .0
@@ -93,7 +51,7 @@ async fn pushes_changes_and_reports_acks_and_nacks() {
     })
     .await;
 
-    let api = format!("http://127.0.0.1:{http}");
+    let api = format!("http://127.0.0.1:{}", cp.http);
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
@@ -162,10 +120,8 @@ async fn pushes_changes_and_reports_acks_and_nacks() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(got(wire::types::CLUSTER), before + 1);
 
-    let _ = stop.send(());
-    let stopped = tokio::time::timeout(Duration::from_secs(10), server).await;
     assert!(
-        stopped.is_ok(),
+        cp.stop().await,
         "the control plane stops while proxies are still connected"
     );
 }

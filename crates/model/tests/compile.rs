@@ -1,7 +1,10 @@
 //! The compiler against small meshes written in YAML, as users write them.
 
+mod common;
+
+use common::{cluster_names, sidecar, virtual_host};
 use model::{Compiler, Mesh, MeshConfig, compile};
-use wire::pb::{self, ProxyKind};
+use wire::pb;
 
 const MESH: &str = r#"
 apiVersion: v1
@@ -73,20 +76,6 @@ fn mesh(extra: &str) -> Mesh {
     Mesh::build(&resources, MeshConfig::default())
 }
 
-fn sidecar(ns: &str, pod: &str) -> pb::Node {
-    pb::Node {
-        id: format!("{pod}.{ns}"),
-        pod_name: pod.into(),
-        namespace: ns.into(),
-        kind: ProxyKind::Sidecar as i32,
-        ..Default::default()
-    }
-}
-
-fn cluster_names(c: &model::ProxyConfig) -> Vec<&str> {
-    c.clusters.iter().map(|c| c.name.as_str()).collect()
-}
-
 #[test]
 fn subsets_become_clusters_with_their_endpoints() {
     let config = compile(&mesh(""), &sidecar("default", "reviews-v1-abc"));
@@ -120,16 +109,7 @@ fn subsets_become_clusters_with_their_endpoints() {
 #[test]
 fn virtual_service_routes_in_order_with_weights() {
     let config = compile(&mesh(""), &sidecar("default", "x"));
-    let rc = config
-        .routes
-        .iter()
-        .find(|r| r.name == "9080")
-        .expect("route config 9080");
-    let vh = rc
-        .virtual_hosts
-        .iter()
-        .find(|v| v.name == "reviews.default.svc.cluster.local:9080")
-        .expect("vhost");
+    let vh = virtual_host(&config, "9080", "reviews.default.svc.cluster.local:9080");
     assert!(
         vh.domains.contains(&"reviews".to_string())
             && vh.domains.contains(&"reviews:9080".to_string())

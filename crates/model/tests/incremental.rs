@@ -5,8 +5,10 @@
 use std::sync::Arc;
 
 use model::incremental::Affected;
-use model::{Compiler, Mesh, MeshConfig};
-use wire::pb::{self, ProxyKind};
+mod common;
+
+use common::sidecar;
+use model::{Compiler, Mesh};
 
 const BASE: &str = r#"
 apiVersion: v1
@@ -50,20 +52,7 @@ fn pod(name: &str, ns: &str, app: &str, ip: &str) -> String {
 }
 
 fn mesh(yaml: &str) -> Arc<Mesh> {
-    Arc::new(Mesh::build(
-        &api::parse("mesh.yaml", yaml).expect("parses"),
-        MeshConfig::default(),
-    ))
-}
-
-fn node(ns: &str, pod: &str) -> pb::Node {
-    pb::Node {
-        id: format!("{pod}.{ns}"),
-        pod_name: pod.into(),
-        namespace: ns.into(),
-        kind: ProxyKind::Sidecar as i32,
-        ..Default::default()
-    }
+    Arc::new(common::mesh(yaml))
 }
 
 #[test]
@@ -75,7 +64,11 @@ fn an_endpoint_change_affects_only_the_scopes_that_see_the_service() {
         pod("t-1", "b", "t", "10.0.1.1")
     );
     let after = format!("{before}{}", pod("s-2", "a", "s", "10.0.0.2"));
-    let nodes = [node("a", "a-client"), node("a", "s-1"), node("b", "t-1")];
+    let nodes = [
+        sidecar("a", "a-client"),
+        sidecar("a", "s-1"),
+        sidecar("b", "t-1"),
+    ];
     let old = Compiler::new(mesh(&before));
     let old_snaps: Vec<_> = nodes.iter().map(|n| old.snapshot(n)).collect();
 
@@ -138,14 +131,14 @@ fn an_endpoint_change_affects_only_the_scopes_that_see_the_service() {
     );
 
     // The new pod's own proxy is affected (its listeners are new), whatever its scope.
-    assert!(affected.proxy(&new, &node("a", "s-2")));
+    assert!(affected.proxy(&new, &sidecar("a", "s-2")));
 }
 
 #[test]
 fn unchanged_meshes_affect_nothing_and_config_changes_affect_everything() {
     let yaml = format!("{BASE}{}", pod("s-1", "a", "s", "10.0.0.1"));
     let old = Compiler::new(mesh(&yaml));
-    let _ = old.snapshot(&node("a", "s-1"));
+    let _ = old.snapshot(&sidecar("a", "s-1"));
     let (_, affected) = old.update(mesh(&yaml));
     assert!(affected.is_nothing(), "{affected:?}");
     let changed = format!(

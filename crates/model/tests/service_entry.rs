@@ -1,23 +1,11 @@
 //! ServiceEntry and WorkloadEntry in the registry and the compiled config,
 //! as Istio resolves them (service_entry.proto, workload_entry.proto).
 
-use model::{Mesh, MeshConfig, ProxyConfig, compile};
-use wire::pb::{self, ProxyKind};
+mod common;
 
-fn mesh(yaml: &str) -> Mesh {
-    let resources = api::parse("mesh.yaml", yaml).expect("fixture parses");
-    Mesh::build(&resources, MeshConfig::default())
-}
-
-fn sidecar(ns: &str, pod: &str) -> pb::Node {
-    pb::Node {
-        id: format!("{pod}.{ns}"),
-        pod_name: pod.into(),
-        namespace: ns.into(),
-        kind: ProxyKind::Sidecar as i32,
-        ..Default::default()
-    }
-}
+use common::{cluster_names, mesh, sidecar, virtual_host};
+use model::{ProxyConfig, compile};
+use wire::pb;
 
 fn cluster<'a>(c: &'a ProxyConfig, name: &str) -> &'a pb::Cluster {
     c.clusters
@@ -88,16 +76,7 @@ fn static_entry_is_a_service_per_host_with_its_endpoints() {
             vec!["10.0.0.1:443", "10.0.0.2:443"]
         );
     }
-    let rc = c
-        .routes
-        .iter()
-        .find(|r| r.name == "80")
-        .expect("routes on 80");
-    let vh = rc
-        .virtual_hosts
-        .iter()
-        .find(|v| v.name == "api.example.com:80")
-        .expect("vhost");
+    let vh = virtual_host(&c, "80", "api.example.com:80");
     for d in [
         "api.example.com",
         "api.example.com:80",
@@ -321,11 +300,7 @@ spec:
 "#,
     );
     let from_default = compile(&m, &sidecar("default", "x"));
-    let names: Vec<&str> = from_default
-        .clusters
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
+    let names = cluster_names(&from_default);
     assert!(
         !names.iter().any(|n| n.contains("private.example.com")),
         "{names:?}"
@@ -338,16 +313,7 @@ spec:
             .any(|c| c.name == "outbound|80||private.example.com")
     );
 
-    let rc = from_default
-        .routes
-        .iter()
-        .find(|r| r.name == "80")
-        .expect("routes on 80");
-    let vh = rc
-        .virtual_hosts
-        .iter()
-        .find(|v| v.name == "public.example.com:80")
-        .expect("vhost");
+    let vh = virtual_host(&from_default, "80", "public.example.com:80");
     assert_eq!(
         vh.routes[0].fault.as_ref().map(|f| f.abort_http_status),
         Some(418)

@@ -1,0 +1,37 @@
+//! Resources Trellis ignores or does not support (analyze/unsupported.rs).
+
+use super::Case;
+
+pub(crate) fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            code: "TRL0001",
+            resource: "EnvoyFilter ratelimit.istio-system",
+            text: "EnvoyFilter is not supported by Trellis and is ignored: EnvoyFilter patches Envoy's internal configuration",
+            triggers: ENVOY_FILTER.into(),
+            clean: String::new(),
+        },
+        Case {
+            code: "TRL0004",
+            resource: "IstioOperator control-plane.istio-system",
+            text: "IstioOperator is ignored by Trellis: IstioOperator configures istioctl's installer",
+            triggers: ISTIO_OPERATOR.into(),
+            clean: String::new(),
+        },
+    ]
+}
+
+const ENVOY_FILTER: &str = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: ratelimit, namespace: istio-system}
+spec:
+  configPatches: []
+"#;
+
+const ISTIO_OPERATOR: &str = r#"
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: control-plane, namespace: istio-system}
+spec: {profile: demo}
+"#;
