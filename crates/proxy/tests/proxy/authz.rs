@@ -5,16 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use wire::pb::{self, resource::Kind};
-use wire::server::{ConfigProvider, ProxySnapshot, TypeSnapshot};
+use wire::server::{ProxySnapshot, TypeSnapshot};
 
 use crate::support::*;
 
@@ -229,31 +228,6 @@ async fn http_and_tcp_are_authorized_by_the_compiled_policies() {
     proxy.stop().await;
 }
 
-/// A control plane for one proxy: the test sets its config through `tx`.
-struct Cp {
-    tx: watch::Sender<Arc<ProxySnapshot>>,
-    nacks: Mutex<Vec<String>>,
-}
-
-impl ConfigProvider for Cp {
-    fn connect(
-        &self,
-        _: &pb::Node,
-        _: Option<&wire::certs::BearerToken>,
-    ) -> Result<watch::Receiver<Arc<ProxySnapshot>>, tonic::Status> {
-        Ok(self.tx.subscribe())
-    }
-    fn ack(&self, _: &pb::Node, _: &str, _: &str) {}
-    fn nack(&self, _: &pb::Node, type_url: &str, _: &str, reason: &str) {
-        self.nacks
-            .lock()
-            .expect("lock")
-            .push(format!("{type_url}: {reason}"));
-    }
-    fn sent(&self, _: &pb::Node, _: &str, _: &str) {}
-    fn disconnect(&self, _: &pb::Node) {}
-}
-
 fn snapshot(version: &str, listeners: Vec<pb::Resource>) -> Arc<ProxySnapshot> {
     let types = wire::types::ALL
         .iter()
@@ -293,17 +267,8 @@ async fn policies_change_live_and_bad_ones_are_nacked() {
     let listener = |http: Vec<pb::AuthzPolicy>| {
         vec![inbound(port, app.port(), pb::Protocol::Http, http, vec![])]
     };
-    let cp = Arc::new(Cp {
-        tx: watch::Sender::new(snapshot("1", listener(vec![]))),
-        nacks: Mutex::default(),
-    });
-    let xds = TcpListener::bind((pod_ip, 0)).await.expect("bind xds");
-    let xds_addr = xds.local_addr().expect("xds address");
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(wire::server::DiscoveryService::new(cp.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds)),
-    );
+    let (cp, xds_addr, server) =
+        TestControlPlane::serve(pod_ip, snapshot("1", listener(vec![]))).await;
     let mut config = Proxy::config(pod_ip);
     config.app_ip = app_ip;
     config.xds_address = Some(format!("http://{xds_addr}"));

@@ -3,15 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpStream;
 use wire::pb::{self, resource::Kind, string_match};
-use wire::server::{ConfigProvider, ProxySnapshot, TypeSnapshot};
+use wire::server::{ProxySnapshot, TypeSnapshot};
 
 use crate::support::*;
 
@@ -76,31 +75,6 @@ fn nack_keeps_the_old_routes() {
     );
 }
 
-/// A control plane for one proxy: the test sets its config through `tx`.
-struct TestControlPlane {
-    tx: watch::Sender<Arc<ProxySnapshot>>,
-    nacks: Mutex<Vec<String>>,
-}
-
-impl ConfigProvider for TestControlPlane {
-    fn connect(
-        &self,
-        _node: &pb::Node,
-        _token: Option<&wire::certs::BearerToken>,
-    ) -> Result<watch::Receiver<Arc<ProxySnapshot>>, tonic::Status> {
-        Ok(self.tx.subscribe())
-    }
-    fn ack(&self, _: &pb::Node, _: &str, _: &str) {}
-    fn nack(&self, _: &pb::Node, type_url: &str, _: &str, reason: &str) {
-        self.nacks
-            .lock()
-            .expect("lock")
-            .push(format!("{type_url}: {reason}"));
-    }
-    fn sent(&self, _: &pb::Node, _: &str, _: &str) {}
-    fn disconnect(&self, _: &pb::Node) {}
-}
-
 fn proxy_snapshot(version: &str, by_type: Vec<(&str, Vec<pb::Resource>)>) -> Arc<ProxySnapshot> {
     let types: BTreeMap<String, Arc<TypeSnapshot>> = by_type
         .into_iter()
@@ -120,16 +94,7 @@ fn proxy_snapshot(version: &str, by_type: Vec<(&str, Vec<pb::Resource>)>) -> Arc
 #[tokio::test]
 async fn admin_over_xds_ready_dump_stats_and_nack() {
     let ip = test_ip();
-    let cp = Arc::new(TestControlPlane {
-        tx: watch::Sender::new(Arc::default()),
-        nacks: Mutex::default(),
-    });
-    let xds = TcpListener::bind((ip, 0)).await.expect("bind xds");
-    let xds_addr = xds.local_addr().expect("xds address");
-    let server = tonic::transport::Server::builder()
-        .add_service(wire::server::DiscoveryService::new(cp.clone()))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds));
-    tokio::spawn(server);
+    let (cp, xds_addr, _server) = TestControlPlane::serve(ip, Arc::default()).await;
 
     let mut config = Proxy::config(ip);
     config.xds_address = Some(format!("http://{xds_addr}"));

@@ -2,8 +2,8 @@
 //! config builders, a running proxy and clients.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,8 +13,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 use wire::pb::{self, resource::Kind, string_match};
+use wire::server::{ConfigProvider, ProxySnapshot};
 
 // ---------- addresses ----------
 
@@ -388,4 +390,58 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> std::io::Result<Resp> {
             .expect("request"),
     )
     .await
+}
+
+// ---------- a control plane ----------
+
+/// A control plane for one proxy: the test sets its config through `tx`
+/// and reads the NACKs the proxy sent back.
+pub struct TestControlPlane {
+    pub tx: watch::Sender<Arc<ProxySnapshot>>,
+    pub nacks: Mutex<Vec<String>>,
+}
+
+impl ConfigProvider for TestControlPlane {
+    fn connect(
+        &self,
+        _node: &pb::Node,
+        _token: Option<&wire::certs::BearerToken>,
+    ) -> Result<watch::Receiver<Arc<ProxySnapshot>>, tonic::Status> {
+        Ok(self.tx.subscribe())
+    }
+    fn ack(&self, _: &pb::Node, _: &str, _: &str) {}
+    fn nack(&self, _: &pb::Node, type_url: &str, _: &str, reason: &str) {
+        self.nacks
+            .lock()
+            .expect("lock")
+            .push(format!("{type_url}: {reason}"));
+    }
+    fn sent(&self, _: &pb::Node, _: &str, _: &str) {}
+    fn disconnect(&self, _: &pb::Node) {}
+}
+
+impl TestControlPlane {
+    /// Serves xDS on a free port of `ip`, starting from `first`; returns the
+    /// control plane, the server's address and its task.
+    pub async fn serve(
+        ip: IpAddr,
+        first: Arc<ProxySnapshot>,
+    ) -> (
+        Arc<Self>,
+        SocketAddr,
+        JoinHandle<Result<(), tonic::transport::Error>>,
+    ) {
+        let cp = Arc::new(TestControlPlane {
+            tx: watch::Sender::new(first),
+            nacks: Mutex::default(),
+        });
+        let xds = TcpListener::bind((ip, 0)).await.expect("bind xds");
+        let addr = xds.local_addr().expect("xds address");
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(wire::server::DiscoveryService::new(cp.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds)),
+        );
+        (cp, addr, server)
+    }
 }
