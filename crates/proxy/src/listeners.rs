@@ -14,6 +14,7 @@ use http::uri::Authority;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -421,21 +422,7 @@ fn serve_http<S>(
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .into_owned();
-    tokio::spawn(async move {
-        let Drain { mut signal, _alive } = drain;
-        let mut connection = std::pin::pin!(connection);
-        let result = tokio::select! {
-            r = connection.as_mut() => r,
-            () = until_true(&mut signal) => {
-                // HTTP/1: close once the current response is sent; HTTP/2: GOAWAY.
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        };
-        if let Err(e) = result {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
-        }
-    });
+    tokio::spawn(until_drained(connection, peer, drain));
 }
 
 /// Istio's `httpsRedirect`: every request on the port gets a 301 to the
@@ -469,20 +456,28 @@ fn serve_redirect(
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();
-    tokio::spawn(async move {
-        let Drain { mut signal, _alive } = drain;
-        let mut connection = std::pin::pin!(connection);
-        let result = tokio::select! {
-            r = connection.as_mut() => r,
-            () = until_true(&mut signal) => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        };
-        if let Err(e) = result {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
+    tokio::spawn(until_drained(connection, peer, drain));
+}
+
+/// Serves one HTTP connection until it ends or the proxy drains (HTTP/1:
+/// close once the current response is sent; HTTP/2: GOAWAY).
+async fn until_drained<C>(connection: C, peer: SocketAddr, drain: Drain)
+where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let Drain { mut signal, _alive } = drain;
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        () = until_true(&mut signal) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
         }
-    });
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// Resolves once the flag is (or was) set. Also when its sender is gone:
