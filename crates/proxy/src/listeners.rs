@@ -24,6 +24,7 @@ use crate::snapshot::{Direction, ListenerSpec, Serve, Snapshot};
 use crate::tcp;
 use crate::tls::PeerIdentity;
 use crate::tls::inbound::{self, Accepted, MtlsMode};
+use crate::tls::io::{DownstreamIo, MaybeTls};
 
 /// What the admin server reports about the data plane.
 #[derive(Default)]
@@ -250,7 +251,14 @@ async fn accept_loop(
                     sni: tls.sni,
                     route_config,
                 };
-                serve_http(tls.stream, client, &rt, &shared, &builder, drain);
+                serve_http(
+                    MaybeTls::Tls(Box::new(tls.stream)),
+                    client,
+                    &rt,
+                    &shared,
+                    &builder,
+                    drain,
+                );
             });
             continue;
         }
@@ -295,7 +303,7 @@ async fn accept_loop(
                                 sni,
                                 route_config: None,
                             };
-                            serve_http(stream, client, &rt, &shared, &builder, drain)
+                            serve_http(MaybeTls::Tls(stream), client, &rt, &shared, &builder, drain)
                         }
                     }
                 }
@@ -317,7 +325,14 @@ fn serve_plain(
     let listener_now = rt.load();
     let app = SocketAddr::new(shared.app_ip, listener_now.spec.app_port);
     match listener_now.spec.serve {
-        Serve::Http => serve_http(stream, Downstream::plain(peer), rt, shared, builder, drain),
+        Serve::Http => serve_http(
+            MaybeTls::Plain(stream),
+            Downstream::plain(peer),
+            rt,
+            shared,
+            builder,
+            drain,
+        ),
         Serve::Tcp => {
             if tcp_allowed(&listener_now, peer, None, None) {
                 tokio::spawn(tcp::forward(stream, app));
@@ -328,7 +343,7 @@ fn serve_plain(
             tokio::spawn(async move {
                 if tcp::looks_like_http(&stream).await {
                     serve_http(
-                        stream,
+                        MaybeTls::Plain(stream),
                         Downstream::plain(peer),
                         &rt,
                         &shared,
@@ -387,16 +402,14 @@ impl Downstream {
     }
 }
 
-fn serve_http<S>(
-    stream: S,
+fn serve_http(
+    stream: DownstreamIo,
     client: Downstream,
     rt: &Arc<ArcSwap<ListenerRt>>,
     shared: &Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
     drain: Drain,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let Downstream {
         peer,
         identity,

@@ -32,6 +32,13 @@ pub fn set_release_freed_memory(release: fn()) {
     let _ = RELEASE_FREED_MEMORY.set(release);
 }
 
+/// Hands memory freed since the last call back to the OS, if the binary said how.
+fn release_freed_memory() {
+    if let Some(release) = RELEASE_FREED_MEMORY.get() {
+        release();
+    }
+}
+
 pub struct ConfigStore {
     pod_ip: Option<IpAddr>,
     /// This proxy's locality and labels, for locality-aware balancing.
@@ -113,6 +120,26 @@ impl ConfigStore {
         self.install(&mut state, type_key, new)
     }
 
+    /// Accepts several types at once, with one compile (a static config):
+    /// all of them, or none and why not.
+    pub fn apply_all(
+        &self,
+        version: &str,
+        by_type: Vec<(&str, Vec<pb::Resource>)>,
+    ) -> Result<(), String> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut types = state.accepted.clone();
+        for (type_url, resources) in by_type {
+            let Some(type_key) = wire::types::ALL.iter().copied().find(|t| *t == type_url) else {
+                return Err(format!("unknown resource type {type_url:?}"));
+            };
+            types.insert(type_key, Arc::new(TypeState::new(version, &resources)));
+        }
+        let result = self.compile_and_publish(&mut state, "config", version, types);
+        release_freed_memory();
+        result
+    }
+
     /// Accepts a change to the resources of `type_url` (see
     /// [`wire::client::ConfigHandler::apply_partial`]), or explains why not.
     pub fn apply_partial(
@@ -146,17 +173,16 @@ impl ConfigStore {
         let version = new.version.clone();
         let mut types = state.accepted.clone();
         types.insert(type_key, Arc::new(new));
-        let result = self.compile_and_publish(state, type_key, &version, types);
-        if let Some(release) = RELEASE_FREED_MEMORY.get() {
-            release();
-        }
+        let what = wire::types::short_name(type_key);
+        let result = self.compile_and_publish(state, what, &version, types);
+        release_freed_memory();
         result
     }
 
     fn compile_and_publish(
         &self,
         state: &mut State,
-        type_key: &'static str,
+        what: &str,
         version: &str,
         types: BTreeMap<&'static str, Arc<TypeState>>,
     ) -> Result<(), String> {
@@ -170,12 +196,7 @@ impl ConfigStore {
                 mesh_tls: self.mesh_tls.get(),
             },
         )
-        .map_err(|e| {
-            format!(
-                "{} version {version:?}: {e}",
-                wire::types::short_name(type_key)
-            )
-        })?;
+        .map_err(|e| format!("{what} version {version:?}: {e}"))?;
         let snapshot = Arc::new(snapshot);
         state.accepted = types;
         state.latest = Some(snapshot.clone());
@@ -340,6 +361,39 @@ mod tests {
                 .is_err()
         );
         assert!(store.apply("nope", "1", vec![]).is_err());
+    }
+
+    #[test]
+    fn apply_all_takes_every_type_or_none() {
+        let store = ConfigStore::new(&pb::Node::default());
+        let all = |clusters: Vec<pb::Resource>| {
+            wire::types::ALL
+                .iter()
+                .map(|t| {
+                    let r = if *t == wire::types::CLUSTER {
+                        clusters.clone()
+                    } else {
+                        vec![]
+                    };
+                    (*t, r)
+                })
+                .collect::<Vec<_>>()
+        };
+        store
+            .apply_all("1", all(vec![cluster("c")]))
+            .expect("valid");
+        let first = store.current().expect("complete after one call");
+        assert!(first.clusters.contains_key("c"));
+
+        let err = store
+            .apply_all("2", all(vec![cluster("c"), cluster("c")]))
+            .expect_err("a cluster listed twice");
+        assert!(
+            err.contains("version \"2\"") && err.contains("twice"),
+            "{err}"
+        );
+        assert!(Arc::ptr_eq(&first, &store.current().expect("kept")));
+        assert_eq!(store.accepted()[wire::types::CLUSTER].version, "1");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn load(path: &Path, store: &ConfigStore) -> Result<(), Error> {
     let mut de = serde_json::Deserializer::from_str(&text);
     let file: StaticFile = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| bad(format!("at {}: {}", e.path(), e.inner())))?;
+    drop(text);
     let mut by_type: [Vec<pb::Resource>; 4] = Default::default();
     for (i, r) in file.resources.into_iter().enumerate() {
         let slot = match &r.kind {
@@ -40,8 +41,6 @@ pub fn load(path: &Path, store: &ConfigStore) -> Result<(), Error> {
         by_type[slot].push(r);
     }
     // In the control plane's order, so that references resolve as they would over xDS.
-    for (type_url, resources) in wire::types::ALL.iter().zip(by_type) {
-        store.apply(type_url, "static", resources).map_err(bad)?;
-    }
-    Ok(())
+    let by_type = wire::types::ALL.iter().copied().zip(by_type).collect();
+    store.apply_all("static", by_type).map_err(bad)
 }

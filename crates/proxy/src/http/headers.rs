@@ -9,9 +9,16 @@ use wire::pb;
 /// a route can drop a header and set a new value of it in one go.
 #[derive(Debug, Default)]
 pub struct HeaderOps {
-    remove: Vec<HeaderName>,
-    set: Vec<(HeaderName, HeaderValue)>,
-    add: Vec<(HeaderName, HeaderValue)>,
+    /// `None` when there is nothing to do, as on most routes and targets:
+    /// one pointer then, where three empty vectors took 72 bytes.
+    ops: Option<Box<Ops>>,
+}
+
+#[derive(Debug)]
+struct Ops {
+    remove: Box<[HeaderName]>,
+    set: Box<[(HeaderName, HeaderValue)]>,
+    add: Box<[(HeaderName, HeaderValue)]>,
 }
 
 impl HeaderOps {
@@ -19,7 +26,7 @@ impl HeaderOps {
         let Some(ops) = ops else {
             return Ok(HeaderOps::default());
         };
-        let pairs = |map: &std::collections::BTreeMap<String, String>| -> Result<Vec<_>, String> {
+        let pairs = |map: &std::collections::BTreeMap<String, String>| -> Result<Box<[_]>, String> {
             let mut v = map
                 .iter()
                 .map(|(k, v)| {
@@ -32,9 +39,9 @@ impl HeaderOps {
                 })
                 .collect::<Result<Vec<_>, String>>()?;
             v.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-            Ok(v)
+            Ok(v.into_boxed_slice())
         };
-        Ok(HeaderOps {
+        let ops = Ops {
             remove: ops
                 .remove
                 .iter()
@@ -42,21 +49,26 @@ impl HeaderOps {
                 .collect::<Result<_, _>>()?,
             set: pairs(&ops.set)?,
             add: pairs(&ops.add)?,
+        };
+        let empty = ops.remove.is_empty() && ops.set.is_empty() && ops.add.is_empty();
+        Ok(HeaderOps {
+            ops: (!empty).then(|| Box::new(ops)),
         })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+        self.ops.is_none()
     }
 
     pub fn apply(&self, headers: &mut HeaderMap) {
-        for k in &self.remove {
+        let Some(ops) = &self.ops else { return };
+        for k in &ops.remove {
             headers.remove(k);
         }
-        for (k, v) in &self.set {
+        for (k, v) in &ops.set {
             headers.insert(k.clone(), v.clone());
         }
-        for (k, v) in &self.add {
+        for (k, v) in &ops.add {
             headers.append(k.clone(), v.clone());
         }
     }

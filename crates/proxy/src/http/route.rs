@@ -171,7 +171,7 @@ async fn forward(
     route.request_headers.apply(&mut parts.headers);
     target.request_headers.apply(&mut parts.headers);
     if let Some(a) = &f.authority_rewrite {
-        parts.headers.insert(header::HOST, a.clone());
+        parts.headers.insert(header::HOST, HeaderValue::clone(a));
     }
     let Some(path) = rewritten_path(f, matched, &parts.uri) else {
         return local_reply(StatusCode::BAD_REQUEST, "invalid path after rewrite");

@@ -30,7 +30,7 @@ use rand::Rng;
 use tokio::time::Instant;
 use wire::pb;
 
-use crate::telemetry::meta::{PeerMeta, ServiceMeta};
+use crate::telemetry::meta::{EndpointMetas, PeerMeta, ServiceMeta};
 use breaker::{Breakers, Limits};
 use locality::{Local, Locality, Placement};
 use outlier::Outcome;
@@ -226,8 +226,12 @@ impl Cluster {
             .map(|e| e.endpoints.as_slice())
             .unwrap_or_default();
         let placements = placements(spec, raw, env.local);
+        let upstream_tls = tls.for_endpoints(spec, raw);
+        let mut metas = EndpointMetas::default();
         let mut eps = Vec::with_capacity(raw.len());
-        for (i, (ep, placement)) in raw.iter().zip(placements).enumerate() {
+        for (i, ((ep, placement), upstream_tls)) in
+            raw.iter().zip(placements).zip(upstream_tls).enumerate()
+        {
             let key = endpoint_key(ep).map_err(|e| format!("endpoints[{i}]: {e}"))?;
             let authority: Authority = key
                 .parse()
@@ -243,7 +247,7 @@ impl Cluster {
                     EndpointPool::new(authority.clone(), settings, breakers.clone()),
                 ),
             };
-            pool.set_tls(tls.for_endpoint(spec, ep));
+            pool.set_tls(upstream_tls);
             eps.push(Arc::new(Endpoint {
                 key: key.into(),
                 authority,
@@ -253,7 +257,7 @@ impl Cluster {
                 load,
                 outlier: outlier_state,
                 pool,
-                meta: Arc::new(PeerMeta::from_endpoint(ep, &service.namespace)),
+                meta: metas.of(ep, &service.namespace),
                 placement,
             }));
         }

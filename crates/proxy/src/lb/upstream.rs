@@ -34,7 +34,8 @@ use arc_swap::ArcSwapOption;
 use super::breaker::{Breakers, Permit, Resource};
 use crate::http::body::ReqBody;
 use crate::http::retry::Failure;
-use crate::tls::outbound::{Upstream, UpstreamIo};
+use crate::tls::io::UpstreamIo;
+use crate::tls::outbound::Upstream;
 
 /// Envoy's default idle timeout for upstream connections.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);

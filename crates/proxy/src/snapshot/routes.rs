@@ -20,9 +20,13 @@ use crate::http::retry::RetryPolicy;
 use crate::http::rewrite::{RedirectSpec, RegexRewrite};
 use crate::lb::Cluster;
 
+// A proxy holds one of these per service it can call (thousands in a large
+// mesh), so the compiled forms are kept tight: slices sized exactly (a
+// collected `Vec` keeps room for four), and what few routes use is boxed.
+
 pub struct RouteTable {
     pub name: Arc<str>,
-    pub virtual_hosts: Vec<VirtualHost>,
+    pub virtual_hosts: Box<[VirtualHost]>,
     domains: DomainIndex,
 }
 
@@ -42,7 +46,7 @@ impl RouteTable {
                     Route::compile(r, clusters)
                         .map_err(|e| format!("{at}.routes[{j}] ({}): {e}", r.name))
                 })
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Box<[_]>, _>>()?;
             virtual_hosts.push(VirtualHost {
                 name: vh.name.as_str().into(),
                 routes,
@@ -57,7 +61,7 @@ impl RouteTable {
         .map_err(|e| format!("virtual_hosts: {e}"))?;
         Ok(RouteTable {
             name: rc.name.as_str().into(),
-            virtual_hosts,
+            virtual_hosts: virtual_hosts.into_boxed_slice(),
             domains,
         })
     }
@@ -72,7 +76,7 @@ impl RouteTable {
 
 pub struct VirtualHost {
     pub name: Arc<str>,
-    pub routes: Vec<Route>,
+    pub routes: Box<[Route]>,
 }
 
 impl VirtualHost {
@@ -92,12 +96,12 @@ impl VirtualHost {
 
 pub struct Route {
     pub name: Arc<str>,
-    matches: Vec<RouteMatch>,
+    matches: Box<[RouteMatch]>,
     pub action: Action,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
-    pub fault: Option<Fault>,
-    pub cors: Option<Cors>,
+    pub fault: Option<Box<Fault>>,
+    pub cors: Option<Box<Cors>>,
 }
 
 pub enum Action {
@@ -113,7 +117,7 @@ impl Route {
             .iter()
             .enumerate()
             .map(|(i, m)| RouteMatch::compile(m).map_err(|e| format!("matches[{i}]: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Box<[_]>, _>>()?;
         let action = match &r.action {
             None => return Err("no action (forward, redirect or direct_response)".into()),
             Some(pb::route::Action::Forward(f)) => Action::Forward(Forward::compile(f, clusters)?),
@@ -137,8 +141,8 @@ impl Route {
                 .map_err(|e| format!("request_headers: {e}"))?,
             response_headers: HeaderOps::compile(r.response_headers.as_ref())
                 .map_err(|e| format!("response_headers: {e}"))?,
-            fault: Fault::compile(r.fault.as_ref())?,
-            cors: Cors::compile(r.cors.as_ref())?,
+            fault: Fault::compile(r.fault.as_ref())?.map(Box::new),
+            cors: Cors::compile(r.cors.as_ref())?.map(Box::new),
         })
     }
 }
@@ -196,14 +200,14 @@ impl Mirror {
 }
 
 pub struct Forward {
-    pub targets: Vec<Target>,
+    pub targets: Box<[Target]>,
     total_weight: u64,
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
     pub prefix_rewrite: Option<Box<str>>,
-    pub regex_rewrite: Option<RegexRewrite>,
-    pub authority_rewrite: Option<HeaderValue>,
-    pub mirrors: Vec<Mirror>,
+    pub regex_rewrite: Option<Box<RegexRewrite>>,
+    pub authority_rewrite: Option<Box<HeaderValue>>,
+    pub mirrors: Box<[Mirror]>,
 }
 
 impl Forward {
@@ -219,9 +223,13 @@ impl Forward {
             if wc.cluster.is_empty() {
                 return Err(format!("forward.clusters[{i}]: cluster name is empty"));
             }
+            let cluster = clusters.get(&wc.cluster).cloned();
             targets.push(Target {
-                name: wc.cluster.as_str().into(),
-                cluster: clusters.get(&wc.cluster).cloned(),
+                // The cluster's own name when it is known: one string, not one per route.
+                name: cluster
+                    .as_ref()
+                    .map_or_else(|| wc.cluster.as_str().into(), |c| c.name.clone()),
+                cluster,
                 // A single destination takes all traffic, whatever its weight says (as in Istio).
                 weight: if f.clusters.len() == 1 { 1 } else { wc.weight },
                 request_headers: HeaderOps::compile(wc.request_headers.as_ref())
@@ -251,9 +259,9 @@ impl Forward {
                     fraction: m.percent / 100.0,
                 })
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Box<[_]>, _>>()?;
         Ok(Forward {
-            targets,
+            targets: targets.into_boxed_slice(),
             total_weight,
             timeout: (f.timeout_ms > 0).then(|| Duration::from_millis(f.timeout_ms)),
             retry: RetryPolicy::compile(f.retry.as_ref())
@@ -264,10 +272,10 @@ impl Forward {
                 .regex_rewrite
                 .as_ref()
                 .filter(|r| !r.pattern.is_empty())
-                .map(|r| RegexRewrite::compile(&r.pattern, &r.substitution))
+                .map(|r| RegexRewrite::compile(&r.pattern, &r.substitution).map(Box::new))
                 .transpose()?,
             authority_rewrite: (!f.authority_rewrite.is_empty())
-                .then(|| HeaderValue::from_str(&f.authority_rewrite))
+                .then(|| HeaderValue::from_str(&f.authority_rewrite).map(Box::new))
                 .transpose()
                 .map_err(|_| {
                     format!(

@@ -2,7 +2,7 @@
 //! the destination are. Values are shared `Arc<str>` so that labelling a
 //! request copies pointers, not strings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use wire::pb;
@@ -40,37 +40,16 @@ impl PeerMeta {
         namespace: &str,
         principal: &str,
     ) -> Self {
-        let first = |keys: &[&str]| -> Arc<str> {
-            keys.iter()
-                .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
-                .map_or_else(|| UNKNOWN.into(), |v| v.as_str().into())
-        };
-        let or_unknown = |s: &str| -> Arc<str> {
-            if s.is_empty() {
-                UNKNOWN.into()
-            } else {
-                s.into()
-            }
-        };
-        let workload = labels
-            .get("service.istio.io/workload-name")
-            .map(String::as_str)
-            .filter(|s| !s.is_empty())
-            .unwrap_or(pod);
+        Self::from_names(names(labels, pod, namespace, principal))
+    }
+
+    fn from_names([workload, namespace, principal, app, version]: Names<'_>) -> Self {
         PeerMeta {
-            workload: or_unknown(workload),
-            namespace: or_unknown(namespace),
-            principal: or_unknown(principal),
-            app: first(&[
-                "service.istio.io/canonical-name",
-                "app.kubernetes.io/name",
-                "app",
-            ]),
-            version: first(&[
-                "service.istio.io/canonical-revision",
-                "app.kubernetes.io/version",
-                "version",
-            ]),
+            workload: workload.into(),
+            namespace: namespace.into(),
+            principal: principal.into(),
+            app: app.into(),
+            version: version.into(),
         }
     }
 
@@ -86,10 +65,56 @@ impl PeerMeta {
         };
         PeerMeta::from_labels(&node.labels, &node.pod_name, &node.namespace, &principal)
     }
+}
 
-    /// Metadata of an endpoint: the namespace comes from "<pod>.<namespace>",
-    /// else from its SPIFFE id, else from the service it belongs to.
-    pub fn from_endpoint(ep: &pb::Endpoint, service_namespace: &str) -> Self {
+/// Workload, namespace, principal, app, version; never empty.
+type Names<'a> = [&'a str; 5];
+
+fn names<'a>(
+    labels: &'a BTreeMap<String, String>,
+    workload: &'a str,
+    namespace: &'a str,
+    principal: &'a str,
+) -> Names<'a> {
+    let first = |keys: &[&str]| -> &'a str {
+        keys.iter()
+            .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
+            .map_or(UNKNOWN, String::as_str)
+    };
+    let or_unknown = |s: &'a str| if s.is_empty() { UNKNOWN } else { s };
+    let workload = labels
+        .get("service.istio.io/workload-name")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(workload);
+    [
+        or_unknown(workload),
+        or_unknown(namespace),
+        or_unknown(principal),
+        first(&[
+            "service.istio.io/canonical-name",
+            "app.kubernetes.io/name",
+            "app",
+        ]),
+        first(&[
+            "service.istio.io/canonical-revision",
+            "app.kubernetes.io/version",
+            "version",
+        ]),
+    ]
+}
+
+/// The metadata of a cluster's endpoints, one shared copy per workload: a
+/// cluster lists every replica of a workload, and the labels are the same.
+#[derive(Default)]
+pub struct EndpointMetas<'a>(HashMap<Names<'a>, Arc<PeerMeta>>);
+
+impl<'a> EndpointMetas<'a> {
+    /// Metadata of an endpoint: the workload is the control plane's
+    /// (the Deployment's name), else the pod's; the namespace comes from
+    /// "<pod>.<namespace>", else from its SPIFFE id, else from the service
+    /// it belongs to.
+    pub fn of(&mut self, ep: &'a pb::Endpoint, service_namespace: &'a str) -> Arc<PeerMeta> {
         let (pod, ns) = ep.pod.split_once('.').unwrap_or((ep.pod.as_str(), ""));
         let ns = if !ns.is_empty() {
             ns
@@ -99,7 +124,16 @@ impl PeerMeta {
                 .and_then(|(_, rest)| rest.split('/').next())
                 .unwrap_or(service_namespace)
         };
-        PeerMeta::from_labels(&ep.labels, pod, ns, &ep.identity)
+        let workload = if ep.workload.is_empty() {
+            pod
+        } else {
+            ep.workload.as_str()
+        };
+        let names = names(&ep.labels, workload, ns, &ep.identity);
+        self.0
+            .entry(names)
+            .or_insert_with(|| Arc::new(PeerMeta::from_names(names)))
+            .clone()
     }
 }
 
@@ -153,12 +187,28 @@ mod tests {
             .into(),
             ..Default::default()
         };
-        let m = PeerMeta::from_endpoint(&ep, "x");
+        let mut metas = EndpointMetas::default();
+        let m = metas.of(&ep, "x");
         assert_eq!(&*m.workload, "reviews-v2-abc");
         assert_eq!(&*m.namespace, "default");
         assert_eq!(&*m.app, "reviews");
         assert_eq!(&*m.version, "v2");
         assert_eq!(&*m.principal, UNKNOWN);
+
+        // The control plane's workload name (the Deployment's) wins over
+        // the pod's, and replicas share one copy.
+        let replica = |pod: &str| pb::Endpoint {
+            pod: pod.into(),
+            workload: "reviews-v2".into(),
+            ..ep.clone()
+        };
+        let (a, b) = (
+            replica("reviews-v2-abc.default"),
+            replica("reviews-v2-def.default"),
+        );
+        let (ma, mb) = (metas.of(&a, "x"), metas.of(&b, "x"));
+        assert_eq!(&*ma.workload, "reviews-v2");
+        assert!(Arc::ptr_eq(&ma, &mb));
     }
 
     #[test]

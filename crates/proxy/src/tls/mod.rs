@@ -14,6 +14,7 @@
 
 pub mod gateway;
 pub mod inbound;
+pub mod io;
 pub mod outbound;
 pub mod static_files;
 pub mod workload;

@@ -10,14 +10,14 @@
 //! Mesh mTLS checks secure naming: the server must present the SPIFFE id the
 //! control plane listed for that endpoint (or the rule's `subjectAltNames`).
 //! The decision is made once per endpoint when the config is built; a connect
-//! only does the handshake.
+//! only does the handshake. Mesh client configs are made on first connect and
+//! shared by every endpoint with the same identity (`MeshTls::client_config`):
+//! a proxy with thousands of services it never calls holds no TLS state for them.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::Authority;
@@ -27,13 +27,12 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use wire::pb;
 
 use super::MeshTls;
+use super::io::{MaybeTls, UpstreamIo};
 use crate::http::retry::Failure;
 
 /// How long a TLS handshake with an upstream may take.
@@ -49,6 +48,13 @@ const SYSTEM_CA_BUNDLES: [&str; 3] = [
 
 /// How to secure connections to one endpoint.
 pub enum Upstream {
+    /// Mesh mTLS with secure naming: the peer must prove to be `expected`.
+    Mesh {
+        mesh: Arc<MeshTls>,
+        expected: SpiffeId,
+        server_name: ServerName<'static>,
+    },
+    /// TLS origination (SIMPLE, MUTUAL).
     Tls {
         http1: Arc<ClientConfig>,
         http2: Arc<ClientConfig>,
@@ -64,6 +70,7 @@ pub enum Upstream {
 impl fmt::Debug for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Upstream::Mesh { expected, .. } => write!(f, "Mesh({expected})"),
             Upstream::Tls { expect, .. } => write!(f, "Tls({expect})"),
             Upstream::Refuse(reason) => write!(f, "Refuse({reason})"),
         }
@@ -125,8 +132,25 @@ impl ClusterTls {
         }
     }
 
-    /// How to secure connections to `ep`; `None`: plaintext.
-    pub fn for_endpoint(&self, spec: &pb::Cluster, ep: &pb::Endpoint) -> Option<Arc<Upstream>> {
+    /// How to secure connections to each of `eps`; `None`: plaintext.
+    /// Endpoints with the same identity share one setting.
+    pub fn for_endpoints(
+        &self,
+        spec: &pb::Cluster,
+        eps: &[pb::Endpoint],
+    ) -> Vec<Option<Arc<Upstream>>> {
+        let mut by_identity: HashMap<(&str, bool), Option<Arc<Upstream>>> = HashMap::new();
+        eps.iter()
+            .map(|ep| {
+                by_identity
+                    .entry((&ep.identity, ep.has_sidecar))
+                    .or_insert_with(|| self.for_endpoint(spec, ep))
+                    .clone()
+            })
+            .collect()
+    }
+
+    fn for_endpoint(&self, spec: &pb::Cluster, ep: &pb::Endpoint) -> Option<Arc<Upstream>> {
         match self {
             ClusterTls::Plain => None,
             ClusterTls::Auto(mesh) => {
@@ -148,7 +172,7 @@ impl ClusterTls {
 }
 
 fn mesh_upstream(
-    mesh: &MeshTls,
+    mesh: &Arc<MeshTls>,
     spec: &pb::Cluster,
     ep: &pb::Endpoint,
     sans: &[SpiffeId],
@@ -168,17 +192,10 @@ fn mesh_upstream(
             }
         },
     };
-    let configs = mesh
-        .client_config(&expected, false)
-        .and_then(|h1| Ok((h1, mesh.client_config(&expected, true)?)));
-    match configs {
-        Ok((http1, http2)) => Upstream::Tls {
-            http1,
-            http2,
-            server_name: sni.unwrap_or_else(|| mesh_sni(spec)),
-            expect: expected.to_string(),
-        },
-        Err(e) => Upstream::Refuse(e.to_string()),
+    Upstream::Mesh {
+        mesh: mesh.clone(),
+        expected,
+        server_name: sni.unwrap_or_else(|| mesh_sni(spec)),
     }
 }
 
@@ -342,12 +359,6 @@ impl ServerCertVerifier for NamesVerifier {
     }
 }
 
-/// An upstream connection: plaintext or TLS.
-pub enum UpstreamIo {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
 /// Secures a freshly connected `stream` to `authority` as `upstream` says.
 pub async fn secure(
     stream: TcpStream,
@@ -355,27 +366,42 @@ pub async fn secure(
     upstream: Option<&Upstream>,
     http2: bool,
 ) -> Result<UpstreamIo, Failure> {
-    let (config, server_name, expect) = match upstream {
-        None => return Ok(UpstreamIo::Plain(stream)),
+    let (config, server_name, expect): (_, _, &(dyn fmt::Display + Sync)) = match upstream {
+        None => return Ok(MaybeTls::Plain(stream)),
         Some(Upstream::Refuse(reason)) => {
             tracing::warn!(%authority, reason, "upstream connection not attempted");
             return Err(Failure::Connect);
         }
+        Some(Upstream::Mesh {
+            mesh,
+            expected,
+            server_name,
+        }) => match mesh.client_config(expected, http2) {
+            Ok(config) => (config, server_name, expected),
+            Err(e) => {
+                tracing::warn!(%authority, expected = %expected, reason = %e, "upstream connection not attempted");
+                return Err(Failure::Connect);
+            }
+        },
         Some(Upstream::Tls {
             http1,
             http2: h2,
             server_name,
             expect,
-        }) => (if http2 { h2 } else { http1 }, server_name, expect),
+        }) => (
+            (if http2 { h2 } else { http1 }).clone(),
+            server_name,
+            expect,
+        ),
     };
-    let connector = TlsConnector::from(config.clone());
+    let connector = TlsConnector::from(config);
     match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         connector.connect(server_name.clone(), stream),
     )
     .await
     {
-        Ok(Ok(tls)) => Ok(UpstreamIo::Tls(Box::new(tls))),
+        Ok(Ok(tls)) => Ok(MaybeTls::Tls(Box::new(tls))),
         Ok(Err(e)) => {
             let reason = identity::handshake_failure_reason(&e);
             tracing::warn!(%authority, expected = %expect, reason, "upstream TLS handshake failed");
@@ -384,64 +410,6 @@ pub async fn secure(
         Err(_) => {
             tracing::warn!(%authority, expected = %expect, "upstream TLS handshake timed out");
             Err(Failure::Connect)
-        }
-    }
-}
-
-impl AsyncRead for UpstreamIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            UpstreamIo::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            UpstreamIo::Plain(s) => s.is_write_vectored(),
-            UpstreamIo::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamIo::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamIo::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -482,10 +450,11 @@ mod tests {
         use pb::UpstreamTlsMode::*;
         let kind = |up: Option<Arc<Upstream>>| match up.as_deref() {
             None => "plain".to_string(),
+            Some(Upstream::Mesh { expected, .. }) => format!("mesh {expected}"),
             Some(Upstream::Tls { expect, .. }) => format!("tls {expect}"),
             Some(Upstream::Refuse(_)) => "refuse".to_string(),
         };
-        let b = "tls spiffe://cluster.local/ns/default/sa/b";
+        let b = "mesh spiffe://cluster.local/ns/default/sa/b";
         let cases = [
             (Auto, true, true, b),
             (Auto, false, true, "plain"),
@@ -499,7 +468,7 @@ mod tests {
             let m = with_cert.then_some(&mesh);
             let tls = ClusterTls::new(&spec, m).expect("valid");
             assert_eq!(
-                kind(tls.for_endpoint(&spec, &endpoint(sidecar))),
+                kind(tls.for_endpoints(&spec, &[endpoint(sidecar)]).remove(0)),
                 want,
                 "{mode:?} sidecar={sidecar} cert={with_cert}"
             );
@@ -511,7 +480,10 @@ mod tests {
             identity: String::new(),
             ..endpoint(true)
         };
-        assert_eq!(kind(tls.for_endpoint(&spec, &anonymous)), "refuse");
+        assert_eq!(
+            kind(tls.for_endpoints(&spec, &[anonymous]).remove(0)),
+            "refuse"
+        );
     }
 
     #[test]
