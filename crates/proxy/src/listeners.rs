@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::http::forward::LocalApp;
 use crate::http::{Conn, ListenerRt, Shared};
 use crate::snapshot::{Direction, ListenerSpec, Serve, Snapshot};
 use crate::tcp;
@@ -169,9 +170,14 @@ async fn reconcile(
             serve: spec.serve,
             error: None,
         };
-        let app = SocketAddr::new(shared.app_ip, spec.app_port);
-        let Ok(app) = app.to_string().parse::<Authority>() else {
-            continue;
+        let app_addr = SocketAddr::new(shared.app_ip, spec.app_port);
+        // The same application keeps its pool (and its warm connections).
+        let app = match bound.get(&spec.bind).map(|b| b.rt.load_full()) {
+            Some(old) if old.app.authority.as_str() == app_addr.to_string() => old.app.clone(),
+            _ => match LocalApp::new(app_addr) {
+                Some(app) => Arc::new(app),
+                None => continue,
+            },
         };
         let authz = snapshot.authz.get(&spec.bind).cloned().unwrap_or_default();
         let rt = ListenerRt { spec, app, authz };
@@ -416,21 +422,23 @@ fn serve_http(
         sni,
         route_config,
     } = client;
+    let own = shared.store.mesh_tls().map(|m| m.id());
     let conn = Arc::new(Conn {
         shared: shared.clone(),
         listener: rt.clone(),
         peer,
+        mesh_peer: identity.map(|id| inbound::MeshPeer::new(id, own)),
         sni,
         route_config,
     });
     let inbound = rt.load().spec.direction == Direction::Inbound;
-    let own = shared.store.mesh_tls().map(|m| m.id().clone());
-    let mesh_peer = identity.map(inbound::MeshPeer::new);
-    let service = service_fn(move |mut req| {
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         if inbound {
-            inbound::decorate(&mut req, mesh_peer.as_ref(), own.as_ref());
+            inbound::decorate(req.headers_mut(), conn.mesh_peer.as_ref());
         }
-        crate::http::handle(req, conn.clone())
+        // Boxed: hyper spawns a task per HTTP/2 stream, and the request's
+        // state is kilobytes; a task holding a pointer is cheap to create.
+        Box::pin(crate::http::handle(req, conn.clone()))
     });
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service)

@@ -3,6 +3,7 @@
 //! timeouts, outlier reporting, and the local replies Envoy gives when no
 //! upstream answers.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,10 +15,11 @@ use super::body::{ReqBody, RespBody, UpstreamBody};
 use super::headers::strip_hop_by_hop;
 use super::local_reply;
 use super::retry::{Failure, RetryPolicy};
+use crate::lb::breaker::Breakers;
 use crate::lb::breaker::{Permit, Resource};
 use crate::lb::outlier::Outcome;
-use crate::lb::pool::Pool;
-use crate::lb::upstream::{Lease, SendError};
+use crate::lb::pool::{DEFAULT_CONNECT_TIMEOUT, Pool};
+use crate::lb::upstream::{ConnSettings, DEFAULT_IDLE_TIMEOUT, EndpointPool, Lease, SendError};
 use crate::lb::{Cluster, Endpoint, UpstreamProtocol};
 use crate::telemetry::{Flags, Record};
 
@@ -39,12 +41,44 @@ pub enum Dest<'a> {
         /// The request's hash, for consistent hashing.
         hash: Option<u64>,
     },
-    /// One fixed address: the local application, or a passthrough destination.
+    /// The local application (inbound).
+    Local {
+        app: &'a LocalApp,
+        protocol: UpstreamProtocol,
+    },
+    /// A passthrough destination: one address, no endpoint of a cluster.
     Fixed {
         authority: Authority,
         pool: &'a Pool,
         protocol: UpstreamProtocol,
     },
+}
+
+/// The local application as an upstream: one endpoint with its own pool of
+/// connections (kept across config updates while the address stays).
+pub struct LocalApp {
+    pub authority: Authority,
+    /// "address:port", as the access log names the upstream host.
+    key: Arc<str>,
+    pool: Arc<EndpointPool>,
+}
+
+impl LocalApp {
+    pub fn new(addr: SocketAddr) -> Option<Self> {
+        let key: Arc<str> = addr.to_string().into();
+        let authority: Authority = key.parse().ok()?;
+        let settings = ConnSettings {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_requests_per_connection: 0,
+            max_duration: None,
+        };
+        Some(LocalApp {
+            pool: EndpointPool::new(authority.clone(), settings, Breakers::default()),
+            authority,
+            key,
+        })
+    }
 }
 
 /// A request body, once or replayable.
@@ -138,15 +172,17 @@ async fn tries(
                     None => return no_healthy_upstream(record),
                 },
             },
+            Dest::Local { app, protocol } => (app.authority.clone(), None, *protocol),
             Dest::Fixed {
                 authority,
                 protocol,
                 ..
             } => (authority.clone(), None, *protocol),
         };
-        record.upstream_host = Some(match &endpoint {
-            Some(e) => e.key.clone(),
-            None => authority.as_str().into(),
+        record.upstream_host = Some(match (&endpoint, dest) {
+            (Some(e), _) => e.key.clone(),
+            (None, Dest::Local { app, .. }) => app.key.clone(),
+            (None, _) => authority.as_str().into(),
         });
         if let Some(e) = &endpoint {
             record.destination = Some(e.meta.clone());
@@ -240,17 +276,8 @@ async fn attempt(
     http2: bool,
 ) -> Result<(Response<hyper::body::Incoming>, Option<Lease>), SendError> {
     match (dest, endpoint) {
-        (_, Some(e)) => {
-            // hyper's connection API sends the URI as it is: origin-form for
-            // HTTP/1, absolute (for :scheme and :authority) for HTTP/2.
-            let Some(req) = build(h, authority, body, http2, !http2) else {
-                return Err(SendError::Failure(Failure::Reset));
-            };
-            e.pool
-                .send(req, http2)
-                .await
-                .map(|(resp, lease)| (resp, Some(lease)))
-        }
+        (_, Some(e)) => pooled(&e.pool, h, authority, body, http2).await,
+        (Dest::Local { app, .. }, None) => pooled(&app.pool, h, authority, body, http2).await,
         (Dest::Cluster { cluster, .. }, None) => {
             let Some(pool) = &cluster.direct else {
                 return Err(SendError::Failure(Failure::Connect));
@@ -262,6 +289,23 @@ async fn attempt(
         }
         (Dest::Fixed { pool, .. }, None) => direct(pool, h, authority, body, http2).await,
     }
+}
+
+async fn pooled(
+    pool: &Arc<EndpointPool>,
+    h: Head,
+    authority: Authority,
+    body: ReqBody,
+    http2: bool,
+) -> Result<(Response<hyper::body::Incoming>, Option<Lease>), SendError> {
+    // hyper's connection API sends the URI as it is: origin-form for
+    // HTTP/1, absolute (for :scheme and :authority) for HTTP/2.
+    let Some(req) = build(h, authority, body, http2, !http2) else {
+        return Err(SendError::Failure(Failure::Reset));
+    };
+    pool.send(req, http2)
+        .await
+        .map(|(resp, lease)| (resp, Some(lease)))
 }
 
 async fn direct(
@@ -291,7 +335,7 @@ fn retry_budget(dest: &Dest<'_>) -> Result<Option<Permit>, ()> {
             .try_acquire(Resource::Retries)
             .map(Some)
             .ok_or(()),
-        Dest::Fixed { .. } => Ok(None),
+        Dest::Local { .. } | Dest::Fixed { .. } => Ok(None),
     }
 }
 

@@ -32,7 +32,7 @@ use crate::snapshot::{Direction, ListenerSpec};
 use crate::telemetry::meta::ServiceMeta;
 use crate::telemetry::{Flags, LoggedBody, Record, Reporter, Telemetry};
 use body::{Counted, ReqBody, RespBody};
-use forward::{Dest, Head, Policy, SendBody};
+use forward::{Dest, Head, LocalApp, Policy, SendBody};
 use headers::{X_FORWARDED_PROTO, ensure_request_id, strip_hop_by_hop};
 
 /// State shared by every listener.
@@ -48,7 +48,7 @@ pub struct Shared {
 pub struct ListenerRt {
     pub spec: ListenerSpec,
     /// Where inbound traffic goes: app_ip:app_port.
-    pub app: Authority,
+    pub app: Arc<LocalApp>,
     /// Inbound: the port's AuthorizationPolicies.
     pub authz: Arc<crate::policy::authz::ListenerAuthz>,
 }
@@ -58,6 +58,8 @@ pub struct Conn {
     pub shared: Arc<Shared>,
     pub listener: Arc<ArcSwap<ListenerRt>>,
     pub peer: SocketAddr,
+    /// Inbound over mesh mTLS: the verified peer.
+    pub mesh_peer: Option<crate::tls::inbound::MeshPeer>,
     /// The server name a mesh mTLS client asked for (`connection.sni`).
     pub sni: Option<Arc<str>>,
     /// A gateway TLS server's own route config, chosen by SNI at the
@@ -97,6 +99,7 @@ pub async fn handle(
         &authority,
         request_id,
         conn.peer,
+        conn.mesh_peer.as_ref().map(|p| p.meta.clone()),
     ));
     let response = match listener.spec.direction {
         Direction::Inbound | Direction::Gateway => {
@@ -109,7 +112,7 @@ pub async fn handle(
                 crate::policy::authz::Decision::Allow
                     if listener.spec.direction == Direction::Inbound =>
                 {
-                    inbound(req, &authority, &listener, &conn.shared, &mut record).await
+                    inbound(req, &authority, &listener, &mut record).await
                 }
                 crate::policy::authz::Decision::Allow => {
                     routed(req, authority, &listener.spec, &conn, &mut record).await
@@ -138,10 +141,7 @@ fn authorize<B>(
         return authz::Decision::Allow;
     }
     let path = authz::normalize_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
-    let principal = req
-        .extensions()
-        .get::<crate::tls::inbound::MeshPeer>()
-        .map(|p| &*p.meta.principal);
+    let principal = conn.mesh_peer.as_ref().map(|p| &*p.meta.principal);
     engine.decide(&Attrs {
         source: conn.peer.ip(),
         // A gateway is the edge (Istio's numTrustedProxies 0): the client is
@@ -251,7 +251,6 @@ async fn inbound(
     req: Request<Incoming>,
     authority: &str,
     listener: &ListenerRt,
-    shared: &Shared,
     record: &mut Record,
 ) -> Response<RespBody> {
     let (mut parts, body) = split(req, record);
@@ -268,9 +267,8 @@ async fn inbound(
         headers: parts.headers,
         downstream: parts.version,
     };
-    let dest = Dest::Fixed {
-        authority: listener.app.clone(),
-        pool: &shared.direct_pool,
+    let dest = Dest::Local {
+        app: &listener.app,
         protocol,
     };
     forward::send(

@@ -177,6 +177,7 @@ impl Record {
         authority: &str,
         request_id: HeaderValue,
         peer: SocketAddr,
+        source: Option<Arc<PeerMeta>>,
     ) -> Self {
         let with_log = telemetry.access_log.is_some();
         Record {
@@ -217,10 +218,7 @@ impl Record {
             route_name: None,
             response_code_details: None,
             destination: None,
-            source: req
-                .extensions()
-                .get::<crate::tls::inbound::MeshPeer>()
-                .map(|p| p.meta.clone()),
+            source,
             service: None,
             active: None,
         }

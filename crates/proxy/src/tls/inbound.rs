@@ -6,7 +6,7 @@
 //! - DISABLE: plaintext only.
 //!
 //! After a mesh handshake the peer's identity goes with every request on the
-//! connection: as the [`MeshPeer`] request extension (for authorization and
+//! connection: as the connection's [`MeshPeer`] (for authorization and
 //! telemetry) and as `x-forwarded-client-cert` to the application, which is
 //! always stripped from what the caller sent (Envoy's SANITIZE_SET).
 
@@ -64,16 +64,21 @@ pub struct MeshPeer {
     pub identity: Arc<PeerIdentity>,
     /// The peer as telemetry labels it: namespace and principal from its id.
     pub meta: Arc<PeerMeta>,
+    /// What the application is told of the peer (`x-forwarded-client-cert`);
+    /// `None` when this proxy has no identity to name itself by.
+    xfcc: Option<HeaderValue>,
 }
 
 impl MeshPeer {
-    /// Made once per connection; each request gets clones of the `Arc`s.
-    pub fn new(identity: Arc<PeerIdentity>) -> Self {
+    /// Made once per connection, for all of its requests.
+    pub fn new(identity: Arc<PeerIdentity>, own: Option<&SpiffeId>) -> Self {
         let id = identity.id();
         let meta = PeerMeta::from_labels(&BTreeMap::new(), "", id.namespace(), &id.to_string());
+        let xfcc = own.and_then(|own| HeaderValue::from_str(&identity.xfcc(own)).ok());
         MeshPeer {
             identity,
             meta: Arc::new(meta),
+            xfcc,
         }
     }
 }
@@ -185,18 +190,13 @@ async fn handshake(
     })
 }
 
-/// Sets what the application and the request path learn of the peer: the
-/// caller's own `x-forwarded-client-cert` is dropped; a verified peer's is
-/// set, and the peer attached as [`MeshPeer`].
-pub fn decorate<B>(req: &mut http::Request<B>, peer: Option<&MeshPeer>, own: Option<&SpiffeId>) {
-    req.headers_mut().remove(X_FORWARDED_CLIENT_CERT);
-    let Some(peer) = peer else { return };
-    if let Some(own) = own
-        && let Ok(v) = HeaderValue::from_str(&peer.identity.xfcc(own))
-    {
-        req.headers_mut().insert(X_FORWARDED_CLIENT_CERT, v);
+/// Sets what the application learns of the peer: the caller's own
+/// `x-forwarded-client-cert` is dropped; a verified peer's is set.
+pub fn decorate(headers: &mut http::HeaderMap, peer: Option<&MeshPeer>) {
+    headers.remove(X_FORWARDED_CLIENT_CERT);
+    if let Some(xfcc) = peer.and_then(|p| p.xfcc.clone()) {
+        headers.insert(X_FORWARDED_CLIENT_CERT, xfcc);
     }
-    req.extensions_mut().insert(peer.clone());
 }
 
 #[cfg(test)]
@@ -339,14 +339,12 @@ mod tests {
     /// set it (the e2e test checks the header the mesh sets for a real peer).
     #[test]
     fn a_callers_xfcc_is_dropped() {
-        let own = SpiffeId::new("cluster.local", "default", "server").expect("id");
-        let mut req = http::Request::new(());
-        req.headers_mut().insert(
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
             X_FORWARDED_CLIENT_CERT,
             HeaderValue::from_static("URI=spiffe://forged"),
         );
-        decorate(&mut req, None, Some(&own));
-        assert!(req.headers().get(X_FORWARDED_CLIENT_CERT).is_none());
-        assert!(req.extensions().get::<MeshPeer>().is_none());
+        decorate(&mut headers, None);
+        assert!(headers.get(X_FORWARDED_CLIENT_CERT).is_none());
     }
 }
