@@ -58,26 +58,27 @@ struct AllSeries(RwLock<HashMap<Labels, Series, foldhash::fast::RandomState>>);
 
 impl Collector for AllSeries {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let all = self.0.read().unwrap_or_else(|e| e.into_inner());
-        {
-            let mut family = encoder.encode_descriptor(
+        type Metric = fn(&Series) -> &dyn EncodeMetric;
+        let families: [(&str, &str, MetricType, Metric); 2] = [
+            (
                 "istio_requests",
                 "Requests handled by the proxy",
-                None,
                 MetricType::Counter,
-            )?;
+                |s| &s.requests,
+            ),
+            (
+                "istio_request_duration_milliseconds",
+                "Request duration",
+                MetricType::Histogram,
+                |s| &s.duration,
+            ),
+        ];
+        let all = self.0.read().unwrap_or_else(|e| e.into_inner());
+        for (name, help, kind, metric) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
             for (labels, series) in all.iter() {
-                series.requests.encode(family.encode_family(labels)?)?;
+                metric(series).encode(family.encode_family(labels)?)?;
             }
-        }
-        let mut family = encoder.encode_descriptor(
-            "istio_request_duration_milliseconds",
-            "Request duration",
-            None,
-            MetricType::Histogram,
-        )?;
-        for (labels, series) in all.iter() {
-            series.duration.encode(family.encode_family(labels)?)?;
         }
         Ok(())
     }
