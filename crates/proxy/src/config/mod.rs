@@ -39,6 +39,15 @@ fn release_freed_memory() {
     }
 }
 
+/// The proxy API's own name for a type URL, or why there is none.
+fn type_key(type_url: &str) -> Result<&'static str, String> {
+    wire::types::ALL
+        .iter()
+        .copied()
+        .find(|t| *t == type_url)
+        .ok_or_else(|| format!("unknown resource type {type_url:?}"))
+}
+
 pub struct ConfigStore {
     pod_ip: Option<IpAddr>,
     /// This proxy's locality and labels, for locality-aware balancing.
@@ -111,9 +120,7 @@ impl ConfigStore {
         version: &str,
         resources: Vec<pb::Resource>,
     ) -> Result<(), String> {
-        let Some(type_key) = wire::types::ALL.iter().copied().find(|t| *t == type_url) else {
-            return Err(format!("unknown resource type {type_url:?}"));
-        };
+        let type_key = type_key(type_url)?;
         let new = TypeState::new(version, &resources);
         drop(resources);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -130,9 +137,7 @@ impl ConfigStore {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut types = state.accepted.clone();
         for (type_url, resources) in by_type {
-            let Some(type_key) = wire::types::ALL.iter().copied().find(|t| *t == type_url) else {
-                return Err(format!("unknown resource type {type_url:?}"));
-            };
+            let type_key = type_key(type_url)?;
             types.insert(type_key, Arc::new(TypeState::new(version, &resources)));
         }
         let result = self.compile_and_publish(&mut state, "config", version, types);
@@ -149,9 +154,7 @@ impl ConfigStore {
         changed: Vec<pb::Resource>,
         removed: Vec<String>,
     ) -> Result<(), String> {
-        let Some(type_key) = wire::types::ALL.iter().copied().find(|t| *t == type_url) else {
-            return Err(format!("unknown resource type {type_url:?}"));
-        };
+        let type_key = type_key(type_url)?;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let Some(old) = state.accepted.get(type_key) else {
             return Err(format!(

@@ -40,7 +40,7 @@ pub struct Shared {
     pub store: Arc<ConfigStore>,
     pub telemetry: Arc<Telemetry>,
     pub app_ip: IpAddr,
-    /// For the local application and passthrough destinations.
+    /// For passthrough destinations (the local application has its own, `ListenerRt::app`).
     pub direct_pool: Arc<Pool>,
 }
 
