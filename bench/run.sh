@@ -7,7 +7,7 @@
 # docs/benchmarks.md. The sidecar is linked as a release is
 # (bench/link-order.sh: its hot functions together, from a profile).
 #
-#   bench/run.sh                 the full run (about 11 minutes after the build)
+#   bench/run.sh                 the full run (about 14 minutes after the build)
 #   bench/run.sh --plaintext     the same without mTLS between the sidecars (both pairs)
 #   bench/run.sh --quick         a smoke run: half a second per scenario, docs untouched
 #   bench/run.sh --bin-dir DIR   use the binaries in DIR (e.g. target/debug), no build
