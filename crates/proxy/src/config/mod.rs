@@ -65,8 +65,11 @@ pub struct ConfigStore {
 #[derive(Default)]
 struct State {
     accepted: BTreeMap<&'static str, Arc<TypeState>>,
-    /// The latest compiled snapshot, complete or not: the next compile
-    /// carries its run-time state over.
+    /// The latest complete snapshot: the next compile carries its run-time
+    /// state over. One still missing a type is compiled only to validate
+    /// the update and then dropped: no traffic has used it, and keeping
+    /// each such generation alive while the next is built left glibc's
+    /// heap fragmented (4 MiB more resident for a 1,000-service mesh).
     latest: Option<Arc<Snapshot>>,
 }
 
@@ -127,24 +130,6 @@ impl ConfigStore {
         self.install(&mut state, type_key, new)
     }
 
-    /// Accepts several types at once, with one compile (a static config):
-    /// all of them, or none and why not.
-    pub fn apply_all(
-        &self,
-        version: &str,
-        by_type: Vec<(&str, Vec<pb::Resource>)>,
-    ) -> Result<(), String> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut types = state.accepted.clone();
-        for (type_url, resources) in by_type {
-            let type_key = type_key(type_url)?;
-            types.insert(type_key, Arc::new(TypeState::new(version, &resources)));
-        }
-        let result = self.compile_and_publish(&mut state, "config", version, types);
-        release_freed_memory();
-        result
-    }
-
     /// Accepts a change to the resources of `type_url` (see
     /// [`wire::client::ConfigHandler::apply_partial`]), or explains why not.
     pub fn apply_partial(
@@ -202,7 +187,7 @@ impl ConfigStore {
         .map_err(|e| format!("{what} version {version:?}: {e}"))?;
         let snapshot = Arc::new(snapshot);
         state.accepted = types;
-        state.latest = Some(snapshot.clone());
+        state.latest = snapshot.complete().then(|| snapshot.clone());
         if snapshot.complete() {
             self.current.store(Some(snapshot.clone()));
             self.changes.send_replace(Some(snapshot));
@@ -364,39 +349,6 @@ mod tests {
                 .is_err()
         );
         assert!(store.apply("nope", "1", vec![]).is_err());
-    }
-
-    #[test]
-    fn apply_all_takes_every_type_or_none() {
-        let store = ConfigStore::new(&pb::Node::default());
-        let all = |clusters: Vec<pb::Resource>| {
-            wire::types::ALL
-                .iter()
-                .map(|t| {
-                    let r = if *t == wire::types::CLUSTER {
-                        clusters.clone()
-                    } else {
-                        vec![]
-                    };
-                    (*t, r)
-                })
-                .collect::<Vec<_>>()
-        };
-        store
-            .apply_all("1", all(vec![cluster("c")]))
-            .expect("valid");
-        let first = store.current().expect("complete after one call");
-        assert!(first.clusters.contains_key("c"));
-
-        let err = store
-            .apply_all("2", all(vec![cluster("c"), cluster("c")]))
-            .expect_err("a cluster listed twice");
-        assert!(
-            err.contains("version \"2\"") && err.contains("twice"),
-            "{err}"
-        );
-        assert!(Arc::ptr_eq(&first, &store.current().expect("kept")));
-        assert_eq!(store.accepted()[wire::types::CLUSTER].version, "1");
     }
 
     #[test]

@@ -42,8 +42,11 @@ pub fn load(path: &Path, store: &ConfigStore) -> Result<(), Error> {
         by_type[slot].push(r);
     }
     // In the control plane's order, so that references resolve as they would over xDS.
-    let by_type = wire::types::ALL.iter().copied().zip(by_type).collect();
-    store.apply_all("static", by_type).map_err(bad)
+    // In the control plane's order, so that references resolve as they would over xDS.
+    for (type_url, resources) in wire::types::ALL.iter().zip(by_type) {
+        store.apply(type_url, "static", resources).map_err(bad)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
