@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use identity::SpiffeId;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 
 pub const TRUST_DOMAIN: &str = "cluster.local";
@@ -50,21 +51,9 @@ pub fn generate(dir: &Path, service_accounts: &[&str]) -> Result<Vec<Workload>> 
     let mut out = Vec::new();
     for sa in service_accounts {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::default();
-        // As the mesh's CA: empty subject, the identity is the one URI SAN.
-        params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(spiffe_id(sa).try_into()?)];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        let leaf = params.signed_by(&key, &issuer)?;
+        // As the mesh's CA makes them.
+        let id = SpiffeId::new(TRUST_DOMAIN, NAMESPACE, sa)?;
+        let leaf = identity::workload_cert_params(&id)?.signed_by(&key, &issuer)?;
         let wdir = dir.join(sa);
         std::fs::create_dir_all(&wdir)?;
         let w = Workload {

@@ -27,7 +27,7 @@ mod workload;
 
 pub use ca::{
     CA_CERT_FILE, CA_KEY_FILE, CERT_CHAIN_FILE, CLOCK_SKEW_ALLOWANCE, Ca, CaError,
-    DEFAULT_WORKLOAD_TTL, MAX_WORKLOAD_TTL, ROOT_CERT_FILE, ROOT_TTL,
+    DEFAULT_WORKLOAD_TTL, MAX_WORKLOAD_TTL, ROOT_CERT_FILE, ROOT_TTL, workload_cert_params,
 };
 pub use cert::{CertChain, CertError, CertInfo, spiffe_id_of};
 pub use peer::{PeerIdentity, peer_identity};

@@ -375,6 +375,19 @@ stringData:
             .expect("listener on the port")
     }
 
+    /// The virtual host names of a route config.
+    fn virtual_hosts<'a>(config: &'a ProxyConfig, route_config: &str) -> Vec<&'a str> {
+        config
+            .routes
+            .iter()
+            .find(|r| r.name == route_config)
+            .expect("route config")
+            .virtual_hosts
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect()
+    }
+
     #[test]
     fn simple_server_carries_the_secret_and_hosts_as_sni() {
         let config = config(BOOKINFO_SECRET);
@@ -388,16 +401,7 @@ stringData:
         assert_eq!(tls.client_ca, "");
         assert_eq!(tls.route_config, "https.443.https.gw.istio-system");
         assert_eq!(l.route_config, tls.route_config);
-        let routes = config
-            .routes
-            .iter()
-            .find(|r| r.name == tls.route_config)
-            .expect("route config");
-        let hosts: Vec<_> = routes
-            .virtual_hosts
-            .iter()
-            .map(|v| v.name.as_str())
-            .collect();
+        let hosts = virtual_hosts(&config, &tls.route_config);
         assert_eq!(hosts, ["bookinfo.example.com:443"]);
         let plain = listener(&config, 80);
         assert!(plain.https_redirect && plain.gateway_tls.is_empty());
@@ -432,16 +436,7 @@ stringData: {cacert: CA2}
             (tls.cert_chain.as_str(), tls.client_ca.as_str()),
             ("-----BEGIN CERTIFICATE-----\nC2\n", "CA2")
         );
-        let routes = config
-            .routes
-            .iter()
-            .find(|r| r.name == tls.route_config)
-            .expect("route config");
-        let hosts: Vec<_> = routes
-            .virtual_hosts
-            .iter()
-            .map(|v| v.name.as_str())
-            .collect();
+        let hosts = virtual_hosts(&config, &tls.route_config);
         assert_eq!(
             hosts,
             ["*.mtls.example.com:443"],

@@ -3,7 +3,7 @@
 use api::Object;
 use api::networking::StringMatch as ApiMatch;
 use api::networking::{
-    Destination, HeaderOperations, HttpMatchRequest, HttpRoute, HttpRouteDestination,
+    Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, HttpRouteDestination,
     VirtualService,
 };
 use wire::pb;
@@ -85,16 +85,8 @@ pub fn http_routes(
             name,
             matches: matches.into_iter().map(route_match).collect(),
             action: Some(action(mesh, route, ns, port)),
-            request_headers: route
-                .headers
-                .as_ref()
-                .and_then(|h| h.request.as_ref())
-                .map(header_ops),
-            response_headers: route
-                .headers
-                .as_ref()
-                .and_then(|h| h.response.as_ref())
-                .map(header_ops),
+            request_headers: header_ops(route.headers.as_ref(), |h| h.request.as_ref()),
+            response_headers: header_ops(route.headers.as_ref(), |h| h.response.as_ref()),
             fault: route.fault.as_ref().map(|f| pb::Fault {
                 delay_percent: f.delay.as_ref().map_or(0.0, |d| {
                     percent(d.percentage.as_ref().map(|p| p.value), d.percent)
@@ -265,16 +257,8 @@ fn weighted(
     pb::WeightedCluster {
         cluster: destination_cluster(mesh, &d.destination, ns, port),
         weight,
-        request_headers: d
-            .headers
-            .as_ref()
-            .and_then(|h| h.request.as_ref())
-            .map(header_ops),
-        response_headers: d
-            .headers
-            .as_ref()
-            .and_then(|h| h.response.as_ref())
-            .map(header_ops),
+        request_headers: header_ops(d.headers.as_ref(), |h| h.request.as_ref()),
+        response_headers: header_ops(d.headers.as_ref(), |h| h.response.as_ref()),
     }
 }
 
@@ -293,12 +277,17 @@ pub fn destination_cluster(mesh: &Mesh, d: &Destination, ns: &str, port: u32) ->
     cluster_name(port, d.subset.as_deref().unwrap_or(""), &host)
 }
 
-fn header_ops(h: &HeaderOperations) -> pb::HeaderOps {
-    pb::HeaderOps {
+/// One direction's header operations (`side` picks request or response).
+fn header_ops(
+    headers: Option<&Headers>,
+    side: fn(&Headers) -> Option<&HeaderOperations>,
+) -> Option<pb::HeaderOps> {
+    let h = headers.and_then(side)?;
+    Some(pb::HeaderOps {
         set: h.set.clone(),
         add: h.add.clone(),
         remove: h.remove.clone(),
-    }
+    })
 }
 
 fn route_match(m: &HttpMatchRequest) -> pb::RouteMatch {

@@ -97,6 +97,27 @@ pub enum CaError {
     Cert(#[from] CertError),
 }
 
+/// What a mesh workload certificate says, as Istio's CA issues it: an empty
+/// subject (rcgen then marks the SAN extension critical, RFC 5280), `id` as
+/// the one URI SAN, no CA, TLS server and client use, the issuer's key id.
+/// The issuer sets serial and validity.
+pub fn workload_cert_params(id: &SpiffeId) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(id.to_string().try_into()?)];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
 /// A certificate authority for workload identities.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -408,28 +429,11 @@ impl Ca {
         let now = OffsetDateTime::from(now);
         let not_after = add(now, ttl)?.min(self.issuer_not_after);
 
-        let mut params = CertificateParams::default();
-        // Empty subject (as Istio): rcgen then marks the SAN extension critical (RFC 5280).
-        params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(
-            authenticated
-                .to_string()
-                .try_into()
-                .map_err(|e: rcgen::Error| CaError::Sign(e.to_string()))?,
-        )];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        let mut params = workload_cert_params(authenticated)
+            .map_err(|e: rcgen::Error| CaError::Sign(e.to_string()))?;
         params.serial_number = Some(random_serial());
         params.not_before = sub(now, CLOCK_SKEW_ALLOWANCE)?;
         params.not_after = not_after;
-        params.use_authority_key_identifier_extension = true;
 
         let leaf = params
             .signed_by(&public_key, &self.issuer)

@@ -17,8 +17,8 @@ use super::local_reply;
 use super::retry::{Failure, RetryPolicy};
 use crate::lb::breaker::{Breakers, Permit, Resource};
 use crate::lb::outlier::Outcome;
-use crate::lb::pool::{DEFAULT_CONNECT_TIMEOUT, Pool};
-use crate::lb::upstream::{ConnSettings, DEFAULT_IDLE_TIMEOUT, EndpointPool, Lease, SendError};
+use crate::lb::pool::Pool;
+use crate::lb::upstream::{ConnSettings, EndpointPool, Lease, SendError};
 use crate::lb::{Cluster, Endpoint, UpstreamProtocol};
 use crate::telemetry::{Flags, Record};
 
@@ -66,14 +66,12 @@ impl LocalApp {
     pub fn new(addr: SocketAddr) -> Option<Self> {
         let key: Arc<str> = addr.to_string().into();
         let authority: Authority = key.parse().ok()?;
-        let settings = ConnSettings {
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
-            max_requests_per_connection: 0,
-            max_duration: None,
-        };
         Some(LocalApp {
-            pool: EndpointPool::new(authority.clone(), settings, Breakers::default()),
+            pool: EndpointPool::new(
+                authority.clone(),
+                ConnSettings::default(),
+                Breakers::default(),
+            ),
             authority,
             key,
         })

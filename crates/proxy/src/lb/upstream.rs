@@ -55,6 +55,18 @@ pub struct ConnSettings {
     pub max_duration: Option<Duration>,
 }
 
+/// Envoy's defaults, for a cluster that sets nothing (and the local application).
+impl Default for ConnSettings {
+    fn default() -> Self {
+        ConnSettings {
+            connect_timeout: super::pool::DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_requests_per_connection: 0,
+            max_duration: None,
+        }
+    }
+}
+
 impl ConnSettings {
     /// Whether a connection of this age may take another request.
     fn fresh(&self, created: Instant, served: u32, now: Instant) -> bool {
