@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::uri::Authority;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -268,10 +267,6 @@ async fn accept_loop(
             });
             continue;
         }
-        if now.spec.https_redirect {
-            serve_redirect(stream, peer, &builder, drain.clone());
-            continue;
-        }
         if now.spec.direction != Direction::Inbound {
             serve_plain(stream, peer, &rt, &shared, &builder, drain.clone());
             continue;
@@ -442,40 +437,6 @@ fn serve_http(
     });
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service)
-        .into_owned();
-    tokio::spawn(until_drained(connection, peer, drain));
-}
-
-/// Istio's `httpsRedirect`: every request on the port gets a 301 to the
-/// same host and path with https (the default port, as Envoy's require_tls).
-fn serve_redirect(
-    stream: TcpStream,
-    peer: SocketAddr,
-    builder: &auto::Builder<TokioExecutor>,
-    drain: Drain,
-) {
-    let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.host().to_string())
-            .or_else(|| {
-                let h = req.headers().get(http::header::HOST)?.to_str().ok()?;
-                Some(h.parse::<Authority>().ok()?.host().to_string())
-            });
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let mut resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
-        match host.and_then(|h| http::HeaderValue::try_from(format!("https://{h}{path}")).ok()) {
-            Some(location) => {
-                *resp.status_mut() = http::StatusCode::MOVED_PERMANENTLY;
-                resp.headers_mut().insert(http::header::LOCATION, location);
-            }
-            None => *resp.status_mut() = http::StatusCode::BAD_REQUEST,
-        }
-        Ok::<_, std::convert::Infallible>(resp)
-    });
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
         .into_owned();
     tokio::spawn(until_drained(connection, peer, drain));
 }

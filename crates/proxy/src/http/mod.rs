@@ -109,6 +109,9 @@ pub async fn handle(
                     record.response_code_details = Some(details);
                     local_reply(StatusCode::FORBIDDEN, "RBAC: access denied")
                 }
+                crate::policy::authz::Decision::Allow if listener.spec.https_redirect => {
+                    https_redirect(&req, &authority)
+                }
                 crate::policy::authz::Decision::Allow
                     if listener.spec.direction == Direction::Inbound =>
                 {
@@ -218,6 +221,22 @@ pub fn local_reply(status: StatusCode, text: &'static str) -> Response<RespBody>
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
     resp
+}
+
+/// Istio's `httpsRedirect` (a gateway port whose servers ask for it): a 301
+/// to the same host and path over https on its default port, as Envoy's
+/// `require_tls`.
+fn https_redirect<B>(req: &Request<B>, authority: &str) -> Response<RespBody> {
+    let host = crate::snapshot::domains::strip_port(authority);
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    match HeaderValue::try_from(format!("https://{host}{path}")) {
+        Ok(location) if !host.is_empty() => {
+            let mut resp = local_reply(StatusCode::MOVED_PERMANENTLY, "");
+            resp.headers_mut().insert(header::LOCATION, location);
+            resp
+        }
+        _ => local_reply(StatusCode::BAD_REQUEST, "missing host"),
+    }
 }
 
 /// Headers every proxied request gets: no hop-by-hop headers, a Host
