@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Relinks the release trellis-proxy with the functions it executes placed
+# Relinks the dist-profile trellis-proxy with the functions it executes placed
 # together at the start of its code (crates/cli/build.rs reads the list from
 # TRELLIS_PROXY_LINK_ORDER).
 #
@@ -18,11 +18,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin="$PWD/target/release/trellis-proxy"
+bin="$PWD/target/dist/trellis-proxy"
 order="$PWD/bench/out/link-order.txt"
 work="$PWD/bench/out/link-order"
-[[ -x "$bin" && -x target/release/bench-data-plane ]] ||
-  { echo "link-order: build the release binaries first (bench/run.sh does)" >&2; exit 1; }
+[[ -x "$bin" && -x target/dist/bench-data-plane ]] ||
+  { echo "link-order: build the dist binaries first (bench/run.sh does)" >&2; exit 1; }
 if ! command -v valgrind >/dev/null; then
   echo "link-order: installing valgrind (apt)" >&2
   apt-get install -y -qq valgrind >/dev/null ||
@@ -43,7 +43,7 @@ WRAPPER
 chmod +x "$work/trellis-proxy"
 
 echo "link-order: profiling trellis-proxy under callgrind (about a minute)" >&2
-target/release/bench-data-plane --proxy "$work/trellis-proxy" --envoy "$envoy" --oha "$oha" \
+target/dist/bench-data-plane --proxy "$work/trellis-proxy" --envoy "$envoy" --oha "$oha" \
   --quick --only memory,latency,h1,h2 --out "$work/bench" >"$work/bench.log" 2>&1 ||
   { echo "link-order: the profiling run failed; see $work/bench.log" >&2; exit 1; }
 
@@ -53,4 +53,4 @@ comm -12 "$work/executed.txt" "$work/symbols.txt" >"$work/order.txt"
 # Rewritten only when it changed: cargo relinks when the file is newer.
 cmp -s "$work/order.txt" "$order" || mv "$work/order.txt" "$order"
 echo "link-order: $(wc -l <"$order") functions executed; linking trellis-proxy by them" >&2
-TRELLIS_PROXY_LINK_ORDER="$order" cargo build --release --quiet -p cli --bin trellis-proxy
+TRELLIS_PROXY_LINK_ORDER="$order" cargo build --profile dist --quiet -p cli --bin trellis-proxy

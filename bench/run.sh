@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The data-plane benchmark in one command: direct vs trellis-proxy vs Envoy,
 # side by side, on loopback, with mTLS between the sidecars (certificates
-# made by the benchmark). Builds the release binaries, installs Envoy and
+# made by the benchmark). Builds the dist binaries, installs Envoy and
 # oha if missing (bench/setup.sh), runs every scenario (bench-data-plane),
 # writes bench/out/data-plane.{md,json} and the results into
 # docs/benchmarks.md. The sidecar is linked as a release is
@@ -29,18 +29,18 @@ done
 
 tools="$(bench/setup.sh)"
 if [[ -z "$bin_dir" ]]; then
-  echo "run: building release binaries (trellis-proxy, bench-data-plane)" >&2
+  echo "run: building dist binaries (trellis-proxy, bench-data-plane)" >&2
   # With the link order of the last run, if any (link-order.sh refreshes it).
   order="$PWD/bench/out/link-order.txt"
   if [[ $quick == 0 && -f "$order" ]]; then
     export TRELLIS_PROXY_LINK_ORDER="$order"
   fi
-  cargo build --release --quiet -p cli --bin trellis-proxy -p bench --bin bench-data-plane
+  cargo build --profile dist --quiet -p cli --bin trellis-proxy -p bench --bin bench-data-plane
   # As a release is built: the sidecar linked with its hot code together.
   if [[ $quick == 0 ]]; then
     bench/link-order.sh
   fi
-  bin_dir=target/release
+  bin_dir=target/dist
 fi
 
 envoy="$(sed -n 's/^ENVOY=//p' <<<"$tools")"
