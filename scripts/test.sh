@@ -25,6 +25,11 @@ fi
 # tests, so that no test spends its time budget building a tool.
 bench/setup.sh >/dev/null
 
+# House rules before the tests: formatting, and clippy with the workspace
+# lints (Cargo.toml [workspace.lints], clippy.toml) as errors.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
 # The end-to-end tests start the real binaries (trellis, trellisd,
 # trellis-proxy, trellis-sample) from target/debug.
 cargo build --workspace --bins

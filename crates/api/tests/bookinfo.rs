@@ -1,6 +1,9 @@
 //! Istio's Bookinfo sample (samples/bookinfo), inline: the resources every
 //! Istio user has applied at least once must parse and validate unchanged.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use api::{Kind, Resource, networking::StringMatch};
 
 const DESTINATION_RULE_ALL: &str = r#"

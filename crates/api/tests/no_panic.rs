@@ -3,6 +3,9 @@
 //! mutation loop over the seed files and a few hand-written documents
 //! (no external fuzzing crate: this runs in every `cargo test`).
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 /// xorshift64*: deterministic so a failure is reproducible from its seed.

@@ -1,5 +1,8 @@
 //! Parsing: document handling, formats, and the quality of error messages.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use api::{Kind, ParseError, Resource, parse};
 
 fn err(text: &str) -> ParseError {

@@ -1,6 +1,9 @@
 //! Every YAML file users wrote (`shared/seeds/yaml`) parses, validates and
 //! round-trips.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 fn seed_dir() -> PathBuf {

@@ -2,6 +2,9 @@
 //! istioctl's exit codes (0 clean, 79 issues, 1 unreadable input) and its
 //! log, JSON and YAML output shapes.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

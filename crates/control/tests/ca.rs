@@ -1,6 +1,9 @@
 //! The certificate service over a real gRPC connection: a workload gets a
 //! certificate for its own identity with its bootstrap token, and for no other.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

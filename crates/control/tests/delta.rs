@@ -3,6 +3,9 @@
 //! whose scope sees it as the changed endpoint resources alone, and no other
 //! proxy is sent anything.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::{Arc, Mutex};

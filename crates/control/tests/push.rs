@@ -1,6 +1,9 @@
 //! The control plane's push over a real discovery stream: versions, ACKs,
 //! NACKs with their reason in proxy-status, and debounced changes.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,9 @@
 //! AuthorizationPolicy compiled into inbound listeners: which policies apply
 //! to a workload, and what each rule becomes on an HTTP and on a TCP port.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use model::{Mesh, MeshConfig, compile};
 use wire::pb::{self, ProxyKind};
 

@@ -1,5 +1,8 @@
 //! The compiler against small meshes written in YAML, as users write them.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{cluster_names, sidecar, virtual_host};

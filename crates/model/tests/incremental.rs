@@ -2,6 +2,9 @@
 //! rebuilds only the endpoints of the scopes that see the service, and the
 //! result is exactly what compiling from scratch gives.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use model::incremental::Affected;

@@ -1,6 +1,9 @@
 //! ServiceEntry and WorkloadEntry in the registry and the compiled config,
 //! as Istio resolves them (service_entry.proto, workload_entry.proto).
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{cluster_names, mesh, sidecar, virtual_host};

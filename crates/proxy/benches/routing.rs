@@ -4,6 +4,9 @@
 //!
 //! `cargo bench -p proxy --bench routing`
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::hint::black_box;
 

@@ -183,11 +183,7 @@ async fn main() -> anyhow::Result<()> {
 /// update they are the decoded resources and the previous snapshot, 7 MiB
 /// of resident memory for a 1,000-service mesh.
 fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes glibc's arena locks itself and touches only free chunks.
-    unsafe {
-        nix::libc::malloc_trim(0);
-    }
+    sys::release_freed_memory();
 }
 
 async fn shutdown() {

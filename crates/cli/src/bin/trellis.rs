@@ -75,7 +75,7 @@ fn main() -> std::process::ExitCode {
     cli::logging::init("info");
     let args = Args::parse();
     // One thread: `up` relies on its children being forked by the main thread
-    // (see up::pdeathsig), and the other verbs are single requests.
+    // (see sys::terminate_with_parent), and the other verbs are single requests.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

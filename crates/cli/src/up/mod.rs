@@ -4,7 +4,6 @@
 //! running, and stops them on Ctrl-C.
 
 pub mod bootstrap;
-mod pdeathsig;
 pub mod plan;
 pub mod supervise;
 

@@ -11,8 +11,6 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::pdeathsig;
-
 /// One process to keep running.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -85,7 +83,8 @@ fn command(spec: &Spec) -> std::io::Result<Command> {
         // `trellis up`, which then stops the children in order.
         .process_group(0)
         .kill_on_drop(true);
-    pdeathsig::terminate_with_parent(&mut cmd);
+    // Children die with `trellis up`, even when it is killed with SIGKILL.
+    sys::terminate_with_parent(&mut cmd);
     Ok(cmd)
 }
 

@@ -2,6 +2,9 @@
 //! triggers it and a close variant that does not, plus whole-input checks
 //! (the Bookinfo example, every seed snippet, determinism).
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod destination_rule;
 mod gateway;
 mod security;

@@ -200,6 +200,10 @@ fn mesh_upstream(
 }
 
 /// Istio's SNI for mesh mTLS: `outbound_.<port>_.<subset>_.<host>`.
+#[allow(
+    clippy::expect_used,
+    reason = "the last fallback is a literal valid DNS name"
+)]
 fn mesh_sni(spec: &pb::Cluster) -> ServerName<'static> {
     let sni = format!("outbound_.{}_.{}_.{}", spec.port, spec.subset, spec.service);
     server_name(&sni)

@@ -3,6 +3,9 @@
 //! loopback addresses of its own (127.0.0.0/8 is all loopback on Linux), so
 //! tests running in parallel never share a port.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod allocations;
 mod authz;
 mod control;

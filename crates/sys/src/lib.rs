@@ -1,0 +1,48 @@
+//! The only unsafe code of Trellis, in one audited place. Every other crate
+//! forbids `unsafe` (the workspace lints); each function here is safe to call
+//! and says next to its `unsafe` block why that block is sound.
+//!
+//! What is here and why it cannot be done safely elsewhere:
+//! - [`terminate_with_parent`]: `Command::pre_exec` is unsafe because the
+//!   closure runs between fork and exec;
+//! - [`release_freed_memory`]: glibc's `malloc_trim` has no safe binding;
+//! - [`CountingAlloc`] (feature `counting-alloc`, tests only): a global
+//!   allocator is an `unsafe impl`.
+
+#[cfg(feature = "counting-alloc")]
+mod counting_alloc;
+
+#[cfg(feature = "counting-alloc")]
+pub use counting_alloc::CountingAlloc;
+
+use tokio::process::Command;
+
+/// Makes the child `cmd` starts receive SIGTERM when the thread that forked
+/// it dies, even if the parent is killed with SIGKILL and cannot stop its
+/// children itself: no orphan keeps a port bound.
+///
+/// The signal is tied to the forking thread, so call this from the thread
+/// that lives as long as the parent (e.g. a current-thread runtime's).
+pub fn terminate_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed; prctl(PR_SET_PDEATHSIG) is a single
+    // system call and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// Returns the free pages of glibc's heap to the kernel (a no-op with other
+/// C libraries). A proxy calls it after a config update, whose decoded
+/// resources and previous snapshot are megabytes that are free but resident.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes glibc's arena locks itself and only returns
+    // pages of free chunks; it touches no memory the program owns.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
