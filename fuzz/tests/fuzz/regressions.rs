@@ -1,0 +1,1 @@
+//! Inputs fuzzing once crashed on, kept so the bug stays fixed.
