@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
@@ -295,9 +296,7 @@ async fn pooled(
     body: ReqBody,
     http2: bool,
 ) -> Result<(Response<hyper::body::Incoming>, Option<Lease>), SendError> {
-    // hyper's connection API sends the URI as it is: origin-form for
-    // HTTP/1, absolute (for :scheme and :authority) for HTTP/2.
-    let Some(req) = build(h, authority, body, http2, !http2) else {
+    let Some(req) = build(h, authority, body, http2, Target::Pooled) else {
         return Err(SendError::Failure(Failure::Reset));
     };
     pool.send(req, http2)
@@ -312,7 +311,7 @@ async fn direct(
     body: ReqBody,
     http2: bool,
 ) -> Result<(Response<hyper::body::Incoming>, Option<Lease>), SendError> {
-    let Some(req) = build(h, authority, body, http2, false) else {
+    let Some(req) = build(h, authority, body, http2, Target::Direct) else {
         return Err(SendError::Failure(Failure::Reset));
     };
     let client = if http2 { &pool.http2 } else { &pool.http1 };
@@ -373,23 +372,50 @@ fn clone_head(h: &Head) -> Head {
     }
 }
 
+/// Which client sends the request, for the URI it needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Target {
+    /// A connection of an endpoint's pool: hyper's connection API sends the
+    /// URI as it is.
+    Pooled,
+    /// hyper's pooling client: it connects to the URI's authority.
+    Direct,
+}
+
+/// The upstream request, with Envoy's authority semantics: the authority
+/// is the one the client asked for (or the route's rewrite), which the
+/// request carries in its Host header at this point, sent as `Host` on
+/// HTTP/1.1 and as `:authority` on HTTP/2 — never both, and never the
+/// endpoint's address, which only says where the connection goes.
 pub(super) fn build(
-    h: Head,
-    authority: Authority,
+    mut h: Head,
+    endpoint: Authority,
     body: ReqBody,
     http2: bool,
-    origin_form: bool,
+    target: Target,
 ) -> Option<Request<ReqBody>> {
-    let uri = if origin_form {
-        Uri::from(h.path)
-    } else {
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(authority)
-            .path_and_query(h.path)
-            .build()
-            .ok()?
+    let uri = match (http2, target) {
+        (false, Target::Pooled) => Uri::from(h.path),
+        (true, Target::Pooled) => {
+            let authority = h
+                .headers
+                .remove(header::HOST)
+                .and_then(|v| Authority::try_from(v.as_bytes()).ok())
+                .unwrap_or(endpoint);
+            absolute(authority, h.path)?
+        }
+        (_, Target::Direct) => {
+            if http2 {
+                // `:authority` is the destination the client named (with
+                // its port made explicit).
+                h.headers.remove(header::HOST);
+            }
+            absolute(endpoint, h.path)?
+        }
     };
+    if !http2 {
+        join_cookies(&mut h.headers);
+    }
     let mut req = Request::new(body);
     *req.method_mut() = h.method;
     *req.uri_mut() = uri;
@@ -400,6 +426,32 @@ pub(super) fn build(
     };
     *req.headers_mut() = h.headers;
     Some(req)
+}
+
+fn absolute(authority: Authority, path: PathAndQuery) -> Option<Uri> {
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .ok()
+}
+
+/// HTTP/2 clients may split the Cookie header into one field per cookie
+/// (RFC 9113 §8.2.3); HTTP/1.1 allows one Cookie line, joined with "; ".
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(header::COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if let Ok(v) = http::HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, v);
+    }
 }
 
 fn upstream_response(

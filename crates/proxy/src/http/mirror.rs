@@ -10,7 +10,7 @@ use http::header::{self, HeaderValue};
 use http_body_util::BodyExt;
 
 use super::body::ReqBody;
-use super::forward::{Head, build};
+use super::forward::{Head, Target, build};
 use crate::lb::UpstreamProtocol;
 use crate::snapshot::routes::Mirror;
 
@@ -52,7 +52,7 @@ pub fn spawn(mirror: &Mirror, head: &Head, body: Bytes, timeout: Option<Duration
             endpoint.authority.clone(),
             ReqBody::bytes(body),
             http2,
-            !http2,
+            Target::Pooled,
         ) else {
             return;
         };
