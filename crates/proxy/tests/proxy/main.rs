@@ -4,9 +4,11 @@
 //! tests running in parallel never share a port.
 
 mod allocations;
+mod authority;
 mod authz;
 mod control;
 mod cors_policy;
+mod paths;
 mod routing;
 mod static_certs;
 mod support;
