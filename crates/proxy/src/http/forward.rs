@@ -30,6 +30,9 @@ pub struct Head {
     pub headers: HeaderMap,
     /// What the client spoke, for clusters that follow it.
     pub downstream: Version,
+    /// A WebSocket upgrade: the client's connection, spliced to the
+    /// upstream's when it switches protocols.
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 /// Where a request goes.
@@ -132,7 +135,7 @@ pub async fn send(
 
 async fn tries(
     dest: &Dest<'_>,
-    head: Head,
+    mut head: Head,
     body: SendBody,
     policy: &Policy<'_>,
     record: &mut Record,
@@ -146,6 +149,7 @@ async fn tries(
     let retry = policy.retry.filter(|_| replay.is_some());
     let max_tries = 1 + retry.map_or(0, |r| r.attempts);
     let per_try = policy.retry.and_then(|r| r.per_try_timeout);
+    let mut upgrade = head.upgrade.take();
     let mut head = Some(head);
     let mut previous: Option<Arc<Endpoint>> = None;
     // Held while a retry is in flight: Envoy's max_retries counts those.
@@ -200,11 +204,13 @@ async fn tries(
             (None, Some(b)) => b,
             (None, None) => ReqBody::Empty,
         };
-        let http2 = match protocol {
-            UpstreamProtocol::Http2 => true,
-            UpstreamProtocol::Http1 => false,
-            UpstreamProtocol::Downstream => h.downstream == Version::HTTP_2,
-        };
+        // An upgrade is an HTTP/1.1 mechanism, whatever the cluster speaks.
+        let http2 = upgrade.is_none()
+            && match protocol {
+                UpstreamProtocol::Http2 => true,
+                UpstreamProtocol::Http1 => false,
+                UpstreamProtocol::Downstream => h.downstream == Version::HTTP_2,
+            };
         let attempt = attempt(dest, endpoint.as_ref(), h, authority, body, http2);
         let outcome = match per_try {
             Some(t) => tokio::time::timeout(t, attempt)
@@ -223,7 +229,13 @@ async fn tries(
             }
         }
         match outcome {
-            Ok((resp, lease)) => {
+            Ok((mut resp, lease)) => {
+                if let Some(down) = upgrade.take() {
+                    if super::upgrade::splice(down, &mut resp) {
+                        record.active = guard;
+                        return switched(resp, lease);
+                    }
+                }
                 let retriable =
                     retry.is_some_and(|r| r.retries_response(resp.status(), resp.headers()));
                 if retriable && !last {
@@ -369,6 +381,7 @@ fn clone_head(h: &Head) -> Head {
         path: h.path.clone(),
         headers: h.headers.clone(),
         downstream: h.downstream,
+        upgrade: None,
     }
 }
 
@@ -461,6 +474,14 @@ fn upstream_response(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, RespBody::Upstream(UpstreamBody::new(body, lease)))
+}
+
+/// The upstream's 101: the client switches too.
+fn switched(resp: Response<hyper::body::Incoming>, lease: Option<Lease>) -> Response<RespBody> {
+    let upgrade = resp.headers().get(header::UPGRADE).cloned();
+    let mut resp = upstream_response(resp, lease);
+    super::upgrade::response_headers(resp.headers_mut(), upgrade);
+    resp
 }
 
 fn no_healthy_upstream(record: &mut Record) -> Response<RespBody> {

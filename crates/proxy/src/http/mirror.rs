@@ -36,6 +36,7 @@ pub fn spawn(mirror: &Mirror, head: &Head, body: Bytes, timeout: Option<Duration
         path: head.path.clone(),
         headers,
         downstream: head.downstream,
+        upgrade: None,
     };
     tokio::spawn(async move {
         let Some(endpoint) = cluster.pick(None, None) else {

@@ -15,6 +15,7 @@ pub mod path;
 pub mod retry;
 pub mod rewrite;
 mod route;
+mod upgrade;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -289,7 +290,14 @@ fn https_redirect<B>(req: &Request<B>, authority: &str) -> Response<RespBody> {
 /// trailers` (as Envoy keeps it: gRPC servers may insist on it, and HTTP/2
 /// allows it), a Host header (HTTP/2 clients send `:authority` only; it
 /// goes upstream as `:authority` again on HTTP/2), `x-forwarded-proto`.
-fn prepare_headers(headers: &mut http::HeaderMap, authority: &str) {
+/// Returns the downstream connection's upgrade when the request asks for a
+/// WebSocket (whose `Connection`/`Upgrade` then stay).
+fn prepare_headers(
+    parts: &mut http::request::Parts,
+    authority: &str,
+) -> Option<hyper::upgrade::OnUpgrade> {
+    let websocket = upgrade::websocket(parts);
+    let headers = &mut parts.headers;
     let trailers = headers
         .get_all(header::TE)
         .iter()
@@ -308,6 +316,10 @@ fn prepare_headers(headers: &mut http::HeaderMap, authority: &str) {
     if !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
+    if websocket.is_some() {
+        upgrade::request_headers(headers);
+    }
+    websocket
 }
 
 fn split(req: Request<Incoming>, record: &Record) -> (http::request::Parts, Counted) {
@@ -330,7 +342,7 @@ async fn inbound(
     record: &mut Record,
 ) -> Response<RespBody> {
     let (mut parts, body) = split(req, record);
-    prepare_headers(&mut parts.headers, authority);
+    let upgrade = prepare_headers(&mut parts, authority);
     record.upstream_cluster = Some(listener.spec.name.clone());
     let protocol = if listener.spec.app_http2 {
         UpstreamProtocol::Http2
@@ -342,6 +354,7 @@ async fn inbound(
         path: path_of(&parts),
         headers: parts.headers,
         downstream: parts.version,
+        upgrade,
     };
     let dest = Dest::Local {
         app: &listener.app,
@@ -431,12 +444,13 @@ async fn passthrough(
     record.upstream_cluster = Some(passthrough_cluster());
     record.service = Some(Arc::new(ServiceMeta::from_host(host)));
     let (mut parts, body) = split(req, record);
-    prepare_headers(&mut parts.headers, authority);
+    let upgrade = prepare_headers(&mut parts, authority);
     let head = Head {
         method: parts.method.clone(),
         path: path_of(&parts),
         headers: parts.headers,
         downstream: parts.version,
+        upgrade,
     };
     let dest = Dest::Fixed {
         authority: target,
