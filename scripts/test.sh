@@ -16,6 +16,14 @@ if ! command -v tcpdump >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq tcpdump >/dev/null
 fi
 
+# Strict real servers and clients for the interoperability tests
+# (tests/mesh/interop.rs): nginx with its echo module, nghttp and h2load.
+if ! command -v nginx >/dev/null 2>&1 || ! command -v h2load >/dev/null 2>&1 \
+  || [[ ! -f /usr/lib/nginx/modules/ngx_http_echo_module.so ]]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq nginx-light libnginx-mod-http-echo nghttp2-client >/dev/null
+fi
+
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

@@ -2,7 +2,7 @@
 //! JSON) and Envoy's static bootstrap, for the same topology and the same
 //! work, with or without mTLS between the sidecars.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use serde_json::{Value, json};
 use wire::pb::{self, resource::Kind};
@@ -11,6 +11,11 @@ use crate::certs::{self, Workload};
 
 pub const ECHO: &str = "echo";
 pub const PORT: u16 = 8080;
+/// The HTTP/2 scenario's port: the app behind it speaks HTTP/2 only (h2c
+/// prior knowledge), as nginx's `listen … http2` does, so every hop of that
+/// scenario is HTTP/2 and the authority must be right (nginx refuses a Host
+/// that differs from `:authority`).
+pub const H2_PORT: u16 = 8081;
 pub const OUTBOUND_PORT: u16 = 15001;
 pub const ADMIN_PORT: u16 = 15000;
 
@@ -18,12 +23,12 @@ fn fqdn(svc: &str) -> String {
     format!("{svc}.default.svc.cluster.local")
 }
 
-fn cluster_name(svc: &str) -> String {
-    format!("outbound|{PORT}||{}", fqdn(svc))
+fn cluster_name(svc: &str, port: u16) -> String {
+    format!("outbound|{port}||{}", fqdn(svc))
 }
 
 /// Every name a client may use for a service, as Istio lists them.
-fn domains(svc: &str, vip: &str) -> Vec<String> {
+fn domains(svc: &str, vip: &str, port: u16) -> Vec<String> {
     let names = [
         fqdn(svc),
         svc.to_string(),
@@ -33,27 +38,36 @@ fn domains(svc: &str, vip: &str) -> Vec<String> {
     ];
     names
         .iter()
-        .flat_map(|n| [n.clone(), format!("{n}:{PORT}")])
+        .flat_map(|n| [n.clone(), format!("{n}:{port}")])
         .collect()
 }
 
-/// A service of the large mesh: name, VIP, three endpoints (never contacted).
+/// A service port of the mesh: name, VIP, port, endpoints (the large
+/// mesh's three each are never contacted).
 pub struct Service {
     name: String,
     vip: String,
+    port: u16,
     endpoints: Vec<(String, u16)>,
 }
 
-pub fn services(echo_endpoint: SocketAddr, extra: usize) -> Vec<Service> {
-    let mut v = vec![Service {
-        name: ECHO.into(),
-        vip: "10.96.0.1".into(),
-        endpoints: vec![(echo_endpoint.ip().to_string(), echo_endpoint.port())],
-    }];
+/// `echo` on both of its ports (the server side's inbound listeners), then
+/// `extra` services of the large mesh.
+pub fn services(echo_ip: IpAddr, extra: usize) -> Vec<Service> {
+    let mut v: Vec<Service> = [PORT, H2_PORT]
+        .into_iter()
+        .map(|port| Service {
+            name: ECHO.into(),
+            vip: "10.96.0.1".into(),
+            port,
+            endpoints: vec![(echo_ip.to_string(), port)],
+        })
+        .collect();
     for i in 0..extra {
         v.push(Service {
             name: format!("svc-{i}"),
             vip: format!("10.97.{}.{}", i / 250, i % 250 + 1),
+            port: PORT,
             endpoints: (1..=3)
                 .map(|j| (format!("10.{}.{}.{}", 100 + j, i / 250, i % 250 + 1), PORT))
                 .collect(),
@@ -74,15 +88,15 @@ fn resource(name: &str, kind: Kind) -> pb::Resource {
 /// it, as in Istio) and, server side, the inbound listener to the app.
 pub fn trellis_config(services: &[Service], inbound: bool, mtls: bool) -> Value {
     let mut resources = Vec::new();
-    let mut vhosts = Vec::new();
+    let mut vhosts: std::collections::BTreeMap<u16, Vec<pb::VirtualHost>> = Default::default();
     for s in services {
-        let name = cluster_name(&s.name);
+        let name = cluster_name(&s.name, s.port);
         resources.push(resource(
             &name,
             Kind::Cluster(pb::Cluster {
                 name: name.clone(),
                 service: fqdn(&s.name),
-                port: u32::from(PORT),
+                port: u32::from(s.port),
                 connect_timeout_ms: 1000,
                 // Said outright either way (unset would be auto mTLS): ISTIO_MUTUAL
                 // checks the server's SPIFFE id against the endpoint's `identity`.
@@ -118,9 +132,9 @@ pub fn trellis_config(services: &[Service], inbound: bool, mtls: bool) -> Value 
                     .collect(),
             }),
         ));
-        vhosts.push(pb::VirtualHost {
-            name: format!("{}:{PORT}", fqdn(&s.name)),
-            domains: domains(&s.name, &s.vip),
+        vhosts.entry(s.port).or_default().push(pb::VirtualHost {
+            name: format!("{}:{}", fqdn(&s.name), s.port),
+            domains: domains(&s.name, &s.vip, s.port),
             routes: vec![pb::Route {
                 name: "default".into(),
                 action: Some(pb::route::Action::Forward(pb::RouteAction {
@@ -135,22 +149,29 @@ pub fn trellis_config(services: &[Service], inbound: bool, mtls: bool) -> Value 
             }],
         });
     }
-    resources.push(resource(
-        &PORT.to_string(),
-        Kind::RouteConfig(pb::RouteConfig {
-            name: PORT.to_string(),
-            virtual_hosts: vhosts,
-        }),
-    ));
-    if inbound {
+    for (port, virtual_hosts) in vhosts {
         resources.push(resource(
-            &format!("inbound|{PORT}"),
+            &port.to_string(),
+            Kind::RouteConfig(pb::RouteConfig {
+                name: port.to_string(),
+                virtual_hosts,
+            }),
+        ));
+    }
+    // The app's HTTP port follows the client's protocol; its HTTP/2 port is
+    // declared so (Istio: a port named `http2`).
+    for (port, protocol) in [(PORT, pb::Protocol::Http), (H2_PORT, pb::Protocol::Http2)] {
+        if !inbound {
+            break;
+        }
+        resources.push(resource(
+            &format!("inbound|{port}"),
             Kind::Listener(pb::Listener {
-                name: format!("inbound|{PORT}"),
-                port: u32::from(PORT),
+                name: format!("inbound|{port}"),
+                port: u32::from(port),
                 direction: pb::Direction::Inbound as i32,
-                protocol: pb::Protocol::Http as i32,
-                app_port: u32::from(PORT),
+                protocol: protocol as i32,
+                app_port: u32::from(port),
                 service: fqdn(ECHO),
                 mtls_mode: if mtls {
                     pb::MtlsMode::Strict
@@ -188,7 +209,7 @@ fn envoy_common_tls(san: Value) -> Value {
 }
 
 /// `tls`: the SPIFFE id the server must present (ISTIO_MUTUAL with secure naming).
-fn envoy_cluster(name: &str, endpoints: &[(String, u16)], tls: Option<&str>) -> Value {
+fn envoy_cluster(name: &str, endpoints: &[(String, u16)], tls: Option<&str>, http2: bool) -> Value {
     let lb_endpoints: Vec<Value> = endpoints
         .iter()
         .map(|(ip, port)| {
@@ -207,24 +228,31 @@ fn envoy_cluster(name: &str, endpoints: &[(String, u16)], tls: Option<&str>) -> 
             "max_requests": max, "max_retries": max
         }]},
         "load_assignment": { "cluster_name": name, "endpoints": [{ "lb_endpoints": lb_endpoints }] },
-        // The upstream speaks what the client spoke, as trellis-proxy's default.
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "use_downstream_protocol_config": {
-                    "http_protocol_options": {},
-                    "http2_protocol_options": {}
-                }
-            }
-        }
     });
+    // The upstream speaks what the client spoke, as trellis-proxy's default,
+    // or HTTP/2 always (an HTTP/2 app port).
+    let protocol = if http2 {
+        json!({ "explicit_http_config": { "http2_protocol_options": {} } })
+    } else {
+        json!({ "use_downstream_protocol_config": { "http_protocol_options": {}, "http2_protocol_options": {} } })
+    };
+    let mut options = json!({
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    });
+    if let (Some(o), Some(p)) = (options.as_object_mut(), protocol.as_object()) {
+        o.extend(p.clone());
+    }
+    cluster["typed_extension_protocol_options"] =
+        json!({ "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options });
     if let Some(server_id) = tls {
         cluster["transport_socket"] = json!({
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
                 "common_tls_context": envoy_common_tls(json!({ "exact": server_id })),
-                "sni": format!("outbound_.{PORT}_._.{}", name.rsplit("||").next().unwrap_or(name))
+                "sni": format!("outbound_.{}_._.{}",
+                    name.split('|').nth(1).unwrap_or(""),
+                    name.rsplit("||").next().unwrap_or(name))
             }
         });
     }
@@ -270,22 +298,23 @@ fn envoy_http_listener(name: &str, ip: IpAddr, port: u16, route: Value, mtls: bo
 pub fn envoy_config(
     services: &[Service],
     ip: IpAddr,
-    inbound_app: Option<SocketAddr>,
+    inbound_app: Option<IpAddr>,
     tls: Option<&Workload>,
 ) -> Value {
     let mut clusters = Vec::new();
     let mut vhosts = Vec::new();
     for s in services {
-        let name = cluster_name(&s.name);
+        let name = cluster_name(&s.name, s.port);
         let server_id = certs::spiffe_id(&s.name);
         clusters.push(envoy_cluster(
             &name,
             &s.endpoints,
             tls.map(|_| server_id.as_str()),
+            false,
         ));
         vhosts.push(json!({
-            "name": format!("{}:{PORT}", fqdn(&s.name)),
-            "domains": domains(&s.name, &s.vip),
+            "name": format!("{}:{}", fqdn(&s.name), s.port),
+            "domains": domains(&s.name, &s.vip, s.port),
             "routes": [{ "name": "default", "match": { "prefix": "/" }, "route": { "cluster": name } }]
         }));
     }
@@ -296,19 +325,21 @@ pub fn envoy_config(
         json!({ "name": PORT.to_string(), "virtual_hosts": vhosts }),
         false,
     )];
-    if let Some(app) = inbound_app {
-        let name = format!("inbound|{PORT}||");
+    for (port, http2) in [(PORT, false), (H2_PORT, true)] {
+        let Some(app) = inbound_app else { break };
+        let name = format!("inbound|{port}||");
         clusters.push(envoy_cluster(
             &name,
-            &[(app.ip().to_string(), app.port())],
+            &[(app.to_string(), port)],
             None,
+            http2,
         ));
         listeners.push(envoy_http_listener(
-            &format!("inbound|{PORT}"),
+            &format!("inbound|{port}"),
             ip,
-            PORT,
+            port,
             json!({ "name": "inbound", "virtual_hosts": [{
-                "name": "inbound|http|8080", "domains": ["*"],
+                "name": format!("inbound|http|{port}"), "domains": ["*"],
                 "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": name } }]
             }]}),
             tls.is_some(),

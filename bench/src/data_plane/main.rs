@@ -49,7 +49,7 @@ use nix::sched::CpuSet;
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use configs::{ADMIN_PORT, OUTBOUND_PORT, PORT};
+use configs::{ADMIN_PORT, H2_PORT, OUTBOUND_PORT, PORT};
 use procs::{Proc, cpu_set, http_get, wait_for};
 use report::Report;
 
@@ -110,6 +110,15 @@ struct Args {
     /// to check a change quickly; the other figures show as "—". Not with --doc.
     #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "doc")]
     only: Vec<Scenario>,
+    /// The app of the HTTP/2 scenario (port 8081, HTTP/2 on every hop):
+    /// nginx, h2c only and strict about the authority (RFC 9113: a Host that
+    /// differs from `:authority` is refused), or this binary's own lenient
+    /// upstream.
+    #[arg(long, value_enum, default_value = "nginx")]
+    h2_app: H2App,
+    /// The nginx binary, for `--h2-app nginx` (Debian: nginx-light).
+    #[arg(long, default_value = "nginx")]
+    nginx: PathBuf,
     /// Internal: serve as the upstream on this address.
     #[arg(long, hide = true)]
     serve_upstream: Option<SocketAddr>,
@@ -152,6 +161,12 @@ impl Target {
 }
 
 type Metrics = BTreeMap<String, f64>;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum H2App {
+    Nginx,
+    Builtin,
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Scenario {
@@ -313,6 +328,32 @@ impl Bench {
             upstream.alive(&self.log("upstream"))?;
             Ok(http_get(self.upstream, "echo:8080", "/").is_ok())
         })?;
+        let h2_addr = SocketAddr::new(self.upstream.ip(), H2_PORT);
+        let mut h2_app = match self.a.h2_app {
+            H2App::Builtin => self.spawn(
+                "upstream-h2",
+                Command::new(&exe)
+                    .arg("--serve-upstream")
+                    .arg(h2_addr.to_string())
+                    .arg("--body-size")
+                    .arg(self.a.body_size.to_string()),
+                None,
+            )?,
+            H2App::Nginx => {
+                let conf = self.configs.join("nginx.conf");
+                std::fs::write(
+                    &conf,
+                    upstream::nginx_conf(h2_addr, self.a.body_size, &self.a.out.canonicalize()?),
+                )?;
+                self.spawn("nginx", Command::new(&self.a.nginx).arg("-c").arg(&conf), None)
+                    .context("--h2-app nginx needs nginx (apt-get install nginx-light), or pass --h2-app builtin")?
+            }
+        };
+        wait_for(Duration::from_secs(10), "the HTTP/2 app", || {
+            h2_app.alive(&self.log(&h2_app.name.clone()))?;
+            Ok(std::net::TcpStream::connect(h2_addr).is_ok())
+        })?;
+        let apps = [upstream.pid(), h2_app.pid()];
 
         let targets = [Target::Direct, Target::Trellis, Target::Envoy];
         let mut samples: Vec<(usize, Target, Metrics)> = Vec::new();
@@ -320,11 +361,12 @@ impl Bench {
             for k in 0..targets.len() {
                 let t = targets[(round + k) % targets.len()];
                 eprintln!("round {}/{}: {}", round + 1, self.s.rounds, t.name());
-                let m = self.measure(t, upstream.pid())?;
+                let m = self.measure(t, &apps)?;
                 samples.push((round, t, m));
             }
         }
         drop(upstream);
+        drop(h2_app);
 
         let report = Report::new(&self, samples, started, load_start);
         let md = report.markdown();
@@ -343,10 +385,11 @@ impl Bench {
         Ok(())
     }
 
-    /// The client-side entry of a target: where the client connects.
-    fn entry(&self, t: Target) -> SocketAddr {
+    /// The client-side entry of a target: where the client connects to
+    /// reach the app's `port`.
+    fn entry(&self, t: Target, port: u16) -> SocketAddr {
         match t {
-            Target::Direct => self.upstream,
+            Target::Direct => SocketAddr::new(self.upstream.ip(), port),
             Target::Trellis => SocketAddr::new(ip(self.a.block, 1, 1), OUTBOUND_PORT),
             Target::Envoy => SocketAddr::new(ip(self.a.block, 2, 1), OUTBOUND_PORT),
         }
@@ -366,7 +409,7 @@ impl Bench {
             Target::Direct => return Ok(procs),
             Target::Trellis => {
                 let (cip, sip) = (ip(b, 1, 1), ip(b, 1, 2));
-                let svcs = configs::services(SocketAddr::new(sip, PORT), extra);
+                let svcs = configs::services(sip, extra);
                 for (side, pip, inbound) in [("server", sip, true), ("client", cip, false)] {
                     let name = format!("trellis-{side}{tag}");
                     let cfg = self.write_config(
@@ -405,10 +448,11 @@ impl Bench {
             }
             Target::Envoy => {
                 let (cip, sip) = (ip(b, 2, 1), ip(b, 2, 2));
-                let svcs = configs::services(SocketAddr::new(sip, PORT), extra);
-                for (side, pip, inbound) in
-                    [("server", sip, Some(self.upstream)), ("client", cip, None)]
-                {
+                let svcs = configs::services(sip, extra);
+                for (side, pip, inbound) in [
+                    ("server", sip, Some(self.upstream.ip())),
+                    ("client", cip, None),
+                ] {
                     let name = format!("envoy-{side}{tag}");
                     let tls = self.workload(inbound.is_some());
                     let cfg = self.write_config(
@@ -474,9 +518,23 @@ impl Bench {
                 t.name()
             );
         }
+        // Through a pair, to each app port (the HTTP/2 app speaks h2c only:
+        // the pair translates this HTTP/1.1 request).
+        let ports: &[u16] = if t == Target::Direct {
+            &[PORT]
+        } else {
+            &[PORT, H2_PORT]
+        };
+        for port in ports {
+            self.check_port(t, *port)?;
+        }
+        Ok(())
+    }
+
+    fn check_port(&self, t: Target, port: u16) -> Result<()> {
         let mut last = String::new();
         for _ in 0..50 {
-            match http_get(self.entry(t), "echo:8080", "/") {
+            match http_get(self.entry(t, port), &format!("echo:{port}"), "/") {
                 Ok((200, body)) if body.len() >= self.a.body_size => return Ok(()),
                 Ok((status, body)) => {
                     last = format!("{status}: {}", String::from_utf8_lossy(&body))
@@ -485,6 +543,9 @@ impl Bench {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("a request through {} fails: {last}", t.name())
+        bail!(
+            "a request through {} to port {port} fails: {last}",
+            t.name()
+        )
     }
 }

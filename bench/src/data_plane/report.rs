@@ -332,6 +332,14 @@ impl Report {
             "oha": first_line(&b.a.oha, &["--version"]),
             "trellis": trellis_version(&b.proxy),
         });
+        // What each hop of the HTTP/2 scenario spoke, and to which app.
+        let h2_app = match b.a.h2_app {
+            crate::H2App::Nginx => format!(
+                "nginx {} (h2c only, strict about the authority)",
+                first_line(&b.a.nginx, &["-v"]).trim_start_matches("nginx version: nginx/")
+            ),
+            crate::H2App::Builtin => "the benchmark's own upstream (hyper, h2c)".to_string(),
+        };
         let settings = json!({
             "quick": b.a.quick,
             "rounds": b.s.rounds,
@@ -344,6 +352,7 @@ impl Report {
             "mesh_load_secs": b.s.mesh_load_secs,
             "body_bytes": b.a.body_size,
             "mtls": b.certs.is_some(),
+            "h2_app": h2_app,
             "pinning": b.pin_note,
             "proxy_workers": 1,
             "started": started,
@@ -355,7 +364,9 @@ impl Report {
              Envoy {envoy}; oha {oha}; trellis-proxy {trellis}.  \n\
              Median of {rounds} round(s), each running direct, Trellis and Envoy in turn; {rate} rps for {lat} s (latency, CPU, RSS), \
              {load} s per closed-loop run, {mesh} s at {rate} rps with the {services}-service config; {pin}; \
-             one worker per proxy (`--workers 1` / `--concurrency 1`); {hop}.\n",
+             one worker per proxy (`--workers 1` / `--concurrency 1`); {hop}.  \n\
+             HTTP/1.1 and gRPC scenarios: the app is the benchmark's own upstream, spoken to in the client's protocol; \
+             HTTP/2 scenario: HTTP/2 on every hop (client → sidecar → sidecar → app), the app {h2_app}.\n",
             hop = if b.certs.is_some() {
                 "**mTLS between the sidecars** (ISTIO_MUTUAL with the server's SPIFFE id checked, STRICT inbound; ECDSA P-256)"
             } else {

@@ -37,7 +37,8 @@ pub(crate) struct LoadResult {
 }
 
 impl Bench {
-    pub(crate) fn measure(&self, t: Target, upstream: u32) -> Result<Metrics> {
+    /// `apps`: the upstream processes (pinned with the client in closed loops).
+    pub(crate) fn measure(&self, t: Target, apps: &[u32]) -> Result<Metrics> {
         let mut m = Metrics::new();
         let pair = self.start_pair(t, 0)?;
         let watch: Vec<u32> = pair.iter().map(Proc::pid).collect();
@@ -73,7 +74,9 @@ impl Bench {
         }
         // Throughput per proxy core: the proxies on one CPU, client and upstream on the others.
         if let (Some(proxy_cpus), Some(client_cpus)) = (&self.proxy_cpus, &self.client_cpus) {
-            pin_all_threads(upstream, client_cpus);
+            for app in apps {
+                pin_all_threads(*app, client_cpus);
+            }
             for p in &watch {
                 pin_all_threads(*p, proxy_cpus);
             }
@@ -103,7 +106,7 @@ impl Bench {
         if self.wants(Scenario::Grpc) {
             let grpc = clients::Job {
                 kind: clients::JobKind::Grpc,
-                addr: self.entry(t),
+                addr: self.entry(t, PORT),
                 authority: format!("{}:{PORT}", configs::ECHO),
                 secs: self.s.grpc_secs,
                 concurrency: 8,
@@ -154,7 +157,9 @@ impl Bench {
                 );
             }
         }
-        pin_all_threads(upstream, &self.all_cpus);
+        for app in apps {
+            pin_all_threads(*app, &self.all_cpus);
+        }
         if !pair.is_empty() {
             let hwm = watch
                 .iter()
@@ -243,7 +248,12 @@ impl Bench {
     }
 
     fn oha(&self, t: Target, load: Load, watch: &[u32]) -> Result<LoadResult> {
-        let entry = self.entry(t);
+        // The HTTP/2 scenario goes to the app's HTTP/2 port: h2 on every hop.
+        let port = match load {
+            Load::Closed { h2: true, .. } => configs::H2_PORT,
+            _ => PORT,
+        };
+        let entry = self.entry(t, port);
         let out = self.a.out.join("oha.json");
         let _ = std::fs::remove_file(&out);
         // Closed loops run on the client's CPUs (if pinning); the rest wherever the scheduler puts them.
@@ -266,7 +276,7 @@ impl Bench {
             .args(["-t", "10s"])
             .args([
                 "--connect-to",
-                &format!("echo:{PORT}:{}:{}", entry.ip(), entry.port()),
+                &format!("echo:{port}:{}:{}", entry.ip(), entry.port()),
             ]);
         let ms = |secs: f64| format!("{}ms", (secs * 1000.0).round() as u64);
         match load {
@@ -293,7 +303,7 @@ impl Bench {
                 cmd.args(["-z", &ms(secs), "-w", "--http2", "-c", "4", "-p", "8"]);
             }
         }
-        cmd.arg(format!("http://echo:{PORT}/"));
+        cmd.arg(format!("http://echo:{port}/"));
         let cpu0: f64 = watch.iter().map(|p| cpu_secs(*p)).sum();
         let mut child = self.spawn("oha", &mut cmd, cpus)?;
         let mut rss_max = 0.0f64;

@@ -1,6 +1,7 @@
 //! The upstream: this binary with `--serve-upstream`.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -70,4 +71,22 @@ pub fn serve(addr: SocketAddr, body_size: usize) -> Result<()> {
             });
         }
     })
+}
+
+/// nginx as the HTTP/2 scenario's app: h2c only (`listen … http2`), the
+/// same body to anything, one process (so that it can be pinned), its
+/// files under `dir`.
+pub fn nginx_conf(addr: SocketAddr, body_size: usize, dir: &Path) -> String {
+    let d = dir.display();
+    let body = "x".repeat(body_size);
+    format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+         error_log {d}/logs/nginx-error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
+         client_body_temp_path {d}/nginx-tmp/body;\n  proxy_temp_path {d}/nginx-tmp/proxy;\n\
+         fastcgi_temp_path {d}/nginx-tmp/fastcgi;\n  uwsgi_temp_path {d}/nginx-tmp/uwsgi;\n\
+         scgi_temp_path {d}/nginx-tmp/scgi;\n\
+         server {{\n    listen {addr} http2;\n    location / {{ default_type text/plain; return 200 \"{body}\"; }}\n  }}\n}}\n"
+    )
 }

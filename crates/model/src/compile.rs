@@ -330,6 +330,7 @@ fn inbound_listeners(mesh: &Mesh, w: &Workload) -> Vec<pb::Listener> {
                 mtls_mode: mtls::inbound_mode(mesh, w, port) as i32,
                 authz_http,
                 authz_tcp,
+                path_normalization: mesh.config.path_normalization.normalization.to_pb() as i32,
                 ..Default::default()
             }
         })

@@ -130,6 +130,7 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
             route_config: route_config.clone(),
             https_redirect: gateway_tls.is_empty() && redirect.get(&port).copied().unwrap_or(false),
             gateway_tls,
+            path_normalization: mesh.config.path_normalization.normalization.to_pb() as i32,
             ..Default::default()
         });
         for name in names {

@@ -21,6 +21,45 @@ pub struct MeshConfig {
     pub outbound_traffic_policy: OutboundTrafficPolicy,
     /// Every proxy's settings unless its pod's `proxy.istio.io/config` says otherwise.
     pub default_config: ProxyConfig,
+    /// How proxies normalise request paths before routing and authorization.
+    pub path_normalization: PathNormalization,
+}
+
+/// Istio's `ProxyPathNormalization`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PathNormalization {
+    pub normalization: NormalizationType,
+}
+
+/// Istio's `ProxyPathNormalization.NormalizationType`; DEFAULT is BASE.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NormalizationType {
+    #[default]
+    Default,
+    /// No normalization: paths are routed, authorized and forwarded as sent.
+    None,
+    /// RFC 3986 normalization (`.`/`..` resolved, `\` as `/`, unreserved
+    /// characters decoded).
+    Base,
+    /// BASE, then repeated slashes merged.
+    MergeSlashes,
+    /// `%2F` and `%5C` decoded, then MERGE_SLASHES.
+    DecodeAndMergeSlashes,
+}
+
+impl NormalizationType {
+    pub fn to_pb(self) -> wire::pb::PathNormalization {
+        use wire::pb::PathNormalization as Pb;
+        match self {
+            NormalizationType::Default => Pb::Default,
+            NormalizationType::None => Pb::None,
+            NormalizationType::Base => Pb::Base,
+            NormalizationType::MergeSlashes => Pb::MergeSlashes,
+            NormalizationType::DecodeAndMergeSlashes => Pb::DecodeAndMergeSlashes,
+        }
+    }
 }
 
 /// Istio's ProxyConfig, the part Trellis uses.
@@ -50,6 +89,36 @@ impl Default for MeshConfig {
                 mode: "ALLOW_ANY".into(),
             },
             default_config: ProxyConfig::default(),
+            path_normalization: PathNormalization::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_normalization_in_istio_names() {
+        let m: MeshConfig = serde_json::from_str(
+            r#"{"pathNormalization": {"normalization": "DECODE_AND_MERGE_SLASHES"}}"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            m.path_normalization.normalization,
+            NormalizationType::DecodeAndMergeSlashes
+        );
+        assert_eq!(
+            MeshConfig::default()
+                .path_normalization
+                .normalization
+                .to_pb(),
+            wire::pb::PathNormalization::Default
+        );
+        let err = serde_json::from_str::<MeshConfig>(
+            r#"{"pathNormalization": {"normalization": "FANCY"}}"#,
+        )
+        .expect_err("unknown mode");
+        assert!(err.to_string().contains("FANCY"), "{err}");
     }
 }

@@ -150,6 +150,7 @@ async fn reconcile(
             mtls: MtlsMode::Disable,
             gateway_tls: None,
             https_redirect: false,
+            path_normalization: snapshot.path_normalization,
         });
     }
     bound.retain(|addr, _| {

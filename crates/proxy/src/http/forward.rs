@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
@@ -29,6 +30,9 @@ pub struct Head {
     pub headers: HeaderMap,
     /// What the client spoke, for clusters that follow it.
     pub downstream: Version,
+    /// A WebSocket upgrade: the client's connection, spliced to the
+    /// upstream's when it switches protocols.
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 /// Where a request goes.
@@ -131,7 +135,7 @@ pub async fn send(
 
 async fn tries(
     dest: &Dest<'_>,
-    head: Head,
+    mut head: Head,
     body: SendBody,
     policy: &Policy<'_>,
     record: &mut Record,
@@ -145,6 +149,7 @@ async fn tries(
     let retry = policy.retry.filter(|_| replay.is_some());
     let max_tries = 1 + retry.map_or(0, |r| r.attempts);
     let per_try = policy.retry.and_then(|r| r.per_try_timeout);
+    let mut upgrade = head.upgrade.take();
     let mut head = Some(head);
     let mut previous: Option<Arc<Endpoint>> = None;
     // Held while a retry is in flight: Envoy's max_retries counts those.
@@ -199,11 +204,13 @@ async fn tries(
             (None, Some(b)) => b,
             (None, None) => ReqBody::Empty,
         };
-        let http2 = match protocol {
-            UpstreamProtocol::Http2 => true,
-            UpstreamProtocol::Http1 => false,
-            UpstreamProtocol::Downstream => h.downstream == Version::HTTP_2,
-        };
+        // An upgrade is an HTTP/1.1 mechanism, whatever the cluster speaks.
+        let http2 = upgrade.is_none()
+            && match protocol {
+                UpstreamProtocol::Http2 => true,
+                UpstreamProtocol::Http1 => false,
+                UpstreamProtocol::Downstream => h.downstream == Version::HTTP_2,
+            };
         let attempt = attempt(dest, endpoint.as_ref(), h, authority, body, http2);
         let outcome = match per_try {
             Some(t) => tokio::time::timeout(t, attempt)
@@ -222,7 +229,13 @@ async fn tries(
             }
         }
         match outcome {
-            Ok((resp, lease)) => {
+            Ok((mut resp, lease)) => {
+                if let Some(down) = upgrade.take() {
+                    if super::upgrade::splice(down, &mut resp) {
+                        record.active = guard;
+                        return switched(resp, lease);
+                    }
+                }
                 let retriable =
                     retry.is_some_and(|r| r.retries_response(resp.status(), resp.headers()));
                 if retriable && !last {
@@ -295,9 +308,7 @@ async fn pooled(
     body: ReqBody,
     http2: bool,
 ) -> Result<(Response<hyper::body::Incoming>, Option<Lease>), SendError> {
-    // hyper's connection API sends the URI as it is: origin-form for
-    // HTTP/1, absolute (for :scheme and :authority) for HTTP/2.
-    let Some(req) = build(h, authority, body, http2, !http2) else {
+    let Some(req) = build(h, authority, body, http2, Target::Pooled) else {
         return Err(SendError::Failure(Failure::Reset));
     };
     pool.send(req, http2)
@@ -312,7 +323,7 @@ async fn direct(
     body: ReqBody,
     http2: bool,
 ) -> Result<(Response<hyper::body::Incoming>, Option<Lease>), SendError> {
-    let Some(req) = build(h, authority, body, http2, false) else {
+    let Some(req) = build(h, authority, body, http2, Target::Direct) else {
         return Err(SendError::Failure(Failure::Reset));
     };
     let client = if http2 { &pool.http2 } else { &pool.http1 };
@@ -370,26 +381,54 @@ fn clone_head(h: &Head) -> Head {
         path: h.path.clone(),
         headers: h.headers.clone(),
         downstream: h.downstream,
+        upgrade: None,
     }
 }
 
+/// Which client sends the request, for the URI it needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Target {
+    /// A connection of an endpoint's pool: hyper's connection API sends the
+    /// URI as it is.
+    Pooled,
+    /// hyper's pooling client: it connects to the URI's authority.
+    Direct,
+}
+
+/// The upstream request, with Envoy's authority semantics: the authority
+/// is the one the client asked for (or the route's rewrite), which the
+/// request carries in its Host header at this point, sent as `Host` on
+/// HTTP/1.1 and as `:authority` on HTTP/2 — never both, and never the
+/// endpoint's address, which only says where the connection goes.
 pub(super) fn build(
-    h: Head,
-    authority: Authority,
+    mut h: Head,
+    endpoint: Authority,
     body: ReqBody,
     http2: bool,
-    origin_form: bool,
+    target: Target,
 ) -> Option<Request<ReqBody>> {
-    let uri = if origin_form {
-        Uri::from(h.path)
-    } else {
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(authority)
-            .path_and_query(h.path)
-            .build()
-            .ok()?
+    let uri = match (http2, target) {
+        (false, Target::Pooled) => Uri::from(h.path),
+        (true, Target::Pooled) => {
+            let authority = h
+                .headers
+                .remove(header::HOST)
+                .and_then(|v| Authority::try_from(v.as_bytes()).ok())
+                .unwrap_or(endpoint);
+            absolute(authority, h.path)?
+        }
+        (_, Target::Direct) => {
+            if http2 {
+                // `:authority` is the destination the client named (with
+                // its port made explicit).
+                h.headers.remove(header::HOST);
+            }
+            absolute(endpoint, h.path)?
+        }
     };
+    if !http2 {
+        join_cookies(&mut h.headers);
+    }
     let mut req = Request::new(body);
     *req.method_mut() = h.method;
     *req.uri_mut() = uri;
@@ -402,6 +441,32 @@ pub(super) fn build(
     Some(req)
 }
 
+fn absolute(authority: Authority, path: PathAndQuery) -> Option<Uri> {
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .ok()
+}
+
+/// HTTP/2 clients may split the Cookie header into one field per cookie
+/// (RFC 9113 §8.2.3); HTTP/1.1 allows one Cookie line, joined with "; ".
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(header::COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if let Ok(v) = http::HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 fn upstream_response(
     resp: Response<hyper::body::Incoming>,
     lease: Option<Lease>,
@@ -409,6 +474,14 @@ fn upstream_response(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, RespBody::Upstream(UpstreamBody::new(body, lease)))
+}
+
+/// The upstream's 101: the client switches too.
+fn switched(resp: Response<hyper::body::Incoming>, lease: Option<Lease>) -> Response<RespBody> {
+    let upgrade = resp.headers().get(header::UPGRADE).cloned();
+    let mut resp = upstream_response(resp, lease);
+    super::upgrade::response_headers(resp.headers_mut(), upgrade);
+    resp
 }
 
 fn no_healthy_upstream(record: &mut Record) -> Response<RespBody> {

@@ -10,7 +10,7 @@ use http::header::{self, HeaderValue};
 use http_body_util::BodyExt;
 
 use super::body::ReqBody;
-use super::forward::{Head, build};
+use super::forward::{Head, Target, build};
 use crate::lb::UpstreamProtocol;
 use crate::snapshot::routes::Mirror;
 
@@ -36,6 +36,7 @@ pub fn spawn(mirror: &Mirror, head: &Head, body: Bytes, timeout: Option<Duration
         path: head.path.clone(),
         headers,
         downstream: head.downstream,
+        upgrade: None,
     };
     tokio::spawn(async move {
         let Some(endpoint) = cluster.pick(None, None) else {
@@ -52,7 +53,7 @@ pub fn spawn(mirror: &Mirror, head: &Head, body: Bytes, timeout: Option<Duration
             endpoint.authority.clone(),
             ReqBody::bytes(body),
             http2,
-            !http2,
+            Target::Pooled,
         ) else {
             return;
         };

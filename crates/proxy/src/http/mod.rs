@@ -11,9 +11,11 @@ pub mod fault;
 pub mod forward;
 pub mod headers;
 mod mirror;
+pub mod path;
 pub mod retry;
 pub mod rewrite;
 mod route;
+mod upgrade;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -75,6 +77,8 @@ pub async fn handle(
     conn: Arc<Conn>,
 ) -> Result<Response<LoggedBody>, Infallible> {
     let listener = conn.listener.load_full();
+    // One path and one authority for routing, authorization and the upstream.
+    let refused = canonicalize(&mut req, listener.spec.path_normalization).err();
     let authority = authority_of(&req);
     let request_id = ensure_request_id(req.headers_mut());
     if listener.spec.direction == Direction::Gateway {
@@ -102,6 +106,11 @@ pub async fn handle(
         conn.mesh_peer.as_ref().map(|p| p.meta.clone()),
     ));
     let response = match listener.spec.direction {
+        _ if let Some(details) = refused => {
+            tracing::debug!(peer = %conn.peer, details, "request refused");
+            record.response_code_details = Some(details.into());
+            local_reply(StatusCode::BAD_REQUEST, "Bad Request")
+        }
         Direction::Inbound | Direction::Gateway => {
             match authorize(&req, &authority, &listener, &conn) {
                 crate::policy::authz::Decision::Deny(details) => {
@@ -143,7 +152,6 @@ fn authorize<B>(
     if engine.is_empty() {
         return authz::Decision::Allow;
     }
-    let path = authz::normalize_path(req.uri().path_and_query().map_or("/", |p| p.as_str()));
     let principal = conn.mesh_peer.as_ref().map(|p| &*p.meta.principal);
     engine.decide(&Attrs {
         source: conn.peer.ip(),
@@ -159,11 +167,50 @@ fn authorize<B>(
         sni: conn.sni.as_deref(),
         http: Some(HttpAttrs {
             method: req.method().as_str(),
-            path: &path,
+            // Normalised already (`canonicalize`).
+            path: req.uri().path(),
             host: authority,
             headers: req.headers(),
         }),
     })
+}
+
+/// Makes the request what every later step works on, as Envoy's connection
+/// manager does before routing: its path normalised (`path`), and its
+/// authority in one place — the Host header, which an absolute-form HTTP/1.1
+/// request's target overrides (RFC 9112 §3.2.2) and which an HTTP/2 request
+/// may carry only if it agrees with `:authority` (RFC 9113 §8.3.1).
+/// `Err`: the request is refused with 400, for the reason given (Envoy's
+/// response code details).
+fn canonicalize<B>(req: &mut Request<B>, mode: path::Normalization) -> Result<(), &'static str> {
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if let std::borrow::Cow::Owned(normalised) =
+        path::normalize(pq, mode).map_err(|_| "path_normalization_failed")?
+    {
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query =
+            Some(PathAndQuery::try_from(normalised).map_err(|_| "path_normalization_failed")?);
+        *req.uri_mut() = http::Uri::from_parts(parts).map_err(|_| "path_normalization_failed")?;
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let (host, more) = (hosts.next(), hosts.next().is_some());
+    if more {
+        return Err("multiple_host_headers");
+    }
+    let Some(target) = req.uri().authority() else {
+        return Ok(());
+    };
+    if req.version() == http::Version::HTTP_2
+        && host.is_some_and(|h| {
+            !h.as_bytes()
+                .eq_ignore_ascii_case(target.as_str().as_bytes())
+        })
+    {
+        return Err("host_and_authority_differ");
+    }
+    let target = HeaderValue::from_str(target.as_str()).map_err(|_| "invalid_authority")?;
+    req.headers_mut().insert(header::HOST, target);
+    Ok(())
 }
 
 /// The authority the client asked for, lowercase: the absolute URI's (an
@@ -239,10 +286,28 @@ fn https_redirect<B>(req: &Request<B>, authority: &str) -> Response<RespBody> {
     }
 }
 
-/// Headers every proxied request gets: no hop-by-hop headers, a Host
-/// header (HTTP/2 clients send `:authority` only), `x-forwarded-proto`.
-fn prepare_headers(headers: &mut http::HeaderMap, authority: &str) {
+/// Headers every proxied request gets: no hop-by-hop headers but `te:
+/// trailers` (as Envoy keeps it: gRPC servers may insist on it, and HTTP/2
+/// allows it), a Host header (HTTP/2 clients send `:authority` only; it
+/// goes upstream as `:authority` again on HTTP/2), `x-forwarded-proto`.
+/// Returns the downstream connection's upgrade when the request asks for a
+/// WebSocket (whose `Connection`/`Upgrade` then stay).
+fn prepare_headers(
+    parts: &mut http::request::Parts,
+    authority: &str,
+) -> Option<hyper::upgrade::OnUpgrade> {
+    let websocket = upgrade::websocket(parts);
+    let headers = &mut parts.headers;
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if !headers.contains_key(header::HOST)
         && let Ok(v) = HeaderValue::from_str(authority)
     {
@@ -251,6 +316,10 @@ fn prepare_headers(headers: &mut http::HeaderMap, authority: &str) {
     if !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
+    if websocket.is_some() {
+        upgrade::request_headers(headers);
+    }
+    websocket
 }
 
 fn split(req: Request<Incoming>, record: &Record) -> (http::request::Parts, Counted) {
@@ -273,7 +342,7 @@ async fn inbound(
     record: &mut Record,
 ) -> Response<RespBody> {
     let (mut parts, body) = split(req, record);
-    prepare_headers(&mut parts.headers, authority);
+    let upgrade = prepare_headers(&mut parts, authority);
     record.upstream_cluster = Some(listener.spec.name.clone());
     let protocol = if listener.spec.app_http2 {
         UpstreamProtocol::Http2
@@ -285,6 +354,7 @@ async fn inbound(
         path: path_of(&parts),
         headers: parts.headers,
         downstream: parts.version,
+        upgrade,
     };
     let dest = Dest::Local {
         app: &listener.app,
@@ -374,12 +444,13 @@ async fn passthrough(
     record.upstream_cluster = Some(passthrough_cluster());
     record.service = Some(Arc::new(ServiceMeta::from_host(host)));
     let (mut parts, body) = split(req, record);
-    prepare_headers(&mut parts.headers, authority);
+    let upgrade = prepare_headers(&mut parts, authority);
     let head = Head {
         method: parts.method.clone(),
         path: path_of(&parts),
         headers: parts.headers,
         downstream: parts.version,
+        upgrade,
     };
     let dest = Dest::Fixed {
         authority: target,

@@ -166,7 +166,7 @@ async fn forward(
         .unwrap_or_default();
 
     let (mut parts, body) = split(req, record);
-    prepare_headers(&mut parts.headers, ctx.authority);
+    let upgrade = prepare_headers(&mut parts, ctx.authority);
     // The most specific operations win: the route's, then the destination's.
     route.request_headers.apply(&mut parts.headers);
     target.request_headers.apply(&mut parts.headers);
@@ -196,6 +196,7 @@ async fn forward(
         path,
         headers: parts.headers,
         downstream: parts.version,
+        upgrade,
     };
 
     if let SendBody::Replay(bytes) = &body {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use wire::pb;
 use wire::pb::resource::Kind;
 
+use crate::http::path::Normalization;
 use crate::lb::{BuildEnv, Cluster};
 use crate::policy::authz::ListenerAuthz;
 use crate::tls::inbound::MtlsMode;
@@ -141,6 +142,8 @@ pub struct ListenerSpec {
     pub gateway_tls: Option<Arc<crate::tls::gateway::GatewayTls>>,
     /// Gateway plaintext port whose servers asked for `httpsRedirect`.
     pub https_redirect: bool,
+    /// How request paths are normalised (Istio's `pathNormalization`).
+    pub path_normalization: Normalization,
 }
 
 pub struct Snapshot {
@@ -154,6 +157,10 @@ pub struct Snapshot {
     pub clusters: HashMap<String, Arc<Cluster>>,
     /// Inbound listeners' authorization policies, by bind address.
     pub authz: HashMap<SocketAddr, Arc<ListenerAuthz>>,
+    /// The mesh's path normalization, for the listeners this proxy makes
+    /// itself (the explicit outbound proxy): every listener the control
+    /// plane sends carries the same mesh-wide setting.
+    pub path_normalization: Normalization,
 }
 
 impl Snapshot {
@@ -229,10 +236,13 @@ pub fn compile(
     let mut listeners = Vec::new();
     let mut authz = HashMap::new();
     let mut bound = HashSet::new();
+    let mut path_normalization = Normalization::default();
     for r in &of(wire::types::LISTENER)? {
         let Some(Kind::Listener(l)) = &r.kind else {
             return Err(wrong_kind("listeners", r));
         };
+        path_normalization = normalization(l.path_normalization)
+            .map_err(|e| format!("listener {:?}: {e}", l.name))?;
         let Some(spec) = listener(l, pod_ip).map_err(|e| format!("listener {:?}: {e}", l.name))?
         else {
             continue;
@@ -259,6 +269,17 @@ pub fn compile(
         routes_by_port,
         clusters,
         authz,
+        path_normalization,
+    })
+}
+
+fn normalization(v: i32) -> Result<Normalization, String> {
+    Ok(match pb::PathNormalization::try_from(v) {
+        Ok(pb::PathNormalization::None) => Normalization::None,
+        Ok(pb::PathNormalization::Default | pb::PathNormalization::Base) => Normalization::Base,
+        Ok(pb::PathNormalization::MergeSlashes) => Normalization::MergeSlashes,
+        Ok(pb::PathNormalization::DecodeAndMergeSlashes) => Normalization::DecodeAndMergeSlashes,
+        Err(_) => return Err(format!("unknown path normalization {v}")),
     })
 }
 
@@ -334,5 +355,6 @@ fn listener(l: &pb::Listener, pod_ip: Option<IpAddr>) -> Result<Option<ListenerS
             _ => None,
         },
         https_redirect: direction == Direction::Gateway && l.https_redirect,
+        path_normalization: normalization(l.path_normalization)?,
     }))
 }

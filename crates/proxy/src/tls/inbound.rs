@@ -234,6 +234,7 @@ mod tests {
             mtls: mode,
             gateway_tls: None,
             https_redirect: false,
+            path_normalization: Default::default(),
         };
         let client = tokio::spawn(async move {
             let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -7,9 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod allocations;
+mod authority;
 mod authz;
 mod control;
 mod cors_policy;
+mod paths;
 mod routing;
 mod static_certs;
 mod support;

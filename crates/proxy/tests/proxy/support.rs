@@ -91,8 +91,13 @@ pub async fn upstream(ip: IpAddr, name: &'static str, behave: Behave) -> SocketA
                         );
                         let version = format!("{:?}", req.version());
                         h.insert("x-seen-version", version.parse().expect("value"));
+                        // Host as a header (HTTP/1.1), the authority as
+                        // `:authority` (HTTP/2): a request must not carry both.
                         if let Some(host) = req.headers().get("host") {
                             h.insert("x-seen-host", host.clone());
+                        }
+                        if let Some(a) = req.uri().authority() {
+                            h.insert("x-seen-authority", a.as_str().parse().expect("value"));
                         }
                         for (k, v) in req.headers() {
                             if k.as_str().starts_with("x-") {

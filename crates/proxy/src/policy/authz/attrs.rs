@@ -24,7 +24,8 @@ pub struct Attrs<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct HttpAttrs<'a> {
     pub method: &'a str,
-    /// Normalized, without the query: see [`normalize_path`].
+    /// Without the query, normalised once for the whole request
+    /// (`crate::http::path`): routing and the upstream see the same.
     pub path: &'a str,
     pub host: &'a str,
     pub headers: &'a HeaderMap,

@@ -9,17 +9,16 @@
 //!
 //! Everything is compiled when the config is applied (a value that does not
 //! compile NACKs the config); deciding allocates nothing but for requests
-//! that repeat a header a rule looks at, or whose path needs normalizing.
+//! that repeat a header a rule looks at. The path is the request's, already
+//! normalised (see `crate::http::path`).
 
 mod attrs;
 mod matcher;
-mod path;
 mod pattern;
 #[cfg(test)]
 mod testutil;
 
 pub use attrs::{Attrs, HttpAttrs, remote_ip};
-pub use path::normalize_path;
 
 use std::sync::Arc;
 

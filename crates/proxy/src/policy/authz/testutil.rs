@@ -7,7 +7,8 @@ use http::header::HeaderName;
 pub(super) use wire::pb;
 pub(super) use wire::pb::AuthzField as F;
 
-use super::{Attrs, Decision, Engine, HttpAttrs, normalize_path, remote_ip};
+use super::{Attrs, Decision, Engine, HttpAttrs, remote_ip};
+use crate::http::path::{Normalization, normalize};
 
 pub(super) fn m(field: F, values: &[&str], not_values: &[&str]) -> pb::AuthzMatch {
     pb::AuthzMatch {
@@ -89,7 +90,8 @@ pub(super) fn decide(policies: &[pb::AuthzPolicy], r: &Req) -> String {
     for (k, v) in &r.headers {
         headers.append(HeaderName::from_static(k), v.parse().expect("value"));
     }
-    let path = normalize_path(r.path);
+    let normalised = normalize(r.path, Normalization::Base).expect("valid path");
+    let path = normalised.split('?').next().unwrap_or("/");
     let source: IpAddr = r.source.parse().expect("ip");
     let attrs = Attrs {
         source,
@@ -99,7 +101,7 @@ pub(super) fn decide(policies: &[pb::AuthzPolicy], r: &Req) -> String {
         sni: None,
         http: (!r.tcp).then_some(HttpAttrs {
             method: r.method,
-            path: &path,
+            path,
             host: r.host,
             headers: &headers,
         }),
