@@ -3,6 +3,7 @@
 //! loopback addresses of its own (127.0.0.0/8 is all loopback on Linux), so
 //! tests running in parallel never share a port.
 
+mod admin;
 mod allocations;
 mod authz;
 mod control;
