@@ -84,6 +84,13 @@ impl PodPlan {
                 json!("{\"containers\":[\"istio-proxy\"]}"),
             );
         }
+        if self.gateway {
+            // What makes the control plane treat its proxy as a gateway.
+            annotations.insert(
+                model::registry::GATEWAY_TEMPLATE_ANNOTATION.into(),
+                json!("gateway"),
+            );
+        }
         if self.sidecar || self.gateway {
             // Where the proxy's admin port is, for people and tests (Envoy's 15000).
             annotations.insert(
