@@ -283,10 +283,17 @@ async fn discovery_streams_need_the_workloads_own_token() -> Result<()> {
     let xds = format!("http://127.{}.0.1:15010", mesh.block);
 
     // The first response of a stream for `node` sending `token`, or the refusal.
+    // echo-a's pod: the control plane knows a proxy by the pod it names.
+    let pod_a = mesh
+        .pods()?
+        .into_iter()
+        .find(|p| p["metadata"]["labels"]["app"] == "echo-a")
+        .and_then(|p| p["metadata"]["name"].as_str().map(String::from))
+        .ok_or_else(|| anyhow::anyhow!("no pod of echo-a"))?;
     let first_response = |service_account: &str, token: Option<String>| {
         let node = Node {
-            id: format!("{service_account}-test.default"),
-            pod_name: format!("{service_account}-test"),
+            id: format!("{pod_a}.default"),
+            pod_name: pod_a.clone(),
             namespace: "default".into(),
             service_account: service_account.into(),
             ..Default::default()

@@ -10,5 +10,6 @@ mod control_plane;
 mod gateway_tls;
 mod interop;
 mod mtls;
+mod proxy_trust;
 mod traffic;
 mod up;

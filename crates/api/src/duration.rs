@@ -52,98 +52,14 @@ impl std::ops::Deref for Duration {
     }
 }
 
-/// Why a duration string was rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
-    #[error("empty duration")]
-    Empty,
-    #[error("negative duration `{0}` is not allowed")]
-    Negative(String),
-    #[error(
-        "invalid duration `{0}`: expected a number followed by a unit (ns, us, ms, s, m, h), e.g. \"5s\" or \"100ms\""
-    )]
-    Syntax(String),
-    #[error("duration `{0}` is too large")]
-    Overflow(String),
-}
+pub use duration::DurationError;
 
 impl FromStr for Duration {
     type Err = DurationError;
 
-    /// Go's `time.ParseDuration` grammar: `[-+]?(<decimal><unit>)+`, or a bare `0`.
+    /// Go's `time.ParseDuration` grammar (see the `duration` crate).
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let s = input.trim();
-        if s.is_empty() {
-            return Err(DurationError::Empty);
-        }
-        let syntax = || DurationError::Syntax(input.to_string());
-        let overflow = || DurationError::Overflow(input.to_string());
-        let (negative, mut rest) = match s.as_bytes()[0] {
-            b'-' => (true, &s[1..]),
-            b'+' => (false, &s[1..]),
-            _ => (false, s),
-        };
-        if rest == "0" {
-            return Ok(Duration::ZERO);
-        }
-        if rest.is_empty() {
-            return Err(syntax());
-        }
-        // Accumulate in nanoseconds with u128 so `1.5h` etc. are exact and
-        // overflow is detected rather than wrapped.
-        let mut total: u128 = 0;
-        while !rest.is_empty() {
-            let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-            let int_part = &rest[..int_len];
-            rest = &rest[int_len..];
-            let mut frac_part = "";
-            if let Some(r) = rest.strip_prefix('.') {
-                let frac_len = r.bytes().take_while(u8::is_ascii_digit).count();
-                frac_part = &r[..frac_len];
-                rest = &r[frac_len..];
-            }
-            if int_part.is_empty() && frac_part.is_empty() {
-                return Err(syntax());
-            }
-            let unit_len = rest
-                .char_indices()
-                .find(|(_, c)| c.is_ascii_digit() || *c == '.')
-                .map_or(rest.len(), |(i, _)| i);
-            let unit = &rest[..unit_len];
-            rest = &rest[unit_len..];
-            let nanos_per_unit: u128 = match unit {
-                "ns" => 1,
-                "us" | "µs" | "μs" => 1_000,
-                "ms" => 1_000_000,
-                "s" => 1_000_000_000,
-                "m" => 60 * 1_000_000_000,
-                "h" => 3_600 * 1_000_000_000,
-                _ => return Err(syntax()),
-            };
-            let int_val: u128 = if int_part.is_empty() {
-                0
-            } else {
-                int_part.parse().map_err(|_| overflow())?
-            };
-            let mut part = int_val.checked_mul(nanos_per_unit).ok_or_else(overflow)?;
-            // Fractions beyond nanosecond precision are truncated, as Go does.
-            let mut scale = nanos_per_unit;
-            for d in frac_part.bytes().take(30) {
-                scale /= 10;
-                if scale == 0 {
-                    break;
-                }
-                part += u128::from(d - b'0') * scale;
-            }
-            total = total.checked_add(part).ok_or_else(overflow)?;
-        }
-        if negative && total != 0 {
-            return Err(DurationError::Negative(input.to_string()));
-        }
-        let secs = u64::try_from(total / 1_000_000_000).map_err(|_| overflow())?;
-        // The remainder is < 1e9 so it always fits.
-        let nanos = u32::try_from(total % 1_000_000_000).map_err(|_| overflow())?;
-        Ok(Duration(std::time::Duration::new(secs, nanos)))
+        duration::parse(input).map(Duration)
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod bootstrap_token;
 pub mod ca_service;
 pub mod http_api;
+pub mod proxy_node;
 pub mod state;
 pub mod store;
 

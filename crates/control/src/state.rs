@@ -86,9 +86,13 @@ impl ControlPlane {
         let _ = self.authenticator.set(authenticator);
     }
 
-    fn authorize(&self, node: &Node, token: Option<&BearerToken>) -> Result<(), tonic::Status> {
+    /// Who the proxy claiming to be `node` is. With credentials required,
+    /// the token proves a namespace and service account, and the rest comes
+    /// from the registry entry of its pod (see [`crate::proxy_node`]);
+    /// without, the control plane can only take the proxy's word.
+    fn authorize(&self, node: &Node, token: Option<&BearerToken>) -> Result<Node, tonic::Status> {
         let Some(auth) = self.authenticator.get() else {
-            return Ok(());
+            return Ok(node.clone());
         };
         let refuse = |reason: String| {
             tracing::warn!(proxy = %node.id, %reason, "discovery stream refused");
@@ -103,7 +107,17 @@ impl ControlPlane {
                 id, node.namespace, node.service_account
             )));
         }
-        Ok(())
+        let mesh = self.mesh();
+        let (verified, overridden) = crate::proxy_node::verified(&mesh, node, id.service_account())
+            .map_err(|e| refuse(e.to_string()))?;
+        if !overridden.is_empty() {
+            tracing::warn!(
+                proxy = %node.id,
+                ignored = ?overridden,
+                "the proxy's claims differ from its pod's; the pod's are used"
+            );
+        }
+        Ok(verified)
     }
 
     pub fn store(&self) -> MutexGuard<'_, Store> {
@@ -186,8 +200,8 @@ impl wire::server::ConfigProvider for ControlPlane {
         &self,
         node: &Node,
         token: Option<&BearerToken>,
-    ) -> Result<watch::Receiver<Arc<ProxySnapshot>>, tonic::Status> {
-        self.authorize(node, token)?;
+    ) -> Result<wire::server::Accepted, tonic::Status> {
+        let node = &self.authorize(node, token)?;
         let compiler = lock(&self.compiler).clone();
         let snapshot = Arc::new(compiler.snapshot(node));
         let (tx, rx) = watch::channel(snapshot);
@@ -213,7 +227,10 @@ impl wire::server::ConfigProvider for ControlPlane {
                 status,
             },
         );
-        Ok(rx)
+        Ok(wire::server::Accepted {
+            node: node.clone(),
+            config: rx,
+        })
     }
 
     fn ack(&self, node: &Node, type_url: &str, version: &str) {

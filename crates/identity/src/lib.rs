@@ -17,6 +17,7 @@
 
 mod ca;
 mod cert;
+mod lifetime;
 mod peer;
 mod rotation;
 mod spiffe;
@@ -30,6 +31,7 @@ pub use ca::{
     DEFAULT_WORKLOAD_TTL, MAX_WORKLOAD_TTL, ROOT_CERT_FILE, ROOT_TTL, workload_cert_params,
 };
 pub use cert::{CertChain, CertError, CertInfo, spiffe_id_of};
+pub use lifetime::{SECRET_TTL, SecretTtlError, secret_ttl};
 pub use peer::{PeerIdentity, peer_identity};
 pub use rotation::{CertManager, RotationConfig};
 pub use spiffe::{SpiffeId, SpiffeIdError};

@@ -80,6 +80,10 @@ pub struct Workload {
     /// Injected pods carry Istio's `sidecar.istio.io/status` annotation;
     /// entries say so with `security.istio.io/tlsMode` or a service account.
     pub has_sidecar: bool,
+    /// The pod is a gateway proxy (Istio's gateway injection template,
+    /// [`GATEWAY_TEMPLATE_ANNOTATION`]): the only proxies that get gateway
+    /// listeners, and with them the private keys of their Gateways' Secrets.
+    pub gateway: bool,
     /// `region/zone/subzone`; empty when unknown.
     pub locality: String,
     /// Load balancing weight; 0 means the default (1).
@@ -251,6 +255,11 @@ impl Registry {
                 .annotations
                 .as_ref()
                 .is_some_and(|a| a.contains_key("sidecar.istio.io/status")),
+            gateway: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(GATEWAY_TEMPLATE_ANNOTATION))
+                .is_some_and(|t| t.split(',').any(|t| t.trim() == "gateway")),
             locality: String::new(),
             weight: 0,
         });
@@ -348,6 +357,11 @@ fn owner_workload(pod: &Pod) -> Option<String> {
         _ => Some(owner.name.clone()),
     }
 }
+
+/// Istio's annotation naming the injection templates of a pod; a gateway
+/// deployment's pods carry `gateway` (Istio's gateway chart and
+/// `trellis up`'s ingress gateway), which makes them gateway proxies.
+pub const GATEWAY_TEMPLATE_ANNOTATION: &str = "inject.istio.io/templates";
 
 /// The annotation `trellis up` puts on the pods it plans, naming their Deployment.
 pub const WORKLOAD_ANNOTATION: &str = "trellis.io/workload";

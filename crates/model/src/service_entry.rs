@@ -114,6 +114,7 @@ impl Registry {
                     service_account: String::new(),
                     ports: Vec::new(),
                     has_sidecar: false,
+                    gateway: false,
                     locality: String::new(),
                     weight: 0,
                 });
@@ -190,6 +191,7 @@ fn entry_workload(
             })
             .collect(),
         has_sidecar,
+        gateway: false,
         locality,
         weight: we.weight.unwrap_or(0),
     })

@@ -49,6 +49,11 @@ pub struct Config {
     pub outbound_addr: Option<SocketAddr>,
     /// The admin server; must be a loopback address.
     pub admin_addr: SocketAddr,
+    /// Who may use the admin server's mutating endpoints (`/quitquitquit`...).
+    pub admin_auth: admin::AdminAuth,
+    /// Istio's health port (15021 on the pod's address): `GET /healthz/ready`
+    /// answers 200 once identity and config are ready. `None`: not served.
+    pub health_addr: Option<SocketAddr>,
     /// How long in-flight requests may take to finish on shutdown.
     pub drain_timeout: Duration,
     /// Data-plane worker threads (1 suits a sidecar; gateways want more).
@@ -61,6 +66,10 @@ pub struct Config {
     /// The workload certificate, key and mesh roots from files instead of a
     /// CA (exclusive with `identity`).
     pub static_certs: Option<tls::static_files::CertFiles>,
+    /// Called after each config update to hand the memory it freed back to
+    /// the OS (the binary knows its allocator; see
+    /// [`ConfigStore::with_memory_release`]). `None`: nothing is called.
+    pub release_freed_memory: Option<fn()>,
 }
 
 impl Default for Config {
@@ -72,11 +81,14 @@ impl Default for Config {
             app_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             outbound_addr: None,
             admin_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 15000),
+            admin_auth: admin::AdminAuth::default(),
+            health_addr: None,
             drain_timeout: Duration::from_secs(5),
             workers: 1,
             access_log: true,
             identity: None,
             static_certs: None,
+            release_freed_memory: None,
         }
     }
 }
@@ -99,7 +111,11 @@ pub async fn run(
     if config.identity.is_some() && config.static_certs.is_some() {
         return Err(Error::TwoIdentitySources);
     }
-    let store = Arc::new(ConfigStore::new(&config.node));
+    let mut store = ConfigStore::new(&config.node);
+    if let Some(release) = config.release_freed_memory {
+        store = store.with_memory_release(release);
+    }
+    let store = Arc::new(store);
     // Before the static config: its clusters are built with mesh TLS.
     if let Some(files) = &config.static_certs {
         let mesh_tls =
@@ -118,7 +134,15 @@ pub async fn run(
     }
     let telemetry = Arc::new(Telemetry::new(&config.node, config.access_log));
     let status = Arc::new(Status::default());
-    let admin_listener = bind_admin(config.admin_addr)?;
+    let admin_listener = bind(config.admin_addr).map_err(|source| Error::AdminBind {
+        addr: config.admin_addr,
+        source,
+    })?;
+    // Bound now, before identity and config: until then it answers 503.
+    let health_listener = config
+        .health_addr
+        .map(|addr| bind(addr).map_err(|source| Error::HealthBind { addr, source }))
+        .transpose()?;
     let (quit_tx, mut quit_rx) = watch::channel(false);
 
     let data_plane = RuntimeGuard(Some(
@@ -141,10 +165,16 @@ pub async fn run(
         telemetry: telemetry.clone(),
         status: status.clone(),
         quit: quit_tx,
+        auth: config.admin_auth.clone(),
+        health_failed: Default::default(),
     });
+    let listeners = AdminListeners {
+        admin: admin_listener,
+        health: health_listener,
+    };
     std::thread::Builder::new()
         .name("trellis-control".into())
-        .spawn(move || control_thread(admin_listener, admin, control_started_tx, control_stopped))
+        .spawn(move || control_thread(listeners, admin, control_started_tx, control_stopped))
         .map_err(|source| Error::Runtime {
             what: "control",
             source,
@@ -244,19 +274,22 @@ impl Drop for RuntimeGuard {
     }
 }
 
-fn bind_admin(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| Error::AdminBind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| Error::AdminBind { addr, source })?;
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+/// The control thread's own listeners.
+struct AdminListeners {
+    admin: std::net::TcpListener,
+    health: Option<std::net::TcpListener>,
 }
 
 /// The admin server, and (spawned through the handle it sends back) the
 /// discovery client and certificate renewal, on a runtime of their own.
 fn control_thread(
-    admin_listener: std::net::TcpListener,
+    listeners: AdminListeners,
     admin: Arc<admin::Admin>,
     started: oneshot::Sender<Result<tokio::runtime::Handle, std::io::Error>>,
     stop: oneshot::Receiver<()>,
@@ -273,8 +306,11 @@ fn control_thread(
     };
     let _ = started.send(Ok(runtime.handle().clone()));
     runtime.block_on(async move {
+        if let Some(health) = listeners.health {
+            tokio::spawn(admin::serve_health(health, admin.clone()));
+        }
         tokio::select! {
-            () = admin::serve(admin_listener, admin) => {}
+            () = admin::serve(listeners.admin, admin) => {}
             _ = stop => {}
         }
     });

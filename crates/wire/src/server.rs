@@ -49,15 +49,21 @@ impl ProxySnapshot {
     }
 }
 
+/// A proxy the control plane accepted.
+pub struct Accepted {
+    /// Who the proxy is, as the control plane knows it (which need not be
+    /// what it claimed): the stream's ACKs, NACKs and logs name this node.
+    pub node: Node,
+    /// Its config.
+    pub config: watch::Receiver<Arc<ProxySnapshot>>,
+}
+
 /// What the control plane provides to the discovery service.
 pub trait ConfigProvider: Send + Sync + 'static {
-    /// A proxy connected; authenticate it and return the channel of its
-    /// config. `token`: the stream's `authorization: Bearer` credential, if any.
-    fn connect(
-        &self,
-        node: &Node,
-        token: Option<&BearerToken>,
-    ) -> Result<watch::Receiver<Arc<ProxySnapshot>>, Status>;
+    /// A proxy connected claiming to be `node`; authenticate it and return
+    /// who it is and the channel of its config. `token`: the stream's
+    /// `authorization: Bearer` credential, if any.
+    fn connect(&self, node: &Node, token: Option<&BearerToken>) -> Result<Accepted, Status>;
     /// The proxy applied `version` of `type_url`.
     fn ack(&self, node: &Node, type_url: &str, version: &str);
     /// The proxy rejected a response of `type_url`; it keeps `version` (its last good one).
@@ -122,7 +128,7 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
         if node.id.is_empty() {
             return Err(Status::invalid_argument("node.id is empty"));
         }
-        let config = self.provider.connect(&node, token.as_ref())?;
+        let Accepted { node, config } = self.provider.connect(&node, token.as_ref())?;
         // Room for little more than the response being written: a session
         // builds each response when the stream can take it, so a thousand
         // sessions do not each hold a queue of built responses.
@@ -216,6 +222,12 @@ impl<P: ConfigProvider> Session<P> {
 
     async fn handle(&mut self, req: DiscoveryRequest) -> Result<(), ()> {
         let type_url = req.type_url.clone();
+        if !crate::types::ALL.contains(&type_url.as_str()) {
+            // Everything a proxy may have is in its snapshot, by type; a type
+            // outside the proxy API is nothing it is entitled to.
+            tracing::warn!(proxy = %self.node.id, type_url, "request for an unknown resource type refused");
+            return Ok(());
+        }
         if req.response_nonce.is_empty() {
             // A (re)subscription: a proxy that reconnects says which version it
             // has, so an unchanged config is not sent again.

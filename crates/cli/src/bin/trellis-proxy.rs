@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use wire::pb::{Node, ProxyKind};
 
@@ -11,6 +12,18 @@ use wire::pb::{Node, ProxyKind};
 enum Kind {
     Sidecar,
     Gateway,
+}
+
+/// Who may use the admin port's mutating endpoints (`POST /quitquitquit`...).
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AdminAuthMode {
+    /// Callers send `Authorization: Bearer <token>`: the token from
+    /// TRELLIS_ADMIN_TOKEN, else one made at start and written to
+    /// --admin-token-file. For a loopback shared with other processes.
+    Token,
+    /// Callers connect from 127.0.0.1 or ::1: only for a proxy in its pod's
+    /// own network namespace, whose loopback no other pod reaches.
+    Loopback,
 }
 
 #[derive(Parser)]
@@ -45,6 +58,17 @@ struct Args {
     /// The admin server (keep it on a loopback address).
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin: SocketAddr,
+    /// How callers of the admin port's mutating endpoints prove the right.
+    #[arg(long, value_enum, default_value = "token")]
+    admin_auth: AdminAuthMode,
+    /// With --admin-auth=token: where to write (mode 0600) the admin token
+    /// made at start when TRELLIS_ADMIN_TOKEN is not set.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// Istio's health port: `GET /healthz/ready` answers 200 once identity
+    /// and config are ready, 503 before. Usually <pod address>:15021.
+    #[arg(long)]
+    health: Option<SocketAddr>,
     /// The explicit HTTP proxy the application's outbound calls go through.
     #[arg(long)]
     outbound: Option<SocketAddr>,
@@ -85,6 +109,8 @@ struct Args {
 /// The bootstrap token proving this workload's identity to the CA. Read from
 /// the environment only: a command-line flag would show it to every `ps`.
 const BOOTSTRAP_TOKEN_ENV: &str = "TRELLIS_BOOTSTRAP_TOKEN";
+/// The admin token (--admin-auth=token), from the environment for the same reason.
+const ADMIN_TOKEN_ENV: &str = "TRELLIS_ADMIN_TOKEN";
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
@@ -141,10 +167,10 @@ async fn main() -> anyhow::Result<()> {
             trust_domain: args.trust_domain.clone(),
             cert_ttl: match args.cert_ttl_seconds {
                 Some(s) => Some(Duration::from_secs(s)),
-                None => match std::env::var(cli::up::plan::SECRET_TTL) {
+                None => match std::env::var(identity::SECRET_TTL) {
                     Ok(v) => Some(
-                        cli::up::plan::secret_ttl(&v)
-                            .map_err(|e| anyhow::anyhow!("{}: {e}", cli::up::plan::SECRET_TTL))?,
+                        identity::secret_ttl(&v)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", identity::SECRET_TTL))?,
                     ),
                     Err(_) => None,
                 },
@@ -161,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
             None
         }
     };
-    proxy::config::set_release_freed_memory(release_freed_memory);
+    let admin_auth = admin_auth(args.admin_auth, args.admin_token_file.as_deref())?;
     let config = proxy::Config {
         identity,
         static_certs,
@@ -171,12 +197,49 @@ async fn main() -> anyhow::Result<()> {
         app_ip: args.app_ip,
         outbound_addr: args.outbound,
         admin_addr: args.admin,
+        admin_auth,
+        health_addr: args.health,
+        release_freed_memory: Some(release_freed_memory),
         drain_timeout: Duration::from_secs(args.drain_seconds),
         workers: args.workers,
         access_log: !args.no_access_log,
     };
     proxy::run(config, shutdown()).await?;
     Ok(())
+}
+
+/// How the admin port's mutating endpoints authenticate their callers.
+fn admin_auth(
+    mode: AdminAuthMode,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<proxy::admin::AdminAuth> {
+    use proxy::admin::{AdminAuth, AdminToken};
+    if mode == AdminAuthMode::Loopback {
+        tracing::info!(
+            "admin changes are open to 127.0.0.1 and ::1: safe only in the pod's own network namespace"
+        );
+        return Ok(AdminAuth::Loopback);
+    }
+    let given = std::env::var(ADMIN_TOKEN_ENV)
+        .ok()
+        .and_then(AdminToken::new);
+    let token = match (given, token_file) {
+        (Some(token), _) => token,
+        (None, Some(path)) => {
+            let token = AdminToken::generate().context("making the admin token")?;
+            token
+                .write_private(path)
+                .with_context(|| format!("writing the admin token to {}", path.display()))?;
+            token
+        }
+        (None, None) => {
+            tracing::info!(
+                "neither {ADMIN_TOKEN_ENV} nor --admin-token-file: the admin port's mutating endpoints are closed"
+            );
+            return Ok(AdminAuth::Closed);
+        }
+    };
+    Ok(AdminAuth::Token(token))
 }
 
 /// Returns the free pages of glibc's heap to the kernel: after a config

@@ -20,6 +20,8 @@ pub const XDS_PORT: u16 = 15010;
 pub const HTTP_API_PORT: u16 = 15014;
 pub const ADMIN_PORT: u16 = 15000;
 pub const OUTBOUND_PORT: u16 = 15001;
+/// Istio's health port: `GET /healthz/ready` on the pod's address.
+pub const HEALTH_PORT: u16 = 15021;
 
 pub struct UpOptions {
     pub dir: PathBuf,
@@ -105,7 +107,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     let gateway = plan::gateway_http_addr(&plan.pods, &plan.resources);
     let gateway_pod = plan.pods.iter().find(|p| p.gateway);
     if let Some(gw) = gateway_pod {
-        let ready = format!("http://{}:{ADMIN_PORT}/ready", gw.app_ip);
+        let ready = format!("http://{}:{HEALTH_PORT}/healthz/ready", gw.pod_ip);
         if let Err(e) = wait_ready(&ready, Duration::from_secs(30)).await {
             tracing::warn!(error = %e, "the ingress gateway is not ready yet");
         }
@@ -163,6 +165,11 @@ fn start_pod(
             xds_url.to_string(),
             "--admin".into(),
             format!("{}:{ADMIN_PORT}", pod.app_ip),
+            // The proxy makes its admin token and writes it here, 0600.
+            "--admin-token-file".into(),
+            logs.join(admin_token_file(pod)).display().to_string(),
+            "--health".into(),
+            format!("{}:{HEALTH_PORT}", pod.pod_ip),
         ];
         if !pod.gateway {
             args.extend([
@@ -216,6 +223,12 @@ fn start_pod(
             log: logs.join(format!("{}.{}.{}.log", pod.namespace, pod.name, c.name)),
         });
     }
+}
+
+/// The file (in the logs folder) holding a pod proxy's admin token, which
+/// `POST /quitquitquit` and the admin port's other changes need.
+pub fn admin_token_file(pod: &PodPlan) -> String {
+    format!("{}.{}.istio-proxy.admin-token", pod.namespace, pod.name)
 }
 
 async fn wait_ready(url: &str, within: Duration) -> Result<()> {

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use api::Resource;
+use identity::{SECRET_TTL, secret_ttl};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Namespace, Service};
 use serde_json::json;
@@ -17,11 +17,6 @@ pub const INGRESS_NAMESPACE: &str = "istio-system";
 pub const INGRESS_NAME: &str = "istio-ingressgateway";
 /// Istio's per-pod override of MeshConfig's `defaultConfig` (a ProxyConfig, YAML or JSON).
 pub const PROXY_CONFIG_ANNOTATION: &str = "proxy.istio.io/config";
-/// Istio's proxy environment variable for the lifetime of the workload
-/// certificate it requests (a Go duration, default 24h); the proxy renews at half-life.
-pub const SECRET_TTL: &str = "SECRET_TTL";
-/// The CA grants whole seconds (`validity_seconds`); less would read as "default".
-const MIN_SECRET_TTL: Duration = Duration::from_secs(1);
 
 /// The loopback addresses of one mesh: `127.<block>.0.1` for the control
 /// plane, `127.<block>.(1+2k).n` for pod IPs and `127.<block>.(2+2k).n` for the
@@ -87,6 +82,13 @@ impl PodPlan {
             annotations.insert(
                 "sidecar.istio.io/status".into(),
                 json!("{\"containers\":[\"istio-proxy\"]}"),
+            );
+        }
+        if self.gateway {
+            // What makes the control plane treat its proxy as a gateway.
+            annotations.insert(
+                model::registry::GATEWAY_TEMPLATE_ANNOTATION.into(),
+                json!("gateway"),
             );
         }
         if self.sidecar || self.gateway {
@@ -244,29 +246,6 @@ fn wants_sidecar(d: &Deployment, namespaces: &BTreeMap<String, Namespace>, ns: &
         .and_then(|l| l.get("istio-injection"))
         .is_some_and(|v| v == "disabled");
     !pod_opt_out && !ns_opt_out
-}
-
-/// The value of `SECRET_TTL` as Istio's agent reads it (Go's `time.ParseDuration`),
-/// within what the CA grants: at least 1s, at most its maximum (90 days, Istio's
-/// `max-workload-cert-ttl`). Istio's agent falls back to 24h on a value it cannot
-/// parse; here it is an error, so a typo cannot silently give day-long certificates.
-pub fn secret_ttl(value: &str) -> Result<Duration, String> {
-    let ttl = value
-        .parse::<api::Duration>()
-        .map_err(|e| e.to_string())?
-        .as_std();
-    if ttl < MIN_SECRET_TTL {
-        return Err(format!(
-            "{value:?} is shorter than the shortest certificate lifetime, {MIN_SECRET_TTL:?}"
-        ));
-    }
-    if ttl > identity::MAX_WORKLOAD_TTL {
-        return Err(format!(
-            "{value:?} is longer than the CA's max workload certificate lifetime, {}h",
-            identity::MAX_WORKLOAD_TTL.as_secs() / 3600
-        ));
-    }
-    Ok(ttl)
 }
 
 /// The pod's proxyMetadata: the mesh's, overridden key by key by the
@@ -569,17 +548,6 @@ mod tests {
             ),
             "{err}"
         );
-    }
-
-    #[test]
-    fn secret_ttl_reads_go_durations_within_the_cas_limits() {
-        assert_eq!(secret_ttl("4s"), Ok(Duration::from_secs(4)));
-        assert_eq!(secret_ttl("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(secret_ttl("2160h"), Ok(identity::MAX_WORKLOAD_TTL));
-        assert!(secret_ttl("2160h1s").expect_err("too long").contains("max"));
-        assert!(secret_ttl("0").is_err());
-        assert!(secret_ttl("-4s").is_err());
-        assert!(secret_ttl("4").expect_err("no unit").contains("unit"));
     }
 
     #[test]

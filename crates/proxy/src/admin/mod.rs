@@ -1,13 +1,20 @@
 //! The admin server (loopback only, Envoy's paths so operators' habits carry
 //! over): readiness, config dump, Prometheus stats, clusters, listeners and
-//! graceful shutdown. It runs on the control thread, apart from the data
-//! plane, so that a busy data plane never starves readiness probes.
+//! graceful shutdown; and Istio's health port (15021), which serves readiness
+//! alone. Both run on the control thread, apart from the data plane, so that
+//! a busy data plane never starves readiness probes.
+//!
+//! Views are open to whoever reaches the port (keys are redacted in all of
+//! them); what changes the proxy needs the caller to prove the right (see [`auth`]).
+
+pub mod auth;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -18,6 +25,8 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+pub use auth::{AdminAuth, AdminToken};
 
 use crate::config::ConfigStore;
 use crate::listeners::Status;
@@ -30,25 +39,63 @@ pub struct Admin {
     pub status: Arc<Status>,
     /// Set to true by `POST /quitquitquit`.
     pub quit: watch::Sender<bool>,
+    /// Who may use the mutating endpoints.
+    pub auth: AdminAuth,
+    /// Set by `POST /healthcheck/fail`, cleared by `POST /healthcheck/ok`:
+    /// readiness then fails, so that load balancers stop sending here.
+    pub health_failed: AtomicBool,
 }
 
+/// Serves the admin API on `listener`.
 pub async fn serve(listener: std::net::TcpListener, admin: Arc<Admin>) {
+    accept_loop(listener, "admin", move |req, peer| {
+        let admin = admin.clone();
+        async move { Ok::<_, Infallible>(handle(req, peer, &admin)) }
+    })
+    .await
+}
+
+/// Serves Istio's health port: `GET /healthz/ready`, which a kubelet's
+/// readiness probe (and `trellis up`) asks; nothing else, so that it may
+/// listen on the pod's address.
+pub async fn serve_health(listener: std::net::TcpListener, admin: Arc<Admin>) {
+    accept_loop(listener, "health", move |req, _| {
+        let admin = admin.clone();
+        async move {
+            Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
+                (&Method::GET, "/healthz/ready") => ready(&admin),
+                _ => reply(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "GET /healthz/ready\n".into(),
+                ),
+            })
+        }
+    })
+    .await
+}
+
+async fn accept_loop<F, Fut>(listener: std::net::TcpListener, what: &'static str, handler: F)
+where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Reply, Infallible>> + Send + 'static,
+{
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
-        Err(e) => return tracing::error!(error = %e, "admin server cannot start"),
+        Err(e) => return tracing::error!(error = %e, "{what} server cannot start"),
     };
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
+                tracing::warn!(error = %e, "{what} accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let admin = admin.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, admin.clone()));
+            let service = service_fn(move |req| handler(req, peer));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -58,33 +105,87 @@ pub async fn serve(listener: std::net::TcpListener, admin: Arc<Admin>) {
 
 type Reply = Response<Full<Bytes>>;
 
-async fn handle(req: Request<Incoming>, admin: Arc<Admin>) -> Result<Reply, Infallible> {
+const USAGE: &str = "GET /ready /config_dump /stats/prometheus /clusters[?format=json] /listeners /certs; \
+POST (with the admin token) /quitquitquit /healthcheck/fail /healthcheck/ok\n";
+
+fn handle(req: Request<Incoming>, peer: SocketAddr, admin: &Admin) -> Reply {
     let json = req
         .uri()
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "format=json"));
-    Ok(match (req.method(), req.uri().path()) {
-        (&Method::GET, "/ready" | "/healthz/ready") => ready(&admin),
-        (&Method::GET, "/config_dump") => config_dump(&admin),
+    let path = req.uri().path();
+    if let Some(change) = Change::of(path) {
+        if req.method() != Method::POST {
+            // As Envoy: a change is never made by a GET (a link, a prefetch).
+            return reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                format!("{path} needs a POST\n"),
+            );
+        }
+        if let Err(refusal) = admin.auth.check(peer, req.headers()) {
+            tracing::warn!(%peer, path, reason = %refusal, "admin request refused");
+            let mut resp = reply(refusal.status(), "text/plain", format!("{refusal}\n"));
+            if refusal.status() == StatusCode::UNAUTHORIZED {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer realm=\"trellis-proxy admin\""),
+                );
+            }
+            return resp;
+        }
+        tracing::info!(%peer, path, "admin change requested");
+        return change.apply(admin);
+    }
+    match (req.method(), path) {
+        (&Method::GET, "/ready" | "/healthz/ready") => ready(admin),
+        (&Method::GET, "/config_dump") => config_dump(admin),
         (&Method::GET, "/stats/prometheus") => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             admin.telemetry.metrics.encode(),
         ),
-        (&Method::GET, "/clusters") => clusters(&admin, json),
+        (&Method::GET, "/clusters") => clusters(admin, json),
         (&Method::GET, "/listeners") => to_json(&admin.status.listeners()),
-        (&Method::GET, "/certs") => to_json(&crate::tls::SecretsDump::of(admin.store.mesh_tls().map(Arc::as_ref))),
-        (&Method::POST, "/quitquitquit") => {
-            tracing::info!("shutdown requested through the admin server");
-            admin.quit.send_replace(true);
-            reply(StatusCode::OK, "text/plain", "OK\n".into())
+        (&Method::GET, "/certs") => to_json(&crate::tls::SecretsDump::of(
+            admin.store.mesh_tls().map(Arc::as_ref),
+        )),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", USAGE.into()),
+    }
+}
+
+/// What the mutating endpoints do.
+#[derive(Clone, Copy)]
+enum Change {
+    /// Drain and stop.
+    Quit,
+    /// Fail readiness from now on.
+    FailHealth,
+    /// Pass readiness again.
+    RestoreHealth,
+}
+
+impl Change {
+    fn of(path: &str) -> Option<Change> {
+        Some(match path {
+            "/quitquitquit" => Change::Quit,
+            "/healthcheck/fail" => Change::FailHealth,
+            "/healthcheck/ok" => Change::RestoreHealth,
+            _ => return None,
+        })
+    }
+
+    fn apply(self, admin: &Admin) -> Reply {
+        match self {
+            Change::Quit => {
+                tracing::info!("shutdown requested through the admin server");
+                admin.quit.send_replace(true);
+            }
+            Change::FailHealth => admin.health_failed.store(true, Ordering::Release),
+            Change::RestoreHealth => admin.health_failed.store(false, Ordering::Release),
         }
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "GET /ready /config_dump /stats/prometheus /clusters[?format=json] /listeners /certs; POST /quitquitquit\n".into(),
-        ),
-    })
+        reply(StatusCode::OK, "text/plain", "OK\n".into())
+    }
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Reply {
@@ -108,22 +209,24 @@ fn to_json<T: Serialize>(value: &T) -> Reply {
     }
 }
 
-/// Envoy's answers: LIVE once serving, else why not.
+/// Envoy's answers: LIVE once serving (identity and first config in force,
+/// every listener bound), else why not.
 fn ready(admin: &Admin) -> Reply {
-    if admin.status.draining.load(Ordering::Acquire) {
+    let unavailable = |why: &str| {
         reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            "DRAINING\n".into(),
+            format!("{why}\n"),
         )
+    };
+    if admin.status.draining.load(Ordering::Acquire) {
+        unavailable("DRAINING")
+    } else if admin.health_failed.load(Ordering::Acquire) {
+        unavailable("HEALTH_CHECK_FAILED")
     } else if admin.status.ready.load(Ordering::Acquire) {
         reply(StatusCode::OK, "text/plain", "LIVE\n".into())
     } else {
-        reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "PRE_INITIALIZING\n".into(),
-        )
+        unavailable("PRE_INITIALIZING")
     }
 }
 

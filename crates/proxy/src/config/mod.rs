@@ -17,28 +17,6 @@ use crate::lb::locality::Local;
 use crate::lb::pool::Pools;
 use crate::snapshot::{self, Snapshot, TypeState};
 
-/// Called after every config update, accepted or not; see
-/// [`set_release_freed_memory`].
-static RELEASE_FREED_MEMORY: OnceLock<fn()> = OnceLock::new();
-
-/// Sets what hands memory a config update freed back to the OS. An update
-/// decodes every resource and compiles a new snapshot next to the old one,
-/// then frees the decoded resources and the old snapshot: for a 1,000-service
-/// mesh several MiB in small chunks interleaved with the live snapshot, which
-/// glibc's malloc keeps resident unless asked (`malloc_trim`). The binary
-/// knows its allocator, so it provides this; the crate itself has no unsafe
-/// code. Process-wide, like the allocator; set once, before any config.
-pub fn set_release_freed_memory(release: fn()) {
-    let _ = RELEASE_FREED_MEMORY.set(release);
-}
-
-/// Hands memory freed since the last call back to the OS, if the binary said how.
-fn release_freed_memory() {
-    if let Some(release) = RELEASE_FREED_MEMORY.get() {
-        release();
-    }
-}
-
 /// The proxy API's own name for a type URL, or why there is none.
 fn type_key(type_url: &str) -> Result<&'static str, String> {
     wire::types::ALL
@@ -60,6 +38,9 @@ pub struct ConfigStore {
     /// What requests read, lock-free. Empty until every type has arrived.
     current: ArcSwapOption<Snapshot>,
     changes: watch::Sender<Option<Arc<Snapshot>>>,
+    /// Called after every config update, accepted or not; see
+    /// [`with_memory_release`](Self::with_memory_release).
+    release_freed_memory: Option<fn()>,
 }
 
 #[derive(Default)]
@@ -83,7 +64,20 @@ impl ConfigStore {
             state: Mutex::default(),
             current: ArcSwapOption::empty(),
             changes: watch::Sender::new(None),
+            release_freed_memory: None,
         }
+    }
+
+    /// Sets what hands memory a config update freed back to the OS. An update
+    /// decodes every resource and compiles a new snapshot next to the old one,
+    /// then frees the decoded resources and the old snapshot: for a 1,000-service
+    /// mesh several MiB in small chunks interleaved with the live snapshot, which
+    /// glibc's malloc keeps resident unless asked (`malloc_trim`). The binary
+    /// knows its allocator, so it provides this (see [`crate::Config`]); the
+    /// crate itself has no unsafe code.
+    pub fn with_memory_release(mut self, release: fn()) -> Self {
+        self.release_freed_memory = Some(release);
+        self
     }
 
     /// Gives the store the proxy's mesh identity; configs applied from then
@@ -163,7 +157,9 @@ impl ConfigStore {
         types.insert(type_key, Arc::new(new));
         let what = wire::types::short_name(type_key);
         let result = self.compile_and_publish(state, what, &version, types);
-        release_freed_memory();
+        if let Some(release) = self.release_freed_memory {
+            release();
+        }
         result
     }
 

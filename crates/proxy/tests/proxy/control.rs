@@ -99,6 +99,8 @@ async fn admin_over_xds_ready_dump_stats_and_nack() {
     let mut config = Proxy::config(ip);
     config.xds_address = Some(format!("http://{xds_addr}"));
     config.access_log = true;
+    let token = proxy::admin::AdminToken::generate().expect("token");
+    config.admin_auth = proxy::admin::AdminAuth::Token(token.clone());
     let proxy = Proxy::spawn(config, None);
 
     // No config yet: not ready, and no listener open.
@@ -262,6 +264,7 @@ async fn admin_over_xds_ready_dump_stats_and_nack() {
         .send(
             Request::post("/quitquitquit")
                 .header("host", "admin")
+                .header("authorization", format!("Bearer {}", token.as_str()))
                 .body(Full::default())
                 .expect("request"),
         )

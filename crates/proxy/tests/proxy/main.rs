@@ -6,6 +6,7 @@
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod allocations;
 mod authority;
 mod authz;

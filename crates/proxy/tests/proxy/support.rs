@@ -409,10 +409,13 @@ pub struct TestControlPlane {
 impl ConfigProvider for TestControlPlane {
     fn connect(
         &self,
-        _node: &pb::Node,
+        node: &pb::Node,
         _token: Option<&wire::certs::BearerToken>,
-    ) -> Result<watch::Receiver<Arc<ProxySnapshot>>, tonic::Status> {
-        Ok(self.tx.subscribe())
+    ) -> Result<wire::server::Accepted, tonic::Status> {
+        Ok(wire::server::Accepted {
+            node: node.clone(),
+            config: self.tx.subscribe(),
+        })
     }
     fn ack(&self, _: &pb::Node, _: &str, _: &str) {}
     fn nack(&self, _: &pb::Node, type_url: &str, _: &str, reason: &str) {
