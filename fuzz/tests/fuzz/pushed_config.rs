@@ -8,9 +8,12 @@ use wire::pb;
 
 use crate::corpus::{self, Edit};
 
+/// Encoded resources by type URL.
+type EncodedConfig = Vec<(String, Vec<Vec<u8>>)>;
+
 /// Bookinfo's real compiled config for productpage's sidecar, per type, each
 /// resource encoded as it travels on the stream.
-fn real_config() -> (pb::Node, Vec<(String, Vec<Vec<u8>>)>) {
+fn real_config() -> (pb::Node, EncodedConfig) {
     let mut resources = Vec::new();
     for f in corpus::yaml_files() {
         if let Ok(rs) = api::parse("corpus.yaml", &f) {
