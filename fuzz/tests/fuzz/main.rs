@@ -9,5 +9,6 @@
 
 mod corpus;
 mod istio_yaml;
+mod paths;
 mod pushed_config;
 mod regressions;
