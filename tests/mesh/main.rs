@@ -9,5 +9,6 @@ mod browser;
 mod control_plane;
 mod gateway_tls;
 mod mtls;
+mod operator;
 mod traffic;
 mod up;

@@ -268,10 +268,7 @@ fn pods_table(items: &[Value], wide: bool) -> String {
             let (ready, restarts, status) = match statuses {
                 Some(st) => {
                     let ready = st.iter().filter(|c| c["ready"] == true).count();
-                    let restarts: u64 = st
-                        .iter()
-                        .filter_map(|c| c["restartCount"].as_u64())
-                        .sum();
+                    let restarts: u64 = st.iter().filter_map(|c| c["restartCount"].as_u64()).sum();
                     let waiting = st
                         .iter()
                         .filter_map(|c| c.pointer("/state/waiting/reason")?.as_str())
@@ -359,7 +356,14 @@ pub async fn proxy_status(client: &Client, output: Output) -> Result<()> {
         }
     }
     print(&table(
-        &["NAME", "TYPE", "CLUSTERS", "ENDPOINTS", "LISTENERS", "ROUTES"],
+        &[
+            "NAME",
+            "TYPE",
+            "CLUSTERS",
+            "ENDPOINTS",
+            "LISTENERS",
+            "ROUTES",
+        ],
         &rows,
     ))?;
     print(&rejected.concat())

@@ -138,7 +138,8 @@ impl ContextFile {
     }
 
     pub fn save(&self) -> Result<PathBuf> {
-        let path = context_file().context("no HOME or XDG_CONFIG_HOME: nowhere to keep contexts")?;
+        let path =
+            context_file().context("no HOME or XDG_CONFIG_HOME: nowhere to keep contexts")?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -311,16 +312,24 @@ pub fn use_context(name: &str) -> Result<String> {
     } else {
         name.to_string()
     };
-    let known = meshes.iter().any(|m| m.name == name) || file.contexts.iter().any(|c| c.name == name);
+    let known =
+        meshes.iter().any(|m| m.name == name) || file.contexts.iter().any(|c| c.name == name);
     if !known {
         bail!(
             "no running mesh or saved context named {name:?}; running:\n{}",
-            if meshes.is_empty() { "  (none)".into() } else { list(&meshes) }
+            if meshes.is_empty() {
+                "  (none)".into()
+            } else {
+                list(&meshes)
+            }
         );
     }
     file.current_context = Some(name.clone());
     let path = file.save()?;
-    Ok(format!("current context is now {name} ({})", path.display()))
+    Ok(format!(
+        "current context is now {name} ({})",
+        path.display()
+    ))
 }
 
 /// `trellis context set NAME --control-plane URL [--token-file F]`.

@@ -137,7 +137,12 @@ async fn guard(
             .get(header::CONTENT_TYPE)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
-        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if !BODY_TYPES.contains(&essence.as_str()) {
             return error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -463,7 +468,12 @@ pub fn redact_secret(secret: &mut Value) {
 /// The length of the bytes a base64 text encodes.
 fn decoded_len(text: &str) -> usize {
     let chars = text.bytes().filter(|b| !b.is_ascii_whitespace()).count();
-    let padding = text.trim_end().bytes().rev().take_while(|b| *b == b'=').count();
+    let padding = text
+        .trim_end()
+        .bytes()
+        .rev()
+        .take_while(|b| *b == b'=')
+        .count();
     (chars * 3 / 4).saturating_sub(padding)
 }
 

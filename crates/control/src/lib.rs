@@ -119,8 +119,8 @@ pub async fn run(
             http,
             api.into_make_service_with_connect_info::<SocketAddr>(),
         )
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future(),
     );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds);
     let cp_for_stop = cp.clone();

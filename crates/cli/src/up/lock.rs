@@ -60,7 +60,10 @@ impl MeshLock {
 
     /// Records who holds the locks: shown to whoever is refused.
     pub fn describe(&mut self, holder: &str) {
-        for lock in [Some(&mut self._block), self._state.as_mut()].into_iter().flatten() {
+        for lock in [Some(&mut self._block), self._state.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             let file: &mut File = lock;
             let _ = file.set_len(0);
             let _ = file.rewind();
@@ -73,7 +76,13 @@ impl MeshLock {
 /// The lock, or (inner `Err`) the description its holder wrote.
 fn take(path: &Path) -> Result<Result<Flock<File>, String>> {
     // Opened without truncation: the holder's description stays readable.
-    let file = match File::options().read(true).write(true).create(true).truncate(false).open(path) {
+    let file = match File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+    {
         Ok(f) => f,
         // Another user's lock file: a shared-lock-free read-only descriptor can still flock.
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {

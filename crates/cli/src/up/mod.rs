@@ -378,7 +378,9 @@ fn print_summary(
     // A closed stdout must not stop the mesh.
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush());
+    let _ = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 async fn shutdown_signal() {
