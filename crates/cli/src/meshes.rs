@@ -5,8 +5,8 @@
 //! (`$XDG_CONFIG_HOME/trellis/config.yaml`, else `~/.config/...`) names the
 //! current mesh, set with `trellis context use NAME`.
 //!
-//! The mesh a command talks to: `--control-plane` > `TRELLIS_CONTROL_PLANE`
-//! > the current context > the single running mesh. With several running
+//! The mesh a command talks to, first found of: `--control-plane`,
+//! `TRELLIS_CONTROL_PLANE`, the current context, the single running mesh. With several running
 //! and none chosen it is an error listing them: never a silent default that
 //! reaches someone else's mesh.
 
