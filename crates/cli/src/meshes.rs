@@ -36,13 +36,21 @@ pub fn mesh_name(block: u8) -> String {
 }
 
 impl MeshRecord {
+    /// Whether its `trellis up` still runs: the pid exists and (where /proc
+    /// tells) is a `trellis`, not a process that reused the pid after a crash.
     fn alive(&self) -> bool {
         let pid = nix::unistd::Pid::from_raw(self.pid as i32);
         // EPERM: alive, but another user's (a record in our registry: unlikely).
-        !matches!(
+        if matches!(
             nix::sys::signal::kill(pid, None),
             Err(nix::errno::Errno::ESRCH)
-        )
+        ) {
+            return false;
+        }
+        match std::fs::read_to_string(format!("/proc/{}/comm", self.pid)) {
+            Ok(comm) => comm.trim() == "trellis",
+            Err(_) => true,
+        }
     }
 
     /// Writes the record, replacing an earlier one for the same block.

@@ -92,6 +92,8 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     control::api_token::ApiToken::create(&token_file)
         .with_context(|| format!("creating the API token {}", token_file.display()))?;
     let status_file = state.join("processes.json");
+    // The last run's processes are not this run's.
+    let _ = std::fs::remove_file(&status_file);
 
     let trellisd =
         plan::find_program("trellisd").context("trellisd not found next to trellis or on PATH")?;
