@@ -502,3 +502,46 @@ async fn config_dump(State(cp): State<Shared>, Query(q): Query<DumpQuery>) -> Re
     dump.insert("routes", json!(config.routes));
     Json(dump).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_listener_and_loopback_names_are_own_authorities() {
+        let listen: SocketAddr = "127.10.0.1:15014".parse().unwrap();
+        for ok in [
+            "127.10.0.1:15014",
+            "127.10.0.1",
+            "localhost:15014",
+            "LOCALHOST",
+            "127.0.0.1:15014",
+            "[::1]:15014",
+        ] {
+            assert!(is_own_authority(ok, listen), "{ok}");
+        }
+        for bad in [
+            "evil.example:15014",
+            "evil.example",
+            "127.10.0.1:80",
+            "10.0.0.1:15014",
+            "localhost.evil.example:15014",
+            "",
+        ] {
+            assert!(!is_own_authority(bad, listen), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_keep_their_keys_and_sizes_but_not_their_values() {
+        let mut secret = json!({
+            "kind": "Secret",
+            "data": {"tls.key": "aGVsbG8=", "empty": ""},
+            "stringData": {"token": "s3cr3t"},
+        });
+        redact_secret(&mut secret);
+        assert_eq!(secret["data"]["tls.key"], "[redacted] (5 bytes)");
+        assert_eq!(secret["data"]["empty"], "[redacted] (0 bytes)");
+        assert_eq!(secret["stringData"]["token"], "[redacted] (6 bytes)");
+    }
+}

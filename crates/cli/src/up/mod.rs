@@ -401,3 +401,76 @@ async fn shutdown_signal() {
         _ = term => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control::store::{Key, Store};
+
+    fn vs(name: &str, host: &str) -> api::Resource {
+        let text = format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [{host}]\n  http:\n  - route: [{{destination: {{host: {host}}}}}]\n"
+        );
+        api::parse("t.yaml", &text).unwrap().remove(0)
+    }
+
+    fn hosts(state: &Path) -> Vec<(String, String)> {
+        let store = Store::open(&state.join("config")).unwrap();
+        store
+            .resources()
+            .map(|r| {
+                let json = r.to_json();
+                (
+                    r.name().to_string(),
+                    json["spec"]["hosts"][0].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn up_again_keeps_applied_changes_follows_dir_elsewhere_and_fresh_forgets() {
+        let state = tempfile::tempdir().unwrap();
+        let state = state.path();
+        assert_eq!(
+            seed_store(state, &[vs("a", "a1"), vs("b", "b1")], false).unwrap(),
+            0
+        );
+
+        // Through the API: `a` changed, `c` added.
+        let mut store = Store::open(&state.join("config")).unwrap();
+        store.apply(vs("a", "applied")).unwrap();
+        store.apply(vs("c", "c1")).unwrap();
+        drop(store);
+
+        // DIR now changes `a` and `b`, and adds `d`.
+        let dir = [vs("a", "a2"), vs("b", "b2"), vs("d", "d1")];
+        assert_eq!(
+            seed_store(state, &dir, false).unwrap(),
+            1,
+            "a's applied change kept"
+        );
+        assert_eq!(
+            hosts(state),
+            [("a", "applied"), ("b", "b2"), ("c", "c1"), ("d", "d1")]
+                .map(|(n, h)| (n.to_string(), h.to_string()))
+        );
+
+        // DIR drops `b` (unchanged through the API since): it goes; `a` stays applied.
+        let mut store = Store::open(&state.join("config")).unwrap();
+        store.delete(&Key::of(&vs("d", "d1"))).unwrap();
+        drop(store);
+        assert_eq!(
+            seed_store(state, &[vs("a", "a2"), vs("d", "d1")], false).unwrap(),
+            2
+        );
+        assert_eq!(
+            hosts(state),
+            [("a", "applied"), ("c", "c1")].map(|(n, h)| (n.to_string(), h.to_string())),
+            "d, deleted through the API, stays deleted"
+        );
+
+        assert_eq!(seed_store(state, &[vs("a", "a2")], true).unwrap(), 0);
+        assert_eq!(hosts(state), [("a".to_string(), "a2".to_string())]);
+    }
+}
