@@ -481,6 +481,24 @@ async fn the_api_refuses_strangers_and_no_private_key_leaves_it() -> Result<()> 
     let out = mesh.trellis(&["apply", "-f", &ra]);
     ok(&out)?;
     assert!(String::from_utf8_lossy(&out.stderr).contains("NOT enforced"));
+    // And to any other client, in a `Warning` header as Kubernetes' API server says it.
+    let resp = client
+        .post(format!("{}/v1/apply", mesh.api))
+        .bearer_auth(&token)
+        .header("content-type", "application/yaml")
+        .body(std::fs::read_to_string(&ra)?)
+        .send()
+        .await?;
+    let warning = resp
+        .headers()
+        .get("warning")
+        .and_then(|w| w.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        warning.starts_with("299 - ") && warning.contains("NOT enforced"),
+        "{warning:?}"
+    );
 
     // A closed stdout (`trellis get pods | head -1`) ends the command quietly.
     let (read, write_end) = nix::unistd::pipe()?;

@@ -242,6 +242,16 @@ async fn apply(
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    // Accepted but not enforced: said in `Warning` headers, as the Kubernetes
+    // API server says it, so that curl users see it too (the CLI says it itself).
+    let warnings: Vec<String> = resources
+        .iter()
+        .filter_map(|r| {
+            let text = model::analyze::not_enforced(r)?;
+            tracing::warn!(peer = %caller.peer, resource = %Key::of(r), "{text}");
+            Some(format!("{} {}: {text}", r.kind_name(), r.name()))
+        })
+        .collect();
     let mut outcomes = Vec::new();
     {
         let mut store = cp.store();
@@ -262,7 +272,25 @@ async fn apply(
     if outcomes.iter().any(|o| o.result != Change::Unchanged) {
         cp.changed();
     }
-    Json(outcomes).into_response()
+    let mut resp = Json(outcomes).into_response();
+    for w in warnings {
+        // RFC 7234's warn-text is a quoted string; header values must be visible ASCII.
+        let text: String = w
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .filter(|c| *c != '"' && *c != '\\')
+            .collect();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("299 - \"{text}\"")) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
 }
 
 async fn delete(
