@@ -179,9 +179,12 @@ pub struct Choice {
 
 /// Picks the mesh (see the module's doc) and its token.
 pub fn resolve(choice: &Choice) -> Result<Target> {
-    let meshes = running();
+    pick(choice, &running(), &ContextFile::load()?)
+}
+
+/// [`resolve`] over the running `meshes` and the context file.
+fn pick(choice: &Choice, meshes: &[MeshRecord], contexts: &ContextFile) -> Result<Target> {
     let several = meshes.len() > 1;
-    let contexts = ContextFile::load()?;
     let token_of = |api: &str, file: Option<&Path>| -> Result<Option<String>> {
         if let Some(t) = &choice.token {
             return Ok(Some(t.clone()));
@@ -226,10 +229,10 @@ pub fn resolve(choice: &Choice) -> Result<Target> {
         }
         bail!(
             "the current context {current:?} is not running; {}",
-            choose_hint(&meshes)
+            choose_hint(meshes)
         );
     }
-    match meshes.as_slice() {
+    match meshes {
         [only] => Ok(Target {
             api: only.api.clone(),
             token: token_of(&only.api, Some(&only.token_file))?,
@@ -242,8 +245,8 @@ pub fn resolve(choice: &Choice) -> Result<Target> {
         _ => bail!(
             "{} meshes are running and none is chosen:\n{}\n{}",
             meshes.len(),
-            list(&meshes),
-            choose_hint(&meshes)
+            list(meshes),
+            choose_hint(meshes)
         ),
     }
 }
@@ -359,4 +362,77 @@ pub fn unset_context() -> Result<String> {
     file.current_context = None;
     let path = file.save()?;
     Ok(format!("no current context ({})", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh(block: u8, token_file: &Path) -> MeshRecord {
+        MeshRecord {
+            name: mesh_name(block),
+            block,
+            dir: PathBuf::from("/meshes/bookinfo"),
+            state_dir: PathBuf::from(format!("/tmp/trellis-127.{block}")),
+            api: format!("http://127.{block}.0.1:15014"),
+            pid: 1,
+            token_file: token_file.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn flag_then_context_then_the_only_mesh_and_never_a_guess() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t10, t11) = (dir.path().join("t10"), dir.path().join("t11"));
+        std::fs::write(&t10, "token-ten\n").unwrap();
+        std::fs::write(&t11, "token-eleven").unwrap();
+        let both = [mesh(10, &t10), mesh(11, &t11)];
+        let none = ContextFile::default();
+
+        // Two running, nothing chosen: an error naming both.
+        let err = pick(&Choice::default(), &both, &none)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("block-10") && err.contains("block-11"),
+            "{err}"
+        );
+
+        // The flag (or env) wins, with the token of the mesh it names.
+        let flag = Choice {
+            control_plane: Some(("http://127.11.0.1:15014/".into(), "--control-plane")),
+            token: None,
+        };
+        let t = pick(&flag, &both, &none).unwrap();
+        assert_eq!(t.token.as_deref(), Some("token-eleven"));
+        assert!(t.several);
+
+        // A context names one; a context naming a stopped mesh is an error, not a fallback.
+        let ctx = ContextFile {
+            current_context: Some("block-10".into()),
+            contexts: Vec::new(),
+        };
+        let t = pick(&Choice::default(), &both, &ctx).unwrap();
+        assert_eq!(
+            (t.api.as_str(), t.token.as_deref()),
+            ("http://127.10.0.1:15014", Some("token-ten"))
+        );
+        assert!(pick(&Choice::default(), &both[1..], &ctx).is_err());
+
+        // The only running mesh; none at all is an error.
+        let t = pick(&Choice::default(), &both[1..], &none).unwrap();
+        assert_eq!(t.api, "http://127.11.0.1:15014");
+        assert!(!t.several);
+        assert!(pick(&Choice::default(), &[], &none).is_err());
+
+        // An explicit token beats the recorded one.
+        let given = Choice {
+            token: Some("given".into()),
+            ..Choice::default()
+        };
+        assert_eq!(
+            pick(&given, &both[..1], &none).unwrap().token.as_deref(),
+            Some("given")
+        );
+    }
 }
