@@ -223,3 +223,52 @@ async fn terminate(name: &str, child: &mut Child) {
         let _ = child.kill().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(name: &str, script: &str, log: &Path) -> Spec {
+        Spec {
+            name: name.into(),
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), script.into()],
+            env: Vec::new(),
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// What `get pods` shows comes from here: a process that keeps exiting
+    /// is not running and counts restarts; one that runs is running.
+    #[tokio::test]
+    async fn the_status_file_shows_running_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("processes.json");
+        let log = dir.path().join("log");
+        let mut sup = Supervisor::with_status(StatusBoard::new(&file));
+        sup.spawn(sh("ns/pod/crashing", "exit 3", &log));
+        sup.spawn(sh("ns/pod/steady", "sleep 30", &log));
+        let mut seen = serde_json::Value::Null;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let Ok(bytes) = std::fs::read(&file) else {
+                continue;
+            };
+            seen = serde_json::from_slice(&bytes).unwrap_or_default();
+            if seen["ns/pod/crashing"]["restartCount"].as_u64() >= Some(1)
+                && seen["ns/pod/steady"]["running"] == true
+            {
+                break;
+            }
+        }
+        assert_eq!(seen["ns/pod/crashing"]["running"], false, "{seen}");
+        assert_eq!(seen["ns/pod/crashing"]["backingOff"], true, "{seen}");
+        assert!(
+            seen["ns/pod/crashing"]["restartCount"].as_u64() >= Some(1),
+            "{seen}"
+        );
+        assert_eq!(seen["ns/pod/steady"]["running"], true, "{seen}");
+        assert_eq!(seen["ns/pod/steady"]["restartCount"], 0, "{seen}");
+        sup.stop().await;
+    }
+}
