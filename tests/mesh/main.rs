@@ -11,5 +11,6 @@ mod gateway_tls;
 mod interop;
 mod mtls;
 mod proxy_trust;
+mod operator;
 mod traffic;
 mod up;

@@ -77,6 +77,10 @@ async fn pods_are_listed_and_a_crashed_sidecar_is_restarted() -> Result<()> {
         table.contains("productpage-v1-") && table.contains("2/2") && table.contains("Running"),
         "{table}"
     );
+    assert!(
+        table.lines().next().is_some_and(|h| h.contains("RESTARTS")),
+        "{table}"
+    );
 
     // Kill the details sidecar: the page degrades, then recovers once it is restarted.
     let details = pods
@@ -127,5 +131,37 @@ async fn pods_are_listed_and_a_crashed_sidecar_is_restarted() -> Result<()> {
         Ok(())
     })
     .await?;
+    // `get pods` counts the restart, as kubectl's RESTARTS column does.
+    let name = details["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    eventually(Duration::from_secs(10), || async {
+        let pods = mesh.pods()?;
+        let pod = pods
+            .iter()
+            .find(|p| p["metadata"]["name"] == name.as_str())
+            .ok_or_else(|| anyhow::anyhow!("{name} gone"))?;
+        let proxy = pod
+            .pointer("/status/containerStatuses")
+            .and_then(|c| c.as_array())
+            .and_then(|c| c.iter().find(|c| c["name"] == "istio-proxy"))
+            .ok_or_else(|| anyhow::anyhow!("no istio-proxy status: {pod}"))?;
+        anyhow::ensure!(
+            proxy["restartCount"] == 1 && proxy["ready"] == true,
+            "{proxy}"
+        );
+        Ok(())
+    })
+    .await?;
+    let table = String::from_utf8_lossy(&mesh.trellis(&["get", "pods"]).stdout).into_owned();
+    let row = table
+        .lines()
+        .find(|l| l.contains(&name))
+        .unwrap_or_default();
+    assert!(
+        row.split_whitespace().collect::<Vec<_>>().get(2..5) == Some(&["2/2", "Running", "1"]),
+        "READY 2/2, STATUS Running, RESTARTS 1: {table}"
+    );
     Ok(())
 }

@@ -54,15 +54,66 @@ pub struct Mesh {
     child: Child,
     pub block: u8,
     pub api: String,
+    /// The ingress gateway's URL; empty when the mesh has none.
     pub gateway: String,
-    pub state: tempfile::TempDir,
-    _lock: Flock<File>,
+    pub state: StateDir,
+    /// Where the CLI keeps its mesh registry and contexts (XDG_STATE_HOME and
+    /// XDG_CONFIG_HOME), private to the test.
+    pub home: PathBuf,
+    _owned: Vec<tempfile::TempDir>,
+    _lock: Option<Flock<File>>,
+}
+
+/// A mesh's state directory (`--state-dir`).
+pub struct StateDir(PathBuf);
+
+impl StateDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+/// How to start a [`Mesh`] beyond the defaults of [`Mesh::up`].
+#[derive(Default)]
+pub struct Launch {
+    /// A block the caller reserved (and keeps locked); default: a fresh one.
+    pub block: Option<u8>,
+    /// The state directory; default: a new temporary one.
+    pub state: Option<PathBuf>,
+    /// The CLI's registry/context home; default: a new temporary one.
+    pub home: Option<PathBuf>,
+    /// More `trellis up` arguments (`--fresh`).
+    pub args: Vec<String>,
 }
 
 impl Mesh {
     pub fn up(dir: &Path) -> Result<Mesh> {
-        let (block, lock) = reserve_block()?;
-        let state = tempfile::tempdir()?;
+        Mesh::launch(dir, Launch::default())
+    }
+
+    pub fn launch(dir: &Path, launch: Launch) -> Result<Mesh> {
+        let mut owned = Vec::new();
+        let (block, lock) = match launch.block {
+            Some(b) => (b, None),
+            None => {
+                let (b, l) = reserve_block()?;
+                (b, Some(l))
+            }
+        };
+        let mut temp = || -> Result<PathBuf> {
+            let t = tempfile::tempdir()?;
+            let p = t.path().to_path_buf();
+            owned.push(t);
+            Ok(p)
+        };
+        let state = match launch.state {
+            Some(s) => s,
+            None => temp()?,
+        };
+        let home = match launch.home {
+            Some(h) => h,
+            None => temp()?,
+        };
         let mut child = Command::new(bin("trellis"))
             .args([
                 "up",
@@ -71,12 +122,15 @@ impl Mesh {
                 &block.to_string(),
                 "--state-dir",
             ])
-            .arg(state.path())
+            .arg(&state)
+            .args(&launch.args)
+            .envs(cli_env(&home))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut gateway = None;
+        let mut up = false;
         for line in BufReader::new(stdout).lines() {
             let line = line?;
             println!("trellis up: {line}");
@@ -84,20 +138,23 @@ impl Mesh {
                 gateway = Some(rest.trim().trim_end_matches('/').to_string());
             }
             if line.contains("Press Ctrl-C") {
+                up = true;
                 break;
             }
         }
-        let Some(gateway) = gateway else {
+        if !up {
             let status = child.wait()?;
-            bail!("trellis up ended ({status}) without printing the gateway");
-        };
+            bail!("trellis up ended ({status}) before the mesh was up");
+        }
         let api = format!("http://127.{block}.0.1:15014");
         Ok(Mesh {
             child,
             block,
             api,
-            gateway,
-            state,
+            gateway: gateway.unwrap_or_default(),
+            state: StateDir(state),
+            home,
+            _owned: owned,
             _lock: lock,
         })
     }
@@ -107,8 +164,18 @@ impl Mesh {
         Command::new(bin("trellis"))
             .args(args)
             .args(["--control-plane", &self.api])
+            .envs(cli_env(&self.home))
             .output()
             .expect("run trellis")
+    }
+
+    /// The control plane API's bearer token.
+    pub fn token(&self) -> Result<String> {
+        Ok(
+            std::fs::read_to_string(self.state.path().join("api-token"))?
+                .trim()
+                .to_string(),
+        )
     }
 
     pub fn pods(&self) -> Result<Vec<Value>> {
@@ -123,10 +190,28 @@ impl Mesh {
     pub fn logs(&self) -> PathBuf {
         self.state.path().join("logs")
     }
+
+    /// Stops the mesh as Ctrl-C does, and waits for it.
+    pub fn stop(mut self) -> Result<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
+        Ok(self.child.wait()?)
+    }
+}
+
+/// The environment that gives the CLI a private registry and context file in `home`.
+pub fn cli_env(home: &Path) -> [(&'static str, PathBuf); 2] {
+    [
+        ("XDG_STATE_HOME", home.join("state")),
+        ("XDG_CONFIG_HOME", home.join("config")),
+    ]
 }
 
 impl Drop for Mesh {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return; // already stopped (and reaped: its pid may be someone else's now)
+        }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(15);

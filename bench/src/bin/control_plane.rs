@@ -278,6 +278,7 @@ async fn main() -> Result<()> {
         let t0 = Instant::now();
         let resp = client
             .post(format!("{api}/v1/apply?source=bench"))
+            .header("content-type", "application/yaml")
             .body(body)
             .send()
             .await?;

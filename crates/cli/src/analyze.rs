@@ -161,14 +161,14 @@ fn load(paths: &[PathBuf]) -> Result<(Vec<api::Resource>, HashMap<String, String
     let mut sources = HashMap::new();
     let mut problems = Vec::new();
     for path in paths {
-        for file in files::manifest_files(path)? {
+        for file in files::manifest_files(path, false)? {
             if path.is_dir() && is_mesh_config(&file) {
                 continue;
             }
             // One file at a time, so each resource can name its file.
-            match files::load_valid(&file) {
-                Ok(rs) => {
-                    for r in rs {
+            match files::load_valid(&file, false) {
+                Ok(loaded) => {
+                    for r in loaded.resources {
                         sources
                             .entry(analyze::origin(&r))
                             .or_insert_with(|| file.display().to_string());

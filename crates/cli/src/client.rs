@@ -3,15 +3,15 @@
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-pub const DEFAULT_CONTROL_PLANE: &str = "http://127.10.0.1:15014";
-
 pub struct Client {
     base: String,
+    /// The API's bearer token, sent on every request when known.
+    token: Option<String>,
     http: reqwest::Client,
 }
 
 impl Client {
-    pub fn new(base: &str) -> Client {
+    pub fn new(base: &str, token: Option<String>) -> Client {
         // The control plane is local; a configured HTTP proxy must not be used for it.
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -19,14 +19,21 @@ impl Client {
             .unwrap_or_default();
         Client {
             base: base.trim_end_matches('/').to_string(),
+            token,
             http,
+        }
+    }
+
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
         }
     }
 
     pub async fn get(&self, path: &str) -> Result<Value> {
         let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
+            .authorized(self.http.get(format!("{}{path}", self.base)))
             .send()
             .await
             .with_context(|| self.unreachable())?;
@@ -35,8 +42,8 @@ impl Client {
 
     pub async fn post(&self, path: &str, body: String) -> Result<Value> {
         let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
+            .authorized(self.http.post(format!("{}{path}", self.base)))
+            .header(reqwest::header::CONTENT_TYPE, "application/yaml")
             .body(body)
             .send()
             .await
@@ -46,13 +53,19 @@ impl Client {
 
     fn unreachable(&self) -> String {
         format!(
-            "cannot reach the control plane at {} (is `trellis up` running? set --control-plane)",
+            "cannot reach the control plane at {} (is that `trellis up` still running? see `trellis context`)",
             self.base
         )
     }
 
     async fn body(resp: reqwest::Response) -> Result<Value> {
         let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            bail!(
+                "the control plane refused the API token (or none was sent): \
+                 pass --token or TRELLIS_TOKEN, or use the mesh `trellis up` recorded"
+            );
+        }
         let value: Value = resp
             .json()
             .await

@@ -8,6 +8,99 @@ use serde_json::{Value, json};
 use crate::client::{Client, encode};
 use crate::files;
 
+/// Writes to stdout; an error (a closed pipe: `trellis get pods | head -1`)
+/// ends the command, and `main` exits quietly on a broken pipe.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*)?;
+    }};
+}
+
+/// Writes `text` to stdout as it is.
+pub fn print(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Whether `e` is stdout closing under us, which is not worth a message.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// A table whose columns are as wide as their widest cell, as kubectl's.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                l.push_str(&format!("{cell:<w$}   "));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(headers.to_vec(), &mut out);
+    for row in rows {
+        line(row.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+/// A proxy config type, as istioctl names them (singular or plural).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigType {
+    Clusters,
+    Endpoints,
+    Listeners,
+    Routes,
+    Secrets,
+    All,
+}
+
+impl ConfigType {
+    pub const NAMES: &str = "cluster(s), endpoint(s), listener(s), route(s), secret(s), all";
+
+    pub fn parse(s: &str) -> Option<ConfigType> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "cluster" | "clusters" => ConfigType::Clusters,
+            "endpoint" | "endpoints" => ConfigType::Endpoints,
+            "listener" | "listeners" => ConfigType::Listeners,
+            "route" | "routes" => ConfigType::Routes,
+            "secret" | "secrets" => ConfigType::Secrets,
+            "all" => ConfigType::All,
+            _ => return None,
+        })
+    }
+
+    /// The key of the type in a config dump.
+    fn key(self) -> &'static str {
+        match self {
+            ConfigType::Clusters => "clusters",
+            ConfigType::Endpoints => "endpoints",
+            ConfigType::Listeners => "listeners",
+            ConfigType::Routes => "routes",
+            ConfigType::Secrets => "secrets",
+            ConfigType::All => "all",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     Table,
@@ -18,12 +111,19 @@ pub enum Output {
 
 /// `trellis apply -f`: every file is sent as one request, validated by the
 /// control plane, and stored only if all of its documents are valid.
-pub async fn apply(client: &Client, path: &Path, delete: bool) -> Result<()> {
+pub async fn apply(client: &Client, path: &Path, recursive: bool, delete: bool) -> Result<()> {
     let verb = if delete { "delete" } else { "apply" };
     let mut failed = false;
-    for file in files::manifest_files(path)? {
+    for file in files::manifest_files(path, recursive)? {
         let text = std::fs::read_to_string(&file)?;
         let name = file.display().to_string();
+        if !delete && let Ok(resources) = api::parse(&name, &text) {
+            for r in &resources {
+                if let Some(warning) = model::analyze::not_enforced(r) {
+                    eprintln!("WARNING: {} {}: {warning}", r.kind_name(), r.name());
+                }
+            }
+        }
         match client
             .post(&format!("/v1/{verb}?source={}", encode(&name)), text)
             .await
@@ -31,7 +131,7 @@ pub async fn apply(client: &Client, path: &Path, delete: bool) -> Result<()> {
             Ok(Value::Array(outcomes)) => {
                 for o in outcomes {
                     let key = &o["key"];
-                    println!(
+                    outln!(
                         "{}/{} {}",
                         key["kind"].as_str().unwrap_or_default().to_lowercase(),
                         key["name"].as_str().unwrap_or_default(),
@@ -53,19 +153,29 @@ pub async fn apply(client: &Client, path: &Path, delete: bool) -> Result<()> {
 }
 
 /// `trellis validate -f`: local, no control plane needed.
+/// A directory is read with its subfolders, as `istioctl validate -f DIR` does.
 pub fn validate(path: &Path) -> Result<()> {
-    match files::load_valid(path) {
-        Ok(resources) => {
-            for r in &resources {
+    match files::load_valid(path, true) {
+        Ok(loaded) => {
+            for r in &loaded.resources {
                 if let api::Resource::Unsupported { kind, reason, .. } = r {
-                    println!("note: {kind} {}: {reason}", r.name());
+                    outln!("note: {kind} {}: {reason}", r.name());
+                }
+                if let Some(warning) = model::analyze::not_enforced(r) {
+                    outln!("warning: {} {}: {warning}", r.kind_name(), r.name());
                 }
             }
-            let n = resources
+            let n = loaded
+                .resources
                 .iter()
                 .filter(|r| !matches!(r, api::Resource::Unsupported { .. }))
                 .count();
-            println!("{n} resource(s) valid in {}", path.display());
+            outln!(
+                "read {} file(s) with {} resource(s) in {}: {n} valid",
+                loaded.files,
+                loaded.resources.len(),
+                path.display()
+            );
             Ok(())
         }
         Err(problems) => {
@@ -83,6 +193,7 @@ pub async fn get(
     name: Option<&str>,
     namespace: Option<&str>,
     output: Output,
+    show_secret_data: bool,
 ) -> Result<()> {
     let Some(k) = api::Kind::parse(kind) else {
         bail!("unknown resource kind {kind:?}")
@@ -93,6 +204,9 @@ pub async fn get(
     }
     if let Some(ns) = namespace {
         query.push_str(&format!("&namespace={}", encode(ns)));
+    }
+    if show_secret_data {
+        query.push_str("&showSecretData=true");
     }
     let items = match client.get(&query).await? {
         Value::Array(items) => items,
@@ -105,20 +219,22 @@ pub async fn get(
     }
     let list = json!({ "apiVersion": "v1", "kind": "List", "items": items });
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
-        Output::Yaml => print!("{}", serde_yaml_ng::to_string(&list)?),
+        Output::Json => outln!("{}", serde_json::to_string_pretty(&list)?),
+        Output::Yaml => print(&serde_yaml_ng::to_string(&list)?)?,
         Output::Table | Output::Wide if k == api::Kind::Pod => {
-            print_pods(&items, output == Output::Wide)
+            print(&pods_table(&items, output == Output::Wide))?
         }
         Output::Table | Output::Wide => {
-            println!("{:<20} {:<40}", "NAMESPACE", "NAME");
-            for i in &items {
-                println!(
-                    "{:<20} {:<40}",
-                    str_at(i, "/metadata/namespace"),
-                    str_at(i, "/metadata/name")
-                );
-            }
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|i| {
+                    vec![
+                        str_at(i, "/metadata/namespace").to_string(),
+                        str_at(i, "/metadata/name").to_string(),
+                    ]
+                })
+                .collect();
+            print(&table(&["NAMESPACE", "NAME"], &rows))?
         }
     }
     Ok(())
@@ -128,66 +244,82 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
-fn print_pods(items: &[Value], wide: bool) {
-    println!(
-        "{:<16} {:<40} {:<6} {:<8} {:<15} {}",
-        "NAMESPACE",
-        "NAME",
-        "READY",
-        "STATUS",
-        "IP",
-        if wide { "PORTS  LABELS" } else { "" }
-    );
-    for p in items {
-        let containers = p
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
-        let sidecar = p
-            .pointer("/metadata/annotations/sidecar.istio.io~1status")
-            .is_some();
-        let n = containers + usize::from(sidecar);
-        let mut line = format!(
-            "{:<16} {:<40} {:<6} {:<8} {:<15}",
-            str_at(p, "/metadata/namespace"),
-            str_at(p, "/metadata/name"),
-            format!("{n}/{n}"),
-            str_at(p, "/status/phase"),
-            str_at(p, "/status/podIP"),
-        );
-        if wide {
-            let ports: Vec<String> = p
+/// `get pods`: READY and RESTARTS from the containers' statuses the control
+/// plane serves (the supervisor's view, the sidecar included).
+fn pods_table(items: &[Value], wide: bool) -> String {
+    let mut headers = vec!["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "IP"];
+    if wide {
+        headers.extend(["PORTS", "LABELS"]);
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|p| {
+            let containers = p
                 .pointer("/spec/containers")
                 .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
-                .filter_map(|port| port["containerPort"].as_i64().map(|n| n.to_string()))
-                .collect();
-            let labels: Vec<String> = p
-                .pointer("/metadata/labels")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect();
-            line.push_str(&format!(" {}  {}", ports.join(","), labels.join(",")));
-        }
-        println!("{}", line.trim_end());
-    }
+                .map_or(0, Vec::len);
+            let sidecar = p
+                .pointer("/metadata/annotations/sidecar.istio.io~1status")
+                .is_some();
+            let n = containers + usize::from(sidecar);
+            let statuses = p
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array);
+            let (ready, restarts, status) = match statuses {
+                Some(st) => {
+                    let ready = st.iter().filter(|c| c["ready"] == true).count();
+                    let restarts: u64 = st.iter().filter_map(|c| c["restartCount"].as_u64()).sum();
+                    let waiting = st
+                        .iter()
+                        .filter_map(|c| c.pointer("/state/waiting/reason")?.as_str())
+                        .next();
+                    let status = waiting.unwrap_or(str_at(p, "/status/phase")).to_string();
+                    (ready, restarts.to_string(), status)
+                }
+                None => (n, "-".to_string(), str_at(p, "/status/phase").to_string()),
+            };
+            let mut row = vec![
+                str_at(p, "/metadata/namespace").to_string(),
+                str_at(p, "/metadata/name").to_string(),
+                format!("{ready}/{n}"),
+                status,
+                restarts,
+                str_at(p, "/status/podIP").to_string(),
+            ];
+            if wide {
+                let ports: Vec<String> = p
+                    .pointer("/spec/containers")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|port| port["containerPort"].as_i64().map(|n| n.to_string()))
+                    .collect();
+                let labels: Vec<String> = p
+                    .pointer("/metadata/labels")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect();
+                row.push(ports.join(","));
+                row.push(labels.join(","));
+            }
+            row
+        })
+        .collect();
+    table(&headers, &rows)
 }
 
 /// `trellis proxy-status`, shaped like istioctl's.
 pub async fn proxy_status(client: &Client, output: Output) -> Result<()> {
     let status = client.get("/debug/syncz").await?;
     if matches!(output, Output::Json | Output::Yaml) {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        outln!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
     }
-    println!(
-        "{:<48} {:<9} {:<10} {:<10} {:<10} {:<10}",
-        "NAME", "TYPE", "CLUSTERS", "ENDPOINTS", "LISTENERS", "ROUTES"
-    );
+    let mut rows = Vec::new();
+    let mut rejected = Vec::new();
     for p in status.as_array().into_iter().flatten() {
         let sync = |t: &str| -> String {
             let Some(s) = p.pointer(&format!("/types/{t}")) else {
@@ -205,51 +337,53 @@ pub async fn proxy_status(client: &Client, output: Output) -> Result<()> {
                 "STALE".into()
             }
         };
-        println!(
-            "{:<48} {:<9} {:<10} {:<10} {:<10} {:<10}",
-            p["id"].as_str().unwrap_or_default(),
-            p["kind"].as_str().unwrap_or_default(),
+        let id = p["id"].as_str().unwrap_or_default();
+        rows.push(vec![
+            id.to_string(),
+            p["kind"].as_str().unwrap_or_default().to_string(),
             sync("clusters"),
             sync("endpoints"),
             sync("listeners"),
-            sync("routes")
-        );
-        for t in ["clusters", "endpoints", "listeners", "routes"] {
+            sync("routes"),
+        ]);
+        for t in CONFIG_TYPES {
             if let Some(reason) = p
                 .pointer(&format!("/types/{t}/nack"))
                 .and_then(Value::as_str)
             {
-                println!("  {t} rejected: {reason}");
+                rejected.push(format!("{id}: {t} rejected: {reason}\n"));
             }
         }
     }
-    Ok(())
+    print(&table(
+        &[
+            "NAME",
+            "TYPE",
+            "CLUSTERS",
+            "ENDPOINTS",
+            "LISTENERS",
+            "ROUTES",
+        ],
+        &rows,
+    ))?;
+    print(&rejected.concat())
 }
 
 pub const CONFIG_TYPES: [&str; 4] = ["clusters", "endpoints", "listeners", "routes"];
 
-/// `trellis proxy-config <type> <pod[.namespace]>` (istioctl's order) or `<pod> <type>`.
+/// `trellis proxy-config <type> <pod[.namespace]>` (istioctl's order) or
+/// `<pod> <type>`; the type singular or plural, as istioctl takes it.
 pub async fn proxy_config(client: &Client, a: &str, b: &str, output: Output) -> Result<()> {
-    if let Some(pod) = SECRETS.iter().find_map(|s| {
-        if a == *s {
-            Some(b)
-        } else if b == *s {
-            Some(a)
-        } else {
-            None
-        }
-    }) {
-        return proxy_secrets(client, pod, output).await;
-    }
-    let (kind, pod) = if CONFIG_TYPES.contains(&a) || a == "all" {
-        (a, b)
-    } else {
-        (b, a)
+    let (kind, pod) = match (ConfigType::parse(a), ConfigType::parse(b)) {
+        (Some(k), _) => (k, b),
+        (None, Some(k)) => (k, a),
+        (None, None) => bail!(
+            "unknown config type {a:?}: one of {} (then the pod)",
+            ConfigType::NAMES
+        ),
     };
-    if !(CONFIG_TYPES.contains(&kind) || kind == "all") {
-        bail!(
-            "unknown config type {kind:?}: one of clusters, endpoints, listeners, routes, secrets, all"
-        );
+    if kind == ConfigType::Secrets {
+        return proxy_secrets(client, pod, output).await;
     }
     let (name, ns) = pod.split_once('.').unwrap_or((pod, "default"));
     let dump = match proxy_admin(client, name, ns).await? {
@@ -264,21 +398,25 @@ pub async fn proxy_config(client: &Client, a: &str, b: &str, output: Output) -> 
                 .await?
         }
     };
-    let selected = if kind == "all" {
+    let selected = if kind == ConfigType::All {
         dump
     } else {
-        dump[kind].clone()
+        dump[kind.key()].clone()
     };
     match output {
-        Output::Yaml => print!("{}", serde_yaml_ng::to_string(&selected)?),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&selected)?),
-        Output::Table | Output::Wide => print_config_table(kind, &selected),
+        Output::Yaml => print(&serde_yaml_ng::to_string(&selected)?)?,
+        Output::Json => outln!("{}", serde_json::to_string_pretty(&selected)?),
+        Output::Table | Output::Wide if kind == ConfigType::All => {
+            for t in CONFIG_TYPES {
+                outln!("{}:", t.to_uppercase());
+                print(&config_table(t, &selected[t]))?;
+                outln!();
+            }
+        }
+        Output::Table | Output::Wide => print(&config_table(kind.key(), &selected))?,
     }
     Ok(())
 }
-
-/// istioctl's `proxy-config secret`, and the plural the other types use.
-const SECRETS: [&str; 2] = ["secrets", "secret"];
 
 /// `trellis proxy-config secrets <pod>`: the proxy's workload certificate and
 /// mesh roots, from its admin port (`/certs`). Keys never leave the proxy.
@@ -298,29 +436,42 @@ async fn proxy_secrets(client: &Client, pod: &str, output: Output) -> Result<()>
         .json()
         .await?;
     match output {
-        Output::Yaml => print!("{}", serde_yaml_ng::to_string(&dump)?),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&dump)?),
+        Output::Yaml => print(&serde_yaml_ng::to_string(&dump)?)?,
+        Output::Json => outln!("{}", serde_json::to_string_pretty(&dump)?),
         Output::Table | Output::Wide => {
             let Some(cert) = dump.get("workload").filter(|c| !c.is_null()) else {
-                println!("{name}.{ns} has no workload certificate (no mesh mTLS)");
+                outln!("{name}.{ns} has no workload certificate (no mesh mTLS)");
                 return Ok(());
             };
-            println!(
-                "{:<10} {:<60} {:<34} {:<22} {:<22}",
-                "RESOURCE", "SPIFFE ID", "SERIAL NUMBER", "NOT BEFORE", "NOT AFTER"
-            );
-            println!(
-                "{:<10} {:<60} {:<34} {:<22} {:<22}",
-                "default",
-                str_at(cert, "/spiffe_id"),
-                str_at(cert, "/serial"),
-                str_at(cert, "/not_before"),
-                str_at(cert, "/not_after")
-            );
             let roots = str_at(&dump, "/roots_pem")
                 .matches("BEGIN CERTIFICATE")
                 .count();
-            println!("{:<10} {roots} trusted root certificate(s)", "ROOTCA");
+            let rows = vec![
+                vec![
+                    "default".to_string(),
+                    str_at(cert, "/spiffe_id").to_string(),
+                    str_at(cert, "/serial").to_string(),
+                    str_at(cert, "/not_before").to_string(),
+                    str_at(cert, "/not_after").to_string(),
+                ],
+                vec![
+                    "ROOTCA".to_string(),
+                    format!("{roots} trusted root certificate(s)"),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ],
+            ];
+            print(&table(
+                &[
+                    "RESOURCE",
+                    "SPIFFE ID",
+                    "SERIAL NUMBER",
+                    "NOT BEFORE",
+                    "NOT AFTER",
+                ],
+                &rows,
+            ))?;
         }
     }
     Ok(())
@@ -375,52 +526,56 @@ async fn from_proxy(admin: &str) -> Result<Value> {
     Ok(Value::Object(out))
 }
 
-fn print_config_table(kind: &str, v: &Value) {
+fn config_table(kind: &str, v: &Value) -> String {
     let items = v.as_array().cloned().unwrap_or_default();
     match kind {
         "clusters" => {
-            println!("{:<60} {:<6} {:<8}", "NAME", "PORT", "SUBSET");
-            for c in items {
-                println!(
-                    "{:<60} {:<6} {:<8}",
-                    str_at(&c, "/name"),
-                    c["port"],
-                    str_at(&c, "/subset")
-                );
-            }
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|c| {
+                    vec![
+                        str_at(c, "/name").to_string(),
+                        c["port"].to_string(),
+                        str_at(c, "/subset").to_string(),
+                    ]
+                })
+                .collect();
+            table(&["NAME", "PORT", "SUBSET"], &rows)
         }
         "endpoints" => {
-            println!("{:<24} {:<10} CLUSTER", "ENDPOINT", "STATUS");
-            for c in items {
+            let mut rows = Vec::new();
+            for c in &items {
                 for e in c["endpoints"].as_array().into_iter().flatten() {
                     let status = if e["healthy"].as_bool().unwrap_or(false) {
                         "HEALTHY"
                     } else {
                         "UNHEALTHY"
                     };
-                    println!(
-                        "{:<24} {:<10} {}",
+                    rows.push(vec![
                         format!("{}:{}", str_at(e, "/address"), e["port"]),
-                        status,
-                        str_at(&c, "/cluster")
-                    );
+                        status.to_string(),
+                        str_at(c, "/cluster").to_string(),
+                    ]);
                 }
             }
+            table(&["ENDPOINT", "STATUS", "CLUSTER"], &rows)
         }
         "listeners" => {
-            println!("{:<22} {:<6} {:<10}", "ADDRESS", "PORT", "NAME");
-            for l in items {
-                println!(
-                    "{:<22} {:<6} {:<10}",
-                    str_at(&l, "/address"),
-                    l["port"],
-                    str_at(&l, "/name")
-                );
-            }
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|l| {
+                    vec![
+                        str_at(l, "/address").to_string(),
+                        l["port"].to_string(),
+                        str_at(l, "/name").to_string(),
+                    ]
+                })
+                .collect();
+            table(&["ADDRESS", "PORT", "NAME"], &rows)
         }
         _ => {
-            println!("{:<10} {:<50} {:<30}", "NAME", "VIRTUAL HOST", "ROUTES");
-            for rc in items {
+            let mut rows = Vec::new();
+            for rc in &items {
                 for vh in rc["virtual_hosts"].as_array().into_iter().flatten() {
                     let routes: Vec<&str> = vh["routes"]
                         .as_array()
@@ -428,14 +583,14 @@ fn print_config_table(kind: &str, v: &Value) {
                         .flatten()
                         .map(|r| str_at(r, "/name"))
                         .collect();
-                    println!(
-                        "{:<10} {:<50} {}",
-                        str_at(&rc, "/name"),
-                        str_at(vh, "/name"),
-                        routes.join(",")
-                    );
+                    rows.push(vec![
+                        str_at(rc, "/name").to_string(),
+                        str_at(vh, "/name").to_string(),
+                        routes.join(","),
+                    ]);
                 }
             }
+            table(&["NAME", "VIRTUAL HOST", "ROUTES"], &rows)
         }
     }
 }

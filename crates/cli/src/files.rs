@@ -14,9 +14,11 @@ pub fn mesh_config(path: &Path) -> Result<model::MeshConfig> {
     serde_yaml_ng::from_str(&text).with_context(|| format!("{}: not a MeshConfig", path.display()))
 }
 
-/// The YAML and JSON files at `path`: the file itself, or those directly in
-/// the directory, sorted (like `kubectl -f DIR`, subdirectories are not read).
-pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>> {
+/// The YAML and JSON files at `path`: the file itself, or those in the
+/// directory, sorted; with `recursive`, those in its subfolders too (as
+/// `kubectl apply -R` and `istioctl validate -f` read them). Hidden entries
+/// and `mesh.yaml` are skipped.
+pub fn manifest_files(path: &Path, recursive: bool) -> Result<Vec<PathBuf>> {
     if !path.is_dir() {
         anyhow::ensure!(
             path.exists(),
@@ -26,30 +28,50 @@ pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>> {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
-        let p = entry?.path();
-        let hidden = p
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        // mesh.yaml holds MeshConfig, not resources (DESIGN.md §6).
-        let mesh_config = p.file_name().is_some_and(|n| n == MESH_CONFIG_FILE);
-        if !hidden
-            && !mesh_config
-            && p.is_file()
-            && p.extension()
-                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
         {
-            out.push(p);
+            let p = entry?.path();
+            let hidden = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if p.is_dir() {
+                if recursive {
+                    dirs.push(p);
+                }
+                continue;
+            }
+            // mesh.yaml holds MeshConfig, not resources (DESIGN.md §6).
+            let mesh_config = p.file_name().is_some_and(|n| n == MESH_CONFIG_FILE);
+            if !mesh_config
+                && p.is_file()
+                && p.extension()
+                    .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+            {
+                out.push(p);
+            }
         }
     }
     out.sort();
     Ok(out)
 }
 
+/// What [`load_valid`] read.
+pub struct Loaded {
+    pub files: usize,
+    pub resources: Vec<api::Resource>,
+}
+
 /// Parses and validates every file; returns all resources, or every problem
 /// found, each naming the file, the document and the field.
-pub fn load_valid(path: &Path) -> Result<Vec<api::Resource>, Vec<String>> {
-    let files = manifest_files(path).map_err(|e| vec![format!("{e:#}")])?;
+pub fn load_valid(path: &Path, recursive: bool) -> Result<Loaded, Vec<String>> {
+    let files = manifest_files(path, recursive).map_err(|e| vec![format!("{e:#}")])?;
+    let count = files.len();
     let mut resources = Vec::new();
     let mut problems = Vec::new();
     for file in files {
@@ -81,7 +103,10 @@ pub fn load_valid(path: &Path) -> Result<Vec<api::Resource>, Vec<String>> {
         }
     }
     if problems.is_empty() {
-        Ok(resources)
+        Ok(Loaded {
+            files: count,
+            resources,
+        })
     } else {
         Err(problems)
     }

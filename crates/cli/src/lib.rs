@@ -7,4 +7,5 @@ pub mod client;
 pub mod commands;
 pub mod files;
 pub mod logging;
+pub mod meshes;
 pub mod up;

@@ -222,3 +222,95 @@ fn invalid_files_fail_like_validate() {
     );
     assert!(text(&out.stdout).is_empty());
 }
+
+#[test]
+fn validate_reads_subfolders_and_says_how_much_it_read() {
+    let dir = fixture("validate-recursive", &[("app.yaml", SERVICE)]);
+    std::fs::create_dir_all(dir.join("networking/v1")).expect("subfolders");
+    std::fs::write(dir.join("networking/v1/vs.yaml"), route_to("v1")).expect("write");
+    let out = trellis(&["validate", "-f", &dir.display().to_string()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("read 2 file(s) with 3 resource(s)"),
+        "{stdout}"
+    );
+
+    // A mistake two folders down is found, and named by its file.
+    std::fs::write(
+        dir.join("networking/v1/bad.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n      weight: lots\n",
+    )
+    .expect("write");
+    let out = trellis(&["validate", "-f", &dir.display().to_string()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("networking/v1/bad.yaml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `trellis validate -f DIR | head -1`: the reader went away; no panic, no noise.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let dir = fixture("closed-stdout", &[("app.yaml", SERVICE)]);
+    for args in [
+        vec!["validate", "-f", dir.to_str().expect("utf-8 path")],
+        vec!["analyze", dir.to_str().expect("utf-8 path"), "-o", "yaml"],
+    ] {
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        drop(read);
+        let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(&args)
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .expect("run trellis");
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(out.status.code() != Some(101), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn accepted_but_unenforced_resources_are_reported() {
+    let dir = fixture(
+        "not-enforced",
+        &[
+            ("app.yaml", SERVICE),
+            (
+                "jwt.yaml",
+                "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  jwtRules: [{issuer: \"https://issuer.example\"}]\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: logs}\nspec:\n  accessLogging: [{disabled: true}]\n",
+            ),
+        ],
+    );
+    let out = trellis(&["analyze", &dir.display().to_string()]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("RequestAuthentication is accepted but NOT enforced"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Warning [TRL0005] (RequestAuthentication jwt.default"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Telemetry has no effect (accessLogging ignored)"),
+        "{stdout}"
+    );
+    let out = trellis(&["validate", "-f", &dir.display().to_string()]);
+    assert!(
+        text(&out.stdout).contains("NOT enforced"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn proxy_config_help_names_the_types() {
+    let out = trellis(&["proxy-config", "--help"]);
+    let help = text(&out.stdout);
+    for t in ["cluster", "endpoint", "listener", "route", "secret", "all"] {
+        assert!(help.contains(t), "{t} in {help}");
+    }
+}

@@ -1,31 +1,185 @@
 //! The control plane's HTTP API (loopback only): what `trellis apply`, `get`,
 //! `delete`, `proxy-status` and `proxy-config` talk to.
+//!
+//! Every route but `/healthz` is guarded (see [`guard`]): the bearer token
+//! when the control plane has one, a Host that names this listener (DNS
+//! rebinding), no foreign Origin (a web page in a local browser), and a
+//! YAML or JSON body on POST (an HTML form cannot send one). Secrets are
+//! served with their values redacted.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Extension, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::api_token::ApiToken;
 use crate::state::ControlPlane;
 use crate::store::{Change, Key};
 
 type Shared = Arc<ControlPlane>;
 
-pub fn router(cp: Shared) -> Router {
+/// Who may call the API.
+#[derive(Debug)]
+pub struct Access {
+    /// The bearer token every guarded route requires; `None`: no token (any
+    /// local process may call; `trellisd` warns at start).
+    pub token: Option<ApiToken>,
+    /// The listener's own address: the only Host (besides localhost) accepted.
+    pub listen: SocketAddr,
+}
+
+/// Who made a request, as the audit log names them.
+#[derive(Clone, Debug)]
+struct Caller {
+    peer: SocketAddr,
+    /// The token's fingerprint, or `none` when the API has no token.
+    token: String,
+    authenticated: bool,
+}
+
+/// Where `trellis up` keeps its processes' state (see [`pod_statuses`]).
+#[derive(Clone)]
+struct PodStatusFile(Option<Arc<std::path::PathBuf>>);
+
+/// The router; serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
+/// `pod_status_file`: the JSON `trellis up` keeps of its processes (running,
+/// restarts by `<namespace>/<pod>/<container>`), merged into served Pods.
+pub fn router(cp: Shared, access: Access, pod_status_file: Option<std::path::PathBuf>) -> Router {
+    let access = Arc::new(access);
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
         .route("/v1/apply", post(apply))
         .route("/v1/delete", post(delete))
         .route("/v1/resources", get(list))
         .route("/debug/syncz", get(syncz))
         .route("/debug/config_dump", get(config_dump))
+        .route_layer(middleware::from_fn_with_state(access, guard))
+        .layer(Extension(PodStatusFile(pod_status_file.map(Arc::new))))
+        .route("/healthz", get(|| async { "ok" }))
         .with_state(cp)
+}
+
+/// The body types a POST may carry: what `kubectl`/`curl --data-binary` users send.
+const BODY_TYPES: [&str; 5] = [
+    "application/yaml",
+    "application/x-yaml",
+    "text/yaml",
+    "text/x-yaml",
+    "application/json",
+];
+
+async fn guard(
+    State(access): State<Arc<Access>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !is_own_authority(host, access.listen) {
+        tracing::warn!(%peer, host, path = %req.uri().path(), "API request refused: foreign Host");
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host {host:?} is not this control plane ({}): refused (DNS rebinding protection)",
+                access.listen
+            ),
+        );
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let own = origin
+            .strip_prefix("http://")
+            .is_some_and(|a| is_own_authority(a, access.listen));
+        if !own {
+            tracing::warn!(%peer, origin, path = %req.uri().path(), "API request refused: cross-origin");
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("cross-origin request from {origin:?} refused"),
+            );
+        }
+    }
+    let caller = match &access.token {
+        Some(token) => {
+            let presented = bearer(headers);
+            if !presented.is_some_and(|p| token.verify(p)) {
+                tracing::warn!(%peer, path = %req.uri().path(), "API request refused: missing or wrong token");
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or wrong API token: send `Authorization: Bearer <token>` \
+                     (`trellis up` keeps it in <state dir>/api-token; the CLI sends it)",
+                );
+            }
+            Caller {
+                peer,
+                token: token.fingerprint().to_string(),
+                authenticated: true,
+            }
+        }
+        None => Caller {
+            peer,
+            token: "none".into(),
+            authenticated: false,
+        },
+    };
+    if req.method() == Method::POST {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !BODY_TYPES.contains(&essence.as_str()) {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Type {ct:?} refused: send one of {}",
+                    BODY_TYPES.join(", ")
+                ),
+            );
+        }
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Whether `authority` (`host[:port]`) names the listener `listen`: its own
+/// IP or a loopback name, and its port if one is given.
+fn is_own_authority(authority: &str, listen: SocketAddr) -> bool {
+    let (host, port) = match authority.rsplit_once(':') {
+        // `[::1]:15014`, `127.0.0.1:15014`, `localhost:15014`; not the colons inside `[::1]`.
+        Some((h, p)) if !p.contains(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    if port.is_some_and(|p| p.parse::<u16>().ok() != Some(listen.port())) {
+        return false;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip == listen.ip() || (ip.is_loopback() && listen.ip().is_loopback()))
 }
 
 #[derive(Deserialize)]
@@ -77,12 +231,27 @@ fn parse_valid(source: &str, body: &str) -> Result<Vec<api::Resource>, Response>
     }
 }
 
-async fn apply(State(cp): State<Shared>, Query(q): Query<SourceQuery>, body: String) -> Response {
+async fn apply(
+    State(cp): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<SourceQuery>,
+    body: String,
+) -> Response {
     let source = q.source.unwrap_or_else(|| "<request>".into());
     let resources = match parse_valid(&source, &body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    // Accepted but not enforced: said in `Warning` headers, as the Kubernetes
+    // API server says it, so that curl users see it too (the CLI says it itself).
+    let warnings: Vec<String> = resources
+        .iter()
+        .filter_map(|r| {
+            let text = model::analyze::not_enforced(r)?;
+            tracing::warn!(peer = %caller.peer, resource = %Key::of(r), "{text}");
+            Some(format!("{} {}: {text}", r.kind_name(), r.name()))
+        })
+        .collect();
     let mut outcomes = Vec::new();
     {
         let mut store = cp.store();
@@ -99,13 +268,37 @@ async fn apply(State(cp): State<Shared>, Query(q): Query<SourceQuery>, body: Str
             }
         }
     }
+    audit(&caller, "apply", &outcomes);
     if outcomes.iter().any(|o| o.result != Change::Unchanged) {
         cp.changed();
     }
-    Json(outcomes).into_response()
+    let mut resp = Json(outcomes).into_response();
+    for w in warnings {
+        // RFC 7234's warn-text is a quoted string; header values must be visible ASCII.
+        let text: String = w
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .filter(|c| *c != '"' && *c != '\\')
+            .collect();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("299 - \"{text}\"")) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
 }
 
-async fn delete(State(cp): State<Shared>, Query(q): Query<SourceQuery>, body: String) -> Response {
+async fn delete(
+    State(cp): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<SourceQuery>,
+    body: String,
+) -> Response {
     let source = q.source.unwrap_or_else(|| "<request>".into());
     let resources = match api::parse(&source, &body) {
         Ok(r) => r,
@@ -132,6 +325,7 @@ async fn delete(State(cp): State<Shared>, Query(q): Query<SourceQuery>, body: St
             }
         }
     }
+    audit(&caller, "delete", &outcomes);
     if !outcomes.is_empty() {
         cp.changed();
     }
@@ -144,14 +338,51 @@ async fn delete(State(cp): State<Shared>, Query(q): Query<SourceQuery>, body: St
     Json(outcomes).into_response()
 }
 
+/// One log line per mutating call: who, what, and with what result.
+fn audit(caller: &Caller, verb: &str, outcomes: &[Outcome]) {
+    let changes: Vec<String> = outcomes
+        .iter()
+        .map(|o| format!("{} {:?}", o.key, o.result).to_lowercase())
+        .collect();
+    tracing::info!(
+        peer = %caller.peer,
+        token = %caller.token,
+        verb,
+        changes = %changes.join(", "),
+        "config changed through the API"
+    );
+}
+
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ListQuery {
     kind: Option<String>,
     namespace: Option<String>,
     name: Option<String>,
+    /// Secrets' values in clear: only for a caller holding the API token, and logged.
+    #[serde(default)]
+    show_secret_data: bool,
 }
 
-async fn list(State(cp): State<Shared>, Query(q): Query<ListQuery>) -> Response {
+async fn list(
+    State(cp): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Extension(PodStatusFile(status_file)): Extension<PodStatusFile>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let processes = status_file.as_deref().and_then(|f| {
+        let bytes = std::fs::read(f).ok()?;
+        serde_json::from_slice::<BTreeMap<String, Value>>(&bytes).ok()
+    });
+    if q.show_secret_data {
+        if !caller.authenticated {
+            return error(
+                StatusCode::FORBIDDEN,
+                "showSecretData needs the API token, and this control plane runs without one",
+            );
+        }
+        tracing::warn!(peer = %caller.peer, token = %caller.token, kind = ?q.kind, namespace = ?q.namespace, name = ?q.name, "secret data shown in clear");
+    }
     let kind = match q.kind.as_deref().map(api::Kind::parse) {
         Some(None) => {
             return error(
@@ -172,9 +403,106 @@ async fn list(State(cp): State<Shared>, Query(q): Query<ListQuery>) -> Response 
                 .is_none_or(|ns| r.namespace().unwrap_or("default") == ns)
         })
         .filter(|r| q.name.as_deref().is_none_or(|n| r.name() == n))
-        .map(|r| r.to_json())
+        .map(|r| {
+            let mut json = r.to_json();
+            if r.kind() == api::Kind::Secret && !q.show_secret_data {
+                redact_secret(&mut json);
+            }
+            if let (api::Kind::Pod, Some(processes)) = (r.kind(), &processes) {
+                pod_statuses(&mut json, processes);
+            }
+            json
+        })
         .collect();
     Json(items).into_response()
+}
+
+/// Sets a Pod's `status.containerStatuses` (Kubernetes' shape: name, ready,
+/// restartCount, state) from the supervisor's view of its processes, the
+/// sidecar (`istio-proxy`) included when the pod has one.
+fn pod_statuses(pod: &mut Value, processes: &BTreeMap<String, Value>) {
+    let ns = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let mut containers: Vec<String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect();
+    if pod
+        .pointer("/metadata/annotations/sidecar.istio.io~1status")
+        .is_some()
+    {
+        containers.push("istio-proxy".into());
+    }
+    let statuses: Vec<Value> = containers
+        .iter()
+        .filter_map(|c| {
+            let p = processes.get(&format!("{ns}/{name}/{c}"))?;
+            let running = p["running"].as_bool().unwrap_or(false);
+            let state = if running {
+                json!({ "running": {} })
+            } else if p["backingOff"].as_bool().unwrap_or(false) {
+                json!({ "waiting": { "reason": "CrashLoopBackOff" } })
+            } else {
+                json!({ "waiting": { "reason": "ContainerCreating" } })
+            };
+            Some(json!({
+                "name": c,
+                "ready": running,
+                "restartCount": p["restartCount"].as_u64().unwrap_or(0),
+                "state": state,
+            }))
+        })
+        .collect();
+    if statuses.is_empty() {
+        return;
+    }
+    if let Some(status) = pod.get_mut("status").and_then(Value::as_object_mut) {
+        status.insert("containerStatuses".into(), Value::Array(statuses));
+    } else if let Some(obj) = pod.as_object_mut() {
+        obj.insert("status".into(), json!({ "containerStatuses": statuses }));
+    }
+}
+
+/// Replaces a Secret's values by `[redacted] (N bytes)`, keeping the keys,
+/// as `kubectl describe secret` shows them.
+pub fn redact_secret(secret: &mut Value) {
+    for (field, base64) in [("data", true), ("stringData", false)] {
+        let Some(map) = secret.get_mut(field).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for value in map.values_mut() {
+            let text = value.as_str().unwrap_or("");
+            let size = if base64 {
+                decoded_len(text)
+            } else {
+                text.len()
+            };
+            *value = Value::String(format!("[redacted] ({size} bytes)"));
+        }
+    }
+}
+
+/// The length of the bytes a base64 text encodes.
+fn decoded_len(text: &str) -> usize {
+    let chars = text.bytes().filter(|b| !b.is_ascii_whitespace()).count();
+    let padding = text
+        .trim_end()
+        .bytes()
+        .rev()
+        .take_while(|b| *b == b'=')
+        .count();
+    (chars * 3 / 4).saturating_sub(padding)
 }
 
 async fn syncz(State(cp): State<Shared>) -> Response {
@@ -201,4 +529,47 @@ async fn config_dump(State(cp): State<Shared>, Query(q): Query<DumpQuery>) -> Re
     dump.insert("listeners", json!(config.listeners));
     dump.insert("routes", json!(config.routes));
     Json(dump).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_listener_and_loopback_names_are_own_authorities() {
+        let listen: SocketAddr = "127.10.0.1:15014".parse().unwrap();
+        for ok in [
+            "127.10.0.1:15014",
+            "127.10.0.1",
+            "localhost:15014",
+            "LOCALHOST",
+            "127.0.0.1:15014",
+            "[::1]:15014",
+        ] {
+            assert!(is_own_authority(ok, listen), "{ok}");
+        }
+        for bad in [
+            "evil.example:15014",
+            "evil.example",
+            "127.10.0.1:80",
+            "10.0.0.1:15014",
+            "localhost.evil.example:15014",
+            "",
+        ] {
+            assert!(!is_own_authority(bad, listen), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_keep_their_keys_and_sizes_but_not_their_values() {
+        let mut secret = json!({
+            "kind": "Secret",
+            "data": {"tls.key": "aGVsbG8=", "empty": ""},
+            "stringData": {"token": "s3cr3t"},
+        });
+        redact_secret(&mut secret);
+        assert_eq!(secret["data"]["tls.key"], "[redacted] (5 bytes)");
+        assert_eq!(secret["data"]["empty"], "[redacted] (0 bytes)");
+        assert_eq!(secret["stringData"]["token"], "[redacted] (6 bytes)");
+    }
 }

@@ -4,6 +4,7 @@
 //! operator's debug views.
 #![forbid(unsafe_code)]
 
+pub mod api_token;
 pub mod bootstrap_token;
 pub mod ca_service;
 pub mod http_api;
@@ -34,6 +35,11 @@ pub struct Options {
     /// The secret workloads' bootstrap tokens are derived from (see
     /// [`bootstrap_token`]). `None`: certificate requests are refused.
     pub token_secret: Option<PathBuf>,
+    /// The file holding the HTTP API's bearer token (see [`api_token`]).
+    /// `None`: the API is open to every local process.
+    pub api_token_file: Option<PathBuf>,
+    /// The process status `trellis up` keeps (running, restarts), shown on Pods.
+    pub pod_status_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +57,8 @@ pub enum Error {
     Ca(#[from] identity::CaError),
     #[error("bootstrap token secret: {0}")]
     TokenSecret(#[from] bootstrap_token::TokenSecretError),
+    #[error("API token: {0}")]
+    ApiToken(#[from] api_token::ApiTokenError),
 }
 
 /// Runs the control plane until `shutdown` completes.
@@ -59,6 +67,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let store = store::Store::open(&options.config_dir)?;
+    let api_token = match &options.api_token_file {
+        Some(path) => Some(api_token::ApiToken::load(path)?),
+        None => {
+            tracing::warn!(
+                "no --api-token-file: any local process can change the mesh's config through the HTTP API"
+            );
+            None
+        }
+    };
     let trust_domain = options.mesh_config.trust_domain.clone();
     let cp = Arc::new(ControlPlane::new(store, options.mesh_config));
     let credentials = workload_credentials(options.token_secret.as_deref(), &cp)?;
@@ -90,11 +107,21 @@ pub async fn run(
     };
 
     tokio::spawn(state::push_loop(cp.clone(), options.debounce));
-    let api = http_api::router(cp.clone());
+    let api = http_api::router(
+        cp.clone(),
+        http_api::Access {
+            token: api_token,
+            listen: http.local_addr().unwrap_or(options.http_addr),
+        },
+        options.pod_status_file.clone(),
+    );
     let http_task = tokio::spawn(
-        axum::serve(http, api)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
+        axum::serve(
+            http,
+            api.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future(),
     );
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds);
     let cp_for_stop = cp.clone();

@@ -62,6 +62,8 @@ async fn start() -> ControlPlane {
         debounce: Duration::from_millis(50),
         ca_dir: Some(dir.path().join("ca")),
         token_secret: Some(secret_path),
+        api_token_file: None,
+        pod_status_file: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(control::run(options, async {

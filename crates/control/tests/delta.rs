@@ -150,6 +150,7 @@ async fn an_endpoint_change_reaches_only_the_proxies_that_see_the_service() {
         async move {
             let resp = client
                 .post(format!("{api}/v1/apply"))
+                .header("content-type", "application/yaml")
                 .body(body)
                 .send()
                 .await

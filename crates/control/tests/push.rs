@@ -89,6 +89,7 @@ async fn pushes_changes_and_reports_acks_and_nacks() {
         let body = MESH.replace("reviews", name);
         let resp = client
             .post(format!("{api}/v1/apply"))
+            .header("content-type", "application/yaml")
             .body(body)
             .send()
             .await
@@ -115,6 +116,7 @@ async fn pushes_changes_and_reports_acks_and_nacks() {
     // An unchanged apply pushes nothing.
     let resp = client
         .post(format!("{api}/v1/apply"))
+        .header("content-type", "application/yaml")
         .body(MESH)
         .send()
         .await

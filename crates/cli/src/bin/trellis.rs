@@ -3,15 +3,20 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use cli::client::{Client, DEFAULT_CONTROL_PLANE};
+use cli::client::Client;
 use cli::commands::{self, Output};
+use cli::meshes;
 
 #[derive(Parser)]
 #[command(version, about = "Trellis: an Istio-compatible service mesh")]
 struct Args {
-    /// The control plane's HTTP API.
-    #[arg(long, global = true, env = "TRELLIS_CONTROL_PLANE", default_value = DEFAULT_CONTROL_PLANE)]
-    control_plane: String,
+    /// The control plane's HTTP API (default: the current context, else the
+    /// single mesh `trellis up` runs; see `trellis context`).
+    #[arg(long, global = true)]
+    control_plane: Option<String>,
+    /// The control plane's API token (default: the one `trellis up` made for that mesh).
+    #[arg(long, global = true, hide_env_values = true, env = "TRELLIS_TOKEN")]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,16 +32,25 @@ enum Command {
         /// Where config and logs go (default: a temporary directory named after the block).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Forget what was applied in earlier runs and start from DIR alone.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Create or update resources in the running mesh.
     Apply {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        /// Read the directory's subfolders too.
+        #[arg(short = 'R', long)]
+        recursive: bool,
     },
     /// Delete resources from the running mesh.
     Delete {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+        /// Read the directory's subfolders too.
+        #[arg(short = 'R', long)]
+        recursive: bool,
     },
     /// List resources of a kind (pods, virtualservices, destinationrules, …).
     Get {
@@ -49,10 +63,14 @@ enum Command {
         all_namespaces: bool,
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
+        /// Show Secrets' values in clear (needs the API token; logged by the control plane).
+        #[arg(long)]
+        show_secret_data: bool,
     },
     /// Find cross-resource mistakes in files, as `istioctl analyze` does (exit 79 when found).
     Analyze(cli::analyze::AnalyzeArgs),
-    /// Check files against Istio's schemas and rules, without a running mesh.
+    /// Check files against Istio's schemas and rules, without a running mesh
+    /// (a directory is read with its subfolders, as `istioctl validate -f`).
     Validate {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
@@ -62,13 +80,42 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// A proxy's configuration: `trellis proxy-config routes <pod>[.<namespace>]`.
+    /// A proxy's configuration, as istioctl's: `trellis proxy-config routes <pod>[.<namespace>]`.
+    ///
+    /// TYPE is one of cluster(s), endpoint(s), listener(s), route(s),
+    /// secret(s) or all, singular or plural as istioctl takes them; TYPE and
+    /// POD may come in either order.
     ProxyConfig {
-        a: String,
-        b: String,
+        /// cluster(s), endpoint(s), listener(s), route(s), secret(s) or all.
+        #[arg(value_name = "TYPE")]
+        kind: String,
+        /// The pod: `<name>[.<namespace>]`.
+        #[arg(value_name = "POD")]
+        pod: String,
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// The meshes this user runs, and which one commands talk to.
+    Context {
+        #[command(subcommand)]
+        action: Option<ContextAction>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContextAction {
+    /// Talk to NAME from now on: a running mesh (`block-N`, or `N`) or a saved context.
+    Use { name: String },
+    /// Save a context for a control plane `trellis up` did not start here.
+    Set {
+        name: String,
+        #[arg(long = "server")]
+        server: String,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// No current context: commands use the single running mesh.
+    Unset,
 }
 
 fn main() -> std::process::ExitCode {
@@ -88,6 +135,8 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // `trellis get pods | head -1`: the reader has what it wanted.
+        Err(e) if commands::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -95,41 +144,87 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The client for the mesh the user means (see `cli::meshes`).
+fn client(args: &Args) -> anyhow::Result<Client> {
+    let control_plane = match &args.control_plane {
+        Some(c) => Some((c.clone(), "--control-plane")),
+        None => std::env::var("TRELLIS_CONTROL_PLANE")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|c| (c, "TRELLIS_CONTROL_PLANE")),
+    };
+    let target = meshes::resolve(&meshes::Choice {
+        control_plane,
+        token: args.token.clone(),
+    })?;
+    if target.several {
+        eprintln!("using the mesh at {} ({})", target.api, target.why);
+    }
+    Ok(Client::new(&target.api, target.token))
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
-    let client = Client::new(&args.control_plane);
-    match args.command {
+    match &args.command {
         Command::Up {
             dir,
             block,
             state_dir,
+            fresh,
         } => {
             cli::up::run(cli::up::UpOptions {
-                dir,
-                block,
-                state_dir,
+                dir: dir.clone(),
+                block: *block,
+                state_dir: state_dir.clone(),
+                fresh: *fresh,
             })
             .await
         }
-        Command::Apply { file } => commands::apply(&client, &file, false).await,
-        Command::Delete { file } => commands::apply(&client, &file, true).await,
+        Command::Apply { file, recursive } => {
+            commands::apply(&client(&args)?, file, *recursive, false).await
+        }
+        Command::Delete { file, recursive } => {
+            commands::apply(&client(&args)?, file, *recursive, true).await
+        }
         Command::Get {
             kind,
             name,
             namespace,
             all_namespaces,
             output,
+            show_secret_data,
         } => {
             let namespace = (!all_namespaces).then_some(namespace.as_str());
-            commands::get(&client, &kind, name.as_deref(), namespace, output).await
+            commands::get(
+                &client(&args)?,
+                kind,
+                name.as_deref(),
+                namespace,
+                *output,
+                *show_secret_data,
+            )
+            .await
         }
-        Command::Analyze(a) => match cli::analyze::run(&a)? {
+        Command::Analyze(a) => match cli::analyze::run(a)? {
             0 => Ok(()),
             code => std::process::exit(code),
         },
-        Command::Validate { file } => commands::validate(&file),
-        Command::ProxyStatus { output } => commands::proxy_status(&client, output).await,
-        Command::ProxyConfig { a, b, output } => {
-            commands::proxy_config(&client, &a, &b, output).await
+        Command::Validate { file } => commands::validate(file),
+        Command::ProxyStatus { output } => commands::proxy_status(&client(&args)?, *output).await,
+        Command::ProxyConfig { kind, pod, output } => {
+            commands::proxy_config(&client(&args)?, kind, pod, *output).await
+        }
+        Command::Context { action } => {
+            let text = match action {
+                None => meshes::show()?,
+                Some(ContextAction::Use { name }) => meshes::use_context(name)? + "\n",
+                Some(ContextAction::Set {
+                    name,
+                    server,
+                    token_file,
+                }) => meshes::set_context(name, server, token_file.clone())? + "\n",
+                Some(ContextAction::Unset) => meshes::unset_context()? + "\n",
+            };
+            commands::print(&text)
         }
     }
 }

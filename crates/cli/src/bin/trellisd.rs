@@ -35,6 +35,14 @@ struct Args {
     /// The file (mode 0600) the workloads' bootstrap tokens are derived from.
     #[arg(long)]
     token_secret: Option<PathBuf>,
+    /// The file (mode 0600) holding the bearer token the HTTP API requires on
+    /// every /v1 and /debug route. Without it any local process can change config.
+    #[arg(long, env = "TRELLIS_API_TOKEN_FILE")]
+    api_token_file: Option<PathBuf>,
+    /// The JSON file `trellis up` keeps of its processes (running, restarts),
+    /// shown as the Pods' containerStatuses.
+    #[arg(long)]
+    pod_status_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -58,6 +66,8 @@ async fn main() -> anyhow::Result<()> {
         debounce: Duration::from_millis(args.debounce_ms),
         ca_dir: args.ca_dir,
         token_secret: args.token_secret,
+        api_token_file: args.api_token_file,
+        pod_status_file: args.pod_status_file,
     };
     control::run(options, shutdown()).await?;
     Ok(())

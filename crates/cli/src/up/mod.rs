@@ -4,6 +4,7 @@
 //! running, and stops them on Ctrl-C.
 
 pub mod bootstrap;
+pub mod lock;
 pub mod plan;
 pub mod supervise;
 
@@ -13,8 +14,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::files;
+use crate::meshes::{self, MeshRecord};
 use plan::{Addresses, PodPlan};
-use supervise::{Spec, Supervisor};
+use supervise::{Spec, StatusBoard, Supervisor};
 
 pub const XDS_PORT: u16 = 15010;
 pub const HTTP_API_PORT: u16 = 15014;
@@ -27,11 +29,18 @@ pub struct UpOptions {
     pub dir: PathBuf,
     pub block: u8,
     pub state_dir: Option<PathBuf>,
+    /// Drop what was applied in earlier runs and start from DIR alone.
+    pub fresh: bool,
 }
 
+/// The API token's file in the state directory (mode 0600).
+pub const API_TOKEN_FILE: &str = "api-token";
+
 pub async fn run(opts: UpOptions) -> Result<()> {
-    let resources = match files::load_valid(&opts.dir) {
-        Ok(r) => r,
+    // First of all: a block another mesh holds is refused before anything is touched.
+    let mut lock = lock::lock_block(opts.block)?;
+    let resources = match files::load_valid(&opts.dir, false) {
+        Ok(loaded) => loaded.resources,
         Err(problems) => {
             for p in &problems {
                 eprintln!("error: {p}");
@@ -56,10 +65,36 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(|| plan::state_dir(addrs));
+    lock.lock_state(&state)?;
+    let dir = opts.dir.canonicalize().unwrap_or_else(|_| opts.dir.clone());
+    lock.describe(&format!(
+        "pid {}, mesh dir {}, state dir {}",
+        std::process::id(),
+        dir.display(),
+        state.display()
+    ));
     let logs = state.join("logs");
-    seed_store(&state.join("config"), &plan.resources)?;
+    for r in &plan.resources {
+        if let Some(text) = model::analyze::not_enforced(r) {
+            eprintln!("WARNING: {} {}: {text}", r.kind_name(), r.name());
+        }
+    }
+    let kept = seed_store(&state, &plan.resources, opts.fresh)?;
+    if kept > 0 {
+        eprintln!(
+            "kept {kept} applied change(s) from the last run in {}; --fresh starts from {}",
+            state.display(),
+            opts.dir.display()
+        );
+    }
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let identity = bootstrap::prepare(&opts.dir, &state, &mesh_config.trust_domain)?;
+    let token_file = state.join(API_TOKEN_FILE);
+    control::api_token::ApiToken::create(&token_file)
+        .with_context(|| format!("creating the API token {}", token_file.display()))?;
+    let status_file = state.join("processes.json");
+    // The last run's processes are not this run's.
+    let _ = std::fs::remove_file(&status_file);
 
     let trellisd =
         plan::find_program("trellisd").context("trellisd not found next to trellis or on PATH")?;
@@ -69,7 +104,8 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     let api_url = format!("http://{cp_ip}:{HTTP_API_PORT}");
     let xds_url = format!("http://{cp_ip}:{XDS_PORT}");
 
-    let mut control = Supervisor::new();
+    let board = StatusBoard::new(&status_file);
+    let mut control = Supervisor::with_status(board.clone());
     let mut args = vec![
         "--config-dir".into(),
         state.join("config").display().to_string(),
@@ -77,6 +113,10 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         format!("{cp_ip}:{XDS_PORT}"),
         "--http-addr".into(),
         format!("{cp_ip}:{HTTP_API_PORT}"),
+        "--api-token-file".into(),
+        token_file.display().to_string(),
+        "--pod-status-file".into(),
+        status_file.display().to_string(),
     ];
     if mesh_config_file.is_file() {
         args.extend([
@@ -100,7 +140,25 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         )));
     }
 
-    let mut workloads = Supervisor::new();
+    let record = MeshRecord {
+        name: meshes::mesh_name(opts.block),
+        block: opts.block,
+        dir,
+        state_dir: state.clone(),
+        api: api_url.clone(),
+        pid: std::process::id(),
+        token_file,
+    };
+    // Removed when dropped: on a clean exit, and on an error return below.
+    let _registration = match record.register() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "the CLI will not find this mesh by itself; pass --control-plane");
+            None
+        }
+    };
+
+    let mut workloads = Supervisor::with_status(board);
     for pod in &plan.pods {
         start_pod(&mut workloads, pod, &proxy, &xds_url, &identity, &logs);
     }
@@ -112,7 +170,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
             tracing::warn!(error = %e, "the ingress gateway is not ready yet");
         }
     }
-    print_summary(&plan.pods, &api_url, &xds_url, gateway, &logs);
+    print_summary(&plan.pods, &api_url, &xds_url, gateway, &state);
 
     shutdown_signal().await;
     eprintln!("stopping the mesh…");
@@ -122,19 +180,71 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     Ok(())
 }
 
-/// Starts `up` from what is in DIR: applied changes of an earlier run are dropped.
-fn seed_store(dir: &Path, resources: &[api::Resource]) -> Result<()> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+/// Fills the config store from DIR, keeping what was applied since: as a
+/// cluster keeps its objects, `up` on an existing state directory does not
+/// undo `trellis apply`/`delete`. DIR's resources as of the last `up` are
+/// kept in `<state>/dir-config` to tell the two apart: a resource the user
+/// changed (or deleted) through the API since keeps its applied form, one
+/// only DIR changed takes DIR's, one new in DIR is added, and one DIR no
+/// longer has is removed unless it was changed through the API. With
+/// `fresh`, everything applied is dropped. Returns how many applied changes
+/// were kept over DIR's version.
+fn seed_store(state: &Path, resources: &[api::Resource], fresh: bool) -> Result<usize> {
+    use control::store::{Key, Store};
+    use std::collections::BTreeMap;
+    let config = state.join("config");
+    let baseline_dir = state.join("dir-config");
+    if fresh {
+        for d in [&config, &baseline_dir] {
+            if d.exists() {
+                std::fs::remove_dir_all(d).with_context(|| format!("clearing {}", d.display()))?;
+            }
+        }
     }
-    let mut store = control::store::Store::open(dir)?;
-    for r in resources
+    let mut store = Store::open(&config)?;
+    let baseline = Store::open(&baseline_dir)?;
+    let wanted: BTreeMap<Key, &api::Resource> = resources
         .iter()
         .filter(|r| !matches!(r, api::Resource::Unsupported { .. }))
-    {
-        store.apply(r.clone())?;
+        .map(|r| (Key::of(r), r))
+        .collect();
+    let mut kept = 0;
+    for (key, r) in &wanted {
+        let from_dir = r.to_json();
+        let applied = store.get(key).map(api::Resource::to_json);
+        let last_dir = baseline.get(key).map(api::Resource::to_json);
+        match (applied, last_dir) {
+            (None, None) => {
+                store.apply((*r).clone())?;
+            }
+            // Deleted through the API since the last `up`: stays deleted.
+            (None, Some(_)) => kept += 1,
+            (Some(a), _) if a == from_dir => {}
+            (Some(a), Some(b)) if a == b => {
+                store.apply((*r).clone())?;
+            }
+            (Some(_), _) => kept += 1,
+        }
     }
-    Ok(())
+    for old in baseline.resources() {
+        let key = Key::of(old);
+        if !wanted.contains_key(&key)
+            && store.get(&key).map(api::Resource::to_json) == Some(old.to_json())
+        {
+            store.delete(&key)?;
+        }
+    }
+    // DIR as of this `up`, for the next one.
+    drop(baseline);
+    if baseline_dir.exists() {
+        std::fs::remove_dir_all(&baseline_dir)
+            .with_context(|| format!("clearing {}", baseline_dir.display()))?;
+    }
+    let mut baseline = Store::open(&baseline_dir)?;
+    for r in wanted.values() {
+        baseline.apply((*r).clone())?;
+    }
+    Ok(kept)
 }
 
 fn start_pod(
@@ -253,23 +363,38 @@ fn print_summary(
     api_url: &str,
     xds_url: &str,
     gateway: Option<std::net::SocketAddr>,
-    logs: &Path,
+    state: &Path,
 ) {
+    use std::fmt::Write as _;
     let namespaces: std::collections::BTreeSet<&str> =
         pods.iter().map(|p| p.namespace.as_str()).collect();
-    println!(
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "Trellis mesh is up: {} pods in {} namespaces",
         pods.len(),
         namespaces.len()
     );
-    println!("  control plane    {api_url} (API)   {xds_url} (xDS)");
+    let _ = writeln!(out, "  control plane    {api_url} (API)   {xds_url} (xDS)");
     if let Some(gw) = gateway {
-        println!("  ingress gateway  http://{gw}/");
-        println!("  try              http://{gw}/productpage");
+        let _ = writeln!(out, "  ingress gateway  http://{gw}/");
+        let _ = writeln!(out, "  try              http://{gw}/productpage");
     }
-    println!("  logs             {}", logs.display());
-    println!("  pods             trellis get pods --control-plane {api_url}");
-    println!("Press Ctrl-C to stop.");
+    let _ = writeln!(out, "  state            {}", state.display());
+    let _ = writeln!(out, "  logs             {}", state.join("logs").display());
+    let _ = writeln!(
+        out,
+        "  API token        {} (the CLI finds it)",
+        state.join(API_TOKEN_FILE).display()
+    );
+    let _ = writeln!(out, "  pods             trellis get pods");
+    let _ = writeln!(out, "Press Ctrl-C to stop.");
+    // A closed stdout must not stop the mesh.
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 async fn shutdown_signal() {
@@ -286,5 +411,78 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control::store::{Key, Store};
+
+    fn vs(name: &str, host: &str) -> api::Resource {
+        let text = format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [{host}]\n  http:\n  - route: [{{destination: {{host: {host}}}}}]\n"
+        );
+        api::parse("t.yaml", &text).unwrap().remove(0)
+    }
+
+    fn hosts(state: &Path) -> Vec<(String, String)> {
+        let store = Store::open(&state.join("config")).unwrap();
+        store
+            .resources()
+            .map(|r| {
+                let json = r.to_json();
+                (
+                    r.name().to_string(),
+                    json["spec"]["hosts"][0].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn up_again_keeps_applied_changes_follows_dir_elsewhere_and_fresh_forgets() {
+        let state = tempfile::tempdir().unwrap();
+        let state = state.path();
+        assert_eq!(
+            seed_store(state, &[vs("a", "a1"), vs("b", "b1")], false).unwrap(),
+            0
+        );
+
+        // Through the API: `a` changed, `c` added.
+        let mut store = Store::open(&state.join("config")).unwrap();
+        store.apply(vs("a", "applied")).unwrap();
+        store.apply(vs("c", "c1")).unwrap();
+        drop(store);
+
+        // DIR now changes `a` and `b`, and adds `d`.
+        let dir = [vs("a", "a2"), vs("b", "b2"), vs("d", "d1")];
+        assert_eq!(
+            seed_store(state, &dir, false).unwrap(),
+            1,
+            "a's applied change kept"
+        );
+        assert_eq!(
+            hosts(state),
+            [("a", "applied"), ("b", "b2"), ("c", "c1"), ("d", "d1")]
+                .map(|(n, h)| (n.to_string(), h.to_string()))
+        );
+
+        // DIR drops `b` (unchanged through the API since): it goes; `a` stays applied.
+        let mut store = Store::open(&state.join("config")).unwrap();
+        store.delete(&Key::of(&vs("d", "d1"))).unwrap();
+        drop(store);
+        assert_eq!(
+            seed_store(state, &[vs("a", "a2"), vs("d", "d1")], false).unwrap(),
+            2
+        );
+        assert_eq!(
+            hosts(state),
+            [("a", "applied"), ("c", "c1")].map(|(n, h)| (n.to_string(), h.to_string())),
+            "d, deleted through the API, stays deleted"
+        );
+
+        assert_eq!(seed_store(state, &[vs("a", "a2")], true).unwrap(), 0);
+        assert_eq!(hosts(state), [("a".to_string(), "a2".to_string())]);
     }
 }

@@ -1,8 +1,12 @@
 //! Keeps child processes running: restarts a child that exits, with
-//! exponential backoff, and stops all of them cleanly.
+//! exponential backoff, and stops all of them cleanly. What each child is
+//! doing (running, restarts) is kept in a [`StatusBoard`], written to a file
+//! the control plane reads for `trellis get pods`.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -27,6 +31,47 @@ pub struct Spec {
 pub struct Supervisor {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    board: Option<StatusBoard>,
+}
+
+/// One child's state, as `trellis get pods` shows it (Kubernetes' names).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessStatus {
+    pub running: bool,
+    pub restart_count: u32,
+    /// Waiting to be restarted after exiting (`CrashLoopBackOff`).
+    pub backing_off: bool,
+}
+
+/// Every child's [`ProcessStatus`] by name, rewritten (atomically) to a JSON
+/// file on each change, so that a child that dies shows as not ready at once.
+#[derive(Clone)]
+pub struct StatusBoard {
+    file: Arc<PathBuf>,
+    state: Arc<Mutex<BTreeMap<String, ProcessStatus>>>,
+}
+
+impl StatusBoard {
+    pub fn new(file: &Path) -> StatusBoard {
+        StatusBoard {
+            file: Arc::new(file.to_path_buf()),
+            state: Arc::default(),
+        }
+    }
+
+    fn set(&self, name: &str, f: impl FnOnce(&mut ProcessStatus)) {
+        let json = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            f(state.entry(name.to_string()).or_default());
+            serde_json::to_vec(&*state).unwrap_or_default()
+        };
+        let tmp = self.file.with_extension("json.tmp");
+        if let Err(e) = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &*self.file))
+        {
+            tracing::warn!(file = %self.file.display(), error = %e, "cannot write the process status file");
+        }
+    }
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -45,12 +90,22 @@ impl Supervisor {
         Supervisor {
             stop: watch::channel(false).0,
             tasks: Vec::new(),
+            board: None,
+        }
+    }
+
+    /// Reports every child's state on `board`.
+    pub fn with_status(board: StatusBoard) -> Self {
+        Supervisor {
+            board: Some(board),
+            ..Self::new()
         }
     }
 
     pub fn spawn(&mut self, spec: Spec) {
         let stop = self.stop.subscribe();
-        self.tasks.push(tokio::spawn(keep_running(spec, stop)));
+        self.tasks
+            .push(tokio::spawn(keep_running(spec, stop, self.board.clone())));
     }
 
     /// Asks every child to stop (SIGTERM, then SIGKILL after a grace period) and waits.
@@ -88,13 +143,22 @@ fn command(spec: &Spec) -> std::io::Result<Command> {
     Ok(cmd)
 }
 
-async fn keep_running(spec: Spec, mut stop: watch::Receiver<bool>) {
+async fn keep_running(spec: Spec, mut stop: watch::Receiver<bool>, board: Option<StatusBoard>) {
+    let report = |f: &dyn Fn(&mut ProcessStatus)| {
+        if let Some(b) = &board {
+            b.set(&spec.name, f);
+        }
+    };
     let mut backoff = Duration::from_secs(1);
     let mut restarts = 0u32;
     loop {
         let started = Instant::now();
         let outcome = match command(&spec).and_then(|mut c| c.spawn()) {
             Ok(mut child) => {
+                report(&|s| {
+                    s.running = true;
+                    s.backing_off = false;
+                });
                 tokio::select! {
                     status = child.wait() => Ok(status),
                     _ = stopped(&mut stop) => {
@@ -112,6 +176,11 @@ async fn keep_running(spec: Spec, mut stop: watch::Receiver<bool>) {
             backoff = Duration::from_secs(1);
         }
         restarts += 1;
+        report(&|s| {
+            s.running = false;
+            s.backing_off = true;
+            s.restart_count = restarts;
+        });
         match outcome {
             Ok(status) => tracing::warn!(
                 process = %spec.name, status = %describe(status), restart = restarts, backoff_s = backoff.as_secs(),
@@ -151,5 +220,54 @@ async fn terminate(name: &str, child: &mut Child) {
     {
         tracing::warn!(process = %name, "did not stop after SIGTERM; killing");
         let _ = child.kill().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(name: &str, script: &str, log: &Path) -> Spec {
+        Spec {
+            name: name.into(),
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), script.into()],
+            env: Vec::new(),
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// What `get pods` shows comes from here: a process that keeps exiting
+    /// is not running and counts restarts; one that runs is running.
+    #[tokio::test]
+    async fn the_status_file_shows_running_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("processes.json");
+        let log = dir.path().join("log");
+        let mut sup = Supervisor::with_status(StatusBoard::new(&file));
+        sup.spawn(sh("ns/pod/crashing", "exit 3", &log));
+        sup.spawn(sh("ns/pod/steady", "sleep 30", &log));
+        let mut seen = serde_json::Value::Null;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let Ok(bytes) = std::fs::read(&file) else {
+                continue;
+            };
+            seen = serde_json::from_slice(&bytes).unwrap_or_default();
+            if seen["ns/pod/crashing"]["restartCount"].as_u64() >= Some(1)
+                && seen["ns/pod/steady"]["running"] == true
+            {
+                break;
+            }
+        }
+        assert_eq!(seen["ns/pod/crashing"]["running"], false, "{seen}");
+        assert_eq!(seen["ns/pod/crashing"]["backingOff"], true, "{seen}");
+        assert!(
+            seen["ns/pod/crashing"]["restartCount"].as_u64() >= Some(1),
+            "{seen}"
+        );
+        assert_eq!(seen["ns/pod/steady"]["running"], true, "{seen}");
+        assert_eq!(seen["ns/pod/steady"]["restartCount"], 0, "{seen}");
+        sup.stop().await;
     }
 }

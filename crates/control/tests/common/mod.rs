@@ -67,6 +67,8 @@ impl ControlPlane {
             debounce,
             ca_dir: None,
             token_secret: None,
+            api_token_file: None,
+            pod_status_file: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(control::run(options, async {

@@ -82,6 +82,7 @@ pub const CONFLICTING_GATEWAY_VIRTUAL_SERVICE_HOSTS: MessageType = ty(
     Level::Warning,
 );
 pub const IGNORED_RESOURCE: MessageType = ty("TRL0004", "IgnoredResource", Level::Info);
+pub const NOT_ENFORCED: MessageType = ty("TRL0005", "NotEnforced", Level::Warning);
 
 /// Every message the analyzers can produce, in code order.
 pub const ALL: &[MessageType] = &[
@@ -105,6 +106,7 @@ pub const ALL: &[MessageType] = &[
     CONFLICTING_DESTINATION_RULES,
     CONFLICTING_GATEWAY_VIRTUAL_SERVICE_HOSTS,
     IGNORED_RESOURCE,
+    NOT_ENFORCED,
 ];
 
 /// Where a code is explained: istio.io's page for istioctl's codes, the

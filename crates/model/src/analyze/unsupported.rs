@@ -8,6 +8,10 @@
 //! (istioctl's installer, Prometheus) or that nobody knows. Plain
 //! Kubernetes kinds the mesh does not need (ConfigMap, Secret, ...) are
 //! normal in a manifest directory and get no message.
+//!
+//! TRL0005 (Warning) is for kinds Trellis accepts, stores and serves back
+//! but does not enforce yet (RequestAuthentication, Telemetry): worse than a
+//! refusal if unnoticed, so `apply` and `up` print the same text as a warning.
 
 use api::Resource;
 
@@ -16,6 +20,10 @@ use super::{Message, context::Context, origin};
 
 pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
     for r in ctx.resources {
+        if let Some(text) = not_enforced(r) {
+            out.push(Message::new(m::NOT_ENFORCED, origin(r), text));
+            continue;
+        }
         let Resource::Unsupported {
             api_version,
             kind,
@@ -89,3 +97,37 @@ AuthorizationPolicy with action CUSTOM for external authorization; VirtualServic
 (headers, retries, timeouts, fault injection, mirroring, corsPolicy) for request handling; \
 DestinationRule connectionPool and outlierDetection for circuit breaking. Rate limiting has no \
 Trellis equivalent yet.";
+
+/// What `r` asks for that Trellis accepts but does not enforce, said plainly;
+/// `None` when everything in it takes effect.
+pub fn not_enforced(r: &Resource) -> Option<String> {
+    match r {
+        Resource::RequestAuthentication(_) => Some(
+            "RequestAuthentication is accepted but NOT enforced: Trellis does not validate JWTs yet, \
+             so requests with a missing, expired or forged token are not rejected and no request \
+             carries a request principal. Do not rely on it for security."
+                .to_string(),
+        ),
+        Resource::Telemetry(t) => {
+            let spec = &t.spec;
+            let fields: Vec<&str> = [
+                ("tracing", !spec.tracing.is_empty()),
+                ("metrics", !spec.metrics.is_empty()),
+                ("accessLogging", !spec.access_logging.is_empty()),
+            ]
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect();
+            let what = if fields.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} ignored)", fields.join(", "))
+            };
+            Some(format!(
+                "Telemetry has no effect{what}: Trellis does not apply Telemetry resources yet; \
+                 every proxy reports Istio's standard metrics and writes access logs whatever it says."
+            ))
+        }
+        _ => None,
+    }
+}

@@ -18,8 +18,39 @@ pub(crate) fn cases() -> Vec<Case> {
             triggers: ISTIO_OPERATOR.into(),
             clean: String::new(),
         },
+        Case {
+            code: "TRL0005",
+            resource: "RequestAuthentication jwt.default",
+            text: "RequestAuthentication is accepted but NOT enforced: Trellis does not validate JWTs yet",
+            triggers: REQUEST_AUTHENTICATION.into(),
+            clean: String::new(),
+        },
+        Case {
+            code: "TRL0005",
+            resource: "Telemetry mesh-default.istio-system",
+            text: "Telemetry has no effect (tracing, accessLogging ignored)",
+            triggers: TELEMETRY.into(),
+            clean: String::new(),
+        },
     ]
 }
+
+const REQUEST_AUTHENTICATION: &str = r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: default}
+spec:
+  jwtRules: [{issuer: "https://issuer.example"}]
+"#;
+
+const TELEMETRY: &str = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing: [{randomSamplingPercentage: 10}]
+  accessLogging: [{providers: [{name: envoy}]}]
+"#;
 
 const ENVOY_FILTER: &str = r#"
 apiVersion: networking.istio.io/v1alpha3
