@@ -25,6 +25,11 @@ fi
 # tests, so that no test spends its time budget building a tool.
 bench/setup.sh >/dev/null
 
+# etcd, kube-apiserver, kube-controller-manager and kubectl, built from their
+# Go modules once and cached outside the repository (scripts/kube-tools.sh),
+# for the tests against a real Kubernetes API server.
+scripts/kube-tools.sh >/dev/null
+
 # The end-to-end tests start the real binaries (trellis, trellisd,
 # trellis-proxy, trellis-sample) from target/debug.
 cargo build --workspace --bins

@@ -7,6 +7,7 @@
 pub mod bootstrap_token;
 pub mod ca_service;
 pub mod http_api;
+pub mod sources;
 pub mod state;
 pub mod store;
 
@@ -33,6 +34,8 @@ pub struct Options {
     /// The secret workloads' bootstrap tokens are derived from (see
     /// [`bootstrap_token`]). `None`: certificate requests are refused.
     pub token_secret: Option<PathBuf>,
+    /// Read the mesh from a Kubernetes API server too (see [`sources::kube`]).
+    pub kubernetes: Option<sources::kube::Connect>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,8 @@ pub enum Error {
     Ca(#[from] identity::CaError),
     #[error("bootstrap token secret: {0}")]
     TokenSecret(#[from] bootstrap_token::TokenSecretError),
+    #[error(transparent)]
+    Kubernetes(#[from] sources::kube::KubeError),
 }
 
 /// Runs the control plane until `shutdown` completes.
@@ -60,6 +65,20 @@ pub async fn run(
     let store = store::Store::open(&options.config_dir)?;
     let trust_domain = options.mesh_config.trust_domain.clone();
     let cp = Arc::new(ControlPlane::new(store, options.mesh_config));
+    if let Some(connect) = &options.kubernetes {
+        // Listed in full before any proxy can connect: none is ever served
+        // a half-read cluster.
+        let source = sources::kube::start(connect).await?;
+        cp.follow(source.clone());
+        let cp = Arc::downgrade(&cp);
+        tokio::spawn(async move {
+            loop {
+                source.changed().await;
+                let Some(cp) = cp.upgrade() else { return };
+                cp.changed();
+            }
+        });
+    }
     let credentials = workload_credentials(options.token_secret.as_deref(), &cp)?;
     if let Some(auth) = &credentials {
         cp.require_credentials(auth.clone());

@@ -59,6 +59,7 @@ async fn start() -> ControlPlane {
         debounce: Duration::from_millis(50),
         ca_dir: Some(dir.path().join("ca")),
         token_secret: Some(secret_path),
+        kubernetes: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(control::run(options, async {

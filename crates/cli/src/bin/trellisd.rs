@@ -35,6 +35,14 @@ struct Args {
     /// The file (mode 0600) the workloads' bootstrap tokens are derived from.
     #[arg(long)]
     token_secret: Option<PathBuf>,
+    /// Read the mesh from the Kubernetes API server this kubeconfig's
+    /// current context names (Services, EndpointSlices, Pods, Istio CRDs,
+    /// the `istio` ConfigMap in istio-system as MeshConfig).
+    #[arg(long, conflicts_with = "in_cluster")]
+    kubeconfig: Option<PathBuf>,
+    /// As --kubeconfig, with the pod's own service account (trellisd running in the cluster).
+    #[arg(long)]
+    in_cluster: bool,
 }
 
 #[tokio::main]
@@ -58,6 +66,11 @@ async fn main() -> anyhow::Result<()> {
         debounce: Duration::from_millis(args.debounce_ms),
         ca_dir: args.ca_dir,
         token_secret: args.token_secret,
+        kubernetes: match (args.kubeconfig, args.in_cluster) {
+            (Some(path), _) => Some(control::sources::kube::Connect::Kubeconfig(path)),
+            (None, true) => Some(control::sources::kube::Connect::InCluster),
+            (None, false) => None,
+        },
     };
     control::run(options, shutdown()).await?;
     Ok(())

@@ -67,6 +67,7 @@ impl ControlPlane {
             debounce,
             ca_dir: None,
             token_secret: None,
+            kubernetes: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(control::run(options, async {
