@@ -8,6 +8,7 @@ mod bookinfo;
 mod browser;
 mod control_plane;
 mod gateway_tls;
+mod kube;
 mod mtls;
 mod traffic;
 mod up;
