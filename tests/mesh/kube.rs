@@ -60,7 +60,10 @@ impl Drop for Trellisd {
 /// A proxy's discovery stream (the proxy's own client half, `wire::client`),
 /// keeping the last resources of each type it was sent.
 #[derive(Clone, Default)]
-struct Proxy(Arc<Mutex<HashMap<String, (String, Vec<Resource>)>>>);
+struct Proxy(Arc<Mutex<HashMap<String, Sent>>>);
+
+/// The version and resources of one type.
+type Sent = (String, Vec<Resource>);
 
 impl wire::client::ConfigHandler for Proxy {
     fn apply(&self, type_url: &str, version: &str, resources: Vec<Resource>) -> Result<(), String> {

@@ -6,7 +6,7 @@
 //! labels (subsets), service account (identity) and sidecar status.
 //! Endpoints whose `ready` condition is false are left out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -95,9 +95,7 @@ fn workload(
             .unwrap_or_else(|| name.clone()),
         name,
         namespace: namespace.to_string(),
-        labels: meta
-            .and_then(|m| m.labels.clone())
-            .unwrap_or_else(BTreeMap::new),
+        labels: meta.and_then(|m| m.labels.clone()).unwrap_or_default(),
         ip: address.to_string(),
         service_account: pod
             .and_then(|p| p.spec.as_ref())
