@@ -1,6 +1,6 @@
 //! trellisd on a real Kubernetes API server (see `e2e::kube`): what users
 //! apply with kubectl — Istio resources at any served apiVersion, Services,
-//! EndpointSlices — reaches a connected proxy over the discovery stream, an
+//! EndpointSlices, Pods, the `istio` mesh ConfigMap — reaches a connected proxy over the discovery stream, an
 //! invalid object is left out without holding back the rest, and an API
 //! server that dies and comes back changes nothing the proxies were sent.
 
@@ -212,6 +212,55 @@ spec:
         .until(ENDPOINTS, "the moved endpoint", |d| {
             d.contains("10.1.0.2") && !d.contains("10.1.0.1")
         })
+        .await?;
+
+    // The endpoint names its pod, which lends it its identity, in the trust
+    // domain of the mesh config the `istio` ConfigMap holds.
+    eventually(Duration::from_secs(30), || async {
+        // The namespace's `default` service account, which pods need, is
+        // made by the controller manager soon after the namespace.
+        kube.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: reviews-v1-0, namespace: {ns}, labels: {{app: reviews}}}}
+spec:
+  containers: [{{name: app, image: reviews}}]
+"#
+        ))
+    })
+    .await?;
+    kube.apply(&format!(
+        r#"
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: reviews-1
+  namespace: {ns}
+  labels: {{kubernetes.io/service-name: reviews}}
+addressType: IPv4
+ports: [{{name: http, port: 9080, protocol: TCP}}]
+endpoints:
+- addresses: [10.1.0.3]
+  targetRef: {{kind: Pod, name: reviews-v1-0, namespace: {ns}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: istio, namespace: istio-system}}
+data:
+  mesh: |
+    trustDomain: kube.example
+"#
+    ))?;
+    proxy
+        .until(
+            ENDPOINTS,
+            "the pod's identity in the ConfigMap's trust domain",
+            |d| {
+                d.contains("10.1.0.3")
+                    && d.contains(&format!("spiffe://kube.example/ns/{ns}/sa/default"))
+            },
+        )
         .await?;
 
     // An object the API server stored but Trellis finds invalid (here a
