@@ -37,6 +37,10 @@ bench/setup.sh >/dev/null
 # lints (Cargo.toml [workspace.lints], clippy.toml) as errors.
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# etcd, kube-apiserver, kube-controller-manager and kubectl, built from their
+# Go modules once and cached outside the repository (scripts/kube-tools.sh),
+# for the tests against a real Kubernetes API server.
+scripts/kube-tools.sh >/dev/null
 
 # The end-to-end tests start the real binaries (trellis, trellisd,
 # trellis-proxy, trellis-sample) from target/debug.

@@ -9,6 +9,7 @@ mod browser;
 mod control_plane;
 mod gateway_tls;
 mod interop;
+mod kube;
 mod mtls;
 mod proxy_trust;
 mod operator;

@@ -11,6 +11,8 @@ use anyhow::{Context, Result, bail};
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 
+pub mod kube;
+
 /// The directory holding the workspace's binaries (target/debug), found from the test binary's path.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

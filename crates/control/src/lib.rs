@@ -9,6 +9,7 @@ pub mod bootstrap_token;
 pub mod ca_service;
 pub mod http_api;
 pub mod proxy_node;
+pub mod sources;
 pub mod state;
 pub mod store;
 
@@ -40,6 +41,8 @@ pub struct Options {
     pub api_token_file: Option<PathBuf>,
     /// The process status `trellis up` keeps (running, restarts), shown on Pods.
     pub pod_status_file: Option<PathBuf>,
+    /// Read the mesh from a Kubernetes API server too (see [`sources::kube`]).
+    pub kubernetes: Option<sources::kube::Connect>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,8 @@ pub enum Error {
     TokenSecret(#[from] bootstrap_token::TokenSecretError),
     #[error("API token: {0}")]
     ApiToken(#[from] api_token::ApiTokenError),
+    #[error(transparent)]
+    Kubernetes(#[from] sources::kube::KubeError),
 }
 
 /// Runs the control plane until `shutdown` completes.
@@ -78,6 +83,20 @@ pub async fn run(
     };
     let trust_domain = options.mesh_config.trust_domain.clone();
     let cp = Arc::new(ControlPlane::new(store, options.mesh_config));
+    if let Some(connect) = &options.kubernetes {
+        // Listed in full before any proxy can connect: none is ever served
+        // a half-read cluster.
+        let source = sources::kube::start(connect).await?;
+        cp.follow(source.clone());
+        let cp = Arc::downgrade(&cp);
+        tokio::spawn(async move {
+            loop {
+                source.changed().await;
+                let Some(cp) = cp.upgrade() else { return };
+                cp.changed();
+            }
+        });
+    }
     let credentials = workload_credentials(options.token_secret.as_deref(), &cp)?;
     if let Some(auth) = &credentials {
         cp.require_credentials(auth.clone());

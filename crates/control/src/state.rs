@@ -13,6 +13,7 @@ use wire::pb::Node;
 use wire::server::ProxySnapshot;
 
 use crate::ca_service::Authenticator;
+use crate::sources::ResourceSet;
 use crate::store::Store;
 
 pub struct ControlPlane {
@@ -27,6 +28,8 @@ pub struct ControlPlane {
     /// receives config only for the workload its token proves it is, as
     /// istiod authorizes a proxy's xDS stream against its identity.
     authenticator: OnceLock<Arc<dyn Authenticator>>,
+    /// A live source (Kubernetes) whose resources join the store's.
+    source: OnceLock<Arc<ResourceSet>>,
 }
 
 struct Proxy {
@@ -77,7 +80,17 @@ impl ControlPlane {
             proxies: Mutex::new(BTreeMap::new()),
             dirty: Notify::new(),
             authenticator: OnceLock::new(),
+            source: OnceLock::new(),
         }
+    }
+
+    /// Builds the mesh from `source`'s resources too, and its MeshConfig if
+    /// it carries one, from now on (the caller signals its changes with
+    /// [`ControlPlane::changed`]). Rebuilds at once, so a proxy connecting
+    /// next is served the source's config.
+    pub fn follow(&self, source: Arc<ResourceSet>) {
+        let _ = self.source.set(source);
+        self.push();
     }
 
     /// From now on a proxy must prove, with its bootstrap token, that it is
@@ -153,10 +166,18 @@ impl ControlPlane {
     /// changed. Only the proxies the change may affect are recompiled (see
     /// [`model::incremental`]); returns how many proxies were sent a new snapshot.
     pub fn push(&self) -> usize {
+        let source = self.source.get();
+        let mesh_config = source
+            .and_then(|s| s.mesh_config())
+            .unwrap_or_else(|| self.mesh_config.clone());
+        let live = source.map(|s| s.resources());
         let mesh = Arc::new(Mesh::build(
-            self.store().resources(),
-            self.mesh_config.clone(),
+            self.store()
+                .resources()
+                .chain(live.iter().flat_map(|r| r.values())),
+            mesh_config,
         ));
+        drop(live);
         let previous = lock(&self.compiler).clone();
         let (compiler, affected) = previous.update(mesh);
         let compiler = Arc::new(compiler);

@@ -64,6 +64,7 @@ async fn start() -> ControlPlane {
         token_secret: Some(secret_path),
         api_token_file: None,
         pod_status_file: None,
+        kubernetes: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(control::run(options, async {

@@ -35,12 +35,20 @@ impl Mesh {
             ..Default::default()
         };
         let mut service_entries = Vec::new();
+        let mut endpoint_slices = Vec::new();
+        let mut pods = std::collections::HashMap::new();
         for r in resources {
             match r {
+                Resource::EndpointSlice(es) => endpoint_slices.push(es),
                 Resource::WorkloadEntry(we) => mesh.registry.add_workload_entry(we),
                 Resource::ServiceEntry(se) => service_entries.push(se),
                 Resource::Service(s) => mesh.registry.add_k8s_service(s, &mesh.config),
-                Resource::Pod(p) => mesh.registry.add_pod(p),
+                Resource::Pod(p) => {
+                    mesh.registry.add_pod(p);
+                    if let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) {
+                        pods.insert((ns.as_str(), name.as_str()), p);
+                    }
+                }
                 Resource::VirtualService(vs) => mesh.virtual_services.push(vs.clone()),
                 Resource::DestinationRule(dr) => mesh.destination_rules.push(dr.clone()),
                 Resource::Gateway(gw) => mesh.gateways.push(gw.clone()),
@@ -60,6 +68,11 @@ impl Mesh {
         }
         // After every Service and workload: Kubernetes Services keep their
         // hosts, and a ServiceEntry's selector sees every workload.
+        mesh.registry.add_endpoint_slices(
+            &endpoint_slices,
+            &pods,
+            &mesh.config.domain_suffix.clone(),
+        );
         service_entries.sort_by_key(|o| key(&o.metadata));
         for se in service_entries {
             mesh.registry.add_service_entry(se);

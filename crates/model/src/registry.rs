@@ -169,6 +169,10 @@ pub struct Registry {
     selected: std::collections::HashMap<String, Vec<usize>>,
     /// A ServiceEntry's own endpoints, by hostname (indexes into `workloads`).
     pub(crate) inline: std::collections::HashMap<String, Vec<usize>>,
+    /// The endpoints of Kubernetes Services that have EndpointSlices, by
+    /// hostname (indexes into `workloads`): they replace the selector's picks
+    /// (see [`crate::endpoint_slice`]).
+    pub(crate) sliced: std::collections::HashMap<String, Vec<usize>>,
 }
 
 impl Registry {
@@ -276,6 +280,9 @@ impl Registry {
             .services
             .values()
             .map(|svc| {
+                if let Some(own) = self.sliced.get(&svc.hostname) {
+                    return (svc.hostname.clone(), own.clone());
+                }
                 let mut picked: Vec<usize> = by_ns
                     .get(svc.namespace.as_str())
                     .map(|ws| {
@@ -338,7 +345,7 @@ impl Registry {
 
 /// The Deployment that owns a pod: named by `trellis up`'s annotation, or
 /// derived from the owning ReplicaSet (`reviews-v1-7f9c8d` → `reviews-v1`) as Istio does.
-fn owner_workload(pod: &Pod) -> Option<String> {
+pub(crate) fn owner_workload(pod: &Pod) -> Option<String> {
     let meta = &pod.metadata;
     if let Some(w) = meta
         .annotations

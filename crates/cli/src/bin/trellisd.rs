@@ -43,6 +43,14 @@ struct Args {
     /// shown as the Pods' containerStatuses.
     #[arg(long)]
     pod_status_file: Option<PathBuf>,
+    /// Read the mesh from the Kubernetes API server this kubeconfig's
+    /// current context names (Services, EndpointSlices, Pods, Istio CRDs,
+    /// the `istio` ConfigMap in istio-system as MeshConfig).
+    #[arg(long, conflicts_with = "in_cluster")]
+    kubeconfig: Option<PathBuf>,
+    /// As --kubeconfig, with the pod's own service account (trellisd running in the cluster).
+    #[arg(long)]
+    in_cluster: bool,
 }
 
 #[tokio::main]
@@ -68,6 +76,11 @@ async fn main() -> anyhow::Result<()> {
         token_secret: args.token_secret,
         api_token_file: args.api_token_file,
         pod_status_file: args.pod_status_file,
+        kubernetes: match (args.kubeconfig, args.in_cluster) {
+            (Some(path), _) => Some(control::sources::kube::Connect::Kubeconfig(path)),
+            (None, true) => Some(control::sources::kube::Connect::InCluster),
+            (None, false) => None,
+        },
     };
     control::run(options, shutdown()).await?;
     Ok(())

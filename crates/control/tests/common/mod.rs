@@ -69,6 +69,7 @@ impl ControlPlane {
             token_secret: None,
             api_token_file: None,
             pod_status_file: None,
+            kubernetes: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(control::run(options, async {

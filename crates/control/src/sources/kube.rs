@@ -1,0 +1,403 @@
+//! The Kubernetes source: one reflector (a kube-rs watcher: list, then
+//! watch, relisting when the watch expires with 410 Gone, retrying with
+//! backoff when the API server is away) per kind the mesh reads — Namespaces,
+//! Services, EndpointSlices, Pods, ServiceAccounts, Secrets and every Istio
+//! kind — and one on the `istio` ConfigMap in `istio-system`, Istio's
+//! MeshConfig. Objects are parsed and validated as the file source's are;
+//! an invalid one is reported and left out, and never stops the others.
+//!
+//! While the API server is unreachable the set keeps what was last seen, so
+//! proxies keep their config (static stability); a relist replaces a kind
+//! in one step, so nothing is dropped while it is under way.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::{Kind, Resource};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::watch;
+
+use super::ResourceSet;
+use crate::store::Key;
+
+/// How `trellisd` reaches the API server.
+#[derive(Clone, Debug)]
+pub enum Connect {
+    /// A kubeconfig file (its current context).
+    Kubeconfig(PathBuf),
+    /// The pod's service account, as a control plane running in the cluster.
+    InCluster,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("in-cluster Kubernetes config: {0}")]
+    InCluster(#[from] kube::config::InClusterError),
+    #[error("Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// Where the mesh config lives, as in Istio.
+pub const MESH_CONFIG_NAMESPACE: &str = "istio-system";
+pub const MESH_CONFIG_NAME: &str = "istio";
+/// The ConfigMap key holding MeshConfig as YAML.
+const MESH_CONFIG_KEY: &str = "mesh";
+
+/// The kinds read from the cluster. Deployments are not: pods carry what
+/// the registry needs of them (labels, owner, service account).
+const WATCHED: &[Kind] = &[
+    Kind::Namespace,
+    Kind::Service,
+    Kind::EndpointSlice,
+    Kind::Pod,
+    Kind::ServiceAccount,
+    Kind::Secret,
+    Kind::VirtualService,
+    Kind::DestinationRule,
+    Kind::Gateway,
+    Kind::ServiceEntry,
+    Kind::Sidecar,
+    Kind::WorkloadEntry,
+    Kind::WorkloadGroup,
+    Kind::PeerAuthentication,
+    Kind::RequestAuthentication,
+    Kind::AuthorizationPolicy,
+    Kind::Telemetry,
+];
+
+/// How long to wait before looking again for an Istio kind whose CRD is
+/// not installed.
+const CRD_RECHECK: Duration = Duration::from_secs(10);
+
+pub async fn client(connect: &Connect) -> Result<kube::Client, KubeError> {
+    let config = match connect {
+        Connect::Kubeconfig(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|source| {
+                KubeError::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|source| KubeError::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                })?
+        }
+        Connect::InCluster => kube::Config::incluster()?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Starts the reflectors feeding a new [`ResourceSet`] and returns it once
+/// every kind has been listed once (a kind whose CRD is not installed counts
+/// as listed, empty), so that no proxy is ever served a half-read cluster.
+pub async fn start(connect: &Connect) -> Result<Arc<ResourceSet>, KubeError> {
+    let client = client(connect).await?;
+    let set = Arc::new(ResourceSet::default());
+    let (synced_tx, mut synced_rx) = watch::channel(BTreeMap::<&'static str, bool>::new());
+    let synced_tx = Arc::new(synced_tx);
+    synced_tx.send_modify(|s| {
+        s.insert("MeshConfig", false);
+        for kind in WATCHED {
+            s.insert(kind.as_str(), false);
+        }
+    });
+    for &kind in WATCHED {
+        let (client, set, synced) = (client.clone(), set.clone(), synced_tx.clone());
+        tokio::spawn(async move {
+            reflect(client, kind, &set, &|| {
+                synced.send_if_modified(|s| s.insert(kind.as_str(), true) != Some(true));
+            })
+            .await
+        });
+    }
+    {
+        let (client, set, synced) = (client.clone(), set.clone(), synced_tx.clone());
+        tokio::spawn(async move {
+            reflect_mesh_config(client, &set, &|| {
+                synced.send_if_modified(|s| s.insert("MeshConfig", true) != Some(true));
+            })
+            .await
+        });
+    }
+    loop {
+        let pending: Vec<&str> = synced_rx
+            .borrow_and_update()
+            .iter()
+            .filter(|(_, done)| !**done)
+            .map(|(k, _)| *k)
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), synced_rx.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => tracing::info!(?pending, "waiting for the first list of these kinds"),
+        }
+    }
+    tracing::info!(
+        resources = set.resources().len(),
+        "Kubernetes source synced"
+    );
+    Ok(set)
+}
+
+/// Keeps `kind`'s objects in `set` current, forever.
+async fn reflect(client: kube::Client, kind: Kind, set: &ResourceSet, synced: &(dyn Fn() + Sync)) {
+    let resource = loop {
+        match api_resource(&client, kind).await {
+            Ok(Some(r)) => break r,
+            Ok(None) => {
+                // Nothing of this kind can exist yet; look again later, the
+                // CRD may be installed after the control plane.
+                synced();
+                tracing::warn!(
+                    kind = kind.as_str(),
+                    versions = ?kind.api_versions(),
+                    "the API server serves none of this kind's versions (CRD not installed?); not read until it does"
+                );
+                tokio::time::sleep(CRD_RECHECK).await;
+            }
+            Err(error) => {
+                tracing::warn!(kind = kind.as_str(), %error, "API discovery failed; retrying");
+                tokio::time::sleep(CRD_RECHECK).await;
+            }
+        }
+    };
+    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    let mut config = watcher::Config::default();
+    if kind == Kind::Secret {
+        // As istiod: service account tokens and Helm's release records are
+        // never gateway credentials or CA material.
+        config =
+            config.fields("type!=kubernetes.io/service-account-token,type!=helm.sh/release.v1");
+    }
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut listed = Vec::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => listed.clear(),
+            Ok(Event::InitApply(obj)) => {
+                if let Some(r) = convert(kind, &resource, obj) {
+                    listed.push(r);
+                }
+            }
+            Ok(Event::InitDone) => {
+                let n = listed.len();
+                set.replace_kind(kind, std::mem::take(&mut listed));
+                tracing::debug!(kind = kind.as_str(), objects = n, "listed");
+                synced();
+            }
+            Ok(Event::Apply(obj)) => {
+                let key = key_of(kind, &obj);
+                match convert(kind, &resource, obj) {
+                    Some(r) => set.apply(r),
+                    // No longer valid: what the cluster holds is not what we
+                    // served, so it is served no more (as istiod drops it).
+                    None => set.remove(&key),
+                }
+            }
+            Ok(Event::Delete(obj)) => set.remove(&key_of(kind, &obj)),
+            Err(error) => tracing::warn!(
+                kind = kind.as_str(),
+                %error,
+                "watch failed; serving what was last seen while retrying"
+            ),
+        }
+    }
+}
+
+/// The `istio` ConfigMap's MeshConfig, kept current in `set`.
+async fn reflect_mesh_config(client: kube::Client, set: &ResourceSet, synced: &(dyn Fn() + Sync)) {
+    let api: Api<ConfigMap> = Api::namespaced(client, MESH_CONFIG_NAMESPACE);
+    let config = watcher::Config::default().fields(&format!("metadata.name={MESH_CONFIG_NAME}"));
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut listed = None;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => listed = None,
+            Ok(Event::InitApply(cm)) => listed = Some(cm),
+            Ok(Event::InitDone) => {
+                match listed.take() {
+                    Some(cm) => apply_mesh_config(set, &cm),
+                    None => set.set_mesh_config(None),
+                }
+                synced();
+            }
+            Ok(Event::Apply(cm)) => apply_mesh_config(set, &cm),
+            Ok(Event::Delete(_)) => set.set_mesh_config(None),
+            Err(error) => tracing::warn!(
+                %error,
+                "watch of the mesh config failed; keeping the last one while retrying"
+            ),
+        }
+    }
+}
+
+/// An invalid mesh config is reported and the last valid one kept, as istiod does.
+fn apply_mesh_config(set: &ResourceSet, cm: &ConfigMap) {
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(MESH_CONFIG_KEY))
+        .map(String::as_str)
+        .unwrap_or_default();
+    match mesh_config(text) {
+        Ok(config) => set.set_mesh_config(Some(config)),
+        Err(error) => tracing::error!(
+            configmap = %format!("{MESH_CONFIG_NAMESPACE}/{MESH_CONFIG_NAME}"),
+            key = MESH_CONFIG_KEY,
+            %error,
+            "invalid mesh config; keeping the previous one"
+        ),
+    }
+}
+
+/// MeshConfig from the ConfigMap's `mesh` key (empty: every default).
+pub fn mesh_config(text: &str) -> Result<model::MeshConfig, serde_yaml_ng::Error> {
+    if text.trim().is_empty() {
+        return Ok(model::MeshConfig::default());
+    }
+    serde_yaml_ng::from_str(text)
+}
+
+/// Where `kind` is served: its fixed place for Kubernetes kinds; for Istio
+/// kinds the newest of their versions the API server serves (a CRD serves
+/// every version from one stored object, so watching one sees objects
+/// written at any of them), or `None` when none is.
+async fn api_resource(
+    client: &kube::Client,
+    kind: Kind,
+) -> Result<Option<ApiResource>, kube::Error> {
+    if !kind.is_istio() {
+        let (group, version) = match kind.default_api_version().split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", kind.default_api_version()),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind.as_str());
+        return Ok(Some(ApiResource::from_gvk_with_plural(&gvk, kind.plural())));
+    }
+    for api_version in kind.api_versions() {
+        let served = match client.list_api_group_resources(&api_version).await {
+            Ok(list) => list.resources.iter().any(|r| r.name == kind.plural()),
+            Err(kube::Error::Api(status)) if status.is_not_found() => false,
+            Err(e) => return Err(e),
+        };
+        if served {
+            let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+            let gvk = GroupVersionKind::gvk(group, version, kind.as_str());
+            return Ok(Some(ApiResource::from_gvk_with_plural(&gvk, kind.plural())));
+        }
+    }
+    Ok(None)
+}
+
+fn key_of(kind: Kind, obj: &DynamicObject) -> Key {
+    Key {
+        kind: kind.as_str().to_string(),
+        namespace: if kind == Kind::Namespace {
+            String::new()
+        } else {
+            obj.metadata.namespace.clone().unwrap_or_default()
+        },
+        name: obj.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// The object as the file source would read it, or `None` (reported) when
+/// it does not parse or validate.
+fn convert(kind: Kind, resource: &ApiResource, mut obj: DynamicObject) -> Option<Resource> {
+    // Bulky, and nothing the mesh reads.
+    obj.metadata.managed_fields = None;
+    let name = match &obj.metadata.namespace {
+        Some(ns) => format!("{kind}/{ns}/{}", obj.metadata.name.as_deref().unwrap_or("")),
+        None => format!("{kind}/{}", obj.metadata.name.as_deref().unwrap_or("")),
+    };
+    let mut value = match serde_json::to_value(&obj) {
+        Ok(v) => v,
+        Err(error) => {
+            tracing::warn!(object = %name, %error, "cannot read object");
+            return None;
+        }
+    };
+    // Items of a list carry no apiVersion/kind of their own.
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("apiVersion".into(), resource.api_version.clone().into());
+        fields.insert("kind".into(), resource.kind.clone().into());
+    }
+    let r = match api::parse_value(&name, value) {
+        Ok(r) => r,
+        Err(error) => {
+            tracing::warn!(object = %name, %error, "invalid object left out of the mesh");
+            return None;
+        }
+    };
+    let errors = api::validate(&r);
+    if !errors.is_empty() {
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        tracing::warn!(object = %name, errors = %errors.join("; "), "invalid object left out of the mesh");
+        return None;
+    }
+    Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_list_items_without_type_and_reports_invalid_ones() {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService"),
+            "virtualservices",
+        );
+        let obj = |spec: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "r", "namespace": "ns1", "resourceVersion": "7",
+                             "managedFields": [{"manager": "kubectl"}]},
+                "spec": spec,
+            }))
+            .unwrap()
+        };
+        let good = convert(
+            Kind::VirtualService,
+            &resource,
+            obj(serde_json::json!({"hosts": ["r"], "http": [{"route": [{"destination": {"host": "r"}}]}]})),
+        )
+        .unwrap();
+        assert_eq!(good.display_name(), "VirtualService/ns1/r");
+        assert!(
+            !good.to_json()["metadata"]
+                .to_string()
+                .contains("managedFields")
+        );
+        let misspelt = obj(serde_json::json!({"hosts": ["r"], "htp": []}));
+        assert!(convert(Kind::VirtualService, &resource, misspelt).is_none());
+        let invalid = obj(serde_json::json!({"hosts": []}));
+        assert!(convert(Kind::VirtualService, &resource, invalid).is_none());
+    }
+
+    #[test]
+    fn mesh_config_from_the_configmap_key() {
+        let c = mesh_config("trustDomain: example.org\nrootNamespace: mesh-root\n").unwrap();
+        assert_eq!(c.trust_domain, "example.org");
+        assert_eq!(c.root_namespace, "mesh-root");
+        assert_eq!(mesh_config("").unwrap(), model::MeshConfig::default());
+        assert!(mesh_config("trustDomain: [1").is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! Where the mesh's resources come from besides the store `trellis apply`
+//! writes to: a live source ([`kube`]) keeps a [`ResourceSet`] current, and
+//! the control plane builds the mesh from that set without knowing which
+//! source fills it.
+
+pub mod kube;
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use api::{Kind, Resource};
+use model::MeshConfig;
+use tokio::sync::Notify;
+
+use crate::store::Key;
+
+/// The resources (and the MeshConfig, if the source carries one) a live
+/// source last saw. Each kind is replaced as a whole when the source relists
+/// it, so a reader never sees a kind half-listed, and a source that loses
+/// its connection keeps what it had (static stability).
+#[derive(Default)]
+pub struct ResourceSet {
+    resources: Mutex<BTreeMap<Key, Resource>>,
+    mesh_config: Mutex<Option<MeshConfig>>,
+    changed: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data under these locks stays consistent at every step; a panic
+    // elsewhere while holding one leaves it usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ResourceSet {
+    /// The current resources, locked while the guard lives.
+    pub fn resources(&self) -> MutexGuard<'_, BTreeMap<Key, Resource>> {
+        lock(&self.resources)
+    }
+
+    /// The MeshConfig the source carries (Kubernetes: the `istio` ConfigMap),
+    /// `None` when it carries none (then the control plane's own is used).
+    pub fn mesh_config(&self) -> Option<MeshConfig> {
+        lock(&self.mesh_config).clone()
+    }
+
+    /// Completes at the next change after it is called (or at once if a
+    /// change was signalled since the last call).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Adds or replaces one resource.
+    pub(crate) fn apply(&self, r: Resource) {
+        let key = Key::of(&r);
+        let mut resources = lock(&self.resources);
+        if resources.get(&key) == Some(&r) {
+            return;
+        }
+        resources.insert(key, r);
+        drop(resources);
+        self.changed.notify_one();
+    }
+
+    pub(crate) fn remove(&self, key: &Key) {
+        if lock(&self.resources).remove(key).is_some() {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Replaces every resource of `kind` with `items` in one step (a relist).
+    pub(crate) fn replace_kind(&self, kind: Kind, items: Vec<Resource>) {
+        let mut resources = lock(&self.resources);
+        let fresh: BTreeMap<Key, Resource> = items.into_iter().map(|r| (Key::of(&r), r)).collect();
+        let old: Vec<Key> = resources
+            .keys()
+            .filter(|k| k.kind == kind.as_str() && !fresh.contains_key(*k))
+            .cloned()
+            .collect();
+        let mut changed = !old.is_empty();
+        for k in old {
+            resources.remove(&k);
+        }
+        for (k, r) in fresh {
+            if resources.get(&k) != Some(&r) {
+                resources.insert(k, r);
+                changed = true;
+            }
+        }
+        drop(resources);
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
+    pub(crate) fn set_mesh_config(&self, config: Option<MeshConfig>) {
+        let mut current = lock(&self.mesh_config);
+        if *current != config {
+            *current = config;
+            drop(current);
+            self.changed.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vs(name: &str, host: &str) -> Resource {
+        let text = format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: default}}\nspec: {{hosts: [{host}]}}\n"
+        );
+        api::parse("t.yaml", &text).unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_relist_replaces_only_its_kind_and_keeps_unchanged_objects() {
+        let set = ResourceSet::default();
+        set.apply(vs("a", "a"));
+        set.apply(vs("b", "b"));
+        let ns = api::parse(
+            "t.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n",
+        )
+        .unwrap()
+        .remove(0);
+        set.apply(ns);
+        set.replace_kind(Kind::VirtualService, vec![vs("b", "b2"), vs("c", "c")]);
+        let names: Vec<String> = set
+            .resources()
+            .values()
+            .map(|r| format!("{}:{}", r.kind_name(), r.name()))
+            .collect();
+        assert_eq!(
+            names,
+            ["Namespace:default", "VirtualService:b", "VirtualService:c"]
+        );
+        let b = set.resources().values().find(|r| r.name() == "b").cloned();
+        assert_eq!(b, Some(vs("b", "b2")));
+    }
+}

@@ -1,0 +1,437 @@
+//! trellisd on a real Kubernetes API server (see `e2e::kube`): what users
+//! apply with kubectl — Istio resources at any served apiVersion, Services,
+//! EndpointSlices, Pods, the `istio` mesh ConfigMap — reaches a connected proxy over the discovery stream, an
+//! invalid object is left out without holding back the rest, and an API
+//! server that dies and comes back changes nothing the proxies were sent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use e2e::kube::Kube;
+use e2e::{bin, eventually};
+use wire::pb::{Node, Resource};
+
+/// A trellisd reading the cluster; stopped on drop.
+struct Trellisd {
+    child: Child,
+    xds: String,
+    _state: tempfile::TempDir,
+}
+
+impl Trellisd {
+    fn start(kube: &Kube) -> Result<Trellisd> {
+        let state = tempfile::tempdir()?;
+        let ip = format!("127.{}.0.1", kube.block);
+        let log = std::fs::File::create(state.path().join("trellisd.log"))?;
+        let child = Command::new(bin("trellisd"))
+            .arg("--config-dir")
+            .arg(state.path().join("config"))
+            .args(["--xds-addr", &format!("{ip}:15010")])
+            .args(["--http-addr", &format!("{ip}:15014")])
+            .args(["--debounce-ms", "50"])
+            .arg("--kubeconfig")
+            .arg(&kube.kubeconfig)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting trellisd")?;
+        Ok(Trellisd {
+            child,
+            xds: format!("http://{ip}:15010"),
+            _state: state,
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._state.path().join("trellisd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Trellisd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A proxy's discovery stream (the proxy's own client half, `wire::client`),
+/// keeping the last resources of each type it was sent.
+#[derive(Clone, Default)]
+struct Proxy(Arc<Mutex<HashMap<String, Sent>>>);
+
+/// The version and resources of one type.
+type Sent = (String, Vec<Resource>);
+
+impl wire::client::ConfigHandler for Proxy {
+    fn apply(&self, type_url: &str, version: &str, resources: Vec<Resource>) -> Result<(), String> {
+        let mut seen = self.0.lock().map_err(|e| e.to_string())?;
+        seen.insert(type_url.to_string(), (version.to_string(), resources));
+        Ok(())
+    }
+}
+
+impl Proxy {
+    /// Connects as a sidecar of pod `pod` in `namespace`.
+    fn connect(trellisd: &Trellisd, pod: &str, namespace: &str) -> Proxy {
+        let proxy = Proxy::default();
+        let node = Node {
+            id: format!("{pod}.{namespace}"),
+            pod_name: pod.into(),
+            namespace: namespace.into(),
+            service_account: "default".into(),
+            ..Default::default()
+        };
+        tokio::spawn(wire::client::run(
+            trellisd.xds.clone(),
+            node,
+            None,
+            proxy.clone(),
+        ));
+        proxy
+    }
+
+    /// Everything of one type, as text to look for names and values in.
+    fn dump(&self, type_url: &str) -> String {
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        format!("{:?}", seen.get(type_url).map(|(_, r)| r))
+    }
+
+    fn versions(&self) -> BTreeMap<String, String> {
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.iter()
+            .map(|(t, (v, _))| (t.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Waits until the resources of `type_url` satisfy `check`.
+    async fn until(&self, type_url: &str, what: &str, check: impl Fn(&str) -> bool) -> Result<()> {
+        eventually(Duration::from_secs(30), || async {
+            let dump = self.dump(type_url);
+            ensure!(check(&dump), "{what}: not yet; the proxy has {dump}");
+            Ok(())
+        })
+        .await
+    }
+}
+
+const ROUTES: &str = wire::types::ROUTE_CONFIG;
+const ENDPOINTS: &str = wire::types::ENDPOINTS;
+const CLUSTERS: &str = wire::types::CLUSTER;
+
+/// A Service without a selector and its hand-written EndpointSlice (as for
+/// a backend outside the cluster), at `address`.
+fn reviews(namespace: &str, address: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: reviews, namespace: {namespace}}}
+spec:
+  ports: [{{name: http, port: 9080, targetPort: 9080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: reviews-1
+  namespace: {namespace}
+  labels: {{kubernetes.io/service-name: reviews}}
+addressType: IPv4
+ports: [{{name: http, port: 9080, protocol: TCP}}]
+endpoints:
+- addresses: [{address}]
+  conditions: {{ready: true}}
+"#
+    )
+}
+
+fn virtual_service(namespace: &str, marker: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews-route, namespace: {namespace}}}
+spec:
+  hosts: [reviews]
+  http:
+  - headers:
+      request:
+        set: {{x-applied-by: {marker}}}
+    route:
+    - destination: {{host: reviews}}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applied_config_and_endpoint_slices_reach_a_proxy() -> Result<()> {
+    let Some(kube) = Kube::start("kubectl-config-reaches-proxy")? else {
+        return Ok(());
+    };
+    let ns = kube.namespace.clone();
+    kube.apply(&reviews(&ns, "10.1.0.1"))?;
+    let trellisd = Trellisd::start(&kube)?;
+    let proxy = Proxy::connect(&trellisd, "client-1", &ns);
+    proxy
+        .until(ENDPOINTS, "the slice's endpoint", |d| {
+            d.contains("10.1.0.1")
+        })
+        .await
+        .with_context(|| trellisd.log())?;
+
+    // Istio resources, at the newest and at an old served apiVersion.
+    kube.apply(&virtual_service(&ns, "kubectl"))?;
+    kube.apply(&format!(
+        r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {{name: reviews-subsets, namespace: {ns}}}
+spec:
+  host: reviews
+  subsets:
+  - name: version-one
+    labels: {{version: v1}}
+"#
+    ))?;
+    proxy
+        .until(ROUTES, "the VirtualService", |d| {
+            d.contains(&format!("VirtualService/{ns}/reviews-route")) && d.contains("kubectl")
+        })
+        .await?;
+    proxy
+        .until(CLUSTERS, "the v1alpha3 DestinationRule's subset", |d| {
+            d.contains("version-one")
+        })
+        .await?;
+
+    // The endpoint moves: the proxy is sent the new address, not the old.
+    kube.apply(&reviews(&ns, "10.1.0.2"))?;
+    proxy
+        .until(ENDPOINTS, "the moved endpoint", |d| {
+            d.contains("10.1.0.2") && !d.contains("10.1.0.1")
+        })
+        .await?;
+
+    // The endpoint names its pod, which lends it its identity, in the trust
+    // domain of the mesh config the `istio` ConfigMap holds.
+    eventually(Duration::from_secs(30), || async {
+        // The namespace's `default` service account, which pods need, is
+        // made by the controller manager soon after the namespace.
+        kube.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: reviews-v1-0, namespace: {ns}, labels: {{app: reviews}}}}
+spec:
+  containers: [{{name: app, image: reviews}}]
+"#
+        ))
+    })
+    .await?;
+    kube.apply(&format!(
+        r#"
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: reviews-1
+  namespace: {ns}
+  labels: {{kubernetes.io/service-name: reviews}}
+addressType: IPv4
+ports: [{{name: http, port: 9080, protocol: TCP}}]
+endpoints:
+- addresses: [10.1.0.3]
+  targetRef: {{kind: Pod, name: reviews-v1-0, namespace: {ns}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: istio, namespace: istio-system}}
+data:
+  mesh: |
+    trustDomain: kube.example
+"#
+    ))?;
+    proxy
+        .until(
+            ENDPOINTS,
+            "the pod's identity in the ConfigMap's trust domain",
+            |d| {
+                d.contains("10.1.0.3")
+                    && d.contains(&format!("spiffe://kube.example/ns/{ns}/sa/default"))
+            },
+        )
+        .await?;
+
+    // An object the API server stored but Trellis finds invalid (here a
+    // negative weight, which Istio's CRD schema does not bound) is left out
+    // and reported; a valid change applied with it still arrives.
+    kube.apply(&format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: broken, namespace: {ns}}}
+spec:
+  hosts: [ratings]
+  http:
+  - route:
+    - destination: {{host: ratings}}
+      weight: -5
+"#
+    ))?;
+    kube.apply(&virtual_service(&ns, "after-the-broken-one"))?;
+    proxy
+        .until(ROUTES, "the change applied after the invalid object", |d| {
+            d.contains("after-the-broken-one")
+        })
+        .await?;
+    ensure!(
+        !proxy
+            .dump(ROUTES)
+            .contains(&format!("VirtualService/{ns}/broken")),
+        "the invalid VirtualService was left out"
+    );
+    eventually(Duration::from_secs(10), || async {
+        let log = trellisd.log();
+        ensure!(
+            log.contains(&format!("VirtualService/{ns}/broken")) && log.contains("invalid"),
+            "the invalid object is reported by name: {log}"
+        );
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_api_server_changes_nothing_proxies_were_sent() -> Result<()> {
+    let Some(mut kube) = Kube::start("api-server-restart")? else {
+        return Ok(());
+    };
+    let ns = kube.namespace.clone();
+    kube.apply(&reviews(&ns, "10.2.0.1"))?;
+    kube.apply(&virtual_service(&ns, "before-the-restart"))?;
+    let trellisd = Trellisd::start(&kube)?;
+    let proxy = Proxy::connect(&trellisd, "client-1", &ns);
+    proxy
+        .until(ROUTES, "the VirtualService", |d| {
+            d.contains("before-the-restart")
+        })
+        .await
+        .with_context(|| trellisd.log())?;
+    proxy
+        .until(ENDPOINTS, "the endpoint", |d| d.contains("10.2.0.1"))
+        .await?;
+    let before = (proxy.versions(), proxy.dump(ROUTES), proxy.dump(ENDPOINTS));
+
+    kube.kill_apiserver()?;
+    // trellisd notices: its watches fail and are retried.
+    eventually(Duration::from_secs(30), || async {
+        let log = trellisd.log();
+        ensure!(log.contains("watch failed"), "no watch failure yet: {log}");
+        Ok(())
+    })
+    .await?;
+    // A proxy connecting now is served the last known state too.
+    let late = Proxy::connect(&trellisd, "client-2", &ns);
+    late.until(ROUTES, "the last known routes for a new proxy", |d| {
+        d.contains("before-the-restart")
+    })
+    .await?;
+    late.until(ENDPOINTS, "the last known endpoints for a new proxy", |d| {
+        d.contains("10.2.0.1")
+    })
+    .await?;
+    let during = (proxy.versions(), proxy.dump(ROUTES), proxy.dump(ENDPOINTS));
+    ensure!(
+        before == during,
+        "the proxy's config changed while the API server was down"
+    );
+
+    kube.start_apiserver()?;
+    // The restarted API server's watch cache begins after trellisd's last
+    // seen resourceVersion (starting wrote to etcd), so resumed watches are
+    // answered 410 Gone and relist: what was listed replaces what was known,
+    // kind by kind, and nothing the proxy has changes.
+    eventually(Duration::from_secs(60), || async {
+        let log = trellisd.log();
+        ensure!(
+            log.contains("too old resource version"),
+            "no relist after 410 Gone yet: {log}"
+        );
+        Ok(())
+    })
+    .await?;
+    let after_restart = (proxy.versions(), proxy.dump(ROUTES), proxy.dump(ENDPOINTS));
+    ensure!(
+        before == after_restart,
+        "the restart changed the proxy's config"
+    );
+    // The watches resumed: a change made now arrives.
+    kube.apply(&virtual_service(&ns, "after-the-restart"))?;
+    proxy
+        .until(ROUTES, "a change after the restart", |d| {
+            d.contains("after-the-restart")
+        })
+        .await
+        .with_context(|| trellisd.log())?;
+    proxy
+        .until(ENDPOINTS, "the endpoint, still", |d| d.contains("10.2.0.1"))
+        .await?;
+    Ok(())
+}
+
+/// Every seed file of a kind Istio has a CRD for applies unchanged to an
+/// API server with Istio's published CRDs, as on an Istio cluster
+/// (IstioOperator and ServiceMonitor are no CRDs a mesh installs: an
+/// operator's input and a Prometheus Operator kind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_apply_with_kubectl_against_istios_crds() -> Result<()> {
+    let seeds = e2e::repo_root().join("../shared/seeds/yaml");
+    let Ok(entries) = std::fs::read_dir(&seeds) else {
+        eprintln!("SKIPPED: no seeds at {}", seeds.display());
+        return Ok(());
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.ends_with(".yaml")
+                && !name.contains("-IstioOperator-")
+                && !name.contains("-ServiceMonitor-")
+        })
+        .collect();
+    files.sort();
+    ensure!(files.len() >= 15, "the seeds are there: {files:?}");
+    let Some(kube) = Kube::start("seeds-apply")? else {
+        return Ok(());
+    };
+    // The namespaces the seeds name, as a user creates them first.
+    let mut namespaces = std::collections::BTreeSet::new();
+    for file in &files {
+        for line in std::fs::read_to_string(file)?.lines() {
+            if let Some(ns) = line.trim().strip_prefix("namespace:") {
+                namespaces.insert(ns.trim().trim_matches('"').to_string());
+            }
+        }
+    }
+    let existing = kube.kubectl_ok(&["get", "namespaces", "-o", "name"])?;
+    for ns in namespaces {
+        if !existing.contains(&format!("namespace/{ns}\n")) {
+            kube.kubectl_ok(&["create", "namespace", &ns])?;
+        }
+    }
+    for file in &files {
+        let out = kube.kubectl(&["apply", "-f", &file.display().to_string()]);
+        ensure!(
+            out.status.success(),
+            "kubectl apply -f {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

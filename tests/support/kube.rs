@@ -1,0 +1,375 @@
+//! A real Kubernetes control plane for a test: etcd, kube-apiserver and
+//! kube-controller-manager as built by `scripts/kube-tools.sh`, on a
+//! loopback block of the test's own (so nothing collides with other tests),
+//! with a CA, serving certificate and service-account signing key made for
+//! this run, an admin token, RBAC authorization, and Istio's published CRDs
+//! installed. Each test gets its own namespace and an admin kubeconfig whose
+//! context defaults to it. Everything is stopped when the value is dropped.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use nix::fcntl::Flock;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+use crate::{repo_root, reserve_block};
+
+pub struct Kube {
+    /// The loopback block 127.N.0.0/16 this test owns; the API server
+    /// listens on 127.N.0.1, and the test may use other ports of it.
+    pub block: u8,
+    /// The test's namespace, the kubeconfig's default.
+    pub namespace: String,
+    /// An admin kubeconfig (token in group system:masters).
+    pub kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+    tools: PathBuf,
+    etcd: Child,
+    apiserver: Option<Child>,
+    controller_manager: Child,
+    _lock: Flock<File>,
+}
+
+const ADMIN_TOKEN: &str = "trellis-test-admin-token";
+const APISERVER_PORT: u16 = 6443;
+
+/// The tools' directory, if `scripts/kube-tools.sh` has built them.
+fn tools() -> Result<Option<PathBuf>> {
+    let out = Command::new(repo_root().join("scripts/kube-tools.sh"))
+        .arg("--where")
+        .output()
+        .context("scripts/kube-tools.sh --where")?;
+    ensure!(out.status.success(), "scripts/kube-tools.sh --where failed");
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let complete = [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kubectl",
+        "istio-crds.yaml",
+    ]
+    .iter()
+    .all(|f| dir.join(f).is_file());
+    Ok(complete.then_some(dir))
+}
+
+impl Kube {
+    /// Starts a control plane for the test `test` (its namespace is named
+    /// after it). `Ok(None)` when the tools are not built, outside CI only:
+    /// scripts/test.sh builds them, so in CI their absence is a failure.
+    pub fn start(test: &str) -> Result<Option<Kube>> {
+        let Some(tools) = tools()? else {
+            if std::env::var_os("CI").is_some() {
+                bail!("the Kubernetes tools are not built: run scripts/kube-tools.sh");
+            }
+            eprintln!(
+                "SKIPPED {test}: the Kubernetes tools are not built (run scripts/kube-tools.sh, as scripts/test.sh does)"
+            );
+            return Ok(None);
+        };
+        let (block, lock) = reserve_block()?;
+        let dir = tempfile::Builder::new().prefix("trellis-kube-").tempdir()?;
+        let ip = format!("127.{block}.0.1");
+        pki(dir.path(), &ip)?;
+        std::fs::write(
+            dir.path().join("tokens.csv"),
+            format!("{ADMIN_TOKEN},admin,admin,system:masters\n"),
+        )?;
+        let namespace = test.replace('_', "-");
+        let kubeconfig = dir.path().join("kubeconfig");
+        write_kubeconfig(&kubeconfig, dir.path(), &ip, &namespace)?;
+
+        let logs = dir.path().to_path_buf();
+        // A process's stdout and stderr, both to `<name>.log`.
+        let log = move |name: &str| -> Result<(Stdio, Stdio)> {
+            let file = File::create(logs.join(format!("{name}.log")))?;
+            Ok((Stdio::from(file.try_clone()?), Stdio::from(file)))
+        };
+        let (out, err) = log("etcd")?;
+        let etcd = Command::new(tools.join("etcd"))
+            .args(["--name", "test", "--data-dir"])
+            .arg(dir.path().join("etcd"))
+            .args([
+                &format!("--listen-client-urls=http://{ip}:2379"),
+                &format!("--advertise-client-urls=http://{ip}:2379"),
+                &format!("--listen-peer-urls=http://{ip}:2380"),
+                &format!("--initial-advertise-peer-urls=http://{ip}:2380"),
+                &format!("--initial-cluster=test=http://{ip}:2380"),
+                // A test cluster's data need not survive a power cut.
+                "--unsafe-no-fsync",
+            ])
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .context("starting etcd")?;
+        // Dropped on an early return: stops what was started so far.
+        let mut kube = Kube {
+            block,
+            namespace,
+            kubeconfig,
+            tools,
+            etcd,
+            apiserver: None,
+            // Replaced below once the API server is up.
+            controller_manager: Command::new("true").spawn()?,
+            dir,
+            _lock: lock,
+        };
+        wait_for_port(&format!("{ip}:2379"), Duration::from_secs(30)).context("etcd")?;
+        kube.start_apiserver()?;
+        let (out, err) = log("kube-controller-manager")?;
+        kube.controller_manager = Command::new(kube.tools.join("kube-controller-manager"))
+            .arg(format!("--kubeconfig={}", kube.kubeconfig.display()))
+            .arg(format!("--bind-address={ip}"))
+            .arg("--secure-port=10257")
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                kube.file("sa.key").display()
+            ))
+            .arg(format!("--root-ca-file={}", kube.file("ca.crt").display()))
+            .args([
+                "--leader-elect=false",
+                "--use-service-account-credentials=false",
+            ])
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .context("starting kube-controller-manager")?;
+        // Istio's CRDs, as published in istio.io/api (created, not applied:
+        // their schemas are too large for kubectl's last-applied annotation).
+        let crds = kube.tools.join("istio-crds.yaml");
+        kube.kubectl_ok(&["create", "-f", &crds.display().to_string()])?;
+        kube.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ])?;
+        kube.kubectl_ok(&["create", "namespace", &kube.namespace.clone()])?;
+        kube.kubectl_ok(&["create", "namespace", "istio-system"])?;
+        Ok(Some(kube))
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The API server's log, for messages on failure.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.file(&format!("{name}.log"))
+    }
+
+    /// (Re)starts the API server on the same address and storage, and waits
+    /// until it is ready.
+    pub fn start_apiserver(&mut self) -> Result<()> {
+        ensure!(self.apiserver.is_none(), "the API server is running");
+        let ip = format!("127.{}.0.1", self.block);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log("kube-apiserver"))?;
+        let f = |name: &str| self.file(name).display().to_string();
+        let child = Command::new(self.tools.join("kube-apiserver"))
+            .arg(format!("--etcd-servers=http://{ip}:2379"))
+            .arg(format!("--bind-address={ip}"))
+            .arg(format!("--advertise-address={ip}"))
+            .arg(format!("--secure-port={APISERVER_PORT}"))
+            .arg(format!("--tls-cert-file={}", f("apiserver.crt")))
+            .arg(format!("--tls-private-key-file={}", f("apiserver.key")))
+            .arg(format!("--client-ca-file={}", f("ca.crt")))
+            .arg(format!("--token-auth-file={}", f("tokens.csv")))
+            .arg("--authorization-mode=RBAC")
+            .arg(format!("--service-account-key-file={}", f("sa.pub")))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                f("sa.key")
+            ))
+            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg("--api-audiences=https://kubernetes.default.svc.cluster.local,istio-ca")
+            .arg("--service-cluster-ip-range=10.96.0.0/16")
+            .arg("--allow-privileged=true")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting kube-apiserver")?;
+        self.apiserver = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out = self.kubectl(&["get", "--raw", "/readyz"]);
+            if out.status.success() {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .apiserver
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "kube-apiserver exited ({status}); see {}",
+                    self.log("kube-apiserver").display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "kube-apiserver not ready after 90 s: {}; see {}",
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    self.log("kube-apiserver").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Stops the API server (SIGKILL: as a crash), leaving etcd running.
+    pub fn kill_apiserver(&mut self) -> Result<()> {
+        let mut child = self
+            .apiserver
+            .take()
+            .context("the API server is not running")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(self.tools.join("kubectl"))
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .arg("--request-timeout=20s")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running kubectl: {e}"))
+    }
+
+    /// kubectl's stdout, or an error with its stderr.
+    pub fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.kubectl(args);
+        ensure!(
+            out.status.success(),
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `kubectl apply -f -` of `yaml`, in the test's namespace unless the
+    /// documents name another.
+    pub fn apply(&self, yaml: &str) -> Result<String> {
+        let mut child = Command::new(self.tools.join("kubectl"))
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .context("kubectl's stdin")?
+            .write_all(yaml.as_bytes())?;
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Kube {
+    fn drop(&mut self) {
+        let mut children = vec![&mut self.controller_manager, &mut self.etcd];
+        children.extend(self.apiserver.as_mut());
+        for child in children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for_port(addr: &str, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on {addr} after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The cluster's CA, the API server's serving certificate for `ip`, and the
+/// service-account token signing key (ECDSA P-256, which Kubernetes accepts).
+fn pki(dir: &Path, ip: &str) -> Result<()> {
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "trellis-test-kubernetes-ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    std::fs::write(dir.join("ca.crt"), ca.self_signed(&ca_key)?.pem())?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut serving = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "kubernetes".to_string(),
+        "kubernetes.default.svc".to_string(),
+    ])?;
+    serving
+        .subject_alt_names
+        .push(SanType::IpAddress(ip.parse()?));
+    serving
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    std::fs::write(
+        dir.join("apiserver.crt"),
+        serving.signed_by(&key, &issuer)?.pem(),
+    )?;
+    std::fs::write(dir.join("apiserver.key"), key.serialize_pem())?;
+
+    let sa = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    std::fs::write(dir.join("sa.key"), sa.serialize_pem())?;
+    // The API server reads verification keys only in public-key form.
+    std::fs::write(dir.join("sa.pub"), sa.public_key_pem())?;
+    Ok(())
+}
+
+fn write_kubeconfig(path: &Path, dir: &Path, ip: &str, namespace: &str) -> Result<()> {
+    let ca = dir.join("ca.crt");
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster:
+    server: https://{ip}:{APISERVER_PORT}
+    certificate-authority: {ca}
+users:
+- name: admin
+  user:
+    token: {ADMIN_TOKEN}
+contexts:
+- name: test
+  context: {{cluster: test, user: admin, namespace: {namespace}}}
+current-context: test
+",
+            ca = ca.display()
+        ),
+    )?;
+    Ok(())
+}
