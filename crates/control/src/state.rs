@@ -185,12 +185,26 @@ impl ControlPlane {
         if affected.is_nothing() {
             return 0;
         }
-        let proxies = lock(&self.proxies);
+        let mut proxies = lock(&self.proxies);
         let mut pushed = 0;
+        let verified = self.authenticator.get().is_some();
         // Disconnected proxies get their config when they reconnect.
-        for p in proxies.values().filter(|p| p.config.receiver_count() > 0) {
+        for p in proxies
+            .values_mut()
+            .filter(|p| p.config.receiver_count() > 0)
+        {
             if !affected.proxy(&compiler, &p.node) {
                 continue;
+            }
+            if verified {
+                // Its pod may have changed (labels, address): read it again.
+                match crate::proxy_node::verified(compiler.mesh(), &p.node, &p.node.service_account)
+                {
+                    Ok((node, _)) => p.node = node,
+                    Err(e) => {
+                        tracing::warn!(proxy = %p.node.id, reason = %e, "the proxy's pod no longer matches it; it is served as it was")
+                    }
+                }
             }
             let snapshot = compiler.snapshot(&p.node);
             let sent = p.config.send_if_modified(|old| {
