@@ -2,6 +2,9 @@
 //! labels come from the registry when it connects, and again when its pod
 //! changes, whatever its node said.
 
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

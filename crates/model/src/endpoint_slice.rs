@@ -109,6 +109,7 @@ fn workload(
         has_sidecar: meta
             .and_then(|m| m.annotations.as_ref())
             .is_some_and(|a| a.contains_key("sidecar.istio.io/status")),
+        gateway: crate::registry::has_gateway_template(meta.and_then(|m| m.annotations.as_ref())),
         // Istio's locality is the node's region/zone/subzone, which a
         // slice does not carry.
         locality: String::new(),

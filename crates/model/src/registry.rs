@@ -259,11 +259,7 @@ impl Registry {
                 .annotations
                 .as_ref()
                 .is_some_and(|a| a.contains_key("sidecar.istio.io/status")),
-            gateway: meta
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(GATEWAY_TEMPLATE_ANNOTATION))
-                .is_some_and(|t| t.split(',').any(|t| t.trim() == "gateway")),
+            gateway: has_gateway_template(meta.annotations.as_ref()),
             locality: String::new(),
             weight: 0,
         });
@@ -372,3 +368,12 @@ pub const GATEWAY_TEMPLATE_ANNOTATION: &str = "inject.istio.io/templates";
 
 /// The annotation `trellis up` puts on the pods it plans, naming their Deployment.
 pub const WORKLOAD_ANNOTATION: &str = "trellis.io/workload";
+
+/// Whether a pod's annotations name Istio's gateway injection template.
+pub(crate) fn has_gateway_template(
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+) -> bool {
+    annotations
+        .and_then(|a| a.get(GATEWAY_TEMPLATE_ANNOTATION))
+        .is_some_and(|t| t.split(',').any(|t| t.trim() == "gateway"))
+}
