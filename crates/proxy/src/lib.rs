@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod capture;
 pub mod config;
 mod error;
 pub mod http;

@@ -14,7 +14,11 @@ enum Kind {
 }
 
 #[derive(Parser)]
-#[command(version, about = "Trellis proxy: the mesh's sidecar and gateway")]
+#[command(
+    version,
+    about = "Trellis proxy: the mesh's sidecar and gateway",
+    after_help = "`trellis-proxy iptables --help`: the rules that capture a pod's traffic"
+)]
 struct Args {
     #[arg(long, value_enum, default_value = "sidecar")]
     kind: Kind,
@@ -97,6 +101,11 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     cli::logging::init("info");
+    // `trellis-proxy iptables ...`: the capture rules, not a proxy (see cli::iptables).
+    if std::env::args().nth(1).as_deref() == Some("iptables") {
+        let args = cli::iptables::Args::parse_from(std::env::args().skip(1));
+        return cli::iptables::run(args);
+    }
     let args = Args::parse();
     anyhow::ensure!(
         args.xds.is_some() || args.static_config.is_some(),
