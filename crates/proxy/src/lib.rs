@@ -10,12 +10,15 @@
 pub mod admin;
 pub mod capture;
 pub mod config;
+pub mod dns;
 mod error;
 pub mod http;
 pub mod lb;
 pub mod listeners;
 pub mod policy;
 pub mod snapshot;
+pub mod sniff;
+mod sys;
 mod tcp;
 pub mod telemetry;
 pub mod tls;
@@ -62,6 +65,11 @@ pub struct Config {
     /// The workload certificate, key and mesh roots from files instead of a
     /// CA (exclusive with `identity`).
     pub static_certs: Option<tls::static_files::CertFiles>,
+    /// Serve traffic captured by `trellis-proxy iptables` (15001, 15006);
+    /// inbound ports are then not bound (the application has them).
+    pub capture: Option<capture::CapturePorts>,
+    /// Answer DNS on this address (15053), as Istio's ISTIO_META_DNS_CAPTURE.
+    pub dns: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -78,6 +86,8 @@ impl Default for Config {
             access_log: true,
             identity: None,
             static_certs: None,
+            capture: None,
+            dns: None,
         }
     }
 }
@@ -188,6 +198,15 @@ pub async fn run(
         ));
     }
 
+    if let Some(addr) = config.dns {
+        let bound = data_plane.spawn(dns::bind(
+            addr,
+            store.clone(),
+            config.node.namespace.clone(),
+        ));
+        let server = bound.await.map_err(|_| Error::ThreadDied("data plane"))??;
+        data_plane.spawn(server);
+    }
     let shared = Arc::new(http::Shared {
         store,
         telemetry,
@@ -198,6 +217,7 @@ pub async fn run(
     let serving = data_plane.spawn(listeners::run(
         shared,
         config.outbound_addr,
+        config.capture,
         status.clone(),
         drain_rx,
         config.drain_timeout,

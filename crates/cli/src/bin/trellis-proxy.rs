@@ -52,6 +52,13 @@ struct Args {
     /// The explicit HTTP proxy the application's outbound calls go through.
     #[arg(long)]
     outbound: Option<SocketAddr>,
+    /// Serve traffic captured by `trellis-proxy iptables` (outbound 15001,
+    /// inbound 15006); inbound ports are then left to the application.
+    #[arg(long)]
+    capture: bool,
+    /// Answer the pod's DNS on 127.0.0.1:15053 (Istio's ISTIO_META_DNS_CAPTURE).
+    #[arg(long, env = "ISTIO_META_DNS_CAPTURE")]
+    dns_capture: bool,
     /// Data-plane worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -85,6 +92,9 @@ struct Args {
     #[arg(long, requires = "cert_chain")]
     roots: Option<PathBuf>,
 }
+
+/// Where captured DNS goes (`trellis-proxy iptables --dns-port`).
+const DNS_CAPTURE_PORT: u16 = 15053;
 
 /// The bootstrap token proving this workload's identity to the CA. Read from
 /// the environment only: a command-line flag would show it to every `ps`.
@@ -183,6 +193,10 @@ async fn main() -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.drain_seconds),
         workers: args.workers,
         access_log: !args.no_access_log,
+        capture: args.capture.then(proxy::capture::CapturePorts::default),
+        dns: args
+            .dns_capture
+            .then(|| SocketAddr::from(([127, 0, 0, 1], DNS_CAPTURE_PORT))),
     };
     proxy::run(config, shutdown()).await?;
     Ok(())

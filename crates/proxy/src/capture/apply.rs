@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use super::Family;
+use super::iptables::Family;
 
 /// The kernel interface the host's iptables uses. Both can be installed;
 /// rules written through the other one would be invisible to (or fight
