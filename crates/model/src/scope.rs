@@ -46,21 +46,24 @@ impl Scope {
             None => mesh_registry_only,
         };
         let sidecar_ns = sidecar.metadata.namespace.as_deref().unwrap_or("default");
-        let egress = sidecar
-            .spec
-            .egress
-            .iter()
-            .flat_map(|e| &e.hosts)
-            .filter_map(|h| {
-                let (n, host) = h.split_once('/')?;
-                let n = if n == "." { sidecar_ns } else { n };
-                Some((n.to_string(), host.to_string()))
-            })
-            .collect();
+        // No egress section: Istio's default, every host (only the traffic policy applies).
+        let egress = (!sidecar.spec.egress.is_empty()).then(|| {
+            sidecar
+                .spec
+                .egress
+                .iter()
+                .flat_map(|e| &e.hosts)
+                .filter_map(|h| {
+                    let (n, host) = h.split_once('/')?;
+                    let n = if n == "." { sidecar_ns } else { n };
+                    Some((n.to_string(), host.to_string()))
+                })
+                .collect()
+        });
         Scope {
             key: format!("{ns}|{sidecar_ns}/{}", sidecar.metadata.name),
             namespace: ns,
-            egress: Some(egress),
+            egress,
             registry_only,
         }
     }

@@ -3,17 +3,17 @@
 //! DNS and Istio's DNS proxy answer them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
-/// Istio's ranges for auto-allocated VIPs (ServiceEntries without
-/// addresses): class E for IPv4, a documentation prefix for IPv6.
+/// Istio's range for auto-allocated VIPs (ServiceEntries without
+/// addresses): class E, never routed anywhere. IPv4 only, as Istio
+/// allocates unless the mesh is dual-stack: an IPv6 answer would send
+/// clients to an address their pod has no route for.
 const AUTO_V4: [u8; 2] = [240, 240];
-const AUTO_V6_PREFIX: [u16; 4] = [0x2001, 0x2, 0, 0xf0f0];
 
-/// A VIP pair for each host that has no address: the n-th such host (in
-/// name order, so that the same hosts always get the same addresses) gets
-/// 240.240.x.y and 2001:2:0:f0f0::n. Wildcard hosts get none: they are no
-/// single name.
+/// A VIP for each host that has no address: the n-th such host (in name
+/// order, so that the same hosts always get the same addresses) gets
+/// 240.240.x.y. Wildcard hosts get none: they are no single name.
 pub fn allocate(hosts: &BTreeMap<String, Vec<IpAddr>>) -> BTreeMap<String, Vec<IpAddr>> {
     hosts
         .iter()
@@ -23,9 +23,7 @@ pub fn allocate(hosts: &BTreeMap<String, Vec<IpAddr>>) -> BTreeMap<String, Vec<I
             let n = u16::try_from(i + 1).ok()?;
             let [hi, lo] = n.to_be_bytes();
             let v4 = Ipv4Addr::new(AUTO_V4[0], AUTO_V4[1], hi, lo);
-            let [a, b, c, d] = AUTO_V6_PREFIX;
-            let v6 = Ipv6Addr::new(a, b, c, d, 0, 0, 0, n);
-            Some((host.clone(), vec![IpAddr::V4(v4), IpAddr::V6(v6)]))
+            Some((host.clone(), vec![IpAddr::V4(v4)]))
         })
         .collect()
 }
@@ -102,7 +100,7 @@ mod tests {
         let allocated = allocate(&hosts);
         assert_eq!(
             allocated.get("db.example.com"),
-            Some(&vec![ip("240.240.0.1"), ip("2001:2:0:f0f0::1")])
+            Some(&vec![ip("240.240.0.1")])
         );
         assert_eq!(allocated.len(), 1, "wildcards get no address");
         hosts.extend(allocated);
