@@ -84,14 +84,17 @@ pub async fn bind(
     })
 }
 
+/// A name table and the snapshot's host list it was built from.
+type BuiltTable = (
+    Arc<std::collections::BTreeMap<String, Vec<IpAddr>>>,
+    NameTable,
+);
+
 struct Handler {
     store: Arc<ConfigStore>,
     namespace: String,
     /// The table of the hosts it was built from (rebuilt when they change).
-    table: ArcSwapOption<(
-        Arc<std::collections::BTreeMap<String, Vec<IpAddr>>>,
-        NameTable,
-    )>,
+    table: ArcSwapOption<BuiltTable>,
     upstream: TokioResolver,
 }
 
