@@ -586,6 +586,21 @@ fn capture_in_network_namespaces() -> Result<()> {
         "the refusal is logged: {}",
         lab.log("proxy-a.log")
     );
+    let stats = check(&mut lab.exec(
+        "a",
+        &["curl", "-s", "http://127.0.0.1:15000/stats/prometheus"],
+    ))?;
+    ensure!(
+        e2e::counter_sum(
+            &stats,
+            "istio_requests_total",
+            &[
+                ("destination_service_name", "BlackHoleCluster"),
+                ("response_code", "502")
+            ]
+        ) >= 1.0,
+        "the refusal is counted as BlackHoleCluster: {stats}"
+    );
     // Raw TCP to it is closed; the mesh service still works.
     let reply = lab.raw_tcp("a", "10.77.0.4", 7070, "hello\\r\\n\\r\\n")?;
     ensure!(

@@ -385,6 +385,10 @@ fn blackhole(
 ) -> Response<RespBody> {
     tracing::info!(%authority, original_dst = ?original_dst, "destination not in the mesh registry: refused (outboundTrafficPolicy REGISTRY_ONLY, BlackHoleCluster)");
     record.upstream_cluster = Some(Arc::from(crate::capture::BLACKHOLE_CLUSTER));
+    // Istio's labels: destination_service(_name)="BlackHoleCluster".
+    record.service = Some(Arc::new(ServiceMeta::from_host(
+        crate::capture::BLACKHOLE_CLUSTER,
+    )));
     record.flags.set(Flags::NR);
     local_reply(StatusCode::BAD_GATEWAY, "")
 }
