@@ -77,6 +77,23 @@ pub async fn bind(
     server.register_socket(udp);
     server.register_listener(tcp, TCP_TIMEOUT);
     tracing::info!(address = %addr, "DNS proxy listening (udp, tcp)");
+    // Capture sends IPv6 queries to the IPv6 loopback: answer there too
+    // where the kernel has IPv6 (best effort: IPv4 is what must work).
+    if addr.ip() == IpAddr::from([127, 0, 0, 1])
+        && std::path::Path::new("/proc/net/if_inet6").exists()
+    {
+        let v6 = SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), addr.port());
+        match (UdpSocket::bind(v6).await, TcpListener::bind(v6).await) {
+            (Ok(udp), Ok(tcp)) => {
+                server.register_socket(udp);
+                server.register_listener(tcp, TCP_TIMEOUT);
+                tracing::info!(address = %v6, "DNS proxy listening (udp, tcp)");
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(address = %v6, error = %e, "DNS proxy: no IPv6 listener; IPv6 queries are not answered");
+            }
+        }
+    }
     Ok(async move {
         if let Err(e) = server.block_until_done().await {
             tracing::warn!(error = %e, "DNS proxy stopped");
