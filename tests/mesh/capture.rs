@@ -489,7 +489,30 @@ fn capture_in_network_namespaces() -> Result<()> {
         reply.contains("spiffe://cluster.local/ns/default/sa/a"),
         "b's app is told the caller's identity (X-Forwarded-Client-Cert): {reply}"
     );
-    let _ = lab.curl("a", "http://b.default.svc.cluster.local:8080/fqdn")?;
+    let (_, body) = lab.curl("a", "http://b.default.svc.cluster.local:8080/fqdn")?;
+    ensure!(
+        body.ends_with("\n200"),
+        "the FQDN resolves and routes: {body}"
+    );
+    // Routed by the port the connection was sent to, not the Host header's.
+    let out = check(&mut lab.exec(
+        "a",
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-H",
+            "Host: b",
+            "-w",
+            "\n%{http_code}",
+            "http://b:8080/hostnoport",
+        ],
+    ))?;
+    ensure!(
+        out.ends_with("\n200") && out.contains("/hostnoport"),
+        "Host without port: {out}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(capture.id() as i32),

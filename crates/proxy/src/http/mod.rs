@@ -322,6 +322,9 @@ async fn routed(
         },
         _ => DEFAULT_PORT,
     };
+    // A captured request is routed by the port it was sent to (Envoy's
+    // listener port), whatever its Host header says.
+    let port = conn.original_dst.map_or(port, |dst| dst.port());
     let Some(snapshot) = shared.store.current() else {
         // Listeners open only after the first config, so this is brief if ever.
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no config yet");
