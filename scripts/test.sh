@@ -24,6 +24,15 @@ if ! command -v nginx >/dev/null 2>&1 || ! command -v h2load >/dev/null 2>&1 \
   apt-get update -qq && apt-get install -y -qq nginx-light libnginx-mod-http-echo nghttp2-client >/dev/null
 fi
 
+# Transparent capture runs pods in network namespaces with iptables rules
+# (tests/mesh/capture.rs): iproute2, iptables, and setpriv to run the proxy
+# as its own user.
+if ! command -v iptables-restore >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 \
+   || ! command -v setpriv >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq iptables iproute2 util-linux >/dev/null
+fi
+
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

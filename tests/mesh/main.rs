@@ -6,6 +6,7 @@ mod authz;
 mod bench_smoke;
 mod bookinfo;
 mod browser;
+mod capture;
 mod control_plane;
 mod gateway_tls;
 mod interop;

@@ -46,6 +46,20 @@ fn per_proxy(mesh: &Mesh, node: &pb::Node, scope: &Scope, config: &mut ProxyConf
         if let Some(w) = mesh.registry.workload(&node.pod_name, &node.namespace) {
             config.listeners = inbound_listeners(mesh, w);
         }
+        config.listeners.push(virtual_outbound(scope));
+    }
+}
+
+/// What capture sends a sidecar's outbound connections to (Istio's
+/// "virtualOutbound" on 15001), with the outbound traffic policy.
+fn virtual_outbound(scope: &Scope) -> pb::Listener {
+    pb::Listener {
+        name: "virtualOutbound".into(),
+        address: "0.0.0.0".into(),
+        port: 15001,
+        direction: pb::Direction::Outbound as i32,
+        registry_only: scope.registry_only,
+        ..Default::default()
     }
 }
 
@@ -125,8 +139,11 @@ impl Compiler {
                 wire::types::ROUTE_CONFIG.to_string(),
                 Arc::new(type_snapshot(route_resources(own.routes))),
             );
-        } else if let Some(w) = self.mesh.registry.workload(&node.pod_name, &node.namespace) {
-            own.listeners = inbound_listeners(&self.mesh, w);
+        } else {
+            if let Some(w) = self.mesh.registry.workload(&node.pod_name, &node.namespace) {
+                own.listeners = inbound_listeners(&self.mesh, w);
+            }
+            own.listeners.push(virtual_outbound(&scope));
         }
         types.insert(wire::types::CLUSTER.to_string(), shared.clusters);
         types.insert(wire::types::ENDPOINTS.to_string(), shared.endpoints);
@@ -178,6 +195,14 @@ pub(crate) fn service_clusters(
                 subset: subset.to_string(),
                 protocol: port.protocol as i32,
                 tls: mtls::upstream_tls(mesh, top_policy, policy, port.port),
+                // Single addresses only: a ServiceEntry's CIDRs are no VIP.
+                addresses: svc
+                    .cluster_ip
+                    .iter()
+                    .chain(&svc.addresses)
+                    .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+                    .cloned()
+                    .collect(),
                 ..fields
             });
             let endpoints = mesh

@@ -16,6 +16,8 @@ pub struct Scope {
     egress: Option<Vec<(String, String)>>,
     /// Identifies proxies that see the same outbound config, for caching.
     pub key: String,
+    /// outboundTrafficPolicy REGISTRY_ONLY: the Sidecar's, else the mesh's.
+    pub registry_only: bool,
 }
 
 impl Scope {
@@ -24,29 +26,45 @@ impl Scope {
         let sidecar = (node.kind() == ProxyKind::Sidecar)
             .then(|| applicable_sidecar(mesh, node))
             .flatten();
+        let mesh_registry_only = mesh.config.outbound_traffic_policy.mode == "REGISTRY_ONLY";
         let Some(sidecar) = sidecar else {
             return Scope {
                 key: format!("{ns}|"),
                 namespace: ns,
                 egress: None,
+                registry_only: mesh_registry_only,
             };
         };
-        let sidecar_ns = sidecar.metadata.namespace.as_deref().unwrap_or("default");
-        let egress = sidecar
+        let registry_only = match sidecar
             .spec
-            .egress
-            .iter()
-            .flat_map(|e| &e.hosts)
-            .filter_map(|h| {
-                let (n, host) = h.split_once('/')?;
-                let n = if n == "." { sidecar_ns } else { n };
-                Some((n.to_string(), host.to_string()))
-            })
-            .collect();
+            .outbound_traffic_policy
+            .as_ref()
+            .and_then(|p| p.mode)
+        {
+            Some(api::networking::OutboundTrafficPolicyMode::RegistryOnly) => true,
+            Some(_) => false,
+            None => mesh_registry_only,
+        };
+        let sidecar_ns = sidecar.metadata.namespace.as_deref().unwrap_or("default");
+        // No egress section: Istio's default, every host (only the traffic policy applies).
+        let egress = (!sidecar.spec.egress.is_empty()).then(|| {
+            sidecar
+                .spec
+                .egress
+                .iter()
+                .flat_map(|e| &e.hosts)
+                .filter_map(|h| {
+                    let (n, host) = h.split_once('/')?;
+                    let n = if n == "." { sidecar_ns } else { n };
+                    Some((n.to_string(), host.to_string()))
+                })
+                .collect()
+        });
         Scope {
             key: format!("{ns}|{sidecar_ns}/{}", sidecar.metadata.name),
             namespace: ns,
-            egress: Some(egress),
+            egress,
+            registry_only,
         }
     }
 

@@ -195,3 +195,64 @@ fn the_compiler_shares_scope_config_and_matches_compile() {
     let again = Compiler::new(m.clone()).snapshot(&sidecar("default", "reviews-v1-abc"));
     assert!(a.same_versions(&again));
 }
+
+/// The policy for destinations the mesh does not know travels on the
+/// sidecar's "virtualOutbound" listener: the mesh's, unless the workload's
+/// Sidecar says otherwise (and a Sidecar without egress still sees every host).
+#[test]
+fn outbound_traffic_policy_reaches_the_virtual_outbound_listener() {
+    let registry_only = |m: &Mesh, ns: &str| {
+        let config = compile(m, &sidecar(ns, "x"));
+        let l = config
+            .listeners
+            .iter()
+            .find(|l| l.name == "virtualOutbound")
+            .expect("virtualOutbound");
+        assert_eq!(
+            (l.port, l.direction),
+            (15001, pb::Direction::Outbound as i32)
+        );
+        l.registry_only
+    };
+    assert!(
+        !registry_only(&mesh(""), "default"),
+        "ALLOW_ANY is Istio's default"
+    );
+    let m = mesh(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\nspec:\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
+    );
+    assert!(registry_only(&m, "default"));
+    assert!(
+        !registry_only(&m, "other"),
+        "another namespace's Sidecar does not apply"
+    );
+    let names = cluster_names(&compile(&m, &sidecar("default", "x")))
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    assert!(
+        names
+            .iter()
+            .any(|c| c.ends_with("|reviews.default.svc.cluster.local")),
+        "{names:?}"
+    );
+    let mut config = MeshConfig::default();
+    config.outbound_traffic_policy.mode = "REGISTRY_ONLY".into();
+    let resources = api::parse("mesh.yaml", MESH).expect("fixture parses");
+    assert!(registry_only(&Mesh::build(&resources, config), "default"));
+}
+
+/// A ServiceEntry's single addresses are the cluster's VIPs (CIDRs are not).
+#[test]
+fn service_entry_addresses_become_cluster_vips() {
+    let m = mesh(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db, namespace: default}\nspec:\n  hosts: [db.example.com]\n  addresses: [192.0.2.7, 198.51.100.0/24]\n  ports: [{number: 5432, name: tcp, protocol: TCP}]\n  resolution: STATIC\n  endpoints: [{address: 192.0.2.70}]\n",
+    );
+    let config = compile(&m, &sidecar("default", "x"));
+    let db = config
+        .clusters
+        .iter()
+        .find(|c| c.service == "db.example.com")
+        .expect("db cluster");
+    assert_eq!(db.addresses, ["192.0.2.7"]);
+}

@@ -41,6 +41,8 @@ pub enum Error {
     Identity(#[from] crate::tls::workload::IdentityError),
     #[error("workload certificate files: {0}")]
     StaticCerts(#[from] crate::tls::static_files::StaticCertError),
+    #[error("{0}")]
+    Dns(#[from] crate::dns::DnsError),
     #[error("both a CA (identity) and certificate files (static_certs) are set: choose one")]
     TwoIdentitySources,
 }

@@ -8,13 +8,17 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod capture;
 pub mod config;
+pub mod dns;
 mod error;
 pub mod http;
 pub mod lb;
 pub mod listeners;
 pub mod policy;
 pub mod snapshot;
+pub mod sniff;
+mod sys;
 mod tcp;
 pub mod telemetry;
 pub mod tls;
@@ -70,6 +74,11 @@ pub struct Config {
     /// the OS (the binary knows its allocator; see
     /// [`ConfigStore::with_memory_release`]). `None`: nothing is called.
     pub release_freed_memory: Option<fn()>,
+    /// Serve traffic captured by `trellis-proxy iptables` (15001, 15006);
+    /// inbound ports are then not bound (the application has them).
+    pub capture: Option<capture::CapturePorts>,
+    /// Answer DNS on this address (15053), as Istio's ISTIO_META_DNS_CAPTURE.
+    pub dns: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -89,6 +98,8 @@ impl Default for Config {
             identity: None,
             static_certs: None,
             release_freed_memory: None,
+            capture: None,
+            dns: None,
         }
     }
 }
@@ -217,6 +228,15 @@ pub async fn run(
         ));
     }
 
+    if let Some(addr) = config.dns {
+        let bound = data_plane.spawn(dns::bind(
+            addr,
+            store.clone(),
+            config.node.namespace.clone(),
+        ));
+        let server = bound.await.map_err(|_| Error::ThreadDied("data plane"))??;
+        data_plane.spawn(server);
+    }
     let shared = Arc::new(http::Shared {
         store,
         telemetry,
@@ -227,6 +247,7 @@ pub async fn run(
     let serving = data_plane.spawn(listeners::run(
         shared,
         config.outbound_addr,
+        config.capture,
         status.clone(),
         drain_rx,
         config.drain_timeout,

@@ -18,6 +18,8 @@ use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::capture::CapturePorts;
+use crate::capture::inbound::VirtualInbound;
 use crate::http::forward::LocalApp;
 use crate::http::{Conn, ListenerRt, Shared};
 use crate::snapshot::{Direction, ListenerSpec, Serve, Snapshot};
@@ -60,7 +62,7 @@ pub const OUTBOUND_PROXY: &str = "outbound_proxy";
 /// Held by every HTTP connection: tells it to drain, and (through the
 /// channel's sender count) tells the drain when all connections are gone.
 #[derive(Clone)]
-struct Drain {
+pub(crate) struct Drain {
     signal: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
 }
@@ -76,6 +78,7 @@ struct Bound {
 pub async fn run(
     shared: Arc<Shared>,
     outbound: Option<SocketAddr>,
+    capture: Option<CapturePorts>,
     status: Arc<Status>,
     mut drain: watch::Receiver<bool>,
     drain_timeout: Duration,
@@ -87,6 +90,10 @@ pub async fn run(
         _alive: alive_tx,
     };
     let mut bound: HashMap<SocketAddr, Bound> = HashMap::new();
+    let captured = capture.map(|ports| Captured {
+        ports,
+        inbound: Arc::default(),
+    });
     let mut current: Option<Arc<Snapshot>> = changes.borrow_and_update().clone();
     loop {
         let all_bound = match &current {
@@ -94,6 +101,7 @@ pub async fn run(
                 reconcile(
                     snapshot,
                     outbound,
+                    captured.as_ref(),
                     &shared,
                     &conn_drain,
                     &mut bound,
@@ -129,9 +137,17 @@ pub async fn run(
     }
 }
 
+/// Capture is on: the listeners of captured traffic, and the inbound
+/// listeners they hand connections to by original port (not bound).
+struct Captured {
+    ports: CapturePorts,
+    inbound: Arc<VirtualInbound>,
+}
+
 async fn reconcile(
     snapshot: &Snapshot,
     outbound: Option<SocketAddr>,
+    captured: Option<&Captured>,
     shared: &Arc<Shared>,
     drain: &Drain,
     bound: &mut HashMap<SocketAddr, Bound>,
@@ -152,6 +168,9 @@ async fn reconcile(
             https_redirect: false,
             path_normalization: snapshot.path_normalization,
         });
+    }
+    if let Some(c) = captured {
+        desired.extend(crate::capture::listener_specs(&c.ports));
     }
     bound.retain(|addr, _| {
         let keep = desired.iter().any(|d| d.bind == *addr);
@@ -181,13 +200,22 @@ async fn reconcile(
         };
         let authz = snapshot.authz.get(&spec.bind).cloned().unwrap_or_default();
         let rt = ListenerRt { spec, app, authz };
+        // With capture, an inbound port is served through 15006: not bound
+        // (the application itself listens on it in its pod).
+        let virtual_port = captured.is_some()
+            && rt.spec.direction == Direction::Inbound
+            && &*rt.spec.name != crate::capture::VIRTUAL_INBOUND;
         if let Some(b) = bound.get(&rt.spec.bind) {
             let old = b.rt.load();
             if old.spec != rt.spec || old.authz != rt.authz {
                 b.rt.store(Arc::new(rt));
             }
+        } else if virtual_port {
+            let (stop_tx, _) = oneshot::channel();
+            let rt = Arc::new(ArcSwap::from_pointee(rt));
+            bound.insert(st.address, Bound { rt, _stop: stop_tx });
         } else {
-            match TcpListener::bind(rt.spec.bind).await {
+            match crate::capture::bind(&rt.spec).await {
                 Ok(listener) => {
                     tracing::info!(name = %rt.spec.name, address = %rt.spec.bind, direction = ?rt.spec.direction, "listening");
                     let (stop_tx, stop_rx) = oneshot::channel();
@@ -198,6 +226,7 @@ async fn reconcile(
                         shared.clone(),
                         drain.clone(),
                         stop_rx,
+                        captured.map(|c| c.inbound.clone()),
                     ));
                     bound.insert(st.address, Bound { rt, _stop: stop_tx });
                 }
@@ -211,6 +240,14 @@ async fn reconcile(
         statuses.push(st);
     }
     *status.listeners.lock().unwrap_or_else(|e| e.into_inner()) = statuses;
+    if let Some(c) = captured {
+        c.inbound.publish(
+            bound
+                .values()
+                .filter(|b| b.rt.load().spec.direction == Direction::Inbound)
+                .map(|b| b.rt.clone()),
+        );
+    }
     all_bound
 }
 
@@ -220,6 +257,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     drain: Drain,
     mut stop: oneshot::Receiver<()>,
+    captured_inbound: Option<Arc<VirtualInbound>>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Timers bound how long a client may take to send its headers and let
@@ -241,6 +279,34 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let now = rt.load();
+        if let Some(inbound) = &captured_inbound {
+            match &*now.spec.name {
+                crate::capture::VIRTUAL_OUTBOUND => {
+                    let (rt, shared, builder, drain) =
+                        (rt.clone(), shared.clone(), builder.clone(), drain.clone());
+                    tokio::spawn(async move {
+                        crate::capture::outbound::serve(stream, peer, &rt, &shared, &builder, drain)
+                            .await
+                    });
+                    continue;
+                }
+                crate::capture::VIRTUAL_INBOUND => {
+                    match inbound.for_connection(&stream) {
+                        Some(port_rt) => {
+                            serve_inbound(stream, peer, port_rt, &shared, &builder, drain.clone())
+                        }
+                        None => {
+                            tokio::spawn(crate::capture::inbound::passthrough(
+                                stream,
+                                shared.app_ip,
+                            ));
+                        }
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+        }
         if let Some(tls) = now.spec.gateway_tls.clone() {
             let (rt, shared, builder, drain) =
                 (rt.clone(), shared.clone(), builder.clone(), drain.clone());
@@ -256,6 +322,7 @@ async fn accept_loop(
                     identity: None,
                     sni: tls.sni,
                     route_config,
+                    original_dst: None,
                 };
                 serve_http(
                     MaybeTls::Tls(Box::new(tls.stream)),
@@ -273,9 +340,22 @@ async fn accept_loop(
             continue;
         }
         drop(now);
-        // Inbound: PeerAuthentication decides first (mesh TLS, plaintext, or refused).
-        let (rt, shared, builder, drain) =
-            (rt.clone(), shared.clone(), builder.clone(), drain.clone());
+        serve_inbound(stream, peer, rt.clone(), &shared, &builder, drain.clone());
+    }
+}
+
+/// An inbound connection: PeerAuthentication decides first (mesh TLS,
+/// plaintext, or refused), then the port's protocol.
+fn serve_inbound(
+    stream: TcpStream,
+    peer: SocketAddr,
+    rt: Arc<ArcSwap<ListenerRt>>,
+    shared: &Arc<Shared>,
+    builder: &auto::Builder<TokioExecutor>,
+    drain: Drain,
+) {
+    {
+        let (shared, builder) = (shared.clone(), builder.clone());
         tokio::spawn(async move {
             let spec = rt.load_full();
             let mesh = shared.store.mesh_tls().map(Arc::as_ref);
@@ -304,6 +384,7 @@ async fn accept_loop(
                                 identity,
                                 sni,
                                 route_config: None,
+                                original_dst: None,
                             };
                             serve_http(MaybeTls::Tls(stream), client, &rt, &shared, &builder, drain)
                         }
@@ -316,7 +397,7 @@ async fn accept_loop(
 }
 
 /// A plaintext connection, by the listener's protocol.
-fn serve_plain(
+pub(crate) fn serve_plain(
     stream: TcpStream,
     peer: SocketAddr,
     rt: &Arc<ArcSwap<ListenerRt>>,
@@ -383,28 +464,31 @@ fn tcp_allowed(
 }
 
 /// Who is at the other end of a downstream connection.
-struct Downstream {
-    peer: SocketAddr,
+pub(crate) struct Downstream {
+    pub(crate) peer: SocketAddr,
     /// The verified mesh peer of an mTLS connection.
     identity: Option<Arc<PeerIdentity>>,
     /// The server name the client asked for in its TLS handshake.
     sni: Option<Arc<str>>,
     /// A gateway TLS server's route config (see [`Conn::route_config`]).
     route_config: Option<Arc<str>>,
+    /// A captured connection's original destination.
+    pub(crate) original_dst: Option<SocketAddr>,
 }
 
 impl Downstream {
-    fn plain(peer: SocketAddr) -> Self {
+    pub(crate) fn plain(peer: SocketAddr) -> Self {
         Downstream {
             peer,
             identity: None,
             sni: None,
             route_config: None,
+            original_dst: None,
         }
     }
 }
 
-fn serve_http(
+pub(crate) fn serve_http(
     stream: DownstreamIo,
     client: Downstream,
     rt: &Arc<ArcSwap<ListenerRt>>,
@@ -417,6 +501,7 @@ fn serve_http(
         identity,
         sni,
         route_config,
+        original_dst,
     } = client;
     let own = shared.store.mesh_tls().map(|m| m.id());
     let conn = Arc::new(Conn {
@@ -426,6 +511,7 @@ fn serve_http(
         mesh_peer: identity.map(|id| inbound::MeshPeer::new(id, own)),
         sni,
         route_config,
+        original_dst,
     });
     let inbound = rt.load().spec.direction == Direction::Inbound;
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {

@@ -27,7 +27,11 @@ enum AdminAuthMode {
 }
 
 #[derive(Parser)]
-#[command(version, about = "Trellis proxy: the mesh's sidecar and gateway")]
+#[command(
+    version,
+    about = "Trellis proxy: the mesh's sidecar and gateway",
+    after_help = "`trellis-proxy iptables --help`: the rules that capture a pod's traffic"
+)]
 struct Args {
     #[arg(long, value_enum, default_value = "sidecar")]
     kind: Kind,
@@ -72,6 +76,13 @@ struct Args {
     /// The explicit HTTP proxy the application's outbound calls go through.
     #[arg(long)]
     outbound: Option<SocketAddr>,
+    /// Serve traffic captured by `trellis-proxy iptables` (outbound 15001,
+    /// inbound 15006); inbound ports are then left to the application.
+    #[arg(long)]
+    capture: bool,
+    /// Answer the pod's DNS on 127.0.0.1:15053 (Istio's ISTIO_META_DNS_CAPTURE).
+    #[arg(long, env = "ISTIO_META_DNS_CAPTURE")]
+    dns_capture: bool,
     /// Data-plane worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -106,6 +117,9 @@ struct Args {
     roots: Option<PathBuf>,
 }
 
+/// Where captured DNS goes (`trellis-proxy iptables --dns-port`).
+const DNS_CAPTURE_PORT: u16 = 15053;
+
 /// The bootstrap token proving this workload's identity to the CA. Read from
 /// the environment only: a command-line flag would show it to every `ps`.
 const BOOTSTRAP_TOKEN_ENV: &str = "TRELLIS_BOOTSTRAP_TOKEN";
@@ -123,6 +137,11 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     cli::logging::init("info");
+    // `trellis-proxy iptables ...`: the capture rules, not a proxy (see cli::iptables).
+    if std::env::args().nth(1).as_deref() == Some("iptables") {
+        let args = cli::iptables::Args::parse_from(std::env::args().skip(1));
+        return cli::iptables::run(args);
+    }
     let args = Args::parse();
     anyhow::ensure!(
         args.xds.is_some() || args.static_config.is_some(),
@@ -203,6 +222,10 @@ async fn main() -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.drain_seconds),
         workers: args.workers,
         access_log: !args.no_access_log,
+        capture: args.capture.then(proxy::capture::CapturePorts::default),
+        dns: args
+            .dns_capture
+            .then(|| SocketAddr::from(([127, 0, 0, 1], DNS_CAPTURE_PORT))),
     };
     proxy::run(config, shutdown()).await?;
     Ok(())

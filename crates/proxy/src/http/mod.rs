@@ -67,6 +67,9 @@ pub struct Conn {
     /// A gateway TLS server's own route config, chosen by SNI at the
     /// handshake; `None`: the listener's.
     pub route_config: Option<Arc<str>>,
+    /// A captured connection's original destination (capture::outbound):
+    /// where a request for a host the mesh does not know goes.
+    pub original_dst: Option<SocketAddr>,
 }
 
 /// Envoy's port for a request without one.
@@ -389,6 +392,9 @@ async fn routed(
         },
         _ => DEFAULT_PORT,
     };
+    // A captured request is routed by the port it was sent to (Envoy's
+    // listener port), whatever its Host header says.
+    let port = conn.original_dst.map_or(port, |dst| dst.port());
     let Some(snapshot) = shared.store.current() else {
         // Listeners open only after the first config, so this is brief if ever.
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no config yet");
@@ -420,9 +426,22 @@ async fn routed(
             )
             .await
         }
+        // outboundTrafficPolicy REGISTRY_ONLY: Istio's block_all virtual host.
+        (None, Direction::Outbound) if snapshot.registry_only => {
+            blackhole(&authority, conn.original_dst, record)
+        }
         // Istio's default outbound policy, ALLOW_ANY: an unknown destination
-        // is reached directly.
-        (None, Direction::Outbound) => passthrough(req, &authority, port, shared, record).await,
+        // is reached directly (a captured one at the address it was sent to).
+        (None, Direction::Outbound) => {
+            let target = match conn.original_dst {
+                Some(dst) => dst.to_string(),
+                None => format!(
+                    "{}:{port}",
+                    crate::snapshot::domains::strip_port(&authority)
+                ),
+            };
+            passthrough(req, &authority, &target, shared, record).await
+        }
         (None, _) => {
             record.flags.set(Flags::NR);
             local_reply(StatusCode::NOT_FOUND, "")
@@ -430,15 +449,32 @@ async fn routed(
     }
 }
 
+/// A request for a destination outside the mesh under REGISTRY_ONLY: 502,
+/// logged and counted as Istio's BlackHoleCluster.
+fn blackhole(
+    authority: &str,
+    original_dst: Option<SocketAddr>,
+    record: &mut Record,
+) -> Response<RespBody> {
+    tracing::info!(%authority, original_dst = ?original_dst, "destination not in the mesh registry: refused (outboundTrafficPolicy REGISTRY_ONLY, BlackHoleCluster)");
+    record.upstream_cluster = Some(Arc::from(crate::capture::BLACKHOLE_CLUSTER));
+    // Istio's labels: destination_service(_name)="BlackHoleCluster".
+    record.service = Some(Arc::new(ServiceMeta::from_host(
+        crate::capture::BLACKHOLE_CLUSTER,
+    )));
+    record.flags.set(Flags::NR);
+    local_reply(StatusCode::BAD_GATEWAY, "")
+}
+
 async fn passthrough(
     req: Request<Incoming>,
     authority: &str,
-    port: u16,
+    target: &str,
     shared: &Shared,
     record: &mut Record,
 ) -> Response<RespBody> {
     let host = crate::snapshot::domains::strip_port(authority);
-    let Ok(target) = format!("{host}:{port}").parse::<Authority>() else {
+    let Ok(target) = target.parse::<Authority>() else {
         return local_reply(StatusCode::BAD_REQUEST, "invalid host");
     };
     record.upstream_cluster = Some(passthrough_cluster());

@@ -222,6 +222,11 @@ impl EndpointPool {
         self.tls.store(tls);
     }
 
+    /// How connections to this endpoint are secured (captured TCP connects itself).
+    pub fn tls(&self) -> Option<Arc<Upstream>> {
+        self.tls.load_full()
+    }
+
     /// Connections open (or opening), HTTP/1 and HTTP/2.
     pub fn open_connections(&self) -> u32 {
         let st = self.lock();

@@ -146,6 +146,14 @@ pub struct ListenerSpec {
     pub path_normalization: Normalization,
 }
 
+/// A service's VIP and port, as captured outbound connections reach it.
+#[derive(Clone)]
+pub struct Vip {
+    pub cluster: Arc<Cluster>,
+    /// The port's protocol (its name or appProtocol); UNSPECIFIED: sniffed.
+    pub protocol: pb::Protocol,
+}
+
 pub struct Snapshot {
     /// Accepted resources by type URL.
     pub types: BTreeMap<&'static str, Arc<TypeState>>,
@@ -161,6 +169,13 @@ pub struct Snapshot {
     /// itself (the explicit outbound proxy): every listener the control
     /// plane sends carries the same mesh-wide setting.
     pub path_normalization: Normalization,
+    /// Captured outbound connections: the service cluster behind a VIP and port.
+    pub vips: HashMap<SocketAddr, Vip>,
+    /// Every service host this proxy knows, with its VIPs (none: the DNS
+    /// proxy allocates one), for the DNS proxy.
+    pub hosts: Arc<BTreeMap<String, Vec<IpAddr>>>,
+    /// outboundTrafficPolicy REGISTRY_ONLY: unknown destinations are refused.
+    pub registry_only: bool,
 }
 
 impl Snapshot {
@@ -215,6 +230,70 @@ pub fn compile(
         }
     }
 
+    let mut vips = HashMap::new();
+    let mut hosts: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for r in &of(wire::types::CLUSTER)? {
+        let Some(Kind::Cluster(c)) = &r.kind else {
+            continue;
+        };
+        if c.service.is_empty() {
+            continue;
+        }
+        let known = hosts.entry(c.service.clone()).or_default();
+        let Ok(port) = u16::try_from(c.port) else {
+            continue;
+        };
+        for a in &c.addresses {
+            let ip = a
+                .parse::<IpAddr>()
+                .map_err(|_| format!("cluster {:?}: address {a:?} is not an IP address", c.name))?;
+            if !known.contains(&ip) {
+                known.push(ip);
+            }
+            // The service's own cluster, not a subset's.
+            if c.subset.is_empty()
+                && let Some(cluster) = clusters.get(&c.name)
+            {
+                let protocol = pb::Protocol::try_from(c.protocol).unwrap_or_default();
+                vips.insert(
+                    SocketAddr::new(ip, port),
+                    Vip {
+                        cluster: Arc::clone(cluster),
+                        protocol,
+                    },
+                );
+            }
+        }
+    }
+
+    // Hosts without a VIP get one, as Istio's DNS auto-allocation does, so
+    // that the DNS proxy can answer them and capture can route to them.
+    let allocated = crate::dns::allocate(&hosts);
+    for r in &of(wire::types::CLUSTER)? {
+        let Some(Kind::Cluster(c)) = &r.kind else {
+            continue;
+        };
+        let (Some(ips), Ok(port), Some(cluster)) = (
+            allocated.get(&c.service),
+            u16::try_from(c.port),
+            clusters.get(&c.name),
+        ) else {
+            continue;
+        };
+        if c.subset.is_empty() {
+            for ip in ips {
+                vips.insert(
+                    SocketAddr::new(*ip, port),
+                    Vip {
+                        cluster: Arc::clone(cluster),
+                        protocol: pb::Protocol::try_from(c.protocol).unwrap_or_default(),
+                    },
+                );
+            }
+        }
+    }
+    hosts.extend(allocated);
+
     let mut routes = HashMap::new();
     let mut routes_by_port = HashMap::new();
     for r in &of(wire::types::ROUTE_CONFIG)? {
@@ -234,6 +313,7 @@ pub fn compile(
     }
 
     let mut listeners = Vec::new();
+    let mut registry_only = false;
     let mut authz = HashMap::new();
     let mut bound = HashSet::new();
     let mut path_normalization = Normalization::default();
@@ -241,6 +321,11 @@ pub fn compile(
         let Some(Kind::Listener(l)) = &r.kind else {
             return Err(wrong_kind("listeners", r));
         };
+        // Bound by the capture listeners when capture is on; its policy applies to the explicit proxy too.
+        if l.name == crate::capture::VIRTUAL_OUTBOUND {
+            registry_only = l.registry_only;
+            continue;
+        }
         path_normalization = normalization(l.path_normalization)
             .map_err(|e| format!("listener {:?}: {e}", l.name))?;
         let Some(spec) = listener(l, pod_ip).map_err(|e| format!("listener {:?}: {e}", l.name))?
@@ -270,6 +355,9 @@ pub fn compile(
         clusters,
         authz,
         path_normalization,
+        vips,
+        hosts: Arc::new(hosts),
+        registry_only,
     })
 }
 

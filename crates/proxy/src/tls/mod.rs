@@ -39,7 +39,8 @@ pub struct MeshTls {
     permissive: Arc<ServerConfig>,
     /// Per (expected peer identity, HTTP/2): configs are cheap to share and
     /// many endpoints have the same identity.
-    clients: Mutex<HashMap<(SpiffeId, bool), Arc<ClientConfig>>>,
+    /// By peer and ALPN offer: HTTP/1.1 (0), HTTP/2 (1), raw TCP (2).
+    clients: Mutex<HashMap<(SpiffeId, u8), Arc<ClientConfig>>>,
 }
 
 /// The ALPN id a mesh client offers besides its HTTP version, as Istio's
@@ -90,19 +91,41 @@ impl MeshTls {
         expected: &SpiffeId,
         http2: bool,
     ) -> Result<Arc<ClientConfig>, identity::TlsError> {
-        let key = (expected.clone(), http2);
+        let alpn: &[u8] = if http2 {
+            identity::ALPN_H2
+        } else {
+            identity::ALPN_HTTP11
+        };
+        self.client_config_offering(expected, u8::from(http2), Some(alpn))
+    }
+
+    /// The client side for raw TCP (captured TCP connections): the mesh ALPN
+    /// alone, so that the peer forwards the bytes instead of parsing HTTP.
+    pub fn tcp_client_config(
+        &self,
+        expected: &SpiffeId,
+    ) -> Result<Arc<ClientConfig>, identity::TlsError> {
+        self.client_config_offering(expected, 2, None)
+    }
+
+    fn client_config_offering(
+        &self,
+        expected: &SpiffeId,
+        kind: u8,
+        http: Option<&[u8]>,
+    ) -> Result<Arc<ClientConfig>, identity::TlsError> {
+        let key = (expected.clone(), kind);
         let mut cache = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
         let mut config =
             identity::client_config(self.certs.clone(), &self.roots, vec![expected.clone()])?;
-        let http = if http2 {
-            identity::ALPN_H2
-        } else {
-            identity::ALPN_HTTP11
-        };
-        config.alpn_protocols = vec![http.to_vec(), ALPN_MESH.to_vec()];
+        config.alpn_protocols = http
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .chain([ALPN_MESH.to_vec()])
+            .collect();
         let config = Arc::new(config);
         if cache.len() >= MAX_CACHED_CLIENT_CONFIGS {
             cache.clear();
