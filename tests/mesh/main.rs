@@ -12,7 +12,7 @@ mod gateway_tls;
 mod interop;
 mod kube;
 mod mtls;
-mod proxy_trust;
 mod operator;
+mod proxy_trust;
 mod traffic;
 mod up;

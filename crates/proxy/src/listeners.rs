@@ -170,7 +170,10 @@ async fn reconcile(
         });
     }
     if let Some(c) = captured {
-        desired.extend(crate::capture::listener_specs(&c.ports));
+        desired.extend(crate::capture::listener_specs(
+            &c.ports,
+            snapshot.path_normalization,
+        ));
     }
     bound.retain(|addr, _| {
         let keep = desired.iter().any(|d| d.bind == *addr);

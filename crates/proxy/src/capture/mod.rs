@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::net::TcpListener;
 
+use crate::http::path::Normalization;
 use crate::snapshot::{Direction, ListenerSpec, Serve};
 use crate::tls::inbound::MtlsMode;
 
@@ -49,7 +50,13 @@ impl Default for CapturePorts {
 
 /// The listeners of captured traffic, on every address of the pod: IPv4,
 /// and IPv6 where the kernel has it (the rules capture both).
-pub(crate) fn listener_specs(ports: &CapturePorts) -> Vec<ListenerSpec> {
+///
+/// Captured HTTP is normalised as the mesh says (`path_normalization`), as
+/// every other listener's.
+pub(crate) fn listener_specs(
+    ports: &CapturePorts,
+    path_normalization: Normalization,
+) -> Vec<ListenerSpec> {
     let mut ips = vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)];
     if std::path::Path::new("/proc/net/if_inet6").exists() {
         ips.push(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
@@ -71,6 +78,7 @@ pub(crate) fn listener_specs(ports: &CapturePorts) -> Vec<ListenerSpec> {
                 mtls: MtlsMode::Disable,
                 gateway_tls: None,
                 https_redirect: false,
+                path_normalization,
             });
         }
     }
