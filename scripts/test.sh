@@ -46,6 +46,12 @@ bench/setup.sh >/dev/null
 # lints (Cargo.toml [workspace.lints], clippy.toml) as errors.
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# What may enter the dependency graph (deny.toml): licenses, duplicate
+# versions, sources. Advisories need the RustSec database (see deny.toml).
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  cargo install --locked cargo-deny
+fi
+cargo deny --log-level error check licenses bans sources
 # etcd, kube-apiserver, kube-controller-manager and kubectl, built from their
 # Go modules once and cached outside the repository (scripts/kube-tools.sh),
 # for the tests against a real Kubernetes API server.
