@@ -12,6 +12,7 @@ pub mod config;
 mod error;
 pub mod http;
 pub mod lb;
+pub mod limits;
 pub mod listeners;
 pub mod policy;
 pub mod snapshot;
@@ -61,6 +62,8 @@ pub struct Config {
     /// The workload certificate, key and mesh roots from files instead of a
     /// CA (exclusive with `identity`).
     pub static_certs: Option<tls::static_files::CertFiles>,
+    /// Header, stream, buffer and idle-connection limits.
+    pub limits: limits::Limits,
 }
 
 impl Default for Config {
@@ -77,6 +80,7 @@ impl Default for Config {
             access_log: true,
             identity: None,
             static_certs: None,
+            limits: limits::Limits::default(),
         }
     }
 }
@@ -100,6 +104,9 @@ pub async fn run(
         return Err(Error::TwoIdentitySources);
     }
     let store = Arc::new(ConfigStore::new(&config.node));
+    store
+        .pools()
+        .set_max_idle_per_endpoint(config.limits.max_idle_per_endpoint);
     // Before the static config: its clusters are built with mesh TLS.
     if let Some(files) = &config.static_certs {
         let mesh_tls =
@@ -191,7 +198,11 @@ pub async fn run(
         store,
         telemetry,
         app_ip: config.app_ip,
-        direct_pool: Arc::new(lb::pool::Pool::new(lb::pool::DEFAULT_CONNECT_TIMEOUT)),
+        direct_pool: Arc::new(lb::pool::Pool::new(
+            lb::pool::DEFAULT_CONNECT_TIMEOUT,
+            config.limits.max_idle_per_endpoint,
+        )),
+        limits: config.limits,
     });
     let (drain_tx, drain_rx) = watch::channel(false);
     let serving = data_plane.spawn(listeners::run(

@@ -33,7 +33,7 @@ pub fn set_release_freed_memory(release: fn()) {
 }
 
 /// Hands memory freed since the last call back to the OS, if the binary said how.
-fn release_freed_memory() {
+pub(crate) fn release_freed_memory() {
     if let Some(release) = RELEASE_FREED_MEMORY.get() {
         release();
     }
@@ -84,6 +84,11 @@ impl ConfigStore {
             current: ArcSwapOption::empty(),
             changes: watch::Sender::new(None),
         }
+    }
+
+    /// The upstream connection pools, shared by every config's clusters.
+    pub fn pools(&self) -> &Pools {
+        &self.pools
     }
 
     /// Gives the store the proxy's mesh identity; configs applied from then

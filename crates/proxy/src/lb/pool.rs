@@ -4,6 +4,7 @@
 //! through two subsets shares its keep-alive connections.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::http::body::ReqBody;
+use crate::limits::DEFAULT_MAX_IDLE_PER_ENDPOINT;
 
 pub type UpstreamClient = Client<HttpConnector, ReqBody>;
 
@@ -25,7 +27,8 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(connect_timeout: Duration) -> Self {
+    /// Keeps at most `max_idle` idle connections per destination.
+    pub fn new(connect_timeout: Duration, max_idle: u32) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
@@ -35,6 +38,7 @@ impl Pool {
             b.pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
                 .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(max_idle as usize)
                 .http2_only(http2);
             b.build(connector.clone())
         };
@@ -45,20 +49,40 @@ impl Pool {
     }
 }
 
-/// The pools by connect timeout. Kept across config updates so that a
-/// config change does not drop warm connections. Only config updates touch
-/// the map; requests hold their cluster's `Arc<Pool>`.
-#[derive(Default)]
+/// The pools by connect timeout, and the process-wide bound on idle
+/// connections per endpoint. Kept across config updates so that a config
+/// change does not drop warm connections. Only config updates touch the
+/// map; requests hold their cluster's `Arc<Pool>`.
 pub struct Pools {
     by_timeout: Mutex<HashMap<Duration, Arc<Pool>>>,
+    max_idle_per_endpoint: AtomicU32,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Pools {
+            by_timeout: Mutex::default(),
+            max_idle_per_endpoint: AtomicU32::new(DEFAULT_MAX_IDLE_PER_ENDPOINT),
+        }
+    }
 }
 
 impl Pools {
     pub fn get(&self, connect_timeout: Duration) -> Arc<Pool> {
+        let max_idle = self.max_idle_per_endpoint();
         // A poisoned lock only means another config update panicked; the map is still usable.
         let mut map = self.by_timeout.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(connect_timeout)
-            .or_insert_with(|| Arc::new(Pool::new(connect_timeout)))
+            .or_insert_with(|| Arc::new(Pool::new(connect_timeout, max_idle)))
             .clone()
+    }
+
+    /// Set once at start, before any config.
+    pub fn set_max_idle_per_endpoint(&self, n: u32) {
+        self.max_idle_per_endpoint.store(n, Ordering::Relaxed);
+    }
+
+    pub fn max_idle_per_endpoint(&self) -> u32 {
+        self.max_idle_per_endpoint.load(Ordering::Relaxed)
     }
 }

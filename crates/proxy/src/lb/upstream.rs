@@ -53,6 +53,10 @@ pub struct ConnSettings {
     /// 0: unlimited.
     pub max_requests_per_connection: u32,
     pub max_duration: Option<Duration>,
+    /// Idle connections kept (HTTP/1; an HTTP/2 endpoint has one): one
+    /// given back beyond this is closed, so that a burst of concurrent
+    /// requests does not leave as many connections open.
+    pub max_idle: u32,
 }
 
 /// Envoy's defaults, for a cluster that sets nothing (and the local application).
@@ -63,6 +67,7 @@ impl Default for ConnSettings {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             max_requests_per_connection: 0,
             max_duration: None,
+            max_idle: crate::limits::DEFAULT_MAX_IDLE_PER_ENDPOINT,
         }
     }
 }
@@ -388,6 +393,10 @@ impl EndpointPool {
                 Err(Ok(back)) => conn = back,
                 Err(Err(_)) => return,
             }
+        }
+        if st.h1.idle.len() >= st.settings.max_idle as usize {
+            // Dropping it closes it.
+            return;
         }
         conn.idle_since = now;
         st.h1.idle.push(conn);

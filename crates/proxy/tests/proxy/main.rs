@@ -7,6 +7,7 @@ mod allocations;
 mod authz;
 mod control;
 mod cors_policy;
+mod limits;
 mod routing;
 mod static_certs;
 mod support;
