@@ -19,17 +19,21 @@ use tokio::sync::Semaphore;
 
 use crate::support::*;
 
-/// `reviews:9080` routed to one upstream.
+/// `reviews:9080` routed to one upstream; `/direct` answered by the proxy
+/// (the upstream, a hyper server, has header limits of its own).
 fn reviews(upstream: SocketAddr) -> Vec<wire::pb::Resource> {
     let mut resources = cluster("v1", &[(upstream, "v1")]);
+    let direct = wire::pb::route::Action::DirectResponse(wire::pb::DirectResponse {
+        status: 200,
+        body: b"direct".to_vec(),
+    });
     resources.push(route_config(
         "9080",
         &["reviews:9080"],
-        vec![route(
-            "all",
-            vec![prefix("/")],
-            fwd(forward(&[("v1", 100)])),
-        )],
+        vec![
+            route("direct", vec![prefix("/direct")], direct),
+            route("all", vec![prefix("/")], fwd(forward(&[("v1", 100)]))),
+        ],
     ));
     resources
 }
@@ -65,8 +69,8 @@ async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
         .unwrap_or_else(|| panic!("not a status line: {line}"))
 }
 
-fn head_with(headers: &[(String, String)]) -> Vec<u8> {
-    let mut r = String::from("GET / HTTP/1.1\r\nhost: reviews:9080\r\n");
+fn head_with(path: &str, headers: &[(String, String)]) -> Vec<u8> {
+    let mut r = format!("GET {path} HTTP/1.1\r\nhost: reviews:9080\r\n");
     for (k, v) in headers {
         r.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -79,14 +83,19 @@ async fn a_100_kb_header_is_answered_431() {
     let ip = test_ip();
     let (proxy, _) = proxy_with(ip, Default::default()).await;
     // Just under the limit passes; a 100 KB header does not.
-    let fits = head_with(&[("x-big".into(), "a".repeat(50 * 1024))]);
+    let fits = head_with("/direct", &[("x-big".into(), "a".repeat(50 * 1024))]);
     assert_eq!(raw_status(proxy.outbound, &fits).await, 200);
-    let big = head_with(&[("x-big".into(), "a".repeat(100 * 1000))]);
+    let big = head_with("/direct", &[("x-big".into(), "a".repeat(100 * 1000))]);
     assert_eq!(raw_status(proxy.outbound, &big).await, 431);
 
     // HTTP/2: h2 answers 431 (and resets the stream).
     let mut h2 = h2_client(proxy.outbound).await;
-    let resp = h2_get(&mut h2, &[("x-big".into(), "a".repeat(100 * 1000))]).await;
+    let resp = h2_get(
+        &mut h2,
+        "/direct",
+        &[("x-big".into(), "a".repeat(100 * 1000))],
+    )
+    .await;
     assert_eq!(resp, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     proxy.stop().await;
 }
@@ -100,19 +109,22 @@ async fn more_than_100_headers_are_answered_431() {
     };
     // Host is one of the 100.
     assert_eq!(
-        raw_status(proxy.outbound, &head_with(&headers(99))).await,
+        raw_status(proxy.outbound, &head_with("/direct", &headers(99))).await,
         200
     );
     assert_eq!(
-        raw_status(proxy.outbound, &head_with(&headers(101))).await,
+        raw_status(proxy.outbound, &head_with("/direct", &headers(101))).await,
         431
     );
 
     // HTTP/2 has no Host header (:authority), so 100 of its own.
     let mut h2 = h2_client(proxy.outbound).await;
-    assert_eq!(h2_get(&mut h2, &headers(100)).await, StatusCode::OK);
     assert_eq!(
-        h2_get(&mut h2, &headers(101)).await,
+        h2_get(&mut h2, "/direct", &headers(100)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h2_get(&mut h2, "/direct", &headers(101)).await,
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
     );
     proxy.stop().await;
@@ -132,8 +144,8 @@ async fn h2_client(addr: SocketAddr) -> H2 {
 }
 
 /// An HTTP/2 GET's status.
-async fn h2_get(tx: &mut H2, headers: &[(String, String)]) -> StatusCode {
-    let mut b = Request::get("http://reviews:9080/");
+async fn h2_get(tx: &mut H2, path: &str, headers: &[(String, String)]) -> StatusCode {
+    let mut b = Request::get(format!("http://reviews:9080{path}"));
     for (k, v) in headers {
         b = b.header(k.as_str(), v.as_str());
     }
@@ -257,7 +269,7 @@ async fn an_idle_downstream_connection_is_closed_after_the_idle_timeout() {
     )
     .await;
     let mut s = TcpStream::connect(proxy.outbound).await.expect("connect");
-    s.write_all(&head_with(&[])).await.expect("request");
+    s.write_all(&head_with("/", &[])).await.expect("request");
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).await.expect("response");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -281,7 +293,7 @@ async fn an_idle_downstream_connection_is_closed_after_the_idle_timeout() {
         .await
         .expect("h2 handshake");
     let conn = tokio::spawn(conn);
-    assert_eq!(h2_get(&mut tx, &[]).await, StatusCode::OK);
+    assert_eq!(h2_get(&mut tx, "/", &[]).await, StatusCode::OK);
     let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
     assert!(ended.is_ok(), "idle HTTP/2 connection still open after 5 s");
     proxy.stop().await;
