@@ -104,9 +104,7 @@ pub async fn run(
         return Err(Error::TwoIdentitySources);
     }
     let store = Arc::new(ConfigStore::new(&config.node));
-    store
-        .pools()
-        .set_max_idle_per_endpoint(config.limits.max_idle_per_endpoint);
+    store.pools().set_limits(config.limits);
     // Before the static config: its clusters are built with mesh TLS.
     if let Some(files) = &config.static_certs {
         let mesh_tls =

@@ -22,6 +22,7 @@ use crate::http::forward::LocalApp;
 use crate::http::{Conn, ListenerRt, Shared};
 use crate::lb::upstream::ConnSettings;
 use crate::limits::Limits;
+
 use crate::snapshot::{Direction, ListenerSpec, Serve, Snapshot};
 use crate::tcp;
 use crate::tls::PeerIdentity;
@@ -201,7 +202,7 @@ async fn reconcile(
         // The same application keeps its pool (and its warm connections).
         let app = match bound.get(&spec.bind).map(|b| b.rt.load_full()) {
             Some(old) if old.app.authority.as_str() == app_addr.to_string() => old.app.clone(),
-            _ => match LocalApp::new(app_addr, app_settings(&shared.limits)) {
+            _ => match LocalApp::new(app_addr, ConnSettings::from_limits(&shared.limits)) {
                 Some(app) => Arc::new(app),
                 None => continue,
             },
@@ -360,14 +361,6 @@ fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .initial_stream_window_size((limits.connection_buffer_bytes / 4).max(65_535))
         .max_send_buf_size(limits.connection_buffer_bytes as usize);
     builder
-}
-
-/// The local application's pool: Envoy's defaults, with the idle bound.
-fn app_settings(limits: &Limits) -> ConnSettings {
-    ConnSettings {
-        max_idle: limits.max_idle_per_endpoint,
-        ..ConnSettings::default()
-    }
 }
 
 /// A plaintext connection, by the listener's protocol.

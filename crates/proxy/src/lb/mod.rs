@@ -190,7 +190,7 @@ impl Cluster {
                 .map(|p| p.max_connection_duration_ms)
                 .filter(|ms| *ms > 0)
                 .map(Duration::from_millis),
-            max_idle: env.pools.max_idle_per_endpoint(),
+            ..ConnSettings::from_limits(&env.pools.limits())
         };
         let breakers = Breakers::new(
             Limits::from_pb(cp),

@@ -4,7 +4,6 @@
 //! through two subsets shares its keep-alive connections.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::http::body::ReqBody;
-use crate::limits::DEFAULT_MAX_IDLE_PER_ENDPOINT;
+use crate::limits::Limits;
 
 pub type UpstreamClient = Client<HttpConnector, ReqBody>;
 
@@ -49,27 +48,19 @@ impl Pool {
     }
 }
 
-/// The pools by connect timeout, and the process-wide bound on idle
-/// connections per endpoint. Kept across config updates so that a config
-/// change does not drop warm connections. Only config updates touch the
-/// map; requests hold their cluster's `Arc<Pool>`.
+/// The pools by connect timeout, and the process-wide limits every
+/// cluster's connections follow. Kept across config updates so that a
+/// config change does not drop warm connections. Only config updates touch
+/// the map; requests hold their cluster's `Arc<Pool>`.
+#[derive(Default)]
 pub struct Pools {
     by_timeout: Mutex<HashMap<Duration, Arc<Pool>>>,
-    max_idle_per_endpoint: AtomicU32,
-}
-
-impl Default for Pools {
-    fn default() -> Self {
-        Pools {
-            by_timeout: Mutex::default(),
-            max_idle_per_endpoint: AtomicU32::new(DEFAULT_MAX_IDLE_PER_ENDPOINT),
-        }
-    }
+    limits: Mutex<Limits>,
 }
 
 impl Pools {
     pub fn get(&self, connect_timeout: Duration) -> Arc<Pool> {
-        let max_idle = self.max_idle_per_endpoint();
+        let max_idle = self.limits().max_idle_per_endpoint;
         // A poisoned lock only means another config update panicked; the map is still usable.
         let mut map = self.by_timeout.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(connect_timeout)
@@ -78,11 +69,11 @@ impl Pools {
     }
 
     /// Set once at start, before any config.
-    pub fn set_max_idle_per_endpoint(&self, n: u32) {
-        self.max_idle_per_endpoint.store(n, Ordering::Relaxed);
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
     }
 
-    pub fn max_idle_per_endpoint(&self) -> u32 {
-        self.max_idle_per_endpoint.load(Ordering::Relaxed)
+    pub fn limits(&self) -> Limits {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -77,6 +77,7 @@ fn settings() -> ConnSettings {
         max_requests_per_connection: 0,
         max_duration: None,
         max_idle: u32::MAX,
+        ..ConnSettings::default()
     }
 }
 
