@@ -5,7 +5,9 @@
 //! neighbour hurts all three alike.
 //!
 //! Load comes from `oha`: open loop at a fixed rate with coordinated-omission
-//! correction for latency, closed loop for throughput. Memory and CPU are
+//! correction for latency, closed loop for throughput; the soak scenario
+//! uses h2load (HTTP/2, 20 connections × 50 streams, as in the issue that
+//! found the proxy holding memory after load). Memory and CPU are
 //! read from /proc. Each figure is the median over the rounds; added latency
 //! is taken per round against that round's direct run.
 //!
