@@ -94,8 +94,9 @@ struct Args {
           default_value_t = proxy::limits::DEFAULT_MAX_CONCURRENT_STREAMS,
           value_parser = clap::value_parser!(u32).range(1..))]
     http2_max_concurrent_streams: u32,
-    /// What one downstream connection may make the proxy buffer, bytes
-    /// (Envoy's per_connection_buffer_limit_bytes).
+    /// What one connection may make the proxy buffer, bytes: a downstream
+    /// connection's read buffer and HTTP/2 windows, an upstream HTTP/2
+    /// connection's windows (Envoy's per_connection_buffer_limit_bytes).
     #[arg(long, env = "TRELLIS_PER_CONNECTION_BUFFER_LIMIT_BYTES",
           default_value_t = proxy::limits::DEFAULT_CONNECTION_BUFFER_BYTES,
           value_parser = clap::value_parser!(u32).range(65_535..))]
