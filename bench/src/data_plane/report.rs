@@ -254,7 +254,7 @@ fn rows(rate: u64, services: usize, pinned: bool, mtls: bool, soak: (f64, f64)) 
                 "soak: HTTP/2, 20 connections × 50 streams for {:.0} s, req/s",
                 soak.0
             ),
-            "soak_rps",
+            "soak_req_per_s",
             0,
             Goal::None,
         ),

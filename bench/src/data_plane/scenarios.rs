@@ -214,7 +214,7 @@ impl Bench {
         let after = rss(&watch);
         let held: Vec<usize> = watch.iter().map(|p| sockets(*p)).collect();
         let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-        m.insert("soak_rps".into(), r.rps);
+        m.insert("soak_req_per_s".into(), r.rps);
         m.insert("soak_failed".into(), failed);
         m.insert("soak_rss_idle_mib".into(), max(&idle));
         m.insert("soak_rss_peak_mib".into(), r.rss_max_mib);
