@@ -12,6 +12,9 @@
 #   bench/run.sh --quick         a smoke run: half a second per scenario, docs untouched
 #   bench/run.sh --bin-dir DIR   use the binaries in DIR (e.g. target/debug), no build
 #   bench/run.sh --rounds 5 ...  other flags go to bench-data-plane (see its --help)
+#   bench/run.sh --only soak --soak-secs 60
+#                                the soak alone: HTTP/2 at 20 × 50 streams (h2load),
+#                                peak RSS and RSS/sockets 30 s after (--soak-rest-secs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -34,5 +34,12 @@ if [[ -z "$oha" ]]; then
   oha="$HOME/.cargo/bin/oha"
 fi
 
+# h2load drives the soak scenario (HTTP/2 at high concurrency).
+if ! command -v h2load >/dev/null 2>&1; then
+  echo "setup: installing h2load (Debian nghttp2-client)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2 && apt-get install -y -qq nghttp2-client >&2
+fi
+
 echo "ENVOY=$(realpath "$envoy")"
 echo "OHA=$(realpath "$oha")"

@@ -77,6 +77,8 @@ fn data_plane_benchmark_runs() {
         "grpc_p99_ms",
         "conn_per_core_s",
         "mesh_rss_load_mib",
+        "soak_rss_kept_mib",
+        "soak_sockets_after",
     ] {
         assert!(
             figures.iter().any(|f| f["key"] == key),

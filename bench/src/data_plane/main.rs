@@ -5,7 +5,9 @@
 //! neighbour hurts all three alike.
 //!
 //! Load comes from `oha`: open loop at a fixed rate with coordinated-omission
-//! correction for latency, closed loop for throughput. Memory and CPU are
+//! correction for latency, closed loop for throughput; the soak scenario
+//! uses h2load (HTTP/2, 20 connections × 50 streams, as in the issue that
+//! found the proxy holding memory after load). Memory and CPU are
 //! read from /proc. Each figure is the median over the rounds; added latency
 //! is taken per round against that round's direct run.
 //!
@@ -90,6 +92,9 @@ struct Args {
     /// The oha binary.
     #[arg(long, default_value = "oha")]
     oha: PathBuf,
+    /// The h2load binary (Debian `nghttp2-client`), for the soak scenario.
+    #[arg(long, default_value = "h2load")]
+    h2load: PathBuf,
     /// Results (JSON, Markdown), generated configs and logs go here.
     #[arg(long, default_value = "bench/out")]
     out: PathBuf,
@@ -119,6 +124,13 @@ struct Args {
     /// The nginx binary, for `--h2-app nginx` (Debian: nginx-light).
     #[arg(long, default_value = "nginx")]
     nginx: PathBuf,
+    /// Seconds of the soak scenario's load [default: 60, quick 1].
+    #[arg(long)]
+    soak_secs: Option<f64>,
+    /// Seconds the soak scenario waits idle after its load before reading
+    /// RSS and sockets again [default: 30, quick 1].
+    #[arg(long)]
+    soak_rest_secs: Option<f64>,
     /// Internal: serve as the upstream on this address.
     #[arg(long, hide = true)]
     serve_upstream: Option<SocketAddr>,
@@ -182,6 +194,10 @@ enum Scenario {
     Connect,
     /// Idle RSS, and RSS with the large-mesh config (idle and at the fixed rate).
     Memory,
+    /// HTTP/2 at high concurrency (20 connections × 50 streams) for
+    /// --soak-secs, then idle: RSS at the peak and --soak-rest-secs after,
+    /// sockets still held. First round only.
+    Soak,
 }
 
 struct Settings {
@@ -195,6 +211,8 @@ struct Settings {
     /// Seconds of the new-connections and gRPC runs.
     conn_secs: f64,
     grpc_secs: f64,
+    soak_secs: f64,
+    soak_rest: Duration,
 }
 
 struct Bench {
@@ -233,6 +251,12 @@ impl Bench {
             warmup_requests: if q { 50 } else { 1000 },
             conn_secs: if q { 0.5 } else { 10.0 },
             grpc_secs: a.load_secs.unwrap_or(if q { 0.5 } else { 10.0 }),
+            soak_secs: a.soak_secs.unwrap_or(if q { 1.0 } else { 60.0 }),
+            soak_rest: Duration::from_secs_f64(
+                a.soak_rest_secs
+                    .unwrap_or(if q { 1.0 } else { 30.0 })
+                    .max(0.0),
+            ),
         };
         let proxy = match &a.proxy {
             Some(p) => p.clone(),
@@ -361,7 +385,7 @@ impl Bench {
             for k in 0..targets.len() {
                 let t = targets[(round + k) % targets.len()];
                 eprintln!("round {}/{}: {}", round + 1, self.s.rounds, t.name());
-                let m = self.measure(t, &apps)?;
+                let m = self.measure(t, &apps, round)?;
                 samples.push((round, t, m));
             }
         }

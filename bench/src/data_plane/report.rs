@@ -89,7 +89,7 @@ struct Row {
     goal: Goal,
 }
 
-fn rows(rate: u64, services: usize, pinned: bool, mtls: bool) -> Vec<Row> {
+fn rows(rate: u64, services: usize, pinned: bool, mtls: bool, soak: (f64, f64)) -> Vec<Row> {
     let hop = if mtls { "mTLS" } else { "plaintext" };
     let pair = if pinned {
         " (both proxies share one core)"
@@ -249,6 +249,57 @@ fn rows(rate: u64, services: usize, pinned: bool, mtls: bool) -> Vec<Row> {
             2,
             Goal::None,
         ),
+        r(
+            format!(
+                "soak: HTTP/2, 20 connections × 50 streams for {:.0} s, req/s",
+                soak.0
+            ),
+            "soak_req_per_s",
+            0,
+            Goal::None,
+        ),
+        r(
+            "soak: requests failed (non-2xx or errors)".into(),
+            "soak_failed",
+            0,
+            Goal::None,
+        ),
+        r(
+            "soak: idle RSS per proxy before the load, MiB".into(),
+            "soak_rss_idle_mib",
+            1,
+            Goal::None,
+        ),
+        r(
+            "soak: peak RSS per proxy under the load, MiB".into(),
+            "soak_rss_peak_mib",
+            1,
+            Goal::RatioAtMost(0.5),
+        ),
+        r(
+            format!("soak: RSS per proxy {:.0} s after the load, MiB", soak.1),
+            "soak_rss_after_mib",
+            1,
+            Goal::None,
+        ),
+        r(
+            format!(
+                "soak: RSS kept per proxy {:.0} s after the load (after − idle), MiB",
+                soak.1
+            ),
+            "soak_rss_kept_mib",
+            1,
+            Goal::AtMost(2.0, "≤ 2 MiB"),
+        ),
+        r(
+            format!(
+                "soak: sockets held per proxy {:.0} s after the load",
+                soak.1
+            ),
+            "soak_sockets_after",
+            0,
+            Goal::None,
+        ),
     ]
 }
 
@@ -404,6 +455,7 @@ impl Report {
                 b.s.services,
                 b.proxy_cpus.is_some(),
                 b.certs.is_some(),
+                (b.s.soak_secs, b.s.soak_rest.as_secs_f64()),
             ),
             header,
             settings,

@@ -10,7 +10,7 @@ use nix::sched::CpuSet;
 use serde_json::Value;
 
 use crate::configs::{self, PORT};
-use crate::procs::{Proc, cpu_secs, mem_mib, pin_all_threads};
+use crate::procs::{Proc, cpu_secs, mem_mib, pin_all_threads, sockets};
 use crate::{Bench, Metrics, Scenario, Target, certs, clients};
 
 #[derive(Clone, Copy)]
@@ -38,8 +38,14 @@ pub(crate) struct LoadResult {
 
 impl Bench {
     /// `apps`: the upstream processes (pinned with the client in closed loops).
-    pub(crate) fn measure(&self, t: Target, apps: &[u32]) -> Result<Metrics> {
+    pub(crate) fn measure(&self, t: Target, apps: &[u32], round: usize) -> Result<Metrics> {
         let mut m = Metrics::new();
+        if self.a.only == [Scenario::Soak] {
+            if t != Target::Direct && round == 0 {
+                self.soak(t, &mut m)?;
+            }
+            return Ok(m);
+        }
         let pair = self.start_pair(t, 0)?;
         let watch: Vec<u32> = pair.iter().map(Proc::pid).collect();
         if !pair.is_empty() && self.wants(Scenario::Memory) {
@@ -190,8 +196,52 @@ impl Bench {
                 &watch,
             )?;
             m.insert("mesh_rss_load_mib".into(), r.rss_max_mib);
+            drop(pair);
+        }
+        if t != Target::Direct && round == 0 && self.wants(Scenario::Soak) {
+            self.soak(t, &mut m)?;
         }
         Ok(m)
+    }
+
+    /// High concurrency for a while on a fresh pair, then idle: how far RSS
+    /// climbs, whether it comes back, and what the proxies still hold.
+    /// Figures per proxy: the larger of the two sides.
+    fn soak(&self, t: Target, m: &mut Metrics) -> Result<()> {
+        let pair = self.start_pair(t, 0)?;
+        let watch: Vec<u32> = pair.iter().map(Proc::pid).collect();
+        let rss =
+            |watch: &[u32]| -> Vec<f64> { watch.iter().map(|p| mem_mib(*p, "VmRSS:")).collect() };
+        std::thread::sleep(self.s.settle);
+        let idle = rss(&watch);
+        let (r, failed) = self.h2load(t, self.s.soak_secs, &watch)?;
+        std::thread::sleep(self.s.soak_rest);
+        let after = rss(&watch);
+        let held: Vec<usize> = watch.iter().map(|p| sockets(*p)).collect();
+        let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        m.insert("soak_req_per_s".into(), r.rps);
+        m.insert("soak_failed".into(), failed);
+        m.insert("soak_rss_idle_mib".into(), max(&idle));
+        m.insert("soak_rss_peak_mib".into(), r.rss_max_mib);
+        m.insert("soak_rss_after_mib".into(), max(&after));
+        // Each side against its own idle figure.
+        let kept = idle
+            .iter()
+            .zip(&after)
+            .map(|(i, a)| a - i)
+            .fold(f64::MIN, f64::max);
+        m.insert("soak_rss_kept_mib".into(), kept);
+        m.insert(
+            "soak_sockets_after".into(),
+            held.iter().copied().max().unwrap_or(0) as f64,
+        );
+        eprintln!(
+            "soak {}: {failed} requests failed; idle {idle:.1?} MiB, peak {:.1} MiB, {:.1}s after {after:.1?} MiB, sockets {held:?}",
+            t.name(),
+            r.rss_max_mib,
+            self.s.soak_rest.as_secs_f64()
+        );
+        Ok(())
     }
 
     /// Runs one of the benchmark's own load clients (a child process, on
@@ -245,6 +295,78 @@ impl Bench {
             r.first_error.as_deref().unwrap_or("-")
         );
         Ok((r, cpu_s))
+    }
+
+    /// h2load (as in the finding the soak reproduces): HTTP/2 with prior
+    /// knowledge, 20 connections × 50 streams, as fast as it goes for
+    /// `secs`, watching the RSS of `watch`. Returns the requests that failed
+    /// too (a proxy that sheds load answers 503s: counted, not fatal).
+    fn h2load(&self, t: Target, secs: f64, watch: &[u32]) -> Result<(LoadResult, f64)> {
+        let entry = self.entry(t, PORT);
+        let mut cmd = Command::new(&self.a.h2load);
+        cmd.args(["-c", "20", "-m", "50", "-t", "1", "-D"])
+            .arg(format!("{}", secs.ceil().max(1.0) as u64))
+            .args(["-H", &format!(":authority: {}:{PORT}", configs::ECHO)])
+            .arg(format!("http://{entry}/"));
+        let log = self.log("h2load");
+        let _ = std::fs::remove_file(&log);
+        let cpu0: f64 = watch.iter().map(|p| cpu_secs(*p)).sum();
+        let mut child = self.spawn("h2load", &mut cmd, None)?;
+        let deadline = Instant::now() + Duration::from_secs_f64(secs + 60.0);
+        let mut rss_max = 0.0f64;
+        let status = loop {
+            if let Some(status) = child.child.try_wait()? {
+                break status;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "h2load against {} did not finish",
+                t.name()
+            );
+            for p in watch {
+                rss_max = rss_max.max(mem_mib(*p, "VmRSS:"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let cpu_s = watch.iter().map(|p| cpu_secs(*p)).sum::<f64>() - cpu0;
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        ensure!(
+            status.success(),
+            "h2load failed ({status}) against {}; see {}",
+            t.name(),
+            log.display()
+        );
+        // "requests: 1000 total, 1000 started, 1000 done, 1000 succeeded, 0 failed, 0 errored, 0 timeout"
+        // "finished in 10.00s, 5234.50 req/s, 6.12MB/s"
+        let field = |line: &str, after: &str| -> Option<f64> {
+            let l = text.lines().find(|l| l.starts_with(line))?;
+            let words: Vec<&str> = l.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+            let i = words.iter().position(|w| *w == after)?;
+            words.get(i.checked_sub(1)?)?.parse().ok()
+        };
+        let done = field("requests:", "succeeded").unwrap_or(0.0);
+        let failed = field("requests:", "failed").unwrap_or(f64::NAN);
+        let errored = field("requests:", "errored").unwrap_or(f64::NAN);
+        ensure!(
+            done > 0.0 && failed.is_finite() && errored.is_finite(),
+            "{} under the soak: {done} succeeded, {failed} failed, {errored} errored; see {}",
+            t.name(),
+            log.display()
+        );
+        let rps = text
+            .lines()
+            .find(|l| l.starts_with("finished in"))
+            .and_then(|l| l.split(", ").nth(1))
+            .and_then(|w| w.trim_end_matches(" req/s").parse().ok())
+            .unwrap_or(0.0);
+        let result = LoadResult {
+            requests: done,
+            rps,
+            cpu_s,
+            rss_max_mib: rss_max,
+            ..Default::default()
+        };
+        Ok((result, failed + errored))
     }
 
     fn oha(&self, t: Target, load: Load, watch: &[u32]) -> Result<LoadResult> {

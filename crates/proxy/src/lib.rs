@@ -14,6 +14,7 @@ pub mod dns;
 mod error;
 pub mod http;
 pub mod lb;
+pub mod limits;
 pub mod listeners;
 pub mod policy;
 pub mod snapshot;
@@ -79,6 +80,8 @@ pub struct Config {
     pub capture: Option<capture::CapturePorts>,
     /// Answer DNS on this address (15053), as Istio's ISTIO_META_DNS_CAPTURE.
     pub dns: Option<SocketAddr>,
+    /// Header, stream, buffer and idle-connection limits.
+    pub limits: limits::Limits,
 }
 
 impl Default for Config {
@@ -100,6 +103,7 @@ impl Default for Config {
             release_freed_memory: None,
             capture: None,
             dns: None,
+            limits: limits::Limits::default(),
         }
     }
 }
@@ -126,6 +130,7 @@ pub async fn run(
     if let Some(release) = config.release_freed_memory {
         store = store.with_memory_release(release);
     }
+    store.pools().set_limits(config.limits);
     let store = Arc::new(store);
     // Before the static config: its clusters are built with mesh TLS.
     if let Some(files) = &config.static_certs {
@@ -241,7 +246,11 @@ pub async fn run(
         store,
         telemetry,
         app_ip: config.app_ip,
-        direct_pool: Arc::new(lb::pool::Pool::new(lb::pool::DEFAULT_CONNECT_TIMEOUT)),
+        direct_pool: Arc::new(lb::pool::Pool::new(
+            lb::pool::DEFAULT_CONNECT_TIMEOUT,
+            config.limits.max_idle_per_endpoint,
+        )),
+        limits: config.limits,
     });
     let (drain_tx, drain_rx) = watch::channel(false);
     let serving = data_plane.spawn(listeners::run(

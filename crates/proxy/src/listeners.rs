@@ -20,8 +20,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::capture::CapturePorts;
 use crate::capture::inbound::VirtualInbound;
+use crate::config::ConfigStore;
 use crate::http::forward::LocalApp;
 use crate::http::{Conn, ListenerRt, Shared};
+use crate::lb::upstream::ConnSettings;
+use crate::limits::Limits;
+
 use crate::snapshot::{Direction, ListenerSpec, Serve, Snapshot};
 use crate::tcp;
 use crate::tls::PeerIdentity;
@@ -65,6 +69,28 @@ pub const OUTBOUND_PROXY: &str = "outbound_proxy";
 pub(crate) struct Drain {
     signal: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
+    /// Set when a request ends: what it held is freed (see [`release_memory`]).
+    freed: Arc<AtomicBool>,
+}
+
+/// How often memory freed by finished requests is handed back to the OS.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Hands the memory that requests freed back to the OS, at most once per
+/// interval. A burst of concurrent requests leaves megabytes of free chunks
+/// (buffers, connection state) in the allocator's arenas, which glibc's
+/// malloc keeps resident unless asked; asked, the proxy's RSS returns to
+/// near idle after the burst. Cheap (a walk of the free lists) and skipped
+/// when no request ended since the last time.
+async fn release_memory(freed: Arc<AtomicBool>, store: Arc<ConfigStore>) {
+    let mut every = tokio::time::interval(RELEASE_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if freed.swap(false, Ordering::Relaxed) {
+            store.release_freed_memory();
+        }
+    }
 }
 
 struct Bound {
@@ -85,9 +111,12 @@ pub async fn run(
 ) {
     let mut changes = shared.store.subscribe();
     let (alive_tx, mut all_closed) = mpsc::channel::<()>(1);
+    let freed = Arc::new(AtomicBool::new(false));
+    let releasing = tokio::spawn(release_memory(freed.clone(), shared.store.clone()));
     let conn_drain = Drain {
         signal: drain.clone(),
         _alive: alive_tx,
+        freed,
     };
     let mut bound: HashMap<SocketAddr, Bound> = HashMap::new();
     let captured = capture.map(|ports| Captured {
@@ -126,6 +155,7 @@ pub async fn run(
             () = until_true(&mut drain) => break,
         }
     }
+    releasing.abort();
     let open = bound.len();
     bound.clear();
     drop(conn_drain);
@@ -196,7 +226,7 @@ async fn reconcile(
         // The same application keeps its pool (and its warm connections).
         let app = match bound.get(&spec.bind).map(|b| b.rt.load_full()) {
             Some(old) if old.app.authority.as_str() == app_addr.to_string() => old.app.clone(),
-            _ => match LocalApp::new(app_addr) {
+            _ => match LocalApp::new(app_addr, ConnSettings::from_limits(&shared.limits)) {
                 Some(app) => Arc::new(app),
                 None => continue,
             },
@@ -262,11 +292,7 @@ async fn accept_loop(
     mut stop: oneshot::Receiver<()>,
     captured_inbound: Option<Arc<VirtualInbound>>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Timers bound how long a client may take to send its headers and let
-    // HTTP/2 keep-alive work.
-    builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
+    let builder = server_builder(&shared.limits);
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
@@ -399,6 +425,30 @@ fn serve_inbound(
     }
 }
 
+/// The HTTP/1 and HTTP/2 server settings of every downstream connection.
+fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Timers bound how long a client may take to send its headers and let
+    // HTTP/2 keep-alive work. Heads beyond the limits are answered 431 by
+    // hyper (HTTP/1) and h2 (HTTP/2, which then resets the stream).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.http1_buffer_bytes());
+    // The connection's receive window bounds what all its streams together
+    // can make the proxy buffer; one stream may use a quarter of it.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_request_headers_bytes).unwrap_or(u32::MAX))
+        .initial_connection_window_size(limits.connection_buffer_bytes)
+        .initial_stream_window_size((limits.connection_buffer_bytes / 4).max(65_535))
+        .max_send_buf_size(limits.connection_buffer_bytes as usize);
+    builder
+}
+
 /// A plaintext connection, by the listener's protocol.
 pub(crate) fn serve_plain(
     stream: TcpStream,
@@ -517,28 +567,133 @@ pub(crate) fn serve_http(
         original_dst,
     });
     let inbound = rt.load().spec.direction == Direction::Inbound;
+    let activity = Arc::new(Activity::new(drain.freed.clone()));
+    let in_flight = activity.clone();
+    let max_headers = shared.limits.max_headers;
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        if inbound {
+        if req.headers().len() > max_headers {
+            req.extensions_mut().insert(crate::http::TooManyHeaders);
+        } else if inbound {
             inbound::decorate(req.headers_mut(), conn.mesh_peer.as_ref());
         }
+        let request = in_flight.start();
+        let handled = crate::http::handle(req, conn.clone());
         // Boxed: hyper spawns a task per HTTP/2 stream, and the request's
         // state is kilobytes; a task holding a pointer is cheap to create.
-        Box::pin(crate::http::handle(req, conn.clone()))
+        Box::pin(async move {
+            let response = handled.await?;
+            // In flight until its response body has been sent (or dropped).
+            Ok::<_, std::convert::Infallible>(response.map(|body| Tracked {
+                body,
+                _request: request,
+            }))
+        })
     });
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .into_owned();
-    tokio::spawn(until_drained(connection, peer, drain));
+    let idle_timeout = shared.limits.downstream_idle_timeout;
+    tokio::spawn(until_drained(
+        connection,
+        peer,
+        drain,
+        activity,
+        idle_timeout,
+    ));
 }
 
-/// Serves one HTTP connection until it ends or the proxy drains (HTTP/1:
+/// Requests in flight on one downstream connection, and since when there
+/// has been none (Envoy's idle timeout counts from then).
+struct Activity {
+    /// (requests in flight, when the last one ended or the connection opened)
+    state: Mutex<(u32, tokio::time::Instant)>,
+    /// The proxy's flag: a request ended, memory was freed.
+    freed: Arc<AtomicBool>,
+}
+
+impl Activity {
+    fn new(freed: Arc<AtomicBool>) -> Self {
+        Activity {
+            state: Mutex::new((0, tokio::time::Instant::now())),
+            freed,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u32, tokio::time::Instant)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start(self: &Arc<Self>) -> InFlight {
+        self.lock().0 += 1;
+        InFlight(self.clone())
+    }
+
+    /// `None`: a request is in flight; else when the connection went idle.
+    fn idle_since(&self) -> Option<tokio::time::Instant> {
+        let st = self.lock();
+        (st.0 == 0).then_some(st.1)
+    }
+}
+
+/// One request in flight; ends when dropped.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Read first: no write (and no cache line moving between cores) while set.
+        if !self.0.freed.load(Ordering::Relaxed) {
+            self.0.freed.store(true, Ordering::Relaxed);
+        }
+        let mut st = self.0.lock();
+        st.0 -= 1;
+        if st.0 == 0 {
+            st.1 = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in flight.
+struct Tracked<B> {
+    body: B,
+    _request: InFlight,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serves one HTTP connection until it ends, the proxy drains, or it has
+/// had no request in flight for `idle_timeout` (then as on drain, HTTP/1:
 /// close once the current response is sent; HTTP/2: GOAWAY).
-async fn until_drained<C>(connection: C, peer: SocketAddr, drain: Drain)
-where
+async fn until_drained<C>(
+    connection: C,
+    peer: SocketAddr,
+    drain: Drain,
+    activity: Arc<Activity>,
+    idle_timeout: Option<Duration>,
+) where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
-    let Drain { mut signal, _alive } = drain;
+    let Drain {
+        mut signal, _alive, ..
+    } = drain;
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
         r = connection.as_mut() => r,
@@ -546,9 +701,31 @@ where
             connection.as_mut().graceful_shutdown();
             connection.await
         }
+        () = until_idle(&activity, idle_timeout) => {
+            tracing::debug!(%peer, "downstream connection idle; closing it");
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Resolves once the connection has had no request in flight for `timeout`.
+async fn until_idle(activity: &Activity, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        // While a request is in flight, look again a timeout later: the
+        // earliest it can have been idle for that long.
+        let deadline = match activity.idle_since() {
+            Some(since) if since.elapsed() >= timeout => return,
+            Some(since) => since + timeout,
+            None => tokio::time::Instant::now() + timeout,
+        };
+        tokio::time::sleep_until(deadline).await;
     }
 }
 

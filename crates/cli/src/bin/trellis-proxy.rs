@@ -115,6 +115,40 @@ struct Args {
     /// The mesh roots peers must chain to, PEM (root-cert.pem).
     #[arg(long, requires = "cert_chain")]
     roots: Option<PathBuf>,
+    /// Request headers (HTTP/1: with the request line) larger than this
+    /// many KiB are answered 431 (Envoy's max_request_headers_kb).
+    #[arg(long, env = "TRELLIS_MAX_REQUEST_HEADERS_KB", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..=8192))]
+    max_request_headers_kb: u32,
+    /// Requests with more headers than this are answered 431 (Envoy's max_headers_count).
+    #[arg(long, env = "TRELLIS_MAX_HEADERS_COUNT", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_headers_count: u32,
+    /// HTTP/2 streams one downstream connection may have open at once.
+    #[arg(long, env = "TRELLIS_HTTP2_MAX_CONCURRENT_STREAMS",
+          default_value_t = proxy::limits::DEFAULT_MAX_CONCURRENT_STREAMS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    http2_max_concurrent_streams: u32,
+    /// What one connection may make the proxy buffer, bytes: a downstream
+    /// connection's read buffer and HTTP/2 windows, an upstream HTTP/2
+    /// connection's windows (Envoy's per_connection_buffer_limit_bytes).
+    #[arg(long, env = "TRELLIS_PER_CONNECTION_BUFFER_LIMIT_BYTES",
+          default_value_t = proxy::limits::DEFAULT_CONNECTION_BUFFER_BYTES,
+          value_parser = clap::value_parser!(u32).range(65_535..))]
+    per_connection_buffer_limit_bytes: u32,
+    /// A downstream connection with no request in flight this long is
+    /// closed, seconds; 0: never (Envoy's HTTP connection manager idle_timeout).
+    #[arg(
+        long,
+        env = "TRELLIS_DOWNSTREAM_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 3600
+    )]
+    downstream_idle_timeout_seconds: u64,
+    /// Idle connections kept per upstream endpoint; one given back beyond
+    /// this is closed.
+    #[arg(long, env = "TRELLIS_MAX_IDLE_CONNECTIONS_PER_ENDPOINT",
+          default_value_t = proxy::limits::DEFAULT_MAX_IDLE_PER_ENDPOINT)]
+    max_idle_connections_per_endpoint: u32,
 }
 
 /// Where captured DNS goes (`trellis-proxy iptables --dns-port`).
@@ -226,6 +260,15 @@ async fn main() -> anyhow::Result<()> {
         dns: args
             .dns_capture
             .then(|| SocketAddr::from(([127, 0, 0, 1], DNS_CAPTURE_PORT))),
+        limits: proxy::limits::Limits {
+            max_request_headers_bytes: args.max_request_headers_kb as usize * 1024,
+            max_headers: args.max_headers_count as usize,
+            max_concurrent_streams: args.http2_max_concurrent_streams,
+            connection_buffer_bytes: args.per_connection_buffer_limit_bytes,
+            downstream_idle_timeout: (args.downstream_idle_timeout_seconds > 0)
+                .then(|| Duration::from_secs(args.downstream_idle_timeout_seconds)),
+            max_idle_per_endpoint: args.max_idle_connections_per_endpoint,
+        },
     };
     proxy::run(config, shutdown()).await?;
     Ok(())

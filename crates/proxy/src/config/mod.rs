@@ -80,6 +80,19 @@ impl ConfigStore {
         self
     }
 
+    /// Hands memory freed since the last call back to the OS, if the binary
+    /// said how ([`Self::with_memory_release`]).
+    pub(crate) fn release_freed_memory(&self) {
+        if let Some(release) = self.release_freed_memory {
+            release();
+        }
+    }
+
+    /// The upstream connection pools, shared by every config's clusters.
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
     /// Gives the store the proxy's mesh identity; configs applied from then
     /// on use it for mTLS to endpoints. Set once, before the first config.
     pub fn set_mesh_tls(&self, tls: Arc<crate::tls::MeshTls>) {
@@ -157,9 +170,7 @@ impl ConfigStore {
         types.insert(type_key, Arc::new(new));
         let what = wire::types::short_name(type_key);
         let result = self.compile_and_publish(state, what, &version, types);
-        if let Some(release) = self.release_freed_memory {
-            release();
-        }
+        self.release_freed_memory();
         result
     }
 

@@ -67,15 +67,11 @@ pub struct LocalApp {
 }
 
 impl LocalApp {
-    pub fn new(addr: SocketAddr) -> Option<Self> {
+    pub fn new(addr: SocketAddr, settings: ConnSettings) -> Option<Self> {
         let key: Arc<str> = addr.to_string().into();
         let authority: Authority = key.parse().ok()?;
         Some(LocalApp {
-            pool: EndpointPool::new(
-                authority.clone(),
-                ConnSettings::default(),
-                Breakers::default(),
-            ),
+            pool: EndpointPool::new(authority.clone(), settings, Breakers::default()),
             authority,
             key,
         })

@@ -44,6 +44,7 @@ pub struct Shared {
     pub app_ip: IpAddr,
     /// For passthrough destinations (the local application has its own, `ListenerRt::app`).
     pub direct_pool: Arc<Pool>,
+    pub limits: crate::limits::Limits,
 }
 
 /// A listener as its connections see it; swapped when its config changes.
@@ -71,6 +72,13 @@ pub struct Conn {
     /// where a request for a host the mesh does not know goes.
     pub original_dst: Option<SocketAddr>,
 }
+
+/// Marks a request that came with more headers than the limit (counted as
+/// received, before the proxy adds any). HTTP/1 heads over the limits never
+/// get this far (hyper answers 431); h2 bounds an HTTP/2 header list's size
+/// but not its count, so this answers 431 as Envoy does, flagged DPE.
+#[derive(Clone, Copy, Debug)]
+pub struct TooManyHeaders;
 
 /// Envoy's port for a request without one.
 const DEFAULT_PORT: u16 = 80;
@@ -109,6 +117,11 @@ pub async fn handle(
         conn.mesh_peer.as_ref().map(|p| p.meta.clone()),
     ));
     let response = match listener.spec.direction {
+        _ if req.extensions().get::<TooManyHeaders>().is_some() => {
+            record.flags.set(Flags::DPE);
+            record.response_code_details = Some("http2.too_many_headers".into());
+            local_reply(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "")
+        }
         _ if let Some(details) = refused => {
             tracing::debug!(peer = %conn.peer, details, "request refused");
             record.response_code_details = Some(details.into());

@@ -190,6 +190,7 @@ impl Cluster {
                 .map(|p| p.max_connection_duration_ms)
                 .filter(|ms| *ms > 0)
                 .map(Duration::from_millis),
+            ..ConnSettings::from_limits(&env.pools.limits())
         };
         let breakers = Breakers::new(
             Limits::from_pb(cp),

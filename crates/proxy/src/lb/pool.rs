@@ -12,6 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::http::body::ReqBody;
+use crate::limits::Limits;
 
 pub type UpstreamClient = Client<HttpConnector, ReqBody>;
 
@@ -25,7 +26,8 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(connect_timeout: Duration) -> Self {
+    /// Keeps at most `max_idle` idle connections per destination.
+    pub fn new(connect_timeout: Duration, max_idle: u32) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
@@ -35,6 +37,7 @@ impl Pool {
             b.pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
                 .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(max_idle as usize)
                 .http2_only(http2);
             b.build(connector.clone())
         };
@@ -45,20 +48,32 @@ impl Pool {
     }
 }
 
-/// The pools by connect timeout. Kept across config updates so that a
+/// The pools by connect timeout, and the process-wide limits every
+/// cluster's connections follow. Kept across config updates so that a
 /// config change does not drop warm connections. Only config updates touch
 /// the map; requests hold their cluster's `Arc<Pool>`.
 #[derive(Default)]
 pub struct Pools {
     by_timeout: Mutex<HashMap<Duration, Arc<Pool>>>,
+    limits: Mutex<Limits>,
 }
 
 impl Pools {
     pub fn get(&self, connect_timeout: Duration) -> Arc<Pool> {
+        let max_idle = self.limits().max_idle_per_endpoint;
         // A poisoned lock only means another config update panicked; the map is still usable.
         let mut map = self.by_timeout.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(connect_timeout)
-            .or_insert_with(|| Arc::new(Pool::new(connect_timeout)))
+            .or_insert_with(|| Arc::new(Pool::new(connect_timeout, max_idle)))
             .clone()
+    }
+
+    /// Set once at start, before any config.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
+    pub fn limits(&self) -> Limits {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -53,6 +53,13 @@ pub struct ConnSettings {
     /// 0: unlimited.
     pub max_requests_per_connection: u32,
     pub max_duration: Option<Duration>,
+    /// Idle connections kept (HTTP/1; an HTTP/2 endpoint has one): one
+    /// given back beyond this is closed, so that a burst of concurrent
+    /// requests does not leave as many connections open.
+    pub max_idle: u32,
+    /// What one HTTP/2 connection's responses may make the proxy buffer
+    /// (its receive window; a stream may use a quarter).
+    pub buffer_bytes: u32,
 }
 
 /// Envoy's defaults, for a cluster that sets nothing (and the local application).
@@ -63,11 +70,22 @@ impl Default for ConnSettings {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             max_requests_per_connection: 0,
             max_duration: None,
+            max_idle: crate::limits::DEFAULT_MAX_IDLE_PER_ENDPOINT,
+            buffer_bytes: crate::limits::DEFAULT_CONNECTION_BUFFER_BYTES,
         }
     }
 }
 
 impl ConnSettings {
+    /// Envoy's defaults with the proxy's own limits.
+    pub fn from_limits(limits: &crate::limits::Limits) -> Self {
+        ConnSettings {
+            max_idle: limits.max_idle_per_endpoint,
+            buffer_bytes: limits.connection_buffer_bytes,
+            ..ConnSettings::default()
+        }
+    }
+
     /// Whether a connection of this age may take another request.
     fn fresh(&self, created: Instant, served: u32, now: Instant) -> bool {
         (self.max_requests_per_connection == 0 || served < self.max_requests_per_connection)
@@ -394,6 +412,10 @@ impl EndpointPool {
                 Err(Err(_)) => return,
             }
         }
+        if st.h1.idle.len() >= st.settings.max_idle as usize {
+            // Dropping it closes it.
+            return;
+        }
         conn.idle_since = now;
         st.h1.idle.push(conn);
     }
@@ -510,14 +532,17 @@ impl EndpointPool {
         st.h2.connecting = true;
         st.next_id += 1;
         let (id, timeout) = (st.next_id, st.settings.connect_timeout);
-        tokio::spawn(self.clone().connect_h2(id, timeout, permit));
+        let buffer = st.settings.buffer_bytes;
+        tokio::spawn(self.clone().connect_h2(id, timeout, buffer, permit));
     }
 
-    async fn connect_h2(self: Arc<Self>, id: u64, timeout: Duration, permit: Permit) {
+    async fn connect_h2(self: Arc<Self>, id: u64, timeout: Duration, buffer: u32, permit: Permit) {
         let tls = self.tls.load_full();
         let connected = match connect(&self.authority, timeout, tls.as_deref(), true).await {
             Ok(io) => http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                .initial_connection_window_size(buffer)
+                .initial_stream_window_size((buffer / 4).max(65_535))
                 .handshake::<_, ReqBody>(io)
                 .await
                 .map_err(|_| Failure::Connect),

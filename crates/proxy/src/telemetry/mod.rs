@@ -52,8 +52,10 @@ impl Flags {
     pub const URX: u16 = 1 << 9;
     /// No cluster: the route names a cluster the proxy does not have.
     pub const NC: u16 = 1 << 10;
+    /// Downstream protocol error (e.g. a request over the header limits).
+    pub const DPE: u16 = 1 << 11;
 
-    const NAMES: [(u16, &'static str); 11] = [
+    const NAMES: [(u16, &'static str); 12] = [
         (Self::UH, "UH"),
         (Self::UT, "UT"),
         (Self::UF, "UF"),
@@ -65,6 +67,7 @@ impl Flags {
         (Self::DC, "DC"),
         (Self::URX, "URX"),
         (Self::NC, "NC"),
+        (Self::DPE, "DPE"),
     ];
 
     pub fn set(&mut self, flag: u16) {

@@ -12,6 +12,7 @@ mod authority;
 mod authz;
 mod control;
 mod cors_policy;
+mod limits;
 mod paths;
 mod routing;
 mod static_certs;

@@ -76,6 +76,8 @@ fn settings() -> ConnSettings {
         idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         max_requests_per_connection: 0,
         max_duration: None,
+        max_idle: u32::MAX,
+        ..ConnSettings::default()
     }
 }
 
@@ -210,6 +212,46 @@ async fn max_requests_per_connection_opens_new_connections() {
         }
         assert_eq!(s.connections.load(Ordering::SeqCst), 3, "http2={http2}");
     }
+}
+
+#[tokio::test]
+async fn a_burst_leaves_at_most_max_idle_connections_open() {
+    let s = server(false, true).await;
+    let p = pool(
+        s.addr,
+        Limits::default(),
+        ConnSettings {
+            max_idle: 2,
+            ..settings()
+        },
+    );
+    // Ten requests at once: one HTTP/1 connection each.
+    let burst: Vec<_> = (0..10)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move { roundtrip(&p, s.addr, false).await })
+        })
+        .collect();
+    while s.connections.load(Ordering::SeqCst) < 10 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    s.gate.as_ref().expect("gated").add_permits(10);
+    for r in burst {
+        assert_eq!(r.await.expect("task"), Ok(()));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while p.open_connections() > 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} connections kept after the burst",
+            p.open_connections()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The two kept serve the next requests.
+    s.gate.as_ref().expect("gated").add_permits(1);
+    roundtrip(&p, s.addr, false).await.expect("response");
+    assert_eq!(s.connections.load(Ordering::SeqCst), 10);
 }
 
 #[tokio::test]
