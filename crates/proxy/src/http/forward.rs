@@ -230,11 +230,11 @@ async fn tries(
         }
         match outcome {
             Ok((mut resp, lease)) => {
-                if let Some(down) = upgrade.take() {
-                    if super::upgrade::splice(down, &mut resp) {
-                        record.active = guard;
-                        return switched(resp, lease);
-                    }
+                if let Some(down) = upgrade.take()
+                    && super::upgrade::splice(down, &mut resp)
+                {
+                    record.active = guard;
+                    return switched(resp, lease);
                 }
                 let retriable =
                     retry.is_some_and(|r| r.retries_response(resp.status(), resp.headers()));

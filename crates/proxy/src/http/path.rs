@@ -96,11 +96,8 @@ fn normalise_path(path: &str, mode: Normalization) -> Cow<'_, str> {
 
 /// Nothing for any step to change: the common case, checked without copying.
 fn is_canonical(path: &str, merge: bool) -> bool {
-    !path
-        .bytes()
-        .any(|b| b == b'%' || b == b'\\' || needs_escape(b))
-        && !path.contains("/.")
-        && !(merge && path.contains("//"))
+    let special = |b: u8| b == b'%' || b == b'\\' || needs_escape(b);
+    !(path.bytes().any(special) || path.contains("/.") || merge && path.contains("//"))
 }
 
 fn contains_encoded_nul(path: &str) -> bool {
