@@ -501,6 +501,29 @@ async fn nginx_curl_nghttp_h2load_through_sidecars_and_the_gateway() -> Result<(
         }
     }
 
+    // Envoy as the client side: its HTTP/1.1 and HTTP/2 codecs (strict ones)
+    // send to the client pod's sidecar; nginx sees the client's authority.
+    let envoy = Envoy::start(d, &mesh, &proxy)?;
+    for (cluster, port, proto) in [
+        ("h1", 8081, "HTTP/2.0"),
+        ("h2", 8080, "HTTP/1.1"),
+        ("h2", 8081, "HTTP/2.0"),
+    ] {
+        let host = format!("web:{port}");
+        let (code, echo) = curl(&[
+            &format!("http://{}/echo?via=envoy", envoy.addr),
+            "-H",
+            &format!("host: {host}"),
+            "-H",
+            &format!("x-cluster: {cluster}"),
+        ])?;
+        ensure!(code == 200, "envoy {cluster} to {host}: {code} {echo}");
+        ensure!(field(&echo, "host") == "web", "{echo}");
+        ensure!(field(&echo, "proto") == proto, "{echo}");
+        ensure!(field(&echo, "uri") == "/echo?via=envoy", "{echo}");
+    }
+    drop(envoy);
+
     // WebSocket over HTTP/1.1: through the sidecars (mTLS between them) and
     // through the gateway, the handshake and frames both ways.
     eventually(Duration::from_secs(20), || {
@@ -556,4 +579,119 @@ async fn websocket(addr: &str, target: &str, host: &str) -> Result<()> {
     tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut close)).await??;
     ensure!(close == [0x88, 0], "{close:?}");
     Ok(())
+}
+
+/// Envoy (bench/setup.sh installs it into bench/.venv) as a front proxy whose
+/// upstream is the client pod's sidecar, over HTTP/1.1 or HTTP/2 as the
+/// request's `x-cluster` says; stopped on drop.
+struct Envoy {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Envoy {
+    fn start(dir: &Path, mesh: &Mesh, sidecar: &str) -> Result<Envoy> {
+        let venv = e2e::repo_root().join("bench/.venv/lib");
+        let bin = std::fs::read_dir(&venv)
+            .with_context(|| {
+                format!(
+                    "{}: run bench/setup.sh (scripts/test.sh does)",
+                    venv.display()
+                )
+            })?
+            .flatten()
+            .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+            .find(|p| p.is_file())
+            .context("no envoy in bench/.venv: run bench/setup.sh")?;
+        let ip = format!("127.{}.250.1", mesh.block);
+        let port = std::net::TcpListener::bind((ip.as_str(), 0))?
+            .local_addr()?
+            .port();
+        let admin = std::net::TcpListener::bind((ip.as_str(), 0))?
+            .local_addr()?
+            .port();
+        let (sidecar_ip, sidecar_port) = sidecar.rsplit_once(':').context("sidecar address")?;
+        let cluster = |name: &str, protocol: serde_json::Value| {
+            serde_json::json!({
+                "name": name,
+                "type": "STATIC",
+                "connect_timeout": "5s",
+                "load_assignment": { "cluster_name": name, "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                    "socket_address": { "address": sidecar_ip, "port_value": sidecar_port.parse::<u16>().unwrap_or(15001) }
+                }}}]}]},
+                "typed_extension_protocol_options": { "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": protocol
+                }}
+            })
+        };
+        let route = |name: &str| {
+            serde_json::json!({
+                "match": { "prefix": "/", "headers": [{ "name": "x-cluster", "string_match": { "exact": name } }] },
+                "route": { "cluster": name, "timeout": "20s" }
+            })
+        };
+        let config = serde_json::json!({
+            "admin": { "address": { "socket_address": { "address": ip, "port_value": admin } } },
+            "static_resources": {
+                "listeners": [{
+                    "name": "front",
+                    "address": { "socket_address": { "address": ip, "port_value": port } },
+                    "filter_chains": [{ "filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "front",
+                            "codec_type": "AUTO",
+                            "route_config": { "virtual_hosts": [{ "name": "all", "domains": ["*"], "routes": [route("h1"), route("h2")] }] },
+                            "http_filters": [{ "name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }]
+                        }
+                    }]}]
+                }],
+                "clusters": [
+                    cluster("h1", serde_json::json!({ "http_protocol_options": {} })),
+                    cluster("h2", serde_json::json!({ "http2_protocol_options": {} })),
+                ]
+            }
+        });
+        let file = dir.join("envoy.json");
+        std::fs::write(&file, serde_json::to_string(&config)?)?;
+        let log = std::fs::File::create(dir.join("envoy.log"))?;
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&file)
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+            ])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let envoy = Envoy {
+            child,
+            addr: format!("{ip}:{port}"),
+        };
+        let ready = format!("http://{ip}:{admin}/ready");
+        for _ in 0..150 {
+            if run("curl", &["-sf", "--max-time", "1", &ready]).is_ok() {
+                return Ok(envoy);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        anyhow::bail!(
+            "envoy did not become ready: {}",
+            std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default()
+        )
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
