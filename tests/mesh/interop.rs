@@ -237,6 +237,37 @@ spec:
   hosts: [envoy.example.com]
   gateways: [edge]
   http: [{{route: [{{destination: {{host: envoy-app, port: {{number: 8080}}}}}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: grpc-app}}
+spec:
+  selector: {{app: grpc-app}}
+  ports: [{{name: grpc, port: 8080}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: grpc-app}}
+spec:
+  selector: {{matchLabels: {{app: grpc-app}}}}
+  template:
+    metadata:
+      labels: {{app: grpc-app}}
+    spec:
+      containers:
+      - name: grpc
+        image: bench
+        command: [sh]
+        args: ["-c", "exec {bench} --serve-upstream $TRELLIS_BIND_ADDR:8080"]
+        ports: [{{containerPort: 8080}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: grpc-app}}
+spec:
+  hosts: [grpc.example.com]
+  gateways: [edge]
+  http: [{{route: [{{destination: {{host: grpc-app, port: {{number: 8080}}}}}}]}}]
 "#,
         template = template.display(),
         conf = conf.display(),
@@ -244,6 +275,7 @@ spec:
         envoy = envoy.display(),
         envoy_template = dir.join("envoy-app.json.in").display(),
         envoy_conf = dir.join("envoy-app.json").display(),
+        bench = e2e::bin("bench-data-plane").display(),
     )
 }
 
@@ -628,6 +660,17 @@ async fn strict_servers_and_clients_through_sidecars_and_the_gateway() -> Result
         );
     }
 
+    // gRPC: tonic's client (the benchmark's gRPC load client, for a second)
+    // to a gRPC app, through the sidecars and through the gateway; a call
+    // succeeds only when its `grpc-status` trailer arrives.
+    let gw_addr = gateway.trim_start_matches("http://").to_string();
+    for (addr, authority) in [
+        (proxy.as_str(), "grpc-app:8080"),
+        (gw_addr.as_str(), "grpc.example.com"),
+    ] {
+        eventually(Duration::from_secs(20), || grpc_calls(d, addr, authority)).await?;
+    }
+
     // WebSocket over HTTP/1.1: through the sidecars (mTLS between them) and
     // through the gateway, the handshake and frames both ways.
     eventually(Duration::from_secs(20), || {
@@ -827,4 +870,28 @@ impl Drop for Envoy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// gRPC unary calls (64 KiB requests) for half a second: all must succeed.
+async fn grpc_calls(dir: &Path, addr: &str, authority: &str) -> Result<()> {
+    let job = serde_json::json!({
+        "kind": "grpc", "addr": addr, "authority": authority, "secs": 0.5,
+        "concurrency": 2, "connections": 1, "request_bytes": 65536, "tls": null
+    });
+    let out = dir.join("grpc-result.json");
+    run(
+        &e2e::bin("bench-data-plane").display().to_string(),
+        &[
+            "--client-job",
+            &job.to_string(),
+            "--client-out",
+            &out.display().to_string(),
+        ],
+    )?;
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    ensure!(
+        r["requests"].as_u64().unwrap_or(0) > 0 && r["errors"] == 0,
+        "gRPC through {addr} as {authority}: {r}"
+    );
+    Ok(())
 }
