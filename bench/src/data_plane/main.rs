@@ -365,6 +365,7 @@ impl Bench {
             )?,
             H2App::Nginx => {
                 let conf = self.configs.join("nginx.conf");
+                std::fs::create_dir_all(self.a.out.join("nginx-tmp"))?;
                 std::fs::write(
                     &conf,
                     upstream::nginx_conf(h2_addr, self.a.body_size, &self.a.out.canonicalize()?),

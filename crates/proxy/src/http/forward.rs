@@ -411,7 +411,7 @@ pub(super) fn build(
                 .remove(header::HOST)
                 .and_then(|v| Authority::try_from(v.as_bytes()).ok())
                 .unwrap_or(endpoint);
-            absolute(authority, h.path)?
+            absolute(scheme_of(&h.headers), authority, h.path)?
         }
         (_, Target::Direct) => {
             if http2 {
@@ -419,7 +419,7 @@ pub(super) fn build(
                 // its port made explicit).
                 h.headers.remove(header::HOST);
             }
-            absolute(endpoint, h.path)?
+            absolute(scheme_of(&h.headers), endpoint, h.path)?
         }
     };
     if !http2 {
@@ -437,9 +437,19 @@ pub(super) fn build(
     Some(req)
 }
 
-fn absolute(authority: Authority, path: PathAndQuery) -> Option<Uri> {
+/// The upstream `:scheme`, as Envoy derives it for a request: the one the
+/// client used, which `x-forwarded-proto` carries by now (the edge sets it
+/// from the connection; an HTTP/2 client's `:scheme` went into it).
+fn scheme_of(headers: &HeaderMap) -> Scheme {
+    match headers.get(super::headers::X_FORWARDED_PROTO) {
+        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"https") => Scheme::HTTPS,
+        _ => Scheme::HTTP,
+    }
+}
+
+fn absolute(scheme: Scheme, authority: Authority, path: PathAndQuery) -> Option<Uri> {
     Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(scheme)
         .authority(authority)
         .path_and_query(path)
         .build()

@@ -208,6 +208,15 @@ fn canonicalize<B>(req: &mut Request<B>, mode: path::Normalization) -> Result<()
             Some(PathAndQuery::try_from(normalised).map_err(|_| "path_normalization_failed")?);
         *req.uri_mut() = http::Uri::from_parts(parts).map_err(|_| "path_normalization_failed")?;
     }
+    // An HTTP/2 client's `:scheme` goes on as Envoy propagates it (in
+    // `x-forwarded-proto`, unless a proxy before set that already).
+    if req.version() == http::Version::HTTP_2
+        && req.uri().scheme() == Some(&http::uri::Scheme::HTTPS)
+        && !req.headers().contains_key(X_FORWARDED_PROTO)
+    {
+        req.headers_mut()
+            .insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let (host, more) = (hosts.next(), hosts.next().is_some());
     if more {

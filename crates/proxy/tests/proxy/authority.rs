@@ -95,6 +95,19 @@ async fn upstream_authority_is_the_clients_once_per_protocol() {
         let _ = resp.into_body().collect().await;
     }
 
+    // The client's scheme goes on: `:scheme` on HTTP/2, `x-forwarded-proto`
+    // on HTTP/1.1 (as Envoy propagates an HTTP/2 client's `:scheme`).
+    for (path, scheme, proto) in [("/h2", Some("https"), "https"), ("/h1", None, "https")] {
+        let req = Request::get(format!("https://reviews:9080{path}"))
+            .body(Full::<Bytes>::default())
+            .expect("request");
+        let resp = h2.send_request(req).await.expect("response");
+        let seen = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(seen("x-seen-scheme"), scheme, "{path}");
+        assert_eq!(seen("echo-x-forwarded-proto"), Some(proto), "{path}");
+        let _ = resp.into_body().collect().await;
+    }
+
     // HTTP/1.1 absolute-form: the target's authority wins over Host
     // (RFC 9112 §3.2.2), for routing and upstream alike.
     let mut s = TcpStream::connect(proxy.outbound).await.expect("connect");

@@ -96,6 +96,9 @@ pub async fn upstream(ip: IpAddr, name: &'static str, behave: Behave) -> SocketA
                         if let Some(host) = req.headers().get("host") {
                             h.insert("x-seen-host", host.clone());
                         }
+                        if let Some(scheme) = req.uri().scheme_str() {
+                            h.insert("x-seen-scheme", scheme.parse().expect("value"));
+                        }
                         if let Some(a) = req.uri().authority() {
                             h.insert("x-seen-authority", a.as_str().parse().expect("value"));
                         }
