@@ -34,6 +34,9 @@ pub struct Access {
     pub token: Option<ApiToken>,
     /// The listener's own address: the only Host (besides localhost) accepted.
     pub listen: SocketAddr,
+    /// Config comes from the Kubernetes API server, whose authentication and
+    /// RBAC guard it: this API then serves only read-only views.
+    pub read_only: bool,
 }
 
 /// Who made a request, as the audit log names them.
@@ -53,10 +56,15 @@ struct PodStatusFile(Option<Arc<std::path::PathBuf>>);
 /// `pod_status_file`: the JSON `trellis up` keeps of its processes (running,
 /// restarts by `<namespace>/<pod>/<container>`), merged into served Pods.
 pub fn router(cp: Shared, access: Access, pod_status_file: Option<std::path::PathBuf>) -> Router {
+    let (apply, delete) = if access.read_only {
+        (post(config_is_kubernetes), post(config_is_kubernetes))
+    } else {
+        (post(apply), post(delete))
+    };
     let access = Arc::new(access);
     Router::new()
-        .route("/v1/apply", post(apply))
-        .route("/v1/delete", post(delete))
+        .route("/v1/apply", apply)
+        .route("/v1/delete", delete)
         .route("/v1/resources", get(list))
         .route("/debug/syncz", get(syncz))
         .route("/debug/config_dump", get(config_dump))
@@ -229,6 +237,15 @@ fn parse_valid(source: &str, body: &str) -> Result<Vec<api::Resource>, Response>
     } else {
         Err(error(StatusCode::BAD_REQUEST, problems.join("\n")))
     }
+}
+
+/// Writes on a control plane whose config is the Kubernetes API server's.
+async fn config_is_kubernetes() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this control plane reads its config from the Kubernetes API server: \
+         change it with kubectl, where the API server's authentication and RBAC apply",
+    )
 }
 
 async fn apply(
@@ -571,5 +588,47 @@ mod tests {
         assert_eq!(secret["data"]["tls.key"], "[redacted] (5 bytes)");
         assert_eq!(secret["data"]["empty"], "[redacted] (0 bytes)");
         assert_eq!(secret["stringData"]["token"], "[redacted] (6 bytes)");
+    }
+
+    #[tokio::test]
+    async fn a_control_plane_fed_by_kubernetes_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let cp = Arc::new(ControlPlane::new(store, model::MeshConfig::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listen = listener.local_addr().unwrap();
+        let access = Access {
+            token: None,
+            listen,
+            read_only: true,
+        };
+        let app = router(cp.clone(), access, None);
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        });
+        let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec: {hosts: [r], http: [{route: [{destination: {host: r}}]}]}\n";
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        for path in ["/v1/apply", "/v1/delete"] {
+            let resp = client
+                .post(format!("http://{listen}{path}"))
+                .header("content-type", "application/yaml")
+                .body(vs)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            assert!(resp.text().await.unwrap().contains("kubectl"), "{path}");
+        }
+        let listed = client
+            .get(format!("http://{listen}/v1/resources?kind=VirtualService"))
+            .send()
+            .await
+            .unwrap();
+        assert!(listed.status().is_success());
+        assert!(!listed.text().await.unwrap().contains("\"r\""));
     }
 }

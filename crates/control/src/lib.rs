@@ -131,6 +131,7 @@ pub async fn run(
         http_api::Access {
             token: api_token,
             listen: http.local_addr().unwrap_or(options.http_addr),
+            read_only: options.kubernetes.is_some(),
         },
         options.pod_status_file.clone(),
     );

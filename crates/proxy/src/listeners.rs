@@ -477,7 +477,7 @@ pub(crate) fn serve_plain(
         Serve::Sniff => {
             let (rt, shared, builder) = (rt.clone(), shared.clone(), builder.clone());
             tokio::spawn(async move {
-                if tcp::looks_like_http(&stream).await {
+                if crate::sniff::detect(&stream).await.is_http() {
                     serve_http(
                         MaybeTls::Plain(stream),
                         Downstream::plain(peer),

@@ -1,5 +1,5 @@
-//! Protocol detection on captured ports whose protocol the config does not
-//! name (Istio's sniffing): the client's first bytes tell HTTP/1.x, HTTP/2
+//! Protocol detection on ports whose protocol the config does not name
+//! (Istio's sniffing: captured ports and PERMISSIVE inbound ports): the client's first bytes tell HTTP/1.x, HTTP/2
 //! with prior knowledge, a TLS ClientHello, or else plain TCP. A port's name
 //! or `appProtocol` (the cluster's protocol) is used instead when there is one.
 
@@ -24,8 +24,10 @@ impl Detected {
     }
 }
 
-/// Istio's protocol detection timeout: a client that sends nothing for this
-/// long is taken for a server-first protocol (MySQL, SMTP), which is TCP.
+/// How long a client may stay silent before it is taken for a server-first
+/// protocol (MySQL, SMTP), which is TCP. Istio's `protocolDetectionTimeout`
+/// defaults to none (0s): a server-first protocol on an unnamed port then
+/// waits for ever; a short timeout makes it work as TCP instead.
 pub const DETECTION_TIMEOUT: Duration = Duration::from_millis(100);
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -12,3 +12,4 @@ mod istio_yaml;
 mod paths;
 mod pushed_config;
 mod regressions;
+mod sniffing;
