@@ -107,36 +107,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_go_and_protobuf_forms() {
-        let ok = [
-            ("5s", 5_000_000_000u128),
-            ("0.5s", 500_000_000),
-            ("100ms", 100_000_000),
-            ("1m", 60_000_000_000),
-            ("1h", 3_600_000_000_000),
-            ("1.5s", 1_500_000_000),
-            ("1h30m", 5_400_000_000_000),
-            ("0", 0),
-            ("0s", 0),
-            ("250us", 250_000),
-            ("10ns", 10),
-            (".5s", 500_000_000),
-            ("0.100s", 100_000_000),
-        ];
-        for (s, nanos) in ok {
-            let d: Duration = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
-            assert_eq!(d.0.as_nanos(), nanos, "{s}");
-        }
-    }
-
-    #[test]
-    fn rejects_bad_forms() {
-        for s in ["", "5", "s", "5x", "1.s.", "-1s", "abc", "5 s", "1e3s", "."] {
-            assert!(s.parse::<Duration>().is_err(), "{s:?} should be rejected");
-        }
-    }
-
-    #[test]
     fn displays_canonically() {
         let cases = [
             ("5s", "5s"),

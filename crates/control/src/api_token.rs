@@ -2,8 +2,6 @@
 //! caller change the mesh's config or read its debug views. `trellis up`
 //! makes it (random, in a file only its user can read) and the CLI sends it.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ring::rand::{SecureRandom, SystemRandom};
@@ -48,18 +46,13 @@ impl ApiToken {
             path: path.to_path_buf(),
             source,
         };
-        let text = std::fs::read_to_string(path).map_err(io)?;
-        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "API token file is readable by other users; it should be 0600");
-        }
-        let token = text.trim();
+        let token = crate::secret_file::read(path, "API token file").map_err(io)?;
         if token.is_empty() {
             return Err(ApiTokenError::Empty {
                 path: path.to_path_buf(),
             });
         }
-        Self::from_secret(token)
+        Self::from_secret(&token)
     }
 
     /// Creates a random token at `path` (mode 0600 from the start), or loads
@@ -74,23 +67,11 @@ impl ApiToken {
             .fill(&mut bytes)
             .map_err(|_| ApiTokenError::Random)?;
         let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(mut f) => {
-                f.write_all(text.as_bytes()).map_err(io)?;
-                f.sync_all().map_err(io)?;
-                Ok((Self::from_secret(&text)?, text))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let existing = std::fs::read_to_string(path).map_err(io)?;
-                let existing = existing.trim().to_string();
-                Ok((Self::load(path)?, existing))
-            }
-            Err(e) => Err(io(e)),
+        if crate::secret_file::create_new(path, &text).map_err(io)? {
+            Ok((Self::from_secret(&text)?, text))
+        } else {
+            let existing = crate::secret_file::read(path, "API token file").map_err(io)?;
+            Ok((Self::load(path)?, existing))
         }
     }
 
@@ -126,6 +107,7 @@ pub fn fingerprint(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn created_token_is_private_kept_and_verified() {

@@ -9,8 +9,6 @@
 //! the identity it was made for, whatever the CSR asks.
 
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ring::hmac;
@@ -47,11 +45,7 @@ impl TokenSecret {
             path: path.to_path_buf(),
             source,
         };
-        let text = std::fs::read_to_string(path).map_err(io)?;
-        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "token secret is readable by other users; it should be 0600");
-        }
+        let text = crate::secret_file::read(path, "token secret").map_err(io)?;
         let bytes = from_hex(text.trim()).ok_or_else(|| TokenSecretError::Bad {
             path: path.to_path_buf(),
             reason: "expected hexadecimal".into(),
@@ -78,19 +72,10 @@ impl TokenSecret {
             .map_err(|_| TokenSecretError::Random)?;
         // create_new with the mode set at creation: the secret is never, even
         // briefly, readable by others; an existing secret is kept.
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(mut f) => {
-                f.write_all(hex(&bytes).as_bytes()).map_err(io)?;
-                f.sync_all().map_err(io)?;
-                Ok(Self::from_bytes(&bytes))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(path),
-            Err(e) => Err(io(e)),
+        if crate::secret_file::create_new(path, &hex(&bytes)).map_err(io)? {
+            Ok(Self::from_bytes(&bytes))
+        } else {
+            Self::load(path)
         }
     }
 
@@ -146,6 +131,7 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn token_belongs_to_one_service_account() {

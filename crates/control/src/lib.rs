@@ -9,6 +9,7 @@ pub mod bootstrap_token;
 pub mod ca_service;
 pub mod http_api;
 pub mod proxy_node;
+mod secret_file;
 pub mod sources;
 pub mod state;
 pub mod store;
