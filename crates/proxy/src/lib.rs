@@ -19,7 +19,6 @@ pub mod listeners;
 pub mod policy;
 pub mod snapshot;
 pub mod sniff;
-mod sys;
 mod tcp;
 pub mod telemetry;
 pub mod tls;

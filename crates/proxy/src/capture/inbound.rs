@@ -41,7 +41,7 @@ impl VirtualInbound {
 
 fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
     let local = stream.local_addr().ok()?;
-    crate::sys::original_dst(stream, local)
+    super::original_dst(stream, local)
 }
 
 /// A port the mesh has no listener for: the bytes go to the application's

@@ -8,6 +8,7 @@
 mod apply;
 pub mod inbound;
 pub mod iptables;
+mod original_dst;
 pub mod outbound;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -23,6 +24,7 @@ pub use iptables::{
     ALWAYS_EXCLUDED_INBOUND, CHAINS, Family, ParseError, Ports, Ranges, Settings, parse_ports,
     parse_ranges, rules,
 };
+use original_dst::original_dst;
 
 /// The listener names of captured traffic (Istio's).
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";

@@ -35,7 +35,7 @@ pub(crate) async fn serve(
     let Some(dst) = stream
         .local_addr()
         .ok()
-        .and_then(|local| crate::sys::original_dst(&stream, local))
+        .and_then(|local| super::original_dst(&stream, local))
     else {
         // Not redirected: someone connected to 15001 itself. Serving it
         // would let it pick any destination as this workload.

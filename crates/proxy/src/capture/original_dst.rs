@@ -9,7 +9,7 @@ use nix::sys::socket::{SockaddrIn, SockaddrIn6, getsockopt, sockopt};
 
 /// The destination the client asked for; `None` if the kernel has no
 /// record of a redirect (the connection came to the port directly).
-pub fn original_dst(socket: &impl AsFd, local: SocketAddr) -> Option<SocketAddr> {
+pub(crate) fn original_dst(socket: &impl AsFd, local: SocketAddr) -> Option<SocketAddr> {
     let original = match local.ip() {
         IpAddr::V4(_) => getsockopt(socket, sockopt::OriginalDst)
             .ok()
