@@ -21,9 +21,12 @@ pub const PROXY_CONFIG_ANNOTATION: &str = "proxy.istio.io/config";
 /// The loopback addresses of one mesh: `127.<block>.0.1` for the control
 /// plane, `127.<block>.(1+2k).n` for pod IPs and `127.<block>.(2+2k).n` for the
 /// address each pod's application binds, which only its sidecar forwards to.
+/// With `pods` (namespace mode), pod IPs come from that range instead, and
+/// each application binds its own namespace's 127.0.0.1.
 #[derive(Clone, Copy, Debug)]
 pub struct Addresses {
     pub block: u8,
+    pub pods: Option<super::netns::PodCidr>,
 }
 
 impl Addresses {
@@ -31,12 +34,25 @@ impl Addresses {
         Ipv4Addr::new(127, self.block, 0, 1)
     }
 
-    fn pod(&self, index: usize) -> (Ipv4Addr, Ipv4Addr) {
-        let (row, col) = ((index / 250) as u8, (index % 250) as u8 + 1);
-        (
+    fn pod(&self, index: usize) -> Result<(Ipv4Addr, Ipv4Addr)> {
+        if let Some(cidr) = self.pods {
+            return Ok((cidr.pod(index)?, Ipv4Addr::LOCALHOST));
+        }
+        let row = u8::try_from(index / 250)
+            .ok()
+            .filter(|r| *r < 127)
+            .with_context(|| {
+                format!(
+                    "127.{}.0.0/16 has no address for pod {}",
+                    self.block,
+                    index + 1
+                )
+            })?;
+        let col = (index % 250) as u8 + 1;
+        Ok((
             Ipv4Addr::new(127, self.block, 1 + 2 * row, col),
             Ipv4Addr::new(127, self.block, 2 + 2 * row, col),
-        )
+        ))
     }
 }
 
@@ -312,7 +328,7 @@ pub fn plan(
         let sidecar = wants_sidecar(d, &namespaces, &ns);
         let proxy_env = proxy_metadata(mesh, Some((d, &ns, r.name())))?;
         for i in 0..spec.replicas.unwrap_or(1).max(0) as usize {
-            let (pod_ip, app_ip) = addrs.pod(pods.len());
+            let (pod_ip, app_ip) = addrs.pod(pods.len())?;
             let mut pod = PodPlan {
                 name: pod_name(r.name(), i),
                 workload: r.name().to_string(),
@@ -387,7 +403,7 @@ fn add_ingress_gateway(
     for g in generated {
         resources.extend(api::parse("<trellis up>", &g.to_string())?);
     }
-    let (pod_ip, app_ip) = addrs.pod(pods.len());
+    let (pod_ip, app_ip) = addrs.pod(pods.len())?;
     let labels: BTreeMap<String, String> = [("app", INGRESS_NAME), ("istio", "ingressgateway")]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -552,9 +568,12 @@ mod tests {
 
     #[test]
     fn addresses_do_not_collide() {
-        let a = Addresses { block: 10 };
-        let (p0, a0) = a.pod(0);
-        let (p250, a250) = a.pod(250);
+        let a = Addresses {
+            block: 10,
+            pods: None,
+        };
+        let (p0, a0) = a.pod(0).unwrap();
+        let (p250, a250) = a.pod(250).unwrap();
         assert_eq!(p0, Ipv4Addr::new(127, 10, 1, 1));
         assert_eq!(a0, Ipv4Addr::new(127, 10, 2, 1));
         assert_eq!(p250, Ipv4Addr::new(127, 10, 3, 1));
