@@ -160,6 +160,46 @@ fn up_as_root_puts_pods_in_namespaces_with_capture() -> Result<()> {
         "b saw a's SPIFFE id (through both sidecars): {reply}"
     );
 
+    // b's programs: the proxy as 1337 (which capture excludes), the app as
+    // another user, with no proxy variable.
+    let instance = format!("INSTANCE_IP={ip_b}");
+    let mut seen = Vec::new();
+    for pid in e2e::pids_with_arg("b") {
+        let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+        let comm = std::fs::read_to_string(proc.join("comm")).unwrap_or_default();
+        let environ = std::fs::read(proc.join("environ")).unwrap_or_default();
+        let environ: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        let uid = std::fs::read_to_string(proc.join("status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|u| u.split_whitespace().next().unwrap_or("").to_string())
+            })
+            .unwrap_or_default();
+        let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
+        let is_b_proxy = cmdline.split(|b| *b == 0).any(|a| a == ip_b.as_bytes());
+        match comm.trim() {
+            "trellis-sample" if environ.contains(&instance.as_bytes()) => {
+                ensure!(uid == "1338", "b's app runs as 1338, not {uid}");
+                ensure!(
+                    !environ
+                        .iter()
+                        .any(|e| e.to_ascii_uppercase().starts_with(b"HTTP_PROXY=")),
+                    "b's app has no HTTP_PROXY"
+                );
+                seen.push("app");
+            }
+            "trellis-proxy" if is_b_proxy => {
+                ensure!(uid == "1337", "b's proxy runs as 1337, not {uid}");
+                seen.push("proxy");
+            }
+            _ => {}
+        }
+    }
+    seen.sort();
+    ensure!(seen == ["app", "proxy"], "b's processes found: {seen:?}");
+
     // 2. STRICT: the host's plaintext call to b's pod IP is refused.
     let (code, body) = curl(None, &format!("http://{ip_b}:8080/hello"))?;
     ensure!(
@@ -226,5 +266,63 @@ async fn bookinfo_in_namespaces() -> Result<()> {
     mesh.stop()?;
     let left = leftovers(block)?;
     ensure!(left.is_empty(), "left after Ctrl-C: {left:?}");
+    Ok(())
+}
+
+/// Capture fails closed: a pod whose rules cannot be written (here a bad
+/// `traffic.sidecar.istio.io/excludeInboundPorts`) stops `up` with an error
+/// naming the pod and the rule, its app never started, nothing left behind.
+#[test]
+fn a_pod_whose_rules_cannot_be_written_does_not_start() -> Result<()> {
+    if let Some(tool) = missing() {
+        eprintln!("skipped: namespace mode needs {tool}");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        echo_workload(
+            "a",
+            "\n      annotations: {traffic.sidecar.istio.io/excludeInboundPorts: lots}",
+        ),
+    )?;
+    let (block, _lock) = e2e::reserve_block()?;
+    let state = dir.path().join("state");
+    let mut child = Command::new(e2e::bin("trellis"))
+        .args([
+            "up",
+            &dir.path().display().to_string(),
+            "--block",
+            &block.to_string(),
+            "--state-dir",
+        ])
+        .arg(&state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("trellis up kept running with a pod whose capture rules failed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "{stderr}");
+    ensure!(stderr.contains("pod default/a-"), "names the pod: {stderr}");
+    ensure!(
+        stderr.contains("excludeInboundPorts") && stderr.contains("lots"),
+        "names the rule: {stderr}"
+    );
+    let started: Vec<_> = std::fs::read_dir(state.join("logs"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    ensure!(started.is_empty(), "nothing was started: {started:?}");
+    let left = leftovers(block)?;
+    ensure!(left.is_empty(), "left behind: {left:?}");
     Ok(())
 }

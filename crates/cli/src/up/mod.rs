@@ -172,7 +172,12 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         for (i, pod) in plan.pods.iter().enumerate() {
             let ns = net.add_pod(i, &pod.id(), &pod.namespace, pod.pod_ip)?;
             if pod.sidecar {
-                net.capture(&ns, &format!("{}/{}", pod.namespace, pod.name), &proxy)?;
+                net.capture(
+                    &ns,
+                    &format!("{}/{}", pod.namespace, pod.name),
+                    &proxy,
+                    &pod.capture_args,
+                )?;
             }
             pod_namespaces[i] = Some(ns);
         }

@@ -259,11 +259,13 @@ impl PodNetwork {
 
     /// Writes the capture rules in `ns`. Fails closed: the caller starts
     /// nothing of the pod if this fails, and the error says which rule.
-    pub fn capture(&self, ns: &str, pod_id: &str, proxy: &Path) -> Result<()> {
+    pub fn capture(&self, ns: &str, pod_id: &str, proxy: &Path, flags: &[String]) -> Result<()> {
         let out = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(proxy)
             .arg("iptables")
+            .args(flags)
+            .env_remove("RUST_BACKTRACE")
             .output()
             .with_context(|| format!("pod {pod_id}: running trellis-proxy iptables"))?;
         if !out.status.success() {

@@ -71,6 +71,8 @@ pub struct PodPlan {
     /// The proxy's `proxyMetadata`: MeshConfig's `defaultConfig`, then the pod's
     /// `proxy.istio.io/config`, key by key (Istio's merge); the proxy's environment.
     pub proxy_env: Vec<(String, String)>,
+    /// `trellis-proxy iptables` flags from the pod's `traffic.sidecar.istio.io/*` annotations.
+    pub capture_args: Vec<String>,
     pub containers: Vec<ContainerPlan>,
 }
 
@@ -244,6 +246,30 @@ fn resolve_env(c: &Container, pod: &PodPlan) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The capture annotations Istio's init container honours, which
+/// `trellis-proxy iptables` takes as flags of the same names.
+const CAPTURE_ANNOTATIONS: [&str; 5] = [
+    "includeOutboundIPRanges",
+    "excludeOutboundIPRanges",
+    "includeInboundPorts",
+    "excludeInboundPorts",
+    "excludeOutboundPorts",
+];
+
+fn capture_args(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<String> {
+    let Some(annotations) = meta.annotations.as_ref() else {
+        return Vec::new();
+    };
+    CAPTURE_ANNOTATIONS
+        .iter()
+        .filter_map(|name| {
+            let value = annotations.get(&format!("traffic.sidecar.istio.io/{name}"))?;
+            Some([format!("--{name}"), value.clone()])
+        })
+        .flatten()
+        .collect()
+}
+
 /// Istio injects a sidecar unless the pod or its namespace opts out.
 fn wants_sidecar(d: &Deployment, namespaces: &BTreeMap<String, Namespace>, ns: &str) -> bool {
     let template = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
@@ -343,6 +369,7 @@ pub fn plan(
                 gateway: false,
                 sidecar,
                 proxy_env: proxy_env.clone(),
+                capture_args: capture_args(&template_meta),
                 containers: Vec::new(),
             };
             for c in &pod_spec.containers {
@@ -419,6 +446,7 @@ fn add_ingress_gateway(
         gateway: true,
         sidecar: false,
         proxy_env,
+        capture_args: Vec::new(),
         containers: Vec::new(),
     };
     let ports: Vec<k8s_openapi::api::core::v1::ContainerPort> = [8080, 8443, 15021]
