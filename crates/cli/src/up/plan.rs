@@ -109,7 +109,9 @@ impl PodPlan {
                 json!("gateway"),
             );
         }
-        if self.sidecar || self.gateway {
+        // In namespace mode the admin port is inside the pod, which the
+        // host cannot reach: no address is better than the host's 127.0.0.1.
+        if (self.sidecar || self.gateway) && self.app_ip != Ipv4Addr::LOCALHOST {
             // Where the proxy's admin port is, for people and tests (Envoy's 15000).
             annotations.insert(
                 "proxy.trellis.io/admin".into(),
