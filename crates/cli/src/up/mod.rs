@@ -52,7 +52,8 @@ impl Mode {
     fn banner(&self, block: u8) -> String {
         match self {
             Mode::Namespaces(cidr) => format!(
-                "network mode: namespaces — each pod in network namespace trellis-{block}-<pod>, on bridge trellis{block} ({cidr}), its traffic captured by its sidecar"
+                "network mode: namespaces — each pod in network namespace trellis-{block}-<pod>.<namespace> on {cidr} (the host is {} on link trellis{block}), its traffic captured by its sidecar",
+                cidr.gateway()
             ),
             Mode::Loopback(why) => format!(
                 "network mode: loopback 127.{block}.0.0/16 ({why}) — pods are NOT isolated: any local process can call an app past its sidecar or use another pod's outbound port; as root without --no-netns, each pod gets its own network namespace"

@@ -2,9 +2,14 @@
 //! namespace, joined by a veth pair to a bridge on the host, with its traffic
 //! captured by `trellis-proxy iptables` — the layout of a Kubernetes node.
 //!
+//! The bridge lives in a hub namespace of its own, so that traffic between
+//! pods never crosses the host's firewall (whose policy for bridged or
+//! forwarded packets is unknown); the host joins the bridge through one veth
+//! pair, whose host end carries the host's address on the pod network.
+//!
 //! Everything made here is named with a prefix only Trellis uses, from the
-//! mesh's block: namespaces `trellis-<block>-<pod>`, the bridge
-//! `trellis<block>`, the veths' host ends `trellis<block>-<n>`. Teardown, and
+//! mesh's block: namespaces `trellis-<block>-<pod>.<namespace>` and
+//! `trellis-<block>-hub`, the host's link `trellis<block>`. Teardown, and
 //! the cleanup of what a crashed run left, remove exactly those names and
 //! nothing else. No rule is written outside the namespaces made here.
 
@@ -114,11 +119,18 @@ impl Names {
         format!("{}{pod}", self.namespace_prefix())
     }
 
+    /// The hub namespace, holding the bridge. Pod namespaces have a `.` in
+    /// their names (`<pod>.<namespace>`), so no pod's can be this.
+    pub fn hub(&self) -> String {
+        self.namespace("hub")
+    }
+
+    /// The host's end of the link to the hub's bridge.
     pub fn bridge(&self) -> String {
         format!("trellis{}", self.block)
     }
 
-    /// The host end of the `index`th pod's veth pair (at most 15 bytes, the kernel's limit).
+    /// The hub's end of the `index`th pod's veth pair (at most 15 bytes, the kernel's limit).
     fn veth(&self, index: usize) -> String {
         format!("trellis{}-{index}", self.block)
     }
@@ -188,17 +200,39 @@ impl PodNetwork {
         if !left.is_empty() {
             eprintln!("removed what an earlier run left: {}", left.join(", "));
         }
+        // A range the host already routes (a LAN, a VPN, another mesh's
+        // --pod-cidr) would be shadowed or shadow it.
+        let routed = ip(&["-o", "route", "show", "root", &cidr.to_string()])?;
+        if let Some(route) = routed.lines().next() {
+            bail!(
+                "the pod range {cidr} overlaps a route of this host ({}); pick another with --pod-cidr, or --no-netns",
+                route.trim()
+            );
+        }
+        let hub = names.hub();
+        ip(&["netns", "add", &hub])?;
+        // From here on, dropping `net` removes what was made.
         let net = PodNetwork { names, cidr };
-        let bridge = names.bridge();
-        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        let in_hub = |args: &[&str]| {
+            let mut a = vec!["netns", "exec", hub.as_str(), "ip"];
+            a.extend(args);
+            ip(&a)
+        };
+        in_hub(&["link", "add", "br0", "type", "bridge"])?;
+        in_hub(&["link", "set", "br0", "up"])?;
+        let host_end = names.bridge();
+        ip(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", "uplink", "netns", &hub,
+        ])?;
+        in_hub(&["link", "set", "uplink", "master", "br0", "up"])?;
         ip(&[
             "addr",
             "add",
             &format!("{}/{}", cidr.gateway(), cidr.prefix()),
             "dev",
-            &bridge,
+            &host_end,
         ])?;
-        ip(&["link", "set", &bridge, "up"])?;
+        ip(&["link", "set", &host_end, "up"])?;
         Ok(net)
     }
 
@@ -220,10 +254,14 @@ impl PodNetwork {
         };
         ip(&["netns", "add", &ns])?;
         exec(&["ip", "link", "set", "lo", "up"])?;
+        let hub = self.names.hub();
         ip(&[
-            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            "netns", "exec", &hub, "ip", "link", "add", &veth, "type", "veth", "peer", "name",
+            "eth0", "netns", &ns,
         ])?;
-        ip(&["link", "set", &veth, "master", &self.names.bridge(), "up"])?;
+        ip(&[
+            "netns", "exec", &hub, "ip", "link", "set", &veth, "master", "br0", "up",
+        ])?;
         exec(&[
             "ip",
             "addr",
