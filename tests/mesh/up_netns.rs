@@ -207,6 +207,16 @@ fn up_as_root_puts_pods_in_namespaces_with_capture() -> Result<()> {
         "plaintext from the host must not reach b: exit {code}, {body}"
     );
 
+    // The proxy's admin and outbound ports, on the pod's 127.0.0.1, are
+    // not reachable from outside the pod, captured or not.
+    for port in [15000, 15001] {
+        let (code, body) = curl(None, &format!("http://{ip_b}:{port}/config_dump"))?;
+        ensure!(
+            code != 0 && !body.ends_with("\n200"),
+            "b's port {port} from the host: exit {code}, {body:.300}"
+        );
+    }
+
     // 3. Ctrl-C removes every namespace, veth and the bridge.
     ensure!(!leftovers(block)?.is_empty(), "namespaces exist while up");
     let status = mesh.stop()?;
@@ -262,6 +272,25 @@ async fn bookinfo_in_namespaces() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // PERMISSIVE (Bookinfo has no PeerAuthentication): the app answers on
+    // the pod IP, but the proxy's admin port, on the pod's 127.0.0.1, does not.
+    let pods = mesh.pods()?;
+    let ip = pods
+        .iter()
+        .find(|p| p["metadata"]["labels"]["app"] == "details")
+        .and_then(|p| p["status"]["podIP"].as_str())
+        .context("details' pod IP")?
+        .to_string();
+    let (code, body) = curl(None, &format!("http://{ip}:9080/details/0"))?;
+    ensure!(
+        body.ends_with("\n200"),
+        "details' app on its pod IP: exit {code}, {body:.300}"
+    );
+    let (code, body) = curl(None, &format!("http://{ip}:15000/config_dump"))?;
+    ensure!(
+        code != 0 && !body.ends_with("\n200"),
+        "details' admin port from the host: exit {code}, {body:.300}"
+    );
     let block = mesh.block;
     mesh.stop()?;
     let left = leftovers(block)?;
