@@ -16,3 +16,4 @@ mod operator;
 mod proxy_trust;
 mod traffic;
 mod up;
+mod up_netns;

@@ -194,6 +194,7 @@ async fn up_again_after_ctrl_c_keeps_applied_config_and_fresh_drops_it() -> Resu
                 state: Some(state.path().to_path_buf()),
                 home: Some(home.path().to_path_buf()),
                 args: args.iter().map(|a| a.to_string()).collect(),
+                ..Launch::default()
             },
         )
     };

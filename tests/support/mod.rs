@@ -86,6 +86,9 @@ pub struct Launch {
     pub home: Option<PathBuf>,
     /// More `trellis up` arguments (`--fresh`).
     pub args: Vec<String>,
+    /// Pods in network namespaces (`up` as root); default: loopback mode
+    /// (`--no-netns`), which every test can use whoever runs it.
+    pub netns: bool,
 }
 
 impl Mesh {
@@ -126,6 +129,7 @@ impl Mesh {
             ])
             .arg(&state)
             .args(&launch.args)
+            .args((!launch.netns).then_some("--no-netns"))
             .envs(cli_env(&home))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

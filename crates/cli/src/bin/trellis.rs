@@ -35,6 +35,13 @@ enum Command {
         /// Forget what was applied in earlier runs and start from DIR alone.
         #[arg(long)]
         fresh: bool,
+        /// Keep every pod on the loopback interface even as root (no network
+        /// namespaces, no capture; apps call out through HTTP_PROXY).
+        #[arg(long)]
+        no_netns: bool,
+        /// The pods' IPv4 range in network namespace mode (default 10.<block>.0.0/16).
+        #[arg(long, conflicts_with = "no_netns")]
+        pod_cidr: Option<cli::up::netns::PodCidr>,
     },
     /// Create or update resources in the running mesh.
     Apply {
@@ -170,12 +177,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             block,
             state_dir,
             fresh,
+            no_netns,
+            pod_cidr,
         } => {
             cli::up::run(cli::up::UpOptions {
                 dir: dir.clone(),
                 block: *block,
                 state_dir: state_dir.clone(),
                 fresh: *fresh,
+                no_netns: *no_netns,
+                pod_cidr: *pod_cidr,
             })
             .await
         }

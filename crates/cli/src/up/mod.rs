@@ -1,10 +1,13 @@
 //! `trellis up DIR`: a whole mesh on one machine. Reads the manifests, plans
 //! pods on loopback addresses, starts the control plane, a sidecar in front of
 //! every pod, the pods' programs and an ingress gateway, keeps them all
-//! running, and stops them on Ctrl-C.
+//! running, and stops them on Ctrl-C. As root, each pod runs in its own
+//! network namespace with its traffic captured ([`netns`]); otherwise pods
+//! share the loopback interface and apps call out through `HTTP_PROXY`.
 
 pub mod bootstrap;
 pub mod lock;
+pub mod netns;
 pub mod plan;
 pub mod supervise;
 
@@ -31,6 +34,32 @@ pub struct UpOptions {
     pub state_dir: Option<PathBuf>,
     /// Drop what was applied in earlier runs and start from DIR alone.
     pub fresh: bool,
+    /// Loopback mode even as root.
+    pub no_netns: bool,
+    /// The pods' range in namespace mode (default `10.<block>.0.0/16`).
+    pub pod_cidr: Option<netns::PodCidr>,
+}
+
+/// How pods are networked.
+enum Mode {
+    /// Pods share the host's loopback; the reason namespace mode is not used.
+    Loopback(String),
+    /// Each pod in its own network namespace, on this range.
+    Namespaces(netns::PodCidr),
+}
+
+impl Mode {
+    fn banner(&self, block: u8) -> String {
+        match self {
+            Mode::Namespaces(cidr) => format!(
+                "network mode: namespaces — each pod in network namespace trellis-{block}-<pod>.<namespace> on {cidr} (the host is {} on link trellis{block}), its traffic captured by its sidecar",
+                cidr.gateway()
+            ),
+            Mode::Loopback(why) => format!(
+                "network mode: loopback 127.{block}.0.0/16 ({why}) — pods are NOT isolated: any local process can call an app past its sidecar or use another pod's outbound port; as root without --no-netns, each pod gets its own network namespace"
+            ),
+        }
+    }
 }
 
 /// The API token's file in the state directory (mode 0600).
@@ -59,7 +88,28 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     } else {
         model::MeshConfig::default()
     };
-    let addrs = Addresses { block: opts.block };
+    let mode = if opts.no_netns {
+        Mode::Loopback("--no-netns".into())
+    } else if let Some(why) = netns::missing_for_netns() {
+        Mode::Loopback(why)
+    } else {
+        Mode::Namespaces(
+            opts.pod_cidr
+                .unwrap_or_else(|| netns::PodCidr::for_block(opts.block)),
+        )
+    };
+    if let (Mode::Loopback(_), Some(cidr)) = (&mode, opts.pod_cidr) {
+        eprintln!(
+            "WARNING: --pod-cidr {cidr} is for namespace mode; it is not used in loopback mode"
+        );
+    }
+    let addrs = Addresses {
+        block: opts.block,
+        pods: match &mode {
+            Mode::Namespaces(cidr) => Some(*cidr),
+            Mode::Loopback(_) => None,
+        },
+    };
     let plan = plan::plan(resources, addrs, &mesh_config)?;
     let state = opts
         .state_dir
@@ -102,7 +152,37 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         .context("trellis-proxy not found next to trellis or on PATH")?;
     let cp_ip = addrs.control_plane();
     let api_url = format!("http://{cp_ip}:{HTTP_API_PORT}");
-    let xds_url = format!("http://{cp_ip}:{XDS_PORT}");
+    // In namespace mode the proxies reach xDS on the host's end of the bridge;
+    // the API stays on loopback, for the host's CLI only.
+    let xds_ip = match &mode {
+        Mode::Namespaces(cidr) => std::net::IpAddr::from(cidr.gateway()),
+        Mode::Loopback(_) => cp_ip.into(),
+    };
+    let xds_url = format!("http://{xds_ip}:{XDS_PORT}");
+
+    // The namespaces and their capture rules, all before anything starts:
+    // a pod whose rules cannot be written stops `up` with nothing running.
+    // Dropped (namespaces, veths and bridge removed) when `run` returns.
+    let mut network = None;
+    let mut pod_namespaces = vec![None; plan.pods.len()];
+    if let Mode::Namespaces(cidr) = &mode {
+        let net = network.insert(netns::PodNetwork::create(
+            netns::Names { block: opts.block },
+            *cidr,
+        )?);
+        for (i, pod) in plan.pods.iter().enumerate() {
+            let ns = net.add_pod(i, &pod.id(), &pod.namespace, pod.pod_ip)?;
+            if pod.sidecar {
+                net.capture(
+                    &ns,
+                    &format!("{}/{}", pod.namespace, pod.name),
+                    &proxy,
+                    &pod.capture_args,
+                )?;
+            }
+            pod_namespaces[i] = Some(ns);
+        }
+    }
 
     let board = StatusBoard::new(&status_file);
     let mut control = Supervisor::with_status(board.clone());
@@ -110,7 +190,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         "--config-dir".into(),
         state.join("config").display().to_string(),
         "--xds-addr".into(),
-        format!("{cp_ip}:{XDS_PORT}"),
+        format!("{xds_ip}:{XDS_PORT}"),
         "--http-addr".into(),
         format!("{cp_ip}:{HTTP_API_PORT}"),
         "--api-token-file".into(),
@@ -159,8 +239,16 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     };
 
     let mut workloads = Supervisor::with_status(board);
-    for pod in &plan.pods {
-        start_pod(&mut workloads, pod, &proxy, &xds_url, &identity, &logs);
+    for (pod, ns) in plan.pods.iter().zip(&pod_namespaces) {
+        start_pod(
+            &mut workloads,
+            pod,
+            ns.as_deref(),
+            &proxy,
+            &xds_url,
+            &identity,
+            &logs,
+        )?;
     }
     let gateway = plan::gateway_http_addr(&plan.pods, &plan.resources);
     let gateway_pod = plan.pods.iter().find(|p| p.gateway);
@@ -170,12 +258,20 @@ pub async fn run(opts: UpOptions) -> Result<()> {
             tracing::warn!(error = %e, "the ingress gateway is not ready yet");
         }
     }
-    print_summary(&plan.pods, &api_url, &xds_url, gateway, &state);
+    print_summary(
+        &plan.pods,
+        &mode.banner(opts.block),
+        &api_url,
+        &xds_url,
+        gateway,
+        &state,
+    );
 
     shutdown_signal().await;
     eprintln!("stopping the mesh…");
     workloads.stop().await;
     control.stop().await;
+    drop(network);
     eprintln!("stopped");
     Ok(())
 }
@@ -247,15 +343,42 @@ fn seed_store(state: &Path, resources: &[api::Resource], fresh: bool) -> Result<
     Ok(kept)
 }
 
+/// Starts a pod's proxy and programs; with `ns` (namespace mode), inside
+/// that network namespace, the proxy as [`netns::PROXY_UID`] with capture and
+/// the programs as [`netns::APP_UID`] with no `HTTP_PROXY`.
 fn start_pod(
     sup: &mut Supervisor,
     pod: &PodPlan,
+    ns: Option<&str>,
     proxy: &Path,
     xds_url: &str,
     identity: &bootstrap::MeshIdentity,
     logs: &Path,
-) {
+) -> Result<()> {
     if pod.sidecar || pod.gateway {
+        let token_file = match ns {
+            None => logs.join(admin_token_file(pod)),
+            // The proxy's user writes it: a folder of its own, private to it.
+            Some(_) => {
+                let dir = logs.join(format!("{}.{}.istio-proxy", pod.namespace, pod.name));
+                std::fs::create_dir_all(&dir)
+                    .and_then(|()| {
+                        std::os::unix::fs::chown(
+                            &dir,
+                            Some(netns::PROXY_UID),
+                            Some(netns::PROXY_UID),
+                        )
+                    })
+                    .and_then(|()| {
+                        std::fs::set_permissions(
+                            &dir,
+                            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+                        )
+                    })
+                    .with_context(|| format!("preparing {}", dir.display()))?;
+                dir.join("admin-token")
+            }
+        };
         let mut args = vec![
             "--kind".to_string(),
             if pod.gateway { "gateway" } else { "sidecar" }.into(),
@@ -277,11 +400,14 @@ fn start_pod(
             format!("{}:{ADMIN_PORT}", pod.app_ip),
             // The proxy makes its admin token and writes it here, 0600.
             "--admin-token-file".into(),
-            logs.join(admin_token_file(pod)).display().to_string(),
+            token_file.display().to_string(),
             "--health".into(),
             format!("{}:{HEALTH_PORT}", pod.pod_ip),
         ];
-        if !pod.gateway {
+        if ns.is_some() && pod.sidecar {
+            // The rules written in its namespace send it every connection.
+            args.extend(["--capture".into(), "--dns-capture".into()]);
+        } else if !pod.gateway {
             args.extend([
                 "--outbound".into(),
                 format!("{}:{OUTBOUND_PORT}", pod.app_ip),
@@ -291,9 +417,13 @@ fn start_pod(
             args.extend(["--label".into(), format!("{k}={v}")]);
         }
         args.extend(["--trust-domain".into(), identity.trust_domain.clone()]);
+        let (program, args) = match ns {
+            Some(ns) => netns::in_pod(ns, netns::PROXY_UID, proxy, &args),
+            None => (proxy.to_path_buf(), args),
+        };
         sup.spawn(Spec {
             name: format!("{}/{}/istio-proxy", pod.namespace, pod.name),
-            program: proxy.to_path_buf(),
+            program,
             args,
             // In the environment, not the command line, which `ps` shows everyone.
             // proxyMetadata (e.g. SECRET_TTL) is the proxy's environment, as in Istio.
@@ -319,20 +449,25 @@ fn start_pod(
                 if pod.sidecar { pod.app_ip } else { pod.pod_ip }.to_string(),
             ),
         ];
-        if pod.sidecar {
+        if pod.sidecar && ns.is_none() {
             let outbound = format!("http://{}:{OUTBOUND_PORT}", pod.app_ip);
             env.push(("HTTP_PROXY".into(), outbound.clone()));
             env.push(("http_proxy".into(), outbound));
         }
         env.extend(c.env.iter().cloned());
+        let (program, args) = match ns {
+            Some(ns) => netns::in_pod(ns, netns::APP_UID, &c.program, &c.args),
+            None => (c.program.clone(), c.args.clone()),
+        };
         sup.spawn(Spec {
             name: format!("{}/{}/{}", pod.namespace, pod.name, c.name),
-            program: c.program.clone(),
-            args: c.args.clone(),
+            program,
+            args,
             env,
             log: logs.join(format!("{}.{}.{}.log", pod.namespace, pod.name, c.name)),
         });
     }
+    Ok(())
 }
 
 /// The file (in the logs folder) holding a pod proxy's admin token, which
@@ -360,6 +495,7 @@ async fn wait_ready(url: &str, within: Duration) -> Result<()> {
 
 fn print_summary(
     pods: &[PodPlan],
+    banner: &str,
     api_url: &str,
     xds_url: &str,
     gateway: Option<std::net::SocketAddr>,
@@ -375,6 +511,7 @@ fn print_summary(
         pods.len(),
         namespaces.len()
     );
+    let _ = writeln!(out, "{banner}");
     let _ = writeln!(out, "  control plane    {api_url} (API)   {xds_url} (xDS)");
     if let Some(gw) = gateway {
         let _ = writeln!(out, "  ingress gateway  http://{gw}/");

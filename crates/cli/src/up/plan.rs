@@ -21,9 +21,12 @@ pub const PROXY_CONFIG_ANNOTATION: &str = "proxy.istio.io/config";
 /// The loopback addresses of one mesh: `127.<block>.0.1` for the control
 /// plane, `127.<block>.(1+2k).n` for pod IPs and `127.<block>.(2+2k).n` for the
 /// address each pod's application binds, which only its sidecar forwards to.
+/// With `pods` (namespace mode), pod IPs come from that range instead, and
+/// each application binds its own namespace's 127.0.0.1.
 #[derive(Clone, Copy, Debug)]
 pub struct Addresses {
     pub block: u8,
+    pub pods: Option<super::netns::PodCidr>,
 }
 
 impl Addresses {
@@ -31,12 +34,25 @@ impl Addresses {
         Ipv4Addr::new(127, self.block, 0, 1)
     }
 
-    fn pod(&self, index: usize) -> (Ipv4Addr, Ipv4Addr) {
-        let (row, col) = ((index / 250) as u8, (index % 250) as u8 + 1);
-        (
+    fn pod(&self, index: usize) -> Result<(Ipv4Addr, Ipv4Addr)> {
+        if let Some(cidr) = self.pods {
+            return Ok((cidr.pod(index)?, Ipv4Addr::LOCALHOST));
+        }
+        let row = u8::try_from(index / 250)
+            .ok()
+            .filter(|r| *r < 127)
+            .with_context(|| {
+                format!(
+                    "127.{}.0.0/16 has no address for pod {}",
+                    self.block,
+                    index + 1
+                )
+            })?;
+        let col = (index % 250) as u8 + 1;
+        Ok((
             Ipv4Addr::new(127, self.block, 1 + 2 * row, col),
             Ipv4Addr::new(127, self.block, 2 + 2 * row, col),
-        )
+        ))
     }
 }
 
@@ -55,6 +71,8 @@ pub struct PodPlan {
     /// The proxy's `proxyMetadata`: MeshConfig's `defaultConfig`, then the pod's
     /// `proxy.istio.io/config`, key by key (Istio's merge); the proxy's environment.
     pub proxy_env: Vec<(String, String)>,
+    /// `trellis-proxy iptables` flags from the pod's `traffic.sidecar.istio.io/*` annotations.
+    pub capture_args: Vec<String>,
     pub containers: Vec<ContainerPlan>,
 }
 
@@ -91,7 +109,9 @@ impl PodPlan {
                 json!("gateway"),
             );
         }
-        if self.sidecar || self.gateway {
+        // In namespace mode the admin port is inside the pod, which the
+        // host cannot reach: no address is better than the host's 127.0.0.1.
+        if (self.sidecar || self.gateway) && self.app_ip != Ipv4Addr::LOCALHOST {
             // Where the proxy's admin port is, for people and tests (Envoy's 15000).
             annotations.insert(
                 "proxy.trellis.io/admin".into(),
@@ -228,6 +248,43 @@ fn resolve_env(c: &Container, pod: &PodPlan) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The capture annotations Istio's init container honours, which
+/// `trellis-proxy iptables` takes as flags of the same names.
+const CAPTURE_ANNOTATIONS: [&str; 5] = [
+    "includeOutboundIPRanges",
+    "excludeOutboundIPRanges",
+    "includeInboundPorts",
+    "excludeInboundPorts",
+    "excludeOutboundPorts",
+];
+
+fn capture_args(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<String> {
+    let empty = BTreeMap::new();
+    let annotations = meta.annotations.as_ref().unwrap_or(&empty);
+    CAPTURE_ANNOTATIONS
+        .iter()
+        .filter_map(|name| {
+            let value = annotations.get(&format!("traffic.sidecar.istio.io/{name}"));
+            if *name == "excludeInboundPorts" {
+                // The proxy's own ports, bound to the pod's 127.0.0.1, are
+                // never captured inbound: captured, they would be passed
+                // through to 127.0.0.1 and reachable from outside the pod.
+                let user = value.map(|v| v.trim()).filter(|v| !v.is_empty());
+                let ports = match user {
+                    Some(v) => format!("{v},{PROXY_LOCAL_PORTS}"),
+                    None => PROXY_LOCAL_PORTS.to_string(),
+                };
+                return Some([format!("--{name}"), ports]);
+            }
+            Some([format!("--{name}"), value?.clone()])
+        })
+        .flatten()
+        .collect()
+}
+
+/// The proxy's admin, outbound, inbound and DNS ports.
+const PROXY_LOCAL_PORTS: &str = "15000,15001,15006,15053";
+
 /// Istio injects a sidecar unless the pod or its namespace opts out.
 fn wants_sidecar(d: &Deployment, namespaces: &BTreeMap<String, Namespace>, ns: &str) -> bool {
     let template = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
@@ -312,7 +369,7 @@ pub fn plan(
         let sidecar = wants_sidecar(d, &namespaces, &ns);
         let proxy_env = proxy_metadata(mesh, Some((d, &ns, r.name())))?;
         for i in 0..spec.replicas.unwrap_or(1).max(0) as usize {
-            let (pod_ip, app_ip) = addrs.pod(pods.len());
+            let (pod_ip, app_ip) = addrs.pod(pods.len())?;
             let mut pod = PodPlan {
                 name: pod_name(r.name(), i),
                 workload: r.name().to_string(),
@@ -327,6 +384,7 @@ pub fn plan(
                 gateway: false,
                 sidecar,
                 proxy_env: proxy_env.clone(),
+                capture_args: capture_args(&template_meta),
                 containers: Vec::new(),
             };
             for c in &pod_spec.containers {
@@ -387,7 +445,7 @@ fn add_ingress_gateway(
     for g in generated {
         resources.extend(api::parse("<trellis up>", &g.to_string())?);
     }
-    let (pod_ip, app_ip) = addrs.pod(pods.len());
+    let (pod_ip, app_ip) = addrs.pod(pods.len())?;
     let labels: BTreeMap<String, String> = [("app", INGRESS_NAME), ("istio", "ingressgateway")]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -403,6 +461,7 @@ fn add_ingress_gateway(
         gateway: true,
         sidecar: false,
         proxy_env,
+        capture_args: Vec::new(),
         containers: Vec::new(),
     };
     let ports: Vec<k8s_openapi::api::core::v1::ContainerPort> = [8080, 8443, 15021]
@@ -552,9 +611,12 @@ mod tests {
 
     #[test]
     fn addresses_do_not_collide() {
-        let a = Addresses { block: 10 };
-        let (p0, a0) = a.pod(0);
-        let (p250, a250) = a.pod(250);
+        let a = Addresses {
+            block: 10,
+            pods: None,
+        };
+        let (p0, a0) = a.pod(0).unwrap();
+        let (p250, a250) = a.pod(250).unwrap();
         assert_eq!(p0, Ipv4Addr::new(127, 10, 1, 1));
         assert_eq!(a0, Ipv4Addr::new(127, 10, 2, 1));
         assert_eq!(p250, Ipv4Addr::new(127, 10, 3, 1));
