@@ -23,26 +23,48 @@ struct Trellisd {
 
 impl Trellisd {
     fn start(kube: &Kube) -> Result<Trellisd> {
+        Trellisd::replica(kube, 0, &[])
+    }
+
+    /// Replica `n` of several (its own ports), with extra flags.
+    fn replica(kube: &Kube, n: u16, args: &[&str]) -> Result<Trellisd> {
         let state = tempfile::tempdir()?;
         let ip = format!("127.{}.0.1", kube.block);
+        let (xds, http) = (15010 + 10 * n, 15014 + 10 * n);
         let log = std::fs::File::create(state.path().join("trellisd.log"))?;
         let child = Command::new(bin("trellisd"))
             .arg("--config-dir")
             .arg(state.path().join("config"))
-            .args(["--xds-addr", &format!("{ip}:15010")])
-            .args(["--http-addr", &format!("{ip}:15014")])
+            .args(["--xds-addr", &format!("{ip}:{xds}")])
+            .args(["--http-addr", &format!("{ip}:{http}")])
             .args(["--debounce-ms", "50"])
             .arg("--kubeconfig")
             .arg(&kube.kubeconfig)
+            .args(args)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
             .context("starting trellisd")?;
         Ok(Trellisd {
             child,
-            xds: format!("http://{ip}:15010"),
+            xds: format!("http://{ip}:{xds}"),
             _state: state,
         })
+    }
+
+    /// Stops it as a pod is stopped (SIGTERM), and waits until it has exited.
+    fn terminate(&mut self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        ensure!(status.success(), "kill -TERM {}", self.child.id());
+        let status = self.child.wait()?;
+        ensure!(
+            status.success(),
+            "trellisd exited with {status}: {}",
+            self.log()
+        );
+        Ok(())
     }
 
     fn log(&self) -> String {
@@ -432,6 +454,145 @@ async fn the_seeds_apply_with_kubectl_against_istios_crds() -> Result<()> {
             file.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
+    }
+    Ok(())
+}
+
+/// The holder of trellisd's Lease, if any.
+fn lease_holder(kube: &Kube) -> Result<String> {
+    kube.kubectl_ok(&[
+        "get",
+        "lease",
+        "trellisd-leader",
+        "-n",
+        "istio-system",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+}
+
+/// The root certificate ConfigMap's PEM in `namespace`.
+fn root_cert_in(kube: &Kube, namespace: &str) -> Result<String> {
+    kube.kubectl_ok(&[
+        "get",
+        "configmap",
+        "istio-ca-root-cert",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={.data.root-cert\\.pem}",
+    ])
+}
+
+/// Two replicas: the one holding the Lease writes the root certificate
+/// ConfigMap into every namespace, a new one included; stopped, it releases
+/// the Lease and the other takes over at once (well before the Lease would
+/// expire), and writes from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_holder_publishes_the_root_cert_and_hands_over_when_stopped() -> Result<()> {
+    let Some(kube) = Kube::start("leader-election")? else {
+        return Ok(());
+    };
+    let ca = tempfile::tempdir()?;
+    let ca_dir = ca.path().join("ca").display().to_string();
+    // A Lease far longer than the test waits: only a release hands it over in time.
+    let flags = [
+        "--ca-dir",
+        &ca_dir,
+        "--leader-lease-duration",
+        "120s",
+        "--leader-renew-deadline",
+        "3s",
+        "--leader-retry-period",
+        "200ms",
+    ];
+    let mut first = Trellisd::replica(&kube, 0, &flags)?;
+    let first_id = format!("_{}", first.child.id());
+    eventually(Duration::from_secs(60), || async {
+        let holder = lease_holder(&kube)?;
+        ensure!(
+            holder.ends_with(&first_id),
+            "the first replica leads, not {holder:?}"
+        );
+        Ok(())
+    })
+    .await
+    .with_context(|| first.log())?;
+    // The second shares the CA (as replicas share istio-system's secret).
+    let second = Trellisd::replica(&kube, 1, &flags)?;
+    let second_id = format!("_{}", second.child.id());
+    let root = std::fs::read_to_string(ca.path().join("ca/ca-cert.pem"))?;
+    ensure!(root.contains("BEGIN CERTIFICATE"), "the CA's root: {root}");
+
+    kube.kubectl_ok(&["create", "namespace", "before-handover"])?;
+    for ns in [kube.namespace.as_str(), "before-handover", "default"] {
+        eventually(Duration::from_secs(30), || async {
+            let published = root_cert_in(&kube, ns)?;
+            ensure!(published == root, "{ns}: {published:?} is the root");
+            Ok(())
+        })
+        .await
+        .with_context(|| first.log())?;
+    }
+    // Ignored as by istiod.
+    ensure!(
+        root_cert_in(&kube, "kube-system").is_err(),
+        "no root certificate ConfigMap in kube-system"
+    );
+    eventually(Duration::from_secs(30), || async {
+        ensure!(
+            second.log().contains("Kubernetes source synced"),
+            "the second replica is up: {}",
+            second.log()
+        );
+        Ok(())
+    })
+    .await?;
+    let holder = lease_holder(&kube)?;
+    ensure!(
+        holder.ends_with(&first_id),
+        "the first still leads: {holder:?}"
+    );
+    ensure!(
+        !second.log().contains("became the leader"),
+        "the second replica did not lead while the first did: {}",
+        second.log()
+    );
+
+    first.terminate()?;
+    ensure!(
+        first.log().contains("released the Lease"),
+        "the stopped leader released its Lease: {}",
+        first.log()
+    );
+    eventually(Duration::from_secs(30), || async {
+        let holder = lease_holder(&kube)?;
+        ensure!(
+            holder.ends_with(&second_id),
+            "the second replica leads, not {holder:?}"
+        );
+        Ok(())
+    })
+    .await
+    .with_context(|| second.log())?;
+    // The new leader writes: into a namespace made after the hand-over, and
+    // back where one was deleted.
+    kube.kubectl_ok(&["create", "namespace", "after-handover"])?;
+    kube.kubectl_ok(&[
+        "delete",
+        "configmap",
+        "istio-ca-root-cert",
+        "-n",
+        "before-handover",
+    ])?;
+    for ns in ["after-handover", "before-handover"] {
+        eventually(Duration::from_secs(30), || async {
+            let published = root_cert_in(&kube, ns)?;
+            ensure!(published == root, "{ns}: {published:?} is the root");
+            Ok(())
+        })
+        .await
+        .with_context(|| second.log())?;
     }
     Ok(())
 }
