@@ -14,6 +14,7 @@ pub mod root_cert;
 pub mod sources;
 pub mod state;
 pub mod store;
+pub mod token_review;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ pub struct Options {
     pub ca_dir: Option<PathBuf>,
     /// The secret workloads' bootstrap tokens are derived from (see
     /// [`bootstrap_token`]). `None`: certificate requests are refused.
+    /// Not used on Kubernetes, where service-account tokens are reviewed
+    /// (see [`token_review`]).
     pub token_secret: Option<PathBuf>,
     /// The file holding the HTTP API's bearer token (see [`api_token`]).
     /// `None`: the API is open to every local process.
@@ -103,11 +106,22 @@ pub async fn run(
     let ca = certificate_authority(options.ca_dir.as_deref(), &trust_domain)?;
     // The leader election, finished (the Lease released) before returning.
     let mut elector = None;
+    // On a cluster, workloads prove who they are with service-account tokens.
+    let mut token_reviews: Option<Arc<dyn ca_service::Authenticator>> = None;
     if let Some(kubernetes) = &options.kubernetes {
         // Listed in full before any proxy can connect: none is ever served
         // a half-read cluster.
         let source = sources::kube::start(&kubernetes.connect).await?;
         let client = sources::kube::client(&kubernetes.connect).await?;
+        let weak = Arc::downgrade(&cp);
+        token_reviews = Some(Arc::new(token_review::TokenReviews::new(
+            client.clone(),
+            move || {
+                weak.upgrade()
+                    .map(|cp| cp.mesh().config.trust_domain.clone())
+                    .unwrap_or_default()
+            },
+        )));
         let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
         let candidate = leader::Elector::new(
             client.clone(),
@@ -136,7 +150,10 @@ pub async fn run(
             }
         });
     }
-    let credentials = workload_credentials(options.token_secret.as_deref(), &cp)?;
+    let credentials = match token_reviews {
+        Some(reviews) => Some(reviews),
+        None => workload_credentials(options.token_secret.as_deref(), &cp)?,
+    };
     if let Some(auth) = &credentials {
         cp.require_credentials(auth.clone());
     }

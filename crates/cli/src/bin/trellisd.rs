@@ -33,7 +33,9 @@ struct Args {
     #[arg(long)]
     ca_dir: Option<PathBuf>,
     /// The file (mode 0600) the workloads' bootstrap tokens are derived from.
-    #[arg(long)]
+    /// (Not on Kubernetes: there workloads present their service-account
+    /// tokens, which the API server's TokenReview checks.)
+    #[arg(long, conflicts_with_all = ["kubeconfig", "in_cluster"])]
     token_secret: Option<PathBuf>,
     /// The file (mode 0600) holding the bearer token the HTTP API requires on
     /// every /v1 and /debug route. Without it any local process can change config.
