@@ -3,6 +3,9 @@
 //! EndpointSlices, Pods, the `istio` mesh ConfigMap — reaches a connected proxy over the discovery stream, an
 //! invalid object is left out without holding back the rest, and an API
 //! server that dies and comes back changes nothing the proxies were sent.
+//! Proxies prove who they are with service-account tokens (TokenReview);
+//! of several replicas only the Lease holder writes (the root certificate
+//! ConfigMaps), and a stopped leader hands over at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use e2e::kube::Kube;
 use e2e::{bin, eventually};
+use wire::certs::BearerToken;
 use wire::pb::{Node, Resource};
 
 /// A trellisd reading the cluster; stopped on drop.
@@ -23,26 +27,48 @@ struct Trellisd {
 
 impl Trellisd {
     fn start(kube: &Kube) -> Result<Trellisd> {
+        Trellisd::replica(kube, 0, &[])
+    }
+
+    /// Replica `n` of several (its own ports), with extra flags.
+    fn replica(kube: &Kube, n: u16, args: &[&str]) -> Result<Trellisd> {
         let state = tempfile::tempdir()?;
         let ip = format!("127.{}.0.1", kube.block);
+        let (xds, http) = (15010 + 10 * n, 15014 + 10 * n);
         let log = std::fs::File::create(state.path().join("trellisd.log"))?;
         let child = Command::new(bin("trellisd"))
             .arg("--config-dir")
             .arg(state.path().join("config"))
-            .args(["--xds-addr", &format!("{ip}:15010")])
-            .args(["--http-addr", &format!("{ip}:15014")])
+            .args(["--xds-addr", &format!("{ip}:{xds}")])
+            .args(["--http-addr", &format!("{ip}:{http}")])
             .args(["--debounce-ms", "50"])
             .arg("--kubeconfig")
             .arg(&kube.kubeconfig)
+            .args(args)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
             .context("starting trellisd")?;
         Ok(Trellisd {
             child,
-            xds: format!("http://{ip}:15010"),
+            xds: format!("http://{ip}:{xds}"),
             _state: state,
         })
+    }
+
+    /// Stops it as a pod is stopped (SIGTERM), and waits until it has exited.
+    fn terminate(&mut self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        ensure!(status.success(), "kill -TERM {}", self.child.id());
+        let status = self.child.wait()?;
+        ensure!(
+            status.success(),
+            "trellisd exited with {status}: {}",
+            self.log()
+        );
+        Ok(())
     }
 
     fn log(&self) -> String {
@@ -74,8 +100,22 @@ impl wire::client::ConfigHandler for Proxy {
 }
 
 impl Proxy {
-    /// Connects as a sidecar of pod `pod` in `namespace`.
-    fn connect(trellisd: &Trellisd, pod: &str, namespace: &str) -> Proxy {
+    /// Connects as the sidecar of a pod `pod` made in `namespace` at `ip`,
+    /// with the pod's service-account token (audience istio-ca), as an
+    /// injected proxy does: trellisd authorizes the stream by TokenReview.
+    async fn connect(
+        kube: &Kube,
+        trellisd: &Trellisd,
+        pod: &str,
+        namespace: &str,
+        ip: &str,
+    ) -> Result<Proxy> {
+        let token = sidecar_pod(kube, pod, namespace, ip).await?;
+        Ok(Proxy::connect_with(trellisd, pod, namespace, token))
+    }
+
+    /// Connects as the sidecar of `pod`, made already, with `token`.
+    fn connect_with(trellisd: &Trellisd, pod: &str, namespace: &str, token: BearerToken) -> Proxy {
         let proxy = Proxy::default();
         let node = Node {
             id: format!("{pod}.{namespace}"),
@@ -87,7 +127,7 @@ impl Proxy {
         tokio::spawn(wire::client::run(
             trellisd.xds.clone(),
             node,
-            None,
+            Some(token),
             proxy.clone(),
         ));
         proxy
@@ -115,6 +155,60 @@ impl Proxy {
         })
         .await
     }
+}
+
+/// A pod running as `default` with a sidecar (marked as the injector marks
+/// it) at `ip` (set in its status: no kubelet runs here), and a token of its
+/// service account for the CA, from the TokenRequest API.
+async fn sidecar_pod(kube: &Kube, pod: &str, namespace: &str, ip: &str) -> Result<BearerToken> {
+    eventually(Duration::from_secs(30), || async {
+        // The namespace's `default` service account, which pods need, is
+        // made by the controller manager soon after the namespace.
+        kube.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {pod}
+  namespace: {namespace}
+  annotations: {{sidecar.istio.io/status: '{{"containers":["istio-proxy"]}}'}}
+spec:
+  containers: [{{name: app, image: client}}]
+"#
+        ))
+    })
+    .await?;
+    kube.kubectl_ok(&[
+        "patch",
+        "pod",
+        pod,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"status":{{"podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}]}}}}"#),
+    ])?;
+    service_account_token(kube, namespace, "default", "istio-ca")
+}
+
+/// A projected token of `account` in `namespace` for `audience` (TokenRequest API).
+fn service_account_token(
+    kube: &Kube,
+    namespace: &str,
+    account: &str,
+    audience: &str,
+) -> Result<BearerToken> {
+    let token = kube.kubectl_ok(&[
+        "create",
+        "token",
+        account,
+        "-n",
+        namespace,
+        "--audience",
+        audience,
+    ])?;
+    Ok(BearerToken::new(token.trim().to_string()))
 }
 
 const ROUTES: &str = wire::types::ROUTE_CONFIG;
@@ -173,7 +267,7 @@ async fn kubectl_applied_config_and_endpoint_slices_reach_a_proxy() -> Result<()
     let ns = kube.namespace.clone();
     kube.apply(&reviews(&ns, "10.1.0.1"))?;
     let trellisd = Trellisd::start(&kube)?;
-    let proxy = Proxy::connect(&trellisd, "client-1", &ns);
+    let proxy = Proxy::connect(&kube, &trellisd, "client-1", &ns, "10.9.0.1").await?;
     proxy
         .until(ENDPOINTS, "the slice's endpoint", |d| {
             d.contains("10.1.0.1")
@@ -311,8 +405,10 @@ async fn a_restarted_api_server_changes_nothing_proxies_were_sent() -> Result<()
     let ns = kube.namespace.clone();
     kube.apply(&reviews(&ns, "10.2.0.1"))?;
     kube.apply(&virtual_service(&ns, "before-the-restart"))?;
+    // The pod of a proxy that connects during the outage, made before it.
+    let late_token = sidecar_pod(&kube, "client-2", &ns, "10.9.0.2").await?;
     let trellisd = Trellisd::start(&kube)?;
-    let proxy = Proxy::connect(&trellisd, "client-1", &ns);
+    let proxy = Proxy::connect(&kube, &trellisd, "client-1", &ns, "10.9.0.1").await?;
     proxy
         .until(ROUTES, "the VirtualService", |d| {
             d.contains("before-the-restart")
@@ -332,16 +428,23 @@ async fn a_restarted_api_server_changes_nothing_proxies_were_sent() -> Result<()
         Ok(())
     })
     .await?;
-    // A proxy connecting now is served the last known state too.
-    let late = Proxy::connect(&trellisd, "client-2", &ns);
-    late.until(ROUTES, "the last known routes for a new proxy", |d| {
-        d.contains("before-the-restart")
+    // A proxy connecting now cannot be authenticated (its token's
+    // TokenReview needs the API server, as for istiod): it is refused, and
+    // keeps trying.
+    let late = Proxy::connect_with(&trellisd, "client-2", &ns, late_token);
+    eventually(Duration::from_secs(30), || async {
+        let log = trellisd.log();
+        ensure!(
+            log.contains("discovery stream refused") && log.contains("TokenReview failed"),
+            "the new proxy is refused: {log}"
+        );
+        Ok(())
     })
     .await?;
-    late.until(ENDPOINTS, "the last known endpoints for a new proxy", |d| {
-        d.contains("10.2.0.1")
-    })
-    .await?;
+    ensure!(
+        late.versions().is_empty(),
+        "nothing was sent to an unauthenticated proxy"
+    );
     let during = (proxy.versions(), proxy.dump(ROUTES), proxy.dump(ENDPOINTS));
     ensure!(
         before == during,
@@ -367,6 +470,14 @@ async fn a_restarted_api_server_changes_nothing_proxies_were_sent() -> Result<()
         before == after_restart,
         "the restart changed the proxy's config"
     );
+    // The proxy refused during the outage is served now.
+    late.until(
+        ROUTES,
+        "the routes for the proxy refused during the outage",
+        |d| d.contains("before-the-restart"),
+    )
+    .await
+    .with_context(|| trellisd.log())?;
     // The watches resumed: a change made now arrives.
     kube.apply(&virtual_service(&ns, "after-the-restart"))?;
     proxy
@@ -433,5 +544,235 @@ async fn the_seeds_apply_with_kubectl_against_istios_crds() -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+    Ok(())
+}
+
+/// The holder of trellisd's Lease, if any.
+fn lease_holder(kube: &Kube) -> Result<String> {
+    kube.kubectl_ok(&[
+        "get",
+        "lease",
+        "trellisd-leader",
+        "-n",
+        "istio-system",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+}
+
+/// The root certificate ConfigMap's PEM in `namespace`.
+fn root_cert_in(kube: &Kube, namespace: &str) -> Result<String> {
+    kube.kubectl_ok(&[
+        "get",
+        "configmap",
+        "istio-ca-root-cert",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={.data.root-cert\\.pem}",
+    ])
+}
+
+/// Two replicas: the one holding the Lease writes the root certificate
+/// ConfigMap into every namespace, a new one included; stopped, it releases
+/// the Lease and the other takes over at once (well before the Lease would
+/// expire), and writes from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_holder_publishes_the_root_cert_and_hands_over_when_stopped() -> Result<()> {
+    let Some(kube) = Kube::start("leader-election")? else {
+        return Ok(());
+    };
+    let ca = tempfile::tempdir()?;
+    let ca_dir = ca.path().join("ca").display().to_string();
+    // A Lease far longer than the test waits: only a release hands it over in time.
+    let flags = [
+        "--ca-dir",
+        &ca_dir,
+        "--leader-lease-duration",
+        "120s",
+        "--leader-renew-deadline",
+        "3s",
+        "--leader-retry-period",
+        "200ms",
+    ];
+    let mut first = Trellisd::replica(&kube, 0, &flags)?;
+    let first_id = format!("_{}", first.child.id());
+    eventually(Duration::from_secs(60), || async {
+        let holder = lease_holder(&kube)?;
+        ensure!(
+            holder.ends_with(&first_id),
+            "the first replica leads, not {holder:?}"
+        );
+        Ok(())
+    })
+    .await
+    .with_context(|| first.log())?;
+    // The second shares the CA (as replicas share istio-system's secret).
+    let second = Trellisd::replica(&kube, 1, &flags)?;
+    let second_id = format!("_{}", second.child.id());
+    let root = std::fs::read_to_string(ca.path().join("ca/ca-cert.pem"))?;
+    ensure!(root.contains("BEGIN CERTIFICATE"), "the CA's root: {root}");
+
+    kube.kubectl_ok(&["create", "namespace", "before-handover"])?;
+    for ns in [kube.namespace.as_str(), "before-handover", "default"] {
+        eventually(Duration::from_secs(30), || async {
+            let published = root_cert_in(&kube, ns)?;
+            ensure!(published == root, "{ns}: {published:?} is the root");
+            Ok(())
+        })
+        .await
+        .with_context(|| first.log())?;
+    }
+    // Ignored as by istiod.
+    ensure!(
+        root_cert_in(&kube, "kube-system").is_err(),
+        "no root certificate ConfigMap in kube-system"
+    );
+    eventually(Duration::from_secs(30), || async {
+        ensure!(
+            second.log().contains("Kubernetes source synced"),
+            "the second replica is up: {}",
+            second.log()
+        );
+        Ok(())
+    })
+    .await?;
+    let holder = lease_holder(&kube)?;
+    ensure!(
+        holder.ends_with(&first_id),
+        "the first still leads: {holder:?}"
+    );
+    ensure!(
+        !second.log().contains("became the leader"),
+        "the second replica did not lead while the first did: {}",
+        second.log()
+    );
+
+    first.terminate()?;
+    ensure!(
+        first.log().contains("released the Lease"),
+        "the stopped leader released its Lease: {}",
+        first.log()
+    );
+    eventually(Duration::from_secs(30), || async {
+        let holder = lease_holder(&kube)?;
+        ensure!(
+            holder.ends_with(&second_id),
+            "the second replica leads, not {holder:?}"
+        );
+        Ok(())
+    })
+    .await
+    .with_context(|| second.log())?;
+    // The new leader writes: into a namespace made after the hand-over, and
+    // back where one was deleted.
+    kube.kubectl_ok(&["create", "namespace", "after-handover"])?;
+    kube.kubectl_ok(&[
+        "delete",
+        "configmap",
+        "istio-ca-root-cert",
+        "-n",
+        "before-handover",
+    ])?;
+    for ns in ["after-handover", "before-handover"] {
+        eventually(Duration::from_secs(30), || async {
+            let published = root_cert_in(&kube, ns)?;
+            ensure!(published == root, "{ns}: {published:?} is the root");
+            Ok(())
+        })
+        .await
+        .with_context(|| second.log())?;
+    }
+    Ok(())
+}
+
+/// A proxy with its pod's projected token (TokenRequest API, audience
+/// istio-ca) gets a certificate for exactly its service account, reviewed by
+/// the API server; a CSR for another identity, a token for another audience,
+/// or a token claiming another's identity on the discovery stream is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_token_gets_exactly_its_identity() -> Result<()> {
+    use identity::{CertChain, KeyAndCsr, SpiffeId};
+    use wire::certs::{CertRequestError, create_certificate};
+    let Some(kube) = Kube::start("token-review")? else {
+        return Ok(());
+    };
+    let ns = kube.namespace.clone();
+    kube.kubectl_ok(&["create", "serviceaccount", "sleep", "-n", &ns])?;
+    kube.kubectl_ok(&["create", "serviceaccount", "httpbin", "-n", &ns])?;
+    let ca = tempfile::tempdir()?;
+    let ca_dir = ca.path().display().to_string();
+    let trellisd = Trellisd::replica(&kube, 0, &["--ca-dir", &ca_dir])?;
+    let id = |sa: &str| SpiffeId::new("cluster.local", &ns, sa).expect("a valid identity");
+    let sleep = service_account_token(&kube, &ns, "sleep", "istio-ca")?;
+
+    let key = KeyAndCsr::generate(&id("sleep"))?;
+    let issued = eventually(Duration::from_secs(60), || async {
+        create_certificate(&trellisd.xds, &sleep, key.csr_pem().to_string(), None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    })
+    .await
+    .with_context(|| trellisd.log())?;
+    let chain = CertChain::from_pem(&issued.chain_pem)?;
+    ensure!(
+        chain.spiffe_id()? == id("sleep"),
+        "the certificate is sleep's"
+    );
+
+    // sleep's token, a CSR for httpbin: refused.
+    let other = KeyAndCsr::generate(&id("httpbin"))?;
+    match create_certificate(&trellisd.xds, &sleep, other.csr_pem().to_string(), None).await {
+        Err(CertRequestError::Refused { code, message }) => ensure!(
+            code == tonic::Code::PermissionDenied && message.contains("sa/httpbin"),
+            "{code:?}: {message}"
+        ),
+        other => anyhow::bail!("a CSR for another identity: {other:?}"),
+    }
+    // httpbin's own token for httpbin's CSR: issued (it is not sleep-only).
+    let httpbin = service_account_token(&kube, &ns, "httpbin", "istio-ca")?;
+    let issued = create_certificate(&trellisd.xds, &httpbin, other.csr_pem().to_string(), None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(CertChain::from_pem(&issued.chain_pem)?.spiffe_id()? == id("httpbin"));
+    // A real token of sleep's, but for another audience: refused. (Not the
+    // API server's default audiences: the fixture's include istio-ca.)
+    let api_audience = service_account_token(&kube, &ns, "sleep", "another-service")?;
+    let no_token = BearerToken::new("not-a-token");
+    for (what, token) in [("another audience", &api_audience), ("garbage", &no_token)] {
+        match create_certificate(&trellisd.xds, token, key.csr_pem().to_string(), None).await {
+            Err(CertRequestError::Refused { code, message }) => ensure!(
+                code == tonic::Code::Unauthenticated,
+                "{what}: {code:?}: {message}"
+            ),
+            other => anyhow::bail!("a token for {what}: {other:?}"),
+        }
+    }
+
+    // The discovery stream: sleep's token on a node claiming httpbin.
+    let node = Node {
+        id: format!("sleep-0.{ns}"),
+        pod_name: "sleep-0".into(),
+        namespace: ns.clone(),
+        service_account: "httpbin".into(),
+        ..Default::default()
+    };
+    let proxy = Proxy::default();
+    tokio::spawn(wire::client::run(
+        trellisd.xds.clone(),
+        node,
+        Some(sleep.clone()),
+        proxy.clone(),
+    ));
+    eventually(Duration::from_secs(30), || async {
+        let log = trellisd.log();
+        ensure!(
+            log.contains("discovery stream refused") && log.contains("sa/sleep"),
+            "the stream claiming another identity is refused: {log}"
+        );
+        Ok(())
+    })
+    .await?;
+    ensure!(proxy.versions().is_empty(), "nothing was sent to it");
     Ok(())
 }

@@ -17,9 +17,11 @@ use wire::pb::{CertificateRequest, CertificateResponse};
 use crate::bootstrap_token::TokenSecret;
 
 /// Who may ask for a certificate, and as whom.
+#[tonic::async_trait]
 pub trait Authenticator: Send + Sync + 'static {
-    /// The identity `token` proves, or why it proves none.
-    fn authenticate(&self, token: &BearerToken) -> Result<SpiffeId, String>;
+    /// The identity `token` proves, or why it proves none. Async: proving
+    /// may take asking another service (Kubernetes' TokenReview).
+    async fn authenticate(&self, token: &BearerToken) -> Result<SpiffeId, String>;
 }
 
 /// Bootstrap tokens from `trellis up`: a token is valid for a service account
@@ -39,11 +41,12 @@ where
     }
 }
 
+#[tonic::async_trait]
 impl<F> Authenticator for BootstrapTokens<F>
 where
     F: Fn() -> (String, BTreeSet<(String, String)>) + Send + Sync + 'static,
 {
-    fn authenticate(&self, token: &BearerToken) -> Result<SpiffeId, String> {
+    async fn authenticate(&self, token: &BearerToken) -> Result<SpiffeId, String> {
         let (trust_domain, accounts) = (self.known)();
         // Every candidate is checked, so the time taken does not tell which
         // service account came close.
@@ -62,8 +65,9 @@ where
 /// Refuses everyone: for a control plane started without a way to authenticate workloads.
 pub struct NoAuthenticator;
 
+#[tonic::async_trait]
 impl Authenticator for NoAuthenticator {
-    fn authenticate(&self, _token: &BearerToken) -> Result<SpiffeId, String> {
+    async fn authenticate(&self, _token: &BearerToken) -> Result<SpiffeId, String> {
         Err("this control plane has no way to authenticate workloads (start trellisd with --token-secret)".into())
     }
 }
@@ -94,7 +98,7 @@ impl CertificateService for CaService {
                 "send the bootstrap token as `authorization: Bearer <token>`",
             ));
         };
-        let id = match self.auth.authenticate(&token) {
+        let id = match self.auth.authenticate(&token).await {
             Ok(id) => id,
             Err(reason) => {
                 tracing::warn!(%peer, %reason, "certificate request refused: not authenticated");
@@ -147,23 +151,26 @@ mod tests {
         ("cluster.local".into(), accounts)
     }
 
-    #[test]
-    fn a_token_maps_to_exactly_its_service_account() {
+    #[tokio::test]
+    async fn a_token_maps_to_exactly_its_service_account() {
         let secret = TokenSecret::from_bytes(&[1; 32]);
         let auth = BootstrapTokens::new(secret.clone(), known);
         let id = auth
             .authenticate(&BearerToken::new(secret.token("prod", "sleep")))
+            .await
             .expect("known");
         assert_eq!(id.to_string(), "spiffe://cluster.local/ns/prod/sa/sleep");
         // A well-formed token of a service account no workload runs as.
         assert!(
             auth.authenticate(&BearerToken::new(secret.token("prod", "ghost")))
+                .await
                 .is_err()
         );
         // A token made with another secret.
         let other = TokenSecret::from_bytes(&[2; 32]);
         assert!(
             auth.authenticate(&BearerToken::new(other.token("default", "sleep")))
+                .await
                 .is_err()
         );
     }

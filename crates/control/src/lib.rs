@@ -8,11 +8,14 @@ pub mod api_token;
 pub mod bootstrap_token;
 pub mod ca_service;
 pub mod http_api;
+pub mod leader;
 pub mod proxy_node;
+pub mod root_cert;
 mod secret_file;
 pub mod sources;
 pub mod state;
 pub mod store;
+pub mod token_review;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +39,8 @@ pub struct Options {
     pub ca_dir: Option<PathBuf>,
     /// The secret workloads' bootstrap tokens are derived from (see
     /// [`bootstrap_token`]). `None`: certificate requests are refused.
+    /// Not used on Kubernetes, where service-account tokens are reviewed
+    /// (see [`token_review`]).
     pub token_secret: Option<PathBuf>,
     /// The file holding the HTTP API's bearer token (see [`api_token`]).
     /// `None`: the API is open to every local process.
@@ -43,7 +48,18 @@ pub struct Options {
     /// The process status `trellis up` keeps (running, restarts), shown on Pods.
     pub pod_status_file: Option<PathBuf>,
     /// Read the mesh from a Kubernetes API server too (see [`sources::kube`]).
-    pub kubernetes: Option<sources::kube::Connect>,
+    pub kubernetes: Option<Kubernetes>,
+}
+
+/// trellisd on a Kubernetes cluster.
+pub struct Kubernetes {
+    pub connect: sources::kube::Connect,
+    /// trellisd's own namespace, where its Lease is (Istio: istio-system).
+    pub namespace: String,
+    /// The leader (the only replica writing to the cluster) holds this
+    /// Lease in `namespace`.
+    pub lease_name: String,
+    pub leader_election: leader::Timing,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,10 +100,47 @@ pub async fn run(
     };
     let trust_domain = options.mesh_config.trust_domain.clone();
     let cp = Arc::new(ControlPlane::new(store, options.mesh_config));
-    if let Some(connect) = &options.kubernetes {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let ca = certificate_authority(options.ca_dir.as_deref(), &trust_domain)?;
+    // The leader election, finished (the Lease released) before returning.
+    let mut elector = None;
+    // On a cluster, workloads prove who they are with service-account tokens.
+    let mut token_reviews: Option<Arc<dyn ca_service::Authenticator>> = None;
+    if let Some(kubernetes) = &options.kubernetes {
         // Listed in full before any proxy can connect: none is ever served
         // a half-read cluster.
-        let source = sources::kube::start(connect).await?;
+        let source = sources::kube::start(&kubernetes.connect).await?;
+        let client = sources::kube::client(&kubernetes.connect).await?;
+        let weak = Arc::downgrade(&cp);
+        token_reviews = Some(Arc::new(token_review::TokenReviews::new(
+            client.clone(),
+            move || {
+                weak.upgrade()
+                    .map(|cp| cp.mesh().config.trust_domain.clone())
+                    .unwrap_or_default()
+            },
+        )));
+        let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+        let candidate = leader::Elector::new(
+            client.clone(),
+            &kubernetes.namespace,
+            &kubernetes.lease_name,
+            &leader::identity(),
+            kubernetes.leader_election,
+        );
+        elector = Some(tokio::spawn(
+            candidate.run(leader_tx, stopped(stop_rx.clone())),
+        ));
+        if let Some(ca) = &ca {
+            tokio::spawn(root_cert::publish_while_leader(
+                client,
+                ca.roots().concat(),
+                leader_rx,
+            ));
+        }
         cp.follow(source.clone());
         let cp = Arc::downgrade(&cp);
         tokio::spawn(async move {
@@ -98,11 +151,14 @@ pub async fn run(
             }
         });
     }
-    let credentials = workload_credentials(options.token_secret.as_deref(), &cp)?;
+    let credentials = match token_reviews {
+        Some(reviews) => Some(reviews),
+        None => workload_credentials(options.token_secret.as_deref(), &cp)?,
+    };
     if let Some(auth) = &credentials {
         cp.require_credentials(auth.clone());
     }
-    let ca = certificate_service(options.ca_dir.as_deref(), credentials, &trust_domain)?;
+    let ca = certificate_service(ca, credentials);
     let http = tokio::net::TcpListener::bind(options.http_addr)
         .await
         .map_err(|source| Error::Bind {
@@ -117,14 +173,10 @@ pub async fn run(
         })?;
     tracing::info!(xds = %options.xds_addr, http = %options.http_addr, "control plane listening");
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
 
     tokio::spawn(state::push_loop(cp.clone(), options.debounce));
     let api = http_api::router(
@@ -158,6 +210,10 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, grpc_stopped)
         .await?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), http_task).await;
+    if let Some(elector) = elector {
+        // Releasing the Lease lets another replica lead at once.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), elector).await;
+    }
     Ok(())
 }
 
@@ -192,15 +248,11 @@ fn workload_credentials(
     ))))
 }
 
-/// The CA, if the control plane has one, and how it authenticates callers.
-fn certificate_service(
+/// The CA, if the control plane has one.
+fn certificate_authority(
     ca_dir: Option<&std::path::Path>,
-    credentials: Option<Arc<dyn ca_service::Authenticator>>,
     trust_domain: &str,
-) -> Result<
-    Option<wire::pb::certificate_service_server::CertificateServiceServer<ca_service::CaService>>,
-    Error,
-> {
+) -> Result<Option<Arc<identity::Ca>>, Error> {
     let Some(dir) = ca_dir else {
         tracing::info!("no --ca-dir: the control plane issues no workload certificates");
         return Ok(None);
@@ -210,9 +262,19 @@ fn certificate_service(
     } else {
         identity::Ca::self_signed(trust_domain, dir)?
     };
+    Ok(Some(Arc::new(ca)))
+}
+
+/// The certificate service of the CA, if there is one, and how it
+/// authenticates callers.
+fn certificate_service(
+    ca: Option<Arc<identity::Ca>>,
+    credentials: Option<Arc<dyn ca_service::Authenticator>>,
+) -> Option<wire::pb::certificate_service_server::CertificateServiceServer<ca_service::CaService>> {
+    let ca = ca?;
     let auth = credentials.unwrap_or_else(|| {
         tracing::warn!("no --token-secret: every certificate request will be refused");
         Arc::new(ca_service::NoAuthenticator)
     });
-    Ok(Some(ca_service::CaService::new(Arc::new(ca), auth)))
+    Some(ca_service::CaService::new(ca, auth))
 }

@@ -103,8 +103,12 @@ impl ControlPlane {
     /// the token proves a namespace and service account, and the rest comes
     /// from the registry entry of its pod (see [`crate::proxy_node`]);
     /// without, the control plane can only take the proxy's word.
-    fn authorize(&self, node: &Node, token: Option<&BearerToken>) -> Result<Node, tonic::Status> {
-        let Some(auth) = self.authenticator.get() else {
+    async fn authorize(
+        &self,
+        node: &Node,
+        token: Option<&BearerToken>,
+    ) -> Result<Node, tonic::Status> {
+        let Some(auth) = self.authenticator.get().cloned() else {
             return Ok(node.clone());
         };
         let refuse = |reason: String| {
@@ -113,7 +117,7 @@ impl ControlPlane {
         };
         let token =
             token.ok_or_else(|| refuse("no `authorization: Bearer <token>` metadata".into()))?;
-        let id = auth.authenticate(token).map_err(refuse)?;
+        let id = auth.authenticate(token).await.map_err(refuse)?;
         if id.namespace() != node.namespace || id.service_account() != node.service_account {
             return Err(refuse(format!(
                 "the token is {}'s, but the node claims namespace {:?}, service account {:?}",
@@ -230,13 +234,14 @@ impl ControlPlane {
     }
 }
 
+#[tonic::async_trait]
 impl wire::server::ConfigProvider for ControlPlane {
-    fn connect(
+    async fn connect(
         &self,
         node: &Node,
         token: Option<&BearerToken>,
     ) -> Result<wire::server::Accepted, tonic::Status> {
-        let node = &self.authorize(node, token)?;
+        let node = &self.authorize(node, token).await?;
         let compiler = lock(&self.compiler).clone();
         let snapshot = Arc::new(compiler.snapshot(node));
         let (tx, rx) = watch::channel(snapshot);

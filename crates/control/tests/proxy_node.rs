@@ -18,8 +18,9 @@ use wire::server::ConfigProvider;
 /// Every token proves `default/web` (the token itself is bootstrap_token's concern).
 struct Web;
 
+#[tonic::async_trait]
 impl Authenticator for Web {
-    fn authenticate(&self, _token: &BearerToken) -> Result<identity::SpiffeId, String> {
+    async fn authenticate(&self, _token: &BearerToken) -> Result<identity::SpiffeId, String> {
         identity::SpiffeId::new("cluster.local", "default", "web").map_err(|e| e.to_string())
     }
 }
@@ -40,8 +41,8 @@ status: {{podIP: 127.9.1.1}}
     api::parse("pod.yaml", &yaml).expect("pod").remove(0)
 }
 
-#[test]
-fn a_proxy_is_its_pod_when_it_connects_and_when_the_pod_changes() {
+#[tokio::test]
+async fn a_proxy_is_its_pod_when_it_connects_and_when_the_pod_changes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = Store::open(dir.path()).expect("store");
     store.apply(pod("{app: web}")).expect("apply");
@@ -61,12 +62,14 @@ fn a_proxy_is_its_pod_when_it_connects_and_when_the_pod_changes() {
 
     let refused = cp
         .connect(&claim(ProxyKind::Gateway), Some(&token))
+        .await
         .err()
         .expect("a sidecar's pod claiming to be a gateway");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
 
     let accepted = cp
         .connect(&claim(ProxyKind::Sidecar), Some(&token))
+        .await
         .expect("its own pod");
     let labels = |n: &Node| n.labels.clone().into_iter().collect::<BTreeMap<_, _>>();
     let of = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {

@@ -59,11 +59,13 @@ pub struct Accepted {
 }
 
 /// What the control plane provides to the discovery service.
+#[tonic::async_trait]
 pub trait ConfigProvider: Send + Sync + 'static {
     /// A proxy connected claiming to be `node`; authenticate it and return
     /// who it is and the channel of its config. `token`: the stream's
     /// `authorization: Bearer` credential, if any.
-    fn connect(&self, node: &Node, token: Option<&BearerToken>) -> Result<Accepted, Status>;
+    /// Async: authenticating may ask another service (Kubernetes' TokenReview).
+    async fn connect(&self, node: &Node, token: Option<&BearerToken>) -> Result<Accepted, Status>;
     /// The proxy applied `version` of `type_url`.
     fn ack(&self, node: &Node, type_url: &str, version: &str);
     /// The proxy rejected a response of `type_url`; it keeps `version` (its last good one).
@@ -128,7 +130,7 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
         if node.id.is_empty() {
             return Err(Status::invalid_argument("node.id is empty"));
         }
-        let Accepted { node, config } = self.provider.connect(&node, token.as_ref())?;
+        let Accepted { node, config } = self.provider.connect(&node, token.as_ref()).await?;
         // Room for little more than the response being written: a session
         // builds each response when the stream can take it, so a thousand
         // sessions do not each hold a queue of built responses.

@@ -33,7 +33,9 @@ struct Args {
     #[arg(long)]
     ca_dir: Option<PathBuf>,
     /// The file (mode 0600) the workloads' bootstrap tokens are derived from.
-    #[arg(long)]
+    /// (Not on Kubernetes: there workloads present their service-account
+    /// tokens, which the API server's TokenReview checks.)
+    #[arg(long, conflicts_with_all = ["kubeconfig", "in_cluster"])]
     token_secret: Option<PathBuf>,
     /// The file (mode 0600) holding the bearer token the HTTP API requires on
     /// every /v1 and /debug route. Without it any local process can change config.
@@ -51,6 +53,22 @@ struct Args {
     /// As --kubeconfig, with the pod's own service account (trellisd running in the cluster).
     #[arg(long)]
     in_cluster: bool,
+    /// trellisd's namespace on the cluster, where the leader's Lease is.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
+    namespace: String,
+    /// The `coordination.k8s.io` Lease whose holder is the one replica
+    /// writing to the cluster (the root certificate ConfigMaps).
+    #[arg(long, default_value = "trellisd-leader")]
+    leader_lease: String,
+    /// How long a Lease not renewed stays its holder's (whole seconds).
+    #[arg(long, default_value = "15s", value_parser = duration::parse)]
+    leader_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it steps down.
+    #[arg(long, default_value = "10s", value_parser = duration::parse)]
+    leader_renew_deadline: Duration,
+    /// How often candidates try to take the Lease and the leader renews it.
+    #[arg(long, default_value = "2s", value_parser = duration::parse)]
+    leader_retry_period: Duration,
 }
 
 #[tokio::main]
@@ -66,6 +84,14 @@ async fn main() -> anyhow::Result<()> {
         }
         None => model::MeshConfig::default(),
     };
+    anyhow::ensure!(
+        args.leader_retry_period < args.leader_renew_deadline
+            && args.leader_renew_deadline < args.leader_lease_duration,
+        "leader election: --leader-retry-period ({:?}) < --leader-renew-deadline ({:?}) < --leader-lease-duration ({:?}) is required, or a leader could lose the Lease while still writing",
+        args.leader_retry_period,
+        args.leader_renew_deadline,
+        args.leader_lease_duration
+    );
     let options = control::Options {
         config_dir: args.config_dir,
         xds_addr: args.xds_addr,
@@ -80,7 +106,17 @@ async fn main() -> anyhow::Result<()> {
             (Some(path), _) => Some(control::sources::kube::Connect::Kubeconfig(path)),
             (None, true) => Some(control::sources::kube::Connect::InCluster),
             (None, false) => None,
-        },
+        }
+        .map(|connect| control::Kubernetes {
+            connect,
+            namespace: args.namespace,
+            lease_name: args.leader_lease,
+            leader_election: control::leader::Timing {
+                lease_duration: args.leader_lease_duration,
+                renew_deadline: args.leader_renew_deadline,
+                retry_period: args.leader_retry_period,
+            },
+        }),
     };
     control::run(options, shutdown()).await?;
     Ok(())

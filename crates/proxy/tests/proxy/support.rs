@@ -409,8 +409,9 @@ pub struct TestControlPlane {
     pub nacks: Mutex<Vec<String>>,
 }
 
+#[tonic::async_trait]
 impl ConfigProvider for TestControlPlane {
-    fn connect(
+    async fn connect(
         &self,
         node: &pb::Node,
         _token: Option<&wire::certs::BearerToken>,
