@@ -1,15 +1,23 @@
 //! The proxy API shared by `trellisd` and `trellis-proxy`: the protobuf types
-//! (see `proto/proxy.proto`) and both halves of the discovery stream.
+//! (see `proto/proxy.proto`), the per-proxy snapshot the control plane
+//! compiles, and (feature `grpc`) both halves of the discovery stream and the
+//! certificate service client. Without `grpc` this crate is plain data and
+//! links no tonic, which is what the pure compiler (`model`) needs.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "grpc")]
 pub mod certs;
+#[cfg(feature = "grpc")]
 pub mod client;
+#[cfg(feature = "grpc")]
 pub mod server;
+pub mod snapshot;
 
-/// Generated protobuf types of the proxy API.
+/// Generated protobuf types of the proxy API (and, with `grpc`, the tonic
+/// services; build.rs generates those only when the feature is on).
 pub mod pb {
     #![allow(clippy::all)]
-    tonic::include_proto!("trellis.proxy.v1");
+    include!(concat!(env!("OUT_DIR"), "/trellis.proxy.v1.rs"));
 }
 
 /// Serializes a secret field (a private key) as a marker, never its value;
