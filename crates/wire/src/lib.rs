@@ -44,6 +44,22 @@ impl std::fmt::Debug for pb::GatewayTls {
     }
 }
 
+/// The bits of `RetryPolicy.retry_on_bits`: which outcomes a route retries.
+pub mod retry_on {
+    pub const FIVE_XX: u32 = 1;
+    pub const GATEWAY_ERROR: u32 = 1 << 1;
+    pub const CONNECT_FAILURE: u32 = 1 << 2;
+    pub const REFUSED_STREAM: u32 = 1 << 3;
+    pub const RESET: u32 = 1 << 4;
+    pub const RETRIABLE_4XX: u32 = 1 << 5;
+    pub const RETRIABLE_STATUS_CODES: u32 = 1 << 6;
+    pub const GRPC_CANCELLED: u32 = 1 << 7;
+    pub const GRPC_DEADLINE_EXCEEDED: u32 = 1 << 8;
+    pub const GRPC_RESOURCE_EXHAUSTED: u32 = 1 << 9;
+    pub const GRPC_INTERNAL: u32 = 1 << 10;
+    pub const GRPC_UNAVAILABLE: u32 = 1 << 11;
+}
+
 /// Type URLs of the resources on the discovery stream, in the order a proxy
 /// subscribes to them: clusters and endpoints before the listeners and routes
 /// that refer to them, so that no route points at a cluster the proxy lacks.
