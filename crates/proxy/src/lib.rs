@@ -12,6 +12,7 @@ pub mod capture;
 pub mod config;
 pub mod dns;
 mod error;
+pub mod failure;
 pub mod http;
 pub mod lb;
 pub mod listeners;

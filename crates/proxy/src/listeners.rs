@@ -22,10 +22,11 @@ use crate::capture::CapturePorts;
 use crate::capture::inbound::VirtualInbound;
 use crate::http::forward::LocalApp;
 use crate::http::{Conn, ListenerRt, Shared};
+use crate::snapshot::mtls::MtlsMode;
 use crate::snapshot::{Direction, ListenerSpec, Serve, Snapshot};
 use crate::tcp;
 use crate::tls::PeerIdentity;
-use crate::tls::inbound::{self, Accepted, MtlsMode};
+use crate::tls::inbound::{self, Accepted};
 use crate::tls::io::{DownstreamIo, MaybeTls};
 
 /// What the admin server reports about the data plane.

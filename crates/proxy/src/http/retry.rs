@@ -8,24 +8,13 @@ use rand::Rng;
 use wire::pb;
 use wire::retry_on::*;
 
+use crate::failure::Failure;
+
 /// Envoy's default backoff base interval.
 const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(25);
 /// Retries are bounded whatever the config says: a storm of retries only
 /// adds load to an upstream that is already failing.
 const MAX_ATTEMPTS: u32 = 25;
-
-/// An attempt that produced no response.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// The TCP connection could not be made.
-    Connect,
-    /// HTTP/2 REFUSED_STREAM: the upstream did not process the request.
-    Refused,
-    /// The connection or stream broke after the request was sent.
-    Reset,
-    /// No response headers within the per-try timeout.
-    PerTryTimeout,
-}
 
 #[derive(Debug)]
 pub struct RetryPolicy {
