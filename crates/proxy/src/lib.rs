@@ -17,6 +17,8 @@ pub mod http;
 pub mod lb;
 pub mod listeners;
 pub mod policy;
+pub mod req_body;
+pub mod resp_body;
 pub mod snapshot;
 pub mod sniff;
 mod sys;

@@ -33,7 +33,7 @@ use arc_swap::ArcSwapOption;
 
 use super::breaker::{Breakers, Permit, Resource};
 use crate::failure::Failure;
-use crate::http::body::ReqBody;
+use crate::req_body::ReqBody;
 use crate::tls::io::UpstreamIo;
 use crate::tls::outbound::Upstream;
 
