@@ -2,7 +2,11 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = ["proto/proxy.proto"];
     let fds = protox::compile(files, ["proto"])?;
+    // The gRPC services (tonic) only with feature `grpc`; the messages need prost alone.
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
+        .build_server(grpc)
+        .build_client(grpc)
         // Ordered maps make encoding deterministic, so equal configs get equal versions.
         .btree_map(".")
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")

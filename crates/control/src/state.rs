@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use wire::certs::BearerToken;
 use wire::pb::Node;
-use wire::server::ProxySnapshot;
+use wire::snapshot::ProxySnapshot;
 
 use crate::ca_service::Authenticator;
 use crate::sources::ResourceSet;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use prost::Message;
 use wire::pb::resource::Kind;
 use wire::pb::{self, ProxyKind};
-use wire::server::{ProxySnapshot, TypeSnapshot};
+use wire::snapshot::{ProxySnapshot, TypeSnapshot};
 
 use crate::cluster_policy;
 use crate::gateway;

@@ -135,7 +135,7 @@ fn patch_endpoints(
     mesh: &Mesh,
     types: &SharedTypes,
     services: &[&crate::registry::Service],
-) -> wire::server::TypeSnapshot {
+) -> wire::snapshot::TypeSnapshot {
     let mut config = ProxyConfig::default();
     for svc in services {
         compile::service_clusters(mesh, &types.scope, svc, &mut config);

@@ -2,6 +2,8 @@
 
 use api::Object;
 use api::networking::StringMatch as ApiMatch;
+use api::networking::grpc_status;
+use api::networking::retry_on::RetryOn;
 use api::networking::{
     Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, HttpRouteDestination,
     VirtualService,
@@ -9,22 +11,19 @@ use api::networking::{
 use wire::pb;
 use wire::pb::route::Action;
 use wire::pb::string_match::Kind;
+use wire::retry_on;
 
 use crate::mesh::Mesh;
+
+/// The conditions Istio retries when a route's `retryOn` is unset.
+const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 
 /// The retry policy Istio applies to routes that set none.
 pub fn default_retry() -> pb::RetryPolicy {
     pb::RetryPolicy {
         attempts: 2,
-        retry_on: [
-            "connect-failure",
-            "refused-stream",
-            "unavailable",
-            "cancelled",
-            "retriable-status-codes",
-        ]
-        .map(String::from)
-        .to_vec(),
+        retry_on_bits: compile_retry_on(DEFAULT_RETRY_ON).0,
         retriable_status_codes: vec![503],
         backoff_base_ms: 25,
         per_try_timeout_ms: 0,
@@ -100,11 +99,11 @@ pub fn http_routes(
                     percent(a.percentage.as_ref().map(|p| p.value), None)
                 }),
                 abort_http_status: f.abort.as_ref().and_then(|a| a.http_status).unwrap_or(0) as u32,
-                abort_grpc_status: f
+                abort_grpc_code: f
                     .abort
                     .as_ref()
-                    .and_then(|a| a.grpc_status.clone())
-                    .unwrap_or_default(),
+                    .and_then(|a| a.grpc_status.as_deref())
+                    .and_then(grpc_status::code),
             }),
             origin: origin.clone(),
             cors: crate::cors::policy(route.cors_policy.as_ref()),
@@ -154,15 +153,19 @@ fn action(mesh: &Mesh, route: &HttpRoute, ns: &str, port: u32) -> Action {
         _ if faulted => None,
         None => Some(default_retry()),
         Some(r) if r.attempts == Some(0) => None,
-        Some(r) => Some(pb::RetryPolicy {
-            attempts: r.attempts.unwrap_or(2).max(0) as u32,
-            per_try_timeout_ms: r
-                .per_try_timeout
-                .map_or(0, |d| d.as_std().as_millis() as u64),
-            retry_on: split_retry_on(r.retry_on.as_deref()).0,
-            retriable_status_codes: split_retry_on(r.retry_on.as_deref()).1,
-            backoff_base_ms: r.backoff.map_or(25, |d| d.as_std().as_millis() as u64),
-        }),
+        Some(r) => {
+            let (retry_on_bits, retriable_status_codes) =
+                compile_retry_on(r.retry_on.as_deref().unwrap_or(DEFAULT_RETRY_ON));
+            Some(pb::RetryPolicy {
+                attempts: r.attempts.unwrap_or(2).max(0) as u32,
+                per_try_timeout_ms: r
+                    .per_try_timeout
+                    .map_or(0, |d| d.as_std().as_millis() as u64),
+                retry_on_bits,
+                retriable_status_codes,
+                backoff_base_ms: r.backoff.map_or(25, |d| d.as_std().as_millis() as u64),
+            })
+        }
     };
     let total: i64 = route
         .route
@@ -218,25 +221,46 @@ fn mirrors(mesh: &Mesh, route: &HttpRoute, ns: &str, port: u32) -> Vec<pb::Mirro
     out
 }
 
-/// Splits `retryOn` into Envoy's condition tokens and bare status codes ("503").
-fn split_retry_on(s: Option<&str>) -> (Vec<String>, Vec<u32>) {
-    let mut tokens = Vec::new();
+/// Compiles `retryOn` to the proxy's condition bits and the bare status codes
+/// it lists ("503"), which imply `retriable-status-codes`.
+fn compile_retry_on(s: &str) -> (u32, Vec<u32>) {
+    let mut bits = 0;
     let mut codes = Vec::new();
-    for t in s
-        .unwrap_or("connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes")
-        .split(',')
-    {
-        let t = t.trim();
+    for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         match t.parse::<u32>() {
             Ok(code) => codes.push(code),
-            Err(_) if !t.is_empty() => tokens.push(t.to_string()),
-            Err(_) => {}
+            // Validation refuses unknown tokens; like Envoy, the compiler skips
+            // one it meets anyway rather than fail the whole route.
+            Err(_) => bits |= RetryOn::parse(t).map_or(0, retry_on_bit),
         }
     }
-    if !codes.is_empty() && !tokens.iter().any(|t| t == "retriable-status-codes") {
-        tokens.push("retriable-status-codes".into());
+    if !codes.is_empty() {
+        bits |= retry_on::RETRIABLE_STATUS_CODES;
     }
-    (tokens, codes)
+    (bits, codes)
+}
+
+/// The proxy's bit for a condition; 0 for those the proxy does not implement
+/// (they are accepted and have no effect, as they had before they were compiled).
+fn retry_on_bit(c: RetryOn) -> u32 {
+    match c {
+        RetryOn::FiveXx => retry_on::FIVE_XX,
+        RetryOn::GatewayError => retry_on::GATEWAY_ERROR,
+        RetryOn::Reset => retry_on::RESET,
+        RetryOn::ConnectFailure => retry_on::CONNECT_FAILURE,
+        RetryOn::Retriable4xx => retry_on::RETRIABLE_4XX,
+        RetryOn::RefusedStream => retry_on::REFUSED_STREAM,
+        RetryOn::RetriableStatusCodes => retry_on::RETRIABLE_STATUS_CODES,
+        RetryOn::Cancelled => retry_on::GRPC_CANCELLED,
+        RetryOn::DeadlineExceeded => retry_on::GRPC_DEADLINE_EXCEEDED,
+        RetryOn::Internal => retry_on::GRPC_INTERNAL,
+        RetryOn::ResourceExhausted => retry_on::GRPC_RESOURCE_EXHAUSTED,
+        RetryOn::Unavailable => retry_on::GRPC_UNAVAILABLE,
+        RetryOn::ResetBeforeRequest
+        | RetryOn::EnvoyRatelimited
+        | RetryOn::RetriableHeaders
+        | RetryOn::Http3PostConnectFailure => 0,
+    }
 }
 
 fn weighted(
@@ -333,9 +357,26 @@ mod tests {
 
     #[test]
     fn retry_on_splits_codes() {
-        let (t, c) = split_retry_on(Some("5xx,503,reset"));
-        assert_eq!(t, vec!["5xx", "reset", "retriable-status-codes"]);
+        let (bits, c) = compile_retry_on("5xx, 503,reset");
+        assert_eq!(
+            bits,
+            retry_on::FIVE_XX | retry_on::RESET | retry_on::RETRIABLE_STATUS_CODES
+        );
         assert_eq!(c, vec![503]);
+    }
+
+    #[test]
+    fn default_retry_on() {
+        let (bits, c) = compile_retry_on(DEFAULT_RETRY_ON);
+        assert_eq!(
+            bits,
+            retry_on::CONNECT_FAILURE
+                | retry_on::REFUSED_STREAM
+                | retry_on::GRPC_UNAVAILABLE
+                | retry_on::GRPC_CANCELLED
+                | retry_on::RETRIABLE_STATUS_CODES
+        );
+        assert!(c.is_empty());
     }
 
     #[test]

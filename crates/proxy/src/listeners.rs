@@ -25,11 +25,11 @@ use crate::http::forward::LocalApp;
 use crate::http::{Conn, ListenerRt, Shared};
 use crate::lb::upstream::ConnSettings;
 use crate::limits::Limits;
-
+use crate::snapshot::mtls::MtlsMode;
 use crate::snapshot::{Direction, ListenerSpec, Serve, Snapshot};
 use crate::tcp;
 use crate::tls::PeerIdentity;
-use crate::tls::inbound::{self, Accepted, MtlsMode};
+use crate::tls::inbound::{self, Accepted};
 use crate::tls::io::{DownstreamIo, MaybeTls};
 
 /// What the admin server reports about the data plane.

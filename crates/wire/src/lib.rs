@@ -1,15 +1,23 @@
 //! The proxy API shared by `trellisd` and `trellis-proxy`: the protobuf types
-//! (see `proto/proxy.proto`) and both halves of the discovery stream.
+//! (see `proto/proxy.proto`), the per-proxy snapshot the control plane
+//! compiles, and (feature `grpc`) both halves of the discovery stream and the
+//! certificate service client. Without `grpc` this crate is plain data and
+//! links no tonic, which is what the pure compiler (`model`) needs.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "grpc")]
 pub mod certs;
+#[cfg(feature = "grpc")]
 pub mod client;
+#[cfg(feature = "grpc")]
 pub mod server;
+pub mod snapshot;
 
-/// Generated protobuf types of the proxy API.
+/// Generated protobuf types of the proxy API (and, with `grpc`, the tonic
+/// services; build.rs generates those only when the feature is on).
 pub mod pb {
     #![allow(clippy::all)]
-    tonic::include_proto!("trellis.proxy.v1");
+    include!(concat!(env!("OUT_DIR"), "/trellis.proxy.v1.rs"));
 }
 
 /// Serializes a secret field (a private key) as a marker, never its value;
@@ -34,6 +42,22 @@ impl std::fmt::Debug for pb::GatewayTls {
             .field("client_ca_len", &self.client_ca.len())
             .finish()
     }
+}
+
+/// The bits of `RetryPolicy.retry_on_bits`: which outcomes a route retries.
+pub mod retry_on {
+    pub const FIVE_XX: u32 = 1;
+    pub const GATEWAY_ERROR: u32 = 1 << 1;
+    pub const CONNECT_FAILURE: u32 = 1 << 2;
+    pub const REFUSED_STREAM: u32 = 1 << 3;
+    pub const RESET: u32 = 1 << 4;
+    pub const RETRIABLE_4XX: u32 = 1 << 5;
+    pub const RETRIABLE_STATUS_CODES: u32 = 1 << 6;
+    pub const GRPC_CANCELLED: u32 = 1 << 7;
+    pub const GRPC_DEADLINE_EXCEEDED: u32 = 1 << 8;
+    pub const GRPC_RESOURCE_EXHAUSTED: u32 = 1 << 9;
+    pub const GRPC_INTERNAL: u32 = 1 << 10;
+    pub const GRPC_UNAVAILABLE: u32 = 1 << 11;
 }
 
 /// Type URLs of the resources on the discovery stream, in the order a proxy

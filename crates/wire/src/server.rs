@@ -6,7 +6,7 @@
 //! accepts them, a response carries only the resources whose content hash
 //! changed since the set it was last sent, and the names of those removed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -19,35 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::certs::BearerToken;
 use crate::pb::aggregated_discovery_server::{AggregatedDiscovery, AggregatedDiscoveryServer};
 use crate::pb::{DiscoveryRequest, DiscoveryResponse, Node, Resource};
-
-/// All resources of one type for one proxy, with a version that changes
-/// whenever their content does. Each resource's own version must change with
-/// its content too (or be empty): partial responses send only the resources
-/// whose version changed.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TypeSnapshot {
-    pub version: String,
-    pub resources: Vec<Resource>,
-}
-
-/// Everything one proxy should have, by type URL. Types are shared between
-/// proxies that see the same config, hence the `Arc`s.
-#[derive(Clone, Debug, Default)]
-pub struct ProxySnapshot {
-    pub types: BTreeMap<String, Arc<TypeSnapshot>>,
-}
-
-impl ProxySnapshot {
-    /// Versions identify content, so equal versions mean nothing to send.
-    pub fn same_versions(&self, other: &ProxySnapshot) -> bool {
-        self.types.len() == other.types.len()
-            && self
-                .types
-                .iter()
-                .zip(&other.types)
-                .all(|((ta, a), (tb, b))| ta == tb && a.version == b.version)
-    }
-}
+use crate::snapshot::{ProxySnapshot, TypeSnapshot};
 
 /// A proxy the control plane accepted.
 pub struct Accepted {

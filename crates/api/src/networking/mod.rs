@@ -2,6 +2,8 @@
 
 mod destination_rule;
 mod gateway;
+pub mod grpc_status;
+pub mod retry_on;
 mod service_entry;
 mod sidecar;
 mod string_match;

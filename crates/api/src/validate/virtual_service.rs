@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::common::{self, Errors, at, idx};
+use crate::networking::grpc_status;
+use crate::networking::retry_on::RetryOn;
 use crate::networking::{
     CorsPolicy, Delegate, Destination, HeaderOperations, Headers, HttpDirectResponse,
     HttpFaultInjection, HttpMatchRequest, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute,
@@ -470,26 +472,6 @@ fn rewrite(errs: &mut Errors, p: &str, r: &HttpRewrite) {
     }
 }
 
-/// Envoy retry conditions accepted in `retryOn`, besides status codes.
-const RETRY_ON: &[&str] = &[
-    "5xx",
-    "gateway-error",
-    "reset",
-    "reset-before-request",
-    "connect-failure",
-    "envoy-ratelimited",
-    "retriable-4xx",
-    "refused-stream",
-    "retriable-status-codes",
-    "retriable-headers",
-    "http3-post-connect-failure",
-    "cancelled",
-    "deadline-exceeded",
-    "internal",
-    "resource-exhausted",
-    "unavailable",
-];
-
 fn http_retry(errs: &mut Errors, p: &str, r: &HttpRetry) {
     if let Some(a) = r.attempts
         && a < 0
@@ -507,7 +489,7 @@ fn http_retry(errs: &mut Errors, p: &str, r: &HttpRetry) {
     }
     if let Some(on) = &r.retry_on {
         for token in on.split(',').map(str::trim) {
-            let known = RETRY_ON.contains(&token)
+            let known = RetryOn::parse(token).is_some()
                 || token.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
             if !known {
                 errs.add(
@@ -518,27 +500,6 @@ fn http_retry(errs: &mut Errors, p: &str, r: &HttpRetry) {
         }
     }
 }
-
-/// gRPC status names accepted by `abort.grpcStatus`.
-const GRPC_STATUS: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
 
 fn fault(errs: &mut Errors, p: &str, f: &HttpFaultInjection) {
     if f.delay.is_none() && f.abort.is_none() {
@@ -594,8 +555,7 @@ fn fault(errs: &mut Errors, p: &str, f: &HttpFaultInjection) {
             );
         }
         if let Some(g) = &a.grpc_status
-            && !GRPC_STATUS.contains(&g.as_str())
-            && !g.parse::<u8>().is_ok_and(|n| n <= 16)
+            && grpc_status::code(g).is_none()
         {
             errs.add(
                 at(&ap, "grpcStatus"),

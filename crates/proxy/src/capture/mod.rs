@@ -16,8 +16,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::net::TcpListener;
 
 use crate::http::path::Normalization;
+use crate::snapshot::mtls::MtlsMode;
 use crate::snapshot::{Direction, ListenerSpec, Serve};
-use crate::tls::inbound::MtlsMode;
 
 pub use apply::{ApplyError, Backend, apply, current_table, detect_backend};
 pub use iptables::{

@@ -10,8 +10,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::RespBody;
 use super::local_reply;
+use crate::resp_body::RespBody;
 use crate::telemetry::{Flags, Record};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

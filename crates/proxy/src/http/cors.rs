@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use wire::pb;
 
-use super::body::RespBody;
+use crate::resp_body::RespBody;
 use crate::snapshot::matcher::StrMatch;
 
 #[derive(Debug)]

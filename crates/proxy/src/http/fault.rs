@@ -42,10 +42,10 @@ impl Fault {
         };
         let abort = if f.abort_percent <= 0.0 {
             None
-        } else if !f.abort_grpc_status.is_empty() {
+        } else if let Some(code) = f.abort_grpc_code {
             Some((
                 fraction(f.abort_percent, "abort")?,
-                Abort::Grpc(grpc_code(&f.abort_grpc_status)?),
+                Abort::Grpc(grpc_code(code)?),
             ))
         } else {
             let status = u16::try_from(f.abort_http_status)
@@ -84,39 +84,12 @@ fn drawn(fraction: f64) -> bool {
     fraction >= 1.0 || (fraction > 0.0 && rand::rng().random::<f64>() < fraction)
 }
 
-/// A gRPC status given by name ("UNAVAILABLE") or by number ("14").
-fn grpc_code(s: &str) -> Result<u8, String> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    if let Ok(n) = s.parse::<u8>() {
-        return if usize::from(n) < NAMES.len() {
-            Ok(n)
-        } else {
-            Err(format!("gRPC status {n} does not exist"))
-        };
-    }
-    NAMES
-        .iter()
-        .position(|n| n.eq_ignore_ascii_case(s))
-        .and_then(|i| u8::try_from(i).ok())
-        .ok_or_else(|| format!("gRPC status {s:?} does not exist"))
+/// gRPC status codes run from 0 (OK) to 16 (UNAUTHENTICATED).
+fn grpc_code(code: u32) -> Result<u8, String> {
+    u8::try_from(code)
+        .ok()
+        .filter(|c| *c <= 16)
+        .ok_or_else(|| format!("gRPC status {code} does not exist"))
 }
 
 #[cfg(test)]
@@ -171,7 +144,7 @@ mod tests {
         );
         let g = Fault::compile(Some(&pb::Fault {
             abort_percent: 100.0,
-            abort_grpc_status: "unavailable".into(),
+            abort_grpc_code: Some(14),
             ..Default::default()
         }));
         assert!(matches!(g, Ok(Some(f)) if matches!(f.abort(), Some(Abort::Grpc(14)))));

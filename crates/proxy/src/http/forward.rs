@@ -12,15 +12,17 @@ use http::header;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
-use super::body::{ReqBody, RespBody, UpstreamBody};
 use super::headers::strip_hop_by_hop;
 use super::local_reply;
-use super::retry::{Failure, RetryPolicy};
+use super::retry::RetryPolicy;
+use crate::failure::Failure;
 use crate::lb::breaker::{Breakers, Permit, Resource};
 use crate::lb::outlier::Outcome;
 use crate::lb::pool::Pool;
 use crate::lb::upstream::{ConnSettings, EndpointPool, Lease, SendError};
 use crate::lb::{Cluster, Endpoint, UpstreamProtocol};
+use crate::req_body::ReqBody;
+use crate::resp_body::{RespBody, UpstreamBody};
 use crate::telemetry::{Flags, Record};
 
 /// The request line and headers, ready to go upstream.

@@ -9,9 +9,9 @@ use http::Version;
 use http::header::{self, HeaderValue};
 use http_body_util::BodyExt;
 
-use super::body::ReqBody;
 use super::forward::{Head, Target, build};
 use crate::lb::UpstreamProtocol;
+use crate::req_body::ReqBody;
 use crate::snapshot::routes::Mirror;
 
 /// How long a mirrored request may take when its route sets no timeout, so

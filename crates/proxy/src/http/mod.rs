@@ -4,7 +4,6 @@
 //!   authority, or pass through to the authority (Istio's ALLOW_ANY);
 //! - gateway: route by the listener's route config and the authority.
 
-pub mod body;
 mod connect;
 pub mod cors;
 pub mod fault;
@@ -30,10 +29,11 @@ use hyper::body::Incoming;
 use crate::config::ConfigStore;
 use crate::lb::UpstreamProtocol;
 use crate::lb::pool::Pool;
+use crate::req_body::{Counted, ReqBody};
+use crate::resp_body::RespBody;
 use crate::snapshot::{Direction, ListenerSpec};
 use crate::telemetry::meta::ServiceMeta;
 use crate::telemetry::{Flags, LoggedBody, Record, Reporter, Telemetry};
-use body::{Counted, ReqBody, RespBody};
 use forward::{Dest, Head, LocalApp, Policy, SendBody};
 use headers::{X_FORWARDED_PROTO, ensure_request_id, strip_hop_by_hop};
 

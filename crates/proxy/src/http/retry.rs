@@ -1,43 +1,20 @@
-//! Retry policy: which outcomes are retried (Envoy's `retry_on` tokens) and
-//! how long to wait between tries.
+//! Retry policy: which outcomes are retried (Envoy's `retry_on` conditions, as
+//! bits the control plane compiled them to) and how long to wait between tries.
 
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 use rand::Rng;
 use wire::pb;
+use wire::retry_on::*;
+
+use crate::failure::Failure;
 
 /// Envoy's default backoff base interval.
 const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(25);
 /// Retries are bounded whatever the config says: a storm of retries only
 /// adds load to an upstream that is already failing.
 const MAX_ATTEMPTS: u32 = 25;
-
-const FIVE_XX: u32 = 1;
-const GATEWAY_ERROR: u32 = 1 << 1;
-const CONNECT_FAILURE: u32 = 1 << 2;
-const REFUSED_STREAM: u32 = 1 << 3;
-const RESET: u32 = 1 << 4;
-const RETRIABLE_4XX: u32 = 1 << 5;
-const RETRIABLE_STATUS_CODES: u32 = 1 << 6;
-const GRPC_CANCELLED: u32 = 1 << 7;
-const GRPC_DEADLINE_EXCEEDED: u32 = 1 << 8;
-const GRPC_RESOURCE_EXHAUSTED: u32 = 1 << 9;
-const GRPC_INTERNAL: u32 = 1 << 10;
-const GRPC_UNAVAILABLE: u32 = 1 << 11;
-
-/// An attempt that produced no response.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// The TCP connection could not be made.
-    Connect,
-    /// HTTP/2 REFUSED_STREAM: the upstream did not process the request.
-    Refused,
-    /// The connection or stream broke after the request was sent.
-    Reset,
-    /// No response headers within the per-try timeout.
-    PerTryTimeout,
-}
 
 #[derive(Debug)]
 pub struct RetryPolicy {
@@ -53,46 +30,9 @@ impl RetryPolicy {
     /// `None` when the policy allows no retry (and sets no per-try timeout).
     pub fn compile(p: Option<&pb::RetryPolicy>) -> Result<Option<Self>, String> {
         let Some(p) = p else { return Ok(None) };
-        let mut on = 0;
         let mut status_codes: Vec<u16> = Vec::new();
         for code in &p.retriable_status_codes {
             status_codes.push(status_code(*code)?);
-        }
-        for token in p
-            .retry_on
-            .iter()
-            .flat_map(|t| t.split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
-            on |= match token {
-                "5xx" => FIVE_XX,
-                "gateway-error" => GATEWAY_ERROR,
-                "connect-failure" => CONNECT_FAILURE,
-                "refused-stream" => REFUSED_STREAM,
-                "reset" => RESET,
-                "retriable-4xx" => RETRIABLE_4XX,
-                "retriable-status-codes" => RETRIABLE_STATUS_CODES,
-                "cancelled" => GRPC_CANCELLED,
-                "deadline-exceeded" => GRPC_DEADLINE_EXCEEDED,
-                "resource-exhausted" => GRPC_RESOURCE_EXHAUSTED,
-                "internal" => GRPC_INTERNAL,
-                "unavailable" => GRPC_UNAVAILABLE,
-                // Istio's retryOn accepts bare status codes ("503") and turns
-                // them into retriable status codes, as Envoy would.
-                t => match t.parse::<u32>() {
-                    Ok(code) => {
-                        status_codes.push(status_code(code)?);
-                        RETRIABLE_STATUS_CODES
-                    }
-                    // Like Envoy, a token it does not know is ignored, so that
-                    // a newer control plane does not break an older proxy.
-                    Err(_) => {
-                        tracing::debug!(token = t, "ignoring unknown retry_on token");
-                        0
-                    }
-                },
-            };
         }
         let per_try_timeout =
             (p.per_try_timeout_ms > 0).then(|| Duration::from_millis(p.per_try_timeout_ms));
@@ -102,7 +42,7 @@ impl RetryPolicy {
         Ok(Some(RetryPolicy {
             attempts: p.attempts.min(MAX_ATTEMPTS),
             per_try_timeout,
-            on,
+            on: p.retry_on_bits,
             status_codes,
             backoff_base: match p.backoff_base_ms {
                 0 => DEFAULT_BACKOFF_BASE,
@@ -176,10 +116,10 @@ fn status_code(code: u32) -> Result<u16, String> {
 mod tests {
     use super::*;
 
-    fn policy(on: &[&str], codes: &[u32]) -> RetryPolicy {
+    fn policy(on: u32, codes: &[u32]) -> RetryPolicy {
         RetryPolicy::compile(Some(&pb::RetryPolicy {
             attempts: 2,
-            retry_on: on.iter().map(|s| s.to_string()).collect(),
+            retry_on_bits: on,
             retriable_status_codes: codes.to_vec(),
             ..Default::default()
         }))
@@ -191,32 +131,35 @@ mod tests {
     fn tokens_table() {
         let h = HeaderMap::new();
         let s = |c: u16| StatusCode::from_u16(c).expect("status");
-        let p = policy(&["5xx"], &[]);
+        let p = policy(FIVE_XX, &[]);
         assert!(
             p.retries_response(s(500), &h)
                 && p.retries_response(s(503), &h)
                 && !p.retries_response(s(404), &h)
         );
         assert!(p.retries_failure(Failure::Connect) && p.retries_failure(Failure::Reset));
-        let p = policy(&["gateway-error"], &[]);
+        let p = policy(GATEWAY_ERROR, &[]);
         assert!(p.retries_response(s(502), &h) && !p.retries_response(s(500), &h));
-        let p = policy(&["connect-failure"], &[]);
+        let p = policy(CONNECT_FAILURE, &[]);
         assert!(
             p.retries_failure(Failure::Connect)
                 && !p.retries_failure(Failure::Reset)
                 && !p.retries_response(s(503), &h)
         );
-        let p = policy(&["retriable-4xx"], &[]);
+        let p = policy(RETRIABLE_4XX, &[]);
         assert!(p.retries_response(s(409), &h) && !p.retries_response(s(400), &h));
-        let p = policy(&["retriable-status-codes"], &[418]);
+        let p = policy(RETRIABLE_STATUS_CODES, &[418]);
         assert!(p.retries_response(s(418), &h));
-        let p = policy(&["connect-failure,refused-stream,503"], &[]);
+        let p = policy(
+            CONNECT_FAILURE | REFUSED_STREAM | RETRIABLE_STATUS_CODES,
+            &[503],
+        );
         assert!(
             p.retries_response(s(503), &h)
                 && p.retries_failure(Failure::Refused)
                 && !p.retries_response(s(500), &h)
         );
-        let p = policy(&["unavailable"], &[]);
+        let p = policy(GRPC_UNAVAILABLE, &[]);
         let mut g = HeaderMap::new();
         g.insert("grpc-status", "14".parse().expect("value"));
         assert!(p.retries_response(s(200), &g) && !p.retries_response(s(200), &h));
@@ -224,7 +167,7 @@ mod tests {
 
     #[test]
     fn backoff_is_bounded() {
-        let p = policy(&["5xx"], &[]);
+        let p = policy(FIVE_XX, &[]);
         for n in 1..30 {
             assert!(p.backoff(n) <= Duration::from_millis(250));
         }

@@ -11,8 +11,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::http::body::ReqBody;
 use crate::limits::Limits;
+use crate::req_body::ReqBody;
 
 pub type UpstreamClient = Client<HttpConnector, ReqBody>;
 

@@ -32,8 +32,8 @@ use tokio::time::Instant;
 use arc_swap::ArcSwapOption;
 
 use super::breaker::{Breakers, Permit, Resource};
-use crate::http::body::ReqBody;
-use crate::http::retry::Failure;
+use crate::failure::Failure;
+use crate::req_body::ReqBody;
 use crate::tls::io::UpstreamIo;
 use crate::tls::outbound::Upstream;
 

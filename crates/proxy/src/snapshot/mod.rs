@@ -4,6 +4,7 @@
 
 pub mod domains;
 pub mod matcher;
+pub mod mtls;
 pub mod routes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -16,7 +17,7 @@ use wire::pb::resource::Kind;
 use crate::http::path::Normalization;
 use crate::lb::{BuildEnv, Cluster};
 use crate::policy::authz::ListenerAuthz;
-use crate::tls::inbound::MtlsMode;
+use mtls::MtlsMode;
 use routes::RouteTable;
 
 /// The accepted resources of one type, kept protobuf-encoded. Requests use

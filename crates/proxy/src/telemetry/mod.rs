@@ -20,7 +20,8 @@ use http::{Method, Version};
 use http_body::{Body, Frame, SizeHint};
 use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 
-use crate::http::body::{BoxError, RespBody};
+use crate::req_body::BoxError;
+use crate::resp_body::RespBody;
 use access_log::AccessLog;
 use meta::{PeerMeta, ServiceMeta};
 use metrics::{Labels, Metrics};

@@ -18,12 +18,12 @@ use std::time::Duration;
 use http::HeaderValue;
 use http::header::HeaderName;
 use identity::{PeerIdentity, SpiffeId};
-use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::MeshTls;
+use crate::snapshot::mtls::MtlsMode;
 use crate::snapshot::{ListenerSpec, Serve};
 use crate::telemetry::meta::PeerMeta;
 
@@ -36,27 +36,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a client's first byte on a port that may carry a
 /// server-first protocol: silence then means plaintext (as tcp's sniffing).
 const SNIFF_TIMEOUT: Duration = Duration::from_millis(200);
-
-/// PeerAuthentication's mode of one inbound port, UNSET already resolved.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum MtlsMode {
-    #[default]
-    Permissive,
-    Strict,
-    Disable,
-}
-
-impl MtlsMode {
-    pub fn from_pb(mode: i32) -> Result<Self, String> {
-        match wire::pb::MtlsMode::try_from(mode) {
-            Ok(wire::pb::MtlsMode::Permissive) => Ok(MtlsMode::Permissive),
-            Ok(wire::pb::MtlsMode::Strict) => Ok(MtlsMode::Strict),
-            Ok(wire::pb::MtlsMode::Disable) => Ok(MtlsMode::Disable),
-            Err(_) => Err(format!("unknown mTLS mode {mode}")),
-        }
-    }
-}
 
 /// The verified peer of a mesh mTLS connection, attached to each of its requests.
 #[derive(Clone, Debug)]

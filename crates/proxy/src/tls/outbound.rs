@@ -33,7 +33,7 @@ use wire::pb;
 
 use super::MeshTls;
 use super::io::{MaybeTls, UpstreamIo};
-use crate::http::retry::Failure;
+use crate::failure::Failure;
 
 /// How long a TLS handshake with an upstream may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

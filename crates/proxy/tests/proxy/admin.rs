@@ -180,7 +180,7 @@ async fn health_port_answers_readiness_as_istios() {
         .map(|t| {
             (
                 t.to_string(),
-                Arc::new(wire::server::TypeSnapshot {
+                Arc::new(wire::snapshot::TypeSnapshot {
                     version: "1".into(),
                     resources: Vec::<pb::Resource>::new(),
                 }),
@@ -188,7 +188,7 @@ async fn health_port_answers_readiness_as_istios() {
         })
         .collect();
     cp.tx
-        .send_replace(Arc::new(wire::server::ProxySnapshot { types }));
+        .send_replace(Arc::new(wire::snapshot::ProxySnapshot { types }));
     proxy.wait_ready().await;
     let r = ready().await.expect("health");
     assert_eq!(r.status, StatusCode::OK);

@@ -13,7 +13,7 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wire::pb::{self, resource::Kind};
-use wire::server::{ProxySnapshot, TypeSnapshot};
+use wire::snapshot::{ProxySnapshot, TypeSnapshot};
 
 use crate::support::*;
 

@@ -10,7 +10,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use tokio::net::TcpStream;
 use wire::pb::{self, resource::Kind, string_match};
-use wire::server::{ProxySnapshot, TypeSnapshot};
+use wire::snapshot::{ProxySnapshot, TypeSnapshot};
 
 use crate::support::*;
 

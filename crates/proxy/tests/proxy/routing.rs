@@ -277,7 +277,7 @@ async fn retries_turn_503s_into_200() {
     let mut resources = cluster("flaky", &[(flaky, "v1")]);
     let retry = pb::RetryPolicy {
         attempts: 3,
-        retry_on: vec!["5xx".into()],
+        retry_on_bits: wire::retry_on::FIVE_XX,
         backoff_base_ms: 5,
         ..Default::default()
     };
@@ -310,7 +310,8 @@ async fn retries_turn_503s_into_200() {
     let mut resources = cluster("broken", &[(broken, "v1")]);
     let retry = pb::RetryPolicy {
         attempts: 2,
-        retry_on: vec!["503".into()],
+        retry_on_bits: wire::retry_on::RETRIABLE_STATUS_CODES,
+        retriable_status_codes: vec![503],
         backoff_base_ms: 5,
         ..Default::default()
     };

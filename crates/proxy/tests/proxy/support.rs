@@ -16,7 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use wire::pb::{self, resource::Kind, string_match};
-use wire::server::{ConfigProvider, ProxySnapshot};
+use wire::server::ConfigProvider;
+use wire::snapshot::ProxySnapshot;
 
 // ---------- addresses ----------
 

@@ -397,7 +397,7 @@ async fn max_retries_bounds_retries_in_flight() {
     let mut action = forward(&[("reviews", 100)]);
     action.retry = Some(pb::RetryPolicy {
         attempts: 2,
-        retry_on: vec!["5xx".into()],
+        retry_on_bits: wire::retry_on::FIVE_XX,
         backoff_base_ms: 1,
         ..Default::default()
     });
