@@ -71,11 +71,7 @@ struct Pod {
 }
 
 fn pod(mesh: &Mesh, app: &str) -> Result<Pod> {
-    let pods = mesh.pods()?;
-    let p = pods
-        .iter()
-        .find(|p| p["metadata"]["labels"]["app"] == app)
-        .with_context(|| format!("no pod of {app}"))?;
+    let p = mesh.pod_of(app)?;
     let admin = p["metadata"]["annotations"]["proxy.trellis.io/admin"]
         .as_str()
         .context("the pod has a sidecar")?;

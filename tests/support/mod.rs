@@ -193,6 +193,14 @@ impl Mesh {
         Ok(list["items"].as_array().cloned().unwrap_or_default())
     }
 
+    /// The (first) pod whose `app` label is `app`.
+    pub fn pod_of(&self, app: &str) -> Result<Value> {
+        self.pods()?
+            .into_iter()
+            .find(|p| p["metadata"]["labels"]["app"] == app)
+            .with_context(|| format!("no pod of {app}"))
+    }
+
     pub fn logs(&self) -> PathBuf {
         self.state.path().join("logs")
     }
