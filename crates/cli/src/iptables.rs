@@ -23,7 +23,7 @@ pub struct Args {
     /// Inbound ports to capture, comma-separated; `*` all, empty none.
     #[arg(long = "includeInboundPorts", default_value = "*")]
     include_inbound_ports: String,
-    /// Inbound ports never captured (22, 15008, 15020, 15021, 15090 never are).
+    /// Inbound ports never captured (22 and the proxy's own ports never are).
     #[arg(long = "excludeInboundPorts", default_value = "")]
     exclude_inbound_ports: String,
     /// Outbound destination ports never captured.

@@ -265,25 +265,11 @@ fn capture_args(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMet
         .iter()
         .filter_map(|name| {
             let value = annotations.get(&format!("traffic.sidecar.istio.io/{name}"));
-            if *name == "excludeInboundPorts" {
-                // The proxy's own ports, bound to the pod's 127.0.0.1, are
-                // never captured inbound: captured, they would be passed
-                // through to 127.0.0.1 and reachable from outside the pod.
-                let user = value.map(|v| v.trim()).filter(|v| !v.is_empty());
-                let ports = match user {
-                    Some(v) => format!("{v},{PROXY_LOCAL_PORTS}"),
-                    None => PROXY_LOCAL_PORTS.to_string(),
-                };
-                return Some([format!("--{name}"), ports]);
-            }
             Some([format!("--{name}"), value?.clone()])
         })
         .flatten()
         .collect()
 }
-
-/// The proxy's admin, outbound, inbound and DNS ports.
-const PROXY_LOCAL_PORTS: &str = "15000,15001,15006,15053";
 
 /// Istio injects a sidecar unless the pod or its namespace opts out.
 fn wants_sidecar(d: &Deployment, namespaces: &BTreeMap<String, Namespace>, ns: &str) -> bool {

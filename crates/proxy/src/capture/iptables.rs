@@ -31,6 +31,12 @@ pub const CHAINS: [&str; 5] = [
 /// metrics and tunnel ports.
 pub const ALWAYS_EXCLUDED_INBOUND: [u16; 5] = [22, 15008, 15020, 15021, 15090];
 
+/// The proxy's admin port, bound to the pod's loopback. It and the capture
+/// ports themselves ([`Settings`]' outbound, inbound and DNS ports) are
+/// never captured inbound either: captured, a connection to them would be
+/// passed through to the pod's 127.0.0.1 and reach them from outside.
+const ADMIN_PORT: u16 = 15000;
+
 /// The source address the proxy uses for inbound connections it hands to
 /// the application over loopback (Istio's 127.0.0.6): never captured again.
 const INBOUND_PASSTHROUGH_V4: &str = "127.0.0.6/32";
@@ -235,6 +241,7 @@ fn capture_rules(s: &Settings, family: Family, out: &mut String) {
     if capture_inbound {
         rule("-A PREROUTING -p tcp -j ISTIO_INBOUND".into());
         let mut excluded: Vec<u16> = ALWAYS_EXCLUDED_INBOUND.to_vec();
+        excluded.extend([ADMIN_PORT, s.outbound_port, s.inbound_port, s.dns_port]);
         excluded.extend(&s.exclude_inbound_ports);
         excluded.sort_unstable();
         excluded.dedup();

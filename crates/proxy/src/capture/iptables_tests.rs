@@ -18,9 +18,13 @@ fn defaults_are_istios_rules_in_istios_order() {
 -A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
 -A PREROUTING -p tcp -j ISTIO_INBOUND
 -A ISTIO_INBOUND -p tcp --dport 22 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15000 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15001 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15006 -j RETURN
 -A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN
 -A ISTIO_INBOUND -p tcp --dport 15020 -j RETURN
 -A ISTIO_INBOUND -p tcp --dport 15021 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15053 -j RETURN
 -A ISTIO_INBOUND -p tcp --dport 15090 -j RETURN
 -A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT
 -A OUTPUT -p tcp -j ISTIO_OUTPUT
