@@ -128,11 +128,10 @@ pub async fn run(
     if config.identity.is_some() && config.static_certs.is_some() {
         return Err(Error::TwoIdentitySources);
     }
-    let mut store = ConfigStore::new(&config.node);
+    let mut store = ConfigStore::new(&config.node).with_limits(config.limits);
     if let Some(release) = config.release_freed_memory {
         store = store.with_memory_release(release);
     }
-    store.pools().set_limits(config.limits);
     let store = Arc::new(store);
     // Before the static config: its clusters are built with mesh TLS.
     if let Some(files) = &config.static_certs {
@@ -248,10 +247,10 @@ pub async fn run(
         store,
         telemetry,
         app_ip: config.app_ip,
-        direct_pool: Arc::new(lb::pool::Pool::new(
-            lb::pool::DEFAULT_CONNECT_TIMEOUT,
-            config.limits.max_idle_per_endpoint,
-        )),
+        passthrough: lb::passthrough::Passthrough::new(
+            lb::upstream::ConnSettings::from_limits(&config.limits),
+            lb::breaker::Breakers::default(),
+        ),
         limits: config.limits,
     });
     let (drain_tx, drain_rx) = watch::channel(false);

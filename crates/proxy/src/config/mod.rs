@@ -14,7 +14,7 @@ use wire::pb;
 
 use crate::lb::BuildEnv;
 use crate::lb::locality::Local;
-use crate::lb::pool::Pools;
+use crate::limits::Limits;
 use crate::snapshot::{self, Snapshot, TypeState};
 
 /// The proxy API's own name for a type URL, or why there is none.
@@ -30,7 +30,8 @@ pub struct ConfigStore {
     pod_ip: Option<IpAddr>,
     /// This proxy's locality and labels, for locality-aware balancing.
     local: Local,
-    pools: Pools,
+    /// The proxy's own limits, which every cluster's connections follow.
+    limits: Limits,
     /// This proxy's mesh identity, once it has a certificate (set before any config).
     mesh_tls: OnceLock<Arc<crate::tls::MeshTls>>,
     /// Serializes updates; never touched by requests.
@@ -59,7 +60,7 @@ impl ConfigStore {
         ConfigStore {
             pod_ip: node.pod_ip.parse().ok(),
             local: Local::from_node(node),
-            pools: Pools::default(),
+            limits: Limits::default(),
             mesh_tls: OnceLock::new(),
             state: Mutex::default(),
             current: ArcSwapOption::empty(),
@@ -88,9 +89,10 @@ impl ConfigStore {
         }
     }
 
-    /// The upstream connection pools, shared by every config's clusters.
-    pub fn pools(&self) -> &Pools {
-        &self.pools
+    /// Sets the proxy's own limits (before any config).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Gives the store the proxy's mesh identity; configs applied from then
@@ -186,7 +188,7 @@ impl ConfigStore {
             self.pod_ip,
             state.latest.as_deref(),
             &BuildEnv {
-                pools: &self.pools,
+                limits: &self.limits,
                 local: &self.local,
                 mesh_tls: self.mesh_tls.get(),
             },

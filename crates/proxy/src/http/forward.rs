@@ -18,7 +18,6 @@ use super::retry::RetryPolicy;
 use crate::failure::Failure;
 use crate::lb::breaker::{Breakers, Permit, Resource};
 use crate::lb::outlier::Outcome;
-use crate::lb::pool::Pool;
 use crate::lb::upstream::{ConnSettings, EndpointPool, Lease, SendError};
 use crate::lb::{Cluster, Endpoint, UpstreamProtocol};
 use crate::req_body::ReqBody;
@@ -53,8 +52,7 @@ pub enum Dest<'a> {
     },
     /// A passthrough destination: one address, no endpoint of a cluster.
     Fixed {
-        authority: Authority,
-        pool: &'a Pool,
+        pool: Arc<EndpointPool>,
         protocol: UpstreamProtocol,
     },
 }
@@ -159,30 +157,31 @@ async fn tries(
             tokio::time::sleep(r.backoff(n - 1)).await;
         }
         let last = n == max_tries;
-        let (authority, endpoint, protocol) = match dest {
+        // Every destination is reached the same way: through a pool of
+        // connections to one address, with the circuit breakers it has.
+        let (endpoint, pool, protocol) = match dest {
             Dest::Cluster {
                 cluster,
                 original,
                 hash,
-            } => match (&cluster.direct, original) {
-                (Some(_), Some(a)) => ((*a).clone(), None, cluster.protocol),
+            } => match (&cluster.passthrough, original) {
+                (Some(p), Some(a)) => (None, p.pool(a), cluster.protocol),
                 (Some(_), None) => return no_healthy_upstream(record),
                 (None, _) => match cluster.pick(*hash, previous.as_deref()) {
-                    Some(e) => (e.authority.clone(), Some(e), cluster.protocol),
+                    Some(e) => {
+                        let pool = e.pool.clone();
+                        (Some(e), pool, cluster.protocol)
+                    }
                     None => return no_healthy_upstream(record),
                 },
             },
-            Dest::Local { app, protocol } => (app.authority.clone(), None, *protocol),
-            Dest::Fixed {
-                authority,
-                protocol,
-                ..
-            } => (authority.clone(), None, *protocol),
+            Dest::Local { app, protocol } => (None, app.pool.clone(), *protocol),
+            Dest::Fixed { pool, protocol } => (None, pool.clone(), *protocol),
         };
         record.upstream_host = Some(match (&endpoint, dest) {
             (Some(e), _) => e.key.clone(),
             (None, Dest::Local { app, .. }) => app.key.clone(),
-            (None, _) => authority.as_str().into(),
+            (None, _) => pool.authority().as_str().into(),
         });
         if let Some(e) = &endpoint {
             record.destination = Some(e.meta.clone());
@@ -209,7 +208,7 @@ async fn tries(
                 UpstreamProtocol::Http1 => false,
                 UpstreamProtocol::Downstream => h.downstream == Version::HTTP_2,
             };
-        let attempt = attempt(dest, endpoint.as_ref(), h, authority, body, http2);
+        let attempt = attempt(&pool, h, body, http2);
         let outcome = match per_try {
             Some(t) => tokio::time::timeout(t, attempt)
                 .await
@@ -236,17 +235,10 @@ async fn tries(
                 }
                 let retriable =
                     retry.is_some_and(|r| r.retries_response(resp.status(), resp.headers()));
-                if retriable && !last {
-                    match retry_budget(dest) {
-                        Ok(permit) => {
-                            retrying = permit;
-                            previous = endpoint;
-                            continue;
-                        }
-                        Err(()) => record.flags.set(Flags::UO),
-                    }
-                } else if retriable && n > 1 {
-                    record.flags.set(Flags::URX);
+                if let Some(permit) = next_try(retriable, n, last, dest, record) {
+                    retrying = permit;
+                    previous = endpoint;
+                    continue;
                 }
                 record.active = guard;
                 return upstream_response(resp, lease);
@@ -254,17 +246,10 @@ async fn tries(
             Err(SendError::Overflow) => return overflow(record),
             Err(SendError::Failure(failure)) => {
                 let retriable = retry.is_some_and(|r| r.retries_failure(failure));
-                if retriable && !last {
-                    match retry_budget(dest) {
-                        Ok(permit) => {
-                            retrying = permit;
-                            previous = endpoint;
-                            continue;
-                        }
-                        Err(()) => record.flags.set(Flags::UO),
-                    }
-                } else if retriable && n > 1 {
-                    record.flags.set(Flags::URX);
+                if let Some(permit) = next_try(retriable, n, last, dest, record) {
+                    retrying = permit;
+                    previous = endpoint;
+                    continue;
                 }
                 return failure_reply(failure, record);
             }
@@ -273,40 +258,15 @@ async fn tries(
     no_healthy_upstream(record)
 }
 
-/// One try: through the endpoint's pool (with its circuit breakers), or a
-/// plain client for destinations that are not a cluster's endpoints.
+/// One try, on a connection of the destination's pool (which applies its
+/// circuit breakers).
 async fn attempt(
-    dest: &Dest<'_>,
-    endpoint: Option<&Arc<Endpoint>>,
-    h: Head,
-    authority: Authority,
-    body: ReqBody,
-    http2: bool,
-) -> Result<(Response<hyper::body::Incoming>, Option<Lease>), SendError> {
-    match (dest, endpoint) {
-        (_, Some(e)) => pooled(&e.pool, h, authority, body, http2).await,
-        (Dest::Local { app, .. }, None) => pooled(&app.pool, h, authority, body, http2).await,
-        (Dest::Cluster { cluster, .. }, None) => {
-            let Some(pool) = &cluster.direct else {
-                return Err(SendError::Failure(Failure::Connect));
-            };
-            let Some(_active) = cluster.breakers.try_acquire(Resource::Requests) else {
-                return Err(SendError::Overflow);
-            };
-            direct(pool, h, authority, body, http2).await
-        }
-        (Dest::Fixed { pool, .. }, None) => direct(pool, h, authority, body, http2).await,
-    }
-}
-
-async fn pooled(
     pool: &Arc<EndpointPool>,
     h: Head,
-    authority: Authority,
     body: ReqBody,
     http2: bool,
 ) -> Result<(Response<hyper::body::Incoming>, Option<Lease>), SendError> {
-    let Some(req) = build(h, authority, body, http2, Target::Pooled) else {
+    let Some(req) = build(h, pool.authority().clone(), body, http2) else {
         return Err(SendError::Failure(Failure::Reset));
     };
     pool.send(req, http2)
@@ -314,22 +274,32 @@ async fn pooled(
         .map(|(resp, lease)| (resp, Some(lease)))
 }
 
-async fn direct(
-    pool: &Pool,
-    h: Head,
-    authority: Authority,
-    body: ReqBody,
-    http2: bool,
-) -> Result<(Response<hyper::body::Incoming>, Option<Lease>), SendError> {
-    let Some(req) = build(h, authority, body, http2, Target::Direct) else {
-        return Err(SendError::Failure(Failure::Reset));
-    };
-    let client = if http2 { &pool.http2 } else { &pool.http1 };
-    client
-        .request(req)
-        .await
-        .map(|resp| (resp, None))
-        .map_err(|e| SendError::Failure(classify(e)))
+/// After an answer a retry policy covers: the permit for another try
+/// (`Some`), or `None` when this answer goes to the client — the last try
+/// (flagged URX when retries were spent) or no retry budget left (UO).
+fn next_try(
+    retriable: bool,
+    n: u32,
+    last: bool,
+    dest: &Dest<'_>,
+    record: &mut Record,
+) -> Option<Option<Permit>> {
+    if !retriable {
+        return None;
+    }
+    if last {
+        if n > 1 {
+            record.flags.set(Flags::URX);
+        }
+        return None;
+    }
+    match retry_budget(dest) {
+        Ok(permit) => Some(permit),
+        Err(()) => {
+            record.flags.set(Flags::UO);
+            None
+        }
+    }
 }
 
 /// Room for one more retry in flight; `Err` when the cluster's max_retries
@@ -355,24 +325,6 @@ fn outcome_of(f: Failure) -> Outcome {
     }
 }
 
-fn classify(err: hyper_util::client::legacy::Error) -> Failure {
-    tracing::debug!(error = ?err, "upstream request failed");
-    if err.is_connect() {
-        return Failure::Connect;
-    }
-    let mut source = std::error::Error::source(&err);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                return Failure::Refused;
-            }
-            break;
-        }
-        source = e.source();
-    }
-    Failure::Reset
-}
-
 fn clone_head(h: &Head) -> Head {
     Head {
         method: h.method.clone(),
@@ -381,16 +333,6 @@ fn clone_head(h: &Head) -> Head {
         downstream: h.downstream,
         upgrade: None,
     }
-}
-
-/// Which client sends the request, for the URI it needs.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Target {
-    /// A connection of an endpoint's pool: hyper's connection API sends the
-    /// URI as it is.
-    Pooled,
-    /// hyper's pooling client: it connects to the URI's authority.
-    Direct,
 }
 
 /// The upstream request, with Envoy's authority semantics: the authority
@@ -403,26 +345,16 @@ pub(super) fn build(
     endpoint: Authority,
     body: ReqBody,
     http2: bool,
-    target: Target,
 ) -> Option<Request<ReqBody>> {
-    let uri = match (http2, target) {
-        (false, Target::Pooled) => Uri::from(h.path),
-        (true, Target::Pooled) => {
-            let authority = h
-                .headers
-                .remove(header::HOST)
-                .and_then(|v| Authority::try_from(v.as_bytes()).ok())
-                .unwrap_or(endpoint);
-            absolute(scheme_of(&h.headers), authority, h.path)?
-        }
-        (_, Target::Direct) => {
-            if http2 {
-                // `:authority` is the destination the client named (with
-                // its port made explicit).
-                h.headers.remove(header::HOST);
-            }
-            absolute(scheme_of(&h.headers), endpoint, h.path)?
-        }
+    let uri = if http2 {
+        let authority = h
+            .headers
+            .remove(header::HOST)
+            .and_then(|v| Authority::try_from(v.as_bytes()).ok())
+            .unwrap_or(endpoint);
+        absolute(scheme_of(&h.headers), authority, h.path)?
+    } else {
+        Uri::from(h.path)
     };
     if !http2 {
         join_cookies(&mut h.headers);

@@ -9,7 +9,7 @@ use http::Version;
 use http::header::{self, HeaderValue};
 use http_body_util::BodyExt;
 
-use super::forward::{Head, Target, build};
+use super::forward::{Head, build};
 use crate::lb::UpstreamProtocol;
 use crate::req_body::ReqBody;
 use crate::snapshot::routes::Mirror;
@@ -53,7 +53,6 @@ pub fn spawn(mirror: &Mirror, head: &Head, body: Bytes, timeout: Option<Duration
             endpoint.authority.clone(),
             ReqBody::bytes(body),
             http2,
-            Target::Pooled,
         ) else {
             return;
         };

@@ -28,7 +28,7 @@ use hyper::body::Incoming;
 
 use crate::config::ConfigStore;
 use crate::lb::UpstreamProtocol;
-use crate::lb::pool::Pool;
+use crate::lb::passthrough::Passthrough;
 use crate::req_body::{Counted, ReqBody};
 use crate::resp_body::RespBody;
 use crate::snapshot::{Direction, ListenerSpec};
@@ -42,8 +42,9 @@ pub struct Shared {
     pub store: Arc<ConfigStore>,
     pub telemetry: Arc<Telemetry>,
     pub app_ip: IpAddr,
-    /// For passthrough destinations (the local application has its own, `ListenerRt::app`).
-    pub direct_pool: Arc<Pool>,
+    /// Pools for the explicit proxy's hosts the mesh does not know (the
+    /// local application has its own, `ListenerRt::app`).
+    pub passthrough: Arc<Passthrough>,
     pub limits: crate::limits::Limits,
 }
 
@@ -511,8 +512,7 @@ async fn passthrough(
         upgrade,
     };
     let dest = Dest::Fixed {
-        authority: target,
-        pool: &shared.direct_pool,
+        pool: shared.passthrough.pool(&target),
         protocol: UpstreamProtocol::Http1,
     };
     forward::send(

@@ -15,7 +15,7 @@ pub mod breaker;
 pub mod hash;
 pub mod locality;
 pub mod outlier;
-pub mod pool;
+pub mod passthrough;
 pub mod upstream;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,7 +34,7 @@ use crate::telemetry::meta::{EndpointMetas, PeerMeta, ServiceMeta};
 use breaker::{Breakers, Limits};
 use locality::{Local, Locality, Placement};
 use outlier::Outcome;
-use pool::{Pool, Pools};
+use passthrough::Passthrough;
 use upstream::{ConnSettings, EndpointPool};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,8 +106,8 @@ impl Endpoint {
 
 /// What building a cluster needs besides its own config.
 pub struct BuildEnv<'a> {
-    /// Clients for passthrough clusters, which have no endpoints of their own.
-    pub pools: &'a Pools,
+    /// The proxy's own limits on connections, for every cluster.
+    pub limits: &'a crate::limits::Limits,
     pub local: &'a Local,
     /// This proxy's mesh identity, for mTLS to endpoints; `None` without one.
     pub mesh_tls: Option<&'a Arc<crate::tls::MeshTls>>,
@@ -131,8 +131,8 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     pub endpoints: Vec<Arc<Endpoint>>,
     pub breakers: Breakers,
-    /// Passthrough clusters only: where requests go has no endpoint pool.
-    pub direct: Option<Arc<Pool>>,
+    /// Passthrough clusters only: a pool per destination the clients name.
+    pub passthrough: Option<Arc<Passthrough>>,
     hashing: Option<Hashing>,
     outlier: Option<Outlier>,
     eligible: ArcSwap<Eligible>,
@@ -174,7 +174,7 @@ impl Cluster {
             Err(_) => return Err(format!("lb: unknown load balancer {}", spec.lb)),
         };
         let connect_timeout = match spec.connect_timeout_ms {
-            0 => pool::DEFAULT_CONNECT_TIMEOUT,
+            0 => upstream::DEFAULT_CONNECT_TIMEOUT,
             ms => Duration::from_millis(ms),
         };
         let cp = spec.connection_pool.as_ref();
@@ -190,7 +190,7 @@ impl Cluster {
                 .map(|p| p.max_connection_duration_ms)
                 .filter(|ms| *ms > 0)
                 .map(Duration::from_millis),
-            ..ConnSettings::from_limits(&env.pools.limits())
+            ..ConnSettings::from_limits(env.limits)
         };
         let breakers = Breakers::new(
             Limits::from_pb(cp),
@@ -262,6 +262,16 @@ impl Cluster {
                 placement,
             }));
         }
+        // Kept across config updates, as endpoints' pools are.
+        let passthrough = (balancer == Balancer::Passthrough).then(|| {
+            match prev.and_then(|p| p.passthrough.clone()) {
+                Some(p) => {
+                    p.configure(settings, breakers.clone());
+                    p
+                }
+                None => Passthrough::new(settings, breakers.clone()),
+            }
+        });
         let cluster = Cluster {
             name: spec.name.as_str().into(),
             service,
@@ -269,7 +279,7 @@ impl Cluster {
             protocol: UpstreamProtocol::from_pb(spec.protocol),
             endpoints: eps,
             breakers,
-            direct: (balancer == Balancer::Passthrough).then(|| env.pools.get(connect_timeout)),
+            passthrough,
             hashing,
             outlier,
             eligible: ArcSwap::from_pointee(Eligible::empty()),

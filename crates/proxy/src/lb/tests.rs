@@ -1,9 +1,10 @@
 use std::collections::HashSet;
 
 use super::*;
+use crate::limits::Limits;
 
-fn env() -> (Pools, Local) {
-    (Pools::default(), Local::default())
+fn env() -> (Limits, Local) {
+    (Limits::default(), Local::default())
 }
 
 fn endpoints(n: usize, healthy: bool) -> pb::ClusterEndpoints {
@@ -21,13 +22,13 @@ fn endpoints(n: usize, healthy: bool) -> pb::ClusterEndpoints {
 }
 
 fn build(spec: &pb::Cluster, eps: &pb::ClusterEndpoints, prev: Option<&Cluster>) -> Cluster {
-    let (pools, local) = env();
+    let (limits, local) = env();
     Cluster::build(
         spec,
         Some(eps),
         prev,
         &BuildEnv {
-            pools: &pools,
+            limits: &limits,
             local: &local,
             mesh_tls: None,
         },
@@ -125,9 +126,9 @@ fn ipv6_and_bad_endpoints() {
     let c = build(&spec, &eps, None);
     assert_eq!(&*c.endpoints[0].key, "[::1]:80");
     eps.endpoints[0].port = 0;
-    let (pools, local) = env();
+    let (limits, local) = env();
     let env = BuildEnv {
-        pools: &pools,
+        limits: &limits,
         local: &local,
         mesh_tls: None,
     };
@@ -327,13 +328,13 @@ fn locality_failover_keeps_traffic_local_while_healthy() {
             })
             .collect(),
     };
-    let pools = Pools::default();
+    let limits = Limits::default();
     let local = Local {
         locality: Locality::parse("us-east/1a/x"),
         ..Default::default()
     };
     let env = BuildEnv {
-        pools: &pools,
+        limits: &limits,
         local: &local,
         mesh_tls: None,
     };
@@ -378,13 +379,13 @@ fn locality_distribute_weights_traffic() {
             })
             .collect(),
     };
-    let pools = Pools::default();
+    let limits = Limits::default();
     let local = Local {
         locality: Locality::parse("us-east/1a/x"),
         ..Default::default()
     };
     let env = BuildEnv {
-        pools: &pools,
+        limits: &limits,
         local: &local,
         mesh_tls: None,
     };

@@ -37,6 +37,9 @@ use crate::req_body::ReqBody;
 use crate::tls::io::UpstreamIo;
 use crate::tls::outbound::Upstream;
 
+/// Envoy's default connect timeout when a cluster sets none.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Envoy's default idle timeout for upstream connections.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -66,7 +69,7 @@ pub struct ConnSettings {
 impl Default for ConnSettings {
     fn default() -> Self {
         ConnSettings {
-            connect_timeout: super::pool::DEFAULT_CONNECT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             max_requests_per_connection: 0,
             max_duration: None,
@@ -226,6 +229,11 @@ impl EndpointPool {
                 h2: H2State::default(),
             }),
         })
+    }
+
+    /// Where this pool's connections go.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
     }
 
     /// A config update may change the limits and settings; connections stay.

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use http::HeaderMap;
 use proxy::lb::locality::Local;
-use proxy::lb::pool::Pools;
 use proxy::lb::{BuildEnv, Cluster};
+use proxy::limits::Limits;
 use proxy::snapshot::matcher::RequestView;
 use proxy::snapshot::routes::RouteTable;
 use sys::CountingAlloc;
@@ -100,14 +100,14 @@ fn cluster(spec: pb::Cluster) -> Cluster {
             })
             .collect(),
     };
-    let pools = Pools::default();
+    let limits = Limits::default();
     let local = Local::default();
     Cluster::build(
         &spec,
         Some(&eps),
         None,
         &BuildEnv {
-            pools: &pools,
+            limits: &limits,
             local: &local,
             mesh_tls: None,
         },
