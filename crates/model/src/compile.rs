@@ -45,6 +45,9 @@ fn per_proxy(mesh: &Mesh, node: &pb::Node, scope: &Scope, config: &mut ProxyConf
         config.routes = outbound_routes(mesh, scope);
         if let Some(w) = mesh.registry.workload(&node.pod_name, &node.namespace) {
             config.listeners = inbound_listeners(mesh, w);
+            config
+                .listeners
+                .push(virtual_inbound(mesh, w, &config.listeners));
         }
         config.listeners.push(virtual_outbound(scope));
     }
@@ -59,6 +62,31 @@ fn virtual_outbound(scope: &Scope) -> pb::Listener {
         port: 15001,
         direction: pb::Direction::Outbound as i32,
         registry_only: scope.registry_only,
+        ..Default::default()
+    }
+}
+
+/// What capture sends a sidecar's inbound connections to (Istio's
+/// "virtualInbound" on 15006): for ports with no inbound listener, which are
+/// passed through to the application, the workload's PeerAuthentication
+/// modes and its TCP authorization policies, as on any inbound port.
+fn virtual_inbound(mesh: &Mesh, w: &Workload, inbound: &[pb::Listener]) -> pb::Listener {
+    let listened = inbound.iter().map(|l| l.port).collect();
+    let (mode, per_port) = mtls::passthrough_modes(mesh, w, &listened);
+    let (_, authz_tcp) = crate::authz::WorkloadAuthz::new(mesh, w).for_port(pb::Protocol::Tcp);
+    pb::Listener {
+        name: "virtualInbound".into(),
+        address: "0.0.0.0".into(),
+        port: 15006,
+        direction: pb::Direction::Inbound as i32,
+        protocol: pb::Protocol::Tcp as i32,
+        mtls_mode: mode as i32,
+        port_mtls_modes: per_port
+            .into_iter()
+            .map(|(port, mode)| (port, mode as i32))
+            .collect(),
+        authz_tcp,
+        path_normalization: mesh.config.path_normalization.normalization.to_pb() as i32,
         ..Default::default()
     }
 }
@@ -142,6 +170,8 @@ impl Compiler {
         } else {
             if let Some(w) = self.mesh.registry.workload(&node.pod_name, &node.namespace) {
                 own.listeners = inbound_listeners(&self.mesh, w);
+                own.listeners
+                    .push(virtual_inbound(&self.mesh, w, &own.listeners));
             }
             own.listeners.push(virtual_outbound(&scope));
         }
