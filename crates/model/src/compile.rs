@@ -218,7 +218,13 @@ pub(crate) fn service_clusters(
                 // ServiceEntry resolution NONE: Envoy's ORIGINAL_DST, whatever the DestinationRule says.
                 fields.lb = pb::LoadBalancer::Passthrough as i32;
             }
+            let tcp_route = if subset.is_empty() && !protocol::is_http(port.protocol) {
+                tcp_route(mesh, scope, svc, port.port)
+            } else {
+                Vec::new()
+            };
             config.clusters.push(pb::Cluster {
+                tcp_route,
                 name: name.clone(),
                 service: svc.hostname.clone(),
                 port: port.port,
@@ -246,6 +252,57 @@ pub(crate) fn service_clusters(
             });
         }
     }
+}
+
+/// The VirtualService `tcp` route a sidecar applies to connections to
+/// `svc` on its TCP port `port`: the first route with no match or a match
+/// for this port (and, if it names them, the sidecars' "mesh" gateway and
+/// the client's namespace), its destinations weighted as HTTP ones are.
+/// Matches on source labels or subnets are not understood: such a match
+/// never applies here.
+fn tcp_route(mesh: &Mesh, scope: &Scope, svc: &Service, port: u32) -> Vec<pb::WeightedCluster> {
+    let Some(vs) = mesh_virtual_service(mesh, &svc.hostname, scope) else {
+        return Vec::new();
+    };
+    let ns = vs.metadata.namespace.as_deref().unwrap_or("default");
+    let applies = |m: &api::networking::L4MatchAttributes| {
+        m.port.is_none_or(|p| p == port)
+            && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+            && m.source_namespace
+                .as_deref()
+                .is_none_or(|n| n == scope.namespace)
+            && m.source_labels.is_empty()
+            && m.source_subnet.is_none()
+            && m.destination_subnets.is_empty()
+    };
+    let Some(route) = vs
+        .spec
+        .tcp
+        .iter()
+        .find(|r| r.r#match.is_empty() || r.r#match.iter().any(applies))
+    else {
+        return Vec::new();
+    };
+    let n = route.route.len();
+    let total: i64 = route
+        .route
+        .iter()
+        .map(|d| i64::from(d.weight.unwrap_or(0)))
+        .sum();
+    route
+        .route
+        .iter()
+        .map(|d| pb::WeightedCluster {
+            cluster: routes::destination_cluster(mesh, &d.destination, ns, port),
+            // As HTTP's: one destination without a weight takes everything.
+            weight: match d.weight {
+                None if n == 1 => 100,
+                None if total == 0 => 1,
+                w => w.unwrap_or(0).max(0) as u32,
+            },
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn endpoint(mesh: &Mesh, w: &Workload, port: u32) -> pb::Endpoint {

@@ -1,11 +1,16 @@
 //! Plain TCP: inbound ports the application serves as TCP (or TLS it
 //! terminates itself) are forwarded byte for byte (ports of unknown protocol
-//! are sniffed first: [`crate::sniff`]).
+//! are sniffed first: [`crate::sniff`]); captured outbound TCP to a service
+//! follows its VirtualService `tcp` route ([`TcpRoute`]).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpSocket, TcpStream};
+
+use crate::lb::Cluster;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,4 +48,49 @@ async fn connect(source: Option<IpAddr>, to: SocketAddr) -> std::io::Result<TcpS
     };
     socket.bind(SocketAddr::new(source, 0))?;
     socket.connect(to).await
+}
+
+/// A VirtualService `tcp` route on a service port, as a sidecar applies it
+/// to captured connections: one of its clusters, by weight, per connection.
+pub struct TcpRoute {
+    /// Clusters with a weight above zero, and the running total of the
+    /// weights up to each (for one draw over the sum).
+    clusters: Vec<(Arc<Cluster>, u64)>,
+}
+
+impl TcpRoute {
+    /// The route's clusters the proxy has; destinations it does not have
+    /// (a subset no DestinationRule defines) are left out, as Envoy leaves
+    /// out an unknown cluster: their share goes to the others.
+    pub fn new(
+        route: &[wire::pb::WeightedCluster],
+        clusters: &HashMap<String, Arc<Cluster>>,
+    ) -> TcpRoute {
+        let mut total = 0u64;
+        let clusters = route
+            .iter()
+            .filter(|w| w.weight > 0)
+            .filter_map(|w| {
+                let cluster = clusters.get(&w.cluster);
+                if cluster.is_none() {
+                    tracing::warn!(cluster = %w.cluster, "TCP route to a cluster this proxy does not have; left out");
+                }
+                cluster.map(|c| {
+                    total += u64::from(w.weight);
+                    (Arc::clone(c), total)
+                })
+            })
+            .collect();
+        TcpRoute { clusters }
+    }
+
+    /// The cluster for a new connection; `None`: the route has none.
+    pub fn pick(&self) -> Option<&Arc<Cluster>> {
+        let total = self.clusters.last()?.1;
+        let draw = rand::random_range(0..total);
+        self.clusters
+            .iter()
+            .find(|(_, upto)| draw < *upto)
+            .map(|(c, _)| c)
+    }
 }

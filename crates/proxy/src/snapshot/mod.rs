@@ -151,6 +151,9 @@ pub struct ListenerSpec {
 #[derive(Clone)]
 pub struct Vip {
     pub cluster: Arc<Cluster>,
+    /// The VirtualService `tcp` route of this service port, if any: TCP
+    /// connections go to its clusters instead of `cluster`.
+    pub tcp_route: Option<Arc<crate::tcp::TcpRoute>>,
     /// The port's protocol (its name or appProtocol); UNSPECIFIED: sniffed.
     pub protocol: pb::Protocol,
 }
@@ -269,6 +272,15 @@ pub fn compile(
         }
     }
 
+    let mut tcp_routes = HashMap::new();
+    for r in &of(wire::types::CLUSTER)? {
+        if let Some(Kind::Cluster(c)) = &r.kind
+            && !c.tcp_route.is_empty()
+        {
+            let route = crate::tcp::TcpRoute::new(&c.tcp_route, &clusters);
+            tcp_routes.insert(c.name.clone(), Arc::new(route));
+        }
+    }
     let mut vips = HashMap::new();
     let mut hosts: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
     for r in &of(wire::types::CLUSTER)? {
@@ -298,6 +310,7 @@ pub fn compile(
                     SocketAddr::new(ip, port),
                     Vip {
                         cluster: Arc::clone(cluster),
+                        tcp_route: tcp_routes.get(&c.name).cloned(),
                         protocol,
                     },
                 );
@@ -325,6 +338,7 @@ pub fn compile(
                     SocketAddr::new(*ip, port),
                     Vip {
                         cluster: Arc::clone(cluster),
+                        tcp_route: tcp_routes.get(&c.name).cloned(),
                         protocol: pb::Protocol::try_from(c.protocol).unwrap_or_default(),
                     },
                 );
