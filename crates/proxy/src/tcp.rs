@@ -46,7 +46,11 @@ async fn connect(source: Option<IpAddr>, to: SocketAddr) -> std::io::Result<TcpS
         IpAddr::V4(_) => TcpSocket::new_v4()?,
         IpAddr::V6(_) => TcpSocket::new_v6()?,
     };
-    socket.bind(SocketAddr::new(source, 0))?;
+    if let Err(e) = socket.bind(SocketAddr::new(source, 0)) {
+        // IPv6 needs ::6 on the pod's loopback, as Istio's init container adds it.
+        tracing::warn!(%source, error = %e, "cannot use the inbound passthrough source address");
+        return Err(e);
+    }
     socket.connect(to).await
 }
 
