@@ -3,7 +3,8 @@
 //! pod joined to it by a veth pair. Meshed pods get `trellis-proxy
 //! iptables` and a sidecar running as UID 1337 with `--capture
 //! --dns-capture`; their applications know nothing of the mesh (no
-//! HTTP_PROXY): an unmodified `curl` calls `http://b:8080`.
+//! HTTP_PROXY): an unmodified `curl` calls `http://b:8080`, an unmodified
+//! tonic client `grpc-b:50051`, a shell's raw TCP `lines:9000`.
 //!
 //! Nothing outside these namespaces is changed; they are deleted on drop.
 
@@ -186,7 +187,13 @@ impl Drop for Lab {
 fn install_bins(dir: &Path) -> Result<PathBuf> {
     let bins = dir.join("bin");
     std::fs::create_dir_all(&bins)?;
-    for name in ["trellis-proxy", "trellisd", "trellis-sample", "trellis"] {
+    for name in [
+        "trellis-proxy",
+        "trellisd",
+        "trellis-sample",
+        "trellis",
+        "bench-data-plane",
+    ] {
         std::fs::copy(bin(name), bins.join(name))?;
     }
     Ok(bins)
@@ -207,6 +214,27 @@ metadata: {name: b, namespace: default}
 spec:
   selector: {app: b}
   ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: grpc-b, namespace: default}
+spec:
+  selector: {app: b}
+  ports: [{name: grpc, port: 50051}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: lines, namespace: default}
+spec:
+  selector: {app: b}
+  ports: [{name: tcp-lines, port: 9000}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: lines-alt, namespace: default}
+spec:
+  selector: {app: b}
+  ports: [{name: tcp-lines, port: 9001}]
 ---
 apiVersion: v1
 kind: Pod
@@ -238,6 +266,15 @@ metadata: {name: default, namespace: istio-system}
 spec:
   mtls: {mode: STRICT}
 ---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: b-ports, namespace: default}
+spec:
+  selector: {matchLabels: {app: b}}
+  portLevelMtls:
+    7072: {mode: PERMISSIVE}
+    7073: {mode: PERMISSIVE}
+---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: external-api, namespace: default}
@@ -254,6 +291,62 @@ metadata: {name: default, namespace: default}
 spec:
   outboundTrafficPolicy: {mode: REGISTRY_ONLY}
 ";
+
+/// Half of the connections to `lines` go to `lines-alt` instead.
+const TCP_ROUTE: &str = "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: lines, namespace: default}
+spec:
+  hosts: [lines]
+  tcp:
+  - match: [{port: 9000}]
+    route:
+    - destination: {host: lines, port: {number: 9000}}
+      weight: 50
+    - destination: {host: lines-alt, port: {number: 9001}}
+      weight: 50
+";
+
+/// A raw TCP line-echo server that knows nothing of the mesh, on `port` in
+/// the network namespace `netns` (a thread of this test moved into it):
+/// each line comes back as "<port>: <line>"; the line `quit` closes.
+fn line_echo(netns: &str, port: u16) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let path = format!("/var/run/netns/{netns}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let bound = (|| -> Result<std::net::TcpListener> {
+            let ns = std::fs::File::open(&path)?;
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            Ok(std::net::TcpListener::bind(("0.0.0.0", port))?)
+        })();
+        let listener = match bound {
+            Ok(l) => {
+                let _ = tx.send(Ok(()));
+                l
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone()?;
+                for line in std::io::BufReader::new(conn).lines() {
+                    let line = line?;
+                    if line == "quit" {
+                        break;
+                    }
+                    writeln!(out, "{port}: {line}")?;
+                }
+                std::io::Result::Ok(())
+            });
+        }
+    });
+    rx.recv()?
+}
 
 fn prerequisites() -> Option<&'static str> {
     if !std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
@@ -278,6 +371,27 @@ fn prerequisites() -> Option<&'static str> {
         }
     }
     None
+}
+
+/// A workload certificate for `spiffe_id` issued by the mesh CA in
+/// `ca_dir`, as a mesh client outside these pods would hold: (cert, key) PEM.
+fn mesh_client_cert(ca_dir: &Path, spiffe_id: &str) -> Result<(String, String)> {
+    use rcgen::{
+        CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType,
+    };
+    let ca_cert = std::fs::read_to_string(ca_dir.join("ca-cert.pem"))?;
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca-key.pem"))?)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert, ca_key)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Waits until `f` holds, polling; bounded by `within`.
@@ -348,11 +462,13 @@ fn capture_in_network_namespaces() -> Result<()> {
 
     // Pod b: an echo server that knows nothing of the mesh, on 8080 (a
     // Service port) and 9090 (excluded from capture).
-    for (pod, ip, extra) in [("a", "10.77.0.2", ""), ("b", "10.77.0.3", "9090")] {
+    // Pod a's outbound port 7075 is excluded from capture.
+    for (pod, ip, excluded) in [
+        ("a", "10.77.0.2", ["--excludeOutboundPorts", "7075"]),
+        ("b", "10.77.0.3", ["--excludeInboundPorts", "9090"]),
+    ] {
         let mut rules = vec![b("trellis-proxy"), "iptables".into()];
-        if !extra.is_empty() {
-            rules.extend(["--excludeInboundPorts".into(), extra.into()]);
-        }
+        rules.extend(excluded.map(String::from));
         let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
         check(&mut lab.exec(pod, &rules))?;
         let token = secret.token("default", pod);
@@ -406,8 +522,28 @@ fn capture_in_network_namespaces() -> Result<()> {
             "8080",
             "--port",
             "9090",
+            // Ports no Service names: passed through by b's sidecar.
+            "--port",
+            "7071",
+            "--port",
+            "7073",
         ],
         "app-b.log",
+    )?;
+    // And one that listens only on the pod's own loopback.
+    lab.spawn(
+        "b",
+        &[
+            "env",
+            "TRELLIS_BIND_ADDR=127.0.0.1",
+            &b("trellis-sample"),
+            "echo",
+            "--service",
+            "b-local",
+            "--port",
+            "7072",
+        ],
+        "app-b-local.log",
     )?;
     // A server outside the mesh, in pod c.
     lab.spawn(
@@ -421,9 +557,19 @@ fn capture_in_network_namespaces() -> Result<()> {
             "outside",
             "--port",
             "7070",
+            "--port",
+            "7075",
         ],
         "app-c.log",
     )?;
+    // b's gRPC server and raw TCP servers.
+    lab.spawn(
+        "b",
+        &[&b("bench-data-plane"), "--serve-upstream", "0.0.0.0:50051"],
+        "app-b-grpc.log",
+    )?;
+    line_echo(&lab.ns("b"), 9000)?;
+    line_echo(&lab.ns("b"), 9001)?;
     for pod in ["a", "b"] {
         wait_for(
             Duration::from_secs(30),
@@ -535,6 +681,112 @@ fn capture_in_network_namespaces() -> Result<()> {
         );
     }
 
+    // 1b. An unmodified gRPC client (tonic) in pod a calls grpc-b:50051 by
+    //     its short name: resolved by a's DNS proxy, captured, and counted
+    //     by both sidecars.
+    let job = serde_json::json!({
+        "kind": "grpc", "addr": "grpc-b:50051", "authority": "grpc-b:50051", "secs": 0.5,
+        "concurrency": 1, "connections": 1, "request_bytes": 100, "tls": null
+    });
+    let result = lab.dir.path().join("grpc-result.json");
+    let out = run(&mut lab.exec(
+        "a",
+        &[
+            &b("bench-data-plane"),
+            "--client-job",
+            &job.to_string(),
+            "--client-out",
+            &result.display().to_string(),
+        ],
+    ))?;
+    ensure!(
+        out.status.success(),
+        "the gRPC client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&result)?)?;
+    ensure!(
+        r["requests"].as_u64().unwrap_or(0) > 0 && r["errors"] == 0,
+        "gRPC calls from pod a to grpc-b: {r}"
+    );
+    // a's sidecar saw the calls to grpc-b; b's got them over mTLS from a.
+    let counted = |pod: &str, labels: &[(&str, &str)]| -> Result<()> {
+        let stats = check(&mut lab.exec(
+            pod,
+            &["curl", "-s", "http://127.0.0.1:15000/stats/prometheus"],
+        ))?;
+        ensure!(
+            e2e::counter_sum(&stats, "istio_requests_total", labels) >= 1.0,
+            "{pod}'s sidecar counted the gRPC calls ({labels:?}): {stats:.3000}"
+        );
+        Ok(())
+    };
+    counted(
+        "a",
+        &[
+            ("reporter", "source"),
+            ("destination_service_name", "grpc-b"),
+            ("request_protocol", "grpc"),
+        ],
+    )?;
+    counted(
+        "b",
+        &[
+            ("reporter", "destination"),
+            ("request_protocol", "grpc"),
+            ("source_principal", "spiffe://cluster.local/ns/default/sa/a"),
+            ("connection_security_policy", "mutual_tls"),
+        ],
+    )?;
+
+    // 1c. Raw TCP by short name: b's line-echo servers are reachable only
+    //     through b's sidecar (captured, STRICT), so an answer means both
+    //     sidecars carried it over mTLS. A VirtualService `tcp` route then
+    //     sends half the connections to lines-alt.
+    let lines = |lab: &Lab| lab.raw_tcp("a", "lines", 9000, "hello\\nquit\\n");
+    let mut reply = String::new();
+    wait_for(Duration::from_secs(15), "a reaches lines:9000", || {
+        reply = lines(&lab)?;
+        Ok(!reply.is_empty())
+    })
+    .with_context(|| {
+        format!(
+            "{}\n---\n{}",
+            lab.log("proxy-a.log"),
+            lab.log("proxy-b.log")
+        )
+    })?;
+    ensure!(
+        reply == "9000: hello\n",
+        "no route yet: lines itself: {reply:?}"
+    );
+    let route = lab.dir.path().join("tcp-route.yaml");
+    std::fs::write(&route, TCP_ROUTE)?;
+    check(&mut lab.exec(
+        "hub",
+        &[
+            &b("trellis"),
+            "apply",
+            "-f",
+            &route.display().to_string(),
+            "--control-plane",
+            &format!("http://{api_addr}"),
+        ],
+    ))?;
+    wait_for(
+        Duration::from_secs(15),
+        "the TCP route sends to lines-alt",
+        || Ok(lines(&lab)? == "9001: hello\n"),
+    )?;
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        *seen.entry(lines(&lab)?).or_insert(0) += 1;
+    }
+    ensure!(
+        seen.len() == 2 && seen.contains_key("9000: hello\n") && seen.contains_key("9001: hello\n"),
+        "50/50 over both destinations: {seen:?}"
+    );
+
     // 2. STRICT: a plaintext client outside the mesh (pod c) is refused by
     //    b's captured inbound port, though b's app knows nothing of mTLS.
     let (status, body) = lab.curl("c", "http://10.77.0.3:8080/direct")?;
@@ -547,6 +799,77 @@ fn capture_in_network_namespaces() -> Result<()> {
     ensure!(
         status == 0 && body.contains("/excluded"),
         "port 9090 is not captured: {status} {body}"
+    );
+
+    // 3b. Inbound passthrough (ports no Service names) is still inbound:
+    //     PeerAuthentication applies (STRICT refuses plaintext; a
+    //     portLevelMtls entry overrides it), a mesh client's mTLS is
+    //     accepted, and the bytes go to the pod's address, not its
+    //     127.0.0.1, so an app bound only to loopback stays private.
+    let (status, body) = lab.curl("c", "http://10.77.0.3:7071/plain")?;
+    ensure!(
+        status != 0 && !body.contains("/plain"),
+        "STRICT refuses plaintext on a port no Service names: {status} {body}"
+    );
+    ensure!(
+        lab.log("proxy-b.log")
+            .lines()
+            .any(|l| l.contains("inbound connection refused")
+                && l.contains("InboundPassthroughCluster")
+                && l.contains("mode=Strict")),
+        "the passthrough refusal is logged: {}",
+        lab.log("proxy-b.log")
+    );
+    let (status, body) = lab.curl("c", "http://10.77.0.3:7073/permissive")?;
+    ensure!(
+        status == 0 && body.contains("/permissive") && body.ends_with("\n200"),
+        "portLevelMtls PERMISSIVE lets plaintext through to the app: {status} {body}"
+    );
+    let (status, body) = lab.curl("c", "http://10.77.0.3:7072/loopback")?;
+    ensure!(
+        status != 0 && !body.contains("/loopback"),
+        "an app on the pod's 127.0.0.1 is not reachable from outside: {status} {body}"
+    );
+    let (cert, key) = mesh_client_cert(&ca_dir, "spiffe://cluster.local/ns/default/sa/c")?;
+    let (cert_path, key_path) = (
+        lab.dir.path().join("c.pem"),
+        lab.dir.path().join("c-key.pem"),
+    );
+    std::fs::write(&cert_path, cert)?;
+    std::fs::write(&key_path, key)?;
+    let mtls = |url: &str| {
+        run(&mut lab.exec(
+            "c",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                // The server's certificate names a SPIFFE id, not an address;
+                // what is tested is that b's sidecar accepts this client.
+                "-k",
+                "--no-alpn",
+                "--cert",
+                &cert_path.display().to_string(),
+                "--key",
+                &key_path.display().to_string(),
+                "-w",
+                "\n%{http_code}",
+                url,
+            ],
+        ))
+    };
+    let out = mtls("https://10.77.0.3:7071/mtls")?;
+    let body = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        body.contains("/mtls") && body.ends_with("\n200"),
+        "a mesh client's mTLS is terminated and passed through: {body} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = mtls("https://10.77.0.3:7072/loopback-mtls")?;
+    ensure!(
+        !String::from_utf8_lossy(&out.stdout).contains("/loopback-mtls"),
+        "not even a mesh client reaches an app on the pod's 127.0.0.1"
     );
 
     // 4. DNS: a ServiceEntry host gets an auto-allocated VIP; an outside
@@ -639,6 +962,14 @@ fn capture_in_network_namespaces() -> Result<()> {
     ensure!(
         body.ends_with("\n200"),
         "mesh services still reachable: {body}"
+    );
+
+    // 6. An excluded outbound port bypasses the sidecar: REGISTRY_ONLY,
+    //    which refuses 7070 on the same host, does not see 7075.
+    let (status, body) = lab.curl("a", "http://10.77.0.4:7075/excluded-out")?;
+    ensure!(
+        status == 0 && body.contains("/excluded-out") && body.ends_with("\n200"),
+        "port 7075 is not captured outbound: {status} {body}"
     );
     Ok(())
 }

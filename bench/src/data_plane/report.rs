@@ -49,7 +49,7 @@ fn first_line(cmd: &Path, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn machine(cpus: usize) -> Value {
+pub(crate) fn machine(cpus: usize) -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -303,7 +303,7 @@ fn rows(rate: u64, services: usize, pinned: bool, mtls: bool, soak: (f64, f64)) 
     ]
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return None;

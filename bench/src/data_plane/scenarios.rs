@@ -112,7 +112,7 @@ impl Bench {
         if self.wants(Scenario::Grpc) {
             let grpc = clients::Job {
                 kind: clients::JobKind::Grpc,
-                addr: self.entry(t, PORT),
+                addr: self.entry(t, PORT).to_string(),
                 authority: format!("{}:{PORT}", configs::ECHO),
                 secs: self.s.grpc_secs,
                 concurrency: 8,
@@ -138,7 +138,7 @@ impl Bench {
         if self.wants(Scenario::Connect) {
             let connect = clients::Job {
                 kind: clients::JobKind::Connect,
-                addr: self.inbound(t),
+                addr: self.inbound(t).to_string(),
                 authority: format!("{}:{PORT}", configs::ECHO),
                 secs: self.s.conn_secs,
                 concurrency: 8,

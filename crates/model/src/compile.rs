@@ -45,6 +45,9 @@ fn per_proxy(mesh: &Mesh, node: &pb::Node, scope: &Scope, config: &mut ProxyConf
         config.routes = outbound_routes(mesh, scope);
         if let Some(w) = mesh.registry.workload(&node.pod_name, &node.namespace) {
             config.listeners = inbound_listeners(mesh, w);
+            config
+                .listeners
+                .push(virtual_inbound(mesh, w, &config.listeners));
         }
         config.listeners.push(virtual_outbound(scope));
     }
@@ -59,6 +62,31 @@ fn virtual_outbound(scope: &Scope) -> pb::Listener {
         port: 15001,
         direction: pb::Direction::Outbound as i32,
         registry_only: scope.registry_only,
+        ..Default::default()
+    }
+}
+
+/// What capture sends a sidecar's inbound connections to (Istio's
+/// "virtualInbound" on 15006): for ports with no inbound listener, which are
+/// passed through to the application, the workload's PeerAuthentication
+/// modes and its TCP authorization policies, as on any inbound port.
+fn virtual_inbound(mesh: &Mesh, w: &Workload, inbound: &[pb::Listener]) -> pb::Listener {
+    let listened = inbound.iter().map(|l| l.port).collect();
+    let (mode, per_port) = mtls::passthrough_modes(mesh, w, &listened);
+    let (_, authz_tcp) = crate::authz::WorkloadAuthz::new(mesh, w).for_port(pb::Protocol::Tcp);
+    pb::Listener {
+        name: "virtualInbound".into(),
+        address: "0.0.0.0".into(),
+        port: 15006,
+        direction: pb::Direction::Inbound as i32,
+        protocol: pb::Protocol::Tcp as i32,
+        mtls_mode: mode as i32,
+        port_mtls_modes: per_port
+            .into_iter()
+            .map(|(port, mode)| (port, mode as i32))
+            .collect(),
+        authz_tcp,
+        path_normalization: mesh.config.path_normalization.normalization.to_pb() as i32,
         ..Default::default()
     }
 }
@@ -142,6 +170,8 @@ impl Compiler {
         } else {
             if let Some(w) = self.mesh.registry.workload(&node.pod_name, &node.namespace) {
                 own.listeners = inbound_listeners(&self.mesh, w);
+                own.listeners
+                    .push(virtual_inbound(&self.mesh, w, &own.listeners));
             }
             own.listeners.push(virtual_outbound(&scope));
         }
@@ -188,7 +218,13 @@ pub(crate) fn service_clusters(
                 // ServiceEntry resolution NONE: Envoy's ORIGINAL_DST, whatever the DestinationRule says.
                 fields.lb = pb::LoadBalancer::Passthrough as i32;
             }
+            let tcp_route = if subset.is_empty() && !protocol::is_http(port.protocol) {
+                tcp_route(mesh, scope, svc, port.port)
+            } else {
+                Vec::new()
+            };
             config.clusters.push(pb::Cluster {
+                tcp_route,
                 name: name.clone(),
                 service: svc.hostname.clone(),
                 port: port.port,
@@ -216,6 +252,57 @@ pub(crate) fn service_clusters(
             });
         }
     }
+}
+
+/// The VirtualService `tcp` route a sidecar applies to connections to
+/// `svc` on its TCP port `port`: the first route with no match or a match
+/// for this port (and, if it names them, the sidecars' "mesh" gateway and
+/// the client's namespace), its destinations weighted as HTTP ones are.
+/// Matches on source labels or subnets are not understood: such a match
+/// never applies here.
+fn tcp_route(mesh: &Mesh, scope: &Scope, svc: &Service, port: u32) -> Vec<pb::WeightedCluster> {
+    let Some(vs) = mesh_virtual_service(mesh, &svc.hostname, scope) else {
+        return Vec::new();
+    };
+    let ns = vs.metadata.namespace.as_deref().unwrap_or("default");
+    let applies = |m: &api::networking::L4MatchAttributes| {
+        m.port.is_none_or(|p| p == port)
+            && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+            && m.source_namespace
+                .as_deref()
+                .is_none_or(|n| n == scope.namespace)
+            && m.source_labels.is_empty()
+            && m.source_subnet.is_none()
+            && m.destination_subnets.is_empty()
+    };
+    let Some(route) = vs
+        .spec
+        .tcp
+        .iter()
+        .find(|r| r.r#match.is_empty() || r.r#match.iter().any(applies))
+    else {
+        return Vec::new();
+    };
+    let n = route.route.len();
+    let total: i64 = route
+        .route
+        .iter()
+        .map(|d| i64::from(d.weight.unwrap_or(0)))
+        .sum();
+    route
+        .route
+        .iter()
+        .map(|d| pb::WeightedCluster {
+            cluster: routes::destination_cluster(mesh, &d.destination, ns, port),
+            // As HTTP's: one destination without a weight takes everything.
+            weight: match d.weight {
+                None if n == 1 => 100,
+                None if total == 0 => 1,
+                w => w.unwrap_or(0).max(0) as u32,
+            },
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn endpoint(mesh: &Mesh, w: &Workload, port: u32) -> pb::Endpoint {

@@ -52,6 +52,34 @@ pub fn inbound_mode(mesh: &Mesh, w: &Workload, port: u32) -> pb::MtlsMode {
     }
 }
 
+/// The modes of captured inbound connections to ports with no inbound
+/// listener (passed through): the workload's mode, and its portLevelMtls
+/// modes for such ports, as Istio's passthrough filter chains have them.
+pub fn passthrough_modes(
+    mesh: &Mesh,
+    w: &Workload,
+    listened: &std::collections::BTreeSet<u32>,
+) -> (pb::MtlsMode, std::collections::BTreeMap<u32, pb::MtlsMode>) {
+    // Port 0 is no port: no portLevelMtls entry applies, the workload's does.
+    let workload_mode = inbound_mode(mesh, w, 0);
+    let per_port = in_ns(mesh, &w.namespace)
+        .filter(|pa| {
+            pa.spec.selector.as_ref().is_some_and(|s| {
+                !s.match_labels.is_empty()
+                    && s.match_labels
+                        .iter()
+                        .all(|(k, v)| w.labels.get(k) == Some(v))
+            })
+        })
+        .take(1)
+        .flat_map(|pa| pa.spec.port_level_mtls.keys().copied())
+        .filter(|port| *port != 0 && !listened.contains(port))
+        .map(|port| (port, inbound_mode(mesh, w, port)))
+        .filter(|(_, mode)| *mode != workload_mode)
+        .collect();
+    (workload_mode, per_port)
+}
+
 fn in_ns<'a>(
     mesh: &'a Mesh,
     ns: &'a str,

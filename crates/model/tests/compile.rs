@@ -256,3 +256,117 @@ fn service_entry_addresses_become_cluster_vips() {
         .expect("db cluster");
     assert_eq!(db.addresses, ["192.0.2.7"]);
 }
+
+/// Captured inbound connections to ports no listener serves are passed
+/// through under the workload's PeerAuthentication: its mode on the
+/// sidecar's "virtualInbound" listener, with portLevelMtls entries for such
+/// ports (entries for ports that have a listener stay on that listener).
+#[test]
+fn passthrough_mtls_reaches_the_virtual_inbound_listener() {
+    let virtual_inbound = |m: &Mesh| {
+        compile(m, &sidecar("default", "reviews-v1-abc"))
+            .listeners
+            .into_iter()
+            .find(|l| l.name == "virtualInbound")
+            .expect("virtualInbound")
+    };
+    let l = virtual_inbound(&mesh(""));
+    assert_eq!(
+        (l.port, l.direction, l.mtls_mode),
+        (
+            15006,
+            pb::Direction::Inbound as i32,
+            pb::MtlsMode::Permissive as i32
+        ),
+        "PERMISSIVE is Istio's default"
+    );
+    let m = mesh(
+        "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  portLevelMtls:
+    7000: {mode: PERMISSIVE}
+    7001: {mode: STRICT}
+    9080: {mode: DISABLE}
+",
+    );
+    let l = virtual_inbound(&m);
+    assert_eq!(l.mtls_mode, pb::MtlsMode::Strict as i32, "the mesh's STRICT");
+    assert_eq!(
+        l.port_mtls_modes,
+        [(7000, pb::MtlsMode::Permissive as i32)].into(),
+        "only entries that differ, and none for a port with a listener"
+    );
+    let no_workload = compile(&m, &sidecar("default", "nobody"));
+    assert!(
+        no_workload
+            .listeners
+            .iter()
+            .all(|l| l.name != "virtualInbound"),
+        "a proxy the registry does not know gets none (the proxy's default: PERMISSIVE)"
+    );
+}
+
+/// A VirtualService `tcp` route travels on the service's own cluster of the
+/// TCP port it matches, its destinations weighted.
+#[test]
+fn tcp_routes_reach_the_service_cluster() {
+    let m = mesh(
+        "apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: default}
+spec:
+  selector: {app: db}
+  ports: [{name: tcp, port: 5432}, {name: tcp-admin, port: 5433}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db]
+  tcp:
+  - match: [{port: 5432, sourceLabels: {app: x}}]
+    route: [{destination: {host: reviews}}]
+  - match: [{port: 5432}]
+    route:
+    - {destination: {host: db, subset: v1}, weight: 80}
+    - {destination: {host: db, port: {number: 5433}}, weight: 20}
+",
+    );
+    let config = compile(&m, &sidecar("default", "x"));
+    let route = |port: u32| {
+        config
+            .clusters
+            .iter()
+            .find(|c| c.name == format!("outbound|{port}||db.default.svc.cluster.local"))
+            .expect("cluster")
+            .tcp_route
+            .iter()
+            .map(|w| (w.cluster.as_str(), w.weight))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        route(5432),
+        [
+            ("outbound|5432|v1|db.default.svc.cluster.local", 80),
+            ("outbound|5433||db.default.svc.cluster.local", 20)
+        ],
+        "a match on source labels is not understood, so it never applies"
+    );
+    assert!(route(5433).is_empty(), "no route matches port 5433");
+    assert!(
+        config
+            .clusters
+            .iter()
+            .filter(|c| c.service.starts_with("reviews."))
+            .all(|c| c.tcp_route.is_empty()),
+        "HTTP ports carry none"
+    );
+}

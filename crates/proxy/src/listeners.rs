@@ -327,7 +327,8 @@ async fn accept_loop(
                         None => {
                             tokio::spawn(crate::capture::inbound::passthrough(
                                 stream,
-                                shared.app_ip,
+                                peer,
+                                shared.clone(),
                             ));
                         }
                     }

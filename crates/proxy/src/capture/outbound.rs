@@ -59,7 +59,15 @@ pub(crate) async fn serve(
         return;
     }
     match vip {
-        Some(vip) => to_cluster(stream, &vip.cluster, dst).await,
+        Some(vip) => match &vip.tcp_route {
+            None => to_cluster(stream, &vip.cluster, dst).await,
+            Some(route) => match route.pick() {
+                Some(cluster) => to_cluster(stream, cluster, dst).await,
+                None => {
+                    tracing::info!(%peer, original_dst = %dst, cluster = %vip.cluster.name, flags = "NR", "the service's TCP route has no cluster; connection closed");
+                }
+            },
+        },
         None if snapshot.registry_only => {
             tracing::info!(%peer, original_dst = %dst, cluster = super::BLACKHOLE_CLUSTER, "TCP destination not in the mesh registry: connection closed (outboundTrafficPolicy REGISTRY_ONLY)");
         }

@@ -151,6 +151,9 @@ pub struct ListenerSpec {
 #[derive(Clone)]
 pub struct Vip {
     pub cluster: Arc<Cluster>,
+    /// The VirtualService `tcp` route of this service port, if any: TCP
+    /// connections go to its clusters instead of `cluster`.
+    pub tcp_route: Option<Arc<crate::tcp::TcpRoute>>,
     /// The port's protocol (its name or appProtocol); UNSPECIFIED: sniffed.
     pub protocol: pb::Protocol,
 }
@@ -177,6 +180,44 @@ pub struct Snapshot {
     pub hosts: Arc<BTreeMap<String, Vec<IpAddr>>>,
     /// outboundTrafficPolicy REGISTRY_ONLY: unknown destinations are refused.
     pub registry_only: bool,
+    /// Captured inbound connections to ports with no inbound listener.
+    pub inbound_passthrough: InboundPassthrough,
+}
+
+/// What applies to a captured inbound connection to a port no inbound
+/// listener serves, before it is passed through to the application:
+/// PeerAuthentication (the workload's mode, or its portLevelMtls entry for
+/// the port) and the workload's TCP authorization policies.
+#[derive(Default)]
+pub struct InboundPassthrough {
+    /// Istio's default without a PeerAuthentication (and what a control
+    /// plane that sends no "virtualInbound" gets): PERMISSIVE.
+    pub mtls: MtlsMode,
+    pub port_mtls: HashMap<u16, MtlsMode>,
+    pub authz: Arc<ListenerAuthz>,
+}
+
+impl InboundPassthrough {
+    fn compile(l: &pb::Listener) -> Result<Self, String> {
+        let mut port_mtls = HashMap::new();
+        for (port, mode) in &l.port_mtls_modes {
+            let port = u16::try_from(*port)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("port_mtls_modes: port {port} is invalid"))?;
+            port_mtls.insert(port, MtlsMode::from_pb(*mode)?);
+        }
+        Ok(InboundPassthrough {
+            mtls: MtlsMode::from_pb(l.mtls_mode)?,
+            port_mtls,
+            authz: Arc::new(ListenerAuthz::compile(l)?),
+        })
+    }
+
+    /// The PeerAuthentication mode of connections to `port`.
+    pub fn mtls_for(&self, port: u16) -> MtlsMode {
+        self.port_mtls.get(&port).copied().unwrap_or(self.mtls)
+    }
 }
 
 impl Snapshot {
@@ -231,6 +272,15 @@ pub fn compile(
         }
     }
 
+    let mut tcp_routes = HashMap::new();
+    for r in &of(wire::types::CLUSTER)? {
+        if let Some(Kind::Cluster(c)) = &r.kind
+            && !c.tcp_route.is_empty()
+        {
+            let route = crate::tcp::TcpRoute::new(&c.tcp_route, &clusters);
+            tcp_routes.insert(c.name.clone(), Arc::new(route));
+        }
+    }
     let mut vips = HashMap::new();
     let mut hosts: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
     for r in &of(wire::types::CLUSTER)? {
@@ -260,6 +310,7 @@ pub fn compile(
                     SocketAddr::new(ip, port),
                     Vip {
                         cluster: Arc::clone(cluster),
+                        tcp_route: tcp_routes.get(&c.name).cloned(),
                         protocol,
                     },
                 );
@@ -287,6 +338,7 @@ pub fn compile(
                     SocketAddr::new(*ip, port),
                     Vip {
                         cluster: Arc::clone(cluster),
+                        tcp_route: tcp_routes.get(&c.name).cloned(),
                         protocol: pb::Protocol::try_from(c.protocol).unwrap_or_default(),
                     },
                 );
@@ -315,6 +367,7 @@ pub fn compile(
 
     let mut listeners = Vec::new();
     let mut registry_only = false;
+    let mut inbound_passthrough = InboundPassthrough::default();
     let mut authz = HashMap::new();
     let mut bound = HashSet::new();
     let mut path_normalization = Normalization::default();
@@ -325,6 +378,12 @@ pub fn compile(
         // Bound by the capture listeners when capture is on; its policy applies to the explicit proxy too.
         if l.name == crate::capture::VIRTUAL_OUTBOUND {
             registry_only = l.registry_only;
+            continue;
+        }
+        // Served by the capture listener on 15006 when capture is on.
+        if l.name == crate::capture::VIRTUAL_INBOUND {
+            inbound_passthrough = InboundPassthrough::compile(l)
+                .map_err(|e| format!("listener {:?}: {e}", l.name))?;
             continue;
         }
         path_normalization = normalization(l.path_normalization)
@@ -359,6 +418,7 @@ pub fn compile(
         vips,
         hosts: Arc::new(hosts),
         registry_only,
+        inbound_passthrough,
     })
 }
 

@@ -49,7 +49,14 @@ pub const ALPN_MESH: &[u8] = b"istio";
 
 impl MeshTls {
     pub fn new(certs: Arc<CertManager>, roots: TrustBundle) -> Result<Self, identity::TlsError> {
-        let server = |auth| identity::server_config(certs.clone(), &roots, auth).map(Arc::new);
+        // Besides HTTP, the mesh ALPN alone: what a mesh client's raw TCP
+        // offers (without it the handshake would end in NoApplicationProtocol).
+        let server = |auth| {
+            identity::server_config(certs.clone(), &roots, auth).map(|mut config| {
+                config.alpn_protocols.push(ALPN_MESH.to_vec());
+                Arc::new(config)
+            })
+        };
         Ok(MeshTls {
             strict: server(ClientAuth::Required)?,
             permissive: server(ClientAuth::Optional)?,
