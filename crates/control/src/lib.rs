@@ -8,6 +8,7 @@ pub mod api_token;
 pub mod bootstrap_token;
 pub mod ca_service;
 pub mod http_api;
+pub mod inject;
 pub mod leader;
 pub mod proxy_node;
 pub mod root_cert;
