@@ -69,6 +69,27 @@ struct Args {
     /// How often candidates try to take the Lease and the leader renews it.
     #[arg(long, default_value = "2s", value_parser = duration::parse)]
     leader_retry_period: Duration,
+    /// The admission webhooks' TLS listener (`POST /inject`, `POST /validate`),
+    /// on a cluster; the Service `istiod` port 443 points here.
+    #[arg(long, default_value = "0.0.0.0:15017")]
+    webhook_addr: SocketAddr,
+    /// Serve no admission webhooks.
+    #[arg(long)]
+    no_webhooks: bool,
+    /// The injector's settings in Istio's `values` shape (YAML or JSON, as
+    /// the `values` key of the istio-sidecar-injector ConfigMap):
+    /// global.hub/tag/proxy.image, global.proxy.resources,
+    /// global.proxy_init.resources, global.imagePullPolicy, revision.
+    #[arg(long)]
+    injector_values: Option<PathBuf>,
+    /// The address injected sidecars reach this control plane at (default:
+    /// the istiod Service in --namespace).
+    #[arg(long)]
+    injector_discovery_address: Option<String>,
+    /// Inject native sidecars (init containers with restartPolicy Always):
+    /// `auto` asks the API server's version (1.29 and later have them).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "true", "false"])]
+    native_sidecars: String,
 }
 
 #[tokio::main]
@@ -92,6 +113,32 @@ async fn main() -> anyhow::Result<()> {
         args.leader_renew_deadline,
         args.leader_lease_duration
     );
+    let webhooks = if args.no_webhooks {
+        None
+    } else {
+        let mut injection = match &args.injector_values {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let values: serde_json::Value = serde_yaml_ng::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                control::inject::Config::from_values(&values)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => control::inject::Config::default(),
+        };
+        injection.discovery_address = args
+            .injector_discovery_address
+            .clone()
+            .unwrap_or_else(|| format!("http://istiod.{}.svc:15010", args.namespace));
+        Some(control::Webhooks {
+            addr: args.webhook_addr,
+            injection,
+            native_sidecars: args.native_sidecars.parse().ok(),
+            injector_config: control::webhook_config::INJECTOR.into(),
+            validator_config: control::webhook_config::validator(&args.namespace),
+        })
+    };
     let options = control::Options {
         config_dir: args.config_dir,
         xds_addr: args.xds_addr,
@@ -116,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
                 renew_deadline: args.leader_renew_deadline,
                 retry_period: args.leader_retry_period,
             },
+            webhooks,
         }),
     };
     control::run(options, shutdown()).await?;

@@ -120,6 +120,57 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The injector's settings from Istio's `values` (the
+    /// istio-sidecar-injector ConfigMap's `values` key): the image
+    /// (`global.proxy.image`, a full reference or a name under
+    /// `global.hub` at `global.tag`), `global.imagePullPolicy`,
+    /// `global.proxy.resources`, `global.proxy_init.resources`,
+    /// `global.proxy.autoInject` (the policy) and `revision`. What is not
+    /// given keeps Istio's default.
+    pub fn from_values(values: &serde_json::Value) -> Result<Config, String> {
+        let mut config = Config::default();
+        let global = &values["global"];
+        let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(String::from);
+        if let Some(image) = text(&global["proxy"]["image"]) {
+            config.image = if image.contains('/') {
+                image
+            } else {
+                let hub = text(&global["hub"]).ok_or("global.proxy.image without global.hub")?;
+                let tag = text(&global["tag"]).unwrap_or_else(|| "latest".into());
+                format!("{hub}/{image}:{tag}")
+            };
+        }
+        config.image_pull_policy = text(&global["imagePullPolicy"]);
+        let resources = |path: &str, v: &serde_json::Value| {
+            serde_json::from_value::<ResourceRequirements>(v.clone())
+                .map_err(|e| format!("{path}: {e}"))
+        };
+        if !global["proxy"]["resources"].is_null() {
+            config.resources = resources("global.proxy.resources", &global["proxy"]["resources"])?;
+        }
+        if !global["proxy_init"]["resources"].is_null() {
+            config.init_resources = resources(
+                "global.proxy_init.resources",
+                &global["proxy_init"]["resources"],
+            )?;
+        }
+        match text(&global["proxy"]["autoInject"]).as_deref() {
+            None | Some("enabled") => {}
+            Some("disabled") => config.policy = Policy::Disabled,
+            Some(other) => {
+                return Err(format!(
+                    "global.proxy.autoInject: {other:?} is neither enabled nor disabled"
+                ));
+            }
+        }
+        if let Some(rev) = text(&values["revision"]) {
+            config.revision = rev;
+        }
+        Ok(config)
+    }
+}
+
 /// The workload a pod belongs to (Istio's DeploymentMeta), when the caller
 /// knows it (kube-inject injects the Deployment's template); otherwise it
 /// is read from the pod's owner references.
