@@ -154,9 +154,7 @@ impl Webhooks {
         let Some(object) = &req.object else {
             return allow;
         };
-        let original = match serde_json::to_value(object)
-            .and_then(serde_json::from_value::<Pod>)
-        {
+        let original = match serde_json::to_value(object).and_then(serde_json::from_value::<Pod>) {
             Ok(p) => p,
             Err(e) => return allow.deny(format!("the object is not a Pod: {e}")),
         };
@@ -357,7 +355,10 @@ mod tests {
         let refused = validate(&review(vs(-5), "CREATE"));
         assert!(!refused.allowed);
         assert!(
-            refused.result.message.contains("spec.http[0].route[0].weight"),
+            refused
+                .result
+                .message
+                .contains("spec.http[0].route[0].weight"),
             "{}",
             refused.result.message
         );
@@ -365,7 +366,11 @@ mod tests {
         unknown["spec"]["htp"] = json!([]);
         let refused = validate(&review(unknown, "UPDATE"));
         assert!(!refused.allowed);
-        assert!(refused.result.message.contains("htp"), "{}", refused.result.message);
+        assert!(
+            refused.result.message.contains("htp"),
+            "{}",
+            refused.result.message
+        );
         // Deleting is never refused.
         assert!(validate(&review(vs(-5), "DELETE")).allowed);
     }
