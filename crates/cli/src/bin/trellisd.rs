@@ -69,12 +69,14 @@ struct Args {
     /// How often candidates try to take the Lease and the leader renews it.
     #[arg(long, default_value = "2s", value_parser = duration::parse)]
     leader_retry_period: Duration,
-    /// The admission webhooks' TLS listener (`POST /inject`, `POST /validate`),
-    /// on a cluster; the Service `istiod` port 443 points here.
-    #[arg(long, default_value = "0.0.0.0:15017")]
-    webhook_addr: SocketAddr,
-    /// Serve no admission webhooks.
+    /// The admission webhooks' TLS listener (`POST /inject`, `POST /validate`;
+    /// the Service `istiod` port 443 points here). Default with
+    /// --in-cluster: 0.0.0.0:15017; with --kubeconfig only when given.
+    /// Needs --ca-dir: the serving certificate is the mesh CA's.
     #[arg(long)]
+    webhook_addr: Option<SocketAddr>,
+    /// Serve no admission webhooks (not even in the cluster).
+    #[arg(long, conflicts_with = "webhook_addr")]
     no_webhooks: bool,
     /// The injector's settings in Istio's `values` shape (YAML or JSON, as
     /// the `values` key of the istio-sidecar-injector ConfigMap):
@@ -113,9 +115,12 @@ async fn main() -> anyhow::Result<()> {
         args.leader_renew_deadline,
         args.leader_lease_duration
     );
-    let webhooks = if args.no_webhooks {
-        None
-    } else {
+    let webhook_addr = match (args.webhook_addr, args.in_cluster && !args.no_webhooks) {
+        (Some(addr), _) => Some(addr),
+        (None, true) => Some(SocketAddr::from(([0, 0, 0, 0], 15017))),
+        (None, false) => None,
+    };
+    let webhooks = if let Some(addr) = webhook_addr {
         let mut injection = match &args.injector_values {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -132,12 +137,14 @@ async fn main() -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("http://istiod.{}.svc:15010", args.namespace));
         Some(control::Webhooks {
-            addr: args.webhook_addr,
+            addr,
             injection,
             native_sidecars: args.native_sidecars.parse().ok(),
             injector_config: control::webhook_config::INJECTOR.into(),
             validator_config: control::webhook_config::validator(&args.namespace),
         })
+    } else {
+        None
     };
     let options = control::Options {
         config_dir: args.config_dir,
