@@ -419,3 +419,231 @@ async fn kube_inject_output_is_accepted_by_the_api_server() -> Result<()> {
     ])?;
     Ok(())
 }
+
+/// `ip netns exec <ns>` of a command, its output.
+fn in_netns(ns: &str, args: &[&str]) -> Result<std::process::Output> {
+    Ok(Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()?)
+}
+
+/// A network namespace of the test's, removed (with what runs in it) on drop.
+struct Netns {
+    name: String,
+    children: Vec<Child>,
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// The status port of `ns`'s sidecar: the HTTP status of `path`, 0 when no answer.
+fn status_of(ns: &str, path: &str) -> Result<u16> {
+    let out = in_netns(
+        ns,
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "3",
+            &format!("http://127.0.0.1:15020{path}"),
+        ],
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0))
+}
+
+/// The containers kube-inject writes run as written: the init container's
+/// arguments write capture rules with the real `trellis-proxy iptables`,
+/// and the sidecar, started with the injected arguments and environment in
+/// the pod's own network namespace, answers the rewritten probes by probing
+/// the application itself — and is not ready while it has no certificate.
+#[test]
+fn injected_containers_run_and_the_sidecar_probes_the_app() -> Result<()> {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    });
+    let tools = ["ip", "iptables-restore", "curl"].iter().all(|t| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()))
+    });
+    if !root || !tools {
+        // scripts/test.sh installs the tools, and CI runs as root.
+        eprintln!("SKIPPED: needs root, ip, iptables-restore and curl");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let pod = dir.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: echo, namespace: shop, labels: {app: echo}}
+spec:
+  containers:
+  - name: app
+    image: echo
+    ports: [{name: http, containerPort: 9080}]
+    livenessProbe: {httpGet: {path: /live, port: http}}
+    readinessProbe: {tcpSocket: {port: 9080}}
+"#,
+    )?;
+    let out = Command::new(bin("trellis"))
+        .args(["kube-inject", "-f"])
+        .arg(&pod)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "kube-inject: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let injected: Value = serde_yaml_ng::from_str(&String::from_utf8_lossy(&out.stdout))?;
+    let spec = &injected["spec"];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect()
+    };
+    let init = &spec["initContainers"][0];
+    let proxy = &spec["initContainers"][1];
+    ensure!(strings(&init["command"]) == ["trellis-proxy"], "{init}");
+
+    let mut ns = Netns {
+        name: format!("trellis-inject-{}", std::process::id()),
+        children: Vec::new(),
+    };
+    let added = Command::new("ip")
+        .args(["netns", "add", &ns.name])
+        .output()?;
+    ensure!(
+        added.status.success(),
+        "ip netns add: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    in_netns(&ns.name, &["ip", "link", "set", "lo", "up"])?;
+
+    // The init container, as the kubelet would run it.
+    let proxy_bin = bin("trellis-proxy").display().to_string();
+    let mut args = vec![proxy_bin.clone()];
+    args.extend(strings(&init["args"]));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let written = in_netns(&ns.name, &args)?;
+    ensure!(
+        written.status.success(),
+        "istio-init {args:?}: {}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let rules = in_netns(&ns.name, &["iptables-save", "-t", "nat"])?;
+    ensure!(
+        String::from_utf8_lossy(&rules.stdout).contains("15001"),
+        "the capture rules are in place"
+    );
+
+    // The application.
+    let app = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(bin("trellis-sample"))
+        .args(["echo", "--port", "9080"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    ns.children.push(app);
+
+    // The sidecar, with the injected arguments and environment; the
+    // control plane's address is one where nothing listens, the token a file.
+    let token = dir.path().join("istio-token");
+    std::fs::write(&token, "not-a-real-token")?;
+    let mut sidecar_args = strings(&proxy["args"]);
+    for (i, flag) in sidecar_args.clone().iter().enumerate() {
+        match flag.as_str() {
+            "--xds" => sidecar_args[i + 1] = "http://127.0.0.1:1".into(),
+            "--token-file" => sidecar_args[i + 1] = token.display().to_string(),
+            _ => {}
+        }
+    }
+    let log = std::fs::File::create(dir.path().join("sidecar.log"))?;
+    let mut sidecar = Command::new("ip");
+    sidecar
+        .args(["netns", "exec", &ns.name, &proxy_bin])
+        .args(&sidecar_args)
+        .env_clear()
+        .env("POD_NAME", "echo")
+        .env("POD_NAMESPACE", "shop")
+        .env("INSTANCE_IP", "127.0.0.1")
+        .env("SERVICE_ACCOUNT", "default")
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
+    for e in proxy["env"].as_array().into_iter().flatten() {
+        if let (Some(name), Some(value)) = (e["name"].as_str(), e["value"].as_str()) {
+            sidecar.env(name, value);
+        }
+    }
+    ns.children.push(sidecar.spawn()?);
+    let sidecar_log =
+        || std::fs::read_to_string(dir.path().join("sidecar.log")).unwrap_or_default();
+
+    // The kubelet's rewritten probes, answered by probing the app.
+    let live_path = spec["containers"][0]["livenessProbe"]["httpGet"]["path"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ready_path = spec["containers"][0]["readinessProbe"]["httpGet"]["path"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ensure!(live_path == "/app-health/app/livez" && ready_path == "/app-health/app/readyz");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while status_of(&ns.name, &ready_path)? != 200 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the readiness probe through the sidecar never passed: {}",
+            sidecar_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ensure!(
+        status_of(&ns.name, &live_path)? == 200,
+        "liveness: {}",
+        sidecar_log()
+    );
+    ensure!(status_of(&ns.name, "/app-health/other/livez")? == 404);
+    // No certificate (no control plane): the sidecar is not ready.
+    ensure!(
+        status_of(&ns.name, "/healthz/ready")? == 503,
+        "{}",
+        sidecar_log()
+    );
+    // The application gone: its probes fail through the sidecar.
+    let mut app = ns.children.remove(0);
+    app.kill()?;
+    app.wait()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while status_of(&ns.name, &ready_path)? != 500 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the probe still passes without the app"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ensure!(status_of(&ns.name, &live_path)? == 500);
+    Ok(())
+}

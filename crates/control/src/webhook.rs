@@ -120,9 +120,11 @@ pub async fn serve(
 
 type Review = AdmissionReview<DynamicObject>;
 
-fn request_of(review: Review) -> Result<AdmissionRequest<DynamicObject>, Json<Review>> {
+fn request_of(review: Review) -> Result<AdmissionRequest<DynamicObject>, Box<Json<Review>>> {
     review.try_into().map_err(|_| {
-        Json(AdmissionResponse::invalid("not an AdmissionReview request").into_review())
+        Box::new(Json(
+            AdmissionResponse::invalid("not an AdmissionReview request").into_review(),
+        ))
     })
 }
 
@@ -132,7 +134,7 @@ async fn inject_handler(
 ) -> Json<Review> {
     let req = match request_of(review) {
         Ok(r) => r,
-        Err(invalid) => return invalid,
+        Err(invalid) => return *invalid,
     };
     Json(webhooks.admit_pod(&req).await.into_review())
 }
@@ -140,7 +142,7 @@ async fn inject_handler(
 async fn validate_handler(Json(review): Json<Review>) -> Json<Review> {
     let req = match request_of(review) {
         Ok(r) => r,
-        Err(invalid) => return invalid,
+        Err(invalid) => return *invalid,
     };
     Json(validate(&req).into_review())
 }

@@ -37,7 +37,8 @@ fn decision_follows_istio_policy() {
     let rev_canary = labels(&[("istio.io/rev", "canary")]);
     let both = labels(&[("istio-injection", "enabled"), ("istio.io/rev", "canary")]);
     let none = labels(&[]);
-    let cases: &[(&str, Value, &BTreeMap<String, String>, Policy, bool)] = &[
+    type Case<'a> = (&'a str, Value, &'a BTreeMap<String, String>, Policy, bool);
+    let cases: &[Case<'_>] = &[
         (
             "labelled namespace",
             json!({"name": "p"}),
