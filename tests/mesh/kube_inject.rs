@@ -633,7 +633,7 @@ spec:
         sidecar_log()
     );
     // The application gone: its probes fail through the sidecar.
-    let mut app = ns.children.remove(0);
+    let app = &mut ns.children[0];
     app.kill()?;
     app.wait()?;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
