@@ -11,6 +11,7 @@ mod control_plane;
 mod gateway_tls;
 mod interop;
 mod kube;
+mod kube_inject;
 mod mtls;
 mod operator;
 mod proxy_trust;

@@ -7,6 +7,7 @@ pub mod client;
 pub mod commands;
 pub mod files;
 pub mod iptables;
+pub mod kube_inject;
 pub mod logging;
 pub mod meshes;
 pub mod up;

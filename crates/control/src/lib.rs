@@ -8,6 +8,7 @@ pub mod api_token;
 pub mod bootstrap_token;
 pub mod ca_service;
 pub mod http_api;
+pub mod inject;
 pub mod leader;
 pub mod proxy_node;
 pub mod root_cert;
@@ -16,6 +17,8 @@ pub mod sources;
 pub mod state;
 pub mod store;
 pub mod token_review;
+pub mod webhook;
+pub mod webhook_config;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +63,22 @@ pub struct Kubernetes {
     /// Lease in `namespace`.
     pub lease_name: String,
     pub leader_election: leader::Timing,
+    /// The admission webhooks (sidecar injection, config validation).
+    pub webhooks: Option<Webhooks>,
+}
+
+/// trellisd's admission webhooks (see [`webhook`]).
+pub struct Webhooks {
+    /// The TLS listener (Istio: 15017, behind Service `istiod` port 443).
+    pub addr: SocketAddr,
+    pub injection: inject::Config,
+    /// Whether the cluster runs native sidecars; `None`: asked of the API
+    /// server (Kubernetes 1.29 and later have them on).
+    pub native_sidecars: Option<bool>,
+    /// The configurations whose `caBundle` the leader keeps (Istio's names
+    /// by default, see [`webhook_config`]).
+    pub injector_config: String,
+    pub validator_config: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +100,8 @@ pub enum Error {
     ApiToken(#[from] api_token::ApiTokenError),
     #[error(transparent)]
     Kubernetes(#[from] sources::kube::KubeError),
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
 }
 
 /// Runs the control plane until `shutdown` completes.
@@ -134,6 +155,18 @@ pub async fn run(
         elector = Some(tokio::spawn(
             candidate.run(leader_tx, stopped(stop_rx.clone())),
         ));
+        if let Some(options) = &kubernetes.webhooks {
+            start_webhooks(
+                options,
+                ca.as_deref(),
+                &cp,
+                client.clone(),
+                &kubernetes.namespace,
+                leader_rx.clone(),
+                stopped(stop_rx.clone()),
+            )
+            .await?;
+        }
         if let Some(ca) = &ca {
             tokio::spawn(root_cert::publish_while_leader(
                 client,
@@ -215,6 +248,67 @@ pub async fn run(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), elector).await;
     }
     Ok(())
+}
+
+/// Serves the admission webhooks, and keeps their configurations' `caBundle`
+/// while this replica leads.
+async fn start_webhooks(
+    options: &Webhooks,
+    ca: Option<&identity::Ca>,
+    cp: &Arc<ControlPlane>,
+    client: kube::Client,
+    namespace: &str,
+    leader: tokio::sync::watch::Receiver<bool>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let names = webhook::service_names(namespace, &cp.mesh().config.domain_suffix);
+    let (tls, bundle) = webhook::serving_tls(ca, &names, &webhook::address_sans(options.addr))?;
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: options.addr,
+            source,
+        })?;
+    let native = match options.native_sidecars {
+        Some(n) => n,
+        None => match client.apiserver_version().await {
+            Ok(info) => native_sidecars_in(&info.major, &info.minor),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the API server's version; injecting plain sidecar containers");
+                false
+            }
+        },
+    };
+    tracing::info!(addr = %options.addr, native_sidecars = native, "admission webhooks listening");
+    let webhooks = Arc::new(webhook::Webhooks {
+        injection: inject::Config {
+            native_sidecar: native,
+            ..options.injection.clone()
+        },
+        control_plane: Arc::downgrade(cp),
+        client: Some(client.clone()),
+    });
+    tokio::spawn(webhook::serve(listener, tls, webhooks, stop));
+    tokio::spawn(webhook_config::patch_while_leader(
+        client,
+        bundle,
+        options.injector_config.clone(),
+        options.validator_config.clone(),
+        leader,
+    ));
+    Ok(())
+}
+
+/// Native sidecars are on by default from Kubernetes 1.29 (minor versions
+/// may carry a `+`, as some providers report them).
+fn native_sidecars_in(major: &str, minor: &str) -> bool {
+    let number = |s: &str| {
+        s.trim_end_matches(|c: char| !c.is_ascii_digit())
+            .parse::<u32>()
+            .ok()
+    };
+    matches!((number(major), number(minor)), (Some(1), Some(m)) if m >= 29)
+        || number(major).is_some_and(|m| m > 1)
 }
 
 /// How workloads prove who they are: bootstrap tokens derived from the

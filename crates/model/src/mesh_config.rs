@@ -69,6 +69,10 @@ pub struct ProxyConfig {
     /// Environment of the proxy process (Istio: of istio-proxy), e.g.
     /// `SECRET_TTL` for the workload certificate's lifetime.
     pub proxy_metadata: BTreeMap<String, String>,
+    /// Data-plane worker threads of each sidecar (0: one per CPU of its
+    /// limit); unset: 2, Istio's sidecar default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]

@@ -25,7 +25,7 @@ pub enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("health port: cannot listen on {addr}: {source}")]
+    #[error("health or status port: cannot listen on {addr}: {source}")]
     HealthBind {
         addr: SocketAddr,
         source: std::io::Error,

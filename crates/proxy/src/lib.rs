@@ -61,6 +61,11 @@ pub struct Config {
     /// Istio's health port (15021 on the pod's address): `GET /healthz/ready`
     /// answers 200 once identity and config are ready. `None`: not served.
     pub health_addr: Option<SocketAddr>,
+    /// Istio's status port (15020 on the pod's address): the application's
+    /// probes through the sidecar, readiness, merged metrics. `None`: not served.
+    pub status_addr: Option<SocketAddr>,
+    /// What the status port probes and merges.
+    pub status: admin::status::StatusConfig,
     /// How long in-flight requests may take to finish on shutdown.
     pub drain_timeout: Duration,
     /// Data-plane worker threads (1 suits a sidecar; gateways want more).
@@ -97,6 +102,8 @@ impl Default for Config {
             admin_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 15000),
             admin_auth: admin::AdminAuth::default(),
             health_addr: None,
+            status_addr: None,
+            status: admin::status::StatusConfig::default(),
             drain_timeout: Duration::from_secs(5),
             workers: 1,
             access_log: true,
@@ -160,6 +167,10 @@ pub async fn run(
         .health_addr
         .map(|addr| bind(addr).map_err(|source| Error::HealthBind { addr, source }))
         .transpose()?;
+    let status_listener = config
+        .status_addr
+        .map(|addr| bind(addr).map_err(|source| Error::HealthBind { addr, source }))
+        .transpose()?;
     let (quit_tx, mut quit_rx) = watch::channel(false);
 
     let data_plane = RuntimeGuard(Some(
@@ -188,6 +199,7 @@ pub async fn run(
     let listeners = AdminListeners {
         admin: admin_listener,
         health: health_listener,
+        status: status_listener.map(|l| (l, Arc::new(config.status.clone()))),
     };
     std::thread::Builder::new()
         .name("trellis-control".into())
@@ -315,6 +327,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 struct AdminListeners {
     admin: std::net::TcpListener,
     health: Option<std::net::TcpListener>,
+    status: Option<(std::net::TcpListener, Arc<admin::status::StatusConfig>)>,
 }
 
 /// The admin server, and (spawned through the handle it sends back) the
@@ -339,6 +352,9 @@ fn control_thread(
     runtime.block_on(async move {
         if let Some(health) = listeners.health {
             tokio::spawn(admin::serve_health(health, admin.clone()));
+        }
+        if let Some((status, config)) = listeners.status {
+            tokio::spawn(admin::status::serve_status(status, admin.clone(), config));
         }
         tokio::select! {
             () = admin::serve(listeners.admin, admin) => {}

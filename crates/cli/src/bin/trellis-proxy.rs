@@ -73,6 +73,19 @@ struct Args {
     /// and config are ready, 503 before. Usually <pod address>:15021.
     #[arg(long)]
     health: Option<SocketAddr>,
+    /// Istio's status port, usually 0.0.0.0:15020: `GET /app-health/<container>/livez|readyz|startupz`
+    /// probes the application as ISTIO_KUBE_APP_PROBERS describes (the
+    /// injector rewrites the pod's probes to it), `/healthz/ready`, and
+    /// `/stats/prometheus` with the application's metrics merged
+    /// (ISTIO_PROMETHEUS_ANNOTATIONS).
+    #[arg(long)]
+    status: Option<SocketAddr>,
+    /// Read the token proving this workload's identity to the CA and the
+    /// discovery service from this file (on Kubernetes the projected
+    /// service-account token, /var/run/secrets/tokens/istio-token), instead
+    /// of TRELLIS_BOOTSTRAP_TOKEN.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     /// The explicit HTTP proxy the application's outbound calls go through.
     #[arg(long)]
     outbound: Option<SocketAddr>,
@@ -201,7 +214,21 @@ async fn main() -> anyhow::Result<()> {
     };
     // The environment of a process is readable only by its user (and root),
     // unlike its command line.
-    let token = std::env::var(BOOTSTRAP_TOKEN_ENV).unwrap_or_default();
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?
+            .trim()
+            .to_string(),
+        None => std::env::var(BOOTSTRAP_TOKEN_ENV).unwrap_or_default(),
+    };
+    let status = proxy::admin::status::StatusConfig::from_env(
+        std::env::var("ISTIO_KUBE_APP_PROBERS").ok().as_deref(),
+        std::env::var("ISTIO_PROMETHEUS_ANNOTATIONS")
+            .ok()
+            .as_deref(),
+        args.app_ip,
+    )
+    .map_err(anyhow::Error::msg)?;
     let ca_address = args.ca_address.clone().or_else(|| args.xds.clone());
     let static_certs = match (args.cert_chain, args.key, args.roots) {
         (Some(cert_chain), Some(key), Some(roots)) => Some(proxy::tls::static_files::CertFiles {
@@ -252,6 +279,8 @@ async fn main() -> anyhow::Result<()> {
         admin_addr: args.admin,
         admin_auth,
         health_addr: args.health,
+        status_addr: args.status,
+        status,
         release_freed_memory: Some(release_freed_memory),
         drain_timeout: Duration::from_secs(args.drain_seconds),
         workers: args.workers,

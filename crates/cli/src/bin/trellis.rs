@@ -82,6 +82,8 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
+    /// Add the sidecar to Kubernetes workloads in a file, as `istioctl kube-inject`.
+    KubeInject(cli::kube_inject::Args),
     /// Each proxy's sync state with the control plane.
     ProxyStatus {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
@@ -220,6 +222,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             code => std::process::exit(code),
         },
         Command::Validate { file } => commands::validate(file),
+        Command::KubeInject(a) => cli::kube_inject::run(a),
         Command::ProxyStatus { output } => commands::proxy_status(&client(&args)?, *output).await,
         Command::ProxyConfig { kind, pod, output } => {
             commands::proxy_config(&client(&args)?, kind, pod, *output).await

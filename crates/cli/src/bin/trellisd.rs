@@ -69,6 +69,29 @@ struct Args {
     /// How often candidates try to take the Lease and the leader renews it.
     #[arg(long, default_value = "2s", value_parser = duration::parse)]
     leader_retry_period: Duration,
+    /// The admission webhooks' TLS listener (`POST /inject`, `POST /validate`;
+    /// the Service `istiod` port 443 points here). Default with
+    /// --in-cluster: 0.0.0.0:15017; with --kubeconfig only when given.
+    /// Needs --ca-dir: the serving certificate is the mesh CA's.
+    #[arg(long)]
+    webhook_addr: Option<SocketAddr>,
+    /// Serve no admission webhooks (not even in the cluster).
+    #[arg(long, conflicts_with = "webhook_addr")]
+    no_webhooks: bool,
+    /// The injector's settings in Istio's `values` shape (YAML or JSON, as
+    /// the `values` key of the istio-sidecar-injector ConfigMap):
+    /// global.hub/tag/proxy.image, global.proxy.resources,
+    /// global.proxy_init.resources, global.imagePullPolicy, revision.
+    #[arg(long)]
+    injector_values: Option<PathBuf>,
+    /// The address injected sidecars reach this control plane at (default:
+    /// the istiod Service in --namespace).
+    #[arg(long)]
+    injector_discovery_address: Option<String>,
+    /// Inject native sidecars (init containers with restartPolicy Always):
+    /// `auto` asks the API server's version (1.29 and later have them).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "true", "false"])]
+    native_sidecars: String,
 }
 
 #[tokio::main]
@@ -92,6 +115,37 @@ async fn main() -> anyhow::Result<()> {
         args.leader_renew_deadline,
         args.leader_lease_duration
     );
+    let webhook_addr = match (args.webhook_addr, args.in_cluster && !args.no_webhooks) {
+        (Some(addr), _) => Some(addr),
+        (None, true) => Some(SocketAddr::from(([0, 0, 0, 0], 15017))),
+        (None, false) => None,
+    };
+    let webhooks = if let Some(addr) = webhook_addr {
+        let mut injection = match &args.injector_values {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let values: serde_json::Value = serde_yaml_ng::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                control::inject::Config::from_values(&values)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => control::inject::Config::default(),
+        };
+        injection.discovery_address = args
+            .injector_discovery_address
+            .clone()
+            .unwrap_or_else(|| format!("http://istiod.{}.svc:15010", args.namespace));
+        Some(control::Webhooks {
+            addr,
+            injection,
+            native_sidecars: args.native_sidecars.parse().ok(),
+            injector_config: control::webhook_config::INJECTOR.into(),
+            validator_config: control::webhook_config::validator(&args.namespace),
+        })
+    } else {
+        None
+    };
     let options = control::Options {
         config_dir: args.config_dir,
         xds_addr: args.xds_addr,
@@ -116,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
                 renew_deadline: args.leader_renew_deadline,
                 retry_period: args.leader_retry_period,
             },
+            webhooks,
         }),
     };
     control::run(options, shutdown()).await?;

@@ -444,6 +444,48 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// A TLS serving certificate for the control plane's own names (as
+    /// istiod's DNS certificate for its webhooks and discovery port): a new
+    /// ECDSA P-256 key, `names` as DNS SANs and `ips` as IP SANs, server
+    /// use only. Returns the chain (leaf + intermediates) and the key, PEM.
+    /// The key never leaves the caller's process.
+    pub fn issue_serving_cert(
+        &self,
+        names: &[String],
+        ips: &[std::net::IpAddr],
+        ttl: Duration,
+    ) -> Result<(CertChain, String), CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+        let mut params =
+            CertificateParams::new(names.to_vec()).map_err(|e| CaError::Sign(e.to_string()))?;
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        if let Some(first) = names.first() {
+            params.distinguished_name.push(DnType::CommonName, first);
+        }
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = OffsetDateTime::now_utc();
+        params.serial_number = Some(random_serial());
+        params.not_before = sub(now, CLOCK_SKEW_ALLOWANCE)?;
+        params.not_after = add(now, ttl)?.min(self.issuer_not_after);
+        let leaf = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+        let mut certs = vec![leaf.der().clone()];
+        certs.extend(self.chain.iter().cloned());
+        Ok((CertChain::from_der(certs)?, key.serialize_pem()))
+    }
+}
+
 impl fmt::Debug for Ca {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The issuer's own Debug elides the key; list only what identifies the CA.

@@ -8,6 +8,7 @@
 //! them); what changes the proxy needs the caller to prove the right (see [`auth`]).
 
 pub mod auth;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

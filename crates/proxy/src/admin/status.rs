@@ -1,0 +1,301 @@
+//! Istio's status port (15020 on the pod's address), which the kubelet and
+//! Prometheus reach directly (it is never captured):
+//! - `GET /app-health/<container>/livez|readyz|startupz`: the application's
+//!   own probe, made from inside the pod. The injector points the kubelet's
+//!   HTTP and TCP probes here so that they pass under STRICT mTLS, and hands
+//!   the originals over in `ISTIO_KUBE_APP_PROBERS` (JSON, keyed by path).
+//!   An HTTP probe answers with the application's status code; a TCP probe
+//!   200 if the port accepts, 500 otherwise.
+//! - `GET /healthz/ready`: the proxy's readiness.
+//! - `GET /stats/prometheus`: the proxy's metrics followed by the
+//!   application's, when the pod's original `prometheus.io/*` annotations
+//!   (`ISTIO_PROMETHEUS_ANNOTATIONS`) name a port (Istio's metrics merging).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+
+use super::{Admin, Reply, ready, reply};
+
+/// One of the application's original probes.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppProbe {
+    pub http_get: Option<HttpGet>,
+    pub tcp_socket: Option<TcpSocket>,
+    /// The kubelet's default: 1 s.
+    #[serde(default = "one")]
+    pub timeout_seconds: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGet {
+    #[serde(default)]
+    pub path: String,
+    pub port: u16,
+    pub host: Option<String>,
+    #[serde(default)]
+    pub http_headers: Vec<Header>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct TcpSocket {
+    pub port: u16,
+}
+
+/// The original `prometheus.io/*` annotations of the pod.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct AppMetrics {
+    pub scrape: Option<String>,
+    pub path: Option<String>,
+    pub port: Option<String>,
+}
+
+/// What the status port serves beyond the proxy's own readiness.
+#[derive(Clone, Debug, Default)]
+pub struct StatusConfig {
+    /// Keyed by path (`/app-health/<container>/<kind>`).
+    pub probers: BTreeMap<String, AppProbe>,
+    /// Where the application listens (the proxy's `app_ip`).
+    pub app_ip: Option<IpAddr>,
+    pub app_metrics: Option<AppMetrics>,
+}
+
+impl StatusConfig {
+    /// From the injector's environment variables' values (each may be empty).
+    pub fn from_env(
+        probers: Option<&str>,
+        prometheus: Option<&str>,
+        app_ip: IpAddr,
+    ) -> Result<StatusConfig, String> {
+        let probers = match probers.filter(|s| !s.trim().is_empty()) {
+            Some(json) => {
+                serde_json::from_str(json).map_err(|e| format!("ISTIO_KUBE_APP_PROBERS: {e}"))?
+            }
+            None => BTreeMap::new(),
+        };
+        let app_metrics = match prometheus.filter(|s| !s.trim().is_empty()) {
+            Some(json) => Some(
+                serde_json::from_str(json)
+                    .map_err(|e| format!("ISTIO_PROMETHEUS_ANNOTATIONS: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(StatusConfig {
+            probers,
+            app_ip: Some(app_ip),
+            app_metrics,
+        })
+    }
+}
+
+/// Serves the status port on `listener`.
+pub async fn serve_status(
+    listener: std::net::TcpListener,
+    admin: Arc<Admin>,
+    config: Arc<StatusConfig>,
+) {
+    super::accept_loop(listener, "status", move |req, _| {
+        let (admin, config) = (admin.clone(), config.clone());
+        async move { Ok::<_, Infallible>(handle(req, &admin, &config).await) }
+    })
+    .await
+}
+
+async fn handle<B>(req: Request<B>, admin: &Admin, config: &StatusConfig) -> Reply {
+    let path = req.uri().path();
+    if req.method() != Method::GET {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        );
+    }
+    let app_ip = config.app_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    if path == "/healthz/ready" {
+        return ready(admin);
+    }
+    if path == "/stats/prometheus" {
+        let mut body = admin.telemetry.metrics.encode();
+        if let Some(app) = merged_metrics_source(config.app_metrics.as_ref()) {
+            match http_get(
+                SocketAddr::new(app_ip, app.0),
+                &app.1,
+                &[],
+                Duration::from_secs(5),
+            )
+            .await
+            {
+                Ok((status, text)) if status.is_success() => {
+                    // OpenMetrics ends with `# EOF`; the application's text follows the proxy's.
+                    if let Some(stripped) = body.strip_suffix("# EOF\n") {
+                        body = stripped.to_string();
+                    }
+                    body.push_str(&text);
+                }
+                Ok((status, _)) => {
+                    tracing::debug!(%status, "the application's metrics answered an error")
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot read the application's metrics"),
+            }
+        }
+        return reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            body,
+        );
+    }
+    if path.starts_with("/app-health/") {
+        let Some(probe) = config.probers.get(path) else {
+            return reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                format!("no application probe {path}\n"),
+            );
+        };
+        return app_probe(probe, app_ip).await;
+    }
+    reply(
+        StatusCode::NOT_FOUND,
+        "text/plain",
+        "GET /healthz/ready /app-health/<container>/<livez|readyz|startupz> /stats/prometheus\n"
+            .into(),
+    )
+}
+
+/// The application's metrics endpoint, unless it asked not to be scraped.
+fn merged_metrics_source(app: Option<&AppMetrics>) -> Option<(u16, String)> {
+    let app = app?;
+    if app.scrape.as_deref() == Some("false") {
+        return None;
+    }
+    let port = app.port.as_deref()?.parse().ok()?;
+    Some((port, app.path.clone().unwrap_or_else(|| "/metrics".into())))
+}
+
+async fn app_probe(probe: &AppProbe, app_ip: IpAddr) -> Reply {
+    let timeout = Duration::from_secs(probe.timeout_seconds.max(1));
+    if let Some(get) = &probe.http_get {
+        let headers: Vec<(String, String)> = get
+            .http_headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .chain(get.host.iter().map(|h| ("host".to_string(), h.clone())))
+            .collect();
+        let path = if get.path.is_empty() { "/" } else { &get.path };
+        return match http_get(SocketAddr::new(app_ip, get.port), path, &headers, timeout).await {
+            Ok((status, _)) => reply(status, "text/plain", String::new()),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("{e}\n"),
+            ),
+        };
+    }
+    if let Some(tcp) = &probe.tcp_socket {
+        let addr = SocketAddr::new(app_ip, tcp.port);
+        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => reply(StatusCode::OK, "text/plain", String::new()),
+            Ok(Err(e)) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("{addr}: {e}\n"),
+            ),
+            Err(_) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("{addr}: no connection within {timeout:?}\n"),
+            ),
+        };
+    }
+    reply(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "text/plain",
+        "the probe has neither httpGet nor tcpSocket\n".into(),
+    )
+}
+
+/// One plain HTTP/1.1 GET, the whole exchange within `timeout`.
+async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> Result<(StatusCode, String), String> {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        tokio::spawn(conn);
+        let mut builder = Request::get(path).header(http::header::HOST, addr.to_string());
+        for (name, value) in headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let request = builder
+            .header(http::header::USER_AGENT, "kube-probe")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("{addr}{path}: {e}"))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("{addr}{path}: {e}"))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("{addr}{path}: no answer within {timeout:?}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probers_from_the_injector() {
+        let c = StatusConfig::from_env(
+            Some(r#"{"/app-health/app/livez":{"httpGet":{"path":"/health","port":9080,"scheme":"HTTP"},"timeoutSeconds":2},"/app-health/app/readyz":{"tcpSocket":{"port":9080},"timeoutSeconds":1}}"#),
+            Some(r#"{"scrape":"true","port":"9090"}"#),
+            IpAddr::from([127, 0, 0, 1]),
+        )
+        .unwrap();
+        assert_eq!(c.probers["/app-health/app/livez"].timeout_seconds, 2);
+        assert_eq!(
+            c.probers["/app-health/app/readyz"].tcp_socket,
+            Some(TcpSocket { port: 9080 })
+        );
+        assert_eq!(
+            merged_metrics_source(c.app_metrics.as_ref()),
+            Some((9090, "/metrics".into()))
+        );
+        assert!(StatusConfig::from_env(Some("{"), None, IpAddr::from([127, 0, 0, 1])).is_err());
+    }
+}
