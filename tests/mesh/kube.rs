@@ -19,19 +19,21 @@ use wire::certs::BearerToken;
 use wire::pb::{Node, Resource};
 
 /// A trellisd reading the cluster; stopped on drop.
-struct Trellisd {
-    child: Child,
-    xds: String,
+pub(crate) struct Trellisd {
+    pub(crate) child: Child,
+    pub(crate) xds: String,
+    /// The HTTP API and debug listener, `IP:PORT`.
+    pub(crate) http: String,
     _state: tempfile::TempDir,
 }
 
 impl Trellisd {
-    fn start(kube: &Kube) -> Result<Trellisd> {
+    pub(crate) fn start(kube: &Kube) -> Result<Trellisd> {
         Trellisd::replica(kube, 0, &[])
     }
 
     /// Replica `n` of several (its own ports), with extra flags.
-    fn replica(kube: &Kube, n: u16, args: &[&str]) -> Result<Trellisd> {
+    pub(crate) fn replica(kube: &Kube, n: u16, args: &[&str]) -> Result<Trellisd> {
         let state = tempfile::tempdir()?;
         let ip = format!("127.{}.0.1", kube.block);
         let (xds, http) = (15010 + 10 * n, 15014 + 10 * n);
@@ -52,12 +54,13 @@ impl Trellisd {
         Ok(Trellisd {
             child,
             xds: format!("http://{ip}:{xds}"),
+            http: format!("{ip}:{http}"),
             _state: state,
         })
     }
 
     /// Stops it as a pod is stopped (SIGTERM), and waits until it has exited.
-    fn terminate(&mut self) -> Result<()> {
+    pub(crate) fn terminate(&mut self) -> Result<()> {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
@@ -71,7 +74,7 @@ impl Trellisd {
         Ok(())
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self._state.path().join("trellisd.log")).unwrap_or_default()
     }
 }
@@ -193,7 +196,7 @@ spec:
 }
 
 /// A projected token of `account` in `namespace` for `audience` (TokenRequest API).
-fn service_account_token(
+pub(crate) fn service_account_token(
     kube: &Kube,
     namespace: &str,
     account: &str,
@@ -548,7 +551,7 @@ async fn the_seeds_apply_with_kubectl_against_istios_crds() -> Result<()> {
 }
 
 /// The holder of trellisd's Lease, if any.
-fn lease_holder(kube: &Kube) -> Result<String> {
+pub(crate) fn lease_holder(kube: &Kube) -> Result<String> {
     kube.kubectl_ok(&[
         "get",
         "lease",

@@ -11,6 +11,8 @@ mod control_plane;
 mod gateway_tls;
 mod interop;
 mod kube;
+mod kube_ca;
+mod kube_status;
 mod mtls;
 mod operator;
 mod proxy_trust;
