@@ -22,8 +22,6 @@ use wire::pb::{Node, Resource};
 pub(crate) struct Trellisd {
     pub(crate) child: Child,
     pub(crate) xds: String,
-    /// The HTTP API and debug listener, `IP:PORT`.
-    pub(crate) http: String,
     _state: tempfile::TempDir,
 }
 
@@ -38,11 +36,15 @@ impl Trellisd {
         let ip = format!("127.{}.0.1", kube.block);
         let (xds, http) = (15010 + 10 * n, 15014 + 10 * n);
         let log = std::fs::File::create(state.path().join("trellisd.log"))?;
-        let child = Command::new(bin("trellisd"))
+        let mut command = Command::new(bin("trellisd"));
+        // `--http-addr` in `args` replaces this replica's own.
+        if !args.contains(&"--http-addr") {
+            command.args(["--http-addr", &format!("{ip}:{http}")]);
+        }
+        let child = command
             .arg("--config-dir")
             .arg(state.path().join("config"))
             .args(["--xds-addr", &format!("{ip}:{xds}")])
-            .args(["--http-addr", &format!("{ip}:{http}")])
             .args(["--debounce-ms", "50"])
             .arg("--kubeconfig")
             .arg(&kube.kubeconfig)
@@ -54,7 +56,6 @@ impl Trellisd {
         Ok(Trellisd {
             child,
             xds: format!("http://{ip}:{xds}"),
-            http: format!("{ip}:{http}"),
             _state: state,
         })
     }
@@ -89,7 +90,7 @@ impl Drop for Trellisd {
 /// A proxy's discovery stream (the proxy's own client half, `wire::client`),
 /// keeping the last resources of each type it was sent.
 #[derive(Clone, Default)]
-struct Proxy(Arc<Mutex<HashMap<String, Sent>>>);
+pub(crate) struct Proxy(Arc<Mutex<HashMap<String, Sent>>>);
 
 /// The version and resources of one type.
 type Sent = (String, Vec<Resource>);
@@ -106,7 +107,7 @@ impl Proxy {
     /// Connects as the sidecar of a pod `pod` made in `namespace` at `ip`,
     /// with the pod's service-account token (audience istio-ca), as an
     /// injected proxy does: trellisd authorizes the stream by TokenReview.
-    async fn connect(
+    pub(crate) async fn connect(
         kube: &Kube,
         trellisd: &Trellisd,
         pod: &str,
@@ -150,7 +151,12 @@ impl Proxy {
     }
 
     /// Waits until the resources of `type_url` satisfy `check`.
-    async fn until(&self, type_url: &str, what: &str, check: impl Fn(&str) -> bool) -> Result<()> {
+    pub(crate) async fn until(
+        &self,
+        type_url: &str,
+        what: &str,
+        check: impl Fn(&str) -> bool,
+    ) -> Result<()> {
         eventually(Duration::from_secs(30), || async {
             let dump = self.dump(type_url);
             ensure!(check(&dump), "{what}: not yet; the proxy has {dump}");
@@ -214,7 +220,7 @@ pub(crate) fn service_account_token(
     Ok(BearerToken::new(token.trim().to_string()))
 }
 
-const ROUTES: &str = wire::types::ROUTE_CONFIG;
+pub(crate) const ROUTES: &str = wire::types::ROUTE_CONFIG;
 const ENDPOINTS: &str = wire::types::ENDPOINTS;
 const CLUSTERS: &str = wire::types::CLUSTER;
 

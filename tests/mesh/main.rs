@@ -12,6 +12,7 @@ mod gateway_tls;
 mod interop;
 mod kube;
 mod kube_ca;
+mod kube_cli;
 mod kube_status;
 mod mtls;
 mod operator;

@@ -32,7 +32,7 @@ use crate::sources::{ResourceSet, Stored};
 use crate::store::Key;
 
 /// istioctl's code for an object that fails validation.
-const SCHEMA_VALIDATION_ERROR: messages::MessageType = messages::MessageType {
+pub const SCHEMA_VALIDATION_ERROR: messages::MessageType = messages::MessageType {
     code: "IST0106",
     name: "SchemaValidationError",
     level: Level::Error,

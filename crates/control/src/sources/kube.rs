@@ -78,6 +78,10 @@ const WATCHED: &[Kind] = &[
     Kind::Telemetry,
 ];
 
+/// As istiod: service account tokens and Helm's release records are never
+/// gateway credentials or CA material.
+const SECRET_FIELDS: &str = "type!=kubernetes.io/service-account-token,type!=helm.sh/release.v1";
+
 /// How long to wait before looking again for an Istio kind whose CRD is
 /// not installed.
 const CRD_RECHECK: Duration = Duration::from_secs(10);
@@ -183,10 +187,7 @@ async fn reflect(client: kube::Client, kind: Kind, set: &ResourceSet, synced: &(
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
     let mut config = watcher::Config::default();
     if kind == Kind::Secret {
-        // As istiod: service account tokens and Helm's release records are
-        // never gateway credentials or CA material.
-        config =
-            config.fields("type!=kubernetes.io/service-account-token,type!=helm.sh/release.v1");
+        config = config.fields(SECRET_FIELDS);
     }
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
     let mut listed = Vec::new();
@@ -202,7 +203,7 @@ async fn reflect(client: kube::Client, kind: Kind, set: &ResourceSet, synced: &(
             Ok(Event::InitApply(obj)) => {
                 let key = key_of(kind, &obj);
                 let stored = report.then(|| stored(&resource, &obj));
-                match convert(kind, &resource, obj) {
+                match convert_logged(kind, &resource, obj) {
                     Ok(r) => listed.push(r),
                     Err(invalid) => {
                         if let Some(mut s) = stored {
@@ -226,7 +227,7 @@ async fn reflect(client: kube::Client, kind: Kind, set: &ResourceSet, synced: &(
             Ok(Event::Apply(obj)) => {
                 let key = key_of(kind, &obj);
                 let mut stored = report.then(|| stored(&resource, &obj));
-                match convert(kind, &resource, obj) {
+                match convert_logged(kind, &resource, obj) {
                     Ok(r) => set.apply(r),
                     // No longer valid: what the cluster holds is not what we
                     // served, so it is served no more (as istiod drops it).
@@ -363,8 +364,8 @@ fn key_of(kind: Kind, obj: &DynamicObject) -> Key {
     }
 }
 
-/// The object as the file source would read it, or (reported) why it does
-/// not parse or validate.
+/// The object as the file source would read it, or why it does not parse
+/// or validate.
 fn convert(
     kind: Kind,
     resource: &ApiResource,
@@ -376,26 +377,77 @@ fn convert(
         Some(ns) => format!("{kind}/{ns}/{}", obj.metadata.name.as_deref().unwrap_or("")),
         None => format!("{kind}/{}", obj.metadata.name.as_deref().unwrap_or("")),
     };
-    let mut value = serde_json::to_value(&obj).map_err(|error| {
-        tracing::warn!(object = %name, %error, "cannot read object");
-        vec![error.to_string()]
-    })?;
+    let mut value = serde_json::to_value(&obj).map_err(|error| vec![error.to_string()])?;
     // Items of a list carry no apiVersion/kind of their own.
     if let Some(fields) = value.as_object_mut() {
         fields.insert("apiVersion".into(), resource.api_version.clone().into());
         fields.insert("kind".into(), resource.kind.clone().into());
     }
-    let r = api::parse_value(&name, value).map_err(|error| {
-        tracing::warn!(object = %name, %error, "invalid object left out of the mesh");
-        vec![error.to_string()]
-    })?;
+    let r = api::parse_value(&name, value).map_err(|error| vec![error.to_string()])?;
     let errors = api::validate(&r);
     if !errors.is_empty() {
-        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        tracing::warn!(object = %name, errors = %errors.join("; "), "invalid object left out of the mesh");
-        return Err(errors);
+        return Err(errors.iter().map(ToString::to_string).collect());
     }
     Ok(r)
+}
+
+/// [`convert`], logging why an object is left out.
+fn convert_logged(
+    kind: Kind,
+    resource: &ApiResource,
+    obj: DynamicObject,
+) -> Result<Resource, Vec<String>> {
+    let key = key_of(kind, &obj);
+    convert(kind, resource, obj).inspect_err(|errors| {
+        let object = if key.namespace.is_empty() {
+            format!("{}/{}", key.kind, key.name)
+        } else {
+            format!("{}/{}/{}", key.kind, key.namespace, key.name)
+        };
+        tracing::warn!(%object, errors = %errors.join("; "), "invalid object left out of the mesh");
+    })
+}
+
+/// What the mesh reads from a cluster, listed once (for `trellis analyze -k`).
+#[derive(Debug, Default)]
+pub struct Listed {
+    /// Every object that parses and validates.
+    pub resources: Vec<Resource>,
+    /// Objects stored that do not parse or validate, and why.
+    pub invalid: Vec<(Key, Vec<String>)>,
+    /// Kinds not listed: the caller may not list them (RBAC), with the reason.
+    pub forbidden: Vec<(Kind, String)>,
+}
+
+/// Lists every kind the source reads, in every namespace, once.
+pub async fn list(client: &kube::Client) -> Result<Listed, KubeError> {
+    let mut listed = Listed::default();
+    for &kind in WATCHED {
+        let Some(resource) = api_resource(client, kind).await? else {
+            continue;
+        };
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let mut params = kube::api::ListParams::default();
+        if kind == Kind::Secret {
+            params = params.fields(SECRET_FIELDS);
+        }
+        let items = match api.list(&params).await {
+            Ok(list) => list.items,
+            Err(kube::Error::Api(s)) if s.is_forbidden() => {
+                listed.forbidden.push((kind, s.message));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for obj in items {
+            let key = key_of(kind, &obj);
+            match convert(kind, &resource, obj) {
+                Ok(r) => listed.resources.push(r),
+                Err(errors) => listed.invalid.push((key, errors)),
+            }
+        }
+    }
+    Ok(listed)
 }
 
 #[cfg(test)]
