@@ -138,7 +138,7 @@ impl Proxy {
     }
 
     /// Everything of one type, as text to look for names and values in.
-    fn dump(&self, type_url: &str) -> String {
+    pub(crate) fn dump(&self, type_url: &str) -> String {
         let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
         format!("{:?}", seen.get(type_url).map(|(_, r)| r))
     }
@@ -221,7 +221,7 @@ pub(crate) fn service_account_token(
 }
 
 pub(crate) const ROUTES: &str = wire::types::ROUTE_CONFIG;
-const ENDPOINTS: &str = wire::types::ENDPOINTS;
+pub(crate) const ENDPOINTS: &str = wire::types::ENDPOINTS;
 const CLUSTERS: &str = wire::types::CLUSTER;
 
 /// A Service without a selector and its hand-written EndpointSlice (as for

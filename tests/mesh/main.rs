@@ -13,6 +13,7 @@ mod interop;
 mod kube;
 mod kube_ca;
 mod kube_cli;
+mod kube_faults;
 mod kube_status;
 mod mtls;
 mod operator;
