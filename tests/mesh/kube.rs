@@ -19,28 +19,32 @@ use wire::certs::BearerToken;
 use wire::pb::{Node, Resource};
 
 /// A trellisd reading the cluster; stopped on drop.
-struct Trellisd {
-    child: Child,
-    xds: String,
+pub(crate) struct Trellisd {
+    pub(crate) child: Child,
+    pub(crate) xds: String,
     _state: tempfile::TempDir,
 }
 
 impl Trellisd {
-    fn start(kube: &Kube) -> Result<Trellisd> {
+    pub(crate) fn start(kube: &Kube) -> Result<Trellisd> {
         Trellisd::replica(kube, 0, &[])
     }
 
     /// Replica `n` of several (its own ports), with extra flags.
-    fn replica(kube: &Kube, n: u16, args: &[&str]) -> Result<Trellisd> {
+    pub(crate) fn replica(kube: &Kube, n: u16, args: &[&str]) -> Result<Trellisd> {
         let state = tempfile::tempdir()?;
         let ip = format!("127.{}.0.1", kube.block);
         let (xds, http) = (15010 + 10 * n, 15014 + 10 * n);
         let log = std::fs::File::create(state.path().join("trellisd.log"))?;
-        let child = Command::new(bin("trellisd"))
+        let mut command = Command::new(bin("trellisd"));
+        // `--http-addr` in `args` replaces this replica's own.
+        if !args.contains(&"--http-addr") {
+            command.args(["--http-addr", &format!("{ip}:{http}")]);
+        }
+        let child = command
             .arg("--config-dir")
             .arg(state.path().join("config"))
             .args(["--xds-addr", &format!("{ip}:{xds}")])
-            .args(["--http-addr", &format!("{ip}:{http}")])
             .args(["--debounce-ms", "50"])
             .arg("--kubeconfig")
             .arg(&kube.kubeconfig)
@@ -57,7 +61,7 @@ impl Trellisd {
     }
 
     /// Stops it as a pod is stopped (SIGTERM), and waits until it has exited.
-    fn terminate(&mut self) -> Result<()> {
+    pub(crate) fn terminate(&mut self) -> Result<()> {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
@@ -71,7 +75,7 @@ impl Trellisd {
         Ok(())
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self._state.path().join("trellisd.log")).unwrap_or_default()
     }
 }
@@ -86,7 +90,7 @@ impl Drop for Trellisd {
 /// A proxy's discovery stream (the proxy's own client half, `wire::client`),
 /// keeping the last resources of each type it was sent.
 #[derive(Clone, Default)]
-struct Proxy(Arc<Mutex<HashMap<String, Sent>>>);
+pub(crate) struct Proxy(Arc<Mutex<HashMap<String, Sent>>>);
 
 /// The version and resources of one type.
 type Sent = (String, Vec<Resource>);
@@ -103,7 +107,7 @@ impl Proxy {
     /// Connects as the sidecar of a pod `pod` made in `namespace` at `ip`,
     /// with the pod's service-account token (audience istio-ca), as an
     /// injected proxy does: trellisd authorizes the stream by TokenReview.
-    async fn connect(
+    pub(crate) async fn connect(
         kube: &Kube,
         trellisd: &Trellisd,
         pod: &str,
@@ -134,7 +138,7 @@ impl Proxy {
     }
 
     /// Everything of one type, as text to look for names and values in.
-    fn dump(&self, type_url: &str) -> String {
+    pub(crate) fn dump(&self, type_url: &str) -> String {
         let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
         format!("{:?}", seen.get(type_url).map(|(_, r)| r))
     }
@@ -147,7 +151,12 @@ impl Proxy {
     }
 
     /// Waits until the resources of `type_url` satisfy `check`.
-    async fn until(&self, type_url: &str, what: &str, check: impl Fn(&str) -> bool) -> Result<()> {
+    pub(crate) async fn until(
+        &self,
+        type_url: &str,
+        what: &str,
+        check: impl Fn(&str) -> bool,
+    ) -> Result<()> {
         eventually(Duration::from_secs(30), || async {
             let dump = self.dump(type_url);
             ensure!(check(&dump), "{what}: not yet; the proxy has {dump}");
@@ -193,7 +202,7 @@ spec:
 }
 
 /// A projected token of `account` in `namespace` for `audience` (TokenRequest API).
-fn service_account_token(
+pub(crate) fn service_account_token(
     kube: &Kube,
     namespace: &str,
     account: &str,
@@ -211,8 +220,8 @@ fn service_account_token(
     Ok(BearerToken::new(token.trim().to_string()))
 }
 
-const ROUTES: &str = wire::types::ROUTE_CONFIG;
-const ENDPOINTS: &str = wire::types::ENDPOINTS;
+pub(crate) const ROUTES: &str = wire::types::ROUTE_CONFIG;
+pub(crate) const ENDPOINTS: &str = wire::types::ENDPOINTS;
 const CLUSTERS: &str = wire::types::CLUSTER;
 
 /// A Service without a selector and its hand-written EndpointSlice (as for
@@ -548,7 +557,7 @@ async fn the_seeds_apply_with_kubectl_against_istios_crds() -> Result<()> {
 }
 
 /// The holder of trellisd's Lease, if any.
-fn lease_holder(kube: &Kube) -> Result<String> {
+pub(crate) fn lease_holder(kube: &Kube) -> Result<String> {
     kube.kubectl_ok(&[
         "get",
         "lease",

@@ -1,6 +1,10 @@
 //! `trellis analyze [DIR|FILE ...]`: runs the cross-resource checks of
 //! `model::analyze` over files, with istioctl analyze's flags, output
 //! formats and exit codes, so scripts written for one work with the other.
+//! With `-k` it analyzes the live cluster (as kubectl: `--kubeconfig`,
+//! `--context`, `-n`, `-A`), files given too applied over it; objects the
+//! cluster stores that do not validate are reported as istioctl does,
+//! `IST0106 SchemaValidationError`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -11,6 +15,7 @@ use model::MeshConfig;
 use model::analyze::{self, Level, Message, messages};
 use serde::Serialize;
 
+use crate::cluster::Cluster;
 use crate::files;
 
 /// istioctl's exit code when analyzers find issues at or above the failure threshold.
@@ -41,6 +46,16 @@ pub struct AnalyzeArgs {
     /// in the analyzed directory, else Istio's defaults.
     #[arg(long = "meshConfigFile", alias = "mesh-config-file")]
     pub mesh_config_file: Option<PathBuf>,
+    /// Analyze the live cluster (--kubeconfig, --context), with the files
+    /// given applied over it; its mesh config is the `istio` ConfigMap.
+    #[arg(short = 'k', long = "use-kube")]
+    pub use_kube: bool,
+    /// With -k: report on this namespace (default: the context's).
+    #[arg(short = 'n', long, requires = "use_kube")]
+    pub namespace: Option<String>,
+    /// With -k: report on every namespace.
+    #[arg(short = 'A', long, requires = "use_kube", conflicts_with = "namespace")]
+    pub all_namespaces: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -87,20 +102,24 @@ struct Entry<'a> {
 /// Runs the verb; returns the process exit code (0, or 79 when issues at or
 /// above the failure threshold were found). Files that do not parse or
 /// validate are an error (exit 1), reported as `trellis validate` does.
-pub fn run(args: &AnalyzeArgs) -> Result<i32> {
+pub async fn run(args: &AnalyzeArgs, cluster: &Cluster) -> Result<i32> {
     let mut paths: Vec<PathBuf> = args.paths.iter().chain(&args.filenames).cloned().collect();
-    if paths.is_empty() {
+    if paths.is_empty() && !args.use_kube {
         paths.push(PathBuf::from("."));
     }
-    let mesh = mesh_config(args, &paths)?;
     let (resources, sources) = load(&paths)?;
-
-    let messages = analyze::analyze(&resources, &mesh);
+    let (messages, target, sources) = if args.use_kube {
+        let live = live(args, cluster, resources).await?;
+        (live.messages, live.target, sources)
+    } else {
+        let mesh = mesh_config(args, &paths)?;
+        let target = target(&resources);
+        (analyze::analyze(&resources, &mesh), target, sources)
+    };
     let shown: Vec<&Message> = messages
         .iter()
         .filter(|m| m.level >= args.output_threshold.level())
         .collect();
-    let target = target(&resources);
 
     let mut stdout = std::io::stdout().lock();
     match args.output {
@@ -224,5 +243,121 @@ fn target(resources: &[api::Resource]) -> String {
             namespaces.into_iter().next().unwrap_or("default")
         ),
         _ => "all namespaces".to_string(),
+    }
+}
+
+/// What `-k` found on the cluster.
+struct Live {
+    messages: Vec<Message>,
+    /// What istioctl names in its summary.
+    target: String,
+}
+
+/// Analyzes the cluster's resources with `files` applied over them, and
+/// reports on the namespace asked for.
+async fn live(args: &AnalyzeArgs, cluster: &Cluster, files: Vec<api::Resource>) -> Result<Live> {
+    let (client, context_namespace) = cluster.connect().await?;
+    let listed = control::sources::kube::list(&client)
+        .await
+        .context("reading the cluster")?;
+    for (kind, reason) in &listed.forbidden {
+        eprintln!("warning: {} not analyzed: {reason}", kind.plural());
+    }
+    let mesh = match &args.mesh_config_file {
+        Some(_) => mesh_config(args, &[])?,
+        None => cluster_mesh_config(&client).await?,
+    };
+    // A file's resource replaces the cluster's of the same kind and name.
+    let key = |r: &api::Resource| {
+        (
+            r.kind_name().to_string(),
+            r.namespace().map(String::from),
+            r.name().to_string(),
+        )
+    };
+    let replaced: BTreeSet<_> = files.iter().map(key).collect();
+    let mut resources: Vec<api::Resource> = listed
+        .resources
+        .into_iter()
+        .filter(|r| !replaced.contains(&key(r)))
+        .collect();
+    resources.extend(files);
+    let mut messages = analyze::analyze(&resources, &mesh);
+    let invalid = control::status::SCHEMA_VALIDATION_ERROR;
+    for (key, errors) in listed.invalid {
+        messages.push(Message {
+            code: invalid.code,
+            name: invalid.name,
+            level: invalid.level,
+            resource: if key.namespace.is_empty() {
+                format!("{} {}", key.kind, key.name)
+            } else {
+                format!("{} {}.{}", key.kind, key.name, key.namespace)
+            },
+            message: format!("Schema validation error: {}", errors.join("; ")),
+        });
+    }
+    messages
+        .sort_by(|a, b| (&a.resource, a.code, &a.message).cmp(&(&b.resource, b.code, &b.message)));
+    let namespace = args.namespace.clone().unwrap_or(context_namespace);
+    if args.all_namespaces {
+        return Ok(Live {
+            messages,
+            target: "all namespaces".into(),
+        });
+    }
+    messages.retain(|m| in_namespace(&m.resource, &namespace));
+    Ok(Live {
+        messages,
+        target: format!("namespace: {namespace}"),
+    })
+}
+
+/// Whether the message's resource (`Kind name.namespace`, `Namespace name`)
+/// is in `namespace`.
+fn in_namespace(resource: &str, namespace: &str) -> bool {
+    match resource.split_once(' ') {
+        Some(("Namespace", name)) => name == namespace,
+        Some((_, name)) => name.rsplit_once('.').is_some_and(|(_, ns)| ns == namespace),
+        None => false,
+    }
+}
+
+/// The `istio` ConfigMap's MeshConfig, Istio's defaults without one.
+async fn cluster_mesh_config(client: &kube::Client) -> Result<MeshConfig> {
+    use control::sources::kube::{MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE};
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), MESH_CONFIG_NAMESPACE);
+    let Some(cm) = api
+        .get_opt(MESH_CONFIG_NAME)
+        .await
+        .context("reading the mesh config ConfigMap")?
+    else {
+        return Ok(MeshConfig::default());
+    };
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("mesh"))
+        .map(String::as_str)
+        .unwrap_or_default();
+    control::sources::kube::mesh_config(text).with_context(|| {
+        format!(
+            "ConfigMap {MESH_CONFIG_NAMESPACE}/{MESH_CONFIG_NAME}: key mesh is not a MeshConfig"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_namespace;
+
+    #[test]
+    fn messages_belong_to_the_namespace_of_their_resource() {
+        assert!(in_namespace("VirtualService reviews.prod", "prod"));
+        assert!(in_namespace("VirtualService my.dotted.name.prod", "prod"));
+        assert!(!in_namespace("VirtualService reviews.prod", "default"));
+        assert!(in_namespace("Namespace prod", "prod"));
+        assert!(!in_namespace("Namespace default", "prod"));
     }
 }

@@ -8,6 +8,9 @@ pub struct Client {
     /// The API's bearer token, sent on every request when known.
     token: Option<String>,
     http: reqwest::Client,
+    /// On a cluster: the API server, whose service proxy (`base`) reaches
+    /// the control plane with the user's credentials.
+    kube: Option<kube::Client>,
 }
 
 impl Client {
@@ -21,7 +24,35 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             token,
             http,
+            kube: None,
         }
+    }
+
+    /// The control plane on a cluster, through the API server's proxy at `path`.
+    pub fn kube(client: kube::Client, path: &str) -> Client {
+        Client {
+            kube: Some(client),
+            ..Client::new(path, None)
+        }
+    }
+
+    /// Whether the control plane is reached through a Kubernetes API server.
+    pub fn is_kube(&self) -> bool {
+        self.kube.is_some()
+    }
+
+    async fn get_kube(&self, client: &kube::Client, path: &str) -> Result<Value> {
+        let uri = format!("{}{path}", self.base);
+        let req = http::Request::get(&uri)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())?;
+        let text = client.request_text(req).await.with_context(|| {
+            format!(
+                "cannot reach the control plane through the Kubernetes API server's proxy {}",
+                self.base
+            )
+        })?;
+        serde_json::from_str(&text).context("reading the control plane's answer")
     }
 
     fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -32,6 +63,9 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str) -> Result<Value> {
+        if let Some(client) = &self.kube {
+            return self.get_kube(client, path).await;
+        }
         let resp = self
             .authorized(self.http.get(format!("{}{path}", self.base)))
             .send()
@@ -41,6 +75,11 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: String) -> Result<Value> {
+        if self.kube.is_some() {
+            bail!(
+                "on Kubernetes the mesh's config is the cluster's: change it with `kubectl apply`/`kubectl delete`"
+            );
+        }
         let resp = self
             .authorized(self.http.post(format!("{}{path}", self.base)))
             .header(reqwest::header::CONTENT_TYPE, "application/yaml")

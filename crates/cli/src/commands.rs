@@ -386,7 +386,13 @@ pub async fn proxy_config(client: &Client, a: &str, b: &str, output: Output) -> 
         return proxy_secrets(client, pod, output).await;
     }
     let (name, ns) = pod.split_once('.').unwrap_or((pod, "default"));
-    let dump = match proxy_admin(client, name, ns).await? {
+    // A pod's admin port on a cluster is not reachable from here.
+    let admin = if client.is_kube() {
+        None
+    } else {
+        proxy_admin(client, name, ns).await?
+    };
+    let dump = match admin {
         Some(admin) => from_proxy(&admin).await?,
         // A proxy whose admin port is unknown: what the control plane would push to it.
         None => {

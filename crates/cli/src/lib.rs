@@ -4,6 +4,7 @@
 
 pub mod analyze;
 pub mod client;
+pub mod cluster;
 pub mod commands;
 pub mod files;
 pub mod iptables;

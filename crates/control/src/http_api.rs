@@ -3,7 +3,8 @@
 //!
 //! Every route but `/healthz` is guarded (see [`guard`]): the bearer token
 //! when the control plane has one, a Host that names this listener (DNS
-//! rebinding), no foreign Origin (a web page in a local browser), and a
+//! rebinding; not on Kubernetes, where only read-only views are served and
+//! the API server's service proxy passes on its own Host), no foreign Origin (a web page in a local browser), and a
 //! YAML or JSON body on POST (an HTML form cannot send one). Secrets are
 //! served with their values redacted.
 
@@ -94,7 +95,10 @@ async fn guard(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    if !is_own_authority(host, access.listen) {
+    // On Kubernetes only read-only views are served, reached through the
+    // API server's service proxy (its authentication and RBAC on
+    // `services/proxy`), which passes on the Host the user sent it.
+    if !access.read_only && !is_own_authority(host, access.listen) {
         tracing::warn!(%peer, host, path = %req.uri().path(), "API request refused: foreign Host");
         return error(
             StatusCode::FORBIDDEN,

@@ -6,6 +6,7 @@
 
 pub mod api_token;
 pub mod bootstrap_token;
+pub mod ca_secret;
 pub mod ca_service;
 pub mod http_api;
 pub mod inject;
@@ -15,6 +16,7 @@ pub mod root_cert;
 mod secret_file;
 pub mod sources;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod token_review;
 pub mod webhook;
@@ -38,7 +40,9 @@ pub struct Options {
     /// How long changes are collected before one push.
     pub debounce: Duration,
     /// The CA's directory: Istio's plug-in `cacerts` files if `root-cert.pem`
-    /// is there, else a self-signed root kept there. `None`: no CA is served.
+    /// is there, else a self-signed root kept there. On Kubernetes the
+    /// material comes from the cluster's Secrets (see [`ca_secret`]) and is
+    /// kept here. `None`: no CA is served.
     pub ca_dir: Option<PathBuf>,
     /// The secret workloads' bootstrap tokens are derived from (see
     /// [`bootstrap_token`]). `None`: certificate requests are refused.
@@ -102,6 +106,8 @@ pub enum Error {
     Kubernetes(#[from] sources::kube::KubeError),
     #[error(transparent)]
     Webhook(#[from] webhook::WebhookError),
+    #[error("certificate authority: {0}")]
+    CaSecret(#[from] ca_secret::CaSecretError),
 }
 
 /// Runs the control plane until `shutdown` completes.
@@ -125,16 +131,22 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let ca = certificate_authority(options.ca_dir.as_deref(), &trust_domain)?;
     // The leader election, finished (the Lease released) before returning.
     let mut elector = None;
     // On a cluster, workloads prove who they are with service-account tokens.
     let mut token_reviews: Option<Arc<dyn ca_service::Authenticator>> = None;
+    let mut ca = None;
     if let Some(kubernetes) = &options.kubernetes {
         // Listed in full before any proxy can connect: none is ever served
         // a half-read cluster.
         let source = sources::kube::start(&kubernetes.connect).await?;
         let client = sources::kube::client(&kubernetes.connect).await?;
+        // Every replica signs with the root kept in the cluster.
+        if let Some(dir) = &options.ca_dir {
+            let loaded =
+                ca_secret::load(client.clone(), &kubernetes.namespace, &trust_domain, dir).await?;
+            ca = Some(Arc::new(loaded));
+        }
         let weak = Arc::downgrade(&cp);
         token_reviews = Some(Arc::new(token_review::TokenReviews::new(
             client.clone(),
@@ -169,11 +181,22 @@ pub async fn run(
         }
         if let Some(ca) = &ca {
             tokio::spawn(root_cert::publish_while_leader(
-                client,
+                client.clone(),
                 ca.roots().concat(),
-                leader_rx,
+                leader_rx.clone(),
             ));
         }
+        let weak = Arc::downgrade(&cp);
+        tokio::spawn(status::write_while_leader(
+            client,
+            source.clone(),
+            move || {
+                weak.upgrade()
+                    .map(|cp| cp.mesh().config.clone())
+                    .unwrap_or_default()
+            },
+            leader_rx,
+        ));
         cp.follow(source.clone());
         let cp = Arc::downgrade(&cp);
         tokio::spawn(async move {
@@ -184,6 +207,13 @@ pub async fn run(
             }
         });
     }
+    let ca = match ca {
+        Some(ca) => Some(ca),
+        None if options.kubernetes.is_none() => {
+            certificate_authority(options.ca_dir.as_deref(), &trust_domain)?
+        }
+        None => None,
+    };
     let credentials = match token_reviews {
         Some(reviews) => Some(reviews),
         None => workload_credentials(options.token_secret.as_deref(), &cp)?,

@@ -17,6 +17,9 @@ struct Args {
     /// The control plane's API token (default: the one `trellis up` made for that mesh).
     #[arg(long, global = true, hide_env_values = true, env = "TRELLIS_TOKEN")]
     token: Option<String>,
+    /// With --kubeconfig or --context: the mesh on that Kubernetes cluster.
+    #[command(flatten)]
+    cluster: cli::cluster::Cluster,
     #[command(subcommand)]
     command: Command,
 }
@@ -153,8 +156,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The client for the mesh the user means (see `cli::meshes`).
-fn client(args: &Args) -> anyhow::Result<Client> {
+/// The client for the mesh the user means: on the cluster named by
+/// --kubeconfig/--context, through its API server; else see `cli::meshes`.
+async fn client(args: &Args) -> anyhow::Result<Client> {
+    if args.cluster.named() && args.control_plane.is_none() {
+        let (kube, _) = args.cluster.connect().await?;
+        return Ok(Client::kube(kube, &args.cluster.control_plane_proxy()));
+    }
     let control_plane = match &args.control_plane {
         Some(c) => Some((c.clone(), "--control-plane")),
         None => std::env::var("TRELLIS_CONTROL_PLANE")
@@ -193,10 +201,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await
         }
         Command::Apply { file, recursive } => {
-            commands::apply(&client(&args)?, file, *recursive, false).await
+            commands::apply(&client(&args).await?, file, *recursive, false).await
         }
         Command::Delete { file, recursive } => {
-            commands::apply(&client(&args)?, file, *recursive, true).await
+            commands::apply(&client(&args).await?, file, *recursive, true).await
         }
         Command::Get {
             kind,
@@ -208,7 +216,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         } => {
             let namespace = (!all_namespaces).then_some(namespace.as_str());
             commands::get(
-                &client(&args)?,
+                &client(&args).await?,
                 kind,
                 name.as_deref(),
                 namespace,
@@ -217,15 +225,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Analyze(a) => match cli::analyze::run(a)? {
+        Command::Analyze(a) => match cli::analyze::run(a, &args.cluster).await? {
             0 => Ok(()),
             code => std::process::exit(code),
         },
         Command::Validate { file } => commands::validate(file),
         Command::KubeInject(a) => cli::kube_inject::run(a),
-        Command::ProxyStatus { output } => commands::proxy_status(&client(&args)?, *output).await,
+        Command::ProxyStatus { output } => {
+            commands::proxy_status(&client(&args).await?, *output).await
+        }
         Command::ProxyConfig { kind, pod, output } => {
-            commands::proxy_config(&client(&args)?, kind, pod, *output).await
+            commands::proxy_config(&client(&args).await?, kind, pod, *output).await
         }
         Command::Context { action } => {
             let text = match action {

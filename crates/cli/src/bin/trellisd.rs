@@ -29,7 +29,9 @@ struct Args {
     debounce_ms: u64,
     /// The CA: Istio's plug-in files (ca-cert.pem, ca-key.pem, root-cert.pem,
     /// cert-chain.pem) if root-cert.pem is there, else a self-signed root kept
-    /// there. Without it no workload certificates are issued.
+    /// there. Without it no workload certificates are issued. On Kubernetes
+    /// the CA comes from the `cacerts` Secret in --namespace (plug-in), else
+    /// the `istio-ca-secret` Secret (made by the first replica), kept here.
     #[arg(long)]
     ca_dir: Option<PathBuf>,
     /// The file (mode 0600) the workloads' bootstrap tokens are derived from.

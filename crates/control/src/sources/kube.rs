@@ -4,7 +4,8 @@
 //! Services, EndpointSlices, Pods, ServiceAccounts, Secrets and every Istio
 //! kind — and one on the `istio` ConfigMap in `istio-system`, Istio's
 //! MeshConfig. Objects are parsed and validated as the file source's are;
-//! an invalid one is reported and left out, and never stops the others.
+//! an invalid one is left out and reported (logged, and in its `status` by
+//! the leader, see [`crate::status`]), and never stops the others.
 //!
 //! While the API server is unreachable the set keeps what was last seen, so
 //! proxies keep their config (static stability); a relist replaces a kind
@@ -24,7 +25,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 
-use super::ResourceSet;
+use super::{ResourceSet, Stored};
 use crate::store::Key;
 
 /// How `trellisd` reaches the API server.
@@ -76,6 +77,10 @@ const WATCHED: &[Kind] = &[
     Kind::AuthorizationPolicy,
     Kind::Telemetry,
 ];
+
+/// As istiod: service account tokens and Helm's release records are never
+/// gateway credentials or CA material.
+const SECRET_FIELDS: &str = "type!=kubernetes.io/service-account-token,type!=helm.sh/release.v1";
 
 /// How long to wait before looking again for an Istio kind whose CRD is
 /// not installed.
@@ -182,43 +187,83 @@ async fn reflect(client: kube::Client, kind: Kind, set: &ResourceSet, synced: &(
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
     let mut config = watcher::Config::default();
     if kind == Kind::Secret {
-        // As istiod: service account tokens and Helm's release records are
-        // never gateway credentials or CA material.
-        config =
-            config.fields("type!=kubernetes.io/service-account-token,type!=helm.sh/release.v1");
+        config = config.fields(SECRET_FIELDS);
     }
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
     let mut listed = Vec::new();
+    let mut listed_stored = Vec::new();
+    // Istio objects are also kept as stored, valid or not, for their status.
+    let report = kind.is_istio();
     while let Some(event) = events.next().await {
         match event {
-            Ok(Event::Init) => listed.clear(),
+            Ok(Event::Init) => {
+                listed.clear();
+                listed_stored.clear();
+            }
             Ok(Event::InitApply(obj)) => {
-                if let Some(r) = convert(kind, &resource, obj) {
-                    listed.push(r);
+                let key = key_of(kind, &obj);
+                let stored = report.then(|| stored(&resource, &obj));
+                match convert_logged(kind, &resource, obj) {
+                    Ok(r) => listed.push(r),
+                    Err(invalid) => {
+                        if let Some(mut s) = stored {
+                            s.invalid = invalid;
+                            listed_stored.push((key, s));
+                        }
+                        continue;
+                    }
                 }
+                listed_stored.extend(stored.map(|s| (key, s)));
             }
             Ok(Event::InitDone) => {
                 let n = listed.len();
                 set.replace_kind(kind, std::mem::take(&mut listed));
+                if report {
+                    set.restore_kind(kind, std::mem::take(&mut listed_stored));
+                }
                 tracing::debug!(kind = kind.as_str(), objects = n, "listed");
                 synced();
             }
             Ok(Event::Apply(obj)) => {
                 let key = key_of(kind, &obj);
-                match convert(kind, &resource, obj) {
-                    Some(r) => set.apply(r),
+                let mut stored = report.then(|| stored(&resource, &obj));
+                match convert_logged(kind, &resource, obj) {
+                    Ok(r) => set.apply(r),
                     // No longer valid: what the cluster holds is not what we
                     // served, so it is served no more (as istiod drops it).
-                    None => set.remove(&key),
+                    Err(invalid) => {
+                        set.remove(&key);
+                        if let Some(s) = &mut stored {
+                            s.invalid = invalid;
+                        }
+                    }
+                }
+                if let Some(s) = stored {
+                    set.store(key, s);
                 }
             }
-            Ok(Event::Delete(obj)) => set.remove(&key_of(kind, &obj)),
+            Ok(Event::Delete(obj)) => {
+                let key = key_of(kind, &obj);
+                set.remove(&key);
+                set.unstore(&key);
+            }
             Err(error) => tracing::warn!(
                 kind = kind.as_str(),
                 %error,
                 "watch failed; serving what was last seen while retrying"
             ),
         }
+    }
+}
+
+/// What the status writer needs of a stored Istio object.
+fn stored(resource: &ApiResource, obj: &DynamicObject) -> Stored {
+    Stored {
+        api_version: resource.api_version.clone(),
+        resource_version: obj.metadata.resource_version.clone(),
+        generation: obj.metadata.generation,
+        status: obj.data.get("status").cloned(),
+        invalid: Vec::new(),
     }
 }
 
@@ -319,41 +364,90 @@ fn key_of(kind: Kind, obj: &DynamicObject) -> Key {
     }
 }
 
-/// The object as the file source would read it, or `None` (reported) when
-/// it does not parse or validate.
-fn convert(kind: Kind, resource: &ApiResource, mut obj: DynamicObject) -> Option<Resource> {
+/// The object as the file source would read it, or why it does not parse
+/// or validate.
+fn convert(
+    kind: Kind,
+    resource: &ApiResource,
+    mut obj: DynamicObject,
+) -> Result<Resource, Vec<String>> {
     // Bulky, and nothing the mesh reads.
     obj.metadata.managed_fields = None;
     let name = match &obj.metadata.namespace {
         Some(ns) => format!("{kind}/{ns}/{}", obj.metadata.name.as_deref().unwrap_or("")),
         None => format!("{kind}/{}", obj.metadata.name.as_deref().unwrap_or("")),
     };
-    let mut value = match serde_json::to_value(&obj) {
-        Ok(v) => v,
-        Err(error) => {
-            tracing::warn!(object = %name, %error, "cannot read object");
-            return None;
-        }
-    };
+    let mut value = serde_json::to_value(&obj).map_err(|error| vec![error.to_string()])?;
     // Items of a list carry no apiVersion/kind of their own.
     if let Some(fields) = value.as_object_mut() {
         fields.insert("apiVersion".into(), resource.api_version.clone().into());
         fields.insert("kind".into(), resource.kind.clone().into());
     }
-    let r = match api::parse_value(&name, value) {
-        Ok(r) => r,
-        Err(error) => {
-            tracing::warn!(object = %name, %error, "invalid object left out of the mesh");
-            return None;
-        }
-    };
+    let r = api::parse_value(&name, value).map_err(|error| vec![error.to_string()])?;
     let errors = api::validate(&r);
     if !errors.is_empty() {
-        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        tracing::warn!(object = %name, errors = %errors.join("; "), "invalid object left out of the mesh");
-        return None;
+        return Err(errors.iter().map(ToString::to_string).collect());
     }
-    Some(r)
+    Ok(r)
+}
+
+/// [`convert`], logging why an object is left out.
+fn convert_logged(
+    kind: Kind,
+    resource: &ApiResource,
+    obj: DynamicObject,
+) -> Result<Resource, Vec<String>> {
+    let key = key_of(kind, &obj);
+    convert(kind, resource, obj).inspect_err(|errors| {
+        let object = if key.namespace.is_empty() {
+            format!("{}/{}", key.kind, key.name)
+        } else {
+            format!("{}/{}/{}", key.kind, key.namespace, key.name)
+        };
+        tracing::warn!(%object, errors = %errors.join("; "), "invalid object left out of the mesh");
+    })
+}
+
+/// What the mesh reads from a cluster, listed once (for `trellis analyze -k`).
+#[derive(Debug, Default)]
+pub struct Listed {
+    /// Every object that parses and validates.
+    pub resources: Vec<Resource>,
+    /// Objects stored that do not parse or validate, and why.
+    pub invalid: Vec<(Key, Vec<String>)>,
+    /// Kinds not listed: the caller may not list them (RBAC), with the reason.
+    pub forbidden: Vec<(Kind, String)>,
+}
+
+/// Lists every kind the source reads, in every namespace, once.
+pub async fn list(client: &kube::Client) -> Result<Listed, KubeError> {
+    let mut listed = Listed::default();
+    for &kind in WATCHED {
+        let Some(resource) = api_resource(client, kind).await? else {
+            continue;
+        };
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let mut params = kube::api::ListParams::default();
+        if kind == Kind::Secret {
+            params = params.fields(SECRET_FIELDS);
+        }
+        let items = match api.list(&params).await {
+            Ok(list) => list.items,
+            Err(kube::Error::Api(s)) if s.is_forbidden() => {
+                listed.forbidden.push((kind, s.message));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for obj in items {
+            let key = key_of(kind, &obj);
+            match convert(kind, &resource, obj) {
+                Ok(r) => listed.resources.push(r),
+                Err(errors) => listed.invalid.push((key, errors)),
+            }
+        }
+    }
+    Ok(listed)
 }
 
 #[cfg(test)]
@@ -387,9 +481,10 @@ mod tests {
                 .contains("managedFields")
         );
         let misspelt = obj(serde_json::json!({"hosts": ["r"], "htp": []}));
-        assert!(convert(Kind::VirtualService, &resource, misspelt).is_none());
+        assert!(convert(Kind::VirtualService, &resource, misspelt).is_err());
         let invalid = obj(serde_json::json!({"hosts": []}));
-        assert!(convert(Kind::VirtualService, &resource, invalid).is_none());
+        let errors = convert(Kind::VirtualService, &resource, invalid).unwrap_err();
+        assert!(errors.iter().any(|e| e.contains("hosts")), "{errors:?}");
     }
 
     #[test]

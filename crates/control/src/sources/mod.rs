@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use api::{Kind, Resource};
 use model::MeshConfig;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::store::Key;
 
@@ -18,11 +18,42 @@ use crate::store::Key;
 /// source last saw. Each kind is replaced as a whole when the source relists
 /// it, so a reader never sees a kind half-listed, and a source that loses
 /// its connection keeps what it had (static stability).
-#[derive(Default)]
 pub struct ResourceSet {
     resources: Mutex<BTreeMap<Key, Resource>>,
     mesh_config: Mutex<Option<MeshConfig>>,
+    /// Every Istio object the source stores, valid or not, as stored.
+    stored: Mutex<BTreeMap<Key, Stored>>,
     changed: Notify,
+    /// Bumped on every change of any of the above, for any number of
+    /// watchers (the status writer) besides the one control plane.
+    revision: watch::Sender<u64>,
+}
+
+impl Default for ResourceSet {
+    fn default() -> Self {
+        ResourceSet {
+            resources: Default::default(),
+            mesh_config: Default::default(),
+            stored: Default::default(),
+            changed: Notify::new(),
+            revision: watch::Sender::new(0),
+        }
+    }
+}
+
+/// An Istio object as the source stores it, whether or not it is part of
+/// the mesh: what is needed to report on it in its `status`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stored {
+    /// Where it is read and written (`networking.istio.io/v1`).
+    pub api_version: String,
+    pub resource_version: Option<String>,
+    pub generation: Option<i64>,
+    /// Its `status` as stored, if any.
+    pub status: Option<serde_json::Value>,
+    /// Why it is left out of the mesh (it does not parse or validate);
+    /// empty when it is served.
+    pub invalid: Vec<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -49,6 +80,21 @@ impl ResourceSet {
         self.changed.notified().await;
     }
 
+    /// The Istio objects as stored, locked while the guard lives.
+    pub fn stored(&self) -> MutexGuard<'_, BTreeMap<Key, Stored>> {
+        lock(&self.stored)
+    }
+
+    /// Watches every change (resources, stored objects, mesh config).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    fn notify(&self) {
+        self.changed.notify_one();
+        self.revision.send_modify(|r| *r = r.wrapping_add(1));
+    }
+
     /// Adds or replaces one resource.
     pub(crate) fn apply(&self, r: Resource) {
         let key = Key::of(&r);
@@ -58,13 +104,39 @@ impl ResourceSet {
         }
         resources.insert(key, r);
         drop(resources);
-        self.changed.notify_one();
+        self.notify();
     }
 
     pub(crate) fn remove(&self, key: &Key) {
         if lock(&self.resources).remove(key).is_some() {
-            self.changed.notify_one();
+            self.notify();
         }
+    }
+
+    /// Records one Istio object as stored.
+    pub(crate) fn store(&self, key: Key, object: Stored) {
+        let mut stored = lock(&self.stored);
+        if stored.get(&key) == Some(&object) {
+            return;
+        }
+        stored.insert(key, object);
+        drop(stored);
+        self.revision.send_modify(|r| *r = r.wrapping_add(1));
+    }
+
+    pub(crate) fn unstore(&self, key: &Key) {
+        if lock(&self.stored).remove(key).is_some() {
+            self.revision.send_modify(|r| *r = r.wrapping_add(1));
+        }
+    }
+
+    /// Replaces every stored object of `kind` (a relist).
+    pub(crate) fn restore_kind(&self, kind: Kind, items: Vec<(Key, Stored)>) {
+        let mut stored = lock(&self.stored);
+        stored.retain(|k, _| k.kind != kind.as_str());
+        stored.extend(items);
+        drop(stored);
+        self.revision.send_modify(|r| *r = r.wrapping_add(1));
     }
 
     /// Replaces every resource of `kind` with `items` in one step (a relist).
@@ -88,7 +160,7 @@ impl ResourceSet {
         }
         drop(resources);
         if changed {
-            self.changed.notify_one();
+            self.notify();
         }
     }
 
@@ -97,7 +169,7 @@ impl ResourceSet {
         if *current != config {
             *current = config;
             drop(current);
-            self.changed.notify_one();
+            self.notify();
         }
     }
 }
