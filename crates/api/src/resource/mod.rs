@@ -14,7 +14,7 @@ use serde::{Serialize, Serializer};
 
 pub use kind::{Kind, UnknownKind};
 pub use object::Object;
-pub use parse::{ParseError, parse, parse_value};
+pub use parse::{ParseError, parse, parse_each, parse_value};
 
 use crate::{networking, security, telemetry};
 

@@ -27,6 +27,8 @@ pub const REFERENCED_RESOURCE_NOT_FOUND: MessageType =
     ty("IST0101", "ReferencedResourceNotFound", Level::Error);
 pub const NAMESPACE_NOT_INJECTED: MessageType = ty("IST0102", "NamespaceNotInjected", Level::Info);
 pub const POD_MISSING_PROXY: MessageType = ty("IST0103", "PodMissingProxy", Level::Warning);
+pub const SCHEMA_VALIDATION_ERROR: MessageType =
+    ty("IST0106", "SchemaValidationError", Level::Error);
 pub const CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS: MessageType = ty(
     "IST0109",
     "ConflictingMeshGatewayVirtualServiceHosts",
@@ -89,6 +91,7 @@ pub const ALL: &[MessageType] = &[
     REFERENCED_RESOURCE_NOT_FOUND,
     NAMESPACE_NOT_INJECTED,
     POD_MISSING_PROXY,
+    SCHEMA_VALIDATION_ERROR,
     CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS,
     CONFLICTING_SIDECAR_WORKLOAD_SELECTORS,
     MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS,
@@ -143,6 +146,10 @@ pub fn pod_missing_proxy(pod: &str) -> String {
         "The pod {pod} is missing the Istio proxy. This can often be resolved by restarting or \
          redeploying the workload."
     )
+}
+
+pub fn schema_validation_error(error: &str) -> String {
+    format!("Schema validation error: {error}")
 }
 
 pub fn conflicting_mesh_gateway_virtual_service_hosts(
