@@ -7,6 +7,7 @@
 
 mod destination_rule;
 mod gateway;
+mod istio_more;
 mod schema;
 mod security;
 mod unsupported;
@@ -132,6 +133,7 @@ fn cases() -> Vec<Case> {
         workload::cases(),
         unsupported::cases(),
         schema::cases(),
+        istio_more::cases(),
     ]
     .into_iter()
     .flatten()
@@ -252,6 +254,27 @@ fn every_code_has_a_case_and_matches_the_catalogue() {
         ("IST0113", "MTLSPolicyConflict", Level::Error),
         ("IST0118", "PortNameIsNotUnderNamingConvention", Level::Info),
         ("IST0127", "NoMatchingWorkloadsFound", Level::Warning),
+        (
+            "IST0128",
+            "NoServerCertificateVerificationDestinationLevel",
+            Level::Warning,
+        ),
+        (
+            "IST0129",
+            "NoServerCertificateVerificationPortLevel",
+            Level::Warning,
+        ),
+        ("IST0134", "ServiceEntryAddressesRequired", Level::Warning),
+        (
+            "IST0159",
+            "ConflictingTelemetryWorkloadSelectors",
+            Level::Error,
+        ),
+        (
+            "IST0160",
+            "MultipleTelemetriesWithoutWorkloadSelectors",
+            Level::Error,
+        ),
         (
             "IST0132",
             "VirtualServiceHostNotFoundInGateway",
