@@ -119,8 +119,18 @@ impl Suppression {
         })
     }
 
+    /// Whether this silences `m`. The resource is matched as Trellis names
+    /// it (`Kind name.namespace`, as released istioctl versions do) and as
+    /// newer istioctl versions name it (`Kind namespace/name`).
     fn silences(&self, m: &Message) -> bool {
-        self.code == m.code && glob(&self.resource, &m.resource)
+        if self.code != m.code {
+            return false;
+        }
+        let slashed = m.resource.split_once(' ').and_then(|(kind, full)| {
+            let (name, ns) = full.rsplit_once('.')?;
+            Some(format!("{kind} {ns}/{name}"))
+        });
+        glob(&self.resource, &m.resource) || slashed.is_some_and(|r| glob(&self.resource, &r))
     }
 }
 

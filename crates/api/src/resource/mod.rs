@@ -51,6 +51,9 @@ pub enum Resource {
         name: String,
         namespace: Option<String>,
         reason: String,
+        /// The `spec` as written (null when absent): kinds Trellis does not
+        /// serve are still checked by the rules Istio applies to them.
+        spec: serde_json::Value,
     },
 }
 

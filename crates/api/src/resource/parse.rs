@@ -591,6 +591,7 @@ fn unsupported(
         name: ctx.name.clone().unwrap_or_default(),
         namespace,
         reason,
+        spec: map.get("spec").cloned().unwrap_or(Value::Null),
     }
 }
 

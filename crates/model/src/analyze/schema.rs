@@ -11,7 +11,10 @@ use super::messages as m;
 use super::{Message, context::Context, origin};
 
 pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
-    for r in ctx.resources.iter().filter(|r| r.kind().is_istio()) {
+    // Kinds Trellis does not serve (EnvoyFilter, WasmPlugin, ...) are
+    // checked too, as istioctl checks them.
+    let checked = |r: &&api::Resource| r.kind().is_istio() || r.kind() == api::Kind::Unsupported;
+    for r in ctx.resources.iter().filter(checked) {
         for e in api::validate(r) {
             out.push(schema_validation_error(origin(r), &e.to_string()));
         }
