@@ -56,6 +56,10 @@ cargo deny --log-level error check licenses bans sources
 # Go modules once and cached outside the repository (scripts/kube-tools.sh),
 # for the tests against a real Kubernetes API server.
 scripts/kube-tools.sh >/dev/null
+# istioctl, built from the istio.io/istio Go module once and cached outside
+# the repository (scripts/istioctl.sh): the oracle the differential tests
+# compare `trellis validate` and `trellis analyze` with.
+scripts/istioctl.sh >/dev/null
 
 # The end-to-end tests start the real binaries (trellis, trellisd,
 # trellis-proxy, trellis-sample) from target/debug.

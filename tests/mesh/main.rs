@@ -10,6 +10,7 @@ mod capture;
 mod control_plane;
 mod gateway_tls;
 mod interop;
+mod istioctl_diff;
 mod kube;
 mod kube_inject;
 mod kube_ca;

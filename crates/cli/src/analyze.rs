@@ -20,6 +20,9 @@ use crate::files;
 
 /// istioctl's exit code when analyzers find issues at or above the failure threshold.
 pub const EXIT_ISSUES_FOUND: i32 = 79;
+/// istioctl's exit code (sysexits' EX_DATAERR) when some input could not be
+/// parsed and nothing worse was found.
+pub const EXIT_PARSE_ERRORS: i32 = 65;
 
 /// The mesh settings file `trellis up` reads from a manifest directory; it is
 /// not a Kubernetes object, so it is not analyzed as one.
@@ -27,8 +30,8 @@ const MESH_CONFIG_FILE: &str = "mesh.yaml";
 
 #[derive(clap::Args, Debug)]
 pub struct AnalyzeArgs {
-    /// Files or directories to analyze (the YAML/JSON files directly in a
-    /// directory, as `kubectl -f DIR`). Default: the current directory.
+    /// Files or directories to analyze (directories with their subfolders,
+    /// as istioctl reads them). Default: the current directory.
     pub paths: Vec<PathBuf>,
     /// A file or directory to analyze; may be repeated.
     #[arg(short = 'f', long = "filename")]
@@ -36,12 +39,20 @@ pub struct AnalyzeArgs {
     /// Output format: log lines, or a JSON/YAML list shaped like istioctl's.
     #[arg(short = 'o', long, value_enum, default_value = "log")]
     pub output: Format,
-    /// Exit with 79 when a message at or above this level is found.
+    /// Exit with 79 when a message at or above this level is found (log
+    /// output only, as istioctl: with `-o json|yaml` the exit code is 0).
     #[arg(long, value_enum, ignore_case = true, default_value = "Error")]
     pub failure_threshold: Threshold,
     /// Print only messages at or above this level.
     #[arg(long, value_enum, ignore_case = true, default_value = "Info")]
     pub output_threshold: Threshold,
+    /// Suppress a message code on a resource: `CODE=Kind name.namespace`,
+    /// with `*` matching any text (`IST0102=Namespace *`). May be repeated.
+    #[arg(short = 'S', long)]
+    pub suppress: Vec<String>,
+    /// Do not fail (exit 65) on documents that cannot be parsed.
+    #[arg(long)]
+    pub ignore_unknown: bool,
     /// MeshConfig YAML (rootNamespace, trustDomain, ...); default: `mesh.yaml`
     /// in the analyzed directory, else Istio's defaults.
     #[arg(long = "meshConfigFile", alias = "mesh-config-file")]
@@ -99,27 +110,99 @@ struct Entry<'a> {
     reference: Option<&'a str>,
 }
 
-/// Runs the verb; returns the process exit code (0, or 79 when issues at or
-/// above the failure threshold were found). Files that do not parse or
-/// validate are an error (exit 1), reported as `trellis validate` does.
+/// `--suppress CODE=RESOURCE`: the code, and a pattern for the resource
+/// name in which `*` matches any text.
+struct Suppression {
+    code: String,
+    resource: String,
+}
+
+impl Suppression {
+    fn parse(s: &str) -> Result<Suppression> {
+        let parts: Vec<&str> = s.split('=').collect();
+        let [code, resource] = parts[..] else {
+            bail!("{s} is not a valid suppression value. See trellis analyze --help");
+        };
+        if !messages::ALL.iter().any(|t| t.code == code) {
+            eprintln!(
+                "Warning: Supplied message code '{code}' is an unknown message code and will not have any effect."
+            );
+        }
+        Ok(Suppression {
+            code: code.to_string(),
+            resource: resource.to_string(),
+        })
+    }
+
+    /// Whether this silences `m`. The resource is matched as Trellis names
+    /// it (`Kind name.namespace`, as released istioctl versions do) and as
+    /// newer istioctl versions name it (`Kind namespace/name`).
+    fn silences(&self, m: &Message) -> bool {
+        if self.code != m.code {
+            return false;
+        }
+        let slashed = m.resource.split_once(' ').and_then(|(kind, full)| {
+            let (name, ns) = full.rsplit_once('.')?;
+            Some(format!("{kind} {ns}/{name}"))
+        });
+        glob(&self.resource, &m.resource) || slashed.is_some_and(|r| glob(&self.resource, &r))
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters.
+fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let tail: Vec<&str> = parts.collect();
+    let Some((last, middle)) = tail.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Runs the verb; returns the process exit code as istioctl's: 0; 79 when
+/// issues at or above the failure threshold were found; 65 when some
+/// document could not be parsed and nothing reached the threshold. A
+/// resource that breaks Istio's rules is a message (IST0106) and the rest
+/// is still analyzed.
 pub async fn run(args: &AnalyzeArgs, cluster: &Cluster) -> Result<i32> {
     let mut paths: Vec<PathBuf> = args.paths.iter().chain(&args.filenames).cloned().collect();
     if paths.is_empty() && !args.use_kube {
         paths.push(PathBuf::from("."));
     }
-    let (resources, sources) = load(&paths)?;
-    let (messages, target, sources) = if args.use_kube {
-        let live = live(args, cluster, resources).await?;
-        (live.messages, live.target, sources)
+    let suppressions = args
+        .suppress
+        .iter()
+        .map(|s| Suppression::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    let input = load(&paths)?;
+    let (mut messages, target) = if args.use_kube {
+        let live = live(args, cluster, input.resources).await?;
+        (live.messages, live.target)
     } else {
         let mesh = mesh_config(args, &paths)?;
-        let target = target(&resources);
-        (analyze::analyze(&resources, &mesh), target, sources)
+        let target = target(&input.resources);
+        (analyze::analyze(&input.resources, &mesh), target)
     };
+    messages.extend(input.undecodable);
+    messages.retain(|m| !suppressions.iter().any(|s| s.silences(m)));
+    messages
+        .sort_by(|a, b| (&a.resource, a.code, &a.message).cmp(&(&b.resource, b.code, &b.message)));
+    messages.dedup();
     let shown: Vec<&Message> = messages
         .iter()
         .filter(|m| m.level >= args.output_threshold.level())
         .collect();
+    let sources = &input.sources;
 
     let mut stdout = std::io::stdout().lock();
     match args.output {
@@ -136,7 +219,19 @@ pub async fn run(args: &AnalyzeArgs, cluster: &Cluster) -> Result<i32> {
                 )?;
             }
             if shown.is_empty() {
-                eprintln!("\u{2714} No validation issues found when analyzing {target}.");
+                if input.parse_errors == 0 {
+                    eprintln!("\u{2714} No validation issues found when analyzing {target}.");
+                } else {
+                    let files = if input.parse_errors == 1 {
+                        "file"
+                    } else {
+                        "files"
+                    };
+                    eprintln!(
+                        "No validation issues found when analyzing {target} (but {} {files} could not be parsed).",
+                        input.parse_errors
+                    );
+                }
             }
         }
         Format::Json | Format::Yaml => {
@@ -156,6 +251,9 @@ pub async fn run(args: &AnalyzeArgs, cluster: &Cluster) -> Result<i32> {
             } else {
                 write!(stdout, "{}", serde_yaml_ng::to_string(&entries)?)?;
             }
+            // istioctl decides its exit code from the log output only.
+            stdout.flush()?;
+            return Ok(0);
         }
     }
     stdout.flush()?;
@@ -170,41 +268,100 @@ pub async fn run(args: &AnalyzeArgs, cluster: &Cluster) -> Result<i32> {
         );
         return Ok(EXIT_ISSUES_FOUND);
     }
+    if input.parse_errors > 0 && !args.ignore_unknown {
+        eprintln!("Error: Some files couldn't be parsed.");
+        return Ok(EXIT_PARSE_ERRORS);
+    }
     Ok(0)
 }
 
-/// Reads and validates every file; the resources, and for each resource's
-/// origin (`VirtualService reviews.default`) the file it came from.
-fn load(paths: &[PathBuf]) -> Result<(Vec<api::Resource>, HashMap<String, String>)> {
-    let mut resources = Vec::new();
-    let mut sources = HashMap::new();
-    let mut problems = Vec::new();
+/// What [`load`] read.
+struct Input {
+    resources: Vec<api::Resource>,
+    /// For each resource's origin (`VirtualService reviews.default`), the
+    /// file it came from.
+    sources: HashMap<String, String>,
+    /// IST0106 for Istio resources whose fields could not be decoded (a
+    /// misspelt field, a string where a number belongs).
+    undecodable: Vec<Message>,
+    /// Files with a document that is not a Kubernetes object at all.
+    parse_errors: usize,
+}
+
+/// Reads every file document by document: a document that cannot be read
+/// is reported (on stderr, or as IST0106 when it is an Istio resource) and
+/// the rest is analyzed.
+fn load(paths: &[PathBuf]) -> Result<Input> {
+    let mut input = Input {
+        resources: Vec::new(),
+        sources: HashMap::new(),
+        undecodable: Vec::new(),
+        parse_errors: 0,
+    };
+    let mut seen: HashMap<String, usize> = HashMap::new();
     for path in paths {
-        for file in files::manifest_files(path, false)? {
+        for file in files::manifest_files(path, true)? {
             if path.is_dir() && is_mesh_config(&file) {
                 continue;
             }
-            // One file at a time, so each resource can name its file.
-            match files::load_valid(&file, false) {
-                Ok(loaded) => {
-                    for r in loaded.resources {
-                        sources
-                            .entry(analyze::origin(&r))
-                            .or_insert_with(|| file.display().to_string());
-                        resources.push(r);
+            let name = file.display().to_string();
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {name}"))?;
+            let (resources, errors) = api::parse_each(&name, &text);
+            for r in resources {
+                // One object per kind, name and namespace, as in a cluster:
+                // a later file's version replaces an earlier one (istioctl
+                // reads alternatives of one resource the same way), so
+                // alternatives are not reported as conflicting.
+                let origin = analyze::origin(&r);
+                match seen.get(&origin) {
+                    Some(&i) => input.resources[i] = r,
+                    None => {
+                        seen.insert(origin.clone(), input.resources.len());
+                        input.resources.push(r);
                     }
                 }
-                Err(p) => problems.extend(p),
+                input.sources.insert(origin, name.clone());
             }
+            let mut file_failed = false;
+            for e in errors {
+                match istio_origin(&e) {
+                    Some(origin) => {
+                        let detail = if e.path.is_empty() {
+                            e.message.clone()
+                        } else {
+                            format!("{}: {}", e.path, e.message)
+                        };
+                        input
+                            .sources
+                            .entry(origin.clone())
+                            .or_insert_with(|| name.clone());
+                        input
+                            .undecodable
+                            .push(analyze::schema_validation_error(origin, &detail));
+                    }
+                    None => {
+                        eprintln!("Error(s) adding files: {e}");
+                        file_failed = true;
+                    }
+                }
+            }
+            input.parse_errors += usize::from(file_failed);
         }
     }
-    if !problems.is_empty() {
-        for p in &problems {
-            eprintln!("error: {p}");
-        }
-        bail!("{} problem(s) found", problems.len());
-    }
-    Ok((resources, sources))
+    Ok(input)
+}
+
+/// `Kind name.namespace` for a document of an Istio kind that failed to decode.
+fn istio_origin(e: &api::ParseError) -> Option<String> {
+    let kind = api::Kind::parse(e.kind.as_deref()?)?;
+    let name = e.name.as_deref().filter(|n| !n.is_empty())?;
+    kind.is_istio().then(|| {
+        format!(
+            "{} {name}.{}",
+            kind.as_str(),
+            e.namespace.as_deref().unwrap_or("default")
+        )
+    })
 }
 
 fn is_mesh_config(file: &Path) -> bool {
@@ -283,19 +440,16 @@ async fn live(args: &AnalyzeArgs, cluster: &Cluster, files: Vec<api::Resource>) 
         .collect();
     resources.extend(files);
     let mut messages = analyze::analyze(&resources, &mesh);
-    let invalid = control::status::SCHEMA_VALIDATION_ERROR;
     for (key, errors) in listed.invalid {
-        messages.push(Message {
-            code: invalid.code,
-            name: invalid.name,
-            level: invalid.level,
-            resource: if key.namespace.is_empty() {
-                format!("{} {}", key.kind, key.name)
-            } else {
-                format!("{} {}.{}", key.kind, key.name, key.namespace)
-            },
-            message: format!("Schema validation error: {}", errors.join("; ")),
-        });
+        let resource = if key.namespace.is_empty() {
+            format!("{} {}", key.kind, key.name)
+        } else {
+            format!("{} {}.{}", key.kind, key.name, key.namespace)
+        };
+        messages.push(analyze::schema_validation_error(
+            resource,
+            &errors.join("; "),
+        ));
     }
     messages
         .sort_by(|a, b| (&a.resource, a.code, &a.message).cmp(&(&b.resource, b.code, &b.message)));

@@ -31,12 +31,6 @@ use tokio::sync::watch;
 use crate::sources::{ResourceSet, Stored};
 use crate::store::Key;
 
-/// istioctl's code for an object that fails validation.
-pub const SCHEMA_VALIDATION_ERROR: messages::MessageType = messages::MessageType {
-    code: "IST0106",
-    name: "SchemaValidationError",
-    level: Level::Error,
-};
 /// Istio's condition on config objects: whether it reached the proxies.
 const RECONCILED: &str = "Reconciled";
 /// How long changes are collected before statuses are worked out again.
@@ -232,7 +226,7 @@ fn statuses(set: &ResourceSet, mesh: &MeshConfig, now: Value) -> BTreeMap<Key, (
 /// The status `object` should have, given the analyzers' findings about it.
 fn status(object: &Stored, found: &[Finding], now: &Value) -> Value {
     let invalid = (!object.invalid.is_empty()).then(|| Finding {
-        ty: SCHEMA_VALIDATION_ERROR,
+        ty: messages::SCHEMA_VALIDATION_ERROR,
         text: object.invalid.join("; "),
     });
     let all: Vec<&Finding> = invalid.iter().chain(found).collect();

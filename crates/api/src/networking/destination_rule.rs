@@ -367,6 +367,20 @@ pub struct HttpSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_concurrent_streams: Option<i32>,
+    /// HTTP/2 PING frames on upstream connections. Accepted as Istio's
+    /// schema has it; trellis-proxy does not send them yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_keep_alive: Option<ConnectionKeepalive>,
+}
+
+/// `connectionPool.http.http2KeepAlive`: both fields are required.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionKeepalive {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use serde::{Serialize, Serializer};
 
 pub use kind::{Kind, UnknownKind};
 pub use object::Object;
-pub use parse::{ParseError, parse, parse_value};
+pub use parse::{ParseError, parse, parse_each, parse_value};
 
 use crate::{networking, security, telemetry};
 
@@ -51,6 +51,9 @@ pub enum Resource {
         name: String,
         namespace: Option<String>,
         reason: String,
+        /// The `spec` as written (null when absent): kinds Trellis does not
+        /// serve are still checked by the rules Istio applies to them.
+        spec: serde_json::Value,
     },
 }
 

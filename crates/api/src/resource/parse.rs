@@ -26,6 +26,8 @@ pub struct ParseError {
     pub document: usize,
     pub kind: Option<String>,
     pub name: Option<String>,
+    /// `metadata.namespace` as written, when the document has one.
+    pub namespace: Option<String>,
     /// Field path such as `spec.http[0].route[0].weight`; empty when the
     /// error is not about one field (e.g. a YAML syntax error).
     pub path: String,
@@ -56,7 +58,7 @@ pub fn parse(source: &str, text: &str) -> Result<Vec<Resource>, ParseError> {
     let mut out = Vec::new();
     for (index, doc) in documents(source, text)?.into_iter().enumerate() {
         let document = index + 1;
-        collect(source, document, "", doc, &mut out)?;
+        collect(source, document, "", doc, &mut out, Fields::Strict)?;
     }
     Ok(out)
 }
@@ -64,7 +66,73 @@ pub fn parse(source: &str, text: &str) -> Result<Vec<Resource>, ParseError> {
 /// Parses one already-decoded object (e.g. from a Kubernetes watch).
 pub fn parse_value(source: &str, value: Value) -> Result<Resource, ParseError> {
     let ctx = Context::new(source, 1, "", &value);
-    resource(&ctx, value)
+    resource(&ctx, value, Fields::Strict)
+}
+
+/// Parses document by document, as `istioctl analyze` reads files: a
+/// document that fails does not stop the others, and Kubernetes' own kinds
+/// (Pod, Service, Deployment, ...) are read as the API server reads them,
+/// dropping fields it does not know. Documents are split at `---` lines
+/// first, as Kubernetes' YAML reader does, so a syntax error spoils only
+/// its own document. Returns the resources in order and the failures.
+pub fn parse_each(source: &str, text: &str) -> (Vec<Resource>, Vec<ParseError>) {
+    let mut resources = Vec::new();
+    let mut errors = Vec::new();
+    let trimmed = text.trim_start_matches('\u{feff}').trim_start();
+    let chunks: Vec<Result<Vec<Value>, ParseError>> =
+        if trimmed.starts_with('{') || trimmed.starts_with('[') {
+            vec![documents(source, text)]
+        } else {
+            split_documents(text)
+                .into_iter()
+                .enumerate()
+                .map(|(i, chunk)| {
+                    yaml_documents(source, chunk).map_err(|mut e| {
+                        e.document = i + 1;
+                        e
+                    })
+                })
+                .collect()
+        };
+    for (index, chunk) in chunks.into_iter().enumerate() {
+        let docs = match chunk {
+            Ok(docs) => docs,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        for doc in docs {
+            let document = index + 1;
+            let mut one = Vec::new();
+            match collect(source, document, "", doc, &mut one, Fields::Lenient) {
+                Ok(()) => resources.extend(one),
+                Err(e) => {
+                    resources.extend(one);
+                    errors.push(e);
+                }
+            }
+        }
+    }
+    (resources, errors)
+}
+
+/// The documents of a YAML stream, split where a line starts with `---`
+/// (Kubernetes' `yaml.NewYAMLReader`).
+fn split_documents(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.starts_with("---") {
+            out.push(&text[start..offset]);
+            start = offset + line.len();
+        }
+        offset += line.len();
+    }
+    out.push(&text[start..]);
+    out.retain(|d| !d.trim().is_empty());
+    out
 }
 
 /// Splits the text into top-level JSON values, one per YAML document (or
@@ -86,6 +154,7 @@ fn documents(source: &str, text: &str) -> Result<Vec<Value>, ParseError> {
                     document: 1,
                     kind: None,
                     name: None,
+                    namespace: None,
                     path: String::new(),
                     message: format!("invalid JSON: {json_err}"),
                 });
@@ -104,6 +173,7 @@ fn yaml_documents(source: &str, text: &str) -> Result<Vec<Value>, ParseError> {
             document: index + 1,
             kind: None,
             name: None,
+            namespace: None,
             path: String::new(),
             message,
         };
@@ -148,6 +218,7 @@ struct Context<'a> {
     prefix: String,
     kind: Option<String>,
     name: Option<String>,
+    namespace: Option<String>,
 }
 
 impl<'a> Context<'a> {
@@ -164,6 +235,7 @@ impl<'a> Context<'a> {
             prefix: prefix.to_string(),
             kind: str_at("/kind"),
             name: str_at("/metadata/name"),
+            namespace: str_at("/metadata/namespace"),
         }
     }
 
@@ -179,10 +251,20 @@ impl<'a> Context<'a> {
             document: self.document,
             kind: self.kind.clone(),
             name: self.name.clone(),
+            namespace: self.namespace.clone(),
             path,
             message: message.into(),
         }
     }
+}
+
+/// How fields Kubernetes' own kinds do not know are treated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fields {
+    /// An error, as `kubectl apply --validate=strict`: a typo must not vanish.
+    Strict,
+    /// Dropped, as the API server (and istioctl analyze) does.
+    Lenient,
 }
 
 /// Adds the resources in one document to `out`, flattening `List`s.
@@ -192,6 +274,7 @@ fn collect(
     prefix: &str,
     value: Value,
     out: &mut Vec<Resource>,
+    fields: Fields,
 ) -> Result<(), ParseError> {
     if value.is_null() {
         return Ok(()); // empty document (`---` followed by nothing, or comments only)
@@ -203,7 +286,7 @@ fn collect(
         .is_some_and(|k| k == "List" || k.ends_with("List"))
         && value.get("items").is_some();
     if !is_list {
-        out.push(resource(&ctx, value)?);
+        out.push(resource(&ctx, value, fields)?);
         return Ok(());
     }
     let Value::Object(mut map) = value else {
@@ -212,7 +295,14 @@ fn collect(
     match map.remove("items") {
         Some(Value::Array(items)) => {
             for (i, item) in items.into_iter().enumerate() {
-                collect(source, document, &format!("{prefix}items[{i}]."), item, out)?;
+                collect(
+                    source,
+                    document,
+                    &format!("{prefix}items[{i}]."),
+                    item,
+                    out,
+                    fields,
+                )?;
             }
             Ok(())
         }
@@ -222,7 +312,7 @@ fn collect(
 }
 
 /// Decodes one object (not a list).
-fn resource(ctx: &Context<'_>, value: Value) -> Result<Resource, ParseError> {
+fn resource(ctx: &Context<'_>, value: Value, fields: Fields) -> Result<Resource, ParseError> {
     let Value::Object(map) = &value else {
         return Err(ctx.error(
             "",
@@ -284,13 +374,13 @@ fn resource(ctx: &Context<'_>, value: Value) -> Result<Resource, ParseError> {
             Resource::AuthorizationPolicy(typed::<Object<_>>(ctx, &value)?)
         }
         Kind::Telemetry => Resource::Telemetry(typed::<Object<_>>(ctx, &value)?),
-        Kind::Namespace => Resource::Namespace(strict_k8s(ctx, &value)?),
-        Kind::ServiceAccount => Resource::ServiceAccount(strict_k8s(ctx, &value)?),
-        Kind::Secret => Resource::Secret(strict_k8s(ctx, &value)?),
-        Kind::Service => Resource::Service(strict_k8s(ctx, &value)?),
-        Kind::Deployment => Resource::Deployment(strict_k8s(ctx, &value)?),
-        Kind::Pod => Resource::Pod(strict_k8s(ctx, &value)?),
-        Kind::EndpointSlice => Resource::EndpointSlice(strict_k8s(ctx, &value)?),
+        Kind::Namespace => Resource::Namespace(k8s(ctx, &value, fields)?),
+        Kind::ServiceAccount => Resource::ServiceAccount(k8s(ctx, &value, fields)?),
+        Kind::Secret => Resource::Secret(k8s(ctx, &value, fields)?),
+        Kind::Service => Resource::Service(k8s(ctx, &value, fields)?),
+        Kind::Deployment => Resource::Deployment(k8s(ctx, &value, fields)?),
+        Kind::Pod => Resource::Pod(k8s(ctx, &value, fields)?),
+        Kind::EndpointSlice => Resource::EndpointSlice(k8s(ctx, &value, fields)?),
         Kind::Unsupported => return Ok(unsupported(ctx, map, &api_version, kind)),
     })
 }
@@ -304,6 +394,18 @@ fn typed<T: DeserializeOwned>(ctx: &Context<'_>, value: &Value) -> Result<T, Par
         let (path, message) = explain(&path, &message);
         ctx.error(&path, message)
     })
+}
+
+/// Decodes a k8s-openapi type, rejecting fields it does not know when strict.
+fn k8s<T: DeserializeOwned + serde::Serialize>(
+    ctx: &Context<'_>,
+    value: &Value,
+    fields: Fields,
+) -> Result<T, ParseError> {
+    match fields {
+        Fields::Strict => strict_k8s(ctx, value),
+        Fields::Lenient => typed(ctx, value),
+    }
 }
 
 /// Decodes a k8s-openapi type and rejects fields it does not know.
@@ -489,6 +591,7 @@ fn unsupported(
         name: ctx.name.clone().unwrap_or_default(),
         namespace,
         reason,
+        spec: map.get("spec").cloned().unwrap_or(Value::Null),
     }
 }
 

@@ -354,6 +354,15 @@ fn connection_pool(errs: &mut Errors, p: &str, pool: &ConnectionPoolSettings) {
         if let Some(d) = &h.idle_timeout {
             errs.check(at(&hp, "idleTimeout"), common::duration_min_1ms(d));
         }
+        if let Some(k) = &h.http2_keep_alive {
+            let kp = at(&hp, "http2KeepAlive");
+            for (field, d) in [("interval", &k.interval), ("timeout", &k.timeout)] {
+                match d {
+                    Some(d) => errs.check(at(&kp, field), common::duration_min_1ms(d)),
+                    None => errs.add(at(&kp, field), format!("{field} is required")),
+                }
+            }
+        }
     }
 }
 

@@ -75,7 +75,25 @@ fn server(errs: &mut Errors, p: &str, s: &Server) {
             format!("TLS settings are required for {proto} servers"),
         ),
         None => {}
-        Some(tls) => server_tls(errs, &at(p, "tls"), tls, needs_tls),
+        Some(tls) => {
+            server_tls(errs, &at(p, "tls"), tls, needs_tls);
+            // As Istio: a plaintext port may only carry an httpsRedirect
+            // (a passthrough-mode block without certificates).
+            let passthrough = matches!(
+                tls.mode.unwrap_or_default(),
+                ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
+            );
+            let files = tls.server_certificate.is_some()
+                || tls.private_key.is_some()
+                || tls.ca_certificates.is_some();
+            let http = matches!(proto.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB");
+            if !needs_tls && !proto.is_empty() && (!http || !passthrough || files) {
+                errs.add(
+                    at(p, "tls"),
+                    format!("TLS settings are only allowed on HTTPS and TLS servers, not {proto} (an HTTP server may set only httpsRedirect)"),
+                );
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@ mod kubernetes;
 mod security;
 mod service_entry;
 mod telemetry;
+mod unserved;
 mod virtual_service;
 
 use crate::Resource;
@@ -32,8 +33,10 @@ impl std::fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
-/// Every rule violation in `r` (empty when valid). Unsupported kinds have
-/// nothing to check: they are reported for what they are by the caller.
+/// Every rule violation in `r` (empty when valid). Istio kinds Trellis does
+/// not serve (EnvoyFilter, WasmPlugin, ProxyConfig) are checked by Istio's
+/// rules too, so that `validate` does not pass what istioctl rejects; the
+/// caller reports them as unsupported either way.
 pub fn validate(r: &Resource) -> Vec<FieldError> {
     let mut errs = Errors::default();
     let e = &mut errs;
@@ -104,7 +107,15 @@ pub fn validate(r: &Resource) -> Vec<FieldError> {
             kubernetes::metadata(e, &es.metadata, common::name);
             kubernetes::endpoint_slice(e, es);
         }
-        Resource::Unsupported { .. } => {}
+        Resource::Unsupported {
+            api_version,
+            kind,
+            spec,
+            ..
+        } => {
+            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            unserved::unserved(e, group, kind, spec);
+        }
     }
     errs.0
 }

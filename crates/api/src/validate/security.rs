@@ -47,8 +47,13 @@ pub(crate) fn request_authentication(
     let mut issuers = std::collections::BTreeSet::new();
     for (i, rule) in ra.jwt_rules.iter().enumerate() {
         let p = idx(base, "jwtRules", i);
+        // As Istio: the issuer may be left out when the keys' location says
+        // where tokens come from.
+        let has_jwks_uri = rule.jwks_uri.as_deref().is_some_and(|u| !u.is_empty());
         if rule.issuer.is_empty() {
-            errs.add(at(&p, "issuer"), "issuer is required");
+            if !has_jwks_uri {
+                errs.add(at(&p, "issuer"), "issuer or jwksUri is required");
+            }
         } else if !issuers.insert(rule.issuer.as_str()) {
             errs.add(
                 at(&p, "issuer"),
@@ -77,11 +82,15 @@ pub(crate) fn request_authentication(
         {
             errs.add(at(&p, "jwks"), "jwks must be a JSON Web Key Set document");
         }
+        // Istio checks no header name here: a name no request can carry
+        // just never yields a token.
         for (j, h) in rule.from_headers.iter().enumerate() {
-            errs.check(
-                at(&idx(&p, "fromHeaders", j), "name"),
-                common::header_name(&h.name),
-            );
+            if h.name.is_empty() {
+                errs.add(
+                    at(&idx(&p, "fromHeaders", j), "name"),
+                    "header name is required",
+                );
+            }
         }
         for (j, q) in rule.from_params.iter().enumerate() {
             if q.is_empty() {
@@ -291,10 +300,11 @@ fn source(errs: &mut Errors, p: &str, s: &Source) {
     );
     let has_principals = !s.principals.is_empty() || !s.not_principals.is_empty();
     let has_sas = !s.service_accounts.is_empty() || !s.not_service_accounts.is_empty();
-    if has_principals && has_sas {
+    let has_namespaces = !s.namespaces.is_empty() || !s.not_namespaces.is_empty();
+    if has_sas && (has_principals || has_namespaces) {
         errs.add(
             at(p, "serviceAccounts"),
-            "serviceAccounts cannot be combined with principals in one source",
+            "serviceAccounts cannot be combined with principals or namespaces in one source",
         );
     }
 }
@@ -309,16 +319,10 @@ fn principal(v: &str) -> Result<(), String> {
             v.trim_start_matches("spiffe://")
         ));
     }
-    if v.contains('*') {
-        return Ok(());
-    }
-    let parts: Vec<&str> = v.split('/').collect();
-    match parts.as_slice() {
-        [td, "ns", ns, "sa", sa] if !td.is_empty() && !ns.is_empty() && !sa.is_empty() => Ok(()),
-        _ => Err(format!(
-            "invalid principal `{v}`: expected `<trust-domain>/ns/<namespace>/sa/<service-account>` (e.g. `cluster.local/ns/default/sa/sleep`) or `*`"
-        )),
-    }
+    // Any other text is a principal as Istio reads it (an exact match on
+    // the peer's identity), like a bare `sleep` that only a peer with that
+    // exact identity would have.
+    Ok(())
 }
 
 fn namespace_value(v: &str) -> Result<(), String> {
@@ -329,15 +333,19 @@ fn namespace_value(v: &str) -> Result<(), String> {
     common::namespace(v)
 }
 
-/// `namespace/service-account`.
+/// `namespace/service-account`, or a service account name alone (in the
+/// policy's namespace), as Istio accepts both.
 fn service_account(v: &str) -> Result<(), String> {
-    match v.split_once('/') {
-        Some((ns, sa)) if common::is_dns1123_label(ns) && common::is_dns1123_subdomain(sa) => {
-            Ok(())
-        }
-        _ => Err(format!(
-            "invalid service account `{v}`: expected `<namespace>/<service-account>`"
-        )),
+    let ok = match v.split_once('/') {
+        Some((ns, sa)) => common::is_dns1123_label(ns) && common::is_dns1123_subdomain(sa),
+        None => common::is_dns1123_subdomain(v),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid service account `{v}`: expected `<service-account>` or `<namespace>/<service-account>`"
+        ))
     }
 }
 

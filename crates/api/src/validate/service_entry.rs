@@ -100,11 +100,40 @@ pub(crate) fn service_entry(errs: &mut Errors, se: &ServiceEntry) {
                 errs.add(at(base, "endpoints"), "DYNAMIC_DNS does not take endpoints");
             }
         }
-        Resolution::None => {}
+        Resolution::None => {
+            if !se.endpoints.is_empty() {
+                errs.add(
+                    at(base, "endpoints"),
+                    "NONE resolution does not take endpoints (use STATIC or DNS)",
+                );
+            }
+        }
+    }
+    // A CIDR range cannot be resolved by name, nor give one address to connect to.
+    if !matches!(resolution, Resolution::None | Resolution::Static) {
+        for (i, a) in se.addresses.iter().enumerate() {
+            if a.contains('/') {
+                errs.add(
+                    idx(base, "addresses", i),
+                    format!("CIDR address `{a}` is allowed only with NONE or STATIC resolution, not {resolution}"),
+                );
+            }
+        }
+    }
+    if names.len() != 1 {
+        for (i, ep) in se.endpoints.iter().enumerate() {
+            if common::is_unix_address(&ep.address) {
+                errs.add(
+                    at(&idx(base, "endpoints", i), "address"),
+                    "a unix endpoint needs a service entry with exactly one port",
+                );
+            }
+        }
     }
     for (i, ep) in se.endpoints.iter().enumerate() {
         let p = idx(base, "endpoints", i);
         workload_entry_fields(errs, &p, ep, true);
+        port_names(errs, &p, ep);
         if resolution == Resolution::Static
             && !ep.address.is_empty()
             && !common::is_ip(&ep.address)
@@ -132,6 +161,20 @@ pub(crate) fn service_entry(errs: &mut Errors, se: &ServiceEntry) {
 
 pub(crate) fn workload_entry(errs: &mut Errors, we: &WorkloadEntry) {
     workload_entry_fields(errs, "spec", we, true);
+    port_names(errs, "spec", we);
+}
+
+/// A WorkloadEntry's (or ServiceEntry endpoint's) port names are DNS labels,
+/// as Istio requires; a WorkloadGroup template's are not checked (nor by Istio).
+fn port_names(errs: &mut Errors, p: &str, we: &WorkloadEntry) {
+    for name in we.ports.keys() {
+        if !common::is_dns1123_label(name) {
+            errs.add(
+                at(&at(p, "ports"), name),
+                format!("invalid port name `{name}`: must be a DNS label (lowercase letters, digits, '-')"),
+            );
+        }
+    }
 }
 
 /// Fields shared by WorkloadEntry, ServiceEntry endpoints and WorkloadGroup
@@ -147,6 +190,12 @@ fn workload_entry_fields(errs: &mut Errors, p: &str, we: &WorkloadEntry, needs_a
         }
     } else if !common::is_unix_address(&we.address) {
         errs.check(at(p, "address"), common::host_or_ip(&we.address));
+    }
+    if common::is_unix_address(&we.address) && !we.ports.is_empty() {
+        errs.add(
+            at(p, "ports"),
+            format!("unix endpoint `{}` must not have ports", we.address),
+        );
     }
     for (name, port) in &we.ports {
         errs.check(at(&at(p, "ports"), name), common::port(*port));

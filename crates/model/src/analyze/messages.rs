@@ -27,6 +27,8 @@ pub const REFERENCED_RESOURCE_NOT_FOUND: MessageType =
     ty("IST0101", "ReferencedResourceNotFound", Level::Error);
 pub const NAMESPACE_NOT_INJECTED: MessageType = ty("IST0102", "NamespaceNotInjected", Level::Info);
 pub const POD_MISSING_PROXY: MessageType = ty("IST0103", "PodMissingProxy", Level::Warning);
+pub const SCHEMA_VALIDATION_ERROR: MessageType =
+    ty("IST0106", "SchemaValidationError", Level::Error);
 pub const CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS: MessageType = ty(
     "IST0109",
     "ConflictingMeshGatewayVirtualServiceHosts",
@@ -52,16 +54,38 @@ pub const PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION: MessageType =
     ty("IST0118", "PortNameIsNotUnderNamingConvention", Level::Info);
 pub const NO_MATCHING_WORKLOADS_FOUND: MessageType =
     ty("IST0127", "NoMatchingWorkloadsFound", Level::Warning);
+pub const NO_SERVER_CERTIFICATE_VERIFICATION_DESTINATION_LEVEL: MessageType = ty(
+    "IST0128",
+    "NoServerCertificateVerificationDestinationLevel",
+    Level::Warning,
+);
+pub const NO_SERVER_CERTIFICATE_VERIFICATION_PORT_LEVEL: MessageType = ty(
+    "IST0129",
+    "NoServerCertificateVerificationPortLevel",
+    Level::Warning,
+);
 pub const VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY: MessageType = ty(
     "IST0132",
     "VirtualServiceHostNotFoundInGateway",
     Level::Warning,
 );
+pub const SERVICE_ENTRY_ADDRESSES_REQUIRED: MessageType =
+    ty("IST0134", "ServiceEntryAddressesRequired", Level::Warning);
 pub const CONFLICTING_GATEWAYS: MessageType = ty("IST0145", "ConflictingGateways", Level::Error);
 pub const EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME: MessageType = ty(
     "IST0150",
     "ExternalNameServiceTypeInvalidPortName",
     Level::Warning,
+);
+pub const CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS: MessageType = ty(
+    "IST0159",
+    "ConflictingTelemetryWorkloadSelectors",
+    Level::Error,
+);
+pub const MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS: MessageType = ty(
+    "IST0160",
+    "MultipleTelemetriesWithoutWorkloadSelectors",
+    Level::Error,
 );
 pub const GATEWAY_PORT_NOT_DEFINED_ON_SERVICE: MessageType =
     ty("IST0162", "GatewayPortNotDefinedOnService", Level::Warning);
@@ -89,6 +113,7 @@ pub const ALL: &[MessageType] = &[
     REFERENCED_RESOURCE_NOT_FOUND,
     NAMESPACE_NOT_INJECTED,
     POD_MISSING_PROXY,
+    SCHEMA_VALIDATION_ERROR,
     CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS,
     CONFLICTING_SIDECAR_WORKLOAD_SELECTORS,
     MULTIPLE_SIDECARS_WITHOUT_WORKLOAD_SELECTORS,
@@ -96,9 +121,14 @@ pub const ALL: &[MessageType] = &[
     MTLS_POLICY_CONFLICT,
     PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION,
     NO_MATCHING_WORKLOADS_FOUND,
+    NO_SERVER_CERTIFICATE_VERIFICATION_DESTINATION_LEVEL,
+    NO_SERVER_CERTIFICATE_VERIFICATION_PORT_LEVEL,
     VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY,
+    SERVICE_ENTRY_ADDRESSES_REQUIRED,
     CONFLICTING_GATEWAYS,
     EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME,
+    CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS,
+    MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS,
     GATEWAY_PORT_NOT_DEFINED_ON_SERVICE,
     DESTINATION_RULE_SUBSET_NOT_SELECT_PODS,
     UNKNOWN_DESTINATION_RULE_HOST,
@@ -143,6 +173,10 @@ pub fn pod_missing_proxy(pod: &str) -> String {
         "The pod {pod} is missing the Istio proxy. This can often be resolved by restarting or \
          redeploying the workload."
     )
+}
+
+pub fn schema_validation_error(error: &str) -> String {
+    format!("Schema validation error: {error}")
 }
 
 pub fn conflicting_mesh_gateway_virtual_service_hosts(
@@ -214,6 +248,58 @@ pub fn port_name_is_not_under_naming_convention(
 
 pub fn no_matching_workloads_found(labels: &str) -> String {
     format!("No matching workloads for this resource with the following labels: {labels}")
+}
+
+pub fn no_server_certificate_verification_destination_level(
+    destination_rule: &str,
+    namespace: &str,
+    mode: &str,
+    host: &str,
+) -> String {
+    format!(
+        "DestinationRule {destination_rule} in namespace {namespace} has TLS mode set to {mode} but \
+         no caCertificates are set to validate server identity for host: {host}"
+    )
+}
+
+pub fn no_server_certificate_verification_port_level(
+    destination_rule: &str,
+    namespace: &str,
+    mode: &str,
+    host: &str,
+    port: &str,
+) -> String {
+    format!(
+        "DestinationRule {destination_rule} in namespace {namespace} has TLS mode set to {mode} but \
+         no caCertificates are set to validate server identity for host: {host} at port {port}"
+    )
+}
+
+pub fn service_entry_addresses_required() -> String {
+    "ServiceEntry addresses are required for this protocol.".to_string()
+}
+
+pub fn conflicting_telemetry_workload_selectors(
+    telemetries: &[String],
+    namespace: &str,
+    pod: &str,
+) -> String {
+    format!(
+        "The Telemetries {} in namespace {namespace:?} select the same workload pod {pod:?}, which \
+         can lead to undefined behavior.",
+        go_list(telemetries)
+    )
+}
+
+pub fn multiple_telemetries_without_workload_selectors(
+    telemetries: &[String],
+    namespace: &str,
+) -> String {
+    format!(
+        "The Telemetries {} in namespace {namespace:?} have no workload selector, which can lead \
+         to undefined behavior.",
+        go_list(telemetries)
+    )
 }
 
 pub fn virtual_service_host_not_found_in_gateway(

@@ -30,9 +30,14 @@ mod injection;
 pub mod messages;
 mod mtls;
 mod names;
+mod schema;
+pub use schema::schema_validation_error;
 mod service;
+mod service_entry;
 mod sidecar;
+mod telemetry;
 mod unsupported;
+mod upstream_tls;
 pub use unsupported::not_enforced;
 mod virtual_service;
 mod virtual_service_hosts;
@@ -114,6 +119,7 @@ impl fmt::Display for Message {
 pub fn analyze(resources: &[Resource], mesh: &MeshConfig) -> Vec<Message> {
     let ctx = Context::new(resources, mesh);
     let mut out = Vec::new();
+    schema::analyze(&ctx, &mut out);
     virtual_service::analyze(&ctx, &mut out);
     virtual_service_hosts::analyze(&ctx, &mut out);
     destination_rule::analyze(&ctx, &mut out);
@@ -123,10 +129,37 @@ pub fn analyze(resources: &[Resource], mesh: &MeshConfig) -> Vec<Message> {
     authorization::analyze(&ctx, &mut out);
     injection::analyze(&ctx, &mut out);
     sidecar::analyze(&ctx, &mut out);
+    telemetry::analyze(&ctx, &mut out);
+    upstream_tls::analyze(&ctx, &mut out);
+    service_entry::analyze(&ctx, &mut out);
     unsupported::analyze(&ctx, &mut out);
+    suppressed_by_annotation(resources, &mut out);
     out.sort_by(|a, b| (&a.resource, a.code, &a.message).cmp(&(&b.resource, b.code, &b.message)));
     out.dedup();
     out
+}
+
+/// The annotation with which a resource silences codes about itself:
+/// `galley.istio.io/analyze-suppress: "IST0102,IST0103"`, or `*` for all.
+pub const SUPPRESS_ANNOTATION: &str = "galley.istio.io/analyze-suppress";
+
+/// Drops messages that their resource's suppress annotation silences.
+fn suppressed_by_annotation(resources: &[Resource], out: &mut Vec<Message>) {
+    let silenced: std::collections::HashMap<String, &str> = resources
+        .iter()
+        .filter_map(|r| {
+            let codes = r.annotations().get(SUPPRESS_ANNOTATION)?;
+            Some((origin(r), codes.as_str()))
+        })
+        .collect();
+    if silenced.is_empty() {
+        return;
+    }
+    out.retain(|m| {
+        silenced
+            .get(&m.resource)
+            .is_none_or(|codes| !codes.split(',').any(|c| c == "*" || c == m.code))
+    });
 }
 
 /// How istioctl names a resource in its messages: `Kind name.namespace`, or

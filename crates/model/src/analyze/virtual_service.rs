@@ -158,6 +158,16 @@ fn gateways(ctx: &Context<'_>, vs: &Object<VirtualService>, out: &mut Vec<Messag
                 object_origin(vs),
                 m::referenced_resource_not_found("gateway", name),
             ));
+            // As istioctl: a Gateway that does not exist admits no host either.
+            out.push(Message::new(
+                m::VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY,
+                object_origin(vs),
+                m::virtual_service_host_not_found_in_gateway(
+                    &vs.spec.hosts,
+                    &full_name(&vs.metadata),
+                    &wanted,
+                ),
+            ));
             continue;
         };
         let gw_ns = object_namespace(&gw.metadata);

@@ -7,6 +7,8 @@
 
 mod destination_rule;
 mod gateway;
+mod istio_more;
+mod schema;
 mod security;
 mod unsupported;
 mod virtual_service;
@@ -130,6 +132,8 @@ fn cases() -> Vec<Case> {
         security::cases(),
         workload::cases(),
         unsupported::cases(),
+        schema::cases(),
+        istio_more::cases(),
     ]
     .into_iter()
     .flatten()
@@ -149,16 +153,29 @@ fn run(name: &str, extra: &str) -> Vec<Message> {
     } else {
         format!("{BASE}\n---\n{extra}")
     };
-    let resources = parse(name, &text);
-    for r in &resources {
-        let errors = api::validate(r);
-        assert!(
-            errors.is_empty(),
-            "fixture {name}: {} is invalid: {errors:?}",
-            r.display_name()
-        );
+    analyze(&parse(name, &text), &MeshConfig::default())
+}
+
+/// Every fixture is valid on its own, except those about invalid
+/// resources (IST0106): a finding must come from its analyzer, not from a
+/// fixture's typo.
+#[test]
+fn fixtures_are_valid_resources() {
+    let texts = cases()
+        .into_iter()
+        .filter(|c| c.code != "IST0106")
+        .flat_map(|c| [c.triggers, c.clean])
+        .chain([BASE.to_string()]);
+    for (i, text) in texts.enumerate() {
+        for r in parse("fixture", &text) {
+            let errors = api::validate(&r);
+            assert!(
+                errors.is_empty(),
+                "fixture {i}: {} is invalid: {errors:?}",
+                r.display_name()
+            );
+        }
     }
-    analyze(&resources, &MeshConfig::default())
 }
 
 fn show(messages: &[Message]) -> String {
@@ -213,6 +230,7 @@ fn every_code_has_a_case_and_matches_the_catalogue() {
         ("IST0101", "ReferencedResourceNotFound", Level::Error),
         ("IST0102", "NamespaceNotInjected", Level::Info),
         ("IST0103", "PodMissingProxy", Level::Warning),
+        ("IST0106", "SchemaValidationError", Level::Error),
         (
             "IST0109",
             "ConflictingMeshGatewayVirtualServiceHosts",
@@ -236,6 +254,27 @@ fn every_code_has_a_case_and_matches_the_catalogue() {
         ("IST0113", "MTLSPolicyConflict", Level::Error),
         ("IST0118", "PortNameIsNotUnderNamingConvention", Level::Info),
         ("IST0127", "NoMatchingWorkloadsFound", Level::Warning),
+        (
+            "IST0128",
+            "NoServerCertificateVerificationDestinationLevel",
+            Level::Warning,
+        ),
+        (
+            "IST0129",
+            "NoServerCertificateVerificationPortLevel",
+            Level::Warning,
+        ),
+        ("IST0134", "ServiceEntryAddressesRequired", Level::Warning),
+        (
+            "IST0159",
+            "ConflictingTelemetryWorkloadSelectors",
+            Level::Error,
+        ),
+        (
+            "IST0160",
+            "MultipleTelemetriesWithoutWorkloadSelectors",
+            Level::Error,
+        ),
         (
             "IST0132",
             "VirtualServiceHostNotFoundInGateway",

@@ -1,0 +1,79 @@
+//! Telemetry resources that compete for the same workload, istioctl's
+//! `telemetry.DefaultSelectorAnalyzer` and `SelectorAnalyzer`: more than
+//! one without a selector in a namespace (IST0160), or several selecting
+//! one pod (IST0159). Which one applies is then undefined.
+
+use std::collections::BTreeMap;
+
+use api::Object;
+use api::Resource;
+use api::telemetry::Telemetry;
+
+use super::context::Context;
+use super::messages::{self as m};
+use super::names::{labels_match, object_namespace};
+use super::{Message, object_origin};
+
+pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
+    let mut telemetries: Vec<&Object<Telemetry>> = ctx
+        .resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Telemetry(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    telemetries.sort_by_key(|t| {
+        (
+            object_namespace(&t.metadata).to_string(),
+            t.metadata.name.clone(),
+        )
+    });
+
+    let mut without_selector: BTreeMap<&str, Vec<&Object<Telemetry>>> = BTreeMap::new();
+    for t in telemetries.iter().filter(|t| t.spec.selector.is_none()) {
+        without_selector
+            .entry(object_namespace(&t.metadata))
+            .or_default()
+            .push(t);
+    }
+    for (ns, list) in without_selector.into_iter().filter(|(_, l)| l.len() > 1) {
+        let names: Vec<String> = list.iter().map(|t| t.metadata.name.clone()).collect();
+        for t in list {
+            out.push(Message::new(
+                m::MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS,
+                object_origin(t),
+                m::multiple_telemetries_without_workload_selectors(&names, ns),
+            ));
+        }
+    }
+
+    for w in ctx.workloads.iter().filter(|w| w.from_input) {
+        let selecting: Vec<&&Object<Telemetry>> = telemetries
+            .iter()
+            .filter(|t| object_namespace(&t.metadata) == w.namespace)
+            .filter(|t| selector(t).is_some_and(|sel| labels_match(sel, &w.labels)))
+            .collect();
+        if selecting.len() < 2 {
+            continue;
+        }
+        let names: Vec<String> = selecting.iter().map(|t| t.metadata.name.clone()).collect();
+        for t in selecting {
+            out.push(Message::new(
+                m::CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS,
+                object_origin(t),
+                m::conflicting_telemetry_workload_selectors(&names, &w.namespace, &w.name),
+            ));
+        }
+    }
+}
+
+/// The labels a Telemetry selects by; `None` when it has no selector or
+/// an empty one (istioctl ignores those for IST0159).
+fn selector(t: &Object<Telemetry>) -> Option<&BTreeMap<String, String>> {
+    t.spec
+        .selector
+        .as_ref()
+        .map(|s| &s.match_labels)
+        .filter(|l| !l.is_empty())
+}

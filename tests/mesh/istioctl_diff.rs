@@ -1,0 +1,886 @@
+//! Differential tests: `trellis validate` and `trellis analyze` against
+//! istioctl itself (built from the istio.io/istio module by
+//! scripts/istioctl.sh), on generated resources — valid ones and minimally
+//! broken variants of each field of each kind — plus hand-written seeds of
+//! the tricky cases. No expectation is kept by hand: istioctl's verdict is
+//! the expectation, except for the deliberate differences listed in
+//! docs/reference/analysis.md (and in [`KNOWN_DIFFERENCES`] below).
+//!
+//! Bounded in the suite (`TRELLIS_DIFF_CASES`, default 120 generated
+//! documents and 24 generated folders); set it higher to search longer. A
+//! disagreement prints the document, both verdicts and the seed to replay;
+//! each one found becomes a seed in [`SEEDS`] once fixed.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{Context, Result, bail, ensure};
+use e2e::{bin, repo_root};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use serde_json::{Value, json};
+
+/// istioctl's path, or `None` (outside CI) when it has not been built.
+fn istioctl(test: &str) -> Result<Option<PathBuf>> {
+    let out = Command::new(repo_root().join("scripts/istioctl.sh"))
+        .arg("--where")
+        .output()
+        .context("scripts/istioctl.sh --where")?;
+    ensure!(out.status.success(), "scripts/istioctl.sh --where failed");
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if path.is_file() {
+        return Ok(Some(path));
+    }
+    if std::env::var_os("CI").is_some() {
+        bail!("istioctl is not built: run scripts/istioctl.sh (scripts/test.sh does)");
+    }
+    eprintln!(
+        "SKIPPED {test}: istioctl is not built (run scripts/istioctl.sh, as scripts/test.sh does)"
+    );
+    Ok(None)
+}
+
+fn cases() -> usize {
+    std::env::var("TRELLIS_DIFF_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120)
+}
+
+fn seed() -> [u8; 32] {
+    let n: u64 = std::env::var("TRELLIS_DIFF_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(19);
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&n.to_le_bytes());
+    s
+}
+
+fn runner() -> TestRunner {
+    TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed()),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// The generator: for each kind a valid base, and edits to its fields, some
+// harmless, some breaking a rule; a document is a base with up to three edits.
+
+/// A change to one field: a dotted path under the object (`spec.http.0.timeout`)
+/// and the YAML value to put there (`~` removes the field).
+type Edit = (&'static str, &'static str);
+
+struct Family {
+    api_version: &'static str,
+    kind: &'static str,
+    base: &'static str,
+    edits: &'static [Edit],
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        api_version: "networking.istio.io/v1",
+        kind: "VirtualService",
+        base: "{hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}",
+        edits: &[
+            ("spec.hosts", "[]"),
+            ("spec.hosts", "['*']"),
+            (
+                "spec.hosts",
+                "[reviews.default.svc.cluster.local, '*.example.com']",
+            ),
+            ("spec.hosts", "['http://reviews']"),
+            ("spec.hosts", "['10.0.0.1']"),
+            ("spec.gateways", "[mesh, istio-system/ingress]"),
+            ("spec.gateways", "[a/b/c]"),
+            ("spec.exportTo", "['.', '*']"),
+            ("spec.exportTo", "['~bad']"),
+            ("spec.http.0.timeout", "1.5s"),
+            ("spec.http.0.timeout", "-1s"),
+            ("spec.http.0.timeout", "1x"),
+            (
+                "spec.http.0.retries",
+                "{attempts: 3, perTryTimeout: 2s, retryOn: 5xx}",
+            ),
+            ("spec.http.0.retries", "{attempts: -1}"),
+            (
+                "spec.http.0.retries",
+                "{attempts: 3, retryOn: 'bogus-condition'}",
+            ),
+            ("spec.http.0.route.0.weight", "100"),
+            ("spec.http.0.route.0.weight", "-1"),
+            ("spec.http.0.route.0.destination.port", "{number: 9080}"),
+            ("spec.http.0.route.0.destination.port", "{number: 0}"),
+            ("spec.http.0.route.0.destination.host", "''"),
+            ("spec.http.0.route.0.destination.subset", "v1"),
+            (
+                "spec.http.0.match",
+                "[{uri: {prefix: /api}}, {headers: {x-user: {exact: a}}}]",
+            ),
+            ("spec.http.0.match", "[{uri: {regex: '('}}]"),
+            (
+                "spec.http.0.match",
+                "[{headers: {'Bad Header': {exact: a}}}]",
+            ),
+            ("spec.http.0.match", "[{uri: {}}]"),
+            ("spec.http.0.redirect", "{uri: /new}"),
+            (
+                "spec.http.0.fault",
+                "{abort: {httpStatus: 503, percentage: {value: 10}}}",
+            ),
+            (
+                "spec.http.0.fault",
+                "{abort: {httpStatus: 700, percentage: {value: 10}}}",
+            ),
+            (
+                "spec.http.0.fault",
+                "{delay: {fixedDelay: 1s, percentage: {value: 150}}}",
+            ),
+            ("spec.http.0.mirror", "{host: mirror}"),
+            ("spec.http.0.mirrorPercentage", "{value: 150}"),
+            (
+                "spec.http.0.corsPolicy",
+                "{allowOrigins: [{exact: 'https://a.example'}], allowMethods: [GET]}",
+            ),
+            ("spec.http.0.headers", "{request: {set: {x-a: b}}}"),
+            ("spec.http.0.headers", "{request: {set: {'bad header': b}}}"),
+            ("spec.http.0.name", "primary"),
+            (
+                "spec.tcp",
+                "[{route: [{destination: {host: reviews, port: {number: 9080}}}]}]",
+            ),
+            ("spec.tcp", "[{route: []}]"),
+            (
+                "spec.tls",
+                "[{match: [{sniHosts: [reviews]}], route: [{destination: {host: reviews}}]}]",
+            ),
+            (
+                "spec.tls",
+                "[{match: [{port: 443}], route: [{destination: {host: reviews}}]}]",
+            ),
+            ("spec.http", "~"),
+            ("spec.unknownField", "1"),
+            ("metadata.name", "Bad_Name"),
+        ],
+    },
+    Family {
+        api_version: "networking.istio.io/v1",
+        kind: "DestinationRule",
+        base: "{host: reviews}",
+        edits: &[
+            ("spec.host", "''"),
+            ("spec.host", "'*'"),
+            ("spec.host", "'*.example.com'"),
+            ("spec.subsets", "[{name: v1, labels: {version: v1}}]"),
+            ("spec.subsets", "[{name: '', labels: {version: v1}}]"),
+            ("spec.subsets", "[{name: v1}, {name: v1}]"),
+            ("spec.subsets", "[{name: V_1}]"),
+            (
+                "spec.trafficPolicy",
+                "{loadBalancer: {simple: LEAST_REQUEST}}",
+            ),
+            (
+                "spec.trafficPolicy",
+                "{loadBalancer: {consistentHash: {httpHeaderName: x-user}}}",
+            ),
+            (
+                "spec.trafficPolicy",
+                "{connectionPool: {tcp: {maxConnections: -1}}}",
+            ),
+            (
+                "spec.trafficPolicy",
+                "{connectionPool: {http: {http2KeepAlive: {time: 10s}}}}",
+            ),
+            (
+                "spec.trafficPolicy",
+                "{connectionPool: {http: {idleTimeout: 0s}}}",
+            ),
+            (
+                "spec.trafficPolicy",
+                "{outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}}",
+            ),
+            (
+                "spec.trafficPolicy",
+                "{outlierDetection: {maxEjectionPercent: 150}}",
+            ),
+            (
+                "spec.trafficPolicy",
+                "{outlierDetection: {interval: 0.0001s}}",
+            ),
+            ("spec.trafficPolicy", "{tls: {mode: SIMPLE}}"),
+            ("spec.trafficPolicy", "{tls: {mode: MUTUAL}}"),
+            (
+                "spec.trafficPolicy",
+                "{tls: {mode: ISTIO_MUTUAL, sni: a.example}}",
+            ),
+            ("spec.trafficPolicy", "{portLevelSettings: []}"),
+            (
+                "spec.trafficPolicy",
+                "{portLevelSettings: [{port: {number: 9080}, tls: {mode: DISABLE}}]}",
+            ),
+            (
+                "spec.trafficPolicy",
+                "{portLevelSettings: [{tls: {mode: DISABLE}}]}",
+            ),
+            ("spec.workloadSelector", "{matchLabels: {app: reviews}}"),
+            ("spec.exportTo", "['.']"),
+        ],
+    },
+    Family {
+        api_version: "networking.istio.io/v1",
+        kind: "Gateway",
+        base: "{selector: {istio: ingressgateway}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]}",
+        edits: &[
+            ("spec.servers.0.hosts", "[]"),
+            ("spec.servers.0.hosts", "[bookinfo/reviews.example.com]"),
+            ("spec.servers.0.hosts", "[a/b/c]"),
+            ("spec.servers.0.hosts", "['*.example.com', 'example.com']"),
+            ("spec.servers.0.port.number", "0"),
+            ("spec.servers.0.port.name", "''"),
+            ("spec.servers.0.port.protocol", "HTTPS"),
+            ("spec.servers.0.port.protocol", "BOGUS"),
+            (
+                "spec.servers.0.tls",
+                "{mode: SIMPLE, credentialName: reviews-cert}",
+            ),
+            ("spec.servers.0.tls", "{mode: SIMPLE}"),
+            ("spec.servers.0.tls", "{httpsRedirect: true}"),
+            ("spec.servers.0.tls", "{mode: MUTUAL, credentialName: c}"),
+            ("spec.servers", "[]"),
+            ("spec.selector", "~"),
+        ],
+    },
+    Family {
+        api_version: "networking.istio.io/v1",
+        kind: "ServiceEntry",
+        base: "{hosts: [api.example.com], ports: [{number: 443, name: https, protocol: TLS}], resolution: DNS, location: MESH_EXTERNAL}",
+        edits: &[
+            ("spec.addresses", "[10.1.0.0/24]"),
+            ("spec.addresses", "[10.1.0.5]"),
+            ("spec.addresses", "['2001:db8::1']"),
+            ("spec.addresses", "[not-an-ip]"),
+            ("spec.resolution", "NONE"),
+            ("spec.resolution", "STATIC"),
+            ("spec.resolution", "DNS_ROUND_ROBIN"),
+            ("spec.endpoints", "[{address: 10.0.0.1}]"),
+            ("spec.endpoints", "[{address: 'unix:///var/run/a.sock'}]"),
+            (
+                "spec.endpoints",
+                "[{address: 10.0.0.1, ports: {https: 8443}}]",
+            ),
+            (
+                "spec.endpoints",
+                "[{address: 10.0.0.1, ports: {other: 8443}}]",
+            ),
+            ("spec.endpoints", "[{address: api.internal}]"),
+            ("spec.workloadSelector", "{labels: {app: api}}"),
+            ("spec.hosts", "['*']"),
+            ("spec.hosts", "['*.example.com']"),
+            ("spec.hosts", "[]"),
+            ("spec.ports", "[]"),
+            (
+                "spec.ports",
+                "[{number: 443, name: https, protocol: TLS}, {number: 443, name: https2, protocol: TLS}]",
+            ),
+            ("spec.ports", "[{number: 80, name: '', protocol: HTTP}]"),
+            (
+                "spec.ports",
+                "[{number: 80, name: http, protocol: HTTP, targetPort: 8080}]",
+            ),
+            ("spec.location", "MESH_INTERNAL"),
+            ("spec.exportTo", "['.']"),
+            (
+                "spec.subjectAltNames",
+                "['spiffe://cluster.local/ns/a/sa/b']",
+            ),
+        ],
+    },
+    Family {
+        api_version: "networking.istio.io/v1",
+        kind: "Sidecar",
+        base: "{egress: [{hosts: ['./*', 'istio-system/*']}]}",
+        edits: &[
+            ("spec.egress.0.hosts", "['*/*']"),
+            ("spec.egress.0.hosts", "[reviews]"),
+            ("spec.egress.0.hosts", "[]"),
+            (
+                "spec.egress.0.port",
+                "{number: 9080, protocol: HTTP, name: http}",
+            ),
+            (
+                "spec.ingress",
+                "[{port: {number: 9080, protocol: HTTP, name: http}, defaultEndpoint: '127.0.0.1:8080'}]",
+            ),
+            (
+                "spec.ingress",
+                "[{port: {number: 9080, protocol: HTTP, name: http}, defaultEndpoint: 'bogus'}]",
+            ),
+            ("spec.outboundTrafficPolicy", "{mode: REGISTRY_ONLY}"),
+            ("spec.workloadSelector", "{labels: {app: reviews}}"),
+        ],
+    },
+    Family {
+        api_version: "networking.istio.io/v1",
+        kind: "WorkloadEntry",
+        base: "{address: 10.0.0.7, labels: {app: vm}}",
+        edits: &[
+            ("spec.address", "'unix:///var/run/vm.sock'"),
+            ("spec.address", "vm.example.com"),
+            ("spec.address", "''"),
+            ("spec.ports", "{http: 8080}"),
+            ("spec.ports", "{'bad name': 8080}"),
+            ("spec.ports", "{http: 0}"),
+            ("spec.weight", "10"),
+            ("spec.serviceAccount", "vm-sa"),
+            ("spec.network", "net1"),
+        ],
+    },
+    Family {
+        api_version: "networking.istio.io/v1",
+        kind: "WorkloadGroup",
+        base: "{template: {serviceAccount: vm-sa}}",
+        edits: &[
+            ("spec.metadata", "{labels: {app: vm}}"),
+            ("spec.probe", "{httpGet: {port: 8080, path: /ready}}"),
+            ("spec.probe", "{httpGet: {port: 0}}"),
+            ("spec.probe", "{tcpSocket: {port: 8080}}"),
+            ("spec.probe", "{exec: {command: [true]}}"),
+            ("spec.probe", "{}"),
+            ("spec.probe", "{periodSeconds: 5, httpGet: {port: 80}}"),
+            ("spec.template.address", "10.0.0.9"),
+            ("spec.template.ports", "{'bad name': 80}"),
+        ],
+    },
+    Family {
+        api_version: "security.istio.io/v1",
+        kind: "PeerAuthentication",
+        base: "{mtls: {mode: STRICT}}",
+        edits: &[
+            ("spec.mtls.mode", "PERMISSIVE"),
+            ("spec.mtls.mode", "BOGUS"),
+            ("spec.selector", "{matchLabels: {app: reviews}}"),
+            ("spec.portLevelMtls", "{'8080': {mode: DISABLE}}"),
+            ("spec.portLevelMtls", "{}"),
+            ("spec.portLevelMtls", "{'0': {mode: DISABLE}}"),
+            ("spec.mtls", "~"),
+        ],
+    },
+    Family {
+        api_version: "security.istio.io/v1",
+        kind: "RequestAuthentication",
+        base: "{jwtRules: [{issuer: 'https://issuer.example', jwksUri: 'https://issuer.example/jwks'}]}",
+        edits: &[
+            ("spec.jwtRules.0.issuer", "''"),
+            ("spec.jwtRules.0.jwksUri", "'not a uri'"),
+            ("spec.jwtRules.0.jwksUri", "~"),
+            (
+                "spec.jwtRules.0.fromHeaders",
+                "[{name: x-jwt, prefix: 'Bearer '}]",
+            ),
+            ("spec.jwtRules.0.fromHeaders", "[{name: ''}]"),
+            ("spec.jwtRules.0.fromHeaders", "[{name: 'bad header'}]"),
+            (
+                "spec.jwtRules.0.outputClaimToHeaders",
+                "[{header: x-sub, claim: sub}]",
+            ),
+            (
+                "spec.jwtRules.0.outputClaimToHeaders",
+                "[{header: '', claim: sub}]",
+            ),
+            ("spec.jwtRules.0.audiences", "[a, b]"),
+            ("spec.selector", "{matchLabels: {app: reviews}}"),
+            (
+                "spec.targetRef",
+                "{kind: Gateway, group: gateway.networking.k8s.io, name: gw}",
+            ),
+            (
+                "spec.targetRef",
+                "{kind: Gateway, group: gateway.networking.k8s.io, name: gw, namespace: other}",
+            ),
+        ],
+    },
+    Family {
+        api_version: "security.istio.io/v1",
+        kind: "AuthorizationPolicy",
+        base: "{rules: [{from: [{source: {principals: [cluster.local/ns/default/sa/productpage]}}]}]}",
+        edits: &[
+            ("spec.action", "DENY"),
+            ("spec.action", "AUDIT"),
+            ("spec.action", "CUSTOM"),
+            ("spec.provider", "{name: ext-authz}"),
+            (
+                "spec.rules.0.from.0.source",
+                "{serviceAccounts: [productpage]}",
+            ),
+            (
+                "spec.rules.0.from.0.source",
+                "{serviceAccounts: [default/productpage]}",
+            ),
+            (
+                "spec.rules.0.from.0.source",
+                "{serviceAccounts: [productpage], namespaces: [default]}",
+            ),
+            ("spec.rules.0.from.0.source", "{principals: [productpage]}"),
+            ("spec.rules.0.from.0.source", "{principals: ['*']}"),
+            (
+                "spec.rules.0.from.0.source",
+                "{ipBlocks: [10.0.0.0/8], notIpBlocks: ['bogus']}",
+            ),
+            (
+                "spec.rules.0.from.0.source",
+                "{requestPrincipals: ['issuer/sub']}",
+            ),
+            ("spec.rules.0.from.0.source", "{}"),
+            (
+                "spec.rules.0.to",
+                "[{operation: {methods: [GET], paths: ['/api/*'], ports: ['9080']}}]",
+            ),
+            ("spec.rules.0.to", "[{operation: {ports: ['abc']}}]"),
+            ("spec.rules.0.to", "[{operation: {ports: ['70000']}}]"),
+            ("spec.rules.0.to", "[{operation: {paths: ['/a/{*}/b']}}]"),
+            (
+                "spec.rules.0.when",
+                "[{key: 'request.auth.claims[iss]', values: [a]}]",
+            ),
+            ("spec.rules.0.when", "[{key: bogus.key, values: [a]}]"),
+            ("spec.rules.0.when", "[{key: source.ip, values: []}]"),
+            ("spec.selector", "{matchLabels: {app: reviews}}"),
+            (
+                "spec.targetRef",
+                "{kind: Gateway, group: gateway.networking.k8s.io, name: gw}",
+            ),
+            ("spec.rules", "[{}]"),
+            ("spec.rules", "[]"),
+        ],
+    },
+    Family {
+        api_version: "telemetry.istio.io/v1",
+        kind: "Telemetry",
+        base: "{tracing: [{randomSamplingPercentage: 10}]}",
+        edits: &[
+            ("spec.tracing.0.randomSamplingPercentage", "150"),
+            ("spec.tracing.0.providers", "[{name: zipkin}]"),
+            ("spec.tracing.0.customTags", "{a: {literal: {value: b}}}"),
+            (
+                "spec.metrics",
+                "[{overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]}]",
+            ),
+            ("spec.metrics", "[{overrides: [{match: {metric: BOGUS}}]}]"),
+            ("spec.accessLogging", "[{providers: [{name: envoy}]}]"),
+            (
+                "spec.accessLogging",
+                "[{filter: {expression: 'response.code >= 400'}}]",
+            ),
+            ("spec.selector", "{matchLabels: {app: reviews}}"),
+            (
+                "spec.targetRef",
+                "{kind: Service, group: '', name: reviews}",
+            ),
+        ],
+    },
+];
+
+/// A document: family, edits (indices), the namespace, and its name.
+fn document(family: &Family, edits: &[usize], name: &str) -> Result<Value> {
+    let spec: Value = serde_yaml_ng::from_str(family.base)?;
+    let mut doc = json!({
+        "apiVersion": family.api_version,
+        "kind": family.kind,
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    });
+    for &i in edits {
+        let (path, value) = family.edits[i];
+        let value: Value = serde_yaml_ng::from_str(value)?;
+        set(&mut doc, path, value);
+    }
+    // A document's own name is how verdicts are matched to it.
+    doc["metadata"]["name"] = json!(name);
+    Ok(doc)
+}
+
+/// Puts `value` at `path` (dotted; numbers index lists), creating maps on the way;
+/// a null value removes the field.
+fn set(root: &mut Value, path: &str, value: Value) {
+    let parts: Vec<&str> = path.split('.').collect();
+    let mut cur = root;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        if let Ok(n) = part.parse::<usize>() {
+            let Some(list) = cur.as_array_mut() else {
+                return;
+            };
+            while list.len() <= n {
+                list.push(json!({}));
+            }
+            if last {
+                list[n] = value;
+                return;
+            }
+            cur = &mut list[n];
+            continue;
+        }
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        let Some(map) = cur.as_object_mut() else {
+            return;
+        };
+        if last {
+            if value.is_null() {
+                map.remove(*part);
+            } else {
+                map.insert((*part).to_string(), value);
+            }
+            return;
+        }
+        let next_is_index = parts[i + 1].parse::<usize>().is_ok();
+        cur = map
+            .entry(*part)
+            .or_insert_with(|| if next_is_index { json!([]) } else { json!({}) });
+    }
+}
+
+fn generated(count: usize) -> Result<Vec<(String, String)>> {
+    let strategy = (0..FAMILIES.len()).prop_flat_map(|f| {
+        (
+            Just(f),
+            proptest::collection::vec(0..FAMILIES[f].edits.len(), 0..=3),
+        )
+    });
+    let mut runner = runner();
+    let mut out = Vec::new();
+    for i in 0..count {
+        let tree = strategy
+            .new_tree(&mut runner)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (f, edits) = tree.current();
+        let name = format!("g{i}");
+        let doc = document(&FAMILIES[f], &edits, &name)?;
+        out.push((name, serde_yaml_ng::to_string(&doc)?));
+    }
+    Ok(out)
+}
+
+/// Hand-written documents for cases a generator finds only by luck; each
+/// disagreement found once is kept here. `NAME` is replaced by the
+/// document's name.
+const SEEDS: &[&str] = &[
+    // notTrustDomains is not an AuthorizationPolicy field at all; a typo'd field name must fail.
+    "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: NAME}\nspec:\n  rules: [{from: [{source: {notPrincipalz: [a]}}]}]\n",
+    // A bare service account name, and a namespace-qualified one.
+    "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: NAME}\nspec:\n  rules: [{from: [{source: {serviceAccounts: [sa, other/sa]}}]}]\n",
+    // serviceAccounts together with principals.
+    "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: NAME}\nspec:\n  rules: [{from: [{source: {serviceAccounts: [sa], principals: [cluster.local/ns/a/sa/b]}}]}]\n",
+    // An IPv6 address list, flow style, as Kubernetes parses it.
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: NAME}\nspec:\n  hosts: [v6.example.com]\n  addresses: ['2001:db8::/64', ::1]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: '2001:db8::5'}]\n",
+    // A CIDR with DNS resolution.
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: NAME}\nspec:\n  hosts: [cidr.example.com]\n  addresses: [10.2.0.0/16]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n",
+    // NONE resolution with endpoints.
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: NAME}\nspec:\n  hosts: [none.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: NONE\n  endpoints: [{address: 10.0.0.1}]\n",
+    // HTTP/2 keepalive in the connection pool (a current CRD field).
+    "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: NAME}\nspec:\n  host: reviews\n  trafficPolicy: {connectionPool: {http: {http2KeepAlive: {time: 30s, interval: 5s, timeout: 3s}}}}\n",
+    "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: NAME}\nspec:\n  host: reviews\n  trafficPolicy: {connectionPool: {http: {http2KeepAlive: {interval: 5s, timeout: 3s}}}}\n",
+    "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: NAME}\nspec:\n  host: reviews\n  trafficPolicy: {connectionPool: {http: {http2KeepAlive: {interval: 5s}}}}\n",
+    // A principal written with its scheme.
+    "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: NAME}\nspec:\n  rules: [{from: [{source: {principals: ['spiffe://cluster.local/ns/a/sa/b']}}]}]\n",
+    // An IPv6 address list, quoted.
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: NAME}\nspec:\n  hosts: [v6.example.com]\n  addresses: ['2001:db8::/64', '::1']\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: '2001:db8::5'}]\n",
+    // An old apiVersion that Istio still serves.
+    "apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {name: NAME}\nspec:\n  hosts: [reviews]\n  http: [{route: [{destination: {host: reviews}}]}]\n",
+    // Kinds Trellis does not serve: one valid, one broken each.
+    "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: NAME}\nspec:\n  configPatches: [{applyTo: HTTP_FILTER, patch: {operation: INSERT_BEFORE, value: {name: a}}}]\n",
+    "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: NAME}\nspec:\n  configPatches: [{applyTo: BOGUS}]\n",
+    "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: NAME}\nspec:\n  url: oci://example.com/plugin:1\n",
+    "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: NAME}\nspec:\n  url: ''\n",
+    "apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nmetadata: {name: NAME}\nspec:\n  concurrency: 2\n",
+    "apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nmetadata: {name: NAME}\nspec:\n  concurrency: -2\n",
+    // Kubernetes kinds: a Service port without a protocol prefix, an unnamed one.
+    "apiVersion: v1\nkind: Service\nmetadata: {name: NAME}\nspec:\n  selector: {app: a}\n  ports: [{name: web, port: 80}]\n",
+    "apiVersion: v1\nkind: Service\nmetadata: {name: NAME}\nspec:\n  selector: {app: a}\n  ports: [{port: 80}]\n",
+    "apiVersion: v1\nkind: Service\nmetadata: {name: NAME}\nspec:\n  selector: {app: a}\n  ports: [{name: http-web, port: 80, appProtocol: http}]\n",
+];
+
+fn seeds() -> Vec<(String, String)> {
+    SEEDS
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let name = format!("s{i}");
+            (name.clone(), s.replace("NAME", &name))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Verdicts.
+
+fn run(program: &Path, args: &[&str]) -> Result<Output> {
+    Command::new(program)
+        .args(args)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .with_context(|| format!("running {}", program.display()))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Which documents (by name) each tool rejects, from one run over a
+/// directory holding each document in its own file `NAME.yaml`.
+fn rejected(
+    istioctl: &Path,
+    docs: &[(String, String)],
+) -> Result<(BTreeSet<String>, BTreeSet<String>, String, String)> {
+    let dir = tempfile::tempdir()?;
+    for (name, text) in docs {
+        std::fs::write(dir.path().join(format!("{name}.yaml")), text)?;
+    }
+    let path = dir.path().display().to_string();
+    let ours = run(&bin("trellis"), &["validate", "-f", &path])?;
+    let theirs = run(istioctl, &["validate", "-f", &path])?;
+    let (ours_text, theirs_text) = (text(&ours), text(&theirs));
+    let pick = |out: &str, marks: &dyn Fn(&str) -> Vec<String>| -> BTreeSet<String> {
+        docs.iter()
+            .filter(|(n, _)| marks(n).iter().any(|m| out.contains(m.as_str())))
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    // trellis names the file (`…/NAME.yaml: document 1 …`); istioctl, after
+    // its `Error:` line (warnings come before it), the resource
+    // (`Kind/namespace/NAME:`) or the file it could not decode.
+    let ours_set = pick(&ours_text, &|n| vec![format!("/{n}.yaml:")]);
+    let errors = theirs_text
+        .find("Error: ")
+        .map_or("", |i| &theirs_text[i..]);
+    let theirs_set = pick(errors, &|n| vec![format!("/{n}:"), format!("/{n}.yaml")]);
+    Ok((ours_set, theirs_set, ours_text, theirs_text))
+}
+
+fn compare_validate(istioctl: &Path, docs: &[(String, String)]) -> Result<()> {
+    let (ours, theirs, ours_text, theirs_text) = rejected(istioctl, docs)?;
+    let mut report = String::new();
+    let mut agree = 0;
+    for (name, doc) in docs {
+        let (o, t) = (ours.contains(name), theirs.contains(name));
+        if o == t {
+            agree += 1;
+            continue;
+        }
+        if let Some(why) = known_validate_difference(doc) {
+            eprintln!("{name}: known difference ({why})");
+            agree += 1;
+            continue;
+        }
+        let verdict = |rejects: bool| if rejects { "rejects" } else { "accepts" };
+        report.push_str(&format!(
+            "--- {name}: trellis {} it, istioctl {} it\n{doc}\n",
+            verdict(o),
+            verdict(t)
+        ));
+    }
+    eprintln!("validate: {agree}/{} documents agree", docs.len());
+    ensure!(
+        report.is_empty(),
+        "verdicts differ (TRELLIS_DIFF_SEED={:?}):\n{report}\n=== trellis:\n{ours_text}\n=== istioctl:\n{theirs_text}",
+        std::env::var("TRELLIS_DIFF_SEED").unwrap_or_else(|_| "19".into())
+    );
+    Ok(())
+}
+
+/// Differences docs/reference/analysis.md lists ("Where Trellis differs
+/// from istioctl"), found by a piece of the document's text: deliberate
+/// ones, and the gaps not closed yet.
+const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
+    (
+        "principals: ['spiffe://",
+        "deliberate: a principal with its spiffe:// scheme never matches in Istio; Trellis rejects it",
+    ),
+    (
+        "kind: Service\n",
+        "deliberate: istioctl validate rejects Service ports without a protocol prefix, which Kubernetes accepts; Trellis reads the protocol as Istio does and analyze reports IST0118",
+    ),
+    (
+        "portLevelMtls: {}",
+        "gap: an empty portLevelMtls is read as absent, so Istio's error for it is not given",
+    ),
+];
+
+fn known_validate_difference(doc: &str) -> Option<&'static str> {
+    KNOWN_DIFFERENCES
+        .iter()
+        .find(|(needle, _)| doc.contains(needle))
+        .map(|(_, why)| *why)
+}
+
+#[test]
+fn validate_agrees_with_istioctl_on_seeds() -> Result<()> {
+    let Some(istioctl) = istioctl("validate_agrees_with_istioctl_on_seeds")? else {
+        return Ok(());
+    };
+    compare_validate(&istioctl, &seeds())
+}
+
+#[test]
+fn validate_agrees_with_istioctl_on_generated_resources() -> Result<()> {
+    let Some(istioctl) = istioctl("validate_agrees_with_istioctl_on_generated_resources")? else {
+        return Ok(());
+    };
+    compare_validate(&istioctl, &generated(cases())?)
+}
+
+// ---------------------------------------------------------------------------
+// analyze over generated folders: a small world (Services, Pods, a
+// namespace) and Istio resources that may or may not fit it.
+
+const WORLD: &[&str] = &[
+    "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\nspec:\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080}]\n",
+    "apiVersion: v1\nkind: Service\nmetadata: {name: ratings, namespace: default}\nspec:\n  selector: {app: ratings}\n  ports: [{name: http, port: 9080}, {name: grpc, port: 9090}]\n",
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: reviews-v1-1, namespace: default, labels: {app: reviews, version: v1}}\nspec:\n  containers: [{name: reviews, image: reviews}, {name: istio-proxy, image: proxyv2}]\n",
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: ratings-v1-1, namespace: default, labels: {app: ratings, version: v1}}\nspec:\n  containers: [{name: ratings, image: ratings}, {name: istio-proxy, image: proxyv2}]\n",
+];
+
+const ANALYZE_PIECES: &[&str] = &[
+    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews-route}\nspec:\n  hosts: [reviews]\n  http: [{route: [{destination: {host: reviews, subset: v1}}]}]\n",
+    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews-other}\nspec:\n  hosts: [reviews]\n  http: [{route: [{destination: {host: reviews}}]}]\n",
+    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ratings-route}\nspec:\n  hosts: [ratings]\n  http: [{route: [{destination: {host: ratings}}]}]\n",
+    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: missing-route}\nspec:\n  hosts: [reviews.example.com]\n  gateways: [no-such-gateway]\n  http: [{route: [{destination: {host: nowhere}}]}]\n",
+    "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets: [{name: v1, labels: {version: v1}}, {name: v9, labels: {version: v9}}]\n",
+    "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ghost}\nspec:\n  host: ghost\n",
+    "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: tls-origination}\nspec:\n  host: ratings\n  trafficPolicy: {tls: {mode: SIMPLE}}\n",
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db}\nspec:\n  hosts: [db.example.com]\n  ports: [{number: 5432, name: tcp, protocol: TCP}]\n  resolution: DNS\n",
+    "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: one}\nspec:\n  egress: [{hosts: ['./*']}]\n",
+    "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: two}\nspec:\n  egress: [{hosts: ['./*']}]\n",
+    "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t-one}\nspec:\n  tracing: [{randomSamplingPercentage: 10}]\n",
+    "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t-two}\nspec:\n  tracing: [{randomSamplingPercentage: 20}]\n",
+    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad-weight}\nspec:\n  hosts: [ratings.default.svc.cluster.local]\n  http: [{route: [{destination: {host: ratings}, weight: -5}]}]\n",
+    "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: nobody}\nspec:\n  selector: {matchLabels: {app: nobody}}\n  rules: [{}]\n",
+];
+
+/// Findings left out of the comparison, with why (docs/reference/analysis.md
+/// lists them): Trellis's own codes, and the checks that istioctl runs only
+/// against a live cluster — with `--use-kube=false` it skips every analyzer
+/// that needs Pods, Services or Namespaces, while Trellis reads those from
+/// the files, as `trellis up` deploys them.
+const ANALYZE_EXCLUDED: &[(&str, &str)] = &[
+    ("TRL", "Trellis's own codes"),
+    (
+        "IST0101 Referenced host",
+        "virtualservice.DestinationHostAnalyzer: live cluster only",
+    ),
+    (
+        "IST0101 Referenced selector",
+        "telemetry/sidecar SelectorAnalyzer: live cluster only",
+    ),
+    ("IST0102", "injection.Analyzer: live cluster only"),
+    ("IST0103", "injection.Analyzer: live cluster only"),
+    ("IST0110", "sidecar.SelectorAnalyzer: live cluster only"),
+    (
+        "IST0112",
+        "virtualservice.DestinationHostAnalyzer: live cluster only",
+    ),
+    ("IST0118", "service.PortNameAnalyzer: live cluster only"),
+    (
+        "IST0127",
+        "auth.AuthorizationPoliciesAnalyzer: live cluster only",
+    ),
+    (
+        "IST0145",
+        "gateway.ConflictingGatewayAnalyzer: live cluster only",
+    ),
+    ("IST0159", "telemetry.SelectorAnalyzer: live cluster only"),
+    (
+        "IST0162",
+        "gateway.IngressGatewayPortAnalyzer: live cluster only",
+    ),
+    (
+        "IST0173",
+        "destinationrule.SubsetSelectPodAnalyzer: live cluster only",
+    ),
+    (
+        "IST0174",
+        "destinationrule.SubsetSelectPodAnalyzer: live cluster only",
+    ),
+];
+
+fn excluded(code: &str, message: &str) -> bool {
+    let line = format!("{code} {message}");
+    ANALYZE_EXCLUDED.iter().any(|(c, _)| line.starts_with(c))
+}
+
+/// `Kind namespace/name` (newer istioctl) as `Kind name.namespace`.
+fn dotted(origin: &str) -> String {
+    match origin.split_once(' ').and_then(|(kind, full)| {
+        let (ns, name) = full.split_once('/')?;
+        Some(format!("{kind} {name}.{ns}"))
+    }) {
+        Some(o) => o,
+        None => origin.to_string(),
+    }
+}
+
+fn findings(out: &Output) -> Result<BTreeSet<(String, String)>> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let start = stdout.find('[').unwrap_or(0);
+    let v: Value = serde_json::from_str(stdout[start..].trim())
+        .with_context(|| format!("not a JSON list: {}", text(out)))?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            let code = m["code"].as_str()?.to_string();
+            let origin = dotted(m["origin"].as_str()?);
+            let message = m["message"].as_str().unwrap_or_default();
+            (!excluded(&code, message)).then_some((code, origin))
+        })
+        .collect())
+}
+
+#[test]
+fn analyze_agrees_with_istioctl_on_generated_folders() -> Result<()> {
+    let Some(istioctl) = istioctl("analyze_agrees_with_istioctl_on_generated_folders")? else {
+        return Ok(());
+    };
+    let folders = (cases() / 5).max(4);
+    let strategy =
+        proptest::sample::subsequence((0..ANALYZE_PIECES.len()).collect::<Vec<_>>(), 1..=5);
+    let mut runner = runner();
+    let mut report = String::new();
+    for i in 0..folders {
+        let picked = strategy
+            .new_tree(&mut runner)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .current();
+        let dir = tempfile::tempdir()?;
+        let mut all = WORLD.join("---\n");
+        for p in &picked {
+            all.push_str("---\n");
+            all.push_str(ANALYZE_PIECES[*p]);
+        }
+        std::fs::write(dir.path().join("all.yaml"), &all)?;
+        let path = dir.path().display().to_string();
+        let ours = findings(&run(&bin("trellis"), &["analyze", &path, "-o", "json"])?)?;
+        let theirs = findings(&run(
+            &istioctl,
+            &["analyze", "--use-kube=false", "-o", "json", &path],
+        )?)?;
+        if ours != theirs {
+            report.push_str(&format!(
+                "--- folder {i}: only trellis {:?}; only istioctl {:?}\n{all}\n",
+                ours.difference(&theirs).collect::<Vec<_>>(),
+                theirs.difference(&ours).collect::<Vec<_>>()
+            ));
+        }
+    }
+    ensure!(report.is_empty(), "analyze findings differ:\n{report}");
+    Ok(())
+}
