@@ -6,6 +6,7 @@ pub mod analyze;
 pub mod client;
 pub mod commands;
 pub mod files;
+pub mod install;
 pub mod iptables;
 pub mod logging;
 pub mod meshes;
