@@ -251,6 +251,29 @@ fn crd(kind: Kind, labels: &Value) -> Value {
 mod tests {
     use super::*;
 
+    /// The Helm chart renders the CRDs from this file; it must say what
+    /// `manifest generate` says. To refresh it: `TRELLIS_BLESS=1 cargo test -p cli chart_crds`.
+    #[test]
+    fn chart_crds_are_the_generated_ones() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../manifests/charts/trellis/files/crds.json"
+        );
+        let mut ours = crds(&json!({}));
+        for crd in &mut ours {
+            crd["metadata"].as_object_mut().unwrap().remove("labels");
+        }
+        if std::env::var_os("TRELLIS_BLESS").is_some() {
+            std::fs::write(path, serde_json::to_string_pretty(&ours).unwrap() + "\n").unwrap();
+        }
+        let chart: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(
+            chart,
+            Value::Array(ours),
+            "{path} is stale: TRELLIS_BLESS=1 cargo test -p cli chart_crds"
+        );
+    }
+
     #[test]
     fn every_istio_kind_has_a_crd() {
         let crds = crds(&json!({}));

@@ -294,6 +294,16 @@ mod tests {
         assert_eq!(empty["components"]["base"]["enabled"], json!(false));
     }
 
+    /// The Helm chart's values are the default profile's spec (and the owner).
+    #[test]
+    fn chart_values_are_the_default_profile() {
+        let text = include_str!("../../../../manifests/charts/trellis/values.yaml");
+        let mut values: Value = serde_yaml_ng::from_str(text).unwrap();
+        assert_eq!(values["ownerName"], json!("installed-state"));
+        values.as_object_mut().unwrap().remove("ownerName");
+        assert_eq!(values, profile("default").unwrap());
+    }
+
     #[test]
     fn unknown_profile_names_the_known_ones() {
         let err = profile("production").unwrap_err().to_string();
