@@ -9,6 +9,7 @@ mod browser;
 mod capture;
 mod control_plane;
 mod gateway_tls;
+mod install;
 mod interop;
 mod kube;
 mod mtls;

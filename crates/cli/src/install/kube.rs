@@ -295,20 +295,14 @@ async fn wait_established(client: &kube::Client, names: &[String], within: Durat
     Ok(())
 }
 
-/// Objects carrying the install label (of `owner`, or of any install),
-/// every kind the install makes, in deletion order.
-async fn labelled(
-    client: &kube::Client,
-    owner: Option<&str>,
-) -> Result<Vec<(&'static KindInfo, DynamicObject)>> {
-    let selector = match owner {
-        Some(o) => format!("{INSTALL_LABEL}={o}"),
-        None => INSTALL_LABEL.to_string(),
-    };
+/// Objects carrying the install label, of every kind the install makes,
+/// in deletion order.
+async fn labelled(client: &kube::Client) -> Result<Vec<(&'static KindInfo, DynamicObject)>> {
+    let selector = INSTALL_LABEL;
     let mut out = Vec::new();
     for info in KINDS {
         let list = api(client, info, None)
-            .list(&ListParams::default().labels(&selector))
+            .list(&ListParams::default().labels(selector))
             .await
             .with_context(|| format!("listing {}", info.plural))?;
         out.extend(list.items.into_iter().map(|o| (info, o)));
@@ -316,8 +310,9 @@ async fn labelled(
     Ok(out)
 }
 
-/// Deletes what an earlier install of the same owner made that this
-/// manifest no longer has (a gateway turned off, an HPA no longer wanted).
+/// Deletes what an earlier install made that this manifest no longer has
+/// (a gateway turned off, an HPA no longer wanted): a cluster has one
+/// install, the last one applied, whichever IstioOperator named it.
 async fn prune(client: &kube::Client, manifest: &Manifest) -> Result<()> {
     let wanted: BTreeSet<(String, String, String)> = manifest
         .objects
@@ -330,7 +325,7 @@ async fn prune(client: &kube::Client, manifest: &Manifest) -> Result<()> {
             )
         })
         .collect();
-    for (info, object) in labelled(client, Some(&manifest.owner)).await? {
+    for (info, object) in labelled(client).await? {
         if kept_without_purge(info.kind) {
             continue;
         }
@@ -369,7 +364,7 @@ async fn delete(client: &kube::Client, info: &KindInfo, object: &DynamicObject) 
 /// CRDs and the namespace only with `purge` (they hold users' config).
 /// Waits until they are gone.
 pub async fn uninstall(client: &kube::Client, purge: bool, within: Duration) -> Result<()> {
-    let objects = labelled(client, None).await?;
+    let objects = labelled(client).await?;
     if objects.is_empty() {
         println!("nothing installed by trellis was found");
         return Ok(());
@@ -390,7 +385,7 @@ pub async fn uninstall(client: &kube::Client, purge: bool, within: Duration) -> 
     }
     let deadline = Instant::now() + within;
     loop {
-        let left: Vec<_> = labelled(client, None)
+        let left: Vec<_> = labelled(client)
             .await?
             .into_iter()
             .filter(|(info, _)| purge || !kept_without_purge(info.kind))
