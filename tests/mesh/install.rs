@@ -209,7 +209,9 @@ async fn install_each_seed_then_uninstall_leaves_nothing() -> Result<()> {
     );
 
     let baseline = snapshot(&kube)?;
+    let started = std::time::Instant::now();
     for (i, name) in SEEDS.iter().enumerate() {
+        eprintln!("[{:?}] installing {name}", started.elapsed());
         let file = seed(name).display().to_string();
         let out = trellis_ok(&kube, &["install", "-f", &file, "--no-wait", "-y"])?;
         ensure!(out.contains("✔ Installation complete"), "{out}");
@@ -235,8 +237,10 @@ async fn install_each_seed_then_uninstall_leaves_nothing() -> Result<()> {
             trellis_ok(&kube, &["install", "-f", &file, "--no-wait"])?;
         }
 
+        eprintln!("[{:?}] uninstalling {name}", started.elapsed());
         let out = trellis_ok(&kube, &["uninstall", "--purge"])?;
         ensure!(out.contains("✔ Uninstall complete"), "{out}");
+        eprintln!("[{:?}] uninstalled {name}", started.elapsed());
         let after = snapshot(&kube)?;
         let left: Vec<_> = after.difference(&baseline).collect();
         ensure!(
@@ -620,5 +624,84 @@ fn helm_chart_renders_what_manifest_generate_prints() -> Result<()> {
         }
         ensure!(a.len() > 20, "{} objects", a.len());
     }
+    Ok(())
+}
+
+/// Our CRDs say what Istio's published ones (istio.io/api, in the kube
+/// tools' directory) say of each kind we serve: group, names, short names,
+/// categories, scope, served versions and the storage one, the status
+/// subresource and the printer columns. (Their schemas differ by design:
+/// ours are open and the validating webhook checks objects.)
+#[test]
+fn crds_agree_with_istios_published_ones() -> Result<()> {
+    let published = Path::new(&kube_tools()?).join("istio-crds.yaml");
+    if !published.is_file() {
+        ensure!(
+            std::env::var_os("CI").is_none(),
+            "{} is missing: run scripts/kube-tools.sh",
+            published.display()
+        );
+        eprintln!(
+            "SKIPPED: {} is missing (scripts/kube-tools.sh fetches it)",
+            published.display()
+        );
+        return Ok(());
+    }
+    let istio = objects(&std::fs::read_to_string(&published)?)?;
+    let out = trellis(&["manifest", "generate"]);
+    ensure!(out.status.success(), "{}", text(&out));
+    let ours = objects(&String::from_utf8_lossy(&out.stdout))?;
+    let mut compared = 0;
+    for ((kind, _, name), crd) in ours
+        .iter()
+        .filter(|((k, _, _), _)| k == "CustomResourceDefinition")
+    {
+        let theirs = istio
+            .get(&(kind.clone(), String::new(), name.clone()))
+            .with_context(|| format!("Istio publishes no CRD {name}"))?;
+        let (a, b) = (&crd["spec"], &theirs["spec"]);
+        ensure!(
+            a["group"] == b["group"] && a["scope"] == b["scope"],
+            "{name}: group or scope"
+        );
+        ensure!(
+            a["names"] == b["names"],
+            "{name}: names {} vs Istio's {}",
+            a["names"],
+            b["names"]
+        );
+        let summary = |spec: &Value| -> BTreeMap<String, Value> {
+            spec["versions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    let columns: Vec<Value> = v["additionalPrinterColumns"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| serde_json::json!([c["name"], c["jsonPath"], c["type"]]))
+                        .collect();
+                    (
+                        v["name"].as_str().unwrap_or_default().to_string(),
+                        serde_json::json!({
+                            "served": v["served"],
+                            "storage": v["storage"],
+                            "subresources": v["subresources"],
+                            "columns": columns,
+                        }),
+                    )
+                })
+                .collect()
+        };
+        ensure!(
+            summary(a) == summary(b),
+            "{name}: versions {:?} vs Istio's {:?}",
+            summary(a),
+            summary(b)
+        );
+        compared += 1;
+    }
+    ensure!(compared == 11, "{compared} CRDs compared");
     Ok(())
 }

@@ -217,7 +217,7 @@ fn crd(kind: Kind, labels: &Value) -> Value {
         })
         .collect();
     let singular = kind.as_str().to_ascii_lowercase();
-    let category = format!("{}", group.replace('.', "-"));
+    let category = group.replace('.', "-");
     let mut names = json!({
         "kind": kind.as_str(),
         "listKind": format!("{}List", kind.as_str()),

@@ -237,14 +237,13 @@ pub async fn install(
         if kept_without_purge(kind) {
             // A namespace or CRD that was there before is not ours to take:
             // uninstall --purge would delete it, with what it holds.
-            if let Some(existing) = api.get_opt(&name).await? {
-                if existing.labels().get(INSTALL_LABEL).is_none() {
-                    println!(
-                        "- {} exists (not installed by trellis); left as it is",
-                        describe(object)
-                    );
-                    continue;
-                }
+            let existing = api.get_opt(&name).await?;
+            if existing.is_some_and(|e| e.labels().get(INSTALL_LABEL).is_none()) {
+                println!(
+                    "- {} exists (not installed by trellis); left as it is",
+                    describe(object)
+                );
+                continue;
             }
         }
         let patch: DynamicObject = serde_json::from_value(object.clone())
@@ -348,9 +347,15 @@ async fn prune(client: &kube::Client, manifest: &Manifest) -> Result<()> {
 async fn delete(client: &kube::Client, info: &KindInfo, object: &DynamicObject) -> Result<()> {
     let name = object.metadata.name.clone().unwrap_or_default();
     let api = api(client, info, object.metadata.namespace.as_deref());
-    // Foreground: a Deployment goes with its ReplicaSets and Pods.
+    // Foreground: a Deployment is gone only with its ReplicaSets and Pods.
+    // Only there: the garbage collector can hold a foreground-deleted CRD
+    // for minutes while its own discovery catches up.
     let params = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Foreground),
+        propagation_policy: Some(if info.kind == "Deployment" {
+            PropagationPolicy::Foreground
+        } else {
+            PropagationPolicy::Background
+        }),
         ..Default::default()
     };
     match api.delete(&name, &params).await {
@@ -369,38 +374,46 @@ pub async fn uninstall(client: &kube::Client, purge: bool, within: Duration) -> 
         println!("nothing installed by trellis was found");
         return Ok(());
     }
-    let mut kept = Vec::new();
-    for (info, object) in &objects {
-        let name = object.metadata.name.clone().unwrap_or_default();
-        let shown = match &object.metadata.namespace {
-            Some(ns) => format!("{} {name}.{ns}", info.kind),
-            None => format!("{} {name}", info.kind),
-        };
-        if kept_without_purge(info.kind) && !purge {
-            kept.push(shown);
-            continue;
-        }
-        delete(client, info, object).await?;
-        println!("✔ {shown} deleted");
-    }
     let deadline = Instant::now() + within;
-    loop {
-        let left: Vec<_> = labelled(client)
-            .await?
-            .into_iter()
-            .filter(|(info, _)| purge || !kept_without_purge(info.kind))
-            .collect();
-        if left.is_empty() {
-            break;
+    let mut kept = Vec::new();
+    // The namespace last, once everything else (the CRDs above all) is
+    // gone: the namespace controller stalls and backs off for minutes when
+    // kinds vanish while it empties a namespace.
+    for namespaces in [false, true] {
+        let phase = |info: &KindInfo| (info.kind == "Namespace") == namespaces;
+        for (info, object) in objects.iter().filter(|(i, _)| phase(i)) {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            let shown = match &object.metadata.namespace {
+                Some(ns) => format!("{} {name}.{ns}", info.kind),
+                None => format!("{} {name}", info.kind),
+            };
+            if kept_without_purge(info.kind) && !purge {
+                kept.push(shown);
+                continue;
+            }
+            delete(client, info, object).await?;
+            println!("✔ {shown} deleted");
         }
-        if Instant::now() > deadline {
-            let names: Vec<String> = left
-                .iter()
-                .map(|(i, o)| format!("{} {}", i.kind, o.metadata.name.clone().unwrap_or_default()))
+        loop {
+            let left: Vec<_> = labelled(client)
+                .await?
+                .into_iter()
+                .filter(|(info, _)| phase(info) && (purge || !kept_without_purge(info.kind)))
                 .collect();
-            bail!("still there after {within:?}: {}", names.join(", "));
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let names: Vec<String> = left
+                    .iter()
+                    .map(|(i, o)| {
+                        format!("{} {}", i.kind, o.metadata.name.clone().unwrap_or_default())
+                    })
+                    .collect();
+                bail!("still there after {within:?}: {}", names.join(", "));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     if !kept.is_empty() {
         println!(

@@ -254,7 +254,8 @@ fn parse_scalar(raw: &str) -> Value {
         "true" => Value::Bool(true),
         "false" => Value::Bool(false),
         _ => match raw.parse::<i64>() {
-            Ok(n) if !raw.starts_with('+') && !(raw.starts_with('0') && raw.len() > 1) => {
+            // "007" and "+1" stay strings, as a tag or a version would.
+            Ok(n) if !(raw.starts_with('+') || raw.starts_with('0') && raw.len() > 1) => {
                 Value::from(n)
             }
             _ => Value::String(raw.to_string()),
