@@ -4,7 +4,8 @@
 # the versions scripts/kube-tools/go.mod pins, into a cache directory outside
 # the repository, and reuses it when it is already there. Beside them it puts
 # Istio's published CRDs (istio-crds.yaml, from the istio.io/api module at
-# $istio_api below), which the tests install as on an Istio cluster.
+# $istio_api below), which the tests install as on an Istio cluster, and
+# helm ($helm below), with which a test renders manifests/charts/.
 #
 #   scripts/kube-tools.sh          build if needed; print the directory
 #   scripts/kube-tools.sh --where  only print the directory (builds nothing)
@@ -18,8 +19,9 @@ version_of() { awk -v m="$1" '$1 == m { print $2; exit }' "$src/go.mod"; }
 k8s_version="$(version_of k8s.io/kubernetes)"
 etcd_version="$(version_of go.etcd.io/etcd/server/v3)"
 istio_api="istio.io/api@v1.31.4"
+helm="helm.sh/helm/v4/cmd/helm@v4.3.2"
 dir="${TRELLIS_KUBE_TOOLS:-${TRELLIS_TOOLS_CACHE:-$HOME/.cache/trellis}/kube-$k8s_version-etcd-$etcd_version}"
-programs=(etcd kube-apiserver kube-controller-manager kubectl)
+programs=(etcd kube-apiserver kube-controller-manager kubectl helm)
 
 if [[ "${1:-}" == "--where" ]]; then
   echo "$dir"
@@ -64,6 +66,8 @@ if [[ ${#missing[@]} != 0 ]]; then
   for p in "${missing[@]}"; do
     case "$p" in
       etcd) go build -trimpath -ldflags "-s -w" -o "$dir/etcd.partial" go.etcd.io/etcd/server/v3 ;;
+      # Outside the module (its own dependency versions, go.mod untouched).
+      helm) (cd / && GOBIN="$dir/helm-bin" go install -trimpath -ldflags "-s -w" "$helm") && mv "$dir/helm-bin/helm" "$dir/helm.partial" && rmdir "$dir/helm-bin" ;;
       *) go build -trimpath -ldflags "-s -w $stamp" -o "$dir/$p.partial" "k8s.io/kubernetes/cmd/$p" ;;
     esac
     install_file 0755 "$p"

@@ -10,6 +10,7 @@ pub(crate) mod de;
 pub mod duration;
 pub mod meta;
 pub mod networking;
+pub mod operator;
 pub mod resource;
 pub mod security;
 pub mod selector;

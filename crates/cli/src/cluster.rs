@@ -17,8 +17,9 @@ pub const CONTROL_PLANE_PORT: u16 = 15014;
 /// Which cluster the user means.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct Cluster {
-    /// The kubeconfig to use (default: KUBECONFIG, else ~/.kube/config).
-    #[arg(long, global = true)]
+    /// The kubeconfig to use (default: KUBECONFIG, else ~/.kube/config, else
+    /// the pod's service account).
+    #[arg(short = 'c', long, global = true)]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use (default: its current context).
     #[arg(long, global = true)]
@@ -56,9 +57,12 @@ impl Cluster {
                     .await
                     .with_context(|| format!("kubeconfig {}", path.display()))?
             }
-            None => kube::Config::from_kubeconfig(&options)
+            None if self.context.is_some() => kube::Config::from_kubeconfig(&options)
                 .await
                 .context("kubeconfig (KUBECONFIG, else ~/.kube/config)")?,
+            None => kube::Config::infer().await.context(
+                "no cluster: give --kubeconfig, set KUBECONFIG or write ~/.kube/config, or run in a pod",
+            )?,
         };
         let namespace = config.default_namespace.clone();
         let client = kube::Client::try_from(config).context("Kubernetes client")?;

@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod commands;
 pub mod files;
+pub mod install;
 pub mod iptables;
 pub mod kube_inject;
 pub mod logging;

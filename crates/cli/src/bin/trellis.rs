@@ -107,6 +107,19 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Kubernetes manifests of an install (`manifest generate`, as istioctl's).
+    Manifest {
+        #[command(subcommand)]
+        action: cli::install::command::ManifestAction,
+    },
+    /// Install the mesh on the cluster of a kubeconfig (profile, -f IstioOperator, --set).
+    Install(cli::install::command::InstallArgs),
+    /// Remove what `trellis install` put on the cluster.
+    Uninstall(cli::install::command::UninstallArgs),
+    /// Compare the cluster with the install's manifests, as `istioctl verify-install`.
+    VerifyInstall(cli::install::command::VerifyArgs),
+    /// The cluster's health for the mesh, as `linkerd check` (`--pre` before install).
+    Check(cli::install::command::CheckArgs),
     /// The meshes this user runs, and which one commands talk to.
     Context {
         #[command(subcommand)]
@@ -237,6 +250,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::ProxyConfig { kind, pod, output } => {
             commands::proxy_config(&client(&args).await?, kind, pod, *output).await
         }
+        Command::Manifest { action } => cli::install::command::manifest(action),
+        Command::Install(a) => cli::install::command::install(a, &args.cluster).await,
+        Command::Uninstall(a) => cli::install::command::uninstall(a, &args.cluster).await,
+        Command::VerifyInstall(a) => cli::install::command::verify_install(a, &args.cluster).await,
+        Command::Check(a) => cli::install::command::check(a, &args.cluster).await,
         Command::Context { action } => {
             let text = match action {
                 None => meshes::show()?,
