@@ -14,6 +14,8 @@ use super::pattern::Pattern;
 pub(super) struct Matcher {
     field: pb::AuthzField,
     header: Option<HeaderName>,
+    /// REQUEST_CLAIM: the claim's path.
+    claim: Vec<String>,
     values: Vec<Pattern>,
     not_values: Vec<Pattern>,
 }
@@ -22,6 +24,8 @@ pub(super) struct Matcher {
 pub(super) enum Val<'a> {
     Missing,
     Str(Cow<'a, str>),
+    /// Matches when any element does (a JWT's audiences, a list claim).
+    List(Vec<&'a str>),
     Ip(IpAddr),
     Port(u16),
 }
@@ -42,9 +46,13 @@ impl Matcher {
                 .map(|v| Pattern::compile(field, v))
                 .collect::<Result<Vec<_>, _>>()
         };
+        if field == pb::AuthzField::RequestClaim && m.claim.is_empty() {
+            return Err("a claim condition without a claim name".into());
+        }
         Ok(Matcher {
             field,
             header,
+            claim: m.claim.clone(),
             values: patterns(&m.values)?,
             not_values: patterns(&m.not_values)?,
         })
@@ -93,6 +101,27 @@ impl Matcher {
                     }
                 }
             }
+            F::RequestPrincipal => opt(a.http.and_then(|h| h.auth).map(|v| v.principal.as_str())),
+            F::RequestPresenter => opt(a
+                .http
+                .and_then(|h| h.auth)
+                .and_then(|v| v.presenter.as_deref())),
+            F::RequestAudiences => match a.http.and_then(|h| h.auth) {
+                Some(v) => Val::List(v.audiences.iter().map(String::as_str).collect()),
+                None => Val::Missing,
+            },
+            F::RequestClaim => match a
+                .http
+                .and_then(|h| h.auth)
+                .and_then(|v| v.claim(&self.claim))
+            {
+                Some(serde_json::Value::String(s)) => Val::Str(Cow::Borrowed(s)),
+                Some(serde_json::Value::Array(list)) => {
+                    Val::List(list.iter().filter_map(|e| e.as_str()).collect())
+                }
+                // Envoy matches claims with string matchers: other types never match.
+                _ => Val::Missing,
+            },
             F::Absent => Val::Missing,
         }
     }
