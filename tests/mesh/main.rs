@@ -10,6 +10,7 @@ mod capture;
 mod control_plane;
 mod gateway_tls;
 mod interop;
+mod jwt;
 mod kube;
 mod mtls;
 mod operator;

@@ -132,6 +132,30 @@ mod tests {
     use super::super::testutil::*;
     use wire::pb;
 
+    fn with_jwt() -> Req {
+        Req {
+            jwt: Some(serde_json::json!({
+                "iss": "testing@secure.istio.io",
+                "sub": "testing@secure.istio.io",
+                "aud": ["app1", "app2"],
+                "azp": "web",
+                "groups": ["group1", "group2"],
+                "role": "admin",
+                "scope": "read write",
+                "level": 3,
+                "foo": {"bar": "baz"},
+            })),
+            ..req()
+        }
+    }
+
+    fn claim(path: &[&str], values: &[&str]) -> pb::AuthzMatch {
+        pb::AuthzMatch {
+            claim: path.iter().map(|s| s.to_string()).collect(),
+            ..m(F::RequestClaim, values, &[])
+        }
+    }
+
     #[test]
     fn matchers() {
         use pb::AuthzAction::*;
@@ -410,16 +434,116 @@ mod tests {
                 true,
             ),
             (
-                "JWT never matches",
+                "Envoy metadata never matches",
                 vec![m(F::Absent, &["*"], &[])],
                 req(),
                 false,
             ),
             (
-                "JWT notValues always match",
+                "Envoy metadata notValues always match",
                 vec![m(F::Absent, &[], &["admin"])],
                 req(),
                 true,
+            ),
+            (
+                "requestPrincipals * needs a token",
+                vec![m(F::RequestPrincipal, &["*"], &[])],
+                req(),
+                false,
+            ),
+            (
+                "requestPrincipals * with a token",
+                vec![m(F::RequestPrincipal, &["*"], &[])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "requestPrincipals exact iss/sub",
+                vec![m(
+                    F::RequestPrincipal,
+                    &["testing@secure.istio.io/testing@secure.istio.io"],
+                    &[],
+                )],
+                with_jwt(),
+                true,
+            ),
+            (
+                "requestPrincipals prefix",
+                vec![m(F::RequestPrincipal, &["testing@secure.istio.io/*"], &[])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "notRequestPrincipals * admits no token",
+                vec![m(F::RequestPrincipal, &[], &["*"])],
+                req(),
+                true,
+            ),
+            (
+                "notRequestPrincipals * refuses a token",
+                vec![m(F::RequestPrincipal, &[], &["*"])],
+                with_jwt(),
+                false,
+            ),
+            (
+                "audiences: any of the token's",
+                vec![m(F::RequestAudiences, &["app2"], &[])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "audiences: none",
+                vec![m(F::RequestAudiences, &["other"], &[])],
+                with_jwt(),
+                false,
+            ),
+            (
+                "presenter",
+                vec![m(F::RequestPresenter, &["web"], &[])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "claim in a list",
+                vec![claim(&["groups"], &["group1"])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "claim not in the list",
+                vec![claim(&["groups"], &["group3"])],
+                with_jwt(),
+                false,
+            ),
+            (
+                "claim string",
+                vec![claim(&["role"], &["admin"])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "nested claim",
+                vec![claim(&["foo", "bar"], &["baz"])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "scope is space-delimited",
+                vec![claim(&["scope"], &["write"])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "a number claim never matches a string",
+                vec![claim(&["level"], &["3"])],
+                with_jwt(),
+                false,
+            ),
+            (
+                "claim without a token",
+                vec![claim(&["groups"], &["group1"])],
+                req(),
+                false,
             ),
             (
                 "TCP: HTTP attributes are missing",

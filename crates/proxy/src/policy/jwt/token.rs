@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::alphabet::URL_SAFE;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
@@ -134,15 +135,7 @@ impl<'a> Jwt<'a> {
 
     /// The token's audiences: `aud` as a string or a list of strings.
     pub fn audiences(&self) -> Vec<String> {
-        match self.claims.get("aud") {
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect(),
-            _ => Vec::new(),
-        }
+        audiences(&self.claims)
     }
 }
 
@@ -164,9 +157,28 @@ fn supported(alg: &str) -> Option<Algorithm> {
     })
 }
 
-/// Base64url, padded or not (Envoy accepts both).
+/// Base64url as Envoy decodes it (absl's web-safe unescape): padded or not,
+/// non-zero trailing bits allowed.
 fn b64(s: &str) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok()
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    LENIENT.decode(s).ok()
+}
+
+fn audiences(claims: &Map<String, Value>) -> Vec<String> {
+    match claims.get("aud") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// What a validated token tells authorization (`request.auth.*`).
@@ -186,9 +198,12 @@ const SPACE_DELIMITED: [&str; 2] = ["scope", "permission"];
 
 impl Verified {
     pub fn new(jwt: Jwt<'_>, space_delimited: &[String]) -> Arc<Self> {
-        let audiences = jwt.audiences();
-        let Jwt { claims, iss, .. } = jwt;
-        let mut claims = claims;
+        Self::from_payload(jwt.claims, space_delimited)
+    }
+
+    /// From a validated token's payload.
+    pub fn from_payload(mut claims: Map<String, Value>, space_delimited: &[String]) -> Arc<Self> {
+        let audiences = audiences(&claims);
         for name in SPACE_DELIMITED
             .iter()
             .copied()
@@ -205,6 +220,10 @@ impl Verified {
                 claims.insert(name.to_string(), Value::Array(list));
             }
         }
+        let iss = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let sub = claims
             .get("sub")
             .and_then(Value::as_str)
@@ -231,6 +250,7 @@ impl Verified {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     fn enc(v: &str) -> String {
         URL_SAFE_NO_PAD.encode(v)
@@ -257,7 +277,8 @@ mod tests {
         for (token, want) in cases {
             assert_eq!(Jwt::parse(token).err(), Some(want), "{token}");
         }
-        let jwt = Jwt::parse(&format!("{h}.{p}.c2ln")).expect("parses");
+        let token = format!("{h}.{p}.c2ln");
+        let jwt = Jwt::parse(&token).expect("parses");
         assert_eq!(jwt.iss, "i");
         assert_eq!(jwt.kid.as_deref(), Some("k"));
         assert_eq!(jwt.signed, format!("{h}.{p}"));
