@@ -12,6 +12,7 @@ mod gateway_tls;
 mod install;
 mod interop;
 mod istioctl_diff;
+mod jwt;
 mod kube;
 mod kube_ca;
 mod kube_cli;

@@ -29,7 +29,9 @@
 //! extension provider is missing or invalid (its rules become DENY rules).
 
 use api::Object;
-use api::security::{Action, AuthorizationPolicy, Condition, PolicyTargetReference, Rule};
+use api::security::{
+    Action, AuthorizationPolicy, Condition, PolicyTargetReference, Rule, WorkloadSelector,
+};
 use wire::pb;
 
 use crate::mesh::Mesh;
@@ -100,20 +102,31 @@ pub fn applicable<'a>(
 }
 
 fn attaches(p: &Object<AuthorizationPolicy>, w: &Workload) -> bool {
-    let refs: Vec<&PolicyTargetReference> = p
-        .spec
-        .target_ref
-        .iter()
-        .chain(&p.spec.target_refs)
-        .collect();
+    attaches_to(
+        p.metadata.namespace.as_deref().unwrap_or("default"),
+        p.spec.selector.as_ref(),
+        p.spec.target_ref.iter().chain(&p.spec.target_refs),
+        w,
+    )
+}
+
+/// Whether a security policy (AuthorizationPolicy, RequestAuthentication) of
+/// namespace `ns` with this selector and these target references applies to
+/// `w` (see the module's doc); the caller has already picked the namespaces.
+pub(crate) fn attaches_to<'a>(
+    ns: &str,
+    selector: Option<&WorkloadSelector>,
+    target_refs: impl Iterator<Item = &'a PolicyTargetReference>,
+    w: &Workload,
+) -> bool {
+    let refs: Vec<&PolicyTargetReference> = target_refs.collect();
     if refs.is_empty() {
-        return p.spec.selector.as_ref().is_none_or(|s| {
+        return selector.is_none_or(|s| {
             s.match_labels
                 .iter()
                 .all(|(k, v)| w.labels.get(k) == Some(v))
         });
     }
-    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
     refs.iter().any(|r| {
         r.kind == "Gateway"
             && (r.group.is_empty() || r.group == "gateway.networking.k8s.io")
@@ -265,8 +278,10 @@ enum Field {
     Method,
     Path,
     Header,
-    /// request.auth.* claims, audiences, presenter; Envoy metadata.
-    Jwt,
+    /// `request.auth.audiences`, `request.auth.presenter`, `request.auth.claims[..]`.
+    Audiences,
+    Presenter,
+    Claim,
     EnvoyMetadata,
 }
 
@@ -279,7 +294,9 @@ impl Field {
                 | Field::Method
                 | Field::Path
                 | Field::Header
-                | Field::Jwt
+                | Field::Audiences
+                | Field::Presenter
+                | Field::Claim
         )
     }
 
@@ -298,9 +315,12 @@ impl Field {
             Field::Method => F::Method,
             Field::Path => F::Path,
             Field::Header => F::RequestHeader,
-            // No JWT authentication and no Envoy metadata in this proxy: the
-            // attribute is always absent, as for a request without a token.
-            Field::RequestPrincipal | Field::Jwt | Field::EnvoyMetadata => F::Absent,
+            Field::RequestPrincipal => F::RequestPrincipal,
+            Field::Audiences => F::RequestAudiences,
+            Field::Presenter => F::RequestPresenter,
+            Field::Claim => F::RequestClaim,
+            // No Envoy metadata in this proxy: the attribute is always absent.
+            Field::EnvoyMetadata => F::Absent,
         }
     }
 }
@@ -316,6 +336,7 @@ impl Builder<'_> {
     /// A `when` condition: `None` drops the rule, `Some(None)` adds nothing.
     fn condition(&self, c: &Condition) -> Option<Option<pb::AuthzMatch>> {
         let key = c.key.as_str();
+        let mut claim = Vec::new();
         let (field, header) = if let Some(rest) = key.strip_prefix("request.headers") {
             match rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
                 Some(h) if !h.is_empty() && !h.contains(['[', ']']) => {
@@ -324,6 +345,12 @@ impl Builder<'_> {
                 // Istio: an error in the generator, handled per action.
                 _ => return self.lenient.then_some(None),
             }
+        } else if let Some(rest) = key.strip_prefix("request.auth.claims") {
+            match claim_path(rest) {
+                Some(path) => claim = path,
+                None => return self.lenient.then_some(None),
+            }
+            (Field::Claim, String::new())
         } else {
             let f = match key {
                 "source.ip" => Field::SourceIp,
@@ -332,8 +359,8 @@ impl Builder<'_> {
                 "source.principal" => Field::Principal,
                 "source.serviceAccount" => Field::ServiceAccount,
                 "request.auth.principal" => Field::RequestPrincipal,
-                "request.auth.audiences" | "request.auth.presenter" => Field::Jwt,
-                k if k.starts_with("request.auth.claims") => Field::Jwt,
+                "request.auth.audiences" => Field::Audiences,
+                "request.auth.presenter" => Field::Presenter,
                 "destination.ip" => Field::DestinationIp,
                 "destination.port" => Field::Port,
                 "connection.sni" => Field::Sni,
@@ -345,7 +372,7 @@ impl Builder<'_> {
         };
         let mut out = Vec::new();
         self.push(&mut out, field, &header, &c.values, &c.not_values)?;
-        Some(out.pop())
+        Some(out.pop().map(|m| pb::AuthzMatch { claim, ..m }))
     }
 
     /// Adds the matcher for one attribute to `all`; `None` drops the rule.
@@ -370,6 +397,7 @@ impl Builder<'_> {
             header: header.to_string(),
             values,
             not_values,
+            claim: Vec::new(),
         });
         Some(())
     }
@@ -405,6 +433,16 @@ impl Builder<'_> {
             _ => Some(v.to_string()),
         }
     }
+}
+
+/// `[a][b]` (what follows `request.auth.claims`) → `[a, b]`, as Istio's
+/// `extractNameInNestedBrackets`; `None` when malformed or empty.
+fn claim_path(brackets: &str) -> Option<Vec<String>> {
+    let inner = brackets.strip_prefix('[')?.strip_suffix(']')?;
+    let path: Vec<String> = inner.split("][").map(str::to_string).collect();
+    path.iter()
+        .all(|p| !p.is_empty() && !p.contains(['[', ']']))
+        .then_some(path)
 }
 
 /// An address or CIDR, as Istio's `AddrStrToCidrRange` accepts them.

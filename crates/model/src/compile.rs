@@ -427,6 +427,7 @@ fn inbound_listeners(mesh: &Mesh, w: &Workload) -> Vec<pb::Listener> {
         }
     }
     let authz = crate::authz::WorkloadAuthz::new(mesh, w);
+    let jwt_rules = crate::jwt::workload_rules(mesh, w);
     ports
         .into_iter()
         .map(|(port, (protocol, service))| {
@@ -442,6 +443,15 @@ fn inbound_listeners(mesh: &Mesh, w: &Workload) -> Vec<pb::Listener> {
                 mtls_mode: mtls::inbound_mode(mesh, w, port) as i32,
                 authz_http,
                 authz_tcp,
+                // Requests only: a TCP port has no request to authenticate.
+                jwt_rules: if matches!(
+                    protocol,
+                    pb::Protocol::Tcp | pb::Protocol::Tls | pb::Protocol::Https
+                ) {
+                    Vec::new()
+                } else {
+                    jwt_rules.clone()
+                },
                 path_normalization: mesh.config.path_normalization.normalization.to_pb() as i32,
                 ..Default::default()
             }

@@ -95,10 +95,13 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
     // The gateway's own AuthorizationPolicies (selected by its labels, as
     // Istio's ingress gateway), the same on every port: its HTTPS servers end
     // TLS and serve HTTP, so HTTP rules apply everywhere.
-    let authz_http = mesh
-        .registry
-        .workload(&node.pod_name, &node.namespace)
+    let workload = mesh.registry.workload(&node.pod_name, &node.namespace);
+    let authz_http = workload
         .map(|w| crate::authz::WorkloadAuthz::new(mesh, w).http)
+        .unwrap_or_default();
+    // Its RequestAuthentications, the same way.
+    let jwt_rules = workload
+        .map(|w| crate::jwt::workload_rules(mesh, w))
         .unwrap_or_default();
     for (port, names) in listeners {
         // A TLS connection routes by its server's own config; this one is
@@ -122,6 +125,7 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
         config.listeners.push(pb::Listener {
             name: format!("gateway|{port}"),
             authz_http: authz_http.clone(),
+            jwt_rules: jwt_rules.clone(),
             address: node.pod_ip.clone(),
             port,
             direction: pb::Direction::Gateway as i32,

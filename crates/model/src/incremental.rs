@@ -167,6 +167,7 @@ fn same_but_workloads(a: &Mesh, b: &Mesh) -> bool {
         sidecars,
         peer_authentications,
         authorization_policies,
+        request_authentications,
         secrets,
     } = a;
     *config == b.config
@@ -177,6 +178,7 @@ fn same_but_workloads(a: &Mesh, b: &Mesh) -> bool {
         && *sidecars == b.sidecars
         && *peer_authentications == b.peer_authentications
         && *authorization_policies == b.authorization_policies
+        && *request_authentications == b.request_authentications
         && *secrets == b.secrets
 }
 

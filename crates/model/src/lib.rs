@@ -15,6 +15,7 @@ pub mod endpoint_slice;
 mod gateway;
 pub mod host;
 pub mod incremental;
+pub mod jwt;
 pub mod mesh;
 pub mod mesh_config;
 mod mtls;

@@ -2,7 +2,7 @@
 //! resources once and shared by every proxy's compilation.
 
 use api::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
-use api::security::{AuthorizationPolicy, PeerAuthentication};
+use api::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
 use api::{Object, Resource};
 
 use crate::host;
@@ -19,6 +19,7 @@ pub struct Mesh {
     pub sidecars: Vec<Object<Sidecar>>,
     pub peer_authentications: Vec<Object<PeerAuthentication>>,
     pub authorization_policies: Vec<Object<AuthorizationPolicy>>,
+    pub request_authentications: Vec<Object<RequestAuthentication>>,
     /// Secrets by (namespace, name): gateway servers' `credentialName`.
     pub secrets: std::collections::BTreeMap<(String, String), k8s_openapi::api::core::v1::Secret>,
 }
@@ -55,6 +56,9 @@ impl Mesh {
                 Resource::Sidecar(sc) => mesh.sidecars.push(sc.clone()),
                 Resource::PeerAuthentication(pa) => mesh.peer_authentications.push(pa.clone()),
                 Resource::AuthorizationPolicy(ap) => mesh.authorization_policies.push(ap.clone()),
+                Resource::RequestAuthentication(ra) => {
+                    mesh.request_authentications.push(ra.clone())
+                }
                 Resource::Secret(s) => {
                     let ns = s
                         .metadata
@@ -86,6 +90,8 @@ impl Mesh {
         mesh.sidecars.sort_by_key(|o| key(&o.metadata));
         mesh.peer_authentications.sort_by_key(|o| key(&o.metadata));
         mesh.authorization_policies
+            .sort_by_key(|o| key(&o.metadata));
+        mesh.request_authentications
             .sort_by_key(|o| key(&o.metadata));
         mesh
     }

@@ -64,7 +64,7 @@ fn summary(policies: &[pb::AuthzPolicy]) -> Vec<String> {
             .trim_start_matches("AUTHZ_FIELD_")
             .to_lowercase();
         let header = if m.header.is_empty() {
-            String::new()
+            m.claim.iter().map(|c| format!("[{c}]")).collect()
         } else {
             format!("[{}]", m.header)
         };
@@ -257,11 +257,11 @@ fn rules_on_http_and_tcp_ports() {
         (
             "AUDIT is lenient like DENY",
             "  action: AUDIT\n  rules: [{when: [{key: \"request.auth.claims[iss]\", values: [x]}, {key: source.ip, values: [10.0.0.0/8]}]}]",
-            vec!["AUDIT ns[foo]-policy[p] #0 when(absent=x&source_ip=10.0.0.0/8)"],
+            vec!["AUDIT ns[foo]-policy[p] #0 when(request_claim[iss]=x&source_ip=10.0.0.0/8)"],
             vec!["AUDIT ns[foo]-policy[p] #0 when(source_ip=10.0.0.0/8)"],
         ),
         (
-            "sources: each field, service accounts qualified, JWT absent",
+            "sources: each field, service accounts qualified, request principals",
             r#"
   rules:
   - from:
@@ -273,8 +273,28 @@ fn rules_on_http_and_tcp_ports() {
         remoteIpBlocks: ["10.1.2.3"]
     - source: {requestPrincipals: ["*"]}"#,
             vec![
-                "ALLOW ns[foo]-policy[p] #0 from(principal=*&namespace=!bar&service_account=foo/sleep|bar/client&remote_ip=10.1.2.3&source_ip=127.0.0.0/8 or absent=*)",
+                "ALLOW ns[foo]-policy[p] #0 from(principal=*&namespace=!bar&service_account=foo/sleep|bar/client&remote_ip=10.1.2.3&source_ip=127.0.0.0/8 or request_principal=*)",
             ],
+            vec!["ALLOW ns[foo]-policy[p]"],
+        ),
+        (
+            "request.auth conditions: principal, audiences, presenter, nested claims",
+            r#"
+  rules:
+  - when:
+    - {key: request.auth.principal, values: ["iss/sub"]}
+    - {key: request.auth.audiences, notValues: ["bad"]}
+    - {key: request.auth.presenter, values: ["web"]}
+    - {key: "request.auth.claims[foo][bar]", values: ["baz"]}"#,
+            vec![
+                "ALLOW ns[foo]-policy[p] #0 when(request_principal=iss/sub&request_audiences=!bad&request_presenter=web&request_claim[foo][bar]=baz)",
+            ],
+            vec!["ALLOW ns[foo]-policy[p]"],
+        ),
+        (
+            "a malformed claim key: ALLOW loses the rule",
+            "  rules: [{when: [{key: \"request.auth.claims[]\", values: [x]}]}]",
+            vec!["ALLOW ns[foo]-policy[p]"],
             vec!["ALLOW ns[foo]-policy[p]"],
         ),
         (

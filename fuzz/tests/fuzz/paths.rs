@@ -34,6 +34,7 @@ fn deny_admin() -> Engine {
         header: String::new(),
         values: vec!["/admin*".into()],
         not_values: vec![],
+        claim: vec![],
     };
     let rule = pb::AuthzRule {
         index: 0,
@@ -86,6 +87,7 @@ fn check(raw: &str, mode: Normalization, engine: &Engine) {
             path,
             host: "productpage",
             headers: &headers,
+            auth: None,
         }),
     };
     let denied = matches!(engine.decide(&attrs), Decision::Deny(_));

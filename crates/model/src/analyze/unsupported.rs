@@ -10,7 +10,7 @@
 //! normal in a manifest directory and get no message.
 //!
 //! TRL0005 (Warning) is for kinds Trellis accepts, stores and serves back
-//! but does not enforce yet (RequestAuthentication, Telemetry): worse than a
+//! but does not enforce yet (Telemetry): worse than a
 //! refusal if unnoticed, so `apply` and `up` print the same text as a warning.
 
 use api::Resource;
@@ -102,12 +102,6 @@ Trellis equivalent yet.";
 /// `None` when everything in it takes effect.
 pub fn not_enforced(r: &Resource) -> Option<String> {
     match r {
-        Resource::RequestAuthentication(_) => Some(
-            "RequestAuthentication is accepted but NOT enforced: Trellis does not validate JWTs yet, \
-             so requests with a missing, expired or forged token are not rejected and no request \
-             carries a request principal. Do not rely on it for security."
-                .to_string(),
-        ),
         Resource::Telemetry(t) => {
             let spec = &t.spec;
             let fields: Vec<&str> = [

@@ -20,17 +20,11 @@ pub(crate) fn cases() -> Vec<Case> {
         },
         Case {
             code: "TRL0005",
-            resource: "RequestAuthentication jwt.default",
-            text: "RequestAuthentication is accepted but NOT enforced: Trellis does not validate JWTs yet",
-            triggers: REQUEST_AUTHENTICATION.into(),
-            clean: String::new(),
-        },
-        Case {
-            code: "TRL0005",
             resource: "Telemetry mesh-default.istio-system",
             text: "Telemetry has no effect (tracing, accessLogging ignored)",
             triggers: TELEMETRY.into(),
-            clean: String::new(),
+            // Enforced: a RequestAuthentication is no finding.
+            clean: REQUEST_AUTHENTICATION.into(),
         },
     ]
 }

@@ -129,7 +129,25 @@ pub async fn handle(
             local_reply(StatusCode::BAD_REQUEST, "Bad Request")
         }
         Direction::Inbound | Direction::Gateway => {
-            match authorize(&req, &authority, &listener, &conn) {
+            // RequestAuthentication first: an invalid token is refused
+            // before authorization, a valid one is what `request.auth.*` see.
+            let jwt = &listener.authz.jwt;
+            let authenticated = if jwt.is_empty() {
+                Ok(None)
+            } else {
+                let uri = req.uri().clone();
+                jwt.authenticate(req.headers_mut(), &uri).await
+            };
+            let auth = match authenticated {
+                Ok(auth) => auth,
+                Err(crate::policy::jwt::Refused(failure)) => {
+                    record.response_code_details = Some(failure.details().into());
+                    let response = jwt_refused(failure, &req, &authority);
+                    record.status = response.status().as_u16();
+                    return Ok(response.map(|b| LoggedBody::new(b, record)));
+                }
+            };
+            match authorize(&req, &authority, &listener, &conn, auth.as_deref()) {
                 crate::policy::authz::Decision::Deny(details) => {
                     tracing::debug!(peer = %conn.peer, %details, "request denied by authorization policy");
                     record.response_code_details = Some(details);
@@ -163,6 +181,7 @@ fn authorize<B>(
     authority: &str,
     listener: &ListenerRt,
     conn: &Conn,
+    auth: Option<&crate::policy::jwt::Verified>,
 ) -> crate::policy::authz::Decision {
     use crate::policy::authz::{self, Attrs, HttpAttrs};
     let engine = &listener.authz.http;
@@ -188,8 +207,32 @@ fn authorize<B>(
             path: req.uri().path(),
             host: authority,
             headers: req.headers(),
+            auth,
         }),
     })
+}
+
+/// Envoy's answer to a request whose JWT is refused: 401, the reason as the
+/// body, and a `www-authenticate` challenge naming the request's URL.
+fn jwt_refused<B>(
+    failure: crate::policy::jwt::Failure,
+    req: &Request<B>,
+    authority: &str,
+) -> Response<RespBody> {
+    let mut response = local_reply(StatusCode::UNAUTHORIZED, failure.message());
+    let scheme = req
+        .headers()
+        .get(X_FORWARDED_PROTO)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http");
+    let challenge = format!(
+        "Bearer realm=\"{scheme}://{authority}{}\", error=\"invalid_token\"",
+        req.uri().path()
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
 }
 
 /// Makes the request what every later step works on, as Envoy's connection

@@ -94,6 +94,7 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let series = Arc::new(AllSeries::default());
         registry.register_collector(Box::new(series.clone()));
+        crate::policy::jwt::register_metrics(&mut registry);
         Metrics { registry, series }
     }
 }

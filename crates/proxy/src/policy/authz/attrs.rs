@@ -5,6 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use http::HeaderMap;
 use http::header::HeaderName;
 
+use crate::policy::jwt::Verified;
+
 /// What a request or connection is judged on.
 #[derive(Clone, Copy, Debug)]
 pub struct Attrs<'a> {
@@ -29,6 +31,8 @@ pub struct HttpAttrs<'a> {
     pub path: &'a str,
     pub host: &'a str,
     pub headers: &'a HeaderMap,
+    /// The request's validated JWT (`request.auth.*`); `None` without one.
+    pub auth: Option<&'a Verified>,
 }
 
 impl<'a> Attrs<'a> {

@@ -14,6 +14,8 @@ use super::pattern::Pattern;
 pub(super) struct Matcher {
     field: pb::AuthzField,
     header: Option<HeaderName>,
+    /// REQUEST_CLAIM: the claim's path.
+    claim: Vec<String>,
     values: Vec<Pattern>,
     not_values: Vec<Pattern>,
 }
@@ -22,6 +24,8 @@ pub(super) struct Matcher {
 pub(super) enum Val<'a> {
     Missing,
     Str(Cow<'a, str>),
+    /// Matches when any element does (a JWT's audiences, a list claim).
+    List(Vec<&'a str>),
     Ip(IpAddr),
     Port(u16),
 }
@@ -42,9 +46,13 @@ impl Matcher {
                 .map(|v| Pattern::compile(field, v))
                 .collect::<Result<Vec<_>, _>>()
         };
+        if field == pb::AuthzField::RequestClaim && m.claim.is_empty() {
+            return Err("a claim condition without a claim name".into());
+        }
         Ok(Matcher {
             field,
             header,
+            claim: m.claim.clone(),
             values: patterns(&m.values)?,
             not_values: patterns(&m.not_values)?,
         })
@@ -93,6 +101,27 @@ impl Matcher {
                     }
                 }
             }
+            F::RequestPrincipal => opt(a.http.and_then(|h| h.auth).map(|v| v.principal.as_str())),
+            F::RequestPresenter => opt(a
+                .http
+                .and_then(|h| h.auth)
+                .and_then(|v| v.presenter.as_deref())),
+            F::RequestAudiences => match a.http.and_then(|h| h.auth) {
+                Some(v) => Val::List(v.audiences.iter().map(String::as_str).collect()),
+                None => Val::Missing,
+            },
+            F::RequestClaim => match a
+                .http
+                .and_then(|h| h.auth)
+                .and_then(|v| v.claim(&self.claim))
+            {
+                Some(serde_json::Value::String(s)) => Val::Str(Cow::Borrowed(s)),
+                Some(serde_json::Value::Array(list)) => {
+                    Val::List(list.iter().filter_map(|e| e.as_str()).collect())
+                }
+                // Envoy matches claims with string matchers: other types never match.
+                _ => Val::Missing,
+            },
             F::Absent => Val::Missing,
         }
     }
@@ -102,6 +131,30 @@ impl Matcher {
 mod tests {
     use super::super::testutil::*;
     use wire::pb;
+
+    fn with_jwt() -> Req {
+        Req {
+            jwt: Some(serde_json::json!({
+                "iss": "testing@secure.istio.io",
+                "sub": "testing@secure.istio.io",
+                "aud": ["app1", "app2"],
+                "azp": "web",
+                "groups": ["group1", "group2"],
+                "role": "admin",
+                "scope": "read write",
+                "level": 3,
+                "foo": {"bar": "baz"},
+            })),
+            ..req()
+        }
+    }
+
+    fn claim(path: &[&str], values: &[&str]) -> pb::AuthzMatch {
+        pb::AuthzMatch {
+            claim: path.iter().map(|s| s.to_string()).collect(),
+            ..m(F::RequestClaim, values, &[])
+        }
+    }
 
     #[test]
     fn matchers() {
@@ -381,16 +434,116 @@ mod tests {
                 true,
             ),
             (
-                "JWT never matches",
+                "Envoy metadata never matches",
                 vec![m(F::Absent, &["*"], &[])],
                 req(),
                 false,
             ),
             (
-                "JWT notValues always match",
+                "Envoy metadata notValues always match",
                 vec![m(F::Absent, &[], &["admin"])],
                 req(),
                 true,
+            ),
+            (
+                "requestPrincipals * needs a token",
+                vec![m(F::RequestPrincipal, &["*"], &[])],
+                req(),
+                false,
+            ),
+            (
+                "requestPrincipals * with a token",
+                vec![m(F::RequestPrincipal, &["*"], &[])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "requestPrincipals exact iss/sub",
+                vec![m(
+                    F::RequestPrincipal,
+                    &["testing@secure.istio.io/testing@secure.istio.io"],
+                    &[],
+                )],
+                with_jwt(),
+                true,
+            ),
+            (
+                "requestPrincipals prefix",
+                vec![m(F::RequestPrincipal, &["testing@secure.istio.io/*"], &[])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "notRequestPrincipals * admits no token",
+                vec![m(F::RequestPrincipal, &[], &["*"])],
+                req(),
+                true,
+            ),
+            (
+                "notRequestPrincipals * refuses a token",
+                vec![m(F::RequestPrincipal, &[], &["*"])],
+                with_jwt(),
+                false,
+            ),
+            (
+                "audiences: any of the token's",
+                vec![m(F::RequestAudiences, &["app2"], &[])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "audiences: none",
+                vec![m(F::RequestAudiences, &["other"], &[])],
+                with_jwt(),
+                false,
+            ),
+            (
+                "presenter",
+                vec![m(F::RequestPresenter, &["web"], &[])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "claim in a list",
+                vec![claim(&["groups"], &["group1"])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "claim not in the list",
+                vec![claim(&["groups"], &["group3"])],
+                with_jwt(),
+                false,
+            ),
+            (
+                "claim string",
+                vec![claim(&["role"], &["admin"])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "nested claim",
+                vec![claim(&["foo", "bar"], &["baz"])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "scope is space-delimited",
+                vec![claim(&["scope"], &["write"])],
+                with_jwt(),
+                true,
+            ),
+            (
+                "a number claim never matches a string",
+                vec![claim(&["level"], &["3"])],
+                with_jwt(),
+                false,
+            ),
+            (
+                "claim without a token",
+                vec![claim(&["groups"], &["group1"])],
+                req(),
+                false,
             ),
             (
                 "TCP: HTTP attributes are missing",

@@ -26,13 +26,15 @@ use wire::pb;
 
 use matcher::Matcher;
 
-/// A listener's policies: for its HTTP requests and for its TCP connections.
+/// A listener's policies: for its HTTP requests and for its TCP connections,
+/// and the request authentication (JWT) that HTTP authorization sees.
 #[derive(Debug, Default)]
 pub struct ListenerAuthz {
     pub http: Engine,
     pub tcp: Engine,
+    pub jwt: crate::policy::jwt::Authn,
     /// What it was compiled from, to tell whether a new config changed it.
-    source: (Vec<pb::AuthzPolicy>, Vec<pb::AuthzPolicy>),
+    source: (Vec<pb::AuthzPolicy>, Vec<pb::AuthzPolicy>, Vec<pb::JwtRule>),
 }
 
 impl PartialEq for ListenerAuthz {
@@ -46,7 +48,13 @@ impl ListenerAuthz {
         Ok(ListenerAuthz {
             http: Engine::compile(&l.authz_http).map_err(|e| format!("authz_http: {e}"))?,
             tcp: Engine::compile(&l.authz_tcp).map_err(|e| format!("authz_tcp: {e}"))?,
-            source: (l.authz_http.clone(), l.authz_tcp.clone()),
+            jwt: crate::policy::jwt::Authn::compile(&l.jwt_rules)
+                .map_err(|e| format!("jwt_rules: {e}"))?,
+            source: (
+                l.authz_http.clone(),
+                l.authz_tcp.clone(),
+                l.jwt_rules.clone(),
+            ),
         })
     }
 }

@@ -103,6 +103,16 @@ impl Pattern {
                 Pattern::Suffix,
                 Pattern::Present,
             ),
+            // Istio's string matchers for request.auth.*: `*` is any non-empty value.
+            F::RequestPrincipal | F::RequestAudiences | F::RequestPresenter | F::RequestClaim => {
+                star(
+                    v,
+                    Pattern::Exact,
+                    Pattern::Prefix,
+                    Pattern::Suffix,
+                    Pattern::NonEmpty,
+                )
+            }
             F::Absent => Pattern::Never,
         })
     }
@@ -114,8 +124,13 @@ impl Pattern {
                 return matches!(self, Pattern::Cidr(net, len) if in_cidr(*ip, *net, *len));
             }
             Val::Port(p) => return matches!(self, Pattern::Port(want) if want == p),
+            Val::List(items) => return items.iter().any(|s| self.matches_str(s)),
             Val::Str(s) => s.as_ref(),
         };
+        self.matches_str(s)
+    }
+
+    fn matches_str(&self, s: &str) -> bool {
         match self {
             Pattern::Exact(e) => s == &**e,
             Pattern::Prefix(p) => s.starts_with(&**p),

@@ -16,6 +16,7 @@ pub(super) fn m(field: F, values: &[&str], not_values: &[&str]) -> pb::AuthzMatc
         header: String::new(),
         values: values.iter().map(|s| s.to_string()).collect(),
         not_values: not_values.iter().map(|s| s.to_string()).collect(),
+        claim: Vec::new(),
     }
 }
 
@@ -69,6 +70,8 @@ pub(super) struct Req {
     pub(super) source: &'static str,
     pub(super) port: u16,
     pub(super) tcp: bool,
+    /// The validated JWT's payload, if the request had one.
+    pub(super) jwt: Option<serde_json::Value>,
 }
 
 pub(super) fn req() -> Req {
@@ -81,6 +84,7 @@ pub(super) fn req() -> Req {
         source: "127.0.0.9",
         port: 8000,
         tcp: false,
+        jwt: None,
     }
 }
 
@@ -93,6 +97,12 @@ pub(super) fn decide(policies: &[pb::AuthzPolicy], r: &Req) -> String {
     let normalised = normalize(r.path, Normalization::Base).expect("valid path");
     let path = normalised.split('?').next().unwrap_or("/");
     let source: IpAddr = r.source.parse().expect("ip");
+    let auth = r.jwt.as_ref().map(|claims| {
+        let serde_json::Value::Object(map) = claims.clone() else {
+            panic!("claims are an object")
+        };
+        crate::policy::jwt::Verified::from_payload(map, &[])
+    });
     let attrs = Attrs {
         source,
         remote: remote_ip(&headers, source),
@@ -104,6 +114,7 @@ pub(super) fn decide(policies: &[pb::AuthzPolicy], r: &Req) -> String {
             path,
             host: r.host,
             headers: &headers,
+            auth: auth.as_deref(),
         }),
     };
     match engine.decide(&attrs) {
