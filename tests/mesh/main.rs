@@ -14,6 +14,7 @@ mod kube;
 mod mtls;
 mod operator;
 mod proxy_trust;
+mod telemetry;
 mod traffic;
 mod up;
 mod up_netns;

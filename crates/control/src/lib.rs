@@ -9,6 +9,7 @@ pub mod bootstrap_token;
 pub mod ca_service;
 pub mod http_api;
 pub mod leader;
+pub mod metrics;
 pub mod proxy_node;
 pub mod root_cert;
 mod secret_file;

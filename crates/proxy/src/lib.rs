@@ -61,6 +61,9 @@ pub struct Config {
     /// Istio's health port (15021 on the pod's address): `GET /healthz/ready`
     /// answers 200 once identity and config are ready. `None`: not served.
     pub health_addr: Option<SocketAddr>,
+    /// Prometheus scrape endpoints (Istio's 15090 and 15020 on the pod's
+    /// address); `None`: only the admin server's `/stats/prometheus`.
+    pub metrics: Option<MetricsPorts>,
     /// How long in-flight requests may take to finish on shutdown.
     pub drain_timeout: Duration,
     /// Data-plane worker threads (1 suits a sidecar; gateways want more).
@@ -86,6 +89,17 @@ pub struct Config {
     pub limits: limits::Limits,
 }
 
+/// Where Prometheus scrapes the proxy, as Istio lays it out.
+#[derive(Clone, Debug)]
+pub struct MetricsPorts {
+    /// The proxy's own metrics (Istio's 15090, Envoy's Prometheus port).
+    pub stats: SocketAddr,
+    /// The proxy's and the application's metrics merged (Istio's 15020).
+    pub merged: SocketAddr,
+    /// The application's metrics endpoint to merge, if it has one.
+    pub app: Option<admin::stats::AppMetrics>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -97,6 +111,7 @@ impl Default for Config {
             admin_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 15000),
             admin_auth: admin::AdminAuth::default(),
             health_addr: None,
+            metrics: None,
             drain_timeout: Duration::from_secs(5),
             workers: 1,
             access_log: true,
@@ -161,6 +176,15 @@ pub async fn run(
         .health_addr
         .map(|addr| bind(addr).map_err(|source| Error::HealthBind { addr, source }))
         .transpose()?;
+    let metrics_listeners = config
+        .metrics
+        .as_ref()
+        .map(|m| -> Result<_, Error> {
+            let bind_metrics =
+                |addr| bind(addr).map_err(|source| Error::MetricsBind { addr, source });
+            Ok((bind_metrics(m.stats)?, bind_metrics(m.merged)?))
+        })
+        .transpose()?;
     let (quit_tx, mut quit_rx) = watch::channel(false);
 
     let data_plane = RuntimeGuard(Some(
@@ -185,10 +209,12 @@ pub async fn run(
         quit: quit_tx,
         auth: config.admin_auth.clone(),
         health_failed: Default::default(),
+        app_metrics: config.metrics.as_ref().and_then(|m| m.app.clone()),
     });
     let listeners = AdminListeners {
         admin: admin_listener,
         health: health_listener,
+        metrics: metrics_listeners,
     };
     std::thread::Builder::new()
         .name("trellis-control".into())
@@ -316,6 +342,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 struct AdminListeners {
     admin: std::net::TcpListener,
     health: Option<std::net::TcpListener>,
+    /// (15090, 15020).
+    metrics: Option<(std::net::TcpListener, std::net::TcpListener)>,
 }
 
 /// The admin server, and (spawned through the handle it sends back) the
@@ -340,6 +368,10 @@ fn control_thread(
     runtime.block_on(async move {
         if let Some(health) = listeners.health {
             tokio::spawn(admin::serve_health(health, admin.clone()));
+        }
+        if let Some((stats, merged)) = listeners.metrics {
+            tokio::spawn(admin::serve_metrics(stats, admin.clone(), false));
+            tokio::spawn(admin::serve_metrics(merged, admin.clone(), true));
         }
         tokio::select! {
             () = admin::serve(listeners.admin, admin) => {}

@@ -73,6 +73,18 @@ struct Args {
     /// and config are ready, 503 before. Usually <pod address>:15021.
     #[arg(long)]
     health: Option<SocketAddr>,
+    /// Serve Prometheus on this address as Istio does: the proxy's own
+    /// metrics on :15090 and those merged with the application's on :15020
+    /// (`/stats/prometheus`). Usually the pod's address.
+    #[arg(long)]
+    metrics_ip: Option<IpAddr>,
+    /// The application's metrics port (its `prometheus.io/port`), merged
+    /// into 15020's.
+    #[arg(long, requires = "metrics_ip")]
+    app_metrics_port: Option<u16>,
+    /// The application's metrics path (its `prometheus.io/path`).
+    #[arg(long, default_value = "/metrics")]
+    app_metrics_path: String,
     /// The explicit HTTP proxy the application's outbound calls go through.
     #[arg(long)]
     outbound: Option<SocketAddr>,
@@ -153,6 +165,9 @@ struct Args {
 
 /// Where captured DNS goes (`trellis-proxy iptables --dns-port`).
 const DNS_CAPTURE_PORT: u16 = 15053;
+/// Istio's Prometheus ports: the proxy's own metrics, and merged with the application's.
+const STATS_PORT: u16 = 15090;
+const MERGED_METRICS_PORT: u16 = 15020;
 
 /// The bootstrap token proving this workload's identity to the CA. Read from
 /// the environment only: a command-line flag would show it to every `ps`.
@@ -252,6 +267,16 @@ async fn main() -> anyhow::Result<()> {
         admin_addr: args.admin,
         admin_auth,
         health_addr: args.health,
+        metrics: args.metrics_ip.map(|ip| proxy::MetricsPorts {
+            stats: SocketAddr::new(ip, STATS_PORT),
+            merged: SocketAddr::new(ip, MERGED_METRICS_PORT),
+            app: args
+                .app_metrics_port
+                .map(|port| proxy::admin::stats::AppMetrics {
+                    addr: SocketAddr::new(args.app_ip, port),
+                    path: args.app_metrics_path.clone(),
+                }),
+        }),
         release_freed_memory: Some(release_freed_memory),
         drain_timeout: Duration::from_secs(args.drain_seconds),
         workers: args.workers,

@@ -17,6 +17,7 @@ use wire::pb::resource::Kind;
 use crate::http::path::Normalization;
 use crate::lb::{BuildEnv, Cluster};
 use crate::policy::authz::ListenerAuthz;
+use crate::telemetry::meta::{Peers, ServiceMeta};
 use mtls::MtlsMode;
 use routes::RouteTable;
 
@@ -177,6 +178,10 @@ pub struct Snapshot {
     pub hosts: Arc<BTreeMap<String, Vec<IpAddr>>>,
     /// outboundTrafficPolicy REGISTRY_ONLY: unknown destinations are refused.
     pub registry_only: bool,
+    /// Inbound listeners' services (Istio's `destination_service`), by bind address.
+    pub inbound_services: HashMap<SocketAddr, Arc<ServiceMeta>>,
+    /// The mesh's workloads as inbound peers, from the endpoint data.
+    pub peers: Peers,
 }
 
 impl Snapshot {
@@ -228,6 +233,13 @@ pub fn compile(
             .map_err(|e| format!("cluster {:?}: {e}", c.name))?;
         if clusters.insert(c.name.clone(), Arc::new(built)).is_some() {
             return Err(format!("clusters: {:?} is listed twice", c.name));
+        }
+    }
+
+    let mut peers = Peers::default();
+    for e in clusters.values().flat_map(|c| &c.endpoints) {
+        if let Ok(addr) = e.key.parse::<SocketAddr>() {
+            peers.add(addr.ip(), &e.meta);
         }
     }
 
@@ -316,6 +328,7 @@ pub fn compile(
     let mut listeners = Vec::new();
     let mut registry_only = false;
     let mut authz = HashMap::new();
+    let mut inbound_services = HashMap::new();
     let mut bound = HashSet::new();
     let mut path_normalization = Normalization::default();
     for r in &of(wire::types::LISTENER)? {
@@ -345,6 +358,9 @@ pub fn compile(
                 ListenerAuthz::compile(l).map_err(|e| format!("listener {:?}: {e}", l.name))?;
             authz.insert(spec.bind, Arc::new(compiled));
         }
+        if spec.direction == Direction::Inbound && !l.service.is_empty() {
+            inbound_services.insert(spec.bind, Arc::new(ServiceMeta::from_host(&l.service)));
+        }
         listeners.push(spec);
     }
 
@@ -358,6 +374,8 @@ pub fn compile(
         path_normalization,
         vips,
         hosts: Arc::new(hosts),
+        inbound_services,
+        peers,
         registry_only,
     })
 }
