@@ -189,66 +189,9 @@ async fn prometheus_answers_istio_dashboard_queries_with_exact_counts() -> Resul
         "{wide}"
     );
 
-    // The traffic: client → server through both sidecars, 20 fast 200s,
-    // 5 slow (300 ms) 200s and 5 fast 503s.
-    let call = |inner: &str| {
-        let inner = format!("http://server:8080/{inner}");
-        reqwest::Url::parse_with_params(&client_url, &[("call", inner.as_str())])
-    };
-    eventually(Duration::from_secs(30), || async {
-        // Ready when the client reaches the server (not counted below: other path).
-        let r = client.get(call("warmup")?).send().await?;
-        ensure!(r.status() == 200 && r.text().await?.contains("\"status\":200"));
-        Ok(())
-    })
-    .await?;
-    // What the warm-up left (it may have taken a few tries), from each side.
-    let count_of = |text: &str, reporter: &str, code: &str| {
-        counter_sum(
-            text,
-            "istio_requests_total",
-            &[
-                ("reporter", reporter),
-                ("source_workload", "client"),
-                ("destination_service", SERVER),
-                ("response_code", code),
-            ],
-        )
-    };
-    let (server_before, client_before) =
-        (proxy_stats("server").await?, proxy_stats("client").await?);
-    let base_ok = count_of(&server_before, "destination", "200");
-    let base_err = count_of(&server_before, "destination", "503");
-    assert_eq!(base_ok, count_of(&client_before, "source", "200"));
-    assert_eq!(base_err, count_of(&client_before, "source", "503"));
-    assert!(base_ok + base_err <= 5.0, "warm-up: {base_ok} + {base_err}");
-    let (ok, err) = (base_ok + 25.0, base_err + 5.0);
-    let total = ok + err;
-    for (count, inner, status) in [
-        (20, "?x=1", 200),
-        (5, "?delay_ms=300", 200),
-        (5, "?status=503", 503),
-    ] {
-        for _ in 0..count {
-            let r = client.get(call(inner)?).send().await?;
-            let body = r.text().await?;
-            ensure!(
-                body.contains(&format!("\"status\":{status}")),
-                "{inner}: {body}"
-            );
-        }
-    }
-    // TCP: three connections straight to the tcpserver's sidecar.
-    let tcp_addr = format!("{}:8080", pod_ip("tcpserver")?);
-    let (mut sent, mut received) = (0, 0);
-    for _ in 0..3 {
-        let (s, r) = tcp_exchange(&tcp_addr)?;
-        sent += s;
-        received += r;
-    }
-
-    // A Prometheus on the mesh's block, scraping every second, from the
-    // file_sd targets `trellis up` wrote.
+    // A Prometheus on the mesh's block, scraping every second from the
+    // file_sd targets `trellis up` wrote, from before the traffic on (rates
+    // need samples on both sides of it).
     let sd = mesh.state.path().join("prometheus");
     let checked = Command::new("promtool")
         .args(["check", "config"])
@@ -278,16 +221,111 @@ scrape_configs:
     )?;
     let prom = Prometheus::start(&config, &format!("127.{}.0.9:9090", mesh.block))?;
 
+    // The traffic: client → server through both sidecars, 20 fast 200s,
+    // 5 slow (300 ms) 200s and 5 fast 500s (not retried: Istio's default retries 503 only).
+    let call = |inner: &str| {
+        let inner = format!("http://server:8080/{inner}");
+        reqwest::Url::parse_with_params(&client_url, &[("call", inner.as_str())])
+    };
+    eventually(Duration::from_secs(30), || async {
+        // Ready when the client reaches the server (not counted below: other path).
+        let r = client.get(call("warmup")?).send().await?;
+        ensure!(r.status() == 200 && r.text().await?.contains("\"status\":200"));
+        Ok(())
+    })
+    .await?;
+    // What the warm-up left (it may have taken a few tries), from each side.
+    let count_of = |text: &str, reporter: &str, code: &str| {
+        counter_sum(
+            text,
+            "istio_requests_total",
+            &[
+                ("reporter", reporter),
+                ("source_workload", "client"),
+                ("destination_service", SERVER),
+                ("response_code", code),
+            ],
+        )
+    };
+    let (server_before, client_before) =
+        (proxy_stats("server").await?, proxy_stats("client").await?);
+    let base_ok = count_of(&server_before, "destination", "200");
+    let base_err = count_of(&server_before, "destination", "500");
+    assert_eq!(base_ok, count_of(&client_before, "source", "200"));
+    assert_eq!(base_err, count_of(&client_before, "source", "500"));
+    assert!(base_ok + base_err <= 5.0, "warm-up: {base_ok} + {base_err}");
+    let (ok, err) = (base_ok + 25.0, base_err + 5.0);
+    let total = ok + err;
     let server = format!("destination_service=\"{SERVER}\"");
     let dest = format!("reporter=\"destination\",{server},request_protocol=\"http\"");
+    // Both sides' counts as Prometheus has them.
+    let scraped = || async {
+        let mut n = [0.0; 2];
+        for (i, reporter) in ["source", "destination"].into_iter().enumerate() {
+            n[i] = prom
+                .scalar(&format!(
+                    "sum(istio_requests_total{{reporter=\"{reporter}\",{server},source_workload=\"client\"}})"
+                ))
+                .await?;
+        }
+        anyhow::Ok(n)
+    };
+    // In two rounds, the first scraped before the second starts: a rate
+    // needs a series to grow between samples (a counter appears with its
+    // first value, in Istio as here).
+    let rounds = [
+        [
+            (10, "?x=1", 200),
+            (2, "?delay_ms=300", 200),
+            (2, "?status=500", 500),
+        ],
+        [
+            (10, "?x=1", 200),
+            (3, "?delay_ms=300", 200),
+            (3, "?status=500", 500),
+        ],
+    ];
+    let mut done = base_ok + base_err;
+    // TCP: connections straight to the tcpserver's sidecar, one per round
+    // and one more.
+    let tcp_addr = format!("{}:8080", pod_ip("tcpserver")?);
+    let (mut sent, mut received) = (0, 0);
+    let tcp_closed =
+        format!("sum(istio_tcp_connections_closed_total{{destination_service=\"{TCP_SERVER}\"}})");
+    for (i, round) in rounds.iter().enumerate() {
+        let extra = if i == 0 { 1 } else { 2 };
+        for _ in 0..extra {
+            let (s, r) = tcp_exchange(&tcp_addr)?;
+            sent += s;
+            received += r;
+        }
+        for (count, inner, status) in round {
+            for _ in 0..*count {
+                let r = client.get(call(inner)?).send().await?;
+                let body = r.text().await?;
+                ensure!(
+                    body.contains(&format!("\"status\":{status}")),
+                    "{inner}: {body}"
+                );
+                done += 1.0;
+            }
+        }
+        if i == 0 {
+            eventually(Duration::from_secs(60), || async {
+                let n = scraped().await?;
+                ensure!(n == [done; 2], "scraped {n:?}, sent {done}");
+                let closed = prom.scalar(&tcp_closed).await?;
+                ensure!(closed == 1.0, "tcp connections closed: {closed}");
+                Ok(())
+            })
+            .await?;
+        }
+    }
+    assert_eq!(done, total);
     // Exact counts, once scraped.
     eventually(Duration::from_secs(60), || async {
-        let n = prom
-            .scalar(&format!(
-                "sum(istio_requests_total{{{dest},source_workload=\"client\"}}) - 0"
-            ))
-            .await?;
-        ensure!(n == total, "requests at the server: {n}, not {total}");
+        let n = scraped().await?;
+        ensure!(n == [total; 2], "scraped {n:?}, sent {total}");
         let closed = prom
             .scalar(&format!(
                 "sum(istio_tcp_connections_closed_total{{destination_service=\"{TCP_SERVER}\"}})"
@@ -313,14 +351,14 @@ scrape_configs:
                 .map(|(_, v)| *v)
         };
         assert_eq!(count("200"), Some(ok), "{reporter}: {by_code:?}");
-        assert_eq!(count("503"), Some(err), "{reporter}: {by_code:?}");
+        assert_eq!(count("500"), Some(err), "{reporter}: {by_code:?}");
         let series = prom
             .query(&format!(
-                "istio_requests_total{{reporter=\"{reporter}\",{server},response_code=\"503\"}}"
+                "istio_requests_total{{reporter=\"{reporter}\",{server},response_code=\"500\"}}"
             ))
             .await?;
         let [(labels, _)] = series.as_slice() else {
-            bail!("{reporter}: one 503 series expected: {series:?}");
+            bail!("{reporter}: one 500 series expected: {series:?}");
         };
         for (k, v) in [
             ("source_workload", "client"),
@@ -368,17 +406,22 @@ scrape_configs:
 
     // Istio Service dashboard: request rate by destination_service and
     // response_code (over the whole run: the traffic has stopped).
-    let rates = prom
-        .query(&format!(
-            "round(sum(rate(istio_requests_total{{reporter=\"destination\",{server}}}[5m])) by (destination_service, response_code), 0.001)"
-        ))
-        .await?;
+    let rates = eventually(Duration::from_secs(20), || async {
+        let rates = prom
+            .query(&format!(
+                "round(sum(rate(istio_requests_total{{reporter=\"destination\",{server}}}[5m])) by (destination_service, response_code), 0.001)"
+            ))
+            .await?;
+        ensure!(rates.len() == 2, "{rates:?}");
+        Ok(rates)
+    })
+    .await?;
     let codes: Vec<_> = rates
         .iter()
         .map(|(m, _)| m["response_code"].as_str().unwrap_or(""))
         .collect();
     assert!(
-        codes.contains(&"200") && codes.contains(&"503"),
+        codes.contains(&"200") && codes.contains(&"500"),
         "{rates:?}"
     );
     assert!(rates.iter().all(|(_, v)| *v > 0.0), "{rates:?}");
