@@ -143,14 +143,15 @@ impl EndpointMetas {
 }
 
 /// The mesh's workloads as an inbound connection's peer may be: by address
-/// (a pod IP), and by identity where one identity is one workload. Built
-/// with each config from the pushed endpoint data.
+/// (a pod IP), and by identity. Built with each config from the pushed
+/// endpoint data.
 #[derive(Default)]
 pub struct Peers {
     by_address: HashMap<IpAddr, Arc<PeerMeta>>,
-    /// `None`: several workloads share the identity (a service account
-    /// used by v1, v2 and v3 of an app); the address must tell them apart.
-    by_identity: HashMap<Arc<str>, Option<Arc<PeerMeta>>>,
+    /// Where several workloads share an identity (a service account used
+    /// by v1, v2 and v3 of an app), what they have in common: the fields
+    /// that differ are "unknown" unless the address tells them apart.
+    by_identity: HashMap<Arc<str>, Arc<PeerMeta>>,
 }
 
 impl Peers {
@@ -162,16 +163,16 @@ impl Peers {
         self.by_identity
             .entry(meta.principal.clone())
             .and_modify(|known| {
-                if known.as_ref().is_some_and(|k| k.workload != meta.workload) {
-                    *known = None;
+                if **known != **meta {
+                    *known = Arc::new(common(known, meta));
                 }
             })
-            .or_insert_with(|| Some(meta.clone()));
+            .or_insert_with(|| meta.clone());
     }
 
     /// The workload behind a verified peer: the one at its address if that
-    /// one holds the certificate's identity, else the only workload with
-    /// that identity, else what the certificate says alone.
+    /// one holds the certificate's identity, else what the workloads with
+    /// that identity have in common, else what the certificate says alone.
     pub fn find(&self, address: IpAddr, id: &identity::SpiffeId) -> Arc<PeerMeta> {
         let principal = id.to_string();
         if let Some(m) = self.by_address.get(&address)
@@ -179,10 +180,27 @@ impl Peers {
         {
             return m.clone();
         }
-        if let Some(Some(m)) = self.by_identity.get(principal.as_str()) {
+        if let Some(m) = self.by_identity.get(principal.as_str()) {
             return m.clone();
         }
         Arc::new(PeerMeta::from_identity(id))
+    }
+}
+
+/// Two workloads' labels where they agree, "unknown" where they differ.
+fn common(a: &PeerMeta, b: &PeerMeta) -> PeerMeta {
+    let same = |x: &Arc<str>, y: &Arc<str>| -> Arc<str> {
+        if x == y { x.clone() } else { UNKNOWN.into() }
+    };
+    PeerMeta {
+        workload: same(&a.workload, &b.workload),
+        namespace: same(&a.namespace, &b.namespace),
+        principal: same(&a.principal, &b.principal),
+        app: same(&a.app, &b.app),
+        version: same(&a.version, &b.version),
+        canonical_service: same(&a.canonical_service, &b.canonical_service),
+        canonical_revision: same(&a.canonical_revision, &b.canonical_revision),
+        cluster: same(&a.cluster, &b.cluster),
     }
 }
 
@@ -314,8 +332,9 @@ mod tests {
                 .expect("id")
         };
         let meta = |workload: &str, sa: &str| {
+            let app = workload.split('-').next().unwrap_or_default();
             Arc::new(PeerMeta::from_labels(
-                &BTreeMap::new(),
+                &labels(&[("app", app), ("version", workload)]),
                 workload,
                 "default",
                 &id(sa).to_string(),
@@ -330,9 +349,13 @@ mod tests {
             &*peers.find(ip("10.0.0.2"), &id("reviews")).workload,
             "reviews-v2"
         );
-        // Shared identity, unknown address: only what the certificate says.
+        // Shared identity, unknown address: what its workloads have in common.
         let m = peers.find(ip("127.0.0.1"), &id("reviews"));
-        assert_eq!((&*m.workload, &*m.namespace), (UNKNOWN, "default"));
+        assert_eq!((&*m.workload, &*m.version), (UNKNOWN, UNKNOWN));
+        assert_eq!(
+            (&*m.namespace, &*m.app, &*m.canonical_service),
+            ("default", "reviews", "reviews")
+        );
         // A unique identity is enough.
         let m = peers.find(ip("127.0.0.1"), &id("productpage"));
         assert_eq!(&*m.workload, "productpage-v1");
