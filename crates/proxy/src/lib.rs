@@ -165,7 +165,17 @@ pub async fn run(
     {
         config::static_file::load(path, &store)?;
     }
-    let telemetry = Arc::new(Telemetry::new(&config.node, config.access_log));
+    // Who this proxy is in the standard metrics' principals: its
+    // certificate's SPIFFE id (files), or the one it asks the CA for.
+    let principal = match (store.mesh_tls(), &config.identity) {
+        (Some(tls), _) => tls.id().to_string(),
+        (None, Some(id)) if !config.node.namespace.is_empty() => format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            id.trust_domain, config.node.namespace, config.node.service_account
+        ),
+        _ => String::new(),
+    };
+    let telemetry = Arc::new(Telemetry::new(&config.node, &principal, config.access_log));
     let status = Arc::new(Status::default());
     let admin_listener = bind(config.admin_addr).map_err(|source| Error::AdminBind {
         addr: config.admin_addr,

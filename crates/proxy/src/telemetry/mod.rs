@@ -122,16 +122,8 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    pub fn new(node: &wire::pb::Node, access_log: bool) -> Self {
-        let principal = if node.service_account.is_empty() || node.namespace.is_empty() {
-            String::new()
-        } else {
-            // The trust domain is the control plane's to choose; Istio's default is assumed.
-            format!(
-                "spiffe://cluster.local/ns/{}/sa/{}",
-                node.namespace, node.service_account
-            )
-        };
+    /// `principal`: this proxy's SPIFFE id; empty without a mesh identity.
+    pub fn new(node: &wire::pb::Node, principal: &str, access_log: bool) -> Self {
         Telemetry {
             metrics: Metrics::default(),
             access_log: if access_log {
