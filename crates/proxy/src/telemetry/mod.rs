@@ -131,7 +131,7 @@ impl Telemetry {
             } else {
                 None
             },
-            local: Arc::new(PeerMeta::from_node(node, &principal)),
+            local: Arc::new(PeerMeta::from_node(node, principal)),
             unknown_peer: Arc::new(PeerMeta::unknown()),
             unknown_service: Arc::new(ServiceMeta::from_host("")),
             connections: AtomicU64::new(0),
