@@ -565,5 +565,6 @@ scrape_configs:
             .await?,
         4.0
     );
+
     Ok(())
 }

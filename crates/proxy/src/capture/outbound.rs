@@ -59,7 +59,7 @@ pub(crate) async fn serve(
         return;
     }
     match vip {
-        Some(vip) => to_cluster(stream, &vip.cluster, dst).await,
+        Some(vip) => to_cluster(stream, &vip.cluster, dst, &shared.telemetry).await,
         None if snapshot.registry_only => {
             tracing::info!(%peer, original_dst = %dst, cluster = super::BLACKHOLE_CLUSTER, "TCP destination not in the mesh registry: connection closed (outboundTrafficPolicy REGISTRY_ONLY)");
         }
@@ -69,7 +69,12 @@ pub(crate) async fn serve(
 
 /// A TCP connection to a service: one of its endpoints, over mesh mTLS
 /// where the endpoint has a sidecar.
-async fn to_cluster(mut stream: TcpStream, cluster: &Cluster, dst: SocketAddr) {
+async fn to_cluster(
+    stream: TcpStream,
+    cluster: &Cluster,
+    dst: SocketAddr,
+    telemetry: &crate::telemetry::Telemetry,
+) {
     let Some(endpoint) = cluster.pick(None, None) else {
         tracing::info!(cluster = %cluster.name, original_dst = %dst, flags = "UH", "no healthy endpoint; connection closed");
         return;
@@ -96,6 +101,8 @@ async fn to_cluster(mut stream: TcpStream, cluster: &Cluster, dst: SocketAddr) {
         return;
     };
     tracing::debug!(cluster = %cluster.name, upstream = %authority, "TCP connection");
+    let mut stream =
+        telemetry.meter_outbound_tcp(stream, endpoint.meta.clone(), cluster.service.clone());
     let _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
 }
 

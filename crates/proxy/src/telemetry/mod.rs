@@ -153,6 +153,21 @@ impl Telemetry {
         stream::Metered::new(stream, self.metrics.tcp_opened(&key))
     }
 
+    /// An outbound TCP connection to a service's endpoint, metered with
+    /// Istio's TCP metrics as the source reporter.
+    pub fn meter_outbound_tcp<S>(
+        &self,
+        stream: S,
+        destination: Arc<PeerMeta>,
+        service: Arc<ServiceMeta>,
+    ) -> stream::Metered<S> {
+        let key = metrics::TcpKey {
+            peers: self.tcp_peers(Reporter::Source, Some(destination), Some(service)),
+            flags: Flags::default(),
+        };
+        stream::Metered::new(stream, self.metrics.tcp_opened(&key))
+    }
+
     /// The labels of a TCP connection this proxy serves.
     pub fn tcp_peers(
         &self,
