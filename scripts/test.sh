@@ -10,6 +10,12 @@ if ! command -v chromium >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 fi
 
+# A real Prometheus scrapes a running mesh (tests/mesh/telemetry.rs).
+if ! command -v prometheus >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq prometheus >/dev/null
+fi
+
 # A packet capture shows that meshed traffic on loopback is not plaintext.
 if ! command -v tcpdump >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive

@@ -22,6 +22,7 @@ mod kube_status;
 mod mtls;
 mod operator;
 mod proxy_trust;
+mod telemetry;
 mod traffic;
 mod up;
 mod up_netns;

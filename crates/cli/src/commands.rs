@@ -249,7 +249,7 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 fn pods_table(items: &[Value], wide: bool) -> String {
     let mut headers = vec!["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "IP"];
     if wide {
-        headers.extend(["PORTS", "LABELS"]);
+        headers.extend(["PORTS", "METRICS", "LABELS"]);
     }
     let rows: Vec<Vec<String>> = items
         .iter()
@@ -295,6 +295,11 @@ fn pods_table(items: &[Value], wide: bool) -> String {
                     .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
                     .filter_map(|port| port["containerPort"].as_i64().map(|n| n.to_string()))
                     .collect();
+                // The proxy's Prometheus endpoints (15020 merged, 15090 its own).
+                let metrics = p
+                    .pointer("/metadata/annotations/proxy.trellis.io~1metrics")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| "-".to_string(), |m| m.replace(' ', ","));
                 let labels: Vec<String> = p
                     .pointer("/metadata/labels")
                     .and_then(Value::as_object)
@@ -303,6 +308,7 @@ fn pods_table(items: &[Value], wide: bool) -> String {
                     .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
                     .collect();
                 row.push(ports.join(","));
+                row.push(metrics);
                 row.push(labels.join(","));
             }
             row

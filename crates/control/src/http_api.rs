@@ -1,7 +1,7 @@
 //! The control plane's HTTP API (loopback only): what `trellis apply`, `get`,
 //! `delete`, `proxy-status` and `proxy-config` talk to.
 //!
-//! Every route but `/healthz` is guarded (see [`guard`]): the bearer token
+//! Every route but `/healthz` and `/metrics` is guarded (see [`guard`]): the bearer token
 //! when the control plane has one, a Host that names this listener (DNS
 //! rebinding; not on Kubernetes, where only read-only views are served and
 //! the API server's service proxy passes on its own Host), no foreign Origin (a web page in a local browser), and a
@@ -72,6 +72,9 @@ pub fn router(cp: Shared, access: Access, pod_status_file: Option<std::path::Pat
         .route_layer(middleware::from_fn_with_state(access, guard))
         .layer(Extension(PodStatusFile(pod_status_file.map(Arc::new))))
         .route("/healthz", get(|| async { "ok" }))
+        // As istiod's monitoring port: metrics are read without a token
+        // (Prometheus scrapes them); they name no secret.
+        .route("/metrics", get(metrics))
         .with_state(cp)
 }
 
@@ -244,6 +247,18 @@ fn parse_valid(source: &str, body: &str) -> Result<Vec<api::Resource>, Response>
 }
 
 /// Writes on a control plane whose config is the Kubernetes API server's.
+async fn metrics(State(cp): State<Shared>) -> Response {
+    let body = cp.metrics.encode(cp.connected_proxies());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
 async fn config_is_kubernetes() -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -260,8 +275,14 @@ async fn apply(
 ) -> Response {
     let source = q.source.unwrap_or_else(|| "<request>".into());
     let resources = match parse_valid(&source, &body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
+        Ok(r) => {
+            cp.metrics.validated(true);
+            r
+        }
+        Err(resp) => {
+            cp.metrics.validated(false);
+            return resp;
+        }
     };
     // Accepted but not enforced: said in `Warning` headers, as the Kubernetes
     // API server says it, so that curl users see it too (the CLI says it itself).

@@ -11,6 +11,7 @@ pub mod ca_service;
 pub mod http_api;
 pub mod inject;
 pub mod leader;
+pub mod metrics;
 pub mod proxy_node;
 pub mod root_cert;
 mod secret_file;

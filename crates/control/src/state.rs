@@ -30,12 +30,19 @@ pub struct ControlPlane {
     authenticator: OnceLock<Arc<dyn Authenticator>>,
     /// A live source (Kubernetes) whose resources join the store's.
     source: OnceLock<Arc<ResourceSet>>,
+    /// The control plane's own metrics (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
+    /// When the oldest change not yet pushed was made (for
+    /// `pilot_proxy_convergence_time`).
+    changed_at: Mutex<Option<std::time::Instant>>,
 }
 
 struct Proxy {
     node: Node,
     config: watch::Sender<Arc<ProxySnapshot>>,
     status: ProxyStatus,
+    /// The change its latest snapshot carries, until the snapshot is sent.
+    changed_at: Option<std::time::Instant>,
 }
 
 /// What `trellis proxy-status` shows for one proxy.
@@ -79,6 +86,8 @@ impl ControlPlane {
             compiler: Mutex::new(Arc::new(model::Compiler::new(mesh))),
             proxies: Mutex::new(BTreeMap::new()),
             dirty: Notify::new(),
+            metrics: Default::default(),
+            changed_at: Mutex::new(None),
             authenticator: OnceLock::new(),
             source: OnceLock::new(),
         }
@@ -143,11 +152,20 @@ impl ControlPlane {
 
     /// Schedules a rebuild and push; many calls within the debounce window make one push.
     pub fn changed(&self) {
+        lock(&self.changed_at).get_or_insert_with(std::time::Instant::now);
         self.dirty.notify_one();
     }
 
     pub fn mesh(&self) -> Arc<Mesh> {
         lock(&self.compiler).mesh().clone()
+    }
+
+    /// Proxies with a discovery stream open now.
+    pub fn connected_proxies(&self) -> usize {
+        lock(&self.proxies)
+            .values()
+            .filter(|p| p.status.connected)
+            .count()
     }
 
     pub fn proxy_status(&self) -> Vec<ProxyStatus> {
@@ -170,6 +188,7 @@ impl ControlPlane {
     /// changed. Only the proxies the change may affect are recompiled (see
     /// [`model::incremental`]); returns how many proxies were sent a new snapshot.
     pub fn push(&self) -> usize {
+        let changed_at = lock(&self.changed_at).take();
         let source = self.source.get();
         let mesh_config = source
             .and_then(|s| s.mesh_config())
@@ -218,6 +237,9 @@ impl ControlPlane {
                 *old = Arc::new(snapshot);
                 true
             });
+            if sent {
+                p.changed_at = changed_at;
+            }
             pushed += usize::from(sent);
         }
         tracing::debug!(pushed, proxies = proxies.len(), "pushed");
@@ -265,6 +287,7 @@ impl wire::server::ConfigProvider for ControlPlane {
                 node: node.clone(),
                 config: tx,
                 status,
+                changed_at: None,
             },
         );
         Ok(wire::server::Accepted {
@@ -281,11 +304,19 @@ impl wire::server::ConfigProvider for ControlPlane {
     }
 
     fn nack(&self, node: &Node, type_url: &str, version: &str, reason: &str) {
+        self.metrics.rejected(type_url);
         tracing::warn!(proxy = %node.id, type_url, kept_version = version, reason, "proxy rejected config");
         self.with_type(node, type_url, |t| t.nack = Some(reason.to_string()));
     }
 
     fn sent(&self, node: &Node, type_url: &str, version: &str) {
+        self.metrics.pushed(type_url);
+        let changed_at = lock(&self.proxies)
+            .get_mut(&node.id)
+            .and_then(|p| p.changed_at.take());
+        if let Some(t) = changed_at {
+            self.metrics.converged(t.elapsed());
+        }
         self.with_type(node, type_url, |t| {
             t.sent = version.to_string();
             t.last_push = now();

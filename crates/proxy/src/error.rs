@@ -25,6 +25,11 @@ pub enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot bind the metrics port {addr}: {source}")]
+    MetricsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("health or status port: cannot listen on {addr}: {source}")]
     HealthBind {
         addr: SocketAddr,

@@ -66,6 +66,9 @@ pub struct Config {
     pub status_addr: Option<SocketAddr>,
     /// What the status port probes and merges.
     pub status: admin::status::StatusConfig,
+    /// The proxy's own metrics for Prometheus (Istio's 15090, on the pod's
+    /// address); `None`: only the admin server's `/stats/prometheus`.
+    pub stats_addr: Option<SocketAddr>,
     /// How long in-flight requests may take to finish on shutdown.
     pub drain_timeout: Duration,
     /// Data-plane worker threads (1 suits a sidecar; gateways want more).
@@ -104,6 +107,7 @@ impl Default for Config {
             health_addr: None,
             status_addr: None,
             status: admin::status::StatusConfig::default(),
+            stats_addr: None,
             drain_timeout: Duration::from_secs(5),
             workers: 1,
             access_log: true,
@@ -156,7 +160,17 @@ pub async fn run(
     {
         config::static_file::load(path, &store)?;
     }
-    let telemetry = Arc::new(Telemetry::new(&config.node, config.access_log));
+    // Who this proxy is in the standard metrics' principals: its
+    // certificate's SPIFFE id (files), or the one it asks the CA for.
+    let principal = match (store.mesh_tls(), &config.identity) {
+        (Some(tls), _) => tls.id().to_string(),
+        (None, Some(id)) if !config.node.namespace.is_empty() => format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            id.trust_domain, config.node.namespace, config.node.service_account
+        ),
+        _ => String::new(),
+    };
+    let telemetry = Arc::new(Telemetry::new(&config.node, &principal, config.access_log));
     let status = Arc::new(Status::default());
     let admin_listener = bind(config.admin_addr).map_err(|source| Error::AdminBind {
         addr: config.admin_addr,
@@ -170,6 +184,10 @@ pub async fn run(
     let status_listener = config
         .status_addr
         .map(|addr| bind(addr).map_err(|source| Error::HealthBind { addr, source }))
+        .transpose()?;
+    let stats_listener = config
+        .stats_addr
+        .map(|addr| bind(addr).map_err(|source| Error::MetricsBind { addr, source }))
         .transpose()?;
     let (quit_tx, mut quit_rx) = watch::channel(false);
 
@@ -195,11 +213,13 @@ pub async fn run(
         quit: quit_tx,
         auth: config.admin_auth.clone(),
         health_failed: Default::default(),
+        app_metrics: config.status.app_metrics.clone(),
     });
     let listeners = AdminListeners {
         admin: admin_listener,
         health: health_listener,
         status: status_listener.map(|l| (l, Arc::new(config.status.clone()))),
+        stats: stats_listener,
     };
     std::thread::Builder::new()
         .name("trellis-control".into())
@@ -328,6 +348,8 @@ struct AdminListeners {
     admin: std::net::TcpListener,
     health: Option<std::net::TcpListener>,
     status: Option<(std::net::TcpListener, Arc<admin::status::StatusConfig>)>,
+    /// Istio's 15090.
+    stats: Option<std::net::TcpListener>,
 }
 
 /// The admin server, and (spawned through the handle it sends back) the
@@ -355,6 +377,9 @@ fn control_thread(
         }
         if let Some((status, config)) = listeners.status {
             tokio::spawn(admin::status::serve_status(status, admin.clone(), config));
+        }
+        if let Some(stats) = listeners.stats {
+            tokio::spawn(admin::serve_stats(stats, admin.clone()));
         }
         tokio::select! {
             () = admin::serve(listeners.admin, admin) => {}

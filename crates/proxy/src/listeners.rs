@@ -28,6 +28,7 @@ use crate::limits::Limits;
 use crate::snapshot::mtls::MtlsMode;
 use crate::snapshot::{Direction, ListenerSpec, Serve, Snapshot};
 use crate::tcp;
+use crate::telemetry::meta::PeerMeta;
 use crate::tls::PeerIdentity;
 use crate::tls::inbound::{self, Accepted};
 use crate::tls::io::{DownstreamIo, MaybeTls};
@@ -232,7 +233,13 @@ async fn reconcile(
             },
         };
         let authz = snapshot.authz.get(&spec.bind).cloned().unwrap_or_default();
-        let rt = ListenerRt { spec, app, authz };
+        let service = snapshot.inbound_services.get(&spec.bind).cloned();
+        let rt = ListenerRt {
+            spec,
+            app,
+            authz,
+            service,
+        };
         // With capture, an inbound port is served through 15006: not bound
         // (the application itself listens on it in its pod).
         let virtual_port = captured.is_some()
@@ -240,7 +247,7 @@ async fn reconcile(
             && &*rt.spec.name != crate::capture::VIRTUAL_INBOUND;
         if let Some(b) = bound.get(&rt.spec.bind) {
             let old = b.rt.load();
-            if old.spec != rt.spec || old.authz != rt.authz {
+            if old.spec != rt.spec || old.authz != rt.authz || old.service != rt.service {
                 b.rt.store(Arc::new(rt));
             }
         } else if virtual_port {
@@ -405,6 +412,18 @@ fn serve_inbound(
                         (Serve::Tcp, _) | (Serve::Sniff, false) => {
                             let principal = identity.as_ref().map(|i| i.id().to_string());
                             if tcp_allowed(&spec, peer, principal.as_deref(), sni.as_deref()) {
+                                let meta = identity.as_ref().map(|i| {
+                                    let snapshot = shared.store.current();
+                                    match snapshot.as_deref() {
+                                        Some(s) => s.peers.find(peer.ip(), i.id()),
+                                        None => Arc::new(PeerMeta::from_identity(i.id())),
+                                    }
+                                });
+                                let stream = shared.telemetry.meter_inbound_tcp(
+                                    stream,
+                                    meta,
+                                    spec.service.clone(),
+                                );
                                 tcp::forward(stream, app).await;
                             }
                         }
@@ -472,6 +491,10 @@ pub(crate) fn serve_plain(
         ),
         Serve::Tcp => {
             if tcp_allowed(&listener_now, peer, None, None) {
+                let stream =
+                    shared
+                        .telemetry
+                        .meter_inbound_tcp(stream, None, listener_now.service.clone());
                 tokio::spawn(tcp::forward(stream, app));
             }
         }
@@ -488,6 +511,8 @@ pub(crate) fn serve_plain(
                         drain,
                     );
                 } else if tcp_allowed(&rt.load(), peer, None, None) {
+                    let service = rt.load().service.clone();
+                    let stream = shared.telemetry.meter_inbound_tcp(stream, None, service);
                     tcp::forward(stream, app).await;
                 }
             });
@@ -558,11 +583,19 @@ pub(crate) fn serve_http(
         original_dst,
     } = client;
     let own = shared.store.mesh_tls().map(|m| m.id());
+    shared
+        .telemetry
+        .connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let conn = Arc::new(Conn {
         shared: shared.clone(),
         listener: rt.clone(),
         peer,
-        mesh_peer: identity.map(|id| inbound::MeshPeer::new(id, own)),
+        mesh_peer: identity.map(|id| {
+            let snapshot = shared.store.current();
+            let peers = snapshot.as_deref().map(|s| &s.peers);
+            inbound::MeshPeer::new(id, own, peer, peers)
+        }),
         sni,
         route_config,
         original_dst,

@@ -24,11 +24,23 @@ pub const REPLAY_LIMIT: usize = 64 * 1024;
 pub struct Counted {
     inner: Incoming,
     received: Arc<AtomicU64>,
+    /// gRPC requests: their messages, for telemetry.
+    messages: Option<(crate::telemetry::grpc::MessageCounter, Arc<AtomicU64>)>,
 }
 
 impl Counted {
     pub fn new(inner: Incoming, received: Arc<AtomicU64>) -> Self {
-        Counted { inner, received }
+        Counted {
+            inner,
+            received,
+            messages: None,
+        }
+    }
+
+    /// Also counts the gRPC messages of the body into `messages`.
+    pub fn with_grpc_messages(mut self, messages: Option<Arc<AtomicU64>>) -> Self {
+        self.messages = messages.map(|m| (Default::default(), m));
+        self
     }
 
     fn poll_counted(
@@ -41,6 +53,11 @@ impl Counted {
         {
             self.received
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
+            if let Some((counter, total)) = &mut self.messages {
+                let before = counter.messages;
+                counter.feed(data);
+                total.fetch_add(counter.messages - before, Ordering::Relaxed);
+            }
         }
         polled
     }

@@ -86,6 +86,19 @@ struct Args {
     /// of TRELLIS_BOOTSTRAP_TOKEN.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Serve Prometheus on this address as Istio does: the proxy's own
+    /// metrics on :15090, and the status port (:15020, unless --status
+    /// names another) with those merged with the application's
+    /// (`/stats/prometheus`). Usually the pod's address.
+    #[arg(long)]
+    metrics_ip: Option<IpAddr>,
+    /// The application's metrics port (its `prometheus.io/port`), merged
+    /// into 15020's.
+    #[arg(long, requires = "metrics_ip")]
+    app_metrics_port: Option<u16>,
+    /// The application's metrics path (its `prometheus.io/path`).
+    #[arg(long, default_value = "/metrics")]
+    app_metrics_path: String,
     /// The explicit HTTP proxy the application's outbound calls go through.
     #[arg(long)]
     outbound: Option<SocketAddr>,
@@ -166,6 +179,10 @@ struct Args {
 
 /// Where captured DNS goes (`trellis-proxy iptables --dns-port`).
 const DNS_CAPTURE_PORT: u16 = 15053;
+/// Istio's Prometheus port for the proxy's own metrics, and its status port
+/// (probes, readiness, the proxy's metrics merged with the application's).
+const STATS_PORT: u16 = 15090;
+const STATUS_PORT: u16 = 15020;
 
 /// The bootstrap token proving this workload's identity to the CA. Read from
 /// the environment only: a command-line flag would show it to every `ps`.
@@ -221,7 +238,7 @@ async fn main() -> anyhow::Result<()> {
             .to_string(),
         None => std::env::var(BOOTSTRAP_TOKEN_ENV).unwrap_or_default(),
     };
-    let status = proxy::admin::status::StatusConfig::from_env(
+    let mut status = proxy::admin::status::StatusConfig::from_env(
         std::env::var("ISTIO_KUBE_APP_PROBERS").ok().as_deref(),
         std::env::var("ISTIO_PROMETHEUS_ANNOTATIONS")
             .ok()
@@ -229,6 +246,12 @@ async fn main() -> anyhow::Result<()> {
         args.app_ip,
     )
     .map_err(anyhow::Error::msg)?;
+    if let Some(port) = args.app_metrics_port {
+        status.app_metrics = Some(proxy::admin::stats::AppMetrics {
+            addr: SocketAddr::new(args.app_ip, port),
+            path: args.app_metrics_path.clone(),
+        });
+    }
     let ca_address = args.ca_address.clone().or_else(|| args.xds.clone());
     let static_certs = match (args.cert_chain, args.key, args.roots) {
         (Some(cert_chain), Some(key), Some(roots)) => Some(proxy::tls::static_files::CertFiles {
@@ -279,8 +302,11 @@ async fn main() -> anyhow::Result<()> {
         admin_addr: args.admin,
         admin_auth,
         health_addr: args.health,
-        status_addr: args.status,
+        status_addr: args
+            .status
+            .or_else(|| args.metrics_ip.map(|ip| SocketAddr::new(ip, STATUS_PORT))),
         status,
+        stats_addr: args.metrics_ip.map(|ip| SocketAddr::new(ip, STATS_PORT)),
         release_freed_memory: Some(release_freed_memory),
         drain_timeout: Duration::from_secs(args.drain_seconds),
         workers: args.workers,

@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod lock;
 pub mod netns;
 pub mod plan;
+pub mod prometheus;
 pub mod supervise;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,10 @@ pub const ADMIN_PORT: u16 = 15000;
 pub const OUTBOUND_PORT: u16 = 15001;
 /// Istio's health port: `GET /healthz/ready` on the pod's address.
 pub const HEALTH_PORT: u16 = 15021;
+/// Istio's merged Prometheus port (the proxy's metrics and the application's).
+pub const MERGED_METRICS_PORT: u16 = 15020;
+/// Istio's (Envoy's) Prometheus port for the proxy's own metrics.
+pub const STATS_PORT: u16 = 15090;
 
 pub struct UpOptions {
     pub dir: PathBuf,
@@ -258,6 +263,13 @@ pub async fn run(opts: UpOptions) -> Result<()> {
             tracing::warn!(error = %e, "the ingress gateway is not ready yet");
         }
     }
+    let file_sd = match prometheus::write_file_sd(&state, &plan.pods, &api_url) {
+        Ok(dir) => Some(dir),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot write Prometheus's service discovery files");
+            None
+        }
+    };
     print_summary(
         &plan.pods,
         &mode.banner(opts.block),
@@ -265,6 +277,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         &xds_url,
         gateway,
         &state,
+        file_sd.as_deref(),
     );
 
     shutdown_signal().await;
@@ -404,6 +417,17 @@ fn start_pod(
             "--health".into(),
             format!("{}:{HEALTH_PORT}", pod.pod_ip),
         ];
+        if let Some(ip) = pod.metrics_ip() {
+            args.extend(["--metrics-ip".into(), ip.to_string()]);
+        }
+        if let Some((port, path)) = &pod.app_metrics {
+            args.extend([
+                "--app-metrics-port".into(),
+                port.to_string(),
+                "--app-metrics-path".into(),
+                path.clone(),
+            ]);
+        }
         if ns.is_some() && pod.sidecar {
             // The rules written in its namespace send it every connection.
             args.extend(["--capture".into(), "--dns-capture".into()]);
@@ -500,6 +524,7 @@ fn print_summary(
     xds_url: &str,
     gateway: Option<std::net::SocketAddr>,
     state: &Path,
+    file_sd: Option<&Path>,
 ) {
     use std::fmt::Write as _;
     let namespaces: std::collections::BTreeSet<&str> =
@@ -513,6 +538,21 @@ fn print_summary(
     );
     let _ = writeln!(out, "{banner}");
     let _ = writeln!(out, "  control plane    {api_url} (API)   {xds_url} (xDS)");
+    let _ = writeln!(out, "  metrics          {api_url}/metrics (control plane)");
+    let scraped: Vec<_> = pods.iter().filter_map(PodPlan::metrics_ip).collect();
+    if let Some(first) = scraped.first() {
+        let _ = writeln!(
+            out,
+            "                   http://<pod>:{MERGED_METRICS_PORT}/stats/prometheus (merged), :{STATS_PORT} (proxy), e.g. http://{first}:{MERGED_METRICS_PORT}/stats/prometheus; trellis get pods -o wide lists them"
+        );
+    }
+    if let Some(dir) = file_sd {
+        let _ = writeln!(
+            out,
+            "  prometheus       prometheus --config.file={}",
+            dir.join(prometheus::CONFIG_FILE).display()
+        );
+    }
     if let Some(gw) = gateway {
         let _ = writeln!(out, "  ingress gateway  http://{gw}/");
         let _ = writeln!(out, "  try              http://{gw}/productpage");

@@ -73,6 +73,9 @@ pub struct PodPlan {
     pub proxy_env: Vec<(String, String)>,
     /// `trellis-proxy iptables` flags from the pod's `traffic.sidecar.istio.io/*` annotations.
     pub capture_args: Vec<String>,
+    /// The application's own metrics (port, path) from the template's
+    /// `prometheus.io/*` annotations, merged into the proxy's on 15020.
+    pub app_metrics: Option<(u16, String)>,
     pub containers: Vec<ContainerPlan>,
 }
 
@@ -87,6 +90,20 @@ pub struct ContainerPlan {
 impl PodPlan {
     pub fn id(&self) -> String {
         format!("{}.{}", self.name, self.namespace)
+    }
+
+    /// Where its proxy serves Prometheus (15020, 15090), as Istio binds
+    /// them: on the pod's address in namespace mode; in loopback mode on
+    /// the application's address (the pod address's ports are the
+    /// application's). `None`: no proxy.
+    pub fn metrics_ip(&self) -> Option<Ipv4Addr> {
+        (self.sidecar || self.gateway).then(|| {
+            if self.app_ip == Ipv4Addr::LOCALHOST {
+                self.pod_ip
+            } else {
+                self.app_ip
+            }
+        })
     }
 
     /// The Pod object the control plane learns endpoints from, as the kubelet would report it.
@@ -116,6 +133,24 @@ impl PodPlan {
             annotations.insert(
                 "proxy.trellis.io/admin".into(),
                 json!(format!("{}:{}", self.app_ip, super::ADMIN_PORT)),
+            );
+        }
+        if let Some(ip) = self.metrics_ip() {
+            // As Istio's injector rewrites them: Prometheus scrapes the
+            // merged endpoint, which carries the application's metrics too.
+            annotations.insert("prometheus.io/scrape".into(), json!("true"));
+            annotations.insert(
+                "prometheus.io/port".into(),
+                json!(super::MERGED_METRICS_PORT.to_string()),
+            );
+            annotations.insert("prometheus.io/path".into(), json!("/stats/prometheus"));
+            annotations.insert(
+                "proxy.trellis.io/metrics".into(),
+                json!(format!(
+                    "{ip}:{} {ip}:{}",
+                    super::MERGED_METRICS_PORT,
+                    super::STATS_PORT
+                )),
             );
         }
         let containers: Vec<_> = containers
@@ -271,6 +306,24 @@ fn capture_args(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMet
         .collect()
 }
 
+/// The application's metrics endpoint, from `prometheus.io/scrape: "true"`
+/// with `prometheus.io/port` (and `prometheus.io/path`, "/metrics" if not
+/// given), as Istio's metrics merging reads them.
+fn app_metrics(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<(u16, String)> {
+    let a = meta.annotations.as_ref()?;
+    if a.get("prometheus.io/scrape").map(String::as_str) != Some("true") {
+        return None;
+    }
+    let port = a.get("prometheus.io/port")?.parse().ok()?;
+    let path = a
+        .get("prometheus.io/path")
+        .cloned()
+        .unwrap_or_else(|| "/metrics".into());
+    Some((port, path))
+}
+
 /// Istio injects a sidecar unless the pod or its namespace opts out.
 fn wants_sidecar(d: &Deployment, namespaces: &BTreeMap<String, Namespace>, ns: &str) -> bool {
     let template = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
@@ -371,6 +424,7 @@ pub fn plan(
                 sidecar,
                 proxy_env: proxy_env.clone(),
                 capture_args: capture_args(&template_meta),
+                app_metrics: app_metrics(&template_meta),
                 containers: Vec::new(),
             };
             for c in &pod_spec.containers {
@@ -448,6 +502,7 @@ fn add_ingress_gateway(
         sidecar: false,
         proxy_env,
         capture_args: Vec::new(),
+        app_metrics: None,
         containers: Vec::new(),
     };
     let ports: Vec<k8s_openapi::api::core::v1::ContainerPort> = [8080, 8443, 15021]

@@ -8,6 +8,7 @@
 //! them); what changes the proxy needs the caller to prove the right (see [`auth`]).
 
 pub mod auth;
+pub mod stats;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,8 @@ pub struct Admin {
     /// Set by `POST /healthcheck/fail`, cleared by `POST /healthcheck/ok`:
     /// readiness then fails, so that load balancers stop sending here.
     pub health_failed: AtomicBool,
+    /// The application's own metrics, merged into 15020's.
+    pub app_metrics: Option<stats::AppMetrics>,
 }
 
 /// Serves the admin API on `listener`.
@@ -69,6 +72,28 @@ pub async fn serve_health(listener: std::net::TcpListener, admin: Arc<Admin>) {
                     StatusCode::NOT_FOUND,
                     "text/plain",
                     "GET /healthz/ready\n".into(),
+                ),
+            })
+        }
+    })
+    .await
+}
+
+/// Serves Prometheus's scrape endpoint `GET /stats/prometheus` with the
+/// proxy's own metrics (Istio's 15090, on the pod's address); the status
+/// port (15020, [`status`]) serves them merged with the application's.
+pub async fn serve_stats(listener: std::net::TcpListener, admin: Arc<Admin>) {
+    accept_loop(listener, "metrics", move |req, _| {
+        let admin = admin.clone();
+        async move {
+            Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
+                (&Method::GET, "/stats/prometheus") => {
+                    reply(StatusCode::OK, stats::CONTENT_TYPE, stats::proxy(&admin))
+                }
+                _ => reply(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "GET /stats/prometheus\n".into(),
                 ),
             })
         }
@@ -141,11 +166,9 @@ fn handle(req: Request<Incoming>, peer: SocketAddr, admin: &Admin) -> Reply {
     match (req.method(), path) {
         (&Method::GET, "/ready" | "/healthz/ready") => ready(admin),
         (&Method::GET, "/config_dump") => config_dump(admin),
-        (&Method::GET, "/stats/prometheus") => reply(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            admin.telemetry.metrics.encode(),
-        ),
+        (&Method::GET, "/stats/prometheus") => {
+            reply(StatusCode::OK, stats::CONTENT_TYPE, stats::proxy(admin))
+        }
         (&Method::GET, "/clusters") => clusters(admin, json),
         (&Method::GET, "/listeners") => to_json(&admin.status.listeners()),
         (&Method::GET, "/certs") => to_json(&crate::tls::SecretsDump::of(

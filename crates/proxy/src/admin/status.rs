@@ -23,6 +23,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
+use super::stats::{self, AppMetrics};
 use super::{Admin, Reply, ready, reply};
 
 /// One of the application's original probes.
@@ -64,10 +65,24 @@ pub struct TcpSocket {
 
 /// The original `prometheus.io/*` annotations of the pod.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-pub struct AppMetrics {
-    pub scrape: Option<String>,
-    pub path: Option<String>,
-    pub port: Option<String>,
+struct PrometheusAnnotations {
+    scrape: Option<String>,
+    path: Option<String>,
+    port: Option<String>,
+}
+
+impl PrometheusAnnotations {
+    /// The application's metrics endpoint, unless it asked not to be scraped.
+    fn endpoint(&self, app_ip: IpAddr) -> Option<AppMetrics> {
+        if self.scrape.as_deref() == Some("false") {
+            return None;
+        }
+        let port = self.port.as_deref()?.parse().ok()?;
+        Some(AppMetrics {
+            addr: SocketAddr::new(app_ip, port),
+            path: self.path.clone().unwrap_or_else(|| "/metrics".into()),
+        })
+    }
 }
 
 /// What the status port serves beyond the proxy's own readiness.
@@ -77,6 +92,7 @@ pub struct StatusConfig {
     pub probers: BTreeMap<String, AppProbe>,
     /// Where the application listens (the proxy's `app_ip`).
     pub app_ip: Option<IpAddr>,
+    /// The application's own metrics, merged into `/stats/prometheus`.
     pub app_metrics: Option<AppMetrics>,
 }
 
@@ -94,10 +110,9 @@ impl StatusConfig {
             None => BTreeMap::new(),
         };
         let app_metrics = match prometheus.filter(|s| !s.trim().is_empty()) {
-            Some(json) => Some(
-                serde_json::from_str(json)
-                    .map_err(|e| format!("ISTIO_PROMETHEUS_ANNOTATIONS: {e}"))?,
-            ),
+            Some(json) => serde_json::from_str::<PrometheusAnnotations>(json)
+                .map_err(|e| format!("ISTIO_PROMETHEUS_ANNOTATIONS: {e}"))?
+                .endpoint(app_ip),
             None => None,
         };
         Ok(StatusConfig {
@@ -135,34 +150,8 @@ async fn handle<B>(req: Request<B>, admin: &Admin, config: &StatusConfig) -> Rep
         return ready(admin);
     }
     if path == "/stats/prometheus" {
-        let mut body = admin.telemetry.metrics.encode();
-        if let Some(app) = merged_metrics_source(config.app_metrics.as_ref()) {
-            match http_get(
-                SocketAddr::new(app_ip, app.0),
-                &app.1,
-                &[],
-                Duration::from_secs(5),
-            )
-            .await
-            {
-                Ok((status, text)) if status.is_success() => {
-                    // OpenMetrics ends with `# EOF`; the application's text follows the proxy's.
-                    if let Some(stripped) = body.strip_suffix("# EOF\n") {
-                        body = stripped.to_string();
-                    }
-                    body.push_str(&text);
-                }
-                Ok((status, _)) => {
-                    tracing::debug!(%status, "the application's metrics answered an error")
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot read the application's metrics"),
-            }
-        }
-        return reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            body,
-        );
+        let (status, body) = stats::merged(admin).await;
+        return reply(status, stats::CONTENT_TYPE, body);
     }
     if path.starts_with("/app-health/") {
         let Some(probe) = config.probers.get(path) else {
@@ -180,16 +169,6 @@ async fn handle<B>(req: Request<B>, admin: &Admin, config: &StatusConfig) -> Rep
         "GET /healthz/ready /app-health/<container>/<livez|readyz|startupz> /stats/prometheus\n"
             .into(),
     )
-}
-
-/// The application's metrics endpoint, unless it asked not to be scraped.
-fn merged_metrics_source(app: Option<&AppMetrics>) -> Option<(u16, String)> {
-    let app = app?;
-    if app.scrape.as_deref() == Some("false") {
-        return None;
-    }
-    let port = app.port.as_deref()?.parse().ok()?;
-    Some((port, app.path.clone().unwrap_or_else(|| "/metrics".into())))
 }
 
 async fn app_probe(probe: &AppProbe, app_ip: IpAddr) -> Reply {
@@ -292,10 +271,8 @@ mod tests {
             c.probers["/app-health/app/readyz"].tcp_socket,
             Some(TcpSocket { port: 9080 })
         );
-        assert_eq!(
-            merged_metrics_source(c.app_metrics.as_ref()),
-            Some((9090, "/metrics".into()))
-        );
+        let app = c.app_metrics.unwrap();
+        assert_eq!((app.addr.port(), app.path.as_str()), (9090, "/metrics"));
         assert!(StatusConfig::from_env(Some("{"), None, IpAddr::from([127, 0, 0, 1])).is_err());
     }
 }

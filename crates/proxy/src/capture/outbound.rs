@@ -60,9 +60,9 @@ pub(crate) async fn serve(
     }
     match vip {
         Some(vip) => match &vip.tcp_route {
-            None => to_cluster(stream, &vip.cluster, dst).await,
+            None => to_cluster(stream, &vip.cluster, dst, &shared.telemetry).await,
             Some(route) => match route.pick() {
-                Some(cluster) => to_cluster(stream, cluster, dst).await,
+                Some(cluster) => to_cluster(stream, cluster, dst, &shared.telemetry).await,
                 None => {
                     tracing::info!(%peer, original_dst = %dst, cluster = %vip.cluster.name, flags = "NR", "the service's TCP route has no cluster; connection closed");
                 }
@@ -77,7 +77,12 @@ pub(crate) async fn serve(
 
 /// A TCP connection to a service: one of its endpoints, over mesh mTLS
 /// where the endpoint has a sidecar.
-async fn to_cluster(mut stream: TcpStream, cluster: &Cluster, dst: SocketAddr) {
+async fn to_cluster(
+    stream: TcpStream,
+    cluster: &Cluster,
+    dst: SocketAddr,
+    telemetry: &crate::telemetry::Telemetry,
+) {
     let Some(endpoint) = cluster.pick(None, None) else {
         tracing::info!(cluster = %cluster.name, original_dst = %dst, flags = "UH", "no healthy endpoint; connection closed");
         return;
@@ -104,6 +109,8 @@ async fn to_cluster(mut stream: TcpStream, cluster: &Cluster, dst: SocketAddr) {
         return;
     };
     tracing::debug!(cluster = %cluster.name, upstream = %authority, "TCP connection");
+    let mut stream =
+        telemetry.meter_outbound_tcp(stream, endpoint.meta.clone(), cluster.service.clone());
     let _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
 }
 

@@ -42,6 +42,8 @@ pub struct ConfigStore {
     /// Called after every config update, accepted or not; see
     /// [`with_memory_release`](Self::with_memory_release).
     release_freed_memory: Option<fn()>,
+    /// Updates accepted and rejected, by type, for the proxy's health metrics.
+    pub updates: crate::telemetry::health::ConfigUpdates,
 }
 
 #[derive(Default)]
@@ -66,6 +68,7 @@ impl ConfigStore {
             current: ArcSwapOption::empty(),
             changes: watch::Sender::new(None),
             release_freed_memory: None,
+            updates: Default::default(),
         }
     }
 
@@ -172,6 +175,7 @@ impl ConfigStore {
         types.insert(type_key, Arc::new(new));
         let what = wire::types::short_name(type_key);
         let result = self.compile_and_publish(state, what, &version, types);
+        self.updates.record(type_key, result.is_ok());
         self.release_freed_memory();
         result
     }

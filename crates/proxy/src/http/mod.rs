@@ -55,6 +55,8 @@ pub struct ListenerRt {
     pub app: Arc<LocalApp>,
     /// Inbound: the port's AuthorizationPolicies.
     pub authz: Arc<crate::policy::authz::ListenerAuthz>,
+    /// Inbound: the service the port serves (Istio's `destination_service`).
+    pub service: Option<Arc<ServiceMeta>>,
 }
 
 /// One downstream connection.
@@ -72,6 +74,15 @@ pub struct Conn {
     /// A captured connection's original destination (capture::outbound):
     /// where a request for a host the mesh does not know goes.
     pub original_dst: Option<SocketAddr>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.shared
+            .telemetry
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Marks a request that came with more headers than the limit (counted as
@@ -172,6 +183,7 @@ pub async fn handle(
         Direction::Outbound => routed(req, authority, &listener.spec, &conn, &mut record).await,
     };
     record.status = response.status().as_u16();
+    record.see_grpc_status(response.headers());
     Ok(response.map(|b| LoggedBody::new(b, record)))
 }
 
@@ -393,7 +405,11 @@ fn prepare_headers(
 
 fn split(req: Request<Incoming>, record: &Record) -> (http::request::Parts, Counted) {
     let (parts, body) = req.into_parts();
-    (parts, Counted::new(body, record.received.clone()))
+    (
+        parts,
+        Counted::new(body, record.received.clone())
+            .with_grpc_messages(record.request_messages.clone()),
+    )
 }
 
 fn path_of(parts: &http::request::Parts) -> PathAndQuery {
@@ -413,6 +429,7 @@ async fn inbound(
     let (mut parts, body) = split(req, record);
     let upgrade = prepare_headers(&mut parts, authority);
     record.upstream_cluster = Some(listener.spec.name.clone());
+    record.service.clone_from(&listener.service);
     let protocol = if listener.spec.app_http2 {
         UpstreamProtocol::Http2
     } else {

@@ -17,6 +17,7 @@ use wire::pb::resource::Kind;
 use crate::http::path::Normalization;
 use crate::lb::{BuildEnv, Cluster};
 use crate::policy::authz::ListenerAuthz;
+use crate::telemetry::meta::{Peers, ServiceMeta};
 use mtls::MtlsMode;
 use routes::RouteTable;
 
@@ -182,6 +183,10 @@ pub struct Snapshot {
     pub registry_only: bool,
     /// Captured inbound connections to ports with no inbound listener.
     pub inbound_passthrough: InboundPassthrough,
+    /// Inbound listeners' services (Istio's `destination_service`), by bind address.
+    pub inbound_services: HashMap<SocketAddr, Arc<ServiceMeta>>,
+    /// The mesh's workloads as inbound peers, from the endpoint data.
+    pub peers: Peers,
 }
 
 /// What applies to a captured inbound connection to a port no inbound
@@ -281,6 +286,14 @@ pub fn compile(
             tcp_routes.insert(c.name.clone(), Arc::new(route));
         }
     }
+
+    let mut peers = Peers::default();
+    for e in clusters.values().flat_map(|c| &c.endpoints) {
+        if let Ok(addr) = e.key.parse::<SocketAddr>() {
+            peers.add(addr.ip(), &e.meta);
+        }
+    }
+
     let mut vips = HashMap::new();
     let mut hosts: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
     for r in &of(wire::types::CLUSTER)? {
@@ -369,6 +382,7 @@ pub fn compile(
     let mut registry_only = false;
     let mut inbound_passthrough = InboundPassthrough::default();
     let mut authz = HashMap::new();
+    let mut inbound_services = HashMap::new();
     let mut bound = HashSet::new();
     let mut path_normalization = Normalization::default();
     for r in &of(wire::types::LISTENER)? {
@@ -404,6 +418,9 @@ pub fn compile(
                 ListenerAuthz::compile(l).map_err(|e| format!("listener {:?}: {e}", l.name))?;
             authz.insert(spec.bind, Arc::new(compiled));
         }
+        if spec.direction == Direction::Inbound && !l.service.is_empty() {
+            inbound_services.insert(spec.bind, Arc::new(ServiceMeta::from_host(&l.service)));
+        }
         listeners.push(spec);
     }
 
@@ -417,6 +434,8 @@ pub fn compile(
         path_normalization,
         vips,
         hosts: Arc::new(hosts),
+        inbound_services,
+        peers,
         registry_only,
         inbound_passthrough,
     })

@@ -1,22 +1,34 @@
 //! Workload metadata for Istio's standard metric labels: who the source and
-//! the destination are. Values are shared `Arc<str>` so that labelling a
-//! request copies pointers, not strings.
+//! the destination are. Built once per workload when config arrives (never
+//! per request), and shared: a request's labels are pointers to these.
+//!
+//! Each side learns the other without asking it (Istio's metadata exchange,
+//! with no extra round trip): the client from the control plane's endpoint
+//! data ([`EndpointMetas`]), the server from the peer certificate's SPIFFE id
+//! and the same pushed workload data, looked up by the peer's address
+//! ([`Peers`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use wire::pb;
 
 pub const UNKNOWN: &str = "unknown";
+/// Istio's cluster id when none is configured (`ISTIO_META_CLUSTER_ID`).
+pub const DEFAULT_CLUSTER: &str = "Kubernetes";
 
 /// One side of a request: a workload, as Istio's labels name it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PeerMeta {
     pub workload: Arc<str>,
     pub namespace: Arc<str>,
     pub principal: Arc<str>,
     pub app: Arc<str>,
     pub version: Arc<str>,
+    pub canonical_service: Arc<str>,
+    pub canonical_revision: Arc<str>,
+    pub cluster: Arc<str>,
 }
 
 impl PeerMeta {
@@ -27,94 +39,87 @@ impl PeerMeta {
             namespace: u.clone(),
             principal: u.clone(),
             app: u.clone(),
-            version: u,
+            version: u.clone(),
+            canonical_service: u.clone(),
+            canonical_revision: u.clone(),
+            cluster: u,
         }
     }
 
-    /// Istio takes the workload name from the pod's owner; the control plane
-    /// passes it as the `service.istio.io/workload-name` label when it knows
-    /// it, else the pod name is the best name there is.
+    /// A workload's labels as Istio derives them: `workload` is the owner's
+    /// name (the Deployment), the canonical service and revision come from
+    /// `service.istio.io/canonical-name|revision`, else the app and version
+    /// labels (`app.kubernetes.io/name|version`, `app`, `version`), else the
+    /// workload name and "latest".
     pub fn from_labels(
         labels: &BTreeMap<String, String>,
-        pod: &str,
+        workload: &str,
         namespace: &str,
         principal: &str,
     ) -> Self {
-        Self::from_names(names(labels, pod, namespace, principal))
-    }
-
-    fn from_names([workload, namespace, principal, app, version]: Names<'_>) -> Self {
+        let first = |keys: &[&str]| -> Option<&str> {
+            keys.iter()
+                .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
+                .map(String::as_str)
+        };
+        let or_unknown = |s: &str| -> Arc<str> { if s.is_empty() { UNKNOWN } else { s }.into() };
+        let workload = first(&["service.istio.io/workload-name"]).unwrap_or(workload);
+        let app = first(&["app", "app.kubernetes.io/name"]);
+        let version = first(&["version", "app.kubernetes.io/version"]);
         PeerMeta {
-            workload: workload.into(),
-            namespace: namespace.into(),
-            principal: principal.into(),
-            app: app.into(),
-            version: version.into(),
+            workload: or_unknown(workload),
+            namespace: or_unknown(namespace),
+            principal: or_unknown(principal),
+            app: or_unknown(app.unwrap_or("")),
+            version: or_unknown(version.unwrap_or("")),
+            canonical_service: or_unknown(
+                first(&[
+                    "service.istio.io/canonical-name",
+                    "app.kubernetes.io/name",
+                    "app",
+                ])
+                .unwrap_or(workload),
+            ),
+            canonical_revision: first(&[
+                "service.istio.io/canonical-revision",
+                "app.kubernetes.io/version",
+                "version",
+            ])
+            .unwrap_or("latest")
+            .into(),
+            cluster: first(&["topology.istio.io/cluster"])
+                .unwrap_or(DEFAULT_CLUSTER)
+                .into(),
         }
     }
 
-    pub fn from_node(node: &pb::Node) -> Self {
-        let principal = if node.service_account.is_empty() || node.namespace.is_empty() {
-            String::new()
+    /// This proxy's own workload. `principal` is its SPIFFE id (empty: none).
+    pub fn from_node(node: &pb::Node, principal: &str) -> Self {
+        let workload = if node.workload_name.is_empty() {
+            &node.pod_name
         } else {
-            // The trust domain is the control plane's to choose; Istio's default is assumed.
-            format!(
-                "spiffe://cluster.local/ns/{}/sa/{}",
-                node.namespace, node.service_account
-            )
+            &node.workload_name
         };
-        PeerMeta::from_labels(&node.labels, &node.pod_name, &node.namespace, &principal)
+        PeerMeta::from_labels(&node.labels, workload, &node.namespace, principal)
     }
-}
 
-/// Workload, namespace, principal, app, version; never empty.
-type Names<'a> = [&'a str; 5];
-
-fn names<'a>(
-    labels: &'a BTreeMap<String, String>,
-    workload: &'a str,
-    namespace: &'a str,
-    principal: &'a str,
-) -> Names<'a> {
-    let first = |keys: &[&str]| -> &'a str {
-        keys.iter()
-            .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
-            .map_or(UNKNOWN, String::as_str)
-    };
-    let or_unknown = |s: &'a str| if s.is_empty() { UNKNOWN } else { s };
-    let workload = labels
-        .get("service.istio.io/workload-name")
-        .map(String::as_str)
-        .filter(|s| !s.is_empty())
-        .unwrap_or(workload);
-    [
-        or_unknown(workload),
-        or_unknown(namespace),
-        or_unknown(principal),
-        first(&[
-            "service.istio.io/canonical-name",
-            "app.kubernetes.io/name",
-            "app",
-        ]),
-        first(&[
-            "service.istio.io/canonical-revision",
-            "app.kubernetes.io/version",
-            "version",
-        ]),
-    ]
+    /// A peer known only by its certificate.
+    pub fn from_identity(id: &identity::SpiffeId) -> Self {
+        PeerMeta::from_labels(&BTreeMap::new(), "", id.namespace(), &id.to_string())
+    }
 }
 
 /// The metadata of a cluster's endpoints, one shared copy per workload: a
 /// cluster lists every replica of a workload, and the labels are the same.
 #[derive(Default)]
-pub struct EndpointMetas<'a>(HashMap<Names<'a>, Arc<PeerMeta>>);
+pub struct EndpointMetas(HashMap<PeerMeta, Arc<PeerMeta>>);
 
-impl<'a> EndpointMetas<'a> {
+impl EndpointMetas {
     /// Metadata of an endpoint: the workload is the control plane's
     /// (the Deployment's name), else the pod's; the namespace comes from
     /// "<pod>.<namespace>", else from its SPIFFE id, else from the service
     /// it belongs to.
-    pub fn of(&mut self, ep: &'a pb::Endpoint, service_namespace: &'a str) -> Arc<PeerMeta> {
+    pub fn of(&mut self, ep: &pb::Endpoint, service_namespace: &str) -> Arc<PeerMeta> {
         let (pod, ns) = ep.pod.split_once('.').unwrap_or((ep.pod.as_str(), ""));
         let ns = if !ns.is_empty() {
             ns
@@ -129,16 +134,78 @@ impl<'a> EndpointMetas<'a> {
         } else {
             ep.workload.as_str()
         };
-        let names = names(&ep.labels, workload, ns, &ep.identity);
+        let meta = PeerMeta::from_labels(&ep.labels, workload, ns, &ep.identity);
         self.0
-            .entry(names)
-            .or_insert_with(|| Arc::new(PeerMeta::from_names(names)))
+            .entry(meta)
+            .or_insert_with_key(|m| Arc::new(m.clone()))
             .clone()
     }
 }
 
+/// The mesh's workloads as an inbound connection's peer may be: by address
+/// (a pod IP), and by identity. Built with each config from the pushed
+/// endpoint data.
+#[derive(Default)]
+pub struct Peers {
+    by_address: HashMap<IpAddr, Arc<PeerMeta>>,
+    /// Where several workloads share an identity (a service account used
+    /// by v1, v2 and v3 of an app), what they have in common: the fields
+    /// that differ are "unknown" unless the address tells them apart.
+    by_identity: HashMap<Arc<str>, Arc<PeerMeta>>,
+}
+
+impl Peers {
+    pub fn add(&mut self, address: IpAddr, meta: &Arc<PeerMeta>) {
+        if &*meta.principal == UNKNOWN {
+            return;
+        }
+        self.by_address.insert(address, meta.clone());
+        self.by_identity
+            .entry(meta.principal.clone())
+            .and_modify(|known| {
+                if **known != **meta {
+                    *known = Arc::new(common(known, meta));
+                }
+            })
+            .or_insert_with(|| meta.clone());
+    }
+
+    /// The workload behind a verified peer: the one at its address if that
+    /// one holds the certificate's identity, else what the workloads with
+    /// that identity have in common, else what the certificate says alone.
+    pub fn find(&self, address: IpAddr, id: &identity::SpiffeId) -> Arc<PeerMeta> {
+        let principal = id.to_string();
+        if let Some(m) = self.by_address.get(&address)
+            && *m.principal == *principal
+        {
+            return m.clone();
+        }
+        if let Some(m) = self.by_identity.get(principal.as_str()) {
+            return m.clone();
+        }
+        Arc::new(PeerMeta::from_identity(id))
+    }
+}
+
+/// Two workloads' labels where they agree, "unknown" where they differ.
+fn common(a: &PeerMeta, b: &PeerMeta) -> PeerMeta {
+    let same = |x: &Arc<str>, y: &Arc<str>| -> Arc<str> {
+        if x == y { x.clone() } else { UNKNOWN.into() }
+    };
+    PeerMeta {
+        workload: same(&a.workload, &b.workload),
+        namespace: same(&a.namespace, &b.namespace),
+        principal: same(&a.principal, &b.principal),
+        app: same(&a.app, &b.app),
+        version: same(&a.version, &b.version),
+        canonical_service: same(&a.canonical_service, &b.canonical_service),
+        canonical_revision: same(&a.canonical_revision, &b.canonical_revision),
+        cluster: same(&a.cluster, &b.cluster),
+    }
+}
+
 /// The destination service of a request.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceMeta {
     pub host: Arc<str>,
     pub name: Arc<str>,
@@ -176,15 +243,18 @@ impl ServiceMeta {
 mod tests {
     use super::*;
 
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
     fn endpoint_metadata() {
         let ep = pb::Endpoint {
             pod: "reviews-v2-abc.default".into(),
-            labels: [
-                ("app".to_string(), "reviews".to_string()),
-                ("version".to_string(), "v2".to_string()),
-            ]
-            .into(),
+            labels: labels(&[("app", "reviews"), ("version", "v2")]),
             ..Default::default()
         };
         let mut metas = EndpointMetas::default();
@@ -193,6 +263,9 @@ mod tests {
         assert_eq!(&*m.namespace, "default");
         assert_eq!(&*m.app, "reviews");
         assert_eq!(&*m.version, "v2");
+        assert_eq!(&*m.canonical_service, "reviews");
+        assert_eq!(&*m.canonical_revision, "v2");
+        assert_eq!(&*m.cluster, DEFAULT_CLUSTER);
         assert_eq!(&*m.principal, UNKNOWN);
 
         // The control plane's workload name (the Deployment's) wins over
@@ -209,6 +282,86 @@ mod tests {
         let (ma, mb) = (metas.of(&a, "x"), metas.of(&b, "x"));
         assert_eq!(&*ma.workload, "reviews-v2");
         assert!(Arc::ptr_eq(&ma, &mb));
+    }
+
+    #[test]
+    fn canonical_names_as_istio_derives_them() {
+        // The canonical labels win; app.kubernetes.io/* come before app/version.
+        let m = PeerMeta::from_labels(
+            &labels(&[
+                ("service.istio.io/canonical-name", "shop"),
+                ("service.istio.io/canonical-revision", "2024"),
+                ("app", "web"),
+            ]),
+            "web-v1",
+            "ns",
+            "",
+        );
+        assert_eq!(
+            (&*m.canonical_service, &*m.canonical_revision),
+            ("shop", "2024")
+        );
+        assert_eq!((&*m.app, &*m.version), ("web", UNKNOWN));
+        let m = PeerMeta::from_labels(
+            &labels(&[
+                ("app.kubernetes.io/name", "k8s-name"),
+                ("app.kubernetes.io/version", "1.2"),
+                ("app", "web"),
+            ]),
+            "web-v1",
+            "ns",
+            "",
+        );
+        assert_eq!(
+            (&*m.canonical_service, &*m.canonical_revision),
+            ("k8s-name", "1.2")
+        );
+        // No labels at all: the workload name and "latest".
+        let m = PeerMeta::from_labels(&BTreeMap::new(), "web-v1", "ns", "");
+        assert_eq!(
+            (&*m.canonical_service, &*m.canonical_revision),
+            ("web-v1", "latest")
+        );
+    }
+
+    #[test]
+    fn peers_by_address_then_unique_identity() {
+        let id = |sa: &str| -> identity::SpiffeId {
+            format!("spiffe://cluster.local/ns/default/sa/{sa}")
+                .parse()
+                .expect("id")
+        };
+        let meta = |workload: &str, sa: &str| {
+            let app = workload.split('-').next().unwrap_or_default();
+            Arc::new(PeerMeta::from_labels(
+                &labels(&[("app", app), ("version", workload)]),
+                workload,
+                "default",
+                &id(sa).to_string(),
+            ))
+        };
+        let mut peers = Peers::default();
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        peers.add(ip("10.0.0.1"), &meta("reviews-v1", "reviews"));
+        peers.add(ip("10.0.0.2"), &meta("reviews-v2", "reviews"));
+        peers.add(ip("10.0.0.3"), &meta("productpage-v1", "productpage"));
+        assert_eq!(
+            &*peers.find(ip("10.0.0.2"), &id("reviews")).workload,
+            "reviews-v2"
+        );
+        // Shared identity, unknown address: what its workloads have in common.
+        let m = peers.find(ip("127.0.0.1"), &id("reviews"));
+        assert_eq!((&*m.workload, &*m.version), (UNKNOWN, UNKNOWN));
+        assert_eq!(
+            (&*m.namespace, &*m.app, &*m.canonical_service),
+            ("default", "reviews", "reviews")
+        );
+        // A unique identity is enough.
+        let m = peers.find(ip("127.0.0.1"), &id("productpage"));
+        assert_eq!(&*m.workload, "productpage-v1");
+        // An address whose workload has another identity is not believed.
+        let m = peers.find(ip("10.0.0.3"), &id("reviews"));
+        assert_eq!(&*m.workload, UNKNOWN);
     }
 
     #[test]

@@ -1,200 +1,634 @@
-//! Istio's standard metrics, in the Prometheus/OpenMetrics text format.
+//! Istio's standard metrics, served in the Prometheus text format with
+//! Istio's names, types, buckets and labels.
+//!
+//! Recording is cheap: a series is keyed by pointers to the shared,
+//! pre-resolved metadata of both workloads and of the service (built when
+//! config arrives) plus a few small numbers, so a request hashes a handful of
+//! words — never its label strings — and then bumps atomics. Two keys may
+//! carry equal labels (metadata rebuilt by a config update): they are merged
+//! when scraped, so Prometheus sees each label set once.
 
-use std::collections::HashMap;
-use std::fmt;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use super::meta::{PeerMeta, ServiceMeta};
+use super::{Flags, Reporter};
 
-use super::Flags;
-
-/// Istio's default buckets for `istio_request_duration_milliseconds`.
-const DURATION_BUCKETS: [f64; 19] = [
+/// Envoy's default histogram buckets, which Istio's standard histograms use
+/// (`istio_request_duration_milliseconds`, `istio_request_bytes`,
+/// `istio_response_bytes`).
+pub const BUCKETS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 1800000.0, 3600000.0, 7200000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
-/// Istio's standard labels. Strings are shared `Arc<str>`: building a label
-/// set per request copies pointers only.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Labels {
-    pub reporter: &'static str,
-    pub source_workload: Arc<str>,
-    pub source_workload_namespace: Arc<str>,
-    pub source_principal: Arc<str>,
-    pub source_app: Arc<str>,
-    pub source_version: Arc<str>,
-    pub destination_workload: Arc<str>,
-    pub destination_workload_namespace: Arc<str>,
-    pub destination_principal: Arc<str>,
-    pub destination_app: Arc<str>,
-    pub destination_version: Arc<str>,
-    pub destination_service: Arc<str>,
-    pub destination_service_name: Arc<str>,
-    pub destination_service_namespace: Arc<str>,
-    pub request_protocol: &'static str,
-    pub response_code: u16,
-    pub response_flags: Flags,
-    pub connection_security_policy: &'static str,
+/// An `Arc` compared and hashed by address: metadata is shared, so the
+/// pointer says which it is without reading its strings.
+#[derive(Clone, Debug)]
+pub struct ByPtr<T>(pub Arc<T>);
+
+impl<T> PartialEq for ByPtr<T> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl<T> Eq for ByPtr<T> {}
+impl<T> Hash for ByPtr<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0), state)
+    }
 }
 
-/// One label set's two metrics, found with one lookup per request.
-#[derive(Debug)]
-struct Series {
-    requests: Counter,
-    duration: Histogram,
+/// Istio's `request_protocol`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Http,
+    Grpc,
+    Tcp,
 }
 
-/// Every label set seen. A request finds its series with one lookup in a
-/// map with a fast hasher: prometheus-client's `Family` would take two
-/// (one per metric), each hashing the 18 labels with SipHash.
-#[derive(Debug, Default)]
-struct AllSeries(RwLock<HashMap<Labels, Series, foldhash::fast::RandomState>>);
-
-impl Collector for AllSeries {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        type Metric = fn(&Series) -> &dyn EncodeMetric;
-        let families: [(&str, &str, MetricType, Metric); 2] = [
-            (
-                "istio_requests",
-                "Requests handled by the proxy",
-                MetricType::Counter,
-                |s| &s.requests,
-            ),
-            (
-                "istio_request_duration_milliseconds",
-                "Request duration",
-                MetricType::Histogram,
-                |s| &s.duration,
-            ),
-        ];
-        let all = self.0.read().unwrap_or_else(|e| e.into_inner());
-        for (name, help, kind, metric) in families {
-            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-            for (labels, series) in all.iter() {
-                metric(series).encode(family.encode_family(labels)?)?;
-            }
+impl Protocol {
+    fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+            Protocol::Tcp => "tcp",
         }
-        Ok(())
     }
 }
 
+/// Istio's `connection_security_policy`: only the server side knows how the
+/// connection was secured; the client reports "unknown".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Security {
+    MutualTls,
+    None,
+    Unknown,
+}
+
+impl Security {
+    fn as_str(self) -> &'static str {
+        match self {
+            Security::MutualTls => "mutual_tls",
+            Security::None => "none",
+            Security::Unknown => "unknown",
+        }
+    }
+}
+
+/// Who talked to whom: the labels every standard metric has.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Peers {
+    pub reporter: Reporter,
+    pub source: ByPtr<PeerMeta>,
+    pub destination: ByPtr<PeerMeta>,
+    pub service: ByPtr<ServiceMeta>,
+    pub security: Security,
+}
+
+/// An HTTP or gRPC request's series.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RequestKey {
+    pub peers: Peers,
+    pub protocol: Protocol,
+    pub response_code: u16,
+    /// The gRPC status; `None` for plain HTTP (Istio's label is then empty).
+    pub grpc_status: Option<u16>,
+    pub flags: Flags,
+}
+
+/// A TCP connection's series.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TcpKey {
+    pub peers: Peers,
+    pub flags: Flags,
+}
+
+/// A histogram with [`BUCKETS`], counted per bucket (made cumulative when
+/// scraped).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    /// f64 bits.
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, v: f64) {
+        let i = BUCKETS.partition_point(|b| *b < v);
+        if let Some(b) = self.buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some((f64::from_bits(s) + v).to_bits())
+            });
+    }
+
+    fn read(&self) -> HistogramValues {
+        HistogramValues {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            count: self.count.load(Ordering::Relaxed),
+            sum: f64::from_bits(self.sum.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct HistogramValues {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl HistogramValues {
+    fn add(&mut self, o: &HistogramValues) {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a += b;
+        }
+        self.count += o.count;
+        self.sum += o.sum;
+    }
+}
+
+/// What one request adds to its series.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestSample {
+    pub duration_ms: f64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    /// gRPC messages, counted for gRPC requests only.
+    pub request_messages: u64,
+    pub response_messages: u64,
+}
+
+#[derive(Debug, Default)]
+struct RequestSeries {
+    requests: AtomicU64,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+    request_messages: AtomicU64,
+    response_messages: AtomicU64,
+}
+
+/// A TCP series' counters; a connection holds its series and counts its
+/// bytes into it as they pass.
+#[derive(Debug, Default)]
+pub struct TcpSeries {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    opened: AtomicU64,
+    closed: AtomicU64,
+}
+
+type Map<K, V> = RwLock<HashMap<K, Arc<V>, foldhash::fast::RandomState>>;
+
+#[derive(Default)]
 pub struct Metrics {
-    registry: Registry,
-    series: Arc<AllSeries>,
+    requests: Map<RequestKey, RequestSeries>,
+    tcp: Map<TcpKey, TcpSeries>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::default();
-        let series = Arc::new(AllSeries::default());
-        registry.register_collector(Box::new(series.clone()));
-        crate::policy::jwt::register_metrics(&mut registry);
-        Metrics { registry, series }
+fn get_or_insert<K: Hash + Eq + Clone, V: Default>(map: &Map<K, V>, key: &K) -> Arc<V> {
+    if let Some(s) = map.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+        return s.clone();
     }
+    map.write()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key.clone())
+        .or_default()
+        .clone()
 }
 
 impl Metrics {
-    pub fn record(&self, labels: &Labels, duration_ms: f64) {
-        let observe = |s: &Series| {
-            s.requests.inc();
-            s.duration.observe(duration_ms);
-        };
-        {
-            let all = self.series.0.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(s) = all.get(labels) {
-                return observe(s);
+    pub fn record_request(&self, key: &RequestKey, sample: &RequestSample) {
+        let observe = |s: &RequestSeries| {
+            s.requests.fetch_add(1, Ordering::Relaxed);
+            s.duration.observe(sample.duration_ms);
+            s.request_bytes.observe(sample.request_bytes as f64);
+            s.response_bytes.observe(sample.response_bytes as f64);
+            if key.protocol == Protocol::Grpc {
+                s.request_messages
+                    .fetch_add(sample.request_messages, Ordering::Relaxed);
+                s.response_messages
+                    .fetch_add(sample.response_messages, Ordering::Relaxed);
             }
+        };
+        if let Some(s) = self
+            .requests
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
+            return observe(s);
         }
-        let mut all = self.series.0.write().unwrap_or_else(|e| e.into_inner());
-        observe(all.entry(labels.clone()).or_insert_with(|| Series {
-            requests: Counter::default(),
-            duration: Histogram::new(DURATION_BUCKETS),
-        }));
+        observe(&get_or_insert(&self.requests, key));
     }
 
-    /// The text exposition for `/stats/prometheus`.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+    /// A TCP connection opened: counts it and returns the series its bytes
+    /// and its close go to.
+    pub fn tcp_opened(&self, key: &TcpKey) -> Arc<TcpSeries> {
+        let s = get_or_insert(&self.tcp, key);
+        s.opened.fetch_add(1, Ordering::Relaxed);
+        s
+    }
+
+    pub fn tcp_closed(series: &TcpSeries) {
+        series.closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The text exposition (Prometheus format 0.0.4) of every standard metric.
+    pub fn encode(&self, out: &mut String) {
+        #[derive(Default)]
+        struct Req {
+            requests: u64,
+            duration: HistogramValues,
+            request_bytes: HistogramValues,
+            response_bytes: HistogramValues,
+            request_messages: u64,
+            response_messages: u64,
+            grpc: bool,
+        }
+        let mut requests: BTreeMap<String, Req> = BTreeMap::new();
+        for (k, s) in self
+            .requests
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let mut labels = String::new();
+            peer_labels(&mut labels, &k.peers, k.protocol);
+            let _ = write!(labels, ",response_code=\"{}\"", k.response_code);
+            match k.grpc_status {
+                Some(g) => {
+                    let _ = write!(labels, ",grpc_response_status=\"{g}\"");
+                }
+                None => labels.push_str(",grpc_response_status=\"\""),
+            }
+            let _ = write!(labels, ",response_flags=\"{}\"", k.flags);
+            let r = requests.entry(labels).or_default();
+            r.requests += s.requests.load(Ordering::Relaxed);
+            r.duration.add(&s.duration.read());
+            r.request_bytes.add(&s.request_bytes.read());
+            r.response_bytes.add(&s.response_bytes.read());
+            r.request_messages += s.request_messages.load(Ordering::Relaxed);
+            r.response_messages += s.response_messages.load(Ordering::Relaxed);
+            r.grpc |= k.protocol == Protocol::Grpc;
+        }
+        let mut tcp: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+        for (k, s) in self.tcp.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            let mut labels = String::new();
+            peer_labels(&mut labels, &k.peers, Protocol::Tcp);
+            let _ = write!(labels, ",response_flags=\"{}\"", k.flags);
+            let t = tcp.entry(labels).or_default();
+            for (sum, v) in t
+                .iter_mut()
+                .zip([&s.sent, &s.received, &s.opened, &s.closed])
+            {
+                *sum += v.load(Ordering::Relaxed);
+            }
+        }
+
+        let counter = |out: &mut String,
+                       name: &str,
+                       help: &str,
+                       values: &mut dyn Iterator<Item = (&String, u64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, v) in values {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        };
+        let histogram =
+            |out: &mut String,
+             name: &str,
+             help: &str,
+             values: &mut dyn Iterator<Item = (&String, &HistogramValues)>| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+                for (labels, h) in values {
+                    let mut cumulative = 0;
+                    for (le, n) in BUCKETS.iter().zip(h.buckets) {
+                        cumulative += n;
+                        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+                    }
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+                    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+                    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+                }
+            };
+        if !requests.is_empty() {
+            counter(
+                out,
+                "istio_requests_total",
+                "Requests handled by the proxy.",
+                &mut requests.iter().map(|(l, r)| (l, r.requests)),
+            );
+            histogram(
+                out,
+                "istio_request_duration_milliseconds",
+                "Request duration.",
+                &mut requests.iter().map(|(l, r)| (l, &r.duration)),
+            );
+            histogram(
+                out,
+                "istio_request_bytes",
+                "Request body sizes.",
+                &mut requests.iter().map(|(l, r)| (l, &r.request_bytes)),
+            );
+            histogram(
+                out,
+                "istio_response_bytes",
+                "Response body sizes.",
+                &mut requests.iter().map(|(l, r)| (l, &r.response_bytes)),
+            );
+        }
+        if requests.values().any(|r| r.grpc) {
+            let grpc = || requests.iter().filter(|(_, r)| r.grpc);
+            counter(
+                out,
+                "istio_request_messages_total",
+                "gRPC messages sent by the client.",
+                &mut grpc().map(|(l, r)| (l, r.request_messages)),
+            );
+            counter(
+                out,
+                "istio_response_messages_total",
+                "gRPC messages sent by the server.",
+                &mut grpc().map(|(l, r)| (l, r.response_messages)),
+            );
+        }
+        if !tcp.is_empty() {
+            for (i, (name, help)) in [
+                (
+                    "istio_tcp_sent_bytes_total",
+                    "Bytes sent to the downstream on TCP connections.",
+                ),
+                (
+                    "istio_tcp_received_bytes_total",
+                    "Bytes received from the downstream on TCP connections.",
+                ),
+                (
+                    "istio_tcp_connections_opened_total",
+                    "TCP connections opened.",
+                ),
+                (
+                    "istio_tcp_connections_closed_total",
+                    "TCP connections closed.",
+                ),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                counter(out, name, help, &mut tcp.iter().map(|(l, v)| (l, v[i])));
+            }
+        }
+    }
+}
+
+/// The labels of [`Peers`], escaped as the text format wants.
+fn peer_labels(out: &mut String, p: &Peers, protocol: Protocol) {
+    let reporter = match p.reporter {
+        Reporter::Source => "source",
+        Reporter::Destination => "destination",
+    };
+    let _ = write!(out, "reporter=\"{reporter}\"");
+    for (side, m) in [("source", &p.source.0), ("destination", &p.destination.0)] {
+        for (name, value) in [
+            ("workload", &m.workload),
+            ("workload_namespace", &m.namespace),
+            ("principal", &m.principal),
+            ("app", &m.app),
+            ("version", &m.version),
+            ("canonical_service", &m.canonical_service),
+            ("canonical_revision", &m.canonical_revision),
+            ("cluster", &m.cluster),
+        ] {
+            label(out, side, name, value);
+        }
+    }
+    let s = &p.service.0;
+    label(out, "destination", "service", &s.host);
+    label(out, "destination", "service_name", &s.name);
+    label(out, "destination", "service_namespace", &s.namespace);
+    let _ = write!(
+        out,
+        ",request_protocol=\"{}\",connection_security_policy=\"{}\"",
+        protocol.as_str(),
+        p.security.as_str()
+    );
+}
+
+fn label(out: &mut String, side: &str, name: &str, value: &str) {
+    let _ = write!(out, ",{side}_{name}=\"");
+    escape_label_value(out, value);
+    out.push('"');
+}
+
+/// Writes a label's value as the text format wants it (backslash, quote
+/// and newline escaped).
+pub(crate) fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap as Labels;
 
-    fn labels(code: u16) -> Labels {
-        let s: Arc<str> = "x".into();
-        Labels {
-            reporter: "source",
-            source_workload: s.clone(),
-            source_workload_namespace: s.clone(),
-            source_principal: s.clone(),
-            source_app: s.clone(),
-            source_version: s.clone(),
-            destination_workload: s.clone(),
-            destination_workload_namespace: s.clone(),
-            destination_principal: s.clone(),
-            destination_app: s.clone(),
-            destination_version: s.clone(),
-            destination_service: s.clone(),
-            destination_service_name: s.clone(),
-            destination_service_namespace: s,
-            request_protocol: "http",
-            response_code: code,
-            response_flags: Flags::default(),
-            connection_security_policy: "unknown",
+    fn peers(reporter: Reporter, dest: &Arc<PeerMeta>) -> Peers {
+        let src = PeerMeta::from_labels(
+            &Labels::from([("app".to_string(), "productpage".to_string())]),
+            "productpage-v1",
+            "default",
+            "spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
+        );
+        Peers {
+            reporter,
+            source: ByPtr(Arc::new(src)),
+            destination: ByPtr(dest.clone()),
+            service: ByPtr(Arc::new(ServiceMeta::from_host(
+                "reviews.default.svc.cluster.local",
+            ))),
+            security: Security::Unknown,
         }
     }
 
+    fn key(p: &Peers, code: u16) -> RequestKey {
+        RequestKey {
+            peers: p.clone(),
+            protocol: Protocol::Http,
+            response_code: code,
+            grpc_status: None,
+            flags: Flags::default(),
+        }
+    }
+
+    fn value(text: &str, prefix: &str, contains: &[&str]) -> Option<String> {
+        text.lines()
+            .find(|l| l.starts_with(prefix) && contains.iter().all(|c| l.contains(c)))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+    }
+
     #[test]
-    fn both_metrics_per_label_set_in_prometheus_text() {
+    fn istio_names_types_buckets_and_labels() {
         let m = Metrics::default();
-        m.record(&labels(200), 0.7);
-        m.record(&labels(200), 7.0);
-        m.record(&labels(503), 30.0);
-        let text = m.encode();
-        let line = |prefix: &str, code: u16| {
-            text.lines()
-                .find(|l| l.starts_with(prefix) && l.contains(&format!("response_code=\"{code}\"")))
-                .unwrap_or_else(|| panic!("no {prefix} for {code} in\n{text}"))
-                .rsplit(' ')
-                .next()
-                .map(str::to_string)
+        let dest = Arc::new(PeerMeta::from_labels(
+            &Labels::from([
+                ("app".to_string(), "reviews".to_string()),
+                ("version".to_string(), "v2".to_string()),
+            ]),
+            "reviews-v2",
+            "default",
+            "spiffe://cluster.local/ns/default/sa/bookinfo-reviews",
+        ));
+        let p = peers(Reporter::Source, &dest);
+        let sample = |ms: f64| RequestSample {
+            duration_ms: ms,
+            request_bytes: 0,
+            response_bytes: 700,
+            ..Default::default()
         };
-        assert!(text.contains("# TYPE istio_requests counter"), "{text}");
+        m.record_request(&key(&p, 200), &sample(0.7));
+        m.record_request(&key(&p, 200), &sample(7.0));
+        m.record_request(&key(&p, 503), &sample(30.0));
+        // Same labels from metadata rebuilt by a config update: one series.
+        let rebuilt = peers(Reporter::Source, &Arc::new((*dest).clone()));
+        m.record_request(&key(&rebuilt, 200), &sample(1.0));
+        let mut text = String::new();
+        m.encode(&mut text);
+        assert!(
+            text.contains("# TYPE istio_requests_total counter"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE istio_request_duration_milliseconds histogram"));
-        assert_eq!(line("istio_requests_total{", 200).as_deref(), Some("2"));
-        assert_eq!(line("istio_requests_total{", 503).as_deref(), Some("1"));
+        assert!(text.contains("# TYPE istio_response_bytes histogram"));
+        assert!(!text.contains("istio_request_messages_total"), "gRPC only");
+        let ok = ["response_code=\"200\""];
         assert_eq!(
-            line("istio_request_duration_milliseconds_count{", 200).as_deref(),
-            Some("2")
+            value(&text, "istio_requests_total{", &ok).as_deref(),
+            Some("3")
         );
         assert_eq!(
-            line("istio_request_duration_milliseconds_sum{", 503).as_deref(),
-            Some("30.0")
-        );
-        // 0.7 ms falls in the 1 ms bucket, 7 ms in the 10 ms one.
-        let bucket = |le: &str| {
             text.lines()
-                .find(|l| {
-                    l.starts_with("istio_request_duration_milliseconds_bucket{")
-                        && l.contains("response_code=\"200\"")
-                        && l.contains(&format!("le=\"{le}\""))
-                })
-                .and_then(|l| l.rsplit(' ').next())
-                .map(str::to_string)
+                .filter(|l| l.starts_with("istio_requests_total{"))
+                .count(),
+            2,
+            "{text}"
+        );
+        for label in [
+            "reporter=\"source\"",
+            "source_workload=\"productpage-v1\"",
+            "source_canonical_service=\"productpage\"",
+            "source_canonical_revision=\"latest\"",
+            "source_cluster=\"Kubernetes\"",
+            "destination_workload=\"reviews-v2\"",
+            "destination_canonical_revision=\"v2\"",
+            "destination_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-reviews\"",
+            "destination_service=\"reviews.default.svc.cluster.local\"",
+            "destination_service_name=\"reviews\"",
+            "destination_service_namespace=\"default\"",
+            "request_protocol=\"http\"",
+            "grpc_response_status=\"\"",
+            "response_flags=\"-\"",
+            "connection_security_policy=\"unknown\"",
+        ] {
+            assert!(
+                value(&text, "istio_requests_total{", &[label]).is_some(),
+                "{label} in\n{text}"
+            );
+        }
+        // 0.7 ms falls in the 1 ms bucket, 7 ms in the 10 ms one; 600000 is a bucket.
+        let bucket = |le: &str| {
+            value(
+                &text,
+                "istio_request_duration_milliseconds_bucket{",
+                &["response_code=\"200\"", &format!("le=\"{le}\"")],
+            )
         };
         assert_eq!(bucket("0.5").as_deref(), Some("0"));
-        assert_eq!(bucket("1.0").as_deref(), Some("1"));
-        assert_eq!(bucket("10.0").as_deref(), Some("2"));
+        assert_eq!(bucket("1").as_deref(), Some("2"));
+        assert_eq!(bucket("10").as_deref(), Some("3"));
+        assert_eq!(bucket("600000").as_deref(), Some("3"));
+        assert_eq!(bucket("+Inf").as_deref(), Some("3"));
+        assert_eq!(
+            value(
+                &text,
+                "istio_request_duration_milliseconds_sum{",
+                &["response_code=\"503\""]
+            )
+            .as_deref(),
+            Some("30")
+        );
+        assert_eq!(
+            value(&text, "istio_response_bytes_sum{", &ok).as_deref(),
+            Some("2100")
+        );
+    }
+
+    #[test]
+    fn grpc_messages_and_tcp() {
+        let m = Metrics::default();
+        let dest = Arc::new(PeerMeta::unknown());
+        let p = peers(Reporter::Destination, &dest);
+        let k = RequestKey {
+            protocol: Protocol::Grpc,
+            grpc_status: Some(0),
+            ..key(&p, 200)
+        };
+        let sample = RequestSample {
+            request_messages: 3,
+            response_messages: 4,
+            ..Default::default()
+        };
+        m.record_request(&k, &sample);
+        let t = m.tcp_opened(&TcpKey {
+            peers: p.clone(),
+            flags: Flags::default(),
+        });
+        t.sent.fetch_add(10, Ordering::Relaxed);
+        t.received.fetch_add(20, Ordering::Relaxed);
+        Metrics::tcp_closed(&t);
+        let mut text = String::new();
+        m.encode(&mut text);
+        let grpc = ["grpc_response_status=\"0\"", "request_protocol=\"grpc\""];
+        assert_eq!(
+            value(&text, "istio_request_messages_total{", &grpc).as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            value(&text, "istio_response_messages_total{", &grpc).as_deref(),
+            Some("4")
+        );
+        let tcp = ["request_protocol=\"tcp\""];
+        assert_eq!(
+            value(&text, "istio_tcp_sent_bytes_total{", &tcp).as_deref(),
+            Some("10")
+        );
+        assert_eq!(
+            value(&text, "istio_tcp_received_bytes_total{", &tcp).as_deref(),
+            Some("20")
+        );
+        assert_eq!(
+            value(&text, "istio_tcp_connections_opened_total{", &tcp).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(&text, "istio_tcp_connections_closed_total{", &tcp).as_deref(),
+            Some("1")
+        );
     }
 }

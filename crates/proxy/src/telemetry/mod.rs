@@ -3,8 +3,11 @@
 //! and is written when the body ends, so that sizes and durations are whole.
 
 pub mod access_log;
+pub mod grpc;
+pub mod health;
 pub mod meta;
 pub mod metrics;
+pub mod stream;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -18,13 +21,12 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Method, Version};
 use http_body::{Body, Frame, SizeHint};
-use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 
 use crate::req_body::BoxError;
 use crate::resp_body::RespBody;
 use access_log::AccessLog;
 use meta::{PeerMeta, ServiceMeta};
-use metrics::{Labels, Metrics};
+use metrics::{ByPtr, Metrics, Peers, Protocol, RequestKey, RequestSample, Security};
 
 /// Envoy's response flags, printed with Envoy's short names.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -99,15 +101,8 @@ impl fmt::Display for Flags {
     }
 }
 
-impl EncodeLabelValue for Flags {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
-        use std::fmt::Write;
-        write!(encoder, "{self}")
-    }
-}
-
 /// Which side of the request this proxy is, in Istio's terms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reporter {
     /// Outbound sidecar traffic and gateways.
     Source,
@@ -120,12 +115,15 @@ pub struct Telemetry {
     access_log: Option<AccessLog>,
     /// This proxy's own workload.
     pub local: Arc<PeerMeta>,
-    unknown_peer: Arc<PeerMeta>,
+    pub unknown_peer: Arc<PeerMeta>,
     unknown_service: Arc<ServiceMeta>,
+    /// Downstream HTTP connections open now.
+    pub connections: AtomicU64,
 }
 
 impl Telemetry {
-    pub fn new(node: &wire::pb::Node, access_log: bool) -> Self {
+    /// `principal`: this proxy's SPIFFE id; empty without a mesh identity.
+    pub fn new(node: &wire::pb::Node, principal: &str, access_log: bool) -> Self {
         Telemetry {
             metrics: Metrics::default(),
             access_log: if access_log {
@@ -133,9 +131,66 @@ impl Telemetry {
             } else {
                 None
             },
-            local: Arc::new(PeerMeta::from_node(node)),
+            local: Arc::new(PeerMeta::from_node(node, principal)),
             unknown_peer: Arc::new(PeerMeta::unknown()),
             unknown_service: Arc::new(ServiceMeta::from_host("")),
+            connections: AtomicU64::new(0),
+        }
+    }
+
+    /// An inbound TCP connection, metered with Istio's TCP metrics as the
+    /// destination reporter. `peer`: the verified mesh peer, if mTLS.
+    pub fn meter_inbound_tcp<S>(
+        &self,
+        stream: S,
+        peer: Option<Arc<PeerMeta>>,
+        service: Option<Arc<ServiceMeta>>,
+    ) -> stream::Metered<S> {
+        let key = metrics::TcpKey {
+            peers: self.tcp_peers(Reporter::Destination, peer, service),
+            flags: Flags::default(),
+        };
+        stream::Metered::new(stream, self.metrics.tcp_opened(&key))
+    }
+
+    /// An outbound TCP connection to a service's endpoint, metered with
+    /// Istio's TCP metrics as the source reporter.
+    pub fn meter_outbound_tcp<S>(
+        &self,
+        stream: S,
+        destination: Arc<PeerMeta>,
+        service: Arc<ServiceMeta>,
+    ) -> stream::Metered<S> {
+        let key = metrics::TcpKey {
+            peers: self.tcp_peers(Reporter::Source, Some(destination), Some(service)),
+            flags: Flags::default(),
+        };
+        stream::Metered::new(stream, self.metrics.tcp_opened(&key))
+    }
+
+    /// The labels of a TCP connection this proxy serves.
+    pub fn tcp_peers(
+        &self,
+        reporter: Reporter,
+        peer: Option<Arc<PeerMeta>>,
+        service: Option<Arc<ServiceMeta>>,
+    ) -> Peers {
+        let secured = peer.is_some();
+        let peer = peer.unwrap_or_else(|| self.unknown_peer.clone());
+        let (source, destination) = match reporter {
+            Reporter::Source => (self.local.clone(), peer),
+            Reporter::Destination => (peer, self.local.clone()),
+        };
+        Peers {
+            reporter,
+            source: ByPtr(source),
+            destination: ByPtr(destination),
+            service: ByPtr(service.unwrap_or_else(|| self.unknown_service.clone())),
+            security: match (reporter, secured) {
+                (Reporter::Destination, true) => Security::MutualTls,
+                (Reporter::Destination, false) => Security::None,
+                (Reporter::Source, _) => Security::Unknown,
+            },
         }
     }
 }
@@ -156,7 +211,11 @@ pub struct Record {
     request_id: HeaderValue,
     peer: SocketAddr,
     pub received: Arc<AtomicU64>,
+    /// gRPC requests: the messages of the request body (counted as it streams).
+    pub request_messages: Option<Arc<AtomicU64>>,
     pub status: u16,
+    /// gRPC: the `grpc-status` of the response (headers or trailers).
+    pub grpc_status: Option<u16>,
     pub flags: Flags,
     pub upstream_host: Option<Arc<str>>,
     pub upstream_cluster: Option<Arc<str>>,
@@ -184,6 +243,10 @@ impl Record {
         source: Option<Arc<PeerMeta>>,
     ) -> Self {
         let with_log = telemetry.access_log.is_some();
+        let grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         Record {
             telemetry: telemetry.clone(),
             reporter,
@@ -191,10 +254,7 @@ impl Record {
             start_time: SystemTime::now(),
             method: req.method().clone(),
             version: req.version(),
-            grpc: req
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
+            grpc,
             path: with_log.then(|| {
                 req.uri()
                     .path_and_query()
@@ -214,7 +274,9 @@ impl Record {
             request_id,
             peer,
             received: Arc::default(),
+            request_messages: grpc.then(Arc::default),
             status: 0,
+            grpc_status: None,
             flags: Flags::default(),
             upstream_host: None,
             upstream_cluster: None,
@@ -228,7 +290,19 @@ impl Record {
         }
     }
 
-    fn finish(&self, bytes_sent: u64) {
+    /// Reads `grpc-status` from response headers or trailers.
+    pub fn see_grpc_status(&mut self, headers: &http::HeaderMap) {
+        if self.grpc
+            && let Some(code) = headers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        {
+            self.grpc_status = Some(code);
+        }
+    }
+
+    fn finish(&self, bytes_sent: u64, response_messages: u64) {
         let duration = self.start.elapsed();
         let t = &self.telemetry;
         let protocol = match self.version {
@@ -244,35 +318,42 @@ impl Record {
             Reporter::Destination => (self.source.as_ref().unwrap_or(&t.unknown_peer), &t.local),
         };
         let service = self.service.as_ref().unwrap_or(&t.unknown_service);
-        let labels = Labels {
-            reporter: match self.reporter {
-                Reporter::Source => "source",
-                Reporter::Destination => "destination",
+        let key = RequestKey {
+            peers: Peers {
+                reporter: self.reporter,
+                source: ByPtr(source.clone()),
+                destination: ByPtr(destination.clone()),
+                service: ByPtr(service.clone()),
+                // As Istio: only the server side knows how the connection was secured.
+                security: match (self.reporter, &self.source) {
+                    (Reporter::Destination, Some(_)) => Security::MutualTls,
+                    (Reporter::Destination, None) => Security::None,
+                    (Reporter::Source, _) => Security::Unknown,
+                },
             },
-            source_workload: source.workload.clone(),
-            source_workload_namespace: source.namespace.clone(),
-            source_principal: source.principal.clone(),
-            source_app: source.app.clone(),
-            source_version: source.version.clone(),
-            destination_workload: destination.workload.clone(),
-            destination_workload_namespace: destination.namespace.clone(),
-            destination_principal: destination.principal.clone(),
-            destination_app: destination.app.clone(),
-            destination_version: destination.version.clone(),
-            destination_service: service.host.clone(),
-            destination_service_name: service.name.clone(),
-            destination_service_namespace: service.namespace.clone(),
-            request_protocol: if self.grpc { "grpc" } else { "http" },
+            protocol: if self.grpc {
+                Protocol::Grpc
+            } else {
+                Protocol::Http
+            },
             response_code: self.status,
-            response_flags: self.flags,
-            // As Istio: only the server side knows how the connection was secured.
-            connection_security_policy: match (self.reporter, &self.source) {
-                (Reporter::Destination, Some(_)) => "mutual_tls",
-                (Reporter::Destination, None) => "none",
-                (Reporter::Source, _) => "unknown",
-            },
+            grpc_status: if self.grpc { self.grpc_status } else { None },
+            flags: self.flags,
         };
-        t.metrics.record(&labels, duration.as_secs_f64() * 1000.0);
+        let bytes_received = self.received.load(Ordering::Relaxed);
+        t.metrics.record_request(
+            &key,
+            &RequestSample {
+                duration_ms: duration.as_secs_f64() * 1000.0,
+                request_bytes: bytes_received,
+                response_bytes: bytes_sent,
+                request_messages: self
+                    .request_messages
+                    .as_ref()
+                    .map_or(0, |m| m.load(Ordering::Relaxed)),
+                response_messages,
+            },
+        );
         if let Some(log) = &t.access_log {
             let flags = self.flags.to_string();
             log.write(&access_log::Line {
@@ -282,7 +363,7 @@ impl Record {
                 protocol,
                 response_code: self.status,
                 response_flags: &flags,
-                bytes_received: self.received.load(Ordering::Relaxed),
+                bytes_received,
                 bytes_sent,
                 duration: duration.as_millis() as u64,
                 upstream_service_time: self.upstream_time.map(|d| d.as_millis() as u64),
@@ -305,6 +386,8 @@ pub struct LoggedBody {
     inner: RespBody,
     record: Option<Box<Record>>,
     sent: u64,
+    /// gRPC responses: their messages, counted as they pass.
+    messages: Option<grpc::MessageCounter>,
     /// HEAD requests and 204/304 responses have no body to wait for.
     bodiless: bool,
 }
@@ -313,6 +396,7 @@ impl LoggedBody {
     pub fn new(inner: RespBody, record: Box<Record>) -> Self {
         let bodiless = record.method == Method::HEAD || matches!(record.status, 204 | 304);
         LoggedBody {
+            messages: record.grpc.then(grpc::MessageCounter::default),
             inner,
             record: Some(record),
             sent: 0,
@@ -325,7 +409,7 @@ impl LoggedBody {
             if disconnected {
                 record.flags.set(Flags::DC);
             }
-            record.finish(self.sent);
+            record.finish(self.sent, self.messages.as_ref().map_or(0, |m| m.messages));
         }
     }
 }
@@ -341,8 +425,14 @@ impl Body for LoggedBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                let this = &mut *self;
                 if let Some(d) = frame.data_ref() {
-                    self.sent += d.len() as u64;
+                    this.sent += d.len() as u64;
+                    if let Some(m) = &mut this.messages {
+                        m.feed(d);
+                    }
+                } else if let (Some(trailers), Some(r)) = (frame.trailers_ref(), &mut this.record) {
+                    r.see_grpc_status(trailers);
                 }
                 if self.inner.is_end_stream() {
                     self.finish(false);

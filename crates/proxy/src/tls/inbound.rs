@@ -10,7 +10,6 @@
 //! telemetry) and as `x-forwarded-client-cert` to the application, which is
 //! always stripped from what the caller sent (Envoy's SANITIZE_SET).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +24,7 @@ use tokio_rustls::server::TlsStream;
 use super::MeshTls;
 use crate::snapshot::mtls::MtlsMode;
 use crate::snapshot::{ListenerSpec, Serve};
-use crate::telemetry::meta::PeerMeta;
+use crate::telemetry::meta::{PeerMeta, Peers};
 
 pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
@@ -49,14 +48,24 @@ pub struct MeshPeer {
 }
 
 impl MeshPeer {
-    /// Made once per connection, for all of its requests.
-    pub fn new(identity: Arc<PeerIdentity>, own: Option<&SpiffeId>) -> Self {
+    /// Made once per connection, for all of its requests. The peer's
+    /// workload is looked up in the pushed workload data (`peers`) by its
+    /// address and certificate.
+    pub fn new(
+        identity: Arc<PeerIdentity>,
+        own: Option<&SpiffeId>,
+        address: SocketAddr,
+        peers: Option<&Peers>,
+    ) -> Self {
         let id = identity.id();
-        let meta = PeerMeta::from_labels(&BTreeMap::new(), "", id.namespace(), &id.to_string());
+        let meta = match peers {
+            Some(p) => p.find(address.ip(), id),
+            None => Arc::new(PeerMeta::from_identity(id)),
+        };
         let xfcc = own.and_then(|own| HeaderValue::from_str(&identity.xfcc(own)).ok());
         MeshPeer {
             identity,
-            meta: Arc::new(meta),
+            meta,
             xfcc,
         }
     }

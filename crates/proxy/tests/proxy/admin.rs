@@ -227,3 +227,102 @@ where
     }
     panic!("no answer");
 }
+
+/// An application's own metrics endpoint, in the OpenMetrics format (which
+/// ends in `# EOF`).
+async fn app_metrics(ip: IpAddr) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind((ip, 0))
+        .await
+        .expect("bind app");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let body = if req.uri().path() == "/app/metrics" {
+                            "# TYPE app_orders counter\napp_orders_total 7\n# EOF\n"
+                        } else {
+                            "not here"
+                        };
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Istio's Prometheus ports: 15090 serves the proxy's own metrics (the
+/// standard metrics of the requests it handled, and its health), 15020 the
+/// same merged with the application's (its `prometheus.io/*` endpoint),
+/// which never ends the proxy's exposition early.
+#[tokio::test]
+async fn metrics_ports_serve_the_proxys_and_merge_the_apps() {
+    let ip = test_ip();
+    let app = app_metrics(ip).await;
+    let upstream = upstream(ip, "v1", Behave::default()).await;
+    let mut config = Proxy::config(ip);
+    let (stats, merged) = (
+        SocketAddr::new(ip, free_port(ip)),
+        SocketAddr::new(ip, free_port(ip)),
+    );
+    config.stats_addr = Some(stats);
+    config.status_addr = Some(merged);
+    config.status.app_metrics = Some(proxy::admin::stats::AppMetrics {
+        addr: app,
+        path: "/app/metrics".into(),
+    });
+    let mut resources = cluster("v1", &[(upstream, "v1")]);
+    resources.push(route_config(
+        "9080",
+        &["reviews:9080"],
+        vec![route("r", vec![prefix("/")], fwd(forward(&[("v1", 100)])))],
+    ));
+    let proxy = Proxy::start_with(config, resources).await;
+    for _ in 0..3 {
+        assert_eq!(proxy.get("reviews:9080", "/", &[]).await.status, 200);
+    }
+    let scrape = |addr: SocketAddr| async move {
+        let mut c = Client::connect(addr).await.expect("connect");
+        c.get("metrics", "/stats/prometheus", &[]).await
+    };
+    let own = scrape(stats).await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert!(
+        own.header("content-type")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let requests = |text: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("istio_requests_total{")
+                    && l.contains("reporter=\"source\"")
+                    && l.contains("destination_workload=\"reviews-v1\"")
+                    && l.contains("destination_canonical_revision=\"v1\"")
+                    && l.contains("response_code=\"200\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+    };
+    assert_eq!(requests(&own.body).as_deref(), Some("3"), "{}", own.body);
+    for health in [
+        "envoy_server_live 1",
+        "trellis_proxy_config_updates_total{type=\"clusters\",result=\"accepted\"}",
+    ] {
+        assert!(own.body.contains(health), "{health} in\n{}", own.body);
+    }
+    assert!(!own.body.contains("app_orders_total"));
+
+    let all = scrape(merged).await;
+    assert_eq!(all.status, StatusCode::OK);
+    assert_eq!(requests(&all.body).as_deref(), Some("3"));
+    assert!(all.body.contains("app_orders_total 7"), "{}", all.body);
+    assert!(!all.body.contains("# EOF"), "{}", all.body);
+    proxy.stop().await;
+}

@@ -21,7 +21,7 @@ mod remote;
 mod token;
 
 pub use keys::KeySet;
-pub use metrics::register as register_metrics;
+pub use metrics::encode as encode_metrics;
 pub use remote::Timing;
 pub use token::{Failure, Jwt, Verified};
 
