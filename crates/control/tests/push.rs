@@ -124,7 +124,7 @@ async fn pushes_changes_and_reports_acks_and_nacks() {
         .expect("apply");
     assert!(resp.status().is_success());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(got(wire::types::CLUSTER), before + 1);
+    assert_eq!(got(wire::types::CLUSTER), before + pushes);
 
     assert!(
         cp.stop().await,

@@ -252,7 +252,8 @@ impl<P: ConfigProvider> Session<P> {
                 self.provider.ack(&self.node, &type_url, v);
             }
             self.subscribed.insert(type_url.clone(), sent);
-            return self.push_type(&type_url).await;
+            let snapshot = self.config.borrow().clone();
+            return self.push_type(&type_url, &snapshot).await;
         }
         self.awaiting.remove(&req.response_nonce);
         if self.awaiting.is_empty() {
@@ -269,7 +270,8 @@ impl<P: ConfigProvider> Session<P> {
             if req.error_detail.is_some() && sent.partial {
                 sent.base = None;
                 sent.version = None;
-                return self.push_type(&type_url).await;
+                let snapshot = self.config.borrow().clone();
+                return self.push_type(&type_url, &snapshot).await;
             }
             return Ok(());
         }
@@ -286,19 +288,22 @@ impl<P: ConfigProvider> Session<P> {
     }
 
     async fn push_changed(&mut self) -> Result<(), ()> {
+        // One snapshot for all types, marked seen once: a change arriving
+        // while they are sent (a push waits for a permit and for the stream)
+        // wakes the session again, and is not taken as seen by the next type.
+        let snapshot = self.config.borrow_and_update().clone();
         let types: Vec<String> = self.subscribed.keys().cloned().collect();
         for t in crate::types::ALL
             .iter()
             .filter(|t| types.iter().any(|s| s == *t))
         {
-            self.push_type(t).await?;
+            self.push_type(t, &snapshot).await?;
         }
         Ok(())
     }
 
-    /// Sends `type_url` if the proxy's current version of it differs from the snapshot's.
-    async fn push_type(&mut self, type_url: &str) -> Result<(), ()> {
-        let snapshot = self.config.borrow_and_update().clone();
+    /// Sends `type_url` if the proxy's current version of it differs from `snapshot`'s.
+    async fn push_type(&mut self, type_url: &str, snapshot: &ProxySnapshot) -> Result<(), ()> {
         let Some(current) = snapshot.types.get(type_url) else {
             return Ok(());
         };
