@@ -21,6 +21,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Nor do logs: its Debug is written by hand in lib.rs.
         .skip_debug([".trellis.proxy.v1.GatewayTls"])
         .compile_fds(fds)?;
+    if grpc {
+        // The discovery server again, by hand, so that it writes responses
+        // whose resources are already encoded (`server::EncodedResponse`):
+        // one encoding per resource version, shared by every stream.
+        let stream = tonic_build::manual::Method::builder()
+            .name("stream")
+            .route_name("Stream")
+            .input_type("crate::pb::DiscoveryRequest")
+            .output_type("crate::server::EncodedResponse")
+            .codec_path("tonic_prost::ProstCodec")
+            .client_streaming()
+            .server_streaming()
+            .build();
+        let service = tonic_build::manual::Service::builder()
+            .name("AggregatedDiscovery")
+            .package("trellis.proxy.v1")
+            .method(stream)
+            .build();
+        tonic_build::manual::Builder::new()
+            .build_client(false)
+            .compile(&[service]);
+    }
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

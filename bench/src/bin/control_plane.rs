@@ -3,7 +3,12 @@
 //! endpoint change takes to reach all of them, and trellisd's memory.
 //!
 //! trellisd runs as its own process (the real binary); the proxies are
-//! simulated in this one with the real discovery client from `wire`.
+//! simulated in this one by a light discovery client: one connection and
+//! stream per proxy, subscribing to every type as trellis-proxy does (taking
+//! partial responses), answering each response as trellis-proxy does, but
+//! counting the resources' bytes instead of decoding and applying them, so
+//! that the two cores measure the control plane rather than 2,000 proxies'
+//! config parsing.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -14,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use wire::pb::{Node, ProxyKind, Resource};
+use wire::pb::{DiscoveryRequest, Node, ProxyKind};
 
 #[derive(Parser)]
 #[command(about = "Control plane scale benchmark")]
@@ -36,10 +41,9 @@ struct Args {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Simulated proxies ask for the whole set of a type on every change
-    /// (state of the world) instead of only the changed resources.
-    #[arg(long)]
-    full_sets: bool,
+    /// VirtualService changes to time (each changes every proxy's routes).
+    #[arg(long, default_value_t = 3)]
+    vs_changes: usize,
 }
 
 /// What one simulated proxy has received: per type, how many versions and when the last arrived.
@@ -48,51 +52,94 @@ struct Received {
     types: HashMap<String, (usize, Instant)>,
     /// Resources received in endpoint updates after the first (changed or removed).
     endpoint_resources: usize,
+    /// Encoded bytes of every response received.
+    bytes: usize,
 }
 
-/// A simulated proxy: takes partial updates, as trellis-proxy does, unless
-/// told to ask for the whole set every time.
-struct Recorder(Arc<Mutex<Received>>, bool);
+/// `DiscoveryResponse` with its resources left encoded: the simulated proxy
+/// counts them and does not decode them.
+#[derive(Clone, PartialEq, prost::Message)]
+struct LightResponse {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(string, tag = "2")]
+    version_info: String,
+    #[prost(string, tag = "3")]
+    nonce: String,
+    #[prost(bytes = "bytes", repeated, tag = "4")]
+    resources: Vec<bytes::Bytes>,
+    #[prost(bool, tag = "5")]
+    partial: bool,
+    #[prost(string, repeated, tag = "6")]
+    removed: Vec<String>,
+    #[prost(bool, tag = "7")]
+    more: bool,
+}
 
-impl Recorder {
-    fn record(&self, type_url: &str, resources: usize) -> Result<(), String> {
-        let mut r = self.0.lock().map_err(|_| "poisoned".to_string())?;
-        let entry = r
-            .types
-            .entry(type_url.to_string())
-            .or_insert((0, Instant::now()));
-        entry.0 += 1;
-        entry.1 = Instant::now();
-        if type_url == wire::types::ENDPOINTS && entry.0 > 1 {
-            r.endpoint_resources += resources;
+/// One simulated proxy's discovery stream, until it ends.
+async fn simulated_proxy(
+    endpoint: String,
+    node: Node,
+    received: Arc<Mutex<Received>>,
+) -> Result<()> {
+    use prost::Message as _;
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)?
+        .connect()
+        .await?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    for (i, type_url) in wire::types::ALL.iter().enumerate() {
+        tx.send(DiscoveryRequest {
+            node: (i == 0).then(|| node.clone()),
+            type_url: type_url.to_string(),
+            accepts_partial: true,
+            ..Default::default()
+        })
+        .await?;
+    }
+    let path = http::uri::PathAndQuery::from_static("/trellis.proxy.v1.AggregatedDiscovery/Stream");
+    let codec = tonic_prost::ProstCodec::<DiscoveryRequest, LightResponse>::default();
+    let mut responses = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            path,
+            codec,
+        )
+        .await?
+        .into_inner();
+    // Per type: resources of a version sent in pieces, until the last.
+    let mut pending: HashMap<String, usize> = HashMap::new();
+    while let Some(r) = responses.message().await? {
+        let count = pending.remove(&r.type_url).unwrap_or(0) + r.resources.len() + r.removed.len();
+        {
+            let mut got = received.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            got.bytes += r.encoded_len();
+            if r.more {
+                pending.insert(r.type_url.clone(), count);
+                continue;
+            }
+            let entry = got
+                .types
+                .entry(r.type_url.clone())
+                .or_insert((0, Instant::now()));
+            entry.0 += 1;
+            entry.1 = Instant::now();
+            let updates = entry.0;
+            if r.type_url == wire::types::ENDPOINTS && updates > 1 {
+                got.endpoint_resources += count;
+            }
         }
-        Ok(())
+        // Only the last piece of a version is answered, as trellis-proxy does.
+        tx.send(DiscoveryRequest {
+            type_url: r.type_url,
+            version_info: r.version_info,
+            response_nonce: r.nonce,
+            ..Default::default()
+        })
+        .await?;
     }
-}
-
-impl wire::client::ConfigHandler for Recorder {
-    fn apply(
-        &self,
-        type_url: &str,
-        _version: &str,
-        resources: Vec<Resource>,
-    ) -> Result<(), String> {
-        self.record(type_url, resources.len())
-    }
-
-    fn accepts_partial(&self) -> bool {
-        self.1
-    }
-
-    fn apply_partial(
-        &self,
-        type_url: &str,
-        _: &str,
-        changed: Vec<Resource>,
-        removed: Vec<String>,
-    ) -> Result<(), String> {
-        self.record(type_url, changed.len() + removed.len())
-    }
+    Ok(())
 }
 
 fn free_port() -> Result<u16> {
@@ -109,6 +156,75 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// trellisd's CPU time so far (user + system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+fn received_bytes(proxies: &[Arc<Mutex<Received>>]) -> usize {
+    proxies
+        .iter()
+        .map(|p| p.lock().map(|r| r.bytes).unwrap_or(0))
+        .sum()
+}
+
+fn counts(proxies: &[Arc<Mutex<Received>>], t: &str, since: Instant) -> Vec<(usize, Instant)> {
+    proxies
+        .iter()
+        .map(|p| {
+            p.lock()
+                .map(|r| r.types.get(t).copied())
+                .ok()
+                .flatten()
+                .unwrap_or((0, since))
+        })
+        .collect()
+}
+
+/// Applies `body` and waits until every proxy has a new version of `type_url`;
+/// the milliseconds each took.
+async fn timed_change(
+    client: &reqwest::Client,
+    api: &str,
+    body: String,
+    proxies: &[Arc<Mutex<Received>>],
+    type_url: &str,
+) -> Result<Vec<f64>> {
+    let t0 = Instant::now();
+    let before = counts(proxies, type_url, t0);
+    let resp = client
+        .post(format!("{api}/v1/apply?source=bench"))
+        .header("content-type", "application/yaml")
+        .body(body)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("apply failed: {}", resp.text().await?);
+    }
+    loop {
+        let now = counts(proxies, type_url, t0);
+        if now.iter().zip(&before).all(|(n, b)| n.0 > b.0) {
+            return Ok(now
+                .iter()
+                .map(|(_, at)| at.duration_since(t0).as_secs_f64() * 1000.0)
+                .collect());
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            bail!("a change of {type_url} did not reach every proxy within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 fn pod_name(svc: usize, ep: usize) -> String {
@@ -129,6 +245,24 @@ fn write_mesh(dir: &std::path::Path, a: &Args) -> Result<()> {
         for e in 0..a.endpoints_per_service {
             writeln!(f, "{}---", pod_yaml(s, e, ns))?;
         }
+        // One service in ten has a VirtualService and a DestinationRule with a subset.
+        if s % 10 == 0 {
+            writeln!(
+                f,
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc{s}, namespace: ns{ns}}}\nspec:\n  hosts: [svc{s}]\n  http: [{{retries: {{attempts: 3}}, route: [{{destination: {{host: svc{s}, subset: v1}}}}]}}]\n---"
+            )?;
+            writeln!(
+                f,
+                "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: svc{s}, namespace: ns{ns}}}\nspec:\n  host: svc{s}\n  subsets: [{{name: v1, labels: {{version: v1}}}}]\n---"
+            )?;
+        }
+    }
+    // Each namespace admits calls from inside the mesh only.
+    for (ns, f) in files.iter_mut().enumerate() {
+        writeln!(
+            f,
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: mesh-only, namespace: ns{ns}}}\nspec:\n  rules: [{{from: [{{source: {{principals: [\"cluster.local/*\"]}}}}]}}]\n---"
+        )?;
     }
     for (ns, text) in files.iter().enumerate() {
         std::fs::write(dir.join(format!("ns{ns}.yaml")), text)?;
@@ -229,26 +363,12 @@ async fn main() -> Result<()> {
             ..Default::default()
         };
         let received = Arc::new(Mutex::new(Received::default()));
-        tokio::spawn(wire::client::run(
-            endpoint.clone(),
-            node,
-            None,
-            Recorder(received.clone(), !a.full_sets),
-        ));
+        let (endpoint, got) = (endpoint.clone(), received.clone());
+        // A stream that fails leaves its proxy behind, which the waits below report.
+        tokio::spawn(simulated_proxy(endpoint, node, got));
         proxies.push(received);
     }
-    let counts = |t: &str| -> Vec<(usize, Instant)> {
-        proxies
-            .iter()
-            .map(|p| {
-                p.lock()
-                    .map(|r| r.types.get(t).copied())
-                    .ok()
-                    .flatten()
-                    .unwrap_or((0, connect_start))
-            })
-            .collect()
-    };
+    let counts = |t: &str| counts(&proxies, t, connect_start);
     loop {
         let done = wire::types::ALL
             .iter()
@@ -269,60 +389,52 @@ async fn main() -> Result<()> {
         .unwrap_or_default();
     let rss_connected = rss_kib(pid, "VmRSS:");
 
-    // One new endpoint at a time; every proxy sees every service, so all must get it.
+    let bytes_full_push = received_bytes(&proxies) as f64 / a.proxies.max(1) as f64;
+    let cpu_full_push = cpu_seconds(pid);
+
+    // One new endpoint at a time; every proxy sees every service, so all must
+    // get it. The changes are apart by more than trellisd's debounce (100 ms):
+    // each is a lone change, pushed at once; a burst is coalesced instead.
+    let bytes_before = received_bytes(&proxies);
     let mut latencies = Vec::new();
     for c in 0..a.changes {
         let svc = (c * 7919) % a.services;
-        let before = counts(wire::types::ENDPOINTS);
         let body = pod_yaml(svc, a.endpoints_per_service + c, svc % a.namespaces);
-        let t0 = Instant::now();
-        let resp = client
-            .post(format!("{api}/v1/apply?source=bench"))
-            .header("content-type", "application/yaml")
-            .body(body)
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            bail!("apply failed: {}", resp.text().await?);
-        }
-        loop {
-            let now = counts(wire::types::ENDPOINTS);
-            if now.iter().zip(&before).all(|(n, b)| n.0 > b.0) {
-                latencies.extend(
-                    now.iter()
-                        .map(|(_, at)| at.duration_since(t0).as_secs_f64() * 1000.0),
-                );
-                break;
-            }
-            if t0.elapsed() > Duration::from_secs(120) {
-                bail!("change {c} did not reach every proxy within 120 s");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        latencies
+            .extend(timed_change(&client, &api, body, &proxies, wire::types::ENDPOINTS).await?);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let bytes_per_change =
+        (received_bytes(&proxies) - bytes_before) as f64 / (a.proxies * a.changes).max(1) as f64;
+    let mut vs_latencies = Vec::new();
+    for c in 0..a.vs_changes {
+        let body = format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc1-timeout, namespace: ns1}}\nspec:\n  hosts: [svc1]\n  http: [{{timeout: {}s, route: [{{destination: {{host: svc1}}}}]}}]\n",
+            c + 1
+        );
+        vs_latencies
+            .extend(timed_change(&client, &api, body, &proxies, wire::types::ROUTE_CONFIG).await?);
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     latencies.sort_by(|x, y| x.total_cmp(y));
+    vs_latencies.sort_by(|x, y| x.total_cmp(y));
     let resources_per_update = proxies
         .iter()
         .map(|p| p.lock().map(|r| r.endpoint_resources).unwrap_or(0))
         .sum::<usize>() as f64
         / (a.proxies * a.changes).max(1) as f64;
     let rss_peak = rss_kib(pid, "VmHWM:");
-    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = cpu
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let cpu_total = cpu_seconds(pid);
 
     let results = serde_json::json!({
         "services": a.services, "endpoints": a.services * a.endpoints_per_service, "proxies": a.proxies,
         "startup_ms": startup.as_millis(), "full_push_ms": full_push.as_millis(),
         "endpoint_change_p50_ms": percentile(&latencies, 0.5), "endpoint_change_p99_ms": percentile(&latencies, 0.99),
+        "vs_change_p50_ms": percentile(&vs_latencies, 0.5), "vs_change_p99_ms": percentile(&vs_latencies, 0.99),
         "rss_idle_mib": rss_idle as f64 / 1024.0, "rss_connected_mib": rss_connected as f64 / 1024.0, "rss_peak_mib": rss_peak as f64 / 1024.0,
-        "cpu_seconds": ticks as f64 / 100.0, "endpoint_resources_per_update": resources_per_update,
+        "cpu_seconds_full_push": cpu_full_push, "cpu_seconds": cpu_total,
+        "bytes_per_proxy_full_push": bytes_full_push, "bytes_per_proxy_per_endpoint_change": bytes_per_change,
+        "endpoint_resources_per_update": resources_per_update,
     });
     println!("| figure | value |\n|---|---|");
     println!(
@@ -345,14 +457,23 @@ async fn main() -> Result<()> {
         percentile(&latencies, 0.99)
     );
     println!(
+        "| one VirtualService change to all proxies, p50 / p99 | {:.0} ms / {:.0} ms |",
+        percentile(&vs_latencies, 0.5),
+        percentile(&vs_latencies, 0.99)
+    );
+    println!(
+        "| bytes per proxy: full push / per endpoint change | {:.0} KiB / {:.0} B |",
+        bytes_full_push / 1024.0,
+        bytes_per_change
+    );
+    println!(
         "| trellisd RSS idle / connected / peak | {:.0} / {:.0} / {:.0} MiB |",
         rss_idle as f64 / 1024.0,
         rss_connected as f64 / 1024.0,
         rss_peak as f64 / 1024.0
     );
     println!(
-        "| trellisd CPU for the whole run | {:.1} s |",
-        ticks as f64 / 100.0
+        "| trellisd CPU: start + full push / whole run | {cpu_full_push:.1} s / {cpu_total:.1} s |"
     );
     println!("| endpoint resources sent per proxy per change | {resources_per_update:.1} |");
     if let Some(path) = &a.json {

@@ -219,17 +219,25 @@ impl ControlPlane {
             if !affected.proxy(&compiler, &p.node) {
                 continue;
             }
+            let mut affected_here = &affected;
             if verified {
                 // Its pod may have changed (labels, address): read it again.
                 match crate::proxy_node::verified(compiler.mesh(), &p.node, &p.node.service_account)
                 {
-                    Ok((node, _)) => p.node = node,
+                    Ok((node, _)) => {
+                        if node != p.node {
+                            // Another scope, other listeners: compile it whole.
+                            affected_here = &model::incremental::Affected::All;
+                        }
+                        p.node = node
+                    }
                     Err(e) => {
                         tracing::warn!(proxy = %p.node.id, reason = %e, "the proxy's pod no longer matches it; it is served as it was")
                     }
                 }
             }
-            let snapshot = compiler.snapshot(&p.node);
+            let previous = p.config.borrow().clone();
+            let snapshot = affected_here.snapshot(&compiler, &p.node, &previous);
             let sent = p.config.send_if_modified(|old| {
                 if old.same_versions(&snapshot) {
                     return false;
@@ -336,13 +344,20 @@ impl wire::server::ConfigProvider for ControlPlane {
     }
 }
 
-/// Waits for changes and pushes, collecting changes for `debounce` first.
+/// Waits for changes and pushes them. The first change after a quiet
+/// `debounce` is pushed at once; the changes that follow within `debounce` of
+/// a push are collected into the next one, so a burst costs a push per
+/// `debounce` and a lone change none of it.
 pub async fn push_loop(cp: Arc<ControlPlane>, debounce: Duration) {
+    let mut last_push: Option<tokio::time::Instant> = None;
     loop {
         cp.dirty.notified().await;
-        tokio::time::sleep(debounce).await;
+        if let Some(last) = last_push {
+            tokio::time::sleep_until(last + debounce).await;
+        }
         let cp2 = cp.clone();
         // Compiling for every proxy is CPU work; keep it off the async workers.
         let _ = tokio::task::spawn_blocking(move || cp2.push()).await;
+        last_push = Some(tokio::time::Instant::now());
     }
 }

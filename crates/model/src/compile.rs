@@ -1,15 +1,14 @@
 //! Compiles the mesh into one proxy's configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use prost::Message;
 use wire::pb::resource::Kind;
 use wire::pb::{self, ProxyKind};
 use wire::snapshot::{ProxySnapshot, TypeSnapshot};
 
 use crate::cluster_policy;
+use crate::encodings::Encodings;
 use crate::gateway;
 use crate::host;
 use crate::mesh::Mesh;
@@ -93,11 +92,14 @@ fn virtual_inbound(mesh: &Mesh, w: &Workload, inbound: &[pb::Listener]) -> pb::L
 
 /// Compiles many proxies against one mesh, sharing what proxies with the same
 /// scope have in common: with a thousand sidecars in a namespace, their
-/// clusters and endpoints are built and versioned once, not a thousand times.
+/// clusters and endpoints are built and versioned once, not a thousand times,
+/// and each resource is encoded once for every scope and mesh version that
+/// has it (see [`Encodings`]).
 pub struct Compiler {
     pub(crate) mesh: Arc<Mesh>,
     pub(crate) shared:
         std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::OnceLock<SharedTypes>>>>,
+    pub(crate) encodings: Arc<Encodings>,
 }
 
 #[derive(Clone)]
@@ -110,10 +112,30 @@ pub(crate) struct SharedTypes {
 
 impl Compiler {
     pub fn new(mesh: Arc<Mesh>) -> Self {
+        Self::with_encodings(mesh, Default::default())
+    }
+
+    /// A compiler that reuses `encodings` (a previous compiler's).
+    pub(crate) fn with_encodings(mesh: Arc<Mesh>, encodings: Arc<Encodings>) -> Self {
         Compiler {
             mesh,
             shared: Default::default(),
+            encodings,
         }
+    }
+
+    /// The types `scope`'s proxies share, if compiled already.
+    pub(crate) fn cached(&self, scope: &str) -> Option<SharedTypes> {
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(scope)
+            .and_then(|c| c.get().cloned())
+    }
+
+    /// How many distinct resources this compiler's snapshots share.
+    pub fn encoded_resources(&self) -> usize {
+        self.encodings.len()
     }
 
     pub fn mesh(&self) -> &Arc<Mesh> {
@@ -123,18 +145,16 @@ impl Compiler {
     pub fn snapshot(&self, node: &pb::Node) -> ProxySnapshot {
         let scope = Scope::for_node(&self.mesh, node);
         let gateway = node.kind() == ProxyKind::Gateway;
+        let encode = |resources| Arc::new(self.encodings.type_snapshot(resources));
         let compute = || {
             let mut config = ProxyConfig::default();
             outbound_clusters(&self.mesh, &scope, &mut config);
-            let routes = (!gateway).then(|| {
-                Arc::new(type_snapshot(route_resources(outbound_routes(
-                    &self.mesh, &scope,
-                ))))
-            });
+            let routes =
+                (!gateway).then(|| encode(route_resources(outbound_routes(&self.mesh, &scope))));
             SharedTypes {
                 scope: scope.clone(),
-                clusters: Arc::new(type_snapshot(cluster_resources(config.clusters))),
-                endpoints: Arc::new(type_snapshot(endpoint_resources(config.endpoints))),
+                clusters: encode(cluster_resources(config.clusters)),
+                endpoints: encode(endpoint_resources(config.endpoints)),
                 routes,
             }
         };
@@ -165,7 +185,7 @@ impl Compiler {
             gateway::compile(&self.mesh, node, &mut own);
             types.insert(
                 wire::types::ROUTE_CONFIG.to_string(),
-                Arc::new(type_snapshot(route_resources(own.routes))),
+                encode(route_resources(own.routes)),
             );
         } else {
             if let Some(w) = self.mesh.registry.workload(&node.pod_name, &node.namespace) {
@@ -182,7 +202,7 @@ impl Compiler {
         }
         types.insert(
             wire::types::LISTENER.to_string(),
-            Arc::new(type_snapshot(listener_resources(own.listeners))),
+            encode(listener_resources(own.listeners)),
         );
         ProxySnapshot { types }
     }
@@ -462,6 +482,8 @@ fn inbound_listeners(mesh: &Mesh, w: &Workload) -> Vec<pb::Listener> {
 impl ProxyConfig {
     /// Versions each type by its content, so an unchanged type is never re-sent.
     pub fn into_snapshot(self) -> ProxySnapshot {
+        let encodings = Encodings::default();
+        let type_snapshot = |resources| encodings.type_snapshot(resources);
         let mut types = BTreeMap::new();
         types.insert(
             wire::types::CLUSTER.to_string(),
@@ -523,41 +545,4 @@ fn route_resources(v: Vec<pb::RouteConfig>) -> Vec<(String, Kind)> {
     v.into_iter()
         .map(|r| (r.name.clone(), Kind::RouteConfig(r)))
         .collect()
-}
-
-/// Versions every resource by its encoding, and the set by its members' versions.
-pub(crate) fn type_snapshot(resources: Vec<(String, Kind)>) -> TypeSnapshot {
-    let resources: Vec<pb::Resource> = resources
-        .into_iter()
-        .map(|(name, kind)| {
-            let mut r = pb::Resource {
-                name,
-                version: String::new(),
-                kind: Some(kind),
-            };
-            r.version = digest(&r.encode_to_vec());
-            r
-        })
-        .collect();
-    set_version(resources)
-}
-
-/// Versions a set of versioned resources by its members' versions.
-pub(crate) fn set_version(resources: Vec<pb::Resource>) -> TypeSnapshot {
-    let mut h = std::hash::DefaultHasher::new();
-    for r in &resources {
-        r.version.hash(&mut h);
-    }
-    TypeSnapshot {
-        version: format!("{:016x}", h.finish()),
-        resources,
-    }
-}
-
-fn digest(bytes: &[u8]) -> String {
-    // SipHash with fixed keys: stable across restarts of the control plane, so
-    // a proxy that reconnects with an unchanged config is not sent it again.
-    let mut h = std::hash::DefaultHasher::new();
-    bytes.hash(&mut h);
-    format!("{:016x}", h.finish())
 }

@@ -12,8 +12,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use wire::pb::{self, ProxyKind};
+use wire::snapshot::{EncodedResource, ProxySnapshot};
 
 use crate::compile::{self, Compiler, ProxyConfig, SharedTypes};
+use crate::encodings::{Encodings, set_version};
 use crate::mesh::Mesh;
 use crate::registry::Workload;
 use crate::scope::Scope;
@@ -61,6 +63,34 @@ impl Affected {
         scopes.contains(&key) || !known.contains(&key)
     }
 
+    /// `node`'s config under `compiler` (the updated one), given what it had
+    /// before. After an endpoint change that left the proxy's own workload
+    /// alone, only its scope's shared types can differ: they are taken from
+    /// the scope and its own listeners kept, which makes pushing one endpoint
+    /// change to a thousand proxies a thousand map updates, not compilations.
+    pub fn snapshot(
+        &self,
+        compiler: &Compiler,
+        node: &pb::Node,
+        previous: &ProxySnapshot,
+    ) -> ProxySnapshot {
+        if let Affected::Endpoints { workloads, .. } = self
+            && node.kind() == ProxyKind::Sidecar
+            && !workloads.contains(&(node.namespace.clone(), node.pod_name.clone()))
+            && previous.types.contains_key(wire::types::LISTENER)
+            && let Some(shared) = compiler.cached(&Scope::for_node(compiler.mesh(), node).key)
+        {
+            let mut types = previous.types.clone();
+            types.insert(wire::types::CLUSTER.to_string(), shared.clusters);
+            types.insert(wire::types::ENDPOINTS.to_string(), shared.endpoints);
+            if let Some(routes) = shared.routes {
+                types.insert(wire::types::ROUTE_CONFIG.to_string(), routes);
+            }
+            return ProxySnapshot { types };
+        }
+        compiler.snapshot(node)
+    }
+
     pub fn is_nothing(&self) -> bool {
         matches!(self, Affected::Endpoints { hosts, workloads, .. } if hosts.is_empty() && workloads.is_empty())
     }
@@ -72,8 +102,13 @@ impl Compiler {
     /// only the endpoints of services whose backends changed are rebuilt.
     pub fn update(&self, mesh: Arc<Mesh>) -> (Compiler, Affected) {
         let old = self.mesh();
+        // What the proxies still hold stays shared; what none holds is forgotten.
+        self.encodings.prune();
         if !same_but_workloads(old, &mesh) {
-            return (Compiler::new(mesh), Affected::All);
+            return (
+                Compiler::with_encodings(mesh, self.encodings.clone()),
+                Affected::All,
+            );
         }
         let hosts: HashSet<String> = mesh
             .registry
@@ -103,7 +138,7 @@ impl Compiler {
                 carried.insert(key, Arc::new(std::sync::OnceLock::from(types)));
                 continue;
             }
-            let endpoints = Arc::new(patch_endpoints(&mesh, &types, &seen));
+            let endpoints = Arc::new(patch_endpoints(&mesh, &self.encodings, &types, &seen));
             scopes.insert(key.clone());
             carried.insert(
                 key,
@@ -116,6 +151,7 @@ impl Compiler {
         let compiler = Compiler {
             mesh,
             shared: std::sync::Mutex::new(carried),
+            encodings: self.encodings.clone(),
         };
         (
             compiler,
@@ -133,6 +169,7 @@ impl Compiler {
 /// clusters did not change, so neither do the names nor their order.
 fn patch_endpoints(
     mesh: &Mesh,
+    encodings: &Encodings,
     types: &SharedTypes,
     services: &[&crate::registry::Service],
 ) -> wire::snapshot::TypeSnapshot {
@@ -140,19 +177,19 @@ fn patch_endpoints(
     for svc in services {
         compile::service_clusters(mesh, &types.scope, svc, &mut config);
     }
-    let mut fresh: HashMap<String, pb::Resource> =
-        compile::type_snapshot(compile::endpoint_resources(config.endpoints))
-            .resources
-            .into_iter()
-            .map(|r| (r.name.clone(), r))
-            .collect();
+    let mut fresh: HashMap<String, Arc<EncodedResource>> = encodings
+        .type_snapshot(compile::endpoint_resources(config.endpoints))
+        .resources
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
     let resources = types
         .endpoints
         .resources
         .iter()
         .map(|r| fresh.remove(&r.name).unwrap_or_else(|| r.clone()))
         .collect();
-    compile::set_version(resources)
+    set_version(resources)
 }
 
 /// Whether the meshes differ in nothing but their workloads. Every field is

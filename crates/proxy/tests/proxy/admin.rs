@@ -11,7 +11,6 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use proxy::admin::{AdminAuth, AdminToken};
-use wire::pb;
 
 use crate::support::*;
 
@@ -180,10 +179,7 @@ async fn health_port_answers_readiness_as_istios() {
         .map(|t| {
             (
                 t.to_string(),
-                Arc::new(wire::snapshot::TypeSnapshot {
-                    version: "1".into(),
-                    resources: Vec::<pb::Resource>::new(),
-                }),
+                Arc::new(wire::snapshot::TypeSnapshot::new("1", &[])),
             )
         })
         .collect();

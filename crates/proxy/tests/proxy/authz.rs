@@ -232,7 +232,7 @@ fn snapshot(version: &str, listeners: Vec<pb::Resource>) -> Arc<ProxySnapshot> {
     let types = wire::types::ALL
         .iter()
         .map(|t| {
-            let resources = if *t == wire::types::LISTENER {
+            let resources: Vec<pb::Resource> = if *t == wire::types::LISTENER {
                 // Resources are re-sent only when their version changes.
                 listeners
                     .iter()
@@ -246,10 +246,7 @@ fn snapshot(version: &str, listeners: Vec<pb::Resource>) -> Arc<ProxySnapshot> {
             };
             (
                 t.to_string(),
-                Arc::new(TypeSnapshot {
-                    version: version.into(),
-                    resources,
-                }),
+                Arc::new(TypeSnapshot::new(version, &resources)),
             )
         })
         .collect::<BTreeMap<_, _>>();

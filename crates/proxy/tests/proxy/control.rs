@@ -81,10 +81,7 @@ fn proxy_snapshot(version: &str, by_type: Vec<(&str, Vec<pb::Resource>)>) -> Arc
         .map(|(t, resources)| {
             (
                 t.to_string(),
-                Arc::new(TypeSnapshot {
-                    version: version.into(),
-                    resources,
-                }),
+                Arc::new(TypeSnapshot::new(version, &resources)),
             )
         })
         .collect();
