@@ -484,7 +484,7 @@ mod tests {
         assert!(convert(Kind::VirtualService, &resource, misspelt).is_err());
         let invalid = obj(serde_json::json!({"hosts": []}));
         let errors = convert(Kind::VirtualService, &resource, invalid).unwrap_err();
-        assert!(errors.iter().any(|e| e.contains("hosts")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("spec")), "{errors:?}");
     }
 
     #[test]
