@@ -49,7 +49,7 @@ pub enum CaSecretError {
     Material {
         namespace: String,
         name: &'static str,
-        source: identity::CaError,
+        source: Box<identity::CaError>,
     },
     #[error("Secret {namespace}/{name}: key {key} is missing")]
     MissingKey {
@@ -88,7 +88,7 @@ pub async fn load(
         move |source| CaSecretError::Material {
             namespace: namespace.into(),
             name,
-            source,
+            source: Box::new(source),
         }
     };
     if let Some(secret) = read(PLUGGED_SECRET).await? {

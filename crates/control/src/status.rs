@@ -67,9 +67,8 @@ async fn write(
     mesh_config: Arc<impl Fn() -> MeshConfig + Send + Sync + 'static>,
 ) {
     let mut changes = set.subscribe();
-    // What was written, by the resourceVersion it was written over: not
-    // written again until the object changes (another writer's fields are
-    // not ours to remove, and an apply that removes nothing changes nothing).
+    // What was written, over which resourceVersion: not written again until
+    // the object changes (the watch brings the write back a little later).
     let mut written: HashMap<Key, (Option<String>, Value)> = HashMap::new();
     loop {
         changes.borrow_and_update();
