@@ -178,11 +178,7 @@ fn inject_template(
     let injected = inject::inject(&pod, config, workload)?;
     warnings.extend(injected.warnings);
     // The change as a patch of the typed pod, applied to the document as written.
-    let (before, after) = (
-        serde_json::to_value(&pod)?,
-        serde_json::to_value(&injected.pod)?,
-    );
-    let patch = json_patch::diff(&before, &after);
+    let patch = inject::patch(&pod, &injected.pod)?;
     if template.get("metadata").is_none_or(Value::is_null) {
         template["metadata"] = serde_json::json!({});
     }

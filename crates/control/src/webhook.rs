@@ -206,16 +206,10 @@ impl Webhooks {
                 return allow.deny(format!("sidecar injection: {e}"));
             }
         };
-        // The patch is the difference of the pod as typed, before and after:
-        // both sides read through the same types, so it holds only the sidecar.
-        let (before, after) = match (
-            serde_json::to_value(&pod),
-            serde_json::to_value(&injected.pod),
-        ) {
-            (Ok(b), Ok(a)) => (b, a),
-            (Err(e), _) | (_, Err(e)) => return allow.deny(format!("sidecar injection: {e}")),
+        let patch = match inject::patch(&pod, &injected.pod) {
+            Ok(p) => p,
+            Err(e) => return allow.deny(format!("sidecar injection: {e}")),
         };
-        let patch = json_patch::diff(&before, &after);
         tracing::info!(pod = %name, %namespace, "injected the sidecar");
         let mut response = match allow.clone().with_patch(patch) {
             Ok(r) => r,

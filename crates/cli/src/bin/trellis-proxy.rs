@@ -267,6 +267,7 @@ async fn main() -> anyhow::Result<()> {
         (false, Some(ca_address)) => Some(proxy::tls::workload::WorkloadIdentity {
             ca_address,
             token: wire::certs::BearerToken::new(token),
+            token_file: args.token_file.clone(),
             trust_domain: args.trust_domain.clone(),
             cert_ttl: match args.cert_ttl_seconds {
                 Some(s) => Some(Duration::from_secs(s)),

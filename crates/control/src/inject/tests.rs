@@ -572,3 +572,34 @@ fn quantities() {
         assert!(!is_quantity(bad), "{bad}");
     }
 }
+
+#[test]
+fn the_patch_inserts_before_the_pods_own_init_containers() {
+    let raw = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "labels": {"app": "a"}},
+        "spec": {
+            "initContainers": [{"name": "migrate", "image": "m:1", "futureField": "kept"}],
+            "containers": [{"name": "app", "image": "a:1", "futureField": "kept"}],
+        },
+    });
+    let before: Pod = serde_json::from_value(raw.clone()).unwrap();
+    let after = inject(&before, &Config::default(), None).unwrap().pod;
+    let mut patched = raw.clone();
+    json_patch::patch(&mut patched, &patch(&before, &after).unwrap()).unwrap();
+    let inits = patched["spec"]["initContainers"].as_array().unwrap();
+    let names: Vec<_> = inits.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["istio-init", "istio-proxy", "migrate"]);
+    assert!(inits[0].get("futureField").is_none(), "{}", inits[0]);
+    assert_eq!(inits[2]["futureField"], "kept");
+    assert_eq!(patched["spec"]["containers"][0]["futureField"], "kept");
+    assert!(patched["metadata"]["annotations"]["sidecar.istio.io/status"].is_string());
+    // Without init containers of its own, the same.
+    let raw = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "app", "image": "a:1"}]}});
+    let before: Pod = serde_json::from_value(raw.clone()).unwrap();
+    let after = inject(&before, &Config::default(), None).unwrap().pod;
+    let mut patched = raw;
+    json_patch::patch(&mut patched, &patch(&before, &after).unwrap()).unwrap();
+    assert_eq!(serde_json::to_value(&after).unwrap(), patched);
+}

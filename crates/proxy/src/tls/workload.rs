@@ -19,6 +19,10 @@ pub struct WorkloadIdentity {
     pub ca_address: String,
     /// Proves to the CA which workload this is. Never logged.
     pub token: BearerToken,
+    /// Where `token` was read from, read again for every request: a
+    /// projected service-account token is rotated by the kubelet, and the
+    /// one read at start has expired by the time the certificate is renewed.
+    pub token_file: Option<std::path::PathBuf>,
     pub trust_domain: String,
     /// Lifetime to ask for; `None`: the CA's default (24 h).
     pub cert_ttl: Option<Duration>,
@@ -29,6 +33,7 @@ impl fmt::Debug for WorkloadIdentity {
         f.debug_struct("WorkloadIdentity")
             .field("ca_address", &self.ca_address)
             .field("token", &self.token)
+            .field("token_file", &self.token_file)
             .field("trust_domain", &self.trust_domain)
             .field("cert_ttl", &self.cert_ttl)
             .finish()
@@ -94,10 +99,20 @@ async fn fetch(
     roots: &OnceLock<TrustBundle>,
     csr: String,
 ) -> Result<CertChain, String> {
-    let issued =
-        wire::certs::create_certificate(&config.ca_address, &config.token, csr, config.cert_ttl)
-            .await
-            .map_err(|e| e.to_string())?;
+    let fresh;
+    let token = match &config.token_file {
+        Some(path) => {
+            let text = tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| format!("reading the token file {}: {e}", path.display()))?;
+            fresh = BearerToken::new(text.trim());
+            &fresh
+        }
+        None => &config.token,
+    };
+    let issued = wire::certs::create_certificate(&config.ca_address, token, csr, config.cert_ttl)
+        .await
+        .map_err(|e| e.to_string())?;
     let chain = CertChain::from_pem(&issued.chain_pem).map_err(|e| e.to_string())?;
     let received = TrustBundle::from_pem(&issued.roots_pem).map_err(|e| e.to_string())?;
     match roots.get() {
