@@ -139,26 +139,14 @@ pub async fn handle(
             record.response_code_details = Some(details.into());
             local_reply(StatusCode::BAD_REQUEST, "Bad Request")
         }
-        Direction::Inbound | Direction::Gateway => {
-            // RequestAuthentication first: an invalid token is refused
-            // before authorization, a valid one is what `request.auth.*` see.
-            let jwt = &listener.authz.jwt;
-            let authenticated = if jwt.is_empty() {
-                Ok(None)
-            } else {
-                let uri = req.uri().clone();
-                jwt.authenticate(req.headers_mut(), &uri).await
-            };
-            let auth = match authenticated {
-                Ok(auth) => auth,
-                Err(crate::policy::jwt::Refused(failure)) => {
-                    record.response_code_details = Some(failure.details().into());
-                    let response = jwt_refused(failure, &req, &authority);
-                    record.status = response.status().as_u16();
-                    return Ok(response.map(|b| LoggedBody::new(b, record)));
-                }
-            };
-            match authorize(&req, &authority, &listener, &conn, auth.as_deref()) {
+        // RequestAuthentication first: an invalid token is refused before
+        // authorization, a valid one is what `request.auth.*` see.
+        Direction::Inbound | Direction::Gateway => match authenticate(&mut req, &listener).await {
+            Err(failure) => {
+                record.response_code_details = Some(failure.details().into());
+                jwt_refused(failure, &req, &authority)
+            }
+            Ok(auth) => match authorize(&req, &authority, &listener, &conn, auth.as_deref()) {
                 crate::policy::authz::Decision::Deny(details) => {
                     tracing::debug!(peer = %conn.peer, %details, "request denied by authorization policy");
                     record.response_code_details = Some(details);
@@ -175,8 +163,8 @@ pub async fn handle(
                 crate::policy::authz::Decision::Allow => {
                     routed(req, authority, &listener.spec, &conn, &mut record).await
                 }
-            }
-        }
+            },
+        },
         Direction::Outbound if req.method() == Method::CONNECT => {
             connect::tunnel(req, &authority, &mut record).await
         }
@@ -222,6 +210,21 @@ fn authorize<B>(
             auth,
         }),
     })
+}
+
+/// The listener's JWT rules on one request; `Ok(None)`: no token.
+async fn authenticate<B>(
+    req: &mut Request<B>,
+    listener: &ListenerRt,
+) -> Result<Option<Arc<crate::policy::jwt::Verified>>, crate::policy::jwt::Failure> {
+    let jwt = &listener.authz.jwt;
+    if jwt.is_empty() {
+        return Ok(None);
+    }
+    let uri = req.uri().clone();
+    jwt.authenticate(req.headers_mut(), &uri)
+        .await
+        .map_err(|crate::policy::jwt::Refused(f)| f)
 }
 
 /// Envoy's answer to a request whose JWT is refused: 401, the reason as the
