@@ -362,8 +362,7 @@ async fn delete(client: &kube::Client, info: &KindInfo, object: &DynamicObject) 
     let name = object.metadata.name.clone().unwrap_or_default();
     let api = api(client, info, object.metadata.namespace.as_deref());
     // Foreground: a Deployment is gone only with its ReplicaSets and Pods.
-    // Only there: the garbage collector can hold a foreground-deleted CRD
-    // for minutes while its own discovery catches up.
+    // Nothing else the install makes owns dependents.
     let params = DeleteParams {
         propagation_policy: Some(if info.kind == "Deployment" {
             PropagationPolicy::Foreground
