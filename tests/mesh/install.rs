@@ -199,6 +199,28 @@ async fn install_each_seed_then_uninstall_leaves_nothing() -> Result<()> {
             "check --pre lacks {line:?}:\n{pre_text}"
         );
     }
+    // A user who may not create cluster-wide objects is told before install.
+    kube.kubectl_ok(&["create", "serviceaccount", "not-an-admin"])?;
+    let token = kube.kubectl_ok(&["create", "token", "not-an-admin"])?;
+    let kubeconfig = std::fs::read_to_string(&kube.kubeconfig)?
+        .replace("trellis-test-admin-token", token.trim());
+    let limited = tempfile::NamedTempFile::new()?;
+    std::fs::write(limited.path(), kubeconfig)?;
+    let out = trellis(&[
+        "check",
+        "--pre",
+        "--kubeconfig",
+        limited.path().to_str().unwrap(),
+    ]);
+    let report = text(&out);
+    ensure!(!out.status.success(), "{report}");
+    ensure!(
+        report.contains("× can create customresourcedefinitions\n    this user may not create customresourcedefinitions (RBAC)"),
+        "{report}"
+    );
+    ensure!(report.contains("Status check results are ×"), "{report}");
+    kube.kubectl_ok(&["delete", "serviceaccount", "not-an-admin"])?;
+
     // Before install, `check` fails and says why.
     let before = trellis(&with_kubeconfig(&kube, &["check"]));
     ensure!(!before.status.success(), "{}", text(&before));

@@ -296,6 +296,7 @@ async fn prune(client: &kube::Client, manifest: &Manifest) -> Result<()> {
             )
         })
         .collect();
+    let mut removed = Vec::new();
     for (info, object) in labelled(client).await? {
         if kept_without_purge(info.kind) {
             continue;
@@ -307,11 +308,24 @@ async fn prune(client: &kube::Client, manifest: &Manifest) -> Result<()> {
         );
         if !wanted.contains(&key) {
             delete(client, info, &object).await?;
-            println!(
-                "✔ {} {} removed (no longer in the install)",
-                info.kind, key.2
-            );
+            removed.push((info, object));
         }
+    }
+    // Gone before install goes on: a Deployment with its Pods.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (info, object) in removed {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let api = api(client, info, object.metadata.namespace.as_deref());
+        while api.get_opt(&name).await?.is_some() {
+            if Instant::now() > deadline {
+                bail!(
+                    "{} {name} is still there 120 s after its deletion",
+                    info.kind
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        println!("✔ {} {name} removed (no longer in the install)", info.kind);
     }
     Ok(())
 }
@@ -320,8 +334,7 @@ async fn delete(client: &kube::Client, info: &KindInfo, object: &DynamicObject) 
     let name = object.metadata.name.clone().unwrap_or_default();
     let api = api(client, info, object.metadata.namespace.as_deref());
     // Foreground: a Deployment is gone only with its ReplicaSets and Pods.
-    // Only there: the garbage collector can hold a foreground-deleted CRD
-    // for minutes while its own discovery catches up.
+    // Nothing else the install makes owns dependents.
     let params = DeleteParams {
         propagation_policy: Some(if info.kind == "Deployment" {
             PropagationPolicy::Foreground
@@ -363,6 +376,9 @@ pub async fn uninstall(client: &kube::Client, purge: bool, within: Duration) -> 
                 kept.push(shown);
                 continue;
             }
+            if info.kind == "CustomResourceDefinition" {
+                wait_listable(client, object, deadline).await?;
+            }
             delete(client, info, object).await?;
             println!("✔ {shown} deleted");
         }
@@ -376,12 +392,7 @@ pub async fn uninstall(client: &kube::Client, purge: bool, within: Duration) -> 
                 break;
             }
             if Instant::now() > deadline {
-                let names: Vec<String> = left
-                    .iter()
-                    .map(|(i, o)| {
-                        format!("{} {}", i.kind, o.metadata.name.clone().unwrap_or_default())
-                    })
-                    .collect();
+                let names: Vec<String> = left.iter().map(|(i, o)| describe_stuck(i, o)).collect();
                 bail!("still there after {within:?}: {}", names.join(", "));
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -395,6 +406,68 @@ pub async fn uninstall(client: &kube::Client, purge: bool, within: Duration) -> 
     }
     println!("✔ Uninstall complete");
     Ok(())
+}
+
+/// Waits until the API server lists a CRD's objects: a CRD deleted while
+/// its storage is still initializing (just created) keeps its cleanup
+/// finalizer for minutes, the API server's finalizer backing off.
+async fn wait_listable(
+    client: &kube::Client,
+    crd: &DynamicObject,
+    deadline: Instant,
+) -> Result<()> {
+    let spec = &crd.data["spec"];
+    let group = str_at(spec, "/group");
+    let Some(version) = spec["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["served"] == true)
+        .and_then(|v| v["name"].as_str())
+    else {
+        return Ok(());
+    };
+    let gvk = GroupVersionKind::gvk(group, version, str_at(spec, "/names/kind"));
+    let ar = ApiResource::from_gvk_with_plural(&gvk, str_at(spec, "/names/plural"));
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    loop {
+        match api.list(&ListParams::default().limit(1)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                bail!(
+                    "{}: cannot list its objects: {e}",
+                    crd.metadata.name.clone().unwrap_or_default()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+/// `Kind name (finalizers: ...; conditions: ...)`: what holds an object
+/// that does not go away.
+fn describe_stuck(info: &KindInfo, object: &DynamicObject) -> String {
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let finalizers = object.metadata.finalizers.clone().unwrap_or_default();
+    let conditions: Vec<String> = object.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            format!(
+                "{}={} {}",
+                str_at(c, "/type"),
+                str_at(c, "/status"),
+                str_at(c, "/message")
+            )
+        })
+        .collect();
+    format!(
+        "{} {name} (finalizers: {}; conditions: {})",
+        info.kind,
+        finalizers.join(", "),
+        conditions.join("; ")
+    )
 }
 
 /// A Deployment's readiness: (available, wanted).
