@@ -298,7 +298,11 @@ spec:
 ",
     );
     let l = virtual_inbound(&m);
-    assert_eq!(l.mtls_mode, pb::MtlsMode::Strict as i32, "the mesh's STRICT");
+    assert_eq!(
+        l.mtls_mode,
+        pb::MtlsMode::Strict as i32,
+        "the mesh's STRICT"
+    );
     assert_eq!(
         l.port_mtls_modes,
         [(7000, pb::MtlsMode::Permissive as i32)].into(),
