@@ -92,11 +92,9 @@ pub(crate) async fn passthrough(stream: TcpStream, peer: SocketAddr, shared: Arc
         IpAddr::V6(_) => SOURCE_V6,
     };
     match inbound::accept(stream, peer, &spec, mesh).await {
-        Some(Accepted::Plain(stream)) => {
-            if allowed(policy, peer, dst, None, None) {
-                tracing::debug!(%peer, original_dst = %dst, cluster = INBOUND_PASSTHROUGH_CLUSTER, "inbound passthrough");
-                crate::tcp::forward_from(stream, Some(source), dst).await;
-            }
+        Some(Accepted::Plain(stream)) if allowed(policy, peer, dst, None, None) => {
+            tracing::debug!(%peer, original_dst = %dst, cluster = INBOUND_PASSTHROUGH_CLUSTER, "inbound passthrough");
+            crate::tcp::forward_from(stream, Some(source), dst).await;
         }
         Some(Accepted::Mtls {
             stream,
@@ -110,8 +108,8 @@ pub(crate) async fn passthrough(stream: TcpStream, peer: SocketAddr, shared: Arc
                 crate::tcp::forward_from(stream, Some(source), dst).await;
             }
         }
-        // Refused; accept logged why.
-        None => {}
+        // Refused: accept or the policy logged why.
+        Some(Accepted::Plain(_)) | None => {}
     }
 }
 
