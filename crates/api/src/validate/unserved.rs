@@ -64,6 +64,9 @@ fn envoy_filter(errs: &mut Errors, spec: &Value) {
         .unwrap_or_default();
     for (i, patch) in patches.iter().enumerate() {
         let p = idx("spec", "configPatches", i);
+        if patch.get("patch").is_none_or(Value::is_null) {
+            errs.add(at(&p, "patch"), "patch is required");
+        }
         let fields: [(&str, Option<&Value>, &[&str]); 3] = [
             ("applyTo", patch.get("applyTo"), APPLY_TO),
             (
