@@ -605,6 +605,8 @@ const SEEDS: &[&str] = &[
     // certificates on a plaintext Gateway server, and a plain httpsRedirect;
     "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: NAME}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*'], tls: {mode: SIMPLE, credentialName: c}}]\n",
     "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: NAME}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*'], tls: {httpsRedirect: true}}]\n",
+    // an empty ServiceEntry port protocol (protocol detection), from Istio's own test inputs;
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: NAME}\nspec:\n  hosts: [api.example.com]\n  ports: [{number: 443, name: https, protocol: ''}]\n  resolution: DNS\n",
     // a JWT header name no request can carry, and no issuer beside a jwksUri.
     "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: NAME}\nspec:\n  jwtRules: [{jwksUri: 'https://issuer.example/jwks', fromHeaders: [{name: 'bad header'}]}]\n",
     // Kinds Trellis does not serve: one valid, one broken each.

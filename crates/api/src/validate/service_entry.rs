@@ -48,7 +48,10 @@ pub(crate) fn service_entry(errs: &mut Errors, se: &ServiceEntry) {
             );
         }
         if let Some(proto) = &port.protocol {
-            errs.check(at(&p, "protocol"), common::protocol(proto));
+            // An empty protocol means "detect it", as in Istio.
+            if !proto.is_empty() {
+                errs.check(at(&p, "protocol"), common::protocol(proto));
+            }
         }
         if let Some(t) = port.target_port {
             errs.check(at(&p, "targetPort"), common::port(t));
