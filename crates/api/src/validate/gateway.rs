@@ -15,20 +15,20 @@ pub(crate) fn gateway(errs: &mut Errors, gw: &Gateway) {
     for (i, s) in gw.servers.iter().enumerate() {
         let p = idx(base, "servers", i);
         server(errs, &p, s);
-        // Istio keys listeners by port name: one name on two port numbers
-        // would collide. (Several servers on one port is normal.)
+        // As Istio: every server has its own port name, even two servers on
+        // one port number (listeners and routes are keyed by it).
         if s.port.name.is_empty() {
             continue;
         }
         match port_names.get(s.port.name.as_str()) {
-            Some(&number) if number != s.port.number => errs.add(
+            Some(&number) => errs.add(
                 at(&at(&p, "port"), "name"),
                 format!(
-                    "port name `{}` is already used for port {number}",
+                    "port name `{}` is already used (by port {number}); port names in servers must be unique",
                     s.port.name
                 ),
             ),
-            _ => {
+            None => {
                 port_names.insert(&s.port.name, s.port.number);
             }
         }

@@ -48,7 +48,10 @@ pub(crate) fn service_entry(errs: &mut Errors, se: &ServiceEntry) {
             );
         }
         if let Some(proto) = &port.protocol {
-            errs.check(at(&p, "protocol"), common::protocol(proto));
+            // An empty protocol means "detect it", as in Istio.
+            if !proto.is_empty() {
+                errs.check(at(&p, "protocol"), common::protocol(proto));
+            }
         }
         if let Some(t) = port.target_port {
             errs.check(at(&p, "targetPort"), common::port(t));
@@ -69,14 +72,9 @@ pub(crate) fn service_entry(errs: &mut Errors, se: &ServiceEntry) {
     }
     let resolution = se.resolution.unwrap_or_default();
     match resolution {
-        Resolution::Static => {
-            if se.endpoints.is_empty() && se.workload_selector.is_none() {
-                errs.add(
-                    at(base, "endpoints"),
-                    "STATIC resolution needs endpoints (or a workloadSelector)",
-                );
-            }
-        }
+        // STATIC without endpoints is valid in Istio: WorkloadEntries
+        // (or none yet) provide them.
+        Resolution::Static => {}
         Resolution::Dns | Resolution::DnsRoundRobin => {
             if se.endpoints.is_empty() {
                 for (i, h) in se.hosts.iter().enumerate() {

@@ -12,18 +12,14 @@ pub(crate) fn unserved(errs: &mut Errors, group: &str, kind: &str, spec: &Value)
     match (group, kind) {
         ("networking.istio.io", "EnvoyFilter") => envoy_filter(errs, spec),
         ("extensions.istio.io", "WasmPlugin") => {
-            if spec
-                .get("url")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-            {
+            let url = spec.get("url").and_then(Value::as_str).unwrap_or_default();
+            if url.is_empty() {
                 errs.add("spec.url", "url is required");
             }
         }
         ("networking.istio.io", "ProxyConfig") => {
-            if let Some(n) = spec.get("concurrency").and_then(Value::as_i64)
-                && n < 0
-            {
+            let concurrency = spec.get("concurrency").and_then(Value::as_i64);
+            if let Some(n) = concurrency.filter(|n| *n < 0) {
                 errs.add(
                     "spec.concurrency",
                     format!("concurrency {n} must not be negative"),
@@ -68,6 +64,9 @@ fn envoy_filter(errs: &mut Errors, spec: &Value) {
         .unwrap_or_default();
     for (i, patch) in patches.iter().enumerate() {
         let p = idx("spec", "configPatches", i);
+        if patch.get("patch").is_none_or(Value::is_null) {
+            errs.add(at(&p, "patch"), "patch is required");
+        }
         let fields: [(&str, Option<&Value>, &[&str]); 3] = [
             ("applyTo", patch.get("applyTo"), APPLY_TO),
             (

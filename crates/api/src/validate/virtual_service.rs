@@ -78,6 +78,12 @@ pub(crate) fn virtual_service(errs: &mut Errors, vs: &VirtualService) {
     }
     for (i, route) in vs.tcp.iter().enumerate() {
         let p = idx(base, "tcp", i);
+        if route.route.is_empty() {
+            errs.add(
+                at(&p, "route"),
+                "a TCP route needs at least one destination",
+            );
+        }
         for (j, m) in route.r#match.iter().enumerate() {
             l4_match(errs, &idx(&p, "match", j), m);
         }

@@ -104,7 +104,15 @@ fn gateway() {
             gw(
                 "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [a]\n  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [b]\n",
             ),
-            Some(("spec.servers[1].port.name", "already used for port 80")),
+            Some(("spec.servers[1].port.name", "already used (by port 80)")),
+        ),
+        (
+            // As Istio: unique even on one port number.
+            "duplicate port name on one port",
+            gw(
+                "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [a]\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [b]\n",
+            ),
+            Some(("spec.servers[1].port.name", "must be unique")),
         ),
         (
             "tls versions",

@@ -45,12 +45,18 @@ fn security() {
             None,
         ),
         (
+            // As Istio: the issuer may be omitted when jwksUri says where keys come from.
             "ra no issuer",
             kind(
                 "RequestAuthentication",
                 "  jwtRules:\n  - jwksUri: https://a/jwks\n",
             ),
-            Some(("spec.jwtRules[0].issuer", "issuer is required")),
+            None,
+        ),
+        (
+            "ra neither issuer nor jwksUri",
+            kind("RequestAuthentication", "  jwtRules:\n  - audiences: [a]\n"),
+            Some(("spec.jwtRules[0].issuer", "issuer or jwksUri is required")),
         ),
         (
             "ra bad jwks uri",
@@ -89,12 +95,10 @@ fn security() {
             None,
         ),
         (
-            "ap bad principal",
+            // A bare principal is an exact identity as Istio reads it.
+            "ap bare principal",
             ap("  rules:\n  - from: [{source: {principals: [sleep]}}]\n"),
-            Some((
-                "spec.rules[0].from[0].source.principals[0]",
-                "expected `<trust-domain>/ns/<namespace>/sa/<service-account>`",
-            )),
+            None,
         ),
         (
             "ap spiffe principal",
@@ -214,11 +218,27 @@ fn security() {
             None,
         ),
         (
-            "ap bad service account",
+            // A service account alone is in the policy's namespace, as in Istio.
+            "ap bare service account",
             ap("  rules:\n  - from: [{source: {serviceAccounts: [sleep]}}]\n"),
+            None,
+        ),
+        (
+            "ap bad service account",
+            ap("  rules:\n  - from: [{source: {serviceAccounts: [Bad_SA]}}]\n"),
             Some((
                 "spec.rules[0].from[0].source.serviceAccounts[0]",
                 "`<namespace>/<service-account>`",
+            )),
+        ),
+        (
+            "ap service accounts with namespaces",
+            ap(
+                "  rules:\n  - from: [{source: {serviceAccounts: [sleep], namespaces: [default]}}]\n",
+            ),
+            Some((
+                "spec.rules[0].from[0].source.serviceAccounts",
+                "cannot be combined with principals or namespaces",
             )),
         ),
         (

@@ -96,6 +96,8 @@ pub const DESTINATION_RULE_SUBSET_NOT_SELECT_PODS: MessageType = ty(
 );
 pub const UNKNOWN_DESTINATION_RULE_HOST: MessageType =
     ty("IST0174", "UnknownDestinationRuleHost", Level::Warning);
+pub const CONFLICTING_SERVICE_ENTRY_PROTOCOL: MessageType =
+    ty("IST0177", "ConflictingServiceEntryProtocol", Level::Warning);
 
 pub const UNSUPPORTED_RESOURCE: MessageType = ty("TRL0001", "UnsupportedResource", Level::Warning);
 pub const CONFLICTING_DESTINATION_RULES: MessageType =
@@ -132,6 +134,7 @@ pub const ALL: &[MessageType] = &[
     GATEWAY_PORT_NOT_DEFINED_ON_SERVICE,
     DESTINATION_RULE_SUBSET_NOT_SELECT_PODS,
     UNKNOWN_DESTINATION_RULE_HOST,
+    CONFLICTING_SERVICE_ENTRY_PROTOCOL,
     UNSUPPORTED_RESOURCE,
     CONFLICTING_DESTINATION_RULES,
     CONFLICTING_GATEWAY_VIRTUAL_SERVICE_HOSTS,
@@ -343,6 +346,18 @@ pub fn destination_rule_subset_not_select_pods(subset: &str) -> String {
 pub fn unknown_destination_rule_host(host: &str) -> String {
     format!(
         "The host {host} defined in the DestinationRule does not match any services in the mesh."
+    )
+}
+
+pub fn conflicting_service_entry_protocol(
+    service_entries: &str,
+    host: &str,
+    port: u32,
+    protocols: &str,
+) -> String {
+    format!(
+        "Multiple ServiceEntries ({service_entries}) define the same host {host:?} and port {port} \
+         with conflicting protocols ({protocols})."
     )
 }
 

@@ -14,7 +14,7 @@ use api::networking::{HttpMatchRequest, HttpRoute, StringMatch, VirtualService};
 
 use super::context::Context;
 use super::messages::{self as m};
-use super::names::{full_name, object_namespace};
+use super::names::{full_name, hosts_overlap, object_namespace};
 use super::{Message, object_origin};
 use crate::routes;
 
@@ -24,9 +24,11 @@ pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
 }
 
 fn mesh_gateway(ctx: &Context<'_>, out: &mut Vec<Message>) {
-    // "<scope>/<fqdn>" → VirtualServices, as istioctl keys them: a host only
-    // conflicts with the same host exported to the same namespaces.
-    let mut by_host: BTreeMap<String, Vec<&Object<VirtualService>>> = BTreeMap::new();
+    // (scope, fqdn) → VirtualServices, as istioctl keys them: a host only
+    // conflicts with the same host exported to the same namespaces, or with
+    // a host it overlaps (`*.example.com` and `a.example.com`) exported to
+    // every namespace.
+    let mut by_host: BTreeMap<(String, String), Vec<&Object<VirtualService>>> = BTreeMap::new();
     for vs in &ctx.mesh.virtual_services {
         let bound_to_mesh =
             vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
@@ -36,8 +38,7 @@ fn mesh_gateway(ctx: &Context<'_>, out: &mut Vec<Message>) {
         let ns = object_namespace(&vs.metadata);
         for scope in export_scopes(&vs.spec.export_to, ns) {
             for h in &vs.spec.hosts {
-                let key = format!("{scope}/{}", ctx.fqdn(h, ns));
-                let list = by_host.entry(key).or_default();
+                let list = by_host.entry((scope.clone(), ctx.fqdn(h, ns))).or_default();
                 // A VirtualService listing one host twice does not conflict with itself.
                 if !list.iter().any(|v| std::ptr::eq(*v, vs)) {
                     list.push(vs);
@@ -45,13 +46,30 @@ fn mesh_gateway(ctx: &Context<'_>, out: &mut Vec<Message>) {
             }
         }
     }
-    for (host, list) in by_host.into_iter().filter(|(_, l)| l.len() > 1) {
+    // Each VirtualService is reported once, for the first host it conflicts on.
+    let mut reported = std::collections::BTreeSet::new();
+    for ((scope, fqdn), list) in &by_host {
+        let mut list = list.clone();
+        if scope != "*" {
+            for ((other_scope, other), more) in &by_host {
+                if other_scope == "*" && hosts_overlap(fqdn, other) {
+                    list.extend(more.iter().copied());
+                }
+            }
+        }
+        if list.len() < 2 {
+            continue;
+        }
         let names = list
             .iter()
             .map(|v| full_name(&v.metadata))
             .collect::<Vec<_>>()
             .join(",");
+        let host = format!("{scope}/{fqdn}");
         for vs in list {
+            if !reported.insert(full_name(&vs.metadata)) {
+                continue;
+            }
             out.push(Message::new(
                 m::CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS,
                 object_origin(vs),

@@ -32,6 +32,23 @@ pub(crate) fn cases() -> Vec<Case> {
             clean: service_entry("  addresses: [10.0.0.5]\n"),
         },
         Case {
+            code: "IST0177",
+            resource: "ServiceEntry db.default",
+            text: "Multiple ServiceEntries (default/db, default/db-http) define the same host \"db.example.com\" and port 5432 with conflicting protocols (HTTP, TCP).",
+            triggers: format!(
+                "{}---\n{}",
+                service_entry("  addresses: [10.0.0.5]\n"),
+                service_entry("  addresses: [10.0.0.5]\n")
+                    .replace("name: db}", "name: db-http}")
+                    .replace("protocol: TCP", "protocol: HTTP")
+            ),
+            clean: format!(
+                "{}---\n{}",
+                service_entry("  addresses: [10.0.0.5]\n"),
+                service_entry("  addresses: [10.0.0.5]\n").replace("name: db}", "name: db-http}")
+            ),
+        },
+        Case {
             code: "IST0160",
             resource: "Telemetry second.default",
             text: "The Telemetries [first second] in namespace \"default\" have no workload selector, which can lead to undefined behavior.",

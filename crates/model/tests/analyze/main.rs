@@ -293,6 +293,7 @@ fn every_code_has_a_case_and_matches_the_catalogue() {
             Level::Error,
         ),
         ("IST0174", "UnknownDestinationRuleHost", Level::Warning),
+        ("IST0177", "ConflictingServiceEntryProtocol", Level::Warning),
     ];
     for (code, name, level) in istio {
         let ty = messages::ALL.iter().find(|t| t.code == code);
