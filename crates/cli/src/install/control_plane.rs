@@ -228,6 +228,9 @@ fn deployment(ctx: &Context, labels: &Value, selector: &Value) -> Value {
                     "args": [
                         "--in-cluster",
                         "--config-dir=/var/lib/trellis",
+                        // The CA's material, loaded from (or first written
+                        // to) the istio-ca-secret / cacerts Secrets.
+                        "--ca-dir=/var/lib/trellis/ca",
                         "--xds-addr=0.0.0.0:15010",
                         "--http-addr=0.0.0.0:15014",
                     ],

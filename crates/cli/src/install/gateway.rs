@@ -105,6 +105,9 @@ pub fn objects(ctx: &Context, direction: Direction, gw: &GatewayComponent) -> Ve
         &format!("istiod.{}.svc:15010", ctx.namespace),
         "--health",
         "$(INSTANCE_IP):15021",
+        // The projected token the CA reviews (mounted below).
+        "--token-file",
+        "/var/run/secrets/tokens/istio-token",
         // In its own pod, the proxy's loopback is its own.
         "--admin-auth",
         "loopback",
