@@ -37,7 +37,7 @@ fn real_config() -> (pb::Node, EncodedConfig) {
             let encoded = t
                 .resources
                 .iter()
-                .map(|r| r.encode_to_vec())
+                .map(|r| r.bytes.to_vec())
                 .collect::<Vec<_>>();
             (type_url.clone(), encoded)
         })
