@@ -476,12 +476,13 @@ async fn the_api_refuses_strangers_and_no_private_key_leaves_it() -> Result<()> 
     let files = tempfile::tempdir()?;
     let ra = write(
         files.path(),
-        "ra.yaml",
-        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt}\nspec:\n  selector: {matchLabels: {app: web}}\n  jwtRules: [{issuer: \"https://issuer.example\"}]\n",
+        "telemetry.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  tracing: [{randomSamplingPercentage: 10}]\n",
     )?;
     let out = mesh.trellis(&["apply", "-f", &ra]);
     ok(&out)?;
-    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT enforced"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Telemetry has no effect (tracing ignored)"), "{stderr}");
     // And to any other client, in a `Warning` header as Kubernetes' API server says it.
     let resp = client
         .post(format!("{}/v1/apply", mesh.api))
@@ -497,7 +498,7 @@ async fn the_api_refuses_strangers_and_no_private_key_leaves_it() -> Result<()> 
         .unwrap_or_default()
         .to_string();
     assert!(
-        warning.starts_with("299 - ") && warning.contains("NOT enforced"),
+        warning.starts_with("299 - ") && warning.contains("Telemetry has no effect"),
         "{warning:?}"
     );
 
