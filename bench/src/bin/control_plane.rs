@@ -83,9 +83,15 @@ async fn simulated_proxy(
     received: Arc<Mutex<Received>>,
 ) -> Result<()> {
     use prost::Message as _;
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)?
-        .connect()
-        .await?;
+    // As a real proxy does, a connection refused or dropped (2,000 proxies
+    // connecting at once overflow the listener's accept queue) is tried again.
+    let endpoint = tonic::transport::Endpoint::from_shared(endpoint)?;
+    let channel = loop {
+        match endpoint.connect().await {
+            Ok(channel) => break channel,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
