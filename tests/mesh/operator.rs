@@ -482,7 +482,10 @@ async fn the_api_refuses_strangers_and_no_private_key_leaves_it() -> Result<()> 
     let out = mesh.trellis(&["apply", "-f", &ra]);
     ok(&out)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Telemetry has no effect (tracing ignored)"), "{stderr}");
+    assert!(
+        stderr.contains("Telemetry has no effect (tracing ignored)"),
+        "{stderr}"
+    );
     // And to any other client, in a `Warning` header as Kubernetes' API server says it.
     let resp = client
         .post(format!("{}/v1/apply", mesh.api))
