@@ -392,6 +392,8 @@ impl Bench {
                     &conf,
                     upstream::nginx_conf(h2_addr, self.a.body_size, &self.a.out.canonicalize()?),
                 )?;
+                // nginx reads a relative -c from its own prefix, not our directory.
+                let conf = conf.canonicalize()?;
                 self.spawn("nginx", Command::new(&self.a.nginx).arg("-c").arg(&conf), None)
                     .context("--h2-app nginx needs nginx (apt-get install nginx-light), or pass --h2-app builtin")?
             }
