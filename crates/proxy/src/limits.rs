@@ -31,8 +31,13 @@ pub const DEFAULT_DOWNSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Idle connections kept per upstream endpoint. Envoy keeps every one it
 /// opened until its idle timeout (1 h): a burst of N concurrent HTTP/1
 /// requests leaves N connections (and their buffers) behind for an hour.
-/// Beyond this many idle ones, a connection given back is closed.
+/// Beyond this many idle ones, a connection left unused for
+/// `DEFAULT_EXCESS_IDLE_AFTER` is closed.
 pub const DEFAULT_MAX_IDLE_PER_ENDPOINT: u32 = 16;
+/// How long an idle connection beyond `DEFAULT_MAX_IDLE_PER_ENDPOINT` is kept:
+/// long enough that steady concurrency reuses it, short enough that a burst
+/// hands its connections back within seconds.
+pub const DEFAULT_EXCESS_IDLE_AFTER: Duration = Duration::from_secs(5);
 
 /// hyper's HTTP/1 read buffer cannot be smaller.
 const HYPER_MIN_BUF: usize = 8192;
@@ -50,6 +55,8 @@ pub struct Limits {
     /// closed (HTTP/2: GOAWAY). `None`: never.
     pub downstream_idle_timeout: Option<Duration>,
     pub max_idle_per_endpoint: u32,
+    /// How long idle upstream connections beyond `max_idle_per_endpoint` stay.
+    pub excess_idle_after: Duration,
 }
 
 impl Default for Limits {
@@ -61,6 +68,7 @@ impl Default for Limits {
             connection_buffer_bytes: DEFAULT_CONNECTION_BUFFER_BYTES,
             downstream_idle_timeout: Some(DEFAULT_DOWNSTREAM_IDLE_TIMEOUT),
             max_idle_per_endpoint: DEFAULT_MAX_IDLE_PER_ENDPOINT,
+            excess_idle_after: DEFAULT_EXCESS_IDLE_AFTER,
         }
     }
 }

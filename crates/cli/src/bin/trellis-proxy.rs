@@ -170,8 +170,8 @@ struct Args {
         default_value_t = 3600
     )]
     downstream_idle_timeout_seconds: u64,
-    /// Idle connections kept per upstream endpoint; one given back beyond
-    /// this is closed.
+    /// Idle connections kept per upstream endpoint; those beyond this many
+    /// are closed when unused for 5 s.
     #[arg(long, env = "TRELLIS_MAX_IDLE_CONNECTIONS_PER_ENDPOINT",
           default_value_t = proxy::limits::DEFAULT_MAX_IDLE_PER_ENDPOINT)]
     max_idle_connections_per_endpoint: u32,
@@ -324,6 +324,7 @@ async fn main() -> anyhow::Result<()> {
             downstream_idle_timeout: (args.downstream_idle_timeout_seconds > 0)
                 .then(|| Duration::from_secs(args.downstream_idle_timeout_seconds)),
             max_idle_per_endpoint: args.max_idle_connections_per_endpoint,
+            ..Default::default()
         },
     };
     proxy::run(config, shutdown()).await?;

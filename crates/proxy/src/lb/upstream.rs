@@ -56,10 +56,14 @@ pub struct ConnSettings {
     /// 0: unlimited.
     pub max_requests_per_connection: u32,
     pub max_duration: Option<Duration>,
-    /// Idle connections kept (HTTP/1; an HTTP/2 endpoint has one): one
-    /// given back beyond this is closed, so that a burst of concurrent
-    /// requests does not leave as many connections open.
+    /// Idle connections kept (HTTP/1; an HTTP/2 endpoint has one): those
+    /// beyond this many that stay unused for `excess_idle_after` are closed,
+    /// so that a burst of concurrent requests does not leave as many
+    /// connections open — while steady concurrency above it keeps its
+    /// connections (closing them on return made every request of a busy
+    /// closed loop pay a new mTLS handshake).
     pub max_idle: u32,
+    pub excess_idle_after: Duration,
     /// What one HTTP/2 connection's responses may make the proxy buffer
     /// (its receive window; a stream may use a quarter).
     pub buffer_bytes: u32,
@@ -74,6 +78,7 @@ impl Default for ConnSettings {
             max_requests_per_connection: 0,
             max_duration: None,
             max_idle: crate::limits::DEFAULT_MAX_IDLE_PER_ENDPOINT,
+            excess_idle_after: crate::limits::DEFAULT_EXCESS_IDLE_AFTER,
             buffer_bytes: crate::limits::DEFAULT_CONNECTION_BUFFER_BYTES,
         }
     }
@@ -84,6 +89,7 @@ impl ConnSettings {
     pub fn from_limits(limits: &crate::limits::Limits) -> Self {
         ConnSettings {
             max_idle: limits.max_idle_per_endpoint,
+            excess_idle_after: limits.excess_idle_after,
             buffer_bytes: limits.connection_buffer_bytes,
             ..ConnSettings::default()
         }
@@ -95,12 +101,14 @@ impl ConnSettings {
             && self.max_duration.is_none_or(|d| now < created + d)
     }
 
-    /// When a driver should next look at its connection.
-    fn check_after(&self) -> Option<Duration> {
-        match (self.idle_timeout, self.max_duration) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+    /// When a driver should next look at its connection (an HTTP/1 one
+    /// may be an excess idle one by then).
+    fn check_after(&self, http2: bool) -> Option<Duration> {
+        let excess = (!http2).then_some(self.excess_idle_after);
+        [self.idle_timeout, self.max_duration, excess]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -420,10 +428,6 @@ impl EndpointPool {
                 Err(Err(_)) => return,
             }
         }
-        if st.h1.idle.len() >= st.settings.max_idle as usize {
-            // Dropping it closes it.
-            return;
-        }
         conn.idle_since = now;
         st.h1.idle.push(conn);
     }
@@ -620,14 +624,22 @@ impl EndpointPool {
                 c.meta.id != id || !(too_old(c.meta.created) || idle)
             });
         } else {
-            st.h1.idle.retain(|c| {
-                let idle = s
-                    .idle_timeout
-                    .is_some_and(|t| now.duration_since(c.idle_since) >= t);
-                c.id != id || !(too_old(c.created) || idle)
-            });
+            // Idle connections are a stack (the last given back is the next
+            // taken): those below the `max_idle` on top are the excess.
+            let excess = st.h1.idle.len().saturating_sub(s.max_idle as usize);
+            if let Some(at) = st.h1.idle.iter().position(|c| c.id == id) {
+                let c = &st.h1.idle[at];
+                let idle_for = now.duration_since(c.idle_since);
+                if too_old(c.created)
+                    || s.idle_timeout.is_some_and(|t| idle_for >= t)
+                    || (at < excess && idle_for >= s.excess_idle_after)
+                {
+                    // Dropping it closes it.
+                    st.h1.idle.remove(at);
+                }
+            }
         }
-        s.check_after()
+        s.check_after(http2)
     }
 
     fn closed(self: &Arc<Self>, id: u64, http2: bool) {
@@ -698,7 +710,9 @@ where
     F: std::future::Future<Output = Result<(), hyper::Error>>,
 {
     let mut connection = std::pin::pin!(connection);
-    let mut check = pool.upgrade().and_then(|p| p.lock().settings.check_after());
+    let mut check = pool
+        .upgrade()
+        .and_then(|p| p.lock().settings.check_after(http2));
     loop {
         let Some(after) = check else {
             let _ = connection.as_mut().await;

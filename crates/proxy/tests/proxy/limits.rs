@@ -212,6 +212,7 @@ async fn idle_upstream_connections_are_bounded_after_a_burst() {
     let config = proxy::Config {
         limits: proxy::limits::Limits {
             max_idle_per_endpoint: 3,
+            excess_idle_after: Duration::from_millis(100),
             ..Default::default()
         },
         ..Proxy::config(ip)

@@ -222,6 +222,7 @@ async fn a_burst_leaves_at_most_max_idle_connections_open() {
         Limits::default(),
         ConnSettings {
             max_idle: 2,
+            excess_idle_after: Duration::from_millis(50),
             ..settings()
         },
     );
@@ -252,6 +253,37 @@ async fn a_burst_leaves_at_most_max_idle_connections_open() {
     s.gate.as_ref().expect("gated").add_permits(1);
     roundtrip(&p, s.addr, false).await.expect("response");
     assert_eq!(s.connections.load(Ordering::SeqCst), 10);
+}
+
+#[tokio::test]
+async fn steady_concurrency_above_max_idle_reuses_its_connections() {
+    let s = server(false, true).await;
+    let p = pool(
+        s.addr,
+        Limits::default(),
+        ConnSettings {
+            max_idle: 2,
+            ..settings()
+        },
+    );
+    for round in 1..=3 {
+        let burst: Vec<_> = (0..10)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move { roundtrip(&p, s.addr, false).await })
+            })
+            .collect();
+        while p.open_connections() < 10 || s.connections.load(Ordering::SeqCst) < 10 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        s.gate.as_ref().expect("gated").add_permits(10);
+        for r in burst {
+            assert_eq!(r.await.expect("task"), Ok(()));
+        }
+        // Before, each round after the first closed eight of its ten
+        // connections on return and opened eight new ones.
+        assert_eq!(s.connections.load(Ordering::SeqCst), 10, "round {round}");
+    }
 }
 
 #[tokio::test]
