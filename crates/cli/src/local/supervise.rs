@@ -60,6 +60,12 @@ impl StatusBoard {
         }
     }
 
+    /// The state of the child named `name`, once it has been started.
+    pub fn get(&self, name: &str) -> Option<ProcessStatus> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.get(name).cloned()
+    }
+
     fn set(&self, name: &str, f: impl FnOnce(&mut ProcessStatus)) {
         let json = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
