@@ -368,7 +368,11 @@ async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effe
     let gateway_log = || {
         let mut out = String::new();
         for entry in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().contains("ingressgateway") {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .contains("ingressgateway")
+            {
                 out += &std::fs::read_to_string(entry.path()).unwrap_or_default();
             }
         }
