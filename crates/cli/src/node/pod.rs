@@ -289,7 +289,25 @@ impl Runner {
                 }
             }
         }
+        // Tokens are renewed at 80 % of their lifetime, as a kubelet does.
+        let lifetime = volumes::token_lifetime(&self.pod);
+        let renew_after = |d: Duration| tokio::time::Instant::now() + d * 4 / 5;
+        let mut renew_at = lifetime.map(renew_after);
         loop {
+            if let (Some(at), Some(life)) = (renew_at, lifetime)
+                && tokio::time::Instant::now() >= at
+            {
+                let volumes_dir = self.dir.join("volumes");
+                renew_at = match volumes::refresh_tokens(&self.node.client, &self.pod, &volumes_dir)
+                    .await
+                {
+                    Ok(()) => Some(renew_after(life)),
+                    Err(e) => {
+                        tracing::warn!(pod = %self.id, error = %format!("{e:#}"), "cannot renew the pod's tokens; retrying");
+                        Some(tokio::time::Instant::now() + Duration::from_secs(30))
+                    }
+                };
+            }
             let (ip, ns) = (self.slot.ip, self.ns.clone());
             for r in inits.iter_mut().chain(apps.iter_mut()) {
                 let running = r.long_running
@@ -463,6 +481,8 @@ impl Runner {
             program,
             args,
             env,
+            // A container sees its own environment, never the agent's.
+            clear_env: true,
             log: logs.join(format!("{}.{}.{cname}.log", self.namespace(), self.name())),
         })
     }

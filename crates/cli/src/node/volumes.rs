@@ -3,9 +3,8 @@
 //! (service-account tokens from the TokenRequest API with the audience
 //! and lifetime the pod asks for, ConfigMaps, Secrets, pod fields). The
 //! containers see them at their mount paths ([`crate::local::netns::in_pod_mounted`]).
-//! Contents are written once, when the pod starts: tokens are not renewed
-//! (a token lives `expirationSeconds`, 12 h for Istio's) and ConfigMap
-//! changes are not followed.
+//! Tokens are requested again at 80 % of their lifetime, as a kubelet
+//! does ([`refresh_tokens`]); ConfigMap and Secret changes are not followed.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -410,4 +409,53 @@ async fn token(
             format!("the TokenRequest for ServiceAccount {namespace}/{sa} returned no token"),
         )
     })
+}
+
+/// The shortest lifetime asked for by the pod's projected tokens, if it has any.
+pub fn token_lifetime(pod: &Pod) -> Option<std::time::Duration> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.projected.as_ref())
+        .flat_map(|p| p.sources.iter().flatten())
+        .filter_map(|s| s.service_account_token.as_ref())
+        .map(|t| t.expiration_seconds.unwrap_or(3600).max(600))
+        .min()
+        .map(|s| std::time::Duration::from_secs(s.unsigned_abs()))
+}
+
+/// Requests every projected token of the pod again and replaces its file
+/// under `dir` (by rename: a container reads the old token or the new one).
+pub async fn refresh_tokens(
+    client: &kube::Client,
+    pod: &Pod,
+    dir: &Path,
+) -> Result<(), VolumeError> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(p) = &v.projected else { continue };
+        let mode = mode_of(p.default_mode);
+        for t in p
+            .sources
+            .iter()
+            .flatten()
+            .filter_map(|s| s.service_account_token.as_ref())
+        {
+            let token = token(
+                client,
+                pod,
+                namespace,
+                &v.name,
+                t.audience.as_deref(),
+                t.expiration_seconds,
+            )
+            .await?;
+            let staged = format!(".{}.new", t.path.replace('/', "_"));
+            let volume = dir.join(&v.name);
+            write(&v.name, &volume, &staged, token.as_bytes(), mode)?;
+            std::fs::rename(volume.join(&staged), volume.join(&t.path))
+                .map_err(|e| err(&v.name, format!("{}: {e}", t.path)))?;
+        }
+    }
+    Ok(())
 }

@@ -214,6 +214,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         program: trellisd,
         args,
         env: Vec::new(),
+        clear_env: false,
         log: logs.join("trellisd.log"),
     });
     if let Err(e) = wait_ready(&format!("{api_url}/healthz"), Duration::from_secs(20)).await {
@@ -457,6 +458,7 @@ fn start_pod(
                 .cloned()
                 .chain([identity.proxy_env(&pod.namespace, &pod.service_account)])
                 .collect(),
+            clear_env: false,
             log: logs.join(format!("{}.{}.istio-proxy.log", pod.namespace, pod.name)),
         });
     }
@@ -487,6 +489,7 @@ fn start_pod(
             program,
             args,
             env,
+            clear_env: false,
             log: logs.join(format!("{}.{}.{}.log", pod.namespace, pod.name, c.name)),
         });
     }
