@@ -66,7 +66,7 @@ impl Drop for Trellisd {
 /// The webhook configurations as Istio's chart makes them (names,
 /// selectors, failure policies), pointing at `url` instead of the istiod
 /// Service: the test's API server and trellisd run on loopback.
-fn webhook_configurations(url: &str) -> String {
+pub(crate) fn webhook_configurations(url: &str) -> String {
     format!(
         r#"
 apiVersion: admissionregistration.k8s.io/v1

@@ -18,6 +18,7 @@ mod kube_ca;
 mod kube_cli;
 mod kube_faults;
 mod kube_inject;
+mod kube_node;
 mod kube_status;
 mod mtls;
 mod operator;

@@ -10,6 +10,8 @@ pub mod files;
 pub mod install;
 pub mod iptables;
 pub mod kube_inject;
+pub mod local;
 pub mod logging;
 pub mod meshes;
+pub mod node;
 pub mod up;

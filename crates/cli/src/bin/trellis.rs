@@ -44,7 +44,25 @@ enum Command {
         no_netns: bool,
         /// The pods' IPv4 range in network namespace mode (default 10.<block>.0.0/16).
         #[arg(long, conflicts_with = "no_netns")]
-        pod_cidr: Option<cli::up::netns::PodCidr>,
+        pod_cidr: Option<cli::local::netns::PodCidr>,
+    },
+    /// A node agent for one-machine clusters and tests (root): registers a
+    /// Node with the cluster of --kubeconfig, binds unscheduled pods to it
+    /// and runs them as local processes, each in its own network namespace.
+    Node {
+        /// The Node's name (default: this host's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Names the network namespaces and links made (as `up --block`);
+        /// the default pod range is 10.<block>.0.0/16.
+        #[arg(long, default_value_t = 20)]
+        block: u8,
+        /// The pods' IPv4 range; the node takes its first address.
+        #[arg(long)]
+        pod_cidr: Option<cli::local::netns::PodCidr>,
+        /// Where pods' volumes and logs go (default: a temporary directory named after the block).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Create or update resources in the running mesh.
     Apply {
@@ -211,6 +229,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 no_netns: *no_netns,
                 pod_cidr: *pod_cidr,
             })
+            .await
+        }
+        Command::Node {
+            name,
+            block,
+            pod_cidr,
+            state_dir,
+        } => {
+            let (client, _) = args.cluster.connect().await?;
+            cli::node::run(
+                client,
+                cli::node::NodeOptions {
+                    name: name.clone(),
+                    block: *block,
+                    pod_cidr: *pod_cidr,
+                    state_dir: state_dir.clone(),
+                },
+            )
             .await
         }
         Command::Apply { file, recursive } => {

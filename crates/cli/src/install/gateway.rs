@@ -128,7 +128,12 @@ pub fn objects(ctx: &Context, direction: Direction, gw: &GatewayComponent) -> Ve
     env.extend(k8s.env.clone().unwrap_or_default());
     let mut pod_labels = labels.clone();
     pod_labels["sidecar.istio.io/inject"] = json!("false");
-    let mut annotations = json!({"sidecar.istio.io/inject": "false"});
+    // Istio's gateway template: what makes the control plane serve this
+    // pod's proxy as a gateway (a pod with neither it nor a sidecar is refused).
+    let mut annotations = json!({
+        "sidecar.istio.io/inject": "false",
+        model::registry::GATEWAY_TEMPLATE_ANNOTATION: "gateway",
+    });
     for (k, v) in &k8s.pod_annotations {
         annotations[k] = json!(v);
     }

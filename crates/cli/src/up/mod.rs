@@ -6,11 +6,8 @@
 //! share the loopback interface and apps call out through `HTTP_PROXY`.
 
 pub mod bootstrap;
-pub mod lock;
-pub mod netns;
 pub mod plan;
 pub mod prometheus;
-pub mod supervise;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::files;
+use crate::local::programs::find_program;
+use crate::local::{lock, netns, supervise};
 use crate::meshes::{self, MeshRecord};
 use plan::{Addresses, PodPlan};
 use supervise::{Spec, StatusBoard, Supervisor};
@@ -152,8 +151,8 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     let _ = std::fs::remove_file(&status_file);
 
     let trellisd =
-        plan::find_program("trellisd").context("trellisd not found next to trellis or on PATH")?;
-    let proxy = plan::find_program("trellis-proxy")
+        find_program("trellisd").context("trellisd not found next to trellis or on PATH")?;
+    let proxy = find_program("trellis-proxy")
         .context("trellis-proxy not found next to trellis or on PATH")?;
     let cp_ip = addrs.control_plane();
     let api_url = format!("http://{cp_ip}:{HTTP_API_PORT}");
@@ -215,6 +214,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         program: trellisd,
         args,
         env: Vec::new(),
+        clear_env: false,
         log: logs.join("trellisd.log"),
     });
     if let Err(e) = wait_ready(&format!("{api_url}/healthz"), Duration::from_secs(20)).await {
@@ -280,7 +280,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         file_sd.as_deref(),
     );
 
-    shutdown_signal().await;
+    crate::local::shutdown_signal().await;
     eprintln!("stopping the mesh…");
     workloads.stop().await;
     control.stop().await;
@@ -458,6 +458,7 @@ fn start_pod(
                 .cloned()
                 .chain([identity.proxy_env(&pod.namespace, &pod.service_account)])
                 .collect(),
+            clear_env: false,
             log: logs.join(format!("{}.{}.istio-proxy.log", pod.namespace, pod.name)),
         });
     }
@@ -488,6 +489,7 @@ fn start_pod(
             program,
             args,
             env,
+            clear_env: false,
             log: logs.join(format!("{}.{}.{}.log", pod.namespace, pod.name, c.name)),
         });
     }
@@ -572,23 +574,6 @@ fn print_summary(
     let _ = stdout
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush());
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+
+use crate::local::programs::program_for;
 use api::Resource;
 use identity::{SECRET_TTL, secret_ttl};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -26,7 +28,7 @@ pub const PROXY_CONFIG_ANNOTATION: &str = "proxy.istio.io/config";
 #[derive(Clone, Copy, Debug)]
 pub struct Addresses {
     pub block: u8,
-    pub pods: Option<super::netns::PodCidr>,
+    pub pods: Option<crate::local::netns::PodCidr>,
 }
 
 impl Addresses {
@@ -172,68 +174,6 @@ pub struct Plan {
     /// The user's resources plus what `up` adds (istio-system, the ingress gateway's Service, the Pods).
     pub resources: Vec<Resource>,
     pub pods: Vec<PodPlan>,
-}
-
-/// Finds a program: next to the running `trellis` binary first, then on PATH.
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    let beside = std::env::current_exe().ok()?.parent()?.join(name);
-    if beside.is_file() {
-        return Some(beside);
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-/// What a container's image runs on one machine: its `command` if it names a
-/// program, else Istio's Bookinfo images map to the matching `trellis-sample`
-/// role, and an image named like a program runs that program.
-fn program_for(c: &Container) -> Result<(PathBuf, Vec<String>)> {
-    let args = c.args.clone().unwrap_or_default();
-    if let Some(cmd) = c.command.as_ref().and_then(|c| c.first()) {
-        let path = if cmd.contains('/') {
-            Some(PathBuf::from(cmd))
-        } else {
-            find_program(cmd)
-        };
-        let Some(path) = path else {
-            bail!(
-                "container {}: program {cmd:?} not found next to trellis or on PATH",
-                c.name
-            )
-        };
-        let mut all: Vec<String> = c.command.iter().flatten().skip(1).cloned().collect();
-        all.extend(args);
-        return Ok((path, all));
-    }
-    let image = c.image.clone().unwrap_or_default();
-    let base = image.rsplit('/').next().unwrap_or_default();
-    let base = base.split([':', '@']).next().unwrap_or_default();
-    if let Some(rest) = base.strip_prefix("examples-bookinfo-") {
-        // e.g. examples-bookinfo-reviews-v2 → trellis-sample reviews --version v2
-        let (role, version) = rest.rsplit_once("-v").map_or((rest, "1"), |(r, v)| (r, v));
-        let Some(sample) = find_program("trellis-sample") else {
-            bail!("trellis-sample not found next to trellis or on PATH")
-        };
-        let mut all = vec![
-            role.to_string(),
-            "--version".into(),
-            format!("v{version}"),
-            "--service".into(),
-            role.to_string(),
-        ];
-        all.extend(args);
-        return Ok((sample, all));
-    }
-    match find_program(base) {
-        Some(p) => Ok((p, args)),
-        None => bail!(
-            "container {}: cannot run image {image:?} on this machine: give the container a `command` naming a program",
-            c.name
-        ),
-    }
 }
 
 /// A Kubernetes-looking pod name: `<deployment>-<template hash>-<suffix>`, stable across runs.

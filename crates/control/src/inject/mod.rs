@@ -15,22 +15,20 @@
 //! `sidecar.istio.io/status` annotation, by which an injected pod is never
 //! injected again.
 
+mod init;
+mod patch;
 mod policy;
 mod probes;
+mod sidecar;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIVolumeFile,
-    DownwardAPIVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod, Probe,
-    ProjectedVolumeSource, ResourceRequirements, SecurityContext, ServiceAccountTokenProjection,
-    Volume, VolumeMount, VolumeProjection,
-};
+use k8s_openapi::api::core::v1::{ContainerPort, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 use serde_json::json;
 
+pub use patch::patch;
 pub use policy::{Decision, INJECT, NAMESPACE_INJECTION, Policy, REVISION, Scope, decide};
 
 /// The sidecar container's name, which `kubectl logs POD -c istio-proxy` and dashboards use.
@@ -50,9 +48,9 @@ pub const STATUS_PORT: u16 = 15020;
 /// Istio's health port: the sidecar's own readiness.
 pub const HEALTH_PORT: u16 = 15021;
 
-const TOKEN_VOLUME: &str = "istio-token";
-const CA_VOLUME: &str = "istiod-ca-cert";
-const PODINFO_VOLUME: &str = "istio-podinfo";
+/// Where injected sidecars reach the discovery and certificate service
+/// unless configured otherwise: the istiod Service in istio-system.
+pub const DEFAULT_DISCOVERY_ADDRESS: &str = "http://istiod.istio-system.svc:15010";
 
 /// How this control plane injects (Istio: the injector's `values` and `config`).
 #[derive(Clone, Debug)]
@@ -108,7 +106,7 @@ impl Default for Config {
         Config {
             image: "trellis/trellis-proxy:latest".into(),
             image_pull_policy: None,
-            discovery_address: "http://istiod.istio-system.svc:15010".into(),
+            discovery_address: DEFAULT_DISCOVERY_ADDRESS.into(),
             revision: "default".into(),
             policy: Policy::Enabled,
             resources: default_resources(),
@@ -255,9 +253,9 @@ pub fn inject(
         })?,
         None => STATUS_PORT,
     };
-    let resources = resources(&annotations, config)?;
-    let workers = workers(concurrency, &resources);
-    let capture = capture_args(&annotations, status_port, &metadata)?;
+    let resources = sidecar::resources(&annotations, config)?;
+    let workers = sidecar::workers(concurrency, &resources);
+    let capture = init::capture_args(&annotations, status_port, &metadata)?;
     if let Some(mode) = ann("sidecar.istio.io/interceptionMode")
         && mode != "REDIRECT"
     {
@@ -278,6 +276,11 @@ pub fn inject(
     };
 
     let workload = workload.cloned().unwrap_or_else(|| workload_of(&pod));
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let spec = pod.spec.get_or_insert_with(Default::default);
     let app_containers: Vec<String> = spec.containers.iter().map(|c| c.name.clone()).collect();
     let pod_ports: Vec<ContainerPort> = spec
@@ -310,176 +313,21 @@ pub fn inject(
         new_annotations.insert("prometheus.io/path".into(), "/stats/prometheus".into());
     }
 
-    let mut env = vec![
-        field_env("POD_NAME", "metadata.name"),
-        field_env("POD_NAMESPACE", "metadata.namespace"),
-        field_env("INSTANCE_IP", "status.podIP"),
-        field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-        field_env("HOST_IP", "status.hostIP"),
-        value_env(
-            "ISTIO_META_POD_PORTS",
-            serde_json::to_string(&pod_ports).unwrap_or_else(|_| "[]".into()),
-        ),
-        value_env("ISTIO_META_APP_CONTAINERS", app_containers.join(",")),
-        value_env("ISTIO_META_CLUSTER_ID", "Kubernetes".into()),
-        value_env("ISTIO_META_INTERCEPTION_MODE", "REDIRECT".into()),
-        value_env("ISTIO_META_MESH_ID", config.mesh.trust_domain.clone()),
-        value_env("TRUST_DOMAIN", config.mesh.trust_domain.clone()),
-    ];
-    if !workload.name.is_empty() {
-        env.push(value_env("ISTIO_META_WORKLOAD_NAME", workload.name.clone()));
-        if !workload.api_version.is_empty() {
-            env.push(value_env(
-                "ISTIO_META_OWNER",
-                format!(
-                    "kubernetes://apis/{}/namespaces/{}/{}s/{}",
-                    workload.api_version,
-                    pod.metadata.namespace.as_deref().unwrap_or("default"),
-                    workload.kind.to_ascii_lowercase(),
-                    workload.name
-                ),
-            ));
-        }
-    }
-    if !probers.is_empty() {
-        env.push(value_env(
-            "ISTIO_KUBE_APP_PROBERS",
-            json!(probers).to_string(),
-        ));
-    }
-    if let Some(p) = prometheus_env {
-        env.push(value_env("ISTIO_PROMETHEUS_ANNOTATIONS", p));
-    }
-    for (k, v) in &metadata {
-        env.push(value_env(k, v.clone()));
-    }
-
-    let mut args = vec![
-        "--xds".to_string(),
-        config.discovery_address.clone(),
-        "--token-file".into(),
-        TOKEN_PATH.into(),
-        "--trust-domain".into(),
-        config.mesh.trust_domain.clone(),
-        "--capture".into(),
-        // The pod's own network namespace: no other pod reaches its loopback.
-        "--admin-auth".into(),
-        "loopback".into(),
-        "--health".into(),
-        format!("0.0.0.0:{HEALTH_PORT}"),
-        "--workers".into(),
-        workers.to_string(),
-    ];
-    if status_port != 0 {
-        args.extend(["--status".into(), format!("0.0.0.0:{status_port}")]);
-    }
-    if !workload.name.is_empty() {
-        args.extend(["--workload-name".into(), workload.name.clone()]);
-    }
-    for (k, v) in &labels {
-        args.extend(["--label".into(), format!("{k}={v}")]);
-    }
-
-    let ready_probe = |period: i32, failures: i32| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some("/healthz/ready".into()),
-            port: IntOrString::Int(i32::from(HEALTH_PORT)),
-            ..Default::default()
-        }),
-        initial_delay_seconds: Some(0),
-        period_seconds: Some(period),
-        timeout_seconds: Some(3),
-        failure_threshold: Some(failures),
-        ..Default::default()
-    };
-    let int_ann = |key: &str, default: i32| -> Result<i32, InjectError> {
-        match ann(key) {
-            Some(v) => v
-                .parse()
-                .map_err(|_| bad(key, format!("{v:?} is not a whole number"))),
-            None => Ok(default),
-        }
-    };
-    let readiness = Probe {
-        initial_delay_seconds: Some(int_ann(
-            "readiness.status.sidecar.istio.io/initialDelaySeconds",
-            0,
-        )?),
-        ..ready_probe(
-            int_ann("readiness.status.sidecar.istio.io/periodSeconds", 15)?,
-            int_ann("readiness.status.sidecar.istio.io/failureThreshold", 4)?,
-        )
-    };
-    let mut proxy = Container {
-        name: PROXY_CONTAINER.into(),
-        image: Some(
-            ann("sidecar.istio.io/proxyImage")
-                .unwrap_or(&config.image)
-                .to_string(),
-        ),
-        image_pull_policy: config.image_pull_policy.clone(),
-        command: Some(vec!["trellis-proxy".into()]),
-        args: Some(args),
-        env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some("http-envoy-prom".into()),
-            container_port: i32::from(if status_port != 0 {
-                status_port
-            } else {
-                HEALTH_PORT
-            }),
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
-        readiness_probe: Some(readiness),
-        // Native sidecars: the application starts once the proxy is ready.
-        startup_probe: native.then(|| ready_probe(1, 600)),
-        resources: Some(resources),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            privileged: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_group: Some(PROXY_UID),
-            run_as_non_root: Some(true),
-            run_as_user: Some(PROXY_UID),
-            ..Default::default()
-        }),
-        volume_mounts: Some(vec![
-            mount(TOKEN_VOLUME, "/var/run/secrets/tokens"),
-            mount(CA_VOLUME, "/var/run/secrets/istio"),
-            mount(PODINFO_VOLUME, "/etc/istio/pod"),
-        ]),
-        ..Default::default()
-    };
-    if status_port == 0 {
-        proxy.ports = None;
-    }
-    let init = Container {
-        name: INIT_CONTAINER.into(),
-        image: proxy.image.clone(),
-        image_pull_policy: config.image_pull_policy.clone(),
-        command: Some(vec!["trellis-proxy".into()]),
-        args: Some(capture),
-        resources: Some(config.init_resources.clone()),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
-                drop: Some(vec!["ALL".into()]),
-            }),
-            privileged: Some(false),
-            read_only_root_filesystem: Some(false),
-            run_as_group: Some(0),
-            run_as_non_root: Some(false),
-            run_as_user: Some(0),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let env = sidecar::env(
+        config,
+        sidecar::EnvInputs {
+            namespace: &namespace,
+            pod_ports: &pod_ports,
+            app_containers: &app_containers,
+            workload: &workload,
+            probers: &probers,
+            prometheus: prometheus_env,
+            metadata: &metadata,
+        },
+    );
+    let args = sidecar::args(config, workers, status_port, &workload, &labels);
+    let mut proxy = sidecar::container(config, &ann, args, env, status_port, native, resources)?;
+    let init = init::container(config, proxy.image.clone(), capture);
 
     let mut init_containers = vec![init];
     if native {
@@ -498,42 +346,9 @@ pub fn inject(
     }
     init_containers.extend(spec.init_containers.take().unwrap_or_default());
     spec.init_containers = Some(init_containers);
-
-    let volumes = spec.volumes.get_or_insert_with(Vec::new);
-    volumes.push(Volume {
-        name: TOKEN_VOLUME.into(),
-        projected: Some(ProjectedVolumeSource {
-            sources: Some(vec![VolumeProjection {
-                service_account_token: Some(ServiceAccountTokenProjection {
-                    audience: Some(TOKEN_AUDIENCE.into()),
-                    expiration_seconds: Some(43200),
-                    path: "istio-token".into(),
-                }),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    volumes.push(Volume {
-        name: CA_VOLUME.into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: crate::root_cert::CONFIGMAP_NAME.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    volumes.push(Volume {
-        name: PODINFO_VOLUME.into(),
-        downward_api: Some(DownwardAPIVolumeSource {
-            items: Some(vec![
-                downward("labels", "metadata.labels"),
-                downward("annotations", "metadata.annotations"),
-            ]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    spec.volumes
+        .get_or_insert_with(Vec::new)
+        .extend(sidecar::volumes());
 
     // Istio's marks: the status (never inject twice), the revision, which
     // container `kubectl logs` and `exec` default to, and the labels
@@ -541,7 +356,7 @@ pub fn inject(
     let status = json!({
         "initContainers": [INIT_CONTAINER],
         "containers": [PROXY_CONTAINER],
-        "volumes": [TOKEN_VOLUME, CA_VOLUME, PODINFO_VOLUME],
+        "volumes": [sidecar::TOKEN_VOLUME, sidecar::CA_VOLUME, sidecar::PODINFO_VOLUME],
         "imagePullSecrets": null,
         "revision": config.revision,
     });
@@ -587,93 +402,6 @@ pub fn inject(
     pod.metadata.labels = Some(new_labels);
     Ok(Injected { pod, warnings })
 }
-
-/// The change from `before` to `after` (the injected pod) as a JSON Patch
-/// for the pod as the API server sent it. Both sides are read through the
-/// same types, so the patch holds only the sidecar; the injected init
-/// containers are inserted by index rather than diffed against the pod's
-/// own (which would merge fields these types do not know into them).
-pub fn patch(before: &Pod, after: &Pod) -> Result<json_patch::Patch, serde_json::Error> {
-    let mut b = serde_json::to_value(before)?;
-    let mut a = serde_json::to_value(after)?;
-    let take = |v: &mut serde_json::Value| -> Option<Vec<serde_json::Value>> {
-        v.get_mut("spec")?
-            .as_object_mut()?
-            .remove("initContainers")?
-            .as_array()
-            .cloned()
-    };
-    let own = take(&mut b);
-    let all = take(&mut a).unwrap_or_default();
-    let own_len = own.as_ref().map_or(0, Vec::len);
-    let added = all.len().saturating_sub(own_len);
-    if all[added..] != own.clone().unwrap_or_default()[..] {
-        // Not a prepend: the whole pod diffed.
-        return Ok(json_patch::diff(
-            &serde_json::to_value(before)?,
-            &serde_json::to_value(after)?,
-        ));
-    }
-    let mut ops: Vec<serde_json::Value> = Vec::new();
-    match own {
-        None if added > 0 => ops.push(json!({
-            "op": "add", "path": "/spec/initContainers", "value": all[..added],
-        })),
-        None => {}
-        Some(_) => {
-            for (i, c) in all[..added].iter().enumerate() {
-                ops.push(
-                    json!({"op": "add", "path": format!("/spec/initContainers/{i}"), "value": c}),
-                );
-            }
-        }
-    }
-    let mut patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))?;
-    patch.0.extend(json_patch::diff(&b, &a).0);
-    Ok(patch)
-}
-
-fn field_env(name: &str, path: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn value_env(name: &str, value: String) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value),
-        ..Default::default()
-    }
-}
-
-fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        ..Default::default()
-    }
-}
-
-fn downward(path: &str, field: &str) -> DownwardAPIVolumeFile {
-    DownwardAPIVolumeFile {
-        path: path.into(),
-        field_ref: Some(ObjectFieldSelector {
-            field_path: field.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// The workload from the pod's controller: a ReplicaSet's Deployment (its
 /// name less the pod-template-hash), a Job's CronJob, or the controller
 /// itself; the pod's (generate)name without one.
@@ -722,177 +450,5 @@ fn workload_of(pod: &Pod) -> Workload {
         },
     }
 }
-
-/// The sidecar's resources: Istio takes them from the four annotations when
-/// any is set (and only from them), else from the injector's values.
-fn resources(
-    annotations: &BTreeMap<String, String>,
-    config: &Config,
-) -> Result<ResourceRequirements, InjectError> {
-    let keys = [
-        ("sidecar.istio.io/proxyCPU", true, "cpu"),
-        ("sidecar.istio.io/proxyMemory", true, "memory"),
-        ("sidecar.istio.io/proxyCPULimit", false, "cpu"),
-        ("sidecar.istio.io/proxyMemoryLimit", false, "memory"),
-    ];
-    if !keys.iter().any(|(k, _, _)| annotations.contains_key(*k)) {
-        return Ok(config.resources.clone());
-    }
-    let mut requests = BTreeMap::new();
-    let mut limits = BTreeMap::new();
-    for (key, request, resource) in keys {
-        let Some(value) = annotations.get(key) else {
-            continue;
-        };
-        if !is_quantity(value) {
-            return Err(bad(
-                key,
-                format!("{value:?} is not a Kubernetes quantity (e.g. 100m, 128Mi)"),
-            ));
-        }
-        let into = if request { &mut requests } else { &mut limits };
-        into.insert(resource.to_string(), Quantity(value.clone()));
-    }
-    Ok(ResourceRequirements {
-        requests: (!requests.is_empty()).then_some(requests),
-        limits: (!limits.is_empty()).then_some(limits),
-        ..Default::default()
-    })
-}
-
-/// Kubernetes' quantity syntax: a decimal number, then an exponent or a
-/// binary or decimal suffix.
-fn is_quantity(s: &str) -> bool {
-    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let digits = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(digits);
-    let number_ok = !number.is_empty() && number != "." && number.matches('.').count() <= 1;
-    let suffix_ok = matches!(
-        suffix,
-        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
-    ) || suffix
-        .strip_prefix(['e', 'E'])
-        .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
-        .is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit()));
-    number_ok && suffix_ok
-}
-
-/// Worker threads: the configured concurrency; 0 or unset with a CPU
-/// limit, that limit rounded up (Istio sizes the proxy by its CPU); else 2.
-fn workers(concurrency: Option<u32>, resources: &ResourceRequirements) -> u32 {
-    let by_limit = || {
-        resources
-            .limits
-            .as_ref()
-            .and_then(|l| l.get("cpu"))
-            .and_then(|q| cpu_cores(&q.0))
-            .map(|c| (c.ceil() as u32).max(1))
-    };
-    match concurrency {
-        Some(0) => by_limit().unwrap_or(2),
-        Some(n) => n,
-        None => by_limit().unwrap_or(2).min(2),
-    }
-}
-
-fn cpu_cores(q: &str) -> Option<f64> {
-    match q.strip_suffix('m') {
-        Some(milli) => milli.parse::<f64>().ok().map(|m| m / 1000.0),
-        None => q.parse().ok(),
-    }
-}
-
-/// The `trellis-proxy iptables` arguments from the pod's
-/// `traffic.sidecar.istio.io/*` annotations, each checked here so that a
-/// typo is refused with the pod rather than failing its init container.
-fn capture_args(
-    annotations: &BTreeMap<String, String>,
-    status_port: u16,
-    metadata: &BTreeMap<String, String>,
-) -> Result<Vec<String>, InjectError> {
-    let get = |k: &str, default: &str| {
-        annotations
-            .get(&format!("traffic.sidecar.istio.io/{k}"))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| default.to_string())
-    };
-    let key = |k: &str| format!("traffic.sidecar.istio.io/{k}");
-    let include_out = get("includeOutboundIPRanges", "*");
-    if include_out != "*" {
-        check_cidrs(&key("includeOutboundIPRanges"), &include_out)?;
-    }
-    let exclude_out = get("excludeOutboundIPRanges", "");
-    check_cidrs(&key("excludeOutboundIPRanges"), &exclude_out)?;
-    let include_in = get("includeInboundPorts", "*");
-    if include_in != "*" {
-        check_ports(&key("includeInboundPorts"), &include_in)?;
-    }
-    let mut exclude_in = get("excludeInboundPorts", "");
-    check_ports(&key("excludeInboundPorts"), &exclude_in)?;
-    // The status port is the kubelet's, never captured (15020 and 15021 never are).
-    if status_port != 0 && status_port != STATUS_PORT {
-        exclude_in = [exclude_in, status_port.to_string()]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join(",");
-    }
-    let exclude_out_ports = get("excludeOutboundPorts", "");
-    check_ports(&key("excludeOutboundPorts"), &exclude_out_ports)?;
-    let mut args = vec![
-        "iptables".to_string(),
-        format!("--includeOutboundIPRanges={include_out}"),
-        format!("--excludeOutboundIPRanges={exclude_out}"),
-        format!("--includeInboundPorts={include_in}"),
-        format!("--excludeInboundPorts={exclude_in}"),
-        format!("--excludeOutboundPorts={exclude_out_ports}"),
-        format!("--proxy-uid={PROXY_UID}"),
-        format!("--proxy-gid={PROXY_UID}"),
-    ];
-    // DNS is captured only when the proxy answers it (Istio's ISTIO_META_DNS_CAPTURE).
-    if metadata.get("ISTIO_META_DNS_CAPTURE").map(String::as_str) != Some("true") {
-        args.push("--no-dns".into());
-    }
-    Ok(args)
-}
-
-fn items(value: &str) -> impl Iterator<Item = &str> {
-    value.split(',').map(str::trim).filter(|s| !s.is_empty())
-}
-
-fn check_cidrs(annotation: &str, value: &str) -> Result<(), InjectError> {
-    for item in items(value) {
-        let (ip, len) = item.split_once('/').unwrap_or((item, ""));
-        let ok = match ip.parse::<std::net::IpAddr>() {
-            Ok(addr) => {
-                let max = if addr.is_ipv4() { 32 } else { 128 };
-                len.is_empty() || len.parse::<u8>().is_ok_and(|l| l <= max)
-            }
-            Err(_) => false,
-        };
-        if !ok {
-            return Err(bad(
-                annotation,
-                format!("{item:?} is not an IP range (CIDR, e.g. 10.0.0.0/8)"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_ports(annotation: &str, value: &str) -> Result<(), InjectError> {
-    for item in items(value) {
-        if item.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(bad(
-                annotation,
-                format!("{item:?} is not a port number (1-65535)"),
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use super::*;
@@ -566,10 +567,10 @@ fn workload_from_owner() {
 #[test]
 fn quantities() {
     for ok in ["100m", "1", "0.5", "128Mi", "1Gi", "1e3", "2k", ".5"] {
-        assert!(is_quantity(ok), "{ok}");
+        assert!(sidecar::is_quantity(ok), "{ok}");
     }
     for bad in ["", "m", "1GB", "lots", "1..2", "1e"] {
-        assert!(!is_quantity(bad), "{bad}");
+        assert!(!sidecar::is_quantity(bad), "{bad}");
     }
 }
 

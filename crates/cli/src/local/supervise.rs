@@ -23,6 +23,9 @@ pub struct Spec {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Start from an empty environment (but PATH), as a container does,
+    /// rather than this process's.
+    pub clear_env: bool,
     /// stdout and stderr are appended here.
     pub log: PathBuf,
 }
@@ -58,6 +61,12 @@ impl StatusBoard {
             file: Arc::new(file.to_path_buf()),
             state: Arc::default(),
         }
+    }
+
+    /// The state of the child named `name`, once it has been started.
+    pub fn get(&self, name: &str) -> Option<ProcessStatus> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.get(name).cloned()
     }
 
     fn set(&self, name: &str, f: impl FnOnce(&mut ProcessStatus)) {
@@ -123,6 +132,10 @@ fn command(spec: &Spec) -> std::io::Result<Command> {
         .append(true)
         .open(&spec.log)?;
     let mut cmd = Command::new(&spec.program);
+    if spec.clear_env {
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    }
     cmd.args(&spec.args)
         .env_remove("HTTP_PROXY")
         .env_remove("http_proxy")
@@ -233,6 +246,7 @@ mod tests {
             program: PathBuf::from("/bin/sh"),
             args: vec!["-c".into(), script.into()],
             env: Vec::new(),
+            clear_env: false,
             log: log.to_path_buf(),
         }
     }

@@ -316,6 +316,55 @@ impl PodNetwork {
     }
 }
 
+impl PodNetwork {
+    /// Removes a pod's namespace (its veth pair goes with it) and its
+    /// files under /etc/netns.
+    pub fn remove_pod(&self, pod: &str) -> Result<()> {
+        let ns = self.names.namespace(pod);
+        ip(&["netns", "del", &ns])?;
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&ns));
+        Ok(())
+    }
+
+    /// Writes the pod's /etc/hosts (which `ip netns exec` mounts over the
+    /// host's): localhost, the pod's own name, and `extra` lines.
+    pub fn write_hosts(
+        &self,
+        pod: &str,
+        hostname: &str,
+        pod_ip: Ipv4Addr,
+        extra: &[String],
+    ) -> Result<()> {
+        let file = Path::new("/etc/netns")
+            .join(self.names.namespace(pod))
+            .join("hosts");
+        let mut text = format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{pod_ip}\t{hostname}\n"
+        );
+        for line in extra {
+            text.push_str(line);
+            text.push('\n');
+        }
+        std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))
+    }
+
+    /// Sets a namespaced sysctl (`net.*`) in the pod's namespace.
+    pub fn sysctl(&self, pod: &str, name: &str, value: &str) -> Result<()> {
+        if !name.starts_with("net.") || name.contains("..") || name.contains('/') {
+            bail!("sysctl {name}: only the network namespace's net.* sysctls can be set");
+        }
+        let ns = self.names.namespace(pod);
+        run(Command::new("ip")
+            .args(["netns", "exec", &ns, "sysctl", "-q", "-w"])
+            .arg(format!("{name}={value}")))?;
+        Ok(())
+    }
+
+    pub fn cidr(&self) -> PodCidr {
+        self.cidr
+    }
+}
+
 impl Drop for PodNetwork {
     fn drop(&mut self) {
         clean(self.names);
@@ -346,6 +395,37 @@ pub fn in_pod(ns: &str, uid: u32, program: &Path, args: &[String]) -> (PathBuf, 
     all.push(program.display().to_string());
     all.extend(args.iter().cloned());
     (PathBuf::from("ip"), all)
+}
+
+/// As [`in_pod`], with `mounts` (host directory, path in the pod) bound
+/// over the pod's view of the file system first, as a kubelet mounts
+/// volumes: `ip netns exec` runs the command in a mount namespace of its
+/// own (slave to the host's), so the binds are seen by the pod's process
+/// alone. A missing mount point is made as an empty directory on the host.
+pub fn in_pod_mounted(
+    ns: &str,
+    uid: u32,
+    mounts: &[(PathBuf, String)],
+    program: &Path,
+    args: &[String],
+) -> (PathBuf, Vec<String>) {
+    let (ip, inner) = in_pod(ns, uid, program, args);
+    if mounts.is_empty() {
+        return (ip, inner);
+    }
+    // Paths travel as arguments, never inside the script.
+    let script = r#"while [ "$1" != -- ]; do mkdir -p "$2" && mount --bind "$1" "$2" || exit 1; shift 2; done; shift; exec "$@""#;
+    let mut all: Vec<String> = ["netns", "exec", ns, "sh", "-c", script, "sh"]
+        .map(String::from)
+        .to_vec();
+    for (source, target) in mounts {
+        all.push(source.display().to_string());
+        all.push(target.clone());
+    }
+    all.push("--".into());
+    // `inner` is `netns exec NS setpriv …`: keep from `setpriv` on.
+    all.extend(inner.into_iter().skip(3));
+    (ip, all)
 }
 
 /// Whether this process may make namespaces: root, with `ip` and `setpriv`.
@@ -380,6 +460,30 @@ mod tests {
         assert!("10.1.2.3/16".parse::<PodCidr>().is_err());
         assert!("10.1.0.0".parse::<PodCidr>().is_err());
         assert!("10.1.0.0/30".parse::<PodCidr>().is_err());
+    }
+
+    #[test]
+    fn mounts_are_arguments_never_script() {
+        let mounts = [(
+            PathBuf::from("/state/v/tok en"),
+            "/var/run/$(x);rm".to_string(),
+        )];
+        let (ip, args) = in_pod_mounted("ns1", 1337, &mounts, Path::new("/bin/app"), &["a".into()]);
+        assert_eq!(ip, PathBuf::from("ip"));
+        assert_eq!(&args[..4], ["netns", "exec", "ns1", "sh"]);
+        let script = &args[5];
+        assert!(
+            !script.contains("tok en") && !script.contains("rm"),
+            "{script}"
+        );
+        assert_eq!(
+            &args[6..10],
+            ["sh", "/state/v/tok en", "/var/run/$(x);rm", "--"]
+        );
+        assert_eq!(args[10], "setpriv");
+        assert_eq!(&args[args.len() - 2..], ["/bin/app", "a"]);
+        let (_, plain) = in_pod_mounted("ns1", 1337, &[], Path::new("/bin/app"), &[]);
+        assert_eq!(&plain[..4], ["netns", "exec", "ns1", "setpriv"]);
     }
 
     #[test]

@@ -1,0 +1,447 @@
+//! The seeds' workflow verbatim on a real API server, with `trellis node`
+//! running the pods: `kubectl label namespace … istio-injection=enabled`,
+//! `kubectl apply -f` Bookinfo and its gateway, and a request routing
+//! change (all reviews to v3) applied by kubectl taking effect — the
+//! product page, served through the ingress gateway, shows v3's red stars.
+//! The node registers itself, binds the pods, runs each in its own network
+//! namespace with its init container's capture and its injected sidecar,
+//! and reports their status, from which kube-controller-manager builds the
+//! EndpointSlices the control plane reads. Deleting a pod tears its
+//! namespace down; stopping the node leaves nothing behind.
+//!
+//! trellisd runs as a local process against the API server (as in the other
+//! Kubernetes tests), its discovery port on the node's address, which the
+//! pods reach: there is no kube-proxy to carry the istiod Service's address,
+//! so the injector is told the node's address, and so is the ingress
+//! gateway's Deployment (from `trellis manifest generate`) in its `--xds`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use e2e::kube::Kube;
+use e2e::{bin, eventually, http, repo_root};
+use serde_json::{Value, json};
+
+use crate::kube_inject::webhook_configurations;
+
+const NODE: &str = "trellis-test-node";
+
+fn missing() -> Option<&'static str> {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    });
+    if !root {
+        return Some("root");
+    }
+    ["ip", "iptables-restore", "setpriv"]
+        .into_iter()
+        .find(|tool| {
+            !std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        })
+}
+
+/// A child process with its log, stopped with SIGTERM (then waited for) on drop.
+struct Process {
+    child: Child,
+    log: std::path::PathBuf,
+    exited: Option<std::process::ExitStatus>,
+}
+
+impl Process {
+    fn start(cmd: &mut Command, log: std::path::PathBuf) -> Result<Process> {
+        let file = std::fs::File::create(&log)?;
+        let child = cmd
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        Ok(Process {
+            child,
+            log,
+            exited: None,
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        if let Some(status) = self.exited {
+            return Ok(status);
+        }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let status = self.child.wait()?;
+        self.exited = Some(status);
+        Ok(status)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Network namespaces and links of `block` that still exist.
+fn leftovers(block: u8) -> Result<Vec<String>> {
+    let text = |args: &[&str]| -> Result<String> {
+        Ok(String::from_utf8_lossy(&Command::new("ip").args(args).output()?.stdout).into_owned())
+    };
+    let prefix = format!("trellis-{block}-");
+    let link = format!("trellis{block}");
+    let mut found: Vec<String> = text(&["netns", "list"])?
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&prefix))
+        .map(String::from)
+        .collect();
+    for line in text(&["-o", "link", "show"])?.lines() {
+        let Some(name) = line.split(": ").nth(1) else {
+            continue;
+        };
+        let name = name.split('@').next().unwrap_or(name);
+        if name == link || name.starts_with(&format!("{link}-")) {
+            found.push(name.to_string());
+        }
+    }
+    Ok(found)
+}
+
+fn json_of(kube: &Kube, args: &[&str]) -> Result<Value> {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    Ok(serde_json::from_str(&kube.kubectl_ok(&all)?)?)
+}
+
+/// The ingress gateway's objects from `trellis manifest generate`, its
+/// proxy reaching the control plane at `xds`.
+fn ingress_gateway(xds: &str) -> Result<String> {
+    let out = Command::new(bin("trellis"))
+        .args(["manifest", "generate"])
+        .output()
+        .context("trellis manifest generate")?;
+    ensure!(
+        out.status.success(),
+        "trellis manifest generate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    let mut items = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let mut v: Value = serde::Deserialize::deserialize(doc)?;
+        if v["metadata"]["name"]
+            .as_str()
+            .is_none_or(|n| !n.contains("ingressgateway"))
+            || !matches!(
+                v["kind"].as_str(),
+                Some("ServiceAccount" | "Deployment" | "Service")
+            )
+        {
+            continue;
+        }
+        if v["kind"] == "Deployment" {
+            let args = &mut v["spec"]["template"]["spec"]["containers"][0]["args"];
+            let at = args
+                .as_array()
+                .and_then(|a| a.iter().position(|x| x == "--xds"))
+                .context("the gateway has no --xds")?;
+            args[at + 1] = json!(xds);
+        }
+        items.push(v);
+    }
+    ensure!(items.len() == 3, "the ingress gateway's objects: {items:?}");
+    Ok(json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string())
+}
+
+/// The product page through the gateway at `url`, complete.
+async fn product_page(client: &reqwest::Client, url: &str) -> Result<String> {
+    let resp = client.get(format!("{url}/productpage")).send().await?;
+    ensure!(resp.status() == 200, "status {}", resp.status());
+    let body = resp.text().await?;
+    ensure!(
+        body.contains("The Comedy of Errors") && body.contains("Book Details"),
+        "not the product page: {body:.300}"
+    );
+    ensure!(
+        !body.contains("Error fetching"),
+        "an upstream failed: {body}"
+    );
+    Ok(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effect() -> Result<()> {
+    if let Some(what) = missing() {
+        if std::env::var_os("CI").is_some() {
+            bail!("trellis node needs {what}");
+        }
+        eprintln!("SKIPPED: trellis node needs {what}");
+        return Ok(());
+    }
+    let Some(kube) = Kube::start("kube-node")? else {
+        return Ok(());
+    };
+    let block = kube.block;
+    let state = tempfile::tempdir()?;
+    let node_ip = format!("10.{block}.0.1");
+
+    let mut node = Process::start(
+        Command::new(bin("trellis"))
+            .arg("--kubeconfig")
+            .arg(&kube.kubeconfig)
+            .args(["node", "--name", NODE, "--block", &block.to_string()])
+            .arg("--state-dir")
+            .arg(state.path().join("node")),
+        state.path().join("node.log"),
+    )?;
+    let ready = eventually(Duration::from_secs(60), || async {
+        let n = json_of(&kube, &["get", "node", NODE])?;
+        let ready = n["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ensure!(ready, "node not Ready: {}", n["status"]);
+        Ok(n)
+    })
+    .await
+    .with_context(|| node.log())?;
+    assert_eq!(ready["spec"]["podCIDR"], format!("10.{block}.0.0/16"));
+    json_of(&kube, &["get", "lease", "-n", "kube-node-lease", NODE]).context("the node's Lease")?;
+
+    // The control plane, its discovery port on the node's address.
+    let mesh_config = state.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh_config,
+        "defaultConfig:\n  proxyMetadata:\n    ISTIO_META_DNS_CAPTURE: \"true\"\n",
+    )?;
+    let ip = format!("127.{block}.0.1");
+    let _trellisd = Process::start(
+        Command::new(bin("trellisd"))
+            .arg("--config-dir")
+            .arg(state.path().join("config"))
+            .arg("--ca-dir")
+            .arg(state.path().join("ca"))
+            .arg("--mesh-config")
+            .arg(&mesh_config)
+            .args(["--xds-addr", &format!("{node_ip}:15010")])
+            .args(["--http-addr", &format!("{ip}:15014")])
+            .args(["--webhook-addr", &format!("{ip}:15017")])
+            .args([
+                "--injector-discovery-address",
+                &format!("http://{node_ip}:15010"),
+            ])
+            .arg("--kubeconfig")
+            .arg(&kube.kubeconfig),
+        state.path().join("trellisd.log"),
+    )?;
+    kube.apply(&webhook_configurations(&format!("https://{ip}:15017")))?;
+    // The leader patches the injector's caBundle in: until then the API
+    // server cannot call it.
+    eventually(Duration::from_secs(60), || async {
+        let mwc = json_of(
+            &kube,
+            &[
+                "get",
+                "mutatingwebhookconfiguration",
+                "istio-sidecar-injector",
+            ],
+        )?;
+        ensure!(
+            mwc["webhooks"][0]["clientConfig"]["caBundle"]
+                .as_str()
+                .is_some_and(|b| !b.is_empty()),
+            "no caBundle yet"
+        );
+        Ok(())
+    })
+    .await?;
+    kube.apply(&ingress_gateway(&format!("http://{node_ip}:15010"))?)?;
+
+    // The seeds' workflow, verbatim.
+    let ns = kube.namespace.clone();
+    kube.kubectl_ok(&["label", "namespace", &ns, "istio-injection=enabled"])?;
+    let bookinfo = repo_root().join("examples/bookinfo");
+    for file in [
+        "bookinfo.yaml",
+        "bookinfo-gateway.yaml",
+        "networking/destination-rule-all.yaml",
+    ] {
+        kube.kubectl_ok(&["apply", "-f", &bookinfo.join(file).display().to_string()])?;
+    }
+
+    // Six Bookinfo pods, injected, Ready, with their sidecar's restart count.
+    let pods = eventually(Duration::from_secs(180), || async {
+        let list = json_of(&kube, &["get", "pods"])?;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let ready = |p: &Value| {
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        };
+        let not_ready: Vec<String> = items
+            .iter()
+            .filter(|p| !ready(p))
+            .map(|p| format!("{}: {}", p["metadata"]["name"], p["status"]))
+            .collect();
+        ensure!(
+            items.len() == 6 && not_ready.is_empty(),
+            "{} pods, not ready: {not_ready:#?}",
+            items.len()
+        );
+        Ok(items)
+    })
+    .await
+    .with_context(|| format!("node log:\n{}", node.log()))?;
+    for p in &pods {
+        assert_eq!(p["spec"]["nodeName"], NODE);
+        let sidecar = p["status"]["initContainerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == "istio-proxy")
+            .with_context(|| format!("no istio-proxy status: {}", p["status"]))?;
+        assert_eq!(sidecar["ready"], true, "{sidecar}");
+        assert!(sidecar["restartCount"].is_u64(), "{sidecar}");
+        let pod_ip = p["status"]["podIP"].as_str().unwrap_or_default();
+        assert!(pod_ip.starts_with(&format!("10.{block}.")), "{pod_ip}");
+    }
+
+    // kube-controller-manager made the EndpointSlices from the pods' status.
+    eventually(Duration::from_secs(60), || async {
+        let slices = json_of(
+            &kube,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=reviews",
+            ],
+        )?;
+        let ready = slices["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .count();
+        ensure!(ready == 3, "{ready} ready reviews endpoints: {slices}");
+        Ok(())
+    })
+    .await?;
+
+    // The product page through the ingress gateway.
+    let gateway = eventually(Duration::from_secs(120), || async {
+        let list = json_of(
+            &kube,
+            &[
+                "get",
+                "pods",
+                "-n",
+                "istio-system",
+                "-l",
+                "istio=ingressgateway",
+            ],
+        )?;
+        let ip = list["items"][0]["status"]["podIP"]
+            .as_str()
+            .filter(|ip| !ip.is_empty())
+            .context("the gateway has no address yet")?
+            .to_string();
+        Ok(format!("http://{ip}:8080"))
+    })
+    .await?;
+    let client = http();
+    let logs = state.path().join("node/logs");
+    let gateway_log = || {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .contains("ingressgateway")
+            {
+                out += &std::fs::read_to_string(entry.path()).unwrap_or_default();
+            }
+        }
+        let status = kube.kubectl(&["get", "pods", "-n", "istio-system", "-o", "yaml"]);
+        format!(
+            "gateway log:\n{out}\ngateway pods:\n{}\nnode log:\n{}",
+            String::from_utf8_lossy(&status.stdout),
+            node.log()
+        )
+    };
+    eventually(Duration::from_secs(120), || product_page(&client, &gateway))
+        .await
+        .with_context(gateway_log)?;
+
+    // `kubectl logs POD -c istio-proxy`: the API server reaches the node's log endpoint.
+    let productpage = pods
+        .iter()
+        .find(|p| p["metadata"]["labels"]["app"] == "productpage")
+        .and_then(|p| p["metadata"]["name"].as_str())
+        .context("no productpage pod")?;
+    let logs = kube.kubectl_ok(&["logs", productpage, "-c", "istio-proxy"])?;
+    ensure!(
+        logs.contains("connected to the control plane"),
+        "the sidecar's log: {logs}"
+    );
+
+    // The seeds' request routing: every reviews request to v3 (red stars).
+    kube.kubectl_ok(&[
+        "apply",
+        "-f",
+        &bookinfo
+            .join("networking/virtual-service-reviews-v3.yaml")
+            .display()
+            .to_string(),
+    ])?;
+    eventually(Duration::from_secs(60), || async {
+        for _ in 0..5 {
+            let page = product_page(&client, &gateway).await?;
+            ensure!(
+                page.contains("reviews-v3") && page.contains("<font color=\"red\">"),
+                "not v3's red stars yet: {page:.2000}"
+            );
+        }
+        Ok(())
+    })
+    .await?;
+
+    // A deleted pod is stopped, its namespace removed, and it is gone.
+    let victim = pods
+        .iter()
+        .find(|p| p["metadata"]["labels"]["app"] == "ratings")
+        .and_then(|p| p["metadata"]["name"].as_str())
+        .context("no ratings pod")?
+        .to_string();
+    let netns = format!("trellis-{block}-{victim}.{ns}");
+    ensure!(leftovers(block)?.contains(&netns), "no namespace {netns}");
+    kube.kubectl_ok(&["delete", "pod", &victim, "--wait=true", "--timeout=60s"])?;
+    ensure!(
+        !leftovers(block)?.contains(&netns),
+        "{netns} is still there after the pod was deleted"
+    );
+
+    // Stopping the node removes every namespace and link it made.
+    let status = node.stop()?;
+    assert!(
+        status.success(),
+        "trellis node exited {status}: {}",
+        node.log()
+    );
+    assert_eq!(leftovers(block)?, Vec::<String>::new(), "{}", node.log());
+    Ok(())
+}
