@@ -558,6 +558,28 @@ const SEEDS: &[&str] = &[
     "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: NAME}\nspec:\n  url: ''\n",
     "apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nmetadata: {name: NAME}\nspec:\n  concurrency: 2\n",
     "apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nmetadata: {name: NAME}\nspec:\n  concurrency: -2\n",
+    // Kubernetes kinds are checked only as istioctl checks them: a Pod
+    // without images, a Service port with an application protocol in
+    // `protocol`, a Service without ports, a document that is no
+    // Kubernetes object at all (a mesh config) all pass;
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: NAME}\nspec:\n  containers: [{name: app}]\n",
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: NAME}\n",
+    "apiVersion: v1\nkind: Service\nmetadata: {name: NAME}\nspec:\n  selector: {app: a}\n  ports: [{name: http, port: 80, protocol: HTTP}]\n",
+    "apiVersion: v1\nkind: Service\nmetadata: {name: NAME}\nspec:\n  selector: {app: a}\n",
+    "enableAutoMtls: true\n",
+    // a UDP port and a Service in the control plane's namespace need no prefix;
+    "apiVersion: v1\nkind: Service\nmetadata: {name: NAME}\nspec:\n  selector: {app: a}\n  ports: [{name: dns, port: 53, protocol: UDP}]\n",
+    "apiVersion: v1\nkind: Service\nmetadata: {name: NAME, namespace: istio-system}\nspec:\n  selector: {app: a}\n  ports: [{name: web, port: 80}]\n",
+    // an appProtocol Istio does not know fails.
+    "apiVersion: v1\nkind: Service\nmetadata: {name: NAME}\nspec:\n  selector: {app: a}\n  ports: [{name: http, port: 80, appProtocol: foo}]\n",
+    // EnvoyFilter: an unknown match field, a cluster patch with a listener
+    // match, an insert without a value, a subFilter match without the HTTP
+    // connection manager, and a valid removal with a route match.
+    "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: NAME}\nspec:\n  configPatches: [{applyTo: HTTP_FILTER, match: {app: reviews}, patch: {operation: INSERT_BEFORE, value: {name: a}}}]\n",
+    "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: NAME}\nspec:\n  configPatches: [{applyTo: CLUSTER, match: {listener: {portNumber: 80}}, patch: {operation: MERGE, value: {connect_timeout: 1s}}}]\n",
+    "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: NAME}\nspec:\n  configPatches: [{applyTo: HTTP_FILTER, patch: {operation: INSERT_BEFORE}}]\n",
+    "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: NAME}\nspec:\n  configPatches: [{applyTo: HTTP_FILTER, match: {listener: {filterChain: {filter: {name: envoy.filters.network.tcp_proxy, subFilter: {name: a}}}}}, patch: {operation: INSERT_BEFORE, value: {name: a}}}]\n",
+    "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: NAME}\nspec:\n  configPatches: [{applyTo: HTTP_ROUTE, match: {routeConfiguration: {vhost: {name: a}}}, patch: {operation: REMOVE}}]\n",
     // Kubernetes kinds: a Service port without a protocol prefix, an unnamed one.
     "apiVersion: v1\nkind: Service\nmetadata: {name: NAME}\nspec:\n  selector: {app: a}\n  ports: [{name: web, port: 80}]\n",
     "apiVersion: v1\nkind: Service\nmetadata: {name: NAME}\nspec:\n  selector: {app: a}\n  ports: [{port: 80}]\n",
@@ -602,6 +624,48 @@ const ANALYZE_PIECES: &[&str] = &[
     "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad-weight}\nspec:\n  hosts: [ratings.default.svc.cluster.local]\n  http: [{route: [{destination: {host: ratings}, weight: -5}]}]\n",
     "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: nobody}\nspec:\n  selector: {matchLabels: {app: nobody}}\n  rules: [{}]\n",
 ];
+
+/// Folders for checks a random pick finds only by luck, each the world and
+/// one piece; every disagreement found once is kept here.
+const ANALYZE_SEEDS: &[&str] = &[
+    // EnvoyFilter: relative operations without a priority (IST0151), one
+    // after a proxy-version patch of the same filter (IST0155), REPLACE on a
+    // cluster (IST0152), ADD and REMOVE on route configurations (IST0153,
+    // IST0154); every EnvoyFilter carries Istio's warning (IST0133).
+    "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: relative}\nspec:\n  configPatches:\n  - {applyTo: HTTP_FILTER, match: {proxy: {proxyVersion: '^1\\.2.*'}, listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager}}}}, patch: {operation: INSERT_FIRST, value: {name: envoy.lua}}}\n  - {applyTo: HTTP_FILTER, match: {listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager}}}}, patch: {operation: INSERT_BEFORE, value: {name: envoy.lua}}}\n  - {applyTo: HTTP_FILTER, patch: {operation: INSERT_AFTER, value: {name: envoy.other}}}\n",
+    "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: misplaced}\nspec:\n  configPatches:\n  - {applyTo: CLUSTER, patch: {operation: REPLACE, value: {name: c}}}\n  - {applyTo: ROUTE_CONFIGURATION, patch: {operation: ADD, value: {name: r}}}\n  - {applyTo: HTTP_ROUTE, match: {routeConfiguration: {vhost: {name: v}}}, patch: {operation: REMOVE}}\n",
+    "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: prioritized}\nspec:\n  priority: 10\n  configPatches: [{applyTo: HTTP_FILTER, patch: {operation: INSERT_BEFORE, value: {name: envoy.lua}}}]\n",
+    // Fields the patched Envoy object does not have (IST0133), and filters
+    // named without their typed configuration (IST0133).
+    "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: unknown-fields}\nspec:\n  priority: 1\n  configPatches:\n  - {applyTo: ROUTE_CONFIGURATION, patch: {operation: MERGE, value: {typed_config: {'@type': type.googleapis.com/envoy.config.route.v3.RouteConfiguration}}}}\n  - {applyTo: NETWORK_FILTER, patch: {operation: INSERT_FIRST, value: {name: envoy.filters.network.rbac, type: x}}}\n  - {applyTo: HTTP_FILTER, patch: {operation: INSERT_FIRST, value: {name: envoy.filters.http.lua}}}\n",
+    // A patch whose match names the wrong class of object (IST0106).
+    "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: wrong-class}\nspec:\n  configPatches: [{applyTo: HTTP_ROUTE, match: {cluster: {service: reviews}}, patch: {operation: MERGE, value: {name: r}}}]\n",
+    // Rules no request reaches (IST0130) and matches an earlier one takes
+    // (IST0131): a repeated match, a second match-all rule, a prefix covered
+    // by a shorter one.
+    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: dead-rules}\nspec:\n  hosts: [reviews]\n  http:\n  - name: api\n    match: [{uri: {prefix: /api}}]\n    route: [{destination: {host: reviews}}]\n  - name: api-again\n    match: [{name: again, uri: {prefix: /api}}]\n    route: [{destination: {host: reviews}}]\n  - match: [{uri: {prefix: /api/v1}}, {uri: {exact: /x}}]\n    route: [{destination: {host: reviews}}]\n  - route: [{destination: {host: reviews}}]\n  - route: [{destination: {host: reviews}}]\n",
+    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: dead-tcp}\nspec:\n  hosts: [ratings]\n  tcp:\n  - match: [{port: 9090}]\n    route: [{destination: {host: ratings}}]\n  - match: [{port: 9090}]\n    route: [{destination: {host: ratings}}]\n  - route: [{destination: {host: ratings}}]\n  - route: [{destination: {host: ratings}}]\n",
+    // Two Gateways serving one certificate to the same workloads (IST0138).
+    "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw-a}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.example.com], tls: {mode: SIMPLE, credentialName: shared}}]\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw-b}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [b.example.com], tls: {mode: SIMPLE, credentialName: shared}}]\n",
+    // Deprecated fields (IST0002).
+    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: old-fault}\nspec:\n  hosts: [ratings]\n  http: [{fault: {delay: {percent: 10, fixedDelay: 1s}}, route: [{destination: {host: ratings}}]}]\n",
+    "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: egress-proxy}\nspec:\n  workloadSelector: {labels: {app: ratings}}\n  outboundTrafficPolicy: {mode: ALLOW_ANY, egressProxy: {host: egress.example.com, port: {number: 80}}}\n",
+    // An access log without a provider while the mesh has no default (IST0157).
+    "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: no-provider}\nspec:\n  accessLogging: [{providers: [{name: envoy}]}, {filter: {expression: 'response.code >= 400'}}]\n",
+    // A ServiceEntry with NONE resolution and a TCP port but no addresses:
+    // Istio allocates none (IST0133 beside IST0134).
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: tcp-none}\nspec:\n  hosts: [db.example.com]\n  ports: [{number: 5432, name: tcp, protocol: TCP}]\n",
+    // A route bound to a Gateway Istio generates from a Kubernetes Gateway (IST0165).
+    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: internal-gw}\nspec:\n  hosts: [a.example.com]\n  gateways: [istio-system/gw~istio-autogenerated-k8s-gateway~http]\n  http: [{route: [{destination: {host: reviews}}]}]\n",
+];
+
+/// The seed folders: the world and one of [`ANALYZE_SEEDS`] each.
+pub(super) fn seed_folders() -> Vec<String> {
+    ANALYZE_SEEDS
+        .iter()
+        .map(|piece| format!("{}---\n{piece}", WORLD.join("---\n")))
+        .collect()
+}
 
 /// `count` folders, each the world and up to five pieces, as one YAML text.
 pub(super) fn folders(count: usize) -> Result<Vec<String>> {

@@ -16,6 +16,7 @@
 
 mod analyze;
 mod generator;
+mod measure;
 mod validate;
 
 use std::path::{Path, PathBuf};
