@@ -32,6 +32,8 @@ const ANALYZE_EXCLUDED: &[(&str, &str)] = &[
         "gateway.SecretAnalyzer: live cluster only",
     ),
     ("IST0102", "injection.Analyzer: live cluster only"),
+    ("IST0107", "annotations.K8sAnalyzer: live cluster only"),
+    ("IST0108", "annotations.K8sAnalyzer: live cluster only"),
     ("IST0103", "injection.Analyzer: live cluster only"),
     ("IST0110", "sidecar.SelectorAnalyzer: live cluster only"),
     ("IST0111", "sidecar.SelectorAnalyzer: live cluster only"),
@@ -40,6 +42,7 @@ const ANALYZE_EXCLUDED: &[(&str, &str)] = &[
         "virtualservice.DestinationHostAnalyzer: live cluster only",
     ),
     ("IST0118", "service.PortNameAnalyzer: live cluster only"),
+    ("IST0135", "annotations.K8sAnalyzer: live cluster only"),
     (
         "IST0127",
         "auth.AuthorizationPoliciesAnalyzer: live cluster only",

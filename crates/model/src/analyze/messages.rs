@@ -28,6 +28,8 @@ pub const REFERENCED_RESOURCE_NOT_FOUND: MessageType =
     ty("IST0101", "ReferencedResourceNotFound", Level::Error);
 pub const NAMESPACE_NOT_INJECTED: MessageType = ty("IST0102", "NamespaceNotInjected", Level::Info);
 pub const POD_MISSING_PROXY: MessageType = ty("IST0103", "PodMissingProxy", Level::Warning);
+pub const MISPLACED_ANNOTATION: MessageType = ty("IST0107", "MisplacedAnnotation", Level::Warning);
+pub const UNKNOWN_ANNOTATION: MessageType = ty("IST0108", "UnknownAnnotation", Level::Warning);
 pub const SCHEMA_VALIDATION_ERROR: MessageType =
     ty("IST0106", "SchemaValidationError", Level::Error);
 pub const CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS: MessageType = ty(
@@ -75,6 +77,7 @@ pub const VIRTUAL_SERVICE_UNREACHABLE_RULE: MessageType =
 pub const VIRTUAL_SERVICE_INEFFECTIVE_MATCH: MessageType =
     ty("IST0131", "VirtualServiceIneffectiveMatch", Level::Info);
 pub const SCHEMA_WARNING: MessageType = ty("IST0133", "SchemaWarning", Level::Warning);
+pub const DEPRECATED_ANNOTATION: MessageType = ty("IST0135", "DeprecatedAnnotation", Level::Info);
 pub const SERVICE_ENTRY_ADDRESSES_REQUIRED: MessageType =
     ty("IST0134", "ServiceEntryAddressesRequired", Level::Warning);
 pub const GATEWAY_DUPLICATE_CERTIFICATE: MessageType =
@@ -153,6 +156,8 @@ pub const ALL: &[MessageType] = &[
     REFERENCED_RESOURCE_NOT_FOUND,
     NAMESPACE_NOT_INJECTED,
     POD_MISSING_PROXY,
+    MISPLACED_ANNOTATION,
+    UNKNOWN_ANNOTATION,
     SCHEMA_VALIDATION_ERROR,
     CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS,
     CONFLICTING_SIDECAR_WORKLOAD_SELECTORS,
@@ -168,6 +173,7 @@ pub const ALL: &[MessageType] = &[
     VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY,
     SCHEMA_WARNING,
     SERVICE_ENTRY_ADDRESSES_REQUIRED,
+    DEPRECATED_ANNOTATION,
     GATEWAY_DUPLICATE_CERTIFICATE,
     CONFLICTING_GATEWAYS,
     EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME,
@@ -232,6 +238,20 @@ pub fn pod_missing_proxy(pod: &str) -> String {
     format!(
         "The pod {pod} is missing the Istio proxy. This can often be resolved by restarting or \
          redeploying the workload."
+    )
+}
+
+pub fn misplaced_annotation(annotation: &str, kinds: &str) -> String {
+    format!("Misplaced annotation: {annotation} can only be applied to {kinds}")
+}
+
+pub fn unknown_annotation(annotation: &str) -> String {
+    format!("Unknown annotation: {annotation}")
+}
+
+pub fn deprecated_annotation(annotation: &str, extra: &str) -> String {
+    format!(
+        "Annotation {annotation:?} has been deprecated{extra} and may not work in future Istio versions."
     )
 }
 

@@ -21,6 +21,7 @@
 //! gateway (`istio: ingressgateway` in `istio-system`) exists without being
 //! written down. Pure and deterministic: same input, same messages, same order.
 
+mod annotations;
 mod authorization;
 mod context;
 mod deprecation;
@@ -139,6 +140,7 @@ pub fn analyze(resources: &[Resource], mesh: &MeshConfig) -> Vec<Message> {
     service_entry::analyze(&ctx, &mut out);
     unsupported::analyze(&ctx, &mut out);
     deprecation::analyze(&ctx, &mut out);
+    annotations::analyze(&ctx, &mut out);
     suppressed_by_annotation(resources, &mut out);
     out.sort_by(|a, b| (&a.resource, a.code, &a.message).cmp(&(&b.resource, b.code, &b.message)));
     out.dedup();

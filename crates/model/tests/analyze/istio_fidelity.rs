@@ -1,4 +1,5 @@
-//! Deprecated fields (analyze/deprecation.rs), Istio's validation warnings
+//! Istio annotations (analyze/annotations.rs), deprecated fields
+//! (analyze/deprecation.rs), Istio's validation warnings
 //! (analyze/schema.rs: unreachable routes, schema warnings), duplicate
 //! gateway certificates (analyze/gateway_certificate.rs), EnvoyFilter
 //! patches (analyze/envoy_filter.rs), access logs without a provider
@@ -22,6 +23,27 @@ pub(crate) fn cases() -> Vec<Case> {
                 "old-fault",
                 "  - fault: {delay: {percentage: {value: 10}, fixedDelay: 1s}}\n    route: [{destination: {host: reviews}}]\n",
             ),
+        },
+        Case {
+            code: "IST0107",
+            resource: "Service reviews-annotated.default",
+            text: "Misplaced annotation: sidecar.istio.io/proxyCPU can only be applied to Pod",
+            triggers: annotated_service("sidecar.istio.io/proxyCPU: 100m"),
+            clean: annotated_service("networking.istio.io/exportTo: ."),
+        },
+        Case {
+            code: "IST0108",
+            resource: "Service reviews-annotated.default",
+            text: "Unknown annotation: networking.istio.io/exportTwo",
+            triggers: annotated_service("networking.istio.io/exportTwo: ."),
+            clean: annotated_service("networking.istio.io/exportTo: ."),
+        },
+        Case {
+            code: "IST0135",
+            resource: "Service reviews-annotated.default",
+            text: "Annotation \"alpha.istio.io/kubernetes-serviceaccounts\" has been deprecated and may not work in future Istio versions.",
+            triggers: annotated_service("alpha.istio.io/kubernetes-serviceaccounts: reviews"),
+            clean: annotated_service("example.com/kubernetes-serviceaccounts: reviews"),
         },
         Case {
             code: "IST0130",
@@ -201,5 +223,11 @@ fn internal_gateway_vs(gateway: &str) -> String {
 fn pool_dr(http: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews-pool}}\nspec:\n  host: reviews\n  workloadSelector: {{matchLabels: {{app: productpage}}}}\n  trafficPolicy: {{connectionPool: {{http: {http}}}}}\n"
+    )
+}
+
+fn annotated_service(annotation: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: reviews-annotated\n  annotations: {{{annotation}}}\nspec:\n  selector: {{app: reviews}}\n  ports: [{{name: http, port: 9080}}]\n"
     )
 }

@@ -235,6 +235,9 @@ fn every_code_has_a_case_and_matches_the_catalogue() {
         ("IST0102", "NamespaceNotInjected", Level::Info),
         ("IST0103", "PodMissingProxy", Level::Warning),
         ("IST0106", "SchemaValidationError", Level::Error),
+        ("IST0107", "MisplacedAnnotation", Level::Warning),
+        ("IST0108", "UnknownAnnotation", Level::Warning),
+        ("IST0135", "DeprecatedAnnotation", Level::Info),
         (
             "IST0109",
             "ConflictingMeshGatewayVirtualServiceHosts",
