@@ -558,6 +558,8 @@ const SEEDS: &[&str] = &[
     "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: NAME}\nspec:\n  url: ''\n",
     "apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nmetadata: {name: NAME}\nspec:\n  concurrency: 2\n",
     "apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nmetadata: {name: NAME}\nspec:\n  concurrency: -2\n",
+    // An empty portLevelMtls (Istio: "if defined, must have at least one element").
+    "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: NAME}\nspec:\n  selector: {matchLabels: {app: a}}\n  mtls: {mode: STRICT}\n  portLevelMtls: {}\n",
     // Kubernetes kinds are checked only as istioctl checks them: a Pod
     // without images, a Service port with an application protocol in
     // `protocol`, a Service without ports, a document that is no
