@@ -97,6 +97,16 @@ pub fn opt_int<'de, D: Deserializer<'de>, T: Int>(d: D) -> Result<Option<T>, D::
     d.deserialize_option(OptVisitor(PhantomData))
 }
 
+/// [`int_key_map`] for a field whose presence matters: `Some` when written.
+pub fn opt_int_key_map<'de, D, K, V>(d: D) -> Result<Option<BTreeMap<K, V>>, D::Error>
+where
+    D: Deserializer<'de>,
+    K: Int + Ord,
+    V: de::Deserialize<'de>,
+{
+    int_key_map(d).map(Some)
+}
+
 /// A map keyed by an integer (e.g. `portLevelMtls: {8080: ...}`): YAML users
 /// write bare integers, JSON requires strings, both must work.
 pub fn int_key_map<'de, D, K, V>(d: D) -> Result<BTreeMap<K, V>, D::Error>

@@ -180,7 +180,11 @@ spec:
         panic!()
     };
     assert_eq!(
-        pa.spec.port_level_mtls.get(&8080).and_then(|m| m.mode),
+        pa.spec
+            .port_level_mtls
+            .as_ref()
+            .and_then(|p| p.get(&8080))
+            .and_then(|m| m.mode),
         Some(api::security::MtlsMode::Disable)
     );
 }

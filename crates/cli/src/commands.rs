@@ -152,39 +152,77 @@ pub async fn apply(client: &Client, path: &Path, recursive: bool, delete: bool) 
     Ok(())
 }
 
-/// `trellis validate -f`: local, no control plane needed.
+/// `trellis validate -f`: local, no control plane needed, and the verdicts
+/// of `istioctl validate -f` (CI pipelines swap one for the other): Istio's
+/// rules on Istio kinds; on Kubernetes kinds only what istioctl checks
+/// (Service port names), read as the API server reads them; a document that
+/// is not a Kubernetes object is skipped with a note. `trellis apply` and
+/// `trellis up` keep the API server's checks on the objects they run.
 /// A directory is read with its subfolders, as `istioctl validate -f DIR` does.
 pub fn validate(path: &Path) -> Result<()> {
-    match files::load_valid(path, true) {
-        Ok(loaded) => {
-            for r in &loaded.resources {
-                if let api::Resource::Unsupported { kind, reason, .. } = r {
-                    outln!("note: {kind} {}: {reason}", r.name());
-                }
-                if let Some(warning) = model::analyze::not_enforced(r) {
-                    outln!("warning: {} {}: {warning}", r.kind_name(), r.name());
-                }
+    let files = files::manifest_files(path, true)?;
+    let mut problems = Vec::new();
+    let (mut count, mut valid) = (0, 0);
+    for file in &files {
+        let name = file.display().to_string();
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{name}: {e}"));
+                continue;
             }
-            let n = loaded
-                .resources
-                .iter()
-                .filter(|r| !matches!(r, api::Resource::Unsupported { .. }))
-                .count();
-            outln!(
-                "read {} file(s) with {} resource(s) in {}: {n} valid",
-                loaded.files,
-                loaded.resources.len(),
-                path.display()
-            );
-            Ok(())
+        };
+        let (resources, errors) = api::parse_each(&name, &text);
+        for e in errors {
+            let not_an_object = (e.path == "apiVersion" || e.path == "kind")
+                && e.message.starts_with("missing field");
+            if not_an_object {
+                outln!(
+                    "note: document {} of {name} is not a Kubernetes object ({}); skipped",
+                    e.document,
+                    e.message
+                );
+            } else {
+                problems.push(e.to_string());
+            }
         }
-        Err(problems) => {
-            for p in &problems {
-                eprintln!("error: {p}");
+        for r in &resources {
+            count += 1;
+            let errors = api::validate::validate_as_istioctl(r);
+            for e in &errors {
+                problems.push(format!(
+                    "{name}: {} {}: {}: {}",
+                    r.kind_name(),
+                    r.name(),
+                    e.path,
+                    e.message
+                ));
             }
-            bail!("{} problem(s) found", problems.len())
+            if let api::Resource::Unsupported { kind, reason, .. } = r {
+                outln!("note: {kind} {}: {reason}", r.name());
+            } else if errors.is_empty() {
+                valid += 1;
+            }
+            for warning in api::validate::warnings(r) {
+                outln!("warning: {} {}: {warning}", r.kind_name(), r.name());
+            }
+            if let Some(warning) = model::analyze::not_enforced(r) {
+                outln!("warning: {} {}: {warning}", r.kind_name(), r.name());
+            }
         }
     }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        bail!("{} problem(s) found", problems.len())
+    }
+    outln!(
+        "read {} file(s) with {count} resource(s) in {}: {valid} valid",
+        files.len(),
+        path.display()
+    );
+    Ok(())
 }
 
 pub async fn get(

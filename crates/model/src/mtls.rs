@@ -37,7 +37,7 @@ pub fn inbound_mode(mesh: &Mesh, w: &Workload, port: u32) -> pb::MtlsMode {
     let workload = in_ns(mesh, &w.namespace).find(selects);
     let levels = [
         workload
-            .and_then(|pa| pa.spec.port_level_mtls.get(&port))
+            .and_then(|pa| pa.spec.port_level_mtls.as_ref()?.get(&port))
             .and_then(|t| t.mode),
         workload.and_then(mode_of),
         in_ns(mesh, &w.namespace).find(wide).and_then(mode_of),
@@ -72,7 +72,12 @@ pub fn passthrough_modes(
             })
         })
         .take(1)
-        .flat_map(|pa| pa.spec.port_level_mtls.keys().copied())
+        .flat_map(|pa| {
+            pa.spec
+                .port_level_mtls
+                .iter()
+                .flat_map(|m| m.keys().copied())
+        })
         .filter(|port| *port != 0 && !listened.contains(port))
         .map(|port| (port, inbound_mode(mesh, w, port)))
         .filter(|(_, mode)| *mode != workload_mode)

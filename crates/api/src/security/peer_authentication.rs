@@ -17,12 +17,13 @@ pub struct PeerAuthentication {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<MutualTls>,
     /// Workload (container) port → mode. Only meaningful with a selector.
+    /// `Some` when written, even empty (which Istio rejects).
     #[serde(
         default,
-        deserialize_with = "crate::de::int_key_map",
-        skip_serializing_if = "BTreeMap::is_empty"
+        deserialize_with = "crate::de::opt_int_key_map",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub port_level_mtls: BTreeMap<u32, MutualTls>,
+    pub port_level_mtls: Option<BTreeMap<u32, MutualTls>>,
 }
 
 istio_enum! {

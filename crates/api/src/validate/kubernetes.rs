@@ -101,6 +101,72 @@ pub(crate) fn service(errs: &mut Errors, svc: &Service) {
     }
 }
 
+/// Istio's protocol selection for a Service's ports, as `istioctl validate`
+/// checks it (outside the control plane's namespace, `istio-system`): a
+/// port that is not UDP names its protocol by `appProtocol`, or else by its
+/// name's prefix (`http`, `grpc-web`, `tcp-db`...); an unknown or missing
+/// one is treated as opaque TCP, so HTTP routing and metrics silently do
+/// not apply to it.
+pub(crate) fn service_port_protocols(errs: &mut Errors, svc: &Service) {
+    if svc.metadata.namespace.as_deref() == Some("istio-system") {
+        return;
+    }
+    let Some(spec) = &svc.spec else { return };
+    for (i, port) in spec.ports.iter().flatten().enumerate() {
+        let p = idx("spec", "ports", i);
+        if port
+            .protocol
+            .as_deref()
+            .is_some_and(|p| p.eq_ignore_ascii_case("UDP"))
+        {
+            continue;
+        }
+        if let Some(app) = &port.app_protocol {
+            if !istio_protocol(app) {
+                errs.add(
+                    at(&p, "appProtocol"),
+                    format!(
+                        "appProtocol `{app}` is not a protocol Istio selects by (see https://istio.io/latest/docs/ops/configuration/traffic-management/protocol-selection/)"
+                    ),
+                );
+            }
+            continue;
+        }
+        match port.name.as_deref() {
+            None => errs.add(
+                at(&p, "name"),
+                "unnamed port: Istio selects the protocol by the port name or appProtocol (see https://istio.io/latest/docs/ops/deployment/application-requirements/)",
+            ),
+            Some(name) if !istio_protocol(name.split('-').next().unwrap_or_default()) => errs.add(
+                at(&p, "name"),
+                format!(
+                    "port name `{name}` does not follow the Istio naming convention `<protocol>[-<suffix>]` (see https://istio.io/latest/docs/ops/deployment/application-requirements/)"
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Protocol names Istio parses (case-insensitive); any other is unsupported.
+fn istio_protocol(p: &str) -> bool {
+    const KNOWN: &[&str] = &[
+        "tcp",
+        "udp",
+        "grpc",
+        "grpc-web",
+        "http",
+        "http_proxy",
+        "http2",
+        "https",
+        "tls",
+        "mongo",
+        "redis",
+        "mysql",
+    ];
+    KNOWN.iter().any(|k| k.eq_ignore_ascii_case(p))
+}
+
 /// A port given by number or by (container) port name.
 fn int_or_name_port(v: &IntOrString) -> Result<(), String> {
     match v {

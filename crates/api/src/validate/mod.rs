@@ -11,6 +11,7 @@ mod kubernetes;
 mod security;
 mod service_entry;
 mod telemetry;
+mod unreachable;
 mod unserved;
 mod virtual_service;
 
@@ -118,4 +119,84 @@ pub fn validate(r: &Resource) -> Vec<FieldError> {
         }
     }
     errs.0
+}
+
+/// The rules `istioctl validate` applies, for `trellis validate`, whose
+/// verdicts CI pipelines compare with (or swap for) istioctl's: Istio's
+/// rules on Istio kinds, as [`validate`]; on Kubernetes kinds only Istio's
+/// requirement that Service ports declare their protocol. [`validate`] adds
+/// the API server's rules on the objects Trellis runs (a Pod needs images),
+/// which `trellis apply` and `trellis up` need and istioctl does not check.
+pub fn validate_as_istioctl(r: &Resource) -> Vec<FieldError> {
+    match r {
+        Resource::Service(svc) => {
+            let mut errs = Errors::default();
+            kubernetes::service_port_protocols(&mut errs, svc);
+            errs.0
+        }
+        Resource::Namespace(_)
+        | Resource::ServiceAccount(_)
+        | Resource::Secret(_)
+        | Resource::Deployment(_)
+        | Resource::Pod(_)
+        | Resource::EndpointSlice(_) => Vec::new(),
+        _ => validate(r),
+    }
+}
+
+/// Something Istio's validation accepts but warns about (`istioctl
+/// validate` prints it; `istioctl analyze` reports it as IST0133
+/// SchemaWarning, or as the more precise code below).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// In Istio's words.
+    Schema(String),
+    /// IST0130: a route rule no request reaches; the rule is `#index` or
+    /// its quoted name.
+    UnreachableRule { rule: String, reason: String },
+    /// IST0131: a match an earlier rule's match already takes.
+    IneffectiveMatch {
+        rule: String,
+        matched: String,
+        duplicate: String,
+    },
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Warning::Schema(text) => f.write_str(text),
+            Warning::UnreachableRule { rule, reason } => {
+                write!(f, "virtualService rule {rule} not used ({reason})")
+            }
+            Warning::IneffectiveMatch {
+                rule,
+                matched,
+                duplicate,
+            } => write!(
+                f,
+                "virtualService rule {rule} match {matched} is not used (duplicate/overlapping match in rule {duplicate})"
+            ),
+        }
+    }
+}
+
+/// Every warning Istio's validation gives for `r`.
+pub fn warnings(r: &Resource) -> Vec<Warning> {
+    let schema =
+        |texts: Vec<String>| -> Vec<Warning> { texts.into_iter().map(Warning::Schema).collect() };
+    match r {
+        Resource::VirtualService(o) => unreachable::unreachable_rules(&o.spec),
+        Resource::ServiceEntry(o) => schema(service_entry::warnings(&o.metadata, &o.spec)),
+        Resource::Unsupported {
+            api_version,
+            kind,
+            spec,
+            ..
+        } => {
+            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            schema(unserved::warnings(group, kind, spec))
+        }
+        _ => Vec::new(),
+    }
 }

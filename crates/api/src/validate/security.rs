@@ -13,7 +13,14 @@ pub(crate) fn peer_authentication(errs: &mut Errors, pa: &PeerAuthentication) {
         .selector
         .as_ref()
         .is_some_and(|s| !s.match_labels.is_empty());
-    if !pa.port_level_mtls.is_empty() && !has_selector {
+    let port_level = pa.port_level_mtls.as_ref();
+    if port_level.is_some_and(|m| m.is_empty()) {
+        errs.add(
+            at(base, "portLevelMtls"),
+            "portLevelMtls, when written, must have at least one port",
+        );
+    }
+    if port_level.is_some_and(|m| !m.is_empty()) && !has_selector {
         // Port numbers are workload ports, so they only mean something for
         // the workloads a selector picks.
         errs.add(
@@ -21,7 +28,7 @@ pub(crate) fn peer_authentication(errs: &mut Errors, pa: &PeerAuthentication) {
             "portLevelMtls requires a selector: namespace- and mesh-wide policies cannot set port-level modes",
         );
     }
-    for port in pa.port_level_mtls.keys() {
+    for port in port_level.into_iter().flat_map(|m| m.keys()) {
         errs.check(
             at(&at(base, "portLevelMtls"), &port.to_string()),
             common::port(*port),

@@ -9,6 +9,32 @@ use crate::networking::{
     WorkloadGroup,
 };
 
+/// A TCP (or unspecified-protocol) port without `addresses` can be told
+/// apart from other services only by its port, unless Istio allocates an
+/// address — which it does except for NONE resolution (the default) or
+/// when the entry opts out with the label
+/// `networking.istio.io/enable-autoallocate-ip: "false"`. Istio compares
+/// the protocol case-sensitively here.
+pub(crate) fn warnings(meta: &crate::meta::ObjectMeta, se: &ServiceEntry) -> Vec<String> {
+    let opted_out = meta
+        .labels
+        .get("networking.istio.io/enable-autoallocate-ip")
+        .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+    let resolution_none = matches!(se.resolution, None | Some(Resolution::None));
+    let allocated = !opted_out && !resolution_none;
+    let tcp_port = se
+        .ports
+        .iter()
+        .any(|p| matches!(p.protocol.as_deref(), None | Some("") | Some("TCP")));
+    if se.addresses.is_empty() && !allocated && tcp_port {
+        vec![
+            "addresses are required for ports serving TCP (or unset) protocol when IP Autoallocation is not enabled".to_string(),
+        ]
+    } else {
+        Vec::new()
+    }
+}
+
 pub(crate) fn service_entry(errs: &mut Errors, se: &ServiceEntry) {
     let base = "spec";
     if se.hosts.is_empty() {

@@ -21,10 +21,14 @@
 //! gateway (`istio: ingressgateway` in `istio-system`) exists without being
 //! written down. Pure and deterministic: same input, same messages, same order.
 
+mod annotations;
 mod authorization;
 mod context;
+mod deprecation;
 mod destination_rule;
+mod envoy_filter;
 mod gateway;
+mod gateway_certificate;
 mod ingress;
 mod injection;
 pub mod messages;
@@ -124,6 +128,8 @@ pub fn analyze(resources: &[Resource], mesh: &MeshConfig) -> Vec<Message> {
     virtual_service_hosts::analyze(&ctx, &mut out);
     destination_rule::analyze(&ctx, &mut out);
     gateway::analyze(&ctx, &mut out);
+    gateway_certificate::analyze(&ctx, &mut out);
+    envoy_filter::analyze(&ctx, &mut out);
     service::analyze(&ctx, &mut out);
     mtls::analyze(&ctx, &mut out);
     authorization::analyze(&ctx, &mut out);
@@ -133,6 +139,8 @@ pub fn analyze(resources: &[Resource], mesh: &MeshConfig) -> Vec<Message> {
     upstream_tls::analyze(&ctx, &mut out);
     service_entry::analyze(&ctx, &mut out);
     unsupported::analyze(&ctx, &mut out);
+    deprecation::analyze(&ctx, &mut out);
+    annotations::analyze(&ctx, &mut out);
     suppressed_by_annotation(resources, &mut out);
     out.sort_by(|a, b| (&a.resource, a.code, &a.message).cmp(&(&b.resource, b.code, &b.message)));
     out.dedup();

@@ -72,7 +72,7 @@ impl<'a> Policies<'a> {
         if let Some(pa) = selecting {
             let port_mode = port
                 .and_then(|p| u32::try_from(p).ok())
-                .and_then(|p| pa.spec.port_level_mtls.get(&p))
+                .and_then(|p| pa.spec.port_level_mtls.as_ref()?.get(&p))
                 .and_then(|t| t.mode);
             if let Some(mode) = port_mode
                 .filter(|m| *m != MtlsMode::Unset)

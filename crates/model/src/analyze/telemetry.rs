@@ -2,6 +2,11 @@
 //! `telemetry.DefaultSelectorAnalyzer` and `SelectorAnalyzer`: more than
 //! one without a selector in a namespace (IST0160), or several selecting
 //! one pod (IST0159). Which one applies is then undefined.
+//!
+//! An access-logging entry that names no provider while the mesh sets no
+//! default one (IST0157, istioctl's `telemetry.ProviderAnalyzer`) is
+//! ignored by Istio. (Trellis's mesh configuration has no default
+//! providers.)
 
 use std::collections::BTreeMap;
 
@@ -29,6 +34,21 @@ pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
             t.metadata.name.clone(),
         )
     });
+
+    for t in &telemetries {
+        let empty = t
+            .spec
+            .access_logging
+            .iter()
+            .any(|l| l.disabled != Some(true) && l.providers.is_empty());
+        if empty {
+            out.push(Message::new(
+                m::INVALID_TELEMETRY_PROVIDER,
+                object_origin(t),
+                m::invalid_telemetry_provider(&t.metadata.name, object_namespace(&t.metadata)),
+            ));
+        }
+    }
 
     let mut without_selector: BTreeMap<&str, Vec<&Object<Telemetry>>> = BTreeMap::new();
     for t in telemetries.iter().filter(|t| t.spec.selector.is_none()) {

@@ -9,8 +9,9 @@
 //! Kubernetes kinds the mesh does not need (ConfigMap, Secret, ...) are
 //! normal in a manifest directory and get no message.
 //!
-//! TRL0005 (Warning) is for kinds Trellis accepts, stores and serves back
-//! but does not enforce yet (Telemetry): worse than a
+//! TRL0005 (Warning) is for what Trellis accepts, stores and serves back
+//! but does not enforce yet (Telemetry; a DestinationRule's HTTP/2
+//! keepalive): worse than a
 //! refusal if unnoticed, so `apply` and `up` print the same text as a warning.
 
 use api::Resource;
@@ -121,6 +122,29 @@ pub fn not_enforced(r: &Resource) -> Option<String> {
                 "Telemetry has no effect{what}: Trellis does not apply Telemetry resources yet; \
                  every proxy reports Istio's standard metrics and writes access logs whatever it says."
             ))
+        }
+        Resource::DestinationRule(dr) => {
+            let spec = &dr.spec;
+            let policies = spec.traffic_policy.iter().chain(
+                spec.subsets
+                    .iter()
+                    .filter_map(|s| s.traffic_policy.as_ref()),
+            );
+            let pools = policies.flat_map(|p| {
+                p.connection_pool.iter().chain(
+                    p.port_level_settings
+                        .iter()
+                        .filter_map(|l| l.connection_pool.as_ref()),
+                )
+            });
+            let keepalive = pools
+                .filter_map(|pool| pool.http.as_ref())
+                .any(|http| http.http2_keep_alive.is_some());
+            keepalive.then(|| {
+                "connectionPool.http.http2KeepAlive has no effect: trellis-proxy sends no HTTP/2 \
+                 keepalive PINGs to upstreams yet; idle connections are closed by idleTimeout only."
+                    .to_string()
+            })
         }
         _ => None,
     }
