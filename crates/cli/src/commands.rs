@@ -199,29 +199,22 @@ pub struct GetArgs<'a> {
 
 /// `get` against the running mesh: from its control plane.
 pub async fn get(client: &Client, args: &GetArgs<'_>) -> Result<()> {
-    let GetArgs {
-        kind,
-        name,
-        namespace,
-        output,
-        show_secret_data,
-    } = *args;
-    let k = parse_kind(kind)?;
+    let k = parse_kind(args.kind)?;
     let mut query = format!("/v1/resources?kind={}", encode(&k.to_string()));
-    if let Some(n) = name {
+    if let Some(n) = args.name {
         query.push_str(&format!("&name={}", encode(n)));
     }
-    if let Some(ns) = namespace {
+    if let Some(ns) = args.namespace {
         query.push_str(&format!("&namespace={}", encode(ns)));
     }
-    if show_secret_data {
+    if args.show_secret_data {
         query.push_str("&showSecretData=true");
     }
     let items = match client.get(&query).await? {
         Value::Array(items) => items,
         _ => Vec::new(),
     };
-    show(k, name, items, output)
+    show(k, args.name, items, args.output)
 }
 
 /// `get` against a cluster: read from its API server as kubectl reads
@@ -230,14 +223,7 @@ pub async fn get_from_cluster(cluster: &crate::cluster::Cluster, args: &GetArgs<
     use kube::api::{Api, DynamicObject, ListParams};
     use kube::core::{ApiResource, GroupVersionKind};
 
-    let GetArgs {
-        kind,
-        name,
-        namespace,
-        output,
-        show_secret_data,
-    } = *args;
-    let k = parse_kind(kind)?;
+    let k = parse_kind(args.kind)?;
     let (client, _) = cluster.connect().await?;
     let api_version = k.default_api_version();
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -245,11 +231,11 @@ pub async fn get_from_cluster(cluster: &crate::cluster::Cluster, args: &GetArgs<
         &GroupVersionKind::gvk(group, version, k.as_str()),
         k.plural(),
     );
-    let api: Api<DynamicObject> = match namespace {
+    let api: Api<DynamicObject> = match args.namespace {
         Some(ns) if k != api::Kind::Namespace => Api::namespaced_with(client, ns, &resource),
         _ => Api::all_with(client, &resource),
     };
-    let objects = match name {
+    let objects = match args.name {
         Some(n) => api
             .get_opt(n)
             .await
@@ -272,12 +258,12 @@ pub async fn get_from_cluster(cluster: &crate::cluster::Cluster, args: &GetArgs<
         if let Some(metadata) = item["metadata"].as_object_mut() {
             metadata.remove("managedFields");
         }
-        if k == api::Kind::Secret && !show_secret_data {
+        if k == api::Kind::Secret && !args.show_secret_data {
             control::http_api::redact_secret(&mut item);
         }
         items.push(item);
     }
-    show(k, name, items, output)
+    show(k, args.name, items, args.output)
 }
 
 fn parse_kind(kind: &str) -> Result<api::Kind> {
