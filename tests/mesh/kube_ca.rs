@@ -1,6 +1,7 @@
 //! The CA on a cluster (see `control::ca_secret`): replicas started
 //! together share one self-signed root through the `istio-ca-secret` Secret,
-//! and Istio's plug-in `cacerts` Secret takes precedence over it.
+//! Istio's plug-in `cacerts` Secret takes precedence over it, and a
+//! replaced `cacerts` is reloaded without a restart.
 
 use std::time::Duration;
 
@@ -127,5 +128,145 @@ async fn replicas_share_the_root_in_the_cluster_and_a_plugged_ca_wins() -> Resul
         chain.certs().get(1) == intermediate.certs().first(),
         "the leaf is signed by the plug-in CA, which comes with it"
     );
+    Ok(())
+}
+
+/// A plug-in CA made for a test: a root named `name` and an intermediate
+/// under it, as the files of Istio's `cacerts` Secret.
+fn plug_in_ca(name: &str) -> Result<Vec<(&'static str, String)>> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_params = |cn: String| {
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "cluster.local");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params
+    };
+    let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let root_params = ca_params(format!("{name} root"));
+    let root = root_params.self_signed(&root_key)?.pem();
+    let issuer = Issuer::new(root_params, root_key);
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let intermediate = ca_params(format!("{name} intermediate"))
+        .signed_by(&key, &issuer)?
+        .pem();
+    Ok(vec![
+        ("ca-cert.pem", intermediate.clone()),
+        ("ca-key.pem", key.serialize_pem()),
+        ("root-cert.pem", root.clone()),
+        ("cert-chain.pem", format!("{intermediate}{root}")),
+    ])
+}
+
+/// The `cacerts` Secret holding `files`, as YAML for `kubectl apply`.
+fn cacerts_secret(files: &[(&str, String)]) -> String {
+    let mut yaml = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: cacerts\n  namespace: istio-system\nstringData:\n".to_string();
+    for (name, pem) in files {
+        yaml.push_str(&format!("  {name}: |\n"));
+        for line in pem.lines() {
+            yaml.push_str(&format!("    {line}\n"));
+        }
+    }
+    yaml
+}
+
+fn file<'a>(files: &'a [(&str, String)], name: &str) -> &'a str {
+    files
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, pem)| pem.as_str())
+        .unwrap_or_default()
+}
+
+/// Replacing the `cacerts` Secret while trellisd runs reloads its CA
+/// without a restart (as istiod's since 1.22): the next certificate is
+/// signed by the new intermediate and comes with the new root, and the
+/// `istio-ca-root-cert` ConfigMaps carry the old root and the new one, so
+/// workloads with certificates from the old chain stay trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_cacerts_secret_is_reloaded_without_a_restart() -> Result<()> {
+    let Some(kube) = Kube::start("ca-reload")? else {
+        return Ok(());
+    };
+    kube.kubectl_ok(&["create", "serviceaccount", "sleep", "-n", &kube.namespace])?;
+    let (old, new) = (plug_in_ca("old")?, plug_in_ca("new")?);
+    kube.apply(&cacerts_secret(&old))?;
+    let dir = tempfile::tempdir()?;
+    let ca_dir = dir.path().join("ca").display().to_string();
+    let trellisd = Trellisd::replica(&kube, 0, &["--ca-dir", &ca_dir])?;
+    let intermediate = |files: &[(&str, String)]| -> Result<_> {
+        Ok(CertChain::from_pem(file(files, "ca-cert.pem"))?
+            .certs()
+            .first()
+            .cloned())
+    };
+    let signer = |issued: &Issued| -> Result<_> {
+        Ok(CertChain::from_pem(&issued.chain_pem)?
+            .certs()
+            .get(1)
+            .cloned())
+    };
+    let before = issue(&trellisd, &kube).await?;
+    ensure!(
+        signer(&before)? == intermediate(&old)?,
+        "signed by the old intermediate"
+    );
+    ensure!(before.roots_pem.trim() == file(&old, "root-cert.pem").trim());
+    let configmap = || {
+        kube.kubectl_ok(&[
+            "get",
+            "configmap",
+            "istio-ca-root-cert",
+            "-n",
+            &kube.namespace,
+            "-o",
+            "jsonpath={.data.root-cert\\.pem}",
+        ])
+    };
+    let old_root = file(&old, "root-cert.pem").trim().to_string();
+    let new_root = file(&new, "root-cert.pem").trim().to_string();
+    eventually(Duration::from_secs(60), || async {
+        let published = configmap()?;
+        ensure!(published.trim() == old_root, "published: {published}");
+        Ok(())
+    })
+    .await
+    .with_context(|| trellisd.log())?;
+
+    kube.apply(&cacerts_secret(&new))?;
+    let after = eventually(Duration::from_secs(60), || async {
+        let issued = issue(&trellisd, &kube).await?;
+        ensure!(
+            signer(&issued)? == intermediate(&new)?,
+            "not yet signed by the new intermediate"
+        );
+        Ok(issued)
+    })
+    .await
+    .with_context(|| trellisd.log())?;
+    ensure!(
+        after.roots_pem.contains(&new_root) && after.roots_pem.contains(&old_root),
+        "the bundle has the new root and the old one while it is valid: {}",
+        after.roots_pem
+    );
+    eventually(Duration::from_secs(60), || async {
+        let published = configmap()?;
+        ensure!(
+            published.contains(&new_root) && published.contains(&old_root),
+            "published: {published}"
+        );
+        Ok(())
+    })
+    .await
+    .with_context(|| trellisd.log())?;
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The CLI against a mesh on a cluster, as kubectl users work:
 //! `trellis analyze -k` on the live cluster (`-n`, `-A`, `--context`,
 //! `--kubeconfig`, `KUBECONFIG`), and `trellis proxy-status`/`proxy-config`
-//! reaching trellisd's debug API through the API server's service proxy.
+//! reaching trellisd's debug API through the API server's service proxy,
+//! and `trellis get` reading the cluster as kubectl does.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -380,6 +381,112 @@ spec:
         !out.status.success() && text(&out).contains("kubectl apply"),
         "{}",
         text(&out)
+    );
+    Ok(())
+}
+
+/// `trellis get` with `--kubeconfig` reads the cluster's API server as
+/// kubectl does (no trellisd runs here), in the format `trellis get` has
+/// against a mesh: Istio kinds, `pods` with kubectl's columns, `-o yaml`,
+/// a Secret's values redacted, and a name that is not there an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_reads_the_cluster_as_kubectl_does() -> Result<()> {
+    let Some(kube) = Kube::start("get-cluster")? else {
+        return Ok(());
+    };
+    let ns = kube.namespace.clone();
+    let objects = format!(
+        r#"
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: reviews-route, namespace: {ns}}}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {{host: reviews}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: sleep, namespace: {ns}}}
+spec:
+  containers: [{{name: sleep, image: curl}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: creds, namespace: {ns}}}
+stringData: {{password: hunter2}}
+"#
+    );
+    // A new namespace's `default` service account, which the Pod needs,
+    // comes from the controller manager shortly after the namespace.
+    eventually(Duration::from_secs(30), || async { kube.apply(&objects) }).await?;
+    let kubeconfig = kube.kubeconfig.display().to_string();
+    let get = |args: &[&str]| -> Result<String> {
+        let mut all = vec!["get"];
+        all.extend(args);
+        all.extend(["--kubeconfig", &kubeconfig]);
+        let out = trellis(&all, &[])?;
+        ensure!(
+            out.status.success(),
+            "trellis {}: {}",
+            all.join(" "),
+            text(&out)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let vs = get(&["vs", "-n", &ns])?;
+    ensure!(
+        vs.lines()
+            .next()
+            .is_some_and(|h| h.split_whitespace().eq(["NAMESPACE", "NAME"]))
+            && vs
+                .lines()
+                .any(|l| l.split_whitespace().eq([ns.as_str(), "reviews-route"])),
+        "{vs}"
+    );
+    let all = get(&["virtualservices", "-A"])?;
+    ensure!(all.contains("reviews-route"), "{all}");
+    let pods = get(&["pods", "-n", &ns])?;
+    let header: Vec<&str> = pods
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    ensure!(
+        header == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "IP"],
+        "{pods}"
+    );
+    // No nodes: the pod is never scheduled.
+    ensure!(
+        pods.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() >= 4 && cols[..2] == [ns.as_str(), "sleep"] && cols[3] == "Pending"
+        }),
+        "{pods}"
+    );
+    let yaml = get(&["vs", "reviews-route", "-n", &ns, "-o", "yaml"])?;
+    ensure!(
+        yaml.contains("kind: List")
+            && yaml.contains("apiVersion: networking.istio.io/v1")
+            && yaml.contains("host: reviews")
+            && !yaml.contains("managedFields"),
+        "{yaml}"
+    );
+    let secret = get(&["secret", "creds", "-n", &ns, "-o", "json"])?;
+    ensure!(
+        secret.contains("[redacted] (7 bytes)") && !secret.contains("aHVudGVyMg"),
+        "{secret}"
+    );
+    let missing = trellis(
+        &["get", "vs", "nope", "-n", &ns, "--kubeconfig", &kubeconfig],
+        &[],
+    )?;
+    ensure!(
+        !missing.status.success() && text(&missing).contains("\"nope\" not found"),
+        "{}",
+        text(&missing)
     );
     Ok(())
 }

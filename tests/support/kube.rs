@@ -142,20 +142,26 @@ impl Kube {
             .stderr(err)
             .spawn()
             .context("starting kube-controller-manager")?;
-        // Istio's CRDs, as published in istio.io/api (created, not applied:
-        // their schemas are too large for kubectl's last-applied annotation).
-        let crds = kube.tools.join("istio-crds.yaml");
-        kube.kubectl_ok(&["create", "-f", &crds.display().to_string()])?;
-        kube.kubectl_ok(&[
+        // Istio's CRDs, as published in istio.io/api.
+        kube.create_crds(&kube.tools.join("istio-crds.yaml"))?;
+        kube.kubectl_ok(&["create", "namespace", &kube.namespace.clone()])?;
+        kube.kubectl_ok(&["create", "namespace", "istio-system"])?;
+        Ok(Some(kube))
+    }
+
+    /// Creates the CRDs in `file` (created, not applied: Istio's schemas
+    /// are too large for kubectl's last-applied annotation) and waits until
+    /// every CRD is established.
+    pub fn create_crds(&self, file: &Path) -> Result<()> {
+        self.kubectl_ok(&["create", "-f", &file.display().to_string()])?;
+        self.kubectl_ok(&[
             "wait",
             "--for=condition=Established",
             "crd",
             "--all",
             "--timeout=60s",
         ])?;
-        kube.kubectl_ok(&["create", "namespace", &kube.namespace.clone()])?;
-        kube.kubectl_ok(&["create", "namespace", "istio-system"])?;
-        Ok(Some(kube))
+        Ok(())
     }
 
     fn file(&self, name: &str) -> PathBuf {

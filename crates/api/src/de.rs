@@ -143,7 +143,7 @@ where
 
 /// Declares an Istio enum: serialised by name, deserialised by name or by its
 /// proto number (both are valid protobuf-JSON). The first variant is the
-/// proto default (value 0).
+/// proto default (value 0). Its schema names the names only, as Istio's CRDs do.
 macro_rules! istio_enum {
     (
         $(#[$meta:meta])*
@@ -193,6 +193,19 @@ macro_rules! istio_enum {
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+
+        /// A string of the names (the form every Istio CRD schema takes).
+        impl schemars::JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "enum": $name::NAMES})
             }
         }
 

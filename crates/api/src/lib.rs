@@ -12,6 +12,7 @@ pub mod meta;
 pub mod networking;
 pub mod operator;
 pub mod resource;
+pub mod schema;
 pub mod security;
 pub mod selector;
 pub mod telemetry;

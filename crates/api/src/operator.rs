@@ -17,55 +17,43 @@ use serde_json::Value;
 
 /// The `spec` of an IstioOperator.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct IstioOperatorSpec {
     /// istioctl's profile: default, demo, minimal, empty.
-    #[serde(default)]
     pub profile: Option<String>,
     /// Image registry and tag (the same as `values.global.hub`/`tag`).
-    #[serde(default)]
     pub hub: Option<String>,
-    #[serde(default)]
     pub tag: Option<String>,
     /// The control plane's namespace (Istio: istio-system).
-    #[serde(default)]
     pub namespace: Option<String>,
-    #[serde(default)]
     pub components: Components,
     /// MeshConfig, written as it is into the `istio` ConfigMap.
-    #[serde(default)]
     pub mesh_config: Option<serde_json::Map<String, Value>>,
-    #[serde(default)]
     pub values: Values,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Components {
     /// The CRDs and the control plane's namespace.
-    #[serde(default)]
     pub base: Component,
     /// trellisd (Istio: istiod), with its webhooks, RBAC and config maps.
-    #[serde(default)]
     pub pilot: Component,
-    #[serde(default)]
     pub ingress_gateways: Vec<GatewayComponent>,
-    #[serde(default)]
     pub egress_gateways: Vec<GatewayComponent>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Component {
-    #[serde(default)]
     pub enabled: Option<bool>,
-    #[serde(default)]
     pub k8s: K8s,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayComponent {
+    /// Required: a gateway is known by its name.
     pub name: String,
     #[serde(default)]
     pub enabled: Option<bool>,
@@ -81,167 +69,123 @@ pub struct GatewayComponent {
 
 /// Istio's `KubernetesResourcesSpec`, the part Trellis applies.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct K8s {
     /// A container's `resources` (requests, limits).
-    #[serde(default)]
     pub resources: Option<Value>,
-    #[serde(default)]
     pub replica_count: Option<u32>,
-    #[serde(default)]
     pub hpa_spec: Option<HpaSpec>,
     /// Extra container environment (`[{name, value}]`).
-    #[serde(default)]
     pub env: Option<Vec<Value>>,
-    #[serde(default)]
     pub pod_annotations: BTreeMap<String, String>,
-    #[serde(default)]
     pub service_annotations: BTreeMap<String, String>,
-    #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
-    #[serde(default)]
     pub service: Option<ServiceSpec>,
-    #[serde(default)]
     pub pod_disruption_budget: Option<PodDisruptionBudgetSpec>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct HpaSpec {
-    #[serde(default)]
     pub min_replicas: Option<u32>,
-    #[serde(default)]
     pub max_replicas: Option<u32>,
     /// autoscaling/v2 `metrics`.
-    #[serde(default)]
     pub metrics: Option<Vec<Value>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct ServiceSpec {
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub type_: Option<String>,
     /// Service ports (`[{name, port, targetPort}]`).
-    #[serde(default)]
     pub ports: Option<Vec<Value>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct PodDisruptionBudgetSpec {
-    #[serde(default)]
     pub min_available: Option<Value>,
-    #[serde(default)]
     pub max_unavailable: Option<Value>,
 }
 
 /// `values`: the Helm values of Istio's charts, the part Trellis uses.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Values {
-    #[serde(default)]
     pub global: Global,
-    #[serde(default)]
     pub pilot: PilotValues,
     /// Per gateway name (`istio-ingressgateway`, ...).
-    #[serde(default)]
     pub gateways: BTreeMap<String, GatewayValues>,
-    #[serde(default)]
     pub sidecar_injector_webhook: SidecarInjectorWebhook,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Global {
-    #[serde(default)]
     pub hub: Option<String>,
-    #[serde(default)]
     pub tag: Option<String>,
-    #[serde(default)]
     pub image_pull_policy: Option<String>,
-    #[serde(default)]
     pub istio_namespace: Option<String>,
-    #[serde(default)]
     pub proxy: ProxyValues,
-    #[serde(default)]
     pub default_pod_disruption_budget: Enabled,
     /// Install the validating webhook.
-    #[serde(default)]
     pub config_validation: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Enabled {
-    #[serde(default)]
     pub enabled: Option<bool>,
 }
 
 /// `values.global.proxy`: the injected sidecars' (and gateways') settings.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct ProxyValues {
     /// The proxy image's name under the hub (Istio: proxyv2).
-    #[serde(default)]
     pub image: Option<String>,
-    #[serde(default)]
     pub resources: Option<Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct PilotValues {
-    #[serde(default)]
     pub image: Option<String>,
-    #[serde(default)]
     pub replica_count: Option<u32>,
-    #[serde(default)]
     pub autoscale_enabled: Option<bool>,
-    #[serde(default)]
     pub autoscale_min: Option<u32>,
-    #[serde(default)]
     pub autoscale_max: Option<u32>,
-    #[serde(default)]
     pub cpu: Utilization,
-    #[serde(default)]
     pub resources: Option<Value>,
     /// Extra environment, as a map (Istio's `values.pilot.env`).
-    #[serde(default)]
     pub env: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Utilization {
-    #[serde(default)]
     pub target_average_utilization: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct GatewayValues {
-    #[serde(default)]
     pub autoscale_enabled: Option<bool>,
-    #[serde(default)]
     pub autoscale_min: Option<u32>,
-    #[serde(default)]
     pub autoscale_max: Option<u32>,
-    #[serde(default)]
     pub cpu: Utilization,
     /// The gateway container's `resources`.
-    #[serde(default)]
     pub resources: Option<Value>,
     /// The Service's type (LoadBalancer for the ingress, ClusterIP for the egress gateway).
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub type_: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct SidecarInjectorWebhook {
     /// The injection webhook's `reinvocationPolicy` (Never or IfNeeded).
-    #[serde(default)]
     pub reinvocation_policy: Option<String>,
 }
 

@@ -225,31 +225,95 @@ pub fn validate(path: &Path) -> Result<()> {
     Ok(())
 }
 
-pub async fn get(
-    client: &Client,
-    kind: &str,
-    name: Option<&str>,
-    namespace: Option<&str>,
-    output: Output,
-    show_secret_data: bool,
-) -> Result<()> {
-    let Some(k) = api::Kind::parse(kind) else {
-        bail!("unknown resource kind {kind:?}")
-    };
+/// What `trellis get` asks for.
+pub struct GetArgs<'a> {
+    pub kind: &'a str,
+    pub name: Option<&'a str>,
+    /// `None`: every namespace.
+    pub namespace: Option<&'a str>,
+    pub output: Output,
+    pub show_secret_data: bool,
+}
+
+/// `get` against the running mesh: from its control plane.
+pub async fn get(client: &Client, args: &GetArgs<'_>) -> Result<()> {
+    let k = parse_kind(args.kind)?;
     let mut query = format!("/v1/resources?kind={}", encode(&k.to_string()));
-    if let Some(n) = name {
+    if let Some(n) = args.name {
         query.push_str(&format!("&name={}", encode(n)));
     }
-    if let Some(ns) = namespace {
+    if let Some(ns) = args.namespace {
         query.push_str(&format!("&namespace={}", encode(ns)));
     }
-    if show_secret_data {
+    if args.show_secret_data {
         query.push_str("&showSecretData=true");
     }
     let items = match client.get(&query).await? {
         Value::Array(items) => items,
         _ => Vec::new(),
     };
+    show(k, args.name, items, args.output)
+}
+
+/// `get` against a cluster: read from its API server as kubectl reads
+/// (the user's credentials and RBAC), shown as `get` shows the mesh's.
+pub async fn get_from_cluster(cluster: &crate::cluster::Cluster, args: &GetArgs<'_>) -> Result<()> {
+    use kube::api::{Api, DynamicObject, ListParams};
+    use kube::core::{ApiResource, GroupVersionKind};
+
+    let k = parse_kind(args.kind)?;
+    let (client, _) = cluster.connect().await?;
+    let api_version = k.default_api_version();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, k.as_str()),
+        k.plural(),
+    );
+    let api: Api<DynamicObject> = match args.namespace {
+        Some(ns) if k != api::Kind::Namespace => Api::namespaced_with(client, ns, &resource),
+        _ => Api::all_with(client, &resource),
+    };
+    let objects = match args.name {
+        Some(n) => api
+            .get_opt(n)
+            .await
+            .with_context(|| format!("reading {k} {n:?}"))?
+            .into_iter()
+            .collect(),
+        None => {
+            api.list(&ListParams::default())
+                .await
+                .with_context(|| format!("listing {}", k.plural()))?
+                .items
+        }
+    };
+    let mut items = Vec::new();
+    for object in objects {
+        let mut item = serde_json::to_value(object)?;
+        // A list's items carry no type; kubectl prints them with it.
+        item["apiVersion"] = json!(api_version);
+        item["kind"] = json!(k.as_str());
+        if let Some(metadata) = item["metadata"].as_object_mut() {
+            metadata.remove("managedFields");
+        }
+        if k == api::Kind::Secret && !args.show_secret_data {
+            control::http_api::redact_secret(&mut item);
+        }
+        items.push(item);
+    }
+    show(k, args.name, items, args.output)
+}
+
+fn parse_kind(kind: &str) -> Result<api::Kind> {
+    match api::Kind::parse(kind) {
+        Some(k) => Ok(k),
+        None => bail!("unknown resource kind {kind:?}"),
+    }
+}
+
+/// Prints what `get` found, as a table (`pods`: kubectl's columns), JSON
+/// or YAML (a `List`).
+fn show(k: api::Kind, name: Option<&str>, items: Vec<Value>, output: Output) -> Result<()> {
     if let Some(n) = name
         && items.is_empty()
     {

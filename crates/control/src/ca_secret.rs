@@ -19,10 +19,17 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use std::sync::Weak;
+
+use futures::StreamExt;
 use identity::{CA_CERT_FILE, CA_KEY_FILE, CERT_CHAIN_FILE, Ca, ROOT_CERT_FILE};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+
+use crate::live_ca::LiveCa;
 
 /// Istio's plug-in CA Secret.
 pub const PLUGGED_SECRET: &str = "cacerts";
@@ -64,13 +71,23 @@ pub enum CaSecretError {
     },
 }
 
+/// A Secret's data, as files by name.
+pub type SecretData = BTreeMap<String, Vec<u8>>;
+
+/// What [`load`] found: the CA, and the `cacerts` data it was made of if
+/// it is the plug-in CA ([`follow_plugged`] reloads when that changes).
+pub struct Loaded {
+    pub ca: Ca,
+    pub plugged: Option<SecretData>,
+}
+
 /// The CA for `namespace`'s Secrets, its files kept in `dir`.
 pub async fn load(
     client: kube::Client,
     namespace: &str,
     trust_domain: &str,
     dir: &Path,
-) -> Result<Ca, CaSecretError> {
+) -> Result<Loaded, CaSecretError> {
     let api: Api<Secret> = Api::namespaced(client, namespace);
     let read = |name: &'static str| {
         let api = api.clone();
@@ -92,24 +109,11 @@ pub async fn load(
         }
     };
     if let Some(secret) = read(PLUGGED_SECRET).await? {
-        let plugged = dir.join(PLUGGED_DIR);
         let data = data(&secret);
-        for key in [CA_CERT_FILE, CA_KEY_FILE, ROOT_CERT_FILE] {
-            if !data.contains_key(key) {
-                return Err(CaSecretError::MissingKey {
-                    namespace: namespace.into(),
-                    name: PLUGGED_SECRET,
-                    key,
-                });
-            }
-        }
-        write_files(
-            &plugged,
-            &data,
-            &[CA_CERT_FILE, CA_KEY_FILE, ROOT_CERT_FILE, CERT_CHAIN_FILE],
-        )?;
-        tracing::info!(secret = %format!("{namespace}/{PLUGGED_SECRET}"), "CA: plug-in certificates from the cluster");
-        return Ca::from_cacerts(&plugged).map_err(material(PLUGGED_SECRET));
+        return Ok(Loaded {
+            ca: plugged(namespace, dir, &data)?,
+            plugged: Some(data),
+        });
     }
     loop {
         if let Some(secret) = read(SELF_SIGNED_SECRET).await? {
@@ -125,7 +129,8 @@ pub async fn load(
             }
             write_files(dir, &data, &[CA_CERT_FILE, CA_KEY_FILE])?;
             tracing::info!(secret = %format!("{namespace}/{SELF_SIGNED_SECRET}"), "CA: the cluster's self-signed root");
-            return Ca::self_signed(trust_domain, dir).map_err(material(SELF_SIGNED_SECRET));
+            let ca = Ca::self_signed(trust_domain, dir).map_err(material(SELF_SIGNED_SECRET))?;
+            return Ok(Loaded { ca, plugged: None });
         }
         // None yet: make one (or take up the one this directory already
         // holds) and offer it; if another replica was first, load theirs.
@@ -153,7 +158,9 @@ pub async fn load(
         match api.create(&PostParams::default(), &secret).await {
             Ok(_) => {
                 tracing::info!(secret = %format!("{namespace}/{SELF_SIGNED_SECRET}"), "CA: stored the self-signed root for every replica");
-                return Ca::self_signed(trust_domain, dir).map_err(material(SELF_SIGNED_SECRET));
+                let ca =
+                    Ca::self_signed(trust_domain, dir).map_err(material(SELF_SIGNED_SECRET))?;
+                return Ok(Loaded { ca, plugged: None });
             }
             Err(kube::Error::Api(s)) if s.is_already_exists() => {
                 // Another replica's root won: ours is dropped, never used.
@@ -171,7 +178,76 @@ pub async fn load(
     }
 }
 
-fn data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+/// The plug-in CA of the `cacerts` Secret's `data`, its files written
+/// under `dir`.
+fn plugged(namespace: &str, dir: &Path, data: &SecretData) -> Result<Ca, CaSecretError> {
+    for key in [CA_CERT_FILE, CA_KEY_FILE, ROOT_CERT_FILE] {
+        if !data.contains_key(key) {
+            return Err(CaSecretError::MissingKey {
+                namespace: namespace.into(),
+                name: PLUGGED_SECRET,
+                key,
+            });
+        }
+    }
+    let plugged = dir.join(PLUGGED_DIR);
+    write_files(
+        &plugged,
+        data,
+        &[CA_CERT_FILE, CA_KEY_FILE, ROOT_CERT_FILE, CERT_CHAIN_FILE],
+    )?;
+    tracing::info!(secret = %format!("{namespace}/{PLUGGED_SECRET}"), "CA: plug-in certificates from the cluster");
+    Ca::from_cacerts(&plugged).map_err(|source| CaSecretError::Material {
+        namespace: namespace.into(),
+        name: PLUGGED_SECRET,
+        source: Box::new(source),
+    })
+}
+
+/// Reloads `live` whenever the `cacerts` Secret in `namespace` is created
+/// or changed from `loaded` (what `live` was made of), until `live` is dropped (istiod's plug-in CA reload). A
+/// Secret that does not make a CA is reported and the running CA kept; a
+/// deleted one changes nothing (workloads keep trusting its roots).
+pub async fn follow_plugged(
+    client: kube::Client,
+    namespace: String,
+    dir: PathBuf,
+    live: Weak<LiveCa>,
+    mut loaded: Option<SecretData>,
+) {
+    let api: Api<Secret> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={PLUGGED_SECRET}"));
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        let secret = match event {
+            Ok(Event::InitApply(secret) | Event::Apply(secret)) => secret,
+            Ok(_) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "watch of the {PLUGGED_SECRET} Secret failed; retrying");
+                continue;
+            }
+        };
+        let Some(live) = live.upgrade() else { return };
+        let data = data(&secret);
+        if loaded.as_ref() == Some(&data) {
+            continue;
+        }
+        match plugged(&namespace, &dir, &data).and_then(|ca| {
+            live.replace(ca).map_err(|source| CaSecretError::Material {
+                namespace: namespace.clone(),
+                name: PLUGGED_SECRET,
+                source: Box::new(source),
+            })
+        }) {
+            Ok(()) => loaded = Some(data),
+            Err(error) => {
+                tracing::warn!(%error, "the {PLUGGED_SECRET} Secret changed but does not make a CA; still signing with the previous one");
+            }
+        }
+    }
+}
+
+fn data(secret: &Secret) -> SecretData {
     secret
         .data
         .iter()

@@ -8,13 +8,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use identity::{Ca, CaError, SpiffeId};
+use identity::{CaError, SpiffeId};
 use tonic::{Request, Response, Status};
 use wire::certs::BearerToken;
 use wire::pb::certificate_service_server::{CertificateService, CertificateServiceServer};
 use wire::pb::{CertificateRequest, CertificateResponse};
 
 use crate::bootstrap_token::TokenSecret;
+use crate::live_ca::LiveCa;
 
 /// Who may ask for a certificate, and as whom.
 #[tonic::async_trait]
@@ -73,12 +74,12 @@ impl Authenticator for NoAuthenticator {
 }
 
 pub struct CaService {
-    ca: Arc<Ca>,
+    ca: Arc<LiveCa>,
     auth: Arc<dyn Authenticator>,
 }
 
 impl CaService {
-    pub fn new(ca: Arc<Ca>, auth: Arc<dyn Authenticator>) -> CertificateServiceServer<Self> {
+    pub fn new(ca: Arc<LiveCa>, auth: Arc<dyn Authenticator>) -> CertificateServiceServer<Self> {
         CertificateServiceServer::new(CaService { ca, auth })
     }
 }
@@ -113,7 +114,10 @@ impl CertificateService for CaService {
             .ok()
             .filter(|s| *s > 0)
             .map(Duration::from_secs);
-        let ca = self.ca.clone();
+        // The CA now: a reload while this request is signed does not mix
+        // the new chain with the old roots.
+        let ca = self.ca.current();
+        let roots = ca.roots();
         let signer_id = id.clone();
         // Signing is CPU work: keep it off the threads that serve discovery streams.
         let signed = tokio::task::spawn_blocking(move || ca.sign(&csr, &signer_id, ttl))
@@ -130,7 +134,7 @@ impl CertificateService for CaService {
         })?;
         Ok(Response::new(CertificateResponse {
             cert_chain: chain.pem_blocks(),
-            roots: self.ca.roots(),
+            roots,
         }))
     }
 }

@@ -11,6 +11,7 @@ pub mod ca_service;
 pub mod http_api;
 pub mod inject;
 pub mod leader;
+pub mod live_ca;
 pub mod metrics;
 pub mod proxy_node;
 pub mod root_cert;
@@ -146,7 +147,15 @@ pub async fn run(
         if let Some(dir) = &options.ca_dir {
             let loaded =
                 ca_secret::load(client.clone(), &kubernetes.namespace, &trust_domain, dir).await?;
-            ca = Some(Arc::new(loaded));
+            let live = live_ca::LiveCa::new(loaded.ca);
+            tokio::spawn(ca_secret::follow_plugged(
+                client.clone(),
+                kubernetes.namespace.clone(),
+                dir.clone(),
+                Arc::downgrade(&live),
+                loaded.plugged,
+            ));
+            ca = Some(live);
         }
         let weak = Arc::downgrade(&cp);
         token_reviews = Some(Arc::new(token_review::TokenReviews::new(
@@ -169,9 +178,10 @@ pub async fn run(
             candidate.run(leader_tx, stopped(stop_rx.clone())),
         ));
         if let Some(options) = &kubernetes.webhooks {
+            let signer = ca.as_ref().map(|ca| ca.current());
             start_webhooks(
                 options,
-                ca.as_deref(),
+                signer.as_deref(),
                 &cp,
                 client.clone(),
                 &kubernetes.namespace,
@@ -183,7 +193,7 @@ pub async fn run(
         if let Some(ca) = &ca {
             tokio::spawn(root_cert::publish_while_leader(
                 client.clone(),
-                ca.roots().concat(),
+                ca.roots(),
                 leader_rx.clone(),
             ));
         }
@@ -373,27 +383,35 @@ fn workload_credentials(
     ))))
 }
 
-/// The CA, if the control plane has one.
+/// The CA, if the control plane has one; a plug-in CA's files are
+/// followed and reloaded when they change.
 fn certificate_authority(
     ca_dir: Option<&std::path::Path>,
     trust_domain: &str,
-) -> Result<Option<Arc<identity::Ca>>, Error> {
+) -> Result<Option<Arc<live_ca::LiveCa>>, Error> {
     let Some(dir) = ca_dir else {
         tracing::info!("no --ca-dir: the control plane issues no workload certificates");
         return Ok(None);
     };
-    let ca = if dir.join(identity::ROOT_CERT_FILE).is_file() {
-        identity::Ca::from_cacerts(dir)?
+    if dir.join(identity::ROOT_CERT_FILE).is_file() {
+        let live = live_ca::LiveCa::new(identity::Ca::from_cacerts(dir)?);
+        tokio::spawn(live_ca::follow_files(
+            Arc::downgrade(&live),
+            dir.to_path_buf(),
+        ));
+        Ok(Some(live))
     } else {
-        identity::Ca::self_signed(trust_domain, dir)?
-    };
-    Ok(Some(Arc::new(ca)))
+        Ok(Some(live_ca::LiveCa::new(identity::Ca::self_signed(
+            trust_domain,
+            dir,
+        )?)))
+    }
 }
 
 /// The certificate service of the CA, if there is one, and how it
 /// authenticates callers.
 fn certificate_service(
-    ca: Option<Arc<identity::Ca>>,
+    ca: Option<Arc<live_ca::LiveCa>>,
     credentials: Option<Arc<dyn ca_service::Authenticator>>,
 ) -> Option<wire::pb::certificate_service_server::CertificateServiceServer<ca_service::CaService>> {
     let ca = ca?;

@@ -1,8 +1,8 @@
 //! The mesh's root certificate in every namespace, as istiod's namespace
 //! controller publishes it: a ConfigMap `istio-ca-root-cert` with the key
 //! `root-cert.pem`, which workloads mount to trust the mesh. Written by the
-//! leader only; created in a namespace when it appears, and put back when
-//! someone deletes or changes it.
+//! leader only; created in a namespace when it appears, put back when
+//! someone deletes or changes it, and rewritten when the CA's roots change.
 
 use std::collections::BTreeMap;
 
@@ -26,19 +26,23 @@ const IGNORED_NAMESPACES: &[&str] = &[
 ];
 
 /// Publishes `roots` (PEM) whenever `leader` says this replica leads, and
-/// stops writing as soon as it no longer does. Runs forever.
+/// stops writing as soon as it no longer does; a new bundle (the CA
+/// reloaded) is written everywhere at once. Runs forever.
 pub async fn publish_while_leader(
     client: kube::Client,
-    roots: String,
+    mut roots: watch::Receiver<String>,
     mut leader: watch::Receiver<bool>,
 ) {
     loop {
         if leader.wait_for(|l| *l).await.is_err() {
             return;
         }
+        let bundle = roots.borrow_and_update().clone();
         tokio::select! {
-            () = publish(client.clone(), &roots) => {}
+            () = publish(client.clone(), &bundle) => {}
             _ = leader.wait_for(|l| !*l) => {}
+            // Start over with the new bundle: every ConfigMap differs now.
+            Ok(()) = roots.changed() => {}
         }
     }
 }

@@ -1,6 +1,7 @@
 //! ServiceEntry (`networking/v1alpha3/service_entry.proto`): adds services
 //! the registry does not know about (external APIs, VMs) to the mesh.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{WorkloadEntry, WorkloadSelector};
@@ -24,7 +25,7 @@ istio_enum! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceEntry {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -49,7 +50,7 @@ pub struct ServiceEntry {
     pub subject_alt_names: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServicePort {
     #[serde(default, deserialize_with = "crate::de::int")]

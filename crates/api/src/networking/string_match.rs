@@ -38,6 +38,27 @@ impl StringMatch {
     }
 }
 
+/// An object of the three optional strings (Istio's schema adds a oneOf
+/// over them; the parser refuses two at once).
+impl schemars::JsonSchema for StringMatch {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StringMatch".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "properties": {
+                "exact": {"type": "string"},
+                "prefix": {"type": "string"},
+                "regex": {"type": "string"},
+            },
+        })
+    }
+}
+
 /// Written as a one-key map by hand: serde's derived enum encoding would
 /// become a YAML tag (`!exact v`) under serde_yaml_ng, which Istio rejects.
 impl Serialize for StringMatch {

@@ -263,16 +263,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             output,
             show_secret_data,
         } => {
-            let namespace = (!all_namespaces).then_some(namespace.as_str());
-            commands::get(
-                &client(&args).await?,
+            let get = commands::GetArgs {
                 kind,
-                name.as_deref(),
-                namespace,
-                *output,
-                *show_secret_data,
-            )
-            .await
+                name: name.as_deref(),
+                namespace: (!all_namespaces).then_some(namespace.as_str()),
+                output: *output,
+                show_secret_data: *show_secret_data,
+            };
+            // On a cluster, read from its API server as kubectl does.
+            if args.cluster.named() && args.control_plane.is_none() {
+                commands::get_from_cluster(&args.cluster, &get).await
+            } else {
+                commands::get(&client(&args).await?, &get).await
+            }
         }
         Command::Analyze(a) => match cli::analyze::run(a, &args.cluster).await? {
             0 => Ok(()),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
-use super::kube::{self, InstallOptions};
+use super::apply::{self, InstallOptions};
 use super::manifest::{self, Manifest, Request};
 use crate::cluster::Cluster;
 
@@ -97,18 +97,18 @@ pub async fn install(args: &InstallArgs, cluster: &Cluster) -> Result<()> {
     let m = args.settings.manifest()?;
     let (client, _) = cluster.connect().await?;
     let readiness_timeout = (!args.no_wait).then_some(args.readiness_timeout);
-    kube::install(&client, &m, &InstallOptions { readiness_timeout }).await
+    apply::install(&client, &m, &InstallOptions { readiness_timeout }).await
 }
 
 pub async fn uninstall(args: &UninstallArgs, cluster: &Cluster) -> Result<()> {
     let (client, _) = cluster.connect().await?;
-    kube::uninstall(&client, args.purge, Duration::from_secs(180)).await
+    super::uninstall::uninstall(&client, args.purge, Duration::from_secs(180)).await
 }
 
 pub async fn verify_install(args: &VerifyArgs, cluster: &Cluster) -> Result<()> {
     let m = args.settings.manifest()?;
     let (client, _) = cluster.connect().await?;
-    let (report, ok) = kube::verify(&client, &m).await?;
+    let (report, ok) = super::check::verify(&client, &m).await?;
     crate::commands::print(&report)?;
     if !ok {
         bail!("the install is incomplete");
@@ -117,7 +117,7 @@ pub async fn verify_install(args: &VerifyArgs, cluster: &Cluster) -> Result<()> 
 }
 
 pub async fn check(args: &CheckArgs, cluster: &Cluster) -> Result<()> {
-    let (report, ok) = kube::check(cluster, args.pre).await;
+    let (report, ok) = super::check::check(cluster, args.pre).await;
     crate::commands::print(&report)?;
     if !ok {
         bail!("some checks failed");

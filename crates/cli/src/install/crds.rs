@@ -3,11 +3,12 @@
 //! printer columns of Istio's published CRDs, so `kubectl get vs` prints
 //! what it prints on an Istio cluster.
 //!
-//! Their schemas are open (`x-kubernetes-preserve-unknown-fields` under
-//! `spec` and `status`): Istio's generated schemas run to almost a megabyte,
-//! and Trellis's validating webhook checks every object with `trellis
-//! validate`'s rules and field paths instead (as istiod's webhook does on
-//! top of the schemas).
+//! Their `spec` schemas are structural, generated from the api types
+//! (`api::schema`): the API server prunes and refuses unknown fields as on
+//! an Istio cluster (`kubectl apply` of a misspelled field fails, naming
+//! it); the validating webhook checks the rest with `trellis validate`'s
+//! rules, as istiod's webhook does on top of Istio's schemas. `status` is
+//! Istio's `IstioStatus`, open to fields added later as Istio's is.
 
 use api::Kind;
 use serde_json::{Value, json};
@@ -156,6 +157,38 @@ fn storage_version(group: &str) -> &'static str {
     }
 }
 
+/// Istio's `IstioStatus` (istio.meta.v1alpha1): conditions, the observed
+/// generation and the analyzers' messages; other fields are kept.
+fn status_schema() -> Value {
+    let int_or_string = json!({
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "x-kubernetes-int-or-string": true,
+    });
+    let string = json!({"type": "string"});
+    let time = json!({"type": "string", "format": "date-time"});
+    json!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "properties": {
+            "conditions": {"type": "array", "items": {"type": "object", "properties": {
+                "lastProbeTime": time,
+                "lastTransitionTime": time,
+                "message": string,
+                "observedGeneration": int_or_string,
+                "reason": string,
+                "status": string,
+                "type": string,
+            }}},
+            "observedGeneration": int_or_string,
+            "validationMessages": {"type": "array", "items": {"type": "object", "properties": {
+                "documentationUrl": string,
+                "level": {"type": "string", "enum": ["UNKNOWN", "ERROR", "WARNING", "INFO"]},
+                "type": {"type": "object", "properties": {"code": string, "name": string}},
+            }}},
+        },
+    })
+}
+
 /// One CRD per Istio kind Trellis serves, in `Kind::ALL`'s order.
 pub fn crds(labels: &Value) -> Vec<Value> {
     Kind::ALL
@@ -182,12 +215,11 @@ fn crd(kind: Kind, labels: &Value) -> Value {
             })
         })
         .collect();
+    let spec = api::schema::spec_schema(kind)
+        .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
     let mut schema = json!({
         "type": "object",
-        "properties": {
-            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-        },
+        "properties": {"spec": spec, "status": status_schema()},
     });
     if extra.is_some_and(|e| e.spec_required) {
         schema["required"] = json!(["spec"]);

@@ -4,13 +4,16 @@
 //! (`uninstall`), compared with the cluster (`verify-install`), and the
 //! cluster's health before and after (`check`).
 
+mod apply;
+mod check;
 pub mod command;
 mod control_plane;
 mod crds;
 mod gateway;
-pub mod kube;
+mod kinds;
 pub mod manifest;
 pub mod profile;
+mod uninstall;
 
 pub use manifest::{Manifest, Request, generate};
 

@@ -338,6 +338,24 @@ impl Ca {
         })
     }
 
+    /// Also trusts those of `previous`'s roots that have not expired: a
+    /// plug-in CA replaced while running (new `cacerts`) keeps the old roots
+    /// in its bundle while workloads still hold certificates chained to them.
+    pub fn with_previous_roots(self, previous: &Ca) -> Result<Ca, CaError> {
+        let now = OffsetDateTime::now_utc();
+        let valid: String = previous
+            .roots
+            .certs()
+            .iter()
+            .filter(|c| LeafFacts::of("previous root", c).is_ok_and(|f| f.not_after > now))
+            .map(|c| der_to_pem(c))
+            .collect();
+        if valid.is_empty() {
+            return Ok(self);
+        }
+        self.with_extra_roots(&valid)
+    }
+
     /// Lifetime used when a CSR asks for none (default 24 h).
     pub fn with_default_ttl(self, ttl: Duration) -> Ca {
         Ca {

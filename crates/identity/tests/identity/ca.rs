@@ -458,3 +458,38 @@ fn broken_plugin_cacerts_fail_at_startup_naming_the_file() {
     let err = Ca::from_cacerts(dir.path()).expect_err("not a CA");
     assert!(matches!(err, CaError::NotCa { .. }), "{err}");
 }
+
+/// A CA replaced while running (new plug-in material) keeps the previous
+/// CA's roots in its bundle, after its own, but only those not expired.
+#[test]
+fn a_replacing_ca_keeps_the_previous_roots_that_are_still_valid() {
+    let (old_dir, new_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut expired = CertificateParams::default();
+    expired.distinguished_name = DistinguishedName::new();
+    expired
+        .distinguished_name
+        .push(DnType::CommonName, "expired root");
+    expired.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    expired.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    expired.not_before = OffsetDateTime::now_utc() - time::Duration::days(30);
+    expired.not_after = OffsetDateTime::now_utc() - time::Duration::days(1);
+    let expired = expired
+        .self_signed(&KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap())
+        .unwrap()
+        .pem();
+    let old = Ca::self_signed("cluster.local", old_dir.path())
+        .unwrap()
+        .with_extra_roots(&expired)
+        .unwrap();
+    assert_eq!(old.roots().len(), 2);
+    let new = Ca::self_signed("cluster.local", new_dir.path()).unwrap();
+    let own = new.roots();
+    let replacing = new.with_previous_roots(&old).unwrap();
+    assert_eq!(replacing.roots(), [own[0].clone(), old.roots()[0].clone()]);
+    // Replaced again by the same material: nothing twice.
+    let again = Ca::self_signed("cluster.local", new_dir.path())
+        .unwrap()
+        .with_previous_roots(&replacing)
+        .unwrap();
+    assert_eq!(again.roots(), replacing.roots());
+}
