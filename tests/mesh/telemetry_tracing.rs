@@ -361,7 +361,26 @@ async fn bookinfo_traces_and_access_logs() -> Result<()> {
             .any(|l| l.contains("outbound|9080||reviews.default.svc.cluster.local")),
         "the client side's line names the cluster: {pp:.3000}"
     );
-    let ratings = log_of("ratings")?;
+    // ratings' server side: a failed request is logged, a good one is not
+    // (the pages above fetched ratings too).
+    let ratings_pod = mesh.pod_of("ratings")?;
+    let ip = ratings_pod["status"]["podIP"].as_str().context("pod ip")?;
+    for (path, status) in [("/ratings/x", 400), ("/ratings/0", 200)] {
+        let resp = client.get(format!("http://{ip}:9080{path}")).send().await?;
+        ensure!(resp.status() == status, "{path}: {}", resp.status());
+    }
+    let ratings = eventually(Duration::from_secs(10), || {
+        let text = log_of("ratings");
+        async move {
+            let text = text?;
+            ensure!(
+                text.contains("\"GET /ratings/x HTTP/1.1\" 400"),
+                "{text:.3000}"
+            );
+            Ok(text)
+        }
+    })
+    .await?;
     assert!(
         !ratings.contains("\"GET /ratings/0 HTTP/1.1\" 200"),
         "ratings' server side logs only failures: {ratings:.3000}"

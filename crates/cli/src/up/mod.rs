@@ -73,7 +73,8 @@ pub const API_TOKEN_FILE: &str = "api-token";
 /// The mesh config of a directory without `mesh.yaml`: Istio's demo
 /// profile's, which is what a one-machine mesh is for — every proxy's
 /// access log on its stdout (the pod's istio-proxy log).
-const DEFAULT_MESH_CONFIG: &str = "# trellis up's default (Istio's demo profile)\naccessLogFile: /dev/stdout\n";
+const DEFAULT_MESH_CONFIG: &str =
+    "# trellis up's default (Istio's demo profile)\naccessLogFile: /dev/stdout\n";
 
 pub async fn run(opts: UpOptions) -> Result<()> {
     // First of all: a block another mesh holds is refused before anything is touched.
