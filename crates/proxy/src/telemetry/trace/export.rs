@@ -92,6 +92,14 @@ async fn run(mut rx: mpsc::Receiver<SpanData>, mut sink: Sink) {
     }
 }
 
+/// OTLP/HTTP or Zipkin: a POST of each batch.
+struct HttpSink {
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    zipkin: bool,
+}
+
 /// Where one collector's batches go.
 struct Sink {
     name: String,
@@ -104,12 +112,7 @@ struct Sink {
 
 enum Protocol {
     Grpc(TraceServiceClient<tonic::transport::Channel>),
-    Http {
-        client: Client<HttpConnector, Full<Bytes>>,
-        uri: http::Uri,
-        headers: http::HeaderMap,
-        zipkin: bool,
-    },
+    Http(Box<HttpSink>),
     /// The collector's address is not usable; spans are dropped (logged once).
     Broken,
 }
@@ -153,12 +156,12 @@ impl Sink {
                     Ok(uri) => {
                         let mut connector = HttpConnector::new();
                         connector.set_connect_timeout(Some(timeout));
-                        Protocol::Http {
+                        Protocol::Http(Box::new(HttpSink {
                             client: Client::builder(TokioExecutor::new()).build(connector),
                             uri,
                             headers,
                             zipkin,
-                        }
+                        }))
                     }
                     Err(e) => {
                         tracing::warn!(collector = %c.name, address = %c.address, error = %e, "trace collector address is invalid; spans are dropped");
@@ -186,12 +189,13 @@ impl Sink {
                 .await
                 .map(|_| ())
                 .map_err(|s| s.to_string()),
-            Protocol::Http {
-                client,
-                uri,
-                headers,
-                zipkin,
-            } => {
+            Protocol::Http(h) => {
+                let HttpSink {
+                    client,
+                    uri,
+                    headers,
+                    zipkin,
+                } = &**h;
                 let (body, content_type) = if *zipkin {
                     (zipkin_json(&self.service_name, &spans), "application/json")
                 } else {
