@@ -154,7 +154,7 @@ impl Expr {
         let e = p.or()?;
         match p.tokens.get(p.at) {
             None => Ok(e),
-            Some(t) => Err(ParseError(format!("unexpected {t:?} in {text:?}"))),
+            Some(t) => Err(ParseError(format!("unexpected {t} in {text:?}"))),
         }
     }
 
@@ -230,6 +230,31 @@ enum Token {
     RParen,
     LBracket,
     RBracket,
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Token::Ident(s) => write!(f, "`{s}`"),
+            Token::Int(n) => write!(f, "`{n}`"),
+            Token::Str(s) => write!(f, "'{s}'"),
+            Token::Op(op) => f.write_str(match op {
+                Op::Eq => "`==`",
+                Op::Ne => "`!=`",
+                Op::Lt => "`<`",
+                Op::Le => "`<=`",
+                Op::Gt => "`>`",
+                Op::Ge => "`>=`",
+            }),
+            Token::And => f.write_str("`&&`"),
+            Token::Or => f.write_str("`||`"),
+            Token::Not => f.write_str("`!`"),
+            Token::LParen => f.write_str("`(`"),
+            Token::RParen => f.write_str("`)`"),
+            Token::LBracket => f.write_str("`[`"),
+            Token::RBracket => f.write_str("`]`"),
+        }
+    }
 }
 
 fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
@@ -364,7 +389,7 @@ impl Parser {
             Some(Token::Ident(id)) => Attr::from_path(&id)
                 .map(Expr::Attr)
                 .ok_or_else(|| ParseError(format!("unknown attribute {id:?}"))),
-            Some(t) => Err(ParseError(format!("unexpected {t:?}"))),
+            Some(t) => Err(ParseError(format!("unexpected {t}"))),
             None => Err(ParseError("expression ends too early".into())),
         }
     }
