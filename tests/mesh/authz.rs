@@ -181,7 +181,8 @@ async fn authorization_policies_applied_and_removed_live() -> Result<()> {
     )
     .unwrap_or_default();
     assert!(
-        log.contains("\"response_code_details\":\"rbac_access_denied_matched_policy[none]\""),
+        // Istio's default TEXT line: "... 403 - rbac_access_denied_matched_policy[none] - ...".
+        log.contains(" 403 - rbac_access_denied_matched_policy[none] "),
         "the access log says why: {log:.3000}"
     );
     kubectl(

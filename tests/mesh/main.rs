@@ -24,6 +24,7 @@ mod mtls;
 mod operator;
 mod proxy_trust;
 mod telemetry;
+mod telemetry_tracing;
 mod traffic;
 mod up;
 mod up_netns;

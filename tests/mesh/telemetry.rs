@@ -356,6 +356,23 @@ scrape_configs:
         }
     }
     assert_eq!(done, total);
+    // Each TCP connection also has its access log line (`trellis up` logs
+    // to stdout): Istio's TEXT format, with no request in it.
+    let tcp_pod = mesh.pod_of("tcpserver")?;
+    let tcp_log = mesh.logs().join(format!(
+        "default.{}.istio-proxy.log",
+        tcp_pod["metadata"]["name"].as_str().unwrap_or_default()
+    ));
+    eventually(Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&tcp_log).unwrap_or_default();
+        let lines = text
+            .lines()
+            .filter(|l| l.contains("\"- - -\" 0 - - - \"-\"") && l.contains(" inbound|8080 "))
+            .count();
+        ensure!(lines >= 2, "{lines} TCP access log lines: {text:.3000}");
+        Ok(())
+    })
+    .await?;
     // Exact counts, once scraped.
     eventually(Duration::from_secs(60), || async {
         let n = scraped().await?;

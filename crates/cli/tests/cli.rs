@@ -352,7 +352,7 @@ fn accepted_but_unenforced_resources_are_reported() {
             ("app.yaml", SERVICE),
             (
                 "jwt.yaml",
-                "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  jwtRules: [{issuer: \"https://issuer.example\"}]\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: logs}\nspec:\n  accessLogging: [{disabled: true}]\n",
+                "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  jwtRules: [{issuer: \"https://issuer.example\"}]\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: logs}\nspec:\n  accessLogging: [{disabled: true}]\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: metrics}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  metrics: [{reportingInterval: 10s}]\n",
             ),
         ],
     );
@@ -363,13 +363,15 @@ fn accepted_but_unenforced_resources_are_reported() {
         !stdout.contains("RequestAuthentication jwt.default"),
         "{stdout}"
     );
+    // Access logging is enforced: no finding; a reporting interval is not.
+    assert!(!stdout.contains("Telemetry logs.default"), "{stdout}");
     assert!(
-        stdout.contains("Telemetry has no effect (accessLogging ignored)"),
+        stdout.contains("Telemetry metrics reportingInterval not enforced yet"),
         "{stdout}"
     );
     let out = trellis(&["validate", "-f", &dir.display().to_string()]);
     assert!(
-        text(&out.stdout).contains("Telemetry has no effect"),
+        text(&out.stdout).contains("not enforced yet"),
         "{}",
         text(&out.stdout)
     );

@@ -32,6 +32,7 @@ pub fn compile(mesh: &Mesh, node: &pb::Node) -> ProxyConfig {
     let mut config = ProxyConfig::default();
     outbound_clusters(mesh, &scope, &mut config);
     per_proxy(mesh, node, &scope, &mut config);
+    crate::telemetry::apply(mesh, node, &mut config);
     config
 }
 
@@ -185,7 +186,7 @@ impl Compiler {
             gateway::compile(&self.mesh, node, &mut own);
             types.insert(
                 wire::types::ROUTE_CONFIG.to_string(),
-                encode(route_resources(own.routes)),
+                encode(route_resources(std::mem::take(&mut own.routes))),
             );
         } else {
             if let Some(w) = self.mesh.registry.workload(&node.pod_name, &node.namespace) {
@@ -195,6 +196,7 @@ impl Compiler {
             }
             own.listeners.push(virtual_outbound(&scope));
         }
+        crate::telemetry::apply(&self.mesh, node, &mut own);
         types.insert(wire::types::CLUSTER.to_string(), shared.clusters);
         types.insert(wire::types::ENDPOINTS.to_string(), shared.endpoints);
         if let Some(routes) = shared.routes {

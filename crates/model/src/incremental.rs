@@ -205,6 +205,7 @@ fn same_but_workloads(a: &Mesh, b: &Mesh) -> bool {
         peer_authentications,
         authorization_policies,
         request_authentications,
+        telemetries,
         secrets,
     } = a;
     *config == b.config
@@ -216,6 +217,7 @@ fn same_but_workloads(a: &Mesh, b: &Mesh) -> bool {
         && *peer_authentications == b.peer_authentications
         && *authorization_policies == b.authorization_policies
         && *request_authentications == b.request_authentications
+        && *telemetries == b.telemetries
         && *secrets == b.secrets
 }
 

@@ -25,6 +25,7 @@ pub mod registry;
 mod routes;
 pub mod scope;
 pub mod service_entry;
+pub mod telemetry;
 
 pub use compile::{Compiler, ProxyConfig, compile};
 pub use mesh::Mesh;

@@ -3,6 +3,7 @@
 
 use api::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
 use api::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use api::telemetry::Telemetry;
 use api::{Object, Resource};
 
 use crate::host;
@@ -20,6 +21,7 @@ pub struct Mesh {
     pub peer_authentications: Vec<Object<PeerAuthentication>>,
     pub authorization_policies: Vec<Object<AuthorizationPolicy>>,
     pub request_authentications: Vec<Object<RequestAuthentication>>,
+    pub telemetries: Vec<Object<Telemetry>>,
     /// Secrets by (namespace, name): gateway servers' `credentialName`.
     pub secrets: std::collections::BTreeMap<(String, String), k8s_openapi::api::core::v1::Secret>,
 }
@@ -59,6 +61,7 @@ impl Mesh {
                 Resource::RequestAuthentication(ra) => {
                     mesh.request_authentications.push(ra.clone())
                 }
+                Resource::Telemetry(t) => mesh.telemetries.push(t.clone()),
                 Resource::Secret(s) => {
                     let ns = s
                         .metadata
@@ -93,6 +96,7 @@ impl Mesh {
             .sort_by_key(|o| key(&o.metadata));
         mesh.request_authentications
             .sort_by_key(|o| key(&o.metadata));
+        mesh.telemetries.sort_by_key(|o| key(&o.metadata));
         mesh
     }
 

@@ -23,6 +23,135 @@ pub struct MeshConfig {
     pub default_config: ProxyConfig,
     /// How proxies normalise request paths before routing and authorization.
     pub path_normalization: PathNormalization,
+    /// Tracing with `defaultConfig.tracing` when no Telemetry resource or
+    /// default provider says otherwise; Istio's default is on.
+    pub enable_tracing: bool,
+    /// The built-in `envoy` access log: empty is off, else a path
+    /// (`/dev/stdout`, as `kubectl logs -c istio-proxy` shows it).
+    pub access_log_file: String,
+    pub access_log_encoding: AccessLogEncoding,
+    /// Envoy command operators; empty: Istio's default for the encoding.
+    pub access_log_format: String,
+    /// Named telemetry backends the Telemetry API refers to.
+    pub extension_providers: Vec<ExtensionProvider>,
+    /// Providers used where no Telemetry resource names one.
+    pub default_providers: DefaultProviders,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccessLogEncoding {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DefaultProviders {
+    pub tracing: Vec<String>,
+    pub metrics: Vec<String>,
+    pub access_logging: Vec<String>,
+}
+
+/// One `extensionProviders` entry. Kinds Trellis does not implement are
+/// accepted (an existing mesh config keeps loading) and named by
+/// [`ExtensionProvider::kind`]; a Telemetry using one is reported.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExtensionProvider {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opentelemetry: Option<OpenTelemetryProvider>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zipkin: Option<ZipkinProvider>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envoy_file_access_log: Option<FileAccessLogProvider>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<serde_json::Value>,
+    /// Any other kind, by its key (e.g. `envoyExtAuthzHttp`, `datadog`).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+impl ExtensionProvider {
+    pub fn kind(&self) -> &str {
+        if self.opentelemetry.is_some() {
+            "opentelemetry"
+        } else if self.zipkin.is_some() {
+            "zipkin"
+        } else if self.envoy_file_access_log.is_some() {
+            "envoyFileAccessLog"
+        } else if self.prometheus.is_some() {
+            "prometheus"
+        } else {
+            self.other.keys().next().map_or("", String::as_str)
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OpenTelemetryProvider {
+    /// The collector's host ("otel-collector.observability.svc.cluster.local").
+    pub service: String,
+    pub port: u32,
+    /// Set: OTLP over HTTP/protobuf; unset: OTLP over gRPC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<OtlpHttp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<OtlpGrpc>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OtlpHttp {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<api::duration::Duration>,
+    pub headers: Vec<ProviderHeader>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OtlpGrpc {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<api::duration::Duration>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProviderHeader {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ZipkinProvider {
+    pub service: String,
+    pub port: u32,
+    pub max_tag_length: u32,
+    /// The collector's span endpoint; empty: `/api/v2/spans`.
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FileAccessLogProvider {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// oneof: a text format, or JSON labels (each a format).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LogFormat {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 /// Istio's `ProxyPathNormalization`.
@@ -73,6 +202,29 @@ pub struct ProxyConfig {
     /// limit); unset: 2, Istio's sidecar default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// The legacy tracing settings (`meshConfig.enableTracing`).
+    pub tracing: TracingConfig,
+}
+
+/// Istio's `ProxyConfig.tracing`, the parts a proxy uses.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TracingConfig {
+    /// Percent of requests sampled; unset: 1 (Istio's PILOT_TRACE_SAMPLING).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_path_tag_length: Option<u32>,
+    pub custom_tags: BTreeMap<String, api::telemetry::CustomTag>,
+    /// The legacy Zipkin collector; unset: `zipkin.istio-system:9411`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zipkin: Option<ZipkinAddress>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ZipkinAddress {
+    pub address: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
@@ -94,6 +246,12 @@ impl Default for MeshConfig {
             },
             default_config: ProxyConfig::default(),
             path_normalization: PathNormalization::default(),
+            enable_tracing: true,
+            access_log_file: String::new(),
+            access_log_encoding: AccessLogEncoding::Text,
+            access_log_format: String::new(),
+            extension_providers: Vec::new(),
+            default_providers: DefaultProviders::default(),
         }
     }
 }

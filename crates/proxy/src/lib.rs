@@ -73,7 +73,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Data-plane worker threads (1 suits a sidecar; gateways want more).
     pub workers: usize,
-    /// Write the JSON access log to stdout.
+    /// Write the access logs the config asks for (`false`: none whatever
+    /// it says).
     pub access_log: bool,
     /// Where to get the workload certificate for mesh mTLS; `None`: no mesh
     /// TLS (inbound plaintext only, outbound auto mTLS falls back to plaintext).

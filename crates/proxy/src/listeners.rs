@@ -419,11 +419,15 @@ fn serve_inbound(
                                         None => Arc::new(PeerMeta::from_identity(i.id())),
                                     }
                                 });
-                                let stream = shared.telemetry.meter_inbound_tcp(
-                                    stream,
-                                    meta,
-                                    spec.service.clone(),
-                                );
+                                let log = tcp_log(&shared, &spec, peer, app).map(|mut l| {
+                                    l.source_principal = principal.clone();
+                                    l.requested_server_name = sni.clone();
+                                    l
+                                });
+                                let stream = shared
+                                    .telemetry
+                                    .meter_inbound_tcp(stream, meta, spec.service.clone())
+                                    .with_log(log);
                                 tcp::forward(stream, app).await;
                             }
                         }
@@ -491,10 +495,10 @@ pub(crate) fn serve_plain(
         ),
         Serve::Tcp => {
             if tcp_allowed(&listener_now, peer, None, None) {
-                let stream =
-                    shared
-                        .telemetry
-                        .meter_inbound_tcp(stream, None, listener_now.service.clone());
+                let stream = shared
+                    .telemetry
+                    .meter_inbound_tcp(stream, None, listener_now.service.clone())
+                    .with_log(tcp_log(shared, &listener_now, peer, app));
                 tokio::spawn(tcp::forward(stream, app));
             }
         }
@@ -511,13 +515,37 @@ pub(crate) fn serve_plain(
                         drain,
                     );
                 } else if tcp_allowed(&rt.load(), peer, None, None) {
-                    let service = rt.load().service.clone();
-                    let stream = shared.telemetry.meter_inbound_tcp(stream, None, service);
+                    let now = rt.load();
+                    let stream = shared
+                        .telemetry
+                        .meter_inbound_tcp(stream, None, now.service.clone())
+                        .with_log(tcp_log(&shared, &now, peer, app));
                     tcp::forward(stream, app).await;
                 }
             });
         }
     }
+}
+
+/// The access log of an inbound TCP connection to `app`, if the server
+/// side has access logs.
+fn tcp_log(
+    shared: &Shared,
+    rt: &ListenerRt,
+    peer: SocketAddr,
+    app: SocketAddr,
+) -> Option<Box<crate::telemetry::stream::TcpLog>> {
+    if !shared.telemetry.access_log {
+        return None;
+    }
+    let logs = shared.store.current()?.access_logs.server.clone()?;
+    Some(crate::telemetry::stream::TcpLog::new(
+        logs,
+        peer,
+        rt.spec.bind,
+        app.to_string(),
+        rt.spec.name.clone(),
+    ))
 }
 
 /// The port's AuthorizationPolicies on a TCP connection; a denied one is

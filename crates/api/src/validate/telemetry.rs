@@ -91,6 +91,28 @@ pub(crate) fn telemetry(errs: &mut Errors, t: &Telemetry) {
                     TagOperation::Upsert if to.value.as_deref().is_none_or(str::is_empty) => {
                         errs.add(at(&tp, "value"), "a value is required for UPSERT");
                     }
+                    TagOperation::Upsert => {
+                        match expr::Expr::parse(to.value.as_deref().unwrap_or_default()) {
+                            Err(e) => errs.add(
+                                at(&tp, "value"),
+                                format!("not an expression Trellis evaluates: {e}"),
+                            ),
+                            Ok(e) => {
+                                if let Some(a) =
+                                    e.attributes().into_iter().find(|a| !a.in_metric_labels())
+                                {
+                                    errs.add(
+                                        at(&tp, "value"),
+                                        format!(
+                                            "{a} is not known per metric series in Trellis; \
+                                             use response.code, response.grpc_status, response.flags, \
+                                             request.protocol, source.principal, connection.mtls or a literal"
+                                        ),
+                                    );
+                                }
+                            }
+                        }
+                    }
                     TagOperation::Remove if to.value.is_some() => {
                         errs.add(at(&tp, "value"), "value must not be set for REMOVE");
                     }
@@ -102,13 +124,13 @@ pub(crate) fn telemetry(errs: &mut Errors, t: &Telemetry) {
     for (i, a) in t.access_logging.iter().enumerate() {
         let p = idx(base, "accessLogging", i);
         providers(errs, &p, &a.providers);
-        if let Some(f) = &a.filter
-            && f.expression.trim().is_empty()
-        {
-            errs.add(
-                at(&at(&p, "filter"), "expression"),
-                "expression is required",
-            );
+        if let Some(f) = &a.filter {
+            let path = at(&at(&p, "filter"), "expression");
+            if f.expression.trim().is_empty() {
+                errs.add(path, "expression is required");
+            } else if let Err(e) = expr::Expr::parse(&f.expression) {
+                errs.add(path, format!("not an expression Trellis evaluates: {e}"));
+            }
         }
     }
 }

@@ -59,5 +59,43 @@ fn telemetry() {
                 "expression is required",
             )),
         ),
+        (
+            "access log unparsable filter",
+            t("  accessLogging: [{filter: {expression: 'response.code >='}}]\n"),
+            Some((
+                "spec.accessLogging[0].filter.expression",
+                "not an expression Trellis evaluates",
+            )),
+        ),
+        (
+            "access log unknown attribute",
+            t("  accessLogging: [{filter: {expression: 'response.cod >= 400'}}]\n"),
+            Some(("spec.accessLogging[0].filter.expression", "response.cod")),
+        ),
+        (
+            "tag override expression",
+            t(
+                "  metrics: [{overrides: [{tagOverrides: {failed: {value: 'response.code >= 500'}}}]}]\n",
+            ),
+            None,
+        ),
+        (
+            "tag override unparsable",
+            t(
+                "  metrics: [{overrides: [{tagOverrides: {failed: {value: 'response.code >>'}}}]}]\n",
+            ),
+            Some((
+                "spec.metrics[0].overrides[0].tagOverrides.failed.value",
+                "not an expression Trellis evaluates",
+            )),
+        ),
+        (
+            "tag override per-request attribute",
+            t("  metrics: [{overrides: [{tagOverrides: {method: {value: request.method}}}]}]\n"),
+            Some((
+                "spec.metrics[0].overrides[0].tagOverrides.method.value",
+                "request.method is not known per metric series",
+            )),
+        ),
     ]);
 }

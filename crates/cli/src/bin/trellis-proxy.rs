@@ -112,7 +112,7 @@ struct Args {
     /// Data-plane worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// Do not write the JSON access log to stdout.
+    /// Write no access log, whatever the mesh config and Telemetry say.
     #[arg(long)]
     no_access_log: bool,
     /// How long in-flight requests may finish after a stop signal.

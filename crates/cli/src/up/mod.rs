@@ -69,6 +69,12 @@ impl Mode {
 /// The API token's file in the state directory (mode 0600).
 pub const API_TOKEN_FILE: &str = "api-token";
 
+/// The mesh config of a directory without `mesh.yaml`: Istio's demo
+/// profile's, which is what a one-machine mesh is for — every proxy's
+/// access log on its stdout (the pod's istio-proxy log).
+const DEFAULT_MESH_CONFIG: &str =
+    "# trellis up's default (Istio's demo profile)\naccessLogFile: /dev/stdout\n";
+
 pub async fn run(opts: UpOptions) -> Result<()> {
     // First of all: a block another mesh holds is refused before anything is touched.
     let mut lock = lock::lock_block(opts.block)?;
@@ -90,7 +96,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         // Checked now, so a bad file stops `up` before anything starts.
         files::mesh_config(&mesh_config_file)?
     } else {
-        model::MeshConfig::default()
+        serde_yaml_ng::from_str(DEFAULT_MESH_CONFIG)?
     };
     let mode = if opts.no_netns {
         Mode::Loopback("--no-netns".into())
@@ -202,12 +208,17 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         "--pod-status-file".into(),
         status_file.display().to_string(),
     ];
-    if mesh_config_file.is_file() {
-        args.extend([
-            "--mesh-config".into(),
-            mesh_config_file.display().to_string(),
-        ]);
-    }
+    let mesh_config_arg = if mesh_config_file.is_file() {
+        mesh_config_file.clone()
+    } else {
+        let default = state.join(files::MESH_CONFIG_FILE);
+        std::fs::write(&default, DEFAULT_MESH_CONFIG)?;
+        default
+    };
+    args.extend([
+        "--mesh-config".into(),
+        mesh_config_arg.display().to_string(),
+    ]);
     args.extend(identity.trellisd_args());
     control.spawn(Spec {
         name: "trellisd".into(),

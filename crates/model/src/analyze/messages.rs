@@ -149,6 +149,8 @@ pub const CONFLICTING_GATEWAY_VIRTUAL_SERVICE_HOSTS: MessageType = ty(
 );
 pub const IGNORED_RESOURCE: MessageType = ty("TRL0004", "IgnoredResource", Level::Info);
 pub const NOT_ENFORCED: MessageType = ty("TRL0005", "NotEnforced", Level::Warning);
+pub const UNKNOWN_TELEMETRY_PROVIDER: MessageType =
+    ty("TRL0006", "UnknownTelemetryProvider", Level::Error);
 
 /// Every message the analyzers can produce, in code order.
 pub const ALL: &[MessageType] = &[
@@ -195,6 +197,7 @@ pub const ALL: &[MessageType] = &[
     CONFLICTING_GATEWAY_VIRTUAL_SERVICE_HOSTS,
     IGNORED_RESOURCE,
     NOT_ENFORCED,
+    UNKNOWN_TELEMETRY_PROVIDER,
 ];
 
 /// Where a code is explained: istio.io's page for istioctl's codes, the

@@ -1,12 +1,13 @@
 //! Telemetry resources that compete for the same workload, istioctl's
 //! `telemetry.DefaultSelectorAnalyzer` and `SelectorAnalyzer`: more than
 //! one without a selector in a namespace (IST0160), or several selecting
-//! one pod (IST0159). Which one applies is then undefined.
+//! one pod (IST0159). Which one applies is then undefined. And providers
+//! the mesh config does not define, or of a kind that cannot do what the
+//! Telemetry asks (TRL0006): the proxies would report nothing there.
 //!
 //! An access-logging entry that names no provider while the mesh sets no
 //! default one (IST0157, istioctl's `telemetry.ProviderAnalyzer`) is
-//! ignored by Istio. (Trellis's mesh configuration has no default
-//! providers.)
+//! ignored by Istio.
 
 use std::collections::BTreeMap;
 
@@ -35,7 +36,8 @@ pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
         )
     });
 
-    for t in &telemetries {
+    let no_default_log_provider = ctx.config.default_providers.access_logging.is_empty();
+    for t in telemetries.iter().filter(|_| no_default_log_provider) {
         let empty = t
             .spec
             .access_logging
@@ -68,6 +70,10 @@ pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
         }
     }
 
+    for t in &telemetries {
+        unknown_providers(ctx, t, out);
+    }
+
     for w in ctx.workloads.iter().filter(|w| w.from_input) {
         let selecting: Vec<&&Object<Telemetry>> = telemetries
             .iter()
@@ -96,4 +102,60 @@ fn selector(t: &Object<Telemetry>) -> Option<&BTreeMap<String, String>> {
         .as_ref()
         .map(|s| &s.match_labels)
         .filter(|l| !l.is_empty())
+}
+
+/// Each provider a Telemetry names must be an extensionProviders entry of
+/// a kind that serves its section, or a built-in (`envoy` for access logs,
+/// `prometheus` for metrics).
+fn unknown_providers(ctx: &Context<'_>, t: &Object<Telemetry>, out: &mut Vec<Message>) {
+    let providers = &ctx.config.extension_providers;
+    let mut check = |section: &str,
+                     i: usize,
+                     names: &[api::telemetry::ProviderRef],
+                     kinds: &[&str],
+                     builtin: &str| {
+        for (j, p) in names.iter().enumerate() {
+            let path = format!("spec.{section}[{i}].providers[{j}].name");
+            let text = match providers.iter().find(|e| e.name == p.name) {
+                _ if p.name == builtin => continue,
+                Some(e) if kinds.contains(&e.kind()) => continue,
+                Some(e) => format!(
+                    "{path}: provider {:?} is a {} provider; {section} needs one of: {}",
+                    p.name,
+                    e.kind(),
+                    kinds.join(", ")
+                ),
+                None => format!(
+                    "{path}: provider {:?} is not defined in meshConfig.extensionProviders",
+                    p.name
+                ),
+            };
+            out.push(Message::new(
+                m::UNKNOWN_TELEMETRY_PROVIDER,
+                object_origin(t),
+                text,
+            ));
+        }
+    };
+    for (i, tr) in t.spec.tracing.iter().enumerate() {
+        check(
+            "tracing",
+            i,
+            &tr.providers,
+            &["opentelemetry", "zipkin"],
+            "",
+        );
+    }
+    for (i, a) in t.spec.access_logging.iter().enumerate() {
+        check(
+            "accessLogging",
+            i,
+            &a.providers,
+            &["envoyFileAccessLog"],
+            crate::telemetry::ENVOY_PROVIDER,
+        );
+    }
+    for (i, mt) in t.spec.metrics.iter().enumerate() {
+        check("metrics", i, &mt.providers, &["prometheus"], "prometheus");
+    }
 }

@@ -10,8 +10,8 @@
 //! normal in a manifest directory and get no message.
 //!
 //! TRL0005 (Warning) is for what Trellis accepts, stores and serves back
-//! but does not enforce yet (Telemetry; a DestinationRule's HTTP/2
-//! keepalive): worse than a
+//! but does not enforce yet (Telemetry metrics reportingInterval; a
+//! DestinationRule's HTTP/2 keepalive): worse than a
 //! refusal if unnoticed, so `apply` and `up` print the same text as a warning.
 
 use api::Resource;
@@ -100,27 +100,40 @@ DestinationRule connectionPool and outlierDetection for circuit breaking. Rate l
 Trellis equivalent yet.";
 
 /// What `r` asks for that Trellis accepts but does not enforce, said plainly;
-/// `None` when everything in it takes effect.
+/// `None` when everything in it takes effect. Telemetry's tracing, access
+/// logging and metrics overrides are enforced; its metrics
+/// `reportingInterval` (Prometheus scrapes when it likes) and providers
+/// other than Prometheus are not.
 pub fn not_enforced(r: &Resource) -> Option<String> {
     match r {
         Resource::Telemetry(t) => {
-            let spec = &t.spec;
-            let fields: Vec<&str> = [
-                ("tracing", !spec.tracing.is_empty()),
-                ("metrics", !spec.metrics.is_empty()),
-                ("accessLogging", !spec.access_logging.is_empty()),
-            ]
-            .into_iter()
-            .filter_map(|(name, set)| set.then_some(name))
-            .collect();
-            let what = if fields.is_empty() {
-                String::new()
-            } else {
-                format!(" ({} ignored)", fields.join(", "))
-            };
+            let ignored: Vec<&str> = t
+                .spec
+                .metrics
+                .iter()
+                .flat_map(|m| {
+                    let interval = m
+                        .reporting_interval
+                        .is_some()
+                        .then_some("metrics reportingInterval");
+                    let providers = m
+                        .providers
+                        .iter()
+                        .any(|p| p.name != "prometheus")
+                        .then_some("metrics providers other than prometheus");
+                    [interval, providers]
+                })
+                .flatten()
+                .collect();
+            if ignored.is_empty() {
+                return None;
+            }
+            let mut ignored = ignored;
+            ignored.dedup();
             Some(format!(
-                "Telemetry has no effect{what}: Trellis does not apply Telemetry resources yet; \
-                 every proxy reports Istio's standard metrics and writes access logs whatever it says."
+                "Telemetry {} not enforced yet: every proxy serves Istio's standard metrics \
+                 to Prometheus whatever these say (tracing, accessLogging and metrics overrides do apply).",
+                ignored.join(", ")
             ))
         }
         Resource::DestinationRule(dr) => {

@@ -21,10 +21,19 @@ pub(crate) fn cases() -> Vec<Case> {
         Case {
             code: "TRL0005",
             resource: "Telemetry mesh-default.istio-system",
-            text: "Telemetry has no effect (tracing, accessLogging ignored)",
+            text: "Telemetry metrics reportingInterval not enforced yet",
             triggers: TELEMETRY.into(),
-            // Enforced: a RequestAuthentication is no finding.
-            clean: REQUEST_AUTHENTICATION.into(),
+            // Enforced: a RequestAuthentication, a Telemetry's tracing and
+            // access logs are no finding.
+            clean: format!("{REQUEST_AUTHENTICATION}---{TELEMETRY_ENFORCED}"),
+        },
+        Case {
+            code: "TRL0006",
+            resource: "Telemetry tracing.default",
+            text: "spec.tracing[0].providers[0].name: provider \"otel\" is not defined in meshConfig.extensionProviders",
+            triggers: TELEMETRY_UNKNOWN_PROVIDER.into(),
+            // The built-in providers need no definition.
+            clean: TELEMETRY_ENFORCED.into(),
         },
     ]
 }
@@ -42,8 +51,25 @@ apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {name: mesh-default, namespace: istio-system}
 spec:
+  metrics: [{reportingInterval: 10s}]
+"#;
+
+const TELEMETRY_UNKNOWN_PROVIDER: &str = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: tracing, namespace: default}
+spec:
+  tracing: [{providers: [{name: otel}]}]
+"#;
+
+const TELEMETRY_ENFORCED: &str = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-logs, namespace: istio-system}
+spec:
   tracing: [{randomSamplingPercentage: 10}]
   accessLogging: [{providers: [{name: envoy}]}]
+  metrics: [{providers: [{name: prometheus}], overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]}]
 "#;
 
 const ENVOY_FILTER: &str = r#"

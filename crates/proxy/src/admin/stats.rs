@@ -33,7 +33,13 @@ pub struct AppMetrics {
 /// The proxy's metrics: Istio's standard metrics and its health series.
 pub fn proxy(admin: &Admin) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    admin.telemetry.metrics.encode(&mut out);
+    let snapshot = admin.store.current();
+    let overrides = snapshot.as_ref().map(|s| &s.metrics);
+    admin.telemetry.metrics.encode_with(
+        &mut out,
+        overrides.and_then(|o| o.server.as_deref()),
+        overrides.and_then(|o| o.client.as_deref()),
+    );
     crate::policy::jwt::encode_metrics(&mut out);
     health(admin, &mut out);
     out

@@ -119,15 +119,28 @@ pub async fn handle(
         Direction::Inbound => Reporter::Destination,
         Direction::Outbound | Direction::Gateway => Reporter::Source,
     };
+    let snapshot = conn.shared.store.current();
+    let span = snapshot
+        .as_ref()
+        .and_then(|s| trace_span(s, &mut req, &authority, &listener));
+    let logs = snapshot
+        .as_ref()
+        .filter(|_| conn.shared.telemetry.access_log)
+        .and_then(|s| s.access_logs.side(listener.spec.direction).clone());
+    drop(snapshot);
     let mut record = Box::new(Record::start(
         &conn.shared.telemetry,
         reporter,
         &req,
-        &authority,
         request_id,
         conn.peer,
         conn.mesh_peer.as_ref().map(|p| p.meta.clone()),
     ));
+    record.observe(&req, &authority, span, logs);
+    if record.logged() {
+        record.downstream_local = Some(conn.original_dst.unwrap_or(listener.spec.bind));
+        record.requested_server_name.clone_from(&conn.sni);
+    }
     let response = match listener.spec.direction {
         _ if req.extensions().get::<TooManyHeaders>().is_some() => {
             record.flags.set(Flags::DPE);
@@ -172,7 +185,28 @@ pub async fn handle(
     };
     record.status = response.status().as_u16();
     record.see_grpc_status(response.headers());
+    if record.logged() {
+        record.response_headers = Some(Box::new(response.headers().clone()));
+    }
     Ok(response.map(|b| LoggedBody::new(b, record)))
+}
+
+/// The request's span, if its side is traced and it is sampled. As Istio
+/// configures Envoy: a SERVER span on the inbound side, a CLIENT span on
+/// the outbound side and at gateways (whose listeners are outbound).
+fn trace_span<B>(
+    snapshot: &crate::snapshot::Snapshot,
+    req: &mut Request<B>,
+    authority: &str,
+    listener: &ListenerRt,
+) -> Option<Box<crate::telemetry::trace::Span>> {
+    use crate::telemetry::trace::{self, SpanKind};
+    let policy = snapshot.tracing.side(listener.spec.direction).as_ref()?;
+    let kind = match listener.spec.direction {
+        Direction::Inbound => SpanKind::Server,
+        Direction::Outbound | Direction::Gateway => SpanKind::Client,
+    };
+    trace::start(policy, kind, req, authority)
 }
 
 /// The port's AuthorizationPolicies on one inbound request.

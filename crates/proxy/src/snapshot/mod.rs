@@ -187,6 +187,30 @@ pub struct Snapshot {
     pub inbound_services: HashMap<SocketAddr, Arc<ServiceMeta>>,
     /// The mesh's workloads as inbound peers, from the endpoint data.
     pub peers: Peers,
+    /// How requests are traced on each side (`None`: not traced): the
+    /// inbound listeners' policy for the server side, virtualOutbound's or
+    /// the gateway's for the client side.
+    pub tracing: Sides<Option<Arc<crate::telemetry::trace::Policy>>>,
+    /// The access logs of each side (`None`: not logged).
+    pub access_logs: Sides<Option<Arc<crate::telemetry::access_log::AccessLogs>>>,
+    /// The Telemetry API's metrics overrides of each side's reporter.
+    pub metrics: Sides<Option<Arc<crate::telemetry::metrics::Overrides>>>,
+}
+
+/// A setting per side of the proxy, as Istio's Telemetry `match.mode` splits them.
+#[derive(Default)]
+pub struct Sides<T> {
+    pub server: T,
+    pub client: T,
+}
+
+impl<T> Sides<T> {
+    pub fn side(&self, direction: Direction) -> &T {
+        match direction {
+            Direction::Inbound => &self.server,
+            Direction::Outbound | Direction::Gateway => &self.client,
+        }
+    }
 }
 
 /// What applies to a captured inbound connection to a port no inbound
@@ -385,10 +409,56 @@ pub fn compile(
     let mut inbound_services = HashMap::new();
     let mut bound = HashSet::new();
     let mut path_normalization = Normalization::default();
+    let mut tracing: Sides<Option<Arc<crate::telemetry::trace::Policy>>> = Sides::default();
+    let mut access_logs: Sides<Option<Arc<crate::telemetry::access_log::AccessLogs>>> =
+        Sides::default();
+    let mut metrics: Sides<Option<Arc<crate::telemetry::metrics::Overrides>>> = Sides::default();
     for r in &of(wire::types::LISTENER)? {
         let Some(Kind::Listener(l)) = &r.kind else {
             return Err(wrong_kind("listeners", r));
         };
+        let server_side = pb::Direction::try_from(l.direction) == Ok(pb::Direction::Inbound);
+        // A tracing policy the proxy cannot use leaves the side untraced
+        // (and says so); it never stops the rest of the config.
+        let trace_side = if server_side {
+            &mut tracing.server
+        } else {
+            &mut tracing.client
+        };
+        if let Some(t) = &l.tracing
+            && trace_side.is_none()
+        {
+            match crate::telemetry::trace::Policy::compile(t) {
+                Ok(policy) => *trace_side = Some(Arc::new(policy)),
+                Err(error) => {
+                    tracing::warn!(listener = %l.name, %error, "requests on this side are not traced")
+                }
+            }
+        }
+        let metrics_side = if server_side {
+            &mut metrics.server
+        } else {
+            &mut metrics.client
+        };
+        if let Some(m) = &l.metrics
+            && metrics_side.is_none()
+        {
+            match crate::telemetry::metrics::Overrides::compile(m) {
+                Ok(o) => *metrics_side = Some(Arc::new(o)),
+                Err(error) => {
+                    tracing::warn!(listener = %l.name, %error, "metrics overrides not applied")
+                }
+            }
+        }
+        // Every listener of a side carries the same logs: compiled once.
+        let logs_side = if server_side {
+            &mut access_logs.server
+        } else {
+            &mut access_logs.client
+        };
+        if !l.access_logs.is_empty() && logs_side.is_none() {
+            *logs_side = crate::telemetry::access_log::AccessLogs::compile(&l.access_logs);
+        }
         // Bound by the capture listeners when capture is on; its policy applies to the explicit proxy too.
         if l.name == crate::capture::VIRTUAL_OUTBOUND {
             registry_only = l.registry_only;
@@ -438,6 +508,9 @@ pub fn compile(
         peers,
         registry_only,
         inbound_passthrough,
+        tracing,
+        access_logs,
+        metrics,
     })
 }
 

@@ -1,53 +1,529 @@
-//! The JSON access log: one line per request on stdout, with the field
-//! names of Istio's JSON access log format (Envoy's command operators).
-//! Lines are written by a thread of their own, so that a slow stdout never
-//! blocks a request; when it falls far behind, lines are dropped and counted.
+//! Access logs as Istio configures Envoy's file access log: one line per
+//! request in Istio's default TEXT format or its JSON format, or in a
+//! format of Envoy command operators (`meshConfig.accessLogFormat`, an
+//! `envoyFileAccessLog` provider's `logFormat`), to `/dev/stdout` (what
+//! `kubectl logs -c istio-proxy` shows) or a file, for the requests a
+//! Telemetry `filter.expression` lets through.
+//!
+//! Lines are written by one thread per destination, so that a slow stdout
+//! never blocks a request; when it falls far behind, lines are dropped and
+//! counted.
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock, Weak, mpsc};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use expr::{Attr, Expr, Value};
+use http::HeaderMap;
+use http::header::HeaderName;
+use wire::pb;
 
-#[derive(Serialize)]
-pub struct Line<'a> {
-    pub start_time: &'a str,
+/// Istio's default TEXT format (`EnvoyTextLogFormat`).
+pub const ISTIO_TEXT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
+
+/// Istio's default JSON format (`EnvoyJSONLogFormatIstio`), in its order.
+pub const ISTIO_JSON_FORMAT: &[(&str, &str)] = &[
+    ("start_time", "%START_TIME%"),
+    ("route_name", "%ROUTE_NAME%"),
+    ("method", "%REQ(:METHOD)%"),
+    ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+    ("protocol", "%PROTOCOL%"),
+    ("response_code", "%RESPONSE_CODE%"),
+    ("response_flags", "%RESPONSE_FLAGS%"),
+    ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
+    (
+        "connection_termination_details",
+        "%CONNECTION_TERMINATION_DETAILS%",
+    ),
+    ("bytes_received", "%BYTES_RECEIVED%"),
+    ("bytes_sent", "%BYTES_SENT%"),
+    ("duration", "%DURATION%"),
+    (
+        "upstream_service_time",
+        "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    ),
+    ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
+    ("user_agent", "%REQ(USER-AGENT)%"),
+    ("request_id", "%REQ(X-REQUEST-ID)%"),
+    ("authority", "%REQ(:AUTHORITY)%"),
+    ("upstream_host", "%UPSTREAM_HOST%"),
+    ("upstream_cluster", "%UPSTREAM_CLUSTER_RAW%"),
+    ("upstream_local_address", "%UPSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_local_address", "%DOWNSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
+    ("requested_server_name", "%REQUESTED_SERVER_NAME%"),
+    (
+        "upstream_transport_failure_reason",
+        "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    ),
+];
+
+/// What a line is made of: everything the proxy knows about one request
+/// (or TCP connection) when it ends.
+pub struct Entry<'a> {
+    pub start_time: SystemTime,
     pub method: &'a str,
     pub path: &'a str,
-    pub protocol: &'static str,
+    pub authority: &'a str,
+    /// "HTTP/1.1", "HTTP/2"; TCP: none.
+    pub protocol: Option<&'a str>,
     pub response_code: u16,
+    pub grpc_status: Option<u16>,
     pub response_flags: &'a str,
+    pub response_code_details: Option<&'a str>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
-    pub duration: u64,
+    pub duration_ms: u64,
     pub upstream_service_time: Option<u64>,
+    pub request_headers: Option<&'a HeaderMap>,
+    pub response_headers: Option<&'a HeaderMap>,
     pub upstream_host: Option<&'a str>,
     pub upstream_cluster: Option<&'a str>,
-    /// The `x-request-id` header; Istio's JSON format names it `request_id`.
-    pub request_id: &'a str,
-    pub authority: &'a str,
-    pub user_agent: Option<&'a str>,
-    pub downstream_remote_address: &'a str,
+    pub downstream_local: Option<SocketAddr>,
+    pub downstream_remote: SocketAddr,
+    pub requested_server_name: Option<&'a str>,
     pub route_name: Option<&'a str>,
-    pub response_code_details: Option<&'a str>,
+    /// The verified mTLS peer's SPIFFE id.
+    pub source_principal: Option<&'a str>,
 }
 
-pub struct AccessLog {
+impl Entry<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        match name {
+            ":method" => Some(self.method).filter(|m| !m.is_empty()),
+            ":path" | "x-envoy-original-path" => Some(self.path).filter(|p| !p.is_empty()),
+            ":authority" | "host" => Some(self.authority).filter(|a| !a.is_empty()),
+            _ => self
+                .request_headers
+                .and_then(|h| h.get(name))
+                .and_then(|v| v.to_str().ok()),
+        }
+    }
+
+    fn attr(&self, a: &Attr) -> Value {
+        let s = |v: Option<&str>| v.map_or(Value::Absent, |v| Value::Str(v.to_string()));
+        match a {
+            Attr::ResponseCode => Value::Int(i64::from(self.response_code)),
+            Attr::ResponseGrpcStatus => self
+                .grpc_status
+                .map_or(Value::Absent, |g| Value::Int(i64::from(g))),
+            Attr::ResponseFlags => Value::Str(self.response_flags.to_string()),
+            Attr::ResponseDuration => Value::Int(self.duration_ms as i64),
+            Attr::RequestMethod => s(self.header(":method")),
+            Attr::RequestPath => s(self.header(":path")),
+            Attr::RequestUrlPath => s(self
+                .header(":path")
+                .map(|p| p.split('?').next().unwrap_or(p))),
+            Attr::RequestHost => s(self.header(":authority")),
+            Attr::RequestProtocol => s(self.protocol),
+            Attr::RequestId => s(self.header("x-request-id")),
+            Attr::RequestUserAgent => s(self.header("user-agent")),
+            Attr::RequestScheme => s(self.header("x-forwarded-proto")),
+            Attr::RequestHeader(h) => s(self.header(h)),
+            Attr::ResponseHeader(h) => s(self
+                .response_headers
+                .and_then(|r| r.get(h.as_str()))
+                .and_then(|v| v.to_str().ok())),
+            Attr::SourcePrincipal => s(self.source_principal),
+            Attr::ConnectionMtls => Value::Bool(self.source_principal.is_some()),
+            Attr::UpstreamCluster => s(self.upstream_cluster),
+        }
+    }
+}
+
+/// One side's access logs (`pb::AccessLogPolicy` list), compiled.
+pub struct AccessLogs(Vec<Sink>);
+
+struct Sink {
+    writer: Arc<Writer>,
+    format: Format,
+    filter: Option<Expr>,
+}
+
+impl AccessLogs {
+    /// A log whose format, filter or file is unusable is left out (and
+    /// said so): it never stops the rest of the config from applying.
+    pub fn compile(policies: &[pb::AccessLogPolicy]) -> Option<Arc<Self>> {
+        let sinks: Vec<Sink> = policies
+            .iter()
+            .filter_map(|p| match Sink::compile(p) {
+                Ok(sink) => Some(sink),
+                Err(error) => {
+                    tracing::warn!(log = %p.name, path = %p.path, %error, "access log not written");
+                    None
+                }
+            })
+            .collect();
+        (!sinks.is_empty()).then(|| Arc::new(AccessLogs(sinks)))
+    }
+
+    pub fn write(&self, e: &Entry<'_>) {
+        for sink in &self.0 {
+            if sink
+                .filter
+                .as_ref()
+                .is_some_and(|f| !f.matches(&|a| e.attr(a)))
+            {
+                continue;
+            }
+            let mut line = Vec::with_capacity(512);
+            sink.format.render(e, &mut line);
+            sink.writer.send(line);
+        }
+    }
+}
+
+impl Sink {
+    fn compile(p: &pb::AccessLogPolicy) -> Result<Sink, String> {
+        let json = pb::AccessLogEncoding::try_from(p.encoding)
+            .map_err(|_| format!("unknown encoding {}", p.encoding))?
+            == pb::AccessLogEncoding::Json;
+        let format = Format::compile(&p.format, json)?;
+        let filter = match p.filter.trim() {
+            "" => None,
+            f => Some(Expr::parse(f).map_err(|e| format!("filter: {e}"))?),
+        };
+        let writer = Writer::for_path(&p.path).map_err(|e| e.to_string())?;
+        Ok(Sink {
+            writer,
+            format,
+            filter,
+        })
+    }
+}
+
+enum Format {
+    Text(Vec<Piece>),
+    /// Keys and their formats; values are typed as Envoy's JSON formatter
+    /// types them (numbers for numeric operators alone, null for unset).
+    Json(Vec<(String, Vec<Piece>)>),
+}
+
+enum Piece {
+    Lit(String),
+    Op(Operator, Option<usize>),
+}
+
+#[derive(Clone)]
+enum Operator {
+    StartTime,
+    /// `REQ(A?B)`: header A, else B.
+    Req(Vec<String>),
+    Resp(String),
+    Protocol,
+    ResponseCode,
+    ResponseFlags,
+    ResponseCodeDetails,
+    ConnectionTerminationDetails,
+    UpstreamTransportFailureReason,
+    BytesReceived,
+    BytesSent,
+    Duration,
+    UpstreamHost,
+    UpstreamCluster,
+    UpstreamLocalAddress,
+    DownstreamLocalAddress,
+    DownstreamRemoteAddress,
+    DownstreamRemoteAddressWithoutPort,
+    RequestedServerName,
+    RouteName,
+    GrpcStatus,
+    DownstreamPeerUriSan,
+    /// `ENVIRONMENT(X)`, read when the config arrived.
+    Fixed(String),
+}
+
+impl Format {
+    fn compile(format: &str, json: bool) -> Result<Format, String> {
+        if !json {
+            let text = if format.is_empty() {
+                ISTIO_TEXT_FORMAT
+            } else {
+                format
+            };
+            let mut pieces = pieces(text)?;
+            // Envoy adds no newline; Istio's formats end with one, and a
+            // custom one without gets it (Istio appends it too).
+            if !text.ends_with('\n') {
+                pieces.push(Piece::Lit("\n".into()));
+            }
+            return Ok(Format::Text(pieces));
+        }
+        let fields: Vec<(String, String)> = if format.is_empty() {
+            ISTIO_JSON_FORMAT
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        } else {
+            let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(format)
+                .map_err(|e| format!("the JSON format is not a JSON object: {e}"))?;
+            map.into_iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => Ok((k, s)),
+                    other => Ok((k, other.to_string())),
+                })
+                .collect::<Result<_, String>>()?
+        };
+        fields
+            .into_iter()
+            .map(|(k, v)| Ok((k, pieces(&v)?)))
+            .collect::<Result<_, String>>()
+            .map(Format::Json)
+    }
+
+    fn render(&self, e: &Entry<'_>, out: &mut Vec<u8>) {
+        match self {
+            Format::Text(pieces) => {
+                let mut s = String::with_capacity(256);
+                for p in pieces {
+                    match p {
+                        Piece::Lit(l) => s.push_str(l),
+                        Piece::Op(op, max) => {
+                            let v = value(op, e).unwrap_or_else(|| "-".into());
+                            s.push_str(truncate(&v, *max));
+                        }
+                    }
+                }
+                out.extend_from_slice(s.as_bytes());
+            }
+            Format::Json(fields) => {
+                let mut map = serde_json::Map::with_capacity(fields.len());
+                for (k, pieces) in fields {
+                    let v = match pieces.as_slice() {
+                        [Piece::Op(op, max)] => match value(op, e) {
+                            None => serde_json::Value::Null,
+                            Some(v) if numeric(op) => v
+                                .parse::<u64>()
+                                .map_or_else(|_| v.clone().into(), serde_json::Value::from),
+                            Some(v) => truncate(&v, *max).into(),
+                        },
+                        _ => {
+                            let mut s = String::new();
+                            for p in pieces {
+                                match p {
+                                    Piece::Lit(l) => s.push_str(l),
+                                    Piece::Op(op, max) => s.push_str(truncate(
+                                        &value(op, e).unwrap_or_else(|| "-".into()),
+                                        *max,
+                                    )),
+                                }
+                            }
+                            s.into()
+                        }
+                    };
+                    map.insert(k.clone(), v);
+                }
+                if serde_json::to_writer(&mut *out, &map).is_ok() {
+                    out.push(b'\n');
+                }
+            }
+        }
+    }
+}
+
+fn truncate(s: &str, max: Option<usize>) -> &str {
+    match max {
+        Some(n) if s.len() > n => {
+            let mut end = n;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            &s[..end]
+        }
+        _ => s,
+    }
+}
+
+fn numeric(op: &Operator) -> bool {
+    matches!(
+        op,
+        Operator::ResponseCode
+            | Operator::BytesReceived
+            | Operator::BytesSent
+            | Operator::Duration
+            | Operator::GrpcStatus
+    )
+}
+
+/// `None`: unset (`-` in text, null in JSON).
+fn value(op: &Operator, e: &Entry<'_>) -> Option<String> {
+    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
+    let v = match op {
+        Operator::StartTime => Some(format_time(e.start_time)),
+        Operator::Req(names) => names.iter().find_map(|n| e.header(n)).map(str::to_string),
+        Operator::Resp(name) if name == "x-envoy-upstream-service-time" => {
+            e.upstream_service_time.map(|t| t.to_string())
+        }
+        Operator::Resp(name) => e
+            .response_headers
+            .and_then(|h| h.get(name.as_str()))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        Operator::Protocol => e.protocol.map(str::to_string),
+        Operator::ResponseCode => Some(e.response_code.to_string()),
+        Operator::ResponseFlags => Some(e.response_flags.to_string()),
+        Operator::ResponseCodeDetails => {
+            e.response_code_details.map(str::to_string).or_else(|| {
+                // Envoy's detail for a response the upstream sent.
+                (e.upstream_host.is_some() && e.protocol.is_some()).then(|| "via_upstream".into())
+            })
+        }
+        Operator::ConnectionTerminationDetails | Operator::UpstreamTransportFailureReason => None,
+        Operator::BytesReceived => Some(e.bytes_received.to_string()),
+        Operator::BytesSent => Some(e.bytes_sent.to_string()),
+        Operator::Duration => Some(e.duration_ms.to_string()),
+        Operator::UpstreamHost => e.upstream_host.map(str::to_string),
+        Operator::UpstreamCluster => e.upstream_cluster.map(str::to_string),
+        Operator::UpstreamLocalAddress => None,
+        Operator::DownstreamLocalAddress => addr(e.downstream_local),
+        Operator::DownstreamRemoteAddress => Some(e.downstream_remote.to_string()),
+        Operator::DownstreamRemoteAddressWithoutPort => Some(e.downstream_remote.ip().to_string()),
+        Operator::RequestedServerName => e.requested_server_name.map(str::to_string),
+        Operator::RouteName => e.route_name.map(str::to_string),
+        Operator::GrpcStatus => e.grpc_status.map(|g| g.to_string()),
+        Operator::DownstreamPeerUriSan => e.source_principal.map(str::to_string),
+        Operator::Fixed(v) => Some(v.clone()),
+    };
+    v.filter(|v| !v.is_empty())
+}
+
+/// Splits a format into literals and `%OPERATOR%`s (`%%` is a literal `%`).
+fn pieces(format: &str) -> Result<Vec<Piece>, String> {
+    let mut out = Vec::new();
+    let mut lit = String::new();
+    let mut rest = format;
+    while let Some(i) = rest.find('%') {
+        lit.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        if let Some(r) = rest.strip_prefix('%') {
+            lit.push('%');
+            rest = r;
+            continue;
+        }
+        let end = rest
+            .find('%')
+            .ok_or_else(|| format!("unterminated command operator in {format:?}"))?;
+        let (op, max) = operator(&rest[..end])?;
+        if !lit.is_empty() {
+            out.push(Piece::Lit(std::mem::take(&mut lit)));
+        }
+        out.push(Piece::Op(op, max));
+        rest = &rest[end + 1..];
+    }
+    lit.push_str(rest);
+    if !lit.is_empty() {
+        out.push(Piece::Lit(lit));
+    }
+    Ok(out)
+}
+
+/// One command operator: `NAME`, `NAME(ARG)` or `NAME(ARG):MAX`.
+fn operator(text: &str) -> Result<(Operator, Option<usize>), String> {
+    let (head, max) = match text.rsplit_once("):") {
+        Some((h, m)) => (
+            format!("{h})"),
+            Some(
+                m.parse::<usize>()
+                    .map_err(|_| format!("%{text}%: bad length {m:?}"))?,
+            ),
+        ),
+        None => (text.to_string(), None),
+    };
+    let (name, arg) = match head.split_once('(') {
+        Some((n, a)) => (
+            n,
+            Some(
+                a.strip_suffix(')')
+                    .ok_or_else(|| format!("%{text}%: missing )"))?,
+            ),
+        ),
+        None => (head.as_str(), None),
+    };
+    let header = |a: &str| -> Result<String, String> {
+        let h = a.to_ascii_lowercase();
+        if !h.starts_with(':') && HeaderName::from_bytes(h.as_bytes()).is_err() {
+            return Err(format!("%{text}%: {a:?} is not a header name"));
+        }
+        Ok(h)
+    };
+    let op = match (name, arg) {
+        ("START_TIME", _) => Operator::StartTime,
+        ("REQ", Some(a)) => Operator::Req(a.split('?').map(header).collect::<Result<_, _>>()?),
+        ("RESP", Some(a)) => Operator::Resp(header(a)?),
+        ("ENVIRONMENT", Some(a)) => Operator::Fixed(std::env::var(a).unwrap_or_default()),
+        ("PROTOCOL", None) => Operator::Protocol,
+        ("RESPONSE_CODE", None) => Operator::ResponseCode,
+        ("RESPONSE_FLAGS", None) => Operator::ResponseFlags,
+        ("RESPONSE_CODE_DETAILS", None) => Operator::ResponseCodeDetails,
+        ("CONNECTION_TERMINATION_DETAILS", None) => Operator::ConnectionTerminationDetails,
+        ("UPSTREAM_TRANSPORT_FAILURE_REASON", None) => Operator::UpstreamTransportFailureReason,
+        ("BYTES_RECEIVED", None) => Operator::BytesReceived,
+        ("BYTES_SENT", None) => Operator::BytesSent,
+        ("DURATION", None) => Operator::Duration,
+        ("UPSTREAM_HOST", None) => Operator::UpstreamHost,
+        ("UPSTREAM_CLUSTER", None) | ("UPSTREAM_CLUSTER_RAW", None) => Operator::UpstreamCluster,
+        ("UPSTREAM_LOCAL_ADDRESS", None) => Operator::UpstreamLocalAddress,
+        ("DOWNSTREAM_LOCAL_ADDRESS", None) => Operator::DownstreamLocalAddress,
+        ("DOWNSTREAM_REMOTE_ADDRESS", None) | ("DOWNSTREAM_PEER_ADDRESS", None) => {
+            Operator::DownstreamRemoteAddress
+        }
+        ("DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", None) => {
+            Operator::DownstreamRemoteAddressWithoutPort
+        }
+        ("REQUESTED_SERVER_NAME", None) => Operator::RequestedServerName,
+        ("ROUTE_NAME", None) => Operator::RouteName,
+        ("GRPC_STATUS_NUMBER", None) => Operator::GrpcStatus,
+        ("DOWNSTREAM_PEER_URI_SAN", None) => Operator::DownstreamPeerUriSan,
+        ("HOSTNAME", None) => Operator::Fixed(
+            std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| {
+                    std::fs::read_to_string("/etc/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_string())
+                })
+                .unwrap_or_default(),
+        ),
+        _ => return Err(format!("unsupported command operator %{text}%")),
+    };
+    Ok((op, max))
+}
+
+/// One writer thread per destination, shared by every config (and every
+/// proxy in the process) that logs there.
+struct Writer {
     tx: mpsc::SyncSender<Vec<u8>>,
     dropped: AtomicU64,
 }
 
-impl AccessLog {
-    /// Starts the writer thread. Returns `None` if the thread cannot start,
-    /// in which case the proxy runs without an access log.
-    pub fn stdout() -> Option<Self> {
+impl Writer {
+    fn for_path(path: &str) -> std::io::Result<Arc<Writer>> {
+        static WRITERS: OnceLock<Mutex<HashMap<String, Weak<Writer>>>> = OnceLock::new();
+        let mut all = WRITERS
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = all.get(path).and_then(Weak::upgrade) {
+            return Ok(w);
+        }
+        let out: Box<dyn Write + Send> = match path {
+            "" | "/dev/stdout" => Box::new(std::io::stdout()),
+            "/dev/stderr" => Box::new(std::io::stderr()),
+            p => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
+        };
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(16 * 1024);
-        let started = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("trellis-access-log".into())
             .spawn(move || {
-                let stdout = std::io::stdout();
-                let mut out = std::io::BufWriter::new(stdout.lock());
+                let mut out = std::io::BufWriter::new(out);
                 while let Ok(line) = rx.recv() {
                     let _ = out.write_all(&line);
                     // Flush when caught up: batches under load, prompt when idle.
@@ -56,26 +532,17 @@ impl AccessLog {
                     }
                     let _ = out.flush();
                 }
-            });
-        match started {
-            Ok(_) => Some(AccessLog {
-                tx,
-                dropped: AtomicU64::new(0),
-            }),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the access log writer; access log disabled");
-                None
-            }
-        }
+            })?;
+        let w = Arc::new(Writer {
+            tx,
+            dropped: AtomicU64::new(0),
+        });
+        all.insert(path.to_string(), Arc::downgrade(&w));
+        Ok(w)
     }
 
-    pub fn write(&self, line: &Line<'_>) {
-        let mut buf = Vec::with_capacity(512);
-        if serde_json::to_writer(&mut buf, line).is_err() {
-            return;
-        }
-        buf.push(b'\n');
-        if self.tx.try_send(buf).is_err() {
+    fn send(&self, line: Vec<u8>) {
+        if self.tx.try_send(line).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(dropped = n, "access log cannot keep up; lines dropped");
@@ -124,5 +591,80 @@ mod tests {
         assert_eq!(format_time(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789); // leap year, Feb 29
         assert_eq!(format_time(t), "2024-02-29T12:34:56.789Z");
+    }
+
+    fn entry<'a>(headers: &'a HeaderMap) -> Entry<'a> {
+        Entry {
+            start_time: UNIX_EPOCH + Duration::from_millis(1_606_339_578_409),
+            method: "GET",
+            path: "/status/418",
+            authority: "httpbin:8000",
+            protocol: Some("HTTP/1.1"),
+            response_code: 418,
+            grpc_status: None,
+            response_flags: "-",
+            response_code_details: None,
+            bytes_received: 0,
+            bytes_sent: 135,
+            duration_ms: 4,
+            upstream_service_time: Some(4),
+            request_headers: Some(headers),
+            response_headers: None,
+            upstream_host: Some("10.44.1.27:80"),
+            upstream_cluster: Some("outbound|8000||httpbin.foo.svc.cluster.local"),
+            downstream_local: Some("10.0.45.184:8000".parse().expect("addr")),
+            downstream_remote: "10.44.1.23:37652".parse().expect("addr"),
+            requested_server_name: None,
+            route_name: Some("default"),
+            source_principal: None,
+        }
+    }
+
+    #[test]
+    fn istio_default_text_line() {
+        let mut h = HeaderMap::new();
+        h.insert("user-agent", "curl/7.73.0-DEV".parse().expect("v"));
+        h.insert(
+            "x-request-id",
+            "84961386-6d84-929d-98bd-c5aee93b5c88".parse().expect("v"),
+        );
+        let f = Format::compile("", false).expect("default");
+        let mut out = Vec::new();
+        f.render(&entry(&h), &mut out);
+        // Istio's documented example line for curl → httpbin (but its
+        // upstream local address, which this proxy does not report).
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "[2020-11-25T21:26:18.409Z] \"GET /status/418 HTTP/1.1\" 418 - via_upstream - \"-\" 0 135 4 4 \"-\" \"curl/7.73.0-DEV\" \"84961386-6d84-929d-98bd-c5aee93b5c88\" \"httpbin:8000\" \"10.44.1.27:80\" outbound|8000||httpbin.foo.svc.cluster.local - 10.0.45.184:8000 10.44.1.23:37652 - default\n"
+        );
+    }
+
+    #[test]
+    fn json_and_custom_formats() {
+        let h = HeaderMap::new();
+        let f = Format::compile("", true).expect("default");
+        let mut out = Vec::new();
+        f.render(&entry(&h), &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["response_code"], 418);
+        assert_eq!(v["path"], "/status/418");
+        assert_eq!(v["user_agent"], serde_json::Value::Null);
+        let f = Format::compile(
+            r#"{"code": "%RESPONSE_CODE%", "line": "%REQ(:METHOD)% %REQ(:PATH):4%"}"#,
+            true,
+        )
+        .expect("custom");
+        let mut out = Vec::new();
+        f.render(&entry(&h), &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v, serde_json::json!({"code": 418, "line": "GET /sta"}));
+        let f = Format::compile("%RESPONSE_CODE% 100%%", false).expect("text");
+        let mut out = Vec::new();
+        f.render(&entry(&h), &mut out);
+        assert_eq!(out, b"418 100%\n");
+        for bad in ["%NOPE%", "%REQ(:PATH", "%START_TIME", "%REQ(bad header)%"] {
+            assert!(Format::compile(bad, false).is_err(), "{bad}");
+        }
+        assert!(Format::compile("not json", true).is_err());
     }
 }

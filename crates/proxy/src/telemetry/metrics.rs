@@ -246,158 +246,280 @@ impl Metrics {
 
     /// The text exposition (Prometheus format 0.0.4) of every standard metric.
     pub fn encode(&self, out: &mut String) {
-        #[derive(Default)]
-        struct Req {
-            requests: u64,
-            duration: HistogramValues,
-            request_bytes: HistogramValues,
-            response_bytes: HistogramValues,
-            request_messages: u64,
-            response_messages: u64,
-            grpc: bool,
-        }
-        let mut requests: BTreeMap<String, Req> = BTreeMap::new();
+        self.encode_with(out, None, None);
+    }
+
+    /// The exposition with the Telemetry API's overrides of each reporter
+    /// (`server`: destination, `client`: source) applied: disabled metrics
+    /// left out, tags removed or set. Series whose labels become equal are
+    /// merged, as Prometheus would see them from Envoy.
+    pub fn encode_with(
+        &self,
+        out: &mut String,
+        server: Option<&Overrides>,
+        client: Option<&Overrides>,
+    ) {
+        let overrides = |r: Reporter| match r {
+            Reporter::Destination => server,
+            Reporter::Source => client,
+        };
+        // Per metric: its series by rendered label set.
+        let mut counters: BTreeMap<&'static str, BTreeMap<String, u64>> = BTreeMap::new();
+        let mut histograms: BTreeMap<&'static str, BTreeMap<String, HistogramValues>> =
+            BTreeMap::new();
+        let labelled = |metric: &str, base: &[(String, String)], ov: Option<&Overrides>| match ov {
+            None => Some(render(base)),
+            Some(o) if !o.enabled(metric) => None,
+            Some(o) => Some(render(&o.apply(metric, base))),
+        };
         for (k, s) in self
             .requests
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            let mut labels = String::new();
-            peer_labels(&mut labels, &k.peers, k.protocol);
-            let _ = write!(labels, ",response_code=\"{}\"", k.response_code);
-            match k.grpc_status {
-                Some(g) => {
-                    let _ = write!(labels, ",grpc_response_status=\"{g}\"");
+            let mut base = peer_labels(&k.peers, k.protocol);
+            base.push(("response_code".into(), k.response_code.to_string()));
+            base.push((
+                "grpc_response_status".into(),
+                k.grpc_status.map(|g| g.to_string()).unwrap_or_default(),
+            ));
+            base.push(("response_flags".into(), k.flags.to_string()));
+            let ov = overrides(k.peers.reporter);
+            let mut count = |metric: &'static str, v: u64| {
+                if let Some(l) = labelled(metric, &base, ov) {
+                    *counters.entry(metric).or_default().entry(l).or_default() += v;
                 }
-                None => labels.push_str(",grpc_response_status=\"\""),
+            };
+            count("requests_total", s.requests.load(Ordering::Relaxed));
+            if k.protocol == Protocol::Grpc {
+                count(
+                    "request_messages_total",
+                    s.request_messages.load(Ordering::Relaxed),
+                );
+                count(
+                    "response_messages_total",
+                    s.response_messages.load(Ordering::Relaxed),
+                );
             }
-            let _ = write!(labels, ",response_flags=\"{}\"", k.flags);
-            let r = requests.entry(labels).or_default();
-            r.requests += s.requests.load(Ordering::Relaxed);
-            r.duration.add(&s.duration.read());
-            r.request_bytes.add(&s.request_bytes.read());
-            r.response_bytes.add(&s.response_bytes.read());
-            r.request_messages += s.request_messages.load(Ordering::Relaxed);
-            r.response_messages += s.response_messages.load(Ordering::Relaxed);
-            r.grpc |= k.protocol == Protocol::Grpc;
+            for (metric, h) in [
+                ("request_duration_milliseconds", &s.duration),
+                ("request_bytes", &s.request_bytes),
+                ("response_bytes", &s.response_bytes),
+            ] {
+                if let Some(l) = labelled(metric, &base, ov) {
+                    histograms
+                        .entry(metric)
+                        .or_default()
+                        .entry(l)
+                        .or_default()
+                        .add(&h.read());
+                }
+            }
         }
-        let mut tcp: BTreeMap<String, [u64; 4]> = BTreeMap::new();
         for (k, s) in self.tcp.read().unwrap_or_else(|e| e.into_inner()).iter() {
-            let mut labels = String::new();
-            peer_labels(&mut labels, &k.peers, Protocol::Tcp);
-            let _ = write!(labels, ",response_flags=\"{}\"", k.flags);
-            let t = tcp.entry(labels).or_default();
-            for (sum, v) in t
-                .iter_mut()
-                .zip([&s.sent, &s.received, &s.opened, &s.closed])
-            {
-                *sum += v.load(Ordering::Relaxed);
+            let mut base = peer_labels(&k.peers, Protocol::Tcp);
+            base.push(("response_flags".into(), k.flags.to_string()));
+            let ov = overrides(k.peers.reporter);
+            for (metric, v) in [
+                ("tcp_sent_bytes_total", &s.sent),
+                ("tcp_received_bytes_total", &s.received),
+                ("tcp_connections_opened_total", &s.opened),
+                ("tcp_connections_closed_total", &s.closed),
+            ] {
+                if let Some(l) = labelled(metric, &base, ov) {
+                    *counters.entry(metric).or_default().entry(l).or_default() +=
+                        v.load(Ordering::Relaxed);
+                }
             }
         }
 
-        let counter = |out: &mut String,
-                       name: &str,
-                       help: &str,
-                       values: &mut dyn Iterator<Item = (&String, u64)>| {
+        let counter = |out: &mut String, metric: &str, help: &str| {
+            let Some(series) = counters.get(metric) else {
+                return;
+            };
+            let name = format!("istio_{metric}");
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (labels, v) in values {
+            for (labels, v) in series {
                 let _ = writeln!(out, "{name}{{{labels}}} {v}");
             }
         };
-        let histogram =
-            |out: &mut String,
-             name: &str,
-             help: &str,
-             values: &mut dyn Iterator<Item = (&String, &HistogramValues)>| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-                for (labels, h) in values {
-                    let mut cumulative = 0;
-                    for (le, n) in BUCKETS.iter().zip(h.buckets) {
-                        cumulative += n;
-                        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
-                    }
-                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-                    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
-                    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
-                }
+        let histogram = |out: &mut String, metric: &str, help: &str| {
+            let Some(series) = histograms.get(metric) else {
+                return;
             };
-        if !requests.is_empty() {
-            counter(
-                out,
-                "istio_requests_total",
-                "Requests handled by the proxy.",
-                &mut requests.iter().map(|(l, r)| (l, r.requests)),
-            );
-            histogram(
-                out,
-                "istio_request_duration_milliseconds",
-                "Request duration.",
-                &mut requests.iter().map(|(l, r)| (l, &r.duration)),
-            );
-            histogram(
-                out,
-                "istio_request_bytes",
-                "Request body sizes.",
-                &mut requests.iter().map(|(l, r)| (l, &r.request_bytes)),
-            );
-            histogram(
-                out,
-                "istio_response_bytes",
-                "Response body sizes.",
-                &mut requests.iter().map(|(l, r)| (l, &r.response_bytes)),
-            );
-        }
-        if requests.values().any(|r| r.grpc) {
-            let grpc = || requests.iter().filter(|(_, r)| r.grpc);
-            counter(
-                out,
-                "istio_request_messages_total",
-                "gRPC messages sent by the client.",
-                &mut grpc().map(|(l, r)| (l, r.request_messages)),
-            );
-            counter(
-                out,
-                "istio_response_messages_total",
-                "gRPC messages sent by the server.",
-                &mut grpc().map(|(l, r)| (l, r.response_messages)),
-            );
-        }
-        if !tcp.is_empty() {
-            for (i, (name, help)) in [
-                (
-                    "istio_tcp_sent_bytes_total",
-                    "Bytes sent to the downstream on TCP connections.",
-                ),
-                (
-                    "istio_tcp_received_bytes_total",
-                    "Bytes received from the downstream on TCP connections.",
-                ),
-                (
-                    "istio_tcp_connections_opened_total",
-                    "TCP connections opened.",
-                ),
-                (
-                    "istio_tcp_connections_closed_total",
-                    "TCP connections closed.",
-                ),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                counter(out, name, help, &mut tcp.iter().map(|(l, v)| (l, v[i])));
+            let name = format!("istio_{metric}");
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for (labels, h) in series {
+                let mut cumulative = 0;
+                for (le, n) in BUCKETS.iter().zip(h.buckets) {
+                    cumulative += n;
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+                }
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+                let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
             }
-        }
+        };
+        counter(out, "requests_total", "Requests handled by the proxy.");
+        histogram(out, "request_duration_milliseconds", "Request duration.");
+        histogram(out, "request_bytes", "Request body sizes.");
+        histogram(out, "response_bytes", "Response body sizes.");
+        counter(
+            out,
+            "request_messages_total",
+            "gRPC messages sent by the client.",
+        );
+        counter(
+            out,
+            "response_messages_total",
+            "gRPC messages sent by the server.",
+        );
+        counter(
+            out,
+            "tcp_sent_bytes_total",
+            "Bytes sent to the downstream on TCP connections.",
+        );
+        counter(
+            out,
+            "tcp_received_bytes_total",
+            "Bytes received from the downstream on TCP connections.",
+        );
+        counter(
+            out,
+            "tcp_connections_opened_total",
+            "TCP connections opened.",
+        );
+        counter(
+            out,
+            "tcp_connections_closed_total",
+            "TCP connections closed.",
+        );
     }
 }
 
-/// The labels of [`Peers`], escaped as the text format wants.
-fn peer_labels(out: &mut String, p: &Peers, protocol: Protocol) {
+/// A label set as the text format writes it: `a="x",b="y"`, escaped.
+fn render(labels: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(labels.len() * 32);
+    for (i, (name, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        escape_label_value(&mut out, value);
+        out.push('"');
+    }
+    out
+}
+
+/// The Telemetry API's metrics overrides for one reporter (`pb::MetricsPolicy`).
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// Metric names without `istio_`.
+    disabled: Vec<String>,
+    tags: Vec<TagOverride>,
+}
+
+#[derive(Debug)]
+struct TagOverride {
+    /// Empty: every metric.
+    metric: String,
+    tag: String,
+    /// `None`: REMOVE.
+    value: Option<expr::Expr>,
+}
+
+impl Overrides {
+    pub fn compile(p: &wire::pb::MetricsPolicy) -> Result<Self, String> {
+        let tags =
+            p.tag_overrides
+                .iter()
+                .map(|t| {
+                    let value = if t.remove {
+                        None
+                    } else {
+                        Some(expr::Expr::parse(&t.value).map_err(|e| {
+                            format!("metrics: tag {:?} of {:?}: {e}", t.tag, t.metric)
+                        })?)
+                    };
+                    Ok(TagOverride {
+                        metric: t.metric.clone(),
+                        tag: t.tag.clone(),
+                        value,
+                    })
+                })
+                .collect::<Result<_, String>>()?;
+        Ok(Overrides {
+            disabled: p.disabled.clone(),
+            tags,
+        })
+    }
+
+    fn enabled(&self, metric: &str) -> bool {
+        !self.disabled.iter().any(|d| d == metric)
+    }
+
+    /// `labels` with this metric's tag overrides applied; values are
+    /// evaluated against the series' standard labels.
+    fn apply(&self, metric: &str, labels: &[(String, String)]) -> Vec<(String, String)> {
+        let mut out = labels.to_vec();
+        for t in self
+            .tags
+            .iter()
+            .filter(|t| t.metric.is_empty() || t.metric == metric)
+        {
+            match &t.value {
+                None => out.retain(|(name, _)| *name != t.tag),
+                Some(e) => {
+                    let v = e.eval(&|a| series_attr(labels, a)).to_string();
+                    match out.iter_mut().find(|(name, _)| *name == t.tag) {
+                        Some((_, old)) => *old = v,
+                        None => out.push((t.tag.clone(), v)),
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// An attribute as a series' labels know it (see `expr::Attr::in_metric_labels`).
+fn series_attr(labels: &[(String, String)], a: &expr::Attr) -> expr::Value {
+    use expr::{Attr, Value};
+    let get = |name: &str| {
+        labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let int = |name: &str| {
+        get(name)
+            .and_then(|v| v.parse::<i64>().ok())
+            .map_or(Value::Absent, Value::Int)
+    };
+    let string = |name: &str| get(name).map_or(Value::Absent, |v| Value::Str(v.to_string()));
+    match a {
+        Attr::ResponseCode => int("response_code"),
+        Attr::ResponseGrpcStatus => int("grpc_response_status"),
+        Attr::ResponseFlags => string("response_flags"),
+        Attr::RequestProtocol => string("request_protocol"),
+        Attr::SourcePrincipal => string("source_principal"),
+        Attr::ConnectionMtls => {
+            Value::Bool(get("connection_security_policy") == Some("mutual_tls"))
+        }
+        _ => Value::Absent,
+    }
+}
+
+/// The labels of [`Peers`], in Istio's order.
+fn peer_labels(p: &Peers, protocol: Protocol) -> Vec<(String, String)> {
     let reporter = match p.reporter {
         Reporter::Source => "source",
         Reporter::Destination => "destination",
     };
-    let _ = write!(out, "reporter=\"{reporter}\"");
+    let mut out = Vec::with_capacity(28);
+    out.push(("reporter".to_string(), reporter.to_string()));
     for (side, m) in [("source", &p.source.0), ("destination", &p.destination.0)] {
         for (name, value) in [
             ("workload", &m.workload),
@@ -409,25 +531,23 @@ fn peer_labels(out: &mut String, p: &Peers, protocol: Protocol) {
             ("canonical_revision", &m.canonical_revision),
             ("cluster", &m.cluster),
         ] {
-            label(out, side, name, value);
+            out.push((format!("{side}_{name}"), value.to_string()));
         }
     }
     let s = &p.service.0;
-    label(out, "destination", "service", &s.host);
-    label(out, "destination", "service_name", &s.name);
-    label(out, "destination", "service_namespace", &s.namespace);
-    let _ = write!(
-        out,
-        ",request_protocol=\"{}\",connection_security_policy=\"{}\"",
-        protocol.as_str(),
-        p.security.as_str()
-    );
-}
-
-fn label(out: &mut String, side: &str, name: &str, value: &str) {
-    let _ = write!(out, ",{side}_{name}=\"");
-    escape_label_value(out, value);
-    out.push('"');
+    for (name, value) in [
+        ("destination_service", &s.host),
+        ("destination_service_name", &s.name),
+        ("destination_service_namespace", &s.namespace),
+    ] {
+        out.push((name.to_string(), value.to_string()));
+    }
+    out.push(("request_protocol".into(), protocol.as_str().into()));
+    out.push((
+        "connection_security_policy".into(),
+        p.security.as_str().into(),
+    ));
+    out
 }
 
 /// Writes a label's value as the text format wants it (backslash, quote
@@ -630,5 +750,58 @@ mod tests {
             value(&text, "istio_tcp_connections_closed_total{", &tcp).as_deref(),
             Some("1")
         );
+    }
+
+    #[test]
+    fn telemetry_overrides_disable_remove_and_upsert() {
+        let m = Metrics::default();
+        let dest = Arc::new(PeerMeta::from_labels(
+            &Labels::from([("app".to_string(), "reviews".to_string())]),
+            "reviews-v1",
+            "default",
+            "",
+        ));
+        let p = peers(Reporter::Source, &dest);
+        m.record_request(&key(&p, 200), &RequestSample::default());
+        m.record_request(&key(&p, 503), &RequestSample::default());
+        let o = Overrides::compile(&wire::pb::MetricsPolicy {
+            disabled: vec!["request_bytes".into()],
+            tag_overrides: vec![
+                wire::pb::MetricTagOverride {
+                    metric: "requests_total".into(),
+                    tag: "response_code".into(),
+                    remove: true,
+                    value: String::new(),
+                },
+                wire::pb::MetricTagOverride {
+                    metric: "requests_total".into(),
+                    tag: "failed".into(),
+                    remove: false,
+                    value: "response.code >= 500".into(),
+                },
+            ],
+        })
+        .expect("valid");
+        let mut text = String::new();
+        // The overrides are the client side's: this series' reporter.
+        m.encode_with(&mut text, None, Some(&o));
+        assert!(!text.contains("istio_request_bytes"), "disabled: {text}");
+        assert!(text.contains("istio_response_bytes"));
+        let requests: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .collect();
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        assert!(requests.iter().all(|l| !l.contains("response_code=")));
+        assert!(requests.iter().any(|l| l.contains("failed=\"true\"} 1")));
+        assert!(requests.iter().any(|l| l.contains("failed=\"false\"} 1")));
+        // Other metrics keep their labels.
+        assert!(
+            text.contains("istio_response_bytes_count{") && text.contains("response_code=\"503\"")
+        );
+        // The server side's overrides do not touch the source reporter.
+        let mut text = String::new();
+        m.encode_with(&mut text, Some(&o), None);
+        assert!(text.contains("istio_request_bytes"));
     }
 }

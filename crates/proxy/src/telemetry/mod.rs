@@ -1,6 +1,7 @@
-//! What the proxy tells about each request: Istio's standard metrics and a
-//! JSON access log line. A request's `Record` travels with its response body
-//! and is written when the body ends, so that sizes and durations are whole.
+//! What the proxy tells about each request: Istio's standard metrics, its
+//! span when it is traced, and its access log lines. A request's `Record`
+//! travels with its response body and is written when the body ends, so
+//! that sizes and durations are whole.
 
 pub mod access_log;
 pub mod grpc;
@@ -8,6 +9,7 @@ pub mod health;
 pub mod meta;
 pub mod metrics;
 pub mod stream;
+pub mod trace;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,7 +26,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::req_body::BoxError;
 use crate::resp_body::RespBody;
-use access_log::AccessLog;
+use access_log::AccessLogs;
 use meta::{PeerMeta, ServiceMeta};
 use metrics::{ByPtr, Metrics, Peers, Protocol, RequestKey, RequestSample, Security};
 
@@ -112,26 +114,30 @@ pub enum Reporter {
 
 pub struct Telemetry {
     pub metrics: Metrics,
-    access_log: Option<AccessLog>,
+    /// Access logs as the config says; `false`: none whatever it says
+    /// (`trellis-proxy --no-access-log`).
+    pub access_log: bool,
     /// This proxy's own workload.
     pub local: Arc<PeerMeta>,
     pub unknown_peer: Arc<PeerMeta>,
     unknown_service: Arc<ServiceMeta>,
     /// Downstream HTTP connections open now.
     pub connections: AtomicU64,
+    pub tracer: trace::Tracer,
 }
 
 impl Telemetry {
     /// `principal`: this proxy's SPIFFE id; empty without a mesh identity.
     pub fn new(node: &wire::pb::Node, principal: &str, access_log: bool) -> Self {
+        let local = PeerMeta::from_node(node, principal);
         Telemetry {
+            tracer: trace::Tracer::new(
+                &format!("{}.{}", local.canonical_service, local.namespace),
+                &node.id,
+            ),
             metrics: Metrics::default(),
-            access_log: if access_log {
-                AccessLog::stdout()
-            } else {
-                None
-            },
-            local: Arc::new(PeerMeta::from_node(node, principal)),
+            access_log,
+            local: Arc::new(local),
             unknown_peer: Arc::new(PeerMeta::unknown()),
             unknown_service: Arc::new(ServiceMeta::from_host("")),
             connections: AtomicU64::new(0),
@@ -230,6 +236,17 @@ pub struct Record {
     pub service: Option<Arc<ServiceMeta>>,
     /// Keeps the request counted as active on its endpoint until it ends.
     pub active: Option<crate::lb::ActiveGuard>,
+    /// A sampled request's span.
+    span: Option<Box<trace::Span>>,
+    /// The access logs of this side of the proxy, if any.
+    logs: Option<Arc<AccessLogs>>,
+    /// Kept only when there is an access log (its `%REQ(...)%` operators).
+    request_headers: Option<Box<http::HeaderMap>>,
+    pub response_headers: Option<Box<http::HeaderMap>>,
+    /// The listener's address (Envoy's `%DOWNSTREAM_LOCAL_ADDRESS%`).
+    pub downstream_local: Option<SocketAddr>,
+    /// The TLS server name the client asked for.
+    pub requested_server_name: Option<Arc<str>>,
 }
 
 impl Record {
@@ -237,12 +254,10 @@ impl Record {
         telemetry: &Arc<Telemetry>,
         reporter: Reporter,
         req: &http::Request<B>,
-        authority: &str,
         request_id: HeaderValue,
         peer: SocketAddr,
         source: Option<Arc<PeerMeta>>,
     ) -> Self {
-        let with_log = telemetry.access_log.is_some();
         let grpc = req
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -255,22 +270,9 @@ impl Record {
             method: req.method().clone(),
             version: req.version(),
             grpc,
-            path: with_log.then(|| {
-                req.uri()
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_string()
-            }),
-            authority: if with_log {
-                authority.to_string()
-            } else {
-                String::new()
-            },
-            user_agent: if with_log {
-                req.headers().get(http::header::USER_AGENT).cloned()
-            } else {
-                None
-            },
+            path: None,
+            authority: String::new(),
+            user_agent: None,
             request_id,
             peer,
             received: Arc::default(),
@@ -287,7 +289,44 @@ impl Record {
             source,
             service: None,
             active: None,
+            span: None,
+            request_headers: None,
+            logs: None,
+            response_headers: None,
+            downstream_local: None,
+            requested_server_name: None,
         }
+    }
+
+    /// The request's span and access logs, if it has them; what they
+    /// read later is kept now (nothing, for a request with neither).
+    pub fn observe<B>(
+        &mut self,
+        req: &http::Request<B>,
+        authority: &str,
+        span: Option<Box<trace::Span>>,
+        logs: Option<Arc<AccessLogs>>,
+    ) {
+        if logs.is_some() {
+            self.path = Some(
+                req.uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string(),
+            );
+            self.authority = authority.to_string();
+            self.request_headers = Some(Box::new(req.headers().clone()));
+        }
+        if logs.is_some() || span.is_some() {
+            self.user_agent = req.headers().get(http::header::USER_AGENT).cloned();
+        }
+        self.span = span;
+        self.logs = logs;
+    }
+
+    /// Whether the request is logged (its response headers are kept then).
+    pub fn logged(&self) -> bool {
+        self.logs.is_some()
     }
 
     /// Reads `grpc-status` from response headers or trailers.
@@ -302,7 +341,7 @@ impl Record {
         }
     }
 
-    fn finish(&self, bytes_sent: u64, response_messages: u64) {
+    fn finish(&mut self, bytes_sent: u64, response_messages: u64) {
         let duration = self.start.elapsed();
         let t = &self.telemetry;
         let protocol = match self.version {
@@ -341,6 +380,9 @@ impl Record {
             flags: self.flags,
         };
         let bytes_received = self.received.load(Ordering::Relaxed);
+        if let Some(span) = self.span.take() {
+            self.report_span(*span, protocol, bytes_received, bytes_sent);
+        }
         t.metrics.record_request(
             &key,
             &RequestSample {
@@ -354,29 +396,120 @@ impl Record {
                 response_messages,
             },
         );
-        if let Some(log) = &t.access_log {
+        if let Some(logs) = &self.logs {
             let flags = self.flags.to_string();
-            log.write(&access_log::Line {
-                start_time: &access_log::format_time(self.start_time),
+            logs.write(&access_log::Entry {
+                start_time: self.start_time,
                 method: self.method.as_str(),
-                path: self.path.as_deref().unwrap_or("-"),
-                protocol,
+                path: self.path.as_deref().unwrap_or(""),
+                authority: &self.authority,
+                protocol: Some(protocol),
                 response_code: self.status,
+                grpc_status: self.grpc_status,
                 response_flags: &flags,
+                response_code_details: self.response_code_details.as_deref(),
                 bytes_received,
                 bytes_sent,
-                duration: duration.as_millis() as u64,
+                duration_ms: duration.as_millis() as u64,
                 upstream_service_time: self.upstream_time.map(|d| d.as_millis() as u64),
+                request_headers: self.request_headers.as_deref(),
+                response_headers: self.response_headers.as_deref(),
                 upstream_host: self.upstream_host.as_deref(),
                 upstream_cluster: self.upstream_cluster.as_deref(),
-                request_id: self.request_id.to_str().unwrap_or("-"),
-                authority: &self.authority,
-                user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
-                downstream_remote_address: &self.peer.to_string(),
+                downstream_local: self.downstream_local,
+                downstream_remote: self.peer,
+                requested_server_name: self.requested_server_name.as_deref(),
                 route_name: self.route_name.as_deref(),
-                response_code_details: self.response_code_details.as_deref(),
+                source_principal: self.source.as_ref().map(|p| &*p.principal),
             });
         }
+    }
+}
+
+impl Record {
+    /// The span's tags, as Envoy's tracers set them in an Istio mesh.
+    fn report_span(&self, span: trace::Span, protocol: &str, received: u64, sent: u64) {
+        let t = &self.telemetry;
+        let local = &t.local;
+        let service = self.service.as_deref().map(|s| &*s.host);
+        let mut attrs: Vec<(std::borrow::Cow<'static, str>, String)> =
+            Vec::with_capacity(24 + span.tags.len());
+        let mut tag = |k: &'static str, v: &str| attrs.push((k.into(), v.to_string()));
+        tag("node_id", &t.tracer.node_id);
+        tag("component", "proxy");
+        tag("guid:x-request-id", self.request_id.to_str().unwrap_or("-"));
+        tag("http.url", &span.url);
+        tag("http.method", self.method.as_str());
+        tag("http.protocol", protocol);
+        tag("downstream_cluster", "-");
+        if let Some(ua) = self.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+            tag("user_agent", ua);
+        }
+        tag("peer.address", &self.peer.to_string());
+        tag("request_size", &received.to_string());
+        tag("response_size", &sent.to_string());
+        tag("http.status_code", &self.status.to_string());
+        tag("response_flags", &self.flags.to_string());
+        if let Some(c) = &self.upstream_cluster {
+            tag("upstream_cluster", c);
+            tag("upstream_cluster.name", c);
+        }
+        if let Some(h) = &self.upstream_host {
+            tag("upstream_address", h);
+        }
+        tag("istio.canonical_service", &local.canonical_service);
+        tag("istio.canonical_revision", &local.canonical_revision);
+        tag("istio.namespace", &local.namespace);
+        tag("istio.cluster_id", &local.cluster);
+        // The other side's SPIFFE id: the verified client certificate's at
+        // the server, the expected server identity at the client.
+        match span.kind {
+            trace::SpanKind::Server => {
+                if let Some(p) = &self.source {
+                    tag("source.principal", &p.principal);
+                }
+            }
+            trace::SpanKind::Client => {
+                if let Some(p) = &self.destination {
+                    tag("destination.principal", &p.principal);
+                }
+            }
+        }
+        if let Some(g) = self.grpc_status {
+            tag("grpc.status_code", &g.to_string());
+        }
+        let error = self.status == 0 || self.status >= 500;
+        if error {
+            tag("error", "true");
+        }
+        attrs.extend(
+            span.tags
+                .iter()
+                .map(|(k, v)| (k.to_string().into(), v.to_string())),
+        );
+        // Istio's route decorator: "<service host>:<port>/*".
+        let name = match service {
+            Some(host) if host != meta::UNKNOWN => format!("{host}:{}/*", span.port),
+            _ => format!("{}/*", span.authority),
+        };
+        let data = trace::SpanData {
+            trace_id: span.trace_id,
+            span_id: span.span_id,
+            parent: span.parent,
+            kind: span.kind,
+            name,
+            start: span.start,
+            end: SystemTime::now(),
+            trace_state: span
+                .trace_state
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            attributes: attrs,
+            error,
+        };
+        t.tracer.report(&span.policy, data);
     }
 }
 

@@ -244,3 +244,60 @@ fn recording_metrics_allocates_nothing() {
     });
     assert_eq!(n, 0);
 }
+
+/// Tracing costs an unsampled request no allocation: reading its context,
+/// the sampling roll, and (for a root) the static `x-b3-sampled: 0` header
+/// (into a header map with room, as a parsed request's has).
+#[test]
+fn unsampled_requests_allocate_nothing_for_tracing() {
+    use proxy::telemetry::trace::{self, Policy, SpanKind};
+    use std::sync::Arc;
+    let policy = Arc::new(
+        Policy::compile(&pb::TracingPolicy {
+            sampling_percent: 1.0,
+            ..Default::default()
+        })
+        .expect("valid"),
+    );
+    let request = |headers: &[(&'static str, &'static str)]| {
+        let mut req = http::Request::builder()
+            .uri("/productpage")
+            .body(())
+            .expect("request");
+        req.headers_mut().reserve(16);
+        for (k, v) in headers {
+            req.headers_mut()
+                .insert(*k, http::HeaderValue::from_static(v));
+        }
+        req
+    };
+    // Warm the thread's random generator.
+    let _ = trace::start(&policy, SpanKind::Client, &mut request(&[]), "a");
+    for headers in [
+        &[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        )][..],
+        &[("x-b3-sampled", "0")][..],
+        &[("b3", "0")][..],
+    ] {
+        let mut req = request(headers);
+        let n = allocations_in(|| {
+            assert!(trace::start(&policy, SpanKind::Server, &mut req, "a").is_none());
+        });
+        assert_eq!(n, 0, "{headers:?}");
+    }
+    // Roots: 1 % are sampled; the others allocate nothing.
+    let mut unsampled = 0;
+    for _ in 0..200 {
+        let mut req = request(&[]);
+        let mut span = None;
+        let n = allocations_in(|| span = trace::start(&policy, SpanKind::Client, &mut req, "a"));
+        if span.is_none() {
+            assert_eq!(n, 0);
+            assert_eq!(req.headers()["x-b3-sampled"], "0");
+            unsampled += 1;
+        }
+    }
+    assert!(unsampled > 150, "{unsampled} of 200 unsampled at 1 %");
+}
