@@ -5,14 +5,9 @@
 //! - gateway: route by the listener's route config and the authority.
 
 mod connect;
-pub mod cors;
-pub mod fault;
 pub mod forward;
 pub mod headers;
 mod mirror;
-pub mod path;
-pub mod retry;
-pub mod rewrite;
 mod route;
 mod upgrade;
 
@@ -257,10 +252,13 @@ fn jwt_refused<B>(
 /// may carry only if it agrees with `:authority` (RFC 9113 §8.3.1).
 /// `Err`: the request is refused with 400, for the reason given (Envoy's
 /// response code details).
-fn canonicalize<B>(req: &mut Request<B>, mode: path::Normalization) -> Result<(), &'static str> {
+fn canonicalize<B>(
+    req: &mut Request<B>,
+    mode: crate::path::Normalization,
+) -> Result<(), &'static str> {
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
     if let std::borrow::Cow::Owned(normalised) =
-        path::normalize(pq, mode).map_err(|_| "path_normalization_failed")?
+        crate::path::normalize(pq, mode).map_err(|_| "path_normalization_failed")?
     {
         let mut parts = req.uri().clone().into_parts();
         parts.path_and_query =

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use wire::pb;
 use wire::pb::resource::Kind;
 
-use crate::http::path::Normalization;
 use crate::lb::{BuildEnv, Cluster};
+use crate::path::Normalization;
 use crate::policy::authz::ListenerAuthz;
 use crate::telemetry::meta::{Peers, ServiceMeta};
 use mtls::MtlsMode;
