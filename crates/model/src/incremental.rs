@@ -206,6 +206,7 @@ fn same_but_workloads(a: &Mesh, b: &Mesh) -> bool {
         authorization_policies,
         request_authentications,
         secrets,
+        local_rate_limits,
     } = a;
     *config == b.config
         && registry.services == b.registry.services
@@ -217,6 +218,7 @@ fn same_but_workloads(a: &Mesh, b: &Mesh) -> bool {
         && *authorization_policies == b.authorization_policies
         && *request_authentications == b.request_authentications
         && *secrets == b.secrets
+        && *local_rate_limits == b.local_rate_limits
 }
 
 fn by_name(ws: &[Workload]) -> HashMap<(String, String), Vec<&Workload>> {

@@ -52,6 +52,8 @@ pub struct ListenerRt {
     pub authz: Arc<crate::policy::authz::ListenerAuthz>,
     /// Inbound: the service the port serves (Istio's `destination_service`).
     pub service: Option<Arc<ServiceMeta>>,
+    /// Inbound and gateway: the listener's local rate limit.
+    pub rate_limit: Option<Arc<crate::policy::rate_limit::LocalRateLimit>>,
 }
 
 /// One downstream connection.
@@ -123,7 +125,7 @@ pub async fn handle(
         conn.peer,
         conn.mesh_peer.as_ref().map(|p| p.meta.clone()),
     ));
-    let response = match listener.spec.direction {
+    let mut response = match listener.spec.direction {
         _ if req.extensions().get::<TooManyHeaders>().is_some() => {
             record.flags.set(Flags::DPE);
             record.response_code_details = Some("http2.too_many_headers".into());
@@ -133,6 +135,17 @@ pub async fn handle(
             tracing::debug!(peer = %conn.peer, details, "request refused");
             record.response_code_details = Some(details.into());
             local_reply(StatusCode::BAD_REQUEST, "Bad Request")
+        }
+        // The local rate limit first, as the EnvoyFilter inserts it at the
+        // head of the HTTP filters.
+        _ if let Some(limit) = &listener.rate_limit
+            && limited(limit) =>
+        {
+            record.flags.set(Flags::RL);
+            record.response_code_details = Some("local_rate_limited".into());
+            let mut response = local_reply(limit.status(), "local_rate_limited");
+            limit.limited_response_headers(response.headers_mut());
+            response
         }
         // RequestAuthentication first: an invalid token is refused before
         // authorization, a valid one is what `request.auth.*` see.
@@ -165,9 +178,28 @@ pub async fn handle(
         }
         Direction::Outbound => routed(req, authority, &listener.spec, &conn, &mut record).await,
     };
+    if let Some(limit) = &listener.rate_limit {
+        limit.x_ratelimit_headers(response.headers_mut());
+    }
     record.status = response.status().as_u16();
     record.see_grpc_status(response.headers());
     Ok(response.map(|b| LoggedBody::new(b, record)))
+}
+
+/// Whether the listener's local rate limit refuses this request.
+fn limited(limit: &crate::policy::rate_limit::LocalRateLimit) -> bool {
+    use crate::policy::rate_limit::Decision;
+    match limit.check() {
+        Decision::Pass => false,
+        Decision::WouldLimit => {
+            tracing::debug!(
+                limit = limit.origin(),
+                "over the local rate limit (not enforced)"
+            );
+            false
+        }
+        Decision::Limited => true,
+    }
 }
 
 /// The port's AuthorizationPolicies on one inbound request.

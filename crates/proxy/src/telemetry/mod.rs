@@ -57,8 +57,10 @@ impl Flags {
     pub const NC: u16 = 1 << 10;
     /// Downstream protocol error (e.g. a request over the header limits).
     pub const DPE: u16 = 1 << 11;
+    /// Rate limited by the local rate limit (Envoy's local_ratelimit).
+    pub const RL: u16 = 1 << 12;
 
-    const NAMES: [(u16, &'static str); 12] = [
+    const NAMES: [(u16, &'static str); 13] = [
         (Self::UH, "UH"),
         (Self::UT, "UT"),
         (Self::UF, "UF"),
@@ -71,6 +73,7 @@ impl Flags {
         (Self::URX, "URX"),
         (Self::NC, "NC"),
         (Self::DPE, "DPE"),
+        (Self::RL, "RL"),
     ];
 
     pub fn set(&mut self, flag: u16) {
@@ -166,6 +169,13 @@ impl Telemetry {
             flags: Flags::default(),
         };
         stream::Metered::new(stream, self.metrics.tcp_opened(&key))
+    }
+
+    /// Writes a closed TCP connection's access log line (if the log is on).
+    pub fn log_tcp(&self, line: &access_log::TcpLine<'_>) {
+        if let Some(log) = &self.access_log {
+            log.write(line);
+        }
     }
 
     /// The labels of a TCP connection this proxy serves.

@@ -25,6 +25,14 @@ impl<S> Metered<S> {
     }
 }
 
+impl<S> Metered<S> {
+    /// Counts bytes the downstream sent that were read before the stream
+    /// was metered (a ClientHello read for its SNI).
+    pub fn count_received(&self, n: u64) {
+        self.series.received.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 impl<S> Drop for Metered<S> {
     fn drop(&mut self) {
         Metrics::tcp_closed(&self.series);
