@@ -158,7 +158,9 @@ pub fn validate(path: &Path) -> Result<()> {
     match files::load_valid(path, true) {
         Ok(loaded) => {
             for r in &loaded.resources {
-                if let api::Resource::Unsupported { kind, reason, .. } = r {
+                if let api::Resource::Unsupported { kind, reason, .. } = r
+                    && !model::rate_limit::is_translated(r)
+                {
                     outln!("note: {kind} {}: {reason}", r.name());
                 }
                 if let Some(warning) = model::analyze::not_enforced(r) {
@@ -168,7 +170,10 @@ pub fn validate(path: &Path) -> Result<()> {
             let n = loaded
                 .resources
                 .iter()
-                .filter(|r| !matches!(r, api::Resource::Unsupported { .. }))
+                .filter(|r| {
+                    !matches!(r, api::Resource::Unsupported { .. })
+                        || model::rate_limit::is_translated(r)
+                })
                 .count();
             outln!(
                 "read {} file(s) with {} resource(s) in {}: {n} valid",
