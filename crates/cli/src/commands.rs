@@ -198,7 +198,9 @@ pub fn validate(path: &Path) -> Result<()> {
                     e.message
                 ));
             }
-            if let api::Resource::Unsupported { kind, reason, .. } = r {
+            if let api::Resource::Unsupported { kind, reason, .. } = r
+                && !model::rate_limit::is_translated(r)
+            {
                 outln!("note: {kind} {}: {reason}", r.name());
             } else if errors.is_empty() {
                 valid += 1;

@@ -220,7 +220,9 @@ fn parse_valid(source: &str, body: &str) -> Result<Vec<api::Resource>, Response>
         api::parse(source, body).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
     let mut problems = Vec::new();
     for (i, r) in resources.iter().enumerate() {
-        if let api::Resource::Unsupported { kind, reason, .. } = r {
+        if let api::Resource::Unsupported { kind, reason, .. } = r
+            && !model::rate_limit::is_translated(r)
+        {
             problems.push(format!(
                 "{source}: document {}: {kind} {}: {reason}",
                 i + 1,

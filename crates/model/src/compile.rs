@@ -245,8 +245,16 @@ pub(crate) fn service_clusters(
             } else {
                 Vec::new()
             };
+            let tls_routes = if subset.is_empty()
+                && matches!(port.protocol, pb::Protocol::Tls | pb::Protocol::Https)
+            {
+                crate::l4_routes::sidecar_tls_routes(mesh, scope, svc, port.port)
+            } else {
+                Vec::new()
+            };
             config.clusters.push(pb::Cluster {
                 tcp_route,
+                tls_routes,
                 name: name.clone(),
                 service: svc.hostname.clone(),
                 port: port.port,
@@ -396,7 +404,7 @@ fn virtual_host(mesh: &Mesh, svc: &Service, port: u32, scope: &Scope) -> pb::Vir
 
 /// The VirtualService bound to sidecars ("mesh") whose hosts cover `hostname`
 /// most specifically.
-fn mesh_virtual_service<'a>(
+pub(crate) fn mesh_virtual_service<'a>(
     mesh: &'a Mesh,
     hostname: &str,
     scope: &Scope,
@@ -450,7 +458,7 @@ fn inbound_listeners(mesh: &Mesh, w: &Workload) -> Vec<pb::Listener> {
     }
     let authz = crate::authz::WorkloadAuthz::new(mesh, w);
     let jwt_rules = crate::jwt::workload_rules(mesh, w);
-    ports
+    let mut listeners: Vec<pb::Listener> = ports
         .into_iter()
         .map(|(port, (protocol, service))| {
             let (authz_http, authz_tcp) = authz.for_port(protocol);
@@ -478,7 +486,9 @@ fn inbound_listeners(mesh: &Mesh, w: &Workload) -> Vec<pb::Listener> {
                 ..Default::default()
             }
         })
-        .collect()
+        .collect();
+    crate::rate_limit::apply(mesh, w, false, &mut listeners);
+    listeners
 }
 
 impl ProxyConfig {

@@ -21,12 +21,53 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
     let mut tls: BTreeMap<u32, Vec<pb::GatewayTls>> = BTreeMap::new();
     // listen port → whether every plaintext server on it asked for httpsRedirect
     let mut redirect: BTreeMap<u32, bool> = BTreeMap::new();
+    // listen port → its TCP or TLS-passthrough servers' routes
+    let mut l4: BTreeMap<u32, L4Port> = BTreeMap::new();
     for gw in mesh.gateways.iter().filter(|g| selects(g, node)) {
         let gw_ns = gw.metadata.namespace.as_deref().unwrap_or("default");
         let gw_ref = format!("{gw_ns}/{}", gw.metadata.name);
         for server in &gw.spec.servers {
             let protocol = server.port.protocol.to_ascii_uppercase();
             let listen = listen_port(mesh, node, server.port.number);
+            let mode = server.tls.as_ref().and_then(|t| t.mode);
+            let passthrough = matches!(
+                mode,
+                None | Some(ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough)
+            );
+            let l4_kind = match protocol.as_str() {
+                "TCP" => Some(L4Kind::Tcp),
+                "TLS" | "HTTPS" if passthrough && (protocol == "TLS" || server.tls.is_some()) => {
+                    Some(L4Kind::Tls {
+                        auto: mode == Some(ServerTlsMode::AutoPassthrough),
+                    })
+                }
+                "TLS" => {
+                    tracing::warn!(gateway = %gw_ref, port = server.port.number, "TLS server that terminates TLS (tls.mode SIMPLE/MUTUAL) skipped: only PASSTHROUGH and AUTO_PASSTHROUGH TLS servers are supported");
+                    continue;
+                }
+                _ => None,
+            };
+            if let Some(kind) = l4_kind {
+                let port = l4.entry(listen).or_insert_with(|| L4Port {
+                    kind,
+                    routes: Vec::new(),
+                });
+                if port.kind.is_tls() != kind.is_tls() {
+                    tracing::warn!(gateway = %gw_ref, port = server.port.number, "TCP and TLS servers share a port; this server is skipped");
+                    continue;
+                }
+                if let L4Kind::Tls { auto: true } = kind {
+                    port.kind = kind;
+                }
+                port.routes.extend(crate::l4_routes::gateway_routes(
+                    mesh,
+                    gw,
+                    &gw_ref,
+                    server,
+                    kind.is_tls(),
+                ));
+                continue;
+            }
             let route_config = match protocol.as_str() {
                 "HTTP" | "HTTP2" | "GRPC" => {
                     let wants = server.tls.as_ref().is_some_and(|t| t.https_redirect);
@@ -103,6 +144,36 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
     let jwt_rules = workload
         .map(|w| crate::jwt::workload_rules(mesh, w))
         .unwrap_or_default();
+    // On TCP and TLS-passthrough servers, its policies as for TCP.
+    let authz_tcp = workload
+        .map(|w| crate::authz::WorkloadAuthz::new(mesh, w).tcp)
+        .unwrap_or_default();
+    for (port, l4) in l4 {
+        if listeners.contains_key(&port) {
+            tracing::warn!(
+                port,
+                "HTTP and TCP/TLS-passthrough gateway servers share a port; it serves HTTP only"
+            );
+            continue;
+        }
+        let protocol = if l4.kind.is_tls() {
+            pb::Protocol::Tls
+        } else {
+            pb::Protocol::Tcp
+        };
+        config.listeners.push(pb::Listener {
+            name: format!("gateway|{port}"),
+            authz_tcp: authz_tcp.clone(),
+            address: node.pod_ip.clone(),
+            port,
+            direction: pb::Direction::Gateway as i32,
+            protocol: protocol as i32,
+            l4_routes: l4.routes,
+            auto_passthrough: matches!(l4.kind, L4Kind::Tls { auto: true }),
+            ..Default::default()
+        });
+    }
+    let first_http = config.listeners.len();
     for (port, names) in listeners {
         // A TLS connection routes by its server's own config; this one is
         // what a plaintext port (or a proxy without per-server routing) uses.
@@ -145,6 +216,30 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
             });
         }
     }
+    if let Some(w) = workload {
+        crate::rate_limit::apply(mesh, w, true, &mut config.listeners[first_http..]);
+    }
+}
+
+/// A listen port's TCP or TLS-passthrough servers.
+struct L4Port {
+    kind: L4Kind,
+    routes: Vec<pb::L4Route>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum L4Kind {
+    Tcp,
+    /// `auto`: AUTO_PASSTHROUGH (SNI names the cluster).
+    Tls {
+        auto: bool,
+    },
+}
+
+impl L4Kind {
+    fn is_tls(self) -> bool {
+        matches!(self, L4Kind::Tls { .. })
+    }
 }
 
 fn selects(gw: &Object<Gateway>, node: &pb::Node) -> bool {
@@ -175,7 +270,12 @@ fn listen_port(mesh: &Mesh, node: &pb::Node, port: u32) -> u32 {
 }
 
 /// A server host is `host` or `<ns>/host`: `*` is any namespace, `.` the Gateway's own.
-fn server_host_admits(server_host: &str, vs_host: &str, vs_ns: &str, gw_ns: &str) -> bool {
+pub(crate) fn server_host_admits(
+    server_host: &str,
+    vs_host: &str,
+    vs_ns: &str,
+    gw_ns: &str,
+) -> bool {
     let (ns, h) = server_host.split_once('/').unwrap_or(("*", server_host));
     let ns_ok = ns == "*" || ns == vs_ns || (ns == "." && vs_ns == gw_ns);
     ns_ok && (host::matches(h, vs_host) || host::matches(vs_host, h))
@@ -216,6 +316,10 @@ pub enum TlsError {
         "MUTUAL needs a CA: none in Secret {namespace}/{name} (ca.crt or cacert) nor in Secret {namespace}/{name}-cacert"
     )]
     NoClientCa { namespace: String, name: String },
+    #[error("tls.maxProtocolVersion {0}: the gateway speaks TLS 1.2 and 1.3 only")]
+    MaxVersion(String),
+    #[error("tls.minProtocolVersion is above tls.maxProtocolVersion")]
+    VersionRange,
 }
 
 /// The certificate, key and (MUTUAL) client CA of an HTTPS server, from the
@@ -290,13 +394,41 @@ pub fn server_tls(
         .iter()
         .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_string())
         .collect();
+    let (min_protocol_version, max_protocol_version) = protocol_versions(settings)?;
     Ok(pb::GatewayTls {
         sni,
         cert_chain,
         private_key,
         client_ca,
         route_config: String::new(),
+        min_protocol_version,
+        max_protocol_version,
+        cipher_suites: settings.cipher_suites.clone(),
     })
+}
+
+/// Istio's min/maxProtocolVersion as the proxy takes them: TLSV1_2 or
+/// TLSV1_3, empty for "any". A minimum below 1.2 (or TLS_AUTO) is 1.2 (the
+/// proxy has no older TLS); a maximum below 1.2 leaves no version at all.
+fn protocol_versions(
+    settings: &api::networking::ServerTlsSettings,
+) -> Result<(String, String), TlsError> {
+    use api::networking::TlsProtocol as P;
+    let min = match settings.min_protocol_version {
+        Some(P::TlsV1_3) => "TLSV1_3",
+        _ => "",
+    };
+    let max = match settings.max_protocol_version {
+        Some(P::TlsV1_2) => "TLSV1_2",
+        Some(v @ (P::TlsV1_0 | P::TlsV1_1)) => {
+            return Err(TlsError::MaxVersion(format!("{v:?}").to_ascii_uppercase()));
+        }
+        _ => "",
+    };
+    if (min, max) == ("TLSV1_3", "TLSV1_2") {
+        return Err(TlsError::VersionRange);
+    }
+    Ok((min.to_string(), max.to_string()))
 }
 
 /// The first of `keys` the Secret holds, non-empty; `stringData` wins over

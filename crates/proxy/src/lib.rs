@@ -17,6 +17,7 @@ pub mod http;
 pub mod lb;
 pub mod limits;
 pub mod listeners;
+pub mod path;
 pub mod policy;
 pub mod req_body;
 pub mod resp_body;

@@ -234,11 +234,13 @@ async fn reconcile(
         };
         let authz = snapshot.authz.get(&spec.bind).cloned().unwrap_or_default();
         let service = snapshot.inbound_services.get(&spec.bind).cloned();
+        let rate_limit = snapshot.rate_limits.get(&spec.bind).cloned();
         let rt = ListenerRt {
             spec,
             app,
             authz,
             service,
+            rate_limit,
         };
         // With capture, an inbound port is served through 15006: not bound
         // (the application itself listens on it in its pod).
@@ -247,7 +249,11 @@ async fn reconcile(
             && &*rt.spec.name != crate::capture::VIRTUAL_INBOUND;
         if let Some(b) = bound.get(&rt.spec.bind) {
             let old = b.rt.load();
-            if old.spec != rt.spec || old.authz != rt.authz || old.service != rt.service {
+            if old.spec != rt.spec
+                || old.authz != rt.authz
+                || old.service != rt.service
+                || !same_limit(&old.rate_limit, &rt.rate_limit)
+            {
                 b.rt.store(Arc::new(rt));
             }
         } else if virtual_port {
@@ -344,6 +350,10 @@ async fn accept_loop(
                 _ => {}
             }
         }
+        if now.spec.serve == Serve::L4 {
+            tokio::spawn(serve_l4(stream, peer, now.spec.bind, shared.clone()));
+            continue;
+        }
         if let Some(tls) = now.spec.gateway_tls.clone() {
             let (rt, shared, builder, drain) =
                 (rt.clone(), shared.clone(), builder.clone(), drain.clone());
@@ -379,6 +389,60 @@ async fn accept_loop(
         drop(now);
         serve_inbound(stream, peer, rt.clone(), &shared, &builder, drain.clone());
     }
+}
+
+/// The same bucket (not only an equal config: a new bucket starts full).
+fn same_limit<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// A gateway TCP or TLS server's connection: routed whole by the
+/// listener's routes in the current config, TLS by its ClientHello's SNI.
+async fn serve_l4(mut stream: TcpStream, peer: SocketAddr, bind: SocketAddr, shared: Arc<Shared>) {
+    let Some(snapshot) = shared.store.current() else {
+        return;
+    };
+    let Some(routes) = snapshot.l4_routes.get(&bind) else {
+        return;
+    };
+    let (sni, hello) = if routes.tls {
+        match tcp::read_client_hello(&mut stream).await {
+            Ok(read) => read,
+            Err(why) => {
+                return tracing::debug!(%peer, listener = %bind, "TLS connection closed: {why}");
+            }
+        }
+    } else {
+        (None, Vec::new())
+    };
+    if let Some(authz) = snapshot.authz.get(&bind)
+        && !authz.tcp.is_empty()
+    {
+        let attrs = crate::policy::authz::Attrs::tcp(peer, bind, None, sni.as_deref());
+        if let crate::policy::authz::Decision::Deny(details) = authz.tcp.decide(&attrs) {
+            tracing::info!(listener = %bind, %peer, %details, "connection denied by authorization policy; closed");
+            return;
+        }
+    }
+    let Some((cluster, origin)) = routes.pick(sni.as_deref(), &snapshot.clusters) else {
+        tracing::info!(%peer, listener = %bind, sni = sni.as_deref().unwrap_or("-"), flags = "NR", "no route for the connection; closed");
+        return;
+    };
+    let logs = client_logs(&shared, &snapshot);
+    // A long connection must not keep this config alive.
+    drop(snapshot);
+    let conn = tcp::TcpConn {
+        peer,
+        sni: sni.as_deref(),
+        route: Some(&*origin),
+        prefix: &hello,
+        logs,
+    };
+    tcp::to_cluster(stream, &cluster, conn, &shared.telemetry).await;
 }
 
 /// An inbound connection: PeerAuthentication decides first (mesh TLS,
@@ -502,6 +566,14 @@ pub(crate) fn serve_plain(
                 tokio::spawn(tcp::forward(stream, app));
             }
         }
+        Serve::L4 => {
+            tokio::spawn(serve_l4(
+                stream,
+                peer,
+                listener_now.spec.bind,
+                shared.clone(),
+            ));
+        }
         Serve::Sniff => {
             let (rt, shared, builder) = (rt.clone(), shared.clone(), builder.clone());
             tokio::spawn(async move {
@@ -525,6 +597,18 @@ pub(crate) fn serve_plain(
             });
         }
     }
+}
+
+/// The client side's access logs (outbound and gateway TCP connections).
+pub(crate) fn client_logs(
+    shared: &Shared,
+    snapshot: &crate::snapshot::Snapshot,
+) -> Option<Arc<crate::telemetry::access_log::AccessLogs>> {
+    shared
+        .telemetry
+        .access_log
+        .then(|| snapshot.access_logs.client.clone())
+        .flatten()
 }
 
 /// The access log of an inbound TCP connection to `app`, if the server

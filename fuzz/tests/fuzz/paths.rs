@@ -9,7 +9,7 @@
 //!   with `/admin`, whatever the raw spelling (`/%61dmin`, `/x/../admin`, …).
 
 use http::HeaderMap;
-use proxy::http::path::{Normalization, normalize};
+use proxy::path::{Normalization, normalize};
 use proxy::policy::authz::{Attrs, Decision, Engine, HttpAttrs};
 use wire::pb;
 

@@ -211,13 +211,14 @@ impl Serialize for Resource {
             Resource::Deployment(o) => o.serialize(s),
             Resource::Pod(o) => o.serialize(s),
             Resource::EndpointSlice(o) => o.serialize(s),
-            // Only the envelope is kept for unsupported kinds; the body was
-            // never modelled.
+            // The envelope and the spec as written: the body was never
+            // modelled (an EnvoyFilter Trellis translates is stored so).
             Resource::Unsupported {
                 api_version,
                 kind,
                 name,
                 namespace,
+                spec,
                 ..
             } => {
                 #[derive(Serialize)]
@@ -226,6 +227,8 @@ impl Serialize for Resource {
                     api_version: &'a str,
                     kind: &'a str,
                     metadata: Meta<'a>,
+                    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+                    spec: &'a serde_json::Value,
                 }
                 #[derive(Serialize)]
                 struct Meta<'a> {
@@ -241,6 +244,7 @@ impl Serialize for Resource {
                         name,
                         namespace: namespace.as_deref(),
                     },
+                    spec,
                 }
                 .serialize(s)
             }

@@ -325,7 +325,9 @@ fn seed_store(state: &Path, resources: &[api::Resource], fresh: bool) -> Result<
     let baseline = Store::open(&baseline_dir)?;
     let wanted: BTreeMap<Key, &api::Resource> = resources
         .iter()
-        .filter(|r| !matches!(r, api::Resource::Unsupported { .. }))
+        .filter(|r| {
+            !matches!(r, api::Resource::Unsupported { .. }) || model::rate_limit::is_translated(r)
+        })
         .map(|r| (Key::of(r), r))
         .collect();
     let mut kept = 0;

@@ -29,7 +29,9 @@ pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
             api_version,
             kind,
             reason,
-            ..
+            name,
+            namespace,
+            spec,
         } = r
         else {
             continue;
@@ -38,6 +40,20 @@ pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
         let Some((ty, advice)) = classify(group, kind) else {
             continue;
         };
+        // The one EnvoyFilter pattern Trellis translates (local rate
+        // limiting) is served; any other is ignored whole, and says why.
+        let mut reason = reason.clone();
+        if (group, kind.as_str()) == ("networking.istio.io", "EnvoyFilter") {
+            let ns = namespace.as_deref().unwrap_or("default");
+            match crate::rate_limit::recognise(ns, name, spec) {
+                Ok(_) => continue,
+                Err(why) => {
+                    reason = format!(
+                        "{reason}; it is not the local rate limit Trellis translates ({why})"
+                    )
+                }
+            }
+        }
         let text = match advice {
             Some(a) => format!("{kind} is not supported by Trellis and is ignored: {reason}. {a}"),
             None => format!("{kind} is ignored by Trellis: {reason}."),
@@ -96,8 +112,9 @@ fn classify(group: &str, kind: &str) -> Option<(MessageType, Option<&'static str
 const ENVOY_FILTER_ADVICE: &str = "Use instead: Telemetry for access logs, metrics and tracing; \
 AuthorizationPolicy with action CUSTOM for external authorization; VirtualService features \
 (headers, retries, timeouts, fault injection, mirroring, corsPolicy) for request handling; \
-DestinationRule connectionPool and outlierDetection for circuit breaking. Rate limiting has no \
-Trellis equivalent yet.";
+DestinationRule connectionPool and outlierDetection for circuit breaking. For local rate \
+limiting, one HTTP_FILTER patch inserting envoy.filters.http.local_ratelimit with a token_bucket \
+(Istio's documented pattern) is translated; a global rate limit service is not supported yet.";
 
 /// What `r` asks for that Trellis accepts but does not enforce, said plainly;
 /// `None` when everything in it takes effect. Telemetry's tracing, access

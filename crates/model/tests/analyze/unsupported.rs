@@ -9,7 +9,8 @@ pub(crate) fn cases() -> Vec<Case> {
             resource: "EnvoyFilter ratelimit.istio-system",
             text: "EnvoyFilter is not supported by Trellis and is ignored: EnvoyFilter patches Envoy's internal configuration",
             triggers: ENVOY_FILTER.into(),
-            clean: String::new(),
+            // Translated: a local rate limit EnvoyFilter is no finding.
+            clean: LOCAL_RATE_LIMIT.into(),
         },
         Case {
             code: "TRL0004",
@@ -78,6 +79,36 @@ kind: EnvoyFilter
 metadata: {name: ratelimit, namespace: istio-system}
 spec:
   configPatches: []
+"#;
+
+const LOCAL_RATE_LIMIT: &str = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: filter-local-ratelimit-svc, namespace: istio-system}
+spec:
+  workloadSelector:
+    labels: {app: productpage}
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match:
+      context: SIDECAR_INBOUND
+      listener:
+        filterChain:
+          filter: {name: "envoy.filters.network.http_connection_manager"}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          stat_prefix: http_local_rate_limiter
+          token_bucket: {max_tokens: 4, tokens_per_fill: 4, fill_interval: 60s}
+          filter_enabled:
+            runtime_key: local_rate_limit_enabled
+            default_value: {numerator: 100, denominator: HUNDRED}
+          filter_enforced:
+            runtime_key: local_rate_limit_enforced
+            default_value: {numerator: 100, denominator: HUNDRED}
 "#;
 
 const ISTIO_OPERATOR: &str = r#"

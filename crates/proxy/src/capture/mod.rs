@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::net::TcpListener;
 
-use crate::http::path::Normalization;
+use crate::path::Normalization;
 use crate::snapshot::mtls::MtlsMode;
 use crate::snapshot::{Direction, ListenerSpec, Serve};
 

@@ -58,11 +58,15 @@ pub(crate) async fn serve(
         serve_http(MaybeTls::Plain(stream), client, rt, shared, builder, drain);
         return;
     }
+    let logs = crate::listeners::client_logs(shared, &snapshot);
     match vip {
+        Some(vip) if vip.tls_routes.is_some() => {
+            by_sni(stream, peer, &vip, snapshot, logs, &shared.telemetry).await;
+        }
         Some(vip) => match &vip.tcp_route {
-            None => to_cluster(stream, &vip.cluster, dst, &shared.telemetry).await,
+            None => to_cluster(stream, &vip.cluster, peer, logs, &shared.telemetry).await,
             Some(route) => match route.pick() {
-                Some(cluster) => to_cluster(stream, cluster, dst, &shared.telemetry).await,
+                Some(cluster) => to_cluster(stream, cluster, peer, logs, &shared.telemetry).await,
                 None => {
                     tracing::info!(%peer, original_dst = %dst, cluster = %vip.cluster.name, flags = "NR", "the service's TCP route has no cluster; connection closed");
                 }
@@ -75,43 +79,59 @@ pub(crate) async fn serve(
     }
 }
 
-/// A TCP connection to a service: one of its endpoints, over mesh mTLS
-/// where the endpoint has a sidecar.
+/// A TLS connection to a service port with VirtualService `tls` routes: the
+/// ClientHello's SNI picks the route (its bytes go on as they came); no
+/// route matches: the service's own cluster.
+async fn by_sni(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    vip: &crate::snapshot::Vip,
+    snapshot: Arc<crate::snapshot::Snapshot>,
+    logs: Option<Arc<crate::telemetry::access_log::AccessLogs>>,
+    telemetry: &crate::telemetry::Telemetry,
+) {
+    let Some(routes) = &vip.tls_routes else {
+        return;
+    };
+    let (sni, hello) = match crate::tcp::read_client_hello(&mut stream).await {
+        Ok(read) => read,
+        Err(why) => {
+            return tracing::debug!(%peer, cluster = %vip.cluster.name, "TLS connection closed: {why}");
+        }
+    };
+    let picked = routes.pick(sni.as_deref(), &snapshot.clusters);
+    // A long connection must not keep this config alive.
+    drop(snapshot);
+    let (cluster, route) = match &picked {
+        Some((cluster, origin)) => (cluster, Some(&**origin)),
+        None => (&vip.cluster, None),
+    };
+    let conn = crate::tcp::TcpConn {
+        peer,
+        sni: sni.as_deref(),
+        route,
+        prefix: &hello,
+        logs,
+    };
+    crate::tcp::to_cluster(stream, cluster, conn, telemetry).await;
+}
+
+/// A TCP connection to a service (see [`crate::tcp::to_cluster`]).
 async fn to_cluster(
     stream: TcpStream,
     cluster: &Cluster,
-    dst: SocketAddr,
+    peer: SocketAddr,
+    logs: Option<Arc<crate::telemetry::access_log::AccessLogs>>,
     telemetry: &crate::telemetry::Telemetry,
 ) {
-    let Some(endpoint) = cluster.pick(None, None) else {
-        tracing::info!(cluster = %cluster.name, original_dst = %dst, flags = "UH", "no healthy endpoint; connection closed");
-        return;
+    let conn = crate::tcp::TcpConn {
+        peer,
+        sni: None,
+        route: None,
+        prefix: &[],
+        logs,
     };
-    let _active = endpoint.start();
-    let authority = &endpoint.authority;
-    let upstream = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        TcpStream::connect(authority.as_str()),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        _ => {
-            tracing::info!(cluster = %cluster.name, upstream = %authority, flags = "UF", "upstream connect failed; connection closed");
-            return;
-        }
-    };
-    let _ = upstream.set_nodelay(true);
-    let tls = endpoint.pool.tls();
-    let Ok(mut upstream) =
-        crate::tls::outbound::secure_tcp(upstream, authority, tls.as_deref()).await
-    else {
-        return;
-    };
-    tracing::debug!(cluster = %cluster.name, upstream = %authority, "TCP connection");
-    let mut stream =
-        telemetry.meter_outbound_tcp(stream, endpoint.meta.clone(), cluster.service.clone());
-    let _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
+    crate::tcp::to_cluster(stream, cluster, conn, telemetry).await;
 }
 
 /// ALLOW_ANY: the destination itself, as the application asked.

@@ -14,7 +14,6 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
 use super::headers::strip_hop_by_hop;
 use super::local_reply;
-use super::retry::RetryPolicy;
 use crate::failure::Failure;
 use crate::lb::breaker::{Breakers, Permit, Resource};
 use crate::lb::outlier::Outcome;
@@ -22,6 +21,7 @@ use crate::lb::upstream::{ConnSettings, EndpointPool, Lease, SendError};
 use crate::lb::{Cluster, Endpoint, UpstreamProtocol};
 use crate::req_body::ReqBody;
 use crate::resp_body::{RespBody, UpstreamBody};
+use crate::snapshot::routes::retry::RetryPolicy;
 use crate::telemetry::{Flags, Record};
 
 /// The request line and headers, ready to go upstream.

@@ -5,14 +5,9 @@
 //! - gateway: route by the listener's route config and the authority.
 
 mod connect;
-pub mod cors;
-pub mod fault;
 pub mod forward;
 pub mod headers;
 mod mirror;
-pub mod path;
-pub mod retry;
-pub mod rewrite;
 mod route;
 mod upgrade;
 
@@ -57,6 +52,8 @@ pub struct ListenerRt {
     pub authz: Arc<crate::policy::authz::ListenerAuthz>,
     /// Inbound: the service the port serves (Istio's `destination_service`).
     pub service: Option<Arc<ServiceMeta>>,
+    /// Inbound and gateway: the listener's local rate limit.
+    pub rate_limit: Option<Arc<crate::policy::rate_limit::LocalRateLimit>>,
 }
 
 /// One downstream connection.
@@ -141,7 +138,7 @@ pub async fn handle(
         record.downstream_local = Some(conn.original_dst.unwrap_or(listener.spec.bind));
         record.requested_server_name.clone_from(&conn.sni);
     }
-    let response = match listener.spec.direction {
+    let mut response = match listener.spec.direction {
         _ if req.extensions().get::<TooManyHeaders>().is_some() => {
             record.flags.set(Flags::DPE);
             record.response_code_details = Some("http2.too_many_headers".into());
@@ -151,6 +148,17 @@ pub async fn handle(
             tracing::debug!(peer = %conn.peer, details, "request refused");
             record.response_code_details = Some(details.into());
             local_reply(StatusCode::BAD_REQUEST, "Bad Request")
+        }
+        // The local rate limit first, as the EnvoyFilter inserts it at the
+        // head of the HTTP filters.
+        _ if let Some(limit) = &listener.rate_limit
+            && limited(limit) =>
+        {
+            record.flags.set(Flags::RL);
+            record.response_code_details = Some("local_rate_limited".into());
+            let mut response = local_reply(limit.status(), "local_rate_limited");
+            limit.limited_response_headers(response.headers_mut());
+            response
         }
         // RequestAuthentication first: an invalid token is refused before
         // authorization, a valid one is what `request.auth.*` see.
@@ -183,6 +191,9 @@ pub async fn handle(
         }
         Direction::Outbound => routed(req, authority, &listener.spec, &conn, &mut record).await,
     };
+    if let Some(limit) = &listener.rate_limit {
+        limit.x_ratelimit_headers(response.headers_mut());
+    }
     record.status = response.status().as_u16();
     record.see_grpc_status(response.headers());
     if record.logged() {
@@ -207,6 +218,22 @@ fn trace_span<B>(
         Direction::Outbound | Direction::Gateway => SpanKind::Client,
     };
     trace::start(policy, kind, req, authority)
+}
+
+/// Whether the listener's local rate limit refuses this request.
+fn limited(limit: &crate::policy::rate_limit::LocalRateLimit) -> bool {
+    use crate::policy::rate_limit::Decision;
+    match limit.check() {
+        Decision::Pass => false,
+        Decision::WouldLimit => {
+            tracing::debug!(
+                limit = limit.origin(),
+                "over the local rate limit (not enforced)"
+            );
+            false
+        }
+        Decision::Limited => true,
+    }
 }
 
 /// The port's AuthorizationPolicies on one inbound request.
@@ -291,10 +318,13 @@ fn jwt_refused<B>(
 /// may carry only if it agrees with `:authority` (RFC 9113 §8.3.1).
 /// `Err`: the request is refused with 400, for the reason given (Envoy's
 /// response code details).
-fn canonicalize<B>(req: &mut Request<B>, mode: path::Normalization) -> Result<(), &'static str> {
+fn canonicalize<B>(
+    req: &mut Request<B>,
+    mode: crate::path::Normalization,
+) -> Result<(), &'static str> {
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
     if let std::borrow::Cow::Owned(normalised) =
-        path::normalize(pq, mode).map_err(|_| "path_normalization_failed")?
+        crate::path::normalize(pq, mode).map_err(|_| "path_normalization_failed")?
     {
         let mut parts = req.uri().clone().into_parts();
         parts.path_and_query =

@@ -8,15 +8,15 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::cors::Verdict;
-use super::fault::Abort;
 use super::forward::{self, Dest, Head, Policy, SendBody};
-use super::rewrite::{prefix_rewrite, with_query};
 use super::{DEFAULT_PORT, local_reply, mirror, prepare_headers, split};
 use crate::lb::Balancer;
 use crate::req_body::{REPLAY_LIMIT, Replay, ReqBody, buffer_for_replay};
 use crate::resp_body::RespBody;
 use crate::snapshot::matcher::{PathMatch, RequestView};
+use crate::snapshot::routes::cors::Verdict;
+use crate::snapshot::routes::fault::Abort;
+use crate::snapshot::routes::rewrite::{prefix_rewrite, with_query};
 use crate::snapshot::routes::{Action, Forward, Route, VirtualHost};
 use crate::telemetry::{Flags, Record};
 

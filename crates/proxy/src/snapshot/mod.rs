@@ -14,9 +14,10 @@ use std::sync::Arc;
 use wire::pb;
 use wire::pb::resource::Kind;
 
-use crate::http::path::Normalization;
 use crate::lb::{BuildEnv, Cluster};
+use crate::path::Normalization;
 use crate::policy::authz::ListenerAuthz;
+use crate::policy::rate_limit::LocalRateLimit;
 use crate::telemetry::meta::{Peers, ServiceMeta};
 use mtls::MtlsMode;
 use routes::RouteTable;
@@ -124,6 +125,10 @@ pub enum Serve {
     Tcp,
     /// Look at the first bytes: HTTP if they look like HTTP, else TCP.
     Sniff,
+    /// A gateway's TCP or TLS server: each connection goes whole to the
+    /// cluster its VirtualService `tcp` or `tls` route picks
+    /// ([`Snapshot::l4_routes`]); TLS is passed through, never terminated.
+    L4,
 }
 
 /// A listener the proxy should have bound.
@@ -155,6 +160,9 @@ pub struct Vip {
     /// The VirtualService `tcp` route of this service port, if any: TCP
     /// connections go to its clusters instead of `cluster`.
     pub tcp_route: Option<Arc<crate::tcp::TcpRoute>>,
+    /// The VirtualService `tls` routes of this service port, if any: TLS
+    /// connections whose SNI one matches go to its clusters.
+    pub tls_routes: Option<Arc<crate::tcp::L4Routes>>,
     /// The port's protocol (its name or appProtocol); UNSPECIFIED: sniffed.
     pub protocol: pb::Protocol,
 }
@@ -168,6 +176,10 @@ pub struct Snapshot {
     /// so that a request needs no formatting to find its own.
     pub routes_by_port: HashMap<u16, Arc<RouteTable>>,
     pub clusters: HashMap<String, Arc<Cluster>>,
+    /// Inbound and gateway listeners' local rate limits, by bind address.
+    pub rate_limits: HashMap<SocketAddr, Arc<LocalRateLimit>>,
+    /// Gateway TCP and TLS listeners' routes, by bind address.
+    pub l4_routes: HashMap<SocketAddr, Arc<crate::tcp::L4Routes>>,
     /// Inbound listeners' authorization policies, by bind address.
     pub authz: HashMap<SocketAddr, Arc<ListenerAuthz>>,
     /// The mesh's path normalization, for the listeners this proxy makes
@@ -302,12 +314,20 @@ pub fn compile(
     }
 
     let mut tcp_routes = HashMap::new();
+    let mut tls_routes = HashMap::new();
     for r in &of(wire::types::CLUSTER)? {
         if let Some(Kind::Cluster(c)) = &r.kind
             && !c.tcp_route.is_empty()
         {
             let route = crate::tcp::TcpRoute::new(&c.tcp_route, &clusters);
             tcp_routes.insert(c.name.clone(), Arc::new(route));
+        }
+        if let Some(Kind::Cluster(c)) = &r.kind
+            && !c.tls_routes.is_empty()
+        {
+            let routes = crate::tcp::L4Routes::new(&c.tls_routes, true, false, &clusters)
+                .map_err(|e| format!("cluster {:?}: {e}", c.name))?;
+            tls_routes.insert(c.name.clone(), Arc::new(routes));
         }
     }
 
@@ -348,6 +368,7 @@ pub fn compile(
                     Vip {
                         cluster: Arc::clone(cluster),
                         tcp_route: tcp_routes.get(&c.name).cloned(),
+                        tls_routes: tls_routes.get(&c.name).cloned(),
                         protocol,
                     },
                 );
@@ -376,6 +397,7 @@ pub fn compile(
                     Vip {
                         cluster: Arc::clone(cluster),
                         tcp_route: tcp_routes.get(&c.name).cloned(),
+                        tls_routes: tls_routes.get(&c.name).cloned(),
                         protocol: pb::Protocol::try_from(c.protocol).unwrap_or_default(),
                     },
                 );
@@ -406,6 +428,8 @@ pub fn compile(
     let mut registry_only = false;
     let mut inbound_passthrough = InboundPassthrough::default();
     let mut authz = HashMap::new();
+    let mut l4_routes = HashMap::new();
+    let mut rate_limits = HashMap::new();
     let mut inbound_services = HashMap::new();
     let mut bound = HashSet::new();
     let mut path_normalization = Normalization::default();
@@ -488,6 +512,25 @@ pub fn compile(
                 ListenerAuthz::compile(l).map_err(|e| format!("listener {:?}: {e}", l.name))?;
             authz.insert(spec.bind, Arc::new(compiled));
         }
+        if let Some(c) = &l.local_rate_limit
+            && matches!(spec.direction, Direction::Inbound | Direction::Gateway)
+        {
+            let built =
+                LocalRateLimit::new(c).map_err(|e| format!("listener {:?}: {e}", l.name))?;
+            // An unchanged limit keeps its bucket (and the tokens it has used).
+            let limit = match prev.and_then(|p| p.rate_limits.get(&spec.bind)) {
+                Some(old) if **old == built => old.clone(),
+                _ => Arc::new(built),
+            };
+            rate_limits.insert(spec.bind, limit);
+        }
+        if spec.serve == Serve::L4 {
+            let tls = l.protocol != pb::Protocol::Tcp as i32;
+            let routes =
+                crate::tcp::L4Routes::new(&l.l4_routes, tls, l.auto_passthrough, &clusters)
+                    .map_err(|e| format!("listener {:?}: {e}", l.name))?;
+            l4_routes.insert(spec.bind, Arc::new(routes));
+        }
         if spec.direction == Direction::Inbound && !l.service.is_empty() {
             inbound_services.insert(spec.bind, Arc::new(ServiceMeta::from_host(&l.service)));
         }
@@ -500,6 +543,8 @@ pub fn compile(
         routes,
         routes_by_port,
         clusters,
+        l4_routes,
+        rate_limits,
         authz,
         path_normalization,
         vips,
@@ -568,8 +613,11 @@ fn listener(l: &pb::Listener, pod_ip: Option<IpAddr>) -> Result<Option<ListenerS
             | pb::Protocol::Unspecified,
         ) => Serve::Http,
         (Direction::Gateway, pb::Protocol::Https) if !l.gateway_tls.is_empty() => Serve::Http,
+        (Direction::Gateway, pb::Protocol::Tcp | pb::Protocol::Tls) if l.gateway_tls.is_empty() => {
+            Serve::L4
+        }
         (Direction::Gateway, _) => {
-            tracing::warn!(listener = %l.name, ?protocol, "gateway TLS and TCP servers are not supported yet; listener skipped");
+            tracing::warn!(listener = %l.name, ?protocol, "gateway TLS servers that terminate TLS and forward TCP are not supported; listener skipped");
             return Ok(None);
         }
     };

@@ -1,5 +1,13 @@
 //! Compiled route configs: virtual hosts, routes and their actions, with
 //! every cluster reference resolved once per config instead of per request.
+//! The submodules are the compiled forms of a route's policies, which the
+//! HTTP handlers apply.
+
+pub mod cors;
+pub mod fault;
+pub mod header_ops;
+pub mod retry;
+pub mod rewrite;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,12 +21,12 @@ use wire::pb;
 
 use super::domains::DomainIndex;
 use super::matcher::{PathMatch, RequestView, RouteMatch};
-use crate::http::cors::Cors;
-use crate::http::fault::Fault;
-use crate::http::headers::HeaderOps;
-use crate::http::retry::RetryPolicy;
-use crate::http::rewrite::{RedirectSpec, RegexRewrite};
 use crate::lb::Cluster;
+use cors::Cors;
+use fault::Fault;
+use header_ops::HeaderOps;
+use retry::RetryPolicy;
+use rewrite::{RedirectSpec, RegexRewrite};
 
 // A proxy holds one of these per service it can call (thousands in a large
 // mesh), so the compiled forms are kept tight: slices sized exactly (a

@@ -90,7 +90,41 @@ pub struct Entry<'a> {
     pub source_principal: Option<&'a str>,
 }
 
-impl Entry<'_> {
+impl<'a> Entry<'a> {
+    /// A TCP connection's line: no HTTP fields; the caller adds what it
+    /// knows of the upstream. `start` is when it began (wall clock, monotonic).
+    pub fn tcp(
+        start: (SystemTime, std::time::Instant),
+        response_flags: &'a str,
+        (bytes_received, bytes_sent): (u64, u64),
+        downstream_remote: SocketAddr,
+    ) -> Self {
+        Entry {
+            start_time: start.0,
+            method: "",
+            path: "",
+            authority: "",
+            protocol: None,
+            response_code: 0,
+            grpc_status: None,
+            response_flags,
+            response_code_details: None,
+            bytes_received,
+            bytes_sent,
+            duration_ms: start.1.elapsed().as_millis() as u64,
+            upstream_service_time: None,
+            request_headers: None,
+            response_headers: None,
+            upstream_host: None,
+            upstream_cluster: None,
+            downstream_local: None,
+            downstream_remote,
+            requested_server_name: None,
+            route_name: None,
+            source_principal: None,
+        }
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         match name {
             ":method" => Some(self.method).filter(|m| !m.is_empty()),

@@ -59,8 +59,10 @@ impl Flags {
     pub const NC: u16 = 1 << 10;
     /// Downstream protocol error (e.g. a request over the header limits).
     pub const DPE: u16 = 1 << 11;
+    /// Rate limited by the local rate limit (Envoy's local_ratelimit).
+    pub const RL: u16 = 1 << 12;
 
-    const NAMES: [(u16, &'static str); 12] = [
+    const NAMES: [(u16, &'static str); 13] = [
         (Self::UH, "UH"),
         (Self::UT, "UT"),
         (Self::UF, "UF"),
@@ -73,6 +75,7 @@ impl Flags {
         (Self::URX, "URX"),
         (Self::NC, "NC"),
         (Self::DPE, "DPE"),
+        (Self::RL, "RL"),
     ];
 
     pub fn set(&mut self, flag: u16) {

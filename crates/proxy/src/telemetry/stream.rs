@@ -86,33 +86,30 @@ impl<S> Metered<S> {
     }
 }
 
+impl<S> Metered<S> {
+    /// Counts bytes the downstream sent that were read before the stream
+    /// was metered (a ClientHello read for its SNI).
+    pub fn count_received(&self, n: u64) {
+        self.series.received.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 impl<S> Drop for Metered<S> {
     fn drop(&mut self) {
         Metrics::tcp_closed(&self.series);
         if let Some(l) = self.log.take() {
             l.logs.write(&Entry {
-                start_time: l.start_time,
-                method: "",
-                path: "",
-                authority: "",
-                protocol: None,
-                response_code: 0,
-                grpc_status: None,
-                response_flags: "-",
-                response_code_details: None,
-                bytes_received: l.received,
-                bytes_sent: l.sent,
-                duration_ms: l.start.elapsed().as_millis() as u64,
-                upstream_service_time: None,
-                request_headers: None,
-                response_headers: None,
                 upstream_host: Some(&l.upstream_host),
                 upstream_cluster: Some(&l.upstream_cluster),
                 downstream_local: Some(l.downstream_local),
-                downstream_remote: l.downstream_remote,
                 requested_server_name: l.requested_server_name.as_deref(),
-                route_name: None,
                 source_principal: l.source_principal.as_deref(),
+                ..Entry::tcp(
+                    (l.start_time, l.start),
+                    "-",
+                    (l.received, l.sent),
+                    l.downstream_remote,
+                )
             });
         }
     }

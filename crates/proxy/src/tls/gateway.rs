@@ -154,9 +154,10 @@ fn server(e: &pb::GatewayTls) -> Result<Server, String> {
     // The parse error of a key could quote it; say only what failed.
     let key = PrivateKeyDer::from_pem_slice(e.private_key.as_bytes())
         .map_err(|_| "private_key is not a PEM private key".to_string())?;
-    let provider = identity::crypto_provider();
+    let provider = with_cipher_suites(identity::crypto_provider(), &e.cipher_suites)?;
+    let versions = protocol_versions(&e.min_protocol_version, &e.max_protocol_version)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(&versions)
         .map_err(|err| err.to_string())?;
     let builder = if e.client_ca.is_empty() {
         builder.with_no_client_auth()
@@ -185,6 +186,78 @@ fn server(e: &pb::GatewayTls) -> Result<Server, String> {
     })
 }
 
+/// The TLS versions between Istio's min and max ("TLSV1_2", "TLSV1_3"; empty: no bound).
+fn protocol_versions(
+    min: &str,
+    max: &str,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+    let rank = |v: &str, what: &str| match v {
+        "" => Ok(None),
+        "TLSV1_2" => Ok(Some(2)),
+        "TLSV1_3" => Ok(Some(3)),
+        other => Err(format!("{what} {other:?} is not TLSV1_2 or TLSV1_3")),
+    };
+    let (min, max) = (
+        rank(min, "min_protocol_version")?.unwrap_or(2),
+        rank(max, "max_protocol_version")?.unwrap_or(3),
+    );
+    let versions: Vec<_> = [(3, &rustls::version::TLS13), (2, &rustls::version::TLS12)]
+        .into_iter()
+        .filter(|(r, _)| (min..=max).contains(r))
+        .map(|(_, v)| v)
+        .collect();
+    if versions.is_empty() {
+        return Err("min_protocol_version is above max_protocol_version".into());
+    }
+    Ok(versions)
+}
+
+/// The provider with only the TLS 1.2 suites Istio's `cipherSuites` names
+/// (OpenSSL names); TLS 1.3's are kept, as Envoy keeps them. Empty: all.
+fn with_cipher_suites(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    names: &[String],
+) -> Result<Arc<rustls::crypto::CryptoProvider>, String> {
+    use rustls::CipherSuite as C;
+    if names.is_empty() {
+        return Ok(provider);
+    }
+    let wanted: Vec<C> = names
+        .iter()
+        .filter_map(|n| {
+            let suite = match n.as_str() {
+                "ECDHE-ECDSA-AES128-GCM-SHA256" => C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                "ECDHE-RSA-AES128-GCM-SHA256" => C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                "ECDHE-ECDSA-AES256-GCM-SHA384" => C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                "ECDHE-RSA-AES256-GCM-SHA384" => C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                "ECDHE-ECDSA-CHACHA20-POLY1305" => C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                "ECDHE-RSA-CHACHA20-POLY1305" => C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                other => {
+                    // As Envoy, a suite it cannot offer is left out, not fatal.
+                    tracing::warn!(cipher_suite = other, "cipher suite not supported; left out");
+                    return None;
+                }
+            };
+            Some(suite)
+        })
+        .collect();
+    let mut p = (*provider).clone();
+    p.cipher_suites.retain(|s| match s {
+        rustls::SupportedCipherSuite::Tls13(_) => true,
+        rustls::SupportedCipherSuite::Tls12(_) => wanted.contains(&s.suite()),
+    });
+    if !p
+        .cipher_suites
+        .iter()
+        .any(|s| matches!(s, rustls::SupportedCipherSuite::Tls12(_)))
+    {
+        return Err(format!(
+            "cipher_suites {names:?}: none of them is supported"
+        ));
+    }
+    Ok(Arc::new(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,7 +272,44 @@ mod tests {
             private_key: key.serialize_pem(),
             client_ca: String::new(),
             route_config: String::new(),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn versions_and_cipher_suites_restrict_the_handshake() {
+        let v = |min: &str, max: &str| {
+            protocol_versions(min, max).map(|v| v.iter().map(|v| v.version).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            v("", ""),
+            Ok(vec![
+                rustls::ProtocolVersion::TLSv1_3,
+                rustls::ProtocolVersion::TLSv1_2
+            ])
+        );
+        assert_eq!(v("TLSV1_3", ""), Ok(vec![rustls::ProtocolVersion::TLSv1_3]));
+        assert_eq!(v("", "TLSV1_2"), Ok(vec![rustls::ProtocolVersion::TLSv1_2]));
+        assert!(v("TLSV1_3", "TLSV1_2").is_err());
+        let p = with_cipher_suites(
+            identity::crypto_provider(),
+            &["ECDHE-ECDSA-AES256-GCM-SHA384".into(), "RC4-MD5".into()],
+        )
+        .expect("one is supported");
+        let tls12: Vec<_> = p
+            .cipher_suites
+            .iter()
+            .filter(|s| matches!(s, rustls::SupportedCipherSuite::Tls12(_)))
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(
+            tls12,
+            [rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]
+        );
+        assert!(with_cipher_suites(identity::crypto_provider(), &["RC4-MD5".into()]).is_err());
+        let mut e = entry(&["a.test"]);
+        e.min_protocol_version = "TLSV1_3".into();
+        assert!(GatewayTls::new(&[e]).is_ok());
     }
 
     fn picked(tls: &GatewayTls, sni: Option<&str>) -> Option<String> {

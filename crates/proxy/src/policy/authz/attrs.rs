@@ -27,7 +27,7 @@ pub struct Attrs<'a> {
 pub struct HttpAttrs<'a> {
     pub method: &'a str,
     /// Without the query, normalised once for the whole request
-    /// (`crate::http::path`): routing and the upstream see the same.
+    /// (`crate::path`): routing and the upstream see the same.
     pub path: &'a str,
     pub host: &'a str,
     pub headers: &'a HeaderMap,

@@ -10,7 +10,7 @@
 //! Everything is compiled when the config is applied (a value that does not
 //! compile NACKs the config); deciding allocates nothing but for requests
 //! that repeat a header a rule looks at. The path is the request's, already
-//! normalised (see `crate::http::path`).
+//! normalised (see `crate::path`).
 
 mod attrs;
 mod matcher;

@@ -8,7 +8,7 @@ pub(super) use wire::pb;
 pub(super) use wire::pb::AuthzField as F;
 
 use super::{Attrs, Decision, Engine, HttpAttrs, remote_ip};
-use crate::http::path::{Normalization, normalize};
+use crate::path::{Normalization, normalize};
 
 pub(super) fn m(field: F, values: &[&str], not_values: &[&str]) -> pb::AuthzMatch {
     pb::AuthzMatch {

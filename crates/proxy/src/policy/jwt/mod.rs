@@ -15,6 +15,7 @@
 //!   (headers of those names that the client sent are always removed first,
 //!   so that the application can trust them).
 
+mod cache;
 mod keys;
 mod metrics;
 mod remote;
@@ -59,6 +60,8 @@ struct Rule {
     payload_header: Option<HeaderName>,
     claim_headers: Vec<(HeaderName, String)>,
     space_delimited: Vec<String>,
+    /// Tokens this rule's keys verified.
+    verified: cache::Verified,
 }
 
 enum Keys {
@@ -145,6 +148,7 @@ impl Authn {
                 payload_header,
                 claim_headers,
                 space_delimited: r.space_delimited_claims.clone(),
+                verified: cache::Verified::default(),
             });
         }
         Ok(Authn {
@@ -232,7 +236,7 @@ impl Authn {
         jwt.check_time(now)?;
         let mut error = None;
         for rule in candidates {
-            match rule.check(&jwt).await {
+            match rule.check(&jwt, token, now).await {
                 Ok(()) => return Ok((Verified::new(jwt, &rule.space_delimited), rule)),
                 Err(e) => {
                     error.get_or_insert(e);
@@ -286,7 +290,8 @@ impl Rule {
         }
     }
 
-    async fn check(&self, jwt: &Jwt<'_>) -> Result<(), Failure> {
+    /// Audiences, then the signature (or the memory of it).
+    async fn check(&self, jwt: &Jwt<'_>, token: &str, now: u64) -> Result<(), Failure> {
         if !self.audiences.is_empty() {
             let auds = jwt.audiences();
             if !auds.iter().any(|a| self.audiences.contains(a)) {
@@ -298,7 +303,13 @@ impl Rule {
             Keys::Remote(r) => r.keys().await.ok_or(Failure::JwksFetchFailed)?,
             Keys::Unusable => return Err(Failure::NoMatchingKey),
         };
-        keys.verify(jwt)
+        if self.verified.contains(token, &keys, now) {
+            return Ok(());
+        }
+        keys.verify(jwt)?;
+        let exp = jwt.claims.get("exp").and_then(Value::as_f64);
+        self.verified.insert(token, &keys, exp, now);
+        Ok(())
     }
 
     fn output(&self, token: &str, v: &Verified, headers: &mut HeaderMap) {
