@@ -11,6 +11,13 @@ use e2e::bin;
 
 pub const HUB_IP: &str = "10.77.0.1";
 pub const PROXY_UID: &str = "1337";
+/// The hub's IPv6 address on the bridge.
+const HUB_IP6: &str = "fd77::1/64";
+
+/// A pod's IPv6 address: `fd77::<last byte of its IPv4 address>`.
+pub fn ip6(ip: &str) -> String {
+    format!("fd77::{}", ip.rsplit('.').next().unwrap_or("0"))
+}
 
 /// One test's namespaces and processes, removed on drop.
 pub struct Lab {
@@ -82,11 +89,16 @@ impl Lab {
             "hub",
             &["ip", "addr", "add", &format!("{HUB_IP}/24"), "dev", "br0"],
         ))?;
+        check(&mut self.exec(
+            "hub",
+            &["ip", "-6", "addr", "add", HUB_IP6, "dev", "br0", "nodad"],
+        ))?;
         check(&mut self.exec("hub", &["ip", "link", "set", "br0", "up"]))?;
         Ok(())
     }
 
-    /// A pod namespace joined to the hub's bridge, at `ip`.
+    /// A pod namespace joined to the hub's bridge, at `ip` and at the IPv6
+    /// address [`ip6`] gives it (dual-stack, as a cluster may be).
     pub fn pod(&mut self, name: &str, ip: &str) -> Result<()> {
         self.add_namespace(name)?;
         let host_end = format!("v{name}");
@@ -105,6 +117,20 @@ impl Lab {
         check(&mut self.exec(
             name,
             &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        ))?;
+        // No duplicate address detection: the address is usable at once.
+        check(&mut self.exec(
+            name,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", ip6(ip)),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
         ))?;
         check(&mut self.exec(name, &["ip", "link", "set", "eth0", "up"]))?;
         // As in a cluster: everything off-pod goes out eth0 (and so through
@@ -137,6 +163,8 @@ impl Lab {
             &[
                 "curl",
                 "-sS",
+                // No globbing: an IPv6 address's brackets are literal.
+                "-g",
                 "--max-time",
                 "5",
                 "-o",

@@ -35,6 +35,10 @@ fn capture_in_network_namespaces() -> Result<()> {
     inbound::strict_refuses_plaintext(&mesh)?;
     inbound::excluded_inbound_port(&mesh)?;
     inbound::passthrough_ports(&mesh)?;
+    inbound::service_ports_reach_the_pod_address(&mesh)?;
+    inbound::ipv6_is_captured(&mesh)?;
+    // Before REGISTRY_ONLY: a's sidecar passes the unknown destination through.
+    inbound::application_tls_passes_through(&mesh)?;
     dns::answers_mesh_names_and_forwards_others(&mesh)?;
     outbound::unknown_destinations(&mesh)?;
     outbound::excluded_outbound_port(&mesh)?;

@@ -52,6 +52,20 @@ spec:
   ports: [{name: tcp-lines, port: 9001}]
 ---
 apiVersion: v1
+kind: Service
+metadata: {name: b-podip, namespace: default}
+spec:
+  selector: {app: b}
+  ports: [{name: http, port: 8082}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b-loopback, namespace: default}
+spec:
+  selector: {app: b}
+  ports: [{name: http, port: 8083}]
+---
+apiVersion: v1
 kind: Pod
 metadata:
   name: a
@@ -89,6 +103,7 @@ spec:
   portLevelMtls:
     7072: {mode: PERMISSIVE}
     7073: {mode: PERMISSIVE}
+    7074: {mode: PERMISSIVE}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -234,7 +249,8 @@ pub fn start() -> Result<Running> {
         "b",
         &[
             "env",
-            "TRELLIS_BIND_ADDR=0.0.0.0",
+            // Every address, IPv4 and IPv6.
+            "TRELLIS_BIND_ADDR=::",
             &b("trellis-sample"),
             "echo",
             "--service",
@@ -263,9 +279,30 @@ pub fn start() -> Result<Running> {
             "b-local",
             "--port",
             "7072",
+            // A Service port (b-loopback).
+            "--port",
+            "8083",
         ],
         "app-b-local.log",
     )?;
+    // And one that listens only on the pod's address, on a Service port
+    // (b-podip): what Istio's sidecars (1.10 and later) call.
+    lab.spawn(
+        "b",
+        &[
+            "env",
+            "TRELLIS_BIND_ADDR=10.77.0.3",
+            &b("trellis-sample"),
+            "echo",
+            "--service",
+            "b-podip",
+            "--port",
+            "8082",
+        ],
+        "app-b-podip.log",
+    )?;
+    // A TLS server of b's own, on a PERMISSIVE port no Service names.
+    super::inbound::tls_app(&lab.ns("b"), 7074)?;
     // A server outside the mesh, in pod c.
     lab.spawn(
         "c",
