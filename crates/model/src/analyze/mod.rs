@@ -14,7 +14,7 @@
 //! | TRL0002 | ConflictingDestinationRules | Error | two DestinationRules without workloadSelector for one host in one namespace |
 //! | TRL0003 | ConflictingGatewayVirtualServiceHosts | Warning | VirtualServices share a host on a gateway and one has a catch-all route |
 //! | TRL0004 | IgnoredResource | Info | a kind that does not configure the mesh (IstioOperator, ServiceMonitor, unknown kinds) |
-//! | TRL0005 | NotEnforced | Warning | a kind Trellis accepts but does not enforce yet (Telemetry) |
+//! | TRL0005 | NotEnforced | Warning | a kind or field Trellis accepts but does not enforce (Telemetry; VirtualService matches on destination subnets, or on an HTTP request's source) |
 //!
 //! The input is what `trellis up` (or a cluster) would hold: a Deployment
 //! stands for the pods its template creates, and the built-in ingress
