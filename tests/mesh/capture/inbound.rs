@@ -89,7 +89,7 @@ pub fn passthrough_ports(m: &Running) -> Result<()> {
         status != 0 && !body.contains("/loopback"),
         "an app on the pod's 127.0.0.1 is not reachable from outside: {status} {body}"
     );
-    let (cert, key) = mesh_client_cert(&ca_dir, "spiffe://cluster.local/ns/default/sa/c")?;
+    let (cert, key) = mesh_client_cert(ca_dir, "spiffe://cluster.local/ns/default/sa/c")?;
     let (cert_path, key_path) = (
         lab.dir.path().join("c.pem"),
         lab.dir.path().join("c-key.pem"),
