@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e::{Mesh, eventually, http};
+use e2e::{App, Launch, Mesh, eventually, http};
 use serde_json::Value;
 
 fn echo(name: &str) -> String {
@@ -67,32 +67,28 @@ spec:
 struct Pod {
     name: String,
     pod_ip: String,
-    app_ip: String,
+    /// Its application, as the test calls it (in its namespace in namespace mode).
+    app: App,
 }
 
 fn pod(mesh: &Mesh, app: &str) -> Result<Pod> {
     let p = mesh.pod_of(app)?;
-    let admin = p["metadata"]["annotations"]["proxy.trellis.io/admin"]
-        .as_str()
-        .context("the pod has a sidecar")?;
     Ok(Pod {
         name: p["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_string(),
         pod_ip: p["status"]["podIP"].as_str().context("pod ip")?.to_string(),
-        app_ip: admin
-            .rsplit_once(':')
-            .map(|(ip, _)| ip.to_string())
-            .context("admin address")?,
+        app: mesh.app(&p, 8080)?,
     })
 }
 
 /// `from`'s application GETs `target` through its own sidecar (mTLS to the
 /// callee's sidecar): the status and body the callee's side answered.
 async fn call(from: &Pod, target: &str) -> Result<(u16, Value)> {
-    let url = format!("http://{}:8080/?call={}", from.app_ip, target);
-    let reply: Value = http().get(url).send().await?.json().await?;
+    let (status, body) = from.app.get(&format!("/?call={target}")).await?;
+    ensure!(status == 200, "{status} from the caller's app: {body}");
+    let reply: Value = serde_json::from_str(&body)?;
     let upstream = &reply["upstream"];
     let status = upstream["status"]
         .as_u64()
@@ -140,11 +136,32 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_policies_applied_and_removed_live() -> Result<()> {
+    policies_applied_and_removed(false).await
+}
+
+/// The same, each pod in its own network namespace: the callers' requests
+/// are captured, the host is the plaintext client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_policies_applied_and_removed_live_in_namespaces() -> Result<()> {
+    if let Some(why) = e2e::netns_unavailable() {
+        eprintln!("skipped: namespace mode needs root, iproute2, iptables, setpriv, curl ({why})");
+        return Ok(());
+    }
+    policies_applied_and_removed(true).await
+}
+
+async fn policies_applied_and_removed(netns: bool) -> Result<()> {
     let dir = tempfile::tempdir()?;
     for name in ["echo-a", "echo-b", "echo-c"] {
         std::fs::write(dir.path().join(format!("{name}.yaml")), echo(name))?;
     }
-    let mesh = Mesh::up(dir.path())?;
+    let mesh = Mesh::launch(
+        dir.path(),
+        Launch {
+            netns,
+            ..Launch::default()
+        },
+    )?;
     let (a, b, c) = (
         pod(&mesh, "echo-a")?,
         pod(&mesh, "echo-b")?,

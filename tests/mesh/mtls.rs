@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e::{Mesh, eventually, http};
+use e2e::{App, Launch, Mesh, eventually, http};
 use serde_json::Value;
 
 mod client_certs;
@@ -48,6 +48,8 @@ struct Pod {
     pod_ip: String,
     app_ip: String,
     admin: Option<String>,
+    /// Its application, as the test calls it (in its namespace in namespace mode).
+    app: App,
 }
 
 fn pod(mesh: &Mesh, app: &str) -> Result<Pod> {
@@ -74,6 +76,7 @@ fn pod(mesh: &Mesh, app: &str) -> Result<Pod> {
             .as_str()
             .unwrap_or_default()
             .to_string(),
+        app: mesh.app(p, 8080)?,
         pod_ip,
         app_ip,
         admin,
@@ -83,8 +86,9 @@ fn pod(mesh: &Mesh, app: &str) -> Result<Pod> {
 /// `from`'s application calls `target` (a mesh URL) through its own sidecar;
 /// the callee's echo reply.
 async fn call_through_mesh(from: &Pod, target: &str) -> Result<Value> {
-    let url = format!("http://{}:8080/?call={}", from.app_ip, target);
-    let reply: Value = http().get(url).send().await?.json().await?;
+    let (status, body) = from.app.get(&format!("/?call={target}")).await?;
+    ensure!(status == 200, "{status} from the caller's app: {body}");
+    let reply: Value = serde_json::from_str(&body)?;
     let upstream = &reply["upstream"];
     ensure!(upstream["status"] == 200, "the call failed: {upstream}");
     Ok(upstream["body"].clone())
@@ -112,6 +116,21 @@ fn proxy_log(mesh: &Mesh, pod: &Pod) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permissive_by_default_then_strict_applied_live() -> Result<()> {
+    permissive_then_strict(false).await
+}
+
+/// The same, each pod in its own network namespace: capture brings the
+/// calls to the sidecars, and the host is the plaintext client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissive_by_default_then_strict_applied_live_in_namespaces() -> Result<()> {
+    if let Some(why) = e2e::netns_unavailable() {
+        eprintln!("skipped: namespace mode needs root, iproute2, iptables, setpriv, curl ({why})");
+        return Ok(());
+    }
+    permissive_then_strict(true).await
+}
+
+async fn permissive_then_strict(netns: bool) -> Result<()> {
     let dir = tempfile::tempdir()?;
     write_mesh(
         dir.path(),
@@ -120,7 +139,13 @@ async fn permissive_by_default_then_strict_applied_live() -> Result<()> {
             ("b.yaml", echo("echo-b", true)),
         ],
     )?;
-    let mesh = Mesh::up(dir.path())?;
+    let mesh = Mesh::launch(
+        dir.path(),
+        Launch {
+            netns,
+            ..Launch::default()
+        },
+    )?;
     let (a, b) = (pod(&mesh, "echo-a")?, pod(&mesh, "echo-b")?);
 
     // PERMISSIVE (no PeerAuthentication): mesh calls are mTLS, and the callee

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use e2e::{Mesh, eventually, http};
+use e2e::{Launch, Mesh, eventually, http};
 use serde_json::Value;
 
 const MESH: &str = r#"
@@ -60,13 +60,35 @@ struct Bench {
 
 impl Bench {
     async fn start() -> Result<Bench> {
+        Bench::launch(false).await
+    }
+
+    /// The same mesh with its pods in network namespaces, their traffic
+    /// captured (`trellis up` as root); `None` where that cannot run.
+    async fn in_namespaces() -> Result<Option<Bench>> {
+        if let Some(why) = e2e::netns_unavailable() {
+            eprintln!(
+                "skipped: namespace mode needs root, iproute2, iptables, setpriv, curl ({why})"
+            );
+            return Ok(None);
+        }
+        Bench::launch(true).await.map(Some)
+    }
+
+    async fn launch(netns: bool) -> Result<Bench> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("mesh.yaml"), "{}\n")?;
         std::fs::write(
             dir.path().join("echo.yaml"),
             format!("{MESH}{}{}", deployment("v1"), deployment("v2")),
         )?;
-        let mesh = Mesh::up(dir.path())?;
+        let mesh = Mesh::launch(
+            dir.path(),
+            Launch {
+                netns,
+                ..Launch::default()
+            },
+        )?;
         let pods = mesh.pods()?;
         let ip = pods
             .iter()
@@ -145,7 +167,20 @@ fn vs(http: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_split_and_header_routing() -> Result<()> {
-    let b = Bench::start().await?;
+    canary_split(Bench::start().await?).await
+}
+
+/// The same, each pod in its own network namespace: the client's calls are
+/// captured, not sent to an HTTP proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_split_and_header_routing_in_namespaces() -> Result<()> {
+    match Bench::in_namespaces().await? {
+        Some(b) => canary_split(b).await,
+        None => Ok(()),
+    }
+}
+
+async fn canary_split(b: Bench) -> Result<()> {
     b.apply(
         "split",
         &vs("  - match: [{headers: {end-user: {exact: jason}}}]\n    route: [{destination: {host: echo, subset: v2}}]\n  - route:\n    - {destination: {host: echo, subset: v1}, weight: 80}\n    - {destination: {host: echo, subset: v2}, weight: 20}\n"),

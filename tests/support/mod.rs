@@ -62,6 +62,8 @@ pub struct Mesh {
     /// Where the CLI keeps its mesh registry and contexts (XDG_STATE_HOME and
     /// XDG_CONFIG_HOME), private to the test.
     pub home: PathBuf,
+    /// Pods in network namespaces (`Launch::netns`).
+    pub netns: bool,
     _owned: Vec<tempfile::TempDir>,
     _lock: Option<Flock<File>>,
 }
@@ -160,6 +162,7 @@ impl Mesh {
             gateway: gateway.unwrap_or_default(),
             state: StateDir(state),
             home,
+            netns: launch.netns,
             _owned: owned,
             _lock: lock,
         })
@@ -201,6 +204,34 @@ impl Mesh {
             .with_context(|| format!("no pod of {app}"))
     }
 
+    /// `pod`'s application on `port`, as the tests reach it (see [`App`]).
+    pub fn app(&self, pod: &Value, port: u16) -> Result<App> {
+        let name = pod["metadata"]["name"].as_str().context("pod name")?;
+        let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+        if self.netns {
+            return Ok(App {
+                base: format!("http://127.0.0.1:{port}"),
+                netns: Some(format!("trellis-{}-{name}.{namespace}", self.block)),
+            });
+        }
+        // `up` gives a pod with a sidecar its app address next to the admin
+        // port; a pod without one binds its pod IP.
+        let ip = match pod["metadata"]["annotations"]["proxy.trellis.io/admin"].as_str() {
+            Some(admin) => admin
+                .rsplit_once(':')
+                .map(|(ip, _)| ip.to_string())
+                .context("admin address")?,
+            None => pod["status"]["podIP"]
+                .as_str()
+                .context("pod IP")?
+                .to_string(),
+        };
+        Ok(App {
+            base: format!("http://{ip}:{port}"),
+            netns: None,
+        })
+    }
+
     pub fn logs(&self) -> PathBuf {
         self.state.path().join("logs")
     }
@@ -238,6 +269,66 @@ impl Drop for Mesh {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A pod's application as a test calls it directly, past its sidecar's
+/// inbound side (its own outbound calls still go through the sidecar): in
+/// loopback mode at its own address; in namespace mode from inside its
+/// network namespace, on its 127.0.0.1 (`ip netns exec`, curl), since
+/// nothing outside the pod reaches it but through its sidecar.
+pub struct App {
+    base: String,
+    netns: Option<String>,
+}
+
+impl App {
+    /// GET `path` (with its query); the status and body.
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let url = format!("{}{path}", self.base);
+        let Some(ns) = &self.netns else {
+            let resp = http().get(&url).send().await?;
+            return Ok((resp.status().as_u16(), resp.text().await?));
+        };
+        let out = tokio::process::Command::new("ip")
+            .args(["netns", "exec", ns, "curl", "-sS", "--max-time", "20"])
+            .args(["-w", "\n%{http_code}", &url])
+            .output()
+            .await
+            .context("running curl in the pod's network namespace")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some((body, status)) = text.rsplit_once('\n') else {
+            bail!(
+                "curl {url} in {ns}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        match status.parse::<u16>() {
+            Ok(code) if code != 0 => Ok((code, body.to_string())),
+            _ => bail!(
+                "curl {url} in {ns}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+}
+
+/// Why pods cannot run in network namespaces here (`Launch::netns`), if
+/// they cannot: namespace mode needs root and iproute2, iptables, setpriv
+/// and curl. Tests of it skip then, saying why.
+pub fn netns_unavailable() -> Option<&'static str> {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    });
+    if !root {
+        return Some("not root");
+    }
+    ["ip", "iptables-restore", "setpriv", "curl"]
+        .into_iter()
+        .find(|tool| {
+            !std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        })
 }
 
 /// An HTTP client that never uses a proxy from the environment.

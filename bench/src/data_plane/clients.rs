@@ -115,7 +115,9 @@ fn client_tls(tls: &ClientTls) -> Result<Arc<rustls::ClientConfig>> {
     let roots = identity::TrustBundle::from_pem(&read(&tls.roots)?)?;
     let server: identity::SpiffeId = tls.server_id.parse()?;
     let mut config = identity::client_config(certs, &roots, vec![server])?;
-    config.alpn_protocols = vec![identity::ALPN_HTTP11.to_vec()];
+    // As a sidecar offers it: a PERMISSIVE port takes TLS without the mesh
+    // ALPN id for the application's own and passes it through.
+    config.alpn_protocols = vec![identity::ALPN_HTTP11.to_vec(), b"istio".to_vec()];
     // Every connection a full handshake: what a new client costs the server.
     config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))

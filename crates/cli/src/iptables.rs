@@ -116,8 +116,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         };
         let batch = capture::rules((!args.cleanup).then_some(&settings), family, &current);
+        // IPv6 also needs the inbound passthrough source on the loopback.
+        let source = match (family, args.cleanup) {
+            (Family::V4, _) => None,
+            (Family::V6, false) => Some(&capture::ADD_PASSTHROUGH_SOURCE_V6[..]),
+            (Family::V6, true) => Some(&capture::DEL_PASSTHROUGH_SOURCE_V6[..]),
+        };
         if args.dry_run {
             println!("# {} {:?}\n{batch}", backend.name(), family);
+            if let Some(command) = source {
+                println!("# and\n{}", command.join(" "));
+            }
             continue;
         }
         // IPv6 may be off in this namespace's kernel: then there is nothing to capture.
@@ -127,6 +136,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         capture::apply(backend, family, &batch)
             .with_context(|| format!("writing the {family:?} capture rules"))?;
+        match source {
+            Some(command) if !args.cleanup => capture::run_ip(command)
+                .context("adding the IPv6 inbound passthrough source ::6 to the loopback")?,
+            // Gone already (or never added): nothing to remove.
+            Some(command) => {
+                let _ = capture::run_ip(command);
+            }
+            None => {}
+        }
     }
     if !args.dry_run {
         let what = if args.cleanup { "removed" } else { "written" };

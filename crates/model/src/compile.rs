@@ -287,9 +287,9 @@ pub(crate) fn service_clusters(
 /// The VirtualService `tcp` route a sidecar applies to connections to
 /// `svc` on its TCP port `port`: the first route with no match or a match
 /// for this port (and, if it names them, the sidecars' "mesh" gateway and
-/// the client's namespace), its destinations weighted as HTTP ones are.
-/// Matches on source labels or subnets are not understood: such a match
-/// never applies here.
+/// the client's namespace, labels and address), its destinations weighted
+/// as HTTP ones are. Matches on destination subnets are not understood:
+/// such a match never applies here (analyze says so, TRL0005).
 fn tcp_route(mesh: &Mesh, scope: &Scope, svc: &Service, port: u32) -> Vec<pb::WeightedCluster> {
     let Some(vs) = mesh_virtual_service(mesh, &svc.hostname, scope) else {
         return Vec::new();
@@ -301,8 +301,7 @@ fn tcp_route(mesh: &Mesh, scope: &Scope, svc: &Service, port: u32) -> Vec<pb::We
             && m.source_namespace
                 .as_deref()
                 .is_none_or(|n| n == scope.namespace)
-            && m.source_labels.is_empty()
-            && m.source_subnet.is_none()
+            && scope.source.matches(m)
             && m.destination_subnets.is_empty()
     };
     let Some(route) = vs

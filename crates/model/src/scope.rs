@@ -1,9 +1,14 @@
 //! What one proxy may see of the mesh: the egress hosts of the Sidecar
 //! resource that applies to it, and every resource's `exportTo`. Istio's
 //! main lever on sidecar memory: a proxy only receives the services it may call.
+//! And who the proxy is, for the routes that depend on their source
+//! (VirtualService `tcp` matches on `sourceLabels` and `sourceSubnet`).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use api::Object;
-use api::networking::Sidecar;
+use api::networking::{L4MatchAttributes, Sidecar};
 use wire::pb::{self, ProxyKind};
 
 use crate::mesh::Mesh;
@@ -18,6 +23,68 @@ pub struct Scope {
     pub key: String,
     /// outboundTrafficPolicy REGISTRY_ONLY: the Sidecar's, else the mesh's.
     pub registry_only: bool,
+    /// The proxy as the source of the connections it sends.
+    pub source: Source,
+}
+
+/// A sidecar as the source of its application's outbound connections: its
+/// workload's labels, and its pod's address (what the connections come
+/// from). Istio filters a proxy's routes by them in the control plane;
+/// so does Trellis, and proxies whose matches come out alike share config.
+#[derive(Clone, Debug, Default)]
+pub struct Source {
+    labels: BTreeMap<String, String>,
+    ip: Option<IpAddr>,
+}
+
+impl Source {
+    fn of(node: &pb::Node) -> Source {
+        Source {
+            labels: node
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ip: node.pod_ip.parse().ok(),
+        }
+    }
+
+    /// Whether an L4 match's source conditions hold for this proxy:
+    /// every `sourceLabels` label is the workload's, and the pod's address
+    /// is in `sourceSubnet` (an address or a CIDR).
+    pub fn matches(&self, m: &L4MatchAttributes) -> bool {
+        let labels = m
+            .source_labels
+            .iter()
+            .all(|(k, v)| self.labels.get(k) == Some(v));
+        let subnet = m.source_subnet.as_deref().is_none_or(|s| {
+            let net = s
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from));
+            matches!((net, self.ip), (Ok(net), Some(ip)) if net.contains(&ip))
+        });
+        labels && subnet
+    }
+}
+
+/// What tells proxies apart for the mesh's source-dependent matches: for
+/// each `tcp` match with `sourceLabels` or `sourceSubnet`, in order,
+/// whether it holds for `source`. Empty when the mesh has none (the usual
+/// case: no proxy's config is made per workload for nothing).
+fn source_key(mesh: &Mesh, source: &Source) -> String {
+    let bits: String = mesh
+        .virtual_services
+        .iter()
+        .flat_map(|vs| &vs.spec.tcp)
+        .flat_map(|r| &r.r#match)
+        .filter(|m| !m.source_labels.is_empty() || m.source_subnet.is_some())
+        .map(|m| if source.matches(m) { '1' } else { '0' })
+        .collect();
+    if bits.is_empty() {
+        bits
+    } else {
+        format!("|source:{bits}")
+    }
 }
 
 impl Scope {
@@ -27,12 +94,15 @@ impl Scope {
             .then(|| applicable_sidecar(mesh, node))
             .flatten();
         let mesh_registry_only = mesh.config.outbound_traffic_policy.mode == "REGISTRY_ONLY";
+        let source = Source::of(node);
+        let source_key = source_key(mesh, &source);
         let Some(sidecar) = sidecar else {
             return Scope {
-                key: format!("{ns}|"),
+                key: format!("{ns}|{source_key}"),
                 namespace: ns,
                 egress: None,
                 registry_only: mesh_registry_only,
+                source,
             };
         };
         let registry_only = match sidecar
@@ -61,10 +131,11 @@ impl Scope {
                 .collect()
         });
         Scope {
-            key: format!("{ns}|{sidecar_ns}/{}", sidecar.metadata.name),
+            key: format!("{ns}|{sidecar_ns}/{}{source_key}", sidecar.metadata.name),
             namespace: ns,
             egress,
             registry_only,
+            source,
         }
     }
 

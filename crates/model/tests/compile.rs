@@ -319,7 +319,9 @@ spec:
 }
 
 /// A VirtualService `tcp` route travels on the service's own cluster of the
-/// TCP port it matches, its destinations weighted.
+/// TCP port it matches, its destinations weighted; a match on the source's
+/// labels or subnet applies to the proxies it names only, as Istio filters
+/// them per proxy, and proxies alike share the compiled config.
 #[test]
 fn tcp_routes_reach_the_service_cluster() {
     let m = mesh(
@@ -338,14 +340,24 @@ spec:
   tcp:
   - match: [{port: 5432, sourceLabels: {app: x}}]
     route: [{destination: {host: reviews}}]
+  - match: [{port: 5432, sourceSubnet: 10.9.0.0/16}]
+    route: [{destination: {host: ratings}}]
   - match: [{port: 5432}]
     route:
     - {destination: {host: db, subset: v1}, weight: 80}
     - {destination: {host: db, port: {number: 5433}}, weight: 20}
 ",
     );
-    let config = compile(&m, &sidecar("default", "x"));
-    let route = |port: u32| {
+    let node = |labels: &[(&str, &str)], ip: &str| {
+        let mut n = sidecar("default", "x");
+        n.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        n.pod_ip = ip.into();
+        n
+    };
+    let route = |config: &model::ProxyConfig, port: u32| {
         config
             .clusters
             .iter()
@@ -353,24 +365,66 @@ spec:
             .expect("cluster")
             .tcp_route
             .iter()
-            .map(|w| (w.cluster.as_str(), w.weight))
+            .map(|w| (w.cluster.clone(), w.weight))
             .collect::<Vec<_>>()
     };
+    let other = compile(&m, &node(&[("app", "y")], "10.1.0.5"));
     assert_eq!(
-        route(5432),
+        route(&other, 5432),
         [
-            ("outbound|5432|v1|db.default.svc.cluster.local", 80),
-            ("outbound|5433||db.default.svc.cluster.local", 20)
+            (
+                "outbound|5432|v1|db.default.svc.cluster.local".to_string(),
+                80
+            ),
+            (
+                "outbound|5433||db.default.svc.cluster.local".to_string(),
+                20
+            )
         ],
-        "a match on source labels is not understood, so it never applies"
+        "neither the labels nor the subnet of this proxy: the catch-all"
     );
-    assert!(route(5433).is_empty(), "no route matches port 5433");
+    assert!(route(&other, 5433).is_empty(), "no route matches port 5433");
+    assert_eq!(
+        route(
+            &compile(&m, &node(&[("app", "x"), ("version", "v1")], "10.1.0.5")),
+            5432
+        ),
+        [(
+            "outbound|9080||reviews.default.svc.cluster.local".to_string(),
+            100
+        )],
+        "app=x: the sourceLabels route"
+    );
+    assert_eq!(
+        route(&compile(&m, &node(&[("app", "y")], "10.9.3.4")), 5432),
+        [(
+            "outbound|9080||ratings.default.svc.cluster.local".to_string(),
+            100
+        )],
+        "a pod in 10.9.0.0/16: the sourceSubnet route"
+    );
     assert!(
-        config
+        other
             .clusters
             .iter()
             .filter(|c| c.service.starts_with("reviews."))
             .all(|c| c.tcp_route.is_empty()),
         "HTTP ports carry none"
+    );
+    // The shared config of a scope is per match outcome, not per proxy.
+    let key = |labels: &[(&str, &str)], ip: &str| {
+        model::scope::Scope::for_node(&m, &node(labels, ip)).key
+    };
+    assert_ne!(
+        key(&[("app", "x")], "10.1.0.5"),
+        key(&[("app", "y")], "10.1.0.5")
+    );
+    assert_ne!(
+        key(&[("app", "y")], "10.9.0.5"),
+        key(&[("app", "y")], "10.1.0.5")
+    );
+    assert_eq!(
+        key(&[("app", "y")], "10.1.0.5"),
+        key(&[("app", "z")], "10.1.0.6")
     );
 }

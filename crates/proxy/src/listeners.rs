@@ -223,11 +223,28 @@ async fn reconcile(
             serve: spec.serve,
             error: None,
         };
-        let app_addr = SocketAddr::new(shared.app_ip, spec.app_port);
+        // With capture, an inbound port is served through 15006: not bound
+        // (the application itself listens on it in its pod).
+        let virtual_port = captured.is_some()
+            && spec.direction == Direction::Inbound
+            && &*spec.name != crate::capture::VIRTUAL_INBOUND;
+        // Under capture the proxy calls the application where the client
+        // meant to reach it, the pod's address, as Istio (1.10 and later)
+        // does: an application listening only on 127.0.0.1 is not reachable
+        // from outside its pod. Otherwise, at the application's address.
+        let (app_addr, source) = if virtual_port {
+            let ip = spec.bind.ip();
+            (
+                SocketAddr::new(ip, spec.app_port),
+                Some(crate::capture::inbound::passthrough_source(ip)),
+            )
+        } else {
+            (SocketAddr::new(shared.app_ip, spec.app_port), None)
+        };
         // The same application keeps its pool (and its warm connections).
         let app = match bound.get(&spec.bind).map(|b| b.rt.load_full()) {
-            Some(old) if old.app.authority.as_str() == app_addr.to_string() => old.app.clone(),
-            _ => match LocalApp::new(app_addr, ConnSettings::from_limits(&shared.limits)) {
+            Some(old) if old.app.addr == app_addr && old.app.source == source => old.app.clone(),
+            _ => match LocalApp::new(app_addr, source, ConnSettings::from_limits(&shared.limits)) {
                 Some(app) => Arc::new(app),
                 None => continue,
             },
@@ -242,11 +259,6 @@ async fn reconcile(
             service,
             rate_limit,
         };
-        // With capture, an inbound port is served through 15006: not bound
-        // (the application itself listens on it in its pod).
-        let virtual_port = captured.is_some()
-            && rt.spec.direction == Direction::Inbound
-            && &*rt.spec.name != crate::capture::VIRTUAL_INBOUND;
         if let Some(b) = bound.get(&rt.spec.bind) {
             let old = b.rt.load();
             if old.spec != rt.spec
@@ -469,7 +481,6 @@ fn serve_inbound(
                     peer: identity,
                     http,
                 }) => {
-                    let app = SocketAddr::new(shared.app_ip, spec.spec.app_port);
                     let sni: Option<Arc<str>> = stream.get_ref().1.server_name().map(Arc::from);
                     // Mesh clients name HTTP by ALPN; without it, the bytes go through.
                     match (spec.spec.serve, http) {
@@ -483,7 +494,7 @@ fn serve_inbound(
                                         None => Arc::new(PeerMeta::from_identity(i.id())),
                                     }
                                 });
-                                let log = tcp_log(&shared, &spec, peer, app).map(|mut l| {
+                                let log = tcp_log(&shared, &spec, peer, spec.app.addr).map(|mut l| {
                                     l.source_principal = principal.clone();
                                     l.requested_server_name = sni.clone();
                                     l
@@ -492,7 +503,7 @@ fn serve_inbound(
                                     .telemetry
                                     .meter_inbound_tcp(stream, meta, spec.service.clone())
                                     .with_log(log);
-                                tcp::forward(stream, app).await;
+                                tcp::forward_from(stream, spec.app.source, spec.app.addr).await;
                             }
                         }
                         _ => {
@@ -547,7 +558,7 @@ pub(crate) fn serve_plain(
     drain: Drain,
 ) {
     let listener_now = rt.load();
-    let app = SocketAddr::new(shared.app_ip, listener_now.spec.app_port);
+    let (source, app) = (listener_now.app.source, listener_now.app.addr);
     match listener_now.spec.serve {
         Serve::Http => serve_http(
             MaybeTls::Plain(stream),
@@ -563,7 +574,7 @@ pub(crate) fn serve_plain(
                     .telemetry
                     .meter_inbound_tcp(stream, None, listener_now.service.clone())
                     .with_log(tcp_log(shared, &listener_now, peer, app));
-                tokio::spawn(tcp::forward(stream, app));
+                tokio::spawn(tcp::forward_from(stream, source, app));
             }
         }
         Serve::L4 => {
@@ -592,7 +603,7 @@ pub(crate) fn serve_plain(
                         .telemetry
                         .meter_inbound_tcp(stream, None, now.service.clone())
                         .with_log(tcp_log(&shared, &now, peer, app));
-                    tcp::forward(stream, app).await;
+                    tcp::forward_from(stream, source, app).await;
                 }
             });
         }

@@ -20,15 +20,8 @@ use crate::telemetry::access_log::{AccessLogs, Entry};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn forward<S>(downstream: S, app: SocketAddr)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    forward_from(downstream, None, app).await;
-}
-
-/// As [`forward`], the connection to the application made from `source`
-/// (any port) when given.
+/// Forwards a connection byte for byte to the application at `app`,
+/// connecting from `source` (any port) when given.
 pub async fn forward_from<S>(mut downstream: S, source: Option<IpAddr>, app: SocketAddr)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -45,9 +38,14 @@ where
 }
 
 async fn connect(source: Option<IpAddr>, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let Some(source) = source else {
-        return TcpStream::connect(to).await;
-    };
+    match source {
+        None => TcpStream::connect(to).await,
+        Some(source) => connect_from(source, to).await,
+    }
+}
+
+/// A connection to `to` from `source` (any port).
+pub(crate) async fn connect_from(source: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = match source {
         IpAddr::V4(_) => TcpSocket::new_v4()?,
         IpAddr::V6(_) => TcpSocket::new_v6()?,

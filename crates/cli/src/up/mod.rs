@@ -481,10 +481,18 @@ fn start_pod(
             ("POD_NAMESPACE".into(), pod.namespace.clone()),
             ("INSTANCE_IP".into(), pod.pod_ip.to_string()),
             ("SERVICE_ACCOUNT".into(), pod.service_account.clone()),
-            // Applications bind this address; only their sidecar forwards to it.
+            // Applications bind this address. In loopback mode a sidecar's
+            // application has an address of its own, which only its sidecar
+            // forwards to. In a pod's network namespace, every address, as
+            // in a cluster: the sidecar calls the pod's address (Istio's
+            // behaviour since 1.10), and capture guards it.
             (
                 "TRELLIS_BIND_ADDR".into(),
-                if pod.sidecar { pod.app_ip } else { pod.pod_ip }.to_string(),
+                match (ns, pod.sidecar) {
+                    (Some(_), _) => "0.0.0.0".to_string(),
+                    (None, true) => pod.app_ip.to_string(),
+                    (None, false) => pod.pod_ip.to_string(),
+                },
             ),
         ];
         if pod.sidecar && ns.is_none() {

@@ -11,8 +11,9 @@
 //!
 //! TRL0005 (Warning) is for what Trellis accepts, stores and serves back
 //! but does not enforce yet (Telemetry metrics reportingInterval; a
-//! DestinationRule's HTTP/2 keepalive): worse than a
-//! refusal if unnoticed, so `apply` and `up` print the same text as a warning.
+//! DestinationRule's HTTP/2 keepalive; VirtualService matches on destination
+//! subnets, or on an HTTP request's source): worse than a refusal if
+//! unnoticed, so `apply` and `up` print the same text as a warning.
 
 use api::Resource;
 
@@ -176,6 +177,47 @@ pub fn not_enforced(r: &Resource) -> Option<String> {
                     .to_string()
             })
         }
+        Resource::VirtualService(vs) => virtual_service_not_enforced(&vs.spec),
         _ => None,
     }
+}
+
+/// The match fields of a VirtualService that Trellis does not enforce:
+/// `tcp` matches on destination subnets never apply (sidecars match `tcp`
+/// routes on port, gateways, source namespace, labels and subnet); `http`
+/// matches on the source's labels or namespace apply whatever the source.
+fn virtual_service_not_enforced(vs: &api::networking::VirtualService) -> Option<String> {
+    let mut never = Vec::new();
+    for (i, route) in vs.tcp.iter().enumerate() {
+        for (j, m) in route.r#match.iter().enumerate() {
+            if !m.destination_subnets.is_empty() {
+                never.push(format!("tcp[{i}].match[{j}].destinationSubnets"));
+            }
+        }
+    }
+    let mut always = Vec::new();
+    for (i, route) in vs.http.iter().enumerate() {
+        for (j, m) in route.r#match.iter().enumerate() {
+            if !m.source_labels.is_empty() {
+                always.push(format!("http[{i}].match[{j}].sourceLabels"));
+            }
+            if m.source_namespace.is_some() {
+                always.push(format!("http[{i}].match[{j}].sourceNamespace"));
+            }
+        }
+    }
+    let mut parts = Vec::new();
+    if !never.is_empty() {
+        parts.push(format!(
+            "{} not enforced: Trellis does not match TCP routes on destination subnets, so these matches never apply",
+            never.join(", ")
+        ));
+    }
+    if !always.is_empty() {
+        parts.push(format!(
+            "{} not enforced: Trellis does not match HTTP routes on their source, so these matches apply to requests from every workload",
+            always.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; ") + ".")
 }

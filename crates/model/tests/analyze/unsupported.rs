@@ -36,7 +36,50 @@ pub(crate) fn cases() -> Vec<Case> {
             // The built-in providers need no definition.
             clean: TELEMETRY_ENFORCED.into(),
         },
+        Case {
+            code: "TRL0005",
+            resource: "VirtualService by-source.default",
+            text: "http[0].match[0].sourceLabels not enforced",
+            triggers: vs_matching(
+                "{sourceLabels: {app: ratings}}",
+                "{destinationSubnets: [10.0.0.0/8]}",
+            ),
+            // Enforced: a TCP match on the source's labels and subnet is no finding.
+            clean: vs_matching(
+                "{uri: {prefix: /}}",
+                "{sourceLabels: {app: ratings}, sourceSubnet: 10.0.0.0/8}",
+            ),
+        },
+        Case {
+            code: "TRL0005",
+            resource: "VirtualService by-source.default",
+            text: "tcp[0].match[0].destinationSubnets not enforced",
+            triggers: vs_matching(
+                "{sourceLabels: {app: ratings}}",
+                "{destinationSubnets: [10.0.0.0/8]}",
+            ),
+            clean: vs_matching("{uri: {prefix: /}}", "{port: 9080}"),
+        },
     ]
+}
+
+/// A VirtualService for reviews with one HTTP and one TCP route, matching as given.
+fn vs_matching(http: &str, tcp: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: by-source}}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{http}]
+    route: [{{destination: {{host: reviews}}}}]
+  tcp:
+  - match: [{tcp}]
+    route: [{{destination: {{host: reviews}}}}]
+"#
+    )
 }
 
 const REQUEST_AUTHENTICATION: &str = r#"

@@ -45,6 +45,12 @@ pub enum ApplyError {
         tool: String,
         source: std::io::Error,
     },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
     #[error("{tool} refused the rules ({status}): {stderr}\nthe batch was:\n{batch}")]
     Refused {
         tool: String,
@@ -131,4 +137,39 @@ pub fn apply(backend: Backend, family: Family, batch: &str) -> Result<(), ApplyE
             batch: batch.to_string(),
         })
     }
+}
+
+/// The `ip` command that puts the IPv6 inbound passthrough source (`::6`)
+/// on the pod's loopback, as Istio's init container does: the proxy's
+/// connections to the application over IPv6 come from it, and the capture
+/// rules leave them alone. (127.0.0.6 needs nothing: loopback has all of 127/8.)
+/// `replace`: running it again changes nothing.
+pub const ADD_PASSTHROUGH_SOURCE_V6: [&str; 8] = [
+    "ip", "-6", "addr", "replace", "::6/128", "dev", "lo", "nodad",
+];
+/// What `--cleanup` runs to take it away again.
+pub const DEL_PASSTHROUGH_SOURCE_V6: [&str; 7] =
+    ["ip", "-6", "addr", "del", "::6/128", "dev", "lo"];
+
+/// Runs one of the commands above.
+pub fn run_ip(command: &[&str]) -> Result<(), ApplyError> {
+    let text = command.join(" ");
+    let Some((program, args)) = command.split_first() else {
+        return Ok(());
+    };
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| ApplyError::Spawn {
+            tool: text.clone(),
+            source,
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(ApplyError::Command {
+        command: text,
+        status: out.status,
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
 }

@@ -26,6 +26,15 @@ const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
 const SOURCE_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
 const SOURCE_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6));
 
+/// Where the proxy's connections to the application come from, for a
+/// destination of `ip`'s family.
+pub(crate) fn passthrough_source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => SOURCE_V4,
+        IpAddr::V6(_) => SOURCE_V6,
+    }
+}
+
 /// The inbound listeners by port, as the last config made them.
 #[derive(Default)]
 pub struct VirtualInbound {
@@ -87,10 +96,7 @@ pub(crate) async fn passthrough(stream: TcpStream, peer: SocketAddr, shared: Arc
         path_normalization: snapshot.path_normalization,
     };
     let mesh = shared.store.mesh_tls().map(Arc::as_ref);
-    let source = match dst.ip() {
-        IpAddr::V4(_) => SOURCE_V4,
-        IpAddr::V6(_) => SOURCE_V6,
-    };
+    let source = passthrough_source(dst.ip());
     match inbound::accept(stream, peer, &spec, mesh).await {
         Some(Accepted::Plain(stream)) if allowed(policy, peer, dst, None, None) => {
             tracing::debug!(%peer, original_dst = %dst, cluster = INBOUND_PASSTHROUGH_CLUSTER, "inbound passthrough");

@@ -19,7 +19,10 @@ use crate::path::Normalization;
 use crate::snapshot::mtls::MtlsMode;
 use crate::snapshot::{Direction, ListenerSpec, Serve};
 
-pub use apply::{ApplyError, Backend, apply, current_table, detect_backend};
+pub use apply::{
+    ADD_PASSTHROUGH_SOURCE_V6, ApplyError, Backend, DEL_PASSTHROUGH_SOURCE_V6, apply,
+    current_table, detect_backend, run_ip,
+};
 pub use iptables::{
     ALWAYS_EXCLUDED_INBOUND, CHAINS, Family, ParseError, Ports, Ranges, Settings, parse_ports,
     parse_ranges, rules,

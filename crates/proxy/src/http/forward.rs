@@ -3,7 +3,7 @@
 //! timeouts, outlier reporting, and the local replies Envoy gives when no
 //! upstream answers.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,18 +61,33 @@ pub enum Dest<'a> {
 /// connections (kept across config updates while the address stays).
 pub struct LocalApp {
     pub authority: Authority,
+    /// Where the application listens.
+    pub addr: SocketAddr,
+    /// The address the proxy connects from (see [`LocalApp::new`]).
+    pub source: Option<IpAddr>,
     /// "address:port", as the access log names the upstream host.
     key: Arc<str>,
     pool: Arc<EndpointPool>,
 }
 
 impl LocalApp {
-    pub fn new(addr: SocketAddr, settings: ConnSettings) -> Option<Self> {
+    /// The application at `addr`, reached from `source` when given: under
+    /// capture the proxy calls the pod's own address from 127.0.0.6 (or
+    /// ::6), which the capture rules leave alone (Istio's inbound clusters
+    /// bind the same source).
+    pub fn new(addr: SocketAddr, source: Option<IpAddr>, settings: ConnSettings) -> Option<Self> {
         let key: Arc<str> = addr.to_string().into();
         let authority: Authority = key.parse().ok()?;
         Some(LocalApp {
-            pool: EndpointPool::new(authority.clone(), settings, Breakers::default()),
+            pool: EndpointPool::from_source(
+                authority.clone(),
+                source,
+                settings,
+                Breakers::default(),
+            ),
             authority,
+            addr,
+            source,
             key,
         })
     }

@@ -16,6 +16,7 @@
 //! task closes it when it has been idle too long or lived too long.
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -125,6 +126,9 @@ pub struct EndpointPool {
     authority: Authority,
     /// How new connections are secured (mTLS, TLS, plaintext); set with each config.
     tls: ArcSwapOption<Upstream>,
+    /// The local address connections are made from (Envoy's
+    /// `upstream_bind_config`); `None`: the kernel's choice.
+    source: Option<IpAddr>,
     state: Mutex<State>,
 }
 
@@ -226,9 +230,20 @@ impl Lease {
 
 impl EndpointPool {
     pub fn new(authority: Authority, settings: ConnSettings, breakers: Breakers) -> Arc<Self> {
+        EndpointPool::from_source(authority, None, settings, breakers)
+    }
+
+    /// A pool whose connections are made from `source` (any port).
+    pub fn from_source(
+        authority: Authority,
+        source: Option<IpAddr>,
+        settings: ConnSettings,
+        breakers: Breakers,
+    ) -> Arc<Self> {
         Arc::new(EndpointPool {
             authority,
             tls: ArcSwapOption::empty(),
+            source,
             state: Mutex::new(State {
                 settings,
                 breakers,
@@ -454,13 +469,14 @@ impl EndpointPool {
 
     async fn connect_h1(self: Arc<Self>, id: u64, timeout: Duration, permit: Permit) {
         let tls = self.tls.load_full();
-        let connected = match connect(&self.authority, timeout, tls.as_deref(), false).await {
-            Ok(io) => http1::Builder::new()
-                .handshake::<_, ReqBody>(io)
-                .await
-                .map_err(|_| Failure::Connect),
-            Err(f) => Err(f),
-        };
+        let connected =
+            match connect(&self.authority, self.source, timeout, tls.as_deref(), false).await {
+                Ok(io) => http1::Builder::new()
+                    .handshake::<_, ReqBody>(io)
+                    .await
+                    .map_err(|_| Failure::Connect),
+                Err(f) => Err(f),
+            };
         let mut st = self.lock();
         st.h1.connecting -= 1;
         match connected {
@@ -550,16 +566,17 @@ impl EndpointPool {
 
     async fn connect_h2(self: Arc<Self>, id: u64, timeout: Duration, buffer: u32, permit: Permit) {
         let tls = self.tls.load_full();
-        let connected = match connect(&self.authority, timeout, tls.as_deref(), true).await {
-            Ok(io) => http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .initial_connection_window_size(buffer)
-                .initial_stream_window_size((buffer / 4).max(65_535))
-                .handshake::<_, ReqBody>(io)
-                .await
-                .map_err(|_| Failure::Connect),
-            Err(f) => Err(f),
-        };
+        let connected =
+            match connect(&self.authority, self.source, timeout, tls.as_deref(), true).await {
+                Ok(io) => http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .initial_connection_window_size(buffer)
+                    .initial_stream_window_size((buffer / 4).max(65_535))
+                    .handshake::<_, ReqBody>(io)
+                    .await
+                    .map_err(|_| Failure::Connect),
+                Err(f) => Err(f),
+            };
         let mut st = self.lock();
         st.h2.connecting = false;
         match connected {
@@ -681,11 +698,26 @@ fn take_stream(st: &mut State, conn: &H2Conn, settings: ConnSettings) {
 
 async fn connect(
     authority: &Authority,
+    source: Option<IpAddr>,
     timeout: Duration,
     tls: Option<&Upstream>,
     http2: bool,
 ) -> Result<TokioIo<UpstreamIo>, Failure> {
-    match tokio::time::timeout(timeout, TcpStream::connect(authority.as_str())).await {
+    let tcp = async {
+        match source {
+            None => TcpStream::connect(authority.as_str()).await,
+            Some(source) => {
+                let to: SocketAddr = authority.as_str().parse().map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "a pool with a source address connects to an address, not a name",
+                    )
+                })?;
+                crate::tcp::connect_from(source, to).await
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, tcp).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             crate::tls::outbound::secure(stream, authority, tls, http2)

@@ -1,8 +1,11 @@
 //! What an inbound port accepts, by PeerAuthentication mode:
 //! - STRICT: mesh mTLS with a client certificate from the mesh roots; a
 //!   plaintext connection is closed, with a log line naming the peer;
-//! - PERMISSIVE: mesh mTLS if the first byte is a TLS handshake (0x16),
-//!   plaintext otherwise, on the same port;
+//! - PERMISSIVE: mesh mTLS if the client's TLS ClientHello offers a mesh
+//!   ALPN id (`istio`, `istio-h2`...: what Istio's sidecars and Trellis's
+//!   offer), plaintext otherwise, on the same port. TLS without a mesh ALPN
+//!   id is the application's own (a client that does its own TLS with a
+//!   server that terminates it): passed through untouched, as Istio does;
 //! - DISABLE: plaintext only.
 //!
 //! After a mesh handshake the peer's identity goes with every request on the
@@ -35,6 +38,18 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a client's first byte on a port that may carry a
 /// server-first protocol: silence then means plaintext (as tcp's sniffing).
 const SNIFF_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The ALPN ids by which mesh clients mark their mTLS (Istio's list; a
+/// Trellis sidecar offers `istio` besides its HTTP version).
+const MESH_ALPNS: [&[u8]; 5] = [
+    b"istio",
+    b"istio-peer-exchange",
+    b"istio-http/1.0",
+    b"istio-http/1.1",
+    b"istio-h2",
+];
+/// More than any ClientHello needs (one full TLS record and its header).
+const MAX_CLIENT_HELLO: usize = 16 * 1024 + 5;
 
 /// The verified peer of a mesh mTLS connection, attached to each of its requests.
 #[derive(Clone, Debug)]
@@ -103,17 +118,18 @@ pub async fn accept(
             refuse("mTLS is STRICT but this proxy has no workload certificate")
         }
         (MtlsMode::Permissive, Some(mesh)) => {
-            // TLS on a TCP port is the application's own (no mesh client sends
-            // mTLS to one yet): it passes through untouched.
-            if spec.serve == Serve::Tcp {
-                return Some(Accepted::Plain(stream));
-            }
             let wait = match spec.serve {
                 Serve::Http => HANDSHAKE_TIMEOUT,
                 _ => SNIFF_TIMEOUT,
             };
             match first_byte(&stream, wait).await {
-                Some(TLS_HANDSHAKE) => handshake(stream, peer, spec, mesh, false).await,
+                Some(TLS_HANDSHAKE) if offers_mesh_alpn(&stream).await => {
+                    handshake(stream, peer, spec, mesh, false).await
+                }
+                Some(TLS_HANDSHAKE) => {
+                    tracing::debug!(listener = %spec.name, %peer, "TLS without a mesh ALPN id: the application's own; passed through");
+                    Some(Accepted::Plain(stream))
+                }
                 _ => Some(Accepted::Plain(stream)),
             }
         }
@@ -134,6 +150,48 @@ async fn first_byte(stream: &TcpStream, wait: Duration) -> Option<u8> {
     match tokio::time::timeout(wait, stream.peek(&mut buf)).await {
         Ok(Ok(1)) => Some(buf[0]),
         _ => None,
+    }
+}
+
+/// Whether the client's ClientHello (peeked, not consumed: the bytes stay
+/// for whoever serves the connection) offers a mesh ALPN id. A ClientHello
+/// that does not come whole within the handshake timeout, or does not
+/// parse, is no mesh client's.
+async fn offers_mesh_alpn(stream: &TcpStream) -> bool {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut buf = vec![0u8; MAX_CLIENT_HELLO];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return false,
+        };
+        match client_hello_alpn(&buf[..n]) {
+            Ok(Some(offered)) => return offered.iter().any(|p| MESH_ALPNS.contains(&p.as_slice())),
+            Ok(None) if n < buf.len() => {}
+            _ => return false,
+        }
+        // peek returns at once while bytes are buffered: wait for more.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The ALPN ids a ClientHello offers, parsed by rustls; `Ok(None)`: the
+/// bytes are not a whole ClientHello yet.
+fn client_hello_alpn(mut bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>, ()> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    while !bytes.is_empty() {
+        acceptor.read_tls(&mut bytes).map_err(|_| ())?;
+    }
+    match acceptor.accept() {
+        Ok(Some(accepted)) => Ok(Some(
+            accepted
+                .client_hello()
+                .alpn()
+                .map(|ids| ids.map(<[u8]>::to_vec).collect())
+                .unwrap_or_default(),
+        )),
+        Ok(None) => Ok(None),
+        Err(_) => Err(()),
     }
 }
 
@@ -206,6 +264,9 @@ mod tests {
     enum Client {
         Plaintext,
         Mesh(Arc<MeshTls>),
+        /// TLS of the client's own: a valid mesh certificate even, but no
+        /// mesh ALPN id (h2, http/1.1 as a browser or curl offers).
+        AppTls(Arc<MeshTls>),
     }
 
     async fn accept_one(mode: MtlsMode, server: Option<Arc<MeshTls>>, client: Client) -> Outcome {
@@ -226,16 +287,22 @@ mod tests {
         };
         let client = tokio::spawn(async move {
             let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let app_tls = matches!(client, Client::AppTls(_));
             match client {
                 Client::Plaintext => {
                     let _ = tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
                     // Keep the connection open until the server decided.
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
-                Client::Mesh(mesh) => {
+                Client::Mesh(mesh) | Client::AppTls(mesh) => {
                     let server_id =
                         SpiffeId::new("cluster.local", "default", "server").expect("id");
-                    let config = mesh.client_config(&server_id, false).expect("config");
+                    let mut config = mesh.client_config(&server_id, false).expect("config");
+                    if app_tls {
+                        let mut own = (*config).clone();
+                        own.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                        config = Arc::new(own);
+                    }
                     let name = rustls_pki_types::ServerName::try_from("server.mesh").expect("name");
                     let _ = tokio_rustls::TlsConnector::from(config)
                         .connect(name, tcp)
@@ -294,6 +361,20 @@ mod tests {
                 Outcome::Mtls(client_id.clone()),
             ),
             (
+                "PERMISSIVE passes TLS without a mesh ALPN id through",
+                Permissive,
+                Some(&server),
+                Client::AppTls(ca.mesh_tls("client")),
+                Outcome::Plain,
+            ),
+            (
+                "STRICT takes any TLS (and checks the certificate)",
+                Strict,
+                Some(&server),
+                Client::AppTls(ca.mesh_tls("client")),
+                Outcome::Mtls(client_id.clone()),
+            ),
+            (
                 "DISABLE does not terminate TLS",
                 Disable,
                 Some(&server),
@@ -322,6 +403,35 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// The ALPN ids come from rustls's parse of the peeked bytes: a whole
+    /// ClientHello gives them, a part of one asks for more, garbage is no
+    /// ClientHello.
+    #[test]
+    fn client_hello_alpn_is_read_from_the_first_bytes() {
+        let hello = |alpn: &[&[u8]]| -> Vec<u8> {
+            let mut config =
+                rustls::ClientConfig::builder_with_provider(identity::crypto_provider())
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            let name = rustls_pki_types::ServerName::try_from("app.test").unwrap();
+            let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+            let mut out = Vec::new();
+            conn.write_tls(&mut out).unwrap();
+            out
+        };
+        let mesh = hello(&[b"h2", b"istio"]);
+        assert_eq!(
+            client_hello_alpn(&mesh),
+            Ok(Some(vec![b"h2".to_vec(), b"istio".to_vec()]))
+        );
+        assert_eq!(client_hello_alpn(&mesh[..mesh.len() / 2]), Ok(None));
+        assert_eq!(client_hello_alpn(&hello(&[])), Ok(Some(Vec::new())));
+        assert!(client_hello_alpn(b"\x16\x03\x01\x00\x05hello").is_err());
     }
 
     /// A caller's own header never reaches the application as if the mesh had
