@@ -7,10 +7,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use e2e::kube::Kube;
+use e2e::kube::{Kube, Proxy, ROUTES, Trellisd};
 use e2e::{bin, cli_env, eventually};
-
-use crate::kube::{Proxy, ROUTES, Trellisd};
 
 /// `trellis ARGS` with a private home (no local mesh to fall back on) and
 /// `env` added.
@@ -263,17 +261,7 @@ spec:
         )
     })
     .await?;
-    kube.kubectl_ok(&[
-        "patch",
-        "pod",
-        "istiod-0",
-        "-n",
-        "istio-system",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"status":{{"podIP":"{addr}","podIPs":[{{"ip":"{addr}"}}]}}}}"#),
-    ])?;
+    kube.set_pod_ip("istiod-0", "istio-system", addr)?;
     kube.apply(&format!(
         r#"
 apiVersion: v1

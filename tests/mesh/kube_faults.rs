@@ -9,10 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use e2e::eventually;
-use e2e::kube::Kube;
-
-use crate::kube::{ENDPOINTS, Proxy, ROUTES, Trellisd};
+use e2e::kube::{ENDPOINTS, Kube, Proxy, ROUTES, Trellisd};
 
 /// `text` in base64, as etcd's JSON gateway takes keys (coreutils' base64).
 fn base64(text: &str) -> Result<String> {
@@ -103,14 +100,9 @@ spec:
     let endpoints = proxy.dump(ENDPOINTS);
 
     kube.kill_apiserver()?;
-    eventually(Duration::from_secs(30), || async {
-        ensure!(
-            trellisd.log().contains("watch failed"),
-            "no watch failure yet"
-        );
-        Ok(())
-    })
-    .await?;
+    trellisd
+        .until_logged("a watch failure", &["watch failed"])
+        .await?;
     etcd_delete(
         &kube,
         &format!("/registry/networking.istio.io/virtualservices/{ns}/deleted-route"),
@@ -123,15 +115,9 @@ spec:
     );
 
     kube.start_apiserver()?;
-    eventually(Duration::from_secs(60), || async {
-        let log = trellisd.log();
-        ensure!(
-            log.contains("too old resource version"),
-            "no 410 Gone yet: {log}"
-        );
-        Ok(())
-    })
-    .await?;
+    trellisd
+        .until_logged("410 Gone", &["too old resource version"])
+        .await?;
     proxy
         .until(ROUTES, "the relisted routes", |d| {
             d.contains("kept-route") && !d.contains("deleted-route")

@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use e2e::eventually;
-use e2e::kube::Kube;
+use e2e::kube::{Kube, Trellisd, lease_holder};
 use serde_json::Value;
-
-use crate::kube::{Trellisd, lease_holder};
 
 /// The object's `status`, `Null` if it has none.
 fn status_of(kube: &Kube, kind: &str, name: &str) -> Result<Value> {
@@ -159,15 +157,9 @@ spec:
     // A second replica, which does not write while the first leads.
     let second = Trellisd::replica(&kube, 1, &flags)?;
     let second_id = format!("_{}", second.child.id());
-    eventually(Duration::from_secs(30), || async {
-        ensure!(
-            second.log().contains("Kubernetes source synced"),
-            "the second replica is up: {}",
-            second.log()
-        );
-        Ok(())
-    })
-    .await?;
+    second
+        .until_logged("the second replica is up", &["Kubernetes source synced"])
+        .await?;
     first.terminate()?;
     eventually(Duration::from_secs(30), || async {
         let holder = lease_holder(&kube)?;

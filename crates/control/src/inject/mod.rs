@@ -108,7 +108,7 @@ impl Default for Config {
         Config {
             image: "trellis/trellis-proxy:latest".into(),
             image_pull_policy: None,
-            discovery_address: "http://istiod.istio-system.svc:15010".into(),
+            discovery_address: "https://istiod.istio-system.svc:15012".into(),
             revision: "default".into(),
             policy: Policy::Enabled,
             resources: default_resources(),
