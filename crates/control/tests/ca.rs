@@ -24,7 +24,11 @@ use wire::pb::{DiscoveryRequest, Node, ProxyKind, Resource};
 const MESH: &str = "\
 apiVersion: v1
 kind: Pod
-metadata: {name: sleep-1, namespace: default, labels: {app: sleep}}
+metadata:
+  name: sleep-1
+  namespace: default
+  labels: {app: sleep}
+  annotations: {sidecar.istio.io/status: '{\"containers\":[\"istio-proxy\"]}'}
 spec: {serviceAccountName: sleep, containers: [{name: sleep, image: sleep}]}
 status: {podIP: 127.0.0.11}
 ---
@@ -41,7 +45,6 @@ struct ControlPlane {
     /// The plaintext listener.
     plaintext: XdsAddress,
     tls_port: u16,
-    root_cert: std::path::PathBuf,
     secret: TokenSecret,
     dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -101,7 +104,6 @@ async fn start() -> ControlPlane {
             .expect("address"),
         plaintext: XdsAddress::parse(&format!("http://127.0.0.1:{xds}"), None).expect("address"),
         tls_port,
-        root_cert,
         secret,
         dir,
         stop: Some(stop),
