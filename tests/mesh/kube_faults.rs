@@ -6,7 +6,6 @@
 //! else stays as it was.
 
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use e2e::kube::{ENDPOINTS, Kube, Proxy, ROUTES, Trellisd};
