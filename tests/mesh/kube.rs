@@ -597,9 +597,10 @@ async fn a_rewritten_token_file_is_used_on_the_next_connection() -> Result<()> {
         identity::KeyAndCsr::generate(&identity::SpiffeId::new("cluster.local", &ns, "default")?)?;
     eventually(Duration::from_secs(60), || async {
         match create_certificate(&xds, &first, key.csr_pem().to_string(), None).await {
-            Err(CertRequestError::Refused { code, .. }) if code == tonic::Code::Unauthenticated => {
-                Ok(())
-            }
+            Err(CertRequestError::Refused {
+                code: tonic::Code::Unauthenticated,
+                ..
+            }) => Ok(()),
             other => anyhow::bail!("the revoked token: {other:?}"),
         }
     })

@@ -254,12 +254,7 @@ pub async fn run(
             );
             let cert = serving_cert::ServingCert::issue(ca.clone(), names, ips, serving_cert::TTL)?;
             renewal = Some(tokio::spawn(cert.clone().renew_at_half_life()));
-            let listener = tokio::net::TcpListener::bind(options.xds_tls_addr)
-                .await
-                .map_err(|source| Error::Bind {
-                    addr: options.xds_tls_addr,
-                    source,
-                })?;
+            let listener = bind(options.xds_tls_addr).await?;
             Some((listener, cert.server_config(&[identity::ALPN_H2])?))
         }
         None if credentials.is_some() => {
@@ -271,18 +266,8 @@ pub async fn run(
         None => None,
     };
     let ca = certificate_service(ca, credentials);
-    let http = tokio::net::TcpListener::bind(options.http_addr)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: options.http_addr,
-            source,
-        })?;
-    let xds = tokio::net::TcpListener::bind(options.xds_addr)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: options.xds_addr,
-            source,
-        })?;
+    let http = bind(options.http_addr).await?;
+    let xds = bind(options.xds_addr).await?;
     tracing::info!(
         xds = %options.xds_addr,
         xds_tls = %xds_tls.as_ref().map_or_else(|| "off (no CA)".to_string(), |_| options.xds_tls_addr.to_string()),
@@ -376,12 +361,7 @@ async fn start_webhooks(
     tokio::spawn(cert.clone().renew_at_half_life());
     let tls = cert.server_config(&[identity::ALPN_HTTP11])?;
     let bundle = cert.roots_pem();
-    let listener = tokio::net::TcpListener::bind(options.addr)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: options.addr,
-            source,
-        })?;
+    let listener = bind(options.addr).await?;
     let native = match options.native_sidecars {
         Some(n) => n,
         None => match client.apiserver_version().await {
@@ -478,6 +458,13 @@ fn tls_connections(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A listener on `addr`, or an error naming it.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
 }
 
 /// Native sidecars are on by default from Kubernetes 1.29 (minor versions
