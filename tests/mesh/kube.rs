@@ -12,36 +12,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use e2e::eventually;
 use e2e::kube::{
-    CLUSTERS, ENDPOINTS, Kube, Proxy, ROUTES, Trellisd, lease_holder, root_cert_in,
+    CLUSTERS, ENDPOINTS, Kube, Proxy, ROUTES, Trellisd, lease_holder, reviews, root_cert_in,
     service_account_token, service_account_token_with, sidecar_pod,
 };
 use wire::certs::{BearerToken, TokenSource};
-
-/// A Service without a selector and its hand-written EndpointSlice (as for
-/// a backend outside the cluster), at `address`.
-fn reviews(namespace: &str, address: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: reviews, namespace: {namespace}}}
-spec:
-  ports: [{{name: http, port: 9080, targetPort: 9080}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: reviews-1
-  namespace: {namespace}
-  labels: {{kubernetes.io/service-name: reviews}}
-addressType: IPv4
-ports: [{{name: http, port: 9080, protocol: TCP}}]
-endpoints:
-- addresses: [{address}]
-  conditions: {{ready: true}}
-"#
-    )
-}
 
 fn virtual_service(namespace: &str, marker: &str) -> String {
     format!(
@@ -365,19 +339,9 @@ async fn the_lease_holder_publishes_the_root_cert_and_hands_over_when_stopped() 
     ];
     let mut first = Trellisd::replica(&kube, 0, &flags)?;
     let first_id = format!("_{}", first.child.id());
-    eventually(Duration::from_secs(60), || async {
-        let holder = lease_holder(&kube)?;
-        ensure!(
-            holder.ends_with(&first_id),
-            "the first replica leads, not {holder:?}"
-        );
-        Ok(())
-    })
-    .await
-    .with_context(|| first.log())?;
+    first.until_leads(&kube).await?;
     // The second shares the CA (as replicas share istio-system's secret).
     let second = Trellisd::replica(&kube, 1, &flags)?;
-    let second_id = format!("_{}", second.child.id());
     let root = std::fs::read_to_string(ca.path().join("ca/ca-cert.pem"))?;
     ensure!(root.contains("BEGIN CERTIFICATE"), "the CA's root: {root}");
 
@@ -416,16 +380,7 @@ async fn the_lease_holder_publishes_the_root_cert_and_hands_over_when_stopped() 
         "the stopped leader released its Lease: {}",
         first.log()
     );
-    eventually(Duration::from_secs(30), || async {
-        let holder = lease_holder(&kube)?;
-        ensure!(
-            holder.ends_with(&second_id),
-            "the second replica leads, not {holder:?}"
-        );
-        Ok(())
-    })
-    .await
-    .with_context(|| second.log())?;
+    second.until_leads(&kube).await?;
     // The new leader writes: into a namespace made after the hand-over, and
     // back where one was deleted.
     kube.kubectl_ok(&["create", "namespace", "after-handover"])?;

@@ -8,7 +8,7 @@
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
-use e2e::kube::{ENDPOINTS, Kube, Proxy, ROUTES, Trellisd};
+use e2e::kube::{ENDPOINTS, Kube, Proxy, ROUTES, Trellisd, reviews};
 
 /// `text` in base64, as etcd's JSON gateway takes keys (coreutils' base64).
 fn base64(text: &str) -> Result<String> {
@@ -57,25 +57,9 @@ async fn a_relist_after_410_catches_up_and_drops_nothing_else() -> Result<()> {
         return Ok(());
     };
     let ns = kube.namespace.clone();
+    kube.apply(&reviews(&ns, "10.3.0.1"))?;
     kube.apply(&format!(
         r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: reviews, namespace: {ns}}}
-spec:
-  ports: [{{name: http, port: 9080}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: reviews-1
-  namespace: {ns}
-  labels: {{kubernetes.io/service-name: reviews}}
-addressType: IPv4
-ports: [{{name: http, port: 9080, protocol: TCP}}]
-endpoints:
-- addresses: [10.3.0.1]
----
 apiVersion: v1
 kind: Service
 metadata: {{name: ratings, namespace: {ns}}}

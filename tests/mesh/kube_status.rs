@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use e2e::eventually;
-use e2e::kube::{Kube, Trellisd, lease_holder};
+use e2e::kube::{Kube, Trellisd};
 use serde_json::Value;
 
 /// The object's `status`, `Null` if it has none.
@@ -156,21 +156,11 @@ spec:
 
     // A second replica, which does not write while the first leads.
     let second = Trellisd::replica(&kube, 1, &flags)?;
-    let second_id = format!("_{}", second.child.id());
     second
         .until_logged("the second replica is up", &["Kubernetes source synced"])
         .await?;
     first.terminate()?;
-    eventually(Duration::from_secs(30), || async {
-        let holder = lease_holder(&kube)?;
-        ensure!(
-            holder.ends_with(&second_id),
-            "the second replica leads, not {holder:?}"
-        );
-        Ok(())
-    })
-    .await
-    .with_context(|| second.log())?;
+    second.until_leads(&kube).await?;
     ensure!(
         !second.log().contains("status written"),
         "the second replica wrote no status before it led: {}",

@@ -475,6 +475,21 @@ impl Trellisd {
         Ok(XdsAddress::parse(&self.tls_url, Some(root_cert))?)
     }
 
+    /// Waits until it holds the leader's Lease.
+    pub async fn until_leads(&self, kube: &Kube) -> Result<()> {
+        let id = format!("_{}", self.child.id());
+        eventually(Duration::from_secs(60), || async {
+            let holder = lease_holder(kube)?;
+            ensure!(
+                holder.ends_with(&id),
+                "replica {id} does not lead, {holder:?} does"
+            );
+            Ok(())
+        })
+        .await
+        .with_context(|| self.log())
+    }
+
     /// Stops it as a pod is stopped (SIGTERM), and waits until it has exited.
     pub fn terminate(&mut self) -> Result<()> {
         let status = Command::new("kill")
@@ -690,4 +705,30 @@ pub fn root_cert_in(kube: &Kube, namespace: &str) -> Result<String> {
         "-o",
         "jsonpath={.data.root-cert\\.pem}",
     ])
+}
+
+/// A Service without a selector and its hand-written EndpointSlice (as for
+/// a backend outside the cluster), at `address`.
+pub fn reviews(namespace: &str, address: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: reviews, namespace: {namespace}}}
+spec:
+  ports: [{{name: http, port: 9080, targetPort: 9080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: reviews-1
+  namespace: {namespace}
+  labels: {{kubernetes.io/service-name: reviews}}
+addressType: IPv4
+ports: [{{name: http, port: 9080, protocol: TCP}}]
+endpoints:
+- addresses: [{address}]
+  conditions: {{ready: true}}
+"#
+    )
 }
