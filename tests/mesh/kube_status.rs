@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use e2e::eventually;
-use e2e::kube::{Kube, Trellisd};
+use e2e::kube::{Kube, Trellisd, to_a_missing_subset};
 use serde_json::Value;
 
 /// The object's `status`, `Null` if it has none.
@@ -70,23 +70,9 @@ async fn invalid_objects_are_reported_in_their_status_by_the_leader() -> Result<
     let ns = kube.namespace.clone();
     kube.apply(&virtual_service(&ns, "broken", -5))?;
     // Valid, but routes to a subset no DestinationRule defines (IST0101).
+    kube.apply(&to_a_missing_subset(&ns))?;
     kube.apply(&format!(
         r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: reviews, namespace: {ns}}}
-spec:
-  ports: [{{name: http, port: 9080}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: to-nowhere, namespace: {ns}}}
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - destination: {{host: reviews, subset: v9}}
----
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: fine, namespace: {ns}}}

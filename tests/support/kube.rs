@@ -732,3 +732,27 @@ endpoints:
 "#
     )
 }
+
+/// A Service `reviews` and a VirtualService `to-nowhere` routing to its
+/// subset v9, which no DestinationRule defines: valid, and an analysis
+/// finding (IST0101).
+pub fn to_a_missing_subset(ns: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: reviews, namespace: {ns}}}
+spec:
+  ports: [{{name: http, port: 9080}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: to-nowhere, namespace: {ns}}}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {{host: reviews, subset: v9}}
+"#
+    )
+}
