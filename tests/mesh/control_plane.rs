@@ -280,7 +280,7 @@ async fn discovery_streams_need_the_workloads_own_token() -> Result<()> {
     let mesh = Mesh::up(dir.path())?;
     let secret =
         control::bootstrap_token::TokenSecret::load(&mesh.state.path().join("token-secret"))?;
-    let xds = format!("http://127.{}.0.1:15010", mesh.block);
+    let xds = mesh.xds()?;
 
     // The first response of a stream for `node` sending `token`, or the refusal.
     // echo-a's pod: the control plane knows a proxy by the pod it names.
@@ -300,7 +300,7 @@ async fn discovery_streams_need_the_workloads_own_token() -> Result<()> {
         };
         let xds = xds.clone();
         async move {
-            let mut client = AggregatedDiscoveryClient::connect(xds).await?;
+            let mut client = AggregatedDiscoveryClient::new(xds.connect().await?);
             let subscribe = DiscoveryRequest {
                 node: Some(node),
                 type_url: wire::types::ALL[0].to_string(),

@@ -7,249 +7,17 @@
 //! of several replicas only the Lease holder writes (the root certificate
 //! ConfigMaps), and a stopped leader hands over at once.
 
-use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use e2e::kube::Kube;
+use e2e::kube::{
+    CLUSTERS, ENDPOINTS, Kube, Proxy, ROUTES, Trellisd, lease_holder, reviews, root_cert_in,
+    service_account_token, service_account_token_with, sidecar_pod,
+};
 use e2e::{bin, eventually};
 use serde::Deserialize as _;
-use wire::certs::BearerToken;
-use wire::pb::{Node, Resource};
-
-/// A trellisd reading the cluster; stopped on drop.
-pub(crate) struct Trellisd {
-    pub(crate) child: Child,
-    pub(crate) xds: String,
-    _state: tempfile::TempDir,
-}
-
-impl Trellisd {
-    pub(crate) fn start(kube: &Kube) -> Result<Trellisd> {
-        Trellisd::replica(kube, 0, &[])
-    }
-
-    /// Replica `n` of several (its own ports), with extra flags.
-    pub(crate) fn replica(kube: &Kube, n: u16, args: &[&str]) -> Result<Trellisd> {
-        let state = tempfile::tempdir()?;
-        let ip = format!("127.{}.0.1", kube.block);
-        let (xds, http) = (15010 + 10 * n, 15014 + 10 * n);
-        let log = std::fs::File::create(state.path().join("trellisd.log"))?;
-        let mut command = Command::new(bin("trellisd"));
-        // `--http-addr` in `args` replaces this replica's own.
-        if !args.contains(&"--http-addr") {
-            command.args(["--http-addr", &format!("{ip}:{http}")]);
-        }
-        let child = command
-            .arg("--config-dir")
-            .arg(state.path().join("config"))
-            .args(["--xds-addr", &format!("{ip}:{xds}")])
-            .args(["--debounce-ms", "50"])
-            .arg("--kubeconfig")
-            .arg(&kube.kubeconfig)
-            .args(args)
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("starting trellisd")?;
-        Ok(Trellisd {
-            child,
-            xds: format!("http://{ip}:{xds}"),
-            _state: state,
-        })
-    }
-
-    /// Stops it as a pod is stopped (SIGTERM), and waits until it has exited.
-    pub(crate) fn terminate(&mut self) -> Result<()> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        ensure!(status.success(), "kill -TERM {}", self.child.id());
-        let status = self.child.wait()?;
-        ensure!(
-            status.success(),
-            "trellisd exited with {status}: {}",
-            self.log()
-        );
-        Ok(())
-    }
-
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(self._state.path().join("trellisd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Trellisd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A proxy's discovery stream (the proxy's own client half, `wire::client`),
-/// keeping the last resources of each type it was sent.
-#[derive(Clone, Default)]
-pub(crate) struct Proxy(Arc<Mutex<HashMap<String, Sent>>>);
-
-/// The version and resources of one type.
-type Sent = (String, Vec<Resource>);
-
-impl wire::client::ConfigHandler for Proxy {
-    fn apply(&self, type_url: &str, version: &str, resources: Vec<Resource>) -> Result<(), String> {
-        let mut seen = self.0.lock().map_err(|e| e.to_string())?;
-        seen.insert(type_url.to_string(), (version.to_string(), resources));
-        Ok(())
-    }
-}
-
-impl Proxy {
-    /// Connects as the sidecar of a pod `pod` made in `namespace` at `ip`,
-    /// with the pod's service-account token (audience istio-ca), as an
-    /// injected proxy does: trellisd authorizes the stream by TokenReview.
-    pub(crate) async fn connect(
-        kube: &Kube,
-        trellisd: &Trellisd,
-        pod: &str,
-        namespace: &str,
-        ip: &str,
-    ) -> Result<Proxy> {
-        let token = sidecar_pod(kube, pod, namespace, ip).await?;
-        Ok(Proxy::connect_with(trellisd, pod, namespace, token))
-    }
-
-    /// Connects as the sidecar of `pod`, made already, with `token`.
-    fn connect_with(trellisd: &Trellisd, pod: &str, namespace: &str, token: BearerToken) -> Proxy {
-        let proxy = Proxy::default();
-        let node = Node {
-            id: format!("{pod}.{namespace}"),
-            pod_name: pod.into(),
-            namespace: namespace.into(),
-            service_account: "default".into(),
-            ..Default::default()
-        };
-        tokio::spawn(wire::client::run(
-            trellisd.xds.clone(),
-            node,
-            Some(token),
-            proxy.clone(),
-        ));
-        proxy
-    }
-
-    /// Everything of one type, as text to look for names and values in.
-    pub(crate) fn dump(&self, type_url: &str) -> String {
-        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        format!("{:?}", seen.get(type_url).map(|(_, r)| r))
-    }
-
-    fn versions(&self) -> BTreeMap<String, String> {
-        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        seen.iter()
-            .map(|(t, (v, _))| (t.clone(), v.clone()))
-            .collect()
-    }
-
-    /// Waits until the resources of `type_url` satisfy `check`.
-    pub(crate) async fn until(
-        &self,
-        type_url: &str,
-        what: &str,
-        check: impl Fn(&str) -> bool,
-    ) -> Result<()> {
-        eventually(Duration::from_secs(30), || async {
-            let dump = self.dump(type_url);
-            ensure!(check(&dump), "{what}: not yet; the proxy has {dump}");
-            Ok(())
-        })
-        .await
-    }
-}
-
-/// A pod running as `default` with a sidecar (marked as the injector marks
-/// it) at `ip` (set in its status: no kubelet runs here), and a token of its
-/// service account for the CA, from the TokenRequest API.
-async fn sidecar_pod(kube: &Kube, pod: &str, namespace: &str, ip: &str) -> Result<BearerToken> {
-    eventually(Duration::from_secs(30), || async {
-        // The namespace's `default` service account, which pods need, is
-        // made by the controller manager soon after the namespace.
-        kube.apply(&format!(
-            r#"
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {pod}
-  namespace: {namespace}
-  annotations: {{sidecar.istio.io/status: '{{"containers":["istio-proxy"]}}'}}
-spec:
-  containers: [{{name: app, image: client}}]
-"#
-        ))
-    })
-    .await?;
-    kube.kubectl_ok(&[
-        "patch",
-        "pod",
-        pod,
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"status":{{"podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}]}}}}"#),
-    ])?;
-    service_account_token(kube, namespace, "default", "istio-ca")
-}
-
-/// A projected token of `account` in `namespace` for `audience` (TokenRequest API).
-pub(crate) fn service_account_token(
-    kube: &Kube,
-    namespace: &str,
-    account: &str,
-    audience: &str,
-) -> Result<BearerToken> {
-    let token = kube.kubectl_ok(&[
-        "create",
-        "token",
-        account,
-        "-n",
-        namespace,
-        "--audience",
-        audience,
-    ])?;
-    Ok(BearerToken::new(token.trim().to_string()))
-}
-
-pub(crate) const ROUTES: &str = wire::types::ROUTE_CONFIG;
-pub(crate) const ENDPOINTS: &str = wire::types::ENDPOINTS;
-const CLUSTERS: &str = wire::types::CLUSTER;
-
-/// A Service without a selector and its hand-written EndpointSlice (as for
-/// a backend outside the cluster), at `address`.
-fn reviews(namespace: &str, address: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: reviews, namespace: {namespace}}}
-spec:
-  ports: [{{name: http, port: 9080, targetPort: 9080}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: reviews-1
-  namespace: {namespace}
-  labels: {{kubernetes.io/service-name: reviews}}
-addressType: IPv4
-ports: [{{name: http, port: 9080, protocol: TCP}}]
-endpoints:
-- addresses: [{address}]
-  conditions: {{ready: true}}
-"#
-    )
-}
+use wire::certs::{BearerToken, TokenSource};
 
 fn virtual_service(namespace: &str, marker: &str) -> String {
     format!(
@@ -395,15 +163,12 @@ spec:
             .contains(&format!("VirtualService/{ns}/broken")),
         "the invalid VirtualService was left out"
     );
-    eventually(Duration::from_secs(10), || async {
-        let log = trellisd.log();
-        ensure!(
-            log.contains(&format!("VirtualService/{ns}/broken")) && log.contains("invalid"),
-            "the invalid object is reported by name: {log}"
-        );
-        Ok(())
-    })
-    .await?;
+    trellisd
+        .until_logged(
+            "the invalid object is reported by name",
+            &[&format!("VirtualService/{ns}/broken"), "invalid"],
+        )
+        .await?;
     Ok(())
 }
 
@@ -419,6 +184,7 @@ async fn a_restarted_api_server_changes_nothing_proxies_were_sent() -> Result<()
     let late_token = sidecar_pod(&kube, "client-2", &ns, "10.9.0.2").await?;
     let trellisd = Trellisd::start(&kube)?;
     let proxy = Proxy::connect(&kube, &trellisd, "client-1", &ns, "10.9.0.1").await?;
+    let xds = trellisd.xds(&kube).await?;
     proxy
         .until(ROUTES, "the VirtualService", |d| {
             d.contains("before-the-restart")
@@ -432,25 +198,25 @@ async fn a_restarted_api_server_changes_nothing_proxies_were_sent() -> Result<()
 
     kube.kill_apiserver()?;
     // trellisd notices: its watches fail and are retried.
-    eventually(Duration::from_secs(30), || async {
-        let log = trellisd.log();
-        ensure!(log.contains("watch failed"), "no watch failure yet: {log}");
-        Ok(())
-    })
-    .await?;
+    trellisd
+        .until_logged("a watch failure", &["watch failed"])
+        .await?;
     // A proxy connecting now cannot be authenticated (its token's
     // TokenReview needs the API server, as for istiod): it is refused, and
     // keeps trying.
-    let late = Proxy::connect_with(&trellisd, "client-2", &ns, late_token);
-    eventually(Duration::from_secs(30), || async {
-        let log = trellisd.log();
-        ensure!(
-            log.contains("discovery stream refused") && log.contains("TokenReview failed"),
-            "the new proxy is refused: {log}"
-        );
-        Ok(())
-    })
-    .await?;
+    let late = Proxy::connect_with(
+        xds,
+        "client-2",
+        &ns,
+        "default",
+        TokenSource::Value(late_token),
+    );
+    trellisd
+        .until_logged(
+            "the new proxy is refused",
+            &["discovery stream refused", "TokenReview failed"],
+        )
+        .await?;
     ensure!(
         late.versions().is_empty(),
         "nothing was sent to an unauthenticated proxy"
@@ -466,15 +232,9 @@ async fn a_restarted_api_server_changes_nothing_proxies_were_sent() -> Result<()
     // seen resourceVersion (starting wrote to etcd), so resumed watches are
     // answered 410 Gone and relist: what was listed replaces what was known,
     // kind by kind, and nothing the proxy has changes.
-    eventually(Duration::from_secs(60), || async {
-        let log = trellisd.log();
-        ensure!(
-            log.contains("too old resource version"),
-            "no relist after 410 Gone yet: {log}"
-        );
-        Ok(())
-    })
-    .await?;
+    trellisd
+        .until_logged("a relist after 410 Gone", &["too old resource version"])
+        .await?;
     let after_restart = (proxy.versions(), proxy.dump(ROUTES), proxy.dump(ENDPOINTS));
     ensure!(
         before == after_restart,
@@ -656,32 +416,6 @@ async fn our_crds_take_the_seeds_and_refuse_a_misspelled_field_as_istios_do() ->
     apply_seeds(&kube, &files, &["--dry-run=server"])
 }
 
-/// The holder of trellisd's Lease, if any.
-pub(crate) fn lease_holder(kube: &Kube) -> Result<String> {
-    kube.kubectl_ok(&[
-        "get",
-        "lease",
-        "trellisd-leader",
-        "-n",
-        "istio-system",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ])
-}
-
-/// The root certificate ConfigMap's PEM in `namespace`.
-fn root_cert_in(kube: &Kube, namespace: &str) -> Result<String> {
-    kube.kubectl_ok(&[
-        "get",
-        "configmap",
-        "istio-ca-root-cert",
-        "-n",
-        namespace,
-        "-o",
-        "jsonpath={.data.root-cert\\.pem}",
-    ])
-}
-
 /// Two replicas: the one holding the Lease writes the root certificate
 /// ConfigMap into every namespace, a new one included; stopped, it releases
 /// the Lease and the other takes over at once (well before the Lease would
@@ -706,19 +440,9 @@ async fn the_lease_holder_publishes_the_root_cert_and_hands_over_when_stopped() 
     ];
     let mut first = Trellisd::replica(&kube, 0, &flags)?;
     let first_id = format!("_{}", first.child.id());
-    eventually(Duration::from_secs(60), || async {
-        let holder = lease_holder(&kube)?;
-        ensure!(
-            holder.ends_with(&first_id),
-            "the first replica leads, not {holder:?}"
-        );
-        Ok(())
-    })
-    .await
-    .with_context(|| first.log())?;
+    first.until_leads(&kube).await?;
     // The second shares the CA (as replicas share istio-system's secret).
     let second = Trellisd::replica(&kube, 1, &flags)?;
-    let second_id = format!("_{}", second.child.id());
     let root = std::fs::read_to_string(ca.path().join("ca/ca-cert.pem"))?;
     ensure!(root.contains("BEGIN CERTIFICATE"), "the CA's root: {root}");
 
@@ -737,15 +461,9 @@ async fn the_lease_holder_publishes_the_root_cert_and_hands_over_when_stopped() 
         root_cert_in(&kube, "kube-system").is_err(),
         "no root certificate ConfigMap in kube-system"
     );
-    eventually(Duration::from_secs(30), || async {
-        ensure!(
-            second.log().contains("Kubernetes source synced"),
-            "the second replica is up: {}",
-            second.log()
-        );
-        Ok(())
-    })
-    .await?;
+    second
+        .until_logged("the second replica is up", &["Kubernetes source synced"])
+        .await?;
     let holder = lease_holder(&kube)?;
     ensure!(
         holder.ends_with(&first_id),
@@ -763,16 +481,7 @@ async fn the_lease_holder_publishes_the_root_cert_and_hands_over_when_stopped() 
         "the stopped leader released its Lease: {}",
         first.log()
     );
-    eventually(Duration::from_secs(30), || async {
-        let holder = lease_holder(&kube)?;
-        ensure!(
-            holder.ends_with(&second_id),
-            "the second replica leads, not {holder:?}"
-        );
-        Ok(())
-    })
-    .await
-    .with_context(|| second.log())?;
+    second.until_leads(&kube).await?;
     // The new leader writes: into a namespace made after the hand-over, and
     // back where one was deleted.
     kube.kubectl_ok(&["create", "namespace", "after-handover"])?;
@@ -814,10 +523,12 @@ async fn a_service_account_token_gets_exactly_its_identity() -> Result<()> {
     let trellisd = Trellisd::replica(&kube, 0, &["--ca-dir", &ca_dir])?;
     let id = |sa: &str| SpiffeId::new("cluster.local", &ns, sa).expect("a valid identity");
     let sleep = service_account_token(&kube, &ns, "sleep", "istio-ca")?;
+    // Over TLS (15012), verified with the root the leader published.
+    let xds = trellisd.xds(&kube).await?;
 
     let key = KeyAndCsr::generate(&id("sleep"))?;
     let issued = eventually(Duration::from_secs(60), || async {
-        create_certificate(&trellisd.xds, &sleep, key.csr_pem().to_string(), None)
+        create_certificate(&xds, &sleep, key.csr_pem().to_string(), None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
     })
@@ -831,7 +542,7 @@ async fn a_service_account_token_gets_exactly_its_identity() -> Result<()> {
 
     // sleep's token, a CSR for httpbin: refused.
     let other = KeyAndCsr::generate(&id("httpbin"))?;
-    match create_certificate(&trellisd.xds, &sleep, other.csr_pem().to_string(), None).await {
+    match create_certificate(&xds, &sleep, other.csr_pem().to_string(), None).await {
         Err(CertRequestError::Refused { code, message }) => ensure!(
             code == tonic::Code::PermissionDenied && message.contains("sa/httpbin"),
             "{code:?}: {message}"
@@ -840,7 +551,7 @@ async fn a_service_account_token_gets_exactly_its_identity() -> Result<()> {
     }
     // httpbin's own token for httpbin's CSR: issued (it is not sleep-only).
     let httpbin = service_account_token(&kube, &ns, "httpbin", "istio-ca")?;
-    let issued = create_certificate(&trellisd.xds, &httpbin, other.csr_pem().to_string(), None)
+    let issued = create_certificate(&xds, &httpbin, other.csr_pem().to_string(), None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     ensure!(CertChain::from_pem(&issued.chain_pem)?.spiffe_id()? == id("httpbin"));
@@ -849,7 +560,7 @@ async fn a_service_account_token_gets_exactly_its_identity() -> Result<()> {
     let api_audience = service_account_token(&kube, &ns, "sleep", "another-service")?;
     let no_token = BearerToken::new("not-a-token");
     for (what, token) in [("another audience", &api_audience), ("garbage", &no_token)] {
-        match create_certificate(&trellisd.xds, token, key.csr_pem().to_string(), None).await {
+        match create_certificate(&xds, token, key.csr_pem().to_string(), None).await {
             Err(CertRequestError::Refused { code, message }) => ensure!(
                 code == tonic::Code::Unauthenticated,
                 "{what}: {code:?}: {message}"
@@ -857,31 +568,113 @@ async fn a_service_account_token_gets_exactly_its_identity() -> Result<()> {
             other => anyhow::bail!("a token for {what}: {other:?}"),
         }
     }
+    // sleep's own token and CSR over plaintext: refused before the token is
+    // looked at, with a status that says where tokens go.
+    match create_certificate(&trellisd.plaintext, &sleep, key.csr_pem().to_string(), None).await {
+        Err(CertRequestError::Refused { code, message }) => ensure!(
+            code == tonic::Code::Unauthenticated
+                && message.contains("tokens are accepted only over TLS on 15012"),
+            "{code:?}: {message}"
+        ),
+        other => anyhow::bail!("a CSR over plaintext: {other:?}"),
+    }
 
     // The discovery stream: sleep's token on a node claiming httpbin.
-    let node = Node {
-        id: format!("sleep-0.{ns}"),
-        pod_name: "sleep-0".into(),
-        namespace: ns.clone(),
-        service_account: "httpbin".into(),
-        ..Default::default()
+    let proxy = Proxy::connect_with(
+        xds.clone(),
+        "sleep-0",
+        &ns,
+        "httpbin",
+        TokenSource::Value(sleep.clone()),
+    );
+    trellisd
+        .until_logged(
+            "the stream claiming another identity is refused",
+            &["discovery stream refused", "sa/sleep"],
+        )
+        .await?;
+    ensure!(proxy.versions().is_empty(), "nothing was sent to it");
+    Ok(())
+}
+
+/// The token file is read again for every connection (the kubelet rotates
+/// projected tokens): a proxy whose first token was revoked, and whose file
+/// now holds a fresh one from the TokenRequest API, is served again once its
+/// stream restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_token_file_is_used_on_the_next_connection() -> Result<()> {
+    use wire::certs::{CertRequestError, create_certificate};
+    let Some(kube) = Kube::start("token-rotation")? else {
+        return Ok(());
     };
-    let proxy = Proxy::default();
-    tokio::spawn(wire::client::run(
-        trellisd.xds.clone(),
-        node,
-        Some(sleep.clone()),
-        proxy.clone(),
-    ));
-    eventually(Duration::from_secs(30), || async {
-        let log = trellisd.log();
-        ensure!(
-            log.contains("discovery stream refused") && log.contains("sa/sleep"),
-            "the stream claiming another identity is refused: {log}"
-        );
-        Ok(())
+    let ns = kube.namespace.clone();
+    kube.apply(&reviews(&ns, "10.4.0.1"))?;
+    kube.apply(&virtual_service(&ns, "before-the-rotation"))?;
+    let ca = tempfile::tempdir()?;
+    let ca_dir = ca.path().join("ca").display().to_string();
+    let mut trellisd = Trellisd::replica(&kube, 0, &["--ca-dir", &ca_dir])?;
+    sidecar_pod(&kube, "client-1", &ns, "10.9.0.1").await?;
+    // A token bound to a Secret: deleting the Secret revokes it.
+    kube.kubectl_ok(&["create", "secret", "generic", "token-binding", "-n", &ns])?;
+    let first = service_account_token_with(
+        &kube,
+        &ns,
+        "default",
+        "istio-ca",
+        &[
+            "--bound-object-kind",
+            "Secret",
+            "--bound-object-name",
+            "token-binding",
+        ],
+    )?;
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("istio-token");
+    std::fs::write(&token_file, first.expose())?;
+    let xds = trellisd.xds(&kube).await?;
+    let proxy = Proxy::connect_with(
+        xds.clone(),
+        "client-1",
+        &ns,
+        "default",
+        TokenSource::File(token_file.clone()),
+    );
+    proxy
+        .until(ROUTES, "the route, with the first token", |d| {
+            d.contains("before-the-rotation")
+        })
+        .await
+        .with_context(|| trellisd.log())?;
+
+    // The first token is revoked: once the API server says so (it caches a
+    // token's review for a few seconds), the CA refuses it.
+    kube.kubectl_ok(&["delete", "secret", "token-binding", "-n", &ns])?;
+    let key =
+        identity::KeyAndCsr::generate(&identity::SpiffeId::new("cluster.local", &ns, "default")?)?;
+    eventually(Duration::from_secs(60), || async {
+        match create_certificate(&xds, &first, key.csr_pem().to_string(), None).await {
+            Err(CertRequestError::Refused {
+                code: tonic::Code::Unauthenticated,
+                ..
+            }) => Ok(()),
+            other => anyhow::bail!("the revoked token: {other:?}"),
+        }
     })
     .await?;
-    ensure!(proxy.versions().is_empty(), "nothing was sent to it");
+    // The file holds a fresh one, as the kubelet writes it, and the stream
+    // restarts with trellisd (the same CA: the proxy's root file, kept in
+    // the stopped one's directory, still verifies the new one).
+    let fresh = service_account_token(&kube, &ns, "default", "istio-ca")?;
+    std::fs::write(&token_file, fresh.expose())?;
+    trellisd.terminate()?;
+    let restarted = Trellisd::replica(&kube, 0, &["--ca-dir", &ca_dir])?;
+    kube.apply(&virtual_service(&ns, "after-the-rotation"))?;
+    // Served: with the file's new token, since the first one is refused.
+    proxy
+        .until(ROUTES, "the route, with the rewritten token", |d| {
+            d.contains("after-the-rotation")
+        })
+        .await
+        .with_context(|| restarted.log())?;
     Ok(())
 }

@@ -3,24 +3,28 @@
 //! Istio's plug-in `cacerts` Secret takes precedence over it, and a
 //! replaced `cacerts` is reloaded without a restart.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use e2e::eventually;
-use e2e::kube::Kube;
+use e2e::kube::{Kube, Trellisd, service_account_token};
 use identity::{CertChain, KeyAndCsr, SpiffeId};
 use wire::certs::{Issued, create_certificate};
 
-use crate::kube::{Trellisd, service_account_token};
-
-/// A certificate for `sleep` from `trellisd`, once it serves.
-async fn issue(trellisd: &Trellisd, kube: &Kube) -> Result<Issued> {
+/// A certificate for `sleep` from `trellisd`, once it serves, verifying it
+/// with the root the leader publishes, or with `root_cert`.
+async fn issue(trellisd: &Trellisd, kube: &Kube, root_cert: Option<&Path>) -> Result<Issued> {
+    let xds = match root_cert {
+        Some(path) => trellisd.xds_verified_by(path)?,
+        None => trellisd.xds(kube).await?,
+    };
     let ns = &kube.namespace;
     let token = service_account_token(kube, ns, "sleep", "istio-ca")?;
     let id = SpiffeId::new("cluster.local", ns, "sleep")?;
     let key = KeyAndCsr::generate(&id)?;
     eventually(Duration::from_secs(60), || async {
-        create_certificate(&trellisd.xds, &token, key.csr_pem().to_string(), None)
+        create_certificate(&xds, &token, key.csr_pem().to_string(), None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
     })
@@ -53,8 +57,8 @@ async fn replicas_share_the_root_in_the_cluster_and_a_plugged_ca_wins() -> Resul
     let (a, b) = (dir(0), dir(1));
     let first = Trellisd::replica(&kube, 0, &["--ca-dir", &a])?;
     let second = Trellisd::replica(&kube, 1, &["--ca-dir", &b])?;
-    let from_first = issue(&first, &kube).await?;
-    let from_second = issue(&second, &kube).await?;
+    let from_first = issue(&first, &kube, None).await?;
+    let from_second = issue(&second, &kube, None).await?;
     ensure!(
         from_first.roots_pem.contains("BEGIN CERTIFICATE"),
         "a root: {}",
@@ -113,7 +117,10 @@ async fn replicas_share_the_root_in_the_cluster_and_a_plugged_ca_wins() -> Resul
     let plugged_dir = tempfile::tempdir()?;
     let c = plugged_dir.path().join("ca").display().to_string();
     let third = Trellisd::replica(&kube, 2, &["--ca-dir", &c])?;
-    let plugged = issue(&third, &kube).await?;
+    // Its certificate chains to the plug-in root, which the ConfigMap (the
+    // first replica's, the leader) does not have yet: as a proxy would
+    // after the operator plugs a CA in, it verifies with the new root.
+    let plugged = issue(&third, &kube, Some(&fixture.join("root-cert.pem"))).await?;
     let root = std::fs::read_to_string(fixture.join("root-cert.pem"))?;
     let intermediate = std::fs::read_to_string(fixture.join("ca-cert.pem"))?;
     ensure!(
@@ -215,7 +222,7 @@ async fn a_replaced_cacerts_secret_is_reloaded_without_a_restart() -> Result<()>
             .get(1)
             .cloned())
     };
-    let before = issue(&trellisd, &kube).await?;
+    let before = issue(&trellisd, &kube, None).await?;
     ensure!(
         signer(&before)? == intermediate(&old)?,
         "signed by the old intermediate"
@@ -244,7 +251,7 @@ async fn a_replaced_cacerts_secret_is_reloaded_without_a_restart() -> Result<()>
 
     kube.apply(&cacerts_secret(&new))?;
     let after = eventually(Duration::from_secs(60), || async {
-        let issued = issue(&trellisd, &kube).await?;
+        let issued = issue(&trellisd, &kube, None).await?;
         ensure!(
             signer(&issued)? == intermediate(&new)?,
             "not yet signed by the new intermediate"

@@ -8,10 +8,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use e2e::kube::Kube;
+use e2e::kube::{Kube, Proxy, ROUTES, Trellisd, to_a_missing_subset};
 use e2e::{bin, cli_env, eventually};
-
-use crate::kube::{Proxy, ROUTES, Trellisd};
 
 /// `trellis ARGS` with a private home (no local mesh to fall back on) and
 /// `env` added.
@@ -43,23 +41,9 @@ async fn analyze_k_reports_on_the_live_cluster_as_kubectl_users_expect() -> Resu
     };
     let ns = kube.namespace.clone();
     kube.kubectl_ok(&["create", "namespace", "other-team"])?;
+    kube.apply(&to_a_missing_subset(&ns))?;
     kube.apply(&format!(
         r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: reviews, namespace: {ns}}}
-spec:
-  ports: [{{name: http, port: 9080}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: to-nowhere, namespace: {ns}}}
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - destination: {{host: reviews, subset: v9}}
----
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: broken, namespace: {ns}}}
@@ -264,17 +248,7 @@ spec:
         )
     })
     .await?;
-    kube.kubectl_ok(&[
-        "patch",
-        "pod",
-        "istiod-0",
-        "-n",
-        "istio-system",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"status":{{"podIP":"{addr}","podIPs":[{{"ip":"{addr}"}}]}}}}"#),
-    ])?;
+    kube.set_pod_ip("istiod-0", "istio-system", addr)?;
     kube.apply(&format!(
         r#"
 apiVersion: v1

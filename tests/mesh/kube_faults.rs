@@ -6,13 +6,9 @@
 //! else stays as it was.
 
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use e2e::eventually;
-use e2e::kube::Kube;
-
-use crate::kube::{ENDPOINTS, Proxy, ROUTES, Trellisd};
+use e2e::kube::{ENDPOINTS, Kube, Proxy, ROUTES, Trellisd, reviews};
 
 /// `text` in base64, as etcd's JSON gateway takes keys (coreutils' base64).
 fn base64(text: &str) -> Result<String> {
@@ -61,25 +57,9 @@ async fn a_relist_after_410_catches_up_and_drops_nothing_else() -> Result<()> {
         return Ok(());
     };
     let ns = kube.namespace.clone();
+    kube.apply(&reviews(&ns, "10.3.0.1"))?;
     kube.apply(&format!(
         r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: reviews, namespace: {ns}}}
-spec:
-  ports: [{{name: http, port: 9080}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: reviews-1
-  namespace: {ns}
-  labels: {{kubernetes.io/service-name: reviews}}
-addressType: IPv4
-ports: [{{name: http, port: 9080, protocol: TCP}}]
-endpoints:
-- addresses: [10.3.0.1]
----
 apiVersion: v1
 kind: Service
 metadata: {{name: ratings, namespace: {ns}}}
@@ -103,14 +83,9 @@ spec:
     let endpoints = proxy.dump(ENDPOINTS);
 
     kube.kill_apiserver()?;
-    eventually(Duration::from_secs(30), || async {
-        ensure!(
-            trellisd.log().contains("watch failed"),
-            "no watch failure yet"
-        );
-        Ok(())
-    })
-    .await?;
+    trellisd
+        .until_logged("a watch failure", &["watch failed"])
+        .await?;
     etcd_delete(
         &kube,
         &format!("/registry/networking.istio.io/virtualservices/{ns}/deleted-route"),
@@ -123,15 +98,9 @@ spec:
     );
 
     kube.start_apiserver()?;
-    eventually(Duration::from_secs(60), || async {
-        let log = trellisd.log();
-        ensure!(
-            log.contains("too old resource version"),
-            "no 410 Gone yet: {log}"
-        );
-        Ok(())
-    })
-    .await?;
+    trellisd
+        .until_logged("410 Gone", &["too old resource version"])
+        .await?;
     proxy
         .until(ROUTES, "the relisted routes", |d| {
             d.contains("kept-route") && !d.contains("deleted-route")

@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use e2e::eventually;
-use e2e::kube::Kube;
+use e2e::kube::{Kube, Trellisd, to_a_missing_subset};
 use serde_json::Value;
-
-use crate::kube::{Trellisd, lease_holder};
 
 /// The object's `status`, `Null` if it has none.
 fn status_of(kube: &Kube, kind: &str, name: &str) -> Result<Value> {
@@ -72,23 +70,9 @@ async fn invalid_objects_are_reported_in_their_status_by_the_leader() -> Result<
     let ns = kube.namespace.clone();
     kube.apply(&virtual_service(&ns, "broken", -5))?;
     // Valid, but routes to a subset no DestinationRule defines (IST0101).
+    kube.apply(&to_a_missing_subset(&ns))?;
     kube.apply(&format!(
         r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: reviews, namespace: {ns}}}
-spec:
-  ports: [{{name: http, port: 9080}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: to-nowhere, namespace: {ns}}}
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - destination: {{host: reviews, subset: v9}}
----
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: fine, namespace: {ns}}}
@@ -158,27 +142,11 @@ spec:
 
     // A second replica, which does not write while the first leads.
     let second = Trellisd::replica(&kube, 1, &flags)?;
-    let second_id = format!("_{}", second.child.id());
-    eventually(Duration::from_secs(30), || async {
-        ensure!(
-            second.log().contains("Kubernetes source synced"),
-            "the second replica is up: {}",
-            second.log()
-        );
-        Ok(())
-    })
-    .await?;
+    second
+        .until_logged("the second replica is up", &["Kubernetes source synced"])
+        .await?;
     first.terminate()?;
-    eventually(Duration::from_secs(30), || async {
-        let holder = lease_holder(&kube)?;
-        ensure!(
-            holder.ends_with(&second_id),
-            "the second replica leads, not {holder:?}"
-        );
-        Ok(())
-    })
-    .await
-    .with_context(|| second.log())?;
+    second.until_leads(&kube).await?;
     ensure!(
         !second.log().contains("status written"),
         "the second replica wrote no status before it led: {}",

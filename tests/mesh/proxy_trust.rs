@@ -75,11 +75,11 @@ fn pod(mesh: &Mesh, app: &str) -> Result<Value> {
 /// Every response of a discovery stream for `node` sending `token`, one per
 /// type of the proxy API, or the refusal.
 async fn config_for(
-    xds: &str,
+    xds: &wire::address::XdsAddress,
     node: Node,
     token: &str,
 ) -> Result<Result<Vec<wire::pb::DiscoveryResponse>, tonic::Status>> {
-    let mut client = AggregatedDiscoveryClient::connect(xds.to_string()).await?;
+    let mut client = AggregatedDiscoveryClient::new(xds.connect().await?);
     let subscribe: Vec<DiscoveryRequest> = wire::types::ALL
         .iter()
         .map(|t| DiscoveryRequest {
@@ -121,7 +121,7 @@ async fn a_forged_gateway_claim_gets_no_gateway_config_and_no_key() -> Result<()
     let secret =
         control::bootstrap_token::TokenSecret::load(&mesh.state.path().join("token-secret"))?;
     let token = secret.token("default", "productpage");
-    let xds = format!("http://127.{}.0.1:15010", mesh.block);
+    let xds = mesh.xds()?;
     let productpage = pod(&mesh, "productpage")?;
     let name = productpage["metadata"]["name"]
         .as_str()

@@ -5,12 +5,20 @@
 //! this run, an admin token, RBAC authorization, and Istio's published CRDs
 //! installed. Each test gets its own namespace and an admin kubeconfig whose
 //! context defaults to it. Everything is stopped when the value is dropped.
+//!
+//! On it, [`Trellisd`] runs the control plane as a replica does in the
+//! cluster, and [`Proxy`] is a sidecar's discovery stream: it proves who it
+//! is with a projected service-account token (TokenRequest API) and
+//! verifies trellisd over TLS with the root the leader publishes in the
+//! `istio-ca-root-cert` ConfigMap, as an injected proxy does.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -19,7 +27,11 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
-use crate::{repo_root, reserve_block};
+use wire::address::XdsAddress;
+use wire::certs::{BearerToken, TokenSource};
+use wire::pb::{Node, Resource};
+
+use crate::{bin, eventually, repo_root, reserve_block};
 
 pub struct Kube {
     /// The loopback block 127.N.0.0/16 this test owns; the API server
@@ -266,6 +278,23 @@ impl Kube {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Sets the address of `pod` in `namespace` in its status (no kubelet
+    /// runs here to do it).
+    pub fn set_pod_ip(&self, pod: &str, namespace: &str, ip: &str) -> Result<()> {
+        self.kubectl_ok(&[
+            "patch",
+            "pod",
+            pod,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"status":{{"podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}]}}}}"#),
+        ])?;
+        Ok(())
+    }
+
     /// `kubectl apply -f -` of `yaml`, in the test's namespace unless the
     /// documents name another.
     pub fn apply(&self, yaml: &str) -> Result<String> {
@@ -378,4 +407,358 @@ current-context: test
         ),
     )?;
     Ok(())
+}
+
+/// A trellisd reading the cluster, with a CA (its own `--ca-dir` unless
+/// the flags name one); stopped on drop.
+pub struct Trellisd {
+    pub child: Child,
+    /// The plaintext discovery listener (config only, no tokens).
+    pub plaintext: XdsAddress,
+    /// Its TLS listener's `https://` URL.
+    tls_url: String,
+    state: tempfile::TempDir,
+}
+
+impl Trellisd {
+    pub fn start(kube: &Kube) -> Result<Trellisd> {
+        Trellisd::replica(kube, 0, &[])
+    }
+
+    /// Replica `n` of several (its own ports), with extra flags.
+    pub fn replica(kube: &Kube, n: u16, args: &[&str]) -> Result<Trellisd> {
+        let state = tempfile::tempdir()?;
+        let ip = format!("127.{}.0.1", kube.block);
+        let (xds, tls, http) = (15010 + 10 * n, 15012 + 10 * n, 15014 + 10 * n);
+        let log = File::create(state.path().join("trellisd.log"))?;
+        let mut command = Command::new(bin("trellisd"));
+        // `--http-addr` or `--ca-dir` in `args` replace this replica's own.
+        if !args.contains(&"--http-addr") {
+            command.args(["--http-addr", &format!("{ip}:{http}")]);
+        }
+        if !args.contains(&"--ca-dir") {
+            command.arg("--ca-dir").arg(state.path().join("ca"));
+        }
+        let child = command
+            .arg("--config-dir")
+            .arg(state.path().join("config"))
+            .args(["--xds-addr", &format!("{ip}:{xds}")])
+            .args(["--xds-tls-addr", &format!("{ip}:{tls}")])
+            .args(["--debounce-ms", "50"])
+            .arg("--kubeconfig")
+            .arg(&kube.kubeconfig)
+            .args(args)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting trellisd")?;
+        Ok(Trellisd {
+            child,
+            plaintext: XdsAddress::parse(&format!("http://{ip}:{xds}"), None)?,
+            tls_url: format!("https://{ip}:{tls}"),
+            state,
+        })
+    }
+
+    /// Discovery and the CA over TLS, verified with the mesh root as a pod
+    /// has it: the `istio-ca-root-cert` ConfigMap in the test's namespace
+    /// (written by the leader), once it is there.
+    pub async fn xds(&self, kube: &Kube) -> Result<XdsAddress> {
+        let root = eventually(Duration::from_secs(60), || async {
+            let root = root_cert_in(kube, &kube.namespace)?;
+            ensure!(root.contains("BEGIN CERTIFICATE"), "no root published yet");
+            Ok(root)
+        })
+        .await
+        .with_context(|| self.log())?;
+        let path = self.state.path().join("root-cert.pem");
+        std::fs::write(&path, root)?;
+        self.xds_verified_by(&path)
+    }
+
+    /// Discovery and the CA over TLS, verified with the root in `root_cert`.
+    pub fn xds_verified_by(&self, root_cert: &Path) -> Result<XdsAddress> {
+        Ok(XdsAddress::parse(&self.tls_url, Some(root_cert))?)
+    }
+
+    /// Waits until it holds the leader's Lease.
+    pub async fn until_leads(&self, kube: &Kube) -> Result<()> {
+        let id = format!("_{}", self.child.id());
+        eventually(Duration::from_secs(60), || async {
+            let holder = lease_holder(kube)?;
+            ensure!(
+                holder.ends_with(&id),
+                "replica {id} does not lead, {holder:?} does"
+            );
+            Ok(())
+        })
+        .await
+        .with_context(|| self.log())
+    }
+
+    /// Stops it as a pod is stopped (SIGTERM), and waits until it has exited.
+    pub fn terminate(&mut self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        ensure!(status.success(), "kill -TERM {}", self.child.id());
+        let status = self.child.wait()?;
+        ensure!(
+            status.success(),
+            "trellisd exited with {status}: {}",
+            self.log()
+        );
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("trellisd.log")).unwrap_or_default()
+    }
+
+    /// Waits until its log shows `what` (every one of `texts`).
+    pub async fn until_logged(&self, what: &str, texts: &[&str]) -> Result<()> {
+        eventually(Duration::from_secs(60), || async {
+            let log = self.log();
+            ensure!(
+                texts.iter().all(|t| log.contains(t)),
+                "{what}: not in the log yet: {log}"
+            );
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl Drop for Trellisd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A proxy's discovery stream (the proxy's own client half, `wire::client`),
+/// keeping the last resources of each type it was sent.
+#[derive(Clone, Default)]
+pub struct Proxy(Arc<Mutex<HashMap<String, Sent>>>);
+
+/// The version and resources of one type.
+type Sent = (String, Vec<Resource>);
+
+impl wire::client::ConfigHandler for Proxy {
+    fn apply(&self, type_url: &str, version: &str, resources: Vec<Resource>) -> Result<(), String> {
+        let mut seen = self.0.lock().map_err(|e| e.to_string())?;
+        seen.insert(type_url.to_string(), (version.to_string(), resources));
+        Ok(())
+    }
+}
+
+impl Proxy {
+    /// Connects as the sidecar of a pod `pod` made in `namespace` at `ip`,
+    /// with the pod's service-account token (audience istio-ca), as an
+    /// injected proxy does: trellisd authorizes the stream by TokenReview.
+    pub async fn connect(
+        kube: &Kube,
+        trellisd: &Trellisd,
+        pod: &str,
+        namespace: &str,
+        ip: &str,
+    ) -> Result<Proxy> {
+        let token = sidecar_pod(kube, pod, namespace, ip).await?;
+        let xds = trellisd.xds(kube).await?;
+        Ok(Proxy::connect_with(
+            xds,
+            pod,
+            namespace,
+            "default",
+            TokenSource::Value(token),
+        ))
+    }
+
+    /// Connects to `xds` as the sidecar of `pod` (made already) running as
+    /// `service_account`, with `token`.
+    pub fn connect_with(
+        xds: XdsAddress,
+        pod: &str,
+        namespace: &str,
+        service_account: &str,
+        token: TokenSource,
+    ) -> Proxy {
+        let proxy = Proxy::default();
+        let node = Node {
+            id: format!("{pod}.{namespace}"),
+            pod_name: pod.into(),
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+            ..Default::default()
+        };
+        tokio::spawn(wire::client::run(xds, node, Some(token), proxy.clone()));
+        proxy
+    }
+
+    /// Everything of one type, as text to look for names and values in.
+    pub fn dump(&self, type_url: &str) -> String {
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        format!("{:?}", seen.get(type_url).map(|(_, r)| r))
+    }
+
+    /// The version of each type it holds.
+    pub fn versions(&self) -> BTreeMap<String, String> {
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.iter()
+            .map(|(t, (v, _))| (t.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Waits until the resources of `type_url` satisfy `check`.
+    pub async fn until(
+        &self,
+        type_url: &str,
+        what: &str,
+        check: impl Fn(&str) -> bool,
+    ) -> Result<()> {
+        eventually(Duration::from_secs(30), || async {
+            let dump = self.dump(type_url);
+            ensure!(check(&dump), "{what}: not yet; the proxy has {dump}");
+            Ok(())
+        })
+        .await
+    }
+}
+
+pub const ROUTES: &str = wire::types::ROUTE_CONFIG;
+pub const ENDPOINTS: &str = wire::types::ENDPOINTS;
+pub const CLUSTERS: &str = wire::types::CLUSTER;
+
+/// A pod running as `default` with a sidecar (marked as the injector marks
+/// it) at `ip`, and a token of its service account for the CA, from the
+/// TokenRequest API.
+pub async fn sidecar_pod(kube: &Kube, pod: &str, namespace: &str, ip: &str) -> Result<BearerToken> {
+    eventually(Duration::from_secs(30), || async {
+        // The namespace's `default` service account, which pods need, is
+        // made by the controller manager soon after the namespace.
+        kube.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {pod}
+  namespace: {namespace}
+  annotations: {{sidecar.istio.io/status: '{{"containers":["istio-proxy"]}}'}}
+spec:
+  containers: [{{name: app, image: client}}]
+"#
+        ))
+    })
+    .await?;
+    kube.set_pod_ip(pod, namespace, ip)?;
+    service_account_token(kube, namespace, "default", "istio-ca")
+}
+
+/// A projected token of `account` in `namespace` for `audience` (TokenRequest
+/// API), with `extra` flags of `kubectl create token` (`--bound-object-kind`...).
+pub fn service_account_token_with(
+    kube: &Kube,
+    namespace: &str,
+    account: &str,
+    audience: &str,
+    extra: &[&str],
+) -> Result<BearerToken> {
+    let mut args = vec![
+        "create",
+        "token",
+        account,
+        "-n",
+        namespace,
+        "--audience",
+        audience,
+    ];
+    args.extend(extra);
+    let token = kube.kubectl_ok(&args)?;
+    Ok(BearerToken::new(token.trim().to_string()))
+}
+
+/// A projected token of `account` in `namespace` for `audience`.
+pub fn service_account_token(
+    kube: &Kube,
+    namespace: &str,
+    account: &str,
+    audience: &str,
+) -> Result<BearerToken> {
+    service_account_token_with(kube, namespace, account, audience, &[])
+}
+
+/// The holder of trellisd's Lease, if any.
+pub fn lease_holder(kube: &Kube) -> Result<String> {
+    kube.kubectl_ok(&[
+        "get",
+        "lease",
+        "trellisd-leader",
+        "-n",
+        "istio-system",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
+}
+
+/// The root certificate ConfigMap's PEM in `namespace`.
+pub fn root_cert_in(kube: &Kube, namespace: &str) -> Result<String> {
+    kube.kubectl_ok(&[
+        "get",
+        "configmap",
+        "istio-ca-root-cert",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={.data.root-cert\\.pem}",
+    ])
+}
+
+/// A Service without a selector and its hand-written EndpointSlice (as for
+/// a backend outside the cluster), at `address`.
+pub fn reviews(namespace: &str, address: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: reviews, namespace: {namespace}}}
+spec:
+  ports: [{{name: http, port: 9080, targetPort: 9080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: reviews-1
+  namespace: {namespace}
+  labels: {{kubernetes.io/service-name: reviews}}
+addressType: IPv4
+ports: [{{name: http, port: 9080, protocol: TCP}}]
+endpoints:
+- addresses: [{address}]
+  conditions: {{ready: true}}
+"#
+    )
+}
+
+/// A Service `reviews` and a VirtualService `to-nowhere` routing to its
+/// subset v9, which no DestinationRule defines: valid, and an analysis
+/// finding (IST0101).
+pub fn to_a_missing_subset(ns: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: reviews, namespace: {ns}}}
+spec:
+  ports: [{{name: http, port: 9080}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: to-nowhere, namespace: {ns}}}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {{host: reviews, subset: v9}}
+"#
+    )
 }

@@ -232,6 +232,15 @@ impl Mesh {
         })
     }
 
+    /// The control plane's discovery and CA over TLS, as the mesh's proxies
+    /// reach it (loopback mode), verified with the mesh root `up` wrote.
+    pub fn xds(&self) -> Result<wire::address::XdsAddress> {
+        Ok(wire::address::XdsAddress::parse(
+            &format!("https://127.{}.0.1:{}", self.block, wire::address::TLS_PORT),
+            Some(&self.state.path().join("root-cert.pem")),
+        )?)
+    }
+
     pub fn logs(&self) -> PathBuf {
         self.state.path().join("logs")
     }

@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     native_sidecars: bool,
     /// Where the injected sidecars reach the control plane.
-    #[arg(long, default_value = "http://istiod.istio-system.svc:15010")]
+    #[arg(long, default_value = "https://istiod.istio-system.svc:15012")]
     discovery_address: String,
 }
 

@@ -2,7 +2,9 @@
 //! CSR with its bootstrap token; the control plane works out from the token
 //! alone who the caller is, and the CA signs the CSR only for that identity.
 //!
-//! Served on the discovery port, as istiod serves both on 15012.
+//! Served with discovery on the TLS port only, as istiod serves both on
+//! 15012: a request on the plaintext port is refused before its token is
+//! looked at (see [`wire::server::TOKEN_OVER_PLAINTEXT`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -93,6 +95,10 @@ impl CertificateService for CaService {
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        if !wire::server::over_tls(&request) {
+            tracing::warn!(%peer, "certificate request refused: it came over plaintext");
+            return Err(Status::unauthenticated(wire::server::TOKEN_OVER_PLAINTEXT));
+        }
         let Some(token) = BearerToken::from_metadata(request.metadata()) else {
             tracing::warn!(%peer, "certificate request refused: no `authorization: Bearer <token>` metadata");
             return Err(Status::unauthenticated(

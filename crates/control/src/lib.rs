@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod proxy_node;
 pub mod root_cert;
 mod secret_file;
+pub mod serving_cert;
 pub mod sources;
 pub mod state;
 pub mod status;
@@ -34,8 +35,18 @@ pub use state::ControlPlane;
 pub struct Options {
     /// Where applied config is stored durably.
     pub config_dir: PathBuf,
-    /// The discovery (gRPC) listener.
+    /// The plaintext discovery listener (Istio's 15010): config for proxies
+    /// that present no token, which a control plane authenticating
+    /// workloads refuses; never a token, never a certificate (see
+    /// [`wire::server::TOKEN_OVER_PLAINTEXT`]).
     pub xds_addr: SocketAddr,
+    /// The TLS listener of discovery and the CA (Istio's 15012), with a
+    /// serving certificate from the mesh CA (see [`serving_cert`]). Not
+    /// served without a CA.
+    pub xds_tls_addr: SocketAddr,
+    /// Names (DNS names or IP addresses) the TLS listener's certificate
+    /// carries beyond the istiod Service's and its listen address.
+    pub xds_sans: Vec<String>,
     /// The HTTP API and debug listener (loopback only).
     pub http_addr: SocketAddr,
     pub mesh_config: model::MeshConfig,
@@ -110,7 +121,13 @@ pub enum Error {
     Webhook(#[from] webhook::WebhookError),
     #[error("certificate authority: {0}")]
     CaSecret(#[from] ca_secret::CaSecretError),
+    #[error(transparent)]
+    ServingCert(#[from] serving_cert::ServingCertError),
 }
+
+/// The namespace whose istiod Service names the serving certificates carry
+/// off Kubernetes (Istio's).
+const DEFAULT_NAMESPACE: &str = "istio-system";
 
 /// Runs the control plane until `shutdown` completes.
 pub async fn run(
@@ -178,10 +195,9 @@ pub async fn run(
             candidate.run(leader_tx, stopped(stop_rx.clone())),
         ));
         if let Some(options) = &kubernetes.webhooks {
-            let signer = ca.as_ref().map(|ca| ca.current());
             start_webhooks(
                 options,
-                signer.as_deref(),
+                ca.as_ref(),
                 &cp,
                 client.clone(),
                 &kubernetes.namespace,
@@ -232,20 +248,41 @@ pub async fn run(
     if let Some(auth) = &credentials {
         cp.require_credentials(auth.clone());
     }
+    let namespace = options
+        .kubernetes
+        .as_ref()
+        .map_or(DEFAULT_NAMESPACE, |k| k.namespace.as_str());
+    let mut renewal = None;
+    let xds_tls = match &ca {
+        Some(ca) => {
+            let (names, ips) = xds_names(
+                namespace,
+                &cp.mesh().config.domain_suffix,
+                options.xds_tls_addr,
+                &options.xds_sans,
+            );
+            let cert = serving_cert::ServingCert::issue(ca.clone(), names, ips, serving_cert::TTL)?;
+            renewal = Some(tokio::spawn(cert.clone().renew_at_half_life()));
+            let listener = bind(options.xds_tls_addr).await?;
+            Some((listener, cert.server_config(&[identity::ALPN_H2])?))
+        }
+        None if credentials.is_some() => {
+            tracing::warn!(
+                "no CA (--ca-dir): no TLS discovery listener, so every proxy is refused (tokens are accepted only over TLS)"
+            );
+            None
+        }
+        None => None,
+    };
     let ca = certificate_service(ca, credentials);
-    let http = tokio::net::TcpListener::bind(options.http_addr)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: options.http_addr,
-            source,
-        })?;
-    let xds = tokio::net::TcpListener::bind(options.xds_addr)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: options.xds_addr,
-            source,
-        })?;
-    tracing::info!(xds = %options.xds_addr, http = %options.http_addr, "control plane listening");
+    let http = bind(options.http_addr).await?;
+    let xds = bind(options.xds_addr).await?;
+    tracing::info!(
+        xds = %options.xds_addr,
+        xds_tls = %xds_tls.as_ref().map_or_else(|| "off (no CA)".to_string(), |_| options.xds_tls_addr.to_string()),
+        http = %options.http_addr,
+        "control plane listening"
+    );
 
     tokio::spawn(async move {
         shutdown.await;
@@ -270,19 +307,39 @@ pub async fn run(
         .with_graceful_shutdown(stopped(stop_rx.clone()))
         .into_future(),
     );
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds);
     let cp_for_stop = cp.clone();
-    let grpc_stopped = async move {
+    let grpc_stopped = futures::FutureExt::shared(Box::pin(async move {
         stopped(stop_rx).await;
         // Discovery streams never end on their own; closing every proxy's
-        // config channel ends them, so the server can finish.
+        // config channel ends them, so the servers can finish.
         cp_for_stop.disconnect_all();
+    }));
+    // One service, so one limit on concurrent pushes, behind both listeners.
+    // The CA is on the plaintext one too, to refuse a CSR with a status that
+    // says why (see `ca_service`).
+    let discovery = wire::server::DiscoveryService::new(cp.clone());
+    let plaintext = tonic::transport::Server::builder()
+        .add_service(discovery.clone())
+        .add_optional_service(ca.clone())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(xds),
+            grpc_stopped.clone(),
+        );
+    let tls = async move {
+        let Some((listener, config)) = xds_tls else {
+            return Ok(());
+        };
+        tonic::transport::Server::builder()
+            .add_service(discovery)
+            .add_optional_service(ca)
+            .serve_with_incoming_shutdown(tls_connections(listener, config), grpc_stopped)
+            .await
     };
-    tonic::transport::Server::builder()
-        .add_service(wire::server::DiscoveryService::new(cp.clone()))
-        .add_optional_service(ca)
-        .serve_with_incoming_shutdown(incoming, grpc_stopped)
-        .await?;
+    let served = tokio::try_join!(plaintext, tls);
+    if let Some(renewal) = renewal {
+        renewal.abort();
+    }
+    served?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), http_task).await;
     if let Some(elector) = elector {
         // Releasing the Lease lets another replica lead at once.
@@ -295,21 +352,25 @@ pub async fn run(
 /// while this replica leads.
 async fn start_webhooks(
     options: &Webhooks,
-    ca: Option<&identity::Ca>,
+    ca: Option<&Arc<live_ca::LiveCa>>,
     cp: &Arc<ControlPlane>,
     client: kube::Client,
     namespace: &str,
     leader: tokio::sync::watch::Receiver<bool>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let names = webhook::service_names(namespace, &cp.mesh().config.domain_suffix);
-    let (tls, bundle) = webhook::serving_tls(ca, &names, &webhook::address_sans(options.addr))?;
-    let listener = tokio::net::TcpListener::bind(options.addr)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: options.addr,
-            source,
-        })?;
+    let ca = ca.ok_or(webhook::WebhookError::NoCa)?;
+    let names = serving_cert::service_names(namespace, &cp.mesh().config.domain_suffix);
+    let cert = serving_cert::ServingCert::issue(
+        ca.clone(),
+        names,
+        serving_cert::address_sans(options.addr),
+        serving_cert::TTL,
+    )?;
+    tokio::spawn(cert.clone().renew_at_half_life());
+    let tls = cert.server_config(&[identity::ALPN_HTTP11])?;
+    let bundle = cert.roots_pem();
+    let listener = bind(options.addr).await?;
     let native = match options.native_sidecars {
         Some(n) => n,
         None => match client.apiserver_version().await {
@@ -338,6 +399,81 @@ async fn start_webhooks(
         leader,
     ));
     Ok(())
+}
+
+/// The names and addresses of the TLS discovery listener's certificate: the
+/// istiod Service's names in `namespace`, the listen address (the loopback
+/// ones when it listens on all), and `extra` (IP addresses or DNS names).
+fn xds_names(
+    namespace: &str,
+    domain_suffix: &str,
+    addr: SocketAddr,
+    extra: &[String],
+) -> (Vec<String>, Vec<std::net::IpAddr>) {
+    let mut names = serving_cert::service_names(namespace, domain_suffix);
+    let mut ips = serving_cert::address_sans(addr);
+    if ips.iter().any(|ip| ip.is_loopback()) {
+        names.push("localhost".into());
+    }
+    for san in extra {
+        match san.parse() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => names.push(san.clone()),
+        }
+    }
+    names.dedup();
+    ips.dedup();
+    (names, ips)
+}
+
+/// The TLS connections of `listener`, each handshake on a task of its own
+/// so that a slow or silent client holds up no other.
+fn tls_connections(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    /// A client that has not finished its handshake by then is dropped.
+    const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(error) => {
+                        tracing::warn!(%error, "discovery (TLS) accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                // The server stopped.
+                () = tx.closed() => return,
+            };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "discovery TLS handshake failed");
+                    }
+                    Err(_) => tracing::debug!(%peer, "discovery TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A listener on `addr`, or an error naming it.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
 }
 
 /// Native sidecars are on by default from Kubernetes 1.29 (minor versions

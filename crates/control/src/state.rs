@@ -125,7 +125,7 @@ impl ControlPlane {
             tonic::Status::permission_denied(format!("proxy {}: {reason}", node.id))
         };
         let token =
-            token.ok_or_else(|| refuse("no `authorization: Bearer <token>` metadata".into()))?;
+            token.ok_or_else(|| refuse("no `authorization: Bearer <token>` metadata: proxies prove who they are with their token, over TLS on 15012".into()))?;
         let id = auth.authenticate(token).await.map_err(refuse)?;
         if id.namespace() != node.namespace || id.service_account() != node.service_account {
             return Err(refuse(format!(

@@ -4,14 +4,10 @@
 //! `POST /validate` (Istio resources, refused with `trellis validate`'s
 //! messages and field paths).
 //!
-//! The serving certificate is issued by the mesh CA for the istiod
-//! Service's names, as istiod's own: every replica's certificate then
-//! chains to the one root the leader patches into the webhook
-//! configurations' `caBundle` (see [`crate::webhook_config`]), where
-//! self-signed certificates would need every replica's in the bundle and a
-//! new bundle whenever a replica restarts.
+//! The serving certificate is the mesh CA's, for the istiod Service's names
+//! (see [`crate::serving_cert`]): the leader patches the mesh root into the
+//! webhook configurations' `caBundle` (see [`crate::webhook_config`]).
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -24,45 +20,16 @@ use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use rustls::ServerConfig;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use crate::ControlPlane;
 use crate::inject::{self, Decision, Scope};
-
-/// How long the serving certificate is valid (re-issued at every start).
-const SERVING_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     #[error("the webhooks' serving certificate needs the mesh CA (--ca-dir)")]
     NoCa,
-    #[error("issuing the webhooks' serving certificate: {0}")]
-    Issue(#[from] identity::CaError),
-    #[error("the webhooks' TLS config: {0}")]
-    Tls(String),
-}
-
-/// The webhooks' TLS: a certificate for `names` (and `ips`, for a webhook
-/// reached by address) from the mesh CA, and the bundle clients verify it
-/// with (the CA's roots: the webhook configurations' `caBundle`).
-pub fn serving_tls(
-    ca: Option<&identity::Ca>,
-    names: &[String],
-    ips: &[IpAddr],
-) -> Result<(Arc<ServerConfig>, String), WebhookError> {
-    let ca = ca.ok_or(WebhookError::NoCa)?;
-    let (chain, key) = ca.issue_serving_cert(names, ips, SERVING_TTL)?;
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
-        .map_err(|e| WebhookError::Tls(e.to_string()))?;
-    let certs: Vec<CertificateDer<'static>> = chain.certs().to_vec();
-    let mut config = ServerConfig::builder_with_provider(identity::crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| WebhookError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| WebhookError::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((Arc::new(config), ca.roots().concat()))
+    #[error(transparent)]
+    ServingCert(#[from] crate::serving_cert::ServingCertError),
 }
 
 /// What the handlers need.
@@ -285,30 +252,6 @@ fn validate(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
         response.warnings = Some(warnings);
     }
     response
-}
-
-/// The names the istiod Service answers to in `namespace`, for the serving
-/// certificate (as istiod's DNS certificate).
-pub fn service_names(namespace: &str, domain_suffix: &str) -> Vec<String> {
-    let mut names = vec![
-        "istiod".to_string(),
-        format!("istiod.{namespace}"),
-        format!("istiod.{namespace}.svc"),
-    ];
-    if !domain_suffix.is_empty() {
-        names.push(format!("istiod.{namespace}.svc.{domain_suffix}"));
-    }
-    names
-}
-
-/// The listen address's IP as a SAN, when it names one address (a test's
-/// loopback address, reached by `clientConfig.url`).
-pub fn address_sans(addr: SocketAddr) -> Vec<IpAddr> {
-    if addr.ip().is_unspecified() {
-        Vec::new()
-    } else {
-        vec![addr.ip()]
-    }
 }
 
 #[cfg(test)]

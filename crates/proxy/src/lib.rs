@@ -47,8 +47,8 @@ use telemetry::Telemetry;
 pub struct Config {
     /// Who this proxy is: pod name, namespace, pod IP, labels, service account, kind.
     pub node: pb::Node,
-    /// The control plane ("http://127.10.0.1:15010"); `None` with `static_config`.
-    pub xds_address: Option<String>,
+    /// The control plane ("https://127.10.0.1:15012"); `None` with `static_config`.
+    pub xds_address: Option<wire::address::XdsAddress>,
     /// A JSON file `{"resources": [...]}` to run with no control plane.
     pub static_config: Option<PathBuf>,
     /// Where the local application listens; inbound traffic goes to `app_ip:app_port`.

@@ -494,11 +494,12 @@ fn serve_inbound(
                                         None => Arc::new(PeerMeta::from_identity(i.id())),
                                     }
                                 });
-                                let log = tcp_log(&shared, &spec, peer, spec.app.addr).map(|mut l| {
-                                    l.source_principal = principal.clone();
-                                    l.requested_server_name = sni.clone();
-                                    l
-                                });
+                                let log =
+                                    tcp_log(&shared, &spec, peer, spec.app.addr).map(|mut l| {
+                                        l.source_principal = principal.clone();
+                                        l.requested_server_name = sni.clone();
+                                        l
+                                    });
                                 let stream = shared
                                     .telemetry
                                     .meter_inbound_tcp(stream, meta, spec.service.clone())

@@ -1,12 +1,15 @@
 //! The proxy's side of the certificate service: send a CSR, authenticated by
-//! the workload's bootstrap token, and get back the signed chain and the mesh
-//! roots. The private key never travels: only the CSR does.
+//! the workload's token, and get back the signed chain and the mesh roots.
+//! The private key never travels: only the CSR does, and the token only over
+//! TLS (see [`crate::address`]).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
 
+use crate::address::{AddressError, ConnectError, XdsAddress};
 use crate::pb::CertificateRequest;
 use crate::pb::certificate_service_client::CertificateServiceClient;
 
@@ -46,6 +49,58 @@ impl fmt::Debug for BearerToken {
     }
 }
 
+/// Where the workload's token comes from. A file is read again for every
+/// connection and every certificate request: the kubelet rotates a projected
+/// service-account token (and it expires, 12 h after it was made), so the
+/// one read at start stops working.
+#[derive(Clone, Debug)]
+pub enum TokenSource {
+    /// A token that does not change (`trellis up`'s bootstrap token).
+    Value(BearerToken),
+    /// The file holding the token (on Kubernetes the projected token,
+    /// /var/run/secrets/tokens/istio-token).
+    File(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("reading the token file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the token file {} is empty", path.display())]
+    Empty { path: PathBuf },
+}
+
+impl TokenSource {
+    /// The token as of now.
+    pub async fn read(&self) -> Result<BearerToken, TokenError> {
+        match self {
+            TokenSource::Value(token) => Ok(token.clone()),
+            TokenSource::File(path) => {
+                let text =
+                    tokio::fs::read_to_string(path)
+                        .await
+                        .map_err(|source| TokenError::Read {
+                            path: path.clone(),
+                            source,
+                        })?;
+                let token = BearerToken::new(text.trim());
+                if token.is_empty() {
+                    return Err(TokenError::Empty { path: path.clone() });
+                }
+                Ok(token)
+            }
+        }
+    }
+}
+
+/// The `authorization` metadata value carrying `token`.
+pub(crate) fn authorization(token: &BearerToken) -> Option<MetadataValue<tonic::metadata::Ascii>> {
+    format!("Bearer {}", token.expose()).parse().ok()
+}
+
 /// What the CA returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Issued {
@@ -58,9 +113,11 @@ pub struct Issued {
 /// Why no certificate was obtained.
 #[derive(Debug, thiserror::Error)]
 pub enum CertRequestError {
-    #[error("cannot reach the certificate service at {endpoint}: {reason}")]
-    Connect { endpoint: String, reason: String },
-    #[error("the bootstrap token cannot be sent as gRPC metadata (it must be printable ASCII)")]
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error("certificate service: {0}")]
+    Connect(#[from] ConnectError),
+    #[error("the token cannot be sent as gRPC metadata (it must be printable ASCII)")]
     BadToken,
     #[error("the certificate service refused: {code:?}: {message}")]
     Refused { code: tonic::Code, message: String },
@@ -68,27 +125,22 @@ pub enum CertRequestError {
     Incomplete { what: &'static str },
 }
 
-/// Asks the CA at `endpoint` (e.g. `http://127.10.0.1:15010`) to sign `csr_pem`.
-/// `validity`: `None` lets the CA choose (its default, 24 h in Istio).
+/// Asks the CA at `address` (e.g. `https://127.10.0.1:15012`) to sign
+/// `csr_pem`. `validity`: `None` lets the CA choose (its default, 24 h in
+/// Istio). The token is sent only where [`XdsAddress::check_token_allowed`] says.
 pub async fn create_certificate(
-    endpoint: &str,
+    address: &XdsAddress,
     token: &BearerToken,
     csr_pem: String,
     validity: Option<Duration>,
 ) -> Result<Issued, CertRequestError> {
-    let mut client = CertificateServiceClient::connect(endpoint.to_string())
-        .await
-        .map_err(|e| CertRequestError::Connect {
-            endpoint: endpoint.to_string(),
-            reason: e.to_string(),
-        })?;
+    address.check_token_allowed()?;
+    let value = authorization(token).ok_or(CertRequestError::BadToken)?;
+    let mut client = CertificateServiceClient::new(address.connect().await?);
     let mut request = tonic::Request::new(CertificateRequest {
         csr: csr_pem,
         validity_seconds: validity.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
     });
-    let value: MetadataValue<_> = format!("Bearer {}", token.expose())
-        .parse()
-        .map_err(|_| CertRequestError::BadToken)?;
     request.metadata_mut().insert(AUTHORIZATION, value);
     let response = client
         .create_certificate(request)
@@ -130,6 +182,24 @@ mod tests {
     fn token_is_never_printed() {
         let t = BearerToken::new("s3cret");
         assert!(!format!("{t:?}").contains("s3cret"));
+    }
+
+    #[tokio::test]
+    async fn a_token_file_is_read_each_time() {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        let source = TokenSource::File(file.path().to_path_buf());
+        assert!(matches!(source.read().await, Err(TokenError::Empty { .. })));
+        std::fs::write(file.path(), "first\n").expect("write");
+        assert_eq!(
+            source.read().await.expect("read"),
+            BearerToken::new("first")
+        );
+        // The kubelet rotated it.
+        std::fs::write(file.path(), "second").expect("write");
+        assert_eq!(
+            source.read().await.expect("read"),
+            BearerToken::new("second")
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The proxy's half of the discovery stream: connect, subscribe to every
 //! type, hand each response to the proxy, (N)ACK it, and reconnect with
 //! backoff when the control plane goes away. The proxy keeps whatever it last
-//! applied while disconnected (static stability).
+//! applied while disconnected (static stability). The token is read again
+//! for every connection (a projected token is rotated), and sent only where
+//! [`XdsAddress::check_token_allowed`] allows.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,7 +12,8 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::certs::BearerToken;
+use crate::address::{AddressError, ConnectError, XdsAddress};
+use crate::certs::{TokenError, TokenSource, authorization};
 use crate::pb::aggregated_discovery_client::AggregatedDiscoveryClient;
 use crate::pb::{DiscoveryRequest, DiscoveryResponse, Node, Resource, Status};
 
@@ -41,19 +44,34 @@ pub trait ConfigHandler: Send + Sync + 'static {
     }
 }
 
+/// Why one discovery session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("the token cannot be sent as gRPC metadata (it must be printable ASCII)")]
+    BadToken,
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(#[from] tonic::Status),
+}
+
 /// Runs the discovery stream until the process ends. `token` proves to the
 /// control plane that this proxy is the workload `node` names.
 pub async fn run<H: ConfigHandler>(
-    endpoint: String,
+    address: XdsAddress,
     node: Node,
-    token: Option<BearerToken>,
+    token: Option<TokenSource>,
     handler: H,
 ) {
     let mut applied: HashMap<String, String> = HashMap::new();
     let mut backoff = Duration::from_millis(100);
     loop {
         match session(
-            &endpoint,
+            &address,
             &node,
             token.as_ref(),
             &handler,
@@ -62,8 +80,8 @@ pub async fn run<H: ConfigHandler>(
         )
         .await
         {
-            Ok(()) => tracing::warn!(%endpoint, "control plane closed the discovery stream"),
-            Err(err) => tracing::warn!(%endpoint, error = %err, "discovery stream failed"),
+            Ok(()) => tracing::warn!(%address, "control plane closed the discovery stream"),
+            Err(err) => tracing::warn!(%address, error = %err, "discovery stream failed"),
         }
         let jitter = Duration::from_millis(rand_millis(backoff.as_millis() as u64 / 4 + 1));
         tokio::time::sleep(backoff + jitter).await;
@@ -72,16 +90,21 @@ pub async fn run<H: ConfigHandler>(
 }
 
 async fn session<H: ConfigHandler>(
-    endpoint: &str,
+    address: &XdsAddress,
     node: &Node,
-    token: Option<&BearerToken>,
+    token: Option<&TokenSource>,
     handler: &H,
     applied: &mut HashMap<String, String>,
     backoff: &mut Duration,
-) -> Result<(), tonic::Status> {
-    let mut client = AggregatedDiscoveryClient::connect(endpoint.to_string())
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+) -> Result<(), SessionError> {
+    let authorization = match token {
+        Some(source) => {
+            address.check_token_allowed()?;
+            Some(authorization(&source.read().await?).ok_or(SessionError::BadToken)?)
+        }
+        None => None,
+    };
+    let mut client = AggregatedDiscoveryClient::new(address.connect().await?);
     let (tx, rx) = mpsc::channel(16);
     for (i, type_url) in crate::types::ALL.iter().enumerate() {
         let req = DiscoveryRequest {
@@ -95,14 +118,13 @@ async fn session<H: ConfigHandler>(
         let _ = tx.try_send(req);
     }
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    if let Some(token) = token {
-        let value = format!("Bearer {}", token.expose()).parse().map_err(|_| {
-            tonic::Status::invalid_argument("the bootstrap token is not printable ASCII")
-        })?;
-        request.metadata_mut().insert("authorization", value);
+    if let Some(value) = authorization {
+        request
+            .metadata_mut()
+            .insert(crate::certs::AUTHORIZATION, value);
     }
     let mut responses = client.stream(request).await?.into_inner();
-    tracing::info!(%endpoint, "connected to the control plane");
+    tracing::info!(%address, tls = address.is_tls(), "connected to the control plane");
     *backoff = Duration::from_millis(100);
     // Responses of one version sent in pieces (`more`), gathered until the last.
     let mut pieces: HashMap<String, DiscoveryResponse> = HashMap::new();

@@ -1,10 +1,13 @@
 //! The proxy API shared by `trellisd` and `trellis-proxy`: the protobuf types
 //! (see `proto/proxy.proto`), the per-proxy snapshot the control plane
-//! compiles, and (feature `grpc`) both halves of the discovery stream and the
-//! certificate service client. Without `grpc` this crate is plain data and
+//! compiles, and (feature `grpc`) both halves of the discovery stream, the
+//! certificate service client, and how a proxy reaches the control plane
+//! (TLS on 15012, see [`address`]). Without `grpc` this crate is plain data and
 //! links no tonic, which is what the pure compiler (`model`) needs.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "grpc")]
+pub mod address;
 #[cfg(feature = "grpc")]
 pub mod certs;
 #[cfg(feature = "grpc")]
@@ -81,6 +84,3 @@ pub mod types {
         }
     }
 }
-
-/// Default port of the discovery stream (Istio's plaintext xDS port).
-pub const DEFAULT_XDS_PORT: u16 = 15010;

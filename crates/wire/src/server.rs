@@ -17,6 +17,7 @@ use futures::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::certs::BearerToken;
@@ -53,6 +54,20 @@ pub struct EncodedResponse {
     pub removed: Vec<String>,
     #[prost(bool, tag = "7")]
     pub more: bool,
+}
+
+/// The status refusing a token that came over plaintext: whoever is on the
+/// path has read it, and could take the workload's identity with it.
+pub const TOKEN_OVER_PLAINTEXT: &str = "tokens are accepted only over TLS on 15012 (trellisd --xds-tls-addr, verified with the mesh root): this is the plaintext discovery port, which serves config only to proxies that present no token";
+
+/// Whether `request` came over TLS: the control plane's TLS listener serves
+/// `tokio_rustls` streams over TCP, whose connection info tonic puts in the
+/// request's extensions; the plaintext listener serves bare TCP streams.
+pub fn over_tls<T>(request: &Request<T>) -> bool {
+    request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .is_some()
 }
 
 /// A proxy the control plane accepted.
@@ -119,6 +134,13 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let token = BearerToken::from_metadata(request.metadata());
+        if token.is_some() && !over_tls(&request) {
+            let peer = request
+                .remote_addr()
+                .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+            tracing::warn!(%peer, "discovery stream refused: a token sent over plaintext");
+            return Err(Status::unauthenticated(TOKEN_OVER_PLAINTEXT));
+        }
         let mut inbound = request.into_inner();
         let first = match inbound.next().await {
             Some(Ok(req)) => req,

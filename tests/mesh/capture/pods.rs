@@ -176,6 +176,13 @@ pub fn start() -> Result<Running> {
     let secret_path = state.join("token-secret");
     let secret = control::bootstrap_token::TokenSecret::create(&secret_path)?;
     let ca_dir = state.join("ca");
+    // The CA made before trellisd starts, so the proxies have the mesh root
+    // to verify trellisd with (TLS on HUB_IP:15012, where the tokens go),
+    // where the proxies' user can read it.
+    let ca = identity::Ca::self_signed("cluster.local", &ca_dir)?;
+    let root_cert = lab.dir.path().join("root-cert.pem");
+    std::fs::write(&root_cert, ca.roots().concat())?;
+    drop(ca);
     let xds = format!("{HUB_IP}:15010");
     let api_addr = format!("{HUB_IP}:15014");
     lab.spawn(
@@ -208,7 +215,7 @@ pub fn start() -> Result<Running> {
         let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
         check(&mut lab.exec(pod, &rules))?;
         let token = secret.token("default", pod);
-        let url = format!("http://{xds}");
+        let url = format!("https://{HUB_IP}:15012");
         lab.spawn(
             pod,
             &[
@@ -237,6 +244,8 @@ pub fn start() -> Result<Running> {
                 "127.0.0.1",
                 "--xds",
                 &url,
+                "--xds-root-cert",
+                &root_cert.display().to_string(),
                 "--admin",
                 "127.0.0.1:15000",
                 "--capture",

@@ -53,9 +53,16 @@ struct Args {
     /// Pod labels, `key=value`, repeated.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
-    /// The control plane's discovery address.
+    /// The control plane's discovery address: https://host:15012 (TLS,
+    /// verified with --xds-root-cert for the name `host`), http://host:15010
+    /// (plaintext: config only, no token is ever sent to another machine),
+    /// or host:port as Istio's discoveryAddress (plaintext on 15010 only).
     #[arg(long, conflicts_with = "static_config")]
     xds: Option<String>,
+    /// The mesh root the control plane's TLS certificate must chain to (the
+    /// `istio-ca-root-cert` ConfigMap, mounted where Istio mounts it).
+    #[arg(long, env = "XDS_ROOT_CA", default_value = wire::address::DEFAULT_ROOT_CERT)]
+    xds_root_cert: PathBuf,
     /// Run without a control plane from a JSON file of proxy API resources.
     #[arg(long)]
     static_config: Option<PathBuf>,
@@ -121,6 +128,10 @@ struct Args {
     /// The certificate service; the discovery address (--xds) if not given.
     #[arg(long)]
     ca_address: Option<String>,
+    /// The mesh root the certificate service's TLS certificate must chain
+    /// to; --xds-root-cert if not given.
+    #[arg(long, env = "CA_ROOT_CA")]
+    ca_root_cert: Option<PathBuf>,
     /// The mesh's trust domain: this proxy's identity is
     /// spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.
     #[arg(long, default_value = "cluster.local")]
@@ -230,14 +241,38 @@ async fn main() -> anyhow::Result<()> {
         } as i32,
     };
     // The environment of a process is readable only by its user (and root),
-    // unlike its command line.
+    // unlike its command line. A token file is read again for every request
+    // (the kubelet rotates it); read now too, so a wrong path stops the start.
     let token = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the token file {}", path.display()))?
-            .trim()
-            .to_string(),
-        None => std::env::var(BOOTSTRAP_TOKEN_ENV).unwrap_or_default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?;
+            (!text.trim().is_empty()).then(|| wire::certs::TokenSource::File(path.clone()))
+        }
+        None => std::env::var(BOOTSTRAP_TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| wire::certs::TokenSource::Value(wire::certs::BearerToken::new(t.trim()))),
     };
+    let xds = args
+        .xds
+        .as_deref()
+        .map(|a| wire::address::XdsAddress::parse(a, Some(args.xds_root_cert.as_path())))
+        .transpose()?;
+    let ca_address = match &args.ca_address {
+        Some(a) => Some(wire::address::XdsAddress::parse(
+            a,
+            Some(args.ca_root_cert.as_deref().unwrap_or(&args.xds_root_cert)),
+        )?),
+        None => xds.clone(),
+    };
+    // A token is never sent in plaintext to another machine: stop now with
+    // why, rather than retry for ever.
+    if token.is_some() {
+        for address in xds.iter().chain(&ca_address) {
+            address.check_token_allowed()?;
+        }
+    }
     let mut status = proxy::admin::status::StatusConfig::from_env(
         std::env::var("ISTIO_KUBE_APP_PROBERS").ok().as_deref(),
         std::env::var("ISTIO_PROMETHEUS_ANNOTATIONS")
@@ -252,7 +287,6 @@ async fn main() -> anyhow::Result<()> {
             path: args.app_metrics_path.clone(),
         });
     }
-    let ca_address = args.ca_address.clone().or_else(|| args.xds.clone());
     let static_certs = match (args.cert_chain, args.key, args.roots) {
         (Some(cert_chain), Some(key), Some(roots)) => Some(proxy::tls::static_files::CertFiles {
             cert_chain,
@@ -262,12 +296,11 @@ async fn main() -> anyhow::Result<()> {
         }),
         _ => None,
     };
-    let identity = match (token.is_empty(), ca_address) {
+    let identity = match (token, ca_address) {
         _ if static_certs.is_some() => None,
-        (false, Some(ca_address)) => Some(proxy::tls::workload::WorkloadIdentity {
+        (Some(token), Some(ca_address)) => Some(proxy::tls::workload::WorkloadIdentity {
             ca_address,
-            token: wire::certs::BearerToken::new(token),
-            token_file: args.token_file.clone(),
+            token,
             trust_domain: args.trust_domain.clone(),
             cert_ttl: match args.cert_ttl_seconds {
                 Some(s) => Some(Duration::from_secs(s)),
@@ -280,13 +313,13 @@ async fn main() -> anyhow::Result<()> {
                 },
             },
         }),
-        (true, _) => {
+        (None, _) => {
             tracing::warn!(
-                "{BOOTSTRAP_TOKEN_ENV} is not set: no workload certificate, so no mesh mTLS"
+                "no token ({BOOTSTRAP_TOKEN_ENV} or --token-file): no workload certificate, so no mesh mTLS"
             );
             None
         }
-        (false, None) => {
+        (Some(_), None) => {
             tracing::warn!("no --ca-address or --xds: no workload certificate, so no mesh mTLS");
             None
         }
@@ -296,7 +329,7 @@ async fn main() -> anyhow::Result<()> {
         identity,
         static_certs,
         node,
-        xds_address: args.xds,
+        xds_address: xds,
         static_config: args.static_config,
         app_ip: args.app_ip,
         outbound_addr: args.outbound,

@@ -15,9 +15,22 @@ struct Args {
     /// Directory where applied configuration is stored.
     #[arg(long, env = "TRELLIS_CONFIG_DIR")]
     config_dir: PathBuf,
-    /// Discovery (gRPC) listener.
+    /// The plaintext discovery listener (Istio's 15010): config for proxies
+    /// that present no token, which a control plane authenticating workloads
+    /// (--token-secret, Kubernetes) refuses. Never a token, never a
+    /// certificate: those only over TLS (--xds-tls-addr). Keep it on loopback.
     #[arg(long, default_value = "127.0.0.1:15010")]
     xds_addr: SocketAddr,
+    /// The TLS listener of discovery and the CA (Istio's 15012), where
+    /// proxies send their tokens, with a certificate from the mesh CA for
+    /// the istiod Service's names and this address (needs the CA, --ca-dir).
+    /// Default: port 15012 on --xds-addr's address.
+    #[arg(long)]
+    xds_tls_addr: Option<SocketAddr>,
+    /// More names for the TLS listener's certificate (DNS names or IP
+    /// addresses proxies reach it by), repeated.
+    #[arg(long = "xds-san")]
+    xds_sans: Vec<String>,
     /// HTTP API and debug listener.
     #[arg(long, default_value = "127.0.0.1:15014")]
     http_addr: SocketAddr,
@@ -137,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
         injection.discovery_address = args
             .injector_discovery_address
             .clone()
-            .unwrap_or_else(|| format!("http://istiod.{}.svc:15010", args.namespace));
+            .unwrap_or_else(|| format!("https://istiod.{}.svc:15012", args.namespace));
         Some(control::Webhooks {
             addr,
             injection,
@@ -151,6 +164,10 @@ async fn main() -> anyhow::Result<()> {
     let options = control::Options {
         config_dir: args.config_dir,
         xds_addr: args.xds_addr,
+        xds_tls_addr: args
+            .xds_tls_addr
+            .unwrap_or_else(|| SocketAddr::new(args.xds_addr.ip(), wire::address::TLS_PORT)),
+        xds_sans: args.xds_sans,
         http_addr: args.http_addr,
         mesh_config,
         debounce: Duration::from_millis(args.debounce_ms),

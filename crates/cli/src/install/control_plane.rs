@@ -232,6 +232,7 @@ fn deployment(ctx: &Context, labels: &Value, selector: &Value) -> Value {
                         // to) the istio-ca-secret / cacerts Secrets.
                         "--ca-dir=/var/lib/trellis/ca",
                         "--xds-addr=0.0.0.0:15010",
+                        "--xds-tls-addr=0.0.0.0:15012",
                         "--http-addr=0.0.0.0:15014",
                     ],
                     "ports": [

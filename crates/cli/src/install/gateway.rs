@@ -102,7 +102,7 @@ pub fn objects(ctx: &Context, direction: Direction, gw: &GatewayComponent) -> Ve
         "--workload-name",
         name,
         "--xds",
-        &format!("istiod.{}.svc:15010", ctx.namespace),
+        &format!("https://istiod.{}.svc:15012", ctx.namespace),
         "--health",
         "$(INSTANCE_IP):15021",
         // The projected token the CA reviews (mounted below).

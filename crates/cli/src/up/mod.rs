@@ -21,7 +21,10 @@ use crate::meshes::{self, MeshRecord};
 use plan::{Addresses, PodPlan};
 use supervise::{Spec, StatusBoard, Supervisor};
 
-pub const XDS_PORT: u16 = 15010;
+/// Plaintext discovery (config only; on the control plane's loopback address).
+pub const XDS_PORT: u16 = wire::address::PLAINTEXT_PORT;
+/// Discovery and the CA over TLS, where the proxies send their tokens.
+pub const XDS_TLS_PORT: u16 = wire::address::TLS_PORT;
 pub const HTTP_API_PORT: u16 = 15014;
 pub const ADMIN_PORT: u16 = 15000;
 pub const OUTBOUND_PORT: u16 = 15001;
@@ -163,12 +166,14 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     let cp_ip = addrs.control_plane();
     let api_url = format!("http://{cp_ip}:{HTTP_API_PORT}");
     // In namespace mode the proxies reach xDS on the host's end of the bridge;
-    // the API stays on loopback, for the host's CLI only.
+    // the API and plaintext discovery stay on loopback, for the host only.
+    // Proxies connect over TLS, verifying trellisd's certificate (issued for
+    // this address) with the mesh root.
     let xds_ip = match &mode {
         Mode::Namespaces(cidr) => std::net::IpAddr::from(cidr.gateway()),
         Mode::Loopback(_) => cp_ip.into(),
     };
-    let xds_url = format!("http://{xds_ip}:{XDS_PORT}");
+    let xds_url = format!("https://{xds_ip}:{XDS_TLS_PORT}");
 
     // The namespaces and their capture rules, all before anything starts:
     // a pod whose rules cannot be written stops `up` with nothing running.
@@ -200,7 +205,9 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         "--config-dir".into(),
         state.join("config").display().to_string(),
         "--xds-addr".into(),
-        format!("{xds_ip}:{XDS_PORT}"),
+        format!("{cp_ip}:{XDS_PORT}"),
+        "--xds-tls-addr".into(),
+        format!("{xds_ip}:{XDS_TLS_PORT}"),
         "--http-addr".into(),
         format!("{cp_ip}:{HTTP_API_PORT}"),
         "--api-token-file".into(),
@@ -422,6 +429,8 @@ fn start_pod(
             pod.workload.clone(),
             "--xds".into(),
             xds_url.to_string(),
+            "--xds-root-cert".into(),
+            identity.root_cert().display().to_string(),
             "--admin".into(),
             format!("{}:{ADMIN_PORT}", pod.app_ip),
             // The proxy makes its admin token and writes it here, 0600.

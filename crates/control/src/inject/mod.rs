@@ -50,7 +50,7 @@ pub const HEALTH_PORT: u16 = 15021;
 
 /// Where injected sidecars reach the discovery and certificate service
 /// unless configured otherwise: the istiod Service in istio-system.
-pub const DEFAULT_DISCOVERY_ADDRESS: &str = "http://istiod.istio-system.svc:15010";
+pub const DEFAULT_DISCOVERY_ADDRESS: &str = "https://istiod.istio-system.svc:15012";
 
 /// How this control plane injects (Istio: the injector's `values` and `config`).
 #[derive(Clone, Debug)]

@@ -62,6 +62,9 @@ impl ControlPlane {
         let options = control::Options {
             config_dir: config_dir.to_path_buf(),
             xds_addr: ([127, 0, 0, 1], xds).into(),
+            // No CA: not served.
+            xds_tls_addr: ([127, 0, 0, 1], free_port()).into(),
+            xds_sans: Vec::new(),
             http_addr: ([127, 0, 0, 1], http).into(),
             mesh_config: model::MeshConfig::default(),
             debounce,
@@ -85,12 +88,10 @@ impl ControlPlane {
 
     /// Connects `node` with `handler` as its proxy, in the background.
     pub fn connect<H: wire::client::ConfigHandler>(&self, node: Node, handler: H) {
-        tokio::spawn(wire::client::run(
-            format!("http://127.0.0.1:{}", self.xds),
-            node,
-            None,
-            handler,
-        ));
+        let address =
+            wire::address::XdsAddress::parse(&format!("http://127.0.0.1:{}", self.xds), None)
+                .expect("address");
+        tokio::spawn(wire::client::run(address, node, None, handler));
     }
 
     /// Asks the control plane to stop; whether it did within 10 s.

@@ -1,43 +1,30 @@
 //! The proxy's workload certificate: its own key and a CSR for its own
 //! identity, signed by the control plane's CA, renewed at half-life (see
 //! [`identity::CertManager`]). The proxy asks only for the identity its node
-//! names; the CA checks that against the bootstrap token anyway.
+//! names; the CA checks that against the workload's token anyway.
 
-use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use identity::{CertChain, CertManager, SpiffeId, TrustBundle};
-use wire::certs::BearerToken;
+use wire::address::XdsAddress;
+use wire::certs::TokenSource;
 
 use super::MeshTls;
 
-/// Where and how to obtain the workload certificate.
-#[derive(Clone)]
+/// Where and how to obtain the workload certificate. Its `Debug` shows no
+/// token (see [`wire::certs::BearerToken`]).
+#[derive(Clone, Debug)]
 pub struct WorkloadIdentity {
-    /// The certificate service ("http://127.10.0.1:15010", usually the discovery address).
-    pub ca_address: String,
-    /// Proves to the CA which workload this is. Never logged.
-    pub token: BearerToken,
-    /// Where `token` was read from, read again for every request: a
-    /// projected service-account token is rotated by the kubelet, and the
-    /// one read at start has expired by the time the certificate is renewed.
-    pub token_file: Option<std::path::PathBuf>,
+    /// The certificate service ("https://127.10.0.1:15012", usually the
+    /// discovery address).
+    pub ca_address: XdsAddress,
+    /// Proves to the CA which workload this is; read again for every
+    /// request (a projected token is rotated). Never logged.
+    pub token: TokenSource,
     pub trust_domain: String,
     /// Lifetime to ask for; `None`: the CA's default (24 h).
     pub cert_ttl: Option<Duration>,
-}
-
-impl fmt::Debug for WorkloadIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkloadIdentity")
-            .field("ca_address", &self.ca_address)
-            .field("token", &self.token)
-            .field("token_file", &self.token_file)
-            .field("trust_domain", &self.trust_domain)
-            .field("cert_ttl", &self.cert_ttl)
-            .finish()
-    }
 }
 
 /// Why the proxy cannot even start asking for a certificate.
@@ -45,8 +32,6 @@ impl fmt::Debug for WorkloadIdentity {
 pub enum IdentityError {
     #[error("the node does not name a valid workload identity: {0}")]
     Id(#[from] identity::SpiffeIdError),
-    #[error("no bootstrap token: set TRELLIS_BOOTSTRAP_TOKEN")]
-    NoToken,
     #[error("the CA sent no mesh roots")]
     NoRoots,
     #[error("mesh TLS config: {0}")]
@@ -69,9 +54,6 @@ pub fn start(
     ),
     IdentityError,
 > {
-    if config.token.is_empty() {
-        return Err(IdentityError::NoToken);
-    }
     let id = SpiffeId::new(&config.trust_domain, namespace, service_account)?;
     let certs = Arc::new(CertManager::new(id));
     // Set from the first response; later responses update it in place (root rotation).
@@ -99,18 +81,8 @@ async fn fetch(
     roots: &OnceLock<TrustBundle>,
     csr: String,
 ) -> Result<CertChain, String> {
-    let fresh;
-    let token = match &config.token_file {
-        Some(path) => {
-            let text = tokio::fs::read_to_string(path)
-                .await
-                .map_err(|e| format!("reading the token file {}: {e}", path.display()))?;
-            fresh = BearerToken::new(text.trim());
-            &fresh
-        }
-        None => &config.token,
-    };
-    let issued = wire::certs::create_certificate(&config.ca_address, token, csr, config.cert_ttl)
+    let token = config.token.read().await.map_err(|e| e.to_string())?;
+    let issued = wire::certs::create_certificate(&config.ca_address, &token, csr, config.cert_ttl)
         .await
         .map_err(|e| e.to_string())?;
     let chain = CertChain::from_pem(&issued.chain_pem).map_err(|e| e.to_string())?;

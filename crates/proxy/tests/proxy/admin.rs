@@ -153,7 +153,9 @@ async fn health_port_answers_readiness_as_istios() {
     let (cp, xds_addr, _server) = TestControlPlane::serve(ip, Arc::default()).await;
     let token = AdminToken::generate().expect("token");
     let mut config = Proxy::config(ip);
-    config.xds_address = Some(format!("http://{xds_addr}"));
+    config.xds_address = Some(
+        wire::address::XdsAddress::parse(&format!("http://{xds_addr}"), None).expect("address"),
+    );
     config.admin_auth = AdminAuth::Token(token.clone());
     let health = SocketAddr::new(ip, free_port(ip));
     config.health_addr = Some(health);

@@ -268,7 +268,9 @@ async fn policies_change_live_and_bad_ones_are_nacked() {
         TestControlPlane::serve(pod_ip, snapshot("1", listener(vec![]))).await;
     let mut config = Proxy::config(pod_ip);
     config.app_ip = app_ip;
-    config.xds_address = Some(format!("http://{xds_addr}"));
+    config.xds_address = Some(
+        wire::address::XdsAddress::parse(&format!("http://{xds_addr}"), None).expect("address"),
+    );
     let proxy = Proxy::spawn(config, None);
     proxy.wait_ready().await;
     let addr = SocketAddr::new(pod_ip, port);

@@ -94,7 +94,9 @@ async fn admin_over_xds_ready_dump_stats_and_nack() {
     let (cp, xds_addr, _server) = TestControlPlane::serve(ip, Arc::default()).await;
 
     let mut config = Proxy::config(ip);
-    config.xds_address = Some(format!("http://{xds_addr}"));
+    config.xds_address = Some(
+        wire::address::XdsAddress::parse(&format!("http://{xds_addr}"), None).expect("address"),
+    );
     config.access_log = true;
     let token = proxy::admin::AdminToken::generate().expect("token");
     config.admin_auth = proxy::admin::AdminAuth::Token(token.clone());
