@@ -208,7 +208,11 @@ async fn passthrough_by_sni_and_weighted_tls_and_tcp_routes() -> Result<()> {
     let t2 = tcp_backend("tcp-2").await?;
 
     let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("mesh.yaml"), "{}\n")?;
+    // Istio's JSON access log on stdout, for the connections' lines.
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n",
+    )?;
     std::fs::write(
         dir.path().join("edge.yaml"),
         format!(
