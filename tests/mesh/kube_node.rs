@@ -239,7 +239,7 @@ async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effe
             .args(["--webhook-addr", &format!("{ip}:15017")])
             .args([
                 "--injector-discovery-address",
-                &format!("http://{node_ip}:15010"),
+                &format!("https://{node_ip}:15012"),
             ])
             .arg("--kubeconfig")
             .arg(&kube.kubeconfig),
@@ -266,7 +266,7 @@ async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effe
         Ok(())
     })
     .await?;
-    kube.apply(&ingress_gateway(&format!("http://{node_ip}:15010"))?)?;
+    kube.apply(&ingress_gateway(&format!("https://{node_ip}:15012"))?)?;
 
     // The seeds' workflow, verbatim.
     let ns = kube.namespace.clone();
