@@ -145,7 +145,7 @@ fn service_entry_file(shape: &Shape, s: usize, endpoints: usize) -> String {
 
 /// One service in ten has a VirtualService and a DestinationRule with a subset.
 fn routing(s: usize, ns: usize, host: &str) -> String {
-    if s % 10 != 0 {
+    if !s.is_multiple_of(10) {
         return String::new();
     }
     format!(
