@@ -263,7 +263,7 @@ pub async fn run(
             );
             let cert = serving_cert::ServingCert::issue(ca.clone(), names, ips, serving_cert::TTL)?;
             renewal = Some(tokio::spawn(cert.clone().renew_at_half_life()));
-            let listener = bind(options.xds_tls_addr).await?;
+            let listener = bind_for_proxies(options.xds_tls_addr)?;
             Some((listener, cert.server_config(&[identity::ALPN_H2])?))
         }
         None if credentials.is_some() => {
@@ -276,7 +276,7 @@ pub async fn run(
     };
     let ca = certificate_service(ca, credentials);
     let http = bind(options.http_addr).await?;
-    let xds = bind(options.xds_addr).await?;
+    let xds = bind_for_proxies(options.xds_addr)?;
     tracing::info!(
         xds = %options.xds_addr,
         xds_tls = %xds_tls.as_ref().map_or_else(|| "off (no CA)".to_string(), |_| options.xds_tls_addr.to_string()),
@@ -476,6 +476,11 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
         .map_err(|source| Error::Bind { addr, source })
 }
 
+/// A discovery listener (plaintext or TLS), with room for a connect storm.
+fn bind_for_proxies(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    listen_for_proxies(addr).map_err(|source| Error::Bind { addr, source })
+}
+
 /// Native sidecars are on by default from Kubernetes 1.29 (minor versions
 /// may carry a `+`, as some providers report them).
 fn native_sidecars_in(major: &str, minor: &str) -> bool {
@@ -556,4 +561,56 @@ fn certificate_service(
         Arc::new(ca_service::NoAuthenticator)
     });
     Some(ca_service::CaService::new(ca, auth))
+}
+
+/// The discovery listener. Its accept queue is as long as the system allows
+/// (`net.core.somaxconn`, as Go's listeners do) rather than tokio's 1,024:
+/// after a restart every proxy of the mesh reconnects at once, and a
+/// connection that finds the queue full waits for the client's SYN retry
+/// (1 s, 3 s, 7 s...) or is reset after the client sent its first request.
+fn listen_for_proxies(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std's and tokio's listeners do: a restarted trellisd binds at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    // The kernel caps the backlog at net.core.somaxconn.
+    socket.listen(u32::from(u16::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More proxies than tokio's default backlog (1,024) connecting while
+    /// the server accepts none of them are all queued, not dropped.
+    #[tokio::test]
+    async fn the_discovery_listener_queues_more_connections_than_tokios_default() {
+        const CONNECTIONS: usize = 1_100;
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if somaxconn <= CONNECTIONS {
+            eprintln!("net.core.somaxconn is {somaxconn}: the system caps the queue; not tested");
+            return;
+        }
+        let listener =
+            listen_for_proxies("127.0.0.1:0".parse().expect("address")).expect("listening");
+        let addr = listener.local_addr().expect("address");
+        let mut held = Vec::with_capacity(CONNECTIONS);
+        for i in 0..CONNECTIONS {
+            // A connection the queue has room for is established at once; one
+            // it has not waits for SYN retries that find it still full (the
+            // bound only keeps a failure from hanging the test).
+            let connect = tokio::net::TcpStream::connect(addr);
+            match tokio::time::timeout(Duration::from_secs(20), connect).await {
+                Ok(Ok(stream)) => held.push(stream),
+                other => panic!("connection {i} was not queued: {other:?}"),
+            }
+        }
+        drop(listener);
+    }
 }

@@ -35,6 +35,9 @@ pub struct ControlPlane {
     /// When the oldest change not yet pushed was made (for
     /// `pilot_proxy_convergence_time`).
     changed_at: Mutex<Option<std::time::Instant>>,
+    /// Compiles of connecting proxies' first configs running now: one per
+    /// core, as more only compete for the cores.
+    compiles: tokio::sync::Semaphore,
 }
 
 struct Proxy {
@@ -90,6 +93,9 @@ impl ControlPlane {
             changed_at: Mutex::new(None),
             authenticator: OnceLock::new(),
             source: OnceLock::new(),
+            compiles: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         }
     }
 
@@ -254,6 +260,28 @@ impl ControlPlane {
         pushed
     }
 
+    /// The config of a proxy connecting now, and the compiler that made it.
+    /// Compiled off the async workers (a scope's first proxy compiles every
+    /// service it sees): 2,000 proxies connecting at once must not keep the
+    /// server from accepting connections and serving the streams it has, or
+    /// the listener's queue overflows and connections are dropped.
+    async fn first_snapshot(
+        &self,
+        node: &Node,
+    ) -> Result<(Arc<model::Compiler>, ProxySnapshot), tonic::Status> {
+        let _permit = self
+            .compiles
+            .acquire()
+            .await
+            .map_err(|_| tonic::Status::unavailable("the control plane is shutting down"))?;
+        let compiler = lock(&self.compiler).clone();
+        let (c, node) = (compiler.clone(), node.clone());
+        let snapshot = tokio::task::spawn_blocking(move || c.snapshot(&node))
+            .await
+            .map_err(|e| tonic::Status::internal(format!("compiling the proxy's config: {e}")))?;
+        Ok((compiler, snapshot))
+    }
+
     fn with_type(&self, node: &Node, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
         if let Some(p) = lock(&self.proxies).get_mut(&node.id) {
             f(p.status
@@ -272,9 +300,8 @@ impl wire::server::ConfigProvider for ControlPlane {
         token: Option<&BearerToken>,
     ) -> Result<wire::server::Accepted, tonic::Status> {
         let node = &self.authorize(node, token).await?;
-        let compiler = lock(&self.compiler).clone();
-        let snapshot = Arc::new(compiler.snapshot(node));
-        let (tx, rx) = watch::channel(snapshot);
+        let (compiled_by, snapshot) = self.first_snapshot(node).await?;
+        let (tx, rx) = watch::channel(Arc::new(snapshot));
         let status = ProxyStatus {
             id: node.id.clone(),
             pod: node.pod_name.clone(),
@@ -289,7 +316,15 @@ impl wire::server::ConfigProvider for ControlPlane {
             types: BTreeMap::new(),
         };
         tracing::info!(proxy = %node.id, "proxy connected");
-        lock(&self.proxies).insert(
+        let mut proxies = lock(&self.proxies);
+        // A push that swapped the mesh while this proxy's config was compiled
+        // did not see the proxy (it was not here yet): compile it again, now
+        // that a later push cannot miss it.
+        let current = lock(&self.compiler).clone();
+        if !Arc::ptr_eq(&current, &compiled_by) {
+            tx.send_replace(Arc::new(current.snapshot(node)));
+        }
+        proxies.insert(
             node.id.clone(),
             Proxy {
                 node: node.clone(),
@@ -298,6 +333,7 @@ impl wire::server::ConfigProvider for ControlPlane {
                 changed_at: None,
             },
         );
+        drop(proxies);
         Ok(wire::server::Accepted {
             node: node.clone(),
             config: rx,

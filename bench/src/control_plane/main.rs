@@ -11,7 +11,6 @@
 //! config parsing.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -20,6 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use wire::pb::{DiscoveryRequest, Node, ProxyKind};
+
+mod mesh;
 
 #[derive(Parser)]
 #[command(about = "Control plane scale benchmark")]
@@ -44,16 +45,41 @@ struct Args {
     /// VirtualService changes to time (each changes every proxy's routes).
     #[arg(long, default_value_t = 3)]
     vs_changes: usize,
+    /// How services and endpoints are written (service-entries: the mesh
+    /// istiod is given in bench/control-plane-vs-istiod.sh).
+    #[arg(long, value_enum, default_value_t = mesh::Format::Pods)]
+    format: mesh::Format,
+    /// Only write the mesh and its changes into this directory (`mesh/`,
+    /// `changes/`), for another control plane, and exit.
+    #[arg(long)]
+    write_mesh: Option<PathBuf>,
+}
+
+impl Args {
+    fn shape(&self) -> mesh::Shape {
+        mesh::Shape {
+            format: self.format,
+            services: self.services,
+            endpoints_per_service: self.endpoints_per_service,
+            namespaces: self.namespaces,
+            endpoint_changes: self.changes,
+            vs_changes: self.vs_changes,
+        }
+    }
 }
 
 /// What one simulated proxy has received: per type, how many versions and when the last arrived.
 #[derive(Default)]
 struct Received {
     types: HashMap<String, (usize, Instant)>,
+    /// Per type, when its first version arrived (across reconnects).
+    first: HashMap<String, Instant>,
     /// Resources received in endpoint updates after the first (changed or removed).
     endpoint_resources: usize,
     /// Encoded bytes of every response received.
     bytes: usize,
+    /// Streams opened again after one failed or ended.
+    reconnects: usize,
 }
 
 /// `DiscoveryResponse` with its resources left encoded: the simulated proxy
@@ -76,22 +102,53 @@ struct LightResponse {
     more: bool,
 }
 
-/// One simulated proxy's discovery stream, until it ends.
+/// How often a simulated proxy opens its stream again before it gives up:
+/// bounded, so a control plane that refuses every stream ends the run (the
+/// waits report the proxies left behind).
+const MAX_STREAMS: usize = 100;
+
+/// One simulated proxy: its discovery stream, opened again whenever it fails
+/// or ends, as a real proxy does. 2,000 proxies connecting at once overflow a
+/// listener's accept queue; a connection whose handshake the server dropped
+/// looks established to the client until its first data is answered with a
+/// reset, so the stream (not only the connect) fails and must be retried.
 async fn simulated_proxy(
     endpoint: String,
     node: Node,
     received: Arc<Mutex<Received>>,
 ) -> Result<()> {
-    use prost::Message as _;
-    // As a real proxy does, a connection refused or dropped (2,000 proxies
-    // connecting at once overflow the listener's accept queue) is tried again.
-    let endpoint = tonic::transport::Endpoint::from_shared(endpoint)?;
-    let channel = loop {
-        match endpoint.connect().await {
-            Ok(channel) => break channel,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(endpoint)?.connect_timeout(Duration::from_secs(10));
+    let mut last_error = None;
+    for attempt in 0..MAX_STREAMS {
+        if attempt > 0 {
+            if let Ok(mut got) = received.lock() {
+                got.reconnects += 1;
+            }
+            // Envoy backs off between attempts too; spread so a crowd that
+            // failed together does not retry together.
+            let jitter = (node.id.len() * 37 + attempt * 101) % 500;
+            tokio::time::sleep(Duration::from_millis(200 + jitter as u64)).await;
         }
-    };
+        match one_stream(&endpoint, &node, &received).await {
+            Ok(()) => last_error = None,
+            Err(e) => last_error = Some(e),
+        }
+    }
+    match last_error {
+        Some(e) => Err(e.context(format!("proxy {}: {MAX_STREAMS} streams failed", node.id))),
+        None => Ok(()),
+    }
+}
+
+/// One discovery stream, until it ends or fails.
+async fn one_stream(
+    endpoint: &tonic::transport::Endpoint,
+    node: &Node,
+    received: &Arc<Mutex<Received>>,
+) -> Result<()> {
+    use prost::Message as _;
+    let channel = endpoint.connect().await?;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -131,7 +188,8 @@ async fn simulated_proxy(
                 .or_insert((0, Instant::now()));
             entry.0 += 1;
             entry.1 = Instant::now();
-            let updates = entry.0;
+            let (updates, at) = (entry.0, entry.1);
+            got.first.entry(r.type_url.clone()).or_insert(at);
             if r.type_url == wire::types::ENDPOINTS && updates > 1 {
                 got.endpoint_resources += count;
             }
@@ -176,6 +234,27 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     ticks as f64 / 100.0
+}
+
+/// How many proxies have received every type.
+fn configured(proxies: &[Arc<Mutex<Received>>]) -> usize {
+    proxies
+        .iter()
+        .filter(|p| {
+            p.lock().is_ok_and(|r| {
+                wire::types::ALL
+                    .iter()
+                    .all(|t| r.types.get(*t).is_some_and(|(n, _)| *n > 0))
+            })
+        })
+        .count()
+}
+
+fn reconnects(proxies: &[Arc<Mutex<Received>>]) -> usize {
+    proxies
+        .iter()
+        .map(|p| p.lock().map(|r| r.reconnects).unwrap_or(0))
+        .sum()
 }
 
 fn received_bytes(proxies: &[Arc<Mutex<Received>>]) -> usize {
@@ -227,61 +306,15 @@ async fn timed_change(
                 .collect());
         }
         if t0.elapsed() > Duration::from_secs(120) {
-            bail!("a change of {type_url} did not reach every proxy within 120 s");
+            let reached = now.iter().zip(&before).filter(|(n, b)| n.0 > b.0).count();
+            bail!(
+                "a change of {type_url} reached {reached} of {} proxies within 120 s",
+                proxies.len()
+            );
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // The proxies time their own responses; polling is only for the end.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn pod_name(svc: usize, ep: usize) -> String {
-    format!("svc{svc}-v1-{ep}")
-}
-
-/// Services and their pods, one YAML file per namespace.
-fn write_mesh(dir: &std::path::Path, a: &Args) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut files: Vec<String> = vec![String::new(); a.namespaces];
-    for s in 0..a.services {
-        let ns = s % a.namespaces;
-        let f = &mut files[ns];
-        writeln!(
-            f,
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: svc{s}, namespace: ns{ns}}}\nspec:\n  selector: {{app: svc{s}}}\n  ports: [{{name: http, port: 8080}}]\n---"
-        )?;
-        for e in 0..a.endpoints_per_service {
-            writeln!(f, "{}---", pod_yaml(s, e, ns))?;
-        }
-        // One service in ten has a VirtualService and a DestinationRule with a subset.
-        if s % 10 == 0 {
-            writeln!(
-                f,
-                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc{s}, namespace: ns{ns}}}\nspec:\n  hosts: [svc{s}]\n  http: [{{retries: {{attempts: 3}}, route: [{{destination: {{host: svc{s}, subset: v1}}}}]}}]\n---"
-            )?;
-            writeln!(
-                f,
-                "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: svc{s}, namespace: ns{ns}}}\nspec:\n  host: svc{s}\n  subsets: [{{name: v1, labels: {{version: v1}}}}]\n---"
-            )?;
-        }
-    }
-    // Each namespace admits calls from inside the mesh only.
-    for (ns, f) in files.iter_mut().enumerate() {
-        writeln!(
-            f,
-            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: mesh-only, namespace: ns{ns}}}\nspec:\n  rules: [{{from: [{{source: {{principals: [\"cluster.local/*\"]}}}}]}}]\n---"
-        )?;
-    }
-    for (ns, text) in files.iter().enumerate() {
-        std::fs::write(dir.join(format!("ns{ns}.yaml")), text)?;
-    }
-    Ok(())
-}
-
-fn pod_yaml(s: usize, e: usize, ns: usize) -> String {
-    let ip = format!("10.{}.{}.{}", (s / 250) % 250, s % 250, e % 250 + 1);
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: ns{ns}, labels: {{app: svc{s}, version: v1}}, annotations: {{sidecar.istio.io/status: \"{{}}\"}}}}\nspec:\n  containers: [{{name: app, image: app, ports: [{{containerPort: 8080}}]}}]\nstatus: {{podIP: {ip}}}\n",
-        pod_name(s, e)
-    )
 }
 
 struct Trellisd(Child);
@@ -304,6 +337,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = Args::parse();
+    if let Some(dir) = &a.write_mesh {
+        return mesh::write(dir, &a.shape());
+    }
     // Each simulated proxy holds a connection, and so does trellisd for each.
     if let Ok((_, hard)) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
@@ -317,8 +353,8 @@ async fn main() -> Result<()> {
     } else {
         tempfile::tempdir()?
     };
-    let config = tmp.path().join("config");
-    write_mesh(&config, &a)?;
+    mesh::write(tmp.path(), &a.shape())?;
+    let config = tmp.path().join("mesh");
     let trellisd = match &a.trellisd {
         Some(p) => p.clone(),
         None => std::env::current_exe()?
@@ -352,19 +388,30 @@ async fn main() -> Result<()> {
     }
     let startup = started.elapsed();
     let rss_idle = rss_kib(pid, "VmRSS:");
+    // Loading and indexing the mesh is counted apart: istiod's figures
+    // (bench/xds-load) start when it is ready too.
+    let cpu_startup = cpu_seconds(pid);
 
     // Connect every proxy at once and wait until each has all four types.
     let endpoint = format!("http://127.0.0.1:{xds}");
     let mut proxies = Vec::new();
     let connect_start = Instant::now();
     for i in 0..a.proxies {
-        let svc = i % a.services;
-        let ep = (i / a.services) % a.endpoints_per_service;
-        let ns = format!("ns{}", svc % a.namespaces);
+        let (pod, ns) = match a.format {
+            // Proxy i is a pod of service i, so it has inbound listeners too.
+            mesh::Format::Pods => {
+                let svc = i % a.services;
+                let ep = (i / a.services) % a.endpoints_per_service;
+                (mesh::pod_name(svc, ep), svc % a.namespaces)
+            }
+            // A client of every service and the workload of none, as
+            // bench/xds-load's proxies are for istiod.
+            mesh::Format::ServiceEntries => (format!("client-{i}"), i % a.namespaces),
+        };
         let node = Node {
-            id: format!("{}.{ns}", pod_name(svc, ep)),
-            pod_name: pod_name(svc, ep),
-            namespace: ns,
+            id: format!("{pod}.ns{ns}"),
+            pod_name: pod,
+            namespace: format!("ns{ns}"),
             kind: ProxyKind::Sidecar as i32,
             ..Default::default()
         };
@@ -374,29 +421,43 @@ async fn main() -> Result<()> {
         tokio::spawn(simulated_proxy(endpoint, node, got));
         proxies.push(received);
     }
-    let counts = |t: &str| counts(&proxies, t, connect_start);
+    let mut progress = Instant::now();
     loop {
-        let done = wire::types::ALL
-            .iter()
-            .all(|t| counts(t).iter().all(|(n, _)| *n > 0));
-        if done {
+        let configured = configured(&proxies);
+        if configured == a.proxies {
             break;
         }
-        if connect_start.elapsed() > Duration::from_secs(600) {
-            bail!("not every proxy got its config within 600 s");
+        if progress.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "{:.0} s: {configured} of {} proxies configured, {} streams reopened",
+                connect_start.elapsed().as_secs_f64(),
+                a.proxies,
+                reconnects(&proxies)
+            );
+            progress = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        if connect_start.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "{configured} of {} proxies got their config within 600 s ({} streams reopened)",
+                a.proxies,
+                reconnects(&proxies)
+            );
+        }
+        // The proxies time their own responses; this only looks now and then,
+        // so that it takes no CPU from the control plane.
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let full_push = wire::types::ALL
+    // Until every proxy had its first version of every type.
+    let full_push = proxies
         .iter()
-        .flat_map(|t| counts(t))
-        .map(|(_, at)| at.duration_since(connect_start))
+        .filter_map(|p| p.lock().ok()?.first.values().max().copied())
+        .map(|at| at.duration_since(connect_start))
         .max()
         .unwrap_or_default();
     let rss_connected = rss_kib(pid, "VmRSS:");
 
     let bytes_full_push = received_bytes(&proxies) as f64 / a.proxies.max(1) as f64;
-    let cpu_full_push = cpu_seconds(pid);
+    let cpu_full_push = cpu_seconds(pid) - cpu_startup;
 
     // One new endpoint at a time; every proxy sees every service, so all must
     // get it. The changes are apart by more than trellisd's debounce (100 ms):
@@ -404,8 +465,7 @@ async fn main() -> Result<()> {
     let bytes_before = received_bytes(&proxies);
     let mut latencies = Vec::new();
     for c in 0..a.changes {
-        let svc = (c * 7919) % a.services;
-        let body = pod_yaml(svc, a.endpoints_per_service + c, svc % a.namespaces);
+        let body = mesh::change(tmp.path(), "endpoints", c)?;
         latencies
             .extend(timed_change(&client, &api, body, &proxies, wire::types::ENDPOINTS).await?);
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -414,10 +474,7 @@ async fn main() -> Result<()> {
         (received_bytes(&proxies) - bytes_before) as f64 / (a.proxies * a.changes).max(1) as f64;
     let mut vs_latencies = Vec::new();
     for c in 0..a.vs_changes {
-        let body = format!(
-            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc1-timeout, namespace: ns1}}\nspec:\n  hosts: [svc1]\n  http: [{{timeout: {}s, route: [{{destination: {{host: svc1}}}}]}}]\n",
-            c + 1
-        );
+        let body = mesh::change(tmp.path(), "vs", c)?;
         vs_latencies
             .extend(timed_change(&client, &api, body, &proxies, wire::types::ROUTE_CONFIG).await?);
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -430,17 +487,19 @@ async fn main() -> Result<()> {
         .sum::<usize>() as f64
         / (a.proxies * a.changes).max(1) as f64;
     let rss_peak = rss_kib(pid, "VmHWM:");
-    let cpu_total = cpu_seconds(pid);
+    let cpu_total = cpu_seconds(pid) - cpu_startup;
 
     let results = serde_json::json!({
+        "format": format!("{:?}", a.format),
         "services": a.services, "endpoints": a.services * a.endpoints_per_service, "proxies": a.proxies,
         "startup_ms": startup.as_millis(), "full_push_ms": full_push.as_millis(),
         "endpoint_change_p50_ms": percentile(&latencies, 0.5), "endpoint_change_p99_ms": percentile(&latencies, 0.99),
         "vs_change_p50_ms": percentile(&vs_latencies, 0.5), "vs_change_p99_ms": percentile(&vs_latencies, 0.99),
         "rss_idle_mib": rss_idle as f64 / 1024.0, "rss_connected_mib": rss_connected as f64 / 1024.0, "rss_peak_mib": rss_peak as f64 / 1024.0,
-        "cpu_seconds_full_push": cpu_full_push, "cpu_seconds": cpu_total,
+        "cpu_seconds_startup": cpu_startup, "cpu_seconds_full_push": cpu_full_push, "cpu_seconds": cpu_total,
         "bytes_per_proxy_full_push": bytes_full_push, "bytes_per_proxy_per_endpoint_change": bytes_per_change,
         "endpoint_resources_per_update": resources_per_update,
+        "streams_reopened": reconnects(&proxies),
     });
     println!("| figure | value |\n|---|---|");
     println!(
@@ -479,9 +538,13 @@ async fn main() -> Result<()> {
         rss_peak as f64 / 1024.0
     );
     println!(
-        "| trellisd CPU: start + full push / whole run | {cpu_full_push:.1} s / {cpu_total:.1} s |"
+        "| trellisd CPU: start / connect + full push / after start, whole run | {cpu_startup:.1} s / {cpu_full_push:.1} s / {cpu_total:.1} s |"
     );
     println!("| endpoint resources sent per proxy per change | {resources_per_update:.1} |");
+    println!(
+        "| discovery streams reopened (failed connects or streams) | {} |",
+        reconnects(&proxies)
+    );
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
     }
