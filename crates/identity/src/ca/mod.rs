@@ -348,6 +348,9 @@ impl Ca {
             .certs()
             .iter()
             .filter(|c| LeafFacts::of("previous root", c).is_ok_and(|f| f.not_after > now))
+            // A reload of the same material (the Secret watch's first
+            // event) must not list a root twice.
+            .filter(|c| !self.roots.certs().contains(c))
             .map(|c| der_to_pem(c))
             .collect();
         if valid.is_empty() {
