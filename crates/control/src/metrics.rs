@@ -148,6 +148,13 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
+        // Istio's "Istio Components by Version" panels (mesh, performance and
+        // control-plane dashboards) read this; every istiod reports it.
+        let _ = writeln!(
+            out,
+            "# HELP istio_build Istio component build info\n# TYPE istio_build gauge\nistio_build{{component=\"pilot\",tag=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
         out
     }
 }
@@ -173,6 +180,11 @@ mod tests {
             "pilot_proxy_convergence_time_bucket{le=\"0.5\"} 1",
             "pilot_proxy_convergence_time_count 1",
             "galley_validation_failed 1",
+            concat!(
+                "istio_build{component=\"pilot\",tag=\"",
+                env!("CARGO_PKG_VERSION"),
+                "\"} 1"
+            ),
             "# TYPE pilot_proxy_convergence_time histogram",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
