@@ -824,6 +824,39 @@ async fn addons_apply_to_a_cluster() -> Result<()> {
     ] {
         assert!(volumes.contains(cm), "{cm} not mounted: {volumes}");
     }
+    // `istioctl dashboard` (and `trellis dashboard`) find each add-on's pod
+    // by these labels in istio-system and port-forward to these ports.
+    for (file, label, value, port) in [
+        (
+            "prometheus.yaml",
+            "app.kubernetes.io/name",
+            "prometheus",
+            9090,
+        ),
+        ("grafana.yaml", "app.kubernetes.io/name", "grafana", 3000),
+        ("jaeger.yaml", "app", "jaeger", 16686),
+    ] {
+        let docs = docs(file)?;
+        let pod = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .map(|d| &d["spec"]["template"])
+            .with_context(|| format!("no Deployment in {file}"))?;
+        assert_eq!(pod["metadata"]["labels"][label], value, "{file}");
+        assert!(
+            pod["spec"]["containers"][0]["ports"]
+                .as_array()
+                .is_some_and(|ports| ports.iter().any(|p| p["containerPort"] == port)),
+            "{file}: no container port {port}"
+        );
+        assert!(
+            docs.iter()
+                .all(|d| d["metadata"]["namespace"] == "istio-system"
+                    || d["metadata"]["namespace"].is_null()
+                        && d["kind"].as_str().is_some_and(|k| k.starts_with("Cluster"))),
+            "{file}: everything in istio-system"
+        );
+    }
     // Prometheus's pod job keeps pods by their prometheus.io annotations:
     // the sidecars' 15020 and trellisd's 15014, as the injector and the
     // installer annotate them.
