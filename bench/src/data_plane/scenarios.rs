@@ -231,7 +231,7 @@ impl Bench {
     /// core, as the latency and h1 scenarios measure them. Figures
     /// `tel_off_…` and `tel_on_…`; the report takes the ratios.
     fn telemetry_cost(&self, t: Target, apps: &[u32], round: usize, m: &mut Metrics) -> Result<()> {
-        let modes = if round % 2 == 0 {
+        let modes = if round.is_multiple_of(2) {
             [("off", false), ("on", true)]
         } else {
             [("on", true), ("off", false)]
