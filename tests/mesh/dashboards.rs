@@ -39,7 +39,7 @@ struct Empty {
 }
 
 const NO_KUBELET: &str = "cAdvisor's per-container series come from the kubelet, not the mesh; one machine has none (they do on a cluster)";
-const NOT_GO: &str = "istiod's Go runtime and process series, selected by the istiod pod's app label; trellisd is not a Go program and has no pod label off-cluster";
+const NOT_GO: &str = "istiod's Go runtime series (go_*): trellisd is not a Go program";
 const CLIENT_POLICY: &str = "the client reports connection_security_policy=\"unknown\" (Istio's standard metrics; istio/proxy's istio_stats filter does the same), so reporter=\"source\" with mutual_tls is empty in Istio too";
 
 const EMPTY: &[Empty] = &[
@@ -144,19 +144,7 @@ const EMPTY: &[Empty] = &[
     Empty {
         dashboard: "istio-performance-dashboard.json",
         panel: "Memory",
-        expr: "{app=\"istiod\"}",
-        why: NOT_GO,
-    },
-    Empty {
-        dashboard: "istio-performance-dashboard.json",
-        panel: "vCPU",
-        expr: "{app=\"istiod\"}",
-        why: NOT_GO,
-    },
-    Empty {
-        dashboard: "istio-performance-dashboard.json",
-        panel: "Disk",
-        expr: "{app=\"istiod\"}",
+        expr: "go_memstats_",
         why: NOT_GO,
     },
     Empty {

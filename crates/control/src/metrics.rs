@@ -2,7 +2,9 @@
 //! `/metrics` with istiod's names, so that Istio's control-plane dashboard
 //! and alerts read them unchanged: pushes and rejects per xDS type, proxies
 //! connected, how long a config change takes to reach a proxy, and config
-//! refused by validation.
+//! refused by validation; and the process series (process.rs).
+
+mod process;
 
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -155,6 +157,7 @@ impl Metrics {
             "# HELP istio_build Istio component build info\n# TYPE istio_build gauge\nistio_build{{component=\"pilot\",tag=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
+        process::encode(&mut out);
         out
     }
 }
