@@ -16,6 +16,13 @@ if ! command -v prometheus >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq prometheus >/dev/null
 fi
 
+# scripts/addons.sh (tests/mesh/dashboards.rs) assembles Grafana's
+# dashboard ConfigMaps with jq.
+if ! command -v jq >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq jq >/dev/null
+fi
+
 # A packet capture shows that meshed traffic on loopback is not plaintext.
 if ! command -v tcpdump >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive

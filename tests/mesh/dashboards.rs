@@ -784,7 +784,12 @@ async fn addons_apply_to_a_cluster() -> Result<()> {
     };
     let istio = dashboards_dir()?;
     let mut seen = 0;
-    for cm in docs("grafana-dashboards.yaml")? {
+    let lists = docs("grafana-dashboards.yaml")?;
+    let configmaps = lists
+        .iter()
+        .flat_map(|l| l["items"].as_array().cloned().unwrap_or_default());
+    for cm in configmaps {
+        assert_eq!(cm["kind"], "ConfigMap", "{}", cm["metadata"]);
         for (key, text) in cm["data"].as_object().context("data")? {
             let ours: Value = serde_json::from_str(text.as_str().unwrap_or_default())?;
             let source = match key.as_str() {
