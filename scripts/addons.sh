@@ -8,17 +8,28 @@
 # (fetched through the Go module proxy into the module cache if it is not
 # there yet): they are not in this repository.
 #
-#   scripts/addons.sh [DIR]    default DIR: target/addons
+#   scripts/addons.sh [DIR]           default DIR: target/addons
+#   scripts/addons.sh --operator-crds  print the directory of the Prometheus
+#                                      Operator's CRDs (fetched if need be)
 #
 # monitors.yaml needs the Prometheus Operator's CRDs; leave it out (or apply
 # it alone) where the operator is not installed.
 set -euo pipefail
 
+# The Prometheus Operator release whose CRDs the monitors are written for
+# (the config reloader Istio's Prometheus sample runs is the same).
+prometheus_operator="github.com/prometheus-operator/prometheus-operator@v0.89.0"
+
 root="$(cd "$(dirname "$0")/.." && pwd)"
-out="${1:-$root/target/addons}"
 for tool in go jq; do
   command -v "$tool" >/dev/null || { echo "addons: $tool is not installed" >&2; exit 1; }
 done
+if [[ "${1:-}" == "--operator-crds" ]]; then
+  dir="$(cd / && go mod download -json "$prometheus_operator" | jq -r .Dir)"
+  echo "$dir/example/prometheus-operator-crd"
+  exit 0
+fi
+out="${1:-$root/target/addons}"
 
 version="$(sed -n 's/^version="\(.*\)"$/\1/p' "$root/scripts/istioctl.sh")"
 [[ -n "$version" ]] || { echo "addons: no version= in scripts/istioctl.sh" >&2; exit 1; }

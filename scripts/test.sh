@@ -73,6 +73,9 @@ scripts/kube-tools.sh >/dev/null
 # the repository (scripts/istioctl.sh): the oracle the differential tests
 # compare `trellis validate` and `trellis analyze` with.
 scripts/istioctl.sh >/dev/null
+# The Prometheus Operator's CRDs (its Go module), for the add-ons test
+# (tests/mesh/addons.rs) to check the monitors against a real API server.
+scripts/addons.sh --operator-crds >/dev/null
 
 # The end-to-end tests start the real binaries (trellis, trellisd,
 # trellis-proxy, trellis-sample) from target/debug.

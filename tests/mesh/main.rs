@@ -2,6 +2,7 @@
 //! per pod, the Bookinfo workloads and an ingress gateway — and the tests
 //! drive them as a user would.
 
+mod addons;
 mod authz;
 mod bench_smoke;
 mod bookinfo;
