@@ -58,6 +58,7 @@ pub(super) fn policy(
         action: action as i32,
         rules,
         dry_run: false,
+        ext_authz: None,
     }
 }
 
