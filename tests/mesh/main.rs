@@ -11,6 +11,7 @@ mod control_plane;
 mod edge;
 mod ext_authz;
 mod gateway_tls;
+mod global_rate_limit;
 mod install;
 mod interop;
 mod istioctl_diff;
