@@ -25,9 +25,12 @@ use wire::envoy::service::auth::v3::authorization_server::{Authorization, Author
 const DENIED_BODY: &str =
     "denied by ext_authz for not found header `x-ext-authz: allow` in the request";
 
-/// What the authorizers saw: (protocol, path, source principal).
+/// One check an authorizer saw: (protocol, path, source principal).
+type Check = (&'static str, String, String);
+
+/// What the authorizers saw.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(&'static str, String, String)>>>);
+struct Seen(Arc<Mutex<Vec<Check>>>);
 
 impl Seen {
     fn push(&self, protocol: &'static str, path: String, principal: String) {
@@ -37,7 +40,7 @@ impl Seen {
             .push((protocol, path, principal));
     }
 
-    fn all(&self) -> Vec<(&'static str, String, String)> {
+    fn all(&self) -> Vec<Check> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

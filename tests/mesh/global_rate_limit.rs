@@ -22,9 +22,12 @@ use wire::envoy::service::ratelimit::v3::rate_limit_service_server::{
 /// Requests per PATH=/limited descriptor the service allows.
 const LIMIT: u32 = 3;
 
-/// Hits by (domain, descriptor entries), as a rate limit service keeps them.
+/// A domain and a descriptor's entries.
+type Key = (String, Vec<(String, String)>);
+
+/// Hits by domain and descriptor, as a rate limit service keeps them.
 #[derive(Clone, Default)]
-struct Counts(Arc<Mutex<BTreeMap<(String, Vec<(String, String)>), u32>>>);
+struct Counts(Arc<Mutex<BTreeMap<Key, u32>>>);
 
 #[tonic::async_trait]
 impl RateLimitService for Counts {

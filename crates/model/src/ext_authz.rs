@@ -172,7 +172,7 @@ spec:
   selector: {app: ext-authz}
   ports: [{name: grpc, port: 9000}, {name: http, port: 8000}]
 ";
-        let resources = api::parse("t.yaml", &yaml).expect("parses");
+        let resources = api::parse("t.yaml", yaml).expect("parses");
         Mesh::build(
             &resources,
             serde_json::from_str(providers).expect("mesh config"),

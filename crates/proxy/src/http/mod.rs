@@ -312,7 +312,7 @@ async fn global_limit<B>(
             Ok(response)
         }
         Outcome::Refuse(response, details, service_failed) => {
-            Err((response, details, service_failed))
+            Err((*response, details, service_failed))
         }
     }
 }

@@ -102,7 +102,7 @@ pub enum Outcome {
     },
     /// The reply and Envoy's response code details; `true` when it is the
     /// service's failure (flag RLSE) rather than a limit (RL).
-    Refuse(Response<RespBody>, &'static str, bool),
+    Refuse(Box<Response<RespBody>>, &'static str, bool),
 }
 
 impl GlobalRateLimit {
@@ -184,9 +184,8 @@ impl GlobalRateLimit {
             .filter_map(|actions| {
                 let mut entries = Vec::with_capacity(actions.len());
                 for a in actions {
-                    match a.entry(r)? {
-                        Some(e) => entries.push(e),
-                        None => {}
+                    if let Some(e) = a.entry(r)? {
+                        entries.push(e);
                     }
                 }
                 (!entries.is_empty()).then_some(RateLimitDescriptor { entries })
@@ -227,7 +226,7 @@ impl GlobalRateLimit {
                 super::stats::rate_limit(&self.domain, "error");
                 let mut reply = Response::new(RespBody::text(Bytes::new()));
                 *reply.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                return Outcome::Refuse(reply, "rate_limiter_error", true);
+                return Outcome::Refuse(Box::new(reply), "rate_limiter_error", true);
             }
             Err(e) => {
                 tracing::warn!(domain = %self.domain, filter = self.origin(), error = %e, "rate limit service unavailable; request allowed (failure_mode_deny false)");
@@ -266,7 +265,7 @@ impl GlobalRateLimit {
             for (name, value) in response {
                 reply.headers_mut().insert(name, value);
             }
-            return Outcome::Refuse(reply, "request_rate_limited", false);
+            return Outcome::Refuse(Box::new(reply), "request_rate_limited", false);
         }
         super::stats::rate_limit(&self.domain, "ok");
         Outcome::Pass {

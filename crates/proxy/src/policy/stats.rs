@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{LazyLock, Mutex, PoisonError};
 
-/// (metric, label value, result) → count.
-static COUNTS: LazyLock<Mutex<BTreeMap<(&'static str, String, &'static str), u64>>> =
-    LazyLock::new(Mutex::default);
+/// (metric, label value, result).
+type Key = (&'static str, String, &'static str);
+
+static COUNTS: LazyLock<Mutex<BTreeMap<Key, u64>>> = LazyLock::new(Mutex::default);
 
 const EXT_AUTHZ: &str = "trellis_ext_authz_total";
 const RATE_LIMIT: &str = "trellis_ratelimit_total";

@@ -405,6 +405,86 @@ mod tests {
     }
 
     #[test]
+    fn custom_asks_its_authorizer_before_deny_and_allow() {
+        use pb::AuthzAction::*;
+        let ext = pb::ExtAuthz {
+            provider: "ext-authz-grpc".into(),
+            cluster: "outbound|9000||ext-authz.foo.svc.cluster.local".into(),
+            authority: "ext-authz.foo.svc.cluster.local:9000".into(),
+            grpc: true,
+            ..Default::default()
+        };
+        let custom = pb::AuthzPolicy {
+            ext_authz: Some(ext),
+            ..policy(
+                "ext",
+                Custom,
+                vec![rule(vec![], vec![m(F::Path, &["/headers"], &[])], vec![])],
+            )
+        };
+        let no_provider = pb::AuthzPolicy {
+            ext_authz: None,
+            ..custom.clone()
+        };
+        let deny_post = policy(
+            "deny-post",
+            Deny,
+            vec![rule(vec![], vec![m(F::Method, &["POST"], &[])], vec![])],
+        );
+        let headers = Req {
+            path: "/headers",
+            ..req()
+        };
+        let cases: Vec<(&str, Vec<pb::AuthzPolicy>, Req, &str)> = vec![
+            (
+                "selected: checked, then nothing else denies",
+                vec![custom.clone()],
+                Req {
+                    path: "/headers",
+                    ..req()
+                },
+                "check ext-authz-grpc then allow",
+            ),
+            (
+                "not selected: no check",
+                vec![custom.clone()],
+                req(),
+                "allow",
+            ),
+            (
+                "an allowed check still meets DENY",
+                vec![custom.clone(), deny_post.clone()],
+                Req {
+                    method: "POST",
+                    path: "/headers",
+                    ..req()
+                },
+                "check ext-authz-grpc then rbac_access_denied_matched_policy[ns[foo]-policy[deny-post]-rule[0]]",
+            ),
+            (
+                "no usable provider: denied",
+                vec![no_provider],
+                headers,
+                "rbac_access_denied_matched_policy[ns[foo]-policy[ext]-rule[0]]",
+            ),
+        ];
+        for (name, policies, r, want) in cases {
+            assert_eq!(decide_http(&policies, &r), want, "{name}");
+        }
+        // Where no authorizer can be asked (TCP), CUSTOM denies what it selects.
+        assert_eq!(
+            decide(
+                &[custom],
+                &Req {
+                    path: "/headers",
+                    ..req()
+                }
+            ),
+            "rbac_access_denied_matched_policy[ns[foo]-policy[ext]-rule[0]]"
+        );
+    }
+
+    #[test]
     fn from_and_to_are_any_of_when_is_all_of() {
         use pb::AuthzAction::*;
         let r = pb::AuthzRule {
