@@ -33,8 +33,30 @@ pub fn resolve(mesh: &Mesh, name: &str) -> Result<pb::ExtAuthz, String> {
             format!("extension provider {name:?} is not in meshConfig.extensionProviders")
         })?;
     let mut out = if let Some(h) = &p.envoy_ext_authz_http {
-        let mut include = h.include_request_headers_in_check.clone();
-        include.extend(h.include_headers_in_check.iter().cloned());
+        // The deprecated field counts only when the new one is not set.
+        let include = if h.include_request_headers_in_check.is_empty() {
+            &h.include_headers_in_check
+        } else {
+            &h.include_request_headers_in_check
+        };
+        for (field, values) in [
+            ("includeRequestHeadersInCheck", include),
+            ("headersToUpstreamOnAllow", &h.headers_to_upstream_on_allow),
+            (
+                "headersToDownstreamOnDeny",
+                &h.headers_to_downstream_on_deny,
+            ),
+            (
+                "headersToDownstreamOnAllow",
+                &h.headers_to_downstream_on_allow,
+            ),
+        ] {
+            if values.iter().any(|v| v == "*") {
+                return Err(format!(
+                    "extension provider {name:?}: a single wildcard (\"*\") is not supported in {field}, use a prefix or suffix match"
+                ));
+            }
+        }
         pb::ExtAuthz {
             authority: service(mesh, name, &h.service, h.port)?,
             grpc: false,
@@ -42,7 +64,7 @@ pub fn resolve(mesh: &Mesh, name: &str) -> Result<pb::ExtAuthz, String> {
             fail_open: h.fail_open,
             status_on_error: status(name, &h.status_on_error)?,
             path_prefix: path_prefix(name, &h.path_prefix)?,
-            include_request_headers: lower(include),
+            include_request_headers: lower(include.clone()),
             additional_headers: h
                 .include_additional_headers_in_check
                 .iter()
@@ -80,6 +102,11 @@ pub fn resolve(mesh: &Mesh, name: &str) -> Result<pb::ExtAuthz, String> {
         .map(|(h, p)| (h.to_string(), p.to_string()))
         .unwrap_or_default();
     out.cluster = crate::routes::cluster_name(port.parse().unwrap_or(0), "", &host);
+    if out.grpc {
+        // As istiod: the cluster name with its `|` (invalid in an authority)
+        // replaced, for the checks' :authority.
+        out.authority = out.cluster.replace('|', "_.");
+    }
     out.provider = name.to_string();
     Ok(out)
 }
@@ -187,7 +214,8 @@ spec:
           "pathPrefix": "/check"}},
         {"name": "elsewhere", "envoyExtAuthzGrpc": {"service": "bar/ext-authz.foo.svc.cluster.local", "port": 9000}},
         {"name": "short", "envoyExtAuthzGrpc": {"service": "ext-authz", "port": 9000}},
-        {"name": "otel", "opentelemetry": {"service": "x", "port": 4317}}
+        {"name": "otel", "opentelemetry": {"service": "x", "port": 4317}},
+        {"name": "wildcard", "envoyExtAuthzHttp": {"service": "ext-authz.foo.svc.cluster.local", "port": 8000, "headersToUpstreamOnAllow": ["*"]}}
     ]}"#;
 
     #[test]
@@ -196,7 +224,10 @@ spec:
         let g = resolve(&m, "sample-ext-authz-grpc").expect("grpc");
         assert!(g.grpc);
         assert_eq!(g.cluster, "outbound|9000||ext-authz.foo.svc.cluster.local");
-        assert_eq!(g.authority, "ext-authz.foo.svc.cluster.local:9000");
+        assert_eq!(
+            g.authority,
+            "outbound_.9000_._.ext-authz.foo.svc.cluster.local"
+        );
         assert_eq!(
             (g.timeout_ms, g.fail_open, g.status_on_error),
             (600_000, false, 403)
@@ -221,6 +252,7 @@ spec:
             ("elsewhere", "not a service or ServiceEntry host"),
             ("short", "not a service or ServiceEntry host"),
             ("otel", "is opentelemetry, not envoyExtAuthzGrpc"),
+            ("wildcard", "a single wildcard"),
         ] {
             let err = resolve(&m, name).expect_err(name);
             assert!(err.contains(want), "{name}: {err}");

@@ -417,21 +417,19 @@ fn attributes(r: &CheckRequest<'_>) -> auth::AttributeContext {
     }
 }
 
-/// Istio's header patterns: exact, "prefix*" or "*suffix" (names are lowercase).
+/// Istio's header patterns: exact, "prefix*" or "*suffix", matched
+/// case-insensitively (istiod refuses a lone "*").
 #[derive(Debug, PartialEq)]
 enum Pattern {
     Exact(String),
     Prefix(String),
     Suffix(String),
-    Any,
 }
 
 impl Pattern {
     fn new(s: &str) -> Self {
         let s = s.to_ascii_lowercase();
-        if s == "*" {
-            Pattern::Any
-        } else if let Some(p) = s.strip_suffix('*') {
+        if let Some(p) = s.strip_suffix('*') {
             Pattern::Prefix(p.to_string())
         } else if let Some(p) = s.strip_prefix('*') {
             Pattern::Suffix(p.to_string())
@@ -445,7 +443,6 @@ impl Pattern {
             Pattern::Exact(e) => name == e,
             Pattern::Prefix(p) => name.starts_with(p.as_str()),
             Pattern::Suffix(p) => name.ends_with(p.as_str()),
-            Pattern::Any => true,
         }
     }
 }
@@ -464,7 +461,6 @@ mod tests {
             ("x-ext-*", "x-other", false),
             ("*-result", "x-check-result", true),
             ("*-result", "x-result-2", false),
-            ("*", "anything", true),
         ];
         for (pattern, name, want) in cases {
             assert_eq!(
