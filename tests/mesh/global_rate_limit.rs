@@ -227,6 +227,7 @@ spec:
           domain: strict
           failure_mode_deny: true
           timeout: 5s
+          enable_x_ratelimit_headers: DRAFT_VERSION_03
           rate_limit_service:
             grpc_service:
               envoy_grpc:
@@ -327,6 +328,38 @@ async fn seed_global_rate_limit_with_a_rate_limit_service() -> Result<()> {
     // Another path has its own descriptor.
     let status = get("productpage.example.com", "/other").await?.status();
     ensure!(status == 200, "/other: {status}");
+    // Another domain counts apart; its filter asks for x-ratelimit-*
+    // headers, from the service's answer, on every response.
+    for n in 1..=LIMIT {
+        let r = get("strict.example.com", "/limited").await?;
+        ensure!(r.status() == 200, "strict request {n}: {}", r.status());
+        let remaining = (LIMIT - n).to_string();
+        ensure!(
+            r.headers()
+                .get("x-ratelimit-remaining")
+                .is_some_and(|v| v.as_bytes() == remaining.as_bytes()),
+            "strict request {n}: {:?}",
+            r.headers()
+        );
+    }
+    let r = get("strict.example.com", "/limited").await?;
+    ensure!(
+        r.status() == 429,
+        "strict request {}: {}",
+        LIMIT + 1,
+        r.status()
+    );
+    for (name, want) in [
+        ("x-ratelimit-limit", "3"),
+        ("x-ratelimit-remaining", "0"),
+        ("x-envoy-ratelimited", "true"),
+    ] {
+        ensure!(
+            r.headers().get(name).is_some_and(|v| v == want),
+            "{name}: {:?}",
+            r.headers()
+        );
+    }
 
     // The service stops: failure_mode_deny false lets requests through,
     // true refuses them with 500.
