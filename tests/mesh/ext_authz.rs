@@ -237,6 +237,18 @@ spec:
     )
 }
 
+/// The ingress gateway asks the gRPC authorizer about `/gateway-check`.
+const GATEWAY_CUSTOM: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext-authz-at-the-edge, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: CUSTOM
+  provider: {name: ext-authz-grpc}
+  rules: [{to: [{operation: {paths: [/gateway-check]}}]}]
+---
+"#;
+
 const GATEWAY: &str = r#"apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: web, namespace: istio-system}
@@ -280,6 +292,7 @@ async fn custom_policies_ask_grpc_and_http_authorizers() -> Result<()> {
         custom("by-grpc", "ext-authz-grpc"),
         custom("by-http", "ext-authz-http"),
         custom("by-nobody", "no-such-provider"),
+        GATEWAY_CUSTOM.to_string(),
         GATEWAY.to_string(),
         route("by-grpc"),
         route("by-http"),
@@ -374,6 +387,20 @@ async fn custom_policies_ask_grpc_and_http_authorizers() -> Result<()> {
         principal.starts_with("spiffe://cluster.local/ns/istio-system/"),
         "source principal {principal:?}"
     );
+
+    // At the ingress gateway too: checked there, denied or passed on.
+    let r = get("by-http.example.com", "/gateway-check", None).await?;
+    ensure!(r.status() == 403, "gateway check denied: {}", r.status());
+    ensure!(r.text().await? == DENIED_BODY, "gateway denial body");
+    let r = get("by-http.example.com", "/gateway-check", Some("allow")).await?;
+    ensure!(r.status() == 200, "gateway check allowed: {}", r.status());
+    let gateway_checks = authorizers
+        .seen
+        .all()
+        .into_iter()
+        .filter(|s| s.1 == "/gateway-check")
+        .count();
+    ensure!(gateway_checks == 2, "gateway checks: {gateway_checks}");
 
     // A provider that does not exist: what the policy selects is denied.
     let r = get("by-nobody.example.com", "/headers", Some("allow")).await?;
