@@ -147,7 +147,11 @@ pub fn apply(mesh: &Mesh, w: &Workload, gateway: bool, listeners: &mut [pb::List
             };
             pb::GlobalRateLimit {
                 cluster,
-                authority,
+                authority: if limit.authority.is_empty() {
+                    authority
+                } else {
+                    limit.authority.clone()
+                },
                 rate_limits: actions.clone(),
                 ..limit.clone()
             }
@@ -503,6 +507,11 @@ fn global_rate_limit(c: &Value, at: &str, origin: &str) -> Result<PatchKind, Str
         .get("cluster_name")
         .and_then(Value::as_str)
         .ok_or_else(|| format!("{sat}.grpc_service.envoy_grpc.cluster_name: required"))?;
+    // The calls' :authority when given (Istio's task sets the host).
+    let authority = envoy_grpc
+        .get("authority")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let x_ratelimit_headers = match c.get("enable_x_ratelimit_headers").and_then(Value::as_str) {
         None | Some("OFF") => false,
         Some("DRAFT_VERSION_03") => true,
@@ -535,6 +544,7 @@ fn global_rate_limit(c: &Value, at: &str, origin: &str) -> Result<PatchKind, Str
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
             origin: origin.to_string(),
+            authority: authority.to_string(),
             ..Default::default()
         },
         cluster_name: cluster_name.to_string(),
