@@ -1,6 +1,12 @@
 // protox compiles the .proto files in Rust, so building needs no `protoc` binary.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/proxy.proto"];
+    // Envoy's external authorization and rate limit services (subsets with
+    // Envoy's packages and field numbers): the proxy calls them, tests serve them.
+    let files = [
+        "proto/proxy.proto",
+        "proto/envoy/auth.proto",
+        "proto/envoy/ratelimit.proto",
+    ];
     let fds = protox::compile(files, ["proto"])?;
     // The gRPC services (tonic) only with feature `grpc`; the messages need prost alone.
     let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
@@ -43,8 +49,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build_client(false)
             .compile(&[service]);
     }
-    for f in files {
-        println!("cargo:rerun-if-changed={f}");
-    }
+    println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

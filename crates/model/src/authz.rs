@@ -24,9 +24,13 @@
 //! dropped whatever the action. A policy without rules never matches: as
 //! ALLOW it still makes the port deny everything, as DENY it does nothing.
 //!
-//! CUSTOM: Trellis has no external authorizer, so the requests a CUSTOM
-//! policy would send to one are denied — which is what Istio does when the
-//! extension provider is missing or invalid (its rules become DENY rules).
+//! CUSTOM: the HTTP policies carry their extension provider, resolved
+//! (`crate::ext_authz`); the proxy checks what their rules select with it.
+//! As istiod, a workload's CUSTOM policies must all name one provider: a
+//! provider that is missing or invalid, or a second one, leaves them
+//! without, and the proxy then denies what they select (istiod makes such
+//! rules DENY rules). On TCP ports CUSTOM denies what it selects: Envoy's
+//! network ext_authz filter is not implemented.
 
 use api::Object;
 use api::security::{
@@ -59,8 +63,16 @@ impl WorkloadAuthz {
                 .map(|p| compile_policy(p, for_tcp))
                 .collect()
         };
+        let mut http: Vec<pb::AuthzPolicy> = compile_all(false);
+        if let Some(ext) = custom_provider(mesh, w, &policies) {
+            for p in &mut http {
+                if p.action == pb::AuthzAction::Custom as i32 {
+                    p.ext_authz = Some(ext.clone());
+                }
+            }
+        }
         WorkloadAuthz {
-            http: compile_all(false),
+            http,
             tcp: compile_all(true),
         }
     }
@@ -78,6 +90,38 @@ impl WorkloadAuthz {
             if http { self.http.clone() } else { Vec::new() },
             if tcp { self.tcp.clone() } else { Vec::new() },
         )
+    }
+}
+
+/// The one extension provider of the CUSTOM policies among `policies`,
+/// resolved; `None` (their requests are denied) when there are none, when
+/// they name more than one, or when it cannot be used — logged, and
+/// reported by `analyze`.
+fn custom_provider(
+    mesh: &Mesh,
+    w: &Workload,
+    policies: &[&Object<AuthorizationPolicy>],
+) -> Option<pb::ExtAuthz> {
+    let mut names: Vec<&str> = policies
+        .iter()
+        .filter(|p| p.spec.action == Some(Action::Custom))
+        .filter_map(|p| p.spec.provider.as_ref().map(|x| x.name.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    match names.as_slice() {
+        [] => None,
+        [name] => match crate::ext_authz::resolve(mesh, name) {
+            Ok(ext) => Some(ext),
+            Err(e) => {
+                tracing::warn!(workload = %w.name, namespace = %w.namespace, "{e}; the CUSTOM authorization policies naming it deny what they select");
+                None
+            }
+        },
+        more => {
+            tracing::warn!(workload = %w.name, namespace = %w.namespace, providers = ?more, "CUSTOM authorization policies of one workload name more than one provider (Istio allows one); they deny what they select");
+            None
+        }
     }
 }
 
@@ -167,6 +211,7 @@ pub fn compile_policy(p: &Object<AuthorizationPolicy>, for_tcp: bool) -> pb::Aut
             .annotations
             .get(DRY_RUN)
             .is_some_and(|v| parse_bool(v)),
+        ext_authz: None,
     }
 }
 

@@ -207,7 +207,7 @@ fn same_but_workloads(a: &Mesh, b: &Mesh) -> bool {
         request_authentications,
         telemetries,
         secrets,
-        local_rate_limits,
+        rate_limit_filters,
     } = a;
     *config == b.config
         && registry.services == b.registry.services
@@ -220,7 +220,7 @@ fn same_but_workloads(a: &Mesh, b: &Mesh) -> bool {
         && *request_authentications == b.request_authentications
         && *telemetries == b.telemetries
         && *secrets == b.secrets
-        && *local_rate_limits == b.local_rate_limits
+        && *rate_limit_filters == b.rate_limit_filters
 }
 
 fn by_name(ws: &[Workload]) -> HashMap<(String, String), Vec<&Workload>> {

@@ -13,6 +13,7 @@ pub mod compile;
 mod cors;
 pub mod encodings;
 pub mod endpoint_slice;
+pub mod ext_authz;
 mod gateway;
 pub mod host;
 pub mod incremental;

@@ -24,9 +24,9 @@ pub struct Mesh {
     pub telemetries: Vec<Object<Telemetry>>,
     /// Secrets by (namespace, name): gateway servers' `credentialName`.
     pub secrets: std::collections::BTreeMap<(String, String), k8s_openapi::api::core::v1::Secret>,
-    /// EnvoyFilters recognised as local rate limits, by namespace and name
-    /// (others are ignored whole; `analyze` reports them).
-    pub local_rate_limits: Vec<crate::rate_limit::LocalRateLimitFilter>,
+    /// EnvoyFilters recognised as rate limits (local and global), by
+    /// namespace and name (others are ignored whole; `analyze` reports them).
+    pub rate_limit_filters: Vec<crate::rate_limit::RateLimitFilter>,
 }
 
 impl Mesh {
@@ -75,7 +75,7 @@ impl Mesh {
                 } if kind == "EnvoyFilter" && api_version.starts_with("networking.istio.io/") => {
                     let ns = namespace.as_deref().unwrap_or("default");
                     match crate::rate_limit::recognise(ns, name, spec) {
-                        Ok(f) => mesh.local_rate_limits.push(f),
+                        Ok(f) => mesh.rate_limit_filters.push(f),
                         Err(why) => {
                             tracing::debug!(envoy_filter = %format!("{ns}/{name}"), "EnvoyFilter ignored: {why}")
                         }
@@ -116,8 +116,8 @@ impl Mesh {
         mesh.request_authentications
             .sort_by_key(|o| key(&o.metadata));
         mesh.telemetries.sort_by_key(|o| key(&o.metadata));
-        mesh.local_rate_limits
-            .sort_by(|a, b| a.limit.origin.cmp(&b.limit.origin));
+        mesh.rate_limit_filters
+            .sort_by(|a, b| a.origin.cmp(&b.origin));
         mesh
     }
 

@@ -69,6 +69,11 @@ pub struct ExtensionProvider {
     pub envoy_file_access_log: Option<FileAccessLogProvider>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<serde_json::Value>,
+    /// External authorizers that AuthorizationPolicy CUSTOM names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envoy_ext_authz_http: Option<ExtAuthzHttpProvider>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envoy_ext_authz_grpc: Option<ExtAuthzGrpcProvider>,
     /// Any other kind, by its key (e.g. `envoyExtAuthzHttp`, `datadog`).
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
@@ -84,10 +89,64 @@ impl ExtensionProvider {
             "envoyFileAccessLog"
         } else if self.prometheus.is_some() {
             "prometheus"
+        } else if self.envoy_ext_authz_http.is_some() {
+            "envoyExtAuthzHttp"
+        } else if self.envoy_ext_authz_grpc.is_some() {
+            "envoyExtAuthzGrpc"
         } else {
             self.other.keys().next().map_or("", String::as_str)
         }
     }
+}
+
+/// Istio's `EnvoyExternalAuthorizationHttpProvider`: Envoy's ext_authz
+/// filter calling an HTTP authorization service.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExtAuthzHttpProvider {
+    /// `[<namespace>/]<host>`: a Kubernetes service or ServiceEntry host.
+    pub service: String,
+    pub port: u32,
+    /// Unset: 600 s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<api::duration::Duration>,
+    pub path_prefix: String,
+    pub fail_open: bool,
+    /// An HTTP status as a string ("503"); empty: 403.
+    pub status_on_error: String,
+    /// Deprecated alias of `includeRequestHeadersInCheck`.
+    pub include_headers_in_check: Vec<String>,
+    pub include_request_headers_in_check: Vec<String>,
+    pub include_additional_headers_in_check: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub include_request_body_in_check: Option<ExtAuthzRequestBody>,
+    pub headers_to_upstream_on_allow: Vec<String>,
+    pub headers_to_downstream_on_deny: Vec<String>,
+    pub headers_to_downstream_on_allow: Vec<String>,
+}
+
+/// Istio's `EnvoyExternalAuthorizationGrpcProvider` (Envoy's
+/// `envoy.service.auth.v3.Authorization` over gRPC).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExtAuthzGrpcProvider {
+    pub service: String,
+    pub port: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<api::duration::Duration>,
+    pub fail_open: bool,
+    pub status_on_error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub include_request_body_in_check: Option<ExtAuthzRequestBody>,
+}
+
+/// Istio's `EnvoyExternalAuthorizationRequestBody`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExtAuthzRequestBody {
+    pub max_request_bytes: u32,
+    pub allow_partial_message: bool,
+    pub pack_as_bytes: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]

@@ -116,6 +116,7 @@ fn require_jwt() -> Engine {
             ..Default::default()
         }],
         dry_run: false,
+        ext_authz: None,
     }])
     .unwrap()
 }

@@ -256,12 +256,14 @@ async fn reconcile(
         let authz = snapshot.authz.get(&spec.bind).cloned().unwrap_or_default();
         let service = snapshot.inbound_services.get(&spec.bind).cloned();
         let rate_limit = snapshot.rate_limits.get(&spec.bind).cloned();
+        let global_rate_limit = snapshot.global_rate_limits.get(&spec.bind).cloned();
         let rt = ListenerRt {
             spec,
             app,
             authz,
             service,
             rate_limit,
+            global_rate_limit,
         };
         if let Some(b) = bound.get(&rt.spec.bind) {
             let old = b.rt.load();
@@ -269,6 +271,7 @@ async fn reconcile(
                 || old.authz != rt.authz
                 || old.service != rt.service
                 || !same_limit(&old.rate_limit, &rt.rate_limit)
+                || old.global_rate_limit != rt.global_rate_limit
             {
                 b.rt.store(Arc::new(rt));
             }

@@ -23,6 +23,58 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/trellis.proxy.v1.rs"));
 }
 
+/// Envoy's external authorization (`envoy.service.auth.v3`) and global rate
+/// limit (`envoy.service.ratelimit.v3`) services, as far as the proxy uses
+/// them (`proto/envoy/`): messages, and with `grpc` tonic's client and
+/// server (the proxy frames its calls itself; tests serve them).
+#[allow(clippy::all)]
+pub mod envoy {
+    pub mod config {
+        pub mod core {
+            pub mod v3 {
+                include!(concat!(env!("OUT_DIR"), "/envoy.config.core.v3.rs"));
+            }
+        }
+    }
+    pub mod r#type {
+        pub mod v3 {
+            include!(concat!(env!("OUT_DIR"), "/envoy.r#type.v3.rs"));
+        }
+    }
+    pub mod service {
+        pub mod auth {
+            pub mod v3 {
+                include!(concat!(env!("OUT_DIR"), "/envoy.service.auth.v3.rs"));
+            }
+        }
+        pub mod ratelimit {
+            pub mod v3 {
+                include!(concat!(env!("OUT_DIR"), "/envoy.service.ratelimit.v3.rs"));
+            }
+        }
+    }
+    pub mod extensions {
+        pub mod common {
+            pub mod ratelimit {
+                pub mod v3 {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/envoy.extensions.common.ratelimit.v3.rs"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// google.rpc.Status (without details), as the authorization service answers.
+#[allow(clippy::all)]
+pub mod google {
+    pub mod rpc {
+        include!(concat!(env!("OUT_DIR"), "/google.rpc.rs"));
+    }
+}
+
 /// Serializes a secret field (a private key) as a marker, never its value;
 /// an empty field stays empty so that a dump still shows whether it was set.
 fn redacted<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {

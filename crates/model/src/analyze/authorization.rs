@@ -36,6 +36,30 @@ pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
             identities(ctx, source, ap_ns, &origin, out);
         }
         matching_workloads(ctx, ap, &origin, out);
+        custom_provider(ctx, ap, &origin, out);
+    }
+}
+
+/// A CUSTOM policy whose extension provider cannot be used denies what it
+/// selects (as istiod makes its rules DENY rules): say why.
+fn custom_provider(
+    ctx: &Context<'_>,
+    ap: &Object<AuthorizationPolicy>,
+    origin: &str,
+    out: &mut Vec<Message>,
+) {
+    if ap.spec.action != Some(api::security::Action::Custom) {
+        return;
+    }
+    let Some(name) = ap.spec.provider.as_ref().map(|p| p.name.as_str()) else {
+        return;
+    };
+    if let Err(e) = crate::ext_authz::resolve(&ctx.mesh, name) {
+        out.push(Message::new(
+            m::UNUSABLE_AUTHORIZATION_PROVIDER,
+            origin.to_string(),
+            format!("{e}: the requests this CUSTOM policy selects are denied"),
+        ));
     }
 }
 

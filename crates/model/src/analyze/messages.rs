@@ -151,6 +151,8 @@ pub const IGNORED_RESOURCE: MessageType = ty("TRL0004", "IgnoredResource", Level
 pub const NOT_ENFORCED: MessageType = ty("TRL0005", "NotEnforced", Level::Warning);
 pub const UNKNOWN_TELEMETRY_PROVIDER: MessageType =
     ty("TRL0006", "UnknownTelemetryProvider", Level::Error);
+pub const UNUSABLE_AUTHORIZATION_PROVIDER: MessageType =
+    ty("TRL0007", "UnusableAuthorizationProvider", Level::Error);
 
 /// Every message the analyzers can produce, in code order.
 pub const ALL: &[MessageType] = &[
@@ -198,6 +200,7 @@ pub const ALL: &[MessageType] = &[
     IGNORED_RESOURCE,
     NOT_ENFORCED,
     UNKNOWN_TELEMETRY_PROVIDER,
+    UNUSABLE_AUTHORIZATION_PROVIDER,
 ];
 
 /// Where a code is explained: istio.io's page for istioctl's codes, the

@@ -47,7 +47,12 @@ pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
         if (group, kind.as_str()) == ("networking.istio.io", "EnvoyFilter") {
             let ns = namespace.as_deref().unwrap_or("default");
             match crate::rate_limit::recognise(ns, name, spec) {
-                Ok(_) => continue,
+                Ok(f) => {
+                    if let Some(text) = global_limit_inert(ctx, &f) {
+                        out.push(Message::new(m::NOT_ENFORCED, origin(r), text));
+                    }
+                    continue;
+                }
                 Err(why) => {
                     reason = format!(
                         "{reason}; it is not the local rate limit Trellis translates ({why})"
@@ -61,6 +66,38 @@ pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
         };
         out.push(Message::new(ty, origin(r), text));
     }
+}
+
+/// A global rate limit filter that limits nothing: no VIRTUAL_HOST patch
+/// gives the routes `rate_limits` actions (Envoy then never calls the
+/// service), or its service's cluster cannot be resolved (every call
+/// fails, and `failure_mode_deny` decides).
+fn global_limit_inert(ctx: &Context<'_>, f: &crate::rate_limit::RateLimitFilter) -> Option<String> {
+    use crate::rate_limit::PatchKind;
+    let cluster_name = f.patches.iter().find_map(|p| match &p.kind {
+        PatchKind::Global { cluster_name, .. } => Some(cluster_name),
+        _ => None,
+    })?;
+    let filters: Vec<_> = ctx.mesh.rate_limit_filters.iter().collect();
+    let actions = filters
+        .iter()
+        .flat_map(|f| &f.patches)
+        .any(|p| matches!(p.kind, PatchKind::Actions(_)));
+    let mut problems = Vec::new();
+    if !actions {
+        problems.push(
+            "no EnvoyFilter gives the routes rate_limits actions (a VIRTUAL_HOST MERGE patch), so no request has a descriptor and none is limited, as in Envoy".to_string(),
+        );
+    }
+    if let Err(e) = crate::rate_limit::service_cluster(&ctx.mesh, &filters, cluster_name) {
+        problems.push(e);
+    }
+    (!problems.is_empty()).then(|| {
+        format!(
+            "the global rate limit filter is translated but limits nothing: {}",
+            problems.join("; ")
+        )
+    })
 }
 
 /// The message type for a kind and, for unsupported ones, what to use instead.

@@ -13,6 +13,13 @@ pub(crate) fn cases() -> Vec<Case> {
             clean: LOCAL_RATE_LIMIT.into(),
         },
         Case {
+            code: "TRL0007",
+            resource: "AuthorizationPolicy ext-authz.default",
+            text: "extension provider \"sample-ext-authz-grpc\" is not in meshConfig.extensionProviders: the requests this CUSTOM policy selects are denied",
+            triggers: custom_policy("CUSTOM\n  provider: {name: sample-ext-authz-grpc}"),
+            clean: custom_policy("DENY"),
+        },
+        Case {
             code: "TRL0004",
             resource: "IstioOperator control-plane.istio-system",
             text: "IstioOperator is ignored by Trellis: IstioOperator configures istioctl's installer",
@@ -115,6 +122,19 @@ spec:
   accessLogging: [{providers: [{name: envoy}]}]
   metrics: [{providers: [{name: prometheus}], overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]}]
 "#;
+
+/// Istio's ext_authz task's policy, with `action` as given.
+fn custom_policy(action: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: ext-authz, namespace: default}}
+spec:
+  action: {action}
+  rules: [{{to: [{{operation: {{paths: [/headers]}}}}]}}]
+"
+    )
+}
 
 const ENVOY_FILTER: &str = r#"
 apiVersion: networking.istio.io/v1alpha3

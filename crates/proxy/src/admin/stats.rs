@@ -41,6 +41,7 @@ pub fn proxy(admin: &Admin) -> String {
         overrides.and_then(|o| o.client.as_deref()),
     );
     crate::policy::jwt::encode_metrics(&mut out);
+    crate::policy::stats::encode(&mut out);
     health(admin, &mut out);
     out
 }

@@ -54,6 +54,8 @@ pub struct ListenerRt {
     pub service: Option<Arc<ServiceMeta>>,
     /// Inbound and gateway: the listener's local rate limit.
     pub rate_limit: Option<Arc<crate::policy::rate_limit::LocalRateLimit>>,
+    /// Inbound and gateway: the listener's global rate limit.
+    pub global_rate_limit: Option<Arc<crate::policy::global_rate_limit::GlobalRateLimit>>,
 }
 
 /// One downstream connection.
@@ -138,6 +140,7 @@ pub async fn handle(
         record.downstream_local = Some(conn.original_dst.unwrap_or(listener.spec.bind));
         record.requested_server_name.clone_from(&conn.sni);
     }
+    let mut global_headers = Vec::new();
     let mut response = match listener.spec.direction {
         _ if req.extensions().get::<TooManyHeaders>().is_some() => {
             record.flags.set(Flags::DPE);
@@ -160,32 +163,58 @@ pub async fn handle(
             limit.limited_response_headers(response.headers_mut());
             response
         }
-        // RequestAuthentication first: an invalid token is refused before
-        // authorization, a valid one is what `request.auth.*` see.
-        Direction::Inbound | Direction::Gateway => match authenticate(&mut req, &listener).await {
-            Err(failure) => {
-                record.response_code_details = Some(failure.details().into());
-                jwt_refused(failure, &req, &authority)
+        // The global rate limit next (its filter is inserted at the head
+        // too), then RequestAuthentication: an invalid token is refused
+        // before authorization, a valid one is what `request.auth.*` see.
+        Direction::Inbound | Direction::Gateway => 'policies: {
+            if let Some(limit) = &listener.global_rate_limit {
+                match global_limit(limit, &mut req, &authority, &listener, &conn).await {
+                    Ok(headers) => global_headers = headers,
+                    Err((response, details, service_failed)) => {
+                        record.flags.set(if service_failed {
+                            Flags::RLSE
+                        } else {
+                            Flags::RL
+                        });
+                        record.response_code_details = Some(details.into());
+                        break 'policies response;
+                    }
+                }
             }
-            Ok(auth) => match authorize(&req, &authority, &listener, &conn, auth.as_deref()) {
-                crate::policy::authz::Decision::Deny(details) => {
-                    tracing::debug!(peer = %conn.peer, %details, "request denied by authorization policy");
-                    record.response_code_details = Some(details);
-                    local_reply(StatusCode::FORBIDDEN, "RBAC: access denied")
+            match authenticate(&mut req, &listener).await {
+                Err(failure) => {
+                    record.response_code_details = Some(failure.details().into());
+                    jwt_refused(failure, &req, &authority)
                 }
-                crate::policy::authz::Decision::Allow if listener.spec.https_redirect => {
-                    https_redirect(&req, &authority)
+                Ok(auth) => {
+                    match authorize(&mut req, &authority, &listener, &conn, auth.as_deref()).await {
+                        Authorized::Deny(details) => {
+                            tracing::debug!(peer = %conn.peer, %details, "request denied by authorization policy");
+                            record.response_code_details = Some(details);
+                            local_reply(StatusCode::FORBIDDEN, "RBAC: access denied")
+                        }
+                        Authorized::External(response, details) => {
+                            record.flags.set(Flags::UAEX);
+                            record.response_code_details = Some(details.into());
+                            response
+                        }
+                        Authorized::Allow(external) => {
+                            let mut response = if listener.spec.https_redirect {
+                                https_redirect(&req, &authority)
+                            } else if listener.spec.direction == Direction::Inbound {
+                                inbound(req, &authority, &listener, &mut record).await
+                            } else {
+                                routed(req, authority, &listener.spec, &conn, &mut record).await
+                            };
+                            if let Some(allowed) = external {
+                                allowed.apply_to_response(response.headers_mut());
+                            }
+                            response
+                        }
+                    }
                 }
-                crate::policy::authz::Decision::Allow
-                    if listener.spec.direction == Direction::Inbound =>
-                {
-                    inbound(req, &authority, &listener, &mut record).await
-                }
-                crate::policy::authz::Decision::Allow => {
-                    routed(req, authority, &listener.spec, &conn, &mut record).await
-                }
-            },
-        },
+            }
+        }
         Direction::Outbound if req.method() == Method::CONNECT => {
             connect::tunnel(req, &authority, &mut record).await
         }
@@ -193,6 +222,9 @@ pub async fn handle(
     };
     if let Some(limit) = &listener.rate_limit {
         limit.x_ratelimit_headers(response.headers_mut());
+    }
+    for (name, value) in global_headers {
+        response.headers_mut().insert(name, value);
     }
     record.status = response.status().as_u16();
     record.see_grpc_status(response.headers());
@@ -236,21 +268,127 @@ fn limited(limit: &crate::policy::rate_limit::LocalRateLimit) -> bool {
     }
 }
 
-/// The port's AuthorizationPolicies on one inbound request.
-fn authorize<B>(
-    req: &Request<B>,
+/// The listener's global rate limit on one request: `Ok` with the
+/// headers to add to its response (the request got the service's), `Err`
+/// with the reply, Envoy's details, and whether the service failed.
+async fn global_limit<B>(
+    limit: &crate::policy::global_rate_limit::GlobalRateLimit,
+    req: &mut Request<B>,
+    authority: &str,
+    listener: &ListenerRt,
+    conn: &Conn,
+) -> Result<Vec<(header::HeaderName, HeaderValue)>, (Response<RespBody>, &'static str, bool)> {
+    use crate::policy::global_rate_limit::{Outcome, RequestView};
+    let descriptors = limit.descriptors(&RequestView {
+        method: req.method(),
+        path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+        authority,
+        scheme: req
+            .headers()
+            .get(X_FORWARDED_PROTO)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("http"),
+        headers: req.headers(),
+        remote: if listener.spec.direction == Direction::Gateway {
+            conn.peer.ip()
+        } else {
+            crate::policy::authz::remote_ip(req.headers(), conn.peer.ip())
+        },
+        // Istio's inbound cluster is named by the application's port.
+        inbound_port: (listener.spec.direction == Direction::Inbound)
+            .then_some(listener.spec.app_port),
+    });
+    if descriptors.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(snapshot) = conn.shared.store.current() else {
+        return Ok(Vec::new());
+    };
+    match limit.check(&snapshot, descriptors).await {
+        Outcome::Pass { response, request } => {
+            for (name, value) in request {
+                req.headers_mut().insert(name, value);
+            }
+            Ok(response)
+        }
+        Outcome::Refuse(response, details, service_failed) => {
+            Err((*response, details, service_failed))
+        }
+    }
+}
+
+/// The outcome of the port's AuthorizationPolicies.
+enum Authorized {
+    /// With what an external authorizer asked to add to the response.
+    Allow(Option<crate::policy::ext_authz::Allowed>),
+    Deny(Arc<str>),
+    /// An external authorizer's refusal (or its failure), as the client gets it.
+    External(Response<RespBody>, &'static str),
+}
+
+/// The port's AuthorizationPolicies on one inbound request: CUSTOM (an
+/// external authorizer, whose allowing headers the request then carries),
+/// then the others.
+async fn authorize<B>(
+    req: &mut Request<B>,
     authority: &str,
     listener: &ListenerRt,
     conn: &Conn,
     auth: Option<&crate::policy::jwt::Verified>,
-) -> crate::policy::authz::Decision {
-    use crate::policy::authz::{self, Attrs, HttpAttrs};
+) -> Authorized {
+    use crate::policy::authz::{Custom, Decision};
+    use crate::policy::ext_authz::{CheckRequest, Verdict};
     let engine = &listener.authz.http;
     if engine.is_empty() {
-        return authz::Decision::Allow;
+        return Authorized::Allow(None);
     }
+    let mut external = None;
+    match engine.custom(&attrs(req, authority, listener, conn, auth)) {
+        Custom::None => {}
+        Custom::Deny(details) => return Authorized::Deny(details),
+        Custom::Check(authorizer) => {
+            let Some(snapshot) = conn.shared.store.current() else {
+                return Authorized::Deny("ext_authz_error".into());
+            };
+            let check = CheckRequest {
+                source: conn.peer,
+                principal: conn.mesh_peer.as_ref().map(|p| &*p.meta.principal),
+                destination: conn.original_dst.unwrap_or(listener.spec.bind),
+                method: req.method(),
+                path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                host: authority,
+                headers: req.headers(),
+                version: req.version(),
+            };
+            match authorizer.check(&snapshot, &check).await {
+                Verdict::Deny(response, details) => {
+                    tracing::debug!(peer = %conn.peer, provider = authorizer.provider(), details, "request denied by the external authorizer");
+                    return Authorized::External(response, details);
+                }
+                Verdict::Allow(allowed) => {
+                    allowed.apply_to_request(req.headers_mut());
+                    external = Some(allowed);
+                }
+            }
+        }
+    }
+    match engine.decide_after_custom(&attrs(req, authority, listener, conn, auth)) {
+        Decision::Allow => Authorized::Allow(external),
+        Decision::Deny(details) => Authorized::Deny(details),
+    }
+}
+
+/// What authorization policies match a request on.
+fn attrs<'a, B>(
+    req: &'a Request<B>,
+    authority: &'a str,
+    listener: &ListenerRt,
+    conn: &'a Conn,
+    auth: Option<&'a crate::policy::jwt::Verified>,
+) -> crate::policy::authz::Attrs<'a> {
+    use crate::policy::authz::{self, Attrs, HttpAttrs};
     let principal = conn.mesh_peer.as_ref().map(|p| &*p.meta.principal);
-    engine.decide(&Attrs {
+    Attrs {
         source: conn.peer.ip(),
         // A gateway is the edge (Istio's numTrustedProxies 0): the client is
         // its peer, and what it wrote in x-forwarded-for proves nothing.
@@ -270,7 +408,7 @@ fn authorize<B>(
             headers: req.headers(),
             auth,
         }),
-    })
+    }
 }
 
 /// The listener's JWT rules on one request; `Ok(None)`: no token.

@@ -178,6 +178,9 @@ pub struct Snapshot {
     pub clusters: HashMap<String, Arc<Cluster>>,
     /// Inbound and gateway listeners' local rate limits, by bind address.
     pub rate_limits: HashMap<SocketAddr, Arc<LocalRateLimit>>,
+    /// Inbound and gateway listeners' global rate limits, by bind address.
+    pub global_rate_limits:
+        HashMap<SocketAddr, Arc<crate::policy::global_rate_limit::GlobalRateLimit>>,
     /// Gateway TCP and TLS listeners' routes, by bind address.
     pub l4_routes: HashMap<SocketAddr, Arc<crate::tcp::L4Routes>>,
     /// Inbound listeners' authorization policies, by bind address.
@@ -430,6 +433,7 @@ pub fn compile(
     let mut authz = HashMap::new();
     let mut l4_routes = HashMap::new();
     let mut rate_limits = HashMap::new();
+    let mut global_rate_limits = HashMap::new();
     let mut inbound_services = HashMap::new();
     let mut bound = HashSet::new();
     let mut path_normalization = Normalization::default();
@@ -524,6 +528,13 @@ pub fn compile(
             };
             rate_limits.insert(spec.bind, limit);
         }
+        if let Some(c) = &l.global_rate_limit
+            && matches!(spec.direction, Direction::Inbound | Direction::Gateway)
+        {
+            let built = crate::policy::global_rate_limit::GlobalRateLimit::compile(c)
+                .map_err(|e| format!("listener {:?}: {e}", l.name))?;
+            global_rate_limits.insert(spec.bind, Arc::new(built));
+        }
         if spec.serve == Serve::L4 {
             let tls = l.protocol != pb::Protocol::Tcp as i32;
             let routes =
@@ -545,6 +556,7 @@ pub fn compile(
         clusters,
         l4_routes,
         rate_limits,
+        global_rate_limits,
         authz,
         path_normalization,
         vips,

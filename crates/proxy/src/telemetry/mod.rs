@@ -61,8 +61,12 @@ impl Flags {
     pub const DPE: u16 = 1 << 11;
     /// Rate limited by the local rate limit (Envoy's local_ratelimit).
     pub const RL: u16 = 1 << 12;
+    /// Denied by the external authorization service (Envoy's ext_authz).
+    pub const UAEX: u16 = 1 << 13;
+    /// The rate limit service failed and the request was refused (failure_mode_deny).
+    pub const RLSE: u16 = 1 << 14;
 
-    const NAMES: [(u16, &'static str); 13] = [
+    const NAMES: [(u16, &'static str); 15] = [
         (Self::UH, "UH"),
         (Self::UT, "UT"),
         (Self::UF, "UF"),
@@ -76,6 +80,8 @@ impl Flags {
         (Self::NC, "NC"),
         (Self::DPE, "DPE"),
         (Self::RL, "RL"),
+        (Self::UAEX, "UAEX"),
+        (Self::RLSE, "RLSE"),
     ];
 
     pub fn set(&mut self, flag: u16) {

@@ -31,6 +31,7 @@ fn policy(name: &str, action: pb::AuthzAction, rules: Vec<pb::AuthzRule>) -> pb:
         action: action as i32,
         rules,
         dry_run: false,
+        ext_authz: None,
     }
 }
 

@@ -31,6 +31,7 @@ fn deny_admin() -> pb::AuthzPolicy {
             ..Default::default()
         }],
         dry_run: false,
+        ext_authz: None,
     }
 }
 

@@ -1,8 +1,10 @@
 //! Authorization: the compiled AuthorizationPolicies of an inbound port,
 //! decided as Istio's Envoy RBAC filters decide.
 //!
-//! Order: CUSTOM (enforced as DENY: there is no external authorizer), then
-//! AUDIT (logged only), then DENY — any matching rule denies — then ALLOW:
+//! Order: CUSTOM — a request one of its rules selects is checked with the
+//! policy's external authorizer (`crate::policy::ext_authz`, by the caller:
+//! [`Engine::custom`]), or denied when the policy has none — then AUDIT
+//! (logged only), then DENY — any matching rule denies — then ALLOW:
 //! when the port has any ALLOW policy, a request that matches none of their
 //! rules is denied ("rbac_access_denied_matched_policy[none]"). Dry-run
 //! policies are evaluated and logged, never enforced.
@@ -24,6 +26,7 @@ use std::sync::Arc;
 
 use wire::pb;
 
+use crate::policy::ext_authz::ExtAuthz;
 use matcher::Matcher;
 
 /// A listener's policies: for its HTTP requests and for its TCP connections,
@@ -81,6 +84,18 @@ pub struct Engine {
 struct Policy {
     action: pb::AuthzAction,
     rules: Vec<Rule>,
+    /// CUSTOM: the authorizer (`None`: what it selects is denied).
+    ext_authz: Option<Arc<ExtAuthz>>,
+}
+
+/// What the CUSTOM policies make of a request.
+pub enum Custom<'a> {
+    /// No CUSTOM rule selects it.
+    None,
+    /// Selected: ask this authorizer, then [`Engine::decide_after_custom`].
+    Check(&'a Arc<ExtAuthz>),
+    /// Selected by a policy without a usable provider.
+    Deny(Arc<str>),
 }
 
 #[derive(Debug)]
@@ -112,7 +127,17 @@ impl Engine {
                 .map(|r| Rule::compile(&p.name, r))
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("policy {:?}: {e}", p.name))?;
-            let policy = Policy { action, rules };
+            let ext_authz = match (&p.ext_authz, action) {
+                (Some(x), pb::AuthzAction::Custom) => Some(Arc::new(
+                    ExtAuthz::compile(x).map_err(|e| format!("policy {:?}: {e}", p.name))?,
+                )),
+                _ => None,
+            };
+            let policy = Policy {
+                action,
+                rules,
+                ext_authz,
+            };
             let list = match (p.dry_run, action) {
                 (true, _) => &mut e.dry_run,
                 (_, pb::AuthzAction::Custom) => &mut e.custom,
@@ -134,18 +159,40 @@ impl Engine {
             && self.dry_run.is_empty()
     }
 
+    /// The whole decision where no authorizer can be asked (a TCP
+    /// connection): what a CUSTOM rule selects is denied.
     pub fn decide(&self, a: &Attrs<'_>) -> Decision {
         if self.is_empty() {
             return Decision::Allow;
         }
-        for p in &self.dry_run {
-            if let Some(rule) = p.first_match(a) {
-                tracing::info!(policy = %rule.id, action = ?p.action, "dry-run authorization policy matched (not enforced)");
-            }
-        }
         for p in &self.custom {
             if let Some(rule) = p.first_match(a) {
                 return Decision::Deny(rule.denied.clone());
+            }
+        }
+        self.decide_after_custom(a)
+    }
+
+    /// The CUSTOM policies' part: whether a request is to be checked with
+    /// an external authorizer. Costs nothing without CUSTOM policies.
+    pub fn custom(&self, a: &Attrs<'_>) -> Custom<'_> {
+        for p in &self.custom {
+            if let Some(rule) = p.first_match(a) {
+                return match &p.ext_authz {
+                    Some(x) => Custom::Check(x),
+                    None => Custom::Deny(rule.denied.clone()),
+                };
+            }
+        }
+        Custom::None
+    }
+
+    /// The rest of the decision once the CUSTOM policies let the request
+    /// through: dry-run, AUDIT, DENY and ALLOW.
+    pub fn decide_after_custom(&self, a: &Attrs<'_>) -> Decision {
+        for p in &self.dry_run {
+            if let Some(rule) = p.first_match(a) {
+                tracing::info!(policy = %rule.id, action = ?p.action, "dry-run authorization policy matched (not enforced)");
             }
         }
         for p in &self.audit {
@@ -355,6 +402,86 @@ mod tests {
         for (name, policies, r, want) in cases {
             assert_eq!(decide(&policies, &r), want, "{name}");
         }
+    }
+
+    #[test]
+    fn custom_asks_its_authorizer_before_deny_and_allow() {
+        use pb::AuthzAction::*;
+        let ext = pb::ExtAuthz {
+            provider: "ext-authz-grpc".into(),
+            cluster: "outbound|9000||ext-authz.foo.svc.cluster.local".into(),
+            authority: "ext-authz.foo.svc.cluster.local:9000".into(),
+            grpc: true,
+            ..Default::default()
+        };
+        let custom = pb::AuthzPolicy {
+            ext_authz: Some(ext),
+            ..policy(
+                "ext",
+                Custom,
+                vec![rule(vec![], vec![m(F::Path, &["/headers"], &[])], vec![])],
+            )
+        };
+        let no_provider = pb::AuthzPolicy {
+            ext_authz: None,
+            ..custom.clone()
+        };
+        let deny_post = policy(
+            "deny-post",
+            Deny,
+            vec![rule(vec![], vec![m(F::Method, &["POST"], &[])], vec![])],
+        );
+        let headers = Req {
+            path: "/headers",
+            ..req()
+        };
+        let cases: Vec<(&str, Vec<pb::AuthzPolicy>, Req, &str)> = vec![
+            (
+                "selected: checked, then nothing else denies",
+                vec![custom.clone()],
+                Req {
+                    path: "/headers",
+                    ..req()
+                },
+                "check ext-authz-grpc then allow",
+            ),
+            (
+                "not selected: no check",
+                vec![custom.clone()],
+                req(),
+                "allow",
+            ),
+            (
+                "an allowed check still meets DENY",
+                vec![custom.clone(), deny_post.clone()],
+                Req {
+                    method: "POST",
+                    path: "/headers",
+                    ..req()
+                },
+                "check ext-authz-grpc then rbac_access_denied_matched_policy[ns[foo]-policy[deny-post]-rule[0]]",
+            ),
+            (
+                "no usable provider: denied",
+                vec![no_provider],
+                headers,
+                "rbac_access_denied_matched_policy[ns[foo]-policy[ext]-rule[0]]",
+            ),
+        ];
+        for (name, policies, r, want) in cases {
+            assert_eq!(decide_http(&policies, &r), want, "{name}");
+        }
+        // Where no authorizer can be asked (TCP), CUSTOM denies what it selects.
+        assert_eq!(
+            decide(
+                &[custom],
+                &Req {
+                    path: "/headers",
+                    ..req()
+                }
+            ),
+            "rbac_access_denied_matched_policy[ns[foo]-policy[ext]-rule[0]]"
+        );
     }
 
     #[test]

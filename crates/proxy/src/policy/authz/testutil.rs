@@ -58,6 +58,7 @@ pub(super) fn policy(
         action: action as i32,
         rules,
         dry_run: false,
+        ext_authz: None,
     }
 }
 
@@ -89,6 +90,33 @@ pub(super) fn req() -> Req {
 }
 
 pub(super) fn decide(policies: &[pb::AuthzPolicy], r: &Req) -> String {
+    with_attrs(policies, r, |engine, attrs| match engine.decide(attrs) {
+        Decision::Allow => "allow".into(),
+        Decision::Deny(d) => d.to_string(),
+    })
+}
+
+/// As the HTTP path decides: the CUSTOM part ("check <provider>", then the
+/// rest's decision as if the authorizer allowed), else the rest.
+pub(super) fn decide_http(policies: &[pb::AuthzPolicy], r: &Req) -> String {
+    with_attrs(policies, r, |engine, attrs| {
+        let rest = || match engine.decide_after_custom(attrs) {
+            Decision::Allow => "allow".to_string(),
+            Decision::Deny(d) => d.to_string(),
+        };
+        match engine.custom(attrs) {
+            super::Custom::None => rest(),
+            super::Custom::Deny(d) => d.to_string(),
+            super::Custom::Check(x) => format!("check {} then {}", x.provider(), rest()),
+        }
+    })
+}
+
+fn with_attrs(
+    policies: &[pb::AuthzPolicy],
+    r: &Req,
+    f: impl FnOnce(&Engine, &Attrs<'_>) -> String,
+) -> String {
     let engine = Engine::compile(policies).expect("compiles");
     let mut headers = HeaderMap::new();
     for (k, v) in &r.headers {
@@ -117,8 +145,5 @@ pub(super) fn decide(policies: &[pb::AuthzPolicy], r: &Req) -> String {
             auth: auth.as_deref(),
         }),
     };
-    match engine.decide(&attrs) {
-        Decision::Allow => "allow".into(),
-        Decision::Deny(d) => d.to_string(),
-    }
+    f(&engine, &attrs)
 }

@@ -1,0 +1,512 @@
+//! The global rate limit of a listener's HTTP requests, as Envoy's
+//! `envoy.filters.http.ratelimit` applies it: each of the routes'
+//! `rate_limits` makes a descriptor of the request (its actions' entries in
+//! order; none when an action has no entry to give), and a request with any
+//! descriptor is sent to the rate limit service
+//! (`envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`) under the
+//! filter's domain. OVER_LIMIT is answered 429 (or `rate_limited_status`)
+//! with `x-envoy-ratelimited: true`; a service that does not answer lets
+//! the request through, or refuses it with 500 under `failure_mode_deny` —
+//! logged and counted either way. A request without descriptors costs a
+//! few header lookups and no call.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Response, StatusCode};
+use regex::Regex;
+use wire::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use wire::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use wire::envoy::service::ratelimit::v3 as rls;
+use wire::pb;
+
+use super::call;
+use crate::resp_body::RespBody;
+use crate::snapshot::Snapshot;
+
+const SHOULD_RATE_LIMIT: &str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
+/// Envoy's default timeout of a rate limit call.
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(20);
+
+#[derive(Debug)]
+pub struct GlobalRateLimit {
+    /// What it was compiled from, to tell whether a new config changed it.
+    source: pb::GlobalRateLimit,
+    domain: Arc<str>,
+    timeout: Duration,
+    status: StatusCode,
+    rate_limits: Vec<Vec<Action>>,
+}
+
+impl PartialEq for GlobalRateLimit {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+#[derive(Debug)]
+enum Action {
+    RequestHeader {
+        header: String,
+        key: String,
+        skip_if_absent: bool,
+    },
+    RemoteAddress,
+    GenericKey {
+        key: String,
+        value: String,
+    },
+    HeaderValueMatch {
+        key: String,
+        value: String,
+        expect_match: bool,
+        headers: Vec<(String, Match, bool)>,
+    },
+    DestinationCluster,
+}
+
+#[derive(Debug)]
+enum Match {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+    Regex(Regex),
+    Present(bool),
+}
+
+/// What is known of the request when its descriptors are made.
+pub struct RequestView<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub authority: &'a str,
+    pub scheme: &'a str,
+    pub headers: &'a HeaderMap,
+    /// The client's address (the trusted one of x-forwarded-for, or the peer).
+    pub remote: IpAddr,
+    /// Inbound: the listener's port (Envoy's "inbound|<port>||" cluster).
+    pub inbound_port: Option<u16>,
+}
+
+/// The filter's outcome.
+pub enum Outcome {
+    /// Under the limit, or not limited: go on, with these response headers
+    /// (`x-ratelimit-*`, the service's `response_headers_to_add`) and
+    /// request headers (`request_headers_to_add`).
+    Pass {
+        response: Vec<(HeaderName, HeaderValue)>,
+        request: Vec<(HeaderName, HeaderValue)>,
+    },
+    /// The reply and Envoy's response code details; `true` when it is the
+    /// service's failure (flag RLSE) rather than a limit (RL).
+    Refuse(Box<Response<RespBody>>, &'static str, bool),
+}
+
+impl GlobalRateLimit {
+    pub fn compile(c: &pb::GlobalRateLimit) -> Result<Self, String> {
+        use pb::rate_limit_action::Action as A;
+        let mut rate_limits = Vec::new();
+        for (i, r) in c.rate_limits.iter().enumerate() {
+            let mut actions = Vec::new();
+            for a in &r.actions {
+                actions.push(match &a.action {
+                    Some(A::RequestHeaders(h)) => Action::RequestHeader {
+                        header: h.header_name.to_ascii_lowercase(),
+                        key: h.descriptor_key.clone(),
+                        skip_if_absent: h.skip_if_absent,
+                    },
+                    Some(A::RemoteAddress(_)) => Action::RemoteAddress,
+                    Some(A::GenericKey(g)) => Action::GenericKey {
+                        key: if g.descriptor_key.is_empty() {
+                            "generic_key".into()
+                        } else {
+                            g.descriptor_key.clone()
+                        },
+                        value: g.descriptor_value.clone(),
+                    },
+                    Some(A::HeaderValueMatch(m)) => Action::HeaderValueMatch {
+                        key: if m.descriptor_key.is_empty() {
+                            "header_match".into()
+                        } else {
+                            m.descriptor_key.clone()
+                        },
+                        value: m.descriptor_value.clone(),
+                        expect_match: m.expect_match,
+                        headers: m
+                            .headers
+                            .iter()
+                            .map(|h| matcher(h).map(|k| (h.name.to_ascii_lowercase(), k, h.invert)))
+                            .collect::<Result<_, _>>()
+                            .map_err(|e| format!("global_rate_limit rate_limits[{i}]: {e}"))?,
+                    },
+                    Some(A::DestinationCluster(_)) => Action::DestinationCluster,
+                    None => {
+                        return Err(format!(
+                            "global_rate_limit rate_limits[{i}]: an action without a kind"
+                        ));
+                    }
+                });
+            }
+            rate_limits.push(actions);
+        }
+        let status = match c.status {
+            0 => StatusCode::TOO_MANY_REQUESTS,
+            s => match StatusCode::from_u16(u16::try_from(s).unwrap_or(0)) {
+                // As Envoy: a status below 400 means 429.
+                Ok(s) if s.as_u16() >= 400 => s,
+                _ => StatusCode::TOO_MANY_REQUESTS,
+            },
+        };
+        Ok(GlobalRateLimit {
+            source: c.clone(),
+            domain: c.domain.as_str().into(),
+            timeout: if c.timeout_ms == 0 {
+                DEFAULT_TIMEOUT
+            } else {
+                Duration::from_millis(c.timeout_ms)
+            },
+            status,
+            rate_limits,
+        })
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.source.origin
+    }
+
+    /// The request's descriptors, one per `rate_limits` entry that gives one.
+    pub fn descriptors(&self, r: &RequestView<'_>) -> Vec<RateLimitDescriptor> {
+        self.rate_limits
+            .iter()
+            .filter_map(|actions| {
+                let mut entries = Vec::with_capacity(actions.len());
+                for a in actions {
+                    if let Some(e) = a.entry(r)? {
+                        entries.push(e);
+                    }
+                }
+                (!entries.is_empty()).then_some(RateLimitDescriptor { entries })
+            })
+            .collect()
+    }
+
+    /// Asks the service about `descriptors` (none: nothing to ask).
+    pub async fn check(
+        &self,
+        snapshot: &Snapshot,
+        descriptors: Vec<RateLimitDescriptor>,
+    ) -> Outcome {
+        if descriptors.is_empty() {
+            return Outcome::Pass {
+                response: Vec::new(),
+                request: Vec::new(),
+            };
+        }
+        let request = rls::RateLimitRequest {
+            domain: self.domain.to_string(),
+            descriptors,
+            hits_addend: 0,
+        };
+        let answer: Result<rls::RateLimitResponse, _> = call::grpc(
+            snapshot,
+            &self.source.cluster,
+            &self.source.authority,
+            SHOULD_RATE_LIMIT,
+            &request,
+            self.timeout,
+        )
+        .await;
+        let resp = match answer {
+            Ok(resp) => resp,
+            Err(e) if self.source.failure_mode_deny => {
+                tracing::warn!(domain = %self.domain, filter = self.origin(), error = %e, "rate limit service unavailable; request refused (failure_mode_deny)");
+                super::stats::rate_limit(&self.domain, "error");
+                let mut reply = Response::new(RespBody::text(Bytes::new()));
+                *reply.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                return Outcome::Refuse(Box::new(reply), "rate_limiter_error", true);
+            }
+            Err(e) => {
+                tracing::warn!(domain = %self.domain, filter = self.origin(), error = %e, "rate limit service unavailable; request allowed (failure_mode_deny false)");
+                super::stats::rate_limit(&self.domain, "failure_mode_allowed");
+                return Outcome::Pass {
+                    response: Vec::new(),
+                    request: Vec::new(),
+                };
+            }
+        };
+        let headers = |list: &[wire::envoy::config::core::v3::HeaderValue]| {
+            list.iter()
+                .filter_map(|h| {
+                    Some((
+                        HeaderName::try_from(h.key.as_str()).ok()?,
+                        HeaderValue::try_from(h.value.as_str()).ok()?,
+                    ))
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut response = headers(&resp.response_headers_to_add);
+        if self.source.x_ratelimit_headers {
+            response.extend(x_ratelimit_headers(&resp));
+        }
+        if resp.overall_code == rls::rate_limit_response::Code::OverLimit as i32 {
+            super::stats::rate_limit(&self.domain, "over_limit");
+            tracing::debug!(domain = %self.domain, "over the global rate limit");
+            let mut reply = Response::new(RespBody::text(Bytes::from(resp.raw_body)));
+            *reply.status_mut() = self.status;
+            if !self.source.disable_x_envoy_ratelimited_header {
+                reply.headers_mut().insert(
+                    HeaderName::from_static("x-envoy-ratelimited"),
+                    HeaderValue::from_static("true"),
+                );
+            }
+            for (name, value) in response {
+                reply.headers_mut().insert(name, value);
+            }
+            return Outcome::Refuse(Box::new(reply), "request_rate_limited", false);
+        }
+        super::stats::rate_limit(&self.domain, "ok");
+        Outcome::Pass {
+            response,
+            request: headers(&resp.request_headers_to_add),
+        }
+    }
+}
+
+/// Envoy's DRAFT_VERSION_03 headers from the descriptor closest to its limit.
+fn x_ratelimit_headers(resp: &rls::RateLimitResponse) -> Vec<(HeaderName, HeaderValue)> {
+    let Some(closest) = resp
+        .statuses
+        .iter()
+        .filter(|s| s.current_limit.is_some())
+        .min_by_key(|s| s.limit_remaining)
+    else {
+        return Vec::new();
+    };
+    let limit = closest
+        .current_limit
+        .as_ref()
+        .map_or(0, |l| l.requests_per_unit);
+    let reset = closest
+        .duration_until_reset
+        .as_ref()
+        .map_or(0, |d| d.seconds.max(0));
+    [
+        ("x-ratelimit-limit", limit.to_string()),
+        ("x-ratelimit-remaining", closest.limit_remaining.to_string()),
+        ("x-ratelimit-reset", reset.to_string()),
+    ]
+    .into_iter()
+    .filter_map(|(n, v)| Some((HeaderName::from_static(n), HeaderValue::try_from(v).ok()?)))
+    .collect()
+}
+
+impl Action {
+    /// `None`: no descriptor from this `rate_limits` entry; `Some(None)`:
+    /// this action adds no entry but the descriptor stands (skip_if_absent).
+    fn entry(&self, r: &RequestView<'_>) -> Option<Option<Entry>> {
+        let entry = |key: &str, value: String| {
+            Some(Some(Entry {
+                key: key.to_string(),
+                value,
+            }))
+        };
+        match self {
+            Action::RequestHeader {
+                header,
+                key,
+                skip_if_absent,
+            } => match header_value(r, header) {
+                Some(v) => entry(key, v),
+                None if *skip_if_absent => Some(None),
+                None => None,
+            },
+            Action::RemoteAddress => entry("remote_address", r.remote.to_string()),
+            Action::GenericKey { key, value } => entry(key, value.clone()),
+            Action::HeaderValueMatch {
+                key,
+                value,
+                expect_match,
+                headers,
+            } => {
+                let all = headers.iter().all(|(name, m, invert)| {
+                    let v = header_value(r, name);
+                    m.matches(v.as_deref()) != *invert
+                });
+                (all == *expect_match).then(|| {
+                    Some(Entry {
+                        key: key.clone(),
+                        value: value.clone(),
+                    })
+                })
+            }
+            Action::DestinationCluster => match r.inbound_port {
+                Some(port) => entry("destination_cluster", format!("inbound|{port}||")),
+                None => None,
+            },
+        }
+    }
+}
+
+/// A request header by its lowercase name, pseudo-headers included.
+fn header_value(r: &RequestView<'_>, name: &str) -> Option<String> {
+    match name {
+        ":path" => Some(r.path.to_string()),
+        ":method" => Some(r.method.as_str().to_string()),
+        ":authority" | "host" => Some(r.authority.to_string()),
+        ":scheme" => Some(r.scheme.to_string()),
+        _ => {
+            let mut values = r.headers.get_all(name).iter();
+            let first = values.next()?;
+            let mut out = String::from_utf8_lossy(first.as_bytes()).into_owned();
+            for v in values {
+                out.push(',');
+                out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            }
+            Some(out)
+        }
+    }
+}
+
+impl Match {
+    fn matches(&self, v: Option<&str>) -> bool {
+        match (self, v) {
+            (Match::Present(p), v) => v.is_some() == *p,
+            (_, None) => false,
+            (Match::Exact(e), Some(v)) => v == e,
+            (Match::Prefix(p), Some(v)) => v.starts_with(p.as_str()),
+            (Match::Suffix(s), Some(v)) => v.ends_with(s.as_str()),
+            (Match::Contains(c), Some(v)) => v.contains(c.as_str()),
+            (Match::Regex(r), Some(v)) => r
+                .find(v)
+                .is_some_and(|m| m.start() == 0 && m.end() == v.len()),
+        }
+    }
+}
+
+fn matcher(h: &pb::HeaderValueMatcher) -> Result<Match, String> {
+    use pb::header_value_matcher::Kind;
+    Ok(match &h.kind {
+        Some(Kind::Exact(e)) => Match::Exact(e.clone()),
+        Some(Kind::Prefix(p)) => Match::Prefix(p.clone()),
+        Some(Kind::Suffix(s)) => Match::Suffix(s.clone()),
+        Some(Kind::Contains(c)) => Match::Contains(c.clone()),
+        Some(Kind::Regex(r)) => {
+            Match::Regex(Regex::new(r).map_err(|e| format!("header {:?}: regex: {e}", h.name))?)
+        }
+        Some(Kind::Present(p)) => Match::Present(*p),
+        None => Match::Present(true),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::rate_limit_action::Action as A;
+
+    fn limit(rate_limits: Vec<Vec<A>>) -> GlobalRateLimit {
+        GlobalRateLimit::compile(&pb::GlobalRateLimit {
+            domain: "d".into(),
+            rate_limits: rate_limits
+                .into_iter()
+                .map(|actions| pb::RateLimitActions {
+                    actions: actions
+                        .into_iter()
+                        .map(|a| pb::RateLimitAction { action: Some(a) })
+                        .collect(),
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .expect("compiles")
+    }
+
+    fn view<'a>(headers: &'a HeaderMap, path: &'a str) -> RequestView<'a> {
+        RequestView {
+            method: &Method::GET,
+            path,
+            authority: "productpage:9080",
+            scheme: "http",
+            headers,
+            remote: "10.0.0.7".parse().expect("ip"),
+            inbound_port: Some(9080),
+        }
+    }
+
+    fn entries(d: &[RateLimitDescriptor]) -> Vec<Vec<(String, String)>> {
+        d.iter()
+            .map(|d| {
+                d.entries
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.clone()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn descriptors_as_envoy_makes_them() {
+        let header = |name: &str, key: &str, skip: bool| {
+            A::RequestHeaders(pb::RequestHeadersAction {
+                header_name: name.into(),
+                descriptor_key: key.into(),
+                skip_if_absent: skip,
+            })
+        };
+        let admin = A::HeaderValueMatch(pb::HeaderValueMatchAction {
+            descriptor_value: "admin".into(),
+            expect_match: true,
+            headers: vec![pb::HeaderValueMatcher {
+                name: ":path".into(),
+                kind: Some(pb::header_value_matcher::Kind::Prefix("/admin".into())),
+                invert: false,
+            }],
+            ..Default::default()
+        });
+        let l = limit(vec![
+            vec![header(":path", "PATH", false)],
+            vec![header("x-user", "USER", false)],
+            vec![
+                A::GenericKey(pb::GenericKeyAction {
+                    descriptor_value: "all".into(),
+                    ..Default::default()
+                }),
+                header("x-user", "USER", true),
+                A::RemoteAddress(true),
+            ],
+            vec![admin],
+            vec![A::DestinationCluster(true)],
+        ]);
+        let none = HeaderMap::new();
+        assert_eq!(
+            entries(&l.descriptors(&view(&none, "/productpage"))),
+            vec![
+                vec![("PATH".into(), "/productpage".into())],
+                // x-user absent: the second entry gives no descriptor; the
+                // third skips it.
+                vec![
+                    ("generic_key".into(), "all".into()),
+                    ("remote_address".into(), "10.0.0.7".into())
+                ],
+                vec![("destination_cluster".into(), "inbound|9080||".into())],
+            ]
+        );
+        let mut user = HeaderMap::new();
+        user.insert("x-user", HeaderValue::from_static("jason"));
+        let d = entries(&l.descriptors(&view(&user, "/admin/x")));
+        assert_eq!(d[1], vec![("USER".to_string(), "jason".to_string())]);
+        assert_eq!(d[2][1], ("USER".to_string(), "jason".to_string()));
+        assert_eq!(
+            d[3],
+            vec![("header_match".to_string(), "admin".to_string())]
+        );
+    }
+
+    #[test]
+    fn no_actions_no_descriptors() {
+        let l = limit(Vec::new());
+        assert!(l.descriptors(&view(&HeaderMap::new(), "/")).is_empty());
+    }
+}
