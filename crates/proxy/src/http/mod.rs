@@ -7,6 +7,7 @@
 mod connect;
 pub mod forward;
 pub mod headers;
+mod limits;
 mod mirror;
 mod route;
 mod upgrade;
@@ -31,6 +32,7 @@ use crate::telemetry::meta::ServiceMeta;
 use crate::telemetry::{Flags, LoggedBody, Record, Reporter, Telemetry};
 use forward::{Dest, Head, LocalApp, Policy, SendBody};
 use headers::{X_FORWARDED_PROTO, ensure_request_id, strip_hop_by_hop};
+use limits::{global_limit, global_refusal, limited};
 
 /// State shared by every listener.
 pub struct Shared {
@@ -163,57 +165,59 @@ pub async fn handle(
             limit.limited_response_headers(response.headers_mut());
             response
         }
-        // The global rate limit next (its filter is inserted at the head
-        // too), then RequestAuthentication: an invalid token is refused
-        // before authorization, a valid one is what `request.auth.*` see.
+        // The global rate limit next where its filter is inserted at the head
+        // too, then RequestAuthentication: an invalid token is refused
+        // before authorization, a valid one is what `request.auth.*` see;
+        // a global limit inserted before the router is asked last.
         Direction::Inbound | Direction::Gateway => 'policies: {
-            if let Some(limit) = &listener.global_rate_limit {
+            let global = listener.global_rate_limit.as_deref();
+            let at_head = global.filter(|g| !g.after_authorization());
+            let before_router = global.filter(|g| g.after_authorization());
+            if let Some(limit) = at_head {
                 match global_limit(limit, &mut req, &authority, &listener, &conn).await {
                     Ok(headers) => global_headers = headers,
-                    Err((response, details, service_failed)) => {
-                        record.flags.set(if service_failed {
-                            Flags::RLSE
-                        } else {
-                            Flags::RL
-                        });
-                        record.response_code_details = Some(details.into());
-                        break 'policies response;
-                    }
+                    Err(refused) => break 'policies global_refusal(refused, &mut record),
                 }
             }
-            match authenticate(&mut req, &listener).await {
+            let auth = match authenticate(&mut req, &listener).await {
+                Ok(auth) => auth,
                 Err(failure) => {
                     record.response_code_details = Some(failure.details().into());
-                    jwt_refused(failure, &req, &authority)
+                    break 'policies jwt_refused(failure, &req, &authority);
                 }
-                Ok(auth) => {
-                    match authorize(&mut req, &authority, &listener, &conn, auth.as_deref()).await {
-                        Authorized::Deny(details) => {
-                            tracing::debug!(peer = %conn.peer, %details, "request denied by authorization policy");
-                            record.response_code_details = Some(details);
-                            local_reply(StatusCode::FORBIDDEN, "RBAC: access denied")
-                        }
-                        Authorized::External(response, details) => {
-                            record.flags.set(Flags::UAEX);
-                            record.response_code_details = Some(details.into());
-                            response
-                        }
-                        Authorized::Allow(external) => {
-                            let mut response = if listener.spec.https_redirect {
-                                https_redirect(&req, &authority)
-                            } else if listener.spec.direction == Direction::Inbound {
-                                inbound(req, &authority, &listener, &mut record).await
-                            } else {
-                                routed(req, authority, &listener.spec, &conn, &mut record).await
-                            };
-                            if let Some(allowed) = external {
-                                allowed.apply_to_response(response.headers_mut());
-                            }
-                            response
-                        }
-                    }
+            };
+            let external = match authorize(&mut req, &authority, &listener, &conn, auth.as_deref())
+                .await
+            {
+                Authorized::Allow(external) => external,
+                Authorized::Deny(details) => {
+                    tracing::debug!(peer = %conn.peer, %details, "request denied by authorization policy");
+                    record.response_code_details = Some(details);
+                    break 'policies local_reply(StatusCode::FORBIDDEN, "RBAC: access denied");
+                }
+                Authorized::External(response, details) => {
+                    record.flags.set(Flags::UAEX);
+                    record.response_code_details = Some(details.into());
+                    break 'policies response;
+                }
+            };
+            if let Some(limit) = before_router {
+                match global_limit(limit, &mut req, &authority, &listener, &conn).await {
+                    Ok(headers) => global_headers = headers,
+                    Err(refused) => break 'policies global_refusal(refused, &mut record),
                 }
             }
+            let mut response = if listener.spec.https_redirect {
+                https_redirect(&req, &authority)
+            } else if listener.spec.direction == Direction::Inbound {
+                inbound(req, &authority, &listener, &mut record).await
+            } else {
+                routed(req, authority, &listener.spec, &conn, &mut record).await
+            };
+            if let Some(allowed) = external {
+                allowed.apply_to_response(response.headers_mut());
+            }
+            response
         }
         Direction::Outbound if req.method() == Method::CONNECT => {
             connect::tunnel(req, &authority, &mut record).await
@@ -250,71 +254,6 @@ fn trace_span<B>(
         Direction::Outbound | Direction::Gateway => SpanKind::Client,
     };
     trace::start(policy, kind, req, authority)
-}
-
-/// Whether the listener's local rate limit refuses this request.
-fn limited(limit: &crate::policy::rate_limit::LocalRateLimit) -> bool {
-    use crate::policy::rate_limit::Decision;
-    match limit.check() {
-        Decision::Pass => false,
-        Decision::WouldLimit => {
-            tracing::debug!(
-                limit = limit.origin(),
-                "over the local rate limit (not enforced)"
-            );
-            false
-        }
-        Decision::Limited => true,
-    }
-}
-
-/// The listener's global rate limit on one request: `Ok` with the
-/// headers to add to its response (the request got the service's), `Err`
-/// with the reply, Envoy's details, and whether the service failed.
-async fn global_limit<B>(
-    limit: &crate::policy::global_rate_limit::GlobalRateLimit,
-    req: &mut Request<B>,
-    authority: &str,
-    listener: &ListenerRt,
-    conn: &Conn,
-) -> Result<Vec<(header::HeaderName, HeaderValue)>, (Response<RespBody>, &'static str, bool)> {
-    use crate::policy::global_rate_limit::{Outcome, RequestView};
-    let descriptors = limit.descriptors(&RequestView {
-        method: req.method(),
-        path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
-        authority,
-        scheme: req
-            .headers()
-            .get(X_FORWARDED_PROTO)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("http"),
-        headers: req.headers(),
-        remote: if listener.spec.direction == Direction::Gateway {
-            conn.peer.ip()
-        } else {
-            crate::policy::authz::remote_ip(req.headers(), conn.peer.ip())
-        },
-        // Istio's inbound cluster is named by the application's port.
-        inbound_port: (listener.spec.direction == Direction::Inbound)
-            .then_some(listener.spec.app_port),
-    });
-    if descriptors.is_empty() {
-        return Ok(Vec::new());
-    }
-    let Some(snapshot) = conn.shared.store.current() else {
-        return Ok(Vec::new());
-    };
-    match limit.check(&snapshot, descriptors).await {
-        Outcome::Pass { response, request } => {
-            for (name, value) in request {
-                req.headers_mut().insert(name, value);
-            }
-            Ok(response)
-        }
-        Outcome::Refuse(response, details, service_failed) => {
-            Err((*response, details, service_failed))
-        }
-    }
 }
 
 /// The outcome of the port's AuthorizationPolicies.

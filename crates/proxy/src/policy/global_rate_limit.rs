@@ -177,6 +177,13 @@ impl GlobalRateLimit {
         &self.source.origin
     }
 
+    /// Whether the limit is asked after authentication and authorization
+    /// (Istio's rate limit task inserts it just before the router) rather
+    /// than at the head of the filters.
+    pub fn after_authorization(&self) -> bool {
+        self.source.after_authorization
+    }
+
     /// The request's descriptors, one per `rate_limits` entry that gives one.
     pub fn descriptors(&self, r: &RequestView<'_>) -> Vec<RateLimitDescriptor> {
         self.rate_limits

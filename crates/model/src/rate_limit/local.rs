@@ -1,0 +1,159 @@
+//! The local limit: Envoy's `envoy.filters.http.local_ratelimit` token
+//! bucket, and the value shapes both filters share.
+
+use super::*;
+
+/// Envoy's LocalRateLimit message, as far as it is translated.
+pub(super) fn local_rate_limit(c: &Value, at: &str) -> Result<pb::LocalRateLimit, String> {
+    only(
+        c,
+        &[
+            "@type",
+            "stat_prefix",
+            "token_bucket",
+            "filter_enabled",
+            "filter_enforced",
+            "response_headers_to_add",
+            "status",
+            "enable_x_ratelimit_headers",
+            "local_rate_limit_per_downstream_connection",
+        ],
+        at,
+    )?;
+    if c.get("local_rate_limit_per_downstream_connection")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        return Err(format!(
+            "{at}.local_rate_limit_per_downstream_connection: a bucket per connection is not supported"
+        ));
+    }
+    let bucket = c
+        .get("token_bucket")
+        .ok_or_else(|| format!("{at}.token_bucket: none (per-route buckets are not supported)"))?;
+    let bat = format!("{at}.token_bucket");
+    only(
+        bucket,
+        &["max_tokens", "tokens_per_fill", "fill_interval"],
+        &bat,
+    )?;
+    let max_tokens = uint(bucket.get("max_tokens"), &format!("{bat}.max_tokens"))?
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{bat}.max_tokens: must be above 0"))?;
+    let tokens_per_fill = uint(
+        bucket.get("tokens_per_fill"),
+        &format!("{bat}.tokens_per_fill"),
+    )?
+    .unwrap_or(1);
+    let fill = bucket
+        .get("fill_interval")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{bat}.fill_interval: none"))?;
+    let fill_interval = fill
+        .parse::<api::Duration>()
+        .map_err(|e| format!("{bat}.fill_interval: {e}"))?
+        .as_std();
+    if fill_interval < std::time::Duration::from_millis(50) {
+        return Err(format!(
+            "{bat}.fill_interval: must be at least 50ms (as Envoy)"
+        ));
+    }
+    let mut headers = BTreeMap::new();
+    for (i, h) in c
+        .get("response_headers_to_add")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let key = h.pointer("/header/key").and_then(Value::as_str);
+        let value = h.pointer("/header/value").and_then(Value::as_str);
+        match (key, value) {
+            (Some(k), Some(v)) => {
+                headers.insert(k.to_ascii_lowercase(), v.to_string());
+            }
+            _ => {
+                return Err(format!(
+                    "{at}.response_headers_to_add[{i}]: needs header.key and header.value"
+                ));
+            }
+        }
+    }
+    let x_headers = match c.get("enable_x_ratelimit_headers").and_then(Value::as_str) {
+        None | Some("OFF") => false,
+        Some("DRAFT_VERSION_03") => true,
+        Some(other) => {
+            return Err(format!(
+                "{at}.enable_x_ratelimit_headers {other:?}: OFF or DRAFT_VERSION_03"
+            ));
+        }
+    };
+    let status = match c.pointer("/status/code") {
+        None => 0,
+        Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+        Some(Value::String(s)) => status_by_name(s)
+            .ok_or_else(|| format!("{at}.status.code {s:?} is not a known HTTP status"))?,
+        Some(_) => return Err(format!("{at}.status.code: expected a status")),
+    };
+    Ok(pb::LocalRateLimit {
+        max_tokens,
+        tokens_per_fill,
+        fill_interval_ms: fill_interval.as_millis() as u64,
+        enabled_percent: percent(c.get("filter_enabled"), &format!("{at}.filter_enabled"))?,
+        enforced_percent: percent(c.get("filter_enforced"), &format!("{at}.filter_enforced"))?,
+        response_headers: headers,
+        x_ratelimit_headers: x_headers,
+        status,
+        origin: String::new(),
+    })
+}
+
+/// A RuntimeFractionalPercent's default value in percent; absent: 0 (Envoy's default).
+pub(super) fn percent(v: Option<&Value>, at: &str) -> Result<f64, String> {
+    let Some(v) = v else {
+        return Ok(0.0);
+    };
+    let d = v.get("default_value").unwrap_or(&Value::Null);
+    let numerator = d.get("numerator").and_then(Value::as_f64).unwrap_or(0.0);
+    let per = match d
+        .get("denominator")
+        .and_then(Value::as_str)
+        .unwrap_or("HUNDRED")
+    {
+        "HUNDRED" => 100.0,
+        "TEN_THOUSAND" => 10_000.0,
+        "MILLION" => 1_000_000.0,
+        other => {
+            return Err(format!(
+                "{at}.default_value.denominator {other:?} is unknown"
+            ));
+        }
+    };
+    Ok((numerator / per * 100.0).clamp(0.0, 100.0))
+}
+
+pub(super) fn uint(v: Option<&Value>, at: &str) -> Result<Option<u32>, String> {
+    match v {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| format!("{at}: expected a whole number")),
+        Some(_) => Err(format!("{at}: expected a whole number")),
+    }
+}
+
+/// Envoy's `type.v3.StatusCode` names for the statuses a limit is answered with.
+pub(super) fn status_by_name(name: &str) -> Option<u32> {
+    Some(match name {
+        "TooManyRequests" => 429,
+        "ServiceUnavailable" => 503,
+        "Forbidden" => 403,
+        "BadRequest" => 400,
+        "Unauthorized" => 401,
+        "InternalServerError" => 500,
+        _ => return None,
+    })
+}
