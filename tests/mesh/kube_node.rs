@@ -19,11 +19,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e::kube::Kube;
+use e2e::kube::{Kube, webhook_configurations};
 use e2e::{bin, eventually, http, repo_root};
 use serde_json::{Value, json};
-
-use crate::kube_inject::webhook_configurations;
 
 const NODE: &str = "trellis-test-node";
 
