@@ -109,7 +109,7 @@ fn local_mesh_config(api: &str) -> Result<MeshConfig> {
 fn proxy_line(d: &PodDescription, status: Result<Value>) -> String {
     let status = match status {
         Ok(s) => s,
-        Err(e) => return format!("unknown: {e:#}"),
+        Err(e) => return format!("unknown: {e}"),
     };
     let id = format!("{}.{}", d.pod, d.namespace);
     let Some(p) = status

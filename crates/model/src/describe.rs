@@ -60,6 +60,10 @@ pub struct Applied {
 pub struct ServiceView {
     pub hostname: String,
     pub why: String,
+    /// Whether the pod is among the service's endpoints (an EndpointSlice
+    /// may list it as not ready, or not at all: then it gets none of the
+    /// service's traffic).
+    pub endpoint: bool,
     pub ports: Vec<ServicePortView>,
     pub destination_rule: Option<RuleView>,
     pub virtual_service: Option<VirtualServiceView>,
@@ -353,17 +357,23 @@ fn service(mesh: &Mesh, scope: &Scope, svc: &Service, w: &Workload) -> ServiceVi
             routes,
         }
     });
-    let why = if svc.selector.is_empty() {
-        "its endpoints list the pod".to_string()
-    } else {
-        format!(
-            "its selector {} matches the pod's labels",
-            labels(&svc.selector)
-        )
-    };
+    let endpoint = mesh
+        .registry
+        .backends(&svc.hostname)
+        .any(|b| b.name == w.name && b.namespace == w.namespace);
+    let mut why = format!(
+        "its selector {} matches the pod's labels",
+        labels(&svc.selector)
+    );
+    if !endpoint {
+        why.push_str(
+            ", but its EndpointSlices do not list the pod as a ready endpoint: it gets none of the service's traffic",
+        );
+    }
     ServiceView {
         hostname: svc.hostname.clone(),
         why,
+        endpoint,
         ports,
         destination_rule,
         virtual_service,

@@ -115,6 +115,7 @@ fn the_service_its_rule_subset_and_routes_that_reach_the_pod() {
     };
     assert_eq!(svc.hostname, "reviews.shop.svc.cluster.local");
     assert!(svc.why.contains("{app=reviews}"), "{}", svc.why);
+    assert!(svc.endpoint, "the pod is an endpoint of its service");
     assert_eq!(svc.ports[0].target_port, Some(9080));
     assert_eq!(svc.ports[0].protocol, "HTTP");
 
