@@ -443,3 +443,84 @@ async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effe
     assert_eq!(leftovers(block)?, Vec::<String>::new(), "{}", node.log());
     Ok(())
 }
+
+/// Probes as a kubelet runs them on `trellis node`: a container whose
+/// liveness probe keeps failing is restarted (its restartCount grows), one
+/// whose liveness probe passes is left alone, and readiness and startup
+/// gate Ready. No sidecar here: the node probes the applications itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_liveness_probes_restart_the_container() -> Result<()> {
+    if let Some(what) = missing() {
+        if std::env::var_os("CI").is_some() {
+            bail!("trellis node needs {what}");
+        }
+        eprintln!("SKIPPED: trellis node needs {what}");
+        return Ok(());
+    }
+    let Some(kube) = Kube::start("node-probes")? else {
+        return Ok(());
+    };
+    let block = kube.block;
+    let state = tempfile::tempdir()?;
+    let mut node = Process::start(
+        Command::new(bin("trellis"))
+            .arg("--kubeconfig")
+            .arg(&kube.kubeconfig)
+            .args(["node", "--name", NODE, "--block", &block.to_string()])
+            .arg("--state-dir")
+            .arg(state.path().join("node")),
+        state.path().join("node.log"),
+    )?;
+    let pod = |name: &str, liveness: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  containers:
+  - name: details
+    image: examples-bookinfo-details-v1
+    ports: [{{containerPort: 9080}}]
+    startupProbe: {{tcpSocket: {{port: 9080}}, periodSeconds: 1, failureThreshold: 30}}
+    readinessProbe: {{httpGet: {{path: /health, port: 9080}}, periodSeconds: 1}}
+    livenessProbe: {{httpGet: {{path: {liveness}, port: 9080}}, periodSeconds: 1, failureThreshold: 2}}
+"#
+        )
+    };
+    // The namespace's `default` service account comes soon after it.
+    eventually(Duration::from_secs(30), || async {
+        kube.apply(&(pod("live", "/health") + "---" + &pod("dying", "/no-such-path")))
+    })
+    .await?;
+
+    let restart_count = |p: &Value| p["status"]["containerStatuses"][0]["restartCount"].as_u64();
+    let (live, dying) = eventually(Duration::from_secs(120), || async {
+        let live = json_of(&kube, &["get", "pod", "live"])?;
+        let dying = json_of(&kube, &["get", "pod", "dying"])?;
+        ensure!(
+            restart_count(&dying) >= Some(2),
+            "not restarted twice yet: {}",
+            dying["status"]
+        );
+        ensure!(
+            live["status"]["containerStatuses"][0]["ready"] == true,
+            "live not ready: {}",
+            live["status"]
+        );
+        Ok((live, dying))
+    })
+    .await
+    .with_context(|| node.log())?;
+    // 404 from /no-such-path: restarted over and over; /health: never.
+    assert_eq!(restart_count(&live), Some(0), "{}", live["status"]);
+    assert!(restart_count(&dying) >= Some(2), "{}", dying["status"]);
+    let log = node.log();
+    assert!(
+        log.contains("container failed its liveness probe; restarting it"),
+        "{log}"
+    );
+    assert!(log.contains("HTTP 404"), "{log}");
+    node.stop()?;
+    Ok(())
+}

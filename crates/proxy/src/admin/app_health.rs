@@ -138,9 +138,14 @@ where
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let path = if get.path.is_empty() { "/" } else { &get.path };
-    let host = get.host.clone().unwrap_or_else(|| addr.to_string());
+    // A `Host` among the probe's headers is the one sent, as the kubelet does.
+    let is_host = |h: &&Header| h.name.eq_ignore_ascii_case("host");
+    let host = match get.http_headers.iter().find(is_host) {
+        Some(h) => h.value.clone(),
+        None => get.host.clone().unwrap_or_else(|| addr.to_string()),
+    };
     let mut builder = Request::get(path).header(http::header::HOST, host);
-    for h in &get.http_headers {
+    for h in get.http_headers.iter().filter(|h| !is_host(h)) {
         builder = builder.header(h.name.as_str(), h.value.as_str());
     }
     let request = builder
