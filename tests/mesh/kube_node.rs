@@ -482,6 +482,7 @@ spec:
   - name: details
     image: examples-bookinfo-details-v1
     ports: [{{containerPort: 9080}}]
+    resources: {{requests: {{cpu: 50m, memory: 32Mi}}, limits: {{cpu: 500m, memory: 256Mi}}}}
     startupProbe: {{tcpSocket: {{port: 9080}}, periodSeconds: 1, failureThreshold: 30}}
     readinessProbe: {{httpGet: {{path: /health, port: 9080}}, periodSeconds: 1}}
     livenessProbe: {{httpGet: {{path: {liveness}, port: 9080}}, periodSeconds: 1, failureThreshold: 2}}
@@ -515,6 +516,18 @@ spec:
     // 404 from /no-such-path: restarted over and over; /health: never.
     assert_eq!(restart_count(&live), Some(0), "{}", live["status"]);
     assert!(restart_count(&dying) >= Some(2), "{}", dying["status"]);
+    // What the container was given is in its status, as a kubelet reports it.
+    let given = &live["status"]["containerStatuses"][0];
+    assert_eq!(
+        given["resources"],
+        json!({"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}),
+        "{given}"
+    );
+    assert_eq!(
+        given["allocatedResources"],
+        json!({"cpu": "50m", "memory": "32Mi"}),
+        "{given}"
+    );
     let log = node.log();
     assert!(
         log.contains("container failed its liveness probe; restarting it"),

@@ -552,6 +552,9 @@ impl Runner {
                 .unwrap_or_else(|| ("PodInitializing".into(), String::new()));
             json!({"waiting": {"reason": reason, "message": message}})
         };
+        // What the container was given, as a kubelet reports it (requests
+        // and limits as asked: trellis node does not enforce them).
+        let resources = r.container.resources.clone().unwrap_or_default();
         json!({
             "name": r.container.name,
             "image": r.container.image.clone().unwrap_or_default(),
@@ -560,6 +563,11 @@ impl Runner {
             "started": r.completed || r.started(running),
             "restartCount": restarts,
             "state": state,
+            "allocatedResources": resources.requests.clone().unwrap_or_default(),
+            "resources": {
+                "requests": resources.requests.unwrap_or_default(),
+                "limits": resources.limits.unwrap_or_default(),
+            },
         })
     }
 
