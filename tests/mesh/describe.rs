@@ -24,6 +24,13 @@ spec:
   action: ALLOW
   rules:
   - from: [{source: {principals: [cluster.local/ns/default/sa/bookinfo-productpage]}}]
+---
+# The control plane serves Secrets redacted; describe is not put off by one.
+apiVersion: v1
+kind: Secret
+metadata: {name: reviews-credential, namespace: default}
+type: Opaque
+data: {password: aHVudGVyMg==}
 "#;
 
 fn apply(mesh: &Mesh, path: &std::path::Path) -> Result<()> {
