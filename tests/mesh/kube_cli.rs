@@ -304,6 +304,16 @@ spec:
     .await
     .with_context(|| trellisd.log())?;
     ensure!(!status.contains("NACK"), "{status}");
+    // describe pod asks the same control plane, the same way, for the proxy's sync.
+    let out = trellis(
+        &["--kubeconfig", &kubeconfig, "describe", "pod", "client-1"],
+        &[],
+    )?;
+    let all = text(&out);
+    ensure!(
+        out.status.success() && all.contains("Proxy: connected and SYNCED"),
+        "{all}"
+    );
     let out = trellis(
         &[
             "--kubeconfig",
