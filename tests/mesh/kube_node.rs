@@ -490,8 +490,23 @@ spec:
         )
     };
     // The namespace's `default` service account comes soon after it.
+    // A container that ignores SIGTERM is killed after the grace period.
+    let stubborn = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: stubborn}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: sh
+    image: sh
+    command: [sh, -c, "trap '' TERM; while true; do sleep 1; done"]
+    livenessProbe: {tcpSocket: {port: 9999}, periodSeconds: 1, failureThreshold: 1}
+"#;
     eventually(Duration::from_secs(30), || async {
-        kube.apply(&(pod("live", "/health") + "---" + &pod("dying", "/no-such-path")))
+        kube.apply(
+            &(pod("live", "/health") + "---" + &pod("dying", "/no-such-path") + "---" + stubborn),
+        )
     })
     .await?;
 
@@ -503,6 +518,12 @@ spec:
             restart_count(&dying) >= Some(2),
             "not restarted twice yet: {}",
             dying["status"]
+        );
+        let stubborn = json_of(&kube, &["get", "pod", "stubborn"])?;
+        ensure!(
+            restart_count(&stubborn) >= Some(1),
+            "stubborn not restarted yet: {}",
+            stubborn["status"]
         );
         ensure!(
             live["status"]["containerStatuses"][0]["ready"] == true,
@@ -534,6 +555,10 @@ spec:
         "{log}"
     );
     assert!(log.contains("HTTP 404"), "{log}");
+    assert!(
+        log.contains("still running 1 s after SIGTERM; killing it"),
+        "{log}"
+    );
     node.stop()?;
     Ok(())
 }

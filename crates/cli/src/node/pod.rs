@@ -350,11 +350,37 @@ impl Runner {
     fn restart(&self, r: &mut Running, board: &StatusBoard, kind: &str, error: String) {
         let name = self.process_name(&r.container);
         tracing::warn!(pod = %self.id, container = %r.container.name, probe = kind, %error, "container failed its {kind} probe; restarting it");
+        // The probe's own grace period, else the pod's (30 s by default):
+        // then SIGKILL, as a kubelet does, if the same process still runs.
+        let probe = match kind {
+            "startup" => r.container.startup_probe.as_ref(),
+            _ => r.container.liveness_probe.as_ref(),
+        };
+        let grace = probe
+            .and_then(|p| p.termination_grace_period_seconds)
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30)
+            .max(0)
+            .unsigned_abs();
         if let Some(pid) = board.get(&name).and_then(|s| s.pid) {
+            use nix::sys::signal::{Signal, kill};
             let group = nix::unistd::Pid::from_raw(-(pid as i32));
-            if let Err(e) = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM) {
+            if let Err(e) = kill(group, Signal::SIGTERM) {
                 tracing::warn!(pod = %self.id, container = %r.container.name, error = %e, "cannot stop the container");
             }
+            let board = board.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(grace)).await;
+                if board.get(&name).and_then(|s| s.pid) == Some(pid) {
+                    tracing::warn!(container = %name, "still running {grace} s after SIGTERM; killing it");
+                    let _ = kill(group, Signal::SIGKILL);
+                }
+            });
         }
         let fresh = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
             p.as_ref().map(|p| ProbeState::new(p, &r.container))
