@@ -304,6 +304,16 @@ spec:
     .await
     .with_context(|| trellisd.log())?;
     ensure!(!status.contains("NACK"), "{status}");
+    // describe pod asks the same control plane, the same way, for the proxy's sync.
+    let out = trellis(
+        &["--kubeconfig", &kubeconfig, "describe", "pod", "client-1"],
+        &[],
+    )?;
+    let all = text(&out);
+    ensure!(
+        out.status.success() && all.contains("Proxy: connected and SYNCED"),
+        "{all}"
+    );
     let out = trellis(
         &[
             "--kubeconfig",
@@ -462,5 +472,106 @@ stringData: {{password: hunter2}}
         "{}",
         text(&missing)
     );
+    Ok(())
+}
+
+/// `trellis describe pod --kubeconfig`: the cluster's resources, read as
+/// kubectl reads them, described as on the local mesh; with no control
+/// plane to ask, the proxy's sync state is `unknown`, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_pod_on_the_cluster() -> Result<()> {
+    let Some(kube) = Kube::start("describe-kube")? else {
+        return Ok(());
+    };
+    let ns = kube.namespace.clone();
+    // The namespace's `default` service account comes soon after it.
+    eventually(Duration::from_secs(30), || async {
+        kube.apply(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: reviews-v2-0
+  labels: {app: reviews, version: v2}
+  annotations: {sidecar.istio.io/status: '{"containers":["istio-proxy"]}'}
+spec:
+  containers: [{name: reviews, image: reviews, ports: [{containerPort: 9080}]}]
+"#,
+        )
+    })
+    .await?;
+    kube.set_pod_ip("reviews-v2-0", &ns, "10.9.0.2")?;
+    kube.apply(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 80}
+    - {destination: {host: reviews, subset: v2}, weight: 20}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default}
+spec: {mtls: {mode: STRICT}}
+"#,
+    )?;
+    let kubeconfig = kube.kubeconfig.display().to_string();
+    // The context's namespace is the test's: no -n needed.
+    let describe = || {
+        trellis(
+            &[
+                "--kubeconfig",
+                &kubeconfig,
+                "describe",
+                "pod",
+                "reviews-v2-0",
+            ],
+            &[],
+        )
+    };
+    // No kubelet runs the pod (it has no node): kube-controller-manager's
+    // EndpointSlice leaves it out, so it is no endpoint — the compiler
+    // sends no client to it — and describe says so.
+    let all = eventually(Duration::from_secs(30), || async {
+        let all = text(&describe()?);
+        ensure!(
+            all.contains("but its EndpointSlices do not list the pod as a ready endpoint"),
+            "{all}"
+        );
+        Ok(all)
+    })
+    .await?;
+    for expected in [
+        &format!("Service: reviews.{ns}.svc.cluster.local"),
+        "Matching subsets: v2",
+        "Port: http 9080/HTTP targets no port of this pod",
+        &format!("reviews.{ns}.svc.cluster.local 9080 subset v2: 20%\n"),
+        &format!(
+            "Workload mTLS mode: STRICT (PeerAuthentication {ns}/default: the namespace's, no selector)"
+        ),
+        "Proxy: unknown: cannot reach the control plane through the Kubernetes API server's proxy",
+    ] {
+        ensure!(all.contains(expected), "{expected:?} not in:\n{all}");
+    }
     Ok(())
 }

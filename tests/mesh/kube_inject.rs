@@ -10,113 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use e2e::kube::Kube;
+use e2e::kube::{Kube, Trellisd, webhook_configurations};
 use e2e::{bin, eventually, repo_root};
 use serde_json::Value;
-
-/// A trellisd serving the webhooks on the test's block; stopped on drop.
-struct Trellisd {
-    child: Child,
-    webhook: String,
-    state: tempfile::TempDir,
-}
-
-impl Trellisd {
-    fn start(kube: &Kube) -> Result<Trellisd> {
-        let state = tempfile::tempdir()?;
-        let ip = format!("127.{}.0.1", kube.block);
-        let log = std::fs::File::create(state.path().join("trellisd.log"))?;
-        let child = Command::new(bin("trellisd"))
-            .arg("--config-dir")
-            .arg(state.path().join("config"))
-            .arg("--ca-dir")
-            .arg(state.path().join("ca"))
-            .args(["--xds-addr", &format!("{ip}:15010")])
-            .args(["--http-addr", &format!("{ip}:15014")])
-            .args(["--webhook-addr", &format!("{ip}:15017")])
-            .arg("--kubeconfig")
-            .arg(&kube.kubeconfig)
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("starting trellisd")?;
-        Ok(Trellisd {
-            child,
-            webhook: format!("https://{ip}:15017"),
-            state,
-        })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.state.path().join("trellisd.log")).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Trellisd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The webhook configurations as Istio's chart makes them (names,
-/// selectors, failure policies), pointing at `url` instead of the istiod
-/// Service: the test's API server and trellisd run on loopback.
-pub(crate) fn webhook_configurations(url: &str) -> String {
-    format!(
-        r#"
-apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata:
-  name: istio-sidecar-injector
-webhooks:
-- name: namespace.sidecar-injector.istio.io
-  clientConfig: {{url: "{url}/inject"}}
-  rules: [{{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [pods]}}]
-  failurePolicy: Fail
-  sideEffects: None
-  admissionReviewVersions: [v1]
-  namespaceSelector:
-    matchExpressions: [{{key: istio-injection, operator: In, values: [enabled]}}]
-  objectSelector:
-    matchExpressions: [{{key: sidecar.istio.io/inject, operator: NotIn, values: ["false"]}}]
-- name: object.sidecar-injector.istio.io
-  clientConfig: {{url: "{url}/inject"}}
-  rules: [{{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [pods]}}]
-  failurePolicy: Fail
-  sideEffects: None
-  admissionReviewVersions: [v1]
-  namespaceSelector:
-    matchExpressions:
-    - {{key: istio-injection, operator: DoesNotExist}}
-    - {{key: istio.io/rev, operator: DoesNotExist}}
-  objectSelector:
-    matchExpressions:
-    - {{key: sidecar.istio.io/inject, operator: In, values: ["true"]}}
-    - {{key: istio.io/rev, operator: DoesNotExist}}
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
-metadata:
-  name: istio-validator-istio-system
-webhooks:
-- name: rev.validation.istio.io
-  clientConfig: {{url: "{url}/validate"}}
-  rules:
-  - operations: [CREATE, UPDATE]
-    apiGroups: [security.istio.io, networking.istio.io, telemetry.istio.io, extensions.istio.io]
-    apiVersions: ["*"]
-    resources: ["*"]
-  failurePolicy: Ignore
-  sideEffects: None
-  admissionReviewVersions: [v1]
-"#
-    )
-}
 
 fn deployment(name: &str, namespace: &str, pod_labels: &str) -> String {
     format!(
@@ -175,17 +71,18 @@ async fn the_api_server_injects_through_trellisd_and_refuses_invalid_config() ->
     let Some(kube) = Kube::start("kube-inject-webhook")? else {
         return Ok(());
     };
-    let mut trellisd = Trellisd::start(&kube)?;
+    let mut trellisd = Trellisd::with_webhooks(&kube)?;
     let ns = kube.namespace.clone();
     kube.kubectl_ok(&["label", "namespace", &ns, "istio-injection=enabled"])?;
     kube.kubectl_ok(&["create", "namespace", "plain"])?;
-    kube.apply(&webhook_configurations(&trellisd.webhook))?;
+    kube.apply(&webhook_configurations(
+        trellisd.webhook.as_deref().unwrap_or_default(),
+    ))?;
 
     // The leader trusts its webhooks in: the mesh root as caBundle, and
     // the validator no longer failing open.
     let root = eventually(Duration::from_secs(60), || async {
-        std::fs::read_to_string(trellisd.state.path().join("ca/ca-cert.pem"))
-            .context("the CA's root")
+        std::fs::read_to_string(trellisd.ca_cert()).context("the CA's root")
     })
     .await?;
     eventually(Duration::from_secs(60), || async {

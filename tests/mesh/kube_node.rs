@@ -19,11 +19,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e::kube::Kube;
+use e2e::kube::{Kube, webhook_configurations};
 use e2e::{bin, eventually, http, repo_root};
 use serde_json::{Value, json};
-
-use crate::kube_inject::webhook_configurations;
 
 const NODE: &str = "trellis-test-node";
 
@@ -443,5 +441,124 @@ async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effe
         node.log()
     );
     assert_eq!(leftovers(block)?, Vec::<String>::new(), "{}", node.log());
+    Ok(())
+}
+
+/// Probes as a kubelet runs them on `trellis node`: a container whose
+/// liveness probe keeps failing is restarted (its restartCount grows), one
+/// whose liveness probe passes is left alone, and readiness and startup
+/// gate Ready. No sidecar here: the node probes the applications itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_liveness_probes_restart_the_container() -> Result<()> {
+    if let Some(what) = missing() {
+        if std::env::var_os("CI").is_some() {
+            bail!("trellis node needs {what}");
+        }
+        eprintln!("SKIPPED: trellis node needs {what}");
+        return Ok(());
+    }
+    let Some(kube) = Kube::start("node-probes")? else {
+        return Ok(());
+    };
+    let block = kube.block;
+    let state = tempfile::tempdir()?;
+    let mut node = Process::start(
+        Command::new(bin("trellis"))
+            .arg("--kubeconfig")
+            .arg(&kube.kubeconfig)
+            .args(["node", "--name", NODE, "--block", &block.to_string()])
+            .arg("--state-dir")
+            .arg(state.path().join("node")),
+        state.path().join("node.log"),
+    )?;
+    let pod = |name: &str, liveness: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  containers:
+  - name: details
+    image: examples-bookinfo-details-v1
+    ports: [{{containerPort: 9080}}]
+    resources: {{requests: {{cpu: 50m, memory: 32Mi}}, limits: {{cpu: 500m, memory: 256Mi}}}}
+    startupProbe: {{tcpSocket: {{port: 9080}}, periodSeconds: 1, failureThreshold: 30}}
+    readinessProbe: {{httpGet: {{path: /health, port: 9080}}, periodSeconds: 1}}
+    livenessProbe: {{httpGet: {{path: {liveness}, port: 9080}}, periodSeconds: 1, failureThreshold: 2}}
+"#
+        )
+    };
+    // The namespace's `default` service account comes soon after it.
+    // A container that ignores SIGTERM is killed after the grace period.
+    let stubborn = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: stubborn}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: sh
+    image: sh
+    command: [sh, -c, "trap '' TERM; while true; do sleep 1; done"]
+    livenessProbe: {tcpSocket: {port: 9999}, periodSeconds: 1, failureThreshold: 1}
+"#;
+    eventually(Duration::from_secs(30), || async {
+        kube.apply(
+            &(pod("live", "/health") + "---" + &pod("dying", "/no-such-path") + "---" + stubborn),
+        )
+    })
+    .await?;
+
+    let restart_count = |p: &Value| p["status"]["containerStatuses"][0]["restartCount"].as_u64();
+    let (live, dying) = eventually(Duration::from_secs(120), || async {
+        let live = json_of(&kube, &["get", "pod", "live"])?;
+        let dying = json_of(&kube, &["get", "pod", "dying"])?;
+        ensure!(
+            restart_count(&dying) >= Some(2),
+            "not restarted twice yet: {}",
+            dying["status"]
+        );
+        let stubborn = json_of(&kube, &["get", "pod", "stubborn"])?;
+        ensure!(
+            restart_count(&stubborn) >= Some(1),
+            "stubborn not restarted yet: {}",
+            stubborn["status"]
+        );
+        ensure!(
+            live["status"]["containerStatuses"][0]["ready"] == true,
+            "live not ready: {}",
+            live["status"]
+        );
+        Ok((live, dying))
+    })
+    .await
+    .with_context(|| node.log())?;
+    // 404 from /no-such-path: restarted over and over; /health: never.
+    assert_eq!(restart_count(&live), Some(0), "{}", live["status"]);
+    assert!(restart_count(&dying) >= Some(2), "{}", dying["status"]);
+    // What the container was given is in its status, as a kubelet reports it.
+    let given = &live["status"]["containerStatuses"][0];
+    assert_eq!(
+        given["resources"],
+        json!({"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}),
+        "{given}"
+    );
+    assert_eq!(
+        given["allocatedResources"],
+        json!({"cpu": "50m", "memory": "32Mi"}),
+        "{given}"
+    );
+    let log = node.log();
+    assert!(
+        log.contains("container failed its liveness probe; restarting it"),
+        "{log}"
+    );
+    assert!(log.contains("HTTP 404"), "{log}");
+    assert!(
+        log.contains("still running 1 s after SIGTERM; killing it"),
+        "{log}"
+    );
+    node.stop()?;
     Ok(())
 }

@@ -10,6 +10,7 @@ mod browser;
 mod capture;
 mod control_plane;
 mod dashboards;
+mod describe;
 mod edge;
 mod ext_authz;
 mod gateway_tls;

@@ -417,12 +417,21 @@ pub struct Trellisd {
     pub plaintext: XdsAddress,
     /// Its TLS listener's `https://` URL.
     tls_url: String,
+    /// Its admission webhooks' `https://` base URL, when it serves them.
+    pub webhook: Option<String>,
     state: tempfile::TempDir,
 }
 
 impl Trellisd {
     pub fn start(kube: &Kube) -> Result<Trellisd> {
         Trellisd::replica(kube, 0, &[])
+    }
+
+    /// Serving the admission webhooks too (injection and validation), on
+    /// the block's first address, port 15017 ([`Trellisd::webhook`]).
+    pub fn with_webhooks(kube: &Kube) -> Result<Trellisd> {
+        let addr = format!("127.{}.0.1:15017", kube.block);
+        Trellisd::replica(kube, 0, &["--webhook-addr", &addr])
     }
 
     /// Replica `n` of several (its own ports), with extra flags.
@@ -452,10 +461,16 @@ impl Trellisd {
             .stderr(Stdio::from(log))
             .spawn()
             .context("starting trellisd")?;
+        let webhook = args
+            .iter()
+            .position(|a| *a == "--webhook-addr")
+            .and_then(|i| args.get(i + 1))
+            .map(|addr| format!("https://{addr}"));
         Ok(Trellisd {
             child,
             plaintext: XdsAddress::parse(&format!("http://{ip}:{xds}"), None)?,
             tls_url: format!("https://{ip}:{tls}"),
+            webhook,
             state,
         })
     }
@@ -515,6 +530,17 @@ impl Trellisd {
         std::fs::read_to_string(self.state.path().join("trellisd.log")).unwrap_or_default()
     }
 
+    /// Its CA's root certificate (its own `--ca-dir`).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.state.path().join("ca/ca-cert.pem")
+    }
+
+    /// Kills it (as a crash would) and waits until it is gone.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits until its log shows `what` (every one of `texts`).
     pub async fn until_logged(&self, what: &str, texts: &[&str]) -> Result<()> {
         eventually(Duration::from_secs(60), || async {
@@ -531,8 +557,7 @@ impl Trellisd {
 
 impl Drop for Trellisd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -759,6 +784,61 @@ spec:
   http:
   - route:
     - destination: {{host: reviews, subset: v9}}
+"#
+    )
+}
+
+/// The webhook configurations as Istio's chart makes them (names,
+/// selectors, failure policies), pointing at `url` instead of the istiod
+/// Service: the test's API server and trellisd run on loopback.
+pub fn webhook_configurations(url: &str) -> String {
+    format!(
+        r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: istio-sidecar-injector
+webhooks:
+- name: namespace.sidecar-injector.istio.io
+  clientConfig: {{url: "{url}/inject"}}
+  rules: [{{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [pods]}}]
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+  namespaceSelector:
+    matchExpressions: [{{key: istio-injection, operator: In, values: [enabled]}}]
+  objectSelector:
+    matchExpressions: [{{key: sidecar.istio.io/inject, operator: NotIn, values: ["false"]}}]
+- name: object.sidecar-injector.istio.io
+  clientConfig: {{url: "{url}/inject"}}
+  rules: [{{operations: [CREATE], apiGroups: [""], apiVersions: [v1], resources: [pods]}}]
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+  namespaceSelector:
+    matchExpressions:
+    - {{key: istio-injection, operator: DoesNotExist}}
+    - {{key: istio.io/rev, operator: DoesNotExist}}
+  objectSelector:
+    matchExpressions:
+    - {{key: sidecar.istio.io/inject, operator: In, values: ["true"]}}
+    - {{key: istio.io/rev, operator: DoesNotExist}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: istio-validator-istio-system
+webhooks:
+- name: rev.validation.istio.io
+  clientConfig: {{url: "{url}/validate"}}
+  rules:
+  - operations: [CREATE, UPDATE]
+    apiGroups: [security.istio.io, networking.istio.io, telemetry.istio.io, extensions.istio.io]
+    apiVersions: ["*"]
+    resources: ["*"]
+  failurePolicy: Ignore
+  sideEffects: None
+  admissionReviewVersions: [v1]
 "#
     )
 }

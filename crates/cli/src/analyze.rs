@@ -478,7 +478,7 @@ fn in_namespace(resource: &str, namespace: &str) -> bool {
 }
 
 /// The `istio` ConfigMap's MeshConfig, Istio's defaults without one.
-async fn cluster_mesh_config(client: &kube::Client) -> Result<MeshConfig> {
+pub async fn cluster_mesh_config(client: &kube::Client) -> Result<MeshConfig> {
     use control::sources::kube::{MESH_CONFIG_NAME, MESH_CONFIG_NAMESPACE};
     let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
         kube::Api::namespaced(client.clone(), MESH_CONFIG_NAMESPACE);

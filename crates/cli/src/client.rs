@@ -36,6 +36,11 @@ impl Client {
         }
     }
 
+    /// The API's base URL (on a cluster: the API server's proxy path).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// Whether the control plane is reached through a Kubernetes API server.
     pub fn is_kube(&self) -> bool {
         self.kube.is_some()

@@ -290,7 +290,12 @@ pub(crate) fn service_clusters(
 /// the client's namespace, labels and address), its destinations weighted
 /// as HTTP ones are. Matches on destination subnets are not understood:
 /// such a match never applies here (analyze says so, TRL0005).
-fn tcp_route(mesh: &Mesh, scope: &Scope, svc: &Service, port: u32) -> Vec<pb::WeightedCluster> {
+pub(crate) fn tcp_route(
+    mesh: &Mesh,
+    scope: &Scope,
+    svc: &Service,
+    port: u32,
+) -> Vec<pb::WeightedCluster> {
     let Some(vs) = mesh_virtual_service(mesh, &svc.hostname, scope) else {
         return Vec::new();
     };

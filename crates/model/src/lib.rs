@@ -11,6 +11,7 @@ pub mod authz;
 mod cluster_policy;
 pub mod compile;
 mod cors;
+pub mod describe;
 pub mod encodings;
 pub mod endpoint_slice;
 pub mod ext_authz;

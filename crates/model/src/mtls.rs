@@ -18,6 +18,32 @@ use crate::registry::Workload;
 
 /// The mode of `port` (a workload port: what the listener binds) on `w`.
 pub fn inbound_mode(mesh: &Mesh, w: &Workload, port: u32) -> pb::MtlsMode {
+    inbound_mode_from(mesh, w, port).0
+}
+
+/// Where a port's mode came from: the level of Istio's precedence that set
+/// it, and the PeerAuthentication (`None`: no policy sets one, PERMISSIVE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeLevel {
+    /// The workload policy's `portLevelMtls` entry for the port.
+    Port,
+    /// A policy whose selector matches the workload.
+    Workload,
+    /// The workload's namespace's policy without selector.
+    Namespace,
+    /// The root namespace's policy without selector.
+    Mesh,
+}
+
+/// [`inbound_mode`], and the level and policy that decided it.
+pub fn inbound_mode_from<'a>(
+    mesh: &'a Mesh,
+    w: &'a Workload,
+    port: u32,
+) -> (
+    pb::MtlsMode,
+    Option<(ModeLevel, &'a Object<PeerAuthentication>)>,
+) {
     let selects = |pa: &&Object<PeerAuthentication>| {
         pa.spec.selector.as_ref().is_some_and(|s| {
             !s.match_labels.is_empty()
@@ -35,20 +61,34 @@ pub fn inbound_mode(mesh: &Mesh, w: &Workload, port: u32) -> pb::MtlsMode {
     // Istio takes the oldest policy of a level; files have no age, and the
     // mesh keeps them in namespace/name order, so the first one wins.
     let workload = in_ns(mesh, &w.namespace).find(selects);
+    let namespace = in_ns(mesh, &w.namespace).find(wide);
+    let root = in_ns(mesh, &mesh.config.root_namespace).find(wide);
     let levels = [
-        workload
-            .and_then(|pa| pa.spec.port_level_mtls.as_ref()?.get(&port))
-            .and_then(|t| t.mode),
-        workload.and_then(mode_of),
-        in_ns(mesh, &w.namespace).find(wide).and_then(mode_of),
-        in_ns(mesh, &mesh.config.root_namespace)
-            .find(wide)
-            .and_then(mode_of),
+        (
+            ModeLevel::Port,
+            workload,
+            workload
+                .and_then(|pa| pa.spec.port_level_mtls.as_ref()?.get(&port))
+                .and_then(|t| t.mode),
+        ),
+        (ModeLevel::Workload, workload, workload.and_then(mode_of)),
+        (ModeLevel::Namespace, namespace, namespace.and_then(mode_of)),
+        (ModeLevel::Mesh, root, root.and_then(mode_of)),
     ];
-    match levels.into_iter().flatten().find(|m| *m != MtlsMode::Unset) {
-        Some(MtlsMode::Strict) => pb::MtlsMode::Strict,
-        Some(MtlsMode::Disable) => pb::MtlsMode::Disable,
-        _ => pb::MtlsMode::Permissive,
+    let decided = levels.into_iter().find_map(|(level, pa, mode)| {
+        let mode = mode.filter(|m| *m != MtlsMode::Unset)?;
+        Some((mode, level, pa?))
+    });
+    match decided {
+        Some((mode, level, pa)) => {
+            let mode = match mode {
+                MtlsMode::Strict => pb::MtlsMode::Strict,
+                MtlsMode::Disable => pb::MtlsMode::Disable,
+                _ => pb::MtlsMode::Permissive,
+            };
+            (mode, Some((level, pa)))
+        }
+        None => (pb::MtlsMode::Permissive, None),
     }
 }
 

@@ -161,7 +161,10 @@ impl Scope {
 
 /// A workload's Sidecar: one in its namespace whose selector matches it, else
 /// its namespace's Sidecar without selector, else the root namespace's.
-fn applicable_sidecar<'a>(mesh: &'a Mesh, node: &pb::Node) -> Option<&'a Object<Sidecar>> {
+pub(crate) fn applicable_sidecar<'a>(
+    mesh: &'a Mesh,
+    node: &pb::Node,
+) -> Option<&'a Object<Sidecar>> {
     fn in_ns<'a, 'n>(
         mesh: &'a Mesh,
         ns: &'n str,

@@ -105,6 +105,11 @@ enum Command {
     },
     /// Add the sidecar to Kubernetes workloads in a file, as `istioctl kube-inject`.
     KubeInject(cli::kube_inject::Args),
+    /// What of the mesh's config applies to a pod, and why (as `istioctl x
+    /// describe pod`): its Services, DestinationRule and subset, the routes
+    /// that reach it, its mTLS mode per port, its AuthorizationPolicies and
+    /// Sidecar, and whether its proxy is synced.
+    Describe(cli::describe::Args),
     /// Each proxy's sync state with the control plane.
     ProxyStatus {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
@@ -283,6 +288,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         Command::Validate { file } => commands::validate(file),
         Command::KubeInject(a) => cli::kube_inject::run(a),
+        Command::Describe(a) => {
+            if args.cluster.named() && args.control_plane.is_none() {
+                cli::describe::run(a, cli::describe::Source::Cluster(&args.cluster)).await
+            } else {
+                let client = client(&args).await?;
+                cli::describe::run(a, cli::describe::Source::ControlPlane(&client)).await
+            }
+        }
         Command::ProxyStatus { output } => {
             commands::proxy_status(&client(&args).await?, *output).await
         }

@@ -45,6 +45,9 @@ pub struct ProcessStatus {
     pub restart_count: u32,
     /// Waiting to be restarted after exiting (`CrashLoopBackOff`).
     pub backing_off: bool,
+    /// The running process (the leader of its own process group).
+    #[serde(skip)]
+    pub pid: Option<u32>,
 }
 
 /// Every child's [`ProcessStatus`] by name, rewritten (atomically) to a JSON
@@ -168,9 +171,11 @@ async fn keep_running(spec: Spec, mut stop: watch::Receiver<bool>, board: Option
         let started = Instant::now();
         let outcome = match command(&spec).and_then(|mut c| c.spawn()) {
             Ok(mut child) => {
+                let pid = child.id();
                 report(&|s| {
                     s.running = true;
                     s.backing_off = false;
+                    s.pid = pid;
                 });
                 tokio::select! {
                     status = child.wait() => Ok(status),
@@ -193,6 +198,7 @@ async fn keep_running(spec: Spec, mut stop: watch::Receiver<bool>, board: Option
             s.running = false;
             s.backing_off = true;
             s.restart_count = restarts;
+            s.pid = None;
         });
         match outcome {
             Ok(status) => tracing::warn!(

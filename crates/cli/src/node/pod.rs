@@ -115,6 +115,7 @@ struct Running {
     long_running: bool,
     startup: Option<ProbeState>,
     readiness: Option<ProbeState>,
+    liveness: Option<ProbeState>,
     /// A run-to-completion init container that finished.
     completed: bool,
     /// Why it is not running, for a waiting state.
@@ -135,6 +136,10 @@ impl Running {
                 .map(|p| ProbeState::new(p, container)),
             readiness: container
                 .readiness_probe
+                .as_ref()
+                .map(|p| ProbeState::new(p, container)),
+            liveness: container
+                .liveness_probe
                 .as_ref()
                 .map(|p| ProbeState::new(p, container)),
             completed: false,
@@ -217,9 +222,6 @@ impl Runner {
             .iter()
             .map(|c| Running::new(c, true, self.uid_of(c)))
             .collect();
-        if spec.containers.iter().any(|c| c.liveness_probe.is_some()) {
-            tracing::warn!(pod = %self.id, "liveness probes are not run by trellis node");
-        }
         self.write(&mut inits, &mut apps, board, false).await;
 
         // Volumes: retried until they can be made (e.g. a ConfigMap not yet written).
@@ -317,15 +319,75 @@ impl Runner {
                 if !running {
                     continue;
                 }
-                if let Some(p) = r.startup.as_mut().filter(|p| !p.passing) {
+                let failed = if let Some(p) = r.startup.as_mut().filter(|p| !p.passing) {
                     p.tick(ip, &ns, r.uid).await;
-                } else if let Some(p) = r.readiness.as_mut() {
-                    p.tick(ip, &ns, r.uid).await;
+                    p.failed().then(|| ("startup", p.last_error.clone()))
+                } else {
+                    if let Some(p) = r.readiness.as_mut() {
+                        p.tick(ip, &ns, r.uid).await;
+                    }
+                    match r.liveness.as_mut() {
+                        Some(p) => {
+                            p.tick(ip, &ns, r.uid).await;
+                            p.failed().then(|| ("liveness", p.last_error.clone()))
+                        }
+                        None => None,
+                    }
+                };
+                if let Some((kind, error)) = failed {
+                    self.restart(r, board, kind, error.unwrap_or_default());
                 }
             }
             self.write(&mut inits, &mut apps, board, true).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// A kubelet's answer to a failed liveness or startup probe: the
+    /// container is stopped (SIGTERM to its process group) and the
+    /// supervisor starts it again, counting the restart; its probes start
+    /// over, initial delays included.
+    fn restart(&self, r: &mut Running, board: &StatusBoard, kind: &str, error: String) {
+        let name = self.process_name(&r.container);
+        tracing::warn!(pod = %self.id, container = %r.container.name, probe = kind, %error, "container failed its {kind} probe; restarting it");
+        // The probe's own grace period, else the pod's (30 s by default):
+        // then SIGKILL, as a kubelet does, if the same process still runs.
+        let probe = match kind {
+            "startup" => r.container.startup_probe.as_ref(),
+            _ => r.container.liveness_probe.as_ref(),
+        };
+        let grace = probe
+            .and_then(|p| p.termination_grace_period_seconds)
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30)
+            .max(0)
+            .unsigned_abs();
+        if let Some(pid) = board.get(&name).and_then(|s| s.pid) {
+            use nix::sys::signal::{Signal, kill};
+            let group = nix::unistd::Pid::from_raw(-(pid as i32));
+            if let Err(e) = kill(group, Signal::SIGTERM) {
+                tracing::warn!(pod = %self.id, container = %r.container.name, error = %e, "cannot stop the container");
+            }
+            let board = board.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(grace)).await;
+                if board.get(&name).and_then(|s| s.pid) == Some(pid) {
+                    tracing::warn!(container = %name, "still running {grace} s after SIGTERM; killing it");
+                    let _ = kill(group, Signal::SIGKILL);
+                }
+            });
+        }
+        let fresh = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+            p.as_ref().map(|p| ProbeState::new(p, &r.container))
+        };
+        r.startup = fresh(&r.container.startup_probe);
+        r.readiness = fresh(&r.container.readiness_probe);
+        r.liveness = fresh(&r.container.liveness_probe);
     }
 
     /// Runs init container `i` until it exits 0, retrying with backoff
@@ -516,6 +578,9 @@ impl Runner {
                 .unwrap_or_else(|| ("PodInitializing".into(), String::new()));
             json!({"waiting": {"reason": reason, "message": message}})
         };
+        // What the container was given, as a kubelet reports it (requests
+        // and limits as asked: trellis node does not enforce them).
+        let resources = r.container.resources.clone().unwrap_or_default();
         json!({
             "name": r.container.name,
             "image": r.container.image.clone().unwrap_or_default(),
@@ -524,6 +589,11 @@ impl Runner {
             "started": r.completed || r.started(running),
             "restartCount": restarts,
             "state": state,
+            "allocatedResources": resources.requests.clone().unwrap_or_default(),
+            "resources": {
+                "requests": resources.requests.unwrap_or_default(),
+                "limits": resources.limits.unwrap_or_default(),
+            },
         })
     }
 

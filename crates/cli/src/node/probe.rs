@@ -1,15 +1,21 @@
 //! Container probes as a kubelet runs them, from the host against the
-//! pod's address: HTTP GET (success: 200–399) and TCP connect; `exec`
-//! runs the command in the pod's network namespace. The injected
-//! sidecar's probes reach its 15021 (`/healthz/ready`), and the
-//! application's, rewritten by the injector, its 15020 (`/app-health/…`).
+//! pod's address: HTTP(S) GET (success: 200–399; HTTPS unverified), TCP
+//! connect and gRPC health checks, made by the sidecar's own prober
+//! ([`proxy::admin::app_health`]); `exec` runs the command in the pod's
+//! network namespace. The injected sidecar's probes reach its 15021
+//! (`/healthz/ready`), and the application's, rewritten by the injector,
+//! its 15020 (`/app-health/…`).
+//!
+//! Liveness and startup probes that fail `failureThreshold` times in a row
+//! get the container restarted ([`ProbeState::failed`]).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use proxy::admin::app_health::{self, AppProbe, GrpcAction, Header, HttpGet, TcpSocket};
 use tokio::time::Instant;
 
 use crate::local::netns;
@@ -46,6 +52,12 @@ impl ProbeState {
             passing: false,
             last_error: None,
         }
+    }
+
+    /// Whether it has failed `failureThreshold` times in a row: a liveness
+    /// or startup probe's container is then restarted.
+    pub fn failed(&self) -> bool {
+        self.failures >= self.probe.failure_threshold.unwrap_or(3).max(1)
     }
 
     fn period(&self) -> Duration {
@@ -95,46 +107,67 @@ impl ProbeState {
 
     async fn run(&self, pod_ip: Ipv4Addr, ns: &str, uid: u32) -> Result<(), String> {
         let timeout = Duration::from_secs(self.probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+        let timeout_seconds = timeout.as_secs();
         if let Some(http) = &self.probe.http_get {
             let port = self.port(&http.port)?;
-            let scheme = http.scheme.as_deref().unwrap_or("HTTP");
-            if !scheme.eq_ignore_ascii_case("http") {
-                return Err(format!("{scheme} probes are not supported by trellis node"));
-            }
-            let host = http.host.clone().unwrap_or_else(|| pod_ip.to_string());
-            let path = http.path.as_deref().unwrap_or("/");
-            let url = format!("http://{host}:{port}{path}");
-            let client = reqwest::Client::builder()
-                .no_proxy()
-                .timeout(timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| e.to_string())?;
-            let mut request = client.get(&url).header("User-Agent", "kube-probe/trellis");
-            for h in http.http_headers.iter().flatten() {
-                request = request.header(&h.name, &h.value);
-            }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| format!("GET {url}: {e}"))?;
-            let status = response.status().as_u16();
-            return if (200..400).contains(&status) {
+            let ip = address(http.host.as_deref(), pod_ip).await?;
+            let probe = AppProbe {
+                http_get: Some(HttpGet {
+                    path: http.path.clone().unwrap_or_else(|| "/".into()),
+                    port,
+                    host: None,
+                    scheme: http.scheme.clone(),
+                    http_headers: http
+                        .http_headers
+                        .iter()
+                        .flatten()
+                        .map(|h| Header {
+                            name: h.name.clone(),
+                            value: h.value.clone(),
+                        })
+                        .collect(),
+                }),
+                tcp_socket: None,
+                grpc: None,
+                timeout_seconds,
+            };
+            let status = app_health::check(&probe, ip).await?;
+            return if (200..400).contains(&status.as_u16()) {
                 Ok(())
             } else {
-                Err(format!("GET {url}: HTTP {status}"))
+                Err(format!(
+                    "GET {ip}:{port}{}: HTTP {}",
+                    http.path.as_deref().unwrap_or("/"),
+                    status.as_u16()
+                ))
             };
         }
         if let Some(tcp) = &self.probe.tcp_socket {
             let port = self.port(&tcp.port)?;
-            let host = tcp.host.clone().unwrap_or_else(|| pod_ip.to_string());
-            let addr = format!("{host}:{port}");
-            return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await
-            {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("connect {addr}: {e}")),
-                Err(_) => Err(format!("connect {addr}: timed out")),
+            let ip = address(tcp.host.as_deref(), pod_ip).await?;
+            let probe = AppProbe {
+                http_get: None,
+                tcp_socket: Some(TcpSocket { port }),
+                grpc: None,
+                timeout_seconds,
             };
+            return app_health::check(&probe, ip).await.map(|_| ());
+        }
+        if let Some(grpc) = &self.probe.grpc {
+            let port =
+                u16::try_from(grpc.port).map_err(|_| format!("{} is not a port", grpc.port))?;
+            let probe = AppProbe {
+                http_get: None,
+                tcp_socket: None,
+                grpc: Some(GrpcAction {
+                    port,
+                    service: grpc.service.clone(),
+                }),
+                timeout_seconds,
+            };
+            return app_health::check(&probe, IpAddr::V4(pod_ip))
+                .await
+                .map(|_| ());
         }
         if let Some(exec) = &self.probe.exec {
             let command = exec.command.clone().unwrap_or_default();
@@ -154,6 +187,23 @@ impl ProbeState {
                 Err(_) => Err(format!("{program}: timed out")),
             };
         }
-        Err("only httpGet, tcpSocket and exec probes are supported by trellis node".into())
+        Err("the probe has none of httpGet, tcpSocket, grpc and exec".into())
     }
+}
+
+/// Where a probe connects: its `host` (an address, or a name resolved as
+/// the kubelet resolves it, on the host), else the pod's address.
+async fn address(host: Option<&str>, pod_ip: Ipv4Addr) -> Result<IpAddr, String> {
+    let Some(host) = host.filter(|h| !h.is_empty()) else {
+        return Ok(IpAddr::V4(pod_ip));
+    };
+    if let Ok(ip) = host.parse() {
+        return Ok(ip);
+    }
+    tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|e| format!("probe host {host}: {e}"))?
+        .next()
+        .map(|a| a.ip())
+        .ok_or_else(|| format!("probe host {host}: no address"))
 }

@@ -92,33 +92,23 @@ async fn fill(
         return make_dir(name, path, 0o777);
     }
     if let Some(c) = &v.config_map {
-        let mode = mode_of(c.default_mode);
-        return config_map(
-            client,
-            namespace,
-            name,
-            &c.name,
-            c.items.as_deref(),
-            c.optional,
-            mode,
-            path,
-        )
-        .await;
+        let target = Keys {
+            volume: name,
+            items: c.items.as_deref(),
+            mode: mode_of(c.default_mode),
+            dir: path,
+        };
+        return config_map(client, namespace, &c.name, c.optional, &target).await;
     }
     if let Some(s) = &v.secret {
-        let mode = mode_of(s.default_mode);
-        let secret_name = s.secret_name.clone().unwrap_or_default();
-        return secret(
-            client,
-            namespace,
-            name,
-            &secret_name,
-            s.items.as_deref(),
-            s.optional,
-            mode,
-            path,
-        )
-        .await;
+        let target = Keys {
+            volume: name,
+            items: s.items.as_deref(),
+            mode: mode_of(s.default_mode),
+            dir: path,
+        };
+        let secret_name = s.secret_name.as_deref().unwrap_or_default();
+        return secret(client, namespace, secret_name, s.optional, &target).await;
     }
     if let Some(d) = &v.downward_api {
         let mode = mode_of(d.default_mode);
@@ -142,29 +132,21 @@ async fn fill(
                 .await?;
                 write(name, path, &t.path, token.as_bytes(), mode)?;
             } else if let Some(c) = &source.config_map {
-                config_map(
-                    client,
-                    namespace,
-                    name,
-                    &c.name,
-                    c.items.as_deref(),
-                    c.optional,
+                let target = Keys {
+                    volume: name,
+                    items: c.items.as_deref(),
                     mode,
-                    path,
-                )
-                .await?;
+                    dir: path,
+                };
+                config_map(client, namespace, &c.name, c.optional, &target).await?;
             } else if let Some(s) = &source.secret {
-                secret(
-                    client,
-                    namespace,
-                    name,
-                    &s.name,
-                    s.items.as_deref(),
-                    s.optional,
+                let target = Keys {
+                    volume: name,
+                    items: s.items.as_deref(),
                     mode,
-                    path,
-                )
-                .await?;
+                    dir: path,
+                };
+                secret(client, namespace, &s.name, s.optional, &target).await?;
             } else if let Some(d) = &source.downward_api {
                 for item in d.items.iter().flatten() {
                     downward(pod, name, item, mode, path)?;
@@ -209,76 +191,101 @@ fn selected<'a>(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where and how an object's keys are written: the volume (for errors),
+/// the keys it asks for (`items`, else every key), the files' mode, the directory.
+struct Keys<'a> {
+    volume: &'a str,
+    items: Option<&'a [KeyToPath]>,
+    mode: u32,
+    dir: &'a Path,
+}
+
+impl Keys<'_> {
+    /// Writes the selected keys of `data`, the contents of `object`
+    /// (`ConfigMap ns/name`, for errors).
+    fn write(&self, object: &str, data: &BTreeMap<String, Vec<u8>>) -> Result<(), VolumeError> {
+        for (key, rel, item_mode) in selected(data.keys(), self.items) {
+            let Some(bytes) = data.get(&key) else {
+                return Err(err(self.volume, format!("{object} has no key {key:?}")));
+            };
+            write(
+                self.volume,
+                self.dir,
+                &rel,
+                bytes,
+                item_mode.unwrap_or(self.mode),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The object `name` of `api`; `None` when it is missing and `optional`.
+async fn fetch<K>(
+    api: Api<K>,
+    object: &str,
+    name: &str,
+    optional: Option<bool>,
+    volume: &str,
+) -> Result<Option<K>, VolumeError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_opt(name).await {
+        Ok(Some(o)) => Ok(Some(o)),
+        Ok(None) if optional == Some(true) => Ok(None),
+        Ok(None) => Err(err(volume, format!("{object} not found"))),
+        Err(e) => Err(err(volume, format!("{object}: {e}"))),
+    }
+}
+
 async fn config_map(
     client: &kube::Client,
     namespace: &str,
-    volume: &str,
     name: &str,
-    items: Option<&[KeyToPath]>,
     optional: Option<bool>,
-    mode: u32,
-    path: &Path,
+    keys: &Keys<'_>,
 ) -> Result<(), VolumeError> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let cm = match api.get_opt(name).await {
-        Ok(Some(cm)) => cm,
-        Ok(None) if optional == Some(true) => return Ok(()),
-        Ok(None) => {
-            return Err(err(
-                volume,
-                format!("ConfigMap {namespace}/{name} not found"),
-            ));
-        }
-        Err(e) => return Err(err(volume, format!("ConfigMap {namespace}/{name}: {e}"))),
+    let object = format!("ConfigMap {namespace}/{name}");
+    let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+    let Some(cm) = fetch(api, &object, name, optional, keys.volume).await? else {
+        return Ok(());
     };
-    let data = cm.data.unwrap_or_default();
-    let binary = cm.binary_data.unwrap_or_default();
-    for (key, rel, item_mode) in selected(data.keys().chain(binary.keys()), items) {
-        let bytes = match (data.get(&key), binary.get(&key)) {
-            (Some(text), _) => text.as_bytes().to_vec(),
-            (None, Some(b)) => b.0.clone(),
-            (None, None) => {
-                return Err(err(
-                    volume,
-                    format!("ConfigMap {namespace}/{name} has no key {key:?}"),
-                ));
-            }
-        };
-        write(volume, path, &rel, &bytes, item_mode.unwrap_or(mode))?;
-    }
-    Ok(())
+    let mut data: BTreeMap<String, Vec<u8>> = cm
+        .binary_data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    // A key in both is the API server's to refuse; `data` wins here.
+    data.extend(
+        cm.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes())),
+    );
+    keys.write(&object, &data)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn secret(
     client: &kube::Client,
     namespace: &str,
-    volume: &str,
     name: &str,
-    items: Option<&[KeyToPath]>,
     optional: Option<bool>,
-    mode: u32,
-    path: &Path,
+    keys: &Keys<'_>,
 ) -> Result<(), VolumeError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = match api.get_opt(name).await {
-        Ok(Some(s)) => s,
-        Ok(None) if optional == Some(true) => return Ok(()),
-        Ok(None) => return Err(err(volume, format!("Secret {namespace}/{name} not found"))),
-        Err(e) => return Err(err(volume, format!("Secret {namespace}/{name}: {e}"))),
+    let object = format!("Secret {namespace}/{name}");
+    let api = Api::<Secret>::namespaced(client.clone(), namespace);
+    let Some(secret) = fetch(api, &object, name, optional, keys.volume).await? else {
+        return Ok(());
     };
-    let data = secret.data.unwrap_or_default();
-    for (key, rel, item_mode) in selected(data.keys(), items) {
-        let Some(bytes) = data.get(&key) else {
-            return Err(err(
-                volume,
-                format!("Secret {namespace}/{name} has no key {key:?}"),
-            ));
-        };
-        write(volume, path, &rel, &bytes.0, item_mode.unwrap_or(mode))?;
-    }
-    Ok(())
+    let data = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    keys.write(&object, &data)
 }
 
 /// A pod field as the kubelet writes it: labels and annotations one

@@ -4,7 +4,10 @@
 //! status port (`/app-health/<container>/livez|readyz|startupz`), and the
 //! sidecar probes the application itself from inside the pod. The original
 //! probes travel to the sidecar in `ISTIO_KUBE_APP_PROBERS`, keyed by the
-//! new path, with named ports resolved to numbers.
+//! new path, with named ports resolved to numbers: `httpGet` (with its
+//! scheme: the sidecar makes the HTTPS request, the kubelet's becomes plain
+//! HTTP), `tcpSocket`, and `grpc` (port and service), as Istio's
+//! `ISTIO_KUBE_APP_PROBERS` has them.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +15,8 @@ use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
-/// Rewrites the HTTP and TCP probes of `containers` to the status port;
+/// Rewrites the HTTP(S), TCP and gRPC probes (liveness, readiness and
+/// startup) of `containers` to the status port;
 /// returns the probers for the sidecar, and a warning for each probe left
 /// as it was.
 pub fn rewrite(
@@ -45,10 +49,10 @@ pub fn rewrite(
             let path = format!("/app-health/{}/{kind}", c.name);
             let timeout = probe.timeout_seconds.unwrap_or(1);
             let original = if let Some(get) = &probe.http_get {
-                let scheme = get.scheme.as_deref().unwrap_or("HTTP");
-                if !scheme.eq_ignore_ascii_case("HTTP") {
+                let scheme = get.scheme.as_deref().unwrap_or("HTTP").to_ascii_uppercase();
+                if scheme != "HTTP" && scheme != "HTTPS" {
                     warnings.push(format!(
-                        "container {}: the {kind} probe's scheme {scheme} is not rewritten through the sidecar; under STRICT mTLS the kubelet's probe is refused",
+                        "container {}: the {kind} probe's scheme {scheme} is neither HTTP nor HTTPS; it is not rewritten through the sidecar",
                         c.name
                     ));
                     continue;
@@ -57,7 +61,8 @@ pub fn rewrite(
                     warnings.push(unresolved(&c.name, kind, &get.port));
                     continue;
                 };
-                let mut action = json!({"path": get.path.as_deref().unwrap_or("/"), "port": port, "scheme": "HTTP"});
+                // The sidecar makes the HTTPS request; the kubelet asks it in plain HTTP.
+                let mut action = json!({"path": get.path.as_deref().unwrap_or("/"), "port": port, "scheme": scheme});
                 if let Some(host) = &get.host {
                     action["host"] = json!(host);
                 }
@@ -76,13 +81,10 @@ pub fn rewrite(
                     continue;
                 };
                 json!({"tcpSocket": {"port": port}, "timeoutSeconds": timeout})
+            } else if let Some(grpc) = &probe.grpc {
+                // Istio's `grpc` prober: the standard health service over h2c.
+                json!({"grpc": {"port": grpc.port, "service": grpc.service}, "timeoutSeconds": timeout})
             } else {
-                if probe.grpc.is_some() {
-                    warnings.push(format!(
-                        "container {}: the {kind} gRPC probe is not rewritten through the sidecar; under STRICT mTLS the kubelet's probe is refused",
-                        c.name
-                    ));
-                }
                 // exec probes run inside the container: nothing to rewrite.
                 continue;
             };

@@ -604,3 +604,45 @@ fn the_patch_inserts_before_the_pods_own_init_containers() {
     json_patch::patch(&mut patched, &patch(&before, &after).unwrap()).unwrap();
     assert_eq!(serde_json::to_value(&after).unwrap(), patched);
 }
+
+#[test]
+fn https_and_grpc_probes_go_through_the_status_port_too() {
+    let mut containers: Vec<k8s_openapi::api::core::v1::Container> = serde_json::from_value(json!([{
+        "name": "api",
+        "ports": [{"name": "https", "containerPort": 8443}],
+        "livenessProbe": {"httpGet": {"path": "/live", "port": "https", "scheme": "HTTPS"}, "timeoutSeconds": 3},
+        "readinessProbe": {"grpc": {"port": 9090, "service": "shop.Reviews"}},
+        "startupProbe": {"grpc": {"port": 9090}, "failureThreshold": 30},
+    }]))
+    .unwrap();
+    let mut warnings = Vec::new();
+    let probers = super::probes::rewrite(&mut containers, 15020, &mut warnings);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        serde_json::to_value(&probers).unwrap(),
+        json!({
+            "/app-health/api/livez": {"httpGet": {"path": "/live", "port": 8443, "scheme": "HTTPS"}, "timeoutSeconds": 3},
+            "/app-health/api/readyz": {"grpc": {"port": 9090, "service": "shop.Reviews"}, "timeoutSeconds": 1},
+            "/app-health/api/startupz": {"grpc": {"port": 9090, "service": null}, "timeoutSeconds": 1},
+        })
+    );
+    // The kubelet asks the sidecar in plain HTTP, every kind of probe, and
+    // the probes keep their thresholds.
+    let c = &containers[0];
+    for (probe, path) in [
+        (&c.liveness_probe, "/app-health/api/livez"),
+        (&c.readiness_probe, "/app-health/api/readyz"),
+        (&c.startup_probe, "/app-health/api/startupz"),
+    ] {
+        let probe = probe.as_ref().unwrap();
+        assert!(probe.grpc.is_none());
+        let get = probe.http_get.as_ref().unwrap();
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(get.port, IntOrString::Int(15020));
+        assert_eq!(get.scheme.as_deref(), Some("HTTP"));
+    }
+    assert_eq!(
+        c.startup_probe.as_ref().unwrap().failure_threshold,
+        Some(30)
+    );
+}

@@ -7,6 +7,7 @@
 //! Views are open to whoever reaches the port (keys are redacted in all of
 //! them); what changes the proxy needs the caller to prove the right (see [`auth`]).
 
+pub mod app_health;
 pub mod auth;
 pub mod stats;
 pub mod status;

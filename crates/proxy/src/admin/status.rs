@@ -2,10 +2,11 @@
 //! Prometheus reach directly (it is never captured):
 //! - `GET /app-health/<container>/livez|readyz|startupz`: the application's
 //!   own probe, made from inside the pod. The injector points the kubelet's
-//!   HTTP and TCP probes here so that they pass under STRICT mTLS, and hands
-//!   the originals over in `ISTIO_KUBE_APP_PROBERS` (JSON, keyed by path).
-//!   An HTTP probe answers with the application's status code; a TCP probe
-//!   200 if the port accepts, 500 otherwise.
+//!   HTTP(S), TCP and gRPC probes here so that they pass under STRICT mTLS,
+//!   and hands the originals over in `ISTIO_KUBE_APP_PROBERS` (JSON, keyed
+//!   by path); [`super::app_health`] runs them. An HTTP probe answers with
+//!   the application's status code; a TCP or gRPC probe 200 if it passes,
+//!   500 otherwise.
 //! - `GET /healthz/ready`: the proxy's readiness.
 //! - `GET /stats/prometheus`: the proxy's metrics followed by the
 //!   application's, when the pod's original `prometheus.io/*` annotations
@@ -15,53 +16,14 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
 use super::stats::{self, AppMetrics};
 use super::{Admin, Reply, ready, reply};
 
-/// One of the application's original probes.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct AppProbe {
-    pub http_get: Option<HttpGet>,
-    pub tcp_socket: Option<TcpSocket>,
-    /// The kubelet's default: 1 s.
-    #[serde(default = "one")]
-    pub timeout_seconds: u64,
-}
-
-fn one() -> u64 {
-    1
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct HttpGet {
-    #[serde(default)]
-    pub path: String,
-    pub port: u16,
-    pub host: Option<String>,
-    #[serde(default)]
-    pub http_headers: Vec<Header>,
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct Header {
-    pub name: String,
-    pub value: String,
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct TcpSocket {
-    pub port: u16,
-}
+pub use super::app_health::{AppProbe, GrpcAction, Header, HttpGet, TcpSocket};
 
 /// The original `prometheus.io/*` annotations of the pod.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -171,87 +133,18 @@ async fn handle<B>(req: Request<B>, admin: &Admin, config: &StatusConfig) -> Rep
     )
 }
 
+/// The application's answer to an HTTP probe is passed on (its status
+/// code); a TCP or gRPC probe that passes is 200; one that cannot be made
+/// or fails is 500 with the reason.
 async fn app_probe(probe: &AppProbe, app_ip: IpAddr) -> Reply {
-    let timeout = Duration::from_secs(probe.timeout_seconds.max(1));
-    if let Some(get) = &probe.http_get {
-        let headers: Vec<(String, String)> = get
-            .http_headers
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .chain(get.host.iter().map(|h| ("host".to_string(), h.clone())))
-            .collect();
-        let path = if get.path.is_empty() { "/" } else { &get.path };
-        return match http_get(SocketAddr::new(app_ip, get.port), path, &headers, timeout).await {
-            Ok((status, _)) => reply(status, "text/plain", String::new()),
-            Err(e) => reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/plain",
-                format!("{e}\n"),
-            ),
-        };
+    match super::app_health::check(probe, app_ip).await {
+        Ok(status) => reply(status, "text/plain", String::new()),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("{e}\n"),
+        ),
     }
-    if let Some(tcp) = &probe.tcp_socket {
-        let addr = SocketAddr::new(app_ip, tcp.port);
-        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => reply(StatusCode::OK, "text/plain", String::new()),
-            Ok(Err(e)) => reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/plain",
-                format!("{addr}: {e}\n"),
-            ),
-            Err(_) => reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/plain",
-                format!("{addr}: no connection within {timeout:?}\n"),
-            ),
-        };
-    }
-    reply(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "text/plain",
-        "the probe has neither httpGet nor tcpSocket\n".into(),
-    )
-}
-
-/// One plain HTTP/1.1 GET, the whole exchange within `timeout`.
-async fn http_get(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(String, String)],
-    timeout: Duration,
-) -> Result<(StatusCode, String), String> {
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        tokio::spawn(conn);
-        let mut builder = Request::get(path).header(http::header::HOST, addr.to_string());
-        for (name, value) in headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        let request = builder
-            .header(http::header::USER_AGENT, "kube-probe")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("{addr}{path}: {e}"))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("{addr}{path}: {e}"))?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| format!("{addr}{path}: no answer within {timeout:?}"))?
 }
 
 #[cfg(test)]
