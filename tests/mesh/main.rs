@@ -8,6 +8,7 @@ mod bookinfo;
 mod browser;
 mod capture;
 mod control_plane;
+mod dashboard;
 mod edge;
 mod gateway_tls;
 mod install;

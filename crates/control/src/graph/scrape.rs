@@ -1,0 +1,191 @@
+//! Scrapes the proxies' Prometheus endpoints while someone looks at the
+//! graph: every [`INTERVAL`] while the graph was asked for in the last
+//! [`IDLE_AFTER`], not at all (and nothing kept) otherwise. Each proxy's
+//! last [`KEPT`] scrapes are kept; rates are taken between the oldest and
+//! the newest, so a window of about `INTERVAL × (KEPT − 1)`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::{Failures, Graph, Scrape, Window};
+
+pub const INTERVAL: Duration = Duration::from_secs(2);
+/// Scrapes kept per proxy: rates over the last ~10 s.
+pub const KEPT: usize = 6;
+/// Scraping stops when the graph was not asked for this long.
+pub const IDLE_AFTER: Duration = Duration::from_secs(60);
+/// Series kept per proxy (a proxy with more has its others left out).
+const MAX_SERIES: usize = 20_000;
+/// A proxy's metrics page larger than this is not read.
+const MAX_BODY: usize = 16 << 20;
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A proxy's Prometheus endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The proxy (`<pod>.<namespace>`).
+    pub proxy: String,
+    /// `http://<address>:15090/stats/prometheus`.
+    pub url: String,
+}
+
+#[derive(Default)]
+struct Proxy {
+    url: String,
+    scrapes: VecDeque<Scrape>,
+    /// Why the last scrape failed, if it did.
+    error: Option<String>,
+}
+
+/// The scraped proxies, shared by the scraping task and the API.
+pub struct Scraper {
+    proxies: Mutex<HashMap<String, Proxy>>,
+    viewed: Mutex<Option<Instant>>,
+    wake: Arc<Notify>,
+    client: reqwest::Client,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Scraper {
+    /// Starts scraping the proxies `targets` names (asked before each round)
+    /// while the graph is looked at; the task ends when the scraper is dropped.
+    pub fn start(targets: impl Fn() -> Vec<Target> + Send + 'static) -> Arc<Scraper> {
+        let scraper = Arc::new(Scraper {
+            proxies: Mutex::default(),
+            viewed: Mutex::default(),
+            wake: Arc::new(Notify::new()),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+        });
+        tokio::spawn(run(Arc::downgrade(&scraper), scraper.wake.clone(), targets));
+        scraper
+    }
+
+    /// Someone looks: scrape (at once, if idle) for the next [`IDLE_AFTER`].
+    pub fn viewed(&self) {
+        let was_idle = lock(&self.viewed).replace(Instant::now()).is_none();
+        if was_idle {
+            self.wake.notify_one();
+        }
+    }
+
+    fn active(&self) -> bool {
+        let mut viewed = lock(&self.viewed);
+        if viewed.is_some_and(|at| at.elapsed() > IDLE_AFTER) {
+            *viewed = None;
+        }
+        viewed.is_some()
+    }
+
+    /// The graph over each proxy's kept scrapes.
+    pub fn graph(&self) -> Graph {
+        super::build(windows(&lock(&self.proxies)))
+    }
+
+    /// The failed requests for `host` over each proxy's kept scrapes.
+    pub fn failures(&self, host: &str) -> Vec<Failures> {
+        super::failures(windows(&lock(&self.proxies)), host)
+    }
+
+    /// Proxies whose last scrape failed, with why.
+    pub fn errors(&self) -> Vec<(String, String)> {
+        let mut out: Vec<_> = lock(&self.proxies)
+            .iter()
+            .filter_map(|(id, p)| Some((id.clone(), p.error.clone()?)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    async fn scrape(&self, target: &Target) -> Result<Scrape, String> {
+        let mut resp = self
+            .client
+            .get(&target.url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("{}: {e}", target.url))?;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| format!("{}: {e}", target.url))?
+        {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(format!("{}: more than {MAX_BODY} bytes", target.url));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let at = Instant::now();
+        let text = String::from_utf8_lossy(&body);
+        let (scrape, dropped) = Scrape::read(&text, at, MAX_SERIES);
+        if dropped > 0 {
+            tracing::warn!(proxy = %target.proxy, dropped, "the proxy has more series than the graph keeps");
+        }
+        Ok(scrape)
+    }
+
+    /// One round: every target scraped at once; proxies no longer targets forgotten.
+    async fn round(&self, targets: Vec<Target>) {
+        let results = futures::future::join_all(targets.iter().map(|t| self.scrape(t))).await;
+        let mut proxies = lock(&self.proxies);
+        proxies.retain(|id, _| targets.iter().any(|t| &t.proxy == id));
+        for (target, result) in targets.into_iter().zip(results) {
+            let p = proxies.entry(target.proxy).or_default();
+            if p.url != target.url {
+                // Another address: another process, whose counters are not comparable.
+                p.scrapes.clear();
+                p.url = target.url;
+            }
+            match result {
+                Ok(scrape) => {
+                    if p.scrapes.len() == KEPT {
+                        p.scrapes.pop_front();
+                    }
+                    p.scrapes.push_back(scrape);
+                    p.error = None;
+                }
+                Err(e) => p.error = Some(e),
+            }
+        }
+    }
+}
+
+fn windows(proxies: &HashMap<String, Proxy>) -> impl Iterator<Item = Window<'_>> {
+    proxies.values().filter_map(|p| {
+        let newer = p.scrapes.back()?;
+        let older = p.scrapes.front().filter(|o| o.at < newer.at);
+        Some(Window { older, newer })
+    })
+}
+
+async fn run(
+    scraper: Weak<Scraper>,
+    wake: Arc<Notify>,
+    targets: impl Fn() -> Vec<Target> + Send + 'static,
+) {
+    loop {
+        let Some(s) = scraper.upgrade() else { return };
+        if !s.active() {
+            // Nobody looks: nothing is scraped, and nothing kept.
+            lock(&s.proxies).clear();
+            drop(s);
+            // Woken by a view; the timeout only lets a dropped scraper end the task.
+            let _ = tokio::time::timeout(IDLE_AFTER, wake.notified()).await;
+            continue;
+        }
+        let started = tokio::time::Instant::now();
+        s.round(targets()).await;
+        drop(s);
+        tokio::time::sleep_until(started + INTERVAL).await;
+    }
+}
