@@ -85,7 +85,7 @@ impl Browser {
             .and_then(|t| t["webSocketDebuggerUrl"].as_str())
             .context("no page target")?;
         let (socket, _) = tokio_tungstenite::connect_async(url).await?;
-        Ok(Page { socket, next: 0 })
+        Ok(Page(tokio::sync::Mutex::new((socket, 0))))
     }
 }
 
@@ -96,25 +96,25 @@ impl Drop for Browser {
     }
 }
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// One page's DevTools protocol session: a command, then its answer
-/// (events in between are skipped).
-struct Page {
-    socket: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    next: u64,
-}
+/// (events in between are skipped); with the last command's id.
+struct Page(tokio::sync::Mutex<(Socket, u64)>);
 
 impl Page {
-    async fn call(&mut self, method: &str, params: Value) -> Result<Value> {
-        self.next += 1;
-        let id = self.next;
+    async fn call(&self, method: &str, params: Value) -> Result<Value> {
+        let mut guard = self.0.lock().await;
+        let (socket, next) = &mut *guard;
+        *next += 1;
+        let id = *next;
         let command = json!({ "id": id, "method": method, "params": params });
-        self.socket
+        socket
             .send(Message::Text(command.to_string().into()))
             .await?;
         let answer = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(msg) = self.socket.next().await {
+            while let Some(msg) = socket.next().await {
                 if let Message::Text(text) = msg? {
                     let v: Value = serde_json::from_str(&text)?;
                     if v["id"] == id {
@@ -133,7 +133,7 @@ impl Page {
     }
 
     /// The value of a JavaScript expression evaluated in the page.
-    async fn eval(&mut self, expression: &str) -> Result<Value> {
+    async fn eval(&self, expression: &str) -> Result<Value> {
         let r = self
             .call(
                 "Runtime.evaluate",
@@ -155,7 +155,7 @@ const SHOWN: &str = r#"JSON.stringify({
   edges: [...document.querySelectorAll('#graph .edge')].map(e => ({source: e.dataset.source, target: e.dataset.target, rps: Number(e.dataset.rps), errors: Number(e.dataset.errorRatio), total: Number(e.dataset.total), mtls: e.dataset.mtls, class: e.getAttribute('class'), label: e.dataset.label})),
 })"#;
 
-async fn shown(page: &mut Page) -> Result<Value> {
+async fn shown(page: &Page) -> Result<Value> {
     let text = page.eval(SHOWN).await?;
     Ok(serde_json::from_str(text.as_str().context("a string")?)?)
 }
@@ -227,14 +227,14 @@ async fn the_dashboard_shows_the_live_graph_and_an_injected_fault() -> Result<()
     });
 
     let browser = Browser::start()?;
-    let mut page = browser.page().await?;
+    let page = &browser.page().await?;
     page.call("Page.enable", json!({})).await?;
     page.call("Page.navigate", json!({ "url": url })).await?;
 
     // Every Bookinfo workload and service appears, with the calls between
     // them carrying requests, over mTLS; reviews' three versions share its traffic.
-    let first = eventually(Duration::from_secs(60), || async {
-        let s = shown(&mut page).await?;
+    let first = eventually(Duration::from_secs(60), || async move {
+        let s = shown(page).await?;
         let names: Vec<&str> = s["nodes"]
             .as_array()
             .into_iter()
@@ -299,8 +299,8 @@ async fn the_dashboard_shows_the_live_graph_and_an_injected_fault() -> Result<()
         .as_f64()
         .context("total")?;
     let updates = first["updates"].as_f64().context("updates")?;
-    eventually(Duration::from_secs(30), || async {
-        let s = shown(&mut page).await?;
+    eventually(Duration::from_secs(30), || async move {
+        let s = shown(page).await?;
         let now = edge(&s, PRODUCTPAGE, REVIEWS).context("edge")?["total"]
             .as_f64()
             .context("total")?;
@@ -321,8 +321,8 @@ async fn the_dashboard_shows_the_live_graph_and_an_injected_fault() -> Result<()
     std::fs::write(&file, RATINGS_FAULT)?;
     let applied = mesh.trellis(&["apply", "-f", &file.display().to_string()]);
     ensure!(applied.status.success(), "apply: {applied:?}");
-    let faulty = eventually(Duration::from_secs(60), || async {
-        let s = shown(&mut page).await?;
+    let faulty = eventually(Duration::from_secs(60), || async move {
+        let s = shown(page).await?;
         for from in ["workload:default/reviews-v2", "workload:default/reviews-v3"] {
             let e = edge(&s, from, RATINGS).context("edge")?;
             ensure!(e["errors"].as_f64() >= Some(0.5), "{from} -> ratings: {e}");
@@ -349,7 +349,7 @@ async fn the_dashboard_shows_the_live_graph_and_an_injected_fault() -> Result<()
          .dispatchEvent(new MouseEvent('click', {bubbles: true}))",
     )
     .await?;
-    eventually(Duration::from_secs(20), || async {
+    eventually(Duration::from_secs(20), || async move {
         let text = page
             .eval("document.getElementById('detail').innerText")
             .await?;
@@ -423,4 +423,123 @@ async fn the_dashboard_refuses_other_sites() -> Result<()> {
         ensure!(r.status() == 403, "{name}: {value}: {:?}", r.status());
     }
     Ok(())
+}
+
+/// On a cluster `trellis dashboard` forwards a local port to trellisd's
+/// monitoring port through the API server's service proxy (there is no
+/// kubelet port-forward here), and the page and its API answer through it;
+/// an add-on that is not installed is reported at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_dashboard_is_forwarded_through_the_api_server() -> Result<()> {
+    let uid = Command::new("id").arg("-u").output()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!(
+            "SKIPPED: needs root (a veth pair: the API server proxies to no loopback address)"
+        );
+        return Ok(());
+    }
+    let Some(kube) = e2e::kube::Kube::start("dashboard-forward")? else {
+        return Ok(());
+    };
+    let host = crate::kube_cli::HostAddress::add(kube.block)?;
+    let addr = &host.address;
+    let trellisd =
+        e2e::kube::Trellisd::replica(&kube, 0, &["--http-addr", &format!("{addr}:15014")])?;
+    eventually(Duration::from_secs(30), || async {
+        kube.apply(
+            "apiVersion: v1
+kind: Pod
+metadata: {name: istiod-0, namespace: istio-system, labels: {app: istiod}}
+spec:
+  containers: [{name: discovery, image: trellisd}]
+",
+        )
+    })
+    .await?;
+    kube.set_pod_ip("istiod-0", "istio-system", addr)?;
+    kube.apply(&format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: istiod, namespace: istio-system}}
+spec:
+  ports: [{{name: http-monitoring, port: 15014}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: istiod, namespace: istio-system}}
+subsets:
+- addresses: [{{ip: {addr}, targetRef: {{kind: Pod, name: istiod-0, namespace: istio-system}}}}]
+  ports: [{{name: http-monitoring, port: 15014}}]
+"
+    ))?;
+    let kubeconfig = kube.kubeconfig.display().to_string();
+    let home = tempfile::tempdir()?;
+
+    let missing = Command::new(bin("trellis"))
+        .args([
+            "dashboard",
+            "kiali",
+            "--browser=false",
+            "--kubeconfig",
+            &kubeconfig,
+        ])
+        .envs(e2e::cli_env(home.path()))
+        .output()?;
+    let said = String::from_utf8_lossy(&missing.stderr);
+    ensure!(
+        !missing.status.success() && said.contains("services/http:kiali:20001/proxy"),
+        "trellis dashboard kiali without Kiali: {missing:?}"
+    );
+
+    let mut forward = Command::new(bin("trellis"))
+        .args([
+            "dashboard",
+            "--browser=false",
+            "--port",
+            "0",
+            "--kubeconfig",
+            &kubeconfig,
+        ])
+        .envs(e2e::cli_env(home.path()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = forward.stdout.take().context("stdout")?;
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead as _;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("/dashboard/"))
+    });
+    let line = tokio::time::timeout(Duration::from_secs(60), line)
+        .await
+        .context("trellis dashboard printed no address in 60 s")??
+        .context("trellis dashboard ended without an address")?;
+    let result = async {
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .context("a URL")?
+            .to_string();
+        ensure!(url.starts_with("http://localhost:"), "{line}");
+        let page = http().get(&url).send().await?;
+        ensure!(page.status() == 200, "{url}: {:?}", page.status());
+        ensure!(page.text().await?.contains("app.js"), "not the dashboard");
+        let graph: Value = http()
+            .get(format!("{url}api/graph"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        ensure!(
+            graph["nodes"].is_array() && graph["proxies"].is_array(),
+            "{graph}"
+        );
+        Ok(())
+    }
+    .await;
+    let _ = forward.kill();
+    let _ = forward.wait();
+    result.with_context(|| trellisd.log())
 }

@@ -314,14 +314,23 @@ async fn service(
             .iter()
             .any(|h| model::host::matches(&mesh.fqdn(h, ns), &host))
     };
+    // A VirtualService for every host (`*`) bound to gateways only is the
+    // gateways' business, not this service's.
     let virtual_services: Vec<_> = mesh
         .virtual_services
         .iter()
         .filter(|vs| {
-            applies(
-                &vs.spec.hosts,
-                vs.metadata.namespace.as_deref().unwrap_or("default"),
-            )
+            let ns = vs.metadata.namespace.as_deref().unwrap_or("default");
+            let in_mesh =
+                vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
+            let named: Vec<String> = vs
+                .spec
+                .hosts
+                .iter()
+                .filter(|h| in_mesh || h.as_str() != "*")
+                .cloned()
+                .collect();
+            applies(&named, ns)
         })
         .map(|vs| {
             json!({

@@ -170,6 +170,7 @@ function draw(graph) {
     inTo.set(e.target, (inTo.get(e.target) || 0) + 1);
   }
   const edgeLayer = el("g", {}, svg);
+  // Drawn over the nodes (appended again at the end).
   const labelLayer = el("g", {}, svg);
   for (const e of graph.edges) {
     const a = pos.get(e.source), b = pos.get(e.target);
@@ -204,11 +205,14 @@ function draw(graph) {
     } else {
       lines.push("idle");
     }
-    const t = outOf.get(e.source) > 1 ? 0.7 : inTo.get(e.target) > 1 ? 0.3 : 0.5;
-    const at = along(x1, y1, x2, y2, t);
+    // Fan-out: near the targets, which are apart; fan-in: just after the
+    // sources, for the same reason; else halfway.
+    const fanIn = outOf.get(e.source) <= 1 && inTo.get(e.target) > 1;
+    const at = along(x1, y1, x2, y2, outOf.get(e.source) > 1 ? 0.7 : fanIn ? 0.2 : 0.5);
     const label = el("g", { class: `label ${state}` }, labelLayer);
     const top = at.y - 3 - (lines.length - 1) * 6;
-    lines.forEach((l, i) => text(label, at.x, top + i * 12, l, i ? "sub" : "").setAttribute("text-anchor", "middle"));
+    const lx = fanIn ? x1 + 16 : at.x;
+    lines.forEach((l, i) => text(label, lx, top + i * 12, l, i ? "sub" : "").setAttribute("text-anchor", fanIn ? "start" : "middle"));
     if (e.mtls === "mutual_tls") {
       const box = label.getBBox();
       lockIcon(label, box.x - 12, box.y + 1);
@@ -246,6 +250,7 @@ function draw(graph) {
     const title = el("title", {}, g);
     title.textContent = n.kind === "service" ? n.host : `${n.namespace}/${n.name} (app ${n.app || "–"}, version ${n.version || "–"})`;
   }
+  svg.appendChild(labelLayer);
   document.getElementById("empty").hidden = graph.edges.length > 0;
 }
 
@@ -300,6 +305,7 @@ function section(parent, title, content) {
   }
 }
 
+const MTLS = { mutual_tls: "yes", none: "no", partial: "partly", unknown: "?" };
 const shortId = id => id.replace(/^workload:/, "").replace(/^service:/, "");
 const ms = x => x == null ? "–" : `${x < 10 ? x.toFixed(1) : Math.round(x)} ms`;
 
@@ -321,7 +327,7 @@ async function drawDetail() {
   section(box, "Versions", table(["workload", "version", "pods", "rps", "errors", "p99"],
     (d.versions || []).map(v => [v.workload, v.version || "–", String(v.pods.length), fmtRate(v.rps), fmtPct(v.error_ratio), ms(v.p99_ms)])));
   section(box, "Callers", (d.callers || []).length ? table(["from", "rps", "errors", "p99", "mTLS"],
-    d.callers.map(c => [shortId(c.source), fmtRate(c.rps), fmtPct(c.error_ratio), ms(c.p99_ms), c.mtls])) : "none seen");
+    d.callers.map(c => [shortId(c.source), fmtRate(c.rps), fmtPct(c.error_ratio), ms(c.p99_ms), MTLS[c.mtls] || c.mtls])) : "none seen");
   section(box, "Failed requests", (d.failures || []).length ? table(["from", "code", "flags", "rps", "total"],
     d.failures.map(f => [shortId(f.source), String(f.response_code), f.response_flags, fmtRate(f.rps), String(f.total)])) : "none");
   for (const [title, list] of [["VirtualServices", d.virtual_services], ["DestinationRules", d.destination_rules]]) {
@@ -329,7 +335,8 @@ async function drawDetail() {
     for (const r of list) {
       const pre = document.createElement("pre");
       pre.textContent = JSON.stringify(r.spec, null, 2);
-      section(box, `${title.slice(0, -1)} ${r.namespace}/${r.name}`, pre);
+      const at = r.spec.gateways && r.spec.gateways.length ? ` (gateways: ${r.spec.gateways.join(", ")})` : "";
+      section(box, `${title.slice(0, -1)} ${r.namespace}/${r.name}${at}`, pre);
     }
   }
   if (d.requests_note) section(box, "Single requests", d.requests_note);
