@@ -505,16 +505,26 @@ subsets:
         .stderr(Stdio::inherit())
         .spawn()?;
     let stdout = forward.stdout.take().context("stdout")?;
-    let line = tokio::task::spawn_blocking(move || {
+    // The first line naming the dashboard; the rest read (and dropped) until it ends.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
         use std::io::BufRead as _;
-        std::io::BufReader::new(stdout)
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
-            .find(|l| l.contains("/dashboard/"))
+        {
+            println!("trellis dashboard: {line}");
+            if line.contains("/dashboard/")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(line);
+            }
+        }
     });
-    let line = tokio::time::timeout(Duration::from_secs(60), line)
+    let line = tokio::time::timeout(Duration::from_secs(60), rx)
         .await
-        .context("trellis dashboard printed no address in 60 s")??
+        .context("trellis dashboard printed no address in 60 s")?
         .context("trellis dashboard ended without an address")?;
     let result = async {
         let url = line

@@ -100,7 +100,7 @@ pub fn local(args: &Args, api: &str) -> Result<()> {
         );
     }
     let url = format!("{}/dashboard/", api.trim_end_matches('/'));
-    println!("Trellis service graph: {url}");
+    say(&format!("Trellis service graph: {url}\n"));
     if args.browser {
         open(&url);
     }
@@ -150,13 +150,22 @@ pub async fn cluster(args: &Args, client: kube::Client, istio_namespace: &str) -
     .await?;
     let local = listener.local_addr()?;
     let url = format!("http://{}{path}", authority(&args.address, local));
-    println!("{what}: {url}");
-    println!("  (forwarded through the API server: {prefix}/)");
-    println!("Press Ctrl-C to stop.");
+    say(&format!(
+        "{what}: {url}\n  (forwarded through the API server: {prefix}/)\nPress Ctrl-C to stop.\n"
+    ));
     if args.browser {
         open(&url);
     }
     serve(listener, client, prefix).await
+}
+
+/// Prints `text`; a closed stdout does not stop the forward.
+fn say(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 fn authority(address: &str, local: SocketAddr) -> String {

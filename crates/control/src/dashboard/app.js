@@ -161,9 +161,10 @@ function draw(graph) {
     el("rect", { class: "app-box", x: b.x, y: b.y, width: b.w, height: b.h, rx: 6 }, svg);
     text(svg, b.x + 6, b.y + 12, b.label, "app-label");
   }
-  // Traffic into each service, to show each version's share.
-  const into = new Map();
-  for (const e of graph.edges) into.set(e.target, (into.get(e.target) || 0) + e.rps);
+  // What each service passed on, to show each version's share (the
+  // traffic split; requests a caller's proxy failed itself never got there).
+  const passed = new Map();
+  for (const e of graph.edges) passed.set(e.source, (passed.get(e.source) || 0) + e.rps);
   const outOf = new Map(), inTo = new Map();
   for (const e of graph.edges) {
     outOf.set(e.source, (outOf.get(e.source) || 0) + 1);
@@ -196,7 +197,7 @@ function draw(graph) {
     const lines = [];
     if (e.rps > 0) {
       let first = `${fmtRate(e.rps)} rps`;
-      if (src && src.kind === "service" && into.get(e.source) > 0) first += ` (${fmtPct(e.rps / into.get(e.source))})`;
+      if (src && src.kind === "service" && passed.get(e.source) > 0) first += ` (${fmtPct(e.rps / passed.get(e.source))})`;
       lines.push(first);
       const second = [];
       if (e.error_ratio > 0) second.push(`${fmtPct(e.error_ratio)} err`);

@@ -189,3 +189,77 @@ async fn run(
         tokio::time::sleep_until(started + INTERVAL).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A proxy's stats endpoint whose counter grows by 10 at every scrape.
+    async fn proxy() -> (String, Arc<AtomicU64>) {
+        let scrapes = Arc::new(AtomicU64::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counted = scrapes.clone();
+        let app = axum::Router::new().route(
+            "/stats/prometheus",
+            axum::routing::get(move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst) * 10;
+                async move {
+                    format!(
+                        "# TYPE istio_requests_total counter\nistio_requests_total{{reporter=\"destination\",source_workload=\"a\",source_workload_namespace=\"default\",destination_workload=\"b\",destination_workload_namespace=\"default\",destination_service=\"b.default.svc.cluster.local\",destination_service_name=\"b\",destination_service_namespace=\"default\",request_protocol=\"http\",response_code=\"200\",response_flags=\"-\",connection_security_policy=\"mutual_tls\"}} {n}\n"
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}/stats/prometheus"), scrapes)
+    }
+
+    #[tokio::test]
+    async fn proxies_are_scraped_only_while_someone_looks() {
+        let (url, scrapes) = proxy().await;
+        // Nothing listens there (the port of a listener just closed).
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = format!("http://{}/stats/prometheus", closed.local_addr().unwrap());
+        drop(closed);
+        let targets = vec![
+            Target {
+                proxy: "b-1.default".into(),
+                url,
+            },
+            Target {
+                proxy: "gone.default".into(),
+                url: dead,
+            },
+        ];
+        let scraper = Scraper::start(move || targets.clone());
+        tokio::time::sleep(INTERVAL * 2).await;
+        assert_eq!(
+            scrapes.load(Ordering::SeqCst),
+            0,
+            "scraped with nobody looking"
+        );
+        scraper.viewed();
+        // Two scrapes make a rate: 10 requests per interval.
+        let edge = loop {
+            let g = scraper.graph();
+            if let Some(e) = g
+                .edges
+                .iter()
+                .find(|e| e.source == "workload:default/a" && e.rps > 0.0)
+            {
+                break e.clone();
+            }
+            assert!(
+                scrapes.load(Ordering::SeqCst) < 10,
+                "no rate after 10 scrapes: {g:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(edge.mtls, crate::graph::Mtls::MutualTls);
+        let errors = scraper.errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "gone.default");
+    }
+}
