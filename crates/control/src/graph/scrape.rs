@@ -22,6 +22,8 @@ const MAX_SERIES: usize = 20_000;
 /// A proxy's metrics page larger than this is not read.
 const MAX_BODY: usize = 16 << 20;
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// Proxies scraped at once (a large mesh is scraped in turns).
+const CONCURRENT: usize = 64;
 
 /// A proxy's Prometheus endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,9 +136,15 @@ impl Scraper {
         Ok(scrape)
     }
 
-    /// One round: every target scraped at once; proxies no longer targets forgotten.
+    /// One round: every target scraped, [`CONCURRENT`] at a time; proxies
+    /// no longer targets forgotten.
     async fn round(&self, targets: Vec<Target>) {
-        let results = futures::future::join_all(targets.iter().map(|t| self.scrape(t))).await;
+        let permits = tokio::sync::Semaphore::new(CONCURRENT);
+        let results = futures::future::join_all(targets.iter().map(|t| async {
+            let _permit = permits.acquire().await;
+            self.scrape(t).await
+        }))
+        .await;
         let mut proxies = lock(&self.proxies);
         proxies.retain(|id, _| targets.iter().any(|t| &t.proxy == id));
         for (target, result) in targets.into_iter().zip(results) {
