@@ -16,6 +16,13 @@ if ! command -v prometheus >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq prometheus >/dev/null
 fi
 
+# scripts/addons.sh (tests/mesh/dashboards.rs) assembles Grafana's
+# dashboard ConfigMaps with jq.
+if ! command -v jq >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq jq >/dev/null
+fi
+
 # A packet capture shows that meshed traffic on loopback is not plaintext.
 if ! command -v tcpdump >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
@@ -66,6 +73,9 @@ scripts/kube-tools.sh >/dev/null
 # the repository (scripts/istioctl.sh): the oracle the differential tests
 # compare `trellis validate` and `trellis analyze` with.
 scripts/istioctl.sh >/dev/null
+# The Prometheus Operator's CRDs (its Go module), for the add-ons test
+# (tests/mesh/addons.rs) to check the monitors against a real API server.
+scripts/addons.sh --operator-crds >/dev/null
 
 # The end-to-end tests start the real binaries (trellis, trellisd,
 # trellis-proxy, trellis-sample) from target/debug.

@@ -79,6 +79,8 @@ fn data_plane_benchmark_runs() {
         "mesh_rss_load_mib",
         "soak_rss_kept_mib",
         "soak_sockets_after",
+        "tel_added_p99_ratio",
+        "tel_req_per_core_ratio",
     ] {
         assert!(
             figures.iter().any(|f| f["key"] == key),

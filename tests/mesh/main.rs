@@ -2,6 +2,7 @@
 //! per pod, the Bookinfo workloads and an ingress gateway — and the tests
 //! drive them as a user would.
 
+mod addons;
 mod authz;
 mod bench_smoke;
 mod bookinfo;
@@ -9,6 +10,7 @@ mod browser;
 mod capture;
 mod control_plane;
 mod dashboard;
+mod dashboards;
 mod edge;
 mod gateway_tls;
 mod install;

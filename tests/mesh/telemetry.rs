@@ -61,14 +61,14 @@ spec:
 }
 
 /// A Prometheus server the test started, stopped when dropped.
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
     url: String,
     _data: tempfile::TempDir,
 }
 
 impl Prometheus {
-    fn start(config: &Path, listen: &str) -> Result<Prometheus> {
+    pub(crate) fn start(config: &Path, listen: &str) -> Result<Prometheus> {
         let data = tempfile::tempdir()?;
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
@@ -88,7 +88,7 @@ impl Prometheus {
     }
 
     /// The instant vector of `query`: (labels, value) per series.
-    async fn query(&self, query: &str) -> Result<Vec<(Value, f64)>> {
+    pub(crate) async fn query(&self, query: &str) -> Result<Vec<(Value, f64)>> {
         let url = reqwest::Url::parse_with_params(
             &format!("{}/api/v1/query", self.url),
             &[("query", query)],
@@ -124,7 +124,7 @@ impl Drop for Prometheus {
 
 /// One TCP exchange with the server's sidecar: an HTTP request as bytes;
 /// returns (bytes sent, bytes received) as the client counts them.
-fn tcp_exchange(addr: &str) -> Result<(u64, u64)> {
+pub(crate) fn tcp_exchange(addr: &str) -> Result<(u64, u64)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let req = b"GET /?delay_ms=1 HTTP/1.1\r\nHost: tcpserver\r\nConnection: close\r\n\r\n";

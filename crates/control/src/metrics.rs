@@ -2,7 +2,9 @@
 //! `/metrics` with istiod's names, so that Istio's control-plane dashboard
 //! and alerts read them unchanged: pushes and rejects per xDS type, proxies
 //! connected, how long a config change takes to reach a proxy, and config
-//! refused by validation.
+//! refused by validation; and the process series (process.rs).
+
+mod process;
 
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -148,6 +150,14 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
+        // Istio's "Istio Components by Version" panels (mesh, performance and
+        // control-plane dashboards) read this; every istiod reports it.
+        let _ = writeln!(
+            out,
+            "# HELP istio_build Istio component build info\n# TYPE istio_build gauge\nistio_build{{component=\"pilot\",tag=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        process::encode(&mut out);
         out
     }
 }
@@ -173,6 +183,11 @@ mod tests {
             "pilot_proxy_convergence_time_bucket{le=\"0.5\"} 1",
             "pilot_proxy_convergence_time_count 1",
             "galley_validation_failed 1",
+            concat!(
+                "istio_build{component=\"pilot\",tag=\"",
+                env!("CARGO_PKG_VERSION"),
+                "\"} 1"
+            ),
             "# TYPE pilot_proxy_convergence_time histogram",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");

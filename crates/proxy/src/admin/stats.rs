@@ -53,6 +53,12 @@ fn health(admin: &Admin, out: &mut String) {
         "# HELP envoy_server_live 1 while the proxy serves (config and identity ready, not draining).\n# TYPE envoy_server_live gauge\nenvoy_server_live {}",
         u8::from(live)
     );
+    // What Istio's proxies report (the "Istio Components by Version" panels).
+    let _ = writeln!(
+        out,
+        "# HELP istio_build Istio component build info\n# TYPE istio_build gauge\nistio_build{{component=\"proxy\",tag=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
     let _ = writeln!(
         out,
         "# HELP envoy_server_total_connections Downstream HTTP connections open.\n# TYPE envoy_server_total_connections gauge\nenvoy_server_total_connections {}",
