@@ -166,13 +166,13 @@ spec:
 /// network namespace made for the test: an address of this host that is
 /// not loopback, which the API server proxies to (it refuses loopback
 /// endpoints). Removed with the namespace on drop.
-struct HostAddress {
+pub(crate) struct HostAddress {
     netns: String,
-    address: String,
+    pub(crate) address: String,
 }
 
 impl HostAddress {
-    fn add(block: u8) -> Result<HostAddress> {
+    pub(crate) fn add(block: u8) -> Result<HostAddress> {
         let netns = format!("trellis-kube-{block}");
         let host_end = format!("tk{block}");
         let ip = |args: &[&str]| -> Result<()> {

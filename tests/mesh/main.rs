@@ -9,6 +9,7 @@ mod bookinfo;
 mod browser;
 mod capture;
 mod control_plane;
+mod dashboard;
 mod dashboards;
 mod describe;
 mod edge;

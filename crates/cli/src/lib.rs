@@ -6,6 +6,7 @@ pub mod analyze;
 pub mod client;
 pub mod cluster;
 pub mod commands;
+pub mod dashboard;
 pub mod describe;
 pub mod files;
 pub mod install;

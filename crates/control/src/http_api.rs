@@ -1,7 +1,8 @@
 //! The control plane's HTTP API (loopback only): what `trellis apply`, `get`,
 //! `delete`, `proxy-status` and `proxy-config` talk to.
 //!
-//! Every route but `/healthz` and `/metrics` is guarded (see [`guard`]): the bearer token
+//! Every route but `/healthz`, `/metrics` and the dashboard (see
+//! [`crate::dashboard`]) is guarded (see [`guard`]): the bearer token
 //! when the control plane has one, a Host that names this listener (DNS
 //! rebinding; not on Kubernetes, where only read-only views are served and
 //! the API server's service proxy passes on its own Host), no foreign Origin (a web page in a local browser), and a
@@ -62,6 +63,7 @@ pub fn router(cp: Shared, access: Access, pod_status_file: Option<std::path::Pat
     } else {
         (post(apply), post(delete))
     };
+    let dashboard = crate::dashboard::router(&cp, access.listen, access.read_only);
     let access = Arc::new(access);
     Router::new()
         .route("/v1/apply", apply)
@@ -76,6 +78,8 @@ pub fn router(cp: Shared, access: Access, pod_status_file: Option<std::path::Pat
         // (Prometheus scrapes them); they name no secret.
         .route("/metrics", get(metrics))
         .with_state(cp)
+        // The live service graph: read-only views, guarded on their own.
+        .merge(dashboard)
 }
 
 /// The body types a POST may carry: what `kubectl`/`curl --data-binary` users send.
@@ -180,7 +184,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Whether `authority` (`host[:port]`) names the listener `listen`: its own
 /// IP or a loopback name, and its port if one is given.
-fn is_own_authority(authority: &str, listen: SocketAddr) -> bool {
+pub(crate) fn is_own_authority(authority: &str, listen: SocketAddr) -> bool {
     let (host, port) = match authority.rsplit_once(':') {
         // `[::1]:15014`, `127.0.0.1:15014`, `localhost:15014`; not the colons inside `[::1]`.
         Some((h, p)) if !p.contains(']') => (h, Some(p)),

@@ -8,6 +8,8 @@ pub mod api_token;
 pub mod bootstrap_token;
 pub mod ca_secret;
 pub mod ca_service;
+pub mod dashboard;
+pub mod graph;
 pub mod http_api;
 pub mod inject;
 pub mod leader;

@@ -47,6 +47,7 @@ fn deny_admin() -> Engine {
         action: pb::AuthzAction::Deny as i32,
         rules: vec![rule],
         dry_run: false,
+        ext_authz: None,
     }])
     .expect("the policy compiles")
 }

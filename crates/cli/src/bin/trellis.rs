@@ -110,6 +110,10 @@ enum Command {
     /// that reach it, its mTLS mode per port, its AuthorizationPolicies and
     /// Sidecar, and whether its proxy is synced.
     Describe(cli::describe::Args),
+    /// The live service graph in a browser (served by the control plane on
+    /// its monitoring port); on a cluster also an add-on's UI, forwarded
+    /// through the API server: prometheus, grafana, jaeger or kiali.
+    Dashboard(cli::dashboard::Args),
     /// Each proxy's sync state with the control plane.
     ProxyStatus {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
@@ -199,6 +203,15 @@ async fn client(args: &Args) -> anyhow::Result<Client> {
         let (kube, _) = args.cluster.connect().await?;
         return Ok(Client::kube(kube, &args.cluster.control_plane_proxy()));
     }
+    let target = meshes::resolve(&choice(args))?;
+    if target.several {
+        eprintln!("using the mesh at {} ({})", target.api, target.why);
+    }
+    Ok(Client::new(&target.api, target.token))
+}
+
+/// Which local mesh the user means (see `cli::meshes`).
+fn choice(args: &Args) -> meshes::Choice {
     let control_plane = match &args.control_plane {
         Some(c) => Some((c.clone(), "--control-plane")),
         None => std::env::var("TRELLIS_CONTROL_PLANE")
@@ -206,14 +219,10 @@ async fn client(args: &Args) -> anyhow::Result<Client> {
             .filter(|v| !v.is_empty())
             .map(|c| (c, "TRELLIS_CONTROL_PLANE")),
     };
-    let target = meshes::resolve(&meshes::Choice {
+    meshes::Choice {
         control_plane,
         token: args.token.clone(),
-    })?;
-    if target.several {
-        eprintln!("using the mesh at {} ({})", target.api, target.why);
     }
-    Ok(Client::new(&target.api, target.token))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -294,6 +303,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 let client = client(&args).await?;
                 cli::describe::run(a, cli::describe::Source::ControlPlane(&client)).await
+            }
+        }
+        Command::Dashboard(a) => {
+            if args.cluster.named() && args.control_plane.is_none() {
+                let (kube, _) = args.cluster.connect().await?;
+                cli::dashboard::cluster(a, kube, &args.cluster.istio_namespace).await
+            } else {
+                let target = meshes::resolve(&choice(&args))?;
+                if target.several {
+                    eprintln!("using the mesh at {} ({})", target.api, target.why);
+                }
+                cli::dashboard::local(a, &target.api)
             }
         }
         Command::ProxyStatus { output } => {

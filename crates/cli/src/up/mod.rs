@@ -570,6 +570,10 @@ fn print_summary(
     );
     let _ = writeln!(out, "{banner}");
     let _ = writeln!(out, "  control plane    {api_url} (API)   {xds_url} (xDS)");
+    let _ = writeln!(
+        out,
+        "  dashboard        {api_url}/dashboard/ (live service graph; `trellis dashboard` opens it)"
+    );
     let _ = writeln!(out, "  metrics          {api_url}/metrics (control plane)");
     let scraped: Vec<_> = pods.iter().filter_map(PodPlan::metrics_ip).collect();
     if let Some(first) = scraped.first() {

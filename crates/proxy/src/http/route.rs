@@ -88,6 +88,14 @@ async fn act(
         }
         if let Some(abort) = fault.abort() {
             record.flags.set(Flags::FI);
+            // The request never leaves, but Istio's labels still name the
+            // service its route is for (Envoy's: the route's cluster), so
+            // that the fault shows on the caller → service edge.
+            if let Action::Forward(f) = &route.action
+                && let Some(cluster) = f.targets.first().and_then(|t| t.cluster.as_ref())
+            {
+                record.service = Some(cluster.service.clone());
+            }
             let mut resp = abort_reply(abort);
             route.response_headers.apply(resp.headers_mut());
             return resp;

@@ -1,0 +1,404 @@
+//! The dashboard on the monitoring port: a live service graph in the
+//! browser (`/dashboard/`), and the JSON it draws from.
+//!
+//! - `GET /dashboard/api/graph`: workloads and services, the edges between
+//!   them with request rate, error ratio, p99 and mTLS (see [`crate::graph`]),
+//!   and each proxy's sync status with the control plane.
+//! - `GET /dashboard/api/service/{namespace}/{name}`: one service: its
+//!   versions, the VirtualServices and DestinationRules that apply, its
+//!   callers, and its failed requests by code and response flags.
+//!
+//! The page and its script are in the binary (`dashboard/`), nothing is
+//! fetched from elsewhere. The views are read-only and, like `/metrics`,
+//! need no token (a browser cannot send one); they are guarded against
+//! other web pages: the Host must name this listener (DNS rebinding) and a
+//! cross-origin request is refused, as the API's routes are (see
+//! [`crate::http_api`]). Proxies are scraped only while someone looks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Json, Redirect, Response};
+use axum::routing::get;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::graph::scrape::{Scraper, Target};
+use crate::graph::{Graph, Node, NodeKind};
+use crate::state::{ControlPlane, ProxyStatus};
+
+/// The proxy's own Prometheus port (Istio's, Envoy's).
+pub const STATS_PORT: u16 = 15090;
+/// Where `trellis up` writes a proxy's metrics addresses (`<ip>:15020 <ip>:15090`).
+const METRICS_ANNOTATION: &str = "proxy.trellis.io/metrics";
+
+const INDEX: &str = include_str!("dashboard/index.html");
+const SCRIPT: &str = include_str!("dashboard/app.js");
+const STYLE: &str = include_str!("dashboard/style.css");
+
+#[derive(Clone)]
+struct Dashboard {
+    cp: Weak<ControlPlane>,
+    scraper: Arc<Scraper>,
+}
+
+/// The dashboard's routes, guarded as the module says. `listen` is the
+/// listener's address; `any_host`: the Host is not checked (on
+/// Kubernetes, where the API server's service proxy passes on its own).
+pub fn router(cp: &Arc<ControlPlane>, listen: SocketAddr, any_host: bool) -> Router {
+    let weak = Arc::downgrade(cp);
+    let scraper = Scraper::start({
+        let cp = weak.clone();
+        move || cp.upgrade().map(|cp| targets(&cp)).unwrap_or_default()
+    });
+    let state = Dashboard { cp: weak, scraper };
+    Router::new()
+        .route(
+            "/dashboard",
+            get(|| async { Redirect::permanent("/dashboard/") }),
+        )
+        .route(
+            "/dashboard/",
+            get(|| asset(INDEX, "text/html; charset=utf-8")),
+        )
+        .route(
+            "/dashboard/app.js",
+            get(|| asset(SCRIPT, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/dashboard/style.css",
+            get(|| asset(STYLE, "text/css; charset=utf-8")),
+        )
+        .route("/dashboard/api/graph", get(graph))
+        .route("/dashboard/api/service/{namespace}/{name}", get(service))
+        .with_state(state)
+        .route_layer(middleware::from_fn(move |req: Request, next: Next| {
+            guard(listen, any_host, req, next)
+        }))
+}
+
+async fn asset(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            // The page loads only its own script and style, and talks only to this listener.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn guard(listen: SocketAddr, any_host: bool, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !any_host && !crate::http_api::is_own_authority(host, listen) {
+        return refuse(format!(
+            "Host {host:?} is not this control plane ({listen}): refused (DNS rebinding protection)"
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let own = origin
+            .strip_prefix("http://")
+            .is_some_and(|a| any_host || crate::http_api::is_own_authority(a, listen));
+        if !own {
+            return refuse(format!("cross-origin request from {origin:?} refused"));
+        }
+    }
+    next.run(req).await
+}
+
+fn refuse(message: String) -> Response {
+    (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response()
+}
+
+fn gone() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "error": "the control plane is shutting down" })),
+    )
+        .into_response()
+}
+
+/// Where each connected proxy serves its own metrics: the address `trellis
+/// up` annotated its pod with, else the pod's IP on 15090 (as Istio's
+/// Prometheus config scrapes `envoy-stats`).
+fn targets(cp: &ControlPlane) -> Vec<Target> {
+    let annotated: BTreeMap<(String, String), String> = cp
+        .store()
+        .resources()
+        .filter_map(|r| {
+            let api::Resource::Pod(pod) = r else {
+                return None;
+            };
+            let addrs = pod.metadata.annotations.as_ref()?.get(METRICS_ANNOTATION)?;
+            let stats = addrs
+                .split_whitespace()
+                .find(|a| a.ends_with(&format!(":{STATS_PORT}")))?;
+            Some((
+                (
+                    pod.metadata
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into()),
+                    pod.metadata.name.clone()?,
+                ),
+                stats.to_string(),
+            ))
+        })
+        .collect();
+    cp.proxy_status()
+        .into_iter()
+        .filter(|p| p.connected)
+        .filter_map(|p| {
+            let addr = match annotated.get(&(p.namespace.clone(), p.pod.clone())) {
+                Some(a) => a.clone(),
+                None => {
+                    let ip = cp.node(&p.id)?.pod_ip;
+                    let ip: std::net::IpAddr = ip.parse().ok()?;
+                    SocketAddr::new(ip, STATS_PORT).to_string()
+                }
+            };
+            Some(Target {
+                url: format!("http://{addr}/stats/prometheus"),
+                proxy: p.id,
+            })
+        })
+        .collect()
+}
+
+/// A proxy as the dashboard shows it.
+#[derive(Serialize)]
+struct ProxyView {
+    id: String,
+    pod: String,
+    namespace: String,
+    /// The workload (Deployment) it runs in: the graph node it belongs to.
+    workload: String,
+    kind: String,
+    connected: bool,
+    /// `SYNCED`, `STALE` (sent, not acknowledged yet), `NACKED` or
+    /// `NOT SENT`, as `istioctl proxy-status` says.
+    sync: &'static str,
+    nack: Option<String>,
+    /// Why its metrics could not be read, if they could not.
+    scrape_error: Option<String>,
+}
+
+fn sync_of(p: &ProxyStatus) -> (&'static str, Option<String>) {
+    if let Some(nack) = p.types.values().find_map(|t| t.nack.clone()) {
+        return ("NACKED", Some(nack));
+    }
+    if p.types.is_empty() {
+        return ("NOT SENT", None);
+    }
+    if p.types.values().all(|t| t.sent == t.acked) {
+        ("SYNCED", None)
+    } else {
+        ("STALE", None)
+    }
+}
+
+#[derive(Serialize)]
+struct GraphView {
+    #[serde(flatten)]
+    graph: Graph,
+    proxies: Vec<ProxyView>,
+}
+
+async fn graph(State(d): State<Dashboard>) -> Response {
+    let Some(cp) = d.cp.upgrade() else {
+        return gone();
+    };
+    d.scraper.viewed();
+    let mut graph = d.scraper.graph();
+    let errors: BTreeMap<String, String> = d.scraper.errors().into_iter().collect();
+    let mesh = cp.mesh();
+    let proxies: Vec<ProxyView> = cp
+        .proxy_status()
+        .into_iter()
+        .map(|p| {
+            let node = cp.node(&p.id);
+            let workload = node
+                .as_ref()
+                .map(|n| n.workload_name.clone())
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| p.pod.clone());
+            // A workload with a proxy but no traffic yet is on the graph, idle.
+            let id = format!("workload:{}/{workload}", p.namespace);
+            if p.connected && !graph.nodes.iter().any(|n| n.id == id) {
+                let labels = mesh
+                    .registry
+                    .workload(&p.pod, &p.namespace)
+                    .map(|w| w.labels.clone())
+                    .unwrap_or_default();
+                let label = |names: [&str; 2]| {
+                    names
+                        .iter()
+                        .find_map(|n| labels.get(*n).cloned())
+                        .unwrap_or_default()
+                };
+                graph.nodes.push(Node {
+                    id,
+                    kind: NodeKind::Workload,
+                    namespace: p.namespace.clone(),
+                    name: workload.clone(),
+                    app: label(["service.istio.io/canonical-name", "app"]),
+                    version: label(["service.istio.io/canonical-revision", "version"]),
+                    host: String::new(),
+                });
+            }
+            let (sync, nack) = sync_of(&p);
+            ProxyView {
+                scrape_error: errors.get(&p.id).cloned(),
+                id: p.id,
+                pod: p.pod,
+                namespace: p.namespace,
+                workload,
+                kind: p.kind,
+                connected: p.connected,
+                sync,
+                nack,
+            }
+        })
+        .collect();
+    Json(GraphView { graph, proxies }).into_response()
+}
+
+async fn service(
+    State(d): State<Dashboard>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    let Some(cp) = d.cp.upgrade() else {
+        return gone();
+    };
+    d.scraper.viewed();
+    let mesh = cp.mesh();
+    let host = mesh.fqdn(&name, &namespace);
+    let service = mesh
+        .registry
+        .services
+        .values()
+        .find(|s| s.name == name && s.namespace == namespace)
+        .or_else(|| mesh.registry.service(&host));
+    let graph = d.scraper.graph();
+    let node_id = format!("service:{host}");
+    let in_graph = graph.nodes.iter().any(|n| n.id == node_id);
+    let Some(service) = service else {
+        if !in_graph {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": format!("no service {namespace}/{name} in the mesh") })),
+            )
+                .into_response();
+        }
+        return Json(json!({ "host": host, "name": name, "namespace": namespace })).into_response();
+    };
+    let host = service.hostname.clone();
+    let node_id = format!("service:{host}");
+    let applies = |hosts: &[String], ns: &str| {
+        hosts
+            .iter()
+            .any(|h| model::host::matches(&mesh.fqdn(h, ns), &host))
+    };
+    // A VirtualService for every host (`*`) bound to gateways only is the
+    // gateways' business, not this service's.
+    let virtual_services: Vec<_> = mesh
+        .virtual_services
+        .iter()
+        .filter(|vs| {
+            let ns = vs.metadata.namespace.as_deref().unwrap_or("default");
+            let in_mesh =
+                vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
+            let named: Vec<String> = vs
+                .spec
+                .hosts
+                .iter()
+                .filter(|h| in_mesh || h.as_str() != "*")
+                .cloned()
+                .collect();
+            applies(&named, ns)
+        })
+        .map(|vs| {
+            json!({
+                "namespace": vs.metadata.namespace.as_deref().unwrap_or("default"),
+                "name": vs.metadata.name,
+                "spec": vs.spec,
+            })
+        })
+        .collect();
+    let destination_rules: Vec<_> = mesh
+        .destination_rules
+        .iter()
+        .filter(|dr| {
+            applies(
+                std::slice::from_ref(&dr.spec.host),
+                dr.metadata.namespace.as_deref().unwrap_or("default"),
+            )
+        })
+        .map(|dr| {
+            json!({
+                "namespace": dr.metadata.namespace.as_deref().unwrap_or("default"),
+                "name": dr.metadata.name,
+                "spec": dr.spec,
+            })
+        })
+        .collect();
+    // Its versions: the workloads behind it, with what they answered.
+    let mut versions: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for w in mesh.registry.backends(&host) {
+        let id = format!("workload:{}/{}", w.namespace, w.workload);
+        let entry = versions.entry(id.clone()).or_insert_with(|| {
+            let edge = graph
+                .edges
+                .iter()
+                .find(|e| e.source == node_id && e.target == id);
+            json!({
+                "node": id,
+                "workload": w.workload,
+                "version": w.labels.get("version").cloned().unwrap_or_default(),
+                "labels": w.labels,
+                "pods": [],
+                "rps": edge.map_or(0.0, |e| e.rps),
+                "error_ratio": edge.map_or(0.0, |e| e.error_ratio),
+                "p99_ms": edge.and_then(|e| e.p99_ms),
+            })
+        });
+        if let Some(pods) = entry["pods"].as_array_mut() {
+            pods.push(json!(w.name));
+        }
+    }
+    let callers: Vec<_> = graph.edges.iter().filter(|e| e.target == node_id).collect();
+    let ports: Vec<_> = service
+        .ports
+        .iter()
+        .map(|p| json!({"name": p.name, "port": p.port, "protocol": format!("{:?}", p.protocol)}))
+        .collect();
+    Json(json!({
+        "host": host,
+        "name": service.name,
+        "namespace": service.namespace,
+        "ports": ports,
+        "versions": versions.into_values().collect::<Vec<_>>(),
+        "virtual_services": virtual_services,
+        "destination_rules": destination_rules,
+        "callers": callers,
+        "failures": d.scraper.failures(&host),
+        "window_seconds": graph.window_seconds,
+        "requests_note": "single requests (recent errors, slowest with their trace ids) are not collected by the control plane: see the proxies' access logs (`trellis up`: <state>/logs) or the tracing backend",
+    }))
+    .into_response()
+}
