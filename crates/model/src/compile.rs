@@ -312,26 +312,7 @@ fn tcp_route(mesh: &Mesh, scope: &Scope, svc: &Service, port: u32) -> Vec<pb::We
     else {
         return Vec::new();
     };
-    let n = route.route.len();
-    let total: i64 = route
-        .route
-        .iter()
-        .map(|d| i64::from(d.weight.unwrap_or(0)))
-        .sum();
-    route
-        .route
-        .iter()
-        .map(|d| pb::WeightedCluster {
-            cluster: routes::destination_cluster(mesh, &d.destination, ns, port),
-            // As HTTP's: one destination without a weight takes everything.
-            weight: match d.weight {
-                None if n == 1 => 100,
-                None if total == 0 => 1,
-                w => w.unwrap_or(0).max(0) as u32,
-            },
-            ..Default::default()
-        })
-        .collect()
+    crate::l4_routes::weighted(mesh, &route.route, ns, port)
 }
 
 fn endpoint(mesh: &Mesh, w: &Workload, port: u32) -> pb::Endpoint {
