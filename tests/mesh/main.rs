@@ -9,6 +9,7 @@ mod browser;
 mod capture;
 mod control_plane;
 mod edge;
+mod egress;
 mod gateway_tls;
 mod install;
 mod interop;

@@ -127,8 +127,12 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
                         routes: Vec::new(),
                     });
                     // Istio merges the routes of every VirtualService for one host on a gateway.
-                    vh.routes
-                        .extend(routes::http_routes(mesh, vs, server.port.number, &gw_ref));
+                    vh.routes.extend(server_port_checked(routes::http_routes(
+                        mesh,
+                        vs,
+                        server.port.number,
+                        &gw_ref,
+                    )));
                 }
             }
         }
@@ -221,6 +225,17 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
     }
 }
 
+/// Routes whose matches' `port` the compiler already held against the
+/// server's port, with that condition dropped: the gateway listens on the
+/// Service's target port (443 → 8443), which the proxy would compare with
+/// the match's 443 and never route.
+fn server_port_checked(mut routes: Vec<pb::Route>) -> Vec<pb::Route> {
+    for m in routes.iter_mut().flat_map(|r| &mut r.matches) {
+        m.port = 0;
+    }
+    routes
+}
+
 /// A listen port's TCP or TLS-passthrough servers.
 struct L4Port {
     kind: L4Kind,
@@ -292,7 +307,9 @@ fn gateway_domains(h: &str, port: u32) -> Vec<String> {
 /// Why an HTTPS server cannot be served; it is skipped, as Istio skips it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TlsError {
-    #[error("tls.mode {0} is not supported on an HTTPS server (SIMPLE and MUTUAL are)")]
+    #[error(
+        "tls.mode {0} is not supported on an HTTPS server (SIMPLE, MUTUAL and ISTIO_MUTUAL are)"
+    )]
     Mode(String),
     #[error("no tls settings: an HTTPS server needs tls.mode and tls.credentialName")]
     NoTls,
@@ -330,9 +347,27 @@ pub fn server_tls(
     server: &Server,
 ) -> Result<pb::GatewayTls, TlsError> {
     let settings = server.tls.as_ref().ok_or(TlsError::NoTls)?;
+    let sni: Vec<String> = server
+        .hosts
+        .iter()
+        .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_string())
+        .collect();
     let mutual = match settings.mode {
         Some(ServerTlsMode::Simple) => false,
         Some(ServerTlsMode::Mutual) => true,
+        // Mesh mTLS with the gateway's own workload certificate (what
+        // sidecars send an egress gateway): nothing to look up here.
+        Some(ServerTlsMode::IstioMutual) => {
+            let (min_protocol_version, max_protocol_version) = protocol_versions(settings)?;
+            return Ok(pb::GatewayTls {
+                sni,
+                istio_mutual: true,
+                min_protocol_version,
+                max_protocol_version,
+                cipher_suites: settings.cipher_suites.clone(),
+                ..Default::default()
+            });
+        }
         Some(other) => return Err(TlsError::Mode(format!("{other:?}").to_ascii_uppercase())),
         None => return Err(TlsError::Mode("PASSTHROUGH (the default)".into())),
     };
@@ -389,11 +424,6 @@ pub fn server_tls(
     } else {
         String::new()
     };
-    let sni = server
-        .hosts
-        .iter()
-        .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_string())
-        .collect();
     let (min_protocol_version, max_protocol_version) = protocol_versions(settings)?;
     Ok(pb::GatewayTls {
         sni,
@@ -404,6 +434,7 @@ pub fn server_tls(
         min_protocol_version,
         max_protocol_version,
         cipher_suites: settings.cipher_suites.clone(),
+        istio_mutual: false,
     })
 }
 
@@ -633,6 +664,52 @@ stringData: {cacert: CA2}
         let config = config("");
         assert!(config.listeners.iter().all(|l| l.port != 443));
         assert!(listener(&config, 80).https_redirect);
+    }
+
+    #[test]
+    fn istio_mutual_server_uses_the_workload_certificate_and_routes_its_port() {
+        let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: mesh, protocol: HTTPS}
+    hosts: [edition.example.test]
+    tls: {mode: ISTIO_MUTUAL}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: out, namespace: istio-system}
+spec:
+  hosts: [edition.example.test]
+  gateways: [egress]
+  http:
+  - match: [{gateways: [egress], port: 8443}]
+    route: [{destination: {host: edition.example.test, port: {number: 80}}}]
+  - match: [{gateways: [egress], port: 9999}]
+    route: [{destination: {host: other.example.test}}]
+"#;
+        let config = config(yaml);
+        let l = listener(&config, 8443);
+        assert_eq!(l.gateway_tls.len(), 1);
+        let tls = &l.gateway_tls[0];
+        assert!(tls.istio_mutual, "{tls:?}");
+        assert!(
+            tls.cert_chain.is_empty() && tls.private_key.is_empty() && tls.client_ca.is_empty()
+        );
+        assert_eq!(tls.sni, ["edition.example.test"]);
+        let rc = config
+            .routes
+            .iter()
+            .find(|r| r.name == tls.route_config)
+            .expect("route config");
+        let routes = &rc.virtual_hosts[0].routes;
+        assert_eq!(routes.len(), 1, "the other port's route is left out");
+        // Checked here against the server's port: the proxy, listening on the
+        // Service's target port, must not compare it again.
+        assert_eq!(routes[0].matches[0].port, 0);
     }
 }
 

@@ -382,7 +382,7 @@ async fn accept_loop(
                 let route_config = (!tls.route_config.is_empty()).then_some(tls.route_config);
                 let client = Downstream {
                     peer,
-                    identity: None,
+                    identity: tls.identity,
                     sni: tls.sni,
                     route_config,
                     original_dst: None,

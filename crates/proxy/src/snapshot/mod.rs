@@ -496,7 +496,8 @@ pub fn compile(
         }
         path_normalization = normalization(l.path_normalization)
             .map_err(|e| format!("listener {:?}: {e}", l.name))?;
-        let Some(spec) = listener(l, pod_ip).map_err(|e| format!("listener {:?}: {e}", l.name))?
+        let Some(spec) =
+            listener(l, pod_ip, env.mesh_tls).map_err(|e| format!("listener {:?}: {e}", l.name))?
         else {
             continue;
         };
@@ -574,7 +575,11 @@ fn wrong_kind(what: &str, r: &pb::Resource) -> String {
 }
 
 /// `None` for listeners this proxy deliberately does not bind (see below).
-fn listener(l: &pb::Listener, pod_ip: Option<IpAddr>) -> Result<Option<ListenerSpec>, String> {
+fn listener(
+    l: &pb::Listener,
+    pod_ip: Option<IpAddr>,
+    mesh_tls: Option<&Arc<crate::tls::MeshTls>>,
+) -> Result<Option<ListenerSpec>, String> {
     let port = u16::try_from(l.port)
         .ok()
         .filter(|p| *p != 0)
@@ -640,6 +645,7 @@ fn listener(l: &pb::Listener, pod_ip: Option<IpAddr>) -> Result<Option<ListenerS
         gateway_tls: match (direction, l.gateway_tls.is_empty()) {
             (Direction::Gateway, false) => Some(Arc::new(crate::tls::gateway::GatewayTls::new(
                 &l.gateway_tls,
+                mesh_tls,
             )?)),
             _ => None,
         },
