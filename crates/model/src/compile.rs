@@ -260,7 +260,23 @@ pub(crate) fn service_clusters(
                 port: port.port,
                 subset: subset.to_string(),
                 protocol: port.protocol as i32,
-                tls: mtls::upstream_tls(mesh, top_policy, policy, port.port),
+                tls: mtls::upstream_tls(mesh, top_policy, policy, port.port).map(|mut tls| {
+                    if let Some(name) = mtls::credential_name(top_policy, policy, port.port) {
+                        if scope.gateway {
+                            gateway::client_credential(mesh, &scope.namespace, name, &mut tls);
+                        } else if tls.mode == pb::UpstreamTlsMode::Mutual as i32
+                            && (tls.client_certificate.is_empty() || tls.private_key.is_empty())
+                        {
+                            // Istio's sidecars keep to the certificate paths; without
+                            // them this cluster cannot connect (and says why) while
+                            // the rest of the proxy's config stays good.
+                            tls.credential_error = format!(
+                                "tls.credentialName {name} is used at gateways only (as in Istio); a sidecar's MUTUAL needs clientCertificate and privateKey"
+                            );
+                        }
+                    }
+                    tls
+                }),
                 // Single addresses only: a ServiceEntry's CIDRs are no VIP.
                 addresses: svc
                     .cluster_ip

@@ -438,6 +438,57 @@ pub fn server_tls(
     })
 }
 
+/// A DestinationRule's `tls.credentialName` at a gateway (Istio resolves it
+/// there only): the Secret `name` in the gateway's `namespace` gives the CA
+/// that verifies the server (`ca.crt`/`cacert`, else the Secret
+/// `<name>-cacert`) and, for MUTUAL, the client certificate and key
+/// (`tls.crt`/`tls.key` or `cert`/`key`), used instead of any files. A
+/// Secret that cannot be used makes the cluster refuse its connections,
+/// saying why, rather than fall back to other roots.
+pub(crate) fn client_credential(
+    mesh: &Mesh,
+    namespace: &str,
+    name: &str,
+    tls: &mut pb::UpstreamTls,
+) {
+    let lookup = |n: &str| mesh.secrets.get(&(namespace.to_string(), n.to_string()));
+    let mutual = tls.mode == pb::UpstreamTlsMode::Mutual as i32;
+    let resolved = (|| {
+        let own = lookup(name);
+        let ca = own
+            .and_then(|s| secret_value(s, &["ca.crt", "cacert"]))
+            .or_else(|| {
+                lookup(&format!("{name}-cacert"))
+                    .and_then(|s| secret_value(s, &["ca.crt", "cacert"]))
+            });
+        if own.is_none() && ca.is_none() {
+            return Err(format!("Secret {namespace}/{name} not found"));
+        }
+        let ca = ca.ok_or_else(|| {
+            format!("no CA (ca.crt or cacert) in Secret {namespace}/{name} nor in {namespace}/{name}-cacert")
+        })?;
+        let (mut cert, mut key) = (String::new(), String::new());
+        if mutual {
+            let secret = own.ok_or_else(|| format!("Secret {namespace}/{name} not found"))?;
+            cert = secret_value(secret, &["tls.crt", "cert"]).ok_or_else(|| {
+                format!("Secret {namespace}/{name} has no client certificate (tls.crt or cert)")
+            })?;
+            key = secret_value(secret, &["tls.key", "key"]).ok_or_else(|| {
+                format!("Secret {namespace}/{name} has no private key (tls.key or key)")
+            })?;
+        }
+        Ok((ca, cert, key))
+    })();
+    match resolved {
+        Ok((ca, cert, key)) => {
+            tls.ca_certificates_pem = ca;
+            tls.client_certificate_pem = cert;
+            tls.private_key_pem = key;
+        }
+        Err(why) => tls.credential_error = format!("tls.credentialName {name}: {why}"),
+    }
+}
+
 /// Istio's min/maxProtocolVersion as the proxy takes them: TLSV1_2 or
 /// TLSV1_3, empty for "any". A minimum below 1.2 (or TLS_AUTO) is 1.2 (the
 /// proxy has no older TLS); a maximum below 1.2 leaves no version at all.
@@ -664,6 +715,84 @@ stringData: {cacert: CA2}
         let config = config("");
         assert!(config.listeners.iter().all(|l| l.port != 443));
         assert!(listener(&config, 80).https_redirect);
+    }
+
+    #[test]
+    fn destination_rule_credential_name_resolves_at_gateways_only() {
+        let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: secure, namespace: default}
+spec:
+  hosts: [secure.example.test]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 443, name: https, protocol: HTTPS}, {number: 8443, name: https-alt, protocol: HTTPS}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: secure, namespace: default}
+spec:
+  host: secure.example.test
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 443}
+      tls: {mode: MUTUAL, credentialName: client-credential, sni: secure.example.test}
+    - port: {number: 8443}
+      tls: {mode: SIMPLE, credentialName: missing}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: client-credential, namespace: istio-system}
+stringData: {tls.crt: CERT, tls.key: KEY, ca.crt: CA}
+"#;
+        let resources = api::parse("mesh.yaml", yaml).expect("parses");
+        let mesh = Mesh::build(&resources, MeshConfig::default());
+        let tls_of = |kind: pb::ProxyKind, port: u32| {
+            let node = pb::Node {
+                pod_name: "p-0".into(),
+                namespace: "istio-system".into(),
+                kind: kind as i32,
+                ..Default::default()
+            };
+            let config = crate::compile::compile(&mesh, &node);
+            let name = format!("outbound|{port}||secure.example.test");
+            let c = config
+                .clusters
+                .iter()
+                .find(|c| c.name == name)
+                .expect("cluster");
+            c.tls.clone().expect("tls")
+        };
+        let gw = tls_of(pb::ProxyKind::Gateway, 443);
+        assert_eq!(gw.mode, pb::UpstreamTlsMode::Mutual as i32);
+        assert_eq!(
+            (
+                gw.ca_certificates_pem.as_str(),
+                gw.client_certificate_pem.as_str(),
+                gw.private_key_pem.as_str()
+            ),
+            ("CA", "CERT", "KEY")
+        );
+        assert!(!format!("{gw:?}").contains("KEY"), "Debug shows no key");
+        let missing = tls_of(pb::ProxyKind::Gateway, 8443);
+        assert!(
+            missing
+                .credential_error
+                .contains("istio-system/missing not found"),
+            "{missing:?}"
+        );
+        // Sidecars keep to the certificate paths, as Istio's do: without
+        // them this one cluster refuses, saying why (the proxy's config is
+        // not rejected as a whole).
+        let sidecar = tls_of(pb::ProxyKind::Sidecar, 443);
+        assert!(sidecar.private_key_pem.is_empty());
+        assert!(
+            sidecar.credential_error.contains("gateways only"),
+            "{sidecar:?}"
+        );
+        let simple = tls_of(pb::ProxyKind::Sidecar, 8443);
+        assert!(simple.credential_error.is_empty(), "{simple:?}");
     }
 
     #[test]

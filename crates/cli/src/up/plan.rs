@@ -660,4 +660,43 @@ mod tests {
         assert_eq!(p250, Ipv4Addr::new(127, 10, 3, 1));
         assert_eq!(a250, Ipv4Addr::new(127, 10, 4, 1));
     }
+
+    #[test]
+    fn an_egress_gateway_only_when_a_gateway_selects_one() {
+        let addrs = Addresses {
+            block: 10,
+            pods: None,
+        };
+        let mesh = model::MeshConfig::default();
+        let without = plan(Vec::new(), addrs, &mesh).unwrap();
+        assert!(without.pods.iter().all(|p| p.workload != EGRESS_NAME));
+        let gateway = api::parse(
+            "gw.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: istio-egressgateway}\nspec:\n  selector: {istio: egressgateway}\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]\n",
+        )
+        .unwrap();
+        let with = plan(gateway, addrs, &mesh).unwrap();
+        let egress = with
+            .pods
+            .iter()
+            .find(|p| p.workload == EGRESS_NAME)
+            .expect("an egress gateway");
+        assert!(egress.gateway && !egress.sidecar);
+        assert_eq!(egress.labels["istio"], "egressgateway");
+        assert!(
+            with.resources
+                .iter()
+                .any(|r| r.kind() == api::Kind::Service && r.name() == EGRESS_NAME)
+        );
+        // The ingress address stays the ingress gateway's.
+        let ingress = with
+            .pods
+            .iter()
+            .find(|p| p.workload == INGRESS_NAME)
+            .expect("ingress");
+        assert_eq!(
+            gateway_http_addr(&with.pods, &with.resources).map(|a| a.ip()),
+            Some(std::net::IpAddr::from(ingress.pod_ip))
+        );
+    }
 }
