@@ -12,6 +12,10 @@ pub struct MeshConfig {
     /// Where mesh-wide policies live (a PeerAuthentication `default` here applies everywhere).
     pub root_namespace: String,
     pub trust_domain: String,
+    /// Other trust domains that are this mesh's too (after a migration): an
+    /// AuthorizationPolicy principal in the trust domain, one of these or
+    /// `cluster.local` matches the identity in any of them.
+    pub trust_domain_aliases: Vec<String>,
     /// The cluster's DNS suffix: services are `<name>.<namespace>.svc.<domain>`.
     pub domain_suffix: String,
     /// Connect timeout to upstreams, Istio's 10 s.
@@ -238,6 +242,7 @@ impl Default for MeshConfig {
         Self {
             root_namespace: "istio-system".into(),
             trust_domain: "cluster.local".into(),
+            trust_domain_aliases: Vec::new(),
             domain_suffix: "cluster.local".into(),
             connect_timeout_ms: 10_000,
             enable_auto_mtls: true,
