@@ -838,3 +838,73 @@ spec:
     mesh.stop()?;
     Ok(())
 }
+
+/// meshConfig.defaultConfig.gatewayTopology.numTrustedProxies: with one
+/// proxy in front of the ingress gateway, `remoteIpBlocks` sees the client
+/// that proxy wrote last in x-forwarded-for (not the gateway's peer, nor an
+/// entry the client itself could have forged further left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_ip_blocks_with_num_trusted_proxies_at_the_gateway() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("mesh.yaml"),
+        "defaultConfig:\n  gatewayTopology: {numTrustedProxies: 1}\n",
+    )?;
+    std::fs::write(dir.path().join("echo.yaml"), e2e::echo_workload("echo", ""))?;
+    std::fs::write(
+        dir.path().join("edge.yaml"),
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [echo.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo}
+spec:
+  hosts: [echo.example.com]
+  gateways: [istio-system/web]
+  http: [{route: [{destination: {host: echo, port: {number: 8080}}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: from-the-office, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: ALLOW
+  rules: [{from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]}]
+",
+    )?;
+    let mesh = Mesh::up(dir.path())?;
+    let client = e2e::http();
+    let get = |xff: Option<&'static str>| {
+        let client = client.clone();
+        let url = format!("{}/", mesh.gateway);
+        async move {
+            let mut req = client.get(url).header("host", "echo.example.com");
+            if let Some(xff) = xff {
+                req = req.header("x-forwarded-for", xff);
+            }
+            anyhow::Ok(req.send().await?.status().as_u16())
+        }
+    };
+    eventually(Duration::from_secs(30), || async {
+        let status = get(Some("203.0.113.7")).await?;
+        ensure!(
+            status == 200,
+            "the client the trusted proxy names: {status}"
+        );
+        Ok(())
+    })
+    .await?;
+    // The rightmost entry is the trusted proxy's; a forged one to its left counts for nothing.
+    ensure!(get(Some("203.0.113.9, 198.51.100.1")).await? == 403);
+    ensure!(
+        get(None).await? == 403,
+        "no header: the peer, outside the block"
+    );
+    mesh.stop()?;
+    Ok(())
+}

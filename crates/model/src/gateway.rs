@@ -210,6 +210,11 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
             https_redirect: gateway_tls.is_empty() && redirect.get(&port).copied().unwrap_or(false),
             gateway_tls,
             path_normalization: mesh.config.path_normalization.normalization.to_pb() as i32,
+            num_trusted_proxies: mesh
+                .config
+                .default_config
+                .gateway_topology
+                .num_trusted_proxies,
             ..Default::default()
         });
         for name in names {
@@ -793,6 +798,28 @@ stringData: {tls.crt: CERT, tls.key: KEY, ca.crt: CA}
         );
         let simple = tls_of(pb::ProxyKind::Sidecar, 8443);
         assert!(simple.credential_error.is_empty(), "{simple:?}");
+    }
+
+    #[test]
+    fn gateway_listeners_carry_num_trusted_proxies() {
+        let resources = api::parse("base.yaml", BASE).expect("base parses");
+        let mut mesh_config = MeshConfig::default();
+        mesh_config
+            .default_config
+            .gateway_topology
+            .num_trusted_proxies = 2;
+        let mesh = Mesh::build(&resources, mesh_config);
+        let node = pb::Node {
+            pod_name: "gw-0".into(),
+            namespace: "istio-system".into(),
+            kind: pb::ProxyKind::Gateway as i32,
+            labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
+            ..Default::default()
+        };
+        let mut config = ProxyConfig::default();
+        compile(&mesh, &node, &mut config);
+        assert!(!config.listeners.is_empty());
+        assert!(config.listeners.iter().all(|l| l.num_trusted_proxies == 2));
     }
 
     #[test]

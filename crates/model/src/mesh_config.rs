@@ -208,6 +208,17 @@ pub struct ProxyConfig {
     pub concurrency: Option<u32>,
     /// The legacy tracing settings (`meshConfig.enableTracing`).
     pub tracing: TracingConfig,
+    /// Gateways: the proxies in front of them (`numTrustedProxies`).
+    pub gateway_topology: GatewayTopology,
+}
+
+/// Istio's `ProxyConfig.gatewayTopology`: how many proxies (load balancers)
+/// stand in front of a gateway; the client is then the last of that many
+/// `x-forwarded-for` entries, for `remote.ip` and `remoteIpBlocks`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GatewayTopology {
+    pub num_trusted_proxies: u32,
 }
 
 /// Istio's `ProxyConfig.tracing`, the parts a proxy uses.

@@ -202,6 +202,7 @@ async fn reconcile(
             gateway_tls: None,
             https_redirect: false,
             path_normalization: snapshot.path_normalization,
+            num_trusted_proxies: 0,
         });
     }
     if let Some(c) = captured {

@@ -151,6 +151,8 @@ pub struct ListenerSpec {
     pub https_redirect: bool,
     /// How request paths are normalised (Istio's `pathNormalization`).
     pub path_normalization: Normalization,
+    /// Gateways: Istio's numTrustedProxies (whom x-forwarded-for is believed).
+    pub num_trusted_proxies: u32,
 }
 
 /// A service's VIP and port, as captured outbound connections reach it.
@@ -651,5 +653,6 @@ fn listener(
         },
         https_redirect: direction == Direction::Gateway && l.https_redirect,
         path_normalization: normalization(l.path_normalization)?,
+        num_trusted_proxies: l.num_trusted_proxies,
     }))
 }
