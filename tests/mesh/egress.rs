@@ -177,6 +177,8 @@ spec:
 /// Istio's egress gateway task in its mutual-TLS form: the sidecar sends
 /// edition.example.test's port 80 to the egress gateway's 443 over
 /// ISTIO_MUTUAL; the gateway sends it on to the external service's port 80.
+/// The gateway admits only the client's mesh identity, which only the
+/// ISTIO_MUTUAL handshake can have given it.
 const THROUGH_EGRESS_GATEWAY: &str = "apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: istio-egressgateway}
@@ -199,6 +201,14 @@ spec:
       portLevelSettings:
       - port: {number: 443}
         tls: {mode: ISTIO_MUTUAL, sni: edition.example.test}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-the-client, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: egressgateway}}
+  action: ALLOW
+  rules: [{from: [{source: {principals: [cluster.local/ns/default/sa/client]}}]}]
 ---
 ";
 
