@@ -24,8 +24,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".trellis.proxy.v1.GatewayTls.private_key",
             "#[serde(serialize_with = \"crate::redacted\")]",
         )
-        // Nor do logs: its Debug is written by hand in lib.rs.
-        .skip_debug([".trellis.proxy.v1.GatewayTls"])
+        .field_attribute(
+            ".trellis.proxy.v1.UpstreamTls.private_key_pem",
+            "#[serde(serialize_with = \"crate::redacted\")]",
+        )
+        // Nor do logs: their Debug is written by hand in lib.rs.
+        .skip_debug([
+            ".trellis.proxy.v1.GatewayTls",
+            ".trellis.proxy.v1.UpstreamTls",
+        ])
         .compile_fds(fds)?;
     if grpc {
         // The discovery server again, by hand, so that it writes responses

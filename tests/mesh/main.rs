@@ -13,6 +13,7 @@ mod dashboard;
 mod dashboards;
 mod describe;
 mod edge;
+mod egress;
 mod ext_authz;
 mod gateway_tls;
 mod global_rate_limit;

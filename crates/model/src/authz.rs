@@ -57,10 +57,14 @@ pub struct WorkloadAuthz {
 impl WorkloadAuthz {
     pub fn new(mesh: &Mesh, w: &Workload) -> Self {
         let policies: Vec<_> = applicable(mesh, w).collect();
+        let trust_domains: Vec<String> = std::iter::once(&mesh.config.trust_domain)
+            .chain(&mesh.config.trust_domain_aliases)
+            .cloned()
+            .collect();
         let compile_all = |for_tcp: bool| {
             policies
                 .iter()
-                .map(|p| compile_policy(p, for_tcp))
+                .map(|p| compile_policy(p, for_tcp, &trust_domains))
                 .collect()
         };
         let mut http: Vec<pb::AuthzPolicy> = compile_all(false);
@@ -180,8 +184,13 @@ pub(crate) fn attaches_to<'a>(
     })
 }
 
-/// One policy for HTTP (`for_tcp` false) or TCP.
-pub fn compile_policy(p: &Object<AuthorizationPolicy>, for_tcp: bool) -> pb::AuthzPolicy {
+/// One policy for HTTP (`for_tcp` false) or TCP; `trust_domains`: the
+/// mesh's trust domain, then its aliases.
+pub fn compile_policy(
+    p: &Object<AuthorizationPolicy>,
+    for_tcp: bool,
+    trust_domains: &[String],
+) -> pb::AuthzPolicy {
     let ns = p.metadata.namespace.as_deref().unwrap_or("default");
     let action = p.spec.action.unwrap_or(Action::Allow);
     let rules = p
@@ -190,7 +199,7 @@ pub fn compile_policy(p: &Object<AuthorizationPolicy>, for_tcp: bool) -> pb::Aut
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
-            let compiled = compile_rule(r, i as u32, ns, action, for_tcp);
+            let compiled = compile_rule(r, i as u32, ns, action, for_tcp, trust_domains);
             if compiled.is_none() {
                 tracing::debug!(policy = %p.metadata.name, namespace = ns, rule = i, tcp = for_tcp, "authorization rule skipped on this port");
             }
@@ -215,6 +224,35 @@ pub fn compile_policy(p: &Object<AuthorizationPolicy>, for_tcp: bool) -> pb::Aut
     }
 }
 
+/// Istio's trust domain aliases (`trustdomain.Bundle`): a principal whose
+/// trust domain is the mesh's, one of its aliases or `cluster.local` (which
+/// stands for the local trust domain) is that identity in each of
+/// `trust_domains`. One that names no trust domain (`*`, `*/ns/...`, a
+/// `*suffix`) or another trust domain stays as written.
+fn with_trust_domain_aliases(principals: &[String], trust_domains: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(principals.len());
+    for p in principals {
+        let expanded = match p.split_once('/') {
+            Some((td, rest))
+                if !td.starts_with('*')
+                    && (td == "cluster.local" || trust_domains.iter().any(|t| t == td)) =>
+            {
+                trust_domains
+                    .iter()
+                    .map(|t| format!("{t}/{rest}"))
+                    .collect()
+            }
+            _ => vec![p.clone()],
+        };
+        for e in expanded {
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+    }
+    out
+}
+
 /// Go's `strconv.ParseBool`, which Istio uses for the dry-run annotation
 /// (anything else is false).
 fn parse_bool(v: &str) -> bool {
@@ -228,11 +266,13 @@ fn compile_rule(
     policy_ns: &str,
     action: Action,
     for_tcp: bool,
+    trust_domains: &[String],
 ) -> Option<pb::AuthzRule> {
     let b = Builder {
         lenient: action != Action::Allow,
         for_tcp,
         policy_ns,
+        trust_domains,
     };
     let mut when = Vec::new();
     for c in &r.when {
@@ -375,6 +415,8 @@ struct Builder<'a> {
     lenient: bool,
     for_tcp: bool,
     policy_ns: &'a str,
+    /// The mesh's trust domain, then its aliases.
+    trust_domains: &'a [String],
 }
 
 impl Builder<'_> {
@@ -432,6 +474,14 @@ impl Builder<'_> {
         if values.is_empty() && not_values.is_empty() {
             return Some(());
         }
+        let (values, not_values) = if field == Field::Principal {
+            (
+                &with_trust_domain_aliases(values, self.trust_domains)[..],
+                &with_trust_domain_aliases(not_values, self.trust_domains)[..],
+            )
+        } else {
+            (values, not_values)
+        };
         let values = self.usable(field, values)?;
         let not_values = self.usable(field, not_values)?;
         if values.is_empty() && not_values.is_empty() {

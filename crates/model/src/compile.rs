@@ -260,7 +260,23 @@ pub(crate) fn service_clusters(
                 port: port.port,
                 subset: subset.to_string(),
                 protocol: port.protocol as i32,
-                tls: mtls::upstream_tls(mesh, top_policy, policy, port.port),
+                tls: mtls::upstream_tls(mesh, top_policy, policy, port.port).map(|mut tls| {
+                    if let Some(name) = mtls::credential_name(top_policy, policy, port.port) {
+                        if scope.gateway {
+                            gateway::client_credential(mesh, &scope.namespace, name, &mut tls);
+                        } else if tls.mode == pb::UpstreamTlsMode::Mutual as i32
+                            && (tls.client_certificate.is_empty() || tls.private_key.is_empty())
+                        {
+                            // Istio's sidecars keep to the certificate paths; without
+                            // them this cluster cannot connect (and says why) while
+                            // the rest of the proxy's config stays good.
+                            tls.credential_error = format!(
+                                "tls.credentialName {name} is used at gateways only (as in Istio); a sidecar's MUTUAL needs clientCertificate and privateKey"
+                            );
+                        }
+                    }
+                    tls
+                }),
                 // Single addresses only: a ServiceEntry's CIDRs are no VIP.
                 addresses: svc
                     .cluster_ip
@@ -317,26 +333,7 @@ pub(crate) fn tcp_route(
     else {
         return Vec::new();
     };
-    let n = route.route.len();
-    let total: i64 = route
-        .route
-        .iter()
-        .map(|d| i64::from(d.weight.unwrap_or(0)))
-        .sum();
-    route
-        .route
-        .iter()
-        .map(|d| pb::WeightedCluster {
-            cluster: routes::destination_cluster(mesh, &d.destination, ns, port),
-            // As HTTP's: one destination without a weight takes everything.
-            weight: match d.weight {
-                None if n == 1 => 100,
-                None if total == 0 => 1,
-                w => w.unwrap_or(0).max(0) as u32,
-            },
-            ..Default::default()
-        })
-        .collect()
+    crate::l4_routes::weighted(mesh, &route.route, ns, port)
 }
 
 fn endpoint(mesh: &Mesh, w: &Workload, port: u32) -> pb::Endpoint {

@@ -521,7 +521,7 @@ fn policy(mesh: &Mesh, p: &Object<api::security::AuthorizationPolicy>, w: &Workl
         _ if root => "mesh-wide: root namespace, no selector".into(),
         _ => format!("no selector: every workload of namespace {}", w.namespace),
     };
-    let dry_run = authz::compile_policy(p, false).dry_run;
+    let dry_run = authz::compile_policy(p, false, &[]).dry_run;
     PolicyView {
         policy: Applied {
             name: format!("{ns}/{}", p.metadata.name),

@@ -127,8 +127,12 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
                         routes: Vec::new(),
                     });
                     // Istio merges the routes of every VirtualService for one host on a gateway.
-                    vh.routes
-                        .extend(routes::http_routes(mesh, vs, server.port.number, &gw_ref));
+                    vh.routes.extend(server_port_checked(routes::http_routes(
+                        mesh,
+                        vs,
+                        server.port.number,
+                        &gw_ref,
+                    )));
                 }
             }
         }
@@ -206,6 +210,11 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
             https_redirect: gateway_tls.is_empty() && redirect.get(&port).copied().unwrap_or(false),
             gateway_tls,
             path_normalization: mesh.config.path_normalization.normalization.to_pb() as i32,
+            num_trusted_proxies: mesh
+                .config
+                .default_config
+                .gateway_topology
+                .num_trusted_proxies,
             ..Default::default()
         });
         for name in names {
@@ -219,6 +228,17 @@ pub fn compile(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
     if let Some(w) = workload {
         crate::rate_limit::apply(mesh, w, true, &mut config.listeners[first_http..]);
     }
+}
+
+/// Routes whose matches' `port` the compiler already held against the
+/// server's port, with that condition dropped: the gateway listens on the
+/// Service's target port (443 → 8443), which the proxy would compare with
+/// the match's 443 and never route.
+fn server_port_checked(mut routes: Vec<pb::Route>) -> Vec<pb::Route> {
+    for m in routes.iter_mut().flat_map(|r| &mut r.matches) {
+        m.port = 0;
+    }
+    routes
 }
 
 /// A listen port's TCP or TLS-passthrough servers.
@@ -292,7 +312,9 @@ fn gateway_domains(h: &str, port: u32) -> Vec<String> {
 /// Why an HTTPS server cannot be served; it is skipped, as Istio skips it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TlsError {
-    #[error("tls.mode {0} is not supported on an HTTPS server (SIMPLE and MUTUAL are)")]
+    #[error(
+        "tls.mode {0} is not supported on an HTTPS server (SIMPLE, MUTUAL and ISTIO_MUTUAL are)"
+    )]
     Mode(String),
     #[error("no tls settings: an HTTPS server needs tls.mode and tls.credentialName")]
     NoTls,
@@ -330,9 +352,27 @@ pub fn server_tls(
     server: &Server,
 ) -> Result<pb::GatewayTls, TlsError> {
     let settings = server.tls.as_ref().ok_or(TlsError::NoTls)?;
+    let sni: Vec<String> = server
+        .hosts
+        .iter()
+        .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_string())
+        .collect();
     let mutual = match settings.mode {
         Some(ServerTlsMode::Simple) => false,
         Some(ServerTlsMode::Mutual) => true,
+        // Mesh mTLS with the gateway's own workload certificate (what
+        // sidecars send an egress gateway): nothing to look up here.
+        Some(ServerTlsMode::IstioMutual) => {
+            let (min_protocol_version, max_protocol_version) = protocol_versions(settings)?;
+            return Ok(pb::GatewayTls {
+                sni,
+                istio_mutual: true,
+                min_protocol_version,
+                max_protocol_version,
+                cipher_suites: settings.cipher_suites.clone(),
+                ..Default::default()
+            });
+        }
         Some(other) => return Err(TlsError::Mode(format!("{other:?}").to_ascii_uppercase())),
         None => return Err(TlsError::Mode("PASSTHROUGH (the default)".into())),
     };
@@ -389,11 +429,6 @@ pub fn server_tls(
     } else {
         String::new()
     };
-    let sni = server
-        .hosts
-        .iter()
-        .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_string())
-        .collect();
     let (min_protocol_version, max_protocol_version) = protocol_versions(settings)?;
     Ok(pb::GatewayTls {
         sni,
@@ -404,7 +439,59 @@ pub fn server_tls(
         min_protocol_version,
         max_protocol_version,
         cipher_suites: settings.cipher_suites.clone(),
+        istio_mutual: false,
     })
+}
+
+/// A DestinationRule's `tls.credentialName` at a gateway (Istio resolves it
+/// there only): the Secret `name` in the gateway's `namespace` gives the CA
+/// that verifies the server (`ca.crt`/`cacert`, else the Secret
+/// `<name>-cacert`) and, for MUTUAL, the client certificate and key
+/// (`tls.crt`/`tls.key` or `cert`/`key`), used instead of any files. A
+/// Secret that cannot be used makes the cluster refuse its connections,
+/// saying why, rather than fall back to other roots.
+pub(crate) fn client_credential(
+    mesh: &Mesh,
+    namespace: &str,
+    name: &str,
+    tls: &mut pb::UpstreamTls,
+) {
+    let lookup = |n: &str| mesh.secrets.get(&(namespace.to_string(), n.to_string()));
+    let mutual = tls.mode == pb::UpstreamTlsMode::Mutual as i32;
+    let resolved = (|| {
+        let own = lookup(name);
+        let ca = own
+            .and_then(|s| secret_value(s, &["ca.crt", "cacert"]))
+            .or_else(|| {
+                lookup(&format!("{name}-cacert"))
+                    .and_then(|s| secret_value(s, &["ca.crt", "cacert"]))
+            });
+        if own.is_none() && ca.is_none() {
+            return Err(format!("Secret {namespace}/{name} not found"));
+        }
+        let ca = ca.ok_or_else(|| {
+            format!("no CA (ca.crt or cacert) in Secret {namespace}/{name} nor in {namespace}/{name}-cacert")
+        })?;
+        let (mut cert, mut key) = (String::new(), String::new());
+        if mutual {
+            let secret = own.ok_or_else(|| format!("Secret {namespace}/{name} not found"))?;
+            cert = secret_value(secret, &["tls.crt", "cert"]).ok_or_else(|| {
+                format!("Secret {namespace}/{name} has no client certificate (tls.crt or cert)")
+            })?;
+            key = secret_value(secret, &["tls.key", "key"]).ok_or_else(|| {
+                format!("Secret {namespace}/{name} has no private key (tls.key or key)")
+            })?;
+        }
+        Ok((ca, cert, key))
+    })();
+    match resolved {
+        Ok((ca, cert, key)) => {
+            tls.ca_certificates_pem = ca;
+            tls.client_certificate_pem = cert;
+            tls.private_key_pem = key;
+        }
+        Err(why) => tls.credential_error = format!("tls.credentialName {name}: {why}"),
+    }
 }
 
 /// Istio's min/maxProtocolVersion as the proxy takes them: TLSV1_2 or
@@ -633,6 +720,152 @@ stringData: {cacert: CA2}
         let config = config("");
         assert!(config.listeners.iter().all(|l| l.port != 443));
         assert!(listener(&config, 80).https_redirect);
+    }
+
+    #[test]
+    fn destination_rule_credential_name_resolves_at_gateways_only() {
+        let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: secure, namespace: default}
+spec:
+  hosts: [secure.example.test]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 443, name: https, protocol: HTTPS}, {number: 8443, name: https-alt, protocol: HTTPS}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: secure, namespace: default}
+spec:
+  host: secure.example.test
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 443}
+      tls: {mode: MUTUAL, credentialName: client-credential, sni: secure.example.test}
+    - port: {number: 8443}
+      tls: {mode: SIMPLE, credentialName: missing}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: client-credential, namespace: istio-system}
+stringData: {tls.crt: CERT, tls.key: KEY, ca.crt: CA}
+"#;
+        let resources = api::parse("mesh.yaml", yaml).expect("parses");
+        let mesh = Mesh::build(&resources, MeshConfig::default());
+        let tls_of = |kind: pb::ProxyKind, port: u32| {
+            let node = pb::Node {
+                pod_name: "p-0".into(),
+                namespace: "istio-system".into(),
+                kind: kind as i32,
+                ..Default::default()
+            };
+            let config = crate::compile::compile(&mesh, &node);
+            let name = format!("outbound|{port}||secure.example.test");
+            let c = config
+                .clusters
+                .iter()
+                .find(|c| c.name == name)
+                .expect("cluster");
+            c.tls.clone().expect("tls")
+        };
+        let gw = tls_of(pb::ProxyKind::Gateway, 443);
+        assert_eq!(gw.mode, pb::UpstreamTlsMode::Mutual as i32);
+        assert_eq!(
+            (
+                gw.ca_certificates_pem.as_str(),
+                gw.client_certificate_pem.as_str(),
+                gw.private_key_pem.as_str()
+            ),
+            ("CA", "CERT", "KEY")
+        );
+        assert!(!format!("{gw:?}").contains("KEY"), "Debug shows no key");
+        let missing = tls_of(pb::ProxyKind::Gateway, 8443);
+        assert!(
+            missing
+                .credential_error
+                .contains("istio-system/missing not found"),
+            "{missing:?}"
+        );
+        // Sidecars keep to the certificate paths, as Istio's do: without
+        // them this one cluster refuses, saying why (the proxy's config is
+        // not rejected as a whole).
+        let sidecar = tls_of(pb::ProxyKind::Sidecar, 443);
+        assert!(sidecar.private_key_pem.is_empty());
+        assert!(
+            sidecar.credential_error.contains("gateways only"),
+            "{sidecar:?}"
+        );
+        let simple = tls_of(pb::ProxyKind::Sidecar, 8443);
+        assert!(simple.credential_error.is_empty(), "{simple:?}");
+    }
+
+    #[test]
+    fn gateway_listeners_carry_num_trusted_proxies() {
+        let resources = api::parse("base.yaml", BASE).expect("base parses");
+        let mut mesh_config = MeshConfig::default();
+        mesh_config
+            .default_config
+            .gateway_topology
+            .num_trusted_proxies = 2;
+        let mesh = Mesh::build(&resources, mesh_config);
+        let node = pb::Node {
+            pod_name: "gw-0".into(),
+            namespace: "istio-system".into(),
+            kind: pb::ProxyKind::Gateway as i32,
+            labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
+            ..Default::default()
+        };
+        let mut config = ProxyConfig::default();
+        compile(&mesh, &node, &mut config);
+        assert!(!config.listeners.is_empty());
+        assert!(config.listeners.iter().all(|l| l.num_trusted_proxies == 2));
+    }
+
+    #[test]
+    fn istio_mutual_server_uses_the_workload_certificate_and_routes_its_port() {
+        let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: mesh, protocol: HTTPS}
+    hosts: [edition.example.test]
+    tls: {mode: ISTIO_MUTUAL}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: out, namespace: istio-system}
+spec:
+  hosts: [edition.example.test]
+  gateways: [egress]
+  http:
+  - match: [{gateways: [egress], port: 8443}]
+    route: [{destination: {host: edition.example.test, port: {number: 80}}}]
+  - match: [{gateways: [egress], port: 9999}]
+    route: [{destination: {host: other.example.test}}]
+"#;
+        let config = config(yaml);
+        let l = listener(&config, 8443);
+        assert_eq!(l.gateway_tls.len(), 1);
+        let tls = &l.gateway_tls[0];
+        assert!(tls.istio_mutual, "{tls:?}");
+        assert!(
+            tls.cert_chain.is_empty() && tls.private_key.is_empty() && tls.client_ca.is_empty()
+        );
+        assert_eq!(tls.sni, ["edition.example.test"]);
+        let rc = config
+            .routes
+            .iter()
+            .find(|r| r.name == tls.route_config)
+            .expect("route config");
+        let routes = &rc.virtual_hosts[0].routes;
+        assert_eq!(routes.len(), 1, "the other port's route is left out");
+        // Checked here against the server's port: the proxy, listening on the
+        // Service's target port, must not compare it again.
+        assert_eq!(routes[0].matches[0].port, 0);
     }
 }
 

@@ -121,25 +121,20 @@ pub fn gateway_routes(
     out
 }
 
-/// A route's destinations as weighted clusters; weights as HTTP's: one
-/// destination without a weight takes everything.
-fn weighted(
+/// A `tcp` or `tls` route's destinations as weighted clusters, weighted as
+/// HTTP's ([`routes::share`]); sidecars' TCP routes use it too.
+pub(crate) fn weighted(
     mesh: &Mesh,
     route: &[RouteDestination],
     ns: &str,
     port: u32,
 ) -> Vec<pb::WeightedCluster> {
-    let n = route.len();
     let total: i64 = route.iter().map(|d| i64::from(d.weight.unwrap_or(0))).sum();
     route
         .iter()
         .map(|d| pb::WeightedCluster {
             cluster: routes::destination_cluster(mesh, &d.destination, ns, port),
-            weight: match d.weight {
-                None if n == 1 => 100,
-                None if total == 0 => 1,
-                w => w.unwrap_or(0).max(0) as u32,
-            },
+            weight: routes::share(d.weight, route.len(), total),
             ..Default::default()
         })
         .collect()

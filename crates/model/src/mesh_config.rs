@@ -12,6 +12,10 @@ pub struct MeshConfig {
     /// Where mesh-wide policies live (a PeerAuthentication `default` here applies everywhere).
     pub root_namespace: String,
     pub trust_domain: String,
+    /// Other trust domains that are this mesh's too (after a migration): an
+    /// AuthorizationPolicy principal in the trust domain, one of these or
+    /// `cluster.local` matches the identity in any of them.
+    pub trust_domain_aliases: Vec<String>,
     /// The cluster's DNS suffix: services are `<name>.<namespace>.svc.<domain>`.
     pub domain_suffix: String,
     /// Connect timeout to upstreams, Istio's 10 s.
@@ -263,6 +267,17 @@ pub struct ProxyConfig {
     pub concurrency: Option<u32>,
     /// The legacy tracing settings (`meshConfig.enableTracing`).
     pub tracing: TracingConfig,
+    /// Gateways: the proxies in front of them (`numTrustedProxies`).
+    pub gateway_topology: GatewayTopology,
+}
+
+/// Istio's `ProxyConfig.gatewayTopology`: how many proxies (load balancers)
+/// stand in front of a gateway; the client is then the last of that many
+/// `x-forwarded-for` entries, for `remote.ip` and `remoteIpBlocks`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GatewayTopology {
+    pub num_trusted_proxies: u32,
 }
 
 /// Istio's `ProxyConfig.tracing`, the parts a proxy uses.
@@ -297,6 +312,7 @@ impl Default for MeshConfig {
         Self {
             root_namespace: "istio-system".into(),
             trust_domain: "cluster.local".into(),
+            trust_domain_aliases: Vec::new(),
             domain_suffix: "cluster.local".into(),
             connect_timeout_ms: 10_000,
             enable_auto_mtls: true,

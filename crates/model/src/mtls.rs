@@ -156,6 +156,19 @@ pub fn upstream_tls(
     }
 }
 
+/// The effective `tls.credentialName` for `port`, if any (merged as
+/// [`upstream_tls`] merges the rest).
+pub(crate) fn credential_name<'a>(
+    top: Option<&'a TrafficPolicy>,
+    subset: Option<&'a TrafficPolicy>,
+    port: u32,
+) -> Option<&'a str> {
+    effective(top, subset, port)?
+        .credential_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+}
+
 /// Istio's merge: the top level (or its port-level entry for `port`), then
 /// the subset's `tls`, then the subset's port-level entry. A port-level entry
 /// replaces the setting even where it leaves `tls` out (as cluster_policy).
@@ -198,6 +211,7 @@ fn to_pb(tls: &ClientTlsSettings) -> pb::UpstreamTls {
         private_key: tls.private_key.clone().unwrap_or_default(),
         subject_alt_names: tls.subject_alt_names.clone(),
         insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+        ..Default::default()
     }
 }
 

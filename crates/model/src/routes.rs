@@ -271,18 +271,23 @@ fn weighted(
     n: usize,
     total: i64,
 ) -> pb::WeightedCluster {
-    // One destination without a weight takes everything; weights that do not
-    // add up to 100 are used as relative shares, as Istio now does.
-    let weight = match d.weight {
+    pb::WeightedCluster {
+        cluster: destination_cluster(mesh, &d.destination, ns, port),
+        weight: share(d.weight, n, total),
+        request_headers: header_ops(d.headers.as_ref(), |h| h.request.as_ref()),
+        response_headers: header_ops(d.headers.as_ref(), |h| h.response.as_ref()),
+    }
+}
+
+/// A destination's weight among `n` whose written weights sum to `total`:
+/// one destination without a weight takes everything; weights that do not
+/// add up to 100 are used as relative shares, as Istio now does. The one
+/// rule for HTTP, TCP and TLS routes.
+pub(crate) fn share(weight: Option<i32>, n: usize, total: i64) -> u32 {
+    match weight {
         None if n == 1 => 100,
         None if total == 0 => 1,
         w => w.unwrap_or(0).max(0) as u32,
-    };
-    pb::WeightedCluster {
-        cluster: destination_cluster(mesh, &d.destination, ns, port),
-        weight,
-        request_headers: header_ops(d.headers.as_ref(), |h| h.request.as_ref()),
-        response_headers: header_ops(d.headers.as_ref(), |h| h.response.as_ref()),
     }
 }
 

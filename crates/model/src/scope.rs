@@ -25,6 +25,9 @@ pub struct Scope {
     pub registry_only: bool,
     /// The proxy as the source of the connections it sends.
     pub source: Source,
+    /// A gateway: DestinationRule `credentialName`s apply (Istio resolves
+    /// them at gateways only, from Secrets in the gateway's namespace).
+    pub gateway: bool,
 }
 
 /// A sidecar as the source of its application's outbound connections: its
@@ -95,7 +98,12 @@ impl Scope {
             .flatten();
         let mesh_registry_only = mesh.config.outbound_traffic_policy.mode == "REGISTRY_ONLY";
         let source = Source::of(node);
-        let source_key = source_key(mesh, &source);
+        let gateway = node.kind() == ProxyKind::Gateway;
+        let source_key = format!(
+            "{}{}",
+            source_key(mesh, &source),
+            if gateway { "|gateway" } else { "" }
+        );
         let Some(sidecar) = sidecar else {
             return Scope {
                 key: format!("{ns}|{source_key}"),
@@ -103,6 +111,7 @@ impl Scope {
                 egress: None,
                 registry_only: mesh_registry_only,
                 source,
+                gateway,
             };
         };
         let registry_only = match sidecar
@@ -136,6 +145,7 @@ impl Scope {
             egress,
             registry_only,
             source,
+            gateway,
         }
     }
 

@@ -436,3 +436,45 @@ status: {podIP: 127.2.0.3}
         assert_eq!(on_port(&ls, *port).0, vec![want.to_string()], "{pod}");
     }
 }
+
+/// meshConfig.trustDomainAliases (Istio's trust domain migration): a
+/// principal of the trust domain, an alias or `cluster.local` matches the
+/// identity in every one of them; `*` and other trust domains stay.
+#[test]
+fn trust_domain_aliases_expand_principals() {
+    let extra = policy(
+        "foo",
+        "td",
+        r#"
+  selector: {matchLabels: {app: httpbin}}
+  rules:
+  - from:
+    - source:
+        principals: [cluster.local/ns/a/sa/x, old-td/ns/b/sa/y, other-td/ns/c/sa/z, "*/ns/d/sa/w"]
+        notPrincipals: [new-td/ns/e/sa/v]
+    when:
+    - {key: source.principal, values: [old-td/ns/f/sa/u]}
+"#,
+    );
+    let mut resources = api::parse("mesh.yaml", MESH).expect("fixture parses");
+    resources.extend(api::parse("policies.yaml", &extra).expect("policy parses"));
+    let config = MeshConfig {
+        trust_domain: "new-td".into(),
+        trust_domain_aliases: vec!["old-td".into()],
+        ..MeshConfig::default()
+    };
+    let mesh = Mesh::build(&resources, config);
+    let node = pb::Node {
+        pod_name: "httpbin-1".into(),
+        namespace: "foo".into(),
+        kind: ProxyKind::Sidecar as i32,
+        ..Default::default()
+    };
+    let (http, _) = on_port(&compile(&mesh, &node).listeners, 8000);
+    assert_eq!(
+        http,
+        ["ALLOW ns[foo]-policy[td] #0 \
+          from(principal=new-td/ns/a/sa/x|old-td/ns/a/sa/x|new-td/ns/b/sa/y|old-td/ns/b/sa/y|other-td/ns/c/sa/z|*/ns/d/sa/w!new-td/ns/e/sa/v|old-td/ns/e/sa/v) \
+          when(principal=new-td/ns/f/sa/u|old-td/ns/f/sa/u)"]
+    );
+}

@@ -202,6 +202,7 @@ async fn reconcile(
             gateway_tls: None,
             https_redirect: false,
             path_normalization: snapshot.path_normalization,
+            num_trusted_proxies: 0,
         });
     }
     if let Some(c) = captured {
@@ -385,7 +386,7 @@ async fn accept_loop(
                 let route_config = (!tls.route_config.is_empty()).then_some(tls.route_config);
                 let client = Downstream {
                     peer,
-                    identity: None,
+                    identity: tls.identity,
                     sni: tls.sni,
                     route_config,
                     original_dst: None,

@@ -99,6 +99,34 @@ impl std::fmt::Debug for pb::GatewayTls {
     }
 }
 
+impl std::fmt::Debug for pb::UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("mode", &self.mode)
+            .field("sni", &self.sni)
+            .field("ca_certificates", &self.ca_certificates)
+            .field("client_certificate", &self.client_certificate)
+            .field("private_key", &self.private_key)
+            .field("subject_alt_names", &self.subject_alt_names)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("ca_certificates_pem_len", &self.ca_certificates_pem.len())
+            .field(
+                "client_certificate_pem_len",
+                &self.client_certificate_pem.len(),
+            )
+            .field(
+                "private_key_pem",
+                &if self.private_key_pem.is_empty() {
+                    ""
+                } else {
+                    "[redacted]"
+                },
+            )
+            .field("credential_error", &self.credential_error)
+            .finish()
+    }
+}
+
 /// The bits of `RetryPolicy.retry_on_bits`: which outcomes a route retries.
 pub mod retry_on {
     pub const FIVE_XX: u32 = 1;

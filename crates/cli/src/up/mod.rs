@@ -1,6 +1,7 @@
 //! `trellis up DIR`: a whole mesh on one machine. Reads the manifests, plans
 //! pods on loopback addresses, starts the control plane, a sidecar in front of
-//! every pod, the pods' programs and an ingress gateway, keeps them all
+//! every pod, the pods' programs and an ingress gateway (and an egress
+//! gateway when a Gateway selects one), keeps them all
 //! running, and stops them on Ctrl-C. As root, each pod runs in its own
 //! network namespace with its traffic captured ([`netns`]); otherwise pods
 //! share the loopback interface and apps call out through `HTTP_PROXY`.
@@ -274,11 +275,10 @@ pub async fn run(opts: UpOptions) -> Result<()> {
         )?;
     }
     let gateway = plan::gateway_http_addr(&plan.pods, &plan.resources);
-    let gateway_pod = plan.pods.iter().find(|p| p.gateway);
-    if let Some(gw) = gateway_pod {
+    for gw in plan.pods.iter().filter(|p| p.gateway) {
         let ready = format!("http://{}:{HEALTH_PORT}/healthz/ready", gw.pod_ip);
         if let Err(e) = wait_ready(&ready, Duration::from_secs(30)).await {
-            tracing::warn!(error = %e, "the ingress gateway is not ready yet");
+            tracing::warn!(error = %e, gateway = %gw.workload, "the gateway is not ready yet");
         }
     }
     let file_sd = match prometheus::write_file_sd(&state, &plan.pods, &api_url) {
@@ -592,6 +592,17 @@ fn print_summary(
     if let Some(gw) = gateway {
         let _ = writeln!(out, "  ingress gateway  http://{gw}/");
         let _ = writeln!(out, "  try              http://{gw}/productpage");
+    }
+    if let Some(egress) = pods
+        .iter()
+        .find(|p| p.gateway && p.workload == plan::EGRESS_NAME)
+    {
+        // Only sidecars' traffic is meant for it; its address is for looking.
+        let _ = writeln!(
+            out,
+            "  egress gateway   {} (istio-egressgateway.istio-system)",
+            egress.pod_ip
+        );
     }
     let _ = writeln!(out, "  state            {}", state.display());
     let _ = writeln!(out, "  logs             {}", state.join("logs").display());

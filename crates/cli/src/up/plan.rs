@@ -17,6 +17,7 @@ use serde_json::json;
 
 pub const INGRESS_NAMESPACE: &str = "istio-system";
 pub const INGRESS_NAME: &str = "istio-ingressgateway";
+pub const EGRESS_NAME: &str = "istio-egressgateway";
 /// Istio's per-pod override of MeshConfig's `defaultConfig` (a ProxyConfig, YAML or JSON).
 pub const PROXY_CONFIG_ANNOTATION: &str = "proxy.istio.io/config";
 
@@ -382,26 +383,80 @@ pub fn plan(
             pods.push(pod);
         }
     }
-    add_ingress_gateway(
+    add_gateway(
+        GatewayKind::Ingress,
         &mut resources,
         &mut pods,
         &mut pod_resources,
         addrs,
         proxy_metadata(mesh, None)?,
     )?;
+    if selects_egress_gateway(&resources) {
+        add_gateway(
+            GatewayKind::Egress,
+            &mut resources,
+            &mut pods,
+            &mut pod_resources,
+            addrs,
+            proxy_metadata(mesh, None)?,
+        )?;
+    }
     resources.extend(pod_resources);
     Ok(Plan { resources, pods })
 }
 
-/// Istio installs an ingress gateway in istio-system labelled `istio: ingressgateway`,
-/// whose Service maps port 80 to 8080 and 443 to 8443; so does `up`.
-fn add_ingress_gateway(
+/// The gateways `up` installs in istio-system, as Istio's profiles do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GatewayKind {
+    /// `istio-ingressgateway`, always (Istio's default profile).
+    Ingress,
+    /// `istio-egressgateway` (Istio's demo profile), when a Gateway in the
+    /// mesh's directory selects `istio: egressgateway`.
+    Egress,
+}
+
+impl GatewayKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            GatewayKind::Ingress => INGRESS_NAME,
+            GatewayKind::Egress => EGRESS_NAME,
+        }
+    }
+
+    /// Its `istio` label, what Gateways select.
+    fn istio_label(self) -> &'static str {
+        match self {
+            GatewayKind::Ingress => "ingressgateway",
+            GatewayKind::Egress => "egressgateway",
+        }
+    }
+}
+
+/// Whether a Gateway asks for an egress gateway (`selector: {istio: egressgateway}`).
+fn selects_egress_gateway(resources: &[Resource]) -> bool {
+    resources.iter().any(|r| match r {
+        Resource::Gateway(g) => g
+            .spec
+            .selector
+            .get("istio")
+            .is_some_and(|v| v == GatewayKind::Egress.istio_label()),
+        _ => false,
+    })
+}
+
+/// Istio's gateways in istio-system, labelled `istio: ingressgateway` or
+/// `istio: egressgateway`, whose Services map port 80 to 8080 and 443 to
+/// 8443; so do `up`'s (unless the directory has its own Service).
+fn add_gateway(
+    kind: GatewayKind,
     resources: &mut Vec<Resource>,
     pods: &mut Vec<PodPlan>,
     pod_resources: &mut Vec<Resource>,
     addrs: Addresses,
     proxy_env: Vec<(String, String)>,
 ) -> Result<()> {
+    let name = kind.name();
+    let istio = kind.istio_label();
     let has = |kind: api::Kind, ns: Option<&str>, name: &str| {
         resources
             .iter()
@@ -411,11 +466,11 @@ fn add_ingress_gateway(
     if !has(api::Kind::Namespace, None, INGRESS_NAMESPACE) {
         generated.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INGRESS_NAMESPACE}}));
     }
-    if !has(api::Kind::Service, Some(INGRESS_NAMESPACE), INGRESS_NAME) {
+    if !has(api::Kind::Service, Some(INGRESS_NAMESPACE), name) {
         generated.push(json!({
             "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": INGRESS_NAME, "namespace": INGRESS_NAMESPACE, "labels": {"app": INGRESS_NAME, "istio": "ingressgateway"}},
-            "spec": {"selector": {"app": INGRESS_NAME, "istio": "ingressgateway"}, "ports": [
+            "metadata": {"name": name, "namespace": INGRESS_NAMESPACE, "labels": {"app": name, "istio": istio}},
+            "spec": {"selector": {"app": name, "istio": istio}, "ports": [
                 {"name": "status-port", "port": 15021, "targetPort": 15021},
                 {"name": "http2", "port": 80, "targetPort": 8080},
                 {"name": "https", "port": 443, "targetPort": 8443}
@@ -426,16 +481,16 @@ fn add_ingress_gateway(
         resources.extend(api::parse("<trellis up>", &g.to_string())?);
     }
     let (pod_ip, app_ip) = addrs.pod(pods.len())?;
-    let labels: BTreeMap<String, String> = [("app", INGRESS_NAME), ("istio", "ingressgateway")]
+    let labels: BTreeMap<String, String> = [("app", name), ("istio", istio)]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let pod = PodPlan {
-        name: pod_name(INGRESS_NAME, 0),
-        workload: INGRESS_NAME.into(),
+        name: pod_name(name, 0),
+        workload: name.into(),
         namespace: INGRESS_NAMESPACE.into(),
         labels,
-        service_account: format!("{INGRESS_NAME}-service-account"),
+        service_account: format!("{name}-service-account"),
         pod_ip,
         app_ip,
         gateway: true,
@@ -465,7 +520,9 @@ fn add_ingress_gateway(
 
 /// The ingress gateway's HTTP address: its pod IP and the target port of Service port 80.
 pub fn gateway_http_addr(pods: &[PodPlan], resources: &[Resource]) -> Option<std::net::SocketAddr> {
-    let gw = pods.iter().find(|p| p.gateway)?;
+    let gw = pods
+        .iter()
+        .find(|p| p.gateway && p.workload == INGRESS_NAME)?;
     let port = resources
         .iter()
         .filter_map(|r| match r {
@@ -602,5 +659,44 @@ mod tests {
         assert_eq!(a0, Ipv4Addr::new(127, 10, 2, 1));
         assert_eq!(p250, Ipv4Addr::new(127, 10, 3, 1));
         assert_eq!(a250, Ipv4Addr::new(127, 10, 4, 1));
+    }
+
+    #[test]
+    fn an_egress_gateway_only_when_a_gateway_selects_one() {
+        let addrs = Addresses {
+            block: 10,
+            pods: None,
+        };
+        let mesh = model::MeshConfig::default();
+        let without = plan(Vec::new(), addrs, &mesh).unwrap();
+        assert!(without.pods.iter().all(|p| p.workload != EGRESS_NAME));
+        let gateway = api::parse(
+            "gw.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: istio-egressgateway}\nspec:\n  selector: {istio: egressgateway}\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]\n",
+        )
+        .unwrap();
+        let with = plan(gateway, addrs, &mesh).unwrap();
+        let egress = with
+            .pods
+            .iter()
+            .find(|p| p.workload == EGRESS_NAME)
+            .expect("an egress gateway");
+        assert!(egress.gateway && !egress.sidecar);
+        assert_eq!(egress.labels["istio"], "egressgateway");
+        assert!(
+            with.resources
+                .iter()
+                .any(|r| r.kind() == api::Kind::Service && r.name() == EGRESS_NAME)
+        );
+        // The ingress address stays the ingress gateway's.
+        let ingress = with
+            .pods
+            .iter()
+            .find(|p| p.workload == INGRESS_NAME)
+            .expect("ingress");
+        assert_eq!(
+            gateway_http_addr(&with.pods, &with.resources).map(|a| a.ip()),
+            Some(std::net::IpAddr::from(ingress.pod_ip))
+        );
     }
 }

@@ -94,6 +94,7 @@ pub(crate) async fn passthrough(stream: TcpStream, peer: SocketAddr, shared: Arc
         gateway_tls: None,
         https_redirect: false,
         path_normalization: snapshot.path_normalization,
+        num_trusted_proxies: 0,
     };
     let mesh = shared.store.mesh_tls().map(Arc::as_ref);
     let source = passthrough_source(dst.ip());

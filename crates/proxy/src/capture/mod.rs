@@ -84,6 +84,7 @@ pub(crate) fn listener_specs(
                 gateway_tls: None,
                 https_redirect: false,
                 path_normalization,
+                num_trusted_proxies: 0,
             });
         }
     }

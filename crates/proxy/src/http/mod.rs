@@ -329,10 +329,15 @@ fn attrs<'a, B>(
     let principal = conn.mesh_peer.as_ref().map(|p| &*p.meta.principal);
     Attrs {
         source: conn.peer.ip(),
-        // A gateway is the edge (Istio's numTrustedProxies 0): the client is
-        // its peer, and what it wrote in x-forwarded-for proves nothing.
+        // A gateway is the edge: the client is its peer (what it wrote in
+        // x-forwarded-for proves nothing), unless numTrustedProxies says
+        // who stands in front of it.
         remote: if listener.spec.direction == Direction::Gateway {
-            conn.peer.ip()
+            authz::trusted_client_ip(
+                req.headers(),
+                conn.peer.ip(),
+                listener.spec.num_trusted_proxies,
+            )
         } else {
             authz::remote_ip(req.headers(), conn.peer.ip())
         },

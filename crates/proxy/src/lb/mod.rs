@@ -137,6 +137,9 @@ pub struct Cluster {
     outlier: Option<Outlier>,
     eligible: ArcSwap<Eligible>,
     cursor: Arc<AtomicUsize>,
+    /// What the endpoints' connections were secured with, to tell when a
+    /// config update changes it.
+    tls_spec: Option<pb::UpstreamTls>,
 }
 
 /// The endpoints a request may go to now, by tier.
@@ -220,6 +223,7 @@ impl Cluster {
             });
 
         let tls = crate::tls::outbound::ClusterTls::new(spec, env.mesh_tls)?;
+        let tls_changed = prev.is_some_and(|p| p.tls_spec != spec.tls);
         let previous: HashMap<&str, &Arc<Endpoint>> = prev
             .map(|p| p.endpoints.iter().map(|e| (&*e.key, e)).collect())
             .unwrap_or_default();
@@ -248,7 +252,7 @@ impl Cluster {
                     EndpointPool::new(authority.clone(), settings, breakers.clone()),
                 ),
             };
-            pool.set_tls(upstream_tls);
+            pool.set_tls(upstream_tls, tls_changed);
             eps.push(Arc::new(Endpoint {
                 key: key.into(),
                 authority,
@@ -284,6 +288,7 @@ impl Cluster {
             outlier,
             eligible: ArcSwap::from_pointee(Eligible::empty()),
             cursor: prev.map_or_else(Default::default, |p| p.cursor.clone()),
+            tls_spec: spec.tls.clone(),
         };
         cluster
             .eligible

@@ -136,6 +136,9 @@ struct State {
     settings: ConnSettings,
     breakers: Breakers,
     next_id: u64,
+    /// Connections with an id up to this one were secured by a TLS setting
+    /// that has since changed: they take no new request.
+    retired_up_to: u64,
     h1: H1State,
     h2: H2State,
 }
@@ -248,6 +251,7 @@ impl EndpointPool {
                 settings,
                 breakers,
                 next_id: 0,
+                retired_up_to: 0,
                 h1: H1State::default(),
                 h2: H2State::default(),
             }),
@@ -267,8 +271,20 @@ impl EndpointPool {
     }
 
     /// How connections opened from now on are secured (`None`: plaintext).
-    pub fn set_tls(&self, tls: Option<Arc<Upstream>>) {
+    /// `changed`: the cluster's TLS setting is not the one the open
+    /// connections were made with (another CA, client certificate or
+    /// mode), so none of them takes another request — as Envoy drains a
+    /// cluster's connections when the cluster changes. Requests in flight
+    /// finish on theirs.
+    pub fn set_tls(&self, tls: Option<Arc<Upstream>>, changed: bool) {
         self.tls.store(tls);
+        if changed {
+            let mut st = self.lock();
+            st.retired_up_to = st.next_id;
+            // Dropped, which closes them.
+            st.h1.idle.clear();
+            st.h2.conns.clear();
+        }
     }
 
     /// How connections to this endpoint are secured (captured TCP connects itself).
@@ -431,7 +447,10 @@ impl EndpointPool {
 
     fn checkin_h1_locked(&self, st: &mut State, mut conn: H1Conn) {
         let now = Instant::now();
-        if conn.sender.is_closed() || !st.settings.fresh(conn.created, conn.served, now) {
+        if conn.sender.is_closed()
+            || conn.id <= st.retired_up_to
+            || !st.settings.fresh(conn.created, conn.served, now)
+        {
             // Dropping it closes it; its driver then makes room for waiters.
             return;
         }
@@ -602,11 +621,13 @@ impl EndpointPool {
                     take_stream(&mut st, &conn, settings);
                     let _ = w.send(Ok(conn.clone()));
                 }
-                if settings.fresh(
-                    conn.meta.created,
-                    conn.meta.served.load(Ordering::Acquire),
-                    Instant::now(),
-                ) {
+                if id > st.retired_up_to
+                    && settings.fresh(
+                        conn.meta.created,
+                        conn.meta.served.load(Ordering::Acquire),
+                        Instant::now(),
+                    )
+                {
                     st.h2.conns.push(conn);
                 }
                 // Waiters left over when the connection filled up get another.

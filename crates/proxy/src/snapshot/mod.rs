@@ -151,6 +151,8 @@ pub struct ListenerSpec {
     pub https_redirect: bool,
     /// How request paths are normalised (Istio's `pathNormalization`).
     pub path_normalization: Normalization,
+    /// Gateways: Istio's numTrustedProxies (whom x-forwarded-for is believed).
+    pub num_trusted_proxies: u32,
 }
 
 /// A service's VIP and port, as captured outbound connections reach it.
@@ -500,7 +502,8 @@ pub fn compile(
         }
         path_normalization = normalization(l.path_normalization)
             .map_err(|e| format!("listener {:?}: {e}", l.name))?;
-        let Some(spec) = listener(l, pod_ip).map_err(|e| format!("listener {:?}: {e}", l.name))?
+        let Some(spec) =
+            listener(l, pod_ip, env.mesh_tls).map_err(|e| format!("listener {:?}: {e}", l.name))?
         else {
             continue;
         };
@@ -586,7 +589,11 @@ fn wrong_kind(what: &str, r: &pb::Resource) -> String {
 }
 
 /// `None` for listeners this proxy deliberately does not bind (see below).
-fn listener(l: &pb::Listener, pod_ip: Option<IpAddr>) -> Result<Option<ListenerSpec>, String> {
+fn listener(
+    l: &pb::Listener,
+    pod_ip: Option<IpAddr>,
+    mesh_tls: Option<&Arc<crate::tls::MeshTls>>,
+) -> Result<Option<ListenerSpec>, String> {
     let port = u16::try_from(l.port)
         .ok()
         .filter(|p| *p != 0)
@@ -652,10 +659,12 @@ fn listener(l: &pb::Listener, pod_ip: Option<IpAddr>) -> Result<Option<ListenerS
         gateway_tls: match (direction, l.gateway_tls.is_empty()) {
             (Direction::Gateway, false) => Some(Arc::new(crate::tls::gateway::GatewayTls::new(
                 &l.gateway_tls,
+                mesh_tls,
             )?)),
             _ => None,
         },
         https_redirect: direction == Direction::Gateway && l.https_redirect,
         path_normalization: normalization(l.path_normalization)?,
+        num_trusted_proxies: l.num_trusted_proxies,
     }))
 }

@@ -1,5 +1,7 @@
 //! TLS termination on a gateway's HTTPS ports (Istio Gateway servers with
-//! `tls.mode` SIMPLE or MUTUAL and a `credentialName`).
+//! `tls.mode` SIMPLE or MUTUAL and a `credentialName`, or ISTIO_MUTUAL:
+//! mesh mTLS with the gateway's own workload certificate, as sidecars reach
+//! an egress gateway).
 //!
 //! Every server on the port gets its own rustls config, because a MUTUAL
 //! server verifies clients against its own CA and rustls picks the client
@@ -21,6 +23,8 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 use wire::pb;
 
+use super::{MeshTls, PeerIdentity};
+
 /// A client that has not finished its handshake by then is dropped, so that
 /// idle connections cannot pile up on a public port.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,6 +40,9 @@ struct Server {
     /// Lowercase; `*.example.com` wildcards; `*` (or none) matches anything.
     names: Vec<String>,
     config: Arc<ServerConfig>,
+    /// ISTIO_MUTUAL: the client is a mesh workload; its SPIFFE id is the
+    /// request's source principal.
+    mesh: bool,
     /// Routes only this server's hosts; empty: the listener's.
     route_config: Arc<str>,
 }
@@ -60,13 +67,19 @@ impl fmt::Debug for GatewayTls {
 
 impl GatewayTls {
     /// `Err` names the server (by its first SNI name) and what is wrong.
-    pub fn new(entries: &[pb::GatewayTls]) -> Result<Self, String> {
+    /// `mesh`: this proxy's workload identity, for ISTIO_MUTUAL servers.
+    pub fn new(entries: &[pb::GatewayTls], mesh: Option<&Arc<MeshTls>>) -> Result<Self, String> {
         let servers = entries
             .iter()
             .enumerate()
             .map(|(i, e)| {
                 let label = e.sni.first().map_or_else(|| format!("#{i}"), Clone::clone);
-                server(e).map_err(|why| format!("gateway_tls[{i}] ({label}): {why}"))
+                let built = if e.istio_mutual {
+                    mesh_server(e, mesh)
+                } else {
+                    server(e)
+                };
+                built.map_err(|why| format!("gateway_tls[{i}] ({label}): {why}"))
             })
             .collect::<Result<_, _>>()?;
         Ok(GatewayTls {
@@ -117,10 +130,19 @@ impl GatewayTls {
                 .into_stream(server.config.clone())
                 .await
                 .map_err(|e| format!("handshake: {e}"))?;
+            let identity = if server.mesh {
+                // The mesh verifier accepted the chain; the SPIFFE id is required.
+                let id = identity::peer_identity(stream.get_ref().1)
+                    .map_err(|e| format!("mesh client identity: {e}"))?;
+                Some(Arc::new(id))
+            } else {
+                None
+            };
             Ok::<_, String>(Accepted {
                 stream,
                 sni,
                 route_config: server.route_config.clone(),
+                identity,
             })
         };
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
@@ -141,6 +163,22 @@ pub struct Accepted {
     pub stream: TlsStream<TcpStream>,
     pub sni: Option<Arc<str>>,
     pub route_config: Arc<str>,
+    /// ISTIO_MUTUAL: the mesh client's verified identity.
+    pub identity: Option<Arc<PeerIdentity>>,
+}
+
+/// An ISTIO_MUTUAL server: the proxy's mesh server config (its rotating
+/// workload certificate; client certificates from the mesh roots required).
+/// Versions and cipher suites are the mesh's, as Envoy's ISTIO_MUTUAL
+/// filter chains use the mesh TLS context.
+fn mesh_server(e: &pb::GatewayTls, mesh: Option<&Arc<MeshTls>>) -> Result<Server, String> {
+    let mesh = mesh.ok_or("tls mode ISTIO_MUTUAL, but this gateway has no workload certificate")?;
+    Ok(Server {
+        names: e.sni.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        config: mesh.server_config(true),
+        mesh: true,
+        route_config: e.route_config.as_str().into(),
+    })
 }
 
 fn server(e: &pb::GatewayTls) -> Result<Server, String> {
@@ -182,6 +220,7 @@ fn server(e: &pb::GatewayTls) -> Result<Server, String> {
     Ok(Server {
         names: e.sni.iter().map(|n| n.to_ascii_lowercase()).collect(),
         config: Arc::new(config),
+        mesh: false,
         route_config: e.route_config.as_str().into(),
     })
 }
@@ -309,7 +348,7 @@ mod tests {
         assert!(with_cipher_suites(identity::crypto_provider(), &["RC4-MD5".into()]).is_err());
         let mut e = entry(&["a.test"]);
         e.min_protocol_version = "TLSV1_3".into();
-        assert!(GatewayTls::new(&[e]).is_ok());
+        assert!(GatewayTls::new(&[e], None).is_ok());
     }
 
     fn picked(tls: &GatewayTls, sni: Option<&str>) -> Option<String> {
@@ -318,11 +357,14 @@ mod tests {
 
     #[test]
     fn sni_picks_exact_then_longest_wildcard_then_catch_all() {
-        let tls = GatewayTls::new(&[
-            entry(&["*.example.com"]),
-            entry(&["*.api.example.com"]),
-            entry(&["bookinfo.example.com"]),
-        ])
+        let tls = GatewayTls::new(
+            &[
+                entry(&["*.example.com"]),
+                entry(&["*.api.example.com"]),
+                entry(&["bookinfo.example.com"]),
+            ],
+            None,
+        )
         .expect("config");
         assert_eq!(
             picked(&tls, Some("Bookinfo.Example.com")).as_deref(),
@@ -338,7 +380,7 @@ mod tests {
         );
         assert_eq!(picked(&tls, Some("example.com")), None);
         assert_eq!(picked(&tls, None), None);
-        let any = GatewayTls::new(&[entry(&["a.test"]), entry(&["*"])]).expect("config");
+        let any = GatewayTls::new(&[entry(&["a.test"]), entry(&["*"])], None).expect("config");
         assert_eq!(picked(&any, Some("b.test")).as_deref(), Some("*"));
         assert_eq!(picked(&any, None).as_deref(), Some("*"));
     }
@@ -348,13 +390,13 @@ mod tests {
         let mut e = entry(&["a.test"]);
         e.private_key =
             "-----BEGIN PRIVATE KEY-----\nsecretbytes\n-----END PRIVATE KEY-----\n".into();
-        let err = GatewayTls::new(&[e]).expect_err("bad key");
+        let err = GatewayTls::new(&[e], None).expect_err("bad key");
         assert!(err.contains("gateway_tls[0] (a.test)"), "{err}");
         assert!(!err.contains("secretbytes"), "{err}");
         let mut e = entry(&["a.test"]);
         e.cert_chain = "not pem".into();
         assert!(
-            GatewayTls::new(&[e])
+            GatewayTls::new(&[e], None)
                 .expect_err("no cert")
                 .contains("no certificate")
         );
@@ -364,7 +406,7 @@ mod tests {
     fn debug_shows_no_key() {
         let e = entry(&["a.test"]);
         let key = e.private_key.clone();
-        let tls = GatewayTls::new(std::slice::from_ref(&e)).expect("config");
+        let tls = GatewayTls::new(std::slice::from_ref(&e), None).expect("config");
         assert!(!format!("{tls:?}").contains(&key[30..60]));
         assert!(!format!("{e:?}").contains(&key[30..60]));
         let json = serde_json::to_string(&e).expect("json");
@@ -372,5 +414,25 @@ mod tests {
             json.contains("[redacted]") && !json.contains(&key[30..60]),
             "{json}"
         );
+    }
+
+    #[test]
+    fn istio_mutual_needs_the_workload_certificate_and_uses_the_mesh_config() {
+        let e = pb::GatewayTls {
+            sni: vec!["edition.example.test".into()],
+            istio_mutual: true,
+            ..Default::default()
+        };
+        let err = GatewayTls::new(std::slice::from_ref(&e), None).expect_err("no identity");
+        assert!(
+            err.contains("ISTIO_MUTUAL") && err.contains("edition.example.test"),
+            "{err}"
+        );
+        let ca = crate::tls::testing::TestCa::new();
+        let mesh = ca.mesh_tls("istio-egressgateway");
+        let tls = GatewayTls::new(&[e], Some(&mesh)).expect("config");
+        let server = tls.select(Some("edition.example.test")).expect("server");
+        assert!(server.mesh);
+        assert!(Arc::ptr_eq(&server.config, &mesh.server_config(true)));
     }
 }

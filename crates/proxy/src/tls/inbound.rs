@@ -284,6 +284,7 @@ mod tests {
             gateway_tls: None,
             https_redirect: false,
             path_normalization: Default::default(),
+            num_trusted_proxies: 0,
         };
         let client = tokio::spawn(async move {
             let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");

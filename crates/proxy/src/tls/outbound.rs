@@ -223,6 +223,11 @@ fn origination(
     tls: &pb::UpstreamTls,
     mutual: bool,
 ) -> Result<Upstream, String> {
+    if !tls.credential_error.is_empty() {
+        // The control plane could not resolve credentialName: refuse rather
+        // than verify against some other roots.
+        return Ok(Upstream::Refuse(tls.credential_error.clone()));
+    }
     let provider = identity::crypto_provider();
     let host = if tls.sni.is_empty() {
         spec.service.as_str()
@@ -231,20 +236,27 @@ fn origination(
     };
     let sni = server_name(host)?;
     let mut roots = RootCertStore::empty();
-    let ca_path = if tls.ca_certificates.is_empty() {
-        SYSTEM_CA_BUNDLES
-            .iter()
-            .map(Path::new)
-            .find(|p| p.is_file())
-            .ok_or("tls: no caCertificates given and no system CA bundle found")?
+    let (ca_certs, ca_source) = if !tls.ca_certificates_pem.is_empty() {
+        (
+            pem_certs(&tls.ca_certificates_pem, "ca_certificates_pem")?,
+            "the credentialName Secret's CA".to_string(),
+        )
     } else {
-        Path::new(&tls.ca_certificates)
+        let ca_path = if tls.ca_certificates.is_empty() {
+            SYSTEM_CA_BUNDLES
+                .iter()
+                .map(Path::new)
+                .find(|p| p.is_file())
+                .ok_or("tls: no caCertificates given and no system CA bundle found")?
+        } else {
+            Path::new(&tls.ca_certificates)
+        };
+        (read_certs(ca_path)?, ca_path.display().to_string())
     };
-    let (added, _) = roots.add_parsable_certificates(read_certs(ca_path)?);
+    let (added, _) = roots.add_parsable_certificates(ca_certs);
     if added == 0 {
         return Err(format!(
-            "tls.ca_certificates: {} holds no usable certificate",
-            ca_path.display()
+            "tls.ca_certificates: {ca_source} holds no usable certificate"
         ));
     }
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -268,13 +280,24 @@ fn origination(
         // chain is verified by webpki unless insecureSkipVerify says otherwise.
         .with_custom_certificate_verifier(verifier);
     let config = if mutual {
-        if tls.client_certificate.is_empty() || tls.private_key.is_empty() {
-            return Err("tls mode MUTUAL needs clientCertificate and privateKey".into());
-        }
-        let certs = read_certs(Path::new(&tls.client_certificate))?;
-        let key = PrivateKeyDer::from_pem_file(&tls.private_key)
-            // The path only: the key's bytes must never reach a log.
-            .map_err(|e| format!("tls.private_key: {}: {e}", tls.private_key))?;
+        let (certs, key) = if !tls.client_certificate_pem.is_empty() {
+            let key = PrivateKeyDer::from_pem_slice(tls.private_key_pem.as_bytes())
+                // Never the parse error: it could quote the key.
+                .map_err(|_| "tls.private_key_pem is not a PEM private key".to_string())?;
+            (
+                pem_certs(&tls.client_certificate_pem, "client_certificate_pem")?,
+                key,
+            )
+        } else {
+            if tls.client_certificate.is_empty() || tls.private_key.is_empty() {
+                return Err("tls mode MUTUAL needs clientCertificate and privateKey".into());
+            }
+            let certs = read_certs(Path::new(&tls.client_certificate))?;
+            let key = PrivateKeyDer::from_pem_file(&tls.private_key)
+                // The path only: the key's bytes must never reach a log.
+                .map_err(|e| format!("tls.private_key: {}: {e}", tls.private_key))?;
+            (certs, key)
+        };
         builder
             .with_client_auth_cert(certs, key)
             .map_err(|e| format!("tls.client_certificate: {e}"))?
@@ -289,6 +312,12 @@ fn origination(
         server_name: sni,
         expect: format!("{} {host}", if mutual { "MUTUAL" } else { "SIMPLE" }),
     })
+}
+
+fn pem_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.{what}: {e}"))
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -328,3 +328,25 @@ async fn a_failed_connect_fails_the_waiting_requests() {
     assert_eq!(p.open_connections(), 0);
     assert_eq!(p.breakers().in_use(Resource::Pending), 0);
 }
+
+/// A changed TLS setting (another CA, client certificate or mode) must not
+/// leave requests on connections secured by the old one; an unchanged one
+/// keeps them.
+#[tokio::test]
+async fn a_changed_tls_setting_retires_open_connections() {
+    for http2 in [false, true] {
+        let s = server(http2, false).await;
+        let p = pool(s.addr, Limits::default(), settings());
+        roundtrip(&p, s.addr, http2).await.expect("response");
+        p.set_tls(None, false);
+        roundtrip(&p, s.addr, http2).await.expect("response");
+        assert_eq!(s.connections.load(Ordering::SeqCst), 1, "http2: {http2}");
+        p.set_tls(None, true);
+        roundtrip(&p, s.addr, http2).await.expect("response");
+        assert_eq!(
+            s.connections.load(Ordering::SeqCst),
+            2,
+            "a new connection after the change (http2: {http2})"
+        );
+    }
+}

@@ -56,6 +56,28 @@ impl<'a> Attrs<'a> {
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
+/// The client a gateway with `trusted` proxies in front of it believes in
+/// (Envoy's `xff_num_trusted_hops` with `use_remote_address`): the
+/// `trusted`-th x-forwarded-for entry from the right; the peer when
+/// `trusted` is 0 or the header has fewer entries (or an unparsable one there).
+pub fn trusted_client_ip(headers: &HeaderMap, peer: IpAddr, trusted: u32) -> IpAddr {
+    if trusted == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    entries
+        .len()
+        .checked_sub(trusted as usize)
+        .and_then(|i| entries[i].parse().ok())
+        .unwrap_or(peer)
+}
+
 /// The remote address an Envoy sidecar sees for an HTTP request: the last
 /// x-forwarded-for entry (use_remote_address is off), else the peer.
 pub fn remote_ip(headers: &HeaderMap, peer: IpAddr) -> IpAddr {
@@ -67,4 +89,29 @@ pub fn remote_ip(headers: &HeaderMap, peer: IpAddr) -> IpAddr {
         .and_then(|v| v.rsplit(',').next())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_proxies_pick_the_client_from_the_right_of_x_forwarded_for() {
+        let peer: IpAddr = "192.0.2.5".parse().expect("ip");
+        let mut headers = HeaderMap::new();
+        headers.append(
+            X_FORWARDED_FOR,
+            "203.0.113.128, 203.0.113.10".parse().expect("value"),
+        );
+        headers.append(X_FORWARDED_FOR, "203.0.113.1".parse().expect("value"));
+        let ip = |n| trusted_client_ip(&headers, peer, n).to_string();
+        // None trusted: the peer, whatever the header says.
+        assert_eq!(ip(0), "192.0.2.5");
+        // Envoy's example: one trusted proxy in front, the last entry is the client.
+        assert_eq!(ip(1), "203.0.113.1");
+        assert_eq!(ip(3), "203.0.113.128");
+        // Fewer entries than trusted proxies: the peer.
+        assert_eq!(ip(4), "192.0.2.5");
+        assert_eq!(trusted_client_ip(&HeaderMap::new(), peer, 1), peer);
+    }
 }

@@ -20,7 +20,7 @@ mod pattern;
 #[cfg(test)]
 mod testutil;
 
-pub use attrs::{Attrs, HttpAttrs, remote_ip};
+pub use attrs::{Attrs, HttpAttrs, remote_ip, trusted_client_ip};
 
 use std::sync::Arc;
 
