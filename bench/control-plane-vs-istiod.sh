@@ -48,9 +48,15 @@ ulimit -n "$(ulimit -Hn)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/cp-vs-istiod.XXXXXX")"
 istiod_pid="" etcd_pid="" apiserver_pid=""
-stop() { # stops the processes named, and waits for them
+stop() { # stops the processes named (SIGKILL after 10 s: istiod and the
+  # API server drain for long on SIGTERM), and waits for them
+  local pid
+  for pid in "$@"; do [[ -n "$pid" ]] && kill "$pid" 2>/dev/null; done
   for pid in "$@"; do
-    [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    [[ -n "$pid" ]] || continue
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
   done
   return 0
 }
@@ -208,3 +214,10 @@ row "CPU, connect + full push" '.cpu_seconds_full_push * 10 | round / 10' s
 row "CPU, whole run" '.cpu_seconds * 10 | round / 10' s
 row "bytes per proxy, full push" '.bytes_per_proxy_full_push / 1024 | round' KiB
 row "bytes per proxy per endpoint change" '.bytes_per_proxy_per_endpoint_change | round' B
+# istiod's own figure for the timed changes (from a change's push trigger to
+# the proxy's ACK), a cross-check of xds-load's.
+for n in "${proxies[@]}"; do
+  jq -r --arg n "$n" '.pilot_proxy_convergence_time_changes // {} |
+    "istiod, \($n) proxies: pilot_proxy_convergence_time over the changes: \(.pilot_proxy_convergence_time_count // 0) pushes, mean \(if (.pilot_proxy_convergence_time_count // 0) > 0 then (.pilot_proxy_convergence_time_sum / .pilot_proxy_convergence_time_count * 1000 | round) else "-" end) ms, ≤ 100 ms: \(.["pilot_proxy_convergence_time_bucket{le=\"0.1\"}"] // 0), ≤ 1 s: \(.["pilot_proxy_convergence_time_bucket{le=\"1\"}"] // 0)"' \
+    "$out/istiod-$n.json"
+done
