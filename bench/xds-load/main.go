@@ -35,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -61,6 +62,9 @@ var allTypes = []string{typeCluster, typeEndpoint, typeListener, typeRoute}
 
 // maxStreams bounds how often one proxy opens its stream again.
 const maxStreams = 100
+
+// streamErrors counts failed streams, so that the first few are reported.
+var streamErrors atomic.Int64
 
 type args struct {
 	addr       string
@@ -457,8 +461,9 @@ func simulatedProxy(a args, i int, r *received) {
 			r.mu.Unlock()
 			time.Sleep(time.Duration(200+(i*37+attempt*101)%500) * time.Millisecond)
 		}
-		if err := oneStream(a.addr, node, r); err != nil && attempt+1 == maxStreams {
-			fmt.Fprintf(os.Stderr, "proxy %s: %v\n", node.Id, err)
+		err := oneStream(a.addr, node, r)
+		if err != nil && (attempt+1 == maxStreams || streamErrors.Add(1) <= 5) {
+			fmt.Fprintf(os.Stderr, "proxy %s: stream %d: %v\n", node.Id, attempt, err)
 		}
 	}
 }
