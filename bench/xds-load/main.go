@@ -10,13 +10,17 @@
 // next (cluster names and types, route names); the rest of each resource is
 // counted, not decoded, so that the cores measure the control plane.
 //
-// Changes are made the way istiod's file config source (--configDir) sees
-// them: files copied into its directory, each change a directory of files
-// (changes/endpoints/0/svc7.yaml replaces mesh/svc7.yaml).
+// Changes are made the way istiod sees them on a cluster: each change (a
+// directory of YAML files, changes/endpoints/0/svc7.yaml) is applied to the
+// API server istiod watches, one server-side apply request per object, the
+// same requests bench-control-plane makes of trellisd's API.
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -31,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -42,6 +47,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+	"gopkg.in/yaml.v3"
 )
 
 const (
@@ -57,12 +63,17 @@ var allTypes = []string{typeCluster, typeEndpoint, typeListener, typeRoute}
 // maxStreams bounds how often one proxy opens its stream again.
 const maxStreams = 100
 
+// streamErrors counts failed streams, so that the first few are reported.
+var streamErrors atomic.Int64
+
 type args struct {
 	addr       string
 	proxies    int
 	namespaces int
 	pid        int
-	meshDir    string
+	kubeServer string
+	kubeCA     string
+	kubeToken  string
 	changes    string
 	monitoring string
 	jsonOut    string
@@ -108,7 +119,9 @@ func main() {
 	flag.IntVar(&a.proxies, "proxies", 100, "simulated sidecars")
 	flag.IntVar(&a.namespaces, "namespaces", 10, "namespaces the sidecars are spread over")
 	flag.IntVar(&a.pid, "pid", 0, "istiod's process id (RSS and CPU are read from /proc)")
-	flag.StringVar(&a.meshDir, "mesh", "", "istiod's --configDir (changes are copied into it)")
+	flag.StringVar(&a.kubeServer, "kube-server", "", "the API server istiod watches (changes are applied to it), https://host:port")
+	flag.StringVar(&a.kubeCA, "kube-ca", "", "the API server's CA certificate (PEM)")
+	flag.StringVar(&a.kubeToken, "kube-token", "", "a file holding a bearer token the API server admits")
 	flag.StringVar(&a.changes, "changes", "", "the changes directory (endpoints/N/*, vs/N/*)")
 	flag.StringVar(&a.monitoring, "monitoring", "", "istiod's monitoring address (pilot_proxy_convergence_time)")
 	flag.StringVar(&a.jsonOut, "json", "", "write the results as JSON here")
@@ -120,6 +133,10 @@ func main() {
 }
 
 func run(a args) error {
+	kube, err := newKubeClient(a)
+	if err != nil {
+		return err
+	}
 	proxies := make([]*received, a.proxies)
 	start := time.Now()
 	cpuStart := cpuSeconds(a.pid)
@@ -145,6 +162,7 @@ func run(a args) error {
 	bytesFullPush := float64(totalBytes(proxies)) / float64(max(a.proxies, 1))
 	// Let the connect storm's debounced pushes settle before timing changes.
 	time.Sleep(2 * time.Second)
+	convergenceBefore := convergence(a.monitoring)
 
 	before := totalBytes(proxies)
 	endpointChanges, err := changeDirs(filepath.Join(a.changes, "endpoints"))
@@ -153,7 +171,7 @@ func run(a args) error {
 	}
 	var latencies []float64
 	for _, dir := range endpointChanges {
-		l, err := timedChange(a, dir, proxies, typeEndpoint)
+		l, err := timedChange(kube, dir, proxies, typeEndpoint)
 		if err != nil {
 			return err
 		}
@@ -167,7 +185,7 @@ func run(a args) error {
 	}
 	var vsLatencies []float64
 	for _, dir := range vsChanges {
-		l, err := timedChange(a, dir, proxies, typeRoute)
+		l, err := timedChange(kube, dir, proxies, typeRoute)
 		if err != nil {
 			return err
 		}
@@ -198,7 +216,14 @@ func run(a args) error {
 		"streams_reopened":                    reconnects,
 	}
 	if a.monitoring != "" {
-		results["pilot_proxy_convergence_time"] = convergence(a.monitoring)
+		// istiod's own figure for the timed changes only: the histogram's
+		// growth since before them (seconds, cumulative buckets).
+		after := convergence(a.monitoring)
+		changes := map[string]float64{}
+		for k, v := range after {
+			changes[k] = v - convergenceBefore[k]
+		}
+		results["pilot_proxy_convergence_time_changes"] = changes
 	}
 	out, err := json.MarshalIndent(results, "", "  ")
 	if err != nil {
@@ -260,10 +285,100 @@ func changeDirs(dir string) ([]string, error) {
 	return dirs, nil
 }
 
-// timedChange copies the files of change directory dir into the mesh and
-// waits until every proxy has a new response of typeURL; the milliseconds
-// each took.
-func timedChange(a args, dir string, proxies []*received, typeURL string) ([]float64, error) {
+// kubeClient applies objects to the API server istiod watches.
+type kubeClient struct {
+	server string
+	token  string
+	http   *http.Client
+}
+
+func newKubeClient(a args) (*kubeClient, error) {
+	if a.kubeServer == "" {
+		return nil, errors.New("-kube-server is required")
+	}
+	ca, err := os.ReadFile(a.kubeCA)
+	if err != nil {
+		return nil, fmt.Errorf("-kube-ca: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("-kube-ca %s: no PEM certificate", a.kubeCA)
+	}
+	token, err := os.ReadFile(a.kubeToken)
+	if err != nil {
+		return nil, fmt.Errorf("-kube-token: %w", err)
+	}
+	return &kubeClient{
+		server: strings.TrimSuffix(a.kubeServer, "/"),
+		token:  strings.TrimSpace(string(token)),
+		http:   &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}},
+	}, nil
+}
+
+// apply server-side applies every object of a YAML stream, one request each
+// (an object that did not change makes no event).
+func (k *kubeClient) apply(stream []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(stream))
+	for {
+		var obj struct {
+			APIVersion string `yaml:"apiVersion"`
+			Kind       string `yaml:"kind"`
+			Metadata   struct {
+				Name      string `yaml:"name"`
+				Namespace string `yaml:"namespace"`
+			} `yaml:"metadata"`
+		}
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := doc.Decode(&obj); err != nil {
+			return err
+		}
+		if obj.Kind == "" {
+			continue
+		}
+		body, err := yaml.Marshal(&doc)
+		if err != nil {
+			return err
+		}
+		url := fmt.Sprintf("%s/apis/%s/namespaces/%s/%s/%s?fieldManager=bench&force=true",
+			k.server, obj.APIVersion, obj.Metadata.Namespace, plural(obj.Kind), obj.Metadata.Name)
+		req, err := http.NewRequest(http.MethodPatch, url, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/apply-patch+yaml")
+		req.Header.Set("Authorization", "Bearer "+k.token)
+		resp, err := k.http.Do(req)
+		if err != nil {
+			return err
+		}
+		text, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			return fmt.Errorf("applying %s %s/%s: %s: %s", obj.Kind, obj.Metadata.Namespace, obj.Metadata.Name, resp.Status, text)
+		}
+	}
+}
+
+// plural is the resource name of an Istio kind (ServiceEntry: serviceentries).
+func plural(kind string) string {
+	k := strings.ToLower(kind)
+	if strings.HasSuffix(k, "y") {
+		return strings.TrimSuffix(k, "y") + "ies"
+	}
+	return k + "s"
+}
+
+// timedChange applies the files of change directory dir to the API server
+// and waits until every proxy has a new response of typeURL; the
+// milliseconds each took.
+func timedChange(kube *kubeClient, dir string, proxies []*received, typeURL string) ([]float64, error) {
 	before := make([]int, len(proxies))
 	for i, p := range proxies {
 		p.mu.Lock()
@@ -274,21 +389,17 @@ func timedChange(a args, dir string, proxies []*received, typeURL string) ([]flo
 	if err != nil {
 		return nil, err
 	}
-	t0 := time.Now()
+	var stream []byte
 	for _, f := range files {
 		data, err := os.ReadFile(filepath.Join(dir, f.Name()))
 		if err != nil {
 			return nil, err
 		}
-		// Written beside the mesh directory and renamed into it: the
-		// watcher sees the whole file at once.
-		tmp := filepath.Join(filepath.Dir(a.meshDir), "."+f.Name())
-		if err := os.WriteFile(tmp, data, 0o644); err != nil {
-			return nil, err
-		}
-		if err := os.Rename(tmp, filepath.Join(a.meshDir, f.Name())); err != nil {
-			return nil, err
-		}
+		stream = append(append(stream, data...), "\n---\n"...)
+	}
+	t0 := time.Now()
+	if err := kube.apply(stream); err != nil {
+		return nil, err
 	}
 	for {
 		done := 0
@@ -350,8 +461,9 @@ func simulatedProxy(a args, i int, r *received) {
 			r.mu.Unlock()
 			time.Sleep(time.Duration(200+(i*37+attempt*101)%500) * time.Millisecond)
 		}
-		if err := oneStream(a.addr, node, r); err != nil && attempt+1 == maxStreams {
-			fmt.Fprintf(os.Stderr, "proxy %s: %v\n", node.Id, err)
+		err := oneStream(a.addr, node, r)
+		if err != nil && (attempt+1 == maxStreams || streamErrors.Add(1) <= 5) {
+			fmt.Fprintf(os.Stderr, "proxy %s: stream %d: %v\n", node.Id, attempt, err)
 		}
 	}
 }
@@ -556,12 +668,16 @@ func cpuSeconds(pid int) float64 {
 	return float64(u+k) / 100
 }
 
-// convergence reads istiod's own pilot_proxy_convergence_time histogram.
-func convergence(addr string) map[string]string {
-	out := map[string]string{}
+// convergence reads istiod's own pilot_proxy_convergence_time histogram
+// (empty without a monitoring address or when it cannot be read).
+func convergence(addr string) map[string]float64 {
+	out := map[string]float64{}
+	if addr == "" {
+		return out
+	}
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
-		out["error"] = err.Error()
+		fmt.Fprintln(os.Stderr, "xds-load: istiod's metrics:", err)
 		return out
 	}
 	defer resp.Body.Close()
@@ -569,7 +685,9 @@ func convergence(addr string) map[string]string {
 	for _, line := range strings.Split(string(body), "\n") {
 		if strings.HasPrefix(line, "pilot_proxy_convergence_time") {
 			if i := strings.LastIndex(line, " "); i > 0 {
-				out[line[:i]] = line[i+1:]
+				if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+					out[line[:i]] = v
+				}
 			}
 		}
 	}

@@ -23,11 +23,13 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::certs::BearerToken;
 use crate::pb::{DiscoveryRequest, Node};
 use crate::snapshot::{EncodedResource, ProxySnapshot, TypeSnapshot};
-use generated::aggregated_discovery_server::{AggregatedDiscovery, AggregatedDiscoveryServer};
+use generated::aggregated_discovery_server::{AggregatedDiscovery, SERVICE_NAME};
 
 /// The discovery service as `build.rs` generates it for [`EncodedResponse`].
 mod generated {
     #![allow(clippy::all)]
+    // Only the trait is used: `DiscoveryServer` serves it (see there why).
+    #![allow(dead_code)]
     include!(concat!(
         env!("OUT_DIR"),
         "/trellis.proxy.v1.AggregatedDiscovery.rs"
@@ -108,19 +110,124 @@ pub struct DiscoveryService<P> {
 pub const DEFAULT_CONCURRENT_PUSHES: usize = 32;
 
 impl<P: ConfigProvider> DiscoveryService<P> {
-    pub fn new(provider: Arc<P>) -> AggregatedDiscoveryServer<Self> {
+    // Handed out inside the server that serves it, as tonic's generated
+    // `new` does.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(provider: Arc<P>) -> DiscoveryServer<P> {
         Self::with_push_limit(provider, DEFAULT_CONCURRENT_PUSHES)
     }
 
-    pub fn with_push_limit(
-        provider: Arc<P>,
-        concurrent_pushes: usize,
-    ) -> AggregatedDiscoveryServer<Self> {
-        AggregatedDiscoveryServer::new(Self {
-            provider,
-            pushes: Arc::new(Semaphore::new(concurrent_pushes.max(1))),
+    pub fn with_push_limit(provider: Arc<P>, concurrent_pushes: usize) -> DiscoveryServer<P> {
+        DiscoveryServer {
+            service: Arc::new(Self {
+                provider,
+                pushes: Arc::new(Semaphore::new(concurrent_pushes.max(1))),
+            }),
+        }
+    }
+}
+
+/// The discovery service as a gRPC server: what tonic generates, but for how
+/// responses are written. tonic encodes a stream's responses into one buffer
+/// per stream, which keeps the capacity of the largest response the stream
+/// ever wrote (doubled as it grew) for as long as the stream lives: with
+/// 1,000 proxies each sent a route configuration of some hundred kilobytes,
+/// that was 270 MB of trellisd's 390 MB heap (heaptrack). Here each response
+/// is framed in a buffer of its own size, freed once written.
+pub struct DiscoveryServer<P> {
+    service: Arc<DiscoveryService<P>>,
+}
+
+impl<P> Clone for DiscoveryServer<P> {
+    fn clone(&self) -> Self {
+        DiscoveryServer {
+            service: self.service.clone(),
+        }
+    }
+}
+
+impl<P> tonic::server::NamedService for DiscoveryServer<P> {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl<P, B> tonic::codegen::Service<http::Request<B>> for DiscoveryServer<P>
+where
+    P: ConfigProvider,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let service = self.service.clone();
+        Box::pin(async move {
+            if request.uri().path() != format!("/{SERVICE_NAME}/Stream") {
+                return Ok(Status::unimplemented("").into_http());
+            }
+            let mut codec = tonic_prost::ProstCodec::<EncodedResponse, DiscoveryRequest>::default();
+            let decoder = tonic::codec::Codec::decoder(&mut codec);
+            let request = Request::from_http(
+                request.map(|body| Streaming::new_request(decoder, body, None, None)),
+            );
+            let responses = match service.stream(request).await {
+                Ok(response) => response.into_inner(),
+                Err(status) => return Ok(status.into_http()),
+            };
+            let body = http_body_util::StreamBody::new(frames(responses));
+            let mut response = http::Response::new(tonic::body::Body::new(body));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                tonic::metadata::GRPC_CONTENT_TYPE,
+            );
+            Ok(response)
         })
     }
+}
+
+/// The HTTP/2 body of a discovery stream: each response a gRPC message in a
+/// buffer of its own, then the status as trailers.
+fn frames(
+    responses: ResponseStream,
+) -> impl Stream<Item = Result<http_body::Frame<Bytes>, Status>> + Send {
+    futures::stream::unfold(Some(responses), |responses| async move {
+        let mut responses = responses?;
+        let status = match responses.next().await {
+            Some(Ok(response)) => match message(&response) {
+                Ok(bytes) => return Some((Ok(http_body::Frame::data(bytes)), Some(responses))),
+                Err(status) => status,
+            },
+            Some(Err(status)) => status,
+            None => Status::ok(""),
+        };
+        let mut trailers = http::HeaderMap::new();
+        if status.add_header(&mut trailers).is_err() {
+            // A message that is no header value: the code alone.
+            trailers.insert(Status::GRPC_STATUS, (status.code() as i32).into());
+        }
+        Some((Ok(http_body::Frame::trailers(trailers)), None))
+    })
+}
+
+/// `response` as a gRPC message: not compressed, its length, its bytes.
+fn message(response: &EncodedResponse) -> Result<Bytes, Status> {
+    use prost::Message as _;
+    let len = response.encoded_len();
+    let prefix = u32::try_from(len)
+        .map_err(|_| Status::resource_exhausted(format!("a response of {len} bytes")))?;
+    let mut buf = Vec::with_capacity(5 + len);
+    buf.push(0);
+    buf.extend_from_slice(&prefix.to_be_bytes());
+    response.encode_raw(&mut buf);
+    Ok(buf.into())
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<EncodedResponse, Status>> + Send>>;

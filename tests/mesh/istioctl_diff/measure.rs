@@ -42,14 +42,15 @@ const CLUSTER_SCOPED: &[&str] = &[
     "GatewayClass",
 ];
 
-/// The testdata directory of the istio.io/istio version scripts/istioctl.sh pins.
+/// The testdata directory of the istio.io/istio version scripts/istioctl.sh
+/// builds (the pin is in scripts/istio-module.sh).
 fn istio_test_inputs() -> Result<PathBuf> {
-    let script = std::fs::read_to_string(repo_root().join("scripts/istioctl.sh"))?;
+    let script = std::fs::read_to_string(repo_root().join("scripts/istio-module.sh"))?;
     let version = script
         .lines()
-        .find_map(|l| l.strip_prefix("version=\""))
+        .find_map(|l| l.strip_prefix("istio_version=\""))
         .and_then(|l| l.strip_suffix('"'))
-        .context("no version= line in scripts/istioctl.sh")?;
+        .context("no istio_version= line in scripts/istio-module.sh")?;
     let out = Command::new("go")
         .args(["env", "GOMODCACHE"])
         .output()
