@@ -31,9 +31,8 @@ if [[ "${1:-}" == "--operator-crds" ]]; then
 fi
 out="${1:-$root/target/addons}"
 
-version="$(sed -n 's/^version="\(.*\)"$/\1/p' "$root/scripts/istioctl.sh")"
-[[ -n "$version" ]] || { echo "addons: no version= in scripts/istioctl.sh" >&2; exit 1; }
-module="$(cd / && go mod download -json "istio.io/istio@$version" | jq -r .Dir)"
+module="$("$root/scripts/istioctl.sh" --module-dir)"
+version="$(basename "$module")"   # istio@<version>
 dashboards="$module/manifests/addons/dashboards"
 [[ -d "$dashboards" ]] || { echo "addons: no $dashboards" >&2; exit 1; }
 
@@ -49,7 +48,7 @@ dashboard() { # KEY FILE: the ConfigMap entry for one dashboard
 configmap() { # NAME ENTRY...: a ConfigMap of the entries
   local name="$1"
   shift
-  jq -s --arg name "$name" --arg from "istio.io/istio@$version" '{apiVersion: "v1", kind: "ConfigMap",
+  jq -s --arg name "$name" --arg from "istio.io/$version" '{apiVersion: "v1", kind: "ConfigMap",
     metadata: {name: $name, namespace: "istio-system",
       annotations: {"trellis.io/generated-from": ($from + " manifests/addons/dashboards")}},
     data: add}' <(for e in "$@"; do echo "$e"; done)

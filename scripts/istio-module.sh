@@ -8,6 +8,8 @@
 #                                  else <cache>/NAME-<version>/FILE
 #   istio_build TAG BINARY PKG     go-install PKG (a package path inside
 #                                  istio.io/istio) at the pin into BINARY
+#   istio_module_dir               the module's source directory in Go's
+#                                  module cache (fetched if need be)
 
 # istio.io/istio publishes no tagged Go module versions; this pseudo-version
 # is the Istio master the module proxy serves (API istio.io/api v1.31).
@@ -38,4 +40,10 @@ istio_build() {
     go install -trimpath -ldflags "-s -w" "istio.io/istio/$pkg@$istio_version")
   mv "$scratch/$(basename "$pkg")" "$binary"
   echo "$tag: built in $(( $(date +%s) - start ))s" >&2
+}
+
+istio_module_dir() {
+  command -v go >/dev/null || { echo "istio: go is not installed" >&2; return 1; }
+  (cd / && go mod download -json "istio.io/istio@$istio_version") \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p'
 }

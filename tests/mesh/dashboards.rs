@@ -10,7 +10,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -260,33 +259,9 @@ const DASHBOARDS: &[Dashboard] = &[
     },
 ];
 
-/// The dashboards' directory in the Go module cache, for the istio.io/istio
-/// version `scripts/istioctl.sh` pins (`go mod download` only reads the
-/// cache when the module is there).
+/// Istio's dashboards, in the istio.io/istio module scripts/istioctl.sh pins.
 pub(crate) fn dashboards_dir() -> Result<PathBuf> {
-    let script = std::fs::read_to_string(repo_root().join("scripts/istioctl.sh"))?;
-    let version = script
-        .lines()
-        .find_map(|l| l.strip_prefix("version=\""))
-        .and_then(|v| v.strip_suffix('"'))
-        .context("no version=\"…\" in scripts/istioctl.sh")?;
-    let out = Command::new("go")
-        .args(["mod", "download", "-json"])
-        .arg(format!("istio.io/istio@{version}"))
-        .current_dir(std::env::temp_dir())
-        .output()
-        .context("running `go mod download` (Go is needed for Istio's dashboards)")?;
-    ensure!(
-        out.status.success(),
-        "go mod download istio.io/istio@{version}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let info: Value = serde_json::from_slice(&out.stdout)?;
-    let dir = info["Dir"]
-        .as_str()
-        .context("no Dir from go mod download")?;
-    Ok(Path::new(dir).join("manifests/addons/dashboards"))
+    Ok(e2e::istio_module_dir()?.join("manifests/addons/dashboards"))
 }
 
 /// One query of a panel.

@@ -37,6 +37,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The source of the istio.io/istio Go module at the pin scripts/istioctl.sh
+/// builds from (Istio's dashboards and analyzer test inputs are read from
+/// it), fetched into Go's module cache if it is not there.
+pub fn istio_module_dir() -> Result<PathBuf> {
+    let out = std::process::Command::new(repo_root().join("scripts/istioctl.sh"))
+        .arg("--module-dir")
+        .output()
+        .context("scripts/istioctl.sh --module-dir")?;
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    anyhow::ensure!(
+        out.status.success() && !dir.is_empty(),
+        "scripts/istioctl.sh --module-dir: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(PathBuf::from(dir))
+}
+
 /// A loopback block (127.N.0.0/16) no other test process is using: each test
 /// holds an exclusive lock on a file for its block, released when it exits.
 pub fn reserve_block() -> Result<(u8, Flock<File>)> {

@@ -18,11 +18,10 @@
 //!   would; istioctl's `-A` would otherwise leave it in none).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use e2e::{bin, repo_root};
+use anyhow::{Context, Result};
+use e2e::bin;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -42,30 +41,10 @@ const CLUSTER_SCOPED: &[&str] = &[
     "GatewayClass",
 ];
 
-/// The testdata directory of the istio.io/istio version scripts/istioctl.sh
-/// builds (the pin is in scripts/istio-module.sh).
+/// The analyzers' test inputs in the istio.io/istio module scripts/istioctl.sh
+/// builds from.
 fn istio_test_inputs() -> Result<PathBuf> {
-    let script = std::fs::read_to_string(repo_root().join("scripts/istio-module.sh"))?;
-    let version = script
-        .lines()
-        .find_map(|l| l.strip_prefix("istio_version=\""))
-        .and_then(|l| l.strip_suffix('"'))
-        .context("no istio_version= line in scripts/istio-module.sh")?;
-    let out = Command::new("go")
-        .args(["env", "GOMODCACHE"])
-        .output()
-        .context("go env GOMODCACHE")?;
-    let cache = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let dir = Path::new(&cache)
-        .join(format!("istio.io/istio@{version}"))
-        .join("pkg/config/analysis/analyzers/testdata");
-    if !dir.is_dir() {
-        bail!(
-            "{} is missing: run scripts/istioctl.sh (it fetches the module)",
-            dir.display()
-        );
-    }
-    Ok(dir)
+    Ok(e2e::istio_module_dir()?.join("pkg/config/analysis/analyzers/testdata"))
 }
 
 /// The file's documents with a namespace on every namespaced object; the
