@@ -16,7 +16,7 @@
 //! task closes it when it has been idle too long or lived too long.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -25,8 +25,7 @@ use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -35,8 +34,11 @@ use arc_swap::ArcSwapOption;
 use super::breaker::{Breakers, Permit, Resource};
 use crate::failure::Failure;
 use crate::req_body::ReqBody;
-use crate::tls::io::UpstreamIo;
 use crate::tls::outbound::Upstream;
+
+mod dial;
+
+use dial::connect;
 
 /// Envoy's default connect timeout when a cluster sets none.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -714,45 +716,6 @@ fn take_stream(st: &mut State, conn: &H2Conn, settings: ConnSettings) {
     if !settings.fresh(conn.meta.created, served, Instant::now()) {
         let id = conn.meta.id;
         st.h2.conns.retain(|c| c.meta.id != id);
-    }
-}
-
-async fn connect(
-    authority: &Authority,
-    source: Option<IpAddr>,
-    timeout: Duration,
-    tls: Option<&Upstream>,
-    http2: bool,
-) -> Result<TokioIo<UpstreamIo>, Failure> {
-    let tcp = async {
-        match source {
-            None => TcpStream::connect(authority.as_str()).await,
-            Some(source) => {
-                let to: SocketAddr = authority.as_str().parse().map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        "a pool with a source address connects to an address, not a name",
-                    )
-                })?;
-                crate::tcp::connect_from(source, to).await
-            }
-        }
-    };
-    match tokio::time::timeout(timeout, tcp).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            crate::tls::outbound::secure(stream, authority, tls, http2)
-                .await
-                .map(TokioIo::new)
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(%authority, error = %e, "upstream connect failed");
-            Err(Failure::Connect)
-        }
-        Err(_) => {
-            tracing::debug!(%authority, ?timeout, "upstream connect timed out");
-            Err(Failure::Connect)
-        }
     }
 }
 
