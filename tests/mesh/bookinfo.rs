@@ -87,6 +87,40 @@ async fn bookinfo_through_sidecars_and_live_routing() -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // The operator's view: the productpage sidecar's own config has the subset clusters and routes.
+    let productpage = pods
+        .iter()
+        .find(|p| p["metadata"]["labels"]["app"] == "productpage")
+        .expect("productpage pod");
+    let pod = format!(
+        "{}.default",
+        productpage["metadata"]["name"].as_str().unwrap_or_default()
+    );
+    // Waited for in the proxy's own config first: five v1 pages in a row
+    // can also come from the rotation while the push is on its way.
+    eventually(Duration::from_secs(15), || async {
+        let out = mesh.trellis(&["proxy-config", "clusters", &pod]);
+        let clusters = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            clusters.contains("outbound|9080|v1|reviews.default.svc.cluster.local"),
+            "{clusters}"
+        );
+        let out = mesh.trellis(&["proxy-config", "routes", &pod, "-o", "json"]);
+        let routes: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let origin = routes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|rc| rc["virtual_hosts"].as_array().cloned().unwrap_or_default())
+            .find(|vh| vh["name"] == "reviews.default.svc.cluster.local:9080")
+            .map(|reviews| reviews["routes"][0]["origin"].clone());
+        ensure!(
+            origin.as_ref().and_then(|o| o.as_str()) == Some("VirtualService/default/reviews"),
+            "reviews route origin: {origin:?}"
+        );
+        Ok(())
+    })
+    .await?;
     eventually(Duration::from_secs(15), || async {
         for _ in 0..5 {
             let page = product_page(&client, &mesh.gateway).await?;
@@ -97,34 +131,6 @@ async fn bookinfo_through_sidecars_and_live_routing() -> Result<()> {
         Ok(())
     })
     .await?;
-    // The operator's view: the productpage sidecar's own config has the subset clusters and routes.
-    let productpage = pods
-        .iter()
-        .find(|p| p["metadata"]["labels"]["app"] == "productpage")
-        .expect("productpage pod");
-    let pod = format!(
-        "{}.default",
-        productpage["metadata"]["name"].as_str().unwrap_or_default()
-    );
-    let out = mesh.trellis(&["proxy-config", "clusters", &pod]);
-    let clusters = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        clusters.contains("outbound|9080|v1|reviews.default.svc.cluster.local"),
-        "{clusters}"
-    );
-    let out = mesh.trellis(&["proxy-config", "routes", &pod, "-o", "json"]);
-    let routes: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let reviews = routes
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|rc| rc["virtual_hosts"].as_array().cloned().unwrap_or_default())
-        .find(|vh| vh["name"] == "reviews.default.svc.cluster.local:9080")
-        .expect("a reviews virtual host");
-    assert_eq!(
-        reviews["routes"][0]["origin"],
-        "VirtualService/default/reviews"
-    );
     for _ in 0..20 {
         let page = product_page(&client, &mesh.gateway).await?;
         assert_eq!(reviews_version(&page).as_deref(), Some("v1"));
