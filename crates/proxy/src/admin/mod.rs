@@ -204,7 +204,14 @@ impl Change {
         match self {
             Change::Quit => {
                 tracing::info!("shutdown requested through the admin server");
-                admin.quit.send_replace(true);
+                // After this reply is on its way: an idle proxy drains at
+                // once and its process could end before writing the 200
+                // (the caller then sees the connection close instead).
+                let quit = admin.quit.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(QUIT_REPLY_GRACE).await;
+                    quit.send_replace(true);
+                });
             }
             Change::FailHealth => admin.health_failed.store(true, Ordering::Release),
             Change::RestoreHealth => admin.health_failed.store(false, Ordering::Release),
@@ -212,6 +219,10 @@ impl Change {
         reply(StatusCode::OK, "text/plain", "OK\n".into())
     }
 }
+
+/// How long `POST /quitquitquit` waits before the drain begins, for its
+/// reply to be written.
+const QUIT_REPLY_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Reply {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
