@@ -526,11 +526,6 @@ fn operator(text: &str) -> Result<(Operator, Option<usize>), String> {
     Ok((op, max))
 }
 
-/// How long the writer gathers lines before writing them: short enough for
-/// `kubectl logs -f` to look live, long enough for one write to carry many
-/// lines under load.
-const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// One writer thread per destination, shared by every config (and every
 /// proxy in the process) that logs there.
 struct Writer {
@@ -565,12 +560,7 @@ impl Writer {
                 let mut out = std::io::BufWriter::new(out);
                 while let Ok(line) = rx.recv() {
                     let _ = out.write_all(&line);
-                    // Gather what comes in the next moment, then write it in
-                    // one go: while this thread sleeps the request path
-                    // neither wakes it nor pays a write per line (flushing
-                    // whenever caught up cost ~30 µs a request at 20 k/s;
-                    // Envoy flushes once a second).
-                    std::thread::sleep(BATCH_WINDOW);
+                    // Flush when caught up: batches under load, prompt when idle.
                     while let Ok(line) = rx.try_recv() {
                         let _ = out.write_all(&line);
                     }
