@@ -192,16 +192,19 @@ async fn policies_applied_and_removed(netns: bool) -> Result<()> {
         plain(&c, "GET", "/").await?,
         (403, "RBAC: access denied".to_string())
     );
-    let log = std::fs::read_to_string(
-        mesh.logs()
-            .join(format!("default.{}.istio-proxy.log", c.name)),
-    )
-    .unwrap_or_default();
-    assert!(
-        // Istio's default TEXT line: "... 403 - rbac_access_denied_matched_policy[none] - ...".
-        log.contains(" 403 - rbac_access_denied_matched_policy[none] "),
-        "the access log says why: {log:.3000}"
-    );
+    // Istio's default TEXT line: "... 403 - rbac_access_denied_matched_policy[none] - ...".
+    let c_log = mesh
+        .logs()
+        .join(format!("default.{}.istio-proxy.log", c.name));
+    eventually(Duration::from_secs(10), || async {
+        let log = std::fs::read_to_string(&c_log).unwrap_or_default();
+        ensure!(
+            log.contains(" 403 - rbac_access_denied_matched_policy[none] "),
+            "the access log says why: {log:.3000}"
+        );
+        Ok(())
+    })
+    .await?;
     kubectl(
         &mesh,
         "delete",

@@ -260,6 +260,12 @@ async fn bookinfo_traces_and_access_logs() -> Result<()> {
                     .collect();
                 // gateway, productpage ×2, details ×2, reviews (×2 with ratings)
                 ensure!(of.len() >= 5, "{} spans of trace {trace}", of.len());
+                // Each proxy exports on its own schedule: wait for the gateway's too.
+                ensure!(
+                    of.iter()
+                        .any(|s| s.service.starts_with("istio-ingressgateway")),
+                    "no gateway span yet in trace {trace}"
+                );
                 Ok(of)
             }
         })

@@ -307,6 +307,9 @@ pub async fn run(
         tracing::warn!("the data plane stopped abnormally while draining");
     }
     let _ = stop_control.send(());
+    // The access-log writers batch: the last lines go out before we return.
+    let _ =
+        tokio::task::spawn_blocking(|| telemetry::access_log::flush(Duration::from_secs(1))).await;
     // Whatever is left (upgraded tunnels, mirrors) ends with the runtime.
     drop(data_plane);
     Ok(())

@@ -285,11 +285,15 @@ async fn egress_gateway_task_over_istio_mutual() -> Result<()> {
         "istio-system.{}.istio-proxy.log",
         gateway["metadata"]["name"].as_str().unwrap_or_default()
     ));
-    let log = std::fs::read_to_string(&gateway_log).unwrap_or_default();
-    ensure!(
-        log.contains(r#""authority":"edition.example.test""#) && log.contains("/politics"),
-        "no access log line at the gateway: {log:.3000}"
-    );
+    eventually(Duration::from_secs(10), || async {
+        let log = std::fs::read_to_string(&gateway_log).unwrap_or_default();
+        ensure!(
+            log.contains(r#""authority":"edition.example.test""#) && log.contains("/politics"),
+            "no access log line at the gateway: {log:.3000}"
+        );
+        Ok(())
+    })
+    .await?;
 
     // The gateway's 8443 speaks only mesh mTLS: plaintext and a TLS client
     // without a mesh certificate are refused.
@@ -468,11 +472,16 @@ async fn registry_only_refuses_what_no_service_entry_names() -> Result<()> {
         ) >= 1.0,
         "not counted as BlackHoleCluster: {stats:.3000}"
     );
-    let log = std::fs::read_to_string(mesh.logs().join(format!(
+    let client_log = mesh.logs().join(format!(
         "default.{}.istio-proxy.log",
         client_pod["metadata"]["name"].as_str().unwrap_or_default()
-    )))?;
-    ensure!(log.contains("BlackHoleCluster"), "not logged: {log:.3000}");
+    ));
+    eventually(Duration::from_secs(10), || async {
+        let log = std::fs::read_to_string(&client_log)?;
+        ensure!(log.contains("BlackHoleCluster"), "not logged: {log:.3000}");
+        Ok(())
+    })
+    .await?;
 
     // The workload's Sidecar says ALLOW_ANY: passed through to where it was sent.
     apply(
