@@ -666,7 +666,21 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn flush_writes_out_the_batch_being_gathered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        let writer = Writer::for_path(path.to_str().expect("utf-8")).expect("writer");
+        writer.send(b"first\n".to_vec());
+        writer.send(b"second\n".to_vec());
+        // Well inside the batch window: only the flush can have written them.
+        flush(Duration::from_secs(5));
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("log"),
+            "first\nsecond\n"
+        );
+    }
 
     #[test]
     fn time_format() {
