@@ -477,13 +477,13 @@ async fn the_api_refuses_strangers_and_no_private_key_leaves_it() -> Result<()> 
     let ra = write(
         files.path(),
         "telemetry.yaml",
-        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  metrics: [{reportingInterval: 10s}]\n",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  metrics: [{providers: [{name: stackdriver}]}]\n",
     )?;
     let out = mesh.trellis(&["apply", "-f", &ra]);
     ok(&out)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("Telemetry metrics reportingInterval not enforced yet"),
+        stderr.contains("Telemetry metrics providers other than prometheus not enforced yet"),
         "{stderr}"
     );
     // And to any other client, in a `Warning` header as Kubernetes' API server says it.

@@ -352,7 +352,7 @@ fn accepted_but_unenforced_resources_are_reported() {
             ("app.yaml", SERVICE),
             (
                 "jwt.yaml",
-                "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  jwtRules: [{issuer: \"https://issuer.example\"}]\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: logs}\nspec:\n  accessLogging: [{disabled: true}]\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: metrics}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  metrics: [{reportingInterval: 10s}]\n",
+                "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  jwtRules: [{issuer: \"https://issuer.example\"}]\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: logs}\nspec:\n  accessLogging: [{disabled: true}]\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: metrics}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  metrics: [{providers: [{name: stackdriver}]}]\n",
             ),
         ],
     );
@@ -366,7 +366,7 @@ fn accepted_but_unenforced_resources_are_reported() {
     // Access logging is enforced: no finding; a reporting interval is not.
     assert!(!stdout.contains("Telemetry logs.default"), "{stdout}");
     assert!(
-        stdout.contains("Telemetry metrics reportingInterval not enforced yet"),
+        stdout.contains("Telemetry metrics providers other than prometheus not enforced yet"),
         "{stdout}"
     );
     let out = trellis(&["validate", "-f", &dir.display().to_string()]);

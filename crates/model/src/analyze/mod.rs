@@ -14,7 +14,7 @@
 //! | TRL0002 | ConflictingDestinationRules | Error | two DestinationRules without workloadSelector for one host in one namespace |
 //! | TRL0003 | ConflictingGatewayVirtualServiceHosts | Warning | VirtualServices share a host on a gateway and one has a catch-all route |
 //! | TRL0004 | IgnoredResource | Info | a kind that does not configure the mesh (IstioOperator, ServiceMonitor, unknown kinds) |
-//! | TRL0005 | NotEnforced | Warning | what Trellis accepts but does not enforce yet (Telemetry metrics reportingInterval, non-Prometheus providers; a DestinationRule's HTTP/2 keepalive; VirtualService matches on destination subnets, or on an HTTP request's source) |
+//! | TRL0005 | NotEnforced | Warning | what Trellis accepts but does not enforce yet (Telemetry metrics providers other than Prometheus; a DestinationRule's HTTP/2 keepalive; VirtualService matches on destination subnets, or on an HTTP request's source) |
 //! | TRL0006 | UnknownTelemetryProvider | Error | a Telemetry names a provider meshConfig.extensionProviders does not define (or of the wrong kind) |
 //! | TRL0007 | UnusableAuthorizationProvider | Error | an AuthorizationPolicy CUSTOM names an extension provider that is missing, not an ext_authz one, or whose service is not in the mesh: what it selects is denied |
 //!

@@ -10,8 +10,8 @@
 //! normal in a manifest directory and get no message.
 //!
 //! TRL0005 (Warning) is for what Trellis accepts, stores and serves back
-//! but does not enforce yet (Telemetry metrics reportingInterval; a
-//! DestinationRule's HTTP/2 keepalive; VirtualService matches on destination
+//! but does not enforce yet (Telemetry metrics providers other than
+//! Prometheus; a DestinationRule's HTTP/2 keepalive; VirtualService matches on destination
 //! subnets, or on an HTTP request's source): worse than a refusal if
 //! unnoticed, so `apply` and `up` print the same text as a warning.
 
@@ -150,15 +150,17 @@ fn classify(group: &str, kind: &str) -> Option<(MessageType, Option<&'static str
 const ENVOY_FILTER_ADVICE: &str = "Use instead: Telemetry for access logs, metrics and tracing; \
 AuthorizationPolicy with action CUSTOM for external authorization; VirtualService features \
 (headers, retries, timeouts, fault injection, mirroring, corsPolicy) for request handling; \
-DestinationRule connectionPool and outlierDetection for circuit breaking. For local rate \
-limiting, one HTTP_FILTER patch inserting envoy.filters.http.local_ratelimit with a token_bucket \
-(Istio's documented pattern) is translated; a global rate limit service is not supported yet.";
+DestinationRule connectionPool and outlierDetection for circuit breaking. For rate limiting, \
+Istio's documented EnvoyFilter patterns are translated: envoy.filters.http.local_ratelimit with \
+a token_bucket, and envoy.filters.http.ratelimit calling a rate limit service with the \
+route's rate_limits actions.";
 
 /// What `r` asks for that Trellis accepts but does not enforce, said plainly;
 /// `None` when everything in it takes effect. Telemetry's tracing, access
-/// logging and metrics overrides are enforced; its metrics
-/// `reportingInterval` (Prometheus scrapes when it likes) and providers
-/// other than Prometheus are not.
+/// logging and metrics overrides are enforced, and so in effect is a metrics
+/// `reportingInterval` (Istio's periodic report of long-lived TCP
+/// connections: Trellis's TCP counters move as bytes pass, so every scrape
+/// is current); metrics providers other than Prometheus are not.
 pub fn not_enforced(r: &Resource) -> Option<String> {
     match r {
         Resource::Telemetry(t) => {
@@ -166,19 +168,8 @@ pub fn not_enforced(r: &Resource) -> Option<String> {
                 .spec
                 .metrics
                 .iter()
-                .flat_map(|m| {
-                    let interval = m
-                        .reporting_interval
-                        .is_some()
-                        .then_some("metrics reportingInterval");
-                    let providers = m
-                        .providers
-                        .iter()
-                        .any(|p| p.name != "prometheus")
-                        .then_some("metrics providers other than prometheus");
-                    [interval, providers]
-                })
-                .flatten()
+                .filter(|m| m.providers.iter().any(|p| p.name != "prometheus"))
+                .map(|_| "metrics providers other than prometheus")
                 .collect();
             if ignored.is_empty() {
                 return None;

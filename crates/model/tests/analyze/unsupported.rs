@@ -29,7 +29,7 @@ pub(crate) fn cases() -> Vec<Case> {
         Case {
             code: "TRL0005",
             resource: "Telemetry mesh-default.istio-system",
-            text: "Telemetry metrics reportingInterval not enforced yet",
+            text: "Telemetry metrics providers other than prometheus not enforced yet",
             triggers: TELEMETRY.into(),
             // Enforced: a RequestAuthentication, a Telemetry's tracing and
             // access logs are no finding.
@@ -102,7 +102,7 @@ apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {name: mesh-default, namespace: istio-system}
 spec:
-  metrics: [{reportingInterval: 10s}]
+  metrics: [{providers: [{name: stackdriver}]}]
 "#;
 
 const TELEMETRY_UNKNOWN_PROVIDER: &str = r#"
@@ -120,7 +120,7 @@ metadata: {name: mesh-logs, namespace: istio-system}
 spec:
   tracing: [{randomSamplingPercentage: 10}]
   accessLogging: [{providers: [{name: envoy}]}]
-  metrics: [{providers: [{name: prometheus}], overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]}]
+  metrics: [{reportingInterval: 10s, providers: [{name: prometheus}], overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]}]
 "#;
 
 /// Istio's ext_authz task's policy, with `action` as given.
