@@ -290,16 +290,18 @@ impl Proxy {
     }
 
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Generous: a loaded CI machine can stall a starting proxy for seconds.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = None;
         while Instant::now() < deadline {
-            if let Ok(r) = admin_get(self.admin, "/ready").await
-                && r.status == StatusCode::OK
-            {
-                return;
+            match admin_get(self.admin, "/ready").await {
+                Ok(r) if r.status == StatusCode::OK => return,
+                Ok(r) => last = Some(format!("{} {}", r.status, r.body)),
+                Err(e) => last = Some(e.to_string()),
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("proxy not ready in time");
+        panic!("proxy not ready in time; /ready said: {last:?}");
     }
 
     pub async fn get(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
