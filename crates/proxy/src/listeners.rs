@@ -455,7 +455,7 @@ fn serve_inbound(
                                     let snapshot = shared.store.current();
                                     match snapshot.as_deref() {
                                         Some(s) => s.peers.find(peer.ip(), i.id()),
-                                        None => Arc::new(PeerMeta::from_identity(i.id())),
+                                        None => PeerMeta::from_identity(i.id()).interned(),
                                     }
                                 });
                                 let log =

@@ -189,6 +189,25 @@ pub fn unknown_destinations(m: &Running) -> Result<()> {
         reply.starts_with("HTTP/1.1 400"),
         "raw TCP passes through under ALLOW_ANY: {reply:?}"
     );
+    let tcp_to = |cluster: &str| -> Result<f64> {
+        let stats = check(&mut lab.exec(
+            "a",
+            &["curl", "-s", "http://127.0.0.1:15000/stats/prometheus"],
+        ))?;
+        Ok(e2e::counter_sum(
+            &stats,
+            "istio_tcp_connections_opened_total",
+            &[
+                ("reporter", "source"),
+                ("destination_service_name", cluster),
+            ],
+        ))
+    };
+    // Metered as Istio's PassthroughCluster (Kiali draws it so), and logged.
+    ensure!(
+        tcp_to("PassthroughCluster")? >= 1.0,
+        "the passed-through TCP connection is not counted"
+    );
     m.apply("registry-only.yaml", REGISTRY_ONLY)?;
     wait_for(
         Duration::from_secs(15),
@@ -228,6 +247,10 @@ pub fn unknown_destinations(m: &Running) -> Result<()> {
         lab.log("proxy-a.log")
             .contains("TCP destination not in the mesh registry"),
         "the TCP refusal is logged"
+    );
+    ensure!(
+        tcp_to("BlackHoleCluster")? >= 1.0,
+        "the refused TCP connection is not counted as BlackHoleCluster"
     );
     let (_, body) = lab.curl("a", "http://b:8080/still")?;
     ensure!(

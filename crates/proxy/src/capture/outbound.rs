@@ -20,6 +20,7 @@ use crate::http::{ListenerRt, Shared};
 use crate::lb::Cluster;
 use crate::listeners::{Downstream, Drain, serve_http};
 use crate::sniff;
+use crate::telemetry::access_log::{AccessLogs, Entry};
 use crate::tls::io::MaybeTls;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,8 +75,22 @@ pub(crate) async fn serve(
         },
         None if snapshot.registry_only => {
             tracing::info!(%peer, original_dst = %dst, cluster = super::BLACKHOLE_CLUSTER, "TCP destination not in the mesh registry: connection closed (outboundTrafficPolicy REGISTRY_ONLY)");
+            let start = (std::time::SystemTime::now(), std::time::Instant::now());
+            // Counted (opened and closed at once) and logged as Envoy's
+            // tcp_proxy to a cluster with no hosts: flag UH.
+            drop(
+                shared
+                    .telemetry
+                    .meter_unrouted_tcp(stream, super::BLACKHOLE_CLUSTER),
+            );
+            if let Some(logs) = logs {
+                logs.write(&Entry {
+                    upstream_cluster: Some(super::BLACKHOLE_CLUSTER),
+                    ..Entry::tcp(start, "UH", (0, 0), peer)
+                });
+            }
         }
-        None => passthrough(stream, dst).await,
+        None => passthrough(stream, peer, dst, logs, &shared.telemetry).await,
     }
 }
 
@@ -87,7 +102,7 @@ async fn by_sni(
     peer: SocketAddr,
     vip: &crate::snapshot::Vip,
     snapshot: Arc<crate::snapshot::Snapshot>,
-    logs: Option<Arc<crate::telemetry::access_log::AccessLogs>>,
+    logs: Option<Arc<AccessLogs>>,
     telemetry: &crate::telemetry::Telemetry,
 ) {
     let Some(routes) = &vip.tls_routes else {
@@ -121,7 +136,7 @@ async fn to_cluster(
     stream: TcpStream,
     cluster: &Cluster,
     peer: SocketAddr,
-    logs: Option<Arc<crate::telemetry::access_log::AccessLogs>>,
+    logs: Option<Arc<AccessLogs>>,
     telemetry: &crate::telemetry::Telemetry,
 ) {
     let conn = crate::tcp::TcpConn {
@@ -134,14 +149,36 @@ async fn to_cluster(
     crate::tcp::to_cluster(stream, cluster, conn, telemetry).await;
 }
 
-/// ALLOW_ANY: the destination itself, as the application asked.
-async fn passthrough(mut stream: TcpStream, dst: SocketAddr) {
+/// ALLOW_ANY: the destination itself, as the application asked; metered
+/// and logged as Istio's PassthroughCluster.
+async fn passthrough(
+    stream: TcpStream,
+    peer: SocketAddr,
+    dst: SocketAddr,
+    logs: Option<Arc<AccessLogs>>,
+    telemetry: &crate::telemetry::Telemetry,
+) {
+    let start = (std::time::SystemTime::now(), std::time::Instant::now());
+    let upstream_host = dst.to_string();
+    let log = |flags: &str, received: u64, sent: u64| {
+        if let Some(logs) = &logs {
+            logs.write(&Entry {
+                upstream_host: Some(&upstream_host),
+                upstream_cluster: Some(super::PASSTHROUGH_CLUSTER),
+                ..Entry::tcp(start, flags, (received, sent), peer)
+            });
+        }
+    };
+    let mut stream = telemetry.meter_unrouted_tcp(stream, super::PASSTHROUGH_CLUSTER);
     let Ok(Ok(mut upstream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dst)).await
     else {
         tracing::info!(original_dst = %dst, cluster = super::PASSTHROUGH_CLUSTER, flags = "UF", "upstream connect failed; connection closed");
-        return;
+        return log("UF", 0, 0);
     };
     tracing::debug!(original_dst = %dst, cluster = super::PASSTHROUGH_CLUSTER, "TCP passthrough");
     let _ = upstream.set_nodelay(true);
-    let _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
+    let (received, sent) = tokio::io::copy_bidirectional(&mut stream, &mut upstream)
+        .await
+        .unwrap_or_default();
+    log("-", received, sent);
 }

@@ -691,9 +691,7 @@ fn blackhole(
     tracing::info!(%authority, original_dst = ?original_dst, "destination not in the mesh registry: refused (outboundTrafficPolicy REGISTRY_ONLY, BlackHoleCluster)");
     record.upstream_cluster = Some(Arc::from(crate::capture::BLACKHOLE_CLUSTER));
     // Istio's labels: destination_service(_name)="BlackHoleCluster".
-    record.service = Some(Arc::new(ServiceMeta::from_host(
-        crate::capture::BLACKHOLE_CLUSTER,
-    )));
+    record.service = Some(ServiceMeta::interned(crate::capture::BLACKHOLE_CLUSTER));
     record.flags.set(Flags::NR);
     local_reply(StatusCode::BAD_GATEWAY, "")
 }
@@ -710,7 +708,7 @@ async fn passthrough(
         return local_reply(StatusCode::BAD_REQUEST, "invalid host");
     };
     record.upstream_cluster = Some(passthrough_cluster());
-    record.service = Some(Arc::new(ServiceMeta::from_host(host)));
+    record.service = Some(ServiceMeta::interned(host));
     let (mut parts, body) = split(req, record);
     let upgrade = prepare_headers(&mut parts, authority);
     let head = Head {

@@ -168,7 +168,7 @@ impl Cluster {
         prev: Option<&Cluster>,
         env: &BuildEnv<'_>,
     ) -> Result<Self, String> {
-        let service = Arc::new(ServiceMeta::from_host(&spec.service));
+        let service = ServiceMeta::interned(&spec.service);
         let balancer = match pb::LoadBalancer::try_from(spec.lb) {
             Ok(pb::LoadBalancer::LeastRequest) => Balancer::LeastRequest,
             Ok(pb::LoadBalancer::RoundRobin) => Balancer::RoundRobin,

@@ -546,7 +546,7 @@ pub fn compile(
             l4_routes.insert(spec.bind, Arc::new(routes));
         }
         if spec.direction == Direction::Inbound && !l.service.is_empty() {
-            inbound_services.insert(spec.bind, Arc::new(ServiceMeta::from_host(&l.service)));
+            inbound_services.insert(spec.bind, ServiceMeta::interned(&l.service));
         }
         listeners.push(spec);
     }

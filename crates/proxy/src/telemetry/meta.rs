@@ -9,8 +9,9 @@
 //! ([`Peers`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use wire::pb;
 
@@ -107,6 +108,42 @@ impl PeerMeta {
     pub fn from_identity(id: &identity::SpiffeId) -> Self {
         PeerMeta::from_labels(&BTreeMap::new(), "", id.namespace(), &id.to_string())
     }
+
+    /// The one shared copy of these labels (see [`Interner`]).
+    pub fn interned(self) -> Arc<PeerMeta> {
+        static PEERS: OnceLock<Interner<PeerMeta>> = OnceLock::new();
+        PEERS.get_or_init(Interner::default).get(self)
+    }
+}
+
+/// One allocation per distinct value, process-wide. Metric series are keyed
+/// by these pointers, so a request's labels cost no hashing of strings; a
+/// fresh copy of the same labels with each config push (or each connection)
+/// would start a new series for them, and the series map would grow with
+/// every push. Entries die with their last user.
+struct Interner<T>(Mutex<(HashMap<T, Weak<T>>, usize)>);
+
+impl<T> Default for Interner<T> {
+    fn default() -> Self {
+        Interner(Mutex::new((HashMap::new(), 1024)))
+    }
+}
+
+impl<T: Clone + Hash + Eq> Interner<T> {
+    fn get(&self, value: T) -> Arc<T> {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (values, prune_at) = &mut *guard;
+        if let Some(shared) = values.get(&value).and_then(Weak::upgrade) {
+            return shared;
+        }
+        if values.len() >= *prune_at {
+            values.retain(|_, w| w.strong_count() > 0);
+            *prune_at = (values.len() * 2).max(1024);
+        }
+        let shared = Arc::new(value.clone());
+        values.insert(value, Arc::downgrade(&shared));
+        shared
+    }
 }
 
 /// The metadata of a cluster's endpoints, one shared copy per workload: a
@@ -137,7 +174,7 @@ impl EndpointMetas {
         let meta = PeerMeta::from_labels(&ep.labels, workload, ns, &ep.identity);
         self.0
             .entry(meta)
-            .or_insert_with_key(|m| Arc::new(m.clone()))
+            .or_insert_with_key(|m| m.clone().interned())
             .clone()
     }
 }
@@ -164,7 +201,7 @@ impl Peers {
             .entry(meta.principal.clone())
             .and_modify(|known| {
                 if **known != **meta {
-                    *known = Arc::new(common(known, meta));
+                    *known = common(known, meta).interned();
                 }
             })
             .or_insert_with(|| meta.clone());
@@ -183,7 +220,7 @@ impl Peers {
         if let Some(m) = self.by_identity.get(principal.as_str()) {
             return m.clone();
         }
-        Arc::new(PeerMeta::from_identity(id))
+        PeerMeta::from_identity(id).interned()
     }
 }
 
@@ -236,6 +273,14 @@ impl ServiceMeta {
             name: name.into(),
             namespace: namespace.into(),
         }
+    }
+
+    /// The one shared copy for `host` (see [`Interner`]).
+    pub fn interned(host: &str) -> Arc<ServiceMeta> {
+        static SERVICES: OnceLock<Interner<ServiceMeta>> = OnceLock::new();
+        SERVICES
+            .get_or_init(Interner::default)
+            .get(ServiceMeta::from_host(host))
     }
 }
 
@@ -362,6 +407,39 @@ mod tests {
         // An address whose workload has another identity is not believed.
         let m = peers.find(ip("10.0.0.3"), &id("reviews"));
         assert_eq!(&*m.workload, UNKNOWN);
+    }
+
+    #[test]
+    fn equal_metadata_is_one_allocation_across_configs() {
+        // Series are keyed by pointer: the next config's copy of the same
+        // workload must be the same pointer, or each push starts new series.
+        let ep = pb::Endpoint {
+            pod: "ratings-v1-abc.default".into(),
+            workload: "ratings-v1".into(),
+            labels: labels(&[("app", "ratings"), ("version", "v1")]),
+            ..Default::default()
+        };
+        let first = EndpointMetas::default().of(&ep, "default");
+        let next = EndpointMetas::default().of(&ep, "default");
+        assert!(Arc::ptr_eq(&first, &next));
+        let other = EndpointMetas::default().of(
+            &pb::Endpoint {
+                workload: "ratings-v2".into(),
+                ..ep.clone()
+            },
+            "default",
+        );
+        assert!(!Arc::ptr_eq(&first, &other));
+        let host = "ratings.default.svc.cluster.local";
+        assert!(Arc::ptr_eq(
+            &ServiceMeta::interned(host),
+            &ServiceMeta::interned(host)
+        ));
+        // An entry dies with its last user: a new one is made after.
+        let id: identity::SpiffeId = "spiffe://cluster.local/ns/x/sa/gone".parse().expect("id");
+        let gone = Arc::downgrade(&PeerMeta::from_identity(&id).interned());
+        assert!(gone.upgrade().is_none());
+        assert_eq!(&*PeerMeta::from_identity(&id).interned().namespace, "x");
     }
 
     #[test]

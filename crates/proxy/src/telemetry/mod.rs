@@ -183,6 +183,18 @@ impl Telemetry {
         stream::Metered::new(stream, self.metrics.tcp_opened(&key))
     }
 
+    /// An outbound TCP connection to no service of the mesh, metered as the
+    /// source reporter with `cluster` (PassthroughCluster, BlackHoleCluster)
+    /// as its destination service, as Istio labels it.
+    pub fn meter_unrouted_tcp<S>(&self, stream: S, cluster: &str) -> stream::Metered<S> {
+        let service = ServiceMeta::interned(cluster);
+        let key = metrics::TcpKey {
+            peers: self.tcp_peers(Reporter::Source, None, Some(service)),
+            flags: Flags::default(),
+        };
+        stream::Metered::new(stream, self.metrics.tcp_opened(&key))
+    }
+
     /// The labels of a TCP connection this proxy serves.
     pub fn tcp_peers(
         &self,

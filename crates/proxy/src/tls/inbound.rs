@@ -75,7 +75,7 @@ impl MeshPeer {
         let id = identity.id();
         let meta = match peers {
             Some(p) => p.find(address.ip(), id),
-            None => Arc::new(PeerMeta::from_identity(id)),
+            None => PeerMeta::from_identity(id).interned(),
         };
         let xfcc = own.and_then(|own| HeaderValue::from_str(&identity.xfcc(own)).ok());
         MeshPeer {
