@@ -658,7 +658,7 @@ spec:
     .await?;
 
     let restart_count = |p: &Value| p["status"]["containerStatuses"][0]["restartCount"].as_u64();
-    let (live, dying) = eventually(Duration::from_secs(120), || async {
+    let (live, dying, stubborn) = eventually(Duration::from_secs(120), || async {
         let live = json_of(&kube, &["get", "pod", "live"])?;
         let dying = json_of(&kube, &["get", "pod", "dying"])?;
         ensure!(
@@ -677,13 +677,41 @@ spec:
             "live not ready: {}",
             live["status"]
         );
-        Ok((live, dying))
+        Ok((live, dying, stubborn))
     })
     .await
     .with_context(|| node.log())?;
     // 404 from /no-such-path: restarted over and over; /health: never.
     assert_eq!(restart_count(&live), Some(0), "{}", live["status"]);
     assert!(restart_count(&dying) >= Some(2), "{}", dying["status"]);
+    // How the previous run ended, as a kubelet reports it after a restart:
+    // killed after the grace period (SIGKILL: 128 + 9), or ended on SIGTERM.
+    let last = |p: &Value| p["status"]["containerStatuses"][0]["lastState"]["terminated"].clone();
+    let killed = last(&stubborn);
+    assert_eq!(killed["exitCode"], 137, "{}", stubborn["status"]);
+    assert_eq!(killed["reason"], "Error", "{}", stubborn["status"]);
+    let ended = last(&dying);
+    let code = ended["exitCode"]
+        .as_i64()
+        .with_context(|| format!("no lastState: {}", dying["status"]))?;
+    assert_eq!(
+        ended["reason"],
+        if code == 0 { "Completed" } else { "Error" },
+        "{ended}"
+    );
+    for t in [&killed, &ended] {
+        let (started, finished) = (t["startedAt"].as_str(), t["finishedAt"].as_str());
+        assert!(
+            started.is_some_and(|s| s.ends_with('Z')) && started <= finished,
+            "{t}"
+        );
+    }
+    assert_eq!(
+        live["status"]["containerStatuses"][0]["lastState"],
+        json!({}),
+        "{}",
+        live["status"]
+    );
     // What the container was given is in its status, as a kubelet reports it.
     let given = &live["status"]["containerStatuses"][0];
     assert_eq!(

@@ -61,6 +61,13 @@ fn now() -> String {
         .to_string()
 }
 
+/// `t`, as the API server writes times.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    k8s_openapi::jiff::Timestamp::try_from(t)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| now())
+}
+
 /// Now, as a MicroTime (a Lease's renewTime).
 fn now_micros() -> String {
     k8s_openapi::jiff::Timestamp::now()

@@ -649,6 +649,16 @@ impl Runner {
                 .unwrap_or_else(|| ("PodInitializing".into(), String::new()));
             json!({"waiting": {"reason": reason, "message": message}})
         };
+        // How its previous run ended, as a kubelet reports it after a restart.
+        let last_state = match process.as_ref().and_then(|s| s.last_exit) {
+            Some(exit) => json!({"terminated": {
+                "exitCode": exit.code,
+                "reason": if exit.code == 0 { "Completed" } else { "Error" },
+                "startedAt": super::rfc3339(exit.started),
+                "finishedAt": super::rfc3339(exit.finished),
+            }}),
+            None => json!({}),
+        };
         // What the container was given, as a kubelet reports it (requests
         // and limits as asked: trellis node does not enforce them).
         let resources = r.container.resources.clone().unwrap_or_default();
@@ -660,6 +670,7 @@ impl Runner {
             "started": r.completed || r.started(running),
             "restartCount": restarts,
             "state": state,
+            "lastState": last_state,
             "allocatedResources": resources.requests.clone().unwrap_or_default(),
             "resources": {
                 "requests": resources.requests.unwrap_or_default(),
