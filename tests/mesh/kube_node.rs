@@ -9,11 +9,13 @@
 //! EndpointSlices the control plane reads. Deleting a pod tears its
 //! namespace down; stopping the node leaves nothing behind.
 //!
-//! trellisd runs as a local process against the API server (as in the other
-//! Kubernetes tests), its discovery port on the node's address, which the
-//! pods reach: there is no kube-proxy to carry the istiod Service's address,
-//! so the injector is told the node's address, and so is the ingress
-//! gateway's Deployment (from `trellis manifest generate`) in its `--xds`.
+//! In the first test trellisd runs as a local process against the API
+//! server (as in the other Kubernetes tests), its discovery port on the
+//! node's address, which the injector and the ingress gateway's Deployment
+//! (from `trellis manifest generate`) are told. In the second, `trellis
+//! install -f` the seed's IstioOperator runs trellisd and the gateways as
+//! pods on the node, found by their Services' names and ClusterIPs as in a
+//! cluster; `trellis uninstall` then leaves none of them behind.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -33,7 +35,7 @@ fn missing() -> Option<&'static str> {
     if !root {
         return Some("root");
     }
-    ["ip", "iptables-restore", "setpriv"]
+    ["ip", "iptables-restore", "setpriv", "nft"]
         .into_iter()
         .find(|tool| {
             !std::env::var_os("PATH")
@@ -115,6 +117,19 @@ fn leftovers(block: u8) -> Result<Vec<String>> {
     Ok(found)
 }
 
+/// The logs of the containers whose log file's name contains `needle`.
+fn container_logs(dir: &std::path::Path, needle: &str) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.contains(needle) {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            out += &format!("\n--- {name}\n{text}");
+        }
+    }
+    out
+}
+
 fn json_of(kube: &Kube, args: &[&str]) -> Result<Value> {
     let mut all = args.to_vec();
     all.extend(["-o", "json"]);
@@ -175,6 +190,163 @@ async fn product_page(client: &reqwest::Client, url: &str) -> Result<String> {
         "an upstream failed: {body}"
     );
     Ok(body)
+}
+
+/// The seeds' workflow, verbatim, once a control plane serves: injection
+/// enabled by a namespace label, Bookinfo and its gateway applied with
+/// kubectl, the product page through the ingress gateway, `kubectl logs`
+/// of a sidecar, and a routing change by kubectl taking effect. The
+/// Bookinfo pods, Ready.
+async fn bookinfo_workflow(
+    kube: &Kube,
+    node: &Process,
+    state: &std::path::Path,
+) -> Result<Vec<Value>> {
+    let block = kube.block;
+    // The seeds' workflow, verbatim.
+    let ns = kube.namespace.clone();
+    kube.kubectl_ok(&["label", "namespace", &ns, "istio-injection=enabled"])?;
+    let bookinfo = repo_root().join("examples/bookinfo");
+    for file in [
+        "bookinfo.yaml",
+        "bookinfo-gateway.yaml",
+        "networking/destination-rule-all.yaml",
+    ] {
+        kube.kubectl_ok(&["apply", "-f", &bookinfo.join(file).display().to_string()])?;
+    }
+
+    // Six Bookinfo pods, injected, Ready, with their sidecar's restart count.
+    let pods = eventually(Duration::from_secs(180), || async {
+        let list = json_of(kube, &["get", "pods"])?;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let ready = |p: &Value| {
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        };
+        let not_ready: Vec<String> = items
+            .iter()
+            .filter(|p| !ready(p))
+            .map(|p| format!("{}: {}", p["metadata"]["name"], p["status"]))
+            .collect();
+        ensure!(
+            items.len() == 6 && not_ready.is_empty(),
+            "{} pods, not ready: {not_ready:#?}",
+            items.len()
+        );
+        Ok(items)
+    })
+    .await
+    .with_context(|| format!("node log:\n{}", node.log()))?;
+    for p in &pods {
+        assert_eq!(p["spec"]["nodeName"], NODE);
+        let sidecar = p["status"]["initContainerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == "istio-proxy")
+            .with_context(|| format!("no istio-proxy status: {}", p["status"]))?;
+        assert_eq!(sidecar["ready"], true, "{sidecar}");
+        assert!(sidecar["restartCount"].is_u64(), "{sidecar}");
+        let pod_ip = p["status"]["podIP"].as_str().unwrap_or_default();
+        assert!(pod_ip.starts_with(&format!("10.{block}.")), "{pod_ip}");
+    }
+
+    // kube-controller-manager made the EndpointSlices from the pods' status.
+    eventually(Duration::from_secs(60), || async {
+        let slices = json_of(
+            kube,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=reviews",
+            ],
+        )?;
+        let ready = slices["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .count();
+        ensure!(ready == 3, "{ready} ready reviews endpoints: {slices}");
+        Ok(())
+    })
+    .await?;
+
+    // The product page through the ingress gateway.
+    let gateway = eventually(Duration::from_secs(120), || async {
+        let list = json_of(
+            kube,
+            &[
+                "get",
+                "pods",
+                "-n",
+                "istio-system",
+                "-l",
+                "istio=ingressgateway",
+            ],
+        )?;
+        let ip = list["items"][0]["status"]["podIP"]
+            .as_str()
+            .filter(|ip| !ip.is_empty())
+            .context("the gateway has no address yet")?
+            .to_string();
+        Ok(format!("http://{ip}:8080"))
+    })
+    .await?;
+    let client = http();
+    let logs = state.join("node/logs");
+    let gateway_log = || {
+        let out = container_logs(&logs, "ingressgateway");
+        let status = kube.kubectl(&["get", "pods", "-n", "istio-system", "-o", "yaml"]);
+        format!(
+            "gateway log:\n{out}\ngateway pods:\n{}\nnode log:\n{}",
+            String::from_utf8_lossy(&status.stdout),
+            node.log()
+        )
+    };
+    eventually(Duration::from_secs(120), || product_page(&client, &gateway))
+        .await
+        .with_context(gateway_log)?;
+
+    // `kubectl logs POD -c istio-proxy`: the API server reaches the node's log endpoint.
+    let productpage = pods
+        .iter()
+        .find(|p| p["metadata"]["labels"]["app"] == "productpage")
+        .and_then(|p| p["metadata"]["name"].as_str())
+        .context("no productpage pod")?;
+    let logs = kube.kubectl_ok(&["logs", productpage, "-c", "istio-proxy"])?;
+    ensure!(
+        logs.contains("connected to the control plane"),
+        "the sidecar's log: {logs}"
+    );
+
+    // The seeds' request routing: every reviews request to v3 (red stars).
+    kube.kubectl_ok(&[
+        "apply",
+        "-f",
+        &bookinfo
+            .join("networking/virtual-service-reviews-v3.yaml")
+            .display()
+            .to_string(),
+    ])?;
+    eventually(Duration::from_secs(60), || async {
+        for _ in 0..5 {
+            let page = product_page(&client, &gateway).await?;
+            ensure!(
+                page.contains("reviews-v3") && page.contains("<font color=\"red\">"),
+                "not v3's red stars yet: {page:.2000}"
+            );
+        }
+        Ok(())
+    })
+    .await?;
+
+    Ok(pods)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,157 +438,7 @@ async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effe
     .await?;
     kube.apply(&ingress_gateway(&format!("https://{node_ip}:15012"))?)?;
 
-    // The seeds' workflow, verbatim.
-    let ns = kube.namespace.clone();
-    kube.kubectl_ok(&["label", "namespace", &ns, "istio-injection=enabled"])?;
-    let bookinfo = repo_root().join("examples/bookinfo");
-    for file in [
-        "bookinfo.yaml",
-        "bookinfo-gateway.yaml",
-        "networking/destination-rule-all.yaml",
-    ] {
-        kube.kubectl_ok(&["apply", "-f", &bookinfo.join(file).display().to_string()])?;
-    }
-
-    // Six Bookinfo pods, injected, Ready, with their sidecar's restart count.
-    let pods = eventually(Duration::from_secs(180), || async {
-        let list = json_of(&kube, &["get", "pods"])?;
-        let items = list["items"].as_array().cloned().unwrap_or_default();
-        let ready = |p: &Value| {
-            p["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        };
-        let not_ready: Vec<String> = items
-            .iter()
-            .filter(|p| !ready(p))
-            .map(|p| format!("{}: {}", p["metadata"]["name"], p["status"]))
-            .collect();
-        ensure!(
-            items.len() == 6 && not_ready.is_empty(),
-            "{} pods, not ready: {not_ready:#?}",
-            items.len()
-        );
-        Ok(items)
-    })
-    .await
-    .with_context(|| format!("node log:\n{}", node.log()))?;
-    for p in &pods {
-        assert_eq!(p["spec"]["nodeName"], NODE);
-        let sidecar = p["status"]["initContainerStatuses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["name"] == "istio-proxy")
-            .with_context(|| format!("no istio-proxy status: {}", p["status"]))?;
-        assert_eq!(sidecar["ready"], true, "{sidecar}");
-        assert!(sidecar["restartCount"].is_u64(), "{sidecar}");
-        let pod_ip = p["status"]["podIP"].as_str().unwrap_or_default();
-        assert!(pod_ip.starts_with(&format!("10.{block}.")), "{pod_ip}");
-    }
-
-    // kube-controller-manager made the EndpointSlices from the pods' status.
-    eventually(Duration::from_secs(60), || async {
-        let slices = json_of(
-            &kube,
-            &[
-                "get",
-                "endpointslices",
-                "-l",
-                "kubernetes.io/service-name=reviews",
-            ],
-        )?;
-        let ready = slices["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
-            .filter(|e| e["conditions"]["ready"] == true)
-            .count();
-        ensure!(ready == 3, "{ready} ready reviews endpoints: {slices}");
-        Ok(())
-    })
-    .await?;
-
-    // The product page through the ingress gateway.
-    let gateway = eventually(Duration::from_secs(120), || async {
-        let list = json_of(
-            &kube,
-            &[
-                "get",
-                "pods",
-                "-n",
-                "istio-system",
-                "-l",
-                "istio=ingressgateway",
-            ],
-        )?;
-        let ip = list["items"][0]["status"]["podIP"]
-            .as_str()
-            .filter(|ip| !ip.is_empty())
-            .context("the gateway has no address yet")?
-            .to_string();
-        Ok(format!("http://{ip}:8080"))
-    })
-    .await?;
-    let client = http();
-    let logs = state.path().join("node/logs");
-    let gateway_log = || {
-        let mut out = String::new();
-        for entry in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .contains("ingressgateway")
-            {
-                out += &std::fs::read_to_string(entry.path()).unwrap_or_default();
-            }
-        }
-        let status = kube.kubectl(&["get", "pods", "-n", "istio-system", "-o", "yaml"]);
-        format!(
-            "gateway log:\n{out}\ngateway pods:\n{}\nnode log:\n{}",
-            String::from_utf8_lossy(&status.stdout),
-            node.log()
-        )
-    };
-    eventually(Duration::from_secs(120), || product_page(&client, &gateway))
-        .await
-        .with_context(gateway_log)?;
-
-    // `kubectl logs POD -c istio-proxy`: the API server reaches the node's log endpoint.
-    let productpage = pods
-        .iter()
-        .find(|p| p["metadata"]["labels"]["app"] == "productpage")
-        .and_then(|p| p["metadata"]["name"].as_str())
-        .context("no productpage pod")?;
-    let logs = kube.kubectl_ok(&["logs", productpage, "-c", "istio-proxy"])?;
-    ensure!(
-        logs.contains("connected to the control plane"),
-        "the sidecar's log: {logs}"
-    );
-
-    // The seeds' request routing: every reviews request to v3 (red stars).
-    kube.kubectl_ok(&[
-        "apply",
-        "-f",
-        &bookinfo
-            .join("networking/virtual-service-reviews-v3.yaml")
-            .display()
-            .to_string(),
-    ])?;
-    eventually(Duration::from_secs(60), || async {
-        for _ in 0..5 {
-            let page = product_page(&client, &gateway).await?;
-            ensure!(
-                page.contains("reviews-v3") && page.contains("<font color=\"red\">"),
-                "not v3's red stars yet: {page:.2000}"
-            );
-        }
-        Ok(())
-    })
-    .await?;
+    let pods = bookinfo_workflow(&kube, &node, state.path()).await?;
 
     // A deleted pod is stopped, its namespace removed, and it is gone.
     let victim = pods
@@ -425,7 +447,7 @@ async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effe
         .and_then(|p| p["metadata"]["name"].as_str())
         .context("no ratings pod")?
         .to_string();
-    let netns = format!("trellis-{block}-{victim}.{ns}");
+    let netns = format!("trellis-{block}-{victim}.{}", kube.namespace);
     ensure!(leftovers(block)?.contains(&netns), "no namespace {netns}");
     kube.kubectl_ok(&["delete", "pod", &victim, "--wait=true", "--timeout=60s"])?;
     ensure!(
@@ -434,6 +456,141 @@ async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effe
     );
 
     // Stopping the node removes every namespace and link it made.
+    let status = node.stop()?;
+    assert!(
+        status.success(),
+        "trellis node exited {status}: {}",
+        node.log()
+    );
+    assert_eq!(leftovers(block)?, Vec::<String>::new(), "{}", node.log());
+    Ok(())
+}
+
+/// The seeds' workflow with the control plane installed as they write it:
+/// `trellis install -f` the seed's IstioOperator runs trellisd and the
+/// gateways as pods on `trellis node`, which gives its pods the cluster's
+/// Services as kube-proxy and cluster DNS would (trellisd reaches the API
+/// server through the `kubernetes` Service with its service account; the
+/// sidecars and gateways reach `istiod.istio-system.svc`; the API server
+/// calls the webhooks behind the `istiod` Service). Then Bookinfo as in
+/// the other test, and `trellis uninstall` leaves no pod and no network
+/// namespace of the control plane behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trellis_install_runs_the_control_plane_on_trellis_node() -> Result<()> {
+    if let Some(what) = missing() {
+        if std::env::var_os("CI").is_some() {
+            bail!("trellis node needs {what}");
+        }
+        eprintln!("SKIPPED: trellis node needs {what}");
+        return Ok(());
+    }
+    let Some(kube) = Kube::start("kube-node-install")? else {
+        return Ok(());
+    };
+    let block = kube.block;
+    let state = tempfile::tempdir()?;
+    let mut node = Process::start(
+        Command::new(bin("trellis"))
+            .arg("--kubeconfig")
+            .arg(&kube.kubeconfig)
+            .args(["node", "--name", NODE, "--block", &block.to_string()])
+            .arg("--state-dir")
+            .arg(state.path().join("node")),
+        state.path().join("node.log"),
+    )?;
+
+    let seed =
+        repo_root().join("../shared/seeds/yaml/002-00-IstioOperator-istio-control-plane.yaml");
+    let out = Command::new(bin("trellis"))
+        .arg("--kubeconfig")
+        .arg(&kube.kubeconfig)
+        .args(["install", "-y", "--readiness-timeout", "120s", "-f"])
+        .arg(&seed)
+        .output()
+        .context("trellis install")?;
+    ensure!(
+        out.status.success(),
+        "trellis install -f {}: {}{}\nistio-system:\n{}\nnode log:\n{}",
+        seed.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(
+            &kube
+                .kubectl(&["get", "pods", "-n", "istio-system", "-o", "yaml"])
+                .stdout
+        ),
+        node.log() + &container_logs(&state.path().join("node/logs"), "istio-system.")
+    );
+    // trellisd is a pod of the node, not a process of the test.
+    let istiod = json_of(
+        &kube,
+        &["get", "pods", "-n", "istio-system", "-l", "app=istiod"],
+    )?;
+    let istiod = &istiod["items"][0];
+    assert_eq!(istiod["spec"]["nodeName"], NODE, "{istiod}");
+    let istiod_ip = istiod["status"]["podIP"].as_str().unwrap_or_default();
+    assert!(istiod_ip.starts_with(&format!("10.{block}.")), "{istiod}");
+
+    let pods = bookinfo_workflow(&kube, &node, state.path()).await?;
+    // The sidecars found the control plane by its Service's name.
+    let productpage = pods
+        .iter()
+        .find(|p| p["metadata"]["labels"]["app"] == "productpage")
+        .context("no productpage pod")?;
+    let proxy = productpage["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(
+            productpage["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
+        .find(|c| c["name"] == "istio-proxy")
+        .context("no istio-proxy container")?;
+    assert!(
+        proxy.to_string().contains("istiod.istio-system.svc:15012"),
+        "the sidecar's discovery address: {proxy}"
+    );
+
+    // Uninstalled, the control plane's pods and their namespaces are gone.
+    let out = Command::new(bin("trellis"))
+        .arg("--kubeconfig")
+        .arg(&kube.kubeconfig)
+        .args(["uninstall", "-y", "--purge"])
+        .output()
+        .context("trellis uninstall")?;
+    ensure!(
+        out.status.success(),
+        "trellis uninstall: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(120), || async {
+        let left: Vec<String> = leftovers(block)?
+            .into_iter()
+            .filter(|n| n.ends_with(".istio-system"))
+            .collect();
+        ensure!(left.is_empty(), "still there: {left:?}");
+        let pods = kube.kubectl(&["get", "pods", "-n", "istio-system", "-o", "name"]);
+        let pods = String::from_utf8_lossy(&pods.stdout).trim().to_string();
+        ensure!(pods.is_empty(), "pods still in istio-system: {pods}");
+        let objects = kube.kubectl_ok(&[
+            "get",
+            "deploy,rs,svc,cm,sa,mutatingwebhookconfigurations,validatingwebhookconfigurations,clusterroles,clusterrolebindings",
+            "-A",
+            "-l",
+            "trellis.io/install",
+            "-o",
+            "name",
+        ])?;
+        ensure!(objects.trim().is_empty(), "left behind: {objects}");
+        Ok(())
+    })
+    .await
+    .with_context(|| node.log())?;
+
     let status = node.stop()?;
     assert!(
         status.success(),
@@ -511,7 +668,7 @@ spec:
     .await?;
 
     let restart_count = |p: &Value| p["status"]["containerStatuses"][0]["restartCount"].as_u64();
-    let (live, dying) = eventually(Duration::from_secs(120), || async {
+    let (live, dying, stubborn) = eventually(Duration::from_secs(120), || async {
         let live = json_of(&kube, &["get", "pod", "live"])?;
         let dying = json_of(&kube, &["get", "pod", "dying"])?;
         ensure!(
@@ -530,13 +687,46 @@ spec:
             "live not ready: {}",
             live["status"]
         );
-        Ok((live, dying))
+        Ok((live, dying, stubborn))
     })
     .await
     .with_context(|| node.log())?;
     // 404 from /no-such-path: restarted over and over; /health: never.
     assert_eq!(restart_count(&live), Some(0), "{}", live["status"]);
     assert!(restart_count(&dying) >= Some(2), "{}", dying["status"]);
+    // How the previous run ended, as a kubelet reports it after a restart:
+    // ended by a signal, 128 + SIGKILL after the grace period (or SIGTERM,
+    // when the probe failed before the shell set its trap).
+    let last = |p: &Value| p["status"]["containerStatuses"][0]["lastState"]["terminated"].clone();
+    let killed = last(&stubborn);
+    assert!(
+        killed["exitCode"] == 128 + 9 || killed["exitCode"] == 128 + 15,
+        "{}",
+        stubborn["status"]
+    );
+    assert_eq!(killed["reason"], "Error", "{}", stubborn["status"]);
+    let ended = last(&dying);
+    let code = ended["exitCode"]
+        .as_i64()
+        .with_context(|| format!("no lastState: {}", dying["status"]))?;
+    assert_eq!(
+        ended["reason"],
+        if code == 0 { "Completed" } else { "Error" },
+        "{ended}"
+    );
+    for t in [&killed, &ended] {
+        let (started, finished) = (t["startedAt"].as_str(), t["finishedAt"].as_str());
+        assert!(
+            started.is_some_and(|s| s.ends_with('Z')) && started <= finished,
+            "{t}"
+        );
+    }
+    assert_eq!(
+        live["status"]["containerStatuses"][0]["lastState"],
+        json!({}),
+        "{}",
+        live["status"]
+    );
     // What the container was given is in its status, as a kubelet reports it.
     let given = &live["status"]["containerStatuses"][0];
     assert_eq!(

@@ -55,6 +55,8 @@ pub struct Kube {
 
 const ADMIN_TOKEN: &str = "trellis-test-admin-token";
 const APISERVER_PORT: u16 = 6443;
+/// The `kubernetes` Service's address: the first of `--service-cluster-ip-range`.
+const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
 
 /// The tools' directory, if `scripts/kube-tools.sh` has built them.
 fn tools() -> Result<Option<PathBuf>> {
@@ -217,6 +219,10 @@ impl Kube {
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
             .arg("--api-audiences=https://kubernetes.default.svc.cluster.local,istio-ca")
             .arg("--service-cluster-ip-range=10.96.0.0/16")
+            // No kube-proxy on the host: webhooks and aggregated APIs
+            // behind Services are called at their endpoints' addresses
+            // (pods on `trellis node`, which the host routes to).
+            .arg("--enable-aggregator-routing=true")
             .arg("--allow-privileged=true")
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -370,6 +376,11 @@ fn pki(dir: &Path, ip: &str) -> Result<()> {
     serving
         .subject_alt_names
         .push(SanType::IpAddress(ip.parse()?));
+    // The `kubernetes` Service's ClusterIP (the first of the service range),
+    // which programs in pods reach it at (KUBERNETES_SERVICE_HOST).
+    serving
+        .subject_alt_names
+        .push(SanType::IpAddress(KUBERNETES_SERVICE_IP.parse()?));
     serving
         .distinguished_name
         .push(DnType::CommonName, "kube-apiserver");

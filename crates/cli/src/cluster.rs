@@ -45,6 +45,14 @@ impl Cluster {
     /// A client for the cluster, and the context's namespace (`default` if
     /// it names none).
     pub async fn connect(&self) -> Result<(kube::Client, String)> {
+        let config = self.config().await?;
+        let namespace = config.default_namespace.clone();
+        let client = kube::Client::try_from(config).context("Kubernetes client")?;
+        Ok((client, namespace))
+    }
+
+    /// The client configuration --kubeconfig and --context name.
+    pub async fn config(&self) -> Result<kube::Config> {
         let options = KubeConfigOptions {
             context: self.context.clone(),
             ..Default::default()
@@ -64,9 +72,7 @@ impl Cluster {
                 "no cluster: give --kubeconfig, set KUBECONFIG or write ~/.kube/config, or run in a pod",
             )?,
         };
-        let namespace = config.default_namespace.clone();
-        let client = kube::Client::try_from(config).context("Kubernetes client")?;
-        Ok((client, namespace))
+        Ok(config)
     }
 
     /// The path, on the API server, that proxies to the control plane's

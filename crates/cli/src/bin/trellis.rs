@@ -251,10 +251,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             pod_cidr,
             state_dir,
         } => {
-            let (client, _) = args.cluster.connect().await?;
+            let config = args.cluster.config().await?;
+            let api_server = config.cluster_url.clone();
+            let client = kube::Client::try_from(config)?;
             cli::node::run(
                 client,
                 cli::node::NodeOptions {
+                    api_server,
                     name: name.clone(),
                     block: *block,
                     pod_cidr: *pod_cidr,

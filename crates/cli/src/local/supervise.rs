@@ -48,6 +48,33 @@ pub struct ProcessStatus {
     /// The running process (the leader of its own process group).
     #[serde(skip)]
     pub pid: Option<u32>,
+    /// How the previous run ended, once one has (a kubelet's `lastState`).
+    #[serde(skip)]
+    pub last_exit: Option<Exit>,
+}
+
+/// One run of a child that ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit status, or 128 + the signal that ended it (as container runtimes report it).
+    pub code: i32,
+    pub started: std::time::SystemTime,
+    pub finished: std::time::SystemTime,
+}
+
+impl Exit {
+    fn of(status: std::process::ExitStatus, started: std::time::SystemTime) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        let code = status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(-1);
+        Exit {
+            code,
+            started,
+            finished: std::time::SystemTime::now(),
+        }
+    }
 }
 
 /// Every child's [`ProcessStatus`] by name, rewritten (atomically) to a JSON
@@ -169,6 +196,7 @@ async fn keep_running(spec: Spec, mut stop: watch::Receiver<bool>, board: Option
     let mut restarts = 0u32;
     loop {
         let started = Instant::now();
+        let started_at = std::time::SystemTime::now();
         let outcome = match command(&spec).and_then(|mut c| c.spawn()) {
             Ok(mut child) => {
                 let pid = child.id();
@@ -194,11 +222,18 @@ async fn keep_running(spec: Spec, mut stop: watch::Receiver<bool>, board: Option
             backoff = Duration::from_secs(1);
         }
         restarts += 1;
+        let exit = match &outcome {
+            Ok(Ok(status)) => Some(Exit::of(*status, started_at)),
+            _ => None,
+        };
         report(&|s| {
             s.running = false;
             s.backing_off = true;
             s.restart_count = restarts;
             s.pid = None;
+            if exit.is_some() {
+                s.last_exit = exit;
+            }
         });
         match outcome {
             Ok(status) => tracing::warn!(

@@ -6,7 +6,10 @@
 //! it as local processes, each in its own network namespace on the node's
 //! pod range ([`pod`]). Deleting a pod stops it and removes its namespace;
 //! the agent's exit stops every pod and removes everything it made on the
-//! host. Of the kubelet's API only container logs are served
+//! host. Pods reach the cluster's Services by ClusterIP and name, and the
+//! API server through the `kubernetes` Service ([`services`], in place of
+//! kube-proxy and cluster DNS), so the control plane itself can run here
+//! as pods (`trellis install`). Of the kubelet's API only container logs are served
 //! ([`kubelet_api`], for `kubectl logs`); `kubectl exec`, `attach` and
 //! `port-forward` cannot reach this node. A container's output is also in
 //! the state directory's `logs/<namespace>.<pod>.<container>.log`.
@@ -15,6 +18,7 @@ mod kubelet_api;
 mod pod;
 mod probe;
 mod registration;
+mod services;
 mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +41,9 @@ use pod::Slot;
 use registration::NodeInfo;
 
 pub struct NodeOptions {
+    /// The API server this node talks to (its kubeconfig's), which pods
+    /// reach through the `kubernetes` Service when it has no endpoint.
+    pub api_server: http::Uri,
     /// The Node's name; the host's name if not given.
     pub name: Option<String>,
     /// Names the namespaces and links made (as `trellis up --block`).
@@ -52,6 +59,13 @@ fn now() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
+}
+
+/// `t`, as the API server writes times.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    k8s_openapi::jiff::Timestamp::try_from(t)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| now())
 }
 
 /// Now, as a MicroTime (a Lease's renewTime).
@@ -73,6 +87,11 @@ pub async fn run(client: kube::Client, opts: NodeOptions) -> Result<()> {
     if let Some(why) = netns::missing_for_netns() {
         bail!(
             "trellis node runs each pod in a network namespace, which needs root, ip, setpriv and iptables-restore: {why}"
+        );
+    }
+    if crate::local::programs::find_program("nft").is_none() {
+        bail!(
+            "trellis node gives pods the cluster's Services with nftables rules in their network namespaces: nft is not on PATH"
         );
     }
     let mut lock = lock::lock_block(opts.block)?;
@@ -99,6 +118,16 @@ pub async fn run(client: kube::Client, opts: NodeOptions) -> Result<()> {
     registration::register(&client, &info).await?;
     let heartbeat = tokio::spawn(registration::heartbeat(client.clone(), info.clone()));
     let kubelet_api = tokio::spawn(kubelet_api::serve(info.ip, dir.join("logs")).await?);
+    let api_server = resolve(&opts.api_server).await;
+    let (services_tx, services) = watch::channel(None);
+    let services_task = tokio::spawn({
+        let (client, node_ip) = (client.clone(), info.ip);
+        async move {
+            if let Err(e) = services::follow(client, node_ip, api_server, services_tx).await {
+                tracing::error!(error = %format!("{e:#}"), "pods can no longer follow the cluster's Services");
+            }
+        }
+    });
     eprintln!(
         "node {name} registered: pods on {cidr} (the node is {} on link {}), state in {}",
         info.ip,
@@ -112,6 +141,7 @@ pub async fn run(client: kube::Client, opts: NodeOptions) -> Result<()> {
             ip: info.ip,
             network,
             dir,
+            services,
         }),
         labels: info.labels(),
         pods: BTreeMap::new(),
@@ -124,10 +154,24 @@ pub async fn run(client: kube::Client, opts: NodeOptions) -> Result<()> {
     heartbeat.abort();
     kubelet_api.abort();
     agent.stop_all().await;
+    services_task.abort();
     // The last reference to the network: its namespaces and links go.
     drop(agent);
     eprintln!("stopped");
     outcome
+}
+
+/// The API server's address, if `uri` names one (a name is looked up).
+async fn resolve(uri: &http::Uri) -> Option<std::net::SocketAddr> {
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(443);
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(mut addrs) => addrs.find(std::net::SocketAddr::is_ipv4),
+        Err(e) => {
+            tracing::warn!(api_server = %uri, error = %e, "cannot resolve the API server; pods cannot reach it through the kubernetes Service");
+            None
+        }
+    }
 }
 
 /// A pod this node runs.

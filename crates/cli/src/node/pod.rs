@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::probe::ProbeState;
+use super::services::{self, ServiceTable};
 use super::volumes;
 use crate::local::netns::{self, PodNetwork};
 use crate::local::programs::program_for;
@@ -37,6 +38,8 @@ pub struct Node {
     pub network: PodNetwork,
     /// Where pods' volumes and logs go.
     pub dir: PathBuf,
+    /// The cluster's Services, once listed.
+    pub services: watch::Receiver<Option<Arc<ServiceTable>>>,
 }
 
 /// The pod's place on the node: its veth's index and its address.
@@ -67,6 +70,8 @@ pub async fn run(node: Arc<Node>, pod: Pod, slot: Slot, mut stop: watch::Receive
         conditions: BTreeMap::new(),
         last_written: None,
         started_at: super::now(),
+        service_env: Vec::new(),
+        services_task: None,
     };
     let board = StatusBoard::new(&dir.join("processes.json"));
     let mut sup = Supervisor::with_status(board.clone());
@@ -78,6 +83,9 @@ pub async fn run(node: Arc<Node>, pod: Pod, slot: Slot, mut stop: watch::Receive
         tracing::warn!(pod = %id, error = %format!("{e:#}"), "pod cannot run");
         runner.failed(&format!("{e:#}")).await;
         stopped(&mut stop).await;
+    }
+    if let Some(task) = runner.services_task.take() {
+        task.abort();
     }
     sup.stop().await;
     if let Err(e) = node.network.remove_pod(&id) {
@@ -105,6 +113,34 @@ struct Runner {
     conditions: BTreeMap<&'static str, (bool, String)>,
     last_written: Option<Value>,
     started_at: String,
+    /// What every container is given of the cluster's Services (`KUBERNETES_SERVICE_HOST`...).
+    service_env: Vec<(String, String)>,
+    /// Keeps the pod's Service rules and names up to date.
+    services_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Where a pod's view of the Services is written.
+struct PodPlace {
+    node: Arc<Node>,
+    id: String,
+    /// The pod's network namespace.
+    ns: String,
+    /// The pod's Kubernetes namespace.
+    namespace: String,
+    ip: Ipv4Addr,
+    hostname: String,
+    aliases: Vec<String>,
+}
+
+impl PodPlace {
+    async fn sync(&self, table: &ServiceTable) -> Result<()> {
+        services::apply(&self.ns, table).await?;
+        let mut lines = self.aliases.clone();
+        lines.extend(table.hosts_lines(&self.namespace));
+        self.node
+            .network
+            .write_hosts(&self.id, &self.hostname, self.ip, &lines)
+    }
 }
 
 /// A container as it is run: its probes and what became of it.
@@ -208,6 +244,7 @@ impl Runner {
         {
             net.sysctl(&self.id, &s.name, &s.value)?;
         }
+        self.follow_services(hostname, aliases).await?;
         let mut inits: Vec<Running> = spec
             .init_containers
             .iter()
@@ -341,6 +378,39 @@ impl Runner {
             self.write(&mut inits, &mut apps, board, true).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// Gives the pod the cluster's Services before any container starts
+    /// (their rules, names and the `kubernetes` Service's variables), then
+    /// keeps the rules and names up to date while the pod runs.
+    async fn follow_services(&mut self, hostname: String, aliases: Vec<String>) -> Result<()> {
+        let mut rx = self.node.services.clone();
+        let table = rx
+            .wait_for(Option::is_some)
+            .await
+            .context("the node stopped following Services")?
+            .clone()
+            .unwrap_or_default();
+        let place = PodPlace {
+            node: self.node.clone(),
+            id: self.id.clone(),
+            ns: self.ns.clone(),
+            namespace: self.namespace(),
+            ip: self.slot.ip,
+            hostname,
+            aliases,
+        };
+        place.sync(&table).await?;
+        self.service_env = table.kubernetes_env();
+        self.services_task = Some(tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let table = rx.borrow_and_update().clone().unwrap_or_default();
+                if let Err(e) = place.sync(&table).await {
+                    tracing::warn!(pod = %place.id, error = %format!("{e:#}"), "cannot update the pod's Services");
+                }
+            }
+        }));
+        Ok(())
     }
 
     /// A kubelet's answer to a failed liveness or startup probe: the
@@ -492,6 +562,7 @@ impl Runner {
             bail!("container {cname}: envFrom is not supported by trellis node");
         }
         let mut env = vec![("HOSTNAME".to_string(), self.name())];
+        env.extend(self.service_env.iter().cloned());
         for e in c.env.iter().flatten() {
             let value = match (&e.value, &e.value_from) {
                 (Some(v), _) => expand(v, &env),
@@ -578,6 +649,16 @@ impl Runner {
                 .unwrap_or_else(|| ("PodInitializing".into(), String::new()));
             json!({"waiting": {"reason": reason, "message": message}})
         };
+        // How its previous run ended, as a kubelet reports it after a restart.
+        let last_state = match process.as_ref().and_then(|s| s.last_exit) {
+            Some(exit) => json!({"terminated": {
+                "exitCode": exit.code,
+                "reason": if exit.code == 0 { "Completed" } else { "Error" },
+                "startedAt": super::rfc3339(exit.started),
+                "finishedAt": super::rfc3339(exit.finished),
+            }}),
+            None => json!({}),
+        };
         // What the container was given, as a kubelet reports it (requests
         // and limits as asked: trellis node does not enforce them).
         let resources = r.container.resources.clone().unwrap_or_default();
@@ -589,6 +670,7 @@ impl Runner {
             "started": r.completed || r.started(running),
             "restartCount": restarts,
             "state": state,
+            "lastState": last_state,
             "allocatedResources": resources.requests.clone().unwrap_or_default(),
             "resources": {
                 "requests": resources.requests.unwrap_or_default(),
