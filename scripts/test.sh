@@ -39,11 +39,12 @@ fi
 
 # Transparent capture runs pods in network namespaces with iptables rules
 # (tests/mesh/capture.rs): iproute2, iptables, and setpriv to run the proxy
-# as its own user.
+# as its own user; `trellis node` gives its pods Service ClusterIPs with
+# nftables (tests/mesh/kube_node.rs).
 if ! command -v iptables-restore >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 \
-   || ! command -v setpriv >/dev/null 2>&1; then
+   || ! command -v setpriv >/dev/null 2>&1 || ! command -v nft >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq iptables iproute2 util-linux >/dev/null
+  apt-get update -qq && apt-get install -y -qq iptables iproute2 util-linux nftables >/dev/null
 fi
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
