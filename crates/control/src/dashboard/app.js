@@ -285,6 +285,7 @@ function table(headers, rows) {
     const tr = body.insertRow();
     for (const c of r) {
       const td = tr.insertCell();
+      if (c instanceof Node) { td.appendChild(c); continue; }
       td.textContent = c;
       if (typeof c === "string" && /^[\d.]+( ms|%)?$/.test(c)) td.className = "num";
     }
@@ -309,6 +310,27 @@ function section(parent, title, content) {
 const MTLS = { mutual_tls: "yes", none: "no", partial: "partly", unknown: "?" };
 const shortId = id => id.replace(/^workload:/, "").replace(/^service:/, "");
 const ms = x => x == null ? "–" : `${x < 10 ? x.toFixed(1) : Math.round(x)} ms`;
+
+// A trace id, linked to the tracing UI when trellisd has one (--tracing-url).
+function traceCell(n) {
+  if (!n.trace_id) return "–";
+  if (!n.trace_url) return n.trace_id;
+  const a = document.createElement("a");
+  a.href = n.trace_url;
+  a.target = "_blank";
+  a.rel = "noopener noreferrer";
+  a.textContent = n.trace_id;
+  return a;
+}
+
+// Single requests a proxy kept (errors, slowest), one row each.
+function requestsTable(list) {
+  return table(["ended", "from", "to", "route", "code", "flags", "duration", "trace id", "request id"],
+    list.map(n => [new Date(n.end_ms).toLocaleTimeString(), `${n.source_workload}.${n.source_namespace}`,
+      `${n.destination_workload}.${n.destination_namespace}`, n.route || "–",
+      String(n.response_code) + (n.grpc_status != null ? ` (grpc ${n.grpc_status})` : ""), n.response_flags,
+      ms(n.duration_ms), traceCell(n), n.request_id]));
+}
 
 async function drawDetail() {
   const box = document.getElementById("detail");
@@ -340,7 +362,8 @@ async function drawDetail() {
       section(box, `${title.slice(0, -1)} ${r.namespace}/${r.name}${at}`, pre);
     }
   }
-  if (d.requests_note) section(box, "Single requests", d.requests_note);
+  section(box, "Recent errors", (d.recent_errors || []).length ? requestsTable(d.recent_errors) : "none since this page was opened");
+  section(box, `Slowest requests (last ${d.slowest_window_seconds || 60} s)`, (d.slowest || []).length ? requestsTable(d.slowest) : "none yet");
 }
 
 async function refresh() {

@@ -2,7 +2,9 @@
 //! graph: every [`INTERVAL`] while the graph was asked for in the last
 //! [`IDLE_AFTER`], not at all (and nothing kept) otherwise. Each proxy's
 //! last [`KEPT`] scrapes are kept; rates are taken between the oldest and
-//! the newest, so a window of about `INTERVAL × (KEPT − 1)`.
+//! the newest, so a window of about `INTERVAL × (KEPT − 1)`. Each round
+//! also reads each proxy's recent notable requests ([`super::recent`]);
+//! only the last answer is kept.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::recent::{self, ProxyRecent, ServiceRecent};
 use super::{Failures, Graph, Scrape, Window};
 
 pub const INTERVAL: Duration = Duration::from_secs(2);
@@ -22,6 +25,9 @@ const MAX_SERIES: usize = 20_000;
 /// A proxy's metrics page larger than this is not read.
 const MAX_BODY: usize = 16 << 20;
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// A proxy's recent requests larger than this are not read (they are
+/// bounded lists: a few kilobytes).
+const MAX_RECENT_BODY: u64 = 1 << 20;
 /// Proxies scraped at once (a large mesh is scraped in turns).
 const CONCURRENT: usize = 64;
 
@@ -34,10 +40,22 @@ pub struct Target {
     pub url: String,
 }
 
+impl Target {
+    /// Where the same proxy serves its recent notable requests.
+    fn recent_url(&self) -> String {
+        match self.url.strip_suffix("/stats/prometheus") {
+            Some(base) => format!("{base}/stats/recent"),
+            None => self.url.clone(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Proxy {
     url: String,
     scrapes: VecDeque<Scrape>,
+    /// Its last answer for its recent notable requests.
+    recent: Option<ProxyRecent>,
     /// Why the last scrape failed, if it did.
     error: Option<String>,
 }
@@ -98,6 +116,13 @@ impl Scraper {
         super::failures(windows(&lock(&self.proxies)), host)
     }
 
+    /// The recent errors and slowest requests for `host`, from each
+    /// proxy's last answer.
+    pub fn recent(&self, host: &str) -> ServiceRecent {
+        let proxies = lock(&self.proxies);
+        recent::for_service(proxies.values().filter_map(|p| p.recent.as_ref()), host)
+    }
+
     /// Proxies whose last scrape failed, with why.
     pub fn errors(&self) -> Vec<(String, String)> {
         let mut out: Vec<_> = lock(&self.proxies)
@@ -136,13 +161,36 @@ impl Scraper {
         Ok(scrape)
     }
 
+    /// A proxy's recent notable requests; `None` when it cannot say (an
+    /// older proxy, or one that did not answer: its metrics tell why).
+    async fn fetch_recent(&self, target: &Target) -> Option<ProxyRecent> {
+        let resp = self
+            .client
+            .get(target.recent_url())
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .ok()?;
+        if resp.content_length().is_some_and(|n| n > MAX_RECENT_BODY) {
+            return None;
+        }
+        let body = resp.bytes().await.ok()?;
+        if body.len() as u64 > MAX_RECENT_BODY {
+            return None;
+        }
+        serde_json::from_slice(&body)
+            .inspect_err(|e| tracing::debug!(proxy = %target.proxy, error = %e, "unreadable recent requests"))
+            .ok()
+    }
+
     /// One round: every target scraped, [`CONCURRENT`] at a time; proxies
     /// no longer targets forgotten.
     async fn round(&self, targets: Vec<Target>) {
         let permits = tokio::sync::Semaphore::new(CONCURRENT);
         let results = futures::future::join_all(targets.iter().map(|t| async {
             let _permit = permits.acquire().await;
-            self.scrape(t).await
+            let (scrape, recent) = tokio::join!(self.scrape(t), self.fetch_recent(t));
+            scrape.map(|s| (s, recent))
         }))
         .await;
         let mut proxies = lock(&self.proxies);
@@ -155,14 +203,18 @@ impl Scraper {
                 p.url = target.url;
             }
             match result {
-                Ok(scrape) => {
+                Ok((scrape, recent)) => {
                     if p.scrapes.len() == KEPT {
                         p.scrapes.pop_front();
                     }
                     p.scrapes.push_back(scrape);
+                    p.recent = recent;
                     p.error = None;
                 }
-                Err(e) => p.error = Some(e),
+                Err(e) => {
+                    p.recent = None;
+                    p.error = Some(e);
+                }
             }
         }
     }
