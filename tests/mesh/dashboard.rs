@@ -511,7 +511,11 @@ async fn the_dashboard_shows_the_live_graph_and_an_injected_fault() -> Result<()
     })
     .await?;
 
-    // A screenshot for people to look at.
+    // A screenshot for people to look at, with the recent errors in view.
+    page.eval(
+        "[...document.querySelectorAll('#detail h3')].find(h => h.textContent === 'Recent errors').scrollIntoView()",
+    )
+    .await?;
     let shot = page
         .call("Page.captureScreenshot", json!({ "format": "png" }))
         .await?;

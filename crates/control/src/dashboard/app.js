@@ -285,7 +285,6 @@ function table(headers, rows) {
     const tr = body.insertRow();
     for (const c of r) {
       const td = tr.insertCell();
-      if (c instanceof Node) { td.appendChild(c); continue; }
       td.textContent = c;
       if (typeof c === "string" && /^[\d.]+( ms|%)?$/.test(c)) td.className = "num";
     }
@@ -323,13 +322,27 @@ function traceCell(n) {
   return a;
 }
 
-// Single requests a proxy kept (errors, slowest), one row each.
-function requestsTable(list) {
-  return table(["ended", "from", "to", "route", "code", "flags", "duration", "trace id", "request id"],
-    list.map(n => [new Date(n.end_ms).toLocaleTimeString(), `${n.source_workload}.${n.source_namespace}`,
-      `${n.destination_workload}.${n.destination_namespace}`, n.route || "–",
-      String(n.response_code) + (n.grpc_status != null ? ` (grpc ${n.grpc_status})` : ""), n.response_flags,
-      ms(n.duration_ms), traceCell(n), n.request_id]));
+// Single requests a proxy kept (errors, slowest): what happened on one
+// line, the ids to look them up by (tracing UI, access logs) on the next.
+function requestsList(list) {
+  // The answering workload; the service when none answered (the caller's proxy did).
+  const to = n => n.destination_workload !== "unknown" ? n.destination_workload : n.destination_service.split(".")[0];
+  const ul = document.createElement("ul");
+  ul.className = "requests";
+  for (const n of list) {
+    const li = document.createElement("li");
+    const what = document.createElement("div");
+    const code = String(n.response_code) + (n.grpc_status != null ? ` grpc ${n.grpc_status}` : "") +
+      (n.response_flags !== "-" ? ` ${n.response_flags}` : "");
+    what.textContent = `${new Date(n.end_ms).toLocaleTimeString()} · ${n.source_workload} → ${to(n)} · ` +
+      `${n.method} ${code} · ${ms(n.duration_ms)}` + (n.route ? ` · route ${n.route}` : "");
+    const ids = document.createElement("div");
+    ids.className = "ids";
+    ids.append("trace ", traceCell(n), ` · request ${n.request_id}`);
+    li.append(what, ids);
+    ul.appendChild(li);
+  }
+  return ul;
 }
 
 async function drawDetail() {
@@ -353,6 +366,8 @@ async function drawDetail() {
     d.callers.map(c => [shortId(c.source), fmtRate(c.rps), fmtPct(c.error_ratio), ms(c.p99_ms), MTLS[c.mtls] || c.mtls])) : "none seen");
   section(box, "Failed requests", (d.failures || []).length ? table(["from", "code", "flags", "rps", "total"],
     d.failures.map(f => [shortId(f.source), String(f.response_code), f.response_flags, fmtRate(f.rps), String(f.total)])) : "none");
+  section(box, "Recent errors", (d.recent_errors || []).length ? requestsList(d.recent_errors) : "none since this page was opened");
+  section(box, `Slowest requests (last ${d.slowest_window_seconds || 60} s)`, (d.slowest || []).length ? requestsList(d.slowest) : "none yet");
   for (const [title, list] of [["VirtualServices", d.virtual_services], ["DestinationRules", d.destination_rules]]) {
     if (!list || !list.length) { section(box, title, "none applies"); continue; }
     for (const r of list) {
@@ -362,8 +377,6 @@ async function drawDetail() {
       section(box, `${title.slice(0, -1)} ${r.namespace}/${r.name}${at}`, pre);
     }
   }
-  section(box, "Recent errors", (d.recent_errors || []).length ? requestsTable(d.recent_errors) : "none since this page was opened");
-  section(box, `Slowest requests (last ${d.slowest_window_seconds || 60} s)`, (d.slowest || []).length ? requestsTable(d.slowest) : "none yet");
 }
 
 async function refresh() {
