@@ -171,10 +171,18 @@ async fn prometheus_scrapes_pods_in_network_namespaces() -> Result<()> {
 async fn scraped_mesh(netns: bool) -> Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("workloads.yaml"), mesh_yaml())?;
+    // trellisd's dashboard reads its graph from the Prometheus below.
+    let (block, _block_lock) = e2e::reserve_block()?;
+    let prometheus_addr = format!("127.{block}.0.9:9090");
     let mesh = Mesh::launch(
         dir.path(),
         Launch {
             netns,
+            block: Some(block),
+            env: vec![(
+                "TRELLIS_PROMETHEUS_URL".into(),
+                format!("http://{prometheus_addr}"),
+            )],
             ..Launch::default()
         },
     )?;
@@ -253,7 +261,7 @@ scrape_configs:
             sd.join("control-plane.json").display()
         ),
     )?;
-    let prom = Prometheus::start(&config, &format!("127.{}.0.9:9090", mesh.block))?;
+    let prom = Prometheus::start(&config, &prometheus_addr)?;
 
     // The traffic: client → server through both sidecars, 20 fast 200s,
     // 5 slow (300 ms) 200s and 5 fast 500s (not retried: Istio's default retries 503 only).
@@ -383,6 +391,38 @@ scrape_configs:
             ))
             .await?;
         ensure!(closed == 3.0, "tcp connections closed: {closed}");
+        Ok(())
+    })
+    .await?;
+
+    // The dashboard's graph, read from this Prometheus (trellisd
+    // --prometheus): the client → server edge with every request counted.
+    eventually(Duration::from_secs(30), || async {
+        let graph: Value = client
+            .get(format!("{}/dashboard/api/graph", mesh.api))
+            .send()
+            .await?
+            .json()
+            .await?;
+        ensure!(
+            graph["metrics_source"] == format!("http://{prometheus_addr}"),
+            "metrics from {}",
+            graph["metrics_source"]
+        );
+        let edge = graph["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| {
+                e["source"] == "workload:default/client"
+                    && e["target"] == format!("service:{SERVER}")
+            })
+            .with_context(|| format!("no client → server edge: {graph}"))?;
+        ensure!(
+            edge["total"].as_f64() == Some(total),
+            "{edge} (sent {total})"
+        );
+        ensure!(edge["mtls"] == "mutual_tls", "{edge}");
         Ok(())
     })
     .await?;

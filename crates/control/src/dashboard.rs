@@ -50,6 +50,15 @@ struct Dashboard {
     tracing_ui: Option<TracingUi>,
 }
 
+/// How the dashboard is set up (`trellisd --tracing-url`, `--prometheus`).
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Where trace ids link to; `None`: they are shown as text.
+    pub tracing_ui: Option<TracingUi>,
+    /// Where the graph's metrics are read; `None`: from the proxies.
+    pub prometheus: Option<crate::graph::prometheus::Prometheus>,
+}
+
 /// Where a trace is shown: Jaeger's UI (`<base>/trace/<id>`), or any URL
 /// with `{trace_id}` in it (Zipkin's `.../zipkin/traces/{trace_id}`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,17 +99,20 @@ pub fn router(
     cp: &Arc<ControlPlane>,
     listen: SocketAddr,
     any_host: bool,
-    tracing_ui: Option<TracingUi>,
+    settings: Settings,
 ) -> Router {
     let weak = Arc::downgrade(cp);
-    let scraper = Scraper::start({
-        let cp = weak.clone();
-        move || cp.upgrade().map(|cp| targets(&cp)).unwrap_or_default()
-    });
+    let scraper = Scraper::start(
+        {
+            let cp = weak.clone();
+            move || cp.upgrade().map(|cp| targets(&cp)).unwrap_or_default()
+        },
+        settings.prometheus,
+    );
     let state = Dashboard {
         cp: weak,
         scraper,
-        tracing_ui,
+        tracing_ui: settings.tracing_ui,
     };
     Router::new()
         .route(
@@ -262,6 +274,10 @@ struct GraphView {
     #[serde(flatten)]
     graph: Graph,
     proxies: Vec<ProxyView>,
+    /// Where the metrics come from: `proxies`, or the Prometheus's URL.
+    metrics_source: String,
+    /// Why the Prometheus could not be read, if it could not.
+    metrics_error: Option<String>,
 }
 
 async fn graph(State(d): State<Dashboard>) -> Response {
@@ -320,7 +336,16 @@ async fn graph(State(d): State<Dashboard>) -> Response {
             }
         })
         .collect();
-    Json(GraphView { graph, proxies }).into_response()
+    Json(GraphView {
+        graph,
+        proxies,
+        metrics_source: d
+            .scraper
+            .prometheus()
+            .map_or_else(|| "proxies".to_string(), str::to_string),
+        metrics_error: errors.get("prometheus").cloned(),
+    })
+    .into_response()
 }
 
 async fn service(
@@ -462,4 +487,31 @@ async fn service(
         "slowest_window_seconds": 60,
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TracingUi;
+
+    #[test]
+    fn trace_links_go_to_jaeger_or_the_given_pattern() {
+        let jaeger = TracingUi::parse("http://localhost:16686/").expect("jaeger");
+        let id = "0af7651916cd43dd8448eb211c80319c";
+        assert_eq!(
+            jaeger.link(id).as_deref(),
+            Some("http://localhost:16686/trace/0af7651916cd43dd8448eb211c80319c")
+        );
+        let zipkin =
+            TracingUi::parse("https://zipkin.example/zipkin/traces/{trace_id}").expect("zipkin");
+        assert_eq!(
+            zipkin.link(id).as_deref(),
+            Some("https://zipkin.example/zipkin/traces/0af7651916cd43dd8448eb211c80319c")
+        );
+        // Only hex ids make links; only http(s) URLs are accepted, with why.
+        assert_eq!(jaeger.link("\"><script>"), None);
+        let e = TracingUi::parse("javascript:alert(1)").expect_err("scheme");
+        assert!(e.contains("only http and https"), "{e}");
+        let e = TracingUi::parse("localhost:16686").expect_err("no scheme");
+        assert!(e.contains("tracing UI URL \"localhost:16686\""), "{e}");
+    }
 }

@@ -39,8 +39,8 @@ pub struct Access {
     /// Config comes from the Kubernetes API server, whose authentication and
     /// RBAC guard it: this API then serves only read-only views.
     pub read_only: bool,
-    /// Where the dashboard links trace ids.
-    pub tracing_ui: Option<crate::dashboard::TracingUi>,
+    /// The dashboard's tracing UI and metrics source.
+    pub dashboard: crate::dashboard::Settings,
 }
 
 /// Who made a request, as the audit log names them.
@@ -69,7 +69,7 @@ pub fn router(cp: Shared, access: Access, pod_status_file: Option<std::path::Pat
         &cp,
         access.listen,
         access.read_only,
-        access.tracing_ui.clone(),
+        access.dashboard.clone(),
     );
     let access = Arc::new(access);
     Router::new()
@@ -639,7 +639,7 @@ mod tests {
             token: None,
             listen,
             read_only: true,
-            tracing_ui: None,
+            dashboard: Default::default(),
         };
         let app = router(cp.clone(), access, None);
         tokio::spawn(async move {

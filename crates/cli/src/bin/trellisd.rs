@@ -38,6 +38,12 @@ struct Args {
     /// ids are shown as text.
     #[arg(long, env = "TRELLIS_TRACING_URL", value_parser = control::dashboard::TracingUi::parse)]
     tracing_url: Option<control::dashboard::TracingUi>,
+    /// A Prometheus the dashboard reads the graph's metrics from
+    /// (`http://prometheus:9090`: Istio's series, as its Grafana dashboards
+    /// query them) instead of scraping the proxies itself. The recent
+    /// errors and slowest requests are still read from the proxies.
+    #[arg(long, env = "TRELLIS_PROMETHEUS_URL", value_parser = control::graph::prometheus::Prometheus::parse)]
+    prometheus: Option<control::graph::prometheus::Prometheus>,
     /// HTTP API and debug listener.
     #[arg(long, default_value = "127.0.0.1:15014")]
     http_addr: SocketAddr,
@@ -182,7 +188,10 @@ async fn main() -> anyhow::Result<()> {
         token_secret: args.token_secret,
         api_token_file: args.api_token_file,
         pod_status_file: args.pod_status_file,
-        tracing_ui: args.tracing_url,
+        dashboard: control::dashboard::Settings {
+            tracing_ui: args.tracing_url,
+            prometheus: args.prometheus,
+        },
         kubernetes: match (args.kubeconfig, args.in_cluster) {
             (Some(path), _) => Some(control::sources::kube::Connect::Kubeconfig(path)),
             (None, true) => Some(control::sources::kube::Connect::InCluster),

@@ -392,7 +392,9 @@ async function refresh() {
     const synced = graph.proxies.filter(p => p.connected && p.sync === "SYNCED").length;
     const rps = graph.edges.filter(e => byKind(graph, e.target) === "service").reduce((s, e) => s + e.rps, 0);
     status.textContent = `updated ${new Date().toLocaleTimeString()} · ${fmtRate(rps)} req/s over the last ${Math.round(graph.window_seconds)} s · ` +
-      `${synced}/${graph.proxies.length} proxies synced`;
+      `${synced}/${graph.proxies.length} proxies synced` +
+      (graph.metrics_source && graph.metrics_source !== "proxies" ? ` · metrics from ${graph.metrics_source}` : "") +
+      (graph.metrics_error ? ` · cannot read it: ${graph.metrics_error}` : "");
     status.className = "";
     document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
   } catch (err) {

@@ -13,6 +13,7 @@
 //! though the caller spoke mTLS: workloads sharing a service account).
 
 pub mod prom;
+pub mod prometheus;
 pub mod recent;
 pub mod scrape;
 

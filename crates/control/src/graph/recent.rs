@@ -63,7 +63,7 @@ pub fn for_service<'a>(
         slowest.extend(r.slowest.iter().filter(of_host).cloned());
     }
     let mut errors = once_each(errors);
-    errors.sort_by(|a, b| b.end_ms.cmp(&a.end_ms));
+    errors.sort_by_key(|n| std::cmp::Reverse(n.end_ms));
     errors.truncate(ERRORS_SHOWN);
     let mut slowest = once_each(slowest);
     slowest.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));

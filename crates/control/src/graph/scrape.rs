@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::prometheus::Prometheus;
 use super::recent::{self, ProxyRecent, ServiceRecent};
 use super::{Failures, Graph, Scrape, Window};
 
@@ -66,7 +67,13 @@ pub struct Scraper {
     viewed: Mutex<Option<Instant>>,
     wake: Arc<Notify>,
     client: reqwest::Client,
+    /// Where the metrics come from instead of the proxies, if configured
+    /// (the recent requests still come from the proxies: Prometheus has none).
+    prometheus: Option<Prometheus>,
 }
+
+/// The key of the Prometheus's own failure in the errors.
+const PROMETHEUS: &str = "prometheus";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -75,7 +82,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Scraper {
     /// Starts scraping the proxies `targets` names (asked before each round)
     /// while the graph is looked at; the task ends when the scraper is dropped.
-    pub fn start(targets: impl Fn() -> Vec<Target> + Send + 'static) -> Arc<Scraper> {
+    pub fn start(
+        targets: impl Fn() -> Vec<Target> + Send + 'static,
+        prometheus: Option<Prometheus>,
+    ) -> Arc<Scraper> {
         let scraper = Arc::new(Scraper {
             proxies: Mutex::default(),
             viewed: Mutex::default(),
@@ -85,6 +95,7 @@ impl Scraper {
                 .timeout(TIMEOUT)
                 .build()
                 .unwrap_or_default(),
+            prometheus,
         });
         tokio::spawn(run(Arc::downgrade(&scraper), scraper.wake.clone(), targets));
         scraper
@@ -183,9 +194,47 @@ impl Scraper {
             .ok()
     }
 
+    /// Where the metrics come from: the Prometheus's URL, or `None`: the
+    /// proxies themselves.
+    pub fn prometheus(&self) -> Option<&str> {
+        self.prometheus.as_ref().map(Prometheus::url)
+    }
+
+    /// One round from the Prometheus: each of its targets' series now and
+    /// a window ago; each proxy asked for its recent requests.
+    async fn round_from(&self, prometheus: &Prometheus, targets: Vec<Target>) {
+        let span = INTERVAL * (KEPT as u32 - 1);
+        let permits = tokio::sync::Semaphore::new(CONCURRENT);
+        let (metrics, recents) = tokio::join!(
+            prometheus.targets(&self.client, span),
+            futures::future::join_all(targets.iter().map(|t| async {
+                let _permit = permits.acquire().await;
+                self.fetch_recent(t).await
+            }))
+        );
+        let mut proxies = lock(&self.proxies);
+        proxies.clear();
+        match metrics {
+            Ok(series) => {
+                for t in series {
+                    let p = proxies.entry(format!("{PROMETHEUS}:{}", t.id)).or_default();
+                    p.scrapes.extend(t.older);
+                    p.scrapes.push_back(t.newer);
+                }
+            }
+            Err(e) => proxies.entry(PROMETHEUS.into()).or_default().error = Some(e),
+        }
+        for (t, recent) in targets.into_iter().zip(recents) {
+            proxies.entry(t.proxy).or_default().recent = recent;
+        }
+    }
+
     /// One round: every target scraped, [`CONCURRENT`] at a time; proxies
     /// no longer targets forgotten.
     async fn round(&self, targets: Vec<Target>) {
+        if let Some(p) = &self.prometheus {
+            return self.round_from(p, targets).await;
+        }
         let permits = tokio::sync::Semaphore::new(CONCURRENT);
         let results = futures::future::join_all(targets.iter().map(|t| async {
             let _permit = permits.acquire().await;
@@ -293,7 +342,7 @@ mod tests {
                 url: dead,
             },
         ];
-        let scraper = Scraper::start(move || targets.clone());
+        let scraper = Scraper::start(move || targets.clone(), None);
         tokio::time::sleep(INTERVAL * 2).await;
         assert_eq!(
             scrapes.load(Ordering::SeqCst),
