@@ -63,11 +63,14 @@ pub fn use_pod_ip_as_source(pod_ip: IpAddr) {
 }
 
 /// A connection to an upstream `authority` ("ip:port" or "name:port"):
-/// from the pod's loopback address when it has one and the upstream is on
-/// loopback too ([`use_pod_ip_as_source`]), else from wherever the kernel
-/// chooses.
-pub(crate) async fn connect_upstream(authority: &str) -> std::io::Result<TcpStream> {
-    if let Some(source) = LOOPBACK_POD_IP.get()
+/// when it will be secured (`tls`: mesh mTLS, which the server looks its
+/// caller up for), from the pod's loopback address when it has one and the
+/// upstream is on loopback too ([`use_pod_ip_as_source`]); else from
+/// wherever the kernel chooses (the sidecar's plaintext hop to its own
+/// application keeps coming from 127.0.0.1, as from a pod's `lo`).
+pub(crate) async fn connect_upstream(authority: &str, tls: bool) -> std::io::Result<TcpStream> {
+    if tls
+        && let Some(source) = LOOPBACK_POD_IP.get()
         && let Ok(to) = authority.parse::<SocketAddr>()
         && to.ip().is_loopback()
         && to.is_ipv4() == source.is_ipv4()
@@ -321,8 +324,12 @@ pub async fn to_cluster(
     };
     let _active = endpoint.start();
     let authority = &endpoint.authority;
-    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, connect_upstream(authority.as_str()))
-        .await
+    let tls = endpoint.pool.tls();
+    let upstream = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        connect_upstream(authority.as_str(), tls.is_some()),
+    )
+    .await
     {
         Ok(Ok(s)) => s,
         _ => {
@@ -331,7 +338,6 @@ pub async fn to_cluster(
         }
     };
     let _ = upstream.set_nodelay(true);
-    let tls = endpoint.pool.tls();
     let Ok(mut upstream) =
         crate::tls::outbound::secure_tcp(upstream, authority, tls.as_deref()).await
     else {

@@ -23,7 +23,7 @@ pub(super) async fn connect(
 ) -> Result<TokioIo<UpstreamIo>, Failure> {
     let tcp = async {
         match source {
-            None => crate::tcp::connect_upstream(authority.as_str()).await,
+            None => crate::tcp::connect_upstream(authority.as_str(), tls.is_some()).await,
             Some(source) => {
                 let to: SocketAddr = authority.as_str().parse().map_err(|_| {
                     std::io::Error::new(
