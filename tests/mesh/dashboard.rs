@@ -250,11 +250,8 @@ async fn the_dashboard_shows_the_live_graph_and_an_injected_fault() -> Result<()
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let traceparent = format!(
-                    "00-{:032x}-{:016x}-01",
-                    TRACE_BASE + u128::from(i),
-                    u64::from(i) + 1
-                );
+                let traceparent =
+                    format!("00-{:032x}-{:016x}-01", TRACE_BASE + u128::from(i), i + 1);
                 let _ = client
                     .get(&product)
                     .header("traceparent", traceparent)
