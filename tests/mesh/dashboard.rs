@@ -1,7 +1,10 @@
 //! `trellis dashboard`: the live service graph trellisd serves on its
 //! monitoring port, driven in a real headless Chromium through the DevTools
 //! protocol while Bookinfo serves traffic; a fault injected with a
-//! VirtualService turns the right edge red on the open page.
+//! VirtualService turns the right edge red on the open page, and the
+//! service's detail lists the failed requests with the trace ids they
+//! carried (linked to the tracing UI) and the request ids of their access
+//! log lines.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -10,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use base64::Engine as _;
-use e2e::{Mesh, bin, bin_dir, eventually, http, repo_root};
+use e2e::{Launch, Mesh, bin, bin_dir, eventually, http, repo_root};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -184,9 +187,35 @@ spec:
     - destination: {host: ratings}
 ";
 
+/// Access logs on for the whole mesh (Istio's built-in `envoy` provider).
+const ACCESS_LOGS: &str = "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging:
+  - providers: [{name: envoy}]
+";
+
+/// The trace ids the test's requests carry: this, plus the request's number.
+const TRACE_BASE: u128 = 0x7e57_da5b_0000_0000_0000_0000_0000_0000;
+/// The tracing UI trellisd is told about (nothing needs to answer there).
+const TRACING_UI: &str = "http://tracing.example:16686";
+
+/// A trace id of the test's traffic: which request carried it.
+fn sent_trace(id: &str) -> Option<u128> {
+    let n = u128::from_str_radix(id, 16).ok()?.checked_sub(TRACE_BASE)?;
+    (n < 4_000).then_some(n)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_live_graph_and_an_injected_fault() -> Result<()> {
-    let mesh = Mesh::up(&repo_root().join("examples/bookinfo"))?;
+    let mesh = Mesh::launch(
+        &repo_root().join("examples/bookinfo"),
+        Launch {
+            env: vec![("TRELLIS_TRACING_URL".into(), TRACING_UI.into())],
+            ..Launch::default()
+        },
+    )?;
     let product = format!("{}/productpage", mesh.gateway);
     let client = http();
     eventually(Duration::from_secs(30), || async {
@@ -208,18 +237,27 @@ async fn the_dashboard_shows_the_live_graph_and_an_injected_fault() -> Result<()
         "trellis dashboard printed {printed:?}, not {url}"
     );
 
-    // Bounded traffic: at most 4,000 requests, ~25 a second, until stopped.
+    // Bounded traffic: at most 4,000 requests, ~25 a second, until stopped,
+    // each starting a sampled trace of a known id (W3C traceparent), which
+    // Bookinfo's services pass on.
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let traffic = tokio::spawn({
         let (stop, sent, client, product) =
             (stop.clone(), sent.clone(), client.clone(), product.clone());
         async move {
-            for _ in 0..4_000 {
+            for i in 0..4_000u64 {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let _ = client.get(&product).send().await.map(|r| r.status());
+                let traceparent =
+                    format!("00-{:032x}-{:016x}-01", TRACE_BASE + u128::from(i), i + 1);
+                let _ = client
+                    .get(&product)
+                    .header("traceparent", traceparent)
+                    .send()
+                    .await
+                    .map(|r| r.status());
                 sent.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(40)).await;
             }
@@ -318,7 +356,7 @@ async fn the_dashboard_shows_the_live_graph_and_an_injected_fault() -> Result<()
     // ratings-v1 itself is not called.
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("ratings-fault.yaml");
-    std::fs::write(&file, RATINGS_FAULT)?;
+    std::fs::write(&file, format!("{RATINGS_FAULT}---\n{ACCESS_LOGS}"))?;
     let applied = mesh.trellis(&["apply", "-f", &file.display().to_string()]);
     ensure!(applied.status.success(), "apply: {applied:?}");
     let faulty = eventually(Duration::from_secs(60), || async move {
@@ -377,7 +415,104 @@ async fn the_dashboard_shows_the_live_graph_and_an_injected_fault() -> Result<()
         "{detail}"
     );
 
-    // A screenshot for people to look at.
+    // Single requests: the recent errors are the injected faults, from
+    // reviews-v2 and v3, each with the trace id its request carried (so the
+    // tracing export has it) linked to the tracing UI, and a request id
+    // the access log of the reviews sidecar that answered has on a 500 FI line.
+    let recent = eventually(Duration::from_secs(30), || async {
+        let detail: Value = client
+            .get(format!(
+                "{}/dashboard/api/service/default/ratings",
+                mesh.api
+            ))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let errors = detail["recent_errors"]
+            .as_array()
+            .context("recent_errors")?;
+        let logs = proxy_logs(&mesh)?;
+        let mut logged = 0;
+        for e in errors {
+            ensure!(
+                e["response_code"] == 500 && e["response_flags"] == "FI",
+                "not the fault: {e}"
+            );
+            ensure!(
+                e["destination_service"] == "ratings.default.svc.cluster.local",
+                "{e}"
+            );
+            let from = e["source_workload"].as_str().unwrap_or_default();
+            ensure!(
+                from == "reviews-v2" || from == "reviews-v3",
+                "from {from}: {e}"
+            );
+            let trace = e["trace_id"].as_str().context("no trace id")?;
+            ensure!(
+                sent_trace(trace).is_some(),
+                "trace {trace} is not one the test sent: {e}"
+            );
+            ensure!(
+                e["trace_url"] == format!("{TRACING_UI}/trace/{trace}"),
+                "trace link: {e}"
+            );
+            let request_id = e["request_id"].as_str().unwrap_or_default();
+            ensure!(!request_id.is_empty(), "no request id: {e}");
+            if logs
+                .lines()
+                .any(|l| l.contains(request_id) && l.contains(" 500 FI "))
+            {
+                logged += 1;
+            }
+        }
+        // The log lines of the newest errors may be a moment behind.
+        ensure!(
+            errors.len() >= 3 && logged >= 3,
+            "{} recent errors, {logged} in the access logs: {errors:?}",
+            errors.len()
+        );
+        Ok(errors.clone())
+    })
+    .await?;
+    let first_trace = recent[0]["trace_id"]
+        .as_str()
+        .context("trace id")?
+        .to_string();
+    println!(
+        "recent errors of ratings: {}, newest {}",
+        recent.len(),
+        recent[0]
+    );
+    // The page shows them, the trace id as a link to the tracing UI.
+    eventually(Duration::from_secs(20), || async {
+        let text = page
+            .eval("document.getElementById('detail').innerText")
+            .await?;
+        let text = text.as_str().unwrap_or("");
+        ensure!(text.contains("Recent errors") && text.contains("Slowest requests"), "{text}");
+        let links = page
+            .eval(
+                "JSON.stringify([...document.querySelectorAll('#detail a')].map(a => [a.textContent, a.href]))",
+            )
+            .await?;
+        let links: Vec<(String, String)> =
+            serde_json::from_str(links.as_str().context("a string")?)?;
+        ensure!(
+            links
+                .iter()
+                .any(|(t, href)| sent_trace(t).is_some() && href == &format!("{TRACING_UI}/trace/{t}")),
+            "no trace link among {links:?} (newest error's trace {first_trace})"
+        );
+        Ok(())
+    })
+    .await?;
+
+    // A screenshot for people to look at, with the recent errors in view.
+    page.eval(
+        "[...document.querySelectorAll('#detail h3')].find(h => h.textContent === 'Recent errors').scrollIntoView()",
+    )
+    .await?;
     let shot = page
         .call("Page.captureScreenshot", json!({ "format": "png" }))
         .await?;
@@ -393,6 +528,21 @@ async fn the_dashboard_shows_the_live_graph_and_an_injected_fault() -> Result<()
     stop.store(true, Ordering::Relaxed);
     traffic.await?;
     Ok(())
+}
+
+/// Every sidecar's log so far (their access log lines are on stdout).
+fn proxy_logs(mesh: &Mesh) -> Result<String> {
+    let mut all = String::new();
+    for entry in std::fs::read_dir(mesh.logs())? {
+        let path = entry?.path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".istio-proxy.log"))
+        {
+            all.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+    Ok(all)
 }
 
 /// The dashboard's API answers only requests that name this control plane

@@ -171,10 +171,18 @@ async fn prometheus_scrapes_pods_in_network_namespaces() -> Result<()> {
 async fn scraped_mesh(netns: bool) -> Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("workloads.yaml"), mesh_yaml())?;
+    // trellisd's dashboard reads its graph from the Prometheus below.
+    let (block, _block_lock) = e2e::reserve_block()?;
+    let prometheus_addr = format!("127.{block}.0.9:9090");
     let mesh = Mesh::launch(
         dir.path(),
         Launch {
             netns,
+            block: Some(block),
+            env: vec![(
+                "TRELLIS_PROMETHEUS_URL".into(),
+                format!("http://{prometheus_addr}"),
+            )],
             ..Launch::default()
         },
     )?;
@@ -253,7 +261,7 @@ scrape_configs:
             sd.join("control-plane.json").display()
         ),
     )?;
-    let prom = Prometheus::start(&config, &format!("127.{}.0.9:9090", mesh.block))?;
+    let prom = Prometheus::start(&config, &prometheus_addr)?;
 
     // The traffic: client → server through both sidecars, 20 fast 200s,
     // 5 slow (300 ms) 200s and 5 fast 500s (not retried: Istio's default retries 503 only).
@@ -383,6 +391,38 @@ scrape_configs:
             ))
             .await?;
         ensure!(closed == 3.0, "tcp connections closed: {closed}");
+        Ok(())
+    })
+    .await?;
+
+    // The dashboard's graph, read from this Prometheus (trellisd
+    // --prometheus): the client → server edge with every request counted.
+    eventually(Duration::from_secs(30), || async {
+        let graph: Value = client
+            .get(format!("{}/dashboard/api/graph", mesh.api))
+            .send()
+            .await?
+            .json()
+            .await?;
+        ensure!(
+            graph["metrics_source"] == format!("http://{prometheus_addr}"),
+            "metrics from {}",
+            graph["metrics_source"]
+        );
+        let edge = graph["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| {
+                e["source"] == "workload:default/client"
+                    && e["target"] == format!("service:{SERVER}")
+            })
+            .with_context(|| format!("no client → server edge: {graph}"))?;
+        ensure!(
+            edge["total"].as_f64() == Some(total),
+            "{edge} (sent {total})"
+        );
+        ensure!(edge["mtls"] == "mutual_tls", "{edge}");
         Ok(())
     })
     .await?;
@@ -583,5 +623,92 @@ scrape_configs:
         4.0
     );
 
+    Ok(())
+}
+
+/// Bookinfo's reviews-v1, v2 and v3 all run as `bookinfo-reviews`, so the
+/// certificate alone cannot tell ratings which of them called. Its sidecar
+/// knows anyway (the caller's address, checked against that certificate,
+/// in the pushed workload data): separate series for reviews-v2 and
+/// reviews-v3 with their own versions, counting what each caller's own
+/// sidecar counted, and nothing from an "unknown" workload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_sharing_a_service_account_are_told_apart() -> Result<()> {
+    let mesh = Mesh::up(&e2e::repo_root().join("examples/bookinfo"))?;
+    let product = format!("{}/productpage", mesh.gateway);
+    let client = http();
+    eventually(Duration::from_secs(30), || async {
+        let body = client.get(&product).send().await?.text().await?;
+        ensure!(body.contains("Book Reviews"), "not ready");
+        Ok(())
+    })
+    .await?;
+    // Bounded: 60 pages, ~20 to each version of reviews (v2 and v3 call ratings).
+    for _ in 0..60 {
+        client.get(&product).send().await?;
+    }
+    let pods = mesh.pods()?;
+    let stats = |app: &str, version: &str| {
+        let pod = pods.iter().find(|p| {
+            p["metadata"]["labels"]["app"] == app && p["metadata"]["labels"]["version"] == version
+        });
+        let endpoints = pod
+            .and_then(|p| p["metadata"]["annotations"]["proxy.trellis.io/metrics"].as_str())
+            .map(str::to_string);
+        let (client, what) = (client.clone(), format!("{app}-{version}"));
+        async move {
+            let endpoints = endpoints.with_context(|| format!("no {what} pod with metrics"))?;
+            let own = endpoints.split(' ').nth(1).context("no 15090")?;
+            let text = client
+                .get(format!("http://{own}/stats/prometheus"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            anyhow::Ok(text)
+        }
+    };
+    eventually(Duration::from_secs(30), || async {
+        let ratings = stats("ratings", "v1").await?;
+        for version in ["v2", "v3"] {
+            let workload = format!("reviews-{version}");
+            let of = |reporter: &'static str| {
+                [
+                    ("reporter", reporter),
+                    ("source_workload", workload.as_str()),
+                    ("source_app", "reviews"),
+                    ("source_version", version),
+                    ("source_canonical_service", "reviews"),
+                    ("source_canonical_revision", version),
+                    (
+                        "source_principal",
+                        "spiffe://cluster.local/ns/default/sa/bookinfo-reviews",
+                    ),
+                    ("destination_workload", "ratings-v1"),
+                ]
+            };
+            let server = counter_sum(&ratings, "istio_requests_total", &of("destination"));
+            let caller = counter_sum(
+                &stats("reviews", version).await?,
+                "istio_requests_total",
+                &of("source"),
+            );
+            ensure!(
+                server > 0.0 && server == caller,
+                "{workload} → ratings: ratings counted {server}, {workload} counted {caller}"
+            );
+        }
+        let unknown = counter_sum(
+            &ratings,
+            "istio_requests_total",
+            &[("reporter", "destination"), ("source_workload", "unknown")],
+        );
+        ensure!(
+            unknown == 0.0,
+            "ratings counted {unknown} from an unknown workload"
+        );
+        Ok(())
+    })
+    .await?;
     Ok(())
 }

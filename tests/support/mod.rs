@@ -108,6 +108,8 @@ pub struct Launch {
     /// Pods in network namespaces (`up` as root); default: loopback mode
     /// (`--no-netns`), which every test can use whoever runs it.
     pub netns: bool,
+    /// More environment for `trellis up` (and so its trellisd).
+    pub env: Vec<(String, String)>,
 }
 
 impl Mesh {
@@ -150,6 +152,7 @@ impl Mesh {
             .args(&launch.args)
             .args((!launch.netns).then_some("--no-netns"))
             .envs(cli_env(&home))
+            .envs(launch.env)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;

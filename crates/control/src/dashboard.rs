@@ -6,7 +6,9 @@
 //!   and each proxy's sync status with the control plane.
 //! - `GET /dashboard/api/service/{namespace}/{name}`: one service: its
 //!   versions, the VirtualServices and DestinationRules that apply, its
-//!   callers, and its failed requests by code and response flags.
+//!   callers, its failed requests by code and response flags, and its
+//!   recent errors and slowest requests with their trace ids (linked to
+//!   the tracing UI when one is configured: [`TracingUi`]).
 //!
 //! The page and its script are in the binary (`dashboard/`), nothing is
 //! fetched from elsewhere. The views are read-only and, like `/metrics`,
@@ -45,18 +47,73 @@ const STYLE: &str = include_str!("dashboard/style.css");
 struct Dashboard {
     cp: Weak<ControlPlane>,
     scraper: Arc<Scraper>,
+    tracing_ui: Option<TracingUi>,
+}
+
+/// How the dashboard is set up (`trellisd --tracing-url`, `--prometheus`).
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Where trace ids link to; `None`: they are shown as text.
+    pub tracing_ui: Option<TracingUi>,
+    /// Where the graph's metrics are read; `None`: from the proxies.
+    pub prometheus: Option<crate::graph::prometheus::Prometheus>,
+}
+
+/// Where a trace is shown: Jaeger's UI (`<base>/trace/<id>`), or any URL
+/// with `{trace_id}` in it (Zipkin's `.../zipkin/traces/{trace_id}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TracingUi(String);
+
+impl TracingUi {
+    const PLACEHOLDER: &str = "{trace_id}";
+
+    /// Only http(s) URLs: the page makes links of them.
+    pub fn parse(url: &str) -> Result<TracingUi, String> {
+        let parsed = reqwest::Url::parse(&url.replace(Self::PLACEHOLDER, "0"))
+            .map_err(|e| format!("tracing UI URL {url:?}: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!(
+                "tracing UI URL {url:?}: only http and https URLs are linked"
+            ));
+        }
+        Ok(TracingUi(url.to_string()))
+    }
+
+    /// The page of trace `id` (32 hex digits, as the proxies report it).
+    pub fn link(&self, id: &str) -> Option<String> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(if self.0.contains(Self::PLACEHOLDER) {
+            self.0.replace(Self::PLACEHOLDER, id)
+        } else {
+            format!("{}/trace/{id}", self.0.trim_end_matches('/'))
+        })
+    }
 }
 
 /// The dashboard's routes, guarded as the module says. `listen` is the
 /// listener's address; `any_host`: the Host is not checked (on
 /// Kubernetes, where the API server's service proxy passes on its own).
-pub fn router(cp: &Arc<ControlPlane>, listen: SocketAddr, any_host: bool) -> Router {
+pub fn router(
+    cp: &Arc<ControlPlane>,
+    listen: SocketAddr,
+    any_host: bool,
+    settings: Settings,
+) -> Router {
     let weak = Arc::downgrade(cp);
-    let scraper = Scraper::start({
-        let cp = weak.clone();
-        move || cp.upgrade().map(|cp| targets(&cp)).unwrap_or_default()
-    });
-    let state = Dashboard { cp: weak, scraper };
+    let scraper = Scraper::start(
+        {
+            let cp = weak.clone();
+            move || cp.upgrade().map(|cp| targets(&cp)).unwrap_or_default()
+        },
+        settings.prometheus,
+    );
+    let state = Dashboard {
+        cp: weak,
+        scraper,
+        tracing_ui: settings.tracing_ui,
+    };
     Router::new()
         .route(
             "/dashboard",
@@ -217,6 +274,10 @@ struct GraphView {
     #[serde(flatten)]
     graph: Graph,
     proxies: Vec<ProxyView>,
+    /// Where the metrics come from: `proxies`, or the Prometheus's URL.
+    metrics_source: String,
+    /// Why the Prometheus could not be read, if it could not.
+    metrics_error: Option<String>,
 }
 
 async fn graph(State(d): State<Dashboard>) -> Response {
@@ -275,7 +336,16 @@ async fn graph(State(d): State<Dashboard>) -> Response {
             }
         })
         .collect();
-    Json(GraphView { graph, proxies }).into_response()
+    Json(GraphView {
+        graph,
+        proxies,
+        metrics_source: d
+            .scraper
+            .prometheus()
+            .map_or_else(|| "proxies".to_string(), str::to_string),
+        metrics_error: errors.get("prometheus").cloned(),
+    })
+    .into_response()
 }
 
 async fn service(
@@ -382,6 +452,20 @@ async fn service(
         }
     }
     let callers: Vec<_> = graph.edges.iter().filter(|e| e.target == node_id).collect();
+    let recent = d.scraper.recent(&host);
+    let with_links = |list: Vec<crate::graph::recent::Notable>| -> Vec<serde_json::Value> {
+        list.into_iter()
+            .map(|n| {
+                let trace_url = n
+                    .trace_id
+                    .as_deref()
+                    .and_then(|id| d.tracing_ui.as_ref()?.link(id));
+                let mut v = json!(n);
+                v["trace_url"] = json!(trace_url);
+                v
+            })
+            .collect()
+    };
     let ports: Vec<_> = service
         .ports
         .iter()
@@ -398,7 +482,36 @@ async fn service(
         "callers": callers,
         "failures": d.scraper.failures(&host),
         "window_seconds": graph.window_seconds,
-        "requests_note": "single requests (recent errors, slowest with their trace ids) are not collected by the control plane: see the proxies' access logs (`trellis up`: <state>/logs) or the tracing backend",
+        "recent_errors": with_links(recent.errors),
+        "slowest": with_links(recent.slowest),
+        "slowest_window_seconds": 60,
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TracingUi;
+
+    #[test]
+    fn trace_links_go_to_jaeger_or_the_given_pattern() {
+        let jaeger = TracingUi::parse("http://localhost:16686/").expect("jaeger");
+        let id = "0af7651916cd43dd8448eb211c80319c";
+        assert_eq!(
+            jaeger.link(id).as_deref(),
+            Some("http://localhost:16686/trace/0af7651916cd43dd8448eb211c80319c")
+        );
+        let zipkin =
+            TracingUi::parse("https://zipkin.example/zipkin/traces/{trace_id}").expect("zipkin");
+        assert_eq!(
+            zipkin.link(id).as_deref(),
+            Some("https://zipkin.example/zipkin/traces/0af7651916cd43dd8448eb211c80319c")
+        );
+        // Only hex ids make links; only http(s) URLs are accepted, with why.
+        assert_eq!(jaeger.link("\"><script>"), None);
+        let e = TracingUi::parse("javascript:alert(1)").expect_err("scheme");
+        assert!(e.contains("only http and https"), "{e}");
+        let e = TracingUi::parse("localhost:16686").expect_err("no scheme");
+        assert!(e.contains("tracing UI URL \"localhost:16686\""), "{e}");
+    }
 }

@@ -39,6 +39,8 @@ pub struct Access {
     /// Config comes from the Kubernetes API server, whose authentication and
     /// RBAC guard it: this API then serves only read-only views.
     pub read_only: bool,
+    /// The dashboard's tracing UI and metrics source.
+    pub dashboard: crate::dashboard::Settings,
 }
 
 /// Who made a request, as the audit log names them.
@@ -63,7 +65,12 @@ pub fn router(cp: Shared, access: Access, pod_status_file: Option<std::path::Pat
     } else {
         (post(apply), post(delete))
     };
-    let dashboard = crate::dashboard::router(&cp, access.listen, access.read_only);
+    let dashboard = crate::dashboard::router(
+        &cp,
+        access.listen,
+        access.read_only,
+        access.dashboard.clone(),
+    );
     let access = Arc::new(access);
     Router::new()
         .route("/v1/apply", apply)
@@ -632,6 +639,7 @@ mod tests {
             token: None,
             listen,
             read_only: true,
+            dashboard: Default::default(),
         };
         let app = router(cp.clone(), access, None);
         tokio::spawn(async move {

@@ -71,6 +71,8 @@ pub struct Options {
     pub pod_status_file: Option<PathBuf>,
     /// Read the mesh from a Kubernetes API server too (see [`sources::kube`]).
     pub kubernetes: Option<Kubernetes>,
+    /// The dashboard's tracing UI and metrics source.
+    pub dashboard: dashboard::Settings,
 }
 
 /// trellisd on a Kubernetes cluster.
@@ -298,6 +300,7 @@ pub async fn run(
             token: api_token,
             listen: http.local_addr().unwrap_or(options.http_addr),
             read_only: options.kubernetes.is_some(),
+            dashboard: options.dashboard.clone(),
         },
         options.pod_status_file.clone(),
     );

@@ -81,6 +81,7 @@ async fn start() -> ControlPlane {
         token_secret: Some(secret_path),
         api_token_file: None,
         pod_status_file: None,
+        dashboard: Default::default(),
         kubernetes: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

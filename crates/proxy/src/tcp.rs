@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,6 +42,42 @@ async fn connect(source: Option<IpAddr>, to: SocketAddr) -> std::io::Result<TcpS
         None => TcpStream::connect(to).await,
         Some(source) => connect_from(source, to).await,
     }
+}
+
+/// The workload's own address when it is a loopback one (`trellis up`
+/// without network namespaces, where every pod shares the host's `lo`).
+/// There the kernel would give every connection the source 127.0.0.1, and a
+/// server could not tell which workload called it: the server side of
+/// Istio's metadata exchange looks the caller up by its source address
+/// (checked against its certificate), so mesh connections are made from
+/// the pod's address, as they are from a pod's network namespace.
+static LOOPBACK_POD_IP: OnceLock<IpAddr> = OnceLock::new();
+
+/// Sets the address the proxy's connections to loopback endpoints come
+/// from; only a loopback `pod_ip` is used (elsewhere the kernel already
+/// picks the pod's address). Set once, at start.
+pub fn use_pod_ip_as_source(pod_ip: IpAddr) {
+    if pod_ip.is_loopback() && !pod_ip.is_unspecified() {
+        let _ = LOOPBACK_POD_IP.set(pod_ip);
+    }
+}
+
+/// A connection to an upstream `authority` ("ip:port" or "name:port"):
+/// when it will be secured (`tls`: mesh mTLS, which the server looks its
+/// caller up for), from the pod's loopback address when it has one and the
+/// upstream is on loopback too ([`use_pod_ip_as_source`]); else from
+/// wherever the kernel chooses (the sidecar's plaintext hop to its own
+/// application keeps coming from 127.0.0.1, as from a pod's `lo`).
+pub(crate) async fn connect_upstream(authority: &str, tls: bool) -> std::io::Result<TcpStream> {
+    if tls
+        && let Some(source) = LOOPBACK_POD_IP.get()
+        && let Ok(to) = authority.parse::<SocketAddr>()
+        && to.ip().is_loopback()
+        && to.is_ipv4() == source.is_ipv4()
+    {
+        return connect_from(*source, to).await;
+    }
+    TcpStream::connect(authority).await
 }
 
 /// A connection to `to` from `source` (any port).
@@ -288,9 +324,10 @@ pub async fn to_cluster(
     };
     let _active = endpoint.start();
     let authority = &endpoint.authority;
+    let tls = endpoint.pool.tls();
     let upstream = match tokio::time::timeout(
         CONNECT_TIMEOUT,
-        TcpStream::connect(authority.as_str()),
+        connect_upstream(authority.as_str(), tls.is_some()),
     )
     .await
     {
@@ -301,7 +338,6 @@ pub async fn to_cluster(
         }
     };
     let _ = upstream.set_nodelay(true);
-    let tls = endpoint.pool.tls();
     let Ok(mut upstream) =
         crate::tls::outbound::secure_tcp(upstream, authority, tls.as_deref()).await
     else {

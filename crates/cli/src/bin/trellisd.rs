@@ -31,6 +31,19 @@ struct Args {
     /// addresses proxies reach it by), repeated.
     #[arg(long = "xds-san")]
     xds_sans: Vec<String>,
+    /// The tracing UI the dashboard links trace ids to: Jaeger's
+    /// (`http://localhost:16686`, a trace is `<url>/trace/<id>`), or any
+    /// http(s) URL with `{trace_id}` in it (Zipkin's:
+    /// `http://localhost:9411/zipkin/traces/{trace_id}`). Without it trace
+    /// ids are shown as text.
+    #[arg(long, env = "TRELLIS_TRACING_URL", value_parser = control::dashboard::TracingUi::parse)]
+    tracing_url: Option<control::dashboard::TracingUi>,
+    /// A Prometheus the dashboard reads the graph's metrics from
+    /// (`http://prometheus:9090`: Istio's series, as its Grafana dashboards
+    /// query them) instead of scraping the proxies itself. The recent
+    /// errors and slowest requests are still read from the proxies.
+    #[arg(long, env = "TRELLIS_PROMETHEUS_URL", value_parser = control::graph::prometheus::Prometheus::parse)]
+    prometheus: Option<control::graph::prometheus::Prometheus>,
     /// HTTP API and debug listener.
     #[arg(long, default_value = "127.0.0.1:15014")]
     http_addr: SocketAddr,
@@ -175,6 +188,10 @@ async fn main() -> anyhow::Result<()> {
         token_secret: args.token_secret,
         api_token_file: args.api_token_file,
         pod_status_file: args.pod_status_file,
+        dashboard: control::dashboard::Settings {
+            tracing_ui: args.tracing_url,
+            prometheus: args.prometheus,
+        },
         kubernetes: match (args.kubeconfig, args.in_cluster) {
             (Some(path), _) => Some(control::sources::kube::Connect::Kubeconfig(path)),
             (None, true) => Some(control::sources::kube::Connect::InCluster),

@@ -310,6 +310,41 @@ const MTLS = { mutual_tls: "yes", none: "no", partial: "partly", unknown: "?" };
 const shortId = id => id.replace(/^workload:/, "").replace(/^service:/, "");
 const ms = x => x == null ? "–" : `${x < 10 ? x.toFixed(1) : Math.round(x)} ms`;
 
+// A trace id, linked to the tracing UI when trellisd has one (--tracing-url).
+function traceCell(n) {
+  if (!n.trace_id) return "–";
+  if (!n.trace_url) return n.trace_id;
+  const a = document.createElement("a");
+  a.href = n.trace_url;
+  a.target = "_blank";
+  a.rel = "noopener noreferrer";
+  a.textContent = n.trace_id;
+  return a;
+}
+
+// Single requests a proxy kept (errors, slowest): what happened on one
+// line, the ids to look them up by (tracing UI, access logs) on the next.
+function requestsList(list) {
+  // The answering workload; the service when none answered (the caller's proxy did).
+  const to = n => n.destination_workload !== "unknown" ? n.destination_workload : n.destination_service.split(".")[0];
+  const ul = document.createElement("ul");
+  ul.className = "requests";
+  for (const n of list) {
+    const li = document.createElement("li");
+    const what = document.createElement("div");
+    const code = String(n.response_code) + (n.grpc_status != null ? ` grpc ${n.grpc_status}` : "") +
+      (n.response_flags !== "-" ? ` ${n.response_flags}` : "");
+    what.textContent = `${new Date(n.end_ms).toLocaleTimeString()} · ${n.source_workload} → ${to(n)} · ` +
+      `${n.method} ${code} · ${ms(n.duration_ms)}` + (n.route ? ` · route ${n.route}` : "");
+    const ids = document.createElement("div");
+    ids.className = "ids";
+    ids.append("trace ", traceCell(n), ` · request ${n.request_id}`);
+    li.append(what, ids);
+    ul.appendChild(li);
+  }
+  return ul;
+}
+
 async function drawDetail() {
   const box = document.getElementById("detail");
   if (!selected) { box.hidden = true; return; }
@@ -331,6 +366,8 @@ async function drawDetail() {
     d.callers.map(c => [shortId(c.source), fmtRate(c.rps), fmtPct(c.error_ratio), ms(c.p99_ms), MTLS[c.mtls] || c.mtls])) : "none seen");
   section(box, "Failed requests", (d.failures || []).length ? table(["from", "code", "flags", "rps", "total"],
     d.failures.map(f => [shortId(f.source), String(f.response_code), f.response_flags, fmtRate(f.rps), String(f.total)])) : "none");
+  section(box, "Recent errors", (d.recent_errors || []).length ? requestsList(d.recent_errors) : "none since this page was opened");
+  section(box, `Slowest requests (last ${d.slowest_window_seconds || 60} s)`, (d.slowest || []).length ? requestsList(d.slowest) : "none yet");
   for (const [title, list] of [["VirtualServices", d.virtual_services], ["DestinationRules", d.destination_rules]]) {
     if (!list || !list.length) { section(box, title, "none applies"); continue; }
     for (const r of list) {
@@ -340,7 +377,6 @@ async function drawDetail() {
       section(box, `${title.slice(0, -1)} ${r.namespace}/${r.name}${at}`, pre);
     }
   }
-  if (d.requests_note) section(box, "Single requests", d.requests_note);
 }
 
 async function refresh() {
@@ -356,7 +392,9 @@ async function refresh() {
     const synced = graph.proxies.filter(p => p.connected && p.sync === "SYNCED").length;
     const rps = graph.edges.filter(e => byKind(graph, e.target) === "service").reduce((s, e) => s + e.rps, 0);
     status.textContent = `updated ${new Date().toLocaleTimeString()} · ${fmtRate(rps)} req/s over the last ${Math.round(graph.window_seconds)} s · ` +
-      `${synced}/${graph.proxies.length} proxies synced`;
+      `${synced}/${graph.proxies.length} proxies synced` +
+      (graph.metrics_source && graph.metrics_source !== "proxies" ? ` · metrics from ${graph.metrics_source}` : "") +
+      (graph.metrics_error ? ` · cannot read it: ${graph.metrics_error}` : "");
     status.className = "";
     document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
   } catch (err) {

@@ -13,6 +13,8 @@
 //! though the caller spoke mTLS: workloads sharing a service account).
 
 pub mod prom;
+pub mod prometheus;
+pub mod recent;
 pub mod scrape;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

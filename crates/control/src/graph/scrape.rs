@@ -2,7 +2,9 @@
 //! graph: every [`INTERVAL`] while the graph was asked for in the last
 //! [`IDLE_AFTER`], not at all (and nothing kept) otherwise. Each proxy's
 //! last [`KEPT`] scrapes are kept; rates are taken between the oldest and
-//! the newest, so a window of about `INTERVAL × (KEPT − 1)`.
+//! the newest, so a window of about `INTERVAL × (KEPT − 1)`. Each round
+//! also reads each proxy's recent notable requests ([`super::recent`]);
+//! only the last answer is kept.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -10,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::prometheus::Prometheus;
+use super::recent::{self, ProxyRecent, ServiceRecent};
 use super::{Failures, Graph, Scrape, Window};
 
 pub const INTERVAL: Duration = Duration::from_secs(2);
@@ -22,6 +26,9 @@ const MAX_SERIES: usize = 20_000;
 /// A proxy's metrics page larger than this is not read.
 const MAX_BODY: usize = 16 << 20;
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// A proxy's recent requests larger than this are not read (they are
+/// bounded lists: a few kilobytes).
+const MAX_RECENT_BODY: u64 = 1 << 20;
 /// Proxies scraped at once (a large mesh is scraped in turns).
 const CONCURRENT: usize = 64;
 
@@ -34,10 +41,22 @@ pub struct Target {
     pub url: String,
 }
 
+impl Target {
+    /// Where the same proxy serves its recent notable requests.
+    fn recent_url(&self) -> String {
+        match self.url.strip_suffix("/stats/prometheus") {
+            Some(base) => format!("{base}/stats/recent"),
+            None => self.url.clone(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Proxy {
     url: String,
     scrapes: VecDeque<Scrape>,
+    /// Its last answer for its recent notable requests.
+    recent: Option<ProxyRecent>,
     /// Why the last scrape failed, if it did.
     error: Option<String>,
 }
@@ -48,7 +67,13 @@ pub struct Scraper {
     viewed: Mutex<Option<Instant>>,
     wake: Arc<Notify>,
     client: reqwest::Client,
+    /// Where the metrics come from instead of the proxies, if configured
+    /// (the recent requests still come from the proxies: Prometheus has none).
+    prometheus: Option<Prometheus>,
 }
+
+/// The key of the Prometheus's own failure in the errors.
+const PROMETHEUS: &str = "prometheus";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -57,7 +82,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Scraper {
     /// Starts scraping the proxies `targets` names (asked before each round)
     /// while the graph is looked at; the task ends when the scraper is dropped.
-    pub fn start(targets: impl Fn() -> Vec<Target> + Send + 'static) -> Arc<Scraper> {
+    pub fn start(
+        targets: impl Fn() -> Vec<Target> + Send + 'static,
+        prometheus: Option<Prometheus>,
+    ) -> Arc<Scraper> {
         let scraper = Arc::new(Scraper {
             proxies: Mutex::default(),
             viewed: Mutex::default(),
@@ -67,6 +95,7 @@ impl Scraper {
                 .timeout(TIMEOUT)
                 .build()
                 .unwrap_or_default(),
+            prometheus,
         });
         tokio::spawn(run(Arc::downgrade(&scraper), scraper.wake.clone(), targets));
         scraper
@@ -96,6 +125,13 @@ impl Scraper {
     /// The failed requests for `host` over each proxy's kept scrapes.
     pub fn failures(&self, host: &str) -> Vec<Failures> {
         super::failures(windows(&lock(&self.proxies)), host)
+    }
+
+    /// The recent errors and slowest requests for `host`, from each
+    /// proxy's last answer.
+    pub fn recent(&self, host: &str) -> ServiceRecent {
+        let proxies = lock(&self.proxies);
+        recent::for_service(proxies.values().filter_map(|p| p.recent.as_ref()), host)
     }
 
     /// Proxies whose last scrape failed, with why.
@@ -136,13 +172,74 @@ impl Scraper {
         Ok(scrape)
     }
 
+    /// A proxy's recent notable requests; `None` when it cannot say (an
+    /// older proxy, or one that did not answer: its metrics tell why).
+    async fn fetch_recent(&self, target: &Target) -> Option<ProxyRecent> {
+        let resp = self
+            .client
+            .get(target.recent_url())
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .ok()?;
+        if resp.content_length().is_some_and(|n| n > MAX_RECENT_BODY) {
+            return None;
+        }
+        let body = resp.bytes().await.ok()?;
+        if body.len() as u64 > MAX_RECENT_BODY {
+            return None;
+        }
+        serde_json::from_slice(&body)
+            .inspect_err(|e| tracing::debug!(proxy = %target.proxy, error = %e, "unreadable recent requests"))
+            .ok()
+    }
+
+    /// Where the metrics come from: the Prometheus's URL, or `None`: the
+    /// proxies themselves.
+    pub fn prometheus(&self) -> Option<&str> {
+        self.prometheus.as_ref().map(Prometheus::url)
+    }
+
+    /// One round from the Prometheus: each of its targets' series now and
+    /// a window ago; each proxy asked for its recent requests.
+    async fn round_from(&self, prometheus: &Prometheus, targets: Vec<Target>) {
+        let span = INTERVAL * (KEPT as u32 - 1);
+        let permits = tokio::sync::Semaphore::new(CONCURRENT);
+        let (metrics, recents) = tokio::join!(
+            prometheus.targets(&self.client, span),
+            futures::future::join_all(targets.iter().map(|t| async {
+                let _permit = permits.acquire().await;
+                self.fetch_recent(t).await
+            }))
+        );
+        let mut proxies = lock(&self.proxies);
+        proxies.clear();
+        match metrics {
+            Ok(series) => {
+                for t in series {
+                    let p = proxies.entry(format!("{PROMETHEUS}:{}", t.id)).or_default();
+                    p.scrapes.extend(t.older);
+                    p.scrapes.push_back(t.newer);
+                }
+            }
+            Err(e) => proxies.entry(PROMETHEUS.into()).or_default().error = Some(e),
+        }
+        for (t, recent) in targets.into_iter().zip(recents) {
+            proxies.entry(t.proxy).or_default().recent = recent;
+        }
+    }
+
     /// One round: every target scraped, [`CONCURRENT`] at a time; proxies
     /// no longer targets forgotten.
     async fn round(&self, targets: Vec<Target>) {
+        if let Some(p) = &self.prometheus {
+            return self.round_from(p, targets).await;
+        }
         let permits = tokio::sync::Semaphore::new(CONCURRENT);
         let results = futures::future::join_all(targets.iter().map(|t| async {
             let _permit = permits.acquire().await;
-            self.scrape(t).await
+            let (scrape, recent) = tokio::join!(self.scrape(t), self.fetch_recent(t));
+            scrape.map(|s| (s, recent))
         }))
         .await;
         let mut proxies = lock(&self.proxies);
@@ -155,14 +252,18 @@ impl Scraper {
                 p.url = target.url;
             }
             match result {
-                Ok(scrape) => {
+                Ok((scrape, recent)) => {
                     if p.scrapes.len() == KEPT {
                         p.scrapes.pop_front();
                     }
                     p.scrapes.push_back(scrape);
+                    p.recent = recent;
                     p.error = None;
                 }
-                Err(e) => p.error = Some(e),
+                Err(e) => {
+                    p.recent = None;
+                    p.error = Some(e);
+                }
             }
         }
     }
@@ -241,7 +342,7 @@ mod tests {
                 url: dead,
             },
         ];
-        let scraper = Scraper::start(move || targets.clone());
+        let scraper = Scraper::start(move || targets.clone(), None);
         tokio::time::sleep(INTERVAL * 2).await;
         assert_eq!(
             scrapes.load(Ordering::SeqCst),

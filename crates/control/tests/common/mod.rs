@@ -72,6 +72,7 @@ impl ControlPlane {
             token_secret: None,
             api_token_file: None,
             pod_status_file: None,
+            dashboard: Default::default(),
             kubernetes: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();

@@ -83,6 +83,9 @@ pub async fn serve_health(listener: std::net::TcpListener, admin: Arc<Admin>) {
 /// Serves Prometheus's scrape endpoint `GET /stats/prometheus` with the
 /// proxy's own metrics (Istio's 15090, on the pod's address); the status
 /// port (15020, [`status`]) serves them merged with the application's.
+/// `GET /stats/recent`: the recent errors and slowest requests
+/// ([`crate::telemetry::recent`]: ids, codes, flags, durations and
+/// workloads; no paths, headers or bodies), which the dashboard reads.
 pub async fn serve_stats(listener: std::net::TcpListener, admin: Arc<Admin>) {
     accept_loop(listener, "metrics", move |req, _| {
         let admin = admin.clone();
@@ -91,10 +94,11 @@ pub async fn serve_stats(listener: std::net::TcpListener, admin: Arc<Admin>) {
                 (&Method::GET, "/stats/prometheus") => {
                     reply(StatusCode::OK, stats::CONTENT_TYPE, stats::proxy(&admin))
                 }
+                (&Method::GET, "/stats/recent") => to_json(&admin.telemetry.recent.read()),
                 _ => reply(
                     StatusCode::NOT_FOUND,
                     "text/plain",
-                    "GET /stats/prometheus\n".into(),
+                    "GET /stats/prometheus /stats/recent\n".into(),
                 ),
             })
         }
@@ -132,7 +136,7 @@ where
 
 type Reply = Response<Full<Bytes>>;
 
-const USAGE: &str = "GET /ready /config_dump /stats/prometheus /clusters[?format=json] /listeners /certs; \
+const USAGE: &str = "GET /ready /config_dump /stats/prometheus /stats/recent /clusters[?format=json] /listeners /certs; \
 POST (with the admin token) /quitquitquit /healthcheck/fail /healthcheck/ok\n";
 
 fn handle(req: Request<Incoming>, peer: SocketAddr, admin: &Admin) -> Reply {
@@ -170,6 +174,7 @@ fn handle(req: Request<Incoming>, peer: SocketAddr, admin: &Admin) -> Reply {
         (&Method::GET, "/stats/prometheus") => {
             reply(StatusCode::OK, stats::CONTENT_TYPE, stats::proxy(admin))
         }
+        (&Method::GET, "/stats/recent") => to_json(&admin.telemetry.recent.read()),
         (&Method::GET, "/clusters") => clusters(admin, json),
         (&Method::GET, "/listeners") => to_json(&admin.status.listeners()),
         (&Method::GET, "/certs") => to_json(&crate::tls::SecretsDump::of(

@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod health;
 pub mod meta;
 pub mod metrics;
+pub mod recent;
 pub mod stream;
 pub mod trace;
 
@@ -133,6 +134,8 @@ pub struct Telemetry {
     /// Downstream HTTP connections open now.
     pub connections: AtomicU64,
     pub tracer: trace::Tracer,
+    /// Recent errors and slowest requests, while someone looks.
+    pub recent: recent::Recent,
 }
 
 impl Telemetry {
@@ -150,6 +153,7 @@ impl Telemetry {
             unknown_peer: Arc::new(PeerMeta::unknown()),
             unknown_service: Arc::new(ServiceMeta::from_host("")),
             connections: AtomicU64::new(0),
+            recent: recent::Recent::default(),
         }
     }
 
@@ -401,6 +405,29 @@ impl Record {
             flags: self.flags,
         };
         let bytes_received = self.received.load(Ordering::Relaxed);
+        let end = self.start + duration;
+        if t.recent.wants(
+            end,
+            duration,
+            recent::is_error(self.status, key.grpc_status),
+        ) {
+            t.recent.keep(recent::Notable {
+                end,
+                end_time: SystemTime::now(),
+                reporter: self.reporter,
+                source: source.clone(),
+                destination: destination.clone(),
+                service: service.clone(),
+                route: self.route_name.clone(),
+                method: self.method.clone(),
+                code: self.status,
+                grpc_status: key.grpc_status,
+                flags: self.flags,
+                duration,
+                trace_id: self.span.as_ref().map(|s| s.trace_id),
+                request_id: self.request_id.clone(),
+            });
+        }
         if let Some(span) = self.span.take() {
             self.report_span(*span, protocol, bytes_received, bytes_sent);
         }

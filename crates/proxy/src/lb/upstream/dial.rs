@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::failure::Failure;
 use crate::tls::io::UpstreamIo;
@@ -24,7 +23,7 @@ pub(super) async fn connect(
 ) -> Result<TokioIo<UpstreamIo>, Failure> {
     let tcp = async {
         match source {
-            None => TcpStream::connect(authority.as_str()).await,
+            None => crate::tcp::connect_upstream(authority.as_str(), tls.is_some()).await,
             Some(source) => {
                 let to: SocketAddr = authority.as_str().parse().map_err(|_| {
                     std::io::Error::new(
