@@ -6,15 +6,16 @@
 //! it as local processes, each in its own network namespace on the node's
 //! pod range ([`pod`]). Deleting a pod stops it and removes its namespace;
 //! the agent's exit stops every pod and removes everything it made on the
-//! host. Of the kubelet's API only container logs are served
-//! ([`kubelet_api`], for `kubectl logs`); `kubectl exec`, `attach` and
-//! `port-forward` cannot reach this node. A container's output is also in
+//! host. Of the kubelet's API container logs ([`kubelet_api`], for
+//! `kubectl logs`), exec and port forwarding ([`streaming`]) are served;
+//! `attach` is not. A container's output is also in
 //! the state directory's `logs/<namespace>.<pod>.<container>.log`.
 
 mod kubelet_api;
 mod pod;
 mod probe;
 mod registration;
+mod streaming;
 mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet};
