@@ -208,10 +208,13 @@ async fn kubectl_exec_and_port_forward_reach_pods_on_trellis_node() -> Result<()
             .stderr(Stdio::piped())
             .spawn()?;
         let stdout = forward.stdout.take().context("stdout")?;
+        let mut stderr = forward.stderr.take().context("stderr")?;
         let forward = Stopped(forward);
         // "Forwarding from 127.0.0.1:PORT -> 9080"
+        // Kept open: kubectl writes a line per connection, and a closed pipe would kill it.
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        stdout.read_line(&mut line)?;
         let port: u16 = line
             .split("127.0.0.1:")
             .nth(1)
@@ -221,13 +224,40 @@ async fn kubectl_exec_and_port_forward_reach_pods_on_trellis_node() -> Result<()
         assert!(line.contains("-> 9080"), "{line}");
         let client = reqwest::Client::new();
         for _ in 0..3 {
-            let body = client
-                .get(format!("http://127.0.0.1:{port}/details/1"))
-                .send()
-                .await?
-                .error_for_status()?
-                .text()
-                .await?;
+            let got = async {
+                client
+                    .get(format!("http://127.0.0.1:{port}/details/1"))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .text()
+                    .await
+            }
+            .await;
+            let body = match got {
+                Ok(body) => body,
+                Err(e) => {
+                    drop(forward);
+                    let mut err = String::new();
+                    std::io::Read::read_to_string(&mut stderr, &mut err)?;
+                    let apiserver =
+                        std::fs::read_to_string(kube.log("kube-apiserver")).unwrap_or_default();
+                    let apiserver: Vec<&str> = apiserver
+                        .lines()
+                        .filter(|l| {
+                            l.contains("ortforward")
+                                || l.contains("unnel")
+                                || l.contains("pgrade")
+                                || l.contains("kubelet")
+                        })
+                        .collect();
+                    bail!(
+                        "through kubectl port-forward {target}: {e:#}\nkubectl: {err}\nnode: {}\napiserver: {}",
+                        node_log(),
+                        apiserver.join("\n")
+                    );
+                }
+            };
             assert!(body.contains(r#""id":1"#), "{body}");
         }
         drop(forward);
@@ -243,8 +273,9 @@ async fn kubectl_exec_and_port_forward_reach_pods_on_trellis_node() -> Result<()
     let stdout = forward.stdout.take().context("stdout")?;
     let stderr = forward.stderr.take().context("stderr")?;
     let forward = Stopped(forward);
+    let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
+    stdout.read_line(&mut line)?;
     let port: u16 = line
         .split("127.0.0.1:")
         .nth(1)

@@ -32,9 +32,11 @@ pub fn serves(path: &str) -> bool {
 /// Answers a streaming request: 101 and the session in the background, or
 /// an error whose text the API server hands on to kubectl.
 pub fn handle<B: Send + 'static>(req: Request<B>, logs: &Path) -> Response<Full<Bytes>> {
+    tracing::debug!(method = %req.method(), uri = %req.uri(), "kubelet streaming request");
     match accept(req, logs) {
         Ok(r) => r,
         Err((status, message)) => {
+            tracing::info!(%status, %message, "kubelet streaming request refused");
             let mut r = Response::new(Full::new(Bytes::from(format!("{message}\n"))));
             *r.status_mut() = status;
             r.headers_mut()

@@ -76,9 +76,16 @@ async fn forward(error: Stream, mut data: Stream, netns: PathBuf, pod: &str) {
             data.header("port").unwrap_or_default()
         )),
         Some(port) => match dial(netns, port).await {
-            Err(e) => Err(format!(
-                "error forwarding port {port} to pod {pod}: dialing 127.0.0.1:{port} in the pod's network: {e}"
-            )),
+            Err(e) => {
+                // `connection refused`, as Go words it, without Rust's `(os error 111)`.
+                let why = match e.raw_os_error() {
+                    Some(_) => e.kind().to_string(),
+                    None => e.to_string(),
+                };
+                Err(format!(
+                    "error forwarding port {port} to pod {pod}: dialing 127.0.0.1:{port} in the pod's network: {why}"
+                ))
+            }
             Ok(tcp) => {
                 let (mut from_pod, mut to_pod) = tcp.into_split();
                 let out = data.out.clone();
