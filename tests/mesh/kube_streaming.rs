@@ -61,6 +61,8 @@ apiVersion: v1
 kind: Pod
 metadata: {name: web, labels: {app: web}}
 spec:
+  initContainers:
+  - {name: setup, image: sh, command: [sh, -c, "true"]}
   containers:
   - name: details
     image: examples-bookinfo-details-v1
@@ -195,6 +197,15 @@ async fn kubectl_exec_and_port_forward_reach_pods_on_trellis_node() -> Result<()
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nope"), "{err}");
+    // A container of the pod that is not running (an init container that
+    // finished): the node says so, and kubectl shows it.
+    let out = kube.kubectl(&["exec", "web", "-c", "setup", "--", "true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"container "setup" of pod node-streaming/web is not running on this node"#),
+        "{err}"
+    );
     let out = kube.kubectl(&["exec", "web", "-c", "sleep", "--", "no-such-program"]);
     assert_eq!(out.status.code(), Some(127), "{out:?}");
 
