@@ -209,6 +209,33 @@ async fn kubectl_exec_and_port_forward_reach_pods_on_trellis_node() -> Result<()
     let out = kube.kubectl(&["exec", "web", "-c", "sleep", "--", "no-such-program"]);
     assert_eq!(out.status.code(), Some(127), "{out:?}");
 
+    // A client that goes away takes its command with it.
+    let sleeping = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\0299\0"))
+    };
+    let sleeper = Command::new(kubectl_path()?)
+        .arg(format!("--kubeconfig={}", kube.kubeconfig.display()))
+        .args(["exec", "web", "-c", "sleep", "--", "sleep", "299"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let sleeper = Stopped(sleeper);
+    eventually(Duration::from_secs(30), || async {
+        ensure!(sleeping(), "sleep 299 not started yet");
+        Ok(())
+    })
+    .await?;
+    drop(sleeper);
+    eventually(Duration::from_secs(30), || async {
+        ensure!(!sleeping(), "sleep 299 still runs after its kubectl exec ended");
+        Ok(())
+    })
+    .await?;
+
     // port-forward, to the pod and to the Service (its port 80 is the pod's 9080).
     for target in ["pod/web", "svc/web"] {
         let remote = if target == "svc/web" { ":80" } else { ":9080" };
