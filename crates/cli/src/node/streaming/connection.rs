@@ -222,3 +222,80 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         abort.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// The client's side of a session, over an in-memory pipe: streams are
+    /// answered, data goes both ways with FINs, PINGs come back, and close
+    /// ends with GOAWAY.
+    #[tokio::test]
+    async fn a_session_as_the_api_server_drives_it() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let mut conn = Connection::serve(server);
+        let (mut from_server, mut to_server) = tokio::io::split(client);
+        let mut w = spdy::Writer::default();
+        let mut wire = w.syn_stream(1, false, &[("streamType", "error")]);
+        wire.extend(w.syn_stream(3, false, &[("streamType", "stdin")]));
+        // The PING first: its answer is queued before stdin's FIN is seen.
+        wire.extend(spdy::ping(7));
+        wire.extend(spdy::data(3, false, b"hello "));
+        wire.extend(spdy::data(3, true, b"world"));
+        to_server.write_all(&wire).await.unwrap();
+
+        let error = conn.streams.recv().await.expect("the error stream");
+        assert_eq!(error.header("streamtype"), Some("error"));
+        let mut stdin = conn.streams.recv().await.expect("the stdin stream");
+        let mut got = Vec::new();
+        while let Some(b) = stdin.incoming.recv().await {
+            got.extend_from_slice(&b);
+        }
+        assert_eq!(got, b"hello world", "data until the FIN");
+        error.out.send(b"{}").await;
+        error.out.finish().await;
+        conn.close().await;
+
+        let mut r = spdy::Reader::default();
+        let mut frames = Vec::new();
+        while let Some(f) = r.read(&mut from_server).await.unwrap() {
+            frames.push(f);
+        }
+        assert_eq!(
+            frames,
+            vec![
+                Frame::SynReply {
+                    id: 1,
+                    fin: false,
+                    headers: vec![]
+                },
+                Frame::SynReply {
+                    id: 3,
+                    fin: false,
+                    headers: vec![]
+                },
+                Frame::Ping(7),
+                Frame::Data {
+                    id: 1,
+                    fin: false,
+                    data: Bytes::from_static(b"{}")
+                },
+                Frame::Data {
+                    id: 1,
+                    fin: true,
+                    data: Bytes::new()
+                },
+                Frame::GoAway,
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_hangs_up_is_noticed() {
+        let (client, server) = tokio::io::duplex(1024);
+        let conn = Connection::serve(server);
+        drop(client);
+        conn.hung_up().await;
+    }
+}
