@@ -3,9 +3,9 @@
 //! it reaches the node's kubelet API with SPDY/3.1 (the protocol at our
 //! Kubernetes pin). exec returns the command's output, stderr and exit
 //! code, runs as the container's user with its environment in the pod's
-//! network namespace, and takes stdin; port-forward carries HTTP to a
-//! pod's port, by pod and by Service; bad requests get kubectl errors
-//! that say what is wrong.
+//! network namespace, and takes stdin; a command whose kubectl goes away
+//! is killed; port-forward carries HTTP to a pod's port, by pod and by
+//! Service; bad requests get kubectl errors that say what is wrong.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -231,7 +231,10 @@ async fn kubectl_exec_and_port_forward_reach_pods_on_trellis_node() -> Result<()
     .await?;
     drop(sleeper);
     eventually(Duration::from_secs(30), || async {
-        ensure!(!sleeping(), "sleep 299 still runs after its kubectl exec ended");
+        ensure!(
+            !sleeping(),
+            "sleep 299 still runs after its kubectl exec ended"
+        );
         Ok(())
     })
     .await?;
