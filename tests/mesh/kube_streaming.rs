@@ -215,7 +215,9 @@ async fn kubectl_exec_and_port_forward_reach_pods_on_trellis_node() -> Result<()
             .into_iter()
             .flatten()
             .flatten()
-            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\0299\0"))
+            .any(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00299\x00")
+            })
     };
     let sleeper = Command::new(kubectl_path()?)
         .arg(format!("--kubeconfig={}", kube.kubeconfig.display()))
