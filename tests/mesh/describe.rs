@@ -2,7 +2,8 @@
 //! with Istio's reviews split between v2 and v3: the v2 pod is told it is
 //! behind the reviews Service, in subset v2 which gets 50% of reviews, its
 //! mTLS mode and where it came from, the AuthorizationPolicy that selects
-//! it, and that its proxy is connected and synced.
+//! it, and that its proxy is connected and synced; the ingress gateway's
+//! pod is told the Gateway it serves and the routes bound to it.
 
 use std::time::Duration;
 
@@ -131,6 +132,34 @@ async fn describe_pod_says_what_applies_to_a_reviews_v2_pod_and_why() -> Result<
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Matching subsets: v1"), "{text}");
     assert!(text.contains(": 0% to this pod"), "{text}");
+
+    // The ingress gateway's pod: the Gateway that selects it, its server,
+    // and the VirtualService bound to it with its routes.
+    let gateway = mesh
+        .pods()?
+        .into_iter()
+        .find(|p| p["metadata"]["labels"]["istio"] == "ingressgateway")
+        .context("no ingress gateway pod")?;
+    let out = mesh.trellis(&[
+        "describe",
+        "pod",
+        gateway["metadata"]["name"].as_str().unwrap_or_default(),
+        "-n",
+        gateway["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "Gateway: default/bookinfo-gateway",
+        "why: its selector {istio=ingressgateway} matches the pod's labels",
+        "Server http 80/HTTP (pod port ",
+        "VirtualService: default/bookinfo (its gateways name default/bookinfo-gateway",
+        "uri exact /productpage | uri prefix /static",
+        "productpage.default.svc.cluster.local:9080 100%",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+    }
 
     // A pod that does not exist is an error naming it.
     let out = mesh.trellis(&["describe", "pod", "nope", "-n", "default"]);

@@ -1,8 +1,10 @@
 //! `trellis describe pod POD [-n NS]`, as `istioctl x describe pod`: the
 //! Services that select the pod, the DestinationRule and subset, the
 //! VirtualService routes that reach it and with what share, the effective
-//! mTLS mode of each port, the AuthorizationPolicies and the Sidecar that
-//! apply — each with why — and whether its proxy is connected and synced.
+//! mTLS mode of each port, the AuthorizationPolicies, RequestAuthentications,
+//! Telemetry resources and the Sidecar that apply, and for a gateway pod
+//! the Gateways it serves with their servers and bound routes — each with
+//! why — and whether its proxy is connected and synced.
 //!
 //! The mesh is read as the control plane reads it — a cluster's API server
 //! (`--kubeconfig`/`--context`, the `istio` ConfigMap's mesh config), or the
@@ -259,9 +261,95 @@ fn text(d: &PodDescription, proxy: &str) -> String {
             ));
         }
     }
+    if d.request_authentications.is_empty() {
+        line("RequestAuthentications: none (no JWT is validated)".into());
+    } else {
+        line("RequestAuthentications:".into());
+        for p in &d.request_authentications {
+            line(format!(
+                "   {}: issuers {} ({})",
+                p.policy.name,
+                or_none(&p.issuers.join(", ")),
+                p.policy.why
+            ));
+        }
+    }
+    if d.telemetries.is_empty() {
+        line("Telemetry: none (mesh config's defaults)".into());
+    } else {
+        line("Telemetry (least specific first; a more specific level overrides):".into());
+        for t in &d.telemetries {
+            line(format!(
+                "   {} [{}]: {} ({})",
+                t.telemetry.name,
+                t.level,
+                or_none(&t.sets.join("; ")),
+                t.telemetry.why
+            ));
+        }
+    }
     match &d.sidecar {
+        None if !d.gateways.is_empty() => {}
         None => line("Sidecar resource: none (the proxy sees every exported service)".into()),
         Some(s) => line(format!("Sidecar resource: {} ({})", s.name, s.why)),
+    }
+    for g in &d.gateways {
+        line("--------------------".into());
+        line(format!("Gateway: {}", g.gateway.name));
+        line(format!("   why: {}", g.gateway.why));
+        for s in &g.servers {
+            let tls = s
+                .tls
+                .as_deref()
+                .map(|t| format!(", TLS {t}"))
+                .unwrap_or_default();
+            line(format!(
+                "   Server {} {}/{} (pod port {}), hosts {}{tls}",
+                or_none(&s.name),
+                s.port,
+                s.protocol,
+                s.listen_port,
+                s.hosts.join(",")
+            ));
+            if s.virtual_services.is_empty() {
+                line("      VirtualService: none bound (the server answers 404)".into());
+            }
+            for v in &s.virtual_services {
+                line(format!(
+                    "      VirtualService: {} ({})",
+                    v.virtual_service.name, v.virtual_service.why
+                ));
+                for r in &v.routes {
+                    let matches = if r.matches.is_empty() {
+                        "any request".to_string()
+                    } else {
+                        r.matches.join(" | ")
+                    };
+                    let to: Vec<String> = r
+                        .destinations
+                        .iter()
+                        .map(|d| {
+                            let subset = if d.subset.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" subset {}", d.subset)
+                            };
+                            format!(
+                                "{}:{}{subset} {}%",
+                                d.host,
+                                d.port,
+                                (d.percent * 10.0).round() / 10.0
+                            )
+                        })
+                        .collect();
+                    line(format!(
+                        "         Route {} ({matches}) → {}",
+                        r.name,
+                        or_none(&to.join(", "))
+                    ));
+                }
+            }
+        }
     }
     out
 }

@@ -3,8 +3,10 @@
 //! selection the compiler itself uses (the Services whose endpoints the
 //! pod is, [`Mesh::destination_rule`], the sidecars' VirtualService of a
 //! host, the compiled routes' clusters, [`mtls::inbound_mode_from`],
-//! [`authz::applicable`], the Sidecar of a proxy), so what is described is
-//! what the pod's proxy and its clients are sent.
+//! [`authz::applicable`], the Sidecar of a proxy, the Gateways that select
+//! a gateway pod, the RequestAuthentication and Telemetry resources the
+//! proxy is compiled with), so what is described is what the pod's proxy
+//! and its clients are sent.
 //!
 //! The view is a client's in the pod's own namespace: which DestinationRule
 //! and VirtualService apply depends on who calls (Istio looks them up from
@@ -22,6 +24,12 @@ use crate::mtls::{self, ModeLevel};
 use crate::registry::{Service, Workload, WorkloadKind};
 use crate::scope::Scope;
 use crate::{authz, compile, protocol, routes};
+
+mod gateways;
+mod request_policies;
+
+pub use gateways::{BoundView, GatewayView, ServerView};
+pub use request_policies::{RequestAuthenticationView, TelemetryView};
 
 /// One pod, as the mesh sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,6 +53,14 @@ pub struct PodDescription {
     pub authorization_policies: Vec<PolicyView>,
     /// The Sidecar resource that scopes its proxy, if any.
     pub sidecar: Option<Applied>,
+    /// For a gateway pod: the Gateways whose selector picks it.
+    #[serde(default)]
+    pub gateways: Vec<GatewayView>,
+    #[serde(default)]
+    pub request_authentications: Vec<RequestAuthenticationView>,
+    /// Least specific first: mesh, namespace, workload.
+    #[serde(default)]
+    pub telemetries: Vec<TelemetryView>,
 }
 
 /// A resource that applies, and why.
@@ -214,6 +230,9 @@ pub fn pod(mesh: &Mesh, name: &str, namespace: &str) -> Result<PodDescription, D
         authorization_policies: authz::applicable(mesh, w)
             .map(|p| policy(mesh, p, w))
             .collect(),
+        gateways: gateways::gateways(mesh, &node, w),
+        request_authentications: request_policies::request_authentications(mesh, w),
+        telemetries: request_policies::telemetries(mesh, w),
         sidecar: (node.kind() == pb::ProxyKind::Sidecar)
             .then(|| crate::scope::applicable_sidecar(mesh, &node))
             .flatten()
@@ -496,7 +515,6 @@ fn port_mtls(mesh: &Mesh, w: &Workload, port: u32) -> PortMtls {
 
 fn policy(mesh: &Mesh, p: &Object<api::security::AuthorizationPolicy>, w: &Workload) -> PolicyView {
     let ns = namespace_of(&p.metadata);
-    let root = ns == mesh.config.root_namespace;
     let refs: Vec<String> = p
         .spec
         .target_ref
@@ -504,7 +522,36 @@ fn policy(mesh: &Mesh, p: &Object<api::security::AuthorizationPolicy>, w: &Workl
         .chain(&p.spec.target_refs)
         .map(|r| format!("{} {}", r.kind, r.name))
         .collect();
-    let why = match (&p.spec.selector, refs.is_empty()) {
+    let why = attachment_why(mesh, ns, p.spec.selector.as_ref(), &refs, w);
+    let dry_run = authz::compile_policy(p, false, &[]).dry_run;
+    PolicyView {
+        policy: Applied {
+            name: format!("{ns}/{}", p.metadata.name),
+            why,
+        },
+        action: p
+            .spec
+            .action
+            .unwrap_or(api::security::Action::Allow)
+            .as_str()
+            .into(),
+        rules: p.spec.rules.len(),
+        dry_run,
+    }
+}
+
+/// Why a policy of namespace `ns` (AuthorizationPolicy,
+/// RequestAuthentication, Telemetry) attaches to the pod: its targetRefs
+/// (`Kind name`), its selector, or its namespace.
+fn attachment_why(
+    mesh: &Mesh,
+    ns: &str,
+    selector: Option<&api::selector::WorkloadSelector>,
+    refs: &[String],
+    w: &Workload,
+) -> String {
+    let root = ns == mesh.config.root_namespace;
+    match (selector, refs.is_empty()) {
         (_, false) => format!(
             "its targetRef {} is the pod's Gateway (label gateway.networking.k8s.io/gateway-name)",
             refs.join(", ")
@@ -520,21 +567,6 @@ fn policy(mesh: &Mesh, p: &Object<api::security::AuthorizationPolicy>, w: &Workl
         ),
         _ if root => "mesh-wide: root namespace, no selector".into(),
         _ => format!("no selector: every workload of namespace {}", w.namespace),
-    };
-    let dry_run = authz::compile_policy(p, false, &[]).dry_run;
-    PolicyView {
-        policy: Applied {
-            name: format!("{ns}/{}", p.metadata.name),
-            why,
-        },
-        action: p
-            .spec
-            .action
-            .unwrap_or(api::security::Action::Allow)
-            .as_str()
-            .into(),
-        rules: p.spec.rules.len(),
-        dry_run,
     }
 }
 

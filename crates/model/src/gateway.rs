@@ -266,7 +266,7 @@ impl L4Kind {
     }
 }
 
-fn selects(gw: &Object<Gateway>, node: &pb::Node) -> bool {
+pub(crate) fn selects(gw: &Object<Gateway>, node: &pb::Node) -> bool {
     !gw.spec.selector.is_empty()
         && gw
             .spec
@@ -277,7 +277,7 @@ fn selects(gw: &Object<Gateway>, node: &pb::Node) -> bool {
 
 /// Gateway server ports are service ports; the gateway pod listens on the
 /// target port of its Service (Istio's ingress maps 80 → 8080).
-fn listen_port(mesh: &Mesh, node: &pb::Node, port: u32) -> u32 {
+pub(crate) fn listen_port(mesh: &Mesh, node: &pb::Node, port: u32) -> u32 {
     let Some(w) = mesh.registry.workload(&node.pod_name, &node.namespace) else {
         return port;
     };

@@ -42,7 +42,7 @@ pub fn workload_rules(mesh: &Mesh, w: &Workload) -> Vec<pb::JwtRule> {
         .collect()
 }
 
-fn applicable<'a>(
+pub(crate) fn applicable<'a>(
     mesh: &'a Mesh,
     w: &'a Workload,
 ) -> impl Iterator<Item = &'a Object<RequestAuthentication>> + 'a {

@@ -65,6 +65,18 @@ pub fn apply(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
 /// The applicable Telemetry resources, least specific first: mesh,
 /// namespace, workload (each in namespace/name order).
 fn levels<'a>(mesh: &'a Mesh, ns: &str, w: Option<&Workload>) -> Vec<&'a Telemetry> {
+    applicable(mesh, ns, w)
+        .into_iter()
+        .map(|t| &t.spec)
+        .collect()
+}
+
+/// The Telemetry resources of [`levels`], as resources (`trellis describe`).
+pub(crate) fn applicable<'a>(
+    mesh: &'a Mesh,
+    ns: &str,
+    w: Option<&Workload>,
+) -> Vec<&'a Object<Telemetry>> {
     let root = mesh.config.root_namespace.as_str();
     let ns_of = |t: &Object<Telemetry>| {
         t.metadata
@@ -79,15 +91,13 @@ fn levels<'a>(mesh: &'a Mesh, ns: &str, w: Option<&Workload>) -> Vec<&'a Telemet
     out.extend(
         mesh.telemetries
             .iter()
-            .filter(|t| ns_of(t) == root && !selects(t))
-            .map(|t| &t.spec),
+            .filter(|t| ns_of(t) == root && !selects(t)),
     );
     if ns != root {
         out.extend(
             mesh.telemetries
                 .iter()
-                .filter(|t| ns_of(t) == ns && !selects(t))
-                .map(|t| &t.spec),
+                .filter(|t| ns_of(t) == ns && !selects(t)),
         );
     }
     if let Some(w) = w {
@@ -103,8 +113,7 @@ fn levels<'a>(mesh: &'a Mesh, ns: &str, w: Option<&Workload>) -> Vec<&'a Telemet
                         t.spec.target_ref.iter().chain(&t.spec.target_refs),
                         w,
                     )
-                })
-                .map(|t| &t.spec),
+                }),
         );
     }
     out

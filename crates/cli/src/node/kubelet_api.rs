@@ -1,5 +1,6 @@
-//! The one kubelet endpoint `kubectl logs` needs: the API server proxies
-//! `GET /containerLogs/<namespace>/<pod>/<container>` to the node's
+//! The kubelet endpoints `kubectl logs`, `exec` and `port-forward` need:
+//! the API server proxies `GET /containerLogs/<namespace>/<pod>/<container>`
+//! (and the streaming ones, [`super::streaming`]) to the node's
 //! address and `daemonEndpoints.kubeletEndpoint` port, over TLS. Served on
 //! the node's address (the host's end of the pod network) with a
 //! self-signed certificate made at start — an API server without
@@ -62,12 +63,15 @@ pub async fn serve(ip: Ipv4Addr, logs: PathBuf) -> Result<impl Future<Output = (
                 let service = hyper::service::service_fn(move |req| {
                     let logs = logs.clone();
                     async move {
+                        if super::streaming::serves(req.uri().path()) {
+                            return Ok(super::streaming::handle(req, &logs));
+                        }
                         let (status, body) = answer(&req, &logs);
                         Ok::<_, std::convert::Infallible>(text(status, body))
                     }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
+                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
                     .await;
             });
         }

@@ -9,9 +9,9 @@
 //! host. Pods reach the cluster's Services by ClusterIP and name, and the
 //! API server through the `kubernetes` Service ([`services`], in place of
 //! kube-proxy and cluster DNS), so the control plane itself can run here
-//! as pods (`trellis install`). Of the kubelet's API only container logs are served
-//! ([`kubelet_api`], for `kubectl logs`); `kubectl exec`, `attach` and
-//! `port-forward` cannot reach this node. A container's output is also in
+//! as pods (`trellis install`). Of the kubelet's API container logs
+//! ([`kubelet_api`], for `kubectl logs`), exec and port forwarding
+//! ([`streaming`]) are served; `attach` is not. A container's output is also in
 //! the state directory's `logs/<namespace>.<pod>.<container>.log`.
 
 mod kubelet_api;
@@ -19,6 +19,7 @@ mod pod;
 mod probe;
 mod registration;
 mod services;
+mod streaming;
 mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -221,3 +221,196 @@ fn a_pod_not_in_the_registry_is_an_error_naming_it() {
     let e = pod(&mesh, "nope", "shop").unwrap_err().to_string();
     assert!(e.contains("shop/nope"), "{e}");
 }
+
+const GATEWAY_MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: istio-ingressgateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  ports:
+  - {name: http2, port: 80, targetPort: 8080}
+  - {name: https, port: 443, targetPort: 8443}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: istio-ingressgateway-abc
+  namespace: istio-system
+  labels: {istio: ingressgateway, app: istio-ingressgateway}
+  annotations: {sidecar.istio.io/status: "{}"}
+spec:
+  containers: [{name: istio-proxy, image: proxyv2, ports: [{containerPort: 8080}, {containerPort: 8443}]}]
+status: {podIP: 10.0.0.9}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: productpage, namespace: shop}
+spec:
+  selector: {app: productpage}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["shop/bookinfo.example.com"]
+    tls: {mode: SIMPLE, credentialName: bookinfo-cert}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: other-gateway, namespace: shop}
+spec:
+  selector: {istio: egressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo, namespace: shop}
+spec:
+  hosts: ["*"]
+  gateways: [bookinfo-gateway]
+  http:
+  - match: [{uri: {exact: /productpage}}, {uri: {prefix: /static}}]
+    route: [{destination: {host: productpage, port: {number: 9080}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: not-bound, namespace: shop}
+spec:
+  hosts: ["*"]
+  http: [{route: [{destination: {host: productpage}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ingress-jwt, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  jwtRules: [{issuer: "testing@secure.istio.io", jwksUri: "https://example.com/jwks.json"}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: reviews-jwt, namespace: shop}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  jwtRules: [{issuer: "other"}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging: [{providers: [{name: envoy}]}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: ingress-tracing, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  tracing: [{randomSamplingPercentage: 10, match: {mode: CLIENT}}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: reviews-only, namespace: istio-system}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  metrics: [{providers: [{name: prometheus}]}]
+"#;
+
+fn describe_gateway() -> PodDescription {
+    let resources = api::parse("mesh.yaml", GATEWAY_MESH).expect("the mesh parses");
+    let mesh = Mesh::build(&resources, MeshConfig::default());
+    pod(&mesh, "istio-ingressgateway-abc", "istio-system").expect("the pod is described")
+}
+
+#[test]
+fn a_gateway_pod_shows_its_gateways_servers_and_bound_routes() {
+    let d = describe_gateway();
+    let [gw] = &d.gateways[..] else {
+        panic!("only the Gateway selecting the pod: {:?}", d.gateways)
+    };
+    assert_eq!(gw.gateway.name, "shop/bookinfo-gateway");
+    assert!(
+        gw.gateway.why.contains("{istio=ingressgateway}"),
+        "{}",
+        gw.gateway.why
+    );
+    let [http, https] = &gw.servers[..] else {
+        panic!("two servers: {:?}", gw.servers)
+    };
+    // Server ports are the Service's; the pod listens on their targetPorts.
+    assert_eq!(
+        (http.port, http.listen_port, http.protocol.as_str()),
+        (80, 8080, "HTTP")
+    );
+    assert_eq!(http.tls, None);
+    assert_eq!((https.port, https.listen_port), (443, 8443));
+    assert_eq!(https.hosts, ["shop/bookinfo.example.com"]);
+    assert_eq!(
+        https.tls.as_deref(),
+        Some("SIMPLE, credentialName bookinfo-cert")
+    );
+    // Only the VirtualService bound to the Gateway; its routes as compiled.
+    let [bound] = &http.virtual_services[..] else {
+        panic!("one bound VirtualService: {:?}", http.virtual_services)
+    };
+    assert_eq!(bound.virtual_service.name, "shop/bookinfo");
+    assert!(bound.virtual_service.why.contains("shop/bookinfo-gateway"));
+    let [route] = &bound.routes[..] else {
+        panic!("one route: {:?}", bound.routes)
+    };
+    assert_eq!(
+        route.matches,
+        ["uri exact /productpage", "uri prefix /static"]
+    );
+    assert_eq!(
+        route.destinations[0].host,
+        "productpage.shop.svc.cluster.local"
+    );
+    // The HTTPS server's host is bookinfo.example.com: the `*` VirtualService is admitted too.
+    assert_eq!(https.virtual_services.len(), 1);
+    assert_eq!(https.virtual_services[0].hosts, ["*"]);
+}
+
+#[test]
+fn request_authentications_and_telemetries_that_select_the_pod_with_why() {
+    let d = describe_gateway();
+    let [ra] = &d.request_authentications[..] else {
+        panic!("one RequestAuthentication: {:?}", d.request_authentications)
+    };
+    assert_eq!(ra.policy.name, "istio-system/ingress-jwt");
+    assert_eq!(ra.issuers, ["testing@secure.istio.io"]);
+    assert!(
+        ra.policy.why.contains("{istio=ingressgateway}"),
+        "{}",
+        ra.policy.why
+    );
+
+    let telemetries: Vec<(&str, &str)> = d
+        .telemetries
+        .iter()
+        .map(|t| (t.telemetry.name.as_str(), t.level.as_str()))
+        .collect();
+    assert_eq!(
+        telemetries,
+        [
+            ("istio-system/mesh-default", "mesh"),
+            ("istio-system/ingress-tracing", "workload")
+        ]
+    );
+    assert!(d.telemetries[0].telemetry.why.contains("mesh-wide"));
+    assert_eq!(d.telemetries[0].sets, ["access logging: providers envoy"]);
+    assert_eq!(
+        d.telemetries[1].sets,
+        ["tracing: the default providers, sampling 10% (CLIENT side)"]
+    );
+    // A sidecar pod elsewhere gets neither the gateway's JWT rule nor its tracing.
+    let d = describe("reviews-v2-abc");
+    assert!(d.gateways.is_empty());
+    assert!(d.request_authentications.is_empty());
+    assert!(d.telemetries.is_empty());
+}
