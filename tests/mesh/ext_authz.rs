@@ -8,6 +8,11 @@
 //! are stopped: the gRPC provider fails closed (403), the HTTP one is
 //! `failOpen`. A CUSTOM policy naming a provider that does not exist denies
 //! what it selects, as istiod makes it.
+//!
+//! A second mesh checks `includeRequestBodyInCheck`: the authorizers then
+//! decide on the request body (allowing one that starts with "allow"), a
+//! body over `maxRequestBytes` is refused with 413 — unless partial
+//! messages are allowed — and the app gets the whole body either way.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,11 +33,27 @@ const DENIED_BODY: &str =
 /// One check an authorizer saw: (protocol, path, source principal).
 type Check = (&'static str, String, String);
 
+/// A body a check carried: (protocol, body, `x-envoy-auth-partial-body`).
+type SeenBody = (&'static str, Vec<u8>, String);
+
 /// What the authorizers saw.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<Check>>>);
+struct Seen(Arc<Mutex<Vec<Check>>>, Arc<Mutex<Vec<SeenBody>>>);
 
 impl Seen {
+    fn push_body(&self, protocol: &'static str, body: Vec<u8>, partial: String) {
+        if !body.is_empty() {
+            self.1
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((protocol, body, partial));
+        }
+    }
+
+    fn bodies(&self) -> Vec<SeenBody> {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn push(&self, protocol: &'static str, path: String, principal: String) {
         self.0
             .lock()
@@ -55,7 +76,19 @@ impl Authorization for Seen {
         let http = attrs.request.and_then(|r| r.http).unwrap_or_default();
         let principal = attrs.source.map(|s| s.principal).unwrap_or_default();
         self.push("grpc", http.path.clone(), principal);
-        let allow = http.headers.get("x-ext-authz").map(String::as_str) == Some("allow");
+        let body = if http.raw_body.is_empty() {
+            http.body.clone().into_bytes()
+        } else {
+            http.raw_body.clone()
+        };
+        let partial = http
+            .headers
+            .get("x-envoy-auth-partial-body")
+            .cloned()
+            .unwrap_or_default();
+        self.push_body("grpc", body.clone(), partial);
+        let allow = http.headers.get("x-ext-authz").map(String::as_str) == Some("allow")
+            || body.starts_with(b"allow");
         let header = |value: &str| core::HeaderValueOption {
             header: Some(core::HeaderValue {
                 key: "x-ext-authz-check-result".into(),
@@ -97,11 +130,20 @@ async fn http_check(
     seen: Seen,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    use http_body_util::BodyExt;
     seen.push("http", req.uri().to_string(), String::new());
-    let allow = req
+    let header = req
         .headers()
         .get("x-ext-authz")
         .is_some_and(|v| v.as_bytes() == b"allow");
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    seen.push_body("http", body.clone(), String::new());
+    let allow = header || body.starts_with(b"allow");
     let (status, result, body) = if allow {
         (200, "allowed", "")
     } else {
@@ -443,6 +485,151 @@ async fn custom_policies_ask_grpc_and_http_authorizers() -> Result<()> {
             "trellis_ext_authz_total {result}: {n}, want {want}"
         );
     }
+    mesh.stop()?;
+    Ok(())
+}
+
+const BODY_MESH_CONFIG: &str = r#"extensionProviders:
+- name: grpc-body
+  envoyExtAuthzGrpc:
+    service: ext-authz-grpc.authz.internal
+    port: 9000
+    timeout: 2s
+    includeRequestBodyInCheck: {maxRequestBytes: 16}
+- name: grpc-partial
+  envoyExtAuthzGrpc:
+    service: ext-authz-grpc.authz.internal
+    port: 9000
+    timeout: 2s
+    includeRequestBodyInCheck: {maxRequestBytes: 8, allowPartialMessage: true, packAsBytes: true}
+- name: http-body
+  envoyExtAuthzHttp:
+    service: ext-authz-http.authz.internal
+    port: 8000
+    timeout: 2s
+    includeRequestBodyInCheck: {maxRequestBytes: 16}
+"#;
+
+/// A CUSTOM policy on `app` sending POSTs to `/post` to `provider`.
+fn custom_post(app: &str, provider: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: ext-authz-{app}, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: {app}}}}}
+  action: CUSTOM
+  provider: {{name: {provider}}}
+  rules: [{{to: [{{operation: {{methods: [POST], paths: [/post]}}}}]}}]
+---
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_checks_carry_the_request_body() -> Result<()> {
+    let authorizers = Authorizers::start()?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("mesh.yaml"), BODY_MESH_CONFIG)?;
+    let apps = [
+        ("grpc-body", "grpc"),
+        ("grpc-partial", "grpc"),
+        ("http-body", "http"),
+    ];
+    let mut config = vec![
+        entry("ext-authz-grpc.authz.internal", "GRPC", authorizers.grpc),
+        entry("ext-authz-http.authz.internal", "HTTP", authorizers.http),
+        GATEWAY.to_string(),
+    ];
+    for (app, _) in apps {
+        std::fs::write(
+            dir.path().join(format!("{app}.yaml")),
+            e2e::echo_workload(app, ""),
+        )?;
+        config.push(custom_post(app, app));
+        config.push(route(app));
+    }
+    std::fs::write(dir.path().join("authz.yaml"), config.concat())?;
+    let mesh = Mesh::up(dir.path())?;
+    let client = e2e::http();
+    let post = |app: &str, body: Vec<u8>| {
+        let client = client.clone();
+        let url = format!("{}/post", mesh.gateway);
+        let host = format!("{app}.example.com");
+        async move {
+            client
+                .post(url)
+                .header("host", host)
+                .body(body)
+                .send()
+                .await
+        }
+    };
+    // The policies are in place once a body the authorizer refuses is refused.
+    for (app, _) in apps {
+        eventually(Duration::from_secs(40), || async {
+            let status = post(app, b"deny".to_vec()).await?.status().as_u16();
+            ensure!(status == 403, "{app} deny: {status}");
+            Ok(())
+        })
+        .await?;
+    }
+    let bodies_before = authorizers.seen.bodies().len();
+    // What the app got: the number of body bytes it read.
+    let served = |r: reqwest::Response| async move {
+        ensure!(r.status() == 200, "status {}", r.status());
+        let echo: serde_json::Value = r.json().await?;
+        echo["body_bytes"].as_u64().context("no body_bytes")
+    };
+
+    for (app, protocol) in [("grpc-body", "grpc"), ("http-body", "http")] {
+        // Within maxRequestBytes: the authorizer decides on the body, the
+        // app gets it whole.
+        let n = served(post(app, b"allow: 16 bytes!".to_vec()).await?).await?;
+        ensure!(n == 16, "{app}: the app got {n} body bytes, not 16");
+        let last = authorizers.seen.bodies().pop().context("no body seen")?;
+        ensure!(
+            last.0 == protocol && last.1 == b"allow: 16 bytes!",
+            "{app}: the authorizer saw {last:?}"
+        );
+        if protocol == "grpc" {
+            ensure!(last.2 == "false", "{app}: partial-body header {:?}", last.2);
+        }
+        let r = post(app, b"denied: 16 bytes".to_vec()).await?;
+        ensure!(r.status() == 403, "{app} denied body: {}", r.status());
+        // One byte over: 413, the authorizer not asked.
+        let seen = authorizers.seen.bodies().len();
+        let r = post(app, b"allow: 17 bytes!!".to_vec()).await?;
+        ensure!(
+            r.status() == 413,
+            "{app} over maxRequestBytes: {}",
+            r.status()
+        );
+        ensure!(
+            authorizers.seen.bodies().len() == seen,
+            "{app}: a body over maxRequestBytes reached the authorizer"
+        );
+    }
+
+    // allowPartialMessage: the first 8 bytes go, as raw bytes (packAsBytes),
+    // marked partial; the app still gets all 100 000.
+    let mut big = b"allow-".to_vec();
+    big.resize(100_000, b'x');
+    let n = served(post("grpc-partial", big).await?).await?;
+    ensure!(n == 100_000, "grpc-partial: the app got {n} body bytes");
+    let last = authorizers.seen.bodies().pop().context("no body seen")?;
+    ensure!(
+        last.1 == b"allow-xx" && last.2 == "true",
+        "grpc-partial: the authorizer saw {last:?}"
+    );
+    let mut big = b"nope".to_vec();
+    big.resize(100_000, b'x');
+    let r = post("grpc-partial", big).await?;
+    ensure!(r.status() == 403, "grpc-partial denied: {}", r.status());
+    ensure!(
+        authorizers.seen.bodies().len() > bodies_before,
+        "no bodies seen"
+    );
     mesh.stop()?;
     Ok(())
 }
