@@ -9,6 +9,9 @@
 //! `failOpen`. A CUSTOM policy naming a provider that does not exist denies
 //! what it selects, as istiod makes it.
 //!
+//! A CUSTOM policy on a TCP port asks the gRPC authorizer once per
+//! connection, which is then served or closed.
+//!
 //! A second mesh checks `includeRequestBodyInCheck`: the authorizers then
 //! decide on the request body (allowing one that starts with "allow"), a
 //! body over `maxRequestBytes` is refused with 413 — unless partial
@@ -32,6 +35,10 @@ const DENIED_BODY: &str =
 
 /// One check an authorizer saw: (protocol, path, source principal).
 type Check = (&'static str, String, String);
+
+/// The gRPC authorizer's answer to TCP connection checks (they carry no
+/// request to decide on): allow while set.
+static ALLOW_CONNECTIONS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// A body a check carried: (protocol, body, `x-envoy-auth-partial-body`).
 type SeenBody = (&'static str, Vec<u8>, String);
@@ -73,8 +80,23 @@ impl Authorization for Seen {
         req: tonic::Request<auth::CheckRequest>,
     ) -> Result<tonic::Response<auth::CheckResponse>, tonic::Status> {
         let attrs = req.into_inner().attributes.unwrap_or_default();
-        let http = attrs.request.and_then(|r| r.http).unwrap_or_default();
-        let principal = attrs.source.map(|s| s.principal).unwrap_or_default();
+        let principal = attrs
+            .source
+            .as_ref()
+            .map(|s| s.principal.clone())
+            .unwrap_or_default();
+        let Some(http) = attrs.request.and_then(|r| r.http) else {
+            // A TCP connection (Envoy's network ext_authz): no request.
+            self.push("tcp", String::new(), principal);
+            let allow = ALLOW_CONNECTIONS.load(std::sync::atomic::Ordering::SeqCst);
+            return Ok(tonic::Response::new(auth::CheckResponse {
+                status: Some(wire::google::rpc::Status {
+                    code: if allow { 0 } else { 7 },
+                    message: String::new(),
+                }),
+                http_response: None,
+            }));
+        };
         self.push("grpc", http.path.clone(), principal);
         let body = if http.raw_body.is_empty() {
             http.body.clone().into_bytes()
@@ -630,6 +652,156 @@ async fn custom_checks_carry_the_request_body() -> Result<()> {
         authorizers.seen.bodies().len() > bodies_before,
         "no bodies seen"
     );
+    mesh.stop()?;
+    Ok(())
+}
+
+/// A TCP service (its port named `tcp`) behind the ingress gateway's TCP
+/// server on 31400.
+const TCP_APP: &str = r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {name: tcp-app}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tcp-app}
+spec:
+  selector: {app: tcp-app}
+  ports: [{name: tcp, port: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tcp-app}
+spec:
+  selector: {matchLabels: {app: tcp-app}}
+  template:
+    metadata:
+      labels: {app: tcp-app}
+    spec:
+      serviceAccountName: tcp-app
+      containers:
+      - name: echo
+        image: trellis-sample
+        command: [trellis-sample]
+        args: [echo, --service, tcp-app, --port, "8080"]
+        ports: [{containerPort: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tcp-gateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-app}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/tcp-gateway]
+  tcp:
+  - match: [{port: 31400}]
+    route: [{destination: {host: tcp-app.default.svc.cluster.local, port: {number: 8080}}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext-authz-tcp, namespace: default}
+spec:
+  selector: {matchLabels: {app: tcp-app}}
+  action: CUSTOM
+  provider: {name: ext-authz-grpc}
+  rules: [{}]
+---
+"#;
+
+/// One HTTP exchange over a raw TCP connection to `addr`: the status line,
+/// or `None` when the connection was closed without an answer.
+async fn over_tcp(addr: &str) -> Result<Option<String>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    // A refused connection may be closed before the request is written.
+    let _ = stream
+        .write_all(b"GET /tcp HTTP/1.1\r\nhost: tcp-app\r\nconnection: close\r\n\r\n")
+        .await;
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
+        .await
+        .context("no answer and no close within 10 s")?;
+    if read.is_err() || reply.is_empty() {
+        return Ok(None);
+    }
+    Ok(String::from_utf8_lossy(&reply)
+        .lines()
+        .next()
+        .map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_on_tcp_checks_each_connection_once() -> Result<()> {
+    use std::sync::atomic::Ordering;
+    let authorizers = Authorizers::start()?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("mesh.yaml"), MESH_CONFIG)?;
+    let config = [
+        entry("ext-authz-grpc.authz.internal", "GRPC", authorizers.grpc),
+        TCP_APP.to_string(),
+    ]
+    .concat();
+    std::fs::write(dir.path().join("tcp.yaml"), config)?;
+    let mesh = Mesh::up(dir.path())?;
+    let gateway_ip = mesh
+        .gateway
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .map(|(ip, _)| ip.to_string())
+        .context("gateway address")?;
+    let addr = format!("{gateway_ip}:31400");
+    let tcp_checks = || {
+        authorizers
+            .seen
+            .all()
+            .into_iter()
+            .filter(|s| s.0 == "tcp")
+            .collect::<Vec<_>>()
+    };
+
+    // Allowed: served, after one check naming the gateway's mesh identity.
+    ALLOW_CONNECTIONS.store(true, Ordering::SeqCst);
+    eventually(Duration::from_secs(40), || async {
+        let line = over_tcp(&addr).await?;
+        ensure!(
+            line.as_deref().is_some_and(|l| l.contains(" 200 ")),
+            "allowed connection: {line:?}"
+        );
+        ensure!(!tcp_checks().is_empty(), "served without a check");
+        Ok(())
+    })
+    .await?;
+    let before = tcp_checks().len();
+    let line = over_tcp(&addr).await?;
+    ensure!(
+        line.as_deref().is_some_and(|l| l.contains(" 200 ")),
+        "allowed connection: {line:?}"
+    );
+    let checks = tcp_checks();
+    ensure!(
+        checks.len() == before + 1,
+        "one check per connection: {checks:?}"
+    );
+    let principal = &checks[checks.len() - 1].2;
+    ensure!(
+        principal.starts_with("spiffe://cluster.local/ns/istio-system/"),
+        "source principal {principal:?}"
+    );
+
+    // Denied: closed without reaching the app.
+    ALLOW_CONNECTIONS.store(false, Ordering::SeqCst);
+    let line = over_tcp(&addr).await?;
+    ensure!(line.is_none(), "denied connection was served: {line:?}");
+    ensure!(tcp_checks().len() == before + 2, "denied without a check");
+    ALLOW_CONNECTIONS.store(true, Ordering::SeqCst);
     mesh.stop()?;
     Ok(())
 }

@@ -104,6 +104,16 @@ pub struct CheckRequest<'a> {
     pub body: Option<&'a CheckBody>,
 }
 
+/// What is known of a TCP connection being checked (Envoy's network
+/// ext_authz: the peers, no request).
+pub struct ConnectionCheck<'a> {
+    pub source: SocketAddr,
+    /// The verified peer's SPIFFE id (mesh mTLS).
+    pub principal: Option<&'a str>,
+    pub destination: SocketAddr,
+    pub sni: Option<&'a str>,
+}
+
 /// The check's outcome.
 pub enum Verdict {
     Allow(Allowed),
@@ -250,6 +260,61 @@ impl ExtAuthz {
                 let mut resp = Response::new(RespBody::text(Bytes::new()));
                 *resp.status_mut() = self.status_on_error;
                 Verdict::Deny(resp, "ext_authz_error")
+            }
+        }
+    }
+
+    /// Whether the provider can check TCP connections (gRPC only, as Envoy's
+    /// network ext_authz filter speaks only gRPC).
+    pub fn checks_connections(&self) -> bool {
+        self.grpc
+    }
+
+    /// Asks the authorizer about a TCP connection, once at its start.
+    /// `Err`: refused (Envoy's response code details), the connection is
+    /// to be closed. Failures follow `failOpen` as for requests.
+    pub async fn check_connection(
+        &self,
+        snapshot: &Snapshot,
+        c: &ConnectionCheck<'_>,
+    ) -> Result<(), &'static str> {
+        let request = auth::CheckRequest {
+            attributes: Some(auth::AttributeContext {
+                source: Some(peer(c.source, c.principal)),
+                destination: Some(peer(c.destination, None)),
+                tls_session: c.sni.map(|sni| auth::attribute_context::TlsSession {
+                    sni: sni.to_string(),
+                }),
+                ..Default::default()
+            }),
+        };
+        let answer: Result<auth::CheckResponse, _> = call::grpc(
+            snapshot,
+            &self.cluster,
+            &self.authority,
+            CHECK,
+            &request,
+            self.timeout,
+        )
+        .await;
+        match answer {
+            Ok(resp) if resp.status.as_ref().is_none_or(|s| s.code == 0) => {
+                super::stats::ext_authz(&self.provider, "ok");
+                Ok(())
+            }
+            Ok(_) => {
+                super::stats::ext_authz(&self.provider, "denied");
+                Err("ext_authz_denied")
+            }
+            Err(e) if self.fail_open => {
+                tracing::warn!(provider = %self.provider, error = %e, "external authorizer failed; connection allowed (failOpen)");
+                super::stats::ext_authz(&self.provider, "failure_mode_allowed");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(provider = %self.provider, error = %e, "external authorizer failed; connection refused");
+                super::stats::ext_authz(&self.provider, "error");
+                Err("ext_authz_error")
             }
         }
     }
@@ -425,10 +490,9 @@ fn header_of(h: Option<&core::HeaderValue>) -> Option<(HeaderName, HeaderValue)>
     Some((HeaderName::try_from(h.key.as_str()).ok()?, value))
 }
 
-/// The request as Envoy describes it to a gRPC authorizer (the body as
-/// `raw_body` when `as_bytes`).
-fn attributes(r: &CheckRequest<'_>, as_bytes: bool) -> auth::AttributeContext {
-    let peer = |addr: SocketAddr, principal: Option<&str>| auth::attribute_context::Peer {
+/// One end of the connection, as Envoy describes it.
+fn peer(addr: SocketAddr, principal: Option<&str>) -> auth::attribute_context::Peer {
+    auth::attribute_context::Peer {
         address: Some(core::Address {
             address: Some(core::address::Address::SocketAddress(core::SocketAddress {
                 protocol: 0,
@@ -440,7 +504,12 @@ fn attributes(r: &CheckRequest<'_>, as_bytes: bool) -> auth::AttributeContext {
         }),
         principal: principal.unwrap_or_default().to_string(),
         ..Default::default()
-    };
+    }
+}
+
+/// The request as Envoy describes it to a gRPC authorizer (the body as
+/// `raw_body` when `as_bytes`).
+fn attributes(r: &CheckRequest<'_>, as_bytes: bool) -> auth::AttributeContext {
     let mut headers = std::collections::BTreeMap::<String, String>::new();
     for (name, value) in r.headers {
         // A client's own x-envoy-auth-partial-body would mislead (Envoy drops it too).
