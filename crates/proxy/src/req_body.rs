@@ -100,8 +100,9 @@ fn concat(chunks: &VecDeque<Bytes>, len: usize) -> Bytes {
 #[derive(Debug)]
 pub struct Counted {
     inner: Incoming,
-    /// Read already (`Peeked`), delivered before the rest.
-    peeked: Peeked,
+    /// Read already (`Peeked`), delivered before the rest (boxed: most
+    /// bodies have none, and `ReqBody` stays small).
+    peeked: Option<Box<Peeked>>,
     received: Arc<AtomicU64>,
     /// gRPC requests: their messages, for telemetry.
     messages: Option<(crate::telemetry::grpc::MessageCounter, Arc<AtomicU64>)>,
@@ -111,7 +112,7 @@ impl Counted {
     pub fn new(inner: Incoming, received: Arc<AtomicU64>) -> Self {
         Counted {
             inner,
-            peeked: Peeked::default(),
+            peeked: None,
             received,
             messages: None,
         }
@@ -119,17 +120,17 @@ impl Counted {
 
     /// Delivers `peeked` before the rest of the body.
     pub fn with_peeked(mut self, peeked: Option<Peeked>) -> Self {
-        self.peeked = peeked.unwrap_or_default();
+        self.peeked = peeked.filter(|p| !p.is_empty()).map(Box::new);
         self
     }
 
     fn is_end_stream(&self) -> bool {
-        self.peeked.is_empty() && self.inner.is_end_stream()
+        self.peeked.as_ref().is_none_or(|p| p.is_empty()) && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
         let rest = self.inner.size_hint();
-        let peeked = self.peeked.len() as u64;
+        let peeked = self.peeked.as_ref().map_or(0, |p| p.len()) as u64;
         if peeked == 0 {
             return rest;
         }
@@ -151,10 +152,16 @@ impl Counted {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = if let Some(data) = self.peeked.data.pop_front() {
-            Poll::Ready(Some(Ok(Frame::data(data))))
-        } else if let Some(trailers) = self.peeked.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        let polled = if let Some(peeked) = &mut self.peeked {
+            if let Some(data) = peeked.data.pop_front() {
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            } else if let Some(trailers) = peeked.trailers.take() {
+                self.peeked = None;
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            } else {
+                self.peeked = None;
+                Pin::new(&mut self.inner).poll_frame(cx)
+            }
         } else {
             Pin::new(&mut self.inner).poll_frame(cx)
         };

@@ -99,11 +99,9 @@ pub(crate) async fn passthrough(stream: TcpStream, peer: SocketAddr, shared: Arc
     let mesh = shared.store.mesh_tls().map(Arc::as_ref);
     let source = passthrough_source(dst.ip());
     match inbound::accept(stream, peer, &spec, mesh).await {
-        Some(Accepted::Plain(stream)) => {
-            if allowed(&snapshot, peer, dst, None, None).await {
-                tracing::debug!(%peer, original_dst = %dst, cluster = INBOUND_PASSTHROUGH_CLUSTER, "inbound passthrough");
-                crate::tcp::forward_from(stream, Some(source), dst).await;
-            }
+        Some(Accepted::Plain(stream)) if allowed(&snapshot, peer, dst, None, None).await => {
+            tracing::debug!(%peer, original_dst = %dst, cluster = INBOUND_PASSTHROUGH_CLUSTER, "inbound passthrough");
+            crate::tcp::forward_from(stream, Some(source), dst).await;
         }
         Some(Accepted::Mtls {
             stream,
@@ -117,8 +115,8 @@ pub(crate) async fn passthrough(stream: TcpStream, peer: SocketAddr, shared: Arc
                 crate::tcp::forward_from(stream, Some(source), dst).await;
             }
         }
-        // Refused: accept logged why.
-        None => {}
+        // Refused: accept or the policy logged why.
+        Some(Accepted::Plain(_)) | None => {}
     }
 }
 

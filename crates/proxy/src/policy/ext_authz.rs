@@ -193,7 +193,7 @@ impl ExtAuthz {
             to_downstream_on_deny: patterns(&p.headers_to_downstream_on_deny),
             to_downstream_on_allow: patterns(&p.headers_to_downstream_on_allow),
             // Envoy buffers nothing with a zero maxRequestBytes.
-            body: (p.max_request_bytes > 0).then(|| BodySettings {
+            body: (p.max_request_bytes > 0).then_some(BodySettings {
                 max: p.max_request_bytes as usize,
                 partial: p.allow_partial_message,
                 as_bytes: p.pack_as_bytes,
