@@ -8,6 +8,14 @@
 //! are stopped: the gRPC provider fails closed (403), the HTTP one is
 //! `failOpen`. A CUSTOM policy naming a provider that does not exist denies
 //! what it selects, as istiod makes it.
+//!
+//! A CUSTOM policy on a TCP port asks the gRPC authorizer once per
+//! connection, which is then served or closed.
+//!
+//! A second mesh checks `includeRequestBodyInCheck`: the authorizers then
+//! decide on the request body (allowing one that starts with "allow"), a
+//! body over `maxRequestBytes` is refused with 413 — unless partial
+//! messages are allowed — and the app gets the whole body either way.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,11 +36,31 @@ const DENIED_BODY: &str =
 /// One check an authorizer saw: (protocol, path, source principal).
 type Check = (&'static str, String, String);
 
+/// The gRPC authorizer's answer to TCP connection checks (they carry no
+/// request to decide on): allow while set.
+static ALLOW_CONNECTIONS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// A body a check carried: (protocol, body, `x-envoy-auth-partial-body`).
+type SeenBody = (&'static str, Vec<u8>, String);
+
 /// What the authorizers saw.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<Check>>>);
+struct Seen(Arc<Mutex<Vec<Check>>>, Arc<Mutex<Vec<SeenBody>>>);
 
 impl Seen {
+    fn push_body(&self, protocol: &'static str, body: Vec<u8>, partial: String) {
+        if !body.is_empty() {
+            self.1
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((protocol, body, partial));
+        }
+    }
+
+    fn bodies(&self) -> Vec<SeenBody> {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn push(&self, protocol: &'static str, path: String, principal: String) {
         self.0
             .lock()
@@ -52,10 +80,37 @@ impl Authorization for Seen {
         req: tonic::Request<auth::CheckRequest>,
     ) -> Result<tonic::Response<auth::CheckResponse>, tonic::Status> {
         let attrs = req.into_inner().attributes.unwrap_or_default();
-        let http = attrs.request.and_then(|r| r.http).unwrap_or_default();
-        let principal = attrs.source.map(|s| s.principal).unwrap_or_default();
+        let principal = attrs
+            .source
+            .as_ref()
+            .map(|s| s.principal.clone())
+            .unwrap_or_default();
+        let Some(http) = attrs.request.and_then(|r| r.http) else {
+            // A TCP connection (Envoy's network ext_authz): no request.
+            self.push("tcp", String::new(), principal);
+            let allow = ALLOW_CONNECTIONS.load(std::sync::atomic::Ordering::SeqCst);
+            return Ok(tonic::Response::new(auth::CheckResponse {
+                status: Some(wire::google::rpc::Status {
+                    code: if allow { 0 } else { 7 },
+                    message: String::new(),
+                }),
+                http_response: None,
+            }));
+        };
         self.push("grpc", http.path.clone(), principal);
-        let allow = http.headers.get("x-ext-authz").map(String::as_str) == Some("allow");
+        let body = if http.raw_body.is_empty() {
+            http.body.clone().into_bytes()
+        } else {
+            http.raw_body.clone()
+        };
+        let partial = http
+            .headers
+            .get("x-envoy-auth-partial-body")
+            .cloned()
+            .unwrap_or_default();
+        self.push_body("grpc", body.clone(), partial);
+        let allow = http.headers.get("x-ext-authz").map(String::as_str) == Some("allow")
+            || body.starts_with(b"allow");
         let header = |value: &str| core::HeaderValueOption {
             header: Some(core::HeaderValue {
                 key: "x-ext-authz-check-result".into(),
@@ -97,11 +152,20 @@ async fn http_check(
     seen: Seen,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    use http_body_util::BodyExt;
     seen.push("http", req.uri().to_string(), String::new());
-    let allow = req
+    let header = req
         .headers()
         .get("x-ext-authz")
         .is_some_and(|v| v.as_bytes() == b"allow");
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    seen.push_body("http", body.clone(), String::new());
+    let allow = header || body.starts_with(b"allow");
     let (status, result, body) = if allow {
         (200, "allowed", "")
     } else {
@@ -443,6 +507,301 @@ async fn custom_policies_ask_grpc_and_http_authorizers() -> Result<()> {
             "trellis_ext_authz_total {result}: {n}, want {want}"
         );
     }
+    mesh.stop()?;
+    Ok(())
+}
+
+const BODY_MESH_CONFIG: &str = r#"extensionProviders:
+- name: grpc-body
+  envoyExtAuthzGrpc:
+    service: ext-authz-grpc.authz.internal
+    port: 9000
+    timeout: 2s
+    includeRequestBodyInCheck: {maxRequestBytes: 16}
+- name: grpc-partial
+  envoyExtAuthzGrpc:
+    service: ext-authz-grpc.authz.internal
+    port: 9000
+    timeout: 2s
+    includeRequestBodyInCheck: {maxRequestBytes: 8, allowPartialMessage: true, packAsBytes: true}
+- name: http-body
+  envoyExtAuthzHttp:
+    service: ext-authz-http.authz.internal
+    port: 8000
+    timeout: 2s
+    includeRequestBodyInCheck: {maxRequestBytes: 16}
+"#;
+
+/// A CUSTOM policy on `app` sending POSTs to `/post` to `provider`.
+fn custom_post(app: &str, provider: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: ext-authz-{app}, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: {app}}}}}
+  action: CUSTOM
+  provider: {{name: {provider}}}
+  rules: [{{to: [{{operation: {{methods: [POST], paths: [/post]}}}}]}}]
+---
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_checks_carry_the_request_body() -> Result<()> {
+    let authorizers = Authorizers::start()?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("mesh.yaml"), BODY_MESH_CONFIG)?;
+    let apps = [
+        ("grpc-body", "grpc"),
+        ("grpc-partial", "grpc"),
+        ("http-body", "http"),
+    ];
+    let mut config = vec![
+        entry("ext-authz-grpc.authz.internal", "GRPC", authorizers.grpc),
+        entry("ext-authz-http.authz.internal", "HTTP", authorizers.http),
+        GATEWAY.to_string(),
+    ];
+    for (app, _) in apps {
+        std::fs::write(
+            dir.path().join(format!("{app}.yaml")),
+            e2e::echo_workload(app, ""),
+        )?;
+        config.push(custom_post(app, app));
+        config.push(route(app));
+    }
+    std::fs::write(dir.path().join("authz.yaml"), config.concat())?;
+    let mesh = Mesh::up(dir.path())?;
+    let client = e2e::http();
+    let post = |app: &str, body: Vec<u8>| {
+        let client = client.clone();
+        let url = format!("{}/post", mesh.gateway);
+        let host = format!("{app}.example.com");
+        async move {
+            client
+                .post(url)
+                .header("host", host)
+                .body(body)
+                .send()
+                .await
+        }
+    };
+    // The policies are in place once a body the authorizer refuses is refused.
+    for (app, _) in apps {
+        eventually(Duration::from_secs(40), || async {
+            let status = post(app, b"deny".to_vec()).await?.status().as_u16();
+            ensure!(status == 403, "{app} deny: {status}");
+            Ok(())
+        })
+        .await?;
+    }
+    let bodies_before = authorizers.seen.bodies().len();
+    // What the app got: the number of body bytes it read.
+    let served = |r: reqwest::Response| async move {
+        ensure!(r.status() == 200, "status {}", r.status());
+        let echo: serde_json::Value = r.json().await?;
+        echo["body_bytes"].as_u64().context("no body_bytes")
+    };
+
+    for (app, protocol) in [("grpc-body", "grpc"), ("http-body", "http")] {
+        // Within maxRequestBytes: the authorizer decides on the body, the
+        // app gets it whole.
+        let n = served(post(app, b"allow: 16 bytes!".to_vec()).await?).await?;
+        ensure!(n == 16, "{app}: the app got {n} body bytes, not 16");
+        let last = authorizers.seen.bodies().pop().context("no body seen")?;
+        ensure!(
+            last.0 == protocol && last.1 == b"allow: 16 bytes!",
+            "{app}: the authorizer saw {last:?}"
+        );
+        if protocol == "grpc" {
+            ensure!(last.2 == "false", "{app}: partial-body header {:?}", last.2);
+        }
+        let r = post(app, b"denied: 16 bytes".to_vec()).await?;
+        ensure!(r.status() == 403, "{app} denied body: {}", r.status());
+        // One byte over: 413, the authorizer not asked.
+        let seen = authorizers.seen.bodies().len();
+        let r = post(app, b"allow: 17 bytes!!".to_vec()).await?;
+        ensure!(
+            r.status() == 413,
+            "{app} over maxRequestBytes: {}",
+            r.status()
+        );
+        ensure!(
+            authorizers.seen.bodies().len() == seen,
+            "{app}: a body over maxRequestBytes reached the authorizer"
+        );
+    }
+
+    // allowPartialMessage: the first 8 bytes go, as raw bytes (packAsBytes),
+    // marked partial; the app still gets all 100 000.
+    let mut big = b"allow-".to_vec();
+    big.resize(100_000, b'x');
+    let n = served(post("grpc-partial", big).await?).await?;
+    ensure!(n == 100_000, "grpc-partial: the app got {n} body bytes");
+    let last = authorizers.seen.bodies().pop().context("no body seen")?;
+    ensure!(
+        last.1 == b"allow-xx" && last.2 == "true",
+        "grpc-partial: the authorizer saw {last:?}"
+    );
+    let mut big = b"nope".to_vec();
+    big.resize(100_000, b'x');
+    let r = post("grpc-partial", big).await?;
+    ensure!(r.status() == 403, "grpc-partial denied: {}", r.status());
+    ensure!(
+        authorizers.seen.bodies().len() > bodies_before,
+        "no bodies seen"
+    );
+    mesh.stop()?;
+    Ok(())
+}
+
+/// A TCP service (its port named `tcp`) behind the ingress gateway's TCP
+/// server on 31400.
+const TCP_APP: &str = r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {name: tcp-app}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: tcp-app}
+spec:
+  selector: {app: tcp-app}
+  ports: [{name: tcp, port: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tcp-app}
+spec:
+  selector: {matchLabels: {app: tcp-app}}
+  template:
+    metadata:
+      labels: {app: tcp-app}
+    spec:
+      serviceAccountName: tcp-app
+      containers:
+      - name: echo
+        image: trellis-sample
+        command: [trellis-sample]
+        args: [echo, --service, tcp-app, --port, "8080"]
+        ports: [{containerPort: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tcp-gateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-app}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/tcp-gateway]
+  tcp:
+  - match: [{port: 31400}]
+    route: [{destination: {host: tcp-app.default.svc.cluster.local, port: {number: 8080}}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext-authz-tcp, namespace: default}
+spec:
+  selector: {matchLabels: {app: tcp-app}}
+  action: CUSTOM
+  provider: {name: ext-authz-grpc}
+  rules: [{}]
+---
+"#;
+
+/// One HTTP exchange over a raw TCP connection to `addr`: the status line,
+/// or `None` when the connection was closed without an answer.
+async fn over_tcp(addr: &str) -> Result<Option<String>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    // A refused connection may be closed before the request is written.
+    let _ = stream
+        .write_all(b"GET /tcp HTTP/1.1\r\nhost: tcp-app\r\nconnection: close\r\n\r\n")
+        .await;
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
+        .await
+        .context("no answer and no close within 10 s")?;
+    if read.is_err() || reply.is_empty() {
+        return Ok(None);
+    }
+    Ok(String::from_utf8_lossy(&reply)
+        .lines()
+        .next()
+        .map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_on_tcp_checks_each_connection_once() -> Result<()> {
+    use std::sync::atomic::Ordering;
+    let authorizers = Authorizers::start()?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("mesh.yaml"), MESH_CONFIG)?;
+    let config = [
+        entry("ext-authz-grpc.authz.internal", "GRPC", authorizers.grpc),
+        TCP_APP.to_string(),
+    ]
+    .concat();
+    std::fs::write(dir.path().join("tcp.yaml"), config)?;
+    let mesh = Mesh::up(dir.path())?;
+    let gateway_ip = mesh
+        .gateway
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .map(|(ip, _)| ip.to_string())
+        .context("gateway address")?;
+    let addr = format!("{gateway_ip}:31400");
+    let tcp_checks = || {
+        authorizers
+            .seen
+            .all()
+            .into_iter()
+            .filter(|s| s.0 == "tcp")
+            .collect::<Vec<_>>()
+    };
+
+    // Allowed: served, after one check naming the gateway's mesh identity.
+    ALLOW_CONNECTIONS.store(true, Ordering::SeqCst);
+    eventually(Duration::from_secs(40), || async {
+        let line = over_tcp(&addr).await?;
+        ensure!(
+            line.as_deref().is_some_and(|l| l.contains(" 200 ")),
+            "allowed connection: {line:?}"
+        );
+        ensure!(!tcp_checks().is_empty(), "served without a check");
+        Ok(())
+    })
+    .await?;
+    let before = tcp_checks().len();
+    let line = over_tcp(&addr).await?;
+    ensure!(
+        line.as_deref().is_some_and(|l| l.contains(" 200 ")),
+        "allowed connection: {line:?}"
+    );
+    let checks = tcp_checks();
+    ensure!(
+        checks.len() == before + 1,
+        "one check per connection: {checks:?}"
+    );
+    let principal = &checks[checks.len() - 1].2;
+    ensure!(
+        principal.starts_with("spiffe://cluster.local/ns/istio-system/"),
+        "source principal {principal:?}"
+    );
+
+    // Denied: closed without reaching the app.
+    ALLOW_CONNECTIONS.store(false, Ordering::SeqCst);
+    let line = over_tcp(&addr).await?;
+    ensure!(line.is_none(), "denied connection was served: {line:?}");
+    ensure!(tcp_checks().len() == before + 2, "denied without a check");
+    ALLOW_CONNECTIONS.store(true, Ordering::SeqCst);
     mesh.stop()?;
     Ok(())
 }

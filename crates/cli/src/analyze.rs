@@ -191,7 +191,15 @@ pub async fn run(args: &AnalyzeArgs, cluster: &Cluster) -> Result<i32> {
     } else {
         let mesh = mesh_config(args, &paths)?;
         let target = target(&input.resources);
-        (analyze::analyze(&input.resources, &mesh), target)
+        let mut messages = analyze::analyze(&input.resources, &mesh);
+        // Files are read by the proxies on this machine (`trellis up`): a
+        // DestinationRule's TLS file they cannot read fails its cluster.
+        messages.extend(analyze::unreadable_files(&input.resources, &mesh, |path| {
+            std::fs::File::open(path)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }));
+        (messages, target)
     };
     messages.extend(input.undecodable);
     messages.retain(|m| !suppressions.iter().any(|s| s.silences(m)));

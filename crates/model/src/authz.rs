@@ -24,13 +24,14 @@
 //! dropped whatever the action. A policy without rules never matches: as
 //! ALLOW it still makes the port deny everything, as DENY it does nothing.
 //!
-//! CUSTOM: the HTTP policies carry their extension provider, resolved
-//! (`crate::ext_authz`); the proxy checks what their rules select with it.
-//! As istiod, a workload's CUSTOM policies must all name one provider: a
-//! provider that is missing or invalid, or a second one, leaves them
-//! without, and the proxy then denies what they select (istiod makes such
-//! rules DENY rules). On TCP ports CUSTOM denies what it selects: Envoy's
-//! network ext_authz filter is not implemented.
+//! CUSTOM: the policies carry their extension provider, resolved
+//! (`crate::ext_authz`); the proxy checks what their rules select with it —
+//! on TCP ports a connection, once at its start, with a gRPC provider
+//! (Envoy's network ext_authz; istiod leaves an HTTP provider out of TCP
+//! filter chains, and so does the proxy). As istiod, a workload's CUSTOM
+//! policies must all name one provider: a provider that is missing or
+//! invalid, or a second one, leaves them without, and the proxy then
+//! denies what they select (istiod makes such rules DENY rules).
 
 use api::Object;
 use api::security::{
@@ -68,17 +69,15 @@ impl WorkloadAuthz {
                 .collect()
         };
         let mut http: Vec<pb::AuthzPolicy> = compile_all(false);
+        let mut tcp: Vec<pb::AuthzPolicy> = compile_all(true);
         if let Some(ext) = custom_provider(mesh, w, &policies) {
-            for p in &mut http {
+            for p in http.iter_mut().chain(&mut tcp) {
                 if p.action == pb::AuthzAction::Custom as i32 {
                     p.ext_authz = Some(ext.clone());
                 }
             }
         }
-        WorkloadAuthz {
-            http,
-            tcp: compile_all(true),
-        }
+        WorkloadAuthz { http, tcp }
     }
 
     /// The HTTP and TCP policies of a port serving `protocol` (a port of

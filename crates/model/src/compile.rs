@@ -275,6 +275,13 @@ pub(crate) fn service_clusters(
                             );
                         }
                     }
+                    if let Some(d) = dr {
+                        tls.destination_rule = format!(
+                            "{}/{}",
+                            d.metadata.namespace.as_deref().unwrap_or("default"),
+                            d.metadata.name
+                        );
+                    }
                     tls
                 }),
                 // Single addresses only: a ServiceEntry's CIDRs are no VIP.

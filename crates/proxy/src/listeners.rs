@@ -450,7 +450,15 @@ fn serve_inbound(
                     match (spec.spec.serve, http) {
                         (Serve::Tcp, _) | (Serve::Sniff, false) => {
                             let principal = identity.as_ref().map(|i| i.id().to_string());
-                            if tcp_allowed(&spec, peer, principal.as_deref(), sni.as_deref()) {
+                            if tcp_allowed(
+                                &shared,
+                                &spec,
+                                peer,
+                                principal.as_deref(),
+                                sni.as_deref(),
+                            )
+                            .await
+                            {
                                 let meta = identity.as_ref().map(|i| {
                                     let snapshot = shared.store.current();
                                     match snapshot.as_deref() {
@@ -534,13 +542,17 @@ pub(crate) fn serve_plain(
             drain,
         ),
         Serve::Tcp => {
-            if tcp_allowed(&listener_now, peer, None, None) {
-                let stream = shared
-                    .telemetry
-                    .meter_inbound_tcp(stream, None, listener_now.service.clone())
-                    .with_log(tcp_log(shared, &listener_now, peer, app));
-                tokio::spawn(tcp::forward_from(stream, source, app));
-            }
+            let (rt, shared) = (rt.clone(), shared.clone());
+            tokio::spawn(async move {
+                let now = rt.load_full();
+                if tcp_allowed(&shared, &now, peer, None, None).await {
+                    let stream = shared
+                        .telemetry
+                        .meter_inbound_tcp(stream, None, now.service.clone())
+                        .with_log(tcp_log(&shared, &now, peer, app));
+                    tcp::forward_from(stream, source, app).await;
+                }
+            });
         }
         Serve::L4 => {
             tokio::spawn(serve_l4(
@@ -562,7 +574,7 @@ pub(crate) fn serve_plain(
                         &builder,
                         drain,
                     );
-                } else if tcp_allowed(&rt.load(), peer, None, None) {
+                } else if tcp_allowed(&shared, &rt.load_full(), peer, None, None).await {
                     let now = rt.load();
                     let stream = shared
                         .telemetry

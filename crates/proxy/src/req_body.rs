@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Request};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
@@ -19,10 +20,89 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// replay it. Larger bodies stream through once and are not retried.
 pub const REPLAY_LIMIT: usize = 64 * 1024;
 
+/// The start of a downstream body, read before the request was handed on
+/// by a filter that had to see it (ext_authz's `includeRequestBodyInCheck`),
+/// kept in the request's extensions: the body delivers it first.
+#[derive(Clone, Debug, Default)]
+pub struct Peeked {
+    data: VecDeque<Bytes>,
+    /// The body's trailers, when the whole body was read.
+    trailers: Option<HeaderMap>,
+}
+
+impl Peeked {
+    fn len(&self) -> usize {
+        self.data.iter().map(Bytes::len).sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.data.is_empty() && self.trailers.is_none()
+    }
+}
+
+/// What [`peek`] read.
+pub struct Peek {
+    /// Everything read so far, in one piece.
+    pub bytes: Bytes,
+    /// The body ended there.
+    pub complete: bool,
+}
+
+/// Reads the body of `req` until it ends or at least `want` bytes are in,
+/// keeping what it read in the request (as [`Peeked`]) for whoever sends
+/// the body on.
+pub async fn peek(req: &mut Request<Incoming>, want: usize) -> Result<Peek, hyper::Error> {
+    let mut peeked = req.extensions_mut().remove::<Peeked>().unwrap_or_default();
+    let mut len = peeked.len();
+    let (mut failed, mut ended) = (None, false);
+    while len < want && peeked.trailers.is_none() && !req.body().is_end_stream() {
+        let body = req.body_mut();
+        match std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+            None => {
+                ended = true;
+                break;
+            }
+            Some(Err(e)) => {
+                failed = Some(e);
+                break;
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    len += data.len();
+                    peeked.data.push_back(data);
+                }
+                Err(frame) => peeked.trailers = frame.into_trailers().ok(),
+            },
+        }
+    }
+    let complete = ended || peeked.trailers.is_some() || req.body().is_end_stream();
+    let bytes = concat(&peeked.data, len);
+    req.extensions_mut().insert(peeked);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(Peek { bytes, complete }),
+    }
+}
+
+fn concat(chunks: &VecDeque<Bytes>, len: usize) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks[0].clone(),
+        _ => {
+            let mut buf = BytesMut::with_capacity(len);
+            chunks.iter().for_each(|c| buf.extend_from_slice(c));
+            buf.freeze()
+        }
+    }
+}
+
 /// A downstream body that counts the bytes it delivers (for the access log).
 #[derive(Debug)]
 pub struct Counted {
     inner: Incoming,
+    /// Read already (`Peeked`), delivered before the rest (boxed: most
+    /// bodies have none, and `ReqBody` stays small).
+    peeked: Option<Box<Peeked>>,
     received: Arc<AtomicU64>,
     /// gRPC requests: their messages, for telemetry.
     messages: Option<(crate::telemetry::grpc::MessageCounter, Arc<AtomicU64>)>,
@@ -32,9 +112,34 @@ impl Counted {
     pub fn new(inner: Incoming, received: Arc<AtomicU64>) -> Self {
         Counted {
             inner,
+            peeked: None,
             received,
             messages: None,
         }
+    }
+
+    /// Delivers `peeked` before the rest of the body.
+    pub fn with_peeked(mut self, peeked: Option<Peeked>) -> Self {
+        self.peeked = peeked.filter(|p| !p.is_empty()).map(Box::new);
+        self
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.peeked.as_ref().is_none_or(|p| p.is_empty()) && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let rest = self.inner.size_hint();
+        let peeked = self.peeked.as_ref().map_or(0, |p| p.len()) as u64;
+        if peeked == 0 {
+            return rest;
+        }
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + peeked);
+        if let Some(u) = rest.upper() {
+            hint.set_upper(u + peeked);
+        }
+        hint
     }
 
     /// Also counts the gRPC messages of the body into `messages`.
@@ -47,7 +152,19 @@ impl Counted {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let polled = if let Some(peeked) = &mut self.peeked {
+            if let Some(data) = peeked.data.pop_front() {
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            } else if let Some(trailers) = peeked.trailers.take() {
+                self.peeked = None;
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            } else {
+                self.peeked = None;
+                Pin::new(&mut self.inner).poll_frame(cx)
+            }
+        } else {
+            Pin::new(&mut self.inner).poll_frame(cx)
+        };
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
@@ -101,8 +218,8 @@ impl Body for ReqBody {
         match self {
             ReqBody::Empty => true,
             ReqBody::Full(d) => d.is_none(),
-            ReqBody::Stream(s) => s.inner.is_end_stream(),
-            ReqBody::Prefixed { prefix, rest } => prefix.is_empty() && rest.inner.is_end_stream(),
+            ReqBody::Stream(s) => s.is_end_stream(),
+            ReqBody::Prefixed { prefix, rest } => prefix.is_empty() && rest.is_end_stream(),
         }
     }
 
@@ -110,10 +227,10 @@ impl Body for ReqBody {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
             ReqBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
-            ReqBody::Stream(s) => s.inner.size_hint(),
+            ReqBody::Stream(s) => s.size_hint(),
             ReqBody::Prefixed { prefix, rest } => {
                 let buffered: u64 = prefix.iter().map(|b| b.len() as u64).sum();
-                let r = rest.inner.size_hint();
+                let r = rest.size_hint();
                 let mut hint = SizeHint::new();
                 hint.set_lower(r.lower() + buffered);
                 if let Some(u) = r.upper() {
@@ -145,11 +262,11 @@ pub enum Replay {
 
 /// Reads up to `limit` bytes of `body` into memory.
 pub async fn buffer_for_replay(mut body: Counted, limit: usize) -> Result<Replay, hyper::Error> {
-    if body.inner.is_end_stream() {
+    if body.is_end_stream() {
         return Ok(Replay::Whole(Bytes::new()));
     }
     // A declared length over the limit: don't read at all, stream it once.
-    if body.inner.size_hint().lower() > limit as u64 {
+    if body.size_hint().lower() > limit as u64 {
         return Ok(Replay::Once(ReqBody::Stream(body)));
     }
     let mut chunks: VecDeque<Bytes> = VecDeque::new();
@@ -174,13 +291,5 @@ pub async fn buffer_for_replay(mut body: Counted, limit: usize) -> Result<Replay
             }
         }
     }
-    Ok(Replay::Whole(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop_front().unwrap_or_default(),
-        _ => {
-            let mut buf = BytesMut::with_capacity(len);
-            chunks.iter().for_each(|c| buf.extend_from_slice(c));
-            buf.freeze()
-        }
-    }))
+    Ok(Replay::Whole(concat(&chunks, len)))
 }

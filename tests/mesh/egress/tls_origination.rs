@@ -354,6 +354,51 @@ spec:
         Ok(())
     })
     .await?;
+
+    // A rule whose CA file cannot be read fails its own cluster only: in the
+    // same push, mutual.example.test's rule gets its client certificate back
+    // and works again, while edition.example.test answers 503 and the
+    // sidecar names the rule and the file.
+    let missing = certs.path().join("missing-ca.pem").display().to_string();
+    let rules = format!(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: edition}}
+spec:
+  host: edition.example.test
+  trafficPolicy:
+    portLevelSettings:
+    - port: {{number: 80}}
+      tls: {{mode: SIMPLE, caCertificates: {missing}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: mutual}}
+spec:
+  host: mutual.example.test
+  trafficPolicy:
+    tls: {{mode: MUTUAL, caCertificates: {ca}, clientCertificate: {}, privateKey: {}}}
+",
+        client.0, client.1
+    );
+    apply(&mesh, dir.path(), "apply", "unreadable-ca.yaml", &rules)?;
+    let body = ok("http://mutual.example.test/after-unreadable").await?;
+    ensure!(body["client_cert"] == true, "{body}");
+    let served = simple.served();
+    let (status, body) = call(&app, "http://edition.example.test/unreadable").await?;
+    ensure!(
+        status == 503 && simple.served() == served,
+        "a cluster whose CA cannot be read: {status}: {body}"
+    );
+    let log = std::fs::read_to_string(mesh.logs().join(format!(
+        "default.{}.istio-proxy.log",
+        client_pod["metadata"]["name"].as_str().unwrap_or_default()
+    )))?;
+    ensure!(
+        log.lines()
+            .any(|l| l.contains("DestinationRule default/edition") && l.contains(&missing)),
+        "no log line names the rule and the file: {log:.4000}"
+    );
     mesh.stop()?;
     Ok(())
 }

@@ -45,6 +45,7 @@ mod telemetry;
 mod unsupported;
 mod upstream_tls;
 pub use unsupported::not_enforced;
+pub use upstream_tls::unreadable_files;
 mod virtual_service;
 mod virtual_service_hosts;
 mod workload;

@@ -99,7 +99,7 @@ pub(crate) async fn passthrough(stream: TcpStream, peer: SocketAddr, shared: Arc
     let mesh = shared.store.mesh_tls().map(Arc::as_ref);
     let source = passthrough_source(dst.ip());
     match inbound::accept(stream, peer, &spec, mesh).await {
-        Some(Accepted::Plain(stream)) if allowed(policy, peer, dst, None, None) => {
+        Some(Accepted::Plain(stream)) if allowed(&snapshot, peer, dst, None, None).await => {
             tracing::debug!(%peer, original_dst = %dst, cluster = INBOUND_PASSTHROUGH_CLUSTER, "inbound passthrough");
             crate::tcp::forward_from(stream, Some(source), dst).await;
         }
@@ -110,7 +110,7 @@ pub(crate) async fn passthrough(stream: TcpStream, peer: SocketAddr, shared: Arc
         }) => {
             let principal = identity.as_ref().map(|i| i.id().to_string());
             let sni: Option<String> = stream.get_ref().1.server_name().map(String::from);
-            if allowed(policy, peer, dst, principal.as_deref(), sni.as_deref()) {
+            if allowed(&snapshot, peer, dst, principal.as_deref(), sni.as_deref()).await {
                 tracing::debug!(%peer, original_dst = %dst, principal = principal.as_deref().unwrap_or("-"), cluster = INBOUND_PASSTHROUGH_CLUSTER, "inbound passthrough over mTLS");
                 crate::tcp::forward_from(stream, Some(source), dst).await;
             }
@@ -122,18 +122,19 @@ pub(crate) async fn passthrough(stream: TcpStream, peer: SocketAddr, shared: Arc
 
 /// The workload's TCP authorization policies, with the original
 /// destination as the connection's destination.
-fn allowed(
-    policy: &crate::snapshot::InboundPassthrough,
+async fn allowed(
+    snapshot: &crate::snapshot::Snapshot,
     peer: SocketAddr,
     dst: SocketAddr,
     principal: Option<&str>,
     sni: Option<&str>,
 ) -> bool {
-    let engine = &policy.authz.tcp;
+    let engine = &snapshot.inbound_passthrough.authz.tcp;
     if engine.is_empty() {
         return true;
     }
-    match engine.decide(&Attrs::tcp(peer, dst, principal, sni)) {
+    let attrs = Attrs::tcp(peer, dst, principal, sni);
+    match engine.decide_connection(peer, &attrs, Some(snapshot)).await {
         Decision::Allow => true,
         Decision::Deny(details) => {
             tracing::info!(listener = INBOUND_PASSTHROUGH_CLUSTER, %peer, original_dst = %dst, principal = principal.unwrap_or("-"), %details, "connection denied by authorization policy; closed");

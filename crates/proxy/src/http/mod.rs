@@ -200,6 +200,18 @@ pub async fn handle(
                     record.response_code_details = Some(details.into());
                     break 'policies response;
                 }
+                Authorized::BodyTooLarge => {
+                    record.response_code_details = Some("request_payload_too_large".into());
+                    break 'policies local_reply(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "Payload Too Large",
+                    );
+                }
+                Authorized::BodyFailed => {
+                    record.flags.set(Flags::DC);
+                    record.response_code_details = Some("downstream_body_failed".into());
+                    break 'policies local_reply(StatusCode::BAD_REQUEST, "");
+                }
             };
             if let Some(limit) = before_router {
                 match global_limit(limit, &mut req, &authority, &listener, &conn).await {
@@ -263,20 +275,24 @@ enum Authorized {
     Deny(Arc<str>),
     /// An external authorizer's refusal (or its failure), as the client gets it.
     External(Response<RespBody>, &'static str),
+    /// The body the authorizer is to see is over its `maxRequestBytes`.
+    BodyTooLarge,
+    /// The client's body failed while it was read for the authorizer.
+    BodyFailed,
 }
 
 /// The port's AuthorizationPolicies on one inbound request: CUSTOM (an
 /// external authorizer, whose allowing headers the request then carries),
 /// then the others.
-async fn authorize<B>(
-    req: &mut Request<B>,
+async fn authorize(
+    req: &mut Request<Incoming>,
     authority: &str,
     listener: &ListenerRt,
     conn: &Conn,
     auth: Option<&crate::policy::jwt::Verified>,
 ) -> Authorized {
     use crate::policy::authz::{Custom, Decision};
-    use crate::policy::ext_authz::{CheckRequest, Verdict};
+    use crate::policy::ext_authz::{BodyRefused, CheckRequest, Verdict};
     let engine = &listener.authz.http;
     if engine.is_empty() {
         return Authorized::Allow(None);
@@ -289,6 +305,14 @@ async fn authorize<B>(
             let Some(snapshot) = conn.shared.store.current() else {
                 return Authorized::Deny("ext_authz_error".into());
             };
+            let body = match authorizer.request_body(req).await {
+                Ok(body) => body,
+                Err(BodyRefused::TooLarge) => return Authorized::BodyTooLarge,
+                Err(BodyRefused::Failed(e)) => {
+                    tracing::debug!(peer = %conn.peer, error = %e, "request body failed while read for the external authorizer");
+                    return Authorized::BodyFailed;
+                }
+            };
             let check = CheckRequest {
                 source: conn.peer,
                 principal: conn.mesh_peer.as_ref().map(|p| &*p.meta.principal),
@@ -298,6 +322,7 @@ async fn authorize<B>(
                 host: authority,
                 headers: req.headers(),
                 version: req.version(),
+                body: body.as_ref(),
             };
             match authorizer.check(&snapshot, &check).await {
                 Verdict::Deny(response, details) => {
@@ -553,10 +578,12 @@ fn prepare_headers(
 }
 
 fn split(req: Request<Incoming>, record: &Record) -> (http::request::Parts, Counted) {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let peeked = parts.extensions.remove::<crate::req_body::Peeked>();
     (
         parts,
         Counted::new(body, record.received.clone())
+            .with_peeked(peeked)
             .with_grpc_messages(record.request_messages.clone()),
     )
 }

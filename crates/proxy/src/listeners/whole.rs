@@ -38,7 +38,11 @@ pub(super) async fn serve_l4(
         && !authz.tcp.is_empty()
     {
         let attrs = crate::policy::authz::Attrs::tcp(peer, bind, None, sni.as_deref());
-        if let crate::policy::authz::Decision::Deny(details) = authz.tcp.decide(&attrs) {
+        if let crate::policy::authz::Decision::Deny(details) = authz
+            .tcp
+            .decide_connection(peer, &attrs, Some(&snapshot))
+            .await
+        {
             tracing::info!(listener = %bind, %peer, %details, "connection denied by authorization policy; closed");
             return;
         }
@@ -93,9 +97,11 @@ pub(super) fn tcp_log(
     ))
 }
 
-/// The port's AuthorizationPolicies on a TCP connection; a denied one is
-/// dropped (closed) by the caller right away.
-pub(super) fn tcp_allowed(
+/// The port's AuthorizationPolicies on a TCP connection (a CUSTOM rule's
+/// authorizer asked once); a denied one is dropped (closed) by the caller
+/// right away.
+pub(super) async fn tcp_allowed(
+    shared: &Shared,
     rt: &ListenerRt,
     peer: SocketAddr,
     principal: Option<&str>,
@@ -106,7 +112,11 @@ pub(super) fn tcp_allowed(
         return true;
     }
     let attrs = crate::policy::authz::Attrs::tcp(peer, rt.spec.bind, principal, sni);
-    match engine.decide(&attrs) {
+    let snapshot = shared.store.current();
+    match engine
+        .decide_connection(peer, &attrs, snapshot.as_deref())
+        .await
+    {
         crate::policy::authz::Decision::Allow => true,
         crate::policy::authz::Decision::Deny(details) => {
             tracing::info!(listener = %rt.spec.name, %peer, principal = principal.unwrap_or("-"), %details, "connection denied by authorization policy; closed");

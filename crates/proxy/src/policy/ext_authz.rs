@@ -14,6 +14,13 @@
 //! - No answer (unreachable, timeout, a gRPC error, an HTTP 5xx): allowed
 //!   when `failOpen`, else `statusOnError` (403) with no body.
 //!
+//! With `includeRequestBodyInCheck` the check carries the start of the
+//! request body (gRPC: `body`, or `raw_body` when `packAsBytes`; HTTP: the
+//! check's own body): up to `maxRequestBytes` of it, the request refused
+//! with 413 when it is longer, unless `allowPartialMessage` — then the
+//! first `maxRequestBytes` go, and `x-envoy-auth-partial-body` tells the
+//! authorizer (gRPC). The upstream gets the whole body, as sent.
+//!
 //! Denials and errors are flagged UAEX with Envoy's response code details
 //! (`ext_authz_denied`, `ext_authz_error`) and counted by result.
 
@@ -24,7 +31,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Method, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
 use wire::envoy::config::core::v3 as core;
 use wire::envoy::service::auth::v3 as auth;
 use wire::pb;
@@ -51,7 +59,35 @@ pub struct ExtAuthz {
     to_upstream: Vec<Pattern>,
     to_downstream_on_deny: Vec<Pattern>,
     to_downstream_on_allow: Vec<Pattern>,
+    body: Option<BodySettings>,
 }
+
+/// `includeRequestBodyInCheck`, as Envoy's `with_request_body`.
+#[derive(Debug, PartialEq)]
+struct BodySettings {
+    max: usize,
+    partial: bool,
+    as_bytes: bool,
+}
+
+/// The request body a check carries.
+pub struct CheckBody {
+    bytes: Bytes,
+    /// Only the start of the body.
+    partial: bool,
+}
+
+/// Why the request body could not be had for the check.
+pub enum BodyRefused {
+    /// Longer than `maxRequestBytes`, and partial messages not allowed:
+    /// Envoy's 413.
+    TooLarge,
+    /// The client's body failed (reset, malformed).
+    Failed(hyper::Error),
+}
+
+/// Envoy's header telling the authorizer whether the body is cut short.
+const PARTIAL_BODY: &str = "x-envoy-auth-partial-body";
 
 /// What is known of the request being checked.
 pub struct CheckRequest<'a> {
@@ -65,6 +101,17 @@ pub struct CheckRequest<'a> {
     pub host: &'a str,
     pub headers: &'a HeaderMap,
     pub version: Version,
+    pub body: Option<&'a CheckBody>,
+}
+
+/// What is known of a TCP connection being checked (Envoy's network
+/// ext_authz: the peers, no request).
+pub struct ConnectionCheck<'a> {
+    pub source: SocketAddr,
+    /// The verified peer's SPIFFE id (mesh mTLS).
+    pub principal: Option<&'a str>,
+    pub destination: SocketAddr,
+    pub sni: Option<&'a str>,
 }
 
 /// The check's outcome.
@@ -127,9 +174,6 @@ impl ExtAuthz {
                 .map_err(|_| at(&format!("header value of {k:?}")))?;
             additional.push((name, value));
         }
-        if p.max_request_bytes > 0 {
-            tracing::warn!(provider = %p.provider, "includeRequestBodyInCheck is not supported: checks carry no request body");
-        }
         Ok(ExtAuthz {
             provider: p.provider.as_str().into(),
             cluster: p.cluster.clone(),
@@ -148,7 +192,41 @@ impl ExtAuthz {
             to_upstream: patterns(&p.headers_to_upstream_on_allow),
             to_downstream_on_deny: patterns(&p.headers_to_downstream_on_deny),
             to_downstream_on_allow: patterns(&p.headers_to_downstream_on_allow),
+            // Envoy buffers nothing with a zero maxRequestBytes.
+            body: (p.max_request_bytes > 0).then_some(BodySettings {
+                max: p.max_request_bytes as usize,
+                partial: p.allow_partial_message,
+                as_bytes: p.pack_as_bytes,
+            }),
         })
+    }
+
+    /// The request body for the check, when the provider includes it: read
+    /// (and kept in the request for the upstream) up to `maxRequestBytes`.
+    pub async fn request_body(
+        &self,
+        req: &mut Request<Incoming>,
+    ) -> Result<Option<CheckBody>, BodyRefused> {
+        use http_body::Body;
+        let Some(b) = &self.body else {
+            return Ok(None);
+        };
+        // A body that says it is too long is refused before it is read.
+        if !b.partial && req.body().size_hint().lower() > b.max as u64 {
+            return Err(BodyRefused::TooLarge);
+        }
+        // Partial: the first `max` bytes do; else one byte more tells.
+        let want = if b.partial { b.max } else { b.max + 1 };
+        let peek = crate::req_body::peek(req, want)
+            .await
+            .map_err(BodyRefused::Failed)?;
+        if peek.bytes.len() > b.max && !b.partial {
+            return Err(BodyRefused::TooLarge);
+        }
+        let partial = !peek.complete || peek.bytes.len() > b.max;
+        let mut bytes = peek.bytes;
+        bytes.truncate(b.max);
+        Ok(Some(CheckBody { bytes, partial }))
     }
 
     pub fn provider(&self) -> &str {
@@ -186,13 +264,71 @@ impl ExtAuthz {
         }
     }
 
+    /// Whether the provider can check TCP connections (gRPC only, as Envoy's
+    /// network ext_authz filter speaks only gRPC).
+    pub fn checks_connections(&self) -> bool {
+        self.grpc
+    }
+
+    /// Asks the authorizer about a TCP connection, once at its start.
+    /// `Err`: refused (Envoy's response code details), the connection is
+    /// to be closed. Failures follow `failOpen` as for requests.
+    pub async fn check_connection(
+        &self,
+        snapshot: &Snapshot,
+        c: &ConnectionCheck<'_>,
+    ) -> Result<(), &'static str> {
+        let request = auth::CheckRequest {
+            attributes: Some(auth::AttributeContext {
+                source: Some(peer(c.source, c.principal)),
+                destination: Some(peer(c.destination, None)),
+                tls_session: c.sni.map(|sni| auth::attribute_context::TlsSession {
+                    sni: sni.to_string(),
+                }),
+                ..Default::default()
+            }),
+        };
+        let answer: Result<auth::CheckResponse, _> = call::grpc(
+            snapshot,
+            &self.cluster,
+            &self.authority,
+            CHECK,
+            &request,
+            self.timeout,
+        )
+        .await;
+        match answer {
+            Ok(resp) if resp.status.as_ref().is_none_or(|s| s.code == 0) => {
+                super::stats::ext_authz(&self.provider, "ok");
+                Ok(())
+            }
+            Ok(_) => {
+                super::stats::ext_authz(&self.provider, "denied");
+                Err("ext_authz_denied")
+            }
+            Err(e) if self.fail_open => {
+                tracing::warn!(provider = %self.provider, error = %e, "external authorizer failed; connection allowed (failOpen)");
+                super::stats::ext_authz(&self.provider, "failure_mode_allowed");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(provider = %self.provider, error = %e, "external authorizer failed; connection refused");
+                super::stats::ext_authz(&self.provider, "error");
+                Err("ext_authz_error")
+            }
+        }
+    }
+
     async fn check_grpc(
         &self,
         snapshot: &Snapshot,
         r: &CheckRequest<'_>,
     ) -> Result<Verdict, CallError> {
         let request = auth::CheckRequest {
-            attributes: Some(attributes(r)),
+            attributes: Some(attributes(
+                r,
+                self.body.as_ref().is_some_and(|b| b.as_bytes),
+            )),
         };
         let resp: auth::CheckResponse = call::grpc(
             snapshot,
@@ -266,7 +402,9 @@ impl ExtAuthz {
                 headers.append(name.clone(), value.clone());
             }
         }
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        // The check's body is the request's, when included (else empty).
+        let body = r.body.map_or_else(Bytes::new, |b| b.bytes.clone());
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         for (name, value) in &self.additional {
             headers.insert(name.clone(), value.clone());
         }
@@ -279,7 +417,7 @@ impl ExtAuthz {
             &self.cluster,
             r.host,
             (r.method.clone(), path, headers),
-            Bytes::new(),
+            body,
             false,
             self.timeout,
         )
@@ -352,9 +490,9 @@ fn header_of(h: Option<&core::HeaderValue>) -> Option<(HeaderName, HeaderValue)>
     Some((HeaderName::try_from(h.key.as_str()).ok()?, value))
 }
 
-/// The request as Envoy describes it to a gRPC authorizer.
-fn attributes(r: &CheckRequest<'_>) -> auth::AttributeContext {
-    let peer = |addr: SocketAddr, principal: Option<&str>| auth::attribute_context::Peer {
+/// One end of the connection, as Envoy describes it.
+fn peer(addr: SocketAddr, principal: Option<&str>) -> auth::attribute_context::Peer {
+    auth::attribute_context::Peer {
         address: Some(core::Address {
             address: Some(core::address::Address::SocketAddress(core::SocketAddress {
                 protocol: 0,
@@ -366,9 +504,18 @@ fn attributes(r: &CheckRequest<'_>) -> auth::AttributeContext {
         }),
         principal: principal.unwrap_or_default().to_string(),
         ..Default::default()
-    };
+    }
+}
+
+/// The request as Envoy describes it to a gRPC authorizer (the body as
+/// `raw_body` when `as_bytes`).
+fn attributes(r: &CheckRequest<'_>, as_bytes: bool) -> auth::AttributeContext {
     let mut headers = std::collections::BTreeMap::<String, String>::new();
     for (name, value) in r.headers {
+        // A client's own x-envoy-auth-partial-body would mislead (Envoy drops it too).
+        if name.as_str() == PARTIAL_BODY {
+            continue;
+        }
         let value = String::from_utf8_lossy(value.as_bytes());
         headers
             .entry(name.as_str().to_string())
@@ -381,6 +528,15 @@ fn attributes(r: &CheckRequest<'_>) -> auth::AttributeContext {
     headers.insert(":authority".into(), r.host.to_string());
     headers.insert(":method".into(), r.method.as_str().to_string());
     headers.insert(":path".into(), r.path.to_string());
+    let (mut body, mut raw_body) = (String::new(), Vec::new());
+    if let Some(b) = r.body {
+        headers.insert(PARTIAL_BODY.into(), b.partial.to_string());
+        if as_bytes {
+            raw_body = b.bytes.to_vec();
+        } else {
+            body = String::from_utf8_lossy(&b.bytes).into_owned();
+        }
+    }
     let header = |n: &str| {
         r.headers
             .get(n)
@@ -410,6 +566,8 @@ fn attributes(r: &CheckRequest<'_>) -> auth::AttributeContext {
                 }
                 .to_string(),
                 headers,
+                body,
+                raw_body,
                 ..Default::default()
             }),
         }),
@@ -487,8 +645,9 @@ mod tests {
             host: "httpbin:8000",
             headers: &headers,
             version: Version::HTTP_11,
+            body: None,
         };
-        let a = attributes(&r);
+        let a = attributes(&r, false);
         let source = a.source.expect("source");
         assert_eq!(source.principal, "spiffe://cluster.local/ns/foo/sa/sleep");
         let http = a.request.and_then(|r| r.http).expect("http");

@@ -92,8 +92,9 @@ pub enum ClusterTls {
 }
 
 impl ClusterTls {
-    /// Reads the cluster's mode; an unusable one (a file that cannot be read,
-    /// a SAN that is no SPIFFE id) is an error, so the config is NACKed.
+    /// Reads the cluster's mode. SIMPLE and MUTUAL settings that cannot be
+    /// loaded make a cluster that refuses every connection; an ISTIO_MUTUAL
+    /// SAN that is no SPIFFE id is an error, so the config is NACKed.
     pub fn new(spec: &pb::Cluster, mesh: Option<&Arc<MeshTls>>) -> Result<Self, String> {
         let tls = spec.tls.clone().unwrap_or_default();
         let mode = pb::UpstreamTlsMode::try_from(tls.mode)
@@ -125,9 +126,19 @@ impl ClusterTls {
             }
             pb::UpstreamTlsMode::Simple | pb::UpstreamTlsMode::Mutual => {
                 let mutual = mode == pb::UpstreamTlsMode::Mutual;
-                Ok(ClusterTls::Origination(Arc::new(origination(
-                    spec, &tls, mutual,
-                )?)))
+                // Settings that cannot be loaded (a file unreadable, a Secret
+                // missing) fail this cluster alone, as Envoy's cluster warming
+                // does: its connections are refused saying why, the rest of
+                // the config applies.
+                let upstream = origination(spec, &tls, mutual).unwrap_or_else(|why| {
+                    let why = match tls.destination_rule.as_str() {
+                        "" => why,
+                        dr => format!("DestinationRule {dr}: {why}"),
+                    };
+                    tracing::warn!(cluster = %spec.name, reason = %why, "cluster TLS settings cannot be loaded; its requests fail");
+                    Upstream::Refuse(why)
+                });
+                Ok(ClusterTls::Origination(Arc::new(upstream)))
             }
         }
     }
@@ -226,7 +237,7 @@ fn origination(
     if !tls.credential_error.is_empty() {
         // The control plane could not resolve credentialName: refuse rather
         // than verify against some other roots.
-        return Ok(Upstream::Refuse(tls.credential_error.clone()));
+        return Err(tls.credential_error.clone());
     }
     let provider = identity::crypto_provider();
     let host = if tls.sni.is_empty() {
@@ -561,17 +572,38 @@ mod tests {
     }
 
     #[test]
-    fn origination_with_unreadable_files_is_refused() {
+    fn origination_with_unreadable_files_fails_the_cluster_alone() {
+        let refusal = |spec: &pb::Cluster| {
+            let tls = ClusterTls::new(spec, None).expect("a cluster, not a NACK");
+            match tls
+                .for_endpoints(spec, &[endpoint(false)])
+                .remove(0)
+                .as_deref()
+            {
+                Some(Upstream::Refuse(why)) => why.clone(),
+                other => panic!("not refused: {other:?}"),
+            }
+        };
+        for mode in [pb::UpstreamTlsMode::Simple, pb::UpstreamTlsMode::Mutual] {
+            let mut spec = cluster(mode);
+            if let Some(t) = spec.tls.as_mut() {
+                t.ca_certificates = "/nonexistent/ca.pem".into();
+                t.destination_rule = "shop/external-tls".into();
+            }
+            let why = refusal(&spec);
+            assert!(
+                why.starts_with("DestinationRule shop/external-tls: ")
+                    && why.contains("/nonexistent/ca.pem"),
+                "{why}"
+            );
+        }
         let mut spec = cluster(pb::UpstreamTlsMode::Simple);
         if let Some(t) = spec.tls.as_mut() {
-            t.ca_certificates = "/nonexistent/ca.pem".into();
+            t.credential_error = "tls.credentialName api-creds: no such Secret".into();
         }
-        let err = ClusterTls::new(&spec, None).err().expect("refused");
-        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
-        let mut spec = cluster(pb::UpstreamTlsMode::Mutual);
-        if let Some(t) = spec.tls.as_mut() {
-            t.ca_certificates = "/nonexistent/ca.pem".into();
-        }
-        assert!(ClusterTls::new(&spec, None).is_err());
+        assert_eq!(
+            refusal(&spec),
+            "tls.credentialName api-creds: no such Secret"
+        );
     }
 }

@@ -22,11 +22,13 @@ mod testutil;
 
 pub use attrs::{Attrs, HttpAttrs, remote_ip, trusted_client_ip};
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use wire::pb;
 
-use crate::policy::ext_authz::ExtAuthz;
+use crate::policy::ext_authz::{ConnectionCheck, ExtAuthz};
+use crate::snapshot::Snapshot;
 use matcher::Matcher;
 
 /// A listener's policies: for its HTTP requests and for its TCP connections,
@@ -168,6 +170,43 @@ impl Engine {
         for p in &self.custom {
             if let Some(rule) = p.first_match(a) {
                 return Decision::Deny(rule.denied.clone());
+            }
+        }
+        self.decide_after_custom(a)
+    }
+
+    /// The whole decision on a TCP connection, at its start. A CUSTOM rule
+    /// that selects it asks its authorizer once, as Envoy's network
+    /// ext_authz filter does: gRPC providers only — istiod leaves an HTTP
+    /// provider out of TCP filter chains, so its rules do not apply there.
+    pub async fn decide_connection(
+        &self,
+        peer: SocketAddr,
+        a: &Attrs<'_>,
+        snapshot: Option<&Snapshot>,
+    ) -> Decision {
+        if self.is_empty() {
+            return Decision::Allow;
+        }
+        match self.custom(a) {
+            Custom::None => {}
+            Custom::Deny(details) => return Decision::Deny(details),
+            Custom::Check(x) if !x.checks_connections() => {
+                tracing::debug!(provider = x.provider(), %peer, "CUSTOM rule with an HTTP provider: not applied to TCP (as istiod)");
+            }
+            Custom::Check(x) => {
+                let Some(snapshot) = snapshot else {
+                    return Decision::Deny("ext_authz_error".into());
+                };
+                let check = ConnectionCheck {
+                    source: peer,
+                    principal: a.principal,
+                    destination: a.destination,
+                    sni: a.sni,
+                };
+                if let Err(details) = x.check_connection(snapshot, &check).await {
+                    return Decision::Deny(details.into());
+                }
             }
         }
         self.decide_after_custom(a)
