@@ -43,6 +43,31 @@ fn missing() -> Option<&'static str> {
         })
 }
 
+/// Whether to skip: the tools are missing outside CI (in CI that is an error).
+fn skipped() -> Result<bool> {
+    let Some(what) = missing() else {
+        return Ok(false);
+    };
+    if std::env::var_os("CI").is_some() {
+        bail!("trellis node needs {what}");
+    }
+    eprintln!("SKIPPED: trellis node needs {what}");
+    Ok(true)
+}
+
+/// `trellis node` registered with `kube`'s API server, its state and log in `state`.
+fn start_node(kube: &Kube, state: &std::path::Path) -> Result<Process> {
+    Process::start(
+        Command::new(bin("trellis"))
+            .arg("--kubeconfig")
+            .arg(&kube.kubeconfig)
+            .args(["node", "--name", NODE, "--block", &kube.block.to_string()])
+            .arg("--state-dir")
+            .arg(state.join("node")),
+        state.join("node.log"),
+    )
+}
+
 /// A child process with its log, stopped with SIGTERM (then waited for) on drop.
 struct Process {
     child: Child,
@@ -351,11 +376,7 @@ async fn bookinfo_workflow(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effect() -> Result<()> {
-    if let Some(what) = missing() {
-        if std::env::var_os("CI").is_some() {
-            bail!("trellis node needs {what}");
-        }
-        eprintln!("SKIPPED: trellis node needs {what}");
+    if skipped()? {
         return Ok(());
     }
     let Some(kube) = Kube::start("kube-node")? else {
@@ -365,15 +386,7 @@ async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effe
     let state = tempfile::tempdir()?;
     let node_ip = format!("10.{block}.0.1");
 
-    let mut node = Process::start(
-        Command::new(bin("trellis"))
-            .arg("--kubeconfig")
-            .arg(&kube.kubeconfig)
-            .args(["node", "--name", NODE, "--block", &block.to_string()])
-            .arg("--state-dir")
-            .arg(state.path().join("node")),
-        state.path().join("node.log"),
-    )?;
+    let mut node = start_node(&kube, state.path())?;
     let ready = eventually(Duration::from_secs(60), || async {
         let n = json_of(&kube, &["get", "node", NODE])?;
         let ready = n["status"]["conditions"]
@@ -477,11 +490,7 @@ async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effe
 /// namespace of the control plane behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trellis_install_runs_the_control_plane_on_trellis_node() -> Result<()> {
-    if let Some(what) = missing() {
-        if std::env::var_os("CI").is_some() {
-            bail!("trellis node needs {what}");
-        }
-        eprintln!("SKIPPED: trellis node needs {what}");
+    if skipped()? {
         return Ok(());
     }
     let Some(kube) = Kube::start("kube-node-install")? else {
@@ -489,15 +498,7 @@ async fn trellis_install_runs_the_control_plane_on_trellis_node() -> Result<()> 
     };
     let block = kube.block;
     let state = tempfile::tempdir()?;
-    let mut node = Process::start(
-        Command::new(bin("trellis"))
-            .arg("--kubeconfig")
-            .arg(&kube.kubeconfig)
-            .args(["node", "--name", NODE, "--block", &block.to_string()])
-            .arg("--state-dir")
-            .arg(state.path().join("node")),
-        state.path().join("node.log"),
-    )?;
+    let mut node = start_node(&kube, state.path())?;
 
     let seed =
         repo_root().join("../shared/seeds/yaml/002-00-IstioOperator-istio-control-plane.yaml");
@@ -607,27 +608,14 @@ async fn trellis_install_runs_the_control_plane_on_trellis_node() -> Result<()> 
 /// gate Ready. No sidecar here: the node probes the applications itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_liveness_probes_restart_the_container() -> Result<()> {
-    if let Some(what) = missing() {
-        if std::env::var_os("CI").is_some() {
-            bail!("trellis node needs {what}");
-        }
-        eprintln!("SKIPPED: trellis node needs {what}");
+    if skipped()? {
         return Ok(());
     }
     let Some(kube) = Kube::start("node-probes")? else {
         return Ok(());
     };
-    let block = kube.block;
     let state = tempfile::tempdir()?;
-    let mut node = Process::start(
-        Command::new(bin("trellis"))
-            .arg("--kubeconfig")
-            .arg(&kube.kubeconfig)
-            .args(["node", "--name", NODE, "--block", &block.to_string()])
-            .arg("--state-dir")
-            .arg(state.path().join("node")),
-        state.path().join("node.log"),
-    )?;
+    let mut node = start_node(&kube, state.path())?;
     let pod = |name: &str, liveness: &str| {
         format!(
             r#"
