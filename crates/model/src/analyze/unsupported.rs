@@ -82,7 +82,7 @@ fn global_limit_inert(ctx: &Context<'_>, f: &crate::rate_limit::RateLimitFilter)
     let actions = filters
         .iter()
         .flat_map(|f| &f.patches)
-        .any(|p| matches!(p.kind, PatchKind::Actions(_)));
+        .any(|p| matches!(&p.kind, PatchKind::Route { actions, .. } if !actions.is_empty()));
     let mut problems = Vec::new();
     if !actions {
         problems.push(
