@@ -28,6 +28,7 @@ mod kube_faults;
 mod kube_inject;
 mod kube_node;
 mod kube_status;
+mod local_rate_limit;
 mod mtls;
 mod operator;
 mod proxy_trust;
