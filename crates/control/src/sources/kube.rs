@@ -215,18 +215,22 @@ async fn reflect(
     set: &ResourceSet,
     synced: &(dyn Fn() + Sync),
 ) {
+    let mut said = false;
     let resource = loop {
         match api_resource(&client, kind).await {
             Ok(Some(r)) => break r,
             Ok(None) => {
                 // Nothing of this kind can exist yet; look again later, the
-                // CRD may be installed after the control plane.
+                // CRD may be installed after the control plane. Said once:
+                // a cluster may well not have EnvoyFilter's CRD.
                 synced();
-                tracing::warn!(
-                    kind = kind.as_str(),
-                    versions = ?kind.api_versions(),
-                    "the API server serves none of this kind's versions (CRD not installed?); not read until it does"
-                );
+                if !std::mem::replace(&mut said, true) {
+                    tracing::warn!(
+                        kind = kind.as_str(),
+                        versions = ?kind.api_versions(),
+                        "the API server serves none of this kind's versions (CRD not installed?); not read until it does"
+                    );
+                }
                 tokio::time::sleep(CRD_RECHECK).await;
             }
             Err(error) => {
