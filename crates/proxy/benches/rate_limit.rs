@@ -6,6 +6,11 @@
 //! to run dry, as on a route under its limit.
 //!
 //! `cargo bench -p proxy --bench rate_limit`
+//!
+//! Measured 2026-12-07 (bench profile, 2 shared cores at load 4–7): no
+//! limit 2 ns, default bucket 85 ns, `:path` descriptor 276 ns per request
+//! (the descriptor's entry is an owned String): well under a microsecond
+//! on top of a request's handling, with no lock and no wait.
 
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
