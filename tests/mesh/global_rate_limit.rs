@@ -129,35 +129,6 @@ impl Drop for Service {
     }
 }
 
-/// The seed's text, for a checkout without the seeds beside it.
-const SEED: &str = r#"apiVersion: networking.istio.io/v1alpha3
-kind: EnvoyFilter
-metadata:
-  name: filter-ratelimit
-  namespace: istio-system
-spec:
-  configPatches:
-  - applyTo: HTTP_FILTER
-    match:
-      context: SIDECAR_INBOUND
-      listener:
-        filterChain:
-          filter:
-            name: "envoy.filters.network.http_connection_manager"
-    patch:
-      operation: INSERT_BEFORE
-      value:
-        name: envoy.filters.http.ratelimit
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
-          domain: productpage-ratelimit
-          rate_limit_service:
-            grpc_service:
-              envoy_grpc:
-                cluster_name: rate_limit_cluster
-            transport_api_version: V3
-"#;
-
 /// The task's other half: the cluster the seed names (the service as a
 /// ServiceEntry host, its endpoint the test's server) and the actions that
 /// make a PATH descriptor of every request.
@@ -274,10 +245,10 @@ async fn seed_global_rate_limit_with_a_rate_limit_service() -> Result<()> {
             e2e::echo_workload(app, ""),
         )?;
     }
-    let seed = std::fs::read_to_string(
-        e2e::repo_root().join("../shared/seeds/yaml/002-12-EnvoyFilter-filter-ratelimit.yaml"),
-    )
-    .unwrap_or_else(|_| SEED.to_string());
+    let seed_path =
+        e2e::repo_root().join("../shared/seeds/yaml/002-12-EnvoyFilter-filter-ratelimit.yaml");
+    let seed = std::fs::read_to_string(&seed_path)
+        .with_context(|| format!("the seed {}", seed_path.display()))?;
     // The one change to the seed: a timeout a busy test machine meets
     // (Envoy's default is 20 ms).
     let seed = seed.replace(

@@ -169,6 +169,94 @@ spec:
             &[&format!("VirtualService/{ns}/broken"), "invalid"],
         )
         .await?;
+
+    // EnvoyFilters are watched too: Istio's local rate limit example,
+    // applied with kubectl, reaches the inbound listener of the connected
+    // proxy's pod (given a label and a Service that sends to it); one that
+    // is not rate limiting is ignored whole, and said so.
+    kube.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client-1
+  namespace: {ns}
+  labels: {{app: client}}
+  annotations: {{sidecar.istio.io/status: '{{"containers":["istio-proxy"]}}'}}
+spec:
+  containers: [{{name: app, image: client}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: client, namespace: {ns}}}
+spec:
+  selector: {{app: client}}
+  ports: [{{name: http, port: 9080, targetPort: 9080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: client-1
+  namespace: {ns}
+  labels: {{kubernetes.io/service-name: client}}
+addressType: IPv4
+ports: [{{name: http, port: 9080, protocol: TCP}}]
+endpoints:
+- addresses: [10.9.0.1]
+  targetRef: {{kind: Pod, name: client-1, namespace: {ns}}}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {{name: filter-local-ratelimit-svc, namespace: {ns}}}
+spec:
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match:
+      context: SIDECAR_INBOUND
+      listener:
+        filterChain:
+          filter: {{name: envoy.filters.network.http_connection_manager}}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          value:
+            stat_prefix: http_local_rate_limiter
+            token_bucket: {{max_tokens: 4, tokens_per_fill: 4, fill_interval: 60s}}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {{name: lua, namespace: {ns}}}
+spec:
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match: {{context: SIDECAR_INBOUND}}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.lua
+        typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua}}
+"#
+    ))?;
+    proxy
+        .until(
+            wire::types::LISTENER,
+            "the EnvoyFilter's local rate limit on the inbound listener",
+            |d| {
+                d.contains(&format!("EnvoyFilter/{ns}/filter-local-ratelimit-svc"))
+                    && d.contains("max_tokens: 4")
+            },
+        )
+        .await?;
+    trellisd
+        .until_logged(
+            "the EnvoyFilter that is not rate limiting is reported by name",
+            &[&format!("EnvoyFilter/{ns}/lua"), "EnvoyFilter ignored"],
+        )
+        .await?;
     Ok(())
 }
 

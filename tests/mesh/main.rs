@@ -29,6 +29,7 @@ mod kube_inject;
 mod kube_node;
 mod kube_status;
 mod kube_streaming;
+mod local_rate_limit;
 mod mtls;
 mod operator;
 mod proxy_trust;

@@ -58,25 +58,71 @@ const MESH_CONFIG_KEY: &str = "mesh";
 
 /// The kinds read from the cluster. Deployments are not: pods carry what
 /// the registry needs of them (labels, owner, service account).
-const WATCHED: &[Kind] = &[
-    Kind::Namespace,
-    Kind::Service,
-    Kind::EndpointSlice,
-    Kind::Pod,
-    Kind::ServiceAccount,
-    Kind::Secret,
-    Kind::VirtualService,
-    Kind::DestinationRule,
-    Kind::Gateway,
-    Kind::ServiceEntry,
-    Kind::Sidecar,
-    Kind::WorkloadEntry,
-    Kind::WorkloadGroup,
-    Kind::PeerAuthentication,
-    Kind::RequestAuthentication,
-    Kind::AuthorizationPolicy,
-    Kind::Telemetry,
+/// EnvoyFilters are, unmodelled: the mesh translates the rate limiting
+/// ones and reports the others as ignored, as from files.
+const WATCHED: &[Watched] = &[
+    Watched::Kind(Kind::Namespace),
+    Watched::Kind(Kind::Service),
+    Watched::Kind(Kind::EndpointSlice),
+    Watched::Kind(Kind::Pod),
+    Watched::Kind(Kind::ServiceAccount),
+    Watched::Kind(Kind::Secret),
+    Watched::Kind(Kind::VirtualService),
+    Watched::Kind(Kind::DestinationRule),
+    Watched::Kind(Kind::Gateway),
+    Watched::Kind(Kind::ServiceEntry),
+    Watched::Kind(Kind::Sidecar),
+    Watched::Kind(Kind::WorkloadEntry),
+    Watched::Kind(Kind::WorkloadGroup),
+    Watched::Kind(Kind::PeerAuthentication),
+    Watched::Kind(Kind::RequestAuthentication),
+    Watched::Kind(Kind::AuthorizationPolicy),
+    Watched::Kind(Kind::Telemetry),
+    Watched::EnvoyFilter,
 ];
+
+/// What one reflector reads: a modelled kind, or Istio's EnvoyFilter
+/// (served at networking.istio.io/v1alpha3 only; kept as written).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Watched {
+    Kind(Kind),
+    EnvoyFilter,
+}
+
+impl Watched {
+    fn as_str(self) -> &'static str {
+        match self {
+            Watched::Kind(k) => k.as_str(),
+            Watched::EnvoyFilter => "EnvoyFilter",
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Watched::Kind(k) => k.plural(),
+            Watched::EnvoyFilter => "envoyfilters",
+        }
+    }
+
+    fn api_versions(self) -> Vec<String> {
+        match self {
+            Watched::Kind(k) => k.api_versions(),
+            Watched::EnvoyFilter => vec!["networking.istio.io/v1alpha3".to_string()],
+        }
+    }
+
+    /// Istio objects are also kept as stored, valid or not, for the status
+    /// writer; not EnvoyFilters, whose status Trellis does not write.
+    fn reported(self) -> bool {
+        matches!(self, Watched::Kind(k) if k.is_istio())
+    }
+}
+
+impl std::fmt::Display for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// As istiod: service account tokens and Helm's release records are never
 /// gateway credentials or CA material.
@@ -163,19 +209,28 @@ pub async fn start(connect: &Connect) -> Result<Arc<ResourceSet>, KubeError> {
 }
 
 /// Keeps `kind`'s objects in `set` current, forever.
-async fn reflect(client: kube::Client, kind: Kind, set: &ResourceSet, synced: &(dyn Fn() + Sync)) {
+async fn reflect(
+    client: kube::Client,
+    kind: Watched,
+    set: &ResourceSet,
+    synced: &(dyn Fn() + Sync),
+) {
+    let mut said = false;
     let resource = loop {
         match api_resource(&client, kind).await {
             Ok(Some(r)) => break r,
             Ok(None) => {
                 // Nothing of this kind can exist yet; look again later, the
-                // CRD may be installed after the control plane.
+                // CRD may be installed after the control plane. Said once:
+                // a cluster may well not have EnvoyFilter's CRD.
                 synced();
-                tracing::warn!(
-                    kind = kind.as_str(),
-                    versions = ?kind.api_versions(),
-                    "the API server serves none of this kind's versions (CRD not installed?); not read until it does"
-                );
+                if !std::mem::replace(&mut said, true) {
+                    tracing::warn!(
+                        kind = kind.as_str(),
+                        versions = ?kind.api_versions(),
+                        "the API server serves none of this kind's versions (CRD not installed?); not read until it does"
+                    );
+                }
                 tokio::time::sleep(CRD_RECHECK).await;
             }
             Err(error) => {
@@ -186,14 +241,14 @@ async fn reflect(client: kube::Client, kind: Kind, set: &ResourceSet, synced: &(
     };
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
     let mut config = watcher::Config::default();
-    if kind == Kind::Secret {
+    if kind == Watched::Kind(Kind::Secret) {
         config = config.fields(SECRET_FIELDS);
     }
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
     let mut listed = Vec::new();
     let mut listed_stored = Vec::new();
     // Istio objects are also kept as stored, valid or not, for their status.
-    let report = kind.is_istio();
+    let report = kind.reported();
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Init) => {
@@ -217,9 +272,9 @@ async fn reflect(client: kube::Client, kind: Kind, set: &ResourceSet, synced: &(
             }
             Ok(Event::InitDone) => {
                 let n = listed.len();
-                set.replace_kind(kind, std::mem::take(&mut listed));
+                set.replace_kind(kind.as_str(), std::mem::take(&mut listed));
                 if report {
-                    set.restore_kind(kind, std::mem::take(&mut listed_stored));
+                    set.restore_kind(kind.as_str(), std::mem::take(&mut listed_stored));
                 }
                 tracing::debug!(kind = kind.as_str(), objects = n, "listed");
                 synced();
@@ -327,9 +382,11 @@ pub fn mesh_config(text: &str) -> Result<model::MeshConfig, serde_yaml_ng::Error
 /// written at any of them), or `None` when none is.
 async fn api_resource(
     client: &kube::Client,
-    kind: Kind,
+    kind: Watched,
 ) -> Result<Option<ApiResource>, kube::Error> {
-    if !kind.is_istio() {
+    if let Watched::Kind(kind) = kind
+        && !kind.is_istio()
+    {
         let (group, version) = match kind.default_api_version().split_once('/') {
             Some((g, v)) => (g, v),
             None => ("", kind.default_api_version()),
@@ -352,10 +409,10 @@ async fn api_resource(
     Ok(None)
 }
 
-fn key_of(kind: Kind, obj: &DynamicObject) -> Key {
+fn key_of(kind: Watched, obj: &DynamicObject) -> Key {
     Key {
         kind: kind.as_str().to_string(),
-        namespace: if kind == Kind::Namespace {
+        namespace: if kind == Watched::Kind(Kind::Namespace) {
             String::new()
         } else {
             obj.metadata.namespace.clone().unwrap_or_default()
@@ -367,7 +424,7 @@ fn key_of(kind: Kind, obj: &DynamicObject) -> Key {
 /// The object as the file source would read it, or why it does not parse
 /// or validate.
 fn convert(
-    kind: Kind,
+    kind: Watched,
     resource: &ApiResource,
     mut obj: DynamicObject,
 ) -> Result<Resource, Vec<String>> {
@@ -396,12 +453,26 @@ fn convert(
 
 /// [`convert`], logging why an object is left out.
 fn convert_logged(
-    kind: Kind,
+    kind: Watched,
     resource: &ApiResource,
     obj: DynamicObject,
 ) -> Result<Resource, Vec<String>> {
     let key = key_of(kind, &obj);
-    convert(kind, resource, obj).inspect_err(|errors| {
+    let converted = convert(kind, resource, obj);
+    // Never silent: an EnvoyFilter the mesh does not translate is ignored whole.
+    if let Ok(Resource::Unsupported {
+        namespace,
+        name,
+        spec,
+        ..
+    }) = &converted
+        && kind == Watched::EnvoyFilter
+        && let Err(why) =
+            model::rate_limit::recognise(namespace.as_deref().unwrap_or("default"), name, spec)
+    {
+        tracing::warn!(object = %format!("EnvoyFilter/{}/{name}", key.namespace), "EnvoyFilter ignored: {why}");
+    }
+    converted.inspect_err(|errors| {
         let object = if key.namespace.is_empty() {
             format!("{}/{}", key.kind, key.name)
         } else {
@@ -431,13 +502,18 @@ pub async fn list(client: &kube::Client) -> Result<Listed, KubeError> {
         };
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
         let mut params = kube::api::ListParams::default();
-        if kind == Kind::Secret {
+        if kind == Watched::Kind(Kind::Secret) {
             params = params.fields(SECRET_FIELDS);
         }
         let items = match api.list(&params).await {
             Ok(list) => list.items,
             Err(kube::Error::Api(s)) if s.is_forbidden() => {
-                listed.forbidden.push((kind, s.message));
+                match kind {
+                    Watched::Kind(kind) => listed.forbidden.push((kind, s.message)),
+                    Watched::EnvoyFilter => {
+                        tracing::warn!(reason = %s.message, "EnvoyFilters not listed")
+                    }
+                }
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -472,7 +548,7 @@ mod tests {
             .unwrap()
         };
         let good = convert(
-            Kind::VirtualService,
+            Watched::Kind(Kind::VirtualService),
             &resource,
             obj(serde_json::json!({"hosts": ["r"], "http": [{"route": [{"destination": {"host": "r"}}]}]})),
         )
@@ -481,9 +557,9 @@ mod tests {
         let metadata = good.to_json()["metadata"].to_string();
         assert!(!metadata.contains("managedFields") && !metadata.contains("resourceVersion"));
         let misspelt = obj(serde_json::json!({"hosts": ["r"], "htp": []}));
-        assert!(convert(Kind::VirtualService, &resource, misspelt).is_err());
+        assert!(convert(Watched::Kind(Kind::VirtualService), &resource, misspelt).is_err());
         let invalid = obj(serde_json::json!({"hosts": []}));
-        let errors = convert(Kind::VirtualService, &resource, invalid).unwrap_err();
+        let errors = convert(Watched::Kind(Kind::VirtualService), &resource, invalid).unwrap_err();
         assert!(errors.iter().any(|e| e.starts_with("spec")), "{errors:?}");
     }
 

@@ -8,7 +8,7 @@ pub mod kube;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use api::{Kind, Resource};
+use api::Resource;
 use model::MeshConfig;
 use tokio::sync::{Notify, watch};
 
@@ -131,21 +131,21 @@ impl ResourceSet {
     }
 
     /// Replaces every stored object of `kind` (a relist).
-    pub(crate) fn restore_kind(&self, kind: Kind, items: Vec<(Key, Stored)>) {
+    pub(crate) fn restore_kind(&self, kind: &str, items: Vec<(Key, Stored)>) {
         let mut stored = lock(&self.stored);
-        stored.retain(|k, _| k.kind != kind.as_str());
+        stored.retain(|k, _| k.kind != kind);
         stored.extend(items);
         drop(stored);
         self.revision.send_modify(|r| *r = r.wrapping_add(1));
     }
 
     /// Replaces every resource of `kind` with `items` in one step (a relist).
-    pub(crate) fn replace_kind(&self, kind: Kind, items: Vec<Resource>) {
+    pub(crate) fn replace_kind(&self, kind: &str, items: Vec<Resource>) {
         let mut resources = lock(&self.resources);
         let fresh: BTreeMap<Key, Resource> = items.into_iter().map(|r| (Key::of(&r), r)).collect();
         let old: Vec<Key> = resources
             .keys()
-            .filter(|k| k.kind == kind.as_str() && !fresh.contains_key(*k))
+            .filter(|k| k.kind == kind && !fresh.contains_key(*k))
             .cloned()
             .collect();
         let mut changed = !old.is_empty();
@@ -177,6 +177,7 @@ impl ResourceSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use api::Kind;
 
     fn vs(name: &str, host: &str) -> Resource {
         let text = format!(
@@ -197,7 +198,10 @@ mod tests {
         .unwrap()
         .remove(0);
         set.apply(ns);
-        set.replace_kind(Kind::VirtualService, vec![vs("b", "b2"), vs("c", "c")]);
+        set.replace_kind(
+            Kind::VirtualService.as_str(),
+            vec![vs("b", "b2"), vs("c", "c")],
+        );
         let names: Vec<String> = set
             .resources()
             .values()

@@ -41,8 +41,9 @@ pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
         let Some((ty, advice)) = classify(group, kind) else {
             continue;
         };
-        // The one EnvoyFilter pattern Trellis translates (local rate
-        // limiting) is served; any other is ignored whole, and says why.
+        // The EnvoyFilter patterns Trellis translates (local and global
+        // rate limiting) are served; any other is ignored whole, and says
+        // why, naming the field.
         let mut reason = reason.clone();
         if (group, kind.as_str()) == ("networking.istio.io", "EnvoyFilter") {
             let ns = namespace.as_deref().unwrap_or("default");
@@ -55,7 +56,7 @@ pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
                 }
                 Err(why) => {
                     reason = format!(
-                        "{reason}; it is not the local rate limit Trellis translates ({why})"
+                        "{reason}; it is not one of the rate limiting patterns Trellis translates ({why})"
                     )
                 }
             }
@@ -82,7 +83,7 @@ fn global_limit_inert(ctx: &Context<'_>, f: &crate::rate_limit::RateLimitFilter)
     let actions = filters
         .iter()
         .flat_map(|f| &f.patches)
-        .any(|p| matches!(p.kind, PatchKind::Actions(_)));
+        .any(|p| matches!(&p.kind, PatchKind::Route { actions, .. } if !actions.is_empty()));
     let mut problems = Vec::new();
     if !actions {
         problems.push(

@@ -3,13 +3,21 @@
 
 use super::*;
 
-/// Envoy's LocalRateLimit message, as far as it is translated.
-pub(super) fn local_rate_limit(c: &Value, at: &str) -> Result<pb::LocalRateLimit, String> {
+/// Envoy's LocalRateLimit message, as far as it is translated. `per_route`:
+/// a route's or virtual host's `typed_per_filter_config`, which Envoy
+/// requires to have a token bucket (the filter's own config may leave it
+/// to the routes).
+pub(super) fn local_rate_limit(
+    c: &Value,
+    at: &str,
+    per_route: bool,
+) -> Result<pb::LocalRateLimit, String> {
     only(
         c,
         &[
             "@type",
             "stat_prefix",
+            "stage",
             "token_bucket",
             "filter_enabled",
             "filter_enforced",
@@ -17,9 +25,19 @@ pub(super) fn local_rate_limit(c: &Value, at: &str) -> Result<pb::LocalRateLimit
             "status",
             "enable_x_ratelimit_headers",
             "local_rate_limit_per_downstream_connection",
+            "descriptors",
+            "always_consume_default_token_bucket",
         ],
         at,
     )?;
+    let stat_prefix = c
+        .get("stat_prefix")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| format!("{at}.stat_prefix: required (as Envoy)"))?;
+    if uint(c.get("stage"), &format!("{at}.stage"))?.unwrap_or(0) != 0 {
+        return Err(format!("{at}.stage: only stage 0 is translated"));
+    }
     if c.get("local_rate_limit_per_downstream_connection")
         .and_then(Value::as_bool)
         .unwrap_or(false)
@@ -28,36 +46,25 @@ pub(super) fn local_rate_limit(c: &Value, at: &str) -> Result<pb::LocalRateLimit
             "{at}.local_rate_limit_per_downstream_connection: a bucket per connection is not supported"
         ));
     }
-    let bucket = c
-        .get("token_bucket")
-        .ok_or_else(|| format!("{at}.token_bucket: none (per-route buckets are not supported)"))?;
-    let bat = format!("{at}.token_bucket");
-    only(
-        bucket,
-        &["max_tokens", "tokens_per_fill", "fill_interval"],
-        &bat,
-    )?;
-    let max_tokens = uint(bucket.get("max_tokens"), &format!("{bat}.max_tokens"))?
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{bat}.max_tokens: must be above 0"))?;
-    let tokens_per_fill = uint(
-        bucket.get("tokens_per_fill"),
-        &format!("{bat}.tokens_per_fill"),
-    )?
-    .unwrap_or(1);
-    let fill = bucket
-        .get("fill_interval")
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("{bat}.fill_interval: none"))?;
-    let fill_interval = fill
-        .parse::<api::Duration>()
-        .map_err(|e| format!("{bat}.fill_interval: {e}"))?
-        .as_std();
-    if fill_interval < std::time::Duration::from_millis(50) {
-        return Err(format!(
-            "{bat}.fill_interval: must be at least 50ms (as Envoy)"
-        ));
-    }
+    let (max_tokens, tokens_per_fill, fill_interval_ms) = match c.get("token_bucket") {
+        Some(b) => token_bucket(b, &format!("{at}.token_bucket"))?,
+        None if per_route => {
+            return Err(format!(
+                "{at}.token_bucket: required in a route's config (as Envoy)"
+            ));
+        }
+        // The routes' configs give the buckets; without one nothing is limited.
+        None => (0, 0, 0),
+    };
+    let descriptors = c
+        .get("descriptors")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| descriptor(d, &format!("{at}.descriptors[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut headers = BTreeMap::new();
     for (i, h) in c
         .get("response_headers_to_add")
@@ -99,13 +106,87 @@ pub(super) fn local_rate_limit(c: &Value, at: &str) -> Result<pb::LocalRateLimit
     Ok(pb::LocalRateLimit {
         max_tokens,
         tokens_per_fill,
-        fill_interval_ms: fill_interval.as_millis() as u64,
+        fill_interval_ms,
         enabled_percent: percent(c.get("filter_enabled"), &format!("{at}.filter_enabled"))?,
         enforced_percent: percent(c.get("filter_enforced"), &format!("{at}.filter_enforced"))?,
         response_headers: headers,
         x_ratelimit_headers: x_headers,
         status,
         origin: String::new(),
+        descriptors,
+        rate_limits: Vec::new(),
+        always_consume_default_token_bucket: c
+            .get("always_consume_default_token_bucket")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        stat_prefix: stat_prefix.to_string(),
+    })
+}
+
+/// Envoy's TokenBucket: (max_tokens, tokens_per_fill, fill_interval in ms).
+fn token_bucket(b: &Value, at: &str) -> Result<(u32, u32, u64), String> {
+    only(b, &["max_tokens", "tokens_per_fill", "fill_interval"], at)?;
+    let max_tokens = uint(b.get("max_tokens"), &format!("{at}.max_tokens"))?
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{at}.max_tokens: must be above 0"))?;
+    let tokens_per_fill =
+        uint(b.get("tokens_per_fill"), &format!("{at}.tokens_per_fill"))?.unwrap_or(1);
+    let fill = b
+        .get("fill_interval")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{at}.fill_interval: none"))?;
+    let fill_interval = fill
+        .parse::<api::Duration>()
+        .map_err(|e| format!("{at}.fill_interval: {e}"))?
+        .as_std();
+    if fill_interval < std::time::Duration::from_millis(50) {
+        return Err(format!(
+            "{at}.fill_interval: must be at least 50ms (as Envoy)"
+        ));
+    }
+    Ok((
+        max_tokens,
+        tokens_per_fill,
+        fill_interval.as_millis() as u64,
+    ))
+}
+
+/// One of `descriptors`: its entries and its own token bucket.
+fn descriptor(d: &Value, at: &str) -> Result<pb::LocalRateLimitDescriptor, String> {
+    only(d, &["entries", "token_bucket"], at)?;
+    let entries = d
+        .get("entries")
+        .and_then(Value::as_array)
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| format!("{at}.entries: at least one"))?
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let eat = format!("{at}.entries[{i}]");
+            only(e, &["key", "value"], &eat)?;
+            let s = |k: &str| {
+                e.get(k)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("{eat}.{k}: required"))
+            };
+            Ok(pb::LocalRateLimitEntry {
+                key: s("key")?,
+                value: s("value")?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let bucket = d
+        .get("token_bucket")
+        .ok_or_else(|| format!("{at}.token_bucket: required"))?;
+    let (max_tokens, tokens_per_fill, fill_interval_ms) =
+        token_bucket(bucket, &format!("{at}.token_bucket"))?;
+    Ok(pb::LocalRateLimitDescriptor {
+        entries,
+        max_tokens,
+        tokens_per_fill,
+        fill_interval_ms,
     })
 }
 

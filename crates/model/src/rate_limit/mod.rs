@@ -68,8 +68,16 @@ pub enum PatchKind {
         limit: pb::GlobalRateLimit,
         cluster_name: String,
     },
-    /// VIRTUAL_HOST merging `rate_limits` into every route.
-    Actions(Vec<pb::RateLimitActions>),
+    /// VIRTUAL_HOST or HTTP_ROUTE merging `rate_limits` (the actions that
+    /// make a request's descriptors, for both filters) and the local
+    /// limit's per-route config (`typed_per_filter_config`, which replaces
+    /// the filter's) into the routes of every virtual host, or of one
+    /// inbound port's (`inbound|http|<port>`, Istio's inbound vhost name).
+    Route {
+        port: Option<u32>,
+        actions: Vec<pb::RateLimitActions>,
+        local: Option<pb::LocalRateLimit>,
+    },
     /// CLUSTER adding a cluster of one endpoint (the rate limit service).
     Cluster {
         name: String,
@@ -110,8 +118,9 @@ impl RateLimitFilter {
 
 /// Sets the limits of the EnvoyFilters (namespace/name order) that apply
 /// to `w` on its HTTP listeners (inbound for a sidecar, every HTTP listener
-/// of a gateway): the first local bucket, the first global filter with the
-/// actions of every VIRTUAL_HOST patch.
+/// of a gateway): the first local filter, with the first per-route config
+/// for the listener in its place when there is one, and the first global
+/// filter, both with the actions of every route patch for the listener.
 pub fn apply(mesh: &Mesh, w: &Workload, gateway: bool, listeners: &mut [pb::Listener]) {
     let filters: Vec<&RateLimitFilter> = mesh
         .rate_limit_filters
@@ -129,12 +138,19 @@ pub fn apply(mesh: &Mesh, w: &Workload, gateway: bool, listeners: &mut [pb::List
         PatchKind::Local(l) => Some(l),
         _ => None,
     });
-    let actions: Vec<pb::RateLimitActions> = patches()
+    let routes: Vec<(
+        Option<u32>,
+        &Vec<pb::RateLimitActions>,
+        Option<&pb::LocalRateLimit>,
+    )> = patches()
         .filter_map(|k| match k {
-            PatchKind::Actions(a) => Some(a.clone()),
+            PatchKind::Route {
+                port,
+                actions,
+                local,
+            } => Some((*port, actions, local.as_ref())),
             _ => None,
         })
-        .flatten()
         .collect();
     let global = patches()
         .find_map(|k| match k {
@@ -144,7 +160,6 @@ pub fn apply(mesh: &Mesh, w: &Workload, gateway: bool, listeners: &mut [pb::List
             } => Some((limit, cluster_name)),
             _ => None,
         })
-        .filter(|_| !actions.is_empty())
         .map(|(limit, cluster_name)| {
             let (cluster, authority) = match service_cluster(mesh, &filters, cluster_name) {
                 Ok(c) => c,
@@ -160,7 +175,6 @@ pub fn apply(mesh: &Mesh, w: &Workload, gateway: bool, listeners: &mut [pb::List
                 } else {
                     limit.authority.clone()
                 },
-                rate_limits: actions.clone(),
                 ..limit.clone()
             }
         });
@@ -173,10 +187,37 @@ pub fn apply(mesh: &Mesh, w: &Workload, gateway: bool, listeners: &mut [pb::List
                 | pb::Protocol::Https
                 | pb::Protocol::Unspecified)
         );
-        if http && l.l4_routes.is_empty() {
-            l.local_rate_limit = local.cloned();
-            l.global_rate_limit.clone_from(&global);
+        if !http || !l.l4_routes.is_empty() {
+            continue;
         }
+        // A port names an inbound listener (Istio's inbound vhosts are per port).
+        let here =
+            |port: Option<u32>| port.is_none_or(|p| !gateway && (p == l.port || p == l.app_port));
+        let here_routes = || routes.iter().filter(|(port, _, _)| here(*port));
+        let actions: Vec<pb::RateLimitActions> = here_routes()
+            .flat_map(|(_, a, _)| a.iter().cloned())
+            .collect();
+        // The route's config only counts where the filter is inserted.
+        l.local_rate_limit = local
+            .map(|filter| {
+                let mut c = here_routes()
+                    .find_map(|(_, _, local)| *local)
+                    .unwrap_or(filter)
+                    .clone();
+                c.rate_limits.clone_from(&actions);
+                c
+            })
+            // Without a bucket of any kind it limits nothing.
+            .filter(|c| c.max_tokens > 0 || !c.descriptors.is_empty());
+        // Envoy's global filter sends nothing without descriptors.
+        l.global_rate_limit =
+            global
+                .as_ref()
+                .filter(|_| !actions.is_empty())
+                .map(|g| pb::GlobalRateLimit {
+                    rate_limits: actions.clone(),
+                    ..g.clone()
+                });
     }
 }
 
@@ -305,57 +346,8 @@ fn patch(patch: &Value, at: &str, origin: &str) -> Result<Patch, String> {
     let value = p.get("value").unwrap_or(&Value::Null);
     let kind = match patch.get("applyTo").and_then(Value::as_str).unwrap_or("") {
         "HTTP_FILTER" => http_filter(m, op, value, at, origin)?,
-        "VIRTUAL_HOST" => {
-            only(
-                m,
-                &["context", "routeConfiguration"],
-                &format!("{at}.match"),
-            )?;
-            if let Some(rc) = m.get("routeConfiguration") {
-                let vhost = rc.get("vhost").unwrap_or(&Value::Null);
-                let any_vhost = vhost
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .is_empty();
-                let any_route = vhost
-                    .pointer("/route/action")
-                    .and_then(Value::as_str)
-                    .is_none_or(|a| a == "ANY");
-                only(rc, &["vhost"], &format!("{at}.match.routeConfiguration"))?;
-                only(
-                    vhost,
-                    &["name", "route"],
-                    &format!("{at}.match.routeConfiguration.vhost"),
-                )?;
-                if !any_vhost || !any_route {
-                    return Err(format!(
-                        "{at}.match.routeConfiguration: only every virtual host and route (vhost name \"\", route action ANY) is translated"
-                    ));
-                }
-            }
-            if op != "MERGE" {
-                return Err(format!(
-                    "{at}.patch.operation {op:?}: a VIRTUAL_HOST patch is translated as MERGE only"
-                ));
-            }
-            only(value, &["rate_limits"], &format!("{at}.patch.value"))?;
-            let list = value
-                .get("rate_limits")
-                .and_then(Value::as_array)
-                .ok_or_else(|| format!("{at}.patch.value.rate_limits: none"))?;
-            PatchKind::Actions(
-                list.iter()
-                    .enumerate()
-                    .map(|(i, r)| {
-                        rate_limit_actions(
-                            r,
-                            &format!("{at}.patch.value.rate_limits[{i}]"),
-                            context,
-                        )
-                    })
-                    .collect::<Result<_, _>>()?,
-            )
+        applied @ ("VIRTUAL_HOST" | "HTTP_ROUTE") => {
+            route_patch(applied, m, op, value, at, context, origin)?
         }
         "CLUSTER" => {
             if op != "ADD" {
@@ -367,7 +359,7 @@ fn patch(patch: &Value, at: &str, origin: &str) -> Result<Patch, String> {
         }
         other => {
             return Err(format!(
-                "{at}.applyTo {other:?}: only HTTP_FILTER (inserting {FILTER_NAME} or {GLOBAL_FILTER_NAME}), VIRTUAL_HOST (rate_limits) and CLUSTER (the rate limit service) are translated"
+                "{at}.applyTo {other:?}: only HTTP_FILTER (inserting {FILTER_NAME} or {GLOBAL_FILTER_NAME}), VIRTUAL_HOST and HTTP_ROUTE (rate_limits, the local limit's typed_per_filter_config) and CLUSTER (the rate limit service) are translated"
             ));
         }
     };
@@ -423,21 +415,10 @@ fn http_filter(
         .get("typed_config")
         .or_else(|| value.get("typedConfig"))
         .ok_or_else(|| format!("{at}.patch.value.typed_config: none"))?;
-    let t = typed.get("@type").and_then(Value::as_str).unwrap_or("");
-    let config = if t == ty {
-        typed
-    } else if TYPED_STRUCTS.contains(&t)
-        && typed.get("type_url").and_then(Value::as_str) == Some(ty)
-    {
-        typed.get("value").unwrap_or(&Value::Null)
-    } else {
-        return Err(format!(
-            "{at}.patch.value.typed_config: @type {t:?} is not {ty}"
-        ));
-    };
     let at = format!("{at}.patch.value.typed_config");
+    let config = typed_value(typed, ty, &at)?;
     if what == "local" {
-        let mut limit = local_rate_limit(config, &at)?;
+        let mut limit = local_rate_limit(config, &at, false)?;
         if after_authorization {
             return Err(format!(
                 "{at}: the local rate limit is translated at the head of the HTTP filters only (no subFilter)"
@@ -452,6 +433,129 @@ fn http_filter(
         }
         Ok(kind)
     }
+}
+
+/// A typed config's message: given whole with its `@type`, or in a TypedStruct.
+fn typed_value<'a>(typed: &'a Value, ty: &str, at: &str) -> Result<&'a Value, String> {
+    let t = typed.get("@type").and_then(Value::as_str).unwrap_or("");
+    if t == ty {
+        Ok(typed)
+    } else if TYPED_STRUCTS.contains(&t)
+        && typed.get("type_url").and_then(Value::as_str) == Some(ty)
+    {
+        Ok(typed.get("value").unwrap_or(&Value::Null))
+    } else {
+        Err(format!("{at}: @type {t:?} is not {ty}"))
+    }
+}
+
+/// A VIRTUAL_HOST or HTTP_ROUTE MERGE patch: the routes' `rate_limits`
+/// (a VIRTUAL_HOST's own, or `route.rate_limits` of the routes) and the
+/// local limit's `typed_per_filter_config`, for every virtual host and
+/// route, or for Istio's inbound virtual host of one port.
+fn route_patch(
+    applied: &str,
+    m: &Value,
+    op: &str,
+    value: &Value,
+    at: &str,
+    context: Context,
+    origin: &str,
+) -> Result<PatchKind, String> {
+    only(
+        m,
+        &["context", "routeConfiguration"],
+        &format!("{at}.match"),
+    )?;
+    let mut port = None;
+    if let Some(rc) = m.get("routeConfiguration") {
+        let vat = format!("{at}.match.routeConfiguration");
+        only(rc, &["vhost"], &vat)?;
+        let vhost = rc.get("vhost").unwrap_or(&Value::Null);
+        only(vhost, &["name", "route"], &format!("{vat}.vhost"))?;
+        let route = vhost.get("route").unwrap_or(&Value::Null);
+        only(route, &["action"], &format!("{vat}.vhost.route"))?;
+        if route
+            .get("action")
+            .and_then(Value::as_str)
+            .is_some_and(|a| a != "ANY")
+        {
+            return Err(format!(
+                "{vat}.vhost.route.action: only ANY (every route) is translated"
+            ));
+        }
+        let name = vhost.get("name").and_then(Value::as_str).unwrap_or("");
+        if !name.is_empty() {
+            port = name
+                .strip_prefix("inbound|http|")
+                .and_then(|p| p.parse::<u32>().ok())
+                .filter(|_| context == Context::SidecarInbound);
+            if port.is_none() {
+                return Err(format!(
+                    "{vat}.vhost.name {name:?}: only every virtual host (\"\") or, at SIDECAR_INBOUND, \"inbound|http|<port>\" is translated"
+                ));
+            }
+        }
+    }
+    if op != "MERGE" {
+        return Err(format!(
+            "{at}.patch.operation {op:?}: a {applied} patch is translated as MERGE only"
+        ));
+    }
+    let vat = format!("{at}.patch.value");
+    let list = if applied == "VIRTUAL_HOST" {
+        only(value, &["rate_limits", "typed_per_filter_config"], &vat)?;
+        value.get("rate_limits")
+    } else {
+        only(value, &["route", "typed_per_filter_config"], &vat)?;
+        let route = value.get("route").unwrap_or(&Value::Null);
+        only(route, &["rate_limits"], &format!("{vat}.route"))?;
+        route.get("rate_limits")
+    };
+    let list_at = if applied == "VIRTUAL_HOST" {
+        format!("{vat}.rate_limits")
+    } else {
+        format!("{vat}.route.rate_limits")
+    };
+    let actions = match list {
+        None => Vec::new(),
+        Some(l) => l
+            .as_array()
+            .ok_or_else(|| format!("{list_at}: expected a list"))?
+            .iter()
+            .enumerate()
+            .map(|(i, r)| rate_limit_actions(r, &format!("{list_at}[{i}]"), context))
+            .collect::<Result<_, _>>()?,
+    };
+    let local = match value.get("typed_per_filter_config") {
+        None => None,
+        Some(per) => {
+            let pat = format!("{vat}.typed_per_filter_config");
+            only(per, &[FILTER_NAME], &pat)?;
+            per.get(FILTER_NAME)
+                .map(|typed| {
+                    let at = format!("{pat}.{FILTER_NAME}");
+                    let mut l = local_rate_limit(
+                        typed_value(typed, LOCAL_RATE_LIMIT_TYPE, &at)?,
+                        &at,
+                        true,
+                    )?;
+                    l.origin = origin.to_string();
+                    Ok::<_, String>(l)
+                })
+                .transpose()?
+        }
+    };
+    if actions.is_empty() && local.is_none() {
+        return Err(format!(
+            "{vat}: neither rate_limits nor a {FILTER_NAME} typed_per_filter_config"
+        ));
+    }
+    Ok(PatchKind::Route {
+        port,
+        actions,
+        local,
+    })
 }
 
 /// Where in Istio's HTTP filter chain the inserted filter sits: `false` at

@@ -85,30 +85,19 @@ fn istio_docs_example_is_translated() {
     );
 }
 
-/// The seed's global filter (002-12), the older task's cluster, and the
-/// task's VIRTUAL_HOST actions.
-const SEED_GLOBAL: &str = r#"
-configPatches:
-- applyTo: HTTP_FILTER
-  match:
-    context: SIDECAR_INBOUND
-    listener:
-      filterChain:
-        filter:
-          name: "envoy.filters.network.http_connection_manager"
-  patch:
-    operation: INSERT_BEFORE
-    value:
-      name: envoy.filters.http.ratelimit
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
-        domain: productpage-ratelimit
-        rate_limit_service:
-          grpc_service:
-            envoy_grpc:
-              cluster_name: rate_limit_cluster
-          transport_api_version: V3
-"#;
+/// The seed's global filter (002-12), read from the seeds beside the
+/// repository; with it, the older task's cluster and the task's
+/// VIRTUAL_HOST actions below.
+fn seed_global() -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/seeds/yaml/002-12-EnvoyFilter-filter-ratelimit.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the seed {}: {e}", path.display()));
+    match api::parse("seed.yaml", &text).expect("parses").pop() {
+        Some(api::Resource::Unsupported { spec, .. }) => spec,
+        other => panic!("not kept as unsupported: {other:?}"),
+    }
+}
 
 const CLUSTER_AND_ACTIONS: &str = r#"
 configPatches:
@@ -151,7 +140,7 @@ configPatches:
 
 #[test]
 fn seed_global_filter_with_its_cluster_and_actions() {
-    let seed = recognise("istio-system", "filter-ratelimit", &spec(SEED_GLOBAL))
+    let seed = recognise("istio-system", "filter-ratelimit", &seed_global())
         .expect("the seed's global filter");
     let PatchKind::Global {
         limit,
@@ -174,8 +163,13 @@ fn seed_global_filter_with_its_cluster_and_actions() {
         matches!(&more.patches[0].kind, PatchKind::Cluster { name, host, port: 8081 }
         if name == "rate_limit_cluster" && host == "ratelimit.default.svc.cluster.local")
     );
-    let PatchKind::Actions(actions) = &more.patches[1].kind else {
-        panic!("not actions")
+    let PatchKind::Route {
+        port: None,
+        actions,
+        local: None,
+    } = &more.patches[1].kind
+    else {
+        panic!("not actions for every route")
     };
     assert_eq!(actions.len(), 2);
     use pb::rate_limit_action::Action;
@@ -240,17 +234,37 @@ configPatches:
     );
     let err = recognise("istio-system", "lua", &other).expect_err("lua");
     assert!(err.contains("only rate limiting is translated"), "{err}");
-    let descriptors = ISTIO_DOCS.replace(
+    let per_connection = ISTIO_DOCS.replace(
         "stat_prefix: http_local_rate_limiter",
-        "stat_prefix: x\n          descriptors: []",
+        "stat_prefix: x\n          local_rate_limit_per_downstream_connection: true",
     );
-    let err = recognise("ns", "d", &spec(&descriptors)).expect_err("descriptors");
+    let err = recognise("ns", "d", &spec(&per_connection)).expect_err("per connection");
     assert!(
-        err.ends_with("typed_config.descriptors is not supported"),
+        err.ends_with(
+            "typed_config.local_rate_limit_per_downstream_connection: a bucket per connection is not supported"
+        ),
+        "{err}"
+    );
+    let no_prefix = ISTIO_DOCS.replace("stat_prefix: http_local_rate_limiter", "");
+    let err = recognise("ns", "p", &spec(&no_prefix)).expect_err("stat_prefix");
+    assert!(
+        err.ends_with("typed_config.stat_prefix: required (as Envoy)"),
         "{err}"
     );
     let route = ISTIO_DOCS.replace("applyTo: HTTP_FILTER", "applyTo: HTTP_ROUTE");
     assert!(recognise("ns", "r", &spec(&route)).is_err());
+    let other_vhost = PER_ROUTE.replace("inbound|http|9080", "productpage:9080");
+    let err = recognise("ns", "v", &spec(&other_vhost)).expect_err("vhost by host");
+    assert!(err.contains("vhost.name \"productpage:9080\""), "{err}");
+    let no_bucket = PER_ROUTE.replace(
+        "token_bucket: {max_tokens: 10, tokens_per_fill: 10, fill_interval: 60s}",
+        "",
+    );
+    let err = recognise("ns", "b", &spec(&no_bucket)).expect_err("a route's bucket");
+    assert!(
+        err.ends_with("token_bucket: required in a route's config (as Envoy)"),
+        "{err}"
+    );
     let masked = CLUSTER_AND_ACTIONS.replace(
         "generic_key: {descriptor_value: all}",
         "masked_remote_address: {}",
@@ -268,24 +282,21 @@ configPatches:
 #[test]
 fn global_filter_placement_follows_the_sub_filter() {
     let with_sub = |op: &str, sub: &str| {
-        SEED_GLOBAL
-            .replace(
-                "          name: \"envoy.filters.network.http_connection_manager\"\n",
-                &format!(
-                    "          name: \"envoy.filters.network.http_connection_manager\"\n          subFilter: {{name: \"{sub}\"}}\n"
-                ),
-            )
-            .replace("operation: INSERT_BEFORE", &format!("operation: {op}"))
+        let mut v = seed_global();
+        let p = &mut v["configPatches"][0];
+        p["match"]["listener"]["filterChain"]["filter"]["subFilter"] =
+            serde_json::json!({"name": sub});
+        p["patch"]["operation"] = serde_json::json!(op);
+        v
     };
-    let placed = |yaml: &str| -> Result<bool, String> {
-        let f = recognise("istio-system", "filter-ratelimit", &spec(yaml))?;
+    let placed = |v: &Value| -> Result<bool, String> {
+        let f = recognise("istio-system", "filter-ratelimit", v)?;
         match &only_patch(&f).kind {
             PatchKind::Global { limit, .. } => Ok(limit.after_authorization),
             other => panic!("not global: {other:?}"),
         }
     };
-    assert_eq!(placed(SEED_GLOBAL), Ok(false));
-    assert_ne!(with_sub("INSERT_BEFORE", "x"), SEED_GLOBAL);
+    assert_eq!(placed(&seed_global()), Ok(false));
     assert_eq!(
         placed(&with_sub("INSERT_BEFORE", "envoy.filters.http.router")),
         Ok(true)
@@ -299,4 +310,136 @@ fn global_filter_placement_follows_the_sub_filter() {
         refused.contains("subFilter.name \"envoy.filters.http.rbac\""),
         "{refused}"
     );
+}
+
+/// Istio's per-route local limit (the filter inserted with its stat_prefix
+/// only, the bucket in the inbound route's typed_per_filter_config), with
+/// a descriptor per path as Envoy's docs write it.
+const PER_ROUTE: &str = r#"
+workloadSelector:
+  labels: {app: productpage}
+configPatches:
+- applyTo: HTTP_FILTER
+  match:
+    context: SIDECAR_INBOUND
+    listener:
+      filterChain:
+        filter: {name: "envoy.filters.network.http_connection_manager"}
+  patch:
+    operation: INSERT_BEFORE
+    value:
+      name: envoy.filters.http.local_ratelimit
+      typed_config:
+        "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+        type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+        value: {stat_prefix: http_local_rate_limiter}
+- applyTo: HTTP_ROUTE
+  match:
+    context: SIDECAR_INBOUND
+    routeConfiguration:
+      vhost:
+        name: "inbound|http|9080"
+        route: {action: ANY}
+  patch:
+    operation: MERGE
+    value:
+      route:
+        rate_limits:
+        - actions:
+          - request_headers: {header_name: ":path", descriptor_key: path}
+      typed_per_filter_config:
+        envoy.filters.http.local_ratelimit:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          value:
+            stat_prefix: http_local_rate_limiter
+            token_bucket: {max_tokens: 10, tokens_per_fill: 10, fill_interval: 60s}
+            filter_enabled:
+              default_value: {numerator: 100, denominator: HUNDRED}
+            filter_enforced:
+              default_value: {numerator: 100, denominator: HUNDRED}
+            always_consume_default_token_bucket: false
+            descriptors:
+            - entries: [{key: path, value: /limited}]
+              token_bucket: {max_tokens: 2, tokens_per_fill: 2, fill_interval: 60s}
+"#;
+
+#[test]
+fn per_route_config_and_descriptors_reach_the_inbound_listener_of_their_port() {
+    let f = recognise(
+        "istio-system",
+        "filter-local-ratelimit-svc",
+        &spec(PER_ROUTE),
+    )
+    .expect("recognised");
+    assert_eq!(f.patches.len(), 2);
+    let PatchKind::Local(filter) = &f.patches[0].kind else {
+        panic!("not local: {f:?}")
+    };
+    assert_eq!(filter.max_tokens, 0, "the filter's config has no bucket");
+    let PatchKind::Route {
+        port: Some(9080),
+        actions,
+        local: Some(route),
+    } = &f.patches[1].kind
+    else {
+        panic!("not a route patch for port 9080: {f:?}")
+    };
+    assert_eq!(actions.len(), 1);
+    assert_eq!((route.max_tokens, route.fill_interval_ms), (10, 60_000));
+    assert!(!route.always_consume_default_token_bucket);
+    assert_eq!(
+        route.descriptors,
+        [pb::LocalRateLimitDescriptor {
+            entries: vec![pb::LocalRateLimitEntry {
+                key: "path".into(),
+                value: "/limited".into()
+            }],
+            max_tokens: 2,
+            tokens_per_fill: 2,
+            fill_interval_ms: 60_000,
+        }]
+    );
+
+    // Compiled: the route's config, with the actions, on port 9080's
+    // inbound listener; another port keeps the filter's config, which
+    // has no bucket, so it gets no limit at all.
+    let yaml = "apiVersion: v1
+kind: Pod
+metadata: {name: productpage-1, namespace: default, labels: {app: productpage}}
+spec:
+  containers:
+  - name: app
+    ports: [{containerPort: 9080}, {containerPort: 9090}]
+status: {podIP: 10.0.0.7}
+";
+    let resources = api::parse("t.yaml", yaml).expect("parses");
+    let mut mesh = Mesh::build(&resources, Default::default());
+    mesh.rate_limit_filters = vec![f];
+    let w = mesh
+        .registry
+        .workload("productpage-1", "default")
+        .expect("the pod")
+        .clone();
+    let listener = |port: u32| pb::Listener {
+        port,
+        app_port: port,
+        protocol: pb::Protocol::Http as i32,
+        ..Default::default()
+    };
+    let mut listeners = vec![listener(9080), listener(9090)];
+    apply(&mesh, &w, false, &mut listeners);
+    let limit = listeners[0].local_rate_limit.as_ref().expect("port 9080");
+    assert_eq!(limit.max_tokens, 10);
+    assert_eq!(limit.descriptors.len(), 1);
+    assert_eq!(limit.rate_limits.len(), 1);
+    assert_eq!(
+        limit.origin,
+        "EnvoyFilter/istio-system/filter-local-ratelimit-svc"
+    );
+    assert_eq!(listeners[1].local_rate_limit, None);
+    // At a gateway the inbound vhost names nothing.
+    let mut at_gateway = vec![listener(9080)];
+    apply(&mesh, &w, true, &mut at_gateway);
+    assert_eq!(at_gateway[0].local_rate_limit, None);
 }

@@ -13,6 +13,21 @@ pub(crate) fn cases() -> Vec<Case> {
             clean: LOCAL_RATE_LIMIT.into(),
         },
         Case {
+            code: "TRL0001",
+            resource: "EnvoyFilter filter-local-ratelimit-svc.istio-system",
+            // Named by field, whole path.
+            text: "it is not one of the rate limiting patterns Trellis translates (spec.configPatches[0].patch.value.typed_config.local_rate_limit_per_downstream_connection: a bucket per connection is not supported)",
+            triggers: LOCAL_RATE_LIMIT.replace(
+                "stat_prefix: http_local_rate_limiter",
+                "stat_prefix: http_local_rate_limiter\n          local_rate_limit_per_downstream_connection: true",
+            ),
+            // Descriptors and always_consume_default_token_bucket are translated.
+            clean: LOCAL_RATE_LIMIT.replace(
+                "stat_prefix: http_local_rate_limiter",
+                "stat_prefix: http_local_rate_limiter\n          always_consume_default_token_bucket: false\n          descriptors:\n          - entries: [{key: path, value: /limited}]\n            token_bucket: {max_tokens: 1, tokens_per_fill: 1, fill_interval: 60s}",
+            ),
+        },
+        Case {
             code: "TRL0007",
             resource: "AuthorizationPolicy ext-authz.default",
             text: "extension provider \"sample-ext-authz-grpc\" is not in meshConfig.extensionProviders: the requests this CUSTOM policy selects are denied",

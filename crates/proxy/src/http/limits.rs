@@ -2,35 +2,41 @@
 //! and its global limit (a call to the rate limit service).
 
 use super::*;
+use crate::policy::rate_limit::{Checked, Decision, LocalRateLimit};
+use crate::policy::rate_limit_actions::RequestView;
 
-/// Whether the listener's local rate limit refuses this request.
-pub(super) fn limited(limit: &crate::policy::rate_limit::LocalRateLimit) -> bool {
-    use crate::policy::rate_limit::Decision;
-    match limit.check() {
-        Decision::Pass => false,
-        Decision::WouldLimit => {
-            tracing::debug!(
-                limit = limit.origin(),
-                "over the local rate limit (not enforced)"
-            );
-            false
-        }
-        Decision::Limited => true,
-    }
-}
-
-/// The listener's global rate limit on one request: `Ok` with the
-/// headers to add to its response (the request got the service's), `Err`
-/// with the reply, Envoy's details, and whether the service failed.
-pub(super) async fn global_limit<B>(
-    limit: &crate::policy::global_rate_limit::GlobalRateLimit,
-    req: &mut Request<B>,
+/// The listener's local rate limit on one request: its decision, with the
+/// request's descriptors made only when the limit has descriptors of its own.
+pub(super) fn local_limit<B>(
+    limit: &LocalRateLimit,
+    req: &Request<B>,
     authority: &str,
     listener: &ListenerRt,
     conn: &Conn,
-) -> Result<Vec<(header::HeaderName, HeaderValue)>, (Response<RespBody>, &'static str, bool)> {
-    use crate::policy::global_rate_limit::{Outcome, RequestView};
-    let descriptors = limit.descriptors(&RequestView {
+) -> Checked {
+    let descriptors = if limit.uses_descriptors() {
+        limit.descriptors(&request_view(req, authority, listener, conn))
+    } else {
+        Vec::new()
+    };
+    let checked = limit.check(&descriptors);
+    if checked.decision == Decision::WouldLimit {
+        tracing::debug!(
+            limit = limit.origin(),
+            "over the local rate limit (not enforced)"
+        );
+    }
+    checked
+}
+
+/// What the rate limits' actions may read of a request.
+fn request_view<'a, B>(
+    req: &'a Request<B>,
+    authority: &'a str,
+    listener: &ListenerRt,
+    conn: &Conn,
+) -> RequestView<'a> {
+    RequestView {
         method: req.method(),
         path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
         authority,
@@ -48,7 +54,21 @@ pub(super) async fn global_limit<B>(
         // Istio's inbound cluster is named by the application's port.
         inbound_port: (listener.spec.direction == Direction::Inbound)
             .then_some(listener.spec.app_port),
-    });
+    }
+}
+
+/// The listener's global rate limit on one request: `Ok` with the
+/// headers to add to its response (the request got the service's), `Err`
+/// with the reply, Envoy's details, and whether the service failed.
+pub(super) async fn global_limit<B>(
+    limit: &crate::policy::global_rate_limit::GlobalRateLimit,
+    req: &mut Request<B>,
+    authority: &str,
+    listener: &ListenerRt,
+    conn: &Conn,
+) -> Result<Vec<(header::HeaderName, HeaderValue)>, (Response<RespBody>, &'static str, bool)> {
+    use crate::policy::global_rate_limit::Outcome;
+    let descriptors = limit.descriptors(&request_view(req, authority, listener, conn));
     if descriptors.is_empty() {
         return Ok(Vec::new());
     }

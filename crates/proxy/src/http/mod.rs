@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 use crate::config::ConfigStore;
 use crate::lb::UpstreamProtocol;
 use crate::lb::passthrough::Passthrough;
+use crate::policy::rate_limit::Decision;
 use crate::req_body::{Counted, ReqBody};
 use crate::resp_body::RespBody;
 use crate::snapshot::{Direction, ListenerSpec};
@@ -32,7 +33,7 @@ use crate::telemetry::meta::ServiceMeta;
 use crate::telemetry::{Flags, LoggedBody, Record, Reporter, Telemetry};
 use forward::{Dest, Head, LocalApp, Policy, SendBody};
 use headers::{X_FORWARDED_PROTO, ensure_request_id, strip_hop_by_hop};
-use limits::{global_limit, global_refusal, limited};
+use limits::{global_limit, global_refusal, local_limit};
 
 /// State shared by every listener.
 pub struct Shared {
@@ -143,6 +144,18 @@ pub async fn handle(
         record.requested_server_name.clone_from(&conn.sni);
     }
     let mut global_headers = Vec::new();
+    // The local rate limit first, as the EnvoyFilter inserts it at the
+    // head of the HTTP filters (after the codec's own refusals).
+    let local = listener
+        .rate_limit
+        .as_ref()
+        .filter(|_| refused.is_none() && req.extensions().get::<TooManyHeaders>().is_none())
+        .map(|limit| {
+            (
+                limit,
+                local_limit(limit, &req, &authority, &listener, &conn),
+            )
+        });
     let mut response = match listener.spec.direction {
         _ if req.extensions().get::<TooManyHeaders>().is_some() => {
             record.flags.set(Flags::DPE);
@@ -154,15 +167,13 @@ pub async fn handle(
             record.response_code_details = Some(details.into());
             local_reply(StatusCode::BAD_REQUEST, "Bad Request")
         }
-        // The local rate limit first, as the EnvoyFilter inserts it at the
-        // head of the HTTP filters.
-        _ if let Some(limit) = &listener.rate_limit
-            && limited(limit) =>
+        _ if let Some((limit, checked)) = &local
+            && checked.decision == Decision::Limited =>
         {
             record.flags.set(Flags::RL);
             record.response_code_details = Some("local_rate_limited".into());
             let mut response = local_reply(limit.status(), "local_rate_limited");
-            limit.limited_response_headers(response.headers_mut());
+            limit.limited_response_headers(checked, response.headers_mut());
             response
         }
         // The global rate limit next where its filter is inserted at the head
@@ -236,8 +247,10 @@ pub async fn handle(
         }
         Direction::Outbound => routed(req, authority, &listener.spec, &conn, &mut record).await,
     };
-    if let Some(limit) = &listener.rate_limit {
-        limit.x_ratelimit_headers(response.headers_mut());
+    if let Some((limit, checked)) = &local
+        && checked.decision != Decision::Limited
+    {
+        limit.x_ratelimit_headers(checked, response.headers_mut());
     }
     for (name, value) in global_headers {
         response.headers_mut().insert(name, value);

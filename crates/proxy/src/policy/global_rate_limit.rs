@@ -10,20 +10,19 @@
 //! logged and counted either way. A request without descriptors costs a
 //! few header lookups and no call.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Response, StatusCode};
-use regex::Regex;
+use http::{Response, StatusCode};
 use wire::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
-use wire::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use wire::envoy::service::ratelimit::v3 as rls;
 use wire::pb;
 
 use super::call;
+use super::rate_limit_actions::Actions;
+pub use super::rate_limit_actions::RequestView;
 use crate::resp_body::RespBody;
 use crate::snapshot::Snapshot;
 
@@ -38,57 +37,13 @@ pub struct GlobalRateLimit {
     domain: Arc<str>,
     timeout: Duration,
     status: StatusCode,
-    rate_limits: Vec<Vec<Action>>,
+    rate_limits: Actions,
 }
 
 impl PartialEq for GlobalRateLimit {
     fn eq(&self, other: &Self) -> bool {
         self.source == other.source
     }
-}
-
-#[derive(Debug)]
-enum Action {
-    RequestHeader {
-        header: String,
-        key: String,
-        skip_if_absent: bool,
-    },
-    RemoteAddress,
-    GenericKey {
-        key: String,
-        value: String,
-    },
-    HeaderValueMatch {
-        key: String,
-        value: String,
-        expect_match: bool,
-        headers: Vec<(String, Match, bool)>,
-    },
-    DestinationCluster,
-}
-
-#[derive(Debug)]
-enum Match {
-    Exact(String),
-    Prefix(String),
-    Suffix(String),
-    Contains(String),
-    Regex(Regex),
-    Present(bool),
-}
-
-/// What is known of the request when its descriptors are made.
-pub struct RequestView<'a> {
-    pub method: &'a Method,
-    pub path: &'a str,
-    pub authority: &'a str,
-    pub scheme: &'a str,
-    pub headers: &'a HeaderMap,
-    /// The client's address (the trusted one of x-forwarded-for, or the peer).
-    pub remote: IpAddr,
-    /// Inbound: the listener's port (Envoy's "inbound|<port>||" cluster).
-    pub inbound_port: Option<u16>,
 }
 
 /// The filter's outcome.
@@ -107,51 +62,8 @@ pub enum Outcome {
 
 impl GlobalRateLimit {
     pub fn compile(c: &pb::GlobalRateLimit) -> Result<Self, String> {
-        use pb::rate_limit_action::Action as A;
-        let mut rate_limits = Vec::new();
-        for (i, r) in c.rate_limits.iter().enumerate() {
-            let mut actions = Vec::new();
-            for a in &r.actions {
-                actions.push(match &a.action {
-                    Some(A::RequestHeaders(h)) => Action::RequestHeader {
-                        header: h.header_name.to_ascii_lowercase(),
-                        key: h.descriptor_key.clone(),
-                        skip_if_absent: h.skip_if_absent,
-                    },
-                    Some(A::RemoteAddress(_)) => Action::RemoteAddress,
-                    Some(A::GenericKey(g)) => Action::GenericKey {
-                        key: if g.descriptor_key.is_empty() {
-                            "generic_key".into()
-                        } else {
-                            g.descriptor_key.clone()
-                        },
-                        value: g.descriptor_value.clone(),
-                    },
-                    Some(A::HeaderValueMatch(m)) => Action::HeaderValueMatch {
-                        key: if m.descriptor_key.is_empty() {
-                            "header_match".into()
-                        } else {
-                            m.descriptor_key.clone()
-                        },
-                        value: m.descriptor_value.clone(),
-                        expect_match: m.expect_match,
-                        headers: m
-                            .headers
-                            .iter()
-                            .map(|h| matcher(h).map(|k| (h.name.to_ascii_lowercase(), k, h.invert)))
-                            .collect::<Result<_, _>>()
-                            .map_err(|e| format!("global_rate_limit rate_limits[{i}]: {e}"))?,
-                    },
-                    Some(A::DestinationCluster(_)) => Action::DestinationCluster,
-                    None => {
-                        return Err(format!(
-                            "global_rate_limit rate_limits[{i}]: an action without a kind"
-                        ));
-                    }
-                });
-            }
-            rate_limits.push(actions);
-        }
+        let rate_limits =
+            Actions::compile(&c.rate_limits).map_err(|e| format!("global_rate_limit {e}"))?;
         let status = match c.status {
             0 => StatusCode::TOO_MANY_REQUESTS,
             s => match StatusCode::from_u16(u16::try_from(s).unwrap_or(0)) {
@@ -186,18 +98,7 @@ impl GlobalRateLimit {
 
     /// The request's descriptors, one per `rate_limits` entry that gives one.
     pub fn descriptors(&self, r: &RequestView<'_>) -> Vec<RateLimitDescriptor> {
-        self.rate_limits
-            .iter()
-            .filter_map(|actions| {
-                let mut entries = Vec::with_capacity(actions.len());
-                for a in actions {
-                    if let Some(e) = a.entry(r)? {
-                        entries.push(e);
-                    }
-                }
-                (!entries.is_empty()).then_some(RateLimitDescriptor { entries })
-            })
-            .collect()
+        self.rate_limits.descriptors(r)
     }
 
     /// Asks the service about `descriptors` (none: nothing to ask).
@@ -310,107 +211,10 @@ fn x_ratelimit_headers(resp: &rls::RateLimitResponse) -> Vec<(HeaderName, Header
     .collect()
 }
 
-impl Action {
-    /// `None`: no descriptor from this `rate_limits` entry; `Some(None)`:
-    /// this action adds no entry but the descriptor stands (skip_if_absent).
-    fn entry(&self, r: &RequestView<'_>) -> Option<Option<Entry>> {
-        let entry = |key: &str, value: String| {
-            Some(Some(Entry {
-                key: key.to_string(),
-                value,
-            }))
-        };
-        match self {
-            Action::RequestHeader {
-                header,
-                key,
-                skip_if_absent,
-            } => match header_value(r, header) {
-                Some(v) => entry(key, v),
-                None if *skip_if_absent => Some(None),
-                None => None,
-            },
-            Action::RemoteAddress => entry("remote_address", r.remote.to_string()),
-            Action::GenericKey { key, value } => entry(key, value.clone()),
-            Action::HeaderValueMatch {
-                key,
-                value,
-                expect_match,
-                headers,
-            } => {
-                let all = headers.iter().all(|(name, m, invert)| {
-                    let v = header_value(r, name);
-                    m.matches(v.as_deref()) != *invert
-                });
-                (all == *expect_match).then(|| {
-                    Some(Entry {
-                        key: key.clone(),
-                        value: value.clone(),
-                    })
-                })
-            }
-            Action::DestinationCluster => match r.inbound_port {
-                Some(port) => entry("destination_cluster", format!("inbound|{port}||")),
-                None => None,
-            },
-        }
-    }
-}
-
-/// A request header by its lowercase name, pseudo-headers included.
-fn header_value(r: &RequestView<'_>, name: &str) -> Option<String> {
-    match name {
-        ":path" => Some(r.path.to_string()),
-        ":method" => Some(r.method.as_str().to_string()),
-        ":authority" | "host" => Some(r.authority.to_string()),
-        ":scheme" => Some(r.scheme.to_string()),
-        _ => {
-            let mut values = r.headers.get_all(name).iter();
-            let first = values.next()?;
-            let mut out = String::from_utf8_lossy(first.as_bytes()).into_owned();
-            for v in values {
-                out.push(',');
-                out.push_str(&String::from_utf8_lossy(v.as_bytes()));
-            }
-            Some(out)
-        }
-    }
-}
-
-impl Match {
-    fn matches(&self, v: Option<&str>) -> bool {
-        match (self, v) {
-            (Match::Present(p), v) => v.is_some() == *p,
-            (_, None) => false,
-            (Match::Exact(e), Some(v)) => v == e,
-            (Match::Prefix(p), Some(v)) => v.starts_with(p.as_str()),
-            (Match::Suffix(s), Some(v)) => v.ends_with(s.as_str()),
-            (Match::Contains(c), Some(v)) => v.contains(c.as_str()),
-            (Match::Regex(r), Some(v)) => r
-                .find(v)
-                .is_some_and(|m| m.start() == 0 && m.end() == v.len()),
-        }
-    }
-}
-
-fn matcher(h: &pb::HeaderValueMatcher) -> Result<Match, String> {
-    use pb::header_value_matcher::Kind;
-    Ok(match &h.kind {
-        Some(Kind::Exact(e)) => Match::Exact(e.clone()),
-        Some(Kind::Prefix(p)) => Match::Prefix(p.clone()),
-        Some(Kind::Suffix(s)) => Match::Suffix(s.clone()),
-        Some(Kind::Contains(c)) => Match::Contains(c.clone()),
-        Some(Kind::Regex(r)) => {
-            Match::Regex(Regex::new(r).map_err(|e| format!("header {:?}: regex: {e}", h.name))?)
-        }
-        Some(Kind::Present(p)) => Match::Present(*p),
-        None => Match::Present(true),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{HeaderMap, Method};
     use pb::rate_limit_action::Action as A;
 
     fn limit(rate_limits: Vec<Vec<A>>) -> GlobalRateLimit {

@@ -11,4 +11,5 @@ pub mod ext_authz;
 pub mod global_rate_limit;
 pub mod jwt;
 pub mod rate_limit;
+pub mod rate_limit_actions;
 pub mod stats;

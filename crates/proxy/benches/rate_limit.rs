@@ -1,0 +1,105 @@
+//! What the local rate limit adds to a request under its limit, against a
+//! listener without one: taking a token from the default bucket (Istio's
+//! local rate limit example), and with descriptors — making the request's
+//! descriptor from `:path` (the routes' `rate_limits`), matching it and
+//! taking from the descriptor's bucket. The buckets are large enough never
+//! to run dry, as on a route under its limit.
+//!
+//! `cargo bench -p proxy --bench rate_limit`
+//!
+//! Measured 2026-12-07 (bench profile, 2 shared cores at load 4–7): no
+//! limit 2 ns, default bucket 85 ns, `:path` descriptor 276 ns per request
+//! (the descriptor's entry is an owned String): well under a microsecond
+//! on top of a request's handling, with no lock and no wait.
+
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, Method};
+use proxy::policy::rate_limit::{Decision, LocalRateLimit};
+use proxy::policy::rate_limit_actions::RequestView;
+use wire::pb;
+
+fn limit(descriptors: bool) -> LocalRateLimit {
+    let path_action = pb::RateLimitActions {
+        actions: vec![pb::RateLimitAction {
+            action: Some(pb::rate_limit_action::Action::RequestHeaders(
+                pb::RequestHeadersAction {
+                    header_name: ":path".into(),
+                    descriptor_key: "path".into(),
+                    skip_if_absent: false,
+                },
+            )),
+        }],
+    };
+    LocalRateLimit::new(&pb::LocalRateLimit {
+        max_tokens: u32::MAX,
+        tokens_per_fill: u32::MAX,
+        fill_interval_ms: 1000,
+        enabled_percent: 100.0,
+        enforced_percent: 100.0,
+        x_ratelimit_headers: true,
+        stat_prefix: "bench".into(),
+        descriptors: if descriptors {
+            vec![pb::LocalRateLimitDescriptor {
+                entries: vec![pb::LocalRateLimitEntry {
+                    key: "path".into(),
+                    value: "/productpage".into(),
+                }],
+                max_tokens: u32::MAX,
+                tokens_per_fill: u32::MAX,
+                fill_interval_ms: 1000,
+            }]
+        } else {
+            Vec::new()
+        },
+        rate_limits: if descriptors {
+            vec![path_action]
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    })
+    .expect("valid")
+}
+
+fn rate_limit(c: &mut Criterion) {
+    let headers = HeaderMap::new();
+    let view = RequestView {
+        method: &Method::GET,
+        path: "/productpage",
+        authority: "productpage:9080",
+        scheme: "http",
+        headers: &headers,
+        remote: "10.0.0.7".parse().expect("ip"),
+        inbound_port: Some(9080),
+    };
+    let mut g = c.benchmark_group("local_rate_limit");
+    let none: Option<LocalRateLimit> = None;
+    g.bench_function("unlimited", |b| {
+        b.iter(|| black_box(&none).as_ref().map(|l| l.check(&[])))
+    });
+    for (name, descriptors) in [("default_bucket", false), ("path_descriptor", true)] {
+        let l = Some(limit(descriptors));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let l = black_box(&l).as_ref().expect("a limit");
+                let d = if l.uses_descriptors() {
+                    l.descriptors(black_box(&view))
+                } else {
+                    Vec::new()
+                };
+                let checked = l.check(&d);
+                assert_eq!(checked.decision, Decision::Pass);
+                checked
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, rate_limit);
+criterion_main!(benches);
