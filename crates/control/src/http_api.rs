@@ -317,8 +317,13 @@ async fn apply(
         }
     }
     audit(&caller, "apply", &outcomes);
-    if outcomes.iter().any(|o| o.result != Change::Unchanged) {
-        cp.changed();
+    let touched: Vec<&Key> = outcomes
+        .iter()
+        .filter(|o| o.result != Change::Unchanged)
+        .map(|o| &o.key)
+        .collect();
+    if !touched.is_empty() {
+        cp.changed_objects(crate::store::touched(touched));
     }
     let mut resp = Json(outcomes).into_response();
     for w in warnings {
@@ -375,7 +380,7 @@ async fn delete(
     }
     audit(&caller, "delete", &outcomes);
     if !outcomes.is_empty() {
-        cp.changed();
+        cp.changed_objects(crate::store::touched(outcomes.iter().map(|o| &o.key)));
     }
     if !missing.is_empty() {
         return error(

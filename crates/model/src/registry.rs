@@ -173,6 +173,10 @@ pub struct Registry {
     /// hostname (indexes into `workloads`): they replace the selector's picks
     /// (see [`crate::endpoint_slice`]).
     pub(crate) sliced: std::collections::HashMap<String, Vec<usize>>,
+    /// Some EndpointSlice's endpoint names a pod in another namespace than
+    /// its own, whose labels and identity it then carries: a change to a
+    /// pod can change the backends of a service in another namespace.
+    pub(crate) slices_cross_namespaces: bool,
 }
 
 impl Registry {
@@ -279,8 +283,11 @@ impl Registry {
                 if let Some(own) = self.sliced.get(&svc.hostname) {
                     return (svc.hostname.clone(), own.clone());
                 }
+                // Without a selector a service picks nothing (see `selects`):
+                // a thousand ServiceEntries need not scan their namespace each.
                 let mut picked: Vec<usize> = by_ns
                     .get(svc.namespace.as_str())
+                    .filter(|_| !svc.selector.is_empty())
                     .map(|ws| {
                         ws.iter()
                             .copied()
