@@ -187,8 +187,11 @@ impl ControlPlane {
         self.dirty.notify_one();
     }
 
-    /// Schedules a push after a change of the objects `touched` (stored
-    /// already): the push then rebuilds and compares only what they touch.
+    /// Schedules a push after a change of the objects `touched`, which
+    /// rebuilds and compares only what they touch. Call it before releasing
+    /// the store's lock the change was written under ([`ControlPlane::store`]):
+    /// a push takes the changes and reads the store under that lock, so a
+    /// change it reads is always one it is told of.
     pub fn changed_objects(&self, touched: Touched) {
         lock(&self.pending).add(Some(touched));
         self.dirty.notify_one();
@@ -226,11 +229,17 @@ impl ControlPlane {
     /// changed. Only the proxies the change may affect are recompiled (see
     /// [`model::incremental`]); returns how many proxies were sent a new snapshot.
     pub fn push(&self) -> usize {
-        // Taken before the resources are read: a change stored after this
-        // is read now or not, and is pushed (again) next time either way.
-        let pending = std::mem::take(&mut *lock(&self.pending));
-        let changed_at = pending.since;
         let source = self.source.get();
+        let mesh_config = source
+            .and_then(|s| s.mesh_config())
+            .unwrap_or_else(|| self.mesh_config.clone());
+        let previous = lock(&self.compiler).clone();
+        // The changes are taken under the locks they were made under, with
+        // the resources read: every change read is one the push is told of.
+        let store = self.store();
+        let pending = std::mem::take(&mut *lock(&self.pending));
+        let live = source.map(|s| s.resources());
+        let changed_at = pending.since;
         // Pushing unasked (no change was signalled) reads everything.
         let told = pending.since.is_some() && !pending.anything;
         let mut touched = told.then_some(pending.touched);
@@ -240,12 +249,6 @@ impl ControlPlane {
                 _ => touched = None,
             }
         }
-        let mesh_config = source
-            .and_then(|s| s.mesh_config())
-            .unwrap_or_else(|| self.mesh_config.clone());
-        let previous = lock(&self.compiler).clone();
-        let live = source.map(|s| s.resources());
-        let store = self.store();
         let resources = store
             .resources()
             .chain(live.iter().flat_map(|r| r.values()));

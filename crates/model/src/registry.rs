@@ -236,11 +236,12 @@ impl Registry {
         let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
             return;
         };
-        let spec = pod.spec.clone().unwrap_or_default();
+        // Borrowed, not cloned: every pod of the mesh is read on each rebuild.
+        let spec = pod.spec.as_ref();
         let meta = &pod.metadata;
         let ports = spec
-            .containers
-            .iter()
+            .into_iter()
+            .flat_map(|s| &s.containers)
             .flat_map(|c| c.ports.iter().flatten())
             .map(|p| ContainerPort {
                 name: p.name.clone(),
@@ -256,7 +257,7 @@ impl Registry {
             labels: meta.labels.clone().unwrap_or_default(),
             ip,
             service_account: spec
-                .service_account_name
+                .and_then(|s| s.service_account_name.clone())
                 .unwrap_or_else(|| "default".into()),
             ports,
             has_sidecar: meta

@@ -107,7 +107,9 @@ impl ResourceSet {
     }
 
     /// The objects changed since the last call; `None` when something
-    /// else changed too (the MeshConfig), so anything may have.
+    /// else changed too (the MeshConfig), so anything may have. Call it
+    /// while holding [`ResourceSet::resources`], which they are changed
+    /// under, to read exactly the changes taken.
     pub fn take_touched(&self) -> Option<model::incremental::Touched> {
         let touched = std::mem::take(&mut *lock(&self.touched));
         (!touched.anything).then_some(touched.objects)
@@ -136,8 +138,11 @@ impl ResourceSet {
     }
 
     pub(crate) fn remove(&self, key: &Key) {
-        if lock(&self.resources).remove(key).is_some() {
+        let mut resources = lock(&self.resources);
+        if resources.remove(key).is_some() {
+            // Under the lock it was removed under (see `take_touched`).
             self.touch(key);
+            drop(resources);
             self.notify();
         }
     }
