@@ -151,6 +151,9 @@ fn unchanged_meshes_affect_nothing_and_config_changes_affect_everything() {
     assert!(matches!(affected, Affected::All));
 }
 
+/// An object named by kind, namespace and name.
+type Named<'a> = (api::Kind, &'a str, &'a str);
+
 /// The objects of a mesh by kind, namespace and name, changed one step at a time.
 struct Objects(std::collections::BTreeMap<(api::Kind, String, String), api::Resource>);
 
@@ -170,7 +173,7 @@ impl Objects {
 
     /// Applies `yaml` and deletes `deleted` (kind, namespace, name): what
     /// the change touched.
-    fn change(&mut self, yaml: &str, deleted: &[(api::Kind, &str, &str)]) -> Touched {
+    fn change(&mut self, yaml: &str, deleted: &[Named]) -> Touched {
         let mut touched = Touched::default();
         for r in api::parse("change.yaml", yaml).expect("change parses") {
             let key = Self::key(&r);
@@ -289,7 +292,7 @@ fn a_change_told_by_its_objects_reaches_exactly_the_proxies_it_changes() {
         sidecar("c", "c-1"),
     ];
     let policy = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: b}\nspec:\n  action: DENY\n  rules: [{from: [{source: {namespaces: [a]}}]}]\n";
-    let steps: Vec<(&str, String, Vec<(api::Kind, &str, &str)>)> = vec![
+    let steps: Vec<(&str, String, Vec<Named>)> = vec![
         ("a pod joins s", pod("s-2", "a", "s", "10.0.0.2"), vec![]),
         (
             "a pod of s moves to subset v2",
