@@ -22,7 +22,11 @@
 # one JSON per control plane and proxy count, and a table on stdout.
 #
 # Environment: SERVICES (1000), ENDPOINTS (10), NAMESPACES (10),
-# CHANGES (10 endpoint changes), VS_CHANGES (3).
+# CHANGES (10 endpoint changes), VS_CHANGES (3), SIDECARS (1: a Sidecar per
+# namespace limits its proxies' egress to it, and a change is timed to the
+# proxies of its namespace only; results named *-sidecars.json),
+# ISTIOD_TIMEOUT (seconds istiod's run may take, default 1200: at 2,000
+# proxies it is slow).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -33,6 +37,8 @@ endpoints="${ENDPOINTS:-10}"
 namespaces="${NAMESPACES:-10}"
 changes="${CHANGES:-10}"
 vs_changes="${VS_CHANGES:-3}"
+sidecars="${SIDECARS:-0}"
+istiod_timeout="${ISTIOD_TIMEOUT:-1200}"
 proxies=("$@")
 [[ ${#proxies[@]} -gt 0 ]] || proxies=(100 1000)
 
@@ -140,11 +146,17 @@ KUBECONFIG
 
 shape=(--services "$services" --endpoints-per-service "$endpoints" --namespaces "$namespaces"
   --changes "$changes" --vs-changes "$vs_changes" --format service-entries)
+scoping=() suffix=""
+if [[ "$sidecars" == 1 ]]; then
+  shape+=(--sidecars)
+  scoping=(-sidecars)
+  suffix="-sidecars"
+fi
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for n in "${proxies[@]}"; do
   echo "== trellisd, $n proxies" >&2
-  "$bench" "${shape[@]}" --proxies "$n" --json "$out/trellisd-$n.json" >&2
+  "$bench" "${shape[@]}" --proxies "$n" --json "$out/trellisd-$n$suffix.json" >&2
 
   echo "== istiod, $n proxies" >&2
   rm -rf "$work/istiod"
@@ -183,10 +195,10 @@ for n in "${proxies[@]}"; do
     sleep 0.2
   done
   echo "istiod ready: RSS $(awk '/VmRSS/{print $2/1024 " MiB"}' "/proc/$istiod_pid/status")" >&2
-  "$work/xds-load" -addr "127.0.0.1:$grpc" -proxies "$n" -namespaces "$namespaces" \
+  timeout "$istiod_timeout" "$work/xds-load" "${scoping[@]}" -addr "127.0.0.1:$grpc" -proxies "$n" -namespaces "$namespaces" \
     -pid "$istiod_pid" -changes "$work/istiod/changes" -monitoring "127.0.0.1:$monitoring" \
     -kube-server "$kube_server" -kube-ca "$work/istiod/kube/ca.crt" -kube-token "$work/istiod/kube/token" \
-    -json "$out/istiod-$n.json" >/dev/null
+    -json "$out/istiod-$n$suffix.json" >/dev/null
   stop "$istiod_pid" "$apiserver_pid" "$etcd_pid"
   istiod_pid="" apiserver_pid="" etcd_pid=""
 done
@@ -195,7 +207,7 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 row() { # figure, jq expression, unit
   printf '| %s |' "$1"
   for n in "${proxies[@]}"; do
-    t="$(jq -r "$2" "$out/trellisd-$n.json")" i="$(jq -r "$2" "$out/istiod-$n.json")"
+    t="$(jq -r "$2" "$out/trellisd-$n$suffix.json")" i="$(jq -r "$2" "$out/istiod-$n$suffix.json")"
     printf ' %s / %s %s (%s×) |' "$t" "$i" "$3" "$(jq -n "if $t > 0 then ($i / $t * 10 | round / 10) else \"-\" end")"
   done
   echo
@@ -222,5 +234,5 @@ row "bytes per proxy per endpoint change" '.bytes_per_proxy_per_endpoint_change 
 for n in "${proxies[@]}"; do
   jq -r --arg n "$n" '.pilot_proxy_convergence_time_changes // {} |
     "istiod, \($n) proxies: pilot_proxy_convergence_time over the changes: \(.pilot_proxy_convergence_time_count // 0) pushes, mean \(if (.pilot_proxy_convergence_time_count // 0) > 0 then (.pilot_proxy_convergence_time_sum / .pilot_proxy_convergence_time_count * 1000 | round) else "-" end) ms, ≤ 100 ms: \(.["pilot_proxy_convergence_time_bucket{le=\"0.1\"}"] // 0), ≤ 1 s: \(.["pilot_proxy_convergence_time_bucket{le=\"1\"}"] // 0)"' \
-    "$out/istiod-$n.json"
+    "$out/istiod-$n$suffix.json"
 done

@@ -30,6 +30,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -75,6 +76,7 @@ type args struct {
 	kubeCA     string
 	kubeToken  string
 	changes    string
+	sidecars   bool
 	monitoring string
 	jsonOut    string
 }
@@ -123,6 +125,7 @@ func main() {
 	flag.StringVar(&a.kubeCA, "kube-ca", "", "the API server's CA certificate (PEM)")
 	flag.StringVar(&a.kubeToken, "kube-token", "", "a file holding a bearer token the API server admits")
 	flag.StringVar(&a.changes, "changes", "", "the changes directory (endpoints/N/*, vs/N/*)")
+	flag.BoolVar(&a.sidecars, "sidecars", false, "a Sidecar scopes each namespace to itself: a change is timed to the proxies of its object's namespace only")
 	flag.StringVar(&a.monitoring, "monitoring", "", "istiod's monitoring address (pilot_proxy_convergence_time)")
 	flag.StringVar(&a.jsonOut, "json", "", "write the results as JSON here")
 	flag.Parse()
@@ -171,21 +174,22 @@ func run(a args) error {
 	}
 	var latencies []float64
 	for _, dir := range endpointChanges {
-		l, err := timedChange(kube, dir, proxies, typeEndpoint)
+		l, err := timedChange(kube, dir, scoped(a, proxies, dir), typeEndpoint)
 		if err != nil {
 			return err
 		}
 		latencies = append(latencies, l...)
 		time.Sleep(500 * time.Millisecond)
 	}
-	bytesPerChange := float64(totalBytes(proxies)-before) / float64(max(a.proxies*len(endpointChanges), 1))
+	// Per proxy reached (all of them without Sidecars).
+	bytesPerChange := float64(totalBytes(proxies)-before) / float64(max(len(latencies), 1))
 	vsChanges, err := changeDirs(filepath.Join(a.changes, "vs"))
 	if err != nil {
 		return err
 	}
 	var vsLatencies []float64
 	for _, dir := range vsChanges {
-		l, err := timedChange(kube, dir, proxies, typeRoute)
+		l, err := timedChange(kube, dir, scoped(a, proxies, dir), typeRoute)
 		if err != nil {
 			return err
 		}
@@ -425,6 +429,34 @@ func timedChange(kube *kubeClient, dir string, proxies []*received, typeURL stri
 		p.mu.Unlock()
 	}
 	return out, nil
+}
+
+// scoped is the proxies a change in dir reaches: with Sidecars, those in
+// the namespace of its objects (proxy i is in namespace i % namespaces).
+func scoped(a args, proxies []*received, dir string) []*received {
+	if !a.sidecars {
+		return proxies
+	}
+	files, err := os.ReadDir(dir)
+	if err != nil || len(files) == 0 {
+		return proxies
+	}
+	data, err := os.ReadFile(filepath.Join(dir, files[0].Name()))
+	if err != nil {
+		return proxies
+	}
+	m := regexp.MustCompile(`namespace: ns(\d+)`).FindSubmatch(data)
+	if m == nil {
+		return proxies
+	}
+	ns, _ := strconv.Atoi(string(m[1]))
+	var out []*received
+	for i, p := range proxies {
+		if i%a.namespaces == ns {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // simulatedProxy runs proxy i's stream, opened again whenever it fails, as Envoy does.

@@ -53,6 +53,10 @@ struct Args {
     /// `changes/`), for another control plane, and exit.
     #[arg(long)]
     write_mesh: Option<PathBuf>,
+    /// A Sidecar per namespace limits its proxies to their namespace's
+    /// services: a change is then timed to the proxies that see it only.
+    #[arg(long)]
+    sidecars: bool,
 }
 
 impl Args {
@@ -64,6 +68,7 @@ impl Args {
             namespaces: self.namespaces,
             endpoint_changes: self.changes,
             vs_changes: self.vs_changes,
+            sidecars: self.sidecars,
         }
     }
 }
@@ -277,15 +282,23 @@ fn counts(proxies: &[Arc<Mutex<Received>>], t: &str, since: Instant) -> Vec<(usi
         .collect()
 }
 
-/// Applies `body` and waits until every proxy has a new version of `type_url`;
-/// the milliseconds each took.
+/// Applies `body` and waits until every proxy (with Sidecars: every proxy in
+/// `namespace`, the ones that see the change) has a new version of
+/// `type_url`; the milliseconds each took.
 async fn timed_change(
     client: &reqwest::Client,
     api: &str,
     body: String,
-    proxies: &[Arc<Mutex<Received>>],
+    proxies: &[Proxy],
+    namespace: Option<usize>,
     type_url: &str,
 ) -> Result<Vec<f64>> {
+    let proxies: Vec<Arc<Mutex<Received>>> = proxies
+        .iter()
+        .filter(|p| namespace.is_none_or(|ns| p.namespace == ns))
+        .map(|p| p.received.clone())
+        .collect();
+    let proxies = &proxies[..];
     let t0 = Instant::now();
     let before = counts(proxies, type_url, t0);
     let resp = client
@@ -315,6 +328,12 @@ async fn timed_change(
         // The proxies time their own responses; polling is only for the end.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// One simulated proxy: its namespace's number, and what it received.
+struct Proxy {
+    namespace: usize,
+    received: Arc<Mutex<Received>>,
 }
 
 struct Trellisd(Child);
@@ -395,9 +414,10 @@ async fn main() -> Result<()> {
     // Connect every proxy at once and wait until each has all four types.
     let endpoint = format!("http://127.0.0.1:{xds}");
     let mut proxies = Vec::new();
+    let mut timed = Vec::new();
     let connect_start = Instant::now();
     for i in 0..a.proxies {
-        let (pod, ns) = match a.format {
+        let (pod, ns): (String, usize) = match a.format {
             // Proxy i is a pod of service i, so it has inbound listeners too.
             mesh::Format::Pods => {
                 let svc = i % a.services;
@@ -419,7 +439,11 @@ async fn main() -> Result<()> {
         let (endpoint, got) = (endpoint.clone(), received.clone());
         // A stream that fails leaves its proxy behind, which the waits below report.
         tokio::spawn(simulated_proxy(endpoint, node, got));
-        proxies.push(received);
+        proxies.push(received.clone());
+        timed.push(Proxy {
+            namespace: ns,
+            received,
+        });
     }
     let mut progress = Instant::now();
     loop {
@@ -463,20 +487,26 @@ async fn main() -> Result<()> {
     // get it. The changes are apart by more than trellisd's debounce (100 ms):
     // each is a lone change, pushed at once; a burst is coalesced instead.
     let bytes_before = received_bytes(&proxies);
+    let shape = a.shape();
+    let scoped = |ns| a.sidecars.then_some(ns);
     let mut latencies = Vec::new();
     for c in 0..a.changes {
         let body = mesh::change(tmp.path(), "endpoints", c)?;
+        let ns = scoped(shape.endpoint_change_namespace(c));
         latencies
-            .extend(timed_change(&client, &api, body, &proxies, wire::types::ENDPOINTS).await?);
+            .extend(timed_change(&client, &api, body, &timed, ns, wire::types::ENDPOINTS).await?);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Per proxy reached (all of them without Sidecars).
     let bytes_per_change =
-        (received_bytes(&proxies) - bytes_before) as f64 / (a.proxies * a.changes).max(1) as f64;
+        (received_bytes(&proxies) - bytes_before) as f64 / (latencies.len()).max(1) as f64;
     let mut vs_latencies = Vec::new();
     for c in 0..a.vs_changes {
         let body = mesh::change(tmp.path(), "vs", c)?;
-        vs_latencies
-            .extend(timed_change(&client, &api, body, &proxies, wire::types::ROUTE_CONFIG).await?);
+        let ns = scoped(shape.vs_change_namespace());
+        vs_latencies.extend(
+            timed_change(&client, &api, body, &timed, ns, wire::types::ROUTE_CONFIG).await?,
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     latencies.sort_by(|x, y| x.total_cmp(y));
@@ -485,12 +515,12 @@ async fn main() -> Result<()> {
         .iter()
         .map(|p| p.lock().map(|r| r.endpoint_resources).unwrap_or(0))
         .sum::<usize>() as f64
-        / (a.proxies * a.changes).max(1) as f64;
+        / latencies.len().max(1) as f64;
     let rss_peak = rss_kib(pid, "VmHWM:");
     let cpu_total = cpu_seconds(pid) - cpu_startup;
 
     let results = serde_json::json!({
-        "format": format!("{:?}", a.format),
+        "format": format!("{:?}", a.format), "sidecars": a.sidecars,
         "services": a.services, "endpoints": a.services * a.endpoints_per_service, "proxies": a.proxies,
         "startup_ms": startup.as_millis(), "full_push_ms": full_push.as_millis(),
         "endpoint_change_p50_ms": percentile(&latencies, 0.5), "endpoint_change_p99_ms": percentile(&latencies, 0.99),

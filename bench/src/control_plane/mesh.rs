@@ -3,7 +3,9 @@
 //! exactly the same config:
 //!
 //! - `mesh/`: the services, one VirtualService and DestinationRule (with a
-//!   subset) per ten services, one AuthorizationPolicy per namespace;
+//!   subset) per ten services, one AuthorizationPolicy per namespace, and
+//!   with `sidecars` a Sidecar per namespace that limits its proxies' egress
+//!   to their own namespace (and istio-system), as Istio users scope theirs;
 //! - `changes/endpoints/<n>/`: the files of the n-th endpoint change, each
 //!   replacing the file of the same name in `mesh/` (one service gains an
 //!   endpoint);
@@ -36,6 +38,24 @@ pub struct Shape {
     pub namespaces: usize,
     pub endpoint_changes: usize,
     pub vs_changes: usize,
+    pub sidecars: bool,
+}
+
+impl Shape {
+    /// The namespace of the service the n-th endpoint change is to.
+    pub fn endpoint_change_namespace(&self, n: usize) -> usize {
+        self.changed_service(n) % self.namespaces
+    }
+
+    /// The namespace of the VirtualService the VirtualService changes are to.
+    pub fn vs_change_namespace(&self) -> usize {
+        1 % self.namespaces
+    }
+
+    /// Changes spread over the services (7919 is prime).
+    fn changed_service(&self, n: usize) -> usize {
+        (n * 7919) % self.services
+    }
 }
 
 /// Writes `dir/mesh` and `dir/changes`.
@@ -57,11 +77,15 @@ pub fn write(dir: &Path, shape: &Shape) -> Result<()> {
             }
         }
     }
+    if shape.sidecars {
+        for ns in 0..shape.namespaces {
+            std::fs::write(mesh.join(format!("ns{ns}-sidecar.yaml")), sidecar(ns))?;
+        }
+    }
     for c in 0..shape.endpoint_changes {
         let change = dir.join(format!("changes/endpoints/{c}"));
         std::fs::create_dir_all(&change)?;
-        // Changes spread over the services (7919 is prime).
-        let s = (c * 7919) % shape.services;
+        let s = shape.changed_service(c);
         let (name, text) = match shape.format {
             Format::Pods => {
                 let e = shape.endpoints_per_service + c;
@@ -83,7 +107,7 @@ pub fn write(dir: &Path, shape: &Shape) -> Result<()> {
         let host = host(shape, 1);
         let text = format!(
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc1-timeout, namespace: ns{}}}\nspec:\n  hosts: [{host}]\n  http: [{{timeout: {}s, route: [{{destination: {{host: {host}}}}}]}}]\n",
-            1 % shape.namespaces,
+            shape.vs_change_namespace(),
             c + 1
         );
         std::fs::write(change.join("svc1-timeout.yaml"), text)?;
@@ -150,6 +174,13 @@ fn routing(s: usize, ns: usize, host: &str) -> String {
     }
     format!(
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc{s}, namespace: ns{ns}}}\nspec:\n  hosts: [{host}]\n  http: [{{retries: {{attempts: 3}}, route: [{{destination: {{host: {host}, subset: v1}}}}]}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: svc{s}, namespace: ns{ns}}}\nspec:\n  host: {host}\n  subsets: [{{name: v1, labels: {{version: v1}}}}]\n"
+    )
+}
+
+/// The namespace's proxies see only its own services and istio-system's.
+fn sidecar(ns: usize) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: ns{ns}}}\nspec:\n  egress: [{{hosts: [\"./*\", \"istio-system/*\"]}}]\n"
     )
 }
 

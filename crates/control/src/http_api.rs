@@ -308,25 +308,27 @@ async fn apply(
         })
         .collect();
     let mut outcomes = Vec::new();
-    {
+    let failed = {
         let mut store = cp.store();
+        let mut failed = None;
         for r in resources {
             let key = Key::of(&r);
             match store.apply(r) {
                 Ok(result) => outcomes.push(Outcome { key, result }),
                 Err(e) => {
-                    return error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("storing {key}: {e}"),
-                    );
+                    failed = Some(format!("storing {key}: {e}"));
+                    break;
                 }
             }
         }
+        let changed = outcomes.iter().filter(|o| o.result != Change::Unchanged);
+        told(&cp, changed.map(|o| &o.key));
+        failed
+    };
+    if let Some(failed) = failed {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, failed);
     }
     audit(&caller, "apply", &outcomes);
-    if outcomes.iter().any(|o| o.result != Change::Unchanged) {
-        cp.changed();
-    }
     let mut resp = Json(outcomes).into_response();
     for w in warnings {
         // RFC 7234's warn-text is a quoted string; header values must be visible ASCII.
@@ -361,8 +363,9 @@ async fn delete(
     };
     let mut outcomes = Vec::new();
     let mut missing = Vec::new();
-    {
+    let failed = {
         let mut store = cp.store();
+        let mut failed = None;
         for r in &resources {
             let key = Key::of(r);
             match store.delete(&key) {
@@ -372,18 +375,18 @@ async fn delete(
                 }),
                 Ok(None) => missing.push(key.to_string()),
                 Err(e) => {
-                    return error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("deleting {key}: {e}"),
-                    );
+                    failed = Some(format!("deleting {key}: {e}"));
+                    break;
                 }
             }
         }
+        told(&cp, outcomes.iter().map(|o| &o.key));
+        failed
+    };
+    if let Some(failed) = failed {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, failed);
     }
     audit(&caller, "delete", &outcomes);
-    if !outcomes.is_empty() {
-        cp.changed();
-    }
     if !missing.is_empty() {
         return error(
             StatusCode::NOT_FOUND,
@@ -391,6 +394,17 @@ async fn delete(
         );
     }
     Json(outcomes).into_response()
+}
+
+/// Tells the control plane of the objects changed in the store, if any.
+/// Called with the store still locked: a push reads the store and takes
+/// the changes in one step, so it never reads a change it is not told of
+/// (it would compare it with itself next time, and miss it).
+fn told<'a>(cp: &ControlPlane, changed: impl Iterator<Item = &'a Key>) {
+    let touched = crate::store::touched(changed);
+    if !touched.is_empty() {
+        cp.changed_objects(touched);
+    }
 }
 
 /// One log line per mutating call: who, what, and with what result.

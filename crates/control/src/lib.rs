@@ -234,7 +234,8 @@ pub async fn run(
             loop {
                 source.changed().await;
                 let Some(cp) = cp.upgrade() else { return };
-                cp.changed();
+                // The push takes the objects changed from the source itself.
+                cp.changed_objects(Default::default());
             }
         });
     }

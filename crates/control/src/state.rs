@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use model::incremental::Touched;
 use model::{Mesh, MeshConfig};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
@@ -32,12 +33,34 @@ pub struct ControlPlane {
     source: OnceLock<Arc<ResourceSet>>,
     /// The control plane's own metrics (`/metrics`).
     pub metrics: crate::metrics::Metrics,
-    /// When the oldest change not yet pushed was made (for
-    /// `pilot_proxy_convergence_time`).
-    changed_at: Mutex<Option<std::time::Instant>>,
+    /// The changes not yet pushed.
+    pending: Mutex<Pending>,
     /// Compiles of connecting proxies' first configs running now: one per
     /// core, as more only compete for the cores.
     compiles: tokio::sync::Semaphore,
+}
+
+/// What changed since the last push.
+#[derive(Default)]
+struct Pending {
+    /// When the oldest change not yet pushed was made (for
+    /// `pilot_proxy_convergence_time`).
+    since: Option<std::time::Instant>,
+    /// The objects changed.
+    touched: Touched,
+    /// A change named no objects: anything may have changed.
+    anything: bool,
+}
+
+impl Pending {
+    /// `None`: anything may have changed.
+    fn add(&mut self, touched: Option<Touched>) {
+        self.since.get_or_insert_with(std::time::Instant::now);
+        match touched {
+            Some(t) => self.touched.extend(t),
+            None => self.anything = true,
+        }
+    }
 }
 
 struct Proxy {
@@ -90,7 +113,7 @@ impl ControlPlane {
             proxies: Mutex::new(BTreeMap::new()),
             dirty: Notify::new(),
             metrics: Default::default(),
-            changed_at: Mutex::new(None),
+            pending: Default::default(),
             authenticator: OnceLock::new(),
             source: OnceLock::new(),
             compiles: tokio::sync::Semaphore::new(
@@ -105,6 +128,7 @@ impl ControlPlane {
     /// next is served the source's config.
     pub fn follow(&self, source: Arc<ResourceSet>) {
         let _ = self.source.set(source);
+        lock(&self.pending).add(None);
         self.push();
     }
 
@@ -156,9 +180,20 @@ impl ControlPlane {
         lock(&self.store)
     }
 
-    /// Schedules a rebuild and push; many calls within the debounce window make one push.
+    /// Schedules a rebuild and push after a change that may have touched
+    /// anything; many calls within the debounce window make one push.
     pub fn changed(&self) {
-        lock(&self.changed_at).get_or_insert_with(std::time::Instant::now);
+        lock(&self.pending).add(None);
+        self.dirty.notify_one();
+    }
+
+    /// Schedules a push after a change of the objects `touched`, which
+    /// rebuilds and compares only what they touch. Call it before releasing
+    /// the store's lock the change was written under ([`ControlPlane::store`]):
+    /// a push takes the changes and reads the store under that lock, so a
+    /// change it reads is always one it is told of.
+    pub fn changed_objects(&self, touched: Touched) {
+        lock(&self.pending).add(Some(touched));
         self.dirty.notify_one();
     }
 
@@ -194,21 +229,39 @@ impl ControlPlane {
     /// changed. Only the proxies the change may affect are recompiled (see
     /// [`model::incremental`]); returns how many proxies were sent a new snapshot.
     pub fn push(&self) -> usize {
-        let changed_at = lock(&self.changed_at).take();
         let source = self.source.get();
         let mesh_config = source
             .and_then(|s| s.mesh_config())
             .unwrap_or_else(|| self.mesh_config.clone());
-        let live = source.map(|s| s.resources());
-        let mesh = Arc::new(Mesh::build(
-            self.store()
-                .resources()
-                .chain(live.iter().flat_map(|r| r.values())),
-            mesh_config,
-        ));
-        drop(live);
         let previous = lock(&self.compiler).clone();
-        let (compiler, affected) = previous.update(mesh);
+        // The changes are taken under the locks they were made under, with
+        // the resources read: every change read is one the push is told of.
+        let store = self.store();
+        let pending = std::mem::take(&mut *lock(&self.pending));
+        let live = source.map(|s| s.resources());
+        let changed_at = pending.since;
+        // Pushing unasked (no change was signalled) reads everything.
+        let told = pending.since.is_some() && !pending.anything;
+        let mut touched = told.then_some(pending.touched);
+        if let Some(source) = source {
+            match (source.take_touched(), &mut touched) {
+                (Some(t), Some(touched)) => touched.extend(t),
+                _ => touched = None,
+            }
+        }
+        let resources = store
+            .resources()
+            .chain(live.iter().flat_map(|r| r.values()));
+        let mesh = Arc::new(match &touched {
+            Some(t) => previous.mesh().rebuild(resources, mesh_config, t),
+            None => Mesh::build(resources, mesh_config),
+        });
+        drop(store);
+        drop(live);
+        let (compiler, affected) = match &touched {
+            Some(t) => previous.update_touched(mesh, t),
+            None => previous.update(mesh),
+        };
         let compiler = Arc::new(compiler);
         *lock(&self.compiler) = compiler.clone();
         if affected.is_nothing() {

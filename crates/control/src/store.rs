@@ -32,6 +32,23 @@ impl Key {
     }
 }
 
+/// The objects `keys` name, as a push is told of them.
+pub fn touched<'a>(keys: impl IntoIterator<Item = &'a Key>) -> model::incremental::Touched {
+    let mut touched = model::incremental::Touched::default();
+    for k in keys {
+        k.touch(&mut touched);
+    }
+    touched
+}
+
+impl Key {
+    /// Adds the object this key names to `touched`.
+    pub fn touch(&self, touched: &mut model::incremental::Touched) {
+        let kind = Kind::parse(&self.kind).unwrap_or(Kind::Unsupported);
+        touched.insert(kind, &self.namespace, &self.name);
+    }
+}
+
 impl std::fmt::Display for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.namespace.is_empty() {

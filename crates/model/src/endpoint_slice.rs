@@ -64,6 +64,7 @@ impl Registry {
                     .filter(|r| r.kind.as_deref() == Some("Pod"))
                     .and_then(|r| {
                         let ns = r.namespace.as_deref().unwrap_or(namespace);
+                        self.slices_cross_namespaces |= ns != namespace;
                         pods.get(&(ns, r.name.as_deref()?)).copied()
                     });
                 for address in &endpoint.addresses {

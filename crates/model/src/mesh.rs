@@ -6,14 +6,19 @@ use api::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthenticati
 use api::telemetry::Telemetry;
 use api::{Object, Resource};
 
+use std::sync::Arc;
+
 use crate::host;
+use crate::incremental::Touched;
 use crate::mesh_config::MeshConfig;
 use crate::registry::Registry;
 
 #[derive(Clone, Debug, Default)]
 pub struct Mesh {
     pub config: MeshConfig,
-    pub registry: Registry,
+    /// Shared between versions of the mesh that differ only in Istio config
+    /// (see [`Mesh::rebuild`]): reading it is most of a build's work.
+    pub registry: Arc<Registry>,
     pub virtual_services: Vec<Object<VirtualService>>,
     pub destination_rules: Vec<Object<DestinationRule>>,
     pub gateways: Vec<Object<Gateway>>,
@@ -36,21 +41,49 @@ impl Mesh {
         resources: impl IntoIterator<Item = &'a Resource>,
         config: MeshConfig,
     ) -> Mesh {
+        Self::read(resources, config, None)
+    }
+
+    /// The next version of this mesh, from all of `resources`, after a
+    /// change that touched only the objects in `touched`: when none of them
+    /// is of a kind the registry is read from (a VirtualService changed, say)
+    /// and the MeshConfig is the same, the registry is carried over instead of
+    /// read again.
+    pub fn rebuild<'a>(
+        &self,
+        resources: impl IntoIterator<Item = &'a Resource>,
+        config: MeshConfig,
+        touched: &Touched,
+    ) -> Mesh {
+        let registry =
+            (!touched.registry() && config == self.config).then(|| self.registry.clone());
+        Self::read(resources, config, registry)
+    }
+
+    /// Reads the mesh from `resources`, the registry too unless it is given.
+    fn read<'a>(
+        resources: impl IntoIterator<Item = &'a Resource>,
+        config: MeshConfig,
+        registry: Option<Arc<Registry>>,
+    ) -> Mesh {
+        let carried = registry.is_some();
         let mut mesh = Mesh {
             config,
             ..Default::default()
         };
+        let mut reg = Registry::default();
         let mut service_entries = Vec::new();
         let mut endpoint_slices = Vec::new();
         let mut pods = std::collections::HashMap::new();
         for r in resources {
             match r {
+                _ if carried && crate::incremental::is_registry_kind(r.kind()) => {}
                 Resource::EndpointSlice(es) => endpoint_slices.push(es),
-                Resource::WorkloadEntry(we) => mesh.registry.add_workload_entry(we),
+                Resource::WorkloadEntry(we) => reg.add_workload_entry(we),
                 Resource::ServiceEntry(se) => service_entries.push(se),
-                Resource::Service(s) => mesh.registry.add_k8s_service(s, &mesh.config),
+                Resource::Service(s) => reg.add_k8s_service(s, &mesh.config),
                 Resource::Pod(p) => {
-                    mesh.registry.add_pod(p);
+                    reg.add_pod(p);
                     if let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) {
                         pods.insert((ns.as_str(), name.as_str()), p);
                     }
@@ -92,18 +125,20 @@ impl Mesh {
                 _ => {}
             }
         }
-        // After every Service and workload: Kubernetes Services keep their
-        // hosts, and a ServiceEntry's selector sees every workload.
-        mesh.registry.add_endpoint_slices(
-            &endpoint_slices,
-            &pods,
-            &mesh.config.domain_suffix.clone(),
-        );
-        service_entries.sort_by_key(|o| key(&o.metadata));
-        for se in service_entries {
-            mesh.registry.add_service_entry(se);
-        }
-        mesh.registry.index();
+        mesh.registry = match registry {
+            Some(carried) => carried,
+            None => {
+                // After every Service and workload: Kubernetes Services keep
+                // their hosts, and a ServiceEntry's selector sees every workload.
+                reg.add_endpoint_slices(&endpoint_slices, &pods, &mesh.config.domain_suffix);
+                service_entries.sort_by_key(|o| key(&o.metadata));
+                for se in service_entries {
+                    reg.add_service_entry(se);
+                }
+                reg.index();
+                Arc::new(reg)
+            }
+        };
         // Istio resolves conflicts by creation time; files carry none, so the
         // order is namespace/name, which is at least stable.
         mesh.virtual_services.sort_by_key(|o| key(&o.metadata));

@@ -173,6 +173,10 @@ pub struct Registry {
     /// hostname (indexes into `workloads`): they replace the selector's picks
     /// (see [`crate::endpoint_slice`]).
     pub(crate) sliced: std::collections::HashMap<String, Vec<usize>>,
+    /// Some EndpointSlice's endpoint names a pod in another namespace than
+    /// its own, whose labels and identity it then carries: a change to a
+    /// pod can change the backends of a service in another namespace.
+    pub(crate) slices_cross_namespaces: bool,
 }
 
 impl Registry {
@@ -232,11 +236,12 @@ impl Registry {
         let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
             return;
         };
-        let spec = pod.spec.clone().unwrap_or_default();
+        // Borrowed, not cloned: every pod of the mesh is read on each rebuild.
+        let spec = pod.spec.as_ref();
         let meta = &pod.metadata;
         let ports = spec
-            .containers
-            .iter()
+            .into_iter()
+            .flat_map(|s| &s.containers)
             .flat_map(|c| c.ports.iter().flatten())
             .map(|p| ContainerPort {
                 name: p.name.clone(),
@@ -252,7 +257,7 @@ impl Registry {
             labels: meta.labels.clone().unwrap_or_default(),
             ip,
             service_account: spec
-                .service_account_name
+                .and_then(|s| s.service_account_name.clone())
                 .unwrap_or_else(|| "default".into()),
             ports,
             has_sidecar: meta
@@ -279,8 +284,11 @@ impl Registry {
                 if let Some(own) = self.sliced.get(&svc.hostname) {
                     return (svc.hostname.clone(), own.clone());
                 }
+                // Without a selector a service picks nothing (see `selects`):
+                // a thousand ServiceEntries need not scan their namespace each.
                 let mut picked: Vec<usize> = by_ns
                     .get(svc.namespace.as_str())
+                    .filter(|_| !svc.selector.is_empty())
                     .map(|ws| {
                         ws.iter()
                             .copied()

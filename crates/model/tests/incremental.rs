@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use model::incremental::Affected;
+use model::incremental::{Affected, Touched};
 mod common;
 
 use common::sidecar;
@@ -149,4 +149,223 @@ fn unchanged_meshes_affect_nothing_and_config_changes_affect_everything() {
     );
     let (_, affected) = old.update(mesh(&changed));
     assert!(matches!(affected, Affected::All));
+}
+
+/// An object named by kind, namespace and name.
+type Named<'a> = (api::Kind, &'a str, &'a str);
+
+/// The objects of a mesh by kind, namespace and name, changed one step at a time.
+struct Objects(std::collections::BTreeMap<(api::Kind, String, String), api::Resource>);
+
+impl Objects {
+    fn key(r: &api::Resource) -> (api::Kind, String, String) {
+        (
+            r.kind(),
+            r.namespace().unwrap_or("default").to_string(),
+            r.name().to_string(),
+        )
+    }
+
+    fn new(yaml: &str) -> Objects {
+        let parsed = api::parse("mesh.yaml", yaml).expect("fixture parses");
+        Objects(parsed.into_iter().map(|r| (Self::key(&r), r)).collect())
+    }
+
+    /// Applies `yaml` and deletes `deleted` (kind, namespace, name): what
+    /// the change touched.
+    fn change(&mut self, yaml: &str, deleted: &[Named]) -> Touched {
+        let mut touched = Touched::default();
+        for r in api::parse("change.yaml", yaml).expect("change parses") {
+            let key = Self::key(&r);
+            touched.insert(key.0, &key.1, &key.2);
+            self.0.insert(key, r);
+        }
+        for (kind, ns, name) in deleted {
+            touched.insert(*kind, ns, name);
+            self.0
+                .remove(&(*kind, ns.to_string(), name.to_string()))
+                .expect("deleted object exists");
+        }
+        touched
+    }
+}
+
+/// A mesh where a bug in looking only at the touched objects could hide: a
+/// Service in one namespace whose EndpointSlice lends the labels of a pod
+/// in another, a ServiceEntry selecting a WorkloadEntry, one with inline
+/// endpoints, subsets, a Sidecar per namespace.
+const TOUCHED_BASE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: a}
+spec:
+  selector: {app: s}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sliced, namespace: a}
+spec:
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: sliced-1, namespace: a, labels: {kubernetes.io/service-name: sliced}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- addresses: [10.0.2.1]
+  targetRef: {kind: Pod, name: c-1, namespace: c}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: sliced, namespace: a}
+spec:
+  host: sliced
+  subsets: [{name: v2, labels: {version: v2}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: t, namespace: b}
+spec:
+  selector: {app: t}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: vm, namespace: b}
+spec:
+  hosts: [vm.b.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: vm}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-1, namespace: b}
+spec: {address: 10.0.3.1, labels: {app: vm}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: c}
+spec:
+  hosts: [ext.c.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.4.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: b}
+spec:
+  egress: [{hosts: ["./*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: s, namespace: a}
+spec:
+  host: s
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+"#;
+
+/// Every change, told by the objects it touched, reaches every proxy whose
+/// config it changes, and what each proxy then holds is exactly a fresh
+/// compile of the changed mesh. An endpoint change reaches the same
+/// proxies as comparing the whole meshes finds.
+#[test]
+fn a_change_told_by_its_objects_reaches_exactly_the_proxies_it_changes() {
+    let pods = format!(
+        "{}{}{}{}",
+        pod("s-1", "a", "s", "10.0.0.1"),
+        pod("a-client", "a", "x", "10.0.0.9"),
+        pod("t-1", "b", "t", "10.0.1.1"),
+        pod("c-1", "c", "c", "10.0.2.1"),
+    );
+    let mut objects = Objects::new(&format!("{TOUCHED_BASE}{pods}"));
+    let nodes = [
+        sidecar("a", "a-client"),
+        sidecar("a", "s-1"),
+        sidecar("a", "s-2"),
+        sidecar("b", "t-1"),
+        sidecar("c", "c-1"),
+    ];
+    let policy = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: b}\nspec:\n  action: DENY\n  rules: [{from: [{source: {namespaces: [a]}}]}]\n";
+    let steps: Vec<(&str, String, Vec<Named>)> = vec![
+        ("a pod joins s", pod("s-2", "a", "s", "10.0.0.2"), vec![]),
+        (
+            "a pod of s moves to subset v2",
+            pod("s-1", "a", "s", "10.0.0.1").replace("version: v1", "version: v2"),
+            vec![],
+        ),
+        (
+            "a pod in c lends new labels to a slice of a service in a",
+            pod("c-1", "c", "c", "10.0.2.1").replace("version: v1", "version: v2"),
+            vec![],
+        ),
+        (
+            "a WorkloadEntry selected by a ServiceEntry moves",
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vm-1, namespace: b}\nspec: {address: 10.0.3.2, labels: {app: vm}}\n".into(),
+            vec![],
+        ),
+        (
+            "a ServiceEntry's inline endpoint changes",
+            TOUCHED_BASE
+                .split("---")
+                .find(|d| d.contains("name: ext"))
+                .unwrap()
+                .replace("10.0.4.1", "10.0.4.2"),
+            vec![],
+        ),
+        (
+            "a DestinationRule's subsets change",
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: s, namespace: a}\nspec:\n  host: s\n  subsets: [{name: v1, labels: {version: v1}}]\n".into(),
+            vec![],
+        ),
+        (
+            "a Sidecar widens namespace b's egress",
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: b}\nspec:\n  egress: [{hosts: [\"./*\", \"a/*\"]}]\n".into(),
+            vec![],
+        ),
+        ("an AuthorizationPolicy in b", policy.into(), vec![]),
+        (
+            "a pod leaves",
+            String::new(),
+            vec![(api::Kind::Pod, "a", "s-2")],
+        ),
+    ];
+
+    let build = |o: &Objects| Arc::new(Mesh::build(o.0.values(), Default::default()));
+    let mut compiler = Compiler::new(build(&objects));
+    let mut held: Vec<_> = nodes.iter().map(|n| compiler.snapshot(n)).collect();
+    for (what, yaml, deleted) in steps {
+        let before = compiler.mesh().clone();
+        let touched = objects.change(&yaml, &deleted);
+        let mesh = Arc::new(before.rebuild(objects.0.values(), Default::default(), &touched));
+        let (next, affected) = compiler.update_touched(mesh, &touched);
+        let fresh = Compiler::new(build(&objects));
+        let (_, compared) = compiler.update(build(&objects));
+        for (n, snap) in nodes.iter().zip(held.iter_mut()) {
+            let expected = fresh.snapshot(n);
+            let reached = affected.proxy(&next, n);
+            assert!(
+                reached || snap.same_versions(&expected),
+                "{what}: {} holds a stale config but was not reached",
+                n.id
+            );
+            if matches!(compared, Affected::Endpoints { .. }) {
+                assert_eq!(reached, compared.proxy(&next, n), "{what}: {}", n.id);
+            }
+            if reached {
+                *snap = affected.snapshot(&next, n, snap);
+            }
+            assert!(
+                snap.same_versions(&expected),
+                "{what}: {} holds a fresh compile",
+                n.id
+            );
+        }
+        compiler = next;
+    }
 }

@@ -24,6 +24,9 @@ pub struct ResourceSet {
     /// Every Istio object the source stores, valid or not, as stored.
     stored: Mutex<BTreeMap<Key, Stored>>,
     changed: Notify,
+    /// The objects changed since the control plane last took them (see
+    /// [`ResourceSet::take_touched`]).
+    touched: Mutex<Touched>,
     /// Bumped on every change of any of the above, for any number of
     /// watchers (the status writer) besides the one control plane.
     revision: watch::Sender<u64>,
@@ -36,6 +39,11 @@ impl Default for ResourceSet {
             mesh_config: Default::default(),
             stored: Default::default(),
             changed: Notify::new(),
+            // The first push reads everything.
+            touched: Mutex::new(Touched {
+                objects: Default::default(),
+                anything: true,
+            }),
             revision: watch::Sender::new(0),
         }
     }
@@ -54,6 +62,14 @@ pub struct Stored {
     /// Why it is left out of the mesh (it does not parse or validate);
     /// empty when it is served.
     pub invalid: Vec<String>,
+}
+
+/// What changed in a [`ResourceSet`] since it was last asked.
+#[derive(Default)]
+struct Touched {
+    objects: model::incremental::Touched,
+    /// Something changed that names no object (the MeshConfig).
+    anything: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,6 +106,19 @@ impl ResourceSet {
         self.revision.subscribe()
     }
 
+    /// The objects changed since the last call; `None` when something
+    /// else changed too (the MeshConfig), so anything may have. Call it
+    /// while holding [`ResourceSet::resources`], which they are changed
+    /// under, to read exactly the changes taken.
+    pub fn take_touched(&self) -> Option<model::incremental::Touched> {
+        let touched = std::mem::take(&mut *lock(&self.touched));
+        (!touched.anything).then_some(touched.objects)
+    }
+
+    fn touch(&self, key: &Key) {
+        key.touch(&mut lock(&self.touched).objects);
+    }
+
     fn notify(&self) {
         self.changed.notify_one();
         self.revision.send_modify(|r| *r = r.wrapping_add(1));
@@ -102,13 +131,18 @@ impl ResourceSet {
         if resources.get(&key) == Some(&r) {
             return;
         }
+        self.touch(&key);
         resources.insert(key, r);
         drop(resources);
         self.notify();
     }
 
     pub(crate) fn remove(&self, key: &Key) {
-        if lock(&self.resources).remove(key).is_some() {
+        let mut resources = lock(&self.resources);
+        if resources.remove(key).is_some() {
+            // Under the lock it was removed under (see `take_touched`).
+            self.touch(key);
+            drop(resources);
             self.notify();
         }
     }
@@ -150,10 +184,12 @@ impl ResourceSet {
             .collect();
         let mut changed = !old.is_empty();
         for k in old {
+            self.touch(&k);
             resources.remove(&k);
         }
         for (k, r) in fresh {
             if resources.get(&k) != Some(&r) {
+                self.touch(&k);
                 resources.insert(k, r);
                 changed = true;
             }
@@ -169,6 +205,7 @@ impl ResourceSet {
         if *current != config {
             *current = config;
             drop(current);
+            lock(&self.touched).anything = true;
             self.notify();
         }
     }

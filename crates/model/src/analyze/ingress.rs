@@ -65,7 +65,7 @@ pub fn add(
             }),
             ..Default::default()
         };
-        mesh.registry.add_k8s_service(&service, &mesh.config);
+        std::sync::Arc::make_mut(&mut mesh.registry).add_k8s_service(&service, &mesh.config);
     }
     if !defined(api::Kind::Deployment)
         && !workloads
