@@ -17,105 +17,16 @@
 //! pods on the node, found by their Services' names and ClusterIPs as in a
 //! cluster; `trellis uninstall` then leaves none of them behind.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use e2e::kube::{Kube, webhook_configurations};
+use e2e::node::Process;
 use e2e::{bin, eventually, http, repo_root};
 use serde_json::{Value, json};
 
 const NODE: &str = "trellis-test-node";
-
-fn missing() -> Option<&'static str> {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-    });
-    if !root {
-        return Some("root");
-    }
-    ["ip", "iptables-restore", "setpriv", "nft"]
-        .into_iter()
-        .find(|tool| {
-            !std::env::var_os("PATH")
-                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        })
-}
-
-/// Whether to skip: the tools are missing outside CI (in CI that is an error).
-fn skipped() -> Result<bool> {
-    let Some(what) = missing() else {
-        return Ok(false);
-    };
-    if std::env::var_os("CI").is_some() {
-        bail!("trellis node needs {what}");
-    }
-    eprintln!("SKIPPED: trellis node needs {what}");
-    Ok(true)
-}
-
-/// `trellis node` registered with `kube`'s API server, its state and log in `state`.
-fn start_node(kube: &Kube, state: &std::path::Path) -> Result<Process> {
-    Process::start(
-        Command::new(bin("trellis"))
-            .arg("--kubeconfig")
-            .arg(&kube.kubeconfig)
-            .args(["node", "--name", NODE, "--block", &kube.block.to_string()])
-            .arg("--state-dir")
-            .arg(state.join("node")),
-        state.join("node.log"),
-    )
-}
-
-/// A child process with its log, stopped with SIGTERM (then waited for) on drop.
-struct Process {
-    child: Child,
-    log: std::path::PathBuf,
-    exited: Option<std::process::ExitStatus>,
-}
-
-impl Process {
-    fn start(cmd: &mut Command, log: std::path::PathBuf) -> Result<Process> {
-        let file = std::fs::File::create(&log)?;
-        let child = cmd
-            .stdout(Stdio::from(file.try_clone()?))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .with_context(|| format!("starting {cmd:?}"))?;
-        Ok(Process {
-            child,
-            log,
-            exited: None,
-        })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, and the exit status.
-    fn stop(&mut self) -> Result<std::process::ExitStatus> {
-        if let Some(status) = self.exited {
-            return Ok(status);
-        }
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let status = self.child.wait()?;
-        self.exited = Some(status);
-        Ok(status)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.stop();
-    }
-}
 
 /// Network namespaces and links of `block` that still exist.
 fn leftovers(block: u8) -> Result<Vec<String>> {
@@ -376,7 +287,7 @@ async fn bookinfo_workflow(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effect() -> Result<()> {
-    if skipped()? {
+    if e2e::node::skipped(&[])? {
         return Ok(());
     }
     let Some(kube) = Kube::start("kube-node")? else {
@@ -386,7 +297,7 @@ async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effe
     let state = tempfile::tempdir()?;
     let node_ip = format!("10.{block}.0.1");
 
-    let mut node = start_node(&kube, state.path())?;
+    let mut node = e2e::node::start(&kube, NODE, state.path())?;
     let ready = eventually(Duration::from_secs(60), || async {
         let n = json_of(&kube, &["get", "node", NODE])?;
         let ready = n["status"]["conditions"]
@@ -490,7 +401,7 @@ async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effe
 /// namespace of the control plane behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trellis_install_runs_the_control_plane_on_trellis_node() -> Result<()> {
-    if skipped()? {
+    if e2e::node::skipped(&[])? {
         return Ok(());
     }
     let Some(kube) = Kube::start("kube-node-install")? else {
@@ -498,7 +409,7 @@ async fn trellis_install_runs_the_control_plane_on_trellis_node() -> Result<()> 
     };
     let block = kube.block;
     let state = tempfile::tempdir()?;
-    let mut node = start_node(&kube, state.path())?;
+    let mut node = e2e::node::start(&kube, NODE, state.path())?;
 
     let seed =
         repo_root().join("../shared/seeds/yaml/002-00-IstioOperator-istio-control-plane.yaml");
@@ -608,14 +519,14 @@ async fn trellis_install_runs_the_control_plane_on_trellis_node() -> Result<()> 
 /// gate Ready. No sidecar here: the node probes the applications itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_liveness_probes_restart_the_container() -> Result<()> {
-    if skipped()? {
+    if e2e::node::skipped(&[])? {
         return Ok(());
     }
     let Some(kube) = Kube::start("node-probes")? else {
         return Ok(());
     };
     let state = tempfile::tempdir()?;
-    let mut node = start_node(&kube, state.path())?;
+    let mut node = e2e::node::start(&kube, NODE, state.path())?;
     let pod = |name: &str, liveness: &str| {
         format!(
             r#"

@@ -14,25 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e::kube::Kube;
-use e2e::{bin, eventually, repo_root};
+use e2e::{eventually, repo_root};
 
 const NODE: &str = "trellis-streaming-node";
-
-fn missing() -> Option<&'static str> {
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-    });
-    if !root {
-        return Some("root");
-    }
-    ["ip", "iptables-restore", "setpriv", "nsenter", "curl"]
-        .into_iter()
-        .find(|tool| {
-            !std::env::var_os("PATH")
-                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        })
-}
 
 /// A child stopped with SIGTERM and waited for on drop.
 struct Stopped(Child);
@@ -83,31 +67,15 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_exec_and_port_forward_reach_pods_on_trellis_node() -> Result<()> {
-    if let Some(what) = missing() {
-        if std::env::var_os("CI").is_some() {
-            bail!("trellis node's exec and port-forward need {what}");
-        }
-        eprintln!("SKIPPED: trellis node's exec and port-forward need {what}");
+    if e2e::node::skipped(&["nsenter", "curl"])? {
         return Ok(());
     }
     let Some(kube) = Kube::start("node-streaming")? else {
         return Ok(());
     };
     let state = tempfile::tempdir()?;
-    let node_log = state.path().join("node.log");
-    let log_file = std::fs::File::create(&node_log)?;
-    let _node = Stopped(
-        Command::new(bin("trellis"))
-            .arg("--kubeconfig")
-            .arg(&kube.kubeconfig)
-            .args(["node", "--name", NODE, "--block", &kube.block.to_string()])
-            .arg("--state-dir")
-            .arg(state.path().join("node"))
-            .stdout(Stdio::from(log_file.try_clone()?))
-            .stderr(Stdio::from(log_file))
-            .spawn()?,
-    );
-    let node_log = || std::fs::read_to_string(&node_log).unwrap_or_default();
+    let node = e2e::node::start(&kube, NODE, state.path())?;
+    let node_log = || node.log();
     // The namespace's `default` service account comes soon after it.
     eventually(Duration::from_secs(30), || async { kube.apply(PODS) }).await?;
     eventually(Duration::from_secs(120), || async {

@@ -12,6 +12,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 
 pub mod kube;
+pub mod node;
 
 /// The directory holding the workspace's binaries (target/debug), found from the test binary's path.
 pub fn bin_dir() -> PathBuf {
