@@ -301,8 +301,7 @@ impl LocalRateLimit {
         }
         self.stats.enabled.fetch_add(1, Ordering::Relaxed);
         let (allowed, report) = if self.per_connection {
-            let own = conn.of(self);
-            self.take(&own.1, request)
+            conn.with(self, |own| self.take(own, request))
         } else {
             self.take(&self.shared, request)
         };
@@ -401,20 +400,20 @@ impl LocalRateLimit {
 }
 
 impl ConnectionBuckets {
-    /// The connection's buckets of `limit`, made at its first request.
-    fn of(&self, limit: &LocalRateLimit) -> Arc<(u64, Buckets)> {
+    /// Runs `f` on the connection's buckets of `limit`, made at its first request.
+    fn with<R>(&self, limit: &LocalRateLimit, f: impl FnOnce(&Buckets) -> R) -> R {
         let current = self.0.load();
         if let Some(own) = current.as_ref()
             && own.0 == limit.id
         {
-            return own.clone();
+            return f(&own.1);
         }
         let fresh = Arc::new((limit.id, limit.buckets()));
         // Two first requests at once (HTTP/2): the first one's buckets stay.
         let before = self.0.compare_and_swap(&*current, Some(fresh.clone()));
         match before.as_ref() {
-            Some(won) if won.0 == limit.id => won.clone(),
-            _ => fresh,
+            Some(won) if won.0 == limit.id => f(&won.1),
+            _ => f(&fresh.1),
         }
     }
 }
