@@ -423,10 +423,12 @@ async fn the_seeds_apply_with_kubectl_against_istios_crds() -> Result<()> {
 }
 
 /// With Trellis's CRDs in place of Istio's (`trellis manifest generate`'s,
-/// schemas generated from the api types), the API server behaves as with
-/// Istio's: every seed passes `kubectl apply --dry-run=server`, and a
-/// misspelled field is refused by kubectl's strict field validation with
-/// the same message, naming the field (open schemas took it silently).
+/// schemas generated from the api types, and EnvoyFilter's), the API
+/// server behaves as with Istio's: every seed passes `kubectl apply
+/// --dry-run=server` (the EnvoyFilter's Envoy configuration kept as
+/// given), and a misspelled field is refused by kubectl's strict field
+/// validation with the same message, naming the field (open schemas took
+/// it silently).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_crds_take_the_seeds_and_refuse_a_misspelled_field_as_istios_do() -> Result<()> {
     let Some(files) = crd_seed_files()? else {
@@ -443,15 +445,39 @@ async fn our_crds_take_the_seeds_and_refuse_a_misspelled_field_as_istios_do() ->
          spec:\n  hosts: [reviews]\n  http:\n  - timout: 5s\n    route:\n    - destination:\n        host: reviews\n",
     )?;
     let misspelled = misspelled.display().to_string();
+    // An EnvoyFilter with `applyto`: refused; unknown fields inside a
+    // patch's value (Envoy's config) are kept, as Istio's schema keeps them.
+    let filter = dir.path().join("misspelled-filter.yaml");
+    std::fs::write(
+        &filter,
+        "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata:\n  name: limit\n\
+         spec:\n  configPatches:\n  - applyto: HTTP_FILTER\n    patch:\n      operation: INSERT_FIRST\n\
+         \x20     value: {name: envoy.filters.http.local_ratelimit, anything: {goes: here}}\n",
+    )?;
+    let filter = filter.display().to_string();
     let refusal = |kube: &Kube| -> Result<String> {
-        let out = kube.kubectl(&["apply", "--dry-run=server", "-f", &misspelled]);
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        ensure!(!out.status.success(), "the misspelled field was accepted");
-        ensure!(
-            stderr.contains(r#"unknown field "spec.http[0].timout""#),
-            "{stderr}"
-        );
-        Ok(stderr)
+        let mut refusals = String::new();
+        for (file, field) in [
+            (&misspelled, "spec.http[0].timout"),
+            (&filter, "spec.configPatches[0].applyto"),
+        ] {
+            let out = kube.kubectl(&["apply", "--dry-run=server", "-f", file]);
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            ensure!(
+                !out.status.success(),
+                "{field}: the misspelled field was accepted"
+            );
+            ensure!(
+                stderr.contains(&format!("unknown field \"{field}\"")),
+                "{stderr}"
+            );
+            ensure!(
+                !stderr.contains("anything"),
+                "the patch value's field: {stderr}"
+            );
+            refusals.push_str(&stderr);
+        }
+        Ok(refusals)
     };
     let on_istios = refusal(&kube)?;
 
@@ -478,12 +504,22 @@ async fn our_crds_take_the_seeds_and_refuse_a_misspelled_field_as_istios_do() ->
             crds.push_str(&format!("---\n{}", serde_yaml_ng::to_string(&object)?));
         }
     }
-    ensure!(names.len() == 11, "{names:?}");
+    ensure!(
+        names.len() == 12
+            && names
+                .iter()
+                .any(|n| n == "envoyfilters.networking.istio.io"),
+        "{names:?}"
+    );
     let ours = dir.path().join("crds.yaml");
     std::fs::write(&ours, crds)?;
-    let mut delete = vec!["delete", "crd", "--wait"];
+    // Bounded: under load the CRD finalizer once kept an unbounded wait 300 s.
+    let mut delete = vec!["delete", "crd", "--wait", "--timeout=90s"];
     delete.extend(names.iter().map(String::as_str));
-    kube.kubectl_ok(&delete)?;
+    kube.kubectl_ok(&delete).context(
+        "deleting Istio's CRDs did not finish in 90 s (their finalizer, which empties \
+         the kinds' objects, did not run: is the API server starved?)",
+    )?;
     kube.create_crds(&ours)?;
     let open = kube.kubectl_ok(&[
         "get",

@@ -229,3 +229,176 @@ async fn local_rate_limit_descriptors_have_their_own_buckets() -> Result<()> {
     mesh.stop()?;
     Ok(())
 }
+
+/// At the gateway, per downstream connection
+/// (`local_rate_limit_per_downstream_connection: true`): a default bucket
+/// of 3 per hour and a wildcard descriptor `{key: user}` (no value) of 2 per
+/// hour, the `x-user` header making the request's descriptor. Each client
+/// connection gets the whole of every bucket, and on one connection each
+/// user gets a bucket of its own.
+const PER_CONNECTION: &str = r#"apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: per-connection, namespace: istio-system}
+spec:
+  workloadSelector:
+    labels: {istio: ingressgateway}
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match:
+      context: GATEWAY
+      listener:
+        filterChain:
+          filter: {name: "envoy.filters.network.http_connection_manager"}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          stat_prefix: per_connection
+          token_bucket: {max_tokens: 3, tokens_per_fill: 3, fill_interval: 3600s}
+          filter_enabled:
+            default_value: {numerator: 100, denominator: HUNDRED}
+          filter_enforced:
+            default_value: {numerator: 100, denominator: HUNDRED}
+          enable_x_ratelimit_headers: DRAFT_VERSION_03
+          local_rate_limit_per_downstream_connection: true
+          always_consume_default_token_bucket: false
+          descriptors:
+          - entries: [{key: user}]
+            token_bucket: {max_tokens: 2, tokens_per_fill: 2, fill_interval: 3600s}
+  - applyTo: VIRTUAL_HOST
+    match:
+      context: GATEWAY
+      routeConfiguration:
+        vhost: {name: "", route: {action: ANY}}
+    patch:
+      operation: MERGE
+      value:
+        rate_limits:
+        - actions:
+          - request_headers: {header_name: x-user, descriptor_key: user}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [limited.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: limited}
+spec:
+  hosts: [limited.example.com]
+  gateways: [istio-system/web]
+  http: [{route: [{destination: {host: limited, port: {number: 8080}}}]}]
+---
+"#;
+
+/// One HTTP/1.1 connection to the gateway, kept for all its requests
+/// (a pooling client may open another at any time).
+struct Connection(hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>);
+
+impl Connection {
+    async fn open(gateway: &str) -> Result<Self> {
+        let addr = gateway.trim_start_matches("http://").trim_end_matches('/');
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        Ok(Connection(send))
+    }
+
+    /// GET / with `x-user` when given: the status and the x-ratelimit-limit
+    /// and -remaining headers.
+    async fn get(&mut self, user: Option<&str>) -> Result<(u16, String, String)> {
+        use http_body_util::BodyExt;
+        self.0.ready().await.context("the connection closed")?;
+        let mut req = hyper::Request::get("/").header("host", "limited.example.com");
+        if let Some(u) = user {
+            req = req.header("x-user", u);
+        }
+        let response = self.0.send_request(req.body(Default::default())?).await?;
+        let (parts, body) = response.into_parts();
+        body.collect().await?;
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        Ok((
+            parts.status.as_u16(),
+            header("x-ratelimit-limit"),
+            header("x-ratelimit-remaining"),
+        ))
+    }
+
+    /// How many of `n` sequential requests pass before the first 429, and
+    /// that 429's x-ratelimit-limit; every request after it must be 429 too.
+    async fn count(&mut self, what: &str, n: u32, user: Option<&str>) -> Result<(u32, String)> {
+        let (mut allowed, mut limit) = (0, None);
+        for _ in 0..n {
+            match (self.get(user).await?, &limit) {
+                ((200, _, _), None) => allowed += 1,
+                ((429, l, _), _) => limit = Some(l),
+                ((status, _, _), _) => bail!("{what}: status {status} after {allowed} allowed"),
+            }
+        }
+        Ok((allowed, limit.context(format!("{what}: never limited"))?))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_connection_buckets_and_wildcard_descriptors_at_the_gateway() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("mesh.yaml"), "{}\n")?;
+    std::fs::write(
+        dir.path().join("limited.yaml"),
+        e2e::echo_workload("limited", ""),
+    )?;
+    std::fs::write(dir.path().join("limit.yaml"), PER_CONNECTION)?;
+    let mesh = Mesh::up(dir.path())?;
+
+    // Up, with the limit in force (on a connection of its own each try).
+    eventually(Duration::from_secs(40), || async {
+        let (status, limit, _) = Connection::open(&mesh.gateway).await?.get(None).await?;
+        ensure!(status == 200, "probe: {status}");
+        ensure!(limit == "3", "not limited yet: x-ratelimit-limit {limit:?}");
+        Ok(())
+    })
+    .await?;
+
+    let mut first = Connection::open(&mesh.gateway).await?;
+    let mut second = Connection::open(&mesh.gateway).await?;
+    for (name, conn) in [("first", &mut first), ("second", &mut second)] {
+        // Each connection: 2 per user, alice and bob apart, 3 without a user.
+        for user in ["alice", "bob"] {
+            let what = format!("{name} connection, {user}");
+            let got = conn.count(&what, 4, Some(user)).await?;
+            ensure!(
+                got == (2, "2".to_string()),
+                "{what}: {got:?}, want 2 allowed then 429 of limit 2"
+            );
+        }
+        let what = format!("{name} connection, no user");
+        let got = conn.count(&what, 5, None).await?;
+        ensure!(
+            got == (3, "3".to_string()),
+            "{what}: {got:?}, want 3 allowed then 429 of limit 3"
+        );
+    }
+    // The first connection's buckets are still empty: they are its own.
+    let (status, _, remaining) = first.get(Some("alice")).await?;
+    ensure!(
+        (status, remaining.as_str()) == (429, "0"),
+        "first connection again: {status}, remaining {remaining}"
+    );
+    mesh.stop()?;
+    Ok(())
+}

@@ -19,11 +19,11 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
-use proxy::policy::rate_limit::{Decision, LocalRateLimit};
+use proxy::policy::rate_limit::{ConnectionBuckets, Decision, LocalRateLimit};
 use proxy::policy::rate_limit_actions::RequestView;
 use wire::pb;
 
-fn limit(descriptors: bool) -> LocalRateLimit {
+fn limit(descriptors: bool, per_connection: bool) -> LocalRateLimit {
     let path_action = pb::RateLimitActions {
         actions: vec![pb::RateLimitAction {
             action: Some(pb::rate_limit_action::Action::RequestHeaders(
@@ -42,6 +42,7 @@ fn limit(descriptors: bool) -> LocalRateLimit {
         enabled_percent: 100.0,
         enforced_percent: 100.0,
         x_ratelimit_headers: true,
+        per_downstream_connection: per_connection,
         stat_prefix: "bench".into(),
         descriptors: if descriptors {
             vec![pb::LocalRateLimitDescriptor {
@@ -77,13 +78,21 @@ fn rate_limit(c: &mut Criterion) {
         remote: "10.0.0.7".parse().expect("ip"),
         inbound_port: Some(9080),
     };
+    // One connection's: a per-connection limit's buckets are made at its
+    // first request and then looked up at each.
+    let conns = ConnectionBuckets::default();
     let mut g = c.benchmark_group("local_rate_limit");
     let none: Option<LocalRateLimit> = None;
     g.bench_function("unlimited", |b| {
-        b.iter(|| black_box(&none).as_ref().map(|l| l.check(&[])))
+        b.iter(|| black_box(&none).as_ref().map(|l| l.check(&conns, &[])))
     });
-    for (name, descriptors) in [("default_bucket", false), ("path_descriptor", true)] {
-        let l = Some(limit(descriptors));
+    for (name, descriptors, per_connection) in [
+        ("default_bucket", false, false),
+        ("default_bucket_per_connection", false, true),
+        ("path_descriptor", true, false),
+        ("path_descriptor_per_connection", true, true),
+    ] {
+        let l = Some(limit(descriptors, per_connection));
         g.bench_function(name, |b| {
             b.iter(|| {
                 let l = black_box(&l).as_ref().expect("a limit");
@@ -92,7 +101,7 @@ fn rate_limit(c: &mut Criterion) {
                 } else {
                     Vec::new()
                 };
-                let checked = l.check(&d);
+                let checked = l.check(&conns, &d);
                 assert_eq!(checked.decision, Decision::Pass);
                 checked
             })

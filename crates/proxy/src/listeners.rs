@@ -644,6 +644,7 @@ pub(crate) fn serve_http(
         sni,
         route_config,
         original_dst,
+        rate_limit_buckets: Default::default(),
     });
     let inbound = rt.load().spec.direction == Direction::Inbound;
     let activity = Arc::new(Activity::new(drain.freed.clone()));

@@ -192,7 +192,7 @@ fn crds_agree_with_istios_published_ones() -> Result<()> {
         }
         compared += 1;
     }
-    ensure!(compared == 11, "{compared} CRDs compared");
+    ensure!(compared == 12, "{compared} CRDs compared");
     ensure!(
         mismatches.is_empty(),
         "{} schema differences:\n{}",

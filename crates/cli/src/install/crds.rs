@@ -189,12 +189,14 @@ fn status_schema() -> Value {
     })
 }
 
-/// One CRD per Istio kind Trellis serves, in `Kind::ALL`'s order.
+/// One CRD per Istio kind Trellis serves, in `Kind::ALL`'s order, then
+/// EnvoyFilter's (read for the rate limits it translates).
 pub fn crds(labels: &Value) -> Vec<Value> {
     Kind::ALL
         .iter()
         .filter(|k| k.is_istio())
         .map(|kind| crd(*kind, labels))
+        .chain([super::envoy_filter_crd::crd(labels, status_schema())])
         .collect()
 }
 
@@ -309,7 +311,7 @@ mod tests {
     #[test]
     fn every_istio_kind_has_a_crd() {
         let crds = crds(&json!({}));
-        assert_eq!(crds.len(), 11);
+        assert_eq!(crds.len(), 12);
         let vs = crds
             .iter()
             .find(|c| c["metadata"]["name"] == "virtualservices.networking.istio.io")

@@ -9,6 +9,7 @@ mod check;
 pub mod command;
 mod control_plane;
 mod crds;
+mod envoy_filter_crd;
 mod gateway;
 mod kinds;
 pub mod manifest;

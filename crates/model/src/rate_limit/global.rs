@@ -216,9 +216,71 @@ pub(super) fn rate_limit_actions(
             "destination_cluster" if context == Context::SidecarInbound => {
                 Action::DestinationCluster(true)
             }
+            "destination_cluster" => {
+                return Err(format!(
+                    "{aat}.destination_cluster is translated at SIDECAR_INBOUND only (a gateway's limits are applied before its routes choose a cluster)"
+                ));
+            }
+            // The workload's service cluster is set where the filter is applied.
+            "source_cluster" => {
+                only(v, &[], &format!("{aat}.source_cluster"))?;
+                Action::SourceCluster(String::new())
+            }
+            "masked_remote_address" => {
+                let mat = format!("{aat}.masked_remote_address");
+                only(v, &["v4_prefix_mask_len", "v6_prefix_mask_len"], &mat)?;
+                let len = |k: &str, max: u32, default: u32| {
+                    let at = format!("{mat}.{k}");
+                    // A UInt32Value: a number, or {value: n}.
+                    let n = v.get(k).map(|n| n.get("value").unwrap_or(n));
+                    match uint(n, &at)? {
+                        None => Ok(default),
+                        Some(n) if n <= max => Ok(n),
+                        Some(n) => Err(format!("{at}: {n} is over {max}")),
+                    }
+                };
+                Action::MaskedRemoteAddress(pb::MaskedRemoteAddressAction {
+                    v4_prefix_len: len("v4_prefix_mask_len", 32, 32)?,
+                    v6_prefix_len: len("v6_prefix_mask_len", 128, 128)?,
+                })
+            }
+            "query_parameter_value_match" => {
+                let qat = format!("{aat}.query_parameter_value_match");
+                only(
+                    v,
+                    &[
+                        "descriptor_key",
+                        "descriptor_value",
+                        "expect_match",
+                        "query_parameters",
+                    ],
+                    &qat,
+                )?;
+                let parameters = v
+                    .get("query_parameters")
+                    .and_then(Value::as_array)
+                    .filter(|l| !l.is_empty())
+                    .ok_or_else(|| format!("{qat}.query_parameters: at least one"))?
+                    .iter()
+                    .enumerate()
+                    .map(|(j, q)| query_matcher(q, &format!("{qat}.query_parameters[{j}]")))
+                    .collect::<Result<_, _>>()?;
+                if s("descriptor_value").is_empty() {
+                    return Err(format!("{qat}.descriptor_value: required"));
+                }
+                Action::QueryParameterValueMatch(pb::QueryParameterValueMatchAction {
+                    descriptor_key: s("descriptor_key"),
+                    descriptor_value: s("descriptor_value"),
+                    expect_match: v
+                        .get("expect_match")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(true),
+                    parameters,
+                })
+            }
             other => {
                 return Err(format!(
-                    "{aat}.{other} is not translated (request_headers, remote_address, generic_key, header_value_match, and destination_cluster at SIDECAR_INBOUND are)"
+                    "{aat}.{other}: the rate limit action {other:?} is not translated (request_headers, remote_address, masked_remote_address, generic_key, header_value_match, query_parameter_value_match, source_cluster, and destination_cluster at SIDECAR_INBOUND are)"
                 ));
             }
         };
@@ -239,41 +301,141 @@ pub(super) fn header_matcher(h: &Value, at: &str) -> Result<pb::HeaderValueMatch
         .ok_or_else(|| format!("{at}.name: required"))?;
     let s = |v: &Value| v.as_str().map(str::to_string);
     let mut kind = None;
+    let mut ignore_case = false;
     for (k, v) in h.as_object().into_iter().flatten() {
         let this = match k.as_str() {
-            "name" | "invert_match" => continue,
+            "name" | "invert_match" | "treat_missing_header_as_empty" => continue,
             "exact_match" => s(v).map(Kind::Exact),
             "prefix_match" => s(v).map(Kind::Prefix),
             "suffix_match" => s(v).map(Kind::Suffix),
             "contains_match" => s(v).map(Kind::Contains),
             "present_match" => v.as_bool().map(Kind::Present),
             "safe_regex_match" => v.get("regex").and_then(s).map(Kind::Regex),
-            "string_match" => {
-                let m = v.as_object().filter(|o| o.len() == 1);
-                m.and_then(|o| o.iter().next())
-                    .and_then(|(mk, mv)| match mk.as_str() {
-                        "exact" => s(mv).map(Kind::Exact),
-                        "prefix" => s(mv).map(Kind::Prefix),
-                        "suffix" => s(mv).map(Kind::Suffix),
-                        "contains" => s(mv).map(Kind::Contains),
-                        "safe_regex" => mv.get("regex").and_then(s).map(Kind::Regex),
-                        _ => None,
-                    })
+            "range_match" => {
+                only(v, &["start", "end"], &format!("{at}.range_match"))?;
+                // int64s: JSON numbers, or strings as protobuf's JSON writes them.
+                let int = |k: &str| match v.get(k) {
+                    Some(Value::Number(n)) => n.as_i64(),
+                    Some(Value::String(s)) => s.parse().ok(),
+                    _ => None,
+                };
+                int("start")
+                    .zip(int("end"))
+                    .map(|(start, end)| Kind::Range(pb::HeaderValueRange { start, end }))
             }
-            other => return Err(format!("{at}.{other} is not translated")),
+            "string_match" => {
+                let (m, folded) = string_matcher(v, &format!("{at}.string_match"))?;
+                ignore_case = folded;
+                Some(match m {
+                    StringKind::Exact(x) => Kind::Exact(x),
+                    StringKind::Prefix(x) => Kind::Prefix(x),
+                    StringKind::Suffix(x) => Kind::Suffix(x),
+                    StringKind::Contains(x) => Kind::Contains(x),
+                    StringKind::Regex(x) => Kind::Regex(x),
+                })
+            }
+            other => {
+                return Err(format!(
+                    "{at}.{other} is not translated (exact_match, prefix_match, suffix_match, contains_match, present_match, safe_regex_match, range_match and string_match are)"
+                ));
+            }
         };
         kind = Some(this.ok_or_else(|| format!("{at}.{k}: not understood"))?);
     }
     if let Some(Kind::Regex(r)) = &kind {
         regex::Regex::new(r).map_err(|e| format!("{at}: regex {r:?}: {e}"))?;
     }
+    let flag = |k: &str| h.get(k).and_then(Value::as_bool).unwrap_or(false);
     Ok(pb::HeaderValueMatcher {
         name: name.to_ascii_lowercase(),
         kind: Some(kind.unwrap_or(Kind::Present(true))),
-        invert: h
-            .get("invert_match")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        invert: flag("invert_match"),
+        ignore_case,
+        treat_missing_as_empty: flag("treat_missing_header_as_empty"),
+    })
+}
+
+/// The kinds of Envoy's StringMatcher that are translated.
+enum StringKind {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+    Regex(String),
+}
+
+/// Envoy's StringMatcher: one kind, and whether it ignores case.
+fn string_matcher(v: &Value, at: &str) -> Result<(StringKind, bool), String> {
+    only(
+        v,
+        &[
+            "exact",
+            "prefix",
+            "suffix",
+            "contains",
+            "safe_regex",
+            "ignore_case",
+        ],
+        at,
+    )?;
+    let ignore_case = v
+        .get("ignore_case")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let kinds = [
+        s("exact").map(StringKind::Exact),
+        s("prefix").map(StringKind::Prefix),
+        s("suffix").map(StringKind::Suffix),
+        s("contains").map(StringKind::Contains),
+        v.pointer("/safe_regex/regex")
+            .and_then(Value::as_str)
+            .map(|r| StringKind::Regex(r.to_string())),
+    ];
+    let mut found = kinds.into_iter().flatten();
+    match (found.next(), found.next()) {
+        (Some(StringKind::Regex(r)), None) => {
+            regex::Regex::new(&r).map_err(|e| format!("{at}: regex {r:?}: {e}"))?;
+            Ok((StringKind::Regex(r), ignore_case))
+        }
+        (Some(k), None) => Ok((k, ignore_case)),
+        _ => Err(format!(
+            "{at}: one of exact, prefix, suffix, contains or safe_regex"
+        )),
+    }
+}
+
+/// Envoy's QueryParameterMatcher: a name and a string_match, or present_match.
+fn query_matcher(q: &Value, at: &str) -> Result<pb::QueryParameterMatcher, String> {
+    only(q, &["name", "string_match", "present_match"], at)?;
+    let name = q
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("{at}.name: required"))?;
+    let value = match (q.get("string_match"), q.get("present_match")) {
+        (Some(m), None) => {
+            use pb::query_value_matcher::Kind;
+            let (k, ignore_case) = string_matcher(m, &format!("{at}.string_match"))?;
+            Some(pb::QueryValueMatcher {
+                kind: Some(match k {
+                    StringKind::Exact(x) => Kind::Exact(x),
+                    StringKind::Prefix(x) => Kind::Prefix(x),
+                    StringKind::Suffix(x) => Kind::Suffix(x),
+                    StringKind::Contains(x) => Kind::Contains(x),
+                    StringKind::Regex(x) => Kind::Regex(x),
+                }),
+                ignore_case,
+            })
+        }
+        (None, Some(Value::Bool(true))) => None,
+        _ => {
+            return Err(format!("{at}: string_match, or present_match: true"));
+        }
+    };
+    Ok(pb::QueryParameterMatcher {
+        name: name.to_string(),
+        value,
     })
 }
 

@@ -27,6 +27,7 @@ pub(super) fn local_rate_limit(
             "local_rate_limit_per_downstream_connection",
             "descriptors",
             "always_consume_default_token_bucket",
+            "max_dynamic_descriptors",
         ],
         at,
     )?;
@@ -38,14 +39,23 @@ pub(super) fn local_rate_limit(
     if uint(c.get("stage"), &format!("{at}.stage"))?.unwrap_or(0) != 0 {
         return Err(format!("{at}.stage: only stage 0 is translated"));
     }
-    if c.get("local_rate_limit_per_downstream_connection")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-    {
-        return Err(format!(
-            "{at}.local_rate_limit_per_downstream_connection: a bucket per connection is not supported"
-        ));
-    }
+    let per_downstream_connection = match c.get("local_rate_limit_per_downstream_connection") {
+        None => false,
+        Some(v) => v.as_bool().ok_or_else(|| {
+            format!("{at}.local_rate_limit_per_downstream_connection: expected true or false")
+        })?,
+    };
+    let max_dynamic_descriptors = match uint(
+        c.get("max_dynamic_descriptors"),
+        &format!("{at}.max_dynamic_descriptors"),
+    )? {
+        Some(0) => {
+            return Err(format!(
+                "{at}.max_dynamic_descriptors: must be at least 1 (as Envoy)"
+            ));
+        }
+        n => n.unwrap_or(0),
+    };
     let (max_tokens, tokens_per_fill, fill_interval_ms) = match c.get("token_bucket") {
         Some(b) => token_bucket(b, &format!("{at}.token_bucket"))?,
         None if per_route => {
@@ -120,6 +130,8 @@ pub(super) fn local_rate_limit(
             .and_then(Value::as_bool)
             .unwrap_or(true),
         stat_prefix: stat_prefix.to_string(),
+        per_downstream_connection,
+        max_dynamic_descriptors,
     })
 }
 
@@ -151,7 +163,10 @@ fn token_bucket(b: &Value, at: &str) -> Result<(u32, u32, u64), String> {
     ))
 }
 
-/// One of `descriptors`: its entries and its own token bucket.
+/// One of `descriptors`: its entries and its own token bucket. An entry
+/// without a value (or with an empty one) is Envoy's wildcard: it matches
+/// any value of its key, and each distinct request descriptor it matches
+/// gets a bucket of its own (at most `max_dynamic_descriptors` kept).
 fn descriptor(d: &Value, at: &str) -> Result<pb::LocalRateLimitDescriptor, String> {
     only(d, &["entries", "token_bucket"], at)?;
     let entries = d
@@ -164,16 +179,20 @@ fn descriptor(d: &Value, at: &str) -> Result<pb::LocalRateLimitDescriptor, Strin
         .map(|(i, e)| {
             let eat = format!("{at}.entries[{i}]");
             only(e, &["key", "value"], &eat)?;
-            let s = |k: &str| {
-                e.get(k)
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .ok_or_else(|| format!("{eat}.{k}: required"))
+            let key = e
+                .get("key")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("{eat}.key: required"))?;
+            let value = match e.get("value") {
+                None | Some(Value::Null) => "",
+                Some(v) => v
+                    .as_str()
+                    .ok_or_else(|| format!("{eat}.value: expected a string"))?,
             };
             Ok(pb::LocalRateLimitEntry {
-                key: s("key")?,
-                value: s("value")?,
+                key: key.to_string(),
+                value: value.to_string(),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;

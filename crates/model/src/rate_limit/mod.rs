@@ -194,9 +194,14 @@ pub fn apply(mesh: &Mesh, w: &Workload, gateway: bool, listeners: &mut [pb::List
         let here =
             |port: Option<u32>| port.is_none_or(|p| !gateway && (p == l.port || p == l.app_port));
         let here_routes = || routes.iter().filter(|(port, _, _)| here(*port));
-        let actions: Vec<pb::RateLimitActions> = here_routes()
+        let mut actions: Vec<pb::RateLimitActions> = here_routes()
             .flat_map(|(_, a, _)| a.iter().cloned())
             .collect();
+        for a in actions.iter_mut().flat_map(|r| &mut r.actions) {
+            if let Some(pb::rate_limit_action::Action::SourceCluster(c)) = &mut a.action {
+                *c = source_cluster(w);
+            }
+        }
         // The route's config only counts where the filter is inserted.
         l.local_rate_limit = local
             .map(|filter| {
@@ -219,6 +224,20 @@ pub fn apply(mesh: &Mesh, w: &Workload, gateway: bool, listeners: &mut [pb::List
                     ..g.clone()
                 });
     }
+}
+
+/// The `source_cluster` action's value: the workload's service cluster as
+/// Istio's bootstrap names it (Envoy's `--service-cluster`, with the
+/// default `tracingServiceName` APP_LABEL_AND_NAMESPACE):
+/// "<app label>.<namespace>", else "<workload name>.<namespace>", else
+/// "istio-proxy.<namespace>".
+pub fn source_cluster(w: &Workload) -> String {
+    let name = match w.labels.get("app") {
+        Some(app) => app.as_str(),
+        None if !w.workload.is_empty() => w.workload.as_str(),
+        None => "istio-proxy",
+    };
+    format!("{name}.{}", w.namespace)
 }
 
 /// The rate limit service's cluster and authority: Istio's own cluster

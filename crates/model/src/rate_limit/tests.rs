@@ -234,15 +234,13 @@ configPatches:
     );
     let err = recognise("istio-system", "lua", &other).expect_err("lua");
     assert!(err.contains("only rate limiting is translated"), "{err}");
-    let per_connection = ISTIO_DOCS.replace(
+    let cluster_share = ISTIO_DOCS.replace(
         "stat_prefix: http_local_rate_limiter",
-        "stat_prefix: x\n          local_rate_limit_per_downstream_connection: true",
+        "stat_prefix: x\n          local_cluster_rate_limit: {}",
     );
-    let err = recognise("ns", "d", &spec(&per_connection)).expect_err("per connection");
+    let err = recognise("ns", "d", &spec(&cluster_share)).expect_err("cluster share");
     assert!(
-        err.ends_with(
-            "typed_config.local_rate_limit_per_downstream_connection: a bucket per connection is not supported"
-        ),
+        err.ends_with("typed_config.local_cluster_rate_limit is not supported"),
         "{err}"
     );
     let no_prefix = ISTIO_DOCS.replace("stat_prefix: http_local_rate_limiter", "");
@@ -265,15 +263,158 @@ configPatches:
         err.ends_with("token_bucket: required in a route's config (as Envoy)"),
         "{err}"
     );
-    let masked = CLUSTER_AND_ACTIONS.replace(
+    let metadata = CLUSTER_AND_ACTIONS.replace(
         "generic_key: {descriptor_value: all}",
-        "masked_remote_address: {}",
+        "metadata: {descriptor_key: k, metadata_key: {key: a, path: [{key: b}]}}",
     );
-    let err = recognise("ns", "m", &spec(&masked)).expect_err("masked_remote_address");
+    let err = recognise("ns", "m", &spec(&metadata)).expect_err("metadata");
     assert!(
-        err.contains("masked_remote_address is not translated"),
+        err.contains("actions[0].metadata: the rate limit action \"metadata\" is not translated"),
         "{err}"
     );
+    let at_gateway = CLUSTER_AND_ACTIONS
+        .replace("context: SIDECAR_INBOUND", "context: GATEWAY")
+        .replace(
+            "generic_key: {descriptor_value: all}",
+            "destination_cluster: {}",
+        );
+    let err = recognise("ns", "g", &spec(&at_gateway)).expect_err("destination_cluster");
+    assert!(
+        err.contains("destination_cluster is translated at SIDECAR_INBOUND only"),
+        "{err}"
+    );
+    let too_long = CLUSTER_AND_ACTIONS.replace(
+        "generic_key: {descriptor_value: all}",
+        "masked_remote_address: {v4_prefix_mask_len: 33}",
+    );
+    let err = recognise("ns", "l", &spec(&too_long)).expect_err("mask length");
+    assert!(err.ends_with("v4_prefix_mask_len: 33 is over 32"), "{err}");
+    let two_kinds = CLUSTER_AND_ACTIONS.replace(
+        "prefix_match: /admin",
+        "string_match: {exact: a, prefix: b}",
+    );
+    let err = recognise("ns", "s", &spec(&two_kinds)).expect_err("two kinds");
+    assert!(
+        err.ends_with("string_match: one of exact, prefix, suffix, contains or safe_regex"),
+        "{err}"
+    );
+}
+
+/// The remainders of Envoy's local limit and actions: a bucket per
+/// connection, wildcard descriptor entries with max_dynamic_descriptors,
+/// and the actions source_cluster (the workload's service cluster, as
+/// Istio's bootstrap names it), masked_remote_address,
+/// query_parameter_value_match and header_value_match's other matchers.
+#[test]
+fn per_connection_wildcards_and_the_other_actions_are_translated() {
+    let yaml = PER_ROUTE
+        .replace(
+            "            always_consume_default_token_bucket: false",
+            "            always_consume_default_token_bucket: false\n            local_rate_limit_per_downstream_connection: true\n            max_dynamic_descriptors: 100",
+        )
+        .replace(
+            "entries: [{key: path, value: /limited}]",
+            "entries: [{key: path, value: /limited}, {key: user}]",
+        )
+        .replace(
+            "          - request_headers: {header_name: \":path\", descriptor_key: path}",
+            "          - request_headers: {header_name: \":path\", descriptor_key: path}
+        - actions:
+          - source_cluster: {}
+          - masked_remote_address: {v4_prefix_mask_len: 24}
+        - actions:
+          - query_parameter_value_match:
+              descriptor_value: debug
+              query_parameters: [{name: debug, present_match: true}]
+          - header_value_match:
+              descriptor_value: gold
+              headers:
+              - {name: x-tier, string_match: {exact: GOLD, ignore_case: true}}
+              - {name: x-n, range_match: {start: 1, end: 10}, treat_missing_header_as_empty: true}",
+        );
+    let f = recognise("istio-system", "f", &spec(&yaml)).expect("recognised");
+    let PatchKind::Route {
+        actions,
+        local: Some(route),
+        ..
+    } = &f.patches[1].kind
+    else {
+        panic!("not a route patch: {f:?}")
+    };
+    assert!(route.per_downstream_connection);
+    assert_eq!(route.max_dynamic_descriptors, 100);
+    assert_eq!(
+        route.descriptors[0].entries[1],
+        pb::LocalRateLimitEntry {
+            key: "user".into(),
+            value: String::new()
+        }
+    );
+    use pb::rate_limit_action::Action as A;
+    let kinds: Vec<&A> = actions
+        .iter()
+        .flat_map(|r| &r.actions)
+        .filter_map(|a| a.action.as_ref())
+        .collect();
+    assert_eq!(kinds.len(), 5, "{kinds:?}");
+    assert_eq!(kinds[1], &A::SourceCluster(String::new()));
+    assert_eq!(
+        kinds[2],
+        &A::MaskedRemoteAddress(pb::MaskedRemoteAddressAction {
+            v4_prefix_len: 24,
+            v6_prefix_len: 128
+        })
+    );
+    let A::HeaderValueMatch(m) = kinds[4] else {
+        panic!("header_value_match: {kinds:?}")
+    };
+    assert!(m.headers[0].ignore_case && !m.headers[0].treat_missing_as_empty);
+    assert_eq!(
+        m.headers[1].kind,
+        Some(pb::header_value_matcher::Kind::Range(
+            pb::HeaderValueRange { start: 1, end: 10 }
+        ))
+    );
+    assert!(m.headers[1].treat_missing_as_empty);
+
+    // Applied to a workload: source_cluster is its service cluster.
+    let yaml = "apiVersion: v1
+kind: Pod
+metadata: {name: productpage-1, namespace: default, labels: {app: productpage}}
+spec:
+  containers:
+  - name: app
+    ports: [{containerPort: 9080}]
+status: {podIP: 10.0.0.7}
+";
+    let mut mesh = Mesh::build(
+        &api::parse("t.yaml", yaml).expect("parses"),
+        Default::default(),
+    );
+    mesh.rate_limit_filters = vec![f];
+    let mut w = mesh
+        .registry
+        .workload("productpage-1", "default")
+        .expect("the pod")
+        .clone();
+    let mut listeners = vec![pb::Listener {
+        port: 9080,
+        app_port: 9080,
+        protocol: pb::Protocol::Http as i32,
+        ..Default::default()
+    }];
+    apply(&mesh, &w, false, &mut listeners);
+    let limit = listeners[0].local_rate_limit.as_ref().expect("a limit");
+    assert_eq!(
+        limit.rate_limits[1].actions[0].action,
+        Some(A::SourceCluster("productpage.default".into()))
+    );
+    // Without an app label: the workload's name, else istio-proxy.
+    w.labels.clear();
+    w.workload = "reviews-v1".into();
+    assert_eq!(source_cluster(&w), "reviews-v1.default");
+    w.workload.clear();
+    assert_eq!(source_cluster(&w), "istio-proxy.default");
 }
 
 /// The seed's filter sits at the head of the HTTP filters; Istio's task

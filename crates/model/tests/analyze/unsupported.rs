@@ -16,15 +16,16 @@ pub(crate) fn cases() -> Vec<Case> {
             code: "TRL0001",
             resource: "EnvoyFilter filter-local-ratelimit-svc.istio-system",
             // Named by field, whole path.
-            text: "it is not one of the rate limiting patterns Trellis translates (spec.configPatches[0].patch.value.typed_config.local_rate_limit_per_downstream_connection: a bucket per connection is not supported)",
+            text: "it is not one of the rate limiting patterns Trellis translates (spec.configPatches[0].patch.value.typed_config.local_cluster_rate_limit is not supported)",
             triggers: LOCAL_RATE_LIMIT.replace(
                 "stat_prefix: http_local_rate_limiter",
-                "stat_prefix: http_local_rate_limiter\n          local_rate_limit_per_downstream_connection: true",
+                "stat_prefix: http_local_rate_limiter\n          local_cluster_rate_limit: {}",
             ),
-            // Descriptors and always_consume_default_token_bucket are translated.
+            // Descriptors (wildcards too), always_consume_default_token_bucket
+            // and buckets per connection are translated.
             clean: LOCAL_RATE_LIMIT.replace(
                 "stat_prefix: http_local_rate_limiter",
-                "stat_prefix: http_local_rate_limiter\n          always_consume_default_token_bucket: false\n          descriptors:\n          - entries: [{key: path, value: /limited}]\n            token_bucket: {max_tokens: 1, tokens_per_fill: 1, fill_interval: 60s}",
+                "stat_prefix: http_local_rate_limiter\n          always_consume_default_token_bucket: false\n          local_rate_limit_per_downstream_connection: true\n          descriptors:\n          - entries: [{key: path, value: /limited}, {key: user}]\n            token_bucket: {max_tokens: 1, tokens_per_fill: 1, fill_interval: 60s}",
             ),
         },
         Case {

@@ -19,7 +19,7 @@ pub(super) fn local_limit<B>(
     } else {
         Vec::new()
     };
-    let checked = limit.check(&descriptors);
+    let checked = limit.check(&conn.rate_limit_buckets, &descriptors);
     if checked.decision == Decision::WouldLimit {
         tracing::debug!(
             limit = limit.origin(),

@@ -76,6 +76,8 @@ pub struct Conn {
     /// A captured connection's original destination (capture::outbound):
     /// where a request for a host the mesh does not know goes.
     pub original_dst: Option<SocketAddr>,
+    /// The local rate limit's buckets of this connection, when per connection.
+    pub rate_limit_buckets: crate::policy::rate_limit::ConnectionBuckets,
 }
 
 impl Drop for Conn {

@@ -272,7 +272,7 @@ mod tests {
             headers: vec![pb::HeaderValueMatcher {
                 name: ":path".into(),
                 kind: Some(pb::header_value_matcher::Kind::Prefix("/admin".into())),
-                invert: false,
+                ..Default::default()
             }],
             ..Default::default()
         });
@@ -312,6 +312,93 @@ mod tests {
         assert_eq!(
             d[3],
             vec![("header_match".to_string(), "admin".to_string())]
+        );
+    }
+
+    #[test]
+    fn source_cluster_masked_address_query_and_header_variants() {
+        use pb::header_value_matcher::Kind;
+        let header = |kind: Kind, ignore_case: bool, missing_as_empty: bool| {
+            A::HeaderValueMatch(pb::HeaderValueMatchAction {
+                descriptor_value: "hit".into(),
+                expect_match: true,
+                headers: vec![pb::HeaderValueMatcher {
+                    name: "x-tier".into(),
+                    kind: Some(kind),
+                    ignore_case,
+                    treat_missing_as_empty: missing_as_empty,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+        };
+        let query = |value: Option<pb::QueryValueMatcher>| {
+            A::QueryParameterValueMatch(pb::QueryParameterValueMatchAction {
+                descriptor_value: "q".into(),
+                expect_match: true,
+                parameters: vec![pb::QueryParameterMatcher {
+                    name: "debug".into(),
+                    value,
+                }],
+                ..Default::default()
+            })
+        };
+        let l = limit(vec![
+            vec![A::SourceCluster("productpage.default".into())],
+            vec![A::MaskedRemoteAddress(pb::MaskedRemoteAddressAction {
+                v4_prefix_len: 24,
+                v6_prefix_len: 64,
+            })],
+            vec![header(Kind::Exact("GOLD".into()), true, false)],
+            vec![header(
+                Kind::Range(pb::HeaderValueRange { start: 1, end: 10 }),
+                false,
+                false,
+            )],
+            vec![header(Kind::Exact(String::new()), false, true)],
+            vec![query(None)],
+            vec![query(Some(pb::QueryValueMatcher {
+                kind: Some(pb::query_value_matcher::Kind::Prefix("T".into())),
+                ignore_case: true,
+            }))],
+        ]);
+        let none = HeaderMap::new();
+        assert_eq!(
+            entries(&l.descriptors(&view(&none, "/p"))),
+            vec![
+                vec![("source_cluster".into(), "productpage.default".into())],
+                vec![("masked_remote_address".into(), "10.0.0.0/24".into())],
+                // A missing x-tier treated as empty matches exact "".
+                vec![("header_match".into(), "hit".into())],
+            ]
+        );
+        let mut gold = HeaderMap::new();
+        gold.insert("x-tier", HeaderValue::from_static("gold"));
+        assert_eq!(
+            entries(&l.descriptors(&view(&gold, "/p?debug=true")))[2..],
+            [
+                vec![("header_match".into(), "hit".into())],
+                vec![("query_match".into(), "q".into())],
+                vec![("query_match".into(), "q".into())],
+            ]
+        );
+        let mut five = HeaderMap::new();
+        five.insert("x-tier", HeaderValue::from_static("5"));
+        assert_eq!(
+            entries(&l.descriptors(&view(&five, "/p?debug")))[2..],
+            [
+                vec![("header_match".into(), "hit".into())],
+                vec![("query_match".into(), "q".into())],
+            ]
+        );
+        let mut v6 = view(&none, "/");
+        v6.remote = "2001:db8:1:2:3:4:5:6".parse().expect("ip");
+        assert_eq!(
+            entries(&l.descriptors(&v6))[1],
+            vec![(
+                "masked_remote_address".to_string(),
+                "2001:db8:1:2::/64".to_string()
+            )]
         );
     }
 

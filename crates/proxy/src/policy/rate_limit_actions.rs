@@ -33,9 +33,31 @@ enum Action {
         key: String,
         value: String,
         expect_match: bool,
-        headers: Vec<(String, Match, bool)>,
+        headers: Vec<HeaderMatch>,
     },
     DestinationCluster,
+    /// The proxy's service cluster, told by the control plane.
+    SourceCluster(String),
+    MaskedRemoteAddress {
+        v4: u8,
+        v6: u8,
+    },
+    QueryValueMatch {
+        key: String,
+        value: String,
+        expect_match: bool,
+        /// (name, value matcher; None: present).
+        parameters: Vec<(String, Option<Match>)>,
+    },
+}
+
+/// A header's (or query parameter's) matcher; a header matcher's flags.
+#[derive(Debug)]
+struct HeaderMatch {
+    name: String,
+    matcher: Match,
+    invert: bool,
+    missing_as_empty: bool,
 }
 
 #[derive(Debug)]
@@ -44,8 +66,12 @@ enum Match {
     Prefix(String),
     Suffix(String),
     Contains(String),
+    /// The value and the pattern lowercased (ignore_case).
+    Folded(Box<Match>),
     Regex(Regex),
     Present(bool),
+    /// An integer in [start, end).
+    Range(i64, i64),
 }
 
 /// What is known of the request when its descriptors are made.
@@ -94,11 +120,48 @@ impl Actions {
                         headers: m
                             .headers
                             .iter()
-                            .map(|h| matcher(h).map(|k| (h.name.to_ascii_lowercase(), k, h.invert)))
-                            .collect::<Result<_, _>>()
+                            .map(|h| {
+                                Ok(HeaderMatch {
+                                    name: h.name.to_ascii_lowercase(),
+                                    matcher: matcher(h)?,
+                                    invert: h.invert,
+                                    missing_as_empty: h.treat_missing_as_empty,
+                                })
+                            })
+                            .collect::<Result<_, String>>()
                             .map_err(|e| format!("rate_limits[{i}]: {e}"))?,
                     },
                     Some(A::DestinationCluster(_)) => Action::DestinationCluster,
+                    Some(A::SourceCluster(c)) => Action::SourceCluster(c.clone()),
+                    Some(A::MaskedRemoteAddress(m)) => {
+                        let len = |l: u32, max: u8, v: &str| {
+                            u8::try_from(l).ok().filter(|l| *l <= max).ok_or_else(|| {
+                                format!("rate_limits[{i}]: masked_remote_address {v}_prefix_mask_len {l} is over {max}")
+                            })
+                        };
+                        Action::MaskedRemoteAddress {
+                            v4: len(m.v4_prefix_len, 32, "v4")?,
+                            v6: len(m.v6_prefix_len, 128, "v6")?,
+                        }
+                    }
+                    Some(A::QueryParameterValueMatch(q)) => Action::QueryValueMatch {
+                        key: if q.descriptor_key.is_empty() {
+                            "query_match".into()
+                        } else {
+                            q.descriptor_key.clone()
+                        },
+                        value: q.descriptor_value.clone(),
+                        expect_match: q.expect_match,
+                        parameters: q
+                            .parameters
+                            .iter()
+                            .map(|p| {
+                                let m = p.value.as_ref().map(query_matcher).transpose()?;
+                                Ok((p.name.clone(), m))
+                            })
+                            .collect::<Result<_, String>>()
+                            .map_err(|e| format!("rate_limits[{i}]: {e}"))?,
+                    },
                     None => {
                         return Err(format!("rate_limits[{i}]: an action without a kind"));
                     }
@@ -158,9 +221,10 @@ impl Action {
                 expect_match,
                 headers,
             } => {
-                let all = headers.iter().all(|(name, m, invert)| {
-                    let v = header_value(r, name);
-                    m.matches(v.as_deref()) != *invert
+                let all = headers.iter().all(|h| {
+                    let v =
+                        header_value(r, &h.name).or_else(|| h.missing_as_empty.then(String::new));
+                    h.matcher.matches(v.as_deref()) != h.invert
                 });
                 (all == *expect_match).then(|| {
                     Some(Entry {
@@ -173,6 +237,37 @@ impl Action {
                 Some(port) => entry("destination_cluster", format!("inbound|{port}||")),
                 None => None,
             },
+            Action::SourceCluster(cluster) => entry("source_cluster", cluster.clone()),
+            Action::MaskedRemoteAddress { v4, v6 } => {
+                let len = if r.remote.is_ipv4() { *v4 } else { *v6 };
+                let masked = ipnet::IpNet::new(r.remote, len).ok()?.trunc();
+                entry("masked_remote_address", masked.to_string())
+            }
+            Action::QueryValueMatch {
+                key,
+                value,
+                expect_match,
+                parameters,
+            } => {
+                let query = r.path.split_once('?').map_or("", |(_, q)| q);
+                let all = parameters.iter().all(|(name, m)| {
+                    // The first value; a parameter without `=` has the empty one.
+                    let v = query.split('&').find_map(|pair| {
+                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                        (k == name).then_some(v)
+                    });
+                    match m {
+                        None => v.is_some(),
+                        Some(m) => m.matches(v),
+                    }
+                });
+                (all == *expect_match).then(|| {
+                    Some(Entry {
+                        key: key.clone(),
+                        value: value.clone(),
+                    })
+                })
+            }
         }
     }
 }
@@ -206,16 +301,20 @@ impl Match {
             (Match::Prefix(p), Some(v)) => v.starts_with(p.as_str()),
             (Match::Suffix(s), Some(v)) => v.ends_with(s.as_str()),
             (Match::Contains(c), Some(v)) => v.contains(c.as_str()),
+            (Match::Folded(m), Some(v)) => m.matches(Some(&v.to_lowercase())),
             (Match::Regex(r), Some(v)) => r
                 .find(v)
                 .is_some_and(|m| m.start() == 0 && m.end() == v.len()),
+            (Match::Range(start, end), Some(v)) => {
+                v.parse::<i64>().is_ok_and(|n| (*start..*end).contains(&n))
+            }
         }
     }
 }
 
 fn matcher(h: &pb::HeaderValueMatcher) -> Result<Match, String> {
     use pb::header_value_matcher::Kind;
-    Ok(match &h.kind {
+    let m = match &h.kind {
         Some(Kind::Exact(e)) => Match::Exact(e.clone()),
         Some(Kind::Prefix(p)) => Match::Prefix(p.clone()),
         Some(Kind::Suffix(s)) => Match::Suffix(s.clone()),
@@ -224,6 +323,40 @@ fn matcher(h: &pb::HeaderValueMatcher) -> Result<Match, String> {
             Match::Regex(Regex::new(r).map_err(|e| format!("header {:?}: regex: {e}", h.name))?)
         }
         Some(Kind::Present(p)) => Match::Present(*p),
+        Some(Kind::Range(r)) => Match::Range(r.start, r.end),
         None => Match::Present(true),
+    };
+    Ok(if h.ignore_case { folded(m) } else { m })
+}
+
+fn query_matcher(m: &pb::QueryValueMatcher) -> Result<Match, String> {
+    use pb::query_value_matcher::Kind;
+    let matcher = match &m.kind {
+        Some(Kind::Exact(e)) => Match::Exact(e.clone()),
+        Some(Kind::Prefix(p)) => Match::Prefix(p.clone()),
+        Some(Kind::Suffix(s)) => Match::Suffix(s.clone()),
+        Some(Kind::Contains(c)) => Match::Contains(c.clone()),
+        Some(Kind::Regex(r)) => {
+            Match::Regex(Regex::new(r).map_err(|e| format!("query parameter regex: {e}"))?)
+        }
+        None => Match::Present(true),
+    };
+    Ok(if m.ignore_case {
+        folded(matcher)
+    } else {
+        matcher
     })
+}
+
+/// ignore_case: the string matchers compare lowercase (Envoy ignores it
+/// for regexes).
+fn folded(m: Match) -> Match {
+    let lower = |s: String| s.to_lowercase();
+    match m {
+        Match::Exact(s) => Match::Folded(Box::new(Match::Exact(lower(s)))),
+        Match::Prefix(s) => Match::Folded(Box::new(Match::Prefix(lower(s)))),
+        Match::Suffix(s) => Match::Folded(Box::new(Match::Suffix(lower(s)))),
+        Match::Contains(s) => Match::Folded(Box::new(Match::Contains(lower(s)))),
+        other => other,
+    }
 }
