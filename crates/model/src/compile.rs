@@ -353,7 +353,11 @@ fn endpoint(mesh: &Mesh, w: &Workload, port: u32) -> pb::Endpoint {
         locality: w.locality.clone(),
         weight: w.weight.max(1),
         healthy: true,
-        has_sidecar: w.has_sidecar,
+        // What auto mTLS goes by. Istio's sidecar injection labels a pod
+        // `security.istio.io/tlsMode: istio`; its gateway template does not,
+        // so auto mTLS reaches a gateway in plaintext (the client's own TLS
+        // reaches an egress gateway's PASSTHROUGH server unwrapped).
+        has_sidecar: w.has_sidecar && !w.gateway,
         workload: w.workload.clone(),
     }
 }

@@ -428,3 +428,48 @@ spec:
         key(&[("app", "z")], "10.1.0.6")
     );
 }
+
+/// Auto mTLS goes by Istio's `security.istio.io/tlsMode: istio` label,
+/// which sidecar injection sets and the gateway template does not: a
+/// gateway pod's endpoints count as having no sidecar even though it was
+/// injected, so a sidecar's TLS reaches an egress gateway's PASSTHROUGH
+/// server unwrapped (Istio's HTTPS egress-gateway task).
+#[test]
+fn auto_mtls_does_not_wrap_what_goes_to_a_gateway() {
+    let mesh = common::mesh(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: istio-egressgateway, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  ports: [{name: tls, port: 443, targetPort: 8443}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: istio-egressgateway-abc
+  namespace: istio-system
+  labels: {istio: egressgateway}
+  annotations: {sidecar.istio.io/status: "{}", inject.istio.io/templates: gateway}
+spec:
+  containers: [{name: istio-proxy, ports: [{containerPort: 8443}]}]
+status: {podIP: 127.1.2.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client-abc, namespace: default, labels: {app: client}, annotations: {sidecar.istio.io/status: "{}"}}
+spec:
+  containers: [{name: client}]
+status: {podIP: 127.1.2.2}
+"#,
+    );
+    let config = compile(&mesh, &sidecar("default", "client-abc"));
+    let gateway = config
+        .endpoints
+        .iter()
+        .find(|e| e.cluster == "outbound|443||istio-egressgateway.istio-system.svc.cluster.local")
+        .expect("the egress gateway's cluster");
+    assert_eq!(gateway.endpoints.len(), 1);
+    assert!(!gateway.endpoints[0].has_sidecar);
+}

@@ -141,9 +141,6 @@ pub async fn run(
     if config.identity.is_some() && config.static_certs.is_some() {
         return Err(Error::TwoIdentitySources);
     }
-    if let Ok(pod_ip) = config.node.pod_ip.parse() {
-        tcp::use_pod_ip_as_source(pod_ip);
-    }
     let mut store = ConfigStore::new(&config.node).with_limits(config.limits);
     if let Some(release) = config.release_freed_memory {
         store = store.with_memory_release(release);

@@ -7,10 +7,10 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use wire::pb;
 
@@ -42,42 +42,6 @@ async fn connect(source: Option<IpAddr>, to: SocketAddr) -> std::io::Result<TcpS
         None => TcpStream::connect(to).await,
         Some(source) => connect_from(source, to).await,
     }
-}
-
-/// The workload's own address when it is a loopback one (`trellis up`
-/// without network namespaces, where every pod shares the host's `lo`).
-/// There the kernel would give every connection the source 127.0.0.1, and a
-/// server could not tell which workload called it: the server side of
-/// Istio's metadata exchange looks the caller up by its source address
-/// (checked against its certificate), so mesh connections are made from
-/// the pod's address, as they are from a pod's network namespace.
-static LOOPBACK_POD_IP: OnceLock<IpAddr> = OnceLock::new();
-
-/// Sets the address the proxy's connections to loopback endpoints come
-/// from; only a loopback `pod_ip` is used (elsewhere the kernel already
-/// picks the pod's address). Set once, at start.
-pub fn use_pod_ip_as_source(pod_ip: IpAddr) {
-    if pod_ip.is_loopback() && !pod_ip.is_unspecified() {
-        let _ = LOOPBACK_POD_IP.set(pod_ip);
-    }
-}
-
-/// A connection to an upstream `authority` ("ip:port" or "name:port"):
-/// when it will be secured (`tls`: mesh mTLS, which the server looks its
-/// caller up for), from the pod's loopback address when it has one and the
-/// upstream is on loopback too ([`use_pod_ip_as_source`]); else from
-/// wherever the kernel chooses (the sidecar's plaintext hop to its own
-/// application keeps coming from 127.0.0.1, as from a pod's `lo`).
-pub(crate) async fn connect_upstream(authority: &str, tls: bool) -> std::io::Result<TcpStream> {
-    if tls
-        && let Some(source) = LOOPBACK_POD_IP.get()
-        && let Ok(to) = authority.parse::<SocketAddr>()
-        && to.ip().is_loopback()
-        && to.is_ipv4() == source.is_ipv4()
-    {
-        return connect_from(*source, to).await;
-    }
-    TcpStream::connect(authority).await
 }
 
 /// A connection to `to` from `source` (any port).
@@ -242,8 +206,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reads a TLS ClientHello without answering it: its server name, and the
 /// bytes read, which the upstream must receive first (the gateway never
 /// terminates this TLS). rustls parses the hello.
-pub async fn read_client_hello(
-    stream: &mut TcpStream,
+pub async fn read_client_hello<S: AsyncRead + Unpin>(
+    stream: &mut S,
 ) -> Result<(Option<String>, Vec<u8>), String> {
     let read = async {
         let mut acceptor = rustls::server::Acceptor::default();
@@ -297,15 +261,71 @@ pub struct TcpConn<'a> {
     pub logs: Option<std::sync::Arc<AccessLogs>>,
 }
 
+/// A connection to a service port (captured, or a CONNECT tunnel to one):
+/// a TLS one by its ClientHello's SNI when the port has VirtualService
+/// `tls` routes (no route matches: the service's own cluster), else by the
+/// port's `tcp` route, else to the service's cluster. `snapshot` is dropped
+/// once the cluster is chosen: a long connection must not keep a config alive.
+pub async fn to_service<S>(
+    mut stream: S,
+    vip: &crate::snapshot::Vip,
+    snapshot: Arc<crate::snapshot::Snapshot>,
+    peer: SocketAddr,
+    logs: Option<Arc<AccessLogs>>,
+    telemetry: &Telemetry,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(routes) = &vip.tls_routes else {
+        drop(snapshot);
+        let cluster = match &vip.tcp_route {
+            None => &vip.cluster,
+            Some(route) => match route.pick() {
+                Some(cluster) => cluster,
+                None => {
+                    return tracing::info!(%peer, cluster = %vip.cluster.name, flags = "NR", "the service's TCP route has no cluster; connection closed");
+                }
+            },
+        };
+        let conn = TcpConn {
+            peer,
+            sni: None,
+            route: None,
+            prefix: &[],
+            logs,
+        };
+        return to_cluster(stream, cluster, conn, telemetry).await;
+    };
+    let (sni, hello) = match read_client_hello(&mut stream).await {
+        Ok(read) => read,
+        Err(why) => {
+            return tracing::debug!(%peer, cluster = %vip.cluster.name, "TLS connection closed: {why}");
+        }
+    };
+    let picked = routes.pick(sni.as_deref(), &snapshot.clusters);
+    drop(snapshot);
+    let (cluster, route) = match &picked {
+        Some((cluster, origin)) => (cluster, Some(&**origin)),
+        None => (&vip.cluster, None),
+    };
+    let conn = TcpConn {
+        peer,
+        sni: sni.as_deref(),
+        route,
+        prefix: &hello,
+        logs,
+    };
+    to_cluster(stream, cluster, conn, telemetry).await;
+}
+
 /// A TCP connection to a service: one of its endpoints, over mesh mTLS
 /// where the endpoint has a sidecar, metered (Istio's TCP metrics, as the
-/// source reporter) and logged when it closes.
-pub async fn to_cluster(
-    stream: TcpStream,
-    cluster: &Cluster,
-    conn: TcpConn<'_>,
-    telemetry: &Telemetry,
-) {
+/// source reporter) and logged when it closes. `stream` is any byte stream
+/// (an accepted connection, an upgraded CONNECT).
+pub async fn to_cluster<S>(stream: S, cluster: &Cluster, conn: TcpConn<'_>, telemetry: &Telemetry)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let start = (SystemTime::now(), Instant::now());
     let log = |flags: &str, upstream: Option<&str>, received: u64, sent: u64| {
         if let Some(logs) = &conn.logs {
@@ -324,23 +344,8 @@ pub async fn to_cluster(
     };
     let _active = endpoint.start();
     let authority = &endpoint.authority;
-    let tls = endpoint.pool.tls();
-    let upstream = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        connect_upstream(authority.as_str(), tls.is_some()),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        _ => {
-            tracing::info!(cluster = %cluster.name, upstream = %authority, flags = "UF", "upstream connect failed; connection closed");
-            return log("UF", Some(authority.as_str()), conn.prefix.len() as u64, 0);
-        }
-    };
-    let _ = upstream.set_nodelay(true);
-    let Ok(mut upstream) =
-        crate::tls::outbound::secure_tcp(upstream, authority, tls.as_deref()).await
-    else {
+    let Ok(mut upstream) = endpoint.pool.connect_tcp().await else {
+        tracing::info!(cluster = %cluster.name, upstream = %authority, flags = "UF", "upstream connect failed; connection closed");
         return log("UF", Some(authority.as_str()), conn.prefix.len() as u64, 0);
     };
     tracing::debug!(cluster = %cluster.name, upstream = %authority, "TCP connection");

@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+mod passthrough;
 mod tls_origination;
 
 /// A server outside the mesh: answers every HTTP/1.1 request with JSON
@@ -133,6 +134,56 @@ async fn proxy_stats(pod: &Value) -> Result<String> {
         .await?
         .text()
         .await?)
+}
+
+/// A pod's explicit outbound proxy (loopback mode: port 15001 at its
+/// application's address, next to its admin port).
+fn outbound_proxy(pod: &Value) -> Result<SocketAddr> {
+    let admin = pod["metadata"]["annotations"]["proxy.trellis.io/admin"]
+        .as_str()
+        .context("admin annotation")?;
+    let ip = admin.rsplit_once(':').context("admin address")?.0;
+    Ok(SocketAddr::new(ip.parse()?, 15001))
+}
+
+/// `CONNECT authority` through a sidecar's explicit proxy at `proxy`, as
+/// an application's HTTPS call through `HTTPS_PROXY` begins: the status
+/// the proxy answered, and the connection (a tunnel after a 200).
+async fn connect(proxy: SocketAddr, authority: &str) -> Result<(u16, tokio::net::TcpStream)> {
+    let mut tcp = tokio::net::TcpStream::connect(proxy).await?;
+    tcp.write_all(format!("CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n\r\n").as_bytes())
+        .await?;
+    // The head byte by byte: what follows it belongs to the tunnel.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        ensure!(
+            head.len() < 16 * 1024,
+            "no end to the CONNECT response head"
+        );
+        let byte = tokio::io::AsyncReadExt::read_u8(&mut tcp)
+            .await
+            .with_context(|| {
+                format!(
+                    "CONNECT response head: {:?}",
+                    String::from_utf8_lossy(&head)
+                )
+            })?;
+        head.push(byte);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("CONNECT response: {head}"))?;
+    Ok((status, tcp))
+}
+
+/// A tunnel to `authority` through the explicit proxy at `proxy`.
+async fn connect_tunnel(proxy: SocketAddr, authority: &str) -> Result<tokio::net::TcpStream> {
+    let (status, tcp) = connect(proxy, authority).await?;
+    ensure!(status == 200, "CONNECT {authority}: {status}");
+    Ok(tcp)
 }
 
 /// Requests a proxy counted for `host` with `code`.
@@ -483,6 +534,40 @@ async fn registry_only_refuses_what_no_service_entry_names() -> Result<()> {
     })
     .await?;
 
+    // HTTPS leaves as CONNECT: refused the same way for a destination no
+    // ServiceEntry names; a tunnel to one that does reaches it.
+    let proxy = outbound_proxy(&client_pod)?;
+    let unknown_authority = format!("127.0.0.1:{}", unknown.port);
+    let (status, _) = connect(proxy, &unknown_authority).await?;
+    ensure!(
+        status == 502,
+        "REGISTRY_ONLY let a CONNECT through: {status}"
+    );
+    ensure!(unknown.served() == 0, "the unknown server was reached");
+    let mut tunnel = connect_tunnel(proxy, "edition.example.test:80").await?;
+    tunnel
+        .write_all(
+            b"GET /tunnelled HTTP/1.1\r\nhost: edition.example.test\r\nconnection: close\r\n\r\n",
+        )
+        .await?;
+    // The test's server keeps the connection open: read up to the body's end.
+    let mut reply = String::new();
+    let mut buf = [0u8; 4096];
+    while !reply.ends_with('}') {
+        let n = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(&mut tunnel, &mut buf),
+        )
+        .await
+        .context("no answer through the tunnel")??;
+        ensure!(n > 0, "the tunnel closed: {reply}");
+        reply.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    ensure!(
+        reply.starts_with("HTTP/1.1 200") && reply.contains(r#""external":"edition""#),
+        "{reply}"
+    );
+
     // The workload's Sidecar says ALLOW_ANY: passed through to where it was sent.
     apply(
         &mesh,
@@ -503,6 +588,8 @@ spec:
     })
     .await?;
     ensure!(body["external"] == "unknown", "{body}");
+    let (status, _) = connect(proxy, &unknown_authority).await?;
+    ensure!(status == 200, "ALLOW_ANY refused a CONNECT: {status}");
     mesh.stop()?;
     Ok(())
 }

@@ -6,13 +6,13 @@
 use super::*;
 
 /// A CA the test makes, for the external servers and their clients.
-struct Ca {
-    cert: String,
+pub(super) struct Ca {
+    pub(super) cert: String,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl Ca {
-    fn new(name: &str) -> Result<Ca> {
+    pub(super) fn new(name: &str) -> Result<Ca> {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
@@ -32,7 +32,7 @@ impl Ca {
     }
 
     /// A leaf for `names`: (certificate PEM, key PEM).
-    fn issue(&self, names: &[&str]) -> Result<(String, String)> {
+    pub(super) fn issue(&self, names: &[&str]) -> Result<(String, String)> {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
@@ -45,7 +45,10 @@ impl Ca {
 
 /// A TLS server config with `cert`; with `client_ca`, client certificates
 /// from that CA are required.
-fn tls_server(cert: &(String, String), client_ca: Option<&str>) -> Result<rustls::ServerConfig> {
+pub(super) fn tls_server(
+    cert: &(String, String),
+    client_ca: Option<&str>,
+) -> Result<rustls::ServerConfig> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::ring::default_provider());

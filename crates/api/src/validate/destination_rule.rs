@@ -42,15 +42,9 @@ pub(crate) fn destination_rule(errs: &mut Errors, dr: &DestinationRule) {
                 format!("duplicate subset name `{}`", s.name),
             );
         }
-        // Istio allows a subset without labels (e.g. to pick an SNI on an
-        // egress gateway through its TLS settings); with neither labels nor a
-        // policy it selects every endpoint and changes nothing.
-        if s.labels.is_empty() && s.traffic_policy.is_none() {
-            errs.add(
-                at(&p, "labels"),
-                "a subset needs labels (or a trafficPolicy)",
-            );
-        }
+        // A subset without labels selects every endpoint, as Istio allows:
+        // its egress-gateway tasks name one (`subsets: [{name: cnn}]`) only
+        // for routes to point at.
         common::labels(errs, &at(&p, "labels"), &s.labels);
         if let Some(tp) = &s.traffic_policy {
             traffic_policy(errs, &at(&p, "trafficPolicy"), tp);

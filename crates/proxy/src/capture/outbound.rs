@@ -17,7 +17,6 @@ use tokio::net::TcpStream;
 use wire::pb;
 
 use crate::http::{ListenerRt, Shared};
-use crate::lb::Cluster;
 use crate::listeners::{Downstream, Drain, serve_http};
 use crate::sniff;
 use crate::telemetry::access_log::{AccessLogs, Entry};
@@ -61,18 +60,9 @@ pub(crate) async fn serve(
     }
     let logs = crate::listeners::client_logs(shared, &snapshot);
     match vip {
-        Some(vip) if vip.tls_routes.is_some() => {
-            by_sni(stream, peer, &vip, snapshot, logs, &shared.telemetry).await;
+        Some(vip) => {
+            crate::tcp::to_service(stream, &vip, snapshot, peer, logs, &shared.telemetry).await;
         }
-        Some(vip) => match &vip.tcp_route {
-            None => to_cluster(stream, &vip.cluster, peer, logs, &shared.telemetry).await,
-            Some(route) => match route.pick() {
-                Some(cluster) => to_cluster(stream, cluster, peer, logs, &shared.telemetry).await,
-                None => {
-                    tracing::info!(%peer, original_dst = %dst, cluster = %vip.cluster.name, flags = "NR", "the service's TCP route has no cluster; connection closed");
-                }
-            },
-        },
         None if snapshot.registry_only => {
             tracing::info!(%peer, original_dst = %dst, cluster = super::BLACKHOLE_CLUSTER, "TCP destination not in the mesh registry: connection closed (outboundTrafficPolicy REGISTRY_ONLY)");
             let start = (std::time::SystemTime::now(), std::time::Instant::now());
@@ -92,61 +82,6 @@ pub(crate) async fn serve(
         }
         None => passthrough(stream, peer, dst, logs, &shared.telemetry).await,
     }
-}
-
-/// A TLS connection to a service port with VirtualService `tls` routes: the
-/// ClientHello's SNI picks the route (its bytes go on as they came); no
-/// route matches: the service's own cluster.
-async fn by_sni(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    vip: &crate::snapshot::Vip,
-    snapshot: Arc<crate::snapshot::Snapshot>,
-    logs: Option<Arc<AccessLogs>>,
-    telemetry: &crate::telemetry::Telemetry,
-) {
-    let Some(routes) = &vip.tls_routes else {
-        return;
-    };
-    let (sni, hello) = match crate::tcp::read_client_hello(&mut stream).await {
-        Ok(read) => read,
-        Err(why) => {
-            return tracing::debug!(%peer, cluster = %vip.cluster.name, "TLS connection closed: {why}");
-        }
-    };
-    let picked = routes.pick(sni.as_deref(), &snapshot.clusters);
-    // A long connection must not keep this config alive.
-    drop(snapshot);
-    let (cluster, route) = match &picked {
-        Some((cluster, origin)) => (cluster, Some(&**origin)),
-        None => (&vip.cluster, None),
-    };
-    let conn = crate::tcp::TcpConn {
-        peer,
-        sni: sni.as_deref(),
-        route,
-        prefix: &hello,
-        logs,
-    };
-    crate::tcp::to_cluster(stream, cluster, conn, telemetry).await;
-}
-
-/// A TCP connection to a service (see [`crate::tcp::to_cluster`]).
-async fn to_cluster(
-    stream: TcpStream,
-    cluster: &Cluster,
-    peer: SocketAddr,
-    logs: Option<Arc<AccessLogs>>,
-    telemetry: &crate::telemetry::Telemetry,
-) {
-    let conn = crate::tcp::TcpConn {
-        peer,
-        sni: None,
-        route: None,
-        prefix: &[],
-        logs,
-    };
-    crate::tcp::to_cluster(stream, cluster, conn, telemetry).await;
 }
 
 /// ALLOW_ANY: the destination itself, as the application asked; metered

@@ -195,6 +195,7 @@ impl ConfigStore {
                 limits: &self.limits,
                 local: &self.local,
                 mesh_tls: self.mesh_tls.get(),
+                pod_ip: self.pod_ip,
             },
         )
         .map_err(|e| format!("{what} version {version:?}: {e}"))?;

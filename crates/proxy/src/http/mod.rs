@@ -245,7 +245,7 @@ pub async fn handle(
             response
         }
         Direction::Outbound if req.method() == Method::CONNECT => {
-            connect::tunnel(req, &authority, &mut record).await
+            connect::tunnel(req, &authority, &conn, &mut record).await
         }
         Direction::Outbound => routed(req, authority, &listener.spec, &conn, &mut record).await,
     };

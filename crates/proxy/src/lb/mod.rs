@@ -111,6 +111,10 @@ pub struct BuildEnv<'a> {
     pub local: &'a Local,
     /// This proxy's mesh identity, for mTLS to endpoints; `None` without one.
     pub mesh_tls: Option<&'a Arc<crate::tls::MeshTls>>,
+    /// This proxy's pod address, if it has one: a loopback one is where its
+    /// mesh connections to loopback endpoints come from
+    /// ([`ConnSettings::loopback_source`]).
+    pub pod_ip: Option<IpAddr>,
 }
 
 struct Outlier {
@@ -193,7 +197,7 @@ impl Cluster {
                 .map(|p| p.max_connection_duration_ms)
                 .filter(|ms| *ms > 0)
                 .map(Duration::from_millis),
-            ..ConnSettings::from_limits(env.limits)
+            ..ConnSettings::from_limits(env.limits).with_pod_ip(env.pod_ip)
         };
         let breakers = Breakers::new(
             Limits::from_pb(cp),

@@ -31,6 +31,7 @@ fn build(spec: &pb::Cluster, eps: &pb::ClusterEndpoints, prev: Option<&Cluster>)
             limits: &limits,
             local: &local,
             mesh_tls: None,
+            pod_ip: None,
         },
     )
     .expect("valid")
@@ -131,6 +132,7 @@ fn ipv6_and_bad_endpoints() {
         limits: &limits,
         local: &local,
         mesh_tls: None,
+        pod_ip: None,
     };
     assert!(Cluster::build(&spec, Some(&eps), None, &env).is_err());
 }
@@ -337,6 +339,7 @@ fn locality_failover_keeps_traffic_local_while_healthy() {
         limits: &limits,
         local: &local,
         mesh_tls: None,
+        pod_ip: None,
     };
     let c = Cluster::build(&spec, Some(&eps), None, &env).expect("valid");
     assert_eq!(
@@ -388,6 +391,7 @@ fn locality_distribute_weights_traffic() {
         limits: &limits,
         local: &local,
         mesh_tls: None,
+        pod_ip: None,
     };
     let c = Cluster::build(&spec, Some(&eps), None, &env).expect("valid");
     let n = 20_000;

@@ -34,11 +34,10 @@ use arc_swap::ArcSwapOption;
 use super::breaker::{Breakers, Permit, Resource};
 use crate::failure::Failure;
 use crate::req_body::ReqBody;
+use crate::tls::io::UpstreamIo;
 use crate::tls::outbound::Upstream;
 
 mod dial;
-
-use dial::connect;
 
 /// Envoy's default connect timeout when a cluster sets none.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,6 +69,15 @@ pub struct ConnSettings {
     /// What one HTTP/2 connection's responses may make the proxy buffer
     /// (its receive window; a stream may use a quarter).
     pub buffer_bytes: u32,
+    /// The proxy's own pod address when it is a loopback one (`trellis up`
+    /// without network namespaces, where every pod shares the host's `lo`
+    /// and the kernel would give every connection the source 127.0.0.1).
+    /// Mesh connections to loopback endpoints come from it, as they would
+    /// from the pod's network namespace: the server side of Istio's
+    /// metadata exchange tells its callers apart by source address
+    /// (checked against their certificates). Per proxy, so that several
+    /// proxies in one process each dial from their own.
+    pub loopback_source: Option<IpAddr>,
 }
 
 /// Envoy's defaults, for a cluster that sets nothing (and the local application).
@@ -83,6 +91,7 @@ impl Default for ConnSettings {
             max_idle: crate::limits::DEFAULT_MAX_IDLE_PER_ENDPOINT,
             excess_idle_after: crate::limits::DEFAULT_EXCESS_IDLE_AFTER,
             buffer_bytes: crate::limits::DEFAULT_CONNECTION_BUFFER_BYTES,
+            loopback_source: None,
         }
     }
 }
@@ -95,6 +104,16 @@ impl ConnSettings {
             excess_idle_after: limits.excess_idle_after,
             buffer_bytes: limits.connection_buffer_bytes,
             ..ConnSettings::default()
+        }
+    }
+
+    /// These settings for a proxy whose pod has the address `pod_ip`: a
+    /// loopback one becomes the source of its mesh connections to loopback
+    /// endpoints (elsewhere the kernel already picks the pod's address).
+    pub fn with_pod_ip(self, pod_ip: Option<IpAddr>) -> Self {
+        ConnSettings {
+            loopback_source: pod_ip.filter(|ip| ip.is_loopback() && !ip.is_unspecified()),
+            ..self
         }
     }
 
@@ -289,9 +308,48 @@ impl EndpointPool {
         }
     }
 
-    /// How connections to this endpoint are secured (captured TCP connects itself).
+    /// How connections to this endpoint are secured.
     pub fn tls(&self) -> Option<Arc<Upstream>> {
         self.tls.load_full()
+    }
+
+    /// A connection of its own for a proxied TCP stream (captured TCP and
+    /// TLS, a CONNECT tunnel): opened as the pool opens its HTTP ones (the
+    /// same source address and connect timeout) and secured for TCP, but
+    /// not pooled — it belongs to the stream.
+    pub async fn connect_tcp(&self) -> Result<UpstreamIo, Failure> {
+        let settings = self.lock().settings;
+        let tls = self.tls.load_full();
+        let stream = self.dial(&settings, tls.is_some()).await?;
+        crate::tls::outbound::secure_tcp(stream, &self.authority, tls.as_deref()).await
+    }
+
+    /// A TCP connection to the endpoint, from the address [`dial::source_for`] says.
+    async fn dial(
+        &self,
+        settings: &ConnSettings,
+        secured: bool,
+    ) -> Result<tokio::net::TcpStream, Failure> {
+        let source = dial::source_for(
+            &self.authority,
+            self.source,
+            settings.loopback_source,
+            secured,
+        );
+        dial::tcp(&self.authority, source, settings.connect_timeout).await
+    }
+
+    /// A connection ready for HTTP/1.1 or (`http2`) HTTP/2.
+    async fn connect(
+        &self,
+        settings: &ConnSettings,
+        http2: bool,
+    ) -> Result<hyper_util::rt::TokioIo<UpstreamIo>, Failure> {
+        let tls = self.tls.load_full();
+        let stream = self.dial(settings, tls.is_some()).await?;
+        crate::tls::outbound::secure(stream, &self.authority, tls.as_deref(), http2)
+            .await
+            .map(hyper_util::rt::TokioIo::new)
     }
 
     /// Connections open (or opening), HTTP/1 and HTTP/2.
@@ -483,21 +541,19 @@ impl EndpointPool {
             st.h1.open += 1;
             st.h1.connecting += 1;
             st.next_id += 1;
-            let (id, timeout) = (st.next_id, st.settings.connect_timeout);
-            tokio::spawn(self.clone().connect_h1(id, timeout, permit));
+            let (id, settings) = (st.next_id, st.settings);
+            tokio::spawn(self.clone().connect_h1(id, settings, permit));
         }
     }
 
-    async fn connect_h1(self: Arc<Self>, id: u64, timeout: Duration, permit: Permit) {
-        let tls = self.tls.load_full();
-        let connected =
-            match connect(&self.authority, self.source, timeout, tls.as_deref(), false).await {
-                Ok(io) => http1::Builder::new()
-                    .handshake::<_, ReqBody>(io)
-                    .await
-                    .map_err(|_| Failure::Connect),
-                Err(f) => Err(f),
-            };
+    async fn connect_h1(self: Arc<Self>, id: u64, settings: ConnSettings, permit: Permit) {
+        let connected = match self.connect(&settings, false).await {
+            Ok(io) => http1::Builder::new()
+                .handshake::<_, ReqBody>(io)
+                .await
+                .map_err(|_| Failure::Connect),
+            Err(f) => Err(f),
+        };
         let mut st = self.lock();
         st.h1.connecting -= 1;
         match connected {
@@ -580,24 +636,22 @@ impl EndpointPool {
         st.h2.open += 1;
         st.h2.connecting = true;
         st.next_id += 1;
-        let (id, timeout) = (st.next_id, st.settings.connect_timeout);
-        let buffer = st.settings.buffer_bytes;
-        tokio::spawn(self.clone().connect_h2(id, timeout, buffer, permit));
+        let (id, settings) = (st.next_id, st.settings);
+        tokio::spawn(self.clone().connect_h2(id, settings, permit));
     }
 
-    async fn connect_h2(self: Arc<Self>, id: u64, timeout: Duration, buffer: u32, permit: Permit) {
-        let tls = self.tls.load_full();
-        let connected =
-            match connect(&self.authority, self.source, timeout, tls.as_deref(), true).await {
-                Ok(io) => http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .initial_connection_window_size(buffer)
-                    .initial_stream_window_size((buffer / 4).max(65_535))
-                    .handshake::<_, ReqBody>(io)
-                    .await
-                    .map_err(|_| Failure::Connect),
-                Err(f) => Err(f),
-            };
+    async fn connect_h2(self: Arc<Self>, id: u64, settings: ConnSettings, permit: Permit) {
+        let buffer = settings.buffer_bytes;
+        let connected = match self.connect(&settings, true).await {
+            Ok(io) => http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .initial_connection_window_size(buffer)
+                .initial_stream_window_size((buffer / 4).max(65_535))
+                .handshake::<_, ReqBody>(io)
+                .await
+                .map_err(|_| Failure::Connect),
+            Err(f) => Err(f),
+        };
         let mut st = self.lock();
         st.h2.connecting = false;
         match connected {

@@ -111,6 +111,7 @@ fn cluster(spec: pb::Cluster) -> Cluster {
             limits: &limits,
             local: &local,
             mesh_tls: None,
+            pod_ip: None,
         },
     )
     .expect("valid")

@@ -210,3 +210,127 @@ async fn a_key_that_is_not_the_certificates_is_refused_at_start() {
         "{text}"
     );
 }
+
+/// A mesh server the test runs itself: presents `reviews`' certificate and
+/// answers every request with the address the connection came from.
+async fn source_reporting_server(root: &Root, dir: &Path) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let files = write_workload(root, "reviews", dir);
+    let chain = CertificateDer::pem_file_iter(&files.cert_chain)
+        .expect("chain")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("chain");
+    let key = PrivateKeyDer::from_pem_file(&files.key).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(identity::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind((test_ip(), 0))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((tcp, peer)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = peer.ip().to_string();
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(reply.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Two proxies in one process, each with a loopback pod address of its
+/// own (as `trellis up` without namespaces gives them): each one's mesh
+/// connections come from its own address, which is how a server tells its
+/// callers apart on a shared `lo`.
+#[tokio::test]
+async fn proxies_in_one_process_dial_from_their_own_pod_addresses() {
+    let root = root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for sub in ["reviews", "a", "b"] {
+        std::fs::create_dir_all(dir.path().join(sub)).expect("dir");
+    }
+    let server = source_reporting_server(&root, &dir.path().join("reviews")).await;
+    let cluster = "outbound|9080||reviews.default.svc.cluster.local";
+    let resources = || {
+        vec![
+            resource(
+                cluster,
+                Kind::Cluster(pb::Cluster {
+                    name: cluster.into(),
+                    service: "reviews.default.svc.cluster.local".into(),
+                    connect_timeout_ms: 1000,
+                    tls: Some(pb::UpstreamTls {
+                        mode: pb::UpstreamTlsMode::IstioMutual as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            ),
+            resource(
+                cluster,
+                Kind::Endpoints(pb::ClusterEndpoints {
+                    cluster: cluster.into(),
+                    endpoints: vec![pb::Endpoint {
+                        address: server.ip().to_string(),
+                        port: u32::from(server.port()),
+                        identity: format!("spiffe://{TD}/ns/default/sa/reviews"),
+                        healthy: true,
+                        has_sidecar: true,
+                        ..Default::default()
+                    }],
+                }),
+            ),
+            route_config(
+                "9080",
+                &["reviews", "reviews:9080"],
+                vec![route(
+                    "r",
+                    vec![prefix("/")],
+                    fwd(forward(&[(cluster, 100)])),
+                )],
+            ),
+        ]
+    };
+    let mut proxies = Vec::new();
+    for sa in ["a", "b"] {
+        let ip = test_ip();
+        let mut config = node_config(ip, "sleep");
+        config.static_certs = Some(write_workload(&root, "sleep", &dir.path().join(sa)));
+        proxies.push((ip, Proxy::start_with(config, resources()).await));
+    }
+    for (ip, proxy) in &proxies {
+        let r = proxy.get("reviews:9080", "/", &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        assert_eq!(
+            r.body,
+            ip.to_string(),
+            "the proxy at {ip} dialled from elsewhere"
+        );
+    }
+    for (_, proxy) in proxies {
+        proxy.stop().await;
+    }
+}
