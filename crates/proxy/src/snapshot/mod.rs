@@ -1043,3 +1043,6 @@ fn listener(
         num_trusted_proxies: l.num_trusted_proxies,
     }))
 }
+
+#[cfg(test)]
+mod tests;
