@@ -638,7 +638,7 @@ pub(crate) fn serve_http(
         peer,
         mesh_peer: identity.map(|id| {
             let snapshot = shared.store.current();
-            let peers = snapshot.as_deref().map(|s| &s.peers);
+            let peers = snapshot.as_deref().map(|s| &*s.peers);
             inbound::MeshPeer::new(id, own, peer, peers)
         }),
         sni,

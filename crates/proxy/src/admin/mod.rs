@@ -320,19 +320,22 @@ fn clusters(admin: &Admin, json: bool) -> Reply {
             reply(StatusCode::OK, "text/plain", String::new())
         };
     };
-    let mut list: Vec<_> = snapshot.clusters.values().collect();
-    list.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut list: Vec<_> = snapshot
+        .clusters
+        .values()
+        .map(|c| (c, c.endpoints()))
+        .collect();
+    list.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let dump: Vec<ClusterDump<'_>> = list
         .iter()
-        .map(|c| ClusterDump {
+        .map(|(c, endpoints)| ClusterDump {
             name: &c.name,
             service: &c.service.host,
             max_connections: c.breakers.limits.connections,
             max_pending_requests: c.breakers.limits.pending,
             max_requests: c.breakers.limits.requests,
             max_retries: c.breakers.limits.retries,
-            endpoints: c
-                .endpoints
+            endpoints: endpoints
                 .iter()
                 .map(|e| EndpointDump {
                     address: &e.key,

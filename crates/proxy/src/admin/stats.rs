@@ -74,7 +74,7 @@ fn health(admin: &Admin, out: &mut String) {
         clusters.sort_by(|a, b| a.name.cmp(&b.name));
         for c in clusters {
             let open: u64 = c
-                .endpoints
+                .endpoints()
                 .iter()
                 .map(|e| u64::from(e.pool.open_connections()))
                 .sum();

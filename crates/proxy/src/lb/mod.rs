@@ -1,10 +1,13 @@
 //! Clusters at run time: their endpoints, load balancing, circuit breakers,
 //! connection pools and outlier detection.
 //!
-//! A `Cluster` is immutable and rebuilt with each config; what must survive
+//! A `Cluster` is rebuilt when its config changes; what must survive
 //! a config update (connections, per-endpoint load and outlier records, the
 //! circuit breakers' usage, the round-robin cursor) is carried over from the
-//! previous build by endpoint address.
+//! previous build by endpoint address. An update that changes only its
+//! endpoints replaces them in place ([`Cluster::replace_endpoints`]), as
+//! Envoy applies EDS to a live cluster: the routes and VIPs that hold the
+//! cluster stay as they are.
 //!
 //! Which endpoints a request may go to is worked out once and cached (the
 //! `Eligible` set: healthy, not ejected, tiered by locality, with the hash
@@ -133,12 +136,13 @@ pub struct Cluster {
     pub service: Arc<ServiceMeta>,
     pub balancer: Balancer,
     pub protocol: UpstreamProtocol,
-    pub endpoints: Vec<Arc<Endpoint>>,
     pub breakers: Breakers,
     /// Passthrough clusters only: a pool per destination the clients name.
     pub passthrough: Option<Arc<Passthrough>>,
     hashing: Option<Hashing>,
     outlier: Option<Outlier>,
+    /// The endpoints, and which of them a request may go to now: replaced
+    /// whole, so that a request sees one endpoint set or the other.
     eligible: ArcSwap<Eligible>,
     cursor: Arc<AtomicUsize>,
     /// What the endpoints' connections were secured with, to tell when a
@@ -148,6 +152,8 @@ pub struct Cluster {
 
 /// The endpoints a request may go to now, by tier.
 struct Eligible {
+    /// Every endpoint of the cluster, as the config lists them.
+    endpoints: Arc<[Arc<Endpoint>]>,
     tiers: Vec<Tier>,
     /// Cumulative percentages of traffic per tier.
     upto: Vec<u32>,
@@ -180,27 +186,9 @@ impl Cluster {
             Ok(pb::LoadBalancer::Passthrough) => Balancer::Passthrough,
             Err(_) => return Err(format!("lb: unknown load balancer {}", spec.lb)),
         };
-        let connect_timeout = match spec.connect_timeout_ms {
-            0 => upstream::DEFAULT_CONNECT_TIMEOUT,
-            ms => Duration::from_millis(ms),
-        };
-        let cp = spec.connection_pool.as_ref();
-        let settings = ConnSettings {
-            connect_timeout,
-            idle_timeout: match cp.and_then(|p| p.idle_timeout_ms) {
-                None => Some(upstream::DEFAULT_IDLE_TIMEOUT),
-                Some(0) => None,
-                Some(ms) => Some(Duration::from_millis(ms)),
-            },
-            max_requests_per_connection: cp.map_or(0, |p| p.max_requests_per_connection),
-            max_duration: cp
-                .map(|p| p.max_connection_duration_ms)
-                .filter(|ms| *ms > 0)
-                .map(Duration::from_millis),
-            ..ConnSettings::from_limits(env.limits).with_pod_ip(env.pod_ip)
-        };
+        let settings = conn_settings(spec, env);
         let breakers = Breakers::new(
-            Limits::from_pb(cp),
+            Limits::from_pb(spec.connection_pool.as_ref()),
             prev.map_or_else(Default::default, |p| p.breakers.usage.clone()),
         );
         let hashing = match &spec.consistent_hash {
@@ -226,50 +214,20 @@ impl Cluster {
                 ),
             });
 
-        let tls = crate::tls::outbound::ClusterTls::new(spec, env.mesh_tls)?;
         let tls_changed = prev.is_some_and(|p| p.tls_spec != spec.tls);
-        let previous: HashMap<&str, &Arc<Endpoint>> = prev
-            .map(|p| p.endpoints.iter().map(|e| (&*e.key, e)).collect())
-            .unwrap_or_default();
-        let raw = endpoints
-            .map(|e| e.endpoints.as_slice())
-            .unwrap_or_default();
-        let placements = placements(spec, raw, env.local);
-        let upstream_tls = tls.for_endpoints(spec, raw);
-        let mut metas = EndpointMetas::default();
-        let mut eps = Vec::with_capacity(raw.len());
-        for (i, ((ep, placement), upstream_tls)) in
-            raw.iter().zip(placements).zip(upstream_tls).enumerate()
-        {
-            let key = endpoint_key(ep).map_err(|e| format!("endpoints[{i}]: {e}"))?;
-            let authority: Authority = key
-                .parse()
-                .map_err(|_| format!("endpoints[{i}]: {key:?} is not host:port"))?;
-            let (load, outlier_state, pool) = match previous.get(key.as_str()) {
-                Some(p) => {
-                    p.pool.configure(settings, breakers.clone());
-                    (p.load.clone(), p.outlier.clone(), p.pool.clone())
-                }
-                None => (
-                    Arc::default(),
-                    Arc::default(),
-                    EndpointPool::new(authority.clone(), settings, breakers.clone()),
-                ),
-            };
-            pool.set_tls(upstream_tls, tls_changed);
-            eps.push(Arc::new(Endpoint {
-                key: key.into(),
-                authority,
-                healthy: ep.healthy,
-                weight: ep.weight.max(1),
-                locality: Locality::parse(&ep.locality),
-                load,
-                outlier: outlier_state,
-                pool,
-                meta: metas.of(ep, &service.namespace),
-                placement,
-            }));
-        }
+        let previous = prev.map(|p| p.endpoints());
+        let eps = make_endpoints(
+            spec,
+            endpoints,
+            previous.as_deref().unwrap_or_default(),
+            &EndpointEnv {
+                settings,
+                breakers: &breakers,
+                tls_changed,
+                namespace: &service.namespace,
+                env,
+            },
+        )?;
         // Kept across config updates, as endpoints' pools are.
         let passthrough = (balancer == Balancer::Passthrough).then(|| {
             match prev.and_then(|p| p.passthrough.clone()) {
@@ -285,7 +243,6 @@ impl Cluster {
             service,
             balancer,
             protocol: UpstreamProtocol::from_pb(spec.protocol),
-            endpoints: eps,
             breakers,
             passthrough,
             hashing,
@@ -296,8 +253,47 @@ impl Cluster {
         };
         cluster
             .eligible
-            .store(Arc::new(cluster.compute_eligible(Instant::now())));
+            .store(Arc::new(cluster.compute_eligible(eps, Instant::now())));
         Ok(cluster)
+    }
+
+    /// This cluster's endpoints as `endpoints` lists them, for a config
+    /// update that changes them and not `spec` (this cluster's own config):
+    /// built as [`Cluster::build`] would, the state of the endpoints that
+    /// stay carried over. Nothing changes until
+    /// [`replace_endpoints`](Self::replace_endpoints).
+    pub fn build_endpoints(
+        &self,
+        spec: &pb::Cluster,
+        endpoints: Option<&pb::ClusterEndpoints>,
+        env: &BuildEnv<'_>,
+    ) -> Result<NewEndpoints, String> {
+        let eps = make_endpoints(
+            spec,
+            endpoints,
+            &self.endpoints(),
+            &EndpointEnv {
+                settings: conn_settings(spec, env),
+                breakers: &self.breakers,
+                tls_changed: false,
+                namespace: &self.service.namespace,
+                env,
+            },
+        )?;
+        Ok(NewEndpoints(Arc::new(
+            self.compute_eligible(eps, Instant::now()),
+        )))
+    }
+
+    /// Puts endpoints [`build_endpoints`](Self::build_endpoints) made in
+    /// force: requests from now on pick among them.
+    pub fn replace_endpoints(&self, new: NewEndpoints) {
+        self.eligible.store(new.0);
+    }
+
+    /// Every endpoint of the cluster, healthy or not.
+    pub fn endpoints(&self) -> Arc<[Arc<Endpoint>]> {
+        self.eligible.load().endpoints.clone()
     }
 
     /// Picks an endpoint for a request with `hash` (consistent hashing; `None`
@@ -352,10 +348,11 @@ impl Cluster {
     /// Records what became of a request to `endpoint`, for outlier detection.
     pub fn report(&self, endpoint: &Endpoint, outcome: Outcome) {
         let Some(o) = &self.outlier else { return };
+        let eligible = self.eligible.load();
         let ejected = o.detector.report(
             &o.config,
             &endpoint.outlier,
-            self.endpoints.iter().map(|e| &*e.outlier),
+            eligible.endpoints.iter().map(|e| &*e.outlier),
             outcome,
             Instant::now(),
         );
@@ -379,17 +376,18 @@ impl Cluster {
         if !stale {
             return current;
         }
-        // Several requests may recompute at once; they compute the same thing.
-        let fresh = Arc::new(self.compute_eligible(Instant::now()));
-        self.eligible.store(fresh.clone());
+        // Several requests may recompute at once; they compute the same
+        // thing. One computed from endpoints a config update has replaced
+        // meanwhile serves its request, and is not stored.
+        let fresh = Arc::new(self.compute_eligible(current.endpoints.clone(), Instant::now()));
+        self.eligible.compare_and_swap(&current, fresh.clone());
         fresh
     }
 
-    fn compute_eligible(&self, now: Instant) -> Eligible {
+    fn compute_eligible(&self, endpoints: Arc<[Arc<Endpoint>]>, now: Instant) -> Eligible {
         let generation = self.outlier.as_ref().map_or(0, |o| o.detector.generation());
         let mut valid_until: Option<Instant> = None;
-        let mut available: Vec<bool> = self
-            .endpoints
+        let mut available: Vec<bool> = endpoints
             .iter()
             .map(|e| {
                 let ejected = match &self.outlier {
@@ -407,12 +405,12 @@ impl Cluster {
         if let Some(o) = &self.outlier {
             let n = available.iter().filter(|a| **a).count();
             let min = o.config.min_health_percent as usize;
-            if min > 0 && n * 100 < min * self.endpoints.len() {
+            if min > 0 && n * 100 < min * endpoints.len() {
                 available.iter_mut().for_each(|a| *a = true);
             }
         }
         let mut by_priority: BTreeMap<u32, (Vec<Arc<Endpoint>>, usize)> = BTreeMap::new();
-        for (e, ok) in self.endpoints.iter().zip(&available) {
+        for (e, ok) in endpoints.iter().zip(&available) {
             let entry = by_priority.entry(e.placement.priority).or_default();
             entry.1 += 1;
             if *ok {
@@ -434,9 +432,10 @@ impl Cluster {
             .collect();
         let tiers = by_priority
             .into_values()
-            .map(|(hosts, _)| self.tier(hosts))
+            .map(|(hosts, _)| self.tier(&endpoints, hosts))
             .collect();
         Eligible {
+            endpoints,
             tiers,
             upto,
             generation,
@@ -444,7 +443,7 @@ impl Cluster {
         }
     }
 
-    fn tier(&self, mut hosts: Vec<Arc<Endpoint>>) -> Tier {
+    fn tier(&self, endpoints: &[Arc<Endpoint>], mut hosts: Vec<Arc<Endpoint>>) -> Tier {
         let table = self.hashing.as_ref().and_then(|h| {
             let names: Vec<(&str, u32)> = hosts.iter().map(|e| (&*e.key, e.weight)).collect();
             hash::Table::build(h.algorithm, h.table_size, &names)
@@ -453,7 +452,7 @@ impl Cluster {
         // Locality weights; consistent hashing ignores them, as Envoy's does.
         if table.is_none() && hosts.iter().any(|e| e.placement.weight.is_some()) {
             let all_by_locality =
-                self.endpoints
+                endpoints
                     .iter()
                     .fold(BTreeMap::<&Locality, usize>::new(), |mut m, e| {
                         *m.entry(&e.locality).or_default() += 1;
@@ -488,6 +487,7 @@ impl Cluster {
 impl Eligible {
     fn empty() -> Self {
         Eligible {
+            endpoints: Arc::new([]),
             tiers: Vec::new(),
             upto: Vec::new(),
             generation: 0,
@@ -517,6 +517,102 @@ impl Tier {
         let end = self.groups.get(i).map_or(self.hosts.len(), |g| g.1);
         &self.hosts[start..end]
     }
+}
+
+/// A cluster's endpoints built for a config update, not yet in force
+/// ([`Cluster::replace_endpoints`]).
+pub struct NewEndpoints(Arc<Eligible>);
+
+impl NewEndpoints {
+    pub fn endpoints(&self) -> Arc<[Arc<Endpoint>]> {
+        self.0.endpoints.clone()
+    }
+}
+
+/// How a cluster's connections to its endpoints are made.
+fn conn_settings(spec: &pb::Cluster, env: &BuildEnv<'_>) -> ConnSettings {
+    let connect_timeout = match spec.connect_timeout_ms {
+        0 => upstream::DEFAULT_CONNECT_TIMEOUT,
+        ms => Duration::from_millis(ms),
+    };
+    let cp = spec.connection_pool.as_ref();
+    ConnSettings {
+        connect_timeout,
+        idle_timeout: match cp.and_then(|p| p.idle_timeout_ms) {
+            None => Some(upstream::DEFAULT_IDLE_TIMEOUT),
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+        },
+        max_requests_per_connection: cp.map_or(0, |p| p.max_requests_per_connection),
+        max_duration: cp
+            .map(|p| p.max_connection_duration_ms)
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
+        ..ConnSettings::from_limits(env.limits).with_pod_ip(env.pod_ip)
+    }
+}
+
+/// What building a cluster's endpoints needs besides their config.
+struct EndpointEnv<'a> {
+    settings: ConnSettings,
+    breakers: &'a Breakers,
+    /// The cluster's TLS settings changed: connections made with the old ones are not reused.
+    tls_changed: bool,
+    /// The cluster's service's namespace, for the endpoints' metadata.
+    namespace: &'a str,
+    env: &'a BuildEnv<'a>,
+}
+
+/// The endpoints `endpoints` lists, with the run-time state (connections,
+/// load, outlier records) of those among `previous` they keep.
+fn make_endpoints(
+    spec: &pb::Cluster,
+    endpoints: Option<&pb::ClusterEndpoints>,
+    previous: &[Arc<Endpoint>],
+    e: &EndpointEnv<'_>,
+) -> Result<Arc<[Arc<Endpoint>]>, String> {
+    let tls = crate::tls::outbound::ClusterTls::new(spec, e.env.mesh_tls)?;
+    let previous: HashMap<&str, &Arc<Endpoint>> = previous.iter().map(|e| (&*e.key, e)).collect();
+    let raw = endpoints
+        .map(|e| e.endpoints.as_slice())
+        .unwrap_or_default();
+    let placements = placements(spec, raw, e.env.local);
+    let upstream_tls = tls.for_endpoints(spec, raw);
+    let mut metas = EndpointMetas::default();
+    let mut eps = Vec::with_capacity(raw.len());
+    for (i, ((ep, placement), upstream_tls)) in
+        raw.iter().zip(placements).zip(upstream_tls).enumerate()
+    {
+        let key = endpoint_key(ep).map_err(|e| format!("endpoints[{i}]: {e}"))?;
+        let authority: Authority = key
+            .parse()
+            .map_err(|_| format!("endpoints[{i}]: {key:?} is not host:port"))?;
+        let (load, outlier_state, pool) = match previous.get(key.as_str()) {
+            Some(p) => {
+                p.pool.configure(e.settings, e.breakers.clone());
+                (p.load.clone(), p.outlier.clone(), p.pool.clone())
+            }
+            None => (
+                Arc::default(),
+                Arc::default(),
+                EndpointPool::new(authority.clone(), e.settings, e.breakers.clone()),
+            ),
+        };
+        pool.set_tls(upstream_tls, e.tls_changed);
+        eps.push(Arc::new(Endpoint {
+            key: key.into(),
+            authority,
+            healthy: ep.healthy,
+            weight: ep.weight.max(1),
+            locality: Locality::parse(&ep.locality),
+            load,
+            outlier: outlier_state,
+            pool,
+            meta: metas.of(ep, e.namespace),
+            placement,
+        }));
+    }
+    Ok(eps.into())
 }
 
 /// Where each endpoint stands for locality load balancing.

@@ -64,11 +64,11 @@ fn round_robin_cycles() {
 fn least_request_prefers_idle() {
     let c = cluster(pb::LoadBalancer::LeastRequest, 2, true);
     // Keep endpoint 0 busy: with two endpoints P2C always compares both.
-    let _busy: Vec<_> = (0..5).map(|_| c.endpoints[0].start()).collect();
+    let _busy: Vec<_> = (0..5).map(|_| c.endpoints()[0].start()).collect();
     for _ in 0..50 {
         assert_eq!(
             key(c.pick(None, None)),
-            Some(c.endpoints[1].key.to_string())
+            Some(c.endpoints()[1].key.to_string())
         );
     }
 }
@@ -85,7 +85,7 @@ fn only_healthy_endpoints() {
 #[test]
 fn retries_avoid_the_previous_host() {
     let c = cluster(pb::LoadBalancer::Random, 2, true);
-    let first = c.endpoints[0].clone();
+    let first = c.endpoints()[0].clone();
     for _ in 0..50 {
         assert_ne!(key(c.pick(None, Some(&first))), Some(first.key.to_string()));
     }
@@ -94,17 +94,17 @@ fn retries_avoid_the_previous_host() {
 #[test]
 fn run_time_state_survives_a_rebuild() {
     let c = cluster(pb::LoadBalancer::LeastRequest, 2, true);
-    let _g = c.endpoints[0].start();
+    let _g = c.endpoints()[0].start();
     let spec = pb::Cluster {
         name: "c".into(),
         ..Default::default()
     };
     let c2 = build(&spec, &endpoints(1, true), Some(&c));
-    assert_eq!(c2.endpoints[0].load.active.load(Ordering::Relaxed), 1);
-    assert!(Arc::ptr_eq(&c.endpoints[0].pool, &c2.endpoints[0].pool));
+    assert_eq!(c2.endpoints()[0].load.active.load(Ordering::Relaxed), 1);
+    assert!(Arc::ptr_eq(&c.endpoints()[0].pool, &c2.endpoints()[0].pool));
     assert!(Arc::ptr_eq(
-        &c.endpoints[0].outlier,
-        &c2.endpoints[0].outlier
+        &c.endpoints()[0].outlier,
+        &c2.endpoints()[0].outlier
     ));
     assert!(Arc::ptr_eq(&c.breakers.usage, &c2.breakers.usage));
 }
@@ -125,7 +125,7 @@ fn ipv6_and_bad_endpoints() {
         }],
     };
     let c = build(&spec, &eps, None);
-    assert_eq!(&*c.endpoints[0].key, "[::1]:80");
+    assert_eq!(&*c.endpoints()[0].key, "[::1]:80");
     eps.endpoints[0].port = 0;
     let (limits, local) = env();
     let env = BuildEnv {
@@ -185,7 +185,7 @@ fn picked(c: &Cluster, n: usize) -> HashSet<String> {
 #[tokio::test(start_paused = true)]
 async fn ejected_endpoints_get_no_traffic_until_their_time_is_up() {
     let c = outlier_cluster(3, 100, 0);
-    let bad = c.endpoints[1].clone();
+    let bad = c.endpoints()[1].clone();
     c.report(&bad, Outcome::Status(503));
     assert_eq!(picked(&c, 30).len(), 3, "one error is not enough");
     c.report(&bad, Outcome::Status(503));
@@ -202,7 +202,7 @@ async fn ejected_endpoints_get_no_traffic_until_their_time_is_up() {
 #[tokio::test(start_paused = true)]
 async fn ejection_survives_a_config_update() {
     let c = outlier_cluster(2, 100, 0);
-    let bad = c.endpoints[0].clone();
+    let bad = c.endpoints()[0].clone();
     c.report(&bad, Outcome::Status(500));
     c.report(&bad, Outcome::Status(500));
     let spec = pb::Cluster {
@@ -220,7 +220,7 @@ async fn ejection_survives_a_config_update() {
 #[tokio::test(start_paused = true)]
 async fn min_health_percent_balances_over_all_when_too_few_are_left() {
     let c = outlier_cluster(2, 100, 60);
-    let bad = c.endpoints[0].clone();
+    let bad = c.endpoints()[0].clone();
     c.report(&bad, Outcome::Status(500));
     c.report(&bad, Outcome::Status(500));
     assert!(c.is_ejected(&bad));
@@ -228,7 +228,7 @@ async fn min_health_percent_balances_over_all_when_too_few_are_left() {
     assert_eq!(picked(&c, 30).len(), 2);
     // Without the threshold, the last endpoint can be ejected too: no endpoint.
     let c = outlier_cluster(1, 100, 0);
-    let only = c.endpoints[0].clone();
+    let only = c.endpoints()[0].clone();
     c.report(&only, Outcome::Status(500));
     c.report(&only, Outcome::Status(500));
     assert!(c.pick(None, None).is_none());
@@ -292,7 +292,7 @@ async fn consistent_hash_moves_mostly_an_ejected_endpoints_keys() {
     let c = build(&spec, &endpoints(4, true), None);
     let keys: Vec<u64> = (0..400u32).map(|u| hash::hash(&u.to_le_bytes())).collect();
     let before: Vec<_> = keys.iter().map(|h| key(c.pick(Some(*h), None))).collect();
-    let bad = c.endpoints[2].clone();
+    let bad = c.endpoints()[2].clone();
     c.report(&bad, Outcome::Status(500));
     let (mut kept, mut others) = (0, 0);
     for (h, b) in keys.iter().zip(&before) {

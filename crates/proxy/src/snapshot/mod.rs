@@ -1,6 +1,14 @@
-//! The compiled, immutable view of the whole proxy config. A new `Snapshot`
-//! is built whenever a config type changes and swapped in atomically;
-//! requests hold the one they started with.
+//! The compiled view of the whole proxy config. A new `Snapshot` is built
+//! whenever a config type changes and swapped in atomically; requests hold
+//! the one they started with.
+//!
+//! A compile rebuilds only what changed: every part of the previous
+//! snapshot whose resources' bytes (and what it depends on) are the same is
+//! shared with the new one (the same `Arc`), and an update that changes only
+//! clusters' endpoints replaces those in the live clusters
+//! ([`Compiled::commit`]), so that the routes, VIPs and listeners holding
+//! the clusters stay. Under endpoint churn a proxy thus never holds two
+//! generations of its config, and an update costs what it changes.
 
 pub mod domains;
 pub mod matcher;
@@ -14,7 +22,7 @@ use std::sync::Arc;
 use wire::pb;
 use wire::pb::resource::Kind;
 
-use crate::lb::{BuildEnv, Cluster};
+use crate::lb::{BuildEnv, Cluster, NewEndpoints};
 use crate::path::Normalization;
 use crate::policy::authz::ListenerAuthz;
 use crate::policy::rate_limit::LocalRateLimit;
@@ -27,44 +35,65 @@ use routes::RouteTable;
 /// compile, partial updates and the config dump. Decoded, a 1,000-service
 /// config is hundreds of thousands of small allocations (several MiB for
 /// the life of the proxy); encoded it is one buffer per resource.
+///
+/// A resource whose bytes did not change is the same `Arc<Encoded>` in the
+/// next version of its type: that is how a compile knows, without decoding,
+/// what it can reuse.
 #[derive(Debug, Default)]
 pub struct TypeState {
     pub version: String,
-    resources: Vec<Encoded>,
+    resources: Vec<Arc<Encoded>>,
 }
 
-#[derive(Debug)]
+/// One resource, protobuf-encoded.
+#[derive(Debug, PartialEq, Eq)]
 struct Encoded {
-    name: Box<str>,
+    name: Arc<str>,
     bytes: Box<[u8]>,
 }
 
 impl Encoded {
-    fn new(r: &pb::Resource) -> Self {
-        Encoded {
-            name: r.name.as_str().into(),
-            bytes: prost::Message::encode_to_vec(r).into_boxed_slice(),
+    /// `r` encoded: the resource `known` had under its name if that one
+    /// has the same bytes.
+    fn new(r: &pb::Resource, known: &HashMap<&str, &Arc<Encoded>>) -> Arc<Self> {
+        let bytes = prost::Message::encode_to_vec(r);
+        match known.get(r.name.as_str()) {
+            Some(k) if *k.bytes == *bytes => Arc::clone(k),
+            _ => Arc::new(Encoded {
+                name: r.name.as_str().into(),
+                bytes: bytes.into_boxed_slice(),
+            }),
         }
+    }
+
+    fn decode(&self) -> Result<pb::Resource, String> {
+        <pb::Resource as prost::Message>::decode(&self.bytes[..])
+            .map_err(|err| format!("stored resource {:?} does not decode: {err}", self.name))
     }
 }
 
 impl TypeState {
     pub fn new(version: &str, resources: &[pb::Resource]) -> Self {
+        TypeState::replacing(None, version, resources)
+    }
+
+    /// `resources` as the full set of the type, sharing with `old` (the
+    /// type's set until now) the resources that did not change.
+    pub fn replacing(old: Option<&TypeState>, version: &str, resources: &[pb::Resource]) -> Self {
+        let known = old.map(TypeState::by_name).unwrap_or_default();
         TypeState {
             version: version.to_string(),
-            resources: resources.iter().map(Encoded::new).collect(),
+            resources: resources.iter().map(|r| Encoded::new(r, &known)).collect(),
         }
+    }
+
+    fn by_name(&self) -> HashMap<&str, &Arc<Encoded>> {
+        self.resources.iter().map(|e| (&*e.name, e)).collect()
     }
 
     /// The resources, decoded, in the order they were accepted.
     pub fn resources(&self) -> Result<Vec<pb::Resource>, String> {
-        self.resources
-            .iter()
-            .map(|e| {
-                <pb::Resource as prost::Message>::decode(&e.bytes[..])
-                    .map_err(|err| format!("stored resource {:?} does not decode: {err}", e.name))
-            })
-            .collect()
+        self.resources.iter().map(|e| e.decode()).collect()
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -77,19 +106,17 @@ impl TypeState {
         let mut changed: BTreeMap<&str, &pb::Resource> =
             changed.iter().map(|r| (r.name.as_str(), r)).collect();
         let removed: HashSet<&str> = removed.iter().map(String::as_str).collect();
-        let mut resources: Vec<Encoded> = self
+        let known = self.by_name();
+        let mut resources: Vec<Arc<Encoded>> = self
             .resources
             .iter()
             .filter(|e| !removed.contains(&*e.name))
             .map(|e| match changed.remove(&*e.name) {
-                Some(r) => Encoded::new(r),
-                None => Encoded {
-                    name: e.name.clone(),
-                    bytes: e.bytes.clone(),
-                },
+                Some(r) => Encoded::new(r, &known),
+                None => Arc::clone(e),
             })
             .collect();
-        resources.extend(changed.into_values().map(Encoded::new));
+        resources.extend(changed.into_values().map(|r| Encoded::new(r, &known)));
         TypeState {
             version: version.to_string(),
             resources,
@@ -177,7 +204,7 @@ pub struct Snapshot {
     /// Outbound route configs are named by port ("9080"); indexed by number
     /// so that a request needs no formatting to find its own.
     pub routes_by_port: HashMap<u16, Arc<RouteTable>>,
-    pub clusters: HashMap<String, Arc<Cluster>>,
+    pub clusters: Arc<HashMap<String, Arc<Cluster>>>,
     /// Inbound and gateway listeners' local rate limits, by bind address.
     pub rate_limits: HashMap<SocketAddr, Arc<LocalRateLimit>>,
     /// Inbound and gateway listeners' global rate limits, by bind address.
@@ -192,7 +219,7 @@ pub struct Snapshot {
     /// plane sends carries the same mesh-wide setting.
     pub path_normalization: Normalization,
     /// Captured outbound connections: the service cluster behind a VIP and port.
-    pub vips: HashMap<SocketAddr, Vip>,
+    pub vips: Arc<HashMap<SocketAddr, Vip>>,
     /// Every service host this proxy knows, with its VIPs (none: the DNS
     /// proxy allocates one), for the DNS proxy.
     pub hosts: Arc<BTreeMap<String, Vec<IpAddr>>>,
@@ -203,7 +230,7 @@ pub struct Snapshot {
     /// Inbound listeners' services (Istio's `destination_service`), by bind address.
     pub inbound_services: HashMap<SocketAddr, Arc<ServiceMeta>>,
     /// The mesh's workloads as inbound peers, from the endpoint data.
-    pub peers: Peers,
+    pub peers: Arc<Peers>,
     /// How requests are traced on each side (`None`: not traced): the
     /// inbound listeners' policy for the server side, virtualOutbound's or
     /// the gateway's for the client side.
@@ -212,10 +239,12 @@ pub struct Snapshot {
     pub access_logs: Sides<Option<Arc<crate::telemetry::access_log::AccessLogs>>>,
     /// The Telemetry API's metrics overrides of each side's reporter.
     pub metrics: Sides<Option<Arc<crate::telemetry::metrics::Overrides>>>,
+    /// What the parts above were compiled from, for the next compile.
+    sources: Sources,
 }
 
 /// A setting per side of the proxy, as Istio's Telemetry `match.mode` splits them.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Sides<T> {
     pub server: T,
     pub client: T,
@@ -234,7 +263,7 @@ impl<T> Sides<T> {
 /// listener serves, before it is passed through to the application:
 /// PeerAuthentication (the workload's mode, or its portLevelMtls entry for
 /// the port) and the workload's TCP authorization policies.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct InboundPassthrough {
     /// Istio's default without a PeerAuthentication (and what a control
     /// plane that sends no "virtualInbound" gets): PERMISSIVE.
@@ -273,82 +302,383 @@ impl Snapshot {
     }
 }
 
-/// Builds a snapshot from accepted resources. `prev` lends the run-time
-/// state that must survive an update (connections, load counters, outlier
-/// records).
+/// Builds a snapshot from accepted resources. `prev` (the snapshot in
+/// force) lends what did not change, and the run-time state that must
+/// survive an update (connections, load counters, outlier records) to what
+/// did. Nothing in force changes until [`Compiled::commit`].
 pub fn compile(
     types: BTreeMap<&'static str, Arc<TypeState>>,
     pod_ip: Option<IpAddr>,
     prev: Option<&Snapshot>,
     env: &BuildEnv<'_>,
-) -> Result<Snapshot, String> {
-    let of = |t: &str| -> Result<Vec<pb::Resource>, String> {
-        types.get(t).map_or(Ok(Vec::new()), |s| s.resources())
+) -> Result<Compiled, String> {
+    let empty = TypeState::default();
+    let state = |t: &str| types.get(t).map_or(&empty, |s| &**s);
+    // Whether type `t` is the one `prev` was compiled from.
+    let same = |t: &str| {
+        prev.and_then(|p| p.types.get(t))
+            .zip(types.get(t))
+            .is_some_and(|(a, b)| Arc::ptr_eq(a, b))
     };
+    let known = prev.map(|p| &p.sources);
 
     // Endpoints by cluster. Endpoints of a cluster the proxy does not have are
     // ignored, as Envoy ignores EDS for unknown clusters.
-    let endpoint_state = of(wire::types::ENDPOINTS)?;
-    let mut endpoints: HashMap<&str, &pb::ClusterEndpoints> = HashMap::new();
-    for r in &endpoint_state {
-        let Some(Kind::Endpoints(e)) = &r.kind else {
-            return Err(wrong_kind("endpoints", r));
-        };
-        if endpoints.insert(e.cluster.as_str(), e).is_some() {
-            return Err(format!(
-                "endpoints: cluster {:?} is listed twice",
-                e.cluster
-            ));
+    let endpoints = match known {
+        Some(k) if same(wire::types::ENDPOINTS) => k.endpoints.clone(),
+        _ => Arc::new(EndpointSources::new(
+            state(wire::types::ENDPOINTS),
+            known.map(|k| &*k.endpoints),
+        )?),
+    };
+
+    let mut swaps = Vec::new();
+    let built = match prev {
+        Some(p) if same(wire::types::CLUSTER) => {
+            // The same clusters: those whose endpoints changed get them.
+            for (name, now) in endpoints.changed_since(&p.sources.endpoints) {
+                if let (Some(cluster), Some(spec)) =
+                    (p.clusters.get(name), p.sources.clusters.by_name.get(name))
+                {
+                    swaps.push(new_endpoints(cluster, spec, now, env)?);
+                }
+            }
+            Built {
+                clusters: p.clusters.clone(),
+                sources: p.sources.clusters.clone(),
+                changed: false,
+            }
         }
+        _ => build_clusters(
+            state(wire::types::CLUSTER),
+            &endpoints,
+            prev,
+            env,
+            &mut swaps,
+        )?,
+    };
+    let clusters = built.clusters;
+
+    // What the clusters' configs make: VIPs, hosts, TCP and TLS routes.
+    let (vips, hosts) = match prev {
+        Some(p) if !built.changed => (p.vips.clone(), p.hosts.clone()),
+        _ => addressing(state(wire::types::CLUSTER), &clusters)?,
+    };
+
+    let peers = match prev {
+        Some(p) if !built.changed && swaps.is_empty() => p.peers.clone(),
+        _ => {
+            let replaced: HashMap<*const Cluster, &NewEndpoints> =
+                swaps.iter().map(|(c, e)| (Arc::as_ptr(c), e)).collect();
+            let mut peers = Peers::default();
+            for c in clusters.values() {
+                let endpoints = match replaced.get(&Arc::as_ptr(c)) {
+                    Some(new) => new.endpoints(),
+                    None => c.endpoints(),
+                };
+                for e in endpoints.iter() {
+                    if let Ok(addr) = e.key.parse::<SocketAddr>() {
+                        peers.add(addr.ip(), &e.meta);
+                    }
+                }
+            }
+            Arc::new(peers)
+        }
+    };
+
+    // Route tables hold the clusters they send to: reused while those are.
+    let reusable = prev.filter(|_| !built.changed);
+    let (routes, routes_by_port, route_sources) = match reusable {
+        Some(p) if same(wire::types::ROUTE_CONFIG) => (
+            p.routes.clone(),
+            p.routes_by_port.clone(),
+            p.sources.routes.clone(),
+        ),
+        _ => compile_routes(state(wire::types::ROUTE_CONFIG), &clusters, reusable)?,
+    };
+
+    let listeners = match reusable {
+        Some(p) if same(wire::types::LISTENER) => ListenerPart::of(p),
+        _ => compile_listeners(state(wire::types::LISTENER), pod_ip, prev, env, &clusters)?,
+    };
+
+    let ListenerPart {
+        listeners,
+        registry_only,
+        inbound_passthrough,
+        authz,
+        l4_routes,
+        rate_limits,
+        global_rate_limits,
+        inbound_services,
+        path_normalization,
+        tracing,
+        access_logs,
+        metrics,
+    } = listeners;
+    Ok(Compiled {
+        snapshot: Snapshot {
+            types,
+            listeners,
+            routes,
+            routes_by_port,
+            clusters,
+            l4_routes,
+            rate_limits,
+            global_rate_limits,
+            authz,
+            path_normalization,
+            vips,
+            hosts,
+            inbound_services,
+            peers,
+            registry_only,
+            inbound_passthrough,
+            tracing,
+            access_logs,
+            metrics,
+            sources: Sources {
+                endpoints,
+                clusters: built.sources,
+                routes: route_sources,
+            },
+        },
+        swaps,
+    })
+}
+
+/// A compiled snapshot, and the endpoints it replaces in clusters it shares
+/// with the snapshot in force.
+pub struct Compiled {
+    snapshot: Snapshot,
+    swaps: Vec<(Arc<Cluster>, NewEndpoints)>,
+}
+
+impl Compiled {
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
     }
 
-    let mut clusters = HashMap::new();
-    for r in &of(wire::types::CLUSTER)? {
-        let Some(Kind::Cluster(c)) = &r.kind else {
-            return Err(wrong_kind("clusters", r));
-        };
-        if c.name.is_empty() {
-            return Err("clusters: a cluster has no name".into());
+    /// The snapshot, once the clusters it shares with the one in force have
+    /// their new endpoints: for the snapshot that goes in force only.
+    pub fn commit(self) -> Snapshot {
+        for (cluster, endpoints) in self.swaps {
+            cluster.replace_endpoints(endpoints);
         }
-        let previous = prev.and_then(|p| p.clusters.get(&c.name)).map(Arc::as_ref);
-        let built = Cluster::build(c, endpoints.get(c.name.as_str()).copied(), previous, env)
-            .map_err(|e| format!("cluster {:?}: {e}", c.name))?;
-        if clusters.insert(c.name.clone(), Arc::new(built)).is_some() {
-            return Err(format!("clusters: {:?} is listed twice", c.name));
+        self.snapshot
+    }
+}
+
+/// What a snapshot's parts were compiled from, by resource, so that the next
+/// compile can tell what changed without decoding. Names and bytes are
+/// shared with the accepted [`TypeState`]s, not copied.
+#[derive(Default)]
+struct Sources {
+    endpoints: Arc<EndpointSources>,
+    clusters: Arc<ClusterSources>,
+    /// Route config resources by name: the bytes and the route table's name.
+    routes: Arc<HashMap<Arc<str>, (Arc<Encoded>, Arc<str>)>>,
+}
+
+#[derive(Default)]
+struct EndpointSources {
+    /// Endpoints resources by name: the bytes and the cluster they are for.
+    by_resource: HashMap<Arc<str>, (Arc<Encoded>, Arc<str>)>,
+    /// The endpoints resource of each cluster.
+    by_cluster: HashMap<Arc<str>, Arc<Encoded>>,
+}
+
+impl EndpointSources {
+    /// Decodes only the resources `known` does not have.
+    fn new(state: &TypeState, known: Option<&EndpointSources>) -> Result<Self, String> {
+        let mut out = EndpointSources::default();
+        for r in &state.resources {
+            let cluster = match known.and_then(|k| k.by_resource.get(&r.name)) {
+                Some((bytes, cluster)) if Arc::ptr_eq(bytes, r) => cluster.clone(),
+                _ => match r.decode()?.kind {
+                    Some(Kind::Endpoints(e)) => Arc::from(e.cluster),
+                    _ => return Err(wrong_kind("endpoints", &r.name)),
+                },
+            };
+            if out.by_cluster.insert(cluster.clone(), r.clone()).is_some() {
+                return Err(format!("endpoints: cluster {cluster:?} is listed twice"));
+            }
+            out.by_resource.insert(r.name.clone(), (r.clone(), cluster));
         }
+        Ok(out)
     }
 
+    /// The clusters whose endpoints differ from `before`'s, with their
+    /// endpoints now (`None`: they have none).
+    fn changed_since<'a>(
+        &'a self,
+        before: &'a EndpointSources,
+    ) -> impl Iterator<Item = (&'a str, Option<&'a Arc<Encoded>>)> {
+        let changed = self.by_cluster.iter().filter(move |(name, now)| {
+            !before
+                .by_cluster
+                .get(*name)
+                .is_some_and(|b| Arc::ptr_eq(b, now))
+        });
+        let removed = before
+            .by_cluster
+            .keys()
+            .filter(move |name| !self.by_cluster.contains_key(*name));
+        changed
+            .map(|(name, now)| (&**name, Some(now)))
+            .chain(removed.map(|name| (&**name, None)))
+    }
+}
+
+#[derive(Default)]
+struct ClusterSources {
+    /// Cluster resources by name: the bytes and the cluster's name.
+    by_resource: HashMap<Arc<str>, (Arc<Encoded>, Arc<str>)>,
+    /// The resource of each cluster, by the cluster's name.
+    by_name: HashMap<Arc<str>, Arc<Encoded>>,
+}
+
+/// The clusters a compile made.
+struct Built {
+    clusters: Arc<HashMap<String, Arc<Cluster>>>,
+    sources: Arc<ClusterSources>,
+    /// Some cluster is new, rebuilt or gone: what holds clusters is rebuilt.
+    changed: bool,
+}
+
+fn decode_cluster(r: &Encoded) -> Result<pb::Cluster, String> {
+    match r.decode()?.kind {
+        Some(Kind::Cluster(c)) => Ok(c),
+        _ => Err(wrong_kind("clusters", &r.name)),
+    }
+}
+
+fn decode_endpoints(r: &Encoded) -> Result<pb::ClusterEndpoints, String> {
+    match r.decode()?.kind {
+        Some(Kind::Endpoints(e)) => Ok(e),
+        _ => Err(wrong_kind("endpoints", &r.name)),
+    }
+}
+
+/// `cluster`'s endpoints as `endpoints` lists them (its config unchanged, `spec`).
+fn new_endpoints(
+    cluster: &Arc<Cluster>,
+    spec: &Encoded,
+    endpoints: Option<&Arc<Encoded>>,
+    env: &BuildEnv<'_>,
+) -> Result<(Arc<Cluster>, NewEndpoints), String> {
+    let spec = decode_cluster(spec)?;
+    let endpoints = endpoints.map(|e| decode_endpoints(e)).transpose()?;
+    let new = cluster
+        .build_endpoints(&spec, endpoints.as_ref(), env)
+        .map_err(|e| format!("cluster {:?}: {e}", spec.name))?;
+    Ok((cluster.clone(), new))
+}
+
+/// The clusters of `state`: those whose config is unchanged since `prev`
+/// are its clusters (in `swaps` with new endpoints if theirs changed), the
+/// others are built, with the run-time state of `prev`'s of the same name.
+fn build_clusters(
+    state: &TypeState,
+    endpoints: &EndpointSources,
+    prev: Option<&Snapshot>,
+    env: &BuildEnv<'_>,
+    swaps: &mut Vec<(Arc<Cluster>, NewEndpoints)>,
+) -> Result<Built, String> {
+    let mut clusters = HashMap::with_capacity(state.resources.len());
+    let mut sources = ClusterSources::default();
+    let mut changed = false;
+    for r in &state.resources {
+        let kept = prev.and_then(|p| {
+            let (bytes, name) = p.sources.clusters.by_resource.get(&r.name)?;
+            let cluster = p.clusters.get(&**name)?;
+            Arc::ptr_eq(bytes, r).then_some((p, name, cluster))
+        });
+        let (name, cluster) = match kept {
+            Some((p, name, cluster)) => {
+                let now = endpoints.by_cluster.get(name);
+                let before = p.sources.endpoints.by_cluster.get(name);
+                let same = match (now, before) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    swaps.push(new_endpoints(cluster, r, now, env)?);
+                }
+                (name.clone(), cluster.clone())
+            }
+            None => {
+                let c = decode_cluster(r)?;
+                if c.name.is_empty() {
+                    return Err("clusters: a cluster has no name".into());
+                }
+                let previous = prev.and_then(|p| p.clusters.get(&c.name)).map(Arc::as_ref);
+                let eps = endpoints
+                    .by_cluster
+                    .get(c.name.as_str())
+                    .map(|e| decode_endpoints(e))
+                    .transpose()?;
+                let built = Cluster::build(&c, eps.as_ref(), previous, env)
+                    .map_err(|e| format!("cluster {:?}: {e}", c.name))?;
+                changed = true;
+                (Arc::from(c.name), Arc::new(built))
+            }
+        };
+        if clusters.insert(name.to_string(), cluster).is_some() {
+            return Err(format!("clusters: {name:?} is listed twice"));
+        }
+        sources.by_name.insert(name.clone(), r.clone());
+        sources
+            .by_resource
+            .insert(r.name.clone(), (r.clone(), name));
+    }
+    // Every cluster kept, none added: gone ones are the only change.
+    changed |= prev.is_none_or(|p| p.clusters.len() != clusters.len());
+    Ok(Built {
+        clusters: Arc::new(clusters),
+        sources: Arc::new(sources),
+        changed,
+    })
+}
+
+type Vips = Arc<HashMap<SocketAddr, Vip>>;
+type Hosts = Arc<BTreeMap<String, Vec<IpAddr>>>;
+
+/// The services' VIPs (with the TCP and TLS routes of their ports) and
+/// hosts, from every cluster's config.
+fn addressing(
+    state: &TypeState,
+    clusters: &HashMap<String, Arc<Cluster>>,
+) -> Result<(Vips, Hosts), String> {
+    let specs = state
+        .resources
+        .iter()
+        .map(|r| decode_cluster(r))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut tcp_routes = HashMap::new();
     let mut tls_routes = HashMap::new();
-    for r in &of(wire::types::CLUSTER)? {
-        if let Some(Kind::Cluster(c)) = &r.kind
-            && !c.tcp_route.is_empty()
-        {
-            let route = crate::tcp::TcpRoute::new(&c.tcp_route, &clusters);
+    for c in &specs {
+        if !c.tcp_route.is_empty() {
+            let route = crate::tcp::TcpRoute::new(&c.tcp_route, clusters);
             tcp_routes.insert(c.name.clone(), Arc::new(route));
         }
-        if let Some(Kind::Cluster(c)) = &r.kind
-            && !c.tls_routes.is_empty()
-        {
-            let routes = crate::tcp::L4Routes::new(&c.tls_routes, true, false, &clusters)
+        if !c.tls_routes.is_empty() {
+            let routes = crate::tcp::L4Routes::new(&c.tls_routes, true, false, clusters)
                 .map_err(|e| format!("cluster {:?}: {e}", c.name))?;
             tls_routes.insert(c.name.clone(), Arc::new(routes));
         }
     }
-
-    let mut peers = Peers::default();
-    for e in clusters.values().flat_map(|c| &c.endpoints) {
-        if let Ok(addr) = e.key.parse::<SocketAddr>() {
-            peers.add(addr.ip(), &e.meta);
-        }
-    }
+    let vip = |c: &pb::Cluster, cluster: &Arc<Cluster>| Vip {
+        cluster: Arc::clone(cluster),
+        tcp_route: tcp_routes.get(&c.name).cloned(),
+        tls_routes: tls_routes.get(&c.name).cloned(),
+        protocol: pb::Protocol::try_from(c.protocol).unwrap_or_default(),
+    };
 
     let mut vips = HashMap::new();
     let mut hosts: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-    for r in &of(wire::types::CLUSTER)? {
-        let Some(Kind::Cluster(c)) = &r.kind else {
-            continue;
-        };
+    for c in &specs {
         if c.service.is_empty() {
             continue;
         }
@@ -367,16 +697,7 @@ pub fn compile(
             if c.subset.is_empty()
                 && let Some(cluster) = clusters.get(&c.name)
             {
-                let protocol = pb::Protocol::try_from(c.protocol).unwrap_or_default();
-                vips.insert(
-                    SocketAddr::new(ip, port),
-                    Vip {
-                        cluster: Arc::clone(cluster),
-                        tcp_route: tcp_routes.get(&c.name).cloned(),
-                        tls_routes: tls_routes.get(&c.name).cloned(),
-                        protocol,
-                    },
-                );
+                vips.insert(SocketAddr::new(ip, port), vip(c, cluster));
             }
         }
     }
@@ -384,10 +705,7 @@ pub fn compile(
     // Hosts without a VIP get one, as Istio's DNS auto-allocation does, so
     // that the DNS proxy can answer them and capture can route to them.
     let allocated = crate::dns::allocate(&hosts);
-    for r in &of(wire::types::CLUSTER)? {
-        let Some(Kind::Cluster(c)) = &r.kind else {
-            continue;
-        };
+    for c in &specs {
         let (Some(ips), Ok(port), Some(cluster)) = (
             allocated.get(&c.service),
             u16::try_from(c.port),
@@ -397,38 +715,103 @@ pub fn compile(
         };
         if c.subset.is_empty() {
             for ip in ips {
-                vips.insert(
-                    SocketAddr::new(*ip, port),
-                    Vip {
-                        cluster: Arc::clone(cluster),
-                        tcp_route: tcp_routes.get(&c.name).cloned(),
-                        tls_routes: tls_routes.get(&c.name).cloned(),
-                        protocol: pb::Protocol::try_from(c.protocol).unwrap_or_default(),
-                    },
-                );
+                vips.insert(SocketAddr::new(*ip, port), vip(c, cluster));
             }
         }
     }
     hosts.extend(allocated);
+    Ok((Arc::new(vips), Arc::new(hosts)))
+}
 
+type RouteTables = (
+    HashMap<String, Arc<RouteTable>>,
+    HashMap<u16, Arc<RouteTable>>,
+    Arc<HashMap<Arc<str>, (Arc<Encoded>, Arc<str>)>>,
+);
+
+/// The route tables of `state`; those whose bytes are `reusable`'s are its
+/// tables (its clusters being the same).
+fn compile_routes(
+    state: &TypeState,
+    clusters: &HashMap<String, Arc<Cluster>>,
+    reusable: Option<&Snapshot>,
+) -> Result<RouteTables, String> {
     let mut routes = HashMap::new();
     let mut routes_by_port = HashMap::new();
-    for r in &of(wire::types::ROUTE_CONFIG)? {
-        let Some(Kind::RouteConfig(rc)) = &r.kind else {
-            return Err(wrong_kind("routes", r));
+    let mut sources = HashMap::new();
+    for r in &state.resources {
+        let kept = reusable.and_then(|p| {
+            let (bytes, name) = p.sources.routes.get(&r.name)?;
+            let table = p.routes.get(&**name)?;
+            Arc::ptr_eq(bytes, r).then(|| table.clone())
+        });
+        let table = match kept {
+            Some(table) => table,
+            None => {
+                let Some(Kind::RouteConfig(rc)) = r.decode()?.kind else {
+                    return Err(wrong_kind("routes", &r.name));
+                };
+                Arc::new(
+                    RouteTable::compile(&rc, clusters)
+                        .map_err(|e| format!("route config {:?}: {e}", rc.name))?,
+                )
+            }
         };
-        let table = Arc::new(
-            RouteTable::compile(rc, &clusters)
-                .map_err(|e| format!("route config {:?}: {e}", rc.name))?,
-        );
-        if let Ok(port) = rc.name.parse::<u16>() {
+        let name = table.name.clone();
+        if let Ok(port) = name.parse::<u16>() {
             routes_by_port.insert(port, table.clone());
         }
-        if routes.insert(rc.name.clone(), table).is_some() {
-            return Err(format!("routes: {:?} is listed twice", rc.name));
+        if routes.insert(name.to_string(), table).is_some() {
+            return Err(format!("routes: {name:?} is listed twice"));
+        }
+        sources.insert(r.name.clone(), (r.clone(), name));
+    }
+    Ok((routes, routes_by_port, Arc::new(sources)))
+}
+
+/// What the listener resources make.
+struct ListenerPart {
+    listeners: Vec<ListenerSpec>,
+    registry_only: bool,
+    inbound_passthrough: InboundPassthrough,
+    authz: HashMap<SocketAddr, Arc<ListenerAuthz>>,
+    l4_routes: HashMap<SocketAddr, Arc<crate::tcp::L4Routes>>,
+    rate_limits: HashMap<SocketAddr, Arc<LocalRateLimit>>,
+    global_rate_limits: HashMap<SocketAddr, Arc<crate::policy::global_rate_limit::GlobalRateLimit>>,
+    inbound_services: HashMap<SocketAddr, Arc<ServiceMeta>>,
+    path_normalization: Normalization,
+    tracing: Sides<Option<Arc<crate::telemetry::trace::Policy>>>,
+    access_logs: Sides<Option<Arc<crate::telemetry::access_log::AccessLogs>>>,
+    metrics: Sides<Option<Arc<crate::telemetry::metrics::Overrides>>>,
+}
+
+impl ListenerPart {
+    /// `s`'s, shared.
+    fn of(s: &Snapshot) -> Self {
+        ListenerPart {
+            listeners: s.listeners.clone(),
+            registry_only: s.registry_only,
+            inbound_passthrough: s.inbound_passthrough.clone(),
+            authz: s.authz.clone(),
+            l4_routes: s.l4_routes.clone(),
+            rate_limits: s.rate_limits.clone(),
+            global_rate_limits: s.global_rate_limits.clone(),
+            inbound_services: s.inbound_services.clone(),
+            path_normalization: s.path_normalization,
+            tracing: s.tracing.clone(),
+            access_logs: s.access_logs.clone(),
+            metrics: s.metrics.clone(),
         }
     }
+}
 
+fn compile_listeners(
+    state: &TypeState,
+    pod_ip: Option<IpAddr>,
+    prev: Option<&Snapshot>,
+    env: &BuildEnv<'_>,
+    clusters: &HashMap<String, Arc<Cluster>>,
+) -> Result<ListenerPart, String> {
     let mut listeners = Vec::new();
     let mut registry_only = false;
     let mut inbound_passthrough = InboundPassthrough::default();
@@ -443,9 +826,9 @@ pub fn compile(
     let mut access_logs: Sides<Option<Arc<crate::telemetry::access_log::AccessLogs>>> =
         Sides::default();
     let mut metrics: Sides<Option<Arc<crate::telemetry::metrics::Overrides>>> = Sides::default();
-    for r in &of(wire::types::LISTENER)? {
-        let Some(Kind::Listener(l)) = &r.kind else {
-            return Err(wrong_kind("listeners", r));
+    for r in &state.resources {
+        let Some(Kind::Listener(l)) = &r.decode()?.kind else {
+            return Err(wrong_kind("listeners", &r.name));
         };
         let server_side = pb::Direction::try_from(l.direction) == Ok(pb::Direction::Inbound);
         // A tracing policy the proxy cannot use leaves the side untraced
@@ -540,9 +923,8 @@ pub fn compile(
         }
         if spec.serve == Serve::L4 {
             let tls = l.protocol != pb::Protocol::Tcp as i32;
-            let routes =
-                crate::tcp::L4Routes::new(&l.l4_routes, tls, l.auto_passthrough, &clusters)
-                    .map_err(|e| format!("listener {:?}: {e}", l.name))?;
+            let routes = crate::tcp::L4Routes::new(&l.l4_routes, tls, l.auto_passthrough, clusters)
+                .map_err(|e| format!("listener {:?}: {e}", l.name))?;
             l4_routes.insert(spec.bind, Arc::new(routes));
         }
         if spec.direction == Direction::Inbound && !l.service.is_empty() {
@@ -551,23 +933,16 @@ pub fn compile(
         listeners.push(spec);
     }
 
-    Ok(Snapshot {
-        types,
+    Ok(ListenerPart {
         listeners,
-        routes,
-        routes_by_port,
-        clusters,
+        registry_only,
+        inbound_passthrough,
+        authz,
         l4_routes,
         rate_limits,
         global_rate_limits,
-        authz,
-        path_normalization,
-        vips,
-        hosts: Arc::new(hosts),
         inbound_services,
-        peers,
-        registry_only,
-        inbound_passthrough,
+        path_normalization,
         tracing,
         access_logs,
         metrics,
@@ -584,8 +959,8 @@ fn normalization(v: i32) -> Result<Normalization, String> {
     })
 }
 
-fn wrong_kind(what: &str, r: &pb::Resource) -> String {
-    format!("{what}: resource {:?} is of another type", r.name)
+fn wrong_kind(what: &str, name: &str) -> String {
+    format!("{what}: resource {name:?} is of another type")
 }
 
 /// `None` for listeners this proxy deliberately does not bind (see below).
@@ -668,3 +1043,6 @@ fn listener(
         num_trusted_proxies: l.num_trusted_proxies,
     }))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One proxy under endpoint churn (issue 20, the proxy side): a release
+# trellis-proxy holding a 1,000-service mesh's config from a real trellisd,
+# a fixed-rate load through it to an upstream on loopback, first with the
+# mesh still, then with 100 endpoint changes per second applied to trellisd.
+# Prints the proxy's RSS, CPU, p50/p99 and the updates it applied.
+#
+#   bench/proxy-churn.sh                   build (release) and run: 2 × 60 s
+#   bench/proxy-churn.sh --bin-dir DIR     use the binaries in DIR, no build
+#   bench/proxy-churn.sh --secs 20 ...     other flags go to bench-proxy-churn (--help)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin_dir=""
+args=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --bin-dir) bin_dir="$2"; shift ;;
+    *) args+=("$1") ;;
+  esac
+  shift
+done
+
+if [[ -z "$bin_dir" ]]; then
+  echo "proxy-churn: building release binaries" >&2
+  cargo build --release --quiet -p cli --bin trellis-proxy --bin trellisd \
+    -p bench --bin bench-control-plane --bin bench-data-plane --bin bench-proxy-churn
+  bin_dir=target/release
+fi
+oha="$(command -v oha || echo "$HOME/.cargo/bin/oha")"
+mkdir -p bench/out
+exec "$bin_dir/bench-proxy-churn" --bin-dir "$bin_dir" --oha "$oha" \
+  --json bench/out/proxy-churn.json "${args[@]}"
