@@ -259,9 +259,7 @@ pub async fn handle(
     }
     record.status = response.status().as_u16();
     record.see_grpc_status(response.headers());
-    if record.logged() {
-        record.response_headers = Some(Box::new(response.headers().clone()));
-    }
+    record.see_response_headers(response.headers());
     Ok(response.map(|b| LoggedBody::new(b, record)))
 }
 

@@ -5,20 +5,23 @@
 //! `kubectl logs -c istio-proxy` shows) or a file, for the requests a
 //! Telemetry `filter.expression` lets through.
 //!
-//! Lines are written by one thread per destination, so that a slow stdout
-//! never blocks a request; when it falls far behind, lines are dropped and
-//! counted.
+//! A line is rendered on the request path straight into its destination's
+//! pending batch (no allocation per line or per operator; the start time's
+//! date and second are formatted once a second), and one thread per
+//! destination writes the batch out, so that a slow stdout never blocks a
+//! request; when it falls far behind, lines are dropped and counted.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use expr::{Attr, Expr, Value};
 use http::HeaderMap;
-use http::header::HeaderName;
+use http::header::{HeaderName, HeaderValue};
 use wire::pb;
 
 /// Istio's default TEXT format (`EnvoyTextLogFormat`).
@@ -78,8 +81,9 @@ pub struct Entry<'a> {
     pub bytes_sent: u64,
     pub duration_ms: u64,
     pub upstream_service_time: Option<u64>,
-    pub request_headers: Option<&'a HeaderMap>,
-    pub response_headers: Option<&'a HeaderMap>,
+    /// The request's headers that the logs read (see [`AccessLogs::keep_request`]).
+    pub request_headers: Option<&'a Kept>,
+    pub response_headers: Option<&'a Kept>,
     pub upstream_host: Option<&'a str>,
     pub upstream_cluster: Option<&'a str>,
     pub downstream_local: Option<SocketAddr>,
@@ -168,8 +172,36 @@ impl<'a> Entry<'a> {
     }
 }
 
+/// The headers a request's lines read, copied from the request (or its
+/// response) when it is handled: the few the formats and filters name,
+/// never the whole map. The first value of each.
+#[derive(Debug, Default)]
+pub struct Kept(Vec<(HeaderName, HeaderValue)>);
+
+impl Kept {
+    fn copy(names: &[HeaderName], headers: &HeaderMap) -> Kept {
+        Kept(
+            names
+                .iter()
+                .filter_map(|n| Some((n.clone(), headers.get(n)?.clone())))
+                .collect(),
+        )
+    }
+
+    fn get(&self, name: &str) -> Option<&HeaderValue> {
+        self.0
+            .iter()
+            .find_map(|(n, v)| (n.as_str() == name).then_some(v))
+    }
+}
+
 /// One side's access logs (`pb::AccessLogPolicy` list), compiled.
-pub struct AccessLogs(Vec<Sink>);
+pub struct AccessLogs {
+    sinks: Vec<Sink>,
+    /// The request and response headers the sinks read.
+    request_headers: Vec<HeaderName>,
+    response_headers: Vec<HeaderName>,
+}
 
 struct Sink {
     writer: Arc<Writer>,
@@ -191,11 +223,44 @@ impl AccessLogs {
                 }
             })
             .collect();
-        (!sinks.is_empty()).then(|| Arc::new(AccessLogs(sinks)))
+        if sinks.is_empty() {
+            return None;
+        }
+        let (mut request_headers, mut response_headers) = (Vec::new(), Vec::new());
+        for sink in &sinks {
+            sink.format
+                .headers_read(&mut request_headers, &mut response_headers);
+            for attr in sink.filter.iter().flat_map(Expr::attributes) {
+                let (names, name) = match attr {
+                    Attr::RequestId => (&mut request_headers, "x-request-id"),
+                    Attr::RequestUserAgent => (&mut request_headers, "user-agent"),
+                    Attr::RequestScheme => (&mut request_headers, "x-forwarded-proto"),
+                    Attr::RequestHeader(h) => (&mut request_headers, h.as_str()),
+                    Attr::ResponseHeader(h) => (&mut response_headers, h.as_str()),
+                    _ => continue,
+                };
+                read_header(names, name);
+            }
+        }
+        Some(Arc::new(AccessLogs {
+            sinks,
+            request_headers,
+            response_headers,
+        }))
+    }
+
+    /// The request headers the lines will read.
+    pub fn keep_request(&self, headers: &HeaderMap) -> Kept {
+        Kept::copy(&self.request_headers, headers)
+    }
+
+    /// The response headers the lines will read.
+    pub fn keep_response(&self, headers: &HeaderMap) -> Kept {
+        Kept::copy(&self.response_headers, headers)
     }
 
     pub fn write(&self, e: &Entry<'_>) {
-        for sink in &self.0 {
+        for sink in &self.sinks {
             if sink
                 .filter
                 .as_ref()
@@ -203,10 +268,22 @@ impl AccessLogs {
             {
                 continue;
             }
-            let mut line = Vec::with_capacity(512);
-            sink.format.render(e, &mut line);
-            sink.writer.send(line);
+            sink.writer.append(|out| sink.format.render(e, out));
         }
+    }
+}
+
+/// Adds a header a line reads to `names`: those [`Entry::header`] answers
+/// from the entry's own fields, and pseudo-headers (which no header map
+/// holds), are not copied.
+fn read_header(names: &mut Vec<HeaderName>, name: &str) {
+    if matches!(name, "x-envoy-original-path" | "host") || name.starts_with(':') {
+        return;
+    }
+    if let Ok(n) = HeaderName::from_bytes(name.as_bytes())
+        && !names.contains(&n)
+    {
+        names.push(n);
     }
 }
 
@@ -308,53 +385,94 @@ impl Format {
             .map(Format::Json)
     }
 
-    fn render(&self, e: &Entry<'_>, out: &mut Vec<u8>) {
-        match self {
-            Format::Text(pieces) => {
-                let mut s = String::with_capacity(256);
-                for p in pieces {
-                    match p {
-                        Piece::Lit(l) => s.push_str(l),
-                        Piece::Op(op, max) => {
-                            let v = value(op, e).unwrap_or_else(|| "-".into());
-                            s.push_str(truncate(&v, *max));
-                        }
+    /// The headers the format's `%REQ(...)%` and `%RESP(...)%` operators read.
+    fn headers_read(&self, request: &mut Vec<HeaderName>, response: &mut Vec<HeaderName>) {
+        let pieces: Vec<&Piece> = match self {
+            Format::Text(pieces) => pieces.iter().collect(),
+            Format::Json(fields) => fields.iter().flat_map(|(_, p)| p).collect(),
+        };
+        for p in pieces {
+            match p {
+                Piece::Op(Operator::Req(names), _) => {
+                    for n in names {
+                        read_header(request, n);
                     }
                 }
-                out.extend_from_slice(s.as_bytes());
+                // Not a header of the response: the entry's own field.
+                Piece::Op(Operator::Resp(n), _) if n == "x-envoy-upstream-service-time" => {}
+                Piece::Op(Operator::Resp(n), _) => read_header(response, n),
+                _ => {}
             }
+        }
+    }
+
+    fn render(&self, e: &Entry<'_>, out: &mut Vec<u8>) {
+        match self {
+            Format::Text(pieces) => render_text(pieces, e, out),
             Format::Json(fields) => {
                 let mut map = serde_json::Map::with_capacity(fields.len());
+                let mut v = Vec::new();
                 for (k, pieces) in fields {
-                    let v = match pieces.as_slice() {
-                        [Piece::Op(op, max)] => match value(op, e) {
-                            None => serde_json::Value::Null,
-                            Some(v) if numeric(op) => v
-                                .parse::<u64>()
-                                .map_or_else(|_| v.clone().into(), serde_json::Value::from),
-                            Some(v) => truncate(&v, *max).into(),
-                        },
-                        _ => {
-                            let mut s = String::new();
-                            for p in pieces {
-                                match p {
-                                    Piece::Lit(l) => s.push_str(l),
-                                    Piece::Op(op, max) => s.push_str(truncate(
-                                        &value(op, e).unwrap_or_else(|| "-".into()),
-                                        *max,
-                                    )),
-                                }
+                    v.clear();
+                    let value = match pieces.as_slice() {
+                        [Piece::Op(op, max)] => {
+                            write_value(op, e, &mut v);
+                            let v = String::from_utf8_lossy(&v);
+                            if v.is_empty() {
+                                serde_json::Value::Null
+                            } else if numeric(op) {
+                                v.parse::<u64>()
+                                    .map_or_else(|_| v.as_ref().into(), serde_json::Value::from)
+                            } else {
+                                truncate(&v, *max).into()
                             }
-                            s.into()
+                        }
+                        _ => {
+                            render_text(pieces, e, &mut v);
+                            String::from_utf8_lossy(&v).into()
                         }
                     };
-                    map.insert(k.clone(), v);
+                    map.insert(k.clone(), value);
                 }
                 if serde_json::to_writer(&mut *out, &map).is_ok() {
                     out.push(b'\n');
                 }
             }
         }
+    }
+}
+
+/// Literals and operators one after the other; an unset (or empty) value
+/// is `-`, as Envoy prints it.
+fn render_text(pieces: &[Piece], e: &Entry<'_>, out: &mut Vec<u8>) {
+    for p in pieces {
+        match p {
+            Piece::Lit(l) => out.extend_from_slice(l.as_bytes()),
+            Piece::Op(op, max) => {
+                let at = out.len();
+                write_value(op, e, out);
+                if out.len() == at {
+                    out.push(b'-');
+                }
+                // The `-` too (`%REQ(X):0%` is empty), as it always was.
+                if let Some(max) = *max {
+                    truncate_written(out, at, max);
+                }
+            }
+        }
+    }
+}
+
+/// Cuts what was written from `at` to at most `max` bytes, on a character
+/// boundary (what was written is UTF-8).
+fn truncate_written(out: &mut Vec<u8>, at: usize, max: usize) {
+    if out.len() - at > max {
+        let mut end = at + max;
+        // A UTF-8 continuation byte is not a character boundary.
+        while end > at && out[end] & 0xc0 == 0x80 {
+            end -= 1;
+        }
+        out.truncate(end);
     }
 }
 
@@ -382,46 +500,66 @@ fn numeric(op: &Operator) -> bool {
     )
 }
 
-/// `None`: unset (`-` in text, null in JSON).
-fn value(op: &Operator, e: &Entry<'_>) -> Option<String> {
-    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
-    let v = match op {
-        Operator::StartTime => Some(format_time(e.start_time)),
-        Operator::Req(names) => names.iter().find_map(|n| e.header(n)).map(str::to_string),
-        Operator::Resp(name) if name == "x-envoy-upstream-service-time" => {
-            e.upstream_service_time.map(|t| t.to_string())
+/// Writes the operator's value for the entry; nothing when it is unset
+/// (`-` in text, null in JSON) or empty. Borrows what the entry holds and
+/// writes numbers and addresses in place: nothing is allocated.
+fn write_value(op: &Operator, e: &Entry<'_>, out: &mut Vec<u8>) {
+    let mut str = |v: Option<&str>| {
+        if let Some(v) = v {
+            out.extend_from_slice(v.as_bytes());
         }
-        Operator::Resp(name) => e
-            .response_headers
-            .and_then(|h| h.get(name.as_str()))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        Operator::Protocol => e.protocol.map(str::to_string),
-        Operator::ResponseCode => Some(e.response_code.to_string()),
-        Operator::ResponseFlags => Some(e.response_flags.to_string()),
-        Operator::ResponseCodeDetails => {
-            e.response_code_details.map(str::to_string).or_else(|| {
-                // Envoy's detail for a response the upstream sent.
-                (e.upstream_host.is_some() && e.protocol.is_some()).then(|| "via_upstream".into())
-            })
-        }
-        Operator::ConnectionTerminationDetails | Operator::UpstreamTransportFailureReason => None,
-        Operator::BytesReceived => Some(e.bytes_received.to_string()),
-        Operator::BytesSent => Some(e.bytes_sent.to_string()),
-        Operator::Duration => Some(e.duration_ms.to_string()),
-        Operator::UpstreamHost => e.upstream_host.map(str::to_string),
-        Operator::UpstreamCluster => e.upstream_cluster.map(str::to_string),
-        Operator::UpstreamLocalAddress => None,
-        Operator::DownstreamLocalAddress => addr(e.downstream_local),
-        Operator::DownstreamRemoteAddress => Some(e.downstream_remote.to_string()),
-        Operator::DownstreamRemoteAddressWithoutPort => Some(e.downstream_remote.ip().to_string()),
-        Operator::RequestedServerName => e.requested_server_name.map(str::to_string),
-        Operator::RouteName => e.route_name.map(str::to_string),
-        Operator::GrpcStatus => e.grpc_status.map(|g| g.to_string()),
-        Operator::DownstreamPeerUriSan => e.source_principal.map(str::to_string),
-        Operator::Fixed(v) => Some(v.clone()),
     };
-    v.filter(|v| !v.is_empty())
+    match op {
+        Operator::StartTime => write_time(e.start_time, out),
+        Operator::Req(names) => str(names.iter().find_map(|n| e.header(n))),
+        Operator::Resp(name) if name == "x-envoy-upstream-service-time" => {
+            if let Some(t) = e.upstream_service_time {
+                write_display(out, t);
+            }
+        }
+        Operator::Resp(name) => str(e
+            .response_headers
+            .and_then(|h| h.get(name))
+            .and_then(|v| v.to_str().ok())),
+        Operator::Protocol => str(e.protocol),
+        Operator::ResponseCode => write_display(out, e.response_code),
+        Operator::ResponseFlags => str(Some(e.response_flags)),
+        Operator::ResponseCodeDetails => str(e.response_code_details.or_else(|| {
+            // Envoy's detail for a response the upstream sent.
+            (e.upstream_host.is_some() && e.protocol.is_some()).then_some("via_upstream")
+        })),
+        Operator::ConnectionTerminationDetails
+        | Operator::UpstreamTransportFailureReason
+        | Operator::UpstreamLocalAddress => {}
+        Operator::BytesReceived => write_display(out, e.bytes_received),
+        Operator::BytesSent => write_display(out, e.bytes_sent),
+        Operator::Duration => write_display(out, e.duration_ms),
+        Operator::UpstreamHost => str(e.upstream_host),
+        Operator::UpstreamCluster => str(e.upstream_cluster),
+        Operator::DownstreamLocalAddress => {
+            if let Some(a) = e.downstream_local {
+                write_display(out, a);
+            }
+        }
+        Operator::DownstreamRemoteAddress => write_display(out, e.downstream_remote),
+        Operator::DownstreamRemoteAddressWithoutPort => {
+            write_display(out, e.downstream_remote.ip())
+        }
+        Operator::RequestedServerName => str(e.requested_server_name),
+        Operator::RouteName => str(e.route_name),
+        Operator::GrpcStatus => {
+            if let Some(g) = e.grpc_status {
+                write_display(out, g);
+            }
+        }
+        Operator::DownstreamPeerUriSan => str(e.source_principal),
+        Operator::Fixed(v) => str(Some(v)),
+    }
+}
+
+fn write_display(out: &mut Vec<u8>, v: impl std::fmt::Display) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{v}");
 }
 
 /// Splits a format into literals and `%OPERATOR%`s (`%%` is a literal `%`).
@@ -531,21 +669,30 @@ fn operator(text: &str) -> Result<(Operator, Option<usize>), String> {
 /// lines under load.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
-/// What the request path hands the writer thread.
-enum ToWriter {
-    Line(Vec<u8>),
-    /// Write out everything sent before this, then answer.
+/// How far the lines not yet written may grow before new lines are
+/// dropped (a stdout nobody reads, a full disk).
+const MAX_PENDING: usize = 8 << 20;
+
+/// What the writer keeps of its batch buffer's capacity between batches.
+const KEEP_CAPACITY: usize = 64 << 10;
+
+/// What wakes the writer thread.
+enum Wake {
+    /// Lines are pending (sent when the first line of a batch is added).
+    Lines,
+    /// Write out every line added before this, then answer.
     Flush(mpsc::Sender<()>),
 }
 
 /// Every live writer, by destination.
 static WRITERS: OnceLock<Mutex<HashMap<String, Weak<Writer>>>> = OnceLock::new();
 
-fn writers() -> std::sync::MutexGuard<'static, HashMap<String, Weak<Writer>>> {
-    WRITERS
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+fn writers() -> MutexGuard<'static, HashMap<String, Weak<Writer>>> {
+    lock(WRITERS.get_or_init(Mutex::default))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Writes out every line logged so far, waiting at most `within`: the
@@ -556,7 +703,7 @@ pub fn flush(within: Duration) {
     let deadline = std::time::Instant::now() + within;
     for writer in live {
         let (done_tx, done_rx) = mpsc::channel();
-        if writer.tx.try_send(ToWriter::Flush(done_tx)).is_ok() {
+        if writer.wake.try_send(Wake::Flush(done_tx)).is_ok() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let _ = done_rx.recv_timeout(left);
         }
@@ -564,9 +711,12 @@ pub fn flush(within: Duration) {
 }
 
 /// One writer thread per destination, shared by every config (and every
-/// proxy in the process) that logs there.
+/// proxy in the process) that logs there. The request path renders lines
+/// into `pending` and wakes the thread for the first line of a batch only;
+/// the thread takes the whole batch at once and writes it.
 struct Writer {
-    tx: mpsc::SyncSender<ToWriter>,
+    pending: Arc<Mutex<Vec<u8>>>,
+    wake: mpsc::SyncSender<Wake>,
     dropped: AtomicU64,
 }
 
@@ -576,7 +726,7 @@ impl Writer {
         if let Some(w) = all.get(path).and_then(Weak::upgrade) {
             return Ok(w);
         }
-        let out: Box<dyn Write + Send> = match path {
+        let mut out: Box<dyn Write + Send> = match path {
             "" | "/dev/stdout" => Box::new(std::io::stdout()),
             "/dev/stderr" => Box::new(std::io::stderr()),
             p => Box::new(
@@ -586,14 +736,18 @@ impl Writer {
                     .open(p)?,
             ),
         };
-        let (tx, rx) = mpsc::sync_channel::<ToWriter>(16 * 1024);
+        let pending = Arc::new(Mutex::new(Vec::new()));
+        let (wake, rx) = mpsc::sync_channel::<Wake>(64);
+        let batch_source = pending.clone();
+        // The thread ends when the last `Writer` (the only sender) is gone,
+        // after writing what was pending.
         std::thread::Builder::new()
             .name("trellis-access-log".into())
             .spawn(move || {
-                let mut out = std::io::BufWriter::new(out);
+                let mut batch = Vec::new();
                 let mut flushed = Vec::new();
                 while let Ok(first) = rx.recv() {
-                    if let ToWriter::Line(_) = first {
+                    if let Wake::Lines = first {
                         // Gather what comes in the next moment and write it
                         // in one go: while this thread sleeps, the request
                         // path neither wakes it nor pays a write per line
@@ -601,51 +755,100 @@ impl Writer {
                         // Envoy flushes once a second).
                         std::thread::sleep(BATCH_WINDOW);
                     }
-                    for message in std::iter::once(first).chain(rx.try_iter()) {
-                        match message {
-                            ToWriter::Line(line) => {
-                                let _ = out.write_all(&line);
-                            }
-                            ToWriter::Flush(done) => flushed.push(done),
+                    for wake in std::iter::once(first).chain(rx.try_iter()) {
+                        if let Wake::Flush(done) = wake {
+                            flushed.push(done);
                         }
                     }
-                    let _ = out.flush();
+                    std::mem::swap(&mut batch, &mut *lock(&batch_source));
+                    if !batch.is_empty() {
+                        let _ = out.write_all(&batch);
+                        let _ = out.flush();
+                    }
+                    batch.clear();
+                    batch.shrink_to(KEEP_CAPACITY);
                     for done in flushed.drain(..) {
                         let _ = done.send(());
                     }
                 }
             })?;
         let w = Arc::new(Writer {
-            tx,
+            pending,
+            wake,
             dropped: AtomicU64::new(0),
         });
         all.insert(path.to_string(), Arc::downgrade(&w));
         Ok(w)
     }
 
-    fn send(&self, line: Vec<u8>) {
-        if self.tx.try_send(ToWriter::Line(line)).is_err() {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::warn!(dropped = n, "access log cannot keep up; lines dropped");
+    /// Adds a line, rendered by `render` at the end of the pending batch.
+    fn append(&self, render: impl FnOnce(&mut Vec<u8>)) {
+        let first = {
+            let mut pending = lock(&self.pending);
+            if pending.len() >= MAX_PENDING {
+                drop(pending);
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(dropped = n, "access log cannot keep up; lines dropped");
+                }
+                return;
             }
+            let first = pending.is_empty();
+            render(&mut pending);
+            first
+        };
+        if first {
+            // Full: wakes are queued already.
+            let _ = self.wake.try_send(Wake::Lines);
         }
     }
 }
 
+thread_local! {
+    /// The second a line's start time was last in on this thread, and its
+    /// text up to the milliseconds ("2024-05-01T12:00:00"): formatted once
+    /// a second, as Envoy caches its formatted time.
+    static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
 /// RFC 3339 UTC with milliseconds ("2024-05-01T12:00:00.123Z"), as Envoy
 /// prints `%START_TIME%`.
-pub fn format_time(t: SystemTime) -> String {
+fn write_time(t: SystemTime, out: &mut Vec<u8>) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
+    let second = SECOND.with(|cached| {
+        let (at, text) = cached.get();
+        if at == secs {
+            return Some(text);
+        }
+        let text: [u8; 19] = format_second(secs).into_bytes().try_into().ok()?;
+        cached.set((secs, text));
+        Some(text)
+    });
+    match second {
+        Some(text) => out.extend_from_slice(&text),
+        // Past the year 9999: not the cache's width.
+        None => out.extend_from_slice(format_second(secs).as_bytes()),
+    }
+    let ms = d.subsec_millis();
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ]);
+}
+
+/// "2024-05-01T12:00:00" for seconds since the epoch.
+fn format_second(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, day) = civil_from_days(days as i64);
     format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
-        d.subsec_millis()
     )
 }
 
@@ -672,24 +875,86 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("access.log");
         let writer = Writer::for_path(path.to_str().expect("utf-8")).expect("writer");
-        writer.send(b"first\n".to_vec());
-        writer.send(b"second\n".to_vec());
+        writer.append(|out| out.extend_from_slice(b"first\n"));
+        writer.append(|out| out.extend_from_slice(b"second\n"));
         // Well inside the batch window: only the flush can have written them.
         flush(Duration::from_secs(5));
         assert_eq!(
             std::fs::read_to_string(&path).expect("log"),
             "first\nsecond\n"
         );
+        // The next batch is written too (the writer is woken again).
+        writer.append(|out| out.extend_from_slice(b"third\n"));
+        flush(Duration::from_secs(5));
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("log"),
+            "first\nsecond\nthird\n"
+        );
     }
 
     #[test]
-    fn time_format() {
-        assert_eq!(format_time(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789); // leap year, Feb 29
-        assert_eq!(format_time(t), "2024-02-29T12:34:56.789Z");
+    fn a_writer_far_behind_drops_lines_and_counts_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        let writer = Writer::for_path(path.to_str().expect("utf-8")).expect("writer");
+        // As if the thread could not write: the batch is at its limit.
+        lock(&writer.pending).resize(MAX_PENDING, b'x');
+        writer.append(|out| out.extend_from_slice(b"lost\n"));
+        assert_eq!(writer.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(lock(&writer.pending).len(), MAX_PENDING);
+        lock(&writer.pending).clear();
+        writer.append(|out| out.extend_from_slice(b"kept\n"));
+        flush(Duration::from_secs(5));
+        assert_eq!(std::fs::read_to_string(&path).expect("log"), "kept\n");
     }
 
-    fn entry<'a>(headers: &'a HeaderMap) -> Entry<'a> {
+    /// The cached second is right across second, minute, day, month and
+    /// year boundaries, and when time goes back, whatever came before on
+    /// the thread.
+    #[test]
+    fn cached_start_time_crosses_boundaries() {
+        let ms = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        let mut times = vec![
+            UNIX_EPOCH,
+            ms(1_709_210_096_789), // leap year, Feb 29
+            ms(1_709_251_199_999), // 2024-02-29T23:59:59.999
+            ms(1_709_251_200_000), // 2024-03-01T00:00:00.000
+            ms(1_704_067_199_999), // 2023-12-31T23:59:59.999
+            ms(1_704_067_200_000), // 2024-01-01T00:00:00.000
+            ms(1_704_067_200_001),
+            ms(1_704_067_259_999), // a minute's last millisecond
+            ms(1_704_067_260_000),
+            ms(1_704_067_199_999),   // back in time
+            ms(253_402_300_799_999), // 9999-12-31T23:59:59.999
+            ms(253_402_300_800_000), // year 10000: longer than the cache
+            ms(1_704_067_200_000),
+            UNIX_EPOCH - Duration::from_secs(1), // before the epoch: as the epoch
+        ];
+        // Every millisecond around a second's end, one after the other.
+        times.extend((1_606_339_578_990..1_606_339_579_011).map(ms));
+        for t in times {
+            let mut out = Vec::new();
+            write_time(t, &mut out);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                before::format_time(t),
+                "{t:?}"
+            );
+        }
+        let mut out = Vec::new();
+        write_time(ms(1_709_210_096_789), &mut out);
+        assert_eq!(out, b"2024-02-29T12:34:56.789Z");
+    }
+
+    fn kept(names: &[&str], h: &HeaderMap) -> Kept {
+        let names: Vec<HeaderName> = names
+            .iter()
+            .map(|n| HeaderName::from_bytes(n.as_bytes()).expect("name"))
+            .collect();
+        Kept::copy(&names, h)
+    }
+
+    fn entry<'a>(headers: &'a Kept) -> Entry<'a> {
         Entry {
             start_time: UNIX_EPOCH + Duration::from_millis(1_606_339_578_409),
             method: "GET",
@@ -724,9 +989,18 @@ mod tests {
             "x-request-id",
             "84961386-6d84-929d-98bd-c5aee93b5c88".parse().expect("v"),
         );
-        let f = Format::compile("", false).expect("default");
+        h.insert("x-not-logged", "secret".parse().expect("v"));
+        let logs = AccessLogs::compile(&[pb::AccessLogPolicy {
+            path: "/dev/stdout".into(),
+            ..Default::default()
+        }])
+        .expect("default");
+        let kept = logs.keep_request(&h);
+        // Only what Istio's format reads is copied.
+        assert_eq!(kept.0.len(), 2, "{kept:?}");
+        assert!(logs.keep_response(&h).0.is_empty());
         let mut out = Vec::new();
-        f.render(&entry(&h), &mut out);
+        logs.sinks[0].format.render(&entry(&kept), &mut out);
         // Istio's documented example line for curl → httpbin (but its
         // upstream local address, which this proxy does not report).
         assert_eq!(
@@ -736,8 +1010,35 @@ mod tests {
     }
 
     #[test]
+    fn headers_kept_are_those_formats_and_filters_read() {
+        let logs = AccessLogs::compile(&[
+            pb::AccessLogPolicy {
+                path: "/dev/stdout".into(),
+                format: "%REQ(:AUTHORITY)% %REQ(X-A?X-B)% %REQ(HOST)% %RESP(X-C):3% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%".into(),
+                filter: "request.headers['x-d'] == 'y' || response.headers['x-e'] == 'z' || request.id == 'r'".into(),
+                ..Default::default()
+            },
+            pb::AccessLogPolicy {
+                path: "/dev/stdout".into(),
+                format: r#"{"a": "%REQ(X-A)%", "f": "%RESP(X-F)%"}"#.into(),
+                encoding: pb::AccessLogEncoding::Json as i32,
+                ..Default::default()
+            },
+        ])
+        .expect("logs");
+        fn names(v: &[HeaderName]) -> Vec<&str> {
+            v.iter().map(HeaderName::as_str).collect()
+        }
+        assert_eq!(
+            names(&logs.request_headers),
+            ["x-a", "x-b", "x-d", "x-request-id"]
+        );
+        assert_eq!(names(&logs.response_headers), ["x-c", "x-e", "x-f"]);
+    }
+
+    #[test]
     fn json_and_custom_formats() {
-        let h = HeaderMap::new();
+        let h = Kept::default();
         let f = Format::compile("", true).expect("default");
         let mut out = Vec::new();
         f.render(&entry(&h), &mut out);
@@ -762,5 +1063,260 @@ mod tests {
             assert!(Format::compile(bad, false).is_err(), "{bad}");
         }
         assert!(Format::compile("not json", true).is_err());
+    }
+
+    #[test]
+    fn lengths_cut_on_character_boundaries() {
+        let v = "ñandú-路由";
+        for max in 0..=v.len() + 1 {
+            let mut out = b"prefix ".to_vec();
+            out.extend_from_slice(v.as_bytes());
+            truncate_written(&mut out, 7, max);
+            assert_eq!(&out[7..], truncate(v, Some(max)).as_bytes(), "{max}");
+        }
+    }
+
+    /// Every operator, with and without a length, in text and JSON, for
+    /// entries with every field set, none set, empty and multi-byte
+    /// values: the line is byte for byte what the render before borrowing
+    /// (a String per operator) wrote.
+    #[test]
+    fn every_operator_renders_as_before() {
+        const OPS: &[&str] = &[
+            "START_TIME",
+            "REQ(:METHOD)",
+            "REQ(X-ENVOY-ORIGINAL-PATH?:PATH)",
+            "REQ(:AUTHORITY)",
+            "REQ(HOST)",
+            "REQ(X-MISSING?USER-AGENT)",
+            "REQ(X-REQUEST-ID)",
+            "REQ(X-FORWARDED-FOR)",
+            "REQ(:SCHEME)",
+            "RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)",
+            "RESP(CONTENT-TYPE)",
+            "PROTOCOL",
+            "RESPONSE_CODE",
+            "RESPONSE_FLAGS",
+            "RESPONSE_CODE_DETAILS",
+            "CONNECTION_TERMINATION_DETAILS",
+            "UPSTREAM_TRANSPORT_FAILURE_REASON",
+            "BYTES_RECEIVED",
+            "BYTES_SENT",
+            "DURATION",
+            "UPSTREAM_HOST",
+            "UPSTREAM_CLUSTER",
+            "UPSTREAM_CLUSTER_RAW",
+            "UPSTREAM_LOCAL_ADDRESS",
+            "DOWNSTREAM_LOCAL_ADDRESS",
+            "DOWNSTREAM_REMOTE_ADDRESS",
+            "DOWNSTREAM_PEER_ADDRESS",
+            "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT",
+            "REQUESTED_SERVER_NAME",
+            "ROUTE_NAME",
+            "GRPC_STATUS_NUMBER",
+            "DOWNSTREAM_PEER_URI_SAN",
+            "ENVIRONMENT(TRELLIS_SURELY_UNSET_VARIABLE)",
+            "HOSTNAME",
+        ];
+        let mut text = String::from("%% literal ");
+        let mut json = serde_json::Map::new();
+        for (i, op) in OPS.iter().enumerate() {
+            for max in ["", ":0", ":1", ":3", ":9", ":200"] {
+                if !max.is_empty() && !op.contains('(') {
+                    continue; // lengths go with NAME(ARG) only
+                }
+                text.push_str(&format!("%{op}{max}%|"));
+                json.insert(format!("{i}{max}"), format!("%{op}{max}%").into());
+                json.insert(format!("{i}{max}-mixed"), format!("<%{op}{max}%>").into());
+            }
+            if !op.contains('(') {
+                text.push_str(&format!("%{op}%|"));
+            }
+        }
+        let formats = [
+            Format::compile("", false).expect("istio text"),
+            Format::compile(&text, false).expect("all operators"),
+            Format::compile("", true).expect("istio json"),
+            Format::compile(&serde_json::Value::Object(json).to_string(), true)
+                .expect("all operators, json"),
+        ];
+        let mut request = HeaderMap::new();
+        request.insert("user-agent", "curl/8.0 (x86_64)".parse().expect("v"));
+        request.insert("x-request-id", "a-b-c".parse().expect("v"));
+        request.insert("x-forwarded-for", "".parse().expect("v"));
+        let mut response = HeaderMap::new();
+        response.insert("content-type", "application/json".parse().expect("v"));
+        let names = ["user-agent", "x-request-id", "x-forwarded-for", "x-missing"];
+        let request = kept(&names, &request);
+        let response = kept(&["content-type"], &response);
+        let empty = Kept::default();
+        let full = Entry {
+            grpc_status: Some(14),
+            response_code_details: Some("rbac_access_denied_matched_policy[none]"),
+            response_headers: Some(&response),
+            requested_server_name: Some("outbound_.9080_._.reviews.default.svc.cluster.local"),
+            route_name: Some("ruta-ñandú-路由"),
+            source_principal: Some("spiffe://cluster.local/ns/default/sa/productpage"),
+            response_flags: "UF,URX",
+            downstream_remote: "[2001:db8::1]:443".parse().expect("addr"),
+            downstream_local: Some("[::1]:15006".parse().expect("addr")),
+            ..entry(&request)
+        };
+        let none = Entry {
+            protocol: None,
+            upstream_service_time: None,
+            request_headers: None,
+            upstream_host: None,
+            upstream_cluster: None,
+            downstream_local: None,
+            route_name: None,
+            method: "",
+            path: "",
+            authority: "",
+            ..entry(&empty)
+        };
+        let empties = Entry {
+            route_name: Some(""),
+            upstream_host: Some(""),
+            response_code_details: Some(""),
+            response_flags: "",
+            ..entry(&request)
+        };
+        let tcp = Entry::tcp(
+            (
+                UNIX_EPOCH + Duration::from_millis(999),
+                std::time::Instant::now(),
+            ),
+            "UH",
+            (17, 0),
+            "127.0.0.1:5000".parse().expect("addr"),
+        );
+        let entries = [entry(&request), full, none, empties, tcp];
+        for (fi, f) in formats.iter().enumerate() {
+            for (ei, e) in entries.iter().enumerate() {
+                let mut now = Vec::new();
+                f.render(e, &mut now);
+                let old = before::render(f, e);
+                assert_eq!(
+                    String::from_utf8_lossy(&now),
+                    String::from_utf8_lossy(&old),
+                    "format {fi}, entry {ei}"
+                );
+            }
+        }
+    }
+
+    /// The render as it was before it wrote in place: a String per operator.
+    mod before {
+        use super::super::*;
+
+        pub fn format_time(t: SystemTime) -> String {
+            let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+            let secs = d.as_secs();
+            let (days, rem) = (secs / 86_400, secs % 86_400);
+            let (y, m, day) = civil_from_days(days as i64);
+            format!(
+                "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60,
+                d.subsec_millis()
+            )
+        }
+
+        pub fn render(f: &Format, e: &Entry<'_>) -> Vec<u8> {
+            let mut out = Vec::new();
+            match f {
+                Format::Text(pieces) => {
+                    let mut s = String::with_capacity(256);
+                    for p in pieces {
+                        match p {
+                            Piece::Lit(l) => s.push_str(l),
+                            Piece::Op(op, max) => {
+                                let v = value(op, e).unwrap_or_else(|| "-".into());
+                                s.push_str(truncate(&v, *max));
+                            }
+                        }
+                    }
+                    out.extend_from_slice(s.as_bytes());
+                }
+                Format::Json(fields) => {
+                    let mut map = serde_json::Map::with_capacity(fields.len());
+                    for (k, pieces) in fields {
+                        let v = match pieces.as_slice() {
+                            [Piece::Op(op, max)] => match value(op, e) {
+                                None => serde_json::Value::Null,
+                                Some(v) if numeric(op) => v
+                                    .parse::<u64>()
+                                    .map_or_else(|_| v.clone().into(), serde_json::Value::from),
+                                Some(v) => truncate(&v, *max).into(),
+                            },
+                            _ => {
+                                let mut s = String::new();
+                                for p in pieces {
+                                    match p {
+                                        Piece::Lit(l) => s.push_str(l),
+                                        Piece::Op(op, max) => s.push_str(truncate(
+                                            &value(op, e).unwrap_or_else(|| "-".into()),
+                                            *max,
+                                        )),
+                                    }
+                                }
+                                s.into()
+                            }
+                        };
+                        map.insert(k.clone(), v);
+                    }
+                    if serde_json::to_writer(&mut out, &map).is_ok() {
+                        out.push(b'\n');
+                    }
+                }
+            }
+            out
+        }
+
+        fn value(op: &Operator, e: &Entry<'_>) -> Option<String> {
+            let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
+            let v = match op {
+                Operator::StartTime => Some(format_time(e.start_time)),
+                Operator::Req(names) => names.iter().find_map(|n| e.header(n)).map(str::to_string),
+                Operator::Resp(name) if name == "x-envoy-upstream-service-time" => {
+                    e.upstream_service_time.map(|t| t.to_string())
+                }
+                Operator::Resp(name) => e
+                    .response_headers
+                    .and_then(|h| h.get(name.as_str()))
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                Operator::Protocol => e.protocol.map(str::to_string),
+                Operator::ResponseCode => Some(e.response_code.to_string()),
+                Operator::ResponseFlags => Some(e.response_flags.to_string()),
+                Operator::ResponseCodeDetails => {
+                    e.response_code_details.map(str::to_string).or_else(|| {
+                        (e.upstream_host.is_some() && e.protocol.is_some())
+                            .then(|| "via_upstream".into())
+                    })
+                }
+                Operator::ConnectionTerminationDetails
+                | Operator::UpstreamTransportFailureReason => None,
+                Operator::BytesReceived => Some(e.bytes_received.to_string()),
+                Operator::BytesSent => Some(e.bytes_sent.to_string()),
+                Operator::Duration => Some(e.duration_ms.to_string()),
+                Operator::UpstreamHost => e.upstream_host.map(str::to_string),
+                Operator::UpstreamCluster => e.upstream_cluster.map(str::to_string),
+                Operator::UpstreamLocalAddress => None,
+                Operator::DownstreamLocalAddress => addr(e.downstream_local),
+                Operator::DownstreamRemoteAddress => Some(e.downstream_remote.to_string()),
+                Operator::DownstreamRemoteAddressWithoutPort => {
+                    Some(e.downstream_remote.ip().to_string())
+                }
+                Operator::RequestedServerName => e.requested_server_name.map(str::to_string),
+                Operator::RouteName => e.route_name.map(str::to_string),
+                Operator::GrpcStatus => e.grpc_status.map(|g| g.to_string()),
+                Operator::DownstreamPeerUriSan => e.source_principal.map(str::to_string),
+                Operator::Fixed(v) => Some(v.clone()),
+            };
+            v.filter(|v| !v.is_empty())
+        }
     }
 }

@@ -92,6 +92,18 @@ impl Flags {
     pub fn has(&self, flag: u16) -> bool {
         self.0 & flag != 0
     }
+
+    /// As printed; without allocating for none or one flag (nearly every
+    /// request).
+    pub fn short(&self) -> std::borrow::Cow<'static, str> {
+        if self.0 == 0 {
+            return "-".into();
+        }
+        match Self::NAMES.iter().find(|(bit, _)| *bit == self.0) {
+            Some((_, name)) => (*name).into(),
+            None => self.to_string().into(),
+        }
+    }
 }
 
 impl fmt::Display for Flags {
@@ -236,7 +248,7 @@ pub struct Record {
     version: Version,
     grpc: bool,
     /// Kept only when there is an access log to write it to.
-    path: Option<String>,
+    path: Option<http::uri::PathAndQuery>,
     authority: String,
     user_agent: Option<HeaderValue>,
     request_id: HeaderValue,
@@ -265,9 +277,10 @@ pub struct Record {
     span: Option<Box<trace::Span>>,
     /// The access logs of this side of the proxy, if any.
     logs: Option<Arc<AccessLogs>>,
-    /// Kept only when there is an access log (its `%REQ(...)%` operators).
-    request_headers: Option<Box<http::HeaderMap>>,
-    pub response_headers: Option<Box<http::HeaderMap>>,
+    /// Kept only when there is an access log: the headers it reads
+    /// (its `%REQ(...)%` and `%RESP(...)%` operators, its filters).
+    request_headers: access_log::Kept,
+    response_headers: access_log::Kept,
     /// The listener's address (Envoy's `%DOWNSTREAM_LOCAL_ADDRESS%`).
     pub downstream_local: Option<SocketAddr>,
     /// The TLS server name the client asked for.
@@ -315,9 +328,9 @@ impl Record {
             service: None,
             active: None,
             span: None,
-            request_headers: None,
+            request_headers: access_log::Kept::default(),
             logs: None,
-            response_headers: None,
+            response_headers: access_log::Kept::default(),
             downstream_local: None,
             requested_server_name: None,
         }
@@ -332,15 +345,11 @@ impl Record {
         span: Option<Box<trace::Span>>,
         logs: Option<Arc<AccessLogs>>,
     ) {
-        if logs.is_some() {
-            self.path = Some(
-                req.uri()
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_string(),
-            );
+        if let Some(logs) = &logs {
+            // A reference to the request's own buffer, not a copy.
+            self.path = req.uri().path_and_query().cloned();
             self.authority = authority.to_string();
-            self.request_headers = Some(Box::new(req.headers().clone()));
+            self.request_headers = logs.keep_request(req.headers());
         }
         if logs.is_some() || span.is_some() {
             self.user_agent = req.headers().get(http::header::USER_AGENT).cloned();
@@ -349,9 +358,16 @@ impl Record {
         self.logs = logs;
     }
 
-    /// Whether the request is logged (its response headers are kept then).
+    /// Whether the request is logged.
     pub fn logged(&self) -> bool {
         self.logs.is_some()
+    }
+
+    /// Keeps what the access logs read of the response's headers.
+    pub fn see_response_headers(&mut self, headers: &http::HeaderMap) {
+        if let Some(logs) = &self.logs {
+            self.response_headers = logs.keep_response(headers);
+        }
     }
 
     /// Reads `grpc-status` from response headers or trailers.
@@ -445,11 +461,11 @@ impl Record {
             },
         );
         if let Some(logs) = &self.logs {
-            let flags = self.flags.to_string();
+            let flags = self.flags.short();
             logs.write(&access_log::Entry {
                 start_time: self.start_time,
                 method: self.method.as_str(),
-                path: self.path.as_deref().unwrap_or(""),
+                path: self.path.as_ref().map_or("/", |p| p.as_str()),
                 authority: &self.authority,
                 protocol: Some(protocol),
                 response_code: self.status,
@@ -460,8 +476,8 @@ impl Record {
                 bytes_sent,
                 duration_ms: duration.as_millis() as u64,
                 upstream_service_time: self.upstream_time.map(|d| d.as_millis() as u64),
-                request_headers: self.request_headers.as_deref(),
-                response_headers: self.response_headers.as_deref(),
+                request_headers: Some(&self.request_headers),
+                response_headers: Some(&self.response_headers),
                 upstream_host: self.upstream_host.as_deref(),
                 upstream_cluster: self.upstream_cluster.as_deref(),
                 downstream_local: self.downstream_local,
@@ -656,8 +672,11 @@ mod tests {
     fn flags_print_like_envoy() {
         let mut f = Flags::default();
         assert_eq!(f.to_string(), "-");
+        assert_eq!(f.short(), "-");
         f.set(Flags::URX);
+        assert_eq!(f.short(), "URX");
         f.set(Flags::UF);
         assert_eq!(f.to_string(), "UF,URX");
+        assert_eq!(f.short(), "UF,URX");
     }
 }
