@@ -413,20 +413,28 @@ pub fn compile(
 
     let mut routes = HashMap::new();
     let mut routes_by_port = HashMap::new();
-    for r in &of(wire::types::ROUTE_CONFIG)? {
+    // The resources naming one route config are its pieces (see
+    // `RouteConfig` in proxy.proto): their virtual hosts make one table.
+    let route_resources = of(wire::types::ROUTE_CONFIG)?;
+    let mut pieces: BTreeMap<&str, Vec<&pb::VirtualHost>> = BTreeMap::new();
+    for r in &route_resources {
         let Some(Kind::RouteConfig(rc)) = &r.kind else {
             return Err(wrong_kind("routes", r));
         };
+        pieces
+            .entry(rc.name.as_str())
+            .or_default()
+            .extend(&rc.virtual_hosts);
+    }
+    for (name, virtual_hosts) in pieces {
         let table = Arc::new(
-            RouteTable::compile(rc, &clusters)
-                .map_err(|e| format!("route config {:?}: {e}", rc.name))?,
+            RouteTable::compile_hosts(name, &virtual_hosts, &clusters)
+                .map_err(|e| format!("route config {name:?}: {e}"))?,
         );
-        if let Ok(port) = rc.name.parse::<u16>() {
+        if let Ok(port) = name.parse::<u16>() {
             routes_by_port.insert(port, table.clone());
         }
-        if routes.insert(rc.name.clone(), table).is_some() {
-            return Err(format!("routes: {:?} is listed twice", rc.name));
-        }
+        routes.insert(name.to_string(), table);
     }
 
     let mut listeners = Vec::new();
