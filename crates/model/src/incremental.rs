@@ -66,6 +66,14 @@ impl Touched {
         self.objects.iter().any(|(k, ..)| is_registry_kind(*k))
     }
 
+    /// The objects of `kind` changed, by namespace and name.
+    pub fn of_kind(&self, kind: api::Kind) -> impl Iterator<Item = (&str, &str)> {
+        self.objects
+            .iter()
+            .filter(move |(k, ..)| *k == kind)
+            .map(|(_, ns, name)| (ns.as_str(), name.as_str()))
+    }
+
     /// Whether every object changed is of `kind`.
     pub fn only(&self, kind: api::Kind) -> bool {
         self.objects.iter().all(|(k, ..)| *k == kind)
@@ -519,7 +527,7 @@ fn same_but_virtual_services(a: &Mesh, b: &Mesh) -> bool {
         rate_limit_filters,
     } = a;
     *config == b.config
-        && (Arc::ptr_eq(registry, &b.registry) || **registry == *b.registry)
+        && (Arc::ptr_eq(registry, &b.registry) || registry.same_content(&b.registry))
         && *destination_rules == b.destination_rules
         && *gateways == b.gateways
         && *sidecars == b.sidecars

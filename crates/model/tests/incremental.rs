@@ -344,6 +344,31 @@ fn a_change_told_by_its_objects_reaches_exactly_the_proxies_it_changes() {
             vec![],
         ),
         ("an AuthorizationPolicy in b", policy.into(), vec![]),
+        (
+            "a ServiceEntry with two hosts joins",
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: two, namespace: c}\nspec:\n  hosts: [one.c.internal, two.c.internal]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 10.0.5.1, serviceAccount: vm}, {address: 10.0.5.2}]\n".into(),
+            vec![],
+        ),
+        (
+            "the ServiceEntry drops a host and an endpoint, and resolves by DNS",
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: two, namespace: c}\nspec:\n  hosts: [two.c.internal]\n  location: MESH_INTERNAL\n  resolution: DNS\n  ports: [{number: 80, name: http, protocol: HTTP}]\n".into(),
+            vec![],
+        ),
+        (
+            "a ServiceEntry claims the host of a Service (which keeps it)",
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: shadow, namespace: a}\nspec:\n  hosts: [s.a.svc.cluster.local, shadow.a.internal]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 8080, name: http, protocol: HTTP}]\n  endpoints: [{address: 10.0.6.1}]\n".into(),
+            vec![],
+        ),
+        (
+            "the shadowing ServiceEntry leaves",
+            String::new(),
+            vec![(api::Kind::ServiceEntry, "a", "shadow")],
+        ),
+        (
+            "a ServiceEntry is deleted",
+            String::new(),
+            vec![(api::Kind::ServiceEntry, "c", "two")],
+        ),
         ("a VirtualService routes s to v1", vs_s("v1"), vec![]),
         ("the VirtualService moves s to v2", vs_s("v2"), vec![]),
         (
