@@ -521,8 +521,7 @@ fn workload_credentials(
             let mesh = cp.mesh();
             let accounts = mesh
                 .registry
-                .workloads
-                .iter()
+                .all_workloads()
                 .map(|w| (w.namespace.clone(), w.service_account.clone()))
                 .collect();
             (mesh.config.trust_domain.clone(), accounts)

@@ -378,8 +378,17 @@ pub(crate) fn visible(scope: &Scope, svc: &Service) -> bool {
 
 /// One route config per port number, with a virtual host per service on it.
 fn outbound_routes(mesh: &Mesh, scope: &Scope) -> Vec<pb::RouteConfig> {
+    outbound_routes_of(mesh, scope, visible_services(mesh, scope))
+}
+
+/// The route configs of `services` only, as [`outbound_routes`] has them.
+pub(crate) fn outbound_routes_of<'a>(
+    mesh: &Mesh,
+    scope: &Scope,
+    services: impl Iterator<Item = &'a Service>,
+) -> Vec<pb::RouteConfig> {
     let mut by_port: BTreeMap<u32, Vec<pb::VirtualHost>> = BTreeMap::new();
-    for svc in visible_services(mesh, scope) {
+    for svc in services {
         for port in svc.ports.iter().filter(|p| protocol::is_http(p.protocol)) {
             by_port
                 .entry(port.port)
@@ -547,7 +556,7 @@ impl ProxyConfig {
     }
 }
 
-fn cluster_resources(v: Vec<pb::Cluster>) -> Vec<(String, Kind)> {
+pub(crate) fn cluster_resources(v: Vec<pb::Cluster>) -> Vec<(String, Kind)> {
     v.into_iter()
         .map(|c| (c.name.clone(), Kind::Cluster(c)))
         .collect()
@@ -565,8 +574,33 @@ fn listener_resources(v: Vec<pb::Listener>) -> Vec<(String, Kind)> {
         .collect()
 }
 
-fn route_resources(v: Vec<pb::RouteConfig>) -> Vec<(String, Kind)> {
-    v.into_iter()
-        .map(|r| (r.name.clone(), Kind::RouteConfig(r)))
-        .collect()
+/// Route configs as they are sent: each in pieces of one virtual host,
+/// resources named `<config>/<virtual host>` that all carry the config's name
+/// (see `RouteConfig` in proxy.proto), so that a VirtualService change
+/// re-sends the virtual hosts it changed and not the rest of the port's
+/// thousand. A config without virtual hosts is one resource of its own name.
+pub(crate) fn route_resources(v: Vec<pb::RouteConfig>) -> Vec<(String, Kind)> {
+    let mut out = Vec::new();
+    for rc in v {
+        if rc.virtual_hosts.is_empty() {
+            out.push((rc.name.clone(), Kind::RouteConfig(rc)));
+            continue;
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, vh) in rc.virtual_hosts.into_iter().enumerate() {
+            let mut piece = format!("{}/{}", rc.name, vh.name);
+            if !names.insert(piece.clone()) {
+                // Virtual host names are unique as compiled; if not, the
+                // pieces still must be.
+                piece = format!("{piece}#{i}");
+                names.insert(piece.clone());
+            }
+            let config = pb::RouteConfig {
+                name: rc.name.clone(),
+                virtual_hosts: vec![vh],
+            };
+            out.push((piece, Kind::RouteConfig(config)));
+        }
+    }
+    out
 }

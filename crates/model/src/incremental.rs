@@ -8,6 +8,12 @@
 //! proxies are affected; every other proxy keeps its snapshot and is neither
 //! recompiled nor sent anything. Any other change recompiles everything.
 //!
+//! A change of VirtualServices alone is handled alike: it changes only the
+//! routes of the services their hosts cover (the virtual hosts, and the TCP
+//! and TLS routes clusters carry), so only those are rebuilt, in the scopes
+//! that see the services, and only those virtual hosts are sent (route
+//! configs are sent in pieces, one per virtual host).
+//!
 //! Told which objects changed ([`Touched`]), the update looks only at them:
 //! the services of their namespaces and the workloads they are, not the
 //! whole registry, so an endpoint change costs the same in a mesh of ten
@@ -17,7 +23,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use wire::pb::{self, ProxyKind};
-use wire::snapshot::{EncodedResource, ProxySnapshot};
+use wire::snapshot::{EncodedResource, ProxySnapshot, TypeSnapshot};
 
 use crate::compile::{self, Compiler, ProxyConfig, SharedTypes};
 use crate::encodings::{Encodings, set_version};
@@ -58,6 +64,19 @@ impl Touched {
     /// Whether an object the registry is read from changed.
     pub fn registry(&self) -> bool {
         self.objects.iter().any(|(k, ..)| is_registry_kind(*k))
+    }
+
+    /// The objects of `kind` changed, by namespace and name.
+    pub fn of_kind(&self, kind: api::Kind) -> impl Iterator<Item = (&str, &str)> {
+        self.objects
+            .iter()
+            .filter(move |(k, ..)| *k == kind)
+            .map(|(_, ns, name)| (ns.as_str(), name.as_str()))
+    }
+
+    /// Whether every object changed is of `kind`.
+    pub fn only(&self, kind: api::Kind) -> bool {
+        self.objects.iter().all(|(k, ..)| *k == kind)
     }
 
     /// Whether any other object changed (Istio config, Secrets...).
@@ -101,23 +120,42 @@ pub enum Affected {
         /// proxies' listeners may differ.
         workloads: HashSet<(String, String)>,
     },
+    /// Only VirtualServices changed: the routes of the services they cover.
+    Routes {
+        /// Services whose routes may have changed.
+        hosts: HashSet<String>,
+        /// Scopes whose clusters and routes were patched.
+        scopes: HashSet<String>,
+        /// Scopes carried over from the previous compiler, changed or not.
+        known: HashSet<String>,
+    },
 }
 
 impl Affected {
     /// Whether `node`'s config may differ under `compiler` (the updated one).
     pub fn proxy(&self, compiler: &Compiler, node: &pb::Node) -> bool {
-        let Affected::Endpoints {
-            hosts,
-            scopes,
-            known,
-            workloads,
-        } = self
-        else {
-            return true;
+        let (hosts, scopes, known) = match self {
+            Affected::All => return true,
+            Affected::Endpoints {
+                hosts,
+                scopes,
+                known,
+                workloads,
+            } => {
+                if workloads.contains(&(node.namespace.clone(), node.pod_name.clone())) {
+                    return true;
+                }
+                (hosts, scopes, known)
+            }
+            // Gateways' routes are compiled per proxy from the VirtualServices
+            // bound to them, which no service's host need cover; they are few.
+            Affected::Routes { .. } if node.kind() == ProxyKind::Gateway => return true,
+            Affected::Routes {
+                hosts,
+                scopes,
+                known,
+            } => (hosts, scopes, known),
         };
-        if workloads.contains(&(node.namespace.clone(), node.pod_name.clone())) {
-            return true;
-        }
         if hosts.is_empty() {
             return false;
         }
@@ -140,9 +178,15 @@ impl Affected {
         node: &pb::Node,
         previous: &ProxySnapshot,
     ) -> ProxySnapshot {
-        if let Affected::Endpoints { workloads, .. } = self
+        let own_workload_changed = match self {
+            Affected::All => true,
+            Affected::Endpoints { workloads, .. } => {
+                workloads.contains(&(node.namespace.clone(), node.pod_name.clone()))
+            }
+            Affected::Routes { .. } => false,
+        };
+        if !own_workload_changed
             && node.kind() == ProxyKind::Sidecar
-            && !workloads.contains(&(node.namespace.clone(), node.pod_name.clone()))
             && previous.types.contains_key(wire::types::LISTENER)
             && let Some(shared) = compiler.cached(&Scope::for_node(compiler.mesh(), node).key)
         {
@@ -159,6 +203,44 @@ impl Affected {
 
     pub fn is_nothing(&self) -> bool {
         matches!(self, Affected::Endpoints { hosts, workloads, .. } if hosts.is_empty() && workloads.is_empty())
+    }
+
+    /// The scopes whose shared types were patched for `hosts`, or left out
+    /// to compile again; the others carried over as they were.
+    fn scopes(
+        compiler: &Compiler,
+        mesh: &Mesh,
+        hosts: &HashSet<String>,
+        mut patch: impl FnMut(&SharedTypes, &[&crate::registry::Service]) -> Option<SharedTypes>,
+    ) -> (CarriedScopes, HashSet<String>, HashSet<String>) {
+        let cached: Vec<(String, SharedTypes)> = compiler
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(k, cell)| Some((k.clone(), cell.get()?.clone())))
+            .collect();
+        let known: HashSet<String> = cached.iter().map(|(k, _)| k.clone()).collect();
+        let mut scopes = HashSet::new();
+        let mut carried = HashMap::with_capacity(cached.len());
+        for (key, types) in cached {
+            let seen: Vec<&crate::registry::Service> = hosts
+                .iter()
+                .filter_map(|h| mesh.registry.service(h))
+                .filter(|svc| compile::visible(&types.scope, svc))
+                .collect();
+            if seen.is_empty() {
+                carried.insert(key, Arc::new(std::sync::OnceLock::from(types)));
+                continue;
+            }
+            scopes.insert(key.clone());
+            // A scope that cannot be patched is compiled again when one of
+            // its proxies asks.
+            if let Some(patched) = patch(&types, &seen) {
+                carried.insert(key, Arc::new(std::sync::OnceLock::from(patched)));
+            }
+        }
+        (carried, scopes, known)
     }
 }
 
@@ -189,6 +271,9 @@ impl Compiler {
             _ => same_but_workloads(old, &mesh),
         };
         if !same {
+            if let Some(hosts) = virtual_service_hosts(old, &mesh, touched) {
+                return self.carry_routes(mesh, hosts);
+            }
             return (
                 Compiler::with_encodings(mesh, self.encodings.clone()),
                 Affected::All,
@@ -225,36 +310,13 @@ impl Compiler {
                 changed_workloads(&old.registry.workloads, &mesh.registry.workloads),
             ),
         };
-        let cached: Vec<(String, SharedTypes)> = self
-            .shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter_map(|(k, cell)| Some((k.clone(), cell.get()?.clone())))
-            .collect();
-        let known: HashSet<String> = cached.iter().map(|(k, _)| k.clone()).collect();
-        let mut scopes = HashSet::new();
-        let mut carried = HashMap::with_capacity(cached.len());
-        for (key, types) in cached {
-            let seen: Vec<&crate::registry::Service> = hosts
-                .iter()
-                .filter_map(|h| mesh.registry.service(h))
-                .filter(|svc| compile::visible(&types.scope, svc))
-                .collect();
-            if seen.is_empty() {
-                carried.insert(key, Arc::new(std::sync::OnceLock::from(types)));
-                continue;
-            }
-            let endpoints = Arc::new(patch_endpoints(&mesh, &self.encodings, &types, &seen));
-            scopes.insert(key.clone());
-            carried.insert(
-                key,
-                Arc::new(std::sync::OnceLock::from(SharedTypes {
-                    endpoints,
-                    ..types
-                })),
-            );
-        }
+        let (carried, scopes, known) = Affected::scopes(self, &mesh, &hosts, |types, seen| {
+            let endpoints = Arc::new(patch_endpoints(&mesh, &self.encodings, types, seen));
+            Some(SharedTypes {
+                endpoints,
+                ..types.clone()
+            })
+        });
         let compiler = Compiler {
             mesh,
             shared: std::sync::Mutex::new(carried),
@@ -270,6 +332,123 @@ impl Compiler {
             },
         )
     }
+}
+
+type CarriedScopes = HashMap<String, Arc<std::sync::OnceLock<SharedTypes>>>;
+
+impl Compiler {
+    /// The next compiler after a change of VirtualServices only, which may
+    /// have changed the routes of `hosts`: in each scope that sees one of
+    /// them, their clusters (which carry TCP and TLS routes) and virtual
+    /// hosts are compiled again, every other resource carried over.
+    fn carry_routes(&self, mesh: Arc<Mesh>, hosts: HashSet<String>) -> (Compiler, Affected) {
+        let (carried, scopes, known) = Affected::scopes(self, &mesh, &hosts, |types, seen| {
+            patch_routes(&mesh, &self.encodings, types, seen)
+        });
+        let compiler = Compiler {
+            mesh,
+            shared: std::sync::Mutex::new(carried),
+            encodings: self.encodings.clone(),
+        };
+        (
+            compiler,
+            Affected::Routes {
+                hosts,
+                scopes,
+                known,
+            },
+        )
+    }
+}
+
+/// When the meshes differ in their VirtualServices alone, the services
+/// whose routes that may change: those a changed VirtualService's hosts
+/// (before or after the change) cover. `None` when anything else differs.
+fn virtual_service_hosts(
+    old: &Mesh,
+    new: &Mesh,
+    touched: Option<&Touched>,
+) -> Option<HashSet<String>> {
+    if let Some(t) = touched
+        && !t.only(api::Kind::VirtualService)
+    {
+        return None;
+    }
+    if !same_but_virtual_services(old, new) {
+        return None;
+    }
+    let key = |vs: &&api::Object<api::networking::VirtualService>| {
+        (vs.metadata.namespace.clone(), vs.metadata.name.clone())
+    };
+    let before: HashMap<_, _> = old.virtual_services.iter().map(|v| (key(&v), v)).collect();
+    let after: HashMap<_, _> = new.virtual_services.iter().map(|v| (key(&v), v)).collect();
+    let changed = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(*v))
+        .chain(after.iter().filter(|(k, v)| before.get(*k) != Some(*v)))
+        .map(|(_, v)| *v);
+    let mut patterns = Vec::new();
+    for vs in changed {
+        let ns = vs.metadata.namespace.as_deref().unwrap_or("default");
+        patterns.extend(vs.spec.hosts.iter().map(|h| new.fqdn(h, ns)));
+    }
+    Some(
+        new.registry
+            .services
+            .keys()
+            .filter(|h| patterns.iter().any(|p| crate::host::matches(p, h)))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// The scope's clusters and routes with those of `services` compiled again
+/// from `mesh`; `None` if one of theirs is new to the scope (then it is
+/// compiled whole).
+fn patch_routes(
+    mesh: &Mesh,
+    encodings: &Encodings,
+    types: &SharedTypes,
+    services: &[&crate::registry::Service],
+) -> Option<SharedTypes> {
+    let mut config = ProxyConfig::default();
+    for svc in services {
+        compile::service_clusters(mesh, &types.scope, svc, &mut config);
+    }
+    let fresh = encodings.type_snapshot(compile::cluster_resources(config.clusters));
+    let clusters = Arc::new(replace(&types.clusters, fresh)?);
+    let routes = match &types.routes {
+        Some(routes) => {
+            let pieces = compile::route_resources(compile::outbound_routes_of(
+                mesh,
+                &types.scope,
+                services.iter().copied(),
+            ));
+            Some(Arc::new(replace(routes, encodings.type_snapshot(pieces))?))
+        }
+        None => None,
+    };
+    Some(SharedTypes {
+        clusters,
+        routes,
+        ..types.clone()
+    })
+}
+
+/// `old` with its resources of the names in `fresh` replaced by those, or
+/// `None` if `fresh` has a name `old` lacks.
+fn replace(old: &TypeSnapshot, fresh: TypeSnapshot) -> Option<TypeSnapshot> {
+    let mut fresh: HashMap<String, Arc<EncodedResource>> = fresh
+        .resources
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    let resources = old
+        .resources
+        .iter()
+        .map(|r| fresh.remove(&r.name).unwrap_or_else(|| r.clone()))
+        .collect();
+    fresh.is_empty().then(|| set_version(resources))
 }
 
 /// The scope's endpoints with those of `services` rebuilt from `mesh`. The
@@ -319,6 +498,36 @@ fn same_but_workloads(a: &Mesh, b: &Mesh) -> bool {
     *config == b.config
         && registry.services == b.registry.services
         && *virtual_services == b.virtual_services
+        && *destination_rules == b.destination_rules
+        && *gateways == b.gateways
+        && *sidecars == b.sidecars
+        && *peer_authentications == b.peer_authentications
+        && *authorization_policies == b.authorization_policies
+        && *request_authentications == b.request_authentications
+        && *telemetries == b.telemetries
+        && *secrets == b.secrets
+        && *rate_limit_filters == b.rate_limit_filters
+}
+
+/// Whether the meshes differ in nothing but their VirtualServices (the
+/// registry the very same, or equal).
+fn same_but_virtual_services(a: &Mesh, b: &Mesh) -> bool {
+    let Mesh {
+        config,
+        registry,
+        virtual_services: _,
+        destination_rules,
+        gateways,
+        sidecars,
+        peer_authentications,
+        authorization_policies,
+        request_authentications,
+        telemetries,
+        secrets,
+        rate_limit_filters,
+    } = a;
+    *config == b.config
+        && (Arc::ptr_eq(registry, &b.registry) || registry.same_content(&b.registry))
         && *destination_rules == b.destination_rules
         && *gateways == b.gateways
         && *sidecars == b.sidecars

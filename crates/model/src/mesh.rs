@@ -41,7 +41,7 @@ impl Mesh {
         resources: impl IntoIterator<Item = &'a Resource>,
         config: MeshConfig,
     ) -> Mesh {
-        Self::read(resources, config, None)
+        Self::read(resources, config, Carried::No)
     }
 
     /// The next version of this mesh, from all of `resources`, after a
@@ -55,37 +55,35 @@ impl Mesh {
         config: MeshConfig,
         touched: &Touched,
     ) -> Mesh {
-        let registry =
-            (!touched.registry() && config == self.config).then(|| self.registry.clone());
+        let registry = if config != self.config || touched.is_empty() {
+            Carried::No
+        } else if !touched.registry() {
+            Carried::Whole(self.registry.clone())
+        } else if touched.only(api::Kind::ServiceEntry) {
+            Carried::Patched(&self.registry, touched)
+        } else {
+            Carried::No
+        };
         Self::read(resources, config, registry)
     }
 
-    /// Reads the mesh from `resources`, the registry too unless it is given.
+    /// Reads the mesh from `resources`, the registry as `registry` says.
     fn read<'a>(
         resources: impl IntoIterator<Item = &'a Resource>,
         config: MeshConfig,
-        registry: Option<Arc<Registry>>,
+        registry: Carried<'_>,
     ) -> Mesh {
-        let carried = registry.is_some();
+        let carried = matches!(registry, Carried::Whole(_));
         let mut mesh = Mesh {
             config,
             ..Default::default()
         };
-        let mut reg = Registry::default();
-        let mut service_entries = Vec::new();
-        let mut endpoint_slices = Vec::new();
-        let mut pods = std::collections::HashMap::new();
+        let mut registry_objects = Vec::new();
         for r in resources {
             match r {
-                _ if carried && crate::incremental::is_registry_kind(r.kind()) => {}
-                Resource::EndpointSlice(es) => endpoint_slices.push(es),
-                Resource::WorkloadEntry(we) => reg.add_workload_entry(we),
-                Resource::ServiceEntry(se) => service_entries.push(se),
-                Resource::Service(s) => reg.add_k8s_service(s, &mesh.config),
-                Resource::Pod(p) => {
-                    reg.add_pod(p);
-                    if let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) {
-                        pods.insert((ns.as_str(), name.as_str()), p);
+                _ if crate::incremental::is_registry_kind(r.kind()) => {
+                    if !carried {
+                        registry_objects.push(r);
                     }
                 }
                 Resource::VirtualService(vs) => mesh.virtual_services.push(vs.clone()),
@@ -126,18 +124,26 @@ impl Mesh {
             }
         }
         mesh.registry = match registry {
-            Some(carried) => carried,
-            None => {
-                // After every Service and workload: Kubernetes Services keep
-                // their hosts, and a ServiceEntry's selector sees every workload.
-                reg.add_endpoint_slices(&endpoint_slices, &pods, &mesh.config.domain_suffix);
-                service_entries.sort_by_key(|o| key(&o.metadata));
-                for se in service_entries {
-                    reg.add_service_entry(se);
+            Carried::Whole(registry) => registry,
+            Carried::Patched(old, touched) => {
+                let changed: Vec<(&str, &str)> = touched.of_kind(api::Kind::ServiceEntry).collect();
+                let now: Vec<_> = registry_objects
+                    .iter()
+                    .filter_map(|r| match r {
+                        Resource::ServiceEntry(se) => Some(se),
+                        _ => None,
+                    })
+                    .filter(|se| {
+                        let ns = se.metadata.namespace.as_deref().unwrap_or("default");
+                        changed.contains(&(ns, se.metadata.name.as_str()))
+                    })
+                    .collect();
+                match old.with_service_entries(&changed, &now) {
+                    Some(patched) => Arc::new(patched),
+                    None => Arc::new(read_registry(&registry_objects, &mesh.config)),
                 }
-                reg.index();
-                Arc::new(reg)
             }
+            Carried::No => Arc::new(read_registry(&registry_objects, &mesh.config)),
         };
         // Istio resolves conflicts by creation time; files carry none, so the
         // order is namespace/name, which is at least stable.
@@ -202,6 +208,49 @@ pub fn exported_to(export_to: &[String], resource_ns: &str, client_ns: &str) -> 
         || export_to
             .iter()
             .any(|e| e == "*" || e == client_ns || (e == "." && resource_ns == client_ns))
+}
+
+/// How much of the previous mesh's registry a rebuild carries over.
+enum Carried<'a> {
+    /// None: it is read from the resources.
+    No,
+    /// All of it: no object it is read from changed.
+    Whole(Arc<Registry>),
+    /// All but the ServiceEntries touched, read again (when it can be, see
+    /// [`Registry::with_service_entries`]).
+    Patched(&'a Registry, &'a Touched),
+}
+
+/// The registry of `objects` (those of the kinds it is read from), in their order.
+fn read_registry(objects: &[&Resource], config: &MeshConfig) -> Registry {
+    let mut reg = Registry::default();
+    let mut service_entries = Vec::new();
+    let mut endpoint_slices = Vec::new();
+    let mut pods = std::collections::HashMap::new();
+    for r in objects {
+        match r {
+            Resource::EndpointSlice(es) => endpoint_slices.push(es),
+            Resource::WorkloadEntry(we) => reg.add_workload_entry(we),
+            Resource::ServiceEntry(se) => service_entries.push(se),
+            Resource::Service(s) => reg.add_k8s_service(s, config),
+            Resource::Pod(p) => {
+                reg.add_pod(p);
+                if let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) {
+                    pods.insert((ns.as_str(), name.as_str()), p);
+                }
+            }
+            _ => {}
+        }
+    }
+    // After every Service and workload: Kubernetes Services keep
+    // their hosts, and a ServiceEntry's selector sees every workload.
+    reg.add_endpoint_slices(&endpoint_slices, &pods, &config.domain_suffix);
+    service_entries.sort_by_key(|o| key(&o.metadata));
+    for se in service_entries {
+        reg.add_service_entry(se);
+    }
+    reg.index();
+    reg
 }
 
 fn key(m: &api::meta::ObjectMeta) -> (String, String) {

@@ -4,6 +4,7 @@
 //! (see [`crate::service_entry`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Service as K8sService};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -166,9 +167,18 @@ pub struct Registry {
     /// Which workloads each service selects (indexes into `workloads`), built
     /// once by [`Registry::index`]: compiling endpoints for every service
     /// must not scan every workload for each of them.
-    selected: std::collections::HashMap<String, Vec<usize>>,
-    /// A ServiceEntry's own endpoints, by hostname (indexes into `workloads`).
-    pub(crate) inline: std::collections::HashMap<String, Vec<usize>>,
+    pub(crate) selected: std::collections::HashMap<String, Vec<usize>>,
+    /// A ServiceEntry's own endpoints, by hostname: kept apart from
+    /// `workloads` (and shared by the hosts of one entry), so that a changed
+    /// entry replaces its own and nothing else (see
+    /// [`Registry::with_service_entries`]).
+    pub(crate) inline: std::collections::HashMap<String, Arc<[Workload]>>,
+    /// The hosts each ServiceEntry (namespace, name) made services of.
+    pub(crate) entries: std::collections::HashMap<(String, String), Vec<String>>,
+    /// Hosts more than one object claims (a ServiceEntry's host that a
+    /// Kubernetes Service or an earlier entry has, and that one's): which
+    /// wins depends on every claimant, so a change to one is read whole.
+    pub(crate) contested: std::collections::HashSet<String>,
     /// The endpoints of Kubernetes Services that have EndpointSlices, by
     /// hostname (indexes into `workloads`): they replace the selector's picks
     /// (see [`crate::endpoint_slice`]).
@@ -286,7 +296,7 @@ impl Registry {
                 }
                 // Without a selector a service picks nothing (see `selects`):
                 // a thousand ServiceEntries need not scan their namespace each.
-                let mut picked: Vec<usize> = by_ns
+                let picked: Vec<usize> = by_ns
                     .get(svc.namespace.as_str())
                     .filter(|_| !svc.selector.is_empty())
                     .map(|ws| {
@@ -296,7 +306,6 @@ impl Registry {
                             .collect()
                     })
                     .unwrap_or_default();
-                picked.extend(self.inline.get(&svc.hostname).into_iter().flatten());
                 (svc.hostname.clone(), picked)
             })
             .collect();
@@ -322,6 +331,36 @@ impl Registry {
             .into_iter()
             .flatten()
             .map(move |&i| &self.workloads[i])
+            .chain(
+                self.inline
+                    .get(hostname)
+                    .into_iter()
+                    .flat_map(|ws| ws.iter()),
+            )
+    }
+
+    /// Whether the registries have the same services, workloads and
+    /// backends, however they were built (read whole, or patched: see
+    /// [`Registry::with_service_entries`]).
+    pub fn same_content(&self, other: &Registry) -> bool {
+        self.services == other.services
+            && self.workloads == other.workloads
+            && self
+                .services
+                .keys()
+                .all(|h| self.backends(h).eq(other.backends(h)))
+    }
+
+    /// Every workload: those services select, and ServiceEntries' own.
+    pub fn all_workloads(&self) -> impl Iterator<Item = &Workload> + '_ {
+        let mut seen = std::collections::HashSet::new();
+        let inline = self
+            .inline
+            .values()
+            // The hosts of one entry share its endpoints.
+            .filter(move |ws| seen.insert(ws.as_ptr()))
+            .flat_map(|ws| ws.iter());
+        self.workloads.iter().chain(inline)
     }
 
     /// Endpoints of `svc`'s `port` restricted to pods carrying `subset` labels,
@@ -332,11 +371,7 @@ impl Registry {
         port: &'a ServicePort,
         subset: &'a BTreeMap<String, String>,
     ) -> impl Iterator<Item = (&'a Workload, u32)> + 'a {
-        self.selected
-            .get(&svc.hostname)
-            .into_iter()
-            .flatten()
-            .map(move |&i| &self.workloads[i])
+        self.backends(&svc.hostname)
             .filter(move |w| subset.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
             .filter_map(move |w| Some((w, w.target_port(port)?)))
     }

@@ -18,6 +18,8 @@
 //! in Istio; here the Kubernetes Service is kept as it is. Of two
 //! ServiceEntries with the same host, the first in namespace/name order wins.
 
+use std::sync::Arc;
+
 use api::Object;
 use api::networking::{Location, Resolution as SeResolution, ServiceEntry, WorkloadEntry};
 use wire::pb::Protocol;
@@ -88,39 +90,42 @@ impl Registry {
                 if let Some(mut w) = entry_workload(ep, WorkloadKind::Inline, &name, &namespace) {
                     // Istio names no workload for inline endpoints.
                     w.workload = String::new();
-                    inline.push(self.workloads.len());
-                    self.workloads.push(w);
+                    inline.push(w);
                 }
             }
         }
+        let inline: Arc<[Workload]> = inline.into();
+        let mut claimed = Vec::new();
         for host in &spec.hosts {
             if self.services.contains_key(host) {
+                self.contested.insert(host.clone());
                 continue;
             }
-            let mut own = inline.clone();
+            claimed.push(host.clone());
             if resolution == Resolution::Dns
                 && spec.endpoints.is_empty()
                 && spec.workload_selector.is_none()
             {
                 // DNS without endpoints: the host itself is the endpoint.
-                own.push(self.workloads.len());
-                self.workloads.push(Workload {
-                    kind: WorkloadKind::Inline,
-                    name: host.clone(),
-                    workload: String::new(),
-                    namespace: namespace.clone(),
-                    labels: Default::default(),
-                    ip: host.clone(),
-                    service_account: String::new(),
-                    ports: Vec::new(),
-                    has_sidecar: false,
-                    gateway: false,
-                    locality: String::new(),
-                    weight: 0,
-                });
-            }
-            if !own.is_empty() {
-                self.inline.insert(host.clone(), own);
+                self.inline.insert(
+                    host.clone(),
+                    Arc::new([Workload {
+                        kind: WorkloadKind::Inline,
+                        name: host.clone(),
+                        workload: String::new(),
+                        namespace: namespace.clone(),
+                        labels: Default::default(),
+                        ip: host.clone(),
+                        service_account: String::new(),
+                        ports: Vec::new(),
+                        has_sidecar: false,
+                        gateway: false,
+                        locality: String::new(),
+                        weight: 0,
+                    }]),
+                );
+            } else if !inline.is_empty() {
+                self.inline.insert(host.clone(), inline.clone());
             }
             let service = Service {
                 name: host.clone(),
@@ -148,6 +153,49 @@ impl Registry {
             };
             self.services.insert(host.clone(), service);
         }
+        self.entries
+            .insert((namespace, se.metadata.name.clone()), claimed);
+    }
+
+    /// This registry with the ServiceEntries `changed` (namespace, name)
+    /// read again from `now` (those of them that still exist): what a
+    /// change of ServiceEntries alone costs instead of reading the whole
+    /// registry. `None` when the change is not one of entries with their
+    /// own endpoints, alone with their hosts (a `workloadSelector` picks
+    /// workloads, a host another object claims too is decided among all
+    /// claimants): then the registry is read whole.
+    pub fn with_service_entries(
+        &self,
+        changed: &[(&str, &str)],
+        now: &[&Object<ServiceEntry>],
+    ) -> Option<Registry> {
+        let own_endpoints = |se: &Object<ServiceEntry>| se.spec.workload_selector.is_none();
+        if !now.iter().all(|se| own_endpoints(se)) {
+            return None;
+        }
+        let mut next = self.clone();
+        for &(ns, name) in changed {
+            let old = next.entries.remove(&(ns.to_string(), name.to_string()));
+            for host in old.iter().flatten() {
+                let svc = next.services.remove(host)?;
+                if !svc.selector.is_empty() || next.contested.contains(host) {
+                    return None;
+                }
+                next.inline.remove(host);
+                next.selected.remove(host);
+            }
+        }
+        for se in now {
+            if se.spec.hosts.iter().any(|h| next.services.contains_key(h)) {
+                return None;
+            }
+            next.add_service_entry(se);
+            for host in &se.spec.hosts {
+                // No selector: they select nothing (see `index`).
+                next.selected.insert(host.clone(), Vec::new());
+            }
+        }
+        Some(next)
     }
 }
 

@@ -138,7 +138,7 @@ fn an_endpoint_change_affects_only_the_scopes_that_see_the_service() {
 }
 
 #[test]
-fn unchanged_meshes_affect_nothing_and_config_changes_affect_everything() {
+fn unchanged_meshes_affect_nothing_and_other_config_changes_affect_everything() {
     let yaml = format!("{BASE}{}", pod("s-1", "a", "s", "10.0.0.1"));
     let old = Compiler::new(mesh(&yaml));
     let _ = old.snapshot(&sidecar("a", "s-1"));
@@ -148,7 +148,15 @@ fn unchanged_meshes_affect_nothing_and_config_changes_affect_everything() {
         "{yaml}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: s, namespace: a}}\nspec:\n  hosts: [s]\n  http: [{{timeout: 1s, route: [{{destination: {{host: s}}}}]}}]\n"
     );
     let (_, affected) = old.update(mesh(&changed));
-    assert!(matches!(affected, Affected::All));
+    assert!(
+        matches!(&affected, Affected::Routes { hosts, .. } if hosts.len() == 1 && hosts.contains("s.a.svc.cluster.local")),
+        "a VirtualService changes the routes of the services it covers: {affected:?}"
+    );
+    let changed = format!(
+        "{yaml}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default, namespace: a}}\nspec: {{mtls: {{mode: STRICT}}}}\n"
+    );
+    let (_, affected) = old.update(mesh(&changed));
+    assert!(matches!(affected, Affected::All), "{affected:?}");
 }
 
 /// An object named by kind, namespace and name.
@@ -270,6 +278,13 @@ spec:
   subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
 "#;
 
+/// A VirtualService of the sidecars for s in a, routing to `subset`.
+fn vs_s(subset: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: s, namespace: a}}\nspec:\n  hosts: [s]\n  http: [{{route: [{{destination: {{host: s, subset: {subset}}}}}]}}]\n"
+    )
+}
+
 /// Every change, told by the objects it touched, reaches every proxy whose
 /// config it changes, and what each proxy then holds is exactly a fresh
 /// compile of the changed mesh. An endpoint change reaches the same
@@ -330,6 +345,43 @@ fn a_change_told_by_its_objects_reaches_exactly_the_proxies_it_changes() {
         ),
         ("an AuthorizationPolicy in b", policy.into(), vec![]),
         (
+            "a ServiceEntry with two hosts joins",
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: two, namespace: c}\nspec:\n  hosts: [one.c.internal, two.c.internal]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 10.0.5.1, serviceAccount: vm}, {address: 10.0.5.2}]\n".into(),
+            vec![],
+        ),
+        (
+            "the ServiceEntry drops a host and an endpoint, and resolves by DNS",
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: two, namespace: c}\nspec:\n  hosts: [two.c.internal]\n  location: MESH_INTERNAL\n  resolution: DNS\n  ports: [{number: 80, name: http, protocol: HTTP}]\n".into(),
+            vec![],
+        ),
+        (
+            "a ServiceEntry claims the host of a Service (which keeps it)",
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: shadow, namespace: a}\nspec:\n  hosts: [s.a.svc.cluster.local, shadow.a.internal]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 8080, name: http, protocol: HTTP}]\n  endpoints: [{address: 10.0.6.1}]\n".into(),
+            vec![],
+        ),
+        (
+            "the shadowing ServiceEntry leaves",
+            String::new(),
+            vec![(api::Kind::ServiceEntry, "a", "shadow")],
+        ),
+        (
+            "a ServiceEntry is deleted",
+            String::new(),
+            vec![(api::Kind::ServiceEntry, "c", "two")],
+        ),
+        ("a VirtualService routes s to v1", vs_s("v1"), vec![]),
+        ("the VirtualService moves s to v2", vs_s("v2"), vec![]),
+        (
+            "a VirtualService for the ServiceEntry in c, by a wildcard host",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ext, namespace: c}\nspec:\n  hosts: [\"*.c.internal\"]\n  http: [{timeout: 3s, route: [{destination: {host: ext.c.internal}}]}]\n".into(),
+            vec![],
+        ),
+        (
+            "the VirtualService of s is deleted",
+            String::new(),
+            vec![(api::Kind::VirtualService, "a", "s")],
+        ),
+        (
             "a pod leaves",
             String::new(),
             vec![(api::Kind::Pod, "a", "s-2")],
@@ -337,6 +389,7 @@ fn a_change_told_by_its_objects_reaches_exactly_the_proxies_it_changes() {
     ];
 
     let build = |o: &Objects| Arc::new(Mesh::build(o.0.values(), Default::default()));
+    let routes = wire::types::ROUTE_CONFIG;
     let mut compiler = Compiler::new(build(&objects));
     let mut held: Vec<_> = nodes.iter().map(|n| compiler.snapshot(n)).collect();
     for (what, yaml, deleted) in steps {
@@ -346,9 +399,39 @@ fn a_change_told_by_its_objects_reaches_exactly_the_proxies_it_changes() {
         let (next, affected) = compiler.update_touched(mesh, &touched);
         let fresh = Compiler::new(build(&objects));
         let (_, compared) = compiler.update(build(&objects));
+        let routes_only = touched.only(api::Kind::VirtualService);
+        if routes_only {
+            assert!(
+                matches!(affected, Affected::Routes { .. }),
+                "{what}: {affected:?}"
+            );
+            assert!(
+                matches!(compared, Affected::Routes { .. }),
+                "{what}: {compared:?}"
+            );
+        }
         for (n, snap) in nodes.iter().zip(held.iter_mut()) {
             let expected = fresh.snapshot(n);
             let reached = affected.proxy(&next, n);
+            if routes_only {
+                // Exactly the proxies whose config changes, and to them the
+                // changed virtual hosts only: one service, one port.
+                assert_eq!(
+                    reached,
+                    !snap.same_versions(&expected),
+                    "{what}: {} is reached if and only if its config changes",
+                    n.id
+                );
+                let pieces = |s: &wire::snapshot::ProxySnapshot| {
+                    s.types[routes]
+                        .resources
+                        .iter()
+                        .map(|r| (r.name.clone(), r.version.clone()))
+                        .collect::<std::collections::BTreeSet<_>>()
+                };
+                let changed = pieces(&expected).difference(&pieces(snap)).count();
+                assert!(changed <= 1, "{what}: {}: {changed} pieces changed", n.id);
+            }
             assert!(
                 reached || snap.same_versions(&expected),
                 "{what}: {} holds a stale config but was not reached",

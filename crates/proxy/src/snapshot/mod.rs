@@ -738,33 +738,69 @@ fn compile_routes(
 ) -> Result<RouteTables, String> {
     let mut routes = HashMap::new();
     let mut routes_by_port = HashMap::new();
-    let mut sources = HashMap::new();
+    // The resources naming one route config are its pieces (see
+    // `RouteConfig` in proxy.proto): their virtual hosts make one table. A
+    // piece whose bytes the last compile had is not decoded to learn its
+    // config; a config all of whose pieces it had is not compiled again.
+    let mut configs: BTreeMap<Arc<str>, Vec<(&Arc<Encoded>, Option<pb::RouteConfig>)>> =
+        BTreeMap::new();
     for r in &state.resources {
-        let kept = reusable.and_then(|p| {
+        let known = reusable.and_then(|p| {
             let (bytes, name) = p.sources.routes.get(&r.name)?;
-            let table = p.routes.get(&**name)?;
-            Arc::ptr_eq(bytes, r).then(|| table.clone())
+            Arc::ptr_eq(bytes, r).then(|| name.clone())
         });
-        let table = match kept {
-            Some(table) => table,
+        match known {
+            Some(name) => configs.entry(name).or_default().push((r, None)),
             None => {
                 let Some(Kind::RouteConfig(rc)) = r.decode()?.kind else {
                     return Err(wrong_kind("routes", &r.name));
                 };
+                configs
+                    .entry(rc.name.as_str().into())
+                    .or_default()
+                    .push((r, Some(rc)));
+            }
+        }
+    }
+    let mut previous_pieces: HashMap<&str, usize> = HashMap::new();
+    for (_, name) in reusable.iter().flat_map(|p| p.sources.routes.values()) {
+        *previous_pieces.entry(&**name).or_default() += 1;
+    }
+    let mut sources = HashMap::new();
+    for (name, pieces) in configs {
+        let unchanged = pieces.iter().all(|(_, rc)| rc.is_none())
+            && previous_pieces.get(&*name) == Some(&pieces.len());
+        let kept = reusable
+            .filter(|_| unchanged)
+            .and_then(|p| p.routes.get(&*name).cloned());
+        let table = match kept {
+            Some(table) => table,
+            None => {
+                let decoded = pieces
+                    .iter()
+                    .map(|(r, rc)| match rc {
+                        Some(rc) => Ok(rc.clone()),
+                        None => match r.decode()?.kind {
+                            Some(Kind::RouteConfig(rc)) => Ok(rc),
+                            _ => Err(wrong_kind("routes", &r.name)),
+                        },
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                let hosts: Vec<&pb::VirtualHost> =
+                    decoded.iter().flat_map(|rc| &rc.virtual_hosts).collect();
                 Arc::new(
-                    RouteTable::compile(&rc, clusters)
-                        .map_err(|e| format!("route config {:?}: {e}", rc.name))?,
+                    RouteTable::compile_hosts(&name, &hosts, clusters)
+                        .map_err(|e| format!("route config {name:?}: {e}"))?,
                 )
             }
         };
-        let name = table.name.clone();
+        for (r, _) in &pieces {
+            sources.insert(r.name.clone(), ((*r).clone(), name.clone()));
+        }
         if let Ok(port) = name.parse::<u16>() {
             routes_by_port.insert(port, table.clone());
         }
-        if routes.insert(name.to_string(), table).is_some() {
-            return Err(format!("routes: {name:?} is listed twice"));
-        }
-        sources.insert(r.name.clone(), (r.clone(), name));
+        routes.insert(name.to_string(), table);
     }
     Ok((routes, routes_by_port, Arc::new(sources)))
 }

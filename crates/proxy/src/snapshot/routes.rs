@@ -43,8 +43,19 @@ impl RouteTable {
         rc: &pb::RouteConfig,
         clusters: &HashMap<String, Arc<Cluster>>,
     ) -> Result<Self, String> {
-        let mut virtual_hosts = Vec::with_capacity(rc.virtual_hosts.len());
-        for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+        let hosts: Vec<&pb::VirtualHost> = rc.virtual_hosts.iter().collect();
+        Self::compile_hosts(&rc.name, &hosts, clusters)
+    }
+
+    /// The table named `name` of these virtual hosts (a route config's, or
+    /// those of the pieces it was sent in).
+    pub fn compile_hosts(
+        name: &str,
+        hosts: &[&pb::VirtualHost],
+        clusters: &HashMap<String, Arc<Cluster>>,
+    ) -> Result<Self, String> {
+        let mut virtual_hosts = Vec::with_capacity(hosts.len());
+        for (i, vh) in hosts.iter().enumerate() {
             let at = format!("virtual_hosts[{i}] ({})", vh.name);
             let routes = vh
                 .routes
@@ -61,14 +72,14 @@ impl RouteTable {
             });
         }
         let domains = DomainIndex::build(
-            rc.virtual_hosts
+            hosts
                 .iter()
                 .enumerate()
                 .flat_map(|(i, vh)| vh.domains.iter().map(move |d| (i, d.as_str()))),
         )
         .map_err(|e| format!("virtual_hosts: {e}"))?;
         Ok(RouteTable {
-            name: rc.name.as_str().into(),
+            name: name.into(),
             virtual_hosts: virtual_hosts.into_boxed_slice(),
             domains,
         })

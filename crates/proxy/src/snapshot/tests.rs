@@ -145,6 +145,7 @@ fn try_compile(types: &Types, prev: Option<&Snapshot>) -> Result<Compiled, Strin
         limits: &limits,
         local: &local,
         mesh_tls: None,
+        pod_ip: None,
     };
     compile(types.clone(), None, prev, &env)
 }

@@ -75,6 +75,75 @@ fn nack_keeps_the_old_routes() {
     );
 }
 
+/// A route config sent in pieces (one resource per virtual host, each
+/// naming the config) is one route table; a partial update replaces one
+/// piece and keeps the others; a domain two pieces list is refused.
+#[test]
+fn the_pieces_of_a_route_config_make_one_table() {
+    use wire::client::ConfigHandler;
+    let store = Arc::new(proxy::config::ConfigStore::new(&pb::Node::default()));
+    let handler = proxy::config::XdsHandler(store.clone());
+    let piece = |host: &str, domain: &str, cluster: &str| {
+        let mut r = route_config(
+            "9080",
+            &[domain],
+            vec![route(
+                &format!("to-{cluster}"),
+                vec![prefix("/")],
+                fwd(forward(&[(cluster, 100)])),
+            )],
+        );
+        r.name = format!("9080/{host}");
+        r
+    };
+    let mut clusters = cluster("c", &[]);
+    clusters.extend(cluster("d", &[]));
+    clusters.retain(|r| matches!(r.kind, Some(Kind::Cluster(_))));
+    handler
+        .apply(wire::types::CLUSTER, "1", clusters)
+        .expect("clusters");
+    handler
+        .apply(wire::types::ENDPOINTS, "1", vec![])
+        .expect("endpoints");
+    handler
+        .apply(wire::types::LISTENER, "1", vec![])
+        .expect("listeners");
+    handler
+        .apply(
+            wire::types::ROUTE_CONFIG,
+            "1",
+            vec![piece("a", "a", "c"), piece("b", "b", "c")],
+        )
+        .expect("pieces");
+    let target = |host: &str| {
+        let snapshot = store.current().expect("config");
+        let table = snapshot.routes_by_port[&9080].clone();
+        let vh = table.virtual_host(host).expect("virtual host");
+        vh.routes[0].name.to_string()
+    };
+    assert_eq!(target("a"), "to-c");
+    assert_eq!(target("b"), "to-c");
+    handler
+        .apply_partial(
+            wire::types::ROUTE_CONFIG,
+            "2",
+            vec![piece("b", "b", "d")],
+            vec![],
+        )
+        .expect("one piece changed");
+    assert_eq!(target("a"), "to-c");
+    assert_eq!(target("b"), "to-d");
+    let err = handler
+        .apply_partial(
+            wire::types::ROUTE_CONFIG,
+            "3",
+            vec![piece("a2", "a", "d")],
+            vec![],
+        )
+        .expect_err("a domain listed by two pieces");
+    assert!(err.contains("9080") && err.contains("\"a\""), "{err}");
+}
+
 fn proxy_snapshot(version: &str, by_type: Vec<(&str, Vec<pb::Resource>)>) -> Arc<ProxySnapshot> {
     let types: BTreeMap<String, Arc<TypeSnapshot>> = by_type
         .into_iter()
