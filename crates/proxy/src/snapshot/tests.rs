@@ -352,6 +352,66 @@ fn a_route_change_rebuilds_no_cluster() {
     assert_eq!(s3.listeners[0].bind.port(), 18081);
 }
 
+/// One piece of route config "8080", as the control plane sends a config:
+/// resource "8080/<cluster>" holding that cluster's virtual host.
+fn route_piece(cluster: &str, timeout_ms: u64) -> pb::Resource {
+    let mut r = routes(&[cluster], timeout_ms);
+    r.name = format!("8080/{cluster}");
+    r
+}
+
+#[test]
+fn route_config_pieces_make_one_table_rebuilt_when_a_piece_changes() {
+    let mut t1 = initial();
+    t1.insert(
+        wire::types::ROUTE_CONFIG,
+        Arc::new(TypeState::new(
+            "1",
+            &[route_piece("a", 1000), route_piece("b", 1000)],
+        )),
+    );
+    let s1 = compile_on(&t1, None);
+    let hosts = |s: &Snapshot| -> Vec<String> {
+        s.routes["8080"]
+            .virtual_hosts
+            .iter()
+            .map(|vh| vh.name.to_string())
+            .collect()
+    };
+    assert_eq!(hosts(&s1), ["a:8080", "b:8080"]);
+
+    // A piece changed: the table is rebuilt from both pieces.
+    let t2 = update(
+        &t1,
+        wire::types::ROUTE_CONFIG,
+        &[route_piece("b", 2000)],
+        &[],
+    );
+    let s2 = compile_on(&t2, Some(&s1));
+    assert!(!Arc::ptr_eq(&s1.routes["8080"], &s2.routes["8080"]));
+    assert_eq!(hosts(&s2), ["a:8080", "b:8080"]);
+    assert_eq!(describe(&s2), describe(&compile_on(&t2, None)));
+
+    // A piece added, then one removed: the table follows.
+    let t3 = update(
+        &t2,
+        wire::types::ROUTE_CONFIG,
+        &[route_piece("c", 1000)],
+        &[],
+    );
+    let s3 = compile_on(&t3, Some(&s2));
+    assert_eq!(hosts(&s3), ["a:8080", "b:8080", "c:8080"]);
+    let t4 = update(&t3, wire::types::ROUTE_CONFIG, &[], &["8080/a"]);
+    let s4 = compile_on(&t4, Some(&s3));
+    assert_eq!(hosts(&s4), ["b:8080", "c:8080"]);
+    assert_eq!(describe(&s4), describe(&compile_on(&t4, None)));
+
+    // Nothing of it changed (an endpoints update): the same table.
+    let t5 = update(&t4, wire::types::ENDPOINTS, &[endpoints("c", &[7])], &[]);
+    let s5 = compile_on(&t5, Some(&s4));
+    assert!(Arc::ptr_eq(&s4.routes["8080"], &s5.routes["8080"]));
+}
+
 #[test]
 fn a_full_update_with_the_same_bytes_reuses_everything() {
     let t1 = initial();
