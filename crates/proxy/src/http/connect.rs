@@ -11,6 +11,7 @@
 //!   as for plain HTTP), else tunnelled straight to the destination
 //!   (Istio's PassthroughCluster).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -69,7 +70,7 @@ pub async fn tunnel(
             });
             Response::new(RespBody::Empty)
         }
-        None if snapshot.registry_only && !wildcard_registered(&snapshot, host) => {
+        None if snapshot.registry_only && !wildcard_registered(&snapshot.hosts, host) => {
             super::blackhole(authority, None, record)
         }
         None => {
@@ -92,8 +93,8 @@ fn service_port(snapshot: &Snapshot, host: &str, port: u16) -> Option<Vip> {
 
 /// Whether a wildcard ServiceEntry host ("*.example.com") covers `host`:
 /// REGISTRY_ONLY lets such a host through, as it does its HTTP requests.
-fn wildcard_registered(snapshot: &Snapshot, host: &str) -> bool {
-    snapshot.hosts.keys().any(|known| {
+fn wildcard_registered(hosts: &BTreeMap<String, Vec<IpAddr>>, host: &str) -> bool {
+    hosts.keys().any(|known| {
         known
             .strip_prefix('*')
             .is_some_and(|suffix| suffix.starts_with('.') && host.ends_with(suffix))
@@ -131,4 +132,26 @@ async fn passthrough(
         }
     });
     Response::new(RespBody::Empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_host_covers_names_under_it() {
+        let hosts: BTreeMap<String, Vec<IpAddr>> =
+            [("*.example.com", vec![]), ("api.other.org", vec![])]
+                .into_iter()
+                .map(|(h, ips)| (h.to_string(), ips))
+                .collect();
+        assert!(wildcard_registered(&hosts, "api.example.com"));
+        assert!(wildcard_registered(&hosts, "a.b.example.com"));
+        assert!(!wildcard_registered(&hosts, "example.com"));
+        assert!(!wildcard_registered(&hosts, "notexample.com"));
+        assert!(
+            !wildcard_registered(&hosts, "api.other.org"),
+            "exact hosts are service ports, not wildcards"
+        );
+    }
 }
