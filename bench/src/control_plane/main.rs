@@ -518,6 +518,9 @@ async fn main() -> Result<()> {
         / latencies.len().max(1) as f64;
     let rss_peak = rss_kib(pid, "VmHWM:");
     let cpu_total = cpu_seconds(pid) - cpu_startup;
+    // Settled: a second after the last change, with every proxy connected.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_settled = rss_kib(pid, "VmRSS:");
 
     let results = serde_json::json!({
         "format": format!("{:?}", a.format), "sidecars": a.sidecars,
@@ -525,7 +528,7 @@ async fn main() -> Result<()> {
         "startup_ms": startup.as_millis(), "full_push_ms": full_push.as_millis(),
         "endpoint_change_p50_ms": percentile(&latencies, 0.5), "endpoint_change_p99_ms": percentile(&latencies, 0.99),
         "vs_change_p50_ms": percentile(&vs_latencies, 0.5), "vs_change_p99_ms": percentile(&vs_latencies, 0.99),
-        "rss_idle_mib": rss_idle as f64 / 1024.0, "rss_connected_mib": rss_connected as f64 / 1024.0, "rss_peak_mib": rss_peak as f64 / 1024.0,
+        "rss_idle_mib": rss_idle as f64 / 1024.0, "rss_connected_mib": rss_connected as f64 / 1024.0, "rss_peak_mib": rss_peak as f64 / 1024.0, "rss_settled_mib": rss_settled as f64 / 1024.0,
         "cpu_seconds_startup": cpu_startup, "cpu_seconds_full_push": cpu_full_push, "cpu_seconds": cpu_total,
         "bytes_per_proxy_full_push": bytes_full_push, "bytes_per_proxy_per_endpoint_change": bytes_per_change,
         "endpoint_resources_per_update": resources_per_update,
@@ -566,6 +569,10 @@ async fn main() -> Result<()> {
         rss_idle as f64 / 1024.0,
         rss_connected as f64 / 1024.0,
         rss_peak as f64 / 1024.0
+    );
+    println!(
+        "| trellisd RSS 1 s after the last change (all connected) | {:.0} MiB |",
+        rss_settled as f64 / 1024.0
     );
     println!(
         "| trellisd CPU: start / connect + full push / after start, whole run | {cpu_startup:.1} s / {cpu_full_push:.1} s / {cpu_total:.1} s |"

@@ -295,6 +295,10 @@ pub async fn run(
     });
 
     tokio::spawn(state::push_loop(cp.clone(), options.debounce));
+    tokio::spawn(state::release_memory_loop(
+        cp.clone(),
+        std::time::Duration::from_millis(500),
+    ));
     let api = http_api::router(
         cp.clone(),
         http_api::Access {

@@ -38,6 +38,8 @@ pub struct ControlPlane {
     /// Compiles of connecting proxies' first configs running now: one per
     /// core, as more only compete for the cores.
     compiles: tokio::sync::Semaphore,
+    /// Signalled when no push is in flight (see [`release_memory_loop`]).
+    settled: Notify,
 }
 
 /// What changed since the last push.
@@ -119,6 +121,7 @@ impl ControlPlane {
             compiles: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
+            settled: Notify::new(),
         }
     }
 
@@ -420,6 +423,10 @@ impl wire::server::ConfigProvider for ControlPlane {
         });
     }
 
+    fn pushes_settled(&self) {
+        self.settled.notify_one();
+    }
+
     fn disconnect(&self, node: &Node) {
         let mut proxies = lock(&self.proxies);
         // A proxy that already reconnected has a new entry whose channel is watched.
@@ -430,6 +437,20 @@ impl wire::server::ConfigProvider for ControlPlane {
             tracing::info!(proxy = %node.id, "proxy disconnected");
             p.status.connected = false;
         }
+    }
+}
+
+/// Returns the memory a burst of pushes freed to the system once the burst
+/// is over. The allocator keeps freed memory for reuse: after 2,000 proxies
+/// connected, 40 MB of the responses built for them stayed resident
+/// (trellisd's RSS 190 MiB, 149 MiB after `malloc_trim`). Bursts that follow
+/// within `delay` of a trim wait for the next one.
+pub async fn release_memory_loop(cp: Arc<ControlPlane>, delay: Duration) {
+    loop {
+        cp.settled.notified().await;
+        tokio::time::sleep(delay).await;
+        // It walks the whole heap: off the async workers.
+        let _ = tokio::task::spawn_blocking(sys::release_freed_memory).await;
     }
 }
 

@@ -206,6 +206,99 @@ async fn an_endpoint_change_reaches_only_the_proxies_that_see_the_service() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_service_change_sends_its_virtual_host_to_the_proxies_that_see_it() {
+    let initial = format!(
+        "{MESH}---\n{}---\n{}",
+        pod("s-1", "a", "s", "10.0.0.1"),
+        pod("t-1", "b", "t", "10.0.1.1")
+    );
+    let dir = config_dir(&initial);
+    let cp = ControlPlane::start(dir.path(), Duration::from_millis(20));
+    let (in_a, in_b) = (Recorder::default(), Recorder::default());
+    for (node, rec) in [(sidecar("a", "s-1"), &in_a), (sidecar("b", "t-1"), &in_b)] {
+        cp.connect(node, rec.clone());
+    }
+    let routes = |rec: &Recorder| -> Vec<Got> {
+        let got = rec.0.lock().expect("lock");
+        got.iter()
+            .filter(|g| g.type_url == wire::types::ROUTE_CONFIG)
+            .cloned()
+            .collect()
+    };
+    for rec in [&in_a, &in_b] {
+        wait_for("all four types", || {
+            let got = rec.0.lock().expect("lock");
+            wire::types::ALL
+                .iter()
+                .all(|t| got.iter().any(|g| g.type_url == *t))
+        })
+        .await;
+    }
+    // The route config of port 8080, in one piece per virtual host.
+    assert_eq!(
+        routes(&in_a)[0].names,
+        vec!["8080/s.a.svc.cluster.local:8080"]
+    );
+    let vs = |timeout: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: s, namespace: a}}\nspec:\n  hosts: [s]\n  http: [{{timeout: {timeout}, route: [{{destination: {{host: s}}}}]}}]\n"
+        )
+    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    for timeout in ["1s", "2s"] {
+        let resp = client
+            .post(format!("http://127.0.0.1:{}/v1/apply", cp.http))
+            .header("content-type", "application/yaml")
+            .body(vs(timeout))
+            .send()
+            .await
+            .expect("apply");
+        assert!(resp.status().is_success());
+    }
+    wait_for("a's route updates", || routes(&in_a).len() >= 2).await;
+    // The two applies may be pushed apart or together: each push is the one piece.
+    for update in routes(&in_a).iter().skip(1) {
+        assert!(update.partial, "{update:?}");
+        assert_eq!(update.names, vec!["8080/s.a.svc.cluster.local:8080"]);
+        assert!(update.removed.is_empty());
+    }
+    // b does not see s: after a change b sees, it has had no route update before it.
+    let resp = client
+        .post(format!("http://127.0.0.1:{}/v1/apply", cp.http))
+        .header("content-type", "application/yaml")
+        .body(
+            vs("3s")
+                .replace("name: s, namespace: a", "name: t, namespace: b")
+                .replace("host: s", "host: t")
+                .replace("[s]", "[t]"),
+        )
+        .send()
+        .await
+        .expect("apply");
+    assert!(resp.status().is_success());
+    wait_for("b's route update", || routes(&in_b).len() >= 2).await;
+    let b = routes(&in_b);
+    assert_eq!(b.len(), 2, "b got nothing for s: {b:?}");
+    assert_eq!(b[1].names, vec!["8080/t.b.svc.cluster.local:8080"]);
+    // Nobody was sent clusters, endpoints or listeners again.
+    for rec in [&in_a, &in_b] {
+        let got = rec.0.lock().expect("lock");
+        for t in [
+            wire::types::CLUSTER,
+            wire::types::ENDPOINTS,
+            wire::types::LISTENER,
+        ] {
+            assert_eq!(got.iter().filter(|g| g.type_url == t).count(), 1, "{t}");
+        }
+    }
+    assert!(cp.stop().await, "the control plane stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_set_is_sent_in_pieces_and_applied_whole() {
     // Well over one message's worth of clusters and endpoints.
     let mut yaml = String::new();

@@ -81,10 +81,9 @@ impl Mesh {
         let mut registry_objects = Vec::new();
         for r in resources {
             match r {
-                _ if crate::incremental::is_registry_kind(r.kind()) => {
-                    if !carried {
-                        registry_objects.push(r);
-                    }
+                // Carried whole, the registry's own objects are not looked at.
+                _ if !carried && crate::incremental::is_registry_kind(r.kind()) => {
+                    registry_objects.push(r)
                 }
                 Resource::VirtualService(vs) => mesh.virtual_services.push(vs.clone()),
                 Resource::DestinationRule(dr) => mesh.destination_rules.push(dr.clone()),

@@ -97,11 +97,17 @@ pub trait ConfigProvider: Send + Sync + 'static {
     fn sent(&self, node: &Node, type_url: &str, version: &str);
     /// The stream ended.
     fn disconnect(&self, node: &Node);
+    /// Every proxy has answered every response sent to it: no push is in
+    /// flight. After a burst (a thousand proxies connecting, a change sent
+    /// to all) the memory its responses took is free, and a good moment to
+    /// return it.
+    fn pushes_settled(&self) {}
 }
 
 pub struct DiscoveryService<P> {
     provider: Arc<P>,
     pushes: Arc<Semaphore>,
+    concurrent_pushes: usize,
 }
 
 /// How many proxies may have unacknowledged config in flight at once (Istio's
@@ -122,6 +128,7 @@ impl<P: ConfigProvider> DiscoveryService<P> {
             service: Arc::new(Self {
                 provider,
                 pushes: Arc::new(Semaphore::new(concurrent_pushes.max(1))),
+                concurrent_pushes: concurrent_pushes.max(1),
             }),
         }
     }
@@ -272,6 +279,7 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
         let (tx, rx) = mpsc::channel(2);
         let provider = self.provider.clone();
         let pushes = self.pushes.clone();
+        let concurrent_pushes = self.concurrent_pushes;
         tokio::spawn(async move {
             let mut session = Session {
                 node,
@@ -282,6 +290,7 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
                 accepts_partial: first.accepts_partial,
                 nonce: 0,
                 pushes,
+                concurrent_pushes,
                 permit: None,
                 awaiting: HashSet::new(),
             };
@@ -324,6 +333,7 @@ struct Session<P> {
     accepts_partial: bool,
     nonce: u64,
     pushes: Arc<Semaphore>,
+    concurrent_pushes: usize,
     /// Held from the first unacknowledged response until the proxy has
     /// answered all of them. A session holds at most one, and keeps reading
     /// its stream while it does, so sessions cannot deadlock on permits.
@@ -385,8 +395,13 @@ impl<P: ConfigProvider> Session<P> {
             return self.push_type(&type_url, &snapshot).await;
         }
         self.awaiting.remove(&req.response_nonce);
-        if self.awaiting.is_empty() {
-            self.permit = None;
+        // The last answer awaited releases the permit; when no session
+        // holds one, no push is in flight.
+        if self.awaiting.is_empty()
+            && self.permit.take().is_some()
+            && self.pushes.available_permits() == self.concurrent_pushes
+        {
+            self.provider.pushes_settled();
         }
         let Some(sent) = self.subscribed.get_mut(&type_url) else {
             return Ok(());
