@@ -443,6 +443,8 @@ async fn main() -> Result<()> {
     let config_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_idle = mem_mib(pid, "VmRSS:");
+    // The config's own memory: the rest is mostly the binary's pages.
+    let anon_idle = mem_mib(pid, "RssAnon:");
     let setup = Setup {
         a,
         dir,
@@ -493,13 +495,13 @@ async fn main() -> Result<()> {
         still.updates, still.rejected, churn.updates, churn.rejected
     );
     println!(
-        "proxy RSS idle with the config {rss_idle:.1} MiB (high-water mark {rss_hwm:.1} MiB), config in {config_s:.1} s; load average {load_before} before, {load_after} after"
+        "proxy RSS idle with the config {rss_idle:.1} MiB ({anon_idle:.1} MiB anonymous; high-water mark {rss_hwm:.1} MiB), config in {config_s:.1} s; load average {load_before} before, {load_after} after"
     );
     if let Some(path) = &a.json {
         let results = json!({
             "services": a.services, "endpoints_per_service": a.endpoints_per_service,
             "load_rate": a.load_rate, "changes_per_sec": a.changes_per_sec, "secs": a.secs,
-            "proxy_rss_idle_mib": rss_idle, "proxy_rss_hwm_mib": rss_hwm, "config_s": config_s,
+            "proxy_rss_idle_mib": rss_idle, "proxy_anon_idle_mib": anon_idle, "proxy_rss_hwm_mib": rss_hwm, "config_s": config_s,
             "load_average_before": load_before, "load_average_after": load_after,
             "still": phase_json(&still), "churn": phase_json(&churn),
         });

@@ -476,14 +476,18 @@ impl Compiled {
 struct Sources {
     endpoints: Arc<EndpointSources>,
     clusters: Arc<ClusterSources>,
-    /// Route config resources by name: the bytes and the route table's name.
-    routes: Arc<HashMap<Arc<str>, (Arc<Encoded>, Arc<str>)>>,
+    /// Route config resources: the route table each made.
+    routes: Arc<BuiltFrom>,
 }
+
+/// Resources by name: their bytes and the name of what was built from
+/// each (or, for endpoints, the cluster they are for).
+type BuiltFrom = HashMap<Arc<str>, (Arc<Encoded>, Arc<str>)>;
 
 #[derive(Default)]
 struct EndpointSources {
     /// Endpoints resources by name: the bytes and the cluster they are for.
-    by_resource: HashMap<Arc<str>, (Arc<Encoded>, Arc<str>)>,
+    by_resource: BuiltFrom,
     /// The endpoints resource of each cluster.
     by_cluster: HashMap<Arc<str>, Arc<Encoded>>,
 }
@@ -533,7 +537,7 @@ impl EndpointSources {
 #[derive(Default)]
 struct ClusterSources {
     /// Cluster resources by name: the bytes and the cluster's name.
-    by_resource: HashMap<Arc<str>, (Arc<Encoded>, Arc<str>)>,
+    by_resource: BuiltFrom,
     /// The resource of each cluster, by the cluster's name.
     by_name: HashMap<Arc<str>, Arc<Encoded>>,
 }
@@ -726,7 +730,7 @@ fn addressing(
 type RouteTables = (
     HashMap<String, Arc<RouteTable>>,
     HashMap<u16, Arc<RouteTable>>,
-    Arc<HashMap<Arc<str>, (Arc<Encoded>, Arc<str>)>>,
+    Arc<BuiltFrom>,
 );
 
 /// The route tables of `state`; those whose bytes are `reusable`'s are its
