@@ -355,12 +355,12 @@ impl LocalRateLimit {
                 return (false, report(&config.spec, held.tokens()));
             }
         }
-        if matched.is_empty() || self.always_consume_default {
-            if let (Some(spec), Some(tokens)) = (&self.default, &buckets.default) {
-                let allowed = tokens.take(spec);
-                if !allowed || matched.is_empty() {
-                    return (allowed, report(spec, tokens));
-                }
+        if (matched.is_empty() || self.always_consume_default)
+            && let (Some(spec), Some(tokens)) = (&self.default, &buckets.default)
+        {
+            let allowed = tokens.take(spec);
+            if !allowed || matched.is_empty() {
+                return (allowed, report(spec, tokens));
             }
         }
         let first = matched
