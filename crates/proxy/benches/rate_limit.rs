@@ -23,7 +23,9 @@ use proxy::policy::rate_limit::{ConnectionBuckets, Decision, LocalRateLimit};
 use proxy::policy::rate_limit_actions::RequestView;
 use wire::pb;
 
-fn limit(descriptors: bool, per_connection: bool) -> LocalRateLimit {
+/// `value`: the descriptor's path ("": a wildcard); None: no descriptor.
+fn limit(value: Option<&str>, per_connection: bool) -> LocalRateLimit {
+    let descriptors = value.is_some();
     let path_action = pb::RateLimitActions {
         actions: vec![pb::RateLimitAction {
             action: Some(pb::rate_limit_action::Action::RequestHeaders(
@@ -48,7 +50,7 @@ fn limit(descriptors: bool, per_connection: bool) -> LocalRateLimit {
             vec![pb::LocalRateLimitDescriptor {
                 entries: vec![pb::LocalRateLimitEntry {
                     key: "path".into(),
-                    value: "/productpage".into(),
+                    value: value.unwrap_or_default().into(),
                 }],
                 max_tokens: u32::MAX,
                 tokens_per_fill: u32::MAX,
@@ -86,13 +88,14 @@ fn rate_limit(c: &mut Criterion) {
     g.bench_function("unlimited", |b| {
         b.iter(|| black_box(&none).as_ref().map(|l| l.check(&conns, &[])))
     });
-    for (name, descriptors, per_connection) in [
-        ("default_bucket", false, false),
-        ("default_bucket_per_connection", false, true),
-        ("path_descriptor", true, false),
-        ("path_descriptor_per_connection", true, true),
+    for (name, descriptor, per_connection) in [
+        ("default_bucket", None, false),
+        ("default_bucket_per_connection", None, true),
+        ("path_descriptor", Some("/productpage"), false),
+        ("path_descriptor_per_connection", Some("/productpage"), true),
+        ("wildcard_path_descriptor", Some(""), false),
     ] {
-        let l = Some(limit(descriptors, per_connection));
+        let l = Some(limit(descriptor, per_connection));
         g.bench_function(name, |b| {
             b.iter(|| {
                 let l = black_box(&l).as_ref().expect("a limit");
