@@ -175,6 +175,9 @@ pub(super) fn rate_limit_actions(
                     &["descriptor_key", "descriptor_value"],
                     &format!("{aat}.generic_key"),
                 )?;
+                if s("descriptor_value").is_empty() {
+                    return Err(format!("{aat}.generic_key.descriptor_value: required"));
+                }
                 Action::GenericKey(pb::GenericKeyAction {
                     descriptor_key: s("descriptor_key"),
                     descriptor_value: s("descriptor_value"),
@@ -191,11 +194,15 @@ pub(super) fn rate_limit_actions(
                     ],
                     &format!("{aat}.header_value_match"),
                 )?;
+                let hat = format!("{aat}.header_value_match");
+                if s("descriptor_value").is_empty() {
+                    return Err(format!("{hat}.descriptor_value: required"));
+                }
                 let headers = v
                     .get("headers")
                     .and_then(Value::as_array)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| format!("{hat}.headers: at least one"))?
                     .iter()
                     .enumerate()
                     .map(|(j, h)| {

@@ -293,6 +293,22 @@ configPatches:
         "prefix_match: /admin",
         "string_match: {exact: a, prefix: b}",
     );
+    // As Envoy's validation: a generic_key has a value, a header_value_match headers.
+    let no_value = CLUSTER_AND_ACTIONS.replace("{descriptor_value: all}", "{descriptor_key: k}");
+    let err = recognise("ns", "v", &spec(&no_value)).expect_err("generic_key value");
+    assert!(
+        err.ends_with("generic_key.descriptor_value: required"),
+        "{err}"
+    );
+    let no_headers = CLUSTER_AND_ACTIONS.replace(
+        "headers: [{name: \":path\", prefix_match: /admin}]",
+        "headers: []",
+    );
+    let err = recognise("ns", "h", &spec(&no_headers)).expect_err("no headers");
+    assert!(
+        err.ends_with("header_value_match.headers: at least one"),
+        "{err}"
+    );
     let err = recognise("ns", "s", &spec(&two_kinds)).expect_err("two kinds");
     assert!(
         err.ends_with("string_match: one of exact, prefix, suffix, contains or safe_regex"),

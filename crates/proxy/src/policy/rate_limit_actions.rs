@@ -51,7 +51,7 @@ enum Action {
     },
 }
 
-/// A header's (or query parameter's) matcher; a header matcher's flags.
+/// One of header_value_match's headers: its matcher and flags.
 #[derive(Debug)]
 struct HeaderMatch {
     name: String,

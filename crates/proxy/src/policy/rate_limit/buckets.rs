@@ -84,18 +84,18 @@ impl Tokens {
         }
     }
 
-    /// Takes a token if there is one.
-    pub(super) fn take(&self, spec: &Spec) -> bool {
-        self.refill(spec);
+    /// Takes a token if there is one, at `now`.
+    pub(super) fn take(&self, spec: &Spec, now: Instant) -> bool {
+        self.refill(spec, now);
         self.tokens
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_sub(1))
             .is_ok()
     }
 
     /// Adds the tokens of the fill intervals that have passed.
-    fn refill(&self, spec: &Spec) {
+    fn refill(&self, spec: &Spec, now: Instant) {
         let interval = spec.fill_interval.as_nanos().max(1);
-        let due = (self.start.elapsed().as_nanos() / interval) as u64;
+        let due = (now.duration_since(self.start).as_nanos() / interval) as u64;
         let done = self.fills.load(Ordering::Acquire);
         if due <= done {
             return;
@@ -115,9 +115,9 @@ impl Tokens {
         }
     }
 
-    pub(super) fn report(&self, spec: &Spec) -> Report {
+    pub(super) fn report(&self, spec: &Spec, now: Instant) -> Report {
         let interval = spec.fill_interval.as_millis().max(1);
-        let into = self.start.elapsed().as_millis() % interval;
+        let into = now.duration_since(self.start).as_millis() % interval;
         Report {
             limit: spec.max_tokens,
             remaining: self.tokens.load(Ordering::Acquire),
@@ -148,15 +148,15 @@ impl Dynamic {
     }
 
     /// The bucket of the request descriptor with these entries, full when
-    /// new (or made again after it was dropped, as Envoy's).
-    pub(super) fn bucket(&self, spec: &Spec, entries: &[Entry]) -> Arc<Tokens> {
+    /// new at `now` (or made again after it was dropped, as Envoy's).
+    pub(super) fn bucket(&self, spec: &Spec, entries: &[Entry], now: Instant) -> Arc<Tokens> {
         let key: Vec<String> = entries.iter().map(|e| e.value.clone()).collect();
         // Held for a map look-up only, and only by requests this descriptor matched.
         let mut lru = self.lru.lock().unwrap_or_else(PoisonError::into_inner);
         lru.clock += 1;
-        let now = lru.clock;
+        let tick = lru.clock;
         if let Some((tokens, used)) = lru.buckets.get_mut(&key) {
-            *used = now;
+            *used = tick;
             return tokens.clone();
         }
         if lru.buckets.len() >= self.capacity
@@ -168,8 +168,8 @@ impl Dynamic {
         {
             lru.buckets.remove(&oldest);
         }
-        let tokens = Arc::new(Tokens::full(spec, Instant::now()));
-        lru.buckets.insert(key, (tokens.clone(), now));
+        let tokens = Arc::new(Tokens::full(spec, now));
+        lru.buckets.insert(key, (tokens.clone(), tick));
         tokens
     }
 

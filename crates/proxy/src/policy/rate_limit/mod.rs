@@ -14,8 +14,8 @@
 //! the filter only counts it (`filter_enforced` below 100 %). Counted as
 //! Envoy's `<stat_prefix>.http_local_rate_limit.{enabled,enforced,rate_limited,ok}`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use http::header::{HeaderName, HeaderValue};
@@ -90,7 +90,12 @@ enum Held<'a> {
 /// first request and dropped with it. A listener whose limit changed
 /// meanwhile starts the connection on fresh buckets of the new limit.
 #[derive(Default)]
-pub struct ConnectionBuckets(ArcSwapOption<(u64, Buckets)>);
+pub struct ConnectionBuckets {
+    /// Of the limit the first request met: found with one atomic load.
+    first: OnceLock<(u64, Buckets)>,
+    /// Of the listener's limit after it changed.
+    changed: ArcSwapOption<(u64, Buckets)>,
+}
 
 impl PartialEq for LocalRateLimit {
     fn eq(&self, other: &Self) -> bool {
@@ -323,6 +328,8 @@ impl LocalRateLimit {
     /// Takes the request's tokens from `buckets`: whether it may pass, and
     /// the reported bucket's state when x-ratelimit headers are configured.
     fn take(&self, buckets: &Buckets, request: &[RateLimitDescriptor]) -> (bool, Option<Report>) {
+        // One clock read for the request's refills and report.
+        let now = Instant::now();
         // Each request descriptor counts against the descriptor equal to
         // it, else the first wildcard one it matches (as Envoy's look-up).
         let mut matched: Vec<(&Descriptor, Held<'_>)> = Vec::new();
@@ -342,25 +349,26 @@ impl LocalRateLimit {
                 let held = match &buckets.descriptors[i] {
                     DescriptorTokens::Fixed(t) => Held::Fixed(t),
                     DescriptorTokens::Wildcard(dynamic) => {
-                        Held::Made(dynamic.bucket(&config.spec, &d.entries))
+                        Held::Made(dynamic.bucket(&config.spec, &d.entries, now))
                     }
                 };
                 matched.push((config, held));
             }
             matched.sort_by(|a, b| a.0.fill_rate.total_cmp(&b.0.fill_rate));
         }
-        let report = |spec: &Spec, tokens: &Tokens| self.x_headers.then(|| tokens.report(spec));
+        let report =
+            |spec: &Spec, tokens: &Tokens| self.x_headers.then(|| tokens.report(spec, now));
         for (config, held) in &matched {
-            if !held.tokens().take(&config.spec) {
+            if !held.tokens().take(&config.spec, now) {
                 return (false, report(&config.spec, held.tokens()));
             }
         }
-        if matched.is_empty() || self.always_consume_default {
-            if let (Some(spec), Some(tokens)) = (&self.default, &buckets.default) {
-                let allowed = tokens.take(spec);
-                if !allowed || matched.is_empty() {
-                    return (allowed, report(spec, tokens));
-                }
+        if (matched.is_empty() || self.always_consume_default)
+            && let (Some(spec), Some(tokens)) = (&self.default, &buckets.default)
+        {
+            let allowed = tokens.take(spec, now);
+            if !allowed || matched.is_empty() {
+                return (allowed, report(spec, tokens));
             }
         }
         let first = matched
@@ -402,15 +410,23 @@ impl LocalRateLimit {
 impl ConnectionBuckets {
     /// Runs `f` on the connection's buckets of `limit`, made at its first request.
     fn with<R>(&self, limit: &LocalRateLimit, f: impl FnOnce(&Buckets) -> R) -> R {
-        let current = self.0.load();
+        // Only the first requests of a connection (HTTP/2 streams at once)
+        // may wait here, for one of them to make the buckets.
+        let first = self.first.get_or_init(|| (limit.id, limit.buckets()));
+        if first.0 == limit.id {
+            return f(&first.1);
+        }
+        let current = self.changed.load();
         if let Some(own) = current.as_ref()
             && own.0 == limit.id
         {
             return f(&own.1);
         }
         let fresh = Arc::new((limit.id, limit.buckets()));
-        // Two first requests at once (HTTP/2): the first one's buckets stay.
-        let before = self.0.compare_and_swap(&*current, Some(fresh.clone()));
+        // Two requests at once (HTTP/2): the first one's buckets stay.
+        let before = self
+            .changed
+            .compare_and_swap(&*current, Some(fresh.clone()));
         match before.as_ref() {
             Some(won) if won.0 == limit.id => f(&won.1),
             _ => f(&fresh.1),
