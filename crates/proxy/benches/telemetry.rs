@@ -11,6 +11,12 @@
 //!   access log. `on` − `off` is what turning telemetry on adds.
 //!
 //! `cargo bench -p proxy --bench telemetry`
+//!
+//! Measured 2026-12-07 (bench profile, 2 shared cores at load 4–5; the
+//! figures move by ±30 % with the load): a line 1.92 µs before the line
+//! was rendered in place, 0.78 µs after; a request with telemetry on
+//! 2.67 → 1.65 µs, off 0.33 / 0.46 µs (unchanged code: noise), so what
+//! turning telemetry on adds went from 2.3 to 1.2 µs.
 
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
