@@ -302,7 +302,7 @@ async fn apply(
     let warnings: Vec<String> = resources
         .iter()
         .filter_map(|r| {
-            let text = model::analyze::not_enforced(r)?;
+            let text = model::analyze::not_enforced_in(r, Some(&cp.mesh().config))?;
             tracing::warn!(peer = %caller.peer, resource = %Key::of(r), "{text}");
             Some(format!("{} {}: {text}", r.kind_name(), r.name()))
         })

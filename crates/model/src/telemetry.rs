@@ -30,6 +30,19 @@ const DEFAULT_SAMPLING: f64 = 1.0;
 const DEFAULT_ZIPKIN: &str = "zipkin.istio-system:9411";
 /// The built-in access log provider.
 pub const ENVOY_PROVIDER: &str = "envoy";
+/// The built-in metrics provider.
+pub const PROMETHEUS_PROVIDER: &str = "prometheus";
+
+/// Whether the metrics provider `name` is a Prometheus one: the built-in
+/// `prometheus`, or an `extensionProviders` entry of that kind whatever its
+/// name (Istio resolves a Telemetry's provider by name, then acts on its kind).
+pub fn is_prometheus(config: &MeshConfig, name: &str) -> bool {
+    name == PROMETHEUS_PROVIDER
+        || config
+            .extension_providers
+            .iter()
+            .any(|p| p.name == name && p.prometheus.is_some())
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -44,12 +57,12 @@ pub fn apply(mesh: &Mesh, node: &pb::Node, config: &mut ProxyConfig) {
     let server = (
         tracing_policy(mesh, &levels, Side::Server),
         access_logs(mesh, &levels, Side::Server),
-        metrics_policy(&levels, Side::Server),
+        metrics_policy(&mesh.config, &levels, Side::Server),
     );
     let client = (
         tracing_policy(mesh, &levels, Side::Client),
         access_logs(mesh, &levels, Side::Client),
-        metrics_policy(&levels, Side::Client),
+        metrics_policy(&mesh.config, &levels, Side::Client),
     );
     for l in &mut config.listeners {
         let (tracing, logs, metrics) = match pb::Direction::try_from(l.direction) {
@@ -426,14 +439,18 @@ pub fn metric_names(m: IstioMetric) -> &'static [&'static str] {
 /// first, each level's overrides applied over the one before (Istio's
 /// inheritance: a later `disabled` or tag override of the same metric and
 /// tag wins). `None`: no overrides, the standard metrics as they are.
-fn metrics_policy(levels: &[&Telemetry], side: Side) -> Option<pb::MetricsPolicy> {
+fn metrics_policy(
+    config: &MeshConfig,
+    levels: &[&Telemetry],
+    side: Side,
+) -> Option<pb::MetricsPolicy> {
     use std::collections::{BTreeMap, BTreeSet};
     let mut disabled: BTreeSet<&'static str> = BTreeSet::new();
     let mut tags: BTreeMap<(&'static str, String), (bool, String)> = BTreeMap::new();
     let mut any = false;
     for t in levels {
         for m in t.metrics.iter().filter(|m| {
-            m.providers.is_empty() || m.providers.iter().any(|p| p.name == "prometheus")
+            m.providers.is_empty() || m.providers.iter().any(|p| is_prometheus(config, &p.name))
         }) {
             for o in &m.overrides {
                 let mode = o.r#match.as_ref().and_then(|s| s.mode);
@@ -664,5 +681,45 @@ spec:
         assert!(m.disabled.contains(&"requests_total".to_string()));
         assert_eq!(m.tag_overrides.len(), 1);
         assert_eq!(m.tag_overrides[0].value, "response.code");
+    }
+
+    /// A Prometheus provider of any name is Prometheus (Istio resolves the
+    /// name, then acts on the kind); a name that is no Prometheus provider
+    /// leaves the metrics as they are.
+    #[test]
+    fn prometheus_providers_of_any_name() {
+        let telemetry = |provider: &str| {
+            format!(
+                "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: mesh, namespace: istio-system}}
+spec:
+  metrics:
+  - providers: [{{name: {provider}}}]
+    overrides:
+    - match: {{metric: REQUEST_COUNT}}
+      disabled: true
+"
+            )
+        };
+        let mut cfg = providers();
+        cfg.extension_providers.push(ExtensionProvider {
+            name: "cluster-prometheus".into(),
+            prometheus: Some(serde_json::json!({})),
+            ..Default::default()
+        });
+        let m = client(cfg.clone(), &telemetry("cluster-prometheus"))
+            .metrics
+            .expect("overrides");
+        assert_eq!(m.disabled, ["requests_total"]);
+        // A tracing provider's name is not a metrics provider.
+        assert!(client(cfg.clone(), &telemetry("zipkin")).metrics.is_none());
+        let resources = api::parse("t.yaml", &telemetry("cluster-prometheus")).expect("parses");
+        assert_eq!(
+            crate::analyze::not_enforced_in(&resources[0], Some(&cfg)),
+            None
+        );
+        let resources = api::parse("t.yaml", &telemetry("zipkin")).expect("parses");
+        assert!(crate::analyze::not_enforced_in(&resources[0], Some(&cfg)).is_some());
     }
 }

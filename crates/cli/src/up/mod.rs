@@ -139,7 +139,7 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     ));
     let logs = state.join("logs");
     for r in &plan.resources {
-        if let Some(text) = model::analyze::not_enforced(r) {
+        if let Some(text) = model::analyze::not_enforced_in(r, Some(&mesh_config)) {
             eprintln!("WARNING: {} {}: {text}", r.kind_name(), r.name());
         }
     }

@@ -44,7 +44,7 @@ mod sidecar;
 mod telemetry;
 mod unsupported;
 mod upstream_tls;
-pub use unsupported::not_enforced;
+pub use unsupported::{not_enforced, not_enforced_in};
 pub use upstream_tls::unreadable_files;
 mod virtual_service;
 mod virtual_service_hosts;

@@ -156,6 +156,12 @@ fn unknown_providers(ctx: &Context<'_>, t: &Object<Telemetry>, out: &mut Vec<Mes
         );
     }
     for (i, mt) in t.spec.metrics.iter().enumerate() {
-        check("metrics", i, &mt.providers, &["prometheus"], "prometheus");
+        check(
+            "metrics",
+            i,
+            &mt.providers,
+            &["prometheus"],
+            crate::telemetry::PROMETHEUS_PROVIDER,
+        );
     }
 }

@@ -17,12 +17,14 @@
 
 use api::Resource;
 
+use crate::mesh_config::MeshConfig;
+
 use super::messages::{self as m, MessageType};
 use super::{Message, context::Context, origin};
 
 pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
     for r in ctx.resources {
-        if let Some(text) = not_enforced(r) {
+        if let Some(text) = not_enforced_in(r, Some(ctx.config)) {
             out.push(Message::new(m::NOT_ENFORCED, origin(r), text));
             continue;
         }
@@ -162,14 +164,26 @@ route's rate_limits actions.";
 /// `reportingInterval` (Istio's periodic report of long-lived TCP
 /// connections: Trellis's TCP counters move as bytes pass, so every scrape
 /// is current); metrics providers other than Prometheus are not.
+/// Without the mesh config only the built-in `prometheus` provider is
+/// known to be one (see [`not_enforced_in`]).
 pub fn not_enforced(r: &Resource) -> Option<String> {
+    not_enforced_in(r, None)
+}
+
+/// [`not_enforced`], with the mesh config whose `extensionProviders` say
+/// which providers are Prometheus ones, whatever their names.
+pub fn not_enforced_in(r: &Resource, config: Option<&MeshConfig>) -> Option<String> {
+    let prometheus = |name: &str| match config {
+        Some(config) => crate::telemetry::is_prometheus(config, name),
+        None => name == crate::telemetry::PROMETHEUS_PROVIDER,
+    };
     match r {
         Resource::Telemetry(t) => {
             let ignored: Vec<&str> = t
                 .spec
                 .metrics
                 .iter()
-                .filter(|m| m.providers.iter().any(|p| p.name != "prometheus"))
+                .filter(|m| m.providers.iter().any(|p| !prometheus(&p.name)))
                 .map(|_| "metrics providers other than prometheus")
                 .collect();
             if ignored.is_empty() {

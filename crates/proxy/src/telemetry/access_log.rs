@@ -514,7 +514,7 @@ fn write_value(op: &Operator, e: &Entry<'_>, out: &mut Vec<u8>) {
         Operator::Req(names) => str(names.iter().find_map(|n| e.header(n))),
         Operator::Resp(name) if name == "x-envoy-upstream-service-time" => {
             if let Some(t) = e.upstream_service_time {
-                write_display(out, t);
+                write_u64(out, t);
             }
         }
         Operator::Resp(name) => str(e
@@ -522,7 +522,7 @@ fn write_value(op: &Operator, e: &Entry<'_>, out: &mut Vec<u8>) {
             .and_then(|h| h.get(name))
             .and_then(|v| v.to_str().ok())),
         Operator::Protocol => str(e.protocol),
-        Operator::ResponseCode => write_display(out, e.response_code),
+        Operator::ResponseCode => write_u64(out, e.response_code.into()),
         Operator::ResponseFlags => str(Some(e.response_flags)),
         Operator::ResponseCodeDetails => str(e.response_code_details.or_else(|| {
             // Envoy's detail for a response the upstream sent.
@@ -531,25 +531,23 @@ fn write_value(op: &Operator, e: &Entry<'_>, out: &mut Vec<u8>) {
         Operator::ConnectionTerminationDetails
         | Operator::UpstreamTransportFailureReason
         | Operator::UpstreamLocalAddress => {}
-        Operator::BytesReceived => write_display(out, e.bytes_received),
-        Operator::BytesSent => write_display(out, e.bytes_sent),
-        Operator::Duration => write_display(out, e.duration_ms),
+        Operator::BytesReceived => write_u64(out, e.bytes_received),
+        Operator::BytesSent => write_u64(out, e.bytes_sent),
+        Operator::Duration => write_u64(out, e.duration_ms),
         Operator::UpstreamHost => str(e.upstream_host),
         Operator::UpstreamCluster => str(e.upstream_cluster),
         Operator::DownstreamLocalAddress => {
             if let Some(a) = e.downstream_local {
-                write_display(out, a);
+                write_addr(out, a);
             }
         }
-        Operator::DownstreamRemoteAddress => write_display(out, e.downstream_remote),
-        Operator::DownstreamRemoteAddressWithoutPort => {
-            write_display(out, e.downstream_remote.ip())
-        }
+        Operator::DownstreamRemoteAddress => write_addr(out, e.downstream_remote),
+        Operator::DownstreamRemoteAddressWithoutPort => write_ip(out, e.downstream_remote.ip()),
         Operator::RequestedServerName => str(e.requested_server_name),
         Operator::RouteName => str(e.route_name),
         Operator::GrpcStatus => {
             if let Some(g) = e.grpc_status {
-                write_display(out, g);
+                write_u64(out, g.into());
             }
         }
         Operator::DownstreamPeerUriSan => str(e.source_principal),
@@ -557,9 +555,52 @@ fn write_value(op: &Operator, e: &Entry<'_>, out: &mut Vec<u8>) {
     }
 }
 
-fn write_display(out: &mut Vec<u8>, v: impl std::fmt::Display) {
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{v}");
+/// `n` in decimal, as `{n}` prints it, without the formatting machinery
+/// (a line has up to seven numbers).
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// As `{addr}` prints it: "10.0.0.1:80", "[::1]:80".
+fn write_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            write_ip(out, (*a.ip()).into());
+            out.push(b':');
+            write_u64(out, a.port().into());
+        }
+        // Rare in a mesh; Display writes it without allocating too.
+        SocketAddr::V6(a) => {
+            let _ = write!(out, "{a}");
+        }
+    }
+}
+
+/// As `{ip}` prints it.
+fn write_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(ip) => {
+            for (i, octet) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                write_u64(out, octet.into());
+            }
+        }
+        std::net::IpAddr::V6(ip) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
 }
 
 /// Splits a format into literals and `%OPERATOR%`s (`%%` is a literal `%`).
@@ -1158,6 +1199,8 @@ mod tests {
             route_name: Some("ruta-ñandú-路由"),
             source_principal: Some("spiffe://cluster.local/ns/default/sa/productpage"),
             response_flags: "UF,URX",
+            bytes_received: u64::MAX,
+            duration_ms: 0,
             downstream_remote: "[2001:db8::1]:443".parse().expect("addr"),
             downstream_local: Some("[::1]:15006".parse().expect("addr")),
             ..entry(&request)
@@ -1191,7 +1234,14 @@ mod tests {
             (17, 0),
             "127.0.0.1:5000".parse().expect("addr"),
         );
-        let entries = [entry(&request), full, none, empties, tcp];
+        let v4 = Entry {
+            downstream_remote: "255.0.10.199:65535".parse().expect("addr"),
+            downstream_local: Some("0.0.0.0:0".parse().expect("addr")),
+            response_code: 0,
+            bytes_sent: 1_000_000_007,
+            ..entry(&request)
+        };
+        let entries = [entry(&request), full, none, empties, tcp, v4];
         for (fi, f) in formats.iter().enumerate() {
             for (ei, e) in entries.iter().enumerate() {
                 let mut now = Vec::new();
