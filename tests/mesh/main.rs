@@ -24,6 +24,7 @@ mod jwt;
 mod kube;
 mod kube_ca;
 mod kube_cli;
+mod kube_crds;
 mod kube_faults;
 mod kube_inject;
 mod kube_node;
