@@ -298,6 +298,70 @@ async fn a_virtual_service_change_sends_its_virtual_host_to_the_proxies_that_see
     assert!(cp.stop().await, "the control plane stops");
 }
 
+/// A proxy from before route configs were sent in pieces: it does not join them.
+#[derive(Clone, Default)]
+struct OldProxy(Recorder);
+
+impl wire::client::ConfigHandler for OldProxy {
+    fn apply(&self, type_url: &str, version: &str, resources: Vec<Resource>) -> Result<(), String> {
+        self.0.apply(type_url, version, resources)
+    }
+
+    fn accepts_partial(&self) -> bool {
+        true
+    }
+
+    fn apply_partial(
+        &self,
+        type_url: &str,
+        version: &str,
+        changed: Vec<Resource>,
+        removed: Vec<String>,
+    ) -> Result<(), String> {
+        self.0.apply_partial(type_url, version, changed, removed)
+    }
+
+    fn joins_route_pieces(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_does_not_join_route_pieces_is_sent_whole_route_configs() {
+    let initial = format!("{MESH}---\n{}", pod("s-1", "a", "s", "10.0.0.1"));
+    let dir = config_dir(&initial);
+    let cp = ControlPlane::start(dir.path(), Duration::from_millis(20));
+    let old = OldProxy::default();
+    cp.connect(sidecar("a", "s-1"), old.clone());
+    let routes = || -> Vec<Got> {
+        let got = old.0.0.lock().expect("lock");
+        got.iter()
+            .filter(|g| g.type_url == wire::types::ROUTE_CONFIG)
+            .cloned()
+            .collect()
+    };
+    wait_for("the route configs", || !routes().is_empty()).await;
+    assert_eq!(routes()[0].names, vec!["8080"], "one resource per config");
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+        .post(format!("http://127.0.0.1:{}/v1/apply", cp.http))
+        .header("content-type", "application/yaml")
+        .body(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: s, namespace: a}\nspec:\n  hosts: [s]\n  http: [{timeout: 2s, route: [{destination: {host: s}}]}]\n",
+        )
+        .send()
+        .await
+        .expect("apply");
+    assert!(resp.status().is_success());
+    wait_for("the route update", || routes().len() >= 2).await;
+    // The changed config, whole, under the config's own name.
+    assert_eq!(routes()[1].names, vec!["8080"], "{:?}", routes());
+    assert!(cp.stop().await, "the control plane stops");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_set_is_sent_in_pieces_and_applied_whole() {
     // Well over one message's worth of clusters and endpoints.

@@ -28,6 +28,14 @@ pub trait ConfigHandler: Send + Sync + 'static {
         false
     }
 
+    /// Whether the handler joins the resources that name one route config
+    /// into one (`RouteConfig` in proxy.proto), as the proxy does; `false`
+    /// asks for every route config whole, as a proxy from before the pieces
+    /// is sent them.
+    fn joins_route_pieces(&self) -> bool {
+        true
+    }
+
     /// Applies a change to the resources of one type: `changed` replace the
     /// ones of the same name or are added, `removed` are dropped, the rest
     /// stay. `version` is the version of the whole resulting set. `Err` NACKs
@@ -112,6 +120,7 @@ async fn session<H: ConfigHandler>(
             type_url: type_url.to_string(),
             version_info: applied.get(*type_url).cloned().unwrap_or_default(),
             accepts_partial: handler.accepts_partial(),
+            joins_route_pieces: handler.joins_route_pieces(),
             ..Default::default()
         };
         // The channel holds 16 and this sends 4: it cannot be full.
