@@ -162,6 +162,8 @@ async fn one_stream(
             node: (i == 0).then(|| node.clone()),
             type_url: type_url.to_string(),
             accepts_partial: true,
+            // As trellis-proxy: it joins the route-config pieces itself.
+            joins_route_pieces: true,
             ..Default::default()
         })
         .await?;
