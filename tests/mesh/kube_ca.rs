@@ -14,16 +14,20 @@ use wire::certs::{Issued, create_certificate};
 
 /// A certificate for `sleep` from `trellisd`, once it serves, verifying it
 /// with the root the leader publishes, or with `root_cert`.
+///
+/// The published root is read again on every try: while the CA is being
+/// replaced, trellisd may already serve a certificate of the new root that
+/// the ConfigMap, written a moment later, does not hold yet.
 async fn issue(trellisd: &Trellisd, kube: &Kube, root_cert: Option<&Path>) -> Result<Issued> {
-    let xds = match root_cert {
-        Some(path) => trellisd.xds_verified_by(path)?,
-        None => trellisd.xds(kube).await?,
-    };
     let ns = &kube.namespace;
     let token = service_account_token(kube, ns, "sleep", "istio-ca")?;
     let id = SpiffeId::new("cluster.local", ns, "sleep")?;
     let key = KeyAndCsr::generate(&id)?;
     eventually(Duration::from_secs(60), || async {
+        let xds = match root_cert {
+            Some(path) => trellisd.xds_verified_by(path)?,
+            None => trellisd.xds(kube).await?,
+        };
         create_certificate(&xds, &token, key.csr_pem().to_string(), None)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
