@@ -344,7 +344,7 @@ where
     };
     let _active = endpoint.start();
     let authority = &endpoint.authority;
-    let Ok(mut upstream) = endpoint.pool.connect_tcp().await else {
+    let Ok(mut upstream) = endpoint.pool().connect_tcp().await else {
         tracing::info!(cluster = %cluster.name, upstream = %authority, flags = "UF", "upstream connect failed; connection closed");
         return log("UF", Some(authority.as_str()), conn.prefix.len() as u64, 0);
     };

@@ -340,11 +340,11 @@ fn clusters(admin: &Admin, json: bool) -> Reply {
                 .map(|e| EndpointDump {
                     address: &e.key,
                     healthy: e.healthy,
-                    rq_active: e.load.active.load(Ordering::Relaxed),
-                    rq_total: e.load.total.load(Ordering::Relaxed),
-                    cx_active: e.pool.open_connections(),
+                    rq_active: e.load().active.load(Ordering::Relaxed),
+                    rq_total: e.load().total.load(Ordering::Relaxed),
+                    cx_active: e.open_connections(),
                     ejected: c.is_ejected(e),
-                    ejections: e.outlier.ejections(),
+                    ejections: e.outlier().ejections(),
                     workload: &e.meta.workload,
                     version: &e.meta.version,
                 })

@@ -76,7 +76,7 @@ fn health(admin: &Admin, out: &mut String) {
             let open: u64 = c
                 .endpoints()
                 .iter()
-                .map(|e| u64::from(e.pool.open_connections()))
+                .map(|e| u64::from(e.open_connections()))
                 .sum();
             if open > 0 {
                 let _ = writeln!(

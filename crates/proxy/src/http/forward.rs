@@ -184,7 +184,7 @@ async fn tries(
                 (Some(_), None) => return no_healthy_upstream(record),
                 (None, _) => match cluster.pick(*hash, previous.as_deref()) {
                     Some(e) => {
-                        let pool = e.pool.clone();
+                        let pool = e.pool().clone();
                         (Some(e), pool, cluster.protocol)
                     }
                     None => return no_healthy_upstream(record),

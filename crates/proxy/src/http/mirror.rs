@@ -58,7 +58,7 @@ pub fn spawn(mirror: &Mirror, head: &Head, body: Bytes, timeout: Option<Duration
         };
         // Through the mirror cluster's own pool and circuit breakers, as Envoy's shadows go.
         let exchange = async {
-            let (resp, lease) = endpoint.pool.send(req, http2).await.ok()?;
+            let (resp, lease) = endpoint.pool().send(req, http2).await.ok()?;
             // Read to the end, so that the connection can serve again.
             let complete = resp.into_body().collect().await.is_ok();
             lease.finish(complete);

@@ -15,6 +15,7 @@
 //! so that picking costs no allocation.
 
 pub mod breaker;
+mod endpoint;
 pub mod hash;
 pub mod locality;
 pub mod outlier;
@@ -24,7 +25,7 @@ pub mod upstream;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -35,10 +36,12 @@ use wire::pb;
 
 use crate::telemetry::meta::{EndpointMetas, PeerMeta, ServiceMeta};
 use breaker::{Breakers, Limits};
+pub use endpoint::{ActiveGuard, Endpoint, Load};
+use endpoint::{ClusterConn, EndpointState};
 use locality::{Local, Locality, Placement};
 use outlier::Outcome;
 use passthrough::Passthrough;
-use upstream::{ConnSettings, EndpointPool};
+use upstream::ConnSettings;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Balancer {
@@ -65,45 +68,6 @@ impl UpstreamProtocol {
             Ok(pb::Protocol::Http) => UpstreamProtocol::Http1,
             _ => UpstreamProtocol::Downstream,
         }
-    }
-}
-
-/// Requests in flight and in total to one endpoint.
-#[derive(Debug, Default)]
-pub struct Load {
-    pub active: AtomicU64,
-    pub total: AtomicU64,
-}
-
-/// Counts a request as active on an endpoint until dropped.
-#[derive(Debug)]
-pub struct ActiveGuard(Arc<Load>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-pub struct Endpoint {
-    /// "address:port", as operators and the access log know it.
-    pub key: Arc<str>,
-    pub authority: Authority,
-    pub healthy: bool,
-    pub weight: u32,
-    pub locality: Locality,
-    pub load: Arc<Load>,
-    pub outlier: Arc<outlier::HostState>,
-    pub pool: Arc<EndpointPool>,
-    pub meta: Arc<PeerMeta>,
-    placement: Placement,
-}
-
-impl Endpoint {
-    pub fn start(&self) -> ActiveGuard {
-        self.load.active.fetch_add(1, Ordering::Relaxed);
-        self.load.total.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(self.load.clone())
     }
 }
 
@@ -220,13 +184,7 @@ impl Cluster {
             spec,
             endpoints,
             previous.as_deref().unwrap_or_default(),
-            &EndpointEnv {
-                settings,
-                breakers: &breakers,
-                tls_changed,
-                namespace: &service.namespace,
-                env,
-            },
+            &EndpointEnv::new(settings, &breakers, tls_changed, &service.namespace, env),
         )?;
         // Kept across config updates, as endpoints' pools are.
         let passthrough = (balancer == Balancer::Passthrough).then(|| {
@@ -272,13 +230,13 @@ impl Cluster {
             spec,
             endpoints,
             &self.endpoints(),
-            &EndpointEnv {
-                settings: conn_settings(spec, env),
-                breakers: &self.breakers,
-                tls_changed: false,
-                namespace: &self.service.namespace,
+            &EndpointEnv::new(
+                conn_settings(spec, env),
+                &self.breakers,
+                false,
+                &self.service.namespace,
                 env,
-            },
+            ),
         )?;
         Ok(NewEndpoints(Arc::new(
             self.compute_eligible(eps, Instant::now()),
@@ -328,7 +286,7 @@ impl Cluster {
                 // Power of two choices: two distinct random endpoints, the less loaded wins.
                 let a = rng.random_range(0..n);
                 let b = (a + rng.random_range(1..n)) % n;
-                let load = |i: usize| hosts[i].load.active.load(Ordering::Relaxed);
+                let load = |i: usize| hosts[i].load().active.load(Ordering::Relaxed);
                 if load(b) < load(a) { b } else { a }
             }
         };
@@ -351,8 +309,8 @@ impl Cluster {
         let eligible = self.eligible.load();
         let ejected = o.detector.report(
             &o.config,
-            &endpoint.outlier,
-            eligible.endpoints.iter().map(|e| &*e.outlier),
+            endpoint.outlier(),
+            eligible.endpoints.iter().map(|e| e.outlier()),
             outcome,
             Instant::now(),
         );
@@ -363,7 +321,7 @@ impl Cluster {
 
     /// Whether `endpoint` is ejected now (for operators).
     pub fn is_ejected(&self, endpoint: &Endpoint) -> bool {
-        self.outlier.is_some() && endpoint.outlier.ejected_until(Instant::now()).is_some()
+        self.outlier.is_some() && endpoint.outlier().ejected_until(Instant::now()).is_some()
     }
 
     fn eligible_now(&self) -> Arc<Eligible> {
@@ -391,7 +349,7 @@ impl Cluster {
             .iter()
             .map(|e| {
                 let ejected = match &self.outlier {
-                    Some(_) => e.outlier.ejected_until(now),
+                    Some(_) => e.outlier().ejected_until(now),
                     None => None,
                 };
                 if let Some(u) = ejected {
@@ -554,13 +512,33 @@ fn conn_settings(spec: &pb::Cluster, env: &BuildEnv<'_>) -> ConnSettings {
 
 /// What building a cluster's endpoints needs besides their config.
 struct EndpointEnv<'a> {
-    settings: ConnSettings,
-    breakers: &'a Breakers,
+    /// How the endpoints' connections are made (shared by them).
+    conn: Arc<ClusterConn>,
     /// The cluster's TLS settings changed: connections made with the old ones are not reused.
     tls_changed: bool,
     /// The cluster's service's namespace, for the endpoints' metadata.
     namespace: &'a str,
     env: &'a BuildEnv<'a>,
+}
+
+impl<'a> EndpointEnv<'a> {
+    fn new(
+        settings: ConnSettings,
+        breakers: &Breakers,
+        tls_changed: bool,
+        namespace: &'a str,
+        env: &'a BuildEnv<'a>,
+    ) -> Self {
+        EndpointEnv {
+            conn: Arc::new(ClusterConn {
+                settings,
+                breakers: breakers.clone(),
+            }),
+            tls_changed,
+            namespace,
+            env,
+        }
+    }
 }
 
 /// The endpoints `endpoints` lists, with the run-time state (connections,
@@ -583,36 +561,59 @@ fn make_endpoints(
     for (i, ((ep, placement), upstream_tls)) in
         raw.iter().zip(placements).zip(upstream_tls).enumerate()
     {
-        let key = endpoint_key(ep).map_err(|e| format!("endpoints[{i}]: {e}"))?;
-        let authority: Authority = key
-            .parse()
-            .map_err(|_| format!("endpoints[{i}]: {key:?} is not host:port"))?;
-        let (load, outlier_state, pool) = match previous.get(key.as_str()) {
+        let read = read_endpoint(ep, &mut metas, e.namespace)
+            .map_err(|err| format!("endpoints[{i}]: {err}"))?;
+        // The state of the endpoint at this address before, if any; the
+        // pool, if it has one, takes this build's settings.
+        let state = match previous.get(&*read.key) {
             Some(p) => {
-                p.pool.configure(e.settings, e.breakers.clone());
-                (p.load.clone(), p.outlier.clone(), p.pool.clone())
+                p.state.configure(&e.conn, upstream_tls, e.tls_changed);
+                p.state.clone()
             }
-            None => (
-                Arc::default(),
-                Arc::default(),
-                EndpointPool::new(authority.clone(), e.settings, e.breakers.clone()),
-            ),
+            None => Arc::new(EndpointState::new(&e.conn, upstream_tls)),
         };
-        pool.set_tls(upstream_tls, e.tls_changed);
         eps.push(Arc::new(Endpoint {
-            key: key.into(),
-            authority,
-            healthy: ep.healthy,
-            weight: ep.weight.max(1),
-            locality: Locality::parse(&ep.locality),
-            load,
-            outlier: outlier_state,
-            pool,
-            meta: metas.of(ep, e.namespace),
+            key: read.key,
+            authority: read.authority,
+            healthy: read.healthy,
+            weight: read.weight,
+            locality: read.locality,
+            meta: read.meta,
             placement,
+            state,
         }));
     }
     Ok(eps.into())
+}
+
+/// What one endpoint of the config says.
+struct ReadEndpoint {
+    key: Arc<str>,
+    authority: Authority,
+    healthy: bool,
+    weight: u32,
+    locality: Locality,
+    meta: Arc<PeerMeta>,
+}
+
+/// Reads one endpoint's fields (the one place that does).
+fn read_endpoint(
+    ep: &pb::Endpoint,
+    metas: &mut EndpointMetas,
+    namespace: &str,
+) -> Result<ReadEndpoint, String> {
+    let key = endpoint_key(ep)?;
+    let authority: Authority = key
+        .parse()
+        .map_err(|_| format!("{key:?} is not host:port"))?;
+    Ok(ReadEndpoint {
+        key: key.into(),
+        authority,
+        healthy: ep.healthy,
+        weight: ep.weight.max(1),
+        locality: Locality::parse(&ep.locality),
+        meta: metas.of(ep, namespace),
+    })
 }
 
 /// Where each endpoint stands for locality load balancing.

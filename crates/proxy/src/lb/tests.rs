@@ -100,11 +100,14 @@ fn run_time_state_survives_a_rebuild() {
         ..Default::default()
     };
     let c2 = build(&spec, &endpoints(1, true), Some(&c));
-    assert_eq!(c2.endpoints()[0].load.active.load(Ordering::Relaxed), 1);
-    assert!(Arc::ptr_eq(&c.endpoints()[0].pool, &c2.endpoints()[0].pool));
+    assert_eq!(c2.endpoints()[0].load().active.load(Ordering::Relaxed), 1);
     assert!(Arc::ptr_eq(
-        &c.endpoints()[0].outlier,
-        &c2.endpoints()[0].outlier
+        &c.endpoints()[0].state,
+        &c2.endpoints()[0].state
+    ));
+    assert!(Arc::ptr_eq(
+        c.endpoints()[0].pool(),
+        c2.endpoints()[0].pool()
     ));
     assert!(Arc::ptr_eq(&c.breakers.usage, &c2.breakers.usage));
 }

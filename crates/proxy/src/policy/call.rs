@@ -91,7 +91,7 @@ pub async fn send(
     let _active = endpoint.start();
     let exchange = async {
         let (resp, lease) = endpoint
-            .pool
+            .pool()
             .send(req, http2)
             .await
             .map_err(|e| CallError::Send(format!("{e:?}")))?;

@@ -265,8 +265,10 @@ pub fn compile(
         _ => addressing(state(wire::types::CLUSTER), &clusters)?,
     };
 
+    // The peers table lists the endpoints with an identity: an update that
+    // changes only endpoints without one (on either side) leaves it as is.
     let peers = match prev {
-        Some(p) if !built.changed && swaps.is_empty() => p.peers.clone(),
+        Some(p) if !built.changed && swaps.iter().all(|(c, e)| !has_peers(c, e)) => p.peers.clone(),
         _ => {
             let replaced: HashMap<*const Cluster, &NewEndpoints> =
                 swaps.iter().map(|(c, e)| (Arc::as_ptr(c), e)).collect();
@@ -345,6 +347,13 @@ pub fn compile(
         },
         swaps,
     })
+}
+
+/// Whether `cluster`'s endpoints in force or `new` list a workload the
+/// peers table holds (one with an identity).
+fn has_peers(cluster: &Cluster, new: &NewEndpoints) -> bool {
+    let listed = |e: &Arc<crate::lb::Endpoint>| Peers::lists(&e.meta);
+    cluster.endpoints().iter().any(listed) || new.endpoints().iter().any(listed)
 }
 
 /// A compiled snapshot, and the endpoints it replaces in clusters it shares

@@ -9,7 +9,7 @@
 //! ([`Peers`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -63,7 +63,7 @@ impl PeerMeta {
                 .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
                 .map(String::as_str)
         };
-        let or_unknown = |s: &str| -> Arc<str> { if s.is_empty() { UNKNOWN } else { s }.into() };
+        let or_unknown = |s: &str| shared_str(if s.is_empty() { UNKNOWN } else { s });
         let workload = first(&["service.istio.io/workload-name"]).unwrap_or(workload);
         let app = first(&["app", "app.kubernetes.io/name"]);
         let version = first(&["version", "app.kubernetes.io/version"]);
@@ -81,16 +81,15 @@ impl PeerMeta {
                 ])
                 .unwrap_or(workload),
             ),
-            canonical_revision: first(&[
-                "service.istio.io/canonical-revision",
-                "app.kubernetes.io/version",
-                "version",
-            ])
-            .unwrap_or("latest")
-            .into(),
-            cluster: first(&["topology.istio.io/cluster"])
-                .unwrap_or(DEFAULT_CLUSTER)
-                .into(),
+            canonical_revision: shared_str(
+                first(&[
+                    "service.istio.io/canonical-revision",
+                    "app.kubernetes.io/version",
+                    "version",
+                ])
+                .unwrap_or("latest"),
+            ),
+            cluster: shared_str(first(&["topology.istio.io/cluster"]).unwrap_or(DEFAULT_CLUSTER)),
         }
     }
 
@@ -112,7 +111,9 @@ impl PeerMeta {
     /// The one shared copy of these labels (see [`Interner`]).
     pub fn interned(self) -> Arc<PeerMeta> {
         static PEERS: OnceLock<Interner<PeerMeta>> = OnceLock::new();
-        PEERS.get_or_init(Interner::default).get(self)
+        PEERS
+            .get_or_init(Interner::default)
+            .get(&self, || Arc::new(self.clone()))
     }
 }
 
@@ -121,29 +122,60 @@ impl PeerMeta {
 /// fresh copy of the same labels with each config push (or each connection)
 /// would start a new series for them, and the series map would grow with
 /// every push. Entries die with their last user.
-struct Interner<T>(Mutex<(HashMap<T, Weak<T>>, usize)>);
+///
+/// Values are found by their hash: a table slot is the hash and a weak
+/// pointer (16 bytes), not a second copy of the value. A mesh of 10,000
+/// workloads has as many distinct peers: a table keyed by the values
+/// themselves held 2 MiB more. Two values with one 64-bit hash (practically
+/// never) are each correct, the second one merely not shared.
+struct Interner<T: ?Sized> {
+    table: Mutex<Table<T>>,
+    hasher: RandomState,
+}
 
-impl<T> Default for Interner<T> {
+struct Table<T: ?Sized> {
+    by_hash: HashMap<u64, Weak<T>>,
+    /// Dead entries are dropped when the table reaches this size.
+    prune_at: usize,
+}
+
+impl<T: ?Sized> Default for Interner<T> {
     fn default() -> Self {
-        Interner(Mutex::new((HashMap::new(), 1024)))
+        Interner {
+            table: Mutex::new(Table {
+                by_hash: HashMap::new(),
+                prune_at: 1024,
+            }),
+            hasher: RandomState::new(),
+        }
     }
 }
 
-impl<T: Clone + Hash + Eq> Interner<T> {
-    fn get(&self, value: T) -> Arc<T> {
-        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (values, prune_at) = &mut *guard;
-        if let Some(shared) = values.get(&value).and_then(Weak::upgrade) {
-            return shared;
+impl<T: ?Sized + Hash + Eq> Interner<T> {
+    /// The shared copy of `value`; `make` makes one when there is none.
+    fn get(&self, value: &T, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        let hash = self.hasher.hash_one(value);
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = table.by_hash.get(&hash).and_then(Weak::upgrade) {
+            return if *shared == *value { shared } else { make() };
         }
-        if values.len() >= *prune_at {
-            values.retain(|_, w| w.strong_count() > 0);
-            *prune_at = (values.len() * 2).max(1024);
+        if table.by_hash.len() >= table.prune_at {
+            table.by_hash.retain(|_, w| w.strong_count() > 0);
+            table.prune_at = (table.by_hash.len() * 2).max(1024);
         }
-        let shared = Arc::new(value.clone());
-        values.insert(value, Arc::downgrade(&shared));
+        let shared = make();
+        table.by_hash.insert(hash, Arc::downgrade(&shared));
         shared
     }
+}
+
+/// The one shared copy of a label value: workloads' labels repeat the
+/// same few strings ("unknown", namespaces, apps, versions).
+fn shared_str(s: &str) -> Arc<str> {
+    static STRINGS: OnceLock<Interner<str>> = OnceLock::new();
+    STRINGS
+        .get_or_init(Interner::default)
+        .get(s, || Arc::from(s))
 }
 
 /// The metadata of a cluster's endpoints, one shared copy per workload: a
@@ -192,8 +224,13 @@ pub struct Peers {
 }
 
 impl Peers {
+    /// Whether a workload with this metadata is listed: one with an identity.
+    pub fn lists(meta: &PeerMeta) -> bool {
+        &*meta.principal != UNKNOWN
+    }
+
     pub fn add(&mut self, address: IpAddr, meta: &Arc<PeerMeta>) {
-        if &*meta.principal == UNKNOWN {
+        if !Peers::lists(meta) {
             return;
         }
         self.by_address.insert(address, meta.clone());
@@ -278,9 +315,10 @@ impl ServiceMeta {
     /// The one shared copy for `host` (see [`Interner`]).
     pub fn interned(host: &str) -> Arc<ServiceMeta> {
         static SERVICES: OnceLock<Interner<ServiceMeta>> = OnceLock::new();
+        let service = ServiceMeta::from_host(host);
         SERVICES
             .get_or_init(Interner::default)
-            .get(ServiceMeta::from_host(host))
+            .get(&service, || Arc::new(service.clone()))
     }
 }
 
