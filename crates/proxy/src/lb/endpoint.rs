@@ -45,7 +45,7 @@ pub struct Endpoint {
     pub authority: Authority,
     pub healthy: bool,
     pub weight: u32,
-    pub locality: Locality,
+    pub locality: Arc<Locality>,
     pub meta: Arc<PeerMeta>,
     pub(super) placement: Placement,
     pub(super) state: Arc<EndpointState>,

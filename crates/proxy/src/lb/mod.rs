@@ -413,7 +413,7 @@ impl Cluster {
                 endpoints
                     .iter()
                     .fold(BTreeMap::<&Locality, usize>::new(), |mut m, e| {
-                        *m.entry(&e.locality).or_default() += 1;
+                        *m.entry(&*e.locality).or_default() += 1;
                         m
                     });
             hosts.sort_by(|a, b| a.locality.cmp(&b.locality));
@@ -428,7 +428,7 @@ impl Cluster {
                     .sum();
                 // A locality with fewer endpoints available weighs less (Envoy's
                 // availability × over-provisioning).
-                let total = all_by_locality.get(&loc).copied().unwrap_or(end - start);
+                let total = all_by_locality.get(&*loc).copied().unwrap_or(end - start);
                 cumulative += weight * locality::health(end - start, total) / 100;
                 groups.push((cumulative, end));
                 start = end;
@@ -557,11 +557,13 @@ fn make_endpoints(
     let placements = placements(spec, raw, e.env.local);
     let upstream_tls = tls.for_endpoints(spec, raw);
     let mut metas = EndpointMetas::default();
+    // Endpoints share their locality's one copy: most have the same few.
+    let mut localities: HashMap<&str, Arc<Locality>> = HashMap::new();
     let mut eps = Vec::with_capacity(raw.len());
     for (i, ((ep, placement), upstream_tls)) in
         raw.iter().zip(placements).zip(upstream_tls).enumerate()
     {
-        let read = read_endpoint(ep, &mut metas, e.namespace)
+        let read = read_endpoint(ep, &mut metas, &mut localities, e.namespace)
             .map_err(|err| format!("endpoints[{i}]: {err}"))?;
         // The state of the endpoint at this address before, if any; the
         // pool, if it has one, takes this build's settings.
@@ -592,14 +594,15 @@ struct ReadEndpoint {
     authority: Authority,
     healthy: bool,
     weight: u32,
-    locality: Locality,
+    locality: Arc<Locality>,
     meta: Arc<PeerMeta>,
 }
 
 /// Reads one endpoint's fields (the one place that does).
-fn read_endpoint(
-    ep: &pb::Endpoint,
+fn read_endpoint<'a>(
+    ep: &'a pb::Endpoint,
     metas: &mut EndpointMetas,
+    localities: &mut HashMap<&'a str, Arc<Locality>>,
     namespace: &str,
 ) -> Result<ReadEndpoint, String> {
     let key = endpoint_key(ep)?;
@@ -611,7 +614,10 @@ fn read_endpoint(
         authority,
         healthy: ep.healthy,
         weight: ep.weight.max(1),
-        locality: Locality::parse(&ep.locality),
+        locality: localities
+            .entry(&ep.locality)
+            .or_insert_with(|| Arc::new(Locality::parse(&ep.locality)))
+            .clone(),
         meta: metas.of(ep, namespace),
     })
 }

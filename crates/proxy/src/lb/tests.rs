@@ -404,3 +404,79 @@ fn locality_distribute_weights_traffic() {
     // Binomial(20 000, 0.8): σ ≈ 57, so ±1 000 is > 17σ.
     assert!((15_000..17_000).contains(&east), "{east}");
 }
+
+fn build_env<'a>(limits: &'a Limits, local: &'a Local) -> BuildEnv<'a> {
+    BuildEnv {
+        limits,
+        local,
+        mesh_tls: None,
+        pod_ip: None,
+    }
+}
+
+#[test]
+fn an_endpoints_state_is_made_on_first_use_and_kept_across_endpoint_updates() {
+    let (limits, local) = env();
+    let env = build_env(&limits, &local);
+    let spec = pb::Cluster {
+        name: "c".into(),
+        ..Default::default()
+    };
+    let c = build(&spec, &endpoints(2, true), None);
+    // No endpoint has a pool before a call.
+    assert!(c.endpoints().iter().all(|e| !e.state.has_pool()));
+    let first = c.endpoints()[0].clone();
+    let pool = first.pool().clone();
+    let _busy = first.start();
+    assert!(first.state.has_pool());
+    assert!(!c.endpoints()[1].state.has_pool());
+
+    // An update listing the same address keeps its state (pool, load);
+    // the new address starts with none.
+    let grown = c
+        .build_endpoints(&spec, Some(&endpoints(3, true)), &env)
+        .expect("valid");
+    c.replace_endpoints(grown);
+    let now = c.endpoints();
+    assert!(Arc::ptr_eq(&now[0].state, &first.state));
+    assert!(Arc::ptr_eq(now[0].pool(), &pool));
+    assert_eq!(now[0].load().active.load(Ordering::Relaxed), 1);
+    assert!(!now[1].state.has_pool() && !now[2].state.has_pool());
+
+    // Removed, then listed again: a new endpoint, with fresh state (as
+    // Envoy makes a new host).
+    let second = now[1].clone();
+    let _ = second.start();
+    for n in [1, 3] {
+        let next = c
+            .build_endpoints(&spec, Some(&endpoints(n, true)), &env)
+            .expect("valid");
+        c.replace_endpoints(next);
+    }
+    let again = &c.endpoints()[1];
+    assert_eq!(&*again.key, "127.0.0.2:80");
+    assert!(!Arc::ptr_eq(&again.state, &second.state));
+    assert_eq!(again.load().total.load(Ordering::Relaxed), 0);
+    assert!(Arc::ptr_eq(&c.endpoints()[0].state, &first.state));
+}
+
+#[test]
+fn a_pool_has_the_settings_of_the_latest_build_whenever_it_is_made() {
+    let spec = |connect_timeout_ms| pb::Cluster {
+        name: "c".into(),
+        connect_timeout_ms,
+        ..Default::default()
+    };
+    let timeout = |e: &Endpoint| e.pool().settings().connect_timeout;
+    let c1 = build(&spec(1000), &endpoints(1, true), None);
+    let old = c1.endpoints()[0].clone();
+    // Rebuilt with other settings while a request still holds the old
+    // endpoint: a pool made through it now has the new ones.
+    let c2 = build(&spec(2000), &endpoints(1, true), Some(&c1));
+    assert_eq!(timeout(&old), Duration::from_millis(2000));
+    assert!(Arc::ptr_eq(old.pool(), c2.endpoints()[0].pool()));
+    // A pool that exists is reconfigured by the next build.
+    let c3 = build(&spec(3000), &endpoints(1, true), Some(&c2));
+    assert_eq!(timeout(&c3.endpoints()[0]), Duration::from_millis(3000));
+    assert!(Arc::ptr_eq(old.pool(), c3.endpoints()[0].pool()));
+}

@@ -264,6 +264,12 @@ impl EndpointPool {
             .map(hyper_util::rt::TokioIo::new)
     }
 
+    /// The settings new connections are made with (for tests).
+    #[cfg(test)]
+    pub(crate) fn settings(&self) -> ConnSettings {
+        self.lock().settings
+    }
+
     /// Connections open (or opening), HTTP/1 and HTTP/2.
     pub fn open_connections(&self) -> u32 {
         let st = self.lock();

@@ -24,11 +24,11 @@ use std::sync::Arc;
 use wire::pb;
 use wire::pb::resource::Kind;
 
-use crate::lb::{BuildEnv, Cluster, NewEndpoints};
+use crate::lb::{BuildEnv, Cluster, Endpoint, NewEndpoints};
 use crate::path::Normalization;
 use crate::policy::authz::ListenerAuthz;
 use crate::policy::rate_limit::LocalRateLimit;
-use crate::telemetry::meta::{Peers, ServiceMeta};
+use crate::telemetry::meta::{PeerMeta, Peers, ServiceMeta};
 use listener_part::{ListenerPart, compile_listeners};
 use mtls::MtlsMode;
 use routes::RouteTable;
@@ -265,26 +265,22 @@ pub fn compile(
         _ => addressing(state(wire::types::CLUSTER), &clusters)?,
     };
 
-    // The peers table lists the endpoints with an identity: an update that
-    // changes only endpoints without one (on either side) leaves it as is.
+    // The same clusters: the peers table is updated for the endpoints
+    // replaced, at commit. Else it is built from every cluster's endpoints.
+    let update_peers = prev.is_some() && !built.changed;
     let peers = match prev {
-        Some(p) if !built.changed && swaps.iter().all(|(c, e)| !has_peers(c, e)) => p.peers.clone(),
+        Some(p) if update_peers => p.peers.clone(),
         _ => {
             let replaced: HashMap<*const Cluster, &NewEndpoints> =
                 swaps.iter().map(|(c, e)| (Arc::as_ptr(c), e)).collect();
-            let mut peers = Peers::default();
-            for c in clusters.values() {
-                let endpoints = match replaced.get(&Arc::as_ptr(c)) {
+            let endpoints: Vec<_> = clusters
+                .values()
+                .map(|c| match replaced.get(&Arc::as_ptr(c)) {
                     Some(new) => new.endpoints(),
                     None => c.endpoints(),
-                };
-                for e in endpoints.iter() {
-                    if let Ok(addr) = e.key.parse::<SocketAddr>() {
-                        peers.add(addr.ip(), &e.meta);
-                    }
-                }
-            }
-            Arc::new(peers)
+                })
+                .collect();
+            Arc::new(Peers::of(endpoints.iter().flat_map(|e| peer_entries(e))))
         }
     };
 
@@ -346,14 +342,16 @@ pub fn compile(
             },
         },
         swaps,
+        update_peers,
     })
 }
 
-/// Whether `cluster`'s endpoints in force or `new` list a workload the
-/// peers table holds (one with an identity).
-fn has_peers(cluster: &Cluster, new: &NewEndpoints) -> bool {
-    let listed = |e: &Arc<crate::lb::Endpoint>| Peers::lists(&e.meta);
-    cluster.endpoints().iter().any(listed) || new.endpoints().iter().any(listed)
+/// The peers table's entries for `endpoints`: those at an IP address.
+fn peer_entries(endpoints: &[Arc<Endpoint>]) -> impl Iterator<Item = (IpAddr, &Arc<PeerMeta>)> {
+    endpoints.iter().filter_map(|e| {
+        let addr = e.key.parse::<SocketAddr>().ok()?;
+        Some((addr.ip(), &e.meta))
+    })
 }
 
 /// A compiled snapshot, and the endpoints it replaces in clusters it shares
@@ -361,6 +359,9 @@ fn has_peers(cluster: &Cluster, new: &NewEndpoints) -> bool {
 pub struct Compiled {
     snapshot: Snapshot,
     swaps: Vec<(Arc<Cluster>, NewEndpoints)>,
+    /// The snapshot shares the peers table of the one in force, which the
+    /// swaps' endpoints update.
+    update_peers: bool,
 }
 
 impl Compiled {
@@ -372,6 +373,12 @@ impl Compiled {
     /// their new endpoints: for the snapshot that goes in force only.
     pub fn commit(self) -> Snapshot {
         for (cluster, endpoints) in self.swaps {
+            if self.update_peers {
+                let (old, new) = (cluster.endpoints(), endpoints.endpoints());
+                self.snapshot
+                    .peers
+                    .replace(peer_entries(&old), peer_entries(&new));
+            }
             cluster.replace_endpoints(endpoints);
         }
         self.snapshot

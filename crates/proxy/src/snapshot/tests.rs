@@ -491,3 +491,75 @@ fn a_sequence_of_updates_ends_as_a_compile_from_scratch() {
     }
     assert_eq!(keys(&live.clusters["c"]), ["127.0.0.1:80"]);
 }
+
+/// `cluster`'s endpoints 127.0.0.`h`:80, of workload `workload` with
+/// service account `sa` (none: no identity).
+fn workload_endpoints(
+    cluster: &str,
+    hosts: &[u8],
+    workload: &str,
+    sa: Option<&str>,
+) -> pb::Resource {
+    resource(
+        cluster,
+        Kind::Endpoints(pb::ClusterEndpoints {
+            cluster: cluster.into(),
+            endpoints: hosts
+                .iter()
+                .map(|h| pb::Endpoint {
+                    address: format!("127.0.0.{h}"),
+                    port: 80,
+                    healthy: true,
+                    workload: workload.into(),
+                    identity: sa
+                        .map(|sa| format!("spiffe://cluster.local/ns/ns/sa/{sa}"))
+                        .unwrap_or_default(),
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+    )
+}
+
+#[test]
+fn peers_after_endpoint_updates_equal_peers_from_scratch() {
+    let t1 = update(
+        &initial(),
+        wire::types::ENDPOINTS,
+        &[
+            workload_endpoints("a", &[1, 2], "a-v1", Some("a")),
+            workload_endpoints("b", &[3, 4], "b-v1", None),
+        ],
+        &[],
+    );
+    let s1 = compile_on(&t1, None);
+    let scratch = |t: &Types| compile_on(t, None).peers.describe();
+    assert_eq!(s1.peers.describe().len(), 3, "{:?}", s1.peers.describe());
+    let steps: [(&[pb::Resource], &[&str]); 5] = [
+        // Only endpoints without an identity change.
+        (&[workload_endpoints("b", &[3, 9], "b-v1", None)], &[]),
+        // A workload with an identity moves.
+        (&[workload_endpoints("a", &[1, 7], "a-v1", Some("a"))], &[]),
+        // Another workload takes the same identity, one of them at an
+        // address of the first: what they share, at both keys.
+        (&[workload_endpoints("c", &[5, 7], "c-v1", Some("a"))], &[]),
+        // Its identity goes, then the first's endpoints.
+        (&[workload_endpoints("c", &[5, 7], "c-v1", None)], &[]),
+        (&[], &["a"]),
+    ];
+    let mut types = t1;
+    let mut snapshot = s1;
+    for (i, (changed, removed)) in steps.iter().enumerate() {
+        let next = update(&types, wire::types::ENDPOINTS, changed, removed);
+        let s = compile_on(&next, Some(&snapshot));
+        assert!(
+            Arc::ptr_eq(&s.clusters, &snapshot.clusters),
+            "step {i}: endpoints only"
+        );
+        // Updated in place, to what a compile from scratch makes.
+        assert!(Arc::ptr_eq(&s.peers, &snapshot.peers), "step {i}");
+        assert_eq!(s.peers.describe(), scratch(&next), "step {i}");
+        (types, snapshot) = (next, s);
+    }
+    assert!(snapshot.peers.describe().is_empty());
+}

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use wire::pb;
 
@@ -212,15 +212,134 @@ impl EndpointMetas {
 }
 
 /// The mesh's workloads as an inbound connection's peer may be: by address
-/// (a pod IP), and by identity. Built with each config from the pushed
-/// endpoint data.
+/// (a pod IP), and by identity, from the pushed endpoint data. Built with
+/// the clusters; an update that changes only some clusters' endpoints
+/// changes the entries of the endpoints it removes and adds, in place
+/// ([`Peers::replace`]), so its cost is that of the change, not of every
+/// endpoint of the mesh.
+///
+/// Where several workloads are listed under one key — a service account
+/// used by v1, v2 and v3 of an app, or one address listed with different
+/// labels — a lookup answers what they have in common: the fields that
+/// differ are "unknown". That answer does not depend on the order
+/// endpoints were listed in, so the table updated in place is the one
+/// built from scratch.
 #[derive(Default)]
-pub struct Peers {
-    by_address: HashMap<IpAddr, Arc<PeerMeta>>,
-    /// Where several workloads share an identity (a service account used
-    /// by v1, v2 and v3 of an app), what they have in common: the fields
-    /// that differ are "unknown" unless the address tells them apart.
-    by_identity: HashMap<Arc<str>, Arc<PeerMeta>>,
+pub struct Peers(RwLock<PeerTables>);
+
+#[derive(Default)]
+struct PeerTables {
+    by_address: HashMap<IpAddr, Listed>,
+    by_identity: HashMap<Arc<str>, Listed>,
+}
+
+/// The workloads listed under one key, each with how many endpoints list it.
+enum Listed {
+    /// The common case: one workload (no allocation besides the entry).
+    One(Arc<PeerMeta>, u32),
+    Several {
+        /// What the workloads have in common.
+        common: Arc<PeerMeta>,
+        workloads: Vec<(Arc<PeerMeta>, u32)>,
+    },
+}
+
+impl Listed {
+    fn answer(&self) -> &Arc<PeerMeta> {
+        match self {
+            Listed::One(m, _) => m,
+            Listed::Several { common, .. } => common,
+        }
+    }
+
+    fn add(&mut self, meta: &Arc<PeerMeta>) {
+        match self {
+            Listed::One(m, n) if m == meta => *n += 1,
+            Listed::One(m, n) => {
+                *self = Listed::several(vec![(m.clone(), *n), (meta.clone(), 1)]);
+            }
+            Listed::Several { workloads, .. } => {
+                let mut workloads = std::mem::take(workloads);
+                match workloads.iter_mut().find(|(m, _)| m == meta) {
+                    Some((_, n)) => *n += 1,
+                    None => workloads.push((meta.clone(), 1)),
+                }
+                *self = Listed::several(workloads);
+            }
+        }
+    }
+
+    /// False when no endpoint lists a workload here any more.
+    fn remove(&mut self, meta: &Arc<PeerMeta>) -> bool {
+        match self {
+            Listed::One(m, n) if m == meta => {
+                *n -= 1;
+                *n > 0
+            }
+            Listed::One(..) => true,
+            Listed::Several { workloads, .. } => {
+                let mut workloads = std::mem::take(workloads);
+                if let Some(i) = workloads.iter().position(|(m, _)| m == meta) {
+                    workloads[i].1 -= 1;
+                    if workloads[i].1 == 0 {
+                        workloads.swap_remove(i);
+                    }
+                }
+                *self = Listed::several(workloads);
+                true
+            }
+        }
+    }
+
+    fn several(mut workloads: Vec<(Arc<PeerMeta>, u32)>) -> Self {
+        if workloads.len() == 1
+            && let Some((m, n)) = workloads.pop()
+        {
+            return Listed::One(m, n);
+        }
+        let common = workloads
+            .iter()
+            .map(|(m, _)| m)
+            .fold(None::<PeerMeta>, |acc, m| {
+                Some(acc.map_or_else(|| (**m).clone(), |a| common(&a, m)))
+            })
+            .unwrap_or_else(PeerMeta::unknown)
+            .interned();
+        Listed::Several { common, workloads }
+    }
+}
+
+impl PeerTables {
+    fn add(&mut self, address: IpAddr, meta: &Arc<PeerMeta>) {
+        if !Peers::lists(meta) {
+            return;
+        }
+        let listed = |m: &Arc<PeerMeta>| Listed::One(m.clone(), 0);
+        self.by_address
+            .entry(address)
+            .or_insert_with(|| listed(meta))
+            .add(meta);
+        self.by_identity
+            .entry(meta.principal.clone())
+            .or_insert_with(|| listed(meta))
+            .add(meta);
+    }
+
+    fn remove(&mut self, address: IpAddr, meta: &Arc<PeerMeta>) {
+        if !Peers::lists(meta) {
+            return;
+        }
+        if let Some(l) = self.by_address.get_mut(&address)
+            && !l.remove(meta)
+        {
+            self.by_address.remove(&address);
+        }
+        if let Some(l) = self.by_identity.get_mut(&meta.principal)
+            && !l.remove(meta)
+        {
+            self.by_identity.remove(&meta.principal);
+        }
+    }
 }
 
 impl Peers {
@@ -229,19 +348,47 @@ impl Peers {
         &*meta.principal != UNKNOWN
     }
 
-    pub fn add(&mut self, address: IpAddr, meta: &Arc<PeerMeta>) {
-        if !Peers::lists(meta) {
-            return;
+    /// The table of these endpoints (address and workload).
+    pub fn of<'a>(endpoints: impl IntoIterator<Item = (IpAddr, &'a Arc<PeerMeta>)>) -> Self {
+        let mut tables = PeerTables::default();
+        for (address, meta) in endpoints {
+            tables.add(address, meta);
         }
-        self.by_address.insert(address, meta.clone());
-        self.by_identity
-            .entry(meta.principal.clone())
-            .and_modify(|known| {
-                if **known != **meta {
-                    *known = common(known, meta).interned();
-                }
-            })
-            .or_insert_with(|| meta.clone());
+        Peers(RwLock::new(tables))
+    }
+
+    /// Some endpoints replaced by others (a cluster's, in an update).
+    pub fn replace<'a>(
+        &self,
+        removed: impl IntoIterator<Item = (IpAddr, &'a Arc<PeerMeta>)>,
+        added: impl IntoIterator<Item = (IpAddr, &'a Arc<PeerMeta>)>,
+    ) {
+        let mut tables = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for (address, meta) in added {
+            tables.add(address, meta);
+        }
+        for (address, meta) in removed {
+            tables.remove(address, meta);
+        }
+    }
+
+    /// Every entry, as text in a stable order (for tests).
+    #[cfg(test)]
+    pub(crate) fn describe(&self) -> Vec<String> {
+        let tables = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<String> = tables
+            .by_address
+            .iter()
+            .map(|(a, l)| format!("{a} {:?}", l.answer()))
+            .chain(
+                tables
+                    .by_identity
+                    .iter()
+                    .map(|(i, l)| format!("{i} {:?}", l.answer())),
+            )
+            .collect();
+        out.sort();
+        out
     }
 
     /// The workload behind a verified peer: the one at its address if that
@@ -249,14 +396,16 @@ impl Peers {
     /// that identity have in common, else what the certificate says alone.
     pub fn find(&self, address: IpAddr, id: &identity::SpiffeId) -> Arc<PeerMeta> {
         let principal = id.to_string();
-        if let Some(m) = self.by_address.get(&address)
+        let tables = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = tables.by_address.get(&address).map(Listed::answer)
             && *m.principal == *principal
         {
             return m.clone();
         }
-        if let Some(m) = self.by_identity.get(principal.as_str()) {
-            return m.clone();
+        if let Some(m) = tables.by_identity.get(principal.as_str()) {
+            return m.answer().clone();
         }
+        drop(tables);
         PeerMeta::from_identity(id).interned()
     }
 }
@@ -423,11 +572,13 @@ mod tests {
                 &id(sa).to_string(),
             ))
         };
-        let mut peers = Peers::default();
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        peers.add(ip("10.0.0.1"), &meta("reviews-v1", "reviews"));
-        peers.add(ip("10.0.0.2"), &meta("reviews-v2", "reviews"));
-        peers.add(ip("10.0.0.3"), &meta("productpage-v1", "productpage"));
+        let listed = [
+            (ip("10.0.0.1"), meta("reviews-v1", "reviews")),
+            (ip("10.0.0.2"), meta("reviews-v2", "reviews")),
+            (ip("10.0.0.3"), meta("productpage-v1", "productpage")),
+        ];
+        let peers = Peers::of(listed.iter().map(|(a, m)| (*a, m)));
         assert_eq!(
             &*peers.find(ip("10.0.0.2"), &id("reviews")).workload,
             "reviews-v2"
@@ -468,6 +619,10 @@ mod tests {
             "default",
         );
         assert!(!Arc::ptr_eq(&first, &other));
+        // Distinct workloads share their equal label values.
+        assert!(Arc::ptr_eq(&first.app, &other.app));
+        assert!(Arc::ptr_eq(&first.namespace, &other.namespace));
+        assert!(Arc::ptr_eq(&first.principal, &other.principal));
         let host = "ratings.default.svc.cluster.local";
         assert!(Arc::ptr_eq(
             &ServiceMeta::interned(host),
