@@ -344,7 +344,7 @@ fn clusters(admin: &Admin, json: bool) -> Reply {
                     rq_total: e.load().total.load(Ordering::Relaxed),
                     cx_active: e.open_connections(),
                     ejected: c.is_ejected(e),
-                    ejections: e.outlier().ejections(),
+                    ejections: e.ejections(),
                     workload: &e.meta.workload,
                     version: &e.meta.version,
                 })

@@ -3,9 +3,9 @@
 //! A proxy with a large mesh's config lists tens of thousands of endpoints
 //! and calls few of them, so what only a call needs is made at the first
 //! call: the connection pool (with its settings, limits and TLS state) is
-//! made when a request first goes to the endpoint. The rest of the run-time
-//! state — requests in flight, the outlier record, the slot for the pool —
-//! is one small allocation ([`EndpointState`]) that every later build of the
+//! made when a request first goes to the endpoint, the outlier record when
+//! the first result is reported. The rest of the run-time state — requests
+//! in flight, the slots for those two — is one small allocation ([`EndpointState`]) that every later build of the
 //! same endpoint in the same cluster shares, so nothing is lost when a
 //! config update rebuilds the endpoint while requests use the old one.
 //! As in Envoy, the state is per cluster: a subset cluster listing the same
@@ -63,10 +63,20 @@ impl Endpoint {
         &self.state.load
     }
 
-    /// The endpoint's outlier record (never reported to while its cluster
-    /// has no outlier detection).
-    pub fn outlier(&self) -> &HostState {
-        &self.state.outlier
+    /// The endpoint's outlier record, once a result has been reported for
+    /// it (never while its cluster has no outlier detection).
+    pub fn outlier(&self) -> Option<&HostState> {
+        self.state.outlier.get().map(|o| &**o)
+    }
+
+    /// The endpoint's outlier record, made on the first result reported.
+    pub(super) fn outlier_record(&self) -> &HostState {
+        self.state.outlier.get_or_init(Box::default)
+    }
+
+    /// Times outlier detection ejected the endpoint.
+    pub fn ejections(&self) -> u64 {
+        self.outlier().map_or(0, HostState::ejections)
     }
 
     /// The endpoint's connection pool, made on the first call with the
@@ -92,7 +102,7 @@ pub(super) struct ClusterConn {
 /// of that endpoint (see the module's doc).
 pub(super) struct EndpointState {
     load: Load,
-    outlier: HostState,
+    outlier: OnceLock<Box<HostState>>,
     pool: OnceLock<Arc<EndpointPool>>,
     /// What the pool is made with, or reconfigured with once it exists: the
     /// latest build's. Making the pool and configuring it both hold this
@@ -111,7 +121,7 @@ impl EndpointState {
     pub(super) fn new(conn: &Arc<ClusterConn>, tls: Option<Arc<Upstream>>) -> Self {
         EndpointState {
             load: Load::default(),
-            outlier: HostState::default(),
+            outlier: OnceLock::new(),
             pool: OnceLock::new(),
             config: Mutex::new(PoolConfig {
                 conn: conn.clone(),

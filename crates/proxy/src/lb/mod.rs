@@ -309,7 +309,7 @@ impl Cluster {
         let eligible = self.eligible.load();
         let ejected = o.detector.report(
             &o.config,
-            endpoint.outlier(),
+            endpoint.outlier_record(),
             eligible.endpoints.iter().map(|e| e.outlier()),
             outcome,
             Instant::now(),
@@ -321,7 +321,11 @@ impl Cluster {
 
     /// Whether `endpoint` is ejected now (for operators).
     pub fn is_ejected(&self, endpoint: &Endpoint) -> bool {
-        self.outlier.is_some() && endpoint.outlier().ejected_until(Instant::now()).is_some()
+        self.outlier.is_some()
+            && endpoint
+                .outlier()
+                .and_then(|o| o.ejected_until(Instant::now()))
+                .is_some()
     }
 
     fn eligible_now(&self) -> Arc<Eligible> {
@@ -349,7 +353,7 @@ impl Cluster {
             .iter()
             .map(|e| {
                 let ejected = match &self.outlier {
-                    Some(_) => e.outlier().ejected_until(now),
+                    Some(_) => e.outlier().and_then(|o| o.ejected_until(now)),
                     None => None,
                 };
                 if let Some(u) = ejected {

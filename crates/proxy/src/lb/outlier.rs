@@ -141,13 +141,14 @@ impl Detector {
         self.epoch + Duration::from_nanos(u64::try_from(ticks * step).unwrap_or(u64::MAX))
     }
 
-    /// Records `outcome` for `host`, one of the cluster's `hosts`, and ejects
-    /// it if that was one error too many. True when it was ejected.
+    /// Records `outcome` for `host`, one of the cluster's `hosts` (`None`:
+    /// a host with no record yet, never ejected), and ejects it if that was
+    /// one error too many. True when it was ejected.
     pub fn report<'a>(
         &self,
         config: &Config,
         host: &HostState,
-        hosts: impl Iterator<Item = &'a HostState>,
+        hosts: impl Iterator<Item = Option<&'a HostState>>,
         outcome: Outcome,
         now: Instant,
     ) -> bool {
@@ -184,7 +185,7 @@ impl Detector {
         &self,
         config: &Config,
         host: &HostState,
-        hosts: impl Iterator<Item = &'a HostState>,
+        hosts: impl Iterator<Item = Option<&'a HostState>>,
         now: Instant,
     ) -> bool {
         if host.ejected_until(now).is_some() {
@@ -193,7 +194,7 @@ impl Detector {
         let (mut total, mut ejected) = (0u64, 0u64);
         for h in hosts {
             total += 1;
-            if h.ejected_until(now).is_some() {
+            if h.is_some_and(|h| h.ejected_until(now).is_some()) {
                 ejected += 1;
             }
         }
@@ -262,7 +263,7 @@ mod tests {
             self.detector.report(
                 &self.config,
                 &self.hosts[i],
-                self.hosts.iter(),
+                self.hosts.iter().map(Some),
                 outcome,
                 now,
             )
