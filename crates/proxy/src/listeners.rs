@@ -86,14 +86,16 @@ const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
 /// interval. A burst of concurrent requests leaves megabytes of free chunks
 /// (buffers, connection state) in the allocator's arenas, which glibc's
 /// malloc keeps resident unless asked; asked, the proxy's RSS returns to
-/// near idle after the burst. Cheap (a walk of the free lists) and skipped
-/// when no request ended since the last time.
+/// near idle after the burst. A walk of the heap (milliseconds), skipped
+/// when no request ended and no config update put its release off since
+/// the last time.
 async fn release_memory(freed: Arc<AtomicBool>, store: Arc<ConfigStore>) {
     let mut every = tokio::time::interval(RELEASE_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        if freed.swap(false, Ordering::Relaxed) {
+        // Both flags cleared on every tick (no short circuit).
+        if freed.swap(false, Ordering::Relaxed) | store.take_pending_release() {
             store.release_freed_memory();
         }
     }
