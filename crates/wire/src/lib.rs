@@ -12,6 +12,7 @@ pub mod address;
 pub mod certs;
 #[cfg(feature = "grpc")]
 pub mod client;
+pub mod endpoints;
 #[cfg(feature = "grpc")]
 pub mod server;
 pub mod snapshot;

@@ -400,7 +400,7 @@ impl EndpointSources {
             let cluster = match known.and_then(|k| k.by_resource.get(&r.name)) {
                 Some((bytes, cluster)) if Arc::ptr_eq(bytes, r) => cluster.clone(),
                 _ => match r.decode()?.kind {
-                    Some(Kind::Endpoints(e)) => Arc::from(e.cluster),
+                    Some(Kind::Endpoints(e)) => Arc::from(wire::endpoints::cluster(&r.name, &e)),
                     _ => return Err(wrong_kind("endpoints", &r.name)),
                 },
             };
@@ -459,7 +459,10 @@ fn decode_cluster(r: &Encoded) -> Result<pb::Cluster, String> {
 
 fn decode_endpoints(r: &Encoded) -> Result<pb::ClusterEndpoints, String> {
     match r.decode()?.kind {
-        Some(Kind::Endpoints(e)) => Ok(e),
+        // The compact form read back into whole endpoints.
+        Some(Kind::Endpoints(e)) => {
+            wire::endpoints::whole(&r.name, e).map_err(|e| format!("endpoints {:?}: {e}", r.name))
+        }
         _ => Err(wrong_kind("endpoints", &r.name)),
     }
 }
