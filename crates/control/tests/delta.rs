@@ -392,3 +392,117 @@ async fn a_large_set_is_sent_in_pieces_and_applied_whole() {
     assert_eq!((endpoints.len(), endpoints[0].names.len()), (1, 400));
     let _ = cp.stop().await;
 }
+
+/// The endpoints responses a proxy was sent: whether partial, and the resources.
+#[derive(Clone)]
+struct EndpointsSeen {
+    compact: bool,
+    got: Arc<Mutex<Vec<(bool, Vec<Resource>)>>>,
+}
+
+impl EndpointsSeen {
+    fn new(compact: bool) -> Self {
+        EndpointsSeen {
+            compact,
+            got: Arc::default(),
+        }
+    }
+
+    fn responses(&self) -> Vec<(bool, Vec<Resource>)> {
+        self.got.lock().expect("lock").clone()
+    }
+
+    /// Service s's endpoints in the `n`-th response, as sent.
+    fn s_endpoints(&self, n: usize) -> wire::pb::ClusterEndpoints {
+        let r = &self.responses()[n].1;
+        let r = r
+            .iter()
+            .find(|r| r.name == "outbound|8080||s.a.svc.cluster.local")
+            .expect("s's endpoints");
+        match &r.kind {
+            Some(wire::pb::resource::Kind::Endpoints(e)) => e.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+impl wire::client::ConfigHandler for EndpointsSeen {
+    fn apply(&self, type_url: &str, _: &str, resources: Vec<Resource>) -> Result<(), String> {
+        if type_url == wire::types::ENDPOINTS {
+            self.got.lock().expect("lock").push((false, resources));
+        }
+        Ok(())
+    }
+
+    fn accepts_partial(&self) -> bool {
+        true
+    }
+
+    fn apply_partial(
+        &self,
+        type_url: &str,
+        _: &str,
+        changed: Vec<Resource>,
+        _: Vec<String>,
+    ) -> Result<(), String> {
+        if type_url == wire::types::ENDPOINTS {
+            self.got.lock().expect("lock").push((true, changed));
+        }
+        Ok(())
+    }
+
+    fn compact_endpoints(&self) -> bool {
+        self.compact
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_does_not_read_compact_endpoints_is_sent_them_whole() {
+    let initial = format!(
+        "{MESH}---\n{}---\n{}",
+        pod("s-1", "a", "s", "10.0.0.1"),
+        pod("s-2", "a", "s", "10.0.0.2")
+    );
+    let dir = config_dir(&initial);
+    let cp = ControlPlane::start(dir.path(), Duration::from_millis(20));
+    let (old, new) = (EndpointsSeen::new(false), EndpointsSeen::new(true));
+    cp.connect(sidecar("a", "s-1"), old.clone());
+    cp.connect(sidecar("a", "s-2"), new.clone());
+    for p in [&old, &new] {
+        wait_for("the endpoints", || !p.responses().is_empty()).await;
+    }
+    let check = |n: usize, addresses: &[&str]| {
+        let (whole, compact) = (old.s_endpoints(n), new.s_endpoints(n));
+        assert!(whole.compact.is_none(), "{whole:?}");
+        assert_eq!(whole.cluster, "outbound|8080||s.a.svc.cluster.local");
+        let got: Vec<&str> = whole.endpoints.iter().map(|e| e.address.as_str()).collect();
+        assert_eq!(got, addresses);
+        assert!(compact.compact.is_some() && compact.endpoints.is_empty());
+        // The same endpoints, in the other form.
+        assert_eq!(
+            wire::endpoints::whole("outbound|8080||s.a.svc.cluster.local", compact),
+            Ok(whole)
+        );
+    };
+    check(0, &["10.0.0.1", "10.0.0.2"]);
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+        .post(format!("http://127.0.0.1:{}/v1/apply", cp.http))
+        .header("content-type", "application/yaml")
+        .body(pod("s-3", "a", "s", "10.0.0.3"))
+        .send()
+        .await
+        .expect("apply");
+    assert!(resp.status().is_success());
+    for p in [&old, &new] {
+        wait_for("the endpoint update", || p.responses().len() >= 2).await;
+        let update = &p.responses()[1];
+        assert!(update.0, "partial");
+        assert_eq!(update.1.len(), 1, "only s's endpoints");
+    }
+    check(1, &["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+    assert!(cp.stop().await, "the control plane stops");
+}

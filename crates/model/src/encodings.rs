@@ -73,7 +73,7 @@ pub fn set_version(resources: Vec<Arc<EncodedResource>>) -> TypeSnapshot {
         r.version.hash(&mut h);
     }
     TypeSnapshot {
-        version: format!("{:016x}", h.finish()),
+        version: version_text(h.finish()),
         resources,
     }
 }
@@ -83,7 +83,15 @@ fn digest(bytes: &[u8]) -> String {
     // a proxy that reconnects with an unchanged config is not sent it again.
     let mut h = std::hash::DefaultHasher::new();
     bytes.hash(&mut h);
-    format!("{:016x}", h.finish())
+    version_text(h.finish())
+}
+
+/// A 64-bit version as text in 11 characters (base64url) rather than 16
+/// (hex): every resource and response carries one, and an endpoint change
+/// is sent in a few hundred bytes.
+fn version_text(v: u64) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_be_bytes())
 }
 
 #[cfg(test)]
