@@ -1,7 +1,7 @@
 //! What a full push is made of (`bench-control-plane --composition`): one
 //! more proxy, subscribed as the simulated ones are, decodes its whole
-//! config and counts the bytes by resource type and, inside the endpoints,
-//! by field. Each field's share is what the message shrinks by without it,
+//! config and counts the bytes by resource type and, inside them, by field
+//! (all of the endpoints' fields; the names and domains of the others). Each field's share is what the message shrinks by without it,
 //! so the shares are exact and add up to the whole but for the framing.
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,7 +11,7 @@ use prost::Message;
 use wire::client::Takes;
 use wire::pb::{ClusterEndpoints, DiscoveryRequest, DiscoveryResponse, Node, resource::Kind};
 
-/// Bytes by part, in the order first seen.
+/// Bytes by part.
 #[derive(Default)]
 struct Tally(BTreeMap<String, usize>);
 
@@ -55,6 +55,7 @@ pub async fn report(endpoint: String, node: Node, takes: Takes) -> Result<serde_
         .into_inner();
     let mut by_type = Tally::default();
     let mut framing = Tally::default();
+    // Inside the resources, by field.
     let mut endpoints = Tally::default();
     let mut counts: HashMap<String, usize> = HashMap::new();
     let mut done = 0;
@@ -83,8 +84,28 @@ pub async fn report(endpoint: String, node: Node, takes: Takes) -> Result<serde_
                 }) + prost::encoding::message::encoded_len(4, res)
                     - res.encoded_len(),
             );
-            if let Some(Kind::Endpoints(ce)) = &res.kind {
-                endpoint_fields(ce, &mut endpoints);
+            match &res.kind {
+                Some(Kind::Endpoints(ce)) => endpoint_fields(ce, &mut endpoints),
+                Some(Kind::Cluster(c)) => {
+                    endpoints.add("clusters: name", share(c, |m| m.name.clear()));
+                    endpoints.add("clusters: service", share(c, |m| m.service.clear()));
+                }
+                Some(Kind::RouteConfig(rc)) => {
+                    endpoints.add("routes: config name", share(rc, |m| m.name.clear()));
+                    endpoints.add(
+                        "routes: virtual host names",
+                        share(rc, |m| {
+                            m.virtual_hosts.iter_mut().for_each(|v| v.name.clear())
+                        }),
+                    );
+                    endpoints.add(
+                        "routes: virtual host domains",
+                        share(rc, |m| {
+                            m.virtual_hosts.iter_mut().for_each(|v| v.domains.clear())
+                        }),
+                    );
+                }
+                _ => {}
             }
         }
         if !r.more {
@@ -127,10 +148,28 @@ pub async fn report(endpoint: String, node: Node, takes: Takes) -> Result<serde_
 /// The bytes of one `ClusterEndpoints` by field (of each endpoint, in the full form).
 fn endpoint_fields(ce: &ClusterEndpoints, t: &mut Tally) {
     t.add("endpoints: cluster name", share(ce, |m| m.cluster.clear()));
-    t.add(
-        "endpoints: compact form (workloads and packed endpoints)",
-        share(ce, |m| m.compact = None),
-    );
+    if let Some(c) = &ce.compact {
+        t.add(
+            "endpoints compact: shared parts",
+            share(c, |m| m.shared.clear()),
+        );
+        t.add(
+            "endpoints compact: addresses",
+            share(c, |m| {
+                m.ipv4.clear();
+                m.addresses.clear()
+            }),
+        );
+        t.add("endpoints compact: pods", share(c, |m| m.pods.clear()));
+        t.add(
+            "endpoints compact: shared indices",
+            share(c, |m| m.shared_index.clear()),
+        );
+        t.add(
+            "endpoints compact: framing",
+            share(ce, |m| m.compact = None) - c.encoded_len(),
+        );
+    }
     for e in &ce.endpoints {
         let whole = prost::encoding::message::encoded_len(2, e);
         t.add("endpoint: framing", whole - e.encoded_len());

@@ -60,7 +60,7 @@ struct Args {
     #[arg(long)]
     sidecars: bool,
     /// After the full push, print what one proxy's config is made of (bytes
-    /// by type and endpoint field), in the compact endpoint form and whole.
+    /// by type and field), in the compact forms and whole.
     #[arg(long)]
     composition: bool,
 }
@@ -497,12 +497,12 @@ async fn main() -> Result<()> {
             ..Default::default()
         };
         let whole = Takes {
-            compact_endpoints: false,
+            compact_resources: false,
             ..Takes::PROXY
         };
-        println!("Composition of one proxy's config, endpoints compact:");
+        println!("Composition of one proxy's config, in the compact forms:");
         let compact = composition::report(endpoint.clone(), node.clone(), Takes::PROXY).await?;
-        println!("\nThe same, endpoints whole (a proxy from before the compact form):");
+        println!("\nThe same in the whole forms (a proxy from before the compact ones):");
         let whole = composition::report(endpoint.clone(), node, whole).await?;
         println!();
         serde_json::json!({"compact": compact, "whole": whole})

@@ -572,10 +572,9 @@ pub(crate) fn endpoint_resources(v: Vec<pb::ClusterEndpoints>) -> Vec<(String, K
             let compact = pb::ClusterEndpoints {
                 compact: Some(wire::endpoints::compact(e.endpoints)),
                 endpoints: Vec::new(),
-                // The resource's name.
-                cluster: String::new(),
+                cluster: e.cluster,
             };
-            (e.cluster, Kind::Endpoints(compact))
+            (compact.cluster.clone(), Kind::Endpoints(compact))
         })
         .collect()
 }

@@ -22,10 +22,13 @@ pub struct Encodings {
 impl Encodings {
     /// Versions every resource by its encoding, and the set by its members'
     /// versions; a resource encoded before with the same content is reused.
+    /// Resources are encoded in their compact forms: the names their
+    /// resource's name gives left out (`wire::names`).
     pub fn type_snapshot(&self, resources: Vec<(String, Kind)>) -> TypeSnapshot {
         let mut encoded = Vec::with_capacity(resources.len());
         let mut known = self.by_version.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, kind) in resources {
+        for (name, mut kind) in resources {
+            wire::names::leave_out(&name, &mut kind);
             let mut r = pb::Resource {
                 name,
                 version: String::new(),

@@ -36,10 +36,10 @@ pub trait ConfigHandler: Send + Sync + 'static {
         true
     }
 
-    /// Whether the handler reads endpoints in their compact form (read back
-    /// with [`crate::endpoints::whole`]), as the proxy does; `false` asks for
-    /// them whole, as a proxy from before the compact form is sent them.
-    fn compact_endpoints(&self) -> bool {
+    /// Whether the handler reads resources in their compact forms (read back
+    /// with [`crate::whole_form`]), as the proxy does; `false` asks for the
+    /// whole forms, as a proxy from before the compact ones is sent them.
+    fn compact_resources(&self) -> bool {
         true
     }
 
@@ -66,7 +66,7 @@ pub trait ConfigHandler: Send + Sync + 'static {
 pub struct Takes {
     pub partial: bool,
     pub route_pieces: bool,
-    pub compact_endpoints: bool,
+    pub compact_resources: bool,
 }
 
 impl Takes {
@@ -75,7 +75,7 @@ impl Takes {
     pub const PROXY: Takes = Takes {
         partial: true,
         route_pieces: true,
-        compact_endpoints: true,
+        compact_resources: true,
     };
 
     /// What `handler` says it takes.
@@ -83,7 +83,7 @@ impl Takes {
         Takes {
             partial: handler.accepts_partial(),
             route_pieces: handler.joins_route_pieces(),
-            compact_endpoints: handler.compact_endpoints(),
+            compact_resources: handler.compact_resources(),
         }
     }
 
@@ -94,7 +94,7 @@ impl Takes {
             type_url: type_url.to_string(),
             accepts_partial: self.partial,
             joins_route_pieces: self.route_pieces,
-            compact_endpoints: self.compact_endpoints,
+            compact_resources: self.compact_resources,
             ..Default::default()
         }
     }

@@ -35,8 +35,7 @@ pub enum EndpointsError {
     },
 }
 
-/// `endpoints` in the compact form, in the same order. `cluster` is left
-/// out: the resource that carries them has its name.
+/// `endpoints` in the compact form, in the same order.
 pub fn compact(endpoints: Vec<Endpoint>) -> CompactEndpoints {
     let mut out = CompactEndpoints::default();
     let mut index: HashMap<EndpointShared, u32> = HashMap::new();
@@ -146,31 +145,15 @@ fn common_suffix<'a>(a: &'a str, b: &str) -> &'a str {
     &a[a.len() - n..]
 }
 
-/// The cluster `endpoints`, carried by the resource named `resource`, are
-/// for: the compact form leaves it to the resource's name.
-pub fn cluster<'a>(resource: &'a str, endpoints: &'a ClusterEndpoints) -> &'a str {
-    if endpoints.cluster.is_empty() {
-        resource
-    } else {
-        &endpoints.cluster
-    }
-}
-
-/// `endpoints` (carried by the resource named `resource`) with each endpoint
-/// whole and its cluster named: the compact form read back (and cleared),
-/// the whole form as it is.
-pub fn whole(
-    resource: &str,
-    mut endpoints: ClusterEndpoints,
-) -> Result<ClusterEndpoints, EndpointsError> {
+/// `endpoints` with each endpoint whole: the compact form read back (and
+/// cleared), the whole form as it is. (Its cluster's name, if left to the
+/// resource, is put back by [`crate::names::put_back`].)
+pub fn whole(mut endpoints: ClusterEndpoints) -> Result<ClusterEndpoints, EndpointsError> {
     let Some(c) = endpoints.compact.take() else {
         return Ok(endpoints);
     };
     if !endpoints.endpoints.is_empty() {
         return Err(EndpointsError::BothForms);
-    }
-    if endpoints.cluster.is_empty() {
-        endpoints.cluster = resource.to_string();
     }
     let addresses: Vec<String> = match (c.ipv4.is_empty(), c.addresses.is_empty()) {
         (false, false) => return Err(EndpointsError::BothAddressForms),

@@ -39,7 +39,7 @@ fn whole_of(endpoints: Vec<Endpoint>) -> ClusterEndpoints {
 /// The compact form, encoded and decoded as the wire carries it.
 fn compact_of(endpoints: Vec<Endpoint>) -> ClusterEndpoints {
     let sent = ClusterEndpoints {
-        cluster: String::new(),
+        cluster: CLUSTER.into(),
         endpoints: Vec::new(),
         compact: Some(compact(endpoints)),
     };
@@ -151,13 +151,9 @@ fn the_compact_form_reads_back_as_exactly_the_whole_endpoints() {
     ];
     for (case, endpoints) in cases {
         let expected = whole_of(endpoints.clone());
-        assert_eq!(
-            whole(CLUSTER, compact_of(endpoints)),
-            Ok(expected.clone()),
-            "{case}"
-        );
+        assert_eq!(whole(compact_of(endpoints)), Ok(expected.clone()), "{case}");
         // The whole form passes through as it is.
-        assert_eq!(whole("other", expected.clone()), Ok(expected), "{case}");
+        assert_eq!(whole(expected.clone()), Ok(expected), "{case}");
     }
 }
 
@@ -189,7 +185,7 @@ fn a_compact_form_that_describes_no_endpoints_is_refused() {
         ipv4: vec![10, 0, 0, 1],
         ..Default::default()
     };
-    assert!(whole("c", endpoints(one())).is_ok());
+    assert!(whole(endpoints(one())).is_ok());
     let cases = [
         (
             CompactEndpoints {
@@ -240,9 +236,9 @@ fn a_compact_form_that_describes_no_endpoints_is_refused() {
         ),
     ];
     for (c, error) in cases {
-        assert_eq!(whole("c", endpoints(c)), Err(error.clone()), "{error}");
+        assert_eq!(whole(endpoints(c)), Err(error.clone()), "{error}");
     }
     let mut both = endpoints(one());
     both.endpoints.push(endpoint("10.0.0.1", ""));
-    assert_eq!(whole("c", both), Err(EndpointsError::BothForms));
+    assert_eq!(whole(both), Err(EndpointsError::BothForms));
 }
