@@ -393,11 +393,14 @@ async fn a_large_set_is_sent_in_pieces_and_applied_whole() {
     let _ = cp.stop().await;
 }
 
-/// The responses a proxy was sent, by type: whether partial, and the resources.
+/// One response: its type, whether partial, and its resources.
+type Response = (String, bool, Vec<Resource>);
+
+/// The responses a proxy was sent.
 #[derive(Clone)]
 struct Seen {
     compact: bool,
-    got: Arc<Mutex<Vec<(String, bool, Vec<Resource>)>>>,
+    got: Arc<Mutex<Vec<Response>>>,
 }
 
 impl Seen {
