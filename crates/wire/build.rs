@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
         .type_attribute(".", "#[serde(rename_all = \"snake_case\")]")
+        // The compact endpoint form writes each distinct one once (endpoints.rs).
+        .type_attribute(".trellis.proxy.v1.EndpointShared", "#[derive(Eq, Hash)]")
         // Hand-written static config files may leave out any field.
         .message_attribute(".", "#[serde(default)]")
         // Config dumps (proxy admin, control plane debug) never show a key.

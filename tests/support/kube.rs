@@ -486,7 +486,13 @@ impl Proxy {
     /// Everything of one type, as text to look for names and values in.
     pub fn dump(&self, type_url: &str) -> String {
         let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        format!("{:?}", seen.get(type_url).map(|(_, r)| r))
+        // As the proxy reads them: in their whole forms, addresses as text.
+        let whole = seen.get(type_url).map(|(_, r)| {
+            r.iter()
+                .map(|r| wire::whole_form(r.clone()))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        format!("{whole:?}")
     }
 
     /// The version of each type it holds.

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use wire::client::Takes;
 use wire::pb::{DiscoveryRequest, Node, ProxyKind};
 
+mod composition;
 mod mesh;
 
 #[derive(Parser)]
@@ -57,6 +59,10 @@ struct Args {
     /// services: a change is then timed to the proxies that see it only.
     #[arg(long)]
     sidecars: bool,
+    /// After the full push, print what one proxy's config is made of (bytes
+    /// by type and field), in the compact forms and whole.
+    #[arg(long)]
+    composition: bool,
 }
 
 impl Args {
@@ -158,13 +164,11 @@ async fn one_stream(
     grpc.ready().await?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     for (i, type_url) in wire::types::ALL.iter().enumerate() {
+        // What trellis-proxy says it takes (a test there checks they agree):
+        // trellisd sends other forms to proxies that say otherwise.
         tx.send(DiscoveryRequest {
             node: (i == 0).then(|| node.clone()),
-            type_url: type_url.to_string(),
-            accepts_partial: true,
-            // As trellis-proxy: it joins the route-config pieces itself.
-            joins_route_pieces: true,
-            ..Default::default()
+            ..Takes::PROXY.subscribe(type_url)
         })
         .await?;
     }
@@ -484,6 +488,27 @@ async fn main() -> Result<()> {
 
     let bytes_full_push = received_bytes(&proxies) as f64 / a.proxies.max(1) as f64;
     let cpu_full_push = cpu_seconds(pid) - cpu_startup;
+    let composition = if a.composition {
+        let node = Node {
+            id: "composition.ns0".into(),
+            pod_name: "composition".into(),
+            namespace: "ns0".into(),
+            kind: ProxyKind::Sidecar as i32,
+            ..Default::default()
+        };
+        let whole = Takes {
+            compact_resources: false,
+            ..Takes::PROXY
+        };
+        println!("Composition of one proxy's config, in the compact forms:");
+        let compact = composition::report(endpoint.clone(), node.clone(), Takes::PROXY).await?;
+        println!("\nThe same in the whole forms (a proxy from before the compact ones):");
+        let whole = composition::report(endpoint.clone(), node, whole).await?;
+        println!();
+        serde_json::json!({"compact": compact, "whole": whole})
+    } else {
+        serde_json::Value::Null
+    };
 
     // One new endpoint at a time; every proxy sees every service, so all must
     // get it. The changes are apart by more than trellisd's debounce (100 ms):
@@ -535,6 +560,7 @@ async fn main() -> Result<()> {
         "bytes_per_proxy_full_push": bytes_full_push, "bytes_per_proxy_per_endpoint_change": bytes_per_change,
         "endpoint_resources_per_update": resources_per_update,
         "streams_reopened": reconnects(&proxies),
+        "composition": composition,
     });
     println!("| figure | value |\n|---|---|");
     println!(

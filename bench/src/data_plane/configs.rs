@@ -182,6 +182,7 @@ pub fn trellis_config(
             &name,
             Kind::Endpoints(pb::ClusterEndpoints {
                 cluster: name.clone(),
+                compact: None,
                 endpoints: s
                     .endpoints
                     .iter()

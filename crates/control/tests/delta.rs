@@ -392,3 +392,140 @@ async fn a_large_set_is_sent_in_pieces_and_applied_whole() {
     assert_eq!((endpoints.len(), endpoints[0].names.len()), (1, 400));
     let _ = cp.stop().await;
 }
+
+/// One response: its type, whether partial, and its resources.
+type Response = (String, bool, Vec<Resource>);
+
+/// The responses a proxy was sent.
+#[derive(Clone)]
+struct Seen {
+    compact: bool,
+    got: Arc<Mutex<Vec<Response>>>,
+}
+
+impl Seen {
+    fn new(compact: bool) -> Self {
+        Seen {
+            compact,
+            got: Arc::default(),
+        }
+    }
+
+    fn responses(&self, type_url: &str) -> Vec<(bool, Vec<Resource>)> {
+        let got = self.got.lock().expect("lock");
+        got.iter()
+            .filter(|(t, _, _)| t == type_url)
+            .map(|(_, partial, r)| (*partial, r.clone()))
+            .collect()
+    }
+}
+
+impl wire::client::ConfigHandler for Seen {
+    fn apply(&self, type_url: &str, _: &str, resources: Vec<Resource>) -> Result<(), String> {
+        let mut got = self.got.lock().expect("lock");
+        got.push((type_url.to_string(), false, resources));
+        Ok(())
+    }
+
+    fn accepts_partial(&self) -> bool {
+        true
+    }
+
+    fn apply_partial(
+        &self,
+        type_url: &str,
+        _: &str,
+        changed: Vec<Resource>,
+        _: Vec<String>,
+    ) -> Result<(), String> {
+        let mut got = self.got.lock().expect("lock");
+        got.push((type_url.to_string(), true, changed));
+        Ok(())
+    }
+
+    fn compact_resources(&self) -> bool {
+        self.compact
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_does_not_read_the_compact_forms_is_sent_the_whole_ones() {
+    use wire::pb::resource::Kind;
+    let initial = format!(
+        "{MESH}---\n{}---\n{}",
+        pod("s-1", "a", "s", "10.0.0.1"),
+        pod("s-2", "a", "s", "10.0.0.2")
+    );
+    let dir = config_dir(&initial);
+    let cp = ControlPlane::start(dir.path(), Duration::from_millis(20));
+    let (old, new) = (Seen::new(false), Seen::new(true));
+    cp.connect(sidecar("a", "s-1"), old.clone());
+    cp.connect(sidecar("a", "s-2"), new.clone());
+    for p in [&old, &new] {
+        wait_for("every type", || {
+            wire::types::ALL.iter().all(|t| !p.responses(t).is_empty())
+        })
+        .await;
+    }
+    // Both proxies see the same clusters, endpoints and routes (their
+    // listeners differ: each has its own inbound ones).
+    for t in [
+        wire::types::CLUSTER,
+        wire::types::ENDPOINTS,
+        wire::types::ROUTE_CONFIG,
+    ] {
+        let (whole, compact) = (&old.responses(t)[0].1, &new.responses(t)[0].1);
+        assert!(!whole.is_empty(), "{t}");
+        // The same resources, in the other form.
+        let made_whole: Vec<Resource> = compact
+            .iter()
+            .map(|r| wire::whole_form(r.clone()).expect("reads back"))
+            .collect();
+        assert_eq!(&made_whole, whole, "{t}");
+        assert_ne!(compact, whole, "{t}: the compact form differs");
+    }
+    let s_endpoints = |p: &Seen, n: usize| -> Resource {
+        p.responses(wire::types::ENDPOINTS)[n]
+            .1
+            .iter()
+            .find(|r| r.name == "outbound|8080||s.a.svc.cluster.local")
+            .cloned()
+            .expect("s's endpoints")
+    };
+    let addresses = |r: &Resource| -> Vec<String> {
+        match &r.kind {
+            Some(Kind::Endpoints(e)) => {
+                assert!(e.compact.is_none(), "{e:?}");
+                assert_eq!(e.cluster, r.name);
+                e.endpoints.iter().map(|e| e.address.clone()).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(addresses(&s_endpoints(&old, 0)), ["10.0.0.1", "10.0.0.2"]);
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+        .post(format!("http://127.0.0.1:{}/v1/apply", cp.http))
+        .header("content-type", "application/yaml")
+        .body(pod("s-3", "a", "s", "10.0.0.3"))
+        .send()
+        .await
+        .expect("apply");
+    assert!(resp.status().is_success());
+    for p in [&old, &new] {
+        wait_for("the endpoint update", || {
+            p.responses(wire::types::ENDPOINTS).len() >= 2
+        })
+        .await;
+        let update = &p.responses(wire::types::ENDPOINTS)[1];
+        assert!(update.0, "partial");
+        assert_eq!(update.1.len(), 1, "only s's endpoints");
+    }
+    let whole = s_endpoints(&old, 1);
+    assert_eq!(addresses(&whole), ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+    assert_eq!(wire::whole_form(s_endpoints(&new, 1)), Ok(whole));
+    assert!(cp.stop().await, "the control plane stops");
+}

@@ -301,6 +301,7 @@ pub(crate) fn service_clusters(
                 .collect();
             config.endpoints.push(pb::ClusterEndpoints {
                 cluster: name,
+                compact: None,
                 endpoints,
             });
         }
@@ -562,9 +563,19 @@ pub(crate) fn cluster_resources(v: Vec<pb::Cluster>) -> Vec<(String, Kind)> {
         .collect()
 }
 
+/// Endpoints as they are sent: in the compact form (`CompactEndpoints` in
+/// proxy.proto), what a cluster's endpoints share written once. A proxy that
+/// does not read it is sent them whole by the discovery server.
 pub(crate) fn endpoint_resources(v: Vec<pb::ClusterEndpoints>) -> Vec<(String, Kind)> {
     v.into_iter()
-        .map(|e| (e.cluster.clone(), Kind::Endpoints(e)))
+        .map(|e| {
+            let compact = pb::ClusterEndpoints {
+                compact: Some(wire::endpoints::compact(e.endpoints)),
+                endpoints: Vec::new(),
+                cluster: e.cluster,
+            };
+            (compact.cluster.clone(), Kind::Endpoints(compact))
+        })
         .collect()
 }
 

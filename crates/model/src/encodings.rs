@@ -22,10 +22,13 @@ pub struct Encodings {
 impl Encodings {
     /// Versions every resource by its encoding, and the set by its members'
     /// versions; a resource encoded before with the same content is reused.
+    /// Resources are encoded in their compact forms: the names their
+    /// resource's name gives left out (`wire::names`).
     pub fn type_snapshot(&self, resources: Vec<(String, Kind)>) -> TypeSnapshot {
         let mut encoded = Vec::with_capacity(resources.len());
         let mut known = self.by_version.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, kind) in resources {
+        for (name, mut kind) in resources {
+            wire::names::leave_out(&name, &mut kind);
             let mut r = pb::Resource {
                 name,
                 version: String::new(),
@@ -73,7 +76,7 @@ pub fn set_version(resources: Vec<Arc<EncodedResource>>) -> TypeSnapshot {
         r.version.hash(&mut h);
     }
     TypeSnapshot {
-        version: format!("{:016x}", h.finish()),
+        version: version_text(h.finish()),
         resources,
     }
 }
@@ -83,7 +86,15 @@ fn digest(bytes: &[u8]) -> String {
     // a proxy that reconnects with an unchanged config is not sent it again.
     let mut h = std::hash::DefaultHasher::new();
     bytes.hash(&mut h);
-    format!("{:016x}", h.finish())
+    version_text(h.finish())
+}
+
+/// A 64-bit version as text in 11 characters (base64url) rather than 16
+/// (hex): every resource and response carries one, and an endpoint change
+/// is sent in a few hundred bytes.
+fn version_text(v: u64) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_be_bytes())
 }
 
 #[cfg(test)]

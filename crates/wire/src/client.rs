@@ -36,6 +36,13 @@ pub trait ConfigHandler: Send + Sync + 'static {
         true
     }
 
+    /// Whether the handler reads resources in their compact forms (read back
+    /// with [`crate::whole_form`]), as the proxy does; `false` asks for the
+    /// whole forms, as a proxy from before the compact ones is sent them.
+    fn compact_resources(&self) -> bool {
+        true
+    }
+
     /// Applies a change to the resources of one type: `changed` replace the
     /// ones of the same name or are added, `removed` are dropped, the rest
     /// stay. `version` is the version of the whole resulting set. `Err` NACKs
@@ -49,6 +56,47 @@ pub trait ConfigHandler: Send + Sync + 'static {
     ) -> Result<(), String> {
         let _ = (type_url, version, changed, removed);
         Err("partial updates are not supported".into())
+    }
+}
+
+/// What a proxy says it takes, on each subscribe: the control plane sends
+/// each proxy only the forms it takes, so that trellisd can be upgraded
+/// before its proxies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Takes {
+    pub partial: bool,
+    pub route_pieces: bool,
+    pub compact_resources: bool,
+}
+
+impl Takes {
+    /// What trellis-proxy takes (a test there says so): every form. A
+    /// simulated proxy that is to be measured as trellis-proxy says the same.
+    pub const PROXY: Takes = Takes {
+        partial: true,
+        route_pieces: true,
+        compact_resources: true,
+    };
+
+    /// What `handler` says it takes.
+    pub fn of<H: ConfigHandler + ?Sized>(handler: &H) -> Self {
+        Takes {
+            partial: handler.accepts_partial(),
+            route_pieces: handler.joins_route_pieces(),
+            compact_resources: handler.compact_resources(),
+        }
+    }
+
+    /// The request that subscribes to `type_url` saying so (without the
+    /// node, which only the first request carries, and the version held).
+    pub fn subscribe(self, type_url: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: type_url.to_string(),
+            accepts_partial: self.partial,
+            joins_route_pieces: self.route_pieces,
+            compact_resources: self.compact_resources,
+            ..Default::default()
+        }
     }
 }
 
@@ -117,11 +165,8 @@ async fn session<H: ConfigHandler>(
     for (i, type_url) in crate::types::ALL.iter().enumerate() {
         let req = DiscoveryRequest {
             node: (i == 0).then(|| node.clone()),
-            type_url: type_url.to_string(),
             version_info: applied.get(*type_url).cloned().unwrap_or_default(),
-            accepts_partial: handler.accepts_partial(),
-            joins_route_pieces: handler.joins_route_pieces(),
-            ..Default::default()
+            ..Takes::of(handler).subscribe(type_url)
         };
         // The channel holds 16 and this sends 4: it cannot be full.
         let _ = tx.try_send(req);

@@ -12,6 +12,8 @@ pub mod address;
 pub mod certs;
 #[cfg(feature = "grpc")]
 pub mod client;
+pub mod endpoints;
+pub mod names;
 #[cfg(feature = "grpc")]
 pub mod server;
 pub mod snapshot;
@@ -73,6 +75,19 @@ pub mod google {
     pub mod rpc {
         include!(concat!(env!("OUT_DIR"), "/google.rpc.rs"));
     }
+}
+
+/// `resource` in its whole form, as a proxy from before the compact forms
+/// reads it and as dumps show it: the names its name gives put back
+/// ([`names`]) and its endpoints whole ([`endpoints`]).
+pub fn whole_form(mut resource: pb::Resource) -> Result<pb::Resource, endpoints::EndpointsError> {
+    if let Some(kind) = &mut resource.kind {
+        names::put_back(&resource.name, kind);
+    }
+    if let Some(pb::resource::Kind::Endpoints(e)) = resource.kind {
+        resource.kind = Some(pb::resource::Kind::Endpoints(endpoints::whole(e)?));
+    }
+    Ok(resource)
 }
 
 /// Serializes a secret field (a private key) as a marker, never its value;

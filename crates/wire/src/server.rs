@@ -24,8 +24,10 @@ use crate::certs::BearerToken;
 use crate::pb::{DiscoveryRequest, Node};
 use crate::snapshot::{EncodedResource, ProxySnapshot, TypeSnapshot};
 use generated::aggregated_discovery_server::{AggregatedDiscovery, SERVICE_NAME};
+use whole_forms::WholeForms;
 use whole_routes::whole_route_configs;
 
+mod whole_forms;
 mod whole_routes;
 
 /// The discovery service as `build.rs` generates it for [`EncodedResponse`].
@@ -111,6 +113,8 @@ pub struct DiscoveryService<P> {
     provider: Arc<P>,
     pushes: Arc<Semaphore>,
     concurrent_pushes: usize,
+    /// Resources whole for proxies that do not read the compact forms.
+    whole_forms: Arc<WholeForms>,
 }
 
 /// How many proxies may have unacknowledged config in flight at once (Istio's
@@ -132,6 +136,7 @@ impl<P: ConfigProvider> DiscoveryService<P> {
                 provider,
                 pushes: Arc::new(Semaphore::new(concurrent_pushes.max(1))),
                 concurrent_pushes: concurrent_pushes.max(1),
+                whole_forms: Arc::default(),
             }),
         }
     }
@@ -283,6 +288,7 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
         let provider = self.provider.clone();
         let pushes = self.pushes.clone();
         let concurrent_pushes = self.concurrent_pushes;
+        let whole_forms = (!first.compact_resources).then(|| self.whole_forms.clone());
         tokio::spawn(async move {
             let mut session = Session {
                 node,
@@ -292,6 +298,7 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
                 subscribed: HashMap::new(),
                 accepts_partial: first.accepts_partial,
                 joins_route_pieces: first.joins_route_pieces,
+                whole_forms,
                 nonce: 0,
                 pushes,
                 concurrent_pushes,
@@ -338,6 +345,9 @@ struct Session<P> {
     /// Whether the proxy joins route-config pieces; if not, it is sent each
     /// route config whole ([`whole_route_configs`]).
     joins_route_pieces: bool,
+    /// Set if the proxy does not read the compact forms: where its
+    /// resources are made whole, once for all such streams.
+    whole_forms: Option<Arc<WholeForms>>,
     nonce: u64,
     pushes: Arc<Semaphore>,
     concurrent_pushes: usize,
@@ -468,6 +478,14 @@ impl<P: ConfigProvider> Session<P> {
             self.permit = Some(self.pushes.clone().acquire_owned().await.map_err(|_| ())?);
         }
         let whole;
+        let whole_forms;
+        let current = match &self.whole_forms {
+            Some(forms) => {
+                whole_forms = forms.of(type_url, current);
+                &whole_forms
+            }
+            None => current,
+        };
         let current = if type_url == crate::types::ROUTE_CONFIG && !self.joins_route_pieces {
             whole = whole_route_configs(current);
             &whole

@@ -332,6 +332,17 @@ mod tests {
     }
 
     #[test]
+    fn the_proxy_takes_what_simulated_proxies_say_it_takes() {
+        // bench-control-plane subscribes with `Takes::PROXY`: what it
+        // measures is what trellisd sends this proxy only if they agree.
+        let handler = XdsHandler(Arc::new(ConfigStore::new(&pb::Node::default())));
+        assert_eq!(
+            wire::client::Takes::of(&handler),
+            wire::client::Takes::PROXY
+        );
+    }
+
+    #[test]
     fn publishes_only_when_complete_and_nacks_keep_the_old_config() {
         let store = ConfigStore::new(&pb::Node {
             pod_ip: "127.0.0.1".into(),

@@ -10,6 +10,7 @@ fn env() -> (Limits, Local) {
 fn endpoints(n: usize, healthy: bool) -> pb::ClusterEndpoints {
     pb::ClusterEndpoints {
         cluster: "c".into(),
+        compact: None,
         endpoints: (0..n)
             .map(|i| pb::Endpoint {
                 address: format!("127.0.0.{}", i + 1),
@@ -120,6 +121,7 @@ fn ipv6_and_bad_endpoints() {
     };
     let mut eps = pb::ClusterEndpoints {
         cluster: "c".into(),
+        compact: None,
         endpoints: vec![pb::Endpoint {
             address: "::1".into(),
             port: 80,
@@ -321,6 +323,7 @@ fn locality_failover_keeps_traffic_local_while_healthy() {
     };
     let eps = pb::ClusterEndpoints {
         cluster: "c".into(),
+        compact: None,
         endpoints: ["us-east/1a/x", "us-east/1b/x", "us-west/1a/x"]
             .iter()
             .enumerate()
@@ -373,6 +376,7 @@ fn locality_distribute_weights_traffic() {
     };
     let eps = pb::ClusterEndpoints {
         cluster: "c".into(),
+        compact: None,
         endpoints: ["us-east/1a/x", "us-west/1a/x"]
             .iter()
             .enumerate()

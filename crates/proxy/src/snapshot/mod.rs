@@ -415,7 +415,7 @@ impl EndpointSources {
         for r in &state.resources {
             let cluster = match known.and_then(|k| k.by_resource.get(&r.name)) {
                 Some((bytes, cluster)) if Arc::ptr_eq(bytes, r) => cluster.clone(),
-                _ => match r.decode()?.kind {
+                _ => match decode_kind(r)? {
                     Some(Kind::Endpoints(e)) => Arc::from(e.cluster),
                     _ => return Err(wrong_kind("endpoints", &r.name)),
                 },
@@ -466,16 +466,28 @@ struct Built {
     changed: bool,
 }
 
+/// `r`'s content with the names its compact form leaves to the resource.
+fn decode_kind(r: &Encoded) -> Result<Option<Kind>, String> {
+    let mut kind = r.decode()?.kind;
+    if let Some(k) = &mut kind {
+        wire::names::put_back(&r.name, k);
+    }
+    Ok(kind)
+}
+
 fn decode_cluster(r: &Encoded) -> Result<pb::Cluster, String> {
-    match r.decode()?.kind {
+    match decode_kind(r)? {
         Some(Kind::Cluster(c)) => Ok(c),
         _ => Err(wrong_kind("clusters", &r.name)),
     }
 }
 
 fn decode_endpoints(r: &Encoded) -> Result<pb::ClusterEndpoints, String> {
-    match r.decode()?.kind {
-        Some(Kind::Endpoints(e)) => Ok(e),
+    match decode_kind(r)? {
+        // The compact form read back into whole endpoints.
+        Some(Kind::Endpoints(e)) => {
+            wire::endpoints::whole(e).map_err(|e| format!("endpoints {:?}: {e}", r.name))
+        }
         _ => Err(wrong_kind("endpoints", &r.name)),
     }
 }
@@ -675,7 +687,7 @@ fn compile_routes(
         match known {
             Some(name) => configs.entry(name).or_default().push((r, None)),
             None => {
-                let Some(Kind::RouteConfig(rc)) = r.decode()?.kind else {
+                let Some(Kind::RouteConfig(rc)) = decode_kind(r)? else {
                     return Err(wrong_kind("routes", &r.name));
                 };
                 configs
@@ -703,7 +715,7 @@ fn compile_routes(
                     .iter()
                     .map(|(r, rc)| match rc {
                         Some(rc) => Ok(rc.clone()),
-                        None => match r.decode()?.kind {
+                        None => match decode_kind(r)? {
                             Some(Kind::RouteConfig(rc)) => Ok(rc),
                             _ => Err(wrong_kind("routes", &r.name)),
                         },

@@ -37,6 +37,7 @@ fn endpoints(cluster: &str, hosts: &[u8]) -> pb::Resource {
         cluster,
         Kind::Endpoints(pb::ClusterEndpoints {
             cluster: cluster.into(),
+            compact: None,
             endpoints: hosts
                 .iter()
                 .map(|h| pb::Endpoint {
@@ -270,6 +271,7 @@ fn an_endpoints_update_that_fails_changes_no_cluster() {
         "b",
         Kind::Endpoints(pb::ClusterEndpoints {
             cluster: "b".into(),
+            compact: None,
             endpoints: vec![pb::Endpoint {
                 address: "127.0.0.3".into(),
                 port: 0,

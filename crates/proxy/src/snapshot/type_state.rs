@@ -66,9 +66,12 @@ impl TypeState {
         self.resources.iter().map(|e| (&*e.name, e)).collect()
     }
 
-    /// The resources, decoded, in the order they were accepted.
+    /// The resources, decoded into their whole forms, in the order they were accepted.
     pub fn resources(&self) -> Result<Vec<pb::Resource>, String> {
-        self.resources.iter().map(|e| e.decode()).collect()
+        self.resources
+            .iter()
+            .map(|e| wire::whole_form(e.decode()?).map_err(|err| format!("{}: {err}", e.name)))
+            .collect()
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {

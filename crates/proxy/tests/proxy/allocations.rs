@@ -92,6 +92,7 @@ fn table() -> RouteTable {
 fn cluster(spec: pb::Cluster) -> Cluster {
     let eps = pb::ClusterEndpoints {
         cluster: spec.name.clone(),
+        compact: None,
         endpoints: (1..=4)
             .map(|i| pb::Endpoint {
                 address: format!("127.0.0.{i}"),

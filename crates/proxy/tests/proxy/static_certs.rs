@@ -117,6 +117,7 @@ async fn a_pair_with_file_certificates_talks_mtls() {
             cluster,
             Kind::Endpoints(pb::ClusterEndpoints {
                 cluster: cluster.into(),
+                compact: None,
                 endpoints: vec![pb::Endpoint {
                     address: inbound.ip().to_string(),
                     port: u32::from(inbound.port()),
@@ -293,6 +294,7 @@ async fn proxies_in_one_process_dial_from_their_own_pod_addresses() {
                 cluster,
                 Kind::Endpoints(pb::ClusterEndpoints {
                     cluster: cluster.into(),
+                    compact: None,
                     endpoints: vec![pb::Endpoint {
                         address: server.ip().to_string(),
                         port: u32::from(server.port()),

@@ -156,6 +156,7 @@ pub fn cluster_with(spec: pb::Cluster, endpoints: &[(SocketAddr, &str)]) -> Vec<
     };
     let e = pb::ClusterEndpoints {
         cluster: name.into(),
+        compact: None,
         endpoints: endpoints
             .iter()
             .map(|(a, version)| pb::Endpoint {
