@@ -506,6 +506,7 @@ fn workload_endpoints(
         cluster,
         Kind::Endpoints(pb::ClusterEndpoints {
             cluster: cluster.into(),
+            compact: None,
             endpoints: hosts
                 .iter()
                 .map(|h| pb::Endpoint {
