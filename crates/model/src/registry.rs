@@ -91,7 +91,7 @@ pub struct Workload {
     pub weight: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum WorkloadKind {
     Pod,
     /// A WorkloadEntry resource: selected by labels like a pod.

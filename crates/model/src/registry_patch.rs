@@ -44,15 +44,17 @@ impl Registry {
         if self.slices_cross_namespaces {
             return None;
         }
-        let told: HashSet<(WorkloadKind, &str, &str)> = touched
-            .of_kind(Kind::Pod)
-            .map(|(ns, name)| (WorkloadKind::Pod, ns, name))
-            .chain(
-                touched
-                    .of_kind(Kind::WorkloadEntry)
-                    .map(|(ns, name)| (WorkloadKind::WorkloadEntry, ns, name)),
-            )
-            .collect();
+        let told = Told::new(
+            touched
+                .of_kind(Kind::Pod)
+                .map(|(ns, name)| (WorkloadKind::Pod, ns, name))
+                .chain(
+                    touched
+                        .of_kind(Kind::WorkloadEntry)
+                        .map(|(ns, name)| (WorkloadKind::WorkloadEntry, ns, name)),
+                )
+                .collect(),
+        );
         let PatchedWorkloads {
             workloads,
             remap,
@@ -61,6 +63,7 @@ impl Registry {
         let mut next = Registry {
             services: self.services.clone(),
             workloads,
+            // Below: carried over, and picked again where needed.
             selected: HashMap::new(),
             inline: self.inline.clone(),
             entries: self.entries.clone(),
@@ -123,7 +126,7 @@ impl Registry {
         reselect.extend(reslice);
 
         // The services whose selector matched a touched workload, or does now.
-        let before = self.workloads.iter().filter(|w| is_told(&told, w));
+        let before = self.workloads.iter().filter(|w| told.has(w));
         let after = fresh.iter().map(|&i| &next.workloads[i]);
         let moved: Vec<&Workload> = before.chain(after).map(|w| &**w).collect();
         for svc in next.services.values() {
@@ -131,26 +134,30 @@ impl Registry {
                 reselect.insert(svc.hostname.clone());
             }
         }
-        for (host, svc) in &next.services {
-            if next.sliced.contains_key(host) || reselect.contains(host) {
-                continue;
-            }
-            if let Some(picked) = self.selected.get(host) {
-                let picked = picked.iter().filter_map(|&i| remap[i]).collect();
-                next.selected.insert(host.clone(), picked);
-            } else if !svc.selector.is_empty() {
-                // Not a service before (a ServiceEntry's host is one).
-                reselect.insert(host.clone());
-            }
+        // The others pick what they picked, where it is now.
+        next.selected = self.selected.clone();
+        for picked in next.selected.values_mut() {
+            picked.retain_mut(|i| match remap[*i] {
+                Some(now) => {
+                    *i = now;
+                    true
+                }
+                None => false,
+            });
         }
-        let namespaces: HashSet<&str> = reselect
+        for host in &reselect {
+            next.selected.remove(host);
+        }
+        let mut namespaces: Vec<&str> = reselect
             .iter()
             .filter_map(|h| next.services.get(h))
             .map(|s| s.namespace.as_str())
             .collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
         let mut by_ns: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, w) in next.workloads.iter().enumerate() {
-            if namespaces.contains(w.namespace.as_str()) {
+            if namespaces.binary_search(&w.namespace.as_str()).is_ok() {
                 by_ns.entry(w.namespace.as_str()).or_default().push(i);
             }
         }
@@ -167,19 +174,15 @@ impl Registry {
     /// The workloads of `objects`: those `told` read again, the others
     /// carried over, in the order of `objects`. `None` when an object
     /// changed that was not told (the order does not line up).
-    fn workloads_patched(
-        &self,
-        objects: &[&Resource],
-        told: &HashSet<(WorkloadKind, &str, &str)>,
-    ) -> Option<PatchedWorkloads> {
-        let mut workloads = Vec::with_capacity(self.workloads.len() + told.len());
+    fn workloads_patched(&self, objects: &[&Resource], told: &Told) -> Option<PatchedWorkloads> {
+        let mut workloads = Vec::with_capacity(self.workloads.len() + told.0.len());
         let mut remap = vec![None; self.workloads.len()];
         let mut fresh = Vec::new();
         let mut old = self
             .workloads
             .iter()
             .enumerate()
-            .filter(|(_, w)| !is_told(told, w))
+            .filter(|(_, w)| !told.has(w))
             .peekable();
         for r in objects {
             let kind = match r {
@@ -188,7 +191,7 @@ impl Registry {
                 _ => continue,
             };
             let (ns, name) = (r.namespace().unwrap_or("default"), r.name());
-            if told.contains(&(kind, ns, name)) {
+            if told.0.binary_search(&(kind, ns, name)).is_ok() {
                 let w = match r {
                     Resource::Pod(p) => crate::registry::pod_workload(p),
                     Resource::WorkloadEntry(we) => crate::service_entry::workload_entry(we),
@@ -286,6 +289,19 @@ struct PatchedWorkloads {
     fresh: Vec<usize>,
 }
 
-fn is_told(told: &HashSet<(WorkloadKind, &str, &str)>, w: &Workload) -> bool {
-    told.contains(&(w.kind, w.namespace.as_str(), w.name.as_str()))
+/// The pods and WorkloadEntries touched, by kind, namespace and name,
+/// sorted: looked up once per workload of the mesh, and usually one or two.
+struct Told<'a>(Vec<(WorkloadKind, &'a str, &'a str)>);
+
+impl<'a> Told<'a> {
+    fn new(mut objects: Vec<(WorkloadKind, &'a str, &'a str)>) -> Self {
+        objects.sort_unstable();
+        Told(objects)
+    }
+
+    fn has(&self, w: &Workload) -> bool {
+        self.0
+            .binary_search(&(w.kind, w.namespace.as_str(), w.name.as_str()))
+            .is_ok()
+    }
 }
