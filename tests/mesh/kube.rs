@@ -133,6 +133,19 @@ data:
         )
         .await?;
 
+    // The pod goes (the registry is patched for it alone): the endpoint
+    // stays, without the identity the pod lent it.
+    kube.kubectl_ok(&["delete", "pod", "reviews-v1-0", "-n", &ns])?;
+    proxy
+        .until(
+            ENDPOINTS,
+            "the endpoint without its deleted pod's identity",
+            |d| {
+                d.contains("10.1.0.3") && !d.contains(&format!("spiffe://kube.example/ns/{ns}/sa/"))
+            },
+        )
+        .await?;
+
     // An object the API server stored but Trellis finds invalid (here a
     // negative weight, which Istio's CRD schema does not bound) is left out
     // and reported; a valid change applied with it still arrives.

@@ -7,6 +7,7 @@
 //! Endpoints whose `ready` condition is false are left out.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -15,6 +16,18 @@ use crate::registry::{ContainerPort, Registry, Workload, WorkloadKind};
 
 /// The label naming the Service a slice belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A Service's endpoints from its slices, with what they were read from:
+/// a change to one of those objects is what changes them (see
+/// [`crate::registry_patch`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Sliced {
+    pub(crate) workloads: Arc<[Workload]>,
+    /// The slices, by name (in the Service's namespace).
+    pub(crate) slices: Vec<String>,
+    /// The pods their endpoints name, by (namespace, name), found or not.
+    pub(crate) pods: Vec<(String, String)>,
+}
 
 impl Registry {
     /// Adds the endpoints of `slices` to the Services they name, which must
@@ -26,56 +39,105 @@ impl Registry {
         pods: &HashMap<(&str, &str), &Pod>,
         domain_suffix: &str,
     ) {
+        let mut by_service: HashMap<String, Vec<&EndpointSlice>> = HashMap::new();
         for slice in slices {
-            let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
-            let Some(service) = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            else {
+            let Some(hostname) = service_of(slice, domain_suffix) else {
                 continue;
             };
-            let hostname = crate::host::fqdn(service, namespace, domain_suffix);
-            if !self.services.contains_key(&hostname) {
-                continue;
+            if self.services.contains_key(&hostname) {
+                by_service.entry(hostname).or_default().push(slice);
             }
-            // A Service with slices is backed by them alone, even by none
-            // that are ready.
-            let mut own = self.sliced.remove(&hostname).unwrap_or_default();
-            let ports: Vec<ContainerPort> = slice
-                .ports
-                .iter()
-                .flatten()
-                .filter_map(|p| {
-                    Some(ContainerPort {
-                        name: p.name.clone().filter(|n| !n.is_empty()),
-                        port: u32::try_from(p.port?).ok()?,
-                    })
-                })
-                .collect();
-            for endpoint in &slice.endpoints {
-                if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                    continue;
-                }
-                let pod = endpoint
-                    .target_ref
-                    .as_ref()
-                    .filter(|r| r.kind.as_deref() == Some("Pod"))
-                    .and_then(|r| {
-                        let ns = r.namespace.as_deref().unwrap_or(namespace);
-                        self.slices_cross_namespaces |= ns != namespace;
-                        pods.get(&(ns, r.name.as_deref()?)).copied()
-                    });
-                for address in &endpoint.addresses {
-                    own.push(self.workloads.len());
-                    self.workloads
-                        .push(workload(namespace, address, pod, ports.clone()));
-                }
-            }
-            self.sliced.insert(hostname, own);
+        }
+        for (hostname, slices) in by_service {
+            let sliced = read_slices(&slices, |ns, name| pods.get(&(ns, name)).copied());
+            self.slices_cross_namespaces |= sliced.1;
+            self.sliced.insert(hostname, sliced.0);
         }
     }
+}
+
+/// The hostname of the Service `slice` belongs to, if it names one.
+pub(crate) fn service_of(slice: &EndpointSlice, domain_suffix: &str) -> Option<String> {
+    let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+    let service = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))?;
+    Some(crate::host::fqdn(service, namespace, domain_suffix))
+}
+
+/// The pods the endpoints of `slice` name, by (namespace, name).
+pub(crate) fn pods_named(slice: &EndpointSlice) -> impl Iterator<Item = (&str, &str)> {
+    let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+    slice
+        .endpoints
+        .iter()
+        .filter_map(|e| e.target_ref.as_ref())
+        .filter(|r| r.kind.as_deref() == Some("Pod"))
+        .filter_map(move |r| {
+            Some((
+                r.namespace.as_deref().unwrap_or(namespace),
+                r.name.as_deref()?,
+            ))
+        })
+}
+
+/// The endpoints of one Service's `slices` (in their order), the pods they
+/// name found by `pod`; and whether one names a pod in another namespace.
+/// A Service with slices is backed by them alone, even by none that are ready.
+pub(crate) fn read_slices<'p>(
+    slices: &[&EndpointSlice],
+    pod: impl Fn(&str, &str) -> Option<&'p Pod>,
+) -> (Sliced, bool) {
+    let mut own = Vec::new();
+    let mut cross_namespaces = false;
+    let mut named = Vec::new();
+    for slice in slices {
+        let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+        let ports: Vec<ContainerPort> = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(ContainerPort {
+                    name: p.name.clone().filter(|n| !n.is_empty()),
+                    port: u32::try_from(p.port?).ok()?,
+                })
+            })
+            .collect();
+        for (ns, name) in pods_named(slice) {
+            cross_namespaces |= ns != namespace;
+            named.push((ns.to_string(), name.to_string()));
+        }
+        for endpoint in &slice.endpoints {
+            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            let pod = endpoint
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| {
+                    pod(
+                        r.namespace.as_deref().unwrap_or(namespace),
+                        r.name.as_deref()?,
+                    )
+                });
+            for address in &endpoint.addresses {
+                own.push(workload(namespace, address, pod, ports.clone()));
+            }
+        }
+    }
+    let sliced = Sliced {
+        workloads: own.into(),
+        slices: slices
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap_or_default())
+            .collect(),
+        pods: named,
+    };
+    (sliced, cross_namespaces)
 }
 
 fn workload(

@@ -28,7 +28,7 @@ use wire::snapshot::{EncodedResource, ProxySnapshot, TypeSnapshot};
 use crate::compile::{self, Compiler, ProxyConfig, SharedTypes};
 use crate::encodings::{Encodings, set_version};
 use crate::mesh::Mesh;
-use crate::registry::Workload;
+use crate::registry::{Registry, Workload};
 use crate::scope::Scope;
 
 /// The objects a change touched, by kind, namespace and name (the control
@@ -72,6 +72,13 @@ impl Touched {
             .iter()
             .filter(move |(k, ..)| *k == kind)
             .map(|(_, ns, name)| (ns.as_str(), name.as_str()))
+    }
+
+    /// Whether every registry object changed is of one of `kinds`.
+    pub(crate) fn registry_only(&self, kinds: &[api::Kind]) -> bool {
+        self.objects
+            .iter()
+            .all(|(k, ..)| !is_registry_kind(*k) || kinds.contains(k))
     }
 
     /// Whether every object changed is of `kind`.
@@ -310,6 +317,10 @@ impl Compiler {
                 changed_workloads(&old.registry.workloads, &mesh.registry.workloads),
             ),
         };
+        let mut workloads = workloads;
+        for h in &hosts {
+            workloads.extend(moved_backends(&old.registry, &mesh.registry, h));
+        }
         let (carried, scopes, known) = Affected::scopes(self, &mesh, &hosts, |types, seen| {
             let endpoints = Arc::new(patch_endpoints(&mesh, &self.encodings, types, seen));
             Some(SharedTypes {
@@ -539,9 +550,9 @@ fn same_but_virtual_services(a: &Mesh, b: &Mesh) -> bool {
         && *rate_limit_filters == b.rate_limit_filters
 }
 
-fn by_name(ws: &[Workload]) -> HashMap<(String, String), Vec<&Workload>> {
+fn by_name(ws: &[Arc<Workload>]) -> HashMap<(String, String), Vec<&Workload>> {
     let mut m: HashMap<(String, String), Vec<&Workload>> = HashMap::new();
-    for w in ws {
+    for w in ws.iter().map(|w| &**w) {
         m.entry((w.namespace.clone(), w.name.clone()))
             .or_default()
             .push(w);
@@ -549,7 +560,29 @@ fn by_name(ws: &[Workload]) -> HashMap<(String, String), Vec<&Workload>> {
     m
 }
 
-fn changed_workloads(old: &[Workload], new: &[Workload]) -> HashSet<(String, String)> {
+/// The workloads (namespace, name) that joined, left or changed among
+/// `hostname`'s backends: a workload's inbound listeners name the services
+/// it is a backend of (an EndpointSlice can make a pod one, or stop it
+/// being one, without the pod changing).
+fn moved_backends(old: &Registry, new: &Registry, hostname: &str) -> HashSet<(String, String)> {
+    let by_name = |r: &Registry| {
+        let mut m: HashMap<(String, String), Vec<Workload>> = HashMap::new();
+        for w in r.backends(hostname) {
+            m.entry((w.namespace.clone(), w.name.clone()))
+                .or_default()
+                .push(w.clone());
+        }
+        m
+    };
+    let (a, b) = (by_name(old), by_name(new));
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+fn changed_workloads(old: &[Arc<Workload>], new: &[Arc<Workload>]) -> HashSet<(String, String)> {
     let (a, b) = (by_name(old), by_name(new));
     a.keys()
         .chain(b.keys())

@@ -26,6 +26,7 @@ mod mtls;
 pub mod protocol;
 pub mod rate_limit;
 pub mod registry;
+mod registry_patch;
 mod routes;
 pub mod scope;
 pub mod service_entry;

@@ -48,7 +48,8 @@ impl Mesh {
     /// change that touched only the objects in `touched`: when none of them
     /// is of a kind the registry is read from (a VirtualService changed, say)
     /// and the MeshConfig is the same, the registry is carried over instead of
-    /// read again.
+    /// read again; when some are, only they are read again (where that can
+    /// be done object by object).
     pub fn rebuild<'a>(
         &self,
         resources: impl IntoIterator<Item = &'a Resource>,
@@ -59,10 +60,10 @@ impl Mesh {
             Carried::No
         } else if !touched.registry() {
             Carried::Whole(self.registry.clone())
-        } else if touched.only(api::Kind::ServiceEntry) {
-            Carried::Patched(&self.registry, touched)
         } else {
-            Carried::No
+            // The registry is read from its own kinds alone: what else
+            // changed with them does not matter to it.
+            Carried::Patched(&self.registry, touched)
         };
         Self::read(resources, config, registry)
     }
@@ -125,19 +126,7 @@ impl Mesh {
         mesh.registry = match registry {
             Carried::Whole(registry) => registry,
             Carried::Patched(old, touched) => {
-                let changed: Vec<(&str, &str)> = touched.of_kind(api::Kind::ServiceEntry).collect();
-                let now: Vec<_> = registry_objects
-                    .iter()
-                    .filter_map(|r| match r {
-                        Resource::ServiceEntry(se) => Some(se),
-                        _ => None,
-                    })
-                    .filter(|se| {
-                        let ns = se.metadata.namespace.as_deref().unwrap_or("default");
-                        changed.contains(&(ns, se.metadata.name.as_str()))
-                    })
-                    .collect();
-                match old.with_service_entries(&changed, &now) {
+                match patch(old, &registry_objects, touched, &mesh.config) {
                     Some(patched) => Arc::new(patched),
                     None => Arc::new(read_registry(&registry_objects, &mesh.config)),
                 }
@@ -215,9 +204,47 @@ enum Carried<'a> {
     No,
     /// All of it: no object it is read from changed.
     Whole(Arc<Registry>),
-    /// All but the ServiceEntries touched, read again (when it can be, see
-    /// [`Registry::with_service_entries`]).
+    /// All but the registry objects touched, read again (when it can be,
+    /// see [`Registry::with_service_entries`] and [`Registry::with_objects`]).
     Patched(&'a Registry, &'a Touched),
+}
+
+/// `old` with the registry objects `touched` read again from `objects`
+/// (every object of the kinds it is read from, in their order); `None`
+/// when the change is one to read whole.
+fn patch(
+    old: &Registry,
+    objects: &[&Resource],
+    touched: &Touched,
+    config: &MeshConfig,
+) -> Option<Registry> {
+    use api::Kind;
+    if !touched.registry_only(&[Kind::ServiceEntry]) {
+        // ServiceEntries and the other kinds are patched apart: a change of
+        // both is read whole.
+        return touched
+            .registry_only(&[
+                Kind::Pod,
+                Kind::WorkloadEntry,
+                Kind::Service,
+                Kind::EndpointSlice,
+            ])
+            .then(|| old.with_objects(objects, touched, config))
+            .flatten();
+    }
+    let changed: Vec<(&str, &str)> = touched.of_kind(Kind::ServiceEntry).collect();
+    let now: Vec<_> = objects
+        .iter()
+        .filter_map(|r| match r {
+            Resource::ServiceEntry(se) => Some(se),
+            _ => None,
+        })
+        .filter(|se| {
+            let ns = se.metadata.namespace.as_deref().unwrap_or("default");
+            changed.contains(&(ns, se.metadata.name.as_str()))
+        })
+        .collect();
+    old.with_service_entries(&changed, &now)
 }
 
 /// The registry of `objects` (those of the kinds it is read from), in their order.

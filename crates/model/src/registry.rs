@@ -91,7 +91,7 @@ pub struct Workload {
     pub weight: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum WorkloadKind {
     Pod,
     /// A WorkloadEntry resource: selected by labels like a pod.
@@ -163,7 +163,9 @@ impl Service {
 pub struct Registry {
     /// By hostname, sorted so compiled output is deterministic.
     pub services: BTreeMap<String, Service>,
-    pub workloads: Vec<Workload>,
+    /// Pods and WorkloadEntries, in the order they were read. Shared with
+    /// the registry they were carried over from (see [`crate::registry_patch`]).
+    pub workloads: Vec<Arc<Workload>>,
     /// Which workloads each service selects (indexes into `workloads`), built
     /// once by [`Registry::index`]: compiling endpoints for every service
     /// must not scan every workload for each of them.
@@ -180,9 +182,9 @@ pub struct Registry {
     /// wins depends on every claimant, so a change to one is read whole.
     pub(crate) contested: std::collections::HashSet<String>,
     /// The endpoints of Kubernetes Services that have EndpointSlices, by
-    /// hostname (indexes into `workloads`): they replace the selector's picks
-    /// (see [`crate::endpoint_slice`]).
-    pub(crate) sliced: std::collections::HashMap<String, Vec<usize>>,
+    /// hostname: they replace the selector's picks (see
+    /// [`crate::endpoint_slice`]).
+    pub(crate) sliced: std::collections::HashMap<String, crate::endpoint_slice::Sliced>,
     /// Some EndpointSlice's endpoint names a pod in another namespace than
     /// its own, whose labels and identity it then carries: a change to a
     /// pod can change the backends of a service in another namespace.
@@ -243,41 +245,9 @@ impl Registry {
     }
 
     pub fn add_pod(&mut self, pod: &Pod) {
-        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
-            return;
-        };
-        // Borrowed, not cloned: every pod of the mesh is read on each rebuild.
-        let spec = pod.spec.as_ref();
-        let meta = &pod.metadata;
-        let ports = spec
-            .into_iter()
-            .flat_map(|s| &s.containers)
-            .flat_map(|c| c.ports.iter().flatten())
-            .map(|p| ContainerPort {
-                name: p.name.clone(),
-                port: p.container_port as u32,
-            })
-            .collect();
-        let name = meta.name.clone().unwrap_or_default();
-        self.workloads.push(Workload {
-            kind: WorkloadKind::Pod,
-            workload: owner_workload(pod).unwrap_or_else(|| name.clone()),
-            name,
-            namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
-            labels: meta.labels.clone().unwrap_or_default(),
-            ip,
-            service_account: spec
-                .and_then(|s| s.service_account_name.clone())
-                .unwrap_or_else(|| "default".into()),
-            ports,
-            has_sidecar: meta
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key("sidecar.istio.io/status")),
-            gateway: has_gateway_template(meta.annotations.as_ref()),
-            locality: String::new(),
-            weight: 0,
-        });
+        if let Some(w) = pod_workload(pod) {
+            self.workloads.push(Arc::new(w));
+        }
     }
 
     /// Builds the service → workloads index; call after the last add.
@@ -290,26 +260,31 @@ impl Registry {
         let selected = self
             .services
             .values()
-            .map(|svc| {
-                if let Some(own) = self.sliced.get(&svc.hostname) {
-                    return (svc.hostname.clone(), own.clone());
-                }
-                // Without a selector a service picks nothing (see `selects`):
-                // a thousand ServiceEntries need not scan their namespace each.
-                let picked: Vec<usize> = by_ns
-                    .get(svc.namespace.as_str())
-                    .filter(|_| !svc.selector.is_empty())
-                    .map(|ws| {
-                        ws.iter()
-                            .copied()
-                            .filter(|&i| svc.selects(&self.workloads[i]))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (svc.hostname.clone(), picked)
-            })
+            // A Service with slices is backed by them alone.
+            .filter(|svc| !self.sliced.contains_key(&svc.hostname))
+            .map(|svc| (svc.hostname.clone(), self.select(svc, &by_ns)))
             .collect();
         self.selected = selected;
+    }
+
+    /// The workloads `svc`'s selector picks, of those `by_ns` lists by namespace.
+    pub(crate) fn select(
+        &self,
+        svc: &Service,
+        by_ns: &std::collections::HashMap<&str, Vec<usize>>,
+    ) -> Vec<usize> {
+        // Without a selector a service picks nothing (see `selects`):
+        // a thousand ServiceEntries need not scan their namespace each.
+        by_ns
+            .get(svc.namespace.as_str())
+            .filter(|_| !svc.selector.is_empty())
+            .map(|ws| {
+                ws.iter()
+                    .copied()
+                    .filter(|&i| svc.selects(&self.workloads[i]))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn service(&self, hostname: &str) -> Option<&Service> {
@@ -320,7 +295,8 @@ impl Registry {
     pub fn workload(&self, name: &str, namespace: &str) -> Option<&Workload> {
         self.workloads
             .iter()
-            .find(|w| w.kind != WorkloadKind::Inline && w.name == name && w.namespace == namespace)
+            .map(|w| &**w)
+            .find(|w| w.name == name && w.namespace == namespace)
     }
 
     /// Every workload behind `hostname`, whatever its ports: what an endpoint
@@ -330,12 +306,18 @@ impl Registry {
             .get(hostname)
             .into_iter()
             .flatten()
-            .map(move |&i| &self.workloads[i])
+            .map(move |&i| &*self.workloads[i])
             .chain(
                 self.inline
                     .get(hostname)
                     .into_iter()
                     .flat_map(|ws| ws.iter()),
+            )
+            .chain(
+                self.sliced
+                    .get(hostname)
+                    .into_iter()
+                    .flat_map(|s| s.workloads.iter()),
             )
     }
 
@@ -351,7 +333,8 @@ impl Registry {
                 .all(|h| self.backends(h).eq(other.backends(h)))
     }
 
-    /// Every workload: those services select, and ServiceEntries' own.
+    /// Every workload: those services select, ServiceEntries' own and
+    /// EndpointSlices'.
     pub fn all_workloads(&self) -> impl Iterator<Item = &Workload> + '_ {
         let mut seen = std::collections::HashSet::new();
         let inline = self
@@ -360,7 +343,12 @@ impl Registry {
             // The hosts of one entry share its endpoints.
             .filter(move |ws| seen.insert(ws.as_ptr()))
             .flat_map(|ws| ws.iter());
-        self.workloads.iter().chain(inline)
+        let sliced = self.sliced.values().flat_map(|s| s.workloads.iter());
+        self.workloads
+            .iter()
+            .map(|w| &**w)
+            .chain(inline)
+            .chain(sliced)
     }
 
     /// Endpoints of `svc`'s `port` restricted to pods carrying `subset` labels,
@@ -380,6 +368,43 @@ impl Registry {
     pub fn services_of<'a>(&'a self, w: &'a Workload) -> impl Iterator<Item = &'a Service> + 'a {
         self.services.values().filter(move |s| s.selects(w))
     }
+}
+
+/// A pod as a workload; `None` until it has an IP.
+pub(crate) fn pod_workload(pod: &Pod) -> Option<Workload> {
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone())?;
+    // Borrowed, not cloned: every pod of the mesh is read on each rebuild.
+    let spec = pod.spec.as_ref();
+    let meta = &pod.metadata;
+    let ports = spec
+        .into_iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .map(|p| ContainerPort {
+            name: p.name.clone(),
+            port: p.container_port as u32,
+        })
+        .collect();
+    let name = meta.name.clone().unwrap_or_default();
+    Some(Workload {
+        kind: WorkloadKind::Pod,
+        workload: owner_workload(pod).unwrap_or_else(|| name.clone()),
+        name,
+        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        labels: meta.labels.clone().unwrap_or_default(),
+        ip,
+        service_account: spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into()),
+        ports,
+        has_sidecar: meta
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("sidecar.istio.io/status")),
+        gateway: has_gateway_template(meta.annotations.as_ref()),
+        locality: String::new(),
+        weight: 0,
+    })
 }
 
 /// The Deployment that owns a pod: named by `trellis up`'s annotation, or

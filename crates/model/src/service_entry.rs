@@ -35,18 +35,8 @@ const LOCALITY_LABEL: &str = "istio-locality";
 impl Registry {
     /// Adds a WorkloadEntry as a workload that services in its namespace may select.
     pub fn add_workload_entry(&mut self, we: &Object<WorkloadEntry>) {
-        let namespace = we
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        if let Some(w) = entry_workload(
-            &we.spec,
-            WorkloadKind::WorkloadEntry,
-            &we.metadata.name,
-            &namespace,
-        ) {
-            self.workloads.push(w);
+        if let Some(w) = workload_entry(we) {
+            self.workloads.push(Arc::new(w));
         }
     }
 
@@ -197,6 +187,17 @@ impl Registry {
         }
         Some(next)
     }
+}
+
+/// A WorkloadEntry resource as a workload (see [`entry_workload`]).
+pub(crate) fn workload_entry(we: &Object<WorkloadEntry>) -> Option<Workload> {
+    let namespace = we.metadata.namespace.as_deref().unwrap_or("default");
+    entry_workload(
+        &we.spec,
+        WorkloadKind::WorkloadEntry,
+        &we.metadata.name,
+        namespace,
+    )
 }
 
 /// A WorkloadEntry (or an inline endpoint) as a workload. `None` for what a
