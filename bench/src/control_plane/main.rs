@@ -57,6 +57,11 @@ struct Args {
     /// services: a change is then timed to the proxies that see it only.
     #[arg(long)]
     sidecars: bool,
+    /// Simulate proxies from before route configs were sent in pieces (they
+    /// do not say `joins_route_pieces`): trellisd sends them each route
+    /// config whole, the version-skew path of an upgrade.
+    #[arg(long)]
+    old_proxies: bool,
 }
 
 impl Args {
@@ -120,6 +125,7 @@ const MAX_STREAMS: usize = 100;
 async fn simulated_proxy(
     endpoint: String,
     node: Node,
+    joins_route_pieces: bool,
     received: Arc<Mutex<Received>>,
 ) -> Result<()> {
     let endpoint =
@@ -135,7 +141,7 @@ async fn simulated_proxy(
             let jitter = (node.id.len() * 37 + attempt * 101) % 500;
             tokio::time::sleep(Duration::from_millis(200 + jitter as u64)).await;
         }
-        match one_stream(&endpoint, &node, &received).await {
+        match one_stream(&endpoint, &node, joins_route_pieces, &received).await {
             Ok(()) => last_error = None,
             Err(e) => last_error = Some(e),
         }
@@ -150,6 +156,7 @@ async fn simulated_proxy(
 async fn one_stream(
     endpoint: &tonic::transport::Endpoint,
     node: &Node,
+    joins_route_pieces: bool,
     received: &Arc<Mutex<Received>>,
 ) -> Result<()> {
     use prost::Message as _;
@@ -162,8 +169,9 @@ async fn one_stream(
             node: (i == 0).then(|| node.clone()),
             type_url: type_url.to_string(),
             accepts_partial: true,
-            // As trellis-proxy: it joins the route-config pieces itself.
-            joins_route_pieces: true,
+            // As trellis-proxy (unless --old-proxies): it joins the
+            // route-config pieces itself.
+            joins_route_pieces,
             ..Default::default()
         })
         .await?;
@@ -440,7 +448,7 @@ async fn main() -> Result<()> {
         let received = Arc::new(Mutex::new(Received::default()));
         let (endpoint, got) = (endpoint.clone(), received.clone());
         // A stream that fails leaves its proxy behind, which the waits below report.
-        tokio::spawn(simulated_proxy(endpoint, node, got));
+        tokio::spawn(simulated_proxy(endpoint, node, !a.old_proxies, got));
         proxies.push(received.clone());
         timed.push(Proxy {
             namespace: ns,
@@ -525,7 +533,7 @@ async fn main() -> Result<()> {
     let rss_settled = rss_kib(pid, "VmRSS:");
 
     let results = serde_json::json!({
-        "format": format!("{:?}", a.format), "sidecars": a.sidecars,
+        "format": format!("{:?}", a.format), "sidecars": a.sidecars, "old_proxies": a.old_proxies,
         "services": a.services, "endpoints": a.services * a.endpoints_per_service, "proxies": a.proxies,
         "startup_ms": startup.as_millis(), "full_push_ms": full_push.as_millis(),
         "endpoint_change_p50_ms": percentile(&latencies, 0.5), "endpoint_change_p99_ms": percentile(&latencies, 0.99),

@@ -24,7 +24,7 @@ use crate::certs::BearerToken;
 use crate::pb::{DiscoveryRequest, Node};
 use crate::snapshot::{EncodedResource, ProxySnapshot, TypeSnapshot};
 use generated::aggregated_discovery_server::{AggregatedDiscovery, SERVICE_NAME};
-use whole_routes::whole_route_configs;
+use whole_routes::WholeRoutes;
 
 mod whole_routes;
 
@@ -111,6 +111,7 @@ pub struct DiscoveryService<P> {
     provider: Arc<P>,
     pushes: Arc<Semaphore>,
     concurrent_pushes: usize,
+    whole_routes: Arc<WholeRoutes>,
 }
 
 /// How many proxies may have unacknowledged config in flight at once (Istio's
@@ -132,6 +133,7 @@ impl<P: ConfigProvider> DiscoveryService<P> {
                 provider,
                 pushes: Arc::new(Semaphore::new(concurrent_pushes.max(1))),
                 concurrent_pushes: concurrent_pushes.max(1),
+                whole_routes: Arc::default(),
             }),
         }
     }
@@ -283,6 +285,7 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
         let provider = self.provider.clone();
         let pushes = self.pushes.clone();
         let concurrent_pushes = self.concurrent_pushes;
+        let whole_routes = (!first.joins_route_pieces).then(|| self.whole_routes.clone());
         tokio::spawn(async move {
             let mut session = Session {
                 node,
@@ -291,7 +294,7 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
                 tx,
                 subscribed: HashMap::new(),
                 accepts_partial: first.accepts_partial,
-                joins_route_pieces: first.joins_route_pieces,
+                whole_routes,
                 nonce: 0,
                 pushes,
                 concurrent_pushes,
@@ -335,9 +338,10 @@ struct Session<P> {
     tx: mpsc::Sender<Result<EncodedResponse, Status>>,
     subscribed: HashMap<String, Sent>,
     accepts_partial: bool,
-    /// Whether the proxy joins route-config pieces; if not, it is sent each
-    /// route config whole ([`whole_route_configs`]).
-    joins_route_pieces: bool,
+    /// For a proxy that does not join route-config pieces (it did not say
+    /// `joins_route_pieces`): each route config whole, joined once for all
+    /// the streams that send the same pieces.
+    whole_routes: Option<Arc<WholeRoutes>>,
     nonce: u64,
     pushes: Arc<Semaphore>,
     concurrent_pushes: usize,
@@ -468,11 +472,12 @@ impl<P: ConfigProvider> Session<P> {
             self.permit = Some(self.pushes.clone().acquire_owned().await.map_err(|_| ())?);
         }
         let whole;
-        let current = if type_url == crate::types::ROUTE_CONFIG && !self.joins_route_pieces {
-            whole = whole_route_configs(current);
-            &whole
-        } else {
-            current
+        let current = match &self.whole_routes {
+            Some(joined) if type_url == crate::types::ROUTE_CONFIG => {
+                whole = joined.get(current);
+                &whole
+            }
+            _ => current,
         };
         let accepts_partial = self.accepts_partial;
         let Some(sent) = self.subscribed.get_mut(type_url) else {
