@@ -16,8 +16,11 @@ pub(super) struct WholeRoutes {
     /// By the address of the pieces' set. The `Weak` keeps that address
     /// from being reused while the entry exists, and says when the set has
     /// gone (then the entry is dropped at the next join).
-    joined: Mutex<HashMap<usize, (Weak<TypeSnapshot>, Arc<TypeSnapshot>)>>,
+    joined: Mutex<HashMap<usize, Joined>>,
 }
+
+/// A set of pieces (while it lives) and its route configs joined.
+type Joined = (Weak<TypeSnapshot>, Arc<TypeSnapshot>);
 
 impl WholeRoutes {
     /// `routes` joined ([`whole_route_configs`]), the same `Arc` for every
@@ -39,9 +42,7 @@ impl WholeRoutes {
             .clone()
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<usize, (Weak<TypeSnapshot>, Arc<TypeSnapshot>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Joined>> {
         self.joined.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
