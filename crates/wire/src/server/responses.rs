@@ -22,9 +22,11 @@ pub(super) type Body = Bytes;
 /// The bodies of one push, in order (more than one when split).
 pub(super) type Push = Arc<[Body]>;
 
-/// A push small enough to keep while its two sets live: an endpoint or a
+/// A change small enough to keep while its two sets live: an endpoint or a
 /// route change, which every stream of the scope sends in the next moments.
-/// A larger one (a whole set) is kept only while some stream is sending it.
+/// A larger one, and every whole set (the first push after a connect, which
+/// a scope's set would otherwise keep a copy of for as long as it lives,
+/// per type and scope), is kept only while some stream is sending it.
 const KEEP_BYTES: usize = 256 * 1024;
 
 #[derive(Default)]
@@ -86,7 +88,7 @@ impl Responses {
         let entry = Entry {
             base: base.map(Arc::downgrade),
             current: Arc::downgrade(current),
-            push: if size <= KEEP_BYTES {
+            push: if base.is_some() && size <= KEEP_BYTES {
                 Kept::Strong(push.clone())
             } else {
                 Kept::Weak(Arc::downgrade(&push))
@@ -230,27 +232,29 @@ mod tests {
         assert_eq!(made.get(), 3);
         // Once a set is gone, so are the pushes from or to it.
         drop(before);
-        let _ = responses.get(None, &set("3"), true, make);
+        let _ = responses.get(Some(&after), &set("3"), true, make);
         assert_eq!(responses.lock().len(), 2);
     }
 
     #[test]
-    fn a_whole_set_is_kept_only_while_a_stream_sends_it() {
+    fn a_whole_set_or_a_large_change_is_kept_only_while_a_stream_sends_it() {
         let responses = Responses::default();
-        let current = set("1");
+        let (before, current) = (set("1"), set("2"));
         let large = Bytes::from(vec![0; KEEP_BYTES + 1]);
+        let small = Bytes::from_static(b"small");
         let made = std::cell::Cell::new(0);
-        let make = || {
+        let make = |body: &Bytes| {
             made.set(made.get() + 1);
-            vec![large.clone()]
+            vec![body.clone()]
         };
-        let sending = responses.get(None, &current, true, make);
-        assert!(Arc::ptr_eq(
-            &sending,
-            &responses.get(None, &current, true, make)
-        ));
-        drop(sending);
-        let _ = responses.get(None, &current, true, make);
-        assert_eq!(made.get(), 2);
+        for (base, body) in [(None, &small), (Some(&before), &large)] {
+            made.set(0);
+            let sending = responses.get(base, &current, true, || make(body));
+            let again = responses.get(base, &current, true, || make(body));
+            assert!(Arc::ptr_eq(&sending, &again));
+            drop((sending, again));
+            let _ = responses.get(base, &current, true, || make(body));
+            assert_eq!(made.get(), 2);
+        }
     }
 }
