@@ -5,8 +5,9 @@
 //! responses per type and reports ACKs and NACKs back. To a proxy that
 //! accepts them, a response carries only the resources whose content hash
 //! changed since the set it was last sent, and the names of those removed.
-//! Resources are encoded once, when compiled ([`EncodedResource`]): a
-//! response carries their bytes, shared by every stream that sends them.
+//! Resources are encoded once, when compiled ([`EncodedResource`]), and so
+//! is each response, for all the streams that send it (`server::responses`): a
+//! stream adds only its nonce.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;

@@ -106,7 +106,7 @@ impl Responses {
 }
 
 /// `DiscoveryResponse` as the server writes it: this stream's nonce, then
-/// the other fields as every stream sends them ([`body`]). Fields may come
+/// the other fields as every stream sends them (`body`). Fields may come
 /// in any order on the wire, so the proxy decodes it as a
 /// `DiscoveryResponse`. Only ever encoded: decoding skips every field.
 #[derive(Clone, Debug, Default, PartialEq)]
