@@ -63,6 +63,12 @@ struct Args {
     /// by type and field), in the compact forms and whole.
     #[arg(long)]
     composition: bool,
+    /// Simulate proxies from before route configs were sent in pieces and
+    /// resources in compact forms (they say neither `joins_route_pieces` nor
+    /// `compact_resources`): trellisd sends them each route config whole and
+    /// every resource in its whole form, the version-skew path of an upgrade.
+    #[arg(long)]
+    old_proxies: bool,
 }
 
 impl Args {
@@ -126,6 +132,7 @@ const MAX_STREAMS: usize = 100;
 async fn simulated_proxy(
     endpoint: String,
     node: Node,
+    takes: Takes,
     received: Arc<Mutex<Received>>,
 ) -> Result<()> {
     let endpoint =
@@ -141,7 +148,7 @@ async fn simulated_proxy(
             let jitter = (node.id.len() * 37 + attempt * 101) % 500;
             tokio::time::sleep(Duration::from_millis(200 + jitter as u64)).await;
         }
-        match one_stream(&endpoint, &node, &received).await {
+        match one_stream(&endpoint, &node, takes, &received).await {
             Ok(()) => last_error = None,
             Err(e) => last_error = Some(e),
         }
@@ -156,6 +163,7 @@ async fn simulated_proxy(
 async fn one_stream(
     endpoint: &tonic::transport::Endpoint,
     node: &Node,
+    takes: Takes,
     received: &Arc<Mutex<Received>>,
 ) -> Result<()> {
     use prost::Message as _;
@@ -164,11 +172,12 @@ async fn one_stream(
     grpc.ready().await?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     for (i, type_url) in wire::types::ALL.iter().enumerate() {
-        // What trellis-proxy says it takes (a test there checks they agree):
-        // trellisd sends other forms to proxies that say otherwise.
+        // What trellis-proxy says it takes (a test there checks they agree),
+        // unless --old-proxies: trellisd sends other forms to proxies that
+        // say otherwise.
         tx.send(DiscoveryRequest {
             node: (i == 0).then(|| node.clone()),
-            ..Takes::PROXY.subscribe(type_url)
+            ..takes.subscribe(type_url)
         })
         .await?;
     }
@@ -419,6 +428,15 @@ async fn main() -> Result<()> {
 
     // Connect every proxy at once and wait until each has all four types.
     let endpoint = format!("http://127.0.0.1:{xds}");
+    let takes = if a.old_proxies {
+        Takes {
+            partial: true,
+            route_pieces: false,
+            compact_resources: false,
+        }
+    } else {
+        Takes::PROXY
+    };
     let mut proxies = Vec::new();
     let mut timed = Vec::new();
     let connect_start = Instant::now();
@@ -444,7 +462,7 @@ async fn main() -> Result<()> {
         let received = Arc::new(Mutex::new(Received::default()));
         let (endpoint, got) = (endpoint.clone(), received.clone());
         // A stream that fails leaves its proxy behind, which the waits below report.
-        tokio::spawn(simulated_proxy(endpoint, node, got));
+        tokio::spawn(simulated_proxy(endpoint, node, takes, got));
         proxies.push(received.clone());
         timed.push(Proxy {
             namespace: ns,
@@ -550,7 +568,7 @@ async fn main() -> Result<()> {
     let rss_settled = rss_kib(pid, "VmRSS:");
 
     let results = serde_json::json!({
-        "format": format!("{:?}", a.format), "sidecars": a.sidecars,
+        "format": format!("{:?}", a.format), "sidecars": a.sidecars, "old_proxies": a.old_proxies,
         "services": a.services, "endpoints": a.services * a.endpoints_per_service, "proxies": a.proxies,
         "startup_ms": startup.as_millis(), "full_push_ms": full_push.as_millis(),
         "endpoint_change_p50_ms": percentile(&latencies, 0.5), "endpoint_change_p99_ms": percentile(&latencies, 0.99),

@@ -5,8 +5,9 @@
 //! responses per type and reports ACKs and NACKs back. To a proxy that
 //! accepts them, a response carries only the resources whose content hash
 //! changed since the set it was last sent, and the names of those removed.
-//! Resources are encoded once, when compiled ([`EncodedResource`]): a
-//! response carries their bytes, shared by every stream that sends them.
+//! Resources are encoded once, when compiled ([`EncodedResource`]), and so
+//! is each response, for all the streams that send it (`server::responses`): a
+//! stream adds only its nonce.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -24,9 +25,12 @@ use crate::certs::BearerToken;
 use crate::pb::{DiscoveryRequest, Node};
 use crate::snapshot::{EncodedResource, ProxySnapshot, TypeSnapshot};
 use generated::aggregated_discovery_server::{AggregatedDiscovery, SERVICE_NAME};
+pub use responses::EncodedResponse;
+use responses::Responses;
 use whole_forms::WholeForms;
-use whole_routes::whole_route_configs;
+use whole_routes::WholeRoutes;
 
+mod responses;
 mod whole_forms;
 mod whole_routes;
 
@@ -39,28 +43,6 @@ mod generated {
         env!("OUT_DIR"),
         "/trellis.proxy.v1.AggregatedDiscovery.rs"
     ));
-}
-
-/// `DiscoveryResponse` as the server writes it: the same fields and numbers,
-/// with the resources already encoded. A message field and the bytes of the
-/// message are the same thing on the wire, so the proxy decodes it as a
-/// `DiscoveryResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct EncodedResponse {
-    #[prost(string, tag = "1")]
-    pub type_url: String,
-    #[prost(string, tag = "2")]
-    pub version_info: String,
-    #[prost(string, tag = "3")]
-    pub nonce: String,
-    #[prost(bytes = "bytes", repeated, tag = "4")]
-    pub resources: Vec<Bytes>,
-    #[prost(bool, tag = "5")]
-    pub partial: bool,
-    #[prost(string, repeated, tag = "6")]
-    pub removed: Vec<String>,
-    #[prost(bool, tag = "7")]
-    pub more: bool,
 }
 
 /// The status refusing a token that came over plaintext: whoever is on the
@@ -115,6 +97,8 @@ pub struct DiscoveryService<P> {
     concurrent_pushes: usize,
     /// Resources whole for proxies that do not read the compact forms.
     whole_forms: Arc<WholeForms>,
+    whole_routes: Arc<WholeRoutes>,
+    responses: Arc<Responses>,
 }
 
 /// How many proxies may have unacknowledged config in flight at once (Istio's
@@ -137,6 +121,8 @@ impl<P: ConfigProvider> DiscoveryService<P> {
                 pushes: Arc::new(Semaphore::new(concurrent_pushes.max(1))),
                 concurrent_pushes: concurrent_pushes.max(1),
                 whole_forms: Arc::default(),
+                whole_routes: Arc::default(),
+                responses: Arc::default(),
             }),
         }
     }
@@ -208,16 +194,25 @@ where
     }
 }
 
-/// The HTTP/2 body of a discovery stream: each response a gRPC message in a
-/// buffer of its own, then the status as trailers.
+/// The HTTP/2 body of a discovery stream: each response a gRPC message in
+/// two pieces, its prefix and nonce in a buffer of their own and then its
+/// body, shared with the other streams that send it (h2 writes it without
+/// a copy); then the status as trailers.
 fn frames(
     responses: ResponseStream,
 ) -> impl Stream<Item = Result<http_body::Frame<Bytes>, Status>> + Send {
-    futures::stream::unfold(Some(responses), |responses| async move {
+    let state = (Some(responses), None::<Bytes>);
+    futures::stream::unfold(state, |(responses, body)| async move {
         let mut responses = responses?;
+        if let Some(body) = body {
+            return Some((Ok(http_body::Frame::data(body)), (Some(responses), None)));
+        }
         let status = match responses.next().await {
-            Some(Ok(response)) => match message(&response) {
-                Ok(bytes) => return Some((Ok(http_body::Frame::data(bytes)), Some(responses))),
+            Some(Ok(response)) => match head(&response) {
+                Ok(head) => {
+                    let body = Some(response.body).filter(|b| !b.is_empty());
+                    return Some((Ok(http_body::Frame::data(head)), (Some(responses), body)));
+                }
                 Err(status) => status,
             },
             Some(Err(status)) => status,
@@ -228,20 +223,22 @@ fn frames(
             // A message that is no header value: the code alone.
             trailers.insert(Status::GRPC_STATUS, (status.code() as i32).into());
         }
-        Some((Ok(http_body::Frame::trailers(trailers)), None))
+        Some((Ok(http_body::Frame::trailers(trailers)), (None, None)))
     })
 }
 
-/// `response` as a gRPC message: not compressed, its length, its bytes.
-fn message(response: &EncodedResponse) -> Result<Bytes, Status> {
+/// The start of `response` as a gRPC message: not compressed, its length,
+/// its nonce; its body follows.
+fn head(response: &EncodedResponse) -> Result<Bytes, Status> {
     use prost::Message as _;
     let len = response.encoded_len();
     let prefix = u32::try_from(len)
         .map_err(|_| Status::resource_exhausted(format!("a response of {len} bytes")))?;
-    let mut buf = Vec::with_capacity(5 + len);
+    let nonce = response.head();
+    let mut buf = Vec::with_capacity(5 + nonce.len());
     buf.push(0);
     buf.extend_from_slice(&prefix.to_be_bytes());
-    response.encode_raw(&mut buf);
+    buf.extend_from_slice(&nonce);
     Ok(buf.into())
 }
 
@@ -289,6 +286,8 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
         let pushes = self.pushes.clone();
         let concurrent_pushes = self.concurrent_pushes;
         let whole_forms = (!first.compact_resources).then(|| self.whole_forms.clone());
+        let whole_routes = (!first.joins_route_pieces).then(|| self.whole_routes.clone());
+        let responses = self.responses.clone();
         tokio::spawn(async move {
             let mut session = Session {
                 node,
@@ -297,8 +296,9 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
                 tx,
                 subscribed: HashMap::new(),
                 accepts_partial: first.accepts_partial,
-                joins_route_pieces: first.joins_route_pieces,
                 whole_forms,
+                whole_routes,
+                responses,
                 nonce: 0,
                 pushes,
                 concurrent_pushes,
@@ -342,12 +342,15 @@ struct Session<P> {
     tx: mpsc::Sender<Result<EncodedResponse, Status>>,
     subscribed: HashMap<String, Sent>,
     accepts_partial: bool,
-    /// Whether the proxy joins route-config pieces; if not, it is sent each
-    /// route config whole ([`whole_route_configs`]).
-    joins_route_pieces: bool,
     /// Set if the proxy does not read the compact forms: where its
     /// resources are made whole, once for all such streams.
     whole_forms: Option<Arc<WholeForms>>,
+    /// For a proxy that does not join route-config pieces (it did not say
+    /// `joins_route_pieces`): each route config whole, joined once for all
+    /// the streams that send the same pieces.
+    whole_routes: Option<Arc<WholeRoutes>>,
+    /// Responses encoded once for the streams that send the same.
+    responses: Arc<Responses>,
     nonce: u64,
     pushes: Arc<Semaphore>,
     concurrent_pushes: usize,
@@ -486,11 +489,12 @@ impl<P: ConfigProvider> Session<P> {
             }
             None => current,
         };
-        let current = if type_url == crate::types::ROUTE_CONFIG && !self.joins_route_pieces {
-            whole = whole_route_configs(current);
-            &whole
-        } else {
-            current
+        let current = match &self.whole_routes {
+            Some(joined) if type_url == crate::types::ROUTE_CONFIG => {
+                whole = joined.get(current);
+                &whole
+            }
+            _ => current,
         };
         let accepts_partial = self.accepts_partial;
         let Some(sent) = self.subscribed.get_mut(type_url) else {
@@ -500,46 +504,70 @@ impl<P: ConfigProvider> Session<P> {
             .base
             .replace(current.clone())
             .filter(|_| accepts_partial);
-        let (selected, removed, partial) = match &base {
-            Some(base) => {
-                let (changed, removed) = diff(base, current);
-                (changed, removed, true)
-            }
-            None => (current.resources.iter().collect(), Vec::new(), false),
-        };
-        // Proxies that take partial responses get a large set in pieces: a
-        // stream keeps an encoding buffer as large as its largest message, so
-        // a thousand streams each sent one whole set would keep a thousand
-        // sets' worth of memory.
-        let chunks = if accepts_partial {
-            split(&selected, MAX_MESSAGE_BYTES)
-        } else {
-            vec![&selected[..]]
-        };
+        let push = self
+            .responses
+            .get(base.as_ref(), current, accepts_partial, || {
+                encode_push(type_url, base.as_deref(), current, accepts_partial)
+            });
         let first = self.nonce + 1;
-        self.nonce += chunks.len() as u64;
+        self.nonce += push.len() as u64;
         // Only the last piece is answered.
         let last = self.nonce.to_string();
         sent.version = Some(current.version.clone());
         sent.nonce = last.clone();
-        sent.partial = partial;
+        sent.partial = base.is_some();
         self.awaiting.insert(last);
         self.provider.sent(&self.node, type_url, &current.version);
-        let mut removed = Some(removed);
-        for (i, part) in chunks.iter().enumerate() {
+        for (i, body) in push.iter().enumerate() {
             let response = EncodedResponse {
-                type_url: type_url.to_string(),
-                version_info: current.version.clone(),
                 nonce: (first + i as u64).to_string(),
-                resources: part.iter().map(|r| r.bytes.clone()).collect(),
-                partial: partial || i > 0,
-                removed: removed.take().unwrap_or_default(),
-                more: i + 1 < chunks.len(),
+                body: body.clone(),
             };
             self.tx.send(Ok(response)).await.map_err(|_| ())?;
         }
         Ok(())
     }
+}
+
+/// The responses that turn `base` (what the proxy holds, if known) into
+/// `current`: the resources that changed and the names removed, or the
+/// whole set.
+fn encode_push(
+    type_url: &str,
+    base: Option<&TypeSnapshot>,
+    current: &TypeSnapshot,
+    accepts_partial: bool,
+) -> Vec<Bytes> {
+    let (selected, removed, partial) = match base {
+        Some(base) => {
+            let (changed, removed) = diff(base, current);
+            (changed, removed, true)
+        }
+        None => (current.resources.iter().collect(), Vec::new(), false),
+    };
+    // Proxies that take partial responses get a large set in pieces: a
+    // proxy decodes a response whole, and h2 holds what it has not written.
+    let chunks = if accepts_partial {
+        split(&selected, MAX_MESSAGE_BYTES)
+    } else {
+        vec![&selected[..]]
+    };
+    let mut removed = Some(removed);
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let resources: Vec<&Bytes> = part.iter().map(|r| &r.bytes).collect();
+            responses::body(
+                type_url,
+                &current.version,
+                &resources,
+                partial || i > 0,
+                &removed.take().unwrap_or_default(),
+                i + 1 < chunks.len(),
+            )
+        })
+        .collect()
 }
 
 /// The largest response (by its resources' encoded size) sent to a proxy that
@@ -677,19 +705,21 @@ mod tests {
     fn an_encoded_response_is_a_discovery_response_on_the_wire() {
         use prost::Message;
         let resources = [resource("a", "1", 5), resource("b", "2", 7)];
+        let bytes: Vec<&Bytes> = resources.iter().map(|r| &r.bytes).collect();
+        let body = responses::body(
+            crate::types::CLUSTER,
+            "v",
+            &bytes,
+            true,
+            &["gone".into()],
+            true,
+        );
         let sent = EncodedResponse {
-            type_url: crate::types::CLUSTER.into(),
-            version_info: "v".into(),
             nonce: "3".into(),
-            resources: resources.iter().map(|r| r.bytes.clone()).collect(),
-            partial: true,
-            removed: vec!["gone".into()],
-            more: true,
+            body,
         };
-        let got =
-            crate::pb::DiscoveryResponse::decode(sent.encode_to_vec().as_slice()).expect("decodes");
         let expected = crate::pb::DiscoveryResponse {
-            type_url: sent.type_url.clone(),
+            type_url: crate::types::CLUSTER.into(),
             version_info: "v".into(),
             nonce: "3".into(),
             resources: resources
@@ -700,7 +730,21 @@ mod tests {
             removed: vec!["gone".into()],
             more: true,
         };
+        let got =
+            crate::pb::DiscoveryResponse::decode(sent.encode_to_vec().as_slice()).expect("decodes");
         assert_eq!(got, expected);
+        // As a gRPC message: the head's prefix gives the length of the
+        // nonce and the body that follows it.
+        let head = head(&sent).expect("head");
+        let mut message = head[5..].to_vec();
+        message.extend_from_slice(&sent.body);
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        assert_eq!((head[0], len), (0, message.len()));
+        let got = crate::pb::DiscoveryResponse::decode(message.as_slice()).expect("decodes");
+        assert_eq!(got, expected);
+        // Fields at their defaults are left out, as prost leaves them.
+        let empty = responses::body("", "", &[], false, &[], false);
+        assert!(empty.is_empty());
     }
 
     #[test]
