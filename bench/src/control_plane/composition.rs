@@ -30,29 +30,9 @@ fn share<M: Message + Clone>(whole: &M, without: impl FnOnce(&mut M)) -> usize {
 
 /// Decodes one proxy's full config from trellisd and prints what it is made of.
 pub async fn report(endpoint: String, node: Node, takes: Takes) -> Result<serde_json::Value> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)?
-        .connect()
-        .await?;
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await?;
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    for (i, type_url) in wire::types::ALL.iter().enumerate() {
-        tx.send(DiscoveryRequest {
-            node: (i == 0).then(|| node.clone()),
-            ..takes.subscribe(type_url)
-        })
-        .await?;
-    }
-    let path = http::uri::PathAndQuery::from_static("/trellis.proxy.v1.AggregatedDiscovery/Stream");
-    let codec = tonic_prost::ProstCodec::<DiscoveryRequest, DiscoveryResponse>::default();
-    let mut responses = grpc
-        .streaming(
-            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
-            path,
-            codec,
-        )
-        .await?
-        .into_inner();
+    let endpoint = tonic::transport::Endpoint::from_shared(endpoint)?;
+    let (tx, mut responses) =
+        super::open_stream::<DiscoveryResponse>(&endpoint, &node, takes).await?;
     let mut by_type = Tally::default();
     let mut framing = Tally::default();
     // Inside the resources, by field.

@@ -159,6 +159,44 @@ async fn simulated_proxy(
     }
 }
 
+/// A discovery stream on `endpoint` subscribed to every type as `takes`
+/// says (the first request carrying `node`): the sender for the ACKs, and
+/// the responses decoded as `R`.
+async fn open_stream<R>(
+    endpoint: &tonic::transport::Endpoint,
+    node: &Node,
+    takes: Takes,
+) -> Result<(
+    tokio::sync::mpsc::Sender<DiscoveryRequest>,
+    tonic::Streaming<R>,
+)>
+where
+    R: prost::Message + Default + Send + 'static,
+{
+    let channel = endpoint.connect().await?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    for (i, type_url) in wire::types::ALL.iter().enumerate() {
+        tx.send(DiscoveryRequest {
+            node: (i == 0).then(|| node.clone()),
+            ..takes.subscribe(type_url)
+        })
+        .await?;
+    }
+    let path = http::uri::PathAndQuery::from_static("/trellis.proxy.v1.AggregatedDiscovery/Stream");
+    let codec = tonic_prost::ProstCodec::<DiscoveryRequest, R>::default();
+    let responses = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            path,
+            codec,
+        )
+        .await?
+        .into_inner();
+    Ok((tx, responses))
+}
+
 /// One discovery stream, until it ends or fails.
 async fn one_stream(
     endpoint: &tonic::transport::Endpoint,
@@ -167,30 +205,10 @@ async fn one_stream(
     received: &Arc<Mutex<Received>>,
 ) -> Result<()> {
     use prost::Message as _;
-    let channel = endpoint.connect().await?;
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await?;
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    for (i, type_url) in wire::types::ALL.iter().enumerate() {
-        // What trellis-proxy says it takes (a test there checks they agree),
-        // unless --old-proxies: trellisd sends other forms to proxies that
-        // say otherwise.
-        tx.send(DiscoveryRequest {
-            node: (i == 0).then(|| node.clone()),
-            ..takes.subscribe(type_url)
-        })
-        .await?;
-    }
-    let path = http::uri::PathAndQuery::from_static("/trellis.proxy.v1.AggregatedDiscovery/Stream");
-    let codec = tonic_prost::ProstCodec::<DiscoveryRequest, LightResponse>::default();
-    let mut responses = grpc
-        .streaming(
-            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
-            path,
-            codec,
-        )
-        .await?
-        .into_inner();
+    // What trellis-proxy says it takes (a test there checks they agree),
+    // unless --old-proxies: trellisd sends other forms to proxies that say
+    // otherwise.
+    let (tx, mut responses) = open_stream::<LightResponse>(endpoint, node, takes).await?;
     // Per type: resources of a version sent in pieces, until the last.
     let mut pending: HashMap<String, usize> = HashMap::new();
     while let Some(r) = responses.message().await? {
