@@ -83,19 +83,25 @@ pub(crate) struct Drain {
 const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Hands the memory that requests freed back to the OS, at most once per
-/// interval. A burst of concurrent requests leaves megabytes of free chunks
-/// (buffers, connection state) in the allocator's arenas, which glibc's
-/// malloc keeps resident unless asked; asked, the proxy's RSS returns to
-/// near idle after the burst. A walk of the heap (milliseconds), skipped
-/// when no request ended and no config update put its release off since
-/// the last time.
+/// interval, and the memory config updates freed when an update put its
+/// release off (see `ConfigStore::release_after_update`) within a second.
+/// A burst of concurrent requests leaves megabytes of free chunks (buffers,
+/// connection state) in the allocator's arenas, which glibc's malloc keeps
+/// resident unless asked; asked, the proxy's RSS returns to near idle after
+/// the burst. A walk of the heap (milliseconds), skipped when nothing was
+/// freed since the last time.
 async fn release_memory(freed: Arc<AtomicBool>, store: Arc<ConfigStore>) {
-    let mut every = tokio::time::interval(RELEASE_INTERVAL);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut requests = tokio::time::interval(RELEASE_INTERVAL);
+    let mut updates = tokio::time::interval(crate::config::MIN_BETWEEN_UPDATE_RELEASES);
+    for every in [&mut requests, &mut updates] {
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
     loop {
-        every.tick().await;
-        // Both flags cleared on every tick (no short circuit).
-        if freed.swap(false, Ordering::Relaxed) | store.take_pending_release() {
+        let due = tokio::select! {
+            _ = requests.tick() => freed.swap(false, Ordering::Relaxed),
+            _ = updates.tick() => store.take_pending_release(),
+        };
+        if due {
             store.release_freed_memory();
         }
     }

@@ -31,7 +31,7 @@ fn type_key(type_url: &str) -> Result<&'static str, String> {
 
 /// Config updates hand freed memory back at most this often (see
 /// [`ConfigStore::release_after_update`]).
-const MIN_BETWEEN_UPDATE_RELEASES: Duration = Duration::from_secs(1);
+pub(crate) const MIN_BETWEEN_UPDATE_RELEASES: Duration = Duration::from_secs(1);
 
 pub struct ConfigStore {
     pod_ip: Option<IpAddr>,
@@ -107,7 +107,7 @@ impl ConfigStore {
 
     /// After a config update: releases at once, unless an update did less
     /// than [`MIN_BETWEEN_UPDATE_RELEASES`] ago — then the next periodic
-    /// release does it ([`Self::take_pending_release`]). `malloc_trim` walks
+    /// release does it, within a second ([`Self::take_pending_release`]). `malloc_trim` walks
     /// the heap holding each arena's lock in turn (2–25 ms measured on a
     /// fragmented 17 MiB heap, these cores under load), stalling requests
     /// that allocate meanwhile; under endpoint churn a proxy applies several
