@@ -134,14 +134,15 @@ pub enum Error {
 const DEFAULT_NAMESPACE: &str = "istio-system";
 
 /// Runs the control plane until `shutdown` completes.
+///
+/// The allocator's parameters are the binary's to choose, before it starts
+/// any thread (trellisd calls [`sys::compact_heap`]): a full push to
+/// thousands of proxies allocates and frees their responses in bursts on
+/// every thread, which glibc's defaults keep resident in a dozen arenas.
 pub async fn run(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    // A full push to thousands of proxies allocates and frees their
-    // responses in bursts on every thread: one arena per core keeps what
-    // they free reusable instead of resident in a dozen arenas.
-    sys::compact_heap(std::thread::available_parallelism().map_or(2, |n| n.get()));
     let store = store::Store::open(&options.config_dir)?;
     let api_token = match &options.api_token_file {
         Some(path) => Some(api_token::ApiToken::load(path)?),

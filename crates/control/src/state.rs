@@ -340,12 +340,16 @@ impl ControlPlane {
 
     fn with_type(&self, node: &Node, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
         if let Some(p) = lock(&self.proxies).get_mut(&node.id) {
-            f(p.status
-                .types
-                .entry(wire::types::short_name(type_url).to_string())
-                .or_default());
+            f(type_status(&mut p.status, type_url));
         }
     }
+}
+
+fn type_status<'a>(status: &'a mut ProxyStatus, type_url: &str) -> &'a mut TypeStatus {
+    status
+        .types
+        .entry(wire::types::short_name(type_url).to_string())
+        .or_default()
 }
 
 #[tonic::async_trait]
@@ -411,16 +415,16 @@ impl wire::server::ConfigProvider for ControlPlane {
 
     fn sent(&self, node: &Node, type_url: &str, version: &str) {
         self.metrics.pushed(type_url);
-        let changed_at = lock(&self.proxies)
-            .get_mut(&node.id)
-            .and_then(|p| p.changed_at.take());
+        // One lock per response: 2,000 streams sending a change at once all take it.
+        let changed_at = lock(&self.proxies).get_mut(&node.id).and_then(|p| {
+            let t = type_status(&mut p.status, type_url);
+            t.sent = version.to_string();
+            t.last_push = now();
+            p.changed_at.take()
+        });
         if let Some(t) = changed_at {
             self.metrics.converged(t.elapsed());
         }
-        self.with_type(node, type_url, |t| {
-            t.sent = version.to_string();
-            t.last_push = now();
-        });
     }
 
     fn pushes_settled(&self) {

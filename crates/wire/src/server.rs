@@ -106,6 +106,12 @@ pub struct DiscoveryService<P> {
 /// holds a bounded amount of memory instead of every proxy's config at once.
 pub const DEFAULT_CONCURRENT_PUSHES: usize = 32;
 
+/// A push no larger than this (its bodies' bytes: an endpoint change is a
+/// few hundred) that another stream already made is sent without waiting
+/// for a permit: it holds no memory of its own, and little in a
+/// connection's buffers.
+const UNTHROTTLED_BYTES: usize = 16 * 1024;
+
 impl<P: ConfigProvider> DiscoveryService<P> {
     // Handed out inside the server that serves it, as tonic's generated
     // `new` does.
@@ -174,8 +180,9 @@ where
             if request.uri().path() != format!("/{SERVICE_NAME}/Stream") {
                 return Ok(Status::unimplemented("").into_http());
             }
-            let mut codec = tonic_prost::ProstCodec::<EncodedResponse, DiscoveryRequest>::default();
-            let decoder = tonic::codec::Codec::decoder(&mut codec);
+            // tonic's yield threshold, its default (32 KiB), which it does not export.
+            let buffer = tonic::codec::BufferSettings::new(REQUEST_BUFFER_BYTES, 32 * 1024);
+            let decoder = tonic_prost::ProstDecoder::<DiscoveryRequest>::new(buffer);
             let request = Request::from_http(
                 request.map(|body| Streaming::new_request(decoder, body, None, None)),
             );
@@ -193,6 +200,12 @@ where
         })
     }
 }
+
+/// The buffer a stream's requests are decoded from, to begin with (a
+/// larger request grows it). tonic's default, 8 KiB kept per stream for as
+/// long as it lives, is 16 MB at 2,000 proxies, for requests (ACKs) of
+/// about a hundred bytes.
+const REQUEST_BUFFER_BYTES: usize = 1024;
 
 /// The HTTP/2 body of a discovery stream: each response a gRPC message in
 /// two pieces, its prefix and nonce in a buffer of their own and then its
@@ -477,9 +490,6 @@ impl<P: ConfigProvider> Session<P> {
         if sent.version.as_deref() == Some(current.version.as_str()) {
             return Ok(());
         }
-        if self.permit.is_none() {
-            self.permit = Some(self.pushes.clone().acquire_owned().await.map_err(|_| ())?);
-        }
         let whole;
         let whole_forms;
         let current = match &self.whole_forms {
@@ -504,11 +514,25 @@ impl<P: ConfigProvider> Session<P> {
             .base
             .replace(current.clone())
             .filter(|_| accepts_partial);
-        let push = self
+        // A small push another stream made already costs this one nothing
+        // to hold (its bodies are shared): an endpoint change reaches every
+        // proxy of a scope at once instead of a permit's worth at a time.
+        let made = self
             .responses
-            .get(base.as_ref(), current, accepts_partial, || {
-                encode_push(type_url, base.as_deref(), current, accepts_partial)
-            });
+            .made(base.as_ref(), current, accepts_partial)
+            .filter(|push| push.iter().map(Bytes::len).sum::<usize>() <= UNTHROTTLED_BYTES);
+        let push = match made {
+            Some(push) => push,
+            None => {
+                if self.permit.is_none() {
+                    self.permit = Some(self.pushes.clone().acquire_owned().await.map_err(|_| ())?);
+                }
+                self.responses
+                    .get(base.as_ref(), current, accepts_partial, || {
+                        encode_push(type_url, base.as_deref(), current, accepts_partial)
+                    })
+            }
+        };
         let first = self.nonce + 1;
         self.nonce += push.len() as u64;
         // Only the last piece is answered.
@@ -745,6 +769,135 @@ mod tests {
         // Fields at their defaults are left out, as prost leaves them.
         let empty = responses::body("", "", &[], false, &[], false);
         assert!(empty.is_empty());
+    }
+
+    /// Proxies sharing one config, as the proxies of one scope do.
+    struct OneScope(watch::Sender<Arc<ProxySnapshot>>);
+
+    #[tonic::async_trait]
+    impl ConfigProvider for OneScope {
+        async fn connect(&self, node: &Node, _: Option<&BearerToken>) -> Result<Accepted, Status> {
+            Ok(Accepted {
+                node: node.clone(),
+                config: self.0.subscribe(),
+            })
+        }
+        fn ack(&self, _: &Node, _: &str, _: &str) {}
+        fn nack(&self, _: &Node, _: &str, _: &str, _: &str) {}
+        fn sent(&self, _: &Node, _: &str, _: &str) {}
+        fn disconnect(&self, _: &Node) {}
+    }
+
+    fn endpoints(version: &str, resources: Vec<Arc<EncodedResource>>) -> Arc<ProxySnapshot> {
+        let set = TypeSnapshot {
+            version: version.into(),
+            resources,
+        };
+        Arc::new(ProxySnapshot {
+            types: [(crate::types::ENDPOINTS.to_string(), Arc::new(set))].into(),
+        })
+    }
+
+    /// A proxy's discovery stream subscribed to endpoints: the sender of its
+    /// requests and its responses.
+    async fn subscribe(
+        addr: std::net::SocketAddr,
+        id: &str,
+    ) -> (
+        mpsc::Sender<DiscoveryRequest>,
+        Streaming<crate::pb::DiscoveryResponse>,
+    ) {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(DiscoveryRequest {
+            node: Some(Node {
+                id: id.into(),
+                ..Default::default()
+            }),
+            ..crate::client::Takes::PROXY.subscribe(crate::types::ENDPOINTS)
+        })
+        .await
+        .expect("subscribe");
+        let path =
+            http::uri::PathAndQuery::from_static("/trellis.proxy.v1.AggregatedDiscovery/Stream");
+        let codec =
+            tonic_prost::ProstCodec::<DiscoveryRequest, crate::pb::DiscoveryResponse>::default();
+        let responses = grpc
+            .streaming(Request::new(ReceiverStream::new(rx)), path, codec)
+            .await
+            .expect("stream")
+            .into_inner();
+        (tx, responses)
+    }
+
+    /// The next response, bounded only so that a failure cannot hang the test.
+    async fn next(
+        responses: &mut Streaming<crate::pb::DiscoveryResponse>,
+    ) -> crate::pb::DiscoveryResponse {
+        tokio::time::timeout(std::time::Duration::from_secs(20), responses.message())
+            .await
+            .expect("a response within 20 s")
+            .expect("stream")
+            .expect("a response")
+    }
+
+    fn ack(response: &crate::pb::DiscoveryResponse) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: response.type_url.clone(),
+            version_info: response.version_info.clone(),
+            response_nonce: response.nonce.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// With one permit, a proxy that has not answered its change holds it;
+    /// the other proxies of its scope are sent the same small change
+    /// regardless (made once, shared), not one permit's worth at a time.
+    #[tokio::test]
+    async fn a_small_change_made_for_one_stream_reaches_the_others_without_a_permit() {
+        let (a, b) = (resource("a", "1", 10), resource("b", "1", 10));
+        let config = watch::Sender::new(endpoints("1", vec![a.clone(), b]));
+        let server = DiscoveryService::with_push_limit(Arc::new(OneScope(config.clone())), 1);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(server)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let mut proxies = Vec::new();
+        for id in ["p1", "p2", "p3"] {
+            let (tx, mut responses) = subscribe(addr, id).await;
+            let first = next(&mut responses).await;
+            assert_eq!(
+                (first.version_info.as_str(), first.resources.len()),
+                ("1", 2)
+            );
+            tx.send(ack(&first)).await.expect("ack");
+            proxies.push((tx, responses));
+        }
+        config.send_replace(endpoints("2", vec![a, resource("b", "2", 10)]));
+        // Nobody answers until everyone has the change.
+        let mut changes = Vec::new();
+        for (_, responses) in &mut proxies {
+            let change = next(responses).await;
+            assert_eq!(change.version_info, "2");
+            assert!(change.partial);
+            let names: Vec<&str> = change.resources.iter().map(|r| r.name.as_str()).collect();
+            assert_eq!(names, ["b"]);
+            changes.push(change);
+        }
+        for ((tx, _), change) in proxies.iter().zip(&changes) {
+            tx.send(ack(change)).await.expect("ack");
+        }
     }
 
     #[test]

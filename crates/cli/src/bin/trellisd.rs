@@ -122,8 +122,20 @@ struct Args {
     native_sidecars: String,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before any thread exists: threads that already have an arena keep it.
+    // A full push to thousands of proxies allocates and frees their
+    // responses in bursts on every thread; one arena per core keeps what
+    // they free reusable instead of resident in a dozen arenas.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    sys::compact_heap(cores);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     cli::logging::init("info");
     let args = Args::parse();
     let mesh_config = match &args.mesh_config {

@@ -39,6 +39,14 @@ pub(super) struct Responses {
 
 type Key = (usize, usize, bool);
 
+fn key(base: Option<&Arc<TypeSnapshot>>, current: &Arc<TypeSnapshot>, partial: bool) -> Key {
+    (
+        base.map_or(0, |b| Arc::as_ptr(b) as usize),
+        Arc::as_ptr(current) as usize,
+        partial,
+    )
+}
+
 struct Entry {
     base: Option<Weak<TypeSnapshot>>,
     current: Weak<TypeSnapshot>,
@@ -73,11 +81,7 @@ impl Responses {
         accepts_partial: bool,
         make: impl FnOnce() -> Vec<Body>,
     ) -> Push {
-        let key = (
-            base.map_or(0, |b| Arc::as_ptr(b) as usize),
-            Arc::as_ptr(current) as usize,
-            accepts_partial,
-        );
+        let key = key(base, current, accepts_partial);
         if let Some(push) = self.lock().get(&key).and_then(Entry::live) {
             return push;
         }
@@ -98,6 +102,17 @@ impl Responses {
         all.retain(|_, e| e.live().is_some());
         all.insert(key, entry);
         push
+    }
+
+    /// The push [`Responses::get`] would return, if some stream made it already.
+    pub(super) fn made(
+        &self,
+        base: Option<&Arc<TypeSnapshot>>,
+        current: &Arc<TypeSnapshot>,
+        accepts_partial: bool,
+    ) -> Option<Push> {
+        let key = key(base, current, accepts_partial);
+        self.lock().get(&key).and_then(Entry::live)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
