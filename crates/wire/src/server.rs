@@ -771,8 +771,12 @@ mod tests {
         assert!(empty.is_empty());
     }
 
-    /// Proxies sharing one config, as the proxies of one scope do.
-    struct OneScope(watch::Sender<Arc<ProxySnapshot>>);
+    /// Proxies sharing one config, as the proxies of one scope do; counts
+    /// the ACKs it was told of.
+    struct OneScope(
+        watch::Sender<Arc<ProxySnapshot>>,
+        std::sync::atomic::AtomicUsize,
+    );
 
     #[tonic::async_trait]
     impl ConfigProvider for OneScope {
@@ -782,7 +786,9 @@ mod tests {
                 config: self.0.subscribe(),
             })
         }
-        fn ack(&self, _: &Node, _: &str, _: &str) {}
+        fn ack(&self, _: &Node, _: &str, _: &str) {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         fn nack(&self, _: &Node, _: &str, _: &str, _: &str) {}
         fn sent(&self, _: &Node, _: &str, _: &str) {}
         fn disconnect(&self, _: &Node) {}
@@ -863,7 +869,8 @@ mod tests {
     async fn a_small_change_made_for_one_stream_reaches_the_others_without_a_permit() {
         let (a, b) = (resource("a", "1", 10), resource("b", "1", 10));
         let config = watch::Sender::new(endpoints("1", vec![a.clone(), b]));
-        let server = DiscoveryService::with_push_limit(Arc::new(OneScope(config.clone())), 1);
+        let provider = Arc::new(OneScope(config.clone(), Default::default()));
+        let server = DiscoveryService::with_push_limit(provider.clone(), 1);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -884,6 +891,15 @@ mod tests {
             tx.send(ack(&first)).await.expect("ack");
             proxies.push((tx, responses));
         }
+        // Every first push answered: no session holds the permit. (Bounded
+        // only so that a failure cannot hang the test.)
+        for _ in 0..2_000 {
+            if provider.1.load(std::sync::atomic::Ordering::SeqCst) == 3 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(provider.1.load(std::sync::atomic::Ordering::SeqCst), 3);
         config.send_replace(endpoints("2", vec![a, resource("b", "2", 10)]));
         // Nobody answers until everyone has the change.
         let mut changes = Vec::new();
