@@ -190,6 +190,33 @@ pub struct Registry {
     /// its own, whose labels and identity it then carries: a change to a
     /// pod can change the backends of a service in another namespace.
     pub(crate) slices_cross_namespaces: bool,
+    /// `workloads` by namespace and name, for [`Registry::workload`].
+    pub(crate) by_name: ByName,
+}
+
+/// The indexes of a registry's workloads sorted by (namespace, name, index),
+/// made at the first look-up: every proxy's compile looks its own workload
+/// up, and a scan of 11,000 pods each time was most of a small compile.
+/// Not carried by a clone (a clone's workloads may change), and not compared.
+#[derive(Default)]
+pub(crate) struct ByName(std::sync::OnceLock<Vec<u32>>);
+
+impl Clone for ByName {
+    fn clone(&self) -> Self {
+        ByName::default()
+    }
+}
+
+impl PartialEq for ByName {
+    fn eq(&self, _: &ByName) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ByName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ByName")
+    }
 }
 
 impl Registry {
@@ -246,6 +273,7 @@ impl Registry {
     }
 
     pub fn add_pod(&mut self, pod: &SlimPod) {
+        self.by_name = ByName::default();
         if let Some(w) = pod_workload(pod) {
             self.workloads.push(Arc::new(w));
         }
@@ -292,12 +320,23 @@ impl Registry {
         self.services.get(hostname)
     }
 
-    /// The workload a proxy speaks for.
+    /// The workload a proxy speaks for: the first of that name and namespace.
     pub fn workload(&self, name: &str, namespace: &str) -> Option<&Workload> {
-        self.workloads
-            .iter()
-            .map(|w| &**w)
-            .find(|w| w.name == name && w.namespace == namespace)
+        fn key(w: &Workload) -> (&str, &str) {
+            (w.namespace.as_str(), w.name.as_str())
+        }
+        let sorted = self.by_name.0.get_or_init(|| {
+            let mut sorted: Vec<u32> = (0..self.workloads.len() as u32).collect();
+            // Stable: the first of a name stays first.
+            sorted.sort_by(|&a, &b| {
+                key(&self.workloads[a as usize]).cmp(&key(&self.workloads[b as usize]))
+            });
+            sorted
+        });
+        let first =
+            sorted.partition_point(|&i| key(&self.workloads[i as usize]) < (namespace, name));
+        let w = &**self.workloads.get(*sorted.get(first)? as usize)?;
+        (key(w) == (namespace, name)).then_some(w)
     }
 
     /// Every workload behind `hostname`, whatever its ports: what an endpoint

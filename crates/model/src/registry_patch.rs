@@ -69,6 +69,7 @@ impl Registry {
             contested: self.contested.clone(),
             sliced: self.sliced.clone(),
             slices_cross_namespaces: false,
+            by_name: Default::default(),
         };
 
         // Services whose picks are computed again, and whose slices are read again.
