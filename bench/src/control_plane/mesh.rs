@@ -136,8 +136,15 @@ fn host(shape: &Shape, s: usize) -> String {
     }
 }
 
+/// A pod of Deployment `svc{svc}-v1`, named as Kubernetes names them: its
+/// ReplicaSet's name and a suffix.
 pub fn pod_name(svc: usize, ep: usize) -> String {
-    format!("svc{svc}-v1-{ep}")
+    format!("{}-{ep:05}", replica_set(svc))
+}
+
+/// The ReplicaSet of Deployment `svc{svc}-v1` (its template hash fixed).
+fn replica_set(svc: usize) -> String {
+    format!("svc{svc}-v1-7f9c8d")
 }
 
 fn endpoint_ip(s: usize, e: usize) -> String {
@@ -220,8 +227,9 @@ fn write_pods(mesh: &Path, shape: &Shape) -> Result<()> {
 
 pub fn pod_yaml(s: usize, e: usize, ns: usize) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: ns{ns}, labels: {{app: svc{s}, version: v1}}, annotations: {{sidecar.istio.io/status: \"{{}}\"}}}}\nspec:\n  containers: [{{name: app, image: app, ports: [{{containerPort: 8080}}]}}]\nstatus: {{podIP: {}}}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: ns{ns}, labels: {{app: svc{s}, version: v1}}, annotations: {{sidecar.istio.io/status: \"{{}}\"}}, ownerReferences: [{{apiVersion: apps/v1, kind: ReplicaSet, name: {}, uid: rs-{s}, controller: true}}]}}\nspec:\n  containers: [{{name: app, image: app, ports: [{{containerPort: 8080}}]}}]\nstatus: {{podIP: {}}}\n",
         pod_name(s, e),
+        replica_set(s),
         endpoint_ip(s, e)
     )
 }

@@ -19,5 +19,5 @@ pub mod telemetry;
 pub mod validate;
 
 pub use duration::Duration;
-pub use resource::{Kind, Object, ParseError, Resource, parse, parse_each, parse_value};
+pub use resource::{Kind, Object, ParseError, Resource, SlimPod, parse, parse_each, parse_value};
 pub use validate::{FieldError, validate};

@@ -198,20 +198,18 @@ fn targets(cp: &ControlPlane) -> Vec<Target> {
         .store()
         .resources()
         .filter_map(|r| {
-            let api::Resource::Pod(pod) = r else {
+            if r.kind() != api::Kind::Pod {
                 return None;
-            };
-            let addrs = pod.metadata.annotations.as_ref()?.get(METRICS_ANNOTATION)?;
+            }
+            // Kept in a stored pod's slim form (see `api::READ_ANNOTATIONS`).
+            let addrs = r.annotations().get(METRICS_ANNOTATION)?;
             let stats = addrs
                 .split_whitespace()
                 .find(|a| a.ends_with(&format!(":{STATS_PORT}")))?;
             Some((
                 (
-                    pod.metadata
-                        .namespace
-                        .clone()
-                        .unwrap_or_else(|| "default".into()),
-                    pod.metadata.name.clone()?,
+                    r.namespace().unwrap_or("default").to_string(),
+                    r.name().to_string(),
                 ),
                 stats.to_string(),
             ))

@@ -473,6 +473,18 @@ async fn list(
         })
         .filter(|r| q.name.as_deref().is_none_or(|n| r.name() == n))
         .map(|r| {
+            // A pod is kept slim in memory and shown whole, as stored.
+            let whole = match r {
+                api::Resource::SlimPod(_) => {
+                    let key = crate::store::Key::of(r);
+                    store.whole(&key).unwrap_or_else(|e| {
+                        tracing::warn!(resource = %key, error = %e, "shown in its slim form");
+                        None
+                    })
+                }
+                _ => None,
+            };
+            let r = whole.as_ref().unwrap_or(r);
             let mut json = r.to_json();
             if r.kind() == api::Kind::Secret && !q.show_secret_data {
                 redact_secret(&mut json);

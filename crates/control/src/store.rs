@@ -1,7 +1,9 @@
 //! The durable config store of the one-machine mode: one YAML file per
 //! resource under `<dir>/<Kind>/<namespace>/<name>.yaml`, each written
 //! atomically (temporary file, fsync, rename), so a crash or restart keeps
-//! every accepted change and never half of one.
+//! every accepted change and never half of one. In memory a Pod is kept in
+//! its slim form ([`api::SlimPod`], what the mesh reads of it): a mesh has
+//! thousands, and the whole object is in its file ([`Store::whole`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -102,7 +104,7 @@ impl Store {
                 source,
             })?;
             for r in api::parse(&path.display().to_string(), &text).map_err(Box::new)? {
-                resources.insert(Key::of(&r), r);
+                resources.insert(Key::of(&r), r.slim());
             }
         }
         Ok(Store {
@@ -115,22 +117,61 @@ impl Store {
         self.resources.values()
     }
 
+    /// The resource as kept in memory: a Pod in its slim form.
     pub fn get(&self, key: &Key) -> Option<&Resource> {
         self.resources.get(key)
+    }
+
+    /// The resource as stored: a Pod whole, read from its file (a pod
+    /// loaded from a file of many, which `apply` never writes, is read from
+    /// there only at the next open: it is given in its slim form).
+    pub fn whole(&self, key: &Key) -> Result<Option<Resource>, StoreError> {
+        match self.resources.get(key) {
+            Some(slim @ Resource::SlimPod(_)) => {
+                Ok(Some(self.read(key)?.unwrap_or_else(|| slim.clone())))
+            }
+            other => Ok(other.cloned()),
+        }
     }
 
     /// Stores one resource. The caller has validated it.
     pub fn apply(&mut self, r: Resource) -> Result<Change, StoreError> {
         let key = Key::of(&r);
         let change = match self.resources.get(&key) {
-            Some(old) if old.to_json() == r.to_json() => return Ok(Change::Unchanged),
+            Some(old) if self.unchanged(&key, old, &r) => return Ok(Change::Unchanged),
             Some(_) => Change::Configured,
             None => Change::Created,
         };
         let path = self.path(&key);
         write_atomic(&path, r.to_yaml().as_bytes())?;
-        self.resources.insert(key, r);
+        self.resources.insert(key, r.slim());
         Ok(change)
+    }
+
+    /// Whether `r` is what is stored as `old`, compared whole.
+    fn unchanged(&self, key: &Key, old: &Resource, r: &Resource) -> bool {
+        match old {
+            Resource::SlimPod(_) => {
+                matches!(self.read(key), Ok(Some(old)) if old.to_json() == r.to_json())
+            }
+            _ => old.to_json() == r.to_json(),
+        }
+    }
+
+    /// The resource `key` names, from its own file; `None` when that file
+    /// does not hold it.
+    fn read(&self, key: &Key) -> Result<Option<Resource>, StoreError> {
+        let path = self.path(key);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        let found = api::parse(&path.display().to_string(), &text)
+            .map_err(Box::new)?
+            .into_iter()
+            .find(|r| Key::of(r) == *key);
+        Ok(found)
     }
 
     pub fn delete(&mut self, key: &Key) -> Result<Option<Resource>, StoreError> {
@@ -232,6 +273,29 @@ mod tests {
                 .next()
                 .is_none()
         );
+    }
+
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: reviews-1\n  namespace: default\n  labels: {app: reviews}\nspec:\n  containers:\n  - name: reviews\n    image: reviews:v1\n    ports: [{containerPort: 9080}]\nstatus: {podIP: 10.0.0.5}\n";
+
+    /// A pod is kept slim in memory, and whole in its file: read whole,
+    /// compared whole (an image change is a change the mesh does not read).
+    #[test]
+    fn pods_are_kept_slim_and_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let pod = api::parse("p.yaml", POD).unwrap().remove(0);
+        let key = Key::of(&pod);
+        assert_eq!(store.apply(pod.clone()).unwrap(), Change::Created);
+        assert!(matches!(store.get(&key), Some(Resource::SlimPod(_))));
+        assert_eq!(store.whole(&key).unwrap(), Some(pod.clone()));
+        assert_eq!(store.apply(pod.clone()).unwrap(), Change::Unchanged);
+        let newer = api::parse("p.yaml", &POD.replace("reviews:v1", "reviews:v2"))
+            .unwrap()
+            .remove(0);
+        assert_eq!(store.apply(newer.clone()).unwrap(), Change::Configured);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.get(&key), Some(&newer.clone().slim()));
+        assert_eq!(reopened.whole(&key).unwrap(), Some(newer));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use api::SlimPod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::registry::{ContainerPort, Registry, Workload, WorkloadKind};
@@ -36,7 +36,7 @@ impl Registry {
     pub fn add_endpoint_slices(
         &mut self,
         slices: &[&EndpointSlice],
-        pods: &HashMap<(&str, &str), &Pod>,
+        pods: &HashMap<(&str, &str), &SlimPod>,
         domain_suffix: &str,
     ) {
         let mut by_service: HashMap<String, Vec<&EndpointSlice>> = HashMap::new();
@@ -88,7 +88,7 @@ pub(crate) fn pods_named(slice: &EndpointSlice) -> impl Iterator<Item = (&str, &
 /// A Service with slices is backed by them alone, even by none that are ready.
 pub(crate) fn read_slices<'p>(
     slices: &[&EndpointSlice],
-    pod: impl Fn(&str, &str) -> Option<&'p Pod>,
+    pod: impl Fn(&str, &str) -> Option<&'p SlimPod>,
 ) -> (Sliced, bool) {
     let mut own = Vec::new();
     let mut cross_namespaces = false;
@@ -143,13 +143,10 @@ pub(crate) fn read_slices<'p>(
 fn workload(
     namespace: &str,
     address: &str,
-    pod: Option<&Pod>,
+    pod: Option<&SlimPod>,
     ports: Vec<ContainerPort>,
 ) -> Workload {
-    let meta = pod.map(|p| &p.metadata);
-    let name = meta
-        .and_then(|m| m.name.clone())
-        .unwrap_or_else(|| address.to_string());
+    let name = pod.map_or_else(|| address.to_string(), |p| p.name.clone());
     Workload {
         // Never selected by labels: the slice attaches it to its Service.
         kind: WorkloadKind::Inline,
@@ -158,21 +155,18 @@ fn workload(
             .unwrap_or_else(|| name.clone()),
         name,
         namespace: namespace.to_string(),
-        labels: meta.and_then(|m| m.labels.clone()).unwrap_or_default(),
+        labels: pod.map(|p| p.labels.clone()).unwrap_or_default(),
         ip: address.to_string(),
         service_account: pod
-            .and_then(|p| p.spec.as_ref())
-            .map(|s| {
-                s.service_account_name
+            .map(|p| {
+                p.service_account
                     .clone()
                     .unwrap_or_else(|| "default".into())
             })
             .unwrap_or_default(),
         ports,
-        has_sidecar: meta
-            .and_then(|m| m.annotations.as_ref())
-            .is_some_and(|a| a.contains_key("sidecar.istio.io/status")),
-        gateway: crate::registry::has_gateway_template(meta.and_then(|m| m.annotations.as_ref())),
+        has_sidecar: pod.is_some_and(|p| p.annotations.contains_key("sidecar.istio.io/status")),
+        gateway: crate::registry::has_gateway_template(pod.map(|p| &p.annotations)),
         // Istio's locality is the node's region/zone/subzone, which a
         // slice does not carry.
         locality: String::new(),

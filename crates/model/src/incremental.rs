@@ -126,6 +126,12 @@ pub enum Affected {
         /// Workloads (namespace, name) added, removed or changed: their own
         /// proxies' listeners may differ.
         workloads: HashSet<(String, String)>,
+        /// Kubernetes Services added, removed or changed (their ports, say),
+        /// by hostname: the proxies that see one, before or after, compile
+        /// whole (their listeners name it), and so do gateways.
+        services: HashSet<String>,
+        /// Scopes that see one of `services`: compiled again.
+        recompile: HashSet<String>,
     },
     /// Only VirtualServices changed: the routes of the services they cover.
     Routes {
@@ -148,9 +154,20 @@ impl Affected {
                 scopes,
                 known,
                 workloads,
+                services,
+                recompile,
             } => {
                 if workloads.contains(&(node.namespace.clone(), node.pod_name.clone())) {
                     return true;
+                }
+                if !services.is_empty() {
+                    if node.kind() == ProxyKind::Gateway {
+                        return true;
+                    }
+                    let key = Scope::for_node(compiler.mesh(), node).key;
+                    if recompile.contains(&key) || !known.contains(&key) {
+                        return true;
+                    }
                 }
                 (hosts, scopes, known)
             }
@@ -187,8 +204,14 @@ impl Affected {
     ) -> ProxySnapshot {
         let own_workload_changed = match self {
             Affected::All => true,
-            Affected::Endpoints { workloads, .. } => {
+            Affected::Endpoints {
+                workloads,
+                recompile,
+                ..
+            } => {
                 workloads.contains(&(node.namespace.clone(), node.pod_name.clone()))
+                    || (!recompile.is_empty()
+                        && recompile.contains(&Scope::for_node(compiler.mesh(), node).key))
             }
             Affected::Routes { .. } => false,
         };
@@ -209,7 +232,8 @@ impl Affected {
     }
 
     pub fn is_nothing(&self) -> bool {
-        matches!(self, Affected::Endpoints { hosts, workloads, .. } if hosts.is_empty() && workloads.is_empty())
+        matches!(self, Affected::Endpoints { hosts, workloads, services, .. }
+            if hosts.is_empty() && workloads.is_empty() && services.is_empty())
     }
 
     /// The scopes whose shared types were patched for `hosts`, or left out
@@ -270,10 +294,21 @@ impl Compiler {
         let old = self.mesh();
         // What the proxies still hold stays shared; what none holds is forgotten.
         self.encodings.prune();
+        let mut services = HashSet::new();
         let same = match touched {
             // The Istio config was read from the same objects.
-            Some(t) if !t.config() => {
-                old.config == mesh.config && old.registry.services == mesh.registry.services
+            Some(t) if !t.config() && old.config == mesh.config => {
+                if old.registry.services != mesh.registry.services
+                    && t.registry_only(&[
+                        api::Kind::Service,
+                        api::Kind::Pod,
+                        api::Kind::EndpointSlice,
+                        api::Kind::WorkloadEntry,
+                    ])
+                {
+                    services = changed_services(&old.registry, &mesh.registry);
+                }
+                old.registry.services == mesh.registry.services || !services.is_empty()
             }
             _ => same_but_workloads(old, &mesh),
         };
@@ -321,13 +356,40 @@ impl Compiler {
         for h in &hosts {
             workloads.extend(moved_backends(&old.registry, &mesh.registry, h));
         }
-        let (carried, scopes, known) = Affected::scopes(self, &mesh, &hosts, |types, seen| {
+        // A changed Service's backends, before and after, name it in their
+        // inbound listeners however their set changed.
+        for h in &services {
+            for r in [&old.registry, &mesh.registry] {
+                workloads.extend(r.backends(h).map(|w| (w.namespace.clone(), w.name.clone())));
+            }
+        }
+        let (mut carried, scopes, known) = Affected::scopes(self, &mesh, &hosts, |types, seen| {
             let endpoints = Arc::new(patch_endpoints(&mesh, &self.encodings, types, seen));
             Some(SharedTypes {
                 endpoints,
                 ..types.clone()
             })
         });
+        // The scopes that see a changed Service, before or after: compiled
+        // again when one of their proxies asks.
+        let mut recompile = HashSet::new();
+        if !services.is_empty() {
+            let sees = |types: &SharedTypes| {
+                services.iter().any(|h| {
+                    [&old.registry, &mesh.registry]
+                        .iter()
+                        .filter_map(|r| r.service(h))
+                        .any(|svc| compile::visible(&types.scope, svc))
+                })
+            };
+            carried.retain(|key, cell| {
+                let keep = !cell.get().is_some_and(sees);
+                if !keep {
+                    recompile.insert(key.clone());
+                }
+                keep
+            });
+        }
         let compiler = Compiler {
             mesh,
             shared: std::sync::Mutex::new(carried),
@@ -340,9 +402,21 @@ impl Compiler {
                 scopes,
                 known,
                 workloads,
+                services,
+                recompile,
             },
         )
     }
+}
+
+/// The services (by hostname) added, removed or changed between two registries.
+fn changed_services(old: &Registry, new: &Registry) -> HashSet<String> {
+    let (a, b) = (&old.services, &new.services);
+    a.keys()
+        .chain(b.keys())
+        .filter(|h| a.get(*h) != b.get(*h))
+        .cloned()
+        .collect()
 }
 
 type CarriedScopes = HashMap<String, Arc<std::sync::OnceLock<SharedTypes>>>;

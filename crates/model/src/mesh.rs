@@ -87,7 +87,7 @@ impl Mesh {
                     registry_objects.push(r)
                 }
                 Resource::VirtualService(vs) => mesh.virtual_services.push(vs.clone()),
-                Resource::DestinationRule(dr) => mesh.destination_rules.push(dr.clone()),
+                Resource::DestinationRule(dr) => mesh.destination_rules.push((**dr).clone()),
                 Resource::Gateway(gw) => mesh.gateways.push(gw.clone()),
                 Resource::Sidecar(sc) => mesh.sidecars.push(sc.clone()),
                 Resource::PeerAuthentication(pa) => mesh.peer_authentications.push(pa.clone()),
@@ -252,17 +252,24 @@ fn read_registry(objects: &[&Resource], config: &MeshConfig) -> Registry {
     let mut reg = Registry::default();
     let mut service_entries = Vec::new();
     let mut endpoint_slices = Vec::new();
+    // Pods as the registry reads them, borrowed where they are slim already.
+    let slim: Vec<_> = objects
+        .iter()
+        .filter_map(|r| crate::registry::pod_of(r))
+        .collect();
     let mut pods = std::collections::HashMap::new();
+    let mut slim_pods = slim.iter();
     for r in objects {
         match r {
             Resource::EndpointSlice(es) => endpoint_slices.push(es),
             Resource::WorkloadEntry(we) => reg.add_workload_entry(we),
             Resource::ServiceEntry(se) => service_entries.push(se),
             Resource::Service(s) => reg.add_k8s_service(s, config),
-            Resource::Pod(p) => {
+            Resource::Pod(_) | Resource::SlimPod(_) => {
+                let Some(p) = slim_pods.next() else { continue };
                 reg.add_pod(p);
-                if let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) {
-                    pods.insert((ns.as_str(), name.as_str()), p);
+                if let Some(ns) = &p.namespace {
+                    pods.insert((ns.as_str(), p.name.as_str()), &**p);
                 }
             }
             _ => {}

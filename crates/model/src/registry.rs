@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, Service as K8sService};
+use api::SlimPod;
+use k8s_openapi::api::core::v1::Service as K8sService;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use wire::pb::Protocol;
 
@@ -189,6 +190,33 @@ pub struct Registry {
     /// its own, whose labels and identity it then carries: a change to a
     /// pod can change the backends of a service in another namespace.
     pub(crate) slices_cross_namespaces: bool,
+    /// `workloads` by namespace and name, for [`Registry::workload`].
+    pub(crate) by_name: ByName,
+}
+
+/// The indexes of a registry's workloads sorted by (namespace, name, index),
+/// made at the first look-up: every proxy's compile looks its own workload
+/// up, and a scan of 11,000 pods each time was most of a small compile.
+/// Not carried by a clone (a clone's workloads may change), and not compared.
+#[derive(Default)]
+pub(crate) struct ByName(std::sync::OnceLock<Vec<u32>>);
+
+impl Clone for ByName {
+    fn clone(&self) -> Self {
+        ByName::default()
+    }
+}
+
+impl PartialEq for ByName {
+    fn eq(&self, _: &ByName) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ByName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ByName")
+    }
 }
 
 impl Registry {
@@ -244,7 +272,8 @@ impl Registry {
         self.services.insert(hostname, service);
     }
 
-    pub fn add_pod(&mut self, pod: &Pod) {
+    pub fn add_pod(&mut self, pod: &SlimPod) {
+        self.by_name = ByName::default();
         if let Some(w) = pod_workload(pod) {
             self.workloads.push(Arc::new(w));
         }
@@ -291,12 +320,23 @@ impl Registry {
         self.services.get(hostname)
     }
 
-    /// The workload a proxy speaks for.
+    /// The workload a proxy speaks for: the first of that name and namespace.
     pub fn workload(&self, name: &str, namespace: &str) -> Option<&Workload> {
-        self.workloads
-            .iter()
-            .map(|w| &**w)
-            .find(|w| w.name == name && w.namespace == namespace)
+        fn key(w: &Workload) -> (&str, &str) {
+            (w.namespace.as_str(), w.name.as_str())
+        }
+        let sorted = self.by_name.0.get_or_init(|| {
+            let mut sorted: Vec<u32> = (0..self.workloads.len() as u32).collect();
+            // Stable: the first of a name stays first.
+            sorted.sort_by(|&a, &b| {
+                key(&self.workloads[a as usize]).cmp(&key(&self.workloads[b as usize]))
+            });
+            sorted
+        });
+        let first =
+            sorted.partition_point(|&i| key(&self.workloads[i as usize]) < (namespace, name));
+        let w = &**self.workloads.get(*sorted.get(first)? as usize)?;
+        (key(w) == (namespace, name)).then_some(w)
     }
 
     /// Every workload behind `hostname`, whatever its ports: what an endpoint
@@ -371,37 +411,29 @@ impl Registry {
 }
 
 /// A pod as a workload; `None` until it has an IP.
-pub(crate) fn pod_workload(pod: &Pod) -> Option<Workload> {
-    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone())?;
-    // Borrowed, not cloned: every pod of the mesh is read on each rebuild.
-    let spec = pod.spec.as_ref();
-    let meta = &pod.metadata;
-    let ports = spec
-        .into_iter()
-        .flat_map(|s| &s.containers)
-        .flat_map(|c| c.ports.iter().flatten())
-        .map(|p| ContainerPort {
-            name: p.name.clone(),
-            port: p.container_port as u32,
+pub(crate) fn pod_workload(pod: &SlimPod) -> Option<Workload> {
+    let ip = pod.ip.clone()?;
+    let ports = pod
+        .ports()
+        .map(|(name, port)| ContainerPort {
+            name: name.map(str::to_string),
+            port: port as u32,
         })
         .collect();
-    let name = meta.name.clone().unwrap_or_default();
     Some(Workload {
         kind: WorkloadKind::Pod,
-        workload: owner_workload(pod).unwrap_or_else(|| name.clone()),
-        name,
-        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
-        labels: meta.labels.clone().unwrap_or_default(),
+        workload: owner_workload(pod).unwrap_or_else(|| pod.name.clone()),
+        name: pod.name.clone(),
+        namespace: pod.namespace.clone().unwrap_or_else(|| "default".into()),
+        labels: pod.labels.clone(),
         ip,
-        service_account: spec
-            .and_then(|s| s.service_account_name.clone())
+        service_account: pod
+            .service_account
+            .clone()
             .unwrap_or_else(|| "default".into()),
         ports,
-        has_sidecar: meta
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key("sidecar.istio.io/status")),
-        gateway: has_gateway_template(meta.annotations.as_ref()),
+        has_sidecar: pod.annotations.contains_key("sidecar.istio.io/status"),
+        gateway: has_gateway_template(Some(&pod.annotations)),
         locality: String::new(),
         weight: 0,
     })
@@ -409,23 +441,24 @@ pub(crate) fn pod_workload(pod: &Pod) -> Option<Workload> {
 
 /// The Deployment that owns a pod: named by `trellis up`'s annotation, or
 /// derived from the owning ReplicaSet (`reviews-v1-7f9c8d` → `reviews-v1`) as Istio does.
-pub(crate) fn owner_workload(pod: &Pod) -> Option<String> {
-    let meta = &pod.metadata;
-    if let Some(w) = meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(WORKLOAD_ANNOTATION))
-    {
+pub(crate) fn owner_workload(pod: &SlimPod) -> Option<String> {
+    if let Some(w) = pod.annotations.get(WORKLOAD_ANNOTATION) {
         return Some(w.clone());
     }
-    let owner = meta
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))?;
+    let owner = pod.controller.as_ref()?;
     match owner.kind.as_str() {
         "ReplicaSet" => owner.name.rsplit_once('-').map(|(d, _)| d.to_string()),
         _ => Some(owner.name.clone()),
+    }
+}
+
+/// The pod `r` is, as the registry reads pods: a Pod as written is slimmed
+/// here (files, tests), the control plane's are slim already.
+pub(crate) fn pod_of(r: &api::Resource) -> Option<std::borrow::Cow<'_, SlimPod>> {
+    match r {
+        api::Resource::SlimPod(p) => Some(std::borrow::Cow::Borrowed(p)),
+        api::Resource::Pod(p) => Some(std::borrow::Cow::Owned(SlimPod::of(p))),
+        _ => None,
     }
 }
 

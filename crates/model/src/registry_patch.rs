@@ -22,7 +22,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use api::{Kind, Resource};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::endpoint_slice;
@@ -70,6 +69,7 @@ impl Registry {
             contested: self.contested.clone(),
             sliced: self.sliced.clone(),
             slices_cross_namespaces: false,
+            by_name: Default::default(),
         };
 
         // Services whose picks are computed again, and whose slices are read again.
@@ -186,16 +186,15 @@ impl Registry {
             .peekable();
         for r in objects {
             let kind = match r {
-                Resource::Pod(_) => WorkloadKind::Pod,
+                Resource::Pod(_) | Resource::SlimPod(_) => WorkloadKind::Pod,
                 Resource::WorkloadEntry(_) => WorkloadKind::WorkloadEntry,
                 _ => continue,
             };
             let (ns, name) = (r.namespace().unwrap_or("default"), r.name());
             if told.0.binary_search(&(kind, ns, name)).is_ok() {
                 let w = match r {
-                    Resource::Pod(p) => crate::registry::pod_workload(p),
                     Resource::WorkloadEntry(we) => crate::service_entry::workload_entry(we),
-                    _ => None,
+                    _ => crate::registry::pod_of(r).and_then(|p| crate::registry::pod_workload(&p)),
                 };
                 if let Some(w) = w {
                     fresh.push(workloads.len());
@@ -244,17 +243,20 @@ impl Registry {
             .flatten()
             .flat_map(|s| endpoint_slice::pods_named(s))
             .collect();
-        let mut pods: HashMap<(&str, &str), &Pod> = HashMap::new();
+        let mut slim = HashMap::new();
         if !wanted.is_empty() {
             for r in objects {
-                if let Resource::Pod(p) = r {
-                    let key = (r.namespace().unwrap_or("default"), r.name());
-                    if let Some(&key) = wanted.get(&key) {
-                        pods.insert(key, p);
-                    }
+                let key = (r.namespace().unwrap_or("default"), r.name());
+                if r.kind() == Kind::Pod
+                    && let Some(&key) = wanted.get(&key)
+                    && let Some(p) = crate::registry::pod_of(r)
+                {
+                    slim.insert(key, p);
                 }
             }
         }
+        let pods: HashMap<(&str, &str), &api::SlimPod> =
+            slim.iter().map(|(&key, p)| (key, &**p)).collect();
         for host in hosts {
             self.sliced.remove(host);
             // Slices back Kubernetes Services only (a whole read reads them

@@ -36,6 +36,7 @@ impl Registry {
     /// Adds a WorkloadEntry as a workload that services in its namespace may select.
     pub fn add_workload_entry(&mut self, we: &Object<WorkloadEntry>) {
         if let Some(w) = workload_entry(we) {
+            self.by_name = Default::default();
             self.workloads.push(Arc::new(w));
         }
     }

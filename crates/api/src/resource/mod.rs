@@ -4,6 +4,7 @@
 mod kind;
 mod object;
 mod parse;
+mod slim_pod;
 
 use std::collections::BTreeMap;
 
@@ -15,18 +16,20 @@ use serde::{Serialize, Serializer};
 pub use kind::{Kind, UnknownKind};
 pub use object::Object;
 pub use parse::{ParseError, parse, parse_each, parse_value};
+pub use slim_pod::{READ_ANNOTATIONS, SlimContainer, SlimPod};
 
 use crate::{networking, security, telemetry};
 
 /// One parsed document.
-// Variants hold the k8s-openapi types unboxed so callers can match and
-// destructure them directly; resources are few and long-lived, so the size
-// spread between variants costs nothing that matters.
+// Variants hold most k8s-openapi types unboxed so callers can match and
+// destructure them directly. The largest (Pods and Deployments, 2 KB and
+// more inline; Services, DestinationRules) are boxed: a mesh has thousands of
+// pods and Services, and every resource would be the largest one's size.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
     VirtualService(Object<networking::VirtualService>),
-    DestinationRule(Object<networking::DestinationRule>),
+    DestinationRule(Box<Object<networking::DestinationRule>>),
     Gateway(Object<networking::Gateway>),
     ServiceEntry(Object<networking::ServiceEntry>),
     Sidecar(Object<networking::Sidecar>),
@@ -40,9 +43,13 @@ pub enum Resource {
     ServiceAccount(ServiceAccount),
     /// Gateway certificates (`credentialName`): kubernetes.io/tls or generic.
     Secret(Secret),
-    Service(Service),
-    Deployment(Deployment),
-    Pod(Pod),
+    Service(Box<Service>),
+    Deployment(Box<Deployment>),
+    /// A Pod as written.
+    Pod(Box<Pod>),
+    /// A Pod reduced to what the mesh reads of it ([`Resource::slim`]): how
+    /// the control plane keeps pods in memory. Its kind is `Pod`.
+    SlimPod(SlimPod),
     EndpointSlice(EndpointSlice),
     /// Recognised but not supported by Trellis (IstioOperator, EnvoyFilter, ServiceMonitor, ...): kept so tools can report them for what they are.
     Unsupported {
@@ -62,7 +69,7 @@ pub enum Resource {
 /// object for Kubernetes kinds. Keeps the accessors below from listing
 /// eighteen arms each.
 macro_rules! each {
-    ($self:expr, $istio:ident => $ibody:expr, $k8s:ident => $kbody:expr, $u:pat => $ubody:expr) => {
+    ($self:expr, $istio:ident => $ibody:expr, $k8s:ident => $kbody:expr, $slim:ident => $sbody:expr, $u:pat => $ubody:expr) => {
         match $self {
             Resource::VirtualService($istio) => $ibody,
             Resource::DestinationRule($istio) => $ibody,
@@ -82,6 +89,7 @@ macro_rules! each {
             Resource::Deployment($k8s) => $kbody,
             Resource::Pod($k8s) => $kbody,
             Resource::EndpointSlice($k8s) => $kbody,
+            Resource::SlimPod($slim) => $sbody,
             $u => $ubody,
         }
     };
@@ -108,7 +116,7 @@ impl Resource {
             Resource::Secret(_) => Kind::Secret,
             Resource::Service(_) => Kind::Service,
             Resource::Deployment(_) => Kind::Deployment,
-            Resource::Pod(_) => Kind::Pod,
+            Resource::Pod(_) | Resource::SlimPod(_) => Kind::Pod,
             Resource::EndpointSlice(_) => Kind::EndpointSlice,
             Resource::Unsupported { .. } => Kind::Unsupported,
         }
@@ -128,6 +136,7 @@ impl Resource {
         each!(self,
             o => &o.api_version,
             _k => self.kind().default_api_version(),
+            _s => self.kind().default_api_version(),
             Resource::Unsupported { api_version, .. } => api_version)
     }
 
@@ -135,6 +144,7 @@ impl Resource {
         each!(self,
             o => &o.metadata.name,
             k => k.metadata.name.as_deref().unwrap_or_default(),
+            s => &s.name,
             Resource::Unsupported { name, .. } => name)
     }
 
@@ -142,6 +152,7 @@ impl Resource {
         each!(self,
             o => o.metadata.namespace.as_deref(),
             k => k.metadata.namespace.as_deref(),
+            s => s.namespace.as_deref(),
             Resource::Unsupported { namespace, .. } => namespace.as_deref())
     }
 
@@ -155,6 +166,7 @@ impl Resource {
         each!(self,
             o => o.metadata.namespace = ns,
             k => k.metadata.namespace = ns,
+            s => s.namespace = ns,
             Resource::Unsupported { namespace, .. } => *namespace = ns)
     }
 
@@ -162,6 +174,7 @@ impl Resource {
         each!(self,
             o => &o.metadata.labels,
             k => k.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
+            s => &s.labels,
             Resource::Unsupported { .. } => &NO_LABELS)
     }
 
@@ -169,6 +182,7 @@ impl Resource {
         each!(self,
             o => &o.metadata.annotations,
             k => k.metadata.annotations.as_ref().unwrap_or(&NO_LABELS),
+            s => &s.annotations,
             Resource::Unsupported { .. } => &NO_LABELS)
     }
 
@@ -187,6 +201,15 @@ impl Resource {
 
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The form the control plane keeps in memory: a Pod reduced to what
+    /// the mesh reads of it ([`SlimPod`]), any other resource as it is.
+    pub fn slim(self) -> Resource {
+        match self {
+            Resource::Pod(p) => Resource::SlimPod(SlimPod::of(&p)),
+            other => other,
+        }
     }
 }
 
@@ -210,6 +233,7 @@ impl Serialize for Resource {
             Resource::Service(o) => o.serialize(s),
             Resource::Deployment(o) => o.serialize(s),
             Resource::Pod(o) => o.serialize(s),
+            Resource::SlimPod(o) => o.to_pod().serialize(s),
             Resource::EndpointSlice(o) => o.serialize(s),
             // The envelope and the spec as written: the body was never
             // modelled (an EnvoyFilter Trellis translates is stored so).

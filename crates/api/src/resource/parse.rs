@@ -360,7 +360,9 @@ fn resource(ctx: &Context<'_>, value: Value, fields: Fields) -> Result<Resource,
     }
     Ok(match known {
         Kind::VirtualService => Resource::VirtualService(typed::<Object<_>>(ctx, &value)?),
-        Kind::DestinationRule => Resource::DestinationRule(typed::<Object<_>>(ctx, &value)?),
+        Kind::DestinationRule => {
+            Resource::DestinationRule(Box::new(typed::<Object<_>>(ctx, &value)?))
+        }
         Kind::Gateway => Resource::Gateway(typed::<Object<_>>(ctx, &value)?),
         Kind::ServiceEntry => Resource::ServiceEntry(typed::<Object<_>>(ctx, &value)?),
         Kind::Sidecar => Resource::Sidecar(typed::<Object<_>>(ctx, &value)?),
@@ -377,9 +379,9 @@ fn resource(ctx: &Context<'_>, value: Value, fields: Fields) -> Result<Resource,
         Kind::Namespace => Resource::Namespace(k8s(ctx, &value, fields)?),
         Kind::ServiceAccount => Resource::ServiceAccount(k8s(ctx, &value, fields)?),
         Kind::Secret => Resource::Secret(k8s(ctx, &value, fields)?),
-        Kind::Service => Resource::Service(k8s(ctx, &value, fields)?),
-        Kind::Deployment => Resource::Deployment(k8s(ctx, &value, fields)?),
-        Kind::Pod => Resource::Pod(k8s(ctx, &value, fields)?),
+        Kind::Service => Resource::Service(Box::new(k8s(ctx, &value, fields)?)),
+        Kind::Deployment => Resource::Deployment(Box::new(k8s(ctx, &value, fields)?)),
+        Kind::Pod => Resource::Pod(Box::new(k8s(ctx, &value, fields)?)),
         Kind::EndpointSlice => Resource::EndpointSlice(k8s(ctx, &value, fields)?),
         Kind::Unsupported => return Ok(unsupported(ctx, map, &api_version, kind)),
     })

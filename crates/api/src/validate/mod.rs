@@ -104,6 +104,8 @@ pub fn validate(r: &Resource) -> Vec<FieldError> {
                 None => e.add("spec", "spec is required"),
             }
         }
+        // Made only from a Pod that validated.
+        Resource::SlimPod(_) => {}
         Resource::EndpointSlice(es) => {
             kubernetes::metadata(e, &es.metadata, common::name);
             kubernetes::endpoint_slice(e, es);
@@ -139,6 +141,7 @@ pub fn validate_as_istioctl(r: &Resource) -> Vec<FieldError> {
         | Resource::Secret(_)
         | Resource::Deployment(_)
         | Resource::Pod(_)
+        | Resource::SlimPod(_)
         | Resource::EndpointSlice(_) => Vec::new(),
         _ => validate(r),
     }

@@ -340,8 +340,9 @@ fn seed_store(state: &Path, resources: &[api::Resource], fresh: bool) -> Result<
     let mut kept = 0;
     for (key, r) in &wanted {
         let from_dir = r.to_json();
-        let applied = store.get(key).map(api::Resource::to_json);
-        let last_dir = baseline.get(key).map(api::Resource::to_json);
+        // Compared whole: the stores keep pods slim in memory.
+        let applied = store.whole(key)?.map(|r| r.to_json());
+        let last_dir = baseline.whole(key)?.map(|r| r.to_json());
         match (applied, last_dir) {
             (None, None) => {
                 store.apply((*r).clone())?;
@@ -355,11 +356,14 @@ fn seed_store(state: &Path, resources: &[api::Resource], fresh: bool) -> Result<
             (Some(_), _) => kept += 1,
         }
     }
-    for old in baseline.resources() {
-        let key = Key::of(old);
-        if !wanted.contains_key(&key)
-            && store.get(&key).map(api::Resource::to_json) == Some(old.to_json())
-        {
+    let stale: Vec<Key> = baseline
+        .resources()
+        .map(Key::of)
+        .filter(|key| !wanted.contains_key(key))
+        .collect();
+    for key in stale {
+        let old = baseline.whole(&key)?.map(|r| r.to_json());
+        if old.is_some() && store.whole(&key)?.map(|r| r.to_json()) == old {
             store.delete(&key)?;
         }
     }

@@ -529,7 +529,7 @@ pub fn gateway_http_addr(pods: &[PodPlan], resources: &[Resource]) -> Option<std
             Resource::Service(s)
                 if r.name() == INGRESS_NAME && r.namespace() == Some(INGRESS_NAMESPACE) =>
             {
-                Some(s.clone())
+                Some((**s).clone())
             }
             _ => None,
         })
@@ -572,7 +572,7 @@ mod tests {
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}{annotations}}}\n    spec: {{containers: [{{name: web, image: web}}]}}\n"
         );
         match api::parse("web.yaml", &yaml).expect("parses").remove(0) {
-            Resource::Deployment(d) => d,
+            Resource::Deployment(d) => *d,
             other => panic!("not a Deployment: {other:?}"),
         }
     }

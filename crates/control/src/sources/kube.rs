@@ -448,7 +448,8 @@ fn convert(
     if !errors.is_empty() {
         return Err(errors.iter().map(ToString::to_string).collect());
     }
-    Ok(r)
+    // Kept in memory as the mesh reads it: a Pod in its slim form.
+    Ok(r.slim())
 }
 
 /// [`convert`], logging why an object is left out.

@@ -372,3 +372,79 @@ fn pod_service_and_slice_churn_patches_the_registry_and_equals_a_fresh_compile()
         compiler = next;
     }
 }
+
+/// A Kubernetes Service added, changed or deleted reaches the proxies that
+/// see it (their listeners and clusters name it) and its backends (their
+/// inbound listeners do), compiled whole, and no other: here b's proxy,
+/// which its Sidecar limits to b, is left alone by a's Services. Each step
+/// is checked against a fresh compile.
+#[test]
+fn a_service_change_recompiles_only_the_proxies_that_see_it_or_back_it() {
+    let pods = format!(
+        "{}{}{}{}",
+        pod("s-1", "a", "s", "10.0.0.1"),
+        pod("u-1", "a", "u", "10.0.0.2"),
+        pod("a-client", "a", "x", "10.0.0.9"),
+        pod("t-1", "b", "t", "10.0.1.1"),
+    );
+    let mut objects = Objects::new(&format!("{K8S_BASE}{pods}"));
+    let nodes = [
+        sidecar("a", "a-client"),
+        sidecar("a", "s-1"),
+        sidecar("a", "u-1"),
+        sidecar("b", "t-1"),
+    ];
+    let in_a = ["a-client.a", "s-1.a", "u-1.a"];
+    let everyone = ["a-client.a", "s-1.a", "u-1.a", "t-1.b"];
+    let two_ports = service("u", "a", "u").replace(
+        "ports: [{name: http, port: 8080}]",
+        "ports: [{name: http, port: 8080}, {name: grpc, port: 9090}]",
+    );
+    // (what, the change, deleted objects, the proxies reached)
+    let steps: Vec<(&str, String, Vec<Named>, &[&str])> = vec![
+        ("a Service gains a port", two_ports, vec![], &in_a),
+        (
+            "its selector changes: another pod backs it",
+            service("u", "a", "s"),
+            vec![],
+            &in_a,
+        ),
+        (
+            "a Service is deleted",
+            String::new(),
+            vec![(api::Kind::Service, "a", "u")],
+            &in_a,
+        ),
+        ("a Service is added", service("u", "a", "u"), vec![], &in_a),
+        (
+            "a Service in b, which a sees too",
+            service("t", "b", "x"),
+            vec![],
+            &everyone,
+        ),
+    ];
+    let build = |o: &Objects| Arc::new(Mesh::build(o.0.values(), Default::default()));
+    let mut compiler = Compiler::new(build(&objects));
+    let mut held: Vec<_> = nodes.iter().map(|n| compiler.snapshot(n)).collect();
+    for (what, yaml, deleted, expected) in steps {
+        let before = compiler.mesh().clone();
+        let touched = objects.change(&yaml, &deleted);
+        let mesh = Arc::new(before.rebuild(objects.0.values(), Default::default(), &touched));
+        let (next, affected) = compiler.update_touched(mesh, &touched);
+        let fresh = Compiler::new(build(&objects));
+        let mut reached = Vec::new();
+        for (n, snap) in nodes.iter().zip(held.iter_mut()) {
+            if affected.proxy(&next, n) {
+                reached.push(n.id.as_str());
+                *snap = affected.snapshot(&next, n, snap);
+            }
+            assert!(
+                snap.same_versions(&fresh.snapshot(n)),
+                "{what}: {} holds a fresh compile",
+                n.id
+            );
+        }
+        assert_eq!(reached, expected, "{what}: the proxies reached");
+        compiler = next;
+    }
+}
