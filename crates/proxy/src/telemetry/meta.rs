@@ -699,6 +699,35 @@ mod tests {
     }
 
     #[test]
+    fn an_intern_table_stays_near_what_lives() {
+        // 5,000 values in use while 20,000 others come and go (a config
+        // update's fresh copies): dead slots are pruned before the table
+        // holds a quarter more than what lives, so its capacity follows
+        // the live count (twice it, before, doubled the table).
+        let table: Interner<str> = Interner::default();
+        let live: Vec<Arc<str>> = (0..5000)
+            .map(|i| {
+                let s = format!("live-{i}");
+                table.get(&s, || Arc::from(s.as_str()))
+            })
+            .collect();
+        let mut largest = 0;
+        for i in 0..20_000 {
+            let s = format!("gone-{i}");
+            drop(table.get(&s, || Arc::from(s.as_str())));
+            let len = table.table.lock().expect("table").by_hash.len();
+            largest = largest.max(len);
+        }
+        assert!(
+            largest <= 5000 + 5000 / 4 + 1,
+            "{largest} slots for 5,000 live"
+        );
+        // The live ones are still the shared copies.
+        let again = table.get("live-7", || Arc::from("live-7"));
+        assert!(Arc::ptr_eq(&again, &live[7]));
+    }
+
+    #[test]
     fn service_from_host() {
         let s = ServiceMeta::from_host("reviews.default.svc.cluster.local");
         assert_eq!((&*s.name, &*s.namespace), ("reviews", "default"));
