@@ -150,7 +150,7 @@ fn request_telemetry(c: &mut Criterion) {
     );
     let response_headers = response_headers();
     let cluster: Arc<str> = "outbound|9080||productpage.default.svc.cluster.local".into();
-    let host: Arc<str> = "127.77.0.3:15006".into();
+    let host = http::uri::Authority::from_static("127.77.0.3:15006");
     let route: Arc<str> = "default".into();
     let body = Bytes::from(vec![b'x'; 1024]);
     let mut group = c.benchmark_group("request");

@@ -338,7 +338,7 @@ fn clusters(admin: &Admin, json: bool) -> Reply {
             endpoints: endpoints
                 .iter()
                 .map(|e| EndpointDump {
-                    address: &e.key,
+                    address: e.key(),
                     healthy: e.healthy,
                     rq_active: e.load().active.load(Ordering::Relaxed),
                     rq_total: e.load().total.load(Ordering::Relaxed),

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -108,7 +109,7 @@ async fn passthrough(
     record: &mut Record,
 ) -> Response<RespBody> {
     record.upstream_cluster = Some(super::passthrough_cluster());
-    record.upstream_host = Some(authority.into());
+    record.upstream_host = Authority::try_from(authority).ok();
     let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority)).await
     {
         Ok(Ok(s)) => s,

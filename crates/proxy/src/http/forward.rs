@@ -65,8 +65,6 @@ pub struct LocalApp {
     pub addr: SocketAddr,
     /// The address the proxy connects from (see [`LocalApp::new`]).
     pub source: Option<IpAddr>,
-    /// "address:port", as the access log names the upstream host.
-    key: Arc<str>,
     pool: Arc<EndpointPool>,
 }
 
@@ -76,8 +74,7 @@ impl LocalApp {
     /// ::6), which the capture rules leave alone (Istio's inbound clusters
     /// bind the same source).
     pub fn new(addr: SocketAddr, source: Option<IpAddr>, settings: ConnSettings) -> Option<Self> {
-        let key: Arc<str> = addr.to_string().into();
-        let authority: Authority = key.parse().ok()?;
+        let authority: Authority = addr.to_string().parse().ok()?;
         Some(LocalApp {
             pool: EndpointPool::from_source(
                 authority.clone(),
@@ -88,7 +85,6 @@ impl LocalApp {
             authority,
             addr,
             source,
-            key,
         })
     }
 }
@@ -194,9 +190,8 @@ async fn tries(
             Dest::Fixed { pool, protocol } => (None, pool.clone(), *protocol),
         };
         record.upstream_host = Some(match (&endpoint, dest) {
-            (Some(e), _) => e.key.clone(),
-            (None, Dest::Local { app, .. }) => app.key.clone(),
-            (None, _) => pool.authority().as_str().into(),
+            (Some(e), _) => e.authority.clone(),
+            (None, _) => pool.authority().clone(),
         });
         if let Some(e) = &endpoint {
             record.destination = Some(e.meta.clone());

@@ -40,8 +40,8 @@ impl Drop for ActiveGuard {
 }
 
 pub struct Endpoint {
-    /// "address:port", as operators and the access log know it.
-    pub key: Arc<str>,
+    /// "address:port", as operators and the access log know it (the one
+    /// copy of the address: see [`Endpoint::key`]).
     pub authority: Authority,
     pub healthy: bool,
     pub weight: u32,
@@ -52,6 +52,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// "address:port", as operators and the access log know it.
+    pub fn key(&self) -> &str {
+        self.authority.as_str()
+    }
+
     pub fn start(&self) -> ActiveGuard {
         self.state.load.active.fetch_add(1, Ordering::Relaxed);
         self.state.load.total.fetch_add(1, Ordering::Relaxed);

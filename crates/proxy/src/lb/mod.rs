@@ -315,7 +315,7 @@ impl Cluster {
             Instant::now(),
         );
         if ejected {
-            tracing::info!(cluster = %self.name, endpoint = %endpoint.key, "outlier detection: endpoint ejected");
+            tracing::info!(cluster = %self.name, endpoint = %endpoint.key(), "outlier detection: endpoint ejected");
         }
     }
 
@@ -407,7 +407,7 @@ impl Cluster {
 
     fn tier(&self, endpoints: &[Arc<Endpoint>], mut hosts: Vec<Arc<Endpoint>>) -> Tier {
         let table = self.hashing.as_ref().and_then(|h| {
-            let names: Vec<(&str, u32)> = hosts.iter().map(|e| (&*e.key, e.weight)).collect();
+            let names: Vec<(&str, u32)> = hosts.iter().map(|e| (e.key(), e.weight)).collect();
             hash::Table::build(h.algorithm, h.table_size, &names)
         });
         let mut groups = Vec::new();
@@ -554,7 +554,7 @@ fn make_endpoints(
     e: &EndpointEnv<'_>,
 ) -> Result<Arc<[Arc<Endpoint>]>, String> {
     let tls = crate::tls::outbound::ClusterTls::new(spec, e.env.mesh_tls)?;
-    let previous: HashMap<&str, &Arc<Endpoint>> = previous.iter().map(|e| (&*e.key, e)).collect();
+    let previous: HashMap<&str, &Arc<Endpoint>> = previous.iter().map(|e| (e.key(), e)).collect();
     let raw = endpoints
         .map(|e| e.endpoints.as_slice())
         .unwrap_or_default();
@@ -571,7 +571,7 @@ fn make_endpoints(
             .map_err(|err| format!("endpoints[{i}]: {err}"))?;
         // The state of the endpoint at this address before, if any; the
         // pool, if it has one, takes this build's settings.
-        let state = match previous.get(&*read.key) {
+        let state = match previous.get(read.authority.as_str()) {
             Some(p) => {
                 p.state.configure(&e.conn, upstream_tls, e.tls_changed);
                 p.state.clone()
@@ -579,7 +579,6 @@ fn make_endpoints(
             None => Arc::new(EndpointState::new(&e.conn, upstream_tls)),
         };
         eps.push(Arc::new(Endpoint {
-            key: read.key,
             authority: read.authority,
             healthy: read.healthy,
             weight: read.weight,
@@ -594,7 +593,6 @@ fn make_endpoints(
 
 /// What one endpoint of the config says.
 struct ReadEndpoint {
-    key: Arc<str>,
     authority: Authority,
     healthy: bool,
     weight: u32,
@@ -614,7 +612,6 @@ fn read_endpoint<'a>(
         .parse()
         .map_err(|_| format!("{key:?} is not host:port"))?;
     Ok(ReadEndpoint {
-        key: key.into(),
         authority,
         healthy: ep.healthy,
         weight: ep.weight.max(1),

@@ -49,7 +49,7 @@ fn cluster(lb: pb::LoadBalancer, n: usize, healthy: bool) -> Cluster {
 }
 
 fn key(e: Option<Arc<Endpoint>>) -> Option<String> {
-    e.map(|e| e.key.to_string())
+    e.map(|e| e.key().to_string())
 }
 
 #[test]
@@ -69,7 +69,7 @@ fn least_request_prefers_idle() {
     for _ in 0..50 {
         assert_eq!(
             key(c.pick(None, None)),
-            Some(c.endpoints()[1].key.to_string())
+            Some(c.endpoints()[1].key().to_string())
         );
     }
 }
@@ -88,7 +88,10 @@ fn retries_avoid_the_previous_host() {
     let c = cluster(pb::LoadBalancer::Random, 2, true);
     let first = c.endpoints()[0].clone();
     for _ in 0..50 {
-        assert_ne!(key(c.pick(None, Some(&first))), Some(first.key.to_string()));
+        assert_ne!(
+            key(c.pick(None, Some(&first))),
+            Some(first.key().to_string())
+        );
     }
 }
 
@@ -130,7 +133,7 @@ fn ipv6_and_bad_endpoints() {
         }],
     };
     let c = build(&spec, &eps, None);
-    assert_eq!(&*c.endpoints()[0].key, "[::1]:80");
+    assert_eq!(c.endpoints()[0].key(), "[::1]:80");
     eps.endpoints[0].port = 0;
     let (limits, local) = env();
     let env = BuildEnv {
@@ -197,11 +200,11 @@ async fn ejected_endpoints_get_no_traffic_until_their_time_is_up() {
     assert!(c.is_ejected(&bad));
     let now = picked(&c, 30);
     assert_eq!(now.len(), 2);
-    assert!(!now.contains(&*bad.key));
+    assert!(!now.contains(bad.key()));
     tokio::time::advance(Duration::from_secs(9)).await;
-    assert!(!picked(&c, 30).contains(&*bad.key), "still ejected at 9 s");
+    assert!(!picked(&c, 30).contains(bad.key()), "still ejected at 9 s");
     tokio::time::advance(Duration::from_secs(2)).await;
-    assert!(picked(&c, 30).contains(&*bad.key), "back after 10 s");
+    assert!(picked(&c, 30).contains(bad.key()), "back after 10 s");
 }
 
 #[tokio::test(start_paused = true)]
@@ -219,7 +222,7 @@ async fn ejection_survives_a_config_update() {
         ..Default::default()
     };
     let c2 = build(&spec, &endpoints(2, true), Some(&c));
-    assert!(!picked(&c2, 20).contains(&*bad.key));
+    assert!(!picked(&c2, 20).contains(bad.key()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -274,7 +277,7 @@ fn consistent_hash_is_sticky_and_spreads() {
         let h = hash::hash(b"user-1");
         let first = c.pick(Some(h), None).expect("endpoint");
         let second = key(c.pick(Some(h), Some(&first)));
-        assert_ne!(second, Some(first.key.to_string()));
+        assert_ne!(second, Some(first.key().to_string()));
         assert_eq!(key(c.pick(Some(h), Some(&first))), second);
     }
 }
@@ -302,8 +305,8 @@ async fn consistent_hash_moves_mostly_an_ejected_endpoints_keys() {
     let (mut kept, mut others) = (0, 0);
     for (h, b) in keys.iter().zip(&before) {
         let now = key(c.pick(Some(*h), None));
-        assert_ne!(now.as_deref(), Some(&*bad.key));
-        if b.as_deref() != Some(&*bad.key) {
+        assert_ne!(now.as_deref(), Some(bad.key()));
+        if b.as_deref() != Some(bad.key()) {
             others += 1;
             kept += usize::from(&now == b);
         }
@@ -458,7 +461,7 @@ fn an_endpoints_state_is_made_on_first_use_and_kept_across_endpoint_updates() {
         c.replace_endpoints(next);
     }
     let again = &c.endpoints()[1];
-    assert_eq!(&*again.key, "127.0.0.2:80");
+    assert_eq!(again.key(), "127.0.0.2:80");
     assert!(!Arc::ptr_eq(&again.state, &second.state));
     assert_eq!(again.load().total.load(Ordering::Relaxed), 0);
     assert!(Arc::ptr_eq(&c.endpoints()[0].state, &first.state));

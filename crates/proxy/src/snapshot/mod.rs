@@ -349,7 +349,7 @@ pub fn compile(
 /// The peers table's entries for `endpoints`: those at an IP address.
 fn peer_entries(endpoints: &[Arc<Endpoint>]) -> impl Iterator<Item = (IpAddr, &Arc<PeerMeta>)> {
     endpoints.iter().filter_map(|e| {
-        let addr = e.key.parse::<SocketAddr>().ok()?;
+        let addr = e.key().parse::<SocketAddr>().ok()?;
         Some((addr.ip(), &e.meta))
     })
 }

@@ -156,7 +156,7 @@ fn compile_on(types: &Types, prev: Option<&Snapshot>) -> Snapshot {
 }
 
 fn keys(c: &Cluster) -> Vec<String> {
-    c.endpoints().iter().map(|e| e.key.to_string()).collect()
+    c.endpoints().iter().map(|e| e.key().to_string()).collect()
 }
 
 /// Everything a snapshot routes by, as text: equal for equal configs.
@@ -174,7 +174,7 @@ fn describe(s: &Snapshot) -> String {
         let eps: Vec<String> = c
             .endpoints()
             .iter()
-            .map(|e| format!("{}/{}/{}", e.key, e.healthy, e.weight))
+            .map(|e| format!("{}/{}/{}", e.key(), e.healthy, e.weight))
             .collect();
         let _ = writeln!(
             out,

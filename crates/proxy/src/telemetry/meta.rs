@@ -20,9 +20,22 @@ pub const UNKNOWN: &str = "unknown";
 pub const DEFAULT_CLUSTER: &str = "Kubernetes";
 
 /// One side of a request: a workload, as Istio's labels name it.
+///
+/// A mesh lists many workloads that differ only in their name — the
+/// endpoints of a ServiceEntry, pods without an owner — so the other labels
+/// are one shared record ([`PeerLabels`], read through `Deref`): a workload
+/// is its name and a pointer (24 bytes), not eight string pointers. 11,000
+/// endpoints: 1.2 MiB less.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PeerMeta {
     pub workload: Arc<str>,
+    labels: Arc<PeerLabels>,
+}
+
+/// A workload's labels but its name, shared by the workloads that have
+/// them all in common.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PeerLabels {
     pub namespace: Arc<str>,
     pub principal: Arc<str>,
     pub app: Arc<str>,
@@ -32,18 +45,38 @@ pub struct PeerMeta {
     pub cluster: Arc<str>,
 }
 
+impl std::ops::Deref for PeerMeta {
+    type Target = PeerLabels;
+
+    fn deref(&self) -> &PeerLabels {
+        &self.labels
+    }
+}
+
+impl PeerLabels {
+    /// The one shared copy of these labels (see [`Interner`]).
+    fn interned(self) -> Arc<PeerLabels> {
+        static LABELS: OnceLock<Interner<PeerLabels>> = OnceLock::new();
+        LABELS
+            .get_or_init(Interner::default)
+            .get(&self, || Arc::new(self.clone()))
+    }
+}
+
 impl PeerMeta {
     pub fn unknown() -> Self {
         let u: Arc<str> = UNKNOWN.into();
         PeerMeta {
             workload: u.clone(),
-            namespace: u.clone(),
-            principal: u.clone(),
-            app: u.clone(),
-            version: u.clone(),
-            canonical_service: u.clone(),
-            canonical_revision: u.clone(),
-            cluster: u,
+            labels: Arc::new(PeerLabels {
+                namespace: u.clone(),
+                principal: u.clone(),
+                app: u.clone(),
+                version: u.clone(),
+                canonical_service: u.clone(),
+                canonical_revision: u.clone(),
+                cluster: u,
+            }),
         }
     }
 
@@ -67,8 +100,7 @@ impl PeerMeta {
         let workload = first(&["service.istio.io/workload-name"]).unwrap_or(workload);
         let app = first(&["app", "app.kubernetes.io/name"]);
         let version = first(&["version", "app.kubernetes.io/version"]);
-        PeerMeta {
-            workload: or_unknown(workload),
+        let labels = PeerLabels {
             namespace: or_unknown(namespace),
             principal: or_unknown(principal),
             app: or_unknown(app.unwrap_or("")),
@@ -90,6 +122,18 @@ impl PeerMeta {
                 .unwrap_or("latest"),
             ),
             cluster: shared_str(first(&["topology.istio.io/cluster"]).unwrap_or(DEFAULT_CLUSTER)),
+        };
+        // The name is the one label that is mostly distinct (a pod's, an
+        // endpoint's): kept by the workload alone, not in the table of
+        // shared values, where it would only take a slot.
+        let workload = if workload.is_empty() {
+            UNKNOWN
+        } else {
+            workload
+        };
+        PeerMeta {
+            workload: workload.into(),
+            labels: labels.interned(),
         }
     }
 
@@ -161,7 +205,11 @@ impl<T: ?Sized + Hash + Eq> Interner<T> {
         }
         if table.by_hash.len() >= table.prune_at {
             table.by_hash.retain(|_, w| w.strong_count() > 0);
-            table.prune_at = (table.by_hash.len() * 2).max(1024);
+            // A quarter more than what lives, not twice: the table's
+            // capacity follows the largest size it reaches (11,000 peers:
+            // 16,384 slots, not 32,768), and a prune every quarter of
+            // growth is still a constant cost per insert.
+            table.prune_at = (table.by_hash.len() + table.by_hash.len() / 4).max(1024);
         }
         let shared = make();
         table.by_hash.insert(hash, Arc::downgrade(&shared));
@@ -415,8 +463,7 @@ fn common(a: &PeerMeta, b: &PeerMeta) -> PeerMeta {
     let same = |x: &Arc<str>, y: &Arc<str>| -> Arc<str> {
         if x == y { x.clone() } else { UNKNOWN.into() }
     };
-    PeerMeta {
-        workload: same(&a.workload, &b.workload),
+    let labels = PeerLabels {
         namespace: same(&a.namespace, &b.namespace),
         principal: same(&a.principal, &b.principal),
         app: same(&a.app, &b.app),
@@ -424,6 +471,10 @@ fn common(a: &PeerMeta, b: &PeerMeta) -> PeerMeta {
         canonical_service: same(&a.canonical_service, &b.canonical_service),
         canonical_revision: same(&a.canonical_revision, &b.canonical_revision),
         cluster: same(&a.cluster, &b.cluster),
+    };
+    PeerMeta {
+        workload: same(&a.workload, &b.workload),
+        labels: labels.interned(),
     }
 }
 
@@ -619,7 +670,19 @@ mod tests {
             "default",
         );
         assert!(!Arc::ptr_eq(&first, &other));
-        // Distinct workloads share their equal label values.
+        // Distinct workloads with the same other labels share one record
+        // of them; and equal label values are shared across records.
+        assert!(Arc::ptr_eq(&first.labels, &other.labels));
+        let relabelled = EndpointMetas::default().of(
+            &pb::Endpoint {
+                labels: labels(&[("app", "ratings"), ("version", "v2")]),
+                ..ep.clone()
+            },
+            "default",
+        );
+        assert!(!Arc::ptr_eq(&first.labels, &relabelled.labels));
+        assert_eq!(&*relabelled.version, "v2");
+        assert!(Arc::ptr_eq(&first.app, &relabelled.app));
         assert!(Arc::ptr_eq(&first.app, &other.app));
         assert!(Arc::ptr_eq(&first.namespace, &other.namespace));
         assert!(Arc::ptr_eq(&first.principal, &other.principal));
@@ -633,6 +696,35 @@ mod tests {
         let gone = Arc::downgrade(&PeerMeta::from_identity(&id).interned());
         assert!(gone.upgrade().is_none());
         assert_eq!(&*PeerMeta::from_identity(&id).interned().namespace, "x");
+    }
+
+    #[test]
+    fn an_intern_table_stays_near_what_lives() {
+        // 5,000 values in use while 20,000 others come and go (a config
+        // update's fresh copies): dead slots are pruned before the table
+        // holds a quarter more than what lives, so its capacity follows
+        // the live count (twice it, before, doubled the table).
+        let table: Interner<str> = Interner::default();
+        let live: Vec<Arc<str>> = (0..5000)
+            .map(|i| {
+                let s = format!("live-{i}");
+                table.get(&s, || Arc::from(s.as_str()))
+            })
+            .collect();
+        let mut largest = 0;
+        for i in 0..20_000 {
+            let s = format!("gone-{i}");
+            drop(table.get(&s, || Arc::from(s.as_str())));
+            let len = table.table.lock().expect("table").by_hash.len();
+            largest = largest.max(len);
+        }
+        assert!(
+            largest <= 5000 + 5000 / 4 + 1,
+            "{largest} slots for 5,000 live"
+        );
+        // The live ones are still the shared copies.
+        let again = table.get("live-7", || Arc::from("live-7"));
+        assert!(Arc::ptr_eq(&again, &live[7]));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::HeaderValue;
+use http::uri::Authority;
 use http::{Method, Version};
 use http_body::{Body, Frame, SizeHint};
 
@@ -260,7 +261,7 @@ pub struct Record {
     /// gRPC: the `grpc-status` of the response (headers or trailers).
     pub grpc_status: Option<u16>,
     pub flags: Flags,
-    pub upstream_host: Option<Arc<str>>,
+    pub upstream_host: Option<Authority>,
     pub upstream_cluster: Option<Arc<str>>,
     pub upstream_time: Option<Duration>,
     pub route_name: Option<Arc<str>>,
@@ -478,7 +479,7 @@ impl Record {
                 upstream_service_time: self.upstream_time.map(|d| d.as_millis() as u64),
                 request_headers: Some(&self.request_headers),
                 response_headers: Some(&self.response_headers),
-                upstream_host: self.upstream_host.as_deref(),
+                upstream_host: self.upstream_host.as_ref().map(Authority::as_str),
                 upstream_cluster: self.upstream_cluster.as_deref(),
                 downstream_local: self.downstream_local,
                 downstream_remote: self.peer,
@@ -519,7 +520,7 @@ impl Record {
             tag("upstream_cluster.name", c);
         }
         if let Some(h) = &self.upstream_host {
-            tag("upstream_address", h);
+            tag("upstream_address", h.as_str());
         }
         tag("istio.canonical_service", &local.canonical_service);
         tag("istio.canonical_revision", &local.canonical_revision);
