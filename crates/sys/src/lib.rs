@@ -7,6 +7,7 @@
 //!   closure runs between fork and exec;
 //! - [`release_freed_memory`], [`compact_heap`]: glibc's `malloc_trim` and
 //!   `mallopt` have no safe binding;
+//! - [`lower_thread_priority`]: `setpriority` for one thread has none either;
 //! - [`CountingAlloc`] (feature `counting-alloc`, tests only): a global
 //!   allocator is an `unsafe impl`.
 
@@ -46,6 +47,29 @@ pub fn release_freed_memory() {
     unsafe {
         nix::libc::malloc_trim(0);
     }
+}
+
+/// Lowers the calling thread's scheduling priority to `nice` (0 normal, 19
+/// lowest), leaving the process's other threads as they are (Linux: a
+/// thread's nice value is its own). A proxy's control thread compiles
+/// config updates in runs of milliseconds; lowered, a request thread that
+/// wakes up on the same core is run first. Raising a nice value needs no
+/// privilege; an error leaves the priority as it was.
+pub fn lower_thread_priority(nice: i32) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = nix::unistd::gettid().as_raw();
+        let tid = nix::libc::id_t::try_from(tid).map_err(std::io::Error::other)?;
+        // SAFETY: setpriority only changes the scheduling priority of the
+        // thread `tid` (this one); it touches no memory.
+        let rc = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, nice.clamp(0, 19)) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+    Ok(())
 }
 
 /// Makes glibc's heap hand back what a burst frees, for a server whose
