@@ -96,3 +96,32 @@ pub fn compact_heap(arenas: usize) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The nice value of the calling thread, from /proc (field 19 of stat).
+    #[cfg(target_os = "linux")]
+    fn own_nice() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+        let after_name = stat.rsplit(')').next().expect("fields");
+        after_name
+            .split_whitespace()
+            .nth(16)
+            .and_then(|v| v.parse().ok())
+            .expect("nice")
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn lowers_the_calling_thread_only() {
+        let before = own_nice();
+        let lowered = std::thread::spawn(|| {
+            super::lower_thread_priority(10).expect("raising nice needs no privilege");
+            own_nice()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(lowered, 10);
+        assert_eq!(own_nice(), before, "the other threads keep theirs");
+    }
+}
