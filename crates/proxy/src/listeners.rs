@@ -99,10 +99,7 @@ pub(crate) async fn release_memory(freed: Arc<AtomicBool>, store: Arc<ConfigStor
     loop {
         let due = tokio::select! {
             _ = requests.tick() => freed.swap(false, Ordering::Relaxed),
-            _ = updates.tick() => {
-                let retired = store.drop_retired();
-                store.take_pending_release() || retired
-            }
+            _ = updates.tick() => store.take_pending_release(),
         };
         if due {
             store.release_freed_memory();

@@ -66,9 +66,6 @@ struct State {
     /// each such generation alive while the next is built left glibc's
     /// heap fragmented (4 MiB more resident for a 1,000-service mesh).
     latest: Option<Arc<Snapshot>>,
-    /// The snapshot `latest` replaced, kept so that its last reference is
-    /// dropped here, on the control thread, not on a request's.
-    retired: Option<Arc<Snapshot>>,
 }
 
 impl ConfigStore {
@@ -134,18 +131,6 @@ impl ConfigStore {
     /// release then runs even if no request freed anything.
     pub(crate) fn take_pending_release(&self) -> bool {
         self.release_pending.swap(false, Ordering::Relaxed)
-    }
-
-    /// Drops the snapshot the last update replaced, if any (whether there
-    /// was one).
-    pub(crate) fn drop_retired(&self) -> bool {
-        let retired = self
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retired
-            .take();
-        retired.is_some()
     }
 
     /// Sets the proxy's own limits (before any config).
@@ -264,12 +249,9 @@ impl ConfigStore {
             return Ok(());
         }
         let snapshot = Arc::new(compiled.commit());
-        let replaced = state.latest.replace(snapshot.clone());
+        state.latest = Some(snapshot.clone());
         self.current.store(Some(snapshot.clone()));
         self.changes.send_replace(Some(snapshot));
-        // Dropping the one it replaced (a generation before) here, on this
-        // thread: the data plane has long moved on from it.
-        state.retired = replaced;
         Ok(())
     }
 }
@@ -410,35 +392,6 @@ mod tests {
             "the later four put theirs off"
         );
         assert!(!store.take_pending_release(), "and say so once");
-    }
-
-    /// The data plane drops its reference to a replaced snapshot when it
-    /// sees the new one, and requests theirs when they end: the store
-    /// keeps the replaced one, so that its last reference (and the freeing
-    /// of what only it held) falls to the control thread, at the next
-    /// update or the next periodic release.
-    #[test]
-    fn a_replaced_snapshot_is_freed_by_the_store_not_by_its_last_reader() {
-        let store = ConfigStore::new(&pb::Node::default());
-        for t in wire::types::ALL {
-            store.apply(t, "1", vec![]).expect("valid");
-        }
-        let first = Arc::downgrade(&store.current().expect("complete"));
-        store
-            .apply(wire::types::CLUSTER, "2", vec![cluster("a")])
-            .expect("valid");
-        // What a request or the listeners held of the first is gone now.
-        assert!(first.upgrade().is_some(), "the store still holds it");
-        let second = Arc::downgrade(&store.current().expect("complete"));
-        store
-            .apply(wire::types::CLUSTER, "3", vec![cluster("b")])
-            .expect("valid");
-        assert!(first.upgrade().is_none(), "dropped by the next update");
-        assert!(second.upgrade().is_some());
-        assert!(store.drop_retired(), "the periodic release drops it");
-        assert!(second.upgrade().is_none());
-        assert!(!store.drop_retired(), "once");
-        assert!(store.current().is_some(), "the one in force stays");
     }
 
     #[test]
