@@ -8,6 +8,8 @@
 #   bench/proxy-churn.sh                   build (release) and run: 2 × 60 s
 #   bench/proxy-churn.sh --bin-dir DIR     use the binaries in DIR, no build
 #   bench/proxy-churn.sh --secs 20 ...     other flags go to bench-proxy-churn (--help)
+#   bench/proxy-churn.sh --trellisd-cpus 0 --proxy-cpus 1
+#                                          trellisd on its own core (in a mesh it runs elsewhere)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -51,6 +51,28 @@ struct Args {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run trellisd on these CPUs only (a `taskset -c` list, e.g. "0"), and
+    /// the proxy, the load and the upstream on `--proxy-cpus`: on a
+    /// machine of few cores, the control plane's own work under churn
+    /// (in a mesh it runs elsewhere) then does not compete with the proxy.
+    #[arg(long, requires = "proxy_cpus")]
+    trellisd_cpus: Option<String>,
+    /// See `--trellisd-cpus`.
+    #[arg(long, requires = "trellisd_cpus")]
+    proxy_cpus: Option<String>,
+}
+
+/// `bin`, on the CPUs `cpus` only if given (through `taskset`, which execs
+/// it: the child's pid is the program's).
+fn command_on(bin: impl AsRef<std::ffi::OsStr>, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", cpus]).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
 }
 
 /// A child process, killed when dropped.
@@ -161,6 +183,7 @@ struct Phase {
     p50_ms: f64,
     p99_ms: f64,
     cpu_s: f64,
+    trellisd_cpu_s: f64,
     secs: f64,
     rss_peak_mib: f64,
     rss_end_mib: f64,
@@ -197,12 +220,14 @@ struct Setup {
     outbound: SocketAddr,
     admin: SocketAddr,
     client: reqwest::Client,
+    trellisd: u32,
 }
 
 impl Setup {
     /// Runs the fixed-rate load for `secs` (churning trellisd's endpoints
     /// meanwhile if `churn`), watching the proxy `pid`.
     async fn phase(&self, pid: u32, churn: bool, generation: &mut usize) -> Result<Phase> {
+        let trellisd_cpu0 = cpu_secs(self.trellisd);
         let a = &self.a;
         let out = self.dir.join(if churn {
             "oha-churn.json"
@@ -210,7 +235,7 @@ impl Setup {
             "oha-still.json"
         });
         let n = a.load_rate * a.secs;
-        let mut oha = Command::new(&a.oha);
+        let mut oha = command_on(&a.oha, a.proxy_cpus.as_deref());
         oha.args(["--no-tui", "--output-format", "json", "-o"])
             .arg(&out)
             .args(["-n", &n.to_string(), "-q", &a.load_rate.to_string()])
@@ -283,6 +308,7 @@ impl Setup {
         };
         let secs = t0.elapsed().as_secs_f64();
         let cpu_s = cpu_secs(pid) - cpu0;
+        let trellisd_cpu_s = cpu_secs(self.trellisd) - trellisd_cpu0;
         if let Some(c) = churner {
             c.abort();
             let _ = c.await;
@@ -306,6 +332,7 @@ impl Setup {
             p50_ms: pct("p50"),
             p99_ms: pct("p99"),
             cpu_s,
+            trellisd_cpu_s,
             secs,
             rss_peak_mib: rss_peak,
             rss_end_mib: rss_end,
@@ -320,7 +347,7 @@ impl Setup {
 fn phase_json(p: &Phase) -> Value {
     json!({
         "requests": p.requests, "ok": p.ok, "p50_ms": p.p50_ms, "p99_ms": p.p99_ms,
-        "proxy_cpu_s": p.cpu_s, "secs": p.secs,
+        "proxy_cpu_s": p.cpu_s, "trellisd_cpu_s": p.trellisd_cpu_s, "secs": p.secs,
         "proxy_rss_peak_mib": p.rss_peak_mib, "proxy_rss_end_mib": p.rss_end_mib,
         "endpoint_updates_applied": p.updates, "endpoint_updates_rejected": p.rejected,
         "changes_applied_to_trellisd": p.changes_sent, "changes_failed": p.changes_failed,
@@ -367,7 +394,7 @@ async fn main() -> Result<()> {
         upstream_service(upstream_port),
     )?;
     let mut upstream = Proc(
-        Command::new(bin("bench-data-plane"))
+        command_on(bin("bench-data-plane"), a.proxy_cpus.as_deref())
             .args(["--serve-upstream", &format!("127.0.0.1:{upstream_port}")])
             .stdout(Stdio::null())
             .spawn()
@@ -377,7 +404,7 @@ async fn main() -> Result<()> {
 
     let (xds, http) = (free_port()?, free_port()?);
     let mut trellisd = Proc(
-        Command::new(bin("trellisd"))
+        command_on(bin("trellisd"), a.trellisd_cpus.as_deref())
             .args(["--config-dir", &dir.join("mesh").display().to_string()])
             .args(["--xds-addr", &format!("127.0.0.1:{xds}")])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
@@ -402,7 +429,7 @@ async fn main() -> Result<()> {
     let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let mut proxy = Proc(
-        Command::new(bin("trellis-proxy"))
+        command_on(bin("trellis-proxy"), a.proxy_cpus.as_deref())
             .args(["--xds", &format!("http://127.0.0.1:{xds}")])
             .args(["--pod-name", "client-0", "--namespace", "ns0"])
             .args(["--pod-ip", "127.0.0.1"])
@@ -452,6 +479,7 @@ async fn main() -> Result<()> {
         outbound,
         admin,
         client,
+        trellisd: trellisd.pid(),
     };
     let mut generation = 0;
     let load_before = load_average();
@@ -487,6 +515,11 @@ async fn main() -> Result<()> {
         100.0 * churn.cpu_s / churn.secs
     );
     println!(
+        "| trellisd CPU | {:.0} % of a core | {:.0} % of a core |",
+        100.0 * still.trellisd_cpu_s / still.secs,
+        100.0 * churn.trellisd_cpu_s / churn.secs
+    );
+    println!(
         "| endpoint changes applied to trellisd (failed) | – | {} ({}) |",
         churn.changes_sent, churn.changes_failed
     );
@@ -502,6 +535,7 @@ async fn main() -> Result<()> {
             "services": a.services, "endpoints_per_service": a.endpoints_per_service,
             "load_rate": a.load_rate, "changes_per_sec": a.changes_per_sec, "secs": a.secs,
             "proxy_rss_idle_mib": rss_idle, "proxy_anon_idle_mib": anon_idle, "proxy_rss_hwm_mib": rss_hwm, "config_s": config_s,
+            "trellisd_cpus": a.trellisd_cpus, "proxy_cpus": a.proxy_cpus,
             "load_average_before": load_before, "load_average_after": load_after,
             "still": phase_json(&still), "churn": phase_json(&churn),
         });

@@ -90,7 +90,7 @@ const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
 /// resident unless asked; asked, the proxy's RSS returns to near idle after
 /// the burst. A walk of the heap (milliseconds), skipped when nothing was
 /// freed since the last time.
-async fn release_memory(freed: Arc<AtomicBool>, store: Arc<ConfigStore>) {
+pub(crate) async fn release_memory(freed: Arc<AtomicBool>, store: Arc<ConfigStore>) {
     let mut requests = tokio::time::interval(RELEASE_INTERVAL);
     let mut updates = tokio::time::interval(crate::config::MIN_BETWEEN_UPDATE_RELEASES);
     for every in [&mut requests, &mut updates] {
@@ -117,6 +117,7 @@ struct Bound {
 /// connections up to `drain_timeout` to finish their requests.
 pub async fn run(
     shared: Arc<Shared>,
+    freed: Arc<AtomicBool>,
     outbound: Option<SocketAddr>,
     capture: Option<CapturePorts>,
     status: Arc<Status>,
@@ -125,8 +126,6 @@ pub async fn run(
 ) {
     let mut changes = shared.store.subscribe();
     let (alive_tx, mut all_closed) = mpsc::channel::<()>(1);
-    let freed = Arc::new(AtomicBool::new(false));
-    let releasing = tokio::spawn(release_memory(freed.clone(), shared.store.clone()));
     let conn_drain = Drain {
         signal: drain.clone(),
         _alive: alive_tx,
@@ -169,7 +168,6 @@ pub async fn run(
             () = until_true(&mut drain) => break,
         }
     }
-    releasing.abort();
     let open = bound.len();
     bound.clear();
     drop(conn_drain);

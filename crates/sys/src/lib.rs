@@ -7,6 +7,7 @@
 //!   closure runs between fork and exec;
 //! - [`release_freed_memory`], [`compact_heap`]: glibc's `malloc_trim` and
 //!   `mallopt` have no safe binding;
+//! - [`lower_thread_priority`]: `setpriority` for one thread has none either;
 //! - [`CountingAlloc`] (feature `counting-alloc`, tests only): a global
 //!   allocator is an `unsafe impl`.
 
@@ -48,6 +49,29 @@ pub fn release_freed_memory() {
     }
 }
 
+/// Lowers the calling thread's scheduling priority to `nice` (0 normal, 19
+/// lowest), leaving the process's other threads as they are (Linux: a
+/// thread's nice value is its own). A proxy's control thread compiles
+/// config updates in runs of milliseconds; lowered, a request thread that
+/// wakes up on the same core is run first. Raising a nice value needs no
+/// privilege; an error leaves the priority as it was.
+pub fn lower_thread_priority(nice: i32) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = nix::unistd::gettid().as_raw();
+        let tid = nix::libc::id_t::try_from(tid).map_err(std::io::Error::other)?;
+        // SAFETY: setpriority only changes the scheduling priority of the
+        // thread `tid` (this one); it touches no memory.
+        let rc = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, nice.clamp(0, 19)) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+    Ok(())
+}
+
 /// Makes glibc's heap hand back what a burst frees, for a server whose
 /// bursts free most of what they allocate (a no-op with other C libraries):
 /// at most `arenas` arenas (glibc's default is eight per core, and each
@@ -70,5 +94,34 @@ pub fn compact_heap(arenas: usize) {
             mallopt(M_MMAP_THRESHOLD, 64 * 1024);
             mallopt(M_TRIM_THRESHOLD, 128 * 1024);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The nice value of the calling thread, from /proc (field 19 of stat).
+    #[cfg(target_os = "linux")]
+    fn own_nice() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+        let after_name = stat.rsplit(')').next().expect("fields");
+        after_name
+            .split_whitespace()
+            .nth(16)
+            .and_then(|v| v.parse().ok())
+            .expect("nice")
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn lowers_the_calling_thread_only() {
+        let before = own_nice();
+        let lowered = std::thread::spawn(|| {
+            super::lower_thread_priority(10).expect("raising nice needs no privilege");
+            own_nice()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(lowered, 10);
+        assert_eq!(own_nice(), before, "the other threads keep theirs");
     }
 }

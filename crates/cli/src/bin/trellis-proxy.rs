@@ -342,6 +342,7 @@ async fn main() -> anyhow::Result<()> {
         status,
         stats_addr: args.metrics_ip.map(|ip| SocketAddr::new(ip, STATS_PORT)),
         release_freed_memory: Some(release_freed_memory),
+        on_control_thread: Some(lower_control_priority),
         drain_timeout: Duration::from_secs(args.drain_seconds),
         workers: args.workers,
         access_log: !args.no_access_log,
@@ -403,6 +404,18 @@ fn admin_auth(
 /// of resident memory for a 1,000-service mesh.
 fn release_freed_memory() {
     sys::release_freed_memory();
+}
+
+/// How much lower than requests the control thread runs (nice value).
+const CONTROL_NICE: i32 = 10;
+
+/// Run first on the proxy's control thread: its config compiles (about
+/// 2.5 ms per endpoint update with a 1,000-service mesh) yield the core to
+/// a request thread that wakes up meanwhile.
+fn lower_control_priority() {
+    if let Err(e) = sys::lower_thread_priority(CONTROL_NICE) {
+        tracing::warn!("could not lower the control thread's priority: {e}");
+    }
 }
 
 async fn shutdown() {

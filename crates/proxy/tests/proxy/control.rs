@@ -346,3 +346,50 @@ async fn admin_over_xds_ready_dump_stats_and_nack() {
         "quitquitquit did not stop the proxy"
     );
 }
+
+/// Config compiles and memory releases stay off the data plane's thread:
+/// the binary's setup hook runs on the control thread, and a release that
+/// config updates put off (four types applied at once) runs there too —
+/// a heap walk on the worker would hold up its requests.
+#[tokio::test]
+async fn put_off_memory_releases_and_the_control_setup_run_on_the_control_thread() {
+    use std::sync::Mutex;
+    static SETUP: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    static RELEASES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    fn thread_name() -> String {
+        std::thread::current().name().unwrap_or("?").to_string()
+    }
+    fn setup() {
+        SETUP.lock().expect("lock").push(thread_name());
+    }
+    fn release() {
+        RELEASES.lock().expect("lock").push(thread_name());
+    }
+    let ip = test_ip();
+    let mut config = Proxy::config(ip);
+    config.on_control_thread = Some(setup);
+    config.release_freed_memory = Some(release);
+    let proxy = Proxy::start_with(config, vec![]).await;
+    assert_eq!(*SETUP.lock().expect("lock"), ["trellis-control"]);
+    // The put-off release comes with the next periodic tick (a second).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !RELEASES
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|t| t == "trellis-control")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no put-off release on the control thread: {:?}",
+            RELEASES.lock().expect("lock")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let releases = RELEASES.lock().expect("lock").clone();
+    assert!(
+        !releases.iter().any(|t| t.starts_with("trellis-worker")),
+        "a release ran on the data plane: {releases:?}"
+    );
+    proxy.stop().await;
+}
