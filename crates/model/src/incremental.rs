@@ -332,6 +332,7 @@ impl Compiler {
             mesh,
             shared: std::sync::Mutex::new(carried),
             encodings: self.encodings.clone(),
+            directories: Default::default(),
         };
         (
             compiler,
@@ -360,6 +361,7 @@ impl Compiler {
             mesh,
             shared: std::sync::Mutex::new(carried),
             encodings: self.encodings.clone(),
+            directories: Default::default(),
         };
         (
             compiler,

@@ -239,6 +239,9 @@ async fn main() -> anyhow::Result<()> {
             Kind::Sidecar => ProxyKind::Sidecar,
             Kind::Gateway => ProxyKind::Gateway,
         } as i32,
+        // Set by the discovery client, for the config store that asks.
+        on_demand: false,
+        asked_hosts: Vec::new(),
     };
     // The environment of a process is readable only by its user (and root),
     // unlike its command line. A token file is read again for every request
