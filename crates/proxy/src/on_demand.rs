@@ -417,4 +417,28 @@ mod tests {
                 .is_err()
         );
     }
+
+    #[test]
+    fn a_host_without_a_vip_gets_one_allocated_over_the_whole_directory() {
+        let od = OnDemand::new("a", DEFAULT_TIMEOUT);
+        let mut db = entry("db.example.com", "", 5432, pb::Protocol::Tcp);
+        let mut api = entry("api.example.com", "", 443, pb::Protocol::Tls);
+        for r in [&mut db, &mut api] {
+            if let Some(Kind::DirectoryHost(h)) = &mut r.kind {
+                h.addresses.clear();
+            }
+        }
+        od.apply(true, vec![db, api], vec![]).expect("applies");
+        let d = od.directory();
+        // In name order, as the DNS proxy and a whole config allocate them.
+        assert_eq!(
+            d.hosts["api.example.com"],
+            vec!["240.240.0.1".parse::<IpAddr>().expect("ip")]
+        );
+        let db_vip: SocketAddr = "240.240.0.2:5432".parse().expect("addr");
+        assert_eq!(
+            d.at(db_vip).map(|(h, _)| h),
+            Some(Arc::from("db.example.com"))
+        );
+    }
 }
