@@ -32,6 +32,7 @@ mod kube_status;
 mod kube_streaming;
 mod local_rate_limit;
 mod mtls;
+mod on_demand;
 mod operator;
 mod proxy_trust;
 mod telemetry;

@@ -69,6 +69,14 @@ struct Args {
     /// every resource in its whole form, the version-skew path of an upgrade.
     #[arg(long)]
     old_proxies: bool,
+    /// Proxies discover on demand (`Node.on_demand`), each having asked for
+    /// this many hosts (spread over the services): trellisd sends each its
+    /// directory and those hosts' config only. 0: every proxy is sent every
+    /// host its scope admits. Changes are not timed with it (a change
+    /// reaches only the proxies that asked for its host): give
+    /// --changes 0 --vs-changes 0.
+    #[arg(long, default_value_t = 0)]
+    on_demand: usize,
 }
 
 impl Args {
@@ -177,7 +185,13 @@ where
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    for (i, type_url) in wire::types::ALL.iter().enumerate() {
+    // An on-demand proxy subscribes to its directory too.
+    let types: &[&str] = if node.on_demand {
+        &wire::types::SERVED
+    } else {
+        &wire::types::ALL
+    };
+    for (i, type_url) in types.iter().enumerate() {
         tx.send(DiscoveryRequest {
             node: (i == 0).then(|| node.clone()),
             ..takes.subscribe(type_url)
@@ -389,6 +403,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = Args::parse();
+    if a.on_demand > 0 && (a.changes > 0 || a.vs_changes > 0) {
+        bail!("--on-demand times no change: give --changes 0 --vs-changes 0");
+    }
     if let Some(dir) = &a.write_mesh {
         return mesh::write(dir, &a.shape());
     }
@@ -475,6 +492,15 @@ async fn main() -> Result<()> {
             pod_name: pod,
             namespace: format!("ns{ns}"),
             kind: ProxyKind::Sidecar as i32,
+            on_demand: a.on_demand > 0,
+            // Hosts spread over the services and namespaces, a different
+            // set for each proxy (so no two share config but by chance).
+            asked_hosts: (0..a.on_demand)
+                .map(|k| {
+                    let s = (i * 7 + k * 131) % a.services;
+                    format!("svc{s}.ns{}.svc.cluster.local", s % a.namespaces)
+                })
+                .collect(),
             ..Default::default()
         };
         let received = Arc::new(Mutex::new(Received::default()));
@@ -586,7 +612,7 @@ async fn main() -> Result<()> {
     let rss_settled = rss_kib(pid, "VmRSS:");
 
     let results = serde_json::json!({
-        "format": format!("{:?}", a.format), "sidecars": a.sidecars, "old_proxies": a.old_proxies,
+        "format": format!("{:?}", a.format), "sidecars": a.sidecars, "old_proxies": a.old_proxies, "on_demand": a.on_demand,
         "services": a.services, "endpoints": a.services * a.endpoints_per_service, "proxies": a.proxies,
         "startup_ms": startup.as_millis(), "full_push_ms": full_push.as_millis(),
         "endpoint_change_p50_ms": percentile(&latencies, 0.5), "endpoint_change_p99_ms": percentile(&latencies, 0.99),

@@ -96,6 +96,9 @@ pub fn verified(
         service_account: w.service_account.clone(),
         kind: kind as i32,
         workload_name: w.workload.clone(),
+        // The proxy's to decide, not the pod's: what it is sent, not who it is.
+        on_demand: claimed.on_demand,
+        asked_hosts: claimed.asked_hosts.clone(),
     };
     let overridden = [
         ("labels", claimed.labels != node.labels),

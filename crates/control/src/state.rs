@@ -10,7 +10,7 @@ use model::{Mesh, MeshConfig};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use wire::certs::BearerToken;
-use wire::pb::Node;
+use wire::pb::{HostRefusal, Node};
 use wire::snapshot::ProxySnapshot;
 
 use crate::ca_service::Authenticator;
@@ -338,6 +338,60 @@ impl ControlPlane {
         Ok((compiler, snapshot))
     }
 
+    /// On-demand discovery (see [`model::on_demand`]): adds the `hosts` the
+    /// proxy may have to its node's asked hosts and sends it the config
+    /// compiled for them; returns the others with why.
+    async fn ask_hosts(&self, id: &str, hosts: Vec<String>) -> Vec<HostRefusal> {
+        let mesh = self.mesh();
+        let mut refused = Vec::new();
+        // Read, add and write back under one lock: asks of one proxy may overlap.
+        let node = {
+            let mut proxies = lock(&self.proxies);
+            let Some(p) = proxies.get_mut(id) else {
+                return Vec::new();
+            };
+            let before = p.node.asked_hosts.len();
+            for host in hosts {
+                match model::on_demand::refusal(&mesh, &p.node, &host) {
+                    Some(reason) => refused.push(HostRefusal { host, reason }),
+                    None if !p.node.asked_hosts.contains(&host) => p.node.asked_hosts.push(host),
+                    None => {}
+                }
+            }
+            if p.node.asked_hosts.len() == before {
+                return refused;
+            }
+            p.node.clone()
+        };
+        loop {
+            let compiler = lock(&self.compiler).clone();
+            let (c, n) = (compiler.clone(), node.clone());
+            let Ok(snapshot) = tokio::task::spawn_blocking(move || c.snapshot(&n)).await else {
+                return refused;
+            };
+            let mut proxies = lock(&self.proxies);
+            // A push that swapped the mesh meanwhile sent the proxy a config
+            // of the new mesh: compile again against it.
+            if !Arc::ptr_eq(&lock(&self.compiler), &compiler) {
+                continue;
+            }
+            // A later ask of the same proxy sends its own, larger config.
+            if let Some(p) = proxies
+                .get_mut(id)
+                .filter(|p| p.node.asked_hosts == node.asked_hosts)
+            {
+                p.config.send_if_modified(|old| {
+                    if old.same_versions(&snapshot) {
+                        return false;
+                    }
+                    *old = Arc::new(snapshot);
+                    true
+                });
+            }
+            return refused;
+        }
+    }
+
     fn with_type(&self, node: &Node, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
         if let Some(p) = lock(&self.proxies).get_mut(&node.id) {
             f(type_status(&mut p.status, type_url));
@@ -429,6 +483,10 @@ impl wire::server::ConfigProvider for ControlPlane {
 
     fn pushes_settled(&self) {
         self.settled.notify_one();
+    }
+
+    async fn ask(&self, node: &Node, hosts: Vec<String>) -> Vec<HostRefusal> {
+        self.ask_hosts(&node.id, hosts).await
     }
 
     fn disconnect(&self, node: &Node) {

@@ -101,7 +101,12 @@ pub struct Compiler {
     pub(crate) shared:
         std::sync::Mutex<std::collections::HashMap<String, Arc<std::sync::OnceLock<SharedTypes>>>>,
     pub(crate) encodings: Arc<Encodings>,
+    /// On-demand proxies' directories, by [`crate::on_demand::OnDemand::directory_key`].
+    pub(crate) directories: DirectoryCache,
 }
+
+pub(crate) type DirectoryCache =
+    std::sync::Mutex<std::collections::HashMap<String, Arc<TypeSnapshot>>>;
 
 #[derive(Clone)]
 pub(crate) struct SharedTypes {
@@ -122,6 +127,7 @@ impl Compiler {
             mesh,
             shared: Default::default(),
             encodings,
+            directories: Default::default(),
         }
     }
 
@@ -199,6 +205,12 @@ impl Compiler {
         crate::telemetry::apply(&self.mesh, node, &mut own);
         types.insert(wire::types::CLUSTER.to_string(), shared.clusters);
         types.insert(wire::types::ENDPOINTS.to_string(), shared.endpoints);
+        if let Some(on_demand) = &scope.on_demand {
+            types.insert(
+                wire::types::DIRECTORY.to_string(),
+                self.directory(&scope, on_demand),
+            );
+        }
         if let Some(routes) = shared.routes {
             types.insert(wire::types::ROUTE_CONFIG.to_string(), routes);
         }
@@ -207,6 +219,34 @@ impl Compiler {
             encode(listener_resources(own.listeners)),
         );
         ProxySnapshot { types }
+    }
+}
+
+impl Compiler {
+    /// The directory of an on-demand proxy of `scope`, built once for the
+    /// proxies that see the same hosts whatever each asked for.
+    fn directory(
+        &self,
+        scope: &Scope,
+        on_demand: &crate::on_demand::OnDemand,
+    ) -> Arc<TypeSnapshot> {
+        let cached = self
+            .directories
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&on_demand.directory_key)
+            .cloned();
+        cached.unwrap_or_else(|| {
+            let built = Arc::new(
+                self.encodings
+                    .type_snapshot(crate::on_demand::directory(&self.mesh, scope)),
+            );
+            self.directories
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(on_demand.directory_key.clone(), built.clone());
+            built
+        })
     }
 }
 
@@ -374,7 +414,7 @@ fn visible_services<'a>(
 }
 
 pub(crate) fn visible(scope: &Scope, svc: &Service) -> bool {
-    scope.exported(&svc.namespace, &svc.export_to) && scope.admits(&svc.namespace, &svc.hostname)
+    crate::on_demand::in_directory(scope, svc) && scope.wants(&svc.hostname)
 }
 
 /// One route config per port number, with a virtual host per service on it.

@@ -195,6 +195,8 @@ pub fn pod(mesh: &Mesh, name: &str, namespace: &str) -> Result<PodDescription, D
             pb::ProxyKind::Sidecar
         } as i32,
         workload_name: w.workload.clone(),
+        // What the pod may call, whatever it asked for on demand.
+        ..Default::default()
     };
     let scope = Scope::for_node(mesh, &node);
     let services: Vec<ServiceView> = mesh

@@ -394,6 +394,7 @@ impl Compiler {
             mesh,
             shared: std::sync::Mutex::new(carried),
             encodings: self.encodings.clone(),
+            directories: Default::default(),
         };
         (
             compiler,
@@ -434,6 +435,7 @@ impl Compiler {
             mesh,
             shared: std::sync::Mutex::new(carried),
             encodings: self.encodings.clone(),
+            directories: Default::default(),
         };
         (
             compiler,

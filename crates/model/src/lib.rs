@@ -23,6 +23,7 @@ mod l4_routes;
 pub mod mesh;
 pub mod mesh_config;
 mod mtls;
+pub mod on_demand;
 pub mod protocol;
 pub mod rate_limit;
 pub mod registry;

@@ -21,6 +21,9 @@ pub struct Scope {
     egress: Option<Vec<(String, String)>>,
     /// Identifies proxies that see the same outbound config, for caching.
     pub key: String,
+    /// A sidecar discovering its hosts on demand: the hosts it gets
+    /// outbound config for (see [`crate::on_demand`]).
+    pub on_demand: Option<crate::on_demand::OnDemand>,
     /// outboundTrafficPolicy REGISTRY_ONLY: the Sidecar's, else the mesh's.
     pub registry_only: bool,
     /// The proxy as the source of the connections it sends.
@@ -92,6 +95,17 @@ fn source_key(mesh: &Mesh, source: &Source) -> String {
 
 impl Scope {
     pub fn for_node(mesh: &Mesh, node: &pb::Node) -> Scope {
+        let mut scope = Self::admitted(mesh, node);
+        if node.on_demand && node.kind() == ProxyKind::Sidecar {
+            let on_demand = crate::on_demand::OnDemand::new(mesh, &scope, &node.asked_hosts);
+            scope.key.push_str(&on_demand.key());
+            scope.on_demand = Some(on_demand);
+        }
+        scope
+    }
+
+    /// The scope the Sidecar resource and exportTo give.
+    fn admitted(mesh: &Mesh, node: &pb::Node) -> Scope {
         let ns = node.namespace.clone();
         let sidecar = (node.kind() == ProxyKind::Sidecar)
             .then(|| applicable_sidecar(mesh, node))
@@ -112,6 +126,7 @@ impl Scope {
                 registry_only: mesh_registry_only,
                 source,
                 gateway,
+                on_demand: None,
             };
         };
         let registry_only = match sidecar
@@ -146,12 +161,21 @@ impl Scope {
             registry_only,
             source,
             gateway,
+            on_demand: None,
         }
     }
 
     /// Whether a resource in `resource_ns` exported to `export_to` is visible here.
     pub fn exported(&self, resource_ns: &str, export_to: &[String]) -> bool {
         crate::mesh::exported_to(export_to, resource_ns, &self.namespace)
+    }
+
+    /// Whether a proxy discovering on demand has asked for `hostname` (or
+    /// a host routed to it); every host, for the others.
+    pub fn wants(&self, hostname: &str) -> bool {
+        self.on_demand
+            .as_ref()
+            .is_none_or(|o| o.hosts.contains(hostname))
     }
 
     /// Whether the Sidecar's egress hosts admit `hostname` in `namespace`.

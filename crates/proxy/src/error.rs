@@ -50,4 +50,8 @@ pub enum Error {
     Dns(#[from] crate::dns::DnsError),
     #[error("both a CA (identity) and certificate files (static_certs) are set: choose one")]
     TwoIdentitySources,
+    #[error("on-demand discovery is for sidecars: a gateway is sent every host its routes name")]
+    OnDemandGateway,
+    #[error("on-demand discovery needs a control plane (--xds): a static config holds every host")]
+    OnDemandStatic,
 }

@@ -17,6 +17,7 @@ pub mod http;
 pub mod lb;
 pub mod limits;
 pub mod listeners;
+pub mod on_demand;
 pub mod path;
 pub mod policy;
 pub mod req_body;
@@ -98,6 +99,10 @@ pub struct Config {
     pub dns: Option<SocketAddr>,
     /// Header, stream, buffer and idle-connection limits.
     pub limits: limits::Limits,
+    /// Discover outbound hosts on demand (sidecars; see [`on_demand`]),
+    /// holding a request for a host not yet sent at most this long.
+    /// `None`: the control plane sends every host the scope admits.
+    pub on_demand: Option<Duration>,
 }
 
 impl Default for Config {
@@ -124,6 +129,7 @@ impl Default for Config {
             capture: None,
             dns: None,
             limits: limits::Limits::default(),
+            on_demand: None,
         }
     }
 }
@@ -147,6 +153,15 @@ pub async fn run(
         return Err(Error::TwoIdentitySources);
     }
     let mut store = ConfigStore::new(&config.node).with_limits(config.limits);
+    if let Some(timeout) = config.on_demand {
+        if config.node.kind() == pb::ProxyKind::Gateway {
+            return Err(Error::OnDemandGateway);
+        }
+        if config.static_config.is_some() {
+            return Err(Error::OnDemandStatic);
+        }
+        store = store.with_on_demand(on_demand::OnDemand::new(&config.node.namespace, timeout));
+    }
     if let Some(release) = config.release_freed_memory {
         store = store.with_memory_release(release);
     }

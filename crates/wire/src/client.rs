@@ -6,6 +6,7 @@
 //! [`XdsAddress::check_token_allowed`] allows.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -13,9 +14,10 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::address::{AddressError, ConnectError, XdsAddress};
+use crate::asks::Asks;
 use crate::certs::{TokenError, TokenSource, authorization};
 use crate::pb::aggregated_discovery_client::AggregatedDiscoveryClient;
-use crate::pb::{DiscoveryRequest, DiscoveryResponse, Node, Resource, Status};
+use crate::pb::{DiscoveryRequest, DiscoveryResponse, HostRefusal, Node, Resource, Status};
 
 /// Applies the resources of one type. Returning `Err` NACKs the response and
 /// the proxy must keep its previous resources of that type.
@@ -56,6 +58,19 @@ pub trait ConfigHandler: Send + Sync + 'static {
     ) -> Result<(), String> {
         let _ = (type_url, version, changed, removed);
         Err("partial updates are not supported".into())
+    }
+
+    /// Set: the proxy discovers its outbound hosts on demand (its node says
+    /// `on_demand`, with the hosts asked for so far), subscribes to the
+    /// directory too, and sends the hosts asked for here as they come.
+    fn asks(&self) -> Option<Arc<Asks>> {
+        None
+    }
+
+    /// The control plane refused hosts asked for (they are forgotten from
+    /// [`ConfigHandler::asks`], so a later request may ask again).
+    fn refused(&self, refused: Vec<HostRefusal>) {
+        let _ = refused;
     }
 }
 
@@ -162,13 +177,23 @@ async fn session<H: ConfigHandler>(
     };
     let mut client = AggregatedDiscoveryClient::new(address.connect().await?);
     let (tx, rx) = mpsc::channel(16);
-    for (i, type_url) in crate::types::ALL.iter().enumerate() {
+    let asks = handler.asks();
+    let mut node = node.clone();
+    let types: &[&str] = match &asks {
+        Some(asks) => {
+            node.on_demand = true;
+            node.asked_hosts = asks.for_new_stream();
+            &crate::types::SERVED
+        }
+        None => &crate::types::ALL,
+    };
+    for (i, type_url) in types.iter().enumerate() {
         let req = DiscoveryRequest {
             node: (i == 0).then(|| node.clone()),
             version_info: applied.get(*type_url).cloned().unwrap_or_default(),
             ..Takes::of(handler).subscribe(type_url)
         };
-        // The channel holds 16 and this sends 4: it cannot be full.
+        // The channel holds 16 and this sends 5 at most: it cannot be full.
         let _ = tx.try_send(req);
     }
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
@@ -182,8 +207,31 @@ async fn session<H: ConfigHandler>(
     *backoff = Duration::from_millis(100);
     // Responses of one version sent in pieces (`more`), gathered until the last.
     let mut pieces: HashMap<String, DiscoveryResponse> = HashMap::new();
-    while let Some(response) = responses.next().await {
-        let Some(response) = gather(&mut pieces, response?) else {
+    loop {
+        let response = tokio::select! {
+            response = responses.next() => match response {
+                Some(response) => response?,
+                None => break,
+            },
+            hosts = unsent(asks.as_deref()) => {
+                let ask = DiscoveryRequest { ask_hosts: hosts, ..Default::default() };
+                if tx.send(ask).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        if !response.refused.is_empty() {
+            // An ask's answer: nothing to apply or answer.
+            if let Some(asks) = &asks {
+                for r in &response.refused {
+                    asks.forget(&r.host);
+                }
+            }
+            handler.refused(response.refused);
+            continue;
+        }
+        let Some(response) = gather(&mut pieces, response) else {
             continue;
         };
         let reply = apply(handler, applied, response);
@@ -192,6 +240,14 @@ async fn session<H: ConfigHandler>(
         }
     }
     Ok(())
+}
+
+/// The hosts to ask for next; never, for a proxy that does not ask.
+async fn unsent(asks: Option<&Asks>) -> Vec<String> {
+    match asks {
+        Some(asks) => asks.unsent().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// `response` if it is whole; else `None` until its last piece, then the pieces as one.
@@ -234,6 +290,7 @@ fn apply<H: ConfigHandler>(
         partial,
         removed,
         more: _,
+        refused: _,
     } = response;
     let result = if partial {
         handler.apply_partial(&type_url, &version_info, resources, removed)
@@ -292,6 +349,7 @@ mod tests {
                 vec![]
             },
             more,
+            refused: vec![],
         }
     }
 

@@ -9,6 +9,8 @@
 #[cfg(feature = "grpc")]
 pub mod address;
 #[cfg(feature = "grpc")]
+pub mod asks;
+#[cfg(feature = "grpc")]
 pub mod certs;
 #[cfg(feature = "grpc")]
 pub mod client;
@@ -167,6 +169,11 @@ pub mod types {
     pub const LISTENER: &str = "trellis.proxy.v1.Listener";
     pub const ROUTE_CONFIG: &str = "trellis.proxy.v1.RouteConfig";
     pub const ALL: [&str; 4] = [CLUSTER, ENDPOINTS, LISTENER, ROUTE_CONFIG];
+    /// The directory of an on-demand proxy (`Node.on_demand`): only such
+    /// proxies subscribe to it, before the other types.
+    pub const DIRECTORY: &str = "trellis.proxy.v1.DirectoryHost";
+    /// Every type the control plane serves, in the order it pushes them.
+    pub const SERVED: [&str; 5] = [DIRECTORY, CLUSTER, ENDPOINTS, LISTENER, ROUTE_CONFIG];
 
     /// The short name operators use (`trellis proxy-config <pod> clusters`).
     pub fn short_name(type_url: &str) -> &'static str {
@@ -175,6 +182,7 @@ pub mod types {
             ENDPOINTS => "endpoints",
             LISTENER => "listeners",
             ROUTE_CONFIG => "routes",
+            DIRECTORY => "directory",
             _ => "unknown",
         }
     }

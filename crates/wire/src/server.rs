@@ -22,7 +22,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::certs::BearerToken;
-use crate::pb::{DiscoveryRequest, Node};
+use crate::pb::{DiscoveryRequest, HostRefusal, Node};
 use crate::snapshot::{EncodedResource, ProxySnapshot, TypeSnapshot};
 use generated::aggregated_discovery_server::{AggregatedDiscovery, SERVICE_NAME};
 pub use responses::EncodedResponse;
@@ -30,6 +30,7 @@ use responses::Responses;
 use whole_forms::WholeForms;
 use whole_routes::WholeRoutes;
 
+mod on_demand;
 mod responses;
 mod whole_forms;
 mod whole_routes;
@@ -84,6 +85,19 @@ pub trait ConfigProvider: Send + Sync + 'static {
     fn sent(&self, node: &Node, type_url: &str, version: &str);
     /// The stream ended.
     fn disconnect(&self, node: &Node);
+    /// An on-demand proxy (`Node.on_demand`) asked for `hosts`: add those it
+    /// may have to its `asked_hosts` (their config then follows on its
+    /// channel) and return the others, each with why.
+    async fn ask(&self, node: &Node, hosts: Vec<String>) -> Vec<HostRefusal> {
+        let _ = node;
+        hosts
+            .into_iter()
+            .map(|host| HostRefusal {
+                host,
+                reason: "this control plane does not serve on-demand discovery".into(),
+            })
+            .collect()
+    }
     /// Every proxy has answered every response sent to it: no push is in
     /// flight. After a burst (a thousand proxies connecting, a change sent
     /// to all) the memory its responses took is free, and a good moment to
@@ -401,8 +415,11 @@ impl<P: ConfigProvider> Session<P> {
     }
 
     async fn handle(&mut self, req: DiscoveryRequest) -> Result<(), ()> {
+        if !req.ask_hosts.is_empty() {
+            return self.ask(req.ask_hosts).await;
+        }
         let type_url = req.type_url.clone();
-        if !crate::types::ALL.contains(&type_url.as_str()) {
+        if !crate::types::SERVED.contains(&type_url.as_str()) {
             // Everything a proxy may have is in its snapshot, by type; a type
             // outside the proxy API is nothing it is entitled to.
             tracing::warn!(proxy = %self.node.id, type_url, "request for an unknown resource type refused");
@@ -464,13 +481,30 @@ impl<P: ConfigProvider> Session<P> {
         Ok(())
     }
 
+    /// An ask: the hosts given go to the provider, the refused back to the proxy.
+    async fn ask(&mut self, hosts: Vec<String>) -> Result<(), ()> {
+        let (hosts, mut refused) = on_demand::screen(hosts);
+        if !hosts.is_empty() {
+            refused.extend(self.provider.ask(&self.node, hosts).await);
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        for r in &refused {
+            tracing::info!(proxy = %self.node.id, host = %r.host, reason = %r.reason, "on-demand host refused");
+        }
+        self.nonce += 1;
+        let response = on_demand::refusals(self.nonce, refused);
+        self.tx.send(Ok(response)).await.map_err(|_| ())
+    }
+
     async fn push_changed(&mut self) -> Result<(), ()> {
         // One snapshot for all types, marked seen once: a change arriving
         // while they are sent (a push waits for a permit and for the stream)
         // wakes the session again, and is not taken as seen by the next type.
         let snapshot = self.config.borrow_and_update().clone();
         let types: Vec<String> = self.subscribed.keys().cloned().collect();
-        for t in crate::types::ALL
+        for t in crate::types::SERVED
             .iter()
             .filter(|t| types.iter().any(|s| s == *t))
         {
@@ -753,6 +787,7 @@ mod tests {
             partial: true,
             removed: vec!["gone".into()],
             more: true,
+            refused: vec![],
         };
         let got =
             crate::pb::DiscoveryResponse::decode(sent.encode_to_vec().as_slice()).expect("decodes");

@@ -8,6 +8,17 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use wire::pb::{Node, ProxyKind};
 
+/// Which outbound hosts the control plane sends (`trellis.dev/discovery`).
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Discovery {
+    /// Every host the Sidecar resource and exportTo admit (Istio's way).
+    Whole,
+    /// Only the hosts the application calls: a directory of names and VIPs
+    /// always, a host's routes and endpoints when first called (the call
+    /// waits for them). Sidecars only.
+    OnDemand,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Kind {
     Sidecar,
@@ -59,6 +70,14 @@ struct Args {
     /// or host:port as Istio's discoveryAddress (plaintext on 15010 only).
     #[arg(long, conflicts_with = "static_config")]
     xds: Option<String>,
+    /// Which outbound hosts the control plane sends this proxy: all it may
+    /// call, or those it calls, asked for on the first call.
+    #[arg(long, value_enum, env = "TRELLIS_DISCOVERY", default_value = "whole")]
+    discovery: Discovery,
+    /// With --discovery=on-demand: how long a call waits for its host's
+    /// config before it fails (503, flag NC); Envoy's on-demand default.
+    #[arg(long, default_value = "5")]
+    on_demand_timeout_seconds: u64,
     /// The mesh root the control plane's TLS certificate must chain to (the
     /// `istio-ca-root-cert` ConfigMap, mounted where Istio mounts it).
     #[arg(long, env = "XDS_ROOT_CA", default_value = wire::address::DEFAULT_ROOT_CERT)]
@@ -239,6 +258,9 @@ async fn main() -> anyhow::Result<()> {
             Kind::Sidecar => ProxyKind::Sidecar,
             Kind::Gateway => ProxyKind::Gateway,
         } as i32,
+        // Set by the discovery client, for the config store that asks.
+        on_demand: false,
+        asked_hosts: Vec::new(),
     };
     // The environment of a process is readable only by its user (and root),
     // unlike its command line. A token file is read again for every request
@@ -350,6 +372,8 @@ async fn main() -> anyhow::Result<()> {
         dns: args
             .dns_capture
             .then(|| SocketAddr::from(([127, 0, 0, 1], DNS_CAPTURE_PORT))),
+        on_demand: (args.discovery == Discovery::OnDemand)
+            .then(|| Duration::from_secs(args.on_demand_timeout_seconds)),
         limits: proxy::limits::Limits {
             max_request_headers_bytes: args.max_request_headers_kb as usize * 1024,
             max_headers: args.max_headers_count as usize,

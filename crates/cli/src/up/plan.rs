@@ -347,7 +347,21 @@ pub fn plan(
         let template_meta = spec.template.metadata.clone().unwrap_or_default();
         let pod_spec = spec.template.spec.clone().unwrap_or_default();
         let sidecar = wants_sidecar(d, &namespaces, &ns);
-        let proxy_env = proxy_metadata(mesh, Some((d, &ns, r.name())))?;
+        let mut proxy_env = proxy_metadata(mesh, Some((d, &ns, r.name())))?;
+        // As injection turns it into `--discovery` (control::inject).
+        let discovery = template_meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(control::inject::DISCOVERY_ANNOTATION));
+        if let Some(v) = discovery {
+            anyhow::ensure!(
+                v == "on-demand" || v == "whole",
+                "Deployment {ns}/{}: annotation {}: {v:?} is neither \"on-demand\" nor \"whole\"",
+                r.name(),
+                control::inject::DISCOVERY_ANNOTATION
+            );
+            proxy_env.push(("TRELLIS_DISCOVERY".into(), v.clone()));
+        }
         for i in 0..spec.replicas.unwrap_or(1).max(0) as usize {
             let (pod_ip, app_ip) = addrs.pod(pods.len())?;
             let mut pod = PodPlan {

@@ -217,6 +217,10 @@ struct ProxyConfigOverride {
 }
 
 /// Adds the sidecar to `pod` (whose injection was decided by [`decide`]).
+/// A pod's choice of which outbound hosts its proxy is sent: `on-demand`
+/// (those it calls, see `model::on_demand`) or `whole` (the default).
+pub const DISCOVERY_ANNOTATION: &str = "trellis.dev/discovery";
+
 pub fn inject(
     pod: &Pod,
     config: &Config,
@@ -325,7 +329,18 @@ pub fn inject(
             metadata: &metadata,
         },
     );
-    let args = sidecar::args(config, workers, status_port, &workload, &labels);
+    let mut args = sidecar::args(config, workers, status_port, &workload, &labels);
+    // Trellis's own: which outbound hosts the control plane sends the proxy.
+    match ann(DISCOVERY_ANNOTATION) {
+        Some("on-demand") => args.extend(["--discovery".into(), "on-demand".into()]),
+        Some("whole") | None => {}
+        Some(other) => {
+            return Err(bad(
+                DISCOVERY_ANNOTATION,
+                format!("{other:?} is neither \"on-demand\" nor \"whole\""),
+            ));
+        }
+    }
     let mut proxy = sidecar::container(config, &ann, args, env, status_port, native, resources)?;
     let init = init::container(config, proxy.image.clone(), capture);
 

@@ -505,11 +505,33 @@ fn bad_annotations_are_refused_by_name() {
         ("proxy.istio.io/config", "concurrency: many"),
         ("sidecar.istio.io/nativeSidecar", "maybe"),
         ("readiness.status.sidecar.istio.io/periodSeconds", "often"),
+        ("trellis.dev/discovery", "lazy"),
     ];
     for (key, value) in cases {
         let p = pod(json!({"name": "p", "annotations": {key: value}}));
         let err = inject(&p, &Config::default(), None).unwrap_err();
         assert_eq!(err.annotation, key, "{key}={value}: {err}");
+    }
+}
+
+#[test]
+fn the_discovery_annotation_becomes_the_proxy_flag() {
+    let args = |meta: Value| {
+        let out = inject(&pod(meta), &Config::default(), None).unwrap();
+        proxy_of(&out.pod).args.clone().unwrap()
+    };
+    let on_demand =
+        args(json!({"name": "p", "annotations": {"trellis.dev/discovery": "on-demand"}}));
+    let at = on_demand
+        .iter()
+        .position(|a| a == "--discovery")
+        .expect("--discovery");
+    assert_eq!(on_demand[at + 1], "on-demand");
+    for meta in [
+        json!({"name": "p"}),
+        json!({"name": "p", "annotations": {"trellis.dev/discovery": "whole"}}),
+    ] {
+        assert!(!args(meta).contains(&"--discovery".to_string()));
     }
 }
 

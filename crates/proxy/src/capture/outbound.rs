@@ -42,21 +42,45 @@ pub(crate) async fn serve(
         tracing::debug!(%peer, "a connection to the outbound capture port that was not redirected; closed");
         return;
     };
-    let Some(snapshot) = shared.store.current() else {
+    let Some(mut snapshot) = shared.store.current() else {
         return;
     };
-    let vip = snapshot.vips.get(&dst).cloned();
-    let declared = vip.as_ref().map(|v| v.protocol);
+    let mut vip = snapshot.vips.get(&dst).cloned();
+    // A VIP of the on-demand directory whose config this proxy lacks: its
+    // port's protocol is known already (see crate::on_demand).
+    let on_demand = match (&vip, shared.store.on_demand()) {
+        (None, Some(o)) => o
+            .directory()
+            .at(dst)
+            .map(|(_, protocol)| (o.clone(), protocol)),
+        _ => None,
+    };
+    let declared = vip
+        .as_ref()
+        .map(|v| v.protocol)
+        .or(on_demand.as_ref().map(|(_, p)| *p));
     let http = match declared {
         Some(pb::Protocol::Http | pb::Protocol::Http2 | pb::Protocol::Grpc) => true,
         Some(pb::Protocol::Tcp | pb::Protocol::Tls | pb::Protocol::Https) => false,
         _ => sniff::detect(&stream).await.is_http(),
     };
     if http {
+        // Its requests wait for the host's routes where they are routed.
         let mut client = Downstream::plain(peer);
         client.original_dst = Some(dst);
         serve_http(MaybeTls::Plain(stream), client, rt, shared, builder, drain);
         return;
+    }
+    if let Some((on_demand, _)) = on_demand {
+        match on_demand.for_connection(&shared.store, snapshot, dst).await {
+            Ok(s) => snapshot = s,
+            Err(e) => {
+                // Envoy's tcp_proxy with no cluster: the connection is closed.
+                tracing::info!(%peer, original_dst = %dst, error = %e, flags = "NC", "connection to a host discovered on demand closed");
+                return;
+            }
+        }
+        vip = snapshot.vips.get(&dst).cloned();
     }
     let logs = crate::listeners::client_logs(shared, &snapshot);
     match vip {

@@ -55,6 +55,8 @@ pub struct ConfigStore {
     release_pending: AtomicBool,
     /// Updates accepted and rejected, by type, for the proxy's health metrics.
     pub updates: crate::telemetry::health::ConfigUpdates,
+    /// Set: outbound hosts are discovered on demand (see [`crate::on_demand`]).
+    on_demand: Option<Arc<crate::on_demand::OnDemand>>,
 }
 
 #[derive(Default)]
@@ -82,7 +84,19 @@ impl ConfigStore {
             last_update_release: Mutex::new(None),
             release_pending: AtomicBool::new(false),
             updates: Default::default(),
+            on_demand: None,
         }
+    }
+
+    /// Discovers outbound hosts on demand (before any config).
+    pub fn with_on_demand(mut self, on_demand: crate::on_demand::OnDemand) -> Self {
+        self.on_demand = Some(Arc::new(on_demand));
+        self
+    }
+
+    /// Set if outbound hosts are discovered on demand.
+    pub fn on_demand(&self) -> Option<&Arc<crate::on_demand::OnDemand>> {
+        self.on_demand.as_ref()
     }
 
     /// Sets what hands memory a config update freed back to the OS. An update
@@ -248,7 +262,11 @@ impl ConfigStore {
             state.latest = None;
             return Ok(());
         }
-        let snapshot = Arc::new(compiled.commit());
+        let mut snapshot = compiled.commit();
+        if let Some(on_demand) = &self.on_demand {
+            on_demand.readdress(&mut snapshot);
+        }
+        let snapshot = Arc::new(snapshot);
         state.latest = Some(snapshot.clone());
         self.current.store(Some(snapshot.clone()));
         self.changes.send_replace(Some(snapshot));
@@ -259,6 +277,17 @@ impl ConfigStore {
 /// The discovery client's view of the store.
 pub struct XdsHandler(pub Arc<ConfigStore>);
 
+impl XdsHandler {
+    /// The on-demand directory, if `type_url` is its type.
+    fn directory(&self, type_url: &str) -> Option<Result<&crate::on_demand::OnDemand, String>> {
+        (type_url == wire::types::DIRECTORY).then(|| {
+            self.0.on_demand().map(Arc::as_ref).ok_or_else(|| {
+                "a directory, but this proxy does not discover on demand".to_string()
+            })
+        })
+    }
+}
+
 impl wire::client::ConfigHandler for XdsHandler {
     fn apply(
         &self,
@@ -266,7 +295,20 @@ impl wire::client::ConfigHandler for XdsHandler {
         version: &str,
         resources: Vec<pb::Resource>,
     ) -> Result<(), String> {
+        if let Some(directory) = self.directory(type_url) {
+            return directory?.apply(true, resources, Vec::new());
+        }
         self.0.apply(type_url, version, resources)
+    }
+
+    fn asks(&self) -> Option<Arc<wire::asks::Asks>> {
+        self.0.on_demand().map(|o| o.asks())
+    }
+
+    fn refused(&self, refused: Vec<pb::HostRefusal>) {
+        if let Some(o) = self.0.on_demand() {
+            o.refuse(refused);
+        }
     }
 
     fn accepts_partial(&self) -> bool {
@@ -280,6 +322,9 @@ impl wire::client::ConfigHandler for XdsHandler {
         changed: Vec<pb::Resource>,
         removed: Vec<String>,
     ) -> Result<(), String> {
+        if let Some(directory) = self.directory(type_url) {
+            return directory?.apply(false, changed, removed);
+        }
         self.0.apply_partial(type_url, version, changed, removed)
     }
 }

@@ -37,6 +37,12 @@ pub fn load(path: &Path, store: &ConfigStore) -> Result<(), Error> {
             Some(Kind::Endpoints(_)) => 1,
             Some(Kind::Listener(_)) => 2,
             Some(Kind::RouteConfig(_)) => 3,
+            Some(Kind::DirectoryHost(_)) => {
+                return Err(bad(format!(
+                    "resources[{i}] ({:?}) is a directory entry: on-demand discovery needs a control plane, a static config holds every host",
+                    r.name
+                )));
+            }
             None => return Err(bad(format!("resources[{i}] ({:?}) has no kind", r.name))),
         };
         by_type[slot].push(r);

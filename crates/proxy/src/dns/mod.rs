@@ -118,14 +118,16 @@ struct Handler {
 impl Handler {
     fn mesh_answer(&self, name: &str) -> Option<Vec<IpAddr>> {
         let snapshot = self.store.current()?;
+        // Discovering on demand: every host of the directory, called or not.
+        let hosts = match self.store.on_demand() {
+            Some(o) => o.directory().hosts.clone(),
+            None => snapshot.hosts.clone(),
+        };
         let current = self.table.load_full();
         let table = match current {
-            Some(t) if Arc::ptr_eq(&t.0, &snapshot.hosts) => t,
+            Some(t) if Arc::ptr_eq(&t.0, &hosts) => t,
             _ => {
-                let built = Arc::new((
-                    snapshot.hosts.clone(),
-                    NameTable::build(&snapshot.hosts, &self.namespace),
-                ));
+                let built = Arc::new((hosts.clone(), NameTable::build(&hosts, &self.namespace)));
                 self.table.store(Some(built.clone()));
                 built
             }

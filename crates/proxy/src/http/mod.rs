@@ -667,10 +667,30 @@ async fn routed(
     // A captured request is routed by the port it was sent to (Envoy's
     // listener port), whatever its Host header says.
     let port = conn.original_dst.map_or(port, |dst| dst.port());
-    let Some(snapshot) = shared.store.current() else {
+    let Some(mut snapshot) = shared.store.current() else {
         // Listeners open only after the first config, so this is brief if ever.
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no config yet");
     };
+    if spec.direction == Direction::Outbound
+        && let Some(on_demand) = shared.store.on_demand()
+    {
+        // A host of the directory whose routes this proxy lacks: held until
+        // the control plane sends them (see crate::on_demand).
+        match on_demand
+            .for_request(&shared.store, snapshot, &authority, conn.original_dst, port)
+            .await
+        {
+            Ok(s) => snapshot = s,
+            Err(e) => {
+                tracing::info!(authority = &*authority, error = %e, "request for a host discovered on demand failed");
+                record.flags.set(Flags::NC);
+                return local_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no config for the host (on-demand discovery)",
+                );
+            }
+        }
+    }
     let table = match spec.direction {
         Direction::Gateway => {
             let name = conn.route_config.as_deref().unwrap_or(&spec.route_config);

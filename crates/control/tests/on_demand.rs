@@ -1,0 +1,284 @@
+//! On-demand discovery over a real discovery stream, with the proxy's own
+//! client: a proxy that says `on_demand` is sent its directory and inbound
+//! config only; asking for a host brings exactly that host's config (and
+//! that of the hosts its routes send to), as a fresh compile gives it; a
+//! host its Sidecar does not admit is refused with why; a new stream that
+//! carries the hosts asked is served the same config at once.
+
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{ControlPlane, config_dir, sidecar};
+use wire::asks::Asks;
+use wire::pb::{HostRefusal, Node, Resource};
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: a}
+spec:
+  clusterIP: 10.96.0.1
+  selector: {app: s}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: u, namespace: a}
+spec:
+  clusterIP: 10.96.0.2
+  selector: {app: u}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: t, namespace: b}
+spec:
+  clusterIP: 10.96.0.3
+  selector: {app: t}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: x, namespace: c}
+spec:
+  clusterIP: 10.96.0.4
+  selector: {app: x}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: u, namespace: a}
+spec:
+  hosts: [u]
+  http: [{route: [{destination: {host: t.b.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: a}
+spec:
+  egress: [{hosts: ["./*", "b/*"]}]
+"#;
+
+fn pod(name: &str, ns: &str, app: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {app}}}}}\nspec:\n  containers: [{{name: c, image: app, ports: [{{containerPort: 8080}}]}}]\nstatus: {{podIP: {ip}}}\n"
+    )
+}
+
+const U: &str = "u.a.svc.cluster.local";
+const T: &str = "t.b.svc.cluster.local";
+const S: &str = "s.a.svc.cluster.local";
+const X: &str = "x.c.svc.cluster.local";
+
+/// Per type, the resources by name.
+type Held = BTreeMap<String, BTreeMap<String, Resource>>;
+
+/// An on-demand proxy as the real client drives it: what it holds, the
+/// first cluster set it was sent, the refusals it was told of.
+#[derive(Clone, Default)]
+struct Proxy {
+    held: Arc<Mutex<Held>>,
+    first_clusters: Arc<Mutex<Option<BTreeSet<String>>>>,
+    refused: Arc<Mutex<Vec<HostRefusal>>>,
+    asks: Arc<Asks>,
+}
+
+impl Proxy {
+    fn names(&self, type_url: &str) -> BTreeSet<String> {
+        self.held
+            .lock()
+            .unwrap()
+            .get(type_url)
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn has_all_types(&self) -> bool {
+        let held = self.held.lock().unwrap();
+        wire::types::SERVED.iter().all(|t| held.contains_key(*t))
+    }
+}
+
+impl wire::client::ConfigHandler for Proxy {
+    fn apply(&self, type_url: &str, _: &str, resources: Vec<Resource>) -> Result<(), String> {
+        self.apply_partial(type_url, "", resources, Vec::new())
+    }
+
+    fn accepts_partial(&self) -> bool {
+        true
+    }
+
+    fn apply_partial(
+        &self,
+        type_url: &str,
+        _: &str,
+        changed: Vec<Resource>,
+        removed: Vec<String>,
+    ) -> Result<(), String> {
+        let mut held = self.held.lock().map_err(|e| e.to_string())?;
+        let set = held.entry(type_url.to_string()).or_default();
+        for name in removed {
+            set.remove(&name);
+        }
+        for r in changed {
+            set.insert(r.name.clone(), r);
+        }
+        if type_url == wire::types::CLUSTER {
+            let mut first = self.first_clusters.lock().map_err(|e| e.to_string())?;
+            first.get_or_insert_with(|| set.keys().cloned().collect());
+        }
+        Ok(())
+    }
+
+    fn asks(&self) -> Option<Arc<Asks>> {
+        Some(self.asks.clone())
+    }
+
+    fn refused(&self, refused: Vec<HostRefusal>) {
+        self.refused.lock().unwrap().extend(refused);
+    }
+}
+
+/// What a fresh compile of `mesh` gives `node` asking for `asked`, per
+/// type but the directory (which a compile of one proxy does not make).
+fn expected(mesh: &model::Mesh, node: &Node, asked: &[&str]) -> Held {
+    let node = Node {
+        on_demand: true,
+        asked_hosts: asked.iter().map(|h| h.to_string()).collect(),
+        ..node.clone()
+    };
+    model::compile(mesh, &node)
+        .into_snapshot()
+        .types
+        .iter()
+        .map(|(t, set)| {
+            let resources = set.decode().expect("decodes");
+            (
+                t.clone(),
+                resources.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Whether `proxy` holds exactly `want` in each of its types.
+fn holds(proxy: &Proxy, want: &Held) -> bool {
+    let held = proxy.held.lock().unwrap();
+    want.iter().all(|(t, set)| held.get(t) == Some(set))
+}
+
+/// Waits (bounded) until `f` holds; panics with `what` if it never does.
+async fn until(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn cluster(host: &str) -> String {
+    format!("outbound|8080||{host}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_proxy_gets_the_hosts_it_asks_for_and_no_other() {
+    let yaml = format!(
+        "{MESH}---\n{}---\n{}---\n{}---\n{}",
+        pod("s-1", "a", "s", "10.0.0.1"),
+        pod("u-1", "a", "u", "10.0.0.2"),
+        pod("t-1", "b", "t", "10.0.1.1"),
+        pod("x-1", "c", "x", "10.0.2.1"),
+    );
+    let dir = config_dir(&yaml);
+    let store = control::store::Store::open(dir.path()).expect("store");
+    let mesh = model::Mesh::build(store.resources(), model::MeshConfig::default());
+    drop(store);
+    let cp = ControlPlane::start(dir.path(), Duration::from_millis(20));
+    let node = sidecar("a", "s-1");
+    let proxy = Proxy::default();
+    cp.connect(node.clone(), proxy.clone());
+    until("every type, the directory included", || {
+        proxy.has_all_types()
+    })
+    .await;
+
+    // The directory: every host the Sidecar admits, with its VIPs and ports.
+    let directory = proxy.names(wire::types::DIRECTORY);
+    assert_eq!(directory, BTreeSet::from([S.into(), T.into(), U.into()]));
+    let entry = proxy.held.lock().unwrap()[wire::types::DIRECTORY][U].clone();
+    let Some(wire::pb::resource::Kind::DirectoryHost(entry)) = entry.kind else {
+        panic!("not a directory entry: {entry:?}");
+    };
+    assert_eq!(entry.addresses, vec!["10.96.0.2".to_string()]);
+    assert_eq!(
+        entry.ports.iter().map(|p| p.port).collect::<Vec<_>>(),
+        vec![8080]
+    );
+    // Its own inbound config whole, no outbound host: a fresh compile's.
+    until("the config of no host asked", || {
+        holds(&proxy, &expected(&mesh, &node, &[]))
+    })
+    .await;
+    assert!(proxy.names(wire::types::CLUSTER).is_empty());
+    assert!(proxy.names(wire::types::LISTENER).contains("inbound|8080"));
+
+    // Asking for u brings u and t (u's routes send there), nothing else.
+    assert!(proxy.asks.ask(U));
+    let with_u = expected(&mesh, &node, &[U]);
+    until("u's config", || holds(&proxy, &with_u)).await;
+    assert_eq!(
+        proxy.names(wire::types::CLUSTER),
+        BTreeSet::from([cluster(T), cluster(U)])
+    );
+    assert!(
+        !proxy
+            .names(wire::types::ROUTE_CONFIG)
+            .iter()
+            .any(|r| r.contains(S))
+    );
+
+    // A host the Sidecar does not admit, and one that is no host of the
+    // mesh, are refused with why; the config stays.
+    assert!(proxy.asks.ask(X));
+    assert!(proxy.asks.ask("nowhere.example.com"));
+    until("two refusals", || proxy.refused.lock().unwrap().len() == 2).await;
+    let refused: BTreeMap<String, String> = proxy
+        .refused
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.host.clone(), r.reason.clone()))
+        .collect();
+    assert!(refused[X].contains("Sidecar a/default"), "{}", refused[X]);
+    assert!(
+        refused["nowhere.example.com"].contains("no service"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        proxy.asks.asked(),
+        vec![U.to_string()],
+        "refused hosts are forgotten"
+    );
+    assert!(holds(&proxy, &with_u));
+
+    // A new stream carrying what was asked (trellisd restarted, the stream
+    // moved): the first config sent already has u, without asking again.
+    let again = Proxy::default();
+    again.asks.ask(U);
+    cp.connect(node.clone(), again.clone());
+    until("the config on the new stream", || holds(&again, &with_u)).await;
+    assert_eq!(
+        again.first_clusters.lock().unwrap().clone(),
+        Some(BTreeSet::from([cluster(T), cluster(U)])),
+        "the first clusters sent are those of the hosts asked"
+    );
+    assert!(cp.stop().await, "the control plane stops");
+}
