@@ -1,0 +1,273 @@
+use super::push::{diff, split};
+use super::*;
+use crate::pb::resource::Kind;
+use crate::snapshot::EncodedResource;
+
+fn resource(name: &str, version: &str, size: usize) -> Arc<EncodedResource> {
+    let cluster = crate::pb::Cluster {
+        name: name.into(),
+        service: "x".repeat(size),
+        ..Default::default()
+    };
+    Arc::new(EncodedResource::new(&crate::pb::Resource {
+        name: name.into(),
+        version: version.into(),
+        kind: Some(Kind::Cluster(cluster)),
+    }))
+}
+
+#[test]
+fn diff_names_changed_added_and_removed() {
+    let old = TypeSnapshot {
+        version: "1".into(),
+        resources: vec![
+            resource("a", "1", 1),
+            resource("b", "1", 1),
+            resource("c", "1", 1),
+        ],
+    };
+    let new = TypeSnapshot {
+        version: "2".into(),
+        resources: vec![
+            resource("a", "1", 1),
+            resource("b", "2", 1),
+            resource("d", "1", 1),
+        ],
+    };
+    let (changed, removed) = diff(&old, &new);
+    let names: Vec<&str> = changed.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["b", "d"]);
+    assert_eq!(removed, vec!["c".to_string()]);
+}
+
+#[test]
+fn diff_in_step_sends_what_changed_and_nothing_shared() {
+    let (a, b) = (resource("a", "1", 1), resource("b", "1", 1));
+    let old = TypeSnapshot {
+        version: "1".into(),
+        resources: vec![a.clone(), b.clone(), resource("c", "", 1)],
+    };
+    let new = TypeSnapshot {
+        version: "2".into(),
+        // `c` has no version: it is never known unchanged unless shared.
+        resources: vec![a, resource("b", "2", 1), resource("c", "", 1)],
+    };
+    let (changed, removed) = diff(&old, &new);
+    let names: Vec<&str> = changed.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["b", "c"]);
+    assert!(removed.is_empty());
+    assert!(diff(&new, &new).0.is_empty());
+}
+
+#[test]
+fn an_encoded_response_is_a_discovery_response_on_the_wire() {
+    use prost::Message;
+    let resources = [resource("a", "1", 5), resource("b", "2", 7)];
+    let bytes: Vec<&Bytes> = resources.iter().map(|r| &r.bytes).collect();
+    let body = responses::body(
+        crate::types::CLUSTER,
+        "v",
+        &bytes,
+        true,
+        &["gone".into()],
+        true,
+    );
+    let sent = EncodedResponse {
+        nonce: "3".into(),
+        body,
+    };
+    let expected = crate::pb::DiscoveryResponse {
+        type_url: crate::types::CLUSTER.into(),
+        version_info: "v".into(),
+        nonce: "3".into(),
+        resources: resources
+            .iter()
+            .map(|r| r.decode().expect("resource"))
+            .collect(),
+        partial: true,
+        removed: vec!["gone".into()],
+        more: true,
+        refused: vec![],
+    };
+    let got =
+        crate::pb::DiscoveryResponse::decode(sent.encode_to_vec().as_slice()).expect("decodes");
+    assert_eq!(got, expected);
+    // As a gRPC message: the head's prefix gives the length of the
+    // nonce and the body that follows it.
+    let head = head(&sent).expect("head");
+    let mut message = head[5..].to_vec();
+    message.extend_from_slice(&sent.body);
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    assert_eq!((head[0], len), (0, message.len()));
+    let got = crate::pb::DiscoveryResponse::decode(message.as_slice()).expect("decodes");
+    assert_eq!(got, expected);
+    // Fields at their defaults are left out, as prost leaves them.
+    let empty = responses::body("", "", &[], false, &[], false);
+    assert!(empty.is_empty());
+}
+
+/// Proxies sharing one config, as the proxies of one scope do; counts
+/// the ACKs it was told of.
+struct OneScope(
+    watch::Sender<Arc<ProxySnapshot>>,
+    std::sync::atomic::AtomicUsize,
+);
+
+#[tonic::async_trait]
+impl ConfigProvider for OneScope {
+    async fn connect(&self, node: &Node, _: Option<&BearerToken>) -> Result<Accepted, Status> {
+        Ok(Accepted {
+            node: node.clone(),
+            config: self.0.subscribe(),
+        })
+    }
+    fn ack(&self, _: &Node, _: &str, _: &str) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn nack(&self, _: &Node, _: &str, _: &str, _: &str) {}
+    fn sent(&self, _: &Node, _: &str, _: &str) {}
+    fn disconnect(&self, _: &Node) {}
+}
+
+fn endpoints(version: &str, resources: Vec<Arc<EncodedResource>>) -> Arc<ProxySnapshot> {
+    let set = TypeSnapshot {
+        version: version.into(),
+        resources,
+    };
+    Arc::new(ProxySnapshot {
+        types: [(crate::types::ENDPOINTS.to_string(), Arc::new(set))].into(),
+    })
+}
+
+/// A proxy's discovery stream subscribed to endpoints: the sender of its
+/// requests and its responses.
+async fn subscribe(
+    addr: std::net::SocketAddr,
+    id: &str,
+) -> (
+    mpsc::Sender<DiscoveryRequest>,
+    Streaming<crate::pb::DiscoveryResponse>,
+) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(DiscoveryRequest {
+        node: Some(Node {
+            id: id.into(),
+            ..Default::default()
+        }),
+        ..crate::client::Takes::PROXY.subscribe(crate::types::ENDPOINTS)
+    })
+    .await
+    .expect("subscribe");
+    let path = http::uri::PathAndQuery::from_static("/trellis.proxy.v1.AggregatedDiscovery/Stream");
+    let codec =
+        tonic_prost::ProstCodec::<DiscoveryRequest, crate::pb::DiscoveryResponse>::default();
+    let responses = grpc
+        .streaming(Request::new(ReceiverStream::new(rx)), path, codec)
+        .await
+        .expect("stream")
+        .into_inner();
+    (tx, responses)
+}
+
+/// The next response, bounded only so that a failure cannot hang the test.
+async fn next(
+    responses: &mut Streaming<crate::pb::DiscoveryResponse>,
+) -> crate::pb::DiscoveryResponse {
+    tokio::time::timeout(std::time::Duration::from_secs(20), responses.message())
+        .await
+        .expect("a response within 20 s")
+        .expect("stream")
+        .expect("a response")
+}
+
+fn ack(response: &crate::pb::DiscoveryResponse) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: response.type_url.clone(),
+        version_info: response.version_info.clone(),
+        response_nonce: response.nonce.clone(),
+        ..Default::default()
+    }
+}
+
+/// With one permit, a proxy that has not answered its change holds it;
+/// the other proxies of its scope are sent the same small change
+/// regardless (made once, shared), not one permit's worth at a time.
+#[tokio::test]
+async fn a_small_change_made_for_one_stream_reaches_the_others_without_a_permit() {
+    let (a, b) = (resource("a", "1", 10), resource("b", "1", 10));
+    let config = watch::Sender::new(endpoints("1", vec![a.clone(), b]));
+    let provider = Arc::new(OneScope(config.clone(), Default::default()));
+    let server = DiscoveryService::with_push_limit(provider.clone(), 1);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(server)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut proxies = Vec::new();
+    for id in ["p1", "p2", "p3"] {
+        let (tx, mut responses) = subscribe(addr, id).await;
+        let first = next(&mut responses).await;
+        assert_eq!(
+            (first.version_info.as_str(), first.resources.len()),
+            ("1", 2)
+        );
+        tx.send(ack(&first)).await.expect("ack");
+        proxies.push((tx, responses));
+    }
+    // Every first push answered: no session holds the permit. (Bounded
+    // only so that a failure cannot hang the test.)
+    for _ in 0..2_000 {
+        if provider.1.load(std::sync::atomic::Ordering::SeqCst) == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(provider.1.load(std::sync::atomic::Ordering::SeqCst), 3);
+    config.send_replace(endpoints("2", vec![a, resource("b", "2", 10)]));
+    // Nobody answers until everyone has the change.
+    let mut changes = Vec::new();
+    for (_, responses) in &mut proxies {
+        let change = next(responses).await;
+        assert_eq!(change.version_info, "2");
+        assert!(change.partial);
+        let names: Vec<&str> = change.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["b"]);
+        changes.push(change);
+    }
+    for ((tx, _), change) in proxies.iter().zip(&changes) {
+        tx.send(ack(change)).await.expect("ack");
+    }
+}
+
+#[test]
+fn split_bounds_each_piece_and_keeps_everything_in_order() {
+    let rs: Vec<Arc<EncodedResource>> = (0..10)
+        .map(|i| resource(&format!("r{i}"), "1", 300))
+        .collect();
+    let refs: Vec<&Arc<EncodedResource>> = rs.iter().collect();
+    let pieces = split(&refs, 1000);
+    assert!(pieces.len() > 1);
+    for p in &pieces {
+        let size: usize = p.iter().map(|r| r.bytes.len()).sum();
+        assert!(size <= 1000 && !p.is_empty(), "{size}");
+    }
+    let flat: Vec<&str> = pieces
+        .iter()
+        .flat_map(|p| p.iter().map(|r| r.name.as_str()))
+        .collect();
+    assert_eq!(flat, rs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>());
+    // One resource larger than the bound is a piece of its own; nothing is a piece of none.
+    assert_eq!(split(&refs[..1], 10).len(), 1);
+    assert_eq!(split(&[], 10), vec![&[] as &[&Arc<EncodedResource>]]);
+}
