@@ -311,7 +311,13 @@ async fn bookinfo_runs_on_trellis_node_and_routing_applied_by_kubectl_takes_effe
     .await
     .with_context(|| node.log())?;
     assert_eq!(ready["spec"]["podCIDR"], format!("10.{block}.0.0/16"));
-    json_of(&kube, &["get", "lease", "-n", "kube-node-lease", NODE]).context("the node's Lease")?;
+    // The Lease is the node's heartbeat, renewed apart from its status: it
+    // may land just after the node turns Ready.
+    eventually(Duration::from_secs(30), || async {
+        json_of(&kube, &["get", "lease", "-n", "kube-node-lease", NODE])
+    })
+    .await
+    .context("the node's Lease")?;
 
     // The control plane, its discovery port on the node's address.
     let mesh_config = state.path().join("mesh.yaml");
