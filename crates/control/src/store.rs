@@ -4,8 +4,15 @@
 //! every accepted change and never half of one. In memory a Pod is kept in
 //! its slim form ([`api::SlimPod`], what the mesh reads of it): a mesh has
 //! thousands, and the whole object is in its file ([`Store::whole`]).
+//!
+//! Other YAML files found in the directory at open (a mesh written there by
+//! hand, many resources to a file) are taken in: each of their resources is
+//! written to its own file and the file is renamed `<file>.imported`. Left
+//! in place, such a file would bring back at the next open what `apply` had
+//! changed or `delete` removed since, since those write only the resource's
+//! own file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -90,27 +97,147 @@ pub struct Store {
     resources: BTreeMap<Key, Resource>,
 }
 
+/// A resource as read at open (a Pod slim), and the file it was read from.
+struct Found {
+    resource: Resource,
+    file: PathBuf,
+    written: std::time::SystemTime,
+}
+
+/// When a written file is made durable.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Before the write returns (file and directory synced).
+    Synced,
+    /// By the caller's sync of the whole filesystem.
+    Deferred,
+}
+
 impl Store {
-    /// Opens (creating it if needed) and loads every stored resource.
+    /// Opens (creating it if needed) and loads every stored resource,
+    /// taking in the files that are not one resource's own (see the module
+    /// doc). A resource found in two files is taken from the one written
+    /// last, as the newer intent; the other copy is named in a warning.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
-        let mut resources = BTreeMap::new();
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            resources: BTreeMap::new(),
+        };
+        let mut found: BTreeMap<Key, Found> = BTreeMap::new();
+        let mut foreign = BTreeSet::new();
         for path in yaml_files(dir)? {
-            let text = fs::read_to_string(&path).map_err(|source| StoreError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            for r in api::parse(&path.display().to_string(), &text).map_err(Box::new)? {
-                resources.insert(Key::of(&r), r.slim());
+            let written = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .map_err(|source| StoreError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            let resources = read_file(&path)?;
+            if !(resources.len() == 1 && store.path(&Key::of(&resources[0])) == path) {
+                foreign.insert(path.clone());
+            }
+            for resource in resources {
+                let copy = Found {
+                    resource: resource.slim(),
+                    file: path.clone(),
+                    written,
+                };
+                store.keep_newer(&mut found, copy);
             }
         }
-        Ok(Store {
-            dir: dir.to_path_buf(),
-            resources,
-        })
+        store.take_in(&found, &foreign)?;
+        store.resources = found
+            .into_iter()
+            .map(|(key, copy)| (key, copy.resource))
+            .collect();
+        Ok(store)
+    }
+
+    /// Adds `copy` to `found`, or keeps the newer of it and the copy
+    /// already there: the one in the file written last, and on a tie the
+    /// one in the resource's own file.
+    fn keep_newer(&self, found: &mut BTreeMap<Key, Found>, copy: Found) {
+        let key = Key::of(&copy.resource);
+        let own = self.path(&key);
+        let Some(old) = found.get(&key) else {
+            found.insert(key, copy);
+            return;
+        };
+        let newer = (copy.written, copy.file == own) > (old.written, old.file == own);
+        let (kept, dropped) = if newer { (&copy, old) } else { (old, &copy) };
+        if kept.resource.to_json() != dropped.resource.to_json() {
+            tracing::warn!(
+                resource = %key,
+                kept = %kept.file.display(),
+                dropped = %dropped.file.display(),
+                "a resource is stored in two files, differently: the copy in the file written last is kept"
+            );
+        }
+        if newer {
+            found.insert(key, copy);
+        }
+    }
+
+    /// Writes every resource kept from a foreign file (one not its own)
+    /// into its own file, then renames the foreign files `<file>.imported`.
+    /// After a crash midway the next open finds the same copies newest and
+    /// keeps the same ones.
+    fn take_in(
+        &self,
+        found: &BTreeMap<Key, Found>,
+        foreign: &BTreeSet<PathBuf>,
+    ) -> Result<(), StoreError> {
+        if foreign.is_empty() {
+            return Ok(());
+        }
+        // Read again, one file at a time: a Pod is kept slim, and written whole.
+        let mut replacing = Vec::new();
+        for file in foreign {
+            for r in read_file(file)? {
+                let key = Key::of(&r);
+                if found.get(&key).is_none_or(|kept| kept.file != *file) {
+                    continue;
+                }
+                let own = self.path(&key);
+                if foreign.contains(&own) {
+                    replacing.push(r);
+                } else {
+                    // No sync each (a mesh written by hand has thousands):
+                    // one of the filesystem below, before any original is
+                    // touched.
+                    write_file(&own, r.to_yaml().as_bytes(), Durability::Deferred)?;
+                }
+            }
+        }
+        let io = |source| StoreError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        let dir = fs::File::open(&self.dir).map_err(io)?;
+        nix::unistd::syncfs(&dir).map_err(|e| io(e.into()))?;
+        // A foreign file at a resource's own path (it held more, or another
+        // resource) is replaced by that resource alone, the others safe.
+        let mut replaced = BTreeSet::new();
+        for r in replacing {
+            let own = self.path(&Key::of(&r));
+            write_file(&own, r.to_yaml().as_bytes(), Durability::Synced)?;
+            replaced.insert(own);
+        }
+        for file in foreign.difference(&replaced) {
+            let mut imported = file.clone().into_os_string();
+            imported.push(".imported");
+            fs::rename(file, &imported).map_err(|source| StoreError::Io {
+                path: file.clone(),
+                source,
+            })?;
+            tracing::info!(file = %file.display(), "taken into the store, one file per resource; the original is kept as .imported");
+        }
+        nix::unistd::syncfs(&dir).map_err(|e| io(e.into()))?;
+        Ok(())
     }
 
     pub fn resources(&self) -> impl Iterator<Item = &Resource> {
@@ -122,9 +249,7 @@ impl Store {
         self.resources.get(key)
     }
 
-    /// The resource as stored: a Pod whole, read from its file (a pod
-    /// loaded from a file of many, which `apply` never writes, is read from
-    /// there only at the next open: it is given in its slim form).
+    /// The resource as stored: a Pod whole, read from its file.
     pub fn whole(&self, key: &Key) -> Result<Option<Resource>, StoreError> {
         match self.resources.get(key) {
             Some(slim @ Resource::SlimPod(_)) => {
@@ -143,7 +268,7 @@ impl Store {
             None => Change::Created,
         };
         let path = self.path(&key);
-        write_atomic(&path, r.to_yaml().as_bytes())?;
+        write_file(&path, r.to_yaml().as_bytes(), Durability::Synced)?;
         self.resources.insert(key, r.slim());
         Ok(change)
     }
@@ -162,16 +287,10 @@ impl Store {
     /// does not hold it.
     fn read(&self, key: &Key) -> Result<Option<Resource>, StoreError> {
         let path = self.path(key);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StoreError::Io { path, source }),
-        };
-        let found = api::parse(&path.display().to_string(), &text)
-            .map_err(Box::new)?
-            .into_iter()
-            .find(|r| Key::of(r) == *key);
-        Ok(found)
+        if !path.exists() {
+            return Ok(None);
+        }
+        Ok(read_file(&path)?.into_iter().find(|r| Key::of(r) == *key))
     }
 
     pub fn delete(&mut self, key: &Key) -> Result<Option<Resource>, StoreError> {
@@ -229,7 +348,17 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     Ok(out)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// The resources a stored file holds, whole.
+fn read_file(path: &Path) -> Result<Vec<Resource>, StoreError> {
+    let text = fs::read_to_string(path).map_err(|source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(api::parse(&path.display().to_string(), &text).map_err(Box::new)?)
+}
+
+/// Writes `path` atomically: a temporary file beside it, renamed over it.
+fn write_file(path: &Path, bytes: &[u8], durability: Durability) -> Result<(), StoreError> {
     let io = |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -240,10 +369,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     // Secrets hold private keys.
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
+    if durability == Durability::Synced {
+        tmp.as_file().sync_all().map_err(io)?;
+    }
     tmp.persist(path).map_err(|e| io(e.error))?;
-    // The rename is durable only once the directory is synced too.
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    if durability == Durability::Synced {
+        // The rename is durable only once the directory is synced too.
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
     Ok(())
 }
 
@@ -324,5 +457,118 @@ mod tests {
         let file = &yaml_files(dir.path()).unwrap()[0];
         let mode = fs::metadata(file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", file.display());
+    }
+
+    fn vs(name: &str, subset: &str) -> String {
+        VS.replace("name: reviews", &format!("name: {name}"))
+            .replace("subset: v1", &format!("subset: {subset}"))
+    }
+
+    /// A file of many resources put in the directory by hand: after the
+    /// open takes it in, `apply` and `delete` hold across a restart (they
+    /// write only each resource's own file, so the file left in place
+    /// brought back the old and the deleted).
+    #[test]
+    fn a_file_of_many_is_taken_in_so_that_apply_and_delete_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let many = dir.path().join("mesh.yaml");
+        fs::write(
+            &many,
+            format!("{}---\n{}---\n{POD}", vs("a", "v1"), vs("b", "v1")),
+        )
+        .unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.resources().count(), 3);
+        assert!(!many.exists());
+        assert!(dir.path().join("mesh.yaml.imported").exists());
+        let pod = api::parse("p.yaml", POD).unwrap().remove(0);
+        assert_eq!(
+            store.whole(&Key::of(&pod)).unwrap(),
+            Some(pod),
+            "read whole from its own file"
+        );
+
+        let a = api::parse("a.yaml", &vs("a", "v2")).unwrap().remove(0);
+        assert_eq!(store.apply(a.clone()).unwrap(), Change::Configured);
+        let b = api::parse("b.yaml", &vs("b", "v1")).unwrap().remove(0);
+        assert!(store.delete(&Key::of(&b)).unwrap().is_some());
+
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.get(&Key::of(&a)).map(|r| r.to_json()),
+            Some(a.to_json())
+        );
+        assert!(
+            reopened.get(&Key::of(&b)).is_none(),
+            "deleted stays deleted"
+        );
+        assert_eq!(reopened.resources().count(), 2);
+    }
+
+    /// Two files holding one resource (a store written before files were
+    /// taken in, or a file dropped in beside a stored resource): the copy
+    /// in the file written last is kept, whichever file that is.
+    #[test]
+    fn of_two_copies_the_one_written_last_is_kept() {
+        use std::time::{Duration, SystemTime};
+        for (own_is_newer, kept) in [(true, "v1"), (false, "v2")] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = Store::open(dir.path()).unwrap();
+            let r = api::parse("t.yaml", &vs("a", "v1")).unwrap().remove(0);
+            store.apply(r.clone()).unwrap();
+            let other = dir.path().join("dropped-in.yaml");
+            fs::write(&other, vs("a", "v2")).unwrap();
+            let (older, newer) = if own_is_newer {
+                (other.clone(), store.path(&Key::of(&r)))
+            } else {
+                (store.path(&Key::of(&r)), other.clone())
+            };
+            let now = SystemTime::now();
+            let touch = |p: &Path, t| {
+                fs::File::options()
+                    .write(true)
+                    .open(p)
+                    .unwrap()
+                    .set_modified(t)
+                    .unwrap()
+            };
+            touch(&older, now - Duration::from_secs(60));
+            touch(&newer, now);
+            let reopened = Store::open(dir.path()).unwrap();
+            let expected = api::parse("t.yaml", &vs("a", kept)).unwrap().remove(0);
+            assert_eq!(
+                reopened.get(&Key::of(&r)).map(|r| r.to_json()),
+                Some(expected.to_json())
+            );
+            assert!(!other.exists());
+            // And again: the taken-in store opens to the same.
+            let again = Store::open(dir.path()).unwrap();
+            assert_eq!(
+                again.get(&Key::of(&r)).map(|r| r.to_json()),
+                Some(expected.to_json())
+            );
+        }
+    }
+
+    /// A resource's own file that holds another resource too: it is
+    /// rewritten to hold its own alone, the other moved to its own file.
+    #[test]
+    fn an_own_file_holding_more_keeps_its_own_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = api::parse("a.yaml", &vs("a", "v1")).unwrap().remove(0);
+        let b = api::parse("b.yaml", &vs("b", "v1")).unwrap().remove(0);
+        let store = Store::open(dir.path()).unwrap();
+        let own = store.path(&Key::of(&a));
+        fs::create_dir_all(own.parent().unwrap()).unwrap();
+        fs::write(&own, format!("{}---\n{}", vs("a", "v1"), vs("b", "v1"))).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.resources().count(), 2);
+        assert_eq!(read_file(&own).unwrap(), vec![a]);
+        assert_eq!(read_file(&store.path(&Key::of(&b))).unwrap(), vec![b]);
+        assert_eq!(
+            yaml_files(dir.path()).unwrap().len(),
+            2,
+            "nothing imported aside"
+        );
     }
 }

@@ -12,7 +12,9 @@ use clap::Parser;
     about = "Trellis control plane: config store, service registry and push to proxies"
 )]
 struct Args {
-    /// Directory where applied configuration is stored.
+    /// Directory where applied configuration is stored, one file per
+    /// resource. YAML files put there by hand are taken in at start: each
+    /// resource into its own file, the original renamed `<file>.imported`.
     #[arg(long, env = "TRELLIS_CONFIG_DIR")]
     config_dir: PathBuf,
     /// The plaintext discovery listener (Istio's 15010): config for proxies
