@@ -9,7 +9,8 @@
 //! discovery finds no cluster. A destination not in the directory is
 //! treated as before (404, passthrough or REGISTRY_ONLY's refusal).
 //!
-//! Hosts asked for are kept for the life of the process, never dropped.
+//! Hosts asked for are kept for the life of the process, never dropped
+//! (why: docs/on-demand.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
