@@ -11,6 +11,12 @@
 //! files, the shape istiod is given too); each change rewrites one service's
 //! endpoint list from its file: one endpoint moves to a new address, so the
 //! count stays what it was and any growth of the proxy is its own.
+//!
+//! `--discovery on-demand` runs the proxy on demand (it then holds only the
+//! hosts it called), and before the phases times the first and second call
+//! to `--first-calls` hosts it has not called (see [`first_calls`]).
+
+mod first_calls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -60,6 +66,12 @@ struct Args {
     /// See `--trellisd-cpus`.
     #[arg(long, requires = "trellisd_cpus")]
     proxy_cpus: Option<String>,
+    /// The proxy's `--discovery`: `whole` or `on-demand`.
+    #[arg(long, default_value = "whole")]
+    discovery: String,
+    /// Hosts whose first and second call are timed before the phases.
+    #[arg(long, default_value_t = 20)]
+    first_calls: usize,
 }
 
 /// `bin`, on the CPUs `cpus` only if given (through `taskset`, which execs
@@ -393,6 +405,12 @@ async fn main() -> Result<()> {
         dir.join("mesh/upstream.yaml"),
         upstream_service(upstream_port),
     )?;
+    for i in 0..a.first_calls {
+        std::fs::write(
+            dir.join(format!("mesh/first{i}.yaml")),
+            first_calls::service(i, upstream_port),
+        )?;
+    }
     let mut upstream = Proc(
         command_on(bin("bench-data-plane"), a.proxy_cpus.as_deref())
             .args(["--serve-upstream", &format!("127.0.0.1:{upstream_port}")])
@@ -435,6 +453,7 @@ async fn main() -> Result<()> {
             .args(["--pod-ip", "127.0.0.1"])
             .args(["--outbound", &outbound.to_string()])
             .args(["--admin", &admin.to_string()])
+            .args(["--discovery", &a.discovery])
             .arg("--no-access-log")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -472,6 +491,9 @@ async fn main() -> Result<()> {
     let rss_idle = mem_mib(pid, "VmRSS:");
     // The config's own memory: the rest is mostly the binary's pages.
     let anon_idle = mem_mib(pid, "RssAnon:");
+    let calls = first_calls::measure(outbound, a.first_calls).await?;
+    let (first_p50, first_max) = first_calls::p50_max(&calls.first_ms);
+    let (second_p50, second_max) = first_calls::p50_max(&calls.second_ms);
     let setup = Setup {
         a,
         dir,
@@ -528,6 +550,10 @@ async fn main() -> Result<()> {
         still.updates, still.rejected, churn.updates, churn.rejected
     );
     println!(
+        "discovery {}: first call to {} new hosts p50 / max {first_p50:.1} / {first_max:.1} ms, second call {second_p50:.1} / {second_max:.1} ms",
+        a.discovery, a.first_calls
+    );
+    println!(
         "proxy RSS idle with the config {rss_idle:.1} MiB ({anon_idle:.1} MiB anonymous; high-water mark {rss_hwm:.1} MiB), config in {config_s:.1} s; load average {load_before} before, {load_after} after"
     );
     if let Some(path) = &a.json {
@@ -535,7 +561,8 @@ async fn main() -> Result<()> {
             "services": a.services, "endpoints_per_service": a.endpoints_per_service,
             "load_rate": a.load_rate, "changes_per_sec": a.changes_per_sec, "secs": a.secs,
             "proxy_rss_idle_mib": rss_idle, "proxy_anon_idle_mib": anon_idle, "proxy_rss_hwm_mib": rss_hwm, "config_s": config_s,
-            "trellisd_cpus": a.trellisd_cpus, "proxy_cpus": a.proxy_cpus,
+            "trellisd_cpus": a.trellisd_cpus, "proxy_cpus": a.proxy_cpus, "discovery": a.discovery,
+            "first_call_ms": calls.first_ms, "second_call_ms": calls.second_ms,
             "load_average_before": load_before, "load_average_after": load_after,
             "still": phase_json(&still), "churn": phase_json(&churn),
         });

@@ -134,9 +134,9 @@ impl Webhooks {
             .unwrap_or_else(|| "default".into());
         let mut pod = original;
         pod.metadata.namespace = Some(namespace.clone());
-        let labels = match &self.client {
+        let ns = match &self.client {
             Some(client) => match Api::<Namespace>::all(client.clone()).get(&namespace).await {
-                Ok(ns) => Some(ns.metadata.labels.unwrap_or_default()),
+                Ok(ns) => Some(ns.metadata),
                 Err(e) => {
                     return allow.deny(format!(
                         "sidecar injection: cannot read namespace {namespace}: {e}"
@@ -145,6 +145,7 @@ impl Webhooks {
             },
             None => None,
         };
+        let labels = ns.as_ref().map(|m| m.labels.clone().unwrap_or_default());
         let scope = match &labels {
             Some(labels) => Scope::Namespace {
                 name: &namespace,
@@ -158,13 +159,22 @@ impl Webhooks {
             .clone()
             .or_else(|| pod.metadata.generate_name.clone())
             .unwrap_or_default();
-        let config = self.config();
+        let mut config = self.config();
         match inject::decide(&pod, scope, config.policy, &config.revision) {
             Decision::Skip(why) => {
                 tracing::debug!(pod = %name, %namespace, reason = %why, "not injected");
                 return allow;
             }
             Decision::Inject => {}
+        }
+        match inject::Discovery::chosen(ns.as_ref().and_then(|m| m.annotations.as_ref())) {
+            Ok(chosen) => config.namespace_discovery = chosen.unwrap_or_default(),
+            Err(e) => {
+                return allow.deny(format!(
+                    "sidecar injection: namespace {namespace}: annotation {}: {e}",
+                    inject::DISCOVERY_ANNOTATION
+                ));
+            }
         }
         let injected = match inject::inject(&pod, &config, None) {
             Ok(i) => i,

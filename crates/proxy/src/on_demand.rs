@@ -9,7 +9,8 @@
 //! discovery finds no cluster. A destination not in the directory is
 //! treated as before (404, passthrough or REGISTRY_ONLY's refusal).
 //!
-//! Hosts asked for are kept for the life of the process, never dropped.
+//! Hosts asked for are kept for the life of the process, never dropped
+//! (why: docs/on-demand.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -305,32 +306,27 @@ impl OnDemand {
         snapshot.hosts = Arc::new(hosts);
     }
 
-    /// The config to route a request by: `snapshot` unless the request is
-    /// for a host of the directory whose virtual host on `port` it lacks,
-    /// then the first config that has it.
-    pub async fn for_request(
+    /// For a request whose virtual host the current config lacks: if it
+    /// names a host of the directory (by `authority`, or else by the VIP it
+    /// was sent to) served on `port`, the first config that has that host's
+    /// routes (asked for if need be); `None` if it names none, and is
+    /// routed as any unknown destination is.
+    pub async fn on_miss(
         &self,
         store: &ConfigStore,
-        snapshot: Arc<Snapshot>,
         authority: &str,
         original_dst: Option<SocketAddr>,
         port: u16,
-    ) -> Result<Arc<Snapshot>, Unavailable> {
-        let has = |s: &Snapshot, host: &str| {
+    ) -> Result<Option<Arc<Snapshot>>, Unavailable> {
+        let Some(host) = self.directory().host(authority, original_dst, port) else {
+            return Ok(None);
+        };
+        let has = |s: &Snapshot| {
             s.routes_by_port
                 .get(&port)
-                .is_some_and(|t| t.virtual_host(host).is_some())
+                .is_some_and(|t| t.virtual_host(&host).is_some())
         };
-        if has(&snapshot, authority) {
-            return Ok(snapshot);
-        }
-        let Some(host) = self.directory().host(authority, original_dst, port) else {
-            return Ok(snapshot);
-        };
-        if has(&snapshot, &host) {
-            return Ok(snapshot);
-        }
-        self.fetch(store, &host, |s| has(s, &host)).await
+        self.fetch(store, &host, has).await.map(Some)
     }
 
     /// The config to serve a captured TCP connection to `dst` by: the

@@ -10,9 +10,11 @@ use anyhow::{Context, Result, bail};
 
 use crate::local::programs::program_for;
 use api::Resource;
+use control::inject::{DISCOVERY_ANNOTATION, Discovery};
 use identity::{SECRET_TTL, secret_ttl};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Namespace, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
 pub const INGRESS_NAMESPACE: &str = "istio-system";
@@ -285,6 +287,28 @@ fn wants_sidecar(d: &Deployment, namespaces: &BTreeMap<String, Namespace>, ns: &
     !pod_opt_out && !ns_opt_out
 }
 
+/// The template's `trellis.dev/discovery`, else its namespace's, as the
+/// injector reads them (it turns `on-demand` into `--discovery on-demand`).
+fn discovery(
+    template: &ObjectMeta,
+    namespaces: &BTreeMap<String, Namespace>,
+    ns: &str,
+    name: &str,
+) -> Result<Discovery> {
+    let own = Discovery::chosen(template.annotations.as_ref()).map_err(|e| {
+        anyhow::anyhow!("Deployment {ns}/{name}: annotation {DISCOVERY_ANNOTATION}: {e}")
+    })?;
+    if let Some(own) = own {
+        return Ok(own);
+    }
+    let of_namespace = namespaces
+        .get(ns)
+        .and_then(|n| n.metadata.annotations.as_ref());
+    let chosen = Discovery::chosen(of_namespace)
+        .map_err(|e| anyhow::anyhow!("Namespace {ns}: annotation {DISCOVERY_ANNOTATION}: {e}"))?;
+    Ok(chosen.unwrap_or_default())
+}
+
 /// The pod's proxyMetadata: the mesh's, overridden key by key by the
 /// template's `proxy.istio.io/config` annotation; a bad `SECRET_TTL` is an error naming where it came from.
 fn proxy_metadata(
@@ -348,19 +372,8 @@ pub fn plan(
         let pod_spec = spec.template.spec.clone().unwrap_or_default();
         let sidecar = wants_sidecar(d, &namespaces, &ns);
         let mut proxy_env = proxy_metadata(mesh, Some((d, &ns, r.name())))?;
-        // As injection turns it into `--discovery` (control::inject).
-        let discovery = template_meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(control::inject::DISCOVERY_ANNOTATION));
-        if let Some(v) = discovery {
-            anyhow::ensure!(
-                v == "on-demand" || v == "whole",
-                "Deployment {ns}/{}: annotation {}: {v:?} is neither \"on-demand\" nor \"whole\"",
-                r.name(),
-                control::inject::DISCOVERY_ANNOTATION
-            );
-            proxy_env.push(("TRELLIS_DISCOVERY".into(), v.clone()));
+        if discovery(&template_meta, &namespaces, &ns, r.name())? == Discovery::OnDemand {
+            proxy_env.push(("TRELLIS_DISCOVERY".into(), "on-demand".into()));
         }
         for i in 0..spec.replicas.unwrap_or(1).max(0) as usize {
             let (pod_ip, app_ip) = addrs.pod(pods.len())?;
@@ -657,6 +670,53 @@ mod tests {
             err.contains(
                 "Deployment prod/web: annotation proxy.istio.io/config: not a ProxyConfig"
             ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn discovery_is_the_pods_own_else_its_namespaces() {
+        let parsed = |yaml: &str| api::parse("x.yaml", yaml).expect("parses");
+        let namespace = |value: &str| {
+            parsed(&format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop, annotations: {{trellis.dev/discovery: {value}}}}}\n"
+            ))
+        };
+        let web = |own: &str| {
+            parsed(&format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}{own}}}\n    spec: {{containers: [{{name: web, image: web, command: [/bin/true]}}]}}\n"
+            ))
+        };
+        let addrs = Addresses {
+            block: 10,
+            pods: None,
+        };
+        let discovery_of = |resources: Vec<Resource>| {
+            let plan = plan(resources, addrs, &model::MeshConfig::default())?;
+            let pod = plan.pods.iter().find(|p| p.workload == "web").expect("web");
+            anyhow::Ok(
+                pod.proxy_env
+                    .iter()
+                    .find(|(k, _)| k == "TRELLIS_DISCOVERY")
+                    .map(|(_, v)| v.clone()),
+            )
+        };
+        let with = |ns: &str, own: &str| {
+            let mut r = namespace(ns);
+            r.extend(web(own));
+            discovery_of(r)
+        };
+        assert_eq!(with("on-demand", "").unwrap().as_deref(), Some("on-demand"));
+        let own_whole = ", annotations: {trellis.dev/discovery: whole}";
+        assert_eq!(
+            with("on-demand", own_whole).unwrap(),
+            None,
+            "the pod's own wins"
+        );
+        assert_eq!(discovery_of(web("")).unwrap(), None);
+        let err = format!("{:#}", with("lazy", "").expect_err("a bad value"));
+        assert!(
+            err.contains("Namespace shop: annotation trellis.dev/discovery: \"lazy\""),
             "{err}"
         );
     }

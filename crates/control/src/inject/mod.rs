@@ -74,6 +74,9 @@ pub struct Config {
     pub mesh: model::MeshConfig,
     /// Istio's `meshConfig.enablePrometheusMerge` (default on).
     pub prometheus_merge: bool,
+    /// The discovery of a pod that does not choose one: its Namespace's
+    /// [`DISCOVERY_ANNOTATION`], which the webhook reads for each pod.
+    pub namespace_discovery: Discovery,
 }
 
 fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
@@ -114,6 +117,7 @@ impl Default for Config {
             native_sidecar: true,
             mesh: model::MeshConfig::default(),
             prometheus_merge: true,
+            namespace_discovery: Discovery::Whole,
         }
     }
 }
@@ -216,11 +220,37 @@ struct ProxyConfigOverride {
     other: BTreeMap<String, serde_json::Value>,
 }
 
-/// Adds the sidecar to `pod` (whose injection was decided by [`decide`]).
-/// A pod's choice of which outbound hosts its proxy is sent: `on-demand`
-/// (those it calls, see `model::on_demand`) or `whole` (the default).
+/// Which outbound hosts a pod's proxy is sent: `on-demand` (those it
+/// calls, see `model::on_demand`) or `whole` (the default); on the pod, or
+/// on its Namespace for the pods that do not say.
 pub const DISCOVERY_ANNOTATION: &str = "trellis.dev/discovery";
 
+/// What [`DISCOVERY_ANNOTATION`] chooses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Discovery {
+    #[default]
+    Whole,
+    OnDemand,
+}
+
+impl Discovery {
+    /// The choice `annotations` (a pod's or a Namespace's) make, if any.
+    pub fn chosen(
+        annotations: Option<&BTreeMap<String, String>>,
+    ) -> Result<Option<Discovery>, String> {
+        match annotations
+            .and_then(|a| a.get(DISCOVERY_ANNOTATION))
+            .map(String::as_str)
+        {
+            None => Ok(None),
+            Some("whole") => Ok(Some(Discovery::Whole)),
+            Some("on-demand") => Ok(Some(Discovery::OnDemand)),
+            Some(other) => Err(format!("{other:?} is neither \"on-demand\" nor \"whole\"")),
+        }
+    }
+}
+
+/// Adds the sidecar to `pod` (whose injection was decided by [`decide`]).
 pub fn inject(
     pod: &Pod,
     config: &Config,
@@ -331,15 +361,12 @@ pub fn inject(
     );
     let mut args = sidecar::args(config, workers, status_port, &workload, &labels);
     // Trellis's own: which outbound hosts the control plane sends the proxy.
-    match ann(DISCOVERY_ANNOTATION) {
-        Some("on-demand") => args.extend(["--discovery".into(), "on-demand".into()]),
-        Some("whole") | None => {}
-        Some(other) => {
-            return Err(bad(
-                DISCOVERY_ANNOTATION,
-                format!("{other:?} is neither \"on-demand\" nor \"whole\""),
-            ));
-        }
+    // The pod's own choice wins over its namespace's.
+    let discovery = Discovery::chosen(Some(&annotations))
+        .map_err(|m| bad(DISCOVERY_ANNOTATION, m))?
+        .unwrap_or(config.namespace_discovery);
+    if discovery == Discovery::OnDemand {
+        args.extend(["--discovery".into(), "on-demand".into()]);
     }
     let mut proxy = sidecar::container(config, &ann, args, env, status_port, native, resources)?;
     let init = init::container(config, proxy.image.clone(), capture);

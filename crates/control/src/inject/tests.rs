@@ -536,6 +536,40 @@ fn the_discovery_annotation_becomes_the_proxy_flag() {
 }
 
 #[test]
+fn a_namespace_on_demand_applies_to_its_pods_unless_a_pod_says_whole() {
+    let config = Config {
+        namespace_discovery: Discovery::OnDemand,
+        ..Config::default()
+    };
+    let args = |meta: Value| {
+        let out = inject(&pod(meta), &config, None).unwrap();
+        proxy_of(&out.pod).args.clone().unwrap()
+    };
+    let silent = args(json!({"name": "p"}));
+    let at = silent
+        .iter()
+        .position(|a| a == "--discovery")
+        .expect("the namespace's on-demand");
+    assert_eq!(silent[at + 1], "on-demand");
+    let whole = args(json!({"name": "p", "annotations": {"trellis.dev/discovery": "whole"}}));
+    assert!(
+        !whole.contains(&"--discovery".to_string()),
+        "the pod's own wins"
+    );
+}
+
+#[test]
+fn the_discovery_a_namespace_chooses_is_read_from_its_annotations() {
+    let of = |v: &str| Discovery::chosen(Some(&labels(&[(DISCOVERY_ANNOTATION, v)])));
+    assert_eq!(of("on-demand"), Ok(Some(Discovery::OnDemand)));
+    assert_eq!(of("whole"), Ok(Some(Discovery::Whole)));
+    assert_eq!(Discovery::chosen(Some(&labels(&[]))), Ok(None));
+    assert_eq!(Discovery::chosen(None), Ok(None));
+    let err = of("lazy").expect_err("not a choice");
+    assert!(err.contains("\"lazy\" is neither"), "{err}");
+}
+
+#[test]
 fn prometheus_scrapes_the_sidecar_and_remembers_the_app() {
     let p = pod(json!({"name": "p", "annotations": {
         "prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics"}}));

@@ -29,7 +29,8 @@ use crate::lb::passthrough::Passthrough;
 use crate::policy::rate_limit::Decision;
 use crate::req_body::{Counted, ReqBody};
 use crate::resp_body::RespBody;
-use crate::snapshot::{Direction, ListenerSpec};
+use crate::snapshot::routes::VirtualHost;
+use crate::snapshot::{Direction, ListenerSpec, Snapshot};
 use crate::telemetry::meta::ServiceMeta;
 use crate::telemetry::{Flags, LoggedBody, Record, Reporter, Telemetry};
 use authorize::{Authorized, authenticate, authorize, jwt_refused};
@@ -523,16 +524,23 @@ async fn routed(
         // Listeners open only after the first config, so this is brief if ever.
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no config yet");
     };
-    if spec.direction == Direction::Outbound
+    let mut virtual_host = find_virtual_host(&snapshot, spec, conn, port, &authority);
+    if virtual_host.is_none()
+        && spec.direction == Direction::Outbound
         && let Some(on_demand) = shared.store.on_demand()
     {
         // A host of the directory whose routes this proxy lacks: held until
-        // the control plane sends them (see crate::on_demand).
+        // the control plane sends them (see crate::on_demand). Only a miss
+        // gets here: a hit costs what it costs without on-demand.
         match on_demand
-            .for_request(&shared.store, snapshot, &authority, conn.original_dst, port)
+            .on_miss(&shared.store, &authority, conn.original_dst, port)
             .await
         {
-            Ok(s) => snapshot = s,
+            Ok(Some(s)) => {
+                snapshot = s;
+                virtual_host = find_virtual_host(&snapshot, spec, conn, port, &authority);
+            }
+            Ok(None) => {}
             Err(e) => {
                 tracing::info!(authority = &*authority, error = %e, "request for a host discovered on demand failed");
                 record.flags.set(Flags::NC);
@@ -543,14 +551,6 @@ async fn routed(
             }
         }
     }
-    let table = match spec.direction {
-        Direction::Gateway => {
-            let name = conn.route_config.as_deref().unwrap_or(&spec.route_config);
-            snapshot.routes.get(name)
-        }
-        _ => snapshot.routes_by_port.get(&port),
-    };
-    let virtual_host = table.and_then(|t| t.virtual_host(&authority));
     match (virtual_host, spec.direction) {
         (Some(vh), _) => {
             let match_port = if spec.direction == Direction::Gateway {
@@ -591,6 +591,25 @@ async fn routed(
             local_reply(StatusCode::NOT_FOUND, "")
         }
     }
+}
+
+/// The virtual host `authority` names in the route table of the listener
+/// (a gateway's by name, a sidecar's by `port`).
+fn find_virtual_host<'s>(
+    snapshot: &'s Snapshot,
+    spec: &ListenerSpec,
+    conn: &Conn,
+    port: u16,
+    authority: &str,
+) -> Option<&'s VirtualHost> {
+    let table = match spec.direction {
+        Direction::Gateway => {
+            let name = conn.route_config.as_deref().unwrap_or(&spec.route_config);
+            snapshot.routes.get(name)
+        }
+        _ => snapshot.routes_by_port.get(&port),
+    };
+    table.and_then(|t| t.virtual_host(authority))
 }
 
 /// A request for a destination outside the mesh under REGISTRY_ONLY: 502,

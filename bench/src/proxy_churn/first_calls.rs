@@ -1,0 +1,70 @@
+//! The first call to each of a few hosts the proxy has not called yet,
+//! then a second: with `--discovery on-demand` the first is held while the
+//! proxy asks trellisd for the host, trellisd compiles the proxy's hosts and
+//! pushes them, and the proxy applies them (docs/on-demand.md); with the
+//! whole config it is routed at once. Both open a new upstream pool; the
+//! difference between the two runs' first calls is what on-demand adds.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+
+/// The hosts measured: ServiceEntries like the upstream's, one each.
+pub fn host(i: usize) -> String {
+    format!("first{i}.ns0.svc.cluster.local")
+}
+
+/// The ServiceEntry of [`host`] `i`, its one endpoint the local upstream.
+pub fn service(i: usize, upstream_port: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: first{i}, namespace: ns0}}\nspec:\n  hosts: [{}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{name: http, number: 8080, protocol: HTTP}}]\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {upstream_port}}}}}\n",
+        host(i)
+    )
+}
+
+/// The latencies of the first and the second call to each host, in ms.
+pub struct FirstCalls {
+    pub first_ms: Vec<f64>,
+    pub second_ms: Vec<f64>,
+}
+
+/// Calls each of `count` hosts twice, one call at a time, through the
+/// explicit proxy at `outbound` (one kept-alive connection to it).
+pub async fn measure(outbound: SocketAddr, count: usize) -> Result<FirstCalls> {
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{outbound}"))?)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let call = |url: String| {
+        let client = client.clone();
+        async move {
+            let t0 = Instant::now();
+            let status = client.get(&url).send().await?.status();
+            ensure!(status.is_success(), "{url}: {status}");
+            anyhow::Ok(t0.elapsed().as_secs_f64() * 1000.0)
+        }
+    };
+    // The connection to the proxy is opened before anything is timed.
+    call(format!("http://{}:8080/", super::UPSTREAM_HOST)).await?;
+    let mut out = FirstCalls {
+        first_ms: Vec::new(),
+        second_ms: Vec::new(),
+    };
+    for i in 0..count {
+        let url = format!("http://{}:8080/", host(i));
+        out.first_ms
+            .push(call(url.clone()).await.context("a first call")?);
+        out.second_ms
+            .push(call(url).await.context("a second call")?);
+    }
+    Ok(out)
+}
+
+/// The median and the largest of `ms`.
+pub fn p50_max(ms: &[f64]) -> (f64, f64) {
+    let mut sorted = ms.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let p50 = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+    (p50, sorted.last().copied().unwrap_or(f64::NAN))
+}
