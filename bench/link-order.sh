@@ -1,91 +1,162 @@
 #!/usr/bin/env bash
-# Relinks the dist-profile trellis-proxy with the functions it executes placed
-# together at the start of its code (crates/cli/build.rs reads the list from
-# TRELLIS_PROXY_LINK_ORDER).
+# Writes crates/cli/trellis-proxy-hot.ld, the linker script that places the
+# functions a running trellis-proxy executes together at the start of its
+# code. crates/cli/build.rs passes it to every link of trellis-proxy, so the
+# release build, the dist build and the images all get it; it is committed.
 #
-# Why: the kernel maps an executable's pages a whole page-cache folio (up to
-# hundreds of KiB) at a time, so hot functions scattered over 6.5 MB of code
-# keep two thirds of it resident. Laid out together they keep ~2.5 MB.
+# Why: the kernel maps an executable's pages a whole page-cache folio (on
+# ext4 since Linux 6.16, up to hundreds of KiB) or fault-around window (64
+# KiB) at a time, so hot functions scattered over 8-12 MB of code keep most
+# of it resident. Laid out together they keep a few MB.
 #
-# How: the built trellis-proxy runs under valgrind's callgrind through the
-# benchmark's quick run (start, readiness, HTTP/1.1 and HTTP/2 through the
-# mTLS pair, the 1,000-service config) and, when the release trellisd and
-# churn benchmark are built, through a short run of bench/proxy-churn.sh (a
-# 1,000-service config from trellisd, then endpoint updates: the code a
-# proxy runs all day under churn, which the first run never executes);
-# every function it executed, by its symbol name in this very binary, goes
-# to bench/out/link-order.txt, in name order; then the proxy is linked
-# again with that list. A function the profile did not see stays where the
-# linker puts it.
+# How: each profiled trellis-proxy runs under valgrind's callgrind through
+# the data-plane benchmark's quick run (start, readiness, HTTP/1.1 and
+# HTTP/2 through the mTLS pair, the 1,000-service config) and a short run of
+# the churn benchmark (a 1,000-service config from trellisd, then endpoint
+# updates: the code a proxy runs all day, which the first run never
+# executes). Every function it executed is kept by its symbol name WITHOUT
+# the legacy mangling's hash (`17h<16 hex digits>E`): the hash depends on
+# cargo's -C metadata, which differs between profiles, toolchains and
+# versions, while the path before it names the function in any build. The
+# script matches each name as a glob on its function section
+# (`.text.<name>*`), so one list serves every profile and survives a
+# version bump. A function the profile did not see stays where the linker
+# puts it; names that match nothing are ignored (the cli test
+# `hot_code` fails when too many of them do: the list went stale).
 #
-#   bench/link-order.sh      (bench/run.sh calls it after its release build)
+#   bench/link-order.sh                  profile target/release (and target/dist
+#                                        when built), write the script, relink
+#   bench/link-order.sh --bin-dir DIR    profile DIR/trellis-proxy (repeatable)
+#
+# Needs release trellisd, bench-control-plane, bench-data-plane and
+# bench-proxy-churn (it builds them), valgrind, and Envoy and oha
+# (bench/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin="$PWD/target/dist/trellis-proxy"
-order="$PWD/bench/out/link-order.txt"
+script="$PWD/crates/cli/trellis-proxy-hot.ld"
 work="$PWD/bench/out/link-order"
-[[ -x "$bin" && -x target/dist/bench-data-plane ]] ||
-  { echo "link-order: build the dist binaries first (bench/run.sh does)" >&2; exit 1; }
+dirs=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --bin-dir) dirs+=("$(realpath "$2")"); shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "link-order: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+echo "link-order: building the release binaries it runs" >&2
+cargo build --release --quiet -p cli --bin trellis-proxy --bin trellisd \
+  -p bench --bin bench-control-plane --bin bench-data-plane --bin bench-proxy-churn
+release="$PWD/target/release"
+if [[ ${#dirs[@]} == 0 ]]; then
+  dirs=("$release")
+  [[ -x target/dist/trellis-proxy ]] && dirs+=("$PWD/target/dist")
+fi
 if ! command -v valgrind >/dev/null; then
   echo "link-order: installing valgrind (apt)" >&2
   apt-get install -y -qq valgrind >/dev/null ||
     { echo "link-order: valgrind is missing and could not be installed" >&2; exit 1; }
 fi
-
 tools="$(bench/setup.sh)"
 envoy="$(sed -n 's/^ENVOY=//p' <<<"$tools")"
 oha="$(sed -n 's/^OHA=//p' <<<"$tools")"
 
 rm -rf "$work"
 mkdir -p "$work"
-cat >"$work/trellis-proxy" <<WRAPPER
+: >"$work/executed.txt"
+n=0
+for dir in "${dirs[@]}"; do
+  n=$((n + 1))
+  bin="$dir/trellis-proxy"
+  run="$work/$n"
+  mkdir -p "$run/churn"
+  [[ -x "$bin" ]] || { echo "link-order: no $bin" >&2; exit 1; }
+  cat >"$run/trellis-proxy" <<WRAPPER
 #!/usr/bin/env bash
 exec valgrind --tool=callgrind --dump-instr=no --compress-strings=no --demangle=no \\
-  --callgrind-out-file="$work/callgrind.%p" "$bin" "\$@"
+  --callgrind-out-file="$run/callgrind.%p" "$bin" "\$@"
 WRAPPER
-chmod +x "$work/trellis-proxy"
-
-echo "link-order: profiling trellis-proxy under callgrind (about a minute)" >&2
-target/dist/bench-data-plane --proxy "$work/trellis-proxy" --envoy "$envoy" --oha "$oha" \
-  --quick --only memory,latency,h1,h2 --out "$work/bench" >"$work/bench.log" 2>&1 ||
-  { echo "link-order: the profiling run failed; see $work/bench.log" >&2; exit 1; }
-
-churn_bins=(target/release/trellisd target/release/bench-control-plane target/release/bench-proxy-churn)
-if [[ -x ${churn_bins[0]} && -x ${churn_bins[1]} && -x ${churn_bins[2]} ]]; then
-  # The churn benchmark takes every binary from one directory: the profiled
-  # proxy's wrapper beside the release trellisd and mesh writer. It ends
-  # the proxy with SIGKILL, which would lose the profile: here it kills the
+  # The churn benchmark takes every binary from one directory and ends the
+  # proxy with SIGKILL, which would lose the profile: here it kills the
   # wrapper, and the proxy under valgrind gets SIGTERM (its parent's death
   # signal), exits, and callgrind writes the profile.
-  mkdir -p "$work/churn"
-  cat >"$work/churn/trellis-proxy" <<WRAPPER
+  cat >"$run/churn/trellis-proxy" <<WRAPPER
 #!/usr/bin/env bash
 setpriv --pdeathsig TERM valgrind --tool=callgrind --dump-instr=no --compress-strings=no \\
-  --demangle=no --callgrind-out-file="$work/callgrind.%p" "$bin" "\$@" &
+  --demangle=no --callgrind-out-file="$run/callgrind.%p" "$bin" "\$@" &
 wait
 WRAPPER
-  chmod +x "$work/churn/trellis-proxy"
+  chmod +x "$run/trellis-proxy" "$run/churn/trellis-proxy"
   for b in trellisd bench-control-plane bench-data-plane; do
-    ln -sf "$PWD/target/release/$b" "$work/churn/$b"
+    ln -sf "$release/$b" "$run/churn/$b"
   done
-  echo "link-order: profiling trellis-proxy under endpoint churn (about two minutes)" >&2
-  target/release/bench-proxy-churn --bin-dir "$work/churn" --oha "$oha" --secs 10 --load-rate 50 \
-    >"$work/churn.log" 2>&1 ||
-    { echo "link-order: the churn profiling run failed; see $work/churn.log" >&2; exit 1; }
+
+  echo "link-order: profiling $bin under callgrind (about a minute)" >&2
+  "$release/bench-data-plane" --proxy "$run/trellis-proxy" --envoy "$envoy" --oha "$oha" \
+    --quick --only memory,latency,h1,h2 --out "$run/bench" >"$run/bench.log" 2>&1 ||
+    { echo "link-order: the profiling run failed; see $run/bench.log" >&2; exit 1; }
+  echo "link-order: profiling $bin under endpoint churn (about two minutes)" >&2
+  "$release/bench-proxy-churn" --bin-dir "$run/churn" --oha "$oha" --secs 10 --load-rate 50 \
+    >"$run/churn.log" 2>&1 ||
+    { echo "link-order: the churn profiling run failed; see $run/churn.log" >&2; exit 1; }
   # The proxy writes its profile as it exits, after the benchmark is done.
   for _ in $(seq 60); do
-    pgrep -f "callgrind-out-file=$work/callgrind" >/dev/null || break
+    pgrep -f "callgrind-out-file=$run/callgrind" >/dev/null || break
     sleep 1
   done
-else
-  echo "link-order: no release trellisd/bench-control-plane/bench-proxy-churn: the churn path is not profiled" >&2
-fi
 
-sed -n 's/^fn=//p' "$work"/callgrind.* | sort -u >"$work/executed.txt"
-nm --defined-only "$bin" | awk '$2 ~ /^[tTwW]$/ {print $3}' | sort -u >"$work/symbols.txt"
-comm -12 "$work/executed.txt" "$work/symbols.txt" >"$work/order.txt"
+  # Executed (callgrind's `'N` marks a recursion depth) and defined in this
+  # binary (not libc's, not the loader's).
+  sed -n "/^fn=/{s/^fn=//; s/'[0-9]*\$//; p}" "$run"/callgrind.* | sort -u >"$run/executed.txt"
+  nm --defined-only "$bin" | awk '$2 ~ /^[tTwW]$/ {print $3}' | sort -u >"$run/symbols.txt"
+  comm -12 "$run/executed.txt" "$run/symbols.txt" >>"$work/executed.txt"
+  echo "link-order: $(comm -12 "$run/executed.txt" "$run/symbols.txt" | wc -l) functions executed in $bin" >&2
+done
+
+# A legacy-mangled name (`..17h<hash>E`, then `.llvm.<n>` when LLVM promoted
+# a local symbol, which changes with the code) is matched without its hash
+# when that names one function in every binary profiled: then it names the
+# same function in any build. Generic functions' legacy names leave out the
+# type parameters, so `Vec<T>::push` names hundreds of functions, most of
+# them never run; those are kept with the hash (`..17h<hash>E*`): the
+# instance this build runs, in this profile, until a version, toolchain or
+# dependency change renames it. Other names (std's v0 names) stay whole.
+hashless='s/(17h)[0-9a-f]{16}E(\..*)?$/\1*/'
+for run in "$work"/*/; do
+  sed -E "$hashless" "$run/symbols.txt" | sort | uniq -d
+done | sort -u >"$work/shared.txt"
+# Each executed name, its hash-less form, its form with the hash (legacy
+# names; another name is matched with whatever LLVM appended to it, thrice).
+sort -u "$work/executed.txt" |
+  sed -E 's/^(.*17h)([0-9a-f]{16}E)(\..*)?$/\1\2\3 \1* \1\2*/; t
+          s/\.(llvm\.)?[0-9]+$//; s/^.*$/&* &* &*/' |
+  awk -v shared="$work/shared.txt" '
+    BEGIN { while ((getline name <shared) > 0) many[name] = 1 }
+    { print ($2 in many) ? $3 : $2 }' |
+  # Only the characters the linker script reads as one name (legacy
+  # mangling escapes every other character).
+  grep -E '^[A-Za-z0-9_.$]+\*?$' | sort -u >"$work/names.txt"
+{
+  echo "/* The functions trellis-proxy executes, placed together at the start of its"
+  echo " * code. Written by bench/link-order.sh from a profile (do not edit); read"
+  echo " * by crates/cli/build.rs. A name ending \"17h*\" matches that function in"
+  echo " * any build; one with its hash, the instance the profiled builds ran. */"
+  echo "SECTIONS {"
+  # One input-section description for all names: lld matches each section
+  # against its patterns in one pass (a description per name: 10× slower).
+  echo "  .text.hot : { *("
+  sed 's/^.*$/    .text.&/' "$work/names.txt"
+  echo "  ) }"
+  echo "} INSERT BEFORE .text;"
+} >"$work/hot.ld"
 # Rewritten only when it changed: cargo relinks when the file is newer.
-cmp -s "$work/order.txt" "$order" || mv "$work/order.txt" "$order"
-echo "link-order: $(wc -l <"$order") functions executed; linking trellis-proxy by them" >&2
-TRELLIS_PROXY_LINK_ORDER="$order" cargo build --profile dist --quiet -p cli --bin trellis-proxy
+cmp -s "$work/hot.ld" "$script" || cp "$work/hot.ld" "$script"
+echo "link-order: $(wc -l <"$work/names.txt") names ($(grep -c '17h\*$' "$work/names.txt") without their hash) in ${script#"$PWD"/}; relinking trellis-proxy" >&2
+for dir in "${dirs[@]}"; do
+  case "$dir" in
+    "$PWD/target/release") cargo build --release --quiet -p cli --bin trellis-proxy ;;
+    "$PWD/target/dist") cargo build --profile dist --quiet -p cli --bin trellis-proxy ;;
+  esac
+done

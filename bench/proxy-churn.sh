@@ -18,6 +18,16 @@ args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --bin-dir) bin_dir="$2"; shift ;;
+    # Help without a build: this header, then the benchmark's flags if built.
+    -h|--help)
+      sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+      help_bin="${bin_dir:-target/release}/bench-proxy-churn"
+      if [[ -x "$help_bin" ]]; then
+        echo; "$help_bin" --help
+      else
+        echo; echo "($help_bin is not built: its flags are listed once it is)"
+      fi
+      exit 0 ;;
     *) args+=("$1") ;;
   esac
   shift

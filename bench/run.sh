@@ -4,8 +4,9 @@
 # made by the benchmark). Builds the dist binaries, installs Envoy and
 # oha if missing (bench/setup.sh), runs every scenario (bench-data-plane),
 # writes bench/out/data-plane.{md,json} and the results into
-# docs/benchmarks.md. The sidecar is linked as a release is
-# (bench/link-order.sh: its hot functions together, from a profile).
+# docs/benchmarks.md. The sidecar is linked as every build of it is: its
+# hot functions together (crates/cli/trellis-proxy-hot.ld, which
+# bench/link-order.sh refreshes from a profile).
 #
 #   bench/run.sh                 the full run (about 14 minutes after the build)
 #   bench/run.sh --plaintext     the same without mTLS between the sidecars (both pairs)
@@ -40,16 +41,7 @@ done
 tools="$(bench/setup.sh)"
 if [[ -z "$bin_dir" ]]; then
   echo "run: building dist binaries (trellis-proxy, bench-data-plane)" >&2
-  # With the link order of the last run, if any (link-order.sh refreshes it).
-  order="$PWD/bench/out/link-order.txt"
-  if [[ $quick == 0 && -f "$order" ]]; then
-    export TRELLIS_PROXY_LINK_ORDER="$order"
-  fi
   cargo build --profile dist --quiet -p cli --bin trellis-proxy -p bench --bin bench-data-plane
-  # As a release is built: the sidecar linked with its hot code together.
-  if [[ $quick == 0 ]]; then
-    bench/link-order.sh
-  fi
   bin_dir=target/dist
 fi
 

@@ -228,6 +228,8 @@ async fn endpoint_updates(client: &reqwest::Client, admin: SocketAddr) -> Result
 struct Setup {
     a: Args,
     dir: PathBuf,
+    /// Each service's file as the mesh was written (svc{s}.yaml).
+    services: Arc<Vec<String>>,
     api: String,
     outbound: SocketAddr,
     admin: SocketAddr,
@@ -271,7 +273,7 @@ impl Setup {
         let failed = Arc::new(AtomicU64::new(0));
         let churner = churn.then(|| {
             let changes = (a.changes_per_sec * a.secs) as usize;
-            let files = self.dir.join("mesh");
+            let files = self.services.clone();
             let (client, api) = (self.client.clone(), self.api.clone());
             let (sent, failed) = (sent.clone(), failed.clone());
             let (services, first) = (a.services, *generation);
@@ -286,8 +288,7 @@ impl Setup {
                 for g in first..first + changes {
                     tick.tick().await;
                     let s = (g * 7919) % services;
-                    let file = std::fs::read_to_string(files.join(format!("svc{s}.yaml")))?;
-                    let body = changed_service(&file, g / services + 1)?;
+                    let body = changed_service(&files[s], g / services + 1)?;
                     let permit = inflight.clone().acquire_owned().await?;
                     let (client, api) = (client.clone(), api.clone());
                     let (sent, failed) = (sent.clone(), failed.clone());
@@ -323,7 +324,10 @@ impl Setup {
         let trellisd_cpu_s = cpu_secs(self.trellisd) - trellisd_cpu0;
         if let Some(c) = churner {
             c.abort();
-            let _ = c.await;
+            // One that ended early with an error says why (0 changes is no result).
+            if let Ok(Err(e)) = c.await {
+                return Err(e.context("applying endpoint changes to trellisd"));
+            }
         }
         // Let the last changes arrive before counting them.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -399,6 +403,12 @@ async fn main() -> Result<()> {
         .status()
         .context("running bench-control-plane --write-mesh")?;
     ensure!(status.success(), "bench-control-plane --write-mesh failed");
+    // Read before trellisd starts: it takes files found in its config
+    // directory into its own store and renames them `.imported`.
+    let services = (0..a.services)
+        .map(|s| std::fs::read_to_string(dir.join(format!("mesh/svc{s}.yaml"))))
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the mesh's service files")?;
 
     let upstream_port = free_port()?;
     std::fs::write(
@@ -497,6 +507,7 @@ async fn main() -> Result<()> {
     let setup = Setup {
         a,
         dir,
+        services: Arc::new(services),
         api,
         outbound,
         admin,
