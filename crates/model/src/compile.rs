@@ -8,7 +8,7 @@ use wire::pb::{self, ProxyKind};
 use wire::snapshot::{ProxySnapshot, TypeSnapshot};
 
 use crate::cluster_policy;
-use crate::encodings::Encodings;
+use crate::encodings::{Encodings, set_version};
 use crate::gateway;
 use crate::host;
 use crate::mesh::Mesh;
@@ -154,14 +154,13 @@ impl Compiler {
         let gateway = node.kind() == ProxyKind::Gateway;
         let encode = |resources| Arc::new(self.encodings.type_snapshot(resources));
         let compute = || {
-            let mut config = ProxyConfig::default();
-            outbound_clusters(&self.mesh, &scope, &mut config);
+            let (clusters, endpoints) = self.encoded_clusters(&scope);
             let routes =
                 (!gateway).then(|| encode(route_resources(outbound_routes(&self.mesh, &scope))));
             SharedTypes {
                 scope: scope.clone(),
-                clusters: encode(cluster_resources(config.clusters)),
-                endpoints: encode(endpoint_resources(config.endpoints)),
+                clusters: Arc::new(clusters),
+                endpoints: Arc::new(endpoints),
                 routes,
             }
         };
@@ -223,6 +222,23 @@ impl Compiler {
 }
 
 impl Compiler {
+    /// The clusters and endpoints `scope` sees, compiled and encoded a
+    /// service at a time: a scope of a thousand services never holds all its
+    /// endpoints in their whole form at once (11,000 endpoints are ~6 MiB
+    /// so, and a scope's first proxies compile two scopes at once).
+    fn encoded_clusters(&self, scope: &Scope) -> (TypeSnapshot, TypeSnapshot) {
+        let (mut clusters, mut endpoints) = (Vec::new(), Vec::new());
+        for svc in visible_services(&self.mesh, scope) {
+            let mut config = ProxyConfig::default();
+            service_clusters(&self.mesh, scope, svc, &mut config);
+            self.encodings
+                .encode(cluster_resources(config.clusters), &mut clusters);
+            self.encodings
+                .encode(endpoint_resources(config.endpoints), &mut endpoints);
+        }
+        (set_version(clusters), set_version(endpoints))
+    }
+
     /// The directory of an on-demand proxy of `scope`, built once for the
     /// proxies that see the same hosts whatever each asked for.
     fn directory(

@@ -26,6 +26,15 @@ impl Encodings {
     /// resource's name gives left out (`wire::names`).
     pub fn type_snapshot(&self, resources: Vec<(String, Kind)>) -> TypeSnapshot {
         let mut encoded = Vec::with_capacity(resources.len());
+        self.encode(resources, &mut encoded);
+        set_version(encoded)
+    }
+
+    /// Encodes `resources` onto `out`, each versioned by its encoding and
+    /// shared as [`Encodings::type_snapshot`] does; [`set_version`] makes a
+    /// set of them. A set built a few resources at a time holds only those
+    /// few in their unencoded form.
+    pub fn encode(&self, resources: Vec<(String, Kind)>, out: &mut Vec<Arc<EncodedResource>>) {
         let mut known = self.by_version.lock().unwrap_or_else(|e| e.into_inner());
         for (name, mut kind) in resources {
             wire::names::leave_out(&name, &mut kind);
@@ -37,16 +46,14 @@ impl Encodings {
             r.version = digest(&r.encode_to_vec());
             let key = (r.name, r.version);
             if let Some(shared) = known.get(&key) {
-                encoded.push(shared.clone());
+                out.push(shared.clone());
                 continue;
             }
             (r.name, r.version) = key;
             let shared = Arc::new(EncodedResource::new(&r));
             known.insert((r.name, r.version), shared.clone());
-            encoded.push(shared);
+            out.push(shared);
         }
-        drop(known);
-        set_version(encoded)
     }
 
     /// Forgets the resources no snapshot holds any more.

@@ -196,6 +196,38 @@ fn the_compiler_shares_scope_config_and_matches_compile() {
     assert!(a.same_versions(&again));
 }
 
+/// An endpoint resource is the same bytes for every scope that sees its
+/// service: two namespaces' proxies hold one copy of each, and what each
+/// is sent is exactly what compiling it alone gives.
+#[test]
+fn scopes_share_one_copy_of_a_services_endpoints() {
+    let m = std::sync::Arc::new(mesh(""));
+    let compiler = Compiler::new(m.clone());
+    let (here, there) = (sidecar("default", "a"), sidecar("other", "b"));
+    let a = compiler.snapshot(&here);
+    let b = compiler.snapshot(&there);
+    assert!(!std::sync::Arc::ptr_eq(
+        &a.types[wire::types::ENDPOINTS],
+        &b.types[wire::types::ENDPOINTS]
+    ));
+    let named = |s: &wire::snapshot::ProxySnapshot| {
+        s.types[wire::types::ENDPOINTS]
+            .resources
+            .iter()
+            .find(|r| r.name == "outbound|9080||reviews.default.svc.cluster.local")
+            .cloned()
+            .expect("reviews' endpoints")
+    };
+    assert!(std::sync::Arc::ptr_eq(&named(&a), &named(&b)));
+    for (node, got) in [(&here, &a), (&there, &b)] {
+        let direct = compile(&m, node).into_snapshot();
+        for (t, snapshot) in &direct.types {
+            assert_eq!(got.types[t].decode(), snapshot.decode(), "{t}");
+            assert_eq!(got.types[t].version, snapshot.version, "{t}");
+        }
+    }
+}
+
 /// The policy for destinations the mesh does not know travels on the
 /// sidecar's "virtualOutbound" listener: the mesh's, unless the workload's
 /// Sidecar says otherwise (and a Sidecar without egress still sees every host).
