@@ -82,7 +82,8 @@ pub struct ProxyStatus {
     pub kind: String,
     pub connected: bool,
     pub connected_at: u64,
-    pub types: BTreeMap<String, TypeStatus>,
+    /// By the type's short name.
+    pub types: BTreeMap<&'static str, TypeStatus>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -399,11 +400,19 @@ impl ControlPlane {
     }
 }
 
+/// Every response and answer of every proxy is recorded here, 4,000 at once
+/// when a change reaches 2,000 proxies: no allocation once a type is known.
 fn type_status<'a>(status: &'a mut ProxyStatus, type_url: &str) -> &'a mut TypeStatus {
     status
         .types
-        .entry(wire::types::short_name(type_url).to_string())
+        .entry(wire::types::short_name(type_url))
         .or_default()
+}
+
+/// `to` made `version`, in the room it has.
+fn set_version(to: &mut String, version: &str) {
+    to.clear();
+    to.push_str(version);
 }
 
 #[tonic::async_trait]
@@ -456,7 +465,7 @@ impl wire::server::ConfigProvider for ControlPlane {
 
     fn ack(&self, node: &Node, type_url: &str, version: &str) {
         self.with_type(node, type_url, |t| {
-            t.acked = version.to_string();
+            set_version(&mut t.acked, version);
             t.nack = None;
         });
     }
@@ -472,7 +481,7 @@ impl wire::server::ConfigProvider for ControlPlane {
         // One lock per response: 2,000 streams sending a change at once all take it.
         let changed_at = lock(&self.proxies).get_mut(&node.id).and_then(|p| {
             let t = type_status(&mut p.status, type_url);
-            t.sent = version.to_string();
+            set_version(&mut t.sent, version);
             t.last_push = now();
             p.changed_at.take()
         });

@@ -9,7 +9,7 @@
 //! is each response, for all the streams that send it (`server::responses`): a
 //! stream adds only its nonce.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -224,10 +224,14 @@ where
 /// about a hundred bytes.
 const REQUEST_BUFFER_BYTES: usize = 1024;
 
-/// The HTTP/2 body of a discovery stream: each response a gRPC message in
-/// two pieces, its prefix and nonce in a buffer of their own and then its
-/// body, shared with the other streams that send it (h2 writes it without
-/// a copy); then the status as trailers.
+/// The HTTP/2 body of a discovery stream: each response a gRPC message,
+/// then the status as trailers. A response's prefix and nonce are its own
+/// (`head`); its body is shared with the other streams that send it. A
+/// large body follows its head as a data frame of its own, which h2 writes
+/// without a copy; a small one (an endpoint change: a few hundred bytes) is
+/// copied after its head, so that the response is one frame: each frame
+/// passes h2's send path (the stream's lock, flow control, queueing) once,
+/// and 2,000 streams sending a change pass it 2,000 times, not 4,000.
 fn frames(
     responses: ResponseStream,
 ) -> impl Stream<Item = Result<http_body::Frame<Bytes>, Status>> + Send {
@@ -238,10 +242,9 @@ fn frames(
             return Some((Ok(http_body::Frame::data(body)), (Some(responses), None)));
         }
         let status = match responses.next().await {
-            Some(Ok(response)) => match head(&response) {
-                Ok(head) => {
-                    let body = Some(response.body).filter(|b| !b.is_empty());
-                    return Some((Ok(http_body::Frame::data(head)), (Some(responses), body)));
+            Some(Ok(response)) => match message(&response) {
+                Ok((first, rest)) => {
+                    return Some((Ok(http_body::Frame::data(first)), (Some(responses), rest)));
                 }
                 Err(status) => status,
             },
@@ -257,19 +260,29 @@ fn frames(
     })
 }
 
-/// The start of `response` as a gRPC message: not compressed, its length,
-/// its nonce; its body follows.
-fn head(response: &EncodedResponse) -> Result<Bytes, Status> {
+/// A body up to this size is copied after its head: one data frame.
+const COPIED_BODY_BYTES: usize = 4 * 1024;
+
+/// `response` as a gRPC message: not compressed, its length, its nonce,
+/// its body. In one piece if the body is small, else the head and then
+/// the shared body.
+fn message(response: &EncodedResponse) -> Result<(Bytes, Option<Bytes>), Status> {
     use prost::Message as _;
     let len = response.encoded_len();
     let prefix = u32::try_from(len)
         .map_err(|_| Status::resource_exhausted(format!("a response of {len} bytes")))?;
     let nonce = response.head();
-    let mut buf = Vec::with_capacity(5 + nonce.len());
+    let body = &response.body;
+    let copied = body.len() <= COPIED_BODY_BYTES;
+    let mut buf = Vec::with_capacity(5 + nonce.len() + if copied { body.len() } else { 0 });
     buf.push(0);
     buf.extend_from_slice(&prefix.to_be_bytes());
     buf.extend_from_slice(&nonce);
-    Ok(buf.into())
+    if copied {
+        buf.extend_from_slice(body);
+        return Ok((buf.into(), None));
+    }
+    Ok((buf.into(), Some(body.clone())))
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<EncodedResponse, Status>> + Send>>;
@@ -324,7 +337,7 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
                 provider,
                 config,
                 tx,
-                subscribed: HashMap::new(),
+                subscribed: Default::default(),
                 accepts_partial: first.accepts_partial,
                 whole_forms,
                 whole_routes,
@@ -354,6 +367,10 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
 /// What was last sent for one subscribed type.
 #[derive(Default)]
 struct Sent {
+    /// The proxy's config's set of the type that `version` was taken from
+    /// (before any whole forms): while the config's set is this one, it
+    /// has nothing new, and this is known without comparing versions.
+    from: Option<Arc<TypeSnapshot>>,
     version: Option<String>,
     nonce: String,
     /// The set the proxy holds if it applied everything sent: what the next
@@ -365,12 +382,33 @@ struct Sent {
     partial: bool,
 }
 
+impl Sent {
+    /// Whether the proxy was sent `current` (the config's set of this
+    /// type) or a set of its version. A change of one type leaves the
+    /// others' sets as they were, shared: those are known sent by address,
+    /// with no version compared. Remembers `current` as the set seen.
+    fn has(&mut self, current: &Arc<TypeSnapshot>) -> bool {
+        if self.from.as_ref().is_some_and(|f| Arc::ptr_eq(f, current)) {
+            return true;
+        }
+        self.from = Some(current.clone());
+        self.version.as_deref() == Some(current.version.as_str())
+    }
+}
+
+/// Where `type_url` is in [`crate::types::SERVED`], if served.
+fn served(type_url: &str) -> Option<usize> {
+    crate::types::SERVED.iter().position(|t| *t == type_url)
+}
+
 struct Session<P> {
     node: Node,
     provider: Arc<P>,
     config: watch::Receiver<Arc<ProxySnapshot>>,
     tx: mpsc::Sender<Result<EncodedResponse, Status>>,
-    subscribed: HashMap<String, Sent>,
+    /// What was sent of each subscribed type, at the type's place in
+    /// [`crate::types::SERVED`]: a change looks its types up by place.
+    subscribed: [Option<Sent>; crate::types::SERVED.len()],
     accepts_partial: bool,
     /// Set if the proxy does not read the compact forms: where its
     /// resources are made whole, once for all such streams.
@@ -421,13 +459,13 @@ impl<P: ConfigProvider> Session<P> {
         if !req.ask_hosts.is_empty() {
             return self.ask(req.ask_hosts).await;
         }
-        let type_url = req.type_url.clone();
-        if !crate::types::SERVED.contains(&type_url.as_str()) {
+        let Some(place) = served(&req.type_url) else {
             // Everything a proxy may have is in its snapshot, by type; a type
             // outside the proxy API is nothing it is entitled to.
-            tracing::warn!(proxy = %self.node.id, type_url, "request for an unknown resource type refused");
+            tracing::warn!(proxy = %self.node.id, type_url = req.type_url, "request for an unknown resource type refused");
             return Ok(());
-        }
+        };
+        let type_url = crate::types::SERVED[place];
         if req.response_nonce.is_empty() {
             // A (re)subscription: a proxy that reconnects says which version it
             // has, so an unchanged config is not sent again.
@@ -437,15 +475,15 @@ impl<P: ConfigProvider> Session<P> {
             };
             if let Some(v) = &sent.version {
                 // Versions name content: a proxy at the current version holds the current set.
-                let current = self.config.borrow().types.get(&type_url).cloned();
+                let current = self.config.borrow().types.get(type_url).cloned();
                 sent.base = current.filter(|c| &c.version == v);
                 // What it already has counts as sent and acknowledged.
-                self.provider.sent(&self.node, &type_url, v);
-                self.provider.ack(&self.node, &type_url, v);
+                self.provider.sent(&self.node, type_url, v);
+                self.provider.ack(&self.node, type_url, v);
             }
-            self.subscribed.insert(type_url.clone(), sent);
+            self.subscribed[place] = Some(sent);
             let snapshot = self.config.borrow().clone();
-            return self.push_type(&type_url, &snapshot).await;
+            return self.push_type(place, &snapshot).await;
         }
         self.awaiting.remove(&req.response_nonce);
         // The last answer awaited releases the permit; when no session
@@ -456,7 +494,7 @@ impl<P: ConfigProvider> Session<P> {
         {
             self.provider.pushes_settled();
         }
-        let Some(sent) = self.subscribed.get_mut(&type_url) else {
+        let Some(sent) = self.subscribed[place].as_mut() else {
             return Ok(());
         };
         if sent.nonce != req.response_nonce {
@@ -467,8 +505,9 @@ impl<P: ConfigProvider> Session<P> {
             if req.error_detail.is_some() && sent.partial {
                 sent.base = None;
                 sent.version = None;
+                sent.from = None;
                 let snapshot = self.config.borrow().clone();
-                return self.push_type(&type_url, &snapshot).await;
+                return self.push_type(place, &snapshot).await;
             }
             return Ok(());
         }
@@ -477,9 +516,9 @@ impl<P: ConfigProvider> Session<P> {
                 // The proxy kept its previous set, which may not be `base`.
                 sent.base = None;
                 self.provider
-                    .nack(&self.node, &type_url, &req.version_info, &err.message)
+                    .nack(&self.node, type_url, &req.version_info, &err.message)
             }
-            None => self.provider.ack(&self.node, &type_url, &req.version_info),
+            None => self.provider.ack(&self.node, type_url, &req.version_info),
         }
         Ok(())
     }
@@ -506,25 +545,23 @@ impl<P: ConfigProvider> Session<P> {
         // while they are sent (a push waits for a permit and for the stream)
         // wakes the session again, and is not taken as seen by the next type.
         let snapshot = self.config.borrow_and_update().clone();
-        let types: Vec<String> = self.subscribed.keys().cloned().collect();
-        for t in crate::types::SERVED
-            .iter()
-            .filter(|t| types.iter().any(|s| s == *t))
-        {
-            self.push_type(t, &snapshot).await?;
+        for place in 0..self.subscribed.len() {
+            self.push_type(place, &snapshot).await?;
         }
         Ok(())
     }
 
-    /// Sends `type_url` if the proxy's current version of it differs from `snapshot`'s.
-    async fn push_type(&mut self, type_url: &str, snapshot: &ProxySnapshot) -> Result<(), ()> {
+    /// Sends the type at `place` in [`crate::types::SERVED`] if the proxy
+    /// subscribed to it and its current version differs from `snapshot`'s.
+    async fn push_type(&mut self, place: usize, snapshot: &ProxySnapshot) -> Result<(), ()> {
+        let Some(sent) = self.subscribed[place].as_mut() else {
+            return Ok(());
+        };
+        let type_url = crate::types::SERVED[place];
         let Some(current) = snapshot.types.get(type_url) else {
             return Ok(());
         };
-        let Some(sent) = self.subscribed.get_mut(type_url) else {
-            return Ok(());
-        };
-        if sent.version.as_deref() == Some(current.version.as_str()) {
+        if sent.has(current) {
             return Ok(());
         }
         let whole;
@@ -544,7 +581,7 @@ impl<P: ConfigProvider> Session<P> {
             _ => current,
         };
         let accepts_partial = self.accepts_partial;
-        let Some(sent) = self.subscribed.get_mut(type_url) else {
+        let Some(sent) = self.subscribed[place].as_mut() else {
             return Ok(());
         };
         let base = sent

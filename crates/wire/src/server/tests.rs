@@ -92,14 +92,27 @@ fn an_encoded_response_is_a_discovery_response_on_the_wire() {
     let got =
         crate::pb::DiscoveryResponse::decode(sent.encode_to_vec().as_slice()).expect("decodes");
     assert_eq!(got, expected);
-    // As a gRPC message: the head's prefix gives the length of the
-    // nonce and the body that follows it.
-    let head = head(&sent).expect("head");
-    let mut message = head[5..].to_vec();
-    message.extend_from_slice(&sent.body);
-    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    assert_eq!((head[0], len), (0, message.len()));
-    let got = crate::pb::DiscoveryResponse::decode(message.as_slice()).expect("decodes");
+    // As a gRPC message: the prefix gives the length of the nonce and the
+    // body that follow it. A small body is copied into one piece with the
+    // head (one HTTP/2 frame); a large one follows it, shared, not copied.
+    let large = EncodedResponse {
+        nonce: "4".into(),
+        body: vec![0; COPIED_BODY_BYTES + 1].into(),
+    };
+    for (sent, pieces) in [(&sent, 1), (&large, 2)] {
+        let (first, rest) = message(sent).expect("message");
+        assert_eq!(1 + usize::from(rest.is_some()), pieces);
+        if let Some(rest) = &rest {
+            assert_eq!(rest.as_ptr(), sent.body.as_ptr());
+        }
+        let mut message = first[5..].to_vec();
+        message.extend_from_slice(rest.as_deref().unwrap_or_default());
+        let len = u32::from_be_bytes([first[1], first[2], first[3], first[4]]) as usize;
+        assert_eq!((first[0], len), (0, message.len()));
+        assert_eq!(message, sent.encode_to_vec());
+    }
+    let (first, _) = message(&sent).expect("message");
+    let got = crate::pb::DiscoveryResponse::decode(&first[5..]).expect("decodes");
     assert_eq!(got, expected);
     // Fields at their defaults are left out, as prost leaves them.
     let empty = responses::body("", "", &[], false, &[], false);
@@ -270,4 +283,34 @@ fn split_bounds_each_piece_and_keeps_everything_in_order() {
     // One resource larger than the bound is a piece of its own; nothing is a piece of none.
     assert_eq!(split(&refs[..1], 10).len(), 1);
     assert_eq!(split(&[], 10), vec![&[] as &[&Arc<EncodedResource>]]);
+}
+
+/// A change of one type leaves the other types' sets in the config as they
+/// were: a session knows those sent by the set's address, and compares no
+/// version (here the version recorded differs, so comparing one would
+/// push the set again).
+#[test]
+fn a_set_already_seen_is_known_sent_without_comparing_versions() {
+    let seen = Arc::new(TypeSnapshot {
+        version: "2".into(),
+        resources: vec![resource("a", "1", 1)],
+    });
+    let mut sent = Sent {
+        from: Some(seen.clone()),
+        version: Some("1".into()),
+        ..Default::default()
+    };
+    assert!(sent.has(&seen));
+    // Another set is compared by version, and remembered as seen.
+    let next = Arc::new(TypeSnapshot {
+        version: "1".into(),
+        ..(*seen).clone()
+    });
+    assert!(sent.has(&next));
+    assert!(sent.from.as_ref().is_some_and(|f| Arc::ptr_eq(f, &next)));
+    let changed = Arc::new(TypeSnapshot {
+        version: "3".into(),
+        ..(*seen).clone()
+    });
+    assert!(!sent.has(&changed));
 }
