@@ -443,10 +443,11 @@ impl EndpointSources {
         // move from one resource to another in one update.
         for (name, now) in &changed {
             let before = out.by_resource.get(&**name);
-            if before.is_some() && before != now.as_ref().map(|(_, cluster)| cluster) {
-                if let Some(cluster) = out.by_resource.remove(&**name) {
-                    out.by_cluster.remove(&cluster);
-                }
+            if before.is_some()
+                && before != now.as_ref().map(|(_, cluster)| cluster)
+                && let Some(cluster) = out.by_resource.remove(&**name)
+            {
+                out.by_cluster.remove(&cluster);
             }
         }
         for (name, now) in changed {
@@ -476,7 +477,7 @@ impl EndpointSources {
         before: &'a EndpointSources,
     ) -> impl Iterator<Item = (&'a str, Option<&'a Arc<Encoded>>)> {
         self.by_cluster
-            .changed_since(&before.by_cluster, |a, b| Arc::ptr_eq(a, b))
+            .changed_since(&before.by_cluster, Arc::ptr_eq)
             .map(|(name, now)| (&**name, now))
     }
 }

@@ -150,7 +150,7 @@ mod tests {
         before: &SharedMap<u32, Arc<u32>>,
     ) -> Vec<(u32, Option<u32>)> {
         let mut out: Vec<_> = now
-            .changed_since(before, |a, b| Arc::ptr_eq(a, b))
+            .changed_since(before, Arc::ptr_eq)
             .map(|(k, v)| (*k, v.map(|v| **v)))
             .collect();
         out.sort();

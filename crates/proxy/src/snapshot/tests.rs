@@ -568,8 +568,7 @@ fn an_endpoints_update_copies_only_what_it_touches() {
 #[test]
 fn a_full_update_listing_a_name_twice_is_refused() {
     let err = TypeState::new("1", &[endpoints("a", &[1]), endpoints("a", &[2])])
-        .err()
-        .expect("a is listed twice");
+        .expect_err("a is listed twice");
     assert!(err.contains("\"a\" is listed twice"), "{err}");
 }
 
