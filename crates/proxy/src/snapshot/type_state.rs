@@ -17,7 +17,7 @@ use super::shared_map::SharedMap;
 /// next version of its type: that is how a compile knows, without decoding,
 /// what it can reuse. The next version after a partial update shares the
 /// resources by name with this one but for the part the update touched
-/// ([`SharedMap`]), so that the update, and the compile that finds what it
+/// (`SharedMap`), so that the update, and the compile that finds what it
 /// changed ([`TypeState::changed_since`]), cost what it changed.
 #[derive(Default)]
 pub struct TypeState {
