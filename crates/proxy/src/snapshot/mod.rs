@@ -703,9 +703,9 @@ type RouteTables = (
     Arc<BuiltFrom>,
 );
 
-/// A route config's pieces: each resource, decoded when the last compile
+/// A route config's pieces: each resource, and whether the last compile
 /// did not have its bytes.
-type Pieces<'a> = Vec<(&'a Arc<Encoded>, Option<pb::RouteConfig>)>;
+type Pieces<'a> = Vec<(&'a Arc<Encoded>, bool)>;
 
 /// The route tables of `state`; those whose bytes are `reusable`'s are its
 /// tables (its clusters being the same).
@@ -720,6 +720,8 @@ fn compile_routes(
     // `RouteConfig` in proxy.proto): their virtual hosts make one table. A
     // piece whose bytes the last compile had is not decoded to learn its
     // config; a config all of whose pieces it had is not compiled again.
+    // The others are decoded once to learn it, and again one at a time as
+    // their config is compiled, so that they are never all alive at once.
     let mut configs: BTreeMap<Arc<str>, Pieces<'_>> = BTreeMap::new();
     for r in state.in_order() {
         let known = reusable.and_then(|p| {
@@ -727,15 +729,10 @@ fn compile_routes(
             Arc::ptr_eq(bytes, r).then(|| name.clone())
         });
         match known {
-            Some(name) => configs.entry(name).or_default().push((r, None)),
+            Some(name) => configs.entry(name).or_default().push((r, false)),
             None => {
-                let Some(Kind::RouteConfig(rc)) = decode_kind(r)? else {
-                    return Err(wrong_kind("routes", &r.name));
-                };
-                configs
-                    .entry(rc.name.as_str().into())
-                    .or_default()
-                    .push((r, Some(rc)));
+                let name = decode_route_config(r)?.name;
+                configs.entry(name.into()).or_default().push((r, true));
             }
         }
     }
@@ -744,8 +741,8 @@ fn compile_routes(
         *previous_pieces.entry(&**name).or_default() += 1;
     }
     let mut sources = HashMap::new();
-    for (name, mut pieces) in configs {
-        let unchanged = pieces.iter().all(|(_, rc)| rc.is_none())
+    for (name, pieces) in configs {
+        let unchanged = pieces.iter().all(|(_, new)| !new)
             && previous_pieces.get(&*name) == Some(&pieces.len());
         let kept = reusable
             .filter(|_| unchanged)
@@ -753,22 +750,14 @@ fn compile_routes(
         let table = match kept {
             Some(table) => table,
             None => {
-                // Taken, not copied: a 1,000-service config's pieces,
-                // decoded, are a MiB in small allocations.
-                let decoded = pieces
-                    .iter_mut()
-                    .map(|(r, rc)| match rc.take() {
-                        Some(rc) => Ok(rc),
-                        None => match decode_kind(r)? {
-                            Some(Kind::RouteConfig(rc)) => Ok(rc),
-                            _ => Err(wrong_kind("routes", &r.name)),
-                        },
-                    })
-                    .collect::<Result<Vec<_>, String>>()?;
-                let hosts: Vec<&pb::VirtualHost> =
-                    decoded.iter().flat_map(|rc| &rc.virtual_hosts).collect();
+                let hosts = pieces
+                    .iter()
+                    .flat_map(|(r, _)| match decode_route_config(r) {
+                        Ok(rc) => rc.virtual_hosts.into_iter().map(Ok).collect(),
+                        Err(e) => vec![Err(e)],
+                    });
                 Arc::new(
-                    RouteTable::compile_hosts(&name, &hosts, clusters)
+                    RouteTable::compile_hosts(&name, hosts, clusters)
                         .map_err(|e| format!("route config {name:?}: {e}"))?,
                 )
             }
@@ -782,6 +771,13 @@ fn compile_routes(
         routes.insert(name.to_string(), table);
     }
     Ok((routes, routes_by_port, Arc::new(sources)))
+}
+
+fn decode_route_config(r: &Encoded) -> Result<pb::RouteConfig, String> {
+    match decode_kind(r)? {
+        Some(Kind::RouteConfig(rc)) => Ok(rc),
+        _ => Err(wrong_kind("routes", &r.name)),
+    }
 }
 
 fn wrong_kind(what: &str, name: &str) -> String {
