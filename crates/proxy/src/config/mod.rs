@@ -195,7 +195,14 @@ impl ConfigStore {
         // Resources that did not change stay the same in memory, so that
         // what was compiled from them is reused.
         let old = state.accepted.get(type_key).map(Arc::as_ref);
-        let new = TypeState::replacing(old, version, &resources);
+        let new = match TypeState::replacing(old, version, &resources) {
+            Ok(new) => new,
+            Err(e) => {
+                self.updates.record(type_key, false);
+                let what = wire::types::short_name(type_key);
+                return Err(format!("{what} version {version:?}: {e}"));
+            }
+        };
         drop(resources);
         self.install(&mut state, type_key, new)
     }

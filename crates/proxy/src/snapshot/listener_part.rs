@@ -77,7 +77,7 @@ pub(super) fn compile_listeners(
     let mut access_logs: Sides<Option<Arc<crate::telemetry::access_log::AccessLogs>>> =
         Sides::default();
     let mut metrics: Sides<Option<Arc<crate::telemetry::metrics::Overrides>>> = Sides::default();
-    for r in &state.resources {
+    for r in state.in_order() {
         let Some(Kind::Listener(l)) = &r.decode()?.kind else {
             return Err(wrong_kind("listeners", &r.name));
         };

@@ -8,13 +8,16 @@
 //! clusters' endpoints replaces those in the live clusters
 //! ([`Compiled::commit`]), so that the routes, VIPs and listeners holding
 //! the clusters stay. Under endpoint churn a proxy thus never holds two
-//! generations of its config, and an update costs what it changes.
+//! generations of its config, and an update costs what it changes: the
+//! accepted resources and the endpoints' sources are `SharedMap`s, of
+//! which an update copies the shard it touches, not 1,000 entries.
 
 pub mod domains;
 mod listener_part;
 pub mod matcher;
 pub mod mtls;
 pub mod routes;
+mod shared_map;
 mod type_state;
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,6 +35,7 @@ use crate::telemetry::meta::{PeerMeta, Peers, ServiceMeta};
 use listener_part::{ListenerPart, compile_listeners};
 use mtls::MtlsMode;
 use routes::RouteTable;
+use shared_map::SharedMap;
 use type_state::Encoded;
 pub use type_state::TypeState;
 
@@ -220,16 +224,18 @@ pub fn compile(
             .zip(types.get(t))
             .is_some_and(|(a, b)| Arc::ptr_eq(a, b))
     };
-    let known = prev.map(|p| &p.sources);
-
     // Endpoints by cluster. Endpoints of a cluster the proxy does not have are
     // ignored, as Envoy ignores EDS for unknown clusters.
-    let endpoints = match known {
-        Some(k) if same(wire::types::ENDPOINTS) => k.endpoints.clone(),
-        _ => Arc::new(EndpointSources::new(
-            state(wire::types::ENDPOINTS),
-            known.map(|k| &*k.endpoints),
-        )?),
+    let endpoints = match prev {
+        Some(p) if same(wire::types::ENDPOINTS) => p.sources.endpoints.clone(),
+        _ => {
+            // What `prev`'s were made of: only what changed since is decoded.
+            let before = prev.and_then(|p| {
+                let made_of = p.types.get(wire::types::ENDPOINTS)?;
+                Some((&*p.sources.endpoints, &**made_of))
+            });
+            Arc::new(EndpointSources::new(state(wire::types::ENDPOINTS), before)?)
+        }
     };
 
     let mut swaps = Vec::new();
@@ -397,35 +403,73 @@ struct Sources {
 }
 
 /// Resources by name: their bytes and the name of what was built from
-/// each (or, for endpoints, the cluster they are for).
+/// each.
 type BuiltFrom = HashMap<Arc<str>, (Arc<Encoded>, Arc<str>)>;
 
-#[derive(Default)]
+/// Which cluster each endpoints resource is for. Kept as [`SharedMap`]s, so
+/// that an update of one cluster's endpoints copies and compares a shard of
+/// each, not the whole.
+#[derive(Clone, Default)]
 struct EndpointSources {
-    /// Endpoints resources by name: the bytes and the cluster they are for.
-    by_resource: BuiltFrom,
+    /// Endpoints resources by name: the cluster they are for.
+    by_resource: SharedMap<Arc<str>, Arc<str>>,
     /// The endpoints resource of each cluster.
-    by_cluster: HashMap<Arc<str>, Arc<Encoded>>,
+    by_cluster: SharedMap<Arc<str>, Arc<Encoded>>,
 }
 
 impl EndpointSources {
-    /// Decodes only the resources `known` does not have.
-    fn new(state: &TypeState, known: Option<&EndpointSources>) -> Result<Self, String> {
-        let mut out = EndpointSources::default();
-        for r in &state.resources {
-            let cluster = match known.and_then(|k| k.by_resource.get(&r.name)) {
-                Some((bytes, cluster)) if Arc::ptr_eq(bytes, r) => cluster.clone(),
-                _ => match decode_kind(r)? {
-                    Some(Kind::Endpoints(e)) => Arc::from(e.cluster),
-                    _ => return Err(wrong_kind("endpoints", &r.name)),
-                },
-            };
-            if out.by_cluster.insert(cluster.clone(), r.clone()).is_some() {
-                return Err(format!("endpoints: cluster {cluster:?} is listed twice"));
+    /// The sources of `state`: `before`'s (and the endpoints resources it
+    /// was made of), with the resources that changed since then decoded.
+    fn new(
+        state: &TypeState,
+        before: Option<(&EndpointSources, &TypeState)>,
+    ) -> Result<Self, String> {
+        let Some((known, known_state)) = before else {
+            let mut out = EndpointSources::default();
+            for r in state.in_order() {
+                out.add(r, cluster_of(r)?)?;
             }
-            out.by_resource.insert(r.name.clone(), (r.clone(), cluster));
+            return Ok(out);
+        };
+        let mut out = known.clone();
+        // The resources changed since, with the cluster each is for now.
+        let mut changed = Vec::new();
+        for (name, now) in state.changed_since(known_state) {
+            let now = match now {
+                Some(r) => Some((r, cluster_of(r)?)),
+                None => None,
+            };
+            changed.push((name, now));
+        }
+        // The clusters that lose their resource go first: a cluster may
+        // move from one resource to another in one update.
+        for (name, now) in &changed {
+            let before = out.by_resource.get(&**name);
+            if before.is_some()
+                && before != now.as_ref().map(|(_, cluster)| cluster)
+                && let Some(cluster) = out.by_resource.remove(&**name)
+            {
+                out.by_cluster.remove(&cluster);
+            }
+        }
+        for (name, now) in changed {
+            let Some((r, cluster)) = now else { continue };
+            if out.by_resource.get(&**name) == Some(&cluster) {
+                // Still for the same cluster: only its bytes are new.
+                out.by_cluster.insert(cluster, r.clone());
+            } else {
+                out.add(r, cluster)?;
+            }
         }
         Ok(out)
+    }
+
+    fn add(&mut self, r: &Arc<Encoded>, cluster: Arc<str>) -> Result<(), String> {
+        if self.by_cluster.insert(cluster.clone(), r.clone()).is_some() {
+            return Err(format!("endpoints: cluster {cluster:?} is listed twice"));
+        }
+        self.by_resource.insert(r.name.clone(), cluster);
+        Ok(())
     }
 
     /// The clusters whose endpoints differ from `before`'s, with their
@@ -434,19 +478,9 @@ impl EndpointSources {
         &'a self,
         before: &'a EndpointSources,
     ) -> impl Iterator<Item = (&'a str, Option<&'a Arc<Encoded>>)> {
-        let changed = self.by_cluster.iter().filter(move |(name, now)| {
-            !before
-                .by_cluster
-                .get(*name)
-                .is_some_and(|b| Arc::ptr_eq(b, now))
-        });
-        let removed = before
-            .by_cluster
-            .keys()
-            .filter(move |name| !self.by_cluster.contains_key(*name));
-        changed
-            .map(|(name, now)| (&**name, Some(now)))
-            .chain(removed.map(|name| (&**name, None)))
+        self.by_cluster
+            .changed_since(&before.by_cluster, Arc::ptr_eq)
+            .map(|(name, now)| (&**name, now))
     }
 }
 
@@ -473,6 +507,14 @@ fn decode_kind(r: &Encoded) -> Result<Option<Kind>, String> {
         wire::names::put_back(&r.name, k);
     }
     Ok(kind)
+}
+
+/// The cluster an endpoints resource is for.
+fn cluster_of(r: &Encoded) -> Result<Arc<str>, String> {
+    match decode_kind(r)? {
+        Some(Kind::Endpoints(e)) => Ok(Arc::from(e.cluster)),
+        _ => Err(wrong_kind("endpoints", &r.name)),
+    }
 }
 
 fn decode_cluster(r: &Encoded) -> Result<pb::Cluster, String> {
@@ -517,10 +559,10 @@ fn build_clusters(
     env: &BuildEnv<'_>,
     swaps: &mut Vec<(Arc<Cluster>, NewEndpoints)>,
 ) -> Result<Built, String> {
-    let mut clusters = HashMap::with_capacity(state.resources.len());
+    let mut clusters = HashMap::with_capacity(state.len());
     let mut sources = ClusterSources::default();
     let mut changed = false;
-    for r in &state.resources {
+    for r in state.in_order() {
         let kept = prev.and_then(|p| {
             let (bytes, name) = p.sources.clusters.by_resource.get(&r.name)?;
             let cluster = p.clusters.get(&**name)?;
@@ -584,8 +626,8 @@ fn addressing(
     clusters: &HashMap<String, Arc<Cluster>>,
 ) -> Result<(Vips, Hosts), String> {
     let specs = state
-        .resources
-        .iter()
+        .in_order()
+        .into_iter()
         .map(|r| decode_cluster(r))
         .collect::<Result<Vec<_>, _>>()?;
     let mut tcp_routes = HashMap::new();
@@ -661,9 +703,9 @@ type RouteTables = (
     Arc<BuiltFrom>,
 );
 
-/// A route config's pieces: each resource, decoded when the last compile
+/// A route config's pieces: each resource, and whether the last compile
 /// did not have its bytes.
-type Pieces<'a> = Vec<(&'a Arc<Encoded>, Option<pb::RouteConfig>)>;
+type Pieces<'a> = Vec<(&'a Arc<Encoded>, bool)>;
 
 /// The route tables of `state`; those whose bytes are `reusable`'s are its
 /// tables (its clusters being the same).
@@ -678,22 +720,19 @@ fn compile_routes(
     // `RouteConfig` in proxy.proto): their virtual hosts make one table. A
     // piece whose bytes the last compile had is not decoded to learn its
     // config; a config all of whose pieces it had is not compiled again.
+    // The others are decoded once to learn it, and again one at a time as
+    // their config is compiled, so that they are never all alive at once.
     let mut configs: BTreeMap<Arc<str>, Pieces<'_>> = BTreeMap::new();
-    for r in &state.resources {
+    for r in state.in_order() {
         let known = reusable.and_then(|p| {
             let (bytes, name) = p.sources.routes.get(&r.name)?;
             Arc::ptr_eq(bytes, r).then(|| name.clone())
         });
         match known {
-            Some(name) => configs.entry(name).or_default().push((r, None)),
+            Some(name) => configs.entry(name).or_default().push((r, false)),
             None => {
-                let Some(Kind::RouteConfig(rc)) = decode_kind(r)? else {
-                    return Err(wrong_kind("routes", &r.name));
-                };
-                configs
-                    .entry(rc.name.as_str().into())
-                    .or_default()
-                    .push((r, Some(rc)));
+                let name = decode_route_config(r)?.name;
+                configs.entry(name.into()).or_default().push((r, true));
             }
         }
     }
@@ -703,7 +742,7 @@ fn compile_routes(
     }
     let mut sources = HashMap::new();
     for (name, pieces) in configs {
-        let unchanged = pieces.iter().all(|(_, rc)| rc.is_none())
+        let unchanged = pieces.iter().all(|(_, new)| !new)
             && previous_pieces.get(&*name) == Some(&pieces.len());
         let kept = reusable
             .filter(|_| unchanged)
@@ -711,20 +750,14 @@ fn compile_routes(
         let table = match kept {
             Some(table) => table,
             None => {
-                let decoded = pieces
+                let hosts = pieces
                     .iter()
-                    .map(|(r, rc)| match rc {
-                        Some(rc) => Ok(rc.clone()),
-                        None => match decode_kind(r)? {
-                            Some(Kind::RouteConfig(rc)) => Ok(rc),
-                            _ => Err(wrong_kind("routes", &r.name)),
-                        },
-                    })
-                    .collect::<Result<Vec<_>, String>>()?;
-                let hosts: Vec<&pb::VirtualHost> =
-                    decoded.iter().flat_map(|rc| &rc.virtual_hosts).collect();
+                    .flat_map(|(r, _)| match decode_route_config(r) {
+                        Ok(rc) => rc.virtual_hosts.into_iter().map(Ok).collect(),
+                        Err(e) => vec![Err(e)],
+                    });
                 Arc::new(
-                    RouteTable::compile_hosts(&name, &hosts, clusters)
+                    RouteTable::compile_hosts(&name, hosts, clusters)
                         .map_err(|e| format!("route config {name:?}: {e}"))?,
                 )
             }
@@ -738,6 +771,13 @@ fn compile_routes(
         routes.insert(name.to_string(), table);
     }
     Ok((routes, routes_by_port, Arc::new(sources)))
+}
+
+fn decode_route_config(r: &Encoded) -> Result<pb::RouteConfig, String> {
+    match decode_kind(r)? {
+        Some(Kind::RouteConfig(rc)) => Ok(rc),
+        _ => Err(wrong_kind("routes", &r.name)),
+    }
 }
 
 fn wrong_kind(what: &str, name: &str) -> String {

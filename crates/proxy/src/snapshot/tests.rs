@@ -97,11 +97,15 @@ fn inbound_listener() -> pb::Resource {
 
 type Types = BTreeMap<&'static str, Arc<TypeState>>;
 
+fn state(version: &str, resources: &[pb::Resource]) -> TypeState {
+    TypeState::new(version, resources).expect("no name twice")
+}
+
 fn initial() -> Types {
     let mut t = Types::new();
     t.insert(
         wire::types::CLUSTER,
-        Arc::new(TypeState::new(
+        Arc::new(state(
             "1",
             &[
                 cluster("a", 1, pb::LoadBalancer::LeastRequest),
@@ -112,7 +116,7 @@ fn initial() -> Types {
     );
     t.insert(
         wire::types::ENDPOINTS,
-        Arc::new(TypeState::new(
+        Arc::new(state(
             "1",
             &[
                 endpoints("a", &[1, 2]),
@@ -123,11 +127,11 @@ fn initial() -> Types {
     );
     t.insert(
         wire::types::ROUTE_CONFIG,
-        Arc::new(TypeState::new("1", &[routes(&["a", "b", "c"], 1000)])),
+        Arc::new(state("1", &[routes(&["a", "b", "c"], 1000)])),
     );
     t.insert(
         wire::types::LISTENER,
-        Arc::new(TypeState::new("1", &[inbound_listener()])),
+        Arc::new(state("1", &[inbound_listener()])),
     );
     t
 }
@@ -367,7 +371,7 @@ fn route_config_pieces_make_one_table_rebuilt_when_a_piece_changes() {
     let mut t1 = initial();
     t1.insert(
         wire::types::ROUTE_CONFIG,
-        Arc::new(TypeState::new(
+        Arc::new(state(
             "1",
             &[route_piece("a", 1000), route_piece("b", 1000)],
         )),
@@ -422,15 +426,18 @@ fn a_full_update_with_the_same_bytes_reuses_everything() {
     // The whole set again (a reconnect's first push), one endpoint changed.
     t2.insert(
         wire::types::ENDPOINTS,
-        Arc::new(TypeState::replacing(
-            Some(&t1[wire::types::ENDPOINTS]),
-            "2",
-            &[
-                endpoints("a", &[1, 2]),
-                endpoints("b", &[3, 4]),
-                endpoints("c", &[6]),
-            ],
-        )),
+        Arc::new(
+            TypeState::replacing(
+                Some(&t1[wire::types::ENDPOINTS]),
+                "2",
+                &[
+                    endpoints("a", &[1, 2]),
+                    endpoints("b", &[3, 4]),
+                    endpoints("c", &[6]),
+                ],
+            )
+            .expect("valid"),
+        ),
     );
     let s2 = compile_on(&t2, Some(&s1));
     assert!(Arc::ptr_eq(&s1.clusters, &s2.clusters));
@@ -481,6 +488,21 @@ fn a_sequence_of_updates_ends_as_a_compile_from_scratch() {
             vec![routes(&["a", "b", "c", "d"], 500)],
             vec![],
         ),
+        // Cluster c's endpoints move to another resource, and a's and d's
+        // swap resources, in one update each.
+        (
+            wire::types::ENDPOINTS,
+            vec![renamed(endpoints("c", &[1]), "c-moved")],
+            vec!["c"],
+        ),
+        (
+            wire::types::ENDPOINTS,
+            vec![
+                renamed(endpoints("a", &[2]), "d"),
+                renamed(endpoints("d", &[8]), "a"),
+            ],
+            vec![],
+        ),
     ];
     for (i, (t, changed, removed)) in steps.into_iter().enumerate() {
         types = update(&types, t, &changed, &removed);
@@ -492,6 +514,62 @@ fn a_sequence_of_updates_ends_as_a_compile_from_scratch() {
         );
     }
     assert_eq!(keys(&live.clusters["c"]), ["127.0.0.1:80"]);
+    assert_eq!(keys(&live.clusters["d"]), ["127.0.0.8:80"]);
+}
+
+/// `r` under the resource name `name`.
+fn renamed(mut r: pb::Resource, name: &str) -> pb::Resource {
+    r.name = name.into();
+    r
+}
+
+#[test]
+fn an_endpoints_update_copies_only_what_it_touches() {
+    use shared_map::SHARDS;
+    let names: Vec<String> = (0..200).map(|i| format!("s{i}")).collect();
+    let t0 = initial();
+    let specs: Vec<_> = (10..)
+        .zip(&names)
+        .map(|(vip, n)| cluster(n, vip, pb::LoadBalancer::LeastRequest))
+        .collect();
+    let t0 = update(&t0, wire::types::CLUSTER, &specs, &[]);
+    let eps: Vec<_> = names.iter().map(|n| endpoints(n, &[1, 2])).collect();
+    let t1 = update(&t0, wire::types::ENDPOINTS, &eps, &[]);
+    let s1 = compile_on(&t1, None);
+
+    let t2 = update(&t1, wire::types::ENDPOINTS, &[endpoints("s7", &[3])], &[]);
+    let s2 = compile_on(&t2, Some(&s1));
+    assert_eq!(keys(&s2.clusters["s7"]), ["127.0.0.3:80"]);
+    // The accepted resources and what the compile keeps of them: the
+    // shard of the one resource copied, the rest shared, nothing rebuilt.
+    let types = wire::types::ENDPOINTS;
+    assert_eq!(t2[types].shared_shards(&t1[types]), SHARDS - 1);
+    let (e1, e2) = (&s1.sources.endpoints, &s2.sources.endpoints);
+    assert_eq!(e2.by_cluster.shared_shards(&e1.by_cluster), SHARDS - 1);
+    assert!(!e2.by_cluster.shares_shard_of(&e1.by_cluster, "s7"));
+    assert_eq!(
+        e2.by_resource.shared_shards(&e1.by_resource),
+        SHARDS,
+        "the same cluster"
+    );
+    // Everything that holds clusters is the previous snapshot's.
+    assert!(Arc::ptr_eq(&s1.clusters, &s2.clusters));
+    assert!(Arc::ptr_eq(&s1.sources.clusters, &s2.sources.clusters));
+    assert!(Arc::ptr_eq(&s1.sources.routes, &s2.sources.routes));
+    assert!(Arc::ptr_eq(&s1.vips, &s2.vips));
+    assert!(Arc::ptr_eq(&s1.hosts, &s2.hosts));
+    assert!(Arc::ptr_eq(&s1.peers, &s2.peers));
+    for (name, table) in &s1.routes {
+        assert!(Arc::ptr_eq(table, &s2.routes[name]), "{name}");
+    }
+    assert_eq!(describe(&s2), describe(&compile_on(&t2, None)));
+}
+
+#[test]
+fn a_full_update_listing_a_name_twice_is_refused() {
+    let err = TypeState::new("1", &[endpoints("a", &[1]), endpoints("a", &[2])])
+        .expect_err("a is listed twice");
+    assert!(err.contains("\"a\" is listed twice"), "{err}");
 }
 
 /// `cluster`'s endpoints 127.0.0.`h`:80, of workload `workload` with

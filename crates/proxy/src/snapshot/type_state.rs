@@ -1,9 +1,11 @@
 //! What a proxy has accepted of one resource type, kept encoded.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use wire::pb;
+
+use super::shared_map::SharedMap;
 
 /// The accepted resources of one type, kept protobuf-encoded. Requests use
 /// the compiled snapshot; the resources themselves are read only by the next
@@ -13,11 +15,24 @@ use wire::pb;
 ///
 /// A resource whose bytes did not change is the same `Arc<Encoded>` in the
 /// next version of its type: that is how a compile knows, without decoding,
-/// what it can reuse.
-#[derive(Debug, Default)]
+/// what it can reuse. The next version after a partial update shares the
+/// resources by name with this one but for the part the update touched
+/// (`SharedMap`), so that the update, and the compile that finds what it
+/// changed ([`TypeState::changed_since`]), cost what it changed.
+#[derive(Default)]
 pub struct TypeState {
     pub version: String,
-    pub(super) resources: Vec<Arc<Encoded>>,
+    by_name: SharedMap<Arc<str>, Accepted>,
+    /// The order number the next resource new to the type gets.
+    next: u64,
+}
+
+/// A resource and its place in the order the type's resources were accepted
+/// in (a full update's order; a partial update's new resources after).
+#[derive(Clone)]
+struct Accepted {
+    order: u64,
+    encoded: Arc<Encoded>,
 }
 
 /// One resource, protobuf-encoded.
@@ -28,12 +43,12 @@ pub(super) struct Encoded {
 }
 
 impl Encoded {
-    /// `r` encoded: the resource `known` had under its name if that one
-    /// has the same bytes.
-    fn new(r: &pb::Resource, known: &HashMap<&str, &Arc<Encoded>>) -> Arc<Self> {
+    /// `r` encoded: `known` (the resource accepted under its name until
+    /// now) if that one has the same bytes.
+    fn new(r: &pb::Resource, known: Option<&Accepted>) -> Arc<Self> {
         let bytes = prost::Message::encode_to_vec(r);
-        match known.get(r.name.as_str()) {
-            Some(k) if *k.bytes == *bytes => Arc::clone(k),
+        match known {
+            Some(k) if *k.encoded.bytes == *bytes => Arc::clone(&k.encoded),
             _ => Arc::new(Encoded {
                 name: r.name.as_str().into(),
                 bytes: bytes.into_boxed_slice(),
@@ -48,57 +63,116 @@ impl Encoded {
 }
 
 impl TypeState {
-    pub fn new(version: &str, resources: &[pb::Resource]) -> Self {
+    pub fn new(version: &str, resources: &[pb::Resource]) -> Result<Self, String> {
         TypeState::replacing(None, version, resources)
     }
 
     /// `resources` as the full set of the type, sharing with `old` (the
     /// type's set until now) the resources that did not change.
-    pub fn replacing(old: Option<&TypeState>, version: &str, resources: &[pb::Resource]) -> Self {
-        let known = old.map(TypeState::by_name).unwrap_or_default();
-        TypeState {
-            version: version.to_string(),
-            resources: resources.iter().map(|r| Encoded::new(r, &known)).collect(),
+    pub fn replacing(
+        old: Option<&TypeState>,
+        version: &str,
+        resources: &[pb::Resource],
+    ) -> Result<Self, String> {
+        let mut by_name = SharedMap::default();
+        for (order, r) in (0..).zip(resources) {
+            let known = old.and_then(|o| o.by_name.get(r.name.as_str()));
+            let encoded = Encoded::new(r, known);
+            if by_name
+                .insert(encoded.name.clone(), Accepted { order, encoded })
+                .is_some()
+            {
+                return Err(format!("resource {:?} is listed twice", r.name));
+            }
         }
+        Ok(TypeState {
+            version: version.to_string(),
+            next: by_name.len() as u64,
+            by_name,
+        })
     }
 
-    fn by_name(&self) -> HashMap<&str, &Arc<Encoded>> {
-        self.resources.iter().map(|e| (&*e.name, e)).collect()
+    /// The resources in the order they were accepted in.
+    pub(super) fn in_order(&self) -> Vec<&Arc<Encoded>> {
+        let mut all: Vec<&Accepted> = self.by_name.iter().map(|(_, a)| a).collect();
+        all.sort_unstable_by_key(|a| a.order);
+        all.into_iter().map(|a| &a.encoded).collect()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// The resources whose bytes are not `before`'s, with their bytes here
+    /// (`None`: gone). Only what the two versions do not share is looked at.
+    pub(super) fn changed_since<'a>(
+        &'a self,
+        before: &'a TypeState,
+    ) -> impl Iterator<Item = (&'a Arc<str>, Option<&'a Arc<Encoded>>)> + 'a {
+        self.by_name
+            .changed_since(&before.by_name, |a, b| Arc::ptr_eq(&a.encoded, &b.encoded))
+            .map(|(name, now)| (name, now.map(|a| &a.encoded)))
+    }
+
+    /// How many shards of its resources by name the two versions share.
+    #[cfg(test)]
+    pub(super) fn shared_shards(&self, other: &TypeState) -> usize {
+        self.by_name.shared_shards(&other.by_name)
     }
 
     /// The resources, decoded into their whole forms, in the order they were accepted.
     pub fn resources(&self) -> Result<Vec<pb::Resource>, String> {
-        self.resources
-            .iter()
+        self.in_order()
+            .into_iter()
             .map(|e| wire::whole_form(e.decode()?).map_err(|err| format!("{}: {err}", e.name)))
             .collect()
     }
 
+    /// The resources' names, in the order they were accepted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.resources.iter().map(|e| &*e.name)
+        self.in_order().into_iter().map(|e| &*e.name)
     }
 
     /// These resources with `changed` put in place of the resources of the
-    /// same name (or added at the end) and `removed` dropped.
+    /// same name (or added at the end) and `removed` dropped. What the
+    /// change does not touch is shared with `self`.
     pub fn merge(&self, version: &str, changed: &[pb::Resource], removed: &[String]) -> Self {
-        let mut changed: BTreeMap<&str, &pb::Resource> =
-            changed.iter().map(|r| (r.name.as_str(), r)).collect();
+        let mut by_name = self.by_name.clone();
+        let mut next = self.next;
         let removed: HashSet<&str> = removed.iter().map(String::as_str).collect();
-        let known = self.by_name();
-        let mut resources: Vec<Arc<Encoded>> = self
-            .resources
-            .iter()
-            .filter(|e| !removed.contains(&*e.name))
-            .map(|e| match changed.remove(&*e.name) {
-                Some(r) => Encoded::new(r, &known),
-                None => Arc::clone(e),
-            })
-            .collect();
-        resources.extend(changed.into_values().map(|r| Encoded::new(r, &known)));
+        for name in &removed {
+            by_name.remove(*name);
+        }
+        // The last of resources of the same name; new ones after the
+        // others, by name.
+        let changed: BTreeMap<&str, &pb::Resource> =
+            changed.iter().map(|r| (r.name.as_str(), r)).collect();
+        for (name, r) in changed {
+            let known = by_name.get(name);
+            let order = known.map_or_else(
+                || {
+                    next += 1;
+                    next - 1
+                },
+                |k| k.order,
+            );
+            let encoded = Encoded::new(r, known);
+            by_name.insert(encoded.name.clone(), Accepted { order, encoded });
+        }
         TypeState {
             version: version.to_string(),
-            resources,
+            by_name,
+            next,
         }
+    }
+}
+
+impl std::fmt::Debug for TypeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypeState")
+            .field("version", &self.version)
+            .field("resources", &self.names().collect::<Vec<_>>())
+            .finish()
     }
 }
 

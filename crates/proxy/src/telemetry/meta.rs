@@ -306,13 +306,18 @@ impl Listed {
             Listed::One(m, n) => {
                 *self = Listed::several(vec![(m.clone(), *n), (meta.clone(), 1)]);
             }
+            // One more endpoint of a workload listed: what they have in
+            // common stands (recomputing it over a namespace's hundred
+            // workloads of one identity was most of an endpoint update).
             Listed::Several { workloads, .. } => {
-                let mut workloads = std::mem::take(workloads);
                 match workloads.iter_mut().find(|(m, _)| m == meta) {
                     Some((_, n)) => *n += 1,
-                    None => workloads.push((meta.clone(), 1)),
+                    None => {
+                        let mut workloads = std::mem::take(workloads);
+                        workloads.push((meta.clone(), 1));
+                        *self = Listed::several(workloads);
+                    }
                 }
-                *self = Listed::several(workloads);
             }
         }
     }
@@ -326,14 +331,15 @@ impl Listed {
             }
             Listed::One(..) => true,
             Listed::Several { workloads, .. } => {
-                let mut workloads = std::mem::take(workloads);
                 if let Some(i) = workloads.iter().position(|(m, _)| m == meta) {
                     workloads[i].1 -= 1;
+                    // A workload gone: what the rest have in common is new.
                     if workloads[i].1 == 0 {
+                        let mut workloads = std::mem::take(workloads);
                         workloads.swap_remove(i);
+                        *self = Listed::several(workloads);
                     }
                 }
-                *self = Listed::several(workloads);
                 true
             }
         }
