@@ -703,9 +703,9 @@ type RouteTables = (
     Arc<BuiltFrom>,
 );
 
-/// A route config's pieces: each resource, and whether the last compile
+/// A route config's pieces: each resource, decoded when the last compile
 /// did not have its bytes.
-type Pieces<'a> = Vec<(&'a Arc<Encoded>, bool)>;
+type Pieces<'a> = Vec<(&'a Arc<Encoded>, Option<pb::RouteConfig>)>;
 
 /// The route tables of `state`; those whose bytes are `reusable`'s are its
 /// tables (its clusters being the same).
@@ -720,8 +720,6 @@ fn compile_routes(
     // `RouteConfig` in proxy.proto): their virtual hosts make one table. A
     // piece whose bytes the last compile had is not decoded to learn its
     // config; a config all of whose pieces it had is not compiled again.
-    // The others are decoded once to learn it, and again one at a time as
-    // their config is compiled, so that they are never all alive at once.
     let mut configs: BTreeMap<Arc<str>, Pieces<'_>> = BTreeMap::new();
     for r in state.in_order() {
         let known = reusable.and_then(|p| {
@@ -729,10 +727,15 @@ fn compile_routes(
             Arc::ptr_eq(bytes, r).then(|| name.clone())
         });
         match known {
-            Some(name) => configs.entry(name).or_default().push((r, false)),
+            Some(name) => configs.entry(name).or_default().push((r, None)),
             None => {
-                let name = decode_route_config(r)?.name;
-                configs.entry(name.into()).or_default().push((r, true));
+                let Some(Kind::RouteConfig(rc)) = decode_kind(r)? else {
+                    return Err(wrong_kind("routes", &r.name));
+                };
+                configs
+                    .entry(rc.name.as_str().into())
+                    .or_default()
+                    .push((r, Some(rc)));
             }
         }
     }
@@ -742,7 +745,7 @@ fn compile_routes(
     }
     let mut sources = HashMap::new();
     for (name, pieces) in configs {
-        let unchanged = pieces.iter().all(|(_, new)| !new)
+        let unchanged = pieces.iter().all(|(_, rc)| rc.is_none())
             && previous_pieces.get(&*name) == Some(&pieces.len());
         let kept = reusable
             .filter(|_| unchanged)
@@ -750,14 +753,20 @@ fn compile_routes(
         let table = match kept {
             Some(table) => table,
             None => {
-                let hosts = pieces
+                let decoded = pieces
                     .iter()
-                    .flat_map(|(r, _)| match decode_route_config(r) {
-                        Ok(rc) => rc.virtual_hosts.into_iter().map(Ok).collect(),
-                        Err(e) => vec![Err(e)],
-                    });
+                    .map(|(r, rc)| match rc {
+                        Some(rc) => Ok(rc.clone()),
+                        None => match decode_kind(r)? {
+                            Some(Kind::RouteConfig(rc)) => Ok(rc),
+                            _ => Err(wrong_kind("routes", &r.name)),
+                        },
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                let hosts: Vec<&pb::VirtualHost> =
+                    decoded.iter().flat_map(|rc| &rc.virtual_hosts).collect();
                 Arc::new(
-                    RouteTable::compile_hosts(&name, hosts, clusters)
+                    RouteTable::compile_hosts(&name, &hosts, clusters)
                         .map_err(|e| format!("route config {name:?}: {e}"))?,
                 )
             }
@@ -771,13 +780,6 @@ fn compile_routes(
         routes.insert(name.to_string(), table);
     }
     Ok((routes, routes_by_port, Arc::new(sources)))
-}
-
-fn decode_route_config(r: &Encoded) -> Result<pb::RouteConfig, String> {
-    match decode_kind(r)? {
-        Some(Kind::RouteConfig(rc)) => Ok(rc),
-        _ => Err(wrong_kind("routes", &r.name)),
-    }
 }
 
 fn wrong_kind(what: &str, name: &str) -> String {

@@ -9,7 +9,6 @@ pub mod header_ops;
 pub mod retry;
 pub mod rewrite;
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,23 +43,19 @@ impl RouteTable {
         rc: &pb::RouteConfig,
         clusters: &HashMap<String, Arc<Cluster>>,
     ) -> Result<Self, String> {
-        Self::compile_hosts(&rc.name, rc.virtual_hosts.iter().map(Ok), clusters)
+        let hosts: Vec<&pb::VirtualHost> = rc.virtual_hosts.iter().collect();
+        Self::compile_hosts(&rc.name, &hosts, clusters)
     }
 
     /// The table named `name` of these virtual hosts (a route config's, or
-    /// those of the pieces it was sent in, decoded one at a time: a
-    /// 1,000-service config's, decoded, are megabytes that need not be
-    /// alive at once).
-    pub fn compile_hosts<H: Borrow<pb::VirtualHost>>(
+    /// those of the pieces it was sent in).
+    pub fn compile_hosts(
         name: &str,
-        hosts: impl IntoIterator<Item = Result<H, String>>,
+        hosts: &[&pb::VirtualHost],
         clusters: &HashMap<String, Arc<Cluster>>,
     ) -> Result<Self, String> {
-        let mut virtual_hosts = Vec::new();
-        let mut domains = Vec::new();
-        for (i, vh) in hosts.into_iter().enumerate() {
-            let vh = vh?;
-            let vh = vh.borrow();
+        let mut virtual_hosts = Vec::with_capacity(hosts.len());
+        for (i, vh) in hosts.iter().enumerate() {
             let at = format!("virtual_hosts[{i}] ({})", vh.name);
             let routes = vh
                 .routes
@@ -75,10 +70,14 @@ impl RouteTable {
                 name: vh.name.as_str().into(),
                 routes,
             });
-            domains.extend(vh.domains.iter().map(|d| (i, d.clone())));
         }
-        let domains = DomainIndex::build(domains.iter().map(|(i, d)| (*i, d.as_str())))
-            .map_err(|e| format!("virtual_hosts: {e}"))?;
+        let domains = DomainIndex::build(
+            hosts
+                .iter()
+                .enumerate()
+                .flat_map(|(i, vh)| vh.domains.iter().map(move |d| (i, d.as_str()))),
+        )
+        .map_err(|e| format!("virtual_hosts: {e}"))?;
         Ok(RouteTable {
             name: name.into(),
             virtual_hosts: virtual_hosts.into_boxed_slice(),
