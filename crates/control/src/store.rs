@@ -287,10 +287,13 @@ impl Store {
     /// does not hold it.
     fn read(&self, key: &Key) -> Result<Option<Resource>, StoreError> {
         let path = self.path(key);
-        if !path.exists() {
-            return Ok(None);
+        match read_file(&path) {
+            Ok(resources) => Ok(resources.into_iter().find(|r| Key::of(r) == *key)),
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
-        Ok(read_file(&path)?.into_iter().find(|r| Key::of(r) == *key))
     }
 
     pub fn delete(&mut self, key: &Key) -> Result<Option<Resource>, StoreError> {
