@@ -345,30 +345,52 @@ impl ControlPlane {
     async fn ask_hosts(&self, id: &str, hosts: Vec<String>) -> Vec<HostRefusal> {
         let mesh = self.mesh();
         let mut refused = Vec::new();
-        // Read, add and write back under one lock: asks of one proxy may overlap.
-        let node = {
-            let mut proxies = lock(&self.proxies);
-            let Some(p) = proxies.get_mut(id) else {
-                return Vec::new();
-            };
-            let before = p.node.asked_hosts.len();
+        let node = self.change_asked(id, |node| {
             for host in hosts {
-                match model::on_demand::refusal(&mesh, &p.node, &host) {
+                match model::on_demand::refusal(&mesh, node, &host) {
                     Some(reason) => refused.push(HostRefusal { host, reason }),
-                    None if !p.node.asked_hosts.contains(&host) => p.node.asked_hosts.push(host),
+                    None if !node.asked_hosts.contains(&host) => node.asked_hosts.push(host),
                     None => {}
                 }
             }
-            if p.node.asked_hosts.len() == before {
-                return refused;
+        });
+        if let Some(node) = node {
+            self.send_asked(id, node).await;
+        }
+        refused
+    }
+
+    /// Takes `hosts`, which the proxy no longer uses, out of its node's
+    /// asked hosts and sends it the config compiled without them (and
+    /// without the hosts only their routes sent to).
+    async fn forget_hosts(&self, id: &str, hosts: Vec<String>) {
+        let node = self.change_asked(id, |node| node.asked_hosts.retain(|h| !hosts.contains(h)));
+        match node {
+            Some(node) => self.send_asked(id, node).await,
+            None => {
+                tracing::debug!(proxy = %id, ?hosts, "forget of hosts not asked for: nothing to do")
             }
-            p.node.clone()
-        };
+        }
+    }
+
+    /// Changes the asked hosts of proxy `id` with `change`, under one lock
+    /// (asks and forgets of one proxy may overlap); its node if they changed.
+    fn change_asked(&self, id: &str, change: impl FnOnce(&mut Node)) -> Option<Node> {
+        let mut proxies = lock(&self.proxies);
+        let p = proxies.get_mut(id)?;
+        let before = p.node.asked_hosts.clone();
+        change(&mut p.node);
+        (p.node.asked_hosts != before).then(|| p.node.clone())
+    }
+
+    /// Compiles `node`'s config for the hosts it asked for and sends it,
+    /// unless a later change of its asked hosts sends its own.
+    async fn send_asked(&self, id: &str, node: Node) {
         loop {
             let compiler = lock(&self.compiler).clone();
             let (c, n) = (compiler.clone(), node.clone());
             let Ok(snapshot) = tokio::task::spawn_blocking(move || c.snapshot(&n)).await else {
-                return refused;
+                return;
             };
             let mut proxies = lock(&self.proxies);
             // A push that swapped the mesh meanwhile sent the proxy a config
@@ -376,7 +398,7 @@ impl ControlPlane {
             if !Arc::ptr_eq(&lock(&self.compiler), &compiler) {
                 continue;
             }
-            // A later ask of the same proxy sends its own, larger config.
+            // A later ask or forget of the same proxy sends its own config.
             if let Some(p) = proxies
                 .get_mut(id)
                 .filter(|p| p.node.asked_hosts == node.asked_hosts)
@@ -389,7 +411,7 @@ impl ControlPlane {
                     true
                 });
             }
-            return refused;
+            return;
         }
     }
 
@@ -496,6 +518,10 @@ impl wire::server::ConfigProvider for ControlPlane {
 
     async fn ask(&self, node: &Node, hosts: Vec<String>) -> Vec<HostRefusal> {
         self.ask_hosts(&node.id, hosts).await
+    }
+
+    async fn forget(&self, node: &Node, hosts: Vec<String>) {
+        self.forget_hosts(&node.id, hosts).await
     }
 
     fn disconnect(&self, node: &Node) {

@@ -103,6 +103,9 @@ pub struct Config {
     /// holding a request for a host not yet sent at most this long.
     /// `None`: the control plane sends every host the scope admits.
     pub on_demand: Option<Duration>,
+    /// With `on_demand`: forget a host asked for once its services served
+    /// no call for this long (see [`on_demand::sweep`]); `None`: keep them.
+    pub on_demand_idle: Option<Duration>,
 }
 
 impl Default for Config {
@@ -130,6 +133,7 @@ impl Default for Config {
             dns: None,
             limits: limits::Limits::default(),
             on_demand: None,
+            on_demand_idle: None,
         }
     }
 }
@@ -302,6 +306,24 @@ pub async fn run(
         ));
         let server = bound.await.map_err(|_| Error::ThreadDied("data plane"))??;
         data_plane.spawn(server);
+    }
+    match (config.on_demand_idle, store.on_demand()) {
+        (Some(idle), Some(_)) => {
+            control.spawn(on_demand::sweep::run(
+                store.clone(),
+                telemetry.clone(),
+                idle,
+            ));
+        }
+        // Set mesh-wide (proxyMetadata), it reaches proxies that are sent
+        // every host: they have nothing to forget.
+        (Some(idle), None) => {
+            tracing::warn!(
+                ?idle,
+                "an on-demand idle period, but this proxy does not discover on demand: nothing is forgotten"
+            )
+        }
+        (None, _) => {}
     }
     let shared = Arc::new(http::Shared {
         store,

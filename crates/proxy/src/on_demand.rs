@@ -9,8 +9,9 @@
 //! discovery finds no cluster. A destination not in the directory is
 //! treated as before (404, passthrough or REGISTRY_ONLY's refusal).
 //!
-//! Hosts asked for are kept for the life of the process, never dropped
-//! (why: docs/on-demand.md).
+//! Hosts asked for are kept for the life of the process, or, with an idle
+//! period (`--on-demand-idle-minutes`), until they served no call for that
+//! long: see [`sweep`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +25,8 @@ use wire::pb::{self, resource::Kind};
 
 use crate::config::ConfigStore;
 use crate::snapshot::Snapshot;
+
+pub mod sweep;
 
 /// How long a request waits for its host's config (Envoy's
 /// `OnDemandCds.timeout` default).

@@ -92,6 +92,11 @@ impl TcpRoute {
         TcpRoute { clusters }
     }
 
+    /// Every cluster the route may pick.
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.clusters.iter().map(|(c, _)| c)
+    }
+
     /// The cluster for a new connection; `None`: the route has none.
     pub fn pick(&self) -> Option<&Arc<Cluster>> {
         let total = self.clusters.last()?.1;

@@ -14,7 +14,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::address::{AddressError, ConnectError, XdsAddress};
-use crate::asks::Asks;
+use crate::asks::{Asks, Unsent};
 use crate::certs::{TokenError, TokenSource, authorization};
 use crate::pb::aggregated_discovery_client::AggregatedDiscoveryClient;
 use crate::pb::{DiscoveryRequest, DiscoveryResponse, HostRefusal, Node, Resource, Status};
@@ -213,8 +213,12 @@ async fn session<H: ConfigHandler>(
                 Some(response) => response?,
                 None => break,
             },
-            hosts = unsent(asks.as_deref()) => {
-                let ask = DiscoveryRequest { ask_hosts: hosts, ..Default::default() };
+            unsent = unsent(asks.as_deref()) => {
+                let ask = DiscoveryRequest {
+                    forget_hosts: unsent.forget,
+                    ask_hosts: unsent.ask,
+                    ..Default::default()
+                };
                 if tx.send(ask).await.is_err() {
                     break;
                 }
@@ -242,8 +246,8 @@ async fn session<H: ConfigHandler>(
     Ok(())
 }
 
-/// The hosts to ask for next; never, for a proxy that does not ask.
-async fn unsent(asks: Option<&Asks>) -> Vec<String> {
+/// The hosts to forget and ask for next; never, for a proxy that does not ask.
+async fn unsent(asks: Option<&Asks>) -> Unsent {
     match asks {
         Some(asks) => asks.unsent().await,
         None => std::future::pending().await,

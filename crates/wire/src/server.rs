@@ -32,7 +32,7 @@ use responses::Responses;
 use whole_forms::WholeForms;
 use whole_routes::WholeRoutes;
 
-mod on_demand;
+pub(crate) mod on_demand;
 mod push;
 mod responses;
 mod whole_forms;
@@ -100,6 +100,12 @@ pub trait ConfigProvider: Send + Sync + 'static {
                 reason: "this control plane does not serve on-demand discovery".into(),
             })
             .collect()
+    }
+    /// An on-demand proxy no longer needs `hosts` (unused for a while): take
+    /// them out of its `asked_hosts` (the smaller config then follows on its
+    /// channel). A host it did not ask for is forgotten already.
+    async fn forget(&self, node: &Node, hosts: Vec<String>) {
+        let _ = (node, hosts);
     }
     /// Every proxy has answered every response sent to it: no push is in
     /// flight. After a burst (a thousand proxies connecting, a change sent
@@ -456,8 +462,8 @@ impl<P: ConfigProvider> Session<P> {
     }
 
     async fn handle(&mut self, req: DiscoveryRequest) -> Result<(), ()> {
-        if !req.ask_hosts.is_empty() {
-            return self.ask(req.ask_hosts).await;
+        if !req.ask_hosts.is_empty() || !req.forget_hosts.is_empty() {
+            return self.ask(req.forget_hosts, req.ask_hosts).await;
         }
         let Some(place) = served(&req.type_url) else {
             // Everything a proxy may have is in its snapshot, by type; a type
@@ -524,8 +530,14 @@ impl<P: ConfigProvider> Session<P> {
     }
 
     /// An ask: the hosts given go to the provider, the refused back to the proxy.
-    async fn ask(&mut self, hosts: Vec<String>) -> Result<(), ()> {
-        let (hosts, mut refused) = on_demand::screen(hosts);
+    /// An on-demand proxy's forgets, then its asks; only refusals are answered.
+    async fn ask(&mut self, forget: Vec<String>, ask: Vec<String>) -> Result<(), ()> {
+        let (forget, mut refused) = on_demand::screen(forget);
+        if !forget.is_empty() {
+            self.provider.forget(&self.node, forget).await;
+        }
+        let (hosts, more) = on_demand::screen(ask);
+        refused.extend(more);
         if !hosts.is_empty() {
             refused.extend(self.provider.ask(&self.node, hosts).await);
         }

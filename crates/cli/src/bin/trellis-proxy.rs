@@ -78,6 +78,19 @@ struct Args {
     /// config before it fails (503, flag NC); Envoy's on-demand default.
     #[arg(long, default_value = "5")]
     on_demand_timeout_seconds: u64,
+    /// With --discovery=on-demand: forget a host once the services it sends
+    /// to served no call for this many minutes (its next call is held again,
+    /// as a first call is). Unset: hosts are kept, as Envoy's on-demand
+    /// discovery keeps what it fetched. On a proxy sent every host it has no
+    /// effect (it says so in its log).
+    #[arg(long, env = "TRELLIS_ON_DEMAND_IDLE_MINUTES",
+          value_parser = clap::value_parser!(u64).range(1..=10_080))]
+    on_demand_idle_minutes: Option<u64>,
+    /// The idle period in seconds (tests).
+    #[arg(long, env = "TRELLIS_ON_DEMAND_IDLE_SECONDS", hide = true,
+          conflicts_with = "on_demand_idle_minutes",
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    on_demand_idle_seconds: Option<u64>,
     /// The mesh root the control plane's TLS certificate must chain to (the
     /// `istio-ca-root-cert` ConfigMap, mounted where Istio mounts it).
     #[arg(long, env = "XDS_ROOT_CA", default_value = wire::address::DEFAULT_ROOT_CERT)]
@@ -374,6 +387,11 @@ async fn main() -> anyhow::Result<()> {
             .then(|| SocketAddr::from(([127, 0, 0, 1], DNS_CAPTURE_PORT))),
         on_demand: (args.discovery == Discovery::OnDemand)
             .then(|| Duration::from_secs(args.on_demand_timeout_seconds)),
+        on_demand_idle: args
+            .on_demand_idle_minutes
+            .map(|m| m * 60)
+            .or(args.on_demand_idle_seconds)
+            .map(Duration::from_secs),
         limits: proxy::limits::Limits {
             max_request_headers_bytes: args.max_request_headers_kb as usize * 1024,
             max_headers: args.max_headers_count as usize,
@@ -454,5 +472,39 @@ async fn shutdown() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let base = ["trellis-proxy", "--pod-name", "p", "--pod-ip", "10.0.0.1"];
+        Args::try_parse_from(base.iter().chain(extra))
+    }
+
+    #[test]
+    fn an_idle_period_out_of_range_or_given_twice_is_refused_naming_the_flag() {
+        let ok =
+            parse(&["--discovery", "on-demand", "--on-demand-idle-minutes", "30"]).expect("valid");
+        assert_eq!(ok.on_demand_idle_minutes, Some(30));
+        for bad in [
+            ["--on-demand-idle-minutes", "0"],
+            ["--on-demand-idle-minutes", "x"],
+        ] {
+            let err = parse(&bad).err().expect("refused").to_string();
+            assert!(err.contains("--on-demand-idle-minutes"), "{err}");
+        }
+        let err = parse(&[
+            "--on-demand-idle-minutes",
+            "30",
+            "--on-demand-idle-seconds",
+            "2",
+        ])
+        .err()
+        .expect("refused")
+        .to_string();
+        assert!(err.contains("cannot be used with"), "{err}");
     }
 }

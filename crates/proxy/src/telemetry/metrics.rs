@@ -193,6 +193,21 @@ pub struct TcpSeries {
 
 type Map<K, V> = RwLock<HashMap<K, Arc<V>, foldhash::fast::RandomState>>;
 
+fn read<K, V>(
+    map: &Map<K, V>,
+) -> std::sync::RwLockReadGuard<'_, HashMap<K, Arc<V>, foldhash::fast::RandomState>> {
+    map.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One destination service's client-side use (see [`Metrics::outbound_use`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceUse {
+    /// Requests finished and connections opened, ever.
+    pub calls: u64,
+    /// Connections open now.
+    pub open: u64,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     requests: Map<RequestKey, RequestSeries>,
@@ -245,6 +260,32 @@ impl Metrics {
 
     pub fn tcp_closed(series: &TcpSeries) {
         series.closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the client side has done with each destination service (by
+    /// host) so far, read off the counters the requests bump anyway: the
+    /// usage on-demand discovery's sweep looks at (crate::on_demand::sweep),
+    /// at no cost to a request.
+    pub fn outbound_use(&self) -> HashMap<Arc<str>, ServiceUse> {
+        let mut by_host: HashMap<Arc<str>, ServiceUse> = HashMap::new();
+        let client = |p: &Peers| p.reporter == Reporter::Source;
+        for (k, s) in read(&self.requests)
+            .iter()
+            .filter(|(k, _)| client(&k.peers))
+        {
+            let u = by_host.entry(k.peers.service.0.host.clone()).or_default();
+            u.calls += s.requests.load(Ordering::Relaxed);
+        }
+        for (k, s) in read(&self.tcp).iter().filter(|(k, _)| client(&k.peers)) {
+            let u = by_host.entry(k.peers.service.0.host.clone()).or_default();
+            let (opened, closed) = (
+                s.opened.load(Ordering::Relaxed),
+                s.closed.load(Ordering::Relaxed),
+            );
+            u.calls += opened;
+            u.open += opened.saturating_sub(closed);
+        }
+        by_host
     }
 
     /// The text exposition (Prometheus format 0.0.4) of every standard metric.

@@ -1,8 +1,8 @@
 //! The discovery stream's half of on-demand discovery: a proxy whose node is
-//! `on_demand` names hosts it needs (`DiscoveryRequest.ask_hosts`); the
-//! control plane adds those it may have to its node's `asked_hosts`, whose
-//! config then follows as any change does, and answers only with the hosts
-//! refused.
+//! `on_demand` names hosts it needs (`DiscoveryRequest.ask_hosts`) and hosts
+//! it no longer uses (`forget_hosts`); the control plane adds those it may
+//! have to its node's `asked_hosts`, or takes them out, whose config then
+//! follows as any change does, and answers only with the hosts refused.
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -10,8 +10,9 @@ use prost::Message as _;
 use super::EncodedResponse;
 use crate::pb::{DiscoveryResponse, HostRefusal};
 
-/// Hosts one ask may name: a proxy asks for the host a request is held for,
-/// a few at a time; more in one message is no proxy's doing.
+/// Hosts one ask (or one forget) may name: a proxy asks for the host a
+/// request is held for, a few at a time, and sends a long forget in parts;
+/// more in one message is no proxy's doing.
 pub const MAX_ASKED_AT_ONCE: usize = 256;
 
 /// The refusals of `hosts` beyond [`MAX_ASKED_AT_ONCE`] and of names that
@@ -22,7 +23,7 @@ pub(super) fn screen(hosts: Vec<String>) -> (Vec<String>, Vec<HostRefusal>) {
     for (i, host) in hosts.into_iter().enumerate() {
         let reason = if i >= MAX_ASKED_AT_ONCE {
             Some(format!(
-                "an ask names at most {MAX_ASKED_AT_ONCE} hosts; ask again for the rest"
+                "an ask or a forget names at most {MAX_ASKED_AT_ONCE} hosts; send the rest in another"
             ))
         } else if host.is_empty()
             || host.len() > 253
