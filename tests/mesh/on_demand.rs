@@ -5,7 +5,9 @@
 //! other; a host outside the mesh is refused as before (REGISTRY_ONLY:
 //! 502). In network namespaces the call goes by name through the DNS
 //! proxy (answered from the directory, the host not yet called) to the
-//! service's VIP, captured.
+//! service's VIP, captured. The client's sidecar forgets a host after a
+//! short idle period (the test-only idle in seconds, as proxyMetadata): the
+//! host leaves its config, and the next call is held and succeeds again.
 
 use std::time::Duration;
 
@@ -36,7 +38,9 @@ spec:
   template:
     metadata:
       labels: {app: client}
-      annotations: {trellis.dev/discovery: on-demand}
+      annotations:
+        trellis.dev/discovery: on-demand
+        proxy.istio.io/config: '{proxyMetadata: {TRELLIS_ON_DEMAND_IDLE_SECONDS: "IDLE_SECONDS"}}'
     spec:
       containers:
       - {name: client, image: trellis-sample, args: [echo, --service, client, --port, "8080"], ports: [{containerPort: 8080}]}
@@ -64,6 +68,10 @@ spec:
       - {name: other, image: trellis-sample, args: [echo, --service, other, --port, "8080"], ports: [{containerPort: 8080}]}
 "#;
 
+/// The client's sidecar forgets a host unused this long: long enough for
+/// the checks right after a call, short enough to wait for.
+const IDLE_SECONDS: u64 = 5;
+
 const ECHO: &str = "outbound|8080||echo.default.svc.cluster.local";
 const OTHER: &str = "outbound|8080||other.default.svc.cluster.local";
 
@@ -87,7 +95,10 @@ async fn on_demand(netns: bool) -> Result<()> {
         dir.path().join("mesh.yaml"),
         "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
     )?;
-    std::fs::write(dir.path().join("apps.yaml"), APPS)?;
+    std::fs::write(
+        dir.path().join("apps.yaml"),
+        APPS.replace("\"IDLE_SECONDS\"", &format!("\"{IDLE_SECONDS}\"")),
+    )?;
     let mesh = Mesh::launch(
         dir.path(),
         Launch {
@@ -159,6 +170,20 @@ async fn on_demand(netns: bool) -> Result<()> {
     let second = call("http://other:8080/").await?;
     ensure!(second["status"] == 200, "{second}");
     ensure!(clusters().contains(OTHER));
+
+    // Unused for the idle period, both are forgotten: their clusters leave
+    // the sidecar's config.
+    eventually(Duration::from_secs(30), || async {
+        let now = clusters();
+        ensure!(!now.contains(ECHO) && !now.contains(OTHER), "{now}");
+        Ok(())
+    })
+    .await?;
+    // The next call asks again, is held as a first call is, and succeeds.
+    let again = call("http://echo:8080/").await?;
+    ensure!(again["status"] == 200, "the call after forgetting: {again}");
+    ensure!(again["body"]["service"] == "echo", "{again}");
+    ensure!(clusters().contains(ECHO), "asked for again");
     mesh.stop()?;
     Ok(())
 }

@@ -3,7 +3,9 @@
 //! config only; asking for a host brings exactly that host's config (and
 //! that of the hosts its routes send to), as a fresh compile gives it; a
 //! host its Sidecar does not admit is refused with why; a new stream that
-//! carries the hosts asked is served the same config at once.
+//! carries the hosts asked is served the same config at once. Forgetting a
+//! host brings the smaller config a fresh compile gives, without the hosts
+//! only its routes sent to; a forget of a host never asked changes nothing.
 
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -280,5 +282,177 @@ async fn an_on_demand_proxy_gets_the_hosts_it_asks_for_and_no_other() {
         Some(BTreeSet::from([cluster(T), cluster(U)])),
         "the first clusters sent are those of the hosts asked"
     );
+    assert!(cp.stop().await, "the control plane stops");
+}
+
+/// s's routes send to t too: t stays while u or s is asked for.
+const S_TO_T: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: s, namespace: a}
+spec:
+  hosts: [s]
+  http: [{route: [{destination: {host: t.b.svc.cluster.local}}]}]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_host_goes_with_the_hosts_only_its_routes_sent_to() {
+    let yaml = format!(
+        "{MESH}---\n{S_TO_T}---\n{}---\n{}---\n{}",
+        pod("s-1", "a", "s", "10.0.0.1"),
+        pod("u-1", "a", "u", "10.0.0.2"),
+        pod("t-1", "b", "t", "10.0.1.1"),
+    );
+    let dir = config_dir(&yaml);
+    let store = control::store::Store::open(dir.path()).expect("store");
+    let mesh = model::Mesh::build(store.resources(), model::MeshConfig::default());
+    drop(store);
+    let cp = ControlPlane::start(dir.path(), Duration::from_millis(20));
+    let node = sidecar("a", "s-1");
+    let proxy = Proxy::default();
+    proxy.asks.ask(U);
+    proxy.asks.ask(S);
+    cp.connect(node.clone(), proxy.clone());
+    let with_both = expected(&mesh, &node, &[S, U]);
+    until("u's and s's config", || holds(&proxy, &with_both)).await;
+    assert_eq!(
+        proxy.names(wire::types::CLUSTER),
+        BTreeSet::from([cluster(S), cluster(T), cluster(U)])
+    );
+
+    // u forgotten: t stays, s's routes still send there.
+    proxy.asks.forget_idle(&[U.to_string()]);
+    let with_s = expected(&mesh, &node, &[S]);
+    until("s's config without u", || holds(&proxy, &with_s)).await;
+    assert_eq!(
+        proxy.names(wire::types::CLUSTER),
+        BTreeSet::from([cluster(S), cluster(T)])
+    );
+    assert!(
+        !proxy
+            .names(wire::types::ROUTE_CONFIG)
+            .iter()
+            .any(|r| r.contains(U)),
+        "no route piece of u is left"
+    );
+
+    // s forgotten too: t, which only their routes brought, goes with it.
+    proxy.asks.forget_idle(&[S.to_string()]);
+    let with_none = expected(&mesh, &node, &[]);
+    until("the config of no host asked", || holds(&proxy, &with_none)).await;
+    assert!(proxy.names(wire::types::CLUSTER).is_empty());
+    assert!(
+        proxy.refused.lock().unwrap().is_empty(),
+        "a forget is not answered"
+    );
+
+    // Called again, u is asked for again and its config comes back.
+    assert!(proxy.asks.ask(U));
+    let with_u = expected(&mesh, &node, &[U]);
+    until("u's config again", || holds(&proxy, &with_u)).await;
+
+    // A new stream's node no longer carries what was forgotten.
+    proxy.asks.forget_idle(&[U.to_string()]);
+    let again = Proxy::default();
+    again.asks.ask(S);
+    again.asks.forget_idle(&[S.to_string()]);
+    cp.connect(node.clone(), again.clone());
+    until("the new stream's config", || holds(&again, &with_none)).await;
+    assert_eq!(
+        again.first_clusters.lock().unwrap().clone(),
+        Some(BTreeSet::new())
+    );
+    assert!(cp.stop().await, "the control plane stops");
+}
+
+/// Sends `req` on a raw stream.
+async fn send(
+    tx: &tokio::sync::mpsc::Sender<wire::pb::DiscoveryRequest>,
+    req: wire::pb::DiscoveryRequest,
+) {
+    tx.send(req).await.expect("stream open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forget_of_a_host_never_asked_changes_nothing_and_a_name_no_host_is_refused() {
+    use tokio_stream::StreamExt;
+    use wire::pb::DiscoveryRequest;
+
+    let yaml = format!("{MESH}---\n{}", pod("s-1", "a", "s", "10.0.0.1"));
+    let dir = config_dir(&yaml);
+    let cp = ControlPlane::start(dir.path(), Duration::from_millis(20));
+    let address = wire::address::XdsAddress::parse(&format!("http://127.0.0.1:{}", cp.xds), None)
+        .expect("address");
+    let mut client = wire::pb::aggregated_discovery_client::AggregatedDiscoveryClient::new(
+        address.connect().await.expect("connect"),
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let node = Node {
+        on_demand: true,
+        ..sidecar("a", "s-1")
+    };
+    send(
+        &tx,
+        DiscoveryRequest {
+            node: Some(node),
+            type_url: wire::types::CLUSTER.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut responses = client
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), responses.next())
+            .await
+            .expect("a response in time")
+            .expect("stream open")
+            .expect("no error")
+    };
+    let first = next().await;
+    assert!(first.resources.is_empty(), "no host asked: no cluster");
+    let ack = |r: &wire::pb::DiscoveryResponse| DiscoveryRequest {
+        type_url: r.type_url.clone(),
+        version_info: r.version_info.clone(),
+        response_nonce: r.nonce.clone(),
+        ..Default::default()
+    };
+    send(&tx, ack(&first)).await;
+
+    // u was never asked for: forgetting it changes nothing. "a b" is no
+    // host: refused, with why. Only the refusal is answered.
+    send(
+        &tx,
+        DiscoveryRequest {
+            forget_hosts: vec![U.into(), "a b".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let answer = next().await;
+    assert_eq!(answer.refused.len(), 1, "{:?}", answer.refused);
+    assert_eq!(answer.refused[0].host, "a b");
+    assert_eq!(answer.refused[0].reason, "not a host name");
+    assert!(answer.type_url.is_empty() && answer.resources.is_empty());
+
+    // The stream goes on: an ask in the same message as a forget of a host
+    // not asked brings the host's config.
+    send(
+        &tx,
+        DiscoveryRequest {
+            forget_hosts: vec![S.into()],
+            ask_hosts: vec![U.into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let clusters = next().await;
+    assert_eq!(clusters.type_url, wire::types::CLUSTER);
+    let names: BTreeSet<String> = clusters.resources.iter().map(|r| r.name.clone()).collect();
+    assert_eq!(names, BTreeSet::from([cluster(T), cluster(U)]));
+    drop(tx);
     assert!(cp.stop().await, "the control plane stops");
 }
