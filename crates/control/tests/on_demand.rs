@@ -383,8 +383,19 @@ async fn a_forget_of_a_host_never_asked_changes_nothing_and_a_name_no_host_is_re
     let cp = ControlPlane::start(dir.path(), Duration::from_millis(20));
     let address = wire::address::XdsAddress::parse(&format!("http://127.0.0.1:{}", cp.xds), None)
         .expect("address");
+    // The control plane is listening once a connection is taken.
+    let mut channel = None;
+    for _ in 0..500 {
+        match address.connect().await {
+            Ok(c) => {
+                channel = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
     let mut client = wire::pb::aggregated_discovery_client::AggregatedDiscoveryClient::new(
-        address.connect().await.expect("connect"),
+        channel.expect("the control plane listens"),
     );
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let node = Node {
