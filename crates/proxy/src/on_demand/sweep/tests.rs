@@ -55,7 +55,7 @@ fn virtual_host(host: &str, to: &str) -> pb::VirtualHost {
 }
 
 /// An on-demand proxy's store with u (whose routes send to t), t, s and
-/// x (TCP, called by its VIP).
+/// x (TCP, called by its VIP, its connections sent to s).
 fn store() -> Arc<ConfigStore> {
     let node = pb::Node {
         pod_ip: "127.0.0.1".into(),
@@ -63,11 +63,20 @@ fn store() -> Arc<ConfigStore> {
         ..Default::default()
     };
     let store = ConfigStore::new(&node).with_on_demand(OnDemand::new("a", DEFAULT_TIMEOUT));
+    // x's connections go to s (a VirtualService `tcp` route).
+    let mut x = cluster(X, "10.96.0.4");
+    if let Some(Kind::Cluster(c)) = &mut x.kind {
+        c.tcp_route = vec![pb::WeightedCluster {
+            cluster: format!("outbound|8080||{S}"),
+            weight: 100,
+            ..Default::default()
+        }];
+    }
     let clusters = vec![
         cluster(U, "10.96.0.2"),
         cluster(T, "10.96.0.3"),
         cluster(S, "10.96.0.1"),
-        cluster(X, "10.96.0.4"),
+        x,
     ];
     store
         .apply(wire::types::CLUSTER, "1", clusters)
@@ -125,7 +134,11 @@ fn a_hosts_services_are_those_its_routes_and_vips_send_to() {
     let snapshot = store.current().expect("complete");
     assert_eq!(services(Some(&snapshot), U), names(&[T, U]));
     assert_eq!(services(Some(&snapshot), T), names(&[T]));
-    assert_eq!(services(Some(&snapshot), X), names(&[X]), "by its VIP");
+    assert_eq!(
+        services(Some(&snapshot), X),
+        names(&[S, X]),
+        "by its VIP's TCP route"
+    );
     assert_eq!(
         services(Some(&snapshot), "nowhere.example.com"),
         names(&["nowhere.example.com"])
