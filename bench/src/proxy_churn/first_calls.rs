@@ -29,24 +29,36 @@ pub struct FirstCalls {
     pub second_ms: Vec<f64>,
 }
 
+/// Calls through the explicit proxy at `outbound`, one at a time, on one
+/// kept-alive connection to it, opened before anything is timed.
+struct Caller(reqwest::Client);
+
+impl Caller {
+    async fn new(outbound: SocketAddr) -> Result<Caller> {
+        let client = reqwest::Client::builder()
+            .proxy(reqwest::Proxy::http(format!("http://{outbound}"))?)
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let caller = Caller(client);
+        caller
+            .call(format!("http://{}:8080/", super::UPSTREAM_HOST))
+            .await?;
+        Ok(caller)
+    }
+
+    /// One call's latency, in ms.
+    async fn call(&self, url: String) -> Result<f64> {
+        let t0 = Instant::now();
+        let status = self.0.get(&url).send().await?.status();
+        ensure!(status.is_success(), "{url}: {status}");
+        Ok(t0.elapsed().as_secs_f64() * 1000.0)
+    }
+}
+
 /// Calls each of `count` hosts twice, one call at a time, through the
 /// explicit proxy at `outbound` (one kept-alive connection to it).
 pub async fn measure(outbound: SocketAddr, count: usize) -> Result<FirstCalls> {
-    let client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(format!("http://{outbound}"))?)
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let call = |url: String| {
-        let client = client.clone();
-        async move {
-            let t0 = Instant::now();
-            let status = client.get(&url).send().await?.status();
-            ensure!(status.is_success(), "{url}: {status}");
-            anyhow::Ok(t0.elapsed().as_secs_f64() * 1000.0)
-        }
-    };
-    // The connection to the proxy is opened before anything is timed.
-    call(format!("http://{}:8080/", super::UPSTREAM_HOST)).await?;
+    let caller = Caller::new(outbound).await?;
     let mut out = FirstCalls {
         first_ms: Vec::new(),
         second_ms: Vec::new(),
@@ -54,11 +66,47 @@ pub async fn measure(outbound: SocketAddr, count: usize) -> Result<FirstCalls> {
     for i in 0..count {
         let url = format!("http://{}:8080/", host(i));
         out.first_ms
-            .push(call(url.clone()).await.context("a first call")?);
+            .push(caller.call(url.clone()).await.context("a first call")?);
         out.second_ms
-            .push(call(url).await.context("a second call")?);
+            .push(caller.call(url).await.context("a second call")?);
     }
     Ok(out)
+}
+
+/// Once the proxy (admin at `admin`) has forgotten all `count` hosts
+/// (`--on-demand-idle-*`, docs/on-demand.md), how long that took from now
+/// (s), and the latency of one call to each again: held as a first call.
+pub async fn after_forgetting(
+    outbound: SocketAddr,
+    admin: SocketAddr,
+    count: usize,
+) -> Result<(f64, Vec<f64>)> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let t0 = Instant::now();
+    loop {
+        let clusters = client
+            .get(format!("http://{admin}/clusters"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        if !(0..count).any(|i| clusters.contains(&host(i))) {
+            break;
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the proxy did not forget the hosts first called within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waited = t0.elapsed().as_secs_f64();
+    let caller = Caller::new(outbound).await?;
+    let mut again = Vec::new();
+    for i in 0..count {
+        let url = format!("http://{}:8080/", host(i));
+        again.push(caller.call(url).await.context("a call after forgetting")?);
+    }
+    Ok((waited, again))
 }
 
 /// The median and the largest of `ms`.

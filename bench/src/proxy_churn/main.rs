@@ -72,6 +72,11 @@ struct Args {
     /// Hosts whose first and second call are timed before the phases.
     #[arg(long, default_value_t = 20)]
     first_calls: usize,
+    /// With `--discovery on-demand`: the proxy forgets hosts unused this
+    /// many seconds; after the phases the first-call hosts are called once
+    /// more, once forgotten (held again).
+    #[arg(long)]
+    idle_seconds: Option<u64>,
 }
 
 /// `bin`, on the CPUs `cpus` only if given (through `taskset`, which execs
@@ -464,6 +469,10 @@ async fn main() -> Result<()> {
             .args(["--outbound", &outbound.to_string()])
             .args(["--admin", &admin.to_string()])
             .args(["--discovery", &a.discovery])
+            .args(
+                a.idle_seconds
+                    .map(|s| format!("--on-demand-idle-seconds={s}")),
+            )
             .arg("--no-access-log")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -521,6 +530,12 @@ async fn main() -> Result<()> {
     let load_after = load_average();
     proxy.alive()?;
     let rss_hwm = mem_mib(pid, "VmHWM:");
+    let forgotten = match setup.a.idle_seconds {
+        Some(_) => Some(
+            first_calls::after_forgetting(setup.outbound, setup.admin, setup.a.first_calls).await?,
+        ),
+        None => None,
+    };
 
     let a = &setup.a;
     println!(
@@ -564,6 +579,12 @@ async fn main() -> Result<()> {
         "discovery {}: first call to {} new hosts p50 / max {first_p50:.1} / {first_max:.1} ms, second call {second_p50:.1} / {second_max:.1} ms",
         a.discovery, a.first_calls
     );
+    if let (Some(idle), Some((waited, again))) = (a.idle_seconds, &forgotten) {
+        let (p50, max) = first_calls::p50_max(again);
+        println!(
+            "after forgetting (idle {idle} s; all gone {waited:.1} s after the phases): a call to each again p50 / max {p50:.1} / {max:.1} ms"
+        );
+    }
     println!(
         "proxy RSS idle with the config {rss_idle:.1} MiB ({anon_idle:.1} MiB anonymous; high-water mark {rss_hwm:.1} MiB), config in {config_s:.1} s; load average {load_before} before, {load_after} after"
     );
@@ -574,6 +595,7 @@ async fn main() -> Result<()> {
             "proxy_rss_idle_mib": rss_idle, "proxy_anon_idle_mib": anon_idle, "proxy_rss_hwm_mib": rss_hwm, "config_s": config_s,
             "trellisd_cpus": a.trellisd_cpus, "proxy_cpus": a.proxy_cpus, "discovery": a.discovery,
             "first_call_ms": calls.first_ms, "second_call_ms": calls.second_ms,
+            "idle_seconds": a.idle_seconds, "after_forgetting_call_ms": forgotten.as_ref().map(|f| &f.1),
             "load_average_before": load_before, "load_average_after": load_after,
             "still": phase_json(&still), "churn": phase_json(&churn),
         });
