@@ -186,6 +186,16 @@ async fn until(what: &str, f: impl Fn() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// A control plane serving `yaml`, and the mesh it builds (for fresh compiles).
+fn start(yaml: &str) -> (tempfile::TempDir, model::Mesh, ControlPlane) {
+    let dir = config_dir(yaml);
+    let store = control::store::Store::open(dir.path()).expect("store");
+    let mesh = model::Mesh::build(store.resources(), model::MeshConfig::default());
+    drop(store);
+    let cp = ControlPlane::start(dir.path(), Duration::from_millis(20));
+    (dir, mesh, cp)
+}
+
 fn cluster(host: &str) -> String {
     format!("outbound|8080||{host}")
 }
@@ -199,11 +209,7 @@ async fn an_on_demand_proxy_gets_the_hosts_it_asks_for_and_no_other() {
         pod("t-1", "b", "t", "10.0.1.1"),
         pod("x-1", "c", "x", "10.0.2.1"),
     );
-    let dir = config_dir(&yaml);
-    let store = control::store::Store::open(dir.path()).expect("store");
-    let mesh = model::Mesh::build(store.resources(), model::MeshConfig::default());
-    drop(store);
-    let cp = ControlPlane::start(dir.path(), Duration::from_millis(20));
+    let (_dir, mesh, cp) = start(&yaml);
     let node = sidecar("a", "s-1");
     let proxy = Proxy::default();
     cp.connect(node.clone(), proxy.clone());
@@ -303,11 +309,7 @@ async fn a_forgotten_host_goes_with_the_hosts_only_its_routes_sent_to() {
         pod("u-1", "a", "u", "10.0.0.2"),
         pod("t-1", "b", "t", "10.0.1.1"),
     );
-    let dir = config_dir(&yaml);
-    let store = control::store::Store::open(dir.path()).expect("store");
-    let mesh = model::Mesh::build(store.resources(), model::MeshConfig::default());
-    drop(store);
-    let cp = ControlPlane::start(dir.path(), Duration::from_millis(20));
+    let (_dir, mesh, cp) = start(&yaml);
     let node = sidecar("a", "s-1");
     let proxy = Proxy::default();
     proxy.asks.ask(U);
