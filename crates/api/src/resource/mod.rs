@@ -174,7 +174,7 @@ impl Resource {
         each!(self,
             o => &o.metadata.labels,
             k => k.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
-            s => &s.labels,
+            s => &*s.labels,
             Resource::Unsupported { .. } => &NO_LABELS)
     }
 
@@ -182,7 +182,7 @@ impl Resource {
         each!(self,
             o => &o.metadata.annotations,
             k => k.metadata.annotations.as_ref().unwrap_or(&NO_LABELS),
-            s => &s.annotations,
+            s => &*s.annotations,
             Resource::Unsupported { .. } => &NO_LABELS)
     }
 
