@@ -438,7 +438,7 @@ async fn service(
                 "node": id,
                 "workload": w.workload,
                 "version": w.labels.get("version").cloned().unwrap_or_default(),
-                "labels": w.labels,
+                "labels": *w.labels,
                 "pods": [],
                 "rps": edge.map_or(0.0, |e| e.rps),
                 "error_ratio": edge.map_or(0.0, |e| e.error_ratio),

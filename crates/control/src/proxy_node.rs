@@ -92,7 +92,7 @@ pub fn verified(
         pod_name: pod,
         namespace,
         pod_ip: w.ip.clone(),
-        labels: w.labels.clone().into_iter().collect(),
+        labels: (*w.labels).clone().into_iter().collect(),
         service_account: w.service_account.clone(),
         kind: kind as i32,
         workload_name: w.workload.clone(),

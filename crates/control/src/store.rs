@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::path::{Path, PathBuf};
 
 use api::{Kind, Resource};
@@ -64,6 +65,19 @@ impl std::fmt::Display for Key {
             write!(f, "{}/{}", self.kind, self.name)
         } else {
             write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// Makes a pod hold the label map, annotations, controller and containers
+/// of a like pod among `neighbours` (see [`api::SlimPod::share`]): the pods
+/// next to it by name are most often of its ReplicaSet, and 10,000 pods then
+/// keep about as many copies of those as they have ReplicaSets.
+fn share_like<'a>(r: &mut Resource, neighbours: impl IntoIterator<Item = &'a Resource>) {
+    let Resource::SlimPod(pod) = r else { return };
+    for n in neighbours {
+        if let Resource::SlimPod(like) = n {
+            pod.share(like);
         }
     }
 }
@@ -150,10 +164,15 @@ impl Store {
             }
         }
         store.take_in(&found, &foreign)?;
-        store.resources = found
+        let mut kept: Vec<(Key, Resource)> = found
             .into_iter()
             .map(|(key, copy)| (key, copy.resource))
             .collect();
+        for i in 1..kept.len() {
+            let (before, here) = kept.split_at_mut(i);
+            share_like(&mut here[0].1, [&before[i - 1].1]);
+        }
+        store.resources = kept.into_iter().collect();
         Ok(store)
     }
 
@@ -269,7 +288,11 @@ impl Store {
         };
         let path = self.path(&key);
         write_file(&path, r.to_yaml().as_bytes(), Durability::Synced)?;
-        self.resources.insert(key, r.slim());
+        let mut r = r.slim();
+        let before = self.resources.range(..&key).next_back();
+        let after = self.resources.range((Excluded(&key), Unbounded)).next();
+        share_like(&mut r, before.into_iter().chain(after).map(|(_, r)| r));
+        self.resources.insert(key, r);
         Ok(change)
     }
 
@@ -573,5 +596,60 @@ mod tests {
             2,
             "nothing imported aside"
         );
+    }
+
+    /// A pod of ReplicaSet `reviews-<version>`, labelled with its version.
+    fn rs_pod(name: &str, version: &str) -> Resource {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels: {{app: reviews, version: {version}}}\n  annotations: {{sidecar.istio.io/status: '{{}}'}}\n  ownerReferences: [{{apiVersion: apps/v1, kind: ReplicaSet, name: reviews-{version}, uid: u-{version}, controller: true}}]\nspec:\n  containers: [{{name: reviews, image: reviews, ports: [{{containerPort: 9080}}]}}]\nstatus: {{podIP: 10.0.0.5}}\n"
+        );
+        api::parse("p.yaml", &yaml).unwrap().remove(0)
+    }
+
+    fn slim<'a>(store: &'a Store, r: &Resource) -> &'a api::SlimPod {
+        match store.get(&Key::of(r)) {
+            Some(Resource::SlimPod(p)) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Whether two pods hold one copy of what a ReplicaSet's pods have alike.
+    fn shared(a: &api::SlimPod, b: &api::SlimPod) -> bool {
+        use std::sync::Arc;
+        Arc::ptr_eq(&a.labels, &b.labels)
+            && Arc::ptr_eq(&a.annotations, &b.annotations)
+            && Arc::ptr_eq(&a.containers, &b.containers)
+            && matches!((&a.controller, &b.controller), (Some(x), Some(y)) if Arc::ptr_eq(x, y))
+    }
+
+    /// The pods of a ReplicaSet hold one copy of their labels, annotations,
+    /// controller and containers, whether taken in at open or applied; a
+    /// pod of another keeps its own, and every pod reads as written.
+    #[test]
+    fn like_pods_hold_one_copy_of_what_they_have_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (rs_pod("reviews-v1-a", "v1"), rs_pod("reviews-v1-b", "v1"));
+        fs::write(
+            dir.path().join("pods.yaml"),
+            format!("{}---\n{}", a.to_yaml(), b.to_yaml()),
+        )
+        .unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert!(
+            shared(slim(&store, &a), slim(&store, &b)),
+            "taken in at open"
+        );
+        let (c, other) = (rs_pod("reviews-v1-c", "v1"), rs_pod("reviews-v2-a", "v2"));
+        store.apply(c.clone()).unwrap();
+        store.apply(other.clone()).unwrap();
+        assert!(shared(slim(&store, &b), slim(&store, &c)), "applied");
+        let (v1, v2) = (slim(&store, &c), slim(&store, &other));
+        assert!(!std::sync::Arc::ptr_eq(&v1.labels, &v2.labels));
+        assert!(std::sync::Arc::ptr_eq(&v1.containers, &v2.containers));
+        for r in [&a, &b, &c, &other] {
+            assert_eq!(store.get(&Key::of(r)), Some(&r.clone().slim()));
+        }
+        let reopened = Store::open(dir.path()).unwrap();
+        assert!(shared(slim(&reopened, &a), slim(&reopened, &c)), "reopened");
     }
 }

@@ -404,7 +404,7 @@ fn endpoint(mesh: &Mesh, w: &Workload, port: u32) -> pb::Endpoint {
     pb::Endpoint {
         address: w.ip.clone(),
         port,
-        labels: w.labels.clone(),
+        labels: (*w.labels).clone(),
         pod: format!("{}.{}", w.name, w.namespace),
         identity: w.spiffe_id(&mesh.config.trust_domain),
         locality: w.locality.clone(),

@@ -187,7 +187,7 @@ pub fn pod(mesh: &Mesh, name: &str, namespace: &str) -> Result<PodDescription, D
         pod_name: name.into(),
         namespace: namespace.into(),
         pod_ip: w.ip.clone(),
-        labels: w.labels.clone().into_iter().collect(),
+        labels: (*w.labels).clone().into_iter().collect(),
         service_account: w.service_account.clone(),
         kind: if w.gateway {
             pb::ProxyKind::Gateway
@@ -222,7 +222,7 @@ pub fn pod(mesh: &Mesh, name: &str, namespace: &str) -> Result<PodDescription, D
         pod: name.into(),
         namespace: namespace.into(),
         workload: w.workload.clone(),
-        labels: w.labels.clone(),
+        labels: (*w.labels).clone(),
         ip: w.ip.clone(),
         service_account: w.service_account.clone(),
         sidecar_injected: w.has_sidecar,

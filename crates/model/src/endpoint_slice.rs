@@ -166,7 +166,7 @@ fn workload(
             .unwrap_or_default(),
         ports,
         has_sidecar: pod.is_some_and(|p| p.annotations.contains_key("sidecar.istio.io/status")),
-        gateway: crate::registry::has_gateway_template(pod.map(|p| &p.annotations)),
+        gateway: crate::registry::has_gateway_template(pod.map(|p| &*p.annotations)),
         // Istio's locality is the node's region/zone/subzone, which a
         // slice does not carry.
         locality: String::new(),

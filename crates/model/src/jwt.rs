@@ -150,7 +150,7 @@ mod tests {
             name: format!("{app}-0"),
             workload: app.into(),
             namespace: ns.into(),
-            labels: [("app".to_string(), app.to_string())].into(),
+            labels: std::sync::Arc::new([("app".to_string(), app.to_string())].into()),
             ip: "10.0.0.1".into(),
             service_account: app.into(),
             ports: Vec::new(),

@@ -86,16 +86,18 @@ impl Mesh {
                 _ if !carried && crate::incremental::is_registry_kind(r.kind()) => {
                     registry_objects.push(r)
                 }
-                Resource::VirtualService(vs) => mesh.virtual_services.push(vs.clone()),
+                Resource::VirtualService(vs) => mesh.virtual_services.push((**vs).clone()),
                 Resource::DestinationRule(dr) => mesh.destination_rules.push((**dr).clone()),
                 Resource::Gateway(gw) => mesh.gateways.push(gw.clone()),
-                Resource::Sidecar(sc) => mesh.sidecars.push(sc.clone()),
+                Resource::Sidecar(sc) => mesh.sidecars.push((**sc).clone()),
                 Resource::PeerAuthentication(pa) => mesh.peer_authentications.push(pa.clone()),
-                Resource::AuthorizationPolicy(ap) => mesh.authorization_policies.push(ap.clone()),
-                Resource::RequestAuthentication(ra) => {
-                    mesh.request_authentications.push(ra.clone())
+                Resource::AuthorizationPolicy(ap) => {
+                    mesh.authorization_policies.push((**ap).clone())
                 }
-                Resource::Telemetry(t) => mesh.telemetries.push(t.clone()),
+                Resource::RequestAuthentication(ra) => {
+                    mesh.request_authentications.push((**ra).clone())
+                }
+                Resource::Telemetry(t) => mesh.telemetries.push((**t).clone()),
                 Resource::Unsupported {
                     kind,
                     api_version,
@@ -118,7 +120,8 @@ impl Mesh {
                         .namespace
                         .clone()
                         .unwrap_or_else(|| "default".into());
-                    mesh.secrets.insert((ns, r.name().to_string()), s.clone());
+                    mesh.secrets
+                        .insert((ns, r.name().to_string()), (**s).clone());
                 }
                 _ => {}
             }
@@ -236,7 +239,7 @@ fn patch(
     let now: Vec<_> = objects
         .iter()
         .filter_map(|r| match r {
-            Resource::ServiceEntry(se) => Some(se),
+            Resource::ServiceEntry(se) => Some(&**se),
             _ => None,
         })
         .filter(|se| {
@@ -261,9 +264,9 @@ fn read_registry(objects: &[&Resource], config: &MeshConfig) -> Registry {
     let mut slim_pods = slim.iter();
     for r in objects {
         match r {
-            Resource::EndpointSlice(es) => endpoint_slices.push(es),
+            Resource::EndpointSlice(es) => endpoint_slices.push(&**es),
             Resource::WorkloadEntry(we) => reg.add_workload_entry(we),
-            Resource::ServiceEntry(se) => service_entries.push(se),
+            Resource::ServiceEntry(se) => service_entries.push(&**se),
             Resource::Service(s) => reg.add_k8s_service(s, config),
             Resource::Pod(_) | Resource::SlimPod(_) => {
                 let Some(p) = slim_pods.next() else { continue };

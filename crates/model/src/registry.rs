@@ -71,7 +71,8 @@ pub struct Workload {
     /// The owning workload (Deployment) name, Istio's `destination_workload`.
     pub workload: String,
     pub namespace: String,
-    pub labels: BTreeMap<String, String>,
+    /// A pod's are its slim pod's (shared with the pods of its ReplicaSet).
+    pub labels: Arc<BTreeMap<String, String>>,
     /// An IP address; for entries of DNS-resolved ServiceEntries also a host
     /// name, which the proxy resolves when it connects.
     pub ip: String,

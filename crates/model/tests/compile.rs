@@ -228,6 +228,29 @@ fn scopes_share_one_copy_of_a_services_endpoints() {
     }
 }
 
+/// A pod's workload in the registry holds the slim pod's label map, not a
+/// copy: 10,000 pods kept one map each in the store and another in the
+/// registry (a B-tree node of ~540 bytes however few labels).
+#[test]
+fn a_pods_workload_holds_the_pods_labels() {
+    let resources: Vec<_> = api::parse("mesh.yaml", MESH)
+        .unwrap()
+        .into_iter()
+        .map(api::Resource::slim)
+        .collect();
+    let m = Mesh::build(&resources, MeshConfig::default());
+    let pod = resources
+        .iter()
+        .find_map(|r| match r {
+            api::Resource::SlimPod(p) if p.name == "reviews-v1-abc" => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    let w = m.registry.workload("reviews-v1-abc", "default").unwrap();
+    assert!(std::sync::Arc::ptr_eq(&w.labels, &pod.labels));
+    assert_eq!(w.labels.get("version").map(String::as_str), Some("v1"));
+}
+
 /// The policy for destinations the mesh does not know travels on the
 /// sidecar's "virtualOutbound" listener: the mesh's, unless the workload's
 /// Sidecar says otherwise (and a Sidecar without egress still sees every host).

@@ -359,30 +359,32 @@ fn resource(ctx: &Context<'_>, value: Value, fields: Fields) -> Result<Resource,
         ));
     }
     Ok(match known {
-        Kind::VirtualService => Resource::VirtualService(typed::<Object<_>>(ctx, &value)?),
+        Kind::VirtualService => {
+            Resource::VirtualService(Box::new(typed::<Object<_>>(ctx, &value)?))
+        }
         Kind::DestinationRule => {
             Resource::DestinationRule(Box::new(typed::<Object<_>>(ctx, &value)?))
         }
         Kind::Gateway => Resource::Gateway(typed::<Object<_>>(ctx, &value)?),
-        Kind::ServiceEntry => Resource::ServiceEntry(typed::<Object<_>>(ctx, &value)?),
-        Kind::Sidecar => Resource::Sidecar(typed::<Object<_>>(ctx, &value)?),
-        Kind::WorkloadEntry => Resource::WorkloadEntry(typed::<Object<_>>(ctx, &value)?),
-        Kind::WorkloadGroup => Resource::WorkloadGroup(typed::<Object<_>>(ctx, &value)?),
+        Kind::ServiceEntry => Resource::ServiceEntry(Box::new(typed::<Object<_>>(ctx, &value)?)),
+        Kind::Sidecar => Resource::Sidecar(Box::new(typed::<Object<_>>(ctx, &value)?)),
+        Kind::WorkloadEntry => Resource::WorkloadEntry(Box::new(typed::<Object<_>>(ctx, &value)?)),
+        Kind::WorkloadGroup => Resource::WorkloadGroup(Box::new(typed::<Object<_>>(ctx, &value)?)),
         Kind::PeerAuthentication => Resource::PeerAuthentication(typed::<Object<_>>(ctx, &value)?),
         Kind::RequestAuthentication => {
-            Resource::RequestAuthentication(typed::<Object<_>>(ctx, &value)?)
+            Resource::RequestAuthentication(Box::new(typed::<Object<_>>(ctx, &value)?))
         }
         Kind::AuthorizationPolicy => {
-            Resource::AuthorizationPolicy(typed::<Object<_>>(ctx, &value)?)
+            Resource::AuthorizationPolicy(Box::new(typed::<Object<_>>(ctx, &value)?))
         }
-        Kind::Telemetry => Resource::Telemetry(typed::<Object<_>>(ctx, &value)?),
-        Kind::Namespace => Resource::Namespace(k8s(ctx, &value, fields)?),
-        Kind::ServiceAccount => Resource::ServiceAccount(k8s(ctx, &value, fields)?),
-        Kind::Secret => Resource::Secret(k8s(ctx, &value, fields)?),
+        Kind::Telemetry => Resource::Telemetry(Box::new(typed::<Object<_>>(ctx, &value)?)),
+        Kind::Namespace => Resource::Namespace(Box::new(k8s(ctx, &value, fields)?)),
+        Kind::ServiceAccount => Resource::ServiceAccount(Box::new(k8s(ctx, &value, fields)?)),
+        Kind::Secret => Resource::Secret(Box::new(k8s(ctx, &value, fields)?)),
         Kind::Service => Resource::Service(Box::new(k8s(ctx, &value, fields)?)),
         Kind::Deployment => Resource::Deployment(Box::new(k8s(ctx, &value, fields)?)),
         Kind::Pod => Resource::Pod(Box::new(k8s(ctx, &value, fields)?)),
-        Kind::EndpointSlice => Resource::EndpointSlice(k8s(ctx, &value, fields)?),
+        Kind::EndpointSlice => Resource::EndpointSlice(Box::new(k8s(ctx, &value, fields)?)),
         Kind::Unsupported => return Ok(unsupported(ctx, map, &api_version, kind)),
     })
 }

@@ -358,7 +358,7 @@ pub fn plan(
     let namespaces: BTreeMap<String, Namespace> = resources
         .iter()
         .filter_map(|r| match r {
-            Resource::Namespace(n) => Some((r.name().to_string(), n.clone())),
+            Resource::Namespace(n) => Some((r.name().to_string(), (**n).clone())),
             _ => None,
         })
         .collect();

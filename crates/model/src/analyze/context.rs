@@ -64,7 +64,7 @@ impl<'a> Context<'a> {
         let namespace_objects: BTreeMap<String, &Namespace> = resources
             .iter()
             .filter_map(|r| match r {
-                Resource::Namespace(n) => Some((r.name().to_string(), n)),
+                Resource::Namespace(n) => Some((r.name().to_string(), &**n)),
                 _ => None,
             })
             .collect();
@@ -84,7 +84,7 @@ impl<'a> Context<'a> {
                     service_accounts.insert((ns.clone(), r.name().to_string()));
                     namespaces_with_identities.insert(ns.clone());
                 }
-                Resource::ServiceEntry(se) => service_entries.push(se),
+                Resource::ServiceEntry(se) => service_entries.push(&**se),
                 Resource::Deployment(d) => {
                     let namespace = namespace_objects.get(&ns).copied();
                     workloads.extend(Workload::from_deployment(r, d, namespace));

@@ -19,7 +19,7 @@ pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
         .resources
         .iter()
         .filter_map(|r| match r {
-            Resource::Sidecar(s) => Some(s),
+            Resource::Sidecar(s) => Some(&**s),
             _ => None,
         })
         .collect();

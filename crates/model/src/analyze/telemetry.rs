@@ -25,7 +25,7 @@ pub fn analyze(ctx: &Context<'_>, out: &mut Vec<Message>) {
         .resources
         .iter()
         .filter_map(|r| match r {
-            Resource::Telemetry(t) => Some(t),
+            Resource::Telemetry(t) => Some(&**t),
             _ => None,
         })
         .collect();

@@ -426,7 +426,7 @@ status: {podIP: 10.0.0.7}
         Some(A::SourceCluster("productpage.default".into()))
     );
     // Without an app label: the workload's name, else istio-proxy.
-    w.labels.clear();
+    w.labels = Default::default();
     w.workload = "reviews-v1".into();
     assert_eq!(source_cluster(&w), "reviews-v1.default");
     w.workload.clear();
