@@ -15,12 +15,14 @@
 # the churn benchmark (a 1,000-service config from trellisd, then endpoint
 # updates: the code a proxy runs all day, which the first run never
 # executes). Every function it executed is kept by its symbol name WITHOUT
-# the legacy mangling's hash (`17h<16 hex digits>E`): the hash depends on
-# cargo's -C metadata, which differs between profiles, toolchains and
-# versions, while the path before it names the function in any build. The
+# the legacy mangling's hash (`17h<16 hex digits>E`) where that names one
+# function, with it for generic functions' instances (below). The hash
+# follows cargo's -C metadata: it differs between profiles (release, dist),
+# toolchains and dependency versions, not between checkouts or the packages
+# a build selects (the cli test `hot_code` keeps the manifests so). The
 # script matches each name as a glob on its function section
-# (`.text.<name>*`), so one list serves every profile and survives a
-# version bump. A function the profile did not see stays where the linker
+# (`.text.<name>*`). Profile every profile you ship (`--bin-dir` twice, or
+# target/dist built before). A function the profile did not see stays where the linker
 # puts it; names that match nothing are ignored (the cli test
 # `hot_code` fails when too many of them do: the list went stale).
 #
@@ -122,7 +124,8 @@ done
 # type parameters, so `Vec<T>::push` names hundreds of functions, most of
 # them never run; those are kept with the hash (`..17h<hash>E*`): the
 # instance this build runs, in this profile, until a version, toolchain or
-# dependency change renames it. Other names (std's v0 names) stay whole.
+# dependency change renames it (a build at another path, or of other
+# packages, names it the same). Other names (std's v0 names) stay whole.
 hashless='s/(17h)[0-9a-f]{16}E(\..*)?$/\1*/'
 for run in "$work"/*/; do
   sed -E "$hashless" "$run/symbols.txt" | sort | uniq -d

@@ -10,6 +10,9 @@
 #   bench/proxy-churn.sh --secs 20 ...     other flags go to bench-proxy-churn (--help)
 #   bench/proxy-churn.sh --trellisd-cpus 0 --proxy-cpus 1
 #                                          trellisd on its own core (in a mesh it runs elsewhere)
+#   bench/proxy-churn.sh --page-cache read the proxy binary read whole before it starts
+#                                          (default cold: dropped from the page cache; its
+#                                          RSS depends on it, docs/benchmarks.md "h-pmem")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -18,10 +18,14 @@ fn main() {
     // of the code (`.text.hot`, a list `bench/link-order.sh` made from a
     // profile): the kernel maps an executable's pages a whole page-cache
     // folio or fault-around window at a time, so scattered hot functions
-    // keep most of the executable resident. The script names functions
-    // without their mangling hash, so it serves every profile; it only adds
-    // an output section (INSERT), the rest of the layout is the linker's.
-    // (`tests/hot_code.rs` says when the list has gone stale.)
+    // keep most of the executable resident. Functions named once are
+    // matched without their mangling hash (any build); instances of generic
+    // functions with it, which names them in any build of this profile
+    // whatever its path or package selection (the hash follows cargo's `-C
+    // metadata`, which `tests/hot_code.rs` keeps selection-independent).
+    // The script only adds an output section (INSERT), the rest of the
+    // layout is the linker's. (`tests/hot_code.rs` says when the list has
+    // gone stale.)
     println!(
         "cargo:rustc-link-arg-bin=trellis-proxy=-Wl,-T,{}",
         script.display()

@@ -17,6 +17,7 @@
 //! to `--first-calls` hosts it has not called (see [`first_calls`]).
 
 mod first_calls;
+mod page_cache;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -77,6 +78,10 @@ struct Args {
     /// more, once forgotten (held again).
     #[arg(long)]
     idle_seconds: Option<u64>,
+    /// The proxy binary's pages in the page cache when it starts: its RSS
+    /// depends on it (see `page_cache`).
+    #[arg(long, value_enum, default_value_t = page_cache::PageCache::Cold)]
+    page_cache: page_cache::PageCache,
 }
 
 /// `bin`, on the CPUs `cpus` only if given (through `taskset`, which execs
@@ -461,6 +466,7 @@ async fn main() -> Result<()> {
 
     let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    page_cache::prepare(&bin("trellis-proxy"), a.page_cache)?;
     let mut proxy = Proc(
         command_on(bin("trellis-proxy"), a.proxy_cpus.as_deref())
             .args(["--xds", &format!("http://127.0.0.1:{xds}")])
@@ -586,7 +592,8 @@ async fn main() -> Result<()> {
         );
     }
     println!(
-        "proxy RSS idle with the config {rss_idle:.1} MiB ({anon_idle:.1} MiB anonymous; high-water mark {rss_hwm:.1} MiB), config in {config_s:.1} s; load average {load_before} before, {load_after} after"
+        "proxy RSS idle with the config {rss_idle:.1} MiB ({anon_idle:.1} MiB anonymous; high-water mark {rss_hwm:.1} MiB), config in {config_s:.1} s, binary {:?} in the page cache; load average {load_before} before, {load_after} after",
+        a.page_cache
     );
     if let Some(path) = &a.json {
         let results = json!({
@@ -594,6 +601,7 @@ async fn main() -> Result<()> {
             "load_rate": a.load_rate, "changes_per_sec": a.changes_per_sec, "secs": a.secs,
             "proxy_rss_idle_mib": rss_idle, "proxy_anon_idle_mib": anon_idle, "proxy_rss_hwm_mib": rss_hwm, "config_s": config_s,
             "trellisd_cpus": a.trellisd_cpus, "proxy_cpus": a.proxy_cpus, "discovery": a.discovery,
+            "page_cache": format!("{:?}", a.page_cache).to_lowercase(),
             "first_call_ms": calls.first_ms, "second_call_ms": calls.second_ms,
             "idle_seconds": a.idle_seconds, "after_forgetting_call_ms": forgotten.as_ref().map(|f| &f.1),
             "load_average_before": load_before, "load_average_after": load_after,

@@ -85,6 +85,49 @@ fn the_hot_code_list_names_the_proxys_functions_and_optimised_builds_place_them_
     );
 }
 
+/// The list's hashed names (the instances of generic functions a profile
+/// ran) match only a build whose crates have the profiled build's `-C
+/// metadata`. Cargo's metadata for a crate hashes its features and its
+/// dependencies' metadata, not the checkout's path; but a dependency's
+/// features are those of the packages a build selects, so `cargo build -p
+/// cli` and `cargo build --workspace` made different hashes for all of
+/// trellis-proxy's crates (a dependency of one member only, a member
+/// asking for a feature only it uses). The workspace's manifests are kept
+/// so that they do not differ: checked here with `cargo tree`.
+#[test]
+fn trellis_proxys_crates_have_the_same_features_whichever_packages_a_build_selects() {
+    let features = |selection: &[&str]| -> std::collections::BTreeSet<String> {
+        let out = std::process::Command::new(env!("CARGO"))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .args(["tree", "--locked", "-e", "normal", "--prefix", "none"])
+            .args(["-f", "{p} [{f}]"])
+            .args(selection)
+            .output()
+            .expect("run cargo tree");
+        assert!(
+            out.status.success(),
+            "cargo tree {selection:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("cargo tree's output is UTF-8")
+            .lines()
+            .map(|line| line.trim_end_matches(" (*)").to_string())
+            .filter(|line| !line.is_empty())
+            .collect()
+    };
+    let alone = features(&["-p", "cli"]);
+    let whole = features(&["--workspace"]);
+    let differ: Vec<&String> = alone.difference(&whole).collect();
+    assert!(
+        differ.is_empty(),
+        "these packages of trellis-proxy's build get other features in `cargo build \
+         --workspace` (what they get there is listed by `cargo tree --workspace -e \
+         normal,features -i NAME`): give the dependency those features in the \
+         workspace's Cargo.toml, or make the member's dependency a dev-dependency: {differ:#?}"
+    );
+}
+
 #[derive(Debug)]
 enum Pattern<'a> {
     /// Every function whose name starts so: a legacy name without its hash

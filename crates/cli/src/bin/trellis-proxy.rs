@@ -243,6 +243,10 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 // and its control work (xDS, admin) on runtimes of its own.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // One glibc heap for all of the proxy's threads, set before any other
+    // starts: an arena per thread kept ~1 MiB more resident at a churn peak
+    // (docs/benchmarks.md, h-pmem).
+    sys::limit_heap_arenas(1);
     cli::logging::init("info");
     // `trellis-proxy iptables ...`: the capture rules, not a proxy (see cli::iptables).
     if std::env::args().nth(1).as_deref() == Some("iptables") {
