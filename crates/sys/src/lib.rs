@@ -5,8 +5,9 @@
 //! What is here and why it cannot be done safely elsewhere:
 //! - [`terminate_with_parent`]: `Command::pre_exec` is unsafe because the
 //!   closure runs between fork and exec;
-//! - [`release_freed_memory`], [`limit_heap_arenas`], [`compact_heap`]:
-//!   glibc's `malloc_trim` and `mallopt` have no safe binding;
+//! - [`release_freed_memory`], [`limit_heap_arenas`], [`unmap_large_blocks`],
+//!   [`compact_heap`]: glibc's `malloc_trim` and `mallopt` have no safe
+//!   binding;
 //! - [`lower_thread_priority`]: `setpriority` for one thread has none either;
 //! - [`CountingAlloc`] (feature `counting-alloc`, tests only): a global
 //!   allocator is an `unsafe impl`.
@@ -96,26 +97,36 @@ pub fn limit_heap_arenas(arenas: usize) {
 
 /// Makes glibc's heap hand back what a burst frees, for a server whose
 /// bursts free most of what they allocate (a no-op with other C libraries):
-/// at most `arenas` arenas (glibc's default is eight per core, and each
-/// thread that compiled a config keeps its own arena's freed memory
-/// resident), large blocks mapped and unmapped on their own, and free memory
-/// at the top of the heap returned from 128 KiB on (the defaults' thresholds
-/// grow with the largest block freed, so one burst of large responses kept
-/// every later one resident). trellisd at 2,000 proxies: RSS peak 166–173 →
-/// 145 MiB in a full push. Call it early: threads that already have an
-/// arena keep it.
+/// at most `arenas` arenas (see [`limit_heap_arenas`]) and blocks of 64 KiB
+/// and more unmapped when freed ([`unmap_large_blocks`]). trellisd at 2,000
+/// proxies: RSS peak 166–173 → 145 MiB in a full push. Call it early:
+/// threads that already have an arena keep it.
 pub fn compact_heap(arenas: usize) {
+    limit_heap_arenas(arenas);
+    unmap_large_blocks(64 * 1024);
+}
+
+/// Gives blocks of `from` bytes and more their own mapping, returned to the
+/// kernel when freed, and returns free memory at the top of the heap from
+/// twice that on (a no-op with other C libraries). glibc's defaults move
+/// both thresholds up to the largest block freed so far: after one large
+/// burst (a proxy's 11 MB metrics scrape with 200 destinations, a control
+/// plane's full push) every later block that size comes from the heap and
+/// stays resident once freed (docs/benchmarks.md). Setting them keeps them.
+pub fn unmap_large_blocks(from: usize) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        use nix::libc::{M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, mallopt};
-        limit_heap_arenas(arenas);
+        use nix::libc::{M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, c_int, mallopt};
+        let mmap = c_int::try_from(from).unwrap_or(c_int::MAX);
         // SAFETY: mallopt only sets glibc's allocator parameters, under its
         // own lock; it touches no memory the program owns.
         unsafe {
-            mallopt(M_MMAP_THRESHOLD, 64 * 1024);
-            mallopt(M_TRIM_THRESHOLD, 128 * 1024);
+            mallopt(M_MMAP_THRESHOLD, mmap);
+            mallopt(M_TRIM_THRESHOLD, mmap.saturating_mul(2));
         }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = from;
 }
 
 #[cfg(test)]
@@ -188,5 +199,36 @@ mod tests {
         .expect("thread");
         assert_eq!(lowered, 10);
         assert_eq!(own_nice(), before, "the other threads keep theirs");
+    }
+
+    /// The process's anonymous resident memory, in bytes.
+    #[cfg(target_os = "linux")]
+    fn rss_anon() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        let kib: usize = status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("RssAnon");
+        kib * 1024
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn a_large_block_freed_after_a_larger_one_is_returned() {
+        const MIB: usize = 1024 * 1024;
+        super::unmap_large_blocks(256 * 1024);
+        // glibc's own thresholds would now rise to 16 MiB: the next 8 MiB
+        // block would come from the heap and stay resident once freed.
+        drop(std::hint::black_box(vec![1u8; 16 * MIB]));
+        let before = rss_anon();
+        let block = std::hint::black_box(vec![1u8; 8 * MIB]);
+        assert!(rss_anon() >= before + 7 * MIB, "the block is resident");
+        drop(block);
+        let kept = rss_anon().saturating_sub(before);
+        assert!(
+            kept < MIB,
+            "{kept} bytes of the freed block stayed resident"
+        );
     }
 }

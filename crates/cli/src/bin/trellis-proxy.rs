@@ -247,6 +247,11 @@ async fn main() -> anyhow::Result<()> {
     // starts: an arena per thread kept ~1 MiB more resident at a churn peak
     // (docs/benchmarks.md, h-pmem).
     sys::limit_heap_arenas(1);
+    // Blocks of 256 KiB and more (a config's decoded messages, a metrics
+    // scrape of many destinations: 11 MB with 200) returned when freed:
+    // glibc's moving thresholds kept 10 MiB of a scrape resident for good.
+    // Request buffers stay under it.
+    sys::unmap_large_blocks(256 * 1024);
     cli::logging::init("info");
     // `trellis-proxy iptables ...`: the capture rules, not a proxy (see cli::iptables).
     if std::env::args().nth(1).as_deref() == Some("iptables") {
