@@ -314,3 +314,10 @@ fn a_set_already_seen_is_known_sent_without_comparing_versions() {
     });
     assert!(!sent.has(&changed));
 }
+
+/// A stream's response queue holds pointers: tokio allocates a channel's
+/// slots 32 at a time, so the slot's size is paid 32 times per stream.
+#[test]
+fn a_queued_response_is_a_pointer() {
+    assert_eq!(size_of::<super::Queued>(), size_of::<usize>());
+}
