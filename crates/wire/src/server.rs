@@ -537,8 +537,8 @@ impl<P: ConfigProvider> Session<P> {
         Ok(())
     }
 
-    /// An ask: the hosts given go to the provider, the refused back to the proxy.
-    /// An on-demand proxy's forgets, then its asks; only refusals are answered.
+    /// An on-demand proxy's forgets, then its asks, go to the provider; only
+    /// refusals (names that are no host, hosts it may not have) are answered.
     async fn ask(&mut self, forget: Vec<String>, ask: Vec<String>) -> Result<(), ()> {
         let (forget, mut refused) = on_demand::screen(forget);
         if !forget.is_empty() {
