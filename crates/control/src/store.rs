@@ -82,6 +82,18 @@ fn share_like<'a>(r: &mut Resource, neighbours: impl IntoIterator<Item = &'a Res
     }
 }
 
+/// [`share_like`] with the resources next to `key` in `resources`, where
+/// `r` is about to be inserted under `key`.
+pub(crate) fn share_with_neighbours(
+    resources: &BTreeMap<Key, Resource>,
+    key: &Key,
+    r: &mut Resource,
+) {
+    let before = resources.range(..key).next_back();
+    let after = resources.range((Excluded(key), Unbounded)).next();
+    share_like(r, before.into_iter().chain(after).map(|(_, r)| r));
+}
+
 fn is_cluster_scoped(kind: Kind) -> bool {
     matches!(kind, Kind::Namespace)
 }
@@ -289,9 +301,7 @@ impl Store {
         let path = self.path(&key);
         write_file(&path, r.to_yaml().as_bytes(), Durability::Synced)?;
         let mut r = r.slim();
-        let before = self.resources.range(..&key).next_back();
-        let after = self.resources.range((Excluded(&key), Unbounded)).next();
-        share_like(&mut r, before.into_iter().chain(after).map(|(_, r)| r));
+        share_with_neighbours(&self.resources, &key, &mut r);
         self.resources.insert(key, r);
         Ok(change)
     }
@@ -407,7 +417,7 @@ fn write_file(path: &Path, bytes: &[u8], durability: Durability) -> Result<(), S
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\n  namespace: default\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination:\n        host: reviews\n        subset: v1\n";
@@ -599,7 +609,7 @@ mod tests {
     }
 
     /// A pod of ReplicaSet `reviews-<version>`, labelled with its version.
-    fn rs_pod(name: &str, version: &str) -> Resource {
+    pub(crate) fn rs_pod(name: &str, version: &str) -> Resource {
         let yaml = format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels: {{app: reviews, version: {version}}}\n  annotations: {{sidecar.istio.io/status: '{{}}'}}\n  ownerReferences: [{{apiVersion: apps/v1, kind: ReplicaSet, name: reviews-{version}, uid: u-{version}, controller: true}}]\nspec:\n  containers: [{{name: reviews, image: reviews, ports: [{{containerPort: 9080}}]}}]\nstatus: {{podIP: 10.0.0.5}}\n"
         );
@@ -614,7 +624,7 @@ mod tests {
     }
 
     /// Whether two pods hold one copy of what a ReplicaSet's pods have alike.
-    fn shared(a: &api::SlimPod, b: &api::SlimPod) -> bool {
+    pub(crate) fn shared(a: &api::SlimPod, b: &api::SlimPod) -> bool {
         use std::sync::Arc;
         Arc::ptr_eq(&a.labels, &b.labels)
             && Arc::ptr_eq(&a.annotations, &b.annotations)

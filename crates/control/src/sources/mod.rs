@@ -12,7 +12,7 @@ use api::Resource;
 use model::MeshConfig;
 use tokio::sync::{Notify, watch};
 
-use crate::store::Key;
+use crate::store::{Key, share_with_neighbours};
 
 /// The resources (and the MeshConfig, if the source carries one) a live
 /// source last saw. Each kind is replaced as a whole when the source relists
@@ -124,14 +124,17 @@ impl ResourceSet {
         self.revision.send_modify(|r| *r = r.wrapping_add(1));
     }
 
-    /// Adds or replaces one resource.
-    pub(crate) fn apply(&self, r: Resource) {
+    /// Adds or replaces one resource. A pod holds the copies of a like pod
+    /// next to it (see [`share_with_neighbours`]): 10,000 pods read from an
+    /// API server keep about as many label maps as they have ReplicaSets.
+    pub(crate) fn apply(&self, mut r: Resource) {
         let key = Key::of(&r);
         let mut resources = lock(&self.resources);
         if resources.get(&key) == Some(&r) {
             return;
         }
         self.touch(&key);
+        share_with_neighbours(&resources, &key, &mut r);
         resources.insert(key, r);
         drop(resources);
         self.notify();
@@ -187,9 +190,10 @@ impl ResourceSet {
             self.touch(&k);
             resources.remove(&k);
         }
-        for (k, r) in fresh {
+        for (k, mut r) in fresh {
             if resources.get(&k) != Some(&r) {
                 self.touch(&k);
+                share_with_neighbours(&resources, &k, &mut r);
                 resources.insert(k, r);
                 changed = true;
             }
@@ -250,5 +254,32 @@ mod tests {
         );
         let b = set.resources().values().find(|r| r.name() == "b").cloned();
         assert_eq!(b, Some(vs("b", "b2")));
+    }
+
+    /// Pods a live source reads, one by one or in a relist, hold one copy
+    /// of what the pods of their ReplicaSet have alike, as the store's do.
+    #[test]
+    fn like_pods_from_a_source_hold_one_copy_of_what_they_have_alike() {
+        use crate::store::tests::{rs_pod, shared};
+        let set = ResourceSet::default();
+        let slim = |r: &Resource| match set.resources().get(&Key::of(r)) {
+            Some(Resource::SlimPod(p)) => p.clone(),
+            other => panic!("{other:?}"),
+        };
+        let (a, b) = (rs_pod("reviews-v1-a", "v1"), rs_pod("reviews-v1-b", "v1"));
+        set.apply(a.clone().slim());
+        set.apply(b.clone().slim());
+        assert!(shared(&slim(&a), &slim(&b)), "applied");
+        let (c, other) = (rs_pod("reviews-v1-c", "v1"), rs_pod("reviews-v2-a", "v2"));
+        let relisted = [&a, &b, &c, &other].map(|r| r.clone().slim());
+        set.replace_kind(Kind::Pod.as_str(), relisted.to_vec());
+        assert!(shared(&slim(&a), &slim(&c)), "relisted");
+        assert!(!std::sync::Arc::ptr_eq(
+            &slim(&c).labels,
+            &slim(&other).labels
+        ));
+        for r in &relisted {
+            assert_eq!(set.resources().get(&Key::of(r)), Some(r));
+        }
     }
 }
