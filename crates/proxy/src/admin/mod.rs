@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -92,7 +92,7 @@ pub async fn serve_stats(listener: std::net::TcpListener, admin: Arc<Admin>) {
         async move {
             Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
                 (&Method::GET, "/stats/prometheus") => {
-                    reply(StatusCode::OK, stats::CONTENT_TYPE, stats::proxy(&admin))
+                    prometheus(stats::body(futures::stream::iter(stats::proxy(&admin))))
                 }
                 (&Method::GET, "/stats/recent") => to_json(&admin.telemetry.recent.read()),
                 _ => reply(
@@ -134,12 +134,12 @@ where
     }
 }
 
-type Reply = Response<Full<Bytes>>;
+type Reply = Response<stats::Body>;
 
 const USAGE: &str = "GET /ready /config_dump /stats/prometheus /stats/recent /clusters[?format=json] /listeners /certs; \
 POST (with the admin token) /quitquitquit /healthcheck/fail /healthcheck/ok\n";
 
-fn handle(req: Request<Incoming>, peer: SocketAddr, admin: &Admin) -> Reply {
+fn handle(req: Request<Incoming>, peer: SocketAddr, admin: &Arc<Admin>) -> Reply {
     let json = req
         .uri()
         .query()
@@ -172,7 +172,7 @@ fn handle(req: Request<Incoming>, peer: SocketAddr, admin: &Admin) -> Reply {
         (&Method::GET, "/ready" | "/healthz/ready") => ready(admin),
         (&Method::GET, "/config_dump") => config_dump(admin),
         (&Method::GET, "/stats/prometheus") => {
-            reply(StatusCode::OK, stats::CONTENT_TYPE, stats::proxy(admin))
+            prometheus(stats::body(futures::stream::iter(stats::proxy(admin))))
         }
         (&Method::GET, "/stats/recent") => to_json(&admin.telemetry.recent.read()),
         (&Method::GET, "/clusters") => clusters(admin, json),
@@ -230,11 +230,21 @@ impl Change {
 const QUIT_REPLY_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Reply {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+/// A scrape's answer: the metrics' text, streamed.
+fn prometheus(body: stats::Body) -> Reply {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(stats::CONTENT_TYPE),
     );
     resp
 }
