@@ -35,21 +35,11 @@ fn registry(services: usize) -> Arc<Metrics> {
             "bench",
             &format!("spiffe://cluster.local/ns/bench/sa/{name}"),
         );
-        let key = RequestKey {
-            peers: Peers {
-                reporter: Reporter::Source,
-                source: ByPtr(source.clone()),
-                destination: ByPtr(Arc::new(dest)),
-                service: ByPtr(Arc::new(ServiceMeta::from_host(&format!(
-                    "{name}.bench.svc.cluster.local"
-                )))),
-                security: Security::Unknown,
-            },
-            protocol: Protocol::Http,
-            response_code: 200,
-            grpc_status: None,
-            flags: Default::default(),
-        };
+        let key = client_key(
+            source.clone(),
+            Arc::new(dest),
+            &format!("{name}.bench.svc.cluster.local"),
+        );
         let sample = RequestSample {
             duration_ms: 3.0,
             response_bytes: 512,
@@ -58,6 +48,23 @@ fn registry(services: usize) -> Arc<Metrics> {
         m.record_request(&key, &sample);
     }
     m
+}
+
+/// A client's HTTP series: `source` called `host` on `destination`, 200.
+pub fn client_key(source: Arc<PeerMeta>, destination: Arc<PeerMeta>, host: &str) -> RequestKey {
+    RequestKey {
+        peers: Peers {
+            reporter: Reporter::Source,
+            source: ByPtr(source),
+            destination: ByPtr(destination),
+            service: ByPtr(Arc::new(ServiceMeta::from_host(host))),
+            security: Security::Unknown,
+        },
+        protocol: Protocol::Http,
+        response_code: 200,
+        grpc_status: None,
+        flags: Default::default(),
+    }
 }
 
 #[test]
