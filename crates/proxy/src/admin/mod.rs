@@ -20,9 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
@@ -91,9 +93,7 @@ pub async fn serve_stats(listener: std::net::TcpListener, admin: Arc<Admin>) {
         let admin = admin.clone();
         async move {
             Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
-                (&Method::GET, "/stats/prometheus") => {
-                    prometheus(stats::body(futures::stream::iter(stats::proxy(&admin))))
-                }
+                (&Method::GET, "/stats/prometheus") => prometheus(stats::proxy(&admin)),
                 (&Method::GET, "/stats/recent") => to_json(&admin.telemetry.recent.read()),
                 _ => reply(
                     StatusCode::NOT_FOUND,
@@ -134,7 +134,8 @@ where
     }
 }
 
-type Reply = Response<stats::Body>;
+/// A body whole or streamed (the metrics, a chunk at a time).
+type Reply = Response<UnsyncBoxBody<Bytes, Infallible>>;
 
 const USAGE: &str = "GET /ready /config_dump /stats/prometheus /stats/recent /clusters[?format=json] /listeners /certs; \
 POST (with the admin token) /quitquitquit /healthcheck/fail /healthcheck/ok\n";
@@ -171,9 +172,7 @@ fn handle(req: Request<Incoming>, peer: SocketAddr, admin: &Arc<Admin>) -> Reply
     match (req.method(), path) {
         (&Method::GET, "/ready" | "/healthz/ready") => ready(admin),
         (&Method::GET, "/config_dump") => config_dump(admin),
-        (&Method::GET, "/stats/prometheus") => {
-            prometheus(stats::body(futures::stream::iter(stats::proxy(admin))))
-        }
+        (&Method::GET, "/stats/prometheus") => prometheus(stats::proxy(admin)),
         (&Method::GET, "/stats/recent") => to_json(&admin.telemetry.recent.read()),
         (&Method::GET, "/clusters") => clusters(admin, json),
         (&Method::GET, "/listeners") => to_json(&admin.status.listeners()),
@@ -239,9 +238,11 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Reply 
     resp
 }
 
-/// A scrape's answer: the metrics' text, streamed.
-fn prometheus(body: stats::Body) -> Reply {
-    let mut resp = Response::new(body);
+/// A scrape's answer: the metrics' text, sent a chunk at a time as the
+/// connection takes it.
+fn prometheus(chunks: impl Stream<Item = String> + Send + 'static) -> Reply {
+    let body = StreamBody::new(chunks.map(|c| Ok(Frame::data(Bytes::from(c)))));
+    let mut resp = Response::new(body.boxed_unsync());
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(stats::CONTENT_TYPE),

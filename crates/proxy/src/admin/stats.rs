@@ -5,7 +5,6 @@
 //! annotated `prometheus.io/scrape` (the annotation's port and path name
 //! the application's endpoint).
 
-use std::convert::Infallible;
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,9 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, stream};
 use http::Request;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, StreamBody};
-use hyper::body::Frame;
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 use super::Admin;
@@ -35,30 +32,22 @@ pub struct AppMetrics {
     pub path: String,
 }
 
-/// A metrics response's body, written a chunk at a time as the connection
-/// takes it: a scrape never holds its whole text.
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
-
-/// The body that sends `chunks`.
-pub fn body(chunks: impl Stream<Item = String> + Send + 'static) -> Body {
-    StreamBody::new(chunks.map(|c| Ok(Frame::data(Bytes::from(c))))).boxed_unsync()
-}
-
-/// The proxy's metrics, chunk by chunk: Istio's standard metrics, then the
+/// The proxy's metrics, chunk by chunk as the connection takes them (a
+/// scrape never holds its whole text): Istio's standard metrics, then the
 /// policies' counters and its health series (a few lines each).
-pub fn proxy(admin: &Arc<Admin>) -> impl Iterator<Item = String> + Send + 'static {
+pub fn proxy(admin: &Arc<Admin>) -> impl Stream<Item = String> + Send + 'static {
     let (server, client) = admin.store.current().map_or((None, None), |s| {
         (s.metrics.server.clone(), s.metrics.client.clone())
     });
     let admin = admin.clone();
     let standard = admin.telemetry.metrics.exposition(server, client);
-    standard.chain(std::iter::once_with(move || {
+    stream::iter(standard.chain(std::iter::once_with(move || {
         let mut out = String::new();
         crate::policy::jwt::encode_metrics(&mut out);
         crate::policy::stats::encode(&mut out);
         health(&admin, &mut out);
         out
-    }))
+    })))
 }
 
 fn health(admin: &Admin, out: &mut String) {
@@ -134,7 +123,7 @@ fn health(admin: &Admin, out: &mut String) {
 pub fn merged(admin: &Arc<Admin>) -> impl Stream<Item = String> + Send + 'static {
     let app = admin.app_metrics.clone();
     let app_text = async move { app_text(app.as_ref()?).await };
-    stream::iter(proxy(admin)).chain(stream::once(app_text).filter_map(std::future::ready))
+    proxy(admin).chain(stream::once(app_text).filter_map(std::future::ready))
 }
 
 /// The application's metrics, to append to the proxy's.

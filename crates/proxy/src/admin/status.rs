@@ -112,7 +112,7 @@ async fn handle<B>(req: Request<B>, admin: &Arc<Admin>, config: &StatusConfig) -
         return ready(admin);
     }
     if path == "/stats/prometheus" {
-        return prometheus(stats::body(stats::merged(admin)));
+        return prometheus(stats::merged(admin));
     }
     if path.starts_with("/app-health/") {
         let Some(probe) = config.probers.get(path) else {
