@@ -16,7 +16,7 @@
 mod counting_alloc;
 
 #[cfg(feature = "counting-alloc")]
-pub use counting_alloc::CountingAlloc;
+pub use counting_alloc::{CountingAlloc, Peak};
 
 use tokio::process::Command;
 

@@ -20,9 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
@@ -91,9 +93,7 @@ pub async fn serve_stats(listener: std::net::TcpListener, admin: Arc<Admin>) {
         let admin = admin.clone();
         async move {
             Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
-                (&Method::GET, "/stats/prometheus") => {
-                    reply(StatusCode::OK, stats::CONTENT_TYPE, stats::proxy(&admin))
-                }
+                (&Method::GET, "/stats/prometheus") => prometheus(stats::proxy(&admin)),
                 (&Method::GET, "/stats/recent") => to_json(&admin.telemetry.recent.read()),
                 _ => reply(
                     StatusCode::NOT_FOUND,
@@ -134,12 +134,13 @@ where
     }
 }
 
-type Reply = Response<Full<Bytes>>;
+/// A body whole or streamed (the metrics, a chunk at a time).
+type Reply = Response<UnsyncBoxBody<Bytes, Infallible>>;
 
 const USAGE: &str = "GET /ready /config_dump /stats/prometheus /stats/recent /clusters[?format=json] /listeners /certs; \
 POST (with the admin token) /quitquitquit /healthcheck/fail /healthcheck/ok\n";
 
-fn handle(req: Request<Incoming>, peer: SocketAddr, admin: &Admin) -> Reply {
+fn handle(req: Request<Incoming>, peer: SocketAddr, admin: &Arc<Admin>) -> Reply {
     let json = req
         .uri()
         .query()
@@ -171,9 +172,7 @@ fn handle(req: Request<Incoming>, peer: SocketAddr, admin: &Admin) -> Reply {
     match (req.method(), path) {
         (&Method::GET, "/ready" | "/healthz/ready") => ready(admin),
         (&Method::GET, "/config_dump") => config_dump(admin),
-        (&Method::GET, "/stats/prometheus") => {
-            reply(StatusCode::OK, stats::CONTENT_TYPE, stats::proxy(admin))
-        }
+        (&Method::GET, "/stats/prometheus") => prometheus(stats::proxy(admin)),
         (&Method::GET, "/stats/recent") => to_json(&admin.telemetry.recent.read()),
         (&Method::GET, "/clusters") => clusters(admin, json),
         (&Method::GET, "/listeners") => to_json(&admin.status.listeners()),
@@ -230,11 +229,23 @@ impl Change {
 const QUIT_REPLY_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Reply {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+/// A scrape's answer: the metrics' text, sent a chunk at a time as the
+/// connection takes it.
+fn prometheus(chunks: impl Stream<Item = String> + Send + 'static) -> Reply {
+    let body = StreamBody::new(chunks.map(|c| Ok(Frame::data(Bytes::from(c)))));
+    let mut resp = Response::new(body.boxed_unsync());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(stats::CONTENT_TYPE),
     );
     resp
 }

@@ -7,11 +7,13 @@
 
 use std::fmt::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use futures::{Stream, StreamExt, stream};
+use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
@@ -30,20 +32,22 @@ pub struct AppMetrics {
     pub path: String,
 }
 
-/// The proxy's metrics: Istio's standard metrics and its health series.
-pub fn proxy(admin: &Admin) -> String {
-    let mut out = String::with_capacity(16 * 1024);
-    let snapshot = admin.store.current();
-    let overrides = snapshot.as_ref().map(|s| &s.metrics);
-    admin.telemetry.metrics.encode_with(
-        &mut out,
-        overrides.and_then(|o| o.server.as_deref()),
-        overrides.and_then(|o| o.client.as_deref()),
-    );
-    crate::policy::jwt::encode_metrics(&mut out);
-    crate::policy::stats::encode(&mut out);
-    health(admin, &mut out);
-    out
+/// The proxy's metrics, chunk by chunk as the connection takes them (a
+/// scrape never holds its whole text): Istio's standard metrics, then the
+/// policies' counters and its health series (a few lines each).
+pub fn proxy(admin: &Arc<Admin>) -> impl Stream<Item = String> + Send + 'static {
+    let (server, client) = admin.store.current().map_or((None, None), |s| {
+        (s.metrics.server.clone(), s.metrics.client.clone())
+    });
+    let admin = admin.clone();
+    let standard = admin.telemetry.metrics.exposition(server, client);
+    stream::iter(standard.chain(std::iter::once_with(move || {
+        let mut out = String::new();
+        crate::policy::jwt::encode_metrics(&mut out);
+        crate::policy::stats::encode(&mut out);
+        health(&admin, &mut out);
+        out
+    })))
 }
 
 fn health(admin: &Admin, out: &mut String) {
@@ -113,27 +117,36 @@ fn health(admin: &Admin, out: &mut String) {
 
 /// 15020: the proxy's metrics, then the application's if it has any. An
 /// application that does not answer leaves the proxy's alone, as Istio's
-/// agent does.
-pub async fn merged(admin: &Admin) -> (StatusCode, String) {
-    let mut out = proxy(admin);
-    if let Some(app) = &admin.app_metrics {
-        match tokio::time::timeout(APP_TIMEOUT, fetch(app)).await {
-            Ok(Ok(text)) => {
-                // An OpenMetrics body ends in "# EOF", which would end ours.
-                for line in text.lines().filter(|l| l.trim() != "# EOF") {
-                    out.push_str(line);
-                    out.push('\n');
-                }
+/// agent does. The application's text is fetched whole (within
+/// [`APP_TIMEOUT`], or left out) once the proxy's is sent: its size is the
+/// application's, not the mesh's.
+pub fn merged(admin: &Arc<Admin>) -> impl Stream<Item = String> + Send + 'static {
+    let app = admin.app_metrics.clone();
+    let app_text = async move { app_text(app.as_ref()?).await };
+    proxy(admin).chain(stream::once(app_text).filter_map(std::future::ready))
+}
+
+/// The application's metrics, to append to the proxy's.
+async fn app_text(app: &AppMetrics) -> Option<String> {
+    match tokio::time::timeout(APP_TIMEOUT, fetch(app)).await {
+        Ok(Ok(text)) => {
+            // An OpenMetrics body ends in "# EOF", which would end ours.
+            let mut out = String::with_capacity(text.len());
+            for line in text.lines().filter(|l| l.trim() != "# EOF") {
+                out.push_str(line);
+                out.push('\n');
             }
-            Ok(Err(e)) => {
-                tracing::debug!(app = %app.addr, path = app.path, error = %e, "cannot scrape the application's metrics")
-            }
-            Err(_) => {
-                tracing::debug!(app = %app.addr, path = app.path, "the application's metrics timed out")
-            }
+            Some(out)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(app = %app.addr, path = app.path, error = %e, "cannot scrape the application's metrics");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(app = %app.addr, path = app.path, "the application's metrics timed out");
+            None
         }
     }
-    (StatusCode::OK, out)
 }
 
 async fn fetch(app: &AppMetrics) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {

@@ -21,7 +21,7 @@ use http::{Method, Request, StatusCode};
 use serde::Deserialize;
 
 use super::stats::{self, AppMetrics};
-use super::{Admin, Reply, ready, reply};
+use super::{Admin, Reply, prometheus, ready, reply};
 
 pub use super::app_health::{AppProbe, GrpcAction, Header, HttpGet, TcpSocket};
 
@@ -98,7 +98,7 @@ pub async fn serve_status(
     .await
 }
 
-async fn handle<B>(req: Request<B>, admin: &Admin, config: &StatusConfig) -> Reply {
+async fn handle<B>(req: Request<B>, admin: &Arc<Admin>, config: &StatusConfig) -> Reply {
     let path = req.uri().path();
     if req.method() != Method::GET {
         return reply(
@@ -112,8 +112,7 @@ async fn handle<B>(req: Request<B>, admin: &Admin, config: &StatusConfig) -> Rep
         return ready(admin);
     }
     if path == "/stats/prometheus" {
-        let (status, body) = stats::merged(admin).await;
-        return reply(status, stats::CONTENT_TYPE, body);
+        return prometheus(stats::merged(admin));
     }
     if path.starts_with("/app-health/") {
         let Some(probe) = config.probers.get(path) else {

@@ -8,8 +8,7 @@
 //! carry equal labels (metadata rebuilt by a config update): they are merged
 //! when scraped, so Prometheus sees each label set once.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -17,7 +16,9 @@ use std::sync::{Arc, RwLock};
 use super::meta::{PeerMeta, ServiceMeta};
 use super::{Flags, Reporter};
 
+mod exposition;
 mod overrides;
+pub use exposition::Exposition;
 pub use overrides::Overrides;
 
 /// Envoy's default histogram buckets, which Istio's standard histograms use
@@ -287,215 +288,102 @@ impl Metrics {
         }
         by_host
     }
+}
 
-    /// The text exposition (Prometheus format 0.0.4) of every standard metric.
-    pub fn encode(&self, out: &mut String) {
-        self.encode_with(out, None, None);
+/// A series' key, which knows its standard labels.
+trait SeriesKey {
+    fn peers(&self) -> &Peers;
+    /// Calls `f` with each standard label, in Istio's order.
+    fn labels(&self, f: &mut dyn FnMut(&'static str, &str));
+}
+
+impl SeriesKey for RequestKey {
+    fn peers(&self) -> &Peers {
+        &self.peers
     }
 
-    /// The exposition with the Telemetry API's overrides of each reporter
-    /// (`server`: destination, `client`: source) applied: disabled metrics
-    /// left out, tags removed or set. Series whose labels become equal are
-    /// merged, as Prometheus would see them from Envoy.
-    pub fn encode_with(
-        &self,
-        out: &mut String,
-        server: Option<&Overrides>,
-        client: Option<&Overrides>,
-    ) {
-        let overrides = |r: Reporter| match r {
-            Reporter::Destination => server,
-            Reporter::Source => client,
-        };
-        // Per metric: its series by rendered label set.
-        let mut counters: BTreeMap<&'static str, BTreeMap<String, u64>> = BTreeMap::new();
-        let mut histograms: BTreeMap<&'static str, BTreeMap<String, HistogramValues>> =
-            BTreeMap::new();
-        let labelled = |metric: &str, base: &[(String, String)], ov: Option<&Overrides>| match ov {
-            None => Some(render(base)),
-            Some(o) if !o.enabled(metric) => None,
-            Some(o) => Some(render(&o.apply(metric, base))),
-        };
-        for (k, s) in self
-            .requests
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let mut base = peer_labels(&k.peers, k.protocol);
-            base.push(("response_code".into(), k.response_code.to_string()));
-            base.push((
-                "grpc_response_status".into(),
-                k.grpc_status.map(|g| g.to_string()).unwrap_or_default(),
-            ));
-            base.push(("response_flags".into(), k.flags.to_string()));
-            let ov = overrides(k.peers.reporter);
-            let mut count = |metric: &'static str, v: u64| {
-                if let Some(l) = labelled(metric, &base, ov) {
-                    *counters.entry(metric).or_default().entry(l).or_default() += v;
-                }
-            };
-            count("requests_total", s.requests.load(Ordering::Relaxed));
-            if k.protocol == Protocol::Grpc {
-                count(
-                    "request_messages_total",
-                    s.request_messages.load(Ordering::Relaxed),
-                );
-                count(
-                    "response_messages_total",
-                    s.response_messages.load(Ordering::Relaxed),
-                );
-            }
-            for (metric, h) in [
-                ("request_duration_milliseconds", &s.duration),
-                ("request_bytes", &s.request_bytes),
-                ("response_bytes", &s.response_bytes),
-            ] {
-                if let Some(l) = labelled(metric, &base, ov) {
-                    histograms
-                        .entry(metric)
-                        .or_default()
-                        .entry(l)
-                        .or_default()
-                        .add(&h.read());
-                }
-            }
-        }
-        for (k, s) in self.tcp.read().unwrap_or_else(|e| e.into_inner()).iter() {
-            let mut base = peer_labels(&k.peers, Protocol::Tcp);
-            base.push(("response_flags".into(), k.flags.to_string()));
-            let ov = overrides(k.peers.reporter);
-            for (metric, v) in [
-                ("tcp_sent_bytes_total", &s.sent),
-                ("tcp_received_bytes_total", &s.received),
-                ("tcp_connections_opened_total", &s.opened),
-                ("tcp_connections_closed_total", &s.closed),
-            ] {
-                if let Some(l) = labelled(metric, &base, ov) {
-                    *counters.entry(metric).or_default().entry(l).or_default() +=
-                        v.load(Ordering::Relaxed);
-                }
-            }
-        }
-
-        let counter = |out: &mut String, metric: &str, help: &str| {
-            let Some(series) = counters.get(metric) else {
-                return;
-            };
-            let name = format!("istio_{metric}");
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (labels, v) in series {
-                let _ = writeln!(out, "{name}{{{labels}}} {v}");
-            }
-        };
-        let histogram = |out: &mut String, metric: &str, help: &str| {
-            let Some(series) = histograms.get(metric) else {
-                return;
-            };
-            let name = format!("istio_{metric}");
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            for (labels, h) in series {
-                let mut cumulative = 0;
-                for (le, n) in BUCKETS.iter().zip(h.buckets) {
-                    cumulative += n;
-                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
-                }
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
-                let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
-            }
-        };
-        counter(out, "requests_total", "Requests handled by the proxy.");
-        histogram(out, "request_duration_milliseconds", "Request duration.");
-        histogram(out, "request_bytes", "Request body sizes.");
-        histogram(out, "response_bytes", "Response body sizes.");
-        counter(
-            out,
-            "request_messages_total",
-            "gRPC messages sent by the client.",
+    fn labels(&self, f: &mut dyn FnMut(&'static str, &str)) {
+        peer_labels(&self.peers, self.protocol, f);
+        f("response_code", &self.response_code.to_string());
+        f(
+            "grpc_response_status",
+            &self.grpc_status.map(|g| g.to_string()).unwrap_or_default(),
         );
-        counter(
-            out,
-            "response_messages_total",
-            "gRPC messages sent by the server.",
-        );
-        counter(
-            out,
-            "tcp_sent_bytes_total",
-            "Bytes sent to the downstream on TCP connections.",
-        );
-        counter(
-            out,
-            "tcp_received_bytes_total",
-            "Bytes received from the downstream on TCP connections.",
-        );
-        counter(
-            out,
-            "tcp_connections_opened_total",
-            "TCP connections opened.",
-        );
-        counter(
-            out,
-            "tcp_connections_closed_total",
-            "TCP connections closed.",
-        );
+        f("response_flags", &self.flags.to_string());
     }
 }
 
-/// A label set as the text format writes it: `a="x",b="y"`, escaped.
-fn render(labels: &[(String, String)]) -> String {
-    let mut out = String::with_capacity(labels.len() * 32);
-    for (i, (name, value)) in labels.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(name);
-        out.push_str("=\"");
-        escape_label_value(&mut out, value);
-        out.push('"');
+impl SeriesKey for TcpKey {
+    fn peers(&self) -> &Peers {
+        &self.peers
     }
-    out
+
+    fn labels(&self, f: &mut dyn FnMut(&'static str, &str)) {
+        peer_labels(&self.peers, Protocol::Tcp, f);
+        f("response_flags", &self.flags.to_string());
+    }
 }
 
 /// The labels of [`Peers`], in Istio's order.
-fn peer_labels(p: &Peers, protocol: Protocol) -> Vec<(String, String)> {
-    let reporter = match p.reporter {
-        Reporter::Source => "source",
-        Reporter::Destination => "destination",
-    };
-    let mut out = Vec::with_capacity(28);
-    out.push(("reporter".to_string(), reporter.to_string()));
-    for (side, m) in [("source", &p.source.0), ("destination", &p.destination.0)] {
-        for (name, value) in [
-            ("workload", &m.workload),
-            ("workload_namespace", &m.namespace),
-            ("principal", &m.principal),
-            ("app", &m.app),
-            ("version", &m.version),
-            ("canonical_service", &m.canonical_service),
-            ("canonical_revision", &m.canonical_revision),
-            ("cluster", &m.cluster),
-        ] {
-            out.push((format!("{side}_{name}"), value.to_string()));
+fn peer_labels(p: &Peers, protocol: Protocol, f: &mut dyn FnMut(&'static str, &str)) {
+    f(
+        "reporter",
+        match p.reporter {
+            Reporter::Source => "source",
+            Reporter::Destination => "destination",
+        },
+    );
+    for (names, m) in [
+        (PEER_LABELS[0], &p.source.0),
+        (PEER_LABELS[1], &p.destination.0),
+    ] {
+        for (name, value) in names.into_iter().zip([
+            &m.workload,
+            &m.namespace,
+            &m.principal,
+            &m.app,
+            &m.version,
+            &m.canonical_service,
+            &m.canonical_revision,
+            &m.cluster,
+        ]) {
+            f(name, value);
         }
     }
     let s = &p.service.0;
-    for (name, value) in [
-        ("destination_service", &s.host),
-        ("destination_service_name", &s.name),
-        ("destination_service_namespace", &s.namespace),
-    ] {
-        out.push((name.to_string(), value.to_string()));
-    }
-    out.push(("request_protocol".into(), protocol.as_str().into()));
-    out.push((
-        "connection_security_policy".into(),
-        p.security.as_str().into(),
-    ));
-    out
+    f("destination_service", &s.host);
+    f("destination_service_name", &s.name);
+    f("destination_service_namespace", &s.namespace);
+    f("request_protocol", protocol.as_str());
+    f("connection_security_policy", p.security.as_str());
 }
 
+/// The source's and the destination's workload labels.
+const PEER_LABELS: [[&str; 8]; 2] = [
+    [
+        "source_workload",
+        "source_workload_namespace",
+        "source_principal",
+        "source_app",
+        "source_version",
+        "source_canonical_service",
+        "source_canonical_revision",
+        "source_cluster",
+    ],
+    [
+        "destination_workload",
+        "destination_workload_namespace",
+        "destination_principal",
+        "destination_app",
+        "destination_version",
+        "destination_canonical_service",
+        "destination_canonical_revision",
+        "destination_cluster",
+    ],
+];
+
 /// Writes a label's value as the text format wants it (backslash, quote
+/// and newline escaped). a label's value as the text format wants it (backslash, quote
 /// and newline escaped).
 pub(crate) fn escape_label_value(out: &mut String, value: &str) {
     for c in value.chars() {
@@ -509,244 +397,4 @@ pub(crate) fn escape_label_value(out: &mut String, value: &str) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap as Labels;
-
-    fn peers(reporter: Reporter, dest: &Arc<PeerMeta>) -> Peers {
-        let src = PeerMeta::from_labels(
-            &Labels::from([("app".to_string(), "productpage".to_string())]),
-            "productpage-v1",
-            "default",
-            "spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
-        );
-        Peers {
-            reporter,
-            source: ByPtr(Arc::new(src)),
-            destination: ByPtr(dest.clone()),
-            service: ByPtr(Arc::new(ServiceMeta::from_host(
-                "reviews.default.svc.cluster.local",
-            ))),
-            security: Security::Unknown,
-        }
-    }
-
-    fn key(p: &Peers, code: u16) -> RequestKey {
-        RequestKey {
-            peers: p.clone(),
-            protocol: Protocol::Http,
-            response_code: code,
-            grpc_status: None,
-            flags: Flags::default(),
-        }
-    }
-
-    fn value(text: &str, prefix: &str, contains: &[&str]) -> Option<String> {
-        text.lines()
-            .find(|l| l.starts_with(prefix) && contains.iter().all(|c| l.contains(c)))
-            .and_then(|l| l.rsplit(' ').next())
-            .map(str::to_string)
-    }
-
-    #[test]
-    fn istio_names_types_buckets_and_labels() {
-        let m = Metrics::default();
-        let dest = Arc::new(PeerMeta::from_labels(
-            &Labels::from([
-                ("app".to_string(), "reviews".to_string()),
-                ("version".to_string(), "v2".to_string()),
-            ]),
-            "reviews-v2",
-            "default",
-            "spiffe://cluster.local/ns/default/sa/bookinfo-reviews",
-        ));
-        let p = peers(Reporter::Source, &dest);
-        let sample = |ms: f64| RequestSample {
-            duration_ms: ms,
-            request_bytes: 0,
-            response_bytes: 700,
-            ..Default::default()
-        };
-        m.record_request(&key(&p, 200), &sample(0.7));
-        m.record_request(&key(&p, 200), &sample(7.0));
-        m.record_request(&key(&p, 503), &sample(30.0));
-        // Same labels from metadata rebuilt by a config update: one series.
-        let rebuilt = peers(Reporter::Source, &Arc::new((*dest).clone()));
-        m.record_request(&key(&rebuilt, 200), &sample(1.0));
-        let mut text = String::new();
-        m.encode(&mut text);
-        assert!(
-            text.contains("# TYPE istio_requests_total counter"),
-            "{text}"
-        );
-        assert!(text.contains("# TYPE istio_request_duration_milliseconds histogram"));
-        assert!(text.contains("# TYPE istio_response_bytes histogram"));
-        assert!(!text.contains("istio_request_messages_total"), "gRPC only");
-        let ok = ["response_code=\"200\""];
-        assert_eq!(
-            value(&text, "istio_requests_total{", &ok).as_deref(),
-            Some("3")
-        );
-        assert_eq!(
-            text.lines()
-                .filter(|l| l.starts_with("istio_requests_total{"))
-                .count(),
-            2,
-            "{text}"
-        );
-        for label in [
-            "reporter=\"source\"",
-            "source_workload=\"productpage-v1\"",
-            "source_canonical_service=\"productpage\"",
-            "source_canonical_revision=\"latest\"",
-            "source_cluster=\"Kubernetes\"",
-            "destination_workload=\"reviews-v2\"",
-            "destination_canonical_revision=\"v2\"",
-            "destination_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-reviews\"",
-            "destination_service=\"reviews.default.svc.cluster.local\"",
-            "destination_service_name=\"reviews\"",
-            "destination_service_namespace=\"default\"",
-            "request_protocol=\"http\"",
-            "grpc_response_status=\"\"",
-            "response_flags=\"-\"",
-            "connection_security_policy=\"unknown\"",
-        ] {
-            assert!(
-                value(&text, "istio_requests_total{", &[label]).is_some(),
-                "{label} in\n{text}"
-            );
-        }
-        // 0.7 ms falls in the 1 ms bucket, 7 ms in the 10 ms one; 600000 is a bucket.
-        let bucket = |le: &str| {
-            value(
-                &text,
-                "istio_request_duration_milliseconds_bucket{",
-                &["response_code=\"200\"", &format!("le=\"{le}\"")],
-            )
-        };
-        assert_eq!(bucket("0.5").as_deref(), Some("0"));
-        assert_eq!(bucket("1").as_deref(), Some("2"));
-        assert_eq!(bucket("10").as_deref(), Some("3"));
-        assert_eq!(bucket("600000").as_deref(), Some("3"));
-        assert_eq!(bucket("+Inf").as_deref(), Some("3"));
-        assert_eq!(
-            value(
-                &text,
-                "istio_request_duration_milliseconds_sum{",
-                &["response_code=\"503\""]
-            )
-            .as_deref(),
-            Some("30")
-        );
-        assert_eq!(
-            value(&text, "istio_response_bytes_sum{", &ok).as_deref(),
-            Some("2100")
-        );
-    }
-
-    #[test]
-    fn grpc_messages_and_tcp() {
-        let m = Metrics::default();
-        let dest = Arc::new(PeerMeta::unknown());
-        let p = peers(Reporter::Destination, &dest);
-        let k = RequestKey {
-            protocol: Protocol::Grpc,
-            grpc_status: Some(0),
-            ..key(&p, 200)
-        };
-        let sample = RequestSample {
-            request_messages: 3,
-            response_messages: 4,
-            ..Default::default()
-        };
-        m.record_request(&k, &sample);
-        let t = m.tcp_opened(&TcpKey {
-            peers: p.clone(),
-            flags: Flags::default(),
-        });
-        t.sent.fetch_add(10, Ordering::Relaxed);
-        t.received.fetch_add(20, Ordering::Relaxed);
-        Metrics::tcp_closed(&t);
-        let mut text = String::new();
-        m.encode(&mut text);
-        let grpc = ["grpc_response_status=\"0\"", "request_protocol=\"grpc\""];
-        assert_eq!(
-            value(&text, "istio_request_messages_total{", &grpc).as_deref(),
-            Some("3")
-        );
-        assert_eq!(
-            value(&text, "istio_response_messages_total{", &grpc).as_deref(),
-            Some("4")
-        );
-        let tcp = ["request_protocol=\"tcp\""];
-        assert_eq!(
-            value(&text, "istio_tcp_sent_bytes_total{", &tcp).as_deref(),
-            Some("10")
-        );
-        assert_eq!(
-            value(&text, "istio_tcp_received_bytes_total{", &tcp).as_deref(),
-            Some("20")
-        );
-        assert_eq!(
-            value(&text, "istio_tcp_connections_opened_total{", &tcp).as_deref(),
-            Some("1")
-        );
-        assert_eq!(
-            value(&text, "istio_tcp_connections_closed_total{", &tcp).as_deref(),
-            Some("1")
-        );
-    }
-
-    #[test]
-    fn telemetry_overrides_disable_remove_and_upsert() {
-        let m = Metrics::default();
-        let dest = Arc::new(PeerMeta::from_labels(
-            &Labels::from([("app".to_string(), "reviews".to_string())]),
-            "reviews-v1",
-            "default",
-            "",
-        ));
-        let p = peers(Reporter::Source, &dest);
-        m.record_request(&key(&p, 200), &RequestSample::default());
-        m.record_request(&key(&p, 503), &RequestSample::default());
-        let o = Overrides::compile(&wire::pb::MetricsPolicy {
-            disabled: vec!["request_bytes".into()],
-            tag_overrides: vec![
-                wire::pb::MetricTagOverride {
-                    metric: "requests_total".into(),
-                    tag: "response_code".into(),
-                    remove: true,
-                    value: String::new(),
-                },
-                wire::pb::MetricTagOverride {
-                    metric: "requests_total".into(),
-                    tag: "failed".into(),
-                    remove: false,
-                    value: "response.code >= 500".into(),
-                },
-            ],
-        })
-        .expect("valid");
-        let mut text = String::new();
-        // The overrides are the client side's: this series' reporter.
-        m.encode_with(&mut text, None, Some(&o));
-        assert!(!text.contains("istio_request_bytes"), "disabled: {text}");
-        assert!(text.contains("istio_response_bytes"));
-        let requests: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("istio_requests_total{"))
-            .collect();
-        assert_eq!(requests.len(), 2, "{requests:?}");
-        assert!(requests.iter().all(|l| !l.contains("response_code=")));
-        assert!(requests.iter().any(|l| l.contains("failed=\"true\"} 1")));
-        assert!(requests.iter().any(|l| l.contains("failed=\"false\"} 1")));
-        // Other metrics keep their labels.
-        assert!(
-            text.contains("istio_response_bytes_count{") && text.contains("response_code=\"503\"")
-        );
-        // The server side's overrides do not touch the source reporter.
-        let mut text = String::new();
-        m.encode_with(&mut text, Some(&o), None);
-        assert!(text.contains("istio_request_bytes"));
-    }
-}
+mod tests;

@@ -136,7 +136,8 @@ pub enum Reporter {
 }
 
 pub struct Telemetry {
-    pub metrics: Metrics,
+    /// Shared with the scrapes under way, which read it a chunk at a time.
+    pub metrics: Arc<Metrics>,
     /// Access logs as the config says; `false`: none whatever it says
     /// (`trellis-proxy --no-access-log`).
     pub access_log: bool,
@@ -160,7 +161,7 @@ impl Telemetry {
                 &format!("{}.{}", local.canonical_service, local.namespace),
                 &node.id,
             ),
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
             access_log,
             local: Arc::new(local),
             unknown_peer: Arc::new(PeerMeta::unknown()),

@@ -259,7 +259,8 @@ async fn app_metrics(ip: IpAddr) -> SocketAddr {
 /// Istio's Prometheus ports: 15090 serves the proxy's own metrics (the
 /// standard metrics of the requests it handled, and its health), 15020 the
 /// same merged with the application's (its `prometheus.io/*` endpoint),
-/// which never ends the proxy's exposition early.
+/// which never ends the proxy's exposition early. Both are streamed (HTTP/1.1
+/// chunks, no length known ahead): a scrape never holds its whole text.
 #[tokio::test]
 async fn metrics_ports_serve_the_proxys_and_merge_the_apps() {
     let ip = test_ip();
@@ -296,6 +297,10 @@ async fn metrics_ports_serve_the_proxys_and_merge_the_apps() {
         own.header("content-type")
             .starts_with("text/plain; version=0.0.4")
     );
+    let streamed = |r: &Resp| {
+        r.header("transfer-encoding") == "chunked" && r.header("content-length").is_empty()
+    };
+    assert!(streamed(&own), "{:?}", own.headers);
     let requests = |text: &str| {
         text.lines()
             .find(|l| {
@@ -319,6 +324,7 @@ async fn metrics_ports_serve_the_proxys_and_merge_the_apps() {
 
     let all = scrape(merged).await;
     assert_eq!(all.status, StatusCode::OK);
+    assert!(streamed(&all), "{:?}", all.headers);
     assert_eq!(requests(&all.body).as_deref(), Some("3"));
     assert!(all.body.contains("app_orders_total 7"), "{}", all.body);
     assert!(!all.body.contains("# EOF"), "{}", all.body);

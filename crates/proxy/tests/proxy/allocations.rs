@@ -209,29 +209,12 @@ fn endpoint_choice_allocates_nothing() {
 fn recording_metrics_allocates_nothing() {
     use std::sync::Arc;
 
-    use proxy::telemetry::Reporter;
-    use proxy::telemetry::meta::{PeerMeta, ServiceMeta};
-    use proxy::telemetry::metrics::{
-        ByPtr, Metrics, Peers, Protocol, RequestKey, RequestSample, Security,
-    };
+    use proxy::telemetry::meta::PeerMeta;
+    use proxy::telemetry::metrics::{Metrics, RequestSample};
 
     let metrics = Metrics::default();
     let peer = Arc::new(PeerMeta::unknown());
-    let key = RequestKey {
-        peers: Peers {
-            reporter: Reporter::Source,
-            source: ByPtr(peer.clone()),
-            destination: ByPtr(peer),
-            service: ByPtr(Arc::new(ServiceMeta::from_host(
-                "reviews.default.svc.cluster.local",
-            ))),
-            security: Security::Unknown,
-        },
-        protocol: Protocol::Http,
-        response_code: 200,
-        grpc_status: None,
-        flags: Default::default(),
-    };
+    let key = super::scrape::client_key(peer.clone(), peer, "reviews.default.svc.cluster.local");
     let sample = RequestSample {
         duration_ms: 3.0,
         request_bytes: 10,

@@ -15,6 +15,7 @@ mod cors_policy;
 mod limits;
 mod paths;
 mod routing;
+mod scrape;
 mod static_certs;
 mod support;
 mod traffic_policy;
