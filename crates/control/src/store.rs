@@ -73,7 +73,7 @@ impl std::fmt::Display for Key {
 /// of a like pod among `neighbours` (see [`api::SlimPod::share`]): the pods
 /// next to it by name are most often of its ReplicaSet, and 10,000 pods then
 /// keep about as many copies of those as they have ReplicaSets.
-fn share_like<'a>(r: &mut Resource, neighbours: impl IntoIterator<Item = &'a Resource>) {
+pub(crate) fn share_like<'a>(r: &mut Resource, neighbours: impl IntoIterator<Item = &'a Resource>) {
     let Resource::SlimPod(pod) = r else { return };
     for n in neighbours {
         if let Resource::SlimPod(like) = n {
