@@ -229,7 +229,7 @@ fn entry_workload(
         name: name.to_string(),
         workload: name.to_string(),
         namespace: namespace.to_string(),
-        labels: Arc::new(we.labels.clone()),
+        labels: we.labels.clone(),
         ip: we.address.clone(),
         service_account,
         ports: we

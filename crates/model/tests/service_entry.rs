@@ -333,3 +333,24 @@ spec:
     assert!(names.contains(&"outbound|9080||reviews.default.svc.cluster.local"));
     assert!(!names.contains(&"outbound|80||reviews.default.svc.cluster.local"));
 }
+
+/// An inline endpoint's workload in the registry holds the entry's label
+/// map, not a copy: 10,000 endpoints held one map each in the store and
+/// another in the registry.
+#[test]
+fn an_endpoints_workload_holds_the_entrys_labels() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: svc, namespace: ns}\nspec:\n  hosts: [svc.example]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{name: http, number: 80}]\n  endpoints:\n  - {address: 10.0.0.1, labels: {app: svc, version: v1}}\n  - {address: 10.0.0.2, labels: {app: svc, version: v1}}\n";
+    let resources = api::parse("mesh.yaml", text).unwrap();
+    let m = model::Mesh::build(&resources, model::MeshConfig::default());
+    let api::Resource::ServiceEntry(se) = &resources[0] else {
+        panic!("a ServiceEntry");
+    };
+    let backends: Vec<_> = m.registry.backends("svc.example").collect();
+    assert_eq!(backends.len(), 2);
+    for w in backends {
+        assert!(std::sync::Arc::ptr_eq(
+            &w.labels,
+            &se.spec.endpoints[0].labels
+        ));
+    }
+}

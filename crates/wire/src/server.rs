@@ -337,35 +337,23 @@ impl<P: ConfigProvider> AggregatedDiscovery for DiscoveryService<P> {
         let whole_forms = (!first.compact_resources).then(|| self.whole_forms.clone());
         let whole_routes = (!first.joins_route_pieces).then(|| self.whole_routes.clone());
         let responses = self.responses.clone();
-        tokio::spawn(async move {
-            let mut session = Session {
-                node,
-                provider,
-                config,
-                tx,
-                subscribed: Default::default(),
-                accepts_partial: first.accepts_partial,
-                whole_forms,
-                whole_routes,
-                responses,
-                nonce: 0,
-                pushes,
-                concurrent_pushes,
-                permit: None,
-                awaiting: HashSet::new(),
-            };
-            session.run(first, inbound).await;
-            // Drop the config channel first: the provider tells a stale stream
-            // from a reconnected one by whether anybody still watches it.
-            let Session {
-                node,
-                provider,
-                config,
-                ..
-            } = session;
-            drop(config);
-            provider.disconnect(&node);
+        let session = Box::new(Session {
+            node,
+            provider,
+            config,
+            tx,
+            subscribed: Default::default(),
+            accepts_partial: first.accepts_partial,
+            whole_forms,
+            whole_routes,
+            responses,
+            nonce: 0,
+            pushes,
+            concurrent_pushes,
+            permit: None,
+            awaiting: HashSet::new(),
         });
+        tokio::spawn(session.serve(Box::new(first), Box::new(inbound)));
         let responses = ReceiverStream::new(rx).map(|response| Ok(*response));
         Ok(Response::new(Box::pin(responses)))
     }
@@ -415,6 +403,9 @@ fn served(type_url: &str) -> Option<usize> {
 /// boxes are 256 bytes.
 type Queued = Box<EncodedResponse>;
 
+/// A stream's requests.
+type Inbound = Streaming<DiscoveryRequest>;
+
 struct Session<P> {
     node: Node,
     provider: Arc<P>,
@@ -444,14 +435,39 @@ struct Session<P> {
 }
 
 impl<P: ConfigProvider> Session<P> {
-    async fn run(&mut self, first: DiscoveryRequest, mut inbound: Streaming<DiscoveryRequest>) {
-        if self.handle(first).await.is_err() {
+    /// The session's task: its stream from `first` on, then its goodbye.
+    /// The session and the arguments come boxed: a future holds its async
+    /// fn's arguments beside the locals they are moved to (rustc #62958),
+    /// so inline they were part of the task twice at every nesting, for as
+    /// long as the stream lived.
+    async fn serve(mut self: Box<Self>, first: Box<DiscoveryRequest>, inbound: Box<Inbound>) {
+        self.run(first, inbound).await;
+        // Drop the config channel first: the provider tells a stale stream
+        // from a reconnected one by whether anybody still watches it.
+        let Session {
+            node,
+            provider,
+            config,
+            ..
+        } = *self;
+        drop(config);
+        provider.disconnect(&node);
+    }
+
+    /// Handles requests and changes until the stream ends. What a request
+    /// or a change sets off (building and queueing responses, asking the
+    /// provider) runs in a box of its own, held while it runs: inline, the
+    /// largest of those futures was part of every session's task for as
+    /// long as its stream lived (4.5 KiB a proxy, heaptrack), though a
+    /// session spends nearly all its life waiting.
+    async fn run(&mut self, first: Box<DiscoveryRequest>, mut inbound: Box<Inbound>) {
+        if Box::pin(self.handle(*first)).await.is_err() {
             return;
         }
         loop {
             tokio::select! {
                 req = inbound.next() => match req {
-                    Some(Ok(req)) => if self.handle(req).await.is_err() { return },
+                    Some(Ok(req)) => if Box::pin(self.handle(req)).await.is_err() { return },
                     Some(Err(status)) => {
                         tracing::debug!(proxy = %self.node.id, %status, "discovery stream error");
                         return;
@@ -463,7 +479,7 @@ impl<P: ConfigProvider> Session<P> {
                         // The control plane dropped this proxy (e.g. it shut down).
                         return;
                     }
-                    if self.push_changed().await.is_err() { return }
+                    if Box::pin(self.push_changed()).await.is_err() { return }
                 }
             }
         }
