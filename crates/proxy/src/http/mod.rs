@@ -491,7 +491,7 @@ async fn inbound(
     forward::send(
         dest,
         head,
-        SendBody::Once(ReqBody::Stream(body)),
+        SendBody::Once(ReqBody::stream(body)),
         Policy::default(),
         record,
     )
@@ -656,7 +656,7 @@ async fn passthrough(
     forward::send(
         dest,
         head,
-        SendBody::Once(ReqBody::Stream(body)),
+        SendBody::Once(ReqBody::stream(body)),
         Policy::default(),
         record,
     )

@@ -198,7 +198,7 @@ async fn forward(
             }
         }
     } else {
-        SendBody::Once(ReqBody::Stream(body))
+        SendBody::Once(ReqBody::stream(body))
     };
     let head = Head {
         method: parts.method,
