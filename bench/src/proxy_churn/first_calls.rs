@@ -17,8 +17,23 @@ pub fn host(i: usize) -> String {
 
 /// The ServiceEntry of [`host`] `i`, its one endpoint the local upstream.
 pub fn service(i: usize, upstream_port: u16) -> String {
+    entry(i, upstream_port, "")
+}
+
+/// [`service`] `i` with its endpoint's labels at `generation`: an endpoint
+/// change the proxy applies (trellisd pushes the host's endpoints again)
+/// while the endpoint stays the live upstream, so that the host can still
+/// be called. The on-demand proxy's churn (its hosts are these; see
+/// `Churned`).
+pub fn relabeled_service(i: usize, upstream_port: u16, generation: usize) -> String {
+    let labels = format!(", labels: {{app: first{i}, generation: \"{generation}\"}}");
+    entry(i, upstream_port, &labels)
+}
+
+/// The ServiceEntry of [`host`] `i`; `more`: the endpoint's fields after its ports.
+fn entry(i: usize, upstream_port: u16, more: &str) -> String {
     format!(
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: first{i}, namespace: ns0}}\nspec:\n  hosts: [{}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{name: http, number: 8080, protocol: HTTP}}]\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {upstream_port}}}}}\n",
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: first{i}, namespace: ns0}}\nspec:\n  hosts: [{}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{name: http, number: 8080, protocol: HTTP}}]\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {upstream_port}}}{more}}}\n",
         host(i)
     )
 }

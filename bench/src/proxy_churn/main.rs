@@ -14,7 +14,9 @@
 //!
 //! `--discovery on-demand` runs the proxy on demand (it then holds only the
 //! hosts it called), and before the phases times the first and second call
-//! to `--first-calls` hosts it has not called (see [`first_calls`]).
+//! to `--first-calls` hosts it has not called (see [`first_calls`]). The
+//! churn then changes those hosts (see [`Churned`]): the mesh's services
+//! are not the proxy's, and their changes would reach it not at all.
 
 mod first_calls;
 mod page_cache;
@@ -67,7 +69,8 @@ struct Args {
     /// See `--trellisd-cpus`.
     #[arg(long, requires = "trellisd_cpus")]
     proxy_cpus: Option<String>,
-    /// The proxy's `--discovery`: `whole` or `on-demand`.
+    /// The proxy's `--discovery`: `whole` or `on-demand` (the churn then
+    /// changes the `--first-calls` hosts, the ones the proxy asked for).
     #[arg(long, default_value = "whole")]
     discovery: String,
     /// Hosts whose first and second call are timed before the phases.
@@ -75,7 +78,9 @@ struct Args {
     first_calls: usize,
     /// With `--discovery on-demand`: the proxy forgets hosts unused this
     /// many seconds; after the phases the first-call hosts are called once
-    /// more, once forgotten (held again).
+    /// more, once forgotten (held again). Shorter than the phases, the
+    /// churned hosts are forgotten during them (and their changes no longer
+    /// applied).
     #[arg(long)]
     idle_seconds: Option<u64>,
     /// The proxy binary's pages in the page cache when it starts: its RSS
@@ -198,6 +203,44 @@ fn changed_service(file: &str, generation: usize) -> Result<String> {
     Ok(out)
 }
 
+/// The services the churn phase changes, one change at a time.
+enum Churned {
+    /// The mesh's services (each one's file as written, svc{s}.yaml): one
+    /// endpoint of a service moves to a new address per change.
+    Mesh(Vec<String>),
+    /// The first-call hosts, those an on-demand proxy asked for: their one
+    /// endpoint, the live upstream, is relabeled per change (a move would
+    /// leave them unreachable).
+    FirstCalls { hosts: usize, upstream_port: u16 },
+}
+
+impl Churned {
+    /// The ServiceEntry that applies change `g` (0, 1, ...).
+    fn change(&self, g: usize) -> Result<String> {
+        match self {
+            Churned::Mesh(files) => {
+                let s = (g * 7919) % files.len();
+                changed_service(&files[s], g / files.len() + 1)
+            }
+            Churned::FirstCalls {
+                hosts,
+                upstream_port,
+            } => Ok(first_calls::relabeled_service(
+                g % hosts,
+                *upstream_port,
+                g / hosts + 1,
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Churned::Mesh(files) => format!("the mesh's {} services", files.len()),
+            Churned::FirstCalls { hosts, .. } => format!("the {hosts} first-call hosts"),
+        }
+    }
+}
+
 /// What oha measured and what the proxy did meanwhile.
 struct Phase {
     requests: f64,
@@ -238,8 +281,7 @@ async fn endpoint_updates(client: &reqwest::Client, admin: SocketAddr) -> Result
 struct Setup {
     a: Args,
     dir: PathBuf,
-    /// Each service's file as the mesh was written (svc{s}.yaml).
-    services: Arc<Vec<String>>,
+    churned: Arc<Churned>,
     api: String,
     outbound: SocketAddr,
     admin: SocketAddr,
@@ -283,10 +325,10 @@ impl Setup {
         let failed = Arc::new(AtomicU64::new(0));
         let churner = churn.then(|| {
             let changes = (a.changes_per_sec * a.secs) as usize;
-            let files = self.services.clone();
+            let churned = self.churned.clone();
             let (client, api) = (self.client.clone(), self.api.clone());
             let (sent, failed) = (sent.clone(), failed.clone());
-            let (services, first) = (a.services, *generation);
+            let first = *generation;
             let period = Duration::from_secs_f64(1.0 / a.changes_per_sec.max(1) as f64);
             *generation += changes;
             tokio::spawn(async move {
@@ -297,8 +339,7 @@ impl Setup {
                 let inflight = Arc::new(tokio::sync::Semaphore::new(8));
                 for g in first..first + changes {
                     tick.tick().await;
-                    let s = (g * 7919) % services;
-                    let body = changed_service(&files[s], g / services + 1)?;
+                    let body = churned.change(g)?;
                     let permit = inflight.clone().acquire_owned().await?;
                     let (client, api) = (client.clone(), api.clone());
                     let (sent, failed) = (sent.clone(), failed.clone());
@@ -421,6 +462,19 @@ async fn main() -> Result<()> {
         .context("reading the mesh's service files")?;
 
     let upstream_port = free_port()?;
+    let churned = match a.discovery.as_str() {
+        "on-demand" => {
+            ensure!(
+                a.first_calls > 0,
+                "--discovery on-demand churns the first-call hosts: give --first-calls 1 or more"
+            );
+            Churned::FirstCalls {
+                hosts: a.first_calls,
+                upstream_port,
+            }
+        }
+        _ => Churned::Mesh(services),
+    };
     std::fs::write(
         dir.join("mesh/upstream.yaml"),
         upstream_service(upstream_port),
@@ -522,7 +576,7 @@ async fn main() -> Result<()> {
     let setup = Setup {
         a,
         dir,
-        services: Arc::new(services),
+        churned: Arc::new(churned),
         api,
         outbound,
         admin,
@@ -574,8 +628,10 @@ async fn main() -> Result<()> {
         100.0 * churn.trellisd_cpu_s / churn.secs
     );
     println!(
-        "| endpoint changes applied to trellisd (failed) | – | {} ({}) |",
-        churn.changes_sent, churn.changes_failed
+        "| endpoint changes applied to trellisd (failed), to {} | – | {} ({}) |",
+        setup.churned.describe(),
+        churn.changes_sent,
+        churn.changes_failed
     );
     println!(
         "| endpoint updates the proxy applied (rejected) | {} ({}) | {} ({}) |",
@@ -601,6 +657,7 @@ async fn main() -> Result<()> {
             "load_rate": a.load_rate, "changes_per_sec": a.changes_per_sec, "secs": a.secs,
             "proxy_rss_idle_mib": rss_idle, "proxy_anon_idle_mib": anon_idle, "proxy_rss_hwm_mib": rss_hwm, "config_s": config_s,
             "trellisd_cpus": a.trellisd_cpus, "proxy_cpus": a.proxy_cpus, "discovery": a.discovery,
+            "churned": setup.churned.describe(),
             "page_cache": format!("{:?}", a.page_cache).to_lowercase(),
             "first_call_ms": calls.first_ms, "second_call_ms": calls.second_ms,
             "idle_seconds": a.idle_seconds, "after_forgetting_call_ms": forgotten.as_ref().map(|f| &f.1),
