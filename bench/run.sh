@@ -33,6 +33,17 @@ while [[ $# -gt 0 ]]; do
     # Some scenarios only: their figures go to bench/out, not into the docs' table.
     --only|--only=*) only=1; args+=("$1") ;;
     --bin-dir) bin_dir="$2"; shift ;;
+    # This header, then bench-data-plane's own flags, without building.
+    -h|--help)
+      sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+      echo
+      bench_data_plane="$(ls -t target/{dist,release,debug}/bench-data-plane 2>/dev/null | head -1)"
+      if [[ -n "$bench_data_plane" ]]; then
+        "$bench_data_plane" --help
+      else
+        echo "(bench-data-plane's flags: build it, e.g. cargo build --profile dist -p bench)"
+      fi
+      exit 0 ;;
     *) args+=("$1") ;;
   esac
   shift

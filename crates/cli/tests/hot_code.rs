@@ -1,34 +1,53 @@
-//! The sidecar's hot-code linker script (`crates/cli/trellis-proxy-hot.ld`,
-//! written by `bench/link-order.sh` from a profile, passed to every link of
-//! trellis-proxy by `build.rs`) against the trellis-proxy this build linked:
-//! the script took effect, and its names still name the proxy's functions.
-//! Stale names cost nothing at link time (they match nothing), so this is
-//! where a list that has drifted from the code shows. An unoptimised build
-//! is linked without the script; its functions, never inlined, are the
-//! optimised builds' and more, so the names are checked against it too.
+//! The hot-code linker scripts (`crates/cli/<binary>-hot.ld`, written by
+//! `bench/link-order.sh` from a profile, passed to every optimised link of
+//! trellis-proxy and trellisd by `build.rs`) against the binaries this build
+//! linked: each script took effect, and its names still name the binary's
+//! functions. Stale names cost nothing at link time (they match nothing), so
+//! this is where a list that has drifted from the code shows. An
+//! unoptimised build is linked without the scripts; its functions, never
+//! inlined, are the optimised builds' and more, so the names are checked
+//! against it too.
 
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-const SCRIPT: &str = include_str!("../trellis-proxy-hot.ld");
-
-/// Below this share of the list's lasting names (without a hash) naming a
+/// Below this share of a list's lasting names (without a hash) naming a
 /// function of the binary, the list is stale: `bench/link-order.sh` makes
 /// a fresh one.
 const FRESH_PERCENT: usize = 90;
 
 #[test]
-fn the_hot_code_list_names_the_proxys_functions_and_optimised_builds_place_them_together() {
-    let binary = std::fs::read(env!("CARGO_BIN_EXE_trellis-proxy")).expect("read trellis-proxy");
+fn the_proxys_hot_code_list_names_its_functions_and_optimised_builds_place_them_together() {
+    check_hot_code(
+        "trellis-proxy",
+        env!("CARGO_BIN_EXE_trellis-proxy"),
+        include_str!("../trellis-proxy-hot.ld"),
+    );
+}
+
+#[test]
+fn trellisds_hot_code_list_names_its_functions_and_optimised_builds_place_them_together() {
+    check_hot_code(
+        "trellisd",
+        env!("CARGO_BIN_EXE_trellisd"),
+        include_str!("../trellisd-hot.ld"),
+    );
+}
+
+/// `script`'s names name `binary`'s functions, and (optimised) they lie in
+/// its `.text.hot`.
+fn check_hot_code(name: &str, binary: &str, script: &str) {
+    let binary = std::fs::read(binary).unwrap_or_else(|e| panic!("read {name}: {e}"));
     let elf = Elf::new(&binary);
-    let patterns = patterns(SCRIPT);
+    let patterns = patterns(script);
     // Names with their hash are the profiled builds' instances of generic
     // functions: another profile or version has other hashes, so they are
     // not counted here.
     let lasting: Vec<&Pattern> = patterns.iter().filter(|p| !p.has_hash()).collect();
     assert!(
         lasting.len() >= 1000,
-        "the hot-code list holds {} names without a hash, not a profile's: run bench/link-order.sh",
+        "{name}'s hot-code list holds {} names without a hash, not a profile's: run \
+         bench/link-order.sh --bin {name}",
         lasting.len()
     );
 
@@ -56,9 +75,9 @@ fn the_hot_code_list_names_the_proxys_functions_and_optimised_builds_place_them_
     let fresh = lasting.len() - stale.len();
     assert!(
         fresh * 100 >= lasting.len() * FRESH_PERCENT,
-        "only {fresh} of the hot-code list's {} names without a hash name a function of \
-         trellis-proxy (at least {FRESH_PERCENT} % should): the code moved on, run \
-         bench/link-order.sh; the first stale ones: {:?}",
+        "only {fresh} of {name}'s hot-code list's {} names without a hash name a function \
+         of it (at least {FRESH_PERCENT} % should): the code moved on, run \
+         bench/link-order.sh --bin {name}; the first stale ones: {:?}",
         lasting.len(),
         &stale[..stale.len().min(10)]
     );
@@ -70,9 +89,9 @@ fn the_hot_code_list_names_the_proxys_functions_and_optimised_builds_place_them_
     // A matched symbol outside the section is an alias LLVM made for an
     // identical function (merged functions share one body), so most, not
     // all, are inside.
-    let hot = elf
-        .section(".text.hot")
-        .expect("trellis-proxy has no .text.hot section: build.rs did not pass the linker script");
+    let hot = elf.section(".text.hot").unwrap_or_else(|| {
+        panic!("{name} has no .text.hot section: build.rs did not pass the linker script")
+    });
     let matched: Vec<u64> = patterns
         .iter()
         .flat_map(|p| matching(p).iter().map(|(_, address)| *address))
@@ -80,7 +99,7 @@ fn the_hot_code_list_names_the_proxys_functions_and_optimised_builds_place_them_
     let inside = matched.iter().filter(|a| hot.contains(*a)).count();
     assert!(
         inside * 100 >= matched.len() * 95,
-        "only {inside} of the {} functions the list names lie in .text.hot {hot:x?}",
+        "only {inside} of the {} functions {name}'s list names lie in .text.hot {hot:x?}",
         matched.len()
     );
 }
