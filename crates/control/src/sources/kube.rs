@@ -11,7 +11,10 @@
 //! proxies keep their config (static stability); a relist replaces a kind
 //! in one step, so nothing is dropped while it is under way.
 
+mod pod;
+
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +22,15 @@ use std::time::Duration;
 use api::{Kind, Resource};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use self::pod::WatchedPod;
 use super::{ResourceSet, Stored};
 use crate::store::{Key, share_like};
 
@@ -127,6 +133,10 @@ impl std::fmt::Display for Watched {
 /// As istiod: service account tokens and Helm's release records are never
 /// gateway credentials or CA material.
 const SECRET_FIELDS: &str = "type!=kubernetes.io/service-account-token,type!=helm.sh/release.v1";
+
+/// Objects per list request. A page is decoded whole before its first
+/// object is read: kube-rs's 500 held ~15 MB of injected pods at once.
+const LIST_PAGE_SIZE: u32 = 100;
 
 /// How long to wait before looking again for an Istio kind whose CRD is
 /// not installed.
@@ -239,11 +249,48 @@ async fn reflect(
             }
         }
     };
-    let api: Api<DynamicObject> = Api::all_with(client, &resource);
-    let mut config = watcher::Config::default();
+    let mut config = watcher::Config::default().page_size(LIST_PAGE_SIZE);
     if kind == Watched::Kind(Kind::Secret) {
         config = config.fields(SECRET_FIELDS);
     }
+    if kind == Watched::Kind(Kind::Pod) {
+        let api: Api<WatchedPod> = Api::all(client);
+        follow(api, config, kind, &resource, set, synced).await
+    } else {
+        let api: Api<DynamicObject> = Api::all_with(client, &resource);
+        follow(api, config, kind, &resource, set, synced).await
+    }
+}
+
+/// An object as a list or watch of its kind decodes it.
+trait Watchable: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static {
+    /// Its `status` as stored, for the status writer.
+    fn status(&self) -> Option<&serde_json::Value>;
+
+    /// The object as the file source would read it, or why it does not
+    /// parse or validate.
+    fn convert(self, kind: Watched, resource: &ApiResource) -> Result<Resource, Vec<String>>;
+}
+
+impl Watchable for DynamicObject {
+    fn status(&self) -> Option<&serde_json::Value> {
+        self.data.get("status")
+    }
+
+    fn convert(self, kind: Watched, resource: &ApiResource) -> Result<Resource, Vec<String>> {
+        convert(kind, resource, self)
+    }
+}
+
+/// Follows one kind's list and watch events into `set`, forever.
+async fn follow<K: Watchable>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: Watched,
+    resource: &ApiResource,
+    set: &ResourceSet,
+    synced: &(dyn Fn() + Sync),
+) {
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
     let mut listed = Vec::new();
     let mut listed_stored = Vec::new();
@@ -256,9 +303,9 @@ async fn reflect(
                 listed_stored.clear();
             }
             Ok(Event::InitApply(obj)) => {
-                let key = key_of(kind, &obj);
-                let stored = report.then(|| stored(&resource, &obj));
-                match convert_logged(kind, &resource, obj) {
+                let key = key_of(kind, obj.meta());
+                let stored = report.then(|| stored(resource, &obj));
+                match convert_logged(kind, resource, obj) {
                     // A list comes in name order, a ReplicaSet's pods together:
                     // shared as they come, a list of 5,000 pods peaks 9 MiB lower.
                     Ok(mut r) => {
@@ -285,9 +332,9 @@ async fn reflect(
                 synced();
             }
             Ok(Event::Apply(obj)) => {
-                let key = key_of(kind, &obj);
-                let mut stored = report.then(|| stored(&resource, &obj));
-                match convert_logged(kind, &resource, obj) {
+                let key = key_of(kind, obj.meta());
+                let mut stored = report.then(|| stored(resource, &obj));
+                match convert_logged(kind, resource, obj) {
                     Ok(r) => set.apply(r),
                     // No longer valid: what the cluster holds is not what we
                     // served, so it is served no more (as istiod drops it).
@@ -303,7 +350,7 @@ async fn reflect(
                 }
             }
             Ok(Event::Delete(obj)) => {
-                let key = key_of(kind, &obj);
+                let key = key_of(kind, obj.meta());
                 set.remove(&key);
                 set.unstore(&key);
             }
@@ -317,12 +364,12 @@ async fn reflect(
 }
 
 /// What the status writer needs of a stored Istio object.
-fn stored(resource: &ApiResource, obj: &DynamicObject) -> Stored {
+fn stored(resource: &ApiResource, obj: &impl Watchable) -> Stored {
     Stored {
         api_version: resource.api_version.clone(),
-        resource_version: obj.metadata.resource_version.clone(),
-        generation: obj.metadata.generation,
-        status: obj.data.get("status").cloned(),
+        resource_version: obj.meta().resource_version.clone(),
+        generation: obj.meta().generation,
+        status: obj.status().cloned(),
         invalid: Vec::new(),
     }
 }
@@ -414,15 +461,15 @@ async fn api_resource(
     Ok(None)
 }
 
-fn key_of(kind: Watched, obj: &DynamicObject) -> Key {
+fn key_of(kind: Watched, metadata: &ObjectMeta) -> Key {
     Key {
         kind: kind.as_str().to_string(),
         namespace: if kind == Watched::Kind(Kind::Namespace) {
             String::new()
         } else {
-            obj.metadata.namespace.clone().unwrap_or_default()
+            metadata.namespace.clone().unwrap_or_default()
         },
-        name: obj.metadata.name.clone().unwrap_or_default(),
+        name: metadata.name.clone().unwrap_or_default(),
     }
 }
 
@@ -442,13 +489,19 @@ fn convert(
         Some(ns) => format!("{kind}/{ns}/{}", obj.metadata.name.as_deref().unwrap_or("")),
         None => format!("{kind}/{}", obj.metadata.name.as_deref().unwrap_or("")),
     };
-    let mut value = serde_json::to_value(&obj).map_err(|error| vec![error.to_string()])?;
+    // The object's fields besides its metadata are a JSON tree already:
+    // moved, not copied (`serde_json::to_value(&obj)` made a second tree).
+    let mut fields = match obj.data {
+        serde_json::Value::Object(fields) => fields,
+        _ => serde_json::Map::new(),
+    };
+    let metadata = serde_json::to_value(&obj.metadata).map_err(|error| vec![error.to_string()])?;
+    fields.insert("metadata".into(), metadata);
     // Items of a list carry no apiVersion/kind of their own.
-    if let Some(fields) = value.as_object_mut() {
-        fields.insert("apiVersion".into(), resource.api_version.clone().into());
-        fields.insert("kind".into(), resource.kind.clone().into());
-    }
-    let r = api::parse_value(&name, value).map_err(|error| vec![error.to_string()])?;
+    fields.insert("apiVersion".into(), resource.api_version.clone().into());
+    fields.insert("kind".into(), resource.kind.clone().into());
+    let r = api::parse_value(&name, serde_json::Value::Object(fields))
+        .map_err(|error| vec![error.to_string()])?;
     let errors = api::validate(&r);
     if !errors.is_empty() {
         return Err(errors.iter().map(ToString::to_string).collect());
@@ -461,10 +514,10 @@ fn convert(
 fn convert_logged(
     kind: Watched,
     resource: &ApiResource,
-    obj: DynamicObject,
+    obj: impl Watchable,
 ) -> Result<Resource, Vec<String>> {
-    let key = key_of(kind, &obj);
-    let converted = convert(kind, resource, obj);
+    let key = key_of(kind, obj.meta());
+    let converted = obj.convert(kind, resource);
     // Never silent: an EnvoyFilter the mesh does not translate is ignored whole.
     if let Ok(Resource::Unsupported {
         namespace,
@@ -525,7 +578,7 @@ pub async fn list(client: &kube::Client) -> Result<Listed, KubeError> {
             Err(e) => return Err(e.into()),
         };
         for obj in items {
-            let key = key_of(kind, &obj);
+            let key = key_of(kind, &obj.metadata);
             match convert(kind, &resource, obj) {
                 Ok(r) => listed.resources.push(r),
                 Err(errors) => listed.invalid.push((key, errors)),
