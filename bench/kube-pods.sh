@@ -5,7 +5,7 @@
 #                      [--settle SECONDS] [--rounds N] TRELLISD...
 #
 # Starts a fresh etcd and kube-apiserver on loopback with Istio's CRDs, as
-# bench/control-plane-vs-istiod.sh does (its kube_start; no controller-manager,
+# bench/control-plane-vs-istiod.sh does (bench/kube-cluster.sh; no controller-manager,
 # so nothing schedules or runs the pods), creates the namespaces, each with its
 # `default` ServiceAccount and one per app (the API server's ServiceAccount
 # admission waits for the one a pod names, and no controller makes them),
@@ -42,16 +42,14 @@ done
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/kube-pods.XXXXXX")"
 etcd_pid="" apiserver_pid="" trellisd_pid="" kubectl=()
-# stop (SIGTERM, SIGKILL after 10 s, wait) and kube_start, read from
-# bench/control-plane-vs-istiod.sh: one way to start the cluster and stop it.
-eval "$(sed -n -e '/^stop() {/,/^}/p' -e '/^kube_start() {/,/^}/p' "$root/bench/control-plane-vs-istiod.sh")"
+# stop, free_port, kube_start: one way to start a cluster and stop processes.
+source "$root/bench/kube-cluster.sh"
 cleanup() {
   stop "$trellisd_pid" "$apiserver_pid" "$etcd_pid"
   [[ "${KEEP:-0}" == 1 ]] && echo "kept $work" >&2 || rm -rf "$work"
 }
 trap cleanup EXIT
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # --- the cluster (etcd, kube-apiserver, Istio's CRDs).
 kube_start "$work/kube"
