@@ -6,7 +6,7 @@
 # writes bench/out/data-plane.{md,json} and the results into
 # docs/benchmarks.md. The sidecar is linked as every build of it is: its
 # hot functions together (crates/cli/trellis-proxy-hot.ld, which
-# bench/link-order.sh refreshes from a profile).
+# bench/link-order.sh --bin trellis-proxy refreshes from a profile).
 #
 #   bench/run.sh                 the full run (about 14 minutes after the build)
 #   bench/run.sh --plaintext     the same without mTLS between the sidecars (both pairs)
